@@ -1,0 +1,257 @@
+// Package audit owns the appliance's audit log: every change and security
+// event, hash-chained so that editing, inserting or deleting an entry in the
+// store is detected by Verify. Buckets: audit.log (entries by sequence number)
+// and audit.meta (the chain head).
+package audit
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/store"
+)
+
+const (
+	logBucket  = "audit.log"
+	metaBucket = "audit.meta"
+	headKey    = "head"
+	// maxField bounds every free-text field so a hostile request cannot bloat the log.
+	maxField = 512
+	// maxChange bounds the encoded before/after values of one entry.
+	maxChange = 16 << 10
+)
+
+// Outcome of an audited action.
+const (
+	OK      = "ok"
+	Denied  = "denied"
+	Failed  = "failed"
+	Warning = "warning"
+)
+
+// Entry is one audit record. Hash covers every other field, including
+// PrevHash, so each entry commits to the whole chain before it.
+type Entry struct {
+	Seq      uint64          `json:"seq"`
+	Time     time.Time       `json:"time"`
+	Actor    string          `json:"actor"`            // account name, "token:<id>", or "-" for anonymous
+	Source   string          `json:"source,omitempty"` // client address
+	Action   string          `json:"action"`           // e.g. "auth.login", "account.create"
+	Target   string          `json:"target,omitempty"`
+	Outcome  string          `json:"outcome"`
+	Detail   string          `json:"detail,omitempty"`
+	Before   json.RawMessage `json:"before,omitempty"`
+	After    json.RawMessage `json:"after,omitempty"`
+	PrevHash string          `json:"prev_hash"`
+	Hash     string          `json:"hash"`
+}
+
+// Event is what callers record; Log fills in sequence, time and hashes.
+type Event struct {
+	Actor, Source, Action, Target, Outcome, Detail string
+	// Before and After are any JSON-encodable values; keys that name secrets
+	// are redacted before anything is stored.
+	Before, After any
+}
+
+// Clock gives the current time; tests inject a fake one.
+type Clock interface{ Now() time.Time }
+
+// Log appends to and reads the audit chain.
+type Log struct {
+	db    *store.DB
+	clock Clock
+}
+
+// New returns the audit log kept in db.
+func New(db *store.DB, clock Clock) *Log { return &Log{db: db, clock: clock} }
+
+type head struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// Record appends ev in its own transaction.
+func (l *Log) Record(ev Event) error {
+	return l.db.Update(func(tx *store.Tx) error { return l.RecordTx(tx, ev) })
+}
+
+// RecordTx appends ev inside tx, so a change and its audit entry commit or
+// roll back together.
+func (l *Log) RecordTx(tx *store.Tx, ev Event) error {
+	var h head
+	if _, err := tx.Get(metaBucket, headKey, &h); err != nil {
+		return fmt.Errorf("audit: read head: %w", err)
+	}
+	e := Entry{
+		Seq:      h.Seq + 1,
+		Time:     l.clock.Now().UTC(),
+		Actor:    clip(ev.Actor),
+		Source:   clip(ev.Source),
+		Action:   clip(ev.Action),
+		Target:   clip(ev.Target),
+		Outcome:  clip(ev.Outcome),
+		Detail:   clip(ev.Detail),
+		PrevHash: h.Hash,
+	}
+	if e.Actor == "" {
+		e.Actor = "-"
+	}
+	if e.Outcome == "" {
+		e.Outcome = OK
+	}
+	var err error
+	if e.Before, err = redacted(ev.Before); err != nil {
+		return err
+	}
+	if e.After, err = redacted(ev.After); err != nil {
+		return err
+	}
+	if e.Hash, err = e.digest(); err != nil {
+		return err
+	}
+	if err := tx.Put(logBucket, seqKey(e.Seq), e); err != nil {
+		return fmt.Errorf("audit: append: %w", err)
+	}
+	return tx.Put(metaBucket, headKey, head{Seq: e.Seq, Hash: e.Hash})
+}
+
+func seqKey(n uint64) string { return fmt.Sprintf("%020d", n) }
+
+func clip(s string) string {
+	s = strings.ToValidUTF8(s, "?")
+	if len(s) > maxField {
+		s = s[:maxField] + "…"
+	}
+	return s
+}
+
+// digest hashes the canonical JSON of e without its own Hash. encoding/json
+// writes struct fields in order and re-encoding stored RawMessage is
+// idempotent, so the same bytes come back after a round trip through the store.
+func (e Entry) digest() (string, error) {
+	e.Hash = ""
+	raw, err := json.Marshal(e)
+	if err != nil {
+		return "", fmt.Errorf("audit: encode entry: %w", err)
+	}
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// secretWords mark keys whose values never reach the log.
+var secretWords = []string{"password", "secret", "token", "seed", "key", "code", "hash", "recovery", "cookie", "ha1", "csrf"}
+
+func isSecretKey(k string) bool {
+	k = strings.ToLower(k)
+	for _, w := range secretWords {
+		if strings.Contains(k, w) {
+			return true
+		}
+	}
+	return false
+}
+
+func redacted(v any) (json.RawMessage, error) {
+	if v == nil {
+		return nil, nil
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("audit: encode change: %w", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.UseNumber()
+	var generic any
+	if err := dec.Decode(&generic); err != nil {
+		return nil, fmt.Errorf("audit: decode change: %w", err)
+	}
+	out, err := json.Marshal(redact(generic))
+	if err != nil {
+		return nil, fmt.Errorf("audit: encode change: %w", err)
+	}
+	if len(out) > maxChange {
+		out, _ = json.Marshal(map[string]string{"truncated": fmt.Sprintf("%d bytes", len(out))})
+	}
+	return out, nil
+}
+
+func redact(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, x := range t {
+			if isSecretKey(k) {
+				t[k] = "[redacted]"
+			} else {
+				t[k] = redact(x)
+			}
+		}
+		return t
+	case []any:
+		for i := range t {
+			t[i] = redact(t[i])
+		}
+		return t
+	}
+	return v
+}
+
+// ErrTampered means the chain does not verify.
+var ErrTampered = errors.New("audit: chain broken")
+
+// VerifyResult says how much of the chain was checked.
+type VerifyResult struct {
+	Entries uint64 `json:"entries"`
+	Head    string `json:"head"`
+}
+
+// Verify walks the whole chain and reports the first entry that does not
+// match: an edited entry changes its hash, a removed or inserted one breaks
+// the sequence or the link, a truncated tail disagrees with the stored head.
+func (l *Log) Verify() (VerifyResult, error) {
+	var res VerifyResult
+	err := l.db.View(func(tx *store.Tx) error {
+		var h head
+		if _, err := tx.Get(metaBucket, headKey, &h); err != nil {
+			return fmt.Errorf("%w: head unreadable: %v", ErrTampered, err)
+		}
+		prev := ""
+		var n uint64
+		err := tx.ForEach(logBucket, func(key string, raw []byte) error {
+			var e Entry
+			if err := json.Unmarshal(raw, &e); err != nil {
+				return fmt.Errorf("%w: entry %s unreadable", ErrTampered, key)
+			}
+			n++
+			if e.Seq != n || key != seqKey(e.Seq) {
+				return fmt.Errorf("%w: entry %s: expected sequence %d", ErrTampered, key, n)
+			}
+			if e.PrevHash != prev {
+				return fmt.Errorf("%w: entry %d does not link to entry %d", ErrTampered, e.Seq, e.Seq-1)
+			}
+			d, err := e.digest()
+			if err != nil {
+				return err
+			}
+			if d != e.Hash {
+				return fmt.Errorf("%w: entry %d was modified", ErrTampered, e.Seq)
+			}
+			prev = e.Hash
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if n != h.Seq || prev != h.Hash {
+			return fmt.Errorf("%w: chain ends at %d but head says %d", ErrTampered, n, h.Seq)
+		}
+		res = VerifyResult{Entries: n, Head: prev}
+		return nil
+	})
+	return res, err
+}
