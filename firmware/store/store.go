@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -17,12 +18,28 @@ import (
 
 // SchemaVersion is the layout version this build writes. Open migrates older
 // files forward and refuses newer ones, so a downgrade never corrupts state.
+// It always equals len(migrations) (a test checks it).
 const SchemaVersion = 1
+
+// MaxBackupBytes bounds Backup: a database larger than this is refused
+// rather than streamed, so a runaway file cannot fill the receiver or hold a
+// read transaction (which blocks bbolt from growing its mmap) for long.
+const MaxBackupBytes = 256 << 20
+
+// maxSealed bounds what Unseal accepts; secrets are keys and hashes, not blobs.
+const maxSealed = 1 << 20
 
 const metaBucket = "meta"
 
-// ErrNewerSchema means the file was written by a newer firmware.
-var ErrNewerSchema = errors.New("store: database schema is newer than this firmware")
+var (
+	// ErrNewerSchema means the file was written by a newer firmware.
+	ErrNewerSchema = errors.New("store: database schema is newer than this firmware")
+	// ErrTooLarge means a value or the database exceeds a fixed bound.
+	ErrTooLarge = errors.New("store: too large")
+	// ErrUnseal means a sealed value did not open: wrong key, wrong place
+	// (associated data) or tampered bytes. Which one is deliberately not said.
+	ErrUnseal = errors.New("store: sealed value does not open")
+)
 
 // DB is an open store.
 type DB struct {
@@ -33,6 +50,10 @@ type DB struct {
 // Open opens (creating if needed) the store at path. sealKey is the 32-byte
 // device key used to seal secrets.
 func Open(path string, sealKey []byte) (*DB, error) {
+	return open(path, sealKey, migrations)
+}
+
+func open(path string, sealKey []byte, steps []Migration) (*DB, error) {
 	if len(sealKey) != 32 {
 		return nil, fmt.Errorf("store: device key must be 32 bytes, got %d", len(sealKey))
 	}
@@ -44,54 +65,40 @@ func Open(path string, sealKey []byte) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: seal cipher: %w", err)
 	}
+	// The timeout turns "another edgepbxd still holds the lock" into an error
+	// instead of a hang.
 	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	db := &DB{bolt: b, aead: aead}
-	if err := db.migrate(); err != nil {
+	if err := db.migrate(steps); err != nil {
 		b.Close()
 		return nil, err
 	}
 	return db, nil
 }
 
-func (db *DB) migrate() error {
-	return db.bolt.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists([]byte(metaBucket))
-		if err != nil {
-			return fmt.Errorf("store: meta bucket: %w", err)
-		}
-		var have int
-		if v := meta.Get([]byte("schema")); v != nil {
-			if err := json.Unmarshal(v, &have); err != nil {
-				return fmt.Errorf("store: read schema version: %w", err)
-			}
-		}
-		if have > SchemaVersion {
-			return fmt.Errorf("%w: file has %d, firmware knows %d", ErrNewerSchema, have, SchemaVersion)
-		}
-		// Migrations from have to SchemaVersion go here, one step each, inside
-		// this transaction so a power cut leaves either the old or the new layout.
-		v, _ := json.Marshal(SchemaVersion)
-		return meta.Put([]byte("schema"), v)
-	})
-}
-
 // Close closes the file.
 func (db *DB) Close() error { return db.bolt.Close() }
 
+// Path is the file the store lives in.
+func (db *DB) Path() string { return db.bolt.Path() }
+
 // Tx is a read or read-write transaction.
-type Tx struct{ tx *bolt.Tx }
+type Tx struct {
+	tx *bolt.Tx
+	db *DB
+}
 
 // Update runs fn in one read-write transaction; an error rolls everything back.
 func (db *DB) Update(fn func(*Tx) error) error {
-	return db.bolt.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
+	return db.bolt.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx, db: db}) })
 }
 
 // View runs fn in a read-only transaction.
 func (db *DB) View(fn func(*Tx) error) error {
-	return db.bolt.View(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
+	return db.bolt.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx, db: db}) })
 }
 
 // Get reads bucket/key as JSON into v. It reports false when the key is absent.
@@ -116,11 +123,17 @@ func (t *Tx) Put(bucket, key string, v any) error {
 	if err != nil {
 		return fmt.Errorf("store: encode %s/%s: %w", bucket, key, err)
 	}
+	if bucket == "" || key == "" {
+		return fmt.Errorf("store: empty bucket or key name (%q/%q)", bucket, key)
+	}
 	b, err := t.tx.CreateBucketIfNotExists([]byte(bucket))
 	if err != nil {
 		return fmt.Errorf("store: bucket %s: %w", bucket, err)
 	}
-	return b.Put([]byte(key), raw)
+	if err := b.Put([]byte(key), raw); err != nil {
+		return fmt.Errorf("store: put %s/%s: %w", bucket, key, err)
+	}
+	return nil
 }
 
 // Delete removes bucket/key; a missing key is not an error.
@@ -132,7 +145,8 @@ func (t *Tx) Delete(bucket, key string) error {
 	return b.Delete([]byte(key))
 }
 
-// ForEach calls fn for every key in bucket, in key order.
+// ForEach calls fn for every key in bucket, in key order. raw is only valid
+// during the call (it points into the mmap); copy it to keep it.
 func (t *Tx) ForEach(bucket string, fn func(key string, raw []byte) error) error {
 	b := t.tx.Bucket([]byte(bucket))
 	if b == nil {
@@ -141,25 +155,78 @@ func (t *Tx) ForEach(bucket string, fn func(key string, raw []byte) error) error
 	return b.ForEach(func(k, v []byte) error { return fn(string(k), v) })
 }
 
+// PutSecret seals secret with the device key, bound to bucket/key, and stores
+// it there. Use it for HA1s, TOTP seeds and private keys.
+func (t *Tx) PutSecret(bucket, key string, secret []byte) error {
+	sealed, err := t.db.Seal(secret, secretAD(bucket, key))
+	if err != nil {
+		return err
+	}
+	return t.Put(bucket, key, sealed)
+}
+
+// GetSecret reads and unseals a value stored by PutSecret. It reports false
+// when the key is absent; a value that does not open is an error.
+func (t *Tx) GetSecret(bucket, key string) ([]byte, bool, error) {
+	var sealed []byte
+	ok, err := t.Get(bucket, key, &sealed)
+	if err != nil || !ok {
+		return nil, ok, err
+	}
+	pt, err := t.db.Unseal(sealed, secretAD(bucket, key))
+	if err != nil {
+		return nil, false, err
+	}
+	return pt, true, nil
+}
+
+func secretAD(bucket, key string) string { return "store/" + bucket + "/" + key }
+
 // Seal encrypts a secret for storage; ad binds it to its place (e.g. "sip/ha1/101")
 // so a sealed value copied to another key does not open.
 func (db *DB) Seal(plaintext []byte, ad string) ([]byte, error) {
-	nonce := make([]byte, db.aead.NonceSize())
+	if len(plaintext) > maxSealed {
+		return nil, fmt.Errorf("%w: secret of %d bytes (max %d)", ErrTooLarge, len(plaintext), maxSealed)
+	}
+	nonce := make([]byte, db.aead.NonceSize(), db.aead.NonceSize()+len(plaintext)+db.aead.Overhead())
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, fmt.Errorf("store: seal nonce: %w", err)
 	}
 	return db.aead.Seal(nonce, nonce, plaintext, []byte(ad)), nil
 }
 
-// Unseal opens a value made by Seal with the same ad.
+// Unseal opens a value made by Seal with the same ad. The input is treated as
+// untrusted: any length or content gives a plaintext or an error, nothing else.
 func (db *DB) Unseal(sealed []byte, ad string) ([]byte, error) {
 	n := db.aead.NonceSize()
 	if len(sealed) < n+db.aead.Overhead() {
-		return nil, errors.New("store: sealed value too short")
+		return nil, fmt.Errorf("%w: %s: %d bytes is shorter than nonce and tag", ErrUnseal, ad, len(sealed))
+	}
+	if len(sealed) > maxSealed+n+db.aead.Overhead() {
+		return nil, fmt.Errorf("%w: %s: sealed value of %d bytes", ErrTooLarge, ad, len(sealed))
 	}
 	pt, err := db.aead.Open(nil, sealed[:n], sealed[n:], []byte(ad))
 	if err != nil {
-		return nil, fmt.Errorf("store: unseal %s: %w", ad, err)
+		return nil, fmt.Errorf("%w: %s", ErrUnseal, ad)
 	}
 	return pt, nil
+}
+
+// Backup writes a consistent copy of the whole database to w (a plain bbolt
+// file) from one read transaction, and returns the bytes written. Databases
+// over MaxBackupBytes are refused before anything is written.
+func (db *DB) Backup(w io.Writer) (int64, error) {
+	var n int64
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		if size := tx.Size(); size > MaxBackupBytes {
+			return fmt.Errorf("%w: database is %d bytes, backup limit %d", ErrTooLarge, size, MaxBackupBytes)
+		}
+		var err error
+		n, err = tx.WriteTo(w)
+		if err != nil {
+			return fmt.Errorf("store: backup: %w", err)
+		}
+		return nil
+	})
+	return n, err
 }
