@@ -1,0 +1,237 @@
+// Command licensed is the reference vendor licence / phone-home server.
+//
+//	licensed keys -out DIR                 # vendor.key (private, 0600) and vendor.pub
+//	licensed serve -db F -key DIR/vendor.key -listen 127.0.0.1:8443 \
+//	        [-tls-cert C -tls-key K | -dev-ca-out ca.pem] [-admin-token-file T]
+//	licensed issue -db F -id LIC -days 365 [-max-ext 50 -max-trunks 4]
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgepbx/edgepbx/cmd/licensed/server"
+	"github.com/edgepbx/edgepbx/firmware/license"
+	bolt "go.etcd.io/bbolt"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "licensed:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	if len(args) == 0 {
+		return errors.New("usage: licensed keys|serve|issue [flags]")
+	}
+	switch args[0] {
+	case "keys":
+		return cmdKeys(args[1:])
+	case "serve":
+		return cmdServe(args[1:])
+	case "issue":
+		return cmdIssue(args[1:])
+	}
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+const privPrefix = "ed25519-private:"
+
+func cmdKeys(args []string) error {
+	fs := flag.NewFlagSet("keys", flag.ContinueOnError)
+	out := fs.String("out", ".", "directory for vendor.key and vendor.pub")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	keyPath := filepath.Join(*out, "vendor.key")
+	f, err := os.OpenFile(keyPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("create %s (refusing to overwrite a key): %w", keyPath, err)
+	}
+	if _, err := fmt.Fprintln(f, privPrefix+base64.StdEncoding.EncodeToString(priv.Seed())); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	pubText := license.FormatPublicKey(pub)
+	if err := os.WriteFile(filepath.Join(*out, "vendor.pub"), []byte(pubText+"\n"), 0o644); err != nil {
+		return err
+	}
+	fmt.Println(pubText)
+	return nil
+}
+
+func readPrivateKey(path string) (ed25519.PrivateKey, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	b64, ok := strings.CutPrefix(strings.TrimSpace(string(raw)), privPrefix)
+	if !ok {
+		return nil, fmt.Errorf("%s: not a licensed key file", path)
+	}
+	seed, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("%s: bad key", path)
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
+}
+
+func cmdServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	dbPath := fs.String("db", "licensed.db", "bbolt database")
+	keyPath := fs.String("key", "vendor.key", "vendor signing key from 'licensed keys'")
+	listen := fs.String("listen", "127.0.0.1:8443", "HTTPS listen address")
+	certFile := fs.String("tls-cert", "", "TLS certificate (PEM)")
+	keyFile := fs.String("tls-key", "", "TLS key (PEM)")
+	devCA := fs.String("dev-ca-out", "", "without -tls-cert: write the generated self-signed certificate here for boxes to trust")
+	tokenFile := fs.String("admin-token-file", "", "file holding the admin API bearer token (no file: admin API off)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	priv, err := readPrivateKey(*keyPath)
+	if err != nil {
+		return err
+	}
+	var token string
+	if *tokenFile != "" {
+		raw, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return err
+		}
+		token = strings.TrimSpace(string(raw))
+	}
+	db, err := bolt.Open(*dbPath, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	srv, err := server.New(db, priv, token, time.Now, log)
+	if err != nil {
+		return err
+	}
+	var cert tls.Certificate
+	if *certFile != "" {
+		if cert, err = tls.LoadX509KeyPair(*certFile, *keyFile); err != nil {
+			return err
+		}
+	} else if cert, err = selfSigned(*listen, *devCA); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		hs.Shutdown(context.Background())
+	}()
+	// The address line lets scripts and tests use -listen 127.0.0.1:0.
+	fmt.Printf("licensed: listening on https://%s\n", ln.Addr())
+	if err := hs.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// selfSigned makes a development certificate for the listen host.
+func selfSigned(listen, out string) (tls.Certificate, error) {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "licensed development"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:         true, BasicConstraintsValid: true,
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+	} else if host != "" && ip == nil {
+		tmpl.DNSNames = append(tmpl.DNSNames, host)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if out != "" {
+		if err := os.WriteFile(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+			return tls.Certificate{}, err
+		}
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+func cmdIssue(args []string) error {
+	fs := flag.NewFlagSet("issue", flag.ContinueOnError)
+	dbPath := fs.String("db", "licensed.db", "bbolt database")
+	id := fs.String("id", "", "licence id")
+	days := fs.Int("days", 365, "validity in days")
+	maxExt := fs.Int("max-ext", 50, "maximum extensions")
+	maxTrunks := fs.Int("max-trunks", 4, "maximum trunks")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	db, err := bolt.Open(*dbPath, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	// Issuing needs no signing key: only answers are signed.
+	srv, err := server.New(db, make(ed25519.PrivateKey, ed25519.PrivateKeySize), "", time.Now, nil)
+	if err != nil {
+		return err
+	}
+	return srv.PutLicence(server.Licence{ID: *id, ValidUntil: time.Now().Add(time.Duration(*days) * 24 * time.Hour),
+		MaxExtensions: *maxExt, MaxTrunks: *maxTrunks})
+}
