@@ -1,0 +1,75 @@
+package qemu
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// tapFD is the descriptor number QEMU sees the tap on (first of ExtraFiles).
+const tapFD = 3
+
+// args builds QEMU's argument list (without the binary). It is pure so it can
+// be tested per architecture; all host resources (ports, disk, QMP socket) are
+// decided before.
+func args(t Target, c config, qmpSocket string) ([]string, error) {
+	a := []string{
+		"-nodefaults", "-no-user-config", "-display", "none",
+		// -no-reboot: a guest reboot or panic ends QEMU; the caller decides
+		// whether to start again.
+		"-no-reboot",
+		"-M", t.machineArg(c.kvm),
+		"-cpu", t.CPU,
+		"-m", strconv.Itoa(c.memoryMiB),
+		"-smp", "1",
+		"-kernel", t.Kernel,
+		"-initrd", t.Initramfs,
+		"-append", t.cmdline(c.appendArgs),
+		// The console is QEMU's stdin/stdout, which the runner owns; signal=off
+		// so a stray ^C byte is not QEMU's business.
+		"-chardev", "stdio,id=con0,signal=off",
+		"-serial", "chardev:con0",
+		"-chardev", "socket,id=qmp0,path=" + escapeOpt(qmpSocket) + ",server=on,wait=off",
+		"-mon", "chardev=qmp0,mode=control",
+	}
+	if c.kvm {
+		a = append(a, "-enable-kvm")
+	}
+	// virtio-mmio transports on both machines: microvm has nothing else, and
+	// virt describes them in its device tree, so one driver set serves both.
+	const bus = "device"
+	a = append(a, "-device", "virtio-rng-"+bus)
+	if c.dataDisk != "" {
+		a = append(a,
+			"-drive", "id=data0,if=none,format=raw,cache=writeback,file="+escapeOpt(c.dataDisk),
+			"-device", "virtio-blk-"+bus+",drive=data0")
+	}
+	switch {
+	case c.tap != nil:
+		a = append(a,
+			"-netdev", "tap,id=net0,fd="+strconv.Itoa(tapFD),
+			"-device", "virtio-net-"+bus+",netdev=net0")
+	default:
+		nd, err := userNetdev(c.forwards)
+		if err != nil {
+			return nil, err
+		}
+		a = append(a, "-netdev", nd, "-device", "virtio-net-"+bus+",netdev=net0")
+	}
+	return a, nil
+}
+
+// userNetdev is the user-mode (slirp) network: restrict=on keeps the guest from
+// reaching anything beyond its own forwards, and forwards listen on loopback
+// only so the VM is never exposed to the host's networks.
+func userNetdev(fw []Forward) (string, error) {
+	var b strings.Builder
+	b.WriteString("user,id=net0,restrict=on")
+	for _, f := range fw {
+		if f.HostPort <= 0 {
+			return "", fmt.Errorf("qemu: forward %s guest port %d has no host port", f.Proto, f.GuestPort)
+		}
+		fmt.Fprintf(&b, ",hostfwd=%s:127.0.0.1:%d-:%d", f.Proto, f.HostPort, f.GuestPort)
+	}
+	return b.String(), nil
+}

@@ -1,0 +1,153 @@
+package qemu
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Option changes how a VM is booted.
+type Option func(*config) error
+
+// Forward is one user-mode networking port forward from the host's loopback
+// to the guest.
+type Forward struct {
+	Proto     string // "tcp" or "udp"
+	HostPort  int    // chosen at boot when requested as 0
+	GuestPort int
+}
+
+type tapConfig struct {
+	netns string // path of the network namespace, e.g. /var/run/netns/NAME
+	name  string // tap device created inside it
+}
+
+type config struct {
+	dataDisk     string
+	dataDiskSize int64
+	forwards     []Forward
+	tap          *tapConfig
+	kvm          bool
+	memoryMiB    int
+	consoleLog   io.Writer
+	appendArgs   []string
+	logger       *slog.Logger
+	stopTimeout  time.Duration
+	consoleLines int
+}
+
+func defaultConfig() config {
+	return config{
+		dataDiskSize: 256 << 20,
+		memoryMiB:    512,
+		logger:       slog.New(slog.DiscardHandler),
+		stopTimeout:  60 * time.Second,
+		consoleLines: 5000,
+	}
+}
+
+// WithDataDisk attaches a persistent raw data disk at path. A missing file is
+// created and formatted ext4 (label edgepbx-data) with the host's mkfs.ext4,
+// because the appliance carries no mkfs.
+func WithDataDisk(path string) Option {
+	return func(c *config) error {
+		if path == "" {
+			return fmt.Errorf("qemu: empty data disk path")
+		}
+		c.dataDisk = path
+		return nil
+	}
+}
+
+// WithDataDiskSize sets the size of a data disk created by WithDataDisk.
+func WithDataDiskSize(bytes int64) Option {
+	return func(c *config) error {
+		if bytes < 16<<20 || bytes > 64<<30 {
+			return fmt.Errorf("qemu: data disk size %d out of range [16 MiB, 64 GiB]", bytes)
+		}
+		c.dataDiskSize = bytes
+		return nil
+	}
+}
+
+// WithHostForward forwards 127.0.0.1:hostPort on the host to guestPort in the
+// guest (user-mode networking). hostPort 0 picks a free port at boot; VM.HostPort
+// tells which.
+func WithHostForward(proto string, hostPort, guestPort int) Option {
+	return func(c *config) error {
+		proto = strings.ToLower(proto)
+		if proto != "tcp" && proto != "udp" {
+			return fmt.Errorf("qemu: forward protocol %q: want tcp or udp", proto)
+		}
+		if hostPort < 0 || hostPort > 65535 || guestPort < 1 || guestPort > 65535 {
+			return fmt.Errorf("qemu: forward %s %d->%d: port out of range", proto, hostPort, guestPort)
+		}
+		for _, f := range c.forwards {
+			if f.Proto == proto && f.GuestPort == guestPort {
+				return fmt.Errorf("qemu: forward %s to guest port %d given twice", proto, guestPort)
+			}
+		}
+		c.forwards = append(c.forwards, Forward{Proto: proto, HostPort: hostPort, GuestPort: guestPort})
+		return nil
+	}
+}
+
+// WithTap connects the guest's NIC to a tap device created (by Boot) inside
+// the network namespace at netnsPath instead of user-mode networking, so a test
+// in that namespace sees the guest's real packets. The caller brings the link up
+// and configures addresses.
+func WithTap(netnsPath, tapName string) Option {
+	return func(c *config) error {
+		if netnsPath == "" || tapName == "" || len(tapName) > 15 || strings.ContainsAny(tapName, "/ \x00") {
+			return fmt.Errorf("qemu: invalid tap %q in netns %q", tapName, netnsPath)
+		}
+		c.tap = &tapConfig{netns: netnsPath, name: tapName}
+		return nil
+	}
+}
+
+// WithKVM selects KVM acceleration; the default is TCG, which works everywhere.
+func WithKVM(on bool) Option {
+	return func(c *config) error { c.kvm = on; return nil }
+}
+
+// WithMemory sets the guest memory in MiB.
+func WithMemory(mib int) Option {
+	return func(c *config) error {
+		if mib < 64 || mib > 65536 {
+			return fmt.Errorf("qemu: memory %d MiB out of range [64, 65536]", mib)
+		}
+		c.memoryMiB = mib
+		return nil
+	}
+}
+
+// WithConsoleLog copies the raw console output to w as it arrives.
+func WithConsoleLog(w io.Writer) Option {
+	return func(c *config) error { c.consoleLog = w; return nil }
+}
+
+// WithAppend appends parameters to the kernel command line.
+func WithAppend(params ...string) Option {
+	return func(c *config) error {
+		for _, p := range params {
+			if strings.ContainsAny(p, "\x00\n\r") {
+				return fmt.Errorf("qemu: kernel parameter %q contains a control character", p)
+			}
+		}
+		c.appendArgs = append(c.appendArgs, params...)
+		return nil
+	}
+}
+
+// WithLogger sets the logger for the runner's own messages.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l != nil {
+			c.logger = l
+		}
+		return nil
+	}
+}
