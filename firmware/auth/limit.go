@@ -1,0 +1,161 @@
+package auth
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// limiter allows at most max events per window per key (sliding window).
+// It holds at most maxKeys keys; when full it forgets the stalest key, so
+// memory stays bounded under address floods.
+type limiter struct {
+	mu      sync.Mutex
+	max     int
+	window  time.Duration
+	maxKeys int
+	hits    map[string][]time.Time
+}
+
+func newLimiter(max int, window time.Duration, maxKeys int) *limiter {
+	return &limiter{max: max, window: window, maxKeys: maxKeys, hits: map[string][]time.Time{}}
+}
+
+// allow records an event for key at now and reports whether it is within the limit.
+func (l *limiter) allow(key string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h := l.hits[key]
+	cut := 0
+	for cut < len(h) && now.Sub(h[cut]) >= l.window {
+		cut++
+	}
+	h = h[cut:]
+	if len(h) >= l.max {
+		l.hits[key] = h
+		return false
+	}
+	if _, ok := l.hits[key]; !ok && len(l.hits) >= l.maxKeys {
+		l.evict(now)
+	}
+	l.hits[key] = append(h, now)
+	return true
+}
+
+func (l *limiter) evict(now time.Time) {
+	var stale string
+	var staleAt time.Time
+	for k, h := range l.hits {
+		if len(h) == 0 || now.Sub(h[len(h)-1]) >= l.window {
+			delete(l.hits, k)
+			continue
+		}
+		if stale == "" || h[len(h)-1].Before(staleAt) {
+			stale, staleAt = k, h[len(h)-1]
+		}
+	}
+	if len(l.hits) >= l.maxKeys && stale != "" {
+		delete(l.hits, stale)
+	}
+}
+
+// sourceGuard counts failed logins per source (IPv4 address, IPv6 /64) to
+// throttle guessing and to spot one source spraying many accounts.
+type sourceGuard struct {
+	mu      sync.Mutex
+	maxKeys int
+	m       map[netip.Prefix]*sourceState
+}
+
+type sourceState struct {
+	failures []time.Time
+	accounts map[string]time.Time
+	banned   time.Time
+}
+
+func newSourceGuard(maxKeys int) *sourceGuard {
+	return &sourceGuard{maxKeys: maxKeys, m: map[netip.Prefix]*sourceState{}}
+}
+
+func sourcePrefix(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	bits := 64
+	if a.Is4() {
+		bits = 32
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+func (g *sourceGuard) prune(st *sourceState, now time.Time, window time.Duration) {
+	cut := 0
+	for cut < len(st.failures) && now.Sub(st.failures[cut]) >= window {
+		cut++
+	}
+	st.failures = st.failures[cut:]
+	for acct, t := range st.accounts {
+		if now.Sub(t) >= window {
+			delete(st.accounts, acct)
+		}
+	}
+}
+
+// throttled reports whether src has used up its failures in the window.
+func (g *sourceGuard) throttled(src netip.Addr, p Policy, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := g.m[sourcePrefix(src)]
+	if st == nil {
+		return false
+	}
+	g.prune(st, now, secs(p.SourceWindowSecs))
+	return len(st.failures) >= p.SourceMaxFailures
+}
+
+// fail records a failure against account from src. It returns the prefix to
+// ban when src has now failed on SprayAccounts distinct accounts (once per ban).
+func (g *sourceGuard) fail(src netip.Addr, account string, p Policy, now time.Time) (netip.Prefix, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	key := sourcePrefix(src)
+	window := secs(p.SourceWindowSecs)
+	st := g.m[key]
+	if st == nil {
+		if len(g.m) >= g.maxKeys {
+			for k, s := range g.m {
+				g.prune(s, now, window)
+				if len(s.failures) == 0 {
+					delete(g.m, k)
+				}
+			}
+			if len(g.m) >= g.maxKeys { // still full of active sources: forget one at random
+				for k := range g.m {
+					delete(g.m, k)
+					break
+				}
+			}
+		}
+		st = &sourceState{accounts: map[string]time.Time{}}
+		g.m[key] = st
+	}
+	g.prune(st, now, window)
+	st.failures = append(st.failures, now)
+	if len(account) > 64 {
+		account = account[:64]
+	}
+	st.accounts[account] = now
+	if len(st.accounts) >= p.SprayAccounts && now.After(st.banned) {
+		st.banned = now.Add(secs(p.BanSeconds))
+		return key, true
+	}
+	return netip.Prefix{}, false
+}
+
+// succeed forgets a source's failures after a successful login.
+func (g *sourceGuard) succeed(src netip.Addr) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if st := g.m[sourcePrefix(src)]; st != nil && st.banned.IsZero() {
+		delete(g.m, sourcePrefix(src))
+	}
+}
