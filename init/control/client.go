@@ -1,0 +1,151 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/edgepbx/edgepbx/netfw"
+)
+
+// Client talks to PID 1 over the control socket. It is safe for concurrent
+// use; requests are serialised on one connection, re-dialled after errors.
+type Client struct {
+	path string
+	mu   sync.Mutex
+	conn net.Conn
+}
+
+// Dial connects to the control socket at path.
+func Dial(path string) (*Client, error) {
+	c := &Client{path: path}
+	conn, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("control: dial %s: %w", path, err)
+	}
+	c.conn = conn
+	return c, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil {
+		return nil
+	}
+	err := c.conn.Close()
+	c.conn = nil
+	return err
+}
+
+// ErrRemote wraps an error reply from PID 1.
+var ErrRemote = errors.New("control: request refused")
+
+// Do sends one request and decodes the reply's data into out (if non-nil).
+func (c *Client) Do(ctx context.Context, t Type, req, out any) error {
+	var p []byte
+	if req != nil {
+		var err error
+		if p, err = json.Marshal(req); err != nil {
+			return fmt.Errorf("control: encode %v: %w", t, err)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil {
+		conn, err := (&net.Dialer{}).DialContext(ctx, "unix", c.path)
+		if err != nil {
+			return fmt.Errorf("control: dial %s: %w", c.path, err)
+		}
+		c.conn = conn
+	}
+	r, err := c.roundTrip(ctx, t, p)
+	if err != nil {
+		c.conn.Close()
+		c.conn = nil
+		return fmt.Errorf("control: %v: %w", t, err)
+	}
+	if !r.OK {
+		return fmt.Errorf("%w: %v: %s", ErrRemote, t, r.Error)
+	}
+	if out != nil && len(r.Data) > 0 {
+		if err := json.Unmarshal(r.Data, out); err != nil {
+			return fmt.Errorf("control: decode %v reply: %w", t, err)
+		}
+	}
+	return nil
+}
+
+func (c *Client) roundTrip(ctx context.Context, t Type, p []byte) (Reply, error) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(10 * time.Second)
+	}
+	c.conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if err := WriteFrame(c.conn, t, p); err != nil {
+		return Reply{}, err
+	}
+	f, err := ReadFrame(c.conn)
+	if err != nil {
+		return Reply{}, err
+	}
+	if f.Type != TypeReply {
+		return Reply{}, fmt.Errorf("unexpected frame type %v", f.Type)
+	}
+	var r Reply
+	if err := json.Unmarshal(f.Payload, &r); err != nil {
+		return Reply{}, fmt.Errorf("bad reply: %w", err)
+	}
+	return r, nil
+}
+
+// Health reports edgepbxd's health.
+func (c *Client) Health(ctx context.Context, h Health) error {
+	return c.Do(ctx, TypeHealth, h, nil)
+}
+
+// Reboot asks PID 1 for an orderly reboot.
+func (c *Client) Reboot(ctx context.Context) error { return c.Do(ctx, TypeReboot, nil, nil) }
+
+// Poweroff asks PID 1 for an orderly power off.
+func (c *Client) Poweroff(ctx context.Context) error { return c.Do(ctx, TypePoweroff, nil, nil) }
+
+// OpenPinhole opens a media pinhole.
+func (c *Client) OpenPinhole(ctx context.Context, p netfw.Pinhole) error {
+	return c.Do(ctx, TypeOpenPinhole, p, nil)
+}
+
+// ClosePinhole closes a media pinhole.
+func (c *Client) ClosePinhole(ctx context.Context, p netfw.Pinhole) error {
+	return c.Do(ctx, TypeClosePinhole, p, nil)
+}
+
+// Ban bans a source prefix.
+func (c *Client) Ban(ctx context.Context, b netfw.Ban) error { return c.Do(ctx, TypeBan, b, nil) }
+
+// Unban lifts a ban.
+func (c *Client) Unban(ctx context.Context, p netip.Prefix) error {
+	return c.Do(ctx, TypeUnban, UnbanRequest{Prefix: p}, nil)
+}
+
+// ListBans returns the active bans.
+func (c *Client) ListBans(ctx context.Context) ([]netfw.Ban, error) {
+	var l BanList
+	err := c.Do(ctx, TypeListBans, nil, &l)
+	return l.Bans, err
+}
+
+// Counters returns the firewall's counters.
+func (c *Client) Counters(ctx context.Context) (netfw.Counters, error) {
+	var n netfw.Counters
+	err := c.Do(ctx, TypeCounters, nil, &n)
+	return n, err
+}
