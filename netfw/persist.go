@@ -1,0 +1,127 @@
+package netfw
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+// Bans are persisted as one small JSON file written atomically: a temp
+// file, fsync, rename, fsync of the directory. A power cut leaves either
+// the old or the new file.
+
+const (
+	banFileVersion = 1
+	maxBanFile     = 8 << 20
+)
+
+type banFile struct {
+	Version int   `json:"version"`
+	Bans    []Ban `json:"bans"`
+}
+
+func (f *Firewall) persist(bans map[netip.Prefix]Ban) error {
+	if f.banPath == "" {
+		return nil
+	}
+	list := make([]Ban, 0, len(bans))
+	for _, b := range bans {
+		list = append(list, b)
+	}
+	slices.SortFunc(list, func(a, b Ban) int { return comparePrefix(a.Prefix, b.Prefix) })
+	data, err := json.Marshal(banFile{Version: banFileVersion, Bans: list})
+	if err != nil {
+		return fmt.Errorf("encode bans: %w", err)
+	}
+	return writeAtomic(f.banPath, data)
+}
+
+func writeAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("persist bans: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".bans-*.tmp")
+	if err != nil {
+		return fmt.Errorf("persist bans: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after a successful rename
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("persist bans: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("persist bans: fsync: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("persist bans: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("persist bans: %w", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("persist bans: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("persist bans: fsync dir: %w", err)
+	}
+	return nil
+}
+
+// loadBans reads the ban file; a missing file means no bans. Entries are
+// validated like API input; expired ones are dropped.
+func loadBans(path string, now time.Time) ([]Ban, error) {
+	fh, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load bans: %w", err)
+	}
+	defer fh.Close()
+	data, err := io.ReadAll(io.LimitReader(fh, maxBanFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("load bans: %w", err)
+	}
+	return parseBans(data, now)
+}
+
+func parseBans(data []byte, now time.Time) ([]Ban, error) {
+	if len(data) > maxBanFile {
+		return nil, fmt.Errorf("load bans: file larger than %d bytes", maxBanFile)
+	}
+	var bf banFile
+	if err := json.Unmarshal(data, &bf); err != nil {
+		return nil, fmt.Errorf("load bans: %w", err)
+	}
+	if bf.Version != banFileVersion {
+		return nil, fmt.Errorf("load bans: version %d, want %d", bf.Version, banFileVersion)
+	}
+	var out []Ban
+	prefixes := make([]netip.Prefix, 0, len(bf.Bans))
+	for _, b := range bf.Bans {
+		if !validReason(b.Reason) {
+			return nil, fmt.Errorf("load bans: entry %v: invalid reason %q", b.Prefix, b.Reason)
+		}
+		prefixes = append(prefixes, b.Prefix)
+	}
+	if err := checkPrefixes(prefixes); err != nil {
+		return nil, fmt.Errorf("load bans: %w", err)
+	}
+	for _, b := range bf.Bans {
+		if b.Expires.After(now) {
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
