@@ -1,0 +1,178 @@
+// Package identity owns /data/identity: the box's serial number, install id
+// and device key, created on first boot and reused afterwards, and the
+// per-boot one-time setup code.
+package identity
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/edgepbx/edgepbx/drivers/dmi"
+)
+
+// Identity is the box's persistent identity.
+type Identity struct {
+	Serial    string
+	InstallID string // 32 hex digits
+	DeviceKey []byte // 32 bytes: seals the store's secrets
+}
+
+// File names inside the identity directory.
+const (
+	SerialFile    = "serial"
+	InstallIDFile = "install_id"
+	DeviceKeyFile = "device.key"
+	keyLen        = 32
+)
+
+// ErrCorrupt means an identity file exists but is unusable. Nothing is
+// overwritten: replacing the device key would orphan every sealed secret.
+var ErrCorrupt = errors.New("identity: corrupt identity file")
+
+// Alphabet is unambiguous when read off a console: no 0/O, 1/I/L.
+const Alphabet = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+
+// LoadOrCreate loads the identity from dir, creating whatever is missing.
+// boardSerial is the hardware serial (already checked for sanity, "" if
+// none); it is used only when no serial has been stored yet. created reports
+// whether anything was written. A read-only or full /data gives an error and
+// leaves existing files untouched.
+func LoadOrCreate(dir, boardSerial string) (id Identity, created bool, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return Identity{}, false, fmt.Errorf("identity: create %s: %w", dir, err)
+	}
+	serial, err := readFile(dir, SerialFile, func(b []byte) bool { return dmi.Sane(strings.TrimSpace(string(b))) })
+	if err != nil {
+		return Identity{}, false, err
+	}
+	installID, err := readFile(dir, InstallIDFile, func(b []byte) bool {
+		s := strings.TrimSpace(string(b))
+		_, herr := hex.DecodeString(s)
+		return len(s) == 32 && herr == nil
+	})
+	if err != nil {
+		return Identity{}, false, err
+	}
+	key, err := readFile(dir, DeviceKeyFile, func(b []byte) bool { return len(b) == keyLen })
+	if err != nil {
+		return Identity{}, false, err
+	}
+
+	// Create what is missing, key first: a serial without a key is useless.
+	if key == nil {
+		key = make([]byte, keyLen)
+		rand.Read(key)
+		if err := writeAtomic(dir, DeviceKeyFile, key); err != nil {
+			return Identity{}, false, err
+		}
+		created = true
+	}
+	if installID == nil {
+		b := make([]byte, 16)
+		rand.Read(b)
+		installID = []byte(hex.EncodeToString(b) + "\n")
+		if err := writeAtomic(dir, InstallIDFile, installID); err != nil {
+			return Identity{}, created, err
+		}
+		created = true
+	}
+	if serial == nil {
+		s := boardSerial
+		if !dmi.Sane(s) {
+			s = "EPX" + randomString(9)
+		}
+		serial = []byte(s + "\n")
+		if err := writeAtomic(dir, SerialFile, serial); err != nil {
+			return Identity{}, created, err
+		}
+		created = true
+	}
+	return Identity{
+		Serial:    strings.TrimSpace(string(serial)),
+		InstallID: strings.TrimSpace(string(installID)),
+		DeviceKey: key,
+	}, created, nil
+}
+
+// readFile returns nil (no error) when the file does not exist.
+func readFile(dir, name string, valid func([]byte) bool) ([]byte, error) {
+	p := filepath.Join(dir, name)
+	b, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("identity: read %s: %w", p, err)
+	}
+	if !valid(b) {
+		return nil, fmt.Errorf("%w: %s", ErrCorrupt, p)
+	}
+	return b, nil
+}
+
+// writeAtomic writes a 0600 file via an fsync'd temporary file, a rename and
+// a directory fsync, so a power cut leaves either nothing or the whole file.
+func writeAtomic(dir, name string, data []byte) (err error) {
+	p := filepath.Join(dir, name)
+	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("identity: write %s: %w", p, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+			err = fmt.Errorf("identity: write %s: %w", p, err)
+		}
+	}()
+	if err = f.Chmod(0o600); err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(tmp, p); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func randomString(n int) string {
+	var b strings.Builder
+	max := big.NewInt(int64(len(Alphabet)))
+	for range n {
+		i, _ := rand.Int(rand.Reader, max) // crypto/rand never fails on Linux ≥ 3.17
+		b.WriteByte(Alphabet[i.Int64()])
+	}
+	return b.String()
+}
+
+// SetupCode returns a fresh one-time setup code, XXXX-XXXX-XXXX (about 59
+// bits from crypto/rand). It is made per boot and never stored by PID 1.
+func SetupCode() string {
+	s := randomString(12)
+	return s[:4] + "-" + s[4:8] + "-" + s[8:]
+}
+
+// Hostname is the box's host name: edgepbx-<serial>, lower case.
+func (id Identity) Hostname() string {
+	return "edgepbx-" + strings.ToLower(strings.ReplaceAll(id.Serial, "_", "-"))
+}
