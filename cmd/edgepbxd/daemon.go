@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/store"
+)
+
+// daemon holds what every service shares. It is built once in start and
+// passed explicitly; there is no package-level state.
+type daemon struct {
+	cfg     config
+	log     *slog.Logger
+	id      bootstrap
+	db      *store.DB
+	certs   *certs.Manager
+	started time.Time
+	httpsLn net.Listener
+	// claimed is set by the admin/auth service once the box has an owner;
+	// PID 1 stops showing the setup code then.
+	claimed atomic.Bool
+}
+
+// service is one long-running part of edgepbxd. run blocks until ctx is
+// done (then returns nil after a graceful stop) or the service fails (the
+// error stops every other service and edgepbxd exits 1, so PID 1 restarts it).
+type service struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+// services is the one place services are started from. A new service (SIP,
+// licence, …) is constructed in start from d.db, d.certs and d.log, and
+// added here.
+func (d *daemon) services(health healthReporter) []service {
+	s := []service{{"https", d.serveHTTPS}}
+	if health != nil {
+		s = append(s, service{"health", func(ctx context.Context) error { return d.reportHealth(ctx, health) }})
+	}
+	return s
+}
+
+// start brings edgepbxd up and runs it until ctx is cancelled.
+func start(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) error {
+	d := &daemon{cfg: cfg, log: log, started: time.Now()}
+	var err error
+	if cfg.devDir != "" {
+		if os.Geteuid() == 0 {
+			log.Warn("edgepbxd: --dev running as root; it does not need to")
+		}
+		if d.id, err = devIdentity(cfg.devDir); err != nil {
+			return fmt.Errorf("%w: %w", errStayDown, err)
+		}
+	} else {
+		if os.Geteuid() == 0 {
+			return fmt.Errorf("%w: refusing to run as root: PID 1 starts edgepbxd as its unprivileged uid (on a development host use --dev DIR)", errStayDown)
+		}
+		if d.id, err = readBootstrapFD(cfg.bootstrapFD); err != nil {
+			return fmt.Errorf("%w: %w", errStayDown, err)
+		}
+	}
+
+	dbPath := filepath.Join(cfg.dataDir, "edgepbx.db")
+	if d.db, err = store.Open(dbPath, d.id.DeviceKey); err != nil {
+		if errors.Is(err, store.ErrNewerSchema) {
+			err = fmt.Errorf("%w: %w", errStayDown, err)
+		}
+		return err
+	}
+	defer func() {
+		if err := d.db.Close(); err != nil {
+			log.Error("store: close", "err", err)
+		}
+	}()
+
+	hostname, _ := os.Hostname()
+	ident := certs.Identity{Serial: d.id.Serial, Hostname: hostname}
+	if cfg.devDir == "" {
+		ident.IPs = interfaceIPs()
+	}
+	if d.certs, err = certs.Load(d.db, ident, certs.WithLogger(log)); err != nil {
+		// The sealed key does not open or the store is damaged: a restart
+		// with the same device key cannot help.
+		return fmt.Errorf("%w: %w", errStayDown, err)
+	}
+
+	// Bind before anything reports ready, so a taken port fails loudly now.
+	if d.httpsLn, err = net.Listen("tcp", cfg.httpsAddr); err != nil {
+		return fmt.Errorf("https: listen %s: %w", cfg.httpsAddr, err)
+	}
+	defer d.httpsLn.Close()
+	log.Info("https: listening", "addr", d.httpsLn.Addr().String(), "fingerprint", d.certs.Fingerprint())
+
+	var health healthReporter
+	if cfg.controlPath != "" {
+		c, err := dialControl(cfg.controlPath)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		health = c
+	}
+	if cfg.devDir != "" {
+		d.printDevBanner(stdout)
+	}
+	return d.runServices(ctx, d.services(health))
+}
+
+// runServices runs every service with a shared context: the first failure or
+// ctx's end stops them all, and it returns the first failure.
+func (d *daemon) runServices(ctx context.Context, services []service) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, s := range services {
+		g.Go(func() error {
+			d.log.Info("service: started", "service", s.name)
+			if err := s.run(ctx); err != nil {
+				d.log.Error("service: failed", "service", s.name, "err", err)
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+			d.log.Info("service: stopped", "service", s.name)
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func (d *daemon) printDevBanner(w io.Writer) {
+	fmt.Fprintf(w, "edgepbxd %s (dev mode, data in %s)\n", version, d.cfg.devDir)
+	fmt.Fprintf(w, "  admin:       https://%s/\n", d.httpsLn.Addr())
+	fmt.Fprintf(w, "  fingerprint: SHA-256 %s\n", d.certs.Fingerprint())
+	fmt.Fprintf(w, "  setup code:  %s\n", d.id.SetupCode)
+	fmt.Fprintf(w, "  serial:      %s\n", d.id.Serial)
+}
+
+// interfaceIPs are the box's global addresses, named in the first
+// self-signed certificate.
+func interfaceIPs() []net.IP {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var ips []net.IP
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.IsGlobalUnicast() {
+			ips = append(ips, n.IP)
+		}
+	}
+	return ips
+}
