@@ -113,10 +113,48 @@ func flagString(f uintptr) string {
 // node to appear (devtmpfs creates it once the disk driver has probed), and
 // with FSType "tmpfs" it mounts a RAM file system ("live" mode) instead.
 type DataMount struct {
-	Device string
+	Device string // a /dev path or PARTLABEL=<GPT partition name>
 	FSType string
 	Target string
 	Wait   time.Duration
+	// SysRoot is where sysfs is mounted, for PARTLABEL lookups ("/sys" when empty).
+	SysRoot string
+}
+
+// resolve turns the device spec into a device node path, or "" if a
+// PARTLABEL is not (yet) known to the kernel.
+func (d DataMount) resolve() (string, error) {
+	label, ok := strings.CutPrefix(d.Device, "PARTLABEL=")
+	if !ok {
+		return d.Device, nil
+	}
+	sys := d.SysRoot
+	if sys == "" {
+		sys = "/sys"
+	}
+	ents, err := os.ReadDir(filepath.Join(sys, "class/block"))
+	if err != nil {
+		return "", err
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(sys, "class/block", e.Name(), "uevent"))
+		if err != nil {
+			continue
+		}
+		var name, dev string
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "PARTNAME="); ok {
+				name = v
+			}
+			if v, ok := strings.CutPrefix(l, "DEVNAME="); ok {
+				dev = v
+			}
+		}
+		if name == label && dev != "" && !strings.Contains(dev, "..") {
+			return filepath.Join("/dev", dev), nil
+		}
+	}
+	return "", nil
 }
 
 // ErrNoDevice means the data device node did not appear in time.
@@ -137,23 +175,31 @@ func (d DataMount) Create() error {
 		return fmt.Errorf("data partition: device and file-system type must be set (device %q, type %q)", d.Device, d.FSType)
 	}
 	deadline := time.Now().Add(d.Wait)
+	var dev string
 	for {
-		fi, err := os.Stat(d.Device)
-		if err == nil {
-			if fi.Mode()&os.ModeDevice == 0 {
-				return fmt.Errorf("data partition %s: not a block device", d.Device)
-			}
-			break
-		}
-		if !errors.Is(err, os.ErrNotExist) {
+		var err error
+		dev, err = d.resolve()
+		if err != nil {
 			return fmt.Errorf("data partition %s: %w", d.Device, err)
+		}
+		if dev != "" {
+			fi, err := os.Stat(dev)
+			if err == nil {
+				if fi.Mode()&os.ModeDevice == 0 {
+					return fmt.Errorf("data partition %s: not a block device", dev)
+				}
+				break
+			}
+			if !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("data partition %s: %w", dev, err)
+			}
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("data partition %s after %v: %w", d.Device, d.Wait, ErrNoDevice)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return Mount{Source: d.Device, Target: d.Target, FSType: d.FSType, Flags: dataFlags}.Create()
+	return Mount{Source: dev, Target: d.Target, FSType: d.FSType, Flags: dataFlags}.Create()
 }
 
 func (d DataMount) String() string {

@@ -185,3 +185,31 @@ func TestDataMountExt4(t *testing.T) {
 		t.Fatalf("vfat mount of ext4: err = %v", err)
 	}
 }
+
+func TestDataMountPartLabel(t *testing.T) {
+	sys := t.TempDir()
+	for name, uevent := range map[string]string{
+		"vda":  "MAJOR=254\nMINOR=0\nDEVNAME=vda\nDEVTYPE=disk\n",
+		"vda1": "MAJOR=254\nMINOR=1\nDEVNAME=vda1\nDEVTYPE=partition\nPARTN=1\nPARTNAME=esp\n",
+		"vda2": "MAJOR=254\nMINOR=2\nDEVNAME=vda2\nDEVTYPE=partition\nPARTN=2\nPARTNAME=edgepbx-data\n",
+	} {
+		os.MkdirAll(filepath.Join(sys, "class/block", name), 0o755)
+		os.WriteFile(filepath.Join(sys, "class/block", name, "uevent"), []byte(uevent), 0o644)
+	}
+	tests := []struct{ spec, want string }{
+		{"PARTLABEL=edgepbx-data", "/dev/vda2"},
+		{"PARTLABEL=esp", "/dev/vda1"},
+		{"PARTLABEL=missing", ""},
+		{"/dev/sdb1", "/dev/sdb1"},
+	}
+	for _, tt := range tests {
+		got, err := DataMount{Device: tt.spec, SysRoot: sys}.resolve()
+		if err != nil || got != tt.want {
+			t.Errorf("resolve(%q) = %q, %v; want %q", tt.spec, got, err, tt.want)
+		}
+	}
+	err := DataMount{Device: "PARTLABEL=missing", FSType: "ext4", SysRoot: sys, Target: t.TempDir(), Wait: 30 * time.Millisecond}.Create()
+	if !errors.Is(err, ErrNoDevice) {
+		t.Fatalf("err = %v", err)
+	}
+}
