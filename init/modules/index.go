@@ -284,11 +284,11 @@ func (ix *Index) Subset(names []string) (*Index, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Keep aliases that point at built-in modules (crypto-crc32c may be
-	// built in on some kernels).
+	// Keep the aliases of the kept and the built-in modules (crypto-crc32c
+	// may be built in on some kernels).
 	for a, provs := range ix.aliases {
 		for _, p := range provs {
-			if ix.builtin[p] {
+			if sub.mods[p] != nil || ix.builtin[p] {
 				sub.addAlias(a, p)
 			}
 		}
