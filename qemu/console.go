@@ -128,13 +128,17 @@ func cleanLine(s string) string {
 }
 
 // wait returns the first line at or after the cursor whose text (leading
-// blanks ignored) starts with prefix, and moves the cursor past it.
-func (c *console) wait(ctx context.Context, prefix string) (string, error) {
+// blanks ignored) starts with one of prefixes, and moves the cursor past it.
+func (c *console) wait(ctx context.Context, prefixes ...string) (string, error) {
+	if len(prefixes) == 0 {
+		return "", fmt.Errorf("waiting for console line: no prefix given")
+	}
+	prefix := strings.Join(prefixes, `" or "`)
 	for {
 		c.mu.Lock()
 		start := max(c.cursor, c.first)
 		for i := start - c.first; i < len(c.lines); i++ {
-			if strings.HasPrefix(strings.TrimLeft(c.lines[i], " \t"), prefix) {
+			if hasAnyPrefix(strings.TrimLeft(c.lines[i], " \t"), prefixes) {
 				c.cursor = c.first + i + 1
 				line := c.lines[i]
 				c.mu.Unlock()
@@ -146,14 +150,23 @@ func (c *console) wait(ctx context.Context, prefix string) (string, error) {
 		closed, ch := c.closed, c.cond
 		c.mu.Unlock()
 		if closed {
-			return "", fmt.Errorf("waiting for console line %q: console closed (QEMU exited)\n%s", prefix, c.tail(40))
+			return "", fmt.Errorf("waiting for console line \"%s\": console closed (QEMU exited)\n%s", prefix, c.tail(40))
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return "", fmt.Errorf("waiting for console line %q: %w\n%s", prefix, ctx.Err(), c.tail(40))
+			return "", fmt.Errorf("waiting for console line \"%s\": %w\n%s", prefix, ctx.Err(), c.tail(40))
 		}
 	}
+}
+
+func hasAnyPrefix(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // tail formats the last n lines for error messages.

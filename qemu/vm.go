@@ -260,6 +260,12 @@ func (vm *VM) WaitLine(ctx context.Context, prefix string) (string, error) {
 	return vm.cons.wait(ctx, prefix)
 }
 
+// WaitFirst is WaitLine for several prefixes: it returns the first line that
+// starts with any of them, e.g. "edgepbx: ready" or "edgepbx: HALTED".
+func (vm *VM) WaitFirst(ctx context.Context, prefixes ...string) (string, error) {
+	return vm.cons.wait(ctx, prefixes...)
+}
+
 // Lines returns the console lines kept so far (the last few thousand).
 func (vm *VM) Lines() []string { return vm.cons.all() }
 
