@@ -31,20 +31,20 @@ const (
 
 // Addresses of the lab. The box has .1 / ::1 on each link.
 var (
-	boxPhone4  = netip.MustParseAddr("10.1.0.1")
-	boxPhone6  = netip.MustParseAddr("fd00:1::1")
-	boxTrunk4  = netip.MustParseAddr("198.51.100.1")
-	boxInet4   = netip.MustParseAddr("203.0.113.1")
-	boxInet6   = netip.MustParseAddr("2001:db8:3::1")
-	phone4     = netip.MustParseAddr("10.1.0.2")
-	phone4b    = netip.MustParseAddr("10.1.0.3")
-	phone6     = netip.MustParseAddr("fd00:1::2")
-	trunk4     = netip.MustParseAddr("198.51.100.2")
-	trunk6     = netip.MustParseAddr("2001:db8:2::2")
-	inet4      = netip.MustParseAddr("203.0.113.2")
-	inet4b     = netip.MustParseAddr("203.0.113.3")
-	inet6      = netip.MustParseAddr("2001:db8:3::2")
-	labLinks   = []labLink{
+	boxPhone4 = netip.MustParseAddr("10.1.0.1")
+	boxPhone6 = netip.MustParseAddr("fd00:1::1")
+	boxTrunk4 = netip.MustParseAddr("198.51.100.1")
+	boxInet4  = netip.MustParseAddr("203.0.113.1")
+	boxInet6  = netip.MustParseAddr("2001:db8:3::1")
+	phone4    = netip.MustParseAddr("10.1.0.2")
+	phone4b   = netip.MustParseAddr("10.1.0.3")
+	phone6    = netip.MustParseAddr("fd00:1::2")
+	trunk4    = netip.MustParseAddr("198.51.100.2")
+	trunk6    = netip.MustParseAddr("2001:db8:2::2")
+	inet4     = netip.MustParseAddr("203.0.113.2")
+	inet4b    = netip.MustParseAddr("203.0.113.3")
+	inet6     = netip.MustParseAddr("2001:db8:3::2")
+	labLinks  = []labLink{
 		{host: hostPhones, boxIf: "ph0", box: []string{"10.1.0.1/24", "fd00:1::1/64"}, peer: []string{"10.1.0.2/24", "10.1.0.3/24", "fd00:1::2/64"}},
 		{host: hostTrunk, boxIf: "tr0", box: []string{"198.51.100.1/24", "2001:db8:2::1/64"}, peer: []string{"198.51.100.2/24", "2001:db8:2::2/64"}},
 		{host: hostInternet, boxIf: "in0", box: []string{"203.0.113.1/24", "2001:db8:3::1/64"}, peer: []string{"203.0.113.2/24", "203.0.113.3/24", "2001:db8:3::2/64"}},

@@ -70,7 +70,7 @@ func intervalElems(rs []addrRange, timeout time.Duration) []nftables.SetElement 
 	for _, r := range rs {
 		out = append(out, nftables.SetElement{Key: r.From.AsSlice(), Timeout: timeout})
 		if n := r.To.Next(); n.IsValid() {
-			out = append(out, nftables.SetElement{Key: n.AsSlice(), IntervalEnd: true, Timeout: timeout})
+			out = append(out, nftables.SetElement{Key: n.AsSlice(), IntervalEnd: true})
 		}
 	}
 	return out

@@ -1,0 +1,594 @@
+package netfw
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// onlyOurTable asserts `nft list ruleset` in the box shows exactly our table.
+func onlyOurTable(t *testing.T, l *lab) {
+	t.Helper()
+	var tables []string
+	for _, line := range strings.Split(l.nft("list", "ruleset"), "\n") {
+		if strings.HasPrefix(line, "table ") {
+			tables = append(tables, strings.TrimSuffix(line, " {"))
+		}
+	}
+	if len(tables) != 1 || tables[0] != "table inet edgepbx" {
+		t.Fatalf("tables in the box: %q, want only table inet edgepbx", tables)
+	}
+}
+
+func TestZonesReachOnlyTheirServices(t *testing.T) {
+	l := newLab(t)
+	fw := l.firewall()
+	if err := fw.Apply(labPolicy()); err != nil {
+		t.Fatal(err)
+	}
+	onlyOurTable(t, l)
+
+	type udpCase struct {
+		host     string
+		src, dst netip.Addr
+		port     uint16
+		want     bool
+	}
+	for _, c := range []udpCase{
+		{hostPhones, phone4, boxPhone4, 5060, true},
+		{hostPhones, phone6, boxPhone6, 5060, true},
+		{hostTrunk, trunk4, boxTrunk4, 5060, true},
+		{hostInternet, inet4, boxInet4, 5060, false},
+		{hostInternet, inet6, boxInet6, 5060, false},
+		{hostPhones, phone4, boxPhone4, 10000, false}, // RTP needs a pinhole, even from the LAN
+	} {
+		wait := replyWait
+		if !c.want {
+			wait = dropWait
+		}
+		if got := l.udpProbe(c.host, c.src, c.dst, c.port, wait); got != c.want {
+			t.Errorf("udp %s→%s:%d: reply %v, want %v", c.src, c.dst, c.port, got, c.want)
+		}
+	}
+
+	type tcpCase struct {
+		host     string
+		src, dst netip.Addr
+		port     uint16
+		want     string
+	}
+	for _, c := range []tcpCase{
+		{hostPhones, phone4, boxPhone4, 5060, "open"},
+		{hostPhones, phone4, boxPhone4, 443, "open"},
+		{hostPhones, phone6, boxPhone6, 443, "open"},
+		{hostPhones, phone4, boxPhone4, 5061, "silent"}, // SIP-TLS is for trunks only
+		{hostPhones, phone4, boxPhone4, 22, "silent"},   // SSH is off
+		{hostTrunk, trunk4, boxTrunk4, 5061, "open"},
+		{hostTrunk, trunk6, netip.MustParseAddr("2001:db8:2::1"), 5061, "open"},
+		{hostTrunk, trunk4, boxTrunk4, 443, "silent"},
+		{hostInternet, inet4, boxInet4, 443, "silent"},
+		{hostInternet, inet4, boxInet4, 5060, "silent"},
+		{hostInternet, inet4, boxInet4, 8080, "silent"}, // listening but not a service: no RST either
+		{hostInternet, inet6, boxInet6, 5061, "silent"},
+	} {
+		wait := replyWait
+		if c.want != "open" {
+			wait = dropWait
+		}
+		if got := l.tcpProbe(c.host, c.src, c.dst, c.port, wait); got != c.want {
+			t.Errorf("tcp %s→%s:%d: %s, want %s", c.src, c.dst, c.port, got, c.want)
+		}
+	}
+	// The silent cases were dropped by our final rule, not lost.
+	if n := counter(t, fw, "drop"); n == 0 {
+		t.Error("final drop rule counted nothing")
+	}
+	if n := counter(t, fw, "svc-https-admin-phones_4"); n == 0 {
+		t.Error("https rule counted nothing")
+	}
+}
+
+func TestDefaultPolicy(t *testing.T) {
+	l := newLab(t)
+	fw := l.firewall()
+	if err := fw.Apply(DefaultPolicy()); err != nil {
+		t.Fatal(err)
+	}
+	onlyOurTable(t, l)
+	for _, port := range []uint16{443, 5060, 5061} {
+		if got := l.tcpProbe(hostPhones, phone4, boxPhone4, port, replyWait); got != "open" {
+			t.Errorf("lan tcp %d: %s, want open", port, got)
+		}
+		if got := l.tcpProbe(hostPhones, phone6, boxPhone6, port, replyWait); got != "open" {
+			t.Errorf("lan v6 tcp %d: %s, want open", port, got)
+		}
+		if got := l.tcpProbe(hostInternet, inet4, boxInet4, port, dropWait); got != "silent" {
+			t.Errorf("internet tcp %d: %s, want silent", port, got)
+		}
+	}
+	if !l.udpProbe(hostPhones, phone4, boxPhone4, 5060, replyWait) {
+		t.Error("lan sip udp blocked")
+	}
+	if l.udpProbe(hostInternet, inet4, boxInet4, 5060, dropWait) {
+		t.Error("internet sip udp passes")
+	}
+	for _, port := range []uint16{22, 8080} {
+		if got := l.tcpProbe(hostPhones, phone4, boxPhone4, port, dropWait); got != "silent" {
+			t.Errorf("lan tcp %d: %s, want silent (no RST)", port, got)
+		}
+	}
+	// Idempotent: applying the same policy again changes nothing.
+	before := l.nft("list", "ruleset")
+	if err := fw.Apply(DefaultPolicy()); err != nil {
+		t.Fatal(err)
+	}
+	if after := l.nft("list", "ruleset"); normalize(after, true) != normalize(before, true) {
+		t.Errorf("re-apply changed the ruleset:\n%s\n---\n%s", before, after)
+	}
+}
+
+// normalize removes what legitimately changes between two listings of the
+// same ruleset: counter values, remaining times, and (with meters) the
+// per-source limiter state, which a reload resets.
+func normalize(s string, meters bool) string {
+	s = reCounter.ReplaceAllString(s, "counter")
+	s = reExpires.ReplaceAllString(s, "")
+	if meters {
+		s = reMeterElems.ReplaceAllString(s, "")
+	}
+	return s
+}
+
+var (
+	reCounter    = regexp.MustCompile(`counter packets \d+ bytes \d+`)
+	reExpires    = regexp.MustCompile(` expires [0-9hms]+`)
+	reMeterElems = regexp.MustCompile(`(?m)^\s*elements = \{[^}]*limit rate[^}]*\}\n`)
+)
+
+func TestPinholes(t *testing.T) {
+	l := newLab(t)
+	b := DefaultBounds()
+	b.PinholeIdle = time.Second
+	b.MaxPinholes = 3
+	fw := l.firewall(WithBounds(b))
+	if err := fw.Apply(labPolicy()); err != nil {
+		t.Fatal(err)
+	}
+	if l.udpProbe(hostInternet, inet4, boxInet4, 10000, dropWait) {
+		t.Fatal("RTP passes without a pinhole")
+	}
+	ph := Pinhole{Remote: inet4, LocalPort: 10000, Timeout: time.Minute}
+	if err := fw.OpenPinhole(ph); err != nil {
+		t.Fatal(err)
+	}
+	if !l.udpProbe(hostInternet, inet4, boxInet4, 10000, replyWait) {
+		t.Fatal("RTP blocked through an open pinhole")
+	}
+	if l.udpProbe(hostInternet, inet4b, boxInet4, 10000, dropWait) {
+		t.Error("RTP from another address passes the pinhole")
+	}
+	if l.udpProbe(hostInternet, inet4, boxInet4, 10001, dropWait) {
+		t.Error("RTP to another port passes the pinhole")
+	}
+	// Closing cuts the flow even though conntrack has seen replies.
+	if err := fw.ClosePinhole(ph); err != nil {
+		t.Fatal(err)
+	}
+	if l.udpProbe(hostInternet, inet4, boxInet4, 10000, dropWait) {
+		t.Error("RTP passes after close")
+	}
+	if err := fw.ClosePinhole(ph); err != nil {
+		t.Errorf("closing a closed pinhole: %v", err)
+	}
+
+	// IPv6, and expiry: media re-arms the idle timeout (1 s here); when
+	// media stops the pinhole times out.
+	ph6 := Pinhole{Remote: inet6, LocalPort: 10002, Timeout: time.Second}
+	if err := fw.OpenPinhole(ph6); err != nil {
+		t.Fatal(err)
+	}
+	if !l.udpProbe(hostInternet, inet6, boxInet6, 10002, replyWait) {
+		t.Fatal("v6 RTP blocked through an open pinhole")
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if l.udpProbe(hostInternet, inet6, boxInet6, 10002, dropWait) {
+		t.Error("v6 RTP passes after the pinhole timed out")
+	}
+	if n := counter(t, fw, "rtp-closed"); n < 4 {
+		t.Errorf("rtp-closed counted %d drops, want ≥ 4", n)
+	}
+
+	// Validation and bounds change nothing.
+	for _, bad := range []Pinhole{
+		{Remote: inet4, LocalPort: 5060},
+		{Remote: inet4, LocalPort: 9999},
+		{Remote: inet4, LocalPort: 20001},
+		{Remote: netip.Addr{}, LocalPort: 10000},
+		{Remote: netip.MustParseAddr("0.0.0.0"), LocalPort: 10000},
+		{Remote: netip.MustParseAddr("224.0.0.1"), LocalPort: 10000},
+		{Remote: inet4, LocalPort: 10000, Timeout: 48 * time.Hour},
+	} {
+		if err := fw.OpenPinhole(bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("OpenPinhole(%+v) = %v, want ErrInvalid", bad, err)
+		}
+	}
+	for i := range 3 {
+		if err := fw.OpenPinhole(Pinhole{Remote: inet4, LocalPort: uint16(11000 + i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fw.OpenPinhole(Pinhole{Remote: inet4, LocalPort: 11003}); !errors.Is(err, ErrLimit) {
+		t.Errorf("4th pinhole with MaxPinholes=3: %v, want ErrLimit", err)
+	}
+	// Refreshing an open pinhole is not a new one.
+	if err := fw.OpenPinhole(Pinhole{Remote: inet4, LocalPort: 11000}); err != nil {
+		t.Errorf("refresh: %v", err)
+	}
+	c, err := fw.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range c.Sets {
+		if s.Name == "pin_4" && s.Elements != 3 {
+			t.Errorf("pin_4 holds %d elements, want 3", s.Elements)
+		}
+	}
+	// Pinholes survive a policy reload.
+	if err := fw.OpenPinhole(Pinhole{Remote: inet4b, LocalPort: 10001}); !errors.Is(err, ErrLimit) {
+		t.Fatalf("want ErrLimit, got %v", err)
+	}
+	if err := fw.ClosePinhole(Pinhole{Remote: inet4, LocalPort: 11002}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.OpenPinhole(Pinhole{Remote: inet4b, LocalPort: 10001}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Apply(labPolicy()); err != nil {
+		t.Fatal(err)
+	}
+	if !l.udpProbe(hostInternet, inet4b, boxInet4, 10001, replyWait) {
+		t.Error("pinhole lost on reload")
+	}
+}
+
+func TestBans(t *testing.T) {
+	l := newLab(t)
+	banFile := filepath.Join(t.TempDir(), "netfw", "bans.json")
+	fw := l.firewall(WithBanFile(banFile))
+	p := labPolicy()
+	p.Rules = append(p.Rules, Rule{Service: SvcSIPUDP, Zones: []string{ZoneAny}})
+	if err := fw.Apply(p); err != nil {
+		t.Fatal(err)
+	}
+	if !l.udpProbe(hostInternet, inet4, boxInet4, 5060, replyWait) {
+		t.Fatal("internet cannot reach SIP open to any")
+	}
+	// An established TCP session from the attacker is cut too.
+	var conn net.Conn
+	if err := inNS(l.hosts[hostPhones], func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp", netip.AddrPortFrom(boxPhone4, 5060).String(), replyWait)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hi := make([]byte, 2)
+	if _, err := conn.Read(hi); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, b := range []Ban{
+		{Prefix: netip.PrefixFrom(inet4, 32), Reason: "sip-bruteforce", Timeout: time.Hour},
+		{Prefix: netip.MustParsePrefix("2001:db8:3::/64"), Reason: "scanner"},
+		{Prefix: netip.PrefixFrom(phone4, 32), Reason: "https-login-abuse"},
+	} {
+		if err := fw.Ban(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Cut off at once: the kernel has committed the ban when Ban returns.
+	if l.udpProbe(hostInternet, inet4, boxInet4, 5060, dropWait) {
+		t.Error("banned v4 address still reaches SIP")
+	}
+	if l.udpProbe(hostInternet, inet6, boxInet6, 5060, dropWait) {
+		t.Error("banned v6 prefix still reaches SIP")
+	}
+	if !l.udpProbe(hostInternet, inet4b, boxInet4, 5060, replyWait) {
+		t.Error("neighbour of a banned address is cut off")
+	}
+	banned := counter(t, fw, "ban_4")
+	if _, err := conn.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	// The box's server sends nothing more, so prove the drop by counter.
+	time.Sleep(50 * time.Millisecond)
+	if n := counter(t, fw, "ban_4"); n <= banned {
+		t.Error("ban_4 counted nothing: established flow not cut")
+	}
+
+	// Allowlist and validation.
+	for _, b := range []Ban{
+		{Prefix: netip.PrefixFrom(trunk4, 32), Reason: "x"},
+		{Prefix: netip.MustParsePrefix("198.0.0.0/8"), Reason: "x"},
+		{Prefix: netip.MustParsePrefix("2001:db8::/32"), Reason: "x"},
+	} {
+		if err := fw.Ban(b); !errors.Is(err, ErrAllowlisted) {
+			t.Errorf("Ban(%v) = %v, want ErrAllowlisted", b.Prefix, err)
+		}
+	}
+	for _, b := range []Ban{
+		{Prefix: netip.PrefixFrom(inet4b, 32), Reason: ""},
+		{Prefix: netip.PrefixFrom(inet4b, 32), Reason: "bad reason\n"},
+		{Prefix: netip.PrefixFrom(inet4b, 32), Reason: "x", Timeout: 365 * 24 * time.Hour},
+		{Prefix: netip.Prefix{}, Reason: "x"},
+	} {
+		if err := fw.Ban(b); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Ban(%+v) = %v, want ErrInvalid", b, err)
+		}
+	}
+	// A narrower ban inside an active one is a no-op.
+	if err := fw.Ban(Ban{Prefix: netip.MustParsePrefix("2001:db8:3::2/128"), Reason: "scanner"}); err != nil {
+		t.Errorf("ban inside a ban: %v", err)
+	}
+	bans, err := fw.ListBans()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bans) != 3 || bans[0].Reason != "https-login-abuse" || bans[0].Expires.IsZero() {
+		t.Fatalf("ListBans = %+v", bans)
+	}
+
+	// Reload keeps bans.
+	if err := fw.Apply(p); err != nil {
+		t.Fatal(err)
+	}
+	if l.udpProbe(hostInternet, inet4, boxInet4, 5060, dropWait) {
+		t.Error("ban forgotten on reload")
+	}
+	// Restart: the ruleset is gone (reboot) and a new firewall loads the file.
+	fw.Close()
+	l.nft("flush", "ruleset")
+	if !l.udpProbe(hostInternet, inet4, boxInet4, 5060, replyWait) {
+		t.Fatal("empty ruleset still drops")
+	}
+	fw2 := l.firewall(WithBanFile(banFile))
+	if err := fw2.Apply(p); err != nil {
+		t.Fatal(err)
+	}
+	if l.udpProbe(hostInternet, inet4, boxInet4, 5060, dropWait) {
+		t.Error("ban forgotten on restart")
+	}
+	if bans2, _ := fw2.ListBans(); len(bans2) != 3 || bans2[1].Reason != "sip-bruteforce" {
+		t.Errorf("bans after restart: %+v", bans2)
+	}
+	if err := fw2.Unban(netip.PrefixFrom(inet4, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if !l.udpProbe(hostInternet, inet4, boxInet4, 5060, replyWait) {
+		t.Error("unbanned address still cut off")
+	}
+	if err := fw2.Unban(netip.PrefixFrom(inet4, 32)); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second unban: %v, want ErrNotFound", err)
+	}
+	fw3, err := New(WithNetNS(int(l.box)), WithBanFile(banFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fw3.Close()
+	if err := fw3.Apply(p); err != nil {
+		t.Fatal(err)
+	}
+	if bans3, _ := fw3.ListBans(); len(bans3) != 2 {
+		t.Errorf("unban not persisted: %+v", bans3)
+	}
+}
+
+func TestBanExpires(t *testing.T) {
+	l := newLab(t)
+	fw := l.firewall()
+	p := labPolicy()
+	p.Rules = append(p.Rules, Rule{Service: SvcSIPUDP, Zones: []string{ZoneAny}})
+	if err := fw.Apply(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Ban(Ban{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Reason: "flood", Timeout: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if l.udpProbe(hostInternet, inet4, boxInet4, 5060, dropWait) {
+		t.Fatal("prefix ban not effective")
+	}
+	time.Sleep(1200 * time.Millisecond)
+	if !l.udpProbe(hostInternet, inet4, boxInet4, 5060, replyWait) {
+		t.Error("ban did not expire")
+	}
+	if bans, _ := fw.ListBans(); len(bans) != 0 {
+		t.Errorf("expired ban listed: %+v", bans)
+	}
+	// An expired ban can be re-added.
+	if err := fw.Ban(Ban{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Reason: "flood"}); err != nil {
+		t.Fatal(err)
+	}
+	if l.udpProbe(hostInternet, inet4, boxInet4, 5060, dropWait) {
+		t.Fatal("re-added ban not effective")
+	}
+}
+
+func TestFloodLimited(t *testing.T) {
+	l := newLab(t)
+	fw := l.firewall()
+	p := labPolicy()
+	p.Rules = append(p.Rules,
+		Rule{Service: SvcSIPUDP, Zones: []string{ZoneAny}},
+		Rule{Service: SvcSIPTCP, Zones: []string{ZoneAny}})
+	p.Limits = Limits{SIPUDPPerSecond: 50, SIPUDPBurst: 50, ConnPerSource: 2}
+	if err := fw.Apply(p); err != nil {
+		t.Fatal(err)
+	}
+	const sent = 3000
+	var wg sync.WaitGroup
+	var floodTime time.Duration
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		err := inNS(l.hosts[hostInternet], func() error {
+			c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(inet4, 0)))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			start := time.Now()
+			for range sent {
+				if _, err := c.WriteToUDPAddrPort([]byte("q"), netip.AddrPortFrom(boxInet4, 5060)); err != nil && !errors.Is(err, unix.ENOBUFS) {
+					return err
+				}
+			}
+			floodTime = time.Since(start)
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	}()
+	// A legitimate source keeps working during the flood.
+	lost := 0
+	for range 10 {
+		if !l.udpProbe(hostInternet, inet4b, boxInet4, 5060, replyWait) {
+			lost++
+		}
+	}
+	wg.Wait()
+	if lost != 0 {
+		t.Errorf("legitimate source lost %d of 10 probes during a flood", lost)
+	}
+	time.Sleep(50 * time.Millisecond) // let the last datagrams reach the server
+	got := l.srv.count(inet4)
+	// The token bucket lets through at most burst + rate × elapsed.
+	bound := 50 + int(50*floodTime.Seconds()) + 5
+	if got > bound || got >= sent/2 {
+		t.Errorf("flooder got %d of %d packets through in %v (bound %d)", got, sent, floodTime, bound)
+	}
+	if n := counter(t, fw, "limit-sip-udp_4"); n < uint64(sent-bound) {
+		t.Errorf("limit counted %d drops, want ≥ %d", n, sent-bound)
+	}
+	t.Logf("flood: %d sent in %v, %d passed", sent, floodTime, got)
+
+	// ct count: two concurrent connections per source, the third is dropped
+	// silently; another source is unaffected.
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range 2 {
+		err := inNS(l.hosts[hostInternet], func() error {
+			d := net.Dialer{Timeout: replyWait, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(inet4, 0))}
+			c, err := d.Dial("tcp", netip.AddrPortFrom(boxInet4, 5060).String())
+			if err == nil {
+				conns = append(conns, c)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := l.tcpProbe(hostInternet, inet4, boxInet4, 5060, dropWait); got != "silent" {
+		t.Errorf("third connection: %s, want silent", got)
+	}
+	if got := l.tcpProbe(hostInternet, inet4b, boxInet4, 5060, replyWait); got != "open" {
+		t.Errorf("other source: %s, want open", got)
+	}
+}
+
+func TestApplyFailureKeepsOldRuleset(t *testing.T) {
+	l := newLab(t)
+	fw := l.firewall()
+	if err := fw.Apply(labPolicy()); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Ban(Ban{Prefix: netip.PrefixFrom(inet4b, 32), Reason: "scanner"}); err != nil {
+		t.Fatal(err)
+	}
+	before := normalize(l.nft("list", "ruleset"), false)
+
+	// A policy opening everything to any, whose batch fails halfway.
+	open := labPolicy()
+	open.Rules = append(open.Rules, Rule{Service: SvcSIPUDP, Zones: []string{ZoneAny}})
+	fw.failApply = true
+	err := fw.Apply(open)
+	fw.failApply = false
+	if err == nil {
+		t.Fatal("apply with an injected failure succeeded")
+	}
+	t.Logf("injected failure: %v", err)
+	if after := normalize(l.nft("list", "ruleset"), false); after != before {
+		t.Errorf("failed apply changed the ruleset:\n%s\n---\n%s", before, after)
+	}
+	if l.udpProbe(hostInternet, inet4, boxInet4, 5060, dropWait) {
+		t.Error("half-applied policy opened SIP to the internet")
+	}
+	if !l.udpProbe(hostPhones, phone4, boxPhone4, 5060, replyWait) {
+		t.Error("old policy no longer works")
+	}
+	// The firewall still works after the failure.
+	if err := fw.Apply(open); err != nil {
+		t.Fatal(err)
+	}
+	if !l.udpProbe(hostInternet, inet4, boxInet4, 5060, replyWait) {
+		t.Error("new policy not applied")
+	}
+	if l.udpProbe(hostInternet, inet4b, boxInet4, 5060, dropWait) {
+		t.Error("ban lost across the failed apply")
+	}
+
+	// Invalid policies are rejected before anything is sent.
+	before = normalize(l.nft("list", "ruleset"), false)
+	bad := labPolicy()
+	bad.Rules = []Rule{{Service: SvcSIPUDP, Zones: []string{ZoneAny}}} // no admin access left
+	if err := fw.Apply(bad); !errors.Is(err, ErrAdminLockout) {
+		t.Errorf("lockout policy: %v", err)
+	}
+	if after := normalize(l.nft("list", "ruleset"), false); after != before {
+		t.Error("rejected policy changed the ruleset")
+	}
+}
+
+func TestOtherTablesUntouched(t *testing.T) {
+	l := newLab(t)
+	l.nft("add", "table", "ip", "other")
+	l.nft("add", "chain", "ip", "other", "c")
+	fw := l.firewall()
+	if err := fw.Apply(labPolicy()); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Apply(DefaultPolicy()); err != nil {
+		t.Fatal(err)
+	}
+	out := l.nft("list", "tables")
+	if !strings.Contains(out, "table ip other") || !strings.Contains(out, "table inet edgepbx") {
+		t.Errorf("tables: %s", out)
+	}
+}
+
+func TestNotApplied(t *testing.T) {
+	fw, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.OpenPinhole(Pinhole{Remote: inet4, LocalPort: 10000}); !errors.Is(err, ErrNotApplied) {
+		t.Errorf("OpenPinhole before Apply: %v", err)
+	}
+	if err := fw.Ban(Ban{Prefix: netip.PrefixFrom(inet4, 32), Reason: "x"}); !errors.Is(err, ErrNotApplied) {
+		t.Errorf("Ban before Apply: %v", err)
+	}
+}
