@@ -85,8 +85,15 @@ func readBootstrapFD(fd int) (bootstrap, error) {
 		return bootstrap{}, fmt.Errorf("bootstrap: fd %d is not open", fd)
 	}
 	defer f.Close()
-	if _, err := f.Stat(); err != nil {
+	st, err := f.Stat()
+	if err != nil {
 		return bootstrap{}, fmt.Errorf("bootstrap: fd %d: %w", fd, err)
+	}
+	// Without an inherited pipe the number may be any file the runtime
+	// opened since; reading that would be wrong, so only a pipe or socket
+	// (what PID 1 passes) is accepted.
+	if st.Mode()&(os.ModeNamedPipe|os.ModeSocket) == 0 {
+		return bootstrap{}, fmt.Errorf("bootstrap: fd %d is not a pipe from PID 1 (mode %v)", fd, st.Mode())
 	}
 	type result struct {
 		b   bootstrap

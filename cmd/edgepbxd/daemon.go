@@ -54,55 +54,11 @@ func (d *daemon) services(health healthReporter) []service {
 
 // start brings edgepbxd up and runs it until ctx is cancelled.
 func start(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) error {
-	d := &daemon{cfg: cfg, log: log, started: time.Now()}
-	var err error
-	if cfg.devDir != "" {
-		if os.Geteuid() == 0 {
-			log.Warn("edgepbxd: --dev running as root; it does not need to")
-		}
-		if d.id, err = devIdentity(cfg.devDir); err != nil {
-			return fmt.Errorf("%w: %w", errStayDown, err)
-		}
-	} else {
-		if os.Geteuid() == 0 {
-			return fmt.Errorf("%w: refusing to run as root: PID 1 starts edgepbxd as its unprivileged uid (on a development host use --dev DIR)", errStayDown)
-		}
-		if d.id, err = readBootstrapFD(cfg.bootstrapFD); err != nil {
-			return fmt.Errorf("%w: %w", errStayDown, err)
-		}
-	}
-
-	dbPath := filepath.Join(cfg.dataDir, "edgepbx.db")
-	if d.db, err = store.Open(dbPath, d.id.DeviceKey); err != nil {
-		if errors.Is(err, store.ErrNewerSchema) {
-			err = fmt.Errorf("%w: %w", errStayDown, err)
-		}
+	d, err := newDaemon(cfg, log)
+	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := d.db.Close(); err != nil {
-			log.Error("store: close", "err", err)
-		}
-	}()
-
-	hostname, _ := os.Hostname()
-	ident := certs.Identity{Serial: d.id.Serial, Hostname: hostname}
-	if cfg.devDir == "" {
-		ident.IPs = interfaceIPs()
-	}
-	if d.certs, err = certs.Load(d.db, ident, certs.WithLogger(log)); err != nil {
-		// The sealed key does not open or the store is damaged: a restart
-		// with the same device key cannot help.
-		return fmt.Errorf("%w: %w", errStayDown, err)
-	}
-
-	// Bind before anything reports ready, so a taken port fails loudly now.
-	if d.httpsLn, err = net.Listen("tcp", cfg.httpsAddr); err != nil {
-		return fmt.Errorf("https: listen %s: %w", cfg.httpsAddr, err)
-	}
-	defer d.httpsLn.Close()
-	log.Info("https: listening", "addr", d.httpsLn.Addr().String(), "fingerprint", d.certs.Fingerprint())
-
+	defer d.close()
 	var health healthReporter
 	if cfg.controlPath != "" {
 		c, err := dialControl(cfg.controlPath)
@@ -116,6 +72,70 @@ func start(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		d.printDevBanner(stdout)
 	}
 	return d.runServices(ctx, d.services(health))
+}
+
+// newDaemon takes the identity, opens the store, loads the certificate and
+// binds the listeners. Errors a restart cannot fix wrap errStayDown.
+func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
+	d := &daemon{cfg: cfg, log: log, started: time.Now()}
+	defer func() {
+		if err != nil {
+			d.close() // d, not the (nil) result: release what was opened
+		}
+	}()
+	if cfg.devDir != "" {
+		if os.Geteuid() == 0 {
+			log.Warn("edgepbxd: --dev running as root; it does not need to")
+		}
+		if d.id, err = devIdentity(cfg.devDir); err != nil {
+			return nil, fmt.Errorf("%w: %w", errStayDown, err)
+		}
+	} else {
+		if os.Geteuid() == 0 {
+			return nil, fmt.Errorf("%w: refusing to run as root: PID 1 starts edgepbxd as its unprivileged uid (on a development host use --dev DIR)", errStayDown)
+		}
+		if d.id, err = readBootstrapFD(cfg.bootstrapFD); err != nil {
+			return nil, fmt.Errorf("%w: %w", errStayDown, err)
+		}
+	}
+
+	dbPath := filepath.Join(cfg.dataDir, "edgepbx.db")
+	if d.db, err = store.Open(dbPath, d.id.DeviceKey); err != nil {
+		if errors.Is(err, store.ErrNewerSchema) {
+			err = fmt.Errorf("%w: %w", errStayDown, err)
+		}
+		return nil, err
+	}
+
+	hostname, _ := os.Hostname()
+	ident := certs.Identity{Serial: d.id.Serial, Hostname: hostname}
+	if cfg.devDir == "" {
+		ident.IPs = interfaceIPs()
+	}
+	if d.certs, err = certs.Load(d.db, ident, certs.WithLogger(log)); err != nil {
+		// The sealed key does not open or the store is damaged: a restart
+		// with the same device key cannot help.
+		return nil, fmt.Errorf("%w: %w", errStayDown, err)
+	}
+
+	// Bind before anything reports ready, so a taken port fails loudly now.
+	if d.httpsLn, err = net.Listen("tcp", cfg.httpsAddr); err != nil {
+		return nil, fmt.Errorf("https: listen %s: %w", cfg.httpsAddr, err)
+	}
+	log.Info("https: listening", "addr", d.httpsLn.Addr().String(), "fingerprint", d.certs.Fingerprint())
+	return d, nil
+}
+
+// close releases listeners and the store, last thing before exit.
+func (d *daemon) close() {
+	if d.httpsLn != nil {
+		d.httpsLn.Close()
+	}
+	if d.db != nil {
+		if err := d.db.Close(); err != nil {
+			d.log.Error("store: close", "err", err)
+		}
+	}
 }
 
 // runServices runs every service with a shared context: the first failure or
