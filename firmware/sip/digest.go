@@ -1,0 +1,396 @@
+package sip
+
+import (
+	"crypto/hmac"
+	"crypto/md5"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Digest algorithms (RFC 8760 names).
+const (
+	AlgMD5    = "MD5"
+	AlgSHA256 = "SHA-256"
+)
+
+// maxAuthHeader bounds the Authorization header we are willing to parse.
+const maxAuthHeader = 2048
+
+// Credentials are the parameters of a Digest Authorization header.
+type Credentials struct {
+	Username, Realm, Nonce, URI, Response, Algorithm, CNonce, QOP, NC, Opaque string
+}
+
+var (
+	errNotDigest   = errors.New("digest: scheme is not Digest")
+	errDigestParse = errors.New("digest: malformed parameters")
+)
+
+// ParseDigest parses the value of an Authorization header (RFC 7616 / 3261
+// syntax: "Digest" SP auth-param *("," auth-param)). It is strict: bounded
+// size, no duplicate parameters, quoted-string escapes resolved.
+func ParseDigest(v string) (Credentials, error) {
+	var c Credentials
+	if len(v) > maxAuthHeader {
+		return c, fmt.Errorf("%w: %d bytes", errDigestParse, len(v))
+	}
+	v = strings.TrimLeft(v, " \t")
+	if len(v) < 7 || !strings.EqualFold(v[:6], "Digest") || (v[6] != ' ' && v[6] != '\t') {
+		return c, errNotDigest
+	}
+	s := v[7:]
+	seen := map[string]bool{}
+	for n := 0; ; n++ {
+		if n > 16 {
+			return c, fmt.Errorf("%w: too many parameters", errDigestParse)
+		}
+		s = strings.TrimLeft(s, " \t")
+		i := strings.IndexByte(s, '=')
+		if i <= 0 {
+			return c, fmt.Errorf("%w: missing '='", errDigestParse)
+		}
+		name := strings.ToLower(strings.TrimRight(s[:i], " \t"))
+		if !isToken(name) {
+			return c, fmt.Errorf("%w: bad parameter name", errDigestParse)
+		}
+		s = strings.TrimLeft(s[i+1:], " \t")
+		var val string
+		if strings.HasPrefix(s, `"`) {
+			var b strings.Builder
+			j, closed := 1, false
+			for ; j < len(s); j++ {
+				ch := s[j]
+				if ch == '\\' && j+1 < len(s) {
+					j++
+					b.WriteByte(s[j])
+					continue
+				}
+				if ch == '"' {
+					closed = true
+					break
+				}
+				if ch < 0x20 && ch != '\t' {
+					return c, fmt.Errorf("%w: control character", errDigestParse)
+				}
+				b.WriteByte(ch)
+			}
+			if !closed {
+				return c, fmt.Errorf("%w: unterminated quote", errDigestParse)
+			}
+			val, s = b.String(), s[j+1:]
+		} else {
+			j := strings.IndexAny(s, ", \t")
+			if j < 0 {
+				j = len(s)
+			}
+			val, s = s[:j], s[j:]
+			if !isToken(val) {
+				return c, fmt.Errorf("%w: bad token value", errDigestParse)
+			}
+		}
+		if seen[name] {
+			return c, fmt.Errorf("%w: duplicate %s", errDigestParse, name)
+		}
+		seen[name] = true
+		switch name {
+		case "username":
+			c.Username = val
+		case "realm":
+			c.Realm = val
+		case "nonce":
+			c.Nonce = val
+		case "uri":
+			c.URI = val
+		case "response":
+			c.Response = val
+		case "algorithm":
+			c.Algorithm = val
+		case "cnonce":
+			c.CNonce = val
+		case "qop":
+			c.QOP = val
+		case "nc":
+			c.NC = val
+		case "opaque":
+			c.Opaque = val
+		}
+		s = strings.TrimLeft(s, " \t")
+		if s == "" {
+			break
+		}
+		if s[0] != ',' {
+			return c, fmt.Errorf("%w: expected ','", errDigestParse)
+		}
+		s = s[1:]
+	}
+	if c.Username == "" || c.Nonce == "" || c.Response == "" || c.URI == "" {
+		return c, fmt.Errorf("%w: missing username, nonce, uri or response", errDigestParse)
+	}
+	return c, nil
+}
+
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if ch <= ' ' || ch >= 0x7f || strings.IndexByte("()<>@,;:\\\"/[]?={}", ch) >= 0 {
+			// '/' appears in no digest token we accept; '-' and '.' are fine.
+			return false
+		}
+	}
+	return true
+}
+
+func newHash(alg string) hash.Hash {
+	if alg == AlgSHA256 {
+		return sha256.New()
+	}
+	return md5.New()
+}
+
+func hexHash(alg string, parts ...string) string {
+	h := newHash(alg)
+	for i, p := range parts {
+		if i > 0 {
+			h.Write([]byte{':'})
+		}
+		h.Write([]byte(p))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// HA1 computes H(username:realm:password) for alg.
+func HA1(alg, user, realm, password string) string {
+	return hexHash(alg, user, realm, password)
+}
+
+// digestResponse computes the qop=auth response (RFC 7616 §3.4.1).
+func digestResponse(alg, ha1, method string, c Credentials) string {
+	ha2 := hexHash(alg, method, c.URI)
+	return hexHash(alg, ha1, c.Nonce, c.NC, c.CNonce, c.QOP, ha2)
+}
+
+// Nonces issues stateless HMAC nonces bound to the source address and tracks
+// nonce counts of nonces that authenticated, so a replayed (nonce, nc) fails.
+type Nonces struct {
+	key [32]byte
+	ttl time.Duration
+	max int
+
+	mu   sync.Mutex
+	used map[string]nonceUse
+}
+
+type nonceUse struct {
+	nc      uint32
+	expires time.Time
+}
+
+// NewNonces returns a nonce issuer with a fresh random key; nonces die with
+// the process, which at worst costs phones one extra challenge.
+func NewNonces(ttl time.Duration, maxTracked int) (*Nonces, error) {
+	n := &Nonces{ttl: ttl, max: maxTracked, used: map[string]nonceUse{}}
+	if _, err := rand.Read(n.key[:]); err != nil {
+		return nil, fmt.Errorf("digest: nonce key: %w", err)
+	}
+	return n, nil
+}
+
+const nonceRaw = 8 + 8 + 16
+
+func (n *Nonces) mac(body []byte, src netip.Addr) []byte {
+	m := hmac.New(sha256.New, n.key[:])
+	m.Write(body)
+	a := src.As16()
+	m.Write(a[:])
+	return m.Sum(nil)[:16]
+}
+
+// Issue returns a new nonce for a client at src.
+func (n *Nonces) Issue(now time.Time, src netip.Addr) string {
+	var b [nonceRaw]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixNano()))
+	rand.Read(b[8:16])
+	copy(b[16:], n.mac(b[:16], src))
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// nonceState is the result of checking a nonce.
+type nonceState int
+
+const (
+	nonceBad nonceState = iota
+	nonceStale
+	nonceFresh
+)
+
+func (n *Nonces) check(now time.Time, nonce string, src netip.Addr) nonceState {
+	if len(nonce) != base64.RawURLEncoding.EncodedLen(nonceRaw) {
+		return nonceBad
+	}
+	var b [nonceRaw]byte
+	if _, err := base64.RawURLEncoding.Decode(b[:], []byte(nonce)); err != nil {
+		return nonceBad
+	}
+	if !hmac.Equal(b[16:], n.mac(b[:16], src)) {
+		return nonceBad
+	}
+	issued := time.Unix(0, int64(binary.BigEndian.Uint64(b[:8])))
+	if now.Sub(issued) > n.ttl || issued.After(now.Add(time.Minute)) {
+		return nonceStale
+	}
+	return nonceFresh
+}
+
+// use records nc for an authenticated nonce; it reports false for a replay
+// (nc not above the last one seen) or when the table is full.
+func (n *Nonces) use(now time.Time, nonce string, nc uint32) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if u, ok := n.used[nonce]; ok {
+		if nc <= u.nc {
+			return false
+		}
+		u.nc = nc
+		n.used[nonce] = u
+		return true
+	}
+	if len(n.used) >= n.max {
+		for k, u := range n.used {
+			if now.After(u.expires) {
+				delete(n.used, k)
+			}
+		}
+		if len(n.used) >= n.max {
+			return false
+		}
+	}
+	n.used[nonce] = nonceUse{nc: nc, expires: now.Add(n.ttl + time.Minute)}
+	return true
+}
+
+// AuthResult is the outcome of checking a request's credentials.
+type AuthResult int
+
+const (
+	AuthNone     AuthResult = iota // no usable Digest credentials: challenge
+	AuthOK                         // credentials verified
+	AuthStale                      // right password, expired nonce: challenge with stale=true
+	AuthFailed                     // wrong password, unknown user, forged nonce, bad parameters
+	AuthReplayed                   // valid response with a reused (nonce, nc)
+)
+
+func (r AuthResult) String() string {
+	return [...]string{"none", "ok", "stale", "failed", "replayed"}[r]
+}
+
+// HA1Source looks up a user's HA1 for an algorithm.
+type HA1Source interface {
+	HA1(user, alg string) (string, bool)
+}
+
+// Authenticator verifies Digest credentials. Unknown users take the same
+// path as known ones against a keyed fake HA1, so timing and answers match.
+type Authenticator struct {
+	Realm      string
+	Algorithms []string
+	Nonces     *Nonces
+	Users      HA1Source
+	fakeKey    [32]byte
+}
+
+// NewAuthenticator returns an authenticator for realm offering algs.
+func NewAuthenticator(realm string, algs []string, nonces *Nonces, users HA1Source) (*Authenticator, error) {
+	a := &Authenticator{Realm: realm, Algorithms: algs, Nonces: nonces, Users: users}
+	if _, err := rand.Read(a.fakeKey[:]); err != nil {
+		return nil, fmt.Errorf("digest: fake key: %w", err)
+	}
+	return a, nil
+}
+
+func (a *Authenticator) offers(alg string) bool {
+	for _, x := range a.Algorithms {
+		if x == alg {
+			return true
+		}
+	}
+	return false
+}
+
+// Challenges returns the WWW-Authenticate values, preferred algorithm first.
+func (a *Authenticator) Challenges(now time.Time, src netip.Addr, stale bool) []string {
+	nonce := a.Nonces.Issue(now, src)
+	out := make([]string, 0, len(a.Algorithms))
+	for _, alg := range a.Algorithms {
+		v := `Digest realm="` + a.Realm + `", nonce="` + nonce + `", algorithm=` + alg + `, qop="auth"`
+		if stale {
+			v += ", stale=true"
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// Verify checks the Authorization header value hdr of a request.
+func (a *Authenticator) Verify(now time.Time, src netip.Addr, method, hdr string) (AuthResult, Credentials) {
+	c, err := ParseDigest(hdr)
+	if err != nil {
+		if errors.Is(err, errNotDigest) {
+			return AuthNone, c
+		}
+		return AuthFailed, c
+	}
+	alg := c.Algorithm
+	if alg == "" {
+		alg = AlgMD5
+	}
+	if !a.offers(alg) || c.Realm != a.Realm || c.QOP != "auth" || len(c.NC) != 8 || c.CNonce == "" {
+		return AuthFailed, c
+	}
+	nc, err := strconv.ParseUint(c.NC, 16, 32)
+	if err != nil || nc == 0 {
+		return AuthFailed, c
+	}
+	state := a.Nonces.check(now, c.Nonce, src)
+	if state == nonceBad {
+		return AuthFailed, c
+	}
+	// The fake HA1 is computed for every user so both paths cost the same.
+	fake := a.fakeHA1(alg, c.Username)
+	ha1, known := a.Users.HA1(c.Username, alg)
+	if !known {
+		ha1 = fake
+	}
+	want := digestResponse(alg, ha1, method, c)
+	ok := subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(c.Response))) == 1
+	if !ok || !known {
+		return AuthFailed, c
+	}
+	if state == nonceStale {
+		return AuthStale, c
+	}
+	if !a.Nonces.use(now, c.Nonce, uint32(nc)) {
+		return AuthReplayed, c
+	}
+	return AuthOK, c
+}
+
+func (a *Authenticator) fakeHA1(alg, user string) string {
+	m := hmac.New(sha256.New, a.fakeKey[:])
+	m.Write([]byte(alg + "\x00" + user))
+	return hexHash(alg, hex.EncodeToString(m.Sum(nil)))
+}

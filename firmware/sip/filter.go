@@ -1,0 +1,125 @@
+package sip
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// FilterCounters count stage-1 outcomes.
+type FilterCounters struct {
+	Passed, Banned, Scanner, Oversize, Malformed atomic.Uint64
+}
+
+// ReadFilter is stage 1: it sees raw bytes before sipgo parses them and
+// drops, without any answer, packets from banned sources, packets whose
+// User-Agent names a scanner, and oversize packets. Every packet also feeds
+// the Guard's per-source rate.
+type ReadFilter struct {
+	bans     *Bans
+	guard    *Guard
+	scanners [][]byte // lower case
+	maxBytes int
+	now      func() time.Time
+	onDrop   func(kind string, src netip.Addr, ua string)
+	Counters FilterCounters
+}
+
+func newReadFilter(bans *Bans, guard *Guard, scanners []string, maxBytes int, onDrop func(string, netip.Addr, string)) *ReadFilter {
+	f := &ReadFilter{bans: bans, guard: guard, maxBytes: maxBytes, now: time.Now, onDrop: onDrop}
+	for _, s := range scanners {
+		f.scanners = append(f.scanners, bytes.ToLower([]byte(s)))
+	}
+	return f
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	switch v := a.(type) {
+	case *net.UDPAddr:
+		ip, _ := netip.AddrFromSlice(v.IP)
+		return ip.Unmap()
+	case *net.TCPAddr:
+		ip, _ := netip.AddrFromSlice(v.IP)
+		return ip.Unmap()
+	}
+	if a == nil {
+		return netip.Addr{}
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// Filter is the sip.TransportReadFilter. It returns nil to drop; it never
+// returns an error because sipgo stops a UDP listener on a filter error.
+func (f *ReadFilter) Filter(info sip.TransportReadProps, data []byte) ([]byte, error) {
+	return f.Check(addrOf(info.RemoteAddr), info.Transport, data), nil
+}
+
+// Check applies stage 1 to one read from src; nil means drop.
+func (f *ReadFilter) Check(src netip.Addr, transport string, data []byte) []byte {
+	now := f.now()
+	if !src.IsValid() {
+		f.Counters.Malformed.Add(1)
+		return nil
+	}
+	if f.bans.Banned(now, src) {
+		f.Counters.Banned.Add(1)
+		return nil
+	}
+	if f.guard.Packet(now, src) {
+		f.Counters.Banned.Add(1)
+		return nil
+	}
+	// Stream transports deliver chunks; the parser enforces their size limit.
+	if len(data) > f.maxBytes && (transport == "UDP" || transport == "udp") {
+		f.Counters.Oversize.Add(1)
+		return nil
+	}
+	if ua := userAgent(data); ua != nil {
+		low := bytes.ToLower(ua)
+		for _, s := range f.scanners {
+			if bytes.Contains(low, s) {
+				f.Counters.Scanner.Add(1)
+				if f.onDrop != nil {
+					f.onDrop("scanner", src, string(ua))
+				}
+				return nil
+			}
+		}
+	}
+	f.Counters.Passed.Add(1)
+	return data
+}
+
+var uaName = []byte("user-agent")
+
+// userAgent returns the value of the first User-Agent header line in the
+// header section of data (no compact form exists for User-Agent).
+func userAgent(data []byte) []byte {
+	if end := bytes.Index(data, []byte("\r\n\r\n")); end >= 0 {
+		data = data[:end]
+	}
+	for len(data) > 0 {
+		i := bytes.IndexByte(data, '\n')
+		var line []byte
+		if i < 0 {
+			line, data = data, nil
+		} else {
+			line, data = data[:i], data[i+1:]
+		}
+		if len(line) > len(uaName) && bytes.EqualFold(line[:len(uaName)], uaName) {
+			rest := bytes.TrimLeft(line[len(uaName):], " \t")
+			if len(rest) > 0 && rest[0] == ':' {
+				return bytes.TrimSpace(rest[1:])
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,149 @@
+package sip
+
+import (
+	"net/netip"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Binding is one registered contact of an extension.
+type Binding struct {
+	Contact   string    `json:"contact"` // the Contact URI as sent
+	Expires   time.Time `json:"expires"`
+	CallID    string    `json:"call_id"`
+	CSeq      uint32    `json:"cseq"`
+	Source    string    `json:"source"` // ip:port the REGISTER came from (NAT)
+	Transport string    `json:"transport"`
+	UserAgent string    `json:"user_agent"`
+}
+
+// Location is the registrar's location service (memory only: phones
+// re-register after a restart).
+type Location struct {
+	maxContacts int
+
+	mu      sync.RWMutex
+	users   map[string][]Binding
+	sources map[netip.Addr]time.Time // registered source -> latest expiry (OPTIONS gate)
+}
+
+func newLocation(maxContacts int) *Location {
+	return &Location{maxContacts: maxContacts, users: map[string][]Binding{}, sources: map[netip.Addr]time.Time{}}
+}
+
+// ContactUpdate is one Contact of a REGISTER: Expires 0 removes it.
+type ContactUpdate struct {
+	Contact string
+	Expires time.Duration
+}
+
+// errOutOfOrder is a REGISTER older than the one that made the binding.
+type registerResult int
+
+const (
+	regOK registerResult = iota
+	regOutOfOrder
+)
+
+// Register applies a REGISTER's contacts for user. removeAll handles
+// "Contact: *". When more than maxContacts remain the oldest are dropped
+// (a rebooted phone behind NAT comes back with a new contact).
+func (l *Location) Register(now time.Time, user string, b Binding, updates []ContactUpdate, removeAll bool, src netip.Addr) registerResult {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cur := l.users[user]
+	live := cur[:0:0]
+	for _, old := range cur {
+		if now.Before(old.Expires) {
+			live = append(live, old)
+		}
+	}
+	for _, old := range live {
+		if old.CallID == b.CallID && b.CSeq <= old.CSeq {
+			return regOutOfOrder
+		}
+	}
+	if removeAll {
+		live = nil
+	}
+	for _, u := range updates {
+		kept := live[:0]
+		for _, old := range live {
+			if old.Contact != u.Contact {
+				kept = append(kept, old)
+			}
+		}
+		live = kept
+		if u.Expires > 0 {
+			nb := b
+			nb.Contact = u.Contact
+			nb.Expires = now.Add(u.Expires)
+			live = append(live, nb)
+		}
+	}
+	sort.SliceStable(live, func(i, j int) bool { return live[i].Expires.Before(live[j].Expires) })
+	if len(live) > l.maxContacts {
+		live = live[len(live)-l.maxContacts:]
+	}
+	if len(live) == 0 {
+		delete(l.users, user)
+	} else {
+		l.users[user] = live
+		if exp := live[len(live)-1].Expires; exp.After(l.sources[src]) {
+			l.sources[src] = exp
+		}
+	}
+	return regOK
+}
+
+// Lookup returns the live bindings of user.
+func (l *Location) Lookup(now time.Time, user string) []Binding {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	var out []Binding
+	for _, b := range l.users[user] {
+		if now.Before(b.Expires) {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// Registered reports whether src has a live registration (for OPTIONS).
+func (l *Location) Registered(now time.Time, src netip.Addr) bool {
+	l.mu.RLock()
+	exp, ok := l.sources[src]
+	l.mu.RUnlock()
+	return ok && now.Before(exp)
+}
+
+// Sweep drops expired bindings; it returns how many remain.
+func (l *Location) Sweep(now time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for u, bs := range l.users {
+		live := bs[:0]
+		for _, b := range bs {
+			if now.Before(b.Expires) {
+				live = append(live, b)
+			}
+		}
+		if len(live) == 0 {
+			delete(l.users, u)
+		} else {
+			l.users[u] = live
+			n += len(live)
+		}
+	}
+	for a, exp := range l.sources {
+		if !now.Before(exp) {
+			delete(l.sources, a)
+		}
+	}
+	return n
+}
+
+func secs(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }

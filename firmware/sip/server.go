@@ -1,0 +1,308 @@
+// Package sip is the SIP edge of edgepbxd: transports (UDP, TCP, TLS, WSS)
+// on sipgo, the security chain, the registrar and trunk registrations.
+//
+// The chain runs in this order, each stage a small type with counters:
+//  1. ReadFilter (raw bytes): banned source, scanner User-Agent, oversize;
+//     it also feeds the Guard's per-source packet rate;
+//  2. parse (sipgo, size-limited, strict Contact) + Validator (RFC 3261/4475);
+//  3. Policy.Domain; 4. Policy.Zone;
+//  5. Authenticator (Digest SHA-256/MD5, stateless nonces, nc tracking);
+//  6. Guard (flood and brute force, per source and per extension) → Banner;
+//  7. handlers (registrar, OPTIONS).
+package sip
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// Deps are what the SIP edge needs from edgepbxd.
+type Deps struct {
+	Store  *store.DB   // extensions (HA1s) and trunk secrets
+	Banner Banner      // PID 1 control client; nil: bans stay local to this process
+	Log    *logs.Log   // security events; required
+	TLS    *tls.Config // certificate for TLS and WSS; required when they are enabled
+	Logger *slog.Logger
+}
+
+// Server is the SIP edge.
+type Server struct {
+	cfg    config.SIP
+	deps   Deps
+	logger *slog.Logger
+
+	ua     *sipgo.UserAgent
+	srv    *sipgo.Server
+	client *sipgo.Client
+
+	bans      *Bans
+	filter    *ReadFilter
+	validator *Validator
+	policy    *Policy
+	auth      *Authenticator
+	guard     *Guard
+	location  *Location
+	exts      *Extensions
+	conns     ConnCounters
+	limiter   *connLimiter
+
+	udp             net.PacketConn
+	tcp, tlsL, wssL net.Listener
+	closeOnce       sync.Once
+	now             func() time.Time
+}
+
+// New builds the edge and binds its sockets (errors surface here, before
+// Serve). cfg must pass Validate.
+func New(cfg config.SIP, d Deps) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Store == nil || d.Log == nil {
+		return nil, errors.New("sip: store and log are required")
+	}
+	if (cfg.TLS != "" || cfg.WSS != "") && d.TLS == nil {
+		return nil, errors.New("sip: TLS and WSS need a tls.Config")
+	}
+	s := &Server{cfg: cfg, deps: d, logger: d.Logger, now: time.Now}
+	if s.logger == nil {
+		s.logger = slog.Default()
+	}
+	s.bans = newBans()
+	s.policy = &Policy{domains: map[string]bool{}, zones: cfg.AllowedZones, allowlist: cfg.Allowlist}
+	for _, dm := range cfg.Domains {
+		s.policy.domains[strings.ToLower(dm)] = true
+	}
+	for _, t := range cfg.Trunks {
+		if len(t.Peers) > 0 {
+			s.policy.trunks = append(s.policy.trunks, trunkPeers{name: t.Name, peers: t.Peers})
+		}
+	}
+	g := cfg.Guard
+	s.guard = newGuard(GuardConfig{
+		RateWindow: g.RateWindow, RateLimit: g.RateLimit, FloodBan: g.FloodBan,
+		FailWindow: g.FailWindow, MaxFailsPerSource: g.MaxFailsPerSource,
+		MaxFailsPerUser: g.MaxFailsPerUser, AuthBan: g.AuthBan, MaxTracked: g.MaxTracked,
+	}, s.bans, s.policy.Exempt, func(b netfw.Ban) {
+		d.Log.Record(logs.Event{Kind: logs.KindBan, Source: b.Prefix.String(), Reason: b.Reason})
+	})
+	s.filter = newReadFilter(s.bans, s.guard, cfg.ScannerUserAgents, cfg.MaxMessageBytes, func(kind string, src netip.Addr, ua string) {
+		d.Log.Record(logs.Event{Kind: logs.KindScanner, Source: src.String(), UserAgent: ua})
+	})
+	s.validator = newValidator()
+	exts, err := LoadExtensions(d.Store, cfg.Realm)
+	if err != nil {
+		return nil, err
+	}
+	s.exts = exts
+	nonces, err := NewNonces(cfg.NonceTTL, g.MaxTracked)
+	if err != nil {
+		return nil, err
+	}
+	if s.auth, err = NewAuthenticator(cfg.Realm, cfg.Algorithms, nonces, exts); err != nil {
+		return nil, err
+	}
+	s.location = newLocation(cfg.MaxContacts)
+	s.limiter = newConnLimiter(cfg.MaxConns, cfg.MaxConnsPerSource, cfg.IdleTimeout, s.bans, &s.conns)
+
+	var tlsConf *tls.Config
+	if d.TLS != nil {
+		tlsConf = d.TLS.Clone()
+		tlsConf.MinVersion, _ = config.TLSVersion(cfg.TLSMin)
+		tlsConf.MaxVersion, _ = config.TLSVersion(cfg.TLSMax)
+		// Only AEAD suites with forward secrecy for TLS 1.2 (1.3 is fixed).
+		tlsConf.CipherSuites = []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		}
+	}
+	// sipgo logs every unparsable packet at Error with its bytes: under attack
+	// that is a log flood, so its logger is silenced; our counters and the
+	// security log say what happened.
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	opts := []sipgo.UserAgentOption{
+		sipgo.WithUserAgent("edgepbx"),
+		sipgo.WithUserAgentParser(NewParser(cfg.MaxMessageBytes)),
+		sipgo.WithUserAgentTransportLayerOptions(
+			sip.WithTransportLayerReadFilter(s.filter.Filter),
+			sip.WithTransportLayerLogger(quiet),
+		),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quiet)),
+	}
+	if tlsConf != nil {
+		opts = append(opts, sipgo.WithUserAgenTLSConfig(tlsConf))
+	}
+	if s.ua, err = sipgo.NewUA(opts...); err != nil {
+		return nil, fmt.Errorf("sip: user agent: %w", err)
+	}
+	if s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(quiet)); err != nil {
+		return nil, fmt.Errorf("sip: server: %w", err)
+	}
+	if s.client, err = sipgo.NewClient(s.ua, sipgo.WithClientLogger(quiet)); err != nil {
+		return nil, fmt.Errorf("sip: client: %w", err)
+	}
+	s.srv.OnNoRoute(s.handle)
+	if err := s.bind(tlsConf); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) bind(tlsConf *tls.Config) error {
+	var err error
+	if s.cfg.UDP != "" {
+		if s.udp, err = net.ListenPacket("udp", s.cfg.UDP); err != nil {
+			return fmt.Errorf("sip: listen udp %s: %w", s.cfg.UDP, err)
+		}
+	}
+	listen := func(addr string, tlsc *tls.Config) (net.Listener, error) {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("sip: listen tcp %s: %w", addr, err)
+		}
+		// Caps and idle deadlines sit under TLS so handshakes count too.
+		var ll net.Listener = &limitListener{Listener: l, cl: s.limiter}
+		if tlsc != nil {
+			ll = tls.NewListener(ll, tlsc)
+		}
+		return ll, nil
+	}
+	if s.cfg.TCP != "" {
+		if s.tcp, err = listen(s.cfg.TCP, nil); err != nil {
+			return err
+		}
+	}
+	if s.cfg.TLS != "" {
+		if s.tlsL, err = listen(s.cfg.TLS, tlsConf); err != nil {
+			return err
+		}
+	}
+	if s.cfg.WSS != "" {
+		if s.wssL, err = listen(s.cfg.WSS, tlsConf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Addr returns the bound address of a transport ("udp", "tcp", "tls",
+// "wss"), or nil when it is disabled.
+func (s *Server) Addr(transport string) net.Addr {
+	switch transport {
+	case "udp":
+		if s.udp != nil {
+			return s.udp.LocalAddr()
+		}
+	case "tcp":
+		if s.tcp != nil {
+			return s.tcp.Addr()
+		}
+	case "tls":
+		if s.tlsL != nil {
+			return s.tlsL.Addr()
+		}
+	case "wss":
+		if s.wssL != nil {
+			return s.wssL.Addr()
+		}
+	}
+	return nil
+}
+
+// Extensions is the credential store (for admin and provisioning).
+func (s *Server) Extensions() *Extensions { return s.exts }
+
+// Location is the registrar's location service.
+func (s *Server) Location() *Location { return s.location }
+
+// Serve runs the edge until ctx ends or a listener fails.
+func (s *Server) Serve(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 8)
+	n := 0
+	run := func(f func() error) {
+		n++
+		go func() { errc <- f() }()
+	}
+	if s.udp != nil {
+		run(func() error { return s.srv.ServeUDP(s.udp) })
+	}
+	if s.tcp != nil {
+		run(func() error { return s.srv.ServeTCP(s.tcp) })
+	}
+	if s.tlsL != nil {
+		run(func() error { return s.srv.ServeTLS(s.tlsL) })
+	}
+	if s.wssL != nil {
+		run(func() error { return s.srv.ServeWSS(s.wssL) })
+	}
+	go s.guard.run(ctx, s.deps.Banner, func(b netfw.Ban, err error) {
+		s.logger.Warn("sip: firewall ban failed; source stays dropped in process", "prefix", b.Prefix, "error", err)
+	})
+	for _, t := range s.cfg.Trunks {
+		if t.Register != nil {
+			tr := t
+			go s.registerTrunk(ctx, tr)
+		}
+	}
+	go func() {
+		tk := time.NewTicker(30 * time.Second)
+		defer tk.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tk.C:
+				s.location.Sweep(s.now())
+			}
+		}
+	}()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		n--
+	}
+	s.Close()
+	for ; n > 0; n-- {
+		<-errc
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("sip: listener stopped: %w", err)
+}
+
+// Close stops all listeners; it is safe to call more than once.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		for _, c := range []io.Closer{s.udp, s.tcp, s.tlsL, s.wssL} {
+			if c != nil {
+				c.Close()
+			}
+		}
+		if s.ua != nil {
+			s.ua.Close()
+		}
+	})
+	return nil
+}
