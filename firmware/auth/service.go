@@ -465,6 +465,9 @@ func (s *Service) ChangePassword(ctx context.Context, actor Principal, source, c
 		if err := revokeSessionsExcept(tx, a.Username, actor.SessionID); err != nil {
 			return err
 		}
+		if err := clearRestriction(tx, actor.SessionID, RestrictChangePassword); err != nil {
+			return err
+		}
 		return s.audit.RecordTx(tx, audit.Event{Actor: actor.Actor(), Source: source, Action: "account.password", Target: a.Username,
 			Detail: "password changed; other sessions revoked"})
 	})

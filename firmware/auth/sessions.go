@@ -393,3 +393,17 @@ func (s *Service) History(username string, limit int) ([]HistoryEntry, error) {
 	}
 	return out, err
 }
+
+// clearRestriction lifts restriction r from session id once it is satisfied.
+func clearRestriction(tx *store.Tx, id string, r Restriction) error {
+	if id == "" {
+		return nil
+	}
+	var sess Session
+	ok, err := tx.Get(bSessions, id, &sess)
+	if err != nil || !ok || sess.Restriction != r {
+		return err
+	}
+	sess.Restriction = RestrictNone
+	return tx.Put(bSessions, id, sess)
+}

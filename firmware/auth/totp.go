@@ -96,14 +96,8 @@ func (s *Service) ConfirmTOTP(p Principal, source, code string) ([]string, error
 		if err := tx.Put(bAccounts, a.Username, a); err != nil {
 			return err
 		}
-		if p.Restriction == RestrictEnrollTOTP && p.SessionID != "" {
-			var sess Session
-			if ok, err := tx.Get(bSessions, p.SessionID, &sess); err == nil && ok {
-				sess.Restriction = RestrictNone
-				if err := tx.Put(bSessions, p.SessionID, sess); err != nil {
-					return err
-				}
-			}
+		if err := clearRestriction(tx, p.SessionID, RestrictEnrollTOTP); err != nil {
+			return err
 		}
 		return s.audit.RecordTx(tx, audit.Event{Actor: p.Actor(), Source: source, Action: "account.totp.enable", Target: a.Username})
 	})
@@ -141,7 +135,7 @@ func matchTOTP(secret, code string, now time.Time, lastStep int64) (int64, bool)
 		if step <= lastStep {
 			continue
 		}
-		want, err := totp.GenerateCodeCustom(secret, time.Unix(step*totpPeriod, 0), totpOpts)
+		want, err := totpCode(secret, time.Unix(step*totpPeriod, 0))
 		if err == nil && subtle.ConstantTimeCompare([]byte(want), []byte(code)) == 1 {
 			return step, true
 		}
@@ -193,4 +187,8 @@ func recoveryHash(user, code string) string {
 	c := strings.ToLower(strings.ReplaceAll(strings.TrimSpace(code), "-", ""))
 	sum := sha256.Sum256([]byte("edgepbx-recovery\x00" + user + "\x00" + c))
 	return hex.EncodeToString(sum[:])
+}
+
+func totpCode(secret string, at time.Time) (string, error) {
+	return totp.GenerateCodeCustom(secret, at, totpOpts)
 }

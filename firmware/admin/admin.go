@@ -1,0 +1,295 @@
+// Package admin is the appliance's local HTTPS administration: the
+// server-rendered UI and the JSON API under /api/v1. Both go through one
+// guard (origin, session or token, CSRF, restriction, role) driven by the
+// route table in routes.go. Bucket: admin.settings (origin allowlist).
+package admin
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/store"
+)
+
+// CookieName uses the __Host- prefix: the browser only accepts it Secure,
+// host-only and with Path=/, so a sibling host cannot plant or read it.
+const CookieName = "__Host-edgepbx_session"
+
+// csrfHeader carries the session's CSRF token on every state change.
+const csrfHeader = "X-CSRF-Token"
+
+// Deps are what the admin server needs from edgepbxd.
+type Deps struct {
+	Store     *store.DB
+	Clock     auth.Clock            // nil: wall clock
+	SetupCode auth.SetupCodeChecker // the boot's setup code, e.g. auth.SetupCode(code)
+	Banner    auth.Banner           // PID 1's firewall bans; nil: bans only logged
+	Logger    *slog.Logger          // nil: slog.Default()
+	// Names are the host names and addresses the box is reached by (as in
+	// its certificate); an Origin on any port of these is the box itself.
+	Names []string
+	// Hasher overrides the argon2id hasher (tests use cheap parameters).
+	Hasher *auth.Hasher
+	// AllowHTTPOrigin accepts http:// origins of Names too (make dev on loopback).
+	AllowHTTPOrigin bool
+}
+
+// Server is the admin handler; it also exposes the auth and audit services
+// to edgepbxd (health: claimed or not).
+type Server struct {
+	auth   *auth.Service
+	audit  *audit.Log
+	db     *store.DB
+	clock  auth.Clock
+	log    *slog.Logger
+	names  []string
+	http   bool
+	mux    *http.ServeMux
+	routes []route
+	pages  *pages
+
+	refusedMu sync.Mutex
+	refused   map[string][]time.Time // per-source refusal log budget
+}
+
+// New builds the admin HTTP handler.
+func New(d Deps) (http.Handler, error) { return NewServer(d) }
+
+// NewServer is New returning the concrete type.
+func NewServer(d Deps) (*Server, error) {
+	if d.Store == nil || d.SetupCode == nil {
+		return nil, errors.New("admin: Store and SetupCode are required")
+	}
+	if d.Clock == nil {
+		d.Clock = auth.SystemClock{}
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	al := audit.New(d.Store, d.Clock)
+	svc, err := auth.New(auth.Config{DB: d.Store, Clock: d.Clock, Audit: al, Hasher: d.Hasher, Banner: d.Banner,
+		SetupCode: d.SetupCode, Logger: d.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	pg, err := loadPages()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{auth: svc, audit: al, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
+		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{}}
+	for _, n := range d.Names {
+		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))
+	}
+	s.routes = s.routeTable()
+	for _, rt := range s.routes {
+		s.mux.Handle(rt.method+" "+rt.path, s.guard(rt))
+	}
+	s.mux.Handle("GET /static/", staticHandler())
+	return s, nil
+}
+
+// Auth returns the auth service (edgepbxd reports Claimed in its health).
+func (s *Server) Auth() *auth.Service { return s.auth }
+
+// Audit returns the audit log, for other packages' audit events.
+func (s *Server) Audit() *audit.Log { return s.audit }
+
+func setSecurityHeaders(h http.Header) {
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+
+		"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	h.Set("Cross-Origin-Resource-Policy", "same-origin")
+	h.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+}
+
+// ServeHTTP applies the headers and the claim gate, then routes.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	setSecurityHeaders(w.Header())
+	if !strings.HasPrefix(r.URL.Path, "/static/") {
+		w.Header().Set("Cache-Control", "no-store")
+	}
+	claimed, err := s.auth.Claimed()
+	if err != nil {
+		s.log.Error("claim state", "err", err)
+		problem(w, http.StatusInternalServerError, "internal error", "")
+		return
+	}
+	p := r.URL.Path
+	if !claimed && p != "/claim" && p != "/api/v1/claim" && !strings.HasPrefix(p, "/static/") {
+		// An unclaimed box serves the claim page and nothing else.
+		if strings.HasPrefix(p, "/api/") {
+			problem(w, http.StatusConflict, "not claimed", "claim the box with the setup code from its console first")
+			return
+		}
+		http.Redirect(w, r, "/claim", http.StatusSeeOther)
+		return
+	}
+	if claimed && p == "/claim" {
+		http.Redirect(w, r, "/login", http.StatusSeeOther)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func clientOf(r *http.Request) auth.Client {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	a, _ := netip.ParseAddr(host)
+	return auth.Client{Addr: a.Unmap(), UserAgent: r.UserAgent()}
+}
+
+func isStateChange(m string) bool {
+	return m != http.MethodGet && m != http.MethodHead && m != http.MethodOptions
+}
+
+var errForeignOrigin = errors.New("request from a foreign origin")
+
+// checkOrigin refuses state changes from other sites: the Origin must be
+// one of the box's names or on the admin's allowlist.
+func (s *Server) checkOrigin(r *http.Request) error {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		switch r.Header.Get("Sec-Fetch-Site") {
+		case "", "same-origin", "none":
+			return nil // non-browser client, or an old browser: the CSRF token still guards cookie sessions
+		}
+		return fmt.Errorf("%w: Sec-Fetch-Site %s", errForeignOrigin, r.Header.Get("Sec-Fetch-Site"))
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" || u.Path != "" || (u.Scheme != "https" && !(s.http && u.Scheme == "http")) {
+		return fmt.Errorf("%w: %.100q", errForeignOrigin, origin)
+	}
+	if slices.Contains(s.names, strings.ToLower(u.Hostname())) {
+		return nil
+	}
+	allow, err := s.origins()
+	if err != nil {
+		return err
+	}
+	if slices.Contains(allow, strings.ToLower(u.Scheme+"://"+u.Host)) {
+		return nil
+	}
+	return fmt.Errorf("%w: %.100q", errForeignOrigin, origin)
+}
+
+// principal resolves the bearer token or the session cookie.
+func (s *Server) principal(r *http.Request) (auth.Principal, bool, error) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		tok, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok {
+			return auth.Principal{}, false, auth.ErrNoSession
+		}
+		p, err := s.auth.TokenPrincipal(strings.TrimSpace(tok))
+		return p, false, err
+	}
+	c, err := r.Cookie(CookieName)
+	if err != nil {
+		return auth.Principal{}, false, auth.ErrNoSession
+	}
+	p, err := s.auth.SessionPrincipal(c.Value)
+	return p, true, err
+}
+
+// refuse logs a refused request to the audit log, at most 10 per source per
+// minute so a flood of refusals cannot flood the log; slog gets them all.
+func (s *Server) refuse(r *http.Request, p auth.Principal, action, detail string) {
+	c := clientOf(r)
+	s.log.Warn("request refused", "action", action, "source", c.String(), "path", r.URL.Path, "detail", detail)
+	now := s.clock.Now()
+	s.refusedMu.Lock()
+	key := c.Addr.String()
+	h := s.refused[key]
+	for len(h) > 0 && now.Sub(h[0]) > time.Minute {
+		h = h[1:]
+	}
+	ok := len(h) < 10
+	if ok {
+		h = append(h, now)
+	}
+	if len(s.refused) > 4096 {
+		clear(s.refused)
+	}
+	s.refused[key] = h
+	s.refusedMu.Unlock()
+	if ok {
+		_ = s.audit.Record(audit.Event{Actor: p.Actor(), Source: c.String(), Action: action, Target: r.Method + " " + r.URL.Path,
+			Outcome: audit.Denied, Detail: detail})
+	}
+}
+
+type ctxKey struct{}
+
+func (s *Server) guard(rt route) http.Handler {
+	isAPI := strings.HasPrefix(rt.path, "/api/")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isStateChange(r.Method) {
+			if err := s.checkOrigin(r); err != nil {
+				s.refuse(r, auth.Principal{}, "http.origin_refused", err.Error())
+				problem(w, http.StatusForbidden, "forbidden", "cross-origin request refused")
+				return
+			}
+		}
+		var p auth.Principal
+		if !rt.public {
+			var cookie bool
+			var err error
+			p, cookie, err = s.principal(r)
+			if err != nil {
+				if !errors.Is(err, auth.ErrNoSession) {
+					s.log.Error("resolve principal", "err", err)
+				}
+				if !isAPI {
+					http.Redirect(w, r, "/login", http.StatusSeeOther)
+					return
+				}
+				problem(w, http.StatusUnauthorized, "unauthorized", auth.ErrNoSession.Error())
+				return
+			}
+			if cookie && isStateChange(r.Method) {
+				tok := r.Header.Get(csrfHeader)
+				if tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(p.CSRF)) != 1 {
+					s.refuse(r, p, "http.csrf_refused", "missing or wrong CSRF token")
+					problem(w, http.StatusForbidden, "forbidden", "missing or wrong CSRF token; reload the page")
+					return
+				}
+			}
+			if p.Restriction != auth.RestrictNone && !rt.restrictedOK {
+				if !isAPI {
+					http.Redirect(w, r, "/account", http.StatusSeeOther)
+					return
+				}
+				problem(w, http.StatusForbidden, "forbidden", "finish first: "+string(p.Restriction))
+				return
+			}
+			if !p.Can(rt.perm) {
+				s.refuse(r, p, "http.forbidden", "role "+string(p.Role)+" lacks "+string(rt.perm))
+				problem(w, http.StatusForbidden, "forbidden", "your role does not allow this")
+				return
+			}
+		}
+		ctx := context.WithValue(r.Context(), ctxKey{}, p)
+		if err := rt.h(w, r.WithContext(ctx), p); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}

@@ -1,0 +1,125 @@
+package admin
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/firmware/auth"
+)
+
+// maxBody bounds every request body.
+const maxBody = 64 << 10
+
+// errBadRequest wraps every decoding error.
+var errBadRequest = errors.New("bad request")
+
+// decodeJSON reads exactly one JSON object of at most maxBody bytes with no
+// unknown fields into v.
+func decodeJSON(r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return fmt.Errorf("%w: Content-Type must be application/json", errBadRequest)
+		}
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		return fmt.Errorf("%w: read body: %v", errBadRequest, err)
+	}
+	return decodeBody(body, v)
+}
+
+func decodeBody(body []byte, v any) error {
+	if len(body) > maxBody {
+		return fmt.Errorf("%w: body larger than %d bytes", errBadRequest, maxBody)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", errBadRequest, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: trailing data after the JSON object", errBadRequest)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: trailing data after the JSON object", errBadRequest)
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// problem writes an RFC 9457 problem+json answer.
+func problem(w http.ResponseWriter, status int, title, detail string) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"type": "about:blank", "title": title, "status": status, "detail": detail})
+}
+
+// writeError maps service errors to answers; unknown errors are logged and
+// answered without detail.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var status int
+	title := "bad request"
+	switch {
+	case errors.Is(err, auth.ErrInvalidCredentials), errors.Is(err, auth.ErrNoSession), errors.Is(err, auth.ErrBadSetupCode):
+		status, title = http.StatusUnauthorized, "unauthorized"
+	case errors.Is(err, auth.ErrThrottled):
+		w.Header().Set("Retry-After", "600")
+		status, title = http.StatusTooManyRequests, "too many requests"
+	case errors.Is(err, auth.ErrBusy):
+		w.Header().Set("Retry-After", "1")
+		status, title = http.StatusServiceUnavailable, "busy"
+	case errors.Is(err, auth.ErrNotFound):
+		status, title = http.StatusNotFound, "not found"
+	case errors.Is(err, auth.ErrExists), errors.Is(err, auth.ErrLastAdmin), errors.Is(err, auth.ErrAlreadyClaimed),
+		errors.Is(err, auth.ErrNotClaimed), errors.Is(err, auth.ErrTOTPNotPending):
+		status, title = http.StatusConflict, "conflict"
+	case isPasswordError(err), errors.Is(err, auth.ErrTOTP):
+		status, title = http.StatusUnprocessableEntity, "rejected"
+	case errors.Is(err, errBadRequest), errors.Is(err, auth.ErrPolicy), errors.Is(err, auth.ErrBadUsername),
+		errors.Is(err, auth.ErrBadRole), errors.Is(err, auth.ErrBadToken), errors.Is(err, audit.ErrFormat), errors.Is(err, errBadOrigin):
+		status = http.StatusBadRequest
+	default:
+		s.log.Error("admin request failed", "path", r.URL.Path, "err", err)
+		problem(w, http.StatusInternalServerError, "internal error", "")
+		return
+	}
+	problem(w, status, title, err.Error())
+}
+
+func isPasswordError(err error) bool {
+	for _, e := range []error{auth.ErrPasswordEmpty, auth.ErrPasswordShort, auth.ErrPasswordLong, auth.ErrPasswordWeak,
+		auth.ErrPasswordUsername, auth.ErrPasswordCommon, auth.ErrPasswordRepetitive, auth.ErrPasswordInvalidUTF8} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// errBadOrigin is returned for an invalid allowlist entry.
+var errBadOrigin = errors.New("invalid origin")
+
+// normalizeOrigin checks an allowlist entry: "https://host[:port]", nothing else.
+func normalizeOrigin(o string) (string, error) {
+	o = strings.ToLower(strings.TrimSpace(o))
+	rest, ok := strings.CutPrefix(o, "https://")
+	if !ok || rest == "" || len(o) > 253 || strings.ContainsAny(rest, "/?#@ \\\t*") {
+		return "", fmt.Errorf("%w %q: want https://host[:port]", errBadOrigin, o)
+	}
+	return o, nil
+}

@@ -1,0 +1,552 @@
+package admin
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/store"
+)
+
+// route is one entry of the single authorisation table for UI and API.
+type route struct {
+	method, path string
+	perm         auth.Permission // required unless public
+	public       bool            // no login (claim, login)
+	restrictedOK bool            // usable by a session that must enrol 2FA or change its password
+	h            func(http.ResponseWriter, *http.Request, auth.Principal) error
+}
+
+func (s *Server) routeTable() []route {
+	return []route{
+		// UI pages.
+		{method: "GET", path: "/claim", public: true, h: s.page("claim", nil)},
+		{method: "GET", path: "/login", public: true, h: s.page("login", nil)},
+		{method: "GET", path: "/{$}", perm: auth.PermStatusRead, h: s.page("dashboard", s.dashData)},
+		{method: "GET", path: "/account", perm: auth.PermStatusRead, restrictedOK: true, h: s.page("account", s.accountData)},
+		{method: "GET", path: "/users", perm: auth.PermUsersRead, h: s.page("users", s.usersData)},
+		{method: "GET", path: "/security", perm: auth.PermSecurityRead, h: s.page("security", s.securityData)},
+		{method: "GET", path: "/audit", perm: auth.PermAuditRead, h: s.page("audit", s.auditData)},
+
+		// JSON API.
+		{method: "POST", path: "/api/v1/claim", public: true, h: s.apiClaim},
+		{method: "POST", path: "/api/v1/login", public: true, h: s.apiLogin},
+		{method: "POST", path: "/api/v1/login/totp", public: true, h: s.apiLoginTOTP},
+		{method: "POST", path: "/api/v1/logout", perm: auth.PermStatusRead, restrictedOK: true, h: s.apiLogout},
+		{method: "GET", path: "/api/v1/me", perm: auth.PermStatusRead, restrictedOK: true, h: s.apiMe},
+		{method: "POST", path: "/api/v1/me/password", perm: auth.PermSelf, restrictedOK: true, h: s.apiPassword},
+		{method: "POST", path: "/api/v1/me/totp", perm: auth.PermSelf, restrictedOK: true, h: s.apiTOTPBegin},
+		{method: "POST", path: "/api/v1/me/totp/confirm", perm: auth.PermSelf, restrictedOK: true, h: s.apiTOTPConfirm},
+		{method: "GET", path: "/api/v1/me/sessions", perm: auth.PermSelf, h: s.apiMySessions},
+		{method: "DELETE", path: "/api/v1/me/sessions/{id}", perm: auth.PermSelf, h: s.apiRevokeMySession},
+		{method: "GET", path: "/api/v1/me/tokens", perm: auth.PermSelf, h: s.apiMyTokens},
+		{method: "POST", path: "/api/v1/me/tokens", perm: auth.PermSelf, h: s.apiCreateToken},
+		{method: "DELETE", path: "/api/v1/me/tokens/{id}", perm: auth.PermSelf, h: s.apiRevokeMyToken},
+		{method: "GET", path: "/api/v1/me/history", perm: auth.PermSelf, h: s.apiMyHistory},
+		{method: "GET", path: "/api/v1/status", perm: auth.PermStatusRead, h: s.apiStatus},
+		{method: "GET", path: "/api/v1/accounts", perm: auth.PermUsersRead, h: s.apiAccounts},
+		{method: "POST", path: "/api/v1/accounts", perm: auth.PermUsersWrite, h: s.apiCreateAccount},
+		{method: "PUT", path: "/api/v1/accounts/{name}/role", perm: auth.PermUsersWrite, h: s.apiSetRole},
+		{method: "POST", path: "/api/v1/accounts/{name}/unlock", perm: auth.PermUsersWrite, h: s.apiUnlock},
+		{method: "POST", path: "/api/v1/accounts/{name}/totp/reset", perm: auth.PermUsersWrite, h: s.apiResetTOTP},
+		{method: "DELETE", path: "/api/v1/accounts/{name}", perm: auth.PermUsersWrite, h: s.apiDeleteAccount},
+		{method: "GET", path: "/api/v1/sessions", perm: auth.PermUsersRead, h: s.apiAllSessions},
+		{method: "DELETE", path: "/api/v1/sessions/{id}", perm: auth.PermUsersWrite, h: s.apiRevokeSession},
+		{method: "GET", path: "/api/v1/tokens", perm: auth.PermUsersRead, h: s.apiAllTokens},
+		{method: "DELETE", path: "/api/v1/tokens/{id}", perm: auth.PermUsersWrite, h: s.apiRevokeToken},
+		{method: "GET", path: "/api/v1/history", perm: auth.PermUsersRead, h: s.apiAllHistory},
+		{method: "GET", path: "/api/v1/security/policy", perm: auth.PermSecurityRead, h: s.apiPolicy},
+		{method: "PUT", path: "/api/v1/security/policy", perm: auth.PermSecurityWrite, h: s.apiSetPolicy},
+		{method: "GET", path: "/api/v1/security/origins", perm: auth.PermSecurityRead, h: s.apiOrigins},
+		{method: "PUT", path: "/api/v1/security/origins", perm: auth.PermSecurityWrite, h: s.apiSetOrigins},
+		{method: "GET", path: "/api/v1/audit", perm: auth.PermAuditRead, h: s.apiAudit},
+		{method: "GET", path: "/api/v1/audit/export", perm: auth.PermAuditRead, h: s.apiAuditExport},
+		{method: "GET", path: "/api/v1/audit/verify", perm: auth.PermAuditRead, h: s.apiAuditVerify},
+	}
+}
+
+func src(r *http.Request) string { return clientOf(r).String() }
+
+func (s *Server) setSessionCookie(w http.ResponseWriter, ns *auth.NewSession) {
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: ns.Secret, Path: "/", Expires: ns.Expires,
+		MaxAge: int(time.Until(ns.Expires).Seconds()), Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+}
+
+type loginAnswer struct {
+	Status      string           `json:"status"` // "ok" | "totp_required"
+	Challenge   string           `json:"challenge,omitempty"`
+	CSRFToken   string           `json:"csrf_token,omitempty"`
+	NewLocation bool             `json:"new_location,omitempty"`
+	Restriction auth.Restriction `json:"restriction,omitempty"`
+}
+
+func (s *Server) answerLogin(w http.ResponseWriter, res auth.LoginResult) error {
+	if res.Session == nil {
+		writeJSON(w, http.StatusOK, loginAnswer{Status: "totp_required", Challenge: res.Challenge, NewLocation: res.NewLocation})
+		return nil
+	}
+	s.setSessionCookie(w, res.Session)
+	writeJSON(w, http.StatusOK, loginAnswer{Status: "ok", CSRFToken: res.Session.CSRF, NewLocation: res.NewLocation, Restriction: res.Restriction})
+	return nil
+}
+
+// ClaimRequest is the body of POST /api/v1/claim.
+type ClaimRequest struct {
+	SetupCode string `json:"setup_code"`
+	Username  string `json:"username"`
+	Password  string `json:"password"`
+}
+
+func (s *Server) apiClaim(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
+	var req ClaimRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	res, err := s.auth.Claim(r.Context(), clientOf(r), req.SetupCode, req.Username, req.Password)
+	if err != nil {
+		return err
+	}
+	return s.answerLogin(w, res)
+}
+
+// LoginRequest is the body of POST /api/v1/login.
+type LoginRequest struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+func (s *Server) apiLogin(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
+	var req LoginRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	res, err := s.auth.Login(r.Context(), clientOf(r), req.Username, req.Password)
+	if err != nil {
+		return err
+	}
+	return s.answerLogin(w, res)
+}
+
+// TOTPLoginRequest is the body of POST /api/v1/login/totp.
+type TOTPLoginRequest struct {
+	Challenge string `json:"challenge"`
+	Code      string `json:"code"` // TOTP or recovery code
+}
+
+func (s *Server) apiLoginTOTP(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
+	var req TOTPLoginRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	res, err := s.auth.LoginSecondFactor(r.Context(), clientOf(r), req.Challenge, req.Code)
+	if err != nil {
+		return err
+	}
+	return s.answerLogin(w, res)
+}
+
+func (s *Server) apiLogout(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.auth.Logout(p, src(r)); err != nil {
+		return err
+	}
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	writeJSON(w, http.StatusOK, map[string]string{"status": "logged out"})
+	return nil
+}
+
+func (s *Server) apiMe(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	info, err := s.auth.Account(p.Username)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"account": info, "principal": p})
+	return nil
+}
+
+// PasswordRequest is the body of POST /api/v1/me/password.
+type PasswordRequest struct {
+	Current string `json:"current_password"`
+	New     string `json:"new_password"`
+}
+
+func (s *Server) apiPassword(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req PasswordRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if err := s.auth.ChangePassword(r.Context(), p, src(r), req.Current, req.New); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "password changed"})
+	return nil
+}
+
+func (s *Server) apiTOTPBegin(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	e, err := s.auth.BeginTOTP(p)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, e)
+	return nil
+}
+
+// CodeRequest carries a one-time code.
+type CodeRequest struct {
+	Code string `json:"code"`
+}
+
+func (s *Server) apiTOTPConfirm(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req CodeRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	codes, err := s.auth.ConfirmTOTP(p, src(r), req.Code)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "two-factor enabled", "recovery_codes": codes})
+	return nil
+}
+
+func (s *Server) apiMySessions(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	l, err := s.auth.Sessions(p.Username)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": l, "current": p.SessionID})
+	return nil
+}
+
+func (s *Server) apiRevokeMySession(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.auth.RevokeSession(p, src(r), p.Username, r.PathValue("id")); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "revoked"})
+	return nil
+}
+
+func (s *Server) apiMyTokens(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	l, err := s.auth.Tokens(p.Username)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tokens": l})
+	return nil
+}
+
+// TokenRequest is the body of POST /api/v1/me/tokens.
+type TokenRequest struct {
+	Name   string   `json:"name"`
+	Scopes []string `json:"scopes"`
+	Days   int      `json:"days,omitempty"` // 0: policy default (30)
+}
+
+func (s *Server) apiCreateToken(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req TokenRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	secret, t, err := s.auth.CreateToken(p, src(r), req.Name, req.Scopes, req.Days)
+	if err != nil {
+		return err
+	}
+	t.ID = t.ID[:8]
+	writeJSON(w, http.StatusCreated, map[string]any{"token": secret, "info": t})
+	return nil
+}
+
+func (s *Server) apiRevokeMyToken(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.auth.RevokeToken(p, src(r), p.Username, r.PathValue("id")); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "revoked"})
+	return nil
+}
+
+func (s *Server) apiMyHistory(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	h, err := s.auth.History(p.Username, 200)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"history": h})
+	return nil
+}
+
+func (s *Server) apiStatus(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	res, verr := s.audit.Verify()
+	writeJSON(w, http.StatusOK, map[string]any{"time": s.clock.Now().UTC(), "audit_entries": res.Entries, "audit_ok": verr == nil})
+	return nil
+}
+
+func (s *Server) apiAccounts(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	l, err := s.auth.Accounts()
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"accounts": l})
+	return nil
+}
+
+// AccountRequest is the body of POST /api/v1/accounts.
+type AccountRequest struct {
+	Username string    `json:"username"`
+	Role     auth.Role `json:"role"`
+	Password string    `json:"password"`
+}
+
+func (s *Server) apiCreateAccount(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req AccountRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if err := s.auth.CreateAccount(r.Context(), p, src(r), req.Username, req.Role, req.Password); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{"status": "created"})
+	return nil
+}
+
+// RoleRequest is the body of PUT /api/v1/accounts/{name}/role.
+type RoleRequest struct {
+	Role auth.Role `json:"role"`
+}
+
+func (s *Server) apiSetRole(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req RoleRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if err := s.auth.SetRole(p, src(r), r.PathValue("name"), req.Role); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "role changed"})
+	return nil
+}
+
+func (s *Server) apiUnlock(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.auth.Unlock(p, src(r), r.PathValue("name")); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "unlocked"})
+	return nil
+}
+
+func (s *Server) apiResetTOTP(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.auth.ResetTOTP(p, src(r), r.PathValue("name")); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "two-factor removed"})
+	return nil
+}
+
+func (s *Server) apiDeleteAccount(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.auth.DeleteAccount(p, src(r), r.PathValue("name")); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "deleted"})
+	return nil
+}
+
+func (s *Server) apiAllSessions(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	l, err := s.auth.Sessions("")
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": l})
+	return nil
+}
+
+func (s *Server) apiRevokeSession(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.auth.RevokeSession(p, src(r), "", r.PathValue("id")); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "revoked"})
+	return nil
+}
+
+func (s *Server) apiAllTokens(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	l, err := s.auth.Tokens("")
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tokens": l})
+	return nil
+}
+
+func (s *Server) apiRevokeToken(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.auth.RevokeToken(p, src(r), "", r.PathValue("id")); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "revoked"})
+	return nil
+}
+
+func (s *Server) apiAllHistory(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	h, err := s.auth.History(r.URL.Query().Get("username"), 1000)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"history": h})
+	return nil
+}
+
+func (s *Server) apiPolicy(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	pol, err := s.auth.Policy()
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, pol)
+	return nil
+}
+
+func (s *Server) apiSetPolicy(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var pol auth.Policy
+	if err := decodeJSON(r, &pol); err != nil {
+		return err
+	}
+	if err := s.auth.SetPolicy(p, src(r), pol); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "saved"})
+	return nil
+}
+
+const bSettings = "admin.settings"
+
+// OriginsRequest is the body of PUT /api/v1/security/origins.
+type OriginsRequest struct {
+	Origins []string `json:"origins"`
+}
+
+func (s *Server) origins() ([]string, error) {
+	var o OriginsRequest
+	err := s.db.View(func(tx *store.Tx) error { _, err := tx.Get(bSettings, "origins", &o); return err })
+	return o.Origins, err
+}
+
+func (s *Server) apiOrigins(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	o, err := s.origins()
+	if err != nil {
+		return err
+	}
+	if o == nil {
+		o = []string{}
+	}
+	writeJSON(w, http.StatusOK, OriginsRequest{Origins: o})
+	return nil
+}
+
+func (s *Server) apiSetOrigins(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req OriginsRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if len(req.Origins) > 32 {
+		return errors.Join(errBadOrigin, errors.New("at most 32 origins"))
+	}
+	clean := []string{}
+	for _, o := range req.Origins {
+		n, err := normalizeOrigin(o)
+		if err != nil {
+			return err
+		}
+		clean = append(clean, n)
+	}
+	return s.db.Update(func(tx *store.Tx) error {
+		var old OriginsRequest
+		if _, err := tx.Get(bSettings, "origins", &old); err != nil {
+			return err
+		}
+		if err := tx.Put(bSettings, "origins", OriginsRequest{Origins: clean}); err != nil {
+			return err
+		}
+		if err := s.audit.RecordTx(tx, audit.Event{Actor: p.Actor(), Source: src(r), Action: "security.origins.update", Before: old, After: OriginsRequest{Origins: clean}}); err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "saved"})
+		return nil
+	})
+}
+
+// auditFilter reads a filter from query parameters.
+func auditFilter(r *http.Request) (audit.Filter, error) {
+	q := r.URL.Query()
+	f := audit.Filter{Actor: q.Get("actor"), Action: q.Get("action"), Source: q.Get("source"), Outcome: q.Get("outcome"), Limit: 200}
+	for _, v := range []string{f.Actor, f.Action, f.Source, f.Outcome} {
+		if len(v) > 128 {
+			return f, errors.Join(errBadRequest, errors.New("filter value too long"))
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > audit.MaxLimit {
+			return f, errors.Join(errBadRequest, errors.New("limit must be 1..1000"))
+		}
+		f.Limit = n
+	}
+	for name, dst := range map[string]*time.Time{"since": &f.Since, "until": &f.Until} {
+		if v := q.Get(name); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				if t, err = time.Parse("2006-01-02", v); err != nil {
+					return f, errors.Join(errBadRequest, errors.New(name+" must be RFC 3339 or YYYY-MM-DD"))
+				}
+			}
+			*dst = t
+		}
+	}
+	return f, nil
+}
+
+func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	f, err := auditFilter(r)
+	if err != nil {
+		return err
+	}
+	l, err := s.audit.Query(f)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"entries": l})
+	return nil
+}
+
+func (s *Server) apiAuditExport(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	f, err := auditFilter(r)
+	if err != nil {
+		return err
+	}
+	f.Limit = 0
+	if r.URL.Query().Get("limit") != "" {
+		f.Limit, _ = strconv.Atoi(r.URL.Query().Get("limit"))
+	}
+	format := r.URL.Query().Get("format")
+	if format == "" {
+		format = audit.FormatJSONLines
+	}
+	ct := map[string]string{audit.FormatJSONLines: "application/jsonl", audit.FormatCSV: "text/csv; charset=utf-8"}[format]
+	if ct == "" {
+		return errors.Join(audit.ErrFormat, errors.New("format must be jsonl or csv"))
+	}
+	w.Header().Set("Content-Type", ct)
+	w.Header().Set("Content-Disposition", `attachment; filename="edgepbx-audit.`+strings.TrimPrefix(format, ".")+`"`)
+	if err := s.audit.Export(w, format, f); err != nil {
+		s.log.Error("audit export", "err", err)
+	}
+	_ = s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: "audit.export", Detail: format})
+	return nil
+}
+
+func (s *Server) apiAuditVerify(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	res, err := s.audit.Verify()
+	out := map[string]any{"ok": err == nil, "entries": res.Entries, "head": res.Head}
+	if err != nil {
+		out["error"] = err.Error()
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

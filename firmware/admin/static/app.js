@@ -1,0 +1,89 @@
+// edgepbx admin UI: forms and buttons with data-api send JSON to the API
+// with the session's CSRF token. No inline script anywhere (strict CSP).
+"use strict";
+(function () {
+  function csrf() {
+    var m = document.querySelector('meta[name="csrf-token"]');
+    return m ? m.getAttribute("content") : "";
+  }
+  function formJSON(form) {
+    var out = {};
+    Array.prototype.forEach.call(form.elements, function (el) {
+      if (!el.name || el.disabled) return;
+      if (el.type === "checkbox") {
+        if (el.value && el.value !== "on") {
+          out[el.name] = out[el.name] || [];
+          if (el.checked) out[el.name].push(el.value);
+        } else {
+          out[el.name] = el.checked;
+        }
+      } else if (el.type === "number") {
+        if (el.value !== "") out[el.name] = Number(el.value);
+      } else if (el.tagName === "TEXTAREA" && form.dataset.lines === el.name) {
+        out[el.name] = el.value.split("\n").map(function (s) { return s.trim(); }).filter(Boolean);
+      } else if (el.type !== "submit" && el.type !== "button") {
+        if (el.value !== "" || el.type === "hidden") out[el.name] = el.value;
+      }
+    });
+    return out;
+  }
+  function say(el, text, bad) {
+    var r = el.querySelector("[data-result]") || (el.closest("form") || document).querySelector("[data-result]");
+    if (r) { r.textContent = text; r.className = bad ? "bad" : "ok"; }
+  }
+  function call(el, body) {
+    var method = el.dataset.method || "POST";
+    var opts = { method: method, credentials: "same-origin", headers: { "X-CSRF-Token": csrf() } };
+    if (method !== "GET" && method !== "DELETE") {
+      opts.headers["Content-Type"] = "application/json";
+      opts.body = JSON.stringify(body || {});
+    }
+    return fetch(el.dataset.api, opts).then(function (res) {
+      return res.json().catch(function () { return {}; }).then(function (data) {
+        if (!res.ok) throw new Error(data.detail || data.title || ("error " + res.status));
+        return data;
+      });
+    });
+  }
+  function after(el, data) {
+    if (data.status === "totp_required") {
+      var t = document.getElementById("totp");
+      t.hidden = false;
+      t.elements.challenge.value = data.challenge;
+      document.getElementById("login").hidden = true;
+      t.elements.code.focus();
+      return;
+    }
+    if (el.id === "totp-begin") {
+      document.getElementById("totp-enrol").hidden = false;
+      document.getElementById("totp-qr").src = "data:image/png;base64," + data.qr_png;
+      document.getElementById("totp-secret").textContent = data.secret;
+      return;
+    }
+    if (data.recovery_codes) {
+      document.getElementById("totp-enrol").hidden = true;
+      document.getElementById("recovery").hidden = false;
+      document.getElementById("recovery-codes").textContent = data.recovery_codes.join("\n");
+      return;
+    }
+    if (el.dataset.show === "token" && data.token) {
+      say(el, "Token (shown once): " + data.token, false);
+      return;
+    }
+    if (data.restriction) { window.location = "/account"; return; }
+    if (el.dataset.next) { window.location = el.dataset.next; return; }
+    say(el, data.status || (data.ok === false ? "FAILED: " + data.error : data.ok ? "chain verified, " + data.entries + " entries" : "done"), data.ok === false);
+  }
+  document.addEventListener("submit", function (ev) {
+    var f = ev.target;
+    if (!f.dataset.api) return;
+    ev.preventDefault();
+    call(f, formJSON(f)).then(function (d) { after(f, d); }, function (e) { say(f, e.message, true); });
+  });
+  document.addEventListener("click", function (ev) {
+    var b = ev.target.closest("button[data-api]");
+    if (!b) return;
+    if (b.dataset.confirm && !window.confirm(b.dataset.confirm)) return;
+    call(b).then(function (d) { after(b, d); }, function (e) { say(b.parentNode, e.message, true); });
+  });
+})();

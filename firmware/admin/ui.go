@@ -1,0 +1,156 @@
+package admin
+
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+
+	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/firmware/auth"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+type pages struct{ t map[string]*template.Template }
+
+var pageNames = []string{"claim", "login", "dashboard", "account", "users", "security", "audit"}
+
+func loadPages() (*pages, error) {
+	funcs := template.FuncMap{"can": func(p auth.Principal, perm string) bool { return p.Can(auth.Permission(perm)) }}
+	pg := &pages{t: map[string]*template.Template{}}
+	for _, n := range pageNames {
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+n+".html")
+		if err != nil {
+			return nil, fmt.Errorf("admin: template %s: %w", n, err)
+		}
+		pg.t[n] = t
+	}
+	return pg, nil
+}
+
+func staticHandler() http.Handler {
+	sub, _ := fs.Sub(staticFS, "static")
+	fsrv := http.StripPrefix("/static/", http.FileServerFS(sub))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		fsrv.ServeHTTP(w, r)
+	})
+}
+
+type pageData struct {
+	Title string
+	Page  string
+	P     auth.Principal
+	CSRF  string
+	Data  any
+	Roles []auth.Role
+}
+
+// page renders a server-side page; data loads what it shows.
+func (s *Server) page(name string, data func(*http.Request, auth.Principal) (any, error)) func(http.ResponseWriter, *http.Request, auth.Principal) error {
+	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+		d := pageData{Title: name, Page: name, P: p, CSRF: p.CSRF, Roles: auth.Roles}
+		if data != nil {
+			v, err := data(r, p)
+			if err != nil {
+				return err
+			}
+			d.Data = v
+		}
+		var buf bytes.Buffer
+		if err := s.pages.t[name].Execute(&buf, d); err != nil {
+			return fmt.Errorf("render %s: %w", name, err)
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, err := buf.WriteTo(w)
+		return err
+	}
+}
+
+func (s *Server) dashData(r *http.Request, p auth.Principal) (any, error) {
+	res, verr := s.audit.Verify()
+	recent, err := s.audit.Query(audit.Filter{Limit: 10})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"AuditEntries": res.Entries, "AuditOK": verr == nil, "Recent": recent}, nil
+}
+
+func (s *Server) accountData(r *http.Request, p auth.Principal) (any, error) {
+	info, err := s.auth.Account(p.Username)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := s.auth.Sessions(p.Username)
+	if err != nil {
+		return nil, err
+	}
+	toks, err := s.auth.Tokens(p.Username)
+	if err != nil {
+		return nil, err
+	}
+	hist, err := s.auth.History(p.Username, 20)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"Info": info, "Sessions": sess, "Tokens": toks, "History": hist, "Scopes": auth.Scopes}, nil
+}
+
+func (s *Server) usersData(r *http.Request, p auth.Principal) (any, error) {
+	accts, err := s.auth.Accounts()
+	if err != nil {
+		return nil, err
+	}
+	sess, err := s.auth.Sessions("")
+	if err != nil {
+		return nil, err
+	}
+	hist, err := s.auth.History("", 50)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"Accounts": accts, "Sessions": sess, "History": hist}, nil
+}
+
+func (s *Server) securityData(r *http.Request, p auth.Principal) (any, error) {
+	pol, err := s.auth.Policy()
+	if err != nil {
+		return nil, err
+	}
+	o, err := s.origins()
+	if err != nil {
+		return nil, err
+	}
+	totp := map[auth.Role]bool{}
+	for _, r := range pol.TOTPRoles {
+		totp[r] = true
+	}
+	return map[string]any{"Policy": pol, "Origins": o, "TOTPRoles": totp}, nil
+}
+
+func (s *Server) auditData(r *http.Request, p auth.Principal) (any, error) {
+	f, err := auditFilter(r)
+	if err != nil {
+		return nil, err
+	}
+	l, err := s.audit.Query(f)
+	if err != nil {
+		return nil, err
+	}
+	for i, j := 0, len(l)-1; i < j; i, j = i+1, j-1 {
+		l[i], l[j] = l[j], l[i]
+	}
+	q := r.URL.Query()
+	q.Del("limit")
+	q.Set("format", audit.FormatCSV)
+	csvURL := "/api/v1/audit/export?" + q.Encode()
+	q.Set("format", audit.FormatJSONLines)
+	return map[string]any{"Entries": l, "Filter": f, "ExportCSV": csvURL, "ExportJSONL": "/api/v1/audit/export?" + q.Encode()}, nil
+}
