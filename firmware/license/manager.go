@@ -132,6 +132,9 @@ type Manager struct {
 	next     time.Time
 	lastSeen stateKey
 	wake     chan struct{}
+	// savedElapsed is Elapsed as last persisted; State persists again once
+	// the counter has moved on by persistEvery, even without Run.
+	savedElapsed time.Duration
 }
 
 // New loads the persisted state and prepares the transport. It does not
@@ -273,6 +276,7 @@ func (m *Manager) advanceLocked(now time.Time) {
 func (m *Manager) persist() error {
 	m.mu.Lock()
 	pt, err := json.Marshal(m.st)
+	m.savedElapsed = m.st.Elapsed
 	m.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("license: encode state: %w", err)
@@ -322,7 +326,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		wait := m.next.Sub(now)
 		m.mu.Unlock()
 		if due {
-			if _, err := m.CheckNow(ctx); err != nil && ctx.Err() == nil {
+			if _, err := m.check(ctx); err != nil && ctx.Err() == nil {
 				m.log.Warn("licence check-in failed", "err", err)
 			}
 			continue
@@ -347,6 +351,15 @@ func (m *Manager) Run(ctx context.Context) error {
 // API). A failure changes nothing but the failure counter and schedules a
 // retry with backoff.
 func (m *Manager) CheckNow(ctx context.Context) (State, error) {
+	st, err := m.check(ctx)
+	select { // let Run pick up the new schedule
+	case m.wake <- struct{}{}:
+	default:
+	}
+	return st, err
+}
+
+func (m *Manager) check(ctx context.Context) (State, error) {
 	m.checkMu.Lock()
 	defer m.checkMu.Unlock()
 	err := m.checkIn(ctx)
@@ -367,10 +380,6 @@ func (m *Manager) CheckNow(ctx context.Context) (State, error) {
 	m.mu.Unlock()
 	if perr := m.persist(); perr != nil && err == nil {
 		err = perr
-	}
-	select { // let Run pick up the new schedule
-	case m.wake <- struct{}{}:
-	default:
 	}
 	st := m.State()
 	m.notify(st)
@@ -457,7 +466,11 @@ func (m *Manager) notify(st State) {
 	m.lastSeen = st.key()
 	m.mu.Unlock()
 	if old != st.key() {
-		m.log.Warn("licence mode changed", "mode", st.Mode, "reasons", st.reasonCodes(), "days_offline", st.DaysOffline)
+		level := slog.LevelWarn
+		if st.Mode == ModeFull {
+			level = slog.LevelInfo
+		}
+		m.log.Log(context.Background(), level, "licence mode changed", "mode", st.Mode, "reasons", st.reasonCodes(), "days_offline", st.DaysOffline)
 	}
 	if m.cfg.OnChange != nil {
 		m.cfg.OnChange(st)

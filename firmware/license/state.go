@@ -73,9 +73,16 @@ func (s State) reasonCodes() []string {
 func (m *Manager) State() State {
 	now := m.clock.Now()
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.advanceLocked(now)
-	return m.stateLocked(now)
+	st := m.stateLocked(now)
+	d := m.st.Elapsed - m.savedElapsed
+	m.mu.Unlock()
+	if d >= persistEvery || d < 0 {
+		if err := m.persist(); err != nil {
+			m.log.Error("persist licence state", "err", err)
+		}
+	}
+	return st
 }
 
 func (m *Manager) stateLocked(now time.Time) State {
