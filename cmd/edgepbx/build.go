@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/edgepbx/edgepbx/board"
+	"github.com/edgepbx/edgepbx/image"
+)
+
+type buildFlags struct {
+	board   string
+	out     string
+	tags    []string
+	version string
+}
+
+func (f *buildFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.board, "board", "", "board profile ("+boardNames()+")")
+	cmd.Flags().StringVar(&f.out, "out", "out", "output directory")
+	cmd.Flags().StringSliceVar(&f.tags, "tags", nil, "extra Go build tags for the image's programs (e.g. testhook)")
+	cmd.Flags().StringVar(&f.version, "version", "", "version string baked into the image (default: git describe)")
+	cmd.MarkFlagRequired("board")
+}
+
+func boardNames() string {
+	names := board.Names()
+	s := ""
+	for i, n := range names {
+		if i > 0 {
+			s += ", "
+		}
+		s += n
+	}
+	return s
+}
+
+func newBuildCmd(g *globalFlags) *cobra.Command {
+	var f buildFlags
+	cmd := &cobra.Command{
+		Use:   "build --board B",
+		Short: "Build the kernel and initramfs for a board",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			img, err := buildImage(cmd.Context(), g, f)
+			if err != nil {
+				return err
+			}
+			printImage(cmd.OutOrStdout(), img)
+			return nil
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+// buildImage runs image.Build for the flags; the output goes to OUT/BOARD.
+func buildImage(ctx context.Context, g *globalFlags, f buildFlags) (*image.Image, error) {
+	prof, err := board.Load(f.board)
+	if err != nil {
+		return nil, err
+	}
+	repo, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	cache, err := cacheDir()
+	if err != nil {
+		return nil, err
+	}
+	v := f.version
+	if v == "" {
+		v = version(ctx, repo)
+	}
+	out, err := filepath.Abs(filepath.Join(f.out, prof.Name))
+	if err != nil {
+		return nil, err
+	}
+	opts := []image.Option{
+		image.WithCacheDir(cache),
+		image.WithOutDir(out),
+		image.WithVersion(v),
+		image.WithRepoDir(repo),
+		image.WithLogger(g.logger()),
+	}
+	if len(f.tags) > 0 {
+		opts = append(opts, image.WithBuildTags(f.tags...))
+	}
+	img, err := image.Build(ctx, prof, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("build %s: %w", prof.Name, err)
+	}
+	return img, nil
+}
+
+func printImage(w io.Writer, img *image.Image) {
+	fmt.Fprintf(w, "board:     %s (kernel %s)\n", img.Board.Name, img.KernelRelease)
+	for _, f := range []struct{ name, path string }{{"kernel", img.Kernel}, {"initramfs", img.Initramfs}} {
+		size := "?"
+		if fi, err := os.Stat(f.path); err == nil {
+			size = humanSize(fi.Size())
+		}
+		fmt.Fprintf(w, "%-10s %s (%s)\n", f.name+":", f.path, size)
+	}
+	fmt.Fprintf(w, "cmdline:   %s\n", img.Cmdline)
+}
