@@ -79,13 +79,13 @@ func (v *Validator) check(req *sip.Request) Verdict {
 			return reject(400, "Duplicate "+name)
 		}
 	}
-	if string(req.CSeq().MethodName) != string(req.Method) {
+	// sipgo upper-cases the request-line method, so compare without case.
+	if !strings.EqualFold(string(req.CSeq().MethodName), string(req.Method)) {
 		return reject(400, "CSeq Method Mismatch")
 	}
-	// RFC 2543 peers (no magic cookie) are not supported by this edge: we
-	// rely on RFC 3261 transaction matching.
-	branch, _ := req.Via().Params.Get("branch")
-	if !strings.HasPrefix(branch, sip.RFC3261BranchMagicCookie) || len(branch) == len(sip.RFC3261BranchMagicCookie) {
+	// A bare magic cookie claims RFC 3261 matching without an identifier
+	// (RFC 4475 §3.2.1); RFC 2543 branches fall back to sipgo's old matching.
+	if branch, _ := req.Via().Params.Get("branch"); branch == sip.RFC3261BranchMagicCookie {
 		return reject(400, "Bad Via Branch")
 	}
 	if mf := req.MaxForwards(); mf != nil && *mf == 0 && req.Method != sip.ACK {
