@@ -42,7 +42,8 @@ type service struct {
 }
 
 // services is the one place services are started from. A new service (SIP,
-// licence, …) is constructed in start from d.db, d.certs and d.log, and
+// licence, …) is constructed in newDaemon from d.db, d.certs and d.log (its
+// listeners bound there too, so bind errors come before "ready"), and
 // added here.
 func (d *daemon) services(health healthReporter) []service {
 	s := []service{{"https", d.serveHTTPS}}
