@@ -44,7 +44,7 @@ func Sane(s string) bool {
 		return false
 	}
 	for _, r := range s {
-		ok := r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '-' || r == '_'
+		ok := r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '-'
 		if !ok {
 			return false
 		}

@@ -174,5 +174,5 @@ func SetupCode() string {
 
 // Hostname is the box's host name: edgepbx-<serial>, lower case.
 func (id Identity) Hostname() string {
-	return "edgepbx-" + strings.ToLower(strings.ReplaceAll(id.Serial, "_", "-"))
+	return "edgepbx-" + strings.ToLower(id.Serial)
 }
