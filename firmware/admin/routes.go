@@ -73,7 +73,7 @@ func src(r *http.Request) string { return clientOf(r).String() }
 
 func (s *Server) setSessionCookie(w http.ResponseWriter, ns *auth.NewSession) {
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: ns.Secret, Path: "/", Expires: ns.Expires,
-		MaxAge: int(time.Until(ns.Expires).Seconds()), Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+		MaxAge: max(1, int(ns.Expires.Sub(s.clock.Now()).Seconds())), Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 }
 
 type loginAnswer struct {

@@ -152,5 +152,5 @@ func (s *Server) auditData(r *http.Request, p auth.Principal) (any, error) {
 	q.Set("format", audit.FormatCSV)
 	csvURL := "/api/v1/audit/export?" + q.Encode()
 	q.Set("format", audit.FormatJSONLines)
-	return map[string]any{"Entries": l, "Filter": f, "ExportCSV": csvURL, "ExportJSONL": "/api/v1/audit/export?" + q.Encode()}, nil
+	return map[string]any{"Entries": l, "Filter": f, "Outcomes": []string{audit.OK, audit.Denied, audit.Failed, audit.Warning}, "ExportCSV": csvURL, "ExportJSONL": "/api/v1/audit/export?" + q.Encode()}, nil
 }

@@ -38,10 +38,10 @@ func TestPasswordPolicy(t *testing.T) {
 	}{
 		{"empty", "alice", "", high, ErrPasswordEmpty},
 		{"short", "alice", "Xk3#pq9!", high, ErrPasswordShort},
-		{"digits only high", "alice", "849302718465", high, ErrPasswordWeak},     // 120 points
-		{"digits only medium", "alice", "849302718465", medium, nil},             // 120 ≥ 120
+		{"digits only high", "alice", "849302718465", high, ErrPasswordWeak},      // 120 points
+		{"digits only medium", "alice", "849302718465", medium, nil},              // 120 ≥ 120
 		{"19 digits high", "alice", "8493027184659203746", high, ErrPasswordWeak}, // 190
-		{"20 digits high", "alice", "84930271846592037461", high, nil},           // 200
+		{"20 digits high", "alice", "84930271846592037461", high, nil},            // 200
 		{"letters high", "alice", "correcthorsebattery", high, nil},
 		{"contains username", "alice", "my-alice-is-7-cats!", high, ErrPasswordUsername},
 		{"username any case", "alice", "my-ALICE-is-7-cats!", high, ErrPasswordUsername},

@@ -354,7 +354,7 @@ func (s *Service) fail(ctx context.Context, c Client, p Policy, username, why st
 	})
 	_ = s.audit.Record(audit.Event{Source: c.String(), Action: "auth.login", Target: username, Outcome: audit.Denied, Detail: why})
 	s.history(c, username, "failed", false)
-	if pfx, ban := s.sources.fail(c.Addr, username, p, now); ban {
+	if pfx, ban := s.sources.fail(c.Addr, username, p, now); ban && pfx.IsValid() {
 		s.log.Warn("source sprays many accounts; banning", "prefix", pfx)
 		detail := "no firewall connected"
 		if s.banner != nil {

@@ -1,0 +1,237 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pquerna/otp/totp"
+
+	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/netfw"
+)
+
+const (
+	setupCode = "K7QD-M3XP-W9RT"
+	boxOrigin = "https://box.example"
+	adminPW   = "Vz4#mq9!Tr2$kw"
+	userPW    = "Hj6&np3?Ls8%xc"
+)
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// banRecorder stands in for PID 1's control socket, which needs a booted
+// appliance; it records what would be sent.
+type banRecorder struct {
+	mu   sync.Mutex
+	bans []netfw.Ban
+}
+
+func (b *banRecorder) Ban(_ context.Context, ban netfw.Ban) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.bans = append(b.bans, ban)
+	return nil
+}
+
+func (b *banRecorder) list() []netfw.Ban {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]netfw.Ban(nil), b.bans...)
+}
+
+type env struct {
+	t     *testing.T
+	srv   *Server
+	db    *store.DB
+	clock *fakeClock
+	bans  *banRecorder
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	key := make([]byte, 32)
+	rand.Read(key)
+	db, err := store.Open(filepath.Join(t.TempDir(), "edgepbx.db"), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	clk := &fakeClock{t: time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)}
+	bans := &banRecorder{}
+	srv, err := NewServer(Deps{Store: db, Clock: clk, SetupCode: auth.SetupCode(setupCode), Banner: bans,
+		Names:  []string{"box.example", "192.0.2.10"},
+		Hasher: auth.NewHasher(auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}, 2, 64)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, srv: srv, db: db, clock: clk, bans: bans}
+}
+
+// client drives the handler like a browser (cookie, CSRF header, Origin) or
+// an API client (bearer token) from a chosen source address.
+type client struct {
+	e      *env
+	addr   string
+	cookie string
+	csrf   string
+	token  string
+	origin string // "" sends boxOrigin on state changes; "-" sends none
+	header map[string]string
+}
+
+func (e *env) client(addr string) *client { return &client{e: e, addr: addr} }
+
+type resp struct {
+	code int
+	hdr  http.Header
+	body []byte
+	js   map[string]any
+}
+
+func (r resp) str(k string) string { s, _ := r.js[k].(string); return s }
+
+func (c *client) do(method, path string, body any) resp {
+	c.e.t.Helper()
+	var rd *bytes.Reader
+	switch b := body.(type) {
+	case nil:
+		rd = bytes.NewReader(nil)
+	case string:
+		rd = bytes.NewReader([]byte(b))
+	default:
+		raw, _ := json.Marshal(b)
+		rd = bytes.NewReader(raw)
+	}
+	req := httptest.NewRequest(method, "https://box.example"+path, rd)
+	req.RemoteAddr = net.JoinHostPort(c.addr, "40000")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if isStateChange(method) {
+		switch c.origin {
+		case "":
+			req.Header.Set("Origin", boxOrigin)
+		case "-":
+		default:
+			req.Header.Set("Origin", c.origin)
+		}
+	}
+	if c.cookie != "" {
+		req.AddCookie(&http.Cookie{Name: CookieName, Value: c.cookie})
+	}
+	if c.csrf != "" {
+		req.Header.Set(csrfHeader, c.csrf)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	for k, v := range c.header {
+		req.Header.Set(k, v)
+	}
+	w := httptest.NewRecorder()
+	c.e.srv.ServeHTTP(w, req)
+	res := w.Result()
+	for _, ck := range res.Cookies() {
+		if ck.Name == CookieName {
+			if ck.MaxAge < 0 {
+				c.cookie = ""
+			} else {
+				c.cookie = ck.Value
+			}
+		}
+	}
+	r := resp{code: w.Code, hdr: w.Header(), body: w.Body.Bytes()}
+	_ = json.Unmarshal(r.body, &r.js)
+	if tok := r.str("csrf_token"); tok != "" {
+		c.csrf = tok
+	}
+	return r
+}
+
+func (c *client) must(code int, method, path string, body any) resp {
+	c.e.t.Helper()
+	r := c.do(method, path, body)
+	if r.code != code {
+		c.e.t.Fatalf("%s %s = %d, want %d: %s", method, path, r.code, code, r.body)
+	}
+	return r
+}
+
+// claimed returns an env claimed by "root1" and that admin's client.
+func claimed(t *testing.T) (*env, *client) {
+	e := newEnv(t)
+	c := e.client("192.0.2.50")
+	c.must(200, "POST", "/api/v1/claim", ClaimRequest{SetupCode: setupCode, Username: "root1", Password: adminPW})
+	return e, c
+}
+
+func (c *client) login(user, pw string) resp {
+	c.e.t.Helper()
+	return c.do("POST", "/api/v1/login", LoginRequest{Username: user, Password: pw})
+}
+
+func (e *env) totpCode(secret string) string {
+	code, err := totp.GenerateCode(secret, e.clock.Now())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return code
+}
+
+func (e *env) auditHas(action, outcome string) bool {
+	l, err := e.srv.audit.Query(audit.Filter{Action: action})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, x := range l {
+		if x.Action == action && (outcome == "" || x.Outcome == outcome) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *env) setPolicy(c *client, f func(*auth.Policy)) {
+	e.t.Helper()
+	p, err := e.srv.auth.Policy()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	f(&p)
+	c.must(200, "PUT", "/api/v1/security/policy", p)
+}
+
+func contains(b []byte, s string) bool { return strings.Contains(string(b), s) }
+
+func decodeB64(s string) ([]byte, error) { return base64.StdEncoding.DecodeString(s) }
+
+func dumpAccount(t *testing.T, db *store.DB, name string) string {
+	var raw json.RawMessage
+	if err := db.View(func(tx *store.Tx) error { _, err := tx.Get("auth.accounts", name, &raw); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return string(raw)
+}
