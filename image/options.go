@@ -1,0 +1,177 @@
+package image
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+// Option changes how Build works.
+type Option func(*options) error
+
+type options struct {
+	cacheDir string
+	outDir   string
+	tempDir  string
+	repoDir  string
+	version  string
+	tags     []string
+	log      *slog.Logger
+}
+
+// ModulePath is the Go module whose cmd/init and cmd/edgepbxd are built.
+const ModulePath = "github.com/edgepbx/edgepbx"
+
+var (
+	versionStrRE = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z._+~-]{0,63}$`)
+	tagRE        = regexp.MustCompile(`^[A-Za-z0-9_.]{1,64}$`)
+)
+
+// WithCacheDir sets where kernel packages are cached
+// (default $XDG_CACHE_HOME/edgepbx, i.e. ~/.cache/edgepbx).
+func WithCacheDir(dir string) Option {
+	return func(o *options) error {
+		if dir == "" {
+			return errors.New("image: empty cache dir")
+		}
+		o.cacheDir = dir
+		return nil
+	}
+}
+
+// WithOutDir sets where the kernel, initramfs and manifest.json are written
+// (default <repo>/out/<board>).
+func WithOutDir(dir string) Option {
+	return func(o *options) error {
+		if dir == "" {
+			return errors.New("image: empty out dir")
+		}
+		o.outDir = dir
+		return nil
+	}
+}
+
+// WithTempDir sets the parent of the build's scratch directory (default
+// the system temp dir); the scratch directory is removed afterwards.
+func WithTempDir(dir string) Option {
+	return func(o *options) error {
+		if dir == "" {
+			return errors.New("image: empty temp dir")
+		}
+		o.tempDir = dir
+		return nil
+	}
+}
+
+// WithRepoDir sets the Go module root cmd/init and cmd/edgepbxd are built
+// from (default: found from the working directory upwards).
+func WithRepoDir(dir string) Option {
+	return func(o *options) error {
+		if dir == "" {
+			return errors.New("image: empty repo dir")
+		}
+		o.repoDir = dir
+		return nil
+	}
+}
+
+// WithVersion sets the version written to /etc/edgepbx/version.
+func WithVersion(v string) Option {
+	return func(o *options) error {
+		if !versionStrRE.MatchString(v) {
+			return fmt.Errorf("image: invalid version %q", v)
+		}
+		o.version = v
+		return nil
+	}
+}
+
+// WithBuildTags adds Go build tags (tests build with "testhook").
+func WithBuildTags(tags ...string) Option {
+	return func(o *options) error {
+		for _, t := range tags {
+			if !tagRE.MatchString(t) {
+				return fmt.Errorf("image: invalid build tag %q", t)
+			}
+		}
+		o.tags = append(o.tags, tags...)
+		return nil
+	}
+}
+
+// WithLogger sets the logger for build progress.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) error {
+		if l != nil {
+			o.log = l
+		}
+		return nil
+	}
+}
+
+func newOptions(opts []Option) (*options, error) {
+	o := &options{version: "0.0.0-dev", log: discard}
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(o); err != nil {
+			return nil, err
+		}
+	}
+	if o.cacheDir == "" {
+		dir, err := DefaultCacheDir()
+		if err != nil {
+			return nil, err
+		}
+		o.cacheDir = dir
+	}
+	return o, nil
+}
+
+// DefaultCacheDir is $XDG_CACHE_HOME/edgepbx or ~/.cache/edgepbx.
+func DefaultCacheDir() (string, error) {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("image: no cache dir (set XDG_CACHE_HOME or HOME): %w", err)
+	}
+	return filepath.Join(dir, "edgepbx"), nil
+}
+
+// findRepo walks up from the working directory to the go.mod of ModulePath.
+func findRepo() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if isModuleRoot(dir) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("image: no go.mod for %s above the working directory; use WithRepoDir", ModulePath)
+		}
+		dir = parent
+	}
+}
+
+func isModuleRoot(dir string) bool {
+	f, err := os.Open(filepath.Join(dir, "go.mod"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if mod, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "module "); ok {
+			return strings.Trim(strings.TrimSpace(mod), `"`) == ModulePath
+		}
+	}
+	return false
+}
