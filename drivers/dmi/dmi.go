@@ -38,7 +38,7 @@ func Serial(root string) string {
 }
 
 // Sane reports whether s looks like a real serial number: 4 to 32 letters,
-// digits, '-' or '_', not a vendor placeholder and not one repeated character.
+// digits or '-', not a vendor placeholder and not one repeated character.
 func Sane(s string) bool {
 	if len(s) < 4 || len(s) > maxSerial {
 		return false
