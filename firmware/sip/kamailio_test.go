@@ -1,0 +1,69 @@
+package sip
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/edgepbx/edgepbx/firmware/config"
+)
+
+// freeUDPPort returns a loopback port that was free a moment ago.
+func freeUDPPort(t testing.TB) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// BenchmarkRegisterVsKamailio runs the same sipp REGISTER-with-digest load
+// against edgepbx and against Kamailio (Debian package) in one run and
+// reports both rates and their ratio (target ≥ 1).
+func BenchmarkRegisterVsKamailio(b *testing.B) {
+	kam, err := exec.LookPath("kamailio")
+	if err != nil {
+		if ciSet() {
+			b.Fatal("kamailio not installed")
+		}
+		b.Skip("kamailio not installed")
+	}
+	needSipp(b)
+	n := b.N
+	if n < 3000 {
+		n = 3000
+	}
+	port := freeUDPPort(b)
+	cfg, _ := filepath.Abs("testdata/kamailio/registrar.cfg")
+	cmd := exec.Command(kam, "-f", cfg, "-DD", "-E", "-w", b.TempDir(), "-P", filepath.Join(b.TempDir(), "k.pid"),
+		"-A", fmt.Sprintf(`LISTEN=udp:127.0.0.1:%d`, port), "-A", fmt.Sprintf(`PASSWORD="%s"`, testPassword))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	// Kamailio answers once it listens; a one-call sipp run waits for it.
+	kaddr := fmt.Sprintf("127.0.0.1:%d", port)
+	runSipp(b, "register1.xml", kaddr, 1, 1, 1)
+
+	s := startServer(b, func(c *config.SIP) {
+		c.Algorithms = []string{AlgMD5}
+		c.Allowlist = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		c.MaxContacts = 100
+	})
+	b.ResetTimer()
+	ours := runSipp(b, "register1.xml", s.udp.String(), n, 20000, 500)
+	theirs := runSipp(b, "register1.xml", kaddr, n, 20000, 500)
+	b.ReportMetric(float64(n)/ours.Seconds(), "edgepbx-reg/s")
+	b.ReportMetric(float64(n)/theirs.Seconds(), "kamailio-reg/s")
+	b.ReportMetric(theirs.Seconds()/ours.Seconds(), "ratio")
+}
