@@ -55,6 +55,12 @@ func testConfig() config.SIP {
 
 func startServer(t testing.TB, mod func(*config.SIP)) *testServer {
 	t.Helper()
+	return startServerWith(t, mod, nil)
+}
+
+// startServerWith also lets the test prepare the store (e.g. trunk secrets).
+func startServerWith(t testing.TB, mod func(*config.SIP), pre func(*store.DB)) *testServer {
+	t.Helper()
 	cfg := testConfig()
 	if mod != nil {
 		mod(&cfg)
@@ -66,6 +72,9 @@ func startServer(t testing.TB, mod func(*config.SIP)) *testServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	if pre != nil {
+		pre(db)
+	}
 	lg, err := logs.New(db, 1000)
 	if err != nil {
 		t.Fatal(err)
