@@ -1,0 +1,592 @@
+// Command init is edgepbx's PID 1: it mounts the early file systems, loads
+// the board's kernel modules, mounts /data, creates the device identity,
+// installs the default-deny firewall before any interface is up, brings up
+// the network, supervises edgepbxd, pets the watchdog while edgepbxd is
+// healthy and performs orderly reboots and power-offs. It never exits: a
+// failure that would leave the box unsafe stops the boot in a visible
+// HALTED state.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/edgepbx/edgepbx/board"
+	"github.com/edgepbx/edgepbx/drivers/button"
+	"github.com/edgepbx/edgepbx/drivers/dmi"
+	"github.com/edgepbx/edgepbx/drivers/watchdog"
+	"github.com/edgepbx/edgepbx/init/banner"
+	"github.com/edgepbx/edgepbx/init/control"
+	"github.com/edgepbx/edgepbx/init/identity"
+	"github.com/edgepbx/edgepbx/init/modules"
+	"github.com/edgepbx/edgepbx/init/mount"
+	"github.com/edgepbx/edgepbx/init/netconf"
+	"github.com/edgepbx/edgepbx/init/shutdown"
+	"github.com/edgepbx/edgepbx/init/supervise"
+	"github.com/edgepbx/edgepbx/netfw"
+)
+
+// Paths and identities PID 1 relies on (the image builder provides them).
+const (
+	boardPath    = "/etc/edgepbx/board.json"
+	versionPath  = "/etc/edgepbx/version"
+	modulesRoot  = "/lib/modules"
+	dataDir      = "/data"
+	identityDir  = "/data/identity"
+	banFile      = "/data/netfw/bans.json"
+	controlDir   = "/run/edgepbx"
+	controlPath  = "/run/edgepbx/init.sock"
+	daemonPath   = "/bin/edgepbxd"
+	daemonName   = "edgepbxd"
+	daemonUID    = 1000
+	daemonGID    = 1000
+	dataWait     = 10 * time.Second
+	stopTimeout  = 10 * time.Second
+	healthMaxAge = 15 * time.Second // edgepbxd reports every 5 s
+	bootGrace    = 2 * time.Minute  // watchdog is petted until the first report
+)
+
+// box is PID 1's state, owned by main's goroutine unless noted.
+type box struct {
+	start   time.Time
+	console io.Writer
+	log     *slog.Logger
+	ctx     context.Context
+
+	sup     *supervise.Supervisor
+	power   chan shutdown.Action // signals, button, control socket, test hook
+	version string
+	prof    board.Profile
+	id      identity.Identity
+	setup   string
+	live    bool
+	fw      *netfw.Firewall
+	net     *netconf.Manager
+	wd      *watchdog.Device
+	ctl     *control.Server
+	health  healthState
+}
+
+// healthState is written by the control socket's goroutines.
+type healthState struct {
+	mu       sync.Mutex
+	last     control.Health
+	at       time.Time
+	ready    bool // last report said ready
+	everSeen bool
+	onChange chan struct{} // poked on every report
+}
+
+func (h *healthState) set(r control.Health) (becameReady, claimChanged bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	becameReady = r.Ready && !h.ready
+	claimChanged = h.everSeen && r.Claimed != h.last.Claimed
+	h.last, h.at, h.ready, h.everSeen = r, time.Now(), r.Ready, true
+	return becameReady, claimChanged
+}
+
+// markDown records that edgepbxd is gone, keeping what it last said.
+func (h *healthState) markDown(detail string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ready, h.last.Ready, h.last.Detail = false, false, detail
+}
+
+func (h *healthState) snapshot() (control.Health, time.Time, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.last, h.at, h.everSeen
+}
+
+func main() {
+	b := &box{
+		start:   time.Now(),
+		console: os.Stdout,
+		ctx:     context.Background(),
+		power:   make(chan shutdown.Action, 4),
+		health:  healthState{onChange: make(chan struct{}, 1)},
+	}
+	b.log = slog.New(slog.NewTextHandler(b.console, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	// The supervisor reaps every child of PID 1 from the very start.
+	b.sup = supervise.New(b.log, supervise.WithConsole(b.console), supervise.WithEvents(b.serviceEvents()))
+	b.handleSignals()
+	if err := b.boot(); err != nil {
+		b.halt(err)
+	}
+	b.loop()
+}
+
+// say prints a contract line ("edgepbx: ..."), see docs/architecture.md.
+func (b *box) say(format string, a ...any) {
+	fmt.Fprintf(b.console, "edgepbx: "+format+"\n", a...)
+}
+
+func (b *box) ms() int64 { return time.Since(b.start).Milliseconds() }
+
+// step logs a boot step with its time since /init started.
+func (b *box) step(name string, args ...any) {
+	b.log.Info(name, append([]any{"t_ms", b.ms()}, args...)...)
+}
+
+// fatal marks an error that leaves the box unsafe: boot halts.
+type fatal struct{ err error }
+
+func (f fatal) Error() string { return f.err.Error() }
+
+func haltf(format string, a ...any) error { return fatal{fmt.Errorf(format, a...)} }
+
+func (b *box) boot() error {
+	if err := mount.Apply(b.log, mount.Early("/")); err != nil {
+		return haltf("early mounts: %w", err)
+	}
+	// Re-open the console now that devtmpfs is mounted: the initramfs node
+	// is hidden under it, and fd 0-2 may be missing if it was absent.
+	if f, err := os.OpenFile("/dev/console", os.O_WRONLY|unix.O_NOCTTY, 0); err == nil {
+		b.console = f
+		b.log = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	b.step("early mounts")
+	// Ctrl-Alt-Del sends SIGINT to PID 1 instead of an immediate reboot.
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF); err != nil {
+		b.log.Warn("ctrl-alt-del off", "err", err)
+	}
+	startTestHook(b)
+	b.version = "unknown"
+	if v, err := os.ReadFile(versionPath); err == nil {
+		b.version = strings.TrimSpace(string(v))
+	}
+
+	data, err := os.ReadFile(boardPath)
+	if err != nil {
+		return haltf("board profile: %w", err)
+	}
+	if b.prof, err = board.Parse(data); err != nil {
+		return haltf("board profile %s: %w", boardPath, err)
+	}
+	b.step("board profile", "board", b.prof.Name, "version", b.version)
+
+	if err := b.loadModules(); err != nil {
+		return err
+	}
+	b.checkEntropy()
+
+	if err := b.mountData(); err != nil {
+		return err
+	}
+	if err := b.loadIdentity(); err != nil {
+		return err
+	}
+
+	if err := b.installFirewall(); err != nil {
+		return err
+	}
+	b.say("firewall installed t=%dms", b.ms())
+
+	b.startDrivers()
+	if err := b.startNetwork(); err != nil {
+		return err
+	}
+	if err := b.startControl(); err != nil {
+		return err
+	}
+	if err := b.startDaemon(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (b *box) loadModules() error {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return haltf("uname: %w", err)
+	}
+	dir := filepath.Join(modulesRoot, unix.ByteSliceToString(uts.Release[:]))
+	idx, err := modules.ReadIndex(dir)
+	if err != nil {
+		return haltf("kernel modules: %w", err)
+	}
+	// The firewall's modules (and their dependencies) are required; any
+	// other module that fails is logged and skipped (a NIC driver for
+	// hardware this box does not have must not stop the boot).
+	var fwNames []string
+	for _, m := range b.prof.Modules {
+		if isFirewallModule(m) {
+			fwNames = append(fwNames, m)
+		}
+	}
+	required, err := idx.Order(fwNames)
+	if err != nil {
+		return haltf("firewall modules: %w", err)
+	}
+	needed := map[string]bool{}
+	for _, p := range required {
+		needed[p] = true
+	}
+	paths, err := idx.Order(b.prof.Modules)
+	if err != nil {
+		// Order all but the broken names; the required set is already checked.
+		b.log.Error("module order", "err", err)
+		paths = required
+	}
+	var failed int
+	for _, p := range paths {
+		if err := modules.Load(b.ctx, dir, []string{p}, b.log); err != nil {
+			if needed[p] {
+				return haltf("firewall module: %w", err)
+			}
+			failed++
+			b.log.Warn("module not loaded", "err", err)
+		}
+	}
+	b.step("modules loaded", "count", len(paths)-failed, "failed", failed)
+	return nil
+}
+
+// isFirewallModule names the modules the nftables ruleset needs.
+func isFirewallModule(name string) bool {
+	n := strings.ReplaceAll(name, "-", "_")
+	return strings.HasPrefix(n, "nf_") || strings.HasPrefix(n, "nft_") || n == "crc32c_generic" || n == "libcrc32c"
+}
+
+// checkEntropy reports whether the kernel's pool is ready. virtio-rng (or a
+// hardware RNG) feeds it through the kernel's hwrng thread; nothing else to do.
+func (b *box) checkEntropy() {
+	buf := make([]byte, 1)
+	if _, err := unix.Getrandom(buf, unix.GRND_NONBLOCK); err != nil {
+		b.log.Warn("entropy pool not initialised yet", "err", err)
+		return
+	}
+	b.step("entropy ready")
+}
+
+func (b *box) mountData() error {
+	d := mount.DataMount{Device: b.prof.Data.Device, FSType: b.prof.Data.FSType, Target: dataDir, Wait: dataWait}
+	b.live = d.Live()
+	if err := d.Create(); err != nil {
+		return haltf("/data: %w", err)
+	}
+	if b.live {
+		b.say("WARNING: live mode: /data is a RAM disk, nothing persists")
+	}
+	// edgepbxd writes its store in /data; the sticky bit keeps it from
+	// renaming or removing PID 1's entries (identity, netfw).
+	if err := os.Chown(dataDir, 0, daemonGID); err != nil {
+		return haltf("/data: %w", err)
+	}
+	if err := os.Chmod(dataDir, 0o770|os.ModeSticky); err != nil {
+		return haltf("/data: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(banFile), 0o700); err != nil {
+		return haltf("/data: %w", err)
+	}
+	b.step("data mounted", "device", b.prof.Data.Device)
+	return nil
+}
+
+func (b *box) loadIdentity() error {
+	id, created, err := identity.LoadOrCreate(identityDir, dmi.Serial("/"))
+	if err != nil {
+		return haltf("identity: %w", err)
+	}
+	b.id, b.setup = id, identity.SetupCode()
+	if err := unix.Sethostname([]byte(id.Hostname())); err != nil {
+		b.log.Warn("hostname", "err", err)
+	}
+	b.step("identity", "serial", id.Serial, "created", created, "hostname", id.Hostname())
+	return nil
+}
+
+func (b *box) installFirewall() error {
+	fw, err := netfw.New(netfw.WithLogger(b.log), netfw.WithBanFile(banFile))
+	if err != nil {
+		return haltf("firewall: %w", err)
+	}
+	if err := fw.Apply(netfw.DefaultPolicy()); err != nil {
+		fw.Close()
+		return haltf("firewall: %w", err)
+	}
+	b.fw = fw
+	return nil
+}
+
+func (b *box) startDrivers() {
+	if w := b.prof.Watchdog; w.Device != "" {
+		wd, err := watchdog.Open(w.Device)
+		if err != nil {
+			b.log.Warn("watchdog", "err", err)
+		} else {
+			if w.TimeoutSec > 0 {
+				if got, err := wd.SetTimeout(time.Duration(w.TimeoutSec) * time.Second); err != nil {
+					b.log.Warn("watchdog timeout", "err", err)
+				} else {
+					b.log.Info("watchdog armed", "device", w.Device, "identity", wd.Identity, "timeout", got)
+				}
+			}
+			b.wd = wd
+			interval := max(time.Duration(w.TimeoutSec)*time.Second/4, time.Second)
+			go watchdog.Keep(b.ctx, wd, interval, b.healthy, b.log)
+		}
+	}
+	devs, err := button.Watch(b.ctx, "/dev", func() { b.request(shutdown.Poweroff) }, b.log)
+	if err != nil {
+		b.log.Warn("power button", "err", err)
+	}
+	b.step("drivers", "watchdog", b.wd != nil, "power_buttons", len(devs))
+}
+
+// healthy gates the watchdog: a grace period until edgepbxd's first report,
+// then only while its last report said ready and is recent.
+func (b *box) healthy() bool {
+	h, at, seen := b.health.snapshot()
+	if !seen {
+		return time.Since(b.start) < bootGrace
+	}
+	return h.Ready && time.Since(at) < healthMaxAge
+}
+
+func (b *box) startNetwork() error {
+	m, err := netconf.New(b.log)
+	if err != nil {
+		return haltf("network: %w", err)
+	}
+	b.net = m
+	if err := m.LoopbackUp(); err != nil {
+		return haltf("network: %w", err)
+	}
+	nics := make([]netconf.NIC, 0, len(b.prof.NICs))
+	for _, n := range b.prof.NICs {
+		nics = append(nics, netconf.NIC{Name: n.Name, Mode: n.Mode, Address: n.Address, Gateway: n.Gateway})
+	}
+	if cl, err := os.ReadFile("/proc/cmdline"); err == nil {
+		c, err := netconf.ParseCmdline(string(cl))
+		if err != nil {
+			b.log.Error("kernel command line ignored", "err", err)
+		} else {
+			nics = c.Apply(nics)
+		}
+	}
+	if err := m.Up(b.ctx, nics); err != nil {
+		b.log.Error("network", "err", err) // one missing NIC is not unsafe
+	}
+	b.step("network up", "nics", len(nics))
+	return nil
+}
+
+func (b *box) startControl() error {
+	if err := os.MkdirAll(controlDir, 0o750); err != nil {
+		return haltf("control socket: %w", err)
+	}
+	if err := os.Chown(controlDir, 0, daemonGID); err != nil {
+		return haltf("control socket: %w", err)
+	}
+	srv, err := control.Listen(control.Config{
+		Path: controlPath, UID: daemonUID, GID: daemonGID,
+		Firewall: b.fw, System: (*system)(b), Log: b.log,
+	})
+	if err != nil {
+		return haltf("control socket: %w", err)
+	}
+	b.ctl = srv
+	go srv.Serve(b.ctx)
+	return nil
+}
+
+// bootstrapJSON is the secrets object edgepbxd reads from fd 3.
+type bootstrapJSON struct {
+	DeviceKey []byte `json:"device_key"`
+	SetupCode string `json:"setup_code"`
+	Serial    string `json:"serial"`
+	InstallID string `json:"install_id"`
+}
+
+func (b *box) startDaemon() error {
+	boot, err := json.Marshal(bootstrapJSON{DeviceKey: b.id.DeviceKey, SetupCode: b.setup, Serial: b.id.Serial, InstallID: b.id.InstallID})
+	if err != nil {
+		return haltf("bootstrap: %w", err)
+	}
+	err = b.sup.Start(supervise.Service{
+		Name: daemonName,
+		Path: daemonPath,
+		Args: []string{"--data", dataDir, "--control", controlPath, "--bootstrap-fd", "3", "--https", ":443", "--sip", ":5060"},
+		Env:  []string{"HOME=" + dataDir},
+		Dir:  dataDir,
+		// Only CAP_NET_BIND_SERVICE survives exec; no_new_privs keeps it so.
+		Credential:  &syscall.Credential{Uid: daemonUID, Gid: daemonGID},
+		AmbientCaps: []uintptr{unix.CAP_NET_BIND_SERVICE},
+		NoNewPrivs:  true,
+		Files: func() ([]*os.File, error) {
+			// A fresh pipe per start; the secrets fit the pipe buffer, so
+			// the write end is closed before the child even starts.
+			r, w, err := os.Pipe()
+			if err != nil {
+				return nil, err
+			}
+			defer w.Close()
+			if _, err := w.Write(boot); err != nil {
+				r.Close()
+				return nil, err
+			}
+			return []*os.File{r}, nil
+		},
+	})
+	if err != nil {
+		return haltf("start %s: %w", daemonName, err)
+	}
+	b.step("services started")
+	return nil
+}
+
+// serviceEvents logs supervisor events; the channel must never block long.
+func (b *box) serviceEvents() chan<- supervise.Event {
+	ch := make(chan supervise.Event, 16)
+	go func() {
+		for e := range ch {
+			if e.Kind == supervise.Exited || e.Kind == supervise.StayDown {
+				// A restarted edgepbxd must report ready again.
+				b.health.markDown("restarting")
+			}
+			b.log.Info("service", "name", e.Service, "event", e.Kind.String(), "pid", e.Pid, "exit", e.ExitCode, "delay", e.Delay)
+		}
+	}()
+	return ch
+}
+
+// system is the control socket's view of PID 1.
+type system box
+
+func (s *system) Health(h control.Health) {
+	b := (*box)(s)
+	becameReady, claimChanged := b.health.set(h)
+	if becameReady {
+		b.say("edgepbxd ready t=%dms", b.ms())
+	}
+	if becameReady || claimChanged {
+		select {
+		case b.health.onChange <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (s *system) Reboot() error   { (*box)(s).request(shutdown.Reboot); return nil }
+func (s *system) Poweroff() error { (*box)(s).request(shutdown.Poweroff); return nil }
+
+// request asks the main loop for an orderly shutdown.
+func (b *box) request(a shutdown.Action) {
+	select {
+	case b.power <- a:
+	default: // one is already pending
+	}
+}
+
+func (b *box) handleSignals() {
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2, syscall.SIGPWR)
+	go func() {
+		for sig := range ch {
+			switch sig {
+			case syscall.SIGTERM, syscall.SIGINT:
+				b.request(shutdown.Reboot)
+			default:
+				b.request(shutdown.Poweroff)
+			}
+		}
+	}()
+}
+
+// loop runs after a successful boot: banner updates and power requests.
+func (b *box) loop() {
+	printedReady := false
+	for {
+		select {
+		case a := <-b.power:
+			b.shutdown(a)
+		case <-b.health.onChange:
+			if !printedReady {
+				// Give DHCP a moment so the banner can show an admin URL.
+				ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+				b.net.WaitAddress(ctx)
+				cancel()
+				b.say("ready")
+				printedReady = true
+			}
+			b.printBanner()
+		}
+	}
+}
+
+func (b *box) printBanner() {
+	h, _, _ := b.health.snapshot()
+	status := "ready"
+	if !h.Ready {
+		status = "not ready"
+	}
+	if h.Detail != "" {
+		status += " (" + h.Detail + ")"
+	}
+	banner.Render(b.console, banner.Info{
+		Version: b.version, Board: b.prof.Name, Hostname: b.id.Hostname(), Serial: b.id.Serial,
+		Addresses: b.net.Addresses(), SetupCode: b.setup, Claimed: h.Claimed,
+		TLSFingerprint: h.TLSFingerprint, Health: status, Live: b.live,
+	})
+}
+
+func (b *box) shutdown(a shutdown.Action) {
+	b.log.Info("shutdown", "action", a.String())
+	var final []io.Closer
+	if b.wd != nil {
+		final = append(final, b.wd)
+	}
+	p := shutdown.Plan{
+		Stop:        b.sup.Stop,
+		StopTimeout: stopTimeout,
+		Unmount:     []string{dataDir},
+		Final:       final,
+		Console:     b.console,
+		Log:         b.log,
+	}
+	if b.ctl != nil {
+		b.ctl.Close()
+	}
+	err := p.Run(a)
+	b.halt(fmt.Errorf("%v failed: %w", a, err))
+}
+
+// halt stops in a safe state and never returns: no services, no
+// interfaces brought up, the watchdog disarmed (a reset loop would hide the
+// reason), and power requests still honoured.
+func (b *box) halt(err error) {
+	var f fatal
+	if !errors.As(err, &f) {
+		b.log.Error("halting", "err", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+	b.sup.Stop(ctx)
+	cancel()
+	if b.wd != nil {
+		b.wd.Close()
+		b.wd = nil
+	}
+	b.say("HALTED: %v", err)
+	unix.Sync()
+	for a := range b.power {
+		p := shutdown.Plan{Unmount: []string{dataDir}, Console: b.console, Log: b.log}
+		if err := p.Run(a); err != nil {
+			b.log.Error("halted: power request failed", "err", err)
+		}
+	}
+}

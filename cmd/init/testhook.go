@@ -1,0 +1,48 @@
+//go:build testhook
+
+package main
+
+import (
+	"bufio"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/edgepbx/edgepbx/init/shutdown"
+)
+
+// Test hook commands, read as lines from /dev/console. Only images built
+// for tests (-tags testhook) contain this file.
+const (
+	hookKill     = "edgepbx-test: kill edgepbxd"
+	hookPoweroff = "edgepbx-test: poweroff"
+)
+
+func startTestHook(b *box) {
+	f, err := os.OpenFile("/dev/console", os.O_RDONLY|syscall.O_NOCTTY, 0)
+	if err != nil {
+		b.log.Warn("test hook: console", "err", err)
+		return
+	}
+	b.log.Warn("TEST BUILD: console test hook enabled")
+	go func() {
+		r := bufio.NewReaderSize(f, 256)
+		for {
+			line, err := r.ReadSlice('\n')
+			if err == bufio.ErrBufferFull {
+				continue // an overlong line is skipped piece by piece
+			}
+			if err != nil {
+				b.log.Warn("test hook: console closed", "err", err)
+				return
+			}
+			switch strings.TrimSpace(string(line)) {
+			case hookKill:
+				err := b.sup.Signal(daemonName, syscall.SIGKILL)
+				b.log.Info("test hook: killed edgepbxd", "err", err)
+			case hookPoweroff:
+				b.request(shutdown.Poweroff)
+			}
+		}
+	}()
+}
