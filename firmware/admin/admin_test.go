@@ -512,7 +512,7 @@ func TestPasswordChangeRevokesOtherSessions(t *testing.T) {
 	e, a := claimed(t)
 	other := e.client("192.0.2.50")
 	other.must(200, "POST", "/api/v1/login", LoginRequest{Username: "root1", Password: adminPW})
-	a.must(401, "POST", "/api/v1/me/password", PasswordRequest{Current: "wrong-wrong-1", New: userPW})
+	a.must(422, "POST", "/api/v1/me/password", PasswordRequest{Current: "wrong-wrong-1", New: userPW})
 	a.must(422, "POST", "/api/v1/me/password", PasswordRequest{Current: adminPW, New: "root1-Pass-77!"})
 	a.must(200, "POST", "/api/v1/me/password", PasswordRequest{Current: adminPW, New: userPW})
 	other.must(401, "GET", "/api/v1/me", nil)

@@ -88,7 +88,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, auth.ErrExists), errors.Is(err, auth.ErrLastAdmin), errors.Is(err, auth.ErrAlreadyClaimed),
 		errors.Is(err, auth.ErrNotClaimed), errors.Is(err, auth.ErrTOTPNotPending):
 		status, title = http.StatusConflict, "conflict"
-	case isPasswordError(err), errors.Is(err, auth.ErrTOTP):
+	case isPasswordError(err), errors.Is(err, auth.ErrTOTP), errors.Is(err, auth.ErrWrongCurrentPassword):
 		status, title = http.StatusUnprocessableEntity, "rejected"
 	case errors.Is(err, errBadRequest), errors.Is(err, auth.ErrPolicy), errors.Is(err, auth.ErrBadUsername),
 		errors.Is(err, auth.ErrBadRole), errors.Is(err, auth.ErrBadToken), errors.Is(err, audit.ErrFormat), errors.Is(err, errBadOrigin):

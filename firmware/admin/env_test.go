@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -63,14 +65,14 @@ func (b *banRecorder) list() []netfw.Ban {
 }
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *Server
 	db    *store.DB
 	clock *fakeClock
 	bans  *banRecorder
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -81,7 +83,7 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(func() { db.Close() })
 	clk := &fakeClock{t: time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)}
 	bans := &banRecorder{}
-	srv, err := NewServer(Deps{Store: db, Clock: clk, SetupCode: auth.SetupCode(setupCode), Banner: bans,
+	srv, err := NewServer(Deps{Store: db, Clock: clk, SetupCode: auth.SetupCode(setupCode), Banner: bans, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Names:  []string{"box.example", "192.0.2.10"},
 		Hasher: auth.NewHasher(auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}, 2, 64)})
 	if err != nil {
@@ -181,7 +183,7 @@ func (c *client) must(code int, method, path string, body any) resp {
 }
 
 // claimed returns an env claimed by "root1" and that admin's client.
-func claimed(t *testing.T) (*env, *client) {
+func claimed(t testing.TB) (*env, *client) {
 	e := newEnv(t)
 	c := e.client("192.0.2.50")
 	c.must(200, "POST", "/api/v1/claim", ClaimRequest{SetupCode: setupCode, Username: "root1", Password: adminPW})
@@ -228,7 +230,7 @@ func contains(b []byte, s string) bool { return strings.Contains(string(b), s) }
 
 func decodeB64(s string) ([]byte, error) { return base64.StdEncoding.DecodeString(s) }
 
-func dumpAccount(t *testing.T, db *store.DB, name string) string {
+func dumpAccount(t testing.TB, db *store.DB, name string) string {
 	var raw json.RawMessage
 	if err := db.View(func(tx *store.Tx) error { _, err := tx.Get("auth.accounts", name, &raw); return err }); err != nil {
 		t.Fatal(err)

@@ -72,6 +72,8 @@ var (
 	ErrLastAdmin          = errors.New("the last admin account cannot be removed or demoted")
 	ErrTOTP               = errors.New("wrong or reused code")
 	ErrTOTPNotPending     = errors.New("no two-factor enrolment in progress")
+	// ErrWrongCurrentPassword answers a logged-in user; it reveals nothing new.
+	ErrWrongCurrentPassword = errors.New("current password is wrong")
 )
 
 var usernameRE = regexp.MustCompile(`^[a-z][a-z0-9._-]{0,31}$`)
@@ -437,7 +439,7 @@ func (s *Service) ChangePassword(ctx context.Context, actor Principal, source, c
 	}
 	if !ok {
 		_ = s.audit.Record(audit.Event{Actor: actor.Actor(), Source: source, Action: "account.password", Target: actor.Username, Outcome: audit.Denied, Detail: "current password wrong"})
-		return ErrInvalidCredentials
+		return ErrWrongCurrentPassword
 	}
 	p, err := s.Policy()
 	if err != nil {
