@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -590,5 +591,46 @@ func TestNotApplied(t *testing.T) {
 	}
 	if err := fw.Ban(Ban{Prefix: netip.PrefixFrom(inet4, 32), Reason: "x"}); !errors.Is(err, ErrNotApplied) {
 		t.Errorf("Ban before Apply: %v", err)
+	}
+}
+
+func TestVerifyDetectsTampering(t *testing.T) {
+	l := newLab(t)
+	fw := l.firewall()
+	p := labPolicy()
+	if err := fw.Apply(p); err != nil {
+		t.Fatal(err)
+	}
+	c, err := compile(&p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func() error {
+		fw.mu.Lock()
+		defer fw.mu.Unlock()
+		return fw.verify(c)
+	}
+	if err := check(); err != nil {
+		t.Fatalf("verify of an untouched ruleset: %v", err)
+	}
+	l.nft("delete", "element", "inet", "edgepbx", "zone_phones_4", "{ 10.1.0.0/24 }")
+	if err := check(); !errors.Is(err, ErrVerify) {
+		t.Errorf("verify after removing a zone element: %v, want ErrVerify", err)
+	}
+	if err := fw.Apply(p); err != nil {
+		t.Fatal(err)
+	}
+	l.nft("insert", "rule", "inet", "edgepbx", "input", "accept")
+	if err := check(); !errors.Is(err, ErrVerify) {
+		t.Errorf("verify after inserting a rule: %v, want ErrVerify", err)
+	}
+}
+
+func TestNetlinkDeadline(t *testing.T) {
+	l := newLab(t)
+	fw := l.firewall(WithNetlinkTimeout(time.Nanosecond))
+	err := fw.Apply(labPolicy())
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Apply with an expired deadline: %v, want a deadline error", err)
 	}
 }
