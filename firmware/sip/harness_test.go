@@ -2,6 +2,7 @@ package sip
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -61,6 +62,16 @@ func startServer(t testing.TB, mod func(*config.SIP)) *testServer {
 // startServerWith also lets the test prepare the store (e.g. trunk secrets).
 func startServerWith(t testing.TB, mod func(*config.SIP), pre func(*store.DB)) *testServer {
 	t.Helper()
+	return startServerFull(t, mod, pre, nil)
+}
+
+func startServerWithTLS(t testing.TB, mod func(*config.SIP), tc *tls.Config) *testServer {
+	t.Helper()
+	return startServerFull(t, mod, nil, tc)
+}
+
+func startServerFull(t testing.TB, mod func(*config.SIP), pre func(*store.DB), tc *tls.Config) *testServer {
+	t.Helper()
 	cfg := testConfig()
 	if mod != nil {
 		mod(&cfg)
@@ -80,7 +91,7 @@ func startServerWith(t testing.TB, mod func(*config.SIP), pre func(*store.DB)) *
 		t.Fatal(err)
 	}
 	b := newRecordingBanner()
-	s, err := New(cfg, Deps{Store: db, Banner: b, Log: lg})
+	s, err := New(cfg, Deps{Store: db, Banner: b, Log: lg, TLS: tc})
 	if err != nil {
 		t.Fatal(err)
 	}
