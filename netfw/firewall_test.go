@@ -414,12 +414,27 @@ func TestBanExpires(t *testing.T) {
 	if bans, _ := fw.ListBans(); len(bans) != 0 {
 		t.Errorf("expired ban listed: %+v", bans)
 	}
-	// An expired ban can be re-added.
-	if err := fw.Ban(Ban{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Reason: "flood"}); err != nil {
+	// A ban covering narrower bans replaces them in one batch; banning the
+	// same prefix again refreshes it; an expired ban can be re-added.
+	if err := fw.Ban(Ban{Prefix: netip.PrefixFrom(inet4, 32), Reason: "sip-bruteforce"}); err != nil {
 		t.Fatal(err)
 	}
-	if l.udpProbe(hostInternet, inet4, boxInet4, 5060, dropWait) {
-		t.Fatal("re-added ban not effective")
+	if !l.udpProbe(hostInternet, inet4b, boxInet4, 5060, replyWait) {
+		t.Fatal("neighbour cut off by a /32 ban")
+	}
+	for range 2 {
+		if err := fw.Ban(Ban{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Reason: "flood"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bans, err := fw.ListBans()
+	if err != nil || len(bans) != 1 || bans[0].Prefix != netip.MustParsePrefix("203.0.113.0/24") {
+		t.Fatalf("ListBans = %+v, %v; want the /24 alone", bans, err)
+	}
+	for _, src := range []netip.Addr{inet4, inet4b} {
+		if l.udpProbe(hostInternet, src, boxInet4, 5060, dropWait) {
+			t.Errorf("%s passes a /24 ban", src)
+		}
 	}
 }
 
@@ -632,5 +647,48 @@ func TestNetlinkDeadline(t *testing.T) {
 	err := fw.Apply(labPolicy())
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Apply with an expired deadline: %v, want a deadline error", err)
+	}
+}
+
+func TestBoundsAndRate(t *testing.T) {
+	l := newLab(t)
+	b := DefaultBounds()
+	b.OpsPerSecond, b.OpsBurst = 0.001, 3 // three operations, then nothing for a long time
+	b.MaxBatch = 4
+	fw := l.firewall(WithBounds(b))
+	if err := fw.Apply(labPolicy()); err != nil {
+		t.Fatal(err)
+	}
+	many := make([]Pinhole, 5)
+	for i := range many {
+		many[i] = Pinhole{Remote: inet4, LocalPort: uint16(12000 + i)}
+	}
+	if err := fw.OpenPinholes(many...); !errors.Is(err, ErrInvalid) {
+		t.Errorf("batch of 5 with MaxBatch 4: %v, want ErrInvalid", err)
+	}
+	if err := fw.OpenPinholes(many[:4]...); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Ban(Ban{Prefix: netip.PrefixFrom(inet4b, 32), Reason: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.ClosePinhole(many[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.ClosePinhole(many[1]); !errors.Is(err, ErrRate) {
+		t.Errorf("fourth operation: %v, want ErrRate", err)
+	}
+	// A refused request changed nothing.
+	c, err := fw.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range c.Sets {
+		if s.Name == "pin_4" && s.Elements != 3 {
+			t.Errorf("pin_4 holds %d, want 3", s.Elements)
+		}
+		if s.Name == "ban_4" && s.Elements != 1 {
+			t.Errorf("ban_4 holds %d, want 1", s.Elements)
+		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -173,7 +175,8 @@ func up(tb testing.TB, h *netlink.Handle, name string, addrs []string) {
 // firewall returns a Firewall managing the box namespace.
 func (l *lab) firewall(opts ...Option) *Firewall {
 	l.tb.Helper()
-	fw, err := New(append([]Option{WithNetNS(int(l.box))}, opts...)...)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	fw, err := New(append([]Option{WithNetNS(int(l.box)), WithLogger(quiet)}, opts...)...)
 	if err != nil {
 		l.tb.Fatal(err)
 	}
