@@ -73,6 +73,10 @@ type env struct {
 }
 
 func newEnv(t testing.TB) *env {
+	return newEnvWith(t, auth.NewHasher(auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}, 2, 64))
+}
+
+func newEnvWith(t testing.TB, h *auth.Hasher) *env {
 	t.Helper()
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -85,7 +89,7 @@ func newEnv(t testing.TB) *env {
 	bans := &banRecorder{}
 	srv, err := NewServer(Deps{Store: db, Clock: clk, SetupCode: auth.SetupCode(setupCode), Banner: bans, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Names:  []string{"box.example", "192.0.2.10"},
-		Hasher: auth.NewHasher(auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}, 2, 64)})
+		Hasher: h})
 	if err != nil {
 		t.Fatal(err)
 	}

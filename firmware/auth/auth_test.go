@@ -242,7 +242,24 @@ func TestLimiter(t *testing.T) {
 	}
 }
 
-func newService(t *testing.T) (*Service, *fakeClock) {
+func newService(t *testing.T) (*Service, *fakeClock) { return newServiceWith(t, NewHasher(cheap, 2, 16)) }
+
+// newServiceB is a claimed service with the production hasher and a policy
+// that never throttles, for benchmarks.
+func newServiceB(b *testing.B) (*Service, *fakeClock) {
+	s, clk := newServiceWith(b, NewHasher(DefaultParams, DefaultConcurrency, DefaultQueue))
+	if _, err := s.Claim(context.Background(), Client{}, "AAAA-BBBB-CCCC", "root1", "tr7#Kq2!vm9Lw"); err != nil {
+		b.Fatal(err)
+	}
+	p := DefaultPolicy()
+	p.SourceMaxFailures, p.SprayAccounts, p.LockoutThreshold = 1000, 1000, 20
+	if err := s.SetPolicy(Principal{Username: "root1"}, "", p); err != nil {
+		b.Fatal(err)
+	}
+	return s, clk
+}
+
+func newServiceWith(t testing.TB, h *Hasher) (*Service, *fakeClock) {
 	t.Helper()
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -252,7 +269,7 @@ func newService(t *testing.T) (*Service, *fakeClock) {
 	}
 	t.Cleanup(func() { db.Close() })
 	clk := &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	s, err := New(Config{DB: db, Clock: clk, Audit: audit.New(db, clk), Hasher: NewHasher(cheap, 2, 16), SetupCode: SetupCode("AAAA-BBBB-CCCC")})
+	s, err := New(Config{DB: db, Clock: clk, Audit: audit.New(db, clk), Hasher: h, SetupCode: SetupCode("AAAA-BBBB-CCCC")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,25 +100,42 @@ func (g *sourceGuard) prune(st *sourceState, now time.Time, window time.Duration
 	}
 }
 
-// throttled reports whether src has used up its failures in the window.
-func (g *sourceGuard) throttled(src netip.Addr, p Policy, now time.Time) bool {
+// attempt charges one attempt to src before any password is checked, so a
+// parallel burst cannot slip past the limit while earlier guesses are still
+// hashing; a success refunds it (succeed). It reports false when src has
+// used up its attempts in the window.
+func (g *sourceGuard) attempt(src netip.Addr, p Policy, now time.Time) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	st := g.m[sourcePrefix(src)]
-	if st == nil {
+	st := g.state(sourcePrefix(src), now, secs(p.SourceWindowSecs))
+	g.prune(st, now, secs(p.SourceWindowSecs))
+	if len(st.failures) >= p.SourceMaxFailures {
 		return false
 	}
-	g.prune(st, now, secs(p.SourceWindowSecs))
-	return len(st.failures) >= p.SourceMaxFailures
+	st.failures = append(st.failures, now)
+	return true
 }
 
-// fail records a failure against account from src. It returns the prefix to
-// ban when src has now failed on SprayAccounts distinct accounts (once per ban).
+// fail records that src failed on account. It returns the prefix to ban
+// when src has now failed on SprayAccounts distinct accounts (once per ban).
 func (g *sourceGuard) fail(src netip.Addr, account string, p Policy, now time.Time) (netip.Prefix, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	key := sourcePrefix(src)
-	window := secs(p.SourceWindowSecs)
+	st := g.state(key, now, secs(p.SourceWindowSecs))
+	if len(account) > 64 {
+		account = account[:64]
+	}
+	st.accounts[account] = now
+	if len(st.accounts) >= p.SprayAccounts && now.After(st.banned) {
+		st.banned = now.Add(secs(p.BanSeconds))
+		return key, true
+	}
+	return netip.Prefix{}, false
+}
+
+// state returns key's entry, creating it within the map's bound.
+func (g *sourceGuard) state(key netip.Prefix, now time.Time, window time.Duration) *sourceState {
 	st := g.m[key]
 	if st == nil {
 		if len(g.m) >= g.maxKeys {
@@ -138,17 +155,7 @@ func (g *sourceGuard) fail(src netip.Addr, account string, p Policy, now time.Ti
 		st = &sourceState{accounts: map[string]time.Time{}}
 		g.m[key] = st
 	}
-	g.prune(st, now, window)
-	st.failures = append(st.failures, now)
-	if len(account) > 64 {
-		account = account[:64]
-	}
-	st.accounts[account] = now
-	if len(st.accounts) >= p.SprayAccounts && now.After(st.banned) {
-		st.banned = now.Add(secs(p.BanSeconds))
-		return key, true
-	}
-	return netip.Prefix{}, false
+	return st
 }
 
 // succeed forgets a source's failures after a successful login.

@@ -151,8 +151,8 @@ func (s *Service) Login(ctx context.Context, c Client, username, password string
 		return LoginResult{}, err
 	}
 	now := s.clock.Now()
-	if s.sources.throttled(c.Addr, p, now) {
-		s.history(c, username, "throttled", false)
+	if !s.sources.attempt(c.Addr, p, now) {
+		// No disk write here: a flood of throttled requests must stay cheap.
 		return LoginResult{}, ErrThrottled
 	}
 	if len(username) > 64 || len(password) > MaxPasswordBytes {
@@ -221,7 +221,7 @@ func (s *Service) LoginSecondFactor(ctx context.Context, c Client, chal, code st
 		return LoginResult{}, err
 	}
 	now := s.clock.Now()
-	if s.sources.throttled(c.Addr, p, now) {
+	if !s.sources.attempt(c.Addr, p, now) {
 		return LoginResult{}, ErrThrottled
 	}
 	if len(chal) > 64 || len(code) > 64 {
