@@ -304,6 +304,12 @@ func (f *Firewall) Apply(p Policy) error {
 		return fmt.Errorf("netfw: apply batch: %w", err)
 	}
 	f.applied = c
+	if len(bans) != len(f.bans) {
+		// Expired or now-allowlisted bans are gone: keep the file in step.
+		if err := f.persist(bans); err != nil {
+			f.log.Error("netfw: persist bans after apply", "err", err)
+		}
+	}
 	f.bans = bans
 	f.pinholes = pins
 	if err := f.verify(c); err != nil {

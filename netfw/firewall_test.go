@@ -692,3 +692,25 @@ func TestBoundsAndRate(t *testing.T) {
 		}
 	}
 }
+
+func TestPinholeRefreshedByMedia(t *testing.T) {
+	l := newLab(t)
+	b := DefaultBounds()
+	b.PinholeIdle = 4 * time.Second
+	fw := l.firewall(WithBounds(b))
+	if err := fw.Apply(labPolicy()); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.OpenPinhole(Pinhole{Remote: inet4, LocalPort: 10000, Timeout: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	// The packet re-arms the element with the 4 s idle timeout, so the
+	// pinhole outlives its 1 s opening timeout.
+	if !l.udpProbe(hostInternet, inet4, boxInet4, 10000, replyWait) {
+		t.Fatal("RTP blocked through an open pinhole")
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if !l.udpProbe(hostInternet, inet4, boxInet4, 10000, replyWait) {
+		t.Error("flowing media did not keep the pinhole open")
+	}
+}
