@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"io"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -242,7 +244,9 @@ func TestLimiter(t *testing.T) {
 	}
 }
 
-func newService(t *testing.T) (*Service, *fakeClock) { return newServiceWith(t, NewHasher(cheap, 2, 16)) }
+func newService(t *testing.T) (*Service, *fakeClock) {
+	return newServiceWith(t, NewHasher(cheap, 2, 16))
+}
 
 // newServiceB is a claimed service with the production hasher and a policy
 // that never throttles, for benchmarks.
@@ -269,7 +273,8 @@ func newServiceWith(t testing.TB, h *Hasher) (*Service, *fakeClock) {
 	}
 	t.Cleanup(func() { db.Close() })
 	clk := &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	s, err := New(Config{DB: db, Clock: clk, Audit: audit.New(db, clk), Hasher: h, SetupCode: SetupCode("AAAA-BBBB-CCCC")})
+	s, err := New(Config{DB: db, Clock: clk, Audit: audit.New(db, clk), Hasher: h, SetupCode: SetupCode("AAAA-BBBB-CCCC"),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
