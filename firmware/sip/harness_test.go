@@ -2,8 +2,8 @@ package sip
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -219,6 +219,27 @@ func (p *phone) mustRecv() (string, *sip.Response) {
 		p.t.Fatal("no answer from the server")
 	}
 	return raw, r
+}
+
+// exchange sends msg and retransmits it like RFC 3261 timer E (500 ms,
+// doubling) until an answer comes; UDP under a flood may lose packets.
+func (p *phone) exchange(msg string) (*sip.Response, bool) {
+	p.t.Helper()
+	wait := 500 * time.Millisecond
+	for try := 0; try < 5; try++ {
+		p.send(msg)
+		buf := make([]byte, 65535)
+		p.conn.SetReadDeadline(time.Now().Add(wait))
+		n, _, err := p.conn.ReadFromUDP(buf)
+		if err == nil {
+			m, err := sip.ParseMessage(buf[:n])
+			if r, ok := m.(*sip.Response); err == nil && ok {
+				return r, true
+			}
+		}
+		wait *= 2
+	}
+	return nil, false
 }
 
 // challengeOf extracts (nonce, algorithm) from the first challenge offering alg.
