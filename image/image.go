@@ -7,12 +7,12 @@
 package image
 
 import (
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/klauspost/compress/gzip"
 	"io"
 	"log/slog"
 	"os"
@@ -104,7 +104,7 @@ func Build(ctx context.Context, prof board.Profile, opts ...Option) (*Image, err
 	if err != nil {
 		return nil, fmt.Errorf("board %s: %w", prof.Name, err)
 	}
-	log.Info("kernel ready", "package", k.Package, "version", k.Version, "release", k.Release)
+	log.Info("kernel ready", "package", k.Package, "version", k.Version, "release", k.Release, "t", time.Since(start))
 
 	work, err := os.MkdirTemp(o.tempDir, "edgepbx-image-*")
 	if err != nil {
@@ -117,12 +117,12 @@ func Build(ctx context.Context, prof board.Profile, opts ...Option) (*Image, err
 	if err != nil {
 		return nil, fmt.Errorf("board %s: %w", prof.Name, err)
 	}
-	log.Info("modules staged", "count", len(staged))
+	log.Info("modules staged", "count", len(staged), "t", time.Since(start))
 
 	if err := buildBinaries(ctx, o, prof.Arch, stage); err != nil {
 		return nil, fmt.Errorf("board %s: %w", prof.Name, err)
 	}
-	log.Info("binaries built", "tags", o.tags)
+	log.Info("binaries built", "tags", o.tags, "t", time.Since(start))
 
 	boardJSON, err := prof.Marshal()
 	if err != nil {
@@ -139,6 +139,7 @@ func Build(ctx context.Context, prof board.Profile, opts ...Option) (*Image, err
 	if err := writeCPIO(o, stage, work, cpioPath); err != nil {
 		return nil, fmt.Errorf("board %s: initramfs: %w", prof.Name, err)
 	}
+	log.Info("cpio written", "t", time.Since(start))
 
 	if err := os.MkdirAll(o.outDir, 0o755); err != nil {
 		return nil, fmt.Errorf("image: out dir: %w", err)
@@ -149,6 +150,7 @@ func Build(ctx context.Context, prof board.Profile, opts ...Option) (*Image, err
 		return nil, fmt.Errorf("board %s: compress initramfs: %w", prof.Name, err)
 	}
 
+	log.Info("initramfs compressed", "t", time.Since(start))
 	ksrc, kname := bootKernel(prof, k)
 	kernel := filepath.Join(o.outDir, kname)
 	ksum, ksize, err := copyAtomic(ksrc, kernel)
@@ -388,7 +390,7 @@ func gzipAtomic(src, dst string) (sum string, size int64, err error) {
 	}
 	defer in.Close()
 	return writeAtomic(dst, func(w io.Writer) error {
-		zw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
+		zw, err := gzip.NewWriterLevel(w, gzip.DefaultCompression)
 		if err != nil {
 			return err
 		}

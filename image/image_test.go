@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,12 +97,21 @@ func build(t testing.TB, prof board.Profile, extra ...Option) *Image {
 		WithTempDir(t.TempDir()),
 		WithVersion("1.2.3-test"),
 		WithBuildTags("testhook"),
+		WithLogger(slog.New(slog.NewTextHandler(testLog{t}, nil))),
 	}, extra...)
 	img, err := Build(context.Background(), prof, opts...)
 	if err != nil {
 		t.Fatalf("Build(%s): %v", prof.Name, err)
 	}
 	return img
+}
+
+// testLog sends build progress to the test log.
+type testLog struct{ tb testing.TB }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.tb.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 func fileSHA(t testing.TB, p string) string {
