@@ -159,7 +159,11 @@ var errContactForm = errors.New("contact with URI headers or parameters must use
 // header hooks for checks that need the raw header text: a Contact
 // addr-spec without <> must not carry '?' headers (RFC 4475 regbadct).
 func NewParser(maxBytes int) *sip.Parser {
-	hp := sip.DefaultHeadersParser()
+	// DefaultHeadersParser returns sipgo's shared map: copy it, never mutate it.
+	hp := map[string]sip.HeaderParser{}
+	for k, v := range sip.DefaultHeadersParser() {
+		hp[k] = v
+	}
 	contact := hp["contact"]
 	strict := func(name []byte, value string) (sip.Header, error) {
 		if !strings.Contains(value, "<") && strings.Contains(value, "?") {
