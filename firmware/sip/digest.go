@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -298,6 +299,11 @@ func (r AuthResult) String() string {
 	return [...]string{"none", "ok", "stale", "failed", "replayed"}[r]
 }
 
+// AuthCounters count stage-5 outcomes.
+type AuthCounters struct {
+	OK, Challenged, Failed, Replayed atomic.Uint64
+}
+
 // HA1Source looks up a user's HA1 for an algorithm.
 type HA1Source interface {
 	HA1(user, alg string) (string, bool)
@@ -306,6 +312,7 @@ type HA1Source interface {
 // Authenticator verifies Digest credentials. Unknown users take the same
 // path as known ones against a keyed fake HA1, so timing and answers match.
 type Authenticator struct {
+	Counters   AuthCounters
 	Realm      string
 	Algorithms []string
 	Nonces     *Nonces
@@ -333,6 +340,7 @@ func (a *Authenticator) offers(alg string) bool {
 
 // Challenges returns the WWW-Authenticate values, preferred algorithm first.
 func (a *Authenticator) Challenges(now time.Time, src netip.Addr, stale bool) []string {
+	a.Counters.Challenged.Add(1)
 	nonce := a.Nonces.Issue(now, src)
 	out := make([]string, 0, len(a.Algorithms))
 	for _, alg := range a.Algorithms {
@@ -347,6 +355,19 @@ func (a *Authenticator) Challenges(now time.Time, src netip.Addr, stale bool) []
 
 // Verify checks the Authorization header value hdr of a request.
 func (a *Authenticator) Verify(now time.Time, src netip.Addr, method, hdr string) (AuthResult, Credentials) {
+	r, c := a.verify(now, src, method, hdr)
+	switch r {
+	case AuthOK:
+		a.Counters.OK.Add(1)
+	case AuthFailed:
+		a.Counters.Failed.Add(1)
+	case AuthReplayed:
+		a.Counters.Replayed.Add(1)
+	}
+	return r, c
+}
+
+func (a *Authenticator) verify(now time.Time, src netip.Addr, method, hdr string) (AuthResult, Credentials) {
 	c, err := ParseDigest(hdr)
 	if err != nil {
 		if errors.Is(err, errNotDigest) {

@@ -168,6 +168,9 @@ func TestBruteForceBanned(t *testing.T) {
 			t.Fatalf("third failure answered (%d); want silence and a ban", r.StatusCode)
 		}
 	}
+	if c := s.Counters(); c["auth_failed"] != 3 || c["guard_auth_bans"] != 1 {
+		t.Fatalf("counters: %v", c)
+	}
 	b := <-s.banner.got
 	if b.Prefix.String() != "127.0.0.4/32" || b.Reason != "sip-bruteforce" || b.Timeout != s.cfg.Guard.AuthBan {
 		t.Fatalf("ban: %+v", b)

@@ -1,0 +1,30 @@
+package sip
+
+// Counters is a snapshot of every stage's counters, in chain order, for
+// metrics and the admin UI. Names are stable.
+func (s *Server) Counters() map[string]uint64 {
+	f, v, p, g, c := &s.filter.Counters, &s.validator.Counters, &s.policy.Counters, &s.guard.Counters, &s.conns
+	return map[string]uint64{
+		"filter_passed":        f.Passed.Load(),
+		"filter_banned":        f.Banned.Load(),
+		"filter_scanner":       f.Scanner.Load(),
+		"filter_oversize":      f.Oversize.Load(),
+		"filter_malformed":     f.Malformed.Load(),
+		"validate_passed":      v.Passed.Load(),
+		"validate_rejected":    v.Rejected.Load(),
+		"policy_foreign":       p.ForeignDomain.Load(),
+		"policy_outside_zone":  p.OutsideZone.Load(),
+		"auth_ok":              s.auth.Counters.OK.Load(),
+		"auth_challenged":      s.auth.Counters.Challenged.Load(),
+		"auth_failed":          s.auth.Counters.Failed.Load(),
+		"auth_replayed":        s.auth.Counters.Replayed.Load(),
+		"guard_flood_bans":     g.FloodBans.Load(),
+		"guard_auth_bans":      g.AuthBans.Load(),
+		"guard_ban_queue_full": g.BanQueueFull.Load(),
+		"guard_exempt":         g.Exempt.Load(),
+		"conn_accepted":        c.Accepted.Load(),
+		"conn_over_total":      c.OverTotal.Load(),
+		"conn_over_source":     c.OverSource.Load(),
+		"conn_banned":          c.Banned.Load(),
+	}
+}
