@@ -1,6 +1,8 @@
 package sip
 
 import (
+	"bytes"
+	"crypto/tls"
 	"net"
 	"net/netip"
 	"sync"
@@ -103,4 +105,98 @@ func (c *limitConn) Read(b []byte) (int, error) {
 func (c *limitConn) Close() error {
 	c.once.Do(func() { c.cl.release(c.src) })
 	return c.Conn.Close()
+}
+
+// preparedListener runs the slow start of a connection (TLS handshake and
+// reading the WebSocket upgrade request) in its own goroutine under a
+// deadline: sipgo's WS/WSS Serve upgrades inline in its accept loop, so one
+// stalled client would otherwise block every new connection.
+type preparedListener struct {
+	net.Listener
+	timeout time.Duration
+	ready   chan net.Conn
+	done    chan struct{}
+	once    sync.Once
+	err     error
+}
+
+func newPreparedListener(l net.Listener, timeout time.Duration) *preparedListener {
+	p := &preparedListener{Listener: l, timeout: timeout, ready: make(chan net.Conn), done: make(chan struct{})}
+	go p.acceptLoop()
+	return p
+}
+
+func (p *preparedListener) acceptLoop() {
+	for {
+		c, err := p.Listener.Accept()
+		if err != nil {
+			p.err = err
+			p.Close()
+			return
+		}
+		go p.prepare(c)
+	}
+}
+
+// maxUpgradeHeader bounds the HTTP upgrade request.
+const maxUpgradeHeader = 8192
+
+func (p *preparedListener) prepare(c net.Conn) {
+	// Closing on a timer works whatever deadlines the conn sets per read.
+	t := time.AfterFunc(p.timeout, func() { c.Close() })
+	if tc, ok := c.(*tls.Conn); ok {
+		if err := tc.Handshake(); err != nil {
+			t.Stop()
+			c.Close()
+			return
+		}
+	}
+	buf := make([]byte, 0, 1024)
+	tmp := make([]byte, 1024)
+	for !bytes.Contains(buf, []byte("\r\n\r\n")) {
+		n, err := c.Read(tmp)
+		buf = append(buf, tmp[:n]...)
+		if err != nil || len(buf) > maxUpgradeHeader {
+			t.Stop()
+			c.Close()
+			return
+		}
+	}
+	if !t.Stop() {
+		return // timer fired: already closed
+	}
+	select {
+	case p.ready <- &prefixConn{Conn: c, prefix: buf}:
+	case <-p.done:
+		c.Close()
+	}
+}
+
+func (p *preparedListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-p.ready:
+		return c, nil
+	case <-p.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (p *preparedListener) Close() error {
+	p.once.Do(func() { close(p.done) })
+	return p.Listener.Close()
+}
+
+// prefixConn replays bytes already read before handing the conn on.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(b, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
 }

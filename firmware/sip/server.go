@@ -41,6 +41,9 @@ type Deps struct {
 	Logger *slog.Logger
 }
 
+// wsSetupTimeout bounds a WSS client's TLS handshake plus upgrade request.
+const wsSetupTimeout = 10 * time.Second
+
 // Server is the SIP edge.
 type Server struct {
 	cfg    config.SIP
@@ -196,9 +199,11 @@ func (s *Server) bind(tlsConf *tls.Config) error {
 		}
 	}
 	if s.cfg.WSS != "" {
-		if s.wssL, err = listen(s.cfg.WSS, tlsConf); err != nil {
+		l, err := listen(s.cfg.WSS, tlsConf)
+		if err != nil {
 			return err
 		}
+		s.wssL = newPreparedListener(l, wsSetupTimeout)
 	}
 	return nil
 }
