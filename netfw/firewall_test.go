@@ -192,7 +192,7 @@ func TestPinholes(t *testing.T) {
 
 	// IPv6, and expiry: media re-arms the idle timeout (1 s here); when
 	// media stops the pinhole times out.
-	ph6 := Pinhole{Remote: inet6, LocalPort: 10002, Timeout: time.Second}
+	ph6 := Pinhole{Remote: inet6, LocalPort: 10002, Timeout: 2 * time.Second}
 	if err := fw.OpenPinhole(ph6); err != nil {
 		t.Fatal(err)
 	}
@@ -401,13 +401,13 @@ func TestBanExpires(t *testing.T) {
 	if err := fw.Apply(p); err != nil {
 		t.Fatal(err)
 	}
-	if err := fw.Ban(Ban{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Reason: "flood", Timeout: time.Second}); err != nil {
+	if err := fw.Ban(Ban{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Reason: "flood", Timeout: 2 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	if l.udpProbe(hostInternet, inet4, boxInet4, 5060, dropWait) {
 		t.Fatal("prefix ban not effective")
 	}
-	time.Sleep(1200 * time.Millisecond)
+	time.Sleep(2200 * time.Millisecond)
 	if !l.udpProbe(hostInternet, inet4, boxInet4, 5060, replyWait) {
 		t.Error("ban did not expire")
 	}
@@ -462,7 +462,13 @@ func TestFloodLimited(t *testing.T) {
 			}
 			defer c.Close()
 			start := time.Now()
-			for range sent {
+			for i := range sent {
+				// Paced so the flood exceeds the limit 20-fold but does
+				// not overflow the kernel's per-CPU backlog (1000 packets),
+				// which would drop legitimate packets before netfilter.
+				if i%50 == 0 {
+					time.Sleep(time.Millisecond)
+				}
 				if _, err := c.WriteToUDPAddrPort([]byte("q"), netip.AddrPortFrom(boxInet4, 5060)); err != nil && !errors.Is(err, unix.ENOBUFS) {
 					return err
 				}
@@ -477,7 +483,8 @@ func TestFloodLimited(t *testing.T) {
 	// A legitimate source keeps working during the flood.
 	lost := 0
 	for range 10 {
-		if !l.udpProbe(hostInternet, inet4b, boxInet4, 5060, replyWait) {
+		if !l.udpProbe(hostInternet, inet4b, boxInet4, 5060, replyWait) &&
+			!l.udpProbe(hostInternet, inet4b, boxInet4, 5060, replyWait) {
 			lost++
 		}
 	}
@@ -489,7 +496,7 @@ func TestFloodLimited(t *testing.T) {
 	got := l.srv.count(inet4)
 	// The token bucket lets through at most burst + rate × elapsed.
 	bound := 50 + int(50*floodTime.Seconds()) + 5
-	if got > bound || got >= sent/2 {
+	if got > bound || got >= sent/10 {
 		t.Errorf("flooder got %d of %d packets through in %v (bound %d)", got, sent, floodTime, bound)
 	}
 	if n := counter(t, fw, "limit-sip-udp_4"); n < uint64(sent-bound) {
@@ -696,20 +703,22 @@ func TestBoundsAndRate(t *testing.T) {
 func TestPinholeRefreshedByMedia(t *testing.T) {
 	l := newLab(t)
 	b := DefaultBounds()
-	b.PinholeIdle = 4 * time.Second
+	b.PinholeIdle = 10 * time.Second
 	fw := l.firewall(WithBounds(b))
 	if err := fw.Apply(labPolicy()); err != nil {
 		t.Fatal(err)
 	}
-	if err := fw.OpenPinhole(Pinhole{Remote: inet4, LocalPort: 10000, Timeout: time.Second}); err != nil {
+	const ttl = 2 * time.Second
+	opened := time.Now()
+	if err := fw.OpenPinhole(Pinhole{Remote: inet4, LocalPort: 10000, Timeout: ttl}); err != nil {
 		t.Fatal(err)
 	}
-	// The packet re-arms the element with the 4 s idle timeout, so the
-	// pinhole outlives its 1 s opening timeout.
+	// The packet re-arms the element with the 10 s idle timeout, so the
+	// pinhole outlives its 2 s opening timeout.
 	if !l.udpProbe(hostInternet, inet4, boxInet4, 10000, replyWait) {
 		t.Fatal("RTP blocked through an open pinhole")
 	}
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(time.Until(opened.Add(ttl + 500*time.Millisecond)))
 	if !l.udpProbe(hostInternet, inet4, boxInet4, 10000, replyWait) {
 		t.Error("flowing media did not keep the pinhole open")
 	}

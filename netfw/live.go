@@ -47,14 +47,26 @@ func (f *Firewall) OpenPinholes(ps ...Pinhole) error {
 		keys[i], ttls[i] = k, ttl
 	}
 	f.prunePinholes(now)
-	fresh := 0
-	for _, k := range keys {
-		if _, ok := f.pinholes[k]; !ok {
-			fresh++
+	fresh := func() int {
+		n := 0
+		for _, k := range keys {
+			if _, ok := f.pinholes[k]; !ok {
+				n++
+			}
 		}
+		return n
 	}
-	if len(f.pinholes)+fresh > f.bounds.MaxPinholes {
-		return fmt.Errorf("netfw: open pinhole: %d open: %w", len(f.pinholes), ErrLimit)
+	if len(f.pinholes)+fresh() > f.bounds.MaxPinholes {
+		// Our expiry times are a cache: media re-arms pinholes in the
+		// kernel, idle ones expire sooner. Ask the kernel before refusing.
+		live, err := f.livePinholes()
+		if err != nil {
+			return fmt.Errorf("netfw: open pinhole: %w", err)
+		}
+		f.pinholes = live
+		if len(f.pinholes)+fresh() > f.bounds.MaxPinholes {
+			return fmt.Errorf("netfw: open pinhole: %d open: %w", len(f.pinholes), ErrLimit)
+		}
 	}
 	if err := f.take(); err != nil {
 		return err
