@@ -75,7 +75,7 @@ type box struct {
 	live    bool
 	fw      *netfw.Firewall
 	net     *netconf.Manager
-	wd      *watchdog.Device
+	wd      io.Closer // stops petting, then disarms the watchdog
 	ctl     *control.Server
 	health  healthState
 }
@@ -336,9 +336,18 @@ func (b *box) startDrivers() {
 					b.log.Info("watchdog armed", "device", w.Device, "identity", wd.Identity, "timeout", got)
 				}
 			}
-			b.wd = wd
 			interval := max(time.Duration(w.TimeoutSec)*time.Second/4, time.Second)
-			go watchdog.Keep(b.ctx, wd, interval, b.healthy, b.log)
+			ctx, cancel := context.WithCancel(b.ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				watchdog.Keep(ctx, wd, interval, b.healthy, b.log)
+			}()
+			b.wd = closerFunc(func() error {
+				cancel()
+				<-done
+				return wd.Close()
+			})
 		}
 	}
 	devs, err := button.Watch(b.ctx, "/dev", func() { b.request(shutdown.Poweroff) }, b.log)
@@ -347,6 +356,10 @@ func (b *box) startDrivers() {
 	}
 	b.step("drivers", "watchdog", b.wd != nil, "power_buttons", len(devs))
 }
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
 
 // healthy gates the watchdog: a grace period until edgepbxd's first report,
 // then only while its last report said ready and is recent.

@@ -21,6 +21,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Modes, as in the board profile.
@@ -110,7 +111,9 @@ func New(log *slog.Logger) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netconf: current netns: %w", err)
 	}
-	h, err := netlink.NewHandleAt(ns)
+	// Route sockets only: the appliance kernel has no XFRM, and asking for
+	// every family fails with EPROTONOSUPPORT.
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		ns.Close()
 		return nil, fmt.Errorf("netconf: netlink: %w", err)
