@@ -378,6 +378,26 @@ func TestLicenceStatus(t *testing.T) {
 	}
 }
 
+// TestCertificateWarning: the daily check warns before the certificate in
+// use expires, without limiting service.
+func TestCertificateWarning(t *testing.T) {
+	e := newEnv(t)
+	notAfter := start.Add(60 * day)
+	b := e.newBox(func(c *license.Config) { c.CertNotAfter = func() time.Time { return notAfter } })
+	if st := e.mustCheck(b); st.Mode != license.ModeFull {
+		t.Fatalf("60 days left: %+v", st)
+	}
+	e.advance(b, 40*day)
+	st := e.mustCheck(b)
+	if st.Mode != license.ModeWarning || !hasReason(st, license.ReasonCertificate) {
+		t.Fatalf("20 days left: %+v", st)
+	}
+	checkGates(t, b.m, false)
+	if got := mustCheckins(t, e); len(got) != 2 {
+		t.Fatalf("%d check-ins", len(got))
+	}
+}
+
 // TestSchedule: a fixed hour/weekday, and a random time that survives restarts.
 func TestSchedule(t *testing.T) {
 	e := newEnv(t)

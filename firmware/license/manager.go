@@ -90,8 +90,10 @@ type Config struct {
 	Timeout     time.Duration // per check-in; default 30 s
 	// Health returns the load summary and counts for the request.
 	Health func() (Load, Counts)
-	// Certificate returns the TLS certificate the box serves, or nil.
-	Certificate func() *x509.Certificate
+	// CertNotAfter returns the expiry of the TLS certificate the box serves
+	// (e.g. certs.Manager.Current().NotAfter); the daily check reports it and
+	// warns CertWarnBefore ahead. nil or a zero time: not checked.
+	CertNotAfter func() time.Time
 	// EmergencyNumbers are always allowed; nil means DefaultEmergencyNumbers.
 	EmergencyNumbers []string
 	// OnChange is called (without locks held) after every check-in and when
@@ -438,9 +440,9 @@ func (m *Manager) buildRequest() (*Request, error) {
 	if m.cfg.Health != nil {
 		r.Load, r.Counts = m.cfg.Health()
 	}
-	if m.cfg.Certificate != nil {
-		if c := m.cfg.Certificate(); c != nil {
-			r.CertNotAfter = c.NotAfter.Unix()
+	if m.cfg.CertNotAfter != nil {
+		if na := m.cfg.CertNotAfter(); !na.IsZero() && na.Year() < 2200 {
+			r.CertNotAfter = na.Unix()
 		}
 	}
 	m.mu.Lock()

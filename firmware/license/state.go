@@ -143,9 +143,9 @@ func (m *Manager) stateLocked(now time.Time) State {
 	} else if m.st.LastGood.IsZero() {
 		add(ReasonNeverCheckedIn, false, "the box has not checked in with the licence server yet")
 	}
-	if m.cfg.Certificate != nil {
-		if c := m.cfg.Certificate(); c != nil && c.NotAfter.Sub(trusted) < CertWarnBefore {
-			add(ReasonCertificate, false, "TLS certificate expires on %s", c.NotAfter.UTC().Format(time.DateOnly))
+	if m.cfg.CertNotAfter != nil {
+		if na := m.cfg.CertNotAfter(); !na.IsZero() && na.Sub(trusted) < CertWarnBefore {
+			add(ReasonCertificate, false, "TLS certificate expires on %s", na.UTC().Format(time.DateOnly))
 		}
 	}
 	s.Mode = ModeFull

@@ -92,6 +92,15 @@ func (r *Request) Validate() error {
 			return fmt.Errorf("license: request %s: %w", name, err)
 		}
 	}
+	for _, n := range []int{r.Load.CPUPercent, r.Load.MemPercent, r.Load.CPUs, r.Load.MemMB, r.Counts.Extensions,
+		r.Counts.Trunks, r.Counts.CallsDay, r.Counts.PeakCalls, r.OfflineDays} {
+		if n < 0 || n > 1<<40 {
+			return errors.New("license: request count out of range")
+		}
+	}
+	if r.CertNotAfter < 0 || r.ClientTime < 0 || r.DegradedSince < 0 {
+		return errors.New("license: request time out of range")
+	}
 	return nil
 }
 

@@ -59,6 +59,7 @@ type Checkin struct {
 	Fingerprint string         `json:"hw"`
 	Firmware    string         `json:"fw"`
 	OfflineDays int            `json:"offline_days"`
+	CertExpiry  int64          `json:"cert_exp,omitempty"`
 	Load        license.Load   `json:"load"`
 	Counts      license.Counts `json:"counts"`
 	Bytes       int            `json:"bytes"`
@@ -207,7 +208,7 @@ func (s *Server) Answer(req *license.Request, size int) (*license.Response, erro
 			resp.PerfMessage = fmt.Sprintf("average load cpu %d%% memory %d%%: use a larger model", req.Load.CPUPercent, req.Load.MemPercent)
 		}
 		rec, err := json.Marshal(Checkin{Time: now, Serial: req.Serial, InstallID: req.InstallID,
-			Fingerprint: req.Fingerprint, Firmware: req.Firmware, OfflineDays: req.OfflineDays,
+			Fingerprint: req.Fingerprint, Firmware: req.Firmware, OfflineDays: req.OfflineDays, CertExpiry: req.CertNotAfter,
 			Load: req.Load, Counts: req.Counts, Bytes: size})
 		if err != nil {
 			return err
