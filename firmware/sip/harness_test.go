@@ -242,6 +242,18 @@ func (p *phone) exchange(msg string) (*sip.Response, bool) {
 	return nil, false
 }
 
+// registerAuthRetrans is registerAuth with retransmissions.
+func (p *phone) registerAuthRetrans(alg string) (*sip.Response, bool) {
+	p.t.Helper()
+	msg, _ := p.register(regOpts{})
+	r, ok := p.exchange(msg)
+	if !ok || r.StatusCode != 401 {
+		return r, false
+	}
+	msg, _ = p.register(regOpts{auth: authHeader(alg, p.user, testPassword, "edgepbx", challengeOf(p.t, r, alg), "sip:"+p.srv.IP.String(), "00000001", randHex(4))})
+	return p.exchange(msg)
+}
+
 // challengeOf extracts (nonce, algorithm) from the first challenge offering alg.
 func challengeOf(t testing.TB, r *sip.Response, alg string) string {
 	t.Helper()
