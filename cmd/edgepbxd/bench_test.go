@@ -78,7 +78,7 @@ func BenchmarkDevStart(b *testing.B) {
 	var rssTotal float64
 	for i := range b.N {
 		dir := filepath.Join(b.TempDir(), strconv.Itoa(i))
-		p := startProc(b, procOpts{noFD3: true}, "--dev", dir, "--https", "127.0.0.1:0")
+		p := startProc(b, procOpts{noFD3: true}, "--dev", dir, "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "127.0.0.1:0")
 		base := p.waitLine(b, adminRE)[1]
 		fp := p.waitLine(b, fpRE)[1]
 		c := pinnedClient(fp, 0, 0)

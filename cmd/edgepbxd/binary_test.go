@@ -305,7 +305,7 @@ func rssKB(pid int) string {
 
 func TestDevModeBinary(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dev")
-	p := startProc(t, procOpts{noFD3: true}, "--dev", dir, "--https", "127.0.0.1:0")
+	p := startProc(t, procOpts{noFD3: true}, "--dev", dir, "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "127.0.0.1:0")
 	base := p.waitLine(t, adminRE)[1]
 	fp := p.waitLine(t, fpRE)[1]
 	code := p.waitLine(t, setupRE)[1]
@@ -342,7 +342,7 @@ func TestDevModeBinary(t *testing.T) {
 	}
 
 	// Restart on the same directory: same identity and certificate, new setup code.
-	p2 := startProc(t, procOpts{noFD3: true}, "--dev", dir, "--https", "127.0.0.1:0")
+	p2 := startProc(t, procOpts{noFD3: true}, "--dev", dir, "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "127.0.0.1:0")
 	base2 := p2.waitLine(t, adminRE)[1]
 	fp2 := p2.waitLine(t, fpRE)[1]
 	code2 := p2.waitLine(t, setupRE)[1]
@@ -371,7 +371,7 @@ func TestDevModeRefusesPublicAddress(t *testing.T) {
 
 func TestProductionRefusesRoot(t *testing.T) {
 	needRoot(t)
-	p := startProc(t, procOpts{bootstrap: bootstrapJSON(nil)}, "--data", t.TempDir(), "--https", "127.0.0.1:0", "--control", "")
+	p := startProc(t, procOpts{bootstrap: bootstrapJSON(nil)}, "--data", t.TempDir(), "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "127.0.0.1:0", "--control", "")
 	if code := p.wait(t); code != exitStayDown {
 		t.Fatalf("exit %d, want %d:\n%s", code, exitStayDown, p.output())
 	}
@@ -416,7 +416,7 @@ func TestProductionBootstrapErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			data := unprivDir(t)
 			tc.o.uid = unprivUID
-			p := startProc(t, tc.o, "--data", data, "--https", "127.0.0.1:0", "--control", "")
+			p := startProc(t, tc.o, "--data", data, "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "127.0.0.1:0", "--control", "")
 			if code := p.wait(t); code != exitStayDown {
 				t.Fatalf("exit %d, want %d:\n%s", code, exitStayDown, p.output())
 			}
@@ -475,7 +475,7 @@ func TestProductionRun(t *testing.T) {
 
 	run := func() (string, string) {
 		p := startProc(t, procOpts{bootstrap: bootstrapJSON(nil), uid: unprivUID},
-			"--data", data, "--https", "127.0.0.1:0", "--control", sock)
+			"--data", data, "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "127.0.0.1:0", "--control", sock)
 		m := p.waitLine(t, listenRE)
 		addr, fp := m[1], m[2]
 		p.waitLine(t, regexp.MustCompile(`msg="health: reported ready to PID 1"`))
@@ -509,7 +509,7 @@ func TestProductionRun(t *testing.T) {
 	// and edgepbxd stays down rather than minting a new identity.
 	p := startProc(t, procOpts{uid: unprivUID, bootstrap: bootstrapJSON(func(m map[string]any) {
 		m["device_key"] = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
-	})}, "--data", data, "--https", "127.0.0.1:0", "--control", sock)
+	})}, "--data", data, "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "127.0.0.1:0", "--control", sock)
 	if code := p.wait(t); code != exitStayDown {
 		t.Fatalf("wrong device key: exit %d, want %d:\n%s", code, exitStayDown, p.output())
 	}

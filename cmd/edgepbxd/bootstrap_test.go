@@ -153,6 +153,15 @@ func TestParseFlags(t *testing.T) {
 		{"dev with control", []string{"--dev", "/tmp/x", "--control", "/tmp/s"}, "", "127.0.0.1:8443", "/tmp/s"},
 		{"dev on all addresses", []string{"--dev", "/tmp/x", "--https", ":8443"}, "not a loopback address", "", ""},
 		{"dev sip public", []string{"--dev", "/tmp/x", "--sip", "192.0.2.1:5060"}, "not a loopback address", "", ""},
+		{"dev sip-tls public", []string{"--dev", "/tmp/x", "--sip-tls", ":5061"}, "not a loopback address", "", ""},
+		{"dev sip-tls off", []string{"--dev", "/tmp/x", "--sip-tls", ""}, "", "127.0.0.1:8443", ""},
+		{"bad sip-tls", []string{"--sip-tls", "5061"}, "missing port", "", ""},
+		{"licence url", []string{"--license-url", "https://lic.example:8443", "--license-id", "LIC-1", "--license-ca", "/ca.pem"}, "", ":443", "/run/edgepbx/init.sock"},
+		{"licence url plain http", []string{"--license-url", "http://lic.example"}, "want https://host", "", ""},
+		{"licence url with path", []string{"--license-url", "https://lic.example/v1"}, "want https://host", "", ""},
+		{"licence url with user", []string{"--license-url", "https://u:p@lic.example"}, "want https://host", "", ""},
+		{"licence id without url", []string{"--license-id", "LIC-1"}, "need --license-url", "", ""},
+		{"licence proxy bad", []string{"--license-url", "https://lic.example", "--license-proxy", "socks5://u:secret@p:1080"}, "want http://", "", ""},
 		{"bad address", []string{"--https", "443"}, "missing port", "", ""},
 		{"extra argument", []string{"serve"}, "unexpected arguments", "", ""},
 		{"unknown flag", []string{"--root"}, "flag provided but not defined", "", ""},
@@ -164,6 +173,9 @@ func TestParseFlags(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error %v, want %q", err, tc.wantErr)
 				}
+				if strings.Contains(err.Error(), "secret") {
+					t.Fatal("an error echoed proxy credentials")
+				}
 				return
 			}
 			if err != nil {
@@ -172,6 +184,7 @@ func TestParseFlags(t *testing.T) {
 			if c.httpsAddr != tc.wantHTTPS || c.controlPath != tc.wantCtl {
 				t.Fatalf("https %q control %q", c.httpsAddr, c.controlPath)
 			}
+
 		})
 	}
 }

@@ -9,13 +9,21 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/edgepbx/edgepbx/firmware/admin"
+	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/license"
+	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/sip"
 	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/init/control"
 )
 
 // daemon holds what every service shares. It is built once in start and
@@ -28,8 +36,21 @@ type daemon struct {
 	certs   *certs.Manager
 	started time.Time
 	httpsLn net.Listener
-	// claimed is set by the admin/auth service once the box has an owner;
-	// PID 1 stops showing the setup code then.
+	// names are the host names and addresses the box answers to (its
+	// certificate's, plus loopback in dev mode): the admin Origin check and
+	// the SIP domains.
+	names []string
+	// ctrl is PID 1's control socket (nil in dev mode without --control):
+	// health reports and firewall bans.
+	ctrl     *control.Client
+	admin    *admin.Server
+	sip      *sip.Server
+	secLog   *logs.Log
+	lic      *license.Manager // nil: no licence server configured, or it failed to build (licErr)
+	licErr   string
+	licState licenseState
+	// claimed mirrors the admin/auth service's claim state for the health
+	// reports; PID 1 stops showing the setup code once it is set.
 	claimed atomic.Bool
 }
 
@@ -46,7 +67,10 @@ type service struct {
 // listeners bound there too, so bind errors come before "ready"), and
 // added here.
 func (d *daemon) services(health healthReporter) []service {
-	s := []service{{"https", d.serveHTTPS}}
+	s := []service{{"https", d.serveHTTPS}, {"sip", d.serveSIP}, {"seclog", d.runSecLog}}
+	if d.lic != nil {
+		s = append(s, service{"license", d.runLicense})
+	}
 	if health != nil {
 		s = append(s, service{"health", func(ctx context.Context) error { return d.reportHealth(ctx, health) }})
 	}
@@ -61,13 +85,8 @@ func start(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	}
 	defer d.close()
 	var health healthReporter
-	if cfg.controlPath != "" {
-		c, err := dialControl(cfg.controlPath)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		health = c
+	if d.ctrl != nil {
+		health = d.ctrl
 	}
 	if cfg.devDir != "" {
 		d.printDevBanner(stdout)
@@ -75,8 +94,9 @@ func start(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	return d.runServices(ctx, d.services(health))
 }
 
-// newDaemon takes the identity, opens the store, loads the certificate and
-// binds the listeners. Errors a restart cannot fix wrap errStayDown.
+// newDaemon takes the identity, opens the store, loads the certificate,
+// constructs every service and binds the listeners. Errors a restart cannot
+// fix wrap errStayDown.
 func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	d := &daemon{cfg: cfg, log: log, started: time.Now()}
 	defer func() {
@@ -119,7 +139,44 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("%w: %w", errStayDown, err)
 	}
 
+	d.names = boxNames(d.certs, cfg.devDir != "")
+
+	var banner controlBanner
+	if cfg.controlPath != "" {
+		if d.ctrl, err = dialControl(cfg.controlPath); err != nil {
+			return nil, err
+		}
+		banner = controlBanner{d.ctrl}
+	}
+	adeps := admin.Deps{
+		Store:           d.db,
+		Clock:           auth.SystemClock{},
+		SetupCode:       auth.SetupCode(d.id.SetupCode),
+		Logger:          log,
+		Names:           d.names,
+		AllowHTTPOrigin: false,
+	}
+	if d.ctrl != nil {
+		adeps.Banner = banner // a nil controlBanner in the interface would not be nil
+	}
+	if d.admin, err = admin.NewServer(adeps); err != nil {
+		return nil, fmt.Errorf("%w: %w", errStayDown, err)
+	}
+	claimed, err := d.admin.Auth().Claimed()
+	if err != nil {
+		return nil, fmt.Errorf("admin: claim state: %w", err)
+	}
+	d.claimed.Store(claimed)
+
 	// Bind before anything reports ready, so a taken port fails loudly now.
+	var sipBanner sip.Banner
+	if d.ctrl != nil {
+		sipBanner = banner
+	}
+	if err := d.newSIP(sipBanner); err != nil {
+		return nil, err
+	}
+	d.newLicense()
 	if d.httpsLn, err = net.Listen("tcp", cfg.httpsAddr); err != nil {
 		return nil, fmt.Errorf("https: listen %s: %w", cfg.httpsAddr, err)
 	}
@@ -131,6 +188,12 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 func (d *daemon) close() {
 	if d.httpsLn != nil {
 		d.httpsLn.Close()
+	}
+	if d.sip != nil {
+		d.sip.Close()
+	}
+	if d.ctrl != nil {
+		d.ctrl.Close()
 	}
 	if d.db != nil {
 		if err := d.db.Close(); err != nil {
@@ -160,9 +223,33 @@ func (d *daemon) runServices(ctx context.Context, services []service) error {
 func (d *daemon) printDevBanner(w io.Writer) {
 	fmt.Fprintf(w, "edgepbxd %s (dev mode, data in %s)\n", version, d.cfg.devDir)
 	fmt.Fprintf(w, "  admin:       https://%s/\n", d.httpsLn.Addr())
+	fmt.Fprintf(w, "  sip:         %s\n", d.sipAddrs())
 	fmt.Fprintf(w, "  fingerprint: SHA-256 %s\n", d.certs.Fingerprint())
-	fmt.Fprintf(w, "  setup code:  %s\n", d.id.SetupCode)
+	if d.claimed.Load() {
+		fmt.Fprintf(w, "  setup code:  (claimed)\n")
+	} else {
+		fmt.Fprintf(w, "  setup code:  %s\n", d.id.SetupCode)
+	}
 	fmt.Fprintf(w, "  serial:      %s\n", d.id.Serial)
+}
+
+// boxNames are the names and addresses in the box's certificates (the one
+// served and the self-signed fallback); in dev mode, where the box is only
+// reached on loopback, also 127.0.0.1 and ::1.
+func boxNames(m *certs.Manager, dev bool) []string {
+	var names []string
+	for _, info := range []certs.Info{m.Current(), m.SelfSigned()} {
+		names = append(names, info.DNSNames...)
+		names = append(names, info.IPs...)
+	}
+	if dev {
+		names = append(names, "localhost", "127.0.0.1", "::1")
+	}
+	for i, n := range names {
+		names[i] = strings.ToLower(n)
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
 }
 
 // interfaceIPs are the box's global addresses, named in the first

@@ -56,17 +56,33 @@ func (d *daemon) reportHealth(ctx context.Context, h healthReporter) error {
 }
 
 // check is edgepbxd's own view of its health: the store answers and the
-// HTTPS listener is up (a failed service stops the whole daemon).
+// listeners are up (a failed service stops the whole daemon). It also
+// refreshes the claim state from the admin service.
 func (d *daemon) check() control.Health {
+	claimed, err := d.admin.Auth().Claimed()
+	if err == nil {
+		d.claimed.Store(claimed)
+	}
 	h := control.Health{Ready: true, Claimed: d.claimed.Load(), TLSFingerprint: d.certs.Fingerprint()}
-	if _, err := d.db.Schema(); err != nil {
+	if err != nil {
 		h.Ready = false
-		h.Detail = "store: " + err.Error()
-		if len(h.Detail) > 200 {
-			h.Detail = h.Detail[:200]
-		}
+		h.Detail = truncate("auth: " + err.Error())
 		return h
 	}
-	h.Detail = fmt.Sprintf("https %s, up %s", d.httpsLn.Addr(), time.Since(d.started).Round(time.Second))
+	if _, err := d.db.Schema(); err != nil {
+		h.Ready = false
+		h.Detail = truncate("store: " + err.Error())
+		return h
+	}
+	h.Detail = truncate(fmt.Sprintf("https %s, sip %s, licence %s, up %s", d.httpsLn.Addr(), d.sipAddrs(),
+		d.licenseView().Mode, time.Since(d.started).Round(time.Second)))
 	return h
+}
+
+// truncate keeps a health detail well inside a control frame.
+func truncate(s string) string {
+	if len(s) > 200 {
+		return s[:200]
+	}
+	return s
 }

@@ -24,17 +24,19 @@ const (
 	httpsShutdownGrace = 5 * time.Second
 )
 
-// routes is the one place HTTPS handlers are registered. A service with an
-// HTTP side (admin UI/API, provisioning) adds its handlers here, with Go
-// 1.22 method patterns; securityHeaders wraps them all.
+// routes is the one place HTTPS handlers are registered: /healthz here,
+// everything else to the admin UI and API (which gates an unclaimed box to
+// its claim page). securityHeaders wraps them all.
 func (d *daemon) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", d.healthz)
+	mux.Handle("/", d.admin)
 	return mux
 }
 
-// securityHeaders sets safe defaults on every response; a handler may
-// replace Content-Security-Policy for its pages (the admin UI needs 'self').
+// securityHeaders sets safe defaults on every response before the handler
+// runs; a handler may replace them (the admin UI sets its own CSP with
+// 'self' and a longer HSTS), as Header().Set overwrites.
 func securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
@@ -49,9 +51,10 @@ func securityHeaders(next http.Handler) http.Handler {
 }
 
 type healthzResponse struct {
-	Status  string  `json:"status"`
-	Version string  `json:"version"`
-	Uptime  float64 `json:"uptime_seconds"`
+	Status  string      `json:"status"`
+	Version string      `json:"version"`
+	Uptime  float64     `json:"uptime_seconds"`
+	License licenseView `json:"license"`
 }
 
 func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
@@ -65,6 +68,7 @@ func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
 		Status:  status,
 		Version: version,
 		Uptime:  time.Since(d.started).Round(time.Millisecond).Seconds(),
+		License: d.licenseView(),
 	})
 }
 

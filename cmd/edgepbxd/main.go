@@ -1,7 +1,8 @@
 // Command edgepbxd is the appliance's services daemon. PID 1 starts it as an
 // unprivileged uid with the device secrets on fd 3; it owns the store, the
-// certificates and every network service (HTTPS now; SIP, admin and licence
-// plug in through daemon.routes and daemon.services).
+// certificates and every network service: the admin UI/API and /healthz on
+// HTTPS, the SIP edge, the security log and the daily licence check-in, all
+// constructed in newDaemon and started from daemon.services.
 //
 // With --dev DIR it runs on a development host without PID 1: it makes its
 // own identity in DIR and listens on loopback only.
@@ -15,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -37,8 +39,16 @@ type config struct {
 	controlPath string
 	bootstrapFD int
 	httpsAddr   string
-	sipAddr     string // the SIP service (firmware/sip) listens here once it is built in
+	sipAddr     string // SIP over UDP and TCP
+	sipTLSAddr  string // SIP over TLS; "" disables it
 	devDir      string
+
+	// Licence phone-home (firmware/license). An empty URL means none is
+	// configured: the box runs in full mode and /healthz says so.
+	licenseURL   string
+	licenseID    string // "" means the box serial
+	licenseCA    string // PEM roots for the licence server; "" = system roots
+	licenseProxy string // http://[user:pass@]host:port, CONNECT only
 }
 
 func main() {
@@ -78,7 +88,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.controlPath, "control", "/run/edgepbx/init.sock", "PID 1 control socket (in --dev mode only used when given)")
 	fs.IntVar(&c.bootstrapFD, "bootstrap-fd", 3, "inherited fd carrying the bootstrap JSON from PID 1")
 	fs.StringVar(&c.httpsAddr, "https", ":443", "HTTPS listen address (--dev default 127.0.0.1:8443)")
-	fs.StringVar(&c.sipAddr, "sip", ":5060", "SIP listen address (--dev default 127.0.0.1:5060)")
+	fs.StringVar(&c.sipAddr, "sip", ":5060", "SIP listen address for UDP and TCP (--dev default 127.0.0.1:5060)")
+	fs.StringVar(&c.sipTLSAddr, "sip-tls", ":5061", "SIP over TLS listen address, \"\" to disable (--dev default 127.0.0.1:5061)")
+	fs.StringVar(&c.licenseURL, "license-url", "", "licence server `URL` (https://host[:port]); empty: no phone-home configured")
+	fs.StringVar(&c.licenseID, "license-id", "", "licence id sent with each check-in (default: the box serial)")
+	fs.StringVar(&c.licenseCA, "license-ca", "", "PEM `file` of CA certificates for the licence server (default: system roots)")
+	fs.StringVar(&c.licenseProxy, "license-proxy", "", "HTTP proxy `URL` for the check-in (CONNECT), e.g. http://user:pass@proxy:3128")
 	fs.StringVar(&c.devDir, "dev", "", "development mode: identity and data in `DIR`, loopback only, no PID 1")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -100,21 +115,56 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if !set["sip"] {
 			c.sipAddr = "127.0.0.1:5060"
 		}
+		if !set["sip-tls"] {
+			c.sipTLSAddr = "127.0.0.1:5061"
+		}
 		if !set["control"] {
 			c.controlPath = ""
 		}
-		for _, a := range []string{c.httpsAddr, c.sipAddr} {
+		for _, a := range []string{c.httpsAddr, c.sipAddr, c.sipTLSAddr} {
+			if a == "" {
+				continue
+			}
 			if err := loopbackOnly(a); err != nil {
 				return config{}, fmt.Errorf("--dev: %w", err)
 			}
 		}
 	}
-	for name, a := range map[string]string{"https": c.httpsAddr, "sip": c.sipAddr} {
+	for name, a := range map[string]string{"https": c.httpsAddr, "sip": c.sipAddr, "sip-tls": c.sipTLSAddr} {
+		if a == "" && name == "sip-tls" {
+			continue
+		}
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return config{}, fmt.Errorf("--%s %q: %w", name, a, err)
 		}
 	}
+	if err := c.validateLicense(); err != nil {
+		return config{}, err
+	}
 	return c, nil
+}
+
+// validateLicense checks the licence flags' form; the licence package
+// checks the rest when the manager is built.
+func (c config) validateLicense() error {
+	if c.licenseURL == "" {
+		if c.licenseID != "" || c.licenseCA != "" || c.licenseProxy != "" {
+			return errors.New("--license-id, --license-ca and --license-proxy need --license-url")
+		}
+		return nil
+	}
+	u, err := url.Parse(c.licenseURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("--license-url %q: want https://host[:port]", c.licenseURL)
+	}
+	if c.licenseProxy != "" {
+		p, err := url.Parse(c.licenseProxy)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			// The URL may carry credentials: never echo it.
+			return errors.New("--license-proxy: want http://[user:pass@]host:port")
+		}
+	}
+	return nil
 }
 
 // loopbackOnly keeps a development instance (its device key sits in a plain

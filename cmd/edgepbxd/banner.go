@@ -1,0 +1,31 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/edgepbx/edgepbx/netfw"
+)
+
+// banTimeout bounds one Ban request to PID 1, so a stalled control socket
+// cannot hold up the admin login path or the SIP guard's ban queue.
+const banTimeout = 2 * time.Second
+
+// banClient is the part of the PID 1 control client the firewall bans use.
+type banClient interface {
+	Ban(ctx context.Context, b netfw.Ban) error
+}
+
+// controlBanner forwards bans from the admin (auth) and SIP services to
+// PID 1's netfw; it is their auth.Banner and sip.Banner.
+type controlBanner struct{ c banClient }
+
+func (b controlBanner) Ban(ctx context.Context, ban netfw.Ban) error {
+	ctx, cancel := context.WithTimeout(ctx, banTimeout)
+	defer cancel()
+	if err := b.c.Ban(ctx, ban); err != nil {
+		return fmt.Errorf("ban %s (%s) via PID 1: %w", ban.Prefix, ban.Reason, err)
+	}
+	return nil
+}

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/firmware/license"
+)
+
+// maxCAFile bounds the --license-ca PEM file.
+const maxCAFile = 256 << 10
+
+// licenseView is the licence summary /healthz shows. /healthz needs no
+// login, so it says only whether the box is in full service and since when
+// it has been offline: reason texts and advisories (which would tell a
+// stranger that this firmware has a known hole) stay behind the admin login.
+type licenseView struct {
+	Configured  bool      `json:"configured"`
+	Mode        string    `json:"mode"`
+	DaysOffline int       `json:"days_offline"`
+	LastGood    time.Time `json:"last_good,omitzero"`
+	Error       string    `json:"error,omitempty"` // the manager could not be built
+}
+
+// licenseState remembers the last mode and reasons reported, so only
+// changes are audited (OnChange also fires after every check-in).
+type licenseState struct {
+	mu   sync.Mutex
+	last string
+}
+
+// newLicense builds the licence manager when a server URL is configured.
+// Without one there is nothing to check in with: the box runs in full mode
+// and says "not configured". A manager that cannot be built (an image
+// without a vendor key, a bad CA file) is logged and shown, and the box
+// keeps serving: the PBX must not go down over its licence.
+func (d *daemon) newLicense() {
+	if d.cfg.licenseURL == "" {
+		d.log.Info("license: no licence server configured (--license-url); phone-home off")
+		return
+	}
+	if err := d.buildLicense(); err != nil {
+		d.licErr = err.Error()
+		d.log.Error("license: phone-home disabled", "err", err)
+	}
+}
+
+func (d *daemon) buildLicense() error {
+	id := d.cfg.licenseID
+	if id == "" {
+		id = d.id.Serial
+	}
+	cfg := license.Config{
+		ServerURL: strings.TrimSuffix(d.cfg.licenseURL, "/"),
+		Identity: license.Identity{
+			Serial:      d.id.Serial,
+			InstallID:   d.id.InstallID,
+			Fingerprint: hardwareFingerprint(d.id.Serial),
+			Firmware:    version,
+			LicenceID:   id,
+		},
+		DB:           d.db,
+		Health:       d.loadAndCounts,
+		CertNotAfter: func() time.Time { return d.certs.Current().NotAfter },
+		OnChange:     d.licenseChanged,
+		Logger:       d.log,
+	}
+	if d.cfg.licenseCA != "" {
+		pool, err := loadCAFile(d.cfg.licenseCA)
+		if err != nil {
+			return err
+		}
+		cfg.RootCAs = pool
+	}
+	if d.cfg.licenseProxy != "" {
+		u, err := url.Parse(d.cfg.licenseProxy)
+		if err != nil {
+			return fmt.Errorf("--license-proxy: %w", err)
+		}
+		cfg.Proxy = u
+	}
+	m, err := license.New(cfg)
+	if err != nil {
+		return err
+	}
+	d.lic = m
+	st := m.State()
+	d.log.Info("license: phone-home configured", "server", cfg.ServerURL, "licence", id, "mode", st.Mode, "next_check", st.NextCheck)
+	return nil
+}
+
+func loadCAFile(path string) (*x509.CertPool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--license-ca: %w", err)
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, maxCAFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("--license-ca: %w", err)
+	}
+	if len(raw) > maxCAFile {
+		return nil, fmt.Errorf("--license-ca %s: larger than %d bytes", path, maxCAFile)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(raw) {
+		return nil, fmt.Errorf("--license-ca %s: no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// licenseChanged audits changes of mode or reasons and logs them; admins
+// see them in the audit log until the admin UI shows the licence state.
+func (d *daemon) licenseChanged(st license.State) {
+	codes := make([]string, 0, len(st.Reasons))
+	for _, r := range st.Reasons {
+		codes = append(codes, r.Code)
+	}
+	key := string(st.Mode) + " " + strings.Join(codes, ",")
+	d.licState.mu.Lock()
+	changed := key != d.licState.last
+	d.licState.last = key
+	d.licState.mu.Unlock()
+	if !changed {
+		return
+	}
+	lvl := slog.LevelInfo
+	if st.Mode != license.ModeFull {
+		lvl = slog.LevelWarn
+	}
+	d.log.Log(context.Background(), lvl, "license: state", "mode", st.Mode, "reasons", strings.Join(codes, ","), "days_offline", st.DaysOffline)
+	if d.admin == nil {
+		return
+	}
+	if err := d.admin.Audit().Record(audit.Event{Actor: "system", Action: "license.state", Target: string(st.Mode),
+		Detail: strings.Join(codes, ","), After: st}); err != nil {
+		d.log.Error("license: audit", "err", err)
+	}
+}
+
+func (d *daemon) licenseView() licenseView {
+	if d.cfg.licenseURL == "" {
+		return licenseView{Mode: "not configured"}
+	}
+	if d.lic == nil {
+		return licenseView{Configured: true, Mode: "unavailable", Error: "phone-home could not start; see the log"}
+	}
+	st := d.lic.State()
+	return licenseView{Configured: true, Mode: string(st.Mode), DaysOffline: st.DaysOffline, LastGood: st.LastGood}
+}
+
+// loadAndCounts is the coarse health summary sent with each check-in: sizes
+// only, no numbers or names.
+func (d *daemon) loadAndCounts() (license.Load, license.Counts) {
+	l := license.Load{CPUs: runtime.NumCPU()}
+	if raw, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(raw)); len(f) >= 3 {
+			if avg, err := strconv.ParseFloat(f[2], 64); err == nil && avg >= 0 {
+				l.CPUPercent = min(100, int(avg*100/float64(l.CPUs)))
+			}
+		}
+	}
+	total, avail := meminfo()
+	if total > 0 {
+		l.MemMB = int(total / 1024)
+		l.MemPercent = min(100, max(0, int((total-avail)*100/total)))
+	}
+	var c license.Counts
+	if d.sip != nil {
+		c.Extensions = len(d.sip.Extensions().List())
+		c.Trunks = len(d.sipConfig().Trunks)
+	}
+	return l, c
+}
+
+// meminfo returns MemTotal and MemAvailable in KiB.
+func meminfo() (total, avail int64) {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0, 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		switch k {
+		case "MemTotal":
+			total = n
+		case "MemAvailable":
+			avail = n
+		}
+	}
+	return total, avail
+}
+
+// hardwareFingerprint hashes what identifies the hardware and survives a
+// reinstall but not a disk copied into another box: the DMI model names
+// (and product UUID where readable) and the MACs of physical NICs. Without
+// any of those (a container) it falls back to the serial.
+func hardwareFingerprint(serial string) string {
+	var parts []string
+	for _, f := range []string{"sys_vendor", "product_name", "board_vendor", "board_name", "product_uuid"} {
+		if raw, err := os.ReadFile(filepath.Join("/sys/class/dmi/id", f)); err == nil && len(raw) <= 256 {
+			if v := strings.TrimSpace(string(raw)); v != "" {
+				parts = append(parts, f+"="+v)
+			}
+		}
+	}
+	var macs []string
+	if ifs, err := net.Interfaces(); err == nil {
+		for _, i := range ifs {
+			// Only NICs with a device behind them: veths, bridges and tunnels
+			// come and go.
+			if _, err := os.Stat(filepath.Join("/sys/class/net", i.Name, "device")); err == nil && len(i.HardwareAddr) > 0 {
+				macs = append(macs, "mac="+i.HardwareAddr.String())
+			}
+		}
+	}
+	slices.Sort(macs)
+	parts = append(parts, macs...)
+	if len(parts) == 0 {
+		parts = []string{"serial=" + serial}
+	}
+	return license.Fingerprint(parts...)
+}
+
+func (d *daemon) runLicense(ctx context.Context) error { return d.lic.Run(ctx) }

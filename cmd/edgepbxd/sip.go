@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	sipconfig "github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/sip"
+)
+
+// Security log sizing: events kept in the store, and how often the batch
+// is written (one fsync per interval, whatever the attack rate).
+const (
+	secLogMax   = 10000
+	secLogFlush = 5 * time.Second
+)
+
+// sipConfig is the SIP edge's configuration: the secure defaults with the
+// listen addresses from the command line and the box's own names as its
+// domains. (No stored SIP settings exist yet; when the admin UI edits them
+// they are loaded here.)
+func (d *daemon) sipConfig() sipconfig.SIP {
+	c := sipconfig.DefaultSIP()
+	c.UDP, c.TCP, c.TLS, c.WSS = d.cfg.sipAddr, d.cfg.sipAddr, d.cfg.sipTLSAddr, ""
+	// config.SIP refuses ':' in a domain, so IPv6 literals cannot be listed
+	// (reported to firmware/config's owner); IPv4 literals and names can.
+	for _, n := range d.names {
+		if !strings.Contains(n, ":") {
+			c.Domains = append(c.Domains, n)
+		}
+	}
+	return c
+}
+
+// newSIP builds the SIP edge and binds its sockets, so a taken port fails
+// before edgepbxd reports ready.
+func (d *daemon) newSIP(banner sip.Banner) error {
+	var err error
+	if d.secLog, err = logs.New(d.db, secLogMax); err != nil {
+		return fmt.Errorf("security log: %w", err)
+	}
+	tlsCfg, err := d.certs.TLSConfig(0, 0)
+	if err != nil {
+		return fmt.Errorf("sip: %w", err)
+	}
+	d.sip, err = sip.New(d.sipConfig(), sip.Deps{Store: d.db, Banner: banner, Log: d.secLog, TLS: tlsCfg, Logger: d.log})
+	if err != nil {
+		return err
+	}
+	args := []any{}
+	for _, t := range []string{"udp", "tcp", "tls"} {
+		if a := d.sip.Addr(t); a != nil {
+			args = append(args, t, a.String())
+		}
+	}
+	d.log.Info("sip: listening", args...)
+	return nil
+}
+
+// sipAddrs describes the bound SIP sockets for the dev banner and health.
+func (d *daemon) sipAddrs() string {
+	s := ""
+	for _, t := range []string{"udp", "tcp", "tls"} {
+		if a := d.sip.Addr(t); a != nil {
+			if s != "" {
+				s += " "
+			}
+			s += t + " " + a.String()
+		}
+	}
+	return s
+}
+
+func (d *daemon) serveSIP(ctx context.Context) error { return d.sip.Serve(ctx) }
+
+func (d *daemon) runSecLog(ctx context.Context) error { return d.secLog.Run(ctx, secLogFlush) }
