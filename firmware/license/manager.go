@@ -221,7 +221,8 @@ func (m *Manager) load() error {
 			m.log.Error("licence state unreadable; starting at end of grace", "err", err)
 			m.st = persisted{Elapsed: Grace, LastTick: now}
 		} else if err := json.Unmarshal(pt, &m.st); err != nil {
-			return fmt.Errorf("license: decode state: %w", err)
+			m.log.Error("licence state undecodable; starting at end of grace", "err", err)
+			m.st = persisted{Elapsed: Grace, LastTick: now}
 		}
 		if len(m.st.Envelope) > 0 {
 			resp, err := ParseResponse(m.st.Envelope, m.pub)

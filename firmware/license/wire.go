@@ -61,19 +61,18 @@ type Counts struct {
 
 // Request is what the box sends. It carries no personal data.
 type Request struct {
-	V             int    `json:"v"`
-	Nonce         string `json:"nonce"` // hex, echoed in the signed answer
-	Serial        string `json:"serial"`
-	InstallID     string `json:"install"`
-	Fingerprint   string `json:"hw"` // hex SHA-256 of hardware identity
-	Firmware      string `json:"fw"`
-	LicenceID     string `json:"lic"`
-	CertNotAfter  int64  `json:"cert_exp,omitempty"` // unix seconds
-	OfflineDays   int    `json:"offline_days"`
-	ClientTime    int64  `json:"time"`
-	Load          Load   `json:"load"`
-	Counts        Counts `json:"counts"`
-	DegradedSince int64  `json:"degraded_since,omitempty"`
+	V            int    `json:"v"`
+	Nonce        string `json:"nonce"` // hex, echoed in the signed answer
+	Serial       string `json:"serial"`
+	InstallID    string `json:"install"`
+	Fingerprint  string `json:"hw"` // hex SHA-256 of hardware identity
+	Firmware     string `json:"fw"`
+	LicenceID    string `json:"lic"`
+	CertNotAfter int64  `json:"cert_exp,omitempty"` // unix seconds
+	OfflineDays  int    `json:"offline_days"`
+	ClientTime   int64  `json:"time"`
+	Load         Load   `json:"load"`
+	Counts       Counts `json:"counts"`
 }
 
 // Validate bounds every field; the server uses it on untrusted input too.
@@ -98,7 +97,7 @@ func (r *Request) Validate() error {
 			return errors.New("license: request count out of range")
 		}
 	}
-	if r.CertNotAfter < 0 || r.ClientTime < 0 || r.DegradedSince < 0 {
+	if r.CertNotAfter < 0 || r.ClientTime < 0 {
 		return errors.New("license: request time out of range")
 	}
 	return nil
