@@ -234,8 +234,9 @@ func (d *daemon) printDevBanner(w io.Writer) {
 }
 
 // boxNames are the names and addresses in the box's certificates (the one
-// served and the self-signed fallback); in dev mode, where the box is only
-// reached on loopback, also 127.0.0.1 and ::1.
+// served and the self-signed fallback) and its current addresses (DHCP may
+// have moved it since the certificate was made); in dev mode, where it is
+// only reached on loopback, 127.0.0.1 and ::1 instead.
 func boxNames(m *certs.Manager, dev bool) []string {
 	var names []string
 	for _, info := range []certs.Info{m.Current(), m.SelfSigned()} {
@@ -244,6 +245,10 @@ func boxNames(m *certs.Manager, dev bool) []string {
 	}
 	if dev {
 		names = append(names, "localhost", "127.0.0.1", "::1")
+	} else {
+		for _, ip := range interfaceIPs() {
+			names = append(names, ip.String())
+		}
 	}
 	for i, n := range names {
 		names[i] = strings.ToLower(n)
