@@ -139,7 +139,7 @@ func New(cfg config.SIP, d Deps) (*Server, error) {
 	// sipgo logs every unparsable packet at Error with its bytes: under attack
 	// that is a log flood, so its logger is silenced; our counters and the
 	// security log say what happened.
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.Level(100)}))
 	opts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent("edgepbx"),
 		sipgo.WithUserAgentParser(NewParser(cfg.MaxMessageBytes)),
