@@ -7,11 +7,13 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -26,6 +28,8 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/admin"
 	firmsip "github.com/edgepbx/edgepbx/firmware/sip"
 	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/init/control"
+	"github.com/edgepbx/edgepbx/netfw"
 )
 
 const (
@@ -408,5 +412,217 @@ func writeFile(t *testing.T, path string, data []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// banLog is PID 1's firewall side of the control socket in the test: it
+// records the bans edgepbxd asks for.
+type banLog struct{ bans chan netfw.Ban }
+
+func (f *banLog) OpenPinhole(netfw.Pinhole) error  { return errors.New("not in this test") }
+func (f *banLog) ClosePinhole(netfw.Pinhole) error { return errors.New("not in this test") }
+func (f *banLog) Unban(netip.Prefix) error         { return errors.New("not in this test") }
+func (f *banLog) ListBans() ([]netfw.Ban, error)   { return nil, nil }
+func (f *banLog) Counters() (netfw.Counters, error) {
+	return netfw.Counters{}, nil
+}
+func (f *banLog) Ban(b netfw.Ban) error {
+	select {
+	case f.bans <- b:
+	default:
+	}
+	return nil
+}
+
+// udpPhone is a raw SIP-over-UDP client bound to a chosen loopback address.
+type udpPhone struct {
+	t    *testing.T
+	c    *net.UDPConn
+	srv  *net.UDPAddr
+	cseq int
+}
+
+func newUDPPhone(t *testing.T, local, srv string) *udpPhone {
+	t.Helper()
+	la, err := net.ResolveUDPAddr("udp", local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra, err := net.ResolveUDPAddr("udp", srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.ListenUDP("udp", la)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &udpPhone{t: t, c: c, srv: ra}
+}
+
+// register sends a REGISTER for testExt@domain with an optional
+// Authorization header and returns the status line and MD5 nonce.
+func (p *udpPhone) register(domain, authz string) (status, md5Nonce string) {
+	p.t.Helper()
+	p.cseq++
+	local := p.c.LocalAddr().String()
+	msg := "REGISTER sip:" + domain + " SIP/2.0\r\n" +
+		fmt.Sprintf("Via: SIP/2.0/UDP %s;branch=z9hG4bK-prod-%d;rport\r\n", local, p.cseq) +
+		"Max-Forwards: 70\r\n" +
+		"From: <sip:" + testExt + "@" + domain + ">;tag=p1\r\n" +
+		"To: <sip:" + testExt + "@" + domain + ">\r\n" +
+		"Call-ID: prod-ban-test\r\n" +
+		fmt.Sprintf("CSeq: %d REGISTER\r\n", p.cseq) +
+		"Contact: <sip:" + testExt + "@" + local + ">\r\n" +
+		"User-Agent: wiring-test\r\n"
+	if authz != "" {
+		msg += "Authorization: " + authz + "\r\n"
+	}
+	msg += "Content-Length: 0\r\n\r\n"
+	if _, err := p.c.WriteToUDP([]byte(msg), p.srv); err != nil {
+		p.t.Fatal(err)
+	}
+	buf := make([]byte, 65535)
+	p.c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a hang, not a speed limit
+	n, _, err := p.c.ReadFromUDP(buf)
+	if err != nil {
+		p.t.Fatalf("no answer to REGISTER: %v", err)
+	}
+	resp := string(buf[:n])
+	status, _, _ = strings.Cut(resp, "\r\n")
+	for _, l := range strings.Split(resp, "\r\n") {
+		if strings.HasPrefix(strings.ToLower(l), "www-authenticate:") && strings.Contains(l, "algorithm=MD5") {
+			if m := regexp.MustCompile(`nonce="([^"]+)"`).FindStringSubmatch(l); m != nil {
+				md5Nonce = m[1]
+			}
+		}
+	}
+	return status, md5Nonce
+}
+
+// TestProductionClaimAndBan runs edgepbxd as PID 1 does (unprivileged uid,
+// bootstrap on fd 3, control socket): claiming the box through the HTTPS
+// API shows up as Claimed in its health reports, and a SIP password guesser
+// is banned at PID 1's firewall through the control socket.
+func TestProductionClaimAndBan(t *testing.T) {
+	needRoot(t)
+	data := unprivDir(t)
+	// The store as the admin UI leaves it: one extension. Created here as
+	// root, then handed to the unprivileged uid.
+	db, err := store.Open(filepath.Join(data, "edgepbx.db"), bytes.Repeat([]byte{7}, 32)) // bootstrapJSON's key
+	if err != nil {
+		t.Fatal(err)
+	}
+	exts, err := firmsip.LoadExtensions(db, testRealm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := exts.Set(testExt, testExtPW); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if err := os.Chown(filepath.Join(data, "edgepbx.db"), unprivUID, unprivUID); err != nil {
+		t.Fatal(err)
+	}
+
+	sock := filepath.Join(filepath.Dir(data), "init.sock")
+	hl := &healthLog{changed: make(chan struct{}, 1)}
+	fw := &banLog{bans: make(chan netfw.Ban, 16)}
+	srv, err := control.Listen(control.Config{Path: sock, UID: unprivUID, GID: unprivUID, System: hl, Firewall: fw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go srv.Serve(ctx)
+	defer srv.Close()
+
+	p := startProc(t, procOpts{bootstrap: bootstrapJSON(nil), uid: unprivUID},
+		"--data", data, "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "", "--control", sock)
+	// Lines come in this order: SIP binds before HTTPS.
+	udp := p.waitLine(t, regexp.MustCompile(`msg="sip: listening" udp=(\S+)`))[1]
+	m := p.waitLine(t, listenRE)
+	addr, fp := m[1], m[2]
+	p.waitLine(t, regexp.MustCompile(`msg="health: reported ready to PID 1"`))
+	if h, _ := hl.last(); !h.Ready || h.Claimed || !strings.Contains(h.Detail, "sip udp "+udp) || !strings.Contains(h.Detail, "licence not configured") {
+		t.Fatalf("first health report %+v", h)
+	}
+
+	claimBox(t, "https://"+addr, fp, "AB12-CD34-EF56") // bootstrapJSON's setup code
+	// The next periodic report (every healthInterval) says claimed.
+	deadline := time.After(60 * time.Second) // a hang, not a speed limit
+	for {
+		if h, _ := hl.last(); h.Claimed {
+			break
+		}
+		select {
+		case <-hl.changed:
+		case <-deadline:
+			t.Fatalf("health never reported claimed: %+v\n%s", hl.reports, p.output())
+		}
+	}
+
+	// The cert's DNS name is a served SIP domain; 127.0.0.2 guesses the
+	// password of 101 until the guard bans it (3 failures by default).
+	domain := "edgepbx-epx-0001"
+	ph := newUDPPhone(t, "127.0.0.2:0", udp)
+	for i := range 3 {
+		status, nonce := ph.register(domain, "")
+		if status != "SIP/2.0 401 Unauthorized" || nonce == "" {
+			t.Fatalf("guess %d: challenge %q nonce %q", i, status, nonce)
+		}
+		uri := "sip:" + domain
+		authz := fmt.Sprintf(`Digest username="%s", realm="%s", nonce="%s", uri="%s", response="%032x", algorithm=MD5, qop=auth, nc=00000001, cnonce="c%d"`,
+			testExt, testRealm, nonce, uri, i+1, i)
+		if i < 2 {
+			if status, _ := ph.register(domain, authz); status != "SIP/2.0 401 Unauthorized" {
+				t.Fatalf("wrong password %d: %q", i, status)
+			}
+			continue
+		}
+		// The third failure bans: no answer, and the ban goes to PID 1.
+		ph.send(domain, authz)
+	}
+	select {
+	case b := <-fw.bans:
+		if b.Prefix != netip.MustParsePrefix("127.0.0.2/32") || b.Reason == "" {
+			t.Fatalf("ban %+v", b)
+		}
+	case <-time.After(60 * time.Second): // a hang, not a speed limit
+		t.Fatalf("no ban reached PID 1:\n%s", p.output())
+	}
+
+	if code := p.stop(t); code != 0 {
+		t.Fatalf("SIGTERM: exit %d:\n%s", code, p.output())
+	}
+	// Next start: claimed from the first report on.
+	p = startProc(t, procOpts{bootstrap: bootstrapJSON(nil), uid: unprivUID},
+		"--data", data, "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "", "--control", sock)
+	p.waitLine(t, regexp.MustCompile(`msg="health: reported ready to PID 1"`))
+	if h, _ := hl.last(); !h.Ready || !h.Claimed {
+		t.Fatalf("first report after restart %+v", h)
+	}
+	if code := p.stop(t); code != 0 {
+		t.Fatalf("SIGTERM: exit %d", code)
+	}
+}
+
+// send writes a REGISTER and does not wait for an answer.
+func (p *udpPhone) send(domain, authz string) {
+	p.t.Helper()
+	p.cseq++
+	local := p.c.LocalAddr().String()
+	msg := "REGISTER sip:" + domain + " SIP/2.0\r\n" +
+		fmt.Sprintf("Via: SIP/2.0/UDP %s;branch=z9hG4bK-prod-%d;rport\r\n", local, p.cseq) +
+		"Max-Forwards: 70\r\n" +
+		"From: <sip:" + testExt + "@" + domain + ">;tag=p1\r\n" +
+		"To: <sip:" + testExt + "@" + domain + ">\r\n" +
+		"Call-ID: prod-ban-test\r\n" +
+		fmt.Sprintf("CSeq: %d REGISTER\r\n", p.cseq) +
+		"Contact: <sip:" + testExt + "@" + local + ">\r\n" +
+		"Authorization: " + authz + "\r\n" +
+		"Content-Length: 0\r\n\r\n"
+	if _, err := p.c.WriteToUDP([]byte(msg), p.srv); err != nil {
+		p.t.Fatal(err)
 	}
 }
