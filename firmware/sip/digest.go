@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -52,7 +53,7 @@ func ParseDigest(v string) (Credentials, error) {
 		return c, errNotDigest
 	}
 	s := v[7:]
-	seen := map[string]bool{}
+	var seen uint16 // bit per known parameter; unknown ones may repeat harmlessly
 	for n := 0; ; n++ {
 		if n > 16 {
 			return c, fmt.Errorf("%w: too many parameters", errDigestParse)
@@ -68,7 +69,9 @@ func ParseDigest(v string) (Credentials, error) {
 		}
 		s = strings.TrimLeft(s[i+1:], " \t")
 		var val string
-		if strings.HasPrefix(s, `"`) {
+		if v, rest, ok := plainQuoted(s); ok {
+			val, s = v, rest
+		} else if strings.HasPrefix(s, `"`) {
 			var b strings.Builder
 			j, closed := 1, false
 			for ; j < len(s); j++ {
@@ -101,31 +104,36 @@ func ParseDigest(v string) (Credentials, error) {
 				return c, fmt.Errorf("%w: bad token value", errDigestParse)
 			}
 		}
-		if seen[name] {
-			return c, fmt.Errorf("%w: duplicate %s", errDigestParse, name)
-		}
-		seen[name] = true
+		var field *string
+		var bit uint16
 		switch name {
 		case "username":
-			c.Username = val
+			field, bit = &c.Username, 1
 		case "realm":
-			c.Realm = val
+			field, bit = &c.Realm, 2
 		case "nonce":
-			c.Nonce = val
+			field, bit = &c.Nonce, 4
 		case "uri":
-			c.URI = val
+			field, bit = &c.URI, 8
 		case "response":
-			c.Response = val
+			field, bit = &c.Response, 16
 		case "algorithm":
-			c.Algorithm = val
+			field, bit = &c.Algorithm, 32
 		case "cnonce":
-			c.CNonce = val
+			field, bit = &c.CNonce, 64
 		case "qop":
-			c.QOP = val
+			field, bit = &c.QOP, 128
 		case "nc":
-			c.NC = val
+			field, bit = &c.NC, 256
 		case "opaque":
-			c.Opaque = val
+			field, bit = &c.Opaque, 512
+		}
+		if field != nil {
+			if seen&bit != 0 {
+				return c, fmt.Errorf("%w: duplicate %s", errDigestParse, name)
+			}
+			seen |= bit
+			*field = val
 		}
 		s = strings.TrimLeft(s, " \t")
 		if s == "" {
@@ -142,6 +150,23 @@ func ParseDigest(v string) (Credentials, error) {
 	return c, nil
 }
 
+// plainQuoted takes the common quoted string without escapes or control
+// characters without copying; ok is false for anything else.
+func plainQuoted(s string) (val, rest string, ok bool) {
+	if len(s) < 2 || s[0] != '"' {
+		return "", s, false
+	}
+	for i := 1; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"':
+			return s[1:i], s[i+1:], true
+		case c == '\\' || (c < 0x20 && c != '\t'):
+			return "", s, false
+		}
+	}
+	return "", s, false
+}
+
 func isToken(s string) bool {
 	if s == "" {
 		return false
@@ -156,22 +181,25 @@ func isToken(s string) bool {
 	return true
 }
 
-func newHash(alg string) hash.Hash {
-	if alg == AlgSHA256 {
-		return sha256.New()
-	}
-	return md5.New()
-}
-
+// hexHash is hex(H(p1:p2:...)); it hashes one stack buffer when it fits.
 func hexHash(alg string, parts ...string) string {
-	h := newHash(alg)
+	var stack [512]byte
+	b := stack[:0]
 	for i, p := range parts {
 		if i > 0 {
-			h.Write([]byte{':'})
+			b = append(b, ':')
 		}
-		h.Write([]byte(p))
+		b = append(b, p...)
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	var out [64]byte
+	if alg == AlgSHA256 {
+		sum := sha256.Sum256(b)
+		hex.Encode(out[:], sum[:])
+		return string(out[:64])
+	}
+	sum := md5.Sum(b)
+	hex.Encode(out[:], sum[:])
+	return string(out[:32])
 }
 
 // HA1 computes H(username:realm:password) for alg.
@@ -188,9 +216,10 @@ func digestResponse(alg, ha1, method string, c Credentials) string {
 // Nonces issues stateless HMAC nonces bound to the source address and tracks
 // nonce counts of nonces that authenticated, so a replayed (nonce, nc) fails.
 type Nonces struct {
-	key [32]byte
-	ttl time.Duration
-	max int
+	key  [32]byte
+	ttl  time.Duration
+	max  int
+	macs sync.Pool // hmac-sha256 states keyed with key
 
 	mu   sync.Mutex
 	used map[string]nonceUse
@@ -214,11 +243,18 @@ func NewNonces(ttl time.Duration, maxTracked int) (*Nonces, error) {
 const nonceRaw = 8 + 8 + 16
 
 func (n *Nonces) mac(body []byte, src netip.Addr) []byte {
-	m := hmac.New(sha256.New, n.key[:])
+	m, _ := n.macs.Get().(hash.Hash)
+	if m == nil {
+		m = hmac.New(sha256.New, n.key[:])
+	}
+	m.Reset()
 	m.Write(body)
 	a := src.As16()
 	m.Write(a[:])
-	return m.Sum(nil)[:16]
+	var sum [32]byte
+	out := m.Sum(sum[:0])[:16]
+	n.macs.Put(m)
+	return out
 }
 
 // Issue returns a new nonce for a client at src.
@@ -318,6 +354,7 @@ type Authenticator struct {
 	Nonces     *Nonces
 	Users      HA1Source
 	fakeKey    [32]byte
+	fakeMACs   sync.Pool
 }
 
 // NewAuthenticator returns an authenticator for realm offering algs.
@@ -411,7 +448,17 @@ func (a *Authenticator) verify(now time.Time, src netip.Addr, method, hdr string
 }
 
 func (a *Authenticator) fakeHA1(alg, user string) string {
-	m := hmac.New(sha256.New, a.fakeKey[:])
-	m.Write([]byte(alg + "\x00" + user))
-	return hexHash(alg, hex.EncodeToString(m.Sum(nil)))
+	m, _ := a.fakeMACs.Get().(hash.Hash)
+	if m == nil {
+		m = hmac.New(sha256.New, a.fakeKey[:])
+	}
+	m.Reset()
+	io.WriteString(m, alg)
+	m.Write([]byte{0})
+	io.WriteString(m, user)
+	var sum [32]byte
+	var hx [64]byte
+	hex.Encode(hx[:], m.Sum(sum[:0]))
+	a.fakeMACs.Put(m)
+	return hexHash(alg, string(hx[:]))
 }

@@ -53,8 +53,39 @@ func newValidator() *Validator {
 	return v
 }
 
-// singleValued headers must appear at most once (RFC 3261 §7.3.1).
-var singleValued = []string{"From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length", "Content-Type", "Expires"}
+// duplicateSingle returns the name of a header that must appear at most
+// once (RFC 3261 §7.3.1) but appears twice, in one pass without allocating.
+func duplicateSingle(req *sip.Request) string {
+	var seen uint8
+	for _, h := range req.Headers() {
+		var bit uint8
+		switch n := h.Name(); {
+		case strings.EqualFold(n, "From"):
+			bit = 1
+		case strings.EqualFold(n, "To"):
+			bit = 2
+		case strings.EqualFold(n, "Call-ID"):
+			bit = 4
+		case strings.EqualFold(n, "CSeq"):
+			bit = 8
+		case strings.EqualFold(n, "Max-Forwards"):
+			bit = 16
+		case strings.EqualFold(n, "Content-Length"):
+			bit = 32
+		case strings.EqualFold(n, "Content-Type"):
+			bit = 64
+		case strings.EqualFold(n, "Expires"):
+			bit = 128
+		default:
+			continue
+		}
+		if seen&bit != 0 {
+			return h.Name()
+		}
+		seen |= bit
+	}
+	return ""
+}
 
 // Check validates a parsed request.
 func (v *Validator) Check(req *sip.Request) Verdict {
@@ -74,10 +105,8 @@ func (v *Validator) check(req *sip.Request) Verdict {
 	if req.Via() == nil || req.From() == nil || req.To() == nil || req.CallID() == nil || req.CSeq() == nil {
 		return reject(400, "Missing Required Header")
 	}
-	for _, name := range singleValued {
-		if len(req.GetHeaders(name)) > 1 {
-			return reject(400, "Duplicate "+name)
-		}
+	if name := duplicateSingle(req); name != "" {
+		return reject(400, "Duplicate "+name)
 	}
 	// sipgo upper-cases the request-line method, so compare without case.
 	if !strings.EqualFold(string(req.CSeq().MethodName), string(req.Method)) {
