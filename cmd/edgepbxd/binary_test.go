@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
@@ -21,12 +22,17 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/init/control"
 )
 
 // binPath is the edgepbxd binary built once by TestMain for the tests that
 // run the real thing.
 var binPath string
+
+// vendorPriv signs the test licence server's answers; TestMain builds its
+// public half into the binary as the vendor key, as a release build does.
+var vendorPriv ed25519.PrivateKey
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "edgepbxd-bin-")
@@ -37,7 +43,14 @@ func TestMain(m *testing.M) {
 	// World-readable so the unprivileged uid the production tests use can run it.
 	os.Chmod(dir, 0o755)
 	binPath = filepath.Join(dir, "edgepbxd")
-	build := exec.Command("go", "build", "-o", binPath, "-ldflags", "-X main.version=test-build", ".")
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	vendorPriv = priv
+	ldflags := "-X main.version=test-build -X github.com/edgepbx/edgepbx/firmware/license.buildVendorKey=" + license.FormatPublicKey(pub)
+	build := exec.Command("go", "build", "-o", binPath, "-ldflags", ldflags, ".")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build edgepbxd:", err)

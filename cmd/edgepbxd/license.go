@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -38,10 +37,14 @@ type licenseView struct {
 }
 
 // licenseState remembers the last mode and reasons reported, so only
-// changes are audited (OnChange also fires after every check-in).
+// changes are audited (OnChange also fires after every check-in), and the
+// CPU counters at the last check-in, so each reports the average since the
+// one before (about a day).
 type licenseState struct {
-	mu   sync.Mutex
-	last string
+	mu      sync.Mutex
+	last    string
+	cpuBusy uint64
+	cpuAll  uint64
 }
 
 // newLicense builds the licence manager when a server URL is configured.
@@ -124,8 +127,9 @@ func loadCAFile(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// licenseChanged audits changes of mode or reasons and logs them; admins
-// see them in the audit log until the admin UI shows the licence state.
+// licenseChanged audits changes of mode or reasons (the licence package
+// logs them itself); admins see them in the audit log until the admin UI
+// shows the licence state.
 func (d *daemon) licenseChanged(st license.State) {
 	codes := make([]string, 0, len(st.Reasons))
 	for _, r := range st.Reasons {
@@ -139,11 +143,6 @@ func (d *daemon) licenseChanged(st license.State) {
 	if !changed {
 		return
 	}
-	lvl := slog.LevelInfo
-	if st.Mode != license.ModeFull {
-		lvl = slog.LevelWarn
-	}
-	d.log.Log(context.Background(), lvl, "license: state", "mode", st.Mode, "reasons", strings.Join(codes, ","), "days_offline", st.DaysOffline)
 	if d.admin == nil {
 		return
 	}
@@ -168,12 +167,13 @@ func (d *daemon) licenseView() licenseView {
 // only, no numbers or names.
 func (d *daemon) loadAndCounts() (license.Load, license.Counts) {
 	l := license.Load{CPUs: runtime.NumCPU()}
-	if raw, err := os.ReadFile("/proc/loadavg"); err == nil {
-		if f := strings.Fields(string(raw)); len(f) >= 3 {
-			if avg, err := strconv.ParseFloat(f[2], 64); err == nil && avg >= 0 {
-				l.CPUPercent = min(100, int(avg*100/float64(l.CPUs)))
-			}
+	if busy, all, ok := cpuTimes(); ok {
+		d.licState.mu.Lock()
+		if all > d.licState.cpuAll && busy >= d.licState.cpuBusy {
+			l.CPUPercent = min(100, int((busy-d.licState.cpuBusy)*100/(all-d.licState.cpuAll)))
 		}
+		d.licState.cpuBusy, d.licState.cpuAll = busy, all
+		d.licState.mu.Unlock()
 	}
 	total, avail := meminfo()
 	if total > 0 {
@@ -186,6 +186,38 @@ func (d *daemon) loadAndCounts() (license.Load, license.Counts) {
 		c.Trunks = len(d.sipConfig().Trunks)
 	}
 	return l, c
+}
+
+// cpuTimes reads the busy and total CPU time since boot from /proc/stat
+// (idle and iowait count as not busy), in clock ticks.
+func cpuTimes() (busy, all uint64, ok bool) {
+	f, err := os.Open("/proc/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	if !sc.Scan() {
+		return 0, 0, false
+	}
+	fields := strings.Fields(sc.Text())
+	if len(fields) < 8 || fields[0] != "cpu" {
+		return 0, 0, false
+	}
+	for i, v := range fields[1:] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, 0, false
+		}
+		if i >= 8 {
+			break // guest time is already in user and nice
+		}
+		all += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, all, all > 0
 }
 
 // meminfo returns MemTotal and MemAvailable in KiB.

@@ -121,8 +121,8 @@ func (a *apiClient) login(out []byte) {
 }
 
 // claimBox claims the box with the printed setup code over the real HTTPS
-// API, then logs in afresh and checks the session works.
-func claimBox(t *testing.T, base, fp, setupCode string) {
+// API, then logs in afresh, checks the session works and returns it.
+func claimBox(t *testing.T, base, fp, setupCode string) *apiClient {
 	t.Helper()
 	c := newAPIClient(t, base, fp)
 	// Unclaimed: the API refuses everything but the claim.
@@ -155,6 +155,7 @@ func claimBox(t *testing.T, base, fp, setupCode string) {
 	if me.Account.Username != testAdmin || me.Account.Role != "admin" {
 		t.Fatalf("/api/v1/me = %+v", me)
 	}
+	return l
 }
 
 // seedExtension creates the dev identity and one SIP extension in its store
