@@ -104,7 +104,9 @@ func TestEnumerationIdentical(t *testing.T) {
 	}
 	k1, k2 := answers("101")
 	u1, u2 := answers("nosuchuser")
-	for _, c := range []struct{ name, known, unknown string }{{"no credentials", k1, u1}, {"wrong password", k2, u2}} {
+	// The stateless challenge (no credentials) and the stateful one (wrong
+	// password) have the same form too.
+	for _, c := range []struct{ name, known, unknown string }{{"no credentials", k1, u1}, {"wrong password", k2, u2}, {"stateless vs stateful", k1, k2}} {
 		if normalize(c.known) != normalize(c.unknown) {
 			t.Errorf("%s: answers differ\nknown:\n%s\nunknown:\n%s", c.name, c.known, c.unknown)
 		}

@@ -26,7 +26,10 @@ type ReadFilter struct {
 	maxBytes int
 	now      func() time.Time
 	onDrop   func(kind string, src netip.Addr, ua string)
-	Counters FilterCounters
+	// stateless, when set, may fully answer a UDP datagram itself (see
+	// Server.statelessChallenge); it reports true when it did.
+	stateless func(raddr net.Addr, src netip.Addr, data []byte) bool
+	Counters  FilterCounters
 }
 
 func newReadFilter(bans *Bans, guard *Guard, scanners []string, maxBytes int, onDrop func(string, netip.Addr, string)) *ReadFilter {
@@ -59,7 +62,12 @@ func addrOf(a net.Addr) netip.Addr {
 // Filter is the sip.TransportReadFilter. It returns nil to drop; it never
 // returns an error because sipgo stops a UDP listener on a filter error.
 func (f *ReadFilter) Filter(info sip.TransportReadProps, data []byte) ([]byte, error) {
-	return f.Check(addrOf(info.RemoteAddr), info.Transport, data), nil
+	src := addrOf(info.RemoteAddr)
+	out := f.Check(src, info.Transport, data)
+	if out != nil && f.stateless != nil && (info.Transport == "UDP" || info.Transport == "udp") && f.stateless(info.RemoteAddr, src, out) {
+		return nil, nil
+	}
+	return out, nil
 }
 
 // Check applies stage 1 to one read from src; nil means drop.
@@ -102,7 +110,11 @@ var uaName = []byte("user-agent")
 
 // userAgent returns the value of the first User-Agent header line in the
 // header section of data (no compact form exists for User-Agent).
-func userAgent(data []byte) []byte {
+func userAgent(data []byte) []byte { return rawHeader(data, uaName) }
+
+// rawHeader returns the value of the first header line called name (lower
+// case, a name without compact form) in the header section of data.
+func rawHeader(data, name []byte) []byte {
 	if end := bytes.Index(data, []byte("\r\n\r\n")); end >= 0 {
 		data = data[:end]
 	}
@@ -114,8 +126,8 @@ func userAgent(data []byte) []byte {
 		} else {
 			line, data = data[:i], data[i+1:]
 		}
-		if len(line) > len(uaName) && bytes.EqualFold(line[:len(uaName)], uaName) {
-			rest := bytes.TrimLeft(line[len(uaName):], " \t")
+		if len(line) > len(name) && bytes.EqualFold(line[:len(name)], name) {
+			rest := bytes.TrimLeft(line[len(name):], " \t")
 			if len(rest) > 0 && rest[0] == ':' {
 				return bytes.TrimSpace(rest[1:])
 			}

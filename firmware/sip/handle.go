@@ -1,6 +1,8 @@
 package sip
 
 import (
+	"bytes"
+	"net"
 	"net/netip"
 	"strconv"
 	"time"
@@ -44,6 +46,38 @@ func (s *Server) event(kind logs.Kind, req *sip.Request, user, reason string) {
 	s.deps.Log.Record(e)
 }
 
+// answerFunc sends a response built from the request being checked.
+type answerFunc func(code int, reason string, hs ...sip.Header)
+
+// precheck runs stages 2 to 4 and the OPTIONS gate. It reports false when
+// the request is finished: answered through answer, or dropped.
+func (s *Server) precheck(now time.Time, src netip.Addr, req *sip.Request, answer answerFunc) bool {
+	if v := s.validator.Check(req); v.Drop || v.Status != 0 {
+		s.event(logs.KindInvalid, req, "", v.Reason)
+		if !v.Drop && req.Method != sip.ACK {
+			answer(v.Status, v.Reason, v.Headers...)
+		}
+		return false
+	}
+	if v := s.policy.Domain(req, src); v.Drop {
+		return false
+	}
+	if v := s.policy.Zone(src); v.Drop {
+		return false
+	}
+	if req.Method == sip.ACK {
+		return false // ACKs of our non-2xx answers are absorbed by the transaction layer
+	}
+	if req.Method == sip.OPTIONS {
+		// Keep-alive and trunk monitoring only; scanners learn nothing.
+		if _, trunk := s.policy.Trunk(src); trunk || s.location.Registered(now, src) {
+			answer(200, "OK", sip.NewHeader("Allow", "REGISTER, OPTIONS"))
+		}
+		return false
+	}
+	return true
+}
+
 // handle runs stages 2 to 7 for every request sipgo parsed (stage 1 ran on
 // the raw bytes). Dropped requests get no answer at all.
 func (s *Server) handle(req *sip.Request, tx sip.ServerTransaction) {
@@ -52,31 +86,11 @@ func (s *Server) handle(req *sip.Request, tx sip.ServerTransaction) {
 	if !src.IsValid() {
 		return
 	}
-	if v := s.validator.Check(req); v.Drop || v.Status != 0 {
-		s.event(logs.KindInvalid, req, "", v.Reason)
-		if !v.Drop && req.Method != sip.ACK {
-			respond(tx, req, v.Status, v.Reason, v.Headers...)
-		}
+	answer := func(code int, reason string, hs ...sip.Header) { respond(tx, req, code, reason, hs...) }
+	if !s.precheck(now, src, req, answer) {
 		return
 	}
-	if v := s.policy.Domain(req, src); v.Drop {
-		return
-	}
-	if v := s.policy.Zone(src); v.Drop {
-		return
-	}
-	if req.Method == sip.ACK {
-		return // ACKs of our non-2xx answers are absorbed by the transaction layer
-	}
-	_, trunk := s.policy.Trunk(src)
-	if req.Method == sip.OPTIONS {
-		// Keep-alive and trunk monitoring only; scanners learn nothing.
-		if trunk || s.location.Registered(now, src) {
-			respond(tx, req, 200, "OK", sip.NewHeader("Allow", "REGISTER, OPTIONS"))
-		}
-		return
-	}
-	if trunk {
+	if _, trunk := s.policy.Trunk(src); trunk {
 		// IP-authenticated trunk: the source address is the identity.
 		// Calls are routed by a later stage; registration is not for trunks.
 		respond(tx, req, 501, "Not Implemented")
@@ -92,6 +106,49 @@ func (s *Server) handle(req *sip.Request, tx sip.ServerTransaction) {
 	default:
 		respond(tx, req, 501, "Not Implemented")
 	}
+}
+
+var authzName = []byte("authorization")
+
+// statelessChallenge answers a UDP REGISTER without credentials from the
+// read filter, before sipgo creates a transaction: the 401 is stateless
+// (a retransmission just gets a fresh one), so challenge floods and
+// enumeration sweeps leave no 32 s transaction state behind. The answer is
+// built exactly like the stateful path's. It reports true when the datagram
+// is finished (answered or dropped).
+func (s *Server) statelessChallenge(raddr net.Addr, src netip.Addr, data []byte) bool {
+	if !bytes.HasPrefix(data, []byte("REGISTER ")) || rawHeader(data, authzName) != nil {
+		return false
+	}
+	if _, trunk := s.policy.Trunk(src); trunk {
+		return false
+	}
+	m, err := s.parser.ParseSIP(data)
+	if err != nil {
+		return false // sipgo refuses it the same way
+	}
+	req, ok := m.(*sip.Request)
+	if !ok {
+		return false
+	}
+	req.SetTransport("UDP")
+	req.SetSource(raddr.String())
+	send := func(code int, reason string, hs ...sip.Header) {
+		res := sip.NewResponseFromRequest(req, code, reason, nil)
+		for _, h := range hs {
+			res.AppendHeader(h)
+		}
+		_, _ = s.udp.WriteTo([]byte(res.String()), raddr) // lost: the phone retransmits
+	}
+	now := s.now()
+	if s.precheck(now, src, req, send) {
+		var hs []sip.Header
+		for _, c := range s.auth.Challenges(now, src, false) {
+			hs = append(hs, sip.NewHeader("WWW-Authenticate", c))
+		}
+		send(401, "Unauthorized", hs...)
+	}
+	return true
 }
 
 // authenticate is stages 5 and 6. Unknown users and wrong passwords take

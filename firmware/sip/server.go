@@ -65,6 +65,7 @@ type Server struct {
 	conns     ConnCounters
 	limiter   *connLimiter
 
+	parser          *sip.Parser
 	udp             net.PacketConn
 	tcp, tlsL, wssL net.Listener
 	closeOnce       sync.Once
@@ -139,10 +140,12 @@ func New(cfg config.SIP, d Deps) (*Server, error) {
 	// sipgo logs every unparsable packet at Error with its bytes: under attack
 	// that is a log flood, so its logger is silenced; our counters and the
 	// security log say what happened.
+	s.parser = NewParser(cfg.MaxMessageBytes)
+	s.filter.stateless = s.statelessChallenge
 	quiet := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.Level(100)}))
 	opts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent("edgepbx"),
-		sipgo.WithUserAgentParser(NewParser(cfg.MaxMessageBytes)),
+		sipgo.WithUserAgentParser(s.parser),
 		sipgo.WithUserAgentTransportLayerOptions(
 			sip.WithTransportLayerReadFilter(s.filter.Filter),
 			sip.WithTransportLayerLogger(quiet),
