@@ -17,7 +17,7 @@ import (
 // connections, and a new TLS connection per request.
 func BenchmarkHealthz(b *testing.B) {
 	dir := b.TempDir()
-	d, err := newDaemon(config{devDir: dir, dataDir: dir, httpsAddr: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
+	d, err := newDaemon(config{devDir: dir, dataDir: dir, httpsAddr: "127.0.0.1:0", sipAddr: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -50,7 +50,11 @@ func TestMain(m *testing.M) {
 	}
 	vendorPriv = priv
 	ldflags := "-X main.version=test-build -X github.com/edgepbx/edgepbx/firmware/license.buildVendorKey=" + license.FormatPublicKey(pub)
-	build := exec.Command("go", "build", "-o", binPath, "-ldflags", ldflags, ".")
+	args := []string{"build", "-o", binPath, "-ldflags", ldflags}
+	if raceBuild {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, ".")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build edgepbxd:", err)
