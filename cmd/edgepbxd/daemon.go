@@ -62,10 +62,10 @@ type service struct {
 	run  func(ctx context.Context) error
 }
 
-// services is the one place services are started from. A new service (SIP,
-// licence, …) is constructed in newDaemon from d.db, d.certs and d.log (its
-// listeners bound there too, so bind errors come before "ready"), and
-// added here.
+// services is the one place services are started from. Each is constructed
+// in newDaemon from d.db, d.certs and d.log (its listeners bound there too,
+// so bind errors come before "ready"), and added here. The admin UI/API has
+// no loop of its own: it is a handler in routes.
 func (d *daemon) services(health healthReporter) []service {
 	s := []service{{"https", d.serveHTTPS}, {"sip", d.serveSIP}, {"seclog", d.runSecLog}}
 	if d.lic != nil {
