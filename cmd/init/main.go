@@ -472,7 +472,6 @@ func (b *box) serviceEvents() chan<- supervise.Event {
 				// A restarted edgepbxd must report ready again.
 				b.health.markDown("restarting")
 			}
-			b.log.Info("service", "name", e.Service, "event", e.Kind.String(), "pid", e.Pid, "exit", e.ExitCode, "delay", e.Delay)
 		}
 	}()
 	return ch

@@ -303,7 +303,14 @@ func (s *Supervisor) run(sv *svc) {
 		sv.mu.Lock()
 		sv.status.Running, sv.status.LastExit = false, ev.ExitCode
 		sv.mu.Unlock()
-		s.log.Warn("service exited: restarting", "service", sv.Name, "exit", ev.ExitCode, "signal", ev.Signal, "err", err, "delay", delay)
+		log := s.log.With("service", sv.Name, "exit", ev.ExitCode, "delay", delay)
+		if ev.Signal != 0 {
+			log = log.With("signal", ev.Signal.String())
+		}
+		if err != nil {
+			log = log.With("err", err)
+		}
+		log.Warn("service exited: restarting")
 		s.emit(ev)
 		t := time.NewTimer(delay)
 		select {
