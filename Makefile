@@ -38,7 +38,8 @@ e2e:
 
 test: deps lint unit e2e
 
-bench: deps
+bench:
+	@EDGEPBX_EXTRA_PKGS="kamailio" ./.ci/deps
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
 
 fuzz:
