@@ -1,0 +1,294 @@
+package media
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/dtls/v3"
+	"github.com/pion/srtp/v3"
+)
+
+// ErrHandshakeRate is returned when DTLS handshakes arrive faster than the
+// limiter allows.
+var ErrHandshakeRate = errors.New("media: DTLS handshake rate exceeded")
+
+// HandshakeLimiter bounds DTLS handshakes across all calls: at most max run
+// at once (a stalled one holds a slot only until its timeout) and at most
+// perSecond start each second, after a burst of burst.
+type HandshakeLimiter struct {
+	slots chan struct{}
+	rate  float64
+	burst float64
+
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
+}
+
+// NewHandshakeLimiter makes a limiter; share one per relay process.
+func NewHandshakeLimiter(max int, perSecond float64, burst int) *HandshakeLimiter {
+	return &HandshakeLimiter{slots: make(chan struct{}, max), rate: perSecond, burst: float64(burst), tokens: float64(burst)}
+}
+
+// Acquire takes a rate token (refusing at once when there is none: a flood
+// must not queue) and waits for a concurrency slot until ctx ends.
+func (h *HandshakeLimiter) Acquire(ctx context.Context) (release func(), err error) {
+	h.mu.Lock()
+	now := time.Now()
+	if !h.last.IsZero() {
+		h.tokens = min(h.burst, h.tokens+now.Sub(h.last).Seconds()*h.rate)
+	}
+	h.last = now
+	if h.tokens < 1 {
+		h.mu.Unlock()
+		return nil, ErrHandshakeRate
+	}
+	h.tokens--
+	h.mu.Unlock()
+	select {
+	case h.slots <- struct{}{}:
+		return func() { <-h.slots }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("media: waiting for a DTLS handshake slot: %w", ctx.Err())
+	}
+}
+
+// srtpProfiles are offered/accepted in DTLS use_srtp, preferred first.
+var srtpProfiles = []dtls.SRTPProtectionProfile{
+	dtls.SRTP_AEAD_AES_128_GCM,
+	dtls.SRTP_AES128_CM_HMAC_SHA1_80,
+	dtls.SRTP_AEAD_AES_256_GCM,
+}
+
+func srtpProfile(p dtls.SRTPProtectionProfile) (srtp.ProtectionProfile, error) {
+	switch p {
+	case dtls.SRTP_AEAD_AES_128_GCM:
+		return srtp.ProtectionProfileAeadAes128Gcm, nil
+	case dtls.SRTP_AES128_CM_HMAC_SHA1_80:
+		return srtp.ProtectionProfileAes128CmHmacSha1_80, nil
+	case dtls.SRTP_AEAD_AES_256_GCM:
+		return srtp.ProtectionProfileAeadAes256Gcm, nil
+	}
+	return 0, fmt.Errorf("media: DTLS negotiated unexpected SRTP profile %#x", uint16(p))
+}
+
+// DTLSConfig is the pion/dtls configuration the relay uses for a leg whose
+// peer must present a certificate matching fp. Exported for tests and for
+// the B2BUA's own checks; the relay builds it itself.
+func DTLSConfig(cert tls.Certificate, fp Fingerprint) *dtls.Config {
+	return &dtls.Config{
+		Certificates:           []tls.Certificate{cert},
+		SRTPProtectionProfiles: srtpProfiles,
+		ExtendedMasterSecret:   dtls.RequireExtendedMasterSecret,
+		// Peers use self-signed certificates; the SDP fingerprint, carried
+		// over the authenticated signalling path, is what we trust.
+		InsecureSkipVerify: true,
+		ClientAuth:         dtls.RequireAnyClientCert,
+		VerifyConnection: func(s *dtls.State) error {
+			if len(s.PeerCertificates) == 0 || !fp.Matches(s.PeerCertificates[0]) {
+				return errors.New("media: DTLS peer certificate does not match the SDP fingerprint")
+			}
+			return nil
+		},
+	}
+}
+
+// dtlsLeg runs one DTLS-SRTP handshake over the leg's RTP socket. The
+// reader goroutine hands it DTLS records (RFC 7983 demux); SRTP never goes
+// through the dtls.Conn.
+type dtlsLeg struct {
+	l      *leg
+	st     *legState
+	params DTLSParams
+
+	in      chan []byte
+	peer    atomic.Pointer[net.UDPAddr] // where the last DTLS record came from
+	closing chan struct{}
+	once    sync.Once
+
+	dlMu     sync.Mutex
+	deadline time.Time
+	dlNotify chan struct{}
+
+	done chan struct{}
+	err  error // set before done is closed
+}
+
+func newDTLSLeg(l *leg, st *legState, p DTLSParams) *dtlsLeg {
+	return &dtlsLeg{l: l, st: st, params: p, in: make(chan []byte, 32), closing: make(chan struct{}), dlNotify: make(chan struct{}), done: make(chan struct{})}
+}
+
+// deliver is called by the reader goroutine; it never blocks.
+func (d *dtlsLeg) deliver(pkt []byte, from *net.UDPAddr) {
+	d.peer.Store(from)
+	select {
+	case d.in <- append([]byte(nil), pkt...):
+	default:
+		d.l.stats.droppedMalformed.Add(1)
+	}
+}
+
+func (d *dtlsLeg) close() { d.once.Do(func() { close(d.closing) }) }
+
+func (d *dtlsLeg) run(ctx context.Context) {
+	conn, err := d.handshake(ctx)
+	if err != nil {
+		d.l.call.r.cfg.Log.Warn("media: DTLS-SRTP handshake failed", "call", d.l.call.id, "leg", d.l.side, "err", err)
+	}
+	d.err = err
+	close(d.done)
+	if conn == nil {
+		return
+	}
+	// Keep reading so alerts and retransmitted final flights are answered
+	// until the call ends; application data is not used.
+	go func() {
+		<-d.closing
+		conn.Close()
+	}()
+	buf := make([]byte, 1500)
+	for {
+		if _, err := conn.Read(buf); err != nil {
+			return
+		}
+	}
+}
+
+func (d *dtlsLeg) handshake(ctx context.Context) (*dtls.Conn, error) {
+	cfg := d.l.call.r.cfg
+	release, err := cfg.Handshakes.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	ctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-d.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	conn, err := d.connect(ctx)
+	if err != nil && conn != nil {
+		conn.Close()
+		conn = nil
+	}
+	return conn, err
+}
+
+func (d *dtlsLeg) connect(ctx context.Context) (*dtls.Conn, error) {
+	cfg := d.l.call.r.cfg
+	var err error
+	dc := DTLSConfig(*cfg.Certificate, d.params.Fingerprint)
+	var conn *dtls.Conn
+	if d.params.Client {
+		conn, err = dtls.Client(d, d.st.rtpDst, dc)
+	} else {
+		conn, err = dtls.Server(d, d.st.rtpDst, dc)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dtls: %w", err)
+	}
+	if err := conn.HandshakeContext(ctx); err != nil {
+		return conn, fmt.Errorf("dtls handshake: %w", err)
+	}
+	sp, ok := conn.SelectedSRTPProtectionProfile()
+	if !ok {
+		return conn, errors.New("dtls: no SRTP profile negotiated")
+	}
+	profile, err := srtpProfile(sp)
+	if err != nil {
+		return conn, err
+	}
+	state, ok := conn.ConnectionState()
+	if !ok {
+		return conn, errors.New("dtls: no connection state")
+	}
+	sc := srtp.Config{Profile: profile}
+	if err := sc.ExtractSessionKeysFromDTLS(&state, d.params.Client); err != nil {
+		return conn, fmt.Errorf("dtls: export SRTP keys: %w", err)
+	}
+	k := sc.Keys
+	lc, err := newLegCrypto(profile, k.LocalMasterKey, k.LocalMasterSalt, k.RemoteMasterKey, k.RemoteMasterSalt)
+	if err != nil {
+		return conn, err
+	}
+	d.st.cryptoDTLS.Store(lc)
+	return conn, nil
+}
+
+// The net.PacketConn that pion/dtls reads and writes.
+
+func (d *dtlsLeg) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		d.dlMu.Lock()
+		dl, notify := d.deadline, d.dlNotify
+		d.dlMu.Unlock()
+		var timer <-chan time.Time
+		var t *time.Timer
+		if !dl.IsZero() {
+			wait := time.Until(dl)
+			if wait <= 0 {
+				return 0, nil, os.ErrDeadlineExceeded
+			}
+			t = time.NewTimer(wait)
+			timer = t.C
+		}
+		stop := func() {
+			if t != nil {
+				t.Stop()
+			}
+		}
+		select {
+		case b := <-d.in:
+			stop()
+			return copy(p, b), d.peer.Load(), nil
+		case <-d.closing:
+			stop()
+			return 0, nil, net.ErrClosed
+		case <-timer:
+			return 0, nil, os.ErrDeadlineExceeded
+		case <-notify:
+			stop()
+		}
+	}
+}
+
+func (d *dtlsLeg) WriteTo(p []byte, _ net.Addr) (int, error) {
+	select {
+	case <-d.closing:
+		return 0, net.ErrClosed
+	default:
+	}
+	dst := d.peer.Load()
+	if dst == nil {
+		dst = d.st.dst(false)
+	}
+	return d.l.rtp.conn.WriteToUDP(p, dst)
+}
+
+func (d *dtlsLeg) Close() error { d.close(); return nil }
+
+func (d *dtlsLeg) LocalAddr() net.Addr { return d.l.rtp.conn.LocalAddr() }
+
+func (d *dtlsLeg) SetDeadline(t time.Time) error { return d.SetReadDeadline(t) }
+
+func (d *dtlsLeg) SetReadDeadline(t time.Time) error {
+	d.dlMu.Lock()
+	d.deadline = t
+	close(d.dlNotify)
+	d.dlNotify = make(chan struct{})
+	d.dlMu.Unlock()
+	return nil
+}
+
+func (d *dtlsLeg) SetWriteDeadline(time.Time) error { return nil }
