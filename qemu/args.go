@@ -24,7 +24,7 @@ func args(t Target, c config, qmpSocket string) ([]string, error) {
 		"-smp", "1",
 		"-kernel", t.Kernel,
 		"-initrd", t.Initramfs,
-		"-append", t.cmdline(c.appendArgs),
+		"-append", t.cmdline(c.kernelArgs()),
 		// The console is QEMU's stdin/stdout, which the runner owns; signal=off
 		// so a stray ^C byte is not QEMU's business.
 		"-chardev", "stdio,id=con0,signal=off",

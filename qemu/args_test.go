@@ -43,11 +43,11 @@ func TestArgs(t *testing.T) {
 		},
 		{
 			name: "x86_64 kvm disk forwards", target: x86,
-			opts: []Option{WithKVM(true), WithDataDisk("/d/a,b.img"), WithHostForward("tcp", 8443, 443),
+			opts: []Option{WithKVM(true), withTSC(2596122), WithDataDisk("/d/a,b.img"), WithHostForward("tcp", 8443, 443),
 				WithHostForward("udp", 5060, 5060), WithMemory(256), WithAppend("edgepbx.x=1")},
 			machine: "microvm,acpi=on,x-option-roms=off,rtc=on,isa-serial=on,accel=kvm",
 			cpu:     "host",
-			append:  "console=ttyS0 quiet panic=-1 edgepbx.x=1",
+			append:  "console=ttyS0 quiet panic=-1 tsc_early_khz=2596122 edgepbx.x=1",
 			devices: []string{"virtio-rng-device", "virtio-blk-device,drive=data0", "virtio-net-device,netdev=net0"},
 			netdev:  "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:8443-:443,hostfwd=udp:127.0.0.1:5060-:5060",
 			kvm:     true,
@@ -120,6 +120,10 @@ func TestArgs(t *testing.T) {
 			}
 		})
 	}
+}
+
+func withTSC(khz int) Option {
+	return func(c *config) error { c.tscKHz = khz; return nil }
 }
 
 func TestArgsRejects(t *testing.T) {

@@ -36,6 +36,16 @@ type config struct {
 	logger       *slog.Logger
 	stopTimeout  time.Duration
 	consoleLines int
+	tscKHz       int // host TSC rate handed to an x86 TCG guest; 0: none
+}
+
+// kernelArgs are the runner's additions to the kernel command line.
+func (c config) kernelArgs() []string {
+	var a []string
+	if c.tscKHz > 0 {
+		a = append(a, fmt.Sprintf("tsc_early_khz=%d", c.tscKHz))
+	}
+	return append(a, c.appendArgs...)
 }
 
 func defaultConfig() config {

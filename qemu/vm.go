@@ -7,8 +7,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -21,7 +23,7 @@ var ErrHardStop = errors.New("qemu: guest did not power off, QEMU stopped hard")
 type VM struct {
 	cmd      *exec.Cmd
 	cons     *console
-	qmp      *qmp
+	qmp      atomic.Pointer[qmp] // set once the monitor is up
 	dir      string
 	forwards []Forward
 	started  time.Time
@@ -47,6 +49,9 @@ func BootTarget(ctx context.Context, t Target, opts ...Option) (*VM, error) {
 	t, err := t.withDefaults(cfg.kvm)
 	if err != nil {
 		return nil, err
+	}
+	if t.Arch == ArchX86_64 && !cfg.kvm && !hasParam(t.Cmdline, "tsc_early_khz") && !slices.ContainsFunc(cfg.appendArgs, func(p string) bool { return hasParam(p, "tsc_early_khz") }) {
+		cfg.tscKHz = hostTSCkHz()
 	}
 	bin, err := exec.LookPath(t.Binary)
 	if err != nil {
@@ -167,6 +172,7 @@ func start(ctx context.Context, bin string, t Target, cfg config, tap *os.File) 
 			werr = fmt.Errorf("qemu exited: %w: %s", werr, strings.TrimSpace(vm.stderr.String()))
 		}
 		vm.waitErr = werr
+		inW.Close()
 		close(vm.exited)
 		os.RemoveAll(dir)
 	}()
@@ -190,7 +196,11 @@ func start(ctx context.Context, bin string, t Target, cfg config, tap *os.File) 
 		}
 		return nil, fmt.Errorf("qemu: %w: %s", err, strings.TrimSpace(msg))
 	}
-	vm.qmp = q
+	vm.qmp.Store(q)
+	go func() {
+		<-vm.exited
+		q.close()
+	}()
 	return vm, nil
 }
 
@@ -302,7 +312,7 @@ func (vm *VM) Powerdown(ctx context.Context) error {
 	limit := time.Until(deadline).Round(time.Second)
 	qctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	if _, err := vm.qmp.exec(qctx, "system_powerdown"); err != nil {
+	if _, err := vm.qmp.Load().exec(qctx, "system_powerdown"); err != nil {
 		select {
 		case <-vm.exited: // powered off while we asked
 			return vm.waitErr
@@ -327,7 +337,7 @@ func (vm *VM) Powerdown(ctx context.Context) error {
 func (vm *VM) hardStop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	vm.qmp.exec(ctx, "quit")
+	vm.qmp.Load().exec(ctx, "quit")
 	select {
 	case <-vm.exited:
 	case <-time.After(5 * time.Second):
@@ -344,19 +354,12 @@ func (vm *VM) Kill() {
 	}
 	vm.cmd.Process.Kill()
 	<-vm.exited
-	if vm.qmp != nil {
-		vm.qmp.close()
-	}
-	vm.stdin.Close()
 }
 
 // Wait waits for QEMU to exit and returns nil when it exited with status 0
 // (the guest powered off, or QEMU was asked to quit).
 func (vm *VM) Wait() error {
 	<-vm.exited
-	if vm.qmp != nil {
-		vm.qmp.close()
-	}
 	return vm.waitErr
 }
 
