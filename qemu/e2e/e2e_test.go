@@ -152,34 +152,32 @@ func boot(t *testing.T, img *image.Image, opts ...qemu.Option) *qemu.VM {
 	return vm
 }
 
-// banner reads the "key: value" lines of the status banner that follows
-// "edgepbx: ready" (between its "====" rules).
+// banner waits for the status banner that follows "edgepbx: ready" (between
+// two "====" rules) and returns its "key: value" lines.
 func banner(t *testing.T, vm *qemu.VM) map[string]string {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+	defer cancel()
+	head, err := vm.WaitLine(ctx, "====")
+	if err == nil {
+		_, err = vm.WaitLine(ctx, "=====")
+	}
+	if err != nil {
+		t.Fatalf("status banner: %v", err)
+	}
 	lines := vm.Lines()
 	start := -1
 	for i := len(lines) - 1; i >= 0; i-- {
-		if strings.HasPrefix(strings.TrimSpace(lines[i]), "edgepbx: ready") {
+		if lines[i] == head {
 			start = i
 			break
 		}
 	}
-	if start < 0 {
-		t.Fatal("no ready line on the console")
-	}
 	kv := map[string]string{}
-	rules := 0
 	for _, l := range lines[start+1:] {
 		l = strings.TrimSpace(l)
-		if strings.HasPrefix(l, "edgepbx:") {
-			break
-		}
-		// The banner sits between two "====" rules.
 		if strings.HasPrefix(l, "====") {
-			if rules++; rules == 2 {
-				break
-			}
-			continue
+			break
 		}
 		if k, v, ok := strings.Cut(l, ": "); ok {
 			kv[strings.TrimSpace(k)] = strings.TrimSpace(v)
