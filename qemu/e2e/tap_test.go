@@ -21,11 +21,14 @@ import (
 	"github.com/edgepbx/edgepbx/qemu"
 )
 
-// The test network lives only inside the test's own network namespace.
+// The test network lives only inside the test's own network namespace. The
+// LAN is private (the default policy opens admin HTTPS to private networks);
+// the host also holds a public documentation address to probe from outside.
 var (
-	tapHostIP  = net.IPv4(192, 0, 2, 1)
-	tapGuestIP = net.IPv4(192, 0, 2, 15)
-	tapMask    = net.CIDRMask(24, 32)
+	tapHostIP   = net.IPv4(10, 99, 0, 1)
+	tapGuestIP  = net.IPv4(10, 99, 0, 15)
+	tapMask     = net.CIDRMask(24, 32)
+	tapPublicIP = net.IPv4(192, 0, 2, 1)
 )
 
 // netnsThread runs functions on one OS thread inside a fresh network
@@ -131,6 +134,9 @@ func TestX86DroppedPortsTap(t *testing.T) {
 			err = netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: tapHostIP, Mask: tapMask}})
 		}
 		if err == nil {
+			err = netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: tapPublicIP, Mask: net.CIDRMask(32, 32)}})
+		}
+		if err == nil {
 			err = netlink.LinkSetUp(l)
 		}
 		if err != nil {
@@ -168,15 +174,22 @@ func TestX86DroppedPortsTap(t *testing.T) {
 			return
 		}
 
-		_, err = net.DialTimeout("tcp", net.JoinHostPort(tapGuestIP.String(), "8080"), 5*time.Second)
-		switch {
-		case err == nil:
-			t.Error("tcp 8080: connection accepted on a port no service uses")
-		case errors.Is(err, syscall.ECONNREFUSED):
-			t.Error("tcp 8080: refused (RST): closed ports must be dropped silently")
-		case !errors.As(err, &ne) || !ne.Timeout():
-			t.Errorf("tcp 8080: %v; want a timeout (silence)", err)
+		silentTCP := func(what string, d net.Dialer, port string) {
+			d.Timeout = 5 * time.Second
+			c, err := d.Dial("tcp", net.JoinHostPort(tapGuestIP.String(), port))
+			switch {
+			case err == nil:
+				c.Close()
+				t.Errorf("%s: connection accepted", what)
+			case errors.Is(err, syscall.ECONNREFUSED):
+				t.Errorf("%s: refused (RST): must be dropped silently", what)
+			case !errors.As(err, &ne) || !ne.Timeout():
+				t.Errorf("%s: %v; want a timeout (silence)", what, err)
+			}
 		}
+		silentTCP("tcp 8080 (no service)", net.Dialer{}, "8080")
+		silentTCP("tcp 443 from a public address (admin is LAN only)",
+			net.Dialer{LocalAddr: &net.TCPAddr{IP: tapPublicIP}}, "443")
 
 		u, err := net.Dial("udp", net.JoinHostPort(tapGuestIP.String(), "9"))
 		if err != nil {
