@@ -78,6 +78,7 @@ type box struct {
 	wd      io.Closer // stops petting, then disarms the watchdog
 	ctl     *control.Server
 	health  healthState
+	buttons []string // power-button devices being watched (nil: not started)
 }
 
 // healthState is written by the control socket's goroutines.
@@ -350,11 +351,21 @@ func (b *box) startDrivers() {
 			})
 		}
 	}
+	b.step("drivers", "watchdog", b.wd != nil, "power_buttons", b.watchButton())
+}
+
+// watchButton starts watching the power button once; halt calls it too, so
+// a box halted early still powers off on a button press.
+func (b *box) watchButton() int {
+	if b.buttons != nil {
+		return len(b.buttons)
+	}
 	devs, err := button.Watch(b.ctx, "/dev", func() { b.request(shutdown.Poweroff) }, b.log)
 	if err != nil {
 		b.log.Warn("power button", "err", err)
 	}
-	b.step("drivers", "watchdog", b.wd != nil, "power_buttons", len(devs))
+	b.buttons = append([]string{}, devs...)
+	return len(devs)
 }
 
 type closerFunc func() error
@@ -595,6 +606,7 @@ func (b *box) halt(err error) {
 	}
 	b.say("HALTED: %v", err)
 	unix.Sync()
+	b.watchButton()
 	for a := range b.power {
 		p := shutdown.Plan{Unmount: []string{dataDir}, Console: b.console, Log: b.log}
 		if err := p.Run(a); err != nil {
