@@ -81,3 +81,29 @@ func TestCleanLine(t *testing.T) {
 		}
 	}
 }
+
+// FuzzConsoleFeed: guest output is untrusted; whatever it prints, lines stay
+// bounded in length and number and hold no line breaks.
+func FuzzConsoleFeed(f *testing.F) {
+	f.Add([]byte("edgepbx: ready\r\n\x1b[1mx\x1b[0m\n"), uint8(3))
+	f.Add([]byte(strings.Repeat("y", maxLineBytes+3)), uint8(1))
+	f.Fuzz(func(t *testing.T, b []byte, split uint8) {
+		c := newConsole(8)
+		n := int(split)%(len(b)+1) + 1
+		for len(b) > 0 {
+			k := min(n, len(b))
+			c.feed(b[:k])
+			b = b[k:]
+		}
+		c.finish()
+		lines := c.all()
+		if len(lines) > 8 {
+			t.Fatalf("%d lines kept", len(lines))
+		}
+		for _, l := range lines {
+			if len(l) > maxLineBytes || strings.ContainsAny(l, "\n\r") {
+				t.Fatalf("bad line %q", l)
+			}
+		}
+	})
+}

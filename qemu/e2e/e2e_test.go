@@ -368,6 +368,7 @@ func TestARM64Ready(t *testing.T) {
 	require(t, "qemu-system-aarch64", "mkfs.ext4")
 	img := buildImage(t, "qemu-arm64")
 	vm := boot(t, img, qemu.WithDataDisk(filepath.Join(t.TempDir(), "data.img")))
+	t.Logf("arm64 ready %.1fs after QEMU start (first boot, TCG)", time.Since(vm.Started()).Seconds())
 	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
 	defer cancel()
 	if err := vm.Powerdown(ctx); err != nil {
