@@ -410,8 +410,8 @@ func (r *Relay) listen(port uint16) (*socket, error) {
 		return nil, err
 	}
 	// A burst of a few hundred packets must not overflow between batches.
-	_ = conn.SetReadBuffer(256 << 10)
-	_ = conn.SetWriteBuffer(256 << 10)
+	_ = conn.SetReadBuffer(1 << 20)
+	_ = conn.SetWriteBuffer(1 << 20)
 	s := &socket{conn: conn}
 	if r.cfg.Addr.Is4() {
 		s.pc = ipv4.NewPacketConn(conn)

@@ -72,9 +72,7 @@ func (r Remote) Codec() string {
 		return ""
 	}
 	if m, ok := r.Rtpmap[r.Formats[0]]; ok {
-		if _, enc, ok := strings.Cut(m, " "); ok {
-			return enc
-		}
+		return m
 	}
 	switch r.Formats[0] { // static payload types (RFC 3551)
 	case "0":
