@@ -12,37 +12,48 @@ import (
 // and returns its file, which QEMU inherits. QEMU itself stays in the host's
 // namespace; only the device lives in the test's.
 func openTap(netnsPath, name string) (*os.File, error) {
+	type result struct {
+		f   *os.File
+		err error
+	}
+	res := make(chan result, 1)
+	// Namespaces are per thread: the work runs on its own goroutine, locked
+	// to a thread. If that thread cannot return to its namespace it stays
+	// locked and dies with the goroutine, so no other code ever runs there.
+	go func() {
+		runtime.LockOSThread()
+		f, restored, err := tapIn(netnsPath, name)
+		if restored {
+			runtime.UnlockOSThread()
+		}
+		res <- result{f, err}
+	}()
+	r := <-res
+	return r.f, r.err
+}
+
+func tapIn(netnsPath, name string) (_ *os.File, restored bool, _ error) {
 	ns, err := os.Open(netnsPath)
 	if err != nil {
-		return nil, fmt.Errorf("qemu: tap netns: %w", err)
+		return nil, true, fmt.Errorf("qemu: tap netns: %w", err)
 	}
 	defer ns.Close()
-	// Namespaces are per thread: do the work on a locked thread and return it
-	// to the original namespace; if that fails the thread stays locked and
-	// dies with its goroutine instead of leaking a foreign namespace.
-	runtime.LockOSThread()
 	orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
 	if err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("qemu: tap: own netns: %w", err)
+		return nil, true, fmt.Errorf("qemu: tap: own netns: %w", err)
 	}
 	defer orig.Close()
 	if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("qemu: tap: enter %s: %w", netnsPath, err)
+		return nil, true, fmt.Errorf("qemu: tap: enter %s: %w", netnsPath, err)
 	}
 	f, terr := createTap(name)
 	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
 		if f != nil {
 			f.Close()
 		}
-		return nil, fmt.Errorf("qemu: tap: return to own netns: %w", err)
+		return nil, false, fmt.Errorf("qemu: tap: return to own netns: %w", err)
 	}
-	runtime.UnlockOSThread()
-	if terr != nil {
-		return nil, terr
-	}
-	return f, nil
+	return f, true, terr
 }
 
 func createTap(name string) (*os.File, error) {
