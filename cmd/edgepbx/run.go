@@ -132,7 +132,16 @@ func runOnce(ctx context.Context, g *globalFlags, f runFlags, img *image.Image, 
 			if err := vm.Wait(); err != nil {
 				return false, err
 			}
-			return lastState(vm) == "edgepbx: reboot", nil
+			switch state := lastState(vm); state {
+			case "edgepbx: reboot":
+				return true, nil
+			case "edgepbx: power off":
+				fmt.Fprintln(stderr, "==> the appliance powered itself off")
+				return false, nil
+			default:
+				// -no-reboot turns a kernel panic or reset into a plain exit.
+				return false, fmt.Errorf("QEMU exited without the appliance powering off (kernel panic or reset?)\n%s", vm.Tail(20))
+			}
 		}
 	}
 }
