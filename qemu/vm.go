@@ -53,14 +53,14 @@ func BootTarget(ctx context.Context, t Target, opts ...Option) (*VM, error) {
 	if t.Arch == ArchX86_64 && !cfg.kvm && !hasParam(t.Cmdline, "tsc_early_khz") && !slices.ContainsFunc(cfg.appendArgs, func(p string) bool { return hasParam(p, "tsc_early_khz") }) {
 		cfg.tscKHz = hostTSCkHz()
 	}
-	bin, err := exec.LookPath(t.Binary)
-	if err != nil {
-		return nil, fmt.Errorf("qemu: %s not found (Debian package %s): %w", t.Binary, debianPackage(t.Arch), err)
-	}
 	for _, f := range []string{t.Kernel, t.Initramfs} {
 		if _, err := os.Stat(f); err != nil {
 			return nil, fmt.Errorf("qemu: %w", err)
 		}
+	}
+	bin, err := exec.LookPath(t.Binary)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: %s not found (Debian package %s): %w", t.Binary, debianPackage(t.Arch), err)
 	}
 	if cfg.kvm {
 		if _, err := os.Stat("/dev/kvm"); err != nil {
