@@ -142,7 +142,7 @@ type fixture struct {
 	srv  *Server
 }
 
-func start(t *testing.T, mod func(*Config)) *fixture {
+func start(t testing.TB, mod func(*Config)) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	for d := dir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
