@@ -1,0 +1,447 @@
+package dialplan
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/logs"
+)
+
+// Gate is the licence check for outbound calls; firmware/license.Manager
+// implements it (emergency numbers pass it in every mode).
+type Gate interface {
+	AllowOutboundCall(number string) bool
+}
+
+// Events receives security events; *logs.Log implements it.
+type Events interface {
+	Record(logs.Event)
+}
+
+// Security event kinds raised by the dial plan (stable names).
+const (
+	KindBlocked   logs.Kind = "dialplan.blocked"   // class of service refused a number
+	KindBurst     logs.Kind = "dialplan.burst"     // refused attempts beyond the burst threshold
+	KindSuspended logs.Kind = "dialplan.suspended" // extension suspended after a burst
+)
+
+// Refusals. The B2BUA maps them to SIP answers with SIPStatus.
+var (
+	ErrUnknownExtension = errors.New("dialplan: unknown calling extension")
+	ErrNoRoute          = errors.New("dialplan: no route")
+	ErrBlocked          = errors.New("dialplan: class of service does not allow this number")
+	ErrLicence          = errors.New("dialplan: licence does not allow outbound calls")
+	ErrSuspended        = errors.New("dialplan: extension suspended")
+	ErrConcurrent       = errors.New("dialplan: too many concurrent calls")
+	ErrRate             = errors.New("dialplan: too many calls this hour")
+)
+
+// SIPStatus is the response code the B2BUA should send for a refusal.
+// Fraud-related refusals all get 403 so a caller learns nothing about the
+// limits from the code.
+func SIPStatus(err error) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, ErrNoRoute), errors.Is(err, ErrInvalidNumber):
+		return 404
+	case errors.Is(err, ErrConcurrent) && !errors.Is(err, errTrunk):
+		return 486
+	case errors.Is(err, errTrunk):
+		return 503
+	}
+	return 403
+}
+
+// errTrunk marks limits that are the trunk's, not the caller's.
+var errTrunk = errors.New("trunk limit")
+
+// Kind says what sort of call a Decision is.
+type Kind string
+
+// Kinds of call.
+const (
+	KindInternal  Kind = "internal"  // extension to extension
+	KindOutbound  Kind = "outbound"  // over a trunk
+	KindEmergency Kind = "emergency" // over a trunk, never refused by policy
+	KindInbound   Kind = "inbound"   // DID from a trunk to an extension
+)
+
+// Decision is where a call goes.
+type Decision struct {
+	Kind  Kind
+	Class Class
+	// Target is the extension (internal, inbound) or the number to send
+	// to the trunk (after the route's strip/add).
+	Target string
+	Trunk  string
+	// Dialled is the normalised number as dialled (for the CDR).
+	Dialled string
+}
+
+// Lease holds a call's place in the concurrency counters; Release it when
+// the call ends (any outcome). Release is idempotent.
+type Lease struct {
+	once sync.Once
+	fn   func()
+}
+
+// Release frees the call's slots.
+func (l *Lease) Release() {
+	if l != nil {
+		l.once.Do(l.fn)
+	}
+}
+
+// Engine applies a Plan. It is safe for concurrent use.
+type Engine struct {
+	plan    Plan
+	country Country
+	gate    Gate
+	events  Events
+	now     func() time.Time
+
+	exts      map[string]*Extension
+	trunks    map[string]Limits
+	emergency []string
+	premium   []string
+
+	mu        sync.Mutex
+	extState  map[string]*counter
+	trkState  map[string]*counter
+	suspended map[string]time.Time
+}
+
+// counter tracks live calls and admitted attempts (sliding hour) of one
+// extension or trunk; refused tracks refused attempts for burst detection.
+type counter struct {
+	active   int
+	admitted []time.Time // bounded by MaxPerHour
+	refused  []time.Time // bounded by the burst threshold
+}
+
+// Option changes an Engine's defaults.
+type Option func(*Engine)
+
+// WithClock replaces time.Now (tests).
+func WithClock(now func() time.Time) Option { return func(e *Engine) { e.now = now } }
+
+// New validates plan and builds an engine. gate and events may be nil
+// (no licence gate; events dropped).
+func New(plan Plan, gate Gate, events Events, opts ...Option) (*Engine, error) {
+	if err := plan.Validate(); err != nil {
+		return nil, err
+	}
+	if plan.BurstAttempts == 0 {
+		plan.BurstAttempts = DefaultBurstAttempts
+	}
+	if plan.BurstWindow == 0 {
+		plan.BurstWindow = DefaultBurstWindow
+	}
+	c, _ := LookupCountry(plan.Country)
+	e := &Engine{
+		plan: plan, country: c, gate: gate, events: events, now: time.Now,
+		exts: map[string]*Extension{}, trunks: map[string]Limits{},
+		extState: map[string]*counter{}, trkState: map[string]*counter{}, suspended: map[string]time.Time{},
+	}
+	for i := range plan.Extensions {
+		x := plan.Extensions[i]
+		if x.Classes == nil {
+			x.Classes = DefaultClasses()
+		}
+		x.Limits = x.Limits.orDefault(DefaultExtConcurrent, DefaultExtPerHour)
+		e.exts[x.Number] = &x
+	}
+	for _, t := range plan.Trunks {
+		e.trunks[t.Name] = t.Limits.orDefault(DefaultTrunkConcurrent, DefaultTrunkPerHour)
+	}
+	e.emergency = append(slices.Clone(c.Emergency), plan.Emergency...)
+	e.premium = append(slices.Clone(c.Premium), plan.PremiumPrefixes...)
+	for _, o := range opts {
+		o(e)
+	}
+	return e, nil
+}
+
+// IsEmergency reports whether a dialled number is an emergency number.
+func (e *Engine) IsEmergency(dialled string) bool {
+	n, err := Normalize(dialled)
+	return err == nil && slices.Contains(e.emergency, n)
+}
+
+// Classify says which class a normalised external number belongs to and
+// returns its national form (or "+…" for international).
+func (e *Engine) Classify(n string) (Class, string) {
+	if _, ok := e.exts[n]; ok {
+		return Internal, n
+	}
+	nat, intl := e.country.national(n)
+	if intl {
+		return International, nat
+	}
+	for _, p := range e.premium {
+		if strings.HasPrefix(nat, p) {
+			return Premium, nat
+		}
+	}
+	return National, nat
+}
+
+// RouteOutbound decides a call placed by extension from to the dialled
+// number and, if allowed, admits it: the returned Lease must be released
+// at call end. Emergency numbers are admitted whatever the class, limits,
+// suspension or licence state.
+func (e *Engine) RouteOutbound(from, dialled string) (Decision, *Lease, error) {
+	ext, ok := e.exts[from]
+	if !ok {
+		return Decision{}, nil, ErrUnknownExtension
+	}
+	n, err := Normalize(dialled)
+	if err != nil {
+		return Decision{}, nil, err
+	}
+	if slices.Contains(e.emergency, n) {
+		return e.routeEmergency(from, n)
+	}
+	class, nat := e.Classify(n)
+	if class == Internal {
+		d := Decision{Kind: KindInternal, Class: Internal, Target: n, Dialled: n}
+		lease, err := e.admit(ext, "", false)
+		return d, lease, err
+	}
+	e.mu.Lock()
+	_, susp := e.suspended[from]
+	e.mu.Unlock()
+	if susp {
+		return Decision{}, nil, ErrSuspended
+	}
+	if !slices.Contains(ext.Classes, class) {
+		e.record(logs.Event{Kind: KindBlocked, User: from, Reason: fmt.Sprintf("%s number %s", class, n)})
+		e.refused(ext, string(class))
+		return Decision{Class: class, Dialled: n}, nil, fmt.Errorf("%w (%s)", ErrBlocked, class)
+	}
+	if e.gate != nil && !e.gate.AllowOutboundCall(n) {
+		return Decision{Class: class, Dialled: n}, nil, ErrLicence
+	}
+	r, ok := e.route(nat)
+	if !ok {
+		return Decision{Class: class, Dialled: n}, nil, ErrNoRoute
+	}
+	d := Decision{Kind: KindOutbound, Class: class, Trunk: r.Trunk, Target: r.Add + nat[r.Strip:], Dialled: n}
+	lease, err := e.admit(ext, r.Trunk, true)
+	return d, lease, err
+}
+
+func (e *Engine) routeEmergency(from, n string) (Decision, *Lease, error) {
+	d := Decision{Kind: KindEmergency, Class: National, Target: n, Dialled: n}
+	if e.plan.EmergencyTrunk != "" {
+		d.Trunk = e.plan.EmergencyTrunk
+	} else {
+		r, ok := e.route(n)
+		if !ok {
+			return d, nil, ErrNoRoute
+		}
+		d.Trunk, d.Target = r.Trunk, r.Add+n[r.Strip:]
+	}
+	// Counted (so the counters stay right) but never refused.
+	e.mu.Lock()
+	ec, tc := e.counter(e.extState, from), e.counter(e.trkState, d.Trunk)
+	ec.active++
+	tc.active++
+	e.mu.Unlock()
+	return d, e.lease(ec, tc), nil
+}
+
+// route finds the longest prefix match for a national-format number.
+func (e *Engine) route(nat string) (Route, bool) {
+	var best Route
+	found := false
+	for _, r := range e.plan.Routes {
+		if strings.HasPrefix(nat, r.Prefix) && (!found || len(r.Prefix) > len(best.Prefix)) && len(nat) >= r.Strip {
+			best, found = r, true
+		}
+	}
+	return best, found
+}
+
+// RouteInbound maps a number called on trunk to its extension and admits
+// the call against the trunk's and the extension's concurrency limits.
+func (e *Engine) RouteInbound(trunk, called string) (Decision, *Lease, error) {
+	n, err := Normalize(called)
+	if err != nil {
+		return Decision{}, nil, err
+	}
+	if _, ok := e.trunks[trunk]; !ok {
+		return Decision{}, nil, fmt.Errorf("%w: unknown trunk %q", ErrNoRoute, trunk)
+	}
+	nat, _ := e.country.national(n)
+	for _, d := range e.plan.DIDs {
+		if d.Trunk != "" && d.Trunk != trunk {
+			continue
+		}
+		if d.Number == n || d.Number == nat {
+			dec := Decision{Kind: KindInbound, Class: National, Target: d.Extension, Trunk: trunk, Dialled: n}
+			lease, err := e.admitInbound(e.exts[d.Extension], trunk)
+			return dec, lease, err
+		}
+	}
+	return Decision{}, nil, ErrNoRoute
+}
+
+func (e *Engine) counter(m map[string]*counter, key string) *counter {
+	c, ok := m[key]
+	if !ok {
+		c = &counter{}
+		m[key] = c
+	}
+	return c
+}
+
+func (e *Engine) lease(cs ...*counter) *Lease {
+	return &Lease{fn: func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		for _, c := range cs {
+			c.active--
+		}
+	}}
+}
+
+// prune drops timestamps older than window.
+func prune(ts []time.Time, now time.Time, window time.Duration) []time.Time {
+	i := 0
+	for i < len(ts) && now.Sub(ts[i]) >= window {
+		i++
+	}
+	return ts[i:]
+}
+
+// admit checks the caller's (and for external calls the trunk's) limits and
+// takes a slot in each.
+func (e *Engine) admit(ext *Extension, trunk string, external bool) (*Lease, error) {
+	now := e.now()
+	e.mu.Lock()
+	ec := e.counter(e.extState, ext.Number)
+	var err error
+	var tc *counter
+	var tl Limits
+	if external {
+		tc = e.counter(e.trkState, trunk)
+		tl = e.trunks[trunk]
+		ec.admitted = prune(ec.admitted, now, time.Hour)
+		tc.admitted = prune(tc.admitted, now, time.Hour)
+	}
+	switch {
+	case ec.active >= ext.Limits.MaxConcurrent:
+		err = ErrConcurrent
+	case external && len(ec.admitted) >= ext.Limits.MaxPerHour:
+		err = ErrRate
+	case external && tc.active >= tl.MaxConcurrent:
+		err = fmt.Errorf("%w: %w", ErrConcurrent, errTrunk)
+	case external && len(tc.admitted) >= tl.MaxPerHour:
+		err = fmt.Errorf("%w: %w", ErrRate, errTrunk)
+	}
+	if err != nil {
+		e.mu.Unlock()
+		if external {
+			e.refused(ext, fmt.Sprintf("limit: %v", err))
+		}
+		return nil, err
+	}
+	ec.active++
+	cs := []*counter{ec}
+	if external {
+		ec.admitted = append(ec.admitted, now)
+		tc.admitted = append(tc.admitted, now)
+		tc.active++
+		cs = append(cs, tc)
+	}
+	e.mu.Unlock()
+	return e.lease(cs...), nil
+}
+
+func (e *Engine) admitInbound(ext *Extension, trunk string) (*Lease, error) {
+	now := e.now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	tc := e.counter(e.trkState, trunk)
+	tl := e.trunks[trunk]
+	tc.admitted = prune(tc.admitted, now, time.Hour)
+	ec := e.counter(e.extState, ext.Number)
+	switch {
+	case tc.active >= tl.MaxConcurrent:
+		return nil, fmt.Errorf("%w: %w", ErrConcurrent, errTrunk)
+	case len(tc.admitted) >= tl.MaxPerHour:
+		return nil, fmt.Errorf("%w: %w", ErrRate, errTrunk)
+	case ec.active >= ext.Limits.MaxConcurrent:
+		return nil, ErrConcurrent
+	}
+	tc.active++
+	tc.admitted = append(tc.admitted, now)
+	ec.active++
+	return e.lease(ec, tc), nil
+}
+
+// refused counts a refused external attempt; past the burst threshold it
+// raises a security event and suspends the extension.
+func (e *Engine) refused(ext *Extension, why string) {
+	now := e.now()
+	e.mu.Lock()
+	c := e.counter(e.extState, ext.Number)
+	c.refused = append(prune(c.refused, now, e.plan.BurstWindow), now)
+	burst := len(c.refused) >= e.plan.BurstAttempts
+	suspend := false
+	if burst {
+		c.refused = c.refused[:0]
+		if _, already := e.suspended[ext.Number]; !already && !ext.NoSuspend {
+			e.suspended[ext.Number] = now
+			suspend = true
+		}
+	}
+	e.mu.Unlock()
+	if burst {
+		e.record(logs.Event{Kind: KindBurst, User: ext.Number, Reason: fmt.Sprintf("%d refused outbound attempts within %s, last: %s", e.plan.BurstAttempts, e.plan.BurstWindow, why)})
+	}
+	if suspend {
+		e.record(logs.Event{Kind: KindSuspended, User: ext.Number, Reason: "outbound calls suspended after a burst (emergency calls still allowed)"})
+	}
+}
+
+func (e *Engine) record(ev logs.Event) {
+	if e.events != nil {
+		ev.Time = e.now()
+		e.events.Record(ev)
+	}
+}
+
+// Suspended reports whether an extension is suspended and since when.
+func (e *Engine) Suspended(ext string) (time.Time, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t, ok := e.suspended[ext]
+	return t, ok
+}
+
+// Unsuspend lifts a suspension (an admin action; audit it at the caller).
+func (e *Engine) Unsuspend(ext string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.suspended, ext)
+}
+
+// Active reports the live calls of an extension and of a trunk.
+func (e *Engine) Active(ext, trunk string) (extCalls, trunkCalls int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if c, ok := e.extState[ext]; ok {
+		extCalls = c.active
+	}
+	if c, ok := e.trkState[trunk]; ok {
+		trunkCalls = c.active
+	}
+	return extCalls, trunkCalls
+}
