@@ -225,13 +225,17 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 			c.closePinhole(ph)
 		}
 	}
+	var d *dtlsLeg
+	if p.DTLS != nil && active {
+		// Set before the state is published: readers use st.dtls unlocked.
+		d = newDTLSLeg(l, st, *p.DTLS)
+		st.dtls = d
+	}
 	old := l.state.Swap(st)
 	if old != nil && old.dtls != nil {
 		old.dtls.close()
 	}
-	if p.DTLS != nil && active {
-		d := newDTLSLeg(l, st, *p.DTLS)
-		st.dtls = d
+	if d != nil {
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()

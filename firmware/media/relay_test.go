@@ -548,3 +548,112 @@ func TestHandshakeLimiter(t *testing.T) {
 		t.Fatalf("fourth handshake in the same instant: %v, want rate error", err)
 	}
 }
+
+// A peer that never answers the box's ClientHello stalls only its own
+// handshake: another call's handshake, started afterwards, completes.
+func TestRelayStalledHandshakeDoesNotBlockOthers(t *testing.T) {
+	r := newTestRelay(t)
+	r.cfg.Handshakes = NewHandshakeLimiter(2, 50, 10)
+	stalled, err := r.NewCall("stalled")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	silent := newPhone(t, "127.0.0.1") // receives ClientHellos, never answers
+	_, anyFP, _ := NewDTLSCertificate()
+	ps := silent.peer()
+	ps.DTLS = &DTLSParams{Fingerprint: anyFP, Client: true}
+	if err := stalled.SetPeer(context.Background(), A, ps); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := silent.recv(); classify(b) != kindDTLS {
+		t.Fatal("box did not start the handshake as client")
+	}
+
+	call, err := r.NewCall("ok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer call.Close()
+	a := newDTLSPhone(t, call.LocalPort(A))
+	acert, afp, _ := NewDTLSCertificate()
+	pa := a.peer()
+	pa.DTLS = &DTLSParams{Fingerprint: afp}
+	if err := call.SetPeer(context.Background(), A, pa); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := a.handshake(acert, r.fp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	done, herr := call.DTLSDone(A)
+	<-done
+	if herr() != nil {
+		t.Fatal(herr())
+	}
+	select {
+	case <-func() <-chan struct{} { d, _ := stalled.DTLSDone(A); return d }():
+		t.Fatal("stalled handshake finished")
+	default:
+	}
+	// Closing the call ends the stalled handshake and frees its slot.
+	stalled.Close()
+	d, serr := stalled.DTLSDone(A)
+	<-d
+	if serr() == nil {
+		t.Fatal("stalled handshake reported success")
+	}
+}
+
+// The box as DTLS client (it answered a=setup:active) against a pion/dtls
+// server phone, then SRTP from the phone to a plain RTP leg.
+func TestRelayDTLSClientRole(t *testing.T) {
+	r := newTestRelay(t)
+	call, err := r.NewCall("dtls-client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer call.Close()
+	a := newDTLSPhone(t, call.LocalPort(A))
+	b := newPhone(t, "127.0.0.1")
+	acert, afp, _ := NewDTLSCertificate()
+	pa := a.peer()
+	pa.DTLS = &DTLSParams{Fingerprint: afp, Client: true}
+	ctx := context.Background()
+	if err := call.SetPeer(ctx, A, pa); err != nil {
+		t.Fatal(err)
+	}
+	if err := call.SetPeer(ctx, B, b.peer()); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := dtls.Server(a, a.to, DTLSConfig(acert, r.fp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	hctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := srv.HandshakeContext(hctx); err != nil {
+		t.Fatal(err)
+	}
+	done, herr := call.DTLSDone(A)
+	<-done
+	if herr() != nil {
+		t.Fatal(herr())
+	}
+	state, _ := srv.ConnectionState()
+	sp, _ := srv.SelectedSRTPProtectionProfile()
+	prof, _ := srtpProfile(sp)
+	sc := srtp.Config{Profile: prof}
+	if err := sc.ExtractSessionKeysFromDTLS(&state, false); err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := srtp.CreateContext(sc.Keys.LocalMasterKey, sc.Keys.LocalMasterSalt, prof)
+	plain := rtpPacket(t, 4242, payload(3))
+	ct, _ := enc.EncryptRTP(nil, plain, nil)
+	a.send(call.LocalPort(A), ct)
+	if got, _ := b.recv(); !bytes.Equal(got, plain) {
+		t.Fatal("SRTP from the DTLS server phone not decrypted")
+	}
+}
