@@ -42,7 +42,9 @@ type Config struct {
 	Handshakes *HandshakeLimiter
 	// HandshakeTimeout bounds one DTLS handshake (default 10 s).
 	HandshakeTimeout time.Duration
-	// Batch is the number of datagrams per recvmmsg/sendmmsg (default 32).
+	// Batch is the number of datagrams per recvmmsg/sendmmsg on RTP
+	// sockets (default 8; RTCP sockets use 2). Each reader goroutine holds
+	// about 3 KiB of buffers per batch slot.
 	Batch int
 	Log   *slog.Logger
 }
@@ -58,7 +60,7 @@ func NewRelay(cfg Config) (*Relay, error) {
 		return nil, errors.New("media: relay needs Addr, Ports and Pinholes")
 	}
 	if cfg.Batch <= 0 {
-		cfg.Batch = 32
+		cfg.Batch = 8
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
@@ -434,7 +436,7 @@ type batch struct {
 	in        []ipv4.Message
 	out       [2][]ipv4.Message // per destination socket: RTP, RTCP
 	outN      [2]int
-	outBufs   [][]byte
+	outBufs   [][]byte // allocated on first use: plain↔plain never needs them
 	scratch   []byte
 	nextOut   int
 	lastError time.Time
@@ -444,7 +446,6 @@ func newBatch(n int) *batch {
 	b := &batch{in: make([]ipv4.Message, n), outBufs: make([][]byte, n), scratch: make([]byte, maxPacket+64)}
 	for i := range b.in {
 		b.in[i].Buffers = [][]byte{make([]byte, maxPacket+1)}
-		b.outBufs[i] = make([]byte, maxPacket+64)
 	}
 	for k := range b.out {
 		b.out[k] = make([]ipv4.Message, n)
@@ -459,7 +460,11 @@ func newBatch(n int) *batch {
 // other leg. rtcpSock is true for the odd (RTCP) port.
 func (l *leg) serve(s *socket, rtcpSock bool) {
 	defer l.call.wg.Done()
-	b := newBatch(l.call.r.cfg.Batch)
+	n := l.call.r.cfg.Batch
+	if rtcpSock {
+		n = 2 // RTCP is a few packets per second
+	}
+	b := newBatch(n)
 	w := newWorker()
 	for {
 		n, err := s.pc.ReadBatch(b.in, 0)
@@ -530,6 +535,14 @@ const (
 
 // isRTCP tells RTCP from RTP on a muxed port (RFC 5761 §4: PT 192–223).
 func isRTCP(b []byte) bool { return len(b) > 1 && b[1] >= 192 && b[1] <= 223 }
+
+// outBuf returns the next output buffer of the batch.
+func (b *batch) outBuf() []byte {
+	if b.outBufs[b.nextOut] == nil {
+		b.outBufs[b.nextOut] = make([]byte, maxPacket+64)
+	}
+	return b.outBufs[b.nextOut][:0]
+}
 
 func (l *leg) handle(w *worker, b *batch, st, ost *legState, pkt []byte, from net.Addr, rtcpSock bool) {
 	ua, ok := from.(*net.UDPAddr)
@@ -609,7 +622,7 @@ func (l *leg) handle(w *worker, b *batch, st, ost *legState, pkt []byte, from ne
 			l.stats.droppedNoPeer.Add(1)
 			return
 		}
-		buf := b.outBufs[b.nextOut][:0]
+		buf := b.outBuf()
 		var err error
 		if rtcp {
 			out, err = keys.outRTCP.encryptRTCP(buf, plain)
@@ -626,7 +639,7 @@ func (l *leg) handle(w *worker, b *batch, st, ost *legState, pkt []byte, from ne
 		out = pkt
 	} else {
 		// Decrypted into scratch, which the next packet reuses: copy.
-		out = append(b.outBufs[b.nextOut][:0], plain...)
+		out = append(b.outBuf(), plain...)
 	}
 	b.nextOut++
 	k := 0

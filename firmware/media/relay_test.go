@@ -76,9 +76,11 @@ type testRelay struct {
 	fp   Fingerprint
 }
 
-func newTestRelay(t testing.TB) *testRelay {
+func newTestRelay(t testing.TB) *testRelay { return newTestRelayRange(t, 41000, 41999) }
+
+func newTestRelayRange(t testing.TB, lo, hi uint16) *testRelay {
 	t.Helper()
-	ports, err := NewPorts(41000, 41999)
+	ports, err := NewPorts(lo, hi)
 	if err != nil {
 		t.Fatal(err)
 	}
