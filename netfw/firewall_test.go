@@ -391,6 +391,43 @@ func TestBans(t *testing.T) {
 	if bans3, _ := fw3.ListBans(); len(bans3) != 2 {
 		t.Errorf("unban not persisted: %+v", bans3)
 	}
+
+	// Restart the way PID 1 boots: the ruleset goes in before /data is
+	// mounted, and the persisted bans are restored into the live sets after.
+	fw3.Close()
+	l.nft("flush", "ruleset")
+	fw4 := l.firewall()
+	if err := fw4.Apply(p); err != nil {
+		t.Fatal(err)
+	}
+	if !l.udpProbe(hostPhones, phone4, boxPhone4, 5060, replyWait) {
+		t.Fatal("phone cut off before any ban was restored")
+	}
+	corrupt := filepath.Join(t.TempDir(), "bans.json")
+	if err := os.WriteFile(corrupt, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw4.RestoreBans(corrupt); err == nil {
+		t.Error("RestoreBans accepted a corrupt file")
+	}
+	if bans4, _ := fw4.ListBans(); len(bans4) != 0 {
+		t.Errorf("corrupt file changed bans: %+v", bans4)
+	}
+	if err := fw4.RestoreBans(banFile); err != nil {
+		t.Fatal(err)
+	}
+	if bans4, _ := fw4.ListBans(); len(bans4) != 2 {
+		t.Errorf("bans after RestoreBans: %+v", bans4)
+	}
+	if l.udpProbe(hostPhones, phone4, boxPhone4, 5060, dropWait) {
+		t.Error("restored ban does not drop")
+	}
+	if err := fw4.Unban(netip.PrefixFrom(phone4, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if raw, err := os.ReadFile(banFile); err != nil || strings.Contains(string(raw), phone4.String()+"/32") {
+		t.Errorf("unban after RestoreBans not persisted to the adopted file (err %v)", err)
+	}
 }
 
 func TestBanExpires(t *testing.T) {

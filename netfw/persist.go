@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/google/nftables"
 )
 
 // Bans are persisted as one small JSON file written atomically: a temp
@@ -124,4 +126,59 @@ func parseBans(data []byte, now time.Time) ([]Ban, error) {
 		}
 	}
 	return out, nil
+}
+
+// RestoreBans adopts the ban file at path after the ruleset is already live:
+// PID 1 installs the firewall before /data is mounted (so the box is never
+// open while disks and modules settle), then hands over the persisted bans.
+// They enter the ban sets element by element with their remaining lifetime,
+// and later Ban/Unban calls persist to path. A corrupt file is an error and
+// changes nothing.
+func (f *Firewall) RestoreBans(path string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.ready(); err != nil {
+		return err
+	}
+	now := f.now()
+	bans, err := loadBans(path, now)
+	if err != nil {
+		return fmt.Errorf("netfw: %w", err)
+	}
+	next := make(map[netip.Prefix]Ban, len(f.bans)+len(bans))
+	for k, v := range f.bans {
+		next[k] = v
+	}
+	var add []Ban
+	for _, b := range bans {
+		if f.allowlisted(b.Prefix) {
+			f.log.Warn("netfw: dropping persisted ban of allowlisted prefix", "prefix", b.Prefix)
+			continue
+		}
+		if _, ok := next[b.Prefix]; ok || len(next) >= f.bounds.MaxBans {
+			continue
+		}
+		next[b.Prefix] = b
+		add = append(add, b)
+	}
+	if len(add) > 0 {
+		err := f.nlDo(func(cc *nftables.Conn) error {
+			for _, b := range add {
+				ttl := b.Expires.Sub(now)
+				if ttl < time.Second {
+					ttl = time.Second
+				}
+				if err := cc.SetAddElements(f.banSet(famOf(b.Prefix.Addr())), intervalElems([]addrRange{prefixRange(b.Prefix)}, ttl)); err != nil {
+					return err
+				}
+			}
+			return cc.Flush()
+		})
+		if err != nil {
+			return fmt.Errorf("netfw: restore %d bans: %w", len(add), err)
+		}
+	}
+	f.bans, f.banPath = next, path
+	f.log.Info("netfw: bans restored", "count", len(add), "file", path)
+	return nil
 }

@@ -180,9 +180,20 @@ func (b *box) boot() error {
 	}
 	b.step("board profile", "board", b.prof.Name, "version", b.version)
 
-	if err := b.loadModules(); err != nil {
+	// Only the firewall's modules come before the ruleset: the box is
+	// locked down before anything else (NIC drivers, disks) is even loaded.
+	mods, err := b.moduleIndex()
+	if err != nil {
 		return err
 	}
+	if err := b.loadFirewallModules(mods); err != nil {
+		return err
+	}
+	if err := b.installFirewall(); err != nil {
+		return err
+	}
+	b.say("firewall installed t=%dms", b.ms())
+	b.loadOtherModules(mods)
 	b.checkEntropy()
 
 	if err := b.mountData(); err != nil {
@@ -191,11 +202,7 @@ func (b *box) boot() error {
 	if err := b.loadIdentity(); err != nil {
 		return err
 	}
-
-	if err := b.installFirewall(); err != nil {
-		return err
-	}
-	b.say("firewall installed t=%dms", b.ms())
+	b.restoreBans()
 
 	b.startDrivers()
 	if err := b.startNetwork(); err != nil {
@@ -210,19 +217,23 @@ func (b *box) boot() error {
 	return nil
 }
 
-func (b *box) loadModules() error {
+// moduleSet is the board's module index with the load order split in two.
+type moduleSet struct {
+	dir      string
+	idx      *modules.Index
+	firewall []string // required: a failure halts the boot
+}
+
+func (b *box) moduleIndex() (*moduleSet, error) {
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err != nil {
-		return haltf("uname: %w", err)
+		return nil, haltf("uname: %w", err)
 	}
 	dir := filepath.Join(modulesRoot, unix.ByteSliceToString(uts.Release[:]))
 	idx, err := modules.ReadIndex(dir)
 	if err != nil {
-		return haltf("kernel modules: %w", err)
+		return nil, haltf("kernel modules: %w", err)
 	}
-	// The firewall's modules (and their dependencies) are required; any
-	// other module that fails is logged and skipped (a NIC driver for
-	// hardware this box does not have must not stop the boot).
 	var fwNames []string
 	for _, m := range b.prof.Modules {
 		if isFirewallModule(m) {
@@ -231,30 +242,47 @@ func (b *box) loadModules() error {
 	}
 	required, err := idx.Order(fwNames)
 	if err != nil {
-		return haltf("firewall modules: %w", err)
+		return nil, haltf("firewall modules: %w", err)
 	}
-	needed := map[string]bool{}
-	for _, p := range required {
-		needed[p] = true
-	}
-	paths, err := idx.Order(b.prof.Modules)
-	if err != nil {
-		// Order all but the broken names; the required set is already checked.
-		b.log.Error("module order", "err", err)
-		paths = required
-	}
-	var failed int
-	for _, p := range paths {
-		if err := modules.Load(b.ctx, dir, []string{p}, b.log); err != nil {
-			if needed[p] {
-				return haltf("firewall module: %w", err)
-			}
-			failed++
-			b.log.Warn("module not loaded", "err", err)
+	return &moduleSet{dir: dir, idx: idx, firewall: required}, nil
+}
+
+func (b *box) loadFirewallModules(m *moduleSet) error {
+	for _, p := range m.firewall {
+		if err := modules.Load(b.ctx, m.dir, []string{p}, b.log); err != nil {
+			return haltf("firewall module: %w", err)
 		}
 	}
-	b.step("modules loaded", "count", len(paths)-failed, "failed", failed)
+	b.step("firewall modules loaded", "count", len(m.firewall))
 	return nil
+}
+
+// loadOtherModules loads the rest of the board's modules. Any that fails is
+// logged and skipped: a NIC driver for hardware this box does not have must
+// not stop the boot.
+func (b *box) loadOtherModules(m *moduleSet) {
+	paths, err := m.idx.Order(b.prof.Modules)
+	if err != nil {
+		b.log.Error("module order", "err", err)
+		return
+	}
+	done := map[string]bool{}
+	for _, p := range m.firewall {
+		done[p] = true
+	}
+	var loaded, failed int
+	for _, p := range paths {
+		if done[p] {
+			continue
+		}
+		if err := modules.Load(b.ctx, m.dir, []string{p}, b.log); err != nil {
+			failed++
+			b.log.Warn("module not loaded", "err", err)
+			continue
+		}
+		loaded++
+	}
+	b.step("modules loaded", "count", loaded, "failed", failed)
 }
 
 // isFirewallModule names the modules the nftables ruleset needs.
@@ -311,8 +339,20 @@ func (b *box) loadIdentity() error {
 	return nil
 }
 
+// restoreBans hands the persisted bans to the live firewall once /data is
+// mounted. An unreadable ban file is reported loudly but does not stop the
+// boot: the ruleset is already default-deny, and the file is only written
+// atomically, so this means tampering or disk damage worth an admin's look.
+func (b *box) restoreBans() {
+	if err := b.fw.RestoreBans(banFile); err != nil {
+		b.say("WARNING: persisted bans not restored: %v", err)
+		return
+	}
+	b.step("bans restored")
+}
+
 func (b *box) installFirewall() error {
-	fw, err := netfw.New(netfw.WithLogger(b.log), netfw.WithBanFile(banFile))
+	fw, err := netfw.New(netfw.WithLogger(b.log))
 	if err != nil {
 		return haltf("firewall: %w", err)
 	}

@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -16,7 +17,25 @@ import (
 const (
 	hookKill     = "edgepbx-test: kill edgepbxd"
 	hookPoweroff = "edgepbx-test: poweroff"
+	hookStats    = "edgepbx-test: stats"
 )
+
+// rssKiB reads VmRSS from /proc/<pid>/status; -1 when unknown.
+func rssKiB(pid string) int {
+	data, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			if err == nil {
+				return n
+			}
+		}
+	}
+	return -1
+}
 
 func startTestHook(b *box) {
 	f, err := os.OpenFile("/dev/console", os.O_RDONLY|syscall.O_NOCTTY, 0)
@@ -42,6 +61,12 @@ func startTestHook(b *box) {
 				b.log.Info("test hook: killed edgepbxd", "err", err)
 			case hookPoweroff:
 				b.request(shutdown.Poweroff)
+			case hookStats:
+				daemon := -1
+				if st, ok := b.sup.Status(daemonName); ok && st.Running {
+					daemon = rssKiB(strconv.Itoa(st.Pid))
+				}
+				b.say("stats pid1_rss_kib=%d edgepbxd_rss_kib=%d", rssKiB("self"), daemon)
 			}
 		}
 	}()
