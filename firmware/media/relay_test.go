@@ -76,6 +76,8 @@ type testRelay struct {
 	fp   Fingerprint
 }
 
+var localhost = netip.MustParseAddr("127.0.0.1")
+
 func newTestRelay(t testing.TB) *testRelay { return newTestRelayRange(t, 41000, 41999) }
 
 func newTestRelayRange(t testing.TB, lo, hi uint16) *testRelay {
