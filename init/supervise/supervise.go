@@ -212,6 +212,15 @@ type spawnRes struct {
 // no_new_privs field; this avoids a re-exec trampoline.
 func (s *Supervisor) nnpSpawner() {
 	runtime.LockOSThread()
+	if unix.Gettid() == unix.Getpid() {
+		// The main thread can never exit, so the flag would stay on it (and
+		// show in /proc/1/status). Hold the main thread here instead; the
+		// spawner started below cannot be scheduled onto it while it is locked.
+		go s.nnpSpawner()
+		<-s.done
+		runtime.UnlockOSThread()
+		return
+	}
 	// Never unlocked: the thread exits with this goroutine.
 	err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 	for {
