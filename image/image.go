@@ -73,6 +73,16 @@ type Manifest struct {
 	Cmdline         string   `json:"cmdline"`
 	BuildTags       []string `json:"build_tags"`
 	Modules         []string `json:"modules"` // staged modules (closure), sorted
+	// License is set only for images built WithLicense, so other
+	// manifests keep their bytes.
+	License *ManifestLicense `json:"license,omitempty"`
+}
+
+// ManifestLicense records what an image trusts for its phone-home.
+type ManifestLicense struct {
+	URL       string `json:"url"`
+	VendorKey string `json:"vendor_key"` // ed25519:<base64>
+	CASHA256  string `json:"ca_sha256"`  // of /etc/edgepbx/license-ca.pem
 }
 
 // Build builds the image for prof.
@@ -134,6 +144,18 @@ func Build(ctx context.Context, prof board.Profile, opts ...Option) (*Image, err
 	if err := writeStaged(stage, VersionPath, []byte(o.version+"\n"), 0o644); err != nil {
 		return nil, err
 	}
+	if o.license != nil {
+		cfg, ca, err := o.license.files()
+		if err != nil {
+			return nil, err
+		}
+		if err := writeStaged(stage, LicensePath, cfg, 0o644); err != nil {
+			return nil, err
+		}
+		if err := writeStaged(stage, LicenseCAPath, ca, 0o644); err != nil {
+			return nil, err
+		}
+	}
 
 	cpioPath := filepath.Join(work, "initramfs.cpio")
 	if err := writeCPIO(o, stage, work, cpioPath); err != nil {
@@ -175,6 +197,10 @@ func Build(ctx context.Context, prof board.Profile, opts ...Option) (*Image, err
 		Kernel: kname, KernelSHA256: ksum, KernelSize: ksize,
 		Initramfs: InitramfsName, InitramfsSHA256: isum, InitramfsSize: isize,
 		Cmdline: img.Cmdline, BuildTags: tags, Modules: staged,
+	}
+	if o.license != nil {
+		sum := sha256.Sum256(o.license.caPEM)
+		man.License = &ManifestLicense{URL: o.license.url, VendorKey: o.license.vendorKey, CASHA256: hex.EncodeToString(sum[:])}
 	}
 	mj, err := json.MarshalIndent(man, "", "  ")
 	if err != nil {
@@ -305,7 +331,11 @@ func buildBinaries(ctx context.Context, o *options, arch, stage string) error {
 	if err := os.MkdirAll(bin, 0o755); err != nil {
 		return err
 	}
-	args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-o", bin + string(filepath.Separator)}
+	ldflags := "-s -w -buildid="
+	if o.license != nil {
+		ldflags += " " + o.license.ldflag()
+	}
+	args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags=" + ldflags, "-o", bin + string(filepath.Separator)}
 	if len(o.tags) > 0 {
 		args = append(args, "-tags="+strings.Join(o.tags, ","))
 	}

@@ -230,6 +230,12 @@ func TestBuildBoards(t *testing.T) {
 			if c := recs["dev/console"]; c.Mode&cpio.S_IFMT != cpio.S_IFCHR || c.Rmajor != 5 || c.Rminor != 1 {
 				t.Errorf("dev/console: %+v", c.Info)
 			}
+			// Without WithLicense the image does not phone home.
+			for _, p := range []string{LicensePath, LicenseCAPath} {
+				if _, ok := recs[p]; ok {
+					t.Errorf("%s in an image built without WithLicense", p)
+				}
+			}
 			if got := string(data[VersionPath]); got != "1.2.3-test\n" {
 				t.Errorf("version file %q", got)
 			}

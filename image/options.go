@@ -2,6 +2,7 @@ package image
 
 import (
 	"bufio"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +23,7 @@ type options struct {
 	version  string
 	tags     []string
 	log      *slog.Logger
+	license  *licenseConfig // nil: the image does not phone home
 }
 
 // ModulePath is the Go module whose cmd/init and cmd/edgepbxd are built.
@@ -110,6 +112,25 @@ func WithLogger(l *slog.Logger) Option {
 		if l != nil {
 			o.log = l
 		}
+		return nil
+	}
+}
+
+// WithLicense makes the image phone home: serverURL (https://host[:port])
+// and the CA certificates that vouch for it go into the initramfs as
+// /etc/edgepbx/license.json and /etc/edgepbx/license-ca.pem, where PID 1
+// finds them and passes them to edgepbxd, and vendorKey, the Ed25519 key
+// whose signature on the server's answers the box accepts, is compiled into
+// edgepbxd (-X .../firmware/license.buildVendorKey). All three are the
+// vendor's choice at build time; nothing on /data can change them. The image
+// carries no system root store, so caPEM is required.
+func WithLicense(serverURL string, caPEM []byte, vendorKey ed25519.PublicKey) Option {
+	return func(o *options) error {
+		lc, err := newLicenseConfig(serverURL, caPEM, vendorKey)
+		if err != nil {
+			return err
+		}
+		o.license = lc
 		return nil
 	}
 }
