@@ -482,10 +482,20 @@ func (b *box) startDaemon() error {
 	if err != nil {
 		return haltf("bootstrap: %w", err)
 	}
+	args := []string{"--data", dataDir, "--control", controlPath, "--bootstrap-fd", "3", "--https", ":443", "--sip", ":5060"}
+	// A broken licence file is a vendor build error; the PBX still starts
+	// (edgepbxd's own rule: never down over its licence), and says so loudly.
+	lic, err := licenseArgs("/")
+	if err != nil {
+		b.say("WARNING: licence phone-home off: %v", err)
+	} else if lic != nil {
+		b.step("licence server", "url", lic[1])
+	}
+	args = append(args, lic...)
 	err = b.sup.Start(supervise.Service{
 		Name: daemonName,
 		Path: daemonPath,
-		Args: []string{"--data", dataDir, "--control", controlPath, "--bootstrap-fd", "3", "--https", ":443", "--sip", ":5060"},
+		Args: args,
 		Env:  []string{"HOME=" + dataDir},
 		Dir:  dataDir,
 		// Only CAP_NET_BIND_SERVICE survives exec; no_new_privs keeps it so.
