@@ -45,12 +45,14 @@ func args(t Target, c config, qmpSocket string) ([]string, error) {
 			"-device", "virtio-blk-"+bus+",drive=data0")
 	}
 	switch {
+	case c.tap != nil && len(c.guestFwds) > 0:
+		return nil, fmt.Errorf("qemu: guest forwards need user-mode networking, not a tap")
 	case c.tap != nil:
 		a = append(a,
 			"-netdev", "tap,id=net0,fd="+strconv.Itoa(tapFD),
 			"-device", "virtio-net-"+bus+",netdev=net0")
 	default:
-		nd, err := userNetdev(c.forwards)
+		nd, err := userNetdev(c.forwards, c.guestFwds)
 		if err != nil {
 			return nil, err
 		}
@@ -62,7 +64,7 @@ func args(t Target, c config, qmpSocket string) ([]string, error) {
 // userNetdev is the user-mode (slirp) network: restrict=on keeps the guest from
 // reaching anything beyond its own forwards, and forwards listen on loopback
 // only so the VM is never exposed to the host's networks.
-func userNetdev(fw []Forward) (string, error) {
+func userNetdev(fw []Forward, gfw []GuestForward) (string, error) {
 	var b strings.Builder
 	b.WriteString("user,id=net0,restrict=on")
 	for _, f := range fw {
@@ -70,6 +72,9 @@ func userNetdev(fw []Forward) (string, error) {
 			return "", fmt.Errorf("qemu: forward %s guest port %d has no host port", f.Proto, f.GuestPort)
 		}
 		fmt.Fprintf(&b, ",hostfwd=%s:127.0.0.1:%d-:%d", f.Proto, f.HostPort, f.GuestPort)
+	}
+	for _, g := range gfw {
+		fmt.Fprintf(&b, ",guestfwd=tcp:%s-tcp:%s", g.Guest, g.Host)
 	}
 	return b.String(), nil
 }

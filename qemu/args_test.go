@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -51,6 +52,16 @@ func TestArgs(t *testing.T) {
 			devices: []string{"virtio-rng-device", "virtio-blk-device,drive=data0", "virtio-net-device,netdev=net0"},
 			netdev:  "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:8443-:443,hostfwd=udp:127.0.0.1:5060-:5060",
 			kvm:     true,
+		},
+		{
+			name: "x86_64 guest forward", target: x86,
+			opts: []Option{WithHostForward("tcp", 8443, 443),
+				WithGuestForward(netip.MustParseAddrPort("10.0.2.100:443"), netip.MustParseAddrPort("127.0.0.1:40443"))},
+			machine: "microvm,acpi=on,x-option-roms=off,rtc=on,isa-serial=on,accel=tcg",
+			cpu:     "max",
+			append:  "console=ttyS0 quiet panic=-1",
+			devices: []string{"virtio-rng-device", "virtio-net-device,netdev=net0"},
+			netdev:  "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:8443-:443,guestfwd=tcp:10.0.2.100:443-tcp:127.0.0.1:40443",
 		},
 		{
 			name: "arm64 virt", target: arm,
@@ -140,21 +151,40 @@ func TestArgsRejects(t *testing.T) {
 		}
 	}
 	opts := map[string]Option{
-		"proto":      WithHostForward("sctp", 1, 2),
-		"guest port": WithHostForward("tcp", 0, 0),
-		"host port":  WithHostForward("udp", 70000, 5060),
-		"memory":     WithMemory(8),
-		"append":     WithAppend("x\ny"),
-		"disk":       WithDataDisk(""),
-		"disk size":  WithDataDiskSize(1),
-		"tap name":   WithTap("/run/netns/x", "a-very-long-tap-name"),
-		"tap netns":  WithTap("", "tap0"),
+		"proto":                      WithHostForward("sctp", 1, 2),
+		"guest port":                 WithHostForward("tcp", 0, 0),
+		"host port":                  WithHostForward("udp", 70000, 5060),
+		"memory":                     WithMemory(8),
+		"append":                     WithAppend("x\ny"),
+		"disk":                       WithDataDisk(""),
+		"disk size":                  WithDataDiskSize(1),
+		"tap name":                   WithTap("/run/netns/x", "a-very-long-tap-name"),
+		"tap netns":                  WithTap("", "tap0"),
+		"guest fwd outside user net": WithGuestForward(netip.MustParseAddrPort("192.168.1.5:443"), netip.MustParseAddrPort("127.0.0.1:1")),
+		"guest fwd onto gateway":     WithGuestForward(netip.MustParseAddrPort("10.0.2.2:443"), netip.MustParseAddrPort("127.0.0.1:1")),
+		"guest fwd onto guest":       WithGuestForward(netip.MustParseAddrPort("10.0.2.15:80"), netip.MustParseAddrPort("127.0.0.1:1")),
+		"guest fwd v6":               WithGuestForward(netip.MustParseAddrPort("[fec0::100]:443"), netip.MustParseAddrPort("127.0.0.1:1")),
+		"guest fwd port 0":           WithGuestForward(netip.MustParseAddrPort("10.0.2.100:0"), netip.MustParseAddrPort("127.0.0.1:1")),
+		"guest fwd to non-loopback":  WithGuestForward(netip.MustParseAddrPort("10.0.2.100:443"), netip.MustParseAddrPort("10.1.1.1:443")),
+		"guest fwd to port 0":        WithGuestForward(netip.MustParseAddrPort("10.0.2.100:443"), netip.MustParseAddrPort("127.0.0.1:0")),
 	}
 	for name, o := range opts {
 		c := defaultConfig()
 		if err := o(&c); err == nil {
 			t.Errorf("option %s: accepted", name)
 		}
+	}
+	gc := defaultConfig()
+	g := WithGuestForward(netip.MustParseAddrPort("10.0.2.100:443"), netip.MustParseAddrPort("127.0.0.1:8443"))
+	if err := g(&gc); err != nil {
+		t.Fatal(err)
+	}
+	if err := g(&gc); err == nil {
+		t.Error("duplicate guest forward accepted")
+	}
+	WithTap("/run/netns/x", "tap0")(&gc)
+	if _, err := args(good, gc, "/q"); err == nil {
+		t.Error("guest forward with a tap accepted")
 	}
 	c := defaultConfig()
 	WithHostForward("tcp", 0, 443)(&c)

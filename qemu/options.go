@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
@@ -19,6 +21,14 @@ type Forward struct {
 	GuestPort int
 }
 
+// GuestForward sends the guest's TCP connections to Guest (an address in
+// user-mode networking's 10.0.2.0/24 that no one else uses) to Host on the
+// host's loopback.
+type GuestForward struct {
+	Guest netip.AddrPort
+	Host  netip.AddrPort
+}
+
 type tapConfig struct {
 	netns string // path of the network namespace, e.g. /var/run/netns/NAME
 	name  string // tap device created inside it
@@ -28,6 +38,7 @@ type config struct {
 	dataDisk     string
 	dataDiskSize int64
 	forwards     []Forward
+	guestFwds    []GuestForward
 	tap          *tapConfig
 	kvm          bool
 	memoryMiB    int
@@ -100,6 +111,42 @@ func WithHostForward(proto string, hostPort, guestPort int) Option {
 			}
 		}
 		c.forwards = append(c.forwards, Forward{Proto: proto, HostPort: hostPort, GuestPort: guestPort})
+		return nil
+	}
+}
+
+// userNet is QEMU's user-mode network; slirp answers its gateway, DNS and
+// the guest's DHCP address itself.
+var (
+	userNet      = netip.MustParsePrefix("10.0.2.0/24")
+	userReserved = []netip.Addr{
+		netip.MustParseAddr("10.0.2.0"), netip.MustParseAddr("10.0.2.2"), netip.MustParseAddr("10.0.2.3"),
+		netip.MustParseAddr("10.0.2.15"), netip.MustParseAddr("10.0.2.255"),
+	}
+)
+
+// WithGuestForward lets the guest reach a service on the host: its TCP
+// connections to guest (an unused address in 10.0.2.0/24, any port) go to
+// host, which must be a loopback address, so the VM still reaches nothing
+// else (restrict=on stays). QEMU connects to host once, when it starts,
+// and carries the guest's connection over that one stream: host must be
+// listening before Boot, should not time out an idle connection, and
+// serves one guest connection per boot.
+func WithGuestForward(guest, host netip.AddrPort) Option {
+	return func(c *config) error {
+		g, h := guest.Addr(), host.Addr()
+		if !g.Is4() || !userNet.Contains(g) || slices.Contains(userReserved, g) || guest.Port() == 0 {
+			return fmt.Errorf("qemu: guest forward address %s: want an unused 10.0.2.x:port", guest)
+		}
+		if !h.Is4() || !h.IsLoopback() || host.Port() == 0 {
+			return fmt.Errorf("qemu: guest forward target %s: want 127.x.x.x:port", host)
+		}
+		for _, f := range c.guestFwds {
+			if f.Guest == guest {
+				return fmt.Errorf("qemu: guest forward %s given twice", guest)
+			}
+		}
+		c.guestFwds = append(c.guestFwds, GuestForward{Guest: guest, Host: host})
 		return nil
 	}
 }
