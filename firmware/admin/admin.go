@@ -7,6 +7,7 @@ package admin
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,10 +18,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/certs"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
@@ -45,6 +48,18 @@ type Deps struct {
 	Hasher *auth.Hasher
 	// AllowHTTPOrigin accepts http:// origins of Names too (make dev on loopback).
 	AllowHTTPOrigin bool
+	// Certs serves the certificate pages and TLSConfig; nil: not available.
+	Certs *certs.Manager
+	// KeyLog is the opt-in TLS key log; nil: not offered.
+	KeyLog *certs.KeyLog
+	// Extensions are the SIP credentials; nil: no SIP edge.
+	Extensions Extensions
+	// Firewall and System reach PID 1 (the control client); nil in dev mode.
+	Firewall Firewall
+	System   System
+	// Status adds edgepbxd's own lines (health, registrations, licence)
+	// to the dashboard; nil: none.
+	Status func(context.Context) []StatusItem
 }
 
 // Server is the admin handler; it also exposes the auth and audit services
@@ -60,6 +75,14 @@ type Server struct {
 	mux    *http.ServeMux
 	routes []route
 	pages  *pages
+
+	certs  *certs.Manager
+	keylog *certs.KeyLog
+	tlsCur atomic.Pointer[tls.Config] // per-connection TLS config, swapped on settings changes
+	exts   Extensions
+	fw     Firewall
+	sys    System
+	status func(context.Context) []StatusItem
 
 	refusedMu sync.Mutex
 	refused   map[string][]time.Time // per-source refusal log budget
@@ -90,7 +113,8 @@ func NewServer(d Deps) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{auth: svc, audit: al, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
-		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{}}
+		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
+		certs: d.Certs, keylog: d.KeyLog, exts: d.Extensions, fw: d.Firewall, sys: d.System, status: d.Status}
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/certs"
 )
 
 // maxBody bounds every request body.
@@ -22,23 +23,28 @@ var errBadRequest = errors.New("bad request")
 
 // decodeJSON reads exactly one JSON object of at most maxBody bytes with no
 // unknown fields into v.
-func decodeJSON(r *http.Request, v any) error {
+func decodeJSON(r *http.Request, v any) error { return decodeJSONLimit(r, v, maxBody) }
+
+// decodeJSONLimit is decodeJSON with another bound (certificate uploads).
+func decodeJSONLimit(r *http.Request, v any, limit int) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || mt != "application/json" {
 			return fmt.Errorf("%w: Content-Type must be application/json", errBadRequest)
 		}
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	body, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
 	if err != nil {
 		return fmt.Errorf("%w: read body: %v", errBadRequest, err)
 	}
-	return decodeBody(body, v)
+	return decodeBodyLimit(body, v, limit)
 }
 
-func decodeBody(body []byte, v any) error {
-	if len(body) > maxBody {
-		return fmt.Errorf("%w: body larger than %d bytes", errBadRequest, maxBody)
+func decodeBody(body []byte, v any) error { return decodeBodyLimit(body, v, maxBody) }
+
+func decodeBodyLimit(body []byte, v any, limit int) error {
+	if len(body) > limit {
+		return fmt.Errorf("%w: body larger than %d bytes", errBadRequest, limit)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -83,15 +89,20 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, auth.ErrBusy):
 		w.Header().Set("Retry-After", "1")
 		status, title = http.StatusServiceUnavailable, "busy"
-	case errors.Is(err, auth.ErrNotFound):
+	case errors.Is(err, certs.ErrInvalid):
+		status, title = http.StatusUnprocessableEntity, "certificate refused"
+	case errors.Is(err, errUnavailable):
+		status, title = http.StatusConflict, "not available"
+	case errors.Is(err, auth.ErrNotFound), errors.Is(err, errNotFound):
 		status, title = http.StatusNotFound, "not found"
 	case errors.Is(err, auth.ErrExists), errors.Is(err, auth.ErrLastAdmin), errors.Is(err, auth.ErrAlreadyClaimed),
-		errors.Is(err, auth.ErrNotClaimed), errors.Is(err, auth.ErrTOTPNotPending):
+		errors.Is(err, auth.ErrNotClaimed), errors.Is(err, auth.ErrTOTPNotPending), errors.Is(err, errConflict):
 		status, title = http.StatusConflict, "conflict"
 	case isPasswordError(err), errors.Is(err, auth.ErrTOTP), errors.Is(err, auth.ErrWrongCurrentPassword):
 		status, title = http.StatusUnprocessableEntity, "rejected"
 	case errors.Is(err, errBadRequest), errors.Is(err, auth.ErrPolicy), errors.Is(err, auth.ErrBadUsername),
-		errors.Is(err, auth.ErrBadRole), errors.Is(err, auth.ErrBadToken), errors.Is(err, audit.ErrFormat), errors.Is(err, errBadOrigin):
+		errors.Is(err, auth.ErrBadRole), errors.Is(err, auth.ErrBadToken), errors.Is(err, audit.ErrFormat), errors.Is(err, errBadOrigin),
+		errors.Is(err, certs.ErrKeyLog):
 		status = http.StatusBadRequest
 	default:
 		s.log.Error("admin request failed", "path", r.URL.Path, "err", err)

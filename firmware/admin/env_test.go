@@ -11,7 +11,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +23,8 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/sip"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/netfw"
 )
@@ -64,12 +68,49 @@ func (b *banRecorder) list() []netfw.Ban {
 	return append([]netfw.Ban(nil), b.bans...)
 }
 
+// pid1Recorder stands in for the rest of PID 1's control socket (bans list,
+// counters, power) for the same reason; it records power requests.
+type pid1Recorder struct {
+	mu    sync.Mutex
+	bans  []netfw.Ban
+	power []string
+}
+
+func (p *pid1Recorder) ListBans(context.Context) ([]netfw.Ban, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]netfw.Ban(nil), p.bans...), nil
+}
+
+func (p *pid1Recorder) Unban(_ context.Context, pfx netip.Prefix) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.bans = slices.DeleteFunc(p.bans, func(b netfw.Ban) bool { return b.Prefix == pfx })
+	return nil
+}
+
+func (p *pid1Recorder) Counters(context.Context) (netfw.Counters, error) {
+	return netfw.Counters{Rules: []netfw.RuleCounter{{Name: "drop-banned", Packets: 7, Bytes: 420}}}, nil
+}
+
+func (p *pid1Recorder) Reboot(context.Context) error   { p.add("reboot"); return nil }
+func (p *pid1Recorder) Poweroff(context.Context) error { p.add("poweroff"); return nil }
+func (p *pid1Recorder) add(s string) {
+	p.mu.Lock()
+	p.power = append(p.power, s)
+	p.mu.Unlock()
+}
+
 type env struct {
-	t     testing.TB
-	srv   *Server
-	db    *store.DB
-	clock *fakeClock
-	bans  *banRecorder
+	t      testing.TB
+	srv    *Server
+	db     *store.DB
+	clock  *fakeClock
+	bans   *banRecorder
+	pid1   *pid1Recorder
+	certs  *certs.Manager
+	keylog *certs.KeyLog
+	exts   *sip.Extensions
 }
 
 func newEnv(t testing.TB) *env {
@@ -87,13 +128,25 @@ func newEnvWith(t testing.TB, h *auth.Hasher) *env {
 	t.Cleanup(func() { db.Close() })
 	clk := &fakeClock{t: time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)}
 	bans := &banRecorder{}
-	srv, err := NewServer(Deps{Store: db, Clock: clk, SetupCode: auth.SetupCode(setupCode), Banner: bans, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Names:  []string{"box.example", "192.0.2.10"},
-		Hasher: h})
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cm, err := certs.Load(db, certs.Identity{Serial: "T0001", Hostname: "box.example", IPs: []net.IP{net.ParseIP("192.0.2.10")}},
+		certs.WithClock(clk.Now), certs.WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, srv: srv, db: db, clock: clk, bans: bans}
+	kl := certs.NewKeyLog(clk.Now, quiet)
+	exts, err := sip.LoadExtensions(db, "box.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid1 := &pid1Recorder{}
+	srv, err := NewServer(Deps{Store: db, Clock: clk, SetupCode: auth.SetupCode(setupCode), Banner: bans, Logger: quiet,
+		Names:  []string{"box.example", "192.0.2.10"},
+		Hasher: h, Certs: cm, KeyLog: kl, Extensions: exts, Firewall: pid1, System: pid1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, srv: srv, db: db, clock: clk, bans: bans, pid1: pid1, certs: cm, keylog: kl, exts: exts}
 }
 
 // client drives the handler like a browser (cookie, CSRF header, Origin) or

@@ -16,7 +16,8 @@ func FuzzDecodeBody(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		targets := []any{&ClaimRequest{}, &LoginRequest{}, &TOTPLoginRequest{}, &PasswordRequest{}, &CodeRequest{},
-			&TokenRequest{}, &AccountRequest{}, &RoleRequest{}, &OriginsRequest{}}
+			&TokenRequest{}, &AccountRequest{}, &RoleRequest{}, &OriginsRequest{}, &CertificateRequest{}, &TLSSettings{},
+			&KeyLogRequest{}, &ExtensionRequest{}, &UnbanRequest{}}
 		for _, v := range targets {
 			err := decodeBody(b, v)
 			if err != nil && !errors.Is(err, errBadRequest) {

@@ -33,6 +33,10 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/users", perm: auth.PermUsersRead, h: s.page("users", s.usersData)},
 		{method: "GET", path: "/security", perm: auth.PermSecurityRead, h: s.page("security", s.securityData)},
 		{method: "GET", path: "/audit", perm: auth.PermAuditRead, h: s.page("audit", s.auditData)},
+		{method: "GET", path: "/certificates", perm: auth.PermSecurityRead, h: s.page("certificates", s.certData)},
+		{method: "GET", path: "/extensions", perm: auth.PermTelephonyRead, h: s.page("extensions", s.extensionsData)},
+		{method: "GET", path: "/firewall", perm: auth.PermSecurityRead, h: s.page("firewall", s.firewallData)},
+		{method: "GET", path: "/system", perm: auth.PermSystemWrite, h: s.page("system", s.systemData)},
 
 		// JSON API.
 		{method: "POST", path: "/api/v1/claim", summary: "Claim an unclaimed box with the console setup code and create the first admin", req: ClaimRequest{}, public: true, h: s.apiClaim},
@@ -69,6 +73,21 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/api/v1/audit/export", summary: "Export the audit log (?format=jsonl|csv and the same filters)", perm: auth.PermAuditRead, h: s.apiAuditExport},
 		{method: "GET", path: "/api/v1/openapi.json", perm: auth.PermStatusRead, h: s.apiOpenAPI, summary: "This document"},
 		{method: "GET", path: "/api/v1/audit/verify", summary: "Verify the audit hash chain", perm: auth.PermAuditRead, h: s.apiAuditVerify},
+		{method: "GET", path: "/api/v1/certificates", summary: "Active and self-signed certificates, TLS versions, key log state", perm: auth.PermSecurityRead, h: s.apiCertificates},
+		{method: "POST", path: "/api/v1/certificates", summary: "Upload a PEM chain and key; validated (key matches, chain, dates, names) before it replaces the active one", req: CertificateRequest{}, perm: auth.PermSecurityWrite, h: s.apiUploadCertificate},
+		{method: "POST", path: "/api/v1/certificates/rollback", summary: "Serve the previous (or self-signed) certificate again", perm: auth.PermSecurityWrite, h: s.apiRollbackCertificate},
+		{method: "PUT", path: "/api/v1/certificates/tls", summary: "Set the admin HTTPS TLS versions (1.2 or 1.3; default 1.2 to 1.3)", req: TLSSettings{}, perm: auth.PermSecurityWrite, h: s.apiSetTLS},
+		{method: "POST", path: "/api/v1/certificates/keylog", summary: "Turn on the TLS key log for 1 to 1440 minutes (in memory; erased when it expires)", req: KeyLogRequest{}, perm: auth.PermSecurityWrite, h: s.apiKeyLogOn},
+		{method: "DELETE", path: "/api/v1/certificates/keylog", summary: "Turn off and erase the TLS key log", perm: auth.PermSecurityWrite, h: s.apiKeyLogOff},
+		{method: "GET", path: "/api/v1/certificates/keylog", summary: "Download the TLS key log (NSS key log format)", perm: auth.PermSecurityWrite, h: s.apiKeyLogDownload},
+		{method: "GET", path: "/api/v1/extensions", summary: "SIP extensions", perm: auth.PermTelephonyRead, h: s.apiExtensions},
+		{method: "POST", path: "/api/v1/extensions", summary: "Create a SIP extension; its generated password is in the answer, once", req: ExtensionRequest{}, perm: auth.PermTelephonyWrite, h: s.apiCreateExtension},
+		{method: "POST", path: "/api/v1/extensions/{name}/password", summary: "Generate a new password for an extension (shown once)", perm: auth.PermTelephonyWrite, h: s.apiExtensionPassword},
+		{method: "DELETE", path: "/api/v1/extensions/{name}", summary: "Delete a SIP extension", perm: auth.PermTelephonyWrite, h: s.apiDeleteExtension},
+		{method: "GET", path: "/api/v1/firewall", summary: "Firewall bans and counters (from PID 1)", perm: auth.PermSecurityRead, h: s.apiFirewall},
+		{method: "POST", path: "/api/v1/firewall/unban", summary: "Lift a firewall ban", req: UnbanRequest{}, perm: auth.PermSecurityWrite, h: s.apiUnban},
+		{method: "POST", path: "/api/v1/system/reboot", summary: "Reboot the box", perm: auth.PermSystemWrite, h: s.apiReboot},
+		{method: "POST", path: "/api/v1/system/poweroff", summary: "Power the box off", perm: auth.PermSystemWrite, h: s.apiPoweroff},
 	}
 }
 
@@ -281,7 +300,8 @@ func (s *Server) apiMyHistory(w http.ResponseWriter, r *http.Request, p auth.Pri
 
 func (s *Server) apiStatus(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	res, verr := s.audit.Verify()
-	writeJSON(w, http.StatusOK, map[string]any{"time": s.clock.Now().UTC(), "audit_entries": res.Entries, "audit_ok": verr == nil})
+	writeJSON(w, http.StatusOK, map[string]any{"time": s.clock.Now().UTC(), "audit_entries": res.Entries, "audit_ok": verr == nil,
+		"items": s.dashboard(r.Context())})
 	return nil
 }
 

@@ -20,7 +20,7 @@ var staticFS embed.FS
 
 type pages struct{ t map[string]*template.Template }
 
-var pageNames = []string{"claim", "login", "dashboard", "account", "users", "security", "audit"}
+var pageNames = []string{"claim", "login", "dashboard", "account", "users", "security", "audit", "certificates", "extensions", "firewall", "system"}
 
 func loadPages() (*pages, error) {
 	funcs := template.FuncMap{"can": func(p auth.Principal, perm string) bool { return p.Can(auth.Permission(perm)) }}
@@ -51,12 +51,17 @@ type pageData struct {
 	CSRF  string
 	Data  any
 	Roles []auth.Role
+	// KeyLog is set while the TLS key log runs: every page says so.
+	KeyLog string
 }
 
 // page renders a server-side page; data loads what it shows.
 func (s *Server) page(name string, data func(*http.Request, auth.Principal) (any, error)) func(http.ResponseWriter, *http.Request, auth.Principal) error {
 	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 		d := pageData{Title: name, Page: name, P: p, CSRF: p.CSRF, Roles: auth.Roles}
+		if p.Username != "" {
+			d.KeyLog = s.keyLogBanner()
+		}
 		if data != nil {
 			v, err := data(r, p)
 			if err != nil {
@@ -75,12 +80,11 @@ func (s *Server) page(name string, data func(*http.Request, auth.Principal) (any
 }
 
 func (s *Server) dashData(r *http.Request, p auth.Principal) (any, error) {
-	res, verr := s.audit.Verify()
 	recent, err := s.audit.Query(audit.Filter{Limit: 10})
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"AuditEntries": res.Entries, "AuditOK": verr == nil, "Recent": recent}, nil
+	return map[string]any{"Items": s.dashboard(r.Context()), "Recent": recent}, nil
 }
 
 func (s *Server) accountData(r *http.Request, p auth.Principal) (any, error) {

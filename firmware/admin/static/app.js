@@ -66,6 +66,10 @@
       document.getElementById("recovery-codes").textContent = data.recovery_codes.join("\n");
       return;
     }
+    if (data.password) {
+      say(el, "Password for " + data.user + " (shown once, copy it now): " + data.password, false);
+      return;
+    }
     if (el.dataset.show === "token" && data.token) {
       say(el, "Token (shown once): " + data.token, false);
       return;
@@ -79,6 +83,12 @@
     if (!f.dataset.api) return;
     ev.preventDefault();
     call(f, formJSON(f)).then(function (d) { after(f, d); }, function (e) { say(f, e.message, true); });
+  });
+  document.addEventListener("change", function (ev) {
+    var f = ev.target;
+    if (!f.dataset || !f.dataset.into || !f.files || !f.files[0]) return;
+    if (f.files[0].size > 131072) { say(f.form, "file too large", true); return; }
+    f.files[0].text().then(function (t) { f.form.elements[f.dataset.into].value = t; });
   });
   document.addEventListener("click", function (ev) {
     var b = ev.target.closest("button[data-api]");

@@ -1,0 +1,313 @@
+package admin
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/netfw"
+)
+
+// Extensions is the SIP edge's credential store (sip.Server.Extensions()).
+type Extensions interface {
+	Set(user, password string) error
+	Delete(user string) error
+	List() []string
+}
+
+// Firewall is PID 1's live firewall state, over the control socket.
+type Firewall interface {
+	ListBans(ctx context.Context) ([]netfw.Ban, error)
+	Unban(ctx context.Context, p netip.Prefix) error
+	Counters(ctx context.Context) (netfw.Counters, error)
+}
+
+// System is PID 1's power control, over the control socket.
+type System interface {
+	Reboot(ctx context.Context) error
+	Poweroff(ctx context.Context) error
+}
+
+// StatusItem is one line of the dashboard that edgepbxd fills in (health,
+// registrations, licence, ...). OK false shows it as a problem.
+type StatusItem struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+	OK    bool   `json:"ok"`
+}
+
+// pid1Timeout bounds each control-socket request made for a page.
+const pid1Timeout = 5 * time.Second
+
+var (
+	errConflict = errors.New("conflict")
+	errNotFound = errors.New("not found")
+)
+
+// extUserRE is the SIP edge's extension name rule, checked here first so
+// a bad name is a 400 and not a store error.
+var extUserRE = regexp.MustCompile(`^[A-Za-z0-9._+-]{1,64}$`)
+
+// sipPasswordAlphabet leaves out look-alike characters (0/O, 1/l/I) so
+// the password can be typed into a phone's keypad menu from the screen.
+const sipPasswordAlphabet = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+// sipPasswordLen: 20 characters of 57 give about 116 bits.
+const sipPasswordLen = 20
+
+// newSIPPassword draws a password uniformly from sipPasswordAlphabet.
+func newSIPPassword() string {
+	return randomFrom(sipPasswordAlphabet, sipPasswordLen)
+}
+
+func randomFrom(alphabet string, n int) string {
+	out := make([]byte, 0, n)
+	buf := make([]byte, 64)
+	limit := byte(256 - 256%len(alphabet)) // reject bytes that would bias the draw
+	for len(out) < n {
+		rand.Read(buf)
+		for _, b := range buf {
+			if b < limit && len(out) < n {
+				out = append(out, alphabet[int(b)%len(alphabet)])
+			}
+		}
+	}
+	return string(out)
+}
+
+func (s *Server) extensionsData(r *http.Request, p auth.Principal) (any, error) {
+	if s.exts == nil {
+		return map[string]any{"Unavailable": true}, nil
+	}
+	return map[string]any{"List": s.exts.List()}, nil
+}
+
+func (s *Server) apiExtensions(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if s.exts == nil {
+		return errUnavailable
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"extensions": s.exts.List()})
+	return nil
+}
+
+// ExtensionRequest is the body of POST /api/v1/extensions.
+type ExtensionRequest struct {
+	User string `json:"user"`
+}
+
+// setExtension gives user a new generated password and returns it: the
+// only time it is shown (the SIP edge keeps only digests).
+func (s *Server) setExtension(r *http.Request, p auth.Principal, user string, create bool) (string, error) {
+	if s.exts == nil {
+		return "", errUnavailable
+	}
+	if !extUserRE.MatchString(user) {
+		return "", fmt.Errorf("%w: extension must be 1-64 of A-Z a-z 0-9 . _ + -", errBadRequest)
+	}
+	exists := slices.Contains(s.exts.List(), user)
+	if create && exists {
+		return "", fmt.Errorf("%w: extension %s exists", errConflict, user)
+	}
+	if !create && !exists {
+		return "", fmt.Errorf("%w: extension %s", errNotFound, user)
+	}
+	pw := newSIPPassword()
+	if err := s.exts.Set(user, pw); err != nil {
+		return "", err
+	}
+	action := "telephony.extension.password"
+	if create {
+		action = "telephony.extension.create"
+	}
+	_ = s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: action, Target: user, Detail: "password generated (not recorded)"})
+	return pw, nil
+}
+
+func (s *Server) apiCreateExtension(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req ExtensionRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	pw, err := s.setExtension(r, p, req.User, true)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{"status": "created", "user": req.User, "password": pw})
+	return nil
+}
+
+func (s *Server) apiExtensionPassword(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	user := r.PathValue("name")
+	pw, err := s.setExtension(r, p, user, false)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "new password", "user": user, "password": pw})
+	return nil
+}
+
+func (s *Server) apiDeleteExtension(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if s.exts == nil {
+		return errUnavailable
+	}
+	user := r.PathValue("name")
+	if !slices.Contains(s.exts.List(), user) {
+		return fmt.Errorf("%w: extension %.64s", errNotFound, user)
+	}
+	if err := s.exts.Delete(user); err != nil {
+		return err
+	}
+	_ = s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: "telephony.extension.delete", Target: user})
+	writeJSON(w, http.StatusOK, map[string]string{"status": "deleted"})
+	return nil
+}
+
+type firewallView struct {
+	Bans     []netfw.Ban    `json:"bans"`
+	Counters netfw.Counters `json:"counters"`
+}
+
+func (s *Server) firewall(ctx context.Context) (firewallView, error) {
+	if s.fw == nil {
+		return firewallView{}, errUnavailable
+	}
+	ctx, cancel := context.WithTimeout(ctx, pid1Timeout)
+	defer cancel()
+	bans, err := s.fw.ListBans(ctx)
+	if err != nil {
+		return firewallView{}, fmt.Errorf("list bans via PID 1: %w", err)
+	}
+	n, err := s.fw.Counters(ctx)
+	if err != nil {
+		return firewallView{}, fmt.Errorf("firewall counters via PID 1: %w", err)
+	}
+	if bans == nil {
+		bans = []netfw.Ban{}
+	}
+	return firewallView{Bans: bans, Counters: n}, nil
+}
+
+func (s *Server) firewallData(r *http.Request, p auth.Principal) (any, error) {
+	v, err := s.firewall(r.Context())
+	if errors.Is(err, errUnavailable) {
+		return map[string]any{"Unavailable": true}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"V": v}, nil
+}
+
+func (s *Server) apiFirewall(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	v, err := s.firewall(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+// UnbanRequest is the body of POST /api/v1/firewall/unban.
+type UnbanRequest struct {
+	Prefix string `json:"prefix"`
+}
+
+func (s *Server) apiUnban(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if s.fw == nil {
+		return errUnavailable
+	}
+	var req UnbanRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	pfx, err := netip.ParsePrefix(req.Prefix)
+	if err != nil {
+		a, aerr := netip.ParseAddr(req.Prefix)
+		if aerr != nil {
+			return fmt.Errorf("%w: prefix must be an address or CIDR prefix", errBadRequest)
+		}
+		pfx = netip.PrefixFrom(a, a.BitLen())
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), pid1Timeout)
+	defer cancel()
+	if err := s.fw.Unban(ctx, pfx.Masked()); err != nil {
+		return fmt.Errorf("unban via PID 1: %w", err)
+	}
+	_ = s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: "firewall.unban", Target: pfx.Masked().String()})
+	writeJSON(w, http.StatusOK, map[string]string{"status": "unbanned"})
+	return nil
+}
+
+func (s *Server) systemData(r *http.Request, p auth.Principal) (any, error) {
+	return map[string]any{"Available": s.sys != nil}, nil
+}
+
+// power asks PID 1 to reboot or power off, after recording who asked: the
+// audit entry must be on disk before the box goes down.
+func (s *Server) power(action string, f func(context.Context) error) func(http.ResponseWriter, *http.Request, auth.Principal) error {
+	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+		if s.sys == nil {
+			return errUnavailable
+		}
+		if err := s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: "system." + action}); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), pid1Timeout)
+		defer cancel()
+		if err := f(ctx); err != nil {
+			return fmt.Errorf("%s via PID 1: %w", action, err)
+		}
+		writeJSON(w, http.StatusAccepted, map[string]string{"status": action + " requested"})
+		return nil
+	}
+}
+
+func (s *Server) apiReboot(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if s.sys == nil {
+		return errUnavailable
+	}
+	return s.power("reboot", s.sys.Reboot)(w, r, p)
+}
+
+func (s *Server) apiPoweroff(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if s.sys == nil {
+		return errUnavailable
+	}
+	return s.power("poweroff", s.sys.Poweroff)(w, r, p)
+}
+
+// dashboard collects what the dashboard and /api/v1/status show.
+func (s *Server) dashboard(ctx context.Context) []StatusItem {
+	var items []StatusItem
+	if s.status != nil {
+		items = append(items, s.status(ctx)...)
+	}
+	if s.certs != nil {
+		cur := s.certs.Current()
+		days := int(cur.NotAfter.Sub(s.clock.Now()).Hours() / 24)
+		items = append(items, StatusItem{Name: "Certificate", OK: days >= 14,
+			Value: fmt.Sprintf("%s, expires %s (%d days)", cur.Source, cur.NotAfter.UTC().Format("2006-01-02"), days)})
+	}
+	if on := s.keyLogBanner(); on != "" {
+		items = append(items, StatusItem{Name: "TLS key log", Value: "ON until " + on, OK: false})
+	}
+	if s.fw != nil {
+		v, err := s.firewall(ctx)
+		if err != nil {
+			items = append(items, StatusItem{Name: "Firewall bans", Value: "unavailable: " + err.Error()})
+		} else {
+			items = append(items, StatusItem{Name: "Firewall bans", Value: fmt.Sprint(len(v.Bans)), OK: true})
+		}
+	}
+	res, verr := s.audit.Verify()
+	items = append(items, StatusItem{Name: "Audit log", Value: fmt.Sprintf("%d entries, chain %s", res.Entries, map[bool]string{true: "verified", false: "BROKEN"}[verr == nil]), OK: verr == nil})
+	return items
+}
