@@ -47,6 +47,10 @@ type SIP struct {
 	Algorithms []string      `json:"algorithms"`
 	NonceTTL   time.Duration `json:"nonce_ttl"`
 
+	// RetransmitCache is how many answers to UDP REGISTERs are kept (32 s
+	// each) so a retransmission gets the first answer again.
+	RetransmitCache int `json:"retransmit_cache"`
+
 	MinExpires  time.Duration `json:"min_expires"`
 	MaxExpires  time.Duration `json:"max_expires"`
 	MaxContacts int           `json:"max_contacts"`
@@ -121,6 +125,7 @@ func DefaultSIP() SIP {
 		ScannerUserAgents: append([]string(nil), defaultScannerUserAgents...),
 		Algorithms:        []string{"SHA-256", "MD5"},
 		NonceTTL:          5 * time.Minute,
+		RetransmitCache:   4096,
 		MinExpires:        60 * time.Second,
 		MaxExpires:        time.Hour,
 		MaxContacts:       5,
@@ -194,6 +199,9 @@ func (c SIP) Validate() error {
 	}
 	if c.MinExpires < time.Second || c.MaxExpires < c.MinExpires {
 		return errors.New("sip: expiry bounds: want 1s ≤ min ≤ max")
+	}
+	if c.RetransmitCache < 1 || c.RetransmitCache > 1<<20 {
+		return errors.New("sip: retransmit_cache: want 1..1048576")
 	}
 	if c.MaxContacts < 1 || c.MaxContacts > 100 {
 		return errors.New("sip: max_contacts: want 1..100")

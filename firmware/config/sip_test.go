@@ -29,6 +29,8 @@ func TestSIPValidateRejects(t *testing.T) {
 		{"nonce ttl", func(c *SIP) { c.NonceTTL = time.Second }},
 		{"expiry", func(c *SIP) { c.MaxExpires = c.MinExpires - 1 }},
 		{"contacts", func(c *SIP) { c.MaxContacts = 0 }},
+		{"retransmit cache", func(c *SIP) { c.RetransmitCache = 0 }},
+		{"retransmit cache huge", func(c *SIP) { c.RetransmitCache = 1<<20 + 1 }},
 		{"guard", func(c *SIP) { c.Guard.MaxFailsPerSource = 0 }},
 		{"trunk empty", func(c *SIP) { c.Trunks = []Trunk{{Name: "itsp"}} }},
 		{"trunk dup", func(c *SIP) {

@@ -26,5 +26,9 @@ func (s *Server) Counters() map[string]uint64 {
 		"conn_over_total":      c.OverTotal.Load(),
 		"conn_over_source":     c.OverSource.Load(),
 		"conn_banned":          c.Banned.Load(),
+		"retrans_hits":         s.retrans.Counters.Hits.Load(),
+		"retrans_stored":       s.retrans.Counters.Stored.Load(),
+		"retrans_evicted":      s.retrans.Counters.Evicted.Load(),
+		"stateful_requests":    s.stateful.Load(),
 	}
 }

@@ -216,10 +216,11 @@ func digestResponse(alg, ha1, method string, c Credentials) string {
 // Nonces issues stateless HMAC nonces bound to the source address and tracks
 // nonce counts of nonces that authenticated, so a replayed (nonce, nc) fails.
 type Nonces struct {
-	key  [32]byte
-	ttl  time.Duration
-	max  int
-	macs sync.Pool // hmac-sha256 states keyed with key
+	key     [32]byte
+	ttl     time.Duration
+	max     int
+	retrans time.Duration // see retransWindow
+	macs    sync.Pool     // hmac-sha256 states keyed with key
 
 	mu   sync.Mutex
 	used map[string]nonceUse
@@ -228,12 +229,19 @@ type Nonces struct {
 type nonceUse struct {
 	nc      uint32
 	expires time.Time
+	fp      uint64    // transaction of the request that used nc (0: unknown)
+	at      time.Time // when it was accepted
 }
+
+// retransWindow is how long after acceptance a request with the same
+// (nonce, nc) and the same transaction counts as a retransmission: 64*T1,
+// the time a UDP client keeps retransmitting (RFC 3261 Timer F).
+const retransWindow = 32 * time.Second
 
 // NewNonces returns a nonce issuer with a fresh random key; nonces die with
 // the process, which at worst costs phones one extra challenge.
 func NewNonces(ttl time.Duration, maxTracked int) (*Nonces, error) {
-	n := &Nonces{ttl: ttl, max: maxTracked, used: map[string]nonceUse{}}
+	n := &Nonces{ttl: ttl, max: maxTracked, retrans: retransWindow, used: map[string]nonceUse{}}
 	if _, err := rand.Read(n.key[:]); err != nil {
 		return nil, fmt.Errorf("digest: nonce key: %w", err)
 	}
@@ -293,18 +301,31 @@ func (n *Nonces) check(now time.Time, nonce string, src netip.Addr) nonceState {
 	return nonceFresh
 }
 
-// use records nc for an authenticated nonce; it reports false for a replay
-// (nc not above the last one seen) or when the table is full.
-func (n *Nonces) use(now time.Time, nonce string, nc uint32) bool {
+// useResult is the outcome of recording a nonce count.
+type useResult int
+
+const (
+	useOK      useResult = iota
+	useReplay            // nc not above the last one seen, or the table is full
+	useRetrans           // the accepted request itself again (same fp, within the window)
+)
+
+// use records nc for an authenticated nonce. fp names the request's
+// transaction (0: none); a request that repeats the last accepted nc with the
+// same non-zero fp within retransWindow is a retransmission, not a replay.
+func (n *Nonces) use(now time.Time, nonce string, nc uint32, fp uint64) useResult {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if u, ok := n.used[nonce]; ok {
 		if nc <= u.nc {
-			return false
+			if nc == u.nc && fp != 0 && fp == u.fp && now.Sub(u.at) <= n.retrans {
+				return useRetrans
+			}
+			return useReplay
 		}
-		u.nc = nc
+		u.nc, u.fp, u.at = nc, fp, now
 		n.used[nonce] = u
-		return true
+		return useOK
 	}
 	if len(n.used) >= n.max {
 		for k, u := range n.used {
@@ -313,11 +334,11 @@ func (n *Nonces) use(now time.Time, nonce string, nc uint32) bool {
 			}
 		}
 		if len(n.used) >= n.max {
-			return false
+			return useReplay
 		}
 	}
-	n.used[nonce] = nonceUse{nc: nc, expires: now.Add(n.ttl + time.Minute)}
-	return true
+	n.used[nonce] = nonceUse{nc: nc, expires: now.Add(n.ttl + time.Minute), fp: fp, at: now}
+	return useOK
 }
 
 // AuthResult is the outcome of checking a request's credentials.
@@ -329,10 +350,13 @@ const (
 	AuthStale                      // right password, expired nonce: challenge with stale=true
 	AuthFailed                     // wrong password, unknown user, forged nonce, bad parameters
 	AuthReplayed                   // valid response with a reused (nonce, nc)
+	// AuthRetransmit: valid response with the (nonce, nc) of the accepted
+	// request this one retransmits (same transaction, see Nonces.use).
+	AuthRetransmit
 )
 
 func (r AuthResult) String() string {
-	return [...]string{"none", "ok", "stale", "failed", "replayed"}[r]
+	return [...]string{"none", "ok", "stale", "failed", "replayed", "retransmission"}[r]
 }
 
 // AuthCounters count stage-5 outcomes.
@@ -392,9 +416,15 @@ func (a *Authenticator) Challenges(now time.Time, src netip.Addr, stale bool) []
 
 // Verify checks the Authorization header value hdr of a request.
 func (a *Authenticator) Verify(now time.Time, src netip.Addr, method, hdr string) (AuthResult, Credentials) {
-	r, c := a.verify(now, src, method, hdr)
+	return a.VerifyTx(now, src, method, hdr, 0)
+}
+
+// VerifyTx is Verify for a request whose transaction fingerprint is fp
+// (0: none). It can return AuthRetransmit.
+func (a *Authenticator) VerifyTx(now time.Time, src netip.Addr, method, hdr string, fp uint64) (AuthResult, Credentials) {
+	r, c := a.verify(now, src, method, hdr, fp)
 	switch r {
-	case AuthOK:
+	case AuthOK, AuthRetransmit:
 		a.Counters.OK.Add(1)
 	case AuthFailed:
 		a.Counters.Failed.Add(1)
@@ -404,7 +434,7 @@ func (a *Authenticator) Verify(now time.Time, src netip.Addr, method, hdr string
 	return r, c
 }
 
-func (a *Authenticator) verify(now time.Time, src netip.Addr, method, hdr string) (AuthResult, Credentials) {
+func (a *Authenticator) verify(now time.Time, src netip.Addr, method, hdr string, fp uint64) (AuthResult, Credentials) {
 	c, err := ParseDigest(hdr)
 	if err != nil {
 		if errors.Is(err, errNotDigest) {
@@ -441,8 +471,11 @@ func (a *Authenticator) verify(now time.Time, src netip.Addr, method, hdr string
 	if state == nonceStale {
 		return AuthStale, c
 	}
-	if !a.Nonces.use(now, c.Nonce, uint32(nc)) {
+	switch a.Nonces.use(now, c.Nonce, uint32(nc), fp) {
+	case useReplay:
 		return AuthReplayed, c
+	case useRetrans:
+		return AuthRetransmit, c
 	}
 	return AuthOK, c
 }

@@ -1,8 +1,6 @@
 package sip
 
 import (
-	"bytes"
-	"net"
 	"net/netip"
 	"strconv"
 	"time"
@@ -81,6 +79,7 @@ func (s *Server) precheck(now time.Time, src netip.Addr, req *sip.Request, answe
 // handle runs stages 2 to 7 for every request sipgo parsed (stage 1 ran on
 // the raw bytes). Dropped requests get no answer at all.
 func (s *Server) handle(req *sip.Request, tx sip.ServerTransaction) {
+	s.stateful.Add(1)
 	now := s.now()
 	src := sourceOf(req)
 	if !src.IsValid() {
@@ -93,76 +92,36 @@ func (s *Server) handle(req *sip.Request, tx sip.ServerTransaction) {
 	if _, trunk := s.policy.Trunk(src); trunk {
 		// IP-authenticated trunk: the source address is the identity.
 		// Calls are routed by a later stage; registration is not for trunks.
-		respond(tx, req, 501, "Not Implemented")
+		answer(501, "Not Implemented")
 		return
 	}
-	user, ok := s.authenticate(now, src, req, tx)
+	user, _, ok := s.authenticate(now, src, req, answer, 0)
 	if !ok {
 		return
 	}
 	switch req.Method {
 	case sip.REGISTER:
-		s.register(now, src, req, tx, user)
+		s.register(now, src, req, answer, user, false)
 	default:
-		respond(tx, req, 501, "Not Implemented")
+		answer(501, "Not Implemented")
 	}
-}
-
-var authzName = []byte("authorization")
-
-// statelessChallenge answers a UDP REGISTER without credentials from the
-// read filter, before sipgo creates a transaction: the 401 is stateless
-// (a retransmission just gets a fresh one), so challenge floods and
-// enumeration sweeps leave no 32 s transaction state behind. The answer is
-// built exactly like the stateful path's. It reports true when the datagram
-// is finished (answered or dropped).
-func (s *Server) statelessChallenge(raddr net.Addr, src netip.Addr, data []byte) bool {
-	if !bytes.HasPrefix(data, []byte("REGISTER ")) || rawHeader(data, authzName) != nil {
-		return false
-	}
-	if _, trunk := s.policy.Trunk(src); trunk {
-		return false
-	}
-	m, err := s.parser.ParseSIP(data)
-	if err != nil {
-		return false // sipgo refuses it the same way
-	}
-	req, ok := m.(*sip.Request)
-	if !ok {
-		return false
-	}
-	req.SetTransport("UDP")
-	req.SetSource(raddr.String())
-	send := func(code int, reason string, hs ...sip.Header) {
-		res := sip.NewResponseFromRequest(req, code, reason, nil)
-		for _, h := range hs {
-			res.AppendHeader(h)
-		}
-		_, _ = s.udp.WriteTo([]byte(res.String()), raddr) // lost: the phone retransmits
-	}
-	now := s.now()
-	if s.precheck(now, src, req, send) {
-		var hs []sip.Header
-		for _, c := range s.auth.Challenges(now, src, false) {
-			hs = append(hs, sip.NewHeader("WWW-Authenticate", c))
-		}
-		send(401, "Unauthorized", hs...)
-	}
-	return true
 }
 
 // authenticate is stages 5 and 6. Unknown users and wrong passwords take
 // the same path and get the same answer: a 401 with a fresh challenge.
-func (s *Server) authenticate(now time.Time, src netip.Addr, req *sip.Request, tx sip.ServerTransaction) (string, bool) {
+// fp identifies the request's UDP transaction for the stateless path (0 on
+// the stateful one, where sipgo absorbs retransmissions); retrans reports a
+// retransmission of an accepted request whose cached answer was evicted.
+func (s *Server) authenticate(now time.Time, src netip.Addr, req *sip.Request, answer answerFunc, fp uint64) (user string, retrans, ok bool) {
 	hdr := headerValue(req, "Authorization")
 	res, cred := AuthNone, Credentials{}
 	if hdr != "" {
-		res, cred = s.auth.Verify(now, src, string(req.Method), hdr)
+		res, cred = s.auth.VerifyTx(now, src, string(req.Method), hdr, fp)
 	}
 	switch res {
-	case AuthOK:
+	case AuthOK, AuthRetransmit:
 		s.guard.AuthOK(src)
-		return cred.Username, true
+		return cred.Username, res == AuthRetransmit, true
 	case AuthFailed, AuthReplayed:
 		kind := logs.KindAuthFailure
 		if res == AuthReplayed {
@@ -170,34 +129,37 @@ func (s *Server) authenticate(now time.Time, src netip.Addr, req *sip.Request, t
 		}
 		s.event(kind, req, cred.Username, res.String())
 		if s.guard.AuthFailed(now, src, cred.Username) {
-			return "", false // banned now: no answer
+			return "", false, false // banned now: no answer
 		}
 	}
-	s.challenge(now, src, req, tx, res == AuthStale)
-	return "", false
+	s.challenge(now, src, answer, res == AuthStale)
+	return "", false, false
 }
 
-func (s *Server) challenge(now time.Time, src netip.Addr, req *sip.Request, tx sip.ServerTransaction, stale bool) {
-	var hs []sip.Header
-	for _, c := range s.auth.Challenges(now, src, stale) {
+func (s *Server) challenge(now time.Time, src netip.Addr, answer answerFunc, stale bool) {
+	cs := s.auth.Challenges(now, src, stale)
+	hs := make([]sip.Header, 0, len(cs))
+	for _, c := range cs {
 		hs = append(hs, sip.NewHeader("WWW-Authenticate", c))
 	}
-	respond(tx, req, 401, "Unauthorized", hs...)
+	answer(401, "Unauthorized", hs...)
 }
 
 // register is the registrar (RFC 3261 §10.3) for an authenticated user.
-func (s *Server) register(now time.Time, src netip.Addr, req *sip.Request, tx sip.ServerTransaction, user string) {
+// retrans re-applies a retransmitted request (same Call-ID and CSeq) whose
+// first answer is no longer cached; it is not logged a second time.
+func (s *Server) register(now time.Time, src netip.Addr, req *sip.Request, answer answerFunc, user string, retrans bool) {
 	if req.To().Address.User != user {
 		// Credentials of one extension cannot register another's AOR.
 		s.event(logs.KindAuthFailure, req, user, "to-user mismatch")
-		respond(tx, req, 403, "Forbidden")
+		answer(403, "Forbidden")
 		return
 	}
 	defExp := s.cfg.MaxExpires
 	if v := headerValue(req, "Expires"); v != "" {
 		n, ok := parseUint32(v)
 		if !ok {
-			respond(tx, req, 400, "Bad Expires")
+			answer(400, "Bad Expires")
 			return
 		}
 		defExp = time.Duration(n) * time.Second
@@ -207,12 +169,12 @@ func (s *Server) register(now time.Time, src netip.Addr, req *sip.Request, tx si
 	for _, h := range req.GetHeaders("Contact") {
 		c, ok := h.(*sip.ContactHeader)
 		if !ok {
-			respond(tx, req, 400, "Bad Contact")
+			answer(400, "Bad Contact")
 			return
 		}
 		if c.Address.Wildcard {
 			if defExp != 0 || len(req.GetHeaders("Contact")) != 1 {
-				respond(tx, req, 400, "Bad Wildcard")
+				answer(400, "Bad Wildcard")
 				return
 			}
 			removeAll = true
@@ -222,13 +184,13 @@ func (s *Server) register(now time.Time, src netip.Addr, req *sip.Request, tx si
 		if v, ok := c.Params.Get("expires"); ok {
 			n, ok := parseUint32(v)
 			if !ok {
-				respond(tx, req, 400, "Bad Contact Expires")
+				answer(400, "Bad Contact Expires")
 				return
 			}
 			exp = time.Duration(n) * time.Second
 		}
 		if exp != 0 && exp < s.cfg.MinExpires {
-			respond(tx, req, 423, "Interval Too Brief", sip.NewHeader("Min-Expires", secs(s.cfg.MinExpires)))
+			answer(423, "Interval Too Brief", sip.NewHeader("Min-Expires", secs(s.cfg.MinExpires)))
 			return
 		}
 		if exp > s.cfg.MaxExpires {
@@ -236,7 +198,7 @@ func (s *Server) register(now time.Time, src netip.Addr, req *sip.Request, tx si
 		}
 		uri := c.Address.String()
 		if len(uri) > 512 {
-			respond(tx, req, 400, "Contact Too Long")
+			answer(400, "Contact Too Long")
 			return
 		}
 		updates = append(updates, ContactUpdate{Contact: uri, Expires: exp})
@@ -244,24 +206,30 @@ func (s *Server) register(now time.Time, src netip.Addr, req *sip.Request, tx si
 	b := Binding{CallID: req.CallID().Value(), CSeq: req.CSeq().SeqNo, Source: req.Source(),
 		Transport: req.Transport(), UserAgent: headerValue(req, "User-Agent")}
 	if len(updates) > 0 || removeAll {
-		if s.location.Register(now, user, b, updates, removeAll, src) == regOutOfOrder {
-			respond(tx, req, 500, "Out Of Order")
+		if s.location.register(now, user, b, updates, removeAll, src, retrans) == regOutOfOrder {
+			answer(500, "Out Of Order")
 			return
 		}
-		kind := logs.KindRegister
-		if removeAll || allZero(updates) {
-			kind = logs.KindUnregister
+		if !retrans {
+			kind := logs.KindRegister
+			if removeAll || allZero(updates) {
+				kind = logs.KindUnregister
+			}
+			s.event(kind, req, user, "")
 		}
-		s.event(kind, req, user, "")
 	}
-	var hs []sip.Header
-	for _, bd := range s.location.Lookup(now, user) {
+	bs := s.location.Lookup(now, user)
+	hs := make([]sip.Header, 0, len(bs)+1)
+	for _, bd := range bs {
 		left := bd.Expires.Sub(now).Round(time.Second)
 		hs = append(hs, sip.NewHeader("Contact", "<"+bd.Contact+">;expires="+strconv.Itoa(int(left/time.Second))))
 	}
-	hs = append(hs, sip.NewHeader("Date", now.UTC().Format(time.RFC1123)))
-	respond(tx, req, 200, "OK", hs...)
+	// RFC 3261 §25.1: SIP-date is always "GMT" (time.RFC1123 would say "UTC").
+	hs = append(hs, sip.NewHeader("Date", now.UTC().Format(sipDate)))
+	answer(200, "OK", hs...)
 }
+
+const sipDate = "Mon, 02 Jan 2006 15:04:05 GMT"
 
 func allZero(us []ContactUpdate) bool {
 	for _, u := range us {

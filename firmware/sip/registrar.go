@@ -51,6 +51,13 @@ const (
 // "Contact: *". When more than maxContacts remain the oldest are dropped
 // (a rebooted phone behind NAT comes back with a new contact).
 func (l *Location) Register(now time.Time, user string, b Binding, updates []ContactUpdate, removeAll bool, src netip.Addr) registerResult {
+	return l.register(now, user, b, updates, removeAll, src, false)
+}
+
+// register is Register; retrans accepts the CSeq of the binding's own
+// request again (RFC 3261 §10.3 step 7 refuses it for a new request, but a
+// retransmission of that same request must get the same outcome).
+func (l *Location) register(now time.Time, user string, b Binding, updates []ContactUpdate, removeAll bool, src netip.Addr, retrans bool) registerResult {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	cur := l.users[user]
@@ -61,7 +68,7 @@ func (l *Location) Register(now time.Time, user string, b Binding, updates []Con
 		}
 	}
 	for _, old := range live {
-		if old.CallID == b.CallID && b.CSeq <= old.CSeq {
+		if old.CallID == b.CallID && (b.CSeq < old.CSeq || b.CSeq == old.CSeq && !retrans) {
 			return regOutOfOrder
 		}
 	}

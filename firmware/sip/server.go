@@ -16,12 +16,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/config"
@@ -40,6 +42,11 @@ type Deps struct {
 	TLS    *tls.Config // certificate for TLS and WSS; required when they are enabled
 	Logger *slog.Logger
 }
+
+// retransEntryBytes is the average size budgeted per cached answer (a 200
+// with a few contacts is ~500 bytes); the byte bound keeps a flood of large
+// requests from making the cache large.
+const retransEntryBytes = 768
 
 // wsSetupTimeout bounds a WSS client's TLS handshake plus upgrade request.
 const wsSetupTimeout = 10 * time.Second
@@ -64,6 +71,9 @@ type Server struct {
 	exts      *Extensions
 	conns     ConnCounters
 	limiter   *connLimiter
+	retrans   *respCache // answers of the stateless UDP REGISTER path
+	fpSeed    maphash.Seed
+	stateful  atomic.Uint64 // requests that took sipgo's transaction path
 
 	parser          *sip.Parser
 	udp             net.PacketConn
@@ -141,7 +151,9 @@ func New(cfg config.SIP, d Deps) (*Server, error) {
 	// that is a log flood, so its logger is silenced; our counters and the
 	// security log say what happened.
 	s.parser = NewParser(cfg.MaxMessageBytes)
-	s.filter.stateless = s.statelessChallenge
+	s.retrans = newRespCache(cfg.RetransmitCache, cfg.RetransmitCache*retransEntryBytes, retransTTL)
+	s.fpSeed = maphash.MakeSeed()
+	s.filter.stateless = s.statelessUDP
 	quiet := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.Level(100)}))
 	opts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent("edgepbx"),

@@ -76,6 +76,8 @@ func BenchmarkSippRegister(b *testing.B) {
 		n = 10000 // sipp start-up dominates shorter runs
 	}
 	b.ResetTimer()
+	c0 := selfCPU(b)
 	took := runSipp(b, "register1.xml", s.udp.String(), n, 20000, 500)
 	b.ReportMetric(float64(n)/took.Seconds(), "registers/s")
+	b.ReportMetric(float64((selfCPU(b)-c0).Microseconds())/float64(n), "cpu-us/reg")
 }
