@@ -72,6 +72,13 @@ func startServerWithTLS(t testing.TB, mod func(*config.SIP), tc *tls.Config) *te
 
 func startServerFull(t testing.TB, mod func(*config.SIP), pre func(*store.DB), tc *tls.Config) *testServer {
 	t.Helper()
+	return startServerTuned(t, mod, pre, tc, nil)
+}
+
+// startServerTuned also lets the test adjust the server between New and
+// Serve (nothing reads it concurrently yet).
+func startServerTuned(t testing.TB, mod func(*config.SIP), pre func(*store.DB), tc *tls.Config, tune func(*Server)) *testServer {
+	t.Helper()
 	cfg := testConfig()
 	if mod != nil {
 		mod(&cfg)
@@ -99,6 +106,9 @@ func startServerFull(t testing.TB, mod func(*config.SIP), pre func(*store.DB), t
 		if err := s.Extensions().Set(u, testPassword); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if tune != nil {
+		tune(s)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
