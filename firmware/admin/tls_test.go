@@ -269,3 +269,22 @@ func TestFirewallAndSystemPages(t *testing.T) {
 		t.Error("not audited")
 	}
 }
+
+// TestShortIdleTimeout: with the shortest idle timeout, a session used
+// every few seconds stays alive (LastSeen is refreshed often enough) and
+// one left alone just past the timeout ends.
+func TestShortIdleTimeout(t *testing.T) {
+	e, a := claimed(t)
+	e.setPolicy(a, func(p *auth.Policy) { p.IdleSeconds = auth.MinIdleSeconds })
+	for range 10 {
+		e.clock.Advance(auth.MinIdleSeconds * time.Second * 3 / 5)
+		a.must(200, "GET", "/api/v1/me", nil)
+	}
+	e.clock.Advance(auth.MinIdleSeconds*time.Second + time.Second)
+	a.must(401, "GET", "/api/v1/me", nil)
+	p, _ := e.srv.auth.Policy()
+	p.IdleSeconds = auth.MinIdleSeconds - 1
+	b := e.client("192.0.2.50")
+	b.must(200, "POST", "/api/v1/login", LoginRequest{Username: "root1", Password: adminPW})
+	b.must(400, "PUT", "/api/v1/security/policy", p)
+}

@@ -81,7 +81,7 @@ func TestPolicyValidate(t *testing.T) {
 		func(p *Policy) { p.MinLength = 8 },
 		func(p *Policy) { p.PasswordLevel = "low" },
 		func(p *Policy) { p.LockoutThreshold = 0 },
-		func(p *Policy) { p.IdleSeconds = 10 },
+		func(p *Policy) { p.IdleSeconds = MinIdleSeconds - 1 },
 		func(p *Policy) { p.AbsoluteSeconds = p.IdleSeconds - 1 },
 		func(p *Policy) { p.TOTPRoles = []Role{"root"} },
 		func(p *Policy) { p.TokenDays = 0 },

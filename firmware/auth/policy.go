@@ -39,6 +39,10 @@ func DefaultPolicy() Policy {
 	}
 }
 
+// MinIdleSeconds is the shortest idle timeout: short enough for a kiosk
+// or a test, and still three LastSeen refreshes long.
+const MinIdleSeconds = 15
+
 // ErrPolicy wraps every policy validation error.
 var ErrPolicy = errors.New("invalid policy")
 
@@ -56,8 +60,8 @@ func (p Policy) Validate() error {
 		return bad("lockout_threshold must be 1..20")
 	case p.LockoutSeconds < 60 || p.LockoutSeconds > 7*86400:
 		return bad("lockout_seconds must be 60..604800")
-	case p.IdleSeconds < 60 || p.IdleSeconds > 86400:
-		return bad("idle_seconds must be 60..86400")
+	case p.IdleSeconds < MinIdleSeconds || p.IdleSeconds > 86400:
+		return bad("idle_seconds must be %d..86400", MinIdleSeconds)
 	case p.AbsoluteSeconds < p.IdleSeconds || p.AbsoluteSeconds > 30*86400:
 		return bad("absolute_seconds must be idle_seconds..2592000")
 	case p.TokenDays < 1 || p.TokenDays > 365:

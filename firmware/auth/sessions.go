@@ -15,7 +15,8 @@ import (
 func jsonUnmarshal(raw []byte, v any) error { return json.Unmarshal(raw, v) }
 
 // lastSeenGranularity limits session writes: LastSeen is refreshed at most
-// this often, so idle expiry is exact to within this much.
+// this often (a third of the idle timeout when that is shorter), so idle
+// expiry is exact to within this much.
 const lastSeenGranularity = 10 * time.Second
 
 // Session is a browser login. It is stored under the hash of its cookie
@@ -88,7 +89,7 @@ func (s *Service) SessionPrincipal(secret string) (Principal, error) {
 		_ = s.db.Update(func(tx *store.Tx) error { return tx.Delete(bSessions, id) })
 		return Principal{}, ErrNoSession
 	}
-	if now.Sub(sess.LastSeen) >= lastSeenGranularity {
+	if now.Sub(sess.LastSeen) >= min(lastSeenGranularity, secs(p.IdleSeconds)/3) {
 		sess.LastSeen = now
 		_ = s.db.Update(func(tx *store.Tx) error {
 			var cur Session
