@@ -331,7 +331,9 @@ func buildBinaries(ctx context.Context, o *options, arch, stage string) error {
 	if err := os.MkdirAll(bin, 0o755); err != nil {
 		return err
 	}
-	ldflags := "-s -w -buildid="
+	// edgepbxd reports its version in check-ins (advisories match on it);
+	// versionStrRE keeps it free of spaces and quotes.
+	ldflags := "-s -w -buildid= -X main.version=" + o.version
 	if o.license != nil {
 		ldflags += " " + o.license.ldflag()
 	}

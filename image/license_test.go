@@ -121,6 +121,9 @@ func TestBuildWithLicense(t *testing.T) {
 			t.Errorf("%s mode %o, want 644 (edgepbxd reads it)", p, m)
 		}
 	}
+	if !bytes.Contains(data[DaemonPath], []byte("1.2.3-test")) {
+		t.Error("edgepbxd does not carry the image version (-X main.version)")
+	}
 	want := license.FormatPublicKey(pub)
 	if !bytes.Contains(data[DaemonPath], []byte(want)) {
 		t.Errorf("edgepbxd does not carry the vendor key %s", want)
