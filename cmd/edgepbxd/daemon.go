@@ -34,6 +34,7 @@ type daemon struct {
 	id      bootstrap
 	db      *store.DB
 	certs   *certs.Manager
+	keylog  *certs.KeyLog // opt-in TLS key log of the admin HTTPS (admin UI turns it on)
 	started time.Time
 	httpsLn net.Listener
 	// names are the host names and addresses the box answers to (its
@@ -140,6 +141,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	}
 
 	d.names = boxNames(d.certs, cfg.devDir != "")
+	d.keylog = certs.NewKeyLog(nil, log)
 
 	var banner controlBanner
 	if cfg.controlPath != "" {
@@ -148,25 +150,6 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		}
 		banner = controlBanner{d.ctrl}
 	}
-	adeps := admin.Deps{
-		Store:           d.db,
-		Clock:           auth.SystemClock{},
-		SetupCode:       auth.SetupCode(d.id.SetupCode),
-		Logger:          log,
-		Names:           d.names,
-		AllowHTTPOrigin: false,
-	}
-	if d.ctrl != nil {
-		adeps.Banner = banner // a nil controlBanner in the interface would not be nil
-	}
-	if d.admin, err = admin.NewServer(adeps); err != nil {
-		return nil, fmt.Errorf("%w: %w", errStayDown, err)
-	}
-	claimed, err := d.admin.Auth().Claimed()
-	if err != nil {
-		return nil, fmt.Errorf("admin: claim state: %w", err)
-	}
-	d.claimed.Store(claimed)
 
 	// Bind before anything reports ready, so a taken port fails loudly now.
 	var sipBanner sip.Banner
@@ -176,6 +159,32 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	if err := d.newSIP(sipBanner); err != nil {
 		return nil, err
 	}
+	adeps := admin.Deps{
+		Store:           d.db,
+		Clock:           auth.SystemClock{},
+		SetupCode:       auth.SetupCode(d.id.SetupCode),
+		Logger:          log,
+		Names:           d.names,
+		AllowHTTPOrigin: false,
+		Certs:           d.certs,
+		KeyLog:          d.keylog,
+		Extensions:      d.sip.Extensions(),
+		Status:          d.dashboardStatus,
+	}
+	if d.ctrl != nil {
+		// nil interfaces in dev mode: a nil *control.Client would not be nil.
+		adeps.Banner = banner
+		adeps.Firewall = d.ctrl
+		adeps.System = d.ctrl
+	}
+	if d.admin, err = admin.NewServer(adeps); err != nil {
+		return nil, fmt.Errorf("%w: %w", errStayDown, err)
+	}
+	claimed, err := d.admin.Auth().Claimed()
+	if err != nil {
+		return nil, fmt.Errorf("admin: claim state: %w", err)
+	}
+	d.claimed.Store(claimed)
 	d.newLicense()
 	if d.httpsLn, err = net.Listen("tcp", cfg.httpsAddr); err != nil {
 		return nil, fmt.Errorf("https: listen %s: %w", cfg.httpsAddr, err)

@@ -75,7 +75,9 @@ func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
 // serveHTTPS serves the mux on the already-bound listener until ctx ends,
 // then stops accepting and lets requests in flight finish.
 func (d *daemon) serveHTTPS(ctx context.Context) error {
-	tlsCfg, err := d.certs.TLSConfig(0, 0)
+	// The admin's TLS version settings apply per connection; the key log
+	// is attached (off unless an admin turns it on).
+	tlsCfg, err := d.admin.TLSConfig()
 	if err != nil {
 		return err
 	}

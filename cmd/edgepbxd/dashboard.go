@@ -1,0 +1,44 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/admin"
+	"github.com/edgepbx/edgepbx/firmware/license"
+)
+
+// dashboardStatus is edgepbxd's part of the admin dashboard: health,
+// SIP registrations and counters, licence.
+func (d *daemon) dashboardStatus(ctx context.Context) []admin.StatusItem {
+	items := []admin.StatusItem{{Name: "Version", Value: version, OK: true},
+		{Name: "Up", Value: time.Since(d.started).Round(time.Second).String(), OK: true}}
+	if _, err := d.db.Schema(); err != nil {
+		items = append(items, admin.StatusItem{Name: "Store", Value: "unavailable: " + err.Error()})
+	} else {
+		items = append(items, admin.StatusItem{Name: "Store", Value: "ok", OK: true})
+	}
+	if d.sip != nil {
+		now := time.Now()
+		exts := d.sip.Extensions().List()
+		reg := 0
+		for _, u := range exts {
+			if len(d.sip.Location().Lookup(now, u)) > 0 {
+				reg++
+			}
+		}
+		items = append(items, admin.StatusItem{Name: "SIP registrations", Value: fmt.Sprintf("%d of %d extensions", reg, len(exts)), OK: true})
+		c := d.sip.Counters()
+		items = append(items, admin.StatusItem{Name: "SIP authentication", OK: true,
+			Value: fmt.Sprintf("%d ok, %d failed, %d sources banned", c["auth_ok"], c["auth_failed"], c["guard_auth_bans"]+c["guard_flood_bans"])})
+	}
+	lv := d.licenseView()
+	v := lv.Mode
+	if lv.Configured && lv.Error == "" {
+		v = fmt.Sprintf("%s, %d days offline", lv.Mode, lv.DaysOffline)
+	}
+	items = append(items, admin.StatusItem{Name: "Licence", Value: v,
+		OK: lv.Error == "" && (lv.Mode == string(license.ModeFull) || !lv.Configured)})
+	return items
+}
