@@ -3,6 +3,7 @@ package sip
 import (
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/logs"
@@ -25,8 +26,32 @@ func respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string
 	_ = tx.Respond(res) // a lost answer is the client's retransmission problem
 }
 
+// firstHeader returns the first header called name (ASCII case-insensitive,
+// no compact forms). sipgo's GetHeader lower-cases the name of every header
+// it passes, allocating for each generic one; this compares in place.
+func firstHeader(req *sip.Request, name string) sip.Header {
+	for _, h := range req.Headers() {
+		if strings.EqualFold(h.Name(), name) {
+			return h
+		}
+	}
+	return nil
+}
+
+// headersNamed returns the headers called name, like GetHeaders without
+// its allocations.
+func headersNamed(req *sip.Request, name string) []sip.Header {
+	var out []sip.Header
+	for _, h := range req.Headers() {
+		if strings.EqualFold(h.Name(), name) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
 func headerValue(req *sip.Request, name string) string {
-	if h := req.GetHeader(name); h != nil {
+	if h := firstHeader(req, name); h != nil {
 		return h.Value()
 	}
 	return ""
@@ -166,14 +191,15 @@ func (s *Server) register(now time.Time, src netip.Addr, req *sip.Request, answe
 	}
 	var updates []ContactUpdate
 	removeAll := false
-	for _, h := range req.GetHeaders("Contact") {
+	contacts := headersNamed(req, "Contact")
+	for _, h := range contacts {
 		c, ok := h.(*sip.ContactHeader)
 		if !ok {
 			answer(400, "Bad Contact")
 			return
 		}
 		if c.Address.Wildcard {
-			if defExp != 0 || len(req.GetHeaders("Contact")) != 1 {
+			if defExp != 0 || len(contacts) != 1 {
 				answer(400, "Bad Wildcard")
 				return
 			}

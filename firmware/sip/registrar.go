@@ -2,7 +2,7 @@ package sip
 
 import (
 	"net/netip"
-	"sort"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -90,7 +90,7 @@ func (l *Location) register(now time.Time, user string, b Binding, updates []Con
 			live = append(live, nb)
 		}
 	}
-	sort.SliceStable(live, func(i, j int) bool { return live[i].Expires.Before(live[j].Expires) })
+	slices.SortStableFunc(live, func(a, b Binding) int { return a.Expires.Compare(b.Expires) })
 	if len(live) > l.maxContacts {
 		live = live[len(live)-l.maxContacts:]
 	}

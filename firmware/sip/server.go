@@ -12,6 +12,7 @@
 package sip
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -73,6 +74,7 @@ type Server struct {
 	limiter   *connLimiter
 	retrans   *respCache // answers of the stateless UDP REGISTER path
 	fpSeed    maphash.Seed
+	bufs      sync.Pool     // *bytes.Buffer for serialising stateless answers
 	stateful  atomic.Uint64 // requests that took sipgo's transaction path
 
 	parser          *sip.Parser
@@ -153,6 +155,7 @@ func New(cfg config.SIP, d Deps) (*Server, error) {
 	s.parser = NewParser(cfg.MaxMessageBytes)
 	s.retrans = newRespCache(cfg.RetransmitCache, cfg.RetransmitCache*retransEntryBytes, retransTTL)
 	s.fpSeed = maphash.MakeSeed()
+	s.bufs.New = func() any { return new(bytes.Buffer) }
 	s.filter.stateless = s.statelessUDP
 	quiet := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.Level(100)}))
 	opts := []sipgo.UserAgentOption{

@@ -184,7 +184,7 @@ func (s *Server) statelessUDP(raddr net.Addr, src netip.Addr, data []byte) bool 
 	// Requests without credentials get a fresh stateless challenge each time
 	// (a sweep must not fill the cache); answers to requests with credentials
 	// are cached, so a retransmission is neither verified nor counted twice.
-	authed := req.GetHeader("Authorization") != nil
+	authed := firstHeader(req, "Authorization") != nil
 	var key string
 	if authed {
 		key, _ = txKey(req)
@@ -200,11 +200,16 @@ func (s *Server) statelessUDP(raddr net.Addr, src netip.Addr, data []byte) bool 
 		for _, h := range hs {
 			res.AppendHeader(h)
 		}
-		out := []byte(res.String())
+		buf := s.bufs.Get().(*bytes.Buffer)
+		buf.Reset()
+		res.StringWrite(buf)
 		if key != "" {
-			s.retrans.put(now, key, out)
+			s.retrans.put(now, key, bytes.Clone(buf.Bytes()))
 		}
-		_, _ = s.udp.WriteTo(out, raddr)
+		_, _ = s.udp.WriteTo(buf.Bytes(), raddr)
+		if buf.Cap() <= 64<<10 {
+			s.bufs.Put(buf)
+		}
 	}
 	if !s.precheck(now, src, req, send) {
 		return true

@@ -128,7 +128,7 @@ func (v *Validator) check(req *sip.Request) Verdict {
 	if len(req.Recipient.Headers) > 0 {
 		return reject(400, "Headers In Request-URI")
 	}
-	if h := req.GetHeader("Date"); h != nil {
+	if h := firstHeader(req, "Date"); h != nil {
 		if _, err := time.Parse(time.RFC1123, h.Value()); err != nil || !strings.HasSuffix(h.Value(), "GMT") {
 			return reject(400, "Bad Date")
 		}
@@ -141,7 +141,7 @@ func (v *Validator) check(req *sip.Request) Verdict {
 		}
 	}
 	var unsupported []string
-	for _, h := range req.GetHeaders("Require") {
+	for _, h := range headersNamed(req, "Require") {
 		for _, opt := range strings.Split(h.Value(), ",") {
 			if opt = strings.TrimSpace(opt); opt != "" {
 				unsupported = append(unsupported, opt)
