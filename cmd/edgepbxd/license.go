@@ -169,7 +169,10 @@ func (d *daemon) loadAndCounts() (license.Load, license.Counts) {
 	l := license.Load{CPUs: runtime.NumCPU()}
 	if busy, all, ok := cpuTimes(); ok {
 		d.licState.mu.Lock()
-		if all > d.licState.cpuAll && busy >= d.licState.cpuBusy {
+		// The first check-in has no baseline: the average since boot would be
+		// the boot itself (99 % under emulation) and read as "hardware too
+		// small". Report no figure until there is an interval to measure.
+		if d.licState.cpuAll != 0 && all > d.licState.cpuAll && busy >= d.licState.cpuBusy {
 			l.CPUPercent = min(100, int((busy-d.licState.cpuBusy)*100/(all-d.licState.cpuAll)))
 		}
 		d.licState.cpuBusy, d.licState.cpuAll = busy, all
