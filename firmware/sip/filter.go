@@ -91,9 +91,8 @@ func (f *ReadFilter) Check(src netip.Addr, transport string, data []byte) []byte
 		return nil
 	}
 	if ua := userAgent(data); ua != nil {
-		low := bytes.ToLower(ua)
 		for _, s := range f.scanners {
-			if bytes.Contains(low, s) {
+			if containsFold(ua, s) {
 				f.Counters.Scanner.Add(1)
 				if f.onDrop != nil {
 					f.onDrop("scanner", src, string(ua))
@@ -104,6 +103,33 @@ func (f *ReadFilter) Check(src netip.Addr, transport string, data []byte) []byte
 	}
 	f.Counters.Passed.Add(1)
 	return data
+}
+
+// containsFold reports whether h contains the lower-case needle, ignoring
+// ASCII case, without allocating (it runs on every packet). A needle with
+// non-ASCII bytes falls back to Unicode lower-casing.
+func containsFold(h, needle []byte) bool {
+	for _, c := range needle {
+		if c >= 0x80 {
+			return bytes.Contains(bytes.ToLower(h), needle)
+		}
+	}
+	for i := 0; i+len(needle) <= len(h); i++ {
+		j := 0
+		for ; j < len(needle); j++ {
+			c := h[i+j]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != needle[j] {
+				break
+			}
+		}
+		if j == len(needle) {
+			return true
+		}
+	}
+	return false
 }
 
 var uaName = []byte("user-agent")

@@ -112,11 +112,11 @@ func (c *respCache) put(now time.Time, key string, res []byte) {
 	c.Counters.Stored.Add(1)
 }
 
-// len reports the number of entries (live or not yet swept).
-func (c *respCache) len() int {
+// size reports the entries (live or not yet swept) and their bytes.
+func (c *respCache) size() (entries, bytes int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.n
+	return c.n, c.bytes
 }
 
 // txKey names the UDP transaction of req the way RFC 3261 §17.2.3 matches

@@ -1,7 +1,11 @@
 package sip
 
 import (
+	"bytes"
 	"fmt"
+	"net"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,8 +33,8 @@ func TestRespCacheBounded(t *testing.T) {
 			for i := 0; i < tt.puts; i++ {
 				c.put(t0, fmt.Sprintf("k%d", i), []byte(fmt.Sprintf("answer-%03d", i)))
 			}
-			if c.len() != tt.wantLen || len(c.m) != tt.wantLen {
-				t.Fatalf("len %d (map %d), want %d", c.len(), len(c.m), tt.wantLen)
+			if n, _ := c.size(); n != tt.wantLen || len(c.m) != tt.wantLen {
+				t.Fatalf("len %d (map %d), want %d", n, len(c.m), tt.wantLen)
 			}
 			for i := 0; i < tt.puts; i++ {
 				res, ok := c.get(t0, fmt.Sprintf("k%d", i))
@@ -44,8 +48,8 @@ func TestRespCacheBounded(t *testing.T) {
 			if got := c.Counters.Evicted.Load(); got != tt.wantEvictedEarly {
 				t.Fatalf("evicted %d, want %d", got, tt.wantEvictedEarly)
 			}
-			if c.bytes > tt.bytes {
-				t.Fatalf("%d bytes cached, bound %d", c.bytes, tt.bytes)
+			if _, b := c.size(); b > tt.bytes {
+				t.Fatalf("%d bytes cached, bound %d", b, tt.bytes)
 			}
 		})
 	}
@@ -57,14 +61,14 @@ func TestRespCacheBounded(t *testing.T) {
 		}
 		// An expired entry makes room without counting as an early eviction.
 		c.put(t0.Add(2*time.Minute), "new", []byte("b"))
-		if c.len() != 1 || c.Counters.Evicted.Load() != 0 {
-			t.Fatalf("len %d evicted %d", c.len(), c.Counters.Evicted.Load())
+		if n, _ := c.size(); n != 1 || c.Counters.Evicted.Load() != 0 {
+			t.Fatalf("len %d evicted %d", n, c.Counters.Evicted.Load())
 		}
 	})
 	t.Run("oversize answer not kept", func(t *testing.T) {
 		c := newRespCache(8, 16, time.Minute)
 		c.put(t0, "k", make([]byte, 64))
-		if _, ok := c.get(t0, "k"); ok || c.bytes != 0 {
+		if _, ok := c.get(t0, "k"); ok || len(c.m) != 0 {
 			t.Fatal("answer larger than the budget cached")
 		}
 	})
@@ -219,4 +223,61 @@ func TestOutOfOrderStillRefused(t *testing.T) {
 	if _, r = p.mustRecv(); r.StatusCode != 500 {
 		t.Fatalf("lower CSeq: %d, want 500", r.StatusCode)
 	}
+}
+
+func TestContainsFold(t *testing.T) {
+	tests := []struct {
+		h, needle string
+		want      bool
+	}{
+		{"friendly-scanner", "friendly-scanner", true},
+		{"Friendly-SCANNER 1.0", "friendly-scanner", true},
+		{"x VaxSIPUserAgent/3.1", "vaxsipuseragent", true},
+		{"Yealink SIP-T46U", "sipvicious", false},
+		{"sipviciou", "sipvicious", false},
+		{"", "a", false},
+		{"anything", "", true},
+		{"ÜBER-Scanner", "über-scanner", true}, // non-ASCII needle: Unicode folding
+	}
+	for _, tt := range tests {
+		if got := containsFold([]byte(tt.h), []byte(tt.needle)); got != tt.want {
+			t.Errorf("containsFold(%q, %q) = %v, want %v", tt.h, tt.needle, got, tt.want)
+		}
+		// Same answer as the allocating form it replaces.
+		if ref := strings.Contains(strings.ToLower(tt.h), tt.needle); ref != tt.want {
+			t.Errorf("table wrong for %q/%q", tt.h, tt.needle)
+		}
+	}
+}
+
+// FuzzStatelessUDP feeds arbitrary datagrams to the stateless REGISTER path
+// of a real server: it must not panic, must leave everything but REGISTERs
+// to sipgo, and the retransmission cache must stay within its bounds.
+func FuzzStatelessUDP(f *testing.F) {
+	f.Add([]byte(benchRegister))
+	f.Add([]byte(strings.Replace(benchRegister, "Authorization: Digest", "Authorization: Basic", 1)))
+	f.Add([]byte("REGISTER sip:127.0.0.1 SIP/2.0\r\nv: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKx\r\nf: <sip:1@127.0.0.1>;tag=1\r\nt: <sip:1@127.0.0.1>\r\ni: c\r\nCSeq: 1 REGISTER\r\nl: 0\r\n\r\n"))
+	f.Add([]byte("OPTIONS sip:a SIP/2.0\r\n\r\n"))
+	s := startServer(f, func(c *config.SIP) {
+		c.Allowlist = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		c.RetransmitCache = 8
+	})
+	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { sink.Close() })
+	raddr, src := sink.LocalAddr(), netip.MustParseAddr("127.0.0.1")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > s.cfg.MaxMessageBytes {
+			return // stage 1 drops these before this path
+		}
+		done := s.statelessUDP(raddr, src, data)
+		if done && !bytes.HasPrefix(data, registerPrefix) {
+			t.Fatal("took a non-REGISTER datagram")
+		}
+		if n, b := s.retrans.size(); n > 8 || b > 8*retransEntryBytes {
+			t.Fatalf("cache holds %d entries, %d bytes", n, b)
+		}
+	})
 }
