@@ -55,13 +55,15 @@ type Log struct {
 	db  *store.DB // nil: memory only
 	max int
 
-	mu      sync.Mutex
-	ring    []Event // last max events, oldest first once full
-	next    int
-	full    bool
-	seq     uint64
-	pending []Event
-	dropped uint64
+	mu   sync.Mutex
+	ring []Event // last max events, oldest first once full
+	next int
+	full bool
+	seq  uint64
+	// unflushed counts the newest ring events not yet on disk (at most max:
+	// the ring is also the write queue, so Record never allocates).
+	unflushed int
+	dropped   uint64 // events that left the ring before a flush wrote them
 }
 
 // New returns a log keeping at most max events; db may be nil (memory only).
@@ -113,13 +115,29 @@ func (l *Log) Record(e Event) {
 		l.full = true
 	}
 	if l.db != nil {
-		if len(l.pending) >= l.max {
-			// The disk is behind by a whole log: keep the newest.
-			l.pending = l.pending[1:]
-			l.dropped++
+		if l.unflushed == l.max {
+			l.dropped++ // the disk is behind by a whole log: keep the newest
+		} else {
+			l.unflushed++
 		}
-		l.pending = append(l.pending, e)
 	}
+}
+
+// Dropped reports how many events were never written to disk because the
+// log filled up between two flushes.
+func (l *Log) Dropped() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.dropped
+}
+
+// newest returns the n newest events, oldest first; mu is held.
+func (l *Log) newest(n int) []Event {
+	out := make([]Event, n)
+	start := (l.next - n + l.max) % l.max
+	k := copy(out, l.ring[start:min(start+n, l.max)])
+	copy(out[k:], l.ring[:n-k])
+	return out
 }
 
 // Recent returns up to n newest events, oldest first.
@@ -150,8 +168,8 @@ func (l *Log) Flush() error {
 		return nil
 	}
 	l.mu.Lock()
-	batch := l.pending
-	l.pending = nil
+	batch := l.newest(l.unflushed)
+	l.unflushed = 0
 	l.mu.Unlock()
 	if len(batch) == 0 {
 		return nil
@@ -177,6 +195,10 @@ func (l *Log) Flush() error {
 		return nil
 	})
 	if err != nil {
+		// Retry them next time, as far as the ring still holds them.
+		l.mu.Lock()
+		l.unflushed = min(l.max, l.unflushed+len(batch))
+		l.mu.Unlock()
 		return fmt.Errorf("logs: flush %d events: %w", len(batch), err)
 	}
 	return nil

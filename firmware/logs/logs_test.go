@@ -9,7 +9,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
-func openDB(t *testing.T, path string) *store.DB {
+func openDB(t testing.TB, path string) *store.DB {
 	t.Helper()
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -70,5 +70,67 @@ func TestLogBoundedAndPersisted(t *testing.T) {
 func TestNewRejectsZero(t *testing.T) {
 	if _, err := New(nil, 0); err == nil {
 		t.Fatal("max 0 accepted")
+	}
+}
+
+// TestBacklogBounded: without flushes the write backlog is the ring itself:
+// the newest max events reach the disk, older ones are counted as dropped.
+func TestBacklogBounded(t *testing.T) {
+	tests := []struct {
+		name        string
+		records     int
+		wantStored  int
+		wantFirst   uint64
+		wantDropped uint64
+	}{
+		{"under max", 3, 3, 1, 0},
+		{"exactly max", 5, 5, 1, 0},
+		{"over max", 12, 5, 8, 7},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := openDB(t, filepath.Join(t.TempDir(), "db"))
+			defer db.Close()
+			l, err := New(db, 5)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < tt.records; i++ {
+				l.Record(Event{Kind: KindRegister})
+			}
+			if err := l.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			stored, err := l.Stored()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(stored) != tt.wantStored || stored[0].Seq != tt.wantFirst || l.Dropped() != tt.wantDropped {
+				t.Fatalf("stored %d (first seq %d), dropped %d", len(stored), stored[0].Seq, l.Dropped())
+			}
+			for i := 1; i < len(stored); i++ {
+				if stored[i].Seq != stored[i-1].Seq+1 {
+					t.Fatalf("gap or disorder: %d after %d", stored[i].Seq, stored[i-1].Seq)
+				}
+			}
+			// A second flush has nothing new to write.
+			if err := l.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if again, _ := l.Stored(); len(again) != len(stored) {
+				t.Fatalf("second flush changed the store: %d -> %d", len(stored), len(again))
+			}
+		})
+	}
+}
+
+func BenchmarkRecord(b *testing.B) {
+	db := openDB(b, filepath.Join(b.TempDir(), "db"))
+	defer db.Close()
+	l, _ := New(db, 1000)
+	e := Event{Kind: KindRegister, Source: "192.0.2.1:5060", Transport: "UDP", User: "101", UserAgent: "Yealink SIP-T46U 108.86.0.20"}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		l.Record(e)
 	}
 }
