@@ -1,0 +1,949 @@
+package call
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/cdr"
+	"github.com/edgepbx/edgepbx/firmware/dialplan"
+	"github.com/edgepbx/edgepbx/firmware/media"
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// Call states.
+const (
+	stSetup = iota
+	stConfirmed
+	stEnded
+)
+
+// transactionTimeout bounds one in-dialog transaction of the box (64×T1).
+const transactionTimeout = 32 * time.Second
+
+// leg is one of the call's two dialogs, from the box's point of view.
+type leg struct {
+	side                media.Side
+	callID              string
+	localTag, remoteTag string
+	local, remote       sip.Uri // From/To addresses of the box's requests on this leg
+	target              sip.Uri // the peer's Contact: Request-URI of in-dialog requests
+	dest, transport     string  // where the box sends, and how
+	cseq                uint32  // last CSeq the box used
+	remoteCSeq          uint32  // last CSeq the peer used
+	policy              media.Policy
+	sid, ver            uint64
+	lastSDP             []byte // the SDP the box last sent on this leg
+	offered             media.Local
+	answered            media.Local // the box's answer to this leg's last offer
+	boxRefreshes        bool
+	expiry, refresh     *time.Timer
+}
+
+type call struct {
+	b      *B2BUA
+	id     string
+	caller Identity
+	legs   [2]*leg
+	m      *media.Call
+	lease  *dialplan.Lease
+	se     time.Duration
+
+	mu        sync.Mutex
+	state     int
+	busy      bool // an offer/answer exchange is running (491 to another)
+	rec       cdr.Record
+	acks      [2]chan uint32
+	cancel    chan struct{} // closed when the caller cancels
+	cancelled bool
+	keys      []string
+	endOnce   sync.Once
+}
+
+func newCall(b *B2BUA, req *sip.Request, caller Identity) *call {
+	c := &call{b: b, id: sip.GenerateTagN(20), caller: caller, se: b.cfg.SessionExpires,
+		cancel: make(chan struct{})}
+	c.acks[0] = make(chan uint32, 4)
+	c.acks[1] = make(chan uint32, 4)
+	c.rec = cdr.Record{ID: c.id, Start: time.Now()}
+	return c
+}
+
+// setup runs the initial INVITE: route, media, B leg, answer to A.
+func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
+	_ = respond(txA, reqA, 100, "Trying")
+	from, to, cid, cseq := reqA.From(), reqA.To(), reqA.CallID(), reqA.CSeq()
+	a := &leg{side: media.A, callID: cid.Value(), localTag: sip.GenerateTagN(16),
+		local: to.Address, remote: from.Address, target: from.Address,
+		dest: reqA.Source(), transport: strings.ToLower(reqA.Transport()),
+		remoteCSeq: cseq.SeqNo, policy: c.b.cfg.Directory.Policy(c.caller), sid: randSession()}
+	a.remoteTag, _ = from.Params.Get("tag")
+	if ct := reqA.Contact(); ct != nil {
+		a.target = ct.Address
+	}
+	c.legs[media.A] = a
+	c.addKey(dialogKey(a.callID, a.localTag), media.A)
+	txA.OnCancel(func(*sip.Request) { c.cancelByCaller() })
+
+	if c.caller.Extension != "" {
+		c.rec.From = c.caller.Extension
+	} else {
+		c.rec.From = callerNumber(from.Address.User)
+		c.rec.Trunk = c.caller.Trunk
+	}
+	var (
+		dec   dialplan.Decision
+		lease *dialplan.Lease
+		err   error
+	)
+	dialled := reqA.Recipient.User
+	if c.caller.Extension != "" {
+		dec, lease, err = c.b.cfg.Plan.RouteOutbound(c.caller.Extension, dialled)
+	} else {
+		dec, lease, err = c.b.cfg.Plan.RouteInbound(c.caller.Trunk, dialled)
+	}
+	c.rec.Dialled = dec.Dialled
+	if err != nil {
+		c.b.rejected.Add(1)
+		c.failA(txA, reqA, dialplan.SIPStatus(err), cdr.Rejected, err.Error())
+		return
+	}
+	c.lease = lease
+	c.rec.To, c.rec.Direction = dec.Target, string(dec.Kind)
+	if dec.Trunk != "" {
+		c.rec.Trunk = dec.Trunk
+	}
+
+	// Where the B leg goes.
+	var tgt Target
+	var calleeID Identity
+	switch dec.Kind {
+	case dialplan.KindInternal, dialplan.KindInbound:
+		ts := c.b.cfg.Directory.Contacts(dec.Target)
+		if len(ts) == 0 {
+			c.failA(txA, reqA, 480, cdr.Failed, "callee not registered")
+			return
+		}
+		tgt, calleeID = ts[0], Identity{Extension: dec.Target}
+	default:
+		t, ok := c.b.cfg.Directory.Trunk(dec.Trunk)
+		if !ok {
+			c.failA(txA, reqA, 503, cdr.Failed, "trunk "+dec.Trunk+" unknown")
+			return
+		}
+		t.URI.User = dec.Target
+		tgt, calleeID = t, Identity{Trunk: dec.Trunk}
+	}
+
+	// Session timer the caller asked for (RFC 4028 §9).
+	if h := reqA.GetHeader("Session-Expires"); h != nil {
+		if v, ok := parseDelta(h.Value()); ok {
+			if v < c.b.minSE {
+				c.failA(txA, reqA, 422, cdr.Failed, "session interval too small",
+					sip.NewHeader("Min-SE", strconv.Itoa(int(c.b.minSE/time.Second))))
+				return
+			}
+			if v < c.se {
+				c.se = v
+			}
+		}
+	}
+
+	// Media: the box answers A's offer and offers to B.
+	_, remA, err := media.ParseSDP(reqA.Body())
+	if err != nil {
+		c.failA(txA, reqA, 488, cdr.Failed, "caller SDP: "+err.Error())
+		return
+	}
+	c.rec.Codec = remA.Codec()
+	if c.m, err = c.b.cfg.Relay.NewCall(c.id); err != nil {
+		c.failA(txA, reqA, 503, cdr.Failed, "media: "+err.Error())
+		return
+	}
+	ctx := context.Background()
+	a.ver = 1
+	if a.answered, err = c.m.Answer(ctx, media.A, remA, a.policy, a.sid, a.ver); err != nil {
+		c.failA(txA, reqA, 488, cdr.Failed, "caller media: "+err.Error())
+		return
+	}
+	b := &leg{side: media.B, callID: sip.GenerateTagN(24), localTag: sip.GenerateTagN(16),
+		target: tgt.URI, dest: tgt.Dest, transport: strings.ToLower(tgt.Transport),
+		policy: c.b.cfg.Directory.Policy(calleeID), sid: randSession(), ver: 1}
+	host, _, _ := net.SplitHostPort(c.b.cfg.Contact)
+	b.local = sip.Uri{Scheme: "sip", User: c.rec.From, Host: host}
+	b.remote = sip.Uri{Scheme: "sip", User: tgt.URI.User, Host: tgt.URI.Host}
+	c.legs[media.B] = b
+	c.addKey(dialogKey(b.callID, b.localTag), media.B)
+	if b.offered, err = c.m.Offer(media.B, b.policy, b.sid, b.ver); err != nil {
+		c.failA(txA, reqA, 500, cdr.Failed, "offer: "+err.Error())
+		return
+	}
+	bodyB, err := media.Rewrite(remA, b.offered)
+	if err != nil {
+		c.failA(txA, reqA, 488, cdr.Failed, "rewrite: "+err.Error())
+		return
+	}
+	b.lastSDP = bodyB
+	invB := c.newRequest(b, sip.INVITE, bodyB)
+	invB.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(c.se/time.Second))))
+	if mf := reqA.MaxForwards(); mf != nil {
+		if mf.Val() <= 1 {
+			c.failA(txA, reqA, 483, cdr.Failed, "too many hops")
+			return
+		}
+		v := sip.MaxForwardsHeader(mf.Val() - 1)
+		invB.ReplaceHeader(&v)
+	}
+	ringCtx, stopRing := context.WithTimeout(ctx, c.b.cfg.RingTimeout)
+	defer stopRing()
+	txB, err := c.b.cfg.Client.TransactionRequest(ctx, invB)
+	if err != nil {
+		c.failA(txA, reqA, 503, cdr.Failed, "callee unreachable: "+err.Error())
+		return
+	}
+	defer txB.Terminate()
+
+	cancelCh := c.cancel
+	var (
+		early, cancelSent, cancelWanted bool
+		ack                             *sip.Request
+	)
+	sendCancel := func() {
+		if cancelSent {
+			return
+		}
+		if !early { // RFC 3261 §9.1: not before a provisional response
+			cancelWanted = true
+			return
+		}
+		cancelSent = true
+		go c.sendCancel(invB)
+	}
+	for {
+		var res *sip.Response
+		select {
+		case res = <-txB.Responses():
+		case <-txB.Done():
+			select {
+			case res = <-txB.Responses():
+			default:
+			}
+			if res == nil {
+				code := 408
+				if !errors.Is(txB.Err(), sip.ErrTransactionTimeout) {
+					code = 503
+				}
+				c.failA(txA, reqA, code, cdr.NoAnswer, "callee: no final answer")
+				return
+			}
+		case <-cancelCh:
+			cancelCh = nil // fire once
+			sendCancel()
+			continue
+		case <-ringCtx.Done():
+			ringCtx = context.Background() // fire once
+			sendCancel()
+			continue
+		}
+		switch {
+		case res.StatusCode < 200:
+			if res.StatusCode == 100 {
+				continue
+			}
+			early = true
+			if cancelWanted {
+				sendCancel()
+			}
+			if c.isCancelled() {
+				continue
+			}
+			code := res.StatusCode
+			var body []byte
+			if len(res.Body()) > 0 {
+				if _, remB, err := media.ParseSDP(res.Body()); err == nil {
+					if err := c.m.Answered(ctx, media.B, b.offered, remB, b.policy); err == nil {
+						body, _ = media.Rewrite(remB, withAnswering(a.answered, remA))
+					}
+				}
+			}
+			if code != 180 && code != 183 {
+				code = 180
+			}
+			if body != nil {
+				code = 183
+			}
+			_ = txA.Respond(c.responseToA(reqA, code, body))
+		case res.StatusCode >= 300:
+			if c.isCancelled() {
+				c.b.cancelled.Add(1)
+				c.finish(cdr.Cancelled, res.StatusCode, "caller CANCEL")
+				return
+			}
+			code, result := mapFailure(res.StatusCode)
+			if ringCtx == context.Background() {
+				code, result = 480, cdr.NoAnswer
+			}
+			c.failA(txA, reqA, code, result, "callee answered "+strconv.Itoa(res.StatusCode))
+			return
+		default: // 2xx
+			if ack != nil { // retransmission
+				_ = c.b.cfg.Client.WriteRequest(ack)
+				continue
+			}
+			c.learnTarget(b, res)
+			ack = c.ackFor(b, res)
+			_ = c.b.cfg.Client.WriteRequest(ack)
+			txB.OnRetransmission(func(*sip.Response) { _ = c.b.cfg.Client.WriteRequest(ack.Clone()) })
+			if c.isCancelled() {
+				go c.sendBye(b)
+				c.b.cancelled.Add(1)
+				c.finish(cdr.Cancelled, 487, "caller CANCEL")
+				return
+			}
+			b.boxRefreshes = boxRefreshesUAS(res)
+			_, remB, err := media.ParseSDP(res.Body())
+			if err == nil {
+				err = c.m.Answered(ctx, media.B, b.offered, remB, b.policy)
+			}
+			var bodyA []byte
+			if err == nil {
+				bodyA, err = media.Rewrite(remB, withAnswering(a.answered, remA))
+			}
+			if err != nil {
+				go c.sendBye(b)
+				c.failA(txA, reqA, 488, cdr.Failed, "callee media: "+err.Error())
+				return
+			}
+			a.lastSDP = bodyA
+			a.boxRefreshes = !supportsTimer(reqA)
+			ok := c.answerA(reqA, txA, bodyA)
+			if !ok {
+				c.hangup(-1, "no ACK from caller")
+				return
+			}
+			return
+		}
+	}
+}
+
+// answerA sends the 200 to the caller and waits for its ACK, retransmitting
+// over unreliable transports (RFC 3261 §13.3.1.4).
+func (c *call) answerA(reqA *sip.Request, txA sip.ServerTransaction, body []byte) bool {
+	res := c.responseToA(reqA, 200, body)
+	c.addTimerHeaders(res, c.legs[media.A], reqA)
+	c.mu.Lock()
+	c.state = stConfirmed
+	c.rec.Answer = time.Now()
+	c.mu.Unlock()
+	c.b.answered.Add(1)
+	c.startTimers()
+	if err := txA.Respond(res); err != nil {
+		return false
+	}
+	return c.waitAck(media.A, reqA.CSeq().SeqNo, txA, func() { _ = txA.Respond(res) }, sip.IsReliable(reqA.Transport()))
+}
+
+func (c *call) waitAck(s media.Side, seq uint32, tx sip.ServerTransaction, resend func(), reliable bool) bool {
+	deadline := time.NewTimer(transactionTimeout)
+	defer deadline.Stop()
+	interval := sip.T1
+	retr := time.NewTimer(interval)
+	defer retr.Stop()
+	for {
+		select {
+		case n := <-c.acks[s]:
+			if n == seq {
+				return true
+			}
+		case <-tx.Acks():
+			return true
+		case <-retr.C:
+			if !reliable {
+				resend()
+			}
+			if interval = 2 * interval; interval > sip.T2 {
+				interval = sip.T2
+			}
+			retr.Reset(interval)
+		case <-deadline.C:
+			return false
+		}
+	}
+}
+
+func (c *call) acked(s media.Side, req *sip.Request) {
+	if cs := req.CSeq(); cs != nil {
+		select {
+		case c.acks[s] <- cs.SeqNo:
+		default:
+		}
+	}
+}
+
+func (c *call) cancelByCaller() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cancelled || c.state != stSetup {
+		return
+	}
+	c.cancelled = true
+	close(c.cancel)
+}
+
+func (c *call) isCancelled() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cancelled
+}
+
+// failA gives the caller a final error answer and ends the call.
+func (c *call) failA(txA sip.ServerTransaction, reqA *sip.Request, code int, result cdr.Result, cause string, hs ...sip.Header) {
+	if !c.isCancelled() {
+		res := c.responseToA(reqA, code, nil)
+		for _, h := range hs {
+			res.AppendHeader(h)
+		}
+		_ = txA.Respond(res)
+	} else {
+		result, cause = cdr.Cancelled, "caller CANCEL"
+	}
+	c.finish(result, code, cause)
+}
+
+// responseToA builds a response to the caller with nothing of the B leg in
+// it but the SDP the relay rewrote.
+func (c *call) responseToA(reqA *sip.Request, code int, body []byte) *sip.Response {
+	res := sip.NewResponseFromRequest(reqA, code, reasonPhrase(code), nil)
+	if to := res.To(); to != nil {
+		to.Params.Add("tag", c.legs[media.A].localTag)
+	}
+	if code > 100 && code < 300 {
+		res.AppendHeader(&sip.ContactHeader{Address: c.b.contactURI(c.legs[media.A].transport)})
+	}
+	if body != nil {
+		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		res.SetBody(body)
+	}
+	return res
+}
+
+// newRequest builds an in-dialog (or the initial) request of the box on l.
+func (c *call) newRequest(l *leg, method sip.RequestMethod, body []byte) *sip.Request {
+	req := sip.NewRequest(method, l.target)
+	from := &sip.FromHeader{Address: l.local}
+	from.Params.Add("tag", l.localTag)
+	to := &sip.ToHeader{Address: l.remote}
+	if l.remoteTag != "" {
+		to.Params.Add("tag", l.remoteTag)
+	}
+	cid := sip.CallIDHeader(l.callID)
+	c.mu.Lock()
+	l.cseq++
+	seq := l.cseq
+	c.mu.Unlock()
+	mf := sip.MaxForwardsHeader(70)
+	req.AppendHeader(from)
+	req.AppendHeader(to)
+	req.AppendHeader(&cid)
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: method})
+	req.AppendHeader(&mf)
+	req.AppendHeader(&sip.ContactHeader{Address: c.b.contactURI(l.transport)})
+	if method == sip.INVITE || method == sip.UPDATE {
+		req.AppendHeader(sip.NewHeader("Supported", "timer"))
+		req.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, UPDATE, OPTIONS"))
+	}
+	if body != nil {
+		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	}
+	req.SetBody(body)
+	req.SetDestination(l.dest)
+	req.SetTransport(strings.ToUpper(l.transport))
+	return req
+}
+
+func (c *call) ackFor(l *leg, res *sip.Response) *sip.Request {
+	ack := sip.NewRequest(sip.ACK, l.target)
+	from := &sip.FromHeader{Address: l.local}
+	from.Params.Add("tag", l.localTag)
+	to := &sip.ToHeader{Address: l.remote}
+	to.Params.Add("tag", l.remoteTag)
+	cid := sip.CallIDHeader(l.callID)
+	mf := sip.MaxForwardsHeader(70)
+	ack.AppendHeader(from)
+	ack.AppendHeader(to)
+	ack.AppendHeader(&cid)
+	ack.AppendHeader(&sip.CSeqHeader{SeqNo: res.CSeq().SeqNo, MethodName: sip.ACK})
+	ack.AppendHeader(&mf)
+	ack.SetBody(nil)
+	ack.SetDestination(l.dest)
+	ack.SetTransport(strings.ToUpper(l.transport))
+	return ack
+}
+
+// learnTarget takes the dialog's remote tag and target from a 2xx.
+func (c *call) learnTarget(l *leg, res *sip.Response) {
+	if to := res.To(); to != nil {
+		l.remoteTag, _ = to.Params.Get("tag")
+	}
+	if ct := res.Contact(); ct != nil {
+		l.target = ct.Address
+	}
+}
+
+func (c *call) sendCancel(inv *sip.Request) {
+	cancel := sip.NewRequest(sip.CANCEL, inv.Recipient)
+	if v := inv.Via(); v != nil {
+		cancel.AppendHeader(v.Clone())
+	}
+	for _, name := range []string{"From", "To", "Call-ID", "Max-Forwards"} {
+		if h := inv.GetHeader(name); h != nil {
+			cancel.AppendHeader(sip.HeaderClone(h))
+		}
+	}
+	cancel.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
+	cancel.SetBody(nil)
+	cancel.SetDestination(inv.Destination())
+	cancel.SetTransport(inv.Transport())
+	ctx, stop := context.WithTimeout(context.Background(), transactionTimeout)
+	defer stop()
+	tx, err := c.b.cfg.Client.TransactionRequest(ctx, cancel, sipgo.ClientRequestBuild)
+	if err != nil {
+		c.b.log.Warn("call: CANCEL not sent", "call", c.id, "error", err)
+		return
+	}
+	defer tx.Terminate()
+	select {
+	case <-tx.Responses():
+	case <-tx.Done():
+	case <-ctx.Done():
+	}
+}
+
+// transact sends req on l and returns the final response; a 2xx to an
+// INVITE is ACKed.
+func (c *call) transact(l *leg, req *sip.Request) (*sip.Response, error) {
+	ctx, stop := context.WithTimeout(context.Background(), transactionTimeout)
+	defer stop()
+	tx, err := c.b.cfg.Client.TransactionRequest(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("send %s: %w", req.Method, err)
+	}
+	defer tx.Terminate()
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.StatusCode < 200 {
+				continue
+			}
+			if req.Method == sip.INVITE && res.StatusCode < 300 {
+				ack := c.ackFor(l, res)
+				_ = c.b.cfg.Client.WriteRequest(ack)
+				tx.OnRetransmission(func(*sip.Response) { _ = c.b.cfg.Client.WriteRequest(ack.Clone()) })
+			}
+			return res, nil
+		case <-tx.Done():
+			select {
+			case res := <-tx.Responses():
+				if res.StatusCode >= 200 {
+					if req.Method == sip.INVITE && res.StatusCode < 300 {
+						_ = c.b.cfg.Client.WriteRequest(c.ackFor(l, res))
+					}
+					return res, nil
+				}
+			default:
+			}
+			return nil, fmt.Errorf("%s: %w", req.Method, tx.Err())
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s: %w", req.Method, ctx.Err())
+		}
+	}
+}
+
+func (c *call) sendBye(l *leg) {
+	if _, err := c.transact(l, c.newRequest(l, sip.BYE, nil)); err != nil {
+		c.b.log.Debug("call: BYE", "call", c.id, "side", l.side, "error", err)
+	}
+}
+
+// offerFrom handles a re-INVITE or UPDATE from side s: a refresh without
+// SDP, or a new offer (hold, resume, codec change) passed to the other leg.
+func (c *call) offerFrom(s media.Side, req *sip.Request, tx sip.ServerTransaction) {
+	l, o := c.legs[s], c.legs[1-s]
+	seq := req.CSeq().SeqNo
+	c.mu.Lock()
+	switch {
+	case c.state != stConfirmed || c.busy:
+		c.mu.Unlock()
+		_ = respond(tx, req, 491, "Request Pending")
+		return
+	case seq <= l.remoteCSeq:
+		c.mu.Unlock()
+		_ = respond(tx, req, 500, "Server Internal Error", sip.NewHeader("Retry-After", "1"))
+		return
+	}
+	l.remoteCSeq = seq
+	c.busy = true
+	c.mu.Unlock()
+	defer func() { c.mu.Lock(); c.busy = false; c.mu.Unlock() }()
+	isInvite := req.Method == sip.INVITE
+	if isInvite {
+		_ = respond(tx, req, 100, "Trying")
+	}
+	c.touch(s)
+	reply := func(code int, body []byte) *sip.Response {
+		res := sip.NewResponseFromRequest(req, code, reasonPhrase(code), nil)
+		if code >= 200 && code < 300 {
+			res.AppendHeader(&sip.ContactHeader{Address: c.b.contactURI(l.transport)})
+			c.addTimerHeaders(res, l, req)
+		}
+		if body != nil {
+			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+			res.SetBody(body)
+		}
+		_ = tx.Respond(res)
+		return res
+	}
+	if len(req.Body()) == 0 { // session refresh only
+		var body []byte
+		if isInvite {
+			body = l.lastSDP
+		}
+		res := reply(200, body)
+		if isInvite {
+			c.waitAck(s, seq, tx, func() { _ = tx.Respond(res) }, sip.IsReliable(req.Transport()))
+		}
+		return
+	}
+	ctx := context.Background()
+	_, rem, err := media.ParseSDP(req.Body())
+	if err != nil {
+		reply(488, nil)
+		return
+	}
+	loc, err := c.m.Answer(ctx, s, rem, l.policy, l.sid, l.ver+1)
+	if err != nil {
+		reply(488, nil)
+		return
+	}
+	off, err := c.m.Offer(o.side, o.policy, o.sid, o.ver+1)
+	var out []byte
+	if err == nil {
+		out, err = media.Rewrite(rem, off)
+	}
+	if err != nil {
+		reply(500, nil)
+		return
+	}
+	res, err := c.transact(o, c.newRequest(o, req.Method, out))
+	if err != nil {
+		reply(408, nil)
+		go c.hangup(-1, "peer did not answer "+string(req.Method))
+		return
+	}
+	if res.StatusCode >= 300 {
+		code, _ := mapFailure(res.StatusCode)
+		reply(code, nil)
+		return
+	}
+	_, remO, err := media.ParseSDP(res.Body())
+	if err == nil {
+		err = c.m.Answered(ctx, o.side, off, remO, o.policy)
+	}
+	var ans []byte
+	if err == nil {
+		ans, err = media.Rewrite(remO, withAnswering(loc, rem))
+	}
+	if err != nil {
+		reply(488, nil)
+		return
+	}
+	l.ver, l.answered, l.lastSDP = l.ver+1, loc, ans
+	o.ver, o.offered, o.lastSDP = o.ver+1, off, out
+	c.touch(o.side)
+	final := reply(200, ans)
+	if isInvite {
+		c.waitAck(s, seq, tx, func() { _ = tx.Respond(final) }, sip.IsReliable(req.Transport()))
+	}
+}
+
+// hangup ends a call: BYE to every leg but from (-1: both), media closed,
+// CDR written. A call still ringing is cancelled instead.
+func (c *call) hangup(from int, cause string) {
+	c.mu.Lock()
+	switch c.state {
+	case stEnded:
+		c.mu.Unlock()
+		return
+	case stSetup:
+		c.mu.Unlock()
+		c.cancelByCaller()
+		return
+	}
+	c.state = stEnded
+	c.mu.Unlock()
+	for _, l := range c.legs {
+		if int(l.side) != from {
+			go c.sendBye(l)
+		}
+	}
+	c.finish(cdr.Answered, 0, cause)
+}
+
+// finish releases everything the call holds and writes its CDR, once.
+func (c *call) finish(result cdr.Result, code int, cause string) {
+	c.endOnce.Do(func() {
+		c.mu.Lock()
+		c.state = stEnded
+		for _, l := range c.legs {
+			if l == nil {
+				continue
+			}
+			if l.expiry != nil {
+				l.expiry.Stop()
+			}
+			if l.refresh != nil {
+				l.refresh.Stop()
+			}
+		}
+		c.mu.Unlock()
+		c.rec.End = time.Now()
+		c.rec.Result, c.rec.Cause = result, cause
+		if !c.rec.Answer.IsZero() {
+			c.rec.Duration = c.rec.End.Sub(c.rec.Answer)
+		}
+		if result != cdr.Answered {
+			c.rec.SIPStatus = code
+		}
+		var st media.Stats
+		if c.m != nil {
+			st = c.m.Stats()
+			c.rec.SRTPCaller, c.rec.SRTPCallee = c.m.Secured(media.A), c.m.Secured(media.B)
+			c.rec.MOS = st.MOS()
+			for _, lg := range st.Legs {
+				c.rec.LossPct = max(c.rec.LossPct, lg.LossPct)
+				c.rec.JitterMs = max(c.rec.JitterMs, lg.JitterMs)
+			}
+			if err := c.m.Close(); err != nil {
+				c.b.log.Warn("call: media close", "call", c.id, "error", err)
+			}
+		}
+		if c.lease != nil {
+			c.lease.Release()
+		}
+		c.b.unregister(c, c.keys...)
+		c.b.active.Add(-1)
+		if err := c.b.cfg.CDR.Write(c.rec); err != nil {
+			c.b.log.Warn("call: CDR not written", "call", c.id, "error", err)
+		}
+		if c.b.cfg.Ended != nil {
+			c.b.cfg.Ended(c.rec, st)
+		}
+	})
+}
+
+func (c *call) addKey(k string, s media.Side) {
+	c.keys = append(c.keys, k)
+	c.b.register(c, k, s)
+}
+
+// startTimers arms RFC 4028 expiry per leg and the box's refreshes where
+// the box is the refresher.
+func (c *call) startTimers() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range c.legs {
+		l.expiry = time.AfterFunc(c.se, func() {
+			c.b.sessionTimeouts.Add(1)
+			c.hangup(-1, "session timer")
+		})
+		if l.boxRefreshes {
+			l.refresh = time.AfterFunc(c.se/2, func() { c.refreshLeg(l) })
+		}
+	}
+}
+
+func (c *call) touch(s media.Side) {
+	c.mu.Lock()
+	if l := c.legs[s]; l != nil && l.expiry != nil && c.state == stConfirmed {
+		l.expiry.Reset(c.se)
+	}
+	c.mu.Unlock()
+}
+
+// refreshLeg is the box's session refresh on l: a re-INVITE repeating the
+// last SDP (unchanged version: no media change).
+func (c *call) refreshLeg(l *leg) {
+	c.mu.Lock()
+	if c.state != stConfirmed {
+		c.mu.Unlock()
+		return
+	}
+	if c.busy { // an exchange is running; it refreshes anyway, try again soon
+		l.refresh.Reset(time.Second)
+		c.mu.Unlock()
+		return
+	}
+	c.busy = true
+	c.mu.Unlock()
+	res, err := c.transact(l, c.newRequest(l, sip.INVITE, l.lastSDP))
+	c.mu.Lock()
+	c.busy = false
+	c.mu.Unlock()
+	if err != nil || res.StatusCode >= 300 {
+		c.b.sessionTimeouts.Add(1)
+		c.hangup(-1, "session refresh failed")
+		return
+	}
+	c.touch(l.side)
+	c.mu.Lock()
+	if c.state == stConfirmed {
+		l.refresh.Reset(c.se / 2)
+	}
+	c.mu.Unlock()
+}
+
+// addTimerHeaders puts Session-Expires on a 2xx to a refresh-capable peer.
+func (c *call) addTimerHeaders(res *sip.Response, l *leg, req *sip.Request) {
+	if !supportsTimer(req) {
+		return
+	}
+	ref := "uac"
+	if l.boxRefreshes {
+		ref = "uas"
+	}
+	res.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(c.se/time.Second))+";refresher="+ref))
+	res.AppendHeader(sip.NewHeader("Require", "timer"))
+}
+
+func (b *B2BUA) contactURI(transport string) sip.Uri {
+	hp := b.cfg.Contact
+	if transport == "tls" && b.cfg.ContactTLS != "" {
+		hp = b.cfg.ContactTLS
+	}
+	host, port, _ := net.SplitHostPort(hp)
+	p, _ := strconv.Atoi(port)
+	u := sip.Uri{Scheme: "sip", Host: host, Port: p}
+	if transport != "" && transport != "udp" {
+		u.UriParams = sip.HeaderParams{{K: "transport", V: transport}}
+	}
+	return u
+}
+
+func withAnswering(l media.Local, offer media.Remote) media.Local {
+	l.Answering = &offer
+	return l
+}
+
+func supportsTimer(req *sip.Request) bool {
+	for _, h := range req.GetHeaders("Supported") {
+		for _, v := range strings.Split(h.Value(), ",") {
+			if strings.EqualFold(strings.TrimSpace(v), "timer") {
+				return true
+			}
+		}
+	}
+	return req.GetHeader("Session-Expires") != nil
+}
+
+// boxRefreshesUAS: on the B leg the box is the UAC; it refreshes unless the
+// callee's 2xx made itself refresher.
+func boxRefreshesUAS(res *sip.Response) bool {
+	h := res.GetHeader("Session-Expires")
+	if h == nil {
+		return true
+	}
+	return !strings.Contains(strings.ToLower(h.Value()), "refresher=uas")
+}
+
+// parseDelta reads a Session-Expires value ("1800;refresher=uac").
+func parseDelta(v string) (time.Duration, bool) {
+	if i := strings.IndexByte(v, ';'); i >= 0 {
+		v = v[:i]
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n <= 0 || n > 86400 {
+		return 0, false
+	}
+	return time.Duration(n) * time.Second, true
+}
+
+// callerNumber keeps a caller number from a trunk only if it is a number.
+func callerNumber(u string) string {
+	if n, err := dialplan.Normalize(u); err == nil {
+		return n
+	}
+	return "anonymous"
+}
+
+// mapFailure maps the callee's final error to what the caller is told:
+// redirects and authentication challenges are not passed through (they
+// would leak the callee's contacts or realm).
+func mapFailure(code int) (int, cdr.Result) {
+	switch {
+	case code == 486 || code == 600:
+		return 486, cdr.Busy
+	case code == 480 || code == 408:
+		return code, cdr.NoAnswer
+	case code == 487:
+		return 487, cdr.Cancelled
+	case code == 401 || code == 407 || code < 400:
+		return 503, cdr.Failed
+	case code == 603:
+		return 603, cdr.Rejected
+	case code >= 400 && code < 700:
+		return code, cdr.Failed
+	}
+	return 500, cdr.Failed
+}
+
+func reasonPhrase(code int) string {
+	switch code {
+	case 100:
+		return "Trying"
+	case 180:
+		return "Ringing"
+	case 183:
+		return "Session Progress"
+	case 200:
+		return "OK"
+	case 403:
+		return "Forbidden"
+	case 404:
+		return "Not Found"
+	case 408:
+		return "Request Timeout"
+	case 422:
+		return "Session Interval Too Small"
+	case 480:
+		return "Temporarily Unavailable"
+	case 481:
+		return "Call/Transaction Does Not Exist"
+	case 483:
+		return "Too Many Hops"
+	case 486:
+		return "Busy Here"
+	case 487:
+		return "Request Terminated"
+	case 488:
+		return "Not Acceptable Here"
+	case 491:
+		return "Request Pending"
+	case 500:
+		return "Server Internal Error"
+	case 503:
+		return "Service Unavailable"
+	case 603:
+		return "Decline"
+	}
+	return "Error"
+}
+
+// randSession is an SDP o= session id (RFC 4566: NTP-like, any 63-bit value).
+func randSession() uint64 { return rand.Uint64() >> 1 }

@@ -1,0 +1,395 @@
+package call
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/cdr"
+	"github.com/edgepbx/edgepbx/firmware/dialplan"
+	"github.com/edgepbx/edgepbx/firmware/media"
+	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+func ciSet() bool { return os.Getenv("CI") != "" }
+
+func needSipp(t testing.TB) string {
+	t.Helper()
+	p, err := exec.LookPath("sipp")
+	if err != nil {
+		if ciSet() {
+			t.Fatal("sipp not installed (Debian package sip-tester)")
+		}
+		t.Skip("sipp not installed (Debian package sip-tester)")
+	}
+	return p
+}
+
+// pinholeLog is a real implementation of media.Pinholes that records what
+// the firewall would do, and how many calls were up at each step.
+type pinholeLog struct {
+	active func() int
+
+	mu       sync.Mutex
+	open     map[netfw.Pinhole]bool
+	opens    int
+	outside  int // opens or closes while no call was in progress
+	maxOpen  int
+	closeErr int
+}
+
+func (p *pinholeLog) OpenPinhole(_ context.Context, h netfw.Pinhole) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h.Timeout = 0
+	p.open[h] = true
+	p.opens++
+	p.maxOpen = max(p.maxOpen, len(p.open))
+	if p.active() == 0 {
+		p.outside++
+	}
+	return nil
+}
+
+func (p *pinholeLog) ClosePinhole(_ context.Context, h netfw.Pinhole) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h.Timeout = 0
+	if !p.open[h] {
+		p.closeErr++
+	}
+	delete(p.open, h)
+	if p.active() == 0 {
+		p.outside++
+	}
+	return nil
+}
+
+func (p *pinholeLog) state() (open, opens, outside, maxOpen, closeErr int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.open), p.opens, p.outside, p.maxOpen, p.closeErr
+}
+
+// directory is the routing the SIP edge does with its location service:
+// extensions and trunks at fixed loopback addresses.
+type directory struct {
+	mu     sync.Mutex
+	exts   map[string]string // extension -> host:port
+	trunks map[string]string
+}
+
+func (d *directory) Contacts(ext string) []Target {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	hp, ok := d.exts[ext]
+	if !ok {
+		return nil
+	}
+	t, err := TargetFromBinding("<sip:"+ext+"@"+hp+">", hp, "udp")
+	if err != nil {
+		return nil
+	}
+	return []Target{t}
+}
+
+func (d *directory) Trunk(name string) (Target, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	hp, ok := d.trunks[name]
+	if !ok {
+		return Target{}, false
+	}
+	t, err := TargetFromBinding("sip:"+hp, hp, "udp")
+	return t, err == nil
+}
+
+func (d *directory) Policy(Identity) media.Policy { return media.SRTPOptional }
+
+func (d *directory) set(ext, hp string) {
+	d.mu.Lock()
+	d.exts[ext] = hp
+	d.mu.Unlock()
+}
+
+type ended struct {
+	rec cdr.Record
+	st  media.Stats
+}
+
+// harness is a sipgo server on loopback doing what the SIP edge will do:
+// identify the caller (here: the From user is the extension, as if digest
+// auth had passed) and dispatch to the B2BUA.
+type harness struct {
+	b     *B2BUA
+	addr  string
+	dir   *directory
+	pins  *pinholeLog
+	cdrs  *cdr.Store
+	ended chan ended
+}
+
+type harnessOpt func(*Config, *dialplan.Plan)
+
+func startHarness(t testing.TB, opts ...harnessOpt) *harness {
+	t.Helper()
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	db, err := store.Open(filepath.Join(t.TempDir(), "edgepbx.db"), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+
+	h := &harness{dir: &directory{exts: map[string]string{}, trunks: map[string]string{}}, cdrs: cdr.New(db), ended: make(chan ended, 100000)}
+	h.pins = &pinholeLog{open: map[netfw.Pinhole]bool{}, active: func() int { return h.b.Active() }}
+	ports, err := media.NewPorts(30000, 39999)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _, err := media.NewDTLSCertificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	relay, err := media.NewRelay(media.Config{Addr: netip.MustParseAddr("127.0.0.1"), Ports: ports, Pinholes: h.pins, Certificate: &cert, Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := dialplan.Plan{
+		Country: "DE",
+		Trunks:  []dialplan.Trunk{{Name: "itsp", Limits: dialplan.Limits{MaxConcurrent: 1000, MaxPerHour: 10000}}},
+		Extensions: []dialplan.Extension{
+			{Number: "101", Limits: dialplan.Limits{MaxConcurrent: 1000, MaxPerHour: 10000}},
+			{Number: "102"}, {Number: "103"},
+		},
+		Routes:        []dialplan.Route{{Prefix: "", Trunk: "itsp"}},
+		BurstAttempts: 1000,
+	}
+
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.addr = conn.LocalAddr().String()
+	ua, err := sipgo.NewUA(sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quiet)),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(quiet)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(h.addr)
+	var p int
+	fmt.Sscan(port, &p)
+	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientPort(p), sipgo.WithClientLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Client: client, Contact: h.addr, Relay: relay, Directory: h.dir, CDR: h.cdrs, MaxCalls: 1000, Log: quiet,
+		Ended: func(r cdr.Record, st media.Stats) { h.ended <- ended{r, st} }}
+	for _, o := range opts {
+		o(&cfg, &plan)
+	}
+	if cfg.Plan, err = dialplan.New(plan, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if h.b, err = New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+		h.b.OnInvite(req, tx, Identity{Extension: req.From().Address.User})
+	})
+	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { h.b.OnAck(req, tx) })
+	srv.OnBye(h.b.OnBye)
+	srv.OnCancel(h.b.OnCancel)
+	srv.OnUpdate(h.b.OnUpdate)
+	go func() { _ = srv.ServeUDP(conn) }()
+	t.Cleanup(func() {
+		_ = h.b.Close()
+		_ = ua.Close()
+		_ = conn.Close()
+	})
+	return h
+}
+
+// freeUDPPort finds a loopback port pair for sipp's SIP and media sockets.
+func freeUDPPort(t testing.TB) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// sippUAS starts a sipp callee (built-in uas, RTP echo, or a scenario file)
+// and returns its SIP address; it is killed at cleanup.
+func sippUAS(t testing.TB, scenario string, extra ...string) string {
+	t.Helper()
+	port := freeUDPPort(t)
+	mport := 20000 + (port % 5000 * 2)
+	args := []string{"-i", "127.0.0.1", "-p", fmt.Sprint(port), "-mi", "127.0.0.1", "-mp", fmt.Sprint(mport), "-rtp_echo", "-nostdin", "-bg_off"}
+	if scenario == "" {
+		args = append(args, "-sn", "uas")
+	} else {
+		sc, _ := filepath.Abs(filepath.Join("testdata", "sipp", scenario))
+		args = append(args, "-sf", sc)
+	}
+	args = append(args, extra...)
+	args = slicesDeleteArg(args, "-bg_off")
+	cmd := exec.Command(needSipp(t), args...)
+	cmd.Dir = t.TempDir()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return fmt.Sprintf("127.0.0.1:%d", port)
+}
+
+func slicesDeleteArg(a []string, v string) []string {
+	out := a[:0]
+	for _, s := range a {
+		if s != v {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// sippUAC runs a sipp caller to the harness and fails on any failed call.
+func sippUAC(t testing.TB, scenario, service, addr string, calls, rate, limit int, extra ...string) time.Duration {
+	t.Helper()
+	dir := t.TempDir()
+	sc, _ := filepath.Abs(filepath.Join("testdata", "sipp", scenario))
+	port := freeUDPPort(t)
+	args := []string{"-sf", sc, "-i", "127.0.0.1", "-p", fmt.Sprint(port), "-mi", "127.0.0.1", "-mp", fmt.Sprint(40000 + port%10000*2),
+		"-s", service, "-m", fmt.Sprint(calls), "-r", fmt.Sprint(rate), "-l", fmt.Sprint(limit),
+		"-timeout", "60s", "-timeout_error", "-nostdin", "-trace_err"}
+	args = append(args, extra...)
+	args = append(args, addr)
+	cmd := exec.Command(needSipp(t), args...)
+	cmd.Dir = dir
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	took := time.Since(start)
+	if err != nil {
+		logs, _ := filepath.Glob(filepath.Join(dir, "*_errors.log"))
+		var el []byte
+		if len(logs) > 0 {
+			el, _ = os.ReadFile(logs[0])
+		}
+		t.Fatalf("sipp %s: %v\n%s\nerrors:\n%s", scenario, err, tail(out), tail(el))
+	}
+	return took
+}
+
+func tail(b []byte) []byte {
+	if len(b) > 4000 {
+		return b[len(b)-4000:]
+	}
+	return b
+}
+
+func waitEnded(t testing.TB, h *harness) ended {
+	t.Helper()
+	select {
+	case e := <-h.ended:
+		return e
+	case <-time.After(40 * time.Second):
+		t.Fatal("no call ended")
+	}
+	return ended{}
+}
+
+// TestSippCallWithMedia: sipp caller (G.711 pcap) → B2BUA → sipp callee
+// with RTP echo. The call connects, RTP flows both ways through the
+// relay, BYE tears down, pinholes are opened and closed only while the
+// call is up, and the CDR is written.
+func TestSippCallWithMedia(t *testing.T) {
+	h := startHarness(t)
+	h.dir.set("102", sippUAS(t, ""))
+	sippUAC(t, "uac_pcap.xml", "102", h.addr, 1, 1, 1, "-d", "3000")
+	e := waitEnded(t, h)
+	if e.rec.Result != cdr.Answered || e.rec.Cause != "caller BYE" || e.rec.To != "102" || e.rec.From != "101" {
+		t.Fatalf("CDR %+v", e.rec)
+	}
+	if e.rec.Duration <= 0 || !strings.HasPrefix(e.rec.Codec, "PCMA") {
+		t.Fatalf("CDR duration %v codec %q", e.rec.Duration, e.rec.Codec)
+	}
+	a, b := e.st.Legs[media.A], e.st.Legs[media.B]
+	if a.Received < 50 || b.Received < 50 || a.Sent < 50 || b.Sent < 50 {
+		t.Fatalf("media did not flow both ways through the relay: A %+v B %+v", a, b)
+	}
+	if a.DroppedSource+b.DroppedSource != 0 {
+		t.Fatalf("packets from the negotiated peers dropped: A %+v B %+v", a, b)
+	}
+	open, opens, outside, maxOpen, closeErr := h.pins.state()
+	if open != 0 || opens < 2 || outside != 0 || closeErr != 0 || maxOpen < 2 {
+		t.Fatalf("pinholes: %d left open, %d opened, %d outside the call, max %d at once, %d bad closes", open, opens, outside, maxOpen, closeErr)
+	}
+	if h.b.Active() != 0 {
+		t.Fatalf("%d calls still active", h.b.Active())
+	}
+	recs, err := h.cdrs.Range(time.Now().Add(-time.Hour), time.Now().Add(time.Hour), 0)
+	if err != nil || len(recs) != 1 || recs[0].ID != e.rec.ID {
+		t.Fatalf("stored CDRs %+v, %v", recs, err)
+	}
+	if h.b.dialogCount() != 0 {
+		t.Fatalf("%d dialogs left", h.b.dialogCount())
+	}
+}
+
+// TestSippEmergency: an extension whose class of service allows nothing
+// external still reaches the emergency number over the trunk.
+func TestSippEmergency(t *testing.T) {
+	h := startHarness(t, func(_ *Config, p *dialplan.Plan) {
+		p.Extensions[0].Classes = []dialplan.Class{dialplan.Internal}
+	})
+	h.dir.trunks["itsp"] = sippUAS(t, "")
+	sippUAC(t, "uac.xml", "112", h.addr, 1, 1, 1, "-d", "200")
+	e := waitEnded(t, h)
+	if e.rec.Result != cdr.Answered || e.rec.Direction != string(dialplan.KindEmergency) || e.rec.Trunk != "itsp" {
+		t.Fatalf("CDR %+v", e.rec)
+	}
+}
+
+// TestSippCancel: the caller cancels while the callee rings: 487 to the
+// caller, CANCEL to the callee, nothing left open.
+func TestSippCancel(t *testing.T) {
+	h := startHarness(t)
+	h.dir.set("102", sippUAS(t, "uas_ring.xml", "-m", "1"))
+	sippUAC(t, "uac_cancel.xml", "102", h.addr, 1, 1, 1)
+	e := waitEnded(t, h)
+	if e.rec.Result != cdr.Cancelled {
+		t.Fatalf("CDR %+v", e.rec)
+	}
+	if open, _, outside, _, _ := h.pins.state(); open != 0 || outside != 0 {
+		t.Fatalf("pinholes left open %d, outside the call %d", open, outside)
+	}
+	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
+		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
+	}
+}
+
+func (b *B2BUA) dialogCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.dialogs) + len(b.calls)
+}
