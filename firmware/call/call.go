@@ -591,7 +591,11 @@ func (c *call) offerFrom(s media.Side, req *sip.Request, tx sip.ServerTransactio
 	l.remoteCSeq = seq
 	c.busy = true
 	c.mu.Unlock()
-	defer func() { c.mu.Lock(); c.busy = false; c.mu.Unlock() }()
+	// The exchange is over once the final answer is sent (the ACK may
+	// still be on its way when the peer's next offer arrives).
+	var idleOnce sync.Once
+	idle := func() { idleOnce.Do(func() { c.mu.Lock(); c.busy = false; c.mu.Unlock() }) }
+	defer idle()
 	isInvite := req.Method == sip.INVITE
 	if isInvite {
 		_ = respond(tx, req, 100, "Trying")
@@ -616,6 +620,7 @@ func (c *call) offerFrom(s media.Side, req *sip.Request, tx sip.ServerTransactio
 			body = l.lastSDP
 		}
 		res := reply(200, body)
+		idle()
 		if isInvite {
 			c.waitAck(s, seq, tx, func() { _ = tx.Respond(res) }, sip.IsReliable(req.Transport()))
 		}
@@ -668,6 +673,7 @@ func (c *call) offerFrom(s media.Side, req *sip.Request, tx sip.ServerTransactio
 	o.ver, o.offered, o.lastSDP = o.ver+1, off, out
 	c.touch(o.side)
 	final := reply(200, ans)
+	idle()
 	if isInvite {
 		c.waitAck(s, seq, tx, func() { _ = tx.Respond(final) }, sip.IsReliable(req.Transport()))
 	}

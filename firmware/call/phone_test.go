@@ -1,0 +1,322 @@
+package call
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/cdr"
+	"github.com/edgepbx/edgepbx/firmware/dialplan"
+	"github.com/edgepbx/edgepbx/firmware/media"
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// phone is a real sipgo user agent on loopback: a caller (dialog client
+// cache) and a callee whose INVITE handler the test scripts.
+type phone struct {
+	addr    string
+	client  *sipgo.Client
+	calls   *sipgo.DialogClientCache
+	answers *sipgo.DialogServerCache
+
+	mu       sync.Mutex
+	invites  []*sip.Request // initial INVITEs received (as callee)
+	reinvite []*sip.Request // re-INVITEs received
+	byes     chan *sip.Request
+	onInvite func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession)
+}
+
+func newPhone(t testing.TB, user string) *phone {
+	t.Helper()
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &phone{addr: conn.LocalAddr().String(), byes: make(chan *sip.Request, 16)}
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("phone-"+user+"-secret-build"),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quietLog())),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(quietLog())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(quietLog()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(p.addr)
+	var pn int
+	fmt.Sscan(port, &pn)
+	if p.client, err = sipgo.NewClient(ua, sipgo.WithClientHostname(host), sipgo.WithClientPort(pn), sipgo.WithClientLogger(quietLog())); err != nil {
+		t.Fatal(err)
+	}
+	contact := sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: host, Port: pn}}
+	p.calls = sipgo.NewDialogClientCache(p.client, contact)
+	p.answers = sipgo.NewDialogServerCache(p.client, contact)
+	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+		if req.To().Params.Has("tag") {
+			p.mu.Lock()
+			p.reinvite = append(p.reinvite, req)
+			p.mu.Unlock()
+			_, rem, err := media.ParseSDP(req.Body())
+			dir := "sendrecv"
+			if err == nil && rem.Direction == "sendonly" {
+				dir = "recvonly"
+			}
+			res := sip.NewResponseFromRequest(req, 200, "OK", []byte(sdpBody(7000, dir)))
+			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+			res.AppendHeader(&contact)
+			_ = tx.Respond(res)
+			return
+		}
+		p.mu.Lock()
+		p.invites = append(p.invites, req)
+		h := p.onInvite
+		p.mu.Unlock()
+		d, err := p.answers.ReadInvite(req, tx)
+		if err != nil {
+			return
+		}
+		if h != nil {
+			h(req, tx, d)
+		}
+	})
+	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { _ = p.answers.ReadAck(req, tx) })
+	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		if err := p.calls.ReadBye(req, tx); err != nil {
+			_ = p.answers.ReadBye(req, tx)
+		}
+		p.byes <- req
+	})
+	go func() { _ = srv.ServeUDP(conn) }()
+	t.Cleanup(func() { _ = ua.Close(); _ = conn.Close() })
+	return p
+}
+
+func sdpBody(port int, dir string) string {
+	return "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=secret-session-name\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
+		fmt.Sprintf("m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=%s\r\n", port, dir)
+}
+
+// dial places a call from p to number at the harness.
+func (p *phone) dial(ctx context.Context, h *harness, number string, hs ...sip.Header) (*sipgo.DialogClientSession, error) {
+	host, port, _ := net.SplitHostPort(h.addr)
+	var pn int
+	fmt.Sscan(port, &pn)
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "101", Host: "phone.invalid"}}
+	from.Params.Add("tag", sip.GenerateTagN(10))
+	hs = append(hs, from, sip.NewHeader("Content-Type", "application/sdp"))
+	return p.calls.Invite(ctx, sip.Uri{Scheme: "sip", User: number, Host: host, Port: pn}, []byte(sdpBody(6000, "sendrecv")), hs...)
+}
+
+func TestRejections(t *testing.T) {
+	h := startHarness(t)
+	caller := newPhone(t, "101")
+	tests := []struct {
+		name, dialled string
+		code          int
+	}{
+		{"international blocked", "0044201234567", 403},
+		{"international + blocked", "+1212555123", 403},
+		{"premium blocked", "09001234567", 403},
+		{"extension not registered", "103", 480},
+		{"not a number", "abc", 404},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			d, err := caller.dial(ctx, h, tc.dialled)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = d.WaitAnswer(ctx, sipgo.AnswerOptions{})
+			var e *sipgo.ErrDialogResponse
+			if !errors.As(err, &e) || e.Res.StatusCode != tc.code {
+				t.Fatalf("want %d, got %v", tc.code, err)
+			}
+			rec := waitEnded(t, h).rec
+			if rec.SIPStatus != tc.code || rec.Result == cdr.Answered {
+				t.Fatalf("CDR %+v", rec)
+			}
+		})
+	}
+	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
+		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
+	}
+	if open, opens, _, _, _ := h.pins.state(); open != 0 || opens != 0 {
+		t.Fatalf("pinholes for rejected calls: %d open, %d opened", open, opens)
+	}
+}
+
+// TestCallFlow: early media, topology hiding, the concurrent-call bound,
+// hold/resume by re-INVITE, callee BYE, CANCEL of a ringing call.
+func TestCallFlow(t *testing.T) {
+	h := startHarness(t, func(c *Config, _ *dialplan.Plan) { c.MaxCalls = 2 })
+	caller, callee := newPhone(t, "101"), newPhone(t, "102")
+	h.dir.set("102", callee.addr)
+	answer := make(chan chan struct{}, 4)
+	answered := make(chan *sipgo.DialogServerSession, 1)
+	callee.onInvite = func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession) {
+		_ = d.Respond(183, "Session Progress", []byte(sdpBody(7000, "sendrecv")), sip.NewHeader("Content-Type", "application/sdp"))
+		go_ := make(chan struct{})
+		answer <- go_
+		select {
+		case <-go_:
+			_ = d.Respond(200, "OK", []byte(sdpBody(7000, "sendrecv")), sip.NewHeader("Content-Type", "application/sdp"))
+			answered <- d
+		case <-tx.Done():
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	type result struct {
+		early *sip.Response
+		err   error
+	}
+	start := func(ctx context.Context) (*sipgo.DialogClientSession, chan result) {
+		d, err := caller.dial(ctx, h, "102", sip.NewHeader("X-Internal-Secret", "caller-only"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := make(chan result, 1)
+		go func() {
+			var r result
+			r.err = d.WaitAnswer(ctx, sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
+				if res.StatusCode == 183 {
+					r.early = res
+				}
+				return nil
+			}})
+			ch <- r
+		}()
+		return d, ch
+	}
+	d1, r1 := start(ctx)
+	ans1 := <-answer
+	ctx2, cancel2 := context.WithCancel(ctx)
+	_, r2 := start(ctx2)
+	<-answer
+
+	// The bound: a third call is refused while two ring.
+	d3, err := caller.dial(ctx, h, "102")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e *sipgo.ErrDialogResponse
+	if err := d3.WaitAnswer(ctx, sipgo.AnswerOptions{}); !errors.As(err, &e) || e.Res.StatusCode != 503 {
+		t.Fatalf("third call: want 503, got %v", err)
+	}
+	if c := h.b.Counters(); c.Overload != 1 {
+		t.Fatalf("counters %+v", c)
+	}
+
+	// Topology hiding on the callee's side.
+	callee.mu.Lock()
+	inv := callee.invites[0]
+	callee.mu.Unlock()
+	raw := inv.String()
+	for _, leak := range []string{"X-Internal-Secret", "phone-101", "phone.invalid", "secret-session-name", d1.InviteRequest.CallID().Value()} {
+		if strings.Contains(raw, leak) {
+			t.Errorf("callee INVITE leaks %q:\n%s", leak, raw)
+		}
+	}
+	if n := len(inv.GetHeaders("Via")); n != 1 {
+		t.Errorf("callee INVITE has %d Via headers", n)
+	}
+
+	// Answer call 1; early media was relayed with the box's address.
+	close(ans1)
+	res1 := <-r1
+	if res1.err != nil {
+		t.Fatal(res1.err)
+	}
+	if res1.early == nil || !strings.Contains(string(res1.early.Body()), "m=audio") || strings.Contains(string(res1.early.Body()), "secret-session-name") {
+		t.Fatalf("183 to caller: %v", res1.early)
+	}
+	if strings.Contains(d1.InviteResponse.String(), "phone-102") || strings.Contains(d1.InviteResponse.String(), callee.addr) {
+		t.Fatalf("200 to caller leaks the callee:\n%s", d1.InviteResponse.String())
+	}
+	if err := d1.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Hold and resume.
+	for _, tc := range []struct{ send, want string }{{"sendonly", "recvonly"}, {"sendrecv", "sendrecv"}} {
+		req := sip.NewRequest(sip.INVITE, d1.InviteResponse.Contact().Address)
+		req.SetBody([]byte(sdpBody(6000, tc.send)))
+		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		res, err := d1.Do(ctx, req)
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("re-INVITE %s: %v %v", tc.send, res, err)
+		}
+		if !strings.Contains(string(res.Body()), "a="+tc.want) {
+			t.Fatalf("re-INVITE %s answered:\n%s", tc.send, res.Body())
+		}
+		ack := sip.NewRequest(sip.ACK, d1.InviteResponse.Contact().Address)
+		ack.AppendHeader(&sip.CSeqHeader{SeqNo: res.CSeq().SeqNo, MethodName: sip.ACK})
+		if err := d1.WriteRequest(ack); err != nil {
+			t.Fatal(err)
+		}
+	}
+	callee.mu.Lock()
+	nre := len(callee.reinvite)
+	heldSDP := ""
+	if nre > 0 {
+		heldSDP = string(callee.reinvite[0].Body())
+	}
+	callee.mu.Unlock()
+	if nre != 2 || !strings.Contains(heldSDP, "a=sendonly") {
+		t.Fatalf("callee saw %d re-INVITEs, first:\n%s", nre, heldSDP)
+	}
+
+	// Cancel call 2 while it rings.
+	cancel2() // WaitAnswer sends the CANCEL
+	if r := <-r2; r.err == nil {
+		t.Fatal("cancelled call was answered")
+	}
+	if rec := waitEnded(t, h).rec; rec.Result != cdr.Cancelled {
+		t.Fatalf("cancelled call CDR %+v", rec)
+	}
+
+	// The callee hangs up call 1: the caller gets a BYE from the box.
+	var sess *sipgo.DialogServerSession
+	select {
+	case sess = <-answered:
+	case <-ctx.Done():
+		t.Fatal("callee never answered")
+	}
+	if err := sess.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case bye := <-caller.byes:
+		if bye.CallID().Value() != d1.InviteRequest.CallID().Value() {
+			t.Fatalf("BYE for the wrong dialog: %s", bye.CallID().Value())
+		}
+	case <-ctx.Done():
+		t.Fatal("caller got no BYE")
+	}
+	rec := waitEnded(t, h).rec
+	if rec.Result != cdr.Answered || rec.Cause != "callee BYE" {
+		t.Fatalf("CDR %+v", rec)
+	}
+	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
+		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
+	}
+	if open, _, outside, _, _ := h.pins.state(); open != 0 || outside != 0 {
+		t.Fatalf("pinholes: %d left open, %d outside a call", open, outside)
+	}
+}
+
+func quietLog() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+}
