@@ -30,5 +30,16 @@ func (s *Server) Counters() map[string]uint64 {
 		"retrans_stored":       s.retrans.Counters.Stored.Load(),
 		"retrans_evicted":      s.retrans.Counters.Evicted.Load(),
 		"stateful_requests":    s.stateful.Load(),
+		"udp_slow_path":        s.udpCounter(func(c *UDPCounters) uint64 { return c.SlowPath.Load() }),
+		"udp_slow_dropped":     s.udpCounter(func(c *UDPCounters) uint64 { return c.SlowDropped.Load() }),
+		"udp_work_dropped":     s.udpCounter(func(c *UDPCounters) uint64 { return c.WorkDropped.Load() }),
+		"udp_read_errors":      s.udpCounter(func(c *UDPCounters) uint64 { return c.ReadErrors.Load() }),
 	}
+}
+
+func (s *Server) udpCounter(get func(*UDPCounters) uint64) uint64 {
+	if s.front == nil {
+		return 0
+	}
+	return get(&s.front.Counters)
 }

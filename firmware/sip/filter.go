@@ -29,7 +29,10 @@ type ReadFilter struct {
 	// stateless, when set, may fully answer a UDP datagram itself (see
 	// Server.statelessChallenge); it reports true when it did.
 	stateless func(raddr net.Addr, src netip.Addr, data []byte) bool
-	Counters  FilterCounters
+	// udpFront is set when udpFront reads the UDP socket and has run this
+	// stage already: sipgo's filter call then passes UDP data through.
+	udpFront bool
+	Counters FilterCounters
 }
 
 func newReadFilter(bans *Bans, guard *Guard, scanners []string, maxBytes int, onDrop func(string, netip.Addr, string)) *ReadFilter {
@@ -62,12 +65,23 @@ func addrOf(a net.Addr) netip.Addr {
 // Filter is the sip.TransportReadFilter. It returns nil to drop; it never
 // returns an error because sipgo stops a UDP listener on a filter error.
 func (f *ReadFilter) Filter(info sip.TransportReadProps, data []byte) ([]byte, error) {
-	src := addrOf(info.RemoteAddr)
-	out := f.Check(src, info.Transport, data)
-	if out != nil && f.stateless != nil && (info.Transport == "UDP" || info.Transport == "udp") && f.stateless(info.RemoteAddr, src, out) {
-		return nil, nil
+	if f.udpFront && isUDP(info.Transport) {
+		return data, nil // udpFront already ran this stage on the datagram
 	}
-	return out, nil
+	return f.check(info.RemoteAddr, info.Transport, data), nil
+}
+
+func isUDP(transport string) bool { return transport == "UDP" || transport == "udp" }
+
+// check is stage 1 plus, for UDP, the stateless REGISTER path; nil means
+// the data is finished (dropped or answered).
+func (f *ReadFilter) check(from net.Addr, transport string, data []byte) []byte {
+	src := addrOf(from)
+	out := f.Check(src, transport, data)
+	if out != nil && f.stateless != nil && isUDP(transport) && f.stateless(from, src, out) {
+		return nil
+	}
+	return out
 }
 
 // Check applies stage 1 to one read from src; nil means drop.

@@ -64,14 +64,16 @@ func BenchmarkRegisterVsKamailio(b *testing.B) {
 	b.ResetTimer()
 	// CPU time (utime+stime) is less noisy than wall time on a shared box.
 	c0 := selfCPU(b)
-	ours := runSipp(b, "register1.xml", s.udp.String(), n, 20000, 500)
+	ours, sippOurs := runSippCPU(b, "register1.xml", s.udp.String(), n, 20000, 500)
 	c1 := selfCPU(b)
 	k0 := groupCPU(b, cmd.Process.Pid)
-	theirs := runSipp(b, "register1.xml", kaddr, n, 20000, 500)
+	theirs, sippTheirs := runSippCPU(b, "register1.xml", kaddr, n, 20000, 500)
 	k1 := groupCPU(b, cmd.Process.Pid)
 	b.ReportMetric(float64(n)/ours.Seconds(), "edgepbx-reg/s")
 	b.ReportMetric(float64(n)/theirs.Seconds(), "kamailio-reg/s")
 	b.ReportMetric(theirs.Seconds()/ours.Seconds(), "ratio")
 	b.ReportMetric(float64((c1-c0).Microseconds())/float64(n), "edgepbx-cpu-us/reg")
 	b.ReportMetric(float64((k1-k0).Microseconds())/float64(n), "kamailio-cpu-us/reg")
+	b.ReportMetric(float64(sippOurs.Microseconds())/float64(n), "sipp-cpu-us/reg-edgepbx")
+	b.ReportMetric(float64(sippTheirs.Microseconds())/float64(n), "sipp-cpu-us/reg-kamailio")
 }

@@ -78,7 +78,8 @@ type Server struct {
 	stateful  atomic.Uint64 // requests that took sipgo's transaction path
 
 	parser          *sip.Parser
-	udp             net.PacketConn
+	udp             net.PacketConn // the socket; answers are written to it
+	front           *udpFront      // reads udp for the chain and for sipgo
 	tcp, tlsL, wssL net.Listener
 	closeOnce       sync.Once
 	now             func() time.Time
@@ -193,6 +194,8 @@ func (s *Server) bind(tlsConf *tls.Config) error {
 		if s.udp, err = net.ListenPacket("udp", s.cfg.UDP); err != nil {
 			return fmt.Errorf("sip: listen udp %s: %w", s.cfg.UDP, err)
 		}
+		s.front = newUDPFront(s.udp, s.filter, s.cfg.MaxMessageBytes)
+		s.filter.udpFront = true
 	}
 	listen := func(addr string, tlsc *tls.Config) (net.Listener, error) {
 		l, err := net.Listen("tcp", addr)
@@ -266,8 +269,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		n++
 		go func() { errc <- f() }()
 	}
-	if s.udp != nil {
-		run(func() error { return s.srv.ServeUDP(s.udp) })
+	if s.front != nil {
+		s.front.start()
+		run(func() error { return s.srv.ServeUDP(s.front) })
 	}
 	if s.tcp != nil {
 		run(func() error { return s.srv.ServeTCP(s.tcp) })
