@@ -117,6 +117,8 @@ type Config struct {
 	// its CDR was written (metrics).
 	Ended func(cdr.Record, media.Stats)
 	Log   *slog.Logger
+
+	minSE time.Duration // MinSessionExpires unless a test of this package lowers it
 }
 
 // Defaults and bounds.
@@ -173,7 +175,10 @@ func New(cfg Config) (*B2BUA, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	b := &B2BUA{cfg: cfg, log: cfg.Log, minSE: MinSessionExpires,
+	if cfg.minSE <= 0 {
+		cfg.minSE = MinSessionExpires
+	}
+	b := &B2BUA{cfg: cfg, log: cfg.Log, minSE: cfg.minSE,
 		dialogs: map[string]dialogRef{}, calls: map[*call]struct{}{}}
 	if cfg.SessionExpires < b.minSE {
 		return nil, fmt.Errorf("call: session expires %v below the minimum %v", cfg.SessionExpires, b.minSE)

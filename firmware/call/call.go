@@ -208,7 +208,14 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 		c.failA(txA, reqA, 503, cdr.Failed, "callee unreachable: "+err.Error())
 		return
 	}
-	defer txB.Terminate()
+	// After a 2xx the transaction stays up for Timer M so retransmitted
+	// 2xx are ACKed again (OnRetransmission); otherwise it ends now.
+	keepTxB := false
+	defer func() {
+		if !keepTxB {
+			txB.Terminate()
+		}
+	}()
 
 	cancelCh := c.cancel
 	var (
@@ -298,6 +305,7 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 				continue
 			}
 			c.learnTarget(b, res)
+			keepTxB = true
 			ack = c.ackFor(b, res)
 			_ = c.b.cfg.Client.WriteRequest(ack)
 			txB.OnRetransmission(func(*sip.Response) { _ = c.b.cfg.Client.WriteRequest(ack.Clone()) })
@@ -535,7 +543,6 @@ func (c *call) transact(l *leg, req *sip.Request) (*sip.Response, error) {
 	if err != nil {
 		return nil, fmt.Errorf("send %s: %w", req.Method, err)
 	}
-	defer tx.Terminate()
 	for {
 		select {
 		case res := <-tx.Responses():
@@ -543,10 +550,13 @@ func (c *call) transact(l *leg, req *sip.Request) (*sip.Response, error) {
 				continue
 			}
 			if req.Method == sip.INVITE && res.StatusCode < 300 {
+				// Left to Timer M: retransmitted 2xx get the ACK again.
 				ack := c.ackFor(l, res)
 				_ = c.b.cfg.Client.WriteRequest(ack)
 				tx.OnRetransmission(func(*sip.Response) { _ = c.b.cfg.Client.WriteRequest(ack.Clone()) })
+				return res, nil
 			}
+			tx.Terminate()
 			return res, nil
 		case <-tx.Done():
 			select {
@@ -561,6 +571,7 @@ func (c *call) transact(l *leg, req *sip.Request) (*sip.Response, error) {
 			}
 			return nil, fmt.Errorf("%s: %w", req.Method, tx.Err())
 		case <-ctx.Done():
+			tx.Terminate()
 			return nil, fmt.Errorf("%s: %w", req.Method, ctx.Err())
 		}
 	}

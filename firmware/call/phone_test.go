@@ -320,3 +320,61 @@ func TestCallFlow(t *testing.T) {
 func quietLog() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 }
+
+// TestSessionTimer: the caller says it refreshes (RFC 4028) and then does
+// not; the box refreshes the callee's leg itself and, when the caller's
+// interval runs out, hangs up both legs and frees everything.
+func TestSessionTimer(t *testing.T) {
+	h := startHarness(t, func(c *Config, _ *dialplan.Plan) {
+		c.minSE, c.SessionExpires = time.Second, 2*time.Second
+	})
+	caller, callee := newPhone(t, "101"), newPhone(t, "102")
+	h.dir.set("102", callee.addr)
+	callee.onInvite = func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession) {
+		_ = d.Respond(200, "OK", []byte(sdpBody(7000, "sendrecv")), sip.NewHeader("Content-Type", "application/sdp"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, err := caller.dial(ctx, h, "102", sip.NewHeader("Supported", "timer"), sip.NewHeader("Session-Expires", "2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if se := d.InviteResponse.GetHeader("Session-Expires"); se == nil || se.Value() != "2;refresher=uac" {
+		t.Fatalf("200 Session-Expires %v", se)
+	}
+	if err := d.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-caller.byes:
+	case <-ctx.Done():
+		t.Fatal("caller got no BYE at session expiry")
+	}
+	select {
+	case <-callee.byes:
+	case <-ctx.Done():
+		t.Fatal("callee got no BYE at session expiry")
+	}
+	rec := waitEnded(t, h).rec
+	if rec.Cause != "session timer" || rec.Result != cdr.Answered {
+		t.Fatalf("CDR %+v", rec)
+	}
+	callee.mu.Lock()
+	refreshes := len(callee.reinvite)
+	callee.mu.Unlock()
+	if refreshes < 1 {
+		t.Fatal("the box never refreshed the callee's leg")
+	}
+	if c := h.b.Counters(); c.SessionTimeouts != 1 {
+		t.Fatalf("counters %+v", c)
+	}
+	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
+		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
+	}
+	if open, _, _, _, _ := h.pins.state(); open != 0 {
+		t.Fatalf("%d pinholes left open", open)
+	}
+}

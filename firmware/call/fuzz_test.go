@@ -1,0 +1,60 @@
+package call
+
+import (
+	"testing"
+	"time"
+)
+
+// FuzzParseDelta: Session-Expires values come from the network.
+func FuzzParseDelta(f *testing.F) {
+	for _, s := range []string{"1800", "90;refresher=uac", " 3600 ;refresher=uas", "-1", "99999999999999999999", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, ok := parseDelta(s)
+		if ok && (d <= 0 || d > 24*time.Hour) {
+			t.Fatalf("%q -> %v accepted", s, d)
+		}
+		if !ok && d != 0 {
+			t.Fatalf("%q refused with %v", s, d)
+		}
+	})
+}
+
+// FuzzTargetFromBinding: registrar bindings hold Contact strings phones sent.
+func FuzzTargetFromBinding(f *testing.F) {
+	f.Add("<sip:102@10.0.0.5:5060;transport=udp>;expires=60", "192.0.2.1:5060", "udp")
+	f.Add("sip:102@[::1]:5062", "[::1]:5062", "TLS")
+	f.Add("<sip:", "x", "")
+	f.Fuzz(func(t *testing.T, contact, source, transport string) {
+		tg, err := TargetFromBinding(contact, source, transport)
+		if err != nil {
+			return
+		}
+		if tg.Dest != source || tg.Transport == "" {
+			t.Fatalf("target %+v from %q %q", tg, contact, source)
+		}
+	})
+}
+
+func TestTargetFromBinding(t *testing.T) {
+	tests := []struct {
+		contact, source, transport string
+		ok                         bool
+		user, host                 string
+	}{
+		{"<sip:102@10.0.0.5:5060>;expires=60", "192.0.2.1:40000", "udp", true, "102", "10.0.0.5"},
+		{"sip:ext@example.org", "192.0.2.1:5061", "TLS", true, "ext", "example.org"},
+		{"<sip:102@10.0.0.5", "192.0.2.1:5060", "udp", false, "", ""},
+		{"<sip:102@10.0.0.5>", "no-port", "udp", false, "", ""},
+	}
+	for _, tc := range tests {
+		tg, err := TargetFromBinding(tc.contact, tc.source, tc.transport)
+		if (err == nil) != tc.ok {
+			t.Fatalf("%q: err %v", tc.contact, err)
+		}
+		if tc.ok && (tg.URI.User != tc.user || tg.URI.Host != tc.host || tg.Dest != tc.source) {
+			t.Fatalf("%q: %+v", tc.contact, tg)
+		}
+	}
+}
