@@ -28,6 +28,9 @@
 //     listening sockets, so responses and in-dialog requests come back to
 //     the edge), passed as Config.Client, and Config.Contact set to the
 //     edge's advertised address per transport (contactHost).
+//   - The edge's UserAgent should drop stray responses quietly
+//     (sip.WithTransactionLayerUnhandledResponseHandler): a 180 handled after
+//     its 200, or a 2xx retransmitted after Timer M, is normal traffic.
 //   - Config.Directory adapts the registrar: Contacts(ext) maps
 //     Server.Location().Lookup(now, ext) bindings with TargetFromBinding
 //     (newest first), Trunk(name) maps the trunk configuration.

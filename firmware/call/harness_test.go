@@ -119,6 +119,12 @@ func (d *directory) Trunk(name string) (Target, bool) {
 
 func (d *directory) Policy(Identity) media.Policy { return media.SRTPOptional }
 
+func (d *directory) setTrunk(name, hp string) {
+	d.mu.Lock()
+	d.trunks[name] = hp
+	d.mu.Unlock()
+}
+
 func (d *directory) set(ext, hp string) {
 	d.mu.Lock()
 	d.exts[ext] = hp
@@ -365,7 +371,7 @@ func TestSippEmergency(t *testing.T) {
 	h := startHarness(t, func(_ *Config, p *dialplan.Plan) {
 		p.Extensions[0].Classes = []dialplan.Class{dialplan.Internal}
 	})
-	h.dir.trunks["itsp"] = sippUAS(t, "")
+	h.dir.setTrunk("itsp", sippUAS(t, ""))
 	sippUAC(t, "uac.xml", "112", h.addr, 1, 1, 1, "-d", "200")
 	e := waitEnded(t, h)
 	if e.rec.Result != cdr.Answered || e.rec.Direction != string(dialplan.KindEmergency) || e.rec.Trunk != "itsp" {

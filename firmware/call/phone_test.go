@@ -100,6 +100,12 @@ func newPhone(t testing.TB, user string) *phone {
 	return p
 }
 
+func (p *phone) setOnInvite(f func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession)) {
+	p.mu.Lock()
+	p.onInvite = f
+	p.mu.Unlock()
+}
+
 func sdpBody(port int, dir string) string {
 	return "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=secret-session-name\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
 		fmt.Sprintf("m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=%s\r\n", port, dir)
@@ -164,7 +170,7 @@ func TestCallFlow(t *testing.T) {
 	h.dir.set("102", callee.addr)
 	answer := make(chan chan struct{}, 4)
 	answered := make(chan *sipgo.DialogServerSession, 1)
-	callee.onInvite = func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession) {
+	callee.setOnInvite(func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession) {
 		_ = d.Respond(183, "Session Progress", []byte(sdpBody(7000, "sendrecv")), sip.NewHeader("Content-Type", "application/sdp"))
 		go_ := make(chan struct{})
 		answer <- go_
@@ -174,7 +180,7 @@ func TestCallFlow(t *testing.T) {
 			answered <- d
 		case <-tx.Done():
 		}
-	}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -330,9 +336,9 @@ func TestSessionTimer(t *testing.T) {
 	})
 	caller, callee := newPhone(t, "101"), newPhone(t, "102")
 	h.dir.set("102", callee.addr)
-	callee.onInvite = func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession) {
+	callee.setOnInvite(func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession) {
 		_ = d.Respond(200, "OK", []byte(sdpBody(7000, "sendrecv")), sip.NewHeader("Content-Type", "application/sdp"))
-	}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	d, err := caller.dial(ctx, h, "102", sip.NewHeader("Supported", "timer"), sip.NewHeader("Session-Expires", "2"))
