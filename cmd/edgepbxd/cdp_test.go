@@ -221,8 +221,9 @@ func (b *browser) waitFor(cond string) {
 // open navigates and waits for the page at path to have loaded.
 func (b *browser) open(url, path string) {
 	b.t.Helper()
+	b.try(`window.__oldPage = true`, nil) // about:blank or an error page may refuse; then there is no old page to mistake
 	b.call(b.session, "Page.navigate", map[string]any{"url": url}, nil)
-	b.waitFor(fmt.Sprintf(`document.readyState === "complete" && location.pathname === %q`, path))
+	b.waitFor(fmt.Sprintf(`window.__oldPage === undefined && document.readyState === "complete" && location.pathname === %q`, path))
 }
 
 // fill sets form fields by CSS selector.
@@ -241,6 +242,15 @@ func (b *browser) submit(form string) string {
 	res := form + " [data-result]"
 	b.eval(fmt.Sprintf(`(() => { const r = document.querySelector(%q); if (r) r.textContent = ""; document.querySelector(%q).requestSubmit(); })()`, res, form), nil)
 	return res
+}
+
+// submitNav submits a form whose success loads a page (data-next) and
+// waits until the new document has replaced the old one.
+func (b *browser) submitNav(form string) {
+	b.t.Helper()
+	b.eval(`window.__oldPage = true`, nil)
+	b.submit(form)
+	b.waitFor(`window.__oldPage === undefined && document.readyState === "complete"`)
 }
 
 // result waits for a form's result line and returns it.

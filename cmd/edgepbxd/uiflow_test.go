@@ -123,8 +123,8 @@ func TestBrowserAdminFlows(t *testing.T) {
 		t.Fatal("the cross-origin post created an account")
 	}
 	b.fill(map[string]string{"#nu": "op1", "#nr": "operator", "#np": testAdminPW + "-op"})
-	b.submit(`form[data-api="/api/v1/accounts"]`)
-	b.waitFor(`document.readyState === "complete" && document.querySelector("main").innerText.includes("op1")`)
+	b.submitNav(`form[data-api="/api/v1/accounts"]`)
+	b.waitFor(`document.querySelector("main").innerText.includes("op1")`)
 
 	t.Logf("%s: %s", time.Since(start).Round(time.Millisecond), "Lockout:")
 	// Lockout: three wrong passwords lock op1; then even the right one gets
@@ -157,16 +157,16 @@ func TestBrowserAdminFlows(t *testing.T) {
 	// stay idle past it, and the next page asks for a login.
 	b.open(base+"/security", "/security")
 	b.fill(map[string]string{"#is": "15"})
-	b.submit(`form[data-api="/api/v1/security/policy"]`)
-	b.waitFor(`document.readyState === "complete" && document.querySelector("#is").value === "15"`)
+	b.submitNav(`form[data-api="/api/v1/security/policy"]`)
+	b.waitFor(`document.querySelector("#is").value === "15"`)
 	time.Sleep(17 * time.Second) // the configured 15 s idle timeout, plus margin
 	b.open(base+"/users", "/login")
 	login(testAdmin, testAdminPW)
 	b.waitFor(`location.pathname === "/" && document.readyState === "complete"`)
 	b.open(base+"/security", "/security")
 	b.fill(map[string]string{"#is": "3600"})
-	b.submit(`form[data-api="/api/v1/security/policy"]`)
-	b.waitFor(`document.readyState === "complete" && document.querySelector("#is").value === "3600"`)
+	b.submitNav(`form[data-api="/api/v1/security/policy"]`)
+	b.waitFor(`document.querySelector("#is").value === "3600"`)
 
 	t.Logf("%s: %s", time.Since(start).Round(time.Millisecond), "A certificate who")
 	// A certificate whose key does not match is refused with a clear
@@ -209,8 +209,8 @@ func TestBrowserAdminFlows(t *testing.T) {
 	// The admin role must now use it on every login (Security page).
 	b.open(base+"/security", "/security")
 	b.eval(`document.querySelector('input[name="totp_roles"][value="admin"]').checked = true`, nil)
-	b.submit(`form[data-api="/api/v1/security/policy"]`)
-	b.waitFor(`document.readyState === "complete" && document.querySelector('input[name="totp_roles"][value="admin"]').checked`)
+	b.submitNav(`form[data-api="/api/v1/security/policy"]`)
+	b.waitFor(`document.querySelector('input[name="totp_roles"][value="admin"]').checked`)
 	logout()
 	login(testAdmin, testAdminPW)
 	b.waitFor(`document.querySelector("#totp") && !document.querySelector("#totp").hidden`)
