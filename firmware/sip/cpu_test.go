@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -62,4 +63,33 @@ func groupCPU(t testing.TB, pgid int) time.Duration {
 		}
 	}
 	return sum
+}
+
+// udpRcvbufErrors is the host's count of UDP datagrams dropped for a full
+// receive buffer (/proc/net/snmp). It is host-wide: a delta over one sipp
+// run counts that run's drops at either end (plus anyone else's on the box).
+func udpRcvbufErrors(t testing.TB) int64 {
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "RcvbufErrors" && i < len(f) {
+				v, _ := strconv.ParseInt(f[i], 10, 64)
+				return v
+			}
+		}
+	}
+	t.Fatal("no Udp RcvbufErrors in /proc/net/snmp")
+	return 0
 }

@@ -222,8 +222,17 @@ type Nonces struct {
 	retrans time.Duration // see retransWindow
 	macs    sync.Pool     // hmac-sha256 states keyed with key
 
-	mu   sync.Mutex
-	used map[string]nonceUse
+	mu    sync.Mutex
+	used  map[string]nonceUse
+	order []usedNonce // the keys of used, oldest first
+	// Full counts authentications refused because the table was full of
+	// live nonces (size it with MaxTracked).
+	Full atomic.Uint64
+}
+
+type usedNonce struct {
+	nonce   string
+	expires time.Time
 }
 
 type nonceUse struct {
@@ -327,17 +336,27 @@ func (n *Nonces) use(now time.Time, nonce string, nc uint32, fp uint64) useResul
 		n.used[nonce] = u
 		return useOK
 	}
-	if len(n.used) >= n.max {
-		for k, u := range n.used {
-			if now.After(u.expires) {
-				delete(n.used, k)
-			}
+	// Entries expire in insertion order (fixed lifetime): drop them from
+	// the front of the queue instead of scanning the whole table.
+	for len(n.order) > 0 && now.After(n.order[0].expires) {
+		if u, ok := n.used[n.order[0].nonce]; ok && !now.Before(u.expires) {
+			delete(n.used, n.order[0].nonce)
 		}
-		if len(n.used) >= n.max {
-			return useReplay
-		}
+		n.order[0] = usedNonce{}
+		n.order = n.order[1:]
 	}
-	n.used[nonce] = nonceUse{nc: nc, expires: now.Add(n.ttl + time.Minute), fp: fp, at: now}
+	if len(n.used) >= n.max {
+		// Fail closed: forgetting a live nonce would let it be replayed.
+		n.Full.Add(1)
+		return useReplay
+	}
+	exp := now.Add(n.ttl + time.Minute)
+	if len(n.order) == cap(n.order) {
+		// Compact into a fresh array so the popped front is released.
+		n.order = append(make([]usedNonce, 0, max(2*len(n.order), 64)), n.order...)
+	}
+	n.order = append(n.order, usedNonce{nonce: nonce, expires: exp})
+	n.used[nonce] = nonceUse{nc: nc, expires: exp, fp: fp, at: now}
 	return useOK
 }
 

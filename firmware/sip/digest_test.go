@@ -104,3 +104,32 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// TestNonceTableBounded: the nonce-count table holds at most max live
+// nonces and refuses more (fail closed); entries leave once expired.
+func TestNonceTableBounded(t *testing.T) {
+	n, _ := NewNonces(time.Minute, 2)
+	t0 := time.Unix(1_700_000_000, 0)
+	steps := []struct {
+		at    time.Time
+		nonce string
+		nc    uint32
+		want  useResult
+	}{
+		{t0, "a", 1, useOK},
+		{t0, "b", 1, useOK},
+		{t0, "c", 1, useReplay}, // full of live nonces
+		{t0, "a", 2, useOK},     // known nonces still count up
+		{t0.Add(2*time.Minute + time.Second), "c", 1, useOK}, // a and b expired
+		{t0.Add(2*time.Minute + time.Second), "d", 1, useOK},
+		{t0.Add(2*time.Minute + time.Second), "e", 1, useReplay},
+	}
+	for i, st := range steps {
+		if got := n.use(st.at, st.nonce, st.nc, 0); got != st.want {
+			t.Fatalf("step %d (%s nc=%d): got %v, want %v", i, st.nonce, st.nc, got, st.want)
+		}
+	}
+	if n.Full.Load() != 2 || len(n.used) != 2 || len(n.order) != 2 {
+		t.Fatalf("full %d, used %d, order %d", n.Full.Load(), len(n.used), len(n.order))
+	}
+}

@@ -117,7 +117,13 @@ func (u *udpFront) read() {
 		// Same source and Call-ID, same worker: a phone's requests stay in order.
 		var h maphash.Hash
 		h.SetSeed(u.seed)
-		h.WriteString(from.String())
+		if ua, ok := from.(*net.UDPAddr); ok {
+			h.Write(ua.IP)
+			h.WriteByte(byte(ua.Port >> 8))
+			h.WriteByte(byte(ua.Port))
+		} else {
+			h.WriteString(from.String())
+		}
 		cid := rawHeader((*bp)[:n], callIDName)
 		if cid == nil {
 			cid = rawHeader((*bp)[:n], callIDCompact)
