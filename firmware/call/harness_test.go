@@ -206,7 +206,7 @@ func startHarness(t testing.TB, opts ...harnessOpt) *harness {
 	_, port, _ := net.SplitHostPort(h.addr)
 	var p int
 	fmt.Sscan(port, &p)
-	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientPort(p), sipgo.WithClientLogger(quiet))
+	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +254,7 @@ func sippUAS(t testing.TB, scenario string, extra ...string) string {
 	t.Helper()
 	port := freeUDPPort(t)
 	mport := 20000 + (port % 5000 * 2)
-	args := []string{"-i", "127.0.0.1", "-p", fmt.Sprint(port), "-mi", "127.0.0.1", "-mp", fmt.Sprint(mport), "-rtp_echo", "-nostdin", "-bg_off"}
+	args := []string{"-i", "127.0.0.1", "-p", fmt.Sprint(port), "-mi", "127.0.0.1", "-mp", fmt.Sprint(mport), "-nostdin"}
 	if scenario == "" {
 		args = append(args, "-sn", "uas")
 	} else {
@@ -262,7 +262,6 @@ func sippUAS(t testing.TB, scenario string, extra ...string) string {
 		args = append(args, "-sf", sc)
 	}
 	args = append(args, extra...)
-	args = slicesDeleteArg(args, "-bg_off")
 	cmd := exec.Command(needSipp(t), args...)
 	cmd.Dir = t.TempDir()
 	if err := cmd.Start(); err != nil {
@@ -270,16 +269,6 @@ func sippUAS(t testing.TB, scenario string, extra ...string) string {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	return fmt.Sprintf("127.0.0.1:%d", port)
-}
-
-func slicesDeleteArg(a []string, v string) []string {
-	out := a[:0]
-	for _, s := range a {
-		if s != v {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 // sippUAC runs a sipp caller to the harness and fails on any failed call.
@@ -333,7 +322,7 @@ func waitEnded(t testing.TB, h *harness) ended {
 // call is up, and the CDR is written.
 func TestSippCallWithMedia(t *testing.T) {
 	h := startHarness(t)
-	h.dir.set("102", sippUAS(t, ""))
+	h.dir.set("102", sippUAS(t, "", "-rtp_echo"))
 	sippUAC(t, "uac_pcap.xml", "102", h.addr, 1, 1, 1, "-d", "3000")
 	e := waitEnded(t, h)
 	if e.rec.Result != cdr.Answered || e.rec.Cause != "caller BYE" || e.rec.To != "102" || e.rec.From != "101" {
