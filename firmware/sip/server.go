@@ -9,6 +9,12 @@
 //  5. Authenticator (Digest SHA-256/MD5, stateless nonces, nc tracking);
 //  6. Guard (flood and brute force, per source and per extension) → Banner;
 //  7. handlers (registrar, OPTIONS).
+//
+// UDP is read by udpFront (one reader, per-CPU workers). Workers run stage 1
+// and answer every REGISTER statelessly (statelessUDP: no sipgo transaction;
+// a bounded cache gives retransmissions the first answer). Other UDP
+// requests, trunk sources and the stream transports take sipgo's stateful
+// path (handle). Both paths share stages 2 to 7.
 package sip
 
 import (
