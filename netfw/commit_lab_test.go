@@ -1,0 +1,95 @@
+package netfw
+
+import (
+	"errors"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestCommitterInNetNS drives the committer over the real firewall: a
+// change moves HTTPS admin from the phones to the internet host, packets
+// prove it, and without a confirmation the old reachability comes back.
+func TestCommitterInNetNS(t *testing.T) {
+	l := newLab(t)
+	fw := l.firewall()
+	base := labPolicy()
+	if err := fw.Apply(base); err != nil {
+		t.Fatal(err)
+	}
+	c := NewCommitter(fw, base, WithRevertAfter(300*time.Millisecond), WithCommitLogger(quietLog()))
+	path := filepath.Join(t.TempDir(), "policy.json")
+	if err := c.Restore(path); err != nil {
+		t.Fatal(err)
+	}
+	https := func(host string, src, dst netip.Addr, want string) {
+		t.Helper()
+		wait := replyWait
+		if want != "open" {
+			wait = dropWait
+		}
+		if got := l.tcpProbe(host, src, dst, 443, wait); got != want {
+			t.Errorf("https %s→%s: %s, want %s", src, dst, got, want)
+		}
+	}
+	https(hostPhones, phone4, boxPhone4, "open")
+	https(hostInternet, inet4, boxInet4, "silent")
+
+	moved := base.Access()
+	moved.Zones = append(moved.Zones, Zone{Name: "ops", Prefixes: []netip.Prefix{netip.MustParsePrefix("203.0.113.2/32")}})
+	for i := range moved.Rules {
+		if moved.Rules[i].Service == SvcHTTPS {
+			moved.Rules[i].Zones = []string{"ops"}
+		}
+	}
+	// Made from a phone, the change would cut that admin off: refused,
+	// and nothing changes.
+	if _, err := c.Set(moved, []netip.Addr{phone4}); !errors.Is(err, ErrAdminLockout) {
+		t.Fatalf("lockout not refused: %v", err)
+	}
+	https(hostPhones, phone4, boxPhone4, "open")
+
+	// Made from the ops host it is applied, pending.
+	if _, err := c.Set(moved, []netip.Addr{inet4}); err != nil {
+		t.Fatal(err)
+	}
+	https(hostInternet, inet4, boxInet4, "open")
+	https(hostInternet, inet4b, boxInet4, "silent") // only the ops /32
+	https(hostPhones, phone4, boxPhone4, "silent")
+
+	// Nobody confirms: the revert timer brings the old policy back.
+	deadline := time.Now().Add(10 * time.Second)
+	for c.State().Pending != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("pending change never reverted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	https(hostPhones, phone4, boxPhone4, "open")
+	https(hostInternet, inet4, boxInet4, "silent")
+
+	// Confirmed, it stays and is persisted.
+	c2 := NewCommitter(fw, base, WithRevertAfter(time.Hour), WithCommitLogger(quietLog()))
+	if err := c2.Restore(path); err != nil {
+		t.Fatal(err)
+	}
+	p, err := c2.Set(moved, []netip.Addr{inet4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.Confirm(p.ID); err != nil {
+		t.Fatal(err)
+	}
+	// A reboot: default ruleset first, then the persisted policy.
+	if err := fw.Apply(base); err != nil {
+		t.Fatal(err)
+	}
+	https(hostInternet, inet4, boxInet4, "silent")
+	if err := NewCommitter(fw, base, WithCommitLogger(quietLog())).Restore(path); err != nil {
+		t.Fatal(err)
+	}
+	https(hostInternet, inet4, boxInet4, "open")
+	https(hostPhones, phone4, boxPhone4, "silent")
+	onlyOurTable(t, l)
+}
