@@ -104,7 +104,9 @@ func WithCommitLogger(l *slog.Logger) CommitOption { return func(c *Committer) {
 
 // WithRevertHook is called (outside the lock) after a pending change was
 // reverted, with the revert's error if any: PID 1 prints it on the console.
-func WithRevertHook(f func(Pending, error)) CommitOption { return func(c *Committer) { c.onRevert = f } }
+func WithRevertHook(f func(Pending, error)) CommitOption {
+	return func(c *Committer) { c.onRevert = f }
+}
 
 // NewCommitter manages fw, which must already run base (PID 1 applied
 // DefaultPolicy at boot). base supplies everything but the Access.
