@@ -149,3 +149,23 @@ func (c *Client) Counters(ctx context.Context) (netfw.Counters, error) {
 	err := c.Do(ctx, TypeCounters, nil, &n)
 	return n, err
 }
+
+// GetPolicy returns the confirmed firewall policy and the pending change.
+func (c *Client) GetPolicy(ctx context.Context) (netfw.PolicyState, error) {
+	var st netfw.PolicyState
+	err := c.Do(ctx, TypeGetPolicy, nil, &st)
+	return st, err
+}
+
+// SetPolicy applies new zones and rules as a pending change; adminSource is
+// the address of the admin making it, which must keep admin access.
+func (c *Client) SetPolicy(ctx context.Context, a netfw.Access, adminSource netip.Addr) (netfw.Pending, error) {
+	var p netfw.Pending
+	err := c.Do(ctx, TypeSetPolicy, SetPolicyRequest{Access: a, AdminSource: adminSource}, &p)
+	return p, err
+}
+
+// ConfirmPolicy makes the pending change permanent.
+func (c *Client) ConfirmPolicy(ctx context.Context, id string) error {
+	return c.Do(ctx, TypeConfirmPolicy, ConfirmPolicyRequest{ID: id}, nil)
+}

@@ -460,13 +460,14 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add(frame(1, 1, auto, "{}"))
 	f.Add(frame(1, 1, 0xffff, ""))
 	f.Add(frame(2, 9, 0, ""))
+	f.Add(frame(1, byte(TypeSetPolicy), MaxPolicyPayload+1, ""))
 	f.Add([]byte{1})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		fr, err := ReadFrame(bytes.NewReader(in))
 		if err != nil {
 			return
 		}
-		if len(fr.Payload) > MaxPayload {
+		if len(fr.Payload) > MaxPayloadFor(fr.Type) || (fr.Type != TypeSetPolicy && fr.Type != TypeReply && len(fr.Payload) > MaxPayload) {
 			t.Fatalf("payload of %d bytes accepted", len(fr.Payload))
 		}
 		out, err := AppendFrame(nil, fr.Type, fr.Payload)

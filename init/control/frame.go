@@ -4,7 +4,16 @@
 // reboot, power off) and reports its health.
 //
 // Frame: version u8 (=1) | type u8 | length u16 big-endian | JSON payload
-// (at most MaxPayload bytes). Every request gets exactly one Reply frame.
+// (at most MaxPayloadFor(type) bytes). Every request gets exactly one Reply
+// frame.
+//
+// Payload bounds: every request is at most MaxPayload (8192) bytes except
+// SetPolicy, which carries a whole zone layout and may use MaxPolicyPayload
+// (32768; about 1,500 IPv4 CIDRs). Replies may use the whole u16 length
+// (65535): GetPolicy answers with the confirmed and the pending policy,
+// two of at most 32768 bytes each. A server therefore never allocates more
+// than 32 KiB for an untrusted request; larger zone lists would need a
+// chunked upload, which the protocol does not have.
 package control
 
 import (
@@ -17,8 +26,25 @@ import (
 // Version is the only protocol version spoken.
 const Version = 1
 
-// MaxPayload bounds a frame's JSON payload.
+// MaxPayload bounds the JSON payload of every request but SetPolicy.
 const MaxPayload = 8192
+
+// MaxPolicyPayload bounds a SetPolicy request.
+const MaxPolicyPayload = 32768
+
+// MaxReplyPayload bounds a Reply (the u16 length field's maximum).
+const MaxReplyPayload = 0xffff
+
+// MaxPayloadFor returns the payload bound of a frame type.
+func MaxPayloadFor(t Type) int {
+	switch t {
+	case TypeSetPolicy:
+		return MaxPolicyPayload
+	case TypeReply:
+		return MaxReplyPayload
+	}
+	return MaxPayload
+}
 
 // HeaderLen is the size of the fixed frame header.
 const HeaderLen = 4
@@ -37,13 +63,18 @@ const (
 	TypeUnban        Type = 7
 	TypeListBans     Type = 8
 	TypeCounters     Type = 9
-	TypeReply        Type = 0x80
+	// Policy requests: the admin-editable zones and rules (netfw.Access).
+	TypeGetPolicy     Type = 10
+	TypeSetPolicy     Type = 11
+	TypeConfirmPolicy Type = 12
+	TypeReply         Type = 0x80
 )
 
 var typeNames = map[Type]string{
 	TypeHealth: "Health", TypeReboot: "Reboot", TypePoweroff: "Poweroff",
 	TypeOpenPinhole: "OpenPinhole", TypeClosePinhole: "ClosePinhole", TypeBan: "Ban",
-	TypeUnban: "Unban", TypeListBans: "ListBans", TypeCounters: "Counters", TypeReply: "Reply",
+	TypeUnban: "Unban", TypeListBans: "ListBans", TypeCounters: "Counters", TypeGetPolicy: "GetPolicy",
+	TypeSetPolicy: "SetPolicy", TypeConfirmPolicy: "ConfirmPolicy", TypeReply: "Reply",
 }
 
 func (t Type) String() string {
@@ -57,7 +88,7 @@ func (t Type) String() string {
 // the connection must be closed after the error reply.
 var (
 	ErrVersion  = errors.New("control: unsupported protocol version")
-	ErrTooLarge = fmt.Errorf("control: payload larger than %d bytes", MaxPayload)
+	ErrTooLarge = errors.New("control: payload larger than its type allows")
 )
 
 // Frame is one decoded message.
@@ -79,14 +110,14 @@ func ParseHeader(b [HeaderLen]byte) (Header, error) {
 	if h.Version != Version {
 		return h, fmt.Errorf("%w %d", ErrVersion, h.Version)
 	}
-	if int(h.Length) > MaxPayload {
-		return h, fmt.Errorf("%w: %d", ErrTooLarge, h.Length)
+	if max := MaxPayloadFor(h.Type); int(h.Length) > max {
+		return h, fmt.Errorf("%w: %d > %d bytes for %v", ErrTooLarge, h.Length, max, h.Type)
 	}
 	return h, nil
 }
 
 // ReadFrame reads one frame. It never reads past a bad header, and never
-// allocates more than MaxPayload.
+// allocates more than its type's bound.
 func ReadFrame(r io.Reader) (Frame, error) {
 	var hb [HeaderLen]byte
 	if _, err := io.ReadFull(r, hb[:]); err != nil {
@@ -105,8 +136,8 @@ func ReadFrame(r io.Reader) (Frame, error) {
 
 // AppendFrame encodes a frame.
 func AppendFrame(dst []byte, t Type, payload []byte) ([]byte, error) {
-	if len(payload) > MaxPayload {
-		return dst, ErrTooLarge
+	if max := MaxPayloadFor(t); len(payload) > max {
+		return dst, fmt.Errorf("%w: %d > %d bytes for %v", ErrTooLarge, len(payload), max, t)
 	}
 	dst = append(dst, Version, byte(t), 0, 0)
 	binary.BigEndian.PutUint16(dst[len(dst)-2:], uint16(len(payload)))

@@ -120,3 +120,36 @@ func minBanBits(a netip.Addr) int {
 	}
 	return 48
 }
+
+// SetPolicyRequest asks PID 1 to apply new zones and rules as a pending
+// change. AdminSource is the address of the admin session making it: the
+// new policy must still let that address reach an admin service.
+type SetPolicyRequest struct {
+	Access      netfw.Access `json:"access"`
+	AdminSource netip.Addr   `json:"admin_source"`
+}
+
+// ConfirmPolicyRequest makes the pending change with this id permanent.
+type ConfirmPolicyRequest struct {
+	ID string `json:"id"`
+}
+
+func (r SetPolicyRequest) validate() error {
+	a := r.AdminSource
+	if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() || a.Zone() != "" {
+		return errors.New("set policy: admin_source must be the admin's unicast address")
+	}
+	// netfw.Validate checks names, prefixes, services and the lockout;
+	// these cheap bounds come first so a huge list is refused early.
+	if len(r.Access.Zones) > 64 || len(r.Access.Rules) > 256 || len(r.Access.Allowlist) > 64 {
+		return errors.New("set policy: too many zones, rules or allowlist entries")
+	}
+	return nil
+}
+
+func (r ConfirmPolicyRequest) validate() error {
+	if !netfw.ValidPendingID(r.ID) {
+		return errors.New("confirm policy: id must be 32 hex digits")
+	}
+	return nil
+}

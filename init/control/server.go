@@ -29,6 +29,14 @@ type Firewall interface {
 	Counters() (netfw.Counters, error)
 }
 
+// Policy is the admin-editable firewall policy in PID 1 (*netfw.Committer):
+// changes apply as pending and revert unless confirmed.
+type Policy interface {
+	State() netfw.PolicyState
+	Set(a netfw.Access, adminSources []netip.Addr) (netfw.Pending, error)
+	Confirm(id string) error
+}
+
 // System is PID 1's side of health and power requests. Reboot and Poweroff
 // must only start the orderly shutdown and return; the reply goes out first.
 type System interface {
@@ -45,6 +53,7 @@ type Config struct {
 	// GID owns the socket (mode 0660) so edgepbxd can connect.
 	GID      uint32
 	Firewall Firewall // nil: firewall requests get an error reply
+	Policy   Policy   // nil: policy requests get an error reply
 	System   System
 	Log      *slog.Logger
 
@@ -55,6 +64,10 @@ type Config struct {
 	ConnBurst    int
 	GlobalRate   float64
 	GlobalBurst  int
+	// PolicyRate bounds SetPolicy and ConfirmPolicy together: each
+	// SetPolicy rebuilds the whole ruleset.
+	PolicyRate  float64
+	PolicyBurst int
 }
 
 func (c *Config) defaults() {
@@ -73,6 +86,9 @@ func (c *Config) defaults() {
 	if c.GlobalRate == 0 {
 		c.GlobalRate, c.GlobalBurst = 200, 400
 	}
+	if c.PolicyRate == 0 {
+		c.PolicyRate, c.PolicyBurst = 0.5, 5
+	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -83,6 +99,7 @@ type Server struct {
 	cfg    Config
 	ln     *net.UnixListener
 	global *bucket
+	policy *bucket
 	sem    chan struct{}
 	wg     sync.WaitGroup
 
@@ -122,6 +139,7 @@ func Listen(cfg Config) (*Server, error) {
 		cfg:    cfg,
 		ln:     ln,
 		global: newBucket(cfg.GlobalRate, cfg.GlobalBurst, time.Now),
+		policy: newBucket(cfg.PolicyRate, cfg.PolicyBurst, time.Now),
 		sem:    make(chan struct{}, cfg.MaxConns),
 		conns:  make(map[net.Conn]struct{}),
 	}, nil
@@ -241,7 +259,7 @@ func (s *Server) reply(c net.Conn, r Reply) error {
 	if err != nil {
 		return err
 	}
-	if len(p) > MaxPayload {
+	if len(p) > MaxReplyPayload {
 		p, _ = json.Marshal(Reply{Error: "control: reply too large"})
 	}
 	c.SetWriteDeadline(time.Now().Add(s.cfg.FrameTimeout))
@@ -369,6 +387,63 @@ func (s *Server) dispatch(t Type, p []byte) Reply {
 			return fail(err)
 		}
 		return ok(c)
+	case TypeGetPolicy, TypeSetPolicy, TypeConfirmPolicy:
+		return s.dispatchPolicy(t, p)
 	}
 	return fail(fmt.Errorf("control: unknown request type %d", uint8(t)))
+}
+
+// errNoPolicy answers policy requests when PID 1 runs without a committer.
+var errNoPolicy = errors.New("control: firewall policy not available")
+
+func (s *Server) dispatchPolicy(t Type, p []byte) Reply {
+	pol := s.cfg.Policy
+	switch t {
+	case TypeGetPolicy:
+		var empty struct{}
+		if err := decodeStrict(p, &empty); err != nil {
+			return fail(err)
+		}
+		if pol == nil {
+			return fail(errNoPolicy)
+		}
+		return ok(pol.State())
+	case TypeSetPolicy:
+		var r SetPolicyRequest
+		if err := decodeStrict(p, &r); err != nil {
+			return fail(err)
+		}
+		if err := r.validate(); err != nil {
+			return fail(err)
+		}
+		if pol == nil {
+			return fail(errNoPolicy)
+		}
+		if s.policy != nil && !s.policy.allow() {
+			return fail(errors.New("control: policy changes rate limited"))
+		}
+		pend, err := pol.Set(r.Access, []netip.Addr{r.AdminSource.Unmap()})
+		if err != nil {
+			return fail(err)
+		}
+		return ok(pend)
+	default: // TypeConfirmPolicy
+		var r ConfirmPolicyRequest
+		if err := decodeStrict(p, &r); err != nil {
+			return fail(err)
+		}
+		if err := r.validate(); err != nil {
+			return fail(err)
+		}
+		if pol == nil {
+			return fail(errNoPolicy)
+		}
+		if s.policy != nil && !s.policy.allow() {
+			return fail(errors.New("control: policy changes rate limited"))
+		}
+		if err := pol.Confirm(r.ID); err != nil {
+			return fail(err)
+		}
+		return ok(nil)
+	}
 }
