@@ -6,7 +6,14 @@
 //
 // PID 1 calls New then Apply(DefaultPolicy()) before any interface is up;
 // its control socket (init/control) dispatches OpenPinhole, ClosePinhole,
-// Ban, Unban, ListBans and Counters to a *Firewall.
+// Ban, Unban, ListBans and Counters to a *Firewall, and GetPolicy,
+// SetPolicy and ConfirmPolicy to a *Committer: the admin edits the zones
+// and rules (an Access; services, RTP range and limits stay PID 1's), a
+// change is applied at once but stays pending until the admin confirms it
+// over a connection opened under the new ruleset, else it reverts after
+// DefaultRevertAfter. Only confirmed policies reach /data/netfw/policy.json
+// (version 1: {"version":1,"access":{...}}, written atomically); at boot
+// PID 1 applies DefaultPolicy, then Committer.Restore once /data is there.
 //
 // Input chain order (why): loopback; bans (before conntrack, so a ban cuts
 // established flows); invalid; RTP pinholes, then every other RTP packet

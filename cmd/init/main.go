@@ -47,6 +47,7 @@ const (
 	dataDir      = "/data"
 	identityDir  = "/data/identity"
 	banFile      = "/data/netfw/bans.json"
+	policyFile   = "/data/netfw/policy.json"
 	controlDir   = "/run/edgepbx"
 	controlPath  = "/run/edgepbx/init.sock"
 	daemonPath   = "/bin/edgepbxd"
@@ -74,6 +75,7 @@ type box struct {
 	setup   string
 	live    bool
 	fw      *netfw.Firewall
+	policy  *netfw.Committer // admin-editable zones and rules (pending/confirm/revert)
 	net     *netconf.Manager
 	wd      io.Closer // stops petting, then disarms the watchdog
 	ctl     *control.Server
@@ -203,6 +205,7 @@ func (b *box) boot() error {
 		return err
 	}
 	b.restoreBans()
+	b.restorePolicy(policyFile)
 
 	b.startDrivers()
 	if err := b.startNetwork(); err != nil {
@@ -351,6 +354,18 @@ func (b *box) restoreBans() {
 	b.step("bans restored")
 }
 
+// restorePolicy applies the admin's last confirmed zones and rules once
+// /data is mounted. A corrupt or invalid file keeps the default policy
+// (already running) and is reported loudly: it is only written atomically,
+// after an admin confirmed the policy, so this means damage or tampering.
+func (b *box) restorePolicy(path string) {
+	if err := b.policy.Restore(path); err != nil {
+		b.say("WARNING: persisted firewall policy not restored, default policy kept: %v", err)
+		return
+	}
+	b.step("firewall policy restored")
+}
+
 func (b *box) installFirewall() error {
 	fw, err := netfw.New(netfw.WithLogger(b.log))
 	if err != nil {
@@ -361,7 +376,18 @@ func (b *box) installFirewall() error {
 		return haltf("firewall: %w", err)
 	}
 	b.fw = fw
+	b.policy = netfw.NewCommitter(fw, netfw.DefaultPolicy(), netfw.WithCommitLogger(b.log), netfw.WithRevertHook(b.policyReverted))
 	return nil
+}
+
+// policyReverted reports on the console that an admin's firewall change
+// was not confirmed in time and the previous policy is back.
+func (b *box) policyReverted(p netfw.Pending, err error) {
+	if err != nil {
+		b.say("WARNING: firewall policy change %s not confirmed; revert failed: %v", p.ID, err)
+		return
+	}
+	b.say("firewall policy change %s not confirmed: reverted", p.ID)
 }
 
 func (b *box) startDrivers() {
@@ -459,7 +485,7 @@ func (b *box) startControl() error {
 	}
 	srv, err := control.Listen(control.Config{
 		Path: controlPath, UID: daemonUID, GID: daemonGID,
-		Firewall: b.fw, System: (*system)(b), Log: b.log,
+		Firewall: b.fw, Policy: b.policy, System: (*system)(b), Log: b.log,
 	})
 	if err != nil {
 		return haltf("control socket: %w", err)
