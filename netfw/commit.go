@@ -60,6 +60,9 @@ type Pending struct {
 	ID       string    `json:"id"` // must be echoed by Confirm
 	Access   Access    `json:"access"`
 	Deadline time.Time `json:"deadline"` // reverted at this time unless confirmed
+	// Remaining is Deadline less PID 1's clock when reported, so a
+	// reader need not share that clock.
+	Remaining time.Duration `json:"remaining"`
 }
 
 // PolicyState is what GetPolicy reports: the confirmed policy, the change
@@ -131,6 +134,7 @@ func (c *Committer) State() PolicyState {
 	if c.pending != nil {
 		p := *c.pending
 		p.Access = c.base.WithAccess(p.Access).Access().normalized()
+		p.Remaining = max(0, p.Deadline.Sub(c.timer.Now()))
 		st.Pending = &p
 	}
 	return st
@@ -159,7 +163,7 @@ func (c *Committer) Set(a Access, adminSources []netip.Addr) (Pending, error) {
 		c.stop()
 	}
 	id := newPendingID()
-	pend := &Pending{ID: id, Access: p.Access(), Deadline: c.timer.Now().Add(c.after)}
+	pend := &Pending{ID: id, Access: p.Access(), Deadline: c.timer.Now().Add(c.after), Remaining: c.after}
 	c.pending = pend
 	c.stop = c.timer.AfterFunc(c.after, func() { c.expire(id) })
 	c.log.Warn("netfw: policy change pending confirmation", "id", id, "deadline", pend.Deadline, "zones", len(a.Zones), "rules", len(a.Rules))

@@ -89,6 +89,9 @@ func (d *daemon) serveHTTPS(ctx context.Context) error {
 		WriteTimeout:      httpsWriteTimeout,
 		IdleTimeout:       httpsIdleTimeout,
 		MaxHeaderBytes:    httpsMaxHeader,
+		// Numbers connections: a firewall change is confirmed only on a
+		// connection opened under the new ruleset.
+		ConnContext: d.admin.ConnContext,
 		// Handshake failures from scanners are routine: debug level, so they
 		// do not flood PID 1's ring buffer.
 		ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),

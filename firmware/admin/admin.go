@@ -84,6 +84,8 @@ type Server struct {
 	sys    System
 	status func(context.Context) []StatusItem
 
+	conns connSeq // connection numbers for firewall confirmations
+
 	refusedMu sync.Mutex
 	refused   map[string][]time.Time // per-source refusal log budget
 }

@@ -89,6 +89,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, auth.ErrBusy):
 		w.Header().Set("Retry-After", "1")
 		status, title = http.StatusServiceUnavailable, "busy"
+	case errors.Is(err, errPolicyRefused):
+		status, title = http.StatusUnprocessableEntity, "firewall policy refused"
 	case errors.Is(err, certs.ErrInvalid):
 		status, title = http.StatusUnprocessableEntity, "certificate refused"
 	case errors.Is(err, errUnavailable):

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/certs"
 	"github.com/edgepbx/edgepbx/firmware/sip"
 	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/init/control"
 	"github.com/edgepbx/edgepbx/netfw"
 )
 
@@ -74,6 +76,94 @@ type pid1Recorder struct {
 	mu    sync.Mutex
 	bans  []netfw.Ban
 	power []string
+	// policy is a real control-socket client talking to a real control
+	// server in front of a real netfw.Committer; only the kernel ruleset
+	// underneath is kept in memory (netfw's tests apply real ones).
+	policy  *control.Client
+	ruleset *memRuleset
+}
+
+func (p *pid1Recorder) GetPolicy(ctx context.Context) (netfw.PolicyState, error) {
+	return p.policy.GetPolicy(ctx)
+}
+
+func (p *pid1Recorder) SetPolicy(ctx context.Context, a netfw.Access, src netip.Addr) (netfw.Pending, error) {
+	return p.policy.SetPolicy(ctx, a, src)
+}
+
+func (p *pid1Recorder) ConfirmPolicy(ctx context.Context, id string) error {
+	return p.policy.ConfirmPolicy(ctx, id)
+}
+
+// memRuleset keeps the policy PID 1 would have in the kernel.
+type memRuleset struct {
+	mu      sync.Mutex
+	running netfw.Policy
+	applies int
+}
+
+func (m *memRuleset) Apply(p netfw.Policy) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.running, m.applies = p, m.applies+1
+	return nil
+}
+
+func (m *memRuleset) zones() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for _, z := range m.running.Zones {
+		out = append(out, z.Name)
+	}
+	return out
+}
+
+type nopSystem struct{}
+
+func (nopSystem) Health(control.Health) {}
+func (nopSystem) Reboot() error         { return nil }
+func (nopSystem) Poweroff() error       { return nil }
+
+// startPID1Policy runs the control socket with the committer PID 1 uses.
+func startPID1Policy(t testing.TB, p *pid1Recorder) {
+	t.Helper()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p.ruleset = &memRuleset{}
+	if err := p.ruleset.Apply(netfw.DefaultPolicy()); err != nil {
+		t.Fatal(err)
+	}
+	cm := netfw.NewCommitter(p.ruleset, netfw.DefaultPolicy(), netfw.WithCommitLogger(quiet))
+	dir, err := os.MkdirTemp("", "ctl") // short: unix socket paths are bounded
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cm.Restore(filepath.Join(dir, "policy.json")); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := control.Listen(control.Config{Path: filepath.Join(dir, "init.sock"), UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
+		Policy: cm, System: nopSystem{}, Log: quiet, PolicyRate: 1000, PolicyBurst: 1000, GlobalRate: 10000, GlobalBurst: 10000, ConnRate: 10000, ConnBurst: 10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx); close(done) }()
+	c, err := control.Dial(filepath.Join(dir, "init.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.policy = c
+	t.Cleanup(func() {
+		c.Close()
+		cancel()
+		<-done
+		cm.Close()
+		os.RemoveAll(dir)
+	})
 }
 
 func (p *pid1Recorder) ListBans(context.Context) ([]netfw.Ban, error) {
@@ -140,6 +230,7 @@ func newEnvWith(t testing.TB, h *auth.Hasher) *env {
 		t.Fatal(err)
 	}
 	pid1 := &pid1Recorder{}
+	startPID1Policy(t, pid1)
 	srv, err := NewServer(Deps{Store: db, Clock: clk, SetupCode: auth.SetupCode(setupCode), Banner: bans, Logger: quiet,
 		Names:  []string{"box.example", "192.0.2.10"},
 		Hasher: h, Certs: cm, KeyLog: kl, Extensions: exts, Firewall: pid1, System: pid1})
@@ -159,6 +250,9 @@ type client struct {
 	token  string
 	origin string // "" sends boxOrigin on state changes; "-" sends none
 	header map[string]string
+	// conn, if set, is the connection context (Server.ConnContext) the
+	// requests arrive on.
+	conn context.Context
 }
 
 func (e *env) client(addr string) *client { return &client{e: e, addr: addr} }
@@ -185,6 +279,9 @@ func (c *client) do(method, path string, body any) resp {
 		rd = bytes.NewReader(raw)
 	}
 	req := httptest.NewRequest(method, "https://box.example"+path, rd)
+	if c.conn != nil {
+		req = req.WithContext(c.conn)
+	}
 	req.RemoteAddr = net.JoinHostPort(c.addr, "40000")
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"encoding"
 	"encoding/json"
 	"net/http"
 	"reflect"
@@ -76,6 +77,10 @@ func (s *Server) openAPI() map[string]any {
 func schemaOf(t reflect.Type) map[string]any {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	// Addresses, prefixes and times are JSON strings (encoding.TextMarshaler).
+	if t.Implements(reflect.TypeFor[encoding.TextMarshaler]()) {
+		return map[string]any{"type": "string"}
 	}
 	switch t.Kind() {
 	case reflect.String:

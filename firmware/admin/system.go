@@ -28,6 +28,10 @@ type Firewall interface {
 	ListBans(ctx context.Context) ([]netfw.Ban, error)
 	Unban(ctx context.Context, p netip.Prefix) error
 	Counters(ctx context.Context) (netfw.Counters, error)
+	// The admin-editable zones and rules (see policy.go).
+	GetPolicy(ctx context.Context) (netfw.PolicyState, error)
+	SetPolicy(ctx context.Context, a netfw.Access, adminSource netip.Addr) (netfw.Pending, error)
+	ConfirmPolicy(ctx context.Context, id string) error
 }
 
 // System is PID 1's power control, over the control socket.
@@ -203,7 +207,12 @@ func (s *Server) firewallData(r *http.Request, p auth.Principal) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"V": v}, nil
+	pol, err := s.policyState(r.Context())
+	if err != nil {
+		// Bans and counters still show; the policy part says why it cannot.
+		return map[string]any{"V": v, "PolicyError": err.Error()}, nil
+	}
+	return map[string]any{"V": v, "Policy": pol, "Editor": newPolicyEditor(pol.PolicyState)}, nil
 }
 
 func (s *Server) apiFirewall(w http.ResponseWriter, r *http.Request, p auth.Principal) error {

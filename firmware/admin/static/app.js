@@ -78,11 +78,42 @@
     if (el.dataset.next) { window.location = el.dataset.next; return; }
     say(el, data.status || (data.ok === false ? "FAILED: " + data.error : data.ok ? "chain verified, " + data.entries + " entries" : "done"), data.ok === false);
   }
+  // policyJSON turns the firewall editor into a netfw.Access object.
+  function words(s) { return s.split(/[\s,]+/).filter(Boolean); }
+  function policyJSON(form) {
+    var out = { zones: [], rules: [], allowlist: [], allow_admin_from_any: false };
+    form.elements.zones.value.split("\n").forEach(function (line) {
+      var w = words(line);
+      if (w.length) out.zones.push({ name: w[0], prefixes: w.slice(1) });
+    });
+    Array.prototype.forEach.call(form.elements, function (el) {
+      if (el.name && el.name.indexOf("rule:") === 0) {
+        var z = words(el.value);
+        if (z.length) out.rules.push({ service: el.name.slice(5), zones: z });
+      }
+    });
+    out.allowlist = words(form.elements.allowlist.value);
+    out.allow_admin_from_any = form.elements.allow_admin_from_any.checked;
+    return out;
+  }
+  // Pending firewall changes count down to their automatic revert.
+  var cds = document.querySelectorAll("[data-countdown]");
+  if (cds.length) {
+    var left = Number(cds[0].dataset.countdown);
+    var timer = setInterval(function () {
+      left = Math.max(0, left - 1);
+      Array.prototype.forEach.call(cds, function (c) { c.textContent = String(left); });
+      if (left === 0) {
+        clearInterval(timer);
+        setTimeout(function () { window.location.reload(); }, 3000);
+      }
+    }, 1000);
+  }
   document.addEventListener("submit", function (ev) {
     var f = ev.target;
     if (!f.dataset.api) return;
     ev.preventDefault();
-    call(f, formJSON(f)).then(function (d) { after(f, d); }, function (e) { say(f, e.message, true); });
+    call(f, f.hasAttribute("data-policy") ? policyJSON(f) : formJSON(f)).then(function (d) { after(f, d); }, function (e) { say(f, e.message, true); });
   });
   document.addEventListener("change", function (ev) {
     var f = ev.target;
