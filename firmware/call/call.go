@@ -622,6 +622,9 @@ func (c *call) offerFrom(s media.Side, req *sip.Request, tx sip.ServerTransactio
 			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 			res.SetBody(body)
 		}
+		// Free the call for the next offer before the peer can see this
+		// answer: a phone may send its next re-INVITE right after the ACK.
+		idle()
 		_ = tx.Respond(res)
 		return res
 	}
@@ -631,7 +634,6 @@ func (c *call) offerFrom(s media.Side, req *sip.Request, tx sip.ServerTransactio
 			body = l.lastSDP
 		}
 		res := reply(200, body)
-		idle()
 		if isInvite {
 			c.waitAck(s, seq, tx, func() { _ = tx.Respond(res) }, sip.IsReliable(req.Transport()))
 		}
@@ -684,7 +686,6 @@ func (c *call) offerFrom(s media.Side, req *sip.Request, tx sip.ServerTransactio
 	o.ver, o.offered, o.lastSDP = o.ver+1, off, out
 	c.touch(o.side)
 	final := reply(200, ans)
-	idle()
 	if isInvite {
 		c.waitAck(s, seq, tx, func() { _ = tx.Respond(final) }, sip.IsReliable(req.Transport()))
 	}
