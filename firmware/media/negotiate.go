@@ -28,7 +28,9 @@ const (
 var ErrSRTPRequired = errors.New("media: SRTP required but not negotiated")
 
 // Offer makes the box's side of an SDP offer to side's peer: its address
-// and port, a fresh SDES key unless the policy is SRTPOff. The B2BUA sends
+// and port, a fresh SDES key unless the policy is SRTPOff. SRTPRequired
+// offers RTP/SAVP; SRTPOptional offers the key on RTP/AVP (best effort),
+// so a peer without SRTP answers plain RTP rather than 488. The B2BUA sends
 // Rewrite(otherSidesRemote, local) and keeps local for Answered.
 func (c *Call) Offer(s Side, pol Policy, sessionID, version uint64) (Local, error) {
 	l := Local{Addr: c.r.cfg.Addr, RTPPort: c.LocalPort(s), SessionID: sessionID, SessionVersion: version}
@@ -40,6 +42,7 @@ func (c *Call) Offer(s Side, pol Policy, sessionID, version uint64) (Local, erro
 		return Local{}, err
 	}
 	l.Crypto = &cr
+	l.BestEffort = pol == SRTPOptional
 	return l, nil
 }
 
@@ -47,7 +50,9 @@ func (c *Call) Offer(s Side, pol Policy, sessionID, version uint64) (Local, erro
 // configures the leg (pinholes, keys) and checks the policy.
 func (c *Call) Answered(ctx context.Context, s Side, offered Local, answer Remote, pol Policy) error {
 	p := PeerFrom(answer)
-	if answer.Secure() {
+	// A best-effort offer accepted: keys on RTP/AVP.
+	bestEffort := offered.BestEffort && offered.Crypto != nil && !answer.Secure() && len(answer.Crypto) > 0
+	if answer.Secure() || bestEffort {
 		if offered.Crypto == nil || len(answer.Crypto) == 0 {
 			return fmt.Errorf("media: answer asks for %s we did not offer", answer.Proto)
 		}
@@ -88,14 +93,19 @@ func (c *Call) Answer(ctx context.Context, s Side, offer Remote, pol Policy, ses
 		}
 	case len(offer.Crypto) > 0:
 		keys, ok, err := AnswerSDES(offer.Crypto, sdes.Suites())
-		if err != nil {
+		bestEffort := !offer.Secure() // keys on RTP/AVP: plain RTP is an acceptable answer
+		if err != nil && !(bestEffort && pol != SRTPRequired) {
 			return Local{}, err
 		}
-		if !ok {
+		if err == nil && ok {
+			p.SDES = &keys
+			l.Crypto = &keys.Send
+			l.BestEffort = bestEffort
+			break
+		}
+		if !bestEffort || pol == SRTPRequired {
 			return Local{}, fmt.Errorf("%w: no acceptable a=crypto offered", ErrSRTPRequired)
 		}
-		p.SDES = &keys
-		l.Crypto = &keys.Send
 	case pol == SRTPRequired:
 		return Local{}, ErrSRTPRequired
 	case offer.Secure():

@@ -23,12 +23,14 @@ func TestNegotiateFlow(t *testing.T) {
 		name     string
 		polB     Policy
 		bProto   string
+		bKeys    bool // B's answer carries a=crypto
 		wantErr  error
 		bSecured bool
 	}{
-		{"plain callee, optional", SRTPOptional, ProtoRTP, nil, false},
-		{"plain callee, required", SRTPRequired, ProtoRTP, ErrSRTPRequired, false},
-		{"srtp callee", SRTPRequired, ProtoSRTP, nil, true},
+		{"plain callee, optional", SRTPOptional, ProtoRTP, false, nil, false},
+		{"best-effort callee takes the keys", SRTPOptional, ProtoRTP, true, nil, true},
+		{"plain callee, required", SRTPRequired, ProtoRTP, false, ErrSRTPRequired, false},
+		{"srtp callee", SRTPRequired, ProtoSRTP, true, nil, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -54,7 +56,13 @@ func TestNegotiateFlow(t *testing.T) {
 				t.Fatal(err)
 			}
 			body, err := Rewrite(remA, offB)
-			if err != nil || !strings.Contains(string(body), "RTP/SAVP") {
+			// Required: RTP/SAVP; optional: the key on RTP/AVP (best effort).
+			wantProto := "RTP/SAVP"
+			if tc.polB == SRTPOptional {
+				wantProto = "RTP/AVP"
+			}
+			if err != nil || !strings.Contains(string(body), "m=audio "+fmt.Sprint(offB.RTPPort)+" "+wantProto+" ") ||
+				!strings.Contains(string(body), "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:") {
 				t.Fatalf("offer to B: %v\n%s", err, body)
 			}
 			_, offerAtB, err := ParseSDP(body)
@@ -63,7 +71,7 @@ func TestNegotiateFlow(t *testing.T) {
 			}
 			var bKey sdes.Crypto
 			extra := ""
-			if tc.bProto == ProtoSRTP {
+			if tc.bKeys {
 				bKey, _ = sdes.New(offB.Crypto.Tag, offB.Crypto.Suite)
 				extra = "a=crypto:" + bKey.Marshal() + "\r\n"
 			}
@@ -109,4 +117,51 @@ func offerCrypto(t *testing.T, r Remote) *sdes.Crypto {
 		t.Fatal(err)
 	}
 	return &c
+}
+
+// TestAnswerBestEffort: keys offered on RTP/AVP are taken when usable and
+// answered on RTP/AVP; unusable ones fall back to plain RTP unless SRTP is
+// required.
+func TestAnswerBestEffort(t *testing.T) {
+	good, _ := sdes.New(1, sdes.AES128CMSHA1_80)
+	tests := []struct {
+		name      string
+		crypto    string
+		pol       Policy
+		wantKeys  bool
+		wantError bool
+	}{
+		{"usable keys", good.Marshal(), SRTPOptional, true, false},
+		{"unknown suite, optional", "1 FOO_BAR inline:AAAA", SRTPOptional, false, false},
+		{"unknown suite, required", "1 FOO_BAR inline:AAAA", SRTPRequired, false, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newTestRelay(t)
+			a := newPhone(t, "127.0.0.1")
+			call, err := r.NewCall("be")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer call.Close()
+			_, rem, err := ParseSDP(phoneSDP(a, ProtoRTP, "a=crypto:"+tc.crypto+"\r\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			l, err := call.Answer(context.Background(), A, rem, tc.pol, 1, 1)
+			if (err != nil) != tc.wantError {
+				t.Fatalf("Answer: %v", err)
+			}
+			if err != nil {
+				return
+			}
+			body, err := Rewrite(rem, l)
+			if err != nil || !strings.Contains(string(body), " RTP/AVP ") || strings.Contains(string(body), "a=crypto") != tc.wantKeys {
+				t.Fatalf("answer: %v\n%s", err, body)
+			}
+			if call.Secured(A) != tc.wantKeys {
+				t.Fatal("Secured() disagrees with the answer")
+			}
+		})
+	}
 }

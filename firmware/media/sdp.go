@@ -256,6 +256,10 @@ type Local struct {
 	Crypto      *sdes.Crypto
 	Fingerprint *Fingerprint
 	Setup       string // for DTLS: "active", "passive" or "actpass"
+	// BestEffort puts the SDES keys on RTP/AVP instead of RTP/SAVP
+	// (best-effort SRTP, RFC 4568 §7.5 interop practice): a phone without
+	// SRTP ignores a=crypto and answers plain RTP instead of 488.
+	BestEffort bool
 	// Answering is the offer this SDP answers (nil when the box offers):
 	// the answer then keeps the offer's m-lines, other streams at port 0.
 	Answering *Remote
@@ -291,7 +295,7 @@ func Rewrite(from Remote, l Local) ([]byte, error) {
 	}
 	proto := ProtoRTP
 	switch {
-	case l.Crypto != nil:
+	case l.Crypto != nil && !l.BestEffort:
 		proto = ProtoSRTP
 	case l.Fingerprint != nil:
 		proto = ProtoDTLS
