@@ -91,6 +91,13 @@ type Sender interface {
 	WriteRequest(req *sip.Request, options ...sipgo.ClientRequestOption) error
 }
 
+// Router is the dial plan; *dialplan.Engine implements it. edgepbxd wraps
+// the engine to follow extensions created at run time.
+type Router interface {
+	RouteOutbound(from, dialled string) (dialplan.Decision, *dialplan.Lease, error)
+	RouteInbound(trunk, called string) (dialplan.Decision, *dialplan.Lease, error)
+}
+
 // CDRWriter stores call records; *cdr.Store implements it.
 type CDRWriter interface {
 	Write(cdr.Record) error
@@ -105,7 +112,7 @@ type Config struct {
 	Contact    string
 	ContactTLS string
 	Relay      *media.Relay
-	Plan       *dialplan.Engine
+	Plan       Router
 	Directory  Directory
 	CDR        CDRWriter
 	// MaxCalls bounds concurrent calls (default 256); beyond it INVITEs get

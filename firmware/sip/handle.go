@@ -88,13 +88,17 @@ func (s *Server) precheck(now time.Time, src netip.Addr, req *sip.Request, answe
 	if v := s.policy.Zone(src); v.Drop {
 		return false
 	}
-	if req.Method == sip.ACK {
+	if req.Method == sip.ACK && s.calls.Load() == nil {
 		return false // ACKs of our non-2xx answers are absorbed by the transaction layer
 	}
 	if req.Method == sip.OPTIONS {
 		// Keep-alive and trunk monitoring only; scanners learn nothing.
 		if _, trunk := s.policy.Trunk(src); trunk || s.location.Registered(now, src) {
-			answer(200, "OK", sip.NewHeader("Allow", "REGISTER, OPTIONS"))
+			allow := "REGISTER, OPTIONS"
+			if s.calls.Load() != nil {
+				allow = "INVITE, ACK, CANCEL, BYE, UPDATE, REGISTER, OPTIONS"
+			}
+			answer(200, "OK", sip.NewHeader("Allow", allow))
 		}
 		return false
 	}
@@ -112,6 +116,10 @@ func (s *Server) handle(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	answer := func(code int, reason string, hs ...sip.Header) { respond(tx, req, code, reason, hs...) }
 	if !s.precheck(now, src, req, answer) {
+		return
+	}
+	if h := s.callHandler(); h != nil && isCallMethod(req.Method) {
+		s.dispatchCall(now, src, req, tx, answer, h)
 		return
 	}
 	if _, trunk := s.policy.Trunk(src); trunk {

@@ -48,6 +48,10 @@ type Deps struct {
 	Log    *logs.Log   // security events; required
 	TLS    *tls.Config // certificate for TLS and WSS; required when they are enabled
 	Logger *slog.Logger
+	// Host is the box's address put in Via and Contact of requests the
+	// edge sends (calls) when a transport is bound to an unspecified
+	// address; empty: the bound address.
+	Host string
 }
 
 // retransEntryBytes is the average size budgeted per cached answer (a 200
@@ -80,8 +84,9 @@ type Server struct {
 	limiter   *connLimiter
 	retrans   *respCache // answers of the stateless UDP REGISTER path
 	fpSeed    maphash.Seed
-	bufs      sync.Pool     // *bytes.Buffer for serialising stateless answers
-	stateful  atomic.Uint64 // requests that took sipgo's transaction path
+	bufs      sync.Pool                // *bytes.Buffer for serialising stateless answers
+	stateful  atomic.Uint64            // requests that took sipgo's transaction path
+	calls     atomic.Pointer[callsBox] // the B2BUA; nil: INVITE gets 501
 
 	parser          *sip.Parser
 	udp             net.PacketConn // the socket; answers are written to it
@@ -172,7 +177,10 @@ func New(cfg config.SIP, d Deps) (*Server, error) {
 			sip.WithTransportLayerReadFilter(s.filter.Filter),
 			sip.WithTransportLayerLogger(quiet),
 		),
-		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quiet)),
+		// Stray responses (a 180 handled after its 200, a 2xx retransmitted
+		// after Timer M) are normal call traffic: dropped quietly.
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quiet),
+			sip.WithTransactionLayerUnhandledResponseHandler(func(*sip.Response) {})),
 	}
 	if tlsConf != nil {
 		opts = append(opts, sipgo.WithUserAgenTLSConfig(tlsConf))
@@ -183,7 +191,11 @@ func New(cfg config.SIP, d Deps) (*Server, error) {
 	if s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(quiet)); err != nil {
 		return nil, fmt.Errorf("sip: server: %w", err)
 	}
-	if s.client, err = sipgo.NewClient(s.ua, sipgo.WithClientLogger(quiet)); err != nil {
+	copts := []sipgo.ClientOption{sipgo.WithClientLogger(quiet)}
+	if d.Host != "" {
+		copts = append(copts, sipgo.WithClientHostname(d.Host))
+	}
+	if s.client, err = sipgo.NewClient(s.ua, copts...); err != nil {
 		return nil, fmt.Errorf("sip: client: %w", err)
 	}
 	s.srv.OnNoRoute(s.handle)
@@ -314,6 +326,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	case err = <-errc:
 		n--
+	}
+	// Calls are hung up (BYE to both legs, CDRs written) while the
+	// sockets still work.
+	if c, ok := s.callHandler().(io.Closer); ok {
+		_ = c.Close()
 	}
 	s.Close()
 	for ; n > 0; n-- {
