@@ -159,6 +159,8 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	if err := d.newSIP(sipBanner); err != nil {
 		return nil, err
 	}
+	// The licence gates what the admin side may create, so it comes first.
+	d.newLicense()
 	adeps := admin.Deps{
 		Store:           d.db,
 		Clock:           auth.SystemClock{},
@@ -177,6 +179,9 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		adeps.Firewall = d.ctrl
 		adeps.System = d.ctrl
 	}
+	if d.lic != nil {
+		adeps.Licence = d.lic
+	}
 	if d.admin, err = admin.NewServer(adeps); err != nil {
 		return nil, fmt.Errorf("%w: %w", errStayDown, err)
 	}
@@ -185,7 +190,6 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("admin: claim state: %w", err)
 	}
 	d.claimed.Store(claimed)
-	d.newLicense()
 	if d.httpsLn, err = net.Listen("tcp", cfg.httpsAddr); err != nil {
 		return nil, fmt.Errorf("https: listen %s: %w", cfg.httpsAddr, err)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
@@ -60,6 +61,16 @@ type Deps struct {
 	// Status adds edgepbxd's own lines (health, registrations, licence)
 	// to the dashboard; nil: none.
 	Status func(context.Context) []StatusItem
+	// Licence is the phone-home state (*license.Manager); nil: no phone-home,
+	// nothing limited.
+	Licence Licence
+}
+
+// Licence is what the admin side needs from firmware/license: its banner
+// and the gates of degraded mode.
+type Licence interface {
+	State() license.State
+	AllowNewExtension() bool
 }
 
 // Server is the admin handler; it also exposes the auth and audit services
@@ -78,6 +89,7 @@ type Server struct {
 
 	certs  *certs.Manager
 	keylog *certs.KeyLog
+	lic    Licence
 	tlsCur atomic.Pointer[tls.Config] // per-connection TLS config, swapped on settings changes
 	exts   Extensions
 	fw     Firewall
@@ -116,7 +128,7 @@ func NewServer(d Deps) (*Server, error) {
 	}
 	s := &Server{auth: svc, audit: al, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
-		certs: d.Certs, keylog: d.KeyLog, exts: d.Extensions, fw: d.Firewall, sys: d.System, status: d.Status}
+		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, fw: d.Firewall, sys: d.System, status: d.Status}
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))
 	}

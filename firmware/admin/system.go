@@ -120,6 +120,9 @@ func (s *Server) setExtension(r *http.Request, p auth.Principal, user string, cr
 	if create && exists {
 		return "", fmt.Errorf("%w: extension %s exists", errConflict, user)
 	}
+	if create && s.lic != nil && !s.lic.AllowNewExtension() {
+		return "", fmt.Errorf("%w: licence degraded: no new extensions until the box checks in with its licence server", errConflict)
+	}
 	if !create && !exists {
 		return "", fmt.Errorf("%w: extension %s", errNotFound, user)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/license"
 )
 
 //go:embed templates/*.html
@@ -53,6 +54,9 @@ type pageData struct {
 	Roles []auth.Role
 	// KeyLog is set while the TLS key log runs: every page says so.
 	KeyLog string
+	// Licence is the phone-home banner: for every user when degraded, for
+	// admins on warnings.
+	Licence string
 }
 
 // page renders a server-side page; data loads what it shows.
@@ -61,6 +65,7 @@ func (s *Server) page(name string, data func(*http.Request, auth.Principal) (any
 		d := pageData{Title: name, Page: name, P: p, CSRF: p.CSRF, Roles: auth.Roles}
 		if p.Username != "" {
 			d.KeyLog = s.keyLogBanner()
+			d.Licence = s.licenceBanner(p)
 		}
 		if data != nil {
 			v, err := data(r, p)
@@ -157,4 +162,21 @@ func (s *Server) auditData(r *http.Request, p auth.Principal) (any, error) {
 	csvURL := "/api/v1/audit/export?" + q.Encode()
 	q.Set("format", audit.FormatJSONLines)
 	return map[string]any{"Entries": l, "Filter": f, "Outcomes": []string{audit.OK, audit.Denied, audit.Failed, audit.Warning}, "ExportCSV": csvURL, "ExportJSONL": "/api/v1/audit/export?" + q.Encode()}, nil
+}
+
+// licenceBanner is the licence state's banner for p, or "".
+func (s *Server) licenceBanner(p auth.Principal) string {
+	if s.lic == nil {
+		return ""
+	}
+	st := s.lic.State()
+	switch {
+	case st.Banner == "":
+		return ""
+	case st.Mode == license.ModeDegraded:
+		return st.Banner
+	case st.Mode == license.ModeWarning && p.Role == auth.RoleAdmin:
+		return st.Banner
+	}
+	return ""
 }
