@@ -190,6 +190,10 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("admin: claim state: %w", err)
 	}
 	d.claimed.Store(claimed)
+	if err := d.newCalls(); err != nil {
+		// The admin UI must stay reachable to fix what is wrong.
+		log.Error("calls: disabled", "err", err)
+	}
 	if d.httpsLn, err = net.Listen("tcp", cfg.httpsAddr); err != nil {
 		return nil, fmt.Errorf("https: listen %s: %w", cfg.httpsAddr, err)
 	}

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+
+	"github.com/edgepbx/edgepbx/firmware/call"
+	"github.com/edgepbx/edgepbx/firmware/cdr"
+	"github.com/edgepbx/edgepbx/firmware/dialplan"
+	"github.com/edgepbx/edgepbx/firmware/media"
+	"github.com/edgepbx/edgepbx/firmware/sip"
+	"github.com/edgepbx/edgepbx/netfw"
+)
+
+// defaultCountry selects the numbering facts (emergency numbers, premium
+// ranges) until the admin UI stores the box's country.
+const defaultCountry = "DE"
+
+// newCalls builds the B2BUA (media relay, dial plan, CDRs) and hands it to
+// the SIP edge, which hangs every call up before its sockets close. It runs
+// after newSIP and newLicense.
+func (d *daemon) newCalls() error {
+	addr, err := d.mediaAddr()
+	if err != nil {
+		return fmt.Errorf("calls: %w", err)
+	}
+	rtp := netfw.DefaultPolicy().RTP // the range PID 1's firewall opens through pinholes
+	ports, err := media.NewPorts(rtp.First, rtp.Last)
+	if err != nil {
+		return fmt.Errorf("calls: %w", err)
+	}
+	var holes media.Pinholes
+	switch {
+	case d.ctrl != nil:
+		holes = d.ctrl
+	case d.cfg.devDir != "":
+		// Dev mode without PID 1: there is no firewall to open; loopback
+		// media needs no pinholes. Never used on the box.
+		holes = devPinholes{}
+	default:
+		return errors.New("calls: no PID 1 control socket for media pinholes")
+	}
+	cert, _, err := media.NewDTLSCertificate()
+	if err != nil {
+		return fmt.Errorf("calls: DTLS certificate: %w", err)
+	}
+	relay, err := media.NewRelay(media.Config{Addr: addr, Ports: ports, Pinholes: holes, Certificate: &cert, Log: d.log})
+	if err != nil {
+		return fmt.Errorf("calls: %w", err)
+	}
+	var gate dialplan.Gate
+	if d.lic != nil { // a nil *license.Manager in the interface would not be nil
+		gate = d.lic
+	}
+	plan := &livePlan{exts: d.sip.Extensions(), gate: gate, events: d.secLog}
+	if _, err := plan.engine(); err != nil {
+		return fmt.Errorf("calls: %w", err)
+	}
+	contact := d.sip.Contact("udp")
+	b, err := call.New(call.Config{
+		Client: d.sip.Client(), Contact: contact, ContactTLS: d.sip.Contact("tls"),
+		Relay: relay, Plan: plan, Directory: d.sip.Directory(nil), CDR: cdr.New(d.db), Log: d.log,
+	})
+	if err != nil {
+		return fmt.Errorf("calls: %w", err)
+	}
+	d.sip.SetCalls(b)
+	d.log.Info("calls: ready", "media", addr.String(), "rtp", fmt.Sprintf("%d-%d", rtp.First, rtp.Last), "contact", contact)
+	return nil
+}
+
+// mediaAddr is the box's address media is anchored on: the SIP address
+// when it is bound to one, else the box's first global IPv4 (then IPv6)
+// address.
+func (d *daemon) mediaAddr() (netip.Addr, error) {
+	if a := d.sip.Addr("udp"); a != nil {
+		if ua, ok := a.(*net.UDPAddr); ok {
+			if ip, ok := netip.AddrFromSlice(ua.IP); ok && !ip.Unmap().IsUnspecified() {
+				return ip.Unmap(), nil
+			}
+		}
+	}
+	var v6 netip.Addr
+	for _, ip := range interfaceIPs() {
+		a, ok := netip.AddrFromSlice(ip)
+		if !ok {
+			continue
+		}
+		if a = a.Unmap(); a.Is4() {
+			return a, nil
+		}
+		if !v6.IsValid() {
+			v6 = a
+		}
+	}
+	if v6.IsValid() {
+		return v6, nil
+	}
+	return netip.Addr{}, errors.New("no address to anchor media on")
+}
+
+// devPinholes is the dev-mode firewall: nothing to open on loopback.
+type devPinholes struct{}
+
+func (devPinholes) OpenPinhole(context.Context, netfw.Pinhole) error  { return nil }
+func (devPinholes) ClosePinhole(context.Context, netfw.Pinhole) error { return nil }
+
+// livePlan is the dial plan over the extensions that exist now: every SIP
+// extension with a numeric name may call the others (class internal only;
+// no trunks until configured). The engine is rebuilt when the set of
+// extensions changes, which also resets its counters.
+type livePlan struct {
+	exts   *sip.Extensions
+	gate   dialplan.Gate
+	events dialplan.Events
+
+	mu  sync.Mutex
+	key string
+	eng *dialplan.Engine
+}
+
+func (p *livePlan) engine() (*dialplan.Engine, error) {
+	var nums []string
+	for _, n := range p.exts.List() {
+		if m, err := dialplan.Normalize(n); err == nil && m == n && !strings.HasPrefix(n, "+") {
+			nums = append(nums, n)
+		}
+	}
+	key := strings.Join(nums, ",")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.eng != nil && key == p.key {
+		return p.eng, nil
+	}
+	plan := dialplan.Plan{Country: defaultCountry}
+	for _, n := range nums {
+		plan.Extensions = append(plan.Extensions, dialplan.Extension{Number: n, Classes: []dialplan.Class{dialplan.Internal}})
+	}
+	eng, err := dialplan.New(plan, p.gate, p.events)
+	if err != nil {
+		return nil, fmt.Errorf("dial plan: %w", err)
+	}
+	p.key, p.eng = key, eng
+	return eng, nil
+}
+
+func (p *livePlan) RouteOutbound(from, dialled string) (dialplan.Decision, *dialplan.Lease, error) {
+	e, err := p.engine()
+	if err != nil {
+		return dialplan.Decision{}, nil, err
+	}
+	return e.RouteOutbound(from, dialled)
+}
+
+func (p *livePlan) RouteInbound(trunk, called string) (dialplan.Decision, *dialplan.Lease, error) {
+	e, err := p.engine()
+	if err != nil {
+		return dialplan.Decision{}, nil, err
+	}
+	return e.RouteInbound(trunk, called)
+}
