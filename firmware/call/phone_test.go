@@ -188,7 +188,11 @@ func TestCallFlow(t *testing.T) {
 		early *sip.Response
 		err   error
 	}
-	start := func(ctx context.Context) (*sipgo.DialogClientSession, chan result) {
+	// early sees each call's 183 as the caller's UA handled it: the test
+	// answers only after it, since sipgo handles each datagram in its own
+	// goroutine and a 183 processed after the 200 is dropped.
+	start := func(ctx context.Context) (*sipgo.DialogClientSession, chan result, chan struct{}) {
+		early := make(chan struct{}, 4)
 		d, err := caller.dial(ctx, h, "102", sip.NewHeader("X-Internal-Secret", "caller-only"))
 		if err != nil {
 			t.Fatal(err)
@@ -199,17 +203,18 @@ func TestCallFlow(t *testing.T) {
 			r.err = d.WaitAnswer(ctx, sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
 				if res.StatusCode == 183 {
 					r.early = res
+					early <- struct{}{}
 				}
 				return nil
 			}})
 			ch <- r
 		}()
-		return d, ch
+		return d, ch, early
 	}
-	d1, r1 := start(ctx)
+	d1, r1, early1 := start(ctx)
 	ans1 := <-answer
 	ctx2, cancel2 := context.WithCancel(ctx)
-	_, r2 := start(ctx2)
+	_, r2, _ := start(ctx2)
 	<-answer
 
 	// The bound: a third call is refused while two ring.
@@ -240,6 +245,11 @@ func TestCallFlow(t *testing.T) {
 	}
 
 	// Answer call 1; early media was relayed with the box's address.
+	select {
+	case <-early1:
+	case <-ctx.Done():
+		t.Fatal("183 to caller never handled")
+	}
 	close(ans1)
 	res1 := <-r1
 	if res1.err != nil {
