@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/cdr"
+	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/media"
 	"github.com/edgepbx/edgepbx/firmware/store"
@@ -365,5 +366,37 @@ func sendRTPUntil(ctx context.Context, t testing.TB, p, q *uaPhone, dst *net.UDP
 			got++
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// TestDirectoryTrunk (the registrar is loopback's discard port: nothing
+// answers): calls over a trunk go to its registrar, or to its
+// single peer address; a trunk known only by a peer network has no target.
+func TestDirectoryTrunk(t *testing.T) {
+	s := startServer(t, func(c *config.SIP) {
+		c.Trunks = []config.Trunk{
+			{Name: "reg", Register: &config.TrunkRegistration{Registrar: "127.0.0.1:9", Transport: "tcp", Username: "u", Domain: "itsp.example", Expires: 5 * time.Minute}},
+			{Name: "peer", Peers: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("198.51.100.7/32")}},
+			{Name: "net", Peers: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}},
+		}
+	})
+	dir := s.Directory(nil)
+	tests := []struct {
+		name, dest, transport string
+		ok                    bool
+	}{
+		{"reg", "127.0.0.1:9", "tcp", true},
+		{"peer", "198.51.100.7:5060", "udp", true},
+		{"net", "", "", false},
+		{"unknown", "", "", false},
+	}
+	for _, tc := range tests {
+		tg, ok := dir.Trunk(tc.name)
+		if ok != tc.ok || tg.Dest != tc.dest || tg.Transport != tc.transport {
+			t.Errorf("Trunk(%s) = %+v, %v", tc.name, tg, ok)
+		}
+	}
+	if p := dir.Policy(call.Identity{Extension: "101"}); p != media.SRTPOptional {
+		t.Errorf("default policy %v", p)
 	}
 }
