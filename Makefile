@@ -39,7 +39,7 @@ e2e:
 test: deps lint unit e2e
 
 bench:
-	@EDGEPBX_EXTRA_PKGS="kamailio wrk" ./.ci/deps
+	@EDGEPBX_EXTRA_PKGS="kamailio wrk rtpengine" ./.ci/deps
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
 
 fuzz:
