@@ -64,6 +64,9 @@ type Deps struct {
 	// Licence is the phone-home state (*license.Manager); nil: no phone-home,
 	// nothing limited.
 	Licence Licence
+	// Telephony is the stored dial plan configuration
+	// (*config.TelephonyStore); nil: not available.
+	Telephony Telephony
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -92,6 +95,7 @@ type Server struct {
 	lic    Licence
 	tlsCur atomic.Pointer[tls.Config] // per-connection TLS config, swapped on settings changes
 	exts   Extensions
+	tel    Telephony
 	fw     Firewall
 	sys    System
 	status func(context.Context) []StatusItem
@@ -128,7 +132,7 @@ func NewServer(d Deps) (*Server, error) {
 	}
 	s := &Server{auth: svc, audit: al, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
-		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, fw: d.Firewall, sys: d.System, status: d.Status}
+		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, fw: d.Firewall, sys: d.System, status: d.Status}
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/sip"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/init/control"
@@ -201,6 +202,7 @@ type env struct {
 	certs  *certs.Manager
 	keylog *certs.KeyLog
 	exts   *sip.Extensions
+	tel    *config.TelephonyStore
 }
 
 func newEnv(t testing.TB) *env {
@@ -229,15 +231,19 @@ func newEnvWith(t testing.TB, h *auth.Hasher) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tel, err := config.LoadTelephony(db)
+	if err != nil {
+		t.Fatal(err)
+	}
 	pid1 := &pid1Recorder{}
 	startPID1Policy(t, pid1)
 	srv, err := NewServer(Deps{Store: db, Clock: clk, SetupCode: auth.SetupCode(setupCode), Banner: bans, Logger: quiet,
 		Names:  []string{"box.example", "192.0.2.10"},
-		Hasher: h, Certs: cm, KeyLog: kl, Extensions: exts, Firewall: pid1, System: pid1})
+		Hasher: h, Certs: cm, KeyLog: kl, Extensions: exts, Firewall: pid1, System: pid1, Telephony: tel})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, srv: srv, db: db, clock: clk, bans: bans, pid1: pid1, certs: cm, keylog: kl, exts: exts}
+	return &env{t: t, srv: srv, db: db, clock: clk, bans: bans, pid1: pid1, certs: cm, keylog: kl, exts: exts, tel: tel}
 }
 
 // client drives the handler like a browser (cookie, CSRF header, Origin) or

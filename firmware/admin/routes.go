@@ -35,6 +35,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/audit", perm: auth.PermAuditRead, h: s.page("audit", s.auditData)},
 		{method: "GET", path: "/certificates", perm: auth.PermSecurityRead, h: s.page("certificates", s.certData)},
 		{method: "GET", path: "/extensions", perm: auth.PermTelephonyRead, h: s.page("extensions", s.extensionsData)},
+		{method: "GET", path: "/telephony", perm: auth.PermTelephonyRead, h: s.page("telephony", s.telephonyData)},
 		{method: "GET", path: "/firewall", perm: auth.PermSecurityRead, h: s.page("firewall", s.firewallData)},
 		{method: "GET", path: "/system", perm: auth.PermSystemWrite, h: s.page("system", s.systemData)},
 
@@ -84,6 +85,8 @@ func (s *Server) routeTable() []route {
 		{method: "POST", path: "/api/v1/extensions", summary: "Create a SIP extension; its generated password is in the answer, once", req: ExtensionRequest{}, perm: auth.PermTelephonyWrite, h: s.apiCreateExtension},
 		{method: "POST", path: "/api/v1/extensions/{name}/password", summary: "Generate a new password for an extension (shown once)", perm: auth.PermTelephonyWrite, h: s.apiExtensionPassword},
 		{method: "DELETE", path: "/api/v1/extensions/{name}", summary: "Delete a SIP extension", perm: auth.PermTelephonyWrite, h: s.apiDeleteExtension},
+		{method: "GET", path: "/api/v1/telephony", summary: "The dial plan configuration: country, emergency numbers, classes of service and limits per extension, trunks (passwords never returned), routes, DIDs, version", perm: auth.PermTelephonyRead, h: s.apiTelephony},
+		{method: "PUT", path: "/api/v1/telephony", summary: "Replace the dial plan configuration; version must be the one in force (409 otherwise); validated (422) before it applies to the next call", req: TelephonyRequest{}, perm: auth.PermTelephonyWrite, h: s.apiSetTelephony},
 		{method: "GET", path: "/api/v1/firewall", summary: "Firewall bans and counters (from PID 1)", perm: auth.PermSecurityRead, h: s.apiFirewall},
 		{method: "GET", path: "/api/v1/firewall/policy", summary: "Firewall zones and rules (service → zones): confirmed, pending change and seconds before it reverts", perm: auth.PermSecurityRead, h: s.apiFirewallPolicy},
 		{method: "PUT", path: "/api/v1/firewall/policy", summary: "Replace the firewall zones and rules; applied at once as pending, reverted unless confirmed in time (answer closes the connection)", req: PolicyRequest{}, perm: auth.PermSecurityWrite, h: s.apiSetFirewallPolicy},

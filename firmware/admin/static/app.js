@@ -113,7 +113,14 @@
     var f = ev.target;
     if (!f.dataset.api) return;
     ev.preventDefault();
-    call(f, f.hasAttribute("data-policy") ? policyJSON(f) : formJSON(f)).then(function (d) { after(f, d); }, function (e) { say(f, e.message, true); });
+    var body;
+    if (f.dataset.json) {
+      // The form edits one JSON document in a textarea (dial plan).
+      try { body = JSON.parse(f.elements[f.dataset.json].value); } catch (e) { say(f, "not valid JSON: " + e.message, true); return; }
+    } else {
+      body = f.hasAttribute("data-policy") ? policyJSON(f) : formJSON(f);
+    }
+    call(f, body).then(function (d) { after(f, d); }, function (e) { say(f, e.message, true); });
   });
   document.addEventListener("change", function (ev) {
     var f = ev.target;
