@@ -6,25 +6,32 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 
+	sipmsg "github.com/emiago/sipgo/sip"
+
 	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/cdr"
+	sipconfig "github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/media"
 	"github.com/edgepbx/edgepbx/firmware/sip"
 	"github.com/edgepbx/edgepbx/netfw"
 )
 
-// defaultCountry selects the numbering facts (emergency numbers, premium
-// ranges) until the admin UI stores the box's country.
-const defaultCountry = "DE"
-
 // newCalls builds the B2BUA (media relay, dial plan, CDRs) and hands it to
 // the SIP edge, which hangs every call up before its sockets close. It runs
 // after newSIP and newLicense.
 func (d *daemon) newCalls() error {
+	// The stored dial plan configuration comes first so the admin pages
+	// can fix it even when the calls cannot start.
+	tel, err := sipconfig.LoadTelephony(d.db)
+	if err != nil {
+		return fmt.Errorf("calls: %w", err)
+	}
+	d.admin.SetTelephony(tel)
 	addr, err := d.mediaAddr()
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)
@@ -57,14 +64,17 @@ func (d *daemon) newCalls() error {
 	if d.lic != nil { // a nil *license.Manager in the interface would not be nil
 		gate = d.lic
 	}
-	plan := &livePlan{exts: d.sip.Extensions(), gate: gate, events: d.secLog}
+	plan := &livePlan{exts: d.sip.Extensions(), tel: tel, gate: gate, events: d.secLog}
 	if _, err := plan.engine(); err != nil {
-		return fmt.Errorf("calls: %w", err)
+		// A stored plan that no longer builds (e.g. a DID whose extension
+		// was deleted is left out, but other rules may have tightened):
+		// the admin fixes it on the dial plan page; calls wait for that.
+		d.log.Error("calls: dial plan", "err", err)
 	}
 	contact := d.sip.Contact("udp")
 	b, err := call.New(call.Config{
 		Client: d.sip.Client(), Contact: contact, ContactTLS: d.sip.Contact("tls"),
-		Relay: relay, Plan: plan, Directory: d.sip.Directory(nil), CDR: cdr.New(d.db), Log: d.log,
+		Relay: relay, Plan: plan, Directory: trunkDirectory{Directory: d.sip.Directory(nil), tel: tel}, CDR: cdr.New(d.db), Log: d.log,
 	})
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)
@@ -110,12 +120,14 @@ type devPinholes struct{}
 func (devPinholes) OpenPinhole(context.Context, netfw.Pinhole) error  { return nil }
 func (devPinholes) ClosePinhole(context.Context, netfw.Pinhole) error { return nil }
 
-// livePlan is the dial plan over the extensions that exist now: every SIP
-// extension with a numeric name may call the others (class internal only;
-// no trunks until configured). The engine is rebuilt when the set of
-// extensions changes, which also resets its counters.
+// livePlan is the dial plan over the stored telephony configuration
+// (config.TelephonyStore, edited on the admin dial plan page) and the SIP
+// extensions that exist now (numeric names). The engine is rebuilt when
+// either changes, so a saved change applies to the next call without a
+// restart; a rebuild also resets the engine's counters and suspensions.
 type livePlan struct {
 	exts   *sip.Extensions
+	tel    *sipconfig.TelephonyStore
 	gate   dialplan.Gate
 	events dialplan.Events
 
@@ -131,22 +143,42 @@ func (p *livePlan) engine() (*dialplan.Engine, error) {
 			nums = append(nums, n)
 		}
 	}
-	key := strings.Join(nums, ",")
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	key := strconv.FormatInt(p.tel.Version(), 10) + "|" + strings.Join(nums, ",")
 	if p.eng != nil && key == p.key {
 		return p.eng, nil
 	}
-	plan := dialplan.Plan{Country: defaultCountry}
-	for _, n := range nums {
-		plan.Extensions = append(plan.Extensions, dialplan.Extension{Number: n, Classes: []dialplan.Class{dialplan.Internal}})
-	}
-	eng, err := dialplan.New(plan, p.gate, p.events)
+	eng, err := dialplan.New(p.tel.Current().Plan(nums), p.gate, p.events)
 	if err != nil {
 		return nil, fmt.Errorf("dial plan: %w", err)
 	}
 	p.key, p.eng = key, eng
 	return eng, nil
+}
+
+// trunkDirectory resolves trunks from the stored telephony configuration
+// (its host:port and transport), so trunks added on the dial plan page
+// carry calls at once; trunks only the SIP edge knows still resolve there.
+type trunkDirectory struct {
+	call.Directory
+	tel *sipconfig.TelephonyStore
+}
+
+func (d trunkDirectory) Trunk(name string) (call.Target, bool) {
+	tr, ok := d.tel.Current().Trunk(name)
+	if !ok {
+		return d.Directory.Trunk(name)
+	}
+	host, port, err := net.SplitHostPort(tr.Host)
+	if err != nil {
+		return call.Target{}, false
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		return call.Target{}, false
+	}
+	return call.Target{URI: sipmsg.Uri{Scheme: "sip", Host: host, Port: n}, Dest: tr.Host, Transport: tr.Transport}, true
 }
 
 func (p *livePlan) RouteOutbound(from, dialled string) (dialplan.Decision, *dialplan.Lease, error) {
