@@ -17,10 +17,14 @@ deps:
 	@./.ci/deps
 
 build: deps
-	$(GO) run ./cmd/edgepbx build --board $(BOARD)
+	$(GO) build -o out/bin/edgepbx ./cmd/edgepbx
+	out/bin/edgepbx build --board $(BOARD)
 
+# Built first and then run directly (not `go run`), so Ctrl-C reaches only
+# edgepbx, which turns it into a clean power-off and exits 0.
 run: deps
-	$(GO) run ./cmd/edgepbx run --board $(BOARD)
+	$(GO) build -o out/bin/edgepbx ./cmd/edgepbx
+	out/bin/edgepbx run --board $(BOARD)
 
 dev:
 	@command -v $(GO) >/dev/null || { echo "edgepbx: Go is not installed"; exit 1; }
