@@ -1,5 +1,7 @@
 // Package config holds the appliance's typed settings with secure defaults and
-// validation. A value that fails Validate is never applied.
+// validation. A value that fails Validate is never applied. The telephony
+// configuration (dial plan, trunks) is stored versioned in bucket
+// config.telephony (TelephonyStore).
 package config
 
 import (
