@@ -420,10 +420,15 @@ func (a *Authenticator) offers(alg string) bool {
 
 // Challenges returns the WWW-Authenticate values, preferred algorithm first.
 func (a *Authenticator) Challenges(now time.Time, src netip.Addr, stale bool) []string {
+	return a.challenges(now, src, stale, a.Algorithms)
+}
+
+// challenges is Challenges for algs (a subset of a.Algorithms).
+func (a *Authenticator) challenges(now time.Time, src netip.Addr, stale bool, algs []string) []string {
 	a.Counters.Challenged.Add(1)
 	nonce := a.Nonces.Issue(now, src)
-	out := make([]string, 0, len(a.Algorithms))
-	for _, alg := range a.Algorithms {
+	out := make([]string, 0, len(algs))
+	for _, alg := range algs {
 		v := `Digest realm="` + a.Realm + `", nonce="` + nonce + `", algorithm=` + alg + `, qop="auth"`
 		if stale {
 			v += ", stale=true"

@@ -2,6 +2,7 @@ package sip
 
 import (
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -165,17 +166,32 @@ func (s *Server) authenticate(now time.Time, src netip.Addr, req *sip.Request, a
 			return "", false, false // banned now: no answer
 		}
 	}
-	s.challenge(now, src, answer, res == AuthStale)
+	s.challenge(now, src, req, answer, res == AuthStale)
 	return "", false, false
 }
 
-func (s *Server) challenge(now time.Time, src netip.Addr, answer answerFunc, stale bool) {
-	cs := s.auth.Challenges(now, src, stale)
+func (s *Server) challenge(now time.Time, src netip.Addr, req *sip.Request, answer answerFunc, stale bool) {
+	algs := s.auth.Algorithms
+	if md5OnlyUA(headerValue(req, "User-Agent")) && slices.Contains(algs, AlgMD5) {
+		algs = []string{AlgMD5}
+	}
+	cs := s.auth.challenges(now, src, stale, algs)
 	hs := make([]sip.Header, 0, len(cs))
 	for _, c := range cs {
 		hs = append(hs, sip.NewHeader("WWW-Authenticate", c))
 	}
 	answer(401, "Unauthorized", hs...)
+}
+
+// md5OnlyUA reports a UAC whose digest code fails a 401 that carries any
+// challenge with an algorithm it lacks instead of taking the one it has
+// (RFC 8760 §2.4): baresip 1.x on libre 1.x (Debian 12's baresip-core)
+// answers SHA-256 + MD5 challenges, in either order, with ENOSYS and never
+// registers. Challenging it with MD5 alone gives nobody anything new: MD5
+// is offered and accepted for every UAC anyway; all others still get
+// SHA-256 first.
+func md5OnlyUA(ua string) bool {
+	return strings.HasPrefix(ua, "baresip v0.") || strings.HasPrefix(ua, "baresip v1.")
 }
 
 // register is the registrar (RFC 3261 §10.3) for an authenticated user.

@@ -215,7 +215,7 @@ func (s *Server) statelessUDP(raddr net.Addr, src netip.Addr, data []byte) bool 
 		return true
 	}
 	if !authed {
-		s.challenge(now, src, send, false)
+		s.challenge(now, src, req, send, false)
 		return true
 	}
 	user, retrans, ok := s.authenticate(now, src, req, send, s.fingerprint(key))
