@@ -43,7 +43,7 @@ e2e:
 test: deps lint unit e2e
 
 bench:
-	@EDGEPBX_EXTRA_PKGS="kamailio wrk rtpengine" ./.ci/deps
+	@EDGEPBX_EXTRA_PKGS="kamailio wrk rtpengine-daemon" ./.ci/deps
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
 
 fuzz:
