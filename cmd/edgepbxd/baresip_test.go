@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -281,7 +283,7 @@ snd_path %[6]s
 		t.Fatal(err)
 	}
 	b := &baresip{user: user, dir: dir, cmd: exec.Command(bin, "-f", dir), done: make(chan struct{}),
-		events: make(chan map[string]any, 64), resps: make(chan map[string]any, 8)}
+		events: make(chan map[string]any, 1024), resps: make(chan map[string]any, 8)}
 	b.cmd.Stdout, b.cmd.Stderr = logf, logf
 	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -581,26 +583,22 @@ func steady(w wavPCM) [][]float64 {
 	return out
 }
 
-// checkTone checks that got, one side's decoded audio, is the other side's
-// sent audio sent: nearly all 100 ms blocks are a clean tone at tone Hz
-// (the strongest frequency in a 10 Hz scan of the voice band, holding
-// most of the energy; a corrupted, undecrypted or missing frame is
-// noise or silence) and as loud as sent.
-func checkTone(t *testing.T, what string, got, sent wavPCM, tone float64) {
-	t.Helper()
+// toneBlocks counts the 100 ms blocks of got, one side's decoded audio,
+// that are the other side's sent tone: the strongest frequency in a 10 Hz
+// scan of the voice band is tone Hz, it holds at least 90 % of the
+// block's energy (a corrupted, undecrypted or missing frame is noise or
+// silence) and the block is about as loud as what was sent.
+func toneBlocks(got, sent wavPCM, tone float64) (good, total int, sentRMS float64, bad []string, err error) {
 	if got.rate != 8000 || sent.rate != 8000 {
-		t.Fatalf("%s: rates %d/%d, want 8000 (PCMU)", what, got.rate, sent.rate)
+		return 0, 0, 0, nil, fmt.Errorf("rates %d/%d, want 8000 (PCMU)", got.rate, sent.rate)
 	}
 	blocks, ref := steady(got), steady(sent)
 	if len(blocks) < 10 || len(ref) < 10 {
-		t.Fatalf("%s: %d/%d blocks of audio", what, len(blocks), len(ref))
+		return 0, 0, 0, nil, fmt.Errorf("%d/%d blocks of audio", len(blocks), len(ref))
 	}
-	var sentRMS float64
 	for _, b := range ref {
 		sentRMS += rms(b) / float64(len(ref))
 	}
-	good := 0
-	var bad []string
 	for i, b := range blocks {
 		best, bestF := 0.0, 0.0
 		for f := 100.0; f < 3900; f += 10 {
@@ -615,11 +613,77 @@ func checkTone(t *testing.T, what string, got, sent wavPCM, tone float64) {
 			bad = append(bad, fmt.Sprintf("block %d: peak %.0f Hz, %.0f Hz share %.2f, rms %.0f", i, bestF, tone, share, level))
 		}
 	}
-	t.Logf("%s: %d of %d blocks a clean %.0f Hz tone (sent rms %.0f)", what, good, len(blocks), tone, sentRMS)
+	return good, len(blocks), sentRMS, bad, nil
+}
+
+// checkTone requires nearly all of got's blocks to be the sent tone.
+func checkTone(t *testing.T, what string, got, sent wavPCM, tone float64) {
+	t.Helper()
+	good, total, sentRMS, bad, err := toneBlocks(got, sent, tone)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	t.Logf("%s: %d of %d blocks a clean %.0f Hz tone (sent rms %.0f)", what, good, total, tone, sentRMS)
 	if sentRMS < 1000 {
 		t.Fatalf("%s: sent audio rms %.0f: the sine source is silent", what, sentRMS)
 	}
-	if good < len(blocks)*9/10 {
-		t.Fatalf("%s: only %d of %d blocks carry the %.0f Hz tone: %s", what, good, len(blocks), tone, strings.Join(bad, "; "))
+	if good < total*9/10 {
+		t.Fatalf("%s: only %d of %d blocks carry the %.0f Hz tone: %s", what, good, total, tone, strings.Join(bad, "; "))
+	}
+}
+
+// TestToneBlocks: the audio check tells the sent tone from another tone,
+// noise (what undecrypted or corrupted PCMU sounds like), silence, and a
+// tone with every other frame lost or garbled.
+func TestToneBlocks(t *testing.T) {
+	const n = 3 * 8000
+	sine := func(f float64) []int16 {
+		x := make([]int16, n)
+		for i := range x {
+			x[i] = int16(10000 * math.Sin(2*math.Pi*f*float64(i)/8000))
+		}
+		return x
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	noise := func(x []int16, from, every int) []int16 { // garble 20 ms frames
+		y := slices.Clone(x)
+		for f := from; f*160 < len(y); f += every {
+			for i := f * 160; i < min((f+1)*160, len(y)); i++ {
+				y[i] = int16(rng.IntN(30000) - 15000)
+			}
+		}
+		return y
+	}
+	sent := wavPCM{rate: 8000, samples: sine(440)}
+	cases := []struct {
+		name    string
+		got     []int16
+		minGood int // of 25 blocks
+		maxGood int
+	}{
+		{"the tone", sine(440), 25, 25},
+		{"quieter by half", func() []int16 {
+			x := sine(440)
+			for i := range x {
+				x[i] /= 2
+			}
+			return x
+		}(), 0, 0},
+		{"another tone", sine(1000), 0, 0},
+		{"noise", noise(make([]int16, n), 0, 1), 0, 0},
+		{"silence", make([]int16, n), 0, 0},
+		{"every other frame garbled", noise(sine(440), 0, 2), 0, 0},
+		{"one frame in ten garbled", noise(sine(440), 3, 10), 0, 13}, // every other block holds one
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			good, total, _, _, err := toneBlocks(wavPCM{rate: 8000, samples: tc.got}, sent, 440)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if total != 25 || good < tc.minGood || good > tc.maxGood {
+				t.Fatalf("%d of %d blocks good, want %d..%d", good, total, tc.minGood, tc.maxGood)
+			}
+		})
 	}
 }
