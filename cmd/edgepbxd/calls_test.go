@@ -32,8 +32,13 @@ func TestDevModeCall(t *testing.T) {
 	sipAddrs := p.waitLine(t, sipRE)
 	fp := p.waitLine(t, fpRE)[1]
 	code := p.waitLine(t, setupRE)[1]
-	if !strings.Contains(p.output(), `msg="calls: ready"`) {
-		t.Fatalf("B2BUA not wired:\n%s", p.output())
+	// The log line (stderr) and the banner (stdout) are read by separate
+	// goroutines, so the line may land after the banner: wait for it.
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(p.output(), `msg="calls: ready"`); {
+		if time.Now().After(deadline) { // a hang, not a performance limit
+			t.Fatalf("B2BUA not wired:\n%s", p.output())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	api := claimBox(t, base, fp, code)
 	pw := map[string]string{}
