@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/edgepbx/edgepbx/firmware/sip/siptest"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -42,14 +43,14 @@ func TestDevModeTelephonyClasses(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	phone, itsp := newUAPhone(t, "1001", ext.Password), newUAPhone(t, "itsp", "")
-	phone.register(ctx, "127.0.0.1", udp.Port)
+	phone, itsp := siptest.NewPhone(t, "1001", ext.Password), siptest.NewPhone(t, "itsp", "")
+	phone.Register(ctx, "127.0.0.1", udp.Port)
 
 	var cfg sipconfig.Telephony
 	if err := json.Unmarshal(api.must(200, "GET", "/api/v1/telephony", nil), &cfg); err != nil || cfg.Version != 0 {
 		t.Fatalf("initial telephony %+v %v", cfg, err)
 	}
-	cfg.Trunks = []sipconfig.TelephonyTrunk{{Name: "itsp", Host: fmt.Sprintf("127.0.0.1:%d", itsp.port), Transport: "udp",
+	cfg.Trunks = []sipconfig.TelephonyTrunk{{Name: "itsp", Host: fmt.Sprintf("127.0.0.1:%d", itsp.Port), Transport: "udp",
 		Auth: sipconfig.TrunkAuthIP, Peers: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}}
 	cfg.Routes = []dialplan.Route{{Prefix: "", Trunk: "itsp"}}
 	cfg.Extensions = []dialplan.Extension{{Number: "1001", Classes: []dialplan.Class{dialplan.Internal}}}
@@ -58,11 +59,11 @@ func TestDevModeTelephonyClasses(t *testing.T) {
 	}
 
 	const intl = "0044201234567"
-	if _, _, err := phone.dial(ctx, "127.0.0.1", udp.Port, intl); statusOf(err) != 403 {
+	if _, _, err := phone.Dial(ctx, "127.0.0.1", udp.Port, intl); statusOf(err) != 403 {
 		t.Fatalf("international from class internal: %v, want 403\n%s", err, p.output())
 	}
 	select {
-	case inv := <-itsp.answered:
+	case inv := <-itsp.Answered:
 		t.Fatalf("refused call reached the trunk: %s", inv.Recipient.User)
 	default:
 	}
@@ -70,12 +71,12 @@ func TestDevModeTelephonyClasses(t *testing.T) {
 	// numbers leave in E.164).
 	callVia := func(number, want string) {
 		t.Helper()
-		d, _, err := phone.dial(ctx, "127.0.0.1", udp.Port, number)
+		d, _, err := phone.Dial(ctx, "127.0.0.1", udp.Port, number)
 		if err != nil {
 			t.Fatalf("call %s: %v\n%s", number, err, p.output())
 		}
 		select {
-		case inv := <-itsp.answered:
+		case inv := <-itsp.Answered:
 			if inv.Recipient.User != want {
 				t.Fatalf("trunk got %q, want %s", inv.Recipient.User, want)
 			}
@@ -85,7 +86,7 @@ func TestDevModeTelephonyClasses(t *testing.T) {
 		if err := d.Bye(ctx); err != nil {
 			t.Fatal(err)
 		}
-		<-itsp.byes
+		<-itsp.Byes
 	}
 	callVia("112", "112")
 

@@ -1,0 +1,209 @@
+// Package siptest holds a real sipgo phone for tests of the SIP edge and
+// the daemon: it registers with digest, places and answers calls with plain
+// RTP/AVP PCMU, and checks RTP arriving intact. Only tests import it.
+package siptest
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// Phone is a real sipgo phone on loopback that registers with digest,
+// answers calls with plain RTP/AVP PCMU and counts RTP arriving at its
+// media socket.
+type Phone struct {
+	t        testing.TB
+	user     string
+	pass     string
+	host     string
+	Port     int           // SIP port on 127.0.0.1
+	Client   *sipgo.Client // sends the phone's requests
+	calls    *sipgo.DialogClientCache
+	answers  *sipgo.DialogServerCache
+	rtp      *net.UDPConn
+	Answered chan *sip.Request // INVITEs answered with 200
+	Byes     chan *sip.Request // BYEs received
+	rtpIn    chan []byte
+}
+
+func NewPhone(t testing.TB, user, pass string) *Phone {
+	t.Helper()
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rtp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ua_ := conn.LocalAddr().(*net.UDPAddr)
+	p := &Phone{t: t, user: user, pass: pass, host: "127.0.0.1", Port: ua_.Port, rtp: rtp,
+		Answered: make(chan *sip.Request, 4), Byes: make(chan *sip.Request, 4), rtpIn: make(chan []byte, 256)}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("test-phone"),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quiet)),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(quiet)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Client, err = sipgo.NewClient(ua, sipgo.WithClientHostname(p.host), sipgo.WithClientPort(p.Port), sipgo.WithClientLogger(quiet)); err != nil {
+		t.Fatal(err)
+	}
+	contact := sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: p.host, Port: p.Port}}
+	p.calls = sipgo.NewDialogClientCache(p.Client, contact)
+	p.answers = sipgo.NewDialogServerCache(p.Client, contact)
+	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+		d, err := p.answers.ReadInvite(req, tx)
+		if err != nil {
+			return
+		}
+		_ = d.Respond(200, "OK", p.sdp(), sip.NewHeader("Content-Type", "application/sdp"))
+		p.Answered <- req
+	})
+	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { _ = p.answers.ReadAck(req, tx) })
+	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		if err := p.calls.ReadBye(req, tx); err != nil {
+			_ = p.answers.ReadBye(req, tx)
+		}
+		p.Byes <- req
+	})
+	go func() { _ = srv.ServeUDP(conn) }()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, err := rtp.Read(buf)
+			if err != nil {
+				return
+			}
+			select {
+			case p.rtpIn <- append([]byte(nil), buf[:n]...):
+			default:
+			}
+		}
+	}()
+	t.Cleanup(func() { _ = ua.Close(); _ = conn.Close(); _ = rtp.Close() })
+	return p
+}
+
+func (p *Phone) sdp() []byte {
+	return []byte("v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
+		fmt.Sprintf("m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n", p.rtp.LocalAddr().(*net.UDPAddr).Port))
+}
+
+// Register binds p's contact at the edge (host:port), answering the
+// digest challenge.
+func (p *Phone) Register(ctx context.Context, edgeHost string, edgePort int) {
+	p.t.Helper()
+	aor := sip.Uri{Scheme: "sip", User: p.user, Host: edgeHost}
+	req := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: edgeHost, Port: edgePort})
+	req.AppendHeader(&sip.ToHeader{Address: aor})
+	req.AppendHeader(&sip.FromHeader{Address: aor, Params: sip.HeaderParams{{K: "tag", V: sip.GenerateTagN(8)}}})
+	req.AppendHeader(sip.NewHeader("Contact", fmt.Sprintf("<sip:%s@%s:%d>", p.user, p.host, p.Port)))
+	req.AppendHeader(sip.NewHeader("Expires", "300"))
+	res, err := p.Client.Do(ctx, req)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if res.StatusCode == 401 {
+		if res, err = p.Client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: p.user, Password: p.pass}); err != nil {
+			p.t.Fatal(err)
+		}
+	}
+	if res.StatusCode != 200 {
+		p.t.Fatalf("register %s: %s", p.user, res.StartLine())
+	}
+}
+
+// Dial calls number at the edge with digest credentials and waits for the
+// answer; it returns the dialog and the box's media address from the SDP.
+func (p *Phone) Dial(ctx context.Context, edgeHost string, edgePort int, number string) (*sipgo.DialogClientSession, *net.UDPAddr, error) {
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: p.user, Host: edgeHost}}
+	from.Params.Add("tag", sip.GenerateTagN(10))
+	d, err := p.calls.Invite(ctx, sip.Uri{Scheme: "sip", User: number, Host: edgeHost, Port: edgePort}, p.sdp(),
+		from, sip.NewHeader("Content-Type", "application/sdp"))
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := d.WaitAnswer(ctx, sipgo.AnswerOptions{Username: p.user, Password: p.pass}); err != nil {
+		return d, nil, err
+	}
+	if err := d.Ack(ctx); err != nil {
+		return d, nil, err
+	}
+	a, err := MediaAddr(d.InviteResponse.Body())
+	return d, a, err
+}
+
+// MediaAddr reads c= and m=audio of an SDP.
+func MediaAddr(body []byte) (*net.UDPAddr, error) {
+	var ip net.IP
+	port := 0
+	for _, l := range strings.Split(string(body), "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "c=IN IP4 ") {
+			ip = net.ParseIP(strings.TrimPrefix(l, "c=IN IP4 "))
+		}
+		if strings.HasPrefix(l, "m=audio ") {
+			fmt.Sscanf(l, "m=audio %d", &port)
+		}
+	}
+	if ip == nil || port == 0 {
+		return nil, fmt.Errorf("no audio address in SDP %q", body)
+	}
+	return &net.UDPAddr{IP: ip, Port: port}, nil
+}
+
+// rtpPacket is a PCMU packet with seq and a payload that names it.
+func rtpPacket(seq uint16) []byte {
+	b := make([]byte, 12+160)
+	b[0], b[1] = 0x80, 0
+	binary.BigEndian.PutUint16(b[2:], seq)
+	binary.BigEndian.PutUint32(b[4:], uint32(seq)*160)
+	binary.BigEndian.PutUint32(b[8:], 0x1234abcd)
+	for i := 12; i < len(b); i++ {
+		b[i] = byte(i * 7)
+	}
+	return b
+}
+
+// SendRTPUntil sends packets from p's media socket to dst until want
+// packets arrived at q with intact payloads (or ctx ends).
+func SendRTPUntil(ctx context.Context, t testing.TB, p, q *Phone, dst *net.UDPAddr, want int) {
+	t.Helper()
+	got := 0
+	for seq := uint16(1); got < want; seq++ {
+		if ctx.Err() != nil {
+			t.Fatalf("RTP: %d of %d packets arrived", got, want)
+		}
+		if _, err := p.rtp.WriteToUDP(rtpPacket(seq), dst); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case pkt := <-q.rtpIn:
+			if len(pkt) != 172 || pkt[1]&0x7f != 0 {
+				t.Fatalf("RTP arrived altered: %x", pkt[:12])
+			}
+			for i := 12; i < len(pkt); i++ {
+				if pkt[i] != byte(i*7) {
+					t.Fatalf("RTP payload altered at byte %d", i)
+				}
+			}
+			got++
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
