@@ -1,0 +1,137 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/store"
+)
+
+func TestDefaultSIPSettingsMatchDefaultSIP(t *testing.T) {
+	s := DefaultSIPSettings()
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	d := DefaultSIP()
+	a := s.Apply(d)
+	if a.Guard != d.Guard || a.TLSMin != d.TLSMin || !slices.Equal(a.ScannerUserAgents, d.ScannerUserAgents) ||
+		!slices.Equal(a.AllowedZones, d.AllowedZones) || a.MaxExpires != d.MaxExpires || a.UDP != d.UDP {
+		t.Fatalf("defaults applied differ from DefaultSIP: %+v", a)
+	}
+}
+
+func TestSIPSettingsValidate(t *testing.T) {
+	tests := []struct {
+		name, want string // want "" = valid
+		mod        func(*SIPSettings)
+	}{
+		{"defaults", "", func(*SIPSettings) {}},
+		{"tls 1.3 only", "", func(s *SIPSettings) { s.TLSMin = "1.3" }},
+		{"stricter guard", "", func(s *SIPSettings) { s.Guard.MaxFailsPerSource = 1; s.Guard.RateLimit = 50 }},
+		{"own scanner", "", func(s *SIPSettings) { s.ScannerUserAgents = append(s.ScannerUserAgents, "evil-dialer") }},
+		{"tls min 1.0", "tls_min", func(s *SIPSettings) { s.TLSMin = "1.0" }},
+		{"tls max below min", "tls_max below", func(s *SIPSettings) { s.TLSMin, s.TLSMax = "1.3", "1.2" }},
+		{"empty scanner", "scanner user agent", func(s *SIPSettings) { s.ScannerUserAgents = []string{" "} }},
+		{"scanner control char", "scanner user agent", func(s *SIPSettings) { s.ScannerUserAgents = []string{"a\r\nb"} }},
+		{"scanner too long", "scanner user agent", func(s *SIPSettings) { s.ScannerUserAgents = []string{strings.Repeat("x", 65)} }},
+		{"scanner twice", "twice", func(s *SIPSettings) { s.ScannerUserAgents = []string{"sipvicious", "SIPVicious"} }},
+		{"too many scanners", "at most 256", func(s *SIPSettings) { s.ScannerUserAgents = make([]string, 257) }},
+		{"no zones", "allowed_zones empty", func(s *SIPSettings) { s.AllowedZones = nil }},
+		{"zone host bits", "network address", func(s *SIPSettings) { s.AllowedZones = []netip.Prefix{netip.MustParsePrefix("10.1.2.3/8")} }},
+		{"allowlist everything", "whole internet", func(s *SIPSettings) { s.Allowlist = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")} }},
+		{"rate limit zero", "guard", func(s *SIPSettings) { s.Guard.RateLimit = 0 }},
+		{"fails per source zero", "guard", func(s *SIPSettings) { s.Guard.MaxFailsPerSource = 0 }},
+		{"ban forever", "bans at most", func(s *SIPSettings) { s.Guard.AuthBan = 365 * 24 * time.Hour }},
+		{"min expires above max", "expiry bounds", func(s *SIPSettings) { s.MinExpires = 2 * time.Hour }},
+		{"max expires huge", "max_expires", func(s *SIPSettings) { s.MaxExpires = 48 * time.Hour }},
+		{"algorithm", "digest algorithm", func(s *SIPSettings) { s.Algorithms = []string{"SHA-1"} }},
+		{"algorithm twice", "listed twice", func(s *SIPSettings) { s.Algorithms = []string{"MD5", "MD5"} }},
+		{"message size", "max_message_bytes", func(s *SIPSettings) { s.MaxMessageBytes = 100 }},
+		{"per source above total", "connection caps", func(s *SIPSettings) { s.MaxConnsPerSource = s.MaxConns + 1 }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := DefaultSIPSettings()
+			tc.mod(&s)
+			err := s.Validate()
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrSIPSettings) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want ErrSIPSettings mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestSIPStoreVersions(t *testing.T) {
+	db := openTestDB(t)
+	s, err := LoadSIP(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Current().Version != 0 || s.Running() != 0 {
+		t.Fatalf("initial version %d running %d", s.Current().Version, s.Running())
+	}
+	next := s.Current()
+	next.Guard.MaxFailsPerSource = 2
+	next.ScannerUserAgents = append(next.ScannerUserAgents, "evil-dialer")
+	saved, err := s.Save(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if saved.Version != 1 || s.Current().Version != 1 || s.Running() != 0 {
+		t.Fatalf("after save: saved %d current %d running %d", saved.Version, s.Current().Version, s.Running())
+	}
+
+	// Stale and invalid saves change nothing, in memory or in the store.
+	tests := []struct {
+		name string
+		mod  func(*SIPSettings)
+		want error
+	}{
+		{"stale", func(x *SIPSettings) { x.Version = 0 }, ErrSIPVersion},
+		{"future", func(x *SIPSettings) { x.Version = 7 }, ErrSIPVersion},
+		{"invalid", func(x *SIPSettings) { x.Guard.RateLimit = -1 }, ErrSIPSettings},
+	}
+	for _, tc := range tests {
+		x := s.Current()
+		x.Guard.MaxFailsPerSource = 9
+		tc.mod(&x)
+		if _, err := s.Save(x); !errors.Is(err, tc.want) {
+			t.Fatalf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	// Callers cannot change the stored value through a returned copy.
+	c := s.Current()
+	c.ScannerUserAgents[0] = "changed"
+	if s.Current().ScannerUserAgents[0] == "changed" || s.Current().Guard.MaxFailsPerSource != 2 {
+		t.Fatalf("settings changed: %+v", s.Current())
+	}
+
+	// A reload (daemon restart) sees version 1 and runs it.
+	r, err := LoadSIP(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur := r.Current(); cur.Version != 1 || r.Running() != 1 || cur.Guard.MaxFailsPerSource != 2 || !slices.Contains(cur.ScannerUserAgents, "evil-dialer") {
+		t.Fatalf("reloaded %+v running %d", cur, r.Running())
+	}
+
+	// Stored settings that no longer validate are refused at load.
+	bad := r.Current()
+	bad.Guard.RateLimit = 0
+	if err := db.Update(func(tx *store.Tx) error { return tx.Put(SIPBucket, sipKey, bad) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadSIP(db); !errors.Is(err, ErrSIPSettings) {
+		t.Fatalf("invalid stored settings loaded: %v", err)
+	}
+}
