@@ -67,6 +67,9 @@ type Deps struct {
 	// Telephony is the stored dial plan configuration
 	// (*config.TelephonyStore); nil: not available.
 	Telephony Telephony
+	// SIPSettings are the stored SIP edge settings (*config.SIPStore);
+	// nil: not available.
+	SIPSettings SIPSettings
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -96,6 +99,7 @@ type Server struct {
 	tlsCur atomic.Pointer[tls.Config] // per-connection TLS config, swapped on settings changes
 	exts   Extensions
 	tel    Telephony
+	sipset SIPSettings
 	fw     Firewall
 	sys    System
 	status func(context.Context) []StatusItem
@@ -132,7 +136,7 @@ func NewServer(d Deps) (*Server, error) {
 	}
 	s := &Server{auth: svc, audit: al, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
-		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, fw: d.Firewall, sys: d.System, status: d.Status}
+		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, status: d.Status}
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))
 	}

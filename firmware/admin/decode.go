@@ -93,6 +93,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		status, title = http.StatusUnprocessableEntity, "firewall policy refused"
 	case errors.Is(err, errTelephonyRefused):
 		status, title = http.StatusUnprocessableEntity, "telephony configuration refused"
+	case errors.Is(err, errSIPRefused):
+		status, title = http.StatusUnprocessableEntity, "sip settings refused"
 	case errors.Is(err, certs.ErrInvalid):
 		status, title = http.StatusUnprocessableEntity, "certificate refused"
 	case errors.Is(err, errUnavailable):

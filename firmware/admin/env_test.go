@@ -203,6 +203,7 @@ type env struct {
 	keylog *certs.KeyLog
 	exts   *sip.Extensions
 	tel    *config.TelephonyStore
+	sipset *config.SIPStore
 }
 
 func newEnv(t testing.TB) *env {
@@ -235,15 +236,19 @@ func newEnvWith(t testing.TB, h *auth.Hasher) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sipset, err := config.LoadSIP(db)
+	if err != nil {
+		t.Fatal(err)
+	}
 	pid1 := &pid1Recorder{}
 	startPID1Policy(t, pid1)
 	srv, err := NewServer(Deps{Store: db, Clock: clk, SetupCode: auth.SetupCode(setupCode), Banner: bans, Logger: quiet,
 		Names:  []string{"box.example", "192.0.2.10"},
-		Hasher: h, Certs: cm, KeyLog: kl, Extensions: exts, Firewall: pid1, System: pid1, Telephony: tel})
+		Hasher: h, Certs: cm, KeyLog: kl, Extensions: exts, Firewall: pid1, System: pid1, Telephony: tel, SIPSettings: sipset})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, srv: srv, db: db, clock: clk, bans: bans, pid1: pid1, certs: cm, keylog: kl, exts: exts, tel: tel}
+	return &env{t: t, srv: srv, db: db, clock: clk, bans: bans, pid1: pid1, certs: cm, keylog: kl, exts: exts, tel: tel, sipset: sipset}
 }
 
 // client drives the handler like a browser (cookie, CSRF header, Origin) or

@@ -11,13 +11,14 @@ import (
 // and anything it accepts is a single JSON object.
 func FuzzDecodeBody(f *testing.F) {
 	for _, s := range []string{`{}`, `{"username":"a","password":"b"}`, `{"setup_code":"x"} {}`, `[]`, `{"scopes":["read"],"days":3}`,
-		`{"origins":["https://a"]}`, `{"zones":[{"name":"a","prefixes":["10.0.0.0/8"]}],"rules":[{"service":"ssh","zones":["a"]}]}`, `{"id":"00"}`, `{"version":0,"country":"DE","default_classes":["internal"],"trunks":[{"name":"t","host":"192.0.2.1:5060","transport":"udp","auth":"ip","peers":["192.0.2.1/32"]}],"routes":[{"prefix":"0","trunk":"t"}],"burst_window":600000000000}`, `{"role":"admin"}`, `{"password_level":"high","min_length":12}`, "\x00", `{"a":1}`} {
+		`{"origins":["https://a"]}`, `{"zones":[{"name":"a","prefixes":["10.0.0.0/8"]}],"rules":[{"service":"ssh","zones":["a"]}]}`, `{"id":"00"}`, `{"version":0,"country":"DE","default_classes":["internal"],"trunks":[{"name":"t","host":"192.0.2.1:5060","transport":"udp","auth":"ip","peers":["192.0.2.1/32"]}],"routes":[{"prefix":"0","trunk":"t"}],"burst_window":600000000000}`, `{"role":"admin"}`, `{"password_level":"high","min_length":12}`, "\x00", `{"a":1}`,
+		`{"version":0,"tls_min":"1.2","tls_max":"1.3","allowed_zones":["10.0.0.0/8"],"scanner_user_agents":["sipvicious"],"guard":{"rate_window":10000000000,"rate_limit":1000}}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		targets := []any{&ClaimRequest{}, &LoginRequest{}, &TOTPLoginRequest{}, &PasswordRequest{}, &CodeRequest{},
 			&TokenRequest{}, &AccountRequest{}, &RoleRequest{}, &OriginsRequest{}, &CertificateRequest{}, &TLSSettings{},
-			&KeyLogRequest{}, &ExtensionRequest{}, &UnbanRequest{}, &PolicyRequest{}, &ConfirmRequest{}, &TelephonyRequest{}}
+			&KeyLogRequest{}, &ExtensionRequest{}, &UnbanRequest{}, &PolicyRequest{}, &ConfirmRequest{}, &TelephonyRequest{}, &SIPSettingsRequest{}}
 		for _, v := range targets {
 			err := decodeBody(b, v)
 			if err != nil && !errors.Is(err, errBadRequest) {

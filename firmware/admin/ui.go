@@ -141,7 +141,11 @@ func (s *Server) securityData(r *http.Request, p auth.Principal) (any, error) {
 	for _, r := range pol.TOTPRoles {
 		totp[r] = true
 	}
-	return map[string]any{"Policy": pol, "Origins": o, "TOTPRoles": totp}, nil
+	sd, err := s.sipData()
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"Policy": pol, "Origins": o, "TOTPRoles": totp, "SIP": sd}, nil
 }
 
 func (s *Server) auditData(r *http.Request, p auth.Principal) (any, error) {
