@@ -80,6 +80,7 @@ func (d *daemon) newCalls() error {
 		return fmt.Errorf("calls: %w", err)
 	}
 	d.sip.SetCalls(b)
+	d.calls = b
 	d.log.Info("calls: ready", "media", addr.String(), "rtp", fmt.Sprintf("%d-%d", rtp.First, rtp.Last), "contact", contact)
 	return nil
 }
@@ -179,6 +180,17 @@ func (d trunkDirectory) Trunk(name string) (call.Target, bool) {
 		return call.Target{}, false
 	}
 	return call.Target{URI: sipmsg.Uri{Scheme: "sip", Host: host, Port: n}, Dest: tr.Host, Transport: tr.Transport}, true
+}
+
+// Credentials answer a trunk's INVITE challenge with the dial plan page's
+// username and sealed password; else the SIP edge's trunk configuration.
+func (d trunkDirectory) Credentials(name string) (string, string, bool) {
+	if tr, ok := d.tel.Current().Trunk(name); ok && tr.Username != "" {
+		if pw, err := d.tel.TrunkPassword(name); err == nil && len(pw) > 0 {
+			return tr.Username, string(pw), true
+		}
+	}
+	return d.Directory.Credentials(name)
 }
 
 func (p *livePlan) RouteOutbound(from, dialled string) (dialplan.Decision, *dialplan.Lease, error) {

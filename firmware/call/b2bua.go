@@ -33,7 +33,8 @@
 //     its 200, or a 2xx retransmitted after Timer M, is normal traffic.
 //   - Config.Directory adapts the registrar: Contacts(ext) maps
 //     Server.Location().Lookup(now, ext) bindings with TargetFromBinding
-//     (newest first), Trunk(name) maps the trunk configuration.
+//     (newest first), Trunk(name) maps the trunk configuration,
+//     Credentials(name) gives the trunk's digest user and password.
 //   - cmd/edgepbxd builds the media.Relay (pinholes through the init/control
 //     client), dialplan.Engine (licence gate, logs), cdr.New(db), then
 //     call.New, passes it to the SIP server, and calls b.Close() at shutdown
@@ -83,6 +84,10 @@ type Directory interface {
 	Trunk(name string) (Target, bool)
 	// Policy is the SRTP policy of an extension or trunk.
 	Policy(id Identity) media.Policy
+	// Credentials are the digest credentials the box answers a trunk's
+	// 401/407 to its INVITE with (once per call); ok false: none, the
+	// challenge fails the call.
+	Credentials(trunk string) (user, pass string, ok bool)
 }
 
 // Sender sends the box's requests; *sipgo.Client implements it.

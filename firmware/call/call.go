@@ -16,6 +16,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/media"
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/icholy/digest"
 )
 
 // Call states.
@@ -191,16 +192,22 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 		return
 	}
 	b.lastSDP = bodyB
-	invB := c.newRequest(b, sip.INVITE, bodyB)
-	invB.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(c.se/time.Second))))
-	if mf := reqA.MaxForwards(); mf != nil {
-		if mf.Val() <= 1 {
-			c.failA(txA, reqA, 483, cdr.Failed, "too many hops")
-			return
-		}
-		v := sip.MaxForwardsHeader(mf.Val() - 1)
-		invB.ReplaceHeader(&v)
+	if mf := reqA.MaxForwards(); mf != nil && mf.Val() <= 1 {
+		c.failA(txA, reqA, 483, cdr.Failed, "too many hops")
+		return
 	}
+	// newInvB builds the B leg's INVITE (again, with a new CSeq, when a
+	// trunk challenges it).
+	newInvB := func() *sip.Request {
+		inv := c.newRequest(b, sip.INVITE, bodyB)
+		inv.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(c.se/time.Second))))
+		if mf := reqA.MaxForwards(); mf != nil {
+			v := sip.MaxForwardsHeader(mf.Val() - 1)
+			inv.ReplaceHeader(&v)
+		}
+		return inv
+	}
+	invB := newInvB()
 	ringCtx, stopRing := context.WithTimeout(ctx, c.b.cfg.RingTimeout)
 	defer stopRing()
 	txB, err := c.b.cfg.Client.TransactionRequest(ctx, invB)
@@ -212,15 +219,15 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 	// 2xx are ACKed again (OnRetransmission); otherwise it ends now.
 	keepTxB := false
 	defer func() {
-		if !keepTxB {
+		if !keepTxB && txB != nil {
 			txB.Terminate()
 		}
 	}()
 
 	cancelCh := c.cancel
 	var (
-		early, cancelSent, cancelWanted bool
-		ack                             *sip.Request
+		early, cancelSent, cancelWanted, authTried bool
+		ack                                        *sip.Request
 	)
 	sendCancel := func() {
 		if cancelSent {
@@ -287,6 +294,25 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 				code = 183
 			}
 			_ = txA.Respond(c.responseToA(reqA, code, body))
+		case (res.StatusCode == 401 || res.StatusCode == 407) && !authTried && calleeID.Trunk != "" &&
+			!c.isCancelled() && !cancelSent && !cancelWanted:
+			// A trunk asking the box to authenticate: once, with the
+			// trunk's credentials (a second challenge fails the call).
+			authTried = true
+			inv := newInvB()
+			if err := c.authorize(inv, res, calleeID.Trunk); err != nil {
+				c.failA(txA, reqA, 503, cdr.Failed, "trunk authentication: "+err.Error())
+				return
+			}
+			txB.Terminate()
+			next, err := c.b.cfg.Client.TransactionRequest(ctx, inv)
+			if err != nil {
+				txB = nil
+				c.failA(txA, reqA, 503, cdr.Failed, "callee unreachable: "+err.Error())
+				return
+			}
+			invB, txB, early = inv, next, false
+			continue
 		case res.StatusCode >= 300:
 			if c.isCancelled() {
 				c.b.cancelled.Add(1)
@@ -504,6 +530,41 @@ func (c *call) learnTarget(l *leg, res *sip.Response) {
 		l.target = ct.Address
 	}
 }
+
+// authorize answers the trunk's digest challenge in res on inv with the
+// trunk's credentials (RFC 3261 §22.2, §22.3). The password is never
+// logged or put in an error.
+func (c *call) authorize(inv *sip.Request, res *sip.Response, trunk string) error {
+	user, pass, ok := c.b.cfg.Directory.Credentials(trunk)
+	if !ok {
+		return errors.New("no credentials for trunk " + trunk)
+	}
+	chName, authName := "WWW-Authenticate", "Authorization"
+	if res.StatusCode == 407 {
+		chName, authName = "Proxy-Authenticate", "Proxy-Authorization"
+	}
+	h := res.GetHeader(chName)
+	if h == nil {
+		return errors.New(strconv.Itoa(res.StatusCode) + " without " + chName)
+	}
+	if len(h.Value()) > maxChallenge {
+		return errors.New(chName + " too long")
+	}
+	chal, err := digest.ParseChallenge(h.Value())
+	if err != nil {
+		return fmt.Errorf("%s: %w", chName, err)
+	}
+	chal.Algorithm = strings.ToUpper(chal.Algorithm)
+	cred, err := digest.Digest(chal, digest.Options{Method: string(sip.INVITE), URI: inv.Recipient.Addr(), Username: user, Password: pass})
+	if err != nil {
+		return fmt.Errorf("digest: %w", err)
+	}
+	inv.AppendHeader(sip.NewHeader(authName, cred.String()))
+	return nil
+}
+
+// maxChallenge bounds a trunk's challenge header (untrusted input).
+const maxChallenge = 2048
 
 func (c *call) sendCancel(inv *sip.Request) {
 	cancel := sip.NewRequest(sip.CANCEL, inv.Recipient)

@@ -90,6 +90,8 @@ type directory struct {
 	mu     sync.Mutex
 	exts   map[string]string // extension -> host:port
 	trunks map[string]string
+	creds  map[string][2]string // trunk -> user, password
+	policy map[Identity]media.Policy
 }
 
 func (d *directory) Contacts(ext string) []Target {
@@ -117,7 +119,21 @@ func (d *directory) Trunk(name string) (Target, bool) {
 	return t, err == nil
 }
 
-func (d *directory) Policy(Identity) media.Policy { return media.SRTPOptional }
+func (d *directory) Policy(id Identity) media.Policy {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if p, ok := d.policy[id]; ok {
+		return p
+	}
+	return media.SRTPOptional
+}
+
+func (d *directory) Credentials(trunk string) (string, string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c, ok := d.creds[trunk]
+	return c[0], c[1], ok
+}
 
 func (d *directory) setTrunk(name, hp string) {
 	d.mu.Lock()
@@ -160,7 +176,7 @@ func startHarness(t testing.TB, opts ...harnessOpt) *harness {
 	}
 	t.Cleanup(func() { _ = db.Close() })
 
-	h := &harness{dir: &directory{exts: map[string]string{}, trunks: map[string]string{}}, cdrs: cdr.New(db), ended: make(chan ended, 100000)}
+	h := &harness{dir: &directory{exts: map[string]string{}, trunks: map[string]string{}, creds: map[string][2]string{}, policy: map[Identity]media.Policy{}}, cdrs: cdr.New(db), ended: make(chan ended, 100000)}
 	h.pins = &pinholeLog{open: map[netfw.Pinhole]bool{}, active: func() int { return h.b.Active() }}
 	ports, err := media.NewPorts(30000, 39999)
 	if err != nil {

@@ -166,6 +166,22 @@ func (d *directory) Trunk(name string) (call.Target, bool) {
 	return call.Target{}, false
 }
 
+// Credentials are a registering trunk's username and sealed password,
+// which the B2BUA answers the trunk's INVITE challenges with.
+func (d *directory) Credentials(name string) (user, pass string, ok bool) {
+	for _, t := range d.s.cfg.Trunks {
+		if t.Name != name || t.Register == nil || t.Register.Username == "" {
+			continue
+		}
+		pw, err := trunkPassword(d.s.deps.Store, name)
+		if err != nil || pw == "" {
+			return "", "", false
+		}
+		return t.Register.Username, pw, true
+	}
+	return "", "", false
+}
+
 func (d *directory) Policy(id call.Identity) media.Policy {
 	if d.policy == nil {
 		return media.SRTPOptional
