@@ -18,7 +18,9 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
 	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	sipconfig "github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/sip"
@@ -46,6 +48,8 @@ type daemon struct {
 	ctrl     *control.Client
 	admin    *admin.Server
 	sip      *sip.Server
+	sipSet   *sipconfig.SIPStore // stored SIP settings; nil: the stored ones were refused, defaults run
+	calls    *call.B2BUA         // nil: calls disabled
 	secLog   *logs.Log
 	lic      *license.Manager // nil: no licence server configured, or it failed to build (licErr)
 	licErr   string
@@ -172,6 +176,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		KeyLog:          d.keylog,
 		Extensions:      d.sip.Extensions(),
 		Status:          d.dashboardStatus,
+		SIPSettings:     d.sipSettings(),
 	}
 	if d.ctrl != nil {
 		// nil interfaces in dev mode: a nil *control.Client would not be nil.

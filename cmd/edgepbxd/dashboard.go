@@ -32,6 +32,21 @@ func (d *daemon) dashboardStatus(ctx context.Context) []admin.StatusItem {
 		c := d.sip.Counters()
 		items = append(items, admin.StatusItem{Name: "SIP authentication", OK: true,
 			Value: fmt.Sprintf("%d ok, %d failed, %d sources banned", c["auth_ok"], c["auth_failed"], c["guard_auth_bans"]+c["guard_flood_bans"])})
+		items = append(items, admin.StatusItem{Name: "SIP filter", OK: true,
+			Value: fmt.Sprintf("%d scanner packets dropped, %d oversize, %d malformed", c["filter_scanner"], c["filter_oversize"], c["filter_malformed"])})
+	}
+	if d.calls != nil {
+		c := d.calls.Counters()
+		items = append(items, admin.StatusItem{Name: "Active calls", OK: true,
+			Value: fmt.Sprintf("%d now (%d since start, %d answered, %d rejected)", d.calls.Active(), c.Calls, c.Answered, c.Rejected)})
+	} else {
+		items = append(items, admin.StatusItem{Name: "Active calls", Value: "calls disabled (see the log)"})
+	}
+	if d.sipSet != nil {
+		if cur, run := d.sipSet.Current().Version, d.sipSet.Running(); cur != run {
+			items = append(items, admin.StatusItem{Name: "SIP settings",
+				Value: fmt.Sprintf("version %d saved, applies after restart (running %d)", cur, run)})
+		}
 	}
 	lv := d.licenseView()
 	v := lv.Mode

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgepbx/edgepbx/firmware/admin"
 	sipconfig "github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/sip"
@@ -18,12 +19,14 @@ const (
 	secLogFlush = 5 * time.Second
 )
 
-// sipConfig is the SIP edge's configuration: the secure defaults with the
-// listen addresses from the command line and the box's own names as its
-// domains. (No stored SIP settings exist yet; when the admin UI edits them
-// they are loaded here.)
+// sipConfig is the SIP edge's configuration: the stored SIP settings (the
+// security page; defaults when none are saved) with the listen addresses
+// from the command line and the box's own names as its domains.
 func (d *daemon) sipConfig() sipconfig.SIP {
 	c := sipconfig.DefaultSIP()
+	if d.sipSet != nil {
+		c = d.sipSet.Current().Apply(c)
+	}
 	c.UDP, c.TCP, c.TLS, c.WSS = d.cfg.sipAddr, d.cfg.sipAddr, d.cfg.sipTLSAddr, ""
 	// config.SIP refuses ':' in a domain, so IPv6 literals cannot be listed
 	// (reported to firmware/config's owner); IPv4 literals and names can.
@@ -35,10 +38,35 @@ func (d *daemon) sipConfig() sipconfig.SIP {
 	return c
 }
 
+// loadSIPSettings reads the stored SIP settings. firmware/sip takes its
+// configuration only in sip.New (no live setters), so the edge runs the
+// version loaded here until edgepbxd restarts; the security page says so.
+// Stored settings that no longer validate leave the edge on the defaults
+// and the page unavailable, rather than the box without SIP.
+func (d *daemon) loadSIPSettings() {
+	s, err := sipconfig.LoadSIP(d.db)
+	if err != nil {
+		d.log.Error("sip: stored settings refused, running the defaults", "err", err)
+		return
+	}
+	d.sipSet = s
+	d.log.Info("sip: settings", "version", s.Running())
+}
+
+// sipSettings is the admin side's view of the stored SIP settings (a nil
+// interface when they are not available: a nil *SIPStore would not be nil).
+func (d *daemon) sipSettings() admin.SIPSettings {
+	if d.sipSet == nil {
+		return nil
+	}
+	return d.sipSet
+}
+
 // newSIP builds the SIP edge and binds its sockets, so a taken port fails
 // before edgepbxd reports ready.
 func (d *daemon) newSIP(banner sip.Banner) error {
 	var err error
+	d.loadSIPSettings()
 	if d.secLog, err = logs.New(d.db, secLogMax); err != nil {
 		return fmt.Errorf("security log: %w", err)
 	}
