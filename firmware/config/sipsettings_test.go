@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"slices"
@@ -134,4 +135,25 @@ func TestSIPStoreVersions(t *testing.T) {
 	if _, err := LoadSIP(db); !errors.Is(err, ErrSIPSettings) {
 		t.Fatalf("invalid stored settings loaded: %v", err)
 	}
+}
+
+// FuzzSIPSettingsValidate: any decoded settings validate without panic,
+// and settings that pass give a SIP edge configuration that passes too.
+func FuzzSIPSettingsValidate(f *testing.F) {
+	for _, s := range []string{`{}`, `{"tls_min":"1.2","tls_max":"1.3","allowed_zones":["10.0.0.0/8"],"scanner_user_agents":["x"],"algorithms":["MD5"]}`,
+		`{"allowed_zones":["10.1.2.3/8"]}`, `{"guard":{"rate_limit":-1}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s := DefaultSIPSettings()
+		if json.Unmarshal(b, &s) != nil {
+			return
+		}
+		if s.Validate() != nil {
+			return
+		}
+		if err := s.Apply(DefaultSIP()).Validate(); err != nil {
+			t.Fatalf("accepted settings give an invalid edge: %v", err)
+		}
+	})
 }
