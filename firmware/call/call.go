@@ -40,6 +40,7 @@ type leg struct {
 	cseq                uint32  // last CSeq the box used
 	remoteCSeq          uint32  // last CSeq the peer used
 	policy              media.Policy
+	offerPolicy         media.Policy // what the box offers with (offerPolicyFor)
 	sid, ver            uint64
 	lastSDP             []byte // the SDP the box last sent on this leg
 	offered             media.Local
@@ -52,6 +53,7 @@ type call struct {
 	b      *B2BUA
 	id     string
 	caller Identity
+	callee Identity
 	legs   [2]*leg
 	m      *media.Call
 	lease  *dialplan.Lease
@@ -177,12 +179,14 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 	b := &leg{side: media.B, callID: sip.GenerateTagN(24), localTag: sip.GenerateTagN(16),
 		target: tgt.URI, dest: tgt.Dest, transport: strings.ToLower(tgt.Transport),
 		policy: c.b.cfg.Directory.Policy(calleeID), sid: randSession(), ver: 1}
+	c.callee = calleeID
+	b.offerPolicy = offerPolicyFor(b.policy, calleeID, isSecured(a.answered))
 	host, _, _ := net.SplitHostPort(c.b.cfg.Contact)
 	b.local = sip.Uri{Scheme: "sip", User: c.rec.From, Host: host}
 	b.remote = sip.Uri{Scheme: "sip", User: tgt.URI.User, Host: tgt.URI.Host}
 	c.legs[media.B] = b
 	c.addKey(dialogKey(b.callID, b.localTag), media.B)
-	if b.offered, err = c.m.Offer(media.B, b.policy, b.sid, b.ver); err != nil {
+	if b.offered, err = c.m.Offer(media.B, b.offerPolicy, b.sid, b.ver); err != nil {
 		c.failA(txA, reqA, 500, cdr.Failed, "offer: "+err.Error())
 		return
 	}
@@ -711,7 +715,9 @@ func (c *call) offerFrom(s media.Side, req *sip.Request, tx sip.ServerTransactio
 		reply(488, nil)
 		return
 	}
-	off, err := c.m.Offer(o.side, o.policy, o.sid, o.ver+1)
+	// The other leg is offered SRTP as firmly as this leg now has it.
+	offPol := offerPolicyFor(o.policy, c.identity(o.side), isSecured(loc))
+	off, err := c.m.Offer(o.side, offPol, o.sid, o.ver+1)
 	var out []byte
 	if err == nil {
 		out, err = media.Rewrite(rem, off)
@@ -744,7 +750,7 @@ func (c *call) offerFrom(s media.Side, req *sip.Request, tx sip.ServerTransactio
 		return
 	}
 	l.ver, l.answered, l.lastSDP = l.ver+1, loc, ans
-	o.ver, o.offered, o.lastSDP = o.ver+1, off, out
+	o.ver, o.offered, o.lastSDP, o.offerPolicy = o.ver+1, off, out, offPol
 	c.touch(o.side)
 	final := reply(200, ans)
 	if isInvite {
@@ -913,6 +919,31 @@ func (b *B2BUA) contactURI(transport string) sip.Uri {
 		u.UriParams = sip.HeaderParams{{K: "transport", V: transport}}
 	}
 	return u
+}
+
+// offerPolicyFor is the policy the box offers a leg's peer with. When the
+// other leg is encrypted (SDES or DTLS-SRTP) an extension is offered
+// RTP/SAVP, not best effort: phones set to "SRTP mandatory" refuse keys on
+// RTP/AVP, and a caller who encrypts should not silently lose it on the
+// callee's leg. Trunks keep their policy (many answer 488 to RTP/SAVP).
+func offerPolicyFor(pol media.Policy, id Identity, otherSecured bool) media.Policy {
+	if pol == media.SRTPOptional && otherSecured && id.Extension != "" {
+		return media.SRTPRequired
+	}
+	return pol
+}
+
+// isSecured reports whether the box's SDP carries keys (SDES) or a
+// fingerprint (DTLS-SRTP) for its leg.
+func isSecured(l media.Local) bool { return l.Crypto != nil || l.Fingerprint != nil }
+
+// identity is who is on side s: the caller, or the callee the call was
+// routed to.
+func (c *call) identity(s media.Side) Identity {
+	if s == media.A {
+		return c.caller
+	}
+	return c.callee
 }
 
 func withAnswering(l media.Local, offer media.Remote) media.Local {
