@@ -13,11 +13,11 @@
 //     b.OnInvite(req, tx, call.Identity{Extension: user}); from a source that
 //     Policy.Trunk identifies: b.OnInvite(req, tx, call.Identity{Trunk: name}).
 //     Unauthenticated INVITEs are challenged by the edge as REGISTERs are.
-//   - In-dialog requests (a To tag present: re-INVITE, UPDATE, BYE, ACK) and
-//     CANCEL are NOT digest-challenged (phones do not expect it, and the
-//     dialog identifiers the box generated are the credential): pass them to
-//     b.OnInvite (re-INVITE, identity ignored), b.OnUpdate, b.OnBye,
-//     b.OnAck, b.OnCancel. They still pass the read filter, validator and
+//   - In-dialog requests (a To tag present: re-INVITE, UPDATE, BYE, ACK,
+//     REFER) and CANCEL are NOT digest-challenged (phones do not expect it,
+//     and the dialog identifiers the box generated are the credential): pass
+//     them to b.OnInvite (re-INVITE, identity ignored), b.OnUpdate, b.OnBye,
+//     b.OnRefer, b.OnAck, b.OnCancel. They still pass the read filter, validator and
 //     flood guard. Unknown dialogs get 481 from the B2BUA.
 //   - ACK arrives without a transaction in sipgo (tx may be nil): call
 //     b.OnAck(req, tx) and do not answer it.
@@ -146,7 +146,7 @@ const (
 
 // Counters are the B2BUA's running totals.
 type Counters struct {
-	Calls, Answered, Rejected, Overload, Cancelled, SessionTimeouts uint64
+	Calls, Answered, Rejected, Overload, Cancelled, SessionTimeouts, Transfers uint64
 }
 
 // B2BUA connects calls. It is safe for concurrent use.
@@ -162,12 +162,21 @@ type B2BUA struct {
 	calls   map[*call]struct{}
 	closed  bool
 
-	calls0, answered, rejected, overload, cancelled, sessionTimeouts atomic.Uint64
+	calls0, answered, rejected, overload, cancelled, sessionTimeouts, transfers atomic.Uint64
 }
 
 type dialogRef struct {
 	c    *call
 	side media.Side
+	l    *leg
+}
+
+// current reports whether r's leg is still the call's leg on its side (a
+// transfer replaces the transferor's leg).
+func (r dialogRef) current() bool {
+	r.c.mu.Lock()
+	defer r.c.mu.Unlock()
+	return r.c.legs[r.side] == r.l
 }
 
 // New checks cfg and fills defaults.
@@ -207,7 +216,8 @@ func (b *B2BUA) Active() int { return int(b.active.Load()) }
 // Counters returns the running totals.
 func (b *B2BUA) Counters() Counters {
 	return Counters{Calls: b.calls0.Load(), Answered: b.answered.Load(), Rejected: b.rejected.Load(),
-		Overload: b.overload.Load(), Cancelled: b.cancelled.Load(), SessionTimeouts: b.sessionTimeouts.Load()}
+		Overload: b.overload.Load(), Cancelled: b.cancelled.Load(), SessionTimeouts: b.sessionTimeouts.Load(),
+		Transfers: b.transfers.Load()}
 }
 
 // Close hangs up every call (BYE to both legs, CDR written) and refuses new
@@ -251,7 +261,7 @@ func (b *B2BUA) lookup(req *sip.Request) (dialogRef, bool) {
 func (b *B2BUA) OnInvite(req *sip.Request, tx sip.ServerTransaction, caller Identity) {
 	if to := req.To(); to != nil && to.Params.Has("tag") {
 		r, ok := b.lookup(req)
-		if !ok {
+		if !ok || !r.current() {
 			respond(tx, req, 481, "Call/Transaction Does Not Exist")
 			return
 		}
@@ -284,11 +294,23 @@ func (b *B2BUA) OnInvite(req *sip.Request, tx sip.ServerTransaction, caller Iden
 // new offer that is passed to the other leg.
 func (b *B2BUA) OnUpdate(req *sip.Request, tx sip.ServerTransaction) {
 	r, ok := b.lookup(req)
-	if !ok {
+	if !ok || !r.current() {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist")
 		return
 	}
 	r.c.offerFrom(r.side, req, tx)
+}
+
+// OnRefer handles an in-dialog REFER (RFC 3515): a blind transfer of the
+// other party to an extension (Refer-To). Attended transfer (Replaces) is
+// answered 501.
+func (b *B2BUA) OnRefer(req *sip.Request, tx sip.ServerTransaction) {
+	r, ok := b.lookup(req)
+	if !ok || !r.current() {
+		respond(tx, req, 481, "Call/Transaction Does Not Exist")
+		return
+	}
+	r.c.refer(r.l, req, tx)
 }
 
 // OnBye handles a BYE from either leg.
@@ -299,6 +321,9 @@ func (b *B2BUA) OnBye(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	respond(tx, req, 200, "OK")
+	if r.c.releasedByTransfer(r, req) {
+		return
+	}
 	cause := "caller BYE"
 	if r.side == media.B {
 		cause = "callee BYE"
@@ -322,10 +347,20 @@ func (b *B2BUA) OnCancel(req *sip.Request, tx sip.ServerTransaction) {
 	respond(tx, req, 481, "Call/Transaction Does Not Exist")
 }
 
-func (b *B2BUA) register(c *call, key string, side media.Side) {
+func (b *B2BUA) register(c *call, key string, l *leg) {
 	b.mu.Lock()
-	b.dialogs[key] = dialogRef{c: c, side: side}
+	b.dialogs[key] = dialogRef{c: c, side: l.side, l: l}
 	b.calls[c] = struct{}{}
+	b.mu.Unlock()
+}
+
+// forget drops one dialog of a call that goes on (a transfer's old or
+// failed leg).
+func (b *B2BUA) forget(c *call, key string) {
+	b.mu.Lock()
+	if r, ok := b.dialogs[key]; ok && r.c == c {
+		delete(b.dialogs, key)
+	}
 	b.mu.Unlock()
 }
 

@@ -42,7 +42,8 @@ type leg struct {
 	policy              media.Policy
 	offerPolicy         media.Policy // what the box offers with (offerPolicyFor)
 	sid, ver            uint64
-	lastSDP             []byte // the SDP the box last sent on this leg
+	lastSDP             []byte       // the SDP the box last sent on this leg
+	peer                media.Remote // the SDP the peer last sent (its offer or answer)
 	offered             media.Local
 	answered            media.Local // the box's answer to this leg's last offer
 	boxRefreshes        bool
@@ -67,6 +68,8 @@ type call struct {
 	cancel    chan struct{} // closed when the caller cancels
 	cancelled bool
 	keys      []string
+	leases    []*dialplan.Lease // of transfer targets
+	xfer      *transfer         // a blind transfer in progress
 	endOnce   sync.Once
 }
 
@@ -92,7 +95,7 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 		a.target = ct.Address
 	}
 	c.legs[media.A] = a
-	c.addKey(dialogKey(a.callID, a.localTag), media.A)
+	c.addKey(dialogKey(a.callID, a.localTag), a)
 	txA.OnCancel(func(*sip.Request) { c.cancelByCaller() })
 
 	if c.caller.Extension != "" {
@@ -166,6 +169,7 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 		return
 	}
 	c.rec.Codec = remA.Codec()
+	a.peer = remA
 	if c.m, err = c.b.cfg.Relay.NewCall(c.id); err != nil {
 		c.failA(txA, reqA, 503, cdr.Failed, "media: "+err.Error())
 		return
@@ -185,7 +189,7 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 	b.local = sip.Uri{Scheme: "sip", User: c.rec.From, Host: host}
 	b.remote = sip.Uri{Scheme: "sip", User: tgt.URI.User, Host: tgt.URI.Host}
 	c.legs[media.B] = b
-	c.addKey(dialogKey(b.callID, b.localTag), media.B)
+	c.addKey(dialogKey(b.callID, b.localTag), b)
 	if b.offered, err = c.m.Offer(media.B, b.offerPolicy, b.sid, b.ver); err != nil {
 		c.failA(txA, reqA, 500, cdr.Failed, "offer: "+err.Error())
 		return
@@ -359,7 +363,7 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 				c.failA(txA, reqA, 488, cdr.Failed, "callee media: "+err.Error())
 				return
 			}
-			a.lastSDP = bodyA
+			a.lastSDP, b.peer = bodyA, remB
 			a.boxRefreshes = !supportsTimer(reqA)
 			ok := c.answerA(reqA, txA, bodyA)
 			if !ok {
@@ -495,7 +499,7 @@ func (c *call) newRequest(l *leg, method sip.RequestMethod, body []byte) *sip.Re
 	req.AppendHeader(&sip.ContactHeader{Address: c.b.contactURI(l.transport)})
 	if method == sip.INVITE || method == sip.UPDATE {
 		req.AppendHeader(sip.NewHeader("Supported", "timer"))
-		req.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, UPDATE, OPTIONS"))
+		req.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, UPDATE, OPTIONS, REFER, NOTIFY"))
 	}
 	if body != nil {
 		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
@@ -749,7 +753,8 @@ func (c *call) offerFrom(s media.Side, req *sip.Request, tx sip.ServerTransactio
 		reply(488, nil)
 		return
 	}
-	l.ver, l.answered, l.lastSDP = l.ver+1, loc, ans
+	l.ver, l.answered, l.lastSDP, l.peer = l.ver+1, loc, ans, rem
+	o.peer = remO
 	o.ver, o.offered, o.lastSDP, o.offerPolicy = o.ver+1, off, out, offPol
 	c.touch(o.side)
 	final := reply(200, ans)
@@ -772,8 +777,12 @@ func (c *call) hangup(from int, cause string) {
 		return
 	}
 	c.state = stEnded
+	legs := c.legs
+	if c.xfer != nil {
+		close(c.xfer.stop)
+	}
 	c.mu.Unlock()
-	for _, l := range c.legs {
+	for _, l := range legs {
 		if int(l.side) != from {
 			go c.sendBye(l)
 		}
@@ -822,7 +831,13 @@ func (c *call) finish(result cdr.Result, code int, cause string) {
 		if c.lease != nil {
 			c.lease.Release()
 		}
-		c.b.unregister(c, c.keys...)
+		c.mu.Lock()
+		keys, leases := c.keys, c.leases
+		c.mu.Unlock()
+		for _, l := range leases {
+			l.Release()
+		}
+		c.b.unregister(c, keys...)
 		c.b.active.Add(-1)
 		if err := c.b.cfg.CDR.Write(c.rec); err != nil {
 			c.b.log.Warn("call: CDR not written", "call", c.id, "error", err)
@@ -833,9 +848,11 @@ func (c *call) finish(result cdr.Result, code int, cause string) {
 	})
 }
 
-func (c *call) addKey(k string, s media.Side) {
+func (c *call) addKey(k string, l *leg) {
+	c.mu.Lock()
 	c.keys = append(c.keys, k)
-	c.b.register(c, k, s)
+	c.mu.Unlock()
+	c.b.register(c, k, l)
 }
 
 // startTimers arms RFC 4028 expiry per leg and the box's refreshes where
@@ -844,13 +861,18 @@ func (c *call) startTimers() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, l := range c.legs {
-		l.expiry = time.AfterFunc(c.se, func() {
-			c.b.sessionTimeouts.Add(1)
-			c.hangup(-1, "session timer")
-		})
-		if l.boxRefreshes {
-			l.refresh = time.AfterFunc(c.se/2, func() { c.refreshLeg(l) })
-		}
+		c.armLeg(l)
+	}
+}
+
+// armLeg starts l's session timers; c.mu is held.
+func (c *call) armLeg(l *leg) {
+	l.expiry = time.AfterFunc(c.se, func() {
+		c.b.sessionTimeouts.Add(1)
+		c.hangup(-1, "session timer")
+	})
+	if l.boxRefreshes {
+		l.refresh = time.AfterFunc(c.se/2, func() { c.refreshLeg(l) })
 	}
 }
 
@@ -866,7 +888,7 @@ func (c *call) touch(s media.Side) {
 // last SDP (unchanged version: no media change).
 func (c *call) refreshLeg(l *leg) {
 	c.mu.Lock()
-	if c.state != stConfirmed {
+	if c.state != stConfirmed || c.legs[l.side] != l {
 		c.mu.Unlock()
 		return
 	}

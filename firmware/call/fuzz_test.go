@@ -1,8 +1,11 @@
 package call
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 // FuzzParseDelta: Session-Expires values come from the network.
@@ -57,4 +60,22 @@ func TestTargetFromBinding(t *testing.T) {
 			t.Fatalf("%q: %+v", tc.contact, tg)
 		}
 	}
+}
+
+// FuzzReferTo: a REFER's Refer-To comes from a phone.
+func FuzzReferTo(f *testing.F) {
+	for _, s := range []string{"<sip:103@box>", "sip:103@box;user=phone", "<sip:103@box?Replaces=x>", "<mailto:a@b>", "<sip:", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		req := sip.NewRequest(sip.REFER, sip.Uri{Scheme: "sip", Host: "box"})
+		req.AppendHeader(sip.NewHeader("Refer-To", v))
+		user, code := referTarget(req)
+		if (code == 0) == (user == "") {
+			t.Fatalf("%q -> %q, %d", v, user, code)
+		}
+		if code == 0 && (len(v) > maxReferTo || strings.ContainsRune(v, '?')) {
+			t.Fatalf("%q accepted", v)
+		}
+	})
 }

@@ -244,6 +244,7 @@ func startHarness(t testing.TB, opts ...harnessOpt) *harness {
 	srv.OnBye(h.b.OnBye)
 	srv.OnCancel(h.b.OnCancel)
 	srv.OnUpdate(h.b.OnUpdate)
+	srv.OnRefer(h.b.OnRefer)
 	go func() { _ = srv.ServeUDP(conn) }()
 	t.Cleanup(func() {
 		_ = h.b.Close()

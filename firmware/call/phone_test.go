@@ -31,6 +31,7 @@ type phone struct {
 	invites  []*sip.Request // initial INVITEs received (as callee)
 	reinvite []*sip.Request // re-INVITEs received
 	byes     chan *sip.Request
+	notifies chan *sip.Request
 	onInvite func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession)
 }
 
@@ -40,7 +41,7 @@ func newPhone(t testing.TB, user string) *phone {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &phone{addr: conn.LocalAddr().String(), byes: make(chan *sip.Request, 16)}
+	p := &phone{addr: conn.LocalAddr().String(), byes: make(chan *sip.Request, 16), notifies: make(chan *sip.Request, 16)}
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("phone-"+user+"-secret-build"),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quietLog())),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(quietLog())))
@@ -94,6 +95,10 @@ func newPhone(t testing.TB, user string) *phone {
 			_ = p.answers.ReadBye(req, tx)
 		}
 		p.byes <- req
+	})
+	srv.OnNotify(func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+		p.notifies <- req
 	})
 	go func() { _ = srv.ServeUDP(conn) }()
 	t.Cleanup(func() { _ = ua.Close(); _ = conn.Close() })

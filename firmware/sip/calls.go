@@ -22,6 +22,7 @@ type Calls interface {
 	OnBye(req *sip.Request, tx sip.ServerTransaction)
 	OnAck(req *sip.Request, tx sip.ServerTransaction)
 	OnCancel(req *sip.Request, tx sip.ServerTransaction)
+	OnRefer(req *sip.Request, tx sip.ServerTransaction)
 }
 
 // callsBox lets atomic.Pointer hold an interface.
@@ -67,7 +68,7 @@ func (s *Server) Contact(transport string) string {
 // isCallMethod reports the methods the B2BUA handles.
 func isCallMethod(m sip.RequestMethod) bool {
 	switch m {
-	case sip.INVITE, sip.ACK, sip.BYE, sip.CANCEL, sip.UPDATE:
+	case sip.INVITE, sip.ACK, sip.BYE, sip.CANCEL, sip.UPDATE, sip.REFER:
 		return true
 	}
 	return false
@@ -76,8 +77,9 @@ func isCallMethod(m sip.RequestMethod) bool {
 // dispatchCall is stage 7 for call methods. New INVITEs from extensions
 // are digest-authenticated like REGISTERs (same answers for unknown users
 // and wrong passwords); trunk sources are identified by address. In-dialog
-// requests and CANCEL are not challenged: the dialog identifiers the box
-// generated are their credential, and the B2BUA answers 481 to unknown ones.
+// requests (re-INVITE, UPDATE, BYE, REFER) and CANCEL are not challenged:
+// the dialog identifiers the box generated are their credential, and the
+// B2BUA answers 481 to unknown ones.
 func (s *Server) dispatchCall(now time.Time, src netip.Addr, req *sip.Request, tx sip.ServerTransaction, answer answerFunc, h Calls) {
 	switch req.Method {
 	case sip.ACK:
@@ -91,6 +93,9 @@ func (s *Server) dispatchCall(now time.Time, src netip.Addr, req *sip.Request, t
 		return
 	case sip.UPDATE:
 		h.OnUpdate(req, tx)
+		return
+	case sip.REFER: // in-dialog only: the B2BUA answers 481 otherwise
+		h.OnRefer(req, tx)
 		return
 	}
 	if to := req.To(); to != nil && to.Params.Has("tag") {
