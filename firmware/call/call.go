@@ -321,6 +321,32 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 			}
 			invB, txB, early = inv, next, false
 			continue
+		case res.StatusCode == 488 && b.offerPolicy != b.policy &&
+			!c.isCancelled() && !cancelSent && !cancelWanted:
+			// The offer was upgraded to RTP/SAVP because the caller's leg is
+			// encrypted; a callee without SRTP refuses it. Offer once more
+			// the leg's own way (best effort) instead of failing the call.
+			b.offerPolicy = b.policy
+			b.ver++
+			off, err := c.m.Offer(media.B, b.offerPolicy, b.sid, b.ver)
+			if err == nil {
+				bodyB, err = media.Rewrite(remA, off)
+			}
+			if err != nil {
+				c.failA(txA, reqA, 500, cdr.Failed, "re-offer: "+err.Error())
+				return
+			}
+			b.offered, b.lastSDP = off, bodyB
+			inv := newInvB()
+			txB.Terminate()
+			next, err := c.b.cfg.Client.TransactionRequest(ctx, inv)
+			if err != nil {
+				txB = nil
+				c.failA(txA, reqA, 503, cdr.Failed, "callee unreachable: "+err.Error())
+				return
+			}
+			invB, txB, early = inv, next, false
+			continue
 		case res.StatusCode >= 300:
 			if c.isCancelled() {
 				c.b.cancelled.Add(1)

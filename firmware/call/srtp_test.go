@@ -131,3 +131,61 @@ func TestCalleeSRTP(t *testing.T) {
 		})
 	}
 }
+
+// An encrypted caller reaching a callee without SRTP: the upgraded RTP/SAVP
+// offer is refused with 488, so the box offers once more best effort
+// (RTP/AVP) and the call connects, SRTP on the caller's leg only.
+func TestCalleeWithoutSRTPFallsBack(t *testing.T) {
+	h := startHarness(t)
+	caller, callee := newPhone(t, "101"), newPhone(t, "102")
+	h.dir.set("102", callee.addr)
+	offers := make(chan media.Remote, 2)
+	callee.setOnInvite(func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession) {
+		_, rem, err := media.ParseSDP(req.Body())
+		if err != nil {
+			_ = d.Respond(400, "Bad SDP", nil)
+			return
+		}
+		offers <- rem
+		if rem.Proto != "RTP/AVP" { // a phone that knows plain RTP only
+			_ = d.Respond(488, "Not Acceptable Here", nil)
+			return
+		}
+		_ = d.Respond(200, "OK", []byte(sdpBody(7000, "sendrecv")), sip.NewHeader("Content-Type", "application/sdp"))
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	hp := strings.Split(h.addr, ":")
+	var port int
+	fmt.Sscan(hp[1], &port)
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "101", Host: "phone.invalid"}}
+	from.Params.Add("tag", sip.GenerateTagN(10))
+	d, err := caller.calls.Invite(ctx, sip.Uri{Scheme: "sip", User: "102", Host: hp[0], Port: port},
+		[]byte(srtpSDP(t, 6000, "RTP/SAVP", 1, "AES_CM_128_HMAC_SHA1_80", false)), from, sip.NewHeader("Content-Type", "application/sdp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		t.Fatalf("caller: %v", err)
+	}
+	first, second := <-offers, <-offers
+	if first.Proto != media.ProtoSRTP || second.Proto != "RTP/AVP" {
+		t.Fatalf("callee offers %s then %s, want RTP/SAVP then RTP/AVP", first.Proto, second.Proto)
+	}
+	if _, ans, err := media.ParseSDP(d.InviteResponse.Body()); err != nil || !ans.Secure() {
+		t.Fatalf("caller's answer not encrypted: %+v %v", ans, err)
+	}
+	if err := d.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec := waitEnded(t, h).rec
+	if !rec.SRTPCaller || rec.SRTPCallee {
+		t.Fatalf("CDR SRTP caller/callee = %v/%v, want true/false", rec.SRTPCaller, rec.SRTPCallee)
+	}
+	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
+		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
+	}
+}
