@@ -135,6 +135,12 @@ func (d *directory) Credentials(trunk string) (string, string, bool) {
 	return c[0], c[1], ok
 }
 
+func (d *directory) setCreds(trunk, user, pass string) {
+	d.mu.Lock()
+	d.creds[trunk] = [2]string{user, pass}
+	d.mu.Unlock()
+}
+
 func (d *directory) setTrunk(name, hp string) {
 	d.mu.Lock()
 	d.trunks[name] = hp

@@ -36,7 +36,7 @@ func TestTrunkDigestAuth(t *testing.T) {
 			caller, trunk := newPhone(t, "101"), newPhone(t, "itsp")
 			h.dir.setTrunk("itsp", trunk.addr)
 			if tc.user != "" {
-				h.dir.creds["itsp"] = [2]string{tc.user, tc.pass}
+				h.dir.setCreds("itsp", tc.user, tc.pass)
 			}
 			chName, authName := "WWW-Authenticate", "Authorization"
 			if tc.code == 407 {
