@@ -2,6 +2,7 @@ package netfw
 
 import (
 	"errors"
+	"github.com/edgepbx/edgepbx/netfw/netnstest"
 	"net"
 	"net/netip"
 	"slices"
@@ -139,7 +140,7 @@ func BenchmarkBanToDrop(b *testing.B) {
 		b.Fatal(err)
 	}
 	var c *net.UDPConn
-	if err := inNS(l.hosts[hostInternet], func() error {
+	if err := netnstest.Run(l.hosts[hostInternet], func() error {
 		var err error
 		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(inet4, 0)))
 		return err
@@ -186,7 +187,7 @@ func BenchmarkPacketRate(b *testing.B) {
 	l := newLab(b)
 	fw := l.firewall(WithBounds(benchBounds()))
 	var c *net.UDPConn
-	if err := inNS(l.hosts[hostInternet], func() error {
+	if err := netnstest.Run(l.hosts[hostInternet], func() error {
 		var err error
 		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(inet4, 0)))
 		return err
@@ -205,7 +206,7 @@ func BenchmarkPacketRate(b *testing.B) {
 	send := func() (pps, cpuNs float64, delivered int) {
 		before := l.srv.count(inet4)
 		var el, cpu time.Duration
-		if err := inNS(l.hosts[hostInternet], func() error {
+		if err := netnstest.Run(l.hosts[hostInternet], func() error {
 			var r0, r1 unix.Rusage
 			unix.Getrusage(unix.RUSAGE_THREAD, &r0)
 			start := time.Now()

@@ -2,6 +2,7 @@ package netfw
 
 import (
 	"errors"
+	"github.com/edgepbx/edgepbx/netfw/netnstest"
 	"net"
 	"net/netip"
 	"os"
@@ -274,7 +275,7 @@ func TestBans(t *testing.T) {
 	}
 	// An established TCP session from the attacker is cut too.
 	var conn net.Conn
-	if err := inNS(l.hosts[hostPhones], func() error {
+	if err := netnstest.Run(l.hosts[hostPhones], func() error {
 		var err error
 		conn, err = net.DialTimeout("tcp", netip.AddrPortFrom(boxPhone4, 5060).String(), replyWait)
 		return err
@@ -492,7 +493,7 @@ func TestFloodLimited(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		err := inNS(l.hosts[hostInternet], func() error {
+		err := netnstest.Run(l.hosts[hostInternet], func() error {
 			c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(inet4, 0)))
 			if err != nil {
 				return err
@@ -550,7 +551,7 @@ func TestFloodLimited(t *testing.T) {
 		}
 	}()
 	for range 2 {
-		err := inNS(l.hosts[hostInternet], func() error {
+		err := netnstest.Run(l.hosts[hostInternet], func() error {
 			d := net.Dialer{Timeout: replyWait, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(inet4, 0))}
 			c, err := d.Dial("tcp", netip.AddrPortFrom(boxInet4, 5060).String())
 			if err == nil {

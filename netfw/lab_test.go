@@ -3,14 +3,13 @@ package netfw
 import (
 	"bytes"
 	"errors"
-	"fmt"
+	"github.com/edgepbx/edgepbx/netfw/netnstest"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -58,53 +57,6 @@ type labLink struct {
 	box, peer   []string
 }
 
-// prereq skips (or, with CI set, fails) when the lab cannot run here.
-func prereq(tb testing.TB) {
-	tb.Helper()
-	var why string
-	if os.Geteuid() != 0 {
-		why = "needs root for network namespaces and nftables"
-	} else if _, err := exec.LookPath("nft"); err != nil {
-		why = "needs nft (Debian package nftables) to read rulesets back"
-	} else if _, err := exec.LookPath("nsenter"); err != nil {
-		why = "needs nsenter (Debian package util-linux)"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		tb.Fatal(why)
-	}
-	tb.Skip(why)
-}
-
-// inNS runs fn on a fresh OS thread inside ns. The thread stays locked and
-// dies with its goroutine, so the namespace switch never leaks.
-func inNS(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("setns: %w", err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
-func newNS() (netns.NsHandle, error) {
-	var h netns.NsHandle
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: this thread is discarded
-		var err error
-		h, err = netns.New()
-		errc <- err
-	}()
-	return h, <-errc
-}
-
 type lab struct {
 	tb    testing.TB
 	box   netns.NsHandle
@@ -114,62 +66,32 @@ type lab struct {
 
 func newLab(tb testing.TB) *lab {
 	tb.Helper()
-	prereq(tb)
-	l := &lab{tb: tb, hosts: map[string]netns.NsHandle{}}
-	var err error
-	if l.box, err = newNS(); err != nil {
-		tb.Fatalf("new netns: %v", err)
-	}
-	tb.Cleanup(func() { l.box.Close() })
+	netnstest.Require(tb, "nft", "nsenter")
+	l := &lab{tb: tb, hosts: map[string]netns.NsHandle{}, box: netnstest.New(tb)}
 	boxH, err := netlink.NewHandleAt(l.box)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer boxH.Close()
-	up(tb, boxH, "lo", nil)
+	netnstest.LinkUp(tb, boxH, "lo")
 	for _, ll := range labLinks {
-		h, err := newNS()
-		if err != nil {
-			tb.Fatalf("new netns: %v", err)
-		}
-		tb.Cleanup(func() { h.Close() })
+		h := netnstest.New(tb)
 		l.hosts[ll.host] = h
 		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: ll.boxIf}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(h))}
 		if err := boxH.LinkAdd(veth); err != nil {
 			tb.Fatalf("veth %s: %v", ll.boxIf, err)
 		}
-		up(tb, boxH, ll.boxIf, ll.box)
+		netnstest.LinkUp(tb, boxH, ll.boxIf, ll.box...)
 		hh, err := netlink.NewHandleAt(h)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		up(tb, hh, "lo", nil)
-		up(tb, hh, "eth0", ll.peer)
+		netnstest.LinkUp(tb, hh, "lo")
+		netnstest.LinkUp(tb, hh, "eth0", ll.peer...)
 		hh.Close()
 	}
 	l.srv = startServers(tb, l.box)
 	return l
-}
-
-func up(tb testing.TB, h *netlink.Handle, name string, addrs []string) {
-	tb.Helper()
-	link, err := h.LinkByName(name)
-	if err != nil {
-		tb.Fatalf("link %s: %v", name, err)
-	}
-	for _, a := range addrs {
-		addr, err := netlink.ParseAddr(a)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		addr.Flags = unix.IFA_F_NODAD // usable at once, no 1 s DAD wait
-		if err := h.AddrAdd(link, addr); err != nil {
-			tb.Fatalf("addr %s on %s: %v", a, name, err)
-		}
-	}
-	if err := h.LinkSetUp(link); err != nil {
-		tb.Fatalf("up %s: %v", name, err)
-	}
 }
 
 // firewall returns a Firewall managing the box namespace.
@@ -217,7 +139,7 @@ var (
 
 func startServers(tb testing.TB, box netns.NsHandle) *servers {
 	s := &servers{seen: map[netip.Addr]int{}}
-	err := inNS(box, func() error {
+	err := netnstest.Run(box, func() error {
 		for _, p := range udpPorts {
 			c, err := net.ListenUDP("udp", &net.UDPAddr{Port: p})
 			if err != nil {
@@ -294,7 +216,7 @@ const (
 func (l *lab) udpProbe(host string, src, dst netip.Addr, port uint16, wait time.Duration) bool {
 	l.tb.Helper()
 	var got bool
-	err := inNS(l.hosts[host], func() error {
+	err := netnstest.Run(l.hosts[host], func() error {
 		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)))
 		if err != nil {
 			return err
@@ -320,7 +242,7 @@ func (l *lab) udpProbe(host string, src, dst netip.Addr, port uint16, wait time.
 func (l *lab) tcpProbe(host string, src, dst netip.Addr, port uint16, wait time.Duration) string {
 	l.tb.Helper()
 	var res string
-	err := inNS(l.hosts[host], func() error {
+	err := netnstest.Run(l.hosts[host], func() error {
 		d := net.Dialer{Timeout: wait, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
 		c, err := d.Dial("tcp", netip.AddrPortFrom(dst, port).String())
 		switch {

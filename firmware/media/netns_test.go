@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/edgepbx/edgepbx/netfw/netnstest"
 	"io"
 	"log/slog"
 	"net"
@@ -11,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -41,58 +41,6 @@ var (
 	}
 )
 
-// nsPrereq skips (or, with CI set, fails) when the lab cannot run here.
-func nsPrereq(tb testing.TB) {
-	tb.Helper()
-	var why string
-	if os.Geteuid() != 0 {
-		why = "needs root for network namespaces and nftables"
-	} else if _, err := exec.LookPath("nft"); err != nil {
-		why = "needs nft (Debian package nftables) to read the pinhole set back"
-	} else if _, err := exec.LookPath("nsenter"); err != nil {
-		why = "needs nsenter (Debian package util-linux)"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		tb.Fatal(why)
-	}
-	tb.Skip(why)
-}
-
-// nsNew creates a namespace on a thread that is never unlocked, so the
-// switch dies with the goroutine and never leaks to other goroutines.
-func nsNew() (netns.NsHandle, error) {
-	type res struct {
-		h   netns.NsHandle
-		err error
-	}
-	c := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread()
-		h, err := netns.New()
-		c <- res{h, err}
-	}()
-	r := <-c
-	return r.h, r.err
-}
-
-// nsRun runs fn on a fresh locked thread inside ns. Sockets created by fn
-// belong to ns for their whole life, whichever thread uses them later.
-func nsRun(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("setns: %w", err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
 type pinLab struct {
 	tb    testing.TB
 	box   netns.NsHandle
@@ -102,37 +50,28 @@ type pinLab struct {
 
 func newPinLab(tb testing.TB) *pinLab {
 	tb.Helper()
-	nsPrereq(tb)
-	l := &pinLab{tb: tb, hosts: map[string]netns.NsHandle{}}
-	var err error
-	if l.box, err = nsNew(); err != nil {
-		tb.Fatalf("new netns: %v", err)
-	}
-	tb.Cleanup(func() { l.box.Close() })
+	netnstest.Require(tb, "nft", "nsenter")
+	l := &pinLab{tb: tb, hosts: map[string]netns.NsHandle{}, box: netnstest.New(tb)}
 	boxH, err := netlink.NewHandleAt(l.box)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer boxH.Close()
-	nsUp(tb, boxH, "lo", "")
+	netnstest.LinkUp(tb, boxH, "lo")
 	for _, ln := range nsLinks {
-		h, err := nsNew()
-		if err != nil {
-			tb.Fatalf("new netns: %v", err)
-		}
-		tb.Cleanup(func() { h.Close() })
+		h := netnstest.New(tb)
 		l.hosts[ln.name] = h
 		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: ln.boxIf}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(h))}
 		if err := boxH.LinkAdd(veth); err != nil {
 			tb.Fatalf("veth %s: %v", ln.boxIf, err)
 		}
-		nsUp(tb, boxH, ln.boxIf, ln.box)
+		netnstest.LinkUp(tb, boxH, ln.boxIf, ln.box)
 		hh, err := netlink.NewHandleAt(h)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		nsUp(tb, hh, "lo", "")
-		nsUp(tb, hh, "eth0", ln.host)
+		netnstest.LinkUp(tb, hh, "lo")
+		netnstest.LinkUp(tb, hh, "eth0", ln.host)
 		// Every host reaches the relay's address (on phone A's link)
 		// through the box.
 		if err := hh.RouteAdd(&netlink.Route{Gw: net.ParseIP(ln.gw)}); err != nil {
@@ -151,27 +90,6 @@ func newPinLab(tb testing.TB) *pinLab {
 		tb.Fatal(err)
 	}
 	return l
-}
-
-func nsUp(tb testing.TB, h *netlink.Handle, name, cidr string) {
-	tb.Helper()
-	link, err := h.LinkByName(name)
-	if err != nil {
-		tb.Fatalf("link %s: %v", name, err)
-	}
-	if cidr != "" {
-		addr, err := netlink.ParseAddr(cidr)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		addr.Flags = unix.IFA_F_NODAD
-		if err := h.AddrAdd(link, addr); err != nil {
-			tb.Fatalf("addr %s on %s: %v", cidr, name, err)
-		}
-	}
-	if err := h.LinkSetUp(link); err != nil {
-		tb.Fatalf("up %s: %v", name, err)
-	}
 }
 
 // nft runs the nft tool inside the box namespace.
@@ -264,7 +182,7 @@ type nsPhone struct {
 func (l *pinLab) phone(host string, addr netip.Addr, port uint16) *nsPhone {
 	l.tb.Helper()
 	p := &nsPhone{tb: l.tb, addr: addr}
-	err := nsRun(l.hosts[host], func() error {
+	err := netnstest.Run(l.hosts[host], func() error {
 		var err error
 		if p.rtp, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, port))); err != nil {
 			return err
@@ -324,7 +242,7 @@ func TestPinholesLiveForTheCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	var call *Call
-	if err := nsRun(l.box, func() error {
+	if err := netnstest.Run(l.box, func() error {
 		var err error
 		call, err = r.NewCall("netns")
 		return err

@@ -3,13 +3,11 @@ package sip
 import (
 	"context"
 	"crypto/rand"
-	"fmt"
+	"github.com/edgepbx/edgepbx/netfw/netnstest"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/edgepbx/edgepbx/firmware/config"
@@ -17,8 +15,6 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/netfw"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 )
 
 // firewallBanner hands bans straight to netfw, standing in for PID 1's
@@ -34,84 +30,30 @@ func (b *firewallBanner) Ban(_ context.Context, ban netfw.Ban) error {
 	return err
 }
 
-// inNetNS runs fn on a locked OS thread inside ns; the thread is discarded.
-func inNetNS(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("setns: %w", err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
-func newNetNS(t *testing.T) netns.NsHandle {
-	t.Helper()
-	var h netns.NsHandle
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread is discarded
-		var err error
-		h, err = netns.New()
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("new netns: %v", err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return h
-}
-
-func linkUp(t *testing.T, h *netlink.Handle, name string, addrs ...string) {
-	t.Helper()
-	l, err := h.LinkByName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range addrs {
-		addr, _ := netlink.ParseAddr(a)
-		addr.Flags = unix.IFA_F_NODAD
-		if err := h.AddrAdd(l, addr); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := h.LinkSetUp(l); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestBruteForceBannedInFirewall: a "box" namespace runs netfw's default
 // policy and the SIP edge; from a "phones" namespace an attacker guesses
 // passwords and is banned in nftables (its packets no longer reach the
 // edge at all) while another phone keeps registering.
 func TestBruteForceBannedInFirewall(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if ciSet() {
-			t.Fatal("needs root for network namespaces and nftables")
-		}
-		t.Skip("needs root for network namespaces and nftables")
-	}
-	box, phones := newNetNS(t), newNetNS(t)
+	netnstest.Require(t)
+	box, phones := netnstest.New(t), netnstest.New(t)
 	bh, err := netlink.NewHandleAt(box)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer bh.Close()
-	linkUp(t, bh, "lo")
+	netnstest.LinkUp(t, bh, "lo")
 	if err := bh.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "ph0"}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(phones))}); err != nil {
 		t.Fatal(err)
 	}
-	linkUp(t, bh, "ph0", "10.9.0.1/24")
+	netnstest.LinkUp(t, bh, "ph0", "10.9.0.1/24")
 	ph, err := netlink.NewHandleAt(phones)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ph.Close()
-	linkUp(t, ph, "lo")
-	linkUp(t, ph, "eth0", "10.9.0.2/24", "10.9.0.3/24")
+	netnstest.LinkUp(t, ph, "lo")
+	netnstest.LinkUp(t, ph, "eth0", "10.9.0.2/24", "10.9.0.3/24")
 
 	fw, err := netfw.New(netfw.WithNetNS(int(box)), netfw.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
@@ -134,7 +76,7 @@ func TestBruteForceBannedInFirewall(t *testing.T) {
 	cfg := config.DefaultSIP()
 	cfg.UDP, cfg.TCP, cfg.TLS = "10.9.0.1:5060", "", ""
 	var s *Server
-	if err := inNetNS(box, func() error {
+	if err := netnstest.Run(box, func() error {
 		var err error
 		s, err = New(cfg, Deps{Store: db, Banner: banner, Log: lg})
 		return err
@@ -151,7 +93,7 @@ func TestBruteForceBannedInFirewall(t *testing.T) {
 
 	dial := func(ip string) *phone {
 		var c *net.UDPConn
-		if err := inNetNS(phones, func() error {
+		if err := netnstest.Run(phones, func() error {
 			var err error
 			c, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
 			return err

@@ -1,0 +1,104 @@
+// Package netnstest gives tests their own network namespaces: created and
+// entered only on locked OS threads that are then discarded, so a namespace
+// switch never leaks into the test's other goroutines or the host. Only
+// tests import it.
+package netnstest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// debianPackage names where a tool the tests run comes from.
+var debianPackage = map[string]string{"nft": "nftables", "nsenter": "util-linux", "ip": "iproute2"}
+
+// Require skips the test (or, with CI set, fails it) unless it runs as root
+// and the named tools are installed.
+func Require(tb testing.TB, tools ...string) {
+	tb.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "needs root for network namespaces and nftables"
+	}
+	for _, tool := range tools {
+		if why != "" {
+			break
+		}
+		if _, err := exec.LookPath(tool); err != nil {
+			why = fmt.Sprintf("needs %s (Debian package %s)", tool, debianPackage[tool])
+		}
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		tb.Fatal(why)
+	}
+	tb.Skip(why)
+}
+
+// New creates a namespace, closed when the test ends.
+func New(tb testing.TB) netns.NsHandle {
+	tb.Helper()
+	type res struct {
+		h   netns.NsHandle
+		err error
+	}
+	c := make(chan res, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: this thread is discarded
+		h, err := netns.New()
+		c <- res{h, err}
+	}()
+	r := <-c
+	if r.err != nil {
+		tb.Fatalf("new netns: %v", r.err)
+	}
+	tb.Cleanup(func() { r.h.Close() })
+	return r.h
+}
+
+// Run runs fn on a fresh locked thread inside ns. Sockets fn creates belong
+// to ns for their whole life, whichever thread uses them later.
+func Run(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := netns.Set(ns); err != nil {
+			errc <- fmt.Errorf("setns: %w", err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// LinkUp gives link name the addresses (usable at once: no DAD wait) and
+// sets it up.
+func LinkUp(tb testing.TB, h *netlink.Handle, name string, addrs ...string) {
+	tb.Helper()
+	link, err := h.LinkByName(name)
+	if err != nil {
+		tb.Fatalf("link %s: %v", name, err)
+	}
+	for _, a := range addrs {
+		addr, err := netlink.ParseAddr(a)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		addr.Flags = unix.IFA_F_NODAD
+		if err := h.AddrAdd(link, addr); err != nil {
+			tb.Fatalf("addr %s on %s: %v", a, name, err)
+		}
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		tb.Fatalf("up %s: %v", name, err)
+	}
+}
