@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/pquerna/otp/totp"
+
+	"github.com/edgepbx/edgepbx/firmware/admin/browsertest"
 )
 
 // certWithOtherKey is a valid-looking certificate for the dev box's name
@@ -69,7 +71,7 @@ func evilSite(t *testing.T, target string) string {
 // certificate upload refused with a clear message, TOTP enrolment and a
 // login with it.
 func TestBrowserAdminFlows(t *testing.T) {
-	bin := chromium(t)
+	bin := browsertest.Chromium(t)
 	p := startProc(t, procOpts{noFD3: true}, "--dev", t.TempDir(), "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "")
 	base := p.waitLine(t, adminRE)[1]
 	code := p.waitLine(t, setupRE)[1]
