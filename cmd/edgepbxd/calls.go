@@ -125,7 +125,8 @@ func (devPinholes) ClosePinhole(context.Context, netfw.Pinhole) error { return n
 // (config.TelephonyStore, edited on the admin dial plan page) and the SIP
 // extensions that exist now (numeric names). The engine is rebuilt when
 // either changes, so a saved change applies to the next call without a
-// restart; a rebuild also resets the engine's counters and suspensions.
+// restart; the rebuilt engine keeps the live counters and suspensions of
+// the extensions and trunks that still exist (dialplan.Engine.Rebuild).
 type livePlan struct {
 	exts   *sip.Extensions
 	tel    *sipconfig.TelephonyStore
@@ -150,7 +151,14 @@ func (p *livePlan) engine() (*dialplan.Engine, error) {
 	if p.eng != nil && key == p.key {
 		return p.eng, nil
 	}
-	eng, err := dialplan.New(p.tel.Current().Plan(nums), p.gate, p.events)
+	plan := p.tel.Current().Plan(nums)
+	var eng *dialplan.Engine
+	var err error
+	if p.eng != nil {
+		eng, err = p.eng.Rebuild(plan)
+	} else {
+		eng, err = dialplan.New(plan, p.gate, p.events)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dial plan: %w", err)
 	}

@@ -110,10 +110,23 @@ type Engine struct {
 	emergency []string
 	premium   []string
 
+	// st is the live state: calls, admitted attempts, suspensions. Rebuild
+	// hands it to the engine of the next plan version.
+	st *state
+}
+
+// state is what an Engine learns while it runs. It is shared by the
+// engines of successive plan versions (Rebuild), so leases taken on an
+// older engine release into the same counters.
+type state struct {
 	mu        sync.Mutex
-	extState  map[string]*counter
-	trkState  map[string]*counter
+	ext       map[string]*counter
+	trk       map[string]*counter
 	suspended map[string]time.Time
+}
+
+func newState() *state {
+	return &state{ext: map[string]*counter{}, trk: map[string]*counter{}, suspended: map[string]time.Time{}}
 }
 
 // counter tracks live calls and admitted attempts (sliding hour) of one
@@ -146,7 +159,7 @@ func New(plan Plan, gate Gate, events Events, opts ...Option) (*Engine, error) {
 	e := &Engine{
 		plan: plan, country: c, gate: gate, events: events, now: time.Now,
 		exts: map[string]*Extension{}, trunks: map[string]Limits{},
-		extState: map[string]*counter{}, trkState: map[string]*counter{}, suspended: map[string]time.Time{},
+		st: newState(),
 	}
 	for i := range plan.Extensions {
 		x := plan.Extensions[i]
@@ -213,9 +226,9 @@ func (e *Engine) RouteOutbound(from, dialled string) (Decision, *Lease, error) {
 		lease, err := e.admit(ext, "", false)
 		return d, lease, err
 	}
-	e.mu.Lock()
-	_, susp := e.suspended[from]
-	e.mu.Unlock()
+	e.st.mu.Lock()
+	_, susp := e.st.suspended[from]
+	e.st.mu.Unlock()
 	if susp {
 		return Decision{}, nil, ErrSuspended
 	}
@@ -248,11 +261,11 @@ func (e *Engine) routeEmergency(from, n string) (Decision, *Lease, error) {
 		d.Trunk, d.Target = r.Trunk, r.Add+n[r.Strip:]
 	}
 	// Counted (so the counters stay right) but never refused.
-	e.mu.Lock()
-	ec, tc := e.counter(e.extState, from), e.counter(e.trkState, d.Trunk)
+	e.st.mu.Lock()
+	ec, tc := e.counter(e.st.ext, from), e.counter(e.st.trk, d.Trunk)
 	ec.active++
 	tc.active++
-	e.mu.Unlock()
+	e.st.mu.Unlock()
 	return d, e.lease(ec, tc), nil
 }
 
@@ -303,8 +316,8 @@ func (e *Engine) counter(m map[string]*counter, key string) *counter {
 
 func (e *Engine) lease(cs ...*counter) *Lease {
 	return &Lease{fn: func() {
-		e.mu.Lock()
-		defer e.mu.Unlock()
+		e.st.mu.Lock()
+		defer e.st.mu.Unlock()
 		for _, c := range cs {
 			c.active--
 		}
@@ -324,13 +337,13 @@ func prune(ts []time.Time, now time.Time, window time.Duration) []time.Time {
 // takes a slot in each.
 func (e *Engine) admit(ext *Extension, trunk string, external bool) (*Lease, error) {
 	now := e.now()
-	e.mu.Lock()
-	ec := e.counter(e.extState, ext.Number)
+	e.st.mu.Lock()
+	ec := e.counter(e.st.ext, ext.Number)
 	var err error
 	var tc *counter
 	var tl Limits
 	if external {
-		tc = e.counter(e.trkState, trunk)
+		tc = e.counter(e.st.trk, trunk)
 		tl = e.trunks[trunk]
 		ec.admitted = prune(ec.admitted, now, time.Hour)
 		tc.admitted = prune(tc.admitted, now, time.Hour)
@@ -346,7 +359,7 @@ func (e *Engine) admit(ext *Extension, trunk string, external bool) (*Lease, err
 		err = fmt.Errorf("%w: %w", ErrRate, errTrunk)
 	}
 	if err != nil {
-		e.mu.Unlock()
+		e.st.mu.Unlock()
 		if external {
 			e.refused(ext, fmt.Sprintf("limit: %v", err))
 		}
@@ -360,18 +373,18 @@ func (e *Engine) admit(ext *Extension, trunk string, external bool) (*Lease, err
 		tc.active++
 		cs = append(cs, tc)
 	}
-	e.mu.Unlock()
+	e.st.mu.Unlock()
 	return e.lease(cs...), nil
 }
 
 func (e *Engine) admitInbound(ext *Extension, trunk string) (*Lease, error) {
 	now := e.now()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	tc := e.counter(e.trkState, trunk)
+	e.st.mu.Lock()
+	defer e.st.mu.Unlock()
+	tc := e.counter(e.st.trk, trunk)
 	tl := e.trunks[trunk]
 	tc.admitted = prune(tc.admitted, now, time.Hour)
-	ec := e.counter(e.extState, ext.Number)
+	ec := e.counter(e.st.ext, ext.Number)
 	switch {
 	case tc.active >= tl.MaxConcurrent:
 		return nil, fmt.Errorf("%w: %w", ErrConcurrent, errTrunk)
@@ -390,19 +403,19 @@ func (e *Engine) admitInbound(ext *Extension, trunk string) (*Lease, error) {
 // raises a security event and suspends the extension.
 func (e *Engine) refused(ext *Extension, why string) {
 	now := e.now()
-	e.mu.Lock()
-	c := e.counter(e.extState, ext.Number)
+	e.st.mu.Lock()
+	c := e.counter(e.st.ext, ext.Number)
 	c.refused = append(prune(c.refused, now, e.plan.BurstWindow), now)
 	burst := len(c.refused) >= e.plan.BurstAttempts
 	suspend := false
 	if burst {
 		c.refused = c.refused[:0]
-		if _, already := e.suspended[ext.Number]; !already && !ext.NoSuspend {
-			e.suspended[ext.Number] = now
+		if _, already := e.st.suspended[ext.Number]; !already && !ext.NoSuspend {
+			e.st.suspended[ext.Number] = now
 			suspend = true
 		}
 	}
-	e.mu.Unlock()
+	e.st.mu.Unlock()
 	if burst {
 		e.record(logs.Event{Kind: KindBurst, User: ext.Number, Reason: fmt.Sprintf("%d refused outbound attempts within %s, last: %s", e.plan.BurstAttempts, e.plan.BurstWindow, why)})
 	}
@@ -420,28 +433,61 @@ func (e *Engine) record(ev logs.Event) {
 
 // Suspended reports whether an extension is suspended and since when.
 func (e *Engine) Suspended(ext string) (time.Time, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	t, ok := e.suspended[ext]
+	e.st.mu.Lock()
+	defer e.st.mu.Unlock()
+	t, ok := e.st.suspended[ext]
 	return t, ok
 }
 
 // Unsuspend lifts a suspension (an admin action; audit it at the caller).
 func (e *Engine) Unsuspend(ext string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	delete(e.suspended, ext)
+	e.st.mu.Lock()
+	defer e.st.mu.Unlock()
+	delete(e.st.suspended, ext)
 }
 
 // Active reports the live calls of an extension and of a trunk.
 func (e *Engine) Active(ext, trunk string) (extCalls, trunkCalls int) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if c, ok := e.extState[ext]; ok {
+	e.st.mu.Lock()
+	defer e.st.mu.Unlock()
+	if c, ok := e.st.ext[ext]; ok {
 		extCalls = c.active
 	}
-	if c, ok := e.trkState[trunk]; ok {
+	if c, ok := e.st.trk[trunk]; ok {
 		trunkCalls = c.active
 	}
 	return extCalls, trunkCalls
+}
+
+// Rebuild returns an engine for plan (a new version of the configuration)
+// with e's clock, gate and events, which carries on e's live state: calls
+// in progress, attempts admitted this hour, refused attempts and
+// suspensions of the extensions and trunks plan still has. The state of
+// extensions and trunks plan no longer has is dropped (a number added
+// again later starts clean). Leases taken on e release into the shared
+// counters, so e may still be finishing calls. On error e is unchanged.
+func (e *Engine) Rebuild(plan Plan) (*Engine, error) {
+	n, err := New(plan, e.gate, e.events, WithClock(e.now))
+	if err != nil {
+		return nil, err
+	}
+	n.st = e.st
+	n.st.mu.Lock()
+	defer n.st.mu.Unlock()
+	for k := range n.st.ext {
+		if _, ok := n.exts[k]; !ok {
+			delete(n.st.ext, k)
+		}
+	}
+	for k := range n.st.suspended {
+		if _, ok := n.exts[k]; !ok {
+			delete(n.st.suspended, k)
+		}
+	}
+	for k := range n.st.trk {
+		if _, ok := n.trunks[k]; !ok {
+			delete(n.st.trk, k)
+		}
+	}
+	return n, nil
 }
