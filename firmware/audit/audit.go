@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/store"
@@ -66,6 +67,13 @@ type Clock interface{ Now() time.Time }
 type Log struct {
 	db    *store.DB
 	clock Clock
+
+	// mu guards the verified checkpoint: entries up to cp.Seq were checked
+	// by this process, so Verify only walks the ones after it. broken is
+	// sticky: once tampering is seen, only a full verify that passes clears it.
+	mu     sync.Mutex
+	cp     head
+	broken error
 }
 
 // New returns the audit log kept in db.
@@ -74,6 +82,30 @@ func New(db *store.DB, clock Clock) *Log { return &Log{db: db, clock: clock} }
 type head struct {
 	Seq  uint64 `json:"seq"`
 	Hash string `json:"hash"`
+}
+
+// Head is the chain head: the last entry's sequence number and hash. It
+// commits to every entry before it, so a copy kept off the box (in an
+// export, a licence check-in) later proves the log was not rewritten up to
+// that point.
+type Head struct {
+	Seq  uint64    `json:"seq"`
+	Hash string    `json:"hash"`
+	Time time.Time `json:"time"` // when the head was read
+}
+
+// Head returns the stored chain head, as is; Verify says whether the chain
+// behind it holds.
+func (l *Log) Head() (Head, error) {
+	var h head
+	err := l.db.View(func(tx *store.Tx) error {
+		_, err := tx.Get(metaBucket, headKey, &h)
+		return err
+	})
+	if err != nil {
+		return Head{}, fmt.Errorf("audit: read head: %w", err)
+	}
+	return Head{Seq: h.Seq, Hash: h.Hash, Time: l.clock.Now().UTC()}, nil
 }
 
 // Record appends ev in its own transaction.
@@ -210,10 +242,105 @@ type VerifyResult struct {
 	Head    string `json:"head"`
 }
 
-// Verify walks the whole chain and reports the first entry that does not
+// Verify checks the entries appended since the last verified checkpoint
+// (the whole chain the first time), so its cost follows the log's growth,
+// not its size. It re-checks the checkpoint entry itself and that nothing
+// follows the head. Entries before the checkpoint are covered by VerifyFull,
+// which edgepbxd runs at start and the API runs on demand. Once the chain
+// was found broken, Verify keeps failing until a VerifyFull passes.
+func (l *Log) Verify() (VerifyResult, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.broken != nil {
+		return VerifyResult{Entries: l.cp.Seq, Head: l.cp.Hash}, l.broken
+	}
+	var res VerifyResult
+	err := l.db.View(func(tx *store.Tx) error {
+		var h head
+		if _, err := tx.Get(metaBucket, headKey, &h); err != nil {
+			return fmt.Errorf("%w: head unreadable: %v", ErrTampered, err)
+		}
+		if h.Seq < l.cp.Seq {
+			return fmt.Errorf("%w: head says %d but entry %d was verified before", ErrTampered, h.Seq, l.cp.Seq)
+		}
+		prev := ""
+		if l.cp.Seq > 0 {
+			e, err := getEntry(tx, l.cp.Seq)
+			if err != nil {
+				return err
+			}
+			if d, err := e.digest(); err != nil || e.Hash != l.cp.Hash || d != e.Hash {
+				return fmt.Errorf("%w: entry %d was modified after it was verified", ErrTampered, l.cp.Seq)
+			}
+			prev = e.Hash
+		}
+		for n := l.cp.Seq + 1; n <= h.Seq; n++ {
+			e, err := getEntry(tx, n)
+			if err != nil {
+				return err
+			}
+			if err := e.check(n, prev); err != nil {
+				return err
+			}
+			prev = e.Hash
+		}
+		if prev != h.Hash {
+			return fmt.Errorf("%w: chain ends at %d but the head's hash differs", ErrTampered, h.Seq)
+		}
+		var extra json.RawMessage
+		if ok, _ := tx.Get(logBucket, seqKey(h.Seq+1), &extra); ok {
+			return fmt.Errorf("%w: entry %d beyond the head %d", ErrTampered, h.Seq+1, h.Seq)
+		}
+		res = VerifyResult{Entries: h.Seq, Head: h.Hash}
+		return nil
+	})
+	if err != nil {
+		l.broken = err
+		return VerifyResult{Entries: l.cp.Seq, Head: l.cp.Hash}, err
+	}
+	l.cp = head{Seq: res.Entries, Hash: res.Head}
+	return res, nil
+}
+
+func getEntry(tx *store.Tx, n uint64) (Entry, error) {
+	var e Entry
+	ok, err := tx.Get(logBucket, seqKey(n), &e)
+	if err != nil {
+		return e, fmt.Errorf("%w: entry %d unreadable", ErrTampered, n)
+	}
+	if !ok {
+		return e, fmt.Errorf("%w: entry %d missing", ErrTampered, n)
+	}
+	return e, nil
+}
+
+// check verifies that e is entry n, links to prev and hashes to its Hash.
+func (e Entry) check(n uint64, prev string) error {
+	if e.Seq != n {
+		return fmt.Errorf("%w: entry %s: expected sequence %d", ErrTampered, seqKey(e.Seq), n)
+	}
+	if e.PrevHash != prev {
+		return fmt.Errorf("%w: entry %d does not link to entry %d", ErrTampered, e.Seq, e.Seq-1)
+	}
+	d, err := e.digest()
+	if err != nil {
+		return err
+	}
+	if d != e.Hash {
+		return fmt.Errorf("%w: entry %d was modified", ErrTampered, e.Seq)
+	}
+	return nil
+}
+
+// VerifyFull walks the whole chain and reports the first entry that does not
 // match: an edited entry changes its hash, a removed or inserted one breaks
 // the sequence or the link, a truncated tail disagrees with the stored head.
-func (l *Log) Verify() (VerifyResult, error) {
+// It also holds the chain to this process's checkpoint, so a tail cut
+// together with a rewritten head is caught. A pass moves the checkpoint to
+// the head; a failure makes Verify fail too.
+func (l *Log) VerifyFull() (VerifyResult, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	var res VerifyResult
 	err := l.db.View(func(tx *store.Tx) error {
 		var h head
@@ -228,18 +355,14 @@ func (l *Log) Verify() (VerifyResult, error) {
 				return fmt.Errorf("%w: entry %s unreadable", ErrTampered, key)
 			}
 			n++
-			if e.Seq != n || key != seqKey(e.Seq) {
+			if key != seqKey(e.Seq) {
 				return fmt.Errorf("%w: entry %s: expected sequence %d", ErrTampered, key, n)
 			}
-			if e.PrevHash != prev {
-				return fmt.Errorf("%w: entry %d does not link to entry %d", ErrTampered, e.Seq, e.Seq-1)
-			}
-			d, err := e.digest()
-			if err != nil {
+			if err := e.check(n, prev); err != nil {
 				return err
 			}
-			if d != e.Hash {
-				return fmt.Errorf("%w: entry %d was modified", ErrTampered, e.Seq)
+			if n == l.cp.Seq && e.Hash != l.cp.Hash {
+				return fmt.Errorf("%w: entry %d differs from when it was verified", ErrTampered, n)
 			}
 			prev = e.Hash
 			return nil
@@ -250,8 +373,17 @@ func (l *Log) Verify() (VerifyResult, error) {
 		if n != h.Seq || prev != h.Hash {
 			return fmt.Errorf("%w: chain ends at %d but head says %d", ErrTampered, n, h.Seq)
 		}
+		if n < l.cp.Seq {
+			// A consistent but shorter chain: the tail was cut and the head rewritten.
+			return fmt.Errorf("%w: chain ends at %d but entry %d was verified before", ErrTampered, n, l.cp.Seq)
+		}
 		res = VerifyResult{Entries: n, Head: prev}
 		return nil
 	})
-	return res, err
+	if err != nil {
+		l.broken = err
+		return res, err
+	}
+	l.cp, l.broken = head{Seq: res.Entries, Hash: res.Head}, nil
+	return res, nil
 }

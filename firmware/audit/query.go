@@ -44,19 +44,27 @@ func (f Filter) match(e Entry) bool {
 func (l *Log) Query(f Filter) ([]Entry, error) {
 	var out []Entry
 	err := l.db.View(func(tx *store.Tx) error {
-		return tx.ForEach(logBucket, func(key string, raw []byte) error {
-			var e Entry
-			if err := json.Unmarshal(raw, &e); err != nil {
-				return fmt.Errorf("audit: decode %s: %w", key, err)
+		var err error
+		out, err = queryTx(tx, f)
+		return err
+	})
+	return out, err
+}
+
+func queryTx(tx *store.Tx, f Filter) ([]Entry, error) {
+	var out []Entry
+	err := tx.ForEach(logBucket, func(key string, raw []byte) error {
+		var e Entry
+		if err := json.Unmarshal(raw, &e); err != nil {
+			return fmt.Errorf("audit: decode %s: %w", key, err)
+		}
+		if f.match(e) {
+			out = append(out, e)
+			if f.Limit > 0 && len(out) > f.Limit {
+				out = out[1:]
 			}
-			if f.match(e) {
-				out = append(out, e)
-				if f.Limit > 0 && len(out) > f.Limit {
-					out = out[1:]
-				}
-			}
-			return nil
-		})
+		}
+		return nil
 	})
 	return out, err
 }
@@ -70,22 +78,48 @@ const (
 // ErrFormat is returned for an unknown export format.
 var ErrFormat = errors.New("audit: unknown export format")
 
-// Export writes the matching entries to w as JSON lines or CSV. Exports keep
-// the hashes so a copy can be checked against the box later.
+// HeadLine is the last line of a JSON-lines export: the chain head when
+// the export was made, read in the same transaction as the entries.
+type HeadLine struct {
+	Head Head `json:"audit_head"`
+}
+
+// HeadRow is the first column of the last CSV row, which carries the head:
+// action "audit.head", its sequence number as the target, its hash in the
+// hash column.
+const HeadRow = "head"
+
+// Export writes the matching entries to w as JSON lines or CSV, followed by
+// the chain head. Exports keep the hashes so a copy can be checked against
+// the box later, and the head anchors the copy: keep it off the box and a
+// later rewrite of the log up to it is detectable.
 func (l *Log) Export(w io.Writer, format string, f Filter) error {
 	if format != FormatJSONLines && format != FormatCSV {
 		return fmt.Errorf("%w %q", ErrFormat, format)
 	}
-	entries, err := l.Query(f)
+	var entries []Entry
+	var h head
+	err := l.db.View(func(tx *store.Tx) error {
+		if _, err := tx.Get(metaBucket, headKey, &h); err != nil {
+			return fmt.Errorf("audit: read head: %w", err)
+		}
+		var err error
+		entries, err = queryTx(tx, f)
+		return err
+	})
 	if err != nil {
 		return err
 	}
+	hd := Head{Seq: h.Seq, Hash: h.Hash, Time: l.clock.Now().UTC()}
 	if format == FormatJSONLines {
 		enc := json.NewEncoder(w)
 		for _, e := range entries {
 			if err := enc.Encode(e); err != nil {
 				return fmt.Errorf("audit: export: %w", err)
 			}
+		}
+		if err := enc.Encode(HeadLine{Head: hd}); err != nil {
+			return fmt.Errorf("audit: export: %w", err)
 		}
 		return nil
 	}
@@ -101,6 +135,7 @@ func (l *Log) Export(w io.Writer, format string, f Filter) error {
 			return fmt.Errorf("audit: export: %w", err)
 		}
 	}
+	_ = cw.Write([]string{HeadRow, hd.Time.Format(time.RFC3339Nano), "", "", "audit.head", strconv.FormatUint(hd.Seq, 10), "", "", "", "", "", hd.Hash})
 	cw.Flush()
 	return cw.Error()
 }
