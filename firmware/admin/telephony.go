@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
@@ -74,7 +77,10 @@ func (s *Server) apiSetTelephony(w http.ResponseWriter, r *http.Request, p auth.
 		case errors.Is(err, config.ErrVersion):
 			return fmt.Errorf("%w: %w", errConflict, err)
 		case errors.Is(err, config.ErrTelephony):
-			return fmt.Errorf("%w: %w", errTelephonyRefused, err)
+			// The per-field editor shows the refusal next to the field
+			// it names: problem+json with a JSON pointer into the body.
+			telephonyProblem(w, err, telephonyField(req, err))
+			return nil
 		}
 		return err
 	}
@@ -124,4 +130,171 @@ func (s *Server) telephonyData(r *http.Request, p auth.Principal) (any, error) {
 	country, _ := dialplan.LookupCountry(cur.Country)
 	return map[string]any{"Config": cur, "JSON": string(raw), "Rows": rows,
 		"Emergency": append(slices.Clone(country.Emergency), cur.Emergency...)}, nil
+}
+
+// telephonyProblem answers a refused configuration as problem+json (RFC
+// 9457) with the extension member "field", a JSON pointer (RFC 6901) into
+// the request body at the value that was refused ("" when none fits).
+func telephonyProblem(w http.ResponseWriter, err error, field string) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(http.StatusUnprocessableEntity)
+	_ = json.NewEncoder(w).Encode(map[string]any{"type": "about:blank", "title": "telephony configuration refused",
+		"status": http.StatusUnprocessableEntity, "detail": fmt.Errorf("%w: %w", errTelephonyRefused, err).Error(), "field": field})
+}
+
+// fieldRule maps one form of config's and dialplan's validation messages
+// to the field it is about. The messages name the element (trunk name,
+// route prefix, DID number, extension); resolve finds it in the request.
+type fieldRule struct {
+	re      *regexp.Regexp
+	resolve func(t config.Telephony, m []string) string
+}
+
+// name matches a name the messages print either quoted (%q) or bare.
+const namePat = `("(?:[^"\\]|\\.)*"|[^\s:"]*)`
+
+func unq(s string) string {
+	if u, err := strconv.Unquote(s); err == nil {
+		return u
+	}
+	return s
+}
+
+// nth finds the index of the n-th (0-based) element for which match holds.
+func nth(count int, match func(int) bool, n int) (int, bool) {
+	for i := range count {
+		if match(i) {
+			if n == 0 {
+				return i, true
+			}
+			n--
+		}
+	}
+	return 0, false
+}
+
+func trunkPtr(t config.Telephony, nm, field string, occurrence int) string {
+	i, ok := nth(len(t.Trunks), func(i int) bool { return t.Trunks[i].Name == nm }, occurrence)
+	if !ok {
+		return "/trunks"
+	}
+	return fmt.Sprintf("/trunks/%d/%s", i, field)
+}
+
+func routePtr(t config.Telephony, prefix, field string, match func(dialplan.Route) bool) string {
+	i, ok := nth(len(t.Routes), func(i int) bool { return t.Routes[i].Prefix == prefix && (match == nil || match(t.Routes[i])) }, 0)
+	if !ok {
+		return "/routes"
+	}
+	return fmt.Sprintf("/routes/%d/%s", i, field)
+}
+
+func didPtr(t config.Telephony, number, field string) string {
+	i, ok := nth(len(t.DIDs), func(i int) bool { return t.DIDs[i].Number == number }, 0)
+	if !ok {
+		return "/dids"
+	}
+	return fmt.Sprintf("/dids/%d/%s", i, field)
+}
+
+func extPtr(t config.Telephony, number, field string, occurrence int) string {
+	i, ok := nth(len(t.Extensions), func(i int) bool { return t.Extensions[i].Number == number }, occurrence)
+	if !ok {
+		return "/extensions"
+	}
+	return fmt.Sprintf("/extensions/%d/%s", i, field)
+}
+
+// limitField says which of two limits is out of dialplan's range.
+func limitField(l dialplan.Limits) string {
+	if l.MaxConcurrent < 0 || l.MaxConcurrent > 100000 {
+		return "limits/max_concurrent"
+	}
+	return "limits/max_per_hour"
+}
+
+func rule(expr string, resolve func(t config.Telephony, m []string) string) fieldRule {
+	return fieldRule{re: regexp.MustCompile(expr), resolve: resolve}
+}
+
+func fixed(ptr string) func(config.Telephony, []string) string {
+	return func(config.Telephony, []string) string { return ptr }
+}
+
+func trunkField(field string) func(config.Telephony, []string) string {
+	return func(t config.Telephony, m []string) string { return trunkPtr(t, unq(m[1]), field, 0) }
+}
+
+// telephonyFields, first match wins; more specific forms come first.
+var telephonyFields = []fieldRule{
+	rule(`^country `, fixed("/country")),
+	rule(`^default[_ ]class`, fixed("/default_classes")),
+	rule(`^trunk name `+namePat+`:`, trunkField("name")),
+	rule(`^trunk `+namePat+` listed twice`, func(t config.Telephony, m []string) string { return trunkPtr(t, unq(m[1]), "name", 1) }),
+	rule(`^trunk `+namePat+`: (?:host|port) `, trunkField("host")),
+	rule(`^trunk `+namePat+`: transport `, trunkField("transport")),
+	rule(`^trunk `+namePat+`: (?:invalid peer|IP authentication needs)`, trunkField("peers")),
+	rule(`^trunk `+namePat+`: IP authentication takes no`, trunkField("username")),
+	rule(`^trunk `+namePat+`: registration needs a username`, func(t config.Telephony, m []string) string {
+		tr, _ := t.Trunk(unq(m[1]))
+		if tr.Username == "" || len(tr.Username) > 128 || strings.ContainsAny(tr.Username, " \t\r\n:;@<>\"") {
+			return trunkPtr(t, unq(m[1]), "username", 0)
+		}
+		return trunkPtr(t, unq(m[1]), "domain", 0)
+	}),
+	rule(`^trunk `+namePat+`: (?:password|registration needs a password)`, trunkField("password")),
+	rule(`^trunk `+namePat+`: auth `, trunkField("auth")),
+	rule(`^trunk `+namePat+`: srtp`, trunkField("srtp")),
+	rule(`^trunk `+namePat+`: caller`, trunkField("caller_id")),
+	rule(`^(?:dialplan: )?route prefix `+namePat, func(t config.Telephony, m []string) string { return routePtr(t, unq(m[1]), "prefix", nil) }),
+	rule(`^premium prefix `, fixed("/premium_prefixes")),
+	rule(`^emergency number \S+ has no route`, fixed("/emergency_trunk")),
+	rule(`^emergency number `, fixed("/emergency")),
+	rule(`^DID `+namePat+`: unknown extension`, func(t config.Telephony, m []string) string { return didPtr(t, unq(m[1]), "extension") }),
+	rule(`^extension `+namePat+` is an emergency number`, func(t config.Telephony, m []string) string { return extPtr(t, unq(m[1]), "number", 0) }),
+	rule(`^dialplan: trunk `+namePat+`: limits`, func(t config.Telephony, m []string) string {
+		tr, _ := t.Trunk(unq(m[1]))
+		return trunkPtr(t, unq(m[1]), limitField(tr.Limits), 0)
+	}),
+	rule(`^dialplan: trunk name `, fixed("/trunks")),
+	rule(`^dialplan: extension `+namePat+`: must be`, func(t config.Telephony, m []string) string { return extPtr(t, unq(m[1]), "number", 0) }),
+	rule(`^dialplan: extension `+namePat+` repeated`, func(t config.Telephony, m []string) string { return extPtr(t, unq(m[1]), "number", 1) }),
+	rule(`^dialplan: extension `+namePat+`: unknown class`, func(t config.Telephony, m []string) string { return extPtr(t, unq(m[1]), "classes", 0) }),
+	rule(`^dialplan: extension `+namePat+`: limits`, func(t config.Telephony, m []string) string {
+		i, ok := nth(len(t.Extensions), func(i int) bool { return t.Extensions[i].Number == unq(m[1]) }, 0)
+		if !ok {
+			return "/extensions"
+		}
+		return fmt.Sprintf("/extensions/%d/%s", i, limitField(t.Extensions[i].Limits))
+	}),
+	rule(`^dialplan: route `+namePat+`: unknown trunk `+namePat, func(t config.Telephony, m []string) string {
+		return routePtr(t, unq(m[1]), "trunk", func(r dialplan.Route) bool { return r.Trunk == unq(m[2]) })
+	}),
+	rule(`^dialplan: route `+namePat+`: strip`, func(t config.Telephony, m []string) string {
+		return routePtr(t, unq(m[1]), "strip", func(r dialplan.Route) bool { return r.Strip < 0 || r.Strip > len(r.Prefix) })
+	}),
+	rule(`^dialplan: route `+namePat+`: add`, func(t config.Telephony, m []string) string { return routePtr(t, unq(m[1]), "add", nil) }),
+	rule(`^dialplan: unknown emergency trunk`, fixed("/emergency_trunk")),
+	rule(`^dialplan: DID `+namePat+`: unknown trunk`, func(t config.Telephony, m []string) string { return didPtr(t, unq(m[1]), "trunk") }),
+	rule(`^dialplan: DID `+namePat+`: unknown extension`, func(t config.Telephony, m []string) string { return didPtr(t, unq(m[1]), "extension") }),
+	rule(`^dialplan: DID `+namePat+`$`, func(t config.Telephony, m []string) string { return didPtr(t, unq(m[1]), "number") }),
+	rule(`^dialplan: negative burst`, fixed("/burst_attempts")),
+}
+
+// telephonyField names the field a validation error is about, as a JSON
+// pointer into t; "" when the error is about no single field (too many
+// entries, for one).
+func telephonyField(t config.Telephony, err error) string {
+	msg := err.Error()
+	for _, prefix := range []string{config.ErrTelephony.Error() + ": "} {
+		for strings.HasPrefix(msg, prefix) {
+			msg = strings.TrimPrefix(msg, prefix)
+		}
+	}
+	for _, r := range telephonyFields {
+		if m := r.re.FindStringSubmatch(msg); m != nil {
+			return r.resolve(t, m)
+		}
+	}
+	return ""
 }

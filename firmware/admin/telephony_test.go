@@ -98,3 +98,80 @@ func TestTelephonyAPI(t *testing.T) {
 		t.Fatal("operator page lacks the editor or shows the password")
 	}
 }
+
+// TestTelephonyFieldErrors: every refusal of a single bad value names that
+// value's field as a JSON pointer, so the editor shows it next to it.
+func TestTelephonyFieldErrors(t *testing.T) {
+	e, admin := claimed(t)
+	if err := e.exts.Set("1002", "Ext-Password-1002-x"); err != nil {
+		t.Fatal(err)
+	}
+	base := func() TelephonyRequest {
+		c := telephonyWithTrunk(0)
+		c.Routes = append(c.Routes, dialplan.Route{Prefix: "00", Trunk: "itsp", Strip: 2})
+		return c
+	}
+	trunk2 := func(c *TelephonyRequest) *config.TelephonyTrunk {
+		c.Trunks = append(c.Trunks, config.TelephonyTrunk{Name: "second", Host: "10.0.0.9:5060", Transport: "udp", Auth: config.TrunkAuthIP,
+			Peers: []netip.Prefix{netip.MustParsePrefix("10.0.0.9/32")}})
+		return &c.Trunks[1]
+	}
+	for _, tc := range []struct {
+		name, field string
+		edit        func(c *TelephonyRequest)
+	}{
+		{"country", "/country", func(c *TelephonyRequest) { c.Country = "XX" }},
+		{"no default classes", "/default_classes", func(c *TelephonyRequest) { c.DefaultClasses = nil }},
+		{"default class", "/default_classes", func(c *TelephonyRequest) { c.DefaultClasses = []dialplan.Class{"gold"} }},
+		{"trunk name", "/trunks/1/name", func(c *TelephonyRequest) { trunk2(c).Name = "bad name!" }},
+		{"trunk repeated", "/trunks/1/name", func(c *TelephonyRequest) { trunk2(c).Name = "itsp" }},
+		{"host", "/trunks/1/host", func(c *TelephonyRequest) { trunk2(c).Host = "no port" }},
+		{"port", "/trunks/1/host", func(c *TelephonyRequest) { trunk2(c).Host = "10.0.0.9:99999" }},
+		{"transport", "/trunks/1/transport", func(c *TelephonyRequest) { trunk2(c).Transport = "sctp" }},
+		{"no peers", "/trunks/1/peers", func(c *TelephonyRequest) { trunk2(c).Peers = nil }},
+		{"ip auth with user", "/trunks/1/username", func(c *TelephonyRequest) { trunk2(c).Username = "u" }},
+		{"auth", "/trunks/1/auth", func(c *TelephonyRequest) { trunk2(c).Auth = "magic" }},
+		{"username", "/trunks/0/username", func(c *TelephonyRequest) { c.Trunks[0].Username = "" }},
+		{"domain", "/trunks/0/domain", func(c *TelephonyRequest) { c.Trunks[0].Domain = "a b" }},
+		{"password", "/trunks/0/password", func(c *TelephonyRequest) { c.Trunks[0].Password = "" }},
+		{"password control", "/trunks/0/password", func(c *TelephonyRequest) { c.Trunks[0].Password = "a\x01b" }},
+		{"trunk limit", "/trunks/0/limits/max_per_hour", func(c *TelephonyRequest) { c.Trunks[0].Limits.MaxPerHour = 200000 }},
+		{"trunk concurrent", "/trunks/0/limits/max_concurrent", func(c *TelephonyRequest) { c.Trunks[0].Limits.MaxConcurrent = -1 }},
+		{"route prefix", "/routes/1/prefix", func(c *TelephonyRequest) { c.Routes[1].Prefix = "0a" }},
+		{"route trunk", "/routes/1/trunk", func(c *TelephonyRequest) { c.Routes[1].Trunk = "nope" }},
+		{"route strip", "/routes/1/strip", func(c *TelephonyRequest) { c.Routes[1].Strip = 3 }},
+		{"route add", "/routes/1/add", func(c *TelephonyRequest) { c.Routes[1].Add = "x1" }},
+		{"DID extension", "/dids/0/extension", func(c *TelephonyRequest) { c.DIDs[0].Extension = "1999" }},
+		{"DID number", "/dids/0/number", func(c *TelephonyRequest) { c.DIDs[0].Number = "49x" }},
+		{"DID trunk", "/dids/0/trunk", func(c *TelephonyRequest) { c.DIDs[0].Trunk = "nope" }},
+		{"extension number", "/extensions/0/number", func(c *TelephonyRequest) { c.Extensions[0].Number = "10a" }},
+		{"extension repeated", "/extensions/1/number", func(c *TelephonyRequest) { c.Extensions = append(c.Extensions, c.Extensions[0]) }},
+		{"extension emergency", "/extensions/1/number", func(c *TelephonyRequest) {
+			c.Extensions = append(c.Extensions, dialplan.Extension{Number: "112"})
+		}},
+		{"extension class", "/extensions/0/classes", func(c *TelephonyRequest) { c.Extensions[0].Classes = []dialplan.Class{"gold"} }},
+		{"extension limit", "/extensions/0/limits/max_concurrent", func(c *TelephonyRequest) { c.Extensions[0].Limits.MaxConcurrent = -2 }},
+		{"premium prefix", "/premium_prefixes", func(c *TelephonyRequest) { c.PremiumPrefixes = []string{"9x"} }},
+		{"premium blocks emergency", "/premium_prefixes", func(c *TelephonyRequest) { c.PremiumPrefixes = []string{"11"} }},
+		{"emergency number", "/emergency", func(c *TelephonyRequest) { c.Emergency = []string{"1x"} }},
+		{"emergency unrouted", "/emergency_trunk", func(c *TelephonyRequest) { c.Routes = c.Routes[1:] }},
+		{"emergency trunk", "/emergency_trunk", func(c *TelephonyRequest) { c.EmergencyTrunk = "nope" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base()
+			tc.edit(&c)
+			r := admin.must(422, "PUT", "/api/v1/telephony", c)
+			if got := r.str("field"); got != tc.field {
+				t.Fatalf("field %q, want %q (%s)", got, tc.field, r.str("detail"))
+			}
+			if r.hdr.Get("Content-Type") != "application/problem+json" || r.str("title") != "telephony configuration refused" || r.js["status"] != float64(422) {
+				t.Fatalf("not problem+json: %v %s", r.hdr, r.body)
+			}
+		})
+	}
+	if e.tel.Current().Version != 0 {
+		t.Fatal("a refused change applied")
+	}
+	// The base itself is valid: the cases above fail for their one change.
+	admin.must(200, "PUT", "/api/v1/telephony", base())
+}
