@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -40,26 +41,29 @@ type ACMEInstaller interface {
 // ACMEConfig configures issuance for the box's public names.
 type ACMEConfig struct {
 	DirectoryURL string   // e.g. https://acme-v02.api.letsencrypt.org/directory
-	Names        []string // public DNS names that reach this box on port 80
+	Names        []string // public DNS names that reach this box (port 443, or 80 for HTTP-01)
 	Contact      []string // optional, "mailto:ops@example.com"
+	// Challenge is ChallengeTLSALPN01 (empty: the default) or ChallengeHTTP01.
+	Challenge string
+	// Challenges receives the pending answers; the listeners serve them.
+	// nil: a private set (then serve HTTPHandler or TLSConfig of this ACME).
+	Challenges *ACMEChallenges
 	// HTTPClient talks to the CA; nil means http.DefaultClient.
 	HTTPClient *http.Client
 	Now        func() time.Time // nil: time.Now
 	Logger     *slog.Logger
 }
 
-// ACME obtains and renews the box certificate with HTTP-01 challenges.
-// Wire HTTPHandler in front of the port-80 listener.
+// ACME obtains and renews the box certificate with TLS-ALPN-01 (on the
+// HTTPS port) or HTTP-01 challenges, answered through cfg.Challenges.
 type ACME struct {
 	cfg  ACMEConfig
 	db   *store.DB
 	inst ACMEInstaller
 	log  *slog.Logger
+	ch   *ACMEChallenges
 
 	runMu sync.Mutex // one issuance at a time
-
-	mu     sync.Mutex
-	tokens map[string]string // HTTP-01 token -> key authorization
 }
 
 // NewACME checks cfg; it does not contact the CA.
@@ -78,6 +82,16 @@ func NewACME(db *store.DB, inst ACMEInstaller, cfg ACMEConfig) (*ACME, error) {
 			return nil, fmt.Errorf("certs: acme name %q is not a public DNS name", n)
 		}
 	}
+	switch cfg.Challenge {
+	case "":
+		cfg.Challenge = ChallengeTLSALPN01
+	case ChallengeTLSALPN01, ChallengeHTTP01:
+	default:
+		return nil, fmt.Errorf("certs: acme challenge type %q unknown", cfg.Challenge)
+	}
+	if cfg.Challenges == nil {
+		cfg.Challenges = NewACMEChallenges()
+	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = http.DefaultClient
 	}
@@ -87,7 +101,7 @@ func NewACME(db *store.DB, inst ACMEInstaller, cfg ACMEConfig) (*ACME, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &ACME{cfg: cfg, db: db, inst: inst, log: cfg.Logger.With("pkg", "certs", "part", "acme"), tokens: map[string]string{}}, nil
+	return &ACME{cfg: cfg, db: db, inst: inst, log: cfg.Logger.With("pkg", "certs", "part", "acme"), ch: cfg.Challenges}, nil
 }
 
 // ACMEDue says whether the certificate described by cur should be (re)issued
@@ -199,28 +213,36 @@ func (a *ACME) authorize(ctx context.Context, client *acme.Client, url string) e
 	}
 	var chal *acme.Challenge
 	for _, c := range z.Challenges {
-		if c.Type == "http-01" {
+		if c.Type == a.cfg.Challenge {
 			chal = c
 		}
 	}
 	if chal == nil {
-		return fmt.Errorf("certs: acme: no http-01 challenge for %s", z.Identifier.Value)
+		return fmt.Errorf("certs: acme: CA offers no %s challenge for %s", a.cfg.Challenge, z.Identifier.Value)
 	}
 	if len(chal.Token) == 0 || len(chal.Token) > acmeMaxToken {
 		return errors.New("certs: acme: bad challenge token")
 	}
-	ka, err := client.HTTP01ChallengeResponse(chal.Token)
-	if err != nil {
-		return fmt.Errorf("certs: acme key authorization: %w", err)
+	name := strings.ToLower(z.Identifier.Value)
+	if !slices.Contains(a.cfg.Names, name) {
+		return fmt.Errorf("certs: acme: CA asks about %.80q, not one of our names", z.Identifier.Value)
 	}
-	a.mu.Lock()
-	a.tokens[chal.Token] = ka
-	a.mu.Unlock()
-	defer func() {
-		a.mu.Lock()
-		delete(a.tokens, chal.Token)
-		a.mu.Unlock()
-	}()
+	var done func()
+	switch a.cfg.Challenge {
+	case ChallengeTLSALPN01:
+		cert, err := client.TLSALPN01ChallengeCert(chal.Token, name)
+		if err != nil {
+			return fmt.Errorf("certs: acme tls-alpn-01 certificate: %w", err)
+		}
+		done = a.ch.setALPN(name, &cert)
+	default:
+		ka, err := client.HTTP01ChallengeResponse(chal.Token)
+		if err != nil {
+			return fmt.Errorf("certs: acme key authorization: %w", err)
+		}
+		done = a.ch.setHTTP(chal.Token, ka)
+	}
+	defer done()
 	if _, err := client.Accept(ctx, chal); err != nil {
 		return fmt.Errorf("certs: acme accept %s: %w", z.Identifier.Value, err)
 	}
@@ -230,31 +252,13 @@ func (a *ACME) authorize(ctx context.Context, client *acme.Client, url string) e
 	return nil
 }
 
-// HTTPHandler answers HTTP-01 challenges under /.well-known/acme-challenge/
-// and passes everything else to next (nil: 404).
-func (a *ACME) HTTPHandler(next http.Handler) http.Handler {
-	const prefix = "/.well-known/acme-challenge/"
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.URL.Path, prefix)
-		if !ok {
-			if next == nil {
-				http.NotFound(w, r)
-				return
-			}
-			next.ServeHTTP(w, r)
-			return
-		}
-		a.mu.Lock()
-		ka, found := a.tokens[tok]
-		a.mu.Unlock()
-		if r.Method != http.MethodGet || !found || len(tok) > acmeMaxToken {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain")
-		w.Write([]byte(ka))
-	})
-}
+// HTTPHandler answers this client's HTTP-01 challenges (see
+// ACMEChallenges.HTTPHandler).
+func (a *ACME) HTTPHandler(next http.Handler) http.Handler { return a.ch.HTTPHandler(next) }
+
+// TLSConfig answers this client's TLS-ALPN-01 challenges on a listener
+// using base (see ACMEChallenges.TLSConfig).
+func (a *ACME) TLSConfig(base *tls.Config) *tls.Config { return a.ch.TLSConfig(base) }
 
 // accountKey loads the sealed ACME account key or makes and stores one.
 func (a *ACME) accountKey() (*ecdsa.PrivateKey, error) {
@@ -295,8 +299,8 @@ func (a *ACME) accountKey() (*ecdsa.PrivateKey, error) {
 	return k, nil
 }
 
-// acmeName accepts a lower-case multi-label DNS name (no wildcards: HTTP-01
-// cannot prove them, no IPs, no trailing dot).
+// acmeName accepts a lower-case multi-label DNS name (no wildcards: neither
+// HTTP-01 nor TLS-ALPN-01 can prove them, no IPs, no trailing dot).
 func acmeName(s string) bool {
 	if len(s) > 253 || !strings.Contains(s, ".") {
 		return false

@@ -62,13 +62,15 @@ func freePort(t *testing.T, network string) int {
 
 // pebbleCA runs Debian's pebble and pebble-challtestsrv (as its DNS, which
 // answers 127.0.0.1 for every name) on loopback. HTTP-01 validation connects
-// to 127.0.0.1:httpPort, where the test serves ACME.HTTPHandler.
+// to 127.0.0.1:httpPort, where the test serves ACME.HTTPHandler; TLS-ALPN-01
+// validation to 127.0.0.1:tlsPort (0: a port nobody listens on).
 type pebbleCA struct {
-	dirURL string
-	client *http.Client
+	dirURL  string
+	mgmtURL string
+	client  *http.Client
 }
 
-func startPebble(t *testing.T, httpPort int) *pebbleCA {
+func startPebble(t *testing.T, httpPort, tlsPort int) *pebbleCA {
 	t.Helper()
 	pebble := needTool(t, "pebble", "pebble")
 	challsrv := needTool(t, "pebble-challtestsrv", "pebble")
@@ -95,7 +97,13 @@ func startPebble(t *testing.T, httpPort int) *pebbleCA {
 	roots.AddCert(leaf)
 
 	dnsPort := freePort(t, "udp")
-	acmePort, mgmtPort, tlsPort, chMgmt := freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "tcp")
+	acmePort, mgmtPort, chMgmt := freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "tcp")
+	if tlsPort == 0 {
+		tlsPort = freePort(t, "tcp")
+	}
+	if httpPort == 0 {
+		httpPort = freePort(t, "tcp")
+	}
 	cfg := map[string]any{"pebble": map[string]any{
 		"listenAddress":                  fmt.Sprintf("127.0.0.1:%d", acmePort),
 		"managementListenAddress":        fmt.Sprintf("127.0.0.1:%d", mgmtPort),
@@ -133,7 +141,8 @@ func startPebble(t *testing.T, httpPort int) *pebbleCA {
 		"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0")
 
 	ca := &pebbleCA{
-		dirURL: fmt.Sprintf("https://127.0.0.1:%d/dir", acmePort),
+		dirURL:  fmt.Sprintf("https://127.0.0.1:%d/dir", acmePort),
+		mgmtURL: fmt.Sprintf("https://127.0.0.1:%d", mgmtPort),
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}},
 	}
 	// Wait until pebble answers (it starts in well under a second).
@@ -154,6 +163,26 @@ func startPebble(t *testing.T, httpPort int) *pebbleCA {
 	}
 }
 
+// roots is pebble's issuing root, which a client must trust to verify what
+// it issued (pebble makes a new one at every start).
+func (ca *pebbleCA) roots(t *testing.T) *x509.CertPool {
+	t.Helper()
+	resp, err := ca.client.Get(ca.mgmtURL + "/roots/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("pebble root: %s %v", resp.Status, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(raw) {
+		t.Fatalf("pebble root is not PEM: %.200s", raw)
+	}
+	return pool
+}
+
 type lockedBuffer struct {
 	mu sync.Mutex
 	b  strings.Builder
@@ -171,15 +200,15 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// TestACMEPebble issues a certificate from pebble over real HTTP-01, does
+// TestACMEPebbleHTTP01 issues a certificate from pebble over real HTTP-01, does
 // not renew it while fresh, and renews it two months later.
-func TestACMEPebble(t *testing.T) {
+func TestACMEPebbleHTTP01(t *testing.T) {
 	// The challenge listener first, so its port can go into pebble's config.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := startPebble(t, ln.Addr().(*net.TCPAddr).Port)
+	ca := startPebble(t, ln.Addr().(*net.TCPAddr).Port, 0)
 
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -195,7 +224,7 @@ func TestACMEPebble(t *testing.T) {
 		t.Fatal(err)
 	}
 	names := []string{"pbx.edgepbx.test", "sip.edgepbx.test"}
-	a, err := certs.NewACME(db, mgr, certs.ACMEConfig{DirectoryURL: ca.dirURL, Names: names,
+	a, err := certs.NewACME(db, mgr, certs.ACMEConfig{DirectoryURL: ca.dirURL, Names: names, Challenge: certs.ChallengeHTTP01,
 		Contact: []string{"mailto:ops@edgepbx.test"}, HTTPClient: ca.client, Now: clock})
 	if err != nil {
 		t.Fatal(err)
