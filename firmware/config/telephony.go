@@ -87,6 +87,12 @@ type TelephonyTrunk struct {
 	Password    string          `json:"password,omitempty"`
 	PasswordSet bool            `json:"password_set,omitempty"`
 	Limits      dialplan.Limits `json:"limits"`
+	// SRTP is the media encryption policy towards the ITSP: "optional"
+	// (also ""), "required" or "off".
+	SRTP string `json:"srtp,omitempty"`
+	// CallerID is the number presented on calls out over the trunk
+	// (digits, optional leading +; empty: the extension's own).
+	CallerID string `json:"caller_id,omitempty"`
 }
 
 // DefaultTelephony is the secure default: Germany's numbering facts (the
@@ -210,6 +216,14 @@ func (tr TelephonyTrunk) validate() error {
 	case "udp", "tcp", "tls":
 	default:
 		return bad("trunk %s: transport %q: want udp, tcp or tls", tr.Name, tr.Transport)
+	}
+	switch tr.SRTP {
+	case "", "optional", "required", "off":
+	default:
+		return bad("trunk %s: srtp %q: want optional, required or off", tr.Name, tr.SRTP)
+	}
+	if tr.CallerID != "" && !digits(strings.TrimPrefix(tr.CallerID, "+")) {
+		return bad("trunk %s: caller ID %q: digits, optionally with a leading +", tr.Name, tr.CallerID)
 	}
 	for _, p := range tr.Peers {
 		if !p.IsValid() {
