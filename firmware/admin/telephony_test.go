@@ -130,6 +130,8 @@ func TestTelephonyFieldErrors(t *testing.T) {
 		{"transport", "/trunks/1/transport", func(c *TelephonyRequest) { trunk2(c).Transport = "sctp" }},
 		{"no peers", "/trunks/1/peers", func(c *TelephonyRequest) { trunk2(c).Peers = nil }},
 		{"ip auth with user", "/trunks/1/username", func(c *TelephonyRequest) { trunk2(c).Username = "u" }},
+		{"srtp", "/trunks/1/srtp", func(c *TelephonyRequest) { trunk2(c).SRTP = "sometimes" }},
+		{"caller ID", "/trunks/1/caller_id", func(c *TelephonyRequest) { trunk2(c).CallerID = "+49 30" }},
 		{"auth", "/trunks/1/auth", func(c *TelephonyRequest) { trunk2(c).Auth = "magic" }},
 		{"username", "/trunks/0/username", func(c *TelephonyRequest) { c.Trunks[0].Username = "" }},
 		{"domain", "/trunks/0/domain", func(c *TelephonyRequest) { c.Trunks[0].Domain = "a b" }},
@@ -173,5 +175,10 @@ func TestTelephonyFieldErrors(t *testing.T) {
 		t.Fatal("a refused change applied")
 	}
 	// The base itself is valid: the cases above fail for their one change.
-	admin.must(200, "PUT", "/api/v1/telephony", base())
+	ok := base()
+	trunk2(&ok).SRTP, ok.Trunks[1].CallerID = "required", "+4930555"
+	admin.must(200, "PUT", "/api/v1/telephony", ok)
+	if tr, _ := e.tel.Current().Trunk("second"); tr.SRTP != "required" || tr.CallerID != "+4930555" {
+		t.Fatalf("trunk SRTP policy and caller ID not kept: %+v", tr)
+	}
 }
