@@ -1,6 +1,7 @@
 // Package cdr keeps call detail records: one per call, written to the store
-// when the call ends, queried by time range. Retention and anonymisation are
-// applied on top of this package later.
+// when the call ends (bucket cdr.records), queried newest first with filters
+// and a cursor, exported as CSV or JSON lines, and purged after the
+// retention setting (bucket cdr.settings). Anonymisation comes later.
 package cdr
 
 import (

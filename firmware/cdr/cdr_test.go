@@ -9,7 +9,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
-func openStore(t *testing.T) *Store {
+func openStore(t testing.TB) *Store {
 	t.Helper()
 	db, err := store.Open(filepath.Join(t.TempDir(), "edgepbx.db"), make([]byte, 32))
 	if err != nil {
