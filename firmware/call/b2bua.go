@@ -131,7 +131,10 @@ type Config struct {
 	// Ended, when set, sees every call's record and media counters after
 	// its CDR was written (metrics).
 	Ended func(cdr.Record, media.Stats)
-	Log   *slog.Logger
+	// Events, when set, receives security events (a refused attempt to
+	// replace somebody else's dialog).
+	Events Events
+	Log    *slog.Logger
 
 	minSE time.Duration // MinSessionExpires unless a test of this package lowers it
 }
@@ -147,6 +150,7 @@ const (
 // Counters are the B2BUA's running totals.
 type Counters struct {
 	Calls, Answered, Rejected, Overload, Cancelled, SessionTimeouts, Transfers uint64
+	ReplaceDenied                                                              uint64
 }
 
 // B2BUA connects calls. It is safe for concurrent use.
@@ -163,6 +167,7 @@ type B2BUA struct {
 	closed  bool
 
 	calls0, answered, rejected, overload, cancelled, sessionTimeouts, transfers atomic.Uint64
+	replaceDenied                                                               atomic.Uint64
 }
 
 type dialogRef struct {
@@ -217,7 +222,7 @@ func (b *B2BUA) Active() int { return int(b.active.Load()) }
 func (b *B2BUA) Counters() Counters {
 	return Counters{Calls: b.calls0.Load(), Answered: b.answered.Load(), Rejected: b.rejected.Load(),
 		Overload: b.overload.Load(), Cancelled: b.cancelled.Load(), SessionTimeouts: b.sessionTimeouts.Load(),
-		Transfers: b.transfers.Load()}
+		Transfers: b.transfers.Load(), ReplaceDenied: b.replaceDenied.Load()}
 }
 
 // Close hangs up every call (BYE to both legs, CDR written) and refuses new
@@ -272,6 +277,10 @@ func (b *B2BUA) OnInvite(req *sip.Request, tx sip.ServerTransaction, caller Iden
 		respond(tx, req, 403, "Forbidden")
 		return
 	}
+	if req.GetHeader("Replaces") != nil {
+		b.inviteReplaces(req, tx, caller)
+		return
+	}
 	b.mu.Lock()
 	closed := b.closed
 	b.mu.Unlock()
@@ -302,8 +311,9 @@ func (b *B2BUA) OnUpdate(req *sip.Request, tx sip.ServerTransaction) {
 }
 
 // OnRefer handles an in-dialog REFER (RFC 3515): a blind transfer of the
-// other party to an extension (Refer-To). Attended transfer (Replaces) is
-// answered 501.
+// other party to an extension (Refer-To), or an attended transfer when the
+// Refer-To carries Replaces naming another dialog of the same extension on
+// the box (RFC 5589): the two remaining parties are bridged.
 func (b *B2BUA) OnRefer(req *sip.Request, tx sip.ServerTransaction) {
 	r, ok := b.lookup(req)
 	if !ok || !r.current() {

@@ -809,7 +809,7 @@ func (c *call) hangup(from int, cause string) {
 	}
 	c.mu.Unlock()
 	for _, l := range legs {
-		if int(l.side) != from {
+		if l != nil && int(l.side) != from {
 			go c.sendBye(l)
 		}
 	}

@@ -64,18 +64,41 @@ func TestTargetFromBinding(t *testing.T) {
 
 // FuzzReferTo: a REFER's Refer-To comes from a phone.
 func FuzzReferTo(f *testing.F) {
-	for _, s := range []string{"<sip:103@box>", "sip:103@box;user=phone", "<sip:103@box?Replaces=x>", "<mailto:a@b>", "<sip:", ""} {
+	for _, s := range []string{"<sip:103@box>", "sip:103@box;user=phone", "<sip:103@box?Replaces=x>", "<mailto:a@b>", "<sip:", "",
+		"<sip:103@box?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>", "<sip:103@box?Replaces=a%3Bto-tag%3D1%3Bfrom-tag%3D2&Require=replaces>"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, v string) {
 		req := sip.NewRequest(sip.REFER, sip.Uri{Scheme: "sip", Host: "box"})
 		req.AppendHeader(sip.NewHeader("Refer-To", v))
-		user, code := referTarget(req)
+		user, rp, code := referTarget(req)
 		if (code == 0) == (user == "") {
 			t.Fatalf("%q -> %q, %d", v, user, code)
 		}
-		if code == 0 && (len(v) > maxReferTo || strings.ContainsRune(v, '?')) {
+		if code == 0 && len(v) > maxReferTo {
 			t.Fatalf("%q accepted", v)
+		}
+		if code == 0 && strings.ContainsRune(v, '?') != (rp != nil) {
+			t.Fatalf("%q: embedded headers without a Replaces accepted (%+v)", v, rp)
+		}
+		if rp != nil && (rp.callID == "" || rp.toTag == "" || rp.fromTag == "") {
+			t.Fatalf("%q: incomplete Replaces %+v accepted", v, rp)
+		}
+	})
+}
+
+// FuzzReplaces: INVITE Replaces headers come from phones.
+func FuzzReplaces(f *testing.F) {
+	for _, s := range []string{"abc@h;to-tag=1;from-tag=2", "abc;from-tag=2;to-tag=1;early-only", "x;to-tag=;from-tag=2", ";;", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		r, err := parseReplaces(v)
+		if err != nil {
+			return
+		}
+		if len(v) > maxReplaces || !sipToken(r.callID, true) || !sipToken(r.toTag, false) || !sipToken(r.fromTag, false) {
+			t.Fatalf("%q accepted as %+v", v, r)
 		}
 	})
 }

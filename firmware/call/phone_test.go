@@ -32,6 +32,7 @@ type phone struct {
 	reinvite []*sip.Request // re-INVITEs received
 	byes     chan *sip.Request
 	notifies chan *sip.Request
+	media    int // port in answers to re-INVITEs (0: 7000)
 	onInvite func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession)
 }
 
@@ -71,7 +72,13 @@ func newPhone(t testing.TB, user string) *phone {
 			if err == nil && rem.Direction == "sendonly" {
 				dir = "recvonly"
 			}
-			res := sip.NewResponseFromRequest(req, 200, "OK", []byte(sdpBody(7000, dir)))
+			p.mu.Lock()
+			port := p.media
+			p.mu.Unlock()
+			if port == 0 {
+				port = 7000
+			}
+			res := sip.NewResponseFromRequest(req, 200, "OK", []byte(sdpBody(port, dir)))
 			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 			res.AppendHeader(&contact)
 			_ = tx.Respond(res)
@@ -118,13 +125,19 @@ func sdpBody(port int, dir string) string {
 
 // dial places a call from p to number at the harness.
 func (p *phone) dial(ctx context.Context, h *harness, number string, hs ...sip.Header) (*sipgo.DialogClientSession, error) {
-	host, port, _ := net.SplitHostPort(h.addr)
+	return p.dialAs(ctx, h, "101", number, 6000, hs...)
+}
+
+// dialAs places a call as extension user (the harness trusts the From
+// user as the edge trusts digest auth), offering media on port.
+func (p *phone) dialAs(ctx context.Context, h *harness, user, number string, port int, hs ...sip.Header) (*sipgo.DialogClientSession, error) {
+	host, hport, _ := net.SplitHostPort(h.addr)
 	var pn int
-	fmt.Sscan(port, &pn)
-	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "101", Host: "phone.invalid"}}
+	fmt.Sscan(hport, &pn)
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: "phone.invalid"}}
 	from.Params.Add("tag", sip.GenerateTagN(10))
 	hs = append(hs, from, sip.NewHeader("Content-Type", "application/sdp"))
-	return p.calls.Invite(ctx, sip.Uri{Scheme: "sip", User: number, Host: host, Port: pn}, []byte(sdpBody(6000, "sendrecv")), hs...)
+	return p.calls.Invite(ctx, sip.Uri{Scheme: "sip", User: number, Host: host, Port: pn}, []byte(sdpBody(port, "sendrecv")), hs...)
 }
 
 func TestRejections(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -32,9 +33,13 @@ func (c *call) refer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 		_ = respond(tx, req, 403, "Forbidden")
 		return
 	}
-	target, code := referTarget(req)
+	target, rp, code := referTarget(req)
 	if code != 0 {
 		_ = respond(tx, req, code, reasonPhrase(code))
+		return
+	}
+	if rp != nil {
+		c.referReplaces(l, who, *rp, req, tx)
 		return
 	}
 	dec, lease, err := c.b.cfg.Plan.RouteOutbound(who.Extension, target)
@@ -77,32 +82,57 @@ func (c *call) refer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 	go c.runTransfer(x, ts[0], Identity{Extension: dec.Target})
 }
 
-// referTarget is the user part of a REFER's Refer-To (sip/sips URI), or
-// the SIP status to refuse it with.
-func referTarget(req *sip.Request) (string, int) {
+// referTarget is the user part of a REFER's Refer-To (sip/sips URI) and,
+// for an attended transfer, the dialog its embedded Replaces header names;
+// or the SIP status to refuse it with.
+func referTarget(req *sip.Request) (string, *replaces, int) {
 	hs := req.GetHeaders("Refer-To")
 	if len(hs) != 1 {
-		return "", 400
+		return "", nil, 400
 	}
-	v := strings.TrimSpace(hs[0].Value())
+	return parseReferTo(hs[0].Value())
+}
+
+func parseReferTo(v string) (string, *replaces, int) {
+	v = strings.TrimSpace(v)
 	if len(v) > maxReferTo {
-		return "", 400
+		return "", nil, 400
 	}
 	if i := strings.IndexByte(v, '<'); i >= 0 {
 		j := strings.IndexByte(v[i:], '>')
 		if j < 0 {
-			return "", 400
+			return "", nil, 400
 		}
 		v = v[i+1 : i+j]
 	}
-	if strings.ContainsRune(v, '?') { // embedded headers: Replaces (attended transfer)
-		return "", 501
+	var rp *replaces
+	if i := strings.IndexByte(v, '?'); i >= 0 { // embedded headers (RFC 3261 §19.1.1)
+		hdrs := v[i+1:]
+		v = v[:i]
+		for _, kv := range strings.Split(hdrs, "&") {
+			k, val, _ := strings.Cut(kv, "=")
+			if !strings.EqualFold(k, "Replaces") {
+				return "", nil, 400 // nothing else may be smuggled into the new INVITE
+			}
+			if rp != nil {
+				return "", nil, 400
+			}
+			dec, err := url.QueryUnescape(val)
+			if err != nil {
+				return "", nil, 400
+			}
+			r, err := parseReplaces(dec)
+			if err != nil {
+				return "", nil, 400
+			}
+			rp = &r
+		}
 	}
 	var u sip.Uri
 	if err := sip.ParseUri(v, &u); err != nil || u.User == "" || (u.Scheme != "sip" && u.Scheme != "sips") {
-		return "", 400
+		return "", nil, 400
 	}
-	return u.User, 0
+	return u.User, rp, 0
 }
 
 // runTransfer places the new leg; on 2xx it takes the transferor's side of

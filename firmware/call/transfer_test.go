@@ -59,7 +59,7 @@ func TestBlindTransfer(t *testing.T) {
 	}{
 		{"<sip:0044201234567@box.invalid>", 403}, // international: not through a transfer
 		{"<sip:103@box.invalid>", 480},           // not registered yet
-		{"<sip:103@box.invalid?Replaces=abc%3Bto-tag%3Dx%3Bfrom-tag%3Dy>", 501},
+		{"<sip:103@box.invalid?Replaces=abc%3Bto-tag%3Dx%3Bfrom-tag%3Dy>", 481}, // no such dialog
 		{"<mailto:103@box.invalid>", 400},
 	} {
 		if res := refer(tc.to); res.StatusCode != tc.code {
