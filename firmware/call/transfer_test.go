@@ -57,8 +57,8 @@ func TestBlindTransfer(t *testing.T) {
 		to   string
 		code int
 	}{
-		{"<sip:0044201234567@box.invalid>", 403}, // international: not through a transfer
-		{"<sip:103@box.invalid>", 480},           // not registered yet
+		{"<sip:0044201234567@box.invalid>", 403},                                // international: not through a transfer
+		{"<sip:103@box.invalid>", 480},                                          // not registered yet
 		{"<sip:103@box.invalid?Replaces=abc%3Bto-tag%3Dx%3Bfrom-tag%3Dy>", 481}, // no such dialog
 		{"<mailto:103@box.invalid>", 400},
 	} {
