@@ -32,7 +32,7 @@ const benchRegister = "REGISTER sip:127.0.0.1 SIP/2.0\r\n" +
 func BenchmarkChain(b *testing.B) {
 	cfg := config.DefaultSIP()
 	bans := newBans()
-	pol := &Policy{domains: map[string]bool{}, zones: cfg.AllowedZones}
+	pol := newPolicy(nil, cfg.AllowedZones, nil, nil)
 	g := newGuard(GuardConfig{RateWindow: time.Second, RateLimit: 1 << 40, FloodBan: time.Hour, FailWindow: time.Hour,
 		MaxFailsPerSource: 3, MaxFailsPerUser: 10, AuthBan: time.Hour, MaxTracked: 1 << 16}, bans, pol.Exempt, nil)
 	f := newReadFilter(bans, g, cfg.ScannerUserAgents, cfg.MaxMessageBytes, nil)

@@ -20,9 +20,12 @@ type FilterCounters struct {
 // User-Agent names a scanner, and oversize packets. Every packet also feeds
 // the Guard's per-source rate.
 type ReadFilter struct {
-	bans     *Bans
-	guard    *Guard
-	scanners [][]byte // lower case
+	bans  *Bans
+	guard *Guard
+	// scanners is replaced whole by Server.Apply; a packet loads it once.
+	scanners atomic.Pointer[[][]byte] // lower case
+	// maxBytes is fixed at start: udpFront's buffers and the parser are
+	// sized from it.
 	maxBytes int
 	now      func() time.Time
 	onDrop   func(kind string, src netip.Addr, ua string)
@@ -37,10 +40,17 @@ type ReadFilter struct {
 
 func newReadFilter(bans *Bans, guard *Guard, scanners []string, maxBytes int, onDrop func(string, netip.Addr, string)) *ReadFilter {
 	f := &ReadFilter{bans: bans, guard: guard, maxBytes: maxBytes, now: time.Now, onDrop: onDrop}
-	for _, s := range scanners {
-		f.scanners = append(f.scanners, bytes.ToLower([]byte(s)))
-	}
+	f.setScanners(scanners)
 	return f
+}
+
+// setScanners replaces the scanner User-Agent list; the next packet uses it.
+func (f *ReadFilter) setScanners(scanners []string) {
+	l := make([][]byte, 0, len(scanners))
+	for _, s := range scanners {
+		l = append(l, bytes.ToLower([]byte(s)))
+	}
+	f.scanners.Store(&l)
 }
 
 func addrOf(a net.Addr) netip.Addr {
@@ -105,7 +115,7 @@ func (f *ReadFilter) Check(src netip.Addr, transport string, data []byte) []byte
 		return nil
 	}
 	if ua := userAgent(data); ua != nil {
-		for _, s := range f.scanners {
+		for _, s := range *f.scanners.Load() {
 			if containsFold(ua, s) {
 				f.Counters.Scanner.Add(1)
 				if f.onDrop != nil {

@@ -81,6 +81,14 @@ func (t *windows[K]) add(now time.Time, k K, n int) float64 {
 	return w.add(now, t.size, n)
 }
 
+// setSize changes the window length; counts already made are kept and
+// weighed against the new length from the next event on.
+func (t *windows[K]) setSize(size time.Duration) {
+	t.mu.Lock()
+	t.size = size
+	t.mu.Unlock()
+}
+
 func (t *windows[K]) reset(k K) {
 	t.mu.Lock()
 	delete(t.m, k)
@@ -146,7 +154,8 @@ type GuardCounters struct {
 // authentications per source and per extension) detection. Its rate input
 // is fed from stage 1 so floods are counted before any parsing.
 type Guard struct {
-	cfg      GuardConfig
+	// cfg is replaced whole by setConfig; each event loads it once.
+	cfg      atomic.Pointer[GuardConfig]
 	exempt   func(netip.Addr) bool // allowlist and trunk peers: never banned
 	bans     *Bans
 	rate     *windows[netip.Prefix]
@@ -158,8 +167,7 @@ type Guard struct {
 }
 
 func newGuard(cfg GuardConfig, bans *Bans, exempt func(netip.Addr) bool, onBan func(netfw.Ban)) *Guard {
-	return &Guard{
-		cfg:      cfg,
+	g := &Guard{
 		exempt:   exempt,
 		bans:     bans,
 		rate:     newWindows[netip.Prefix](cfg.RateWindow, cfg.MaxTracked),
@@ -168,12 +176,30 @@ func newGuard(cfg GuardConfig, bans *Bans, exempt func(netip.Addr) bool, onBan f
 		queue:    make(chan netfw.Ban, 1024),
 		onBan:    onBan,
 	}
+	g.cfg.Store(&cfg)
+	return g
 }
+
+// setConfig changes thresholds, windows and ban times at run time. Counts
+// and bans already made are kept, so a lowered threshold bans a source
+// that is over it at its next event. MaxTracked sizes tables made at start
+// and stays as it was.
+func (g *Guard) setConfig(cfg GuardConfig) {
+	cfg.MaxTracked = g.cfg.Load().MaxTracked
+	g.rate.setSize(cfg.RateWindow)
+	g.failSrc.setSize(cfg.FailWindow)
+	g.failUser.setSize(cfg.FailWindow)
+	g.cfg.Store(&cfg)
+}
+
+// Config returns the guard's current configuration.
+func (g *Guard) Config() GuardConfig { return *g.cfg.Load() }
 
 // Packet counts one packet from src; it reports true if src got banned.
 func (g *Guard) Packet(now time.Time, src netip.Addr) bool {
-	if g.rate.add(now, sourceKey(src), 1) > float64(g.cfg.RateLimit) {
-		if g.ban(now, src, g.cfg.FloodBan, "sip-flood") {
+	cfg := g.cfg.Load()
+	if g.rate.add(now, sourceKey(src), 1) > float64(cfg.RateLimit) {
+		if g.ban(now, src, cfg.FloodBan, "sip-flood") {
 			g.Counters.FloodBans.Add(1)
 			return true
 		}
@@ -185,10 +211,11 @@ func (g *Guard) Packet(now time.Time, src netip.Addr) bool {
 // when either the source or the extension is over its limit. Once an
 // extension is under attack every further failing source is banned at once.
 func (g *Guard) AuthFailed(now time.Time, src netip.Addr, user string) bool {
+	cfg := g.cfg.Load()
 	bySrc := g.failSrc.add(now, sourceKey(src), 1)
 	byUser := g.failUser.add(now, user, 1)
-	if bySrc >= float64(g.cfg.MaxFailsPerSource) || byUser >= float64(g.cfg.MaxFailsPerUser) {
-		if g.ban(now, src, g.cfg.AuthBan, "sip-bruteforce") {
+	if bySrc >= float64(cfg.MaxFailsPerSource) || byUser >= float64(cfg.MaxFailsPerUser) {
+		if g.ban(now, src, cfg.AuthBan, "sip-bruteforce") {
 			g.Counters.AuthBans.Add(1)
 			return true
 		}

@@ -204,7 +204,8 @@ func (s *Server) register(now time.Time, src netip.Addr, req *sip.Request, answe
 		answer(403, "Forbidden")
 		return
 	}
-	defExp := s.cfg.MaxExpires
+	lim := s.location.Limits() // live bounds (Server.Apply)
+	defExp := lim.MaxExpires
 	if v := headerValue(req, "Expires"); v != "" {
 		n, ok := parseUint32(v)
 		if !ok {
@@ -239,12 +240,12 @@ func (s *Server) register(now time.Time, src netip.Addr, req *sip.Request, answe
 			}
 			exp = time.Duration(n) * time.Second
 		}
-		if exp != 0 && exp < s.cfg.MinExpires {
-			answer(423, "Interval Too Brief", sip.NewHeader("Min-Expires", secs(s.cfg.MinExpires)))
+		if exp != 0 && exp < lim.MinExpires {
+			answer(423, "Interval Too Brief", sip.NewHeader("Min-Expires", secs(lim.MinExpires)))
 			return
 		}
-		if exp > s.cfg.MaxExpires {
-			exp = s.cfg.MaxExpires
+		if exp > lim.MaxExpires {
+			exp = lim.MaxExpires
 		}
 		uri := c.Address.String()
 		if len(uri) > 512 {

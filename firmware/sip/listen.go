@@ -18,29 +18,43 @@ type ConnCounters struct {
 // connLimiter caps stream connections per source and in total, drops banned
 // sources at accept, and gives every read an idle deadline.
 type connLimiter struct {
-	max, perSource int
-	idle           time.Duration
-	bans           *Bans
-	counters       *ConnCounters
+	// limits is replaced whole by set: lowered caps refuse new connections
+	// while existing ones stay up; a new idle timeout applies from a
+	// connection's next read.
+	limits   atomic.Pointer[connLimits]
+	bans     *Bans
+	counters *ConnCounters
 
 	mu    sync.Mutex
 	total int
 	per   map[netip.Prefix]int
 }
 
+type connLimits struct {
+	max, perSource int
+	idle           time.Duration
+}
+
 func newConnLimiter(max, perSource int, idle time.Duration, bans *Bans, c *ConnCounters) *connLimiter {
-	return &connLimiter{max: max, perSource: perSource, idle: idle, bans: bans, counters: c, per: map[netip.Prefix]int{}}
+	cl := &connLimiter{bans: bans, counters: c, per: map[netip.Prefix]int{}}
+	cl.set(max, perSource, idle)
+	return cl
+}
+
+func (cl *connLimiter) set(max, perSource int, idle time.Duration) {
+	cl.limits.Store(&connLimits{max: max, perSource: perSource, idle: idle})
 }
 
 func (cl *connLimiter) admit(src netip.Addr) bool {
+	lim := cl.limits.Load()
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	k := sourceKey(src)
-	if cl.total >= cl.max {
+	if cl.total >= lim.max {
 		cl.counters.OverTotal.Add(1)
 		return false
 	}
-	if cl.per[k] >= cl.perSource {
+	if cl.per[k] >= lim.perSource {
 		cl.counters.OverSource.Add(1)
 		return false
 	}
@@ -96,7 +110,7 @@ type limitConn struct {
 // Read sets the idle deadline first: a silent connection is closed after
 // the idle timeout (TCP keep-alives are CRLFs, which count as reads).
 func (c *limitConn) Read(b []byte) (int, error) {
-	if err := c.Conn.SetReadDeadline(time.Now().Add(c.cl.idle)); err != nil {
+	if err := c.Conn.SetReadDeadline(time.Now().Add(c.cl.limits.Load().idle)); err != nil {
 		return 0, err
 	}
 	return c.Conn.Read(b)

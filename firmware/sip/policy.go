@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/emiago/sipgo/sip"
 )
 
@@ -15,16 +16,44 @@ type PolicyCounters struct {
 
 // Policy holds stage 3 (domain policy) and stage 4 (ACL zones).
 type Policy struct {
+	// rules is replaced whole by set; each check loads it once, so a
+	// request never sees half of one version and half of another.
+	rules    atomic.Pointer[policyRules]
+	Counters PolicyCounters
+}
+
+// policyRules are one immutable version of the policy.
+type policyRules struct {
 	domains   map[string]bool // lower case
 	zones     []netip.Prefix
 	allowlist []netip.Prefix
 	trunks    []trunkPeers
-	Counters  PolicyCounters
 }
 
 type trunkPeers struct {
 	name  string
 	peers []netip.Prefix
+}
+
+func newPolicy(domains []string, zones, allowlist []netip.Prefix, trunks []config.Trunk) *Policy {
+	p := &Policy{}
+	p.set(domains, zones, allowlist, trunks)
+	return p
+}
+
+// set replaces the policy; the next request is checked against it.
+func (p *Policy) set(domains []string, zones, allowlist []netip.Prefix, trunks []config.Trunk) {
+	r := &policyRules{domains: make(map[string]bool, len(domains)),
+		zones: append([]netip.Prefix(nil), zones...), allowlist: append([]netip.Prefix(nil), allowlist...)}
+	for _, d := range domains {
+		r.domains[strings.ToLower(d)] = true
+	}
+	for _, t := range trunks {
+		if len(t.Peers) > 0 {
+			r.trunks = append(r.trunks, trunkPeers{name: t.Name, peers: append([]netip.Prefix(nil), t.Peers...)})
+		}
+	}
+	p.rules.Store(r)
 }
 
 func inAny(ps []netip.Prefix, a netip.Addr) bool {
@@ -37,8 +66,10 @@ func inAny(ps []netip.Prefix, a netip.Addr) bool {
 }
 
 // Trunk returns the name of the IP-authenticated trunk src belongs to.
-func (p *Policy) Trunk(src netip.Addr) (string, bool) {
-	for _, t := range p.trunks {
+func (p *Policy) Trunk(src netip.Addr) (string, bool) { return p.rules.Load().trunk(src) }
+
+func (r *policyRules) trunk(src netip.Addr) (string, bool) {
+	for _, t := range r.trunks {
 		if inAny(t.peers, src) {
 			return t.name, true
 		}
@@ -47,31 +78,34 @@ func (p *Policy) Trunk(src netip.Addr) (string, bool) {
 }
 
 // Exempt reports sources that are never banned: allowlist and trunk peers.
-func (p *Policy) Exempt(src netip.Addr) bool {
-	_, trunk := p.Trunk(src)
-	return trunk || inAny(p.allowlist, src)
+func (p *Policy) Exempt(src netip.Addr) bool { return p.rules.Load().exempt(src) }
+
+func (r *policyRules) exempt(src netip.Addr) bool {
+	_, trunk := r.trunk(src)
+	return trunk || inAny(r.allowlist, src)
 }
 
 // servesHost reports whether host is one of our domains. With no domains
 // configured the box answers only to IP literals (it has no name yet).
-func (p *Policy) servesHost(host string) bool {
+func (r *policyRules) servesHost(host string) bool {
 	host = strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
-	if len(p.domains) == 0 {
+	if len(r.domains) == 0 {
 		_, err := netip.ParseAddr(host)
 		return err == nil
 	}
-	return p.domains[host]
+	return r.domains[host]
 }
 
 // Domain is stage 3: requests for domains we do not serve are ignored
 // unless they come from a trunk or the allowlist.
 func (p *Policy) Domain(req *sip.Request, src netip.Addr) Verdict {
-	if p.Exempt(src) {
+	r := p.rules.Load()
+	if r.exempt(src) {
 		return pass
 	}
-	ok := p.servesHost(req.Recipient.Host)
+	ok := r.servesHost(req.Recipient.Host)
 	if ok && req.Method == sip.REGISTER {
-		ok = p.servesHost(req.To().Address.Host)
+		ok = r.servesHost(req.To().Address.Host)
 	}
 	if !ok {
 		p.Counters.ForeignDomain.Add(1)
@@ -82,7 +116,8 @@ func (p *Policy) Domain(req *sip.Request, src netip.Addr) Verdict {
 
 // Zone is stage 4: only sources in the SIP zones (or trunks) may talk.
 func (p *Policy) Zone(src netip.Addr) Verdict {
-	if inAny(p.zones, src) || p.Exempt(src) {
+	r := p.rules.Load()
+	if inAny(r.zones, src) || r.exempt(src) {
 		return pass
 	}
 	p.Counters.OutsideZone.Add(1)

@@ -5,7 +5,10 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/config"
 )
 
 // Binding is one registered contact of an extension.
@@ -22,16 +25,35 @@ type Binding struct {
 // Location is the registrar's location service (memory only: phones
 // re-register after a restart).
 type Location struct {
-	maxContacts int
+	// limits is replaced whole by SetLimits. Bindings already made keep
+	// their expiry; new bounds apply when a phone next registers.
+	limits atomic.Pointer[RegLimits]
 
 	mu      sync.RWMutex
 	users   map[string][]Binding
 	sources map[netip.Addr]time.Time // registered source -> latest expiry (OPTIONS gate)
 }
 
-func newLocation(maxContacts int) *Location {
-	return &Location{maxContacts: maxContacts, users: map[string][]Binding{}, sources: map[netip.Addr]time.Time{}}
+// RegLimits are the registrar's bounds (RFC 3261 §10.3 steps 7 and 8).
+type RegLimits struct {
+	MinExpires  time.Duration // shorter requests get 423 Interval Too Brief
+	MaxExpires  time.Duration // longer ones are cut to it; also the default
+	MaxContacts int           // per extension; the oldest go first
 }
+
+// newLocation makes a location service with the default expiry bounds.
+func newLocation(maxContacts int) *Location {
+	l := &Location{users: map[string][]Binding{}, sources: map[netip.Addr]time.Time{}}
+	d := config.DefaultSIP()
+	l.SetLimits(RegLimits{MinExpires: d.MinExpires, MaxExpires: d.MaxExpires, MaxContacts: maxContacts})
+	return l
+}
+
+// SetLimits replaces the registrar's bounds.
+func (l *Location) SetLimits(r RegLimits) { l.limits.Store(&r) }
+
+// Limits returns the registrar's current bounds.
+func (l *Location) Limits() RegLimits { return *l.limits.Load() }
 
 // ContactUpdate is one Contact of a REGISTER: Expires 0 removes it.
 type ContactUpdate struct {
@@ -91,8 +113,8 @@ func (l *Location) register(now time.Time, user string, b Binding, updates []Con
 		}
 	}
 	slices.SortStableFunc(live, func(a, b Binding) int { return a.Expires.Compare(b.Expires) })
-	if len(live) > l.maxContacts {
-		live = live[len(live)-l.maxContacts:]
+	if max := l.limits.Load().MaxContacts; len(live) > max {
+		live = live[len(live)-max:]
 	}
 	if len(live) == 0 {
 		delete(l.users, user)

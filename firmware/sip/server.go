@@ -28,7 +28,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,6 +93,13 @@ type Server struct {
 	tcp, tlsL, wssL net.Listener
 	closeOnce       sync.Once
 	now             func() time.Time
+
+	// Live settings (Apply). cfg stays the configuration the edge was
+	// built from: what cannot change at run time is compared against it.
+	applyMu sync.Mutex
+	tlsBase *tls.Config                // server TLS without versions' updates; nil: no TLS
+	tlsLive atomic.Pointer[tls.Config] // what the next handshake uses
+	live    atomic.Pointer[config.SIP] // the last applied configuration
 }
 
 // New builds the edge and binds its sockets (errors surface here, before
@@ -113,21 +119,9 @@ func New(cfg config.SIP, d Deps) (*Server, error) {
 		s.logger = slog.Default()
 	}
 	s.bans = newBans()
-	s.policy = &Policy{domains: map[string]bool{}, zones: cfg.AllowedZones, allowlist: cfg.Allowlist}
-	for _, dm := range cfg.Domains {
-		s.policy.domains[strings.ToLower(dm)] = true
-	}
-	for _, t := range cfg.Trunks {
-		if len(t.Peers) > 0 {
-			s.policy.trunks = append(s.policy.trunks, trunkPeers{name: t.Name, peers: t.Peers})
-		}
-	}
+	s.policy = newPolicy(cfg.Domains, cfg.AllowedZones, cfg.Allowlist, cfg.Trunks)
 	g := cfg.Guard
-	s.guard = newGuard(GuardConfig{
-		RateWindow: g.RateWindow, RateLimit: g.RateLimit, FloodBan: g.FloodBan,
-		FailWindow: g.FailWindow, MaxFailsPerSource: g.MaxFailsPerSource,
-		MaxFailsPerUser: g.MaxFailsPerUser, AuthBan: g.AuthBan, MaxTracked: g.MaxTracked,
-	}, s.bans, s.policy.Exempt, func(b netfw.Ban) {
+	s.guard = newGuard(guardConfig(g), s.bans, s.policy.Exempt, func(b netfw.Ban) {
 		d.Log.Record(logs.Event{Kind: logs.KindBan, Source: b.Prefix.String(), Reason: b.Reason})
 	})
 	s.filter = newReadFilter(s.bans, s.guard, cfg.ScannerUserAgents, cfg.MaxMessageBytes, func(kind string, src netip.Addr, ua string) {
@@ -147,6 +141,7 @@ func New(cfg config.SIP, d Deps) (*Server, error) {
 		return nil, err
 	}
 	s.location = newLocation(cfg.MaxContacts)
+	s.location.SetLimits(RegLimits{MinExpires: cfg.MinExpires, MaxExpires: cfg.MaxExpires, MaxContacts: cfg.MaxContacts})
 	s.limiter = newConnLimiter(cfg.MaxConns, cfg.MaxConnsPerSource, cfg.IdleTimeout, s.bans, &s.conns)
 
 	var tlsConf *tls.Config
@@ -160,6 +155,12 @@ func New(cfg config.SIP, d Deps) (*Server, error) {
 			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
 			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 		}
+		// Handshakes take the versions of the newest Apply: the listener's
+		// config hands each ClientHello a snapshot (connections already up
+		// keep what they negotiated).
+		s.tlsBase = tlsConf.Clone()
+		s.tlsLive.Store(s.tlsBase.Clone())
+		tlsConf.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) { return s.tlsLive.Load(), nil }
 	}
 	// sipgo logs every unparsable packet at Error with its bytes: under attack
 	// that is a log flood, so its logger is silenced; our counters and the
@@ -203,6 +204,8 @@ func New(cfg config.SIP, d Deps) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	live := cloneSIP(cfg)
+	s.live.Store(&live)
 	return s, nil
 }
 
