@@ -26,10 +26,12 @@ const (
 )
 
 // Errors of the SIP settings. ErrSIPSettings wraps every validation
-// failure; ErrSIPVersion a save against a stale version.
+// failure; ErrSIPVersion a save against a stale version; ErrSIPApply a save
+// the running SIP edge refused (nothing stored).
 var (
 	ErrSIPSettings = errors.New("sip settings invalid")
 	ErrSIPVersion  = errors.New("sip settings changed meanwhile")
+	ErrSIPApply    = errors.New("sip settings refused by the running edge")
 )
 
 // SIPSettings are the parts of the SIP edge the admin edits on the
@@ -158,16 +160,26 @@ func (s SIPSettings) clone() SIPSettings {
 	return s
 }
 
+// SIPApplier switches the running SIP edge to s. It either applies all of
+// s that can change at run time and returns the fields (JSON names) that
+// take effect only at the edge's next start, or it returns an error and
+// changes nothing.
+type SIPApplier func(s SIPSettings) (restart []string, err error)
+
 // SIPStore keeps the SIP settings in the store and the current version in
-// memory. Running is the version the SIP edge was built from: the edge
-// takes settings only when it starts, so a saved change applies after a
-// restart. It is safe for concurrent use.
+// memory. With an applier attached (SetApplier) a save is applied to the
+// running edge before it is committed: a save the edge refuses is not
+// stored. Without one the edge takes the settings only when it starts. It
+// is safe for concurrent use.
 type SIPStore struct {
 	db *store.DB
 
 	mu      sync.RWMutex
 	cur     SIPSettings
 	running int64
+	boot    int64 // the version loaded at start
+	apply   SIPApplier
+	pending []string // restart-only fields of cur that differ from the start
 }
 
 // LoadSIP reads the stored settings, or the defaults (version 0) when none
@@ -185,8 +197,16 @@ func LoadSIP(db *store.DB) (*SIPStore, error) {
 	if err := s.cur.Validate(); err != nil {
 		return nil, fmt.Errorf("config: stored sip settings version %d: %w", s.cur.Version, err)
 	}
-	s.running = s.cur.Version
+	s.running, s.boot = s.cur.Version, s.cur.Version
 	return s, nil
+}
+
+// SetApplier attaches the running edge, built from the loaded version:
+// from now on every save is applied live before it is stored.
+func (s *SIPStore) SetApplier(a SIPApplier) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.apply = a
 }
 
 // Current returns a copy of the saved settings.
@@ -196,16 +216,37 @@ func (s *SIPStore) Current() SIPSettings {
 	return s.cur.clone()
 }
 
-// Running is the version the SIP edge runs with (loaded at start).
+// Running is the saved version when the SIP edge runs all of it. While a
+// setting that needs a restart (Pending) differs from the start, or when
+// no applier is attached and a newer version was saved, it is the version
+// loaded at start (its start-only settings still run).
 func (s *SIPStore) Running() int64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.running
 }
 
-// Save validates next and stores it as version next.Version+1 in one
+// Live reports whether saves are applied to the running edge at once.
+func (s *SIPStore) Live() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.apply != nil
+}
+
+// Pending names the saved settings (JSON field names) that the running
+// edge takes only at its next start; nil when it runs all of them.
+func (s *SIPStore) Pending() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return slices.Clone(s.pending)
+}
+
+// Save validates next, applies it to the running edge (when an applier is
+// attached) and stores it as version next.Version+1, all in one store
 // transaction. next.Version must be the saved version (ErrSIPVersion
-// otherwise). On any error nothing changes.
+// otherwise). On any error nothing changes: a refused apply keeps the
+// edge as it was and stores nothing (ErrSIPApply), and a store failure
+// after the edge took next puts the edge back on the saved version.
 func (s *SIPStore) Save(next SIPSettings) (SIPSettings, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -217,9 +258,41 @@ func (s *SIPStore) Save(next SIPSettings) (SIPSettings, error) {
 		return SIPSettings{}, err
 	}
 	next.Version = s.cur.Version + 1
-	if err := s.db.Update(func(tx *store.Tx) error { return tx.Put(SIPBucket, sipKey, next) }); err != nil {
+	var pending []string
+	applied := false
+	err := s.db.Update(func(tx *store.Tx) error {
+		if err := tx.Put(SIPBucket, sipKey, next); err != nil {
+			return err
+		}
+		if s.apply == nil {
+			return nil
+		}
+		p, err := s.apply(next.clone())
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrSIPApply, err)
+		}
+		pending, applied = p, true
+		return nil
+	})
+	if err != nil {
+		if applied {
+			// The commit failed after the edge took next: back to what is stored.
+			if _, rerr := s.apply(s.cur.clone()); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("restore running sip settings version %d: %w", s.cur.Version, rerr))
+			}
+		}
+		if errors.Is(err, ErrSIPApply) {
+			return SIPSettings{}, err
+		}
 		return SIPSettings{}, fmt.Errorf("config: save sip settings: %w", err)
 	}
 	s.cur = next
+	if s.apply != nil {
+		s.pending = slices.Clone(pending)
+		s.running = s.boot
+		if len(pending) == 0 {
+			s.running = next.Version
+		}
+	}
 	return next.clone(), nil
 }

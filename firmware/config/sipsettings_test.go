@@ -137,6 +137,86 @@ func TestSIPStoreVersions(t *testing.T) {
 	}
 }
 
+// TestSIPStoreApplier: with the running edge attached a save is applied
+// before it is stored; a refused apply stores nothing; settings that need
+// a restart keep Running on the start version until they are reverted.
+func TestSIPStoreApplier(t *testing.T) {
+	db := openTestDB(t)
+	s, err := LoadSIP(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []SIPSettings
+	s.SetApplier(func(x SIPSettings) ([]string, error) {
+		if slices.Contains(x.ScannerUserAgents, "refuse-me") {
+			return nil, errors.New("edge says no")
+		}
+		got = append(got, x)
+		if x.NonceTTL != DefaultSIPSettings().NonceTTL {
+			return []string{"nonce_ttl"}, nil
+		}
+		return nil, nil
+	})
+	if !s.Live() {
+		t.Fatal("not live with an applier")
+	}
+	steps := []struct {
+		name        string
+		mod         func(*SIPSettings)
+		wantErr     error
+		wantVersion int64
+		wantRunning int64
+		wantPending []string
+	}{
+		{"live change", func(x *SIPSettings) { x.Guard.MaxFailsPerSource = 2 }, nil, 1, 1, nil},
+		{"refused by the edge", func(x *SIPSettings) { x.ScannerUserAgents = []string{"refuse-me"} }, ErrSIPApply, 1, 1, nil},
+		{"restart-only change", func(x *SIPSettings) { x.NonceTTL = time.Minute }, nil, 2, 0, []string{"nonce_ttl"}},
+		{"reverted", func(x *SIPSettings) { x.NonceTTL = DefaultSIPSettings().NonceTTL }, nil, 3, 3, nil},
+	}
+	for _, st := range steps {
+		x := s.Current()
+		st.mod(&x)
+		if _, err := s.Save(x); !errors.Is(err, st.wantErr) || (err == nil) != (st.wantErr == nil) {
+			t.Fatalf("%s: %v, want %v", st.name, err, st.wantErr)
+		}
+		if s.Current().Version != st.wantVersion || s.Running() != st.wantRunning || !slices.Equal(s.Pending(), st.wantPending) {
+			t.Fatalf("%s: version %d running %d pending %v", st.name, s.Current().Version, s.Running(), s.Pending())
+		}
+		r, err := LoadSIP(db)
+		if err != nil || r.Current().Version != st.wantVersion {
+			t.Fatalf("%s: stored version %d, %v", st.name, r.Current().Version, err)
+		}
+	}
+	if len(got) != 3 || got[0].Version != 1 || got[0].Guard.MaxFailsPerSource != 2 {
+		t.Fatalf("applied %d versions: %+v", len(got), got)
+	}
+}
+
+// TestSIPStoreApplierStoreFails: a save the store cannot take changes
+// nothing, and the edge does not end up on an unsaved version.
+func TestSIPStoreApplierCommitFails(t *testing.T) {
+	db := openTestDB(t)
+	s, err := LoadSIP(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var applied []int64
+	s.SetApplier(func(x SIPSettings) ([]string, error) { applied = append(applied, x.Version); return nil, nil })
+	db.Close() // every later transaction fails
+	x := s.Current()
+	x.Guard.RateLimit = 10
+	if _, err := s.Save(x); err == nil || errors.Is(err, ErrSIPApply) {
+		t.Fatalf("save on a closed store: %v", err)
+	}
+	if s.Current().Version != 0 || s.Current().Guard.RateLimit == 10 {
+		t.Fatalf("settings changed: %+v", s.Current())
+	}
+	// Whether or not the edge was asked, its last version is the saved one.
+	if len(applied) > 0 && applied[len(applied)-1] != 0 {
+		t.Fatalf("edge left on version %d", applied[len(applied)-1])
+	}
+}
+
 // FuzzSIPSettingsValidate: any decoded settings validate without panic,
 // and settings that pass give a SIP edge configuration that passes too.
 func FuzzSIPSettingsValidate(f *testing.F) {
