@@ -306,11 +306,11 @@ func TestHistoryRetention(t *testing.T) {
 	s, clk := newService(t)
 	c := Client{}
 	for i := 0; i < 5; i++ {
-		s.history(c, "x", "failed", false)
+		s.history(c, "x", "failed", location{})
 		clk.Advance(4 * 24 * time.Hour)
 	}
 	// Entries at day 0, 4, 8, 12, 16; writing at day 20 drops those older than day 6.
-	s.history(c, "x", "failed", false)
+	s.history(c, "x", "failed", location{})
 	h, err := s.History("", 0)
 	if err != nil || len(h) != 4 {
 		t.Fatalf("history has %d entries, want 4 (%v)", len(h), err)

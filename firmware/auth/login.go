@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
@@ -32,7 +33,9 @@ func (c Client) String() string { return c.Addr.String() }
 type LoginResult struct {
 	Session     *NewSession `json:"-"`
 	Challenge   string      `json:"challenge,omitempty"`
-	NewLocation bool        `json:"new_location,omitempty"`
+	NewLocation bool        `json:"new_location,omitempty"` // new network or new country
+	Country     string      `json:"country,omitempty"`      // from the GeoIP database, if any
+	NewCountry  bool        `json:"new_country,omitempty"`
 	Restriction Restriction `json:"restriction,omitempty"`
 }
 
@@ -42,6 +45,45 @@ type challenge struct {
 	Expires     time.Time `json:"expires"`
 	Tries       int       `json:"tries"`
 	NewLocation bool      `json:"new_location"`
+	NewNetwork  bool      `json:"new_network,omitempty"`
+	Country     string    `json:"country,omitempty"`
+	NewCountry  bool      `json:"new_country,omitempty"`
+}
+
+// location is where a login comes from, compared with the account's past.
+type location struct {
+	network    string
+	newNetwork bool
+	country    string // "" without a GeoIP database or for unknown addresses
+	newCountry bool
+}
+
+func (l location) isNew() bool { return l.newNetwork || l.newCountry }
+
+// locate compares c with the networks and countries a has logged in from.
+func (s *Service) locate(a Account, c Client) location {
+	l := location{network: network(c.Addr), country: s.Country(c.Addr)}
+	_, seen := a.Networks[l.network]
+	l.newNetwork = !seen
+	if l.country != "" {
+		_, seen = a.Countries[l.country]
+		l.newCountry = !seen
+	}
+	return l
+}
+
+// describe is the audit wording for a login's location.
+func (l location) describe() string {
+	var parts []string
+	if l.newNetwork {
+		parts = append(parts, "from a new network "+l.network)
+	}
+	if l.newCountry {
+		parts = append(parts, "from a new country "+l.country)
+	} else if l.country != "" {
+		parts = append(parts, "country "+l.country)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Claimed reports whether the first admin account exists.
@@ -99,6 +141,9 @@ func (s *Service) Claim(ctx context.Context, c Client, code, username, password 
 	err = s.db.Update(func(tx *store.Tx) error {
 		a := Account{Username: username, Role: RoleAdmin, PasswordHash: h, PasswordChanged: now, Created: now,
 			Networks: map[string]time.Time{network(c.Addr): now}}
+		if cc := s.Country(c.Addr); cc != "" {
+			a.Countries = map[string]time.Time{cc: now}
+		}
 		if err := tx.Put(bAccounts, username, a); err != nil {
 			return err
 		}
@@ -196,22 +241,21 @@ func (s *Service) Login(ctx context.Context, c Client, username, password string
 			})
 		}
 	}
-	netw := network(c.Addr)
-	_, seen := a.Networks[netw]
-	newLoc := !seen
-	needTOTP := a.TOTPSealed != nil && (p.requiresTOTP(a.Role) || (p.StepUpNewLocation && newLoc))
+	loc := s.locate(a, c)
+	needTOTP := a.TOTPSealed != nil && (p.requiresTOTP(a.Role) || (p.StepUpNewLocation && loc.isNew()))
 	if needTOTP {
 		ch := randomToken(24)
 		err := s.db.Update(func(tx *store.Tx) error {
-			return tx.Put(bChallenges, secretID(ch), challenge{Username: username, Network: netw, Expires: now.Add(challengeTTL), NewLocation: newLoc})
+			return tx.Put(bChallenges, secretID(ch), challenge{Username: username, Network: loc.network, Expires: now.Add(challengeTTL),
+				NewLocation: loc.isNew(), NewNetwork: loc.newNetwork, Country: loc.country, NewCountry: loc.newCountry})
 		})
 		if err != nil {
 			return LoginResult{}, err
 		}
-		s.history(c, username, "password-ok-totp-required", newLoc)
-		return LoginResult{Challenge: ch, NewLocation: newLoc}, nil
+		s.history(c, username, "password-ok-totp-required", loc)
+		return LoginResult{Challenge: ch, NewLocation: loc.isNew(), Country: loc.country, NewCountry: loc.newCountry}, nil
 	}
-	return s.finishLogin(c, p, username, newLoc, "password")
+	return s.finishLogin(c, p, username, loc, "password")
 }
 
 // LoginSecondFactor completes a login with a TOTP or recovery code.
@@ -260,10 +304,14 @@ func (s *Service) LoginSecondFactor(ctx context.Context, c Client, chal, code st
 	if method == "" {
 		return LoginResult{}, s.fail(ctx, c, p, ch.Username, "wrong second factor")
 	}
-	return s.finishLogin(c, p, ch.Username, ch.NewLocation, method)
+	// The location as judged when the password was checked: the GeoIP
+	// database may have changed since.
+	loc := location{network: ch.Network, newNetwork: ch.NewNetwork || (ch.NewLocation && !ch.NewCountry),
+		country: ch.Country, newCountry: ch.NewCountry}
+	return s.finishLogin(c, p, ch.Username, loc, method)
 }
 
-func (s *Service) finishLogin(c Client, p Policy, username string, newLoc bool, method string) (LoginResult, error) {
+func (s *Service) finishLogin(c Client, p Policy, username string, loc location, method string) (LoginResult, error) {
 	now := s.clock.Now()
 	var res LoginResult
 	err := s.db.Update(func(tx *store.Tx) error {
@@ -277,6 +325,13 @@ func (s *Service) finishLogin(c Client, p Policy, username string, newLoc bool, 
 		}
 		a.Networks[network(c.Addr)] = now
 		pruneNetworks(a.Networks)
+		if loc.country != "" {
+			if a.Countries == nil {
+				a.Countries = map[string]time.Time{}
+			}
+			a.Countries[loc.country] = now
+			pruneNetworks(a.Countries)
+		}
 		if err := tx.Put(bAccounts, username, a); err != nil {
 			return err
 		}
@@ -291,14 +346,14 @@ func (s *Service) finishLogin(c Client, p Policy, username string, newLoc bool, 
 		if err != nil {
 			return err
 		}
-		res = LoginResult{Session: &ns, NewLocation: newLoc, Restriction: restr}
+		res = LoginResult{Session: &ns, NewLocation: loc.isNew(), Country: loc.country, NewCountry: loc.newCountry, Restriction: restr}
 		detail := "login via " + method
+		if d := loc.describe(); d != "" {
+			detail += " " + d
+		}
 		outcome := audit.OK
-		if newLoc {
-			detail += " from a new network " + network(c.Addr)
-			if a.TOTPSealed == nil {
-				outcome, detail = audit.Warning, detail+" (no second factor enrolled)"
-			}
+		if loc.isNew() && a.TOTPSealed == nil {
+			outcome, detail = audit.Warning, detail+" (no second factor enrolled)"
 		}
 		return s.audit.RecordTx(tx, audit.Event{Actor: username, Source: c.String(), Action: "auth.login", Outcome: outcome, Detail: detail})
 	})
@@ -306,11 +361,11 @@ func (s *Service) finishLogin(c Client, p Policy, username string, newLoc bool, 
 		return LoginResult{}, err
 	}
 	s.sources.succeed(c.Addr)
-	s.history(c, username, "ok", newLoc)
+	s.history(c, username, "ok", loc)
 	return res, nil
 }
 
-// pruneNetworks keeps the known-network list bounded (most recent 64).
+// pruneNetworks keeps a known-network or known-country list bounded (most recent 64).
 func pruneNetworks(m map[string]time.Time) {
 	for len(m) > 64 {
 		var oldest string
@@ -353,7 +408,7 @@ func (s *Service) fail(ctx context.Context, c Client, p Policy, username, why st
 		return tx.Put(bAccounts, username, a)
 	})
 	_ = s.audit.Record(audit.Event{Source: c.String(), Action: "auth.login", Target: username, Outcome: audit.Denied, Detail: why})
-	s.history(c, username, "failed", false)
+	s.history(c, username, "failed", location{country: s.Country(c.Addr)})
 	if pfx, ban := s.sources.fail(c.Addr, username, p, now); ban && pfx.IsValid() {
 		s.log.Warn("source sprays many accounts; banning", "prefix", pfx)
 		detail := "no firewall connected"

@@ -2,7 +2,7 @@
 // request is: claiming, password policy and argon2id hashes, lockout and
 // per-source throttling, TOTP and recovery codes, sessions, API tokens, login
 // history and roles. Buckets: auth.accounts, auth.sessions, auth.tokens,
-// auth.challenges, auth.history, auth.meta.
+// auth.challenges, auth.history, auth.meta, auth.geoip.
 package auth
 
 import (
@@ -91,7 +91,8 @@ type Account struct {
 	TOTPPending     []byte               `json:"totp_pending,omitempty"`   // enrolment in progress, sealed
 	TOTPLastStep    int64                `json:"totp_last_step,omitempty"` // codes at or before this step are spent
 	RecoveryHashes  []string             `json:"recovery_hashes,omitempty"`
-	Networks        map[string]time.Time `json:"networks,omitempty"` // /24 or /48 → last successful login
+	Networks        map[string]time.Time `json:"networks,omitempty"`  // /24 or /48 → last successful login
+	Countries       map[string]time.Time `json:"countries,omitempty"` // GeoIP country → last successful login
 }
 
 // AccountInfo is what the UI and API show about an account.
@@ -144,6 +145,9 @@ type Service struct {
 
 	dummyOnce sync.Once
 	dummy     string
+
+	geoMu sync.Mutex // serialises GeoIP replacements
+	geo   atomic.Pointer[GeoDB]
 }
 
 // New returns the service.
@@ -165,6 +169,9 @@ func New(cfg Config) (*Service, error) {
 	s.sources = newSourceGuard(4096)
 	if _, err := s.Claimed(); err != nil {
 		return nil, err
+	}
+	if err := s.loadGeoIP(); err != nil {
+		s.log.Error("GeoIP database unusable; logins use networks only until a new upload", "err", err)
 	}
 	return s, nil
 }

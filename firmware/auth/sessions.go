@@ -329,12 +329,14 @@ type HistoryEntry struct {
 	Source      string    `json:"source"`
 	Outcome     string    `json:"outcome"`
 	NewLocation bool      `json:"new_location,omitempty"`
+	Country     string    `json:"country,omitempty"` // GeoIP country of Source, when a database is loaded
+	NewCountry  bool      `json:"new_country,omitempty"`
 }
 
 var errStop = errors.New("stop")
 
 // history records a login attempt and drops entries past the retention.
-func (s *Service) history(c Client, username, outcome string, newLoc bool) {
+func (s *Service) history(c Client, username, outcome string, loc location) {
 	now := s.clock.Now()
 	if len(username) > 64 {
 		username = username[:64]
@@ -362,7 +364,8 @@ func (s *Service) history(c Client, username, outcome string, newLoc bool) {
 				return err
 			}
 		}
-		return tx.Put(bHistory, historyKey(now, randomToken(6)), HistoryEntry{Time: now, Username: username, Source: c.String(), Outcome: outcome, NewLocation: newLoc})
+		return tx.Put(bHistory, historyKey(now, randomToken(6)), HistoryEntry{Time: now, Username: username, Source: c.String(), Outcome: outcome,
+			NewLocation: loc.isNew(), Country: loc.country, NewCountry: loc.newCountry})
 	})
 	if err != nil {
 		s.log.Error("login history", "err", err)
