@@ -99,6 +99,7 @@ type Server struct {
 	tlsCur atomic.Pointer[tls.Config] // per-connection TLS config, swapped on settings changes
 	exts   Extensions
 	tel    Telephony
+	trunks TrunkStatus // edgepbxd's trunk manager (SetTrunkStatus); nil: no trunk state
 	sipset SIPSettings
 	fw     Firewall
 	sys    System
