@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"path"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -92,10 +91,18 @@ func (g *GeoDB) Country(a netip.Addr) string {
 		b := a.As16()
 		key = b[:]
 	}
-	n := len(tab) / size
 	klen := size - 2
 	// First record whose start is above a; the one before covers a.
-	i := sort.Search(n, func(i int) bool { return bytes.Compare(tab[i*size:i*size+klen], key) > 0 })
+	lo, hi := 0, len(tab)/size
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if bytes.Compare(tab[m*size:m*size+klen], key) > 0 {
+			hi = m
+		} else {
+			lo = m + 1
+		}
+	}
+	i := lo
 	if i == 0 {
 		return ""
 	}
@@ -224,12 +231,20 @@ type lineLimitReader struct {
 
 func (l *lineLimitReader) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
-	for _, c := range p[:n] {
-		if c == '\n' {
-			l.cur = 0
-		} else if l.cur++; l.cur > maxGeoIPLine {
+	for rest := p[:n]; ; {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			l.cur += len(rest)
+		} else {
+			l.cur += i
+		}
+		if l.cur > maxGeoIPLine {
 			return 0, fmt.Errorf("%w: a line is longer than %d bytes", ErrGeoIP, maxGeoIPLine)
 		}
+		if i < 0 {
+			break
+		}
+		l.cur, rest = 0, rest[i+1:]
 	}
 	return n, err
 }
