@@ -70,6 +70,9 @@ type call struct {
 	keys      []string
 	leases    []*dialplan.Lease // of transfer targets
 	xfer      *transfer         // a blind transfer in progress
+	shown     presented         // the caller as the callee's leg shows it
+	rel       *reliable         // the caller's unacknowledged reliable provisional (RFC 3262)
+	rseq      uint32            // last RSeq sent to the caller
 	endOnce   sync.Once
 }
 
@@ -127,17 +130,21 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 		c.rec.Trunk = dec.Trunk
 	}
 
-	// Where the B leg goes.
-	var tgt Target
+	// Where the B leg goes: every live contact of an extension at once
+	// (forking), or the trunk.
+	var tgts []Target
 	var calleeID Identity
 	switch dec.Kind {
 	case dialplan.KindInternal, dialplan.KindInbound:
-		ts := c.b.cfg.Directory.Contacts(dec.Target)
-		if len(ts) == 0 {
+		tgts = c.b.cfg.Directory.Contacts(dec.Target)
+		if len(tgts) == 0 {
 			c.failA(txA, reqA, 480, cdr.Failed, "callee not registered")
 			return
 		}
-		tgt, calleeID = ts[0], Identity{Extension: dec.Target}
+		if len(tgts) > MaxBranches {
+			tgts = tgts[:MaxBranches]
+		}
+		calleeID = Identity{Extension: dec.Target}
 	default:
 		t, ok := c.b.cfg.Directory.Trunk(dec.Trunk)
 		if !ok {
@@ -145,7 +152,7 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 			return
 		}
 		t.URI.User = dec.Target
-		tgt, calleeID = t, Identity{Trunk: dec.Trunk}
+		tgts, calleeID = []Target{t}, Identity{Trunk: dec.Trunk}
 	}
 
 	// Session timer the caller asked for (RFC 4028 §9).
@@ -180,230 +187,43 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 		c.failA(txA, reqA, 488, cdr.Failed, "caller media: "+err.Error())
 		return
 	}
-	b := &leg{side: media.B, callID: sip.GenerateTagN(24), localTag: sip.GenerateTagN(16),
-		target: tgt.URI, dest: tgt.Dest, transport: strings.ToLower(tgt.Transport),
-		policy: c.b.cfg.Directory.Policy(calleeID), sid: randSession(), ver: 1}
 	c.callee = calleeID
-	b.offerPolicy = offerPolicyFor(b.policy, calleeID, isSecured(a.answered))
-	host, _, _ := net.SplitHostPort(c.b.cfg.Contact)
-	b.local = sip.Uri{Scheme: "sip", User: c.rec.From, Host: host}
-	b.remote = sip.Uri{Scheme: "sip", User: tgt.URI.User, Host: tgt.URI.Host}
-	c.legs[media.B] = b
-	c.addKey(dialogKey(b.callID, b.localTag), b)
-	if b.offered, err = c.m.Offer(media.B, b.offerPolicy, b.sid, b.ver); err != nil {
-		c.failA(txA, reqA, 500, cdr.Failed, "offer: "+err.Error())
-		return
-	}
-	bodyB, err := media.Rewrite(remA, b.offered)
-	if err != nil {
-		c.failA(txA, reqA, 488, cdr.Failed, "rewrite: "+err.Error())
-		return
-	}
-	b.lastSDP = bodyB
 	if mf := reqA.MaxForwards(); mf != nil && mf.Val() <= 1 {
 		c.failA(txA, reqA, 483, cdr.Failed, "too many hops")
 		return
 	}
-	// newInvB builds the B leg's INVITE (again, with a new CSeq, when a
-	// trunk challenges it).
-	newInvB := func() *sip.Request {
-		inv := c.newRequest(b, sip.INVITE, bodyB)
-		inv.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(c.se/time.Second))))
-		if mf := reqA.MaxForwards(); mf != nil {
-			v := sip.MaxForwardsHeader(mf.Val() - 1)
-			inv.ReplaceHeader(&v)
-		}
-		return inv
-	}
-	invB := newInvB()
-	ringCtx, stopRing := context.WithTimeout(ctx, c.b.cfg.RingTimeout)
-	defer stopRing()
-	txB, err := c.b.cfg.Client.TransactionRequest(ctx, invB)
-	if err != nil {
-		c.failA(txA, reqA, 503, cdr.Failed, "callee unreachable: "+err.Error())
-		return
-	}
-	// After a 2xx the transaction stays up for Timer M so retransmitted
-	// 2xx are ACKed again (OnRetransmission); otherwise it ends now.
-	keepTxB := false
-	defer func() {
-		if !keepTxB && txB != nil {
-			txB.Terminate()
-		}
-	}()
-
-	cancelCh := c.cancel
-	var (
-		early, cancelSent, cancelWanted, authTried bool
-		ack                                        *sip.Request
-	)
-	sendCancel := func() {
-		if cancelSent {
+	f := &fork{c: c, reqA: reqA, remA: remA, ch: make(chan branchEvent, 16), quit: make(chan struct{})}
+	pol := c.b.cfg.Directory.Policy(calleeID)
+	host, _, _ := net.SplitHostPort(c.b.cfg.Contact)
+	c.shown = c.presentation(reqA, host)
+	for _, tgt := range tgts {
+		l := &leg{side: media.B, callID: sip.GenerateTagN(24), localTag: sip.GenerateTagN(16),
+			target: tgt.URI, dest: tgt.Dest, transport: strings.ToLower(tgt.Transport),
+			policy: pol, sid: randSession(), ver: 1}
+		l.local = sip.Uri{Scheme: "sip", User: c.shown.user, Host: c.shown.host}
+		l.remote = sip.Uri{Scheme: "sip", User: tgt.URI.User, Host: tgt.URI.Host}
+		br := &branch{l: l}
+		if err := f.offer(br, firstOffer(pol, calleeID, a.answered)); err != nil {
+			c.failA(txA, reqA, 500, cdr.Failed, "offer: "+err.Error())
+			f.stop()
 			return
 		}
-		if !early { // RFC 3261 §9.1: not before a provisional response
-			cancelWanted = true
-			return
-		}
-		cancelSent = true
-		go c.sendCancel(invB)
+		c.addKey(dialogKey(l.callID, l.localTag), l)
+		f.branches = append(f.branches, br)
 	}
-	for {
-		var res *sip.Response
-		select {
-		case res = <-txB.Responses():
-		case <-txB.Done():
-			select {
-			case res = <-txB.Responses():
-			default:
-			}
-			if res == nil {
-				code := 408
-				if !errors.Is(txB.Err(), sip.ErrTransactionTimeout) {
-					code = 503
-				}
-				c.failA(txA, reqA, code, cdr.NoAnswer, "callee: no final answer")
-				return
-			}
-		case <-cancelCh:
-			cancelCh = nil // fire once
-			sendCancel()
-			continue
-		case <-ringCtx.Done():
-			ringCtx = context.Background() // fire once
-			sendCancel()
-			continue
-		}
-		switch {
-		case res.StatusCode < 200:
-			if res.StatusCode == 100 {
-				continue
-			}
-			early = true
-			if cancelWanted {
-				sendCancel()
-			}
-			if c.isCancelled() {
-				continue
-			}
-			code := res.StatusCode
-			var body []byte
-			if len(res.Body()) > 0 {
-				if _, remB, err := media.ParseSDP(res.Body()); err == nil {
-					if err := c.m.Answered(ctx, media.B, b.offered, remB, b.policy); err == nil {
-						body, _ = media.Rewrite(remB, withAnswering(a.answered, remA))
-					}
-				}
-			}
-			if code != 180 && code != 183 {
-				code = 180
-			}
-			if body != nil {
-				code = 183
-			}
-			_ = txA.Respond(c.responseToA(reqA, code, body))
-		case (res.StatusCode == 401 || res.StatusCode == 407) && !authTried && calleeID.Trunk != "" &&
-			!c.isCancelled() && !cancelSent && !cancelWanted:
-			// A trunk asking the box to authenticate: once, with the
-			// trunk's credentials (a second challenge fails the call).
-			authTried = true
-			inv := newInvB()
-			if err := c.authorize(inv, res, calleeID.Trunk); err != nil {
-				c.failA(txA, reqA, 503, cdr.Failed, "trunk authentication: "+err.Error())
-				return
-			}
-			txB.Terminate()
-			next, err := c.b.cfg.Client.TransactionRequest(ctx, inv)
-			if err != nil {
-				txB = nil
-				c.failA(txA, reqA, 503, cdr.Failed, "callee unreachable: "+err.Error())
-				return
-			}
-			invB, txB, early = inv, next, false
-			continue
-		case res.StatusCode == 488 && b.offerPolicy != b.policy &&
-			!c.isCancelled() && !cancelSent && !cancelWanted:
-			// The offer was upgraded to RTP/SAVP because the caller's leg is
-			// encrypted; a callee without SRTP refuses it. Offer once more
-			// the leg's own way (best effort) instead of failing the call.
-			b.offerPolicy = b.policy
-			b.ver++
-			off, err := c.m.Offer(media.B, b.offerPolicy, b.sid, b.ver)
-			if err == nil {
-				bodyB, err = media.Rewrite(remA, off)
-			}
-			if err != nil {
-				c.failA(txA, reqA, 500, cdr.Failed, "re-offer: "+err.Error())
-				return
-			}
-			b.offered, b.lastSDP = off, bodyB
-			inv := newInvB()
-			txB.Terminate()
-			next, err := c.b.cfg.Client.TransactionRequest(ctx, inv)
-			if err != nil {
-				txB = nil
-				c.failA(txA, reqA, 503, cdr.Failed, "callee unreachable: "+err.Error())
-				return
-			}
-			invB, txB, early = inv, next, false
-			continue
-		case res.StatusCode >= 300:
-			if c.isCancelled() {
-				c.b.cancelled.Add(1)
-				c.finish(cdr.Cancelled, res.StatusCode, "caller CANCEL")
-				return
-			}
-			code, result := mapFailure(res.StatusCode)
-			if ringCtx == context.Background() {
-				code, result = 480, cdr.NoAnswer
-			}
-			c.failA(txA, reqA, code, result, "callee answered "+strconv.Itoa(res.StatusCode))
-			return
-		default: // 2xx
-			if ack != nil { // retransmission
-				_ = c.b.cfg.Client.WriteRequest(ack)
-				continue
-			}
-			c.learnTarget(b, res)
-			keepTxB = true
-			ack = c.ackFor(b, res)
-			_ = c.b.cfg.Client.WriteRequest(ack)
-			txB.OnRetransmission(func(*sip.Response) { _ = c.b.cfg.Client.WriteRequest(ack.Clone()) })
-			if c.isCancelled() {
-				go c.sendBye(b)
-				c.b.cancelled.Add(1)
-				c.finish(cdr.Cancelled, 487, "caller CANCEL")
-				return
-			}
-			b.boxRefreshes = boxRefreshesUAS(res)
-			_, remB, err := media.ParseSDP(res.Body())
-			if err == nil {
-				err = c.m.Answered(ctx, media.B, b.offered, remB, b.policy)
-			}
-			var bodyA []byte
-			if err == nil {
-				bodyA, err = media.Rewrite(remB, withAnswering(a.answered, remA))
-			}
-			if err != nil {
-				go c.sendBye(b)
-				c.failA(txA, reqA, 488, cdr.Failed, "callee media: "+err.Error())
-				return
-			}
-			a.lastSDP, b.peer = bodyA, remB
-			a.boxRefreshes = !supportsTimer(reqA)
-			ok := c.answerA(reqA, txA, bodyA)
-			if !ok {
-				c.hangup(-1, "no ACK from caller")
-				return
-			}
-			return
+	c.legs[media.B] = f.branches[0].l
+	for _, br := range f.branches {
+		if err := f.send(br, f.newInvite(br)); err != nil {
+			br.done, br.final = true, 503
 		}
 	}
+	f.run(txA)
 }
 
 // answerA sends the 200 to the caller and waits for its ACK, retransmitting
 // over unreliable transports (RFC 3261 §13.3.1.4).
 func (c *call) answerA(reqA *sip.Request, txA sip.ServerTransaction, body []byte) bool {
+	c.awaitPRACK()
 	res := c.responseToA(reqA, 200, body)
 	c.addTimerHeaders(res, c.legs[media.A], reqA)
 	c.mu.Lock()

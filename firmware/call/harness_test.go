@@ -251,6 +251,7 @@ func startHarness(t testing.TB, opts ...harnessOpt) *harness {
 	srv.OnCancel(h.b.OnCancel)
 	srv.OnUpdate(h.b.OnUpdate)
 	srv.OnRefer(h.b.OnRefer)
+	srv.OnPrack(h.b.OnPrack)
 	go func() { _ = srv.ServeUDP(conn) }()
 	t.Cleanup(func() {
 		_ = h.b.Close()

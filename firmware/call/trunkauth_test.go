@@ -78,7 +78,7 @@ func TestTrunkDigestAuth(t *testing.T) {
 			}
 			if len(invs) == 2 {
 				a, b := invs[0], invs[1]
-				if a.CallID().Value() != b.CallID().Value() || b.CSeq().SeqNo != a.CSeq().SeqNo+1 || branch(a) == branch(b) {
+				if a.CallID().Value() != b.CallID().Value() || b.CSeq().SeqNo != a.CSeq().SeqNo+1 || viaBranch(a) == viaBranch(b) {
 					t.Fatalf("retry is not the same call with a new transaction:\n%s\n%s", a, b)
 				}
 				if fa, _ := a.From().Params.Get("tag"); fa != fromTag(b) {
@@ -114,6 +114,6 @@ func validDigest(v string, chal *digest.Challenge, req *sip.Request, user, pass 
 	return err == nil && want.Response == cred.Response
 }
 
-func branch(r *sip.Request) string { v, _ := r.Via().Params.Get("branch"); return v }
+func viaBranch(r *sip.Request) string { v, _ := r.Via().Params.Get("branch"); return v }
 
 func fromTag(r *sip.Request) string { v, _ := r.From().Params.Get("tag"); return v }

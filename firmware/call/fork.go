@@ -1,0 +1,530 @@
+package call
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/cdr"
+	"github.com/edgepbx/edgepbx/firmware/media"
+	"github.com/emiago/sipgo/sip"
+)
+
+// MaxBranches bounds the parallel INVITEs of one call (contacts of the
+// callee extension tried at once).
+const MaxBranches = 8
+
+// offerStep is how firmly a branch is offered SRTP; on 488 the branch is
+// offered once more one step lower (interop with phones that lack it).
+type offerStep int
+
+const (
+	stepOwn  offerStep = iota // the callee's own policy (best-effort SDES by default)
+	stepSDES                  // RTP/SAVP with SDES keys
+	stepDTLS                  // DTLS-SRTP, when the caller used it
+)
+
+// firstOffer is the offer a callee gets first: DTLS-SRTP when the caller's
+// leg is DTLS-SRTP (an extension; trunks keep their policy), RTP/SAVP when
+// it is otherwise encrypted, the callee's own policy else.
+func firstOffer(pol media.Policy, id Identity, a media.Local) offerStep {
+	switch {
+	case a.Fingerprint != nil && id.Extension != "" && pol != media.SRTPOff:
+		return stepDTLS
+	case offerPolicyFor(pol, id, isSecured(a)) != pol:
+		return stepSDES
+	}
+	return stepOwn
+}
+
+// branch is one INVITE of the box to one contact of the callee.
+type branch struct {
+	l    *leg
+	step offerStep
+	inv  *sip.Request
+	tx   sip.ClientTransaction
+	gen  int // bumps when inv is re-sent (challenge, re-offer): older events are stale
+
+	early, cancelSent, cancelWanted, authTried, done bool
+	final                                            int    // its final status once done
+	rseq                                             uint32 // last reliable provisional PRACKed
+	ack                                              *sip.Request
+}
+
+type branchEvent struct {
+	br  *branch
+	gen int
+	res *sip.Response // nil: the transaction ended without a final response
+}
+
+// fork runs the B side of a call setup: parallel branches, first 2xx wins.
+type fork struct {
+	c        *call
+	reqA     *sip.Request
+	remA     media.Remote
+	branches []*branch
+	ch       chan branchEvent
+	quit     chan struct{}
+}
+
+// offer makes br's SDP offer at step.
+func (f *fork) offer(br *branch, step offerStep) error {
+	c, l := f.c, br.l
+	pol := l.policy
+	if step >= stepSDES {
+		pol = media.SRTPRequired
+	}
+	off, err := c.m.Offer(media.B, pol, l.sid, l.ver)
+	if err != nil {
+		return err
+	}
+	if step == stepDTLS {
+		// The relay's certificate fingerprint, as already given to the
+		// caller; the box lets the callee choose its DTLS role.
+		fp := *c.legs[media.A].answered.Fingerprint
+		off.Crypto, off.BestEffort, off.Fingerprint, off.Setup = nil, false, &fp, "actpass"
+	}
+	body, err := media.Rewrite(f.remA, off)
+	if err != nil {
+		return err
+	}
+	l.offered, l.lastSDP, l.offerPolicy, br.step = off, body, pol, step
+	return nil
+}
+
+// lower is the step to re-offer with after a 488, if any.
+func (f *fork) lower(br *branch) (offerStep, bool) {
+	switch {
+	case br.step == stepDTLS:
+		return stepSDES, true
+	case br.step == stepSDES && br.l.policy != media.SRTPRequired:
+		return stepOwn, true
+	}
+	return 0, false
+}
+
+// answered applies the callee's SDP (in a 18x or the 2xx) on the B side.
+func (f *fork) answered(br *branch, rem media.Remote) error {
+	c, l := f.c, br.l
+	if l.offered.Fingerprint == nil {
+		return c.m.Answered(context.Background(), media.B, l.offered, rem, l.policy)
+	}
+	if rem.Fingerprint == nil || (rem.Proto != media.ProtoDTLS && rem.Proto != "UDP/TLS/RTP/SAVPF") {
+		return errors.New("media: answer to a DTLS-SRTP offer without DTLS-SRTP")
+	}
+	p := media.PeerFrom(rem)
+	// RFC 5763 §5: the answerer picks; "passive" makes the box the client.
+	p.DTLS = &media.DTLSParams{Fingerprint: *rem.Fingerprint, Client: rem.Setup == "passive"}
+	return c.m.SetPeer(context.Background(), media.B, p)
+}
+
+// newInvite builds br's INVITE (again, with a new CSeq, after a challenge
+// or a re-offer).
+func (f *fork) newInvite(br *branch) *sip.Request {
+	c := f.c
+	inv := c.newRequest(br.l, sip.INVITE, br.l.lastSDP)
+	inv.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(c.se/time.Second))))
+	inv.AppendHeader(sip.NewHeader("Supported", "100rel"))
+	if mf := f.reqA.MaxForwards(); mf != nil {
+		v := sip.MaxForwardsHeader(mf.Val() - 1)
+		inv.ReplaceHeader(&v)
+	}
+	c.callerID(inv, f.reqA)
+	return inv
+}
+
+// send starts inv as br's transaction.
+func (f *fork) send(br *branch, inv *sip.Request) error {
+	tx, err := f.c.b.cfg.Client.TransactionRequest(context.Background(), inv)
+	if err != nil {
+		return err
+	}
+	br.gen++
+	br.inv, br.tx, br.early = inv, tx, false
+	go f.forward(br, br.gen, tx)
+	return nil
+}
+
+func (f *fork) forward(br *branch, gen int, tx sip.ClientTransaction) {
+	post := func(res *sip.Response) bool {
+		select {
+		case f.ch <- branchEvent{br, gen, res}:
+			return true
+		case <-f.quit:
+			return false
+		}
+	}
+	for {
+		select {
+		case res := <-tx.Responses():
+			if !post(res) {
+				return
+			}
+		case <-tx.Done():
+			for {
+				select {
+				case res := <-tx.Responses():
+					if !post(res) {
+						return
+					}
+					continue
+				default:
+				}
+				break
+			}
+			post(nil)
+			return
+		case <-f.quit:
+			return
+		}
+	}
+}
+
+// cancel CANCELs br (RFC 3261 §9.1: only after a provisional response).
+func (f *fork) cancel(br *branch) {
+	if br.done || br.cancelSent {
+		return
+	}
+	if !br.early {
+		br.cancelWanted = true
+		return
+	}
+	br.cancelSent = true
+	go f.c.sendCancel(br.inv)
+}
+
+func (f *fork) cancelAll(except *branch) {
+	for _, br := range f.branches {
+		if br != except {
+			f.cancel(br)
+		}
+	}
+}
+
+func (f *fork) pending(except *branch) []*branch {
+	var out []*branch
+	for _, br := range f.branches {
+		if br != except && !br.done {
+			out = append(out, br)
+		}
+	}
+	return out
+}
+
+// stop ends the forwarders; the transactions still running are dropped.
+func (f *fork) stop() {
+	select {
+	case <-f.quit:
+	default:
+		close(f.quit)
+	}
+	for _, br := range f.branches {
+		if br.tx != nil && br.ack == nil {
+			br.tx.Terminate()
+		}
+	}
+}
+
+// drain sees the losing branches to their end after the caller has its
+// answer: CANCELled (once they rang), a late 2xx ACKed and hung up.
+func (f *fork) drain(rest []*branch) {
+	defer f.stop()
+	c := f.c
+	left := len(rest)
+	deadline := time.NewTimer(transactionTimeout)
+	defer deadline.Stop()
+	for left > 0 {
+		select {
+		case e := <-f.ch:
+			br := e.br
+			if e.gen != br.gen || br.done || !contains(rest, br) {
+				continue
+			}
+			switch {
+			case e.res == nil:
+				br.done = true
+			case e.res.StatusCode < 200:
+				if e.res.StatusCode > 100 {
+					br.early = true
+					f.prack(br, e.res)
+					f.cancel(br)
+				}
+				continue
+			case e.res.StatusCode < 300: // answered too late: ACK and BYE
+				c.learnTarget(br.l, e.res)
+				br.ack = c.ackFor(br.l, e.res)
+				_ = c.b.cfg.Client.WriteRequest(br.ack)
+				ack := br.ack
+				br.tx.OnRetransmission(func(*sip.Response) { _ = c.b.cfg.Client.WriteRequest(ack.Clone()) })
+				go c.sendBye(br.l)
+				br.done = true
+			default:
+				br.done = true
+			}
+			left--
+		case <-deadline.C:
+			return
+		}
+	}
+}
+
+func contains(bs []*branch, b *branch) bool {
+	for _, x := range bs {
+		if x == b {
+			return true
+		}
+	}
+	return false
+}
+
+// prack acknowledges a reliable provisional response (RFC 3262) on br's
+// early dialog.
+func (f *fork) prack(br *branch, res *sip.Response) {
+	if !hasOption(res, "Require", "100rel") {
+		return
+	}
+	h := res.GetHeader("RSeq")
+	if h == nil {
+		return
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(h.Value()), 10, 32)
+	if err != nil || n == 0 || uint32(n) <= br.rseq {
+		return // a retransmission: the PRACK is on its way
+	}
+	br.rseq = uint32(n)
+	c, l := f.c, br.l
+	c.learnTarget(l, res)
+	req := c.newRequest(l, sip.PRACK, nil)
+	req.AppendHeader(sip.NewHeader("RAck", strconv.FormatUint(n, 10)+" "+strconv.Itoa(int(br.inv.CSeq().SeqNo))+" INVITE"))
+	go func() {
+		if _, err := c.transact(l, req); err != nil {
+			c.b.log.Debug("call: PRACK", "call", c.id, "error", err)
+		}
+	}()
+}
+
+// hasOption reports whether an option tag is listed in header name.
+func hasOption(m interface{ GetHeaders(string) []sip.Header }, name, tag string) bool {
+	for _, h := range m.GetHeaders(name) {
+		for _, v := range strings.Split(h.Value(), ",") {
+			if strings.EqualFold(strings.TrimSpace(v), tag) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// better reports whether final status a is a better answer for the caller
+// than b when every branch failed (RFC 3261 §16.7 in short: 6xx, then
+// 4xx before 5xx; busy before other 4xx).
+func better(a, b int) bool {
+	rank := func(c int) int {
+		switch {
+		case c >= 600:
+			return 0
+		case c == 486:
+			return 1
+		case c >= 400 && c < 500 && c != 408:
+			return 2
+		case c >= 500:
+			return 3
+		case c == 408:
+			return 4
+		}
+		return 5
+	}
+	return b == 0 || rank(a) < rank(b)
+}
+
+// run waits for the branches: early media from one branch is relayed, the
+// first 2xx wins (the others are CANCELled), a 6xx ends the search, and
+// when all fail the best final answer is relayed.
+func (f *fork) run(txA sip.ServerTransaction) {
+	c, reqA := f.c, f.reqA
+	a := c.legs[media.A]
+	ctx := context.Background()
+	ringCtx, stopRing := context.WithTimeout(ctx, c.b.cfg.RingTimeout)
+	defer stopRing()
+	cancelCh := c.cancel
+	timedOut := false
+	var earlyBr *branch
+	best := 0
+	trunk := c.callee.Trunk
+	for len(f.pending(nil)) > 0 {
+		var e branchEvent
+		select {
+		case e = <-f.ch:
+		case <-cancelCh:
+			cancelCh = nil // fire once
+			f.cancelAll(nil)
+			continue
+		case <-ringCtx.Done():
+			ringCtx = context.Background() // fire once
+			timedOut = true
+			f.cancelAll(nil)
+			continue
+		}
+		br, res := e.br, e.res
+		if e.gen != br.gen || br.done {
+			continue
+		}
+		if res == nil {
+			br.done, br.final = true, 503
+			if errors.Is(br.tx.Err(), sip.ErrTransactionTimeout) {
+				br.final = 408
+			}
+			if better(br.final, best) {
+				best = br.final
+			}
+			continue
+		}
+		cancelled := c.isCancelled() || timedOut
+		switch {
+		case res.StatusCode < 200:
+			if res.StatusCode == 100 {
+				continue
+			}
+			br.early = true
+			f.prack(br, res)
+			if br.cancelWanted || cancelled {
+				f.cancel(br)
+				continue
+			}
+			code := res.StatusCode
+			var body []byte
+			if len(res.Body()) > 0 && (earlyBr == nil || earlyBr == br) {
+				if _, remB, err := media.ParseSDP(res.Body()); err == nil {
+					if err := f.answered(br, remB); err == nil {
+						earlyBr = br
+						body, _ = media.Rewrite(remB, withAnswering(a.answered, f.remA))
+					}
+				}
+			}
+			if code != 180 && code != 183 {
+				code = 180
+			}
+			if body != nil {
+				code = 183
+			}
+			c.provisionalA(reqA, txA, code, body)
+		case (res.StatusCode == 401 || res.StatusCode == 407) && !br.authTried && trunk != "" &&
+			!cancelled && !br.cancelSent && !br.cancelWanted:
+			// A trunk asking the box to authenticate: once, with the
+			// trunk's credentials (a second challenge fails the branch).
+			br.authTried = true
+			br.tx.Terminate()
+			inv := f.newInvite(br)
+			err := c.authorize(inv, res, trunk)
+			if err == nil {
+				err = f.send(br, inv)
+			}
+			if err != nil {
+				c.b.log.Warn("call: trunk authentication", "call", c.id, "error", err)
+				br.done, br.final = true, 503
+				if better(503, best) {
+					best = 503
+				}
+			}
+		case res.StatusCode == 488 && !cancelled && !br.cancelSent && !br.cancelWanted:
+			// The offer was upgraded (RTP/SAVP or DTLS-SRTP) because the
+			// caller's leg is encrypted; a callee without it refuses.
+			// Offer once more one step lower instead of failing.
+			step, ok := f.lower(br)
+			if !ok {
+				br.done, br.final = true, 488
+				if better(488, best) {
+					best = 488
+				}
+				continue
+			}
+			br.tx.Terminate()
+			br.l.ver++
+			err := f.offer(br, step)
+			if err == nil {
+				err = f.send(br, f.newInvite(br))
+			}
+			if err != nil {
+				br.done, br.final = true, 500
+			}
+		case res.StatusCode >= 300:
+			br.done, br.final = true, res.StatusCode
+			br.tx.Terminate()
+			if better(res.StatusCode, best) {
+				best = res.StatusCode
+			}
+			if res.StatusCode >= 600 && !cancelled {
+				// A 6xx ends the search (RFC 3261 §16.7 step 5).
+				f.cancelAll(nil)
+				code, result := mapFailure(res.StatusCode)
+				c.failA(txA, reqA, code, result, "callee answered "+strconv.Itoa(res.StatusCode))
+				go f.drain(f.pending(nil))
+				return
+			}
+		default: // 2xx: this branch wins
+			f.win(txA, br, res)
+			return
+		}
+	}
+	// Every branch failed.
+	f.stop()
+	if c.isCancelled() {
+		c.b.cancelled.Add(1)
+		c.finish(cdr.Cancelled, 487, "caller CANCEL")
+		return
+	}
+	code, result := mapFailure(best)
+	if timedOut {
+		code, result = 480, cdr.NoAnswer
+	}
+	c.failA(txA, reqA, code, result, "callee answered "+strconv.Itoa(best))
+}
+
+// win connects the caller to the branch that answered first.
+func (f *fork) win(txA sip.ServerTransaction, br *branch, res *sip.Response) {
+	c, reqA := f.c, f.reqA
+	a, b := c.legs[media.A], br.l
+	c.learnTarget(b, res)
+	br.ack = c.ackFor(b, res)
+	_ = c.b.cfg.Client.WriteRequest(br.ack)
+	ack := br.ack
+	br.tx.OnRetransmission(func(*sip.Response) { _ = c.b.cfg.Client.WriteRequest(ack.Clone()) })
+	br.done = true
+	c.mu.Lock()
+	c.legs[media.B] = b
+	c.mu.Unlock()
+	for _, o := range f.branches {
+		if o != br {
+			c.b.forget(c, dialogKey(o.l.callID, o.l.localTag))
+		}
+	}
+	f.cancelAll(br)
+	go f.drain(f.pending(br))
+	if c.isCancelled() {
+		go c.sendBye(b)
+		c.b.cancelled.Add(1)
+		c.finish(cdr.Cancelled, 487, "caller CANCEL")
+		return
+	}
+	b.boxRefreshes = boxRefreshesUAS(res)
+	_, remB, err := media.ParseSDP(res.Body())
+	if err == nil {
+		err = f.answered(br, remB)
+	}
+	var bodyA []byte
+	if err == nil {
+		bodyA, err = media.Rewrite(remB, withAnswering(a.answered, f.remA))
+	}
+	if err != nil {
+		go c.sendBye(b)
+		c.failA(txA, reqA, 488, cdr.Failed, "callee media: "+err.Error())
+		return
+	}
+	a.lastSDP, b.peer = bodyA, remB
+	a.boxRefreshes = !supportsTimer(reqA)
+	if !c.answerA(reqA, txA, bodyA) {
+		c.hangup(-1, "no ACK from caller")
+	}
+}
