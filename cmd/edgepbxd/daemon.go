@@ -54,6 +54,7 @@ type daemon struct {
 	lic      *license.Manager // nil: no licence server configured, or it failed to build (licErr)
 	licErr   string
 	licState licenseState
+	acme     *acmeRunner // ACME issuance and renewal (certs.ACMESettings)
 	// claimed mirrors the admin/auth service's claim state for the health
 	// reports; PID 1 stops showing the setup code once it is set.
 	claimed atomic.Bool
@@ -72,7 +73,7 @@ type service struct {
 // so bind errors come before "ready"), and added here. The admin UI/API has
 // no loop of its own: it is a handler in routes.
 func (d *daemon) services(health healthReporter) []service {
-	s := []service{{"https", d.serveHTTPS}, {"sip", d.serveSIP}, {"seclog", d.runSecLog}}
+	s := []service{{"https", d.serveHTTPS}, {"sip", d.serveSIP}, {"seclog", d.runSecLog}, {"acme", d.acme.run}}
 	if d.lic != nil {
 		s = append(s, service{"license", d.runLicense})
 	}
@@ -145,6 +146,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	}
 
 	d.names = boxNames(d.certs, cfg.devDir != "")
+	d.acme = d.newACME()
 	d.keylog = certs.NewKeyLog(nil, log)
 
 	var banner controlBanner
@@ -177,6 +179,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Extensions:      d.sip.Extensions(),
 		Status:          d.dashboardStatus,
 		SIPSettings:     d.sipSettings(),
+		ACME:            d.acme,
 	}
 	if d.ctrl != nil {
 		// nil interfaces in dev mode: a nil *control.Client would not be nil.

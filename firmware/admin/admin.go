@@ -70,6 +70,9 @@ type Deps struct {
 	// SIPSettings are the stored SIP edge settings (*config.SIPStore);
 	// nil: not available.
 	SIPSettings SIPSettings
+	// ACME is edgepbxd's certificate issuance loop; nil: ACME settings
+	// are stored but nothing issues.
+	ACME ACME
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -101,6 +104,7 @@ type Server struct {
 	tel    Telephony
 	trunks TrunkStatus // edgepbxd's trunk manager (SetTrunkStatus); nil: no trunk state
 	sipset SIPSettings
+	acme   ACME
 	fw     Firewall
 	sys    System
 	status func(context.Context) []StatusItem
@@ -138,6 +142,7 @@ func NewServer(d Deps) (*Server, error) {
 	s := &Server{auth: svc, audit: al, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
 		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, status: d.Status}
+	s.acme = d.ACME
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))
 	}

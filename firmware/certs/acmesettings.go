@@ -69,7 +69,10 @@ func (s *ACMESettings) Normalize() {
 		s.Challenge = ChallengeTLSALPN01
 	}
 	s.HTTPAddr = strings.TrimSpace(s.HTTPAddr)
-	if s.Challenge == ChallengeHTTP01 && s.HTTPAddr == "" {
+	switch {
+	case s.Challenge == ChallengeTLSALPN01:
+		s.HTTPAddr = "" // a form keeps sending it after a switch back
+	case s.Challenge == ChallengeHTTP01 && s.HTTPAddr == "":
 		s.HTTPAddr = ":80"
 	}
 	s.CAPEM = strings.TrimSpace(s.CAPEM)

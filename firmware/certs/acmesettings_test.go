@@ -56,7 +56,7 @@ func TestACMESettingsValidate(t *testing.T) {
 		{"header injection", on(func(s *certs.ACMESettings) { s.Email = "a@example.com\r\nBcc: x@y.z" }), false},
 		{"no domain", on(func(s *certs.ACMESettings) { s.Email = "ops@" }), false},
 		{"dns-01", on(func(s *certs.ACMESettings) { s.Challenge = "dns-01" }), false},
-		{"http_addr with tls-alpn-01", on(func(s *certs.ACMESettings) { s.HTTPAddr = ":80" }), false},
+		{"http_addr dropped with tls-alpn-01", on(func(s *certs.ACMESettings) { s.HTTPAddr = "nonsense" }), true},
 		{"http_addr port 0", on(func(s *certs.ACMESettings) { s.Challenge = "http-01"; s.HTTPAddr = ":0" }), false},
 		{"http_addr hostname", on(func(s *certs.ACMESettings) { s.Challenge = "http-01"; s.HTTPAddr = "box:80" }), false},
 		{"CA not PEM", on(func(s *certs.ACMESettings) { s.CAPEM = "hello" }), false},
