@@ -181,7 +181,7 @@ func isToken(s string) bool {
 	return true
 }
 
-// hexHash is hex(H(p1:p2:...)); it hashes one stack buffer when it fits.
+// hexHash is hex(H(p1:p2:...)).
 func hexHash(alg string, parts ...string) string {
 	var stack [512]byte
 	b := stack[:0]
@@ -192,14 +192,20 @@ func hexHash(alg string, parts ...string) string {
 		b = append(b, p...)
 	}
 	var out [64]byte
+	return string(out[:hexSum(alg, &out, b)])
+}
+
+// hexSum writes hex(H(b)) into out and returns its length: 32 for MD5, 64
+// for SHA-256.
+func hexSum(alg string, out *[64]byte, b []byte) int {
 	if alg == AlgSHA256 {
 		sum := sha256.Sum256(b)
 		hex.Encode(out[:], sum[:])
-		return string(out[:64])
+		return 64
 	}
 	sum := md5.Sum(b)
 	hex.Encode(out[:], sum[:])
-	return string(out[:32])
+	return 32
 }
 
 // HA1 computes H(username:realm:password) for alg.
@@ -209,37 +215,40 @@ func HA1(alg, user, realm, password string) string {
 
 // digestResponse computes the qop=auth response (RFC 7616 §3.4.1).
 func digestResponse(alg, ha1, method string, c Credentials) string {
-	ha2 := hexHash(alg, method, c.URI)
-	return hexHash(alg, ha1, c.Nonce, c.NC, c.CNonce, c.QOP, ha2)
+	var out [64]byte
+	return string(out[:responseSum(&out, alg, []byte(ha1), method, c)])
+}
+
+// responseSum is digestResponse into out without allocating (for
+// parameters within ParseDigest's bounds); it returns the length.
+func responseSum(out *[64]byte, alg string, ha1 []byte, method string, c Credentials) int {
+	var stack [maxAuthHeader + 256]byte
+	b := append(append(append(stack[:0], method...), ':'), c.URI...)
+	var ha2 [64]byte
+	n := hexSum(alg, &ha2, b)
+	b = append(append(stack[:0], ha1...), ':')
+	b = append(append(b, c.Nonce...), ':')
+	b = append(append(b, c.NC...), ':')
+	b = append(append(b, c.CNonce...), ':')
+	b = append(append(b, c.QOP...), ':')
+	b = append(b, ha2[:n]...)
+	return hexSum(alg, out, b)
 }
 
 // Nonces issues stateless HMAC nonces bound to the source address and tracks
-// nonce counts of nonces that authenticated, so a replayed (nonce, nc) fails.
+// the nonce counts of nonces that authenticated, so a replayed (nonce, nc)
+// fails. The tracking table is fixed-size (see ncTable): memory is bounded
+// and allocated once.
 type Nonces struct {
 	key     [32]byte
 	ttl     time.Duration
-	max     int
 	retrans time.Duration // see retransWindow
 	macs    sync.Pool     // hmac-sha256 states keyed with key
+	table   *ncTable
 
-	mu    sync.Mutex
-	used  map[string]nonceUse
-	order []usedNonce // the keys of used, oldest first
-	// Full counts authentications refused because the table was full of
-	// live nonces (size it with MaxTracked).
+	// Full counts authentications refused because the table had no free
+	// slot for a new nonce (size it with NewNonces' maxTracked).
 	Full atomic.Uint64
-}
-
-type usedNonce struct {
-	nonce   string
-	expires time.Time
-}
-
-type nonceUse struct {
-	nc      uint32
-	expires time.Time
-	fp      uint64    // transaction of the request that used nc (0: unknown)
-	at      time.Time // when it was accepted
 }
 
 // retransWindow is how long after acceptance a request with the same
@@ -248,9 +257,11 @@ type nonceUse struct {
 const retransWindow = 32 * time.Second
 
 // NewNonces returns a nonce issuer with a fresh random key; nonces die with
-// the process, which at worst costs phones one extra challenge.
+// the process, which at worst costs phones one extra challenge. maxTracked
+// is how many live authenticated nonces the count table must hold; it gets
+// twice that many slots (see ncTable), ncEntrySize bytes each.
 func NewNonces(ttl time.Duration, maxTracked int) (*Nonces, error) {
-	n := &Nonces{ttl: ttl, max: maxTracked, retrans: retransWindow, used: map[string]nonceUse{}}
+	n := &Nonces{ttl: ttl, retrans: retransWindow, table: newNCTable(2 * maxTracked)}
 	if _, err := rand.Read(n.key[:]); err != nil {
 		return nil, fmt.Errorf("digest: nonce key: %w", err)
 	}
@@ -259,7 +270,10 @@ func NewNonces(ttl time.Duration, maxTracked int) (*Nonces, error) {
 
 const nonceRaw = 8 + 8 + 16
 
-func (n *Nonces) mac(body []byte, src netip.Addr) []byte {
+// nonceLen is the length of an issued nonce (unpadded base64url).
+var nonceLen = base64.RawURLEncoding.EncodedLen(nonceRaw)
+
+func (n *Nonces) mac(body []byte, src netip.Addr) (out [16]byte) {
 	m, _ := n.macs.Get().(hash.Hash)
 	if m == nil {
 		m = hmac.New(sha256.New, n.key[:])
@@ -269,18 +283,25 @@ func (n *Nonces) mac(body []byte, src netip.Addr) []byte {
 	a := src.As16()
 	m.Write(a[:])
 	var sum [32]byte
-	out := m.Sum(sum[:0])[:16]
+	copy(out[:], m.Sum(sum[:0]))
 	n.macs.Put(m)
 	return out
 }
 
 // Issue returns a new nonce for a client at src.
 func (n *Nonces) Issue(now time.Time, src netip.Addr) string {
-	var b [nonceRaw]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixNano()))
-	rand.Read(b[8:16])
-	copy(b[16:], n.mac(b[:16], src))
-	return base64.RawURLEncoding.EncodeToString(b[:])
+	var b [64]byte
+	return string(n.appendNonce(b[:0], now, src))
+}
+
+// appendNonce appends a new nonce for a client at src to b.
+func (n *Nonces) appendNonce(b []byte, now time.Time, src netip.Addr) []byte {
+	var raw [nonceRaw]byte
+	binary.BigEndian.PutUint64(raw[:8], uint64(now.UnixNano()))
+	rand.Read(raw[8:16])
+	mac := n.mac(raw[:16], src)
+	copy(raw[16:], mac[:])
+	return base64.RawURLEncoding.AppendEncode(b, raw[:])
 }
 
 // nonceState is the result of checking a nonce.
@@ -292,22 +313,28 @@ const (
 	nonceFresh
 )
 
-func (n *Nonces) check(now time.Time, nonce string, src netip.Addr) nonceState {
-	if len(nonce) != base64.RawURLEncoding.EncodedLen(nonceRaw) {
-		return nonceBad
+// check verifies a nonce for src. For a fresh one it also returns its key
+// in the count table (part of its MAC: unpredictable without the nonce
+// key, so a client cannot aim at another's slot) and when it stops being
+// fresh.
+func (n *Nonces) check(now time.Time, nonce string, src netip.Addr) (st nonceState, key uint64, until time.Time) {
+	if len(nonce) != nonceLen {
+		return nonceBad, 0, time.Time{}
 	}
+	var enc [64]byte
 	var b [nonceRaw]byte
-	if _, err := base64.RawURLEncoding.Decode(b[:], []byte(nonce)); err != nil {
-		return nonceBad
+	if _, err := base64.RawURLEncoding.Decode(b[:], enc[:copy(enc[:], nonce)]); err != nil {
+		return nonceBad, 0, time.Time{}
 	}
-	if !hmac.Equal(b[16:], n.mac(b[:16], src)) {
-		return nonceBad
+	mac := n.mac(b[:16], src)
+	if !hmac.Equal(b[16:], mac[:]) {
+		return nonceBad, 0, time.Time{}
 	}
 	issued := time.Unix(0, int64(binary.BigEndian.Uint64(b[:8])))
 	if now.Sub(issued) > n.ttl || issued.After(now.Add(time.Minute)) {
-		return nonceStale
+		return nonceStale, 0, time.Time{}
 	}
-	return nonceFresh
+	return nonceFresh, binary.BigEndian.Uint64(mac[:8]), issued.Add(n.ttl)
 }
 
 // useResult is the outcome of recording a nonce count.
@@ -319,45 +346,18 @@ const (
 	useRetrans           // the accepted request itself again (same fp, within the window)
 )
 
-// use records nc for an authenticated nonce. fp names the request's
-// transaction (0: none); a request that repeats the last accepted nc with the
-// same non-zero fp within retransWindow is a retransmission, not a replay.
-func (n *Nonces) use(now time.Time, nonce string, nc uint32, fp uint64) useResult {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if u, ok := n.used[nonce]; ok {
-		if nc <= u.nc {
-			if nc == u.nc && fp != 0 && fp == u.fp && now.Sub(u.at) <= n.retrans {
-				return useRetrans
-			}
-			return useReplay
-		}
-		u.nc, u.fp, u.at = nc, fp, now
-		n.used[nonce] = u
-		return useOK
-	}
-	// Entries expire in insertion order (fixed lifetime): drop them from
-	// the front of the queue instead of scanning the whole table.
-	for len(n.order) > 0 && now.After(n.order[0].expires) {
-		if u, ok := n.used[n.order[0].nonce]; ok && !now.Before(u.expires) {
-			delete(n.used, n.order[0].nonce)
-		}
-		n.order[0] = usedNonce{}
-		n.order = n.order[1:]
-	}
-	if len(n.used) >= n.max {
+// use records nc for the authenticated nonce with table key key, fresh
+// until until. fp names the request's transaction (0: none); a request that
+// repeats the last accepted nc with the same non-zero fp within
+// retransWindow is a retransmission, not a replay.
+func (n *Nonces) use(now time.Time, key uint64, until time.Time, nc uint32, fp uint64) useResult {
+	r := n.table.use(now, key, until, nc, fp, n.retrans)
+	if r == ncFull {
 		// Fail closed: forgetting a live nonce would let it be replayed.
 		n.Full.Add(1)
 		return useReplay
 	}
-	exp := now.Add(n.ttl + time.Minute)
-	if len(n.order) == cap(n.order) {
-		// Compact into a fresh array so the popped front is released.
-		n.order = append(make([]usedNonce, 0, max(2*len(n.order), 64)), n.order...)
-	}
-	n.order = append(n.order, usedNonce{nonce: nonce, expires: exp})
-	n.used[nonce] = nonceUse{nc: nc, expires: exp, fp: fp, at: now}
-	return useOK
+	return r
 }
 
 // AuthResult is the outcome of checking a request's credentials.
@@ -477,25 +477,27 @@ func (a *Authenticator) verify(now time.Time, src netip.Addr, method, hdr string
 	if err != nil || nc == 0 {
 		return AuthFailed, c
 	}
-	state := a.Nonces.check(now, c.Nonce, src)
+	state, key, until := a.Nonces.check(now, c.Nonce, src)
 	if state == nonceBad {
 		return AuthFailed, c
 	}
 	// The fake HA1 is computed for every user so both paths cost the same.
-	fake := a.fakeHA1(alg, c.Username)
-	ha1, known := a.Users.HA1(c.Username, alg)
-	if !known {
-		ha1 = fake
+	var ha1 [64]byte
+	n := a.fakeHA1(&ha1, alg, c.Username)
+	stored, known := a.Users.HA1(c.Username, alg)
+	if known {
+		n = copy(ha1[:], stored)
 	}
-	want := digestResponse(alg, ha1, method, c)
-	ok := subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(c.Response))) == 1
+	var want [64]byte
+	wn := responseSum(&want, alg, ha1[:n], method, c)
+	ok := equalHexFold(want[:wn], c.Response)
 	if !ok || !known {
 		return AuthFailed, c
 	}
 	if state == nonceStale {
 		return AuthStale, c
 	}
-	switch a.Nonces.use(now, c.Nonce, uint32(nc), fp) {
+	switch a.Nonces.use(now, key, until, uint32(nc), fp) {
 	case useReplay:
 		return AuthReplayed, c
 	case useRetrans:
@@ -504,7 +506,8 @@ func (a *Authenticator) verify(now time.Time, src netip.Addr, method, hdr string
 	return AuthOK, c
 }
 
-func (a *Authenticator) fakeHA1(alg, user string) string {
+// fakeHA1 writes the keyed stand-in HA1 of an unknown user into out.
+func (a *Authenticator) fakeHA1(out *[64]byte, alg, user string) int {
 	m, _ := a.fakeMACs.Get().(hash.Hash)
 	if m == nil {
 		m = hmac.New(sha256.New, a.fakeKey[:])
@@ -517,5 +520,23 @@ func (a *Authenticator) fakeHA1(alg, user string) string {
 	var hx [64]byte
 	hex.Encode(hx[:], m.Sum(sum[:0]))
 	a.fakeMACs.Put(m)
-	return hexHash(alg, string(hx[:]))
+	return hexSum(alg, out, hx[:])
+}
+
+// equalHexFold compares the lower-case hex want with got, ASCII
+// case-insensitively; the time depends on the length and on got (the
+// client's own value), not on want.
+func equalHexFold(want []byte, got string) bool {
+	if len(want) != len(got) {
+		return false
+	}
+	var diff byte
+	for i := range want {
+		c := got[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		diff |= c ^ want[i]
+	}
+	return subtle.ConstantTimeByteEq(diff, 0) == 1
 }

@@ -105,31 +105,31 @@ func FuzzVerify(f *testing.F) {
 	})
 }
 
-// TestNonceTableBounded: the nonce-count table holds at most max live
-// nonces and refuses more (fail closed); entries leave once expired.
+// TestNonceTableBounded: the nonce-count table never grows: with every
+// slot held by a live nonce a new one is refused (fail closed) and counted,
+// known nonces still count up, and slots come back once their nonce expires.
 func TestNonceTableBounded(t *testing.T) {
-	n, _ := NewNonces(time.Minute, 2)
+	n, _ := NewNonces(time.Minute, 16) // 32 slots: 4 shards of one 8-way bucket
 	t0 := time.Unix(1_700_000_000, 0)
-	steps := []struct {
-		at    time.Time
-		nonce string
-		nc    uint32
-		want  useResult
-	}{
-		{t0, "a", 1, useOK},
-		{t0, "b", 1, useOK},
-		{t0, "c", 1, useReplay}, // full of live nonces
-		{t0, "a", 2, useOK},     // known nonces still count up
-		{t0.Add(2*time.Minute + time.Second), "c", 1, useOK}, // a and b expired
-		{t0.Add(2*time.Minute + time.Second), "d", 1, useOK},
-		{t0.Add(2*time.Minute + time.Second), "e", 1, useReplay},
-	}
-	for i, st := range steps {
-		if got := n.use(st.at, st.nonce, st.nc, 0); got != st.want {
-			t.Fatalf("step %d (%s nc=%d): got %v, want %v", i, st.nonce, st.nc, got, st.want)
+	until := t0.Add(time.Minute)
+	slots := n.table.slots()
+	refused := 0
+	for k := uint64(1); k <= uint64(4*slots); k++ {
+		if n.use(t0, k, until, 1, 0) == useReplay {
+			refused++
 		}
 	}
-	if n.Full.Load() != 2 || len(n.used) != 2 || len(n.order) != 2 {
-		t.Fatalf("full %d, used %d, order %d", n.Full.Load(), len(n.used), len(n.order))
+	if live := n.table.live(t0); live != slots || refused != 3*slots || n.Full.Load() != uint64(refused) {
+		t.Fatalf("slots %d: live %d, refused %d, full %d", slots, live, refused, n.Full.Load())
+	}
+	if got := n.use(t0, 1, until, 2, 0); got != useOK {
+		t.Fatalf("known nonce counting up: %v", got)
+	}
+	later := until.Add(2 * time.Second)
+	if n.table.live(later) != 0 {
+		t.Fatal("expired nonces still held")
+	}
+	if got := n.use(later, uint64(10*slots), later.Add(time.Minute), 1, 0); got != useOK {
+		t.Fatalf("after expiry: %v", got)
 	}
 }
