@@ -23,10 +23,15 @@ const (
 // security page; defaults when none are saved) with the listen addresses
 // from the command line and the box's own names as its domains.
 func (d *daemon) sipConfig() sipconfig.SIP {
-	c := sipconfig.DefaultSIP()
 	if d.sipSet != nil {
-		c = d.sipSet.Current().Apply(c)
+		return d.sipConfigFor(d.sipSet.Current())
 	}
+	return d.sipConfigFor(sipconfig.DefaultSIPSettings())
+}
+
+// sipConfigFor is sipConfig for the settings set.
+func (d *daemon) sipConfigFor(set sipconfig.SIPSettings) sipconfig.SIP {
+	c := set.Apply(sipconfig.DefaultSIP())
 	c.UDP, c.TCP, c.TLS, c.WSS = d.cfg.sipAddr, d.cfg.sipAddr, d.cfg.sipTLSAddr, ""
 	// config.SIP refuses ':' in a domain, so IPv6 literals cannot be listed
 	// (reported to firmware/config's owner); IPv4 literals and names can.
@@ -38,11 +43,9 @@ func (d *daemon) sipConfig() sipconfig.SIP {
 	return c
 }
 
-// loadSIPSettings reads the stored SIP settings. firmware/sip takes its
-// configuration only in sip.New (no live setters), so the edge runs the
-// version loaded here until edgepbxd restarts; the security page says so.
-// Stored settings that no longer validate leave the edge on the defaults
-// and the page unavailable, rather than the box without SIP.
+// loadSIPSettings reads the stored SIP settings. Stored settings that no
+// longer validate leave the edge on the defaults and the page unavailable,
+// rather than the box without SIP.
 func (d *daemon) loadSIPSettings() {
 	s, err := sipconfig.LoadSIP(d.db)
 	if err != nil {
@@ -51,6 +54,24 @@ func (d *daemon) loadSIPSettings() {
 	}
 	d.sipSet = s
 	d.log.Info("sip: settings", "version", s.Running())
+}
+
+// liveSIPSettings makes every saved SIP settings version go to the running
+// edge at once (sip.Server.Apply) before it is stored; a version the edge
+// refuses is not stored and the admin gets the error.
+func (d *daemon) liveSIPSettings() {
+	if d.sipSet == nil {
+		return
+	}
+	d.sipSet.SetApplier(func(set sipconfig.SIPSettings) ([]string, error) {
+		restart, err := d.sip.Apply(d.sipConfigFor(set))
+		if err != nil {
+			d.log.Error("sip: settings refused by the edge", "version", set.Version, "err", err)
+			return nil, err
+		}
+		d.log.Info("sip: settings applied", "version", set.Version, "restart_pending", restart)
+		return restart, nil
+	})
 }
 
 // sipSettings is the admin side's view of the stored SIP settings (a nil
@@ -78,6 +99,7 @@ func (d *daemon) newSIP(banner sip.Banner) error {
 	if err != nil {
 		return err
 	}
+	d.liveSIPSettings()
 	args := []any{}
 	for _, t := range []string{"udp", "tcp", "tls"} {
 		if a := d.sip.Addr(t); a != nil {

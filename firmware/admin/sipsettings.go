@@ -1,10 +1,13 @@
 package admin
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
@@ -12,11 +15,14 @@ import (
 )
 
 // SIPSettings is the stored SIP edge configuration (*config.SIPStore).
-// The SIP edge takes it when edgepbxd starts (firmware/sip has no live
-// setters), so Running can lag the saved version until a restart.
+// When Live, a save is applied to the running SIP edge before it is
+// stored (a version the edge refuses is not stored: config.ErrSIPApply);
+// the few settings the edge takes only at start are listed by Pending.
 type SIPSettings interface {
 	Current() config.SIPSettings
 	Running() int64
+	Live() bool
+	Pending() []string
 	Save(next config.SIPSettings) (config.SIPSettings, error)
 }
 
@@ -27,22 +33,39 @@ type SIPSettingsRequest = config.SIPSettings
 // SIPSettingsView is the answer of GET and PUT /api/v1/sip/settings.
 type SIPSettingsView struct {
 	Settings config.SIPSettings `json:"settings"`
-	// RunningVersion is the version the SIP edge runs with.
+	// RunningVersion is the version the SIP edge runs completely.
 	RunningVersion int64 `json:"running_version"`
-	// RestartRequired: the saved version applies after a restart (system page).
+	// Live: saves are applied to the running edge at once.
+	Live bool `json:"live"`
+	// RestartRequired: part of the saved version applies only after a
+	// restart (system page): RestartFields when Live, else all of it.
 	RestartRequired bool `json:"restart_required"`
+	// RestartFields names the saved settings (JSON names, "guard.max_tracked"
+	// for nested ones) that the running edge takes only at its next start.
+	RestartFields []string `json:"restart_fields"`
 }
+
+// sipStartOnly are the settings the SIP edge takes only when it starts
+// (firmware/sip Server.Apply); the form marks them.
+var sipStartOnly = []string{"max_message_bytes", "algorithms", "nonce_ttl", "guard.max_tracked"}
 
 // SetSIPSettings attaches the SIP edge settings when they are built after
 // the server. Call it before serving.
 func (s *Server) SetSIPSettings(c SIPSettings) { s.sipset = c }
 
-// errSIPRefused marks SIP settings that failed validation.
+// errSIPRefused marks SIP settings that failed validation or that the
+// running edge refused.
 var errSIPRefused = errors.New("sip settings refused")
 
 func (s *Server) sipView() SIPSettingsView {
-	cur, run := s.sipset.Current(), s.sipset.Running()
-	return SIPSettingsView{Settings: cur, RunningVersion: run, RestartRequired: cur.Version != run}
+	cur, run, live := s.sipset.Current(), s.sipset.Running(), s.sipset.Live()
+	v := SIPSettingsView{Settings: cur, RunningVersion: run, Live: live, RestartRequired: cur.Version != run, RestartFields: []string{}}
+	if live {
+		if p := s.sipset.Pending(); p != nil {
+			v.RestartFields = p
+		}
+	}
+	return v
 }
 
 func (s *Server) apiSIPSettings(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
@@ -69,28 +92,72 @@ func (s *Server) apiSetSIPSettings(w http.ResponseWriter, r *http.Request, p aut
 		switch {
 		case errors.Is(err, config.ErrSIPVersion):
 			return fmt.Errorf("%w: %w", errConflict, err)
-		case errors.Is(err, config.ErrSIPSettings):
+		case errors.Is(err, config.ErrSIPSettings), errors.Is(err, config.ErrSIPApply):
 			return fmt.Errorf("%w: %w", errSIPRefused, err)
 		}
 		return err
 	}
-	ev.After, ev.Target, ev.Detail = saved, fmt.Sprintf("version %d", saved.Version), "applies after restart"
+	v := s.sipView()
+	ev.After, ev.Target = saved, fmt.Sprintf("version %d", saved.Version)
+	switch {
+	case !v.Live:
+		ev.Detail = "applies after restart"
+	case len(v.RestartFields) > 0:
+		ev.Detail = "applied to the running SIP edge; after restart: " + strings.Join(v.RestartFields, ", ")
+	default:
+		ev.Detail = "applied to the running SIP edge"
+	}
 	if err := s.audit.Record(ev); err != nil {
 		s.log.Error("audit sip settings change", "err", err)
 	}
-	writeJSON(w, http.StatusOK, s.sipView())
+	writeJSON(w, http.StatusOK, v)
 	return nil
 }
 
+// sipForm is the SIP settings form: durations in whole seconds and lists
+// one entry per line, as the page edits them (static/sipsettings.js turns
+// them back into a SIPSettingsRequest).
+type sipForm struct {
+	View                                          SIPSettingsView
+	Zones, Allowlist, Scanners                    string
+	SHA256, MD5                                   bool
+	IdleTimeout, NonceTTL, MinExpires, MaxExpires int64
+	RateWindow, FloodBan, FailWindow, AuthBan     int64
+	StartOnly                                     map[string]bool
+	Pending                                       map[string]bool
+}
+
+func secsOf(d time.Duration) int64 { return int64(d / time.Second) }
+
+func prefixLines(ps []netip.Prefix) string {
+	var b strings.Builder
+	for _, p := range ps {
+		b.WriteString(p.String())
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
 // sipData is the SIP edge part of the security page.
-func (s *Server) sipData() (map[string]any, error) {
+func (s *Server) sipData() (*sipForm, error) {
 	if s.sipset == nil {
 		return nil, nil
 	}
 	v := s.sipView()
-	raw, err := json.MarshalIndent(v.Settings, "", "  ")
-	if err != nil {
-		return nil, err
+	c, g := v.Settings, v.Settings.Guard
+	f := &sipForm{View: v, Zones: prefixLines(c.AllowedZones), Allowlist: prefixLines(c.Allowlist),
+		SHA256: slices.Contains(c.Algorithms, "SHA-256"), MD5: slices.Contains(c.Algorithms, "MD5"),
+		IdleTimeout: secsOf(c.IdleTimeout), NonceTTL: secsOf(c.NonceTTL), MinExpires: secsOf(c.MinExpires), MaxExpires: secsOf(c.MaxExpires),
+		RateWindow: secsOf(g.RateWindow), FloodBan: secsOf(g.FloodBan), FailWindow: secsOf(g.FailWindow), AuthBan: secsOf(g.AuthBan),
+		StartOnly: map[string]bool{}, Pending: map[string]bool{}}
+	if len(c.ScannerUserAgents) > 0 {
+		f.Scanners = strings.Join(c.ScannerUserAgents, "\n") + "\n"
 	}
-	return map[string]any{"View": v, "JSON": string(raw)}, nil
+	for _, n := range sipStartOnly {
+		f.StartOnly[n] = true
+	}
+	for _, n := range v.RestartFields {
+		f.Pending[n] = true
+	}
+	return f, nil
 }

@@ -2,13 +2,19 @@ package admin
 
 import (
 	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/sip"
 )
 
 func TestSIPSettingsAPI(t *testing.T) {
@@ -50,9 +56,9 @@ func TestSIPSettingsAPI(t *testing.T) {
 		t.Fatalf("audit %+v before=%s after=%s", a, a.Before, a.After)
 	}
 
-	// The security page says the change waits for a restart.
+	// Without a live edge the security page says the change waits for a restart.
 	page := string(admin.must(200, "GET", "/security", nil).body)
-	if !strings.Contains(page, "applies after restart") || !strings.Contains(page, "evil-dialer") {
+	if !strings.Contains(page, "not running settings live") || !strings.Contains(page, "evil-dialer") {
 		t.Fatalf("security page lacks the SIP section or restart note")
 	}
 
@@ -84,4 +90,94 @@ func TestSIPSettingsAPI(t *testing.T) {
 	}
 	// Unknown fields are refused by the decoder.
 	admin.must(400, "PUT", "/api/v1/sip/settings", `{"version":1,"udp":":5070"}`)
+}
+
+// startEdge builds a real SIP edge on loopback (not serving: Apply needs no
+// traffic) and returns it with the configuration it was built from.
+func startEdge(t *testing.T, e *env) (*sip.Server, config.SIP) {
+	t.Helper()
+	lg, err := logs.New(e.db, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := config.DefaultSIP()
+	base.UDP, base.TCP, base.TLS = "127.0.0.1:0", "127.0.0.1:0", ""
+	edge, err := sip.New(e.sipset.Current().Apply(base), sip.Deps{Store: e.db, Log: lg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { edge.Close() })
+	return edge, base
+}
+
+// TestSIPSettingsLive: with the running edge attached, a save is in effect
+// at once (the edge's stages run it), start-only settings are named, and a
+// version the edge refuses is neither stored nor half applied.
+func TestSIPSettingsLive(t *testing.T) {
+	e, admin := claimed(t)
+	edge, base := startEdge(t, e)
+	e.sipset.SetApplier(func(set config.SIPSettings) ([]string, error) {
+		if slices.Contains(set.ScannerUserAgents, "refuse-me") {
+			return nil, errors.New("edge test refusal")
+		}
+		return edge.Apply(set.Apply(base))
+	})
+
+	var v SIPSettingsView
+	next := e.sipset.Current()
+	next.ScannerUserAgents = append(next.ScannerUserAgents, "evil-dialer")
+	next.Guard.MaxFailsPerSource = 2
+	next.TLSMin = "1.3"
+	if err := json.Unmarshal(admin.must(200, "PUT", "/api/v1/sip/settings", next).body, &v); err != nil ||
+		v.Settings.Version != 1 || v.RunningVersion != 1 || v.RestartRequired || !v.Live || len(v.RestartFields) != 0 {
+		t.Fatalf("saved %+v %v", v, err)
+	}
+	if got := edge.Settings(); got.Guard.MaxFailsPerSource != 2 || got.TLSMin != "1.3" || !slices.Contains(got.ScannerUserAgents, "evil-dialer") {
+		t.Fatalf("edge runs %+v", got)
+	}
+	if a := e.lastAudit("sip.settings.set"); a.Outcome != audit.OK || a.Detail != "applied to the running SIP edge" {
+		t.Fatalf("audit %+v", a)
+	}
+	page := string(admin.must(200, "GET", "/security", nil).body)
+	for _, want := range []string{"Version 1 is in effect", `name="guard.max_fails_per_source" type="number" min="1" required value="2"`,
+		`<option selected>1.3</option>`, "evil-dialer\n", `src="/static/sipsettings.js"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("security page lacks %q", want)
+		}
+	}
+	if strings.Contains(page, "applies after restart") || strings.Contains(page, "JSON") {
+		t.Error("security page still has the restart note or the JSON editor")
+	}
+
+	// A start-only setting is stored, named, and the rest is in effect.
+	next = e.sipset.Current()
+	next.NonceTTL = time.Minute
+	next.Guard.RateLimit = 77
+	if err := json.Unmarshal(admin.must(200, "PUT", "/api/v1/sip/settings", next).body, &v); err != nil ||
+		v.Settings.Version != 2 || !v.RestartRequired || !slices.Equal(v.RestartFields, []string{"nonce_ttl"}) {
+		t.Fatalf("start-only change %+v %v", v, err)
+	}
+	if edge.Settings().Guard.RateLimit != 77 {
+		t.Fatal("live part of a version with a start-only change not applied")
+	}
+	if a := e.lastAudit("sip.settings.set"); !strings.Contains(a.Detail, "after restart: nonce_ttl") {
+		t.Fatalf("audit %+v", a)
+	}
+	if page := string(admin.must(200, "GET", "/security", nil).body); !strings.Contains(page, "nonce_ttl: these take effect after a restart") {
+		t.Error("security page does not name the start-only setting")
+	}
+
+	// Refused by the edge: 422 with its reason, nothing stored, edge unchanged.
+	bad := e.sipset.Current()
+	bad.ScannerUserAgents = []string{"refuse-me"}
+	r := admin.must(422, "PUT", "/api/v1/sip/settings", bad)
+	if !strings.Contains(r.str("detail"), "edge test refusal") || !strings.Contains(r.str("detail"), "refused by the running edge") {
+		t.Fatalf("refusal answer %s", r.body)
+	}
+	if e.sipset.Current().Version != 2 || slices.Contains(edge.Settings().ScannerUserAgents, "refuse-me") {
+		t.Fatal("refused version stored or applied")
+	}
+	if a := e.lastAudit("sip.settings.set"); a.Outcome != audit.Failed {
+		t.Fatalf("audit %+v", a)
+	}
 }
