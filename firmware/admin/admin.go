@@ -130,6 +130,10 @@ func NewServer(d Deps) (*Server, error) {
 		d.Logger = slog.Default()
 	}
 	al := audit.New(d.Store, d.Clock)
+	// One full walk at start; requests then verify only new entries.
+	if res, err := al.VerifyFull(); err != nil {
+		d.Logger.Error("audit chain broken", "err", err, "verified_entries", res.Entries)
+	}
 	svc, err := auth.New(auth.Config{DB: d.Store, Clock: d.Clock, Audit: al, Hasher: d.Hasher, Banner: d.Banner,
 		SetupCode: d.SetupCode, Logger: d.Logger})
 	if err != nil {

@@ -71,10 +71,14 @@ func (s *Server) routeTable() []route {
 		{method: "PUT", path: "/api/v1/security/policy", summary: "Replace the account security policy", req: auth.Policy{}, perm: auth.PermSecurityWrite, h: s.apiSetPolicy},
 		{method: "GET", path: "/api/v1/security/origins", summary: "Allowed integration origins", perm: auth.PermSecurityRead, h: s.apiOrigins},
 		{method: "PUT", path: "/api/v1/security/origins", summary: "Replace the allowed integration origins", req: OriginsRequest{}, perm: auth.PermSecurityWrite, h: s.apiSetOrigins},
+		{method: "GET", path: "/api/v1/security/geoip", summary: "The GeoIP country database in use for new-location step-up, if any", perm: auth.PermSecurityRead, h: s.apiGeoIP},
+		{method: "PUT", path: "/api/v1/security/geoip", summary: "Replace the GeoIP country database: DB-IP country CSV (.csv or .csv.gz) or GeoLite2-Country-CSV zip, as the body or a multipart part named file", perm: auth.PermSecurityWrite, h: s.apiSetGeoIP},
+		{method: "DELETE", path: "/api/v1/security/geoip", summary: "Remove the GeoIP country database", perm: auth.PermSecurityWrite, h: s.apiDeleteGeoIP},
 		{method: "GET", path: "/api/v1/audit", summary: "Audit entries (?actor=&action=&source=&outcome=&since=&until=&limit=)", perm: auth.PermAuditRead, h: s.apiAudit},
 		{method: "GET", path: "/api/v1/audit/export", summary: "Export the audit log (?format=jsonl|csv and the same filters)", perm: auth.PermAuditRead, h: s.apiAuditExport},
 		{method: "GET", path: "/api/v1/openapi.json", perm: auth.PermStatusRead, h: s.apiOpenAPI, summary: "This document"},
-		{method: "GET", path: "/api/v1/audit/verify", summary: "Verify the audit hash chain", perm: auth.PermAuditRead, h: s.apiAuditVerify},
+		{method: "GET", path: "/api/v1/audit/verify", summary: "Verify the whole audit hash chain now (the dashboard checks only new entries)", perm: auth.PermAuditRead, h: s.apiAuditVerify},
+		{method: "GET", path: "/api/v1/audit/head", summary: "The audit chain head (sequence number and hash) to keep off the box as an anchor", perm: auth.PermAuditRead, h: s.apiAuditHead},
 		{method: "GET", path: "/api/v1/certificates", summary: "Active and self-signed certificates, TLS versions, key log state", perm: auth.PermSecurityRead, h: s.apiCertificates},
 		{method: "POST", path: "/api/v1/certificates", summary: "Upload a PEM chain and key; validated (key matches, chain, dates, names) before it replaces the active one", req: CertificateRequest{}, perm: auth.PermSecurityWrite, h: s.apiUploadCertificate},
 		{method: "POST", path: "/api/v1/certificates/rollback", summary: "Serve the previous (or self-signed) certificate again", perm: auth.PermSecurityWrite, h: s.apiRollbackCertificate},
@@ -582,11 +586,20 @@ func (s *Server) apiAuditExport(w http.ResponseWriter, r *http.Request, p auth.P
 }
 
 func (s *Server) apiAuditVerify(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	res, err := s.audit.Verify()
+	res, err := s.audit.VerifyFull()
 	out := map[string]any{"ok": err == nil, "entries": res.Entries, "head": res.Head}
 	if err != nil {
 		out["error"] = err.Error()
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) apiAuditHead(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	h, err := s.audit.Head()
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, h)
 	return nil
 }

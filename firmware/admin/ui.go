@@ -145,7 +145,7 @@ func (s *Server) securityData(r *http.Request, p auth.Principal) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"Policy": pol, "Origins": o, "TOTPRoles": totp, "SIP": sd}, nil
+	return map[string]any{"Policy": pol, "Origins": o, "TOTPRoles": totp, "SIP": sd, "GeoIP": s.geoipView()}, nil
 }
 
 func (s *Server) auditData(r *http.Request, p auth.Principal) (any, error) {

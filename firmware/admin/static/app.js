@@ -34,7 +34,9 @@
   function call(el, body) {
     var method = el.dataset.method || "POST";
     var opts = { method: method, credentials: "same-origin", headers: { "X-CSRF-Token": csrf() } };
-    if (method !== "GET" && method !== "DELETE") {
+    if (body instanceof FormData) {
+      opts.body = body; // multipart upload: the browser sets the boundary
+    } else if (method !== "GET" && method !== "DELETE") {
       opts.headers["Content-Type"] = "application/json";
       opts.body = JSON.stringify(body || {});
     }
@@ -117,6 +119,8 @@
     if (f.dataset.json) {
       // The form edits one JSON document in a textarea (dial plan).
       try { body = JSON.parse(f.elements[f.dataset.json].value); } catch (e) { say(f, "not valid JSON: " + e.message, true); return; }
+    } else if (f.hasAttribute("data-multipart")) {
+      body = new FormData(f);
     } else {
       body = f.hasAttribute("data-policy") ? policyJSON(f) : formJSON(f);
     }

@@ -1,0 +1,99 @@
+package admin
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+
+	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/firmware/auth"
+)
+
+// GeoIP upload: the raw file as the body (DB-IP CSV or .csv.gz, GeoLite2
+// country CSV zip), or a multipart form with one part named "file" (the
+// security page). The parser in firmware/auth decides the format.
+
+// maxGeoIPBody bounds the request: the largest upload plus multipart framing.
+const maxGeoIPBody = auth.MaxGeoIPUpload + 64<<10
+
+// GeoIPView is GET /api/v1/security/geoip.
+type GeoIPView struct {
+	Loaded bool            `json:"loaded"`
+	Info   *auth.GeoIPInfo `json:"info,omitempty"`
+}
+
+func (s *Server) geoipView() GeoIPView {
+	info, ok := s.auth.GeoIP()
+	if !ok {
+		return GeoIPView{}
+	}
+	return GeoIPView{Loaded: true, Info: &info}
+}
+
+func (s *Server) apiGeoIP(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	writeJSON(w, http.StatusOK, s.geoipView())
+	return nil
+}
+
+// readGeoIPUpload returns the uploaded file's bytes, bounded.
+func readGeoIPUpload(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxGeoIPBody)
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil {
+		mt = "application/octet-stream"
+	}
+	var src io.Reader = r.Body
+	if mt == "multipart/form-data" {
+		if params["boundary"] == "" {
+			return nil, fmt.Errorf("%w: multipart body without boundary", errBadRequest)
+		}
+		mr := multipart.NewReader(r.Body, params["boundary"])
+		part, err := mr.NextPart()
+		for err == nil && part.FormName() != "file" {
+			part, err = mr.NextPart()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: the form has no file part named \"file\"", errBadRequest)
+		}
+		src = part
+	}
+	data, err := io.ReadAll(io.LimitReader(src, auth.MaxGeoIPUpload+1))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) || len(data) > auth.MaxGeoIPUpload {
+		return nil, fmt.Errorf("%w: upload larger than %d MiB", errBadRequest, auth.MaxGeoIPUpload>>20)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: read upload: %v", errBadRequest, err)
+	}
+	return data, nil
+}
+
+func (s *Server) apiSetGeoIP(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	data, err := readGeoIPUpload(w, r)
+	if err == nil {
+		var g *auth.GeoDB
+		if g, err = auth.ParseGeoIP(data, s.clock.Now()); err == nil {
+			err = s.auth.SetGeoIP(p, src(r), g)
+		} else {
+			err = fmt.Errorf("%w: %w", errBadRequest, err)
+		}
+	}
+	if err != nil {
+		_ = s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: "security.geoip.upload", Outcome: audit.Failed, Detail: err.Error()})
+		return err
+	}
+	v := s.geoipView()
+	writeJSON(w, http.StatusOK, map[string]any{"status": "GeoIP database installed", "geoip": v})
+	return nil
+}
+
+func (s *Server) apiDeleteGeoIP(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.auth.DeleteGeoIP(p, src(r)); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "GeoIP database removed; logins compare networks only"})
+	return nil
+}
