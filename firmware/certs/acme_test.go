@@ -2,203 +2,21 @@ package certs_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/json"
-	"encoding/pem"
-	"fmt"
-	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/certs/pebbletest"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
-
-// needTool skips without CI and fails with CI when a Debian tool is missing.
-func needTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not found: install Debian package %s", name, pkg)
-		}
-		t.Skipf("%s not found (Debian package %s)", name, pkg)
-	}
-	return p
-}
-
-func freePort(t *testing.T, network string) int {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// pebbleCA runs Debian's pebble and pebble-challtestsrv (as its DNS, which
-// answers 127.0.0.1 for every name) on loopback. HTTP-01 validation connects
-// to 127.0.0.1:httpPort, where the test serves ACME.HTTPHandler; TLS-ALPN-01
-// validation to 127.0.0.1:tlsPort (0: a port nobody listens on).
-type pebbleCA struct {
-	dirURL  string
-	mgmtURL string
-	client  *http.Client
-}
-
-func startPebble(t *testing.T, httpPort, tlsPort int) *pebbleCA {
-	t.Helper()
-	pebble := needTool(t, "pebble", "pebble")
-	challsrv := needTool(t, "pebble-challtestsrv", "pebble")
-	dir := t.TempDir()
-
-	// Pebble's own HTTPS listener needs a certificate; make one for 127.0.0.1.
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pebble test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	os.WriteFile(filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	leaf, _ := x509.ParseCertificate(der)
-	roots := x509.NewCertPool()
-	roots.AddCert(leaf)
-
-	dnsPort := freePort(t, "udp")
-	acmePort, mgmtPort, chMgmt := freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "tcp")
-	if tlsPort == 0 {
-		tlsPort = freePort(t, "tcp")
-	}
-	if httpPort == 0 {
-		httpPort = freePort(t, "tcp")
-	}
-	cfg := map[string]any{"pebble": map[string]any{
-		"listenAddress":                  fmt.Sprintf("127.0.0.1:%d", acmePort),
-		"managementListenAddress":        fmt.Sprintf("127.0.0.1:%d", mgmtPort),
-		"certificate":                    filepath.Join(dir, "cert.pem"),
-		"privateKey":                     filepath.Join(dir, "key.pem"),
-		"httpPort":                       httpPort,
-		"tlsPort":                        tlsPort,
-		"ocspResponderURL":               "",
-		"externalAccountBindingRequired": false,
-	}}
-	raw, _ := json.Marshal(cfg)
-	cfgPath := filepath.Join(dir, "pebble-config.json")
-	os.WriteFile(cfgPath, raw, 0o600)
-
-	run := func(name string, args []string, env ...string) {
-		ctx, cancel := context.WithCancel(context.Background())
-		cmd := exec.CommandContext(ctx, name, args...)
-		cmd.Env = append(os.Environ(), env...)
-		out := &lockedBuffer{}
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start %s: %v", name, err)
-		}
-		t.Cleanup(func() {
-			cancel()
-			cmd.Wait()
-			if t.Failed() {
-				t.Logf("%s output:\n%s", filepath.Base(name), out.String())
-			}
-		})
-	}
-	run(challsrv, []string{"-dns01", fmt.Sprintf("127.0.0.1:%d", dnsPort), "-http01", "", "-https01", "",
-		"-tlsalpn01", "", "-management", fmt.Sprintf("127.0.0.1:%d", chMgmt), "-defaultIPv6", ""})
-	run(pebble, []string{"-config", cfgPath, "-dnsserver", fmt.Sprintf("127.0.0.1:%d", dnsPort), "-strict"},
-		"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0")
-
-	ca := &pebbleCA{
-		dirURL:  fmt.Sprintf("https://127.0.0.1:%d/dir", acmePort),
-		mgmtURL: fmt.Sprintf("https://127.0.0.1:%d", mgmtPort),
-		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}},
-	}
-	// Wait until pebble answers (it starts in well under a second).
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := ca.client.Get(ca.dirURL)
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return ca
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pebble did not come up: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// roots is pebble's issuing root, which a client must trust to verify what
-// it issued (pebble makes a new one at every start).
-func (ca *pebbleCA) roots(t *testing.T) *x509.CertPool {
-	t.Helper()
-	resp, err := ca.client.Get(ca.mgmtURL + "/roots/0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("pebble root: %s %v", resp.Status, err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(raw) {
-		t.Fatalf("pebble root is not PEM: %.200s", raw)
-	}
-	return pool
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestACMEPebbleHTTP01 issues a certificate from pebble over real HTTP-01, does
 // not renew it while fresh, and renews it two months later.
@@ -208,7 +26,7 @@ func TestACMEPebbleHTTP01(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := startPebble(t, ln.Addr().(*net.TCPAddr).Port, 0)
+	ca := pebbletest.Start(t, pebbletest.Options{HTTPPort: ln.Addr().(*net.TCPAddr).Port})
 
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -224,8 +42,8 @@ func TestACMEPebbleHTTP01(t *testing.T) {
 		t.Fatal(err)
 	}
 	names := []string{"pbx.edgepbx.test", "sip.edgepbx.test"}
-	a, err := certs.NewACME(db, mgr, certs.ACMEConfig{DirectoryURL: ca.dirURL, Names: names, Challenge: certs.ChallengeHTTP01,
-		Contact: []string{"mailto:ops@edgepbx.test"}, HTTPClient: ca.client, Now: clock})
+	a, err := certs.NewACME(db, mgr, certs.ACMEConfig{DirectoryURL: ca.DirURL, Names: names, Challenge: certs.ChallengeHTTP01,
+		Contact: []string{"mailto:ops@edgepbx.test"}, HTTPClient: ca.Client, Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}

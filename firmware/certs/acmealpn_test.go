@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/certs/pebbletest"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
@@ -68,7 +69,7 @@ func TestACMEPebbleTLSALPN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := startPebble(t, 0, ln.Addr().(*net.TCPAddr).Port)
+	ca := pebbletest.Start(t, pebbletest.Options{TLSPort: ln.Addr().(*net.TCPAddr).Port})
 
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -84,8 +85,8 @@ func TestACMEPebbleTLSALPN(t *testing.T) {
 	ch := certs.NewACMEChallenges()
 	srv := serveALPN(t, ln, mgr, ch)
 	names := []string{"pbx.edgepbx.test", "voice.edgepbx.test"}
-	a, err := certs.NewACME(db, mgr, certs.ACMEConfig{DirectoryURL: ca.dirURL, Names: names, Challenges: ch,
-		Contact: []string{"mailto:ops@edgepbx.test"}, HTTPClient: ca.client})
+	a, err := certs.NewACME(db, mgr, certs.ACMEConfig{DirectoryURL: ca.DirURL, Names: names, Challenges: ch,
+		Contact: []string{"mailto:ops@edgepbx.test"}, HTTPClient: ca.Client})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +117,7 @@ func TestACMEPebbleTLSALPN(t *testing.T) {
 		t.Fatalf("installed %+v", cur)
 	}
 
-	roots := ca.roots(t)
+	roots := ca.Roots(t)
 	for _, n := range names {
 		leaf, _, err := srv.dial(n, []string{"http/1.1"}, roots)
 		if err != nil {
