@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -28,21 +29,31 @@ func statusValue(t *testing.T, api *apiClient, name string) string {
 	return ""
 }
 
-// TestDevModeSIPSettingsRestart runs the real binary: a SIP edge setting
-// saved through the admin API is stored at once, flagged "applies after
-// restart" (firmware/sip takes its configuration only when built), and
-// after a restart of edgepbxd on the same store the edge runs it: a packet
-// from the newly listed scanner User-Agent is dropped.
-func TestDevModeSIPSettingsRestart(t *testing.T) {
+// scannerRegister is a REGISTER whose User-Agent is ua, from c.
+func scannerRegister(c net.Conn, to, ua, callID string) string {
+	host := c.LocalAddr().String()
+	return "REGISTER sip:" + to + " SIP/2.0\r\nVia: SIP/2.0/UDP " + host + ";branch=z9hG4bK-" + callID + "\r\n" +
+		"From: <sip:101@" + to + ">;tag=1\r\nTo: <sip:101@" + to + ">\r\nCall-ID: " + callID + "\r\nCSeq: 1 REGISTER\r\n" +
+		"Contact: <sip:101@" + host + ">\r\nMax-Forwards: 70\r\nUser-Agent: " + ua + "\r\nContent-Length: 0\r\n\r\n"
+}
+
+// TestDevModeSIPSettingsLive runs the real binary: SIP edge settings saved
+// through the admin API are in effect at once, without a restart: a newly
+// listed scanner User-Agent is dropped and a raised TLS minimum refuses
+// TLS 1.2 on new connections while a connection made before stays up. A
+// start-only setting is named and shown on the dashboard until a restart,
+// after which the edge runs the whole saved version.
+func TestDevModeSIPSettingsLive(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dev")
 	args := []string{"--dev", dir, "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "127.0.0.1:0"}
 	p := startProc(t, procOpts{noFD3: true}, args...)
 	base := p.waitLine(t, adminRE)[1]
+	sipAddrs := p.waitLine(t, sipRE)
 	fp := p.waitLine(t, fpRE)[1]
 	api := claimBox(t, base, fp, p.waitLine(t, setupRE)[1])
 
 	var v admin.SIPSettingsView
-	if err := json.Unmarshal(api.must(http.StatusOK, "GET", "/api/v1/sip/settings", nil), &v); err != nil || v.Settings.Version != 0 || v.RestartRequired {
+	if err := json.Unmarshal(api.must(http.StatusOK, "GET", "/api/v1/sip/settings", nil), &v); err != nil || v.Settings.Version != 0 || v.RestartRequired || !v.Live {
 		t.Fatalf("initial %+v %v", v, err)
 	}
 	if got := statusValue(t, api, "Active calls"); !strings.HasPrefix(got, "0 now") {
@@ -51,12 +62,78 @@ func TestDevModeSIPSettingsRestart(t *testing.T) {
 	if got := statusValue(t, api, "SIP registrations"); got == "" {
 		t.Error("dashboard lacks the SIP registrations")
 	}
+
+	// Before the change the dialer's REGISTER is challenged like any phone's.
+	c, err := net.Dial("udp", sipAddrs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(scannerRegister(c, sipAddrs[1], "Evil-Dialer 2.0", "sipset-1"))); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 4096)
+	if n, err := c.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "SIP/2.0 401 ") {
+		t.Fatalf("REGISTER before the change: %q %v", buf[:n], err)
+	}
+	tls12 := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12}
+	old, err := tls.Dial("tcp", sipAddrs[3], tls12)
+	if err != nil {
+		t.Fatalf("TLS 1.2 before the change: %v", err)
+	}
+	defer old.Close()
+
 	next := v.Settings
 	next.ScannerUserAgents = append(next.ScannerUserAgents, "evil-dialer")
 	next.Guard.MaxFailsPerSource = 2
+	next.TLSMin = "1.3"
 	if err := json.Unmarshal(api.must(http.StatusOK, "PUT", "/api/v1/sip/settings", next), &v); err != nil ||
-		v.Settings.Version != 1 || v.RunningVersion != 0 || !v.RestartRequired {
+		v.Settings.Version != 1 || v.RunningVersion != 1 || v.RestartRequired || len(v.RestartFields) != 0 {
 		t.Fatalf("saved %+v %v", v, err)
+	}
+	if got := statusValue(t, api, "SIP settings"); got != "" {
+		t.Errorf("dashboard still asks for a restart: %q", got)
+	}
+
+	// The running edge drops the newly listed scanner...
+	if _, err := c.Write([]byte(scannerRegister(c, sipAddrs[1], "Evil-Dialer 2.0", "sipset-2"))); err != nil {
+		t.Fatal(err)
+	}
+	want := "1 scanner packets dropped"
+	var got string
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if got = statusValue(t, api, "SIP filter"); strings.HasPrefix(got, want) {
+			break
+		}
+	}
+	if !strings.HasPrefix(got, want) {
+		t.Fatalf("SIP filter %q, want %q", got, want)
+	}
+	// ...refuses TLS 1.2 on a new connection, and keeps the old one up.
+	if nc, err := tls.Dial("tcp", sipAddrs[3], tls12); err == nil {
+		nc.Close()
+		t.Fatal("TLS 1.2 accepted after the minimum became 1.3")
+	}
+	if nc, err := tls.Dial("tcp", sipAddrs[3], &tls.Config{InsecureSkipVerify: true}); err != nil {
+		t.Fatalf("TLS 1.3 after the change: %v", err)
+	} else {
+		nc.Close()
+	}
+	if _, err := old.Write([]byte(scannerRegister(old, sipAddrs[1], "testphone/1.0", "sipset-3"))); err != nil {
+		t.Fatal(err)
+	}
+	old.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := old.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "SIP/2.0 401 ") {
+		t.Fatalf("TLS 1.2 connection made before the change: %q %v", buf[:n], err)
+	}
+
+	// A start-only setting is stored and named; the dashboard says restart.
+	next = v.Settings
+	next.NonceTTL = time.Minute
+	if err := json.Unmarshal(api.must(http.StatusOK, "PUT", "/api/v1/sip/settings", next), &v); err != nil ||
+		v.Settings.Version != 2 || !v.RestartRequired || !slices.Equal(v.RestartFields, []string{"nonce_ttl"}) {
+		t.Fatalf("start-only change %+v %v", v, err)
 	}
 	if got := statusValue(t, api, "SIP settings"); !strings.Contains(got, "applies after restart") {
 		t.Errorf("dashboard SIP settings %q", got)
@@ -67,43 +144,18 @@ func TestDevModeSIPSettingsRestart(t *testing.T) {
 
 	p2 := startProc(t, procOpts{noFD3: true}, args...)
 	base2 := p2.waitLine(t, adminRE)[1]
-	sipAddrs := p2.waitLine(t, sipRE)
-	if !strings.Contains(p2.output(), `msg="sip: settings" version=1`) {
-		t.Errorf("restart did not load version 1:\n%s", p2.output())
+	if !strings.Contains(p2.output(), `msg="sip: settings" version=2`) {
+		t.Errorf("restart did not load version 2:\n%s", p2.output())
 	}
 	api2 := newAPIClient(t, base2, fp)
 	api2.login(api2.must(http.StatusOK, "POST", "/api/v1/login", admin.LoginRequest{Username: testAdmin, Password: testAdminPW}))
 	if err := json.Unmarshal(api2.must(http.StatusOK, "GET", "/api/v1/sip/settings", nil), &v); err != nil ||
-		v.Settings.Version != 1 || v.RunningVersion != 1 || v.RestartRequired ||
-		v.Settings.Guard.MaxFailsPerSource != 2 || !slices.Contains(v.Settings.ScannerUserAgents, "evil-dialer") {
+		v.Settings.Version != 2 || v.RunningVersion != 2 || v.RestartRequired || v.Settings.NonceTTL != time.Minute ||
+		!slices.Contains(v.Settings.ScannerUserAgents, "evil-dialer") {
 		t.Fatalf("after restart %+v %v", v, err)
 	}
 	if got := statusValue(t, api2, "SIP settings"); got != "" {
 		t.Errorf("restart note still shown: %q", got)
-	}
-
-	// The running edge drops the newly listed scanner.
-	c, err := net.Dial("udp", sipAddrs[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	host := c.LocalAddr().String()
-	msg := "OPTIONS sip:" + sipAddrs[1] + " SIP/2.0\r\nVia: SIP/2.0/UDP " + host + ";branch=z9hG4bK-sipset1\r\n" +
-		"From: <sip:probe@" + host + ">;tag=1\r\nTo: <sip:" + sipAddrs[1] + ">\r\nCall-ID: sipset-1\r\nCSeq: 1 OPTIONS\r\n" +
-		"Max-Forwards: 70\r\nUser-Agent: Evil-Dialer 2.0\r\nContent-Length: 0\r\n\r\n"
-	if _, err := c.Write([]byte(msg)); err != nil {
-		t.Fatal(err)
-	}
-	want := "1 scanner packets dropped"
-	var got string
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if got = statusValue(t, api2, "SIP filter"); strings.HasPrefix(got, want) {
-			break
-		}
-	}
-	if !strings.HasPrefix(got, want) {
-		t.Fatalf("SIP filter %q, want %q", got, want)
 	}
 	if code := p2.stop(t); code != 0 {
 		t.Fatalf("SIGTERM: exit %d", code)
