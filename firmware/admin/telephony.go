@@ -1,10 +1,13 @@
 package admin
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
@@ -54,8 +57,17 @@ func (s *Server) apiSetTelephony(w http.ResponseWriter, r *http.Request, p auth.
 	if s.tel == nil {
 		return errUnavailable
 	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		return fmt.Errorf("%w: read body: %v", errBadRequest, err)
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	var req TelephonyRequest
 	if err := decodeJSON(r, &req); err != nil {
+		if f, detail := badPeer(body); f != "" {
+			telephonyProblem(w, http.StatusBadRequest, "bad request", detail, f)
+			return nil
+		}
 		return err
 	}
 	before := s.tel.Current()
@@ -79,7 +91,8 @@ func (s *Server) apiSetTelephony(w http.ResponseWriter, r *http.Request, p auth.
 		case errors.Is(err, config.ErrTelephony):
 			// The per-field editor shows the refusal next to the field
 			// it names: problem+json with a JSON pointer into the body.
-			telephonyProblem(w, err, telephonyField(req, err))
+			telephonyProblem(w, http.StatusUnprocessableEntity, "telephony configuration refused",
+				fmt.Errorf("%w: %w", errTelephonyRefused, err).Error(), telephonyField(req, err))
 			return nil
 		}
 		return err
@@ -95,14 +108,15 @@ func (s *Server) apiSetTelephony(w http.ResponseWriter, r *http.Request, p auth.
 // errTelephonyRefused marks a configuration that failed validation.
 var errTelephonyRefused = errors.New("telephony configuration refused")
 
-// telephonyData is the dial plan page: the configuration as tables and as
-// the JSON the editor sends back.
+// telephonyData is the dial plan page: the configuration as tables and,
+// for the editor's script, as the JSON it edits field by field and sends
+// back (static/telephony.js).
 func (s *Server) telephonyData(r *http.Request, p auth.Principal) (any, error) {
 	if s.tel == nil {
 		return map[string]any{"Unavailable": true}, nil
 	}
 	cur := s.tel.Current()
-	raw, err := json.MarshalIndent(cur, "", "  ")
+	raw, err := json.Marshal(cur)
 	if err != nil {
 		return nil, err
 	}
@@ -128,18 +142,40 @@ func (s *Server) telephonyData(r *http.Request, p auth.Principal) (any, error) {
 		rows = append(rows, row{Number: n, Classes: c, Default: !ok})
 	}
 	country, _ := dialplan.LookupCountry(cur.Country)
-	return map[string]any{"Config": cur, "JSON": string(raw), "Rows": rows,
+	return map[string]any{"Config": cur, "JSON": string(raw), "Rows": rows, "Extensions": strings.Join(exts, " "),
 		"Emergency": append(slices.Clone(country.Emergency), cur.Emergency...)}, nil
 }
 
-// telephonyProblem answers a refused configuration as problem+json (RFC
-// 9457) with the extension member "field", a JSON pointer (RFC 6901) into
-// the request body at the value that was refused ("" when none fits).
-func telephonyProblem(w http.ResponseWriter, err error, field string) {
+// telephonyProblem answers as problem+json (RFC 9457) with the extension
+// member "field", a JSON pointer (RFC 6901) into the request body at the
+// value that was refused ("" when none fits).
+func telephonyProblem(w http.ResponseWriter, status int, title, detail, field string) {
 	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(http.StatusUnprocessableEntity)
-	_ = json.NewEncoder(w).Encode(map[string]any{"type": "about:blank", "title": "telephony configuration refused",
-		"status": http.StatusUnprocessableEntity, "detail": fmt.Errorf("%w: %w", errTelephonyRefused, err).Error(), "field": field})
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"type": "about:blank", "title": title, "status": status, "detail": detail, "field": field})
+}
+
+// badPeer finds, in a body that did not decode, a trunk source network
+// that is not a CIDR prefix: the one value of the form that fails in the
+// JSON decoder rather than in validation. body is bounded by maxBody.
+func badPeer(body []byte) (field, detail string) {
+	var loose struct {
+		Trunks []struct {
+			Peers []string `json:"peers"`
+		} `json:"trunks"`
+	}
+	if json.Unmarshal(body, &loose) != nil {
+		return "", ""
+	}
+	for i, t := range loose.Trunks {
+		for j, p := range t.Peers {
+			if _, err := netip.ParsePrefix(p); err != nil {
+				return fmt.Sprintf("/trunks/%d/peers/%d", i, j),
+					fmt.Sprintf("%v: source network %q: want a CIDR network such as 192.0.2.0/28", errBadRequest, p)
+			}
+		}
+	}
+	return "", ""
 }
 
 // fieldRule maps one form of config's and dialplan's validation messages

@@ -3,6 +3,7 @@ package admin
 import (
 	"encoding/json"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -171,6 +172,13 @@ func TestTelephonyFieldErrors(t *testing.T) {
 			}
 		})
 	}
+	// A source network that is no CIDR fails in the JSON decoder; the
+	// answer still names it.
+	raw, _ := json.Marshal(base())
+	bad := strings.Replace(string(raw), `"peers":null`, `"peers":["10.0.0.0/8","10.1.2.3"]`, 1)
+	if r := admin.must(400, "PUT", "/api/v1/telephony", bad); r.str("field") != "/trunks/0/peers/1" || !strings.Contains(r.str("detail"), `"10.1.2.3"`) {
+		t.Fatalf("bad peer: %s", r.body)
+	}
 	if e.tel.Current().Version != 0 {
 		t.Fatal("a refused change applied")
 	}
@@ -181,4 +189,55 @@ func TestTelephonyFieldErrors(t *testing.T) {
 	if tr, _ := e.tel.Current().Trunk("second"); tr.SRTP != "required" || tr.CallerID != "+4930555" {
 		t.Fatalf("trunk SRTP policy and caller ID not kept: %+v", tr)
 	}
+}
+
+// FuzzTelephonyField: whatever body is refused, the field named is "" or a
+// pointer to a value of that body (its parent when the value is omitted).
+func FuzzTelephonyField(f *testing.F) {
+	seed, _ := json.Marshal(telephonyWithTrunk(0))
+	f.Add(seed)
+	f.Add([]byte(`{"country":"DE","default_classes":["internal"],"trunks":[{"name":"a b","host":"x"}]}`))
+	f.Add([]byte(`{"country":"DE","default_classes":["internal"],"routes":[{"prefix":"0\"1","trunk":"t\"x"}]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var c config.Telephony
+		if decodeBody(body, &c) != nil {
+			badPeer(body)
+			return
+		}
+		err := c.Validate(nil)
+		if err == nil {
+			return
+		}
+		ptr := telephonyField(c, err)
+		if ptr == "" {
+			return
+		}
+		raw, _ := json.Marshal(c)
+		var doc any
+		if err := json.Unmarshal(raw, &doc); err != nil {
+			t.Fatal(err)
+		}
+		parts := strings.Split(ptr, "/")[1:]
+		for i, p := range parts {
+			switch v := doc.(type) {
+			case map[string]any:
+				next, ok := v[p]
+				if !ok && i == len(parts)-1 {
+					return // omitted when empty (omitempty)
+				}
+				if !ok {
+					t.Fatalf("%s: no %q in %s (%v)", ptr, p, raw, err)
+				}
+				doc = next
+			case []any:
+				n, err2 := strconv.Atoi(p)
+				if err2 != nil || n < 0 || n >= len(v) {
+					t.Fatalf("%s: index %q out of %d (%v)", ptr, p, len(v), err)
+				}
+				doc = v[n]
+			default:
+				t.Fatalf("%s: %q below a leaf (%v)", ptr, p, err)
+			}
+		}
+	})
 }

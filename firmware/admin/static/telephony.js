@@ -1,0 +1,381 @@
+// edgepbx dial plan editor: builds one form field per setting from the
+// configuration in data-config, collects the fields back into the JSON body
+// PUT /api/v1/telephony accepts (settings it has no field for are sent back
+// unchanged), and shows a refusal next to the field the answer names
+// (problem+json "field", a JSON pointer). No inline script (strict CSP).
+"use strict";
+(function () {
+  var form = document.getElementById("tel-edit");
+  if (!form) return;
+  var base = JSON.parse(form.dataset.config);
+  var CLASSES = ["internal", "national", "international", "premium"];
+  var seq = 0;
+
+  function csrf() {
+    var m = document.querySelector('meta[name="csrf-token"]');
+    return m ? m.getAttribute("content") : "";
+  }
+  function el(tag, attrs, kids) {
+    var e = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) {
+      if (attrs[k] === false || attrs[k] === null || attrs[k] === undefined) return;
+      e.setAttribute(k, attrs[k] === true ? "" : attrs[k]);
+    });
+    (kids || []).forEach(function (k) { e.appendChild(typeof k === "string" ? document.createTextNode(k) : k); });
+    return e;
+  }
+  function words(s) { return s.split(/[\s,]+/).filter(Boolean); }
+  function num(v) { return v === "" ? 0 : Number(v); }
+  function text(key, value, attrs) {
+    var a = { type: "text", autocomplete: "off", spellcheck: "false" };
+    Object.keys(attrs || {}).forEach(function (k) { a[k] = attrs[k]; });
+    var i = el("input", a);
+    i.value = value === undefined || value === null ? "" : String(value);
+    i.dataset.key = key;
+    return i;
+  }
+  function number(key, value, min, max) {
+    var i = text(key, value ? value : "", { type: "number", inputmode: "numeric", min: min, max: max });
+    return i;
+  }
+  function select(key, options, value) {
+    var s = el("select", {}, options.map(function (o) { return el("option", { value: o[0] }, [o[1]]); }));
+    s.value = value || options[0][0];
+    s.dataset.key = key;
+    return s;
+  }
+  // field wraps a control with its label, an optional hint and an error
+  // line; the control names both in aria-describedby.
+  function field(label, control, hint) {
+    var id = "tf" + (++seq);
+    control.id = id;
+    var wrap = el("div", { class: "field" }, [el("label", { for: id }, [label]), control]);
+    if (hint) {
+      wrap.appendChild(el("p", { class: "hint", id: id + "-hint" }, [hint]));
+      control.dataset.hint = id + "-hint";
+      control.setAttribute("aria-describedby", id + "-hint");
+    }
+    var err = el("p", { class: "bad field-error", id: id + "-err", hidden: true });
+    wrap.appendChild(err);
+    control.dataset.err = id + "-err";
+    return wrap;
+  }
+  function check(key, label, checked) {
+    var id = "tf" + (++seq);
+    var c = el("input", { type: "checkbox", id: id });
+    c.checked = !!checked;
+    c.dataset.key = key;
+    var wrap = el("div", { class: "field check" }, [c, el("label", { for: id }, [label])]);
+    if (key) {
+      wrap.appendChild(el("p", { class: "bad field-error", id: id + "-err", hidden: true }));
+      c.dataset.err = id + "-err";
+    }
+    return { box: c, wrap: wrap };
+  }
+  // classes is a group of check boxes, one per class of service; the group
+  // carries the key and the error line.
+  function classes(legend, value, hint) {
+    var id = "tf" + (++seq);
+    var fs = el("fieldset", { class: "classes", id: id }, [el("legend", {}, [legend])]);
+    fs.dataset.key = "classes";
+    CLASSES.forEach(function (c) {
+      var b = check("", c, (value || []).indexOf(c) >= 0);
+      b.box.value = c;
+      fs.appendChild(b.wrap);
+    });
+    if (hint) fs.appendChild(el("p", { class: "hint" }, [hint]));
+    fs.appendChild(el("p", { class: "bad field-error", id: id + "-err", hidden: true }));
+    fs.dataset.err = id + "-err";
+    fs.setAttribute("tabindex", "-1");
+    return fs;
+  }
+  function checkedClasses(fs) {
+    var out = [];
+    Array.prototype.forEach.call(fs.querySelectorAll("input[type=checkbox]"), function (b) { if (b.checked) out.push(b.value); });
+    return out;
+  }
+  function splitHostPort(s) {
+    s = s || "";
+    var i = s.lastIndexOf(":");
+    if (i < 0 || (s.indexOf(":") !== i && s.charAt(0) !== "[")) return [s, ""];
+    var h = s.slice(0, i);
+    if (h.charAt(0) === "[" && h.charAt(h.length - 1) === "]") h = h.slice(1, -1);
+    return [h, s.slice(i + 1)];
+  }
+  function joinHostPort(h, p) {
+    h = h.trim();
+    if (h.indexOf(":") >= 0) h = "[" + h + "]";
+    return h + ":" + p.trim();
+  }
+
+  // Each kind of row: a title, how to build its fields from a value and
+  // how to read them back.
+  var kinds = {
+    trunks: {
+      title: "Trunk",
+      blank: { transport: "udp", auth: "register", limits: {} },
+      build: function (row, t) {
+        var hp = splitHostPort(t.host);
+        var name = text("name", t.name, { maxlength: 32, required: true });
+        var host = text("host", hp[0], { maxlength: 253, inputmode: "url", required: true });
+        var port = number("host", hp[1] || "5060", 1, 65535);
+        var reg = check("auth", "Registers with the provider (user name and password)", t.auth !== "ip");
+        var user = text("username", t.username, { maxlength: 128 });
+        var dom = text("domain", t.domain, { maxlength: 253, inputmode: "url" });
+        var pw = text("password", "", { type: "password", autocomplete: "new-password", maxlength: 128 });
+        var regFields = el("div", { class: "grid" }, [
+          field("User name", user),
+          field("Domain", dom),
+          field("Password", pw, t.password_set ? "A password is stored and never shown; leave empty to keep it." : "No password stored yet."),
+        ]);
+        function toggle() { regFields.hidden = !reg.box.checked; }
+        reg.box.addEventListener("change", toggle);
+        toggle();
+        name.addEventListener("input", function () { legend(row, name.value); trunkNames(); });
+        row.appendChild(el("div", { class: "grid" }, [
+          field("Name", name, "Letters, digits, - and _."),
+          field("Host", host),
+          field("Port", port),
+          field("Transport", select("transport", [["udp", "UDP"], ["tcp", "TCP"], ["tls", "TLS"]], t.transport)),
+          field("SRTP (media encryption)", select("srtp", [["", "optional (default)"], ["required", "required"], ["off", "off"]], t.srtp)),
+          field("Caller ID", text("caller_id", t.caller_id, { inputmode: "tel", maxlength: 32 }), "Number shown on calls out; empty: the extension's."),
+          field("Maximum concurrent calls", number("limits/max_concurrent", (t.limits || {}).max_concurrent, 0, 100000), "Empty: 30."),
+          field("Calls per hour", number("limits/max_per_hour", (t.limits || {}).max_per_hour, 0, 100000), "Empty: 600."),
+        ]));
+        row.appendChild(reg.wrap);
+        row.appendChild(regFields);
+        row.appendChild(field("Provider source networks (IP authentication)", text("peers", (t.peers || []).join(" "), { inputmode: "url" }),
+          "CIDR networks separated by spaces, e.g. 192.0.2.0/28; needed when the trunk does not register."));
+        row.read = function () {
+          var v = JSON.parse(JSON.stringify(t));
+          var r = reg.box.checked;
+          v.name = name.value.trim();
+          v.host = joinHostPort(host.value, port.value);
+          v.transport = row.querySelector('[data-key="transport"]').value;
+          v.auth = r ? "register" : "ip";
+          v.peers = words(row.querySelector('[data-key="peers"]').value);
+          v.username = r ? user.value.trim() : "";
+          v.domain = r ? dom.value.trim() : "";
+          delete v.password;
+          delete v.password_set;
+          if (r && pw.value !== "") v.password = pw.value;
+          v.srtp = row.querySelector('[data-key="srtp"]').value;
+          v.caller_id = row.querySelector('[data-key="caller_id"]').value.trim();
+          v.limits = { max_concurrent: num(row.querySelector('[data-key="limits/max_concurrent"]').value),
+            max_per_hour: num(row.querySelector('[data-key="limits/max_per_hour"]').value) };
+          return v;
+        };
+        return t.name;
+      },
+    },
+    routes: {
+      title: "Route",
+      blank: {},
+      build: function (row, r) {
+        var prefix = text("prefix", r.prefix, { inputmode: "tel", maxlength: 32 });
+        prefix.addEventListener("input", function () { legend(row, prefix.value || "default"); });
+        row.appendChild(el("div", { class: "grid" }, [
+          field("Prefix", prefix, "Empty: the default route."),
+          field("Trunk", text("trunk", r.trunk, { list: "tel-trunk-names", required: true })),
+          field("Strip digits", number("strip", r.strip, 0, 32)),
+          field("Prepend digits", text("add", r.add, { inputmode: "tel", maxlength: 32 })),
+        ]));
+        row.read = function () {
+          var v = JSON.parse(JSON.stringify(r));
+          v.prefix = prefix.value.trim();
+          v.trunk = row.querySelector('[data-key="trunk"]').value.trim();
+          v.strip = num(row.querySelector('[data-key="strip"]').value);
+          v.add = row.querySelector('[data-key="add"]').value.trim();
+          return v;
+        };
+        return r.prefix === undefined ? "" : (r.prefix || "default");
+      },
+    },
+    dids: {
+      title: "DID",
+      blank: {},
+      build: function (row, d) {
+        var n = text("number", d.number, { inputmode: "tel", maxlength: 32, required: true });
+        n.addEventListener("input", function () { legend(row, n.value); });
+        row.appendChild(el("div", { class: "grid" }, [
+          field("Number", n),
+          field("Extension", text("extension", d.extension, { list: "tel-ext-names", inputmode: "tel", required: true })),
+          field("From trunk", text("trunk", d.trunk, { list: "tel-trunk-names" }), "Empty: any trunk."),
+        ]));
+        row.read = function () {
+          var v = JSON.parse(JSON.stringify(d));
+          v.number = n.value.trim();
+          v.extension = row.querySelector('[data-key="extension"]').value.trim();
+          v.trunk = row.querySelector('[data-key="trunk"]').value.trim();
+          return v;
+        };
+        return d.number;
+      },
+    },
+    extensions: {
+      title: "Extension",
+      blank: { classes: null, limits: {} },
+      build: function (row, x) {
+        var n = text("number", x.number, { list: "tel-ext-names", inputmode: "tel", maxlength: 32, required: true });
+        n.addEventListener("input", function () { legend(row, n.value); });
+        var cl = classes("Classes of service", x.classes, "None ticked: the default classes.");
+        var ns = check("no_suspend", "Never suspend after a fraud burst (the event is still raised)", x.no_suspend);
+        row.appendChild(el("div", { class: "grid" }, [
+          field("Extension", n),
+          field("Maximum concurrent calls", number("limits/max_concurrent", (x.limits || {}).max_concurrent, 0, 100000)),
+          field("Outside calls per hour", number("limits/max_per_hour", (x.limits || {}).max_per_hour, 0, 100000)),
+        ]));
+        row.appendChild(cl);
+        row.appendChild(ns.wrap);
+        row.read = function () {
+          var v = JSON.parse(JSON.stringify(x));
+          var c = checkedClasses(cl);
+          v.number = n.value.trim();
+          v.classes = c.length ? c : null;
+          v.limits = { max_concurrent: num(row.querySelector('[data-key="limits/max_concurrent"]').value),
+            max_per_hour: num(row.querySelector('[data-key="limits/max_per_hour"]').value) };
+          v.no_suspend = ns.box.checked;
+          return v;
+        };
+        return x.number;
+      },
+    },
+  };
+
+  function legend(row, what) {
+    row.querySelector("legend").textContent = kinds[row.dataset.kind].title + (what ? ": " + what : "");
+  }
+  function addRow(kind, value) {
+    var k = kinds[kind];
+    var row = el("fieldset", { class: "row" }, [el("legend", {}, [k.title])]);
+    row.dataset.kind = kind;
+    var what = k.build(row, value);
+    legend(row, what);
+    var del = el("button", { type: "button", class: "danger" }, ["Delete"]);
+    del.addEventListener("click", function () {
+      var list = row.parentNode;
+      list.removeChild(row);
+      trunkNames();
+      form.querySelector('[data-add="' + kind + '"]').focus();
+      status("Deleted; not saved yet.", false);
+      if (!list.children.length) list.appendChild(el("p", { class: "hint empty" }, ["None."]));
+    });
+    row.appendChild(del);
+    var list = document.getElementById("tel-" + kind);
+    var empty = list.querySelector(".empty");
+    if (empty) list.removeChild(empty);
+    list.appendChild(row);
+    return row;
+  }
+  function trunkNames() {
+    var dl = document.getElementById("tel-trunk-names");
+    dl.textContent = "";
+    Array.prototype.forEach.call(document.querySelectorAll('#tel-trunks [data-key="name"]'), function (i) {
+      if (i.value) dl.appendChild(el("option", { value: i.value }));
+    });
+  }
+
+  // Numbering: the settings that are not lists of rows.
+  var numbering = document.getElementById("tel-numbering");
+  var defaults = classes("Default classes of service", base.default_classes, "For extensions not listed below.");
+  defaults.dataset.key = "default_classes";
+  numbering.appendChild(el("div", { class: "grid" }, [
+    field("Country", text("country", base.country, { maxlength: 2, autocapitalize: "characters", required: true }), "ISO code, e.g. DE, AT, CH, FR, GB, US."),
+    field("Trunk for emergency calls", text("emergency_trunk", base.emergency_trunk, { list: "tel-trunk-names" }), "Empty: the normal routes."),
+    field("More emergency numbers", text("emergency", (base.emergency || []).join(" "), { inputmode: "tel" }), "Added to the country's; separated by spaces."),
+    field("More premium prefixes (blocked unless the class allows)", text("premium_prefixes", (base.premium_prefixes || []).join(" "), { inputmode: "tel" })),
+  ]));
+  numbering.appendChild(defaults);
+
+  Object.keys(kinds).forEach(function (kind) {
+    (base[kind] || []).forEach(function (v) { addRow(kind, v); });
+    if (!(base[kind] || []).length) document.getElementById("tel-" + kind).appendChild(el("p", { class: "hint empty" }, ["None."]));
+  });
+  var exts = document.getElementById("tel-ext-names");
+  words(form.dataset.extensions || "").forEach(function (n) { exts.appendChild(el("option", { value: n })); });
+  trunkNames();
+
+  form.addEventListener("click", function (ev) {
+    var b = ev.target.closest("button[data-add]");
+    if (!b) return;
+    var kind = b.dataset.add;
+    var row = addRow(kind, JSON.parse(JSON.stringify(kinds[kind].blank)));
+    row.querySelector("input").focus();
+  });
+
+  // collect reads every field into the request body and notes, for each
+  // JSON pointer, the controls that edit it.
+  function collect() {
+    var body = JSON.parse(JSON.stringify(base));
+    var ptrs = {};
+    function note(p, c) { (ptrs[p] = ptrs[p] || []).push(c); }
+    function val(key) { return numbering.querySelector('[data-key="' + key + '"]').value.trim(); }
+    body.country = val("country").toUpperCase();
+    body.emergency_trunk = val("emergency_trunk");
+    body.emergency = words(val("emergency"));
+    body.premium_prefixes = words(val("premium_prefixes"));
+    body.default_classes = checkedClasses(defaults);
+    Array.prototype.forEach.call(numbering.querySelectorAll("[data-key]"), function (c) {
+      if (c.dataset.key) note("/" + c.dataset.key, c);
+    });
+    Object.keys(kinds).forEach(function (kind) {
+      body[kind] = [];
+      Array.prototype.forEach.call(document.querySelectorAll("#tel-" + kind + " > fieldset.row"), function (row, i) {
+        body[kind].push(row.read());
+        Array.prototype.forEach.call(row.querySelectorAll("[data-key]"), function (c) {
+          if (c.dataset.key) note("/" + kind + "/" + i + "/" + c.dataset.key, c);
+        });
+      });
+    });
+    return { body: body, ptrs: ptrs };
+  }
+
+  function status(msg, bad) {
+    var s = document.getElementById("tel-status");
+    s.textContent = msg;
+    s.className = bad ? "bad" : "ok";
+  }
+  function clearErrors() {
+    Array.prototype.forEach.call(form.querySelectorAll("[aria-invalid]"), function (c) {
+      c.removeAttribute("aria-invalid");
+      if (c.dataset.hint) c.setAttribute("aria-describedby", c.dataset.hint); else c.removeAttribute("aria-describedby");
+    });
+    Array.prototype.forEach.call(form.querySelectorAll(".field-error"), function (p) { p.textContent = ""; p.hidden = true; });
+  }
+  // showError puts msg under the first control for the field and links
+  // every control of it to the message.
+  function showError(ctrls, msg) {
+    var err = document.getElementById(ctrls[0].dataset.err);
+    err.textContent = msg;
+    err.hidden = false;
+    ctrls.forEach(function (c) {
+      c.setAttribute("aria-invalid", "true");
+      c.setAttribute("aria-describedby", (c.dataset.hint ? c.dataset.hint + " " : "") + err.id);
+    });
+    ctrls[0].focus();
+  }
+
+  form.addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    clearErrors();
+    var c = collect();
+    status("Saving…", false);
+    fetch("/api/v1/telephony", { method: "PUT", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() }, body: JSON.stringify(c.body) })
+      .then(function (res) {
+        return res.json().catch(function () { return {}; }).then(function (data) {
+          if (res.ok) {
+            status("Saved: version " + data.version + ".", false);
+            window.location = "/telephony";
+            return;
+          }
+          var msg = data.detail || data.title || ("error " + res.status);
+          var p = data.field || "";
+          // A pointer below a control's (e.g. one peer prefix) belongs to it.
+          while (p && !c.ptrs[p]) p = p.slice(0, p.lastIndexOf("/"));
+          if (p) showError(c.ptrs[p], msg);
+          status("Not saved: " + msg, true);
+        });
+      }, function (e) { status("Not saved: " + e.message, true); });
+  });
+})();
