@@ -13,14 +13,9 @@ import (
 // replay protection off unless asked for.
 const replayWindow = 64
 
-// worker holds per-goroutine scratch state.
-type worker struct{ hdr rtp.Header }
-
-func newWorker() *worker { return &worker{} }
-
-// srtpCtx guards one pion Context (not safe for concurrent use). Each
-// context has one user goroutine in steady state; the lock only matters
-// while a re-INVITE switches RTCP multiplexing.
+// srtpCtx guards one pion Context (not safe for concurrent use). All of a
+// call's sockets are served by one loop, so the lock is never contended;
+// it keeps the contexts safe if that ever changes.
 type srtpCtx struct {
 	mu sync.Mutex
 	c  *srtp.Context

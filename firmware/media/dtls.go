@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -125,9 +126,11 @@ func newDTLSLeg(l *leg, st *legState, p DTLSParams) *dtlsLeg {
 	return &dtlsLeg{l: l, st: st, params: p, in: make(chan []byte, 32), closing: make(chan struct{}), dlNotify: make(chan struct{}), done: make(chan struct{})}
 }
 
-// deliver is called by the reader goroutine; it never blocks.
-func (d *dtlsLeg) deliver(pkt []byte, from *net.UDPAddr) {
-	d.peer.Store(from)
+// deliver is called by the reactor loop; it never blocks.
+func (d *dtlsLeg) deliver(pkt []byte, from netip.AddrPort) {
+	if p := d.peer.Load(); p == nil || p.AddrPort() != from {
+		d.peer.Store(net.UDPAddrFromAddrPort(from))
+	}
 	select {
 	case d.in <- append([]byte(nil), pkt...):
 	default:
@@ -191,9 +194,9 @@ func (d *dtlsLeg) connect(ctx context.Context) (*dtls.Conn, error) {
 	dc := DTLSConfig(*cfg.Certificate, d.params.Fingerprint)
 	var conn *dtls.Conn
 	if d.params.Client {
-		conn, err = dtls.Client(d, d.st.rtpDst, dc)
+		conn, err = dtls.Client(d, net.UDPAddrFromAddrPort(d.st.rtpDst), dc)
 	} else {
-		conn, err = dtls.Server(d, d.st.rtpDst, dc)
+		conn, err = dtls.Server(d, net.UDPAddrFromAddrPort(d.st.rtpDst), dc)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("dtls: %w", err)
@@ -269,16 +272,18 @@ func (d *dtlsLeg) WriteTo(p []byte, _ net.Addr) (int, error) {
 		return 0, net.ErrClosed
 	default:
 	}
-	dst := d.peer.Load()
-	if dst == nil {
-		dst = d.st.dst(false)
+	dst := d.st.dst(false)
+	if a := d.peer.Load(); a != nil {
+		dst = a.AddrPort()
 	}
-	return d.l.rtp.conn.WriteToUDP(p, dst)
+	return d.l.rtp.writeTo(p, dst)
 }
 
 func (d *dtlsLeg) Close() error { d.close(); return nil }
 
-func (d *dtlsLeg) LocalAddr() net.Addr { return d.l.rtp.conn.LocalAddr() }
+func (d *dtlsLeg) LocalAddr() net.Addr {
+	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(d.l.call.r.cfg.Addr, d.l.port))
+}
 
 func (d *dtlsLeg) SetDeadline(t time.Time) error { return d.SetReadDeadline(t) }
 

@@ -2,7 +2,7 @@ package media
 
 import (
 	"context"
-	"net"
+	"net/netip"
 	"testing"
 
 	"github.com/edgepbx/edgepbx/firmware/media/sdes"
@@ -33,15 +33,14 @@ func FuzzRelayPacket(f *testing.F) {
 	if err := call.SetPeer(context.Background(), B, peerB); err != nil {
 		f.Fatal(err)
 	}
-	from := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}
+	from := netip.AddrPortFrom(localhost, 9)
 	f.Fuzz(func(t *testing.T, pkt []byte, rtcpSock bool) {
 		for _, s := range []Side{A, B} {
 			l := call.legs[s]
-			b := newBatch(4)
-			w := newWorker()
+			w := newWorker(4)
 			st, ost := l.state.Load(), l.other().state.Load()
-			l.handle(w, b, st, ost, pkt, from, rtcpSock)
-			if s == A && b.outN[0]+b.outN[1] != 0 {
+			l.handle(w, 0, st, ost, pkt, from, rtcpSock)
+			if s == A && len(w.tx[0].pkts)+len(w.tx[1].pkts) != 0 {
 				t.Fatalf("unauthenticated packet forwarded from the SRTP leg")
 			}
 		}

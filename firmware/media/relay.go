@@ -6,16 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/media/sdes"
 	"github.com/edgepbx/edgepbx/netfw"
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 )
 
 // Pinholes opens and closes per-call firewall holes. The control-socket
@@ -42,16 +40,24 @@ type Config struct {
 	Handshakes *HandshakeLimiter
 	// HandshakeTimeout bounds one DTLS handshake (default 10 s).
 	HandshakeTimeout time.Duration
-	// Batch is the number of datagrams per recvmmsg/sendmmsg on RTP
-	// sockets (default 8; RTCP sockets use 2). Each reader goroutine holds
-	// about 3 KiB of buffers per batch slot.
+	// Batch is the number of datagrams per recvmmsg/sendmmsg (default
+	// 32). Each loop holds about 3 KiB of buffers per batch slot; calls
+	// hold none.
 	Batch int
+	// Loops is the number of reactor loops (epoll instances, one
+	// goroutine each) that serve all calls (default GOMAXPROCS).
+	Loops int
 	Log   *slog.Logger
 }
 
-// Relay creates calls. It holds no per-call state itself.
+// Relay creates calls and owns the reactor loops that serve them. The
+// loops run only while there are calls.
 type Relay struct {
 	cfg Config
+
+	mu    sync.Mutex
+	loops []*loop
+	calls int
 }
 
 // NewRelay checks cfg and fills defaults.
@@ -60,7 +66,10 @@ func NewRelay(cfg Config) (*Relay, error) {
 		return nil, errors.New("media: relay needs Addr, Ports and Pinholes")
 	}
 	if cfg.Batch <= 0 {
-		cfg.Batch = 8
+		cfg.Batch = 32
+	}
+	if cfg.Loops <= 0 {
+		cfg.Loops = runtime.GOMAXPROCS(0)
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
@@ -72,6 +81,50 @@ func NewRelay(cfg Config) (*Relay, error) {
 		cfg.Log = slog.Default()
 	}
 	return &Relay{cfg: cfg}, nil
+}
+
+// acquireLoop starts the loops for the first call and picks the one
+// serving the fewest calls.
+func (r *Relay) acquireLoop() (*loop, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.calls == 0 {
+		for range r.cfg.Loops {
+			lp, err := newLoop(r.cfg.Batch, r.cfg.Addr.Is6())
+			if err != nil {
+				r.stopLoops()
+				return nil, err
+			}
+			r.loops = append(r.loops, lp)
+		}
+	}
+	best := r.loops[0]
+	for _, lp := range r.loops[1:] {
+		if lp.calls < best.calls {
+			best = lp
+		}
+	}
+	best.calls++
+	r.calls++
+	return best, nil
+}
+
+// releaseLoop stops the loops after the last call.
+func (r *Relay) releaseLoop(lp *loop) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	lp.calls--
+	r.calls--
+	if r.calls == 0 {
+		r.stopLoops()
+	}
+}
+
+func (r *Relay) stopLoops() {
+	for _, lp := range r.loops {
+		lp.stop()
+	}
+	r.loops = nil
 }
 
 // Side names one leg of a call: A is the caller's, B the callee's.
@@ -121,6 +174,7 @@ type Call struct {
 	r    *Relay
 	id   string
 	legs [2]*leg
+	loop *loop // serves all four sockets
 
 	mu       sync.Mutex // serialises SetPeer and Close
 	closed   bool
@@ -130,24 +184,43 @@ type Call struct {
 	ctx      context.Context
 }
 
-// NewCall binds two port pairs and starts reading them; nothing is
-// forwarded and no pinhole is open until SetPeer. Always Close the call.
+// NewCall binds two port pairs and hands them to a reactor loop; nothing
+// is forwarded and no pinhole is open until SetPeer. Always Close the call.
 func (r *Relay) NewCall(id string) (*Call, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Call{r: r, id: id, pinholes: map[netfw.Pinhole]bool{}, ctx: ctx, cancel: cancel}
+	unbind := func() {
+		cancel()
+		for _, l := range c.legs {
+			if l != nil {
+				l.rtp.close()
+				l.rtcp.close()
+				r.cfg.Ports.Release(l.port)
+			}
+		}
+	}
 	for s := range c.legs {
 		l, err := r.bindLeg(c, Side(s))
 		if err != nil {
-			c.Close()
+			unbind()
 			return nil, fmt.Errorf("media: call %s leg %s: %w", id, Side(s), err)
 		}
 		c.legs[s] = l
 	}
-	for _, l := range c.legs {
-		c.wg.Add(2)
-		go l.serve(l.rtp, false)
-		go l.serve(l.rtcp, true)
+	lp, err := r.acquireLoop()
+	if err != nil {
+		unbind()
+		return nil, fmt.Errorf("media: call %s: %w", id, err)
 	}
+	lp.do(func(lp *loop) {
+		err = lp.add(c.legs[0].rtp, c.legs[0].rtcp, c.legs[1].rtp, c.legs[1].rtcp)
+	})
+	if err != nil {
+		unbind()
+		r.releaseLoop(lp)
+		return nil, fmt.Errorf("media: call %s: %w", id, err)
+	}
+	c.loop = lp
 	return c, nil
 }
 
@@ -179,6 +252,9 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 	want := map[netfw.Pinhole]bool{}
 	if active {
 		st.addr = p.Addr.Unmap()
+		if c.r.cfg.Addr.Is4() && !st.addr.Is4() {
+			return fmt.Errorf("media: call %s: IPv6 peer %s on an IPv4 media address", c.id, st.addr)
+		}
 		rtcp := p.RTCPPort
 		if rtcp == 0 {
 			rtcp = p.RTPPort + 1
@@ -186,8 +262,8 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 		if p.RTCPMux {
 			rtcp = p.RTPPort
 		}
-		st.rtpDst = udpAddr(netip.AddrPortFrom(st.addr, p.RTPPort))
-		st.rtcpDst = udpAddr(netip.AddrPortFrom(st.addr, rtcp))
+		st.rtpDst = netip.AddrPortFrom(st.addr, p.RTPPort)
+		st.rtcpDst = netip.AddrPortFrom(st.addr, rtcp)
 		want[netfw.Pinhole{Remote: st.addr, LocalPort: l.port, Timeout: c.r.cfg.PinholeTimeout}] = true
 		if !p.RTCPMux {
 			want[netfw.Pinhole{Remote: st.addr, LocalPort: l.port + 1, Timeout: c.r.cfg.PinholeTimeout}] = true
@@ -270,25 +346,24 @@ func (c *Call) Close() error {
 	c.closed = true
 	c.cancel()
 	for _, l := range c.legs {
-		if l == nil {
-			continue
-		}
 		if st := l.state.Load(); st != nil && st.dtls != nil {
 			st.dtls.close()
 		}
-		l.rtp.conn.Close()
-		l.rtcp.conn.Close()
 	}
+	// After this the loop never touches the call again: packets in
+	// flight are dropped with the sockets.
+	c.loop.do(func(lp *loop) {
+		lp.remove(c.legs[0].rtp, c.legs[0].rtcp, c.legs[1].rtp, c.legs[1].rtcp)
+	})
 	for ph := range c.pinholes {
 		c.closePinhole(ph)
 	}
 	c.mu.Unlock()
 	c.wg.Wait()
+	c.r.releaseLoop(c.loop)
 	var errs []error
 	for _, l := range c.legs {
-		if l != nil {
-			errs = append(errs, c.r.cfg.Ports.Release(l.port))
-		}
+		errs = append(errs, c.r.cfg.Ports.Release(l.port))
 	}
 	return errors.Join(errs...)
 }
@@ -321,18 +396,19 @@ func (c *Call) DTLSDone(s Side) (<-chan struct{}, func() error) {
 	return st.dtls.done, func() error { return st.dtls.err }
 }
 
-// legState is replaced as a whole on SetPeer; readers load it atomically.
+// legState is replaced as a whole on SetPeer; the loop loads it
+// atomically once per batch.
 type legState struct {
 	addr            netip.Addr // the only accepted source address
-	rtpDst, rtcpDst *net.UDPAddr
+	rtpDst, rtcpDst netip.AddrPort
 	mux             bool
 	secure          bool
 	crypto          *legCrypto // nil while DTLS is pending; never nil for SDES
 	dtls            *dtlsLeg
 
 	// Latched source ports (symmetric RTP): the first accepted packet fixes
-	// the port; later packets from other ports are dropped.
-	latchRTP, latchRTCP atomic.Pointer[net.UDPAddr]
+	// the port; later packets from other ports are dropped. 0: not yet.
+	latchRTP, latchRTCP atomic.Uint32
 	cryptoDTLS          atomic.Pointer[legCrypto]
 }
 
@@ -344,33 +420,20 @@ func (st *legState) keys() *legCrypto {
 }
 
 // dst returns where packets to this leg's peer go.
-func (st *legState) dst(rtcp bool) *net.UDPAddr {
+func (st *legState) dst(rtcp bool) netip.AddrPort {
 	if rtcp && !st.mux {
-		if a := st.latchRTCP.Load(); a != nil {
-			return a
+		if p := st.latchRTCP.Load(); p != 0 {
+			return netip.AddrPortFrom(st.addr, uint16(p))
 		}
 		return st.rtcpDst
 	}
-	if a := st.latchRTP.Load(); a != nil {
-		return a
+	if p := st.latchRTP.Load(); p != 0 {
+		return netip.AddrPortFrom(st.addr, uint16(p))
 	}
 	if rtcp {
 		return st.rtcpDst
 	}
 	return st.rtpDst
-}
-
-func udpAddr(ap netip.AddrPort) *net.UDPAddr { return net.UDPAddrFromAddrPort(ap) }
-
-// batchConn is the recvmmsg/sendmmsg API common to ipv4 and ipv6.
-type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
-}
-
-type socket struct {
-	conn *net.UDPConn
-	pc   batchConn
 }
 
 type leg struct {
@@ -392,122 +455,24 @@ func (r *Relay) bindLeg(c *Call, s Side) (*leg, error) {
 		if err != nil {
 			return nil, err
 		}
-		rtp, err := r.listen(port)
+		rtp, err := listenUDP(r.cfg.Addr, port)
 		if err != nil {
 			lastErr = err
 			r.cfg.Ports.Release(port)
 			continue
 		}
-		rtcp, err := r.listen(port + 1)
+		rtcp, err := listenUDP(r.cfg.Addr, port+1)
 		if err != nil {
 			lastErr = err
-			rtp.conn.Close()
+			rtp.close()
 			r.cfg.Ports.Release(port)
 			continue
 		}
-		return &leg{call: c, side: s, port: port, rtp: rtp, rtcp: rtcp}, nil
+		l := &leg{call: c, side: s, port: port, rtp: rtp, rtcp: rtcp}
+		rtp.leg, rtcp.leg, rtcp.rtcp = l, l, true
+		return l, nil
 	}
 	return nil, fmt.Errorf("bind RTP ports: %w", lastErr)
-}
-
-func (r *Relay) listen(port uint16) (*socket, error) {
-	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(r.cfg.Addr, port)))
-	if err != nil {
-		return nil, err
-	}
-	// A burst of a few hundred packets must not overflow between batches.
-	_ = conn.SetReadBuffer(1 << 20)
-	_ = conn.SetWriteBuffer(1 << 20)
-	s := &socket{conn: conn}
-	if r.cfg.Addr.Is4() {
-		s.pc = ipv4.NewPacketConn(conn)
-	} else {
-		s.pc = ipv6.NewPacketConn(conn)
-	}
-	return s, nil
-}
-
-// maxPacket bounds a media datagram; anything that fills the buffer is
-// treated as truncated and dropped.
-const maxPacket = 1500
-
-// batch is one reader goroutine's buffers, reused for every recvmmsg.
-type batch struct {
-	in        []ipv4.Message
-	out       [2][]ipv4.Message // per destination socket: RTP, RTCP
-	outN      [2]int
-	outBufs   [][]byte // allocated on first use: plain↔plain never needs them
-	scratch   []byte
-	nextOut   int
-	lastError time.Time
-}
-
-func newBatch(n int) *batch {
-	b := &batch{in: make([]ipv4.Message, n), outBufs: make([][]byte, n), scratch: make([]byte, maxPacket+64)}
-	for i := range b.in {
-		b.in[i].Buffers = [][]byte{make([]byte, maxPacket+1)}
-	}
-	for k := range b.out {
-		b.out[k] = make([]ipv4.Message, n)
-		for i := range b.out[k] {
-			b.out[k][i].Buffers = make([][]byte, 1)
-		}
-	}
-	return b
-}
-
-// serve reads one socket of leg l until it is closed and forwards to the
-// other leg. rtcpSock is true for the odd (RTCP) port.
-func (l *leg) serve(s *socket, rtcpSock bool) {
-	defer l.call.wg.Done()
-	n := l.call.r.cfg.Batch
-	if rtcpSock {
-		n = 2 // RTCP is a few packets per second
-	}
-	b := newBatch(n)
-	w := newWorker()
-	for {
-		n, err := s.pc.ReadBatch(b.in, 0)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Transient (e.g. ICMP-induced ECONNREFUSED): keep serving.
-			l.stats.readErrors.Add(1)
-			continue
-		}
-		st := l.state.Load()
-		o := l.other()
-		ost := o.state.Load()
-		b.outN = [2]int{}
-		b.nextOut = 0
-		for i := range n {
-			m := &b.in[i]
-			l.handle(w, b, st, ost, m.Buffers[0][:m.N], m.Addr, rtcpSock)
-		}
-		if b.outN[0] > 0 {
-			o.write(o.rtp, b.out[0][:b.outN[0]])
-		}
-		if b.outN[1] > 0 {
-			sock := o.rtcp
-			if ost != nil && ost.mux {
-				sock = o.rtp
-			}
-			o.write(sock, b.out[1][:b.outN[1]])
-		}
-	}
-}
-
-func (l *leg) write(s *socket, ms []ipv4.Message) {
-	for len(ms) > 0 {
-		n, err := s.pc.WriteBatch(ms, 0)
-		if err != nil {
-			l.stats.writeErrors.Add(uint64(len(ms)))
-			return
-		}
-		l.stats.sent.Add(uint64(n))
-		ms = ms[n:]
-	}
 }
 
 // RFC 7983 demultiplexing on the first byte.
@@ -536,17 +501,11 @@ const (
 // isRTCP tells RTCP from RTP on a muxed port (RFC 5761 §4: PT 192–223).
 func isRTCP(b []byte) bool { return len(b) > 1 && b[1] >= 192 && b[1] <= 223 }
 
-// outBuf returns the next output buffer of the batch.
-func (b *batch) outBuf() []byte {
-	if b.outBufs[b.nextOut] == nil {
-		b.outBufs[b.nextOut] = make([]byte, maxPacket+64)
-	}
-	return b.outBufs[b.nextOut][:0]
-}
-
-func (l *leg) handle(w *worker, b *batch, st, ost *legState, pkt []byte, from net.Addr, rtcpSock bool) {
-	ua, ok := from.(*net.UDPAddr)
-	if !ok || st == nil || st.addr != ua.AddrPort().Addr().Unmap() {
+// handle checks one datagram that arrived on leg l (slot is its index in
+// the received batch) and queues what goes to the other leg in w.tx. pkt
+// stays valid until the batch is flushed.
+func (l *leg) handle(w *worker, slot int, st, ost *legState, pkt []byte, from netip.AddrPort, rtcpSock bool) {
+	if st == nil || from.Addr() != st.addr || from.Port() == 0 {
 		l.stats.droppedSource.Add(1)
 		return
 	}
@@ -557,7 +516,7 @@ func (l *leg) handle(w *worker, b *batch, st, ost *legState, pkt []byte, from ne
 	switch classify(pkt) {
 	case kindDTLS:
 		if st.dtls != nil && !rtcpSock {
-			st.dtls.deliver(pkt, ua)
+			st.dtls.deliver(pkt, from)
 			return
 		}
 		l.stats.droppedMalformed.Add(1)
@@ -577,10 +536,11 @@ func (l *leg) handle(w *worker, b *batch, st, ost *legState, pkt []byte, from ne
 	if rtcpSock {
 		latch = &st.latchRTCP
 	}
-	if a := latch.Load(); a != nil && a.Port != ua.Port {
+	if p := latch.Load(); p != 0 && uint16(p) != from.Port() {
 		l.stats.droppedSource.Add(1)
 		return
 	}
+	forward := ost != nil && ost.rtpDst.IsValid()
 	plain := pkt
 	if st.secure {
 		keys := st.keys()
@@ -588,11 +548,16 @@ func (l *leg) handle(w *worker, b *batch, st, ost *legState, pkt []byte, from ne
 			l.stats.droppedCrypto.Add(1)
 			return
 		}
+		// Decrypt straight into the output slot when it goes out plain.
+		dst := w.scratch[:0]
+		if forward && !ost.secure {
+			dst = w.outBuf(slot)
+		}
 		var err error
 		if rtcp {
-			plain, err = keys.inRTCP.decryptRTCP(b.scratch[:0], pkt)
+			plain, err = keys.inRTCP.decryptRTCP(dst, pkt)
 		} else {
-			plain, err = keys.inRTP.decryptRTP(b.scratch[:0], pkt, &w.hdr)
+			plain, err = keys.inRTP.decryptRTP(dst, pkt, &w.hdr)
 		}
 		if err != nil {
 			// Bad tag, replay, or garbage: never forwarded, never latched.
@@ -603,51 +568,39 @@ func (l *leg) handle(w *worker, b *batch, st, ost *legState, pkt []byte, from ne
 		l.stats.droppedMalformed.Add(1)
 		return
 	}
-	if latch.Load() == nil {
-		latch.CompareAndSwap(nil, ua)
+	if latch.Load() == 0 {
+		latch.Store(uint32(from.Port()))
 	}
-	l.stats.received.Add(1)
-	l.stats.bytes.Add(uint64(len(pkt)))
+	w.rx.received++
+	w.rx.bytes += uint64(len(pkt))
 	if rtcp {
 		l.stats.noteRTCP(plain)
 	}
-	if ost == nil || ost.rtpDst == nil {
+	if !forward {
 		l.stats.droppedNoPeer.Add(1)
 		return
 	}
-	out := plain
+	out := plain // plain to plain: the received bytes; decrypted: already in the slot
 	if ost.secure {
 		keys := ost.keys()
 		if keys == nil {
 			l.stats.droppedNoPeer.Add(1)
 			return
 		}
-		buf := b.outBuf()
 		var err error
 		if rtcp {
-			out, err = keys.outRTCP.encryptRTCP(buf, plain)
+			out, err = keys.outRTCP.encryptRTCP(w.outBuf(slot), plain)
 		} else {
-			out, err = keys.outRTP.encryptRTP(buf, plain, &w.hdr)
+			out, err = keys.outRTP.encryptRTP(w.outBuf(slot), plain, &w.hdr)
 		}
 		if err != nil {
 			l.stats.droppedMalformed.Add(1)
 			return
 		}
-	} else if !st.secure {
-		// Plain to plain: forward the received bytes; they stay valid
-		// until the batch is written.
-		out = pkt
-	} else {
-		// Decrypted into scratch, which the next packet reuses: copy.
-		out = append(b.outBuf(), plain...)
 	}
-	b.nextOut++
 	k := 0
 	if rtcp {
 		k = 1
 	}
-	m := &b.out[k][b.outN[k]]
-	m.Buffers[0] = out
-	m.Addr = ost.dst(rtcp)
-	b.outN[k]++
+	w.tx[k].pkts = append(w.tx[k].pkts, txPkt{b: out, dst: ost.dst(rtcp)})
 }

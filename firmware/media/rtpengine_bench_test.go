@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -100,14 +101,20 @@ func TestRelayProcessHelper(t *testing.T) {
 }
 
 type edgeProc struct {
-	cmd *exec.Cmd
-	in  *bufio.Writer
-	out *bufio.Scanner
+	cmd   *exec.Cmd
+	stdin io.Closer
+	in    *bufio.Writer
+	out   *bufio.Scanner
 }
 
 func startEdge(b *testing.B) *edgeProc {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestRelayProcessHelper$", "-test.count=1")
+	args := []string{"-test.run=^TestRelayProcessHelper$", "-test.count=1"}
+	if prof := os.Getenv("EDGEPBX_MEDIA_RELAY_CPUPROFILE"); prof != "" {
+		// Profiles the relay process alone (go tool pprof on the file).
+		args = append(args, "-test.cpuprofile="+prof)
+	}
+	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), relayHelperEnv+"=1")
 	cmd.Stderr = os.Stderr
 	w, err := cmd.StdinPipe()
@@ -121,7 +128,7 @@ func startEdge(b *testing.B) *edgeProc {
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	p := &edgeProc{cmd: cmd, in: bufio.NewWriter(w), out: bufio.NewScanner(r)}
+	p := &edgeProc{cmd: cmd, stdin: w, in: bufio.NewWriter(w), out: bufio.NewScanner(r)}
 	b.Cleanup(p.close)
 	return p
 }
@@ -150,8 +157,12 @@ func (p *edgeProc) close() {
 	if p.cmd.ProcessState != nil {
 		return
 	}
-	p.cmd.Process.Kill()
+	// End of input ends the helper cleanly (its calls closed, a profile
+	// written); a helper that hangs is killed.
+	p.stdin.Close()
+	t := time.AfterFunc(10*time.Second, func() { p.cmd.Process.Kill() })
 	p.cmd.Wait()
+	t.Stop()
 }
 
 // rtpengineProc drives rtpengine over its ng control protocol (bencoded
