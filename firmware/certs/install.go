@@ -179,7 +179,8 @@ func hasServerAuth(c *x509.Certificate) bool {
 // Install validates b (see Validate) for names and makes it the active
 // certificate; the one it replaces becomes the previous one, kept for
 // Rollback. source is SourceUpload or SourceACME. On any error nothing is
-// stored and the served certificate does not change.
+// stored and the served certificate does not change. While an uploaded
+// change awaits confirmation it refuses with ErrPending (ACME retries).
 func (m *Manager) Install(b *Bundle, names []string, source string) error {
 	if source != SourceUpload && source != SourceACME {
 		return fmt.Errorf("certs: unknown source %q", source)
@@ -197,6 +198,9 @@ func (m *Manager) Install(b *Bundle, names []string, source string) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if _, live, err := m.pendingLocked(); err != nil || live {
+		return errors.Join(err, ErrPending)
+	}
 	old := m.state.Load()
 	err = m.db.Update(func(tx *store.Tx) error {
 		if old.active != old.self {
@@ -226,6 +230,9 @@ func (m *Manager) Install(b *Bundle, names []string, source string) error {
 func (m *Manager) Rollback() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if _, live, err := m.pendingLocked(); err != nil || live {
+		return errors.Join(err, ErrPending)
+	}
 	old := m.state.Load()
 	if old.active == old.self {
 		return errors.New("certs: already serving the self-signed certificate")
@@ -266,4 +273,164 @@ func (m *Manager) sealRecord(chain [][]byte, key crypto.Signer, source string) (
 		return record{}, fmt.Errorf("certs: seal key: %w", err)
 	}
 	return record{Chain: chain, Key: sealed, Source: source, Installed: m.now().UTC()}, nil
+}
+
+// Commit only when healthy: an uploaded certificate is first installed as
+// pending. It is served at once, but stored only in the "pending" slot, so
+// the active slot still holds the certificate the box had; the admin side
+// confirms it (ConfirmPending) once a new connection proved it works, or
+// reverts it (RevertPending) when the confirmation does not come in time.
+// A restart in between forgets the pending one: Load never reads that slot.
+
+// slotPending holds a certificate served but not yet confirmed.
+const slotPending = "pending"
+
+// ErrPending refuses Install and Rollback while a change awaits confirmation.
+var ErrPending = errors.New("certs: a certificate change awaits confirmation")
+
+// ErrNoPending answers a confirm or revert with nothing pending.
+var ErrNoPending = errors.New("certs: no certificate change is pending")
+
+// pendingLocked returns the pending record when it is the one being served;
+// a leftover from before a restart is not pending (and gets overwritten).
+func (m *Manager) pendingLocked() (record, bool, error) {
+	var rec record
+	var ok bool
+	err := m.db.View(func(tx *store.Tx) error {
+		var err error
+		ok, err = tx.Get(Bucket, slotPending, &rec)
+		return err
+	})
+	if err != nil || !ok || len(rec.Chain) == 0 {
+		return record{}, false, err
+	}
+	return rec, FingerprintOf(rec.Chain[0]) == m.state.Load().active.info.Fingerprint, nil
+}
+
+// Pending describes the certificate awaiting confirmation, if any.
+func (m *Manager) Pending() (Info, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, live, err := m.pendingLocked()
+	if err != nil || !live {
+		return Info{}, false
+	}
+	return m.state.Load().active.info, true
+}
+
+// InstallPending validates b (see Validate) for names and serves it at once
+// without making it the active certificate in the store. On any error
+// nothing changes.
+func (m *Manager) InstallPending(b *Bundle, names []string, source string) (Info, error) {
+	if source != SourceUpload && source != SourceACME {
+		return Info{}, fmt.Errorf("certs: unknown source %q", source)
+	}
+	if _, err := Validate(b, names, m.now()); err != nil {
+		return Info{}, err
+	}
+	rec, err := m.sealRecord(b.Chain, b.Key, source)
+	if err != nil {
+		return Info{}, err
+	}
+	l, err := m.fromRecord(rec)
+	if err != nil {
+		return Info{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, live, err := m.pendingLocked(); err != nil || live {
+		return Info{}, errors.Join(err, ErrPending)
+	}
+	if err := m.db.Update(func(tx *store.Tx) error { return tx.Put(Bucket, slotPending, rec) }); err != nil {
+		return Info{}, fmt.Errorf("certs: store pending certificate: %w", err)
+	}
+	old := m.state.Load()
+	m.state.Store(&state{active: l, previous: old.previous, self: old.self})
+	m.log.Info("certs: serving certificate pending confirmation", "source", source, "fingerprint", l.info.Fingerprint,
+		"replaces", old.active.info.Fingerprint)
+	return l.info, nil
+}
+
+// ConfirmPending makes the pending certificate the active one in the store;
+// the one it replaces becomes the previous one.
+func (m *Manager) ConfirmPending() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rec, live, err := m.pendingLocked()
+	if err != nil || !live {
+		return errors.Join(err, ErrNoPending)
+	}
+	var prev *loaded
+	err = m.db.Update(func(tx *store.Tx) error {
+		var oldRec record
+		ok, err := tx.Get(Bucket, slotActive, &oldRec)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if prev, err = m.fromRecord(oldRec); err != nil {
+				prev = nil // an unusable old one is not worth keeping
+			}
+		}
+		if prev != nil {
+			if err := tx.Put(Bucket, slotPrevious, oldRec); err != nil {
+				return err
+			}
+		} else if err := tx.Delete(Bucket, slotPrevious); err != nil {
+			return err
+		}
+		if err := tx.Put(Bucket, slotActive, rec); err != nil {
+			return err
+		}
+		return tx.Delete(Bucket, slotPending)
+	})
+	if err != nil {
+		return fmt.Errorf("certs: confirm certificate: %w", err)
+	}
+	old := m.state.Load()
+	m.state.Store(&state{active: old.active, previous: prev, self: old.self})
+	m.log.Info("certs: certificate confirmed", "fingerprint", old.active.info.Fingerprint)
+	return nil
+}
+
+// RevertPending drops the pending certificate and serves the stored active
+// one again (or the previous, or the self-signed, as Load would).
+func (m *Manager) RevertPending() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, live, err := m.pendingLocked()
+	if err != nil || !live {
+		return errors.Join(err, ErrNoPending)
+	}
+	was := m.state.Load()
+	st := state{self: was.self}
+	err = m.db.Update(func(tx *store.Tx) error {
+		if err := tx.Delete(Bucket, slotPending); err != nil {
+			return err
+		}
+		for _, slot := range []string{slotActive, slotPrevious} {
+			l, err := m.loadSlot(tx, slot)
+			if err != nil || (l != nil && !m.now().Before(l.info.NotAfter)) {
+				l = nil
+			}
+			if slot == slotActive {
+				st.active = l
+			} else {
+				st.previous = l
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("certs: revert certificate: %w", err)
+	}
+	if st.active == nil {
+		st.active, st.previous = st.previous, nil
+	}
+	if st.active == nil {
+		st.active = st.self
+	}
+	m.state.Store(&st)
+	m.log.Warn("certs: pending certificate reverted", "was", was.active.info.Fingerprint, "now_serving", st.active.info.Fingerprint)
+	return nil
 }
