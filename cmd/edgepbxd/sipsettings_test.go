@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
+	"github.com/edgepbx/edgepbx/firmware/admin/browsertest"
 )
 
 // statusValue is the value of the dashboard line name ("" if absent).
@@ -160,4 +162,87 @@ func TestDevModeSIPSettingsLive(t *testing.T) {
 	if code := p2.stop(t); code != 0 {
 		t.Fatalf("SIGTERM: exit %d", code)
 	}
+}
+
+// TestBrowserSIPSettingsForm drives the security page's SIP form in
+// headless Chromium on a phone-sized screen: every control has a label,
+// nothing sticks out, and the page's script sends the same settings back
+// with only the edited fields changed, which the running edge then runs;
+// a bad value is refused with the validator's message and changes nothing.
+func TestBrowserSIPSettingsForm(t *testing.T) {
+	bin := browsertest.Chromium(t)
+	p := startProc(t, procOpts{noFD3: true}, "--dev", t.TempDir(), "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "127.0.0.1:0")
+	base := p.waitLine(t, adminRE)[1]
+	fp := p.waitLine(t, fpRE)[1]
+	api := claimBox(t, base, fp, p.waitLine(t, setupRE)[1])
+	var before admin.SIPSettingsView
+	if err := json.Unmarshal(api.must(http.StatusOK, "GET", "/api/v1/sip/settings", nil), &before); err != nil {
+		t.Fatal(err)
+	}
+
+	b := browsertest.NewPage(t, bin)
+	b.Viewport(390, 844)
+	b.Open(base+"/login", "/login")
+	b.Fill(map[string]string{"#username": testAdmin, "#password": testAdminPW})
+	b.Submit("#login", "")
+	b.WaitFor(`location.pathname === "/" && document.readyState === "complete"`)
+	b.Open(base+"/security", "/security")
+	if o := b.Overflow(390); o != "" {
+		t.Errorf("security page wider than a phone: %s", o)
+	}
+	if unlabelled := b.Str(`Array.from(document.querySelectorAll("#sip-edit input:not([type=hidden]), #sip-edit select, #sip-edit textarea")).
+		filter(el => el.labels.length === 0).map(el => el.name).join(" ")`); unlabelled != "" {
+		t.Errorf("controls without a label: %s", unlabelled)
+	}
+	if b.Str(`String(document.querySelectorAll("#sip-edit textarea[name=sipconfig]").length)`) != "0" {
+		t.Error("the JSON editor is still there")
+	}
+
+	scanners := strings.Join(before.Settings.ScannerUserAgents, "\n") + "\nbrowser-dialer\n"
+	b.Fill(map[string]string{"#sip-scanners": scanners, "#sip-fs": "2", "#sip-tmin": "1.3", "#sip-fb": "7200"})
+	b.Submit("#sip-edit", "#sip-edit [data-result]")
+	if msg := b.Result("#sip-edit [data-result]"); !strings.Contains(msg, "Version 1 saved and in effect") {
+		t.Fatalf("save answered %q", msg)
+	}
+	var v admin.SIPSettingsView
+	if err := json.Unmarshal(api.must(http.StatusOK, "GET", "/api/v1/sip/settings", nil), &v); err != nil {
+		t.Fatal(err)
+	}
+	want := before.Settings
+	want.Version = 1
+	want.ScannerUserAgents = append(slices.Clone(want.ScannerUserAgents), "browser-dialer")
+	want.Guard.MaxFailsPerSource = 2
+	want.Guard.FloodBan = 2 * time.Hour
+	want.TLSMin = "1.3"
+	if want.Allowlist == nil {
+		want.Allowlist = []netip.Prefix{} // the form sends an empty list, not null
+	}
+	if got, _ := json.Marshal(v.Settings); string(got) != string(mustJSON(t, want)) {
+		t.Fatalf("the form sent\n%s\nwant\n%s", got, mustJSON(t, want))
+	}
+	if v.RunningVersion != 1 || v.RestartRequired {
+		t.Fatalf("not in effect: %+v", v)
+	}
+
+	// A zone with host bits is refused with the reason; nothing changes.
+	b.Fill(map[string]string{"#sip-zones": "10.1.2.3/8"})
+	b.Submit("#sip-edit", "#sip-edit [data-result]")
+	if msg := b.Result("#sip-edit [data-result]"); !strings.Contains(msg, "network address") {
+		t.Fatalf("bad zone answered %q", msg)
+	}
+	if cls := b.Str(`document.querySelector("#sip-edit [data-result]").className`); cls != "bad" {
+		t.Errorf("refusal shown as %q", cls)
+	}
+	if err := json.Unmarshal(api.must(http.StatusOK, "GET", "/api/v1/sip/settings", nil), &v); err != nil || v.Settings.Version != 1 {
+		t.Fatalf("refused save changed the settings: %+v %v", v, err)
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -54,7 +54,6 @@
   form.addEventListener("submit", function (ev) {
     ev.preventDefault();
     var m = document.querySelector('meta[name="csrf-token"]');
-    say("Saving…", false);
     fetch(form.dataset.sipApi, {
       method: "PUT", credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRF-Token": m ? m.getAttribute("content") : "" },
