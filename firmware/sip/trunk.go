@@ -204,6 +204,9 @@ func (s *Server) keepRegistered(ctx context.Context, r *registration) {
 	for {
 		granted, err := s.registerAt(ctx, r, r.cfg.Expires)
 		if ctx.Err() != nil {
+			// Stopped mid-exchange: the registrar may have bound the
+			// contact all the same, so remove it.
+			registered = true
 			break
 		}
 		wait := granted * 8 / 10
