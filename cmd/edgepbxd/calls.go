@@ -31,7 +31,11 @@ func (d *daemon) newCalls() error {
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)
 	}
-	d.admin.SetTelephony(tel)
+	// Trunk registrations follow the stored trunks from now on, also
+	// when the calls below cannot start.
+	d.trunks = newTrunkManager(tel, d.sip, d.log)
+	d.admin.SetTelephony(telephonySaver{TelephonyStore: tel, saved: d.trunks.changed})
+	d.admin.SetTrunkStatus(d.trunks)
 	addr, err := d.mediaAddr()
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)

@@ -50,6 +50,7 @@ type daemon struct {
 	sip      *sip.Server
 	sipSet   *sipconfig.SIPStore // stored SIP settings; nil: the stored ones were refused, defaults run
 	calls    *call.B2BUA         // nil: calls disabled
+	trunks   *trunkManager       // trunk registrations from the stored telephony configuration; nil: not built
 	secLog   *logs.Log
 	lic      *license.Manager // nil: no licence server configured, or it failed to build (licErr)
 	licErr   string
@@ -74,6 +75,7 @@ type service struct {
 // no loop of its own: it is a handler in routes.
 func (d *daemon) services(health healthReporter) []service {
 	s := []service{{"https", d.serveHTTPS}, {"sip", d.serveSIP}, {"seclog", d.runSecLog}, {"acme", d.acme.run}}
+	s = append(s, service{"telephony", d.runTelephony}) // trunk registrations, CDR retention
 	if d.lic != nil {
 		s = append(s, service{"license", d.runLicense})
 	}
@@ -177,7 +179,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Certs:           d.certs,
 		KeyLog:          d.keylog,
 		Extensions:      d.sip.Extensions(),
-		Status:          d.dashboardStatus,
+		Status:          d.statusWithTrunks,
 		SIPSettings:     d.sipSettings(),
 		ACME:            d.acme,
 	}
