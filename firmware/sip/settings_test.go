@@ -272,3 +272,53 @@ func TestApplyRefused(t *testing.T) {
 		t.Fatalf("restart fields after reverting: %v", restart)
 	}
 }
+
+// TestApplyUnderTraffic switches settings back and forth while phones
+// register over UDP and TCP: under -race this checks that every stage
+// reads its settings safely, and every phone keeps registering.
+func TestApplyUnderTraffic(t *testing.T) {
+	s := startServer(t, nil)
+	a, b := s.Settings(), s.Settings()
+	b.ScannerUserAgents = append(b.ScannerUserAgents, "other-dialer")
+	b.Guard.RateLimit, b.MaxContacts, b.MaxConnsPerSource, b.IdleTimeout = 900, 4, 32, time.Minute
+	b.Domains = []string{"127.0.0.1"}
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			next := a
+			if i%2 == 1 {
+				next = b
+			}
+			if _, err := s.Apply(next); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	for i := 0; i < 20; i++ {
+		p := newPhone(t, s.udp, "127.0.0.1", "101")
+		if r, ok := p.registerAuthRetrans(AlgSHA256); !ok || r.StatusCode != 200 {
+			close(stop)
+			t.Fatalf("register %d during Apply: %v", i, r)
+		}
+		c, err := net.Dial("tcp", s.Addr("tcp").String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := registerOverStream(t, c, "TCP"); got != "SIP/2.0 401 Unauthorized" {
+			t.Fatalf("TCP %d during Apply: %q", i, got)
+		}
+		c.Close()
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
