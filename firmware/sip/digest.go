@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"io"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -243,7 +242,7 @@ type Nonces struct {
 	key     [32]byte
 	ttl     time.Duration
 	retrans time.Duration // see retransWindow
-	macs    sync.Pool     // hmac-sha256 states keyed with key
+	macs    sync.Pool     // *macState keyed with key
 	table   *ncTable
 
 	// Full counts authentications refused because the table had no free
@@ -273,18 +272,34 @@ const nonceRaw = 8 + 8 + 16
 // nonceLen is the length of an issued nonce (unpadded base64url).
 var nonceLen = base64.RawURLEncoding.EncodedLen(nonceRaw)
 
-func (n *Nonces) mac(body []byte, src netip.Addr) (out [16]byte) {
-	m, _ := n.macs.Get().(hash.Hash)
-	if m == nil {
-		m = hmac.New(sha256.New, n.key[:])
+// macState is a pooled HMAC with its input and output buffers: hashing
+// through the hash.Hash interface would move stack buffers to the heap.
+type macState struct {
+	h   hash.Hash
+	in  [16 + 16]byte // nonce body, then the source address
+	sum [32]byte
+}
+
+// mac is the nonce MAC of body (time and random bytes) for src. When
+// random is set it first fills body[8:] with fresh random bytes.
+func (n *Nonces) mac(body *[16]byte, src netip.Addr, random bool) (out [16]byte) {
+	st, _ := n.macs.Get().(*macState)
+	if st == nil {
+		st = &macState{h: hmac.New(sha256.New, n.key[:])}
 	}
-	m.Reset()
-	m.Write(body)
+	copy(st.in[:8], body[:8])
+	if random {
+		rand.Read(st.in[8:16])
+		copy(body[8:], st.in[8:16])
+	} else {
+		copy(st.in[8:16], body[8:])
+	}
 	a := src.As16()
-	m.Write(a[:])
-	var sum [32]byte
-	copy(out[:], m.Sum(sum[:0]))
-	n.macs.Put(m)
+	copy(st.in[16:], a[:])
+	st.h.Reset()
+	st.h.Write(st.in[:])
+	copy(out[:], st.h.Sum(st.sum[:0]))
+	n.macs.Put(st)
 	return out
 }
 
@@ -297,9 +312,10 @@ func (n *Nonces) Issue(now time.Time, src netip.Addr) string {
 // appendNonce appends a new nonce for a client at src to b.
 func (n *Nonces) appendNonce(b []byte, now time.Time, src netip.Addr) []byte {
 	var raw [nonceRaw]byte
-	binary.BigEndian.PutUint64(raw[:8], uint64(now.UnixNano()))
-	rand.Read(raw[8:16])
-	mac := n.mac(raw[:16], src)
+	var body [16]byte
+	binary.BigEndian.PutUint64(body[:8], uint64(now.UnixNano()))
+	mac := n.mac(&body, src, true)
+	copy(raw[:16], body[:])
 	copy(raw[16:], mac[:])
 	return base64.RawURLEncoding.AppendEncode(b, raw[:])
 }
@@ -326,7 +342,7 @@ func (n *Nonces) check(now time.Time, nonce string, src netip.Addr) (st nonceSta
 	if _, err := base64.RawURLEncoding.Decode(b[:], enc[:copy(enc[:], nonce)]); err != nil {
 		return nonceBad, 0, time.Time{}
 	}
-	mac := n.mac(b[:16], src)
+	mac := n.mac((*[16]byte)(b[:16]), src, false)
 	if !hmac.Equal(b[16:], mac[:]) {
 		return nonceBad, 0, time.Time{}
 	}
@@ -506,20 +522,25 @@ func (a *Authenticator) verify(now time.Time, src netip.Addr, method, hdr string
 	return AuthOK, c
 }
 
+// fakeState is a pooled HMAC for fake HA1s with its buffers (see macState).
+type fakeState struct {
+	h   hash.Hash
+	in  [len(AlgSHA256) + 1 + maxAuthHeader]byte
+	sum [32]byte
+}
+
 // fakeHA1 writes the keyed stand-in HA1 of an unknown user into out.
 func (a *Authenticator) fakeHA1(out *[64]byte, alg, user string) int {
-	m, _ := a.fakeMACs.Get().(hash.Hash)
-	if m == nil {
-		m = hmac.New(sha256.New, a.fakeKey[:])
+	st, _ := a.fakeMACs.Get().(*fakeState)
+	if st == nil {
+		st = &fakeState{h: hmac.New(sha256.New, a.fakeKey[:])}
 	}
-	m.Reset()
-	io.WriteString(m, alg)
-	m.Write([]byte{0})
-	io.WriteString(m, user)
-	var sum [32]byte
+	in := append(append(append(st.in[:0], alg...), 0), user...)
+	st.h.Reset()
+	st.h.Write(in)
 	var hx [64]byte
-	hex.Encode(hx[:], m.Sum(sum[:0]))
-	a.fakeMACs.Put(m)
+	hex.Encode(hx[:], st.h.Sum(st.sum[:0]))
+	a.fakeMACs.Put(st)
 	return hexSum(alg, out, hx[:])
 }
 

@@ -72,9 +72,14 @@ func (c *respCache) popOldest(now time.Time) {
 
 // get returns the cached answer for key if it has not expired.
 func (c *respCache) get(now time.Time, key string) ([]byte, bool) {
+	return c.getBytes(now, []byte(key))
+}
+
+// getBytes is get without converting the key.
+func (c *respCache) getBytes(now time.Time, key []byte) ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	i, ok := c.m[key]
+	i, ok := c.m[string(key)]
 	if !ok || !now.Before(c.slots[i].expires) {
 		return nil, false
 	}
@@ -157,6 +162,14 @@ func (s *Server) fingerprint(key string) uint64 {
 	return maphash.String(s.fpSeed, key) | 1
 }
 
+// fingerprintBytes is fingerprint for a key in bytes (the same value).
+func (s *Server) fingerprintBytes(key []byte) uint64 {
+	if len(key) == 0 {
+		return 0
+	}
+	return maphash.Bytes(s.fpSeed, key) | 1
+}
+
 var registerPrefix = []byte("REGISTER ")
 
 // statelessUDP answers a UDP REGISTER from the read filter. It reports true
@@ -170,6 +183,27 @@ func (s *Server) statelessUDP(raddr net.Addr, src netip.Addr, data []byte) bool 
 	if _, trunk := s.policy.Trunk(src); trunk {
 		return false
 	}
+	if s.front != nil {
+		sc, _ := s.front.scratch.Get().(*fastScratch)
+		if sc == nil {
+			sc = new(fastScratch)
+		}
+		fast := scanRegister(data, &sc.req)
+		if fast {
+			s.fastUDP(sc, raddr, src)
+		}
+		s.front.scratch.Put(sc)
+		if fast {
+			return true
+		}
+	}
+	return s.statelessSlow(raddr, src, data)
+}
+
+// statelessSlow is the stateless path for REGISTERs outside the fast
+// path's subset: sipgo parses them and the chain's stages run on the
+// parsed request.
+func (s *Server) statelessSlow(raddr net.Addr, src netip.Addr, data []byte) bool {
 	m, err := s.parser.ParseSIP(data)
 	if err != nil {
 		return false

@@ -40,6 +40,7 @@ type udpFront struct {
 	seed           maphash.Seed
 	work           []chan datagram
 	bufs           sync.Pool
+	scratch        sync.Pool // *fastScratch for the fast REGISTER path
 	slow           chan datagram
 	done           chan struct{}
 	Counters       UDPCounters
