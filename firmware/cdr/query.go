@@ -206,6 +206,7 @@ func (q Query) bounds() (lo, hi string, err error) {
 type keyed struct {
 	key string
 	rec Record
+	raw []byte // undecoded record when no filter needs decoding
 }
 
 // Query returns the newest records matching q, newest first. The store
@@ -227,6 +228,7 @@ func (s *Store) Query(q Query) (Page, error) {
 	ring := make([]keyed, limit+1)
 	n := 0 // matches seen
 	party, trunk := []byte(q.Party), []byte(`"`+q.Trunk+`"`)
+	filtered := q.Party != "" || q.Trunk != "" || q.Result != "" || q.Direction != ""
 	err = s.db.View(func(tx *store.Tx) error {
 		return tx.ForEach(bucket, func(k string, raw []byte) error {
 			if k < lo {
@@ -241,6 +243,12 @@ func (s *Store) Query(q Query) (Page, error) {
 				return nil
 			}
 			slot := &ring[n%len(ring)]
+			if !filtered {
+				// Only the last Limit records are decoded, at the end.
+				slot.key, slot.raw = k, append(slot.raw[:0], raw...)
+				n++
+				return nil
+			}
 			slot.rec = Record{}
 			if err := json.Unmarshal(raw, &slot.rec); err != nil {
 				return fmt.Errorf("cdr: decode %s: %w", k, err)
@@ -258,7 +266,14 @@ func (s *Store) Query(q Query) (Page, error) {
 	}
 	p := Page{Records: []Record{}}
 	for i := 0; i < min(n, limit); i++ {
-		p.Records = append(p.Records, ring[(n-1-i)%len(ring)].rec)
+		slot := &ring[(n-1-i)%len(ring)]
+		if !filtered {
+			slot.rec = Record{}
+			if err := json.Unmarshal(slot.raw, &slot.rec); err != nil {
+				return Page{}, fmt.Errorf("cdr: decode %s: %w", slot.key, err)
+			}
+		}
+		p.Records = append(p.Records, slot.rec)
 	}
 	if n > limit {
 		p.Next = encodeCursor(ring[(n-limit)%len(ring)].key)
