@@ -17,6 +17,8 @@ func browserBox(t *testing.T) (*env, *browsertest.Page, string) {
 	e := newEnv(t)
 	e.srv.names = append(e.srv.names, "127.0.0.1")
 	ts := httptest.NewUnstartedServer(e.srv)
+	// As edgepbxd: HTTP/2, where the firewall change's answer ends the
+	// connection (GOAWAY) and the reloaded page opens a new one.
 	ts.EnableHTTP2 = true
 	ts.Config.ConnContext = e.srv.ConnContext
 	ts.StartTLS()
