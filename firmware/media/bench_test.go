@@ -147,7 +147,7 @@ func BenchmarkCallSetup(b *testing.B) {
 // encryption and the receivers are in the same process, so this is an
 // upper bound for the relay). Run with -benchtime 1x.
 func BenchmarkConcurrentCalls(b *testing.B) {
-	for _, n := range []int{100, 500, 1000} {
+	for _, n := range []int{100, 500, 1000, 2000} {
 		b.Run(fmt.Sprintf("calls=%d", n), func(b *testing.B) { benchConcurrent(b, n) })
 	}
 }

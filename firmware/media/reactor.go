@@ -44,7 +44,19 @@ type loopCmd struct {
 	done chan struct{}
 }
 
-func newLoop(batch int, v6 bool) (*loop, error) {
+// loopBufs are a loop's packet buffers; a relay keeps those of stopped
+// loops, so calls that come and go do not reallocate them.
+type loopBufs struct {
+	events []unix.EpollEvent
+	rx     *rxBatch
+	w      *worker
+}
+
+func newLoopBufs(batch int) loopBufs {
+	return loopBufs{events: make([]unix.EpollEvent, 128), rx: newRxBatch(batch), w: newWorker(batch)}
+}
+
+func newLoop(bufs loopBufs, v6 bool) (*loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("media: epoll: %w", err)
@@ -60,7 +72,7 @@ func newLoop(batch int, v6 bool) (*loop, error) {
 		return nil, fmt.Errorf("media: epoll add eventfd: %w", err)
 	}
 	lp := &loop{epfd: epfd, evfd: evfd, v6: v6, done: make(chan struct{}),
-		events: make([]unix.EpollEvent, 128), rx: newRxBatch(batch), w: newWorker(batch)}
+		events: bufs.events, rx: bufs.rx, w: bufs.w}
 	go lp.run()
 	return lp, nil
 }
@@ -83,13 +95,14 @@ func (lp *loop) do(f func(*loop)) {
 	<-c.done
 }
 
-// stop ends the loop goroutine and closes its descriptors. The loop must
-// hold no sockets any more.
-func (lp *loop) stop() {
+// stop ends the loop goroutine, closes its descriptors and returns its
+// buffers. The loop must hold no sockets any more.
+func (lp *loop) stop() loopBufs {
 	lp.do(func(lp *loop) { lp.quit = true })
 	<-lp.done
 	unix.Close(lp.epfd)
 	unix.Close(lp.evfd)
+	return loopBufs{events: lp.events, rx: lp.rx, w: lp.w}
 }
 
 func (lp *loop) run() {

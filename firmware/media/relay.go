@@ -57,6 +57,7 @@ type Relay struct {
 
 	mu    sync.Mutex
 	loops []*loop
+	spare []loopBufs // buffers of stopped loops
 	calls int
 }
 
@@ -90,8 +91,15 @@ func (r *Relay) acquireLoop() (*loop, error) {
 	defer r.mu.Unlock()
 	if r.calls == 0 {
 		for range r.cfg.Loops {
-			lp, err := newLoop(r.cfg.Batch, r.cfg.Addr.Is6())
+			var bufs loopBufs
+			if n := len(r.spare); n > 0 {
+				bufs, r.spare = r.spare[n-1], r.spare[:n-1]
+			} else {
+				bufs = newLoopBufs(r.cfg.Batch)
+			}
+			lp, err := newLoop(bufs, r.cfg.Addr.Is6())
 			if err != nil {
+				r.spare = append(r.spare, bufs)
 				r.stopLoops()
 				return nil, err
 			}
@@ -122,7 +130,7 @@ func (r *Relay) releaseLoop(lp *loop) {
 
 func (r *Relay) stopLoops() {
 	for _, lp := range r.loops {
-		lp.stop()
+		r.spare = append(r.spare, lp.stop())
 	}
 	r.loops = nil
 }
