@@ -100,6 +100,7 @@ type Server struct {
 	keylog *certs.KeyLog
 	lic    Licence
 	tlsCur atomic.Pointer[tls.Config] // per-connection TLS config, swapped on settings changes
+	tlsc   tlsCommit                  // certificate or TLS change awaiting confirmation (tls.go)
 	exts   Extensions
 	tel    Telephony
 	trunks TrunkStatus // edgepbxd's trunk manager (SetTrunkStatus); nil: no trunk state

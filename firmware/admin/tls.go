@@ -1,12 +1,15 @@
 package admin
 
 import (
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
@@ -91,7 +94,10 @@ func (s *Server) TLSConfig() (*tls.Config, error) {
 	}
 	s.tlsCur.Store(cur)
 	base := cur.Clone()
-	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) { return s.tlsCur.Load(), nil }
+	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		s.expireTLSChange() // a change past its deadline must not serve this connection
+		return s.tlsCur.Load(), nil
+	}
 	return base, nil
 }
 
@@ -134,13 +140,14 @@ type CertificateRequest struct {
 }
 
 type certStatus struct {
-	Current    certs.Info  `json:"current"`
-	SelfSigned certs.Info  `json:"self_signed"`
-	DaysLeft   int         `json:"days_left"`
-	TLS        TLSSettings `json:"tls"`
-	KeyLogOn   bool        `json:"keylog_on"`
-	KeyLogTill time.Time   `json:"keylog_until,omitzero"`
-	KeyLogSize int         `json:"keylog_bytes"`
+	Pending    *TLSPendingView `json:"pending,omitempty"`
+	Current    certs.Info      `json:"current"`
+	SelfSigned certs.Info      `json:"self_signed"`
+	DaysLeft   int             `json:"days_left"`
+	TLS        TLSSettings     `json:"tls"`
+	KeyLogOn   bool            `json:"keylog_on"`
+	KeyLogTill time.Time       `json:"keylog_until,omitzero"`
+	KeyLogSize int             `json:"keylog_bytes"`
 }
 
 func (s *Server) certStatus() (certStatus, error) {
@@ -152,7 +159,7 @@ func (s *Server) certStatus() (certStatus, error) {
 		return certStatus{}, err
 	}
 	cur := s.certs.Current()
-	st := certStatus{Current: cur, SelfSigned: s.certs.SelfSigned(), TLS: t,
+	st := certStatus{Pending: s.tlsPendingView(), Current: cur, SelfSigned: s.certs.SelfSigned(), TLS: t,
 		DaysLeft: int(cur.NotAfter.Sub(s.clock.Now()).Hours() / 24)}
 	if s.keylog != nil {
 		st.KeyLogOn, st.KeyLogTill, st.KeyLogSize = s.keylog.Status()
@@ -193,27 +200,39 @@ func (s *Server) apiUploadCertificate(w http.ResponseWriter, r *http.Request, p 
 		return err
 	}
 	before := s.certs.Current()
+	s.tlsc.mu.Lock()
+	defer s.tlsc.mu.Unlock()
+	if err := s.tlsChangeFreeLocked(); err != nil {
+		return err
+	}
 	b, err := certs.ParsePEM([]byte(req.ChainPEM), []byte(req.KeyPEM))
+	var after certs.Info
 	if err == nil {
-		err = s.certs.Install(b, names, certs.SourceUpload)
+		after, err = s.certs.InstallPending(b, names, certs.SourceUpload)
 	}
 	if err != nil {
 		_ = s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: "certs.upload", Outcome: audit.Failed,
 			Target: strings.Join(names, ","), Detail: err.Error()})
+		if errors.Is(err, certs.ErrPending) {
+			err = fmt.Errorf("%w: %w", errConflict, err)
+		}
 		return err
 	}
-	after := s.certs.Current()
-	if err := s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: "certs.upload", Target: strings.Join(names, ","),
-		Before: before, After: after}); err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "certificate installed", "current": after})
+	ch := s.beginTLSChangeLocked(&tlsChange{Kind: changeCertificate, Cert: after})
+	_ = s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: "certs.upload", Target: strings.Join(names, ","),
+		Detail: "pending until " + ch.Deadline.UTC().Format(time.RFC3339), Before: before, After: after})
+	s.answerPending(w, ch)
 	return nil
 }
 
 func (s *Server) apiRollbackCertificate(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	if s.certs == nil {
 		return errUnavailable
+	}
+	s.tlsc.mu.Lock()
+	defer s.tlsc.mu.Unlock()
+	if err := s.tlsChangeFreeLocked(); err != nil {
+		return err
 	}
 	before := s.certs.Current()
 	if before.Source == certs.SourceSelfSigned {
@@ -242,21 +261,20 @@ func (s *Server) apiSetTLS(w http.ResponseWriter, r *http.Request, p auth.Princi
 	if err != nil {
 		return err
 	}
-	err = s.db.Update(func(tx *store.Tx) error {
-		old := DefaultTLSSettings()
-		if _, err := tx.Get(bSettings, "tls", &old); err != nil {
-			return err
-		}
-		if err := tx.Put(bSettings, "tls", req); err != nil {
-			return err
-		}
-		return s.audit.RecordTx(tx, audit.Event{Actor: p.Actor(), Source: src(r), Action: "tls.versions.update", Before: old, After: req})
-	})
+	s.tlsc.mu.Lock()
+	defer s.tlsc.mu.Unlock()
+	if err := s.tlsChangeFreeLocked(); err != nil {
+		return err
+	}
+	old, err := s.tlsSettings()
 	if err != nil {
 		return err
 	}
-	s.tlsCur.Store(cfg) // new connections from now on
-	writeJSON(w, http.StatusOK, map[string]string{"status": "saved"})
+	s.tlsCur.Store(cfg) // new connections from now on; stored only when confirmed
+	ch := s.beginTLSChangeLocked(&tlsChange{Kind: changeTLSVersions, Old: old, New: req})
+	_ = s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: "tls.versions.update", Before: old, After: req,
+		Detail: "pending until " + ch.Deadline.UTC().Format(time.RFC3339)})
+	s.answerPending(w, ch)
 	return nil
 }
 
@@ -322,4 +340,255 @@ func (s *Server) keyLogBanner() string {
 		return ""
 	}
 	return until.UTC().Format("2006-01-02 15:04 UTC")
+}
+
+// Commit only when healthy, for the admin HTTPS itself: an uploaded
+// certificate or a TLS version change is applied at once (new connections
+// get it) but kept only if the admin confirms it, within tlsConfirmWindow,
+// from a connection opened after the change, which proves a browser still
+// gets through with the new settings. Otherwise it is reverted: by a timer,
+// and by the next handshake or request that finds the deadline passed (the
+// server's clock decides, so tests drive it with a fake clock). The answer
+// to the change closes its connection, as for firewall changes (policy.go).
+
+// tlsConfirmWindow is how long a change waits for its confirmation.
+const tlsConfirmWindow = 120 * time.Second
+
+// Kinds of pending change.
+const (
+	changeCertificate = "certificate"
+	changeTLSVersions = "tls-versions"
+)
+
+type tlsChange struct {
+	ID       string
+	Kind     string
+	Deadline time.Time
+	Cert     certs.Info  // certificate: the one being tried
+	Old, New TLSSettings // tls-versions
+	timer    *time.Timer
+}
+
+// tlsCommit holds the one change that may be pending at a time.
+type tlsCommit struct {
+	mu  sync.Mutex
+	cur *tlsChange
+}
+
+// TLSPendingView shows a pending change on the certificates page and API.
+type TLSPendingView struct {
+	ID          string       `json:"id"`
+	Kind        string       `json:"kind"` // "certificate" | "tls-versions"
+	Deadline    time.Time    `json:"deadline"`
+	RevertIn    int          `json:"revert_in_seconds"`
+	Certificate *certs.Info  `json:"certificate,omitempty"`
+	TLS         *TLSSettings `json:"tls,omitempty"`
+}
+
+func (s *Server) tlsPendingView() *TLSPendingView {
+	s.tlsc.mu.Lock()
+	defer s.tlsc.mu.Unlock()
+	ch := s.currentTLSChangeLocked()
+	if ch == nil {
+		return nil
+	}
+	v := &TLSPendingView{ID: ch.ID, Kind: ch.Kind, Deadline: ch.Deadline,
+		RevertIn: max(0, int(ch.Deadline.Sub(s.clock.Now()).Round(time.Second)/time.Second))}
+	if ch.Kind == changeCertificate {
+		v.Certificate = &ch.Cert
+	} else {
+		v.TLS = &ch.New
+	}
+	return v
+}
+
+// tlsChangeFreeLocked refuses a new change while one is pending.
+func (s *Server) tlsChangeFreeLocked() error {
+	if ch := s.currentTLSChangeLocked(); ch != nil {
+		return fmt.Errorf("%w: a %s change awaits confirmation for %s more; confirm or revert it first", errConflict,
+			ch.Kind, ch.Deadline.Sub(s.clock.Now()).Round(time.Second))
+	}
+	return nil
+}
+
+func (s *Server) beginTLSChangeLocked(ch *tlsChange) *tlsChange {
+	ch.ID = hex.EncodeToString(randomID())
+	ch.Deadline = s.clock.Now().Add(tlsConfirmWindow)
+	s.markPending(ch.ID)
+	ch.timer = time.AfterFunc(tlsConfirmWindow, s.expireTLSChange)
+	s.tlsc.cur = ch
+	s.log.Warn("admin: TLS change pending confirmation", "kind", ch.Kind, "id", ch.ID, "deadline", ch.Deadline)
+	return ch
+}
+
+func randomID() []byte {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // crypto/rand does not fail on Linux
+	return b
+}
+
+// expireTLSChange reverts the pending change once its deadline has passed.
+func (s *Server) expireTLSChange() {
+	s.tlsc.mu.Lock()
+	defer s.tlsc.mu.Unlock()
+	s.currentTLSChangeLocked()
+}
+
+// currentTLSChangeLocked returns the pending change, reverting it first if
+// its time is up.
+func (s *Server) currentTLSChangeLocked() *tlsChange {
+	ch := s.tlsc.cur
+	if ch == nil || s.clock.Now().Before(ch.Deadline) {
+		return ch
+	}
+	s.revertTLSChangeLocked("-", "", "not confirmed within "+tlsConfirmWindow.String())
+	return nil
+}
+
+func (s *Server) revertTLSChangeLocked(actor, source, why string) {
+	ch := s.tlsc.cur
+	s.tlsc.cur = nil
+	ch.timer.Stop()
+	ev := audit.Event{Actor: actor, Source: source, Target: ch.ID, Outcome: audit.Warning, Detail: "reverted: " + why}
+	switch ch.Kind {
+	case changeCertificate:
+		ev.Action, ev.Before = "certs.revert", ch.Cert
+		if err := s.certs.RevertPending(); err != nil && !errors.Is(err, certs.ErrNoPending) {
+			s.log.Error("admin: revert certificate", "err", err)
+			ev.Outcome, ev.Detail = audit.Failed, ev.Detail+": "+err.Error()
+		}
+		ev.After = s.certs.Current()
+	case changeTLSVersions:
+		ev.Action, ev.Before, ev.After = "tls.versions.revert", ch.New, ch.Old
+		cfg, err := s.buildTLS(ch.Old)
+		if err != nil {
+			cfg, err = s.buildTLS(DefaultTLSSettings())
+		}
+		if err != nil {
+			s.log.Error("admin: revert TLS versions", "err", err)
+			ev.Outcome, ev.Detail = audit.Failed, ev.Detail+": "+err.Error()
+		} else {
+			s.tlsCur.Store(cfg)
+		}
+	}
+	s.log.Warn("admin: TLS change reverted", "kind", ch.Kind, "id", ch.ID, "why", why)
+	_ = s.audit.Record(ev)
+}
+
+func (s *Server) answerPending(w http.ResponseWriter, ch *tlsChange) {
+	// Close this connection: the confirmation must come on a new one.
+	w.Header().Set("Connection", "close")
+	writeJSON(w, http.StatusAccepted, PendingAnswer{Status: "pending", ID: ch.ID, Deadline: ch.Deadline,
+		RevertIn: int(tlsConfirmWindow / time.Second)})
+}
+
+// errOldSettings refuses a confirmation from a connection that did not use
+// the new settings.
+var errOldSettings = errors.New("confirm over a connection that uses the new settings")
+
+// checkNewSettings makes sure the confirming connection was served what is
+// being confirmed: a version inside the new range, and a certificate
+// covering the name the browser asked for (otherwise that connection got
+// the self-signed fallback and proves nothing about the new one).
+func checkNewSettings(r *http.Request, ch *tlsChange) error {
+	if r.TLS == nil {
+		return nil // plain HTTP only in make dev and handler tests
+	}
+	switch ch.Kind {
+	case changeTLSVersions:
+		lo, hi, err := ch.New.versions()
+		if err != nil || r.TLS.Version < lo || r.TLS.Version > hi {
+			return fmt.Errorf("%w: %w: this connection uses %s", errConflict, errOldSettings, tls.VersionName(r.TLS.Version))
+		}
+	case changeCertificate:
+		if n := r.TLS.ServerName; n != "" && !infoCovers(ch.Cert, n) {
+			return fmt.Errorf("%w: %w: the new certificate does not cover %q, so this connection got the fallback; open the box by a name it covers", errConflict, errOldSettings, n)
+		}
+	}
+	return nil
+}
+
+// infoCovers reports whether name matches one of the certificate's names
+// (one wildcard label allowed, as in x509.VerifyHostname).
+func infoCovers(c certs.Info, name string) bool {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	for _, ip := range c.IPs {
+		if ip == name {
+			return true
+		}
+	}
+	for _, d := range c.DNSNames {
+		d = strings.ToLower(d)
+		if d == name {
+			return true
+		}
+		if rest, ok := strings.CutPrefix(d, "*."); ok {
+			if _, tail, found := strings.Cut(name, "."); found && tail == rest {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (s *Server) apiConfirmTLSChange(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if s.certs == nil {
+		return errUnavailable
+	}
+	var req ConfirmRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	s.tlsc.mu.Lock()
+	defer s.tlsc.mu.Unlock()
+	ch := s.currentTLSChangeLocked()
+	if ch == nil || ch.ID != req.ID {
+		return fmt.Errorf("%w: no pending change %.40q (it may have been reverted)", errConflict, req.ID)
+	}
+	if !s.newConnSince(r, ch.ID) {
+		s.refuse(r, p, "tls.confirm_refused", errStaleConn.Error())
+		return fmt.Errorf("%w: %w", errConflict, errStaleConn)
+	}
+	if err := checkNewSettings(r, ch); err != nil {
+		s.refuse(r, p, "tls.confirm_refused", err.Error())
+		return err
+	}
+	ev := audit.Event{Actor: p.Actor(), Source: src(r), Target: ch.ID}
+	switch ch.Kind {
+	case changeCertificate:
+		ev.Action, ev.After = "certs.confirm", ch.Cert
+		if err := s.certs.ConfirmPending(); err != nil {
+			return err
+		}
+		_ = s.audit.Record(ev)
+	case changeTLSVersions:
+		ev.Action, ev.Before, ev.After = "tls.versions.confirm", ch.Old, ch.New
+		err := s.db.Update(func(tx *store.Tx) error {
+			if err := tx.Put(bSettings, "tls", ch.New); err != nil {
+				return err
+			}
+			return s.audit.RecordTx(tx, ev)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	ch.timer.Stop()
+	s.tlsc.cur = nil
+	writeJSON(w, http.StatusOK, map[string]string{"status": "confirmed"})
+	return nil
+}
+
+func (s *Server) apiRevertTLSChange(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if s.certs == nil {
+		return errUnavailable
+	}
+	s.tlsc.mu.Lock()
+	defer s.tlsc.mu.Unlock()
+	if s.currentTLSChangeLocked() == nil {
+		return fmt.Errorf("%w: nothing pending", errConflict)
+	}
+	s.revertTLSChangeLocked(p.Actor(), src(r), "by the admin")
+	writeJSON(w, http.StatusOK, map[string]string{"status": "reverted"})
+	return nil
 }

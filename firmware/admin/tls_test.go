@@ -8,9 +8,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -85,12 +89,16 @@ func TestCertificateUpload(t *testing.T) {
 	if r := a.do("POST", "/api/v1/certificates", CertificateRequest{ChainPEM: strings.Repeat("A", maxCertBody), KeyPEM: goodKey}); r.code != 400 {
 		t.Errorf("oversize upload: %d %s", r.code, r.body)
 	}
-	// The page shows the refusal's reason through the API answer; the good one installs.
-	r := a.must(200, "POST", "/api/v1/certificates", CertificateRequest{ChainPEM: good, KeyPEM: goodKey})
-	if cur := e.certs.Current(); cur.Source != certs.SourceUpload || cur.Fingerprint == self.Fingerprint || !contains(r.body, cur.Fingerprint) {
-		t.Fatalf("after upload: %+v", cur)
+	// The page shows the refusal's reason through the API answer; the good
+	// one is served at once, pending until confirmed on a new connection.
+	a.conn = e.srv.ConnContext(context.Background(), nil)
+	r := a.must(202, "POST", "/api/v1/certificates", CertificateRequest{ChainPEM: good, KeyPEM: goodKey})
+	if cur := e.certs.Current(); cur.Source != certs.SourceUpload || cur.Fingerprint == self.Fingerprint || r.hdr.Get("Connection") != "close" {
+		t.Fatalf("after upload: %+v %v", cur, r.hdr)
 	}
-	if !e.auditHas("certs.upload", "ok") {
+	a.conn = e.srv.ConnContext(context.Background(), nil)
+	a.must(200, "POST", "/api/v1/certificates/confirm", ConfirmRequest{ID: r.str("id")})
+	if !e.auditHas("certs.upload", "ok") || !e.auditHas("certs.confirm", "ok") {
 		t.Error("upload not audited")
 	}
 	page := a.must(200, "GET", "/certificates", nil)
@@ -133,24 +141,147 @@ func TestTLSVersionSettings(t *testing.T) {
 	for _, bad := range []TLSSettings{{"1.1", "1.3"}, {"1.3", "1.2"}, {"1.2", "1.4"}, {"", ""}} {
 		a.must(400, "PUT", "/api/v1/certificates/tls", bad)
 	}
-	a.must(200, "PUT", "/api/v1/certificates/tls", TLSSettings{MinVersion: "1.3", MaxVersion: "1.3"})
-	// Applies to new connections without a restart.
+	a.conn = e.srv.ConnContext(context.Background(), nil)
+	r := a.must(202, "PUT", "/api/v1/certificates/tls", TLSSettings{MinVersion: "1.3", MaxVersion: "1.3"})
+	// Applies to new connections without a restart, pending.
 	if _, err := handshakeWith(cfg, tls.VersionTLS12, tls.VersionTLS12); err == nil {
 		t.Fatal("TLS 1.2 accepted with minimum 1.3")
 	}
 	if v, err := handshakeWith(cfg, 0, 0); err != nil || v != tls.VersionTLS13 {
 		t.Fatalf("TLS 1.3: %v %v", v, err)
 	}
-	// Stored: a restarted server applies it too.
-	cfg2, err := e.srv.TLSConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := handshakeWith(cfg2, tls.VersionTLS12, tls.VersionTLS12); err == nil {
-		t.Fatal("stored minimum not applied")
+	// Handler test requests arrive as TLS 1.2: a new connection, but not one
+	// made with the new settings, proves nothing.
+	a.conn = e.srv.ConnContext(context.Background(), nil)
+	if c := a.must(409, "POST", "/api/v1/certificates/confirm", ConfirmRequest{ID: r.str("id")}); !contains(c.body, "uses TLS 1.2") {
+		t.Fatalf("confirm over TLS 1.2: %s", c.body)
 	}
 	if !e.auditHas("tls.versions.update", "ok") {
 		t.Error("not audited")
+	}
+}
+
+// TestTLSChangeCommitOnlyWhenHealthy: a TLS change reverts by itself after
+// the window (fake clock), is kept when confirmed from a new connection, and
+// a confirmation over the connection that made the change is refused.
+func TestTLSChangeCommitOnlyWhenHealthy(t *testing.T) {
+	e, a := claimed(t)
+	cfg, err := e.srv.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	only12 := TLSSettings{MinVersion: "1.2", MaxVersion: "1.2"}
+
+	// Not confirmed: reverted once the clock passes the deadline, by the
+	// next handshake, and the stored settings never changed.
+	a.conn = e.srv.ConnContext(context.Background(), nil)
+	r := a.must(202, "PUT", "/api/v1/certificates/tls", only12)
+	if _, err := handshakeWith(cfg, tls.VersionTLS13, tls.VersionTLS13); err == nil {
+		t.Fatal("pending maximum 1.2 not applied")
+	}
+	a.must(409, "PUT", "/api/v1/certificates/tls", DefaultTLSSettings()) // one change at a time
+	st := a.must(200, "GET", "/api/v1/certificates", nil)
+	if p, _ := st.js["pending"].(map[string]any); p == nil || p["revert_in_seconds"] != 120.0 || p["kind"] != "tls-versions" {
+		t.Fatalf("status while pending: %s", st.body)
+	}
+	if page := a.must(200, "GET", "/certificates", nil); !contains(page.body, `data-countdown="120"`) || !contains(page.body, r.str("id")) {
+		t.Errorf("certificates page does not show the pending change: %s", page.body)
+	}
+	e.clock.Advance(119 * time.Second)
+	if _, err := handshakeWith(cfg, tls.VersionTLS13, tls.VersionTLS13); err == nil {
+		t.Fatal("reverted before the deadline")
+	}
+	e.clock.Advance(2 * time.Second)
+	if v, err := handshakeWith(cfg, tls.VersionTLS13, tls.VersionTLS13); err != nil || v != tls.VersionTLS13 {
+		t.Fatalf("not reverted after the deadline: %v %v", v, err)
+	}
+	if !e.auditHas("tls.versions.revert", "warning") {
+		t.Error("revert not audited")
+	}
+	a.conn = e.srv.ConnContext(context.Background(), nil)
+	a.must(409, "POST", "/api/v1/certificates/confirm", ConfirmRequest{ID: r.str("id")})
+	if got, _ := e.srv.tlsSettings(); got != DefaultTLSSettings() {
+		t.Fatalf("stored settings changed by an unconfirmed change: %+v", got)
+	}
+
+	// Confirmed from a new connection: kept past the deadline and stored.
+	made := e.srv.ConnContext(context.Background(), nil)
+	a.conn = made
+	r = a.must(202, "PUT", "/api/v1/certificates/tls", only12)
+	if c := a.must(409, "POST", "/api/v1/certificates/confirm", ConfirmRequest{ID: r.str("id")}); !contains(c.body, "new connection") {
+		t.Fatalf("confirm on the changing connection: %s", c.body)
+	}
+	a.conn = e.srv.ConnContext(context.Background(), nil)
+	a.must(409, "POST", "/api/v1/certificates/confirm", ConfirmRequest{ID: "00000000000000000000000000000000"})
+	a.must(200, "POST", "/api/v1/certificates/confirm", ConfirmRequest{ID: r.str("id")})
+	e.clock.Advance(10 * time.Minute)
+	if _, err := handshakeWith(cfg, tls.VersionTLS13, tls.VersionTLS13); err == nil {
+		t.Fatal("confirmed change reverted")
+	}
+	cfg2, err := e.srv.TLSConfig() // a restart applies the stored settings
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := handshakeWith(cfg2, tls.VersionTLS13, tls.VersionTLS13); err == nil {
+		t.Fatal("confirmed settings not stored")
+	}
+	if !e.auditHas("tls.versions.confirm", "ok") || !e.auditHas("tls.confirm_refused", "denied") {
+		t.Error("confirmation not audited")
+	}
+
+	// The admin may revert at once.
+	r = a.must(202, "PUT", "/api/v1/certificates/tls", DefaultTLSSettings())
+	a.must(200, "POST", "/api/v1/certificates/revert", nil)
+	a.must(409, "POST", "/api/v1/certificates/revert", nil)
+}
+
+// TestCertificateCommitOnlyWhenHealthy: the same for an uploaded certificate.
+func TestCertificateCommitOnlyWhenHealthy(t *testing.T) {
+	e, a := claimed(t)
+	now := e.clock.Now()
+	self := e.certs.Current()
+	good, goodKey := testPEM(t, []string{"box.example"}, now.Add(-time.Hour), now.AddDate(0, 3, 0))
+	other, otherKey := testPEM(t, []string{"pbx.example"}, now.Add(-time.Hour), now.AddDate(0, 3, 0))
+
+	// Not confirmed: the stored certificate is served again after the window.
+	a.conn = e.srv.ConnContext(context.Background(), nil)
+	r := a.must(202, "POST", "/api/v1/certificates", CertificateRequest{ChainPEM: good, KeyPEM: goodKey})
+	if e.certs.Current().Source != certs.SourceUpload {
+		t.Fatal("upload not served while pending")
+	}
+	a.must(409, "POST", "/api/v1/certificates/rollback", "{}")
+	e.clock.Advance(tlsConfirmWindow + time.Second)
+	st := a.must(200, "GET", "/api/v1/certificates", nil)
+	if st.js["pending"] != nil || e.certs.Current().Fingerprint != self.Fingerprint {
+		t.Fatalf("not reverted: %s", st.body)
+	}
+	if !e.auditHas("certs.revert", "warning") {
+		t.Error("revert not audited")
+	}
+
+	// Confirmed from the changing connection: refused; from a new one: kept.
+	a.conn = e.srv.ConnContext(context.Background(), nil)
+	r = a.must(202, "POST", "/api/v1/certificates", CertificateRequest{ChainPEM: good, KeyPEM: goodKey})
+	fp := e.certs.Current().Fingerprint
+	a.must(409, "POST", "/api/v1/certificates/confirm", ConfirmRequest{ID: r.str("id")})
+	a.conn = e.srv.ConnContext(context.Background(), nil)
+	a.must(200, "POST", "/api/v1/certificates/confirm", ConfirmRequest{ID: r.str("id")})
+	e.clock.Advance(time.Hour)
+	a.must(200, "GET", "/api/v1/certificates", nil)
+	if e.certs.Current().Fingerprint != fp {
+		t.Fatal("confirmed certificate reverted")
+	}
+
+	// A certificate that does not cover the name the browser used: that
+	// connection got the self-signed fallback, so it cannot confirm.
+	r = a.must(202, "POST", "/api/v1/certificates", CertificateRequest{ChainPEM: other, KeyPEM: otherKey, Names: []string{"pbx.example"}})
+	a.conn = e.srv.ConnContext(context.Background(), nil)
+	if c := a.must(409, "POST", "/api/v1/certificates/confirm", ConfirmRequest{ID: r.str("id")}); !contains(c.body, `does not cover \"box.example\"`) {
+		t.Fatalf("confirm by an uncovered name: %s", c.body)
+	}
+	a.must(200, "POST", "/api/v1/certificates/revert", nil)
+	if e.certs.Current().Fingerprint != fp {
+		t.Fatal("revert did not bring back the confirmed certificate")
 	}
 }
 
@@ -287,4 +418,55 @@ func TestShortIdleTimeout(t *testing.T) {
 	b := e.client("192.0.2.50")
 	b.must(200, "POST", "/api/v1/login", LoginRequest{Username: "root1", Password: adminPW})
 	b.must(400, "PUT", "/api/v1/security/policy", p)
+}
+
+// TestTLSChangeOverRealTLS drives a version change through a real HTTPS
+// listener: the change's answer closes its connection, a client limited to
+// the old settings can no longer connect, and a new TLS 1.3 connection
+// confirms it.
+func TestTLSChangeOverRealTLS(t *testing.T) {
+	e, a := claimed(t)
+	tok := a.must(201, "POST", "/api/v1/me/tokens", TokenRequest{Name: "tls", Scopes: []string{auth.ScopeAdmin}}).str("token")
+	cfg, err := e.srv.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(e.srv)
+	ts.TLS, ts.Config.ConnContext = cfg, e.srv.ConnContext
+	ts.StartTLS()
+	defer ts.Close()
+	client := func(maxVersion uint16) *http.Client {
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, MaxVersion: maxVersion}}}
+	}
+	call := func(c *http.Client, method, path, body string) (int, string, error) {
+		req, _ := http.NewRequest(method, ts.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := c.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b), nil
+	}
+	old := client(tls.VersionTLS12)
+	code, body, err := call(old, "PUT", "/api/v1/certificates/tls", `{"min_version":"1.3","max_version":"1.3"}`)
+	if err != nil || code != 202 {
+		t.Fatalf("change: %d %s %v", code, body, err)
+	}
+	var ans PendingAnswer
+	if err := json.Unmarshal([]byte(body), &ans); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := call(old, "POST", "/api/v1/certificates/confirm", `{"id":"`+ans.ID+`"}`); err == nil {
+		t.Fatal("a TLS 1.2 client still connects under minimum 1.3")
+	}
+	code, body, err = call(client(0), "POST", "/api/v1/certificates/confirm", `{"id":"`+ans.ID+`"}`)
+	if err != nil || code != 200 {
+		t.Fatalf("confirm over TLS 1.3: %d %s %v", code, body, err)
+	}
+	if got, _ := e.srv.tlsSettings(); got.MinVersion != "1.3" {
+		t.Fatalf("stored %+v", got)
+	}
 }
