@@ -130,7 +130,11 @@ func TestBrowserDialPlanEditor(t *testing.T) {
 
 	// An edit without the password keeps it; a deleted route is gone.
 	p.Fill(map[string]string{last("trunks", "peers"): "192.0.2.0/28", last("trunks", "limits/max_per_hour"): "300"})
-	p.Eval(`document.querySelector("#tel-routes > fieldset.row:last-of-type button.danger").click()`, nil)
+	del := `#tel-routes > fieldset.row:last-of-type button.danger`
+	if l := p.Str(`document.querySelector("` + del + `").getAttribute("aria-label")`); l != "Delete Route: 0" {
+		t.Errorf("delete button named %q", l)
+	}
+	p.Click(del)
 	p.SubmitNav("#tel-edit")
 	cur = e.tel.Current()
 	if cur.Version != 2 || cur.Trunks[0].Limits.MaxPerHour != 300 || len(cur.Routes) != 1 || !cur.Trunks[0].PasswordSet {

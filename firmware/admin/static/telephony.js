@@ -242,16 +242,20 @@
     },
   };
 
+  // legend names the row, and its Delete button after it (screen readers
+  // list many buttons by name).
   function legend(row, what) {
-    row.querySelector("legend").textContent = kinds[row.dataset.kind].title + (what ? ": " + what : "");
+    var l = kinds[row.dataset.kind].title + (what ? ": " + what : "");
+    row.querySelector("legend").textContent = l;
+    if (row.del) row.del.setAttribute("aria-label", "Delete " + l);
   }
   function addRow(kind, value) {
     var k = kinds[kind];
     var row = el("fieldset", { class: "row" }, [el("legend", {}, [k.title])]);
     row.dataset.kind = kind;
-    var what = k.build(row, value);
-    legend(row, what);
     var del = el("button", { type: "button", class: "danger" }, ["Delete"]);
+    row.del = del;
+    legend(row, k.build(row, value));
     del.addEventListener("click", function () {
       var list = row.parentNode;
       list.removeChild(row);
