@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -361,6 +362,11 @@ func BenchmarkGeoIPLookup(b *testing.B) {
 	b.ReportMetric(float64(len(g.V4))/float64(g.Info.Ranges4), "B/range4")
 	b.ReportMetric(float64(len(g.V6))/float64(g.Info.Ranges6), "B/range6")
 	b.ReportMetric(float64(g.Info.Ranges4+g.Info.Ranges6), "ranges")
+	stored, err := json.Marshal(g) // as tx.Put writes it
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(len(stored))/float64(g.Info.Ranges4+g.Info.Ranges6), "stored-B/range")
 }
 
 // BenchmarkGeoIPParse parses a DB-IP style CSV of 300 k IPv4 rows.
