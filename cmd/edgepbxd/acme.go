@@ -150,6 +150,7 @@ func (r *acmeRunner) attempt(ctx context.Context, force bool) time.Duration {
 	}
 	now := time.Now()
 	if due, why := certs.ACMEDue(r.certs.Current(), set.Names, now); !due && !force {
+		r.log.Info("acme: certificate current", "not_after", r.certs.Current().NotAfter, "next_check", now.Add(acmeCheckEvery))
 		r.setStatus(func(s *certs.ACMEStatus) {
 			if s.State != certs.ACMEFailed {
 				s.State = certs.ACMEIdle
@@ -179,11 +180,11 @@ func (r *acmeRunner) attempt(ctx context.Context, force bool) time.Duration {
 			wait = min(acmeCheckEvery, acmeRetryFirst<<min(s.Failures-1, 6))
 			s.NextCheck = time.Now().Add(wait)
 		})
-		r.log.Warn("acme: certificate not obtained; the current one stays in use", "err", err, "retry_in", wait)
 		r.secLog(logs.Event{Kind: kindACMEFailed, User: target, Reason: err.Error()})
 		if aerr := r.audit(audit.Event{Actor: "system", Action: "certs.acme", Target: target, Outcome: audit.Failed, Detail: err.Error()}); aerr != nil {
 			r.log.Error("acme: audit", "err", aerr)
 		}
+		r.log.Warn("acme: certificate not obtained; the current one stays in use", "err", err, "retry_in", wait)
 		return wait
 	}
 	after := r.certs.Current()
@@ -191,11 +192,11 @@ func (r *acmeRunner) attempt(ctx context.Context, force bool) time.Duration {
 		s.State, s.LastError, s.Failures = certs.ACMEIdle, "", 0
 		s.LastSuccess, s.NextCheck = time.Now(), time.Now().Add(acmeCheckEvery)
 	})
-	r.log.Info("acme: certificate installed", "fingerprint", after.Fingerprint, "names", after.DNSNames, "not_after", after.NotAfter)
 	r.secLog(logs.Event{Kind: kindACMEIssued, User: target, Reason: "fingerprint " + after.Fingerprint})
 	if aerr := r.audit(audit.Event{Actor: "system", Action: "certs.acme", Target: target, Before: before, After: after}); aerr != nil {
 		r.log.Error("acme: audit", "err", aerr)
 	}
+	r.log.Info("acme: certificate installed", "fingerprint", after.Fingerprint, "names", after.DNSNames, "not_after", after.NotAfter)
 	return acmeCheckEvery
 }
 
