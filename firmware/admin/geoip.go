@@ -74,10 +74,7 @@ func readGeoIPUpload(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 func (s *Server) apiSetGeoIP(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	data, err := readGeoIPUpload(w, r)
 	if err == nil {
-		var g *auth.GeoDB
-		if g, err = auth.ParseGeoIP(data, s.clock.Now()); err == nil {
-			err = s.auth.SetGeoIP(p, src(r), g)
-		} else {
+		if _, err = s.auth.ImportGeoIP(p, src(r), data); errors.Is(err, auth.ErrGeoIP) {
 			err = fmt.Errorf("%w: %w", errBadRequest, err)
 		}
 	}

@@ -282,12 +282,15 @@ func parseDBIP(r io.Reader, lim geoLimits) ([]geoRange, int, error) {
 		}
 		if err != nil {
 			if c.line == 1 && strings.Contains(err.Error(), "wrong number of fields") {
-				return nil, 0, fmt.Errorf("%w: not a DB-IP country CSV (start,end,country); for MaxMind upload the GeoLite2-Country-CSV zip", ErrGeoIP)
+				return nil, 0, fmt.Errorf("%w: not a DB-IP country CSV (start,end,country); for MaxMind upload the GeoLite2-Country-CSV zip (blocks and locations together)", ErrGeoIP)
 			}
 			return nil, 0, err
 		}
 		if len(out) == lim.rows {
 			return nil, 0, fmt.Errorf("%w: more than %d rows", ErrGeoIP, lim.rows)
+		}
+		if c.line == 1 && strings.TrimPrefix(rec[0], "\ufeff") == "network" {
+			return nil, 0, fmt.Errorf("%w: this is a MaxMind Blocks file; upload the GeoLite2-Country-CSV zip (blocks and locations together)", ErrGeoIP)
 		}
 		start, err1 := netip.ParseAddr(rec[0])
 		end, err2 := netip.ParseAddr(rec[1])
@@ -601,6 +604,24 @@ func (s *Service) SetGeoIP(actor Principal, source string, g *GeoDB) error {
 	}
 	s.geo.Store(g)
 	return nil
+}
+
+// ImportGeoIP parses an upload and stores it (SetGeoIP). One import runs at
+// a time, so parallel uploads cannot multiply the parser's memory: a second
+// one gets ErrBusy.
+func (s *Service) ImportGeoIP(actor Principal, source string, data []byte) (GeoIPInfo, error) {
+	if !s.geoImport.TryLock() {
+		return GeoIPInfo{}, fmt.Errorf("another GeoIP upload is being processed: %w", ErrBusy)
+	}
+	defer s.geoImport.Unlock()
+	g, err := ParseGeoIP(data, s.clock.Now())
+	if err != nil {
+		return GeoIPInfo{}, err
+	}
+	if err := s.SetGeoIP(actor, source, g); err != nil {
+		return GeoIPInfo{}, err
+	}
+	return g.Info, nil
 }
 
 // DeleteGeoIP removes the database; logins go back to networks only.

@@ -436,3 +436,23 @@ func FuzzParseGeoIP(f *testing.F) {
 		}
 	})
 }
+
+func TestImportGeoIPOneAtATime(t *testing.T) {
+	s, _ := newService(t)
+	admin := Principal{Username: "root1"}
+	s.geoImport.Lock() // an upload in progress
+	if _, err := s.ImportGeoIP(admin, "", []byte(dbipSample)); !errors.Is(err, ErrBusy) {
+		t.Fatalf("parallel import: %v", err)
+	}
+	s.geoImport.Unlock()
+	info, err := s.ImportGeoIP(admin, "", []byte(dbipSample))
+	if err != nil || info.Countries != 7 {
+		t.Fatalf("import: %+v %v", info, err)
+	}
+	if _, err := s.ImportGeoIP(admin, "", []byte("x")); !errors.Is(err, ErrGeoIP) {
+		t.Fatalf("bad import: %v", err)
+	}
+	if got, _ := s.GeoIP(); got.SHA256 != info.SHA256 {
+		t.Fatal("a refused import replaced the database")
+	}
+}

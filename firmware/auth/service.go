@@ -146,8 +146,9 @@ type Service struct {
 	dummyOnce sync.Once
 	dummy     string
 
-	geoMu sync.Mutex // serialises GeoIP replacements
-	geo   atomic.Pointer[GeoDB]
+	geoMu     sync.Mutex // serialises GeoIP replacements
+	geoImport sync.Mutex // one upload parsed at a time (TryLock)
+	geo       atomic.Pointer[GeoDB]
 }
 
 // New returns the service.
