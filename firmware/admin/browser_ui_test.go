@@ -2,6 +2,7 @@ package admin
 
 import (
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/edgepbx/edgepbx/firmware/admin/browsertest"
@@ -45,10 +46,26 @@ func TestBrowserPhoneWidth(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.Viewport(360, 780)
-	for _, path := range []string{"/", "/extensions", "/telephony", "/firewall", "/certificates", "/users", "/security", "/audit", "/system", "/account"} {
+	// Every page of the route table a signed-in admin can open.
+	var pages []string
+	for _, rt := range e.srv.routeTable() {
+		if rt.method == "GET" && !rt.public && !strings.HasPrefix(rt.path, "/api/") && !strings.Contains(strings.TrimSuffix(rt.path, "{$}"), "{") {
+			pages = append(pages, strings.TrimSuffix(rt.path, "{$}"))
+		}
+	}
+	if len(pages) < 10 {
+		t.Fatalf("pages %v", pages)
+	}
+	for _, path := range pages {
 		p.Open(base+path, path)
 		if o := p.Overflow(360); o != "" {
 			t.Errorf("%s scrolls sideways at 360 px: %s", path, o)
 		}
+	}
+	t.Logf("no sideways scrolling at 360 px: %v", pages)
+	p.Click(`button[data-api="/api/v1/logout"]`)
+	p.WaitFor(`location.pathname === "/login" && document.readyState === "complete"`)
+	if o := p.Overflow(360); o != "" {
+		t.Errorf("/login scrolls sideways at 360 px: %s", o)
 	}
 }
