@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -289,5 +290,94 @@ func TestRelayNoLeaks(t *testing.T) {
 			t.Fatalf("%d goroutines after the calls, %d before:\n%s", runtime.NumGoroutine(), g0, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestTxBatchGrouping checks which queued datagrams share one GSO message:
+// only runs to one destination whose datagrams all have the first one's
+// size, except a shorter last one.
+func TestTxBatchGrouping(t *testing.T) {
+	p1, p2 := netip.MustParseAddrPort("127.0.0.1:5000"), netip.MustParseAddrPort("127.0.0.1:5002")
+	type pkt struct {
+		n   int
+		dst netip.AddrPort
+	}
+	tests := []struct {
+		name string
+		pkts []pkt
+		gso  bool
+		want [][]int // datagram sizes per message
+	}{
+		{"equal run", []pkt{{172, p1}, {172, p1}, {172, p1}}, true, [][]int{{172, 172, 172}}},
+		{"gso off", []pkt{{172, p1}, {172, p1}}, false, [][]int{{172}, {172}}},
+		{"shorter last", []pkt{{172, p1}, {172, p1}, {100, p1}, {172, p1}}, true, [][]int{{172, 172, 100}, {172}}},
+		{"longer second", []pkt{{100, p1}, {172, p1}}, true, [][]int{{100}, {172}}},
+		{"other peer", []pkt{{172, p1}, {172, p2}, {172, p2}}, true, [][]int{{172}, {172, 172}}},
+		{"segment cap", slices.Repeat([]pkt{{100, p1}}, maxSegments+1), true, [][]int{slices.Repeat([]int{100}, maxSegments), {100}}},
+		{"byte cap", slices.Repeat([]pkt{{1400, p1}}, 48), true, [][]int{slices.Repeat([]int{1400}, 46), {1400, 1400}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := newTxBatch(len(tc.pkts))
+			for _, p := range tc.pkts {
+				tb.pkts = append(tb.pkts, txPkt{b: make([]byte, p.n), dst: p.dst})
+			}
+			m := tb.build(0, tc.gso, false)
+			var got [][]int
+			for k := range m {
+				var sizes []int
+				for j := tb.first[k]; j < tb.first[k+1]; j++ {
+					sizes = append(sizes, len(tb.pkts[j].b))
+				}
+				got = append(got, sizes)
+				h := tb.hdrs[k].Hdr
+				if segs := len(sizes); (segs > 1) != (h.Controllen != 0) || int(h.Iovlen) != segs {
+					t.Fatalf("message %d: %d datagrams, %d iovecs, control %d bytes", k, segs, h.Iovlen, h.Controllen)
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("messages %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestRelayBurstKeepsDatagrams sends bursts of equal and mixed sizes
+// through one call (the runs GSO sends as one buffer): each datagram must
+// arrive whole, alone and in order.
+func TestRelayBurstKeepsDatagrams(t *testing.T) {
+	r := newTestRelay(t)
+	a, b := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
+	b.conn.SetReadBuffer(4 << 20)
+	c, err := r.NewCall("burst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.SetPeer(ctx, A, a.peer()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetPeer(ctx, B, b.peer()); err != nil {
+		t.Fatal(err)
+	}
+	var sent [][]byte
+	for i := range 300 {
+		n := 160
+		if i%7 == 3 {
+			n = 40 + i%100 // a shorter one now and then ends a run
+		}
+		p := rtpPacket(t, uint16(i+1), bytes.Repeat([]byte{byte(i)}, n))
+		sent = append(sent, p)
+	}
+	for chunk := range slices.Chunk(sent, 100) {
+		for _, p := range chunk {
+			a.send(c.LocalPort(A), p)
+		}
+		for _, p := range chunk {
+			if got, _ := b.recv(); !bytes.Equal(got, p) {
+				t.Fatalf("got %d bytes (seq %d), want %d bytes (seq %d)", len(got), binary.BigEndian.Uint16(got[2:]), len(p), binary.BigEndian.Uint16(p[2:]))
+			}
+		}
 	}
 }
