@@ -29,7 +29,10 @@ import (
 // for the ITSP behind trunk "itsp". With class "internal" 1001's
 // international call is refused with 403 and never reaches the trunk while
 // 112 is carried to it; after a second change allows international, the
-// same number goes out — no restart in between.
+// same number goes out — no restart in between. The trunk (on 127.0.0.2,
+// identified by its source address from the stored configuration) then
+// calls a DID, which rings 1001; once the trunk is removed the same INVITE
+// is no longer taken as the trunk's.
 func TestDevModeTelephonyClasses(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dev")
 	p := startProc(t, procOpts{noFD3: true}, "--dev", dir, "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "127.0.0.1:0")
@@ -48,15 +51,15 @@ func TestDevModeTelephonyClasses(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	phone, itsp := siptest.NewPhone(t, "1001", ext.Password), siptest.NewPhone(t, "itsp", "")
+	phone, itsp := siptest.NewPhone(t, "1001", ext.Password), siptest.NewPhoneAt(t, "127.0.0.2", "itsp", "")
 	phone.Register(ctx, "127.0.0.1", udp.Port)
 
 	var cfg sipconfig.Telephony
 	if err := json.Unmarshal(api.must(200, "GET", "/api/v1/telephony", nil), &cfg); err != nil || cfg.Version != 0 {
 		t.Fatalf("initial telephony %+v %v", cfg, err)
 	}
-	cfg.Trunks = []sipconfig.TelephonyTrunk{{Name: "itsp", Host: fmt.Sprintf("127.0.0.1:%d", itsp.Port), Transport: "udp",
-		Auth: sipconfig.TrunkAuthIP, Peers: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}}
+	cfg.Trunks = []sipconfig.TelephonyTrunk{{Name: "itsp", Host: fmt.Sprintf("127.0.0.2:%d", itsp.Port), Transport: "udp",
+		Auth: sipconfig.TrunkAuthIP, Peers: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}}}
 	cfg.Routes = []dialplan.Route{{Prefix: "", Trunk: "itsp"}}
 	cfg.Extensions = []dialplan.Extension{{Number: "1001", Classes: []dialplan.Class{dialplan.Internal}}}
 	if err := json.Unmarshal(api.must(200, "PUT", "/api/v1/telephony", cfg), &cfg); err != nil || cfg.Version != 1 {
@@ -97,8 +100,48 @@ func TestDevModeTelephonyClasses(t *testing.T) {
 
 	// Allow international: the next call goes out, same process.
 	cfg.Extensions[0].Classes = append(cfg.Extensions[0].Classes, dialplan.National, dialplan.International)
-	api.must(200, "PUT", "/api/v1/telephony", cfg)
+	if err := json.Unmarshal(api.must(200, "PUT", "/api/v1/telephony", cfg), &cfg); err != nil {
+		t.Fatal(err)
+	}
 	callVia(intl, "+44201234567")
+
+	// Inbound: the trunk's DID rings 1001 (no digest: the source is the trunk's).
+	const did = "493012345"
+	cfg.DIDs = []dialplan.DID{{Number: did, Trunk: "itsp", Extension: "1001"}}
+	if err := json.Unmarshal(api.must(200, "PUT", "/api/v1/telephony", cfg), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	d, _, err := itsp.Dial(ctx, "127.0.0.1", udp.Port, did)
+	if err != nil {
+		t.Fatalf("inbound DID call: %v\n%s", err, p.output())
+	}
+	select {
+	case inv := <-phone.Answered:
+		if inv.Recipient.User != "1001" {
+			t.Fatalf("phone got an INVITE for %q", inv.Recipient.User)
+		}
+	case <-ctx.Done():
+		t.Fatal("inbound DID call never rang 1001")
+	}
+	if err := d.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-phone.Byes
+
+	// The trunk removed: 127.0.0.2 is nobody's trunk any more, so the same
+	// INVITE is challenged like any unknown caller's and rings nobody.
+	cfg.Trunks, cfg.Routes, cfg.DIDs = nil, nil, nil
+	if err := json.Unmarshal(api.must(200, "PUT", "/api/v1/telephony", cfg), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := itsp.Dial(ctx, "127.0.0.1", udp.Port, did); err == nil {
+		t.Fatal("a removed trunk's call was still taken")
+	}
+	select {
+	case <-phone.Answered:
+		t.Fatal("a removed trunk's call rang 1001")
+	default:
+	}
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("SIGTERM: exit %d:\n%s", code, p.output())
 	}

@@ -65,7 +65,17 @@ func (m *trunkManager) run(ctx context.Context) error {
 // out (and logged) rather than stopping the others.
 func (m *trunkManager) apply(regs *sip.TrunkRegistrations) {
 	var list []sip.TrunkRegistration
-	for _, tr := range m.tel.Current().Trunks {
+	cur := m.tel.Current()
+	var peers []sipconfig.Trunk
+	for _, tr := range cur.Trunks {
+		if len(tr.Peers) > 0 {
+			peers = append(peers, sipconfig.Trunk{Name: tr.Name, Peers: tr.Peers})
+		}
+	}
+	// Inbound identification first: a trunk just saved is recognised by its
+	// source addresses before its registration completes.
+	m.sip.SetTrunkPeers(peers)
+	for _, tr := range cur.Trunks {
 		if tr.Auth != sipconfig.TrunkAuthRegister {
 			continue
 		}

@@ -3,6 +3,7 @@ package sip
 import (
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/edgepbx/edgepbx/firmware/config"
@@ -20,6 +21,12 @@ type Policy struct {
 	// request never sees half of one version and half of another.
 	rules    atomic.Pointer[policyRules]
 	Counters PolicyCounters
+
+	// mu orders writers; base is the last set() and live the trunks of
+	// the stored telephony configuration (SetTrunkPeers). Both feed rules.
+	mu   sync.Mutex
+	base policyRules
+	live []trunkPeers
 }
 
 // policyRules are one immutable version of the policy.
@@ -43,17 +50,43 @@ func newPolicy(domains []string, zones, allowlist []netip.Prefix, trunks []confi
 
 // set replaces the policy; the next request is checked against it.
 func (p *Policy) set(domains []string, zones, allowlist []netip.Prefix, trunks []config.Trunk) {
-	r := &policyRules{domains: make(map[string]bool, len(domains)),
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b := policyRules{domains: make(map[string]bool, len(domains)),
 		zones: append([]netip.Prefix(nil), zones...), allowlist: append([]netip.Prefix(nil), allowlist...)}
 	for _, d := range domains {
-		r.domains[strings.ToLower(d)] = true
+		b.domains[strings.ToLower(d)] = true
 	}
+	b.trunks = trunkPeersOf(trunks)
+	p.base = b
+	p.publish()
+}
+
+// setLive replaces the trunks that come from the stored telephony
+// configuration; the settings' own trunks stay.
+func (p *Policy) setLive(trunks []config.Trunk) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.live = trunkPeersOf(trunks)
+	p.publish()
+}
+
+// publish stores a new immutable version (p.mu held): base, then the
+// live trunks, so the settings' trunk wins when two claim one address.
+func (p *Policy) publish() {
+	r := p.base
+	r.trunks = append(append([]trunkPeers(nil), p.base.trunks...), p.live...)
+	p.rules.Store(&r)
+}
+
+func trunkPeersOf(trunks []config.Trunk) []trunkPeers {
+	var out []trunkPeers
 	for _, t := range trunks {
 		if len(t.Peers) > 0 {
-			r.trunks = append(r.trunks, trunkPeers{name: t.Name, peers: append([]netip.Prefix(nil), t.Peers...)})
+			out = append(out, trunkPeers{name: t.Name, peers: append([]netip.Prefix(nil), t.Peers...)})
 		}
 	}
-	p.rules.Store(r)
+	return out
 }
 
 func inAny(ps []netip.Prefix, a netip.Addr) bool {

@@ -131,3 +131,10 @@ func cloneSIP(c config.SIP) config.SIP {
 	c.Trunks = slices.Clone(c.Trunks)
 	return c
 }
+
+// SetTrunkPeers sets the IP-authenticated trunks of the stored telephony
+// configuration: a request from one of their networks is identified as that
+// trunk from the next packet on. The trunks of the edge settings stay.
+func (s *Server) SetTrunkPeers(trunks []config.Trunk) {
+	s.policy.setLive(trunks)
+}

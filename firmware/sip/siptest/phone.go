@@ -26,7 +26,7 @@ type Phone struct {
 	user     string
 	pass     string
 	host     string
-	Port     int           // SIP port on 127.0.0.1
+	Port     int           // SIP port on host (127.0.0.1 unless NewPhoneAt)
 	Client   *sipgo.Client // sends the phone's requests
 	calls    *sipgo.DialogClientCache
 	answers  *sipgo.DialogServerCache
@@ -38,16 +38,23 @@ type Phone struct {
 
 func NewPhone(t testing.TB, user, pass string) *Phone {
 	t.Helper()
-	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	return NewPhoneAt(t, "127.0.0.1", user, pass)
+}
+
+// NewPhoneAt is NewPhone on another loopback address (e.g. 127.0.0.2), so
+// a test can tell a trunk's source address from the phones'.
+func NewPhoneAt(t testing.TB, host, user, pass string) *Phone {
+	t.Helper()
+	conn, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rtp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	rtp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(host)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ua_ := conn.LocalAddr().(*net.UDPAddr)
-	p := &Phone{t: t, user: user, pass: pass, host: "127.0.0.1", Port: ua_.Port, rtp: rtp,
+	p := &Phone{t: t, user: user, pass: pass, host: host, Port: ua_.Port, rtp: rtp,
 		Answered: make(chan *sip.Request, 4), Byes: make(chan *sip.Request, 4), rtpIn: make(chan []byte, 256)}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("test-phone"),
@@ -60,7 +67,13 @@ func NewPhone(t testing.TB, user, pass string) *Phone {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Client, err = sipgo.NewClient(ua, sipgo.WithClientHostname(p.host), sipgo.WithClientPort(p.Port), sipgo.WithClientLogger(quiet)); err != nil {
+	opts := []sipgo.ClientOption{sipgo.WithClientHostname(p.host), sipgo.WithClientPort(p.Port), sipgo.WithClientLogger(quiet)}
+	if host != "127.0.0.1" {
+		// Send from the phone's own address (sipgo would pick 127.0.0.1),
+		// since tests tell trunks from phones by source address.
+		opts = append(opts, sipgo.WithClientConnectionAddr(conn.LocalAddr().String()))
+	}
+	if p.Client, err = sipgo.NewClient(ua, opts...); err != nil {
 		t.Fatal(err)
 	}
 	contact := sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: p.host, Port: p.Port}}
@@ -100,7 +113,7 @@ func NewPhone(t testing.TB, user, pass string) *Phone {
 }
 
 func (p *Phone) sdp() []byte {
-	return []byte("v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
+	return []byte("v=0\r\no=phone 1 1 IN IP4 " + p.host + "\r\ns=-\r\nc=IN IP4 " + p.host + "\r\nt=0 0\r\n" +
 		fmt.Sprintf("m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n", p.rtp.LocalAddr().(*net.UDPAddr).Port))
 }
 

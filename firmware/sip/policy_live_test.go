@@ -1,0 +1,50 @@
+package sip
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/edgepbx/edgepbx/firmware/config"
+)
+
+// TestPolicyLiveTrunks: trunks from the stored telephony configuration are
+// identified next to the settings' own, replaced whole, and survive a
+// change of the settings (set) — and the settings' trunk survives theirs.
+func TestPolicyLiveTrunks(t *testing.T) {
+	pfx := netip.MustParsePrefix
+	p := newPolicy(nil, []netip.Prefix{pfx("10.0.0.0/8")}, nil,
+		[]config.Trunk{{Name: "boot", Peers: []netip.Prefix{pfx("192.0.2.1/32")}}})
+	p.setLive([]config.Trunk{{Name: "itsp", Peers: []netip.Prefix{pfx("198.51.100.0/28")}}})
+	p.set(nil, []netip.Prefix{pfx("10.1.0.0/16")}, nil,
+		[]config.Trunk{{Name: "boot", Peers: []netip.Prefix{pfx("192.0.2.1/32")}}})
+
+	cases := []struct {
+		src, want string
+		ok        bool
+	}{
+		{"192.0.2.1", "boot", true},
+		{"198.51.100.5", "itsp", true},
+		{"198.51.100.17", "", false},
+		{"10.1.2.3", "", false},
+	}
+	for _, c := range cases {
+		name, ok := p.Trunk(netip.MustParseAddr(c.src))
+		if name != c.want || ok != c.ok {
+			t.Errorf("Trunk(%s) = %q %v, want %q %v", c.src, name, ok, c.want, c.ok)
+		}
+	}
+	if v := p.Zone(netip.MustParseAddr("198.51.100.5")); v.Drop {
+		t.Errorf("live trunk outside the SIP zones dropped: %s", v.Reason)
+	}
+
+	p.setLive(nil)
+	if _, ok := p.Trunk(netip.MustParseAddr("198.51.100.5")); ok {
+		t.Error("removed live trunk still identified")
+	}
+	if v := p.Zone(netip.MustParseAddr("198.51.100.5")); !v.Drop {
+		t.Error("removed live trunk still passes the zone ACL")
+	}
+	if _, ok := p.Trunk(netip.MustParseAddr("192.0.2.1")); !ok {
+		t.Error("settings trunk lost when the live trunks were replaced")
+	}
+}
