@@ -100,16 +100,21 @@ func TestTestSSL(t *testing.T) {
 		t.Fatalf("testssl listed no ciphers:\n%s", raw)
 	}
 
-	// The TLS settings apply to new connections at once.
+	// The TLS settings apply to new connections at once, pending until
+	// confirmed over a connection that uses them.
 	c := claimBox(t, base, fp, code)
 	c.must(http.StatusBadRequest, "PUT", "/api/v1/certificates/tls", admin.TLSSettings{MinVersion: "1.1", MaxVersion: "1.3"})
-	c.must(http.StatusOK, "PUT", "/api/v1/certificates/tls", admin.TLSSettings{MinVersion: "1.3", MaxVersion: "1.3"})
+	var pend admin.PendingAnswer
+	if err := json.Unmarshal(c.must(http.StatusAccepted, "PUT", "/api/v1/certificates/tls", admin.TLSSettings{MinVersion: "1.3", MaxVersion: "1.3"}), &pend); err != nil || pend.ID == "" {
+		t.Fatalf("pending answer %+v: %v", pend, err)
+	}
 	if err := tlsVersion(addr, fp, tls.VersionTLS12); err == nil {
 		t.Fatal("TLS 1.2 accepted after the minimum was raised to 1.3")
 	}
 	if err := tlsVersion(addr, fp, tls.VersionTLS13); err != nil {
 		t.Fatalf("TLS 1.3: %v", err)
 	}
+	c.must(http.StatusOK, "POST", "/api/v1/certificates/confirm", admin.ConfirmRequest{ID: pend.ID})
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("SIGTERM: exit %d", code)
 	}
