@@ -8,20 +8,14 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -148,13 +142,17 @@ func cmdServe(args []string) error {
 	} else if cert, err = selfSigned(*listen, *devCA); err != nil {
 		return err
 	}
+	if len(cert.Certificate) > 1 {
+		// Every certificate sent costs each new box's first check-in.
+		log.Warn("licensed: the TLS chain has more than the leaf; boxes trusting the issuing CA need only the leaf", "certificates", len(cert.Certificate))
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
 	hs := &http.Server{
 		Handler:           srv.Handler(),
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		TLSConfig:         srv.TLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -174,42 +172,23 @@ func cmdServe(args []string) error {
 	return nil
 }
 
-// selfSigned makes a development certificate for the listen host.
+// selfSigned makes a development certificate for the listen host (and
+// loopback), and writes it where -dev-ca-out says for boxes to trust.
 func selfSigned(listen, out string) (tls.Certificate, error) {
 	host, _, err := net.SplitHostPort(listen)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "licensed development"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:         true, BasicConstraintsValid: true,
-		DNSNames:    []string{"localhost"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
-		tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-	} else if host != "" && ip == nil {
-		tmpl.DNSNames = append(tmpl.DNSNames, host)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	cert, certPEM, err := server.DevCertificate("localhost", "127.0.0.1", "::1", host)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
 	if out != "" {
-		if err := os.WriteFile(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		if err := os.WriteFile(out, certPEM, 0o644); err != nil {
 			return tls.Certificate{}, err
 		}
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+	return cert, nil
 }
 
 func cmdIssue(args []string) error {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"io"
@@ -88,6 +89,8 @@ type env struct {
 	ts       *httptest.Server
 	roots    *x509.CertPool
 	offline  atomic.Bool
+	// full and resumed count check-in TLS handshakes by kind.
+	full, resumed atomic.Int32
 	// rewrite, when set, replaces the server's answer body (tamper tests).
 	rewrite atomic.Pointer[func(body []byte) []byte]
 	token   string
@@ -124,6 +127,13 @@ func newEnv(t testing.TB) *env {
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
 		}
+		if r.URL.Path == license.CheckinPath && r.TLS != nil {
+			if r.TLS.DidResume {
+				e.resumed.Add(1)
+			} else {
+				e.full.Add(1)
+			}
+		}
 		if fn := e.rewrite.Load(); fn != nil && r.URL.Path == license.CheckinPath {
 			rec := httptest.NewRecorder()
 			inner.ServeHTTP(rec, r)
@@ -133,6 +143,13 @@ func newEnv(t testing.TB) *env {
 		}
 		inner.ServeHTTP(w, r)
 	}))
+	// Served like cmd/licensed: its development certificate (one small
+	// ECDSA leaf) and its server-side session tickets.
+	cert, _, err := server.DevCertificate("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ts.TLS = e.srv.TLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	e.ts.StartTLS()
 	t.Cleanup(e.ts.Close)
 	e.roots = x509.NewCertPool()

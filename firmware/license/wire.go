@@ -43,20 +43,23 @@ var (
 	ErrWrongBox     = errors.New("license: response is for another box")
 )
 
-// Load is the coarse health summary sent with each check-in.
+// Load is the coarse health summary sent with each check-in. Zero values
+// are left out on the wire (here and in Counts and Request): a new box
+// sends mostly zeros, and its first check-in is the one that also carries a
+// full TLS handshake.
 type Load struct {
-	CPUPercent int `json:"cpu"`  // average over the day, 0..100
-	MemPercent int `json:"mem"`  // 0..100
-	CPUs       int `json:"cpus"` // to judge whether the hardware is too small
-	MemMB      int `json:"mem_mb"`
+	CPUPercent int `json:"cpu,omitempty"`  // average over the day, 0..100
+	MemPercent int `json:"mem,omitempty"`  // 0..100
+	CPUs       int `json:"cpus,omitempty"` // to judge whether the hardware is too small
+	MemMB      int `json:"mem_mb,omitempty"`
 }
 
 // Counts are sizes only: no numbers, names or addresses ever leave the box.
 type Counts struct {
-	Extensions int `json:"ext"`
-	Trunks     int `json:"trunks"`
-	CallsDay   int `json:"calls"`
-	PeakCalls  int `json:"peak"`
+	Extensions int `json:"ext,omitempty"`
+	Trunks     int `json:"trunks,omitempty"`
+	CallsDay   int `json:"calls,omitempty"`
+	PeakCalls  int `json:"peak,omitempty"`
 }
 
 // Request is what the box sends. It carries no personal data.
@@ -69,10 +72,10 @@ type Request struct {
 	Firmware     string `json:"fw"`
 	LicenceID    string `json:"lic"`
 	CertNotAfter int64  `json:"cert_exp,omitempty"` // unix seconds
-	OfflineDays  int    `json:"offline_days"`
+	OfflineDays  int    `json:"offline_days,omitempty"`
 	ClientTime   int64  `json:"time"`
-	Load         Load   `json:"load"`
-	Counts       Counts `json:"counts"`
+	Load         Load   `json:"load,omitzero"`
+	Counts       Counts `json:"counts,omitzero"`
 }
 
 // Validate bounds every field; the server uses it on untrusted input too.
@@ -145,7 +148,7 @@ type Response struct {
 	ValidUntil   int64        `json:"valid_until"`
 	Entitlements Entitlements `json:"ent"`
 	Advisories   []Advisory   `json:"advisories,omitempty"`
-	Clone        bool         `json:"clone"`
+	Clone        bool         `json:"clone,omitempty"`
 	CloneReason  string       `json:"clone_reason,omitempty"`
 	Perf         string       `json:"perf"`
 	PerfMessage  string       `json:"perf_message,omitempty"`
