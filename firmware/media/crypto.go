@@ -53,7 +53,8 @@ func (s *srtpCtx) encryptRTCP(dst, pkt []byte) ([]byte, error) {
 
 // legCrypto holds the four contexts of one leg: in = what its peer sends
 // (peer's key), out = what the box sends to it (box's key). RTP and RTCP
-// get separate contexts so their reader goroutines never share one.
+// get separate contexts (each keeps its own replay window and rollover
+// counter).
 type legCrypto struct {
 	inRTP, inRTCP, outRTP, outRTCP *srtpCtx
 	profile                        srtp.ProtectionProfile

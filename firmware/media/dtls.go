@@ -102,7 +102,7 @@ func DTLSConfig(cert tls.Certificate, fp Fingerprint) *dtls.Config {
 }
 
 // dtlsLeg runs one DTLS-SRTP handshake over the leg's RTP socket. The
-// reader goroutine hands it DTLS records (RFC 7983 demux); SRTP never goes
+// reactor loop hands it DTLS records (RFC 7983 demux); SRTP never goes
 // through the dtls.Conn.
 type dtlsLeg struct {
 	l      *leg

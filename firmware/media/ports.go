@@ -1,6 +1,7 @@
 // Package media anchors call media on the box: RTP port allocation, SDP
-// rewriting, and a relay per call that bridges RTP, SDES-SRTP and DTLS-SRTP
-// legs with strict source checks and per-call firewall pinholes.
+// rewriting, and a relay that bridges RTP, SDES-SRTP and DTLS-SRTP legs
+// with strict source checks and per-call firewall pinholes. A few reactor
+// loops (reactor.go) serve the sockets of all calls.
 package media
 
 import (

@@ -8,7 +8,7 @@ import (
 	"github.com/pion/rtcp"
 )
 
-// legStats counts per leg; the reader goroutines update it lock-free.
+// legStats counts per leg; the reactor loop updates it lock-free.
 type legStats struct {
 	received, bytes, sent                                         atomic.Uint64
 	droppedSource, droppedCrypto, droppedMalformed, droppedNoPeer atomic.Uint64
