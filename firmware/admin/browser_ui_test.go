@@ -9,18 +9,23 @@ import (
 )
 
 // browserBox serves a fresh box's admin UI over TLS the way edgepbxd does
-// (HTTP/2, numbered connections for firewall confirmations; PID 1's control
+// (numbered connections for firewall confirmations; PID 1's control
 // socket and firewall committer are the env's real ones over an in-memory
 // ruleset), and claims it through the claim page in headless Chromium.
 func browserBox(t *testing.T) (*env, *browsertest.Page, string) {
+	t.Helper()
+	return browserBoxProto(t, true)
+}
+
+// browserBoxProto is browserBox over HTTP/2 (as edgepbxd with a browser)
+// or HTTP/1.1 only.
+func browserBoxProto(t *testing.T, http2 bool) (*env, *browsertest.Page, string) {
 	t.Helper()
 	bin := browsertest.Chromium(t)
 	e := newEnv(t)
 	e.srv.names = append(e.srv.names, "127.0.0.1")
 	ts := httptest.NewUnstartedServer(e.srv)
-	// As edgepbxd: HTTP/2, where the firewall change's answer ends the
-	// connection (GOAWAY) and the reloaded page opens a new one.
-	ts.EnableHTTP2 = true
+	ts.EnableHTTP2 = http2
 	ts.Config.ConnContext = e.srv.ConnContext
 	ts.StartTLS()
 	t.Cleanup(ts.Close)

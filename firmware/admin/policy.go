@@ -165,6 +165,10 @@ func (s *Server) apiConfirmFirewallPolicy(w http.ResponseWriter, r *http.Request
 		return fmt.Errorf("%w: id must be 32 hex digits", errBadRequest)
 	}
 	if !s.newConnSince(r, req.ID) {
+		// Closed (HTTP/1.1 close, HTTP/2 GOAWAY), so the page's retry
+		// comes on a new connection: browsers keep spare ones opened
+		// before the change.
+		w.Header().Set("Connection", "close")
 		return fmt.Errorf("%w: %w", errConflict, errStaleConn)
 	}
 	st, err := s.policyState(r.Context())

@@ -124,7 +124,16 @@
     } else {
       body = f.hasAttribute("data-policy") ? policyJSON(f) : formJSON(f);
     }
-    call(f, body).then(function (d) { after(f, d); }, function (e) { say(f, e.message, true); });
+    // data-retry: a firewall confirmation refused because it came on a
+    // connection opened before the change (a browser may keep a spare
+    // one) closed that connection; the next try opens a new one.
+    var tries = Number(f.dataset.retry || 0);
+    (function send() {
+      call(f, body).then(function (d) { after(f, d); }, function (e) {
+        if (tries-- > 0 && /on a new connection/.test(e.message)) { setTimeout(send, 250); return; }
+        say(f, e.message, true);
+      });
+    })();
   });
   document.addEventListener("change", function (ev) {
     var f = ev.target;
