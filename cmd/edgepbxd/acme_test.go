@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -63,13 +64,14 @@ func acmeView(t *testing.T, a *apiClient) admin.ACMEView {
 // TestDevModeACME: an admin enables ACME over the API; edgepbxd gets its
 // certificate from pebble over TLS-ALPN-01 on its own HTTPS port, serves
 // it to clients that trust pebble's root by the public name (the
-// self-signed one stays for the box's own names), renews on request, and
-// after a restart serves the stored one without a new order. A CA it
+// self-signed one stays for the box's own names), renews on request (also
+// over HTTP-01 when the admin gives it a port-80 path), and after a
+// restart serves the stored one without a new order. A CA it
 // cannot trust is a failure shown to the admin, with the self-signed
 // certificate still served.
 func TestDevModeACME(t *testing.T) {
-	port := pebbletest.FreePort(t, "tcp")
-	ca := pebbletest.Start(t, pebbletest.Options{TLSPort: port})
+	port, httpPort := pebbletest.FreePort(t, "tcp"), pebbletest.FreePort(t, "tcp")
+	ca := pebbletest.Start(t, pebbletest.Options{TLSPort: port, HTTPPort: httpPort})
 	dir := t.TempDir()
 	args := []string{"--dev", dir, "--https", fmt.Sprintf("127.0.0.1:%d", port), "--sip", "127.0.0.1:0", "--sip-tls", ""}
 	p := startProc(t, procOpts{noFD3: true}, args...)
@@ -152,6 +154,23 @@ func TestDevModeACME(t *testing.T) {
 		t.Fatal("renew now installed the same certificate")
 	}
 	checkServed(second)
+
+	// With a port-80 path (here a loopback port pebble validates on),
+	// HTTP-01 works too; the listener is open only during the order.
+	set.Challenge, set.HTTPAddr = certs.ChallengeHTTP01, fmt.Sprintf("127.0.0.1:%d", httpPort)
+	renew.must(http.StatusOK, "PUT", "/api/v1/certificates/acme", set)
+	p.waitLine(t, regexp.MustCompile(`msg="acme: certificate current"`)) // saving alone does not renew
+	renew.must(http.StatusAccepted, "POST", "/api/v1/certificates/acme/renew", nil)
+	third := p.waitLine(t, acmeInstalledRE)[1]
+	if third == second {
+		t.Fatal("http-01 renewal installed the same certificate")
+	}
+	checkServed(third)
+	if c, err := net.Dial("tcp", set.HTTPAddr); err == nil {
+		c.Close()
+		t.Fatalf("http-01 listener %s still open after the order", set.HTTPAddr)
+	}
+	second = third
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("SIGTERM: exit %d:\n%s", code, p.output())
 	}
