@@ -126,7 +126,8 @@ func (f *fork) newInvite(br *branch) *sip.Request {
 	c := f.c
 	inv := c.newRequest(br.l, sip.INVITE, br.l.lastSDP)
 	inv.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(c.se/time.Second))))
-	inv.AppendHeader(sip.NewHeader("Supported", "100rel"))
+	inv.RemoveHeader("Supported")
+	inv.AppendHeader(sip.NewHeader("Supported", "timer, 100rel"))
 	if mf := f.reqA.MaxForwards(); mf != nil {
 		v := sip.MaxForwardsHeader(mf.Val() - 1)
 		inv.ReplaceHeader(&v)

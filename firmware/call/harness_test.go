@@ -88,7 +88,8 @@ func (p *pinholeLog) state() (open, opens, outside, maxOpen, closeErr int) {
 // extensions and trunks at fixed loopback addresses.
 type directory struct {
 	mu     sync.Mutex
-	exts   map[string]string // extension -> host:port
+	exts   map[string]string   // extension -> host:port
+	multi  map[string][]string // extension -> several contacts (forking)
 	trunks map[string]string
 	creds  map[string][2]string // trunk -> user, password
 	policy map[Identity]media.Policy
@@ -97,15 +98,25 @@ type directory struct {
 func (d *directory) Contacts(ext string) []Target {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	hp, ok := d.exts[ext]
-	if !ok {
-		return nil
+	hps := d.multi[ext]
+	if hp, ok := d.exts[ext]; ok {
+		hps = []string{hp}
 	}
-	t, err := TargetFromBinding("<sip:"+ext+"@"+hp+">", hp, "udp")
-	if err != nil {
-		return nil
+	var ts []Target
+	for _, hp := range hps {
+		t, err := TargetFromBinding("<sip:"+ext+"@"+hp+">", hp, "udp")
+		if err != nil {
+			return nil
+		}
+		ts = append(ts, t)
 	}
-	return []Target{t}
+	return ts
+}
+
+func (d *directory) setContacts(ext string, hps ...string) {
+	d.mu.Lock()
+	d.multi[ext] = hps
+	d.mu.Unlock()
 }
 
 func (d *directory) Trunk(name string) (Target, bool) {
@@ -182,7 +193,7 @@ func startHarness(t testing.TB, opts ...harnessOpt) *harness {
 	}
 	t.Cleanup(func() { _ = db.Close() })
 
-	h := &harness{dir: &directory{exts: map[string]string{}, trunks: map[string]string{}, creds: map[string][2]string{}, policy: map[Identity]media.Policy{}}, cdrs: cdr.New(db), ended: make(chan ended, 100000)}
+	h := &harness{dir: &directory{exts: map[string]string{}, multi: map[string][]string{}, trunks: map[string]string{}, creds: map[string][2]string{}, policy: map[Identity]media.Policy{}}, cdrs: cdr.New(db), ended: make(chan ended, 100000)}
 	h.pins = &pinholeLog{open: map[netfw.Pinhole]bool{}, active: func() int { return h.b.Active() }}
 	ports, err := media.NewPorts(30000, 39999)
 	if err != nil {
@@ -276,6 +287,14 @@ func freeUDPPort(t testing.TB) int {
 // and returns its SIP address; it is killed at cleanup.
 func sippUAS(t testing.TB, scenario string, extra ...string) string {
 	t.Helper()
+	addr, _ := sippUASRun(t, scenario, extra...)
+	return addr
+}
+
+// sippUASRun is sippUAS that also reports how sipp exited (non-nil: a
+// call failed its scenario); pass "-m", "N" so that it exits.
+func sippUASRun(t testing.TB, scenario string, extra ...string) (string, <-chan error) {
+	t.Helper()
 	port := freeUDPPort(t)
 	mport := 20000 + (port % 5000 * 2)
 	args := []string{"-i", "127.0.0.1", "-p", fmt.Sprint(port), "-mi", "127.0.0.1", "-mp", fmt.Sprint(mport), "-nostdin"}
@@ -286,13 +305,27 @@ func sippUAS(t testing.TB, scenario string, extra ...string) string {
 		args = append(args, "-sf", sc)
 	}
 	args = append(args, extra...)
-	cmd := exec.Command(needSipp(t), args...)
+	cmd := exec.Command(needSipp(t), append(args, "-trace_err")...)
 	cmd.Dir = t.TempDir()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	return fmt.Sprintf("127.0.0.1:%d", port)
+	done, exited := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(exited)
+		err := cmd.Wait()
+		if err != nil {
+			logs, _ := filepath.Glob(filepath.Join(cmd.Dir, "*_errors.log"))
+			var el []byte
+			if len(logs) > 0 {
+				el, _ = os.ReadFile(logs[0])
+			}
+			err = fmt.Errorf("sipp %s: %w\nerrors:\n%s", scenario, err, tail(el))
+		}
+		done <- err
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	return fmt.Sprintf("127.0.0.1:%d", port), done
 }
 
 // sippUAC runs a sipp caller to the harness and fails on any failed call.

@@ -104,19 +104,20 @@ func (b *B2BUA) OnPrack(req *sip.Request, tx sip.ServerTransaction) {
 	c.mu.Lock()
 	p := c.rel
 	match := ok && p != nil && p.rseq == rseq && cseq == c.legs[media.A].remoteCSeq
-	if match {
-		select {
-		case <-p.acked:
-		default:
-			close(p.acked)
-		}
-	}
 	c.mu.Unlock()
 	if !match {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist")
 		return
 	}
+	// Answered before the 2xx it releases can leave.
 	respond(tx, req, 200, "OK")
+	c.mu.Lock()
+	select {
+	case <-p.acked:
+	default:
+		close(p.acked)
+	}
+	c.mu.Unlock()
 }
 
 // parseRAck reads "RAck: <rseq> <cseq> INVITE".

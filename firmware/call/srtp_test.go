@@ -43,8 +43,8 @@ func srtpSDP(t testing.TB, port int, proto string, tag int, suite string, finger
 // keys on RTP/AVP when the caller's is not.
 func TestCalleeSRTP(t *testing.T) {
 	tests := []struct {
-		name      string
-		callerSDP func(t testing.TB) string
+		name       string
+		callerSDP  func(t testing.TB) string
 		firstProto string // offered first (DTLS-SRTP to a DTLS caller's callee)
 		wantProto  string
 		wantCode   int // the caller's final answer
