@@ -324,8 +324,9 @@ type txPkt struct {
 // equal-sized datagrams to one destination goes through the stack as one
 // buffer and is split at the device (or, on loopback, at the receiver).
 const (
-	maxSegments = 64    // UDP_MAX_SEGMENTS
-	maxGSOBytes = 65000 // below the 64 KiB IP limit with headers
+	maxSegments   = 64    // UDP_MAX_SEGMENTS
+	maxGSOBytes   = 65000 // below the 64 KiB IP limit with headers
+	maxGSOSegment = 1200  // larger datagrams may exceed the path MTU: sent alone
 )
 
 // txBatch builds sendmmsg messages for one destination socket.
@@ -352,7 +353,7 @@ func (t *txBatch) build(i int, gso, v6 bool) int {
 	for j := i; j < len(t.pkts); m++ {
 		start, size, dst := j, len(t.pkts[j].b), t.pkts[j].dst
 		total := size
-		for j++; gso && j < len(t.pkts) && j-start < maxSegments && t.pkts[j].dst == dst &&
+		for j++; gso && size <= maxGSOSegment && j < len(t.pkts) && j-start < maxSegments && t.pkts[j].dst == dst &&
 			len(t.pkts[j-1].b) == size && len(t.pkts[j].b) <= size && total+len(t.pkts[j].b) <= maxGSOBytes; j++ {
 			total += len(t.pkts[j].b)
 		}

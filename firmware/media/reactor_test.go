@@ -314,7 +314,8 @@ func TestTxBatchGrouping(t *testing.T) {
 		{"longer second", []pkt{{100, p1}, {172, p1}}, true, [][]int{{100}, {172}}},
 		{"other peer", []pkt{{172, p1}, {172, p2}, {172, p2}}, true, [][]int{{172}, {172, 172}}},
 		{"segment cap", slices.Repeat([]pkt{{100, p1}}, maxSegments+1), true, [][]int{slices.Repeat([]int{100}, maxSegments), {100}}},
-		{"byte cap", slices.Repeat([]pkt{{1400, p1}}, 48), true, [][]int{slices.Repeat([]int{1400}, 46), {1400, 1400}}},
+		{"byte cap", slices.Repeat([]pkt{{1100, p1}}, 60), true, [][]int{slices.Repeat([]int{1100}, 59), {1100}}},
+		{"too large to segment", []pkt{{1300, p1}, {1300, p1}}, true, [][]int{{1300}, {1300}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -379,5 +380,68 @@ func TestRelayBurstKeepsDatagrams(t *testing.T) {
 				t.Fatalf("got %d bytes (seq %d), want %d bytes (seq %d)", len(got), binary.BigEndian.Uint16(got[2:]), len(p), binary.BigEndian.Uint16(p[2:]))
 			}
 		}
+	}
+}
+
+// TestRelayFloodDoesNotStarveOtherCalls floods one call from its own
+// (accepted) peer while another call on the same single loop relays
+// packet by packet: each socket gets one read per round, so the quiet
+// call's packets all get through.
+func TestRelayFloodDoesNotStarveOtherCalls(t *testing.T) {
+	ports, err := NewPorts(45000, 45999)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRelay(Config{Addr: localhost, Ports: ports, Pinholes: newRecordingPinholes(), Loops: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	newCall := func(name string) (*Call, *phone, *phone) {
+		c, err := r.NewCall(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		a, b := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
+		if err := c.SetPeer(ctx, A, a.peer()); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.SetPeer(ctx, B, b.peer()); err != nil {
+			t.Fatal(err)
+		}
+		return c, a, b
+	}
+	flooded, fa, _ := newCall("flooded")
+	quiet, qa, qb := newCall("quiet")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(flooded.LocalPort(A))}
+		p := rtpPacket(t, 1, payload(1))
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			fa.conn.WriteToUDP(p, to)
+		}
+	}()
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+	for i := range 100 {
+		p := rtpPacket(t, uint16(i+1), payload(i))
+		qa.send(quiet.LocalPort(A), p)
+		if got, _ := qb.recv(); !bytes.Equal(got, p) {
+			t.Fatalf("quiet call: packet %d wrong", i)
+		}
+	}
+	if flooded.Stats().Legs[A].Received == 0 {
+		t.Fatal("the flood never reached the relay")
 	}
 }
