@@ -65,6 +65,10 @@ type Telephony struct {
 	Trunks     []TelephonyTrunk     `json:"trunks"`
 	Routes     []dialplan.Route     `json:"routes"`
 	DIDs       []dialplan.DID       `json:"dids"`
+	// CallerIDs maps an extension to the number it presents on calls out
+	// through any trunk (digits, optional leading +); it takes precedence
+	// over the trunk's CallerID.
+	CallerIDs map[string]string `json:"caller_ids,omitempty"`
 
 	BurstAttempts int           `json:"burst_attempts"`
 	BurstWindow   time.Duration `json:"burst_window"`
@@ -93,6 +97,10 @@ type TelephonyTrunk struct {
 	// CallerID is the number presented on calls out over the trunk
 	// (digits, optional leading +; empty: the extension's own).
 	CallerID string `json:"caller_id,omitempty"`
+	// AssertIdentity trusts the ITSP with P-Asserted-Identity (RFC 3325):
+	// calls out carry the caller's number there, with Privacy: id when
+	// the caller asked to be anonymous. Off: no PAI leaves the box.
+	AssertIdentity bool `json:"assert_identity,omitempty"`
 }
 
 // DefaultTelephony is the secure default: Germany's numbering facts (the
@@ -143,6 +151,14 @@ func (t Telephony) Validate(known func(string) bool) error {
 			return bad("trunk %q listed twice", tr.Name)
 		}
 		names[tr.Name] = true
+	}
+	if len(t.CallerIDs) > maxExtensions {
+		return bad("more than %d caller IDs", maxExtensions)
+	}
+	for ext, n := range t.CallerIDs {
+		if !digits(ext) || !digits(strings.TrimPrefix(n, "+")) {
+			return bad("caller ID %q for extension %q: digits, optionally with a leading +", n, ext)
+		}
 	}
 	for _, r := range t.Routes {
 		if r.Prefix != "" && r.Prefix != "+" && !digits(r.Prefix) {

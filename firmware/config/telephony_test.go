@@ -75,6 +75,9 @@ func TestTelephonyValidateRejects(t *testing.T) {
 		{"emergency unrouted", "no route", func(c *Telephony) { c.Routes = c.Routes[1:] }},
 		{"emergency trunk unknown", "emergency trunk", func(c *Telephony) { c.EmergencyTrunk = "nope" }},
 		{"emergency letters", "emergency number", func(c *Telephony) { c.Emergency = []string{"11x"} }},
+		{"caller ID letters", "caller ID", func(c *Telephony) { c.CallerIDs = map[string]string{"2001": "+49x"} }},
+		{"caller ID header injection", "caller ID", func(c *Telephony) { c.CallerIDs = map[string]string{"2001": "1>\r\nX: y"} }},
+		{"caller ID extension", "caller ID", func(c *Telephony) { c.CallerIDs = map[string]string{"a;b": "+4930123"} }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
