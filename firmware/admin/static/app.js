@@ -116,10 +116,7 @@
     if (!f.dataset.api) return;
     ev.preventDefault();
     var body;
-    if (f.dataset.json) {
-      // The form edits one JSON document in a textarea (dial plan).
-      try { body = JSON.parse(f.elements[f.dataset.json].value); } catch (e) { say(f, "not valid JSON: " + e.message, true); return; }
-    } else if (f.hasAttribute("data-multipart")) {
+    if (f.hasAttribute("data-multipart")) {
       body = new FormData(f);
     } else {
       body = f.hasAttribute("data-policy") ? policyJSON(f) : formJSON(f);
