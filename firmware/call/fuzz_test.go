@@ -102,3 +102,37 @@ func FuzzReplaces(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRAck: PRACKs come from phones.
+func FuzzRAck(f *testing.F) {
+	for _, s := range []string{"1 1 INVITE", "4294967295 7 invite", "0 1 INVITE", "1 1", "-1 2 INVITE", "1 99999999999 INVITE"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		req := sip.NewRequest(sip.PRACK, sip.Uri{Scheme: "sip", Host: "box"})
+		req.AppendHeader(sip.NewHeader("RAck", v))
+		rseq, _, ok := parseRAck(req)
+		if ok && (rseq == 0 || len(v) > 64) {
+			t.Fatalf("%q accepted as RSeq %d", v, rseq)
+		}
+	})
+}
+
+// FuzzPrivacy: a caller's Privacy header decides whether its number is
+// shown; anything unclear must hide it.
+func FuzzPrivacy(f *testing.F) {
+	for _, s := range []string{"id", "none", "header;id", "user, critical", "ID", strings.Repeat("x", 200)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		req := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", Host: "box"})
+		req.AppendHeader(sip.NewHeader("Privacy", v))
+		if strings.Contains(strings.ToLower(v), "id") && !privacyID(req) {
+			for _, tok := range strings.FieldsFunc(v, func(r rune) bool { return r == ';' || r == ',' || r == ' ' }) {
+				if strings.EqualFold(tok, "id") {
+					t.Fatalf("%q: Privacy id not honoured", v)
+				}
+			}
+		}
+	})
+}

@@ -93,6 +93,14 @@ type directory struct {
 	trunks map[string]string
 	creds  map[string][2]string // trunk -> user, password
 	policy map[Identity]media.Policy
+	shown  map[string]string // extension -> outbound caller ID
+	assert map[string]bool   // trunk -> trusted with P-Asserted-Identity
+}
+
+func (d *directory) OutboundCallerID(ext, trunk string) (string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.shown[ext], d.assert[trunk]
 }
 
 func (d *directory) Contacts(ext string) []Target {
@@ -193,7 +201,7 @@ func startHarness(t testing.TB, opts ...harnessOpt) *harness {
 	}
 	t.Cleanup(func() { _ = db.Close() })
 
-	h := &harness{dir: &directory{exts: map[string]string{}, multi: map[string][]string{}, trunks: map[string]string{}, creds: map[string][2]string{}, policy: map[Identity]media.Policy{}}, cdrs: cdr.New(db), ended: make(chan ended, 100000)}
+	h := &harness{dir: &directory{exts: map[string]string{}, multi: map[string][]string{}, shown: map[string]string{}, assert: map[string]bool{}, trunks: map[string]string{}, creds: map[string][2]string{}, policy: map[Identity]media.Policy{}}, cdrs: cdr.New(db), ended: make(chan ended, 100000)}
 	h.pins = &pinholeLog{open: map[netfw.Pinhole]bool{}, active: func() int { return h.b.Active() }}
 	ports, err := media.NewPorts(30000, 39999)
 	if err != nil {
