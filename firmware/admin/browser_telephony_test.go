@@ -43,7 +43,8 @@ func TestBrowserDialPlanEditor(t *testing.T) {
 	p.Click(`button[data-add="dids"]`)
 	p.Fill(map[string]string{last("dids", "number"): "4930555", last("dids", "extension"): "1002"})
 	p.Click(`button[data-add="extensions"]`)
-	p.Fill(map[string]string{last("extensions", "number"): "1002", last("extensions", "limits/max_per_hour"): "5"})
+	p.Fill(map[string]string{last("extensions", "number"): "1002", last("extensions", "limits/max_per_hour"): "5", last("extensions", "caller_id"): "+4930551"})
+	p.Click(last("trunks", "assert_identity"))
 	p.Eval(`document.querySelector('#tel-extensions > fieldset.row:last-of-type input[type=checkbox][value="international"]').click()`, nil)
 	p.SubmitNav("#tel-edit")
 
@@ -60,6 +61,9 @@ func TestBrowserDialPlanEditor(t *testing.T) {
 	}
 	if pw, err := e.tel.TrunkPassword("itsp"); err != nil || string(pw) != "trunk-Secret-77" {
 		t.Fatalf("password %q %v", pw, err)
+	}
+	if !tr.AssertIdentity || len(cur.CallerIDs) != 1 || cur.CallerIDs["1002"] != "+4930551" {
+		t.Fatalf("identity: assert %v, caller IDs %v", tr.AssertIdentity, cur.CallerIDs)
 	}
 	if cur.Routes[1] != (dialplan.Route{Prefix: "0", Trunk: "itsp", Strip: 1, Add: "49"}) || cur.Routes[0] != (dialplan.Route{Trunk: "itsp"}) {
 		t.Fatalf("routes %+v", cur.Routes)
@@ -78,13 +82,17 @@ func TestBrowserDialPlanEditor(t *testing.T) {
 		last("trunks", "srtp"): "required", last("trunks", "caller_id"): "+4930555",
 		last("trunks", "limits/max_concurrent"): "10", last("trunks", "limits/max_per_hour"): "120",
 		last("routes", "prefix"): "0", last("routes", "trunk"): "itsp", last("routes", "strip"): "1", last("routes", "add"): "49",
-		last("dids", "number"): "4930555", last("dids", "extension"): "1002", last("extensions", "limits/max_per_hour"): "5",
+		last("extensions", "caller_id"): "+4930551",
+		last("dids", "number"):          "4930555", last("dids", "extension"): "1002", last("extensions", "limits/max_per_hour"): "5",
 		`#tel-version`: "1",
 	} {
 		got := p.Str(fmt.Sprintf(`(() => { const el = document.querySelector(%q); return el.value !== undefined ? el.value : el.textContent; })()`, sel))
 		if got != want {
 			t.Errorf("after reload %s = %q, want %q", sel, got, want)
 		}
+	}
+	if p.Str(fmt.Sprintf(`String(document.querySelector(%q).checked)`, last("trunks", "assert_identity"))) != "true" {
+		t.Error("after reload the trunk does not assert identity")
 	}
 	if hint := p.Str(fmt.Sprintf(`document.getElementById(document.querySelector(%q).dataset.hint).textContent`, last("trunks", "password"))); !strings.Contains(hint, "stored") {
 		t.Errorf("password hint %q", hint)

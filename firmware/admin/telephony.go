@@ -282,6 +282,9 @@ var telephonyFields = []fieldRule{
 	rule(`^trunk `+namePat+`: auth `, trunkField("auth")),
 	rule(`^trunk `+namePat+`: srtp`, trunkField("srtp")),
 	rule(`^trunk `+namePat+`: caller`, trunkField("caller_id")),
+	rule(`^caller ID `+namePat+` for extension `+namePat, func(t config.Telephony, m []string) string {
+		return "/caller_ids/" + strings.NewReplacer("~", "~0", "/", "~1").Replace(unq(m[2]))
+	}),
 	rule(`^(?:dialplan: )?route prefix `+namePat, func(t config.Telephony, m []string) string { return routePtr(t, unq(m[1]), "prefix", nil) }),
 	rule(`^premium prefix `, fixed("/premium_prefixes")),
 	rule(`^emergency number \S+ has no route`, fixed("/emergency_trunk")),

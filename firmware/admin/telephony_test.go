@@ -133,6 +133,7 @@ func TestTelephonyFieldErrors(t *testing.T) {
 		{"ip auth with user", "/trunks/1/username", func(c *TelephonyRequest) { trunk2(c).Username = "u" }},
 		{"srtp", "/trunks/1/srtp", func(c *TelephonyRequest) { trunk2(c).SRTP = "sometimes" }},
 		{"caller ID", "/trunks/1/caller_id", func(c *TelephonyRequest) { trunk2(c).CallerID = "+49 30" }},
+		{"extension caller ID", "/caller_ids/1001", func(c *TelephonyRequest) { c.CallerIDs = map[string]string{"1001": "49-30"} }},
 		{"auth", "/trunks/1/auth", func(c *TelephonyRequest) { trunk2(c).Auth = "magic" }},
 		{"username", "/trunks/0/username", func(c *TelephonyRequest) { c.Trunks[0].Username = "" }},
 		{"domain", "/trunks/0/domain", func(c *TelephonyRequest) { c.Trunks[0].Domain = "a b" }},

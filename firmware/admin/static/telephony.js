@@ -120,6 +120,7 @@
         var host = text("host", hp[0], { maxlength: 253, inputmode: "url", required: true });
         var port = number("host", hp[1] || "5060", 1, 65535);
         var reg = check("auth", "Registers with the provider (user name and password)", t.auth !== "ip");
+        var pai = check("assert_identity", "Trusted provider: send the caller's number as P-Asserted-Identity", t.assert_identity);
         var user = text("username", t.username, { maxlength: 128 });
         var dom = text("domain", t.domain, { maxlength: 253, inputmode: "url" });
         var pw = text("password", "", { type: "password", autocomplete: "new-password", maxlength: 128 });
@@ -142,6 +143,7 @@
           field("Maximum concurrent calls", number("limits/max_concurrent", (t.limits || {}).max_concurrent, 0, 100000), "Empty: 30."),
           field("Calls per hour", number("limits/max_per_hour", (t.limits || {}).max_per_hour, 0, 100000), "Empty: 600."),
         ]));
+        row.appendChild(pai.wrap);
         row.appendChild(reg.wrap);
         row.appendChild(regFields);
         row.appendChild(field("Provider source networks (IP authentication)", text("peers", (t.peers || []).join(" "), { inputmode: "url" }),
@@ -161,6 +163,7 @@
           if (r && pw.value !== "") v.password = pw.value;
           v.srtp = row.querySelector('[data-key="srtp"]').value;
           v.caller_id = row.querySelector('[data-key="caller_id"]').value.trim();
+          v.assert_identity = pai.box.checked;
           v.limits = { max_concurrent: num(row.querySelector('[data-key="limits/max_concurrent"]').value),
             max_per_hour: num(row.querySelector('[data-key="limits/max_per_hour"]').value) };
           return v;
@@ -218,12 +221,16 @@
       build: function (row, x) {
         var n = text("number", x.number, { list: "tel-ext-names", inputmode: "tel", maxlength: 32, required: true });
         n.addEventListener("input", function () { legend(row, n.value); });
+        var cid = text("caller_id", (base.caller_ids || {})[x.number], { inputmode: "tel", maxlength: 32 });
+        cid.dataset.map = "caller_ids";
+        row.callerID = function () { return [x.number, n.value.trim(), cid.value.trim()]; };
         var cl = classes("Classes of service", x.classes, "None ticked: the default classes.");
         var ns = check("no_suspend", "Never suspend after a fraud burst (the event is still raised)", x.no_suspend);
         row.appendChild(el("div", { class: "grid" }, [
           field("Extension", n),
           field("Maximum concurrent calls", number("limits/max_concurrent", (x.limits || {}).max_concurrent, 0, 100000)),
           field("Outside calls per hour", number("limits/max_per_hour", (x.limits || {}).max_per_hour, 0, 100000)),
+          field("Caller ID on calls out", cid, "Empty: the trunk's."),
         ]));
         row.appendChild(cl);
         row.appendChild(ns.wrap);
@@ -322,15 +329,26 @@
     Array.prototype.forEach.call(numbering.querySelectorAll("[data-key]"), function (c) {
       if (c.dataset.key) note("/" + c.dataset.key, c);
     });
+    // Caller IDs per extension live in a map beside the rows: entries for
+    // extensions without a row are kept as they are.
+    var cids = JSON.parse(JSON.stringify(base.caller_ids || {}));
+    Array.prototype.forEach.call(document.querySelectorAll("#tel-extensions > fieldset.row"), function (row) { delete cids[row.callerID()[0]]; });
     Object.keys(kinds).forEach(function (kind) {
       body[kind] = [];
       Array.prototype.forEach.call(document.querySelectorAll("#tel-" + kind + " > fieldset.row"), function (row, i) {
         body[kind].push(row.read());
         Array.prototype.forEach.call(row.querySelectorAll("[data-key]"), function (c) {
+          if (c.dataset.map) return;
           if (c.dataset.key) note("/" + kind + "/" + i + "/" + c.dataset.key, c);
         });
+        if (row.callerID) {
+          var ci = row.callerID();
+          if (ci[2] !== "") cids[ci[1]] = ci[2];
+          note("/caller_ids/" + ci[1].replace(/~/g, "~0").replace(/\//g, "~1"), row.querySelector('[data-map="caller_ids"]'));
+        }
       });
     });
+    body.caller_ids = Object.keys(cids).length ? cids : null;
     return { body: body, ptrs: ptrs };
   }
 
