@@ -194,6 +194,25 @@ func (d trunkDirectory) Trunk(name string) (call.Target, bool) {
 	return call.Target{URI: sipmsg.Uri{Scheme: "sip", Host: host, Port: n}, Dest: tr.Host, Transport: tr.Transport}, true
 }
 
+// Policy is the SRTP policy of the leg: a stored trunk's own setting
+// (dial plan page: optional, required, off); extensions and trunks only
+// the SIP edge knows keep the edge's answer.
+func (d trunkDirectory) Policy(id call.Identity) media.Policy {
+	if id.Trunk != "" {
+		if tr, ok := d.tel.Current().Trunk(id.Trunk); ok {
+			switch tr.SRTP {
+			case "required":
+				return media.SRTPRequired
+			case "off":
+				return media.SRTPOff
+			default:
+				return media.SRTPOptional
+			}
+		}
+	}
+	return d.Directory.Policy(id)
+}
+
 // Credentials answer a trunk's INVITE challenge with the dial plan page's
 // username and sealed password; else the SIP edge's trunk configuration.
 func (d trunkDirectory) Credentials(name string) (string, string, bool) {

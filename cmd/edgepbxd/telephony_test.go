@@ -59,7 +59,7 @@ func TestDevModeTelephonyClasses(t *testing.T) {
 		t.Fatalf("initial telephony %+v %v", cfg, err)
 	}
 	cfg.Trunks = []sipconfig.TelephonyTrunk{{Name: "itsp", Host: fmt.Sprintf("127.0.0.2:%d", itsp.Port), Transport: "udp",
-		Auth: sipconfig.TrunkAuthIP, Peers: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}}}
+		Auth: sipconfig.TrunkAuthIP, Peers: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, SRTP: "off"}}
 	cfg.Routes = []dialplan.Route{{Prefix: "", Trunk: "itsp"}}
 	cfg.Extensions = []dialplan.Extension{{Number: "1001", Classes: []dialplan.Class{dialplan.Internal}}}
 	if err := json.Unmarshal(api.must(200, "PUT", "/api/v1/telephony", cfg), &cfg); err != nil || cfg.Version != 1 {
@@ -87,6 +87,10 @@ func TestDevModeTelephonyClasses(t *testing.T) {
 		case inv := <-itsp.Answered:
 			if inv.Recipient.User != want {
 				t.Fatalf("trunk got %q, want %s", inv.Recipient.User, want)
+			}
+			// The trunk's SRTP policy "off": not even a best-effort key.
+			if strings.Contains(string(inv.Body()), "a=crypto") {
+				t.Fatalf("trunk with srtp off was offered SDES:\n%s", inv.Body())
 			}
 		case <-ctx.Done():
 			t.Fatalf("%s never reached the trunk", number)
