@@ -3,7 +3,9 @@ package license_test
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"testing"
 
 	"github.com/edgepbx/edgepbx/firmware/license"
@@ -23,6 +25,8 @@ func FuzzParseResponse(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(good)
+	f.Add(legacyEnvelope(f, good))
+	f.Add([]byte(`{"p":{},"payload":"e30=","sig":""}`))
 	f.Add([]byte(`{"payload":"","sig":""}`))
 	f.Add([]byte(`{"payload":"e30=","sig":"AAAA"}`))
 	f.Add([]byte(`null`))
@@ -73,4 +77,56 @@ func FuzzRequest(f *testing.F) {
 			t.Fatalf("valid request of %d bytes", len(out))
 		}
 	})
+}
+
+// legacyEnvelope rewrites an envelope in the base64 form (payload).
+func legacyEnvelope(t testing.TB, env []byte) []byte {
+	t.Helper()
+	var e license.Envelope
+	if err := json.Unmarshal(env, &e); err != nil || len(e.P) == 0 {
+		t.Fatalf("envelope %s: %v", env, err)
+	}
+	out, err := json.Marshal(license.Envelope{Payload: base64.StdEncoding.EncodeToString(e.P), Sig: e.Sig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestEnvelopeForms: the payload travels inline (what licensed sends) or
+// in base64; the signature covers the same bytes either way. Both forms at
+// once, or neither, is malformed.
+func TestEnvelopeForms(t *testing.T) {
+	key := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, ed25519.SeedSize))
+	pub := key.Public().(ed25519.PublicKey)
+	r := &license.Response{V: 1, Nonce: "00112233445566778899aabbccddeeff", Serial: "EPX-1", InstallID: "i", LicenceID: "L",
+		Status: license.StatusOK, ServerTime: 1767225600, ValidUntil: 1798761600}
+	inline, err := license.SignResponse(key, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e license.Envelope
+	json.Unmarshal(inline, &e)
+	both, _ := json.Marshal(license.Envelope{P: e.P, Payload: base64.StdEncoding.EncodeToString(e.P), Sig: e.Sig})
+	spaced := bytes.Replace(inline, []byte(`"v":1,`), []byte(`"v": 1,`), 1)
+	tests := []struct {
+		name string
+		raw  []byte
+		want error
+	}{
+		{"inline", inline, nil},
+		{"base64", legacyEnvelope(t, inline), nil},
+		{"both", both, license.ErrMalformed},
+		{"neither", []byte(`{"sig":"` + e.Sig + `"}`), license.ErrMalformed},
+		{"inline re-spaced", spaced, license.ErrBadSignature},
+	}
+	for _, tt := range tests {
+		got, err := license.ParseResponse(tt.raw, pub)
+		if !errors.Is(err, tt.want) || (err == nil && got.Serial != "EPX-1") {
+			t.Errorf("%s: %v, want %v", tt.name, err, tt.want)
+		}
+	}
+	if len(inline) >= len(legacyEnvelope(t, inline)) {
+		t.Errorf("inline envelope %d bytes, base64 %d", len(inline), len(legacyEnvelope(t, inline)))
+	}
 }

@@ -191,12 +191,11 @@ func TestBadResponses(t *testing.T) {
 		{"tampered payload", func(e *env, body []byte) []byte {
 			var env license.Envelope
 			json.Unmarshal(body, &env)
-			p, _ := base64.StdEncoding.DecodeString(env.Payload)
+			p := []byte(env.P)
 			if !bytes.Contains(p, []byte(`"max_ext":50`)) {
 				e.t.Fatalf("payload %s has no max_ext to tamper with", p)
 			}
-			p = bytes.Replace(p, []byte(`"max_ext":50`), []byte(`"max_ext":99`), 1)
-			env.Payload = base64.StdEncoding.EncodeToString(p)
+			env.P = bytes.Replace(p, []byte(`"max_ext":50`), []byte(`"max_ext":99`), 1)
 			out, _ := json.Marshal(env)
 			return out
 		}, license.ErrBadSignature},
@@ -219,9 +218,8 @@ func TestBadResponses(t *testing.T) {
 		{"signed by another key", func(e *env, body []byte) []byte {
 			var env license.Envelope
 			json.Unmarshal(body, &env)
-			p, _ := base64.StdEncoding.DecodeString(env.Payload)
 			var r license.Response
-			json.Unmarshal(p, &r)
+			json.Unmarshal(env.P, &r)
 			_, other := newKey(e.t)
 			out, _ := license.SignResponse(other, &r)
 			return out
@@ -234,9 +232,8 @@ func TestBadResponses(t *testing.T) {
 		{"another box's answer", func(e *env, body []byte) []byte {
 			var env license.Envelope
 			json.Unmarshal(body, &env)
-			p, _ := base64.StdEncoding.DecodeString(env.Payload)
 			var r license.Response
-			json.Unmarshal(p, &r)
+			json.Unmarshal(env.P, &r)
 			r.Serial = "EPX-9999"
 			out, _ := license.SignResponse(e.priv, &r)
 			return out

@@ -150,27 +150,49 @@ type Response struct {
 	Advisories   []Advisory   `json:"advisories,omitempty"`
 	Clone        bool         `json:"clone,omitempty"`
 	CloneReason  string       `json:"clone_reason,omitempty"`
-	Perf         string       `json:"perf"`
+	Perf         string       `json:"perf,omitempty"` // empty: PerfOK
 	PerfMessage  string       `json:"perf_message,omitempty"`
 }
 
-// Envelope is what travels: the exact payload bytes and a signature over them.
+// Envelope is what travels: the exact payload bytes and a signature over
+// them. The payload is either the JSON Response itself, byte for byte as
+// signed (P, what licensed sends: base64 would add a third to the largest
+// part of the answer), or its base64 (Payload); exactly one of the two.
 type Envelope struct {
-	Payload string `json:"payload"` // base64 (std) of the JSON Response
-	Sig     string `json:"sig"`     // base64 (std) Ed25519 over signContext+payload bytes
+	P       json.RawMessage `json:"p,omitempty"`
+	Payload string          `json:"payload,omitempty"` // base64 (std) of the JSON Response
+	Sig     string          `json:"sig"`               // base64 (std) Ed25519 over signContext+payload bytes
 }
 
-// SignResponse makes an Envelope; used by cmd/licensed and tests.
+// SignResponse makes an Envelope with the payload inline (P); used by
+// cmd/licensed and tests.
 func SignResponse(priv ed25519.PrivateKey, r *Response) ([]byte, error) {
 	payload, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("license: encode response: %w", err)
 	}
 	sig := ed25519.Sign(priv, append([]byte(signContext), payload...))
-	return json.Marshal(Envelope{
-		Payload: base64.StdEncoding.EncodeToString(payload),
-		Sig:     base64.StdEncoding.EncodeToString(sig),
-	})
+	// Written by hand: json.Marshal would re-compact P, and the signature
+	// covers these exact bytes.
+	out := make([]byte, 0, len(payload)+112)
+	out = append(out, `{"p":`...)
+	out = append(out, payload...)
+	out = append(out, `,"sig":"`...)
+	out = base64.StdEncoding.AppendEncode(out, sig)
+	return append(out, `"}`...), nil
+}
+
+// payloadBytes are the signed bytes of env, from whichever form it uses.
+func (env *Envelope) payloadBytes() ([]byte, error) {
+	switch {
+	case len(env.P) > 0 && env.Payload != "":
+		return nil, errors.New("both p and payload")
+	case len(env.P) > 0:
+		return env.P, nil
+	case env.Payload != "":
+		return base64.StdEncoding.DecodeString(env.Payload)
+	}
+	return nil, errors.New("no payload")
 }
 
 // ReadEnvelope reads at most MaxResponseBytes from r; anything longer is an error.
@@ -202,9 +224,9 @@ func ParseResponse(raw []byte, pub ed25519.PublicKey) (*Response, error) {
 	if env.Sig == "" {
 		return nil, fmt.Errorf("%w: unsigned", ErrBadSignature)
 	}
-	payload, err := base64.StdEncoding.DecodeString(env.Payload)
+	payload, err := env.payloadBytes()
 	if err != nil {
-		return nil, fmt.Errorf("%w: payload encoding: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
 	}
 	sig, err := base64.StdEncoding.DecodeString(env.Sig)
 	if err != nil || len(sig) != ed25519.SignatureSize {
