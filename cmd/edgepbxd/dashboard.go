@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
@@ -45,7 +46,7 @@ func (d *daemon) dashboardStatus(ctx context.Context) []admin.StatusItem {
 	if d.sipSet != nil {
 		if cur, run := d.sipSet.Current().Version, d.sipSet.Running(); cur != run {
 			items = append(items, admin.StatusItem{Name: "SIP settings",
-				Value: fmt.Sprintf("version %d saved, applies after restart (running %d)", cur, run)})
+				Value: fmt.Sprintf("version %d in effect except %s (after a restart)", cur, strings.Join(d.sipSet.Pending(), ", "))})
 		}
 	}
 	lv := d.licenseView()

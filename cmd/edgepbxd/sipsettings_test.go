@@ -137,7 +137,7 @@ func TestDevModeSIPSettingsLive(t *testing.T) {
 		v.Settings.Version != 2 || !v.RestartRequired || !slices.Equal(v.RestartFields, []string{"nonce_ttl"}) {
 		t.Fatalf("start-only change %+v %v", v, err)
 	}
-	if got := statusValue(t, api, "SIP settings"); !strings.Contains(got, "applies after restart") {
+	if got := statusValue(t, api, "SIP settings"); !strings.Contains(got, "except nonce_ttl (after a restart)") {
 		t.Errorf("dashboard SIP settings %q", got)
 	}
 	if code := p.stop(t); code != 0 {
