@@ -445,3 +445,70 @@ func TestRelayFloodDoesNotStarveOtherCalls(t *testing.T) {
 		t.Fatal("the flood never reached the relay")
 	}
 }
+
+// TestRelayPacketPathDoesNotAllocate keeps the per-packet path free of
+// heap allocations (SRTP in pion included), so the relay's cost does not
+// grow with garbage collection under load.
+func TestRelayPacketPathDoesNotAllocate(t *testing.T) {
+	r := newTestRelay(t)
+	call, err := r.NewCall("allocs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer call.Close()
+	offer, _ := sdes.New(1, sdes.AES128CMSHA1_80)
+	keys, _, err := AnswerSDES([]string{offer.Marshal()}, sdes.Suites())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	pa, pb := netip.AddrPortFrom(localhost, 9), netip.AddrPortFrom(localhost, 11)
+	if err := call.SetPeer(ctx, A, Peer{Addr: pa.Addr(), RTPPort: pa.Port(), RTCPMux: true, SDES: &keys}); err != nil {
+		t.Fatal(err)
+	}
+	if err := call.SetPeer(ctx, B, Peer{Addr: pb.Addr(), RTPPort: pb.Port(), RTCPMux: true}); err != nil {
+		t.Fatal(err)
+	}
+	enc, err := srtp.CreateContext(offer.Key, offer.Salt, srtp.ProtectionProfileAes128CmHmacSha1_80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const runs = 100
+	var srtpIn, plainIn [][]byte
+	for i := range runs + 1 { // AllocsPerRun makes one extra warm-up call
+		p := rtpPacket(t, uint16(i+1), payload(i))
+		plainIn = append(plainIn, p)
+		ct, err := enc.EncryptRTP(nil, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srtpIn = append(srtpIn, ct)
+	}
+	for _, tc := range []struct {
+		name string
+		side Side
+		from netip.AddrPort
+		pkts [][]byte
+	}{
+		{"SRTP to RTP", A, pa, srtpIn},
+		{"RTP to SRTP", B, pb, plainIn},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorker(1)
+			l := call.legs[tc.side]
+			st, ost := l.state.Load(), l.other().state.Load()
+			i := 0
+			allocs := testing.AllocsPerRun(runs, func() {
+				l.handle(w, 0, st, ost, tc.pkts[i], tc.from, false)
+				i++
+				if len(w.tx[0].pkts) != 1 {
+					t.Fatalf("packet %d not queued", i)
+				}
+				w.tx[0].pkts = w.tx[0].pkts[:0]
+			})
+			if allocs != 0 {
+				t.Fatalf("%v allocations per packet", allocs)
+			}
+		})
+	}
+}
