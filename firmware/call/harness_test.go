@@ -333,7 +333,31 @@ func sippUASRun(t testing.TB, scenario string, extra ...string) (string, <-chan 
 		done <- err
 	}()
 	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	// The box must not send before sipp listens: an INVITE refused with
+	// ICMP port unreachable is not retransmitted to a socket bound later.
+	for !udpBound(port) {
+		select {
+		case <-exited:
+			t.Fatal("sipp callee exited before listening")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 	return fmt.Sprintf("127.0.0.1:%d", port), done
+}
+
+// udpBound reports whether some process has a UDP socket bound to port
+// (read from /proc/net/udp, without touching the port).
+func udpBound(port int) bool {
+	for _, f := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		if strings.Contains(string(b), fmt.Sprintf(":%04X ", port)) {
+			return true
+		}
+	}
+	return false
 }
 
 // sippUAC runs a sipp caller to the harness and fails on any failed call.
