@@ -357,3 +357,97 @@ func TestReplaceHijack(t *testing.T) {
 		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
 	}
 }
+
+// TestSemiAttendedTransfer: 101 REFERs its call with 102 to 103 with
+// Replaces naming its consultation call while 103 still rings. The box
+// withdraws the consultation (CANCEL to 103, 487 to 101) and transfers
+// 102 blind to 103, which then rings with 102 as the caller.
+func TestSemiAttendedTransfer(t *testing.T) {
+	h := startHarness(t)
+	transferor, transferee, target := newPhone(t, "101"), newPhone(t, "102"), newPhone(t, "103")
+	h.dir.set("102", transferee.addr)
+	h.dir.set("103", target.addr)
+	answerWith(transferee, 7000, nil)
+	cancelled := make(chan struct{}, 1)
+	bridged := make(chan *sipgo.DialogServerSession, 1)
+	target.setOnInvite(func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession) {
+		if req.From().Address.User == "101" { // the consultation: rings until withdrawn
+			tx.OnCancel(func(*sip.Request) { cancelled <- struct{}{} })
+			_ = d.Respond(180, "Ringing", nil)
+			<-tx.Done()
+			return
+		}
+		_ = d.Respond(200, "OK", []byte(sdpBody(7002, "sendrecv")), sip.NewHeader("Content-Type", "application/sdp"))
+		bridged <- d
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	dx, err := transferor.dialAs(ctx, h, "101", "102", 6000)
+	dx = connect(ctx, t, dx, err)
+	dy, err := transferor.dialAs(ctx, h, "101", "103", 6002)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ringing := make(chan *sip.Response, 1)
+	consult := make(chan error, 1)
+	go func() {
+		consult <- dy.WaitAnswer(ctx, sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
+			if res.StatusCode == 180 {
+				select {
+				case ringing <- res:
+				default:
+				}
+			}
+			return nil
+		}})
+	}()
+	var r180 *sip.Response
+	select {
+	case r180 = <-ringing:
+	case <-ctx.Done():
+		t.Fatal("consultation never rang")
+	}
+	toTag, _ := r180.To().Params.Get("tag")
+	fromTag, _ := dy.InviteRequest.From().Params.Get("tag")
+	rp := dy.InviteRequest.CallID().Value() + ";to-tag=" + toTag + ";from-tag=" + fromTag
+	if code := inDialogRefer(ctx, t, dx, "<sip:103@box.invalid?Replaces="+url.QueryEscape(rp)+">"); code != 202 {
+		t.Fatalf("REFER: %d", code)
+	}
+	var e *sipgo.ErrDialogResponse
+	if err := <-consult; !errors.As(err, &e) || e.Res.StatusCode != 487 {
+		t.Fatalf("consultation: want 487, got %v", err)
+	}
+	select {
+	case <-cancelled:
+	case <-ctx.Done():
+		t.Fatal("103 got no CANCEL for the consultation")
+	}
+	var sess *sipgo.DialogServerSession
+	select {
+	case sess = <-bridged:
+	case <-ctx.Done():
+		t.Fatal("103 was not called for the transfer")
+	}
+	select {
+	case <-transferor.byes:
+	case <-ctx.Done():
+		t.Fatal("transferor's leg not released")
+	}
+	if rec := waitEnded(t, h).rec; rec.Cause != "transferred while ringing" {
+		t.Fatalf("consultation CDR %+v", rec)
+	}
+	if err := sess.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-transferee.byes:
+	case <-ctx.Done():
+		t.Fatal("102 got no BYE")
+	}
+	if rec := waitEnded(t, h).rec; rec.Result != cdr.Answered {
+		t.Fatalf("CDR %+v", rec)
+	}
+	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
+		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
+	}
+}

@@ -330,8 +330,11 @@ func (b *B2BUA) OnBye(req *sip.Request, tx sip.ServerTransaction) {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist")
 		return
 	}
+	// Marked before the 200 leaves: a transfer finishing right after it
+	// must already know this leg is gone (no BYE to a phone that left).
+	released := r.c.releasedByTransfer(r, req)
 	respond(tx, req, 200, "OK")
-	if r.c.releasedByTransfer(r, req) {
+	if released {
 		return
 	}
 	cause := "caller BYE"

@@ -67,6 +67,7 @@ type call struct {
 	acks      [2]chan uint32
 	cancel    chan struct{} // closed when the caller cancels
 	cancelled bool
+	withdrawn bool // cancelled by the box (semi-attended transfer), not the caller
 	keys      []string
 	leases    []*dialplan.Lease // of transfer targets
 	xfer      *transfer         // a blind transfer in progress
@@ -300,9 +301,31 @@ func (c *call) failA(txA sip.ServerTransaction, reqA *sip.Request, code int, res
 		}
 		_ = txA.Respond(res)
 	} else {
-		result, cause = cdr.Cancelled, "caller CANCEL"
+		result, cause = cdr.Cancelled, c.cancelCause(txA, reqA)
 	}
 	c.finish(result, code, cause)
+}
+
+// withdraw ends a ringing call on the box's own initiative (the caller
+// turned it into a transfer): CANCEL to the callee, 487 to the caller.
+func (c *call) withdraw() {
+	c.mu.Lock()
+	c.withdrawn = true
+	c.mu.Unlock()
+	c.cancelByCaller()
+}
+
+// cancelCause answers a withdrawn caller (a caller that sent CANCEL got
+// its 487 from the transaction layer) and names the cause.
+func (c *call) cancelCause(txA sip.ServerTransaction, reqA *sip.Request) string {
+	c.mu.Lock()
+	w := c.withdrawn
+	c.mu.Unlock()
+	if !w {
+		return "caller CANCEL"
+	}
+	_ = txA.Respond(c.responseToA(reqA, 487, nil))
+	return "transferred while ringing"
 }
 
 // responseToA builds a response to the caller with nothing of the B leg in

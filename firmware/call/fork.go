@@ -473,7 +473,7 @@ func (f *fork) run(txA sip.ServerTransaction) {
 	f.stop()
 	if c.isCancelled() {
 		c.b.cancelled.Add(1)
-		c.finish(cdr.Cancelled, 487, "caller CANCEL")
+		c.finish(cdr.Cancelled, 487, c.cancelCause(txA, reqA))
 		return
 	}
 	code, result := mapFailure(best)
@@ -506,7 +506,7 @@ func (f *fork) win(txA sip.ServerTransaction, br *branch, res *sip.Response) {
 	if c.isCancelled() {
 		go c.sendBye(b)
 		c.b.cancelled.Add(1)
-		c.finish(cdr.Cancelled, 487, "caller CANCEL")
+		c.finish(cdr.Cancelled, 487, c.cancelCause(txA, reqA))
 		return
 	}
 	b.boxRefreshes = boxRefreshesUAS(res)

@@ -101,28 +101,37 @@ func (b *B2BUA) denyReplace(tx sip.ServerTransaction, req *sip.Request, who Iden
 // referReplaces handles an attended transfer: the transferor, on leg l of
 // c, asks to replace its dialog rp (on another call) with the party that
 // remains on c. The box bridges the two remaining parties in c and ends the
-// other call.
-func (c *call) referReplaces(l *leg, who Identity, rp replaces, req *sip.Request, tx sip.ServerTransaction) {
+// other call. If that call still rings (semi-attended transfer), it is
+// withdrawn and true tells the caller to transfer blind to the Refer-To
+// target instead.
+func (c *call) referReplaces(l *leg, who Identity, rp replaces, req *sip.Request, tx sip.ServerTransaction) (blind bool) {
 	r, ok := c.b.findReplaced(rp)
 	if !ok || !r.current() {
 		_ = respond(tx, req, 481, "Call/Transaction Does Not Exist")
-		return
+		return false
 	}
 	if r.c == c || r.c.identity(r.side) != who {
 		c.b.denyReplace(tx, req, who, "REFER names a dialog of another party")
-		return
+		return false
 	}
 	y := r.c
+	y.mu.Lock()
+	ringing := y.state == stSetup && r.side == media.A && !y.cancelled
+	y.mu.Unlock()
+	if ringing {
+		y.withdraw()
+		return true
+	}
 	c.mu.Lock()
 	switch {
 	case c.state != stConfirmed || c.busy || c.xfer != nil:
 		c.mu.Unlock()
 		_ = respond(tx, req, 491, "Request Pending")
-		return
+		return false
 	case req.CSeq().SeqNo <= l.remoteCSeq:
 		c.mu.Unlock()
 		_ = respond(tx, req, 500, "Server Internal Error")
-		return
+		return false
 	}
 	l.remoteCSeq = req.CSeq().SeqNo
 	x := &transfer{old: l, stop: make(chan struct{})}
@@ -137,12 +146,13 @@ func (c *call) referReplaces(l *leg, who Identity, rp replaces, req *sip.Request
 		c.busy, c.xfer = false, nil
 		c.mu.Unlock()
 		_ = respond(tx, req, 491, "Request Pending")
-		return
+		return false
 	}
 	y.busy = true
 	y.mu.Unlock()
 	_ = respond(tx, req, 202, "Accepted")
 	go c.runAttended(x, y, r.l)
+	return false
 }
 
 // runAttended moves the party on y's other side into c in place of the

@@ -38,8 +38,7 @@ func (c *call) refer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 		_ = respond(tx, req, code, reasonPhrase(code))
 		return
 	}
-	if rp != nil {
-		c.referReplaces(l, who, *rp, req, tx)
+	if rp != nil && !c.referReplaces(l, who, *rp, req, tx) {
 		return
 	}
 	dec, lease, err := c.b.cfg.Plan.RouteOutbound(who.Extension, target)
