@@ -76,6 +76,8 @@ type Manifest struct {
 	// License is set only for images built WithLicense, so other
 	// manifests keep their bytes.
 	License *ManifestLicense `json:"license,omitempty"`
+	// RootsSHA256 is of the CA bundle at /etc/ssl/certs/ca-certificates.crt.
+	RootsSHA256 string `json:"roots_sha256"`
 }
 
 // ManifestLicense records what an image trusts for its phone-home.
@@ -144,6 +146,17 @@ func Build(ctx context.Context, prof board.Profile, opts ...Option) (*Image, err
 	if err := writeStaged(stage, VersionPath, []byte(o.version+"\n"), 0o644); err != nil {
 		return nil, err
 	}
+	rootsFile := o.roots
+	if rootsFile == "" {
+		rootsFile = HostRoots
+	}
+	roots, rootsSum, err := loadRoots(rootsFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeStaged(stage, RootsPath, roots, 0o644); err != nil {
+		return nil, err
+	}
 	if o.license != nil {
 		cfg, ca, err := o.license.files()
 		if err != nil {
@@ -196,7 +209,7 @@ func Build(ctx context.Context, prof board.Profile, opts ...Option) (*Image, err
 		KernelPackage: k.Package, KernelVersion: k.Version, KernelRelease: k.Release,
 		Kernel: kname, KernelSHA256: ksum, KernelSize: ksize,
 		Initramfs: InitramfsName, InitramfsSHA256: isum, InitramfsSize: isize,
-		Cmdline: img.Cmdline, BuildTags: tags, Modules: staged,
+		Cmdline: img.Cmdline, BuildTags: tags, Modules: staged, RootsSHA256: rootsSum,
 	}
 	if o.license != nil {
 		sum := sha256.Sum256(o.license.caPEM)

@@ -236,6 +236,11 @@ func TestBuildBoards(t *testing.T) {
 					t.Errorf("%s in an image built without WithLicense", p)
 				}
 			}
+			// The public CA roots ride along, as the build host's bundle.
+			roots, rootsSum, err := loadRoots(HostRoots)
+			if err != nil || !bytes.Equal(data[RootsPath], roots) {
+				t.Errorf("%s in the image differs from the host's bundle (%v)", RootsPath, err)
+			}
 			if got := string(data[VersionPath]); got != "1.2.3-test\n" {
 				t.Errorf("version file %q", got)
 			}
@@ -298,6 +303,9 @@ func TestBuildBoards(t *testing.T) {
 			}
 			if man.InitramfsSHA256 != fileSHA(t, img.Initramfs) || man.KernelSHA256 != fileSHA(t, img.Kernel) || man.KernelRelease != img.KernelRelease {
 				t.Errorf("manifest does not match the files: %+v", man)
+			}
+			if man.RootsSHA256 != rootsSum {
+				t.Errorf("manifest roots_sha256 %q, want %q", man.RootsSHA256, rootsSum)
 			}
 		})
 	}

@@ -24,6 +24,7 @@ type options struct {
 	tags     []string
 	log      *slog.Logger
 	license  *licenseConfig // nil: the image does not phone home
+	roots    string         // CA bundle; "" means HostRoots
 }
 
 // ModulePath is the Go module whose cmd/init and cmd/edgepbxd are built.
