@@ -14,11 +14,17 @@
 //     Policy.Trunk identifies: b.OnInvite(req, tx, call.Identity{Trunk: name}).
 //     Unauthenticated INVITEs are challenged by the edge as REGISTERs are.
 //   - In-dialog requests (a To tag present: re-INVITE, UPDATE, BYE, ACK,
-//     REFER) and CANCEL are NOT digest-challenged (phones do not expect it,
-//     and the dialog identifiers the box generated are the credential): pass
-//     them to b.OnInvite (re-INVITE, identity ignored), b.OnUpdate, b.OnBye,
-//     b.OnRefer, b.OnAck, b.OnCancel. They still pass the read filter, validator and
-//     flood guard. Unknown dialogs get 481 from the B2BUA.
+//     REFER, PRACK) and CANCEL are NOT digest-challenged (phones do not
+//     expect it, and the dialog identifiers the box generated are the
+//     credential): pass them to b.OnInvite (re-INVITE, identity ignored),
+//     b.OnUpdate, b.OnBye, b.OnRefer, b.OnPrack, b.OnAck, b.OnCancel. They
+//     still pass the read filter, validator and flood guard. Unknown
+//     dialogs get 481 from the B2BUA.
+//   - An INVITE with a Replaces header (RFC 3891) but no To tag is a new
+//     dialog: it is digest-authenticated like any INVITE and passed to
+//     b.OnInvite with the caller's identity; the B2BUA lets it replace only
+//     a dialog of that same extension (else 403 and a KindReplaceDenied
+//     event to Config.Events).
 //   - ACK arrives without a transaction in sipgo (tx may be nil): call
 //     b.OnAck(req, tx) and do not answer it.
 //   - The handler must run in the request's own goroutine: OnInvite blocks
@@ -33,8 +39,11 @@
 //     its 200, or a 2xx retransmitted after Timer M, is normal traffic.
 //   - Config.Directory adapts the registrar: Contacts(ext) maps
 //     Server.Location().Lookup(now, ext) bindings with TargetFromBinding
-//     (newest first), Trunk(name) maps the trunk configuration,
-//     Credentials(name) gives the trunk's digest user and password.
+//     (newest first; all of them are rung at once, up to MaxBranches),
+//     Trunk(name) maps the trunk configuration, Credentials(name) gives the
+//     trunk's digest user and password. A Directory that also implements
+//     CallerIDs sets what calls out through a trunk present (config
+//     Telephony.CallerIDs, TelephonyTrunk.CallerID and AssertIdentity).
 //   - cmd/edgepbxd builds the media.Relay (pinholes through the init/control
 //     client), dialplan.Engine (licence gate, logs), cdr.New(db), then
 //     call.New, passes it to the SIP server, and calls b.Close() at shutdown

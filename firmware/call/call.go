@@ -368,7 +368,7 @@ func (c *call) newRequest(l *leg, method sip.RequestMethod, body []byte) *sip.Re
 	req.AppendHeader(&sip.ContactHeader{Address: c.b.contactURI(l.transport)})
 	if method == sip.INVITE || method == sip.UPDATE {
 		req.AppendHeader(sip.NewHeader("Supported", "timer"))
-		req.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, UPDATE, OPTIONS, REFER, NOTIFY"))
+		req.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, UPDATE, OPTIONS, REFER, NOTIFY, PRACK"))
 	}
 	if body != nil {
 		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
