@@ -23,6 +23,7 @@ type Calls interface {
 	OnAck(req *sip.Request, tx sip.ServerTransaction)
 	OnCancel(req *sip.Request, tx sip.ServerTransaction)
 	OnRefer(req *sip.Request, tx sip.ServerTransaction)
+	OnPrack(req *sip.Request, tx sip.ServerTransaction)
 }
 
 // callsBox lets atomic.Pointer hold an interface.
@@ -68,7 +69,7 @@ func (s *Server) Contact(transport string) string {
 // isCallMethod reports the methods the B2BUA handles.
 func isCallMethod(m sip.RequestMethod) bool {
 	switch m {
-	case sip.INVITE, sip.ACK, sip.BYE, sip.CANCEL, sip.UPDATE, sip.REFER:
+	case sip.INVITE, sip.ACK, sip.BYE, sip.CANCEL, sip.UPDATE, sip.REFER, sip.PRACK:
 		return true
 	}
 	return false
@@ -77,7 +78,7 @@ func isCallMethod(m sip.RequestMethod) bool {
 // dispatchCall is stage 7 for call methods. New INVITEs from extensions
 // are digest-authenticated like REGISTERs (same answers for unknown users
 // and wrong passwords); trunk sources are identified by address. In-dialog
-// requests (re-INVITE, UPDATE, BYE, REFER) and CANCEL are not challenged:
+// requests (re-INVITE, UPDATE, BYE, REFER, PRACK) and CANCEL are not challenged:
 // the dialog identifiers the box generated are their credential, and the
 // B2BUA answers 481 to unknown ones.
 func (s *Server) dispatchCall(now time.Time, src netip.Addr, req *sip.Request, tx sip.ServerTransaction, answer answerFunc, h Calls) {
@@ -96,6 +97,9 @@ func (s *Server) dispatchCall(now time.Time, src netip.Addr, req *sip.Request, t
 		return
 	case sip.REFER: // in-dialog only: the B2BUA answers 481 otherwise
 		h.OnRefer(req, tx)
+		return
+	case sip.PRACK: // in-dialog (RFC 3262): 481 for unknown dialogs
+		h.OnPrack(req, tx)
 		return
 	}
 	if to := req.To(); to != nil && to.Params.Has("tag") {

@@ -163,17 +163,23 @@ func TestInviteChallenged(t *testing.T) {
 	s := startServerTuned(t, nil, func(d *store.DB) { db = d }, nil, func(s *Server) { startCalls(t, s, db) })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	// In-dialog requests of unknown dialogs are not challenged: 481.
+	// In-dialog requests of unknown dialogs are not challenged: the
+	// B2BUA answers 481 (PRACK too: the edge hands it over, RFC 3262).
 	p := siptest.NewPhone(t, "101", testPassword)
-	bye := sip.NewRequest(sip.BYE, sip.Uri{Scheme: "sip", User: "102", Host: "127.0.0.1", Port: s.udp.Port})
-	bye.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: "102", Host: "127.0.0.1"}, Params: sip.HeaderParams{{K: "tag", V: "nope"}}})
-	bye.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "101", Host: "127.0.0.1"}, Params: sip.HeaderParams{{K: "tag", V: "x"}}})
-	res, err := p.Client.Do(ctx, bye)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.StatusCode != 481 {
-		t.Fatalf("BYE of an unknown dialog: %s", res.StartLine())
+	for _, m := range []sip.RequestMethod{sip.BYE, sip.PRACK} {
+		req := sip.NewRequest(m, sip.Uri{Scheme: "sip", User: "102", Host: "127.0.0.1", Port: s.udp.Port})
+		req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: "102", Host: "127.0.0.1"}, Params: sip.HeaderParams{{K: "tag", V: "nope"}}})
+		req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "101", Host: "127.0.0.1"}, Params: sip.HeaderParams{{K: "tag", V: "x"}}})
+		if m == sip.PRACK {
+			req.AppendHeader(sip.NewHeader("RAck", "1 1 INVITE"))
+		}
+		res, err := p.Client.Do(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode != 481 {
+			t.Fatalf("%s of an unknown dialog: %s", m, res.StartLine())
+		}
 	}
 }
 

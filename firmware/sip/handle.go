@@ -97,7 +97,7 @@ func (s *Server) precheck(now time.Time, src netip.Addr, req *sip.Request, answe
 		if _, trunk := s.policy.Trunk(src); trunk || s.location.Registered(now, src) {
 			allow := "REGISTER, OPTIONS"
 			if s.calls.Load() != nil {
-				allow = "INVITE, ACK, CANCEL, BYE, UPDATE, REGISTER, OPTIONS"
+				allow = "INVITE, ACK, CANCEL, BYE, UPDATE, REFER, PRACK, REGISTER, OPTIONS"
 			}
 			answer(200, "OK", sip.NewHeader("Allow", allow))
 		}
