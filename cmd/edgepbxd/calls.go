@@ -79,6 +79,7 @@ func (d *daemon) newCalls() error {
 	b, err := call.New(call.Config{
 		Client: d.sip.Client(), Contact: contact, ContactTLS: d.sip.Contact("tls"),
 		Relay: relay, Plan: plan, Directory: trunkDirectory{Directory: d.sip.Directory(nil), tel: tel}, CDR: cdr.New(d.db), Log: d.log,
+		Events: d.secLog,
 	})
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)
@@ -211,6 +212,21 @@ func (d trunkDirectory) Policy(id call.Identity) media.Policy {
 		}
 	}
 	return d.Directory.Policy(id)
+}
+
+// OutboundCallerID is what ext presents over trunk (call.CallerIDs): its
+// own configured number, else the trunk's, else ("") its extension
+// number; and whether the trunk is trusted with P-Asserted-Identity.
+func (d trunkDirectory) OutboundCallerID(ext, trunk string) (string, bool) {
+	cur := d.tel.Current()
+	tr, ok := cur.Trunk(trunk)
+	if n := cur.CallerIDs[ext]; n != "" {
+		return n, ok && tr.AssertIdentity
+	}
+	if !ok {
+		return "", false
+	}
+	return tr.CallerID, tr.AssertIdentity
 }
 
 // Credentials answer a trunk's INVITE challenge with the dial plan page's

@@ -59,7 +59,8 @@ func TestDevModeTelephonyClasses(t *testing.T) {
 		t.Fatalf("initial telephony %+v %v", cfg, err)
 	}
 	cfg.Trunks = []sipconfig.TelephonyTrunk{{Name: "itsp", Host: fmt.Sprintf("127.0.0.2:%d", itsp.Port), Transport: "udp",
-		Auth: sipconfig.TrunkAuthIP, Peers: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, SRTP: "off"}}
+		Auth: sipconfig.TrunkAuthIP, Peers: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, SRTP: "off", AssertIdentity: true}}
+	cfg.CallerIDs = map[string]string{"1001": "+4930111"}
 	cfg.Routes = []dialplan.Route{{Prefix: "", Trunk: "itsp"}}
 	cfg.Extensions = []dialplan.Extension{{Number: "1001", Classes: []dialplan.Class{dialplan.Internal}}}
 	if err := json.Unmarshal(api.must(200, "PUT", "/api/v1/telephony", cfg), &cfg); err != nil || cfg.Version != 1 {
@@ -87,6 +88,13 @@ func TestDevModeTelephonyClasses(t *testing.T) {
 		case inv := <-itsp.Answered:
 			if inv.Recipient.User != want {
 				t.Fatalf("trunk got %q, want %s", inv.Recipient.User, want)
+			}
+			// 1001's configured caller ID, asserted to the trusted trunk.
+			if u := inv.From().Address.User; u != "+4930111" {
+				t.Fatalf("trunk saw caller %q, want +4930111", u)
+			}
+			if pai := inv.GetHeader("P-Asserted-Identity"); pai == nil || !strings.Contains(pai.Value(), "+4930111") {
+				t.Fatalf("no P-Asserted-Identity for the trusted trunk: %v", pai)
 			}
 			// The trunk's SRTP policy "off": not even a best-effort key.
 			if strings.Contains(string(inv.Body()), "a=crypto") {
