@@ -182,6 +182,7 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 		c.failA(txA, reqA, 503, cdr.Failed, "media: "+err.Error())
 		return
 	}
+	c.m.OnDTLSFailure(c.dtlsFailed)
 	ctx := context.Background()
 	a.ver = 1
 	if a.answered, err = c.m.Answer(ctx, media.A, remA, a.policy, a.sid, a.ver); err != nil {
@@ -588,9 +589,10 @@ func (c *call) offerFrom(s media.Side, req *sip.Request, tx sip.ServerTransactio
 		reply(488, nil)
 		return
 	}
-	// The other leg is offered SRTP as firmly as this leg now has it.
+	// The other leg is offered SRTP as firmly as this leg now has it; a
+	// DTLS-SRTP leg keeps its association (same fingerprint and roles).
 	offPol := offerPolicyFor(o.policy, c.identity(o.side), isSecured(loc))
-	off, err := c.m.Offer(o.side, offPol, o.sid, o.ver+1)
+	off, err := c.reoffer(o, offPol, o.ver+1)
 	var out []byte
 	if err == nil {
 		out, err = media.Rewrite(rem, off)
@@ -753,8 +755,53 @@ func (c *call) touch(s media.Side) {
 	c.mu.Unlock()
 }
 
+// reoffer is the box's subsequent offer to leg l: DTLS-SRTP keeping the
+// association when l has one (RFC 8842 §5: same fingerprint, a=setup with
+// the established role), else SDES/RTP as pol says.
+func (c *call) reoffer(l *leg, pol media.Policy, ver uint64) (media.Local, error) {
+	if _, ok := c.m.DTLSRole(l.side); ok {
+		return c.m.OfferDTLS(l.side, l.sid, ver, false)
+	}
+	return c.m.Offer(l.side, pol, l.sid, ver)
+}
+
+// dtlsFailed ends an established call whose leg lost DTLS-SRTP (a
+// re-offer's new handshake failed, e.g. a wrong fingerprint): the leg
+// carries nothing any more. During setup the failure only drops media, as
+// a stalled handshake may still be retried by the phone.
+func (c *call) dtlsFailed(s media.Side, err error) {
+	c.mu.Lock()
+	up := c.state == stConfirmed
+	c.mu.Unlock()
+	if up {
+		// Not inline: hangup closes the media, which waits for the
+		// handshake goroutine this runs on.
+		go c.hangup(-1, "DTLS-SRTP failed on leg "+s.String())
+	}
+}
+
+// refreshSDP is the body of the box's session refresh on l: the last SDP
+// again (unchanged version: no media change), or for a DTLS-SRTP leg a new
+// version of the offer with the established a=setup role (the last SDP may
+// be the initial a=setup:actpass offer, which would let the peer swap
+// roles and break the association).
+func (c *call) refreshSDP(l *leg) (body []byte, off media.Local, dtls bool, err error) {
+	if _, ok := c.m.DTLSRole(l.side); !ok {
+		return l.lastSDP, media.Local{}, false, nil
+	}
+	o := c.legs[1-l.side]
+	if o == nil {
+		return l.lastSDP, media.Local{}, false, nil
+	}
+	if off, err = c.m.OfferDTLS(l.side, l.sid, l.ver+1, false); err != nil {
+		return nil, off, false, err
+	}
+	body, err = media.Rewrite(o.peer, off)
+	return body, off, true, err
+}
+
 // refreshLeg is the box's session refresh on l: a re-INVITE repeating the
-// last SDP (unchanged version: no media change).
+// last SDP (for DTLS-SRTP legs see refreshSDP).
 func (c *call) refreshLeg(l *leg) {
 	c.mu.Lock()
 	if c.state != stConfirmed || c.legs[l.side] != l {
@@ -768,7 +815,21 @@ func (c *call) refreshLeg(l *leg) {
 	}
 	c.busy = true
 	c.mu.Unlock()
-	res, err := c.transact(l, c.newRequest(l, sip.INVITE, l.lastSDP))
+	body, off, renewed, err := c.refreshSDP(l)
+	var res *sip.Response
+	if err == nil {
+		res, err = c.transact(l, c.newRequest(l, sip.INVITE, body))
+	}
+	if err == nil && res.StatusCode < 300 && renewed {
+		// The answer keeps the association unless the peer changed it.
+		var rem media.Remote
+		if _, rem, err = media.ParseSDP(res.Body()); err == nil {
+			err = c.m.Answered(context.Background(), l.side, off, rem, l.policy)
+		}
+		if err == nil {
+			l.ver, l.offered, l.lastSDP, l.peer = l.ver+1, off, body, rem
+		}
+	}
 	c.mu.Lock()
 	c.busy = false
 	c.mu.Unlock()

@@ -76,15 +76,18 @@ func (f *fork) offer(br *branch, step offerStep) error {
 	if step >= stepSDES {
 		pol = media.SRTPRequired
 	}
-	off, err := c.m.Offer(media.B, pol, l.sid, l.ver)
-	if err != nil {
-		return err
-	}
+	var off media.Local
+	var err error
 	if step == stepDTLS {
 		// The relay's certificate fingerprint, as already given to the
-		// caller; the box lets the callee choose its DTLS role.
-		fp := *c.legs[media.A].answered.Fingerprint
-		off.Crypto, off.BestEffort, off.Fingerprint, off.Setup = nil, false, &fp, "actpass"
+		// caller; a=setup:actpass lets the callee choose its DTLS role (a
+		// branch re-offered after a challenge starts afresh too).
+		off, err = c.m.OfferDTLS(media.B, l.sid, l.ver, true)
+	} else {
+		off, err = c.m.Offer(media.B, pol, l.sid, l.ver)
+	}
+	if err != nil {
+		return err
 	}
 	body, err := media.Rewrite(f.remA, off)
 	if err != nil {
@@ -108,16 +111,8 @@ func (f *fork) lower(br *branch) (offerStep, bool) {
 // answered applies the callee's SDP (in a 18x or the 2xx) on the B side.
 func (f *fork) answered(br *branch, rem media.Remote) error {
 	c, l := f.c, br.l
-	if l.offered.Fingerprint == nil {
-		return c.m.Answered(context.Background(), media.B, l.offered, rem, l.policy)
-	}
-	if rem.Fingerprint == nil || (rem.Proto != media.ProtoDTLS && rem.Proto != "UDP/TLS/RTP/SAVPF") {
-		return errors.New("media: answer to a DTLS-SRTP offer without DTLS-SRTP")
-	}
-	p := media.PeerFrom(rem)
-	// RFC 5763 §5: the answerer picks; "passive" makes the box the client.
-	p.DTLS = &media.DTLSParams{Fingerprint: *rem.Fingerprint, Client: rem.Setup == "passive"}
-	return c.m.SetPeer(context.Background(), media.B, p)
+	// For DTLS-SRTP the answerer picked the roles (RFC 5763 §5).
+	return c.m.Answered(context.Background(), media.B, l.offered, rem, l.policy)
 }
 
 // newInvite builds br's INVITE (again, with a new CSeq, after a challenge

@@ -184,7 +184,16 @@ func (c *call) runAttended(x *transfer, y *call, yOld *leg) {
 	}
 	ctx := context.Background()
 	pol := offerPolicyFor(yo.policy, yid, c.m.Secured(o.side))
-	off, err := c.m.Offer(s, pol, yo.sid, yo.ver+1)
+	var off media.Local
+	var err error
+	if _, ok := y.m.DTLSRole(ys); ok {
+		// The party did DTLS-SRTP with y's relay leg; c's leg is another
+		// transport (and c's association there belongs to the
+		// transferor): a new association, roles open (actpass).
+		off, err = c.m.OfferDTLS(s, yo.sid, yo.ver+1, true)
+	} else {
+		off, err = c.m.Offer(s, pol, yo.sid, yo.ver+1)
+	}
 	var body []byte
 	if err == nil {
 		body, err = media.Rewrite(o.peer, off)

@@ -1,6 +1,7 @@
 package media
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -101,13 +102,25 @@ func DTLSConfig(cert tls.Certificate, fp Fingerprint) *dtls.Config {
 	}
 }
 
-// dtlsLeg runs one DTLS-SRTP handshake over the leg's RTP socket. The
-// reactor loop hands it DTLS records (RFC 7983 demux); SRTP never goes
-// through the dtls.Conn.
+// dtlsLeg is one DTLS association of a leg (RFC 5764): its handshake and,
+// once done, its SRTP keys. The reactor loop hands it DTLS records (RFC
+// 7983 demux); SRTP never goes through the dtls.Conn. An association
+// outlives SetPeer while the peer's fingerprint, the roles and the
+// transport stay (RFC 8842 §5: a re-offer keeps it); only a change starts
+// a new one.
 type dtlsLeg struct {
 	l      *leg
-	st     *legState
 	params DTLSParams
+	dst    netip.AddrPort // the peer's RTP address from the SDP that started it
+
+	// keys are set once the handshake succeeded. prev is the association
+	// this one replaces: its keys carry media until this one has its own
+	// (the peer keeps sending with the old keys until its handshake ends);
+	// it is closed and cleared when this handshake ends.
+	keys    atomic.Pointer[legCrypto]
+	prev    atomic.Pointer[dtlsLeg]
+	failed  atomic.Bool // the handshake failed: no keys at all, not even prev's
+	newSeen atomic.Bool // a packet decrypted with keys: prev's are not tried any more
 
 	in      chan []byte
 	peer    atomic.Pointer[net.UDPAddr] // where the last DTLS record came from
@@ -122,8 +135,61 @@ type dtlsLeg struct {
 	err  error // set before done is closed
 }
 
-func newDTLSLeg(l *leg, st *legState, p DTLSParams) *dtlsLeg {
-	return &dtlsLeg{l: l, st: st, params: p, in: make(chan []byte, 32), closing: make(chan struct{}), dlNotify: make(chan struct{}), done: make(chan struct{})}
+func newDTLSLeg(l *leg, p DTLSParams, dst netip.AddrPort) *dtlsLeg {
+	return &dtlsLeg{l: l, params: p, dst: dst, in: make(chan []byte, 32), closing: make(chan struct{}), dlNotify: make(chan struct{}), done: make(chan struct{})}
+}
+
+// sendKeys are the keys for packets the box sends: this association's,
+// or while it handshakes the one it replaces.
+func (d *dtlsLeg) sendKeys() *legCrypto {
+	if k := d.keys.Load(); k != nil {
+		return k
+	}
+	if d.failed.Load() {
+		return nil
+	}
+	if p := d.prev.Load(); p != nil {
+		return p.keys.Load()
+	}
+	return nil
+}
+
+// oldKeys are the replaced association's keys while packets sent with them
+// may still arrive after this one has its own: nil once a packet
+// decrypted with the new keys or the handshake failed.
+func (d *dtlsLeg) oldKeys() *legCrypto {
+	if d.newSeen.Load() || d.failed.Load() || d.keys.Load() == nil {
+		return nil
+	}
+	if p := d.prev.Load(); p != nil {
+		return p.keys.Load()
+	}
+	return nil
+}
+
+// keeps reports whether a re-negotiation with p towards dst can keep this
+// association: same peer fingerprint, same roles, same transport (the
+// SDP's address, or the one the peer's DTLS records actually come from),
+// and a handshake that has not failed.
+func (d *dtlsLeg) keeps(p DTLSParams, dst netip.AddrPort) bool {
+	if d.params.Client != p.Client || d.params.Fingerprint.Hash != p.Fingerprint.Hash ||
+		!bytes.Equal(d.params.Fingerprint.Value, p.Fingerprint.Value) {
+		return false
+	}
+	select {
+	case <-d.closing:
+		return false
+	case <-d.done:
+		if d.err != nil {
+			return false
+		}
+	default:
+	}
+	if dst == d.dst {
+		return true
+	}
+	a := d.peer.Load()
+	return a != nil && a.AddrPort() == dst
 }
 
 // deliver is called by the reactor loop; it never blocks.
@@ -140,18 +206,44 @@ func (d *dtlsLeg) deliver(pkt []byte, from netip.AddrPort) {
 
 func (d *dtlsLeg) close() { d.once.Do(func() { close(d.closing) }) }
 
+func (d *dtlsLeg) closed() bool {
+	select {
+	case <-d.closing:
+		return true
+	default:
+		return false
+	}
+}
+
 func (d *dtlsLeg) run(ctx context.Context) {
 	conn, err := d.handshake(ctx)
-	if err != nil {
+	superseded := d.closed()
+	if err != nil && !superseded {
+		d.failed.Store(true)
+		d.l.stats.handshakeFailures.Add(1)
 		d.l.call.r.cfg.Log.Warn("media: DTLS-SRTP handshake failed", "call", d.l.call.id, "leg", d.l.side, "err", err)
 	}
 	d.err = err
 	close(d.done)
+	if !superseded {
+		// Done either way: the old association carries nothing any more
+		// once this one has keys (old packets still in flight are
+		// decrypted with the keys kept in oldKeys) or failed.
+		if p := d.prev.Load(); p != nil {
+			p.close()
+		}
+		if err != nil {
+			d.prev.Store(nil)
+			if f := d.l.call.dtlsFailed.Load(); f != nil {
+				(*f)(d.l.side, err)
+			}
+		}
+	}
 	if conn == nil {
 		return
 	}
 	// Keep reading so alerts and retransmitted final flights are answered
-	// until the call ends; application data is not used.
+	// until the association ends; application data is not used.
 	go func() {
 		<-d.closing
 		conn.Close()
@@ -194,9 +286,9 @@ func (d *dtlsLeg) connect(ctx context.Context) (*dtls.Conn, error) {
 	dc := DTLSConfig(*cfg.Certificate, d.params.Fingerprint)
 	var conn *dtls.Conn
 	if d.params.Client {
-		conn, err = dtls.Client(d, net.UDPAddrFromAddrPort(d.st.rtpDst), dc)
+		conn, err = dtls.Client(d, net.UDPAddrFromAddrPort(d.dst), dc)
 	} else {
-		conn, err = dtls.Server(d, net.UDPAddrFromAddrPort(d.st.rtpDst), dc)
+		conn, err = dtls.Server(d, net.UDPAddrFromAddrPort(d.dst), dc)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("dtls: %w", err)
@@ -225,7 +317,7 @@ func (d *dtlsLeg) connect(ctx context.Context) (*dtls.Conn, error) {
 	if err != nil {
 		return conn, err
 	}
-	d.st.cryptoDTLS.Store(lc)
+	d.keys.Store(lc)
 	return conn, nil
 }
 
@@ -272,9 +364,11 @@ func (d *dtlsLeg) WriteTo(p []byte, _ net.Addr) (int, error) {
 		return 0, net.ErrClosed
 	default:
 	}
-	dst := d.st.dst(false)
+	dst := d.dst
 	if a := d.peer.Load(); a != nil {
 		dst = a.AddrPort()
+	} else if st := d.l.state.Load(); st != nil && st.dtls == d {
+		dst = st.dst(false) // latched by SRTP before any DTLS record came
 	}
 	return d.l.rtp.writeTo(p, dst)
 }

@@ -46,10 +46,65 @@ func (c *Call) Offer(s Side, pol Policy, sessionID, version uint64) (Local, erro
 	return l, nil
 }
 
-// Answered applies side's SDP answer to an offer made with Offer: it
-// configures the leg (pinholes, keys) and checks the policy.
+// OfferDTLS makes the box's side of a DTLS-SRTP offer to side's peer: the
+// relay's fingerprint and, when the leg has a DTLS association and renew
+// is false, a=setup with the box's established role (RFC 8842 §5: a
+// subsequent offer that keeps the association); a=setup:actpass else
+// (the answerer picks, and a new handshake follows).
+func (c *Call) OfferDTLS(s Side, sessionID, version uint64, renew bool) (Local, error) {
+	if c.r.cfg.Certificate == nil {
+		return Local{}, errors.New("media: DTLS-SRTP offer but relay has no certificate")
+	}
+	fp := FingerprintOf(c.r.cfg.Certificate.Certificate[0])
+	l := Local{Addr: c.r.cfg.Addr, RTPPort: c.LocalPort(s), SessionID: sessionID, SessionVersion: version, Fingerprint: &fp, Setup: "actpass"}
+	if client, ok := c.DTLSRole(s); ok && !renew {
+		l.Setup = "passive"
+		if client {
+			l.Setup = "active"
+		}
+	}
+	return l, nil
+}
+
+// answeredDTLS is the box's DTLS role after its offer with setup was
+// answered with answerSetup (RFC 4145 §4: an absent a=setup in the answer
+// means active).
+func answeredDTLS(offerSetup, answerSetup string) (client bool, err error) {
+	switch offerSetup {
+	case "active":
+		if answerSetup == "passive" || answerSetup == "" {
+			return true, nil
+		}
+	case "passive":
+		if answerSetup == "active" || answerSetup == "" {
+			return false, nil
+		}
+	default: // actpass
+		switch answerSetup {
+		case "passive":
+			return true, nil
+		case "active", "":
+			return false, nil
+		}
+	}
+	return false, fmt.Errorf("%w: a=setup:%.16s answers a=setup:%s", ErrSDP, answerSetup, offerSetup)
+}
+
+// Answered applies side's SDP answer to an offer made with Offer or
+// OfferDTLS: it configures the leg (pinholes, keys) and checks the policy.
 func (c *Call) Answered(ctx context.Context, s Side, offered Local, answer Remote, pol Policy) error {
 	p := PeerFrom(answer)
+	if offered.Fingerprint != nil {
+		if answer.Fingerprint == nil || (answer.Proto != ProtoDTLS && answer.Proto != protoDTLSF) {
+			return errors.New("media: answer to a DTLS-SRTP offer without DTLS-SRTP")
+		}
+		client, err := answeredDTLS(offered.Setup, answer.Setup)
+		if err != nil {
+			return err
+		}
+		p.DTLS = &DTLSParams{Fingerprint: *answer.Fingerprint, Client: client}
+		return c.SetPeer(ctx, s, p)
+	}
 	// A best-effort offer accepted: keys on RTP/AVP.
 	bestEffort := offered.BestEffort && offered.Crypto != nil && !answer.Secure() && len(answer.Crypto) > 0
 	if answer.Secure() || bestEffort {
@@ -83,7 +138,10 @@ func (c *Call) Answer(ctx context.Context, s Side, offer Remote, pol Policy, ses
 		if c.r.cfg.Certificate == nil {
 			return Local{}, errors.New("media: DTLS-SRTP offered but relay has no certificate")
 		}
-		client := offer.Setup == "actpass" || offer.Setup == "passive" || offer.Setup == ""
+		// RFC 5763 §5: the answerer takes active when it may, but a
+		// re-offer from the same peer keeps the established roles (RFC
+		// 8842 §5) so the association survives hold/resume.
+		client := c.dtlsRoleFor(s, offer.Setup, *offer.Fingerprint)
 		p.DTLS = &DTLSParams{Fingerprint: *offer.Fingerprint, Client: client}
 		fp := FingerprintOf(c.r.cfg.Certificate.Certificate[0])
 		l.Fingerprint = &fp

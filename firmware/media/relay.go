@@ -1,6 +1,7 @@
 package media
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -190,6 +191,8 @@ type Call struct {
 	wg       sync.WaitGroup
 	cancel   context.CancelFunc
 	ctx      context.Context
+
+	dtlsFailed atomic.Pointer[func(Side, error)]
 }
 
 // NewCall binds two port pairs and hands them to a reactor loop; nothing
@@ -311,24 +314,101 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 			c.closePinhole(ph)
 		}
 	}
-	var d *dtlsLeg
-	if p.DTLS != nil && active {
+	// The DTLS association: kept when the re-negotiation allows (RFC 8842
+	// §5), else a new handshake. While the leg is on hold (no address) the
+	// association is kept for the resume.
+	var start *dtlsLeg
+	cur := l.assoc
+	switch {
+	case p.DTLS == nil:
+		l.assoc = nil
+		if cur != nil {
+			cur.close()
+			if pr := cur.prev.Load(); pr != nil {
+				pr.close()
+			}
+		}
+	case !active:
+	case cur != nil && cur.keeps(*p.DTLS, st.rtpDst):
+		st.dtls = cur
+	default:
+		start = newDTLSLeg(l, *p.DTLS, st.rtpDst)
+		if cur != nil {
+			// The newest association with keys carries media until the
+			// new one has its own, if the peer is the same host (packets
+			// from elsewhere are dropped anyway); one without keys yet is
+			// dropped.
+			prev := cur
+			if cur.keys.Load() == nil {
+				prev = cur.prev.Load()
+				cur.close()
+			}
+			switch {
+			case prev == nil:
+			case !prev.closed() && prev.dst.Addr() == st.addr:
+				start.prev.Store(prev)
+			default:
+				prev.close()
+			}
+		}
+		l.assoc = start
+		live := l.assocs[:0]
+		for _, a := range l.assocs {
+			if !a.closed() {
+				live = append(live, a)
+			}
+		}
+		l.assocs = append(live, start)
 		// Set before the state is published: readers use st.dtls unlocked.
-		d = newDTLSLeg(l, st, *p.DTLS)
-		st.dtls = d
+		st.dtls = start
 	}
-	old := l.state.Swap(st)
-	if old != nil && old.dtls != nil {
-		old.dtls.close()
-	}
-	if d != nil {
+	l.state.Store(st)
+	if start != nil {
+		l.stats.handshakes.Add(1)
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			d.run(c.ctx)
+			start.run(c.ctx)
 		}()
 	}
 	return nil
+}
+
+// OnDTLSFailure sets f to be called when a leg's current DTLS handshake
+// fails (not when a newer negotiation replaced it): the leg then carries
+// nothing, and the B2BUA usually ends the call. f runs on the handshake's
+// goroutine and must not call Close itself (Close waits for it).
+func (c *Call) OnDTLSFailure(f func(Side, error)) { c.dtlsFailed.Store(&f) }
+
+// DTLSRole reports whether side's leg has a DTLS association (running or
+// established) and whether the box is its client: a re-offer keeps the role
+// with a=setup:active (client) or passive, RFC 8842 §5.
+func (c *Call) DTLSRole(s Side) (client, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d := c.legs[s].assoc; d != nil {
+		return d.params.Client, true
+	}
+	return false, false
+}
+
+// dtlsRoleFor is the box's role in an answer to a DTLS offer with setup
+// and fingerprint fp on side: the role the offer imposes, or for actpass
+// the current association's role when it stays with the same peer
+// certificate (so hold/resume keeps the association), else active.
+func (c *Call) dtlsRoleFor(s Side, setup string, fp Fingerprint) bool {
+	switch setup {
+	case "active":
+		return false
+	case "passive":
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d := c.legs[s].assoc; d != nil && d.params.Fingerprint.Hash == fp.Hash && bytes.Equal(d.params.Fingerprint.Value, fp.Value) {
+		return d.params.Client
+	}
+	return true
 }
 
 // closePinhole is called with c.mu held. The call may be ending because its
@@ -354,8 +434,8 @@ func (c *Call) Close() error {
 	c.closed = true
 	c.cancel()
 	for _, l := range c.legs {
-		if st := l.state.Load(); st != nil && st.dtls != nil {
-			st.dtls.close()
+		for _, d := range l.assocs {
+			d.close()
 		}
 	}
 	// After this the loop never touches the call again: packets in
@@ -411,20 +491,23 @@ type legState struct {
 	rtpDst, rtcpDst netip.AddrPort
 	mux             bool
 	secure          bool
-	crypto          *legCrypto // nil while DTLS is pending; never nil for SDES
-	dtls            *dtlsLeg
+	crypto          *legCrypto // SDES; nil for DTLS
+	dtls            *dtlsLeg   // the DTLS association whose keys the leg uses
 
 	// Latched source ports (symmetric RTP): the first accepted packet fixes
 	// the port; later packets from other ports are dropped. 0: not yet.
 	latchRTP, latchRTCP atomic.Uint32
-	cryptoDTLS          atomic.Pointer[legCrypto]
 }
 
+// keys are the leg's SRTP keys (nil while DTLS is pending).
 func (st *legState) keys() *legCrypto {
 	if st.crypto != nil {
 		return st.crypto
 	}
-	return st.cryptoDTLS.Load()
+	if st.dtls != nil {
+		return st.dtls.sendKeys()
+	}
+	return nil
 }
 
 // dst returns where packets to this leg's peer go.
@@ -445,13 +528,15 @@ func (st *legState) dst(rtcp bool) netip.AddrPort {
 }
 
 type leg struct {
-	call  *Call
-	side  Side
-	port  uint16
-	rtp   *socket
-	rtcp  *socket
-	state atomic.Pointer[legState]
-	stats legStats
+	call   *Call
+	side   Side
+	port   uint16
+	rtp    *socket
+	rtcp   *socket
+	state  atomic.Pointer[legState]
+	stats  legStats
+	assoc  *dtlsLeg   // current DTLS association (Call.mu); may outlive state
+	assocs []*dtlsLeg // every association not yet closed (Call.mu): Close ends them
 }
 
 func (l *leg) other() *leg { return l.call.legs[1-l.side] }
@@ -566,6 +651,19 @@ func (l *leg) handle(w *worker, slot int, st, ost *legState, pkt []byte, from ne
 			plain, err = keys.inRTCP.decryptRTCP(dst, pkt)
 		} else {
 			plain, err = keys.inRTP.decryptRTP(dst, pkt, &w.hdr)
+		}
+		if err != nil && st.dtls != nil {
+			// Sent with the replaced association's keys before the peer
+			// switched: still valid until the first packet under the new.
+			if old := st.dtls.oldKeys(); old != nil && old != keys {
+				if rtcp {
+					plain, err = old.inRTCP.decryptRTCP(dst, pkt)
+				} else {
+					plain, err = old.inRTP.decryptRTP(dst, pkt, &w.hdr)
+				}
+			}
+		} else if err == nil && st.dtls != nil && !st.dtls.newSeen.Load() && keys == st.dtls.keys.Load() {
+			st.dtls.newSeen.Store(true)
 		}
 		if err != nil {
 			// Bad tag, replay, or garbage: never forwarded, never latched.

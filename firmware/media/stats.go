@@ -13,6 +13,7 @@ type legStats struct {
 	received, bytes, sent                                         atomic.Uint64
 	droppedSource, droppedCrypto, droppedMalformed, droppedNoPeer atomic.Uint64
 	readErrors, writeErrors                                       atomic.Uint64
+	handshakes, handshakeFailures                                 atomic.Uint64 // DTLS
 
 	mu        sync.Mutex // guards the RTCP quality figures (RTCP is rare)
 	reports   int
@@ -53,6 +54,9 @@ type LegStats struct {
 	// leg without a peer yet.
 	DroppedSource, DroppedCrypto, DroppedMalformed, DroppedNoPeer uint64
 	WriteErrors                                                   uint64
+	// DTLS handshakes started on this leg (a re-offer that keeps the
+	// association starts none) and those that failed.
+	Handshakes, HandshakeFailures uint64
 	// RTCP reception reports from this leg's peer; MOS is 0 without any.
 	Reports  int
 	LossPct  float64
@@ -87,6 +91,7 @@ func (c *Call) Stats() Stats {
 			DroppedSource: s.droppedSource.Load(), DroppedCrypto: s.droppedCrypto.Load(),
 			DroppedMalformed: s.droppedMalformed.Load(), DroppedNoPeer: s.droppedNoPeer.Load(),
 			WriteErrors: s.writeErrors.Load(),
+			Handshakes:  s.handshakes.Load(), HandshakeFailures: s.handshakeFailures.Load(),
 		}
 		s.mu.Lock()
 		if s.reports > 0 {
