@@ -2,13 +2,79 @@ package sip
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
+
+// udpWorkers is how many sockets (each with its worker goroutine) serve
+// the UDP transport: one per CPU, at most 8.
+func udpWorkers() int { return min(max(runtime.GOMAXPROCS(0), 1), 8) }
+
+// listenUDP binds n UDP sockets to addr as one SO_REUSEPORT group; the
+// kernel then spreads datagrams over them by a hash of the source address
+// and port, so one source always reaches the same socket. With port 0 the
+// first socket picks the port and the others join it.
+//
+// Linux lets a socket join a reuseport group only when it sets
+// SO_REUSEPORT too and belongs to the same effective UID as the sockets
+// already bound: another user's process cannot take a share of the SIP
+// traffic, and one that binds without SO_REUSEPORT gets EADDRINUSE. A
+// process of the same UID as edgepbxd could join, as it could anyway read
+// edgepbxd's memory or keys; the appliance runs nothing else as that user.
+func listenUDP(ctx context.Context, addr string, n int) ([]*net.UDPConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		})
+		if err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("SO_REUSEPORT: %w", serr)
+		}
+		return nil
+	}}
+	var conns []*net.UDPConn
+	fail := func(err error) ([]*net.UDPConn, error) {
+		for _, c := range conns {
+			c.Close()
+		}
+		return nil, err
+	}
+	for i := range max(n, 1) {
+		pc, err := lc.ListenPacket(ctx, "udp", addr)
+		if err != nil {
+			return fail(err)
+		}
+		c, ok := pc.(*net.UDPConn)
+		if !ok {
+			pc.Close()
+			return fail(fmt.Errorf("not a UDP socket: %T", pc))
+		}
+		conns = append(conns, c)
+		if i == 0 {
+			// The others join the port the first got (":0" picks one).
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				return fail(err)
+			}
+			addr = net.JoinHostPort(host, strconv.Itoa(c.LocalAddr().(*net.UDPAddr).Port))
+		}
+	}
+	return conns, nil
+}
 
 // ConnCounters count stream connection admission.
 type ConnCounters struct {

@@ -10,8 +10,9 @@
 //  6. Guard (flood and brute force, per source and per extension) → Banner;
 //  7. handlers (registrar, OPTIONS).
 //
-// UDP is read by udpFront (one reader, per-CPU workers). Workers run stage 1
-// and answer every REGISTER statelessly (statelessUDP: no sipgo transaction;
+// UDP is read by udpFront (one SO_REUSEPORT socket per CPU, each read by
+// its own worker; the kernel keeps a source on one socket). Workers run
+// stage 1 and answer every REGISTER statelessly (statelessUDP: no sipgo transaction;
 // a bounded cache gives retransmissions the first answer). Other UDP
 // requests, trunk sources and the stream transports take sipgo's stateful
 // path (handle). Both paths share stages 2 to 7.
@@ -88,8 +89,8 @@ type Server struct {
 	calls     atomic.Pointer[callsBox] // the B2BUA; nil: INVITE gets 501
 
 	parser          *sip.Parser
-	udp             net.PacketConn // the socket; answers are written to it
-	front           *udpFront      // reads udp for the chain and for sipgo
+	udp             net.PacketConn // front: answers are written to it
+	front           *udpFront      // reads the UDP sockets for the chain and for sipgo
 	tcp, tlsL, wssL net.Listener
 	closeOnce       sync.Once
 	now             func() time.Time
@@ -212,10 +213,12 @@ func New(cfg config.SIP, d Deps) (*Server, error) {
 func (s *Server) bind(tlsConf *tls.Config) error {
 	var err error
 	if s.cfg.UDP != "" {
-		if s.udp, err = net.ListenPacket("udp", s.cfg.UDP); err != nil {
+		conns, err := listenUDP(context.Background(), s.cfg.UDP, udpWorkers())
+		if err != nil {
 			return fmt.Errorf("sip: listen udp %s: %w", s.cfg.UDP, err)
 		}
-		s.front = newUDPFront(s.udp, s.filter, s.cfg.MaxMessageBytes)
+		s.front = newUDPFront(conns, s.filter, s.cfg.MaxMessageBytes)
+		s.udp = s.front
 		s.filter.udpFront = true
 	}
 	listen := func(addr string, tlsc *tls.Config) (net.Listener, error) {
