@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,15 +19,17 @@ import (
 )
 
 // dtlsEnd is a phone's media socket doing DTLS-SRTP (RFC 5764): DTLS
-// records go to pion/dtls, everything else to media (RFC 7983 demux).
+// records go to the current handshake's pion/dtls conn, everything else
+// to media (RFC 7983 demux).
 type dtlsEnd struct {
 	conn   *net.UDPConn
 	to     *net.UDPAddr // the box's media address for this phone
-	dtlsIn chan []byte
+	inbox  atomic.Pointer[chan []byte]
 	media  chan []byte
 	closed chan struct{}
 	cert   tls.Certificate
 	fp     media.Fingerprint
+	seq    uint16 // next RTP sequence number this phone sends
 }
 
 func newDTLSEnd(t testing.TB) *dtlsEnd {
@@ -39,7 +42,9 @@ func newDTLSEnd(t testing.TB) *dtlsEnd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &dtlsEnd{conn: c, dtlsIn: make(chan []byte, 64), media: make(chan []byte, 256), closed: make(chan struct{}), cert: cert, fp: fp}
+	e := &dtlsEnd{conn: c, media: make(chan []byte, 256), closed: make(chan struct{}), cert: cert, fp: fp, seq: 100}
+	in := make(chan []byte, 64)
+	e.inbox.Store(&in)
 	go func() {
 		defer close(e.closed)
 		for {
@@ -50,7 +55,7 @@ func newDTLSEnd(t testing.TB) *dtlsEnd {
 			}
 			ch := e.media
 			if n > 0 && b[0] >= 20 && b[0] <= 63 {
-				ch = e.dtlsIn
+				ch = *e.inbox.Load()
 			}
 			select {
 			case ch <- b[:n]:
@@ -65,36 +70,58 @@ func newDTLSEnd(t testing.TB) *dtlsEnd {
 func (e *dtlsEnd) port() int { return e.conn.LocalAddr().(*net.UDPAddr).Port }
 
 // sdp is the phone's offer or answer: DTLS-SRTP with its fingerprint.
-func (e *dtlsEnd) sdp(setup string) string {
+func (e *dtlsEnd) sdp(setup string) string { return e.sdpWith(setup, "sendrecv", e.fp) }
+
+func (e *dtlsEnd) sdpWith(setup, dir string, fp media.Fingerprint) string {
 	return "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
-		fmt.Sprintf("m=audio %d UDP/TLS/RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n", e.port()) +
-		"a=fingerprint:" + e.fp.String() + "\r\na=setup:" + setup + "\r\n"
+		fmt.Sprintf("m=audio %d UDP/TLS/RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=%s\r\n", e.port(), dir) +
+		"a=fingerprint:" + fp.String() + "\r\na=setup:" + setup + "\r\n"
 }
 
-func (e *dtlsEnd) ReadFrom(b []byte) (int, net.Addr, error) {
+// dtlsSession is the net.PacketConn of one handshake: a new handshake
+// gets a new inbox, so an earlier association's conn reads nothing more.
+type dtlsSession struct {
+	e  *dtlsEnd
+	in chan []byte
+}
+
+func (s *dtlsSession) ReadFrom(b []byte) (int, net.Addr, error) {
 	select {
-	case x := <-e.dtlsIn:
-		return copy(b, x), e.to, nil
-	case <-e.closed:
+	case x := <-s.in:
+		return copy(b, x), s.e.to, nil
+	case <-s.e.closed:
 		return 0, nil, net.ErrClosed
 	}
 }
-func (e *dtlsEnd) WriteTo(b []byte, _ net.Addr) (int, error) { return e.conn.WriteTo(b, e.to) }
-func (e *dtlsEnd) Close() error                              { return nil }
-func (e *dtlsEnd) LocalAddr() net.Addr                       { return e.conn.LocalAddr() }
-func (e *dtlsEnd) SetDeadline(time.Time) error               { return nil }
-func (e *dtlsEnd) SetReadDeadline(time.Time) error           { return nil }
-func (e *dtlsEnd) SetWriteDeadline(time.Time) error          { return nil }
+func (s *dtlsSession) WriteTo(b []byte, _ net.Addr) (int, error) { return s.e.conn.WriteTo(b, s.e.to) }
+func (s *dtlsSession) Close() error                              { return nil }
+func (s *dtlsSession) LocalAddr() net.Addr                       { return s.e.conn.LocalAddr() }
+func (s *dtlsSession) SetDeadline(time.Time) error               { return nil }
+func (s *dtlsSession) SetReadDeadline(time.Time) error           { return nil }
+func (s *dtlsSession) SetWriteDeadline(time.Time) error          { return nil }
 
 // handshake runs DTLS against the box (client or server role), checking
 // the box's fingerprint from its SDP, and returns SRTP contexts.
 func (e *dtlsEnd) handshake(ctx context.Context, box media.Fingerprint, client bool) (enc, dec *srtp.Context, err error) {
-	cfg := media.DTLSConfig(e.cert, box)
+	return e.handshakeAs(ctx, e.cert, box, client)
+}
+
+// renew gives the next handshake a fresh inbox (a new association while
+// the old conn still exists). Call it before the SDP that triggers it, so
+// the box's first flight lands there.
+func (e *dtlsEnd) renew() {
+	in := make(chan []byte, 64)
+	e.inbox.Store(&in)
+}
+
+func (e *dtlsEnd) handshakeAs(ctx context.Context, cert tls.Certificate, box media.Fingerprint, client bool) (enc, dec *srtp.Context, err error) {
+	sess := &dtlsSession{e: e, in: *e.inbox.Load()}
+	cfg := media.DTLSConfig(cert, box)
 	var conn *dtls.Conn
 	if client {
-		conn, err = dtls.Client(e, e.to, cfg)
+		conn, err = dtls.Client(sess, e.to, cfg)
 	} else {
-		conn, err = dtls.Server(e, e.to, cfg)
+		conn, err = dtls.Server(sess, e.to, cfg)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -128,16 +155,24 @@ func (e *dtlsEnd) handshake(ctx context.Context, box media.Fingerprint, client b
 	return enc, dec, err
 }
 
+// rtp is the next RTP packet of from (its sequence numbers keep rising
+// across the test, so the box's replay window never refuses one).
+func (e *dtlsEnd) rtp(mark string) []byte {
+	plain := make([]byte, 12+160)
+	plain[0], plain[1] = 0x80, 0
+	plain[2], plain[3] = byte(e.seq>>8), byte(e.seq)
+	plain[11] = 7
+	copy(plain[12:], mark)
+	e.seq++
+	return plain
+}
+
 // sendUntil encrypts and sends RTP to the box until the other end
 // decrypts one packet carrying the same payload.
 func sendUntil(ctx context.Context, t *testing.T, from *dtlsEnd, enc *srtp.Context, to *dtlsEnd, dec *srtp.Context, mark string) {
 	t.Helper()
-	for seq := uint16(100); ctx.Err() == nil; seq++ {
-		plain := make([]byte, 12+160)
-		plain[0], plain[1] = 0x80, 0
-		plain[2], plain[3] = byte(seq>>8), byte(seq)
-		plain[11] = 7
-		copy(plain[12:], mark)
+	for ctx.Err() == nil {
+		plain := from.rtp(mark)
 		ct, err := enc.EncryptRTP(nil, plain, nil)
 		if err != nil {
 			t.Fatal(err)

@@ -33,6 +33,7 @@ type phone struct {
 	byes     chan *sip.Request
 	notifies chan *sip.Request
 	media    int // port in answers to re-INVITEs (0: 7000)
+	reanswer func(*sip.Request) []byte // SDP answering a re-INVITE (nil: plain RTP on media)
 	onInvite func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession)
 }
 
@@ -73,12 +74,16 @@ func newPhone(t testing.TB, user string) *phone {
 				dir = "recvonly"
 			}
 			p.mu.Lock()
-			port := p.media
+			port, reanswer := p.media, p.reanswer
 			p.mu.Unlock()
 			if port == 0 {
 				port = 7000
 			}
-			res := sip.NewResponseFromRequest(req, 200, "OK", []byte(sdpBody(port, dir)))
+			body := []byte(sdpBody(port, dir))
+			if reanswer != nil {
+				body = reanswer(req)
+			}
+			res := sip.NewResponseFromRequest(req, 200, "OK", body)
 			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 			res.AppendHeader(&contact)
 			_ = tx.Respond(res)

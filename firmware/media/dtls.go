@@ -218,6 +218,9 @@ func (d *dtlsLeg) closed() bool {
 func (d *dtlsLeg) run(ctx context.Context) {
 	conn, err := d.handshake(ctx)
 	superseded := d.closed()
+	if err != nil {
+		d.close() // ends pion's reader, blocked in ReadFrom
+	}
 	if err != nil && !superseded {
 		d.failed.Store(true)
 		d.l.stats.handshakeFailures.Add(1)
@@ -373,7 +376,10 @@ func (d *dtlsLeg) WriteTo(p []byte, _ net.Addr) (int, error) {
 	return d.l.rtp.writeTo(p, dst)
 }
 
-func (d *dtlsLeg) Close() error { d.close(); return nil }
+// Close is a no-op: pion closes its PacketConn when a handshake fails,
+// and whether the association was replaced (closed by SetPeer or Close)
+// must still be told apart from that; run closes it after a failure.
+func (d *dtlsLeg) Close() error { return nil }
 
 func (d *dtlsLeg) LocalAddr() net.Addr {
 	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(d.l.call.r.cfg.Addr, d.l.port))
