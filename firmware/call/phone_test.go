@@ -32,7 +32,7 @@ type phone struct {
 	reinvite []*sip.Request // re-INVITEs received
 	byes     chan *sip.Request
 	notifies chan *sip.Request
-	media    int // port in answers to re-INVITEs (0: 7000)
+	media    int                       // port in answers to re-INVITEs (0: 7000)
 	reanswer func(*sip.Request) []byte // SDP answering a re-INVITE (nil: plain RTP on media)
 	onInvite func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession)
 }
