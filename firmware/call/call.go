@@ -808,8 +808,8 @@ func (c *call) refreshLeg(l *leg) {
 		c.mu.Unlock()
 		return
 	}
-	if c.busy { // an exchange is running; it refreshes anyway, try again soon
-		l.refresh.Reset(time.Second)
+	if c.busy { // an exchange is running (maybe the other leg's refresh): try again soon
+		l.refresh.Reset(min(time.Second, c.se/10))
 		c.mu.Unlock()
 		return
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/media"
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -27,16 +28,45 @@ type dtlsCall struct {
 	aEnc, aDec     *srtp.Context
 	bEnc, bDec     *srtp.Context
 	reoffers       chan media.Remote // offers the callee got in re-INVITEs
+	callerReoffers chan media.Remote // offers the caller got in re-INVITEs
+}
+
+// dtlsReanswer answers a re-INVITE offer with e's DTLS-SRTP SDP, keeping
+// the phone's role (active, the role it has with the box in these calls,
+// unless the box pins it), and reports the offer on ch.
+func dtlsReanswer(e *dtlsEnd, ch chan<- media.Remote, role string) func(*sip.Request) []byte {
+	return func(req *sip.Request) []byte {
+		_, rem, err := media.ParseSDP(req.Body())
+		if err != nil {
+			return nil
+		}
+		select {
+		case ch <- rem:
+		default:
+		}
+		setup := role
+		switch rem.Setup {
+		case "active":
+			setup = "passive"
+		case "passive":
+			setup = "active"
+		}
+		dir := "sendrecv"
+		if rem.Direction == "sendonly" {
+			dir = "recvonly"
+		}
+		return []byte(e.sdpWith(setup, dir, e.fp))
+	}
 }
 
 // newDTLSCall sets up a DTLS-SRTP call as in TestDTLSBothLegs (the caller
 // offers actpass, the box answers active; the callee is offered actpass
 // and answers active), with a callee that answers re-INVITEs with
 // DTLS-SRTP keeping its role.
-func newDTLSCall(ctx context.Context, t *testing.T) *dtlsCall {
+func newDTLSCall(ctx context.Context, t *testing.T, opts ...harnessOpt) *dtlsCall {
 	t.Helper()
-	x := &dtlsCall{h: startHarness(t), caller: newPhone(t, "101"), callee: newPhone(t, "102"),
-		ea: newDTLSEnd(t), eb: newDTLSEnd(t), reoffers: make(chan media.Remote, 8)}
+	x := &dtlsCall{h: startHarness(t, opts...), caller: newPhone(t, "101"), callee: newPhone(t, "102"),
+		ea: newDTLSEnd(t), eb: newDTLSEnd(t), reoffers: make(chan media.Remote, 8), callerReoffers: make(chan media.Remote, 8)}
 	x.h.dir.set("102", x.callee.addr)
 	offers := make(chan media.Remote, 1)
 	x.callee.setOnInvite(func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession) {
@@ -49,23 +79,11 @@ func newDTLSCall(ctx context.Context, t *testing.T) *dtlsCall {
 		_ = d.Respond(200, "OK", []byte(x.eb.sdp("active")), sip.NewHeader("Content-Type", "application/sdp"))
 	})
 	x.callee.mu.Lock()
-	x.callee.reanswer = func(req *sip.Request) []byte {
-		_, rem, err := media.ParseSDP(req.Body())
-		if err != nil {
-			return nil
-		}
-		x.reoffers <- rem
-		setup := "active" // the callee was the client: it stays so
-		if rem.Setup == "active" {
-			setup = "passive"
-		}
-		dir := "sendrecv"
-		if rem.Direction == "sendonly" {
-			dir = "recvonly"
-		}
-		return []byte(x.eb.sdpWith(setup, dir, x.eb.fp))
-	}
+	x.callee.reanswer = dtlsReanswer(x.eb, x.reoffers, "active") // the callee was the client
 	x.callee.mu.Unlock()
+	x.caller.mu.Lock()
+	x.caller.reanswer = dtlsReanswer(x.ea, x.callerReoffers, "passive") // the caller was the server
+	x.caller.mu.Unlock()
 	hp, pn, _ := net.SplitHostPort(x.h.addr)
 	var port int
 	fmt.Sscan(pn, &port)
@@ -162,7 +180,7 @@ func TestDTLSHoldResume(t *testing.T) {
 		ans := x.reinvite(ctx, t, x.ea.sdpWith("actpass", tc.send, x.ea.fp))
 		x.checkDTLS(t, "answer to the caller's "+tc.send+" re-INVITE", ans, "active", tc.want)
 		select {
-		case off := <-x.reoffers:
+		case off := <-x.reoffers: // answered before the caller's 200
 			// The callee took active on the first offer: the box stays passive.
 			x.checkDTLS(t, "re-offer to the callee", off, "passive", tc.send)
 		default:
@@ -282,5 +300,45 @@ func TestDTLSReofferWrongFingerprint(t *testing.T) {
 	}
 	if x.h.b.Active() != 0 || x.h.b.dialogCount() != 0 {
 		t.Fatalf("state left: %d calls, %d dialogs", x.h.b.Active(), x.h.b.dialogCount())
+	}
+}
+
+// TestDTLSSessionRefresh: neither phone refreshes (RFC 4028), so the box
+// re-INVITEs both DTLS-SRTP legs with SDP. Each refresh offers DTLS-SRTP
+// with the box's fingerprint and its established role (active toward the
+// caller, passive toward the callee), so the phones' answers keep the
+// associations: after several refreshes SRTP still flows with the first
+// keys and no leg handshook again.
+func TestDTLSSessionRefresh(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Refreshes every 2 s: a refresh that must wait for the other leg's
+	// still has most of the interval left on loaded CI machines.
+	x := newDTLSCall(ctx, t, func(c *Config, _ *dialplan.Plan) {
+		c.minSE, c.SessionExpires = time.Second, 4*time.Second
+	})
+	for i := range 2 {
+		for _, leg := range []struct {
+			ch    chan media.Remote
+			setup string
+		}{{x.callerReoffers, "active"}, {x.reoffers, "passive"}} {
+			select {
+			case off := <-leg.ch:
+				x.checkDTLS(t, fmt.Sprintf("refresh %d", i), off, leg.setup, "")
+			case e := <-x.h.ended:
+				t.Fatalf("refresh %d: the call ended (%q) before the box refreshed the %s leg", i, e.rec.Cause, leg.setup)
+			}
+		}
+	}
+	sendUntil(ctx, t, x.ea, x.aEnc, x.eb, x.bDec, "caller-to-callee after refreshes")
+	sendUntil(ctx, t, x.eb, x.bEnc, x.ea, x.aDec, "callee-to-caller after refreshes")
+	e := x.hangup(ctx, t)
+	if e.rec.Cause == "session refresh failed" || e.rec.Cause == "session timer" {
+		t.Fatalf("call ended by %q", e.rec.Cause)
+	}
+	for i, l := range e.st.Legs {
+		if l.Handshakes != 1 || l.HandshakeFailures != 0 {
+			t.Errorf("leg %d: %d handshakes (%d failed), want 1", i, l.Handshakes, l.HandshakeFailures)
+		}
 	}
 }
