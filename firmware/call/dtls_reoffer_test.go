@@ -203,8 +203,8 @@ func TestDTLSHoldResume(t *testing.T) {
 // TestDTLSReofferNewFingerprint: the caller re-offers with a new
 // certificate. The box starts a new handshake on that leg only (the
 // callee is re-offered the established association); until it finishes,
-// media keeps flowing with the old keys, and after it with the new ones,
-// both ways.
+// media keeps flowing with the old keys, packets still in flight with the
+// old keys pass after it, and then the new keys carry media both ways.
 func TestDTLSReofferNewFingerprint(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -223,6 +223,9 @@ func TestDTLSReofferNewFingerprint(t *testing.T) {
 	if err != nil {
 		t.Fatalf("new handshake: %v", err)
 	}
+	// Packets the caller sent with the old keys just before switching
+	// still pass, until the first one under the new keys.
+	sendUntil(ctx, t, x.ea, x.aEnc, x.eb, x.bDec, "caller old keys in flight after re-keying")
 	sendUntil(ctx, t, x.ea, enc2, x.eb, x.bDec, "caller-to-callee new keys")
 	sendUntil(ctx, t, x.eb, x.bEnc, x.ea, dec2, "callee-to-caller new keys")
 	e := x.hangup(ctx, t)

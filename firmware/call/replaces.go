@@ -214,6 +214,9 @@ func (c *call) runAttended(x *transfer, y *call, yOld *leg) {
 	}
 	_, rem, err := media.ParseSDP(res.Body())
 	if err == nil {
+		// The party answered for c's leg: the transferor's DTLS
+		// association there is not the party's, whatever it looks like.
+		c.m.RenewDTLS(s)
 		err = c.m.Answered(ctx, s, off, rem, yo.policy)
 	}
 	if err != nil {
@@ -348,7 +351,9 @@ func (b *B2BUA) inviteReplaces(req *sip.Request, tx sip.ServerTransaction, calle
 		fail(488)
 		return
 	}
-	// From here the media of side s goes to the new phone.
+	// From here the media of side s goes to the new phone, with a DTLS
+	// association of its own (a new dialog: never the replaced phone's).
+	c.m.RenewDTLS(s)
 	loc, err := c.m.Answer(context.Background(), s, rem, nl.policy, nl.sid, nl.ver)
 	var body []byte
 	if err == nil {

@@ -42,14 +42,16 @@ func TestDTLSRenegotiation(t *testing.T) {
 		then       []Peer
 		handshakes uint64
 		client     bool
+		renew      bool // RenewDTLS before then (a new dialog takes the leg)
 	}{
-		{"same again", []Peer{with(base, fp1, true)}, 1, true},
-		{"hold and resume", []Peer{with(held, fp1, true), with(base, fp1, true)}, 1, true},
-		{"new fingerprint", []Peer{with(base, fp2, true)}, 2, true},
-		{"role swapped", []Peer{with(base, fp1, false)}, 2, false},
-		{"new transport", []Peer{with(moved, fp1, true)}, 2, true},
-		{"via SDES", []Peer{sdesPeer, with(base, fp1, true)}, 2, true},
-		{"new fingerprint twice", []Peer{with(base, fp2, true), with(base, fp1, true)}, 3, true},
+		{"same again", []Peer{with(base, fp1, true)}, 1, true, false},
+		{"hold and resume", []Peer{with(held, fp1, true), with(base, fp1, true)}, 1, true, false},
+		{"new fingerprint", []Peer{with(base, fp2, true)}, 2, true, false},
+		{"role swapped", []Peer{with(base, fp1, false)}, 2, false, false},
+		{"new transport", []Peer{with(moved, fp1, true)}, 2, true, false},
+		{"via SDES", []Peer{sdesPeer, with(base, fp1, true)}, 2, true, false},
+		{"new fingerprint twice", []Peer{with(base, fp2, true), with(base, fp1, true)}, 3, true, false},
+		{"renewed", []Peer{with(base, fp1, true)}, 2, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newTestRelay(t)
@@ -65,6 +67,12 @@ func TestDTLSRenegotiation(t *testing.T) {
 				t.Fatal(err)
 			}
 			first := call.legs[A].assoc
+			if tc.renew {
+				call.RenewDTLS(A)
+				if _, ok := call.DTLSRole(A); ok {
+					t.Fatal("RenewDTLS left the association current")
+				}
+			}
 			for _, p := range tc.then {
 				if err := call.SetPeer(ctx, A, p); err != nil {
 					t.Fatal(err)

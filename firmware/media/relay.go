@@ -374,6 +374,24 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 	return nil
 }
 
+// RenewDTLS makes side's next DTLS SetPeer start a new association even
+// with the same peer fingerprint, roles and address: for a new dialog
+// taking over the leg (INVITE with Replaces, attended transfer), whose
+// offer is an initial one (RFC 8842 §5). The current association keeps
+// carrying media until then, but is no longer answered or re-used.
+func (c *Call) RenewDTLS(s Side) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := c.legs[s]
+	if d := l.assoc; d != nil {
+		l.assoc = nil
+		d.close()
+		if p := d.prev.Load(); p != nil {
+			p.close()
+		}
+	}
+}
+
 // OnDTLSFailure sets f to be called when a leg's current DTLS handshake
 // fails (not when a newer negotiation replaced it): the leg then carries
 // nothing, and the B2BUA usually ends the call. f runs on the handshake's
