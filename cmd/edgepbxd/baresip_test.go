@@ -84,14 +84,18 @@ func TestBaresipCalls(t *testing.T) {
 	// Toward the callee the box (policy SRTPOptional) offers SDES keys on
 	// RTP/AVP, which baresip takes with mediaenc=srtp; srtp-mand answers
 	// such an offer with 488.
+	// A DTLS-SRTP caller's callee is offered DTLS-SRTP first; baresip with
+	// mediaenc=srtp refuses that INVITE (488 "No audio codecs"), and the box
+	// offers SDES next, which it takes.
 	cases := []struct {
 		name                 string
 		caller, callee       string
 		callerEnc, calleeEnc string // baresip mediaenc
+		calleeRefusesFirst   bool
 	}{
-		{"SDES", "1001", "1002", "srtp-mand", "srtp"},              // RTP/SAVP offer to the box
-		{"SDES-best-effort", "1005", "1006", "srtp", "srtp"},       // keys on RTP/AVP to the box
-		{"DTLS-SRTP-to-SDES", "1003", "1004", "dtls_srtp", "srtp"}, // UDP/TLS/RTP/SAVP to the box
+		{"SDES", "1001", "1002", "srtp-mand", "srtp", false},             // RTP/SAVP offer to the box
+		{"SDES-best-effort", "1005", "1006", "srtp", "srtp", false},      // keys on RTP/AVP to the box
+		{"DTLS-SRTP-to-SDES", "1003", "1004", "dtls_srtp", "srtp", true}, // UDP/TLS/RTP/SAVP to the box
 	}
 	const callerTone, calleeTone = 440, 1000
 	for _, tc := range cases {
@@ -105,6 +109,9 @@ func TestBaresipCalls(t *testing.T) {
 
 			a.command(ctx, t, "dial", fmt.Sprintf("sip:%s@127.0.0.1:%d", tc.callee, udp.Port))
 			a.waitEvent(ctx, t, "CALL_ESTABLISHED")
+			if tc.calleeRefusesFirst {
+				b.waitEvent(ctx, t, "CALL_CLOSED")
+			}
 			b.waitEvent(ctx, t, "CALL_ESTABLISHED")
 			// Two seconds of decoded audio on both sides.
 			a.waitAudio(ctx, t, 2*time.Second)
