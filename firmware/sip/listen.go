@@ -32,7 +32,17 @@ func udpWorkers() int { return min(max(runtime.GOMAXPROCS(0), 1), 8) }
 // traffic, and one that binds without SO_REUSEPORT gets EADDRINUSE. A
 // process of the same UID as edgepbxd could join, as it could anyway read
 // edgepbxd's memory or keys; the appliance runs nothing else as that user.
+// So that a second edgepbxd fails to start instead of quietly taking half
+// the phones, a fixed port is first probed with a plain bind, which fails
+// while any socket (a reuseport group included) holds it.
 func listenUDP(ctx context.Context, addr string, n int) ([]*net.UDPConn, error) {
+	if _, port, err := net.SplitHostPort(addr); err == nil && port != "0" && port != "" {
+		probe, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, err
+		}
+		probe.Close()
+	}
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {

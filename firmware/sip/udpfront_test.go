@@ -145,8 +145,8 @@ func TestUDPFrontClose(t *testing.T) {
 }
 
 // TestUDPPortGroupClosed: nobody else can take the port or join the
-// reuseport group: a plain bind fails, and so does SO_REUSEPORT from
-// another effective UID.
+// reuseport group: a plain bind fails, a second edgepbxd's listenUDP
+// fails, and so does SO_REUSEPORT from another effective UID.
 func TestUDPPortGroupClosed(t *testing.T) {
 	conns, err := listenUDP(context.Background(), "127.0.0.1:0", 2)
 	if err != nil {
@@ -161,6 +161,13 @@ func TestUDPPortGroupClosed(t *testing.T) {
 	if c, err := net.ListenUDP("udp", addr); err == nil {
 		c.Close()
 		t.Fatal("plain bind joined the port")
+	}
+	// A second edgepbxd (same user) fails as it did with one socket.
+	if second, err := listenUDP(context.Background(), addr.String(), 2); err == nil {
+		for _, c := range second {
+			c.Close()
+		}
+		t.Fatal("a second listenUDP joined the group")
 	}
 	if unix.Geteuid() != 0 {
 		if ciSet() {
