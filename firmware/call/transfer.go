@@ -20,6 +20,11 @@ type transfer struct {
 	old      *leg
 	released bool          // the transferor sent BYE (it may right after 202)
 	stop     chan struct{} // closed when the call ends meanwhile
+	// nl is the new leg to the target once its INVITE is built; nlBye
+	// says the target sent BYE before the box switched to nl (it may
+	// right after its 200), so the switch ends the call instead.
+	nl    *leg
+	nlBye bool
 }
 
 // maxReferTo bounds the Refer-To header (untrusted input).
@@ -176,6 +181,9 @@ func (c *call) runTransfer(x *transfer, tgt Target, id Identity) {
 	}
 	nl.lastSDP, nl.offered = body, off
 	nlKey := dialogKey(nl.callID, nl.localTag)
+	c.mu.Lock()
+	x.nl = nl
+	c.mu.Unlock()
 	c.addKey(nlKey, nl)
 	fail0 := fail
 	fail = func(code int) { c.b.forget(c, nlKey); fail0(code) }
@@ -271,7 +279,7 @@ func (c *call) runTransfer(x *transfer, tgt Target, id Identity) {
 			c.callee = id
 		}
 		c.xfer, c.busy = nil, false
-		released := x.released
+		released, targetGone := x.released, x.nlBye
 		c.mu.Unlock()
 		c.b.transfers.Add(1)
 		c.notify(x, 200, true)
@@ -279,6 +287,9 @@ func (c *call) runTransfer(x *transfer, tgt Target, id Identity) {
 			c.sendBye(old)
 		}
 		c.b.forget(c, dialogKey(old.callID, old.localTag))
+		if targetGone { // its BYE was answered before the switch
+			c.hangup(int(s), "transfer target BYE")
+		}
 		return
 	}
 }
@@ -288,9 +299,15 @@ func (c *call) runTransfer(x *transfer, tgt Target, id Identity) {
 func (c *call) releasedByTransfer(r dialogRef, _ *sip.Request) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.xfer != nil && c.xfer.old == r.l {
-		c.xfer.released = true
-		return true
+	if x := c.xfer; x != nil {
+		switch r.l {
+		case x.old:
+			x.released = true
+			return true
+		case x.nl: // the target hung up before the switch: runTransfer ends the call
+			x.nlBye = true
+			return true
+		}
 	}
 	return c.legs[r.side] != r.l
 }
