@@ -76,20 +76,20 @@ func TestBrowserAdminFlows(t *testing.T) {
 	base := p.waitLine(t, adminRE)[1]
 	code := p.waitLine(t, setupRE)[1]
 	evil := evilSite(t, base)
-	b := newBrowser(t, bin)
+	b := browsertest.NewPage(t, bin)
 	start := time.Now()
 
 	// Claim: an unclaimed box shows only its claim page. A wrong code is refused.
-	b.open(base+"/users", "/claim")
+	b.Open(base+"/users", "/claim")
 	claim := `form[data-api="/api/v1/claim"]`
-	b.fill(map[string]string{"#setup_code": "ZZZZ-ZZZZ-ZZZZ", "#username": testAdmin, "#password": testAdminPW})
-	if msg := b.result(b.submit(claim)); !strings.Contains(msg, "setup code") {
+	b.Fill(map[string]string{"#setup_code": "ZZZZ-ZZZZ-ZZZZ", "#username": testAdmin, "#password": testAdminPW})
+	if msg := b.Result(submitted(b, claim)); !strings.Contains(msg, "setup code") {
 		t.Fatalf("wrong setup code answered %q", msg)
 	}
-	b.fill(map[string]string{"#setup_code": code})
-	b.submit(claim)
-	b.waitFor(`location.pathname === "/" && document.querySelector("h1").textContent === "Dashboard"`)
-	dash := b.str(`document.querySelector("main").innerText`)
+	b.Fill(map[string]string{"#setup_code": code})
+	submitted(b, claim)
+	b.WaitFor(`location.pathname === "/" && document.querySelector("h1").textContent === "Dashboard"`)
+	dash := b.Str(`document.querySelector("main").innerText`)
 	for _, want := range []string{"SIP registrations", "Certificate", "Licence", "Audit log"} {
 		if !strings.Contains(dash, want) {
 			t.Errorf("dashboard lacks %q:\n%s", want, dash)
@@ -98,35 +98,35 @@ func TestBrowserAdminFlows(t *testing.T) {
 
 	logout := func() {
 		t.Helper()
-		b.eval(`document.querySelector('button[data-api="/api/v1/logout"]').click()`, nil)
-		b.waitFor(`location.pathname === "/login" && document.readyState === "complete"`)
+		b.Eval(`document.querySelector('button[data-api="/api/v1/logout"]').click()`, nil)
+		b.WaitFor(`location.pathname === "/login" && document.readyState === "complete"`)
 	}
 	login := func(user, pw string) string {
 		t.Helper()
-		b.fill(map[string]string{"#username": user, "#password": pw})
-		return b.submit("#login")
+		b.Fill(map[string]string{"#username": user, "#password": pw})
+		return submitted(b, "#login")
 	}
 	logout()
 	login(testAdmin, testAdminPW)
-	b.waitFor(`location.pathname === "/" && document.readyState === "complete"`)
+	b.WaitFor(`location.pathname === "/" && document.readyState === "complete"`)
 
 	t.Logf("%s: %s", time.Since(start).Round(time.Millisecond), "A page on another")
 	// A page on another origin posts a form to the API: refused (Origin
 	// check), and nothing is created.
-	b.call(b.session, "Page.navigate", map[string]any{"url": evil}, nil)
-	b.waitFor(`location.href.startsWith(` + fmt.Sprintf("%q", base) + `) && document.readyState === "complete"`)
-	if body := b.str(`document.body.innerText`); !strings.Contains(body, "cross-origin request refused") {
+	b.Call("Page.navigate", map[string]any{"url": evil}, nil)
+	b.WaitFor(`location.href.startsWith(` + fmt.Sprintf("%q", base) + `) && document.readyState === "complete"`)
+	if body := b.Str(`document.body.innerText`); !strings.Contains(body, "cross-origin request refused") {
 		t.Fatalf("cross-origin post answered: %s", body)
 	}
 
 	// A second account, made through the Users page.
-	b.open(base+"/users", "/users")
-	if body := b.str(`document.querySelector("main").innerText`); strings.Contains(body, "evil1") {
+	b.Open(base+"/users", "/users")
+	if body := b.Str(`document.querySelector("main").innerText`); strings.Contains(body, "evil1") {
 		t.Fatal("the cross-origin post created an account")
 	}
-	b.fill(map[string]string{"#nu": "op1", "#nr": "operator", "#np": testAdminPW + "-op"})
-	b.submitNav(`form[data-api="/api/v1/accounts"]`)
-	b.waitFor(`document.querySelector("main").innerText.includes("op1")`)
+	b.Fill(map[string]string{"#nu": "op1", "#nr": "operator", "#np": testAdminPW + "-op"})
+	b.SubmitNav(`form[data-api="/api/v1/accounts"]`)
+	b.WaitFor(`document.querySelector("main").innerText.includes("op1")`)
 
 	t.Logf("%s: %s", time.Since(start).Round(time.Millisecond), "Lockout:")
 	// Lockout: three wrong passwords lock op1; then even the right one gets
@@ -134,74 +134,74 @@ func TestBrowserAdminFlows(t *testing.T) {
 	logout()
 	var wrong string
 	for i := range 3 {
-		msg := b.result(login("op1", fmt.Sprintf("Wrong-password-%d!", i)))
+		msg := b.Result(login("op1", fmt.Sprintf("Wrong-password-%d!", i)))
 		if i == 0 {
 			wrong = msg
 		} else if msg != wrong {
 			t.Fatalf("attempt %d answered %q, first %q", i, msg, wrong)
 		}
 	}
-	if msg := b.result(login("op1", testAdminPW+"-op")); msg != wrong {
+	if msg := b.Result(login("op1", testAdminPW+"-op")); msg != wrong {
 		t.Fatalf("locked account answered %q, a wrong password %q", msg, wrong)
 	}
-	if msg := b.result(login("nosuchuser", "Wrong-password-0!")); msg != wrong {
+	if msg := b.Result(login("nosuchuser", "Wrong-password-0!")); msg != wrong {
 		t.Fatalf("unknown user answered %q, a wrong password %q", msg, wrong)
 	}
 	login(testAdmin, testAdminPW)
-	b.waitFor(`location.pathname === "/" && document.readyState === "complete"`)
-	b.open(base+"/users", "/users")
-	if body := b.str(`document.querySelector("main").innerText`); !strings.Contains(body, "locked until") {
+	b.WaitFor(`location.pathname === "/" && document.readyState === "complete"`)
+	b.Open(base+"/users", "/users")
+	if body := b.Str(`document.querySelector("main").innerText`); !strings.Contains(body, "locked until") {
 		t.Fatalf("users page does not show the lock:\n%s", body)
 	}
 
 	t.Logf("%s: %s", time.Since(start).Round(time.Millisecond), "Session expiry:")
 	// Session expiry: set the shortest idle timeout on the Security page,
 	// stay idle past it, and the next page asks for a login.
-	b.open(base+"/security", "/security")
-	b.fill(map[string]string{"#is": "15"})
-	b.submitNav(`form[data-api="/api/v1/security/policy"]`)
-	b.waitFor(`document.querySelector("#is").value === "15"`)
+	b.Open(base+"/security", "/security")
+	b.Fill(map[string]string{"#is": "15"})
+	b.SubmitNav(`form[data-api="/api/v1/security/policy"]`)
+	b.WaitFor(`document.querySelector("#is").value === "15"`)
 	time.Sleep(17 * time.Second) // the configured 15 s idle timeout, plus margin
-	b.open(base+"/users", "/login")
+	b.Open(base+"/users", "/login")
 	login(testAdmin, testAdminPW)
-	b.waitFor(`location.pathname === "/" && document.readyState === "complete"`)
-	b.open(base+"/security", "/security")
-	b.fill(map[string]string{"#is": "3600"})
-	b.submitNav(`form[data-api="/api/v1/security/policy"]`)
-	b.waitFor(`document.querySelector("#is").value === "3600"`)
+	b.WaitFor(`location.pathname === "/" && document.readyState === "complete"`)
+	b.Open(base+"/security", "/security")
+	b.Fill(map[string]string{"#is": "3600"})
+	b.SubmitNav(`form[data-api="/api/v1/security/policy"]`)
+	b.WaitFor(`document.querySelector("#is").value === "3600"`)
 
 	t.Logf("%s: %s", time.Since(start).Round(time.Millisecond), "A certificate who")
 	// A certificate whose key does not match is refused with a clear
 	// message, and the box keeps serving its own.
 	chain, key := certWithOtherKey(t)
-	b.open(base+"/certificates", "/certificates")
-	before := b.str(`document.querySelector("code.fp").textContent`)
-	b.fill(map[string]string{"#chain_pem": chain, "#key_pem": key})
-	if msg := b.result(b.submit("#cert-upload")); !strings.Contains(msg, "the private key does not match the certificate") {
+	b.Open(base+"/certificates", "/certificates")
+	before := b.Str(`document.querySelector("code.fp").textContent`)
+	b.Fill(map[string]string{"#chain_pem": chain, "#key_pem": key})
+	if msg := b.Result(submitted(b, "#cert-upload")); !strings.Contains(msg, "the private key does not match the certificate") {
 		t.Fatalf("bad certificate answered %q", msg)
 	}
-	if cls := b.str(`document.querySelector("#cert-upload [data-result]").className`); cls != "bad" {
+	if cls := b.Str(`document.querySelector("#cert-upload [data-result]").className`); cls != "bad" {
 		t.Errorf("refusal shown as %q", cls)
 	}
-	b.open(base+"/certificates", "/certificates")
-	if after := b.str(`document.querySelector("code.fp").textContent`); after != before {
+	b.Open(base+"/certificates", "/certificates")
+	if after := b.Str(`document.querySelector("code.fp").textContent`); after != before {
 		t.Fatal("a refused upload changed the certificate")
 	}
 
 	t.Logf("%s: %s", time.Since(start).Round(time.Millisecond), "TOTP: enrol")
 	// TOTP: enrol on the account page by scanning (reading) the secret.
-	b.open(base+"/account", "/account")
-	b.eval(`document.querySelector("#totp-begin").click()`, nil)
-	b.waitFor(`document.querySelector("#totp-secret").textContent !== "" && document.querySelector("#totp-qr").src.startsWith("data:image/png;base64,")`)
-	secret := b.str(`document.querySelector("#totp-secret").textContent`)
+	b.Open(base+"/account", "/account")
+	b.Eval(`document.querySelector("#totp-begin").click()`, nil)
+	b.WaitFor(`document.querySelector("#totp-secret").textContent !== "" && document.querySelector("#totp-qr").src.startsWith("data:image/png;base64,")`)
+	secret := b.Str(`document.querySelector("#totp-secret").textContent`)
 	now, err := totp.GenerateCode(secret, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.fill(map[string]string{"#totp-code": now})
-	b.submit("#totp-confirm")
-	b.waitFor(`!document.querySelector("#recovery").hidden`)
-	if codes := strings.Fields(b.str(`document.querySelector("#recovery-codes").textContent`)); len(codes) < 8 {
+	b.Fill(map[string]string{"#totp-code": now})
+	submitted(b, "#totp-confirm")
+	b.WaitFor(`!document.querySelector("#recovery").hidden`)
+	if codes := strings.Fields(b.Str(`document.querySelector("#recovery-codes").textContent`)); len(codes) < 8 {
 		t.Fatalf("recovery codes %v", codes)
 	}
 
@@ -209,23 +209,31 @@ func TestBrowserAdminFlows(t *testing.T) {
 	// Log in with it: the password alone now leads to the code form. The
 	// code used at enrolment does not work twice; the next one does.
 	// The admin role must now use it on every login (Security page).
-	b.open(base+"/security", "/security")
-	b.eval(`document.querySelector('input[name="totp_roles"][value="admin"]').checked = true`, nil)
-	b.submitNav(`form[data-api="/api/v1/security/policy"]`)
-	b.waitFor(`document.querySelector('input[name="totp_roles"][value="admin"]').checked`)
+	b.Open(base+"/security", "/security")
+	b.Eval(`document.querySelector('input[name="totp_roles"][value="admin"]').checked = true`, nil)
+	b.SubmitNav(`form[data-api="/api/v1/security/policy"]`)
+	b.WaitFor(`document.querySelector('input[name="totp_roles"][value="admin"]').checked`)
 	logout()
 	login(testAdmin, testAdminPW)
-	b.waitFor(`document.querySelector("#totp") && !document.querySelector("#totp").hidden`)
-	b.fill(map[string]string{"#code": now})
-	if msg := b.result(b.submit("#totp")); msg == "" || b.str(`location.pathname`) != "/login" {
+	b.WaitFor(`document.querySelector("#totp") && !document.querySelector("#totp").hidden`)
+	b.Fill(map[string]string{"#code": now})
+	if msg := b.Result(submitted(b, "#totp")); msg == "" || b.Str(`location.pathname`) != "/login" {
 		t.Fatalf("reused TOTP code: %q", msg)
 	}
 	next, _ := totp.GenerateCode(secret, time.Now().Add(30*time.Second))
-	b.fill(map[string]string{"#code": next})
-	b.submit("#totp")
-	b.waitFor(`location.pathname === "/" && document.readyState === "complete" && document.querySelector("h1").textContent === "Dashboard"`)
+	b.Fill(map[string]string{"#code": next})
+	submitted(b, "#totp")
+	b.WaitFor(`location.pathname === "/" && document.readyState === "complete" && document.querySelector("h1").textContent === "Dashboard"`)
 
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("SIGTERM: exit %d", code)
 	}
+}
+
+// submitted submits form (clearing its result line first) and returns the
+// selector of its result line, for Page.Result.
+func submitted(b *browsertest.Page, form string) string {
+	res := form + " [data-result]"
+	b.Submit(form, res)
+	return res
 }
