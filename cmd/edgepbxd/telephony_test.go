@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/md5"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,18 +9,15 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/emiago/sipgo"
-	sipmsg "github.com/emiago/sipgo/sip"
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
 	sipconfig "github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
-	"github.com/edgepbx/edgepbx/firmware/sip"
 )
 
 // TestDevModeTelephonyClasses runs the real binary: the dial plan is edited
@@ -168,81 +164,6 @@ func statusOf(err error) int {
 	return 0
 }
 
-// registrar is an ITSP's registrar on loopback (sipgo UAS): digest MD5
-// with qop=auth, each user's accepted passwords, 300 s granted; every
-// authenticated or refused REGISTER is reported on got.
-type registrar struct {
-	addr string
-	got  chan regSeen
-}
-
-type regSeen struct {
-	user, password string // password "" refused
-	expires        int
-	callID         string
-}
-
-func md5hex(s string) string { return fmt.Sprintf("%x", md5.Sum([]byte(s))) }
-
-func startRegistrar(t *testing.T, realm string, passwords map[string][]string) *registrar {
-	t.Helper()
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent("test-itsp"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := sipgo.NewServer(ua)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &registrar{addr: conn.LocalAddr().String(), got: make(chan regSeen, 64)}
-	srv.OnRegister(func(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-		h := req.GetHeader("Authorization")
-		if h == nil {
-			res := sipmsg.NewResponseFromRequest(req, 401, "Unauthorized", nil)
-			res.AppendHeader(sipmsg.NewHeader("WWW-Authenticate", `Digest realm="`+realm+`", nonce="`+strconv.FormatInt(time.Now().UnixNano(), 16)+`", algorithm=MD5, qop="auth"`))
-			tx.Respond(res)
-			return
-		}
-		exp, _ := strconv.Atoi(req.GetHeader("Expires").Value())
-		seen := regSeen{user: req.From().Address.User, expires: exp, callID: req.CallID().Value()}
-		if c, err := sip.ParseDigest(h.Value()); err == nil && c.Username == seen.user {
-			ha2 := md5hex("REGISTER:" + c.URI)
-			for _, pw := range passwords[seen.user] {
-				ha1 := sip.HA1(sip.AlgMD5, seen.user, realm, pw)
-				if md5hex(ha1+":"+c.Nonce+":"+c.NC+":"+c.CNonce+":"+c.QOP+":"+ha2) == c.Response {
-					seen.password = pw
-				}
-			}
-		}
-		r.got <- seen
-		if seen.password == "" {
-			tx.Respond(sipmsg.NewResponseFromRequest(req, 403, "Forbidden", nil))
-			return
-		}
-		res := sipmsg.NewResponseFromRequest(req, 200, "OK", nil)
-		res.AppendHeader(sipmsg.NewHeader("Expires", strconv.Itoa(min(exp, 300))))
-		tx.Respond(res)
-	})
-	go srv.ServeUDP(conn)
-	t.Cleanup(func() { conn.Close(); ua.Close() })
-	return r
-}
-
-func (r *registrar) next(t *testing.T, p *proc) regSeen {
-	t.Helper()
-	select {
-	case s := <-r.got:
-		return s
-	case <-time.After(60 * time.Second): // a hang, not a performance bound
-		t.Fatalf("no REGISTER reached the registrar\n%s", p.output())
-		return regSeen{}
-	}
-}
-
 // TestDevModeTrunkRegistration runs the real binary against a registrar:
 // a registering trunk saved on the dial plan API registers at once with
 // its sealed password and shows "registered" in the trunk status, the
@@ -257,20 +178,20 @@ func TestDevModeTrunkRegistration(t *testing.T) {
 	fp := p.waitLine(t, fpRE)[1]
 	code := p.waitLine(t, setupRE)[1]
 	api := claimBox(t, base, fp, code)
-	reg := startRegistrar(t, "itsp.example", map[string][]string{"box7": {"first-secret-1", "second-secret-2"}})
+	reg := siptest.StartRegistrar(t, "itsp.example", map[string][]string{"box7": {"first-secret-1", "second-secret-2"}})
 
 	var cfg sipconfig.Telephony
 	if err := json.Unmarshal(api.must(200, "GET", "/api/v1/telephony", nil), &cfg); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Trunks = []sipconfig.TelephonyTrunk{{Name: "itsp", Host: reg.addr, Transport: "udp", Auth: sipconfig.TrunkAuthRegister,
+	cfg.Trunks = []sipconfig.TelephonyTrunk{{Name: "itsp", Host: reg.Addr, Transport: "udp", Auth: sipconfig.TrunkAuthRegister,
 		Username: "box7", Domain: "itsp.example", Password: "first-secret-1"}}
 	cfg.Routes = []dialplan.Route{{Prefix: "", Trunk: "itsp"}}
 	if err := json.Unmarshal(api.must(200, "PUT", "/api/v1/telephony", cfg), &cfg); err != nil {
 		t.Fatal(err)
 	}
-	first := reg.next(t, p)
-	if first.user != "box7" || first.password != "first-secret-1" || first.expires != 3600 {
+	first := reg.Next(t, p.output)
+	if first.User != "box7" || first.Password != "first-secret-1" || first.Expires != 3600 {
 		t.Fatalf("REGISTER %+v", first)
 	}
 	// The state is set right after the answer: wait for it (ordering).
@@ -286,13 +207,13 @@ func TestDevModeTrunkRegistration(t *testing.T) {
 			t.Fatalf("trunk status %+v\n%s", st, p.output())
 		}
 	}
-	if tr := st.Trunks[0]; tr.Registrar != reg.addr || tr.Expires.Sub(tr.LastSuccess) != 300*time.Second || tr.LastError != "" {
+	if tr := st.Trunks[0]; tr.Registrar != reg.Addr || tr.Expires.Sub(tr.LastSuccess) != 300*time.Second || tr.LastError != "" {
 		t.Fatalf("trunk state %+v", tr)
 	}
 	if b := string(api.must(200, "GET", "/api/v1/status", nil)); !strings.Contains(b, "Trunk itsp") || !strings.Contains(b, "registered until") {
 		t.Fatalf("dashboard lacks the trunk: %s", b)
 	}
-	if b := string(api.must(200, "GET", "/calls", nil)); !strings.Contains(b, "registered") || !strings.Contains(b, reg.addr) {
+	if b := string(api.must(200, "GET", "/calls", nil)); !strings.Contains(b, "registered") || !strings.Contains(b, reg.Addr) {
 		t.Fatal("Calls page lacks the trunk state")
 	}
 	if b := string(api.must(200, "GET", "/api/v1/trunks/status", nil)); strings.Contains(b, "first-secret") {
@@ -303,23 +224,23 @@ func TestDevModeTrunkRegistration(t *testing.T) {
 	if err := json.Unmarshal(api.must(200, "PUT", "/api/v1/telephony", cfg), &cfg); err != nil {
 		t.Fatal(err)
 	}
-	if un := reg.next(t, p); un.expires != 0 || un.password != "first-secret-1" || un.callID != first.callID {
+	if un := reg.Next(t, p.output); un.Expires != 0 || un.Password != "first-secret-1" || un.CallID != first.CallID {
 		t.Fatalf("un-REGISTER of the old binding %+v", un)
 	}
-	if re := reg.next(t, p); re.expires != 3600 || re.password != "second-secret-2" {
+	if re := reg.Next(t, p.output); re.Expires != 3600 || re.Password != "second-secret-2" {
 		t.Fatalf("REGISTER with the new password %+v", re)
 	}
 
 	cfg.Trunks, cfg.Routes = nil, nil
 	api.must(200, "PUT", "/api/v1/telephony", cfg)
-	if un := reg.next(t, p); un.expires != 0 || un.password != "second-secret-2" {
+	if un := reg.Next(t, p.output); un.Expires != 0 || un.Password != "second-secret-2" {
 		t.Fatalf("un-REGISTER of the removed trunk %+v", un)
 	}
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("SIGTERM: exit %d:\n%s", code, p.output())
 	}
 	select {
-	case s := <-reg.got:
+	case s := <-reg.Got:
 		t.Fatalf("REGISTER after removal: %+v", s)
 	default:
 	}
