@@ -237,6 +237,7 @@ func (c *call) answerA(reqA *sip.Request, txA sip.ServerTransaction, body []byte
 	if err := txA.Respond(res); err != nil {
 		return false
 	}
+	c.m.AnswerSent(media.A) // a DTLS client leg handshakes from now
 	return c.waitAck(media.A, reqA.CSeq().SeqNo, txA, func() { _ = txA.Respond(res) }, sip.IsReliable(reqA.Transport()))
 }
 
@@ -629,6 +630,7 @@ func (c *call) offerFrom(s media.Side, req *sip.Request, tx sip.ServerTransactio
 	o.ver, o.offered, o.lastSDP, o.offerPolicy = o.ver+1, off, out, offPol
 	c.touch(o.side)
 	final := reply(200, ans)
+	c.m.AnswerSent(s) // a new DTLS association handshakes from now
 	if isInvite {
 		c.waitAck(s, seq, tx, func() { _ = tx.Respond(final) }, sip.IsReliable(req.Transport()))
 	}

@@ -193,6 +193,13 @@ type harnessOpt func(*Config, *dialplan.Plan)
 
 func startHarness(t testing.TB, opts ...harnessOpt) *harness {
 	t.Helper()
+	return startHarnessMedia(t, nil, opts...)
+}
+
+// startHarnessMedia is startHarness with tune applied to the relay's
+// configuration (e.g. a short DTLS handshake timeout).
+func startHarnessMedia(t testing.TB, tune func(*media.Config), opts ...harnessOpt) *harness {
+	t.Helper()
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	db, err := store.Open(filepath.Join(t.TempDir(), "edgepbx.db"), key)
@@ -212,7 +219,11 @@ func startHarness(t testing.TB, opts ...harnessOpt) *harness {
 		t.Fatal(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	relay, err := media.NewRelay(media.Config{Addr: netip.MustParseAddr("127.0.0.1"), Ports: ports, Pinholes: h.pins, Certificate: &cert, Log: quiet})
+	mcfg := media.Config{Addr: netip.MustParseAddr("127.0.0.1"), Ports: ports, Pinholes: h.pins, Certificate: &cert, Log: quiet}
+	if tune != nil {
+		tune(&mcfg)
+	}
+	relay, err := media.NewRelay(mcfg)
 	if err != nil {
 		t.Fatal(err)
 	}

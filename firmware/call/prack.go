@@ -25,7 +25,9 @@ type reliable struct {
 func (c *call) provisionalA(reqA *sip.Request, txA sip.ServerTransaction, code int, body []byte) {
 	res := c.responseToA(reqA, code, body)
 	if !hasOption(reqA, "Supported", "100rel") && !hasOption(reqA, "Require", "100rel") {
-		_ = txA.Respond(res)
+		if txA.Respond(res) == nil && body != nil {
+			c.m.AnswerSent(media.A) // early media: the caller has the answer
+		}
 		return
 	}
 	c.mu.Lock()
@@ -47,6 +49,9 @@ func (c *call) provisionalA(reqA *sip.Request, txA sip.ServerTransaction, code i
 	if err := txA.Respond(res); err != nil {
 		close(r.gone)
 		return
+	}
+	if body != nil {
+		c.m.AnswerSent(media.A)
 	}
 	reliableT := sip.IsReliable(reqA.Transport())
 	go func() {

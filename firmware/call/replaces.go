@@ -389,7 +389,11 @@ func (b *B2BUA) inviteReplaces(req *sip.Request, tx sip.ServerTransaction, calle
 	c.xfer, c.busy = nil, false
 	released := x.released
 	c.mu.Unlock()
-	if err := tx.Respond(res); err != nil || !c.waitAck(s, cseq.SeqNo, tx, func() { _ = tx.Respond(res) }, sip.IsReliable(req.Transport())) {
+	err = tx.Respond(res)
+	if err == nil {
+		c.m.AnswerSent(s) // the replacing phone's DTLS handshake starts now
+	}
+	if err != nil || !c.waitAck(s, cseq.SeqNo, tx, func() { _ = tx.Respond(res) }, sip.IsReliable(req.Transport())) {
 		c.hangup(-1, "no ACK from replacing phone")
 		return
 	}

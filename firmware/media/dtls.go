@@ -122,10 +122,17 @@ type dtlsLeg struct {
 	failed  atomic.Bool // the handshake failed: no keys at all, not even prev's
 	newSeen atomic.Bool // a packet decrypted with keys: prev's are not tried any more
 
-	in      chan []byte
-	peer    atomic.Pointer[net.UDPAddr] // where the last DTLS record came from
-	closing chan struct{}
-	once    sync.Once
+	in   chan []byte
+	peer atomic.Pointer[net.UDPAddr] // where the last DTLS record came from
+	// sent is closed once the box's SDP answer reached the wire (at once
+	// when the box made the offer); first when the peer's first record
+	// is queued in in. Together they say when the handshake may start.
+	sent      chan struct{}
+	sentOnce  sync.Once
+	first     chan struct{}
+	firstSeen atomic.Bool
+	closing   chan struct{}
+	once      sync.Once
 
 	dlMu     sync.Mutex
 	deadline time.Time
@@ -135,9 +142,16 @@ type dtlsLeg struct {
 	err  error // set before done is closed
 }
 
-func newDTLSLeg(l *leg, p DTLSParams, dst netip.AddrPort) *dtlsLeg {
-	return &dtlsLeg{l: l, params: p, dst: dst, in: make(chan []byte, 32), closing: make(chan struct{}), dlNotify: make(chan struct{}), done: make(chan struct{})}
+func newDTLSLeg(l *leg, p DTLSParams, dst netip.AddrPort, awaitAnswer bool) *dtlsLeg {
+	d := &dtlsLeg{l: l, params: p, dst: dst, in: make(chan []byte, 32), closing: make(chan struct{}), dlNotify: make(chan struct{}), done: make(chan struct{}),
+		sent: make(chan struct{}), first: make(chan struct{})}
+	if !awaitAnswer {
+		d.answerSent()
+	}
+	return d
 }
+
+func (d *dtlsLeg) answerSent() { d.sentOnce.Do(func() { close(d.sent) }) }
 
 // sendKeys are the keys for packets the box sends: this association's,
 // or while it handshakes the one it replaces.
@@ -199,6 +213,9 @@ func (d *dtlsLeg) deliver(pkt []byte, from netip.AddrPort) {
 	}
 	select {
 	case d.in <- append([]byte(nil), pkt...):
+		if d.firstSeen.CompareAndSwap(false, true) {
+			close(d.first)
+		}
 	default:
 		d.l.stats.droppedMalformed.Add(1)
 	}
@@ -259,15 +276,57 @@ func (d *dtlsLeg) run(ctx context.Context) {
 	}
 }
 
+// awaitStart waits until the handshake may start (RFC 5763 §5 roles): as
+// client once the box's answer was sent, as server once the peer's first
+// record (its ClientHello) came. Until then nothing is sent and no
+// handshake slot is held; a peer that never starts is given up on.
+func (d *dtlsLeg) awaitStart(ctx context.Context) error {
+	cfg := d.l.call.r.cfg
+	overall := time.NewTimer(cfg.HandshakeWait)
+	defer overall.Stop()
+	sent, first := d.sent, d.first
+	if d.params.Client {
+		first = nil // the peer, DTLS server, speaks only after the ClientHello
+	}
+	var idle <-chan time.Time
+	for {
+		select {
+		case <-sent:
+			if d.params.Client {
+				return nil
+			}
+			sent = nil
+			t := time.NewTimer(cfg.HandshakeTimeout)
+			defer t.Stop()
+			idle = t.C
+		case <-first:
+			return nil
+		case <-idle:
+			return fmt.Errorf("media: no DTLS ClientHello within %s of the answer", cfg.HandshakeTimeout)
+		case <-overall.C:
+			return fmt.Errorf("media: DTLS handshake did not start within %s", cfg.HandshakeWait)
+		case <-d.closing:
+			return net.ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 func (d *dtlsLeg) handshake(ctx context.Context) (*dtls.Conn, error) {
 	cfg := d.l.call.r.cfg
+	if err := d.awaitStart(ctx); err != nil {
+		return nil, err
+	}
+	// The timeout counts from the start, also while waiting for a slot:
+	// a stalled handshake holds its slot only until then.
+	ctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
+	defer cancel()
 	release, err := cfg.Handshakes.Acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	ctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
-	defer cancel()
 	go func() {
 		select {
 		case <-d.closing:

@@ -129,7 +129,8 @@ func (c *Call) Answered(ctx context.Context, s Side, offered Local, answer Remot
 // of the answer: SDES if offered (suites in sdes.Suites order), DTLS-SRTP
 // if offered (the box takes a=setup:active when the peer allows it, else
 // passive), plain RTP otherwise. The B2BUA sends
-// Rewrite(otherSidesRemote, local) with local.Answering = &offer.
+// Rewrite(otherSidesRemote, local) with local.Answering = &offer and then
+// calls AnswerSent (a new DTLS association waits for it).
 func (c *Call) Answer(ctx context.Context, s Side, offer Remote, pol Policy, sessionID, version uint64) (Local, error) {
 	l := Local{Addr: c.r.cfg.Addr, RTPPort: c.LocalPort(s), SessionID: sessionID, SessionVersion: version, Answering: &offer, RTCPMux: offer.RTCPMux}
 	p := PeerFrom(offer)
@@ -143,6 +144,7 @@ func (c *Call) Answer(ctx context.Context, s Side, offer Remote, pol Policy, ses
 		// 8842 §5) so the association survives hold/resume.
 		client := c.dtlsRoleFor(s, offer.Setup, *offer.Fingerprint)
 		p.DTLS = &DTLSParams{Fingerprint: *offer.Fingerprint, Client: client}
+		p.awaitAnswer = true
 		fp := FingerprintOf(c.r.cfg.Certificate.Certificate[0])
 		l.Fingerprint = &fp
 		l.Setup = "passive"

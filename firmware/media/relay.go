@@ -39,8 +39,18 @@ type Config struct {
 	// Handshakes limits DTLS handshakes across all calls (nil: a default
 	// limiter owned by this relay).
 	Handshakes *HandshakeLimiter
-	// HandshakeTimeout bounds one DTLS handshake (default 10 s).
+	// HandshakeTimeout bounds one DTLS handshake (default 10 s) from its
+	// start: as DTLS client when the box's SDP answer has been sent (the
+	// B2BUA calls Call.AnswerSent; the box's own offers are answered
+	// already), as server when the peer's first record arrives. A server
+	// whose peer sends nothing gives up HandshakeTimeout after its answer
+	// was sent.
 	HandshakeTimeout time.Duration
+	// HandshakeWait bounds how long a DTLS association waits for its
+	// handshake to start at all, e.g. while the callee rings and the
+	// caller's answer is not sent yet (default 5 min). Waiting holds no
+	// handshake slot.
+	HandshakeWait time.Duration
 	// Batch is the number of datagrams per recvmmsg/sendmmsg (default
 	// 32). Each loop holds about 3 KiB of buffers per batch slot; calls
 	// hold none.
@@ -75,6 +85,9 @@ func NewRelay(cfg Config) (*Relay, error) {
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.HandshakeWait <= 0 {
+		cfg.HandshakeWait = 5 * time.Minute
 	}
 	if cfg.Handshakes == nil {
 		cfg.Handshakes = NewHandshakeLimiter(64, 50, 100)
@@ -170,6 +183,10 @@ type Peer struct {
 	RTCPMux  bool
 	SDES     *SDESKeys   // SRTP with SDES keys
 	DTLS     *DTLSParams // DTLS-SRTP; exclusive with SDES
+
+	// awaitAnswer: a new DTLS association answers the peer's offer; the
+	// box's answer is not sent yet (Answer, then AnswerSent).
+	awaitAnswer bool
 }
 
 // PeerFrom turns a parsed SDP into a Peer without crypto; the caller adds
@@ -332,7 +349,7 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 	case cur != nil && cur.keeps(*p.DTLS, st.rtpDst):
 		st.dtls = cur
 	default:
-		start = newDTLSLeg(l, *p.DTLS, st.rtpDst)
+		start = newDTLSLeg(l, *p.DTLS, st.rtpDst, p.awaitAnswer)
 		if cur != nil {
 			// The newest association with keys carries media until the
 			// new one has its own, if the peer is the same host (packets
@@ -372,6 +389,20 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 		}()
 	}
 	return nil
+}
+
+// AnswerSent tells the relay that the box's SDP answer to side's offer
+// (Answer) has been sent, in a 18x or 2xx: as DTLS client the box starts
+// its handshake only now, since many phones ignore a ClientHello that
+// comes before the answer (RFC 5763 §5), and a callee that rings longer
+// than the handshake timeout would otherwise leave the leg without keys.
+func (c *Call) AnswerSent(s Side) {
+	c.mu.Lock()
+	d := c.legs[s].assoc
+	c.mu.Unlock()
+	if d != nil {
+		d.answerSent()
+	}
 }
 
 // RenewDTLS makes side's next DTLS SetPeer start a new association even
