@@ -458,13 +458,8 @@ func (s *Server) fastUDP(sc *fastScratch, raddr net.Addr, src netip.Addr) {
 	// Stage 2 holds by construction of the subset; stages 3 and 4 as
 	// precheck runs them.
 	s.validator.Counters.Passed.Add(1)
-	if !s.policy.Exempt(src) {
-		// Domain reads the request-URI host, the method and the To host.
-		q := sip.NewRequest(sip.REGISTER, sip.Uri{Host: string(r.ruriHost)})
-		q.AppendHeader(&sip.ToHeader{Address: sip.Uri{Host: string(r.toHost)}})
-		if s.policy.Domain(q, src).Drop {
-			return
-		}
+	if s.policy.domainRegister(r.ruriHost, r.toHost, src).Drop {
+		return
 	}
 	if s.policy.Zone(src).Drop {
 		return

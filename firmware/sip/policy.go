@@ -147,6 +147,55 @@ func (p *Policy) Domain(req *sip.Request, src netip.Addr) Verdict {
 	return pass
 }
 
+// domainRegister is Domain for a REGISTER on the UDP fast path, from the
+// raw request-URI and To hosts: the same verdict and counter, without
+// building a request.
+func (p *Policy) domainRegister(ruriHost, toHost []byte, src netip.Addr) Verdict {
+	r := p.rules.Load()
+	if r.exempt(src) {
+		return pass
+	}
+	if !r.servesHostBytes(ruriHost) || !r.servesHostBytes(toHost) {
+		p.Counters.ForeignDomain.Add(1)
+		return Verdict{Drop: true, Reason: "foreign domain"}
+	}
+	return pass
+}
+
+// servesHostBytes is servesHost without allocating for names: a host is
+// lowered into a stack buffer (DNS names are at most 253 bytes) and looked
+// up with the compiler's no-copy map[string(bytes)] form.
+func (r *policyRules) servesHostBytes(host []byte) bool {
+	var buf [253]byte
+	for len(host) > 0 && (host[0] == '[' || host[0] == ']') {
+		host = host[1:]
+	}
+	for n := len(host); n > 0 && (host[n-1] == '[' || host[n-1] == ']'); n-- {
+		host = host[:n-1]
+	}
+	if n := len(host); n > 0 && host[n-1] == '.' {
+		host = host[:n-1]
+	}
+	if len(host) > len(buf) {
+		return r.servesHost(string(host))
+	}
+	for i, c := range host {
+		switch {
+		case c >= 0x80: // non-ASCII: strings.ToLower's rules
+			return r.servesHost(string(host))
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	h := buf[:len(host)]
+	if len(r.domains) == 0 {
+		_, err := netip.ParseAddr(string(h))
+		return err == nil
+	}
+	return r.domains[string(h)]
+}
+
 // Zone is stage 4: only sources in the SIP zones (or trunks) may talk.
 func (p *Policy) Zone(src netip.Addr) Verdict {
 	r := p.rules.Load()

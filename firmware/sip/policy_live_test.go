@@ -2,9 +2,11 @@ package sip
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/emiago/sipgo/sip"
 )
 
 // TestPolicyLiveTrunks: trunks from the stored telephony configuration are
@@ -46,5 +48,27 @@ func TestPolicyLiveTrunks(t *testing.T) {
 	}
 	if _, ok := p.Trunk(netip.MustParseAddr("192.0.2.1")); !ok {
 		t.Error("settings trunk lost when the live trunks were replaced")
+	}
+}
+
+// TestDomainRegisterMatchesDomain: the fast path's byte form of stage 3
+// gives Domain's verdict for a REGISTER, with and without domains.
+func TestDomainRegisterMatchesDomain(t *testing.T) {
+	hosts := []string{"pbx.example.com", "PBX.Example.COM", "pbx.example.com.", "other.example", "192.0.2.10",
+		"[2001:db8::1]", "[[2001:db8::1]]", "", ".", "[", "pbx.example.com..", "PBX.EXAMPLE.COM.", "ünï.example",
+		strings.Repeat("a", 300)}
+	src := netip.MustParseAddr("10.0.0.5")
+	for _, domains := range [][]string{nil, {"pbx.example.com", "ünï.example"}} {
+		p := newPolicy(domains, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, nil, nil)
+		for _, ru := range hosts {
+			for _, to := range hosts {
+				req := sip.NewRequest(sip.REGISTER, sip.Uri{Host: ru})
+				req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Host: to}})
+				want := p.Domain(req, src).Drop
+				if got := p.domainRegister([]byte(ru), []byte(to), src).Drop; got != want {
+					t.Errorf("domains %v, %q / %q: fast drop %v, Domain %v", domains, ru, to, got, want)
+				}
+			}
+		}
 	}
 }
