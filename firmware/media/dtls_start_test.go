@@ -145,4 +145,3 @@ func TestDTLSStartsWithTheAnswer(t *testing.T) {
 		})
 	}
 }
-
