@@ -24,6 +24,7 @@ type dtlsCall struct {
 	caller, callee *phone
 	ea, eb         *dtlsEnd
 	d              *sipgo.DialogClientSession
+	ds             *sipgo.DialogServerSession // the callee's dialog
 	boxFP          media.Fingerprint
 	aEnc, aDec     *srtp.Context
 	bEnc, bDec     *srtp.Context
@@ -69,6 +70,7 @@ func newDTLSCall(ctx context.Context, t *testing.T, opts ...harnessOpt) *dtlsCal
 		ea: newDTLSEnd(t), eb: newDTLSEnd(t), reoffers: make(chan media.Remote, 8), callerReoffers: make(chan media.Remote, 8)}
 	x.h.dir.set("102", x.callee.addr)
 	offers := make(chan media.Remote, 1)
+	sess := make(chan *sipgo.DialogServerSession, 1)
 	x.callee.setOnInvite(func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession) {
 		_, rem, err := media.ParseSDP(req.Body())
 		if err != nil || rem.Fingerprint == nil {
@@ -76,6 +78,7 @@ func newDTLSCall(ctx context.Context, t *testing.T, opts ...harnessOpt) *dtlsCal
 			return
 		}
 		offers <- rem
+		sess <- d
 		_ = d.Respond(200, "OK", []byte(x.eb.sdp("active")), sip.NewHeader("Content-Type", "application/sdp"))
 	})
 	x.callee.mu.Lock()
@@ -93,6 +96,7 @@ func newDTLSCall(ctx context.Context, t *testing.T, opts ...harnessOpt) *dtlsCal
 		[]byte(x.ea.sdp("actpass")), from, sip.NewHeader("Content-Type", "application/sdp"))
 	x.d = connect(ctx, t, d, err)
 	offer := <-offers
+	x.ds = <-sess
 	_, ans, err := media.ParseSDP(x.d.InviteResponse.Body())
 	if err != nil || ans.Fingerprint == nil || ans.Setup != "active" || offer.Fingerprint == nil {
 		t.Fatalf("caller's answer %+v %v", ans, err)

@@ -63,30 +63,35 @@ func newPhone(t testing.TB, user string) *phone {
 	contact := sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: host, Port: pn}}
 	p.calls = sipgo.NewDialogClientCache(p.client, contact)
 	p.answers = sipgo.NewDialogServerCache(p.client, contact)
+	// reanswerTx answers an offer in a dialog (re-INVITE or UPDATE).
+	reanswerTx := func(req *sip.Request, tx sip.ServerTransaction) {
+		_, rem, err := media.ParseSDP(req.Body())
+		dir := "sendrecv"
+		if err == nil && rem.Direction == "sendonly" {
+			dir = "recvonly"
+		}
+		p.mu.Lock()
+		port, reanswer := p.media, p.reanswer
+		p.mu.Unlock()
+		if port == 0 {
+			port = 7000
+		}
+		body := []byte(sdpBody(port, dir))
+		if reanswer != nil {
+			body = reanswer(req)
+		}
+		res := sip.NewResponseFromRequest(req, 200, "OK", body)
+		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		res.AppendHeader(&contact)
+		_ = tx.Respond(res)
+	}
+	srv.OnUpdate(reanswerTx)
 	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
 		if req.To().Params.Has("tag") {
 			p.mu.Lock()
 			p.reinvite = append(p.reinvite, req)
 			p.mu.Unlock()
-			_, rem, err := media.ParseSDP(req.Body())
-			dir := "sendrecv"
-			if err == nil && rem.Direction == "sendonly" {
-				dir = "recvonly"
-			}
-			p.mu.Lock()
-			port, reanswer := p.media, p.reanswer
-			p.mu.Unlock()
-			if port == 0 {
-				port = 7000
-			}
-			body := []byte(sdpBody(port, dir))
-			if reanswer != nil {
-				body = reanswer(req)
-			}
-			res := sip.NewResponseFromRequest(req, 200, "OK", body)
-			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-			res.AppendHeader(&contact)
-			_ = tx.Respond(res)
+			reanswerTx(req, tx)
 			return
 		}
 		p.mu.Lock()
