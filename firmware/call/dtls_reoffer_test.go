@@ -78,8 +78,8 @@ func newDTLSCall(ctx context.Context, t *testing.T, opts ...harnessOpt) *dtlsCal
 			return
 		}
 		offers <- rem
-		sess <- d
 		_ = d.Respond(200, "OK", []byte(x.eb.sdp("active")), sip.NewHeader("Content-Type", "application/sdp"))
+		sess <- d // after Respond, which sets the dialog's InviteResponse
 	})
 	x.callee.mu.Lock()
 	x.callee.reanswer = dtlsReanswer(x.eb, x.reoffers, "active") // the callee was the client
