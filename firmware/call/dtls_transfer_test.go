@@ -248,3 +248,143 @@ func TestDTLSInviteReplaces(t *testing.T) {
 		t.Fatalf("state left: %d calls, %d dialogs, counters %+v", x.h.b.Active(), x.h.b.dialogCount(), x.h.b.Counters())
 	}
 }
+
+// plainCallee makes p answer new INVITEs as a phone without SRTP: DTLS-SRTP
+// and RTP/SAVP offers are refused with 488, a plain one is answered with
+// RTP on port; its dialogs go to sess.
+func plainCallee(p *phone, port int, sess chan<- *sipgo.DialogServerSession) {
+	p.setOnInvite(func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession) {
+		_, rem, err := media.ParseSDP(req.Body())
+		if err != nil || rem.Fingerprint != nil || rem.Secure() {
+			_ = d.Respond(488, "Not Acceptable Here", nil)
+			return
+		}
+		_ = d.Respond(200, "OK", []byte(sdpBody(port, "sendrecv")), sip.NewHeader("Content-Type", "application/sdp"))
+		sess <- d
+	})
+}
+
+// dtlsCaller calls number from p with DTLS-SRTP on e (actpass) and
+// handshakes as the server the box's a=setup:active answer makes it.
+func dtlsCaller(ctx context.Context, t *testing.T, h *harness, p *phone, user, number string, e *dtlsEnd) (*sipgo.DialogClientSession, media.Fingerprint, *srtp.Context, *srtp.Context) {
+	t.Helper()
+	host, hport, _ := net.SplitHostPort(h.addr)
+	var pn int
+	for _, ch := range hport {
+		pn = pn*10 + int(ch-'0')
+	}
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: "phone.invalid"}}
+	from.Params.Add("tag", sip.GenerateTagN(10))
+	d, err := p.calls.Invite(ctx, sip.Uri{Scheme: "sip", User: number, Host: host, Port: pn},
+		[]byte(e.sdp("actpass")), from, sip.NewHeader("Content-Type", "application/sdp"))
+	d = connect(ctx, t, d, err)
+	_, ans, err := media.ParseSDP(d.InviteResponse.Body())
+	if err != nil || ans.Fingerprint == nil || ans.Setup != "active" {
+		t.Fatalf("answer to %s: %+v %v", user, ans, err)
+	}
+	e.to = net.UDPAddrFromAddrPort(netip.AddrPortFrom(ans.Addr, ans.RTPPort))
+	enc, dec, err := e.handshake(ctx, *ans.Fingerprint, false)
+	if err != nil {
+		t.Fatalf("%s's handshake: %v", user, err)
+	}
+	return d, *ans.Fingerprint, enc, dec
+}
+
+// TestDTLSAttendedTransferPlainTransferor: 102 and 103, both DTLS-SRTP,
+// each call 101, a phone without SRTP (its legs are plain RTP after the
+// box's DTLS-SRTP and SDES offers are refused). 101 transfers 102 to 103
+// with REFER and Replaces from its side of the calls (the callee's). The
+// leg that was plain RTP to 101 becomes DTLS-SRTP to 103 (the box's
+// fingerprint, a new association), and SRTP flows intact 102↔103.
+func TestDTLSAttendedTransferPlainTransferor(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	h := startHarness(t)
+	transferor, transferee, target := newPhone(t, "101"), newPhone(t, "102"), newPhone(t, "103")
+	h.dir.set("101", transferor.addr)
+	m101 := newRTPPeer(t)
+	sess101 := make(chan *sipgo.DialogServerSession, 2)
+	plainCallee(transferor, m101.port(), sess101)
+	e102, e103 := newDTLSEnd(t), newDTLSEnd(t)
+	dx, boxFP, enc102, dec102 := dtlsCaller(ctx, t, h, transferee, "102", "101", e102)
+	sx := <-sess101
+	dtlsCaller(ctx, t, h, target, "103", "101", e103)
+	sy := <-sess101
+	e103n := newDTLSEnd(t)
+	e103n.cert, e103n.fp = e103.cert, e103.fp
+	reoffers103 := make(chan media.Remote, 4)
+	target.mu.Lock()
+	target.reanswer = dtlsReanswer(e103n, reoffers103, "active")
+	target.mu.Unlock()
+
+	// Replaces names Y as the box sees it: its tag (the INVITE's From
+	// tag, the box was the UAC) is the to-tag, 101's the from-tag.
+	boxTag, _ := sy.InviteRequest.From().Params.Get("tag")
+	myTag, _ := sy.InviteResponse.To().Params.Get("tag")
+	replaces := sy.InviteRequest.CallID().Value() + ";to-tag=" + boxTag + ";from-tag=" + myTag
+	req := sip.NewRequest(sip.REFER, sx.InviteRequest.Contact().Address)
+	req.AppendHeader(sip.NewHeader("Refer-To", "<sip:103@box.invalid?Replaces="+url.QueryEscape(replaces)+">"))
+	res, err := sx.Do(ctx, req)
+	if err != nil || res.StatusCode != 202 {
+		t.Fatalf("REFER with Replaces: %v %v", res, err)
+	}
+	var frags []string
+	for len(frags) == 0 || !strings.HasPrefix(frags[len(frags)-1], "SIP/2.0 2") {
+		select {
+		case n := <-transferor.notifies:
+			frags = append(frags, strings.TrimSpace(string(n.Body())))
+			if ss := n.GetHeader("Subscription-State"); ss != nil && strings.HasPrefix(ss.Value(), "terminated") &&
+				!strings.HasPrefix(frags[len(frags)-1], "SIP/2.0 2") {
+				t.Fatalf("transfer failed: %q", frags)
+			}
+		case <-ctx.Done():
+			t.Fatalf("NOTIFYs so far %q", frags)
+		}
+	}
+	var off media.Remote
+	select {
+	case off = <-reoffers103:
+	case <-ctx.Done():
+		t.Fatal("103 got no re-INVITE")
+	}
+	if off.Proto != media.ProtoDTLS || len(off.Crypto) != 0 || off.Fingerprint == nil ||
+		off.Fingerprint.String() != boxFP.String() || off.Setup != "actpass" {
+		t.Fatalf("re-offer to 103: %s, setup %q, fingerprint %v", off.Proto, off.Setup, off.Fingerprint)
+	}
+	e103n.to = net.UDPAddrFromAddrPort(netip.AddrPortFrom(off.Addr, off.RTPPort))
+	enc103, dec103, err := e103n.handshake(ctx, boxFP, true)
+	if err != nil {
+		t.Fatal("103's handshake on X:", err)
+	}
+	sendUntil(ctx, t, e102, enc102, e103n, dec103, "102-to-103")
+	sendUntil(ctx, t, e103n, enc103, e102, dec102, "103-to-102")
+
+	for got := 0; got < 2; got++ {
+		select {
+		case <-transferor.byes:
+		case <-ctx.Done():
+			t.Fatal("the transferor's legs were not both released")
+		}
+	}
+	if rec := waitEnded(t, h).rec; rec.Cause != "attended transfer" {
+		t.Fatalf("consultation call's CDR %+v", rec)
+	}
+	if err := dx.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-target.byes:
+	case <-ctx.Done():
+		t.Fatal("103 got no BYE")
+	}
+	e := waitEnded(t, h)
+	if e.rec.Result != cdr.Answered || !e.rec.SRTPCaller || !e.rec.SRTPCallee {
+		t.Fatalf("CDR %+v", e.rec)
+	}
+	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
+		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
+	}
+	if open, _, _, _, _ := h.pins.state(); open != 0 {
+		t.Fatalf("%d pinholes left open", open)
+	}
+}
