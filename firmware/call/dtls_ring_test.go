@@ -11,6 +11,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/media"
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/pion/srtp/v3"
 )
 
 // TestDTLSLongRinging: a DTLS-SRTP caller that starts DTLS only after the
@@ -18,9 +19,21 @@ import (
 // longer than the relay's handshake timeout. The box answers the caller
 // a=setup:active and sends its ClientHello only after the 200, so the
 // handshake's limit counts from there; the caller then handshakes, and
-// SRTP flows intact both ways.
+// SRTP flows intact both ways. With early media the callee's 183 carries
+// its answer, the box forwards its own to the caller and starts there;
+// the caller stays silent until the 200 and the box tries again then.
 func TestDTLSLongRinging(t *testing.T) {
-	const limit = 500 * time.Millisecond
+	t.Run("ringing", func(t *testing.T) { testDTLSLongRinging(t, false) })
+	t.Run("early media", func(t *testing.T) { testDTLSLongRinging(t, true) })
+}
+
+func testDTLSLongRinging(t *testing.T, early bool) {
+	limit := 500 * time.Millisecond
+	if early {
+		// The callee's first ClientHello may beat the box's processing
+		// of its 183 and be dropped; pion resends it after 1 s.
+		limit = 1500 * time.Millisecond
+	}
 	h := startHarnessMedia(t, func(c *media.Config) { c.HandshakeTimeout = limit })
 	caller, callee := newPhone(t, "101"), newPhone(t, "102")
 	h.dir.set("102", callee.addr)
@@ -33,7 +46,11 @@ func TestDTLSLongRinging(t *testing.T) {
 			_ = d.Respond(488, "Not Acceptable Here", nil)
 			return
 		}
-		_ = d.Respond(180, "Ringing", nil)
+		if early {
+			_ = d.Respond(183, "Session Progress", []byte(eb.sdp("active")), sip.NewHeader("Content-Type", "application/sdp"))
+		} else {
+			_ = d.Respond(180, "Ringing", nil)
+		}
 		offers <- rem
 		<-ring
 		_ = d.Respond(200, "OK", []byte(eb.sdp("active")), sip.NewHeader("Content-Type", "application/sdp"))
@@ -56,10 +73,28 @@ func TestDTLSLongRinging(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("callee got no DTLS-SRTP offer")
 	}
+	eb.to = net.UDPAddrFromAddrPort(netip.AddrPortFrom(offer.Addr, offer.RTPPort))
+	type keys struct {
+		enc, dec *srtp.Context
+		err      error
+	}
+	kb := make(chan keys, 1)
+	calleeDTLS := func() {
+		var k keys
+		k.enc, k.dec, k.err = eb.handshake(ctx, *offer.Fingerprint, true)
+		kb <- k
+	}
+	if early {
+		go calleeDTLS() // its answer is out: the callee handshakes at once
+	}
 	// The callee rings for more than twice the handshake limit.
 	time.Sleep(5 * limit / 2)
-	if n := len(*ea.inbox.Load()); n != 0 {
+	in := *ea.inbox.Load()
+	if n := len(in); n != 0 && !early {
 		t.Fatalf("the box sent the caller %d DTLS records before its answer", n)
+	}
+	for len(in) > 0 { // the caller ignores DTLS before the 200
+		<-in
 	}
 	close(ring)
 	d = connect(ctx, t, d, nil)
@@ -71,7 +106,6 @@ func TestDTLSLongRinging(t *testing.T) {
 		t.Fatal("the relay shows different fingerprints on its two legs")
 	}
 	ea.to = net.UDPAddrFromAddrPort(netip.AddrPortFrom(ans.Addr, ans.RTPPort))
-	eb.to = net.UDPAddrFromAddrPort(netip.AddrPortFrom(offer.Addr, offer.RTPPort))
 	errs := make(chan error, 1)
 	x := &dtlsCall{h: h, caller: caller, callee: callee, ea: ea, eb: eb, d: d, boxFP: *ans.Fingerprint}
 	go func() { // only now, after the 200: the box is the caller's client
@@ -79,9 +113,12 @@ func TestDTLSLongRinging(t *testing.T) {
 		x.aEnc, x.aDec, err = ea.handshake(ctx, x.boxFP, false)
 		errs <- err
 	}()
-	var errB error
-	x.bEnc, x.bDec, errB = eb.handshake(ctx, *offer.Fingerprint, true)
-	if errA := <-errs; errA != nil || errB != nil {
+	if !early {
+		calleeDTLS()
+	}
+	kB := <-kb
+	x.bEnc, x.bDec = kB.enc, kB.dec
+	if errA, errB := <-errs, kB.err; errA != nil || errB != nil {
 		t.Fatalf("handshakes: caller %v, callee %v", errA, errB)
 	}
 	sendUntil(ctx, t, ea, x.aEnc, eb, x.bDec, "caller-to-callee")

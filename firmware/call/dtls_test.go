@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -83,22 +85,58 @@ func (e *dtlsEnd) sdpWith(setup, dir string, fp media.Fingerprint) string {
 type dtlsSession struct {
 	e  *dtlsEnd
 	in chan []byte
+
+	// Read deadlines, which pion uses to stop its reader when a
+	// handshake gives up: without them a failed handshake hangs.
+	mu       sync.Mutex
+	deadline time.Time
+	wake     chan struct{} // closed when the deadline changes
 }
 
 func (s *dtlsSession) ReadFrom(b []byte) (int, net.Addr, error) {
-	select {
-	case x := <-s.in:
-		return copy(b, x), s.e.to, nil
-	case <-s.e.closed:
-		return 0, nil, net.ErrClosed
+	for {
+		s.mu.Lock()
+		if s.wake == nil {
+			s.wake = make(chan struct{})
+		}
+		dl, wake := s.deadline, s.wake
+		s.mu.Unlock()
+		var expired <-chan time.Time
+		if !dl.IsZero() {
+			d := time.Until(dl)
+			if d <= 0 {
+				return 0, nil, os.ErrDeadlineExceeded
+			}
+			t := time.NewTimer(d)
+			defer t.Stop()
+			expired = t.C
+		}
+		select {
+		case x := <-s.in:
+			return copy(b, x), s.e.to, nil
+		case <-s.e.closed:
+			return 0, nil, net.ErrClosed
+		case <-expired:
+			return 0, nil, os.ErrDeadlineExceeded
+		case <-wake:
+		}
 	}
 }
 func (s *dtlsSession) WriteTo(b []byte, _ net.Addr) (int, error) { return s.e.conn.WriteTo(b, s.e.to) }
 func (s *dtlsSession) Close() error                              { return nil }
 func (s *dtlsSession) LocalAddr() net.Addr                       { return s.e.conn.LocalAddr() }
-func (s *dtlsSession) SetDeadline(time.Time) error               { return nil }
-func (s *dtlsSession) SetReadDeadline(time.Time) error           { return nil }
-func (s *dtlsSession) SetWriteDeadline(time.Time) error          { return nil }
+func (s *dtlsSession) SetDeadline(t time.Time) error             { return s.SetReadDeadline(t) }
+func (s *dtlsSession) SetReadDeadline(t time.Time) error {
+	s.mu.Lock()
+	s.deadline = t
+	if s.wake != nil {
+		close(s.wake)
+	}
+	s.wake = make(chan struct{})
+	s.mu.Unlock()
+	return nil
+}
+func (s *dtlsSession) SetWriteDeadline(time.Time) error { return nil }
 
 // handshake runs DTLS against the box (client or server role), checking
 // the box's fingerprint from its SDP, and returns SRTP contexts.

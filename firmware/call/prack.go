@@ -26,7 +26,7 @@ func (c *call) provisionalA(reqA *sip.Request, txA sip.ServerTransaction, code i
 	res := c.responseToA(reqA, code, body)
 	if !hasOption(reqA, "Supported", "100rel") && !hasOption(reqA, "Require", "100rel") {
 		if txA.Respond(res) == nil && body != nil {
-			c.m.AnswerSent(media.A) // early media: the caller has the answer
+			c.m.EarlyAnswerSent(media.A) // early media: the caller has the answer
 		}
 		return
 	}
@@ -51,7 +51,7 @@ func (c *call) provisionalA(reqA *sip.Request, txA sip.ServerTransaction, code i
 		return
 	}
 	if body != nil {
-		c.m.AnswerSent(media.A)
+		c.m.EarlyAnswerSent(media.A)
 	}
 	reliableT := sip.IsReliable(reqA.Transport())
 	go func() {

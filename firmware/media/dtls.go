@@ -129,6 +129,8 @@ type dtlsLeg struct {
 	// is queued in in. Together they say when the handshake may start.
 	sent      chan struct{}
 	sentOnce  sync.Once
+	final     chan struct{} // the answer went in a 2xx, not only a 18x
+	finalOnce sync.Once
 	first     chan struct{}
 	firstSeen atomic.Bool
 	closing   chan struct{}
@@ -144,14 +146,21 @@ type dtlsLeg struct {
 
 func newDTLSLeg(l *leg, p DTLSParams, dst netip.AddrPort, awaitAnswer bool) *dtlsLeg {
 	d := &dtlsLeg{l: l, params: p, dst: dst, in: make(chan []byte, 32), closing: make(chan struct{}), dlNotify: make(chan struct{}), done: make(chan struct{}),
-		sent: make(chan struct{}), first: make(chan struct{})}
+		sent: make(chan struct{}), final: make(chan struct{}), first: make(chan struct{})}
 	if !awaitAnswer {
-		d.answerSent()
+		d.answerSent(true)
 	}
 	return d
 }
 
-func (d *dtlsLeg) answerSent() { d.sentOnce.Do(func() { close(d.sent) }) }
+// answerSent closes final before sent: whoever sees sent closed knows
+// whether that answer was final.
+func (d *dtlsLeg) answerSent(final bool) {
+	if final {
+		d.finalOnce.Do(func() { close(d.final) })
+	}
+	d.sentOnce.Do(func() { close(d.sent) })
+}
 
 // sendKeys are the keys for packets the box sends: this association's,
 // or while it handshakes the one it replaces.
@@ -233,7 +242,7 @@ func (d *dtlsLeg) closed() bool {
 }
 
 func (d *dtlsLeg) run(ctx context.Context) {
-	conn, err := d.handshake(ctx)
+	conn, err := d.start(ctx)
 	superseded := d.closed()
 	if err != nil {
 		d.close() // ends pion's reader, blocked in ReadFrom
@@ -279,8 +288,9 @@ func (d *dtlsLeg) run(ctx context.Context) {
 // awaitStart waits until the handshake may start (RFC 5763 §5 roles): as
 // client once the box's answer was sent, as server once the peer's first
 // record (its ClientHello) came. Until then nothing is sent and no
-// handshake slot is held; a peer that never starts is given up on.
-func (d *dtlsLeg) awaitStart(ctx context.Context) error {
+// handshake slot is held; a peer that never starts is given up on. early
+// reports that the answer that started it was a provisional one.
+func (d *dtlsLeg) awaitStart(ctx context.Context) (early bool, err error) {
 	cfg := d.l.call.r.cfg
 	overall := time.NewTimer(cfg.HandshakeWait)
 	defer overall.Stop()
@@ -292,32 +302,71 @@ func (d *dtlsLeg) awaitStart(ctx context.Context) error {
 	for {
 		select {
 		case <-sent:
+			early = !isClosed(d.final)
 			if d.params.Client {
-				return nil
+				return early, nil
 			}
 			sent = nil
 			t := time.NewTimer(cfg.HandshakeTimeout)
 			defer t.Stop()
 			idle = t.C
 		case <-first:
-			return nil
+			return early, nil
 		case <-idle:
-			return fmt.Errorf("media: no DTLS ClientHello within %s of the answer", cfg.HandshakeTimeout)
+			return early, fmt.Errorf("media: no DTLS ClientHello within %s of the answer", cfg.HandshakeTimeout)
 		case <-overall.C:
-			return fmt.Errorf("media: DTLS handshake did not start within %s", cfg.HandshakeWait)
+			return early, fmt.Errorf("media: DTLS handshake did not start within %s", cfg.HandshakeWait)
 		case <-d.closing:
-			return net.ErrClosed
+			return early, net.ErrClosed
 		case <-ctx.Done():
-			return ctx.Err()
+			return early, ctx.Err()
 		}
+	}
+}
+
+// start runs the handshake once it may start. One started on an early
+// answer (18x) that never heard from the peer is tried once more when the
+// final answer is sent: many phones do DTLS only after the 2xx, and the
+// callee may ring for longer than the handshake timeout.
+func (d *dtlsLeg) start(ctx context.Context) (*dtls.Conn, error) {
+	early, err := d.awaitStart(ctx)
+	var conn *dtls.Conn
+	if err == nil {
+		conn, err = d.handshake(ctx)
+	}
+	if err == nil || !early || d.firstSeen.Load() || d.closed() || ctx.Err() != nil {
+		return conn, err
+	}
+	cfg := d.l.call.r.cfg
+	cfg.Log.Debug("media: DTLS peer silent after the early answer; retrying after the final one", "call", d.l.call.id, "leg", d.l.side, "err", err)
+	wait := time.NewTimer(cfg.HandshakeWait)
+	defer wait.Stop()
+	select {
+	case <-d.final:
+	case <-wait.C:
+		return nil, fmt.Errorf("media: no final answer within %s after %w", cfg.HandshakeWait, err)
+	case <-d.closing:
+		return nil, net.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if _, err := d.awaitStart(ctx); err != nil {
+		return nil, err
+	}
+	return d.handshake(ctx)
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 
 func (d *dtlsLeg) handshake(ctx context.Context) (*dtls.Conn, error) {
 	cfg := d.l.call.r.cfg
-	if err := d.awaitStart(ctx); err != nil {
-		return nil, err
-	}
 	// The timeout counts from the start, also while waiting for a slot:
 	// a stalled handshake holds its slot only until then.
 	ctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
@@ -347,10 +396,11 @@ func (d *dtlsLeg) connect(ctx context.Context) (*dtls.Conn, error) {
 	var err error
 	dc := DTLSConfig(*cfg.Certificate, d.params.Fingerprint)
 	var conn *dtls.Conn
+	a := &dtlsAttempt{dtlsLeg: d, stop: make(chan struct{})}
 	if d.params.Client {
-		conn, err = dtls.Client(d, net.UDPAddrFromAddrPort(d.dst), dc)
+		conn, err = dtls.Client(a, net.UDPAddrFromAddrPort(d.dst), dc)
 	} else {
-		conn, err = dtls.Server(d, net.UDPAddrFromAddrPort(d.dst), dc)
+		conn, err = dtls.Server(a, net.UDPAddrFromAddrPort(d.dst), dc)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("dtls: %w", err)
@@ -383,9 +433,25 @@ func (d *dtlsLeg) connect(ctx context.Context) (*dtls.Conn, error) {
 	return conn, nil
 }
 
-// The net.PacketConn that pion/dtls reads and writes.
+// dtlsAttempt is the net.PacketConn that pion/dtls reads and writes in one
+// handshake attempt. pion closes it when the attempt fails: that ends the
+// attempt's reader (so it cannot take a later attempt's records) without
+// ending the association; whether the association was replaced (closed by
+// SetPeer or Close) must still be told apart from that.
+type dtlsAttempt struct {
+	*dtlsLeg
+	stop chan struct{}
+	once sync.Once
+}
 
-func (d *dtlsLeg) ReadFrom(p []byte) (int, net.Addr, error) {
+func (a *dtlsAttempt) Close() error {
+	a.once.Do(func() { close(a.stop) })
+	return nil
+}
+
+func (a *dtlsAttempt) ReadFrom(p []byte) (int, net.Addr, error) { return a.readFrom(p, a.stop) }
+
+func (d *dtlsLeg) readFrom(p []byte, stopped <-chan struct{}) (int, net.Addr, error) {
 	for {
 		d.dlMu.Lock()
 		dl, notify := d.deadline, d.dlNotify
@@ -412,6 +478,9 @@ func (d *dtlsLeg) ReadFrom(p []byte) (int, net.Addr, error) {
 		case <-d.closing:
 			stop()
 			return 0, nil, net.ErrClosed
+		case <-stopped:
+			stop()
+			return 0, nil, net.ErrClosed
 		case <-timer:
 			return 0, nil, os.ErrDeadlineExceeded
 		case <-notify:
@@ -434,11 +503,6 @@ func (d *dtlsLeg) WriteTo(p []byte, _ net.Addr) (int, error) {
 	}
 	return d.l.rtp.writeTo(p, dst)
 }
-
-// Close is a no-op: pion closes its PacketConn when a handshake fails,
-// and whether the association was replaced (closed by SetPeer or Close)
-// must still be told apart from that; run closes it after a failure.
-func (d *dtlsLeg) Close() error { return nil }
 
 func (d *dtlsLeg) LocalAddr() net.Addr {
 	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(d.l.call.r.cfg.Addr, d.l.port))

@@ -396,12 +396,20 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 // its handshake only now, since many phones ignore a ClientHello that
 // comes before the answer (RFC 5763 §5), and a callee that rings longer
 // than the handshake timeout would otherwise leave the leg without keys.
-func (c *Call) AnswerSent(s Side) {
+func (c *Call) AnswerSent(s Side) { c.answerSent(s, true) }
+
+// EarlyAnswerSent is AnswerSent for an answer in a provisional response
+// (early media): the handshake starts, and if the peer stays silent it is
+// tried once more after AnswerSent (phones that do DTLS only after the
+// 2xx).
+func (c *Call) EarlyAnswerSent(s Side) { c.answerSent(s, false) }
+
+func (c *Call) answerSent(s Side, final bool) {
 	c.mu.Lock()
 	d := c.legs[s].assoc
 	c.mu.Unlock()
 	if d != nil {
-		d.answerSent()
+		d.answerSent(final)
 	}
 }
 
