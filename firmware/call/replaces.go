@@ -88,14 +88,16 @@ func (b *B2BUA) findReplaced(rp replaces) (dialogRef, bool) {
 }
 
 // denyReplace refuses an attempt to take over a dialog of somebody else.
+// The event is recorded before the 403 goes out, so whoever sees the
+// refusal also finds the event.
 func (b *B2BUA) denyReplace(tx sip.ServerTransaction, req *sip.Request, who Identity, why string) {
-	_ = respond(tx, req, 403, "Forbidden")
 	b.log.Warn("call: replace denied", "from", who.Extension, "source", req.Source(), "reason", why)
 	if b.cfg.Events != nil {
 		b.cfg.Events.Record(logs.Event{Kind: KindReplaceDenied, Source: req.Source(), Transport: req.Transport(),
 			User: who.Extension, Reason: why})
 	}
 	b.replaceDenied.Add(1)
+	_ = respond(tx, req, 403, "Forbidden")
 }
 
 // referReplaces handles an attended transfer: the transferor, on leg l of
