@@ -236,7 +236,16 @@ func (s *Server) checkOrigin(r *http.Request) error {
 	if err != nil || u.Host == "" || u.Path != "" || (u.Scheme != "https" && !(s.http && u.Scheme == "http")) {
 		return fmt.Errorf("%w: %.100q", errForeignOrigin, origin)
 	}
-	if slices.Contains(s.names, strings.ToLower(u.Hostname())) {
+	host := strings.ToLower(u.Hostname())
+	if slices.Contains(s.names, host) {
+		return nil
+	}
+	// The names of the certificate in use (uploaded or from ACME) reach the
+	// box too, also ones added after start. Exact names only: a wildcard
+	// would admit every other host of the domain.
+	if s.certs != nil && slices.ContainsFunc(s.certs.Current().DNSNames, func(n string) bool {
+		return !strings.HasPrefix(n, "*") && strings.EqualFold(strings.TrimSuffix(n, "."), host)
+	}) {
 		return nil
 	}
 	allow, err := s.origins()

@@ -470,3 +470,25 @@ func TestTLSChangeOverRealTLS(t *testing.T) {
 		t.Fatalf("stored %+v", got)
 	}
 }
+
+// TestOriginFollowsCertificateNames: a name of the certificate in use (an
+// upload or ACME, added after start) is the box's own origin; a wildcard
+// name admits no other host.
+func TestOriginFollowsCertificateNames(t *testing.T) {
+	e, a := claimed(t)
+	now := e.clock.Now()
+	chain, key := testPEM(t, []string{"box.example", "pbx.example", "*.example"}, now.Add(-time.Hour), now.AddDate(0, 3, 0))
+	body := AccountRequest{Username: "dave", Role: auth.RoleOperator, Password: userPW}
+	c := *a
+	c.origin = "https://pbx.example"
+	c.must(403, "POST", "/api/v1/accounts", body)
+
+	a.conn = e.srv.ConnContext(context.Background(), nil)
+	r := a.must(202, "POST", "/api/v1/certificates", CertificateRequest{ChainPEM: chain, KeyPEM: key})
+	a.conn = e.srv.ConnContext(context.Background(), nil)
+	a.must(200, "POST", "/api/v1/certificates/confirm", ConfirmRequest{ID: r.str("id")})
+
+	c.must(201, "POST", "/api/v1/accounts", body)
+	c.origin = "https://evil.example" // covered by *.example only
+	c.must(403, "DELETE", "/api/v1/accounts/dave", nil)
+}
