@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,7 +20,12 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/license"
+	"github.com/edgepbx/edgepbx/firmware/logs"
 )
+
+// kindAuditAnchor is the security-log event for an audit chain that no
+// longer matches the heads anchored with the licence server.
+const kindAuditAnchor logs.Kind = "audit.anchor_mismatch"
 
 // maxCAFile bounds the --license-ca PEM file.
 const maxCAFile = 256 << 10
@@ -45,6 +51,9 @@ type licenseState struct {
 	last    string
 	cpuBusy uint64
 	cpuAll  uint64
+	// audit is the anchor mismatch last reported ("" none), so the event is
+	// raised once, not after every check-in that repeats it.
+	audit string
 }
 
 // newLicense builds the licence manager when a server URL is configured.
@@ -80,6 +89,7 @@ func (d *daemon) buildLicense() error {
 		DB:           d.db,
 		Health:       d.loadAndCounts,
 		CertNotAfter: func() time.Time { return d.certs.Current().NotAfter },
+		AuditHead:    d.auditAnchor,
 		OnChange:     d.licenseChanged,
 		Logger:       d.log,
 	}
@@ -107,6 +117,20 @@ func (d *daemon) buildLicense() error {
 	return nil
 }
 
+// auditAnchor is the audit chain head the daily check-in anchors with the
+// vendor. The admin side (which owns the audit log) is built after the
+// licence manager but before any check-in runs.
+func (d *daemon) auditAnchor() (license.Anchor, error) {
+	if d.admin == nil {
+		return license.Anchor{}, errors.New("audit log not open")
+	}
+	h, err := d.admin.Audit().Head()
+	if err != nil {
+		return license.Anchor{}, err
+	}
+	return license.AnchorFromHead(h.Seq, h.Hash)
+}
+
 func loadCAFile(path string) (*x509.CertPool, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -131,6 +155,7 @@ func loadCAFile(path string) (*x509.CertPool, error) {
 // logs them itself); admins see them in the audit log until the admin UI
 // shows the licence state.
 func (d *daemon) licenseChanged(st license.State) {
+	d.auditAnchorEvent(st)
 	codes := make([]string, 0, len(st.Reasons))
 	for _, r := range st.Reasons {
 		codes = append(codes, r.Code)
@@ -148,6 +173,37 @@ func (d *daemon) licenseChanged(st license.State) {
 	}
 	if err := d.admin.Audit().Record(audit.Event{Actor: "system", Action: "license.state", Target: string(st.Mode),
 		Detail: strings.Join(codes, ","), After: st}); err != nil {
+		d.log.Error("license: audit", "err", err)
+	}
+}
+
+// auditAnchorEvent raises the security event when the licence server says
+// the audit log no longer matches its anchors: security log, audit entry,
+// and (through the state's reason) the admins' licence banner. Service is
+// not limited: the evidence is what matters, and it stays with the vendor.
+func (d *daemon) auditAnchorEvent(st license.State) {
+	key := ""
+	if r := st.AuditRollback; r != nil {
+		key = fmt.Sprintf("%d %s", r.Seq, r.Reason)
+	}
+	d.licState.mu.Lock()
+	changed := key != d.licState.audit
+	d.licState.audit = key
+	d.licState.mu.Unlock()
+	if !changed || key == "" {
+		return
+	}
+	r := st.AuditRollback
+	msg := fmt.Sprintf("audit chain anchor mismatch at seq %d", r.Seq)
+	d.log.Error("license: "+msg, "reason", r.Reason)
+	if d.secLog != nil {
+		d.secLog.Record(logs.Event{Kind: kindAuditAnchor, User: "system", Reason: fmt.Sprintf("%s: %s", msg, r.Reason)})
+	}
+	if d.admin == nil {
+		return
+	}
+	if err := d.admin.Audit().Record(audit.Event{Actor: "system", Action: "audit.anchor_mismatch", Target: strconv.FormatUint(r.Seq, 10),
+		Detail: msg, After: r}); err != nil {
 		d.log.Error("license: audit", "err", err)
 	}
 }

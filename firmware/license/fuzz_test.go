@@ -59,6 +59,7 @@ func FuzzRequest(f *testing.F) {
 		InstallID: "inst", Fingerprint: license.Fingerprint("x"), Firmware: "1.0.0", LicenceID: "LIC-1"})
 	f.Add(good)
 	f.Add([]byte(`{"v":1}`))
+	f.Add([]byte(`{"v":1,"audit":"42.q6urq6urq6urq6urq6urqw"}`))
 	f.Add([]byte(`{"v":1,"serial":"a\nb"}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var r license.Request

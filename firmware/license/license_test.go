@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -431,6 +432,10 @@ func TestRequestSize(t *testing.T) {
 	var d countingDial
 	b := e.newBox(func(c *license.Config) {
 		c.DialContext = d.dial
+		// The longest anchor there is: a 20-digit sequence number.
+		c.AuditHead = func() (license.Anchor, error) {
+			return license.Anchor{Seq: math.MaxUint64, Hash: [license.AnchorHashBytes]byte{0: 0xff, 15: 0xff}}, nil
+		}
 		c.Health = func() (license.Load, license.Counts) {
 			return license.Load{CPUPercent: 100, MemPercent: 100, CPUs: 128, MemMB: 1 << 20},
 				license.Counts{Extensions: 1 << 30, Trunks: 1 << 30, CallsDay: 1 << 30, PeakCalls: 1 << 30}

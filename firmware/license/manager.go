@@ -94,6 +94,10 @@ type Config struct {
 	// (e.g. certs.Manager.Current().NotAfter); the daily check reports it and
 	// warns CertWarnBefore ahead. nil or a zero time: not checked.
 	CertNotAfter func() time.Time
+	// AuditHead returns the audit chain head to anchor with the vendor
+	// (AnchorFromHead of audit.Log.Head). nil: no anchor is sent; an error
+	// leaves the anchor out of that check-in only.
+	AuditHead func() (Anchor, error)
 	// EmergencyNumbers are always allowed; nil means DefaultEmergencyNumbers.
 	EmergencyNumbers []string
 	// OnChange is called (without locks held) after every check-in and when
@@ -425,6 +429,9 @@ func (m *Manager) checkIn(ctx context.Context) error {
 		m.st.Floor = server
 	}
 	m.log.Info("licence check-in good", "status", resp.Status, "clone", resp.Clone, "advisories", len(resp.Advisories))
+	if resp.AuditRollback {
+		m.log.Warn("licence server: audit chain anchor mismatch", "seq", resp.AuditSeq, "reason", resp.AuditReason)
+	}
 	return nil
 }
 
@@ -444,6 +451,13 @@ func (m *Manager) buildRequest() (*Request, error) {
 	if m.cfg.CertNotAfter != nil {
 		if na := m.cfg.CertNotAfter(); !na.IsZero() && na.Year() < 2200 {
 			r.CertNotAfter = na.Unix()
+		}
+	}
+	if m.cfg.AuditHead != nil {
+		if a, err := m.cfg.AuditHead(); err != nil {
+			m.log.Warn("audit head not anchored in this check-in", "err", err)
+		} else {
+			r.Audit = a.String()
 		}
 	}
 	m.mu.Lock()

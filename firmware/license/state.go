@@ -27,6 +27,8 @@ const (
 	ReasonCertificate    = "certificate"      // certificate in use expires soon
 	ReasonClock          = "clock"            // clock is behind signed server time
 	ReasonNeverCheckedIn = "never-checked-in" // informational while within grace
+	ReasonAuditChain     = "audit-chain"      // audit log no longer matches its anchors
+
 )
 
 // Reason explains a warning or the degradation.
@@ -51,8 +53,18 @@ type State struct {
 	Entitlements     Entitlements  `json:"entitlements"`
 	Advisories       []Advisory    `json:"advisories,omitempty"`
 	DisabledFeatures []string      `json:"disabled_features,omitempty"`
+	// AuditRollback is set while the licence server says the audit log no
+	// longer matches the heads anchored in earlier check-ins. A security
+	// event, not a licence problem: it warns and never degrades.
+	AuditRollback *AuditRollback `json:"audit_rollback,omitempty"`
 	// Banner is shown to every user when degraded and to admins on warnings.
 	Banner string `json:"banner,omitempty"`
+}
+
+// AuditRollback is the licence server's verdict on the audit anchors.
+type AuditRollback struct {
+	Seq    uint64 `json:"seq"` // the anchored entry that no longer matches
+	Reason string `json:"reason,omitempty"`
 }
 
 type stateKey string
@@ -136,6 +148,10 @@ func (m *Manager) stateLocked(now time.Time) State {
 				}
 			}
 			add(ReasonAdvisory, false, "advisory %s (%s): %s; disabled until updated: %s", a.ID, a.Severity, a.Message, strings.Join(a.Disable, ", "))
+		}
+		if r.AuditRollback {
+			s.AuditRollback = &AuditRollback{Seq: r.AuditSeq, Reason: r.AuditReason}
+			add(ReasonAuditChain, false, "audit chain anchor mismatch at seq %d: the audit log was rewritten or cut short since the licence server anchored it (%s)", r.AuditSeq, r.AuditReason)
 		}
 		if r.Perf == PerfTooSmall {
 			add(ReasonPerformance, false, "hardware too small for the load: %s", r.PerfMessage)

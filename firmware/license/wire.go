@@ -76,6 +76,9 @@ type Request struct {
 	ClientTime   int64  `json:"time"`
 	Load         Load   `json:"load,omitzero"`
 	Counts       Counts `json:"counts,omitzero"`
+	// Audit is the audit chain head (Anchor.String), empty when the box
+	// has no audit log to anchor.
+	Audit string `json:"audit,omitempty"`
 }
 
 // Validate bounds every field; the server uses it on untrusted input too.
@@ -102,6 +105,11 @@ func (r *Request) Validate() error {
 	}
 	if r.CertNotAfter < 0 || r.ClientTime < 0 {
 		return errors.New("license: request time out of range")
+	}
+	if r.Audit != "" {
+		if _, err := ParseAnchor(r.Audit); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -152,6 +160,13 @@ type Response struct {
 	CloneReason  string       `json:"clone_reason,omitempty"`
 	Perf         string       `json:"perf,omitempty"` // empty: PerfOK
 	PerfMessage  string       `json:"perf_message,omitempty"`
+	// AuditRollback: an audit anchor this box sent does not extend the ones
+	// anchored before (same sequence number with another hash: rewritten;
+	// a lower one: cut short). The server keeps saying so until the vendor
+	// clears it. AuditSeq is the anchored entry that no longer matches.
+	AuditRollback bool   `json:"audit_rollback,omitempty"`
+	AuditSeq      uint64 `json:"audit_seq,omitempty"`
+	AuditReason   string `json:"audit_reason,omitempty"`
 }
 
 // Envelope is what travels: the exact payload bytes and a signature over
@@ -282,7 +297,7 @@ func (r *Response) validate() error {
 			}
 		}
 	}
-	for _, s := range append([]string{r.Serial, r.InstallID, r.LicenceID, r.CloneReason, r.PerfMessage}, r.Entitlements.Features...) {
+	for _, s := range append([]string{r.Serial, r.InstallID, r.LicenceID, r.CloneReason, r.PerfMessage, r.AuditReason}, r.Entitlements.Features...) {
 		if len(s) > maxTextLen || !printable(s) {
 			return errors.New("bad text field")
 		}

@@ -89,7 +89,7 @@ func New(db *bolt.DB, priv ed25519.PrivateKey, adminToken string, now func() tim
 		log = slog.Default()
 	}
 	err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range []string{bLicences, bAdvisories, bCheckins} {
+		for _, b := range []string{bLicences, bAdvisories, bCheckins, bAnchors} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
 				return err
 			}
@@ -111,6 +111,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /admin/licences/{id}/revoke", s.admin(s.revoke))
 	mux.HandleFunc("POST /admin/licences/{id}/unflag", s.admin(s.unflag))
 	mux.HandleFunc("GET /admin/licences/{id}/checkins", s.admin(s.checkins))
+	mux.HandleFunc("GET /admin/licences/{id}/anchors", s.admin(s.anchors))
+	mux.HandleFunc("POST /admin/licences/{id}/anchors/{install}/clear", s.admin(s.clearAnchorFlag))
 	mux.HandleFunc("PUT /admin/advisories/{id}", s.admin(s.putAdvisory))
 	mux.HandleFunc("DELETE /admin/advisories/{id}", s.admin(s.deleteAdvisory))
 	return mux
@@ -193,6 +195,9 @@ func (s *Server) Answer(req *license.Request, size int) (*license.Response, erro
 				return err
 			}
 			if err := lb.Put([]byte(lic.ID), v); err != nil {
+				return err
+			}
+			if err := s.anchor(tx, req, now, resp); err != nil {
 				return err
 			}
 		}
@@ -380,6 +385,15 @@ func (s *Server) unflag(w http.ResponseWriter, r *http.Request) {
 func (s *Server) checkins(w http.ResponseWriter, r *http.Request) {
 	c, err := s.Checkins(r.PathValue("id"))
 	reply(w, c, err)
+}
+
+func (s *Server) anchors(w http.ResponseWriter, r *http.Request) {
+	a, err := s.Anchors(r.PathValue("id"))
+	reply(w, a, err)
+}
+
+func (s *Server) clearAnchorFlag(w http.ResponseWriter, r *http.Request) {
+	reply(w, nil, s.ClearAuditFlag(r.PathValue("id"), r.PathValue("install")))
 }
 
 func (s *Server) putAdvisory(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,164 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/license"
+	bolt "go.etcd.io/bbolt"
+)
+
+const (
+	// bAnchors holds, per licence (sub-bucket) and install id (key), the
+	// audit chain heads that box sent.
+	bAnchors = "anchors"
+	// MaxAnchors bounds the anchors kept per box: over a year of daily
+	// check-ins with a changing log.
+	MaxAnchors = 400
+	// maxAnchorBoxes bounds the installs recorded per licence, so a
+	// leaked licence id cannot grow the store without end.
+	maxAnchorBoxes = 64
+)
+
+// Anchor is one audit chain head received from a box.
+type Anchor struct {
+	Seq  uint64    `json:"seq"`
+	Hash string    `json:"hash"` // hex: the first 32 hex digits of the audit head hash
+	Time time.Time `json:"time"` // first received
+	Seen time.Time `json:"seen"` // last received (a quiet log sends the same head daily)
+}
+
+// AuditFlag says a box's audit log stopped matching its anchors. It stays
+// set, and every answer to that box says so, until the vendor clears it.
+type AuditFlag struct {
+	Seq    uint64    `json:"seq"` // the anchored entry that no longer matches
+	Reason string    `json:"reason"`
+	Time   time.Time `json:"time"`
+}
+
+// AnchorLog is what the server keeps per box.
+type AnchorLog struct {
+	InstallID string     `json:"install"`
+	Serial    string     `json:"serial"`
+	Anchors   []Anchor   `json:"anchors"` // oldest first, at most MaxAnchors
+	Flag      *AuditFlag `json:"flag,omitempty"`
+}
+
+// check compares a new anchor with the kept ones: the sequence number must
+// not go backwards, and a sequence number anchored before must come with
+// the same hash.
+func (l *AnchorLog) check(a Anchor) *AuditFlag {
+	if n := len(l.Anchors); n > 0 && a.Seq < l.Anchors[n-1].Seq {
+		last := l.Anchors[n-1].Seq
+		return &AuditFlag{Seq: last, Reason: fmt.Sprintf("log cut short: head at seq %d, seq %d was anchored before", a.Seq, last)}
+	}
+	for _, old := range l.Anchors {
+		if old.Seq == a.Seq && old.Hash != a.Hash {
+			return &AuditFlag{Seq: a.Seq, Reason: fmt.Sprintf("log rewritten: entry %d has another hash than anchored on %s", a.Seq, old.Time.Format(time.DateOnly))}
+		}
+	}
+	return nil
+}
+
+// add appends a (or refreshes the last anchor when the head did not move)
+// and keeps the newest MaxAnchors.
+func (l *AnchorLog) add(a Anchor) {
+	if n := len(l.Anchors); n > 0 && l.Anchors[n-1].Seq == a.Seq && l.Anchors[n-1].Hash == a.Hash {
+		l.Anchors[n-1].Seen = a.Seen
+		return
+	}
+	l.Anchors = append(l.Anchors, a)
+	if over := len(l.Anchors) - MaxAnchors; over > 0 {
+		l.Anchors = slices.Delete(l.Anchors, 0, over)
+	}
+}
+
+// anchor records the request's audit anchor in tx and puts the verdict
+// into resp. Only known licences keep anchors.
+func (s *Server) anchor(tx *bolt.Tx, req *license.Request, now time.Time, resp *license.Response) error {
+	if req.Audit == "" {
+		return nil
+	}
+	wa, err := license.ParseAnchor(req.Audit)
+	if err != nil {
+		return fmt.Errorf("audit anchor: %w", err) // Validate passed: cannot happen
+	}
+	b, err := tx.Bucket([]byte(bAnchors)).CreateBucketIfNotExists([]byte(req.LicenceID))
+	if err != nil {
+		return err
+	}
+	var l AnchorLog
+	if raw := b.Get([]byte(req.InstallID)); raw != nil {
+		if err := json.Unmarshal(raw, &l); err != nil {
+			return fmt.Errorf("decode anchors %s/%s: %w", req.LicenceID, req.InstallID, err)
+		}
+	} else if b.Stats().KeyN >= maxAnchorBoxes {
+		s.log.Warn("audit anchor not kept: too many installs for licence", "licence", req.LicenceID)
+		return nil
+	}
+	a := Anchor{Seq: wa.Seq, Hash: wa.HashHex(), Time: now, Seen: now}
+	if f := l.check(a); f != nil && l.Flag == nil {
+		f.Time = now
+		l.Flag = f
+		s.log.Warn("audit chain anchor mismatch", "licence", req.LicenceID, "install", req.InstallID, "seq", f.Seq, "reason", f.Reason)
+	}
+	l.InstallID, l.Serial = req.InstallID, req.Serial
+	l.add(a)
+	if l.Flag != nil {
+		resp.AuditRollback, resp.AuditSeq, resp.AuditReason = true, l.Flag.Seq, l.Flag.Reason
+	}
+	v, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(req.InstallID), v)
+}
+
+// Anchors lists the audit anchors kept for each box of a licence, so a
+// vendor or auditor can compare an exported log's head with them.
+func (s *Server) Anchors(id string) ([]AnchorLog, error) {
+	out := []AnchorLog{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bAnchors)).Bucket([]byte(id))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var l AnchorLog
+			if err := json.Unmarshal(v, &l); err != nil {
+				return fmt.Errorf("decode anchors %s/%s: %w", id, k, err)
+			}
+			out = append(out, l)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// ClearAuditFlag clears a box's audit flag once the vendor has looked into
+// it; the anchors stay, and the next check-in is compared with them again.
+func (s *Server) ClearAuditFlag(id, install string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bAnchors)).Bucket([]byte(id))
+		var raw []byte
+		if b != nil {
+			raw = b.Get([]byte(install))
+		}
+		if raw == nil {
+			return errors.New("licensed: no anchors for that box")
+		}
+		var l AnchorLog
+		if err := json.Unmarshal(raw, &l); err != nil {
+			return err
+		}
+		l.Flag = nil
+		v, err := json.Marshal(l)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(install), v)
+	})
+}
