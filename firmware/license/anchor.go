@@ -81,6 +81,13 @@ func ParseAnchor(s string) (Anchor, error) {
 	if !hasHash {
 		return Anchor{}, errors.New("license: audit anchor: no hash")
 	}
+	// The decoder skips CR and LF: check the alphabet first, so one anchor
+	// has one spelling.
+	if len(h) != base64.RawURLEncoding.EncodedLen(AnchorHashBytes) || strings.IndexFunc(h, func(c rune) bool {
+		return !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_')
+	}) >= 0 {
+		return Anchor{}, errors.New("license: audit anchor: bad hash")
+	}
 	raw, err := base64.RawURLEncoding.Strict().DecodeString(h)
 	if err != nil || len(raw) != AnchorHashBytes {
 		return Anchor{}, errors.New("license: audit anchor: bad hash")

@@ -195,6 +195,7 @@ func TestAnchorWire(t *testing.T) {
 		{"42.q6urq6urq6urq6urq6ur/w", false},
 		{"", false},
 		{"4 2.q6urq6urq6urq6urq6urqw", false},
+		{"42.q6urq6urq6urq6urq6ur\nqw", false}, // the decoder would skip the newline
 	}
 	for _, tt := range tests {
 		got, err := license.ParseAnchor(tt.in)
