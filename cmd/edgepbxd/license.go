@@ -90,6 +90,7 @@ func (d *daemon) buildLicense() error {
 		Health:       d.loadAndCounts,
 		CertNotAfter: func() time.Time { return d.certs.Current().NotAfter },
 		AuditHead:    d.auditAnchor,
+		AuditAt:      d.auditAt,
 		OnChange:     d.licenseChanged,
 		Logger:       d.log,
 	}
@@ -129,6 +130,20 @@ func (d *daemon) auditAnchor() (license.Anchor, error) {
 		return license.Anchor{}, err
 	}
 	return license.AnchorFromHead(h.Seq, h.Hash)
+}
+
+// auditAt is entry seq of the audit log as an anchor (the entry the last
+// good check-in anchored, re-sent as the log holds it now).
+func (d *daemon) auditAt(seq uint64) (license.Anchor, bool, error) {
+	if d.admin == nil {
+		return license.Anchor{}, false, errors.New("audit log not open")
+	}
+	h, found, err := d.admin.Audit().HashAt(seq)
+	if err != nil || !found {
+		return license.Anchor{}, found, err
+	}
+	a, err := license.AnchorFromHead(seq, h)
+	return a, true, err
 }
 
 func loadCAFile(path string) (*x509.CertPool, error) {

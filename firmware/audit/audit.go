@@ -108,6 +108,22 @@ func (l *Log) Head() (Head, error) {
 	return Head{Seq: h.Seq, Hash: h.Hash, Time: l.clock.Now().UTC()}, nil
 }
 
+// HashAt returns the stored hash of entry seq (for re-checking an anchor
+// sent before: a log rewritten and then grown past it no longer matches).
+// found is false when there is no such entry.
+func (l *Log) HashAt(seq uint64) (hash string, found bool, err error) {
+	var e Entry
+	err = l.db.View(func(tx *store.Tx) error {
+		var err error
+		found, err = tx.Get(logBucket, seqKey(seq), &e)
+		return err
+	})
+	if err != nil {
+		return "", false, fmt.Errorf("audit: read entry %d: %w", seq, err)
+	}
+	return e.Hash, found, nil
+}
+
 // Record appends ev in its own transaction.
 func (l *Log) Record(ev Event) error {
 	return l.db.Update(func(tx *store.Tx) error { return l.RecordTx(tx, ev) })

@@ -333,3 +333,29 @@ func BenchmarkVerify(b *testing.B) {
 		db.Close()
 	}
 }
+
+// TestHashAt: an entry's stored hash by sequence number; the head's equals
+// Head's hash; a number past the head is not found.
+func TestHashAt(t *testing.T) {
+	l, _, _ := openLog(t)
+	for i := range 3 {
+		if err := l.Record(Event{Actor: "root1", Action: "account.create", Target: fmt.Sprint("u", i), Outcome: OK}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, err := l.Head()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, found, err := l.HashAt(h.Seq)
+	if err != nil || !found || got != h.Hash {
+		t.Fatalf("HashAt(head %d) = %q %v %v, want %q", h.Seq, got, found, err, h.Hash)
+	}
+	first, found, err := l.HashAt(1)
+	if err != nil || !found || first == "" || first == h.Hash {
+		t.Fatalf("HashAt(1) = %q %v %v", first, found, err)
+	}
+	if _, found, err := l.HashAt(h.Seq + 1); err != nil || found {
+		t.Fatalf("HashAt past the head: found %v, err %v", found, err)
+	}
+}

@@ -78,6 +78,8 @@ func TestAuditAnchor(t *testing.T) {
 		{"unchanged", func(t *testing.T, b *box, cur *audit.Log) *audit.Log { return cur }, false},
 		{"grown", func(t *testing.T, b *box, cur *audit.Log) *audit.Log { record(t, cur, 3, "a2"); return cur }, false},
 		{"rewritten", func(t *testing.T, b *box, cur *audit.Log) *audit.Log { return auditLog(t, b, 5, "b") }, true},
+		// Past the old head: only the re-sent anchored entry (AuditPrev) tells.
+		{"rewritten and grown", func(t *testing.T, b *box, cur *audit.Log) *audit.Log { return auditLog(t, b, 8, "b") }, true},
 		{"truncated", func(t *testing.T, b *box, cur *audit.Log) *audit.Log { return auditLog(t, b, 2, "a") }, true},
 		{"wiped", func(t *testing.T, b *box, cur *audit.Log) *audit.Log { return auditLog(t, b, 0, "a") }, true},
 	}
@@ -92,6 +94,14 @@ func TestAuditAnchor(t *testing.T) {
 						return license.Anchor{}, err
 					}
 					return license.AnchorFromHead(h.Seq, h.Hash)
+				}
+				c.AuditAt = func(seq uint64) (license.Anchor, bool, error) {
+					h, found, err := cur.Load().HashAt(seq)
+					if err != nil || !found {
+						return license.Anchor{}, found, err
+					}
+					a, err := license.AnchorFromHead(seq, h)
+					return a, true, err
 				}
 			})
 			cur.Store(auditLog(t, b, 5, "a"))

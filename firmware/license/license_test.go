@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -430,11 +431,18 @@ func TestSchedule(t *testing.T) {
 func TestRequestSize(t *testing.T) {
 	e := newEnv(t)
 	var d countingDial
+	var head atomic.Uint64
+	head.Store(math.MaxUint64 - 1)
 	b := e.newBox(func(c *license.Config) {
 		c.DialContext = d.dial
-		// The longest anchor there is: a 20-digit sequence number.
+		// The longest anchors there are: 20-digit sequence numbers; the
+		// head moves between the two check-ins, so the second re-sends the
+		// first one's (AuditPrev).
 		c.AuditHead = func() (license.Anchor, error) {
-			return license.Anchor{Seq: math.MaxUint64, Hash: [license.AnchorHashBytes]byte{0: 0xff, 15: 0xff}}, nil
+			return license.Anchor{Seq: head.Load(), Hash: [license.AnchorHashBytes]byte{0: 0xff, 15: 0xff}}, nil
+		}
+		c.AuditAt = func(seq uint64) (license.Anchor, bool, error) {
+			return license.Anchor{Seq: seq, Hash: [license.AnchorHashBytes]byte{0: 0xff, 15: 0xff}}, true, nil
 		}
 		c.Health = func() (license.Load, license.Counts) {
 			return license.Load{CPUPercent: 100, MemPercent: 100, CPUs: 128, MemMB: 1 << 20},
@@ -447,8 +455,20 @@ func TestRequestSize(t *testing.T) {
 	if body > license.MaxRequestBytes || body == 0 {
 		t.Fatalf("request body %d bytes, limit %d", body, license.MaxRequestBytes)
 	}
-	t.Logf("request body %d bytes; on the wire per check-in: %d bytes sent, %d received (TLS handshake included)",
+	t.Logf("first check-in: request body %d bytes; on the wire: %d bytes sent, %d received (TLS handshake included)",
 		body, d.out.Load(), d.in.Load())
+
+	head.Store(math.MaxUint64)
+	out, in := d.out.Load(), d.in.Load()
+	e.advance(b, day)
+	e.mustCheck(b)
+	c = mustCheckins(t, e)
+	body = c[len(c)-1].Bytes
+	if body > license.MaxRequestBytes || body == 0 {
+		t.Fatalf("request body %d bytes, limit %d", body, license.MaxRequestBytes)
+	}
+	t.Logf("next day (resumed, with audit_prev): request body %d bytes; on the wire: %d bytes sent, %d received",
+		body, d.out.Load()-out, d.in.Load()-in)
 }
 
 // BenchmarkCheckIn measures a check-in's bytes on the wire (TLS records,

@@ -98,6 +98,10 @@ type Config struct {
 	// (AnchorFromHead of audit.Log.Head). nil: no anchor is sent; an error
 	// leaves the anchor out of that check-in only.
 	AuditHead func() (Anchor, error)
+	// AuditAt returns entry seq of the audit log as an Anchor (found false:
+	// no such entry). With it, each check-in also re-sends the entry the
+	// last good check-in anchored, as the log holds it now. nil: not sent.
+	AuditAt func(seq uint64) (a Anchor, found bool, err error)
 	// EmergencyNumbers are always allowed; nil means DefaultEmergencyNumbers.
 	EmergencyNumbers []string
 	// OnChange is called (without locks held) after every check-in and when
@@ -119,6 +123,9 @@ type persisted struct {
 	LastError   string        `json:"last_error,omitempty"`
 	Failures    int           `json:"failures"`
 	Envelope    []byte        `json:"envelope,omitempty"` // last good signed response
+	// Anchored is the audit sequence number the last good check-in sent
+	// (its re-check rides along with the next ones).
+	Anchored uint64 `json:"anchored,omitempty"`
 }
 
 // Manager runs the daily check-in and answers feature-gate queries.
@@ -422,6 +429,11 @@ func (m *Manager) checkIn(ctx context.Context) error {
 	m.advanceLocked(now)
 	m.resp = resp
 	m.st.Envelope = raw
+	if req.Audit != "" && !resp.AuditRollback {
+		if a, err := ParseAnchor(req.Audit); err == nil {
+			m.st.Anchored = a.Seq
+		}
+	}
 	m.st.Elapsed = 0
 	m.st.LastTick = now
 	m.st.LastGood = server
@@ -458,6 +470,7 @@ func (m *Manager) buildRequest() (*Request, error) {
 			m.log.Warn("audit head not anchored in this check-in", "err", err)
 		} else {
 			r.Audit = a.String()
+			r.AuditPrev = m.auditPrev(a.Seq)
 		}
 	}
 	m.mu.Lock()
@@ -465,6 +478,27 @@ func (m *Manager) buildRequest() (*Request, error) {
 	r.OfflineDays = int(m.st.Elapsed / (24 * time.Hour))
 	m.mu.Unlock()
 	return r, nil
+}
+
+// auditPrev is the wire form of the entry the last good check-in
+// anchored, as the log holds it now, when the head has moved past it; ""
+// otherwise. A missing entry is sent with a zero hash: it cannot match.
+func (m *Manager) auditPrev(head uint64) string {
+	m.mu.Lock()
+	prev := m.st.Anchored
+	m.mu.Unlock()
+	if m.cfg.AuditAt == nil || prev == 0 || prev >= head {
+		return ""
+	}
+	a, found, err := m.cfg.AuditAt(prev)
+	if err != nil {
+		m.log.Warn("audit: anchored entry not re-checked in this check-in", "seq", prev, "err", err)
+		return ""
+	}
+	if !found {
+		a = Anchor{Seq: prev}
+	}
+	return a.String()
 }
 
 func (m *Manager) notifyIfChanged() {

@@ -79,6 +79,10 @@ type Request struct {
 	// Audit is the audit chain head (Anchor.String), empty when the box
 	// has no audit log to anchor.
 	Audit string `json:"audit,omitempty"`
+	// AuditPrev is the entry anchored by the last good check-in, as the log
+	// holds it now (Anchor.String), sent when the head has moved past it:
+	// a log rewritten and then grown beyond the old head no longer matches.
+	AuditPrev string `json:"audit_prev,omitempty"`
 }
 
 // Validate bounds every field; the server uses it on untrusted input too.
@@ -106,8 +110,11 @@ func (r *Request) Validate() error {
 	if r.CertNotAfter < 0 || r.ClientTime < 0 {
 		return errors.New("license: request time out of range")
 	}
-	if r.Audit != "" {
-		if _, err := ParseAnchor(r.Audit); err != nil {
+	for _, a := range []string{r.Audit, r.AuditPrev} {
+		if a == "" {
+			continue
+		}
+		if _, err := ParseAnchor(a); err != nil {
 			return err
 		}
 	}

@@ -45,7 +45,20 @@ type AnchorLog struct {
 	Serial    string     `json:"serial"`
 	Anchors   []Anchor   `json:"anchors"` // oldest first, at most MaxAnchors
 	Flag      *AuditFlag `json:"flag,omitempty"`
+	// Cleared are flags the vendor cleared (newest last, at most
+	// maxCleared), with the anchors they were raised against.
+	Cleared []ClearedFlag `json:"cleared,omitempty"`
 }
+
+// ClearedFlag is a cleared AuditFlag with the anchors it judged against.
+type ClearedFlag struct {
+	AuditFlag
+	Cleared time.Time `json:"cleared"`
+	Anchors []Anchor  `json:"anchors"`
+}
+
+// maxCleared bounds the cleared flags kept per box.
+const maxCleared = 8
 
 // check compares a new anchor with the kept ones: the sequence number must
 // not go backwards, and a sequence number anchored before must come with
@@ -58,6 +71,19 @@ func (l *AnchorLog) check(a Anchor) *AuditFlag {
 	for _, old := range l.Anchors {
 		if old.Seq == a.Seq && old.Hash != a.Hash {
 			return &AuditFlag{Seq: a.Seq, Reason: fmt.Sprintf("log rewritten: entry %d has another hash than anchored on %s", a.Seq, old.Time.Format(time.DateOnly))}
+		}
+	}
+	return nil
+}
+
+// checkPrev compares an entry anchored before, as the box's log holds it
+// now (Request.AuditPrev), with what was anchored: a log rewritten and then
+// grown past its old head has a new head the kept anchors cannot judge,
+// but its old entries no longer match.
+func (l *AnchorLog) checkPrev(p Anchor) *AuditFlag {
+	for _, old := range l.Anchors {
+		if old.Seq == p.Seq && old.Hash != p.Hash {
+			return &AuditFlag{Seq: p.Seq, Reason: fmt.Sprintf("log rewritten: entry %d has another hash than anchored on %s", p.Seq, old.Time.Format(time.DateOnly))}
 		}
 	}
 	return nil
@@ -100,7 +126,15 @@ func (s *Server) anchor(tx *bolt.Tx, req *license.Request, now time.Time, resp *
 		return nil
 	}
 	a := Anchor{Seq: wa.Seq, Hash: wa.HashHex(), Time: now, Seen: now}
-	if f := l.check(a); f != nil && l.Flag == nil {
+	f := l.check(a)
+	if f == nil && req.AuditPrev != "" {
+		pa, err := license.ParseAnchor(req.AuditPrev)
+		if err != nil {
+			return fmt.Errorf("audit anchor: %w", err) // Validate passed: cannot happen
+		}
+		f = l.checkPrev(Anchor{Seq: pa.Seq, Hash: pa.HashHex()})
+	}
+	if f != nil && l.Flag == nil {
 		f.Time = now
 		l.Flag = f
 		s.log.Warn("audit chain anchor mismatch", "licence", req.LicenceID, "install", req.InstallID, "seq", f.Seq, "reason", f.Reason)
@@ -154,7 +188,17 @@ func (s *Server) ClearAuditFlag(id, install string) error {
 		if err := json.Unmarshal(raw, &l); err != nil {
 			return err
 		}
-		l.Flag = nil
+		if l.Flag == nil {
+			return errors.New("licensed: that box is not flagged")
+		}
+		// Clearing accepts the log as it is now as the new baseline: the
+		// old anchors go with the flag into the record, so the rewritten
+		// entries are not flagged again on the next check-in.
+		l.Cleared = append(l.Cleared, ClearedFlag{AuditFlag: *l.Flag, Cleared: s.now(), Anchors: l.Anchors})
+		if over := len(l.Cleared) - maxCleared; over > 0 {
+			l.Cleared = slices.Delete(l.Cleared, 0, over)
+		}
+		l.Flag, l.Anchors = nil, nil
 		v, err := json.Marshal(l)
 		if err != nil {
 			return err
