@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/store"
@@ -64,6 +65,20 @@ type Log struct {
 	// the ring is also the write queue, so Record never allocates).
 	unflushed int
 	dropped   uint64 // events that left the ring before a flush wrote them
+
+	// forward gets every recorded event (remote syslog); it must not block.
+	forward atomic.Pointer[func(Event)]
+}
+
+// Forward makes Record hand every event, with its sequence number, to f
+// as well (nil: stop). f runs on the producer's goroutine: it must return
+// at once, as Sender.Event does.
+func (l *Log) Forward(f func(Event)) {
+	if f == nil {
+		l.forward.Store(nil)
+		return
+	}
+	l.forward.Store(&f)
 }
 
 // New returns a log keeping at most max events; db may be nil (memory only).
@@ -106,7 +121,6 @@ func (l *Log) Record(e Event) {
 	e.Source, e.Transport, e.User = clip(e.Source), clip(e.Transport), clip(e.User)
 	e.Display, e.UserAgent, e.Reason = clip(e.Display), clip(e.UserAgent), clip(e.Reason)
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	l.seq++
 	e.Seq = l.seq
 	l.ring[l.next] = e
@@ -120,6 +134,10 @@ func (l *Log) Record(e Event) {
 		} else {
 			l.unflushed++
 		}
+	}
+	l.mu.Unlock()
+	if f := l.forward.Load(); f != nil {
+		(*f)(e)
 	}
 }
 
