@@ -2,23 +2,20 @@ package logs
 
 import (
 	"context"
-	"fmt"
-	"time"
+		"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 )
 
-// FollowAudit forwards audit entries written after it starts. The audit
+// FollowAudit forwards audit entries after sequence number after (the
+// caller reads the head when it wires the sender, so nothing recorded
+// from then on is missed and older history is not sent again). The audit
 // log has no hook (entries commit inside other packages' transactions), so
 // it reads the chain head every interval, one cheap read, and fetches only
 // when the head moved. Entries beyond a queue's worth in one interval
 // count as dropped.
-func (s *Sender) FollowAudit(ctx context.Context, l *audit.Log, every time.Duration) error {
-	h, err := l.Head()
-	if err != nil {
-		return fmt.Errorf("syslog: follow audit: %w", err)
-	}
-	last := h.Seq
+func (s *Sender) FollowAudit(ctx context.Context, l *audit.Log, after uint64, every time.Duration) error {
+	last := after
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

@@ -62,11 +62,11 @@ func newTestCA(t testing.TB) testCA {
 
 // msg5424 is one strictly parsed RFC 5424 message.
 type msg5424 struct {
-	pri                             int
-	ts                              time.Time
+	pri                            int
+	ts                             time.Time
 	host, app, procid, msgid, sdID string
-	params                          map[string]string
-	msg                             string
+	params                         map[string]string
+	msg                            string
 }
 
 func token(s string) (string, string, error) {
