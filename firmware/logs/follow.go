@@ -2,7 +2,7 @@ package logs
 
 import (
 	"context"
-		"time"
+	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 )
