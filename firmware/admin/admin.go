@@ -106,6 +106,7 @@ type Server struct {
 	trunks TrunkStatus // edgepbxd's trunk manager (SetTrunkStatus); nil: no trunk state
 	sipset SIPSettings
 	acme   ACME
+	syslog Syslog // remote syslog sender (SetSyslog); nil: settings stored only
 	fw     Firewall
 	sys    System
 	status func(context.Context) []StatusItem
