@@ -52,6 +52,7 @@ type daemon struct {
 	calls    *call.B2BUA         // nil: calls disabled
 	trunks   *trunkManager       // trunk registrations from the stored telephony configuration; nil: not built
 	secLog   *logs.Log
+	syslog   *syslogRunner    // remote syslog of the security log and the audit chain
 	lic      *license.Manager // nil: no licence server configured, or it failed to build (licErr)
 	licErr   string
 	licState licenseState
@@ -75,6 +76,9 @@ type service struct {
 // no loop of its own: it is a handler in routes.
 func (d *daemon) services(health healthReporter) []service {
 	s := []service{{"https", d.serveHTTPS}, {"sip", d.serveSIP}, {"seclog", d.runSecLog}, {"acme", d.acme.run}}
+	if d.syslog != nil {
+		s = append(s, service{"syslog", d.syslog.run})
+	}
 	s = append(s, service{"telephony", d.runTelephony}) // trunk registrations, CDR retention
 	if d.lic != nil {
 		s = append(s, service{"license", d.runLicense})
@@ -200,6 +204,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("admin: claim state: %w", err)
 	}
 	d.claimed.Store(claimed)
+	d.syslog = d.newSyslog()
 	if err := d.newCalls(); err != nil {
 		// The admin UI must stay reachable to fix what is wrong.
 		log.Error("calls: disabled", "err", err)
