@@ -374,6 +374,12 @@ func (s *Sender) pump(ctx context.Context, conn net.Conn, udp bool) error {
 	batch := make([]item, 0, 64)
 	var buf, msg []byte
 	for {
+		// A busy collector link still switches to new settings at once.
+		select {
+		case <-s.applied:
+			return nil
+		default:
+		}
 		batch = s.take(batch[:0], cap(batch))
 		if len(batch) == 0 {
 			select {

@@ -343,6 +343,7 @@ func TestSyslogDeliveryPerTransport(t *testing.T) {
 				a.params["hash"] != "abcd" || a.params["seq"] != "9" || !a.ts.Equal(time.Unix(1e9, 0)) {
 				t.Errorf("audit message: %+v", a)
 			}
+			waitSent(s, 2) // counted once Write returned, maybe after the collector read it
 			if st := s.Status(); st.Sent != 2 || st.Dropped != 0 {
 				t.Errorf("status %+v", st)
 			}
@@ -401,6 +402,14 @@ func TestSyslogTLSVerification(t *testing.T) {
 	}
 }
 
+// waitSent waits for the sender to count n messages sent (the test's
+// deadline bounds it).
+func waitSent(s *Sender, n uint64) {
+	for s.Status().Sent < n {
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 // freeAddr returns a loopback TCP address nothing listens on.
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -434,11 +443,17 @@ func TestSyslogQueueBoundAndReconnect(t *testing.T) {
 			t.Fatalf("after reconnect got %+v, want seq %d (the newest kept)", m, i)
 		}
 	}
+	waitSent(s, queue)
 	if st := s.Status(); st.Sent != queue || st.Dropped != total-queue || !st.Connected {
 		t.Errorf("after reconnect: %+v", st)
 	}
-	// The collector goes away and comes back: the sender follows.
+	// The collector goes away and comes back: the sender follows. (A
+	// message written in the instant the collector dies is lost: syslog
+	// over TLS has no acknowledgement; so wait until the sender saw it.)
 	col.close()
+	for !strings.Contains(s.Status().LastError, "closed the connection") {
+		time.Sleep(5 * time.Millisecond)
+	}
 	col2 := startCollector(t, TransportTLS, addr, &ca.pair, true)
 	s.Event(Event{Kind: KindBan, Seq: 99})
 	if m := col2.next(t); m.params["seq"] != "99" {
