@@ -211,7 +211,7 @@ type collector struct {
 	close func()
 }
 
-func startCollector(t *testing.T, transport, addr string, cert *tls.Certificate, read bool) *collector {
+func startCollector(t testing.TB, transport, addr string, cert *tls.Certificate, read bool) *collector {
 	t.Helper()
 	c := &collector{msgs: make(chan string, 100000), errs: make(chan error, 16)}
 	if transport == TransportUDP {
@@ -530,25 +530,13 @@ func BenchmarkSenderEvent(b *testing.B) {
 // reads and parses every frame: ns/op is per delivered message.
 func BenchmarkSenderTLS(b *testing.B) {
 	ca := newTestCA(b)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{ca.pair}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	got := make(chan string, 1<<16)
+	col := startCollector(b, TransportTLS, "127.0.0.1:0", &ca.pair, true)
 	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		readFrames(c, got, make(chan error, 1))
-	}()
-	go func() {
-		for range got {
+		for range col.msgs {
 		}
 	}()
 	s := NewSender(SenderConfig{Hostname: "box", QueueSize: 1 << 16})
-	if err := s.Apply(SyslogSettings{Enabled: true, Address: ln.Addr().String(), Transport: TransportTLS, Facility: FacilityAuto, CAPEM: ca.caPEM}); err != nil {
+	if err := s.Apply(SyslogSettings{Enabled: true, Address: col.addr, Transport: TransportTLS, Facility: FacilityAuto, CAPEM: ca.caPEM}); err != nil {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
