@@ -124,6 +124,27 @@ func (l *Log) HashAt(seq uint64) (hash string, found bool, err error) {
 	return e.Hash, found, nil
 }
 
+// After returns up to limit entries following seq, oldest first: a
+// follower reads only what is new, not the whole log.
+func (l *Log) After(seq uint64, limit int) ([]Entry, error) {
+	var out []Entry
+	err := l.db.View(func(tx *store.Tx) error {
+		for n := seq + 1; len(out) < limit; n++ {
+			var e Entry
+			ok, err := tx.Get(logBucket, seqKey(n), &e)
+			if err != nil {
+				return fmt.Errorf("audit: read entry %d: %w", n, err)
+			}
+			if !ok {
+				return nil
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
 // Record appends ev in its own transaction.
 func (l *Log) Record(ev Event) error {
 	return l.db.Update(func(tx *store.Tx) error { return l.RecordTx(tx, ev) })

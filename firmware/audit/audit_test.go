@@ -359,3 +359,27 @@ func TestHashAt(t *testing.T) {
 		t.Fatalf("HashAt past the head: found %v, err %v", found, err)
 	}
 }
+
+// TestAfter: entries following a sequence number, oldest first, bounded.
+func TestAfter(t *testing.T) {
+	l, _, clk := openLog(t)
+	fill(t, l, clk, 10)
+	cases := []struct {
+		seq        uint64
+		limit      int
+		first, num int
+	}{
+		{0, 3, 1, 3}, {7, 100, 8, 3}, {10, 5, 0, 0}, {4, 0, 0, 0},
+	}
+	for _, c := range cases {
+		es, err := l.After(c.seq, c.limit)
+		if err != nil || len(es) != c.num {
+			t.Fatalf("After(%d, %d) = %d entries, %v; want %d", c.seq, c.limit, len(es), err, c.num)
+		}
+		for i, e := range es {
+			if e.Seq != uint64(c.first+i) {
+				t.Fatalf("After(%d, %d)[%d].Seq = %d", c.seq, c.limit, i, e.Seq)
+			}
+		}
+	}
+}

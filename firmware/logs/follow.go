@@ -12,7 +12,7 @@ import (
 // from then on is missed and older history is not sent again). The audit
 // log has no hook (entries commit inside other packages' transactions), so
 // it reads the chain head every interval, one cheap read, and fetches only
-// when the head moved. Entries beyond a queue's worth in one interval
+// the entries after the last one sent when the head moved. Entries beyond a queue's worth in one interval
 // count as dropped.
 func (s *Sender) FollowAudit(ctx context.Context, l *audit.Log, after uint64, every time.Duration) error {
 	last := after
@@ -38,11 +38,13 @@ func (s *Sender) FollowAudit(ctx context.Context, l *audit.Log, after uint64, ev
 			continue
 		}
 		n := h.Seq - last
+		from := last
 		if n > uint64(len(s.q)) {
 			s.dropped.Add(n - uint64(len(s.q)))
 			n = uint64(len(s.q))
+			from = h.Seq - n // the newest queue's worth, as before
 		}
-		entries, err := l.Query(audit.Filter{Limit: int(n)})
+		entries, err := l.After(from, int(n))
 		if err != nil {
 			s.cfg.Logger.Warn("syslog: audit entries", "err", err)
 			continue
