@@ -1,57 +1,21 @@
 package main
 
 import (
-	"bufio"
-	"io"
-	"net"
 	"net/http"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/logs/syslogtest"
 )
 
 // TestDevModeRemoteSyslog: settings saved through the API reach the
 // running daemon at once; a SIP auth failure (security log) and the
 // settings change itself (audit chain) arrive at the collector.
 func TestDevModeRemoteSyslog(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	msgs := make(chan string, 1000)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					ls, err := br.ReadString(' ')
-					if err != nil {
-						return
-					}
-					n, err := strconv.Atoi(strings.TrimSuffix(ls, " "))
-					if err != nil || n <= 0 || n > 8192 {
-						msgs <- "BAD FRAME " + ls
-						return
-					}
-					b := make([]byte, n)
-					if _, err := io.ReadFull(br, b); err != nil {
-						return
-					}
-					msgs <- string(b)
-				}
-			}()
-		}
-	}()
+	col := syslogtest.Start(t, false)
 
 	dir := filepath.Join(t.TempDir(), "dev")
 	seedExtension(t, dir)
@@ -61,7 +25,7 @@ func TestDevModeRemoteSyslog(t *testing.T) {
 	fp := p.waitLine(t, fpRE)[1]
 	code := p.waitLine(t, setupRE)[1]
 	c := claimBox(t, base, fp, code)
-	c.must(http.StatusOK, "PUT", "/api/v1/security/syslog", logs.SyslogSettings{Enabled: true, Address: ln.Addr().String(),
+	c.must(http.StatusOK, "PUT", "/api/v1/security/syslog", logs.SyslogSettings{Enabled: true, Address: col.Addr,
 		Transport: logs.TransportTCP, Facility: logs.FacilityAuto})
 	sipRegister(t, sipAddrs[1], "wrong-password")
 
@@ -69,7 +33,7 @@ func TestDevModeRemoteSyslog(t *testing.T) {
 	deadline := time.After(30 * time.Second)
 	for !gotAuth || !gotAudit {
 		select {
-		case m := <-msgs:
+		case m := <-col.Msgs:
 			if strings.HasPrefix(m, "BAD FRAME") {
 				t.Fatal(m)
 			}

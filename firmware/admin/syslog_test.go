@@ -1,20 +1,8 @@
 package admin
 
 import (
-	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
-	"io"
-	"math/big"
-	"net"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,79 +10,13 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/logs/syslogtest"
 )
-
-// syslogCollector is a TLS syslog listener for 127.0.0.1 signed by its own
-// CA; it sends each RFC 5425 frame it reads to msgs. (The rsyslog test is
-// in firmware/logs.)
-func syslogCollector(t *testing.T) (addr, caPEM string, msgs chan string) {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caT := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ca"}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	caDER, _ := x509.CreateCertificate(rand.Reader, caT, caT, &caKey.PublicKey, caKey)
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	lT := &x509.Certificate{SerialNumber: big.NewInt(2), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, lT, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	msgs = make(chan string, 100)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					ls, err := br.ReadString(' ')
-					if err != nil {
-						return
-					}
-					n, err := strconv.Atoi(strings.TrimSuffix(ls, " "))
-					if err != nil || n <= 0 || n > 8192 {
-						msgs <- "BAD FRAME " + ls
-						return
-					}
-					b := make([]byte, n)
-					if _, err := io.ReadFull(br, b); err != nil {
-						return
-					}
-					msgs <- string(b)
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String(), string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})), msgs
-}
-
-func waitMsg(t *testing.T, msgs chan string, contains string) string {
-	t.Helper()
-	for {
-		select {
-		case m := <-msgs:
-			if strings.Contains(m, contains) {
-				return m
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatalf("no syslog message with %q within 20 s", contains)
-		}
-	}
-}
 
 func TestSyslogAPI(t *testing.T) {
 	e, admin := claimed(t)
-	addr, caPEM, msgs := syslogCollector(t)
+	col := syslogtest.Start(t, true)
+	addr, caPEM := col.Addr, col.CAPEM
 	admin.must(409, "POST", "/api/v1/security/syslog/test", nil) // no sender on this box (errUnavailable)
 	sender := logs.NewSender(logs.SenderConfig{Hostname: "EPX-TEST", MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
 	e.srv.SetSyslog(sender)
@@ -145,7 +67,7 @@ func TestSyslogAPI(t *testing.T) {
 	}
 	// Applied live: an event goes out with no restart.
 	sender.Event(logs.Event{Kind: logs.KindBan, Source: "198.51.100.4", Reason: "flood"})
-	m := waitMsg(t, msgs, "sip.ban")
+	m := col.Wait(t, "sip.ban")
 	if !strings.HasPrefix(m, "<84>1 ") || !strings.Contains(m, " EPX-TEST edgepbx - sip.ban [event@32473 ") {
 		t.Errorf("message %q", m)
 	}
@@ -153,10 +75,10 @@ func TestSyslogAPI(t *testing.T) {
 	if r.js["ok"] != true {
 		t.Fatalf("test message: %s", r.body)
 	}
-	waitMsg(t, msgs, "syslog.test")
+	col.Wait(t, "syslog.test")
 
 	// A wrong CA: the test says why, and the sender refuses to deliver.
-	_, otherCA, _ := syslogCollector(t)
+	otherCA := syslogtest.Start(t, true).CAPEM
 	bad := want
 	bad.CAPEM = otherCA
 	admin.must(200, "PUT", "/api/v1/security/syslog", bad)
