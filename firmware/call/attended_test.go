@@ -265,12 +265,7 @@ func TestAttendedTransfer(t *testing.T) {
 	if c := h.b.Counters(); c.Transfers != 1 || c.ReplaceDenied != 0 {
 		t.Fatalf("counters %+v", c)
 	}
-	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
-		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
-	}
-	if open, _, _, _, _ := h.pins.state(); open != 0 {
-		t.Fatalf("%d pinholes left open", open)
-	}
+	h.noStateLeft(t, true)
 }
 
 // TestReplaceHijack: 103 knows the identifiers of 101's dialog with the
@@ -353,9 +348,7 @@ func TestReplaceHijack(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitEnded(t, h)
-	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
-		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
-	}
+	h.noStateLeft(t, false)
 }
 
 // TestSemiAttendedTransfer: 101 REFERs its call with 102 to 103 with
@@ -447,7 +440,5 @@ func TestSemiAttendedTransfer(t *testing.T) {
 	if rec := waitEnded(t, h).rec; rec.Result != cdr.Answered {
 		t.Fatalf("CDR %+v", rec)
 	}
-	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
-		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
-	}
+	h.noStateLeft(t, false)
 }

@@ -307,7 +307,5 @@ func TestDTLSBothLegs(t *testing.T) {
 	if !rec.SRTPCaller || !rec.SRTPCallee {
 		t.Fatalf("CDR SRTP caller/callee = %v/%v", rec.SRTPCaller, rec.SRTPCallee)
 	}
-	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
-		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
-	}
+	h.noStateLeft(t, false)
 }

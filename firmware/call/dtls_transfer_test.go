@@ -183,12 +183,7 @@ func TestDTLSAttendedTransfer(t *testing.T) {
 	if c := h.b.Counters(); c.Transfers != 1 {
 		t.Fatalf("counters %+v", c)
 	}
-	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
-		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
-	}
-	if open, _, _, _, _ := h.pins.state(); open != 0 {
-		t.Fatalf("%d pinholes left open", open)
-	}
+	h.noStateLeft(t, true)
 }
 
 // TestDTLSInviteReplaces: 101 talks to 102 with DTLS-SRTP on both legs;
@@ -381,10 +376,5 @@ func TestDTLSAttendedTransferPlainTransferor(t *testing.T) {
 	if e.rec.Result != cdr.Answered || !e.rec.SRTPCaller || !e.rec.SRTPCallee {
 		t.Fatalf("CDR %+v", e.rec)
 	}
-	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
-		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
-	}
-	if open, _, _, _, _ := h.pins.state(); open != 0 {
-		t.Fatalf("%d pinholes left open", open)
-	}
+	h.noStateLeft(t, true)
 }

@@ -121,12 +121,7 @@ func TestForking(t *testing.T) {
 			if len(cancels) != 0 {
 				t.Fatalf("%d extra CANCELs", len(cancels))
 			}
-			if h.b.Active() != 0 || h.b.dialogCount() != 0 {
-				t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
-			}
-			if open, _, _, _, _ := h.pins.state(); open != 0 {
-				t.Fatalf("%d pinholes left open", open)
-			}
+			h.noStateLeft(t, true)
 		})
 	}
 }
@@ -183,7 +178,5 @@ func TestForkLate2xx(t *testing.T) {
 	if rec := waitEnded(t, h).rec; rec.Result != cdr.Answered || rec.Cause != "caller BYE" {
 		t.Fatalf("CDR %+v", rec)
 	}
-	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
-		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
-	}
+	h.noStateLeft(t, false)
 }

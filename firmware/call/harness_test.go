@@ -189,6 +189,21 @@ type harness struct {
 	ended chan ended
 }
 
+// noStateLeft fails unless every call and dialog of the B2BUA is gone and,
+// with pins, every pinhole is closed again.
+func (h *harness) noStateLeft(t testing.TB, pins bool) {
+	t.Helper()
+	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
+		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
+	}
+	if !pins {
+		return
+	}
+	if open, _, _, _, _ := h.pins.state(); open != 0 {
+		t.Fatalf("%d pinholes left open", open)
+	}
+}
+
 type harnessOpt func(*Config, *dialplan.Plan)
 
 func startHarness(t testing.TB, opts ...harnessOpt) *harness {
@@ -481,9 +496,7 @@ func TestSippCancel(t *testing.T) {
 	if open, _, outside, _, _ := h.pins.state(); open != 0 || outside != 0 {
 		t.Fatalf("pinholes left open %d, outside the call %d", open, outside)
 	}
-	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
-		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
-	}
+	h.noStateLeft(t, false)
 }
 
 func (b *B2BUA) dialogCount() int {

@@ -182,9 +182,7 @@ func TestRejections(t *testing.T) {
 			}
 		})
 	}
-	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
-		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
-	}
+	h.noStateLeft(t, false)
 	if open, opens, _, _, _ := h.pins.state(); open != 0 || opens != 0 {
 		t.Fatalf("pinholes for rejected calls: %d open, %d opened", open, opens)
 	}
@@ -353,9 +351,7 @@ func TestCallFlow(t *testing.T) {
 	if rec.Result != cdr.Answered || rec.Cause != "callee BYE" {
 		t.Fatalf("CDR %+v", rec)
 	}
-	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
-		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
-	}
+	h.noStateLeft(t, false)
 	if open, _, outside, _, _ := h.pins.state(); open != 0 || outside != 0 {
 		t.Fatalf("pinholes: %d left open, %d outside a call", open, outside)
 	}
@@ -415,10 +411,5 @@ func TestSessionTimer(t *testing.T) {
 	if c := h.b.Counters(); c.SessionTimeouts != 1 {
 		t.Fatalf("counters %+v", c)
 	}
-	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
-		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
-	}
-	if open, _, _, _, _ := h.pins.state(); open != 0 {
-		t.Fatalf("%d pinholes left open", open)
-	}
+	h.noStateLeft(t, true)
 }

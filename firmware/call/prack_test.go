@@ -24,7 +24,5 @@ func TestSippPRACK(t *testing.T) {
 	if e.rec.Result != cdr.Answered || e.rec.Cause != "caller BYE" {
 		t.Fatalf("CDR %+v", e.rec)
 	}
-	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
-		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
-	}
+	h.noStateLeft(t, false)
 }

@@ -127,9 +127,7 @@ func TestCalleeSRTP(t *testing.T) {
 			if got == 200 && !rec.SRTPCallee {
 				t.Fatalf("CDR says the callee's leg was not SRTP: %+v", rec)
 			}
-			if h.b.Active() != 0 || h.b.dialogCount() != 0 {
-				t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
-			}
+			h.noStateLeft(t, false)
 		})
 	}
 }
@@ -187,7 +185,5 @@ func TestCalleeWithoutSRTPFallsBack(t *testing.T) {
 	if !rec.SRTPCaller || rec.SRTPCallee {
 		t.Fatalf("CDR SRTP caller/callee = %v/%v, want true/false", rec.SRTPCaller, rec.SRTPCallee)
 	}
-	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
-		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
-	}
+	h.noStateLeft(t, false)
 }

@@ -120,12 +120,7 @@ func TestBlindTransfer(t *testing.T) {
 	if c := h.b.Counters(); c.Transfers != 1 {
 		t.Fatalf("counters %+v", c)
 	}
-	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
-		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
-	}
-	if open, _, _, _, _ := h.pins.state(); open != 0 {
-		t.Fatalf("%d pinholes left open", open)
-	}
+	h.noStateLeft(t, true)
 }
 
 // TestBlindTransferEdges: a busy target is reported by NOTIFY and the
@@ -241,7 +236,5 @@ func TestBlindTransferEdges(t *testing.T) {
 		t.Fatalf("BYE to a transferor that already left:\n%s", bye)
 	default:
 	}
-	if h.b.Active() != 0 || h.b.dialogCount() != 0 {
-		t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
-	}
+	h.noStateLeft(t, false)
 }

@@ -97,9 +97,7 @@ func TestTrunkDigestAuth(t *testing.T) {
 			if (got == 200) != (rec.Result == cdr.Answered) || rec.Trunk != "itsp" {
 				t.Fatalf("CDR %+v", rec)
 			}
-			if h.b.Active() != 0 || h.b.dialogCount() != 0 {
-				t.Fatalf("state left: %d calls, %d dialogs", h.b.Active(), h.b.dialogCount())
-			}
+			h.noStateLeft(t, false)
 		})
 	}
 }
