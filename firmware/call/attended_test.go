@@ -186,19 +186,7 @@ func TestAttendedTransfer(t *testing.T) {
 	if code := inDialogRefer(ctx, t, dx, referTo); code != 202 {
 		t.Fatalf("REFER with Replaces: %d", code)
 	}
-	var frags []string
-	for len(frags) == 0 || !strings.HasPrefix(frags[len(frags)-1], "SIP/2.0 2") {
-		select {
-		case n := <-transferor.notifies:
-			frags = append(frags, strings.TrimSpace(string(n.Body())))
-			if ss := n.GetHeader("Subscription-State"); ss != nil && strings.HasPrefix(ss.Value(), "terminated") &&
-				!strings.HasPrefix(frags[len(frags)-1], "SIP/2.0 2") {
-				t.Fatalf("transfer failed: %q", frags)
-			}
-		case <-ctx.Done():
-			t.Fatalf("NOTIFYs so far %q", frags)
-		}
-	}
+	frags := transferor.transferDone(ctx, t)
 	if frags[0] != "SIP/2.0 100 Trying" || frags[len(frags)-1] != "SIP/2.0 200 OK" {
 		t.Fatalf("NOTIFY sipfrags %q", frags)
 	}

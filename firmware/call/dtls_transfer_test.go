@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"strings"
 	"testing"
 	"time"
 
@@ -106,19 +105,7 @@ func TestDTLSAttendedTransfer(t *testing.T) {
 	if code := inDialogRefer(ctx, t, dx, referTo); code != 202 {
 		t.Fatalf("REFER with Replaces: %d", code)
 	}
-	var frags []string
-	for len(frags) == 0 || !strings.HasPrefix(frags[len(frags)-1], "SIP/2.0 2") {
-		select {
-		case n := <-transferor.notifies:
-			frags = append(frags, strings.TrimSpace(string(n.Body())))
-			if ss := n.GetHeader("Subscription-State"); ss != nil && strings.HasPrefix(ss.Value(), "terminated") &&
-				!strings.HasPrefix(frags[len(frags)-1], "SIP/2.0 2") {
-				t.Fatalf("transfer failed: %q", frags)
-			}
-		case <-ctx.Done():
-			t.Fatalf("NOTIFYs so far %q", frags)
-		}
-	}
+	transferor.transferDone(ctx, t)
 	for got := 0; got < 2; got++ {
 		select {
 		case <-transferor.byes:
@@ -323,19 +310,7 @@ func TestDTLSAttendedTransferPlainTransferor(t *testing.T) {
 	if err != nil || res.StatusCode != 202 {
 		t.Fatalf("REFER with Replaces: %v %v", res, err)
 	}
-	var frags []string
-	for len(frags) == 0 || !strings.HasPrefix(frags[len(frags)-1], "SIP/2.0 2") {
-		select {
-		case n := <-transferor.notifies:
-			frags = append(frags, strings.TrimSpace(string(n.Body())))
-			if ss := n.GetHeader("Subscription-State"); ss != nil && strings.HasPrefix(ss.Value(), "terminated") &&
-				!strings.HasPrefix(frags[len(frags)-1], "SIP/2.0 2") {
-				t.Fatalf("transfer failed: %q", frags)
-			}
-		case <-ctx.Done():
-			t.Fatalf("NOTIFYs so far %q", frags)
-		}
-	}
+	transferor.transferDone(ctx, t)
 	var off media.Remote
 	select {
 	case off = <-reoffers103:

@@ -413,3 +413,24 @@ func TestSessionTimer(t *testing.T) {
 	}
 	h.noStateLeft(t, true)
 }
+
+// transferDone reads the NOTIFYs of p's REFER until the target answered
+// (a 2xx sipfrag) and returns every sipfrag status line; a terminated
+// subscription without a 2xx fails the test.
+func (p *phone) transferDone(ctx context.Context, t *testing.T) []string {
+	t.Helper()
+	var frags []string
+	for len(frags) == 0 || !strings.HasPrefix(frags[len(frags)-1], "SIP/2.0 2") {
+		select {
+		case n := <-p.notifies:
+			frags = append(frags, strings.TrimSpace(string(n.Body())))
+			if ss := n.GetHeader("Subscription-State"); ss != nil && strings.HasPrefix(ss.Value(), "terminated") &&
+				!strings.HasPrefix(frags[len(frags)-1], "SIP/2.0 2") {
+				t.Fatalf("transfer failed: %q", frags)
+			}
+		case <-ctx.Done():
+			t.Fatalf("NOTIFYs so far %q", frags)
+		}
+	}
+	return frags
+}

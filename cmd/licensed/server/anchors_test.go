@@ -1,33 +1,20 @@
 package server_test
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgepbx/edgepbx/cmd/licensed/server"
 	"github.com/edgepbx/edgepbx/firmware/license"
-	bolt "go.etcd.io/bbolt"
 )
 
 // TestAnchorBounds: the anchors kept per box are bounded (the newest
 // MaxAnchors), boxes are kept apart by install id, an unknown licence keeps
 // none, and an admin cannot clear a flag of a box that has no anchors.
 func TestAnchorBounds(t *testing.T) {
-	db, err := bolt.Open(filepath.Join(t.TempDir(), "l.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	now := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
-	s, err := server.New(db, priv, "tok", func() time.Time { return now }, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _ := newTestServer(t, &now)
 	if err := s.PutLicence(server.Licence{ID: "L1", ValidUntil: now.AddDate(1, 0, 0)}); err != nil {
 		t.Fatal(err)
 	}

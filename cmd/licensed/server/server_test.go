@@ -17,18 +17,26 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-func TestAdminAndCheckin(t *testing.T) {
+// newTestServer is a licensed on a fresh bbolt file with a new signing key
+// and admin token "tok"; its clock reads *now.
+func newTestServer(t *testing.T, now *time.Time) (*server.Server, ed25519.PublicKey) {
+	t.Helper()
 	db, err := bolt.Open(filepath.Join(t.TempDir(), "l.db"), 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	now := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
-	s, err := server.New(db, priv, "tok", func() time.Time { return now }, nil)
+	s, err := server.New(db, priv, "tok", func() time.Time { return *now }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, pub
+}
+
+func TestAdminAndCheckin(t *testing.T) {
+	now := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	s, pub := newTestServer(t, &now)
 	h := s.Handler()
 	do := func(method, path, token, body string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(method, path, strings.NewReader(body))
