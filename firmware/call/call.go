@@ -152,7 +152,10 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 			c.failA(txA, reqA, 503, cdr.Failed, "trunk "+dec.Trunk+" unknown")
 			return
 		}
-		t.URI.User = dec.Target
+		// '#' is not allowed unescaped in a SIP URI user part
+		// (RFC 3261 §25.1); '*' is. Dial plan targets hold only
+		// digits, '+', and the '*'/'#' codes a route allows.
+		t.URI.User = strings.ReplaceAll(dec.Target, "#", "%23")
 		tgts, calleeID = []Target{t}, Identity{Trunk: dec.Trunk}
 	}
 
@@ -940,7 +943,7 @@ func parseDelta(v string) (time.Duration, bool) {
 
 // callerNumber keeps a caller number from a trunk only if it is a number.
 func callerNumber(u string) string {
-	if n, err := dialplan.Normalize(u); err == nil {
+	if n, ok := dialplan.CallerID(u); ok {
 		return n
 	}
 	return "anonymous"

@@ -190,7 +190,7 @@ func (t Telephony) Validate(known func(string) bool) error {
 		if listed[n] {
 			return bad("extension %s is an emergency number", n)
 		}
-		for _, p := range append(slices.Clone(c.Premium), t.PremiumPrefixes...) {
+		for _, p := range t.PremiumPrefixes {
 			if strings.HasPrefix(n, p) {
 				return bad("premium prefix %s would block emergency number %s", p, n)
 			}

@@ -47,7 +47,7 @@ func SIPStatus(err error) int {
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, ErrNoRoute), errors.Is(err, ErrInvalidNumber):
+	case errors.Is(err, ErrNoRoute), errors.Is(err, ErrInvalidNumber) && !errors.Is(err, ErrFeatureCode):
 		return 404
 	case errors.Is(err, ErrConcurrent) && !errors.Is(err, errTrunk):
 		return 486
@@ -173,84 +173,126 @@ func New(plan Plan, gate Gate, events Events, opts ...Option) (*Engine, error) {
 		e.trunks[t.Name] = t.Limits.orDefault(DefaultTrunkConcurrent, DefaultTrunkPerHour)
 	}
 	e.emergency = append(slices.Clone(c.Emergency), plan.Emergency...)
-	e.premium = append(slices.Clone(c.Premium), plan.PremiumPrefixes...)
+	e.premium = slices.Clone(plan.PremiumPrefixes)
 	for _, o := range opts {
 		o(e)
 	}
 	return e, nil
 }
 
-// IsEmergency reports whether a dialled number is an emergency number.
+// IsEmergency reports whether a dialled number is an emergency number
+// (in any form: separators, URI, Unicode digits, feature codes in front).
 func (e *Engine) IsEmergency(dialled string) bool {
-	n, err := Normalize(dialled)
-	return err == nil && slices.Contains(e.emergency, n)
+	n, err := e.country.Parse(dialled)
+	return err == nil && slices.Contains(e.emergency, n.Core)
 }
 
-// Classify says which class a normalised external number belongs to and
-// returns its national form (or "+…" for international).
-func (e *Engine) Classify(n string) (Class, string) {
-	if _, ok := e.exts[n]; ok {
-		return Internal, n
+// Classify classifies a dialled number as routing does: feature codes and
+// separators removed, internal if it is an extension, else by the
+// country's numbering plan and the plan's premium prefixes. The returned
+// National is the one form routes match and a trunk is sent.
+func (e *Engine) Classify(dialled string) (Number, Classification, error) {
+	n, err := e.country.Parse(dialled)
+	if err != nil {
+		return Number{}, Classification{}, err
 	}
-	nat, intl := e.country.national(n)
-	if intl {
-		return International, nat
+	if n.Core == "" {
+		return n, Classification{}, fmt.Errorf("%w: %s alone", ErrFeatureCode, n.Codes)
 	}
-	for _, p := range e.premium {
-		if strings.HasPrefix(nat, p) {
-			return Premium, nat
+	if _, ok := e.exts[n.Core]; ok {
+		return n, Classification{Class: Internal, National: n.Core}, nil
+	}
+	cl, err := e.country.Classify(n.Core)
+	if err != nil {
+		return n, Classification{}, err
+	}
+	if cl.Class == National {
+		for _, p := range e.premium {
+			if strings.HasPrefix(cl.National, p) {
+				cl.Class, cl.Label = Premium, "premium prefix "+p
+			}
 		}
 	}
-	return National, nat
+	return n, cl, nil
 }
 
 // RouteOutbound decides a call placed by extension from to the dialled
 // number and, if allowed, admits it: the returned Lease must be released
 // at call end. Emergency numbers are admitted whatever the class, limits,
-// suspension or licence state.
+// suspension or licence state, with or without feature codes in front
+// (the trunk gets the emergency number alone). A trunk is sent exactly
+// the classified number (Classification.National, after the route's
+// strip/add), preceded by feature codes only when the route lists them.
 func (e *Engine) RouteOutbound(from, dialled string) (Decision, *Lease, error) {
 	ext, ok := e.exts[from]
 	if !ok {
 		return Decision{}, nil, ErrUnknownExtension
 	}
-	n, err := Normalize(dialled)
-	if err != nil {
-		return Decision{}, nil, err
-	}
-	if slices.Contains(e.emergency, n) {
+	n, cl, err := e.Classify(dialled)
+	if n.Core != "" && slices.Contains(e.emergency, n.Core) {
 		return e.routeEmergency(from, n)
 	}
-	class, nat := e.Classify(n)
-	if class == Internal {
-		d := Decision{Kind: KindInternal, Class: Internal, Target: n, Dialled: n}
+	if err != nil {
+		var ne *NumberError
+		if errors.As(err, &ne) && ne.Suspicious || errors.Is(err, ErrFeatureCode) {
+			e.record(logs.Event{Kind: KindBlocked, User: from, Reason: fmt.Sprintf("refused number %q: %v", clip(dialled), err)})
+			e.refused(ext, err.Error())
+		}
+		return Decision{Dialled: n.String()}, nil, err
+	}
+	if cl.Class == Internal {
+		d := Decision{Kind: KindInternal, Class: Internal, Target: n.Core, Dialled: n.String()}
 		lease, err := e.admit(ext, "", false)
 		return d, lease, err
 	}
+	refuse := Decision{Class: cl.Class, Dialled: n.String()}
 	e.st.mu.Lock()
 	_, susp := e.st.suspended[from]
 	e.st.mu.Unlock()
 	if susp {
-		return Decision{}, nil, ErrSuspended
+		return refuse, nil, ErrSuspended
 	}
-	if !slices.Contains(ext.Classes, class) {
-		e.record(logs.Event{Kind: KindBlocked, User: from, Reason: fmt.Sprintf("%s number %s", class, n)})
-		e.refused(ext, string(class))
-		return Decision{Class: class, Dialled: n}, nil, fmt.Errorf("%w (%s)", ErrBlocked, class)
+	if !slices.Contains(ext.Classes, cl.Class) {
+		e.record(logs.Event{Kind: KindBlocked, User: from, Reason: fmt.Sprintf("%s number %s%s", cl.Class, n, label(cl))})
+		e.refused(ext, string(cl.Class))
+		return refuse, nil, fmt.Errorf("%w (%s%s)", ErrBlocked, cl.Class, label(cl))
 	}
-	if e.gate != nil && !e.gate.AllowOutboundCall(n) {
-		return Decision{Class: class, Dialled: n}, nil, ErrLicence
+	if e.gate != nil && !e.gate.AllowOutboundCall(n.Core) {
+		return refuse, nil, ErrLicence
 	}
-	r, ok := e.route(nat)
+	r, ok := e.route(cl.National)
 	if !ok {
-		return Decision{Class: class, Dialled: n}, nil, ErrNoRoute
+		return refuse, nil, ErrNoRoute
 	}
-	d := Decision{Kind: KindOutbound, Class: class, Trunk: r.Trunk, Target: r.Add + nat[r.Strip:], Dialled: n}
+	if n.Codes != "" && !slices.Contains(r.FeatureCodes, n.Codes) {
+		err := fmt.Errorf("%w: %s before %s (route %q to %s does not list it)", ErrFeatureCode, n.Codes, cl.National, r.Prefix, r.Trunk)
+		e.record(logs.Event{Kind: KindBlocked, User: from, Reason: err.Error()})
+		e.refused(ext, "feature code "+n.Codes)
+		return refuse, nil, err
+	}
+	d := Decision{Kind: KindOutbound, Class: cl.Class, Trunk: r.Trunk, Target: n.Codes + r.Add + cl.National[r.Strip:], Dialled: n.String()}
 	lease, err := e.admit(ext, r.Trunk, true)
 	return d, lease, err
 }
 
-func (e *Engine) routeEmergency(from, n string) (Decision, *Lease, error) {
-	d := Decision{Kind: KindEmergency, Class: National, Target: n, Dialled: n}
+func label(cl Classification) string {
+	if cl.Label == "" {
+		return ""
+	}
+	return ": " + cl.Label
+}
+
+// clip bounds untrusted text copied into an event.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+func (e *Engine) routeEmergency(from string, num Number) (Decision, *Lease, error) {
+	n := num.Core
+	d := Decision{Kind: KindEmergency, Class: National, Target: n, Dialled: num.String()}
 	if e.plan.EmergencyTrunk != "" {
 		d.Trunk = e.plan.EmergencyTrunk
 	} else {
@@ -284,14 +326,21 @@ func (e *Engine) route(nat string) (Route, bool) {
 // RouteInbound maps a number called on trunk to its extension and admits
 // the call against the trunk's and the extension's concurrency limits.
 func (e *Engine) RouteInbound(trunk, called string) (Decision, *Lease, error) {
-	n, err := Normalize(called)
+	num, err := e.country.Parse(called)
 	if err != nil {
 		return Decision{}, nil, err
 	}
+	if num.Codes != "" || num.Core == "" {
+		return Decision{}, nil, invalid(true, "feature code in a called number from a trunk")
+	}
+	n := num.Core
 	if _, ok := e.trunks[trunk]; !ok {
 		return Decision{}, nil, fmt.Errorf("%w: unknown trunk %q", ErrNoRoute, trunk)
 	}
-	nat, _ := e.country.national(n)
+	nat := n
+	if cl, err := e.country.Classify(n); err == nil {
+		nat = cl.National
+	}
 	for _, d := range e.plan.DIDs {
 		if d.Trunk != "" && d.Trunk != trunk {
 			continue

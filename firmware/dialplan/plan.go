@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 )
 
@@ -55,16 +54,25 @@ type Trunk struct {
 	Limits Limits `json:"limits"`
 }
 
-// Route sends numbers starting with Prefix (national format, or "+" for
-// international) over Trunk. The longest matching prefix wins. Strip
-// removes leading digits and Add prepends digits before sending. An empty
-// Prefix is the default route.
+// Route sends numbers whose classified form (Classification.National:
+// national format, or "+" for international) starts with Prefix over
+// Trunk. The longest matching prefix wins. Strip removes leading digits
+// and Add prepends digits before sending. An empty Prefix is the default
+// route.
 type Route struct {
 	Prefix string `json:"prefix"`
 	Trunk  string `json:"trunk"`
 	Strip  int    `json:"strip"`
 	Add    string `json:"add"`
+	// FeatureCodes are the leading codes (e.g. "#31#" towards a GSM
+	// gateway) this route passes to its trunk in front of the number,
+	// exactly as listed. Empty: a number dialled with '*' or '#' codes is
+	// refused on this route (the trunk might act on them).
+	FeatureCodes []string `json:"feature_codes,omitempty"`
 }
+
+// maxRouteCodes bounds Route.FeatureCodes.
+const maxRouteCodes = 16
 
 // DID maps an inbound number on a trunk (empty Trunk: any) to an extension.
 type DID struct {
@@ -121,8 +129,8 @@ func (p Plan) Validate() error {
 	}
 	exts := map[string]bool{}
 	for _, e := range p.Extensions {
-		n, err := Normalize(e.Number)
-		if err != nil || n != e.Number || strings.HasPrefix(n, "+") {
+		n := e.Number
+		if !digitsOnly(n) {
 			return fmt.Errorf("dialplan: extension %q: must be plain digits", e.Number)
 		}
 		if exts[n] {
@@ -140,9 +148,10 @@ func (p Plan) Validate() error {
 			return fmt.Errorf("dialplan: extension %s: %w", n, err)
 		}
 	}
+	c, _ := LookupCountry(p.Country)
 	for _, r := range p.Routes {
-		if n, err := Normalize(r.Prefix); r.Prefix != "" && r.Prefix != "+" && (err != nil || n != r.Prefix) {
-			return fmt.Errorf("dialplan: route prefix %q", r.Prefix)
+		if r.Prefix != "" && r.Prefix != "+" && !plainNumber(r.Prefix) {
+			return fmt.Errorf("dialplan: route prefix %q: digits, optionally with a leading +", r.Prefix)
 		}
 		if !trunks[r.Trunk] {
 			return fmt.Errorf("dialplan: route %s: unknown trunk %q", r.Prefix, r.Trunk)
@@ -150,9 +159,15 @@ func (p Plan) Validate() error {
 		if r.Strip < 0 || r.Strip > len(r.Prefix) {
 			return fmt.Errorf("dialplan: route %s: strip %d", r.Prefix, r.Strip)
 		}
-		if r.Add != "" {
-			if n, err := Normalize(r.Add); err != nil || n != r.Add {
-				return fmt.Errorf("dialplan: route %s: add %q", r.Prefix, r.Add)
+		if r.Add != "" && !plainNumber(r.Add) {
+			return fmt.Errorf("dialplan: route %s: add %q: digits, optionally with a leading +", r.Prefix, r.Add)
+		}
+		if len(r.FeatureCodes) > maxRouteCodes {
+			return fmt.Errorf("dialplan: route %s: more than %d feature codes", r.Prefix, maxRouteCodes)
+		}
+		for _, fc := range r.FeatureCodes {
+			if n, err := c.Parse(fc); err != nil || n.Core != "" || n.Codes != fc {
+				return fmt.Errorf("dialplan: route %s: feature code %q: want codes such as *31# or #31#", r.Prefix, fc)
 			}
 		}
 	}
@@ -160,8 +175,8 @@ func (p Plan) Validate() error {
 		return fmt.Errorf("dialplan: unknown emergency trunk %q", p.EmergencyTrunk)
 	}
 	for _, d := range p.DIDs {
-		if n, err := Normalize(d.Number); err != nil || n != d.Number {
-			return fmt.Errorf("dialplan: DID %q", d.Number)
+		if !plainNumber(d.Number) {
+			return fmt.Errorf("dialplan: DID %q: digits, optionally with a leading +", d.Number)
 		}
 		if !exts[d.Extension] {
 			return fmt.Errorf("dialplan: DID %s: unknown extension %q", d.Number, d.Extension)
@@ -171,7 +186,7 @@ func (p Plan) Validate() error {
 		}
 	}
 	for _, n := range append(slices.Clone(p.Emergency), p.PremiumPrefixes...) {
-		if m, err := Normalize(n); err != nil || m != n || strings.ContainsAny(n, "+*#") {
+		if !digitsOnly(n) {
 			return fmt.Errorf("dialplan: number %q must be plain digits", n)
 		}
 	}
