@@ -155,6 +155,13 @@ func New(plan Plan, gate Gate, events Events, opts ...Option) (*Engine, error) {
 	if plan.BurstWindow == 0 {
 		plan.BurstWindow = DefaultBurstWindow
 	}
+	// The engine keeps its own copy: a caller editing its plan later
+	// must not change what a live engine allows.
+	plan.Routes = slices.Clone(plan.Routes)
+	for i := range plan.Routes {
+		plan.Routes[i].FeatureCodes = slices.Clone(plan.Routes[i].FeatureCodes)
+	}
+	plan.DIDs = slices.Clone(plan.DIDs)
 	c, _ := LookupCountry(plan.Country)
 	e := &Engine{
 		plan: plan, country: c, gate: gate, events: events, now: time.Now,
