@@ -2,6 +2,7 @@ package admin
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -65,7 +66,7 @@ func TestBrowserDialPlanEditor(t *testing.T) {
 	if !tr.AssertIdentity || len(cur.CallerIDs) != 1 || cur.CallerIDs["1002"] != "+4930551" {
 		t.Fatalf("identity: assert %v, caller IDs %v", tr.AssertIdentity, cur.CallerIDs)
 	}
-	if cur.Routes[1] != (dialplan.Route{Prefix: "0", Trunk: "itsp", Strip: 1, Add: "49"}) || cur.Routes[0] != (dialplan.Route{Trunk: "itsp"}) {
+	if !reflect.DeepEqual(cur.Routes[1], dialplan.Route{Prefix: "0", Trunk: "itsp", Strip: 1, Add: "49"}) || !reflect.DeepEqual(cur.Routes[0], dialplan.Route{Trunk: "itsp"}) {
 		t.Fatalf("routes %+v", cur.Routes)
 	}
 	if x := cur.Extensions[0]; x.Number != "1002" || !slices.Equal(x.Classes, []dialplan.Class{dialplan.International}) || x.Limits.MaxPerHour != 5 {

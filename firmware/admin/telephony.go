@@ -313,6 +313,9 @@ var telephonyFields = []fieldRule{
 		return routePtr(t, unq(m[1]), "strip", func(r dialplan.Route) bool { return r.Strip < 0 || r.Strip > len(r.Prefix) })
 	}),
 	rule(`^dialplan: route `+namePat+`: add`, func(t config.Telephony, m []string) string { return routePtr(t, unq(m[1]), "add", nil) }),
+	rule(`^dialplan: route `+namePat+`: (?:more than \d+ )?feature code`, func(t config.Telephony, m []string) string {
+		return routePtr(t, unq(m[1]), "feature_codes", nil)
+	}),
 	rule(`^dialplan: unknown emergency trunk`, fixed("/emergency_trunk")),
 	rule(`^dialplan: DID `+namePat+`: unknown trunk`, func(t config.Telephony, m []string) string { return didPtr(t, unq(m[1]), "trunk") }),
 	rule(`^dialplan: DID `+namePat+`: unknown extension`, func(t config.Telephony, m []string) string { return didPtr(t, unq(m[1]), "extension") }),

@@ -305,7 +305,7 @@ func FuzzNormalize(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(n) == 0 || len(n) > MaxDigits || strings.Trim(n, "+0123456789*#") != "" || strings.LastIndex(n, "+") > 0 {
+		if len(n) == 0 || len(n) > MaxDigits || strings.Trim(n, "+0123456789*#") != "" || (strings.LastIndex(n, "+") > 0 && (n[0] == '+' || n[strings.LastIndex(n, "+")-1] != '#' || strings.Trim(n[:1], "*#") != "")) {
 			t.Fatalf("Normalize(%q) = %q", s, n)
 		}
 		if again, err := Normalize(n); err != nil || again != n {

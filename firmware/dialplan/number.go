@@ -105,8 +105,11 @@ func Normalize(s string) (string, error) {
 	if strings.Trim(out, "+*#") == "" {
 		return "", invalid(false, "no digits")
 	}
+	// '+' starts the number: the first character, or the first after
+	// leading feature codes ("*31#+44…").
 	for i := 1; i < len(out); i++ {
-		if out[i] == '+' && out[i-1] != '#' {
+		if out[i] == '+' && (out[i-1] != '#' || strings.Trim(out[:i], "0123456789*#") != "" || strings.ContainsAny(out[:i], "+") ||
+			(out[0] != '*' && out[0] != '#')) {
 			return "", invalid(true, "'+' inside the number")
 		}
 	}

@@ -176,7 +176,7 @@ func (p Plan) Validate() error {
 	}
 	for _, d := range p.DIDs {
 		if !plainNumber(d.Number) {
-			return fmt.Errorf("dialplan: DID %q: digits, optionally with a leading +", d.Number)
+			return fmt.Errorf("dialplan: DID %q", d.Number) // the admin API maps this exact form to the field
 		}
 		if !exts[d.Extension] {
 			return fmt.Errorf("dialplan: DID %s: unknown extension %q", d.Number, d.Extension)
