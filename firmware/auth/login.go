@@ -102,6 +102,18 @@ func (s *Service) Claimed() (bool, error) {
 	return c, nil
 }
 
+// IsClaimed reads the claim record without a Service: the licence manager,
+// built before the admin side, uses it to tell a first start from a
+// deleted licence state.
+func IsClaimed(db *store.DB) (bool, error) {
+	var c bool
+	err := db.View(func(tx *store.Tx) error { _, err := tx.Get(bMeta, "claimed", &c); return err })
+	if err != nil {
+		return false, fmt.Errorf("auth: read claim state: %w", err)
+	}
+	return c, nil
+}
+
 // Claim creates the first admin account. It takes the one-time setup code
 // from the console; attempts are rate-limited per source and in total, so the
 // code cannot be guessed, and the code is dead once the box is claimed.
