@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
 // Lockout is per (account, source network), so a stranger who fails three
@@ -121,6 +123,30 @@ func (a *Account) pruneLocks(now time.Time) {
 		}
 		delete(a.Locks, victim)
 	}
+}
+
+// AnyLockout reports whether some account is locked for a network or under
+// attack now: PID 1 then shows the console recovery code.
+func (s *Service) AnyLockout() (bool, error) {
+	p, err := s.Policy()
+	if err != nil {
+		return false, err
+	}
+	now := s.clock.Now()
+	found := false
+	err = s.db.View(func(tx *store.Tx) error {
+		return tx.ForEach(bAccounts, func(_ string, raw []byte) error {
+			var a Account
+			if err := jsonUnmarshal(raw, &a); err != nil {
+				return err
+			}
+			if l, _ := a.lockedNetworks(now); len(l) > 0 || a.underAttack(p, now) {
+				found = true
+			}
+			return nil
+		})
+	})
+	return found, err
 }
 
 // clearLock forgets network n's failures (a successful login from it).
