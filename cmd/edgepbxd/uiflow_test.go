@@ -210,12 +210,12 @@ func TestBrowserAdminFlows(t *testing.T) {
 	if codes := strings.Fields(b.Str(`document.querySelector("#recovery-codes").textContent`)); len(codes) < 8 {
 		t.Fatalf("recovery codes %v", codes)
 	}
-	// Replacing it asks for the current code too: the password alone is
-	// refused and nothing changes.
+	// Replacing it asks for the current code too (the form has a field
+	// for it now): the password with a wrong code is refused.
 	b.Open(base+"/account", "/account")
-	b.Fill(map[string]string{"#totp-pw": testAdminPW})
+	b.Fill(map[string]string{"#totp-pw": testAdminPW, "#totp-cur": "000000"})
 	if msg := b.Result(submitted(b, "#totp-begin")); !strings.Contains(msg, "second-factor code is wrong") {
-		t.Fatalf("replacing the authenticator with the password alone answered %q", msg)
+		t.Fatalf("replacing the authenticator with a wrong current code answered %q", msg)
 	}
 
 	t.Logf("%s: %s", time.Since(start).Round(time.Millisecond), "Log in with it")

@@ -58,7 +58,9 @@ func (s *Service) reauth(ctx context.Context, actor Principal, c Client, pr Proo
 		return err
 	}
 	switch {
-	case a.lockedFrom(lockNet(c.Addr), now):
+	case a.lockedFrom(lockNet(c.Addr), now) && a.TOTPSealed == nil:
+		// As at the login: a locked network still lets a TOTP holder
+		// through with both factors, and nobody else.
 		return s.reauthFail(ctx, actor, c, p, action, "account locked for this network")
 	case err != nil || !ok:
 		return s.reauthFail(ctx, actor, c, p, action, "wrong current password")
@@ -159,7 +161,8 @@ func (s *Service) Recover(ctx context.Context, c Client, code, username string) 
 	if err != nil {
 		return err
 	}
-	s.sources.succeed(c.Addr)
+	// The source's own throttle is not refunded: whoever holds the console
+	// code can clear locks, not guess faster.
 	s.log.Warn("account lockout cleared with the console setup code", "account", username, "source", c.String())
 	return nil
 }
