@@ -64,6 +64,9 @@ func (d *daemon) check() control.Health {
 		d.claimed.Store(claimed)
 	}
 	h := control.Health{Ready: true, Claimed: d.claimed.Load(), TLSFingerprint: d.certs.Fingerprint()}
+	if lock, lerr := d.admin.Auth().AnyLockout(); lerr == nil {
+		h.Lockout = lock
+	}
 	if err != nil {
 		h.Ready = false
 		h.Detail = truncate("auth: " + err.Error())

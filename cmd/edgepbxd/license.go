@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 )
@@ -26,6 +27,10 @@ import (
 // kindAuditAnchor is the security-log event for an audit chain that no
 // longer matches the heads anchored with the licence server.
 const kindAuditAnchor logs.Kind = "audit.anchor_mismatch"
+
+// kindLicenceTamper is the security-log event for a licence state that was
+// deleted, unreadable or rolled back.
+const kindLicenceTamper logs.Kind = "license.state_tampered"
 
 // maxCAFile bounds the --license-ca PEM file.
 const maxCAFile = 256 << 10
@@ -87,6 +92,7 @@ func (d *daemon) buildLicense() error {
 			LicenceID:   id,
 		},
 		DB:           d.db,
+		Claimed:      func() (bool, error) { return auth.IsClaimed(d.db) },
 		Health:       d.loadAndCounts,
 		CertNotAfter: func() time.Time { return d.certs.Current().NotAfter },
 		AuditHead:    d.auditAnchor,
@@ -182,6 +188,11 @@ func (d *daemon) licenseChanged(st license.State) {
 	d.licState.mu.Unlock()
 	if !changed {
 		return
+	}
+	for _, r := range st.Reasons {
+		if (r.Code == license.ReasonTampered || r.Code == license.ReasonRollback) && d.secLog != nil {
+			d.secLog.Record(logs.Event{Kind: kindLicenceTamper, User: "system", Reason: r.Message})
+		}
 	}
 	if d.admin == nil {
 		return

@@ -124,7 +124,12 @@ func TestBrowserAdminFlows(t *testing.T) {
 	if body := b.Str(`document.querySelector("main").innerText`); strings.Contains(body, "evil1") {
 		t.Fatal("the cross-origin post created an account")
 	}
+	// Without "confirm it's you" the form is refused and names the fields.
 	b.Fill(map[string]string{"#nu": "op1", "#nr": "operator", "#np": testAdminPW + "-op"})
+	if msg := b.Result(submitted(b, `form[data-api="/api/v1/accounts"]`)); !strings.Contains(msg, "current_password") {
+		t.Fatalf("account creation without re-authentication answered %q", msg)
+	}
+	b.Fill(map[string]string{"#reauth-password": testAdminPW})
 	b.SubmitNav(`form[data-api="/api/v1/accounts"]`)
 	b.WaitFor(`document.querySelector("main").innerText.includes("op1")`)
 
@@ -150,7 +155,7 @@ func TestBrowserAdminFlows(t *testing.T) {
 	login(testAdmin, testAdminPW)
 	b.WaitFor(`location.pathname === "/" && document.readyState === "complete"`)
 	b.Open(base+"/users", "/users")
-	if body := b.Str(`document.querySelector("main").innerText`); !strings.Contains(body, "locked until") {
+	if body := b.Str(`document.querySelector("main").innerText`); !strings.Contains(body, "locked for 127.0.0.0/24 until") {
 		t.Fatalf("users page does not show the lock:\n%s", body)
 	}
 
@@ -191,7 +196,8 @@ func TestBrowserAdminFlows(t *testing.T) {
 	t.Logf("%s: %s", time.Since(start).Round(time.Millisecond), "TOTP: enrol")
 	// TOTP: enrol on the account page by scanning (reading) the secret.
 	b.Open(base+"/account", "/account")
-	b.Eval(`document.querySelector("#totp-begin").click()`, nil)
+	b.Fill(map[string]string{"#totp-pw": testAdminPW})
+	submitted(b, "#totp-begin")
 	b.WaitFor(`document.querySelector("#totp-secret").textContent !== "" && document.querySelector("#totp-qr").src.startsWith("data:image/png;base64,")`)
 	secret := b.Str(`document.querySelector("#totp-secret").textContent`)
 	now, err := totp.GenerateCode(secret, time.Now())
@@ -203,6 +209,13 @@ func TestBrowserAdminFlows(t *testing.T) {
 	b.WaitFor(`!document.querySelector("#recovery").hidden`)
 	if codes := strings.Fields(b.Str(`document.querySelector("#recovery-codes").textContent`)); len(codes) < 8 {
 		t.Fatalf("recovery codes %v", codes)
+	}
+	// Replacing it asks for the current code too (the form has a field
+	// for it now): the password with a wrong code is refused.
+	b.Open(base+"/account", "/account")
+	b.Fill(map[string]string{"#totp-pw": testAdminPW, "#totp-cur": "000000"})
+	if msg := b.Result(submitted(b, "#totp-begin")); !strings.Contains(msg, "second-factor code is wrong") {
+		t.Fatalf("replacing the authenticator with a wrong current code answered %q", msg)
 	}
 
 	t.Logf("%s: %s", time.Since(start).Round(time.Millisecond), "Log in with it")
@@ -224,6 +237,19 @@ func TestBrowserAdminFlows(t *testing.T) {
 	b.Fill(map[string]string{"#code": next})
 	submitted(b, "#totp")
 	b.WaitFor(`location.pathname === "/" && document.readyState === "complete" && document.querySelector("h1").textContent === "Dashboard"`)
+
+	// Console recovery from the login page: a wrong setup code is refused,
+	// the one printed on the console clears the lockout.
+	logout()
+	b.Eval(`document.querySelector("details").open = true`, nil)
+	b.Fill(map[string]string{"#rec-code": "ZZZZ-ZZZZ-ZZZZ", "#rec-user": "op1"})
+	if msg := b.Result(submitted(b, "#recover")); !strings.Contains(msg, "wrong setup code") {
+		t.Fatalf("recovery with a wrong code answered %q", msg)
+	}
+	b.Fill(map[string]string{"#rec-code": code})
+	if msg := b.Result(submitted(b, "#recover")); !strings.Contains(msg, "lockout cleared") {
+		t.Fatalf("recovery answered %q", msg)
+	}
 
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("SIGTERM: exit %d", code)

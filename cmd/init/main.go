@@ -97,7 +97,8 @@ func (h *healthState) set(r control.Health) (becameReady, claimChanged bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	becameReady = r.Ready && !h.ready
-	claimChanged = h.everSeen && r.Claimed != h.last.Claimed
+	// A lockout coming or going changes the banner too (recovery code).
+	claimChanged = h.everSeen && (r.Claimed != h.last.Claimed || r.Lockout != h.last.Lockout)
 	h.last, h.at, h.ready, h.everSeen = r, time.Now(), r.Ready, true
 	return becameReady, claimChanged
 }
@@ -639,7 +640,7 @@ func (b *box) printBanner() {
 	}
 	banner.Render(b.console, banner.Info{
 		Version: b.version, Board: b.prof.Name, Hostname: b.id.Hostname(), Serial: b.id.Serial,
-		Addresses: b.net.Addresses(), SetupCode: b.setup, Claimed: h.Claimed,
+		Addresses: b.net.Addresses(), SetupCode: b.setup, Claimed: h.Claimed, Recovery: h.Claimed && h.Lockout,
 		TLSFingerprint: h.TLSFingerprint, Health: status, Live: b.live,
 	})
 }

@@ -42,7 +42,7 @@ func TestACMEAPI(t *testing.T) {
 		name string
 		role auth.Role
 	}{{"op1", auth.RoleOperator}, {"aud1", auth.RoleAuditor}} {
-		admin.must(201, "POST", "/api/v1/accounts", AccountRequest{Username: u.name, Role: u.role, Password: userPW})
+		admin.must(201, "POST", "/api/v1/accounts", AccountRequest{Proof: auth.Proof{Password: adminPW}, Username: u.name, Role: u.role, Password: userPW})
 	}
 	op, aud := e.client("192.0.2.51"), e.client("192.0.2.52")
 	op.must(200, "POST", "/api/v1/login", LoginRequest{Username: "op1", Password: userPW})

@@ -105,7 +105,7 @@ func TestClaimRateLimit(t *testing.T) {
 
 func TestLockoutAndIdenticalAnswers(t *testing.T) {
 	e, a := claimed(t)
-	a.must(201, "POST", "/api/v1/accounts", AccountRequest{Username: "bob", Role: auth.RoleOperator, Password: userPW})
+	a.must(201, "POST", "/api/v1/accounts", AccountRequest{Proof: auth.Proof{Password: adminPW}, Username: "bob", Role: auth.RoleOperator, Password: userPW})
 	c := e.client("192.0.2.60")
 	unknown := c.login("nosuchuser", userPW)
 	wrong := c.login("bob", "Wrong-pass-123!")
@@ -168,10 +168,13 @@ func TestSourceThrottleAndSprayBan(t *testing.T) {
 	if r.code != 429 || r.hdr.Get("Retry-After") == "" {
 		t.Fatalf("throttled source: %d %s", r.code, r.body)
 	}
-	// Another source is not throttled, but root1 got locked by the guesses:
-	// that is the account lockout, answered like any failure.
-	if r := e.client("192.0.2.50").login("root1", adminPW); r.code != 401 {
-		t.Fatalf("locked root1 from another source: %d", r.code)
+	// Another source network is neither throttled nor locked out: the
+	// guesses locked root1 for 203.0.113.0/24 only.
+	if r := e.client("192.0.2.50").login("root1", adminPW); r.code != 200 {
+		t.Fatalf("root1 from another network after guesses from 203.0.113.7: %d %s", r.code, r.body)
+	}
+	if r := e.client("203.0.113.9").login("root1", adminPW); r.code != 401 {
+		t.Fatalf("root1 from the guessing /24 (other host, not throttled): %d %s", r.code, r.body)
 	}
 	e.clock.Advance(time.Hour + time.Second)
 	c.must(200, "POST", "/api/v1/login", LoginRequest{Username: "root1", Password: adminPW})
@@ -187,7 +190,7 @@ func TestSourceThrottleAndSprayBan(t *testing.T) {
 
 func TestTOTPEnrolLoginAndStepUp(t *testing.T) {
 	e, a := claimed(t)
-	r := a.must(200, "POST", "/api/v1/me/totp", nil)
+	r := a.must(200, "POST", "/api/v1/me/totp", auth.Proof{Password: adminPW})
 	secret := r.str("secret")
 	qr := r.str("qr_png")
 	if secret == "" || !strings.HasPrefix(r.str("otpauth_url"), "otpauth://totp/edgepbx:root1") {
@@ -257,7 +260,7 @@ func TestTOTPEnrolLoginAndStepUp(t *testing.T) {
 
 func TestTOTPRequiredRoleForcesEnrolment(t *testing.T) {
 	e, a := claimed(t)
-	a.must(201, "POST", "/api/v1/accounts", AccountRequest{Username: "carol", Role: auth.RoleAuditor, Password: userPW})
+	a.must(201, "POST", "/api/v1/accounts", AccountRequest{Proof: auth.Proof{Password: adminPW}, Username: "carol", Role: auth.RoleAuditor, Password: userPW})
 	e.setPolicy(a, func(p *auth.Policy) { p.TOTPRoles = []auth.Role{auth.RoleAuditor} })
 	c := e.client("192.0.2.80")
 	r := c.must(200, "POST", "/api/v1/login", LoginRequest{Username: "carol", Password: userPW})
@@ -268,7 +271,7 @@ func TestTOTPRequiredRoleForcesEnrolment(t *testing.T) {
 	if r := c.do("GET", "/audit", nil); r.code != 303 || r.hdr.Get("Location") != "/account" {
 		t.Fatalf("restricted UI: %d %s", r.code, r.hdr.Get("Location"))
 	}
-	r = c.must(200, "POST", "/api/v1/me/totp", nil)
+	r = c.must(200, "POST", "/api/v1/me/totp", auth.Proof{Password: userPW})
 	c.must(200, "POST", "/api/v1/me/totp/confirm", CodeRequest{Code: e.totpCode(r.str("secret"))})
 	c.must(200, "GET", "/api/v1/audit", nil)
 }
@@ -330,7 +333,7 @@ func TestSessionStoredHashed(t *testing.T) {
 
 func TestCSRFAndOrigin(t *testing.T) {
 	e, a := claimed(t)
-	body := AccountRequest{Username: "dave", Role: auth.RoleOperator, Password: userPW}
+	body := AccountRequest{Proof: auth.Proof{Password: adminPW}, Username: "dave", Role: auth.RoleOperator, Password: userPW}
 	tok := a.csrf
 	// wrong differs from tok in its first character (a fixed "x" equals it
 	// for one token in 64).
@@ -377,10 +380,10 @@ func TestCSRFAndOrigin(t *testing.T) {
 	f.origin = "https://evil.example"
 	f.must(403, "POST", "/api/v1/login", LoginRequest{Username: "root1", Password: adminPW})
 	// Bearer tokens need no CSRF token but still cannot come from a foreign page.
-	r := a.must(201, "POST", "/api/v1/me/tokens", TokenRequest{Name: "ci", Scopes: []string{"admin"}})
+	r := a.must(201, "POST", "/api/v1/me/tokens", TokenRequest{Proof: auth.Proof{Password: adminPW}, Name: "ci", Scopes: []string{"admin"}})
 	api := e.client("192.0.2.90")
 	api.token, api.origin = r.str("token"), "-"
-	api.must(201, "POST", "/api/v1/accounts", AccountRequest{Username: "erin", Role: auth.RoleAuditor, Password: userPW})
+	api.must(201, "POST", "/api/v1/accounts", AccountRequest{Proof: auth.Proof{Password: adminPW}, Username: "erin", Role: auth.RoleAuditor, Password: userPW})
 	api.origin = "https://evil.example"
 	api.must(403, "DELETE", "/api/v1/accounts/erin", nil)
 }
@@ -459,10 +462,10 @@ func TestOverTLS(t *testing.T) {
 	var la loginAnswer
 	json.NewDecoder(res.Body).Decode(&la)
 	res.Body.Close()
-	if got := post("/api/v1/me/tokens", TokenRequest{Name: "x", Scopes: []string{"read"}}, la.CSRFToken); got.StatusCode != 201 {
+	if got := post("/api/v1/me/tokens", TokenRequest{Proof: auth.Proof{Password: adminPW}, Name: "x", Scopes: []string{"read"}}, la.CSRFToken); got.StatusCode != 201 {
 		t.Fatalf("token over TLS: %d", got.StatusCode)
 	}
-	if got := post("/api/v1/me/tokens", TokenRequest{Name: "x", Scopes: []string{"read"}}, ""); got.StatusCode != 403 {
+	if got := post("/api/v1/me/tokens", TokenRequest{Proof: auth.Proof{Password: adminPW}, Name: "x", Scopes: []string{"read"}}, ""); got.StatusCode != 403 {
 		t.Fatalf("no CSRF over TLS: %d", got.StatusCode)
 	}
 	if ts.TLS == nil || ts.Client().Transport.(*http.Transport).TLSClientConfig.MinVersion > tls.VersionTLS13 {
@@ -472,7 +475,7 @@ func TestOverTLS(t *testing.T) {
 
 func TestAuditTamperVisibleInAPI(t *testing.T) {
 	e, a := claimed(t)
-	a.must(201, "POST", "/api/v1/accounts", AccountRequest{Username: "bob", Role: auth.RoleOperator, Password: userPW})
+	a.must(201, "POST", "/api/v1/accounts", AccountRequest{Proof: auth.Proof{Password: adminPW}, Username: "bob", Role: auth.RoleOperator, Password: userPW})
 	r := a.must(200, "GET", "/api/v1/audit/verify", nil)
 	if r.js["ok"] != true {
 		t.Fatalf("fresh chain: %s", r.body)
@@ -498,7 +501,7 @@ func TestAuditTamperVisibleInAPI(t *testing.T) {
 
 func TestAuditExport(t *testing.T) {
 	_, a := claimed(t)
-	a.must(201, "POST", "/api/v1/accounts", AccountRequest{Username: "bob", Role: auth.RoleOperator, Password: userPW})
+	a.must(201, "POST", "/api/v1/accounts", AccountRequest{Proof: auth.Proof{Password: adminPW}, Username: "bob", Role: auth.RoleOperator, Password: userPW})
 	r := a.must(200, "GET", "/api/v1/audit/export?format=csv&actor=root1", nil)
 	recs, err := csv.NewReader(bytes.NewReader(r.body)).ReadAll()
 	if err != nil || len(recs) < 3 || recs[0][0] != "seq" {
@@ -518,9 +521,9 @@ func TestPasswordChangeRevokesOtherSessions(t *testing.T) {
 	e, a := claimed(t)
 	other := e.client("192.0.2.50")
 	other.must(200, "POST", "/api/v1/login", LoginRequest{Username: "root1", Password: adminPW})
-	a.must(422, "POST", "/api/v1/me/password", PasswordRequest{Current: "wrong-wrong-1", New: userPW})
-	a.must(422, "POST", "/api/v1/me/password", PasswordRequest{Current: adminPW, New: "root1-Pass-77!"})
-	a.must(200, "POST", "/api/v1/me/password", PasswordRequest{Current: adminPW, New: userPW})
+	a.must(422, "POST", "/api/v1/me/password", PasswordRequest{Proof: auth.Proof{Password: "wrong-wrong-1"}, New: userPW})
+	a.must(422, "POST", "/api/v1/me/password", PasswordRequest{Proof: auth.Proof{Password: adminPW}, New: "root1-Pass-77!"})
+	a.must(200, "POST", "/api/v1/me/password", PasswordRequest{Proof: auth.Proof{Password: adminPW}, New: userPW})
 	other.must(401, "GET", "/api/v1/me", nil)
 	a.must(200, "GET", "/api/v1/me", nil)
 	e.client("192.0.2.50").must(200, "POST", "/api/v1/login", LoginRequest{Username: "root1", Password: userPW})
@@ -536,15 +539,15 @@ func TestPasswordMaxAge(t *testing.T) {
 		t.Fatalf("expired password: %s", r.body)
 	}
 	c.must(403, "GET", "/api/v1/accounts", nil)
-	c.must(200, "POST", "/api/v1/me/password", PasswordRequest{Current: adminPW, New: userPW})
+	c.must(200, "POST", "/api/v1/me/password", PasswordRequest{Proof: auth.Proof{Password: adminPW}, New: userPW})
 	c.must(200, "GET", "/api/v1/accounts", nil)
 }
 
 func TestTokens(t *testing.T) {
 	e, a := claimed(t)
-	a.must(400, "POST", "/api/v1/me/tokens", TokenRequest{Name: "x", Scopes: []string{"root"}})
-	a.must(400, "POST", "/api/v1/me/tokens", TokenRequest{Name: "x"})
-	r := a.must(201, "POST", "/api/v1/me/tokens", TokenRequest{Name: "monitoring", Scopes: []string{"read"}})
+	a.must(400, "POST", "/api/v1/me/tokens", TokenRequest{Proof: auth.Proof{Password: adminPW}, Name: "x", Scopes: []string{"root"}})
+	a.must(400, "POST", "/api/v1/me/tokens", TokenRequest{Proof: auth.Proof{Password: adminPW}, Name: "x"})
+	r := a.must(201, "POST", "/api/v1/me/tokens", TokenRequest{Proof: auth.Proof{Password: adminPW}, Name: "monitoring", Scopes: []string{"read"}})
 	secret := r.str("token")
 	info, _ := r.js["info"].(map[string]any)
 	if exp, _ := time.Parse(time.RFC3339, info["expires"].(string)); !exp.Equal(e.clock.Now().Add(30 * 24 * time.Hour)) {
@@ -553,8 +556,8 @@ func TestTokens(t *testing.T) {
 	api := e.client("192.0.2.91")
 	api.token = secret
 	api.must(200, "GET", "/api/v1/audit", nil)
-	api.must(403, "POST", "/api/v1/accounts", AccountRequest{Username: "x1", Role: auth.RoleOperator, Password: userPW}) // scope read
-	api.must(403, "POST", "/api/v1/me/tokens", TokenRequest{Name: "y", Scopes: []string{"admin"}})                       // tokens never mint tokens
+	api.must(403, "POST", "/api/v1/accounts", AccountRequest{Proof: auth.Proof{Password: adminPW}, Username: "x1", Role: auth.RoleOperator, Password: userPW}) // scope read
+	api.must(403, "POST", "/api/v1/me/tokens", TokenRequest{Proof: auth.Proof{Password: adminPW}, Name: "y", Scopes: []string{"admin"}})                       // tokens never mint tokens
 	bad := e.client("192.0.2.91")
 	bad.token = secret[:len(secret)-2] + map[bool]string{true: "AB", false: "BA"}[strings.HasSuffix(secret, "A")]
 	bad.must(401, "GET", "/api/v1/status", nil)

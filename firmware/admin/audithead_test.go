@@ -19,7 +19,7 @@ import (
 // report the chain broken.
 func TestAuditHeadAndIncrementalVerify(t *testing.T) {
 	e, a := claimed(t)
-	a.must(201, "POST", "/api/v1/accounts", AccountRequest{Username: "bob", Role: auth.RoleOperator, Password: userPW})
+	a.must(201, "POST", "/api/v1/accounts", AccountRequest{Proof: auth.Proof{Password: adminPW}, Username: "bob", Role: auth.RoleOperator, Password: userPW})
 	v := a.must(200, "GET", "/api/v1/audit/verify", nil)
 	h := a.must(200, "GET", "/api/v1/audit/head", nil)
 	if h.js["seq"] != v.js["entries"] || h.str("hash") != v.str("head") || len(h.str("hash")) != 64 {

@@ -43,7 +43,7 @@ func writeCalls(t *testing.T, e *env, n int) time.Time {
 
 func TestCDRAPI(t *testing.T) {
 	e, admin := claimed(t)
-	admin.must(201, "POST", "/api/v1/accounts", AccountRequest{Username: "op1", Role: auth.RoleOperator, Password: userPW})
+	admin.must(201, "POST", "/api/v1/accounts", AccountRequest{Proof: auth.Proof{Password: adminPW}, Username: "op1", Role: auth.RoleOperator, Password: userPW})
 	op := e.client("192.0.2.51")
 	op.must(200, "POST", "/api/v1/login", LoginRequest{Username: "op1", Password: userPW})
 	writeCalls(t, e, 12)

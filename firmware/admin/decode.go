@@ -81,6 +81,13 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var status int
 	title := "bad request"
 	switch {
+	case errors.Is(err, auth.ErrReauth):
+		// The session stays valid (until its network is locked out), so
+		// neither 401 nor 403 (which means "your role may not"); the fields
+		// to fix are named.
+		status, title = http.StatusUnprocessableEntity, "re-authentication failed"
+		problem(w, status, title, err.Error()+" (fields current_password, current_code)")
+		return
 	case errors.Is(err, auth.ErrInvalidCredentials), errors.Is(err, auth.ErrNoSession), errors.Is(err, auth.ErrBadSetupCode):
 		status, title = http.StatusUnauthorized, "unauthorized"
 	case errors.Is(err, auth.ErrThrottled):

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"errors"
+	"github.com/edgepbx/edgepbx/firmware/auth"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -18,7 +19,7 @@ func FuzzDecodeBody(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		targets := []any{&ClaimRequest{}, &LoginRequest{}, &TOTPLoginRequest{}, &PasswordRequest{}, &CodeRequest{},
 			&TokenRequest{}, &AccountRequest{}, &RoleRequest{}, &OriginsRequest{}, &CertificateRequest{}, &TLSSettings{},
-			&KeyLogRequest{}, &ExtensionRequest{}, &UnbanRequest{}, &PolicyRequest{}, &ConfirmRequest{}, &TelephonyRequest{}, &SIPSettingsRequest{}}
+			&KeyLogRequest{}, &ExtensionRequest{}, &UnbanRequest{}, &PolicyRequest{}, &ConfirmRequest{}, &TelephonyRequest{}, &SIPSettingsRequest{}, &RecoverRequest{}, &auth.Proof{}}
 		for _, v := range targets {
 			err := decodeBody(b, v)
 			if err != nil && !errors.Is(err, errBadRequest) {

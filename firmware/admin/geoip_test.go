@@ -75,7 +75,7 @@ func TestGeoIPUploadAndStepUp(t *testing.T) {
 
 	// With a second factor enrolled, a login from a new country steps up
 	// and the country shows in the login history and the audit log.
-	secret := a.must(200, "POST", "/api/v1/me/totp", nil).str("secret")
+	secret := a.must(200, "POST", "/api/v1/me/totp", auth.Proof{Password: adminPW}).str("secret")
 	a.must(200, "POST", "/api/v1/me/totp/confirm", CodeRequest{Code: e.totpCode(secret)})
 	e.clock.Advance(60e9)
 	away := e.client("198.51.100.20")
@@ -92,8 +92,10 @@ func TestGeoIPUploadAndStepUp(t *testing.T) {
 		t.Fatalf("audit: %s", l.body)
 	}
 
-	// Only security-write may change it.
-	a.must(201, "POST", "/api/v1/accounts", AccountRequest{Username: "aud1", Role: auth.RoleAuditor, Password: userPW})
+	// Only security-write may change it. (root1 has a second factor now:
+	// creating an account asks for it.)
+	e.clock.Advance(60e9)
+	a.must(201, "POST", "/api/v1/accounts", AccountRequest{Proof: auth.Proof{Password: adminPW, Code: e.totpCode(secret)}, Username: "aud1", Role: auth.RoleAuditor, Password: userPW})
 	aud := e.client("192.0.2.60")
 	aud.must(200, "POST", "/api/v1/login", LoginRequest{Username: "aud1", Password: userPW})
 	aud.must(200, "GET", "/api/v1/security/geoip", nil)

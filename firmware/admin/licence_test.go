@@ -24,7 +24,7 @@ func (l licClock) After(time.Duration) <-chan time.Time { return nil }
 // the admin side refuses new extensions and every user sees the banner.
 func TestLicenceDegradedLimitsAdmin(t *testing.T) {
 	e, a := claimed(t)
-	a.must(201, "POST", "/api/v1/accounts", AccountRequest{Username: "op1", Role: auth.RoleOperator, Password: userPW})
+	a.must(201, "POST", "/api/v1/accounts", AccountRequest{Proof: auth.Proof{Password: adminPW}, Username: "op1", Role: auth.RoleOperator, Password: userPW})
 	pub, _, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)

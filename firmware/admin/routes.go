@@ -43,24 +43,26 @@ func (s *Server) routeTable() []route {
 		// JSON API.
 		{method: "POST", path: "/api/v1/claim", summary: "Claim an unclaimed box with the console setup code and create the first admin", req: ClaimRequest{}, public: true, h: s.apiClaim},
 		{method: "POST", path: "/api/v1/login", summary: "Log in with user name and password; answers a session cookie or a TOTP challenge", req: LoginRequest{}, public: true, h: s.apiLogin},
+		{method: "POST", path: "/api/v1/recover", summary: "Clear an account's lockout with the setup code shown on the console (rate-limited like claiming, audited); the caller's network is trusted for that account from then on", req: RecoverRequest{}, public: true, h: s.apiRecover},
 		{method: "POST", path: "/api/v1/login/totp", summary: "Complete a login with a TOTP or recovery code", req: TOTPLoginRequest{}, public: true, h: s.apiLoginTOTP},
 		{method: "POST", path: "/api/v1/logout", summary: "End the current session", perm: auth.PermStatusRead, restrictedOK: true, h: s.apiLogout},
 		{method: "GET", path: "/api/v1/me", summary: "The caller's account and principal", perm: auth.PermStatusRead, restrictedOK: true, h: s.apiMe},
-		{method: "POST", path: "/api/v1/me/password", summary: "Change the caller's password (other sessions are revoked)", req: PasswordRequest{}, perm: auth.PermSelf, restrictedOK: true, h: s.apiPassword},
-		{method: "POST", path: "/api/v1/me/totp", summary: "Start TOTP enrolment: secret, otpauth URL and QR PNG (base64)", perm: auth.PermSelf, restrictedOK: true, h: s.apiTOTPBegin},
+		{method: "POST", path: "/api/v1/me/password", summary: "Change the caller's password; needs the current password and current second factor (lockout as for logins); other sessions are revoked", req: PasswordRequest{}, perm: auth.PermSelf, restrictedOK: true, h: s.apiPassword},
+		{method: "POST", path: "/api/v1/me/totp", summary: "Start TOTP enrolment or replacement (needs the current password and current second factor): secret, otpauth URL and QR PNG (base64)", req: auth.Proof{}, perm: auth.PermSelf, restrictedOK: true, h: s.apiTOTPBegin},
 		{method: "POST", path: "/api/v1/me/totp/confirm", summary: "Confirm TOTP enrolment with a code; returns recovery codes once", req: CodeRequest{}, perm: auth.PermSelf, restrictedOK: true, h: s.apiTOTPConfirm},
+		{method: "POST", path: "/api/v1/me/totp/recovery", summary: "Replace the caller's recovery codes (needs the current password and second factor); returns the new ones once", req: auth.Proof{}, perm: auth.PermSelf, h: s.apiRecoveryCodes},
 		{method: "GET", path: "/api/v1/me/sessions", summary: "The caller's sessions", perm: auth.PermSelf, h: s.apiMySessions},
 		{method: "DELETE", path: "/api/v1/me/sessions/{id}", summary: "Revoke one of the caller's sessions", perm: auth.PermSelf, h: s.apiRevokeMySession},
 		{method: "GET", path: "/api/v1/me/tokens", summary: "The caller's API tokens", perm: auth.PermSelf, h: s.apiMyTokens},
-		{method: "POST", path: "/api/v1/me/tokens", summary: "Create an API token (secret shown once; default 30 days)", req: TokenRequest{}, perm: auth.PermSelf, h: s.apiCreateToken},
+		{method: "POST", path: "/api/v1/me/tokens", summary: "Create an API token (needs the current password and second factor; secret shown once; default 30 days)", req: TokenRequest{}, perm: auth.PermSelf, h: s.apiCreateToken},
 		{method: "DELETE", path: "/api/v1/me/tokens/{id}", summary: "Revoke one of the caller's tokens", perm: auth.PermSelf, h: s.apiRevokeMyToken},
 		{method: "GET", path: "/api/v1/me/history", summary: "The caller's login history", perm: auth.PermSelf, h: s.apiMyHistory},
 		{method: "GET", path: "/api/v1/status", summary: "Box status", perm: auth.PermStatusRead, h: s.apiStatus},
 		{method: "GET", path: "/api/v1/accounts", summary: "List accounts", perm: auth.PermUsersRead, h: s.apiAccounts},
-		{method: "POST", path: "/api/v1/accounts", summary: "Create an account", req: AccountRequest{}, perm: auth.PermUsersWrite, h: s.apiCreateAccount},
-		{method: "PUT", path: "/api/v1/accounts/{name}/role", summary: "Change an account's role", req: RoleRequest{}, perm: auth.PermUsersWrite, h: s.apiSetRole},
+		{method: "POST", path: "/api/v1/accounts", summary: "Create an account (needs the caller's current password and second factor)", req: AccountRequest{}, perm: auth.PermUsersWrite, h: s.apiCreateAccount},
+		{method: "PUT", path: "/api/v1/accounts/{name}/role", summary: "Change an account's role (needs the caller's current password and second factor)", req: RoleRequest{}, perm: auth.PermUsersWrite, h: s.apiSetRole},
 		{method: "POST", path: "/api/v1/accounts/{name}/unlock", summary: "Clear an account's lockout", perm: auth.PermUsersWrite, h: s.apiUnlock},
-		{method: "POST", path: "/api/v1/accounts/{name}/totp/reset", summary: "Remove an account's second factor", perm: auth.PermUsersWrite, h: s.apiResetTOTP},
+		{method: "POST", path: "/api/v1/accounts/{name}/totp/reset", summary: "Remove an account's second factor (needs the caller's current password and second factor)", req: auth.Proof{}, perm: auth.PermUsersWrite, h: s.apiResetTOTP},
 		{method: "DELETE", path: "/api/v1/accounts/{name}", summary: "Delete an account with its sessions and tokens", perm: auth.PermUsersWrite, h: s.apiDeleteAccount},
 		{method: "GET", path: "/api/v1/sessions", summary: "All live sessions", perm: auth.PermUsersRead, h: s.apiAllSessions},
 		{method: "DELETE", path: "/api/v1/sessions/{id}", summary: "Revoke any session", perm: auth.PermUsersWrite, h: s.apiRevokeSession},
@@ -217,8 +219,8 @@ func (s *Server) apiMe(w http.ResponseWriter, r *http.Request, p auth.Principal)
 
 // PasswordRequest is the body of POST /api/v1/me/password.
 type PasswordRequest struct {
-	Current string `json:"current_password"`
-	New     string `json:"new_password"`
+	auth.Proof
+	New string `json:"new_password"`
 }
 
 func (s *Server) apiPassword(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
@@ -226,7 +228,7 @@ func (s *Server) apiPassword(w http.ResponseWriter, r *http.Request, p auth.Prin
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	if err := s.auth.ChangePassword(r.Context(), p, src(r), req.Current, req.New); err != nil {
+	if err := s.auth.ChangePassword(r.Context(), p, clientOf(r), req.Proof, req.New); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "password changed"})
@@ -234,7 +236,11 @@ func (s *Server) apiPassword(w http.ResponseWriter, r *http.Request, p auth.Prin
 }
 
 func (s *Server) apiTOTPBegin(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	e, err := s.auth.BeginTOTP(p)
+	var pr auth.Proof
+	if err := decodeJSON(r, &pr); err != nil {
+		return err
+	}
+	e, err := s.auth.BeginTOTP(r.Context(), p, clientOf(r), pr)
 	if err != nil {
 		return err
 	}
@@ -257,6 +263,37 @@ func (s *Server) apiTOTPConfirm(w http.ResponseWriter, r *http.Request, p auth.P
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "two-factor enabled", "recovery_codes": codes})
+	return nil
+}
+
+func (s *Server) apiRecoveryCodes(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var pr auth.Proof
+	if err := decodeJSON(r, &pr); err != nil {
+		return err
+	}
+	codes, err := s.auth.NewRecoveryCodes(r.Context(), p, clientOf(r), pr)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "recovery codes replaced", "recovery_codes": codes})
+	return nil
+}
+
+// RecoverRequest is the body of POST /api/v1/recover.
+type RecoverRequest struct {
+	SetupCode string `json:"setup_code"`
+	Username  string `json:"username"`
+}
+
+func (s *Server) apiRecover(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
+	var req RecoverRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if err := s.auth.Recover(r.Context(), clientOf(r), req.SetupCode, req.Username); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "lockout cleared; log in now"})
 	return nil
 }
 
@@ -288,6 +325,7 @@ func (s *Server) apiMyTokens(w http.ResponseWriter, r *http.Request, p auth.Prin
 
 // TokenRequest is the body of POST /api/v1/me/tokens.
 type TokenRequest struct {
+	auth.Proof
 	Name   string   `json:"name"`
 	Scopes []string `json:"scopes"`
 	Days   int      `json:"days,omitempty"` // 0: policy default (30)
@@ -298,7 +336,7 @@ func (s *Server) apiCreateToken(w http.ResponseWriter, r *http.Request, p auth.P
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	secret, t, err := s.auth.CreateToken(p, src(r), req.Name, req.Scopes, req.Days)
+	secret, t, err := s.auth.CreateToken(r.Context(), p, clientOf(r), req.Proof, req.Name, req.Scopes, req.Days)
 	if err != nil {
 		return err
 	}
@@ -342,6 +380,7 @@ func (s *Server) apiAccounts(w http.ResponseWriter, r *http.Request, p auth.Prin
 
 // AccountRequest is the body of POST /api/v1/accounts.
 type AccountRequest struct {
+	auth.Proof
 	Username string    `json:"username"`
 	Role     auth.Role `json:"role"`
 	Password string    `json:"password"`
@@ -352,7 +391,7 @@ func (s *Server) apiCreateAccount(w http.ResponseWriter, r *http.Request, p auth
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	if err := s.auth.CreateAccount(r.Context(), p, src(r), req.Username, req.Role, req.Password); err != nil {
+	if err := s.auth.CreateAccount(r.Context(), p, clientOf(r), req.Proof, req.Username, req.Role, req.Password); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, map[string]string{"status": "created"})
@@ -361,6 +400,7 @@ func (s *Server) apiCreateAccount(w http.ResponseWriter, r *http.Request, p auth
 
 // RoleRequest is the body of PUT /api/v1/accounts/{name}/role.
 type RoleRequest struct {
+	auth.Proof
 	Role auth.Role `json:"role"`
 }
 
@@ -369,7 +409,7 @@ func (s *Server) apiSetRole(w http.ResponseWriter, r *http.Request, p auth.Princ
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	if err := s.auth.SetRole(p, src(r), r.PathValue("name"), req.Role); err != nil {
+	if err := s.auth.SetRole(r.Context(), p, clientOf(r), req.Proof, r.PathValue("name"), req.Role); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "role changed"})
@@ -385,7 +425,11 @@ func (s *Server) apiUnlock(w http.ResponseWriter, r *http.Request, p auth.Princi
 }
 
 func (s *Server) apiResetTOTP(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	if err := s.auth.ResetTOTP(p, src(r), r.PathValue("name")); err != nil {
+	var pr auth.Proof
+	if err := decodeJSON(r, &pr); err != nil {
+		return err
+	}
+	if err := s.auth.ResetTOTP(r.Context(), p, clientOf(r), pr, r.PathValue("name")); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "two-factor removed"})

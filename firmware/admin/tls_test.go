@@ -327,7 +327,7 @@ func TestKeyLogAPI(t *testing.T) {
 
 func TestExtensionsPasswordShownOnce(t *testing.T) {
 	e, a := claimed(t)
-	a.must(201, "POST", "/api/v1/accounts", AccountRequest{Username: "op1", Role: auth.RoleOperator, Password: userPW})
+	a.must(201, "POST", "/api/v1/accounts", AccountRequest{Proof: auth.Proof{Password: adminPW}, Username: "op1", Role: auth.RoleOperator, Password: userPW})
 	op := e.client("192.0.2.51")
 	op.must(200, "POST", "/api/v1/login", LoginRequest{Username: "op1", Password: userPW})
 
@@ -426,7 +426,7 @@ func TestShortIdleTimeout(t *testing.T) {
 // confirms it.
 func TestTLSChangeOverRealTLS(t *testing.T) {
 	e, a := claimed(t)
-	tok := a.must(201, "POST", "/api/v1/me/tokens", TokenRequest{Name: "tls", Scopes: []string{auth.ScopeAdmin}}).str("token")
+	tok := a.must(201, "POST", "/api/v1/me/tokens", TokenRequest{Proof: auth.Proof{Password: adminPW}, Name: "tls", Scopes: []string{auth.ScopeAdmin}}).str("token")
 	cfg, err := e.srv.TLSConfig()
 	if err != nil {
 		t.Fatal(err)
@@ -478,7 +478,7 @@ func TestOriginFollowsCertificateNames(t *testing.T) {
 	e, a := claimed(t)
 	now := e.clock.Now()
 	chain, key := testPEM(t, []string{"box.example", "pbx.example", "*.example"}, now.Add(-time.Hour), now.AddDate(0, 3, 0))
-	body := AccountRequest{Username: "dave", Role: auth.RoleOperator, Password: userPW}
+	body := AccountRequest{Proof: auth.Proof{Password: adminPW}, Username: "dave", Role: auth.RoleOperator, Password: userPW}
 	c := *a
 	c.origin = "https://pbx.example"
 	c.must(403, "POST", "/api/v1/accounts", body)

@@ -125,7 +125,13 @@ func (s *Server) usersData(r *http.Request, p auth.Principal) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"Accounts": accts, "Sessions": sess, "History": hist}, nil
+	myTOTP := false
+	for _, a := range accts {
+		if a.Username == p.Username {
+			myTOTP = a.TOTP
+		}
+	}
+	return map[string]any{"Accounts": accts, "Sessions": sess, "History": hist, "MyTOTP": myTOTP}, nil
 }
 
 func (s *Server) securityData(r *http.Request, p auth.Principal) (any, error) {

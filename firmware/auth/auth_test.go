@@ -288,16 +288,17 @@ func TestLastAdminProtected(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin := Principal{Username: "root1", Role: RoleAdmin}
-	if err := s.SetRole(admin, "", "root1", RoleAuditor); !errors.Is(err, ErrLastAdmin) {
+	pr := Proof{Password: "tr7#Kq2!vm9Lw"}
+	if err := s.SetRole(context.Background(), admin, c, pr, "root1", RoleAuditor); !errors.Is(err, ErrLastAdmin) {
 		t.Fatalf("demote last admin: %v", err)
 	}
 	if err := s.DeleteAccount(admin, "", "root1"); !errors.Is(err, ErrLastAdmin) {
 		t.Fatalf("delete last admin: %v", err)
 	}
-	if err := s.CreateAccount(context.Background(), admin, "", "second", RoleAdmin, "tr7#Kq2!vm9Lw-x"); err != nil {
+	if err := s.CreateAccount(context.Background(), admin, c, pr, "second", RoleAdmin, "tr7#Kq2!vm9Lw-x"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetRole(admin, "", "root1", RoleAuditor); err != nil {
+	if err := s.SetRole(context.Background(), admin, c, pr, "root1", RoleAuditor); err != nil {
 		t.Fatalf("demote with another admin: %v", err)
 	}
 }

@@ -221,7 +221,7 @@ func TestGeoIPZipBomb(t *testing.T) {
 func enrolTOTP(t *testing.T, s *Service) string {
 	t.Helper()
 	p := Principal{Username: "root1"}
-	e, err := s.BeginTOTP(p)
+	e, err := s.BeginTOTP(context.Background(), p, Client{}, Proof{Password: adminTestPW})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,6 +48,11 @@ type challenge struct {
 	NewNetwork  bool      `json:"new_network,omitempty"`
 	Country     string    `json:"country,omitempty"`
 	NewCountry  bool      `json:"new_country,omitempty"`
+	// Strict: the account was locked for this network or under attack when
+	// the password was checked, so the challenge was issued whatever the
+	// password; PasswordOK carries its verdict to the second step.
+	Strict     bool `json:"strict,omitempty"`
+	PasswordOK bool `json:"password_ok,omitempty"`
 }
 
 // location is where a login comes from, compared with the account's past.
@@ -98,6 +103,18 @@ func (s *Service) Claimed() (bool, error) {
 	}
 	if c {
 		s.claimed.Store(true)
+	}
+	return c, nil
+}
+
+// IsClaimed reads the claim record without a Service: the licence manager,
+// built before the admin side, uses it to tell a first start from a
+// deleted licence state.
+func IsClaimed(db *store.DB) (bool, error) {
+	var c bool
+	err := db.View(func(tx *store.Tx) error { _, err := tx.Get(bMeta, "claimed", &c); return err })
+	if err != nil {
+		return false, fmt.Errorf("auth: read claim state: %w", err)
 	}
 	return c, nil
 }
@@ -221,12 +238,30 @@ func (s *Service) Login(ctx context.Context, c Client, username, password string
 	if errors.Is(err, ErrBusy) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return LoginResult{}, err
 	}
-	switch {
-	case !known:
+	if !known {
 		return LoginResult{}, s.fail(ctx, c, p, username, "unknown user")
-	case now.Before(a.LockedUntil):
-		return LoginResult{}, s.fail(ctx, c, p, username, "account locked")
-	case err != nil || !ok:
+	}
+	pwOK := err == nil && ok
+	net := lockNet(c.Addr)
+	_, knownNet := a.Networks[network(c.Addr)]
+	locked := a.lockedFrom(net, now)
+	strict := locked || (a.underAttack(p, now) && !knownNet)
+	if strict {
+		why := "account locked for network " + net
+		if !locked {
+			why = "account under attack: login from a network it never used refused"
+		}
+		if a.TOTPSealed == nil {
+			return LoginResult{}, s.fail(ctx, c, p, username, why)
+		}
+		// Both factors at once: the answer is a challenge whether or not
+		// the password was right, so it cannot be guessed on its own.
+		if !pwOK {
+			_ = s.fail(ctx, c, p, username, "wrong password ("+why+"; second factor asked regardless)")
+		}
+		return s.challenge(c, username, a, s.locate(a, c), now, true, pwOK)
+	}
+	if !pwOK {
 		return LoginResult{}, s.fail(ctx, c, p, username, "wrong password")
 	}
 	if rehash {
@@ -244,18 +279,24 @@ func (s *Service) Login(ctx context.Context, c Client, username, password string
 	loc := s.locate(a, c)
 	needTOTP := a.TOTPSealed != nil && (p.requiresTOTP(a.Role) || (p.StepUpNewLocation && loc.isNew()))
 	if needTOTP {
-		ch := randomToken(24)
-		err := s.db.Update(func(tx *store.Tx) error {
-			return tx.Put(bChallenges, secretID(ch), challenge{Username: username, Network: loc.network, Expires: now.Add(challengeTTL),
-				NewLocation: loc.isNew(), NewNetwork: loc.newNetwork, Country: loc.country, NewCountry: loc.newCountry})
-		})
-		if err != nil {
-			return LoginResult{}, err
-		}
-		s.history(c, username, "password-ok-totp-required", loc)
-		return LoginResult{Challenge: ch, NewLocation: loc.isNew(), Country: loc.country, NewCountry: loc.newCountry}, nil
+		return s.challenge(c, username, a, loc, now, false, true)
 	}
 	return s.finishLogin(c, p, username, loc, "password")
+}
+
+// challenge stores a second-factor challenge for a password step.
+func (s *Service) challenge(c Client, username string, a Account, loc location, now time.Time, strict, pwOK bool) (LoginResult, error) {
+	ch := randomToken(24)
+	err := s.db.Update(func(tx *store.Tx) error {
+		return tx.Put(bChallenges, secretID(ch), challenge{Username: username, Network: loc.network, Expires: now.Add(challengeTTL),
+			NewLocation: loc.isNew(), NewNetwork: loc.newNetwork, Country: loc.country, NewCountry: loc.newCountry,
+			Strict: strict, PasswordOK: pwOK})
+	})
+	if err != nil {
+		return LoginResult{}, err
+	}
+	s.history(c, username, "password-step-totp-required", loc)
+	return LoginResult{Challenge: ch, NewLocation: loc.isNew(), Country: loc.country, NewCountry: loc.newCountry}, nil
 }
 
 // LoginSecondFactor completes a login with a TOTP or recovery code.
@@ -272,7 +313,7 @@ func (s *Service) LoginSecondFactor(ctx context.Context, c Client, chal, code st
 		return LoginResult{}, ErrInvalidCredentials
 	}
 	var ch challenge
-	var method string
+	var method, why string
 	err = s.db.Update(func(tx *store.Tx) error {
 		ok, err := tx.Get(bChallenges, secretID(chal), &ch)
 		if err != nil || !ok {
@@ -282,7 +323,9 @@ func (s *Service) LoginSecondFactor(ctx context.Context, c Client, chal, code st
 			return errors.Join(tx.Delete(bChallenges, secretID(chal)), ErrInvalidCredentials)
 		}
 		a, ok, err := getAccount(tx, ch.Username)
-		if err != nil || !ok || now.Before(a.LockedUntil) {
+		// A lock that arrived after a normal password step ends it; a
+		// strict challenge was issued for a locked network on purpose.
+		if err != nil || !ok || (!ch.Strict && a.lockedFrom(lockNet(c.Addr), now)) {
 			return errors.Join(err, tx.Delete(bChallenges, secretID(chal)), ErrInvalidCredentials)
 		}
 		method, err = s.checkSecondFactor(tx, &a, code, now)
@@ -290,8 +333,19 @@ func (s *Service) LoginSecondFactor(ctx context.Context, c Client, chal, code st
 			return err
 		}
 		if method == "" {
+			why = "wrong second factor"
 			ch.Tries++
 			return tx.Put(bChallenges, secretID(chal), ch)
+		}
+		if ch.Strict && !ch.PasswordOK {
+			// The code was right but the password was not: the code is
+			// spent and the challenge dies, and the answer is the same as
+			// for a wrong code.
+			method, why = "", "right second factor with a wrong password (both asked at once)"
+			if err := tx.Put(bAccounts, a.Username, a); err != nil {
+				return err
+			}
+			return tx.Delete(bChallenges, secretID(chal))
 		}
 		if err := tx.Put(bAccounts, a.Username, a); err != nil {
 			return err
@@ -302,7 +356,7 @@ func (s *Service) LoginSecondFactor(ctx context.Context, c Client, chal, code st
 		return LoginResult{}, err
 	}
 	if method == "" {
-		return LoginResult{}, s.fail(ctx, c, p, ch.Username, "wrong second factor")
+		return LoginResult{}, s.fail(ctx, c, p, ch.Username, why)
 	}
 	// The location as judged when the password was checked: the GeoIP
 	// database may have changed since.
@@ -319,7 +373,7 @@ func (s *Service) finishLogin(c Client, p Policy, username string, loc location,
 		if err != nil || !ok {
 			return errors.Join(err, ErrInvalidCredentials)
 		}
-		a.Failures, a.LockedUntil = 0, time.Time{}
+		a.clearLock(lockNet(c.Addr))
 		if a.Networks == nil {
 			a.Networks = map[string]time.Time{}
 		}
@@ -390,18 +444,21 @@ func (s *Service) fail(ctx context.Context, c Client, p Policy, username, why st
 		if err != nil || !ok {
 			return err
 		}
-		if now.Before(a.LockedUntil) {
-			return nil
-		}
-		if !a.LockedUntil.IsZero() { // an expired lock starts a fresh count
-			a.Failures, a.LockedUntil = 0, time.Time{}
-		}
-		a.Failures++
-		if a.Failures >= p.LockoutThreshold {
-			a.LockedUntil = now.Add(secs(p.LockoutSeconds))
-			s.log.Warn("account locked", "account", username, "source", c.String(), "until", a.LockedUntil)
+		net := lockNet(c.Addr)
+		wasAttack := a.underAttack(p, now)
+		if a.recordFailure(net, p, now) {
+			until := a.Locks[net].LockedUntil
+			s.log.Warn("account locked for a source network", "account", username, "network", net, "source", c.String(), "until", until)
 			if err := s.audit.RecordTx(tx, audit.Event{Actor: "-", Source: c.String(), Action: "auth.lockout", Target: username,
-				Outcome: audit.Warning, Detail: fmt.Sprintf("locked after %d failed attempts until %s", a.Failures, a.LockedUntil.UTC().Format(time.RFC3339))}); err != nil {
+				Outcome: audit.Warning, Detail: fmt.Sprintf("network %s locked out after %d failed attempts until %s; other networks unaffected",
+					net, p.LockoutThreshold, until.UTC().Format(time.RFC3339))}); err != nil {
+				return err
+			}
+		}
+		if !wasAttack && a.underAttack(p, now) {
+			s.log.Warn("account under attack: failures from many networks", "account", username, "failures", len(a.Failed))
+			if err := s.audit.RecordTx(tx, audit.Event{Actor: "-", Source: c.String(), Action: "auth.under_attack", Target: username,
+				Outcome: audit.Warning, Detail: fmt.Sprintf("%d failed logins within %s from any networks: new networks need both factors at once, or are refused without a second factor", AttackFailures, secs(p.LockoutSeconds))}); err != nil {
 				return err
 			}
 		}

@@ -80,19 +80,21 @@ var usernameRE = regexp.MustCompile(`^[a-z][a-z0-9._-]{0,31}$`)
 
 // Account is one admin-interface user.
 type Account struct {
-	Username        string               `json:"username"`
-	Role            Role                 `json:"role"`
-	PasswordHash    string               `json:"password_hash"`
-	PasswordChanged time.Time            `json:"password_changed"`
-	Created         time.Time            `json:"created"`
-	Failures        int                  `json:"failures"`
-	LockedUntil     time.Time            `json:"locked_until,omitempty"`
-	TOTPSealed      []byte               `json:"totp_sealed,omitempty"`    // enabled secret, sealed
-	TOTPPending     []byte               `json:"totp_pending,omitempty"`   // enrolment in progress, sealed
-	TOTPLastStep    int64                `json:"totp_last_step,omitempty"` // codes at or before this step are spent
-	RecoveryHashes  []string             `json:"recovery_hashes,omitempty"`
-	Networks        map[string]time.Time `json:"networks,omitempty"`  // /24 or /48 → last successful login
-	Countries       map[string]time.Time `json:"countries,omitempty"` // GeoIP country → last successful login
+	Username        string    `json:"username"`
+	Role            Role      `json:"role"`
+	PasswordHash    string    `json:"password_hash"`
+	PasswordChanged time.Time `json:"password_changed"`
+	Created         time.Time `json:"created"`
+	// Locks are the failed logins per source network (lockNet); Failed the
+	// recent failures from all networks (see lockout.go).
+	Locks          map[string]NetLock   `json:"locks,omitempty"`
+	Failed         []time.Time          `json:"failed,omitempty"`
+	TOTPSealed     []byte               `json:"totp_sealed,omitempty"`    // enabled secret, sealed
+	TOTPPending    []byte               `json:"totp_pending,omitempty"`   // enrolment in progress, sealed
+	TOTPLastStep   int64                `json:"totp_last_step,omitempty"` // codes at or before this step are spent
+	RecoveryHashes []string             `json:"recovery_hashes,omitempty"`
+	Networks       map[string]time.Time `json:"networks,omitempty"`  // /24 or /48 → last successful login
+	Countries      map[string]time.Time `json:"countries,omitempty"` // GeoIP country → last successful login
 }
 
 // AccountInfo is what the UI and API show about an account.
@@ -104,16 +106,18 @@ type AccountInfo struct {
 	TOTP            bool      `json:"totp"`
 	Locked          bool      `json:"locked"`
 	LockedUntil     time.Time `json:"locked_until,omitzero"`
+	LockedNetworks  []string  `json:"locked_networks,omitempty"` // source networks locked out now
+	UnderAttack     bool      `json:"under_attack,omitempty"`    // AttackFailures failures recently, from any networks
 	RecoveryLeft    int       `json:"recovery_codes_left"`
 	KnownNetworks   int       `json:"known_networks"`
 }
 
-func (a Account) info(now time.Time) AccountInfo {
+func (a Account) info(p Policy, now time.Time) AccountInfo {
 	i := AccountInfo{Username: a.Username, Role: a.Role, Created: a.Created, PasswordChanged: a.PasswordChanged,
 		TOTP: a.TOTPSealed != nil, RecoveryLeft: len(a.RecoveryHashes), KnownNetworks: len(a.Networks)}
-	if now.Before(a.LockedUntil) {
-		i.Locked, i.LockedUntil = true, a.LockedUntil
-	}
+	i.LockedNetworks, i.LockedUntil = a.lockedNetworks(now)
+	i.Locked = len(i.LockedNetworks) > 0
+	i.UnderAttack = a.underAttack(p, now)
 	return i
 }
 
@@ -282,7 +286,11 @@ func (s *Service) Account(name string) (AccountInfo, error) {
 		if !ok {
 			return ErrNotFound
 		}
-		info = a.info(s.clock.Now())
+		p, err := policyTx(tx)
+		if err != nil {
+			return err
+		}
+		info = a.info(p, s.clock.Now())
 		return nil
 	})
 	return info, err
@@ -293,12 +301,16 @@ func (s *Service) Accounts() ([]AccountInfo, error) {
 	var out []AccountInfo
 	now := s.clock.Now()
 	err := s.db.View(func(tx *store.Tx) error {
+		p, err := policyTx(tx)
+		if err != nil {
+			return err
+		}
 		return tx.ForEach(bAccounts, func(_ string, raw []byte) error {
 			var a Account
 			if err := jsonUnmarshal(raw, &a); err != nil {
 				return err
 			}
-			out = append(out, a.info(now))
+			out = append(out, a.info(p, now))
 			return nil
 		})
 	})
@@ -320,8 +332,10 @@ func countAdmins(tx *store.Tx) (int, error) {
 	return n, err
 }
 
-// CreateAccount adds an account with a password that satisfies the policy.
-func (s *Service) CreateAccount(ctx context.Context, actor Principal, source, name string, role Role, password string) error {
+// CreateAccount adds an account with a password that satisfies the policy;
+// the caller re-authenticates (a new admin account is a role grant).
+func (s *Service) CreateAccount(ctx context.Context, actor Principal, c Client, pr Proof, name string, role Role, password string) error {
+	source := c.String()
 	if !usernameRE.MatchString(name) {
 		return ErrBadUsername
 	}
@@ -333,6 +347,9 @@ func (s *Service) CreateAccount(ctx context.Context, actor Principal, source, na
 		return err
 	}
 	if err := CheckPassword(p, name, password); err != nil {
+		return err
+	}
+	if err := s.reauth(ctx, actor, c, pr, "account.create"); err != nil {
 		return err
 	}
 	h, err := s.hasher.Hash(ctx, password)
@@ -353,11 +370,16 @@ func (s *Service) CreateAccount(ctx context.Context, actor Principal, source, na
 	})
 }
 
-// SetRole changes an account's role; the last admin cannot be demoted.
-func (s *Service) SetRole(actor Principal, source, name string, role Role) error {
+// SetRole changes an account's role after the caller re-authenticates; the
+// last admin cannot be demoted.
+func (s *Service) SetRole(ctx context.Context, actor Principal, c Client, pr Proof, name string, role Role) error {
 	if !role.Valid() {
 		return ErrBadRole
 	}
+	if err := s.reauth(ctx, actor, c, pr, "account.role"); err != nil {
+		return err
+	}
+	source := c.String()
 	return s.db.Update(func(tx *store.Tx) error {
 		a, ok, err := getAccount(tx, name)
 		if err != nil {
@@ -417,38 +439,21 @@ func (s *Service) Unlock(actor Principal, source, name string) error {
 		if !ok {
 			return ErrNotFound
 		}
-		a.Failures, a.LockedUntil = 0, time.Time{}
+		locked, _ := a.lockedNetworks(s.clock.Now())
+		a.Locks, a.Failed = nil, nil
 		if err := tx.Put(bAccounts, name, a); err != nil {
 			return err
 		}
-		return s.audit.RecordTx(tx, audit.Event{Actor: actor.Actor(), Source: source, Action: "account.unlock", Target: name})
+		return s.audit.RecordTx(tx, audit.Event{Actor: actor.Actor(), Source: source, Action: "account.unlock", Target: name,
+			Before: map[string]any{"locked_networks": locked}})
 	})
 }
 
-// ChangePassword sets a user's own password after checking the current one;
-// every other session of the user is revoked.
-func (s *Service) ChangePassword(ctx context.Context, actor Principal, source, current, next string) error {
-	var a Account
-	err := s.db.View(func(tx *store.Tx) error {
-		var ok bool
-		var err error
-		a, ok, err = getAccount(tx, actor.Username)
-		if err == nil && !ok {
-			err = ErrNotFound
-		}
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	ok, _, err := s.hasher.Verify(ctx, current, a.PasswordHash)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		_ = s.audit.Record(audit.Event{Actor: actor.Actor(), Source: source, Action: "account.password", Target: actor.Username, Outcome: audit.Denied, Detail: "current password wrong"})
-		return ErrWrongCurrentPassword
-	}
+// ChangePassword sets a user's own password after re-authentication (the
+// current password, and the second factor where one is set, with the
+// login's lockout); every other session of the user is revoked.
+func (s *Service) ChangePassword(ctx context.Context, actor Principal, c Client, pr Proof, next string) error {
+	source := c.String()
 	p, err := s.Policy()
 	if err != nil {
 		return err
@@ -456,8 +461,11 @@ func (s *Service) ChangePassword(ctx context.Context, actor Principal, source, c
 	if err := CheckPassword(p, actor.Username, next); err != nil {
 		return err
 	}
-	if current == next {
+	if pr.Password == next {
 		return fmt.Errorf("%w (must differ from the current one)", ErrPasswordWeak)
+	}
+	if err := s.reauth(ctx, actor, c, pr, "account.password"); err != nil {
+		return err
 	}
 	h, err := s.hasher.Hash(ctx, next)
 	if err != nil {

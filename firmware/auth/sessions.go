@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -212,8 +213,10 @@ const TokenPrefix = "ebx_"
 // ErrBadToken covers bad token requests.
 var ErrBadToken = errors.New("invalid token request")
 
-// CreateToken issues an API token for the caller; the secret is returned once.
-func (s *Service) CreateToken(actor Principal, source, name string, scopes []string, days int) (string, Token, error) {
+// CreateToken issues an API token for the caller after re-authentication;
+// the secret is returned once.
+func (s *Service) CreateToken(ctx context.Context, actor Principal, c Client, pr Proof, name string, scopes []string, days int) (string, Token, error) {
+	source := c.String()
 	p, err := s.Policy()
 	if err != nil {
 		return "", Token{}, err
@@ -234,6 +237,9 @@ func (s *Service) CreateToken(actor Principal, source, name string, scopes []str
 		if !slices.Contains(Scopes, sc) {
 			return "", Token{}, fmt.Errorf("%w: unknown scope %q", ErrBadToken, sc)
 		}
+	}
+	if err := s.reauth(ctx, actor, c, pr, "token.create"); err != nil {
+		return "", Token{}, err
 	}
 	now := s.clock.Now()
 	secret := TokenPrefix + randomToken(32)

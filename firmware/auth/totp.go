@@ -2,10 +2,12 @@ package auth
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base32"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"image/png"
 	"strings"
@@ -37,8 +39,12 @@ type Enrollment struct {
 
 func totpAD(user, kind string) string { return "auth/totp/" + kind + "/" + user }
 
-// BeginTOTP starts (or restarts) enrolment for the caller.
-func (s *Service) BeginTOTP(p Principal) (Enrollment, error) {
+// BeginTOTP starts (or restarts) enrolment for the caller after
+// re-authentication: replacing a second factor needs the current one.
+func (s *Service) BeginTOTP(ctx context.Context, p Principal, c Client, pr Proof) (Enrollment, error) {
+	if err := s.reauth(ctx, p, c, pr, "account.totp.begin"); err != nil {
+		return Enrollment{}, err
+	}
 	key, err := totp.Generate(totp.GenerateOpts{Issuer: TOTPIssuer, AccountName: p.Username, Period: totpPeriod,
 		SecretSize: 20, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
 	if err != nil {
@@ -104,8 +110,13 @@ func (s *Service) ConfirmTOTP(p Principal, source, code string) ([]string, error
 	return codes, err
 }
 
-// ResetTOTP removes an account's second factor (admin action or self).
-func (s *Service) ResetTOTP(actor Principal, source, name string) error {
+// ResetTOTP removes an account's second factor (admin action or self) after
+// the caller re-authenticates.
+func (s *Service) ResetTOTP(ctx context.Context, actor Principal, c Client, pr Proof, name string) error {
+	if err := s.reauth(ctx, actor, c, pr, "account.totp.reset"); err != nil {
+		return err
+	}
+	source := c.String()
 	return s.db.Update(func(tx *store.Tx) error {
 		a, ok, err := getAccount(tx, name)
 		if err != nil {
@@ -120,6 +131,32 @@ func (s *Service) ResetTOTP(actor Principal, source, name string) error {
 		}
 		return s.audit.RecordTx(tx, audit.Event{Actor: actor.Actor(), Source: source, Action: "account.totp.reset", Target: name, Outcome: audit.Warning})
 	})
+}
+
+// NewRecoveryCodes replaces the caller's recovery codes after
+// re-authentication; the new ones are returned once.
+func (s *Service) NewRecoveryCodes(ctx context.Context, actor Principal, c Client, pr Proof) ([]string, error) {
+	if err := s.reauth(ctx, actor, c, pr, "account.recovery_codes"); err != nil {
+		return nil, err
+	}
+	var codes []string
+	err := s.db.Update(func(tx *store.Tx) error {
+		a, ok, err := getAccount(tx, actor.Username)
+		if err != nil || !ok {
+			return errors.Join(err, ErrNotFound)
+		}
+		if a.TOTPSealed == nil {
+			return ErrTOTPNotPending
+		}
+		old := len(a.RecoveryHashes)
+		codes, a.RecoveryHashes = newRecoveryCodes(a.Username)
+		if err := tx.Put(bAccounts, a.Username, a); err != nil {
+			return err
+		}
+		return s.audit.RecordTx(tx, audit.Event{Actor: actor.Actor(), Source: c.String(), Action: "account.recovery_codes", Target: a.Username,
+			Outcome: audit.Warning, Detail: fmt.Sprintf("recovery codes replaced (%d unused codes voided)", old)})
+	})
+	return codes, err
 }
 
 // matchTOTP returns the time step code belongs to, within ±totpSkew of now,

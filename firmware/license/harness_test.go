@@ -179,6 +179,7 @@ type box struct {
 	m      *license.Manager
 	clock  *fakeClock
 	db     *store.DB
+	key    []byte // the device key, to reopen the store after a restore
 	cfg    license.Config
 	events chan license.State
 }
@@ -200,7 +201,7 @@ func (e *env) newBox(opts ...boxOpt) *box {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { db.Close() })
-	b := &box{db: db, clock: newFakeClock(e.srvClock.Now()), events: make(chan license.State, 64)}
+	b := &box{db: db, key: key, clock: newFakeClock(e.srvClock.Now()), events: make(chan license.State, 64)}
 	b.cfg = license.Config{
 		ServerURL: e.ts.URL,
 		Identity: license.Identity{Serial: "EPX-0001", InstallID: "inst-7f3a", LicenceID: "LIC-1",

@@ -102,6 +102,10 @@ type Config struct {
 	// no such entry). With it, each check-in also re-sends the entry the
 	// last good check-in anchored, as the log holds it now. nil: not sent.
 	AuditAt func(seq uint64) (a Anchor, found bool, err error)
+	// Claimed reports whether the box has been claimed (auth.IsClaimed). A
+	// claimed box without a licence state record had one deleted: that is
+	// tampering, not a first start. nil: not consulted.
+	Claimed func() (bool, error)
 	// EmergencyNumbers are always allowed; nil means DefaultEmergencyNumbers.
 	EmergencyNumbers []string
 	// OnChange is called (without locks held) after every check-in and when
@@ -126,6 +130,17 @@ type persisted struct {
 	// Anchored is the audit sequence number the last good check-in sent
 	// (its re-check rides along with the next ones).
 	Anchored uint64 `json:"anchored,omitempty"`
+	// Seq counts check-in attempts; it is persisted before each request
+	// leaves, so the licence server, which remembers the highest one it
+	// saw from this box, can tell a rolled-back state (a lower or equal
+	// number) from a live one.
+	Seq uint64 `json:"seq,omitempty"`
+	// Tampered is set when the state record was missing on a box that had
+	// one, or unreadable; it degrades service until a good check-in.
+	Tampered string `json:"tampered,omitempty"`
+	// Rollback is the licence server's verdict that this state is older
+	// than one it saw (RollbackReason); a warning until the vendor clears it.
+	Rollback string `json:"rollback,omitempty"`
 }
 
 // Manager runs the daily check-in and answers feature-gate queries.
@@ -230,10 +245,10 @@ func (m *Manager) load() error {
 			// A record we cannot open is treated like tampering: keep the
 			// time already lost by starting at the grace limit, not at zero.
 			m.log.Error("licence state unreadable; starting at end of grace", "err", err)
-			m.st = persisted{Elapsed: Grace, LastTick: now}
+			m.st = tamperedState(now, "licence state record unreadable (wrong key or corrupted)")
 		} else if err := json.Unmarshal(pt, &m.st); err != nil {
 			m.log.Error("licence state undecodable; starting at end of grace", "err", err)
-			m.st = persisted{Elapsed: Grace, LastTick: now}
+			m.st = tamperedState(now, "licence state record undecodable")
 		}
 		if len(m.st.Envelope) > 0 {
 			resp, err := ParseResponse(m.st.Envelope, m.pub)
@@ -244,6 +259,13 @@ func (m *Manager) load() error {
 				m.resp = resp
 			}
 		}
+	} else if why, err := m.evidenceOfPastLife(haveOffset); err != nil {
+		return err
+	} else if why != "" {
+		// The record is gone although this box had one: deleted, or an
+		// older copy of the database restored. Not a first start.
+		m.log.Error("licence state record missing on a box that had one; treated as tampering", "evidence", why)
+		m.st = tamperedState(now, "licence state record missing although "+why)
 	} else {
 		// First start: the box has Grace to make its first check-in.
 		m.st = persisted{LastTick: now}
@@ -269,6 +291,32 @@ func (m *Manager) load() error {
 	m.lastSeen = m.stateLocked(now).key()
 	m.mu.Unlock()
 	return m.persist()
+}
+
+// tamperedState starts at the end of grace with the reason shown until a
+// good check-in.
+func tamperedState(now time.Time, why string) persisted {
+	return persisted{Elapsed: Grace, LastTick: now, Tampered: why}
+}
+
+// evidenceOfPastLife says why a box without a state record is not new: the
+// schedule record written with the first state, or a claim. "" when there
+// is none (a fresh box).
+func (m *Manager) evidenceOfPastLife(haveOffset bool) (string, error) {
+	if haveOffset {
+		return "this database held licence state before (its check-in schedule is still there)", nil
+	}
+	if m.cfg.Claimed == nil {
+		return "", nil
+	}
+	claimed, err := m.cfg.Claimed()
+	if err != nil {
+		return "", fmt.Errorf("license: claim state: %w", err)
+	}
+	if claimed {
+		return "the box is claimed", nil
+	}
+	return "", nil
 }
 
 // advanceLocked adds the wall time since the last tick to the offline
@@ -403,6 +451,15 @@ func (m *Manager) check(ctx context.Context) (State, error) {
 func (m *Manager) checkIn(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
 	defer cancel()
+	// The counter is on disk before the request leaves: any number the
+	// server has seen was once this box's state, so seeing it again (or a
+	// lower one) means the state went backwards.
+	m.mu.Lock()
+	m.st.Seq++
+	m.mu.Unlock()
+	if err := m.persist(); err != nil {
+		return err
+	}
 	req, err := m.buildRequest()
 	if err != nil {
 		return err
@@ -437,6 +494,18 @@ func (m *Manager) checkIn(ctx context.Context) error {
 	m.st.Elapsed = 0
 	m.st.LastTick = now
 	m.st.LastGood = server
+	m.st.Tampered = ""
+	if resp.LastSeq > m.st.Seq {
+		m.st.Seq = resp.LastSeq // resynchronise after a restore the server has judged
+	}
+	m.st.Rollback = ""
+	if resp.StateRollback {
+		m.st.Rollback = resp.RollbackReason
+		if m.st.Rollback == "" {
+			m.st.Rollback = "the licence server saw a newer state of this box"
+		}
+		m.log.Warn("licence server: licence state rolled back", "reason", m.st.Rollback, "seq", req.Seq, "server_seq", resp.LastSeq)
+	}
 	if server.After(m.st.Floor) {
 		m.st.Floor = server
 	}
@@ -457,6 +526,9 @@ func (m *Manager) buildRequest() (*Request, error) {
 	r := &Request{V: ProtocolVersion, Nonce: hex.EncodeToString(nonce), Serial: id.Serial,
 		InstallID: id.InstallID, Fingerprint: id.Fingerprint, Firmware: id.Firmware,
 		LicenceID: id.LicenceID, ClientTime: now.Unix()}
+	m.mu.Lock()
+	r.Seq = m.st.Seq
+	m.mu.Unlock()
 	if m.cfg.Health != nil {
 		r.Load, r.Counts = m.cfg.Health()
 	}

@@ -28,6 +28,8 @@ const (
 	ReasonClock          = "clock"            // clock is behind signed server time
 	ReasonNeverCheckedIn = "never-checked-in" // informational while within grace
 	ReasonAuditChain     = "audit-chain"      // audit log no longer matches its anchors
+	ReasonTampered       = "state-tampered"   // licence state missing or unreadable on a box that had one
+	ReasonRollback       = "state-rollback"   // licence server saw a newer state than the box sent
 
 )
 
@@ -116,6 +118,12 @@ func (m *Manager) stateLocked(now time.Time) State {
 		if m.st.Floor.Sub(now.Round(0)) > 5*time.Minute {
 			add(ReasonClock, false, "system clock is behind the licence server's time (%s); check NTP", m.st.Floor.Format(time.RFC3339))
 		}
+	}
+	if m.st.Tampered != "" {
+		add(ReasonTampered, true, "licence state tampered with: %s; service is limited until the box checks in with the licence server", m.st.Tampered)
+	}
+	if m.st.Rollback != "" {
+		add(ReasonRollback, false, "licence state rolled back: %s (reported to the vendor)", m.st.Rollback)
 	}
 	switch {
 	case m.st.Elapsed > Grace:

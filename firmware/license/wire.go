@@ -83,6 +83,9 @@ type Request struct {
 	// holds it now (Anchor.String), sent when the head has moved past it:
 	// a log rewritten and then grown beyond the old head no longer matches.
 	AuditPrev string `json:"audit_prev,omitempty"`
+	// Seq is the box's check-in counter (persisted before sending); the
+	// server flags a number at or below the highest it saw from this box.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // Validate bounds every field; the server uses it on untrusted input too.
@@ -174,6 +177,13 @@ type Response struct {
 	AuditRollback bool   `json:"audit_rollback,omitempty"`
 	AuditSeq      uint64 `json:"audit_seq,omitempty"`
 	AuditReason   string `json:"audit_reason,omitempty"`
+	// LastSeq is the highest check-in counter the server had seen from this
+	// box before this request. StateRollback: the request's counter was not
+	// above it, so the box's state was rolled back or deleted; it stays set
+	// until the vendor clears it. RollbackReason says what was seen.
+	LastSeq        uint64 `json:"last_seq,omitempty"`
+	StateRollback  bool   `json:"state_rollback,omitempty"`
+	RollbackReason string `json:"rollback_reason,omitempty"`
 }
 
 // Envelope is what travels: the exact payload bytes and a signature over
@@ -304,7 +314,7 @@ func (r *Response) validate() error {
 			}
 		}
 	}
-	for _, s := range append([]string{r.Serial, r.InstallID, r.LicenceID, r.CloneReason, r.PerfMessage, r.AuditReason}, r.Entitlements.Features...) {
+	for _, s := range append([]string{r.Serial, r.InstallID, r.LicenceID, r.CloneReason, r.PerfMessage, r.AuditReason, r.RollbackReason}, r.Entitlements.Features...) {
 		if len(s) > maxTextLen || !printable(s) {
 			return errors.New("bad text field")
 		}

@@ -19,8 +19,11 @@ type Info struct {
 	Addresses []netip.Prefix
 	HTTPSPort int // 443 when zero
 	// SetupCode is shown until the box is claimed.
-	SetupCode      string
-	Claimed        bool
+	SetupCode string
+	Claimed   bool
+	// Recovery shows the setup code as the recovery code on a claimed box
+	// while an admin account is locked out (edgepbxd's health says so).
+	Recovery       bool
 	TLSFingerprint string
 	Health         string
 	// Live warns that /data is a RAM disk.
@@ -101,6 +104,9 @@ func Render(w io.Writer, i Info) error {
 	}
 	if i.Claimed {
 		line("claimed", "yes")
+	}
+	if i.Claimed && i.Recovery && i.SetupCode != "" {
+		line("recovery code", i.SetupCode+" (an account is locked out: Locked out? on the login page)")
 	}
 	if i.Health != "" {
 		line("health", i.Health)

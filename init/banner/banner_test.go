@@ -31,6 +31,10 @@ func TestRender(t *testing.T) {
 		{"claimed hides the code", func(i *Info) { i.Claimed = true; i.TLSFingerprint = "AB:CD" }, []string{
 			"claimed: yes\n", "tls sha256: AB:CD\n",
 		}, []string{"ABCD-EFGH-JKMN", "setup code"}},
+		{"claimed with a lockout shows the recovery code", func(i *Info) { i.Claimed = true; i.Recovery = true }, []string{
+			"recovery code: ABCD-EFGH-JKMN",
+		}, []string{"setup code:"}},
+		{"recovery needs a claim", func(i *Info) { i.Recovery = true }, []string{"setup code: ABCD-EFGH-JKMN\n"}, []string{"recovery code"}},
 		{"other port", func(i *Info) { i.HTTPSPort = 8443 }, []string{"https://10.0.2.15:8443/"}, nil},
 		{"no network", func(i *Info) { i.Addresses = nil }, []string{"none (no network)", "unavailable"}, []string{"https://"}},
 		{"live", func(i *Info) { i.Live = true }, []string{"WARNING: live mode"}, nil},

@@ -20,6 +20,10 @@ type Health struct {
 	Detail  string `json:"detail,omitempty"`
 	// TLSFingerprint is the admin certificate's SHA-256, for the banner.
 	TLSFingerprint string `json:"tls_fingerprint,omitempty"`
+	// Lockout: an admin account is locked for some network or under
+	// attack; the console shows this boot's setup code as the recovery
+	// code (POST /api/v1/recover) until it is not.
+	Lockout bool `json:"lockout,omitempty"`
 }
 
 // Reply is the payload of every Reply frame.

@@ -89,7 +89,7 @@ func New(db *bolt.DB, priv ed25519.PrivateKey, adminToken string, now func() tim
 		log = slog.Default()
 	}
 	err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range []string{bLicences, bAdvisories, bCheckins, bAnchors} {
+		for _, b := range []string{bLicences, bAdvisories, bCheckins, bAnchors, bSeqs} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
 				return err
 			}
@@ -113,6 +113,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /admin/licences/{id}/checkins", s.admin(s.checkins))
 	mux.HandleFunc("GET /admin/licences/{id}/anchors", s.admin(s.anchors))
 	mux.HandleFunc("POST /admin/licences/{id}/anchors/{install}/clear", s.admin(s.clearAnchorFlag))
+	mux.HandleFunc("GET /admin/licences/{id}/seqs", s.admin(s.seqs))
+	mux.HandleFunc("POST /admin/licences/{id}/seqs/{install}/clear", s.admin(s.clearRollbackFlag))
 	mux.HandleFunc("PUT /admin/advisories/{id}", s.admin(s.putAdvisory))
 	mux.HandleFunc("DELETE /admin/advisories/{id}", s.admin(s.deleteAdvisory))
 	return mux
@@ -198,6 +200,9 @@ func (s *Server) Answer(req *license.Request, size int) (*license.Response, erro
 				return err
 			}
 			if err := s.anchor(tx, req, now, resp); err != nil {
+				return err
+			}
+			if err := s.checkSeq(tx, req, now, resp); err != nil {
 				return err
 			}
 		}
@@ -394,6 +399,15 @@ func (s *Server) anchors(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) clearAnchorFlag(w http.ResponseWriter, r *http.Request) {
 	reply(w, nil, s.ClearAuditFlag(r.PathValue("id"), r.PathValue("install")))
+}
+
+func (s *Server) seqs(w http.ResponseWriter, r *http.Request) {
+	l, err := s.Seqs(r.PathValue("id"))
+	reply(w, l, err)
+}
+
+func (s *Server) clearRollbackFlag(w http.ResponseWriter, r *http.Request) {
+	reply(w, nil, s.ClearRollbackFlag(r.PathValue("id"), r.PathValue("install")))
 }
 
 func (s *Server) putAdvisory(w http.ResponseWriter, r *http.Request) {

@@ -27,6 +27,25 @@
     });
     return out;
   }
+  // withReauth adds the "confirm it's you" fields (#reauth-password,
+  // #reauth-code) to the body of elements marked data-reauth: credential,
+  // token, account and role changes need the caller's current password
+  // and second factor.
+  function withReauth(el, body) {
+    if (!el.hasAttribute("data-reauth")) return body;
+    body = body || {};
+    var pw = document.getElementById("reauth-password");
+    var code = document.getElementById("reauth-code");
+    if (pw && pw.value) body.current_password = pw.value;
+    if (code && code.value) body.current_code = code.value;
+    return body;
+  }
+  function clearReauth() {
+    ["reauth-password", "reauth-code"].forEach(function (id) {
+      var el = document.getElementById(id);
+      if (el) el.value = "";
+    });
+  }
   function say(el, text, bad) {
     var r = el.querySelector("[data-result]") || (el.closest("form") || document).querySelector("[data-result]");
     if (r) { r.textContent = text; r.className = bad ? "bad" : "ok"; }
@@ -56,6 +75,7 @@
       t.elements.code.focus();
       return;
     }
+    clearReauth(); // a code works once; the password is not kept in the page
     if (el.id === "totp-begin") {
       document.getElementById("totp-enrol").hidden = false;
       document.getElementById("totp-qr").src = "data:image/png;base64," + data.qr_png;
@@ -119,7 +139,7 @@
     if (f.hasAttribute("data-multipart")) {
       body = new FormData(f);
     } else {
-      body = f.hasAttribute("data-policy") ? policyJSON(f) : formJSON(f);
+      body = withReauth(f, f.hasAttribute("data-policy") ? policyJSON(f) : formJSON(f));
     }
     // data-retry: a firewall confirmation refused because it came on a
     // connection opened before the change (a browser may keep a spare
@@ -142,6 +162,6 @@
     var b = ev.target.closest("button[data-api]");
     if (!b) return;
     if (b.dataset.confirm && !window.confirm(b.dataset.confirm)) return;
-    call(b).then(function (d) { after(b, d); }, function (e) { say(b.parentNode, e.message, true); });
+    call(b, withReauth(b)).then(function (d) { after(b, d); }, function (e) { say(b.parentNode, e.message, true); });
   });
 })();
