@@ -33,8 +33,8 @@ func (d *daemon) sipConfig() sipconfig.SIP {
 func (d *daemon) sipConfigFor(set sipconfig.SIPSettings) sipconfig.SIP {
 	c := set.Apply(sipconfig.DefaultSIP())
 	c.UDP, c.TCP, c.TLS, c.WSS = d.cfg.sipAddr, d.cfg.sipAddr, d.cfg.sipTLSAddr, ""
-	// config.SIP refuses ':' in a domain, so IPv6 literals cannot be listed
-	// (reported to firmware/config's owner); IPv4 literals and names can.
+	// config.SIP refuses ':' in a domain, so IPv6 literals are left out;
+	// IPv4 literals and names are listed.
 	for _, n := range d.names {
 		if !strings.Contains(n, ":") {
 			c.Domains = append(c.Domains, n)

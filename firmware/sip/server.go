@@ -307,7 +307,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		run(func() error { return s.srv.ServeWSS(s.wssL) })
 	}
 	go s.guard.run(ctx, s.deps.Banner, func(b netfw.Ban, err error) {
-		s.logger.Warn("sip: firewall ban failed; source stays dropped in process", "prefix", b.Prefix, "error", err)
+		s.logger.Warn("sip: firewall ban failed; source stays dropped in process", "prefix", b.Prefix, "err", err)
 	})
 	for _, t := range s.cfg.Trunks {
 		if t.Register != nil {
