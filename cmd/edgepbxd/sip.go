@@ -95,7 +95,7 @@ func (d *daemon) newSIP(banner sip.Banner) error {
 	if err != nil {
 		return fmt.Errorf("sip: %w", err)
 	}
-	d.sip, err = sip.New(d.sipConfig(), sip.Deps{Store: d.db, Banner: banner, Log: d.secLog, TLS: tlsCfg, Logger: d.log})
+	d.sip, err = sip.New(d.sipConfig(), sip.Deps{Store: d.db, Banner: banner, Security: d.secLog, TLS: tlsCfg, Logger: d.log})
 	if err != nil {
 		return err
 	}

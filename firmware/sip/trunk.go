@@ -212,14 +212,14 @@ func (s *Server) keepRegistered(ctx context.Context, r *registration) {
 		wait := granted * 8 / 10
 		now := s.now()
 		if err != nil {
-			s.deps.Log.Record(logs.Event{Kind: logs.KindTrunkRegFail, User: r.cfg.Name, Reason: err.Error()})
+			s.deps.Security.Record(logs.Event{Kind: logs.KindTrunkRegFail, User: r.cfg.Name, Reason: err.Error()})
 			s.logger.Warn("sip: trunk registration failed", "trunk", r.cfg.Name, "err", err)
 			r.set(func(st *TrunkRegState) { st.State, st.LastError, st.Expires = RegFailed, err.Error(), time.Time{} })
 			wait = backoff
 			backoff = min(backoff*2, regBackoffMax)
 		} else {
 			registered = true
-			s.deps.Log.Record(logs.Event{Kind: logs.KindTrunkReg, User: r.cfg.Name, Reason: "expires " + granted.String()})
+			s.deps.Security.Record(logs.Event{Kind: logs.KindTrunkReg, User: r.cfg.Name, Reason: "expires " + granted.String()})
 			r.set(func(st *TrunkRegState) {
 				st.State, st.LastError, st.Expires, st.LastSuccess = RegRegistered, "", now.Add(granted), now
 			})
