@@ -6,9 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/admin"
 	sipconfig "github.com/edgepbx/edgepbx/firmware/config"
-	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/sip"
 )
 
@@ -74,23 +72,10 @@ func (d *daemon) liveSIPSettings() {
 	})
 }
 
-// sipSettings is the admin side's view of the stored SIP settings (a nil
-// interface when they are not available: a nil *SIPStore would not be nil).
-func (d *daemon) sipSettings() admin.SIPSettings {
-	if d.sipSet == nil {
-		return nil
-	}
-	return d.sipSet
-}
-
 // newSIP builds the SIP edge and binds its sockets, so a taken port fails
-// before edgepbxd reports ready.
+// before edgepbxd reports ready. banner is nil without PID 1.
 func (d *daemon) newSIP(banner sip.Banner) error {
-	var err error
 	d.loadSIPSettings()
-	if d.secLog, err = logs.New(d.db, secLogMax); err != nil {
-		return fmt.Errorf("security log: %w", err)
-	}
 	tlsCfg, err := d.certs.TLSConfig(0, 0)
 	if err != nil {
 		return fmt.Errorf("sip: %w", err)

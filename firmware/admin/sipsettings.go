@@ -45,10 +45,6 @@ type SIPSettingsView struct {
 	RestartFields []string `json:"restart_fields"`
 }
 
-// SetSIPSettings attaches the SIP edge settings when they are built after
-// the server. Call it before serving.
-func (s *Server) SetSIPSettings(c SIPSettings) { s.sipset = c }
-
 // errSIPRefused marks SIP settings that failed validation or that the
 // running edge refused.
 var errSIPRefused = errors.New("sip settings refused")
