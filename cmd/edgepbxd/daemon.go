@@ -17,47 +17,60 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
+	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/certs"
 	sipconfig "github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/media"
 	"github.com/edgepbx/edgepbx/firmware/sip"
 	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/telephony"
 	"github.com/edgepbx/edgepbx/init/control"
 )
 
-// daemon holds what every service shares. It is built once in start and
-// passed explicitly; there is no package-level state.
+// daemon holds what every service shares. It is built once, in
+// dependency order, by newDaemon and passed explicitly; there is no
+// package-level state.
 type daemon struct {
 	cfg     config
 	log     *slog.Logger
 	id      bootstrap
-	db      *store.DB
-	certs   *certs.Manager
-	keylog  *certs.KeyLog // opt-in TLS key log of the admin HTTPS (admin UI turns it on)
 	started time.Time
-	httpsLn net.Listener
-	// names are the host names and addresses the box answers to (its
-	// certificate's, plus loopback in dev mode): the admin Origin check and
-	// the SIP domains.
-	names []string
+
+	// Shared services, built first and handed to the others.
+	db     *store.DB
+	audit  *audit.Log
+	secLog *logs.Log
+	auth   *auth.Service
 	// ctrl is PID 1's control socket (nil in dev mode without --control):
-	// health reports and firewall bans.
-	ctrl     *control.Client
-	admin    *admin.Server
-	sip      *sip.Server
-	sipSet   *sipconfig.SIPStore // stored SIP settings; nil: the stored ones were refused, defaults run
-	calls    *call.B2BUA         // nil: calls disabled
-	trunks   *trunkManager       // trunk registrations from the stored telephony configuration; nil: not built
-	secLog   *logs.Log
-	syslog   *syslogRunner    // remote syslog of the security log and the audit chain
-	lic      *license.Manager // nil: no licence server configured, or it failed to build (licErr)
-	licErr   string
-	licState licenseState
-	acme     *acmeRunner // ACME issuance and renewal (certs.ACMESettings)
-	// claimed mirrors the admin/auth service's claim state for the health
+	// health reports, firewall bans and pinholes.
+	ctrl *control.Client
+
+	certs  *certs.Manager
+	keylog *certs.KeyLog // opt-in TLS key log of the admin HTTPS (admin UI turns it on)
+	acme   *certs.ACMEScheduler
+	// names are the host names and addresses the box answers to (its
+	// certificate's, the stored ACME names, plus loopback in dev mode): the
+	// admin Origin check and the SIP domains.
+	names []string
+
+	sip        *sip.Server
+	sipSet     *sipconfig.SIPStore       // stored SIP settings; nil: the stored ones were refused, defaults run
+	tel        *sipconfig.TelephonyStore // stored telephony configuration; nil: unreadable, calls disabled
+	trunks     *telephony.Trunks         // trunk registrations; nil with tel
+	calls      *call.B2BUA               // nil: calls disabled
+	syslog     *logs.Sender              // remote syslog of the security log and the audit chain
+	syslogFrom uint64                    // audit head when the sender was wired: older entries are not sent
+	lic        *license.Manager          // nil: no licence server configured, or it failed to build (licErr)
+	licErr     string
+	licState   licenseState
+	admin      *admin.Server
+	httpsLn    net.Listener
+
+	// claimed mirrors the auth service's claim state for the health
 	// reports; PID 1 stops showing the setup code once it is set.
 	claimed atomic.Bool
 }
@@ -71,20 +84,18 @@ type service struct {
 }
 
 // services is the one place services are started from. Each is constructed
-// in newDaemon from d.db, d.certs and d.log (its listeners bound there too,
-// so bind errors come before "ready"), and added here. The admin UI/API has
-// no loop of its own: it is a handler in routes.
-func (d *daemon) services(health healthReporter) []service {
-	s := []service{{"https", d.serveHTTPS}, {"sip", d.serveSIP}, {"seclog", d.runSecLog}, {"acme", d.acme.run}}
-	if d.syslog != nil {
-		s = append(s, service{"syslog", d.syslog.run})
-	}
+// in newDaemon (its listeners bound there too, so bind errors come before
+// "ready"), and added here. The admin UI/API has no loop of its own: it is
+// a handler in routes.
+func (d *daemon) services() []service {
+	s := []service{{"https", d.serveHTTPS}, {"sip", d.serveSIP}, {"seclog", d.runSecLog}, {"acme", d.acme.Run},
+		{"syslog", d.runSyslog}}
 	s = append(s, service{"telephony", d.runTelephony}) // trunk registrations, CDR retention
 	if d.lic != nil {
 		s = append(s, service{"license", d.runLicense})
 	}
-	if health != nil {
-		s = append(s, service{"health", func(ctx context.Context) error { return d.reportHealth(ctx, health) }})
+	if d.ctrl != nil {
+		s = append(s, service{"health", func(ctx context.Context) error { return d.reportHealth(ctx, d.ctrl) }})
 	}
 	return s
 }
@@ -96,19 +107,17 @@ func start(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		return err
 	}
 	defer d.close()
-	var health healthReporter
-	if d.ctrl != nil {
-		health = d.ctrl
-	}
 	if cfg.devDir != "" {
 		d.printDevBanner(stdout)
 	}
-	return d.runServices(ctx, d.services(health))
+	return d.runServices(ctx, d.services())
 }
 
-// newDaemon takes the identity, opens the store, loads the certificate,
-// constructs every service and binds the listeners. Errors a restart cannot
-// fix wrap errStayDown.
+// newDaemon builds edgepbxd in dependency order: identity, store, the
+// shared services (audit chain, security log, PID 1's control socket,
+// auth), certificates, SIP edge, licence, telephony, remote syslog, admin,
+// calls, and last the HTTPS listener. Listeners are bound here, so a taken
+// port fails before "ready". Errors a restart cannot fix wrap errStayDown.
 func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	d := &daemon{cfg: cfg, log: log, started: time.Now()}
 	defer func() {
@@ -116,29 +125,40 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 			d.close() // d, not the (nil) result: release what was opened
 		}
 	}()
-	if cfg.devDir != "" {
-		if os.Geteuid() == 0 {
-			log.Warn("edgepbxd: --dev running as root; it does not need to")
-		}
-		if d.id, err = devIdentity(cfg.devDir); err != nil {
-			return nil, fmt.Errorf("%w: %w", errStayDown, err)
-		}
-	} else {
-		if os.Geteuid() == 0 {
-			return nil, fmt.Errorf("%w: refusing to run as root: PID 1 starts edgepbxd as its unprivileged uid (on a development host use --dev DIR)", errStayDown)
-		}
-		if d.id, err = readBootstrapFD(cfg.bootstrapFD); err != nil {
-			return nil, fmt.Errorf("%w: %w", errStayDown, err)
-		}
+	if d.id, err = takeIdentity(cfg, log); err != nil {
+		return nil, err
 	}
-
-	dbPath := filepath.Join(cfg.dataDir, "edgepbx.db")
-	if d.db, err = store.Open(dbPath, d.id.DeviceKey); err != nil {
+	if d.db, err = store.Open(filepath.Join(cfg.dataDir, "edgepbx.db"), d.id.DeviceKey); err != nil {
 		if errors.Is(err, store.ErrNewerSchema) {
 			err = fmt.Errorf("%w: %w", errStayDown, err)
 		}
 		return nil, err
 	}
+	clock := auth.SystemClock{}
+	d.audit = audit.New(d.db, clock)
+	// One full walk at start; requests then verify only new entries.
+	if res, err := d.audit.VerifyFull(); err != nil {
+		log.Error("audit chain broken", "err", err, "verified_entries", res.Entries)
+	}
+	if d.secLog, err = logs.New(d.db, secLogMax); err != nil {
+		return nil, fmt.Errorf("security log: %w", err)
+	}
+	var p pid1 // PID 1's services; all nil in dev mode without --control
+	if cfg.controlPath != "" {
+		if d.ctrl, err = dialControl(cfg.controlPath); err != nil {
+			return nil, err
+		}
+		p = pid1{banner: controlBanner{d.ctrl}, firewall: d.ctrl, system: d.ctrl, pinholes: d.ctrl}
+	}
+	if d.auth, err = auth.New(auth.Config{DB: d.db, Clock: clock, Audit: d.audit, Banner: p.banner,
+		SetupCode: auth.SetupCode(d.id.SetupCode), Logger: log}); err != nil {
+		return nil, fmt.Errorf("%w: auth: %w", errStayDown, err)
+	}
+	claimed, err := d.auth.Claimed()
+	if err != nil {
+		return nil, fmt.Errorf("auth: claim state: %w", err)
+	}
+	d.claimed.Store(claimed)
 
 	hostname, _ := os.Hostname()
 	ident := certs.Identity{Serial: d.id.Serial, Hostname: hostname}
@@ -150,62 +170,43 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		// with the same device key cannot help.
 		return nil, fmt.Errorf("%w: %w", errStayDown, err)
 	}
-
-	d.names = boxNames(d.certs, cfg.devDir != "")
-	d.acme = d.newACME()
 	d.keylog = certs.NewKeyLog(nil, log)
-
-	var banner controlBanner
-	if cfg.controlPath != "" {
-		if d.ctrl, err = dialControl(cfg.controlPath); err != nil {
-			return nil, err
-		}
-		banner = controlBanner{d.ctrl}
-	}
-
-	// Bind before anything reports ready, so a taken port fails loudly now.
-	var sipBanner sip.Banner
-	if d.ctrl != nil {
-		sipBanner = banner
-	}
-	if err := d.newSIP(sipBanner); err != nil {
+	if d.acme, err = certs.NewACMEScheduler(certs.ACMESchedulerConfig{DB: d.db, Certs: d.certs,
+		Security: d.secLog, Audit: d.audit, Logger: log}); err != nil {
 		return nil, err
 	}
-	// The licence gates what the admin side may create, so it comes first.
+	d.names = boxNames(d.db, d.certs, cfg.devDir != "")
+
+	if err := d.newSIP(p.banner); err != nil {
+		return nil, err
+	}
+	// The licence gates what the admin side may create and the dial plan.
 	d.newLicense()
-	adeps := admin.Deps{
-		Store:           d.db,
-		Clock:           auth.SystemClock{},
-		SetupCode:       auth.SetupCode(d.id.SetupCode),
-		Logger:          log,
-		Names:           d.names,
-		AllowHTTPOrigin: false,
-		Certs:           d.certs,
-		KeyLog:          d.keylog,
-		Extensions:      d.sip.Extensions(),
-		Status:          d.statusWithTrunks,
-		SIPSettings:     d.sipSettings(),
-		ACME:            d.acme,
-	}
-	if d.ctrl != nil {
-		// nil interfaces in dev mode: a nil *control.Client would not be nil.
-		adeps.Banner = banner
-		adeps.Firewall = d.ctrl
-		adeps.System = d.ctrl
-	}
-	if d.lic != nil {
-		adeps.Licence = d.lic
-	}
-	if d.admin, err = admin.NewServer(adeps); err != nil {
+	d.newTelephony()
+	d.newSyslog()
+	if d.admin, err = admin.NewServer(admin.Deps{
+		Store:       d.db,
+		Audit:       d.audit,
+		Auth:        d.auth,
+		Clock:       clock,
+		Logger:      log,
+		Names:       d.names,
+		Certs:       d.certs,
+		KeyLog:      d.keylog,
+		Extensions:  d.sip.Extensions(),
+		Status:      d.dashboard,
+		SIPSettings: ifSet[admin.SIPSettings](d.sipSet),
+		ACME:        d.acme,
+		Telephony:   d.telephonyStore(),
+		TrunkStatus: d.trunkStatus(),
+		Syslog:      d.syslog,
+		Licence:     ifSet[admin.Licence](d.lic),
+		Firewall:    p.firewall,
+		System:      p.system,
+	}); err != nil {
 		return nil, fmt.Errorf("%w: %w", errStayDown, err)
 	}
-	claimed, err := d.admin.Auth().Claimed()
-	if err != nil {
-		return nil, fmt.Errorf("admin: claim state: %w", err)
-	}
-	d.claimed.Store(claimed)
-	d.syslog = d.newSyslog()
-	if err := d.newCalls(); err != nil {
+	if err := d.newCalls(p.pinholes); err != nil {
 		// The admin UI must stay reachable to fix what is wrong.
 		log.Error("calls: disabled", "err", err)
 	}
@@ -214,6 +215,49 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	}
 	log.Info("https: listening", "addr", d.httpsLn.Addr().String(), "fingerprint", d.certs.Fingerprint())
 	return d, nil
+}
+
+// takeIdentity is the box's identity: from PID 1 on fd 3, or made in the
+// --dev directory.
+func takeIdentity(cfg config, log *slog.Logger) (bootstrap, error) {
+	if cfg.devDir != "" {
+		if os.Geteuid() == 0 {
+			log.Warn("edgepbxd: --dev running as root; it does not need to")
+		}
+		id, err := devIdentity(cfg.devDir)
+		if err != nil {
+			return bootstrap{}, fmt.Errorf("%w: %w", errStayDown, err)
+		}
+		return id, nil
+	}
+	if os.Geteuid() == 0 {
+		return bootstrap{}, fmt.Errorf("%w: refusing to run as root: PID 1 starts edgepbxd as its unprivileged uid (on a development host use --dev DIR)", errStayDown)
+	}
+	id, err := readBootstrapFD(cfg.bootstrapFD)
+	if err != nil {
+		return bootstrap{}, fmt.Errorf("%w: %w", errStayDown, err)
+	}
+	return id, nil
+}
+
+// pid1 is what edgepbxd asks of PID 1 over the control socket, as the
+// interfaces the services take; every field is nil in dev mode without one.
+type pid1 struct {
+	banner   sip.Banner // also the auth service's auth.Banner (the same method)
+	firewall admin.Firewall
+	system   admin.System
+	pinholes media.Pinholes
+}
+
+// ifSet is p as the interface I, or a nil I when p is nil: a nil pointer
+// stored in an interface would not compare equal to nil, and the services
+// take a nil interface to mean "not available".
+func ifSet[I any, P interface{ *E }, E any](p P) I {
+	var none I
+	if p == nil {
+		return none
+	}
+	return any(p).(I)
 }
 
 // close releases listeners and the store, last thing before exit.
@@ -266,11 +310,15 @@ func (d *daemon) printDevBanner(w io.Writer) {
 }
 
 // boxNames are the names and addresses in the box's certificates (the one
-// served and the self-signed fallback) and its current addresses (DHCP may
-// have moved it since the certificate was made); in dev mode, where it is
-// only reached on loopback, 127.0.0.1 and ::1 instead.
-func boxNames(m *certs.Manager, dev bool) []string {
+// served and the self-signed fallback), the public names ACME is set up for
+// (they reach this box), and its current addresses (DHCP may have moved it
+// since the certificate was made); in dev mode, where it is only reached on
+// loopback, 127.0.0.1 and ::1 instead.
+func boxNames(db *store.DB, m *certs.Manager, dev bool) []string {
 	var names []string
+	if set, err := certs.LoadACMESettings(db); err == nil && set.Enabled {
+		names = append(names, set.Names...)
+	}
 	for _, info := range []certs.Info{m.Current(), m.SelfSigned()} {
 		names = append(names, info.DNSNames...)
 		names = append(names, info.IPs...)

@@ -8,11 +8,13 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
 	"github.com/edgepbx/edgepbx/firmware/license"
+	"github.com/edgepbx/edgepbx/firmware/sip"
+	"github.com/edgepbx/edgepbx/firmware/telephony"
 )
 
-// dashboardStatus is edgepbxd's part of the admin dashboard: health,
-// SIP registrations and counters, licence.
-func (d *daemon) dashboardStatus(ctx context.Context) []admin.StatusItem {
+// dashboard is edgepbxd's part of the admin dashboard: health, SIP
+// registrations and counters, calls, licence, and one line per trunk.
+func (d *daemon) dashboard(ctx context.Context) []admin.StatusItem {
 	items := []admin.StatusItem{{Name: "Version", Value: version, OK: true},
 		{Name: "Up", Value: time.Since(d.started).Round(time.Second).String(), OK: true}}
 	if _, err := d.db.Schema(); err != nil {
@@ -20,22 +22,20 @@ func (d *daemon) dashboardStatus(ctx context.Context) []admin.StatusItem {
 	} else {
 		items = append(items, admin.StatusItem{Name: "Store", Value: "ok", OK: true})
 	}
-	if d.sip != nil {
-		now := time.Now()
-		exts := d.sip.Extensions().List()
-		reg := 0
-		for _, u := range exts {
-			if len(d.sip.Location().Lookup(now, u)) > 0 {
-				reg++
-			}
+	now := time.Now()
+	exts := d.sip.Extensions().List()
+	reg := 0
+	for _, u := range exts {
+		if len(d.sip.Location().Lookup(now, u)) > 0 {
+			reg++
 		}
-		items = append(items, admin.StatusItem{Name: "SIP registrations", Value: fmt.Sprintf("%d of %d extensions", reg, len(exts)), OK: true})
-		c := d.sip.Counters()
-		items = append(items, admin.StatusItem{Name: "SIP authentication", OK: true,
-			Value: fmt.Sprintf("%d ok, %d failed, %d sources banned", c["auth_ok"], c["auth_failed"], c["guard_auth_bans"]+c["guard_flood_bans"])})
-		items = append(items, admin.StatusItem{Name: "SIP filter", OK: true,
-			Value: fmt.Sprintf("%d scanner packets dropped, %d oversize, %d malformed", c["filter_scanner"], c["filter_oversize"], c["filter_malformed"])})
 	}
+	items = append(items, admin.StatusItem{Name: "SIP registrations", Value: fmt.Sprintf("%d of %d extensions", reg, len(exts)), OK: true})
+	c := d.sip.Counters()
+	items = append(items, admin.StatusItem{Name: "SIP authentication", OK: true,
+		Value: fmt.Sprintf("%d ok, %d failed, %d sources banned", c["auth_ok"], c["auth_failed"], c["guard_auth_bans"]+c["guard_flood_bans"])})
+	items = append(items, admin.StatusItem{Name: "SIP filter", OK: true,
+		Value: fmt.Sprintf("%d scanner packets dropped, %d oversize, %d malformed", c["filter_scanner"], c["filter_oversize"], c["filter_malformed"])})
 	if d.calls != nil {
 		c := d.calls.Counters()
 		items = append(items, admin.StatusItem{Name: "Active calls", OK: true,
@@ -56,5 +56,28 @@ func (d *daemon) dashboardStatus(ctx context.Context) []admin.StatusItem {
 	}
 	items = append(items, admin.StatusItem{Name: "Licence", Value: v,
 		OK: lv.Error == "" && (lv.Mode == string(license.ModeFull) || !lv.Configured)})
+	if d.trunks != nil {
+		items = append(items, trunkItems(d.trunks.States())...)
+	}
+	return items
+}
+
+// trunkItems are the trunks' lines on the dashboard.
+func trunkItems(states []telephony.TrunkState) []admin.StatusItem {
+	var items []admin.StatusItem
+	for _, ts := range states {
+		it := admin.StatusItem{Name: "Trunk " + ts.Name, OK: ts.State == sip.RegRegistered || ts.State == telephony.StateIP}
+		switch ts.State {
+		case telephony.StateIP:
+			it.Value = "identified by address"
+		case sip.RegRegistered:
+			it.Value = "registered until " + ts.Expires.UTC().Format("15:04:05") + " UTC"
+		case sip.RegFailed:
+			it.Value = "registration failed: " + ts.LastError
+		default:
+			it.Value = ts.State
+		}
+		items = append(items, it)
+	}
 	return items
 }

@@ -57,14 +57,14 @@ func (d *daemon) reportHealth(ctx context.Context, h healthReporter) error {
 
 // check is edgepbxd's own view of its health: the store answers and the
 // listeners are up (a failed service stops the whole daemon). It also
-// refreshes the claim state from the admin service.
+// refreshes the claim state from the auth service.
 func (d *daemon) check() control.Health {
-	claimed, err := d.admin.Auth().Claimed()
+	claimed, err := d.auth.Claimed()
 	if err == nil {
 		d.claimed.Store(claimed)
 	}
 	h := control.Health{Ready: true, Claimed: d.claimed.Load(), TLSFingerprint: d.certs.Fingerprint()}
-	if lock, lerr := d.admin.Auth().AnyLockout(); lerr == nil {
+	if lock, lerr := d.auth.AnyLockout(); lerr == nil {
 		h.Lockout = lock
 	}
 	if err != nil {

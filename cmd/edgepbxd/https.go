@@ -96,7 +96,7 @@ func (d *daemon) serveHTTPS(ctx context.Context) error {
 		// do not flood PID 1's ring buffer.
 		ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
 	}
-	d.acme.acmeTLS(srv)
+	d.acme.WrapServer(srv) // TLS-ALPN-01 challenges on this port
 	done := make(chan error, 1)
 	go func() { done <- srv.ServeTLS(netutil.LimitListener(d.httpsLn, httpsMaxConns), "", "") }()
 	select {

@@ -1,23 +1,19 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/edgepbx/edgepbx/drivers/dmi"
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/license"
@@ -48,17 +44,16 @@ type licenseView struct {
 }
 
 // licenseState remembers the last mode and reasons reported, so only
-// changes are audited (OnChange also fires after every check-in), and the
-// CPU counters at the last check-in, so each reports the average since the
-// one before (about a day).
+// changes are audited (OnChange also fires after every check-in), and
+// measures the CPU use between check-ins, so each reports the average
+// since the one before (about a day).
 type licenseState struct {
-	mu      sync.Mutex
-	last    string
-	cpuBusy uint64
-	cpuAll  uint64
+	mu   sync.Mutex
+	last string
 	// audit is the anchor mismatch last reported ("" none), so the event is
 	// raised once, not after every check-in that repeats it.
 	audit string
+	cpu   *dmi.CPUMeter
 }
 
 // newLicense builds the licence manager when a server URL is configured.
@@ -71,6 +66,7 @@ func (d *daemon) newLicense() {
 		d.log.Info("license: no licence server configured (--license-url); phone-home off")
 		return
 	}
+	d.licState.cpu = dmi.NewCPUMeter("/")
 	if err := d.buildLicense(); err != nil {
 		d.licErr = err.Error()
 		d.log.Error("license: phone-home disabled", "err", err)
@@ -87,7 +83,7 @@ func (d *daemon) buildLicense() error {
 		Identity: license.Identity{
 			Serial:      d.id.Serial,
 			InstallID:   d.id.InstallID,
-			Fingerprint: hardwareFingerprint(d.id.Serial),
+			Fingerprint: hardwareFingerprint("/", d.id.Serial),
 			Firmware:    version,
 			LicenceID:   id,
 		},
@@ -125,13 +121,9 @@ func (d *daemon) buildLicense() error {
 }
 
 // auditAnchor is the audit chain head the daily check-in anchors with the
-// vendor. The admin side (which owns the audit log) is built after the
-// licence manager but before any check-in runs.
+// vendor.
 func (d *daemon) auditAnchor() (license.Anchor, error) {
-	if d.admin == nil {
-		return license.Anchor{}, errors.New("audit log not open")
-	}
-	h, err := d.admin.Audit().Head()
+	h, err := d.audit.Head()
 	if err != nil {
 		return license.Anchor{}, err
 	}
@@ -141,10 +133,7 @@ func (d *daemon) auditAnchor() (license.Anchor, error) {
 // auditAt is entry seq of the audit log as an anchor (the entry the last
 // good check-in anchored, re-sent as the log holds it now).
 func (d *daemon) auditAt(seq uint64) (license.Anchor, bool, error) {
-	if d.admin == nil {
-		return license.Anchor{}, false, errors.New("audit log not open")
-	}
-	h, found, err := d.admin.Audit().HashAt(seq)
+	h, found, err := d.audit.HashAt(seq)
 	if err != nil || !found {
 		return license.Anchor{}, found, err
 	}
@@ -190,14 +179,11 @@ func (d *daemon) licenseChanged(st license.State) {
 		return
 	}
 	for _, r := range st.Reasons {
-		if (r.Code == license.ReasonTampered || r.Code == license.ReasonRollback) && d.secLog != nil {
+		if r.Code == license.ReasonTampered || r.Code == license.ReasonRollback {
 			d.secLog.Record(logs.Event{Kind: kindLicenceTamper, User: "system", Reason: r.Message})
 		}
 	}
-	if d.admin == nil {
-		return
-	}
-	if err := d.admin.Audit().Record(audit.Event{Actor: "system", Action: "license.state", Target: string(st.Mode),
+	if err := d.audit.Record(audit.Event{Actor: "system", Action: "license.state", Target: string(st.Mode),
 		Detail: strings.Join(codes, ","), After: st}); err != nil {
 		d.log.Error("license: audit", "err", err)
 	}
@@ -222,13 +208,8 @@ func (d *daemon) auditAnchorEvent(st license.State) {
 	r := st.AuditRollback
 	msg := fmt.Sprintf("audit chain anchor mismatch at seq %d", r.Seq)
 	d.log.Error("license: "+msg, "reason", r.Reason)
-	if d.secLog != nil {
-		d.secLog.Record(logs.Event{Kind: kindAuditAnchor, User: "system", Reason: fmt.Sprintf("%s: %s", msg, r.Reason)})
-	}
-	if d.admin == nil {
-		return
-	}
-	if err := d.admin.Audit().Record(audit.Event{Actor: "system", Action: "audit.anchor_mismatch", Target: strconv.FormatUint(r.Seq, 10),
+	d.secLog.Record(logs.Event{Kind: kindAuditAnchor, User: "system", Reason: fmt.Sprintf("%s: %s", msg, r.Reason)})
+	if err := d.audit.Record(audit.Event{Actor: "system", Action: "audit.anchor_mismatch", Target: strconv.FormatUint(r.Seq, 10),
 		Detail: msg, After: r}); err != nil {
 		d.log.Error("license: audit", "err", err)
 	}
@@ -249,111 +230,26 @@ func (d *daemon) licenseView() licenseView {
 // only, no numbers or names.
 func (d *daemon) loadAndCounts() (license.Load, license.Counts) {
 	l := license.Load{CPUs: runtime.NumCPU()}
-	if busy, all, ok := cpuTimes(); ok {
-		d.licState.mu.Lock()
-		// The first check-in has no baseline: the average since boot would be
-		// the boot itself (99 % under emulation) and read as "hardware too
-		// small". Report no figure until there is an interval to measure.
-		if d.licState.cpuAll != 0 && all > d.licState.cpuAll && busy >= d.licState.cpuBusy {
-			l.CPUPercent = min(100, int((busy-d.licState.cpuBusy)*100/(all-d.licState.cpuAll)))
-		}
-		d.licState.cpuBusy, d.licState.cpuAll = busy, all
-		d.licState.mu.Unlock()
+	// The first check-in has no baseline: the average since boot would be
+	// the boot itself (99 % under emulation) and read as "hardware too
+	// small". No figure until there is an interval to measure.
+	if pct, ok := d.licState.cpu.Percent(); ok {
+		l.CPUPercent = pct
 	}
-	total, avail := meminfo()
+	total, avail := dmi.MemInfo("/")
 	if total > 0 {
 		l.MemMB = int(total / 1024)
 		l.MemPercent = min(100, max(0, int((total-avail)*100/total)))
 	}
-	var c license.Counts
-	if d.sip != nil {
-		c.Extensions = len(d.sip.Extensions().List())
-		c.Trunks = len(d.sipConfig().Trunks)
-	}
+	c := license.Counts{Extensions: len(d.sip.Extensions().List()), Trunks: len(d.sipConfig().Trunks)}
 	return l, c
 }
 
-// cpuTimes reads the busy and total CPU time since boot from /proc/stat
-// (idle and iowait count as not busy), in clock ticks.
-func cpuTimes() (busy, all uint64, ok bool) {
-	f, err := os.Open("/proc/stat")
-	if err != nil {
-		return 0, 0, false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	if !sc.Scan() {
-		return 0, 0, false
-	}
-	fields := strings.Fields(sc.Text())
-	if len(fields) < 8 || fields[0] != "cpu" {
-		return 0, 0, false
-	}
-	for i, v := range fields[1:] {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			return 0, 0, false
-		}
-		if i >= 8 {
-			break // guest time is already in user and nice
-		}
-		all += n
-		if i != 3 && i != 4 { // idle, iowait
-			busy += n
-		}
-	}
-	return busy, all, all > 0
-}
-
-// meminfo returns MemTotal and MemAvailable in KiB.
-func meminfo() (total, avail int64) {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0, 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		switch k {
-		case "MemTotal":
-			total = n
-		case "MemAvailable":
-			avail = n
-		}
-	}
-	return total, avail
-}
-
-// hardwareFingerprint hashes what identifies the hardware and survives a
-// reinstall but not a disk copied into another box: the DMI model names
-// (and product UUID where readable) and the MACs of physical NICs. Without
-// any of those (a container) it falls back to the serial.
-func hardwareFingerprint(serial string) string {
-	var parts []string
-	for _, f := range []string{"sys_vendor", "product_name", "board_vendor", "board_name", "product_uuid"} {
-		if raw, err := os.ReadFile(filepath.Join("/sys/class/dmi/id", f)); err == nil && len(raw) <= 256 {
-			if v := strings.TrimSpace(string(raw)); v != "" {
-				parts = append(parts, f+"="+v)
-			}
-		}
-	}
-	var macs []string
-	if ifs, err := net.Interfaces(); err == nil {
-		for _, i := range ifs {
-			// Only NICs with a device behind them: veths, bridges and tunnels
-			// come and go.
-			if _, err := os.Stat(filepath.Join("/sys/class/net", i.Name, "device")); err == nil && len(i.HardwareAddr) > 0 {
-				macs = append(macs, "mac="+i.HardwareAddr.String())
-			}
-		}
-	}
-	slices.Sort(macs)
-	parts = append(parts, macs...)
+// hardwareFingerprint hashes what identifies the hardware under root
+// (dmi.HardwareIDs); without any of it (a container) it falls back to the
+// serial.
+func hardwareFingerprint(root, serial string) string {
+	parts := dmi.HardwareIDs(root)
 	if len(parts) == 0 {
 		parts = []string{"serial=" + serial}
 	}

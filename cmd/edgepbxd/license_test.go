@@ -183,7 +183,7 @@ func TestDevModeLicenceAuditRollback(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "identity.json"), ident)
 	old := license.Anchor{Seq: 1000000, Hash: [license.AnchorHashBytes]byte{1, 2, 3}}
 	req := &license.Request{V: 1, Nonce: strings.Repeat("ab", 16), Serial: serial, InstallID: install,
-		Fingerprint: hardwareFingerprint(serial), Firmware: "test-build", LicenceID: "LIC-T2", Audit: old.String()}
+		Fingerprint: hardwareFingerprint("/", serial), Firmware: "test-build", LicenceID: "LIC-T2", Audit: old.String()}
 	if err := req.Validate(); err != nil {
 		t.Fatal(err)
 	}

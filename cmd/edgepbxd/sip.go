@@ -6,9 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/admin"
 	sipconfig "github.com/edgepbx/edgepbx/firmware/config"
-	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/sip"
 )
 
@@ -33,8 +31,8 @@ func (d *daemon) sipConfig() sipconfig.SIP {
 func (d *daemon) sipConfigFor(set sipconfig.SIPSettings) sipconfig.SIP {
 	c := set.Apply(sipconfig.DefaultSIP())
 	c.UDP, c.TCP, c.TLS, c.WSS = d.cfg.sipAddr, d.cfg.sipAddr, d.cfg.sipTLSAddr, ""
-	// config.SIP refuses ':' in a domain, so IPv6 literals cannot be listed
-	// (reported to firmware/config's owner); IPv4 literals and names can.
+	// config.SIP refuses ':' in a domain, so IPv6 literals are left out;
+	// IPv4 literals and names are listed.
 	for _, n := range d.names {
 		if !strings.Contains(n, ":") {
 			c.Domains = append(c.Domains, n)
@@ -74,28 +72,15 @@ func (d *daemon) liveSIPSettings() {
 	})
 }
 
-// sipSettings is the admin side's view of the stored SIP settings (a nil
-// interface when they are not available: a nil *SIPStore would not be nil).
-func (d *daemon) sipSettings() admin.SIPSettings {
-	if d.sipSet == nil {
-		return nil
-	}
-	return d.sipSet
-}
-
 // newSIP builds the SIP edge and binds its sockets, so a taken port fails
-// before edgepbxd reports ready.
+// before edgepbxd reports ready. banner is nil without PID 1.
 func (d *daemon) newSIP(banner sip.Banner) error {
-	var err error
 	d.loadSIPSettings()
-	if d.secLog, err = logs.New(d.db, secLogMax); err != nil {
-		return fmt.Errorf("security log: %w", err)
-	}
 	tlsCfg, err := d.certs.TLSConfig(0, 0)
 	if err != nil {
 		return fmt.Errorf("sip: %w", err)
 	}
-	d.sip, err = sip.New(d.sipConfig(), sip.Deps{Store: d.db, Banner: banner, Log: d.secLog, TLS: tlsCfg, Logger: d.log})
+	d.sip, err = sip.New(d.sipConfig(), sip.Deps{Store: d.db, Banner: banner, Security: d.secLog, TLS: tlsCfg, Logger: d.log})
 	if err != nil {
 		return err
 	}

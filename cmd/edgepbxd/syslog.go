@@ -14,19 +14,12 @@ import (
 // (one read of the chain head when nothing changed).
 const auditPoll = 2 * time.Second
 
-// syslogRunner forwards the security log and the audit chain to the
-// remote collector of the stored settings (bucket logs.syslog); the admin
-// API applies later changes to the same sender, live.
-type syslogRunner struct {
-	d      *daemon
-	sender *logs.Sender
-	after  uint64 // audit head when wired: older entries are not sent
-}
-
-// newSyslog builds the sender, applies the stored settings and hooks the
-// security log and the admin API to it. It never stops edgepbxd: bad
-// stored settings leave remote syslog off with an error in the log.
-func (d *daemon) newSyslog() *syslogRunner {
+// newSyslog builds the remote syslog sender of the security log and the
+// audit chain (bucket logs.syslog) and applies the stored settings; the
+// admin API applies later changes to the same sender, live. It never stops
+// edgepbxd: bad stored settings leave remote syslog off with an error in
+// the log.
+func (d *daemon) newSyslog() {
 	host := d.id.Serial
 	if host == "" {
 		host, _ = os.Hostname()
@@ -41,23 +34,20 @@ func (d *daemon) newSyslog() *syslogRunner {
 	} else if set.Enabled && set.Unencrypted() {
 		d.log.Warn("syslog: sending security events UNENCRYPTED", "transport", set.Transport, "address", set.Address)
 	}
-	r := &syslogRunner{d: d, sender: s}
-	if h, err := d.admin.Audit().Head(); err == nil {
-		r.after = h.Seq
+	// Audit entries from here on are sent; older ones are not.
+	if h, err := d.audit.Head(); err == nil {
+		d.syslogFrom = h.Seq
 	} else {
 		d.log.Error("syslog: audit head", "err", err)
 	}
-	if d.secLog != nil {
-		d.secLog.Forward(s.Event)
-	}
-	d.admin.SetSyslog(s)
-	return r
+	d.secLog.Forward(s.Event)
+	d.syslog = s
 }
 
-// run delivers until ctx ends; neither part fails edgepbxd.
-func (r *syslogRunner) run(ctx context.Context) error {
+// runSyslog delivers until ctx ends; neither part fails edgepbxd.
+func (d *daemon) runSyslog(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return r.sender.Run(ctx) })
-	g.Go(func() error { return r.sender.FollowAudit(ctx, r.d.admin.Audit(), r.after, auditPoll) })
+	g.Go(func() error { return d.syslog.Run(ctx) })
+	g.Go(func() error { return d.syslog.FollowAudit(ctx, d.audit, d.syslogFrom, auditPoll) })
 	return g.Wait()
 }

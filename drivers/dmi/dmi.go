@@ -1,5 +1,7 @@
-// Package dmi reads the board's serial number: DMI product_serial on x86
-// (firmware tables) or the device tree's serial-number on arm64.
+// Package dmi reads what the board says about itself: its serial number
+// (DMI product_serial on x86, the device tree's serial-number on arm64),
+// the hardware identity for the licence fingerprint (DMI model names, NIC
+// MACs), and the CPU and memory figures from /proc the check-in reports.
 package dmi
 
 import (

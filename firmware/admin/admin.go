@@ -37,16 +37,16 @@ const csrfHeader = "X-CSRF-Token"
 
 // Deps are what the admin server needs from edgepbxd.
 type Deps struct {
-	Store     *store.DB
-	Clock     auth.Clock            // nil: wall clock
-	SetupCode auth.SetupCodeChecker // the boot's setup code, e.g. auth.SetupCode(code)
-	Banner    auth.Banner           // PID 1's firewall bans; nil: bans only logged
-	Logger    *slog.Logger          // nil: slog.Default()
+	Store *store.DB
+	// Audit is the audit chain and Auth the accounts, sessions and claim
+	// state; edgepbxd builds both before the admin side. Required.
+	Audit  *audit.Log
+	Auth   *auth.Service
+	Clock  auth.Clock   // nil: wall clock
+	Logger *slog.Logger // nil: slog.Default()
 	// Names are the host names and addresses the box is reached by (as in
 	// its certificate); an Origin on any port of these is the box itself.
 	Names []string
-	// Hasher overrides the argon2id hasher (tests use cheap parameters).
-	Hasher *auth.Hasher
 	// AllowHTTPOrigin accepts http:// origins of Names too (make dev on loopback).
 	AllowHTTPOrigin bool
 	// Certs serves the certificate pages and TLSConfig; nil: not available.
@@ -70,9 +70,14 @@ type Deps struct {
 	// SIPSettings are the stored SIP edge settings (*config.SIPStore);
 	// nil: not available.
 	SIPSettings SIPSettings
-	// ACME is edgepbxd's certificate issuance loop; nil: ACME settings
-	// are stored but nothing issues.
+	// ACME is the certificate issuance scheduler (*certs.ACMEScheduler);
+	// nil: ACME settings are stored but nothing issues.
 	ACME ACME
+	// TrunkStatus is every trunk's live state; nil: no trunk state.
+	TrunkStatus TrunkStatus
+	// Syslog is the running remote syslog sender (*logs.Sender); nil:
+	// settings are stored but nothing sends.
+	Syslog Syslog
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -82,8 +87,7 @@ type Licence interface {
 	AllowNewExtension() bool
 }
 
-// Server is the admin handler; it also exposes the auth and audit services
-// to edgepbxd (health: claimed or not).
+// Server is the admin handler.
 type Server struct {
 	auth   *auth.Service
 	audit  *audit.Log
@@ -103,10 +107,10 @@ type Server struct {
 	tlsc   tlsCommit                  // certificate or TLS change awaiting confirmation (tls.go)
 	exts   Extensions
 	tel    Telephony
-	trunks TrunkStatus // edgepbxd's trunk manager (SetTrunkStatus); nil: no trunk state
+	trunks TrunkStatus // nil: no trunk state
 	sipset SIPSettings
 	acme   ACME
-	syslog Syslog // remote syslog sender (SetSyslog); nil: settings stored only
+	syslog Syslog // remote syslog sender; nil: settings stored only
 	fw     Firewall
 	sys    System
 	status func(context.Context) []StatusItem
@@ -122,8 +126,8 @@ func New(d Deps) (http.Handler, error) { return NewServer(d) }
 
 // NewServer is New returning the concrete type.
 func NewServer(d Deps) (*Server, error) {
-	if d.Store == nil || d.SetupCode == nil {
-		return nil, errors.New("admin: Store and SetupCode are required")
+	if d.Store == nil || d.Audit == nil || d.Auth == nil {
+		return nil, errors.New("admin: Store, Audit and Auth are required")
 	}
 	if d.Clock == nil {
 		d.Clock = auth.SystemClock{}
@@ -131,23 +135,14 @@ func NewServer(d Deps) (*Server, error) {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
-	al := audit.New(d.Store, d.Clock)
-	// One full walk at start; requests then verify only new entries.
-	if res, err := al.VerifyFull(); err != nil {
-		d.Logger.Error("audit chain broken", "err", err, "verified_entries", res.Entries)
-	}
-	svc, err := auth.New(auth.Config{DB: d.Store, Clock: d.Clock, Audit: al, Hasher: d.Hasher, Banner: d.Banner,
-		SetupCode: d.SetupCode, Logger: d.Logger})
-	if err != nil {
-		return nil, fmt.Errorf("admin: %w", err)
-	}
 	pg, err := loadPages()
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{auth: svc, audit: al, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
+	s := &Server{auth: d.Auth, audit: d.Audit, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
-		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, status: d.Status}
+		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, status: d.Status,
+		trunks: d.TrunkStatus, syslog: d.Syslog}
 	s.acme = d.ACME
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))
@@ -159,12 +154,6 @@ func NewServer(d Deps) (*Server, error) {
 	s.mux.Handle("GET /static/", staticHandler())
 	return s, nil
 }
-
-// Auth returns the auth service (edgepbxd reports Claimed in its health).
-func (s *Server) Auth() *auth.Service { return s.auth }
-
-// Audit returns the audit log, for other packages' audit events.
-func (s *Server) Audit() *audit.Log { return s.audit }
 
 func setSecurityHeaders(h http.Header) {
 	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+

@@ -15,7 +15,7 @@ import (
 
 // Call records live in the same store (firmware/cdr owns the buckets), so
 // the admin side reads them through cdr's API without a dependency of its
-// own. Trunk registration state comes from edgepbxd (SetTrunkStatus).
+// own. Trunk registration state comes from Deps.TrunkStatus.
 
 // TrunkStatus reports the trunks' live state (edgepbxd's trunk manager).
 type TrunkStatus interface {
@@ -36,10 +36,6 @@ type TrunkState struct {
 	LastSuccess time.Time `json:"last_success,omitzero"` // last 2xx from the registrar
 	Peers       []string  `json:"peers,omitempty"`       // source prefixes that identify it
 }
-
-// SetTrunkStatus attaches the trunk state when it is built after the
-// server (edgepbxd builds the calls last). Call it before serving.
-func (s *Server) SetTrunkStatus(t TrunkStatus) { s.trunks = t }
 
 func (s *Server) trunkStates() []TrunkState {
 	if s.trunks == nil {

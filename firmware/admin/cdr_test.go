@@ -116,7 +116,7 @@ func TestCDRAPI(t *testing.T) {
 
 func TestCallsPage(t *testing.T) {
 	e, admin := claimed(t)
-	e.srv.SetTrunkStatus(trunkList{
+	e.srv.trunks = (trunkList{
 		{Name: "itsp", Auth: "register", Transport: "udp", Registrar: "sip.example:5060", State: "registered", Expires: time.Date(2026, 5, 4, 11, 0, 0, 0, time.UTC)},
 		{Name: "backup", Auth: "register", Transport: "tls", Registrar: "backup.example:5061", State: "failed", LastError: "register: 403 Forbidden"},
 		{Name: "carrier", Auth: "ip", State: "ip", Peers: []string{"198.51.100.0/24"}},

@@ -242,9 +242,14 @@ func newEnvWith(t testing.TB, h *auth.Hasher) *env {
 	}
 	pid1 := &pid1Recorder{}
 	startPID1Policy(t, pid1)
-	srv, err := NewServer(Deps{Store: db, Clock: clk, SetupCode: auth.SetupCode(setupCode), Banner: bans, Logger: quiet,
-		Names:  []string{"box.example", "192.0.2.10"},
-		Hasher: h, Certs: cm, KeyLog: kl, Extensions: exts, Firewall: pid1, System: pid1, Telephony: tel, SIPSettings: sipset})
+	al := audit.New(db, clk)
+	svc, err := auth.New(auth.Config{DB: db, Clock: clk, Audit: al, Hasher: h, Banner: bans, SetupCode: auth.SetupCode(setupCode), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := NewServer(Deps{Store: db, Audit: al, Auth: svc, Clock: clk, Logger: quiet,
+		Names: []string{"box.example", "192.0.2.10"},
+		Certs: cm, KeyLog: kl, Extensions: exts, Firewall: pid1, System: pid1, Telephony: tel, SIPSettings: sipset})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,14 +45,6 @@ type SIPSettingsView struct {
 	RestartFields []string `json:"restart_fields"`
 }
 
-// sipStartOnly are the settings the SIP edge takes only when it starts
-// (firmware/sip Server.Apply); the form marks them.
-var sipStartOnly = []string{"max_message_bytes", "algorithms", "nonce_ttl", "guard.max_tracked"}
-
-// SetSIPSettings attaches the SIP edge settings when they are built after
-// the server. Call it before serving.
-func (s *Server) SetSIPSettings(c SIPSettings) { s.sipset = c }
-
 // errSIPRefused marks SIP settings that failed validation or that the
 // running edge refused.
 var errSIPRefused = errors.New("sip settings refused")
@@ -153,7 +145,7 @@ func (s *Server) sipData() (*sipForm, error) {
 	if len(c.ScannerUserAgents) > 0 {
 		f.Scanners = strings.Join(c.ScannerUserAgents, "\n") + "\n"
 	}
-	for _, n := range sipStartOnly {
+	for _, n := range config.SIPStartOnly() { // the form marks them
 		f.StartOnly[n] = true
 	}
 	for _, n := range v.RestartFields {

@@ -102,7 +102,7 @@ func startEdge(t *testing.T, e *env) (*sip.Server, config.SIP) {
 	}
 	base := config.DefaultSIP()
 	base.UDP, base.TCP, base.TLS = "127.0.0.1:0", "127.0.0.1:0", ""
-	edge, err := sip.New(e.sipset.Current().Apply(base), sip.Deps{Store: e.db, Log: lg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	edge, err := sip.New(e.sipset.Current().Apply(base), sip.Deps{Store: e.db, Security: lg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

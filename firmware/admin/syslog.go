@@ -24,10 +24,6 @@ type Syslog interface {
 	Test(context.Context, logs.SyslogSettings) error
 }
 
-// SetSyslog attaches the running sender; call it before serving. Without
-// one, settings are stored but nothing sends.
-func (s *Server) SetSyslog(x Syslog) { s.syslog = x }
-
 // SyslogRequest is the body of PUT /api/v1/security/syslog.
 type SyslogRequest = logs.SyslogSettings
 

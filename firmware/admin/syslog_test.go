@@ -19,7 +19,7 @@ func TestSyslogAPI(t *testing.T) {
 	addr, caPEM := col.Addr, col.CAPEM
 	admin.must(409, "POST", "/api/v1/security/syslog/test", nil) // no sender on this box (errUnavailable)
 	sender := logs.NewSender(logs.SenderConfig{Hostname: "EPX-TEST", MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
-	e.srv.SetSyslog(sender)
+	e.srv.syslog = sender
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- sender.Run(ctx) }()

@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"regexp"
 	"slices"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/netfw"
 )
 
@@ -55,10 +55,6 @@ var (
 	errConflict = errors.New("conflict")
 	errNotFound = errors.New("not found")
 )
-
-// extUserRE is the SIP edge's extension name rule, checked here first so
-// a bad name is a 400 and not a store error.
-var extUserRE = regexp.MustCompile(`^[A-Za-z0-9._+-]{1,64}$`)
 
 // sipPasswordAlphabet leaves out look-alike characters (0/O, 1/l/I) so
 // the password can be typed into a phone's keypad menu from the screen.
@@ -113,7 +109,9 @@ func (s *Server) setExtension(r *http.Request, p auth.Principal, user string, cr
 	if s.exts == nil {
 		return "", errUnavailable
 	}
-	if !extUserRE.MatchString(user) {
+	// The SIP edge's rule, checked here first so a bad name is a 400
+	// and not a store error.
+	if !config.ValidSIPUser(user) {
 		return "", fmt.Errorf("%w: extension must be 1-64 of A-Z a-z 0-9 . _ + -", errBadRequest)
 	}
 	exists := slices.Contains(s.exts.List(), user)

@@ -32,10 +32,6 @@ type Telephony interface {
 // write-only: send one to set it, leave it out to keep the stored one.
 type TelephonyRequest = config.Telephony
 
-// SetTelephony attaches the dial plan configuration when it is built after
-// the server (edgepbxd builds the calls last). Call it before serving.
-func (s *Server) SetTelephony(t Telephony) { s.tel = t }
-
 // knownExtension reports whether a SIP extension exists (DID targets).
 func (s *Server) knownExtension() func(string) bool {
 	if s.exts == nil {

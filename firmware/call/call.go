@@ -466,7 +466,7 @@ func (c *call) sendCancel(inv *sip.Request) {
 	defer stop()
 	tx, err := c.b.cfg.Client.TransactionRequest(ctx, cancel, sipgo.ClientRequestBuild)
 	if err != nil {
-		c.b.log.Warn("call: CANCEL not sent", "call", c.id, "error", err)
+		c.b.log.Warn("call: CANCEL not sent", "call", c.id, "err", err)
 		return
 	}
 	defer tx.Terminate()
@@ -522,7 +522,7 @@ func (c *call) transact(l *leg, req *sip.Request) (*sip.Response, error) {
 
 func (c *call) sendBye(l *leg) {
 	if _, err := c.transact(l, c.newRequest(l, sip.BYE, nil)); err != nil {
-		c.b.log.Debug("call: BYE", "call", c.id, "side", l.side, "error", err)
+		c.b.log.Debug("call: BYE", "call", c.id, "side", l.side, "err", err)
 	}
 }
 
@@ -701,7 +701,7 @@ func (c *call) finish(result cdr.Result, code int, cause string) {
 				c.rec.JitterMs = max(c.rec.JitterMs, lg.JitterMs)
 			}
 			if err := c.m.Close(); err != nil {
-				c.b.log.Warn("call: media close", "call", c.id, "error", err)
+				c.b.log.Warn("call: media close", "call", c.id, "err", err)
 			}
 		}
 		if c.lease != nil {
@@ -716,7 +716,7 @@ func (c *call) finish(result cdr.Result, code int, cause string) {
 		c.b.unregister(c, keys...)
 		c.b.active.Add(-1)
 		if err := c.b.cfg.CDR.Write(c.rec); err != nil {
-			c.b.log.Warn("call: CDR not written", "call", c.id, "error", err)
+			c.b.log.Warn("call: CDR not written", "call", c.id, "err", err)
 		}
 		if c.b.cfg.Ended != nil {
 			c.b.cfg.Ended(c.rec, st)

@@ -296,7 +296,7 @@ func (f *fork) prack(br *branch, res *sip.Response) {
 	req.AppendHeader(sip.NewHeader("RAck", strconv.FormatUint(n, 10)+" "+strconv.Itoa(int(br.inv.CSeq().SeqNo))+" INVITE"))
 	go func() {
 		if _, err := c.transact(l, req); err != nil {
-			c.b.log.Debug("call: PRACK", "call", c.id, "error", err)
+			c.b.log.Debug("call: PRACK", "call", c.id, "err", err)
 		}
 	}()
 }
@@ -418,7 +418,7 @@ func (f *fork) run(txA sip.ServerTransaction) {
 				err = f.send(br, inv)
 			}
 			if err != nil {
-				c.b.log.Warn("call: trunk authentication", "call", c.id, "error", err)
+				c.b.log.Warn("call: trunk authentication", "call", c.id, "err", err)
 				br.done, br.final = true, 503
 				if better(503, best) {
 					best = 503

@@ -332,6 +332,6 @@ func (c *call) notify(x *transfer, code int, final bool) {
 	}
 	req.AppendHeader(sip.NewHeader("Subscription-State", state))
 	if _, err := c.transact(x.old, req); err != nil && !errors.Is(err, context.Canceled) {
-		c.b.log.Debug("call: NOTIFY", "call", c.id, "error", err)
+		c.b.log.Debug("call: NOTIFY", "call", c.id, "err", err)
 	}
 }

@@ -143,21 +143,6 @@ func (a *ACME) RenewIfDue(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// Run checks twice a day until ctx ends; failures are logged and retried at
-// the next check (the current certificate stays in use).
-func (a *ACME) Run(ctx context.Context) error {
-	for {
-		if _, err := a.RenewIfDue(ctx); err != nil && ctx.Err() == nil {
-			a.log.Warn("acme: renewal failed", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(12 * time.Hour):
-		}
-	}
-}
-
 // Obtain runs one full ACME order and installs the result.
 func (a *ACME) Obtain(ctx context.Context) error {
 	a.runMu.Lock()

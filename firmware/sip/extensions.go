@@ -4,16 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
 	"sync"
 
+	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
 const extBucket = "sip.extensions"
-
-var userRE = regexp.MustCompile(`^[A-Za-z0-9._+-]{1,64}$`)
 
 // MinPasswordLen is the shortest SIP password Extensions accepts.
 const MinPasswordLen = 10
@@ -70,7 +68,7 @@ func LoadExtensions(db *store.DB, realm string) (*Extensions, error) {
 
 // Set creates or changes an extension's password.
 func (e *Extensions) Set(user, password string) error {
-	if !userRE.MatchString(user) {
+	if !config.ValidSIPUser(user) {
 		return fmt.Errorf("sip: extension %q: 1-64 of A-Z a-z 0-9 . _ + -", user)
 	}
 	if len(password) < MinPasswordLen || len(password) > 128 {

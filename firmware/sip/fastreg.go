@@ -494,7 +494,7 @@ func (s *Server) fastEvent(sc *fastScratch, kind logs.Kind, user, reason string)
 	if user == "" {
 		e.User = string(r.fromUser)
 	}
-	s.deps.Log.Record(e)
+	s.deps.Security.Record(e)
 }
 
 var (

@@ -67,7 +67,7 @@ func (s *Server) event(kind logs.Kind, req *sip.Request, user, reason string) {
 			e.User = f.Address.User
 		}
 	}
-	s.deps.Log.Record(e)
+	s.deps.Security.Record(e)
 }
 
 // answerFunc sends a response built from the request being checked.

@@ -98,7 +98,7 @@ func startServerTuned(t testing.TB, mod func(*config.SIP), pre func(*store.DB), 
 		t.Fatal(err)
 	}
 	b := newRecordingBanner()
-	s, err := New(cfg, Deps{Store: db, Banner: b, Log: lg, TLS: tc})
+	s, err := New(cfg, Deps{Store: db, Banner: b, Security: lg, TLS: tc})
 	if err != nil {
 		t.Fatal(err)
 	}

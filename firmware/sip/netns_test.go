@@ -78,7 +78,7 @@ func TestBruteForceBannedInFirewall(t *testing.T) {
 	var s *Server
 	if err := netnstest.Run(box, func() error {
 		var err error
-		s, err = New(cfg, Deps{Store: db, Banner: banner, Log: lg})
+		s, err = New(cfg, Deps{Store: db, Banner: banner, Security: lg})
 		return err
 	}); err != nil {
 		t.Fatal(err)

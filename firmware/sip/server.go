@@ -43,11 +43,11 @@ import (
 
 // Deps are what the SIP edge needs from edgepbxd.
 type Deps struct {
-	Store  *store.DB   // extensions (HA1s) and trunk secrets
-	Banner Banner      // PID 1 control client; nil: bans stay local to this process
-	Log    *logs.Log   // security events; required
-	TLS    *tls.Config // certificate for TLS and WSS; required when they are enabled
-	Logger *slog.Logger
+	Store    *store.DB   // extensions (HA1s) and trunk secrets
+	Banner   Banner      // PID 1 control client; nil: bans stay local to this process
+	Security *logs.Log   // the security log (firmware/logs); required
+	TLS      *tls.Config // certificate for TLS and WSS; required when they are enabled
+	Logger   *slog.Logger
 	// Host is the box's address put in Via and Contact of requests the
 	// edge sends (calls) when a transport is bound to an unspecified
 	// address; empty: the bound address.
@@ -109,8 +109,8 @@ func New(cfg config.SIP, d Deps) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if d.Store == nil || d.Log == nil {
-		return nil, errors.New("sip: store and log are required")
+	if d.Store == nil || d.Security == nil {
+		return nil, errors.New("sip: Store and Security (the security log) are required")
 	}
 	if (cfg.TLS != "" || cfg.WSS != "") && d.TLS == nil {
 		return nil, errors.New("sip: TLS and WSS need a tls.Config")
@@ -123,10 +123,10 @@ func New(cfg config.SIP, d Deps) (*Server, error) {
 	s.policy = newPolicy(cfg.Domains, cfg.AllowedZones, cfg.Allowlist, cfg.Trunks)
 	g := cfg.Guard
 	s.guard = newGuard(guardConfig(g), s.bans, s.policy.Exempt, func(b netfw.Ban) {
-		d.Log.Record(logs.Event{Kind: logs.KindBan, Source: b.Prefix.String(), Reason: b.Reason})
+		d.Security.Record(logs.Event{Kind: logs.KindBan, Source: b.Prefix.String(), Reason: b.Reason})
 	})
 	s.filter = newReadFilter(s.bans, s.guard, cfg.ScannerUserAgents, cfg.MaxMessageBytes, func(kind string, src netip.Addr, ua string) {
-		d.Log.Record(logs.Event{Kind: logs.KindScanner, Source: src.String(), UserAgent: ua})
+		d.Security.Record(logs.Event{Kind: logs.KindScanner, Source: src.String(), UserAgent: ua})
 	})
 	s.validator = newValidator()
 	exts, err := LoadExtensions(d.Store, cfg.Realm)
@@ -307,7 +307,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		run(func() error { return s.srv.ServeWSS(s.wssL) })
 	}
 	go s.guard.run(ctx, s.deps.Banner, func(b netfw.Ban, err error) {
-		s.logger.Warn("sip: firewall ban failed; source stays dropped in process", "prefix", b.Prefix, "error", err)
+		s.logger.Warn("sip: firewall ban failed; source stays dropped in process", "prefix", b.Prefix, "err", err)
 	})
 	for _, t := range s.cfg.Trunks {
 		if t.Register != nil {

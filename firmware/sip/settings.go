@@ -66,7 +66,7 @@ func (s *Server) Apply(next config.SIP) (restart []string, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("sip: apply: %w", err)
 	}
-	restart = restartFields(boot, next)
+	restart = config.SIPRestartFields(boot, next)
 	next = cloneSIP(next)
 
 	// Everything is checked and built; from here nothing can fail.
@@ -93,32 +93,6 @@ func (s *Server) Apply(next config.SIP) (restart []string, err error) {
 // configuration before any Apply). Fields Apply reports as needing a
 // restart show what was asked for, not what runs.
 func (s *Server) Settings() config.SIP { return cloneSIP(*s.live.Load()) }
-
-// restartFields lists the settings of next that differ from boot and that
-// only a new edge takes.
-func restartFields(boot, next config.SIP) []string {
-	var out []string
-	add := func(changed bool, name string) {
-		if changed {
-			out = append(out, name)
-		}
-	}
-	add(next.MaxMessageBytes != boot.MaxMessageBytes, "max_message_bytes")
-	add(!slices.Equal(next.Algorithms, boot.Algorithms), "algorithms")
-	add(next.NonceTTL != boot.NonceTTL, "nonce_ttl")
-	add(next.Guard.MaxTracked != boot.Guard.MaxTracked, "guard.max_tracked")
-	add(next.RetransmitCache != boot.RetransmitCache, "retransmit_cache")
-	add(next.Realm != boot.Realm, "realm")
-	add(!slices.EqualFunc(next.Trunks, boot.Trunks, sameTrunk), "trunks")
-	return out
-}
-
-func sameTrunk(a, b config.Trunk) bool {
-	if a.Name != b.Name || !slices.Equal(a.Peers, b.Peers) || (a.Register == nil) != (b.Register == nil) {
-		return false
-	}
-	return a.Register == nil || *a.Register == *b.Register
-}
 
 // cloneSIP copies c's lists so the caller's later changes cannot reach a
 // running stage.

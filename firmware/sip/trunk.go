@@ -212,14 +212,14 @@ func (s *Server) keepRegistered(ctx context.Context, r *registration) {
 		wait := granted * 8 / 10
 		now := s.now()
 		if err != nil {
-			s.deps.Log.Record(logs.Event{Kind: logs.KindTrunkRegFail, User: r.cfg.Name, Reason: err.Error()})
-			s.logger.Warn("sip: trunk registration failed", "trunk", r.cfg.Name, "error", err)
+			s.deps.Security.Record(logs.Event{Kind: logs.KindTrunkRegFail, User: r.cfg.Name, Reason: err.Error()})
+			s.logger.Warn("sip: trunk registration failed", "trunk", r.cfg.Name, "err", err)
 			r.set(func(st *TrunkRegState) { st.State, st.LastError, st.Expires = RegFailed, err.Error(), time.Time{} })
 			wait = backoff
 			backoff = min(backoff*2, regBackoffMax)
 		} else {
 			registered = true
-			s.deps.Log.Record(logs.Event{Kind: logs.KindTrunkReg, User: r.cfg.Name, Reason: "expires " + granted.String()})
+			s.deps.Security.Record(logs.Event{Kind: logs.KindTrunkReg, User: r.cfg.Name, Reason: "expires " + granted.String()})
 			r.set(func(st *TrunkRegState) {
 				st.State, st.LastError, st.Expires, st.LastSuccess = RegRegistered, "", now.Add(granted), now
 			})
@@ -240,7 +240,7 @@ func (s *Server) keepRegistered(ctx context.Context, r *registration) {
 		uctx, cancel := context.WithTimeout(context.Background(), unregisterWait)
 		defer cancel()
 		if _, err := s.registerAt(uctx, r, 0); err != nil {
-			s.logger.Warn("sip: trunk un-registration failed", "trunk", r.cfg.Name, "error", err)
+			s.logger.Warn("sip: trunk un-registration failed", "trunk", r.cfg.Name, "err", err)
 		} else {
 			s.logger.Info("sip: trunk un-registered", "trunk", r.cfg.Name)
 		}
@@ -307,7 +307,7 @@ func (s *Server) registerAt(ctx context.Context, r *registration, expires time.D
 func (s *Server) registerTrunk(ctx context.Context, t config.Trunk) {
 	pw, err := trunkPassword(s.deps.Store, t.Name)
 	if err != nil {
-		s.logger.Warn("sip: trunk registration not started", "trunk", t.Name, "error", err)
+		s.logger.Warn("sip: trunk registration not started", "trunk", t.Name, "err", err)
 		return
 	}
 	rg := t.Register

@@ -233,7 +233,7 @@ func TestUDPFrontAllocs(t *testing.T) {
 	// sip.Request for Policy.Domain, which allocates.
 	cfg.Allowlist = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	// Not served: the test plays the worker's reads.
-	s, err := New(cfg, Deps{Store: db, Banner: newRecordingBanner(), Log: lg})
+	s, err := New(cfg, Deps{Store: db, Banner: newRecordingBanner(), Security: lg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,159 @@
+package telephony
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/sip"
+)
+
+// StateIP is the state of a trunk identified by its source addresses:
+// there is nothing to register.
+const StateIP = "ip"
+
+// TrunkState is one stored trunk with its live state.
+type TrunkState struct {
+	Name      string
+	Auth      string // config.TrunkAuthIP or config.TrunkAuthRegister
+	Transport string
+	Registrar string // registering trunks only
+	// State: StateIP, or a registration state (sip.RegRegistering,
+	// sip.RegRegistered, sip.RegFailed, ...).
+	State       string
+	LastError   string
+	Expires     time.Time // registration valid until
+	LastSuccess time.Time // last 2xx from the registrar
+	Peers       []string  // source prefixes that identify it
+}
+
+// Trunks drives the SIP edge's outbound trunk registrations and inbound
+// trunk identification from the stored telephony configuration: every
+// saved change is applied at once (a registering trunk added starts
+// registering, one removed un-registers, changed credentials register
+// anew).
+type Trunks struct {
+	tel  *config.TelephonyStore
+	edge *sip.Server
+	log  *slog.Logger
+
+	regs atomic.Pointer[sip.TrunkRegistrations] // nil until Run starts
+	kick chan struct{}                          // a saved change to apply (buffer 1: changes coalesce)
+}
+
+// NewTrunks applies nothing until Run.
+func NewTrunks(tel *config.TelephonyStore, edge *sip.Server, log *slog.Logger) *Trunks {
+	return &Trunks{tel: tel, edge: edge, log: log, kick: make(chan struct{}, 1)}
+}
+
+// Changed asks Run to apply the configuration in force (never blocks).
+func (m *Trunks) Changed() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run keeps the registrations in line with the stored trunks until ctx
+// ends; then every registered trunk un-registers before it returns.
+func (m *Trunks) Run(ctx context.Context) error {
+	regs := m.edge.TrunkRegistrations(ctx)
+	m.regs.Store(regs)
+	m.apply(regs)
+	for {
+		select {
+		case <-ctx.Done():
+			regs.Wait()
+			return nil
+		case <-m.kick:
+			m.apply(regs)
+		}
+	}
+}
+
+// apply sets the registrations to the registering trunks of the
+// configuration in force; a trunk whose password does not unseal is left
+// out (and logged) rather than stopping the others.
+func (m *Trunks) apply(regs *sip.TrunkRegistrations) {
+	var list []sip.TrunkRegistration
+	cur := m.tel.Current()
+	var peers []config.Trunk
+	for _, tr := range cur.Trunks {
+		if len(tr.Peers) > 0 {
+			peers = append(peers, config.Trunk{Name: tr.Name, Peers: tr.Peers})
+		}
+	}
+	// Inbound identification first: a trunk just saved is recognised by its
+	// source addresses before its registration completes.
+	m.edge.SetTrunkPeers(peers)
+	for _, tr := range cur.Trunks {
+		if tr.Auth != config.TrunkAuthRegister {
+			continue
+		}
+		pw, err := m.tel.TrunkPassword(tr.Name)
+		if err != nil {
+			m.log.Error("trunks: registration left out", "trunk", tr.Name, "err", err)
+			continue
+		}
+		list = append(list, sip.TrunkRegistration{Name: tr.Name, Registrar: tr.Host, Transport: tr.Transport,
+			Username: tr.Username, Domain: tr.Domain, Password: string(pw)})
+	}
+	if err := regs.Set(list); err != nil {
+		m.log.Error("trunks: registrations not changed", "err", err)
+		return
+	}
+	m.log.Info("trunks: registrations applied", "version", m.tel.Version(), "registering", len(list))
+}
+
+// States is every trunk of the configuration in force with its live state.
+func (m *Trunks) States() []TrunkState {
+	live := map[string]sip.TrunkRegState{}
+	if regs := m.regs.Load(); regs != nil {
+		for _, st := range regs.States() {
+			live[st.Name] = st
+		}
+	}
+	var out []TrunkState
+	for _, tr := range m.tel.Current().Trunks {
+		ts := TrunkState{Name: tr.Name, Auth: tr.Auth, Transport: tr.Transport}
+		for _, p := range tr.Peers {
+			ts.Peers = append(ts.Peers, p.String())
+		}
+		if tr.Auth != config.TrunkAuthRegister {
+			ts.State = StateIP
+			out = append(out, ts)
+			continue
+		}
+		ts.Registrar = tr.Host
+		if st, ok := live[tr.Name]; ok {
+			ts.State, ts.LastError, ts.Expires, ts.LastSuccess = st.State, st.LastError, st.Expires, st.LastSuccess
+		} else {
+			// Saved a moment ago, or its password did not unseal (logged).
+			ts.State = sip.RegRegistering
+		}
+		out = append(out, ts)
+	}
+	return out
+}
+
+// Store is the stored telephony configuration as the admin side edits it:
+// a successful Save also applies the trunks at once.
+type Store struct {
+	*config.TelephonyStore
+	trunks *Trunks
+}
+
+// Store is tel with Save wired to Changed.
+func (m *Trunks) Store() Store { return Store{TelephonyStore: m.tel, trunks: m} }
+
+// Save stores next (config.TelephonyStore.Save) and, when it is stored,
+// applies its trunks.
+func (s Store) Save(next config.Telephony, known func(string) bool) (config.Telephony, error) {
+	out, err := s.TelephonyStore.Save(next, known)
+	if err == nil {
+		s.trunks.Changed()
+	}
+	return out, err
+}
