@@ -152,19 +152,31 @@ func (s *Server) authenticate(now time.Time, src netip.Addr, req *sip.Request, a
 	if hdr != "" {
 		res, cred = s.auth.VerifyTx(now, src, string(req.Method), hdr, fp)
 	}
+	if res != AuthNone && cred.Username != "" && s.guard.Throttled(now, src, cred.Username) {
+		// Whatever the answer would have been: a throttled pair learns
+		// nothing, right password or not.
+		answer(403, "Forbidden")
+		return "", false, false
+	}
 	switch res {
 	case AuthOK, AuthRetransmit:
-		s.guard.AuthOK(src)
+		s.guard.AuthOK(src, cred.Username)
 		return cred.Username, res == AuthRetransmit, true
-	case AuthFailed, AuthReplayed:
-		kind := logs.KindAuthFailure
-		if res == AuthReplayed {
-			kind = logs.KindNonceReplay
-		}
-		s.event(kind, req, cred.Username, res.String())
-		if s.guard.AuthFailed(now, src, cred.Username) {
+	case AuthFailed:
+		s.event(logs.KindAuthFailure, req, cred.Username, res.String())
+		switch s.guard.AuthFailed(now, src, cred.Username) {
+		case GuardBanned:
 			return "", false, false // banned now: no answer
+		case GuardThrottled:
+			answer(403, "Forbidden")
+			return "", false, false
 		}
+	case AuthReplayed:
+		// Not charged: a captured request replayed from a spoofed
+		// address is no evidence against that address.
+		s.event(logs.KindNonceReplay, req, cred.Username, res.String())
+	case AuthForged, AuthInvalid:
+		s.event(logs.KindAuthFailure, req, cred.Username, res.String())
 	}
 	s.challenge(now, src, req, answer, res == AuthStale)
 	return "", false, false
