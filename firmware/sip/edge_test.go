@@ -372,3 +372,51 @@ func TestForeignDomainIgnored(t *testing.T) {
 		t.Fatal("foreign domain not counted")
 	}
 }
+
+// TestNonceFloodOtherPhonesRegister: one valid credential taking fresh
+// nonces without pause (far more than the nonce-count table holds) while
+// other phones keep registering: every REGISTER of every phone succeeds,
+// and nothing is banned or throttled. The table here is tiny (32 slots) so
+// the flood overfills it many times; before, a full table answered every
+// new nonce as a replay, charged it as a failure and banned the phones.
+func TestNonceFloodOtherPhonesRegister(t *testing.T) {
+	s := startServer(t, func(c *config.SIP) { c.Allowlist = nil; c.Guard.MaxTracked = 16 })
+	const phones, rounds, flood = 6, 5, 300
+	for i := 0; i < phones; i++ {
+		if err := s.Extensions().Set(fmt.Sprint(110+i), testPassword); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fl := newPhone(t, s.udp, "127.0.0.30", "101")
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < flood; i++ {
+			if r, ok := fl.registerAuthRetrans(AlgMD5); !ok || r.StatusCode != 200 {
+				done <- fmt.Errorf("flooding extension, REGISTER %d: %v", i, r)
+				return
+			}
+		}
+		done <- nil
+	}()
+	ps := make([]*phone, phones)
+	for i := range ps {
+		ps[i] = newPhone(t, s.udp, fmt.Sprintf("127.0.1.%d", 10+i), fmt.Sprint(110+i))
+	}
+	for round := 0; round < rounds; round++ {
+		for _, p := range ps {
+			if r, ok := p.registerAuthRetrans(AlgMD5); !ok || r.StatusCode != 200 {
+				t.Fatalf("round %d, phone %s: %v (counters %v)", round, p.user, r, s.Counters())
+			}
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	c := s.Counters()
+	if c["auth_failed"] != 0 || c["auth_replayed"] != 0 || c["guard_auth_bans"] != 0 || c["guard_throttles"] != 0 || len(s.Blocks()) != 0 {
+		t.Fatalf("counters: %v, blocks %v", c, s.Blocks())
+	}
+	if c["auth_nonce_evicted"] == 0 {
+		t.Fatalf("the flood never filled the table: %v", c)
+	}
+}
