@@ -186,6 +186,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Status:          d.statusWithTrunks,
 		SIPSettings:     d.sipSettings(),
 		ACME:            d.acme,
+		SIPBlocks:       sipBlocks{d.sip},
 	}
 	if d.ctrl != nil {
 		// nil interfaces in dev mode: a nil *control.Client would not be nil.

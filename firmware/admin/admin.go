@@ -73,6 +73,8 @@ type Deps struct {
 	// ACME is edgepbxd's certificate issuance loop; nil: ACME settings
 	// are stored but nothing issues.
 	ACME ACME
+	// SIPBlocks are the SIP edge's bans and throttles; nil: no SIP edge.
+	SIPBlocks SIPBlocks
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -110,6 +112,7 @@ type Server struct {
 	fw     Firewall
 	sys    System
 	status func(context.Context) []StatusItem
+	sipblk SIPBlocks
 
 	conns connSeq // connection numbers for firewall confirmations
 
@@ -147,7 +150,7 @@ func NewServer(d Deps) (*Server, error) {
 	}
 	s := &Server{auth: svc, audit: al, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
-		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, status: d.Status}
+		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, status: d.Status, sipblk: d.SIPBlocks}
 	s.acme = d.ACME
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))

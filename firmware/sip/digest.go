@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"math"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -250,7 +249,8 @@ type Nonces struct {
 	sources *owners[netip.Addr]
 
 	// Evicted counts live nonces the full table forgot for a newer one;
-	// OwnerEvicted those an extension or source gave up past its quota;
+	// OwnerEvicted those marked to go first, their extension or source
+	// being past its quota;
 	// Forgotten the requests answered as stale because their nonce had
 	// been forgotten. None of them is anyone's failure.
 	Evicted, OwnerEvicted, Forgotten atomic.Uint64
@@ -377,19 +377,7 @@ const (
 // repeats the last accepted nc with the same non-zero fp within
 // retransWindow is a retransmission, not a replay.
 func (n *Nonces) use(now time.Time, key uint64, iss int64, until time.Time, nc uint32, fp uint64, user string, src netip.Addr) useResult {
-	ru := n.users.get(now, n.ttl, user)
-	rs := n.sources.get(now, n.ttl, src)
-	floor := func() int64 {
-		f := int64(math.MinInt64)
-		if ru != nil {
-			f = max(f, ru.floor.Load())
-		}
-		if rs != nil {
-			f = max(f, rs.floor.Load())
-		}
-		return f
-	}
-	u := n.table.use(now, key, iss, until, nc, fp, n.retrans, floor)
+	u := n.table.use(now, key, iss, until, nc, fp, n.retrans)
 	if u.res == useStale {
 		n.Forgotten.Add(1)
 	}
@@ -400,18 +388,16 @@ func (n *Nonces) use(now time.Time, key uint64, iss int64, until time.Time, nc u
 		return u.res
 	}
 	// A new nonce: it counts against its extension and its source; past
-	// a quota the owner's own oldest nonce goes (floor first, then the
-	// slot: a concurrent replay of it finds the slot empty only after the
-	// floor covers it).
-	for _, o := range [...]struct {
-		r     *ownerRing
-		quota int
-	}{{ru, nonceQuotaUser}, {rs, nonceQuotaSource}} {
-		if o.r == nil {
-			continue
+	// a quota the owner's own oldest nonce is marked to give way first.
+	if r := n.users.get(now, n.ttl, user); r != nil {
+		if out, ok := r.push(ringItem{key: key, iss: iss}, nonceQuotaUser); ok {
+			n.table.mark(out.key, out.iss)
+			n.OwnerEvicted.Add(1)
 		}
-		if out, ok := o.r.push(ringItem{key: key, iss: iss}, o.quota); ok {
-			n.table.remove(out.key, out.iss)
+	}
+	if r := n.sources.get(now, n.ttl, src); r != nil {
+		if out, ok := r.push(ringItem{key: key, iss: iss}, nonceQuotaSource); ok {
+			n.table.mark(out.key, out.iss)
 			n.OwnerEvicted.Add(1)
 		}
 	}

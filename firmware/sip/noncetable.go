@@ -4,7 +4,6 @@ import (
 	"math"
 	"math/bits"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -16,7 +15,8 @@ import (
 // to high load); a slot whose nonce has expired is free.
 //
 // The table never refuses: when both buckets hold only live nonces, the
-// entry of the oldest nonce (by issue time) gives way, and its bucket's
+// entry of the oldest nonce (by issue time) gives way, an entry whose
+// owner is over its quota first (see nonceQuotaUser), and its bucket's
 // floor rises to that issue time. A nonce missing from the table and
 // issued at or before the floor of one of its buckets may have been
 // forgotten, so it is answered as stale (a new challenge, which a phone
@@ -52,7 +52,7 @@ type ncShard struct {
 type ncEntry struct {
 	key uint64 // from the nonce's MAC
 	fp  uint64 // transaction of the request that set nc (0: unknown)
-	at  int64  // when nc was accepted, Unix ns
+	at  int64  // when nc was accepted, Unix ns; bit 0: owner over quota (evicted first)
 	iss int64  // when the nonce was issued, Unix ns
 	exp uint32 // Unix seconds from which the slot is free again
 	nc  uint32
@@ -90,6 +90,12 @@ func (t *ncTable) place(key uint64) (sh *ncShard, b1, b2 uint64) {
 	return sh, h & t.mask, (h>>32 ^ h*0x9e3779b97f4a7c15) & t.mask
 }
 
+// over reports an entry whose owner had more than its quota.
+func (e *ncEntry) over() bool { return e.at&1 == 1 }
+
+// accepted sets when nc was accepted, keeping the over-quota mark.
+func (e *ncEntry) accepted(now time.Time) { e.at = now.UnixNano()&^1 | e.at&1 }
+
 // ncUse is what the table did with a nonce count.
 type ncUse struct {
 	res      useResult
@@ -98,10 +104,8 @@ type ncUse struct {
 }
 
 // use records nc for the nonce with key, issued at iss and fresh until
-// until; see Nonces.use. ownerFloor, called under the shard lock when the
-// nonce is missing, is the newest issue time its owners (extension,
-// source) forgot a nonce of.
-func (t *ncTable) use(now time.Time, key uint64, iss int64, until time.Time, nc uint32, fp uint64, retrans time.Duration, ownerFloor func() int64) ncUse {
+// until; see Nonces.use.
+func (t *ncTable) use(now time.Time, key uint64, iss int64, until time.Time, nc uint32, fp uint64, retrans time.Duration) ncUse {
 	sh, b1, b2 := t.place(key)
 	nowS := uint32(min(max(now.Unix(), 0), 1<<32-1))
 	sh.mu.Lock()
@@ -124,23 +128,26 @@ func (t *ncTable) use(now time.Time, key uint64, iss int64, until time.Time, nc 
 				continue
 			}
 			used[j]++
-			if oldest == nil || e.iss < oldest.iss {
+			// The victim if both buckets are full: over quota first, then
+			// the oldest.
+			if oldest == nil || (e.over() && !oldest.over()) || (e.over() == oldest.over() && e.iss < oldest.iss) {
 				oldest, oldestB = e, b
 			}
 			if e.key != key || e.iss != iss {
 				continue
 			}
 			if nc <= e.nc {
-				if nc == e.nc && fp != 0 && fp == e.fp && now.Sub(time.Unix(0, e.at)) <= retrans {
+				if nc == e.nc && fp != 0 && fp == e.fp && now.Sub(time.Unix(0, e.at&^1)) <= retrans {
 					return ncUse{res: useRetrans}
 				}
 				return ncUse{res: useReplay}
 			}
-			e.nc, e.fp, e.at = nc, fp, now.UnixNano()
+			e.nc, e.fp = nc, fp
+			e.accepted(now)
 			return ncUse{res: useOK}
 		}
 	}
-	if iss <= sh.floors[b1] || iss <= sh.floors[b2] || (ownerFloor != nil && iss <= ownerFloor()) {
+	if iss <= sh.floors[b1] || iss <= sh.floors[b2] {
 		return ncUse{res: useStale}
 	}
 	slot := free[0]
@@ -154,20 +161,20 @@ func (t *ncTable) use(now time.Time, key uint64, iss int64, until time.Time, nc 
 		slot, evicted = oldest, true
 		sh.floors[oldestB] = max(sh.floors[oldestB], oldest.iss)
 	}
-	*slot = ncEntry{key: key, fp: fp, at: now.UnixNano(), iss: iss, exp: expSecs(until), nc: nc}
+	*slot = ncEntry{key: key, fp: fp, at: now.UnixNano() &^ 1, iss: iss, exp: expSecs(until), nc: nc}
 	return ncUse{res: useOK, inserted: true, evicted: evicted}
 }
 
-// remove forgets the nonce (key, iss); its owner's floor must already
-// cover iss, so it cannot come back as new.
-func (t *ncTable) remove(key uint64, iss int64) {
+// mark flags the nonce (key, iss) as its owner's beyond quota: it still
+// counts (no replay), and is the first to give way when space runs out.
+func (t *ncTable) mark(key uint64, iss int64) {
 	sh, b1, b2 := t.place(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	for _, b := range [2]uint64{b1, b2} {
 		for i := range sh.buckets[b] {
 			if e := &sh.buckets[b][i]; e.key == key && e.iss == iss {
-				*e = ncEntry{}
+				e.at |= 1
 				return
 			}
 		}
@@ -194,11 +201,14 @@ func (t *ncTable) live(now time.Time) int {
 }
 
 // Per-owner bounds on the count table: one extension, or one source
-// address, holds at most this many nonces; its next new nonce takes the
-// place of its own oldest (which is then answered as stale), never that of
-// another phone. An extension's phones (a few contacts re-registering
-// every minute with a 5 min TTL) hold a few dozen at most; a source may
-// be an office NAT in front of hundreds of phones.
+// address, holds at most this many nonces safe from eviction; beyond that
+// its oldest are marked and give way first when the table is full, so a
+// flood from one credential evicts its own nonces, not other phones'.
+// Nothing is refused or forgotten while the table has room: one
+// credential in front of many devices (a registrar, a load tester) keeps
+// working. An extension's phones (a few contacts re-registering every
+// minute with a 5 min TTL) hold a few dozen at most; a source may be an
+// office NAT in front of hundreds of phones.
 const (
 	nonceQuotaUser   = 32
 	nonceQuotaSource = 1024
@@ -212,22 +222,16 @@ type ringItem struct {
 
 // ownerRing is the nonces one owner holds in the table, oldest first.
 type ownerRing struct {
-	floor atomic.Int64 // newest issue time of a nonce this owner gave up
-
 	mu    sync.Mutex
 	items []ringItem // circular once full
 	head  int        // index of the oldest once full
 	last  int64      // newest issue time pushed (Unix ns), for idle cleanup
 }
 
-func newOwnerRing() *ownerRing {
-	r := &ownerRing{}
-	r.floor.Store(math.MinInt64)
-	return r
-}
+func newOwnerRing() *ownerRing { return &ownerRing{} }
 
-// push adds it; when the ring already holds quota items the oldest goes,
-// the floor first rising to its issue time, and is returned.
+// push adds it; when the ring already holds quota items the oldest goes
+// and is returned.
 func (r *ownerRing) push(it ringItem, quota int) (out ringItem, evicted bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -239,9 +243,6 @@ func (r *ownerRing) push(it ringItem, quota int) (out ringItem, evicted bool) {
 	out = r.items[r.head]
 	r.items[r.head] = it
 	r.head = (r.head + 1) % len(r.items)
-	if out.iss > r.floor.Load() {
-		r.floor.Store(out.iss)
-	}
 	return out, true
 }
 
@@ -272,7 +273,7 @@ func (o *owners[K]) get(now time.Time, ttl time.Duration, k K) *ownerRing {
 			last := r.last
 			r.mu.Unlock()
 			if last < idle {
-				delete(o.m, key) // all its nonces have expired: its floor no longer matters
+				delete(o.m, key) // all its nonces have expired
 			}
 		}
 		if len(o.m) >= o.max {

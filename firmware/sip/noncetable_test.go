@@ -40,7 +40,7 @@ func TestNCTableReplayAndRetransmission(t *testing.T) {
 	}
 	tb := newNCTable(64)
 	for i, st := range steps {
-		if got := tb.use(t0.Add(st.at), 42, t0.UnixNano(), until, st.nc, st.fp, retransWindow, nil).res; got != st.want {
+		if got := tb.use(t0.Add(st.at), 42, t0.UnixNano(), until, st.nc, st.fp, retransWindow).res; got != st.want {
 			t.Fatalf("step %d: got %v, want %v", i, got, st.want)
 		}
 	}
