@@ -86,7 +86,7 @@ type Guard struct {
 
 	// BanBitsV4 and BanBitsV6 are how wide a ban inside the SIP zones is:
 	// 0 bans the host (/32, /128), the default; an admin may ask for a
-	// range (8..31, 32..127). Outside the zones IPv6 sources are counted
+	// range (16..31, 48..127: PID 1's floors). Outside the zones IPv6 sources are counted
 	// and banned per /64.
 	BanBitsV4 int `json:"ban_bits_v4,omitempty"`
 	BanBitsV6 int `json:"ban_bits_v6,omitempty"`
@@ -231,11 +231,12 @@ func (c SIP) Validate() error {
 	if g.MaxUsersPerSource < 0 || g.MaxUsersPerSource == 1 || g.MaxUsersPerSource > 1000 {
 		return errors.New("sip: guard.max_users_per_source: want 2..1000 (0: default 5)")
 	}
-	if g.BanBitsV4 != 0 && (g.BanBitsV4 < 8 || g.BanBitsV4 > 32) {
-		return errors.New("sip: guard.ban_bits_v4: want 0 (the host) or 8..32")
+	// PID 1 refuses bans wider than /16 and /48 (init/control).
+	if g.BanBitsV4 != 0 && (g.BanBitsV4 < 16 || g.BanBitsV4 > 32) {
+		return errors.New("sip: guard.ban_bits_v4: want 0 (the host) or 16..32")
 	}
-	if g.BanBitsV6 != 0 && (g.BanBitsV6 < 32 || g.BanBitsV6 > 128) {
-		return errors.New("sip: guard.ban_bits_v6: want 0 (the host) or 32..128")
+	if g.BanBitsV6 != 0 && (g.BanBitsV6 < 48 || g.BanBitsV6 > 128) {
+		return errors.New("sip: guard.ban_bits_v6: want 0 (the host) or 48..128")
 	}
 	names := map[string]bool{}
 	for _, t := range c.Trunks {
