@@ -421,12 +421,13 @@ const (
 	// AuthRetransmit: valid response with the (nonce, nc) of the accepted
 	// request this one retransmits (same transaction, see Nonces.use).
 	AuthRetransmit
-	AuthForged  // nonce not issued by this box to this source
-	AuthInvalid // malformed or unacceptable parameters (realm, qop, nc, algorithm)
+	AuthForged    // nonce not issued by this box to this source
+	AuthInvalid   // malformed or unacceptable parameters (realm, qop, nc, algorithm)
+	AuthThrottled // the source is throttled for this user: nothing was checked
 )
 
 func (r AuthResult) String() string {
-	return [...]string{"none", "ok", "stale", "failed", "replayed", "retransmission", "forged nonce", "invalid credentials"}[r]
+	return [...]string{"none", "ok", "stale", "failed", "replayed", "retransmission", "forged nonce", "invalid credentials", "throttled"}[r]
 }
 
 // AuthCounters count stage-5 outcomes.
@@ -497,7 +498,14 @@ func (a *Authenticator) Verify(now time.Time, src netip.Addr, method, hdr string
 // VerifyTx is Verify for a request whose transaction fingerprint is fp
 // (0: none). It can return AuthRetransmit.
 func (a *Authenticator) VerifyTx(now time.Time, src netip.Addr, method, hdr string, fp uint64) (AuthResult, Credentials) {
-	r, c := a.verify(now, src, method, hdr, fp)
+	return a.verifyGuarded(now, src, method, hdr, fp, nil)
+}
+
+// verifyGuarded is VerifyTx that first asks g whether src is throttled
+// for the user named in hdr: then nothing is checked (AuthThrottled), so
+// a throttled source learns nothing about the password.
+func (a *Authenticator) verifyGuarded(now time.Time, src netip.Addr, method, hdr string, fp uint64, g *Guard) (AuthResult, Credentials) {
+	r, c := a.verify(now, src, method, hdr, fp, g)
 	switch r {
 	case AuthOK, AuthRetransmit:
 		a.Counters.OK.Add(1)
@@ -515,13 +523,16 @@ func (a *Authenticator) VerifyTx(now time.Time, src netip.Addr, method, hdr stri
 	return r, c
 }
 
-func (a *Authenticator) verify(now time.Time, src netip.Addr, method, hdr string, fp uint64) (AuthResult, Credentials) {
+func (a *Authenticator) verify(now time.Time, src netip.Addr, method, hdr string, fp uint64, g *Guard) (AuthResult, Credentials) {
 	c, err := ParseDigest(hdr)
 	if err != nil {
 		if errors.Is(err, errNotDigest) {
 			return AuthNone, c
 		}
 		return AuthInvalid, c
+	}
+	if g != nil && g.Throttled(now, src, c.Username) {
+		return AuthThrottled, c
 	}
 	alg := c.Algorithm
 	if alg == "" {

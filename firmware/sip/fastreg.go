@@ -468,12 +468,11 @@ func (s *Server) fastUDP(sc *fastScratch, raddr net.Addr, src netip.Addr) {
 		s.fastChallenge(sc, now, raddr, src, false)
 		return
 	}
-	res, cred := s.auth.VerifyTx(now, src, "REGISTER", string(r.auth), s.fingerprintBytes(sc.key))
-	if res != AuthNone && cred.Username != "" && s.guard.Throttled(now, src, cred.Username) {
+	res, cred := s.auth.verifyGuarded(now, src, "REGISTER", string(r.auth), s.fingerprintBytes(sc.key), s.guard)
+	switch res {
+	case AuthThrottled:
 		s.fastFinish(sc, now, raddr, fastHead(sc, 403, "Forbidden"))
 		return
-	}
-	switch res {
 	case AuthOK, AuthRetransmit:
 		s.guard.AuthOK(src, cred.Username)
 		s.fastRegister(sc, now, raddr, src, cred.Username, res == AuthRetransmit)

@@ -150,15 +150,14 @@ func (s *Server) authenticate(now time.Time, src netip.Addr, req *sip.Request, a
 	hdr := headerValue(req, "Authorization")
 	res, cred := AuthNone, Credentials{}
 	if hdr != "" {
-		res, cred = s.auth.VerifyTx(now, src, string(req.Method), hdr, fp)
-	}
-	if res != AuthNone && cred.Username != "" && s.guard.Throttled(now, src, cred.Username) {
-		// Whatever the answer would have been: a throttled pair learns
-		// nothing, right password or not.
-		answer(403, "Forbidden")
-		return "", false, false
+		res, cred = s.auth.verifyGuarded(now, src, string(req.Method), hdr, fp, s.guard)
 	}
 	switch res {
+	case AuthThrottled:
+		// Nothing was checked: a throttled pair learns nothing, right
+		// password or not.
+		answer(403, "Forbidden")
+		return "", false, false
 	case AuthOK, AuthRetransmit:
 		s.guard.AuthOK(src, cred.Username)
 		return cred.Username, res == AuthRetransmit, true
