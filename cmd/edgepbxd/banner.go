@@ -3,7 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/admin"
+	"github.com/edgepbx/edgepbx/firmware/sip"
 
 	"github.com/edgepbx/edgepbx/netfw"
 )
@@ -29,3 +33,16 @@ func (b controlBanner) Ban(ctx context.Context, ban netfw.Ban) error {
 	}
 	return nil
 }
+
+// sipBlocks shows the SIP edge's bans and throttles to the admin side.
+type sipBlocks struct{ s *sip.Server }
+
+func (b sipBlocks) Blocks() []admin.SIPBlock {
+	var out []admin.SIPBlock
+	for _, x := range b.s.Blocks() {
+		out = append(out, admin.SIPBlock{Source: x.Source, User: x.User, Reason: x.Reason, Since: x.Since, Until: x.Until, Registered: x.Registered})
+	}
+	return out
+}
+
+func (b sipBlocks) Lift(p netip.Prefix, user string) (bans, throttles int) { return b.s.Lift(p, user) }

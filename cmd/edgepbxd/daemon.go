@@ -203,6 +203,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Licence:     ifSet[admin.Licence](d.lic),
 		Firewall:    p.firewall,
 		System:      p.system,
+		SIPBlocks:   sipBlocks{d.sip},
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %w", errStayDown, err)
 	}

@@ -32,8 +32,10 @@ func (d *daemon) dashboard(ctx context.Context) []admin.StatusItem {
 	}
 	items = append(items, admin.StatusItem{Name: "SIP registrations", Value: fmt.Sprintf("%d of %d extensions", reg, len(exts)), OK: true})
 	c := d.sip.Counters()
+	// Bans and throttles in force have their own line (amber or red, from
+	// the admin side); this one counts since start.
 	items = append(items, admin.StatusItem{Name: "SIP authentication", OK: true,
-		Value: fmt.Sprintf("%d ok, %d failed, %d sources banned", c["auth_ok"], c["auth_failed"], c["guard_auth_bans"]+c["guard_flood_bans"])})
+		Value: fmt.Sprintf("since start: %d ok, %d failed, %d throttles, %d bans", c["auth_ok"], c["auth_failed"], c["guard_throttles"], c["guard_auth_bans"]+c["guard_flood_bans"])})
 	items = append(items, admin.StatusItem{Name: "SIP filter", OK: true,
 		Value: fmt.Sprintf("%d scanner packets dropped, %d oversize, %d malformed", c["filter_scanner"], c["filter_oversize"], c["filter_malformed"])})
 	if d.calls != nil {

@@ -78,6 +78,8 @@ type Deps struct {
 	// Syslog is the running remote syslog sender (*logs.Sender); nil:
 	// settings are stored but nothing sends.
 	Syslog Syslog
+	// SIPBlocks are the SIP edge's bans and throttles; nil: no SIP edge.
+	SIPBlocks SIPBlocks
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -114,6 +116,7 @@ type Server struct {
 	fw     Firewall
 	sys    System
 	status func(context.Context) []StatusItem
+	sipblk SIPBlocks
 
 	conns connSeq // connection numbers for firewall confirmations
 
@@ -142,7 +145,7 @@ func NewServer(d Deps) (*Server, error) {
 	s := &Server{auth: d.Auth, audit: d.Audit, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
 		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, status: d.Status,
-		trunks: d.TrunkStatus, syslog: d.Syslog}
+		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks}
 	s.acme = d.ACME
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))

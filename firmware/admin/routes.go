@@ -113,7 +113,9 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/api/v1/firewall/policy", summary: "Firewall zones and rules (service → zones): confirmed, pending change and seconds before it reverts", perm: auth.PermSecurityRead, h: s.apiFirewallPolicy},
 		{method: "PUT", path: "/api/v1/firewall/policy", summary: "Replace the firewall zones and rules; applied at once as pending, reverted unless confirmed in time (answer closes the connection)", req: PolicyRequest{}, perm: auth.PermSecurityWrite, h: s.apiSetFirewallPolicy},
 		{method: "POST", path: "/api/v1/firewall/policy/confirm", summary: "Confirm a pending firewall change; must arrive on a connection opened after the change", req: ConfirmRequest{}, perm: auth.PermSecurityWrite, h: s.apiConfirmFirewallPolicy},
-		{method: "POST", path: "/api/v1/firewall/unban", summary: "Lift a firewall ban", req: UnbanRequest{}, perm: auth.PermSecurityWrite, h: s.apiUnban},
+		{method: "POST", path: "/api/v1/firewall/unban", summary: "Lift a firewall ban (and the SIP edge's own copy of it); audited", req: UnbanRequest{}, perm: auth.PermSecurityWrite, h: s.apiUnban},
+		{method: "GET", path: "/api/v1/sip/blocks", summary: "The SIP edge's live bans (a source cut off) and throttles (a source that may no longer try one extension), with the extensions registered inside each ban", perm: auth.PermSecurityRead, h: s.apiSIPBlocks},
+		{method: "POST", path: "/api/v1/sip/blocks/lift", summary: "Lift the SIP edge's bans and throttles of a source (address or prefix), or only one extension's throttle there; audited. Firewall bans: POST /api/v1/firewall/unban", req: LiftRequest{}, perm: auth.PermSecurityWrite, h: s.apiSIPLift},
 		{method: "POST", path: "/api/v1/system/reboot", summary: "Reboot the box", perm: auth.PermSystemWrite, h: s.apiReboot},
 		{method: "POST", path: "/api/v1/system/poweroff", summary: "Power the box off", perm: auth.PermSystemWrite, h: s.apiPoweroff},
 	}

@@ -46,6 +46,27 @@ type StatusItem struct {
 	Name  string `json:"name"`
 	Value string `json:"value"`
 	OK    bool   `json:"ok"`
+	// Level refines OK for the page: "ok" (green), "warn" (amber),
+	// "bad" (red); empty: from OK.
+	Level string `json:"level,omitempty"`
+}
+
+// Status levels.
+const (
+	LevelOK   = "ok"
+	LevelWarn = "warn"
+	LevelBad  = "bad"
+)
+
+// Class is the item's CSS class: its level, else from OK.
+func (i StatusItem) Class() string {
+	if i.Level != "" {
+		return i.Level
+	}
+	if i.OK {
+		return LevelOK
+	}
+	return LevelBad
 }
 
 // pid1Timeout bounds each control-socket request made for a page.
@@ -87,7 +108,7 @@ func (s *Server) extensionsData(r *http.Request, p auth.Principal) (any, error) 
 	if s.exts == nil {
 		return map[string]any{"Unavailable": true}, nil
 	}
-	return map[string]any{"List": s.exts.List()}, nil
+	return map[string]any{"List": s.exts.List(), "Throttled": throttledByUser(s.sipBlocks())}, nil
 }
 
 func (s *Server) apiExtensions(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
@@ -203,17 +224,18 @@ func (s *Server) firewall(ctx context.Context) (firewallView, error) {
 func (s *Server) firewallData(r *http.Request, p auth.Principal) (any, error) {
 	v, err := s.firewall(r.Context())
 	if errors.Is(err, errUnavailable) {
-		return map[string]any{"Unavailable": true}, nil
+		return map[string]any{"Unavailable": true, "SIP": s.sipBlocks()}, nil
 	}
 	if err != nil {
 		return nil, err
 	}
+	sip := s.sipBlocks()
 	pol, err := s.policyState(r.Context())
 	if err != nil {
 		// Bans and counters still show; the policy part says why it cannot.
-		return map[string]any{"V": v, "PolicyError": err.Error()}, nil
+		return map[string]any{"V": v, "SIP": sip, "PolicyError": err.Error()}, nil
 	}
-	return map[string]any{"V": v, "Policy": pol, "Editor": newPolicyEditor(pol.PolicyState)}, nil
+	return map[string]any{"V": v, "SIP": sip, "Policy": pol, "Editor": newPolicyEditor(pol.PolicyState)}, nil
 }
 
 func (s *Server) apiFirewall(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
@@ -250,6 +272,11 @@ func (s *Server) apiUnban(w http.ResponseWriter, r *http.Request, p auth.Princip
 	defer cancel()
 	if err := s.fw.Unban(ctx, pfx.Masked()); err != nil {
 		return fmt.Errorf("unban via PID 1: %w", err)
+	}
+	// The SIP edge drops a banned source itself too, before the firewall
+	// has the ban: lifted here as well, or the lift would not be one.
+	if s.sipblk != nil {
+		s.sipblk.Lift(pfx.Masked(), "")
 	}
 	_ = s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: "firewall.unban", Target: pfx.Masked().String()})
 	writeJSON(w, http.StatusOK, map[string]string{"status": "unbanned"})
@@ -314,8 +341,15 @@ func (s *Server) dashboard(ctx context.Context) []StatusItem {
 		if err != nil {
 			items = append(items, StatusItem{Name: "Firewall bans", Value: "unavailable: " + err.Error()})
 		} else {
-			items = append(items, StatusItem{Name: "Firewall bans", Value: fmt.Sprint(len(v.Bans)), OK: true})
+			it := StatusItem{Name: "Firewall bans", Value: fmt.Sprint(len(v.Bans)), OK: len(v.Bans) == 0}
+			if len(v.Bans) > 0 {
+				it.Level = LevelWarn
+			}
+			items = append(items, it)
 		}
+	}
+	if it, ok := s.sipBlockStatus(); ok {
+		items = append(items, it)
 	}
 	res, verr := s.audit.Verify()
 	items = append(items, StatusItem{Name: "Audit log", Value: fmt.Sprintf("%d entries, chain %s", res.Entries, map[bool]string{true: "verified", false: "BROKEN"}[verr == nil]), OK: verr == nil})

@@ -24,7 +24,7 @@ type pages struct{ t map[string]*template.Template }
 var pageNames = []string{"claim", "login", "dashboard", "account", "users", "security", "audit", "certificates", "extensions", "telephony", "firewall", "system"}
 
 func loadPages() (*pages, error) {
-	funcs := template.FuncMap{"can": func(p auth.Principal, perm string) bool { return p.Can(auth.Permission(perm)) }}
+	funcs := template.FuncMap{"can": func(p auth.Principal, perm string) bool { return p.Can(auth.Permission(perm)) }, "covers": Covers}
 	pg := &pages{t: map[string]*template.Template{}}
 	for _, n := range pageNames {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+n+".html")

@@ -71,11 +71,25 @@ type Guard struct {
 	RateLimit  int           `json:"rate_limit"`
 	FloodBan   time.Duration `json:"flood_ban"`
 
-	// Failed authentications per source and per extension within FailWindow.
+	// Failed authentications within FailWindow. Only failures on a nonce
+	// the box issued to that source count. A source failing
+	// MaxFailsPerSource times for one extension is throttled for that
+	// extension (not banned) for AuthBan; past MaxFailsPerUser failures of
+	// one extension every failing source is throttled for it at once; a
+	// source failing for MaxUsersPerSource extensions is a scan and is
+	// banned for AuthBan (0: 5).
 	FailWindow        time.Duration `json:"fail_window"`
 	MaxFailsPerSource int           `json:"max_fails_per_source"`
 	MaxFailsPerUser   int           `json:"max_fails_per_user"`
+	MaxUsersPerSource int           `json:"max_users_per_source"`
 	AuthBan           time.Duration `json:"auth_ban"`
+
+	// BanBitsV4 and BanBitsV6 are how wide a ban inside the SIP zones is:
+	// 0 bans the host (/32, /128), the default; an admin may ask for a
+	// range (16..31, 48..127: PID 1's floors). Outside the zones IPv6 sources are counted
+	// and banned per /64.
+	BanBitsV4 int `json:"ban_bits_v4,omitempty"`
+	BanBitsV6 int `json:"ban_bits_v6,omitempty"`
 
 	// MaxTracked bounds the memory of the detectors (keys per table).
 	MaxTracked int `json:"max_tracked"`
@@ -138,6 +152,7 @@ func DefaultSIP() SIP {
 			FailWindow:        time.Hour,
 			MaxFailsPerSource: 3,
 			MaxFailsPerUser:   10,
+			MaxUsersPerSource: 5,
 			AuthBan:           time.Hour,
 			MaxTracked:        65536,
 		},
@@ -212,6 +227,16 @@ func (c SIP) Validate() error {
 	if g.RateWindow <= 0 || g.RateLimit < 1 || g.FailWindow <= 0 || g.MaxFailsPerSource < 1 ||
 		g.MaxFailsPerUser < 1 || g.FloodBan <= 0 || g.AuthBan <= 0 || g.MaxTracked < 16 {
 		return errors.New("sip: guard: windows, limits and ban times must be positive")
+	}
+	if g.MaxUsersPerSource < 0 || g.MaxUsersPerSource == 1 || g.MaxUsersPerSource > 1000 {
+		return errors.New("sip: guard.max_users_per_source: want 2..1000 (0: default 5)")
+	}
+	// PID 1 refuses bans wider than /16 and /48 (init/control).
+	if g.BanBitsV4 != 0 && (g.BanBitsV4 < 16 || g.BanBitsV4 > 32) {
+		return errors.New("sip: guard.ban_bits_v4: want 0 (the host) or 16..32")
+	}
+	if g.BanBitsV6 != 0 && (g.BanBitsV6 < 48 || g.BanBitsV6 > 128) {
+		return errors.New("sip: guard.ban_bits_v6: want 0 (the host) or 48..128")
 	}
 	names := map[string]bool{}
 	for _, t := range c.Trunks {

@@ -32,6 +32,9 @@ func TestSIPValidateRejects(t *testing.T) {
 		{"retransmit cache", func(c *SIP) { c.RetransmitCache = 0 }},
 		{"retransmit cache huge", func(c *SIP) { c.RetransmitCache = 1<<20 + 1 }},
 		{"guard", func(c *SIP) { c.Guard.MaxFailsPerSource = 0 }},
+		{"ban wider than PID 1 allows (v4)", func(c *SIP) { c.Guard.BanBitsV4 = 8 }},
+		{"ban wider than PID 1 allows (v6)", func(c *SIP) { c.Guard.BanBitsV6 = 32 }},
+		{"scan threshold of one", func(c *SIP) { c.Guard.MaxUsersPerSource = 1 }},
 		{"trunk empty", func(c *SIP) { c.Trunks = []Trunk{{Name: "itsp"}} }},
 		{"trunk dup", func(c *SIP) {
 			p := []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}

@@ -237,17 +237,23 @@ func responseSum(out *[64]byte, alg string, ha1 []byte, method string, c Credent
 // Nonces issues stateless HMAC nonces bound to the source address and tracks
 // the nonce counts of nonces that authenticated, so a replayed (nonce, nc)
 // fails. The tracking table is fixed-size (see ncTable): memory is bounded
-// and allocated once.
+// and allocated once; one extension and one source may hold only a few of
+// its slots (nonceQuotaUser, nonceQuotaSource).
 type Nonces struct {
 	key     [32]byte
 	ttl     time.Duration
 	retrans time.Duration // see retransWindow
 	macs    sync.Pool     // *macState keyed with key
 	table   *ncTable
+	users   *owners[string]
+	sources *owners[netip.Addr]
 
-	// Full counts authentications refused because the table had no free
-	// slot for a new nonce (size it with NewNonces' maxTracked).
-	Full atomic.Uint64
+	// Evicted counts live nonces the full table forgot for a newer one;
+	// OwnerEvicted those marked to go first, their extension or source
+	// being past its quota;
+	// Forgotten the requests answered as stale because their nonce had
+	// been forgotten. None of them is anyone's failure.
+	Evicted, OwnerEvicted, Forgotten atomic.Uint64
 }
 
 // retransWindow is how long after acceptance a request with the same
@@ -260,7 +266,8 @@ const retransWindow = 32 * time.Second
 // is how many live authenticated nonces the count table must hold; it gets
 // twice that many slots (see ncTable), ncEntrySize bytes each.
 func NewNonces(ttl time.Duration, maxTracked int) (*Nonces, error) {
-	n := &Nonces{ttl: ttl, retrans: retransWindow, table: newNCTable(2 * maxTracked)}
+	n := &Nonces{ttl: ttl, retrans: retransWindow, table: newNCTable(2 * maxTracked),
+		users: newOwners[string](maxTracked, nonceQuotaUser), sources: newOwners[netip.Addr](maxTracked, nonceQuotaSource)}
 	if _, err := rand.Read(n.key[:]); err != nil {
 		return nil, fmt.Errorf("digest: nonce key: %w", err)
 	}
@@ -331,26 +338,27 @@ const (
 
 // check verifies a nonce for src. For a fresh one it also returns its key
 // in the count table (part of its MAC: unpredictable without the nonce
-// key, so a client cannot aim at another's slot) and when it stops being
-// fresh.
-func (n *Nonces) check(now time.Time, nonce string, src netip.Addr) (st nonceState, key uint64, until time.Time) {
+// key, so a client cannot aim at another's slot), when it was issued
+// (Unix ns) and when it stops being fresh.
+func (n *Nonces) check(now time.Time, nonce string, src netip.Addr) (st nonceState, key uint64, iss int64, until time.Time) {
 	if len(nonce) != nonceLen {
-		return nonceBad, 0, time.Time{}
+		return nonceBad, 0, 0, time.Time{}
 	}
 	var enc [64]byte
 	var b [nonceRaw]byte
 	if _, err := base64.RawURLEncoding.Decode(b[:], enc[:copy(enc[:], nonce)]); err != nil {
-		return nonceBad, 0, time.Time{}
+		return nonceBad, 0, 0, time.Time{}
 	}
 	mac := n.mac((*[16]byte)(b[:16]), src, false)
 	if !hmac.Equal(b[16:], mac[:]) {
-		return nonceBad, 0, time.Time{}
+		return nonceBad, 0, 0, time.Time{}
 	}
-	issued := time.Unix(0, int64(binary.BigEndian.Uint64(b[:8])))
+	iss = int64(binary.BigEndian.Uint64(b[:8]))
+	issued := time.Unix(0, iss)
 	if now.Sub(issued) > n.ttl || issued.After(now.Add(time.Minute)) {
-		return nonceStale, 0, time.Time{}
+		return nonceStale, 0, 0, time.Time{}
 	}
-	return nonceFresh, binary.BigEndian.Uint64(mac[:8]), issued.Add(n.ttl)
+	return nonceFresh, binary.BigEndian.Uint64(mac[:8]), iss, issued.Add(n.ttl)
 }
 
 // useResult is the outcome of recording a nonce count.
@@ -358,45 +366,73 @@ type useResult int
 
 const (
 	useOK      useResult = iota
-	useReplay            // nc not above the last one seen, or the table is full
+	useReplay            // nc not above the last one seen
 	useRetrans           // the accepted request itself again (same fp, within the window)
+	useStale             // the nonce may have been forgotten (evicted): challenge again, charge nobody
 )
 
-// use records nc for the authenticated nonce with table key key, fresh
-// until until. fp names the request's transaction (0: none); a request that
+// use records nc for the authenticated nonce with table key key, issued
+// at iss (Unix ns) and fresh until until, that user authenticated with
+// from src. fp names the request's transaction (0: none); a request that
 // repeats the last accepted nc with the same non-zero fp within
 // retransWindow is a retransmission, not a replay.
-func (n *Nonces) use(now time.Time, key uint64, until time.Time, nc uint32, fp uint64) useResult {
-	r := n.table.use(now, key, until, nc, fp, n.retrans)
-	if r == ncFull {
-		// Fail closed: forgetting a live nonce would let it be replayed.
-		n.Full.Add(1)
-		return useReplay
+func (n *Nonces) use(now time.Time, key uint64, iss int64, until time.Time, nc uint32, fp uint64, user string, src netip.Addr) useResult {
+	u := n.table.use(now, key, iss, until, nc, fp, n.retrans)
+	if u.res == useStale {
+		n.Forgotten.Add(1)
 	}
-	return r
+	if u.evicted {
+		n.Evicted.Add(1)
+	}
+	if !u.inserted {
+		return u.res
+	}
+	// A new nonce: it counts against its extension and its source; past
+	// a quota the owner's own oldest nonce is marked to give way first.
+	if r := n.users.get(now, n.ttl, user); r != nil {
+		if out, ok := r.push(ringItem{key: key, iss: iss}, nonceQuotaUser); ok {
+			n.table.mark(out.key, out.iss)
+			n.OwnerEvicted.Add(1)
+		}
+	}
+	if r := n.sources.get(now, n.ttl, src); r != nil {
+		if out, ok := r.push(ringItem{key: key, iss: iss}, nonceQuotaSource); ok {
+			n.table.mark(out.key, out.iss)
+			n.OwnerEvicted.Add(1)
+		}
+	}
+	return u.res
 }
 
 // AuthResult is the outcome of checking a request's credentials.
 type AuthResult int
 
+// Only AuthFailed is evidence against the source: a wrong response (or an
+// unknown user) on a fresh nonce the box issued to that very address, which
+// a sender spoofing the address never saw. Everything else is answered
+// with a new challenge and charged to nobody: anyone can put a victim's
+// address on a UDP packet with a made-up or captured nonce.
 const (
 	AuthNone     AuthResult = iota // no usable Digest credentials: challenge
 	AuthOK                         // credentials verified
-	AuthStale                      // right password, expired nonce: challenge with stale=true
-	AuthFailed                     // wrong password, unknown user, forged nonce, bad parameters
+	AuthStale                      // expired (or forgotten, see ncTable) nonce: challenge with stale=true
+	AuthFailed                     // wrong password or unknown user on a fresh nonce issued to this source
 	AuthReplayed                   // valid response with a reused (nonce, nc)
 	// AuthRetransmit: valid response with the (nonce, nc) of the accepted
 	// request this one retransmits (same transaction, see Nonces.use).
 	AuthRetransmit
+	AuthForged    // nonce not issued by this box to this source
+	AuthInvalid   // malformed or unacceptable parameters (realm, qop, nc, algorithm)
+	AuthThrottled // the source is throttled for this user: nothing was checked
 )
 
 func (r AuthResult) String() string {
-	return [...]string{"none", "ok", "stale", "failed", "replayed", "retransmission"}[r]
+	return [...]string{"none", "ok", "stale", "failed", "replayed", "retransmission", "forged nonce", "invalid credentials", "throttled"}[r]
 }
 
 // AuthCounters count stage-5 outcomes.
 type AuthCounters struct {
-	OK, Challenged, Failed, Replayed atomic.Uint64
+	OK, Challenged, Failed, Replayed, Forged, Invalid, Stale atomic.Uint64
 }
 
 // HA1Source looks up a user's HA1 for an algorithm.
@@ -462,7 +498,14 @@ func (a *Authenticator) Verify(now time.Time, src netip.Addr, method, hdr string
 // VerifyTx is Verify for a request whose transaction fingerprint is fp
 // (0: none). It can return AuthRetransmit.
 func (a *Authenticator) VerifyTx(now time.Time, src netip.Addr, method, hdr string, fp uint64) (AuthResult, Credentials) {
-	r, c := a.verify(now, src, method, hdr, fp)
+	return a.verifyGuarded(now, src, method, hdr, fp, nil)
+}
+
+// verifyGuarded is VerifyTx that first asks g whether src is throttled
+// for the user named in hdr: then nothing is checked (AuthThrottled), so
+// a throttled source learns nothing about the password.
+func (a *Authenticator) verifyGuarded(now time.Time, src netip.Addr, method, hdr string, fp uint64, g *Guard) (AuthResult, Credentials) {
+	r, c := a.verify(now, src, method, hdr, fp, g)
 	switch r {
 	case AuthOK, AuthRetransmit:
 		a.Counters.OK.Add(1)
@@ -470,32 +513,46 @@ func (a *Authenticator) VerifyTx(now time.Time, src netip.Addr, method, hdr stri
 		a.Counters.Failed.Add(1)
 	case AuthReplayed:
 		a.Counters.Replayed.Add(1)
+	case AuthForged:
+		a.Counters.Forged.Add(1)
+	case AuthInvalid:
+		a.Counters.Invalid.Add(1)
+	case AuthStale:
+		a.Counters.Stale.Add(1)
 	}
 	return r, c
 }
 
-func (a *Authenticator) verify(now time.Time, src netip.Addr, method, hdr string, fp uint64) (AuthResult, Credentials) {
+func (a *Authenticator) verify(now time.Time, src netip.Addr, method, hdr string, fp uint64, g *Guard) (AuthResult, Credentials) {
 	c, err := ParseDigest(hdr)
 	if err != nil {
 		if errors.Is(err, errNotDigest) {
 			return AuthNone, c
 		}
-		return AuthFailed, c
+		return AuthInvalid, c
+	}
+	if g != nil && g.Throttled(now, src, c.Username) {
+		return AuthThrottled, c
 	}
 	alg := c.Algorithm
 	if alg == "" {
 		alg = AlgMD5
 	}
 	if !a.offers(alg) || c.Realm != a.Realm || c.QOP != "auth" || len(c.NC) != 8 || c.CNonce == "" {
-		return AuthFailed, c
+		return AuthInvalid, c
 	}
 	nc, err := strconv.ParseUint(c.NC, 16, 32)
 	if err != nil || nc == 0 {
-		return AuthFailed, c
+		return AuthInvalid, c
 	}
-	state, key, until := a.Nonces.check(now, c.Nonce, src)
-	if state == nonceBad {
-		return AuthFailed, c
+	state, key, issued, until := a.Nonces.check(now, c.Nonce, src)
+	switch state {
+	case nonceBad:
+		return AuthForged, c
+	case nonceStale:
+		// The password is not checked on an expired nonce: the answer
+		// (stale or not) would otherwise be an oracle nobody is charged for.
+		return AuthStale, c
 	}
 	// The fake HA1 is computed for every user so both paths cost the same.
 	var ha1 [64]byte
@@ -510,14 +567,13 @@ func (a *Authenticator) verify(now time.Time, src netip.Addr, method, hdr string
 	if !ok || !known {
 		return AuthFailed, c
 	}
-	if state == nonceStale {
-		return AuthStale, c
-	}
-	switch a.Nonces.use(now, key, until, uint32(nc), fp) {
+	switch a.Nonces.use(now, key, issued, until, uint32(nc), fp, c.Username, src) {
 	case useReplay:
 		return AuthReplayed, c
 	case useRetrans:
 		return AuthRetransmit, c
+	case useStale:
+		return AuthStale, c
 	}
 	return AuthOK, c
 }

@@ -1,6 +1,8 @@
 package sip
 
 import (
+	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -68,10 +70,16 @@ func TestVerify(t *testing.T) {
 		{"next nc md5", now, "192.0.2.1", hdr(AlgMD5, "101", "pw", nonce, "00000002"), AuthOK},
 		{"wrong password", now, "192.0.2.1", hdr(AlgMD5, "101", "bad", nonce, "00000003"), AuthFailed},
 		{"unknown user", now, "192.0.2.1", hdr(AlgMD5, "999", "pw", nonce, "00000004"), AuthFailed},
-		{"other source", now, "192.0.2.2", hdr(AlgMD5, "101", "pw", nonce, "00000005"), AuthFailed},
-		{"forged nonce", now, "192.0.2.1", hdr(AlgMD5, "101", "pw", strings.Repeat("A", 43), "00000001"), AuthFailed},
+		// A nonce issued to another address, a made-up one, a stale one or
+		// bad parameters are no evidence against the sender's address (it
+		// may be spoofed): never AuthFailed, which the guard charges.
+		{"other source", now, "192.0.2.2", hdr(AlgMD5, "101", "pw", nonce, "00000005"), AuthForged},
+		{"other source wrong password", now, "192.0.2.2", hdr(AlgMD5, "101", "bad", nonce, "00000005"), AuthForged},
+		{"forged nonce", now, "192.0.2.1", hdr(AlgMD5, "101", "pw", strings.Repeat("A", 43), "00000001"), AuthForged},
 		{"stale", now.Add(2 * time.Minute), "192.0.2.1", hdr(AlgMD5, "101", "pw", nonce, "00000009"), AuthStale},
-		{"nc zero", now, "192.0.2.1", hdr(AlgMD5, "101", "pw", nonce, "00000000"), AuthFailed},
+		{"stale wrong password", now.Add(2 * time.Minute), "192.0.2.1", hdr(AlgMD5, "101", "bad", nonce, "0000000a"), AuthStale},
+		{"nc zero", now, "192.0.2.1", hdr(AlgMD5, "101", "pw", nonce, "00000000"), AuthInvalid},
+		{"wrong realm", now, "192.0.2.1", authHeader(AlgMD5, "101", "pw", "other", nonce, "sip:pbx", "0000000b", "cn"), AuthInvalid},
 		{"not digest", now, "192.0.2.1", "Basic abc", AuthNone},
 	}
 	for _, tt := range tests {
@@ -105,31 +113,77 @@ func FuzzVerify(f *testing.F) {
 	})
 }
 
-// TestNonceTableBounded: the nonce-count table never grows: with every
-// slot held by a live nonce a new one is refused (fail closed) and counted,
-// known nonces still count up, and slots come back once their nonce expires.
-func TestNonceTableBounded(t *testing.T) {
+// TestNonceTableEvictsByAge: the nonce-count table never grows and never
+// refuses: with every slot held by a live nonce a newer one takes the slot
+// of the oldest, and the forgotten nonce comes back as stale (a new
+// challenge, charged to nobody), never as accepted (no replay) nor as a
+// replay. Known nonces still count up; slots come back once their nonce
+// expires.
+func TestNonceTableEvictsByAge(t *testing.T) {
 	n, _ := NewNonces(time.Minute, 16) // 32 slots: 4 shards of one 8-way bucket
 	t0 := time.Unix(1_700_000_000, 0)
 	until := t0.Add(time.Minute)
 	slots := n.table.slots()
-	refused := 0
-	for k := uint64(1); k <= uint64(4*slots); k++ {
-		if n.use(t0, k, until, 1, 0) == useReplay {
-			refused++
+	src := srcAddr("192.0.2.1")
+	iss := func(k uint64) int64 { return t0.UnixNano() + int64(k) }
+	total := uint64(4 * slots)
+	for k := uint64(1); k <= total; k++ {
+		// Every key its own extension and source: no quota applies.
+		u := fmt.Sprint("u", k)
+		s := netip.AddrFrom4([4]byte{10, 0, byte(k >> 8), byte(k)})
+		if got := n.use(t0, k, iss(k), until, 1, 0, u, s); got != useOK {
+			t.Fatalf("nonce %d refused: %v", k, got)
 		}
 	}
-	if live := n.table.live(t0); live != slots || refused != 3*slots || n.Full.Load() != uint64(refused) {
-		t.Fatalf("slots %d: live %d, refused %d, full %d", slots, live, refused, n.Full.Load())
+	if live := n.table.live(t0); live != slots || n.Evicted.Load() != total-uint64(slots) {
+		t.Fatalf("slots %d: live %d, evicted %d", slots, live, n.Evicted.Load())
 	}
-	if got := n.use(t0, 1, until, 2, 0); got != useOK {
-		t.Fatalf("known nonce counting up: %v", got)
+	// The newest nonce is held and counts up; the oldest was forgotten and
+	// is stale at any nc.
+	if got := n.use(t0, total, iss(total), until, 2, 0, fmt.Sprint("u", total), src); got != useOK {
+		t.Fatalf("newest nonce counting up: %v", got)
+	}
+	for _, nc := range []uint32{1, 2} {
+		if got := n.use(t0, 1, iss(1), until, nc, 0, "u1", src); got != useStale {
+			t.Fatalf("forgotten nonce at nc %d: %v, want stale", nc, got)
+		}
 	}
 	later := until.Add(2 * time.Second)
 	if n.table.live(later) != 0 {
 		t.Fatal("expired nonces still held")
 	}
-	if got := n.use(later, uint64(10*slots), later.Add(time.Minute), 1, 0); got != useOK {
+	if got := n.use(later, 10*total, later.UnixNano(), later.Add(time.Minute), 1, 0, "x", src); got != useOK {
 		t.Fatalf("after expiry: %v", got)
+	}
+}
+
+// TestNonceQuotaPerOwner: one extension taking fresh nonces without end,
+// far past the table's size, evicts only its own nonces (those past its
+// quota are marked to go first): another phone's nonce, older than all of
+// them, stays held and keeps counting up; the flooder's oldest come back
+// stale, never accepted again. Nothing is refused.
+func TestNonceQuotaPerOwner(t *testing.T) {
+	n, _ := NewNonces(5*time.Minute, 64) // 128 slots
+	t0 := time.Unix(1_700_000_000, 0)
+	until := t0.Add(5 * time.Minute)
+	phone := srcAddr("10.0.0.2")
+	if got := n.use(t0, 1, t0.UnixNano(), until, 1, 0, "102", phone); got != useOK {
+		t.Fatal(got)
+	}
+	atk := srcAddr("10.0.0.66")
+	flood := 20 * n.table.slots()
+	for k := 0; k < flood; k++ {
+		if got := n.use(t0, uint64(1000+k), t0.UnixNano()+1+int64(k), until, 1, 0, "101", atk); got != useOK {
+			t.Fatalf("flood nonce %d: %v", k, got)
+		}
+	}
+	if n.Evicted.Load() == 0 || n.table.live(t0) != n.table.slots() {
+		t.Fatalf("the flood did not fill the table: evicted %d, live %d", n.Evicted.Load(), n.table.live(t0))
+	}
+	if got := n.use(t0, 1, t0.UnixNano(), until, 2, 0, "102", phone); got != useOK {
+		t.Fatalf("other phone's nonce: %v", got)
+	}
+	if got := n.use(t0, 1000, t0.UnixNano()+1, until, 2, 0, "101", atk); got != useStale {
+		t.Fatalf("flooder's oldest nonce: %v, want stale", got)
 	}
 }

@@ -1,12 +1,16 @@
 package sip
 
 import (
+	"fmt"
+	"net/netip"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/emiago/sipgo/sip"
 )
 
 func TestRegisterDigest(t *testing.T) {
@@ -150,31 +154,83 @@ func TestNonceReplayRejected(t *testing.T) {
 	}
 }
 
-// TestBruteForceBanned: three wrong passwords ban the source (Banner gets
-// the /32), while a phone from another address keeps registering.
-func TestBruteForceBanned(t *testing.T) {
-	s := startServer(t, nil)
-	atk := newPhone(t, s.udp, "127.0.0.4", "101")
-	for i := 0; i < 3; i++ {
-		msg, _ := atk.register(regOpts{})
-		atk.send(msg)
-		_, r := atk.mustRecv()
-		nonce := challengeOf(t, r, AlgMD5)
-		msg, _ = atk.register(regOpts{auth: authHeader(AlgMD5, "101", "guess-"+randHex(3), "edgepbx", nonce, "sip:127.0.0.1", "00000001", "c")})
-		atk.send(msg)
-		_, r, ok := atk.recv()
-		if i < 2 && (!ok || r.StatusCode != 401) {
-			t.Fatalf("guess %d: %v", i, r)
-		}
-		if i == 2 && ok {
-			t.Fatalf("third failure answered (%d); want silence and a ban", r.StatusCode)
+// guess sends one REGISTER for user with a wrong password on a fresh
+// challenge and returns the answer (ok false: silence).
+func (p *phone) guess(user string) (*sip.Response, bool) {
+	p.t.Helper()
+	msg, _ := p.register(regOpts{toUser: user})
+	p.send(msg)
+	_, r := p.mustRecv()
+	nonce := challengeOf(p.t, r, AlgMD5)
+	msg, _ = p.register(regOpts{toUser: user, auth: authHeader(AlgMD5, user, "guess-"+randHex(3), "edgepbx", nonce, "sip:"+p.srv.IP.String(), "00000001", "c")})
+	p.send(msg)
+	_, r, ok := p.recv()
+	return r, ok
+}
+
+// TestMistypedPasswordThrottles: a phone with a mistyped password, three
+// times, is throttled for that extension from that address (403), not
+// banned: nothing reaches the firewall, another extension registers from
+// the same address (an office NAT), and the admin sees the throttle and
+// lifts it.
+func TestMistypedPasswordThrottles(t *testing.T) {
+	s := startServer(t, func(c *config.SIP) { c.Allowlist = nil })
+	if err := s.Extensions().Set("102", testPassword); err != nil {
+		t.Fatal(err)
+	}
+	p := newPhone(t, s.udp, "127.0.0.4", "101")
+	for i, want := range []int{401, 401, 403} {
+		r, ok := p.guess("101")
+		if !ok || r.StatusCode != want {
+			t.Fatalf("try %d: %v, want %d", i+1, r, want)
 		}
 	}
-	if c := s.Counters(); c["auth_failed"] != 3 || c["guard_auth_bans"] != 1 {
+	// Now even the right password is refused for 101 from here, without
+	// telling whether it was right.
+	if r, ok := p.registerAuth(AlgMD5, testPassword); !ok || r.StatusCode != 403 {
+		t.Fatalf("throttled extension: %v", r)
+	}
+	if c := s.Counters(); c["auth_failed"] != 3 || c["guard_auth_bans"] != 0 || c["guard_throttles"] != 1 {
 		t.Fatalf("counters: %v", c)
 	}
+	select {
+	case b := <-s.banner.got:
+		t.Fatalf("banned %v", b)
+	default:
+	}
+	other := newPhone(t, s.udp, "127.0.0.4", "102")
+	if r, ok := other.registerAuth(AlgMD5, testPassword); !ok || r.StatusCode != 200 {
+		t.Fatalf("other extension from the same address: %v", r)
+	}
+	bl := s.Blocks()
+	if len(bl) != 1 || bl[0].User != "101" || bl[0].Source.String() != "127.0.0.4/32" {
+		t.Fatalf("blocks: %+v", bl)
+	}
+	if _, n := s.Lift(bl[0].Source, "101"); n != 1 {
+		t.Fatalf("lift ended %d throttles", n)
+	}
+	if r, ok := p.registerAuth(AlgMD5, testPassword); !ok || r.StatusCode != 200 {
+		t.Fatalf("after lift: %v", r)
+	}
+}
+
+// TestScanBanned: one address failing for many extensions is a scan: it
+// is banned as one host (Banner gets the /32), while a phone from another
+// address keeps registering, and the admin sees and lifts the ban.
+func TestScanBanned(t *testing.T) {
+	s := startServer(t, func(c *config.SIP) { c.Allowlist = nil })
+	atk := newPhone(t, s.udp, "127.0.0.6", "101")
+	for i := 0; i < 5; i++ {
+		r, ok := atk.guess(fmt.Sprint(200 + i))
+		if i < 4 && (!ok || r.StatusCode != 401) {
+			t.Fatalf("guess %d: %v", i, r)
+		}
+		if i == 4 && ok {
+			t.Fatalf("fifth extension answered (%d); want silence and a ban", r.StatusCode)
+		}
+	}
 	b := <-s.banner.got
-	if b.Prefix.String() != "127.0.0.4/32" || b.Reason != "sip-bruteforce" || b.Timeout != s.cfg.Guard.AuthBan {
+	if b.Prefix.String() != "127.0.0.6/32" || b.Reason != "sip-scan" || b.Timeout != s.cfg.Guard.AuthBan {
 		t.Fatalf("ban: %+v", b)
 	}
 	msg, _ := atk.register(regOpts{})
@@ -182,9 +238,43 @@ func TestBruteForceBanned(t *testing.T) {
 	if _, r, ok := atk.recv(); ok {
 		t.Fatalf("banned source answered: %d", r.StatusCode)
 	}
-	good := newPhone(t, s.udp, "127.0.0.5", "102")
+	good := newPhone(t, s.udp, "127.0.0.5", "101")
 	if r, ok := good.registerAuth(AlgSHA256, testPassword); !ok || r.StatusCode != 200 {
 		t.Fatalf("legitimate phone: %v", r)
+	}
+	if bl := s.Blocks(); len(bl) != 1 || bl[0].Reason != "sip-scan" || bl[0].User != "" {
+		t.Fatalf("blocks: %+v", bl)
+	}
+	if n, _ := s.Lift(netip.MustParsePrefix("127.0.0.6/32"), ""); n != 1 {
+		t.Fatalf("lift ended %d bans", n)
+	}
+	if r, ok := atk.exchange(func() string { m, _ := atk.register(regOpts{}); return m }()); !ok || r.StatusCode != 401 {
+		t.Fatalf("after lift: %v", r)
+	}
+}
+
+// TestForgedNonceNotCharged: REGISTERs with made-up nonces, nonces issued
+// to another address and stale nonces, any number of them, neither ban nor
+// throttle the address they carry; the phone there still registers.
+func TestForgedNonceNotCharged(t *testing.T) {
+	s := startServer(t, func(c *config.SIP) { c.Allowlist = nil })
+	victim := newPhone(t, s.udp, "127.0.0.7", "101")
+	foreign := s.auth.Nonces.Issue(time.Now(), srcAddr("127.0.0.8"))
+	old := s.auth.Nonces.Issue(time.Now().Add(-time.Hour), srcAddr("127.0.0.7"))
+	for i := 0; i < 10; i++ {
+		for _, nonce := range []string{strings.Repeat("A", nonceLen), foreign, old} {
+			msg, _ := victim.register(regOpts{auth: authHeader(AlgMD5, "101", "guess", "edgepbx", nonce, "sip:127.0.0.1", "00000001", "c")})
+			victim.send(msg)
+			if _, r := victim.mustRecv(); r.StatusCode != 401 {
+				t.Fatalf("forged nonce answered %d", r.StatusCode)
+			}
+		}
+	}
+	if c := s.Counters(); c["auth_failed"] != 0 || c["guard_throttles"] != 0 || c["guard_auth_bans"] != 0 || c["auth_forged"] != 20 || c["auth_stale"] != 10 {
+		t.Fatalf("counters: %v", c)
+	}
+	if r, ok := victim.registerAuth(AlgMD5, testPassword); !ok || r.StatusCode != 200 {
+		t.Fatalf("victim: %v", r)
 	}
 }
 
@@ -280,5 +370,53 @@ func TestForeignDomainIgnored(t *testing.T) {
 	}
 	if s.policy.Counters.ForeignDomain.Load() != 1 {
 		t.Fatal("foreign domain not counted")
+	}
+}
+
+// TestNonceFloodOtherPhonesRegister: one valid credential taking fresh
+// nonces without pause (far more than the nonce-count table holds) while
+// other phones keep registering: every REGISTER of every phone succeeds,
+// and nothing is banned or throttled. The table here is tiny (32 slots) so
+// the flood overfills it many times; before, a full table answered every
+// new nonce as a replay, charged it as a failure and banned the phones.
+func TestNonceFloodOtherPhonesRegister(t *testing.T) {
+	s := startServer(t, func(c *config.SIP) { c.Allowlist = nil; c.Guard.MaxTracked = 16 })
+	const phones, rounds, flood = 6, 5, 300
+	for i := 0; i < phones; i++ {
+		if err := s.Extensions().Set(fmt.Sprint(110+i), testPassword); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fl := newPhone(t, s.udp, "127.0.0.30", "101")
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < flood; i++ {
+			if r, ok := fl.registerAuthRetrans(AlgMD5); !ok || r.StatusCode != 200 {
+				done <- fmt.Errorf("flooding extension, REGISTER %d: %v", i, r)
+				return
+			}
+		}
+		done <- nil
+	}()
+	ps := make([]*phone, phones)
+	for i := range ps {
+		ps[i] = newPhone(t, s.udp, fmt.Sprintf("127.0.1.%d", 10+i), fmt.Sprint(110+i))
+	}
+	for round := 0; round < rounds; round++ {
+		for _, p := range ps {
+			if r, ok := p.registerAuthRetrans(AlgMD5); !ok || r.StatusCode != 200 {
+				t.Fatalf("round %d, phone %s: %v (counters %v)", round, p.user, r, s.Counters())
+			}
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	c := s.Counters()
+	if c["auth_failed"] != 0 || c["auth_replayed"] != 0 || c["guard_auth_bans"] != 0 || c["guard_throttles"] != 0 || len(s.Blocks()) != 0 {
+		t.Fatalf("counters: %v, blocks %v", c, s.Blocks())
+	}
+	if c["auth_nonce_evicted"] == 0 {
+		t.Fatalf("the flood never filled the table: %v", c)
 	}
 }

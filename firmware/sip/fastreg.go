@@ -468,21 +468,29 @@ func (s *Server) fastUDP(sc *fastScratch, raddr net.Addr, src netip.Addr) {
 		s.fastChallenge(sc, now, raddr, src, false)
 		return
 	}
-	res, cred := s.auth.VerifyTx(now, src, "REGISTER", string(r.auth), s.fingerprintBytes(sc.key))
+	res, cred := s.auth.verifyGuarded(now, src, "REGISTER", string(r.auth), s.fingerprintBytes(sc.key), s.guard)
 	switch res {
+	case AuthThrottled:
+		s.fastFinish(sc, now, raddr, fastHead(sc, 403, "Forbidden"))
+		return
 	case AuthOK, AuthRetransmit:
-		s.guard.AuthOK(src)
+		s.guard.AuthOK(src, cred.Username)
 		s.fastRegister(sc, now, raddr, src, cred.Username, res == AuthRetransmit)
 		return
-	case AuthFailed, AuthReplayed:
-		kind := logs.KindAuthFailure
-		if res == AuthReplayed {
-			kind = logs.KindNonceReplay
-		}
-		s.fastEvent(sc, kind, cred.Username, res.String())
-		if s.guard.AuthFailed(now, src, cred.Username) {
+	case AuthFailed:
+		s.fastEvent(sc, logs.KindAuthFailure, cred.Username, res.String())
+		switch s.guard.AuthFailed(now, src, cred.Username) {
+		case GuardBanned:
 			return // banned now: no answer
+		case GuardThrottled:
+			s.fastFinish(sc, now, raddr, fastHead(sc, 403, "Forbidden"))
+			return
 		}
+	case AuthReplayed:
+		// Not charged (see authenticate).
+		s.fastEvent(sc, logs.KindNonceReplay, cred.Username, res.String())
+	case AuthForged, AuthInvalid:
+		s.fastEvent(sc, logs.KindAuthFailure, cred.Username, res.String())
 	}
 	s.fastChallenge(sc, now, raddr, src, res == AuthStale)
 }

@@ -150,21 +150,32 @@ func (s *Server) authenticate(now time.Time, src netip.Addr, req *sip.Request, a
 	hdr := headerValue(req, "Authorization")
 	res, cred := AuthNone, Credentials{}
 	if hdr != "" {
-		res, cred = s.auth.VerifyTx(now, src, string(req.Method), hdr, fp)
+		res, cred = s.auth.verifyGuarded(now, src, string(req.Method), hdr, fp, s.guard)
 	}
 	switch res {
+	case AuthThrottled:
+		// Nothing was checked: a throttled pair learns nothing, right
+		// password or not.
+		answer(403, "Forbidden")
+		return "", false, false
 	case AuthOK, AuthRetransmit:
-		s.guard.AuthOK(src)
+		s.guard.AuthOK(src, cred.Username)
 		return cred.Username, res == AuthRetransmit, true
-	case AuthFailed, AuthReplayed:
-		kind := logs.KindAuthFailure
-		if res == AuthReplayed {
-			kind = logs.KindNonceReplay
-		}
-		s.event(kind, req, cred.Username, res.String())
-		if s.guard.AuthFailed(now, src, cred.Username) {
+	case AuthFailed:
+		s.event(logs.KindAuthFailure, req, cred.Username, res.String())
+		switch s.guard.AuthFailed(now, src, cred.Username) {
+		case GuardBanned:
 			return "", false, false // banned now: no answer
+		case GuardThrottled:
+			answer(403, "Forbidden")
+			return "", false, false
 		}
+	case AuthReplayed:
+		// Not charged: a captured request replayed from a spoofed
+		// address is no evidence against that address.
+		s.event(logs.KindNonceReplay, req, cred.Username, res.String())
+	case AuthForged, AuthInvalid:
+		s.event(logs.KindAuthFailure, req, cred.Username, res.String())
 	}
 	s.challenge(now, src, req, answer, res == AuthStale)
 	return "", false, false

@@ -100,6 +100,10 @@ type connLimiter struct {
 	limits   atomic.Pointer[connLimits]
 	bans     *Bans
 	counters *ConnCounters
+	// key is the unit the per-source cap counts: hosts inside the SIP
+	// zones (one busy device on an IPv6 segment must not use up its
+	// neighbours' share), /64s outside.
+	key func(netip.Addr) netip.Prefix
 
 	mu    sync.Mutex
 	total int
@@ -112,7 +116,7 @@ type connLimits struct {
 }
 
 func newConnLimiter(max, perSource int, idle time.Duration, bans *Bans, c *ConnCounters) *connLimiter {
-	cl := &connLimiter{bans: bans, counters: c, per: map[netip.Prefix]int{}}
+	cl := &connLimiter{bans: bans, counters: c, per: map[netip.Prefix]int{}, key: sourceKey}
 	cl.set(max, perSource, idle)
 	return cl
 }
@@ -121,29 +125,30 @@ func (cl *connLimiter) set(max, perSource int, idle time.Duration) {
 	cl.limits.Store(&connLimits{max: max, perSource: perSource, idle: idle})
 }
 
-func (cl *connLimiter) admit(src netip.Addr) bool {
+// admit counts a new connection from src; it returns the key to release
+// it with (the key of src may change with the settings meanwhile).
+func (cl *connLimiter) admit(src netip.Addr) (netip.Prefix, bool) {
 	lim := cl.limits.Load()
+	k := cl.key(src)
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
-	k := sourceKey(src)
 	if cl.total >= lim.max {
 		cl.counters.OverTotal.Add(1)
-		return false
+		return k, false
 	}
 	if cl.per[k] >= lim.perSource {
 		cl.counters.OverSource.Add(1)
-		return false
+		return k, false
 	}
 	cl.total++
 	cl.per[k]++
 	cl.counters.Accepted.Add(1)
-	return true
+	return k, true
 }
 
-func (cl *connLimiter) release(src netip.Addr) {
+func (cl *connLimiter) release(k netip.Prefix) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
-	k := sourceKey(src)
 	cl.total--
 	if cl.per[k]--; cl.per[k] <= 0 {
 		delete(cl.per, k)
@@ -168,18 +173,19 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
-		if !l.cl.admit(src) {
+		k, ok := l.cl.admit(src)
+		if !ok {
 			c.Close()
 			continue
 		}
-		return &limitConn{Conn: c, cl: l.cl, src: src}, nil
+		return &limitConn{Conn: c, cl: l.cl, key: k}, nil
 	}
 }
 
 type limitConn struct {
 	net.Conn
 	cl   *connLimiter
-	src  netip.Addr
+	key  netip.Prefix
 	once sync.Once
 }
 
@@ -193,7 +199,7 @@ func (c *limitConn) Read(b []byte) (int, error) {
 }
 
 func (c *limitConn) Close() error {
-	c.once.Do(func() { c.cl.release(c.src) })
+	c.once.Do(func() { c.cl.release(c.key) })
 	return c.Conn.Close()
 }
 

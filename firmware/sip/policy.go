@@ -196,6 +196,9 @@ func (r *policyRules) servesHostBytes(host []byte) bool {
 	return r.domains[string(h)]
 }
 
+// InZone reports whether src is inside the SIP zones (phones' networks).
+func (p *Policy) InZone(src netip.Addr) bool { return inAny(p.rules.Load().zones, src.Unmap()) }
+
 // Zone is stage 4: only sources in the SIP zones (or trunks) may talk.
 func (p *Policy) Zone(src netip.Addr) Verdict {
 	r := p.rules.Load()

@@ -148,6 +148,25 @@ func (l *Location) Registered(now time.Time, src netip.Addr) bool {
 	return ok && now.Before(exp)
 }
 
+// usersIn lists the extensions with a live binding whose source address
+// is inside p, sorted.
+func (l *Location) usersIn(now time.Time, p netip.Prefix) []string {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	var out []string
+	for u, bs := range l.users {
+		for _, b := range bs {
+			ap, err := netip.ParseAddrPort(b.Source)
+			if err == nil && now.Before(b.Expires) && p.Contains(ap.Addr().Unmap()) {
+				out = append(out, u)
+				break
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Sweep drops expired bindings; it returns how many remain.
 func (l *Location) Sweep(now time.Time) int {
 	l.mu.Lock()

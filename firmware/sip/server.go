@@ -125,6 +125,11 @@ func New(cfg config.SIP, d Deps) (*Server, error) {
 	s.guard = newGuard(guardConfig(g), s.bans, s.policy.Exempt, func(b netfw.Ban) {
 		d.Security.Record(logs.Event{Kind: logs.KindBan, Source: b.Prefix.String(), Reason: b.Reason})
 	})
+	s.guard.inZone = s.policy.InZone
+	s.guard.onEvent = func(t Throttle) {
+		d.Security.Record(logs.Event{Kind: logs.KindBan, Source: t.Source.String(), User: t.User,
+			Reason: "sip-throttle: " + t.Reason + " (this extension only)"})
+	}
 	s.filter = newReadFilter(s.bans, s.guard, cfg.ScannerUserAgents, cfg.MaxMessageBytes, func(kind string, src netip.Addr, ua string) {
 		d.Security.Record(logs.Event{Kind: logs.KindScanner, Source: src.String(), UserAgent: ua})
 	})
@@ -144,6 +149,7 @@ func New(cfg config.SIP, d Deps) (*Server, error) {
 	s.location = newLocation(cfg.MaxContacts)
 	s.location.SetLimits(RegLimits{MinExpires: cfg.MinExpires, MaxExpires: cfg.MaxExpires, MaxContacts: cfg.MaxContacts})
 	s.limiter = newConnLimiter(cfg.MaxConns, cfg.MaxConnsPerSource, cfg.IdleTimeout, s.bans, &s.conns)
+	s.limiter.key = s.guard.Key
 
 	var tlsConf *tls.Config
 	if d.TLS != nil {

@@ -17,7 +17,8 @@ func guardConfig(g config.Guard) GuardConfig {
 	return GuardConfig{
 		RateWindow: g.RateWindow, RateLimit: g.RateLimit, FloodBan: g.FloodBan,
 		FailWindow: g.FailWindow, MaxFailsPerSource: g.MaxFailsPerSource,
-		MaxFailsPerUser: g.MaxFailsPerUser, AuthBan: g.AuthBan, MaxTracked: g.MaxTracked,
+		MaxFailsPerUser: g.MaxFailsPerUser, MaxUsersPerSource: g.MaxUsersPerSource, AuthBan: g.AuthBan,
+		BanBitsV4: g.BanBitsV4, BanBitsV6: g.BanBitsV6, MaxTracked: g.MaxTracked,
 	}
 }
 

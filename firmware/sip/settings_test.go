@@ -59,10 +59,12 @@ func TestApplyScannerAgent(t *testing.T) {
 	}
 }
 
-// TestApplyGuardThreshold: a lowered failure threshold bans a source on its
-// next failure, counting the failures it made before the change.
+// TestApplyGuardThreshold: a lowered failure threshold throttles a source
+// for the extension on its next failure, counting the failures it made
+// before the change, for the new time; throttles made are kept across a
+// later Apply.
 func TestApplyGuardThreshold(t *testing.T) {
-	s := startServer(t, nil) // 3 failures per source
+	s := startServer(t, nil) // 3 failures per source and extension
 	p := newPhone(t, s.udp, "127.0.0.7", "101")
 	if r, ok := p.registerAuth(AlgSHA256, "wrong-password-1"); !ok || r.StatusCode != 401 {
 		t.Fatalf("first failure: %v", r)
@@ -71,23 +73,16 @@ func TestApplyGuardThreshold(t *testing.T) {
 	if s.guard.Config().MaxFailsPerSource != 2 {
 		t.Fatalf("guard config %+v", s.guard.Config())
 	}
-	msg, _ := p.register(regOpts{})
-	p.send(msg)
-	_, r := p.mustRecv()
-	msg, _ = p.register(regOpts{auth: authHeader(AlgSHA256, "101", "wrong-password-2", "edgepbx", challengeOf(t, r, AlgSHA256), "sip:127.0.0.1", "00000001", "c2")})
-	p.send(msg)
-	select {
-	case b := <-s.banner.got:
-		if b.Prefix != netip.MustParsePrefix("127.0.0.7/32") || b.Timeout != 2*time.Hour || b.Reason != "sip-bruteforce" {
-			t.Fatalf("ban %+v", b)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("second failure did not ban under the lowered threshold")
+	if r, ok := p.registerAuth(AlgSHA256, "wrong-password-2"); !ok || r.StatusCode != 403 {
+		t.Fatalf("second failure under the lowered threshold: %v", r)
 	}
-	// Bans made are kept across a later Apply.
+	th := s.guard.Throttles(time.Now())
+	if len(th) != 1 || th[0].Source != netip.MustParsePrefix("127.0.0.7/32") || th[0].Until.Sub(th[0].Since) != 2*time.Hour {
+		t.Fatalf("throttles %+v", th)
+	}
 	applyMod(t, s, func(c *config.SIP) { c.Guard.MaxFailsPerSource = 5 })
-	if !s.bans.Banned(time.Now(), netip.MustParseAddr("127.0.0.7")) {
-		t.Fatal("ban lost by Apply")
+	if !s.guard.Throttled(time.Now(), netip.MustParseAddr("127.0.0.7"), "101") {
+		t.Fatal("throttle lost by Apply")
 	}
 }
 
