@@ -18,7 +18,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/media"
 	"github.com/edgepbx/edgepbx/firmware/sip"
-	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // newCalls builds the B2BUA (media relay, dial plan, CDRs) and hands it to
@@ -40,7 +40,7 @@ func (d *daemon) newCalls() error {
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)
 	}
-	rtp := netfw.DefaultPolicy().RTP // the range PID 1's firewall opens through pinholes
+	rtp := fwspec.DefaultRTP() // the range PID 1's firewall opens through pinholes
 	ports, err := media.NewPorts(rtp.First, rtp.Last)
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)
@@ -123,8 +123,8 @@ func (d *daemon) mediaAddr() (netip.Addr, error) {
 // devPinholes is the dev-mode firewall: nothing to open on loopback.
 type devPinholes struct{}
 
-func (devPinholes) OpenPinhole(context.Context, netfw.Pinhole) error  { return nil }
-func (devPinholes) ClosePinhole(context.Context, netfw.Pinhole) error { return nil }
+func (devPinholes) OpenPinhole(context.Context, fwspec.Pinhole) error  { return nil }
+func (devPinholes) ClosePinhole(context.Context, fwspec.Pinhole) error { return nil }
 
 // livePlan is the dial plan over the stored telephony configuration
 // (config.TelephonyStore, edited on the admin dial plan page) and the SIP

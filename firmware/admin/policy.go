@@ -13,7 +13,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
-	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // Firewall policy changes follow "commit only when healthy": PID 1 applies
@@ -75,7 +75,7 @@ func (s *Server) newConnSince(r *http.Request, id string) bool {
 // PolicyView is GET /api/v1/firewall/policy: PID 1's state plus the
 // seconds left before a pending change reverts.
 type PolicyView struct {
-	netfw.PolicyState
+	fwspec.PolicyState
 	RevertIn int `json:"revert_in_seconds,omitempty"`
 }
 
@@ -107,7 +107,7 @@ func (s *Server) apiFirewallPolicy(w http.ResponseWriter, r *http.Request, p aut
 
 // PolicyRequest is the body of PUT /api/v1/firewall/policy: the zones and
 // which service is open to which zones.
-type PolicyRequest = netfw.Access
+type PolicyRequest = fwspec.Access
 
 // PendingAnswer is the answer to a policy change.
 type PendingAnswer struct {
@@ -161,7 +161,7 @@ func (s *Server) apiConfirmFirewallPolicy(w http.ResponseWriter, r *http.Request
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	if !netfw.ValidPendingID(req.ID) {
+	if !fwspec.ValidPendingID(req.ID) {
 		return fmt.Errorf("%w: id must be 32 hex digits", errBadRequest)
 	}
 	if !s.newConnSince(r, req.ID) {
@@ -206,7 +206,7 @@ type editorRule struct {
 	Admin                        bool
 }
 
-func newPolicyEditor(st netfw.PolicyState) policyEditor {
+func newPolicyEditor(st fwspec.PolicyState) policyEditor {
 	a := st.Confirmed
 	if st.Pending != nil {
 		a = st.Pending.Access

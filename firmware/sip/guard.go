@@ -7,13 +7,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // Banner cuts a source off in the firewall. In edgepbxd it is PID 1's control
 // client (init/control), which forwards the ban to netfw.
 type Banner interface {
-	Ban(ctx context.Context, b netfw.Ban) error
+	Ban(ctx context.Context, b fwspec.Ban) error
 }
 
 // sourceKey is the unit we count and ban: an IPv4 address or an IPv6 /64
@@ -161,19 +161,19 @@ type Guard struct {
 	rate     *windows[netip.Prefix]
 	failSrc  *windows[netip.Prefix]
 	failUser *windows[string]
-	queue    chan netfw.Ban
-	onBan    func(netfw.Ban)
+	queue    chan fwspec.Ban
+	onBan    func(fwspec.Ban)
 	Counters GuardCounters
 }
 
-func newGuard(cfg GuardConfig, bans *Bans, exempt func(netip.Addr) bool, onBan func(netfw.Ban)) *Guard {
+func newGuard(cfg GuardConfig, bans *Bans, exempt func(netip.Addr) bool, onBan func(fwspec.Ban)) *Guard {
 	g := &Guard{
 		exempt:   exempt,
 		bans:     bans,
 		rate:     newWindows[netip.Prefix](cfg.RateWindow, cfg.MaxTracked),
 		failSrc:  newWindows[netip.Prefix](cfg.FailWindow, cfg.MaxTracked),
 		failUser: newWindows[string](cfg.FailWindow, cfg.MaxTracked),
-		queue:    make(chan netfw.Ban, 1024),
+		queue:    make(chan fwspec.Ban, 1024),
 		onBan:    onBan,
 	}
 	g.cfg.Store(&cfg)
@@ -235,7 +235,7 @@ func (g *Guard) ban(now time.Time, src netip.Addr, d time.Duration, reason strin
 	if !g.bans.add(p, now.Add(d)) {
 		return false // already banned
 	}
-	b := netfw.Ban{Prefix: p, Timeout: d, Reason: reason}
+	b := fwspec.Ban{Prefix: p, Timeout: d, Reason: reason}
 	if g.onBan != nil {
 		g.onBan(b)
 	}
@@ -248,7 +248,7 @@ func (g *Guard) ban(now time.Time, src netip.Addr, d time.Duration, reason strin
 }
 
 // run forwards bans to the firewall until ctx ends.
-func (g *Guard) run(ctx context.Context, banner Banner, report func(netfw.Ban, error)) {
+func (g *Guard) run(ctx context.Context, banner Banner, report func(fwspec.Ban, error)) {
 	for {
 		select {
 		case <-ctx.Done():

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // Client talks to PID 1 over the control socket. It is safe for concurrent
@@ -119,17 +119,17 @@ func (c *Client) Reboot(ctx context.Context) error { return c.Do(ctx, TypeReboot
 func (c *Client) Poweroff(ctx context.Context) error { return c.Do(ctx, TypePoweroff, nil, nil) }
 
 // OpenPinhole opens a media pinhole.
-func (c *Client) OpenPinhole(ctx context.Context, p netfw.Pinhole) error {
+func (c *Client) OpenPinhole(ctx context.Context, p fwspec.Pinhole) error {
 	return c.Do(ctx, TypeOpenPinhole, p, nil)
 }
 
 // ClosePinhole closes a media pinhole.
-func (c *Client) ClosePinhole(ctx context.Context, p netfw.Pinhole) error {
+func (c *Client) ClosePinhole(ctx context.Context, p fwspec.Pinhole) error {
 	return c.Do(ctx, TypeClosePinhole, p, nil)
 }
 
 // Ban bans a source prefix.
-func (c *Client) Ban(ctx context.Context, b netfw.Ban) error { return c.Do(ctx, TypeBan, b, nil) }
+func (c *Client) Ban(ctx context.Context, b fwspec.Ban) error { return c.Do(ctx, TypeBan, b, nil) }
 
 // Unban lifts a ban.
 func (c *Client) Unban(ctx context.Context, p netip.Prefix) error {
@@ -137,30 +137,30 @@ func (c *Client) Unban(ctx context.Context, p netip.Prefix) error {
 }
 
 // ListBans returns the active bans.
-func (c *Client) ListBans(ctx context.Context) ([]netfw.Ban, error) {
+func (c *Client) ListBans(ctx context.Context) ([]fwspec.Ban, error) {
 	var l BanList
 	err := c.Do(ctx, TypeListBans, nil, &l)
 	return l.Bans, err
 }
 
 // Counters returns the firewall's counters.
-func (c *Client) Counters(ctx context.Context) (netfw.Counters, error) {
-	var n netfw.Counters
+func (c *Client) Counters(ctx context.Context) (fwspec.Counters, error) {
+	var n fwspec.Counters
 	err := c.Do(ctx, TypeCounters, nil, &n)
 	return n, err
 }
 
 // GetPolicy returns the confirmed firewall policy and the pending change.
-func (c *Client) GetPolicy(ctx context.Context) (netfw.PolicyState, error) {
-	var st netfw.PolicyState
+func (c *Client) GetPolicy(ctx context.Context) (fwspec.PolicyState, error) {
+	var st fwspec.PolicyState
 	err := c.Do(ctx, TypeGetPolicy, nil, &st)
 	return st, err
 }
 
 // SetPolicy applies new zones and rules as a pending change; adminSource is
 // the address of the admin making it, which must keep admin access.
-func (c *Client) SetPolicy(ctx context.Context, a netfw.Access, adminSource netip.Addr) (netfw.Pending, error) {
-	var p netfw.Pending
+func (c *Client) SetPolicy(ctx context.Context, a fwspec.Access, adminSource netip.Addr) (fwspec.Pending, error) {
+	var p fwspec.Pending
 	err := c.Do(ctx, TypeSetPolicy, SetPolicyRequest{Access: a, AdminSource: adminSource}, &p)
 	return p, err
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // Health is edgepbxd's report to PID 1. PID 1 pets the watchdog only while
@@ -36,7 +36,7 @@ type UnbanRequest struct {
 
 // BanList is the data of a ListBans reply.
 type BanList struct {
-	Bans []netfw.Ban `json:"bans"`
+	Bans []fwspec.Ban `json:"bans"`
 }
 
 // Request bounds.
@@ -81,7 +81,7 @@ func (h Health) validate() error {
 	return nil
 }
 
-func validatePinhole(p netfw.Pinhole) error {
+func validatePinhole(p fwspec.Pinhole) error {
 	if !p.Remote.IsValid() || p.Remote.IsUnspecified() || p.Remote.IsMulticast() {
 		return errors.New("pinhole: remote must be a unicast address")
 	}
@@ -94,7 +94,7 @@ func validatePinhole(p netfw.Pinhole) error {
 	return nil
 }
 
-func validateBan(b netfw.Ban) error {
+func validateBan(b fwspec.Ban) error {
 	if !b.Prefix.IsValid() || b.Prefix != b.Prefix.Masked() {
 		return errors.New("ban: prefix must be valid and masked")
 	}
@@ -125,8 +125,8 @@ func minBanBits(a netip.Addr) int {
 // change. AdminSource is the address of the admin session making it: the
 // new policy must still let that address reach an admin service.
 type SetPolicyRequest struct {
-	Access      netfw.Access `json:"access"`
-	AdminSource netip.Addr   `json:"admin_source"`
+	Access      fwspec.Access `json:"access"`
+	AdminSource netip.Addr    `json:"admin_source"`
 }
 
 // ConfirmPolicyRequest makes the pending change with this id permanent.
@@ -148,7 +148,7 @@ func (r SetPolicyRequest) validate() error {
 }
 
 func (r ConfirmPolicyRequest) validate() error {
-	if !netfw.ValidPendingID(r.ID) {
+	if !fwspec.ValidPendingID(r.ID) {
 		return errors.New("confirm policy: id must be 32 hex digits")
 	}
 	return nil

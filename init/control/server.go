@@ -16,24 +16,24 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // Firewall is what the control socket may ask of the firewall (netfw).
 type Firewall interface {
-	OpenPinhole(netfw.Pinhole) error
-	ClosePinhole(netfw.Pinhole) error
-	Ban(netfw.Ban) error
+	OpenPinhole(fwspec.Pinhole) error
+	ClosePinhole(fwspec.Pinhole) error
+	Ban(fwspec.Ban) error
 	Unban(netip.Prefix) error
-	ListBans() ([]netfw.Ban, error)
-	Counters() (netfw.Counters, error)
+	ListBans() ([]fwspec.Ban, error)
+	Counters() (fwspec.Counters, error)
 }
 
 // Policy is the admin-editable firewall policy in PID 1 (*netfw.Committer):
 // changes apply as pending and revert unless confirmed.
 type Policy interface {
-	State() netfw.PolicyState
-	Set(a netfw.Access, adminSources []netip.Addr) (netfw.Pending, error)
+	State() fwspec.PolicyState
+	Set(a fwspec.Access, adminSources []netip.Addr) (fwspec.Pending, error)
 	Confirm(id string) error
 }
 
@@ -317,7 +317,7 @@ func (s *Server) dispatch(t Type, p []byte) Reply {
 		}
 		return ok(nil)
 	case TypeOpenPinhole, TypeClosePinhole:
-		var ph netfw.Pinhole
+		var ph fwspec.Pinhole
 		if err := decodeStrict(p, &ph); err != nil {
 			return fail(err)
 		}
@@ -338,7 +338,7 @@ func (s *Server) dispatch(t Type, p []byte) Reply {
 		}
 		return ok(nil)
 	case TypeBan:
-		var b netfw.Ban
+		var b fwspec.Ban
 		if err := decodeStrict(p, &b); err != nil {
 			return fail(err)
 		}
