@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgepbx/edgepbx/init/strictjson"
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
@@ -47,6 +48,21 @@ func (c *Client) Close() error {
 // ErrRemote wraps an error reply from PID 1.
 var ErrRemote = errors.New("control: request refused")
 
+// RemoteError is PID 1's refusal of a request. Field names the refused
+// field when the refusal was about one ("prefix", "local_port").
+type RemoteError struct {
+	Type    Type
+	Field   string
+	Message string
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("%v: %v: %s", ErrRemote, e.Type, e.Message)
+}
+
+// Unwrap makes every RemoteError an ErrRemote.
+func (e *RemoteError) Unwrap() error { return ErrRemote }
+
 // Do sends one request and decodes the reply's data into out (if non-nil).
 func (c *Client) Do(ctx context.Context, t Type, req, out any) error {
 	var p []byte
@@ -72,10 +88,10 @@ func (c *Client) Do(ctx context.Context, t Type, req, out any) error {
 		return fmt.Errorf("control: %v: %w", t, err)
 	}
 	if !r.OK {
-		return fmt.Errorf("%w: %v: %s", ErrRemote, t, r.Error)
+		return &RemoteError{Type: t, Field: r.Field, Message: r.Error}
 	}
 	if out != nil && len(r.Data) > 0 {
-		if err := json.Unmarshal(r.Data, out); err != nil {
+		if err := strictjson.Unmarshal(r.Data, out); err != nil {
 			return fmt.Errorf("control: decode %v reply: %w", t, err)
 		}
 	}
@@ -101,7 +117,7 @@ func (c *Client) roundTrip(ctx context.Context, t Type, p []byte) (Reply, error)
 		return Reply{}, fmt.Errorf("unexpected frame type %v", f.Type)
 	}
 	var r Reply
-	if err := json.Unmarshal(f.Payload, &r); err != nil {
+	if err := strictjson.Unmarshal(f.Payload, &r); err != nil {
 		return Reply{}, fmt.Errorf("bad reply: %w", err)
 	}
 	return r, nil
