@@ -35,12 +35,15 @@ var (
 // MaxDepth bounds nesting of objects and arrays.
 const MaxDepth = 64
 
-// Error is a refusal naming the field: Field is the path from the top,
-// e.g. "access.zones[2].name" ("" for the value as a whole).
+// Error is a refusal naming the field. Field is the path from the top in
+// Go-like form ("access.zones[2].name"), Pointer the same as an RFC 6901
+// JSON pointer ("/access/zones/2/name") for problem+json answers; both are
+// "" for the value as a whole.
 type Error struct {
-	Field string
-	Kind  error
-	Err   error // detail from encoding/json, if any
+	Field   string
+	Pointer string
+	Kind    error
+	Err     error // detail from encoding/json, if any
 }
 
 func (e *Error) Error() string {
@@ -64,6 +67,42 @@ func (e *Error) Unwrap() []error {
 	return []error{e.Kind, e.Err}
 }
 
+// seg is one step of a path: an object key or an array index.
+type seg struct {
+	key   string
+	index int // -1 for a key
+}
+
+func newError(path []seg, kind, err error) *Error {
+	var f, p strings.Builder
+	for _, s := range path {
+		p.WriteByte('/')
+		if s.index >= 0 {
+			fmt.Fprintf(&f, "[%d]", s.index)
+			p.WriteString(strconv.Itoa(s.index))
+			continue
+		}
+		if f.Len() > 0 {
+			f.WriteByte('.')
+		}
+		f.WriteString(s.key)
+		p.WriteString(strings.ReplaceAll(strings.ReplaceAll(s.key, "~", "~0"), "/", "~1"))
+	}
+	return &Error{Field: f.String(), Pointer: p.String(), Kind: kind, Err: err}
+}
+
+// typeError turns encoding/json's error, whose Field is a dotted path of
+// keys (array indices are not recorded), into an *Error.
+func typeError(te *json.UnmarshalTypeError, err error) *Error {
+	var path []seg
+	if te.Field != "" {
+		for _, k := range strings.Split(te.Field, ".") {
+			path = append(path, seg{key: k, index: -1})
+		}
+	}
+	return newError(path, ErrType, err)
+}
+
 // Unmarshal decodes data, which must hold exactly one JSON value, into v
 // (a non-nil pointer) after checking every key of every object against the
 // type it fills. Nothing is written to v unless the check passes; a type
@@ -76,20 +115,20 @@ func Unmarshal(data []byte, v any) error {
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	if err := check(dec, rv.Type().Elem(), "", 0); err != nil {
+	if err := check(dec, rv.Type().Elem(), nil); err != nil {
 		return err
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return &Error{Kind: ErrTrailing}
+		return newError(nil, ErrTrailing, nil)
 	}
 	d := json.NewDecoder(bytes.NewReader(data))
 	d.DisallowUnknownFields()
 	if err := d.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return &Error{Field: te.Field, Kind: ErrType, Err: err}
+			return typeError(te, err)
 		}
-		return &Error{Kind: ErrSyntax, Err: err}
+		return newError(nil, ErrSyntax, err)
 	}
 	return nil
 }
@@ -125,15 +164,9 @@ func opaque(t reflect.Type) bool {
 		t.Implements(textUnmarshaler) || reflect.PointerTo(t).Implements(textUnmarshaler)
 }
 
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
 // check walks one value of the token stream alongside t (nil: any shape).
-func check(dec *json.Decoder, t reflect.Type, path string, depth int) error {
+// The depth is len(path).
+func check(dec *json.Decoder, t reflect.Type, path []seg) error {
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -142,15 +175,18 @@ func check(dec *json.Decoder, t reflect.Type, path string, depth int) error {
 	}
 	tok, err := dec.Token()
 	if err != nil {
-		return &Error{Field: path, Kind: ErrSyntax, Err: err}
+		return newError(path, ErrSyntax, err)
 	}
 	d, ok := tok.(json.Delim)
 	if !ok {
 		return nil // a scalar: its type is encoding/json's to check
 	}
-	if depth >= MaxDepth {
-		return &Error{Field: path, Kind: ErrDepth}
+	if len(path) >= MaxDepth {
+		return newError(path, ErrDepth, nil)
 	}
+	// Each level appends to its own copy, so an error's path is not
+	// overwritten by a sibling.
+	path = path[:len(path):len(path)]
 	switch d {
 	case '{':
 		var fields map[string]reflect.Type
@@ -163,30 +199,30 @@ func check(dec *json.Decoder, t reflect.Type, path string, depth int) error {
 			case reflect.Map:
 				elem = t.Elem()
 			default:
-				return &Error{Field: path, Kind: ErrType, Err: fmt.Errorf("object for %v", t)}
+				return newError(path, ErrType, fmt.Errorf("object for %v", t))
 			}
 		}
 		seen := map[string]bool{}
 		for dec.More() {
 			kt, err := dec.Token()
 			if err != nil {
-				return &Error{Field: path, Kind: ErrSyntax, Err: err}
+				return newError(path, ErrSyntax, err)
 			}
 			key, _ := kt.(string)
-			p := join(path, key)
+			p := append(path, seg{key: key, index: -1})
 			if seen[key] {
-				return &Error{Field: p, Kind: ErrDuplicate}
+				return newError(p, ErrDuplicate, nil)
 			}
 			seen[key] = true
 			vt := elem
 			if strict {
 				ft, ok := fields[key]
 				if !ok {
-					return &Error{Field: p, Kind: ErrUnknown}
+					return newError(p, ErrUnknown, nil)
 				}
 				vt = ft
 			}
-			if err := check(dec, vt, p, depth+1); err != nil {
+			if err := check(dec, vt, p); err != nil {
 				return err
 			}
 		}
@@ -197,17 +233,17 @@ func check(dec *json.Decoder, t reflect.Type, path string, depth int) error {
 			case reflect.Slice, reflect.Array:
 				elem = t.Elem()
 			default:
-				return &Error{Field: path, Kind: ErrType, Err: fmt.Errorf("array for %v", t)}
+				return newError(path, ErrType, fmt.Errorf("array for %v", t))
 			}
 		}
 		for i := 0; dec.More(); i++ {
-			if err := check(dec, elem, path+"["+strconv.Itoa(i)+"]", depth+1); err != nil {
+			if err := check(dec, elem, append(path, seg{index: i})); err != nil {
 				return err
 			}
 		}
 	}
 	if _, err := dec.Token(); err != nil { // the closing delimiter
-		return &Error{Field: path, Kind: ErrSyntax, Err: err}
+		return newError(path, ErrSyntax, err)
 	}
 	return nil
 }

@@ -34,35 +34,37 @@ type target struct {
 
 func TestUnmarshal(t *testing.T) {
 	for _, c := range []struct {
-		in    string
-		kind  error // nil: accepted
-		field string
+		in      string
+		kind    error // nil: accepted
+		field   string
+		pointer string
 	}{
-		{`{"remote":"1::","local_port":2000}`, nil, ""},
-		{`{"tag":"x","zones":[{"name":"a","prefixes":["10.0.0.0/8"]}],"labels":{"A":"b"},"raw":{"any":1},"ptr":null}`, nil, ""},
-		{` {"remote":"1::"} ` + "\n", nil, ""},
-		{`{"remote":"1::","loCAl_port":2000}`, ErrUnknown, "loCAl_port"},
-		{`{"Remote":"1::"}`, ErrUnknown, "Remote"},
-		{`{"LocalPort":1}`, ErrUnknown, "LocalPort"},
-		{`{"Skipped":"x"}`, ErrUnknown, "Skipped"},
-		{`{"-":"x"}`, ErrUnknown, "-"},
-		{`{"hidden":"x"}`, ErrUnknown, "hidden"},
-		{`{"Embedded":{"tag":"x"}}`, ErrUnknown, "Embedded"},
-		{`{"local_port":1,"local_port":2}`, ErrDuplicate, "local_port"},
-		{`{"labels":{"a":"1","a":"2"}}`, ErrDuplicate, "labels.a"},
-		{`{"raw":{"k":1,"k":2}}`, ErrDuplicate, "raw.k"},
-		{`{"zones":[{"name":"a"},{"name":"b","NAME":"c"}]}`, ErrUnknown, "zones[1].NAME"},
-		{`{"ptr":{"Name":"x"}}`, ErrUnknown, "ptr.Name"},
-		{`{"remote":"1::"} {}`, ErrTrailing, ""},
-		{`{"remote":"1::"}x`, ErrTrailing, ""},
-		{`{"remote":"1::"}]`, ErrTrailing, ""},
-		{``, ErrSyntax, ""},
-		{`{"remote":`, ErrSyntax, "remote"},
-		{`{"local_port":"80"}`, ErrType, "local_port"},
-		{`{"local_port":70000}`, ErrType, "local_port"},
-		{`{"zones":{"name":"a"}}`, ErrType, "zones"},
-		{`[]`, ErrType, ""},
-		{`{"raw":` + strings.Repeat("[", MaxDepth+1) + strings.Repeat("]", MaxDepth+1) + `}`, ErrDepth, "raw" + strings.Repeat("[0]", MaxDepth-1)},
+		{`{"remote":"1::","local_port":2000}`, nil, "", ""},
+		{`{"tag":"x","zones":[{"name":"a","prefixes":["10.0.0.0/8"]}],"labels":{"A":"b"},"raw":{"any":1},"ptr":null}`, nil, "", ""},
+		{` {"remote":"1::"} ` + "\n", nil, "", ""},
+		{`{"remote":"1::","loCAl_port":2000}`, ErrUnknown, "loCAl_port", "/loCAl_port"},
+		{`{"Remote":"1::"}`, ErrUnknown, "Remote", "/Remote"},
+		{`{"LocalPort":1}`, ErrUnknown, "LocalPort", "/LocalPort"},
+		{`{"Skipped":"x"}`, ErrUnknown, "Skipped", "/Skipped"},
+		{`{"-":"x"}`, ErrUnknown, "-", "/-"},
+		{`{"hidden":"x"}`, ErrUnknown, "hidden", "/hidden"},
+		{`{"Embedded":{"tag":"x"}}`, ErrUnknown, "Embedded", "/Embedded"},
+		{`{"local_port":1,"local_port":2}`, ErrDuplicate, "local_port", "/local_port"},
+		{`{"labels":{"a":"1","a":"2"}}`, ErrDuplicate, "labels.a", "/labels/a"},
+		{`{"raw":{"k":1,"k":2}}`, ErrDuplicate, "raw.k", "/raw/k"},
+		{`{"labels":{"a/b~":"1","a/b~":"2"}}`, ErrDuplicate, "labels.a/b~", "/labels/a~1b~0"},
+		{`{"zones":[{"name":"a"},{"name":"b","NAME":"c"}]}`, ErrUnknown, "zones[1].NAME", "/zones/1/NAME"},
+		{`{"ptr":{"Name":"x"}}`, ErrUnknown, "ptr.Name", "/ptr/Name"},
+		{`{"remote":"1::"} {}`, ErrTrailing, "", ""},
+		{`{"remote":"1::"}x`, ErrTrailing, "", ""},
+		{`{"remote":"1::"}]`, ErrTrailing, "", ""},
+		{``, ErrSyntax, "", ""},
+		{`{"remote":`, ErrSyntax, "remote", "/remote"},
+		{`{"local_port":"80"}`, ErrType, "local_port", "/local_port"},
+		{`{"local_port":70000}`, ErrType, "local_port", "/local_port"},
+		{`{"zones":{"name":"a"}}`, ErrType, "zones", "/zones"},
+		{`[]`, ErrType, "", ""},
+		{`{"raw":` + strings.Repeat("[", MaxDepth+1) + strings.Repeat("]", MaxDepth+1) + `}`, ErrDepth, "raw" + strings.Repeat("[0]", MaxDepth-1), "/raw" + strings.Repeat("/0", MaxDepth-1)},
 	} {
 		var v target
 		err := Unmarshal([]byte(c.in), &v)
@@ -75,6 +77,9 @@ func TestUnmarshal(t *testing.T) {
 		var se *Error
 		if !errors.As(err, &se) || !errors.Is(err, c.kind) || se.Field != c.field {
 			t.Errorf("Unmarshal(%s) = %v, want %v at %q", c.in, err, c.kind, c.field)
+		}
+		if se != nil && se.Pointer != c.pointer {
+			t.Errorf("Unmarshal(%s): pointer %q, want %q", c.in, se.Pointer, c.pointer)
 		}
 	}
 }
