@@ -114,21 +114,25 @@ func parseBans(data []byte, now time.Time) (bans, refused []Ban, err error) {
 	if bf.Version != banFileVersion {
 		return nil, nil, fmt.Errorf("load bans: version %d, want %d", bf.Version, banFileVersion)
 	}
+	// Wide entries go first, so they cannot make the rest overlap.
 	prefixes := make([]netip.Prefix, 0, len(bf.Bans))
+	var kept []Ban
 	for _, b := range bf.Bans {
 		if err := fwspec.Reason(b.Reason); err != nil {
 			return nil, nil, fmt.Errorf("load bans: entry %v: %w", b.Prefix, err)
 		}
+		if _, err := fwspec.BanPrefix(b.Prefix); err != nil && b.Prefix.IsValid() {
+			refused = append(refused, b)
+			continue
+		}
 		prefixes = append(prefixes, b.Prefix)
+		kept = append(kept, b)
 	}
 	if err := checkPrefixes(prefixes); err != nil {
 		return nil, nil, fmt.Errorf("load bans: %w", err)
 	}
-	for _, b := range bf.Bans {
-		switch _, err := fwspec.BanPrefix(b.Prefix); {
-		case err != nil:
-			refused = append(refused, b)
-		case b.Expires.After(now):
+	for _, b := range kept {
+		if b.Expires.After(now) {
 			bans = append(bans, b)
 		}
 	}
