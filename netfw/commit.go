@@ -1,7 +1,6 @@
 package netfw
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +13,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/edgepbx/edgepbx/init/strictjson"
 )
 
 // Commit only when healthy (the Talos revert pattern): a policy change an
@@ -307,15 +308,6 @@ func ParsePolicyFile(data []byte) (Access, error) {
 	return pf.Access, nil
 }
 
-// decodeStrict decodes exactly one JSON value with no unknown fields.
-func decodeStrict(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("trailing data after the JSON value")
-	}
-	return nil
-}
+// decodeStrict decodes exactly one JSON value strictly (init/strictjson):
+// the policy file is on /data, which an owner with the disk can edit.
+func decodeStrict(data []byte, v any) error { return strictjson.Unmarshal(data, v) }

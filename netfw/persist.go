@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/nftables"
 
+	"github.com/edgepbx/edgepbx/init/strictjson"
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
@@ -108,7 +109,7 @@ func parseBans(data []byte, now time.Time) (bans, refused []Ban, err error) {
 		return nil, nil, fmt.Errorf("load bans: file larger than %d bytes", maxBanFile)
 	}
 	var bf banFile
-	if err := json.Unmarshal(data, &bf); err != nil {
+	if err := strictjson.Unmarshal(data, &bf); err != nil {
 		return nil, nil, fmt.Errorf("load bans: %w", err)
 	}
 	if bf.Version != banFileVersion {

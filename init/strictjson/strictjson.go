@@ -27,7 +27,7 @@ var (
 	ErrSyntax    = errors.New("malformed JSON")
 	ErrUnknown   = errors.New("unknown field")
 	ErrDuplicate = errors.New("duplicate field")
-	ErrTrailing  = errors.New("data after the JSON value")
+	ErrTrailing  = errors.New("trailing data after the JSON value")
 	ErrType      = errors.New("wrong type")
 	ErrDepth     = errors.New("nested too deeply")
 )
