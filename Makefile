@@ -9,7 +9,7 @@ E2E_TIMEOUT ?= 45m
 # compete with the race-detector build for the 2 CPUs.
 E2E_PKGS := ./qemu/e2e/...
 
-.PHONY: all deps build run dev test unit e2e lint bench fuzz clean
+.PHONY: all deps build run dev test unit e2e lint bench fuzz fuzz-smoke clean
 
 all: build
 
@@ -40,11 +40,29 @@ unit:
 e2e:
 	$(GO) test -count=1 -p 1 -timeout $(E2E_TIMEOUT) $(E2E_PKGS)
 
-test: deps lint unit e2e
+test: deps lint unit fuzz-smoke e2e
 
 bench:
 	@EDGEPBX_EXTRA_PKGS="kamailio wrk rtpengine-daemon" ./.ci/deps
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
+
+# Every Fuzz target in the repository for FUZZ_SMOKE_TIME each: a smoke run,
+# not a campaign, so a target that breaks (or finds something at once) fails
+# `make test` instead of rotting. Targets are found in the sources, so a new
+# one is included without editing this file; one package's targets reuse one
+# instrumented build. A failure prints the target's output, including the
+# input it wrote under testdata/fuzz.
+FUZZ_SMOKE_TIME ?= 2s
+fuzz-smoke:
+	@start=$$(date +%s); n=0; \
+	for d in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for f in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$d/*_test.go); do \
+	    out=$$($(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZ_SMOKE_TIME) $$d 2>&1) || \
+	      { echo "$$out"; echo "fuzz-smoke: $$d $$f FAILED"; exit 1; }; \
+	    n=$$((n+1)); \
+	  done; \
+	done; \
+	echo "fuzz-smoke: $$n targets, $$(( $$(date +%s) - start )) s"
 
 fuzz:
 	@for p in $$($(GO) list ./...); do \

@@ -5,17 +5,6 @@ import (
 	"slices"
 )
 
-// Access is the part of a Policy an admin edits: the zones and which
-// service is open to which zones. The service catalogue, the RTP range and
-// the DoS limits stay PID 1's (its base policy): a compromised edgepbxd
-// may ask for a different zone layout, never for new ports.
-type Access struct {
-	Zones             []Zone   `json:"zones"`
-	Rules             []Rule   `json:"rules"`
-	Allowlist         []string `json:"allowlist"`
-	AllowAdminFromAny bool     `json:"allow_admin_from_any"`
-}
-
 // Access returns a copy of the policy's zones, rules and allowlist.
 func (p Policy) Access() Access {
 	return Access{Zones: cloneZones(p.Zones), Rules: cloneRules(p.Rules),
@@ -50,7 +39,7 @@ func cloneRules(rs []Rule) []Rule {
 }
 
 // normalized gives nil slices their empty value so JSON shows [] not null.
-func (a Access) normalized() Access {
+func normalized(a Access) Access {
 	if a.Zones == nil {
 		a.Zones = []Zone{}
 	}

@@ -1,7 +1,6 @@
 package netfw
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +13,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/edgepbx/edgepbx/init/strictjson"
 )
 
 // Commit only when healthy (the Talos revert pattern): a policy change an
@@ -53,26 +54,6 @@ type wallTimer struct{}
 func (wallTimer) Now() time.Time { return time.Now() }
 func (wallTimer) AfterFunc(d time.Duration, f func()) func() bool {
 	return time.AfterFunc(d, f).Stop
-}
-
-// Pending describes a policy change waiting for its confirmation.
-type Pending struct {
-	ID       string    `json:"id"` // must be echoed by Confirm
-	Access   Access    `json:"access"`
-	Deadline time.Time `json:"deadline"` // reverted at this time unless confirmed
-	// Remaining is Deadline less PID 1's clock when reported, so a
-	// reader need not share that clock.
-	Remaining time.Duration `json:"remaining"`
-}
-
-// PolicyState is what GetPolicy reports: the confirmed policy, the change
-// in flight if any, and the service catalogue rules may name.
-type PolicyState struct {
-	Confirmed Access    `json:"confirmed"`
-	Pending   *Pending  `json:"pending,omitempty"`
-	Services  []Service `json:"services"`
-	// RevertAfter is how long a change waits for confirmation.
-	RevertAfter time.Duration `json:"revert_after"`
 }
 
 // Committer owns the admin-editable part of the policy in PID 1: it
@@ -130,10 +111,10 @@ func (c *Committer) Policy(a Access) Policy { return c.base.WithAccess(a) }
 func (c *Committer) State() PolicyState {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := PolicyState{Confirmed: c.base.WithAccess(c.confirm).Access().normalized(), Services: c.base.Services, RevertAfter: c.after}
+	st := PolicyState{Confirmed: normalized(c.base.WithAccess(c.confirm).Access()), Services: c.base.Services, RevertAfter: c.after}
 	if c.pending != nil {
 		p := *c.pending
-		p.Access = c.base.WithAccess(p.Access).Access().normalized()
+		p.Access = normalized(c.base.WithAccess(p.Access).Access())
 		p.Remaining = max(0, p.Deadline.Sub(c.timer.Now()))
 		st.Pending = &p
 	}
@@ -186,15 +167,6 @@ func newPendingID() string {
 	b := make([]byte, 16)
 	rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// ValidPendingID reports whether s looks like an id Set hands out.
-func ValidPendingID(s string) bool {
-	if len(s) != 32 {
-		return false
-	}
-	_, err := hex.DecodeString(s)
-	return err == nil
 }
 
 // Confirm makes the pending change with this id permanent: it is written
@@ -336,15 +308,6 @@ func ParsePolicyFile(data []byte) (Access, error) {
 	return pf.Access, nil
 }
 
-// decodeStrict decodes exactly one JSON value with no unknown fields.
-func decodeStrict(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("trailing data after the JSON value")
-	}
-	return nil
-}
+// decodeStrict decodes exactly one JSON value strictly (init/strictjson):
+// the policy file is on /data, which an owner with the disk can edit.
+func decodeStrict(data []byte, v any) error { return strictjson.Unmarshal(data, v) }

@@ -238,7 +238,7 @@ func TestCommitterRestoreCorrupt(t *testing.T) {
 			if fw.applied != before || !reflect.DeepEqual(fw.zones(), []string{"lan"}) {
 				t.Fatalf("ruleset changed by a corrupt file: %v", fw.zones())
 			}
-			if got := c.State().Confirmed; !reflect.DeepEqual(got, DefaultPolicy().Access().normalized()) {
+			if got := c.State().Confirmed; !reflect.DeepEqual(got, normalized(DefaultPolicy().Access())) {
 				t.Fatalf("confirmed changed: %+v", got)
 			}
 		})

@@ -13,12 +13,14 @@ import (
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // Errors of the live-set API; returned errors wrap one of these.
 var (
 	ErrNotApplied  = errors.New("no policy applied yet")
-	ErrInvalid     = errors.New("invalid request")
+	ErrInvalid     = fwspec.ErrInvalid
 	ErrLimit       = errors.New("limit reached")
 	ErrRate        = errors.New("too many requests")
 	ErrAllowlisted = errors.New("address is allowlisted")
@@ -133,9 +135,12 @@ func New(opts ...Option) (*Firewall, error) {
 	}
 	f.tokens, f.tokensAt = f.bounds.OpsBurst, f.now()
 	if f.banPath != "" {
-		bans, err := loadBans(f.banPath, f.now())
+		bans, refused, err := loadBans(f.banPath, f.now())
 		if err != nil {
 			return nil, fmt.Errorf("netfw: %w", err)
+		}
+		for _, b := range refused {
+			f.log.Warn("netfw: dropping persisted ban wider than the floor", "prefix", b.Prefix, "reason", b.Reason)
 		}
 		for _, b := range bans {
 			if f.allowlisted(b.Prefix) {

@@ -320,8 +320,8 @@ func TestBans(t *testing.T) {
 	// Allowlist and validation.
 	for _, b := range []Ban{
 		{Prefix: netip.PrefixFrom(trunk4, 32), Reason: "x"},
-		{Prefix: netip.MustParsePrefix("198.0.0.0/8"), Reason: "x"},
-		{Prefix: netip.MustParsePrefix("2001:db8::/32"), Reason: "x"},
+		{Prefix: netip.MustParsePrefix("198.51.0.0/16"), Reason: "x"},
+		{Prefix: netip.MustParsePrefix("2001:db8:2::/48"), Reason: "x"},
 	} {
 		if err := fw.Ban(b); !errors.Is(err, ErrAllowlisted) {
 			t.Errorf("Ban(%v) = %v, want ErrAllowlisted", b.Prefix, err)

@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // Live sets are updated element by element; rules are never rebuilt here.
@@ -125,12 +127,15 @@ func (f *Firewall) ClosePinhole(p Pinhole) error {
 }
 
 func (f *Firewall) pinholeKey(p Pinhole) (pinKey, error) {
-	a := p.Remote.Unmap()
-	if !a.IsValid() || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() {
-		return pinKey{}, fmt.Errorf("remote %v: %w", p.Remote, ErrInvalid)
+	a, err := fwspec.PinholeRemote(p.Remote)
+	if err != nil {
+		return pinKey{}, err
+	}
+	if err := fwspec.PinholePort(p.LocalPort); err != nil {
+		return pinKey{}, err
 	}
 	if !f.applied.RTP.Contains(p.LocalPort) {
-		return pinKey{}, fmt.Errorf("port %d outside the RTP range %s: %w", p.LocalPort, f.applied.RTP, ErrInvalid)
+		return pinKey{}, &fwspec.FieldError{Field: "local_port", Reason: fmt.Sprintf("%d outside the RTP range %s", p.LocalPort, f.applied.RTP)}
 	}
 	return pinKey{a, p.LocalPort}, nil
 }
@@ -167,20 +172,6 @@ func (f *Firewall) ready() error {
 	return nil
 }
 
-const maxReasonLen = 64
-
-func validReason(s string) bool {
-	if len(s) == 0 || len(s) > maxReasonLen {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if c < 0x21 || c > 0x7e {
-			return false
-		}
-	}
-	return true
-}
-
 // Ban drops everything from b.Prefix until it expires. A prefix already
 // covered by a ban is a no-op; a ban covering smaller bans replaces them;
 // banning the same prefix again refreshes it. Allowlisted addresses can
@@ -191,20 +182,14 @@ func (f *Firewall) Ban(b Ban) error {
 	if err := f.ready(); err != nil {
 		return err
 	}
-	p := b.Prefix
-	if !p.IsValid() || p.Addr().Zone() != "" {
-		return fmt.Errorf("netfw: ban %v: %w", b.Prefix, ErrInvalid)
-	}
-	if p.Addr().Is4In6() {
-		bits := p.Bits() - 96
-		if bits < 0 {
-			return fmt.Errorf("netfw: ban %v: %w", b.Prefix, ErrInvalid)
-		}
-		p = netip.PrefixFrom(p.Addr().Unmap(), bits)
+	// The floors apply after unmapping: PID 1 does not rely on its caller.
+	p, err := fwspec.BanPrefix(b.Prefix)
+	if err != nil {
+		return fmt.Errorf("netfw: ban %v: %w", b.Prefix, err)
 	}
 	p = p.Masked()
-	if !validReason(b.Reason) {
-		return fmt.Errorf("netfw: ban %s: reason must be 1..%d printable ASCII characters: %w", p, maxReasonLen, ErrInvalid)
+	if err := fwspec.Reason(b.Reason); err != nil {
+		return fmt.Errorf("netfw: ban %s: %w", p, err)
 	}
 	ttl := b.Timeout
 	if ttl == 0 {
@@ -251,7 +236,7 @@ func (f *Firewall) Ban(b Ban) error {
 	if err := f.persist(next); err != nil {
 		return fmt.Errorf("netfw: ban %s: %w", p, err)
 	}
-	err := f.nlDo(func(cc *nftables.Conn) error {
+	err = f.nlDo(func(cc *nftables.Conn) error {
 		for _, k := range replaced {
 			if err := cc.SetDeleteElements(f.banSet(famOf(k.Addr())), intervalElems([]addrRange{prefixRange(k)}, 0)); err != nil {
 				return err
@@ -280,7 +265,10 @@ func (f *Firewall) Unban(p netip.Prefix) error {
 	if err := f.ready(); err != nil {
 		return err
 	}
-	if p.IsValid() && p.Addr().Is4In6() && p.Bits() >= 96 {
+	if !p.IsValid() {
+		return fmt.Errorf("netfw: unban: %w", &fwspec.FieldError{Field: "prefix", Reason: "not a valid prefix"})
+	}
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
 		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
 	p = p.Masked()

@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+
+	"github.com/edgepbx/edgepbx/init/strictjson"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // Bans are persisted as one small JSON file written atomically: a temp
@@ -81,51 +84,60 @@ func writeAtomic(path string, data []byte) error {
 }
 
 // loadBans reads the ban file; a missing file means no bans. Entries are
-// validated like API input; expired ones are dropped.
-func loadBans(path string, now time.Time) ([]Ban, error) {
+// validated like API input; expired ones are dropped, and so are ones
+// wider than the ban floors (returned as refused: a file written before
+// the floors, or edited by someone with the disk, must not cut the box off
+// the world at boot).
+func loadBans(path string, now time.Time) (bans, refused []Ban, err error) {
 	fh, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("load bans: %w", err)
+		return nil, nil, fmt.Errorf("load bans: %w", err)
 	}
 	defer fh.Close()
 	data, err := io.ReadAll(io.LimitReader(fh, maxBanFile+1))
 	if err != nil {
-		return nil, fmt.Errorf("load bans: %w", err)
+		return nil, nil, fmt.Errorf("load bans: %w", err)
 	}
 	return parseBans(data, now)
 }
 
-func parseBans(data []byte, now time.Time) ([]Ban, error) {
+func parseBans(data []byte, now time.Time) (bans, refused []Ban, err error) {
 	if len(data) > maxBanFile {
-		return nil, fmt.Errorf("load bans: file larger than %d bytes", maxBanFile)
+		return nil, nil, fmt.Errorf("load bans: file larger than %d bytes", maxBanFile)
 	}
 	var bf banFile
-	if err := json.Unmarshal(data, &bf); err != nil {
-		return nil, fmt.Errorf("load bans: %w", err)
+	if err := strictjson.Unmarshal(data, &bf); err != nil {
+		return nil, nil, fmt.Errorf("load bans: %w", err)
 	}
 	if bf.Version != banFileVersion {
-		return nil, fmt.Errorf("load bans: version %d, want %d", bf.Version, banFileVersion)
+		return nil, nil, fmt.Errorf("load bans: version %d, want %d", bf.Version, banFileVersion)
 	}
-	var out []Ban
+	// Wide entries go first, so they cannot make the rest overlap.
 	prefixes := make([]netip.Prefix, 0, len(bf.Bans))
+	var kept []Ban
 	for _, b := range bf.Bans {
-		if !validReason(b.Reason) {
-			return nil, fmt.Errorf("load bans: entry %v: invalid reason %q", b.Prefix, b.Reason)
+		if err := fwspec.Reason(b.Reason); err != nil {
+			return nil, nil, fmt.Errorf("load bans: entry %v: %w", b.Prefix, err)
+		}
+		if _, err := fwspec.BanPrefix(b.Prefix); err != nil && b.Prefix.IsValid() {
+			refused = append(refused, b)
+			continue
 		}
 		prefixes = append(prefixes, b.Prefix)
+		kept = append(kept, b)
 	}
 	if err := checkPrefixes(prefixes); err != nil {
-		return nil, fmt.Errorf("load bans: %w", err)
+		return nil, nil, fmt.Errorf("load bans: %w", err)
 	}
-	for _, b := range bf.Bans {
+	for _, b := range kept {
 		if b.Expires.After(now) {
-			out = append(out, b)
+			bans = append(bans, b)
 		}
 	}
-	return out, nil
+	return bans, refused, nil
 }
 
 // RestoreBans adopts the ban file at path after the ruleset is already live:
@@ -141,9 +153,12 @@ func (f *Firewall) RestoreBans(path string) error {
 		return err
 	}
 	now := f.now()
-	bans, err := loadBans(path, now)
+	bans, refused, err := loadBans(path, now)
 	if err != nil {
 		return fmt.Errorf("netfw: %w", err)
+	}
+	for _, b := range refused {
+		f.log.Warn("netfw: dropping persisted ban wider than the floor", "prefix", b.Prefix, "reason", b.Reason)
 	}
 	next := make(map[netip.Prefix]Ban, len(f.bans)+len(bans))
 	for k, v := range f.bans {

@@ -3,63 +3,10 @@ package netfw
 import (
 	"errors"
 	"fmt"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 	"net/netip"
 	"slices"
-	"strings"
 )
-
-// Proto is a transport protocol a service listens on.
-type Proto string
-
-// Protocols a service may use.
-const (
-	UDP Proto = "udp"
-	TCP Proto = "tcp"
-)
-
-// PortRange is an inclusive range of ports; a single port has First == Last.
-type PortRange struct {
-	First uint16 `json:"first"`
-	Last  uint16 `json:"last"`
-}
-
-// Port is a PortRange of one port.
-func Port(p uint16) PortRange { return PortRange{First: p, Last: p} }
-
-// Contains reports whether p lies inside the range.
-func (r PortRange) Contains(p uint16) bool { return p >= r.First && p <= r.Last }
-
-func (r PortRange) overlaps(o PortRange) bool { return r.First <= o.Last && o.First <= r.Last }
-
-func (r PortRange) String() string {
-	if r.First == r.Last {
-		return fmt.Sprint(r.First)
-	}
-	return fmt.Sprintf("%d-%d", r.First, r.Last)
-}
-
-// Zone is a named list of networks (IPv4 and IPv6).
-type Zone struct {
-	Name     string         `json:"name"`
-	Prefixes []netip.Prefix `json:"prefixes"`
-}
-
-// Service is something the appliance listens on.
-type Service struct {
-	Name  string    `json:"name"`
-	Proto Proto     `json:"proto"`
-	Ports PortRange `json:"ports"`
-	// Admin marks management-plane services: they may not be open to the
-	// zone "any" without Policy.AllowAdminFromAny, and at least one of them
-	// must stay reachable so a policy cannot lock the admin out.
-	Admin bool `json:"admin,omitempty"`
-}
-
-// Rule opens one service to some zones.
-type Rule struct {
-	Service string   `json:"service"`
-	Zones   []string `json:"zones"`
-}
 
 // Limits are the per-source DoS limits compiled into the ruleset. Zero
 // fields take the defaults of DefaultLimits.
@@ -126,23 +73,8 @@ type Policy struct {
 	Limits       Limits       `json:"limits"`
 }
 
-// ZoneAny is the predefined zone matching every address.
-const ZoneAny = "any"
-
-// Well-known service names of the standard catalogue.
-const (
-	SvcSIPUDP       = "sip-udp"
-	SvcSIPTCP       = "sip-tcp"
-	SvcSIPTLS       = "sip-tls"
-	SvcSIPWSS       = "sip-wss"
-	SvcHTTPS        = "https-admin"
-	SvcProvisioning = "provisioning"
-	SvcSSH          = "ssh"
-	SvcMonitoring   = "monitoring"
-)
-
 // DefaultRTP is the media port range.
-var defaultRTP = PortRange{First: 10000, Last: 20000}
+var defaultRTP = fwspec.DefaultRTP()
 
 // StandardServices is the catalogue of what edgepbx can listen on. Being in
 // the catalogue opens nothing; only Rules do.
@@ -275,11 +207,11 @@ func (p *Policy) Validate() error {
 		if s.Ports.First == 0 || s.Ports.First > s.Ports.Last {
 			return policyErr("service %q: ports %s out of range", s.Name, s.Ports)
 		}
-		if s.Proto == UDP && s.Ports.overlaps(p.RTP) {
+		if s.Proto == UDP && s.Ports.Overlaps(p.RTP) {
 			return policyErr("service %q: ports %s overlap the RTP range %s", s.Name, s.Ports, p.RTP)
 		}
 		for _, o := range svcs {
-			if o.Proto == s.Proto && o.Ports.overlaps(s.Ports) {
+			if o.Proto == s.Proto && o.Ports.Overlaps(s.Ports) {
 				return policyErr("services %q and %q share %s ports", o.Name, s.Name, s.Proto)
 			}
 		}
@@ -387,12 +319,4 @@ func comparePrefix(a, b netip.Prefix) int {
 		return c
 	}
 	return a.Bits() - b.Bits()
-}
-
-func (z Zone) String() string {
-	s := make([]string, len(z.Prefixes))
-	for i, p := range z.Prefixes {
-		s[i] = p.String()
-	}
-	return z.Name + "{" + strings.Join(s, ",") + "}"
 }

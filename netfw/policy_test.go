@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 func TestValidate(t *testing.T) {
@@ -178,7 +180,7 @@ func checkCompiled(t *testing.T, p *Policy, c *compiled) {
 		if r.Verdict != accept {
 			continue
 		}
-		if r.DPort.First != 0 && r.Proto == UDP && r.DPort.overlaps(c.RTP) && r.Pinhole == "" {
+		if r.DPort.First != 0 && r.Proto == UDP && r.DPort.Overlaps(c.RTP) && r.Pinhole == "" {
 			t.Fatalf("rule %q accepts RTP without a pinhole", r.Name)
 		}
 		switch r.Kind {
@@ -277,7 +279,7 @@ func TestParseBans(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	good := `{"version":1,"bans":[{"prefix":"192.0.2.1/32","reason":"sip-bruteforce","expires":"2026-01-02T00:00:00Z"},` +
 		`{"prefix":"2001:db8::/32","reason":"scanner","expires":"2025-01-01T00:00:00Z"}]}`
-	bans, err := parseBans([]byte(good), now)
+	bans, _, err := parseBans([]byte(good), now)
 	if err != nil || len(bans) != 1 || bans[0].Reason != "sip-bruteforce" {
 		t.Fatalf("parseBans = %+v, %v (want the one unexpired ban)", bans, err)
 	}
@@ -288,7 +290,7 @@ func TestParseBans(t *testing.T) {
 		`{"version":1,"bans":[{"prefix":"192.0.2.0/24","reason":"","expires":"2026-01-02T00:00:00Z"}]}`,
 		`{"version":1,"bans":[{"prefix":"192.0.2.0/24","reason":"x"},{"prefix":"192.0.2.7/32","reason":"y"}]}`,
 	} {
-		if _, err := parseBans([]byte(bad), now); err == nil {
+		if _, _, err := parseBans([]byte(bad), now); err == nil {
 			t.Errorf("parseBans(%s) accepted", bad)
 		}
 	}
@@ -299,7 +301,7 @@ func FuzzParseBans(f *testing.F) {
 	f.Add([]byte(`{"version":1,"bans":[]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-		bans, err := parseBans(data, now)
+		bans, _, err := parseBans(data, now)
 		if err != nil {
 			return
 		}
@@ -307,8 +309,11 @@ func FuzzParseBans(f *testing.F) {
 		// valid reason, in the future; and it round-trips.
 		var ps []netip.Prefix
 		for _, b := range bans {
-			if !validReason(b.Reason) || !b.Expires.After(now) || strings.ContainsAny(b.Reason, " \n") {
+			if fwspec.Reason(b.Reason) != nil || !b.Expires.After(now) || strings.ContainsAny(b.Reason, " \n") {
 				t.Fatalf("loaded invalid ban %+v", b)
+			}
+			if _, err := fwspec.BanPrefix(b.Prefix); err != nil {
+				t.Fatalf("loaded ban below the floor: %v", err)
 			}
 			ps = append(ps, b.Prefix)
 		}
@@ -319,7 +324,7 @@ func FuzzParseBans(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		again, err := parseBans(out, now)
+		again, _, err := parseBans(out, now)
 		if err != nil || len(again) != len(bans) {
 			t.Fatalf("round trip: %v, %d vs %d", err, len(again), len(bans))
 		}

@@ -1,41 +1,48 @@
 package netfw
 
-import (
-	"net/netip"
-	"time"
+import "github.com/edgepbx/edgepbx/netfw/fwspec"
+
+// The request and report types live in fwspec, a leaf package edgepbxd
+// imports without linking nftables; these aliases keep netfw's API whole.
+type (
+	Pinhole     = fwspec.Pinhole
+	Ban         = fwspec.Ban
+	RuleCounter = fwspec.RuleCounter
+	SetCounter  = fwspec.SetCounter
+	Counters    = fwspec.Counters
+	Proto       = fwspec.Proto
+	PortRange   = fwspec.PortRange
+	Zone        = fwspec.Zone
+	Service     = fwspec.Service
+	Rule        = fwspec.Rule
+	Access      = fwspec.Access
+	Pending     = fwspec.Pending
+	PolicyState = fwspec.PolicyState
 )
 
-// Pinhole lets RTP/RTCP from one remote address reach one local media port.
-// The media service opens one per call leg from the SDP and closes it at call end.
-type Pinhole struct {
-	Remote    netip.Addr    `json:"remote"`
-	LocalPort uint16        `json:"local_port"`
-	Timeout   time.Duration `json:"timeout"` // 0 means the firewall's default
-}
+// Protocols a service may use.
+const (
+	UDP = fwspec.UDP
+	TCP = fwspec.TCP
+)
 
-// Ban cuts a source address or prefix off entirely until it expires.
-type Ban struct {
-	Prefix  netip.Prefix  `json:"prefix"`
-	Timeout time.Duration `json:"timeout"`           // 0 means the firewall's default
-	Reason  string        `json:"reason"`            // e.g. "sip-bruteforce"
-	Expires time.Time     `json:"expires,omitempty"` // filled in by the firewall
-}
+// ZoneAny is the predefined zone matching every address.
+const ZoneAny = fwspec.ZoneAny
 
-// RuleCounter is the packet/byte counter of one named rule.
-type RuleCounter struct {
-	Name    string `json:"name"`
-	Packets uint64 `json:"packets"`
-	Bytes   uint64 `json:"bytes"`
-}
+// Well-known service names of the standard catalogue.
+const (
+	SvcSIPUDP       = fwspec.SvcSIPUDP
+	SvcSIPTCP       = fwspec.SvcSIPTCP
+	SvcSIPTLS       = fwspec.SvcSIPTLS
+	SvcSIPWSS       = fwspec.SvcSIPWSS
+	SvcHTTPS        = fwspec.SvcHTTPS
+	SvcProvisioning = fwspec.SvcProvisioning
+	SvcSSH          = fwspec.SvcSSH
+	SvcMonitoring   = fwspec.SvcMonitoring
+)
 
-// SetCounter reports how many elements a live set holds.
-type SetCounter struct {
-	Name     string `json:"name"`
-	Elements int    `json:"elements"`
-}
+// Port is a PortRange of one port.
+func Port(p uint16) PortRange { return fwspec.Port(p) }
 
-// Counters is a snapshot for metrics and the admin UI's firewall page.
-type Counters struct {
-	Rules []RuleCounter `json:"rules"`
-	Sets  []SetCounter  `json:"sets"`
-}
+// ValidPendingID reports whether s looks like an id Set hands out.
+func ValidPendingID(s string) bool { return fwspec.ValidPendingID(s) }

@@ -9,7 +9,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/admin"
 	"github.com/edgepbx/edgepbx/firmware/sip"
 
-	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // banTimeout bounds one Ban request to PID 1, so a stalled control socket
@@ -18,14 +18,14 @@ const banTimeout = 2 * time.Second
 
 // banClient is the part of the PID 1 control client the firewall bans use.
 type banClient interface {
-	Ban(ctx context.Context, b netfw.Ban) error
+	Ban(ctx context.Context, b fwspec.Ban) error
 }
 
 // controlBanner forwards bans from the admin (auth) and SIP services to
 // PID 1's netfw; it is their auth.Banner and sip.Banner.
 type controlBanner struct{ c banClient }
 
-func (b controlBanner) Ban(ctx context.Context, ban netfw.Ban) error {
+func (b controlBanner) Ban(ctx context.Context, ban fwspec.Ban) error {
 	ctx, cancel := context.WithTimeout(ctx, banTimeout)
 	defer cancel()
 	if err := b.c.Ban(ctx, ban); err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -11,6 +10,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"time"
+
+	"github.com/edgepbx/edgepbx/init/strictjson"
 )
 
 // maxBootstrap bounds the secrets JSON PID 1 writes on the bootstrap fd; the
@@ -59,13 +60,8 @@ func parseBootstrap(r io.Reader) (bootstrap, error) {
 		return bootstrap{}, fmt.Errorf("bootstrap: more than %d bytes", maxBootstrap)
 	}
 	var b bootstrap
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&b); err != nil {
+	if err := strictjson.Unmarshal(raw, &b); err != nil {
 		return bootstrap{}, fmt.Errorf("bootstrap: malformed JSON: %w", err)
-	}
-	if dec.More() {
-		return bootstrap{}, errors.New("bootstrap: trailing data after the JSON object")
 	}
 	if err := b.validate(); err != nil {
 		return bootstrap{}, fmt.Errorf("bootstrap: %w", err)

@@ -12,7 +12,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/media"
 	"github.com/edgepbx/edgepbx/firmware/telephony"
-	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // newCalls builds the B2BUA (media relay, dial plan, CDRs) and hands it to
@@ -26,7 +26,7 @@ func (d *daemon) newCalls(pinholes media.Pinholes) error {
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)
 	}
-	rtp := netfw.DefaultPolicy().RTP // the range PID 1's firewall opens through pinholes
+	rtp := fwspec.DefaultRTP() // the range PID 1's firewall opens through pinholes
 	ports, err := media.NewPorts(rtp.First, rtp.Last)
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)
@@ -103,5 +103,5 @@ func (d *daemon) mediaAddr() (netip.Addr, error) {
 // devPinholes is the dev-mode firewall: nothing to open on loopback.
 type devPinholes struct{}
 
-func (devPinholes) OpenPinhole(context.Context, netfw.Pinhole) error  { return nil }
-func (devPinholes) ClosePinhole(context.Context, netfw.Pinhole) error { return nil }
+func (devPinholes) OpenPinhole(context.Context, fwspec.Pinhole) error  { return nil }
+func (devPinholes) ClosePinhole(context.Context, fwspec.Pinhole) error { return nil }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/edgepbx/edgepbx/init/strictjson"
 )
 
 // licensePath is written by the image builder (image.WithLicense) when the
@@ -69,13 +69,8 @@ func parseLicenseConfig(data []byte) (licenseConfig, error) {
 	if len(data) > maxLicenseFile {
 		return c, fmt.Errorf("licence config larger than %d bytes", maxLicenseFile)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
+	if err := strictjson.Unmarshal(data, &c); err != nil {
 		return licenseConfig{}, fmt.Errorf("licence config: %w", err)
-	}
-	if dec.More() {
-		return licenseConfig{}, errors.New("licence config: trailing data")
 	}
 	if err := checkLicenseURL(c.URL); err != nil {
 		return licenseConfig{}, err

@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/init/strictjson"
 )
 
 // maxBody bounds every request body.
@@ -42,20 +42,15 @@ func decodeJSONLimit(r *http.Request, v any, limit int) error {
 
 func decodeBody(body []byte, v any) error { return decodeBodyLimit(body, v, maxBody) }
 
+// decodeBodyLimit decodes strictly (strictjson): exact field names, no
+// duplicate keys, no unknown fields, nothing after the one value. A
+// refusal wraps errBadRequest and a *strictjson.Error naming the field.
 func decodeBodyLimit(body []byte, v any, limit int) error {
 	if len(body) > limit {
 		return fmt.Errorf("%w: body larger than %d bytes", errBadRequest, limit)
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: %v", errBadRequest, err)
-	}
-	if dec.More() {
-		return fmt.Errorf("%w: trailing data after the JSON object", errBadRequest)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("%w: trailing data after the JSON object", errBadRequest)
+	if err := strictjson.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("%w: %w", errBadRequest, err)
 	}
 	return nil
 }
@@ -120,6 +115,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	default:
 		s.log.Error("admin request failed", "path", r.URL.Path, "err", err)
 		problem(w, http.StatusInternalServerError, "internal error", "")
+		return
+	}
+	// A body the decoder refused names the field as a JSON pointer.
+	if se := (*strictjson.Error)(nil); errors.As(err, &se) {
+		telephonyProblem(w, status, title, err.Error(), se.Pointer)
 		return
 	}
 	problem(w, status, title, err.Error())

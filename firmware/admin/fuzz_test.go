@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"encoding/json"
 	"errors"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"net/http/httptest"
@@ -28,8 +29,44 @@ func FuzzDecodeBody(f *testing.F) {
 			if err == nil && !strings.HasPrefix(strings.TrimLeft(string(b), " \t\r\n"), "{") && strings.TrimSpace(string(b)) != "null" {
 				t.Fatalf("accepted non-object %q", b)
 			}
+			if err == nil {
+				sameCaseKeys(t, b, v)
+			}
 		}
 	})
+}
+
+// sameCaseKeys fails if an accepted body has a key that the decoded value
+// spells in another case (encoding/json would have matched it).
+func sameCaseKeys(t *testing.T, body []byte, v any) {
+	t.Helper()
+	out, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in, back any
+	if json.Unmarshal(body, &in) != nil || json.Unmarshal(out, &back) != nil {
+		t.Fatalf("accepted body is not JSON: %q", body)
+	}
+	var walk func(a, b any)
+	walk = func(a, b any) {
+		am, ok1 := a.(map[string]any)
+		bm, ok2 := b.(map[string]any)
+		if !ok1 || !ok2 {
+			return
+		}
+		for k, av := range am {
+			for bk, bv := range bm {
+				if strings.EqualFold(k, bk) && k != bk {
+					t.Fatalf("accepted key %q for field %q in %q", k, bk, body)
+				}
+				if k == bk {
+					walk(av, bv)
+				}
+			}
+		}
+	}
+	walk(in, back)
 }
 
 // FuzzNormalizeOrigin: accepted allowlist entries are plain https origins.

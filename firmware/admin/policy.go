@@ -13,7 +13,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
-	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // Firewall policy changes follow "commit only when healthy": PID 1 applies
@@ -31,7 +31,16 @@ var errPolicyRefused = errors.New("firewall policy refused")
 // errStaleConn refuses a confirmation sent on a connection older than the change.
 var errStaleConn = errors.New("confirm on a new connection: this one was open before the change")
 
+// errUnknownChange refuses a confirmation of a change this process has no
+// record of (made before edgepbxd restarted, or forgotten among more than
+// maxPendingMarks newer ones): without the record no connection can prove
+// it is newer, so the change is left to revert.
+var errUnknownChange = errors.New("this change was not made through this admin service since it started; it will revert: apply it again")
+
 type connSeqKey struct{}
+
+// maxPendingMarks bounds the pending-change records; the oldest go first.
+const maxPendingMarks = 64
 
 // connSeq numbers accepted connections; pending remembers the number
 // current when each change was applied.
@@ -50,32 +59,46 @@ func (s *Server) ConnContext(ctx context.Context, _ net.Conn) context.Context {
 func (s *Server) markPending(id string) {
 	s.conns.mu.Lock()
 	defer s.conns.mu.Unlock()
-	if s.conns.pending == nil || len(s.conns.pending) > 64 {
+	if s.conns.pending == nil {
 		s.conns.pending = map[string]uint64{}
+	}
+	for len(s.conns.pending) >= maxPendingMarks {
+		oldest, first := "", true
+		for k, v := range s.conns.pending {
+			if first || v < s.conns.pending[oldest] {
+				oldest, first = k, false
+			}
+		}
+		delete(s.conns.pending, oldest)
 	}
 	s.conns.pending[id] = s.conns.next.Load()
 }
 
-// newConnSince reports whether r arrived on a connection accepted after
-// the change with this id was applied. Without a connection number
-// (ConnContext not installed) nothing counts as new.
-func (s *Server) newConnSince(r *http.Request, id string) bool {
+// newConnSince checks that r arrived on a connection accepted after the
+// change with this id was applied. It fails closed: without a connection
+// number (ConnContext not installed) or a record of the change, nothing
+// counts as new.
+func (s *Server) newConnSince(r *http.Request, id string) error {
 	seq, ok := r.Context().Value(connSeqKey{}).(uint64)
 	if !ok {
-		return false
+		return errStaleConn
 	}
 	s.conns.mu.Lock()
 	defer s.conns.mu.Unlock()
 	before, known := s.conns.pending[id]
-	// Unknown: the change was made before this edgepbxd started, so every
-	// connection it has accepted is newer.
-	return !known || seq > before
+	switch {
+	case !known:
+		return errUnknownChange
+	case seq <= before:
+		return errStaleConn
+	}
+	return nil
 }
 
 // PolicyView is GET /api/v1/firewall/policy: PID 1's state plus the
 // seconds left before a pending change reverts.
 type PolicyView struct {
-	netfw.PolicyState
+	fwspec.PolicyState
 	RevertIn int `json:"revert_in_seconds,omitempty"`
 }
 
@@ -107,7 +130,7 @@ func (s *Server) apiFirewallPolicy(w http.ResponseWriter, r *http.Request, p aut
 
 // PolicyRequest is the body of PUT /api/v1/firewall/policy: the zones and
 // which service is open to which zones.
-type PolicyRequest = netfw.Access
+type PolicyRequest = fwspec.Access
 
 // PendingAnswer is the answer to a policy change.
 type PendingAnswer struct {
@@ -161,15 +184,15 @@ func (s *Server) apiConfirmFirewallPolicy(w http.ResponseWriter, r *http.Request
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	if !netfw.ValidPendingID(req.ID) {
+	if !fwspec.ValidPendingID(req.ID) {
 		return fmt.Errorf("%w: id must be 32 hex digits", errBadRequest)
 	}
-	if !s.newConnSince(r, req.ID) {
+	if err := s.newConnSince(r, req.ID); err != nil {
 		// Closed (HTTP/1.1 close, HTTP/2 GOAWAY), so the page's retry
 		// comes on a new connection: browsers keep spare ones opened
 		// before the change.
 		w.Header().Set("Connection", "close")
-		return fmt.Errorf("%w: %w", errConflict, errStaleConn)
+		return fmt.Errorf("%w: %w", errConflict, err)
 	}
 	st, err := s.policyState(r.Context())
 	if err != nil {
@@ -206,7 +229,7 @@ type editorRule struct {
 	Admin                        bool
 }
 
-func newPolicyEditor(st netfw.PolicyState) policyEditor {
+func newPolicyEditor(st fwspec.PolicyState) policyEditor {
 	a := st.Confirmed
 	if st.Pending != nil {
 		a = st.Pending.Access

@@ -13,7 +13,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/config"
-	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // Extensions is the SIP edge's credential store (sip.Server.Extensions()).
@@ -25,12 +25,12 @@ type Extensions interface {
 
 // Firewall is PID 1's live firewall state, over the control socket.
 type Firewall interface {
-	ListBans(ctx context.Context) ([]netfw.Ban, error)
+	ListBans(ctx context.Context) ([]fwspec.Ban, error)
 	Unban(ctx context.Context, p netip.Prefix) error
-	Counters(ctx context.Context) (netfw.Counters, error)
+	Counters(ctx context.Context) (fwspec.Counters, error)
 	// The admin-editable zones and rules (see policy.go).
-	GetPolicy(ctx context.Context) (netfw.PolicyState, error)
-	SetPolicy(ctx context.Context, a netfw.Access, adminSource netip.Addr) (netfw.Pending, error)
+	GetPolicy(ctx context.Context) (fwspec.PolicyState, error)
+	SetPolicy(ctx context.Context, a fwspec.Access, adminSource netip.Addr) (fwspec.Pending, error)
 	ConfirmPolicy(ctx context.Context, id string) error
 }
 
@@ -197,8 +197,8 @@ func (s *Server) apiDeleteExtension(w http.ResponseWriter, r *http.Request, p au
 }
 
 type firewallView struct {
-	Bans     []netfw.Ban    `json:"bans"`
-	Counters netfw.Counters `json:"counters"`
+	Bans     []fwspec.Ban    `json:"bans"`
+	Counters fwspec.Counters `json:"counters"`
 }
 
 func (s *Server) firewall(ctx context.Context) (firewallView, error) {
@@ -216,7 +216,7 @@ func (s *Server) firewall(ctx context.Context) (firewallView, error) {
 		return firewallView{}, fmt.Errorf("firewall counters via PID 1: %w", err)
 	}
 	if bans == nil {
-		bans = []netfw.Ban{}
+		bans = []fwspec.Ban{}
 	}
 	return firewallView{Bans: bans, Counters: n}, nil
 }

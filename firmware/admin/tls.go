@@ -545,9 +545,9 @@ func (s *Server) apiConfirmTLSChange(w http.ResponseWriter, r *http.Request, p a
 	if ch == nil || ch.ID != req.ID {
 		return fmt.Errorf("%w: no pending change %.40q (it may have been reverted)", errConflict, req.ID)
 	}
-	if !s.newConnSince(r, ch.ID) {
-		s.refuse(r, p, "tls.confirm_refused", errStaleConn.Error())
-		return fmt.Errorf("%w: %w", errConflict, errStaleConn)
+	if err := s.newConnSince(r, ch.ID); err != nil {
+		s.refuse(r, p, "tls.confirm_refused", err.Error())
+		return fmt.Errorf("%w: %w", errConflict, err)
 	}
 	if err := checkNewSettings(r, ch); err != nil {
 		s.refuse(r, p, "tls.confirm_refused", err.Error())

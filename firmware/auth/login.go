@@ -10,7 +10,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/store"
-	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // challengeTTL bounds how long a password-verified login may wait for its
@@ -470,7 +470,7 @@ func (s *Service) fail(ctx context.Context, c Client, p Policy, username, why st
 		s.log.Warn("source sprays many accounts; banning", "prefix", pfx)
 		detail := "no firewall connected"
 		if s.banner != nil {
-			err := s.banner.Ban(ctx, netfw.Ban{Prefix: pfx, Timeout: secs(p.BanSeconds), Reason: "admin-login-spray"})
+			err := s.banner.Ban(ctx, fwspec.Ban{Prefix: pfx, Timeout: secs(p.BanSeconds), Reason: "admin-login-spray"})
 			detail = "banned at the firewall"
 			if err != nil {
 				detail = "ban failed: " + err.Error()

@@ -24,7 +24,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/store"
-	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 const (
@@ -48,7 +48,7 @@ func (SystemClock) Now() time.Time { return time.Now() }
 // Banner cuts a source off at the firewall (PID 1's netfw through the
 // control socket). Used for sources that spray many accounts.
 type Banner interface {
-	Ban(ctx context.Context, b netfw.Ban) error
+	Ban(ctx context.Context, b fwspec.Ban) error
 }
 
 // SetupCodeChecker checks the one-time setup code PID 1 shows on the console.

@@ -8,7 +8,6 @@
 package license
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/hex"
@@ -18,6 +17,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/edgepbx/edgepbx/init/strictjson"
 )
 
 // Protocol limits. The request is small by design (target ≤ 2 KB a day); the
@@ -325,18 +326,8 @@ func (r *Response) validate() error {
 	return nil
 }
 
-// decodeStrict decodes exactly one JSON value with no unknown fields.
-func decodeStrict(raw []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if dec.More() {
-		return errors.New("trailing data")
-	}
-	return nil
-}
+// decodeStrict decodes exactly one JSON value strictly (init/strictjson).
+func decodeStrict(raw []byte, v any) error { return strictjson.Unmarshal(raw, v) }
 
 func checkHex(s string, n int) error {
 	if len(s) != 2*n {

@@ -3,7 +3,6 @@ package logs
 import (
 	"bytes"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/init/strictjson"
 )
 
 // Remote syslog settings live in bucket logs.syslog, key "settings".
@@ -191,13 +191,8 @@ func DecodeSyslogSettings(r io.Reader) (SyslogSettings, error) {
 		return SyslogSettings{}, bad("body larger than %d bytes", MaxSyslogSettingsBytes)
 	}
 	s := DefaultSyslogSettings()
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&s); err != nil {
+	if err := strictjson.Unmarshal(data, &s); err != nil {
 		return SyslogSettings{}, bad("JSON: %v", err)
-	}
-	if dec.More() {
-		return SyslogSettings{}, bad("trailing data after the JSON object")
 	}
 	if err := s.Validate(); err != nil {
 		return SyslogSettings{}, err

@@ -14,14 +14,14 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/media/sdes"
-	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // Pinholes opens and closes per-call firewall holes. The control-socket
 // client of PID 1 (init/control.Client) satisfies it.
 type Pinholes interface {
-	OpenPinhole(ctx context.Context, p netfw.Pinhole) error
-	ClosePinhole(ctx context.Context, p netfw.Pinhole) error
+	OpenPinhole(ctx context.Context, p fwspec.Pinhole) error
+	ClosePinhole(ctx context.Context, p fwspec.Pinhole) error
 }
 
 // Config sizes a Relay. Addr, Ports and Pinholes are required.
@@ -204,7 +204,7 @@ type Call struct {
 
 	mu       sync.Mutex // serialises SetPeer and Close
 	closed   bool
-	pinholes map[netfw.Pinhole]bool
+	pinholes map[fwspec.Pinhole]bool
 	wg       sync.WaitGroup
 	cancel   context.CancelFunc
 	ctx      context.Context
@@ -216,7 +216,7 @@ type Call struct {
 // is forwarded and no pinhole is open until SetPeer. Always Close the call.
 func (r *Relay) NewCall(id string) (*Call, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Call{r: r, id: id, pinholes: map[netfw.Pinhole]bool{}, ctx: ctx, cancel: cancel}
+	c := &Call{r: r, id: id, pinholes: map[fwspec.Pinhole]bool{}, ctx: ctx, cancel: cancel}
 	unbind := func() {
 		cancel()
 		for _, l := range c.legs {
@@ -277,7 +277,7 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 	l := c.legs[s]
 	st := &legState{mux: p.RTCPMux}
 	active := p.Addr.IsValid() && !p.Addr.IsUnspecified() && p.RTPPort != 0
-	want := map[netfw.Pinhole]bool{}
+	want := map[fwspec.Pinhole]bool{}
 	if active {
 		st.addr = p.Addr.Unmap()
 		if c.r.cfg.Addr.Is4() && !st.addr.Is4() {
@@ -292,9 +292,9 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 		}
 		st.rtpDst = netip.AddrPortFrom(st.addr, p.RTPPort)
 		st.rtcpDst = netip.AddrPortFrom(st.addr, rtcp)
-		want[netfw.Pinhole{Remote: st.addr, LocalPort: l.port, Timeout: c.r.cfg.PinholeTimeout}] = true
+		want[fwspec.Pinhole{Remote: st.addr, LocalPort: l.port, Timeout: c.r.cfg.PinholeTimeout}] = true
 		if !p.RTCPMux {
-			want[netfw.Pinhole{Remote: st.addr, LocalPort: l.port + 1, Timeout: c.r.cfg.PinholeTimeout}] = true
+			want[fwspec.Pinhole{Remote: st.addr, LocalPort: l.port + 1, Timeout: c.r.cfg.PinholeTimeout}] = true
 		}
 	}
 	switch {
@@ -309,7 +309,7 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 		st.secure = true
 	}
 	// Open first so a failure leaves the old state intact.
-	var opened []netfw.Pinhole
+	var opened []fwspec.Pinhole
 	for ph := range want {
 		if c.pinholes[ph] {
 			continue
@@ -470,7 +470,7 @@ func (c *Call) dtlsRoleFor(s Side, setup string, fp Fingerprint) bool {
 
 // closePinhole is called with c.mu held. The call may be ending because its
 // context was cancelled, so closing uses a fresh bounded context.
-func (c *Call) closePinhole(ph netfw.Pinhole) {
+func (c *Call) closePinhole(ph fwspec.Pinhole) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := c.r.cfg.Pinholes.ClosePinhole(ctx, ph); err != nil {
@@ -514,10 +514,10 @@ func (c *Call) Close() error {
 }
 
 // Pinholes returns the pinholes currently open for the call.
-func (c *Call) Pinholes() []netfw.Pinhole {
+func (c *Call) Pinholes() []fwspec.Pinhole {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]netfw.Pinhole, 0, len(c.pinholes))
+	out := make([]fwspec.Pinhole, 0, len(c.pinholes))
 	for ph := range c.pinholes {
 		out = append(out, ph)
 	}

@@ -8,13 +8,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // Banner cuts a source off in the firewall. In edgepbxd it is PID 1's control
-// client (init/control), which forwards the ban to netfw.
+// client (init/control), which forwards the ban to fwspec.
 type Banner interface {
-	Ban(ctx context.Context, b netfw.Ban) error
+	Ban(ctx context.Context, b fwspec.Ban) error
 }
 
 // sourceKey is the unit counted and banned outside the SIP zones: an IPv4
@@ -312,13 +312,13 @@ type Guard struct {
 	throttles map[pairKey]throttle
 	scans     map[netip.Prefix]*userSet
 
-	queue    chan netfw.Ban
-	onBan    func(netfw.Ban)
+	queue    chan fwspec.Ban
+	onBan    func(fwspec.Ban)
 	onEvent  func(Throttle) // a new throttle; nil: none
 	Counters GuardCounters
 }
 
-func newGuard(cfg GuardConfig, bans *Bans, exempt func(netip.Addr) bool, onBan func(netfw.Ban)) *Guard {
+func newGuard(cfg GuardConfig, bans *Bans, exempt func(netip.Addr) bool, onBan func(fwspec.Ban)) *Guard {
 	g := &Guard{
 		exempt:    exempt,
 		inZone:    func(netip.Addr) bool { return true },
@@ -328,7 +328,7 @@ func newGuard(cfg GuardConfig, bans *Bans, exempt func(netip.Addr) bool, onBan f
 		failUser:  newWindows[string](cfg.FailWindow, cfg.MaxTracked),
 		throttles: map[pairKey]throttle{},
 		scans:     map[netip.Prefix]*userSet{},
-		queue:     make(chan netfw.Ban, 1024),
+		queue:     make(chan fwspec.Ban, 1024),
 		onBan:     onBan,
 	}
 	if cfg.MaxUsersPerSource < 1 {
@@ -568,7 +568,7 @@ func (g *Guard) ban(now time.Time, src netip.Addr, p netip.Prefix, d time.Durati
 	if !g.bans.addReason(p, now, now.Add(d), reason) {
 		return false // already banned
 	}
-	b := netfw.Ban{Prefix: p, Timeout: d, Reason: reason}
+	b := fwspec.Ban{Prefix: p, Timeout: d, Reason: reason}
 	if g.onBan != nil {
 		g.onBan(b)
 	}
@@ -581,7 +581,7 @@ func (g *Guard) ban(now time.Time, src netip.Addr, p netip.Prefix, d time.Durati
 }
 
 // run forwards bans to the firewall until ctx ends.
-func (g *Guard) run(ctx context.Context, banner Banner, report func(netfw.Ban, error)) {
+func (g *Guard) run(ctx context.Context, banner Banner, report func(fwspec.Ban, error)) {
 	for {
 		select {
 		case <-ctx.Done():

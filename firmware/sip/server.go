@@ -36,7 +36,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/store"
-	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 )
@@ -122,7 +122,7 @@ func New(cfg config.SIP, d Deps) (*Server, error) {
 	s.bans = newBans()
 	s.policy = newPolicy(cfg.Domains, cfg.AllowedZones, cfg.Allowlist, cfg.Trunks)
 	g := cfg.Guard
-	s.guard = newGuard(guardConfig(g), s.bans, s.policy.Exempt, func(b netfw.Ban) {
+	s.guard = newGuard(guardConfig(g), s.bans, s.policy.Exempt, func(b fwspec.Ban) {
 		d.Security.Record(logs.Event{Kind: logs.KindBan, Source: b.Prefix.String(), Reason: b.Reason})
 	})
 	s.guard.inZone = s.policy.InZone
@@ -312,7 +312,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.wssL != nil {
 		run(func() error { return s.srv.ServeWSS(s.wssL) })
 	}
-	go s.guard.run(ctx, s.deps.Banner, func(b netfw.Ban, err error) {
+	go s.guard.run(ctx, s.deps.Banner, func(b fwspec.Ban, err error) {
 		s.logger.Warn("sip: firewall ban failed; source stays dropped in process", "prefix", b.Prefix, "err", err)
 	})
 	for _, t := range s.cfg.Trunks {

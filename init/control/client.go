@@ -10,7 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/init/strictjson"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // Client talks to PID 1 over the control socket. It is safe for concurrent
@@ -47,6 +48,21 @@ func (c *Client) Close() error {
 // ErrRemote wraps an error reply from PID 1.
 var ErrRemote = errors.New("control: request refused")
 
+// RemoteError is PID 1's refusal of a request. Field names the refused
+// field when the refusal was about one ("prefix", "local_port").
+type RemoteError struct {
+	Type    Type
+	Field   string
+	Message string
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("%v: %v: %s", ErrRemote, e.Type, e.Message)
+}
+
+// Unwrap makes every RemoteError an ErrRemote.
+func (e *RemoteError) Unwrap() error { return ErrRemote }
+
 // Do sends one request and decodes the reply's data into out (if non-nil).
 func (c *Client) Do(ctx context.Context, t Type, req, out any) error {
 	var p []byte
@@ -72,10 +88,10 @@ func (c *Client) Do(ctx context.Context, t Type, req, out any) error {
 		return fmt.Errorf("control: %v: %w", t, err)
 	}
 	if !r.OK {
-		return fmt.Errorf("%w: %v: %s", ErrRemote, t, r.Error)
+		return &RemoteError{Type: t, Field: r.Field, Message: r.Error}
 	}
 	if out != nil && len(r.Data) > 0 {
-		if err := json.Unmarshal(r.Data, out); err != nil {
+		if err := strictjson.Unmarshal(r.Data, out); err != nil {
 			return fmt.Errorf("control: decode %v reply: %w", t, err)
 		}
 	}
@@ -101,7 +117,7 @@ func (c *Client) roundTrip(ctx context.Context, t Type, p []byte) (Reply, error)
 		return Reply{}, fmt.Errorf("unexpected frame type %v", f.Type)
 	}
 	var r Reply
-	if err := json.Unmarshal(f.Payload, &r); err != nil {
+	if err := strictjson.Unmarshal(f.Payload, &r); err != nil {
 		return Reply{}, fmt.Errorf("bad reply: %w", err)
 	}
 	return r, nil
@@ -119,17 +135,17 @@ func (c *Client) Reboot(ctx context.Context) error { return c.Do(ctx, TypeReboot
 func (c *Client) Poweroff(ctx context.Context) error { return c.Do(ctx, TypePoweroff, nil, nil) }
 
 // OpenPinhole opens a media pinhole.
-func (c *Client) OpenPinhole(ctx context.Context, p netfw.Pinhole) error {
+func (c *Client) OpenPinhole(ctx context.Context, p fwspec.Pinhole) error {
 	return c.Do(ctx, TypeOpenPinhole, p, nil)
 }
 
 // ClosePinhole closes a media pinhole.
-func (c *Client) ClosePinhole(ctx context.Context, p netfw.Pinhole) error {
+func (c *Client) ClosePinhole(ctx context.Context, p fwspec.Pinhole) error {
 	return c.Do(ctx, TypeClosePinhole, p, nil)
 }
 
 // Ban bans a source prefix.
-func (c *Client) Ban(ctx context.Context, b netfw.Ban) error { return c.Do(ctx, TypeBan, b, nil) }
+func (c *Client) Ban(ctx context.Context, b fwspec.Ban) error { return c.Do(ctx, TypeBan, b, nil) }
 
 // Unban lifts a ban.
 func (c *Client) Unban(ctx context.Context, p netip.Prefix) error {
@@ -137,30 +153,30 @@ func (c *Client) Unban(ctx context.Context, p netip.Prefix) error {
 }
 
 // ListBans returns the active bans.
-func (c *Client) ListBans(ctx context.Context) ([]netfw.Ban, error) {
+func (c *Client) ListBans(ctx context.Context) ([]fwspec.Ban, error) {
 	var l BanList
 	err := c.Do(ctx, TypeListBans, nil, &l)
 	return l.Bans, err
 }
 
 // Counters returns the firewall's counters.
-func (c *Client) Counters(ctx context.Context) (netfw.Counters, error) {
-	var n netfw.Counters
+func (c *Client) Counters(ctx context.Context) (fwspec.Counters, error) {
+	var n fwspec.Counters
 	err := c.Do(ctx, TypeCounters, nil, &n)
 	return n, err
 }
 
 // GetPolicy returns the confirmed firewall policy and the pending change.
-func (c *Client) GetPolicy(ctx context.Context) (netfw.PolicyState, error) {
-	var st netfw.PolicyState
+func (c *Client) GetPolicy(ctx context.Context) (fwspec.PolicyState, error) {
+	var st fwspec.PolicyState
 	err := c.Do(ctx, TypeGetPolicy, nil, &st)
 	return st, err
 }
 
 // SetPolicy applies new zones and rules as a pending change; adminSource is
 // the address of the admin making it, which must keep admin access.
-func (c *Client) SetPolicy(ctx context.Context, a netfw.Access, adminSource netip.Addr) (netfw.Pending, error) {
-	var p netfw.Pending
+func (c *Client) SetPolicy(ctx context.Context, a fwspec.Access, adminSource netip.Addr) (fwspec.Pending, error) {
+	var p fwspec.Pending
 	err := c.Do(ctx, TypeSetPolicy, SetPolicyRequest{Access: a, AdminSource: adminSource}, &p)
 	return p, err
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 const childEnv = "CONTROL_TEST_DIAL"
@@ -63,16 +64,33 @@ type memFirewall struct {
 	pinholes map[netfw.Pinhole]bool
 	bans     map[netip.Prefix]netfw.Ban
 	calls    int
+	// belowFloor counts requests that reached the firewall although they
+	// break fwspec's floors or are not in canonical (unmapped) form.
+	belowFloor int
+}
+
+// state is what the firewall holds, for "a refusal changes nothing".
+func (m *memFirewall) state() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return fmt.Sprint(m.pinholes, m.bans)
 }
 
 func newMemFirewall() *memFirewall {
 	return &memFirewall{pinholes: map[netfw.Pinhole]bool{}, bans: map[netip.Prefix]netfw.Ban{}}
 }
 
+func (m *memFirewall) checkPinhole(p netfw.Pinhole) {
+	if a, err := fwspec.PinholeRemote(p.Remote); err != nil || a != p.Remote || fwspec.PinholePort(p.LocalPort) != nil {
+		m.belowFloor++
+	}
+}
+
 func (m *memFirewall) OpenPinhole(p netfw.Pinhole) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls++
+	m.checkPinhole(p)
 	m.pinholes[p] = true
 	return nil
 }
@@ -81,6 +99,7 @@ func (m *memFirewall) ClosePinhole(p netfw.Pinhole) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls++
+	m.checkPinhole(p)
 	if !m.pinholes[p] {
 		return errors.New("no such pinhole")
 	}
@@ -92,6 +111,9 @@ func (m *memFirewall) Ban(b netfw.Ban) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls++
+	if p, err := fwspec.BanPrefix(b.Prefix); err != nil || p != b.Prefix || fwspec.Reason(b.Reason) != nil {
+		m.belowFloor++
+	}
 	b.Expires = time.Unix(1700000000, 0).UTC()
 	m.bans[b.Prefix] = b
 	return nil
@@ -274,24 +296,42 @@ func TestBadFrames(t *testing.T) {
 		name      string
 		in        []byte
 		wantErr   string
+		wantField string // the refusal must name this field
 		keepsConn bool
 	}{
-		{"oversize length", frame(1, byte(TypeHealth), MaxPayload+1, ""), "larger than", false},
-		{"max length", frame(1, byte(TypeHealth), 0xffff, ""), "larger than", false},
-		{"bad version", frame(2, byte(TypeHealth), auto, "{}"), "version", false},
-		{"version zero", frame(0, byte(TypeReboot), auto, "{}"), "version", false},
-		{"bad json", frame(1, byte(TypeHealth), auto, `{"rea`), "bad payload", true},
-		{"unknown field", frame(1, byte(TypeReboot), auto, `{"force":1}`), "unknown field", true},
-		{"trailing data", frame(1, byte(TypeHealth), auto, `{}{}`), "trailing", true},
-		{"wrong type", frame(1, byte(TypeHealth), auto, `{"ready":"y"}`), "bad payload", true},
-		{"unknown type", frame(1, 42, auto, "{}"), "unknown request type", true},
-		{"reply type as request", frame(1, byte(TypeReply), auto, "{}"), "unknown request type", true},
-		{"bad pinhole", frame(1, byte(TypeOpenPinhole), auto, `{"remote":"0.0.0.0","local_port":80}`), "unicast", true},
-		{"privileged pinhole port", frame(1, byte(TypeOpenPinhole), auto, `{"remote":"192.0.2.1","local_port":22}`), "1024", true},
-		{"ban the world", frame(1, byte(TypeBan), auto, `{"prefix":"0.0.0.0/0"}`), "shorter", true},
-		{"unmasked ban", frame(1, byte(TypeBan), auto, `{"prefix":"192.0.2.1/24"}`), "masked", true},
-		{"ban sets expiry", frame(1, byte(TypeBan), auto, `{"prefix":"192.0.2.0/24","expires":"2030-01-01T00:00:00Z"}`), "expires", true},
-		{"control chars in detail", frame(1, byte(TypeHealth), auto, `{"detail":"a\u001bb"}`), "printable", true},
+		{"oversize length", frame(1, byte(TypeHealth), MaxPayload+1, ""), "larger than", "", false},
+		{"max length", frame(1, byte(TypeHealth), 0xffff, ""), "larger than", "", false},
+		{"bad version", frame(2, byte(TypeHealth), auto, "{}"), "version", "", false},
+		{"version zero", frame(0, byte(TypeReboot), auto, "{}"), "version", "", false},
+		{"bad json", frame(1, byte(TypeHealth), auto, `{"rea`), "bad payload", "", true},
+		{"unknown field", frame(1, byte(TypeReboot), auto, `{"force":1}`), "unknown field", "force", true},
+		{"trailing data", frame(1, byte(TypeHealth), auto, `{}{}`), "after the JSON value", "", true},
+		{"wrong type", frame(1, byte(TypeHealth), auto, `{"ready":"y"}`), "bad payload", "ready", true},
+		{"unknown type", frame(1, 42, auto, "{}"), "unknown request type", "", true},
+		{"reply type as request", frame(1, byte(TypeReply), auto, "{}"), "unknown request type", "", true},
+		// encoding/json would match these case-insensitively or keep the last.
+		{"field name case", frame(1, byte(TypeClosePinhole), auto, `{"remote":"1::","loCAl_port":2000}`), "unknown field", "loCAl_port", true},
+		{"duplicate field", frame(1, byte(TypeBan), auto, `{"prefix":"0.0.0.0/0","prefix":"192.0.2.0/24","reason":"x"}`), "duplicate field", "prefix", true},
+		{"bad pinhole", frame(1, byte(TypeOpenPinhole), auto, `{"remote":"0.0.0.0","local_port":80}`), "unicast", "remote", true},
+		{"mapped unspecified pinhole", frame(1, byte(TypeOpenPinhole), auto, `{"remote":"::ffff:0.0.0.0","local_port":20000}`), "unicast", "remote", true},
+		{"loopback pinhole", frame(1, byte(TypeOpenPinhole), auto, `{"remote":"::ffff:127.0.0.1","local_port":20000}`), "unicast", "remote", true},
+		{"zoned pinhole", frame(1, byte(TypeOpenPinhole), auto, `{"remote":"fe80::1%eth0","local_port":20000}`), "zone", "remote", true},
+		{"privileged pinhole port", frame(1, byte(TypeOpenPinhole), auto, `{"remote":"192.0.2.1","local_port":22}`), "1024", "local_port", true},
+		{"pinhole for a year", frame(1, byte(TypeOpenPinhole), auto, `{"remote":"192.0.2.1","local_port":20000,"timeout":31536000000000000}`), "timeout", "timeout", true},
+		{"ban the world", frame(1, byte(TypeBan), auto, `{"prefix":"0.0.0.0/0","reason":"x"}`), "wider than /16", "prefix", true},
+		{"ban the mapped world", frame(1, byte(TypeBan), auto, `{"prefix":"::ffff:0.0.0.0/96","reason":"x"}`), "0.0.0.0/0 is wider than /16", "prefix", true},
+		{"ban a mapped /8", frame(1, byte(TypeBan), auto, `{"prefix":"::ffff:10.0.0.0/104","reason":"x"}`), "10.0.0.0/8 is wider than /16", "prefix", true},
+		{"ban mixed mapped space", frame(1, byte(TypeBan), auto, `{"prefix":"::ffff:0:0/80","reason":"x"}`), "mixes IPv4-mapped", "prefix", true},
+		{"ban an IPv6 /32", frame(1, byte(TypeBan), auto, `{"prefix":"2001:db8::/32","reason":"x"}`), "wider than /48", "prefix", true},
+		{"unmasked ban", frame(1, byte(TypeBan), auto, `{"prefix":"192.0.2.1/24","reason":"x"}`), "host bits", "prefix", true},
+		{"ban without reason", frame(1, byte(TypeBan), auto, `{"prefix":"192.0.2.0/24"}`), "1..64", "reason", true},
+		{"ban reason with spaces", frame(1, byte(TypeBan), auto, `{"prefix":"192.0.2.0/24","reason":"a b"}`), "ASCII", "reason", true},
+		{"ban for a year", frame(1, byte(TypeBan), auto, `{"prefix":"192.0.2.0/24","reason":"x","timeout":31536000000000000}`), "timeout", "timeout", true},
+		{"ban sets expiry", frame(1, byte(TypeBan), auto, `{"prefix":"192.0.2.0/24","reason":"x","expires":"2030-01-01T00:00:00Z"}`), "expires", "expires", true},
+		{"unban mixed mapped space", frame(1, byte(TypeUnban), auto, `{"prefix":"::ffff:0:0/80"}`), "mapped", "prefix", true},
+		{"control chars in detail", frame(1, byte(TypeHealth), auto, `{"detail":"a\u001bb"}`), "printable", "detail", true},
+		{"fingerprint not hex", frame(1, byte(TypeHealth), auto, `{"tls_fingerprint":"<b>"}`), "hex", "tls_fingerprint", true},
+		{"confirm bad id", frame(1, byte(TypeConfirmPolicy), auto, `{"id":"zz"}`), "32 hex", "id", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -301,8 +341,8 @@ func TestBadFrames(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := readReply(t, c)
-			if r.OK || !strings.Contains(r.Error, tt.wantErr) {
-				t.Fatalf("reply %+v, want error containing %q", r, tt.wantErr)
+			if r.OK || !strings.Contains(r.Error, tt.wantErr) || r.Field != tt.wantField {
+				t.Fatalf("reply %+v, want error containing %q naming field %q", r, tt.wantErr, tt.wantField)
 			}
 			if h, rb, p := f.sys.snapshot(); h+rb+p != 0 || f.fw.calls != 0 {
 				t.Fatalf("state changed: health %d reboot %d poweroff %d firewall calls %d", h, rb, p, f.fw.calls)
@@ -477,21 +517,32 @@ func FuzzReadFrame(f *testing.F) {
 	})
 }
 
-// FuzzDispatch feeds arbitrary requests to the dispatcher: it must never
-// panic, and a request it refuses must change nothing.
+// FuzzDispatch feeds arbitrary requests to the dispatcher. The invariants:
+// it never panics; a refused request changes no state (the firewall may be
+// asked and say no, as netfw does for a pinhole outside its RTP range, but
+// nothing it holds and nothing of the system may change); every request
+// that reaches the firewall meets fwspec's floors in canonical form.
 func FuzzDispatch(f *testing.F) {
 	f.Add(uint8(TypeBan), []byte(`{"prefix":"192.0.2.0/24","reason":"x"}`))
+	f.Add(uint8(TypeBan), []byte(`{"prefix":"::ffff:0.0.0.0/96","reason":"x"}`))
 	f.Add(uint8(TypeOpenPinhole), []byte(`{"remote":"2001:db8::1","local_port":20000,"timeout":1}`))
+	f.Add(uint8(TypeOpenPinhole), []byte(`{"remote":"::ffff:192.0.2.1","local_port":20000}`))
+	f.Add(uint8(TypeClosePinhole), []byte(`{"remote":"1::","loCAl_port":2000}`))
 	f.Add(uint8(TypeHealth), []byte(`{"ready":true,"detail":"ok"}`))
 	f.Add(uint8(TypeUnban), []byte(`{"prefix":"::/0"}`))
 	f.Fuzz(func(t *testing.T, typ uint8, p []byte) {
 		fw, s := newMemFirewall(), &sys{}
 		srv := &Server{cfg: Config{Firewall: fw, System: s}}
+		before := fw.state()
 		r := srv.dispatch(Type(typ), p)
-		if !r.OK {
-			if h, rb, po := s.snapshot(); fw.calls+h+rb+po != 0 {
-				t.Fatalf("refused request changed state: %+v", r)
-			}
+		if fw.belowFloor != 0 {
+			t.Fatalf("a request below the floors reached the firewall: %q", p)
+		}
+		if r.OK {
+			return
+		}
+		if h, rb, po := s.snapshot(); h+rb+po != 0 || fw.state() != before {
+			t.Fatalf("refused request changed state: %+v", r)
 		}
 	})
 }

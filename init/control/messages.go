@@ -3,13 +3,13 @@ package control
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"time"
 	"unicode"
 
-	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/init/strictjson"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // Health is edgepbxd's report to PID 1. PID 1 pets the watchdog only while
@@ -26,10 +26,12 @@ type Health struct {
 	Lockout bool `json:"lockout,omitempty"`
 }
 
-// Reply is the payload of every Reply frame.
+// Reply is the payload of every Reply frame. A refusal of one field of the
+// request names it in Field (its JSON path, e.g. "prefix").
 type Reply struct {
 	OK    bool            `json:"ok"`
 	Error string          `json:"error,omitempty"`
+	Field string          `json:"field,omitempty"`
 	Data  json.RawMessage `json:"data,omitempty"`
 }
 
@@ -40,28 +42,40 @@ type UnbanRequest struct {
 
 // BanList is the data of a ListBans reply.
 type BanList struct {
-	Bans []netfw.Ban `json:"bans"`
+	Bans []fwspec.Ban `json:"bans"`
 }
 
-// Request bounds.
+// Request bounds. Pinholes and bans have fwspec's floors too; these bound
+// what PID 1 accepts from edgepbxd beyond them.
 const (
-	maxDetail  = 256
-	maxReason  = 64
-	maxTimeout = 7 * 24 * time.Hour
+	maxDetail      = 256
+	maxFingerprint = 95 // SHA-256 as 32 colon-separated hex pairs
+	// maxBanTimeout and maxPinholeTimeout bound how long one request acts:
+	// a week of ban, and a pinhole twice the longest call re-arm edgepbxd uses.
+	maxBanTimeout     = 7 * 24 * time.Hour
+	maxPinholeTimeout = 24 * time.Hour
+	// Policy list bounds, checked before netfw.Validate so a huge list is
+	// refused cheaply; netfw's own limits apply after.
+	maxZones, maxRules, maxAllowlist = 64, 256, 64
 )
 
-// decodeStrict decodes exactly one JSON value with no unknown fields.
+// ErrField is wrapped by every refusal of a request's content: a field
+// error (*fwspec.FieldError, from validation) or a decoding error
+// (*strictjson.Error). Both name the field.
+var ErrField = fwspec.ErrInvalid
+
+func fieldErr(field, format string, a ...any) error {
+	return &fwspec.FieldError{Field: field, Reason: fmt.Sprintf(format, a...)}
+}
+
+// decodeStrict decodes exactly one JSON value: exact field names, no
+// duplicates, no unknown fields, nothing after it. An empty payload is {}.
 func decodeStrict(p []byte, v any) error {
-	if len(p) == 0 {
+	if len(bytes.TrimSpace(p)) == 0 {
 		p = []byte("{}")
 	}
-	dec := json.NewDecoder(bytes.NewReader(p))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := strictjson.Unmarshal(p, v); err != nil {
 		return fmt.Errorf("bad payload: %w", err)
-	}
-	if dec.More() {
-		return errors.New("bad payload: trailing data")
 	}
 	return nil
 }
@@ -77,60 +91,85 @@ func printable(s string) bool {
 
 func (h Health) validate() error {
 	if len(h.Detail) > maxDetail || !printable(h.Detail) {
-		return errors.New("health detail too long or not printable")
+		return fieldErr("detail", "at most %d printable characters", maxDetail)
 	}
-	if len(h.TLSFingerprint) > 128 || !printable(h.TLSFingerprint) {
-		return errors.New("bad TLS fingerprint")
+	if len(h.TLSFingerprint) > maxFingerprint {
+		return fieldErr("tls_fingerprint", "longer than %d characters", maxFingerprint)
 	}
-	return nil
-}
-
-func validatePinhole(p netfw.Pinhole) error {
-	if !p.Remote.IsValid() || p.Remote.IsUnspecified() || p.Remote.IsMulticast() {
-		return errors.New("pinhole: remote must be a unicast address")
-	}
-	if p.LocalPort < 1024 {
-		return errors.New("pinhole: local port must be ≥ 1024")
-	}
-	if p.Timeout < 0 || p.Timeout > maxTimeout {
-		return errors.New("pinhole: timeout out of range")
+	for _, c := range h.TLSFingerprint {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == ':') {
+			return fieldErr("tls_fingerprint", "must be hex digits and colons")
+		}
 	}
 	return nil
 }
 
-func validateBan(b netfw.Ban) error {
-	if !b.Prefix.IsValid() || b.Prefix != b.Prefix.Masked() {
-		return errors.New("ban: prefix must be valid and masked")
+// checkPinhole returns the pinhole as the firewall will hold it (remote
+// unmapped) after checking it against the floors.
+func checkPinhole(p fwspec.Pinhole) (fwspec.Pinhole, error) {
+	a, err := fwspec.PinholeRemote(p.Remote)
+	if err != nil {
+		return p, err
 	}
-	// A compromised edgepbxd must not be able to cut the whole world off.
-	if min := minBanBits(b.Prefix.Addr()); b.Prefix.Bits() < min {
-		return fmt.Errorf("ban: prefix shorter than /%d", min)
+	if err := fwspec.PinholePort(p.LocalPort); err != nil {
+		return p, err
 	}
-	if b.Timeout < 0 || b.Timeout > maxTimeout {
-		return errors.New("ban: timeout out of range")
+	if p.Timeout < 0 || p.Timeout > maxPinholeTimeout {
+		return p, fieldErr("timeout", "must be 0..%v", maxPinholeTimeout)
 	}
-	if len(b.Reason) > maxReason || !printable(b.Reason) {
-		return errors.New("ban: reason too long or not printable")
+	p.Remote = a
+	return p, nil
+}
+
+// checkBan returns the ban as the firewall will hold it: an IPv4-mapped
+// prefix is unmapped *before* the floors are checked, so
+// ::ffff:0.0.0.0/96 is the 0.0.0.0/0 it would become, and is refused.
+func checkBan(b fwspec.Ban) (fwspec.Ban, error) {
+	p, err := fwspec.BanPrefix(b.Prefix)
+	if err != nil {
+		return b, err
+	}
+	if p != p.Masked() {
+		return b, fieldErr("prefix", "%s has host bits set (want %s)", p, p.Masked())
+	}
+	if b.Timeout < 0 || b.Timeout > maxBanTimeout {
+		return b, fieldErr("timeout", "must be 0..%v", maxBanTimeout)
+	}
+	if err := fwspec.Reason(b.Reason); err != nil {
+		return b, err
 	}
 	if !b.Expires.IsZero() {
-		return errors.New("ban: expires is set by the firewall")
+		return b, fieldErr("expires", "is set by the firewall")
 	}
-	return nil
+	b.Prefix = p
+	return b, nil
 }
 
-func minBanBits(a netip.Addr) int {
-	if a.Is4() {
-		return 16
+// checkUnban unmaps and checks the prefix of an Unban. No floor: lifting
+// a ban only ever lets traffic in that a ban had cut off.
+func checkUnban(u UnbanRequest) (netip.Prefix, error) {
+	p := u.Prefix
+	if !p.IsValid() || p.Addr().Zone() != "" {
+		return p, fieldErr("prefix", "not a valid prefix")
 	}
-	return 48
+	if p.Addr().Is4In6() {
+		if p.Bits() < 96 {
+			return p, fieldErr("prefix", "%s mixes IPv4-mapped and IPv6 space", p)
+		}
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	if p != p.Masked() {
+		return p, fieldErr("prefix", "%s has host bits set (want %s)", p, p.Masked())
+	}
+	return p, nil
 }
 
 // SetPolicyRequest asks PID 1 to apply new zones and rules as a pending
 // change. AdminSource is the address of the admin session making it: the
 // new policy must still let that address reach an admin service.
 type SetPolicyRequest struct {
-	Access      netfw.Access `json:"access"`
-	AdminSource netip.Addr   `json:"admin_source"`
+	Access      fwspec.Access `json:"access"`
+	AdminSource netip.Addr    `json:"admin_source"`
 }
 
 // ConfirmPolicyRequest makes the pending change with this id permanent.
@@ -138,22 +177,28 @@ type ConfirmPolicyRequest struct {
 	ID string `json:"id"`
 }
 
-func (r SetPolicyRequest) validate() error {
-	a := r.AdminSource
+// validate returns the admin source unmapped, checked after unmapping.
+func (r SetPolicyRequest) validate() (netip.Addr, error) {
+	a := r.AdminSource.Unmap()
 	if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() || a.Zone() != "" {
-		return errors.New("set policy: admin_source must be the admin's unicast address")
+		return a, fieldErr("admin_source", "must be the admin's unicast address")
 	}
 	// netfw.Validate checks names, prefixes, services and the lockout;
 	// these cheap bounds come first so a huge list is refused early.
-	if len(r.Access.Zones) > 64 || len(r.Access.Rules) > 256 || len(r.Access.Allowlist) > 64 {
-		return errors.New("set policy: too many zones, rules or allowlist entries")
+	switch {
+	case len(r.Access.Zones) > maxZones:
+		return a, fieldErr("access.zones", "more than %d", maxZones)
+	case len(r.Access.Rules) > maxRules:
+		return a, fieldErr("access.rules", "more than %d", maxRules)
+	case len(r.Access.Allowlist) > maxAllowlist:
+		return a, fieldErr("access.allowlist", "more than %d", maxAllowlist)
 	}
-	return nil
+	return a, nil
 }
 
 func (r ConfirmPolicyRequest) validate() error {
-	if !netfw.ValidPendingID(r.ID) {
-		return errors.New("confirm policy: id must be 32 hex digits")
+	if !fwspec.ValidPendingID(r.ID) {
+		return fieldErr("id", "must be 32 hex digits")
 	}
 	return nil
 }

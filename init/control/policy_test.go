@@ -129,7 +129,7 @@ func TestPolicyRefused(t *testing.T) {
 		{"unknown service", badPort, adminAddr, "unknown service"},
 		{"overlap", overlap, adminAddr, "overlap"},
 		{"empty zone", empty, adminAddr, "empty"},
-		{"too many zones", tooMany, adminAddr, "too many"},
+		{"too many zones", tooMany, adminAddr, "access.zones: more than"},
 		{"no admin source", adminsOnly(), netip.Addr{}, "admin_source"},
 		{"multicast admin source", adminsOnly(), netip.MustParseAddr("224.0.0.1"), "admin_source"},
 	} {

@@ -16,24 +16,25 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/init/strictjson"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // Firewall is what the control socket may ask of the firewall (netfw).
 type Firewall interface {
-	OpenPinhole(netfw.Pinhole) error
-	ClosePinhole(netfw.Pinhole) error
-	Ban(netfw.Ban) error
+	OpenPinhole(fwspec.Pinhole) error
+	ClosePinhole(fwspec.Pinhole) error
+	Ban(fwspec.Ban) error
 	Unban(netip.Prefix) error
-	ListBans() ([]netfw.Ban, error)
-	Counters() (netfw.Counters, error)
+	ListBans() ([]fwspec.Ban, error)
+	Counters() (fwspec.Counters, error)
 }
 
 // Policy is the admin-editable firewall policy in PID 1 (*netfw.Committer):
 // changes apply as pending and revert unless confirmed.
 type Policy interface {
-	State() netfw.PolicyState
-	Set(a netfw.Access, adminSources []netip.Addr) (netfw.Pending, error)
+	State() fwspec.PolicyState
+	Set(a fwspec.Access, adminSources []netip.Addr) (fwspec.Pending, error)
 	Confirm(id string) error
 }
 
@@ -68,6 +69,11 @@ type Config struct {
 	// SetPolicy rebuilds the whole ruleset.
 	PolicyRate  float64
 	PolicyBurst int
+	// BanRate bounds Ban and Unban together: each rewrites the persisted
+	// ban file (fsync'd, up to MaxBans entries), so the global request rate
+	// would otherwise turn into hundreds of file rewrites a second.
+	BanRate  float64
+	BanBurst int
 }
 
 func (c *Config) defaults() {
@@ -89,6 +95,9 @@ func (c *Config) defaults() {
 	if c.PolicyRate == 0 {
 		c.PolicyRate, c.PolicyBurst = 0.5, 5
 	}
+	if c.BanRate == 0 {
+		c.BanRate, c.BanBurst = 20, 200
+	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -100,6 +109,7 @@ type Server struct {
 	ln     *net.UnixListener
 	global *bucket
 	policy *bucket
+	bans   *bucket
 	sem    chan struct{}
 	wg     sync.WaitGroup
 
@@ -140,6 +150,7 @@ func Listen(cfg Config) (*Server, error) {
 		ln:     ln,
 		global: newBucket(cfg.GlobalRate, cfg.GlobalBurst, time.Now),
 		policy: newBucket(cfg.PolicyRate, cfg.PolicyBurst, time.Now),
+		bans:   newBucket(cfg.BanRate, cfg.BanBurst, time.Now),
 		sem:    make(chan struct{}, cfg.MaxConns),
 		conns:  make(map[net.Conn]struct{}),
 	}, nil
@@ -277,7 +288,22 @@ func ok(data any) Reply {
 	return Reply{OK: true, Data: p}
 }
 
-func fail(err error) Reply { return Reply{Error: err.Error()} }
+// fail answers a refusal; a field error or a decoding error names its field.
+func fail(err error) Reply {
+	r := Reply{Error: err.Error()}
+	var fe *fwspec.FieldError
+	var de *strictjson.Error
+	switch {
+	case errors.As(err, &fe):
+		r.Field = fe.Field
+	case errors.As(err, &de):
+		r.Field = de.Field
+	}
+	return r
+}
+
+// errBansRate answers bans and unbans over Config.BanRate.
+var errBansRate = errors.New("control: bans rate limited")
 
 // errNoFirewall answers firewall requests when PID 1 runs without one.
 var errNoFirewall = errors.New("control: firewall not available")
@@ -317,17 +343,17 @@ func (s *Server) dispatch(t Type, p []byte) Reply {
 		}
 		return ok(nil)
 	case TypeOpenPinhole, TypeClosePinhole:
-		var ph netfw.Pinhole
+		var ph fwspec.Pinhole
 		if err := decodeStrict(p, &ph); err != nil {
 			return fail(err)
 		}
-		if err := validatePinhole(ph); err != nil {
+		ph, err := checkPinhole(ph)
+		if err != nil {
 			return fail(err)
 		}
 		if err := needFW(); err != nil {
 			return fail(err)
 		}
-		var err error
 		if t == TypeOpenPinhole {
 			err = fw.OpenPinhole(ph)
 		} else {
@@ -338,15 +364,19 @@ func (s *Server) dispatch(t Type, p []byte) Reply {
 		}
 		return ok(nil)
 	case TypeBan:
-		var b netfw.Ban
+		var b fwspec.Ban
 		if err := decodeStrict(p, &b); err != nil {
 			return fail(err)
 		}
-		if err := validateBan(b); err != nil {
+		b, err := checkBan(b)
+		if err != nil {
 			return fail(err)
 		}
 		if err := needFW(); err != nil {
 			return fail(err)
+		}
+		if s.bans != nil && !s.bans.allow() {
+			return fail(errBansRate)
 		}
 		if err := fw.Ban(b); err != nil {
 			return fail(err)
@@ -357,13 +387,17 @@ func (s *Server) dispatch(t Type, p []byte) Reply {
 		if err := decodeStrict(p, &u); err != nil {
 			return fail(err)
 		}
-		if !u.Prefix.IsValid() || u.Prefix != u.Prefix.Masked() {
-			return fail(errors.New("unban: prefix must be valid and masked"))
+		pfx, err := checkUnban(u)
+		if err != nil {
+			return fail(err)
 		}
 		if err := needFW(); err != nil {
 			return fail(err)
 		}
-		if err := fw.Unban(u.Prefix); err != nil {
+		if s.bans != nil && !s.bans.allow() {
+			return fail(errBansRate)
+		}
+		if err := fw.Unban(pfx); err != nil {
 			return fail(err)
 		}
 		return ok(nil)
@@ -413,7 +447,8 @@ func (s *Server) dispatchPolicy(t Type, p []byte) Reply {
 		if err := decodeStrict(p, &r); err != nil {
 			return fail(err)
 		}
-		if err := r.validate(); err != nil {
+		src, err := r.validate()
+		if err != nil {
 			return fail(err)
 		}
 		if pol == nil {
@@ -422,7 +457,7 @@ func (s *Server) dispatchPolicy(t Type, p []byte) Reply {
 		if s.policy != nil && !s.policy.allow() {
 			return fail(errors.New("control: policy changes rate limited"))
 		}
-		pend, err := pol.Set(r.Access, []netip.Addr{r.AdminSource.Unmap()})
+		pend, err := pol.Set(r.Access, []netip.Addr{src})
 		if err != nil {
 			return fail(err)
 		}

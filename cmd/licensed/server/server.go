@@ -4,7 +4,6 @@
 package server
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/subtle"
 	"encoding/json"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/license"
+	"github.com/edgepbx/edgepbx/init/strictjson"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -127,10 +127,8 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req license.Request
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		http.Error(w, "bad request", http.StatusBadRequest)
+	if err := strictjson.Unmarshal(body, &req); err != nil {
+		http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
 		return
 	}
 	if err := req.Validate(); err != nil {
@@ -356,7 +354,7 @@ func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 
 func (s *Server) putLicence(w http.ResponseWriter, r *http.Request) {
 	var l Licence
-	if err := json.NewDecoder(r.Body).Decode(&l); err != nil {
+	if err := strictjson.Decode(r.Body, maxAdminBody, &l); err != nil {
 		http.Error(w, "bad licence: "+err.Error(), http.StatusBadRequest)
 		return
 	}
@@ -412,7 +410,7 @@ func (s *Server) clearRollbackFlag(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) putAdvisory(w http.ResponseWriter, r *http.Request) {
 	var a Advisory
-	if err := json.NewDecoder(r.Body).Decode(&a); err != nil {
+	if err := strictjson.Decode(r.Body, maxAdminBody, &a); err != nil {
 		http.Error(w, "bad advisory: "+err.Error(), http.StatusBadRequest)
 		return
 	}
