@@ -67,7 +67,7 @@ type call struct {
 	acks      [2]chan uint32
 	cancel    chan struct{} // closed when the caller cancels
 	cancelled bool
-	withdrawn bool // cancelled by the box (semi-attended transfer), not the caller
+	withdrawn string // why the box cancelled it (semi-attended transfer, shutdown); "": the caller did
 	keys      []string
 	leases    []*dialplan.Lease // of transfer targets
 	xfer      *transfer         // a blind transfer in progress
@@ -176,14 +176,13 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 		c.failA(txA, reqA, 488, cdr.Failed, "caller SDP: "+err.Error())
 		return
 	}
-	c.rec.Codec = remA.Codec()
 	a.peer = remA
 	if c.m, err = c.b.cfg.Relay.NewCall(c.id); err != nil {
 		c.failA(txA, reqA, 503, cdr.Failed, "media: "+err.Error())
 		return
 	}
 	c.m.OnDTLSFailure(c.dtlsFailed)
-	ctx := context.Background()
+	ctx := c.b.ctx
 	a.ver = 1
 	if a.answered, err = c.m.Answer(ctx, media.A, remA, a.policy, a.sid, a.ver); err != nil {
 		c.failA(txA, reqA, 488, cdr.Failed, "caller media: "+err.Error())
@@ -265,6 +264,8 @@ func (c *call) waitAck(s media.Side, seq uint32, tx sip.ServerTransaction, resen
 			retr.Reset(interval)
 		case <-deadline.C:
 			return false
+		case <-c.b.ctx.Done():
+			return false
 		}
 	}
 }
@@ -294,6 +295,21 @@ func (c *call) isCancelled() bool {
 	return c.cancelled
 }
 
+// negotiated records the codec an offer/answer exchange chose: the CDR
+// names what the call sent, not the offer's first choice. An exchange
+// without a voice format (a stream refused) changes nothing.
+func (c *call) negotiated(offer, answer media.Remote) {
+	codec := media.Negotiated(offer, answer)
+	if codec == "" {
+		return
+	}
+	c.mu.Lock()
+	if c.state != stEnded {
+		c.rec.Codec = codec
+	}
+	c.mu.Unlock()
+}
+
 // failA gives the caller a final error answer and ends the call.
 func (c *call) failA(txA sip.ServerTransaction, reqA *sip.Request, code int, result cdr.Result, cause string, hs ...sip.Header) {
 	if !c.isCancelled() {
@@ -309,10 +325,13 @@ func (c *call) failA(txA sip.ServerTransaction, reqA *sip.Request, code int, res
 }
 
 // withdraw ends a ringing call on the box's own initiative (the caller
-// turned it into a transfer): CANCEL to the callee, 487 to the caller.
-func (c *call) withdraw() {
+// turned it into a transfer, the box shuts down): CANCEL to the callee,
+// 487 to the caller, cause in the record.
+func (c *call) withdraw(cause string) {
 	c.mu.Lock()
-	c.withdrawn = true
+	if !c.cancelled && c.state == stSetup {
+		c.withdrawn = cause
+	}
 	c.mu.Unlock()
 	c.cancelByCaller()
 }
@@ -323,11 +342,11 @@ func (c *call) cancelCause(txA sip.ServerTransaction, reqA *sip.Request) string 
 	c.mu.Lock()
 	w := c.withdrawn
 	c.mu.Unlock()
-	if !w {
+	if w == "" {
 		return "caller CANCEL"
 	}
 	_ = txA.Respond(c.responseToA(reqA, 487, nil))
-	return "transferred while ringing"
+	return w
 }
 
 // responseToA builds a response to the caller with nothing of the B leg in
@@ -459,11 +478,11 @@ func (c *call) sendCancel(inv *sip.Request) {
 	cancel.SetBody(nil)
 	cancel.SetDestination(inv.Destination())
 	cancel.SetTransport(inv.Transport())
-	ctx, stop := context.WithTimeout(context.Background(), transactionTimeout)
+	ctx, stop := context.WithTimeout(c.b.ctx, transactionTimeout)
 	defer stop()
 	tx, err := c.b.cfg.Client.TransactionRequest(ctx, cancel, sipgo.ClientRequestBuild)
 	if err != nil {
-		c.b.log.Warn("call: CANCEL not sent", "call", c.id, "error", err)
+		c.b.log.Warn("call: CANCEL not sent", "call", c.id, "err", err)
 		return
 	}
 	defer tx.Terminate()
@@ -477,7 +496,7 @@ func (c *call) sendCancel(inv *sip.Request) {
 // transact sends req on l and returns the final response; a 2xx to an
 // INVITE is ACKed.
 func (c *call) transact(l *leg, req *sip.Request) (*sip.Response, error) {
-	ctx, stop := context.WithTimeout(context.Background(), transactionTimeout)
+	ctx, stop := context.WithTimeout(c.b.ctx, transactionTimeout)
 	defer stop()
 	tx, err := c.b.cfg.Client.TransactionRequest(ctx, req)
 	if err != nil {
@@ -519,7 +538,7 @@ func (c *call) transact(l *leg, req *sip.Request) (*sip.Response, error) {
 
 func (c *call) sendBye(l *leg) {
 	if _, err := c.transact(l, c.newRequest(l, sip.BYE, nil)); err != nil {
-		c.b.log.Debug("call: BYE", "call", c.id, "side", l.side, "error", err)
+		c.b.log.Debug("call: BYE", "call", c.id, "side", l.side, "err", err)
 	}
 }
 
@@ -579,7 +598,7 @@ func (c *call) offerFrom(s media.Side, req *sip.Request, tx sip.ServerTransactio
 		}
 		return
 	}
-	ctx := context.Background()
+	ctx := c.b.ctx
 	_, rem, err := media.ParseSDP(req.Body())
 	if err != nil {
 		reply(488, nil)
@@ -605,7 +624,7 @@ func (c *call) offerFrom(s media.Side, req *sip.Request, tx sip.ServerTransactio
 	res, err := c.transact(o, c.newRequest(o, req.Method, out))
 	if err != nil {
 		reply(408, nil)
-		go c.hangup(-1, "peer did not answer "+string(req.Method))
+		c.b.spawn(func() { c.hangup(-1, "peer did not answer "+string(req.Method)) })
 		return
 	}
 	if res.StatusCode >= 300 {
@@ -627,6 +646,7 @@ func (c *call) offerFrom(s media.Side, req *sip.Request, tx sip.ServerTransactio
 	}
 	l.ver, l.answered, l.lastSDP, l.peer = l.ver+1, loc, ans, rem
 	o.peer = remO
+	c.negotiated(rem, remO)
 	o.ver, o.offered, o.lastSDP, o.offerPolicy = o.ver+1, off, out, offPol
 	c.touch(o.side)
 	final := reply(200, ans)
@@ -646,7 +666,7 @@ func (c *call) hangup(from int, cause string) {
 		return
 	case stSetup:
 		c.mu.Unlock()
-		c.cancelByCaller()
+		c.withdraw(cause)
 		return
 	}
 	c.state = stEnded
@@ -657,7 +677,7 @@ func (c *call) hangup(from int, cause string) {
 	c.mu.Unlock()
 	for _, l := range legs {
 		if l != nil && int(l.side) != from {
-			go c.sendBye(l)
+			c.b.spawn(func() { c.sendBye(l) })
 		}
 	}
 	c.finish(cdr.Answered, 0, cause)
@@ -698,7 +718,7 @@ func (c *call) finish(result cdr.Result, code int, cause string) {
 				c.rec.JitterMs = max(c.rec.JitterMs, lg.JitterMs)
 			}
 			if err := c.m.Close(); err != nil {
-				c.b.log.Warn("call: media close", "call", c.id, "error", err)
+				c.b.log.Warn("call: media close", "call", c.id, "err", err)
 			}
 		}
 		if c.lease != nil {
@@ -713,7 +733,7 @@ func (c *call) finish(result cdr.Result, code int, cause string) {
 		c.b.unregister(c, keys...)
 		c.b.active.Add(-1)
 		if err := c.b.cfg.CDR.Write(c.rec); err != nil {
-			c.b.log.Warn("call: CDR not written", "call", c.id, "error", err)
+			c.b.log.Warn("call: CDR not written", "call", c.id, "err", err)
 		}
 		if c.b.cfg.Ended != nil {
 			c.b.cfg.Ended(c.rec, st)
@@ -741,11 +761,13 @@ func (c *call) startTimers() {
 // armLeg starts l's session timers; c.mu is held.
 func (c *call) armLeg(l *leg) {
 	l.expiry = time.AfterFunc(c.se, func() {
-		c.b.sessionTimeouts.Add(1)
-		c.hangup(-1, "session timer")
+		c.b.tracked(func() {
+			c.b.sessionTimeouts.Add(1)
+			c.hangup(-1, "session timer")
+		})
 	})
 	if l.boxRefreshes {
-		l.refresh = time.AfterFunc(c.se/2, func() { c.refreshLeg(l) })
+		l.refresh = time.AfterFunc(c.se/2, func() { c.b.tracked(func() { c.refreshLeg(l) }) })
 	}
 }
 
@@ -778,7 +800,7 @@ func (c *call) dtlsFailed(s media.Side, err error) {
 	if up {
 		// Not inline: hangup closes the media, which waits for the
 		// handshake goroutine this runs on.
-		go c.hangup(-1, "DTLS-SRTP failed on leg "+s.String())
+		c.b.spawn(func() { c.hangup(-1, "DTLS-SRTP failed on leg "+s.String()) })
 	}
 }
 
@@ -826,10 +848,11 @@ func (c *call) refreshLeg(l *leg) {
 		// The answer keeps the association unless the peer changed it.
 		var rem media.Remote
 		if _, rem, err = media.ParseSDP(res.Body()); err == nil {
-			err = c.m.Answered(context.Background(), l.side, off, rem, l.policy)
+			err = c.m.Answered(c.b.ctx, l.side, off, rem, l.policy)
 		}
 		if err == nil {
 			l.ver, l.offered, l.lastSDP, l.peer = l.ver+1, off, body, rem
+			c.negotiated(c.legs[1-l.side].peer, rem)
 		}
 	}
 	c.mu.Lock()

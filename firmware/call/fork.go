@@ -112,7 +112,7 @@ func (f *fork) lower(br *branch) (offerStep, bool) {
 func (f *fork) answered(br *branch, rem media.Remote) error {
 	c, l := f.c, br.l
 	// For DTLS-SRTP the answerer picked the roles (RFC 5763 §5).
-	return c.m.Answered(context.Background(), media.B, l.offered, rem, l.policy)
+	return c.m.Answered(c.b.ctx, media.B, l.offered, rem, l.policy)
 }
 
 // newInvite builds br's INVITE (again, with a new CSeq, after a challenge
@@ -133,13 +133,13 @@ func (f *fork) newInvite(br *branch) *sip.Request {
 
 // send starts inv as br's transaction.
 func (f *fork) send(br *branch, inv *sip.Request) error {
-	tx, err := f.c.b.cfg.Client.TransactionRequest(context.Background(), inv)
+	tx, err := f.c.b.cfg.Client.TransactionRequest(f.c.b.ctx, inv)
 	if err != nil {
 		return err
 	}
 	br.gen++
 	br.inv, br.tx, br.early = inv, tx, false
-	go f.forward(br, br.gen, tx)
+	f.c.b.spawn(func() { f.forward(br, br.gen, tx) })
 	return nil
 }
 
@@ -174,6 +174,8 @@ func (f *fork) forward(br *branch, gen int, tx sip.ClientTransaction) {
 			return
 		case <-f.quit:
 			return
+		case <-f.c.b.ctx.Done():
+			return
 		}
 	}
 }
@@ -188,7 +190,8 @@ func (f *fork) cancel(br *branch) {
 		return
 	}
 	br.cancelSent = true
-	go f.c.sendCancel(br.inv)
+	inv := br.inv
+	f.c.b.spawn(func() { f.c.sendCancel(inv) })
 }
 
 func (f *fork) cancelAll(except *branch) {
@@ -254,13 +257,16 @@ func (f *fork) drain(rest []*branch) {
 				_ = c.b.cfg.Client.WriteRequest(br.ack)
 				ack := br.ack
 				br.tx.OnRetransmission(func(*sip.Response) { _ = c.b.cfg.Client.WriteRequest(ack.Clone()) })
-				go c.sendBye(br.l)
+				l := br.l
+				c.b.spawn(func() { c.sendBye(l) })
 				br.done = true
 			default:
 				br.done = true
 			}
 			left--
 		case <-deadline.C:
+			return
+		case <-c.b.ctx.Done():
 			return
 		}
 	}
@@ -294,11 +300,11 @@ func (f *fork) prack(br *branch, res *sip.Response) {
 	c.learnTarget(l, res)
 	req := c.newRequest(l, sip.PRACK, nil)
 	req.AppendHeader(sip.NewHeader("RAck", strconv.FormatUint(n, 10)+" "+strconv.Itoa(int(br.inv.CSeq().SeqNo))+" INVITE"))
-	go func() {
+	c.b.spawn(func() {
 		if _, err := c.transact(l, req); err != nil {
-			c.b.log.Debug("call: PRACK", "call", c.id, "error", err)
+			c.b.log.Debug("call: PRACK", "call", c.id, "err", err)
 		}
-	}()
+	})
 }
 
 // hasOption reports whether an option tag is listed in header name.
@@ -341,8 +347,7 @@ func better(a, b int) bool {
 func (f *fork) run(txA sip.ServerTransaction) {
 	c, reqA := f.c, f.reqA
 	a := c.legs[media.A]
-	ctx := context.Background()
-	ringCtx, stopRing := context.WithTimeout(ctx, c.b.cfg.RingTimeout)
+	ringCtx, stopRing := context.WithTimeout(context.Background(), c.b.cfg.RingTimeout)
 	defer stopRing()
 	cancelCh := c.cancel
 	timedOut := false
@@ -362,6 +367,10 @@ func (f *fork) run(txA sip.ServerTransaction) {
 			timedOut = true
 			f.cancelAll(nil)
 			continue
+		case <-c.b.ctx.Done(): // Close gave up on the branches
+			f.stop()
+			c.failA(txA, reqA, 503, cdr.Failed, "shutdown")
+			return
 		}
 		br, res := e.br, e.res
 		if e.gen != br.gen || br.done {
@@ -395,6 +404,7 @@ func (f *fork) run(txA sip.ServerTransaction) {
 				if _, remB, err := media.ParseSDP(res.Body()); err == nil {
 					if err := f.answered(br, remB); err == nil {
 						earlyBr = br
+						c.negotiated(f.remA, remB)
 						body, _ = media.Rewrite(remB, withAnswering(a.answered, f.remA))
 					}
 				}
@@ -418,7 +428,7 @@ func (f *fork) run(txA sip.ServerTransaction) {
 				err = f.send(br, inv)
 			}
 			if err != nil {
-				c.b.log.Warn("call: trunk authentication", "call", c.id, "error", err)
+				c.b.log.Warn("call: trunk authentication", "call", c.id, "err", err)
 				br.done, br.final = true, 503
 				if better(503, best) {
 					best = 503
@@ -456,7 +466,8 @@ func (f *fork) run(txA sip.ServerTransaction) {
 				f.cancelAll(nil)
 				code, result := mapFailure(res.StatusCode)
 				c.failA(txA, reqA, code, result, "callee answered "+strconv.Itoa(res.StatusCode))
-				go f.drain(f.pending(nil))
+				rest := f.pending(nil)
+				c.b.spawn(func() { f.drain(rest) })
 				return
 			}
 		default: // 2xx: this branch wins
@@ -497,9 +508,10 @@ func (f *fork) win(txA sip.ServerTransaction, br *branch, res *sip.Response) {
 		}
 	}
 	f.cancelAll(br)
-	go f.drain(f.pending(br))
+	rest := f.pending(br)
+	c.b.spawn(func() { f.drain(rest) })
 	if c.isCancelled() {
-		go c.sendBye(b)
+		c.b.spawn(func() { c.sendBye(b) })
 		c.b.cancelled.Add(1)
 		c.finish(cdr.Cancelled, 487, c.cancelCause(txA, reqA))
 		return
@@ -514,11 +526,12 @@ func (f *fork) win(txA sip.ServerTransaction, br *branch, res *sip.Response) {
 		bodyA, err = media.Rewrite(remB, withAnswering(a.answered, f.remA))
 	}
 	if err != nil {
-		go c.sendBye(b)
+		c.b.spawn(func() { c.sendBye(b) })
 		c.failA(txA, reqA, 488, cdr.Failed, "callee media: "+err.Error())
 		return
 	}
 	a.lastSDP, b.peer = bodyA, remB
+	c.negotiated(f.remA, remB)
 	a.boxRefreshes = !supportsTimer(reqA)
 	if !c.answerA(reqA, txA, bodyA) {
 		c.hangup(-1, "no ACK from caller")

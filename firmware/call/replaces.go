@@ -1,7 +1,6 @@
 package call
 
 import (
-	"context"
 	"errors"
 	"strings"
 
@@ -121,7 +120,7 @@ func (c *call) referReplaces(l *leg, who Identity, rp replaces, req *sip.Request
 	ringing := y.state == stSetup && r.side == media.A && !y.cancelled
 	y.mu.Unlock()
 	if ringing {
-		y.withdraw()
+		y.withdraw("transferred while ringing")
 		return true
 	}
 	c.mu.Lock()
@@ -153,7 +152,8 @@ func (c *call) referReplaces(l *leg, who Identity, rp replaces, req *sip.Request
 	y.busy = true
 	y.mu.Unlock()
 	_ = respond(tx, req, 202, "Accepted")
-	go c.runAttended(x, y, r.l)
+	yl := r.l
+	c.b.spawn(func() { c.runAttended(x, y, yl) })
 	return false
 }
 
@@ -184,7 +184,7 @@ func (c *call) runAttended(x *transfer, y *call, yOld *leg) {
 		}
 		c.notify(x, code, true)
 	}
-	ctx := context.Background()
+	ctx := c.b.ctx
 	pol := offerPolicyFor(yo.policy, yid, c.m.Secured(o.side))
 	var off media.Local
 	var err error
@@ -247,7 +247,7 @@ func (c *call) runAttended(x *transfer, y *call, yOld *leg) {
 	c.mu.Lock()
 	if c.state != stConfirmed { // the remaining party left meanwhile
 		c.mu.Unlock()
-		go c.sendBye(yo)
+		c.b.spawn(func() { c.sendBye(yo) })
 		y.endTransferred(yOld)
 		return
 	}
@@ -264,6 +264,7 @@ func (c *call) runAttended(x *transfer, y *call, yOld *leg) {
 	c.xfer, c.busy = nil, false
 	released := x.released
 	c.mu.Unlock()
+	c.negotiated(o.peer, rem)
 	c.addKey(dialogKey(yo.callID, yo.localTag), yo)
 	y.endTransferred(yOld)
 	c.b.transfers.Add(1)
@@ -280,7 +281,7 @@ func (c *call) endTransferred(transferor *leg) {
 	c.mu.Lock()
 	c.state = stEnded
 	c.mu.Unlock()
-	go c.sendBye(transferor)
+	c.b.spawn(func() { c.sendBye(transferor) })
 	c.finish(cdr.Answered, 0, "attended transfer")
 }
 
@@ -356,7 +357,7 @@ func (b *B2BUA) inviteReplaces(req *sip.Request, tx sip.ServerTransaction, calle
 	// From here the media of side s goes to the new phone, with a DTLS
 	// association of its own (a new dialog: never the replaced phone's).
 	c.m.RenewDTLS(s)
-	loc, err := c.m.Answer(context.Background(), s, rem, nl.policy, nl.sid, nl.ver)
+	loc, err := c.m.Answer(c.b.ctx, s, rem, nl.policy, nl.sid, nl.ver)
 	var body []byte
 	if err == nil {
 		body, err = media.Rewrite(o.peer, withAnswering(loc, rem))
@@ -401,7 +402,7 @@ func (b *B2BUA) inviteReplaces(req *sip.Request, tx sip.ServerTransaction, calle
 	}
 	b.transfers.Add(1)
 	if !released {
-		go c.sendBye(old)
+		c.b.spawn(func() { c.sendBye(old) })
 	}
 	b.forget(c, dialogKey(old.callID, old.localTag))
 }

@@ -83,7 +83,8 @@ func (c *call) refer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 	c.leases = append(c.leases, lease)
 	c.mu.Unlock()
 	_ = respond(tx, req, 202, "Accepted")
-	go c.runTransfer(x, ts[0], Identity{Extension: dec.Target})
+	tgt := ts[0]
+	c.b.spawn(func() { c.runTransfer(x, tgt, Identity{Extension: dec.Target}) })
 }
 
 // referTarget is the user part of a REFER's Refer-To (sip/sips URI) and,
@@ -189,7 +190,7 @@ func (c *call) runTransfer(x *transfer, tgt Target, id Identity) {
 	fail = func(code int) { c.b.forget(c, nlKey); fail0(code) }
 	inv := c.newRequest(nl, sip.INVITE, body)
 	inv.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(c.se/time.Second))))
-	ctx := context.Background()
+	ctx := c.b.ctx
 	tx, err := c.b.cfg.Client.TransactionRequest(ctx, inv)
 	if err != nil {
 		fail(503)
@@ -216,13 +217,17 @@ func (c *call) runTransfer(x *transfer, tgt Target, id Identity) {
 			stop = nil
 			if early && !cancelled {
 				cancelled = true
-				go c.sendCancel(inv)
+				c.b.spawn(func() { c.sendCancel(inv) })
 			}
 			continue
+		case <-c.b.ctx.Done():
+			tx.Terminate()
+			fail(503)
+			return
 		case <-ring.C:
 			if early && !cancelled {
 				cancelled = true
-				go c.sendCancel(inv)
+				c.b.spawn(func() { c.sendCancel(inv) })
 			}
 			continue
 		}
@@ -232,7 +237,7 @@ func (c *call) runTransfer(x *transfer, tgt Target, id Identity) {
 				early = true
 				if stop == nil && !cancelled {
 					cancelled = true
-					go c.sendCancel(inv)
+					c.b.spawn(func() { c.sendCancel(inv) })
 				}
 				if res.StatusCode == 180 {
 					c.notify(x, 180, false)
@@ -255,16 +260,17 @@ func (c *call) runTransfer(x *transfer, tgt Target, id Identity) {
 			err = c.m.Answered(ctx, s, off, rem, nl.policy)
 		}
 		if err != nil {
-			go c.sendBye(nl)
+			c.b.spawn(func() { c.sendBye(nl) })
 			fail(488)
 			return
 		}
 		nl.peer, nl.boxRefreshes = rem, boxRefreshesUAS(res)
+		c.negotiated(o.peer, rem)
 		c.mu.Lock()
 		if c.state != stConfirmed { // the call ended while the target rang
 			c.mu.Unlock()
 			c.b.forget(c, nlKey)
-			go c.sendBye(nl)
+			c.b.spawn(func() { c.sendBye(nl) })
 			return
 		}
 		if old.expiry != nil {
@@ -332,6 +338,6 @@ func (c *call) notify(x *transfer, code int, final bool) {
 	}
 	req.AppendHeader(sip.NewHeader("Subscription-State", state))
 	if _, err := c.transact(x.old, req); err != nil && !errors.Is(err, context.Canceled) {
-		c.b.log.Debug("call: NOTIFY", "call", c.id, "error", err)
+		c.b.log.Debug("call: NOTIFY", "call", c.id, "err", err)
 	}
 }
