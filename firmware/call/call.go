@@ -75,6 +75,7 @@ type call struct {
 	rel       *reliable         // the caller's unacknowledged reliable provisional (RFC 3262)
 	rseq      uint32            // last RSeq sent to the caller
 	endOnce   sync.Once
+	proveMu   sync.Mutex // orders proven's release of the caller's media
 }
 
 func newCall(b *B2BUA, req *sip.Request, caller Identity) *call {
@@ -90,7 +91,7 @@ func newCall(b *B2BUA, req *sip.Request, caller Identity) *call {
 func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 	_ = respond(txA, reqA, 100, "Trying")
 	from, to, cid, cseq := reqA.From(), reqA.To(), reqA.CallID(), reqA.CSeq()
-	a := &leg{side: media.A, callID: cid.Value(), localTag: sip.GenerateTagN(16),
+	a := &leg{side: media.A, callID: cid.Value(), localTag: newTag(),
 		local: to.Address, remote: from.Address, target: from.Address,
 		dest: reqA.Source(), transport: strings.ToLower(reqA.Transport()),
 		remoteCSeq: cseq.SeqNo, policy: c.b.cfg.Directory.Policy(c.caller), sid: randSession()}
@@ -183,6 +184,9 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 	}
 	c.m.OnDTLSFailure(c.dtlsFailed)
 	ctx := c.b.ctx
+	if unproven(c.caller, reqA.Transport()) {
+		c.m.Withhold(media.A) // until the caller echoes the box's To tag
+	}
 	a.ver = 1
 	if a.answered, err = c.m.Answer(ctx, media.A, remA, a.policy, a.sid, a.ver); err != nil {
 		c.failA(txA, reqA, 488, cdr.Failed, "caller media: "+err.Error())
@@ -198,7 +202,7 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 	host, _, _ := net.SplitHostPort(c.b.cfg.Contact)
 	c.shown = c.presentation(reqA, host)
 	for _, tgt := range tgts {
-		l := &leg{side: media.B, callID: sip.GenerateTagN(24), localTag: sip.GenerateTagN(16),
+		l := &leg{side: media.B, callID: sip.GenerateTagN(24), localTag: newTag(),
 			target: tgt.URI, dest: tgt.Dest, transport: strings.ToLower(tgt.Transport),
 			policy: pol, sid: randSession(), ver: 1}
 		l.local = sip.Uri{Scheme: "sip", User: c.shown.user, Host: c.shown.host}
@@ -237,7 +241,15 @@ func (c *call) answerA(reqA *sip.Request, txA sip.ServerTransaction, body []byte
 		return false
 	}
 	c.m.AnswerSent(media.A) // a DTLS client leg handshakes from now
-	return c.waitAck(media.A, reqA.CSeq().SeqNo, txA, func() { _ = txA.Respond(res) }, sip.IsReliable(reqA.Transport()))
+	if !c.waitAck(media.A, reqA.CSeq().SeqNo, txA, func() { _ = txA.Respond(res) }, sip.IsReliable(reqA.Transport())) {
+		c.unprovenEnded(reqA)
+		return false
+	}
+	if err := c.proven(); err != nil {
+		c.b.log.Warn("call: caller media", "call", c.id, "err", err)
+		return false
+	}
+	return true
 }
 
 func (c *call) waitAck(s media.Side, seq uint32, tx sip.ServerTransaction, resend func(), reliable bool) bool {
@@ -252,8 +264,10 @@ func (c *call) waitAck(s media.Side, seq uint32, tx sip.ServerTransaction, resen
 			if n == seq {
 				return true
 			}
-		case <-tx.Acks():
-			return true
+		case ack := <-tx.Acks():
+			if c.ackOnDialog(s, ack) {
+				return true
+			}
 		case <-retr.C:
 			if !reliable {
 				resend()

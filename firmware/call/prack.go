@@ -130,6 +130,11 @@ func (b *B2BUA) onPrack(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	// Answered before the 2xx it releases can leave.
 	respond(tx, req, 200, "OK")
+	// The PRACK echoed the box's To tag and RSeq: the caller's source is
+	// real, early media may flow to it.
+	if err := c.proven(); err != nil {
+		b.log.Warn("call: caller media", "call", c.id, "err", err)
+	}
 	c.mu.Lock()
 	select {
 	case <-p.acked:

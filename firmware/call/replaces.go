@@ -334,7 +334,7 @@ func (b *B2BUA) inviteReplaces(req *sip.Request, tx sip.ServerTransaction, calle
 	c.mu.Unlock()
 	_ = respond(tx, req, 100, "Trying")
 	from, to, cid, cseq := req.From(), req.To(), req.CallID(), req.CSeq()
-	nl := &leg{side: s, callID: cid.Value(), localTag: sip.GenerateTagN(16),
+	nl := &leg{side: s, callID: cid.Value(), localTag: newTag(),
 		local: to.Address, remote: from.Address, target: from.Address,
 		dest: req.Source(), transport: strings.ToLower(req.Transport()),
 		remoteCSeq: cseq.SeqNo, policy: b.cfg.Directory.Policy(caller), sid: randSession(), ver: 1}

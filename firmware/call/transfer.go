@@ -159,7 +159,7 @@ func (c *call) runTransfer(x *transfer, tgt Target, id Identity) {
 		}
 		c.notify(x, code, true)
 	}
-	nl := &leg{side: s, callID: sip.GenerateTagN(24), localTag: sip.GenerateTagN(16),
+	nl := &leg{side: s, callID: sip.GenerateTagN(24), localTag: newTag(),
 		target: tgt.URI, dest: tgt.Dest, transport: strings.ToLower(tgt.Transport),
 		policy: c.b.cfg.Directory.Policy(id), sid: randSession(), ver: 1}
 	host, _, _ := net.SplitHostPort(c.b.cfg.Contact)
