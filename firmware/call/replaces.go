@@ -167,23 +167,6 @@ func (c *call) runAttended(x *transfer, y *call, yOld *leg) {
 	yo := y.legs[ys]
 	yid := y.identity(ys)
 	c.notify(x, 100, false)
-	release := func() {
-		y.mu.Lock()
-		y.busy = false
-		y.mu.Unlock()
-	}
-	fail := func(code int) {
-		release()
-		c.mu.Lock()
-		c.xfer, c.busy = nil, false
-		released := x.released
-		c.mu.Unlock()
-		if released {
-			c.hangup(int(s), "transfer failed")
-			return
-		}
-		c.notify(x, code, true)
-	}
 	ctx := c.b.ctx
 	pol := offerPolicyFor(yo.policy, yid, c.m.Secured(o.side))
 	var off media.Local
@@ -201,17 +184,17 @@ func (c *call) runAttended(x *transfer, y *call, yOld *leg) {
 		body, err = media.Rewrite(o.peer, off)
 	}
 	if err != nil {
-		fail(500)
+		c.attendedFailed(x, y, 500)
 		return
 	}
 	res, err := c.transact(yo, c.newRequest(yo, sip.INVITE, body))
 	if err != nil {
-		fail(408)
+		c.attendedFailed(x, y, 408)
 		return
 	}
 	if res.StatusCode >= 300 {
 		code, _ := mapFailure(res.StatusCode)
-		fail(code)
+		c.attendedFailed(x, y, code)
 		return
 	}
 	_, rem, err := media.ParseSDP(res.Body())
@@ -224,7 +207,7 @@ func (c *call) runAttended(x *transfer, y *call, yOld *leg) {
 	if err != nil {
 		// The party's media already points at c's relay leg: it cannot
 		// go back to y. End y; the transferor keeps its call on c.
-		release()
+		y.unbusy()
 		y.hangup(-1, "attended transfer failed")
 		c.mu.Lock()
 		c.xfer, c.busy = nil, false
@@ -236,7 +219,7 @@ func (c *call) runAttended(x *transfer, y *call, yOld *leg) {
 	y.mu.Lock()
 	if y.state != stConfirmed || y.legs[ys] != yo {
 		y.mu.Unlock()
-		fail(487)
+		c.attendedFailed(x, y, 487)
 		return
 	}
 	y.state = stEnded
@@ -273,6 +256,29 @@ func (c *call) runAttended(x *transfer, y *call, yOld *leg) {
 		c.sendBye(x.old)
 	}
 	c.b.forget(c, dialogKey(x.old.callID, x.old.localTag))
+}
+
+// unbusy frees a call held for an exchange or transfer.
+func (c *call) unbusy() {
+	c.mu.Lock()
+	c.busy = false
+	c.mu.Unlock()
+}
+
+// attendedFailed ends an attended transfer x of c to y's party that could
+// not be completed: both calls are free again, and the transferor is told
+// (or, if it already left, its side of c is hung up).
+func (c *call) attendedFailed(x *transfer, y *call, code int) {
+	y.unbusy()
+	c.mu.Lock()
+	c.xfer, c.busy = nil, false
+	released := x.released
+	c.mu.Unlock()
+	if released {
+		c.hangup(int(x.old.side), "transfer failed")
+		return
+	}
+	c.notify(x, code, true)
 }
 
 // endTransferred ends a call whose other party was moved to another call:
