@@ -48,7 +48,7 @@ func (c *call) proven() error {
 
 // unprovenEnded records that an unproven caller never confirmed the call.
 func (c *call) unprovenEnded(reqA *sip.Request) {
-	if c.m == nil || !c.m.Withheld(media.A) {
+	if c.m == nil || !c.m.Withheld(media.A) || c.b.ctx.Err() != nil { // not for a shutdown
 		return
 	}
 	c.b.log.Warn("call: trunk caller never proved its source", "call", c.id, "trunk", c.caller.Trunk, "source", reqA.Source())
