@@ -12,6 +12,8 @@
 //   - INVITE without a To tag from an authenticated extension:
 //     b.OnInvite(req, tx, call.Identity{Extension: user}); from a source that
 //     Policy.Trunk identifies: b.OnInvite(req, tx, call.Identity{Trunk: name}).
+//     Over UDP such a caller gets no media until its ACK echoes the box's
+//     To tag (proof.go): a source address alone may be forged.
 //     Unauthenticated INVITEs are challenged by the edge as REGISTERs are.
 //   - In-dialog requests (a To tag present: re-INVITE, UPDATE, BYE, ACK,
 //     REFER, PRACK) and CANCEL are NOT digest-challenged (phones do not

@@ -145,7 +145,8 @@ func (f *fork) send(br *branch, inv *sip.Request) error {
 	}
 	br.gen++
 	br.inv, br.tx, br.early = inv, tx, false
-	f.c.b.spawn(func() { f.forward(br, br.gen, tx) })
+	gen := br.gen
+	f.c.b.spawn(func() { f.forward(br, gen, tx) })
 	return nil
 }
 
