@@ -40,7 +40,7 @@ func (c *call) answerA(reqA *sip.Request, txA sip.ServerTransaction, body []byte
 }
 
 func (c *call) waitAck(s media.Side, seq uint32, tx sip.ServerTransaction, resend func(), reliable bool) bool {
-	deadline := time.NewTimer(transactionTimeout)
+	deadline := time.NewTimer(c.b.cfg.ackWait)
 	defer deadline.Stop()
 	interval := sip.T1
 	retr := time.NewTimer(interval)

@@ -151,6 +151,9 @@ type Config struct {
 	Log    *slog.Logger
 
 	minSE time.Duration // MinSessionExpires unless a test of this package lowers it
+	// ackWait bounds the wait for the ACK of a 2xx the box sent
+	// (transactionTimeout unless a test of this package lowers it).
+	ackWait time.Duration
 }
 
 // Defaults and bounds.
@@ -229,6 +232,9 @@ func New(cfg Config) (*B2BUA, error) {
 	}
 	if cfg.minSE <= 0 {
 		cfg.minSE = MinSessionExpires
+	}
+	if cfg.ackWait <= 0 {
+		cfg.ackWait = transactionTimeout
 	}
 	if cfg.SessionExpires < cfg.minSE {
 		return nil, fmt.Errorf("call: session expires %v below the minimum %v", cfg.SessionExpires, cfg.minSE)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/cdr"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
+	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/media"
 	"github.com/edgepbx/edgepbx/netfw/netnstest"
 	"github.com/emiago/sipgo"
@@ -216,6 +217,44 @@ func TestSpoofedTrunkInvite(t *testing.T) {
 	}
 	waitEnded(t, h)
 	h.noStateLeft(t, true)
+
+	// 4. A forged call nobody confirms, on a second B2BUA that waits 1 s
+	// for ACKs: it hangs up and records the security event.
+	events := &eventLog{}
+	h2 := startHarnessEnv(t, harnessEnv{
+		listen: func() (net.PacketConn, error) {
+			return net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(spoofBox, 5062)))
+		},
+		mediaAddr: spoofBox,
+		identify: func(req *sip.Request) Identity {
+			return Identity{Trunk: "itsp"} // every source here is the trunk's
+		},
+	}, nil, func(c *Config, p *dialplan.Plan) {
+		p.DIDs = []dialplan.DID{{Number: did, Trunk: "itsp", Extension: "102"}}
+		c.Events, c.ackWait = events, time.Second
+	})
+	h2.dir.set("102", callee.addr)
+	if err := sendForged(raw, netip.AddrPortFrom(spoofTrunk, 5060), netip.AddrPortFrom(spoofBox, 5062), spoofInvite("spoof-2", did, spoofAttacker, 40000)); err != nil {
+		t.Fatal(err)
+	}
+	<-answered
+	if rec := waitEnded(t, h2).rec; rec.Cause != "no ACK from caller" || rec.Trunk != "itsp" {
+		t.Fatalf("unconfirmed call CDR %+v", rec)
+	}
+	// Recorded before the call ended.
+	events.mu.Lock()
+	evs := append([]logs.Event(nil), events.ev...)
+	events.mu.Unlock()
+	if len(evs) != 1 || evs[0].Kind != KindTrunkUnproven || evs[0].Source != netip.AddrPortFrom(spoofTrunk, 5060).String() || evs[0].User != "itsp" {
+		t.Fatalf("security events %+v", evs)
+	}
+	h2.noStateLeft(t, true)
+	h2.pins.mu.Lock()
+	leaked = h2.pins.remotes[spoofAttacker]
+	h2.pins.mu.Unlock()
+	if leaked {
+		t.Fatal("a pinhole was opened to the attacker's address")
+	}
 }
 
 // spoofLab builds the topology in the test's own (unshared) namespace.
@@ -387,7 +426,7 @@ func (a ackTx) Acks() <-chan *sip.Request { return a.acks }
 // the 2xx only with the box's To tag. Deterministic: the second ACK can be
 // taken only if the first did not end the wait.
 func TestForgedAckProvesNothing(t *testing.T) {
-	b := &B2BUA{g: newGroup()}
+	b := &B2BUA{g: newGroup(), cfg: Config{ackWait: transactionTimeout}}
 	b.ctx, b.stop = context.WithCancel(context.Background())
 	defer b.stop()
 	c := &call{b: b}
