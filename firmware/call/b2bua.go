@@ -12,6 +12,8 @@
 //   - INVITE without a To tag from an authenticated extension:
 //     b.OnInvite(req, tx, call.Identity{Extension: user}); from a source that
 //     Policy.Trunk identifies: b.OnInvite(req, tx, call.Identity{Trunk: name}).
+//     Over UDP such a caller gets no media until its ACK echoes the box's
+//     To tag (proof.go): a source address alone may be forged.
 //     Unauthenticated INVITEs are challenged by the edge as REGISTERs are.
 //   - In-dialog requests (a To tag present: re-INVITE, UPDATE, BYE, ACK,
 //     REFER, PRACK) and CANCEL are NOT digest-challenged (phones do not
@@ -137,6 +139,9 @@ type Config struct {
 	SessionExpires time.Duration
 	// RingTimeout bounds how long the callee may ring (default 120 s).
 	RingTimeout time.Duration
+	// CloseGrace is how long Close waits for the BYEs and CANCELs of the
+	// calls it ends before abandoning them (default DefaultCloseGrace).
+	CloseGrace time.Duration
 	// Ended, when set, sees every call's record and media counters after
 	// its CDR was written (metrics).
 	Ended func(cdr.Record, media.Stats)
@@ -146,6 +151,9 @@ type Config struct {
 	Log    *slog.Logger
 
 	minSE time.Duration // MinSessionExpires unless a test of this package lowers it
+	// ackWait bounds the wait for the ACK of a 2xx the box sent
+	// (transactionTimeout unless a test of this package lowers it).
+	ackWait time.Duration
 }
 
 // Defaults and bounds.
@@ -169,6 +177,12 @@ type B2BUA struct {
 	minSE time.Duration // MinSessionExpires; lowered only by this package's tests
 
 	active atomic.Int64
+
+	// ctx is cancelled by Close once the grace is over: every transaction
+	// and wait of the B2BUA ends with it. g counts the goroutines.
+	ctx  context.Context
+	stop context.CancelFunc
+	g    *group
 
 	mu      sync.Mutex
 	dialogs map[string]dialogRef // Call-ID + "\x00" + box's tag -> call and side
@@ -213,14 +227,21 @@ func New(cfg Config) (*B2BUA, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.CloseGrace <= 0 {
+		cfg.CloseGrace = DefaultCloseGrace
+	}
 	if cfg.minSE <= 0 {
 		cfg.minSE = MinSessionExpires
 	}
-	b := &B2BUA{cfg: cfg, log: cfg.Log, minSE: cfg.minSE,
-		dialogs: map[string]dialogRef{}, calls: map[*call]struct{}{}}
-	if cfg.SessionExpires < b.minSE {
-		return nil, fmt.Errorf("call: session expires %v below the minimum %v", cfg.SessionExpires, b.minSE)
+	if cfg.ackWait <= 0 {
+		cfg.ackWait = transactionTimeout
 	}
+	if cfg.SessionExpires < cfg.minSE {
+		return nil, fmt.Errorf("call: session expires %v below the minimum %v", cfg.SessionExpires, cfg.minSE)
+	}
+	b := &B2BUA{cfg: cfg, log: cfg.Log, minSE: cfg.minSE, g: newGroup(),
+		dialogs: map[string]dialogRef{}, calls: map[*call]struct{}{}}
+	b.ctx, b.stop = context.WithCancel(context.Background())
 	return b, nil
 }
 
@@ -232,22 +253,6 @@ func (b *B2BUA) Counters() Counters {
 	return Counters{Calls: b.calls0.Load(), Answered: b.answered.Load(), Rejected: b.rejected.Load(),
 		Overload: b.overload.Load(), Cancelled: b.cancelled.Load(), SessionTimeouts: b.sessionTimeouts.Load(),
 		Transfers: b.transfers.Load(), ReplaceDenied: b.replaceDenied.Load()}
-}
-
-// Close hangs up every call (BYE to both legs, CDR written) and refuses new
-// ones.
-func (b *B2BUA) Close() error {
-	b.mu.Lock()
-	b.closed = true
-	cs := make([]*call, 0, len(b.calls))
-	for c := range b.calls {
-		cs = append(cs, c)
-	}
-	b.mu.Unlock()
-	for _, c := range cs {
-		c.hangup(-1, "shutdown")
-	}
-	return nil
 }
 
 func dialogKey(callID, tag string) string { return callID + "\x00" + tag }
@@ -273,6 +278,12 @@ func (b *B2BUA) lookup(req *sip.Request) (dialogRef, bool) {
 // (and, for 2xx, its ACK); with a To tag it is a re-INVITE of an existing
 // dialog (caller is ignored).
 func (b *B2BUA) OnInvite(req *sip.Request, tx sip.ServerTransaction, caller Identity) {
+	if !b.tracked(func() { b.onInvite(req, tx, caller) }) {
+		respond(tx, req, 503, "Service Unavailable")
+	}
+}
+
+func (b *B2BUA) onInvite(req *sip.Request, tx sip.ServerTransaction, caller Identity) {
 	if to := req.To(); to != nil && to.Params.Has("tag") {
 		r, ok := b.lookup(req)
 		if !ok || !r.current() {
@@ -311,6 +322,12 @@ func (b *B2BUA) OnInvite(req *sip.Request, tx sip.ServerTransaction, caller Iden
 // OnUpdate handles an in-dialog UPDATE (RFC 3311): a session refresh, or a
 // new offer that is passed to the other leg.
 func (b *B2BUA) OnUpdate(req *sip.Request, tx sip.ServerTransaction) {
+	if !b.tracked(func() { b.onUpdate(req, tx) }) {
+		respond(tx, req, 503, "Service Unavailable")
+	}
+}
+
+func (b *B2BUA) onUpdate(req *sip.Request, tx sip.ServerTransaction) {
 	r, ok := b.lookup(req)
 	if !ok || !r.current() {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist")
@@ -324,6 +341,12 @@ func (b *B2BUA) OnUpdate(req *sip.Request, tx sip.ServerTransaction) {
 // Refer-To carries Replaces naming another dialog of the same extension on
 // the box (RFC 5589): the two remaining parties are bridged.
 func (b *B2BUA) OnRefer(req *sip.Request, tx sip.ServerTransaction) {
+	if !b.tracked(func() { b.onRefer(req, tx) }) {
+		respond(tx, req, 503, "Service Unavailable")
+	}
+}
+
+func (b *B2BUA) onRefer(req *sip.Request, tx sip.ServerTransaction) {
 	r, ok := b.lookup(req)
 	if !ok || !r.current() {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist")
@@ -334,6 +357,12 @@ func (b *B2BUA) OnRefer(req *sip.Request, tx sip.ServerTransaction) {
 
 // OnBye handles a BYE from either leg.
 func (b *B2BUA) OnBye(req *sip.Request, tx sip.ServerTransaction) {
+	if !b.tracked(func() { b.onBye(req, tx) }) {
+		respond(tx, req, 503, "Service Unavailable")
+	}
+}
+
+func (b *B2BUA) onBye(req *sip.Request, tx sip.ServerTransaction) {
 	r, ok := b.lookup(req)
 	if !ok {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist")
@@ -356,11 +385,11 @@ func (b *B2BUA) OnBye(req *sip.Request, tx sip.ServerTransaction) {
 // OnAck handles an ACK (for a 2xx: sipgo passes it outside the INVITE
 // transaction). tx may be nil; ACKs are never answered.
 func (b *B2BUA) OnAck(req *sip.Request, _ sip.ServerTransaction) {
-	r, ok := b.lookup(req)
-	if !ok {
-		return
-	}
-	r.c.acked(r.side, req)
+	b.tracked(func() {
+		if r, ok := b.lookup(req); ok {
+			r.c.acked(r.side, req)
+		}
+	})
 }
 
 // OnCancel answers a CANCEL that sipgo did not match to a pending INVITE

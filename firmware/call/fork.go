@@ -67,6 +67,12 @@ type fork struct {
 	branches []*branch
 	ch       chan branchEvent
 	quit     chan struct{}
+
+	// run's state
+	txA      sip.ServerTransaction
+	earlyBr  *branch // the branch whose early media the caller gets
+	best     int     // the best final status of the failed branches
+	timedOut bool    // RingTimeout passed
 }
 
 // offer makes br's SDP offer at step.
@@ -112,7 +118,7 @@ func (f *fork) lower(br *branch) (offerStep, bool) {
 func (f *fork) answered(br *branch, rem media.Remote) error {
 	c, l := f.c, br.l
 	// For DTLS-SRTP the answerer picked the roles (RFC 5763 §5).
-	return c.m.Answered(context.Background(), media.B, l.offered, rem, l.policy)
+	return c.m.Answered(c.b.ctx, media.B, l.offered, rem, l.policy)
 }
 
 // newInvite builds br's INVITE (again, with a new CSeq, after a challenge
@@ -133,13 +139,14 @@ func (f *fork) newInvite(br *branch) *sip.Request {
 
 // send starts inv as br's transaction.
 func (f *fork) send(br *branch, inv *sip.Request) error {
-	tx, err := f.c.b.cfg.Client.TransactionRequest(context.Background(), inv)
+	tx, err := f.c.b.cfg.Client.TransactionRequest(f.c.b.ctx, inv)
 	if err != nil {
 		return err
 	}
 	br.gen++
 	br.inv, br.tx, br.early = inv, tx, false
-	go f.forward(br, br.gen, tx)
+	gen := br.gen
+	f.c.b.spawn(func() { f.forward(br, gen, tx) })
 	return nil
 }
 
@@ -174,6 +181,8 @@ func (f *fork) forward(br *branch, gen int, tx sip.ClientTransaction) {
 			return
 		case <-f.quit:
 			return
+		case <-f.c.b.ctx.Done():
+			return
 		}
 	}
 }
@@ -188,7 +197,8 @@ func (f *fork) cancel(br *branch) {
 		return
 	}
 	br.cancelSent = true
-	go f.c.sendCancel(br.inv)
+	inv := br.inv
+	f.c.b.spawn(func() { f.c.sendCancel(inv) })
 }
 
 func (f *fork) cancelAll(except *branch) {
@@ -254,13 +264,16 @@ func (f *fork) drain(rest []*branch) {
 				_ = c.b.cfg.Client.WriteRequest(br.ack)
 				ack := br.ack
 				br.tx.OnRetransmission(func(*sip.Response) { _ = c.b.cfg.Client.WriteRequest(ack.Clone()) })
-				go c.sendBye(br.l)
+				l := br.l
+				c.b.spawn(func() { c.sendBye(l) })
 				br.done = true
 			default:
 				br.done = true
 			}
 			left--
 		case <-deadline.C:
+			return
+		case <-c.b.ctx.Done():
 			return
 		}
 	}
@@ -294,11 +307,11 @@ func (f *fork) prack(br *branch, res *sip.Response) {
 	c.learnTarget(l, res)
 	req := c.newRequest(l, sip.PRACK, nil)
 	req.AppendHeader(sip.NewHeader("RAck", strconv.FormatUint(n, 10)+" "+strconv.Itoa(int(br.inv.CSeq().SeqNo))+" INVITE"))
-	go func() {
+	c.b.spawn(func() {
 		if _, err := c.transact(l, req); err != nil {
 			c.b.log.Debug("call: PRACK", "call", c.id, "err", err)
 		}
-	}()
+	})
 }
 
 // hasOption reports whether an option tag is listed in header name.
@@ -339,143 +352,175 @@ func better(a, b int) bool {
 // first 2xx wins (the others are CANCELled), a 6xx ends the search, and
 // when all fail the best final answer is relayed.
 func (f *fork) run(txA sip.ServerTransaction) {
-	c, reqA := f.c, f.reqA
-	a := c.legs[media.A]
-	ctx := context.Background()
-	ringCtx, stopRing := context.WithTimeout(ctx, c.b.cfg.RingTimeout)
+	c := f.c
+	f.txA = txA
+	ringCtx, stopRing := context.WithTimeout(context.Background(), c.b.cfg.RingTimeout)
 	defer stopRing()
-	cancelCh := c.cancel
-	timedOut := false
-	var earlyBr *branch
-	best := 0
-	trunk := c.callee.Trunk
+	ring, cancelCh := ringCtx.Done(), c.cancel
 	for len(f.pending(nil)) > 0 {
-		var e branchEvent
 		select {
-		case e = <-f.ch:
+		case e := <-f.ch:
+			if f.onEvent(e) {
+				return
+			}
 		case <-cancelCh:
 			cancelCh = nil // fire once
 			f.cancelAll(nil)
-			continue
-		case <-ringCtx.Done():
-			ringCtx = context.Background() // fire once
-			timedOut = true
+		case <-ring:
+			ring = nil // fire once
+			f.timedOut = true
 			f.cancelAll(nil)
-			continue
-		}
-		br, res := e.br, e.res
-		if e.gen != br.gen || br.done {
-			continue
-		}
-		if res == nil {
-			br.done, br.final = true, 503
-			if errors.Is(br.tx.Err(), sip.ErrTransactionTimeout) {
-				br.final = 408
-			}
-			if better(br.final, best) {
-				best = br.final
-			}
-			continue
-		}
-		cancelled := c.isCancelled() || timedOut
-		switch {
-		case res.StatusCode < 200:
-			if res.StatusCode == 100 {
-				continue
-			}
-			br.early = true
-			f.prack(br, res)
-			if br.cancelWanted || cancelled {
-				f.cancel(br)
-				continue
-			}
-			code := res.StatusCode
-			var body []byte
-			if len(res.Body()) > 0 && (earlyBr == nil || earlyBr == br) {
-				if _, remB, err := media.ParseSDP(res.Body()); err == nil {
-					if err := f.answered(br, remB); err == nil {
-						earlyBr = br
-						body, _ = media.Rewrite(remB, withAnswering(a.answered, f.remA))
-					}
-				}
-			}
-			if code != 180 && code != 183 {
-				code = 180
-			}
-			if body != nil {
-				code = 183
-			}
-			c.provisionalA(reqA, txA, code, body)
-		case (res.StatusCode == 401 || res.StatusCode == 407) && !br.authTried && trunk != "" &&
-			!cancelled && !br.cancelSent && !br.cancelWanted:
-			// A trunk asking the box to authenticate: once, with the
-			// trunk's credentials (a second challenge fails the branch).
-			br.authTried = true
-			br.tx.Terminate()
-			inv := f.newInvite(br)
-			err := c.authorize(inv, res, trunk)
-			if err == nil {
-				err = f.send(br, inv)
-			}
-			if err != nil {
-				c.b.log.Warn("call: trunk authentication", "call", c.id, "err", err)
-				br.done, br.final = true, 503
-				if better(503, best) {
-					best = 503
-				}
-			}
-		case res.StatusCode == 488 && !cancelled && !br.cancelSent && !br.cancelWanted:
-			// The offer was upgraded (RTP/SAVP or DTLS-SRTP) because the
-			// caller's leg is encrypted; a callee without it refuses.
-			// Offer once more one step lower instead of failing.
-			step, ok := f.lower(br)
-			if !ok {
-				br.done, br.final = true, 488
-				if better(488, best) {
-					best = 488
-				}
-				continue
-			}
-			br.tx.Terminate()
-			br.l.ver++
-			err := f.offer(br, step)
-			if err == nil {
-				err = f.send(br, f.newInvite(br))
-			}
-			if err != nil {
-				br.done, br.final = true, 500
-			}
-		case res.StatusCode >= 300:
-			br.done, br.final = true, res.StatusCode
-			br.tx.Terminate()
-			if better(res.StatusCode, best) {
-				best = res.StatusCode
-			}
-			if res.StatusCode >= 600 && !cancelled {
-				// A 6xx ends the search (RFC 3261 §16.7 step 5).
-				f.cancelAll(nil)
-				code, result := mapFailure(res.StatusCode)
-				c.failA(txA, reqA, code, result, "callee answered "+strconv.Itoa(res.StatusCode))
-				go f.drain(f.pending(nil))
-				return
-			}
-		default: // 2xx: this branch wins
-			f.win(txA, br, res)
+		case <-c.b.ctx.Done(): // Close gave up on the branches
+			f.stop()
+			c.failA(txA, f.reqA, 503, cdr.Failed, "shutdown")
 			return
 		}
 	}
-	// Every branch failed.
+	f.allFailed()
+}
+
+// fail ends br with final status code, remembering the best for the caller.
+func (f *fork) fail(br *branch, code int) {
+	br.done, br.final = true, code
+	if better(code, f.best) {
+		f.best = code
+	}
+}
+
+// onEvent handles one response (or the end) of a branch; true: the caller
+// has its final answer and run is over.
+func (f *fork) onEvent(e branchEvent) bool {
+	br, res := e.br, e.res
+	if e.gen != br.gen || br.done {
+		return false // a stale event of a re-sent INVITE, or a finished branch
+	}
+	if res == nil {
+		code := 503
+		if errors.Is(br.tx.Err(), sip.ErrTransactionTimeout) {
+			code = 408
+		}
+		f.fail(br, code)
+		return false
+	}
+	cancelled := f.c.isCancelled() || f.timedOut
+	retry := !cancelled && !br.cancelSent && !br.cancelWanted
+	switch {
+	case res.StatusCode < 200:
+		f.onProvisional(br, res, cancelled)
+	case (res.StatusCode == 401 || res.StatusCode == 407) && !br.authTried && f.c.callee.Trunk != "" && retry:
+		f.onChallenge(br, res)
+	case res.StatusCode == 488 && retry:
+		f.onNotAcceptable(br)
+	case res.StatusCode >= 300:
+		return f.onFailure(br, res, cancelled)
+	default: // 2xx: this branch wins
+		f.win(f.txA, br, res)
+		return true
+	}
+	return false
+}
+
+// onProvisional relays a branch's ringing or early media to the caller
+// (only one branch's early media), or CANCELs a branch no longer wanted.
+func (f *fork) onProvisional(br *branch, res *sip.Response, cancelled bool) {
+	c := f.c
+	if res.StatusCode == 100 {
+		return
+	}
+	br.early = true
+	f.prack(br, res)
+	if br.cancelWanted || cancelled {
+		f.cancel(br)
+		return
+	}
+	code := res.StatusCode
+	var body []byte
+	if len(res.Body()) > 0 && (f.earlyBr == nil || f.earlyBr == br) {
+		if _, remB, err := media.ParseSDP(res.Body()); err == nil {
+			if err := f.answered(br, remB); err == nil {
+				f.earlyBr = br
+				c.negotiated(f.remA, remB)
+				body, _ = media.Rewrite(remB, withAnswering(c.legs[media.A].answered, f.remA))
+			}
+		}
+	}
+	if code != 180 && code != 183 {
+		code = 180
+	}
+	if body != nil {
+		code = 183
+	}
+	c.provisionalA(f.reqA, f.txA, code, body)
+}
+
+// onChallenge answers a trunk asking the box to authenticate: once, with
+// the trunk's credentials (a second challenge fails the branch).
+func (f *fork) onChallenge(br *branch, res *sip.Response) {
+	c := f.c
+	br.authTried = true
+	br.tx.Terminate()
+	inv := f.newInvite(br)
+	err := c.authorize(inv, res, c.callee.Trunk)
+	if err == nil {
+		err = f.send(br, inv)
+	}
+	if err != nil {
+		c.b.log.Warn("call: trunk authentication", "call", c.id, "err", err)
+		f.fail(br, 503)
+	}
+}
+
+// onNotAcceptable re-offers a branch one step lower: the offer was
+// upgraded (RTP/SAVP or DTLS-SRTP) because the caller's leg is encrypted,
+// and a callee without it refuses.
+func (f *fork) onNotAcceptable(br *branch) {
+	step, ok := f.lower(br)
+	if !ok {
+		f.fail(br, 488)
+		return
+	}
+	br.tx.Terminate()
+	br.l.ver++
+	err := f.offer(br, step)
+	if err == nil {
+		err = f.send(br, f.newInvite(br))
+	}
+	if err != nil {
+		br.done, br.final = true, 500
+	}
+}
+
+// onFailure ends a branch on its final error; a 6xx ends the search (RFC
+// 3261 §16.7 step 5): true, the caller has its answer.
+func (f *fork) onFailure(br *branch, res *sip.Response, cancelled bool) bool {
+	c := f.c
+	f.fail(br, res.StatusCode)
+	br.tx.Terminate()
+	if res.StatusCode < 600 || cancelled {
+		return false
+	}
+	f.cancelAll(nil)
+	code, result := mapFailure(res.StatusCode)
+	c.failA(f.txA, f.reqA, code, result, "callee answered "+strconv.Itoa(res.StatusCode))
+	rest := f.pending(nil)
+	c.b.spawn(func() { f.drain(rest) })
+	return true
+}
+
+// allFailed answers the caller when no branch is left.
+func (f *fork) allFailed() {
+	c := f.c
 	f.stop()
 	if c.isCancelled() {
 		c.b.cancelled.Add(1)
-		c.finish(cdr.Cancelled, 487, c.cancelCause(txA, reqA))
+		c.finish(cdr.Cancelled, 487, c.cancelCause(f.txA, f.reqA))
 		return
 	}
-	code, result := mapFailure(best)
-	if timedOut {
+	code, result := mapFailure(f.best)
+	if f.timedOut {
 		code, result = 480, cdr.NoAnswer
 	}
-	c.failA(txA, reqA, code, result, "callee answered "+strconv.Itoa(best))
+	c.failA(f.txA, f.reqA, code, result, "callee answered "+strconv.Itoa(f.best))
 }
 
 // win connects the caller to the branch that answered first.
@@ -497,9 +542,10 @@ func (f *fork) win(txA sip.ServerTransaction, br *branch, res *sip.Response) {
 		}
 	}
 	f.cancelAll(br)
-	go f.drain(f.pending(br))
+	rest := f.pending(br)
+	c.b.spawn(func() { f.drain(rest) })
 	if c.isCancelled() {
-		go c.sendBye(b)
+		c.b.spawn(func() { c.sendBye(b) })
 		c.b.cancelled.Add(1)
 		c.finish(cdr.Cancelled, 487, c.cancelCause(txA, reqA))
 		return
@@ -514,11 +560,12 @@ func (f *fork) win(txA sip.ServerTransaction, br *branch, res *sip.Response) {
 		bodyA, err = media.Rewrite(remB, withAnswering(a.answered, f.remA))
 	}
 	if err != nil {
-		go c.sendBye(b)
+		c.b.spawn(func() { c.sendBye(b) })
 		c.failA(txA, reqA, 488, cdr.Failed, "callee media: "+err.Error())
 		return
 	}
 	a.lastSDP, b.peer = bodyA, remB
+	c.negotiated(f.remA, remB)
 	a.boxRefreshes = !supportsTimer(reqA)
 	if !c.answerA(reqA, txA, bodyA) {
 		c.hangup(-1, "no ACK from caller")

@@ -49,6 +49,7 @@ type pinholeLog struct {
 	outside  int // opens or closes while no call was in progress
 	maxOpen  int
 	closeErr int
+	remotes  map[netip.Addr]bool // every address a pinhole was ever opened to
 }
 
 func (p *pinholeLog) OpenPinhole(_ context.Context, h netfw.Pinhole) error {
@@ -56,6 +57,10 @@ func (p *pinholeLog) OpenPinhole(_ context.Context, h netfw.Pinhole) error {
 	defer p.mu.Unlock()
 	h.Timeout = 0
 	p.open[h] = true
+	if p.remotes == nil {
+		p.remotes = map[netip.Addr]bool{}
+	}
+	p.remotes[h.Remote] = true
 	p.opens++
 	p.maxOpen = max(p.maxOpen, len(p.open))
 	if p.active() == 0 {
@@ -215,6 +220,30 @@ func startHarness(t testing.TB, opts ...harnessOpt) *harness {
 // configuration (e.g. a short DTLS handshake timeout).
 func startHarnessMedia(t testing.TB, tune func(*media.Config), opts ...harnessOpt) *harness {
 	t.Helper()
+	return startHarnessEnv(t, harnessEnv{}, tune, opts...)
+}
+
+// harnessEnv places the harness elsewhere than on loopback with every
+// caller an extension (zero value: that).
+type harnessEnv struct {
+	listen    func() (net.PacketConn, error) // the SIP socket (default 127.0.0.1:0)
+	mediaAddr netip.Addr                     // the relay's address (default 127.0.0.1)
+	// identify is the edge's decision on a new INVITE (default: the From
+	// user is the extension, as if digest auth had passed).
+	identify func(*sip.Request) Identity
+}
+
+func startHarnessEnv(t testing.TB, env harnessEnv, tune func(*media.Config), opts ...harnessOpt) *harness {
+	t.Helper()
+	if env.listen == nil {
+		env.listen = func() (net.PacketConn, error) { return net.ListenPacket("udp", "127.0.0.1:0") }
+	}
+	if !env.mediaAddr.IsValid() {
+		env.mediaAddr = netip.MustParseAddr("127.0.0.1")
+	}
+	if env.identify == nil {
+		env.identify = func(req *sip.Request) Identity { return Identity{Extension: req.From().Address.User} }
+	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	db, err := store.Open(filepath.Join(t.TempDir(), "edgepbx.db"), key)
@@ -234,7 +263,7 @@ func startHarnessMedia(t testing.TB, tune func(*media.Config), opts ...harnessOp
 		t.Fatal(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	mcfg := media.Config{Addr: netip.MustParseAddr("127.0.0.1"), Ports: ports, Pinholes: h.pins, Certificate: &cert, Log: quiet}
+	mcfg := media.Config{Addr: env.mediaAddr, Ports: ports, Pinholes: h.pins, Certificate: &cert, Log: quiet}
 	if tune != nil {
 		tune(&mcfg)
 	}
@@ -253,7 +282,7 @@ func startHarnessMedia(t testing.TB, tune func(*media.Config), opts ...harnessOp
 		BurstAttempts: 1000,
 	}
 
-	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	conn, err := env.listen()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +302,8 @@ func startHarnessMedia(t testing.TB, tune func(*media.Config), opts ...harnessOp
 	_, port, _ := net.SplitHostPort(h.addr)
 	var p int
 	fmt.Sscan(port, &p)
-	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientLogger(quiet))
+	host, _, _ := net.SplitHostPort(h.addr)
+	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname(host), sipgo.WithClientLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +319,7 @@ func startHarnessMedia(t testing.TB, tune func(*media.Config), opts ...harnessOp
 		t.Fatal(err)
 	}
 	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
-		h.b.OnInvite(req, tx, Identity{Extension: req.From().Address.User})
+		h.b.OnInvite(req, tx, env.identify(req))
 	})
 	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { h.b.OnAck(req, tx) })
 	srv.OnBye(h.b.OnBye)

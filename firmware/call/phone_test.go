@@ -39,7 +39,13 @@ type phone struct {
 
 func newPhone(t testing.TB, user string) *phone {
 	t.Helper()
-	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	return newPhoneAt(t, user, "127.0.0.1")
+}
+
+// newPhoneAt is newPhone on another local address.
+func newPhoneAt(t testing.TB, user, ip string) *phone {
+	t.Helper()
+	conn, err := net.ListenPacket("udp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,7 +54,12 @@ func (c *call) provisionalA(reqA *sip.Request, txA sip.ServerTransaction, code i
 		c.m.EarlyAnswerSent(media.A)
 	}
 	reliableT := sip.IsReliable(reqA.Transport())
+	if !c.b.g.add() {
+		close(r.gone)
+		return
+	}
 	go func() {
+		defer c.b.g.done()
 		defer close(r.gone)
 		interval := sip.T1
 		giveUp := time.NewTimer(64 * sip.T1)
@@ -68,6 +73,8 @@ func (c *call) provisionalA(reqA *sip.Request, txA sip.ServerTransaction, code i
 			case <-giveUp.C:
 				return
 			case <-txA.Done():
+				return
+			case <-c.b.ctx.Done():
 				return
 			case <-t.C:
 				if !reliableT {
@@ -92,6 +99,7 @@ func (c *call) awaitPRACK() {
 	select {
 	case <-r.acked:
 	case <-r.gone:
+	case <-c.b.ctx.Done():
 	}
 }
 
@@ -99,6 +107,12 @@ func (c *call) awaitPRACK() {
 // provisional response of the box; the edge dispatches in-dialog PRACKs
 // here as it does BYEs.
 func (b *B2BUA) OnPrack(req *sip.Request, tx sip.ServerTransaction) {
+	if !b.tracked(func() { b.onPrack(req, tx) }) {
+		respond(tx, req, 503, "Service Unavailable")
+	}
+}
+
+func (b *B2BUA) onPrack(req *sip.Request, tx sip.ServerTransaction) {
 	r, ok := b.lookup(req)
 	if !ok || !r.current() || r.side != media.A {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist")
@@ -116,6 +130,11 @@ func (b *B2BUA) OnPrack(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	// Answered before the 2xx it releases can leave.
 	respond(tx, req, 200, "OK")
+	// The PRACK echoed the box's To tag and RSeq: the caller's source is
+	// real, early media may flow to it.
+	if err := c.proven(); err != nil {
+		b.log.Warn("call: caller media", "call", c.id, "err", err)
+	}
 	c.mu.Lock()
 	select {
 	case <-p.acked:

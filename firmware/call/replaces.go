@@ -1,7 +1,6 @@
 package call
 
 import (
-	"context"
 	"errors"
 	"strings"
 
@@ -121,7 +120,7 @@ func (c *call) referReplaces(l *leg, who Identity, rp replaces, req *sip.Request
 	ringing := y.state == stSetup && r.side == media.A && !y.cancelled
 	y.mu.Unlock()
 	if ringing {
-		y.withdraw()
+		y.withdraw("transferred while ringing")
 		return true
 	}
 	c.mu.Lock()
@@ -153,7 +152,8 @@ func (c *call) referReplaces(l *leg, who Identity, rp replaces, req *sip.Request
 	y.busy = true
 	y.mu.Unlock()
 	_ = respond(tx, req, 202, "Accepted")
-	go c.runAttended(x, y, r.l)
+	yl := r.l
+	c.b.spawn(func() { c.runAttended(x, y, yl) })
 	return false
 }
 
@@ -167,24 +167,7 @@ func (c *call) runAttended(x *transfer, y *call, yOld *leg) {
 	yo := y.legs[ys]
 	yid := y.identity(ys)
 	c.notify(x, 100, false)
-	release := func() {
-		y.mu.Lock()
-		y.busy = false
-		y.mu.Unlock()
-	}
-	fail := func(code int) {
-		release()
-		c.mu.Lock()
-		c.xfer, c.busy = nil, false
-		released := x.released
-		c.mu.Unlock()
-		if released {
-			c.hangup(int(s), "transfer failed")
-			return
-		}
-		c.notify(x, code, true)
-	}
-	ctx := context.Background()
+	ctx := c.b.ctx
 	pol := offerPolicyFor(yo.policy, yid, c.m.Secured(o.side))
 	var off media.Local
 	var err error
@@ -201,17 +184,17 @@ func (c *call) runAttended(x *transfer, y *call, yOld *leg) {
 		body, err = media.Rewrite(o.peer, off)
 	}
 	if err != nil {
-		fail(500)
+		c.attendedFailed(x, y, 500)
 		return
 	}
 	res, err := c.transact(yo, c.newRequest(yo, sip.INVITE, body))
 	if err != nil {
-		fail(408)
+		c.attendedFailed(x, y, 408)
 		return
 	}
 	if res.StatusCode >= 300 {
 		code, _ := mapFailure(res.StatusCode)
-		fail(code)
+		c.attendedFailed(x, y, code)
 		return
 	}
 	_, rem, err := media.ParseSDP(res.Body())
@@ -224,7 +207,7 @@ func (c *call) runAttended(x *transfer, y *call, yOld *leg) {
 	if err != nil {
 		// The party's media already points at c's relay leg: it cannot
 		// go back to y. End y; the transferor keeps its call on c.
-		release()
+		y.unbusy()
 		y.hangup(-1, "attended transfer failed")
 		c.mu.Lock()
 		c.xfer, c.busy = nil, false
@@ -236,7 +219,7 @@ func (c *call) runAttended(x *transfer, y *call, yOld *leg) {
 	y.mu.Lock()
 	if y.state != stConfirmed || y.legs[ys] != yo {
 		y.mu.Unlock()
-		fail(487)
+		c.attendedFailed(x, y, 487)
 		return
 	}
 	y.state = stEnded
@@ -247,7 +230,7 @@ func (c *call) runAttended(x *transfer, y *call, yOld *leg) {
 	c.mu.Lock()
 	if c.state != stConfirmed { // the remaining party left meanwhile
 		c.mu.Unlock()
-		go c.sendBye(yo)
+		c.b.spawn(func() { c.sendBye(yo) })
 		y.endTransferred(yOld)
 		return
 	}
@@ -264,6 +247,7 @@ func (c *call) runAttended(x *transfer, y *call, yOld *leg) {
 	c.xfer, c.busy = nil, false
 	released := x.released
 	c.mu.Unlock()
+	c.negotiated(o.peer, rem)
 	c.addKey(dialogKey(yo.callID, yo.localTag), yo)
 	y.endTransferred(yOld)
 	c.b.transfers.Add(1)
@@ -274,13 +258,36 @@ func (c *call) runAttended(x *transfer, y *call, yOld *leg) {
 	c.b.forget(c, dialogKey(x.old.callID, x.old.localTag))
 }
 
+// unbusy frees a call held for an exchange or transfer.
+func (c *call) unbusy() {
+	c.mu.Lock()
+	c.busy = false
+	c.mu.Unlock()
+}
+
+// attendedFailed ends an attended transfer x of c to y's party that could
+// not be completed: both calls are free again, and the transferor is told
+// (or, if it already left, its side of c is hung up).
+func (c *call) attendedFailed(x *transfer, y *call, code int) {
+	y.unbusy()
+	c.mu.Lock()
+	c.xfer, c.busy = nil, false
+	released := x.released
+	c.mu.Unlock()
+	if released {
+		c.hangup(int(x.old.side), "transfer failed")
+		return
+	}
+	c.notify(x, code, true)
+}
+
 // endTransferred ends a call whose other party was moved to another call:
 // only the transferor's leg gets a BYE.
 func (c *call) endTransferred(transferor *leg) {
 	c.mu.Lock()
 	c.state = stEnded
 	c.mu.Unlock()
-	go c.sendBye(transferor)
+	c.b.spawn(func() { c.sendBye(transferor) })
 	c.finish(cdr.Answered, 0, "attended transfer")
 }
 
@@ -333,7 +340,7 @@ func (b *B2BUA) inviteReplaces(req *sip.Request, tx sip.ServerTransaction, calle
 	c.mu.Unlock()
 	_ = respond(tx, req, 100, "Trying")
 	from, to, cid, cseq := req.From(), req.To(), req.CallID(), req.CSeq()
-	nl := &leg{side: s, callID: cid.Value(), localTag: sip.GenerateTagN(16),
+	nl := &leg{side: s, callID: cid.Value(), localTag: newTag(),
 		local: to.Address, remote: from.Address, target: from.Address,
 		dest: req.Source(), transport: strings.ToLower(req.Transport()),
 		remoteCSeq: cseq.SeqNo, policy: b.cfg.Directory.Policy(caller), sid: randSession(), ver: 1}
@@ -356,7 +363,7 @@ func (b *B2BUA) inviteReplaces(req *sip.Request, tx sip.ServerTransaction, calle
 	// From here the media of side s goes to the new phone, with a DTLS
 	// association of its own (a new dialog: never the replaced phone's).
 	c.m.RenewDTLS(s)
-	loc, err := c.m.Answer(context.Background(), s, rem, nl.policy, nl.sid, nl.ver)
+	loc, err := c.m.Answer(c.b.ctx, s, rem, nl.policy, nl.sid, nl.ver)
 	var body []byte
 	if err == nil {
 		body, err = media.Rewrite(o.peer, withAnswering(loc, rem))
@@ -401,7 +408,7 @@ func (b *B2BUA) inviteReplaces(req *sip.Request, tx sip.ServerTransaction, calle
 	}
 	b.transfers.Add(1)
 	if !released {
-		go c.sendBye(old)
+		c.b.spawn(func() { c.sendBye(old) })
 	}
 	b.forget(c, dialogKey(old.callID, old.localTag))
 }

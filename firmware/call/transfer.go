@@ -83,7 +83,8 @@ func (c *call) refer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 	c.leases = append(c.leases, lease)
 	c.mu.Unlock()
 	_ = respond(tx, req, 202, "Accepted")
-	go c.runTransfer(x, ts[0], Identity{Extension: dec.Target})
+	tgt := ts[0]
+	c.b.spawn(func() { c.runTransfer(x, tgt, Identity{Extension: dec.Target}) })
 }
 
 // referTarget is the user part of a REFER's Refer-To (sip/sips URI) and,
@@ -142,25 +143,71 @@ func parseReferTo(v string) (string, *replaces, int) {
 // runTransfer places the new leg; on 2xx it takes the transferor's side of
 // the media and the call, and the transferor's leg is released.
 func (c *call) runTransfer(x *transfer, tgt Target, id Identity) {
-	old := x.old
-	s := old.side
-	o := c.legs[1-s]
+	r := &blindRun{c: c, x: x, id: id, s: x.old.side}
+	r.o = c.legs[1-r.s]
 	c.notify(x, 100, false)
-	fail := func(code int) {
-		// The call is free again before the transferor hears of it.
-		c.mu.Lock()
-		c.xfer, c.busy = nil, false
-		released := x.released
-		c.mu.Unlock()
-		if released { // nobody left on the transferor's side
-			c.hangup(int(s), "transfer failed")
+	if !r.place(tgt) {
+		return
+	}
+	ring := time.NewTimer(c.b.cfg.RingTimeout)
+	defer ring.Stop()
+	r.stop = x.stop
+	for {
+		var res *sip.Response
+		select {
+		case res = <-r.tx.Responses():
+		case <-r.tx.Done():
+			select {
+			case res = <-r.tx.Responses():
+			default:
+			}
+			if res == nil {
+				r.fail(408)
+				return
+			}
+		case <-r.stop:
+			r.stop = nil
+			r.withdraw()
+			continue
+		case <-c.b.ctx.Done():
+			r.tx.Terminate()
+			r.fail(503)
+			return
+		case <-ring.C:
+			r.withdraw()
+			continue
+		}
+		if r.onResponse(res) {
 			return
 		}
-		c.notify(x, code, true)
 	}
-	nl := &leg{side: s, callID: sip.GenerateTagN(24), localTag: sip.GenerateTagN(16),
+}
+
+// blindRun is the box's INVITE to a blind transfer's target: the new leg
+// nl on side s, which replaces the transferor's leg x.old; o is the
+// remaining party's leg.
+type blindRun struct {
+	c     *call
+	x     *transfer
+	id    Identity
+	s     media.Side
+	o, nl *leg
+	nlKey string // set once nl is registered
+	off   media.Local
+	inv   *sip.Request
+	tx    sip.ClientTransaction
+	stop  <-chan struct{} // x.stop until it fired
+
+	early, cancelled bool
+}
+
+// place builds the new leg and sends its INVITE; false: failed (the
+// transferor was told).
+func (r *blindRun) place(tgt Target) bool {
+	c, s, o := r.c, r.s, r.o
+	nl := &leg{side: s, callID: sip.GenerateTagN(24), localTag: newTag(),
 		target: tgt.URI, dest: tgt.Dest, transport: strings.ToLower(tgt.Transport),
-		policy: c.b.cfg.Directory.Policy(id), sid: randSession(), ver: 1}
+		policy: c.b.cfg.Directory.Policy(r.id), sid: randSession(), ver: 1}
 	host, _, _ := net.SplitHostPort(c.b.cfg.Contact)
 	// The target sees the remaining party as the caller.
 	from := c.rec.To
@@ -169,128 +216,127 @@ func (c *call) runTransfer(x *transfer, tgt Target, id Identity) {
 	}
 	nl.local = sip.Uri{Scheme: "sip", User: from, Host: host}
 	nl.remote = sip.Uri{Scheme: "sip", User: tgt.URI.User, Host: tgt.URI.Host}
-	nl.offerPolicy = offerPolicyFor(nl.policy, id, c.m.Secured(o.side))
+	nl.offerPolicy = offerPolicyFor(nl.policy, r.id, c.m.Secured(o.side))
 	off, err := c.m.Offer(s, nl.offerPolicy, nl.sid, nl.ver)
 	var body []byte
 	if err == nil {
 		body, err = media.Rewrite(o.peer, off)
 	}
 	if err != nil {
-		fail(500)
-		return
+		r.fail(500)
+		return false
 	}
 	nl.lastSDP, nl.offered = body, off
-	nlKey := dialogKey(nl.callID, nl.localTag)
+	r.nl, r.off = nl, off
 	c.mu.Lock()
-	x.nl = nl
+	r.x.nl = nl
 	c.mu.Unlock()
-	c.addKey(nlKey, nl)
-	fail0 := fail
-	fail = func(code int) { c.b.forget(c, nlKey); fail0(code) }
-	inv := c.newRequest(nl, sip.INVITE, body)
-	inv.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(c.se/time.Second))))
-	ctx := context.Background()
-	tx, err := c.b.cfg.Client.TransactionRequest(ctx, inv)
-	if err != nil {
-		fail(503)
+	r.nlKey = dialogKey(nl.callID, nl.localTag)
+	c.addKey(r.nlKey, nl)
+	r.inv = c.newRequest(nl, sip.INVITE, body)
+	r.inv.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(c.se/time.Second))))
+	if r.tx, err = c.b.cfg.Client.TransactionRequest(c.b.ctx, r.inv); err != nil {
+		r.fail(503)
+		return false
+	}
+	return true
+}
+
+// fail gives up the transfer: the call is free again before the
+// transferor hears of it.
+func (r *blindRun) fail(code int) {
+	c, x := r.c, r.x
+	if r.nlKey != "" {
+		c.b.forget(c, r.nlKey)
+	}
+	c.mu.Lock()
+	c.xfer, c.busy = nil, false
+	released := x.released
+	c.mu.Unlock()
+	if released { // nobody left on the transferor's side
+		c.hangup(int(r.s), "transfer failed")
 		return
 	}
-	ring := time.NewTimer(c.b.cfg.RingTimeout)
-	defer ring.Stop()
-	stop := x.stop
-	early, cancelled := false, false
-	for {
-		var res *sip.Response
-		select {
-		case res = <-tx.Responses():
-		case <-tx.Done():
-			select {
-			case res = <-tx.Responses():
-			default:
+	c.notify(x, code, true)
+}
+
+// withdraw CANCELs the INVITE once it may be (RFC 3261 §9.1: after a
+// provisional response); before that, the next provisional does it.
+func (r *blindRun) withdraw() {
+	if r.early && !r.cancelled {
+		r.cancelled = true
+		inv := r.inv
+		r.c.b.spawn(func() { r.c.sendCancel(inv) })
+	}
+}
+
+// onResponse handles one response of the target; true: the run is over.
+func (r *blindRun) onResponse(res *sip.Response) bool {
+	switch {
+	case res.StatusCode < 200:
+		if res.StatusCode > 100 {
+			r.early = true
+			if r.stop == nil { // the call ended meanwhile
+				r.withdraw()
 			}
-			if res == nil {
-				fail(408)
-				return
+			if res.StatusCode == 180 {
+				r.c.notify(r.x, 180, false)
 			}
-		case <-stop:
-			stop = nil
-			if early && !cancelled {
-				cancelled = true
-				go c.sendCancel(inv)
-			}
-			continue
-		case <-ring.C:
-			if early && !cancelled {
-				cancelled = true
-				go c.sendCancel(inv)
-			}
-			continue
 		}
-		switch {
-		case res.StatusCode < 200:
-			if res.StatusCode > 100 {
-				early = true
-				if stop == nil && !cancelled {
-					cancelled = true
-					go c.sendCancel(inv)
-				}
-				if res.StatusCode == 180 {
-					c.notify(x, 180, false)
-				}
-			}
-			continue
-		case res.StatusCode >= 300:
-			tx.Terminate()
-			code, _ := mapFailure(res.StatusCode)
-			fail(code)
-			return
-		}
-		// 2xx: ACK it (and its retransmissions, Timer M), then switch.
-		c.learnTarget(nl, res)
-		ack := c.ackFor(nl, res)
-		_ = c.b.cfg.Client.WriteRequest(ack)
-		tx.OnRetransmission(func(*sip.Response) { _ = c.b.cfg.Client.WriteRequest(ack.Clone()) })
-		_, rem, err := media.ParseSDP(res.Body())
-		if err == nil {
-			err = c.m.Answered(ctx, s, off, rem, nl.policy)
-		}
-		if err != nil {
-			go c.sendBye(nl)
-			fail(488)
-			return
-		}
-		nl.peer, nl.boxRefreshes = rem, boxRefreshesUAS(res)
-		c.mu.Lock()
-		if c.state != stConfirmed { // the call ended while the target rang
-			c.mu.Unlock()
-			c.b.forget(c, nlKey)
-			go c.sendBye(nl)
-			return
-		}
-		if old.expiry != nil {
-			old.expiry.Stop()
-		}
-		if old.refresh != nil {
-			old.refresh.Stop()
-		}
-		c.legs[s] = nl
-		c.armLeg(nl)
-		if s == media.B {
-			c.callee = id
-		}
-		c.xfer, c.busy = nil, false
-		released, targetGone := x.released, x.nlBye
-		c.mu.Unlock()
-		c.b.transfers.Add(1)
-		c.notify(x, 200, true)
-		if !released {
-			c.sendBye(old)
-		}
-		c.b.forget(c, dialogKey(old.callID, old.localTag))
-		if targetGone { // its BYE was answered before the switch
-			c.hangup(int(s), "transfer target BYE")
-		}
+		return false
+	case res.StatusCode >= 300:
+		r.tx.Terminate()
+		code, _ := mapFailure(res.StatusCode)
+		r.fail(code)
+		return true
+	}
+	r.answered(res)
+	return true
+}
+
+// answered takes the target's 2xx: ACK it (and its retransmissions, Timer
+// M), then switch the call's side s to the new leg.
+func (r *blindRun) answered(res *sip.Response) {
+	c, s, x, nl, old := r.c, r.s, r.x, r.nl, r.x.old
+	c.learnTarget(nl, res)
+	ack := c.ackFor(nl, res)
+	_ = c.b.cfg.Client.WriteRequest(ack)
+	r.tx.OnRetransmission(func(*sip.Response) { _ = c.b.cfg.Client.WriteRequest(ack.Clone()) })
+	_, rem, err := media.ParseSDP(res.Body())
+	if err == nil {
+		err = c.m.Answered(c.b.ctx, s, r.off, rem, nl.policy)
+	}
+	if err != nil {
+		c.b.spawn(func() { c.sendBye(nl) })
+		r.fail(488)
 		return
+	}
+	nl.peer, nl.boxRefreshes = rem, boxRefreshesUAS(res)
+	c.negotiated(r.o.peer, rem)
+	c.mu.Lock()
+	if c.state != stConfirmed { // the call ended while the target rang
+		c.mu.Unlock()
+		c.b.forget(c, r.nlKey)
+		c.b.spawn(func() { c.sendBye(nl) })
+		return
+	}
+	stopTimers(old)
+	c.legs[s] = nl
+	c.armLeg(nl)
+	if s == media.B {
+		c.callee = r.id
+	}
+	c.xfer, c.busy = nil, false
+	released, targetGone := x.released, x.nlBye
+	c.mu.Unlock()
+	c.b.transfers.Add(1)
+	c.notify(x, 200, true)
+	if !released {
+		c.sendBye(old)
+	}
+	c.b.forget(c, dialogKey(old.callID, old.localTag))
+	if targetGone { // its BYE was answered before the switch
+		c.hangup(int(s), "transfer target BYE")
 	}
 }
 

@@ -273,7 +273,12 @@ func (d *dtlsLeg) run(ctx context.Context) {
 	}
 	// Keep reading so alerts and retransmitted final flights are answered
 	// until the association ends; application data is not used.
+	// Counted in the call's WaitGroup like run itself (which holds a
+	// count now, so adding is safe): Close returns after pion's Close.
+	wg := &d.l.call.wg
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		<-d.closing
 		conn.Close()
 	}()
@@ -376,7 +381,10 @@ func (d *dtlsLeg) handshake(ctx context.Context) (*dtls.Conn, error) {
 		return nil, err
 	}
 	defer release()
+	wg := &d.l.call.wg // see run
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		select {
 		case <-d.closing:
 			cancel()

@@ -210,6 +210,11 @@ type Call struct {
 	ctx      context.Context
 
 	dtlsFailed atomic.Pointer[func(Side, error)]
+
+	// withheld sides carry nothing until Release; pending is the last
+	// peer SetPeer was given meanwhile (c.mu).
+	withheld [2]bool
+	pending  [2]*Peer
 }
 
 // NewCall binds two port pairs and hands them to a reactor loop; nothing
@@ -273,6 +278,10 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 	defer c.mu.Unlock()
 	if c.closed {
 		return errors.New("media: call closed")
+	}
+	if c.withheld[s] {
+		c.pending[s] = &p
+		return nil
 	}
 	l := c.legs[s]
 	st := &legState{mux: p.RTCPMux}
@@ -389,6 +398,39 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 		}()
 	}
 	return nil
+}
+
+// Withhold makes side carry nothing until Release: SetPeer (also through
+// Answer and Answered) only records the peer, so no pinhole opens, no
+// packet from it is accepted and none is sent to it. The B2BUA withholds
+// a leg whose peer address is not proven yet (a UDP INVITE identified by
+// its source address alone may come from a forged source, with an SDP
+// address of the forger's choice).
+func (c *Call) Withhold(s Side) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.withheld[s] = true
+}
+
+// Release ends Withhold: the last peer given to SetPeer meanwhile takes
+// effect. A DTLS association set up meanwhile starts its handshake only
+// now: call AnswerSent again after Release.
+func (c *Call) Release(ctx context.Context, s Side) error {
+	c.mu.Lock()
+	p := c.pending[s]
+	c.withheld[s], c.pending[s] = false, nil
+	c.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return c.SetPeer(ctx, s, *p)
+}
+
+// Withheld reports whether side waits for Release.
+func (c *Call) Withheld(s Side) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.withheld[s]
 }
 
 // AnswerSent tells the relay that the box's SDP answer to side's offer

@@ -66,25 +66,74 @@ type mline struct{ media, proto, format string }
 // Secure reports whether the peer asked for SRTP (SDES or DTLS).
 func (r Remote) Secure() bool { return r.Proto != ProtoRTP && r.Proto != protoAVPF }
 
-// Codec returns the encoding name of the preferred format (for the CDR).
+// Codec returns the encoding name of the preferred format.
 func (r Remote) Codec() string {
 	if len(r.Formats) == 0 {
 		return ""
 	}
-	if m, ok := r.Rtpmap[r.Formats[0]]; ok {
+	return r.formatName(r.Formats[0])
+}
+
+// VoiceCodec is the encoding name of the first format that carries voice
+// (not telephone-event, comfort noise or redundancy).
+func (r Remote) VoiceCodec() string {
+	for _, n := range r.voiceCodecs() {
+		return n
+	}
+	return ""
+}
+
+func (r Remote) voiceCodecs() []string {
+	var out []string
+	for _, f := range r.Formats {
+		n := r.formatName(f)
+		enc, _, _ := strings.Cut(n, "/")
+		switch strings.ToLower(enc) {
+		case "telephone-event", "cn", "red":
+			continue
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// Negotiated is the voice codec an offer/answer exchange chose, for the
+// CDR: the answer's first voice format that the offer has (RFC 3264 §6.1:
+// the answerer lists what it accepts from the offer, the one it sends
+// first). An answer naming nothing of the offer (sipp's built-in UAS
+// always answers PCMU) leaves the offerer on its own first choice.
+func Negotiated(offer, answer Remote) string {
+	offered := offer.voiceCodecs()
+	for _, a := range answer.voiceCodecs() {
+		for _, o := range offered {
+			if strings.EqualFold(a, o) {
+				return a
+			}
+		}
+	}
+	if len(offered) > 0 {
+		return offered[0]
+	}
+	return answer.VoiceCodec()
+}
+
+func (r Remote) formatName(pt string) string {
+	if m, ok := r.Rtpmap[pt]; ok {
 		return m
 	}
-	switch r.Formats[0] { // static payload types (RFC 3551)
+	switch pt { // static payload types (RFC 3551)
 	case "0":
 		return "PCMU/8000"
 	case "8":
 		return "PCMA/8000"
 	case "9":
 		return "G722/8000"
+	case "13":
+		return "CN/8000"
 	case "18":
 		return "G729/8000"
 	}
-	return r.Formats[0]
+	return pt
 }
 
 // ParseSDP reads an SDP body from the network and extracts the first audio

@@ -180,3 +180,48 @@ func FuzzParseFingerprint(f *testing.F) {
 		}
 	})
 }
+
+// TestVoiceCodec: the codec an answer chose is its first voice format;
+// DTMF, comfort noise and redundancy listed before it are skipped.
+func TestVoiceCodec(t *testing.T) {
+	for _, tc := range []struct {
+		formats []string
+		rtpmap  map[string]string
+		want    string
+	}{
+		{[]string{"0"}, nil, "PCMU/8000"},
+		{[]string{"101", "0"}, map[string]string{"101": "telephone-event/8000"}, "PCMU/8000"},
+		{[]string{"13", "8"}, nil, "PCMA/8000"},
+		{[]string{"98", "96"}, map[string]string{"98": "RED/48000/2", "96": "opus/48000/2"}, "opus/48000/2"},
+		{[]string{"101"}, map[string]string{"101": "TELEPHONE-EVENT/8000"}, ""},
+		{nil, nil, ""},
+		{[]string{"77"}, nil, "77"},
+	} {
+		if got := (Remote{Formats: tc.formats, Rtpmap: tc.rtpmap}).VoiceCodec(); got != tc.want {
+			t.Errorf("%v %v: got %q, want %q", tc.formats, tc.rtpmap, got, tc.want)
+		}
+	}
+}
+
+// TestNegotiated: the CDR codec is the answer's first voice format the
+// offer has; an answer outside the offer leaves the offer's first.
+func TestNegotiated(t *testing.T) {
+	opus := Remote{Formats: []string{"96", "0", "8", "101"}, Rtpmap: map[string]string{"96": "opus/48000/2", "101": "telephone-event/8000"}}
+	pcma := Remote{Formats: []string{"8", "101"}, Rtpmap: map[string]string{"101": "telephone-event/8000"}}
+	for _, tc := range []struct {
+		name          string
+		offer, answer Remote
+		want          string
+	}{
+		{"linphone to baresip", opus, Remote{Formats: []string{"0", "101"}, Rtpmap: map[string]string{"101": "telephone-event/8000"}}, "PCMU/8000"},
+		{"DTMF listed first", opus, Remote{Formats: []string{"101", "8"}, Rtpmap: map[string]string{"101": "telephone-event/8000"}}, "PCMA/8000"},
+		{"answer keeps opus", opus, Remote{Formats: []string{"111"}, Rtpmap: map[string]string{"111": "OPUS/48000/2"}}, "OPUS/48000/2"},
+		{"answer outside the offer", pcma, Remote{Formats: []string{"0"}}, "PCMA/8000"},
+		{"empty offer", Remote{}, Remote{Formats: []string{"9"}}, "G722/8000"},
+		{"nothing", Remote{}, Remote{}, ""},
+	} {
+		if got := Negotiated(tc.offer, tc.answer); got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
