@@ -563,25 +563,28 @@ func TestProductionClaimAndBan(t *testing.T) {
 		}
 	}
 
-	// The cert's DNS name is a served SIP domain; 127.0.0.2 guesses the
-	// password of 101 until the guard bans it (3 failures by default).
+	// The cert's DNS name is a served SIP domain; 127.0.0.2 tries a wrong
+	// password for five different users (a scan, max_users_per_source by
+	// default) until the guard bans it. Failures for one user alone only
+	// throttle that user (TestMistypedPasswordThrottles in firmware/sip).
 	domain := "edgepbx-epx-0001"
 	ph := newUDPPhone(t, "127.0.0.2:0", udp)
-	for i := range 3 {
+	users := []string{testExt, "102", "103", "104", "105"}
+	for i, user := range users {
 		status, nonce := ph.register(domain, "")
 		if status != "SIP/2.0 401 Unauthorized" || nonce == "" {
 			t.Fatalf("guess %d: challenge %q nonce %q", i, status, nonce)
 		}
 		uri := "sip:" + domain
 		authz := fmt.Sprintf(`Digest username="%s", realm="%s", nonce="%s", uri="%s", response="%032x", algorithm=MD5, qop=auth, nc=00000001, cnonce="c%d"`,
-			testExt, testRealm, nonce, uri, i+1, i)
-		if i < 2 {
+			user, testRealm, nonce, uri, i+1, i)
+		if i < len(users)-1 {
 			if status, _ := ph.register(domain, authz); status != "SIP/2.0 401 Unauthorized" {
-				t.Fatalf("wrong password %d: %q", i, status)
+				t.Fatalf("wrong password %d for %s: %q", i, user, status)
 			}
 			continue
 		}
-		// The third failure bans: no answer, and the ban goes to PID 1.
+		// The fifth user makes it a scan: no answer, and the ban goes to PID 1.
 		ph.send(domain, authz)
 	}
 	select {

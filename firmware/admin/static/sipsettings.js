@@ -41,6 +41,9 @@
         fail_window: secs("guard.fail_window"),
         max_fails_per_source: num("guard.max_fails_per_source"),
         max_fails_per_user: num("guard.max_fails_per_user"),
+        max_users_per_source: num("guard.max_users_per_source"),
+        ban_bits_v4: num("guard.ban_bits_v4"), // empty: 0, one host
+        ban_bits_v6: num("guard.ban_bits_v6"),
         auth_ban: secs("guard.auth_ban"),
         max_tracked: num("guard.max_tracked")
       }
