@@ -265,12 +265,12 @@ func (s *Server) registerAt(ctx context.Context, r *registration, expires time.D
 	req.AppendHeader(sip.NewHeader("Expires", secs(expires)))
 	req.SetDestination(t.Registrar)
 	req.SetTransport(strings.ToUpper(t.Transport))
-	res, err := s.client.Do(ctx, req)
+	res, err := answered(s.client.Do(ctx, req))
 	if err != nil {
 		return 0, fmt.Errorf("register %s: %w", t.Registrar, err)
 	}
 	if res.StatusCode == 401 || res.StatusCode == 407 {
-		res, err = s.client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: t.Username, Password: t.Password})
+		res, err = answered(s.client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: t.Username, Password: t.Password}))
 		r.cseq = req.CSeq().SeqNo // the challenge answer took the next number
 		if err != nil {
 			return 0, fmt.Errorf("register %s with digest: %w", t.Registrar, err)
@@ -300,6 +300,21 @@ func (s *Server) registerAt(ctx context.Context, r *registration, expires time.D
 	// A registrar granting next to nothing must not make the box refresh
 	// in a tight loop.
 	return max(granted, time.Minute), nil
+}
+
+// ErrNoAnswer is a client transaction that ended with neither a final
+// answer nor an error.
+var ErrNoAnswer = errors.New("transaction ended without an answer")
+
+// answered turns sipgo's Do result into an answer or an error. Do returns
+// (nil, nil) when its transaction is terminated from outside (the user
+// agent closing while a request waits): Terminate closes Done before it
+// records why, so Do sees Done with no error yet.
+func answered(res *sip.Response, err error) (*sip.Response, error) {
+	if err == nil && res == nil {
+		return nil, ErrNoAnswer
+	}
+	return res, err
 }
 
 // registerTrunk keeps a trunk of the startup SIP configuration registered

@@ -2,11 +2,14 @@ package sip
 
 import (
 	"context"
+	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/sip/siptest"
+	"github.com/emiago/sipgo/sip"
 )
 
 const itspRealm = "itsp.example"
@@ -132,5 +135,108 @@ func TestTrunkRegistrationsLive(t *testing.T) {
 	}
 	if len(m.States()) != 0 {
 		t.Fatalf("registrations started after the stop: %+v", m.States())
+	}
+}
+
+// endedTx is a client transaction as sipgo hands it to Do when its
+// transaction layer terminates it under a waiting request: Done is closed
+// and Err is still nil (Terminate closes Done before it records why).
+// With answer set, that answer arrives instead and Done stays open.
+type endedTx struct {
+	res  chan *sip.Response
+	done chan struct{}
+}
+
+func newEndedTx(answer *sip.Response) *endedTx {
+	tx := &endedTx{res: make(chan *sip.Response, 1), done: make(chan struct{})}
+	if answer != nil {
+		tx.res <- answer
+	} else {
+		close(tx.done)
+	}
+	return tx
+}
+
+func (tx *endedTx) Terminate()                             {}
+func (tx *endedTx) OnTerminate(sip.FnTxTerminate) bool     { return false }
+func (tx *endedTx) Done() <-chan struct{}                  { return tx.done }
+func (tx *endedTx) Err() error                             { return nil }
+func (tx *endedTx) Responses() <-chan *sip.Response        { return tx.res }
+func (tx *endedTx) OnRetransmission(sip.FnTxResponse) bool { return false }
+
+// requesterFunc lets a test decide what each client transaction ends with.
+type requesterFunc func(*sip.Request) sip.ClientTransaction
+
+func (f requesterFunc) Request(_ context.Context, req *sip.Request) (sip.ClientTransaction, error) {
+	return f(req), nil
+}
+
+// TestRegisterAtNoAnswer: a REGISTER whose transaction ends with neither an
+// answer nor an error (first request, or the digest retry after a 401) is
+// a failed registration, not a nil dereference that kills edgepbxd.
+func TestRegisterAtNoAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		challenged bool // the first REGISTER gets a 401, the retry no answer
+	}{
+		{"first request", false},
+		{"digest retry", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServer(t, nil)
+			sent := 0
+			s.client.TxRequester = requesterFunc(func(req *sip.Request) sip.ClientTransaction {
+				sent++
+				if tc.challenged && sent == 1 {
+					res := sip.NewResponseFromRequest(req, 401, "Unauthorized", nil)
+					res.AppendHeader(sip.NewHeader("WWW-Authenticate", `Digest realm="itsp.example", nonce="abc", algorithm=MD5, qop="auth"`))
+					return newEndedTx(res)
+				}
+				return newEndedTx(nil)
+			})
+			r := &registration{cfg: TrunkRegistration{Name: "itsp", Registrar: "127.0.0.1:9", Transport: "udp",
+				Username: "alice", Domain: itspRealm, Password: "pw"}, callID: "cid"}
+			granted, err := s.registerAt(context.Background(), r, time.Hour)
+			if !errors.Is(err, ErrNoAnswer) || granted != 0 {
+				t.Fatalf("registerAt = %v, %v; want ErrNoAnswer", granted, err)
+			}
+			if want := map[bool]int{false: 1, true: 2}[tc.challenged]; sent != want {
+				t.Fatalf("%d requests sent, want %d", sent, want)
+			}
+		})
+	}
+}
+
+// TestTrunkRegistrationEdgeClosing closes the edge (its user agent
+// terminates every transaction) while trunk REGISTERs wait on a registrar
+// that never answers, many times over: each registration ends as a failure
+// and the process survives. sipgo answers some of these Do calls with
+// (nil, nil), which panicked registerAt before.
+func TestTrunkRegistrationEdgeClosing(t *testing.T) {
+	for i := range 50 {
+		silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := startServer(t, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		m := s.TrunkRegistrations(ctx)
+		if err := m.Set([]TrunkRegistration{{Name: "itsp", Registrar: silent.LocalAddr().String(), Transport: "udp",
+			Username: "alice", Domain: itspRealm, Password: "pw"}}); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4096)
+		silent.SetReadDeadline(time.Now().Add(60 * time.Second)) // a hang, not a performance bound
+		if _, _, err := silent.ReadFrom(buf); err != nil {       // the REGISTER is out and waiting
+			t.Fatal(err)
+		}
+		s.Close()
+		st := waitState(t, m, "itsp", RegFailed)
+		if st.LastError == "" {
+			t.Fatalf("round %d: failed without a reason: %+v", i, st)
+		}
+		cancel()
+		m.Wait()
+		silent.Close()
 	}
 }
