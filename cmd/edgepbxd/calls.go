@@ -77,7 +77,7 @@ func (d *daemon) newCalls() error {
 	}
 	contact := d.sip.Contact("udp")
 	b, err := call.New(call.Config{
-		Client: d.sip.Client(), Contact: contact, ContactTLS: d.sip.Contact("tls"),
+		Client: d.sip.Sender(), Contact: contact, ContactTLS: d.sip.Contact("tls"),
 		Relay: relay, Plan: plan, Directory: trunkDirectory{Directory: d.sip.Directory(nil), tel: tel}, CDR: cdr.New(d.db), Log: d.log,
 		Events: d.secLog,
 	})
