@@ -230,6 +230,12 @@ func (s *Server) bind(tlsConf *tls.Config) error {
 		s.front = newUDPFront(conns, s.filter, s.cfg.MaxMessageBytes)
 		s.udp = s.front
 		s.filter.udpFront = true
+		// The box's UDP requests leave from the listener (Sender binds
+		// them to its address). sipgo only learns the listener once
+		// ServeUDP runs; entered here, a trunk REGISTER sent before that
+		// cannot make sipgo open a socket on the listener's port.
+		la := s.front.LocalAddr().String()
+		s.ua.TransportLayer().Pool("udp").Add(la, &sip.UDPConnection{PacketConn: s.front, PacketAddr: la, Listener: true})
 	}
 	listen := func(addr string, tlsc *tls.Config) (net.Listener, error) {
 		l, err := net.Listen("tcp", addr)

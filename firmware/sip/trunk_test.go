@@ -58,6 +58,11 @@ func TestTrunkRegistrationsLive(t *testing.T) {
 	if first.User != "alice" || first.Password != "pw-one" || first.Expires != 3600 || !strings.Contains(first.Contact, s.udp.String()) {
 		t.Fatalf("first REGISTER %+v (edge %s)", first, s.udp)
 	}
+	// It leaves from the edge's own port, the one in its Contact, with a
+	// Via naming it (not from a new socket with a wildcard Via).
+	if first.Source != s.udp.String() || first.SentBy != s.udp.String() {
+		t.Fatalf("REGISTER from %s with Via %s, want both %s", first.Source, first.SentBy, s.udp)
+	}
 	st := waitState(t, m, "itsp", RegRegistered)
 	if st.LastError != "" || st.Registrar != it.Addr || st.Expires.Sub(st.LastSuccess) != 300*time.Second {
 		t.Fatalf("registered state %+v", st)
