@@ -234,8 +234,13 @@ func (b *B2BUA) Counters() Counters {
 		Transfers: b.transfers.Load(), ReplaceDenied: b.replaceDenied.Load()}
 }
 
-// Close hangs up every call (BYE to both legs, CDR written) and refuses new
-// ones.
+// closeWait bounds how long Close waits for calls to end (a call still
+// being set up ends once its CANCELs are answered or time out).
+const closeWait = 40 * time.Second
+
+// Close hangs up every call (BYE to both legs) and refuses new ones; it
+// returns once every call's CDR is written, also of calls that were
+// already ending (a BYE just answered), so the store may close after it.
 func (b *B2BUA) Close() error {
 	b.mu.Lock()
 	b.closed = true
@@ -246,6 +251,15 @@ func (b *B2BUA) Close() error {
 	b.mu.Unlock()
 	for _, c := range cs {
 		c.hangup(-1, "shutdown")
+	}
+	bound := time.NewTimer(closeWait)
+	defer bound.Stop()
+	for _, c := range cs {
+		select {
+		case <-c.ended:
+		case <-bound.C:
+			return fmt.Errorf("call: %d calls still ending after %s", len(cs), closeWait)
+		}
 	}
 	return nil
 }

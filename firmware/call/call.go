@@ -75,11 +75,12 @@ type call struct {
 	rel       *reliable         // the caller's unacknowledged reliable provisional (RFC 3262)
 	rseq      uint32            // last RSeq sent to the caller
 	endOnce   sync.Once
+	ended     chan struct{} // closed when finish has run (CDR written)
 }
 
 func newCall(b *B2BUA, req *sip.Request, caller Identity) *call {
 	c := &call{b: b, id: sip.GenerateTagN(20), caller: caller, se: b.cfg.SessionExpires,
-		cancel: make(chan struct{})}
+		cancel: make(chan struct{}), ended: make(chan struct{})}
 	c.acks[0] = make(chan uint32, 4)
 	c.acks[1] = make(chan uint32, 4)
 	c.rec = cdr.Record{ID: c.id, Start: time.Now()}
@@ -710,14 +711,17 @@ func (c *call) finish(result cdr.Result, code int, cause string) {
 		for _, l := range leases {
 			l.Release()
 		}
-		c.b.unregister(c, keys...)
 		c.b.active.Add(-1)
 		if err := c.b.cfg.CDR.Write(c.rec); err != nil {
 			c.b.log.Warn("call: CDR not written", "call", c.id, "error", err)
 		}
+		// Unregistered only once the CDR is written: until then Close
+		// sees the call and waits for it (edgepbxd closes the store next).
+		c.b.unregister(c, keys...)
 		if c.b.cfg.Ended != nil {
 			c.b.cfg.Ended(c.rec, st)
 		}
+		close(c.ended)
 	})
 }
 
