@@ -54,6 +54,13 @@ func (f flowSender) WriteRequest(req *sip.Request, options ...sipgo.ClientReques
 // leaves on and gives it a valid Via and the flow's address as the box's
 // Contact; a Via already there (a CANCEL copies its INVITE's) is kept.
 func (s *Server) onFlow(req *sip.Request) error {
+	if to := req.To(); to != nil && to.Params.Has("tag") {
+		// In a dialog: the phone may have re-registered from a new
+		// address (NAT) since; its old flow is gone.
+		if now, ok := s.location.Moved(s.now(), req.Transport(), req.Destination()); ok {
+			req.SetDestination(now)
+		}
+	}
 	host, port, err := s.flowAddr(req.Transport(), req.Destination())
 	if err != nil {
 		return fmt.Errorf("sip: %s to %s: %w", req.Method, req.Destination(), err)

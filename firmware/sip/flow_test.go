@@ -33,6 +33,7 @@ type flowPhone struct {
 	conn      net.Conn
 	rd        *bufio.Reader
 	local     string
+	contact   string // host:port in its Contact (kept when its source moves)
 	cseq      int
 	callID    string
 }
@@ -61,7 +62,23 @@ func newFlowPhone(t testing.TB, transport, user string, edge netip.AddrPort) *fl
 		p.rd = bufio.NewReader(p.conn)
 		t.Cleanup(func() { p.conn.Close() })
 	}
+	p.contact = p.local
 	return p
+}
+
+// moveUDP gives the phone a new source port, as a NAT does when its
+// mapping expires; its Contact stays the same. The old socket stays open
+// and unread.
+func (p *flowPhone) moveUDP() {
+	p.t.Helper()
+	old := p.udp
+	var err error
+	if p.udp, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+		p.t.Fatal(err)
+	}
+	p.local = p.udp.LocalAddr().String()
+	nu := p.udp
+	p.t.Cleanup(func() { nu.Close(); old.Close() })
 }
 
 func (p *flowPhone) send(msg string) {
@@ -145,7 +162,7 @@ func (p *flowPhone) registerMsg(auth string) string {
 	fmt.Fprintf(&b, "From: <sip:%s@%s>;tag=%s\r\n", p.user, host, randHex(4))
 	fmt.Fprintf(&b, "To: <sip:%s@%s>\r\n", p.user, host)
 	fmt.Fprintf(&b, "Call-ID: %s\r\nCSeq: %d REGISTER\r\n", p.callID, p.cseq)
-	fmt.Fprintf(&b, "Contact: <sip:%s@%s;transport=%s>\r\nExpires: 600\r\n", p.user, p.local, strings.ToLower(p.transport))
+	fmt.Fprintf(&b, "Contact: <sip:%s@%s;transport=%s>\r\nExpires: 600\r\n", p.user, p.contact, strings.ToLower(p.transport))
 	if auth != "" {
 		fmt.Fprintf(&b, "Authorization: %s\r\n", auth)
 	}
@@ -200,7 +217,7 @@ func (p *flowPhone) respond(req *sip.Request, code int, body []byte) {
 	if code == 200 && req.Method == sip.INVITE {
 		res.To().Params.Add("tag", randHex(4))
 		res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: p.user, Host: p.edge.Addr().String(),
-			Port: mustPort(p.local), UriParams: sip.HeaderParams{{K: "transport", V: strings.ToLower(p.transport)}}}})
+			Port: mustPort(p.contact), UriParams: sip.HeaderParams{{K: "transport", V: strings.ToLower(p.transport)}}}})
 		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 		res.SetBody(body)
 	}
@@ -220,13 +237,22 @@ func mustPort(hp string) int {
 // own connection) with a Via naming the box as the phone reached it.
 // Before, the UDP INVITE came from a new socket with Via 0.0.0.0:<port>.
 func TestRequestsLeaveOnRegisteredFlow(t *testing.T) {
-	for _, tc := range []struct{ transport, bind string }{
-		{"UDP", "127.0.0.1"}, {"TCP", "127.0.0.1"}, {"TLS", "127.0.0.1"},
+	for _, tc := range []struct {
+		transport, bind string
+		move            bool // the callee re-registers from a new port during the call
+	}{
+		{"UDP", "127.0.0.1", false}, {"TCP", "127.0.0.1", false}, {"TLS", "127.0.0.1", false},
 		// Wildcard binds: the box's address is the one the phone reached.
-		{"UDP", "0.0.0.0"}, {"TCP", "0.0.0.0"}, {"TLS", "0.0.0.0"},
+		{"UDP", "0.0.0.0", false}, {"TCP", "0.0.0.0", false}, {"TLS", "0.0.0.0", false},
+		// In-dialog requests follow the phone's new flow.
+		{"UDP", "127.0.0.1", true},
 	} {
 		transport := tc.transport
-		t.Run(transport+" on "+tc.bind, func(t *testing.T) {
+		name := transport + " on " + tc.bind
+		if tc.move {
+			name += " moved"
+		}
+		t.Run(name, func(t *testing.T) {
 			var db *store.DB
 			var ended chan cdr.Record
 			s := startServerTuned(t, func(c *config.SIP) {
@@ -258,6 +284,10 @@ func TestRequestsLeaveOnRegisteredFlow(t *testing.T) {
 			if r := <-done; r.err != nil {
 				t.Fatalf("call 101 -> 102 over %s: %v", transport, r.err)
 			}
+			if tc.move {
+				callee.moveUDP()
+				callee.register()
+			}
 			if err := bye(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -271,5 +301,44 @@ func TestRequestsLeaveOnRegisteredFlow(t *testing.T) {
 				t.Fatal("no CDR")
 			}
 		})
+	}
+}
+
+// TestLocationMoved: a contact re-registered from a new source moves the
+// flow of requests in dialogs set up over the old one, only for the same
+// transport, only while the binding lives, never while the old source
+// still has a live binding, and never by another extension's REGISTER.
+func TestLocationMoved(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	l := newLocation(4)
+	reg := func(user, contact, src string, cseq uint32) {
+		t.Helper()
+		b := Binding{CallID: user + contact, CSeq: cseq, Source: src, Transport: "UDP"}
+		if r := l.Register(now, user, b, []ContactUpdate{{Contact: contact, Expires: time.Hour}}, false, netip.MustParseAddrPort(src).Addr()); r != regOK {
+			t.Fatalf("register %s from %s: %v", user, src, r)
+		}
+	}
+	reg("101", "sip:101@10.0.0.5:5060", "192.0.2.1:40000", 1)
+	reg("101", "sip:101@10.0.0.5:5060", "192.0.2.1:40001", 2) // NAT gave a new port
+	// Another extension registering a contact from the same public address
+	// moves nothing of 101's.
+	reg("102", "sip:102@10.0.0.6:5060", "192.0.2.1:40002", 1)
+	tests := []struct {
+		name, transport, src string
+		at                   time.Time
+		want                 string
+	}{
+		{"moved", "UDP", "192.0.2.1:40000", now, "192.0.2.1:40001"},
+		{"current flow", "UDP", "192.0.2.1:40001", now, ""},
+		{"other extension", "UDP", "192.0.2.1:40002", now, ""},
+		{"other transport", "TCP", "192.0.2.1:40000", now, ""},
+		{"never registered", "UDP", "198.51.100.1:5060", now, ""},
+		{"binding expired", "UDP", "192.0.2.1:40000", now.Add(2 * time.Hour), ""},
+	}
+	for _, tc := range tests {
+		got, ok := l.Moved(tc.at, tc.transport, tc.src)
+		if got != tc.want || ok != (tc.want != "") {
+			t.Errorf("%s: Moved = %q, %v; want %q", tc.name, got, ok, tc.want)
+		}
 	}
 }
