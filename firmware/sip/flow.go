@@ -54,6 +54,11 @@ func (f flowSender) WriteRequest(req *sip.Request, options ...sipgo.ClientReques
 // leaves on and gives it a valid Via and the flow's address as the box's
 // Contact; a Via already there (a CANCEL copies its INVITE's) is kept.
 func (s *Server) onFlow(req *sip.Request) error {
+	if s.down.Load() {
+		// sipgo would open a new socket (over UDP on the listener's
+		// freed port) and leave its reader running.
+		return fmt.Errorf("sip: %s not sent: %w", req.Method, net.ErrClosed)
+	}
 	if to := req.To(); to != nil && to.Params.Has("tag") {
 		// In a dialog: the phone may have re-registered from a new
 		// address (NAT) since; its old flow is gone.

@@ -94,6 +94,7 @@ type Server struct {
 	tcp, tlsL, wssL net.Listener
 	closeOnce       sync.Once
 	closed          atomic.Bool // Close was called: Serve's listeners stopping is no failure
+	down            atomic.Bool // the sockets are closed: nothing more is sent
 	now             func() time.Time
 
 	// Background work Serve starts (guard bans, the startup trunks'
@@ -368,18 +369,19 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 // goBackground runs f under the edge's background context, joined by
-// Close; after Close it does not start f.
-func (s *Server) goBackground(f func(context.Context)) {
+// Close; after Close it does not start f and reports false.
+func (s *Server) goBackground(f func(context.Context)) bool {
 	s.bgMu.Lock()
 	defer s.bgMu.Unlock()
 	if s.bgCtx.Err() != nil {
-		return
+		return false
 	}
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
 		f(s.bgCtx)
 	}()
+	return true
 }
 
 // Close stops the background work (registered trunks un-register while
@@ -392,6 +394,7 @@ func (s *Server) Close() error {
 		s.bgCancel()
 		s.bgMu.Unlock()
 		s.bg.Wait()
+		s.down.Store(true)
 		for _, c := range []io.Closer{s.udp, s.tcp, s.tlsL, s.wssL} {
 			if c != nil {
 				c.Close()

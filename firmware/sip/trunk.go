@@ -170,13 +170,21 @@ func (m *TrunkRegistrations) Set(list []TrunkRegistration) error {
 		ctx, cancel := context.WithCancel(m.ctx)
 		r := &registration{cfg: t, cancel: cancel, done: make(chan struct{}), callID: sip.GenerateTagN(24),
 			st: TrunkRegState{Name: t.Name, Registrar: t.Registrar, Transport: t.Transport, State: RegRegistering}}
-		m.regs[name] = r
+		// The edge's Close stops the registration too and waits for its
+		// un-REGISTER before the sockets close.
 		m.wg.Add(1)
-		go func() {
+		if !m.s.goBackground(func(bg context.Context) {
 			defer m.wg.Done()
 			defer close(r.done)
+			stop := context.AfterFunc(bg, cancel)
+			defer stop()
 			m.s.keepRegistered(ctx, r)
-		}()
+		}) {
+			m.wg.Done()
+			cancel()
+			return nil // the edge is closed
+		}
+		m.regs[name] = r
 	}
 	return nil
 }
