@@ -251,8 +251,8 @@ func TestTrunkRegistrationEdgeClosing(t *testing.T) {
 					continue
 				}
 				if e := req.GetHeader("Expires"); e != nil && e.Value() == "0" {
+					close(unregistered) // before the answer the box waits for
 					silent.WriteTo([]byte(sip.NewResponseFromRequest(req, 200, "OK", nil).String()), from)
-					close(unregistered)
 					return
 				}
 			}
