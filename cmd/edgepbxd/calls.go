@@ -57,7 +57,7 @@ func (d *daemon) newCalls(pinholes media.Pinholes) error {
 	}
 	contact := d.sip.Contact("udp")
 	b, err := call.New(call.Config{
-		Client: d.sip.Client(), Contact: contact, ContactTLS: d.sip.Contact("tls"),
+		Client: d.sip.Sender(), Contact: contact, ContactTLS: d.sip.Contact("tls"),
 		Relay: relay, Plan: plan, Directory: telephony.NewDirectory(d.sip.Directory(nil), d.tel), CDR: cdr.New(d.db), Log: d.log,
 		Events: d.secLog,
 	})

@@ -6,6 +6,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/sip/siptest"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +65,15 @@ func TestDevModeCall(t *testing.T) {
 	case inv = <-b.Answered:
 	case <-ctx.Done():
 		t.Fatal("1002 never rang")
+	}
+	// The INVITE to 1002, which had only registered (the stateless
+	// REGISTER path), leaves over its flow: from the port it registered
+	// to, with a Via naming that address (not a new socket on 0.0.0.0).
+	if src := inv.Source(); src != udp.String() {
+		t.Errorf("INVITE to 1002 from %s, want %s (where it registered)", src, udp)
+	}
+	if v := inv.Via(); v == nil || net.JoinHostPort(v.Host, strconv.Itoa(v.Port)) != udp.String() {
+		t.Errorf("INVITE to 1002: Via %v, want sent-by %s", v, udp)
 	}
 	boxB, err := siptest.MediaAddr(inv.Body())
 	if err != nil {

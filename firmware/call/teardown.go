@@ -122,11 +122,13 @@ func (c *call) finish(result cdr.Result, code int, cause string) {
 		for _, l := range leases {
 			l.Release()
 		}
-		c.b.unregister(c, keys...)
 		c.b.active.Add(-1)
 		if err := c.b.cfg.CDR.Write(c.rec); err != nil {
 			c.b.log.Warn("call: CDR not written", "call", c.id, "err", err)
 		}
+		// Unregistered only once the CDR is written: until then Close
+		// sees the call and waits for it (edgepbxd closes the store next).
+		c.b.unregister(c, keys...)
 		if c.b.cfg.Ended != nil {
 			c.b.cfg.Ended(c.rec, st)
 		}

@@ -82,6 +82,7 @@ func isCallMethod(m sip.RequestMethod) bool {
 // the dialog identifiers the box generated are their credential, and the
 // B2BUA answers 481 to unknown ones.
 func (s *Server) dispatchCall(now time.Time, src netip.Addr, req *sip.Request, tx sip.ServerTransaction, answer answerFunc, h Calls) {
+	tx = s.onFlowTx(req, tx)
 	switch req.Method {
 	case sip.ACK:
 		h.OnAck(req, tx) // never answered

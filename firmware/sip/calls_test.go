@@ -70,7 +70,7 @@ func startCalls(t testing.TB, s *Server, db *store.DB) (*call.B2BUA, *holeLog, c
 		t.Fatal(err)
 	}
 	ended := make(chan cdr.Record, 16)
-	b, err := call.New(call.Config{Client: s.Client(), Contact: s.Contact("udp"), Relay: relay, Plan: plan,
+	b, err := call.New(call.Config{Client: s.Sender(), Contact: s.Contact("udp"), Relay: relay, Plan: plan,
 		Directory: s.Directory(nil), CDR: cdr.New(db), Log: quiet,
 		Ended: func(r cdr.Record, _ media.Stats) { ended <- r }})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,7 +21,14 @@ type Binding struct {
 	Source    string    `json:"source"` // ip:port the REGISTER came from (NAT)
 	Transport string    `json:"transport"`
 	UserAgent string    `json:"user_agent"`
+	// Previous are the sources this contact registered from before, the
+	// newest first (a phone behind NAT that got a new port), so requests
+	// in a dialog set up over an older flow follow it (Moved).
+	Previous []string `json:"-"`
 }
+
+// maxPrevious bounds Binding.Previous.
+const maxPrevious = 4
 
 // Location is the registrar's location service (memory only: phones
 // re-register after a restart).
@@ -99,9 +107,15 @@ func (l *Location) register(now time.Time, user string, b Binding, updates []Con
 	}
 	for _, u := range updates {
 		kept := live[:0]
+		var prev []string
 		for _, old := range live {
 			if old.Contact != u.Contact {
 				kept = append(kept, old)
+				continue
+			}
+			prev = old.Previous
+			if old.Source != b.Source && strings.EqualFold(old.Transport, b.Transport) {
+				prev = append([]string{old.Source}, prev...)
 			}
 		}
 		live = kept
@@ -109,6 +123,7 @@ func (l *Location) register(now time.Time, user string, b Binding, updates []Con
 			nb := b
 			nb.Contact = u.Contact
 			nb.Expires = now.Add(u.Expires)
+			nb.Previous = slices.DeleteFunc(slices.Clone(prev[:min(len(prev), maxPrevious)]), func(s string) bool { return s == b.Source })
 			live = append(live, nb)
 		}
 	}
@@ -125,6 +140,31 @@ func (l *Location) register(now time.Time, user string, b Binding, updates []Con
 		}
 	}
 	return regOK
+}
+
+// Moved returns the source a contact registers from now, over transport,
+// when it registered from src before (and no live binding still uses
+// src): where requests of a dialog set up over the old flow must go.
+// Only the phone itself moves its binding (an authenticated REGISTER of
+// the same contact), so no other extension can divert them.
+func (l *Location) Moved(now time.Time, transport, src string) (string, bool) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	moved := ""
+	for _, bs := range l.users {
+		for _, b := range bs {
+			if !now.Before(b.Expires) || !strings.EqualFold(b.Transport, transport) {
+				continue
+			}
+			if b.Source == src {
+				return "", false
+			}
+			if moved == "" && slices.Contains(b.Previous, src) {
+				moved = b.Source
+			}
+		}
+	}
+	return moved, moved != ""
 }
 
 // Lookup returns the live bindings of user.

@@ -93,7 +93,17 @@ type Server struct {
 	front           *udpFront      // reads the UDP sockets for the chain and for sipgo
 	tcp, tlsL, wssL net.Listener
 	closeOnce       sync.Once
+	closed          atomic.Bool // Close was called: Serve's listeners stopping is no failure
+	down            atomic.Bool // the sockets are closed: nothing more is sent
 	now             func() time.Time
+
+	// Background work Serve starts (guard bans, the startup trunks'
+	// registrations, the location sweep) runs under bgCtx and is joined
+	// by Close; bgMu orders a start against Close's Wait.
+	bgMu     sync.Mutex
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
 
 	// Live settings (Apply). cfg stays the configuration the edge was
 	// built from: what cannot change at run time is compared against it.
@@ -116,6 +126,7 @@ func New(cfg config.SIP, d Deps) (*Server, error) {
 		return nil, errors.New("sip: TLS and WSS need a tls.Config")
 	}
 	s := &Server{cfg: cfg, deps: d, logger: d.Logger, now: time.Now}
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	if s.logger == nil {
 		s.logger = slog.Default()
 	}
@@ -226,6 +237,12 @@ func (s *Server) bind(tlsConf *tls.Config) error {
 		s.front = newUDPFront(conns, s.filter, s.cfg.MaxMessageBytes)
 		s.udp = s.front
 		s.filter.udpFront = true
+		// The box's UDP requests leave from the listener (Sender binds
+		// them to its address). sipgo only learns the listener once
+		// ServeUDP runs; entered here, a trunk REGISTER sent before that
+		// cannot make sipgo open a socket on the listener's port.
+		la := s.front.LocalAddr().String()
+		s.ua.TransportLayer().Pool("udp").Add(la, &sip.UDPConnection{PacketConn: s.front, PacketAddr: la, Listener: true})
 	}
 	listen := func(addr string, tlsc *tls.Config) (net.Listener, error) {
 		l, err := net.Listen("tcp", addr)
@@ -289,7 +306,8 @@ func (s *Server) Extensions() *Extensions { return s.exts }
 // Location is the registrar's location service.
 func (s *Server) Location() *Location { return s.location }
 
-// Serve runs the edge until ctx ends or a listener fails.
+// Serve runs the edge until ctx ends, Close is called or a listener
+// fails. Every goroutine it starts has ended when it returns.
 func (s *Server) Serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -312,27 +330,29 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.wssL != nil {
 		run(func() error { return s.srv.ServeWSS(s.wssL) })
 	}
-	go s.guard.run(ctx, s.deps.Banner, func(b fwspec.Ban, err error) {
-		s.logger.Warn("sip: firewall ban failed; source stays dropped in process", "prefix", b.Prefix, "err", err)
+	s.goBackground(func(bg context.Context) {
+		s.guard.run(bg, s.deps.Banner, func(b fwspec.Ban, err error) {
+			s.logger.Warn("sip: firewall ban failed; source stays dropped in process", "prefix", b.Prefix, "err", err)
+		})
 	})
 	for _, t := range s.cfg.Trunks {
 		if t.Register != nil {
 			tr := t
-			go s.registerTrunk(ctx, tr)
+			s.goBackground(func(bg context.Context) { s.registerTrunk(bg, tr) })
 		}
 	}
-	go func() {
+	s.goBackground(func(bg context.Context) {
 		tk := time.NewTicker(30 * time.Second)
 		defer tk.Stop()
 		for {
 			select {
-			case <-ctx.Done():
+			case <-bg.Done():
 				return
 			case <-tk.C:
 				s.location.Sweep(s.now())
 			}
 		}
-	}()
+	})
 	var err error
 	select {
 	case <-ctx.Done():
@@ -348,15 +368,39 @@ func (s *Server) Serve(ctx context.Context) error {
 	for ; n > 0; n-- {
 		<-errc
 	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || s.closed.Load() {
 		return nil
 	}
 	return fmt.Errorf("sip: listener stopped: %w", err)
 }
 
-// Close stops all listeners; it is safe to call more than once.
+// goBackground runs f under the edge's background context, joined by
+// Close; after Close it does not start f and reports false.
+func (s *Server) goBackground(f func(context.Context)) bool {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.bgCtx.Err() != nil {
+		return false
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		f(s.bgCtx)
+	}()
+	return true
+}
+
+// Close stops the background work (registered trunks un-register while
+// the sockets still work), then every listener; it returns once the
+// background goroutines have ended and is safe to call more than once.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.bgMu.Lock()
+		s.bgCancel()
+		s.bgMu.Unlock()
+		s.bg.Wait()
+		s.down.Store(true)
 		for _, c := range []io.Closer{s.udp, s.tcp, s.tlsL, s.wssL} {
 			if c != nil {
 				c.Close()

@@ -13,8 +13,8 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/logs"
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/icholy/digest"
 )
 
 // Registration timing: the first retry after a failure, its cap, the
@@ -170,13 +170,21 @@ func (m *TrunkRegistrations) Set(list []TrunkRegistration) error {
 		ctx, cancel := context.WithCancel(m.ctx)
 		r := &registration{cfg: t, cancel: cancel, done: make(chan struct{}), callID: sip.GenerateTagN(24),
 			st: TrunkRegState{Name: t.Name, Registrar: t.Registrar, Transport: t.Transport, State: RegRegistering}}
-		m.regs[name] = r
+		// The edge's Close stops the registration too and waits for its
+		// un-REGISTER before the sockets close.
 		m.wg.Add(1)
-		go func() {
+		if !m.s.goBackground(func(bg context.Context) {
 			defer m.wg.Done()
 			defer close(r.done)
+			stop := context.AfterFunc(bg, cancel)
+			defer stop()
 			m.s.keepRegistered(ctx, r)
-		}()
+		}) {
+			m.wg.Done()
+			cancel()
+			return nil // the edge is closed
+		}
+		m.regs[name] = r
 	}
 	return nil
 }
@@ -265,14 +273,29 @@ func (s *Server) registerAt(ctx context.Context, r *registration, expires time.D
 	req.AppendHeader(sip.NewHeader("Expires", secs(expires)))
 	req.SetDestination(t.Registrar)
 	req.SetTransport(strings.ToUpper(t.Transport))
-	res, err := s.client.Do(ctx, req)
+	// The ITSP sees the REGISTER come from the port in its Contact (over
+	// UDP the listener, not a new socket), which is where its INVITEs go
+	// and what a NAT in front of the box keeps open.
+	if err := s.onFlow(req); err != nil {
+		return 0, fmt.Errorf("register %s: %w", t.Registrar, err)
+	}
+	res, err := answered(s.client.Do(ctx, req))
 	if err != nil {
 		return 0, fmt.Errorf("register %s: %w", t.Registrar, err)
 	}
 	if res.StatusCode == 401 || res.StatusCode == 407 {
-		res, err = s.client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: t.Username, Password: t.Password})
-		r.cseq = req.CSeq().SeqNo // the challenge answer took the next number
-		if err != nil {
+		// Answered here rather than by sipgo's DoDigestAuth, whose new
+		// Via would name a wildcard listener's address.
+		if err := authorizeRegister(req, res, t); err != nil {
+			return 0, fmt.Errorf("register %s: %w", t.Registrar, err)
+		}
+		r.cseq++
+		req.CSeq().SeqNo = r.cseq
+		req.RemoveHeader("Via")
+		if err := s.onFlow(req); err != nil {
+			return 0, fmt.Errorf("register %s: %w", t.Registrar, err)
+		}
+		if res, err = answered(s.client.Do(ctx, req)); err != nil {
 			return 0, fmt.Errorf("register %s with digest: %w", t.Registrar, err)
 		}
 	}
@@ -300,6 +323,53 @@ func (s *Server) registerAt(ctx context.Context, r *registration, expires time.D
 	// A registrar granting next to nothing must not make the box refresh
 	// in a tight loop.
 	return max(granted, time.Minute), nil
+}
+
+// ErrNoAnswer is a client transaction that ended with neither a final
+// answer nor an error.
+var ErrNoAnswer = errors.New("transaction ended without an answer")
+
+// answered turns sipgo's Do result into an answer or an error. Do returns
+// (nil, nil) when its transaction is terminated from outside (the user
+// agent closing while a request waits): Terminate closes Done before it
+// records why, so Do sees Done with no error yet.
+func answered(res *sip.Response, err error) (*sip.Response, error) {
+	if err == nil && res == nil {
+		return nil, ErrNoAnswer
+	}
+	return res, err
+}
+
+// maxRegChallenge bounds the ITSP's challenge header (untrusted input).
+const maxRegChallenge = 2048
+
+// authorizeRegister adds the answer to the ITSP's 401/407 challenge in
+// res to req. The password is never logged or put in an error.
+func authorizeRegister(req *sip.Request, res *sip.Response, t TrunkRegistration) error {
+	chName, authName := "WWW-Authenticate", "Authorization"
+	if res.StatusCode == 407 {
+		chName, authName = "Proxy-Authenticate", "Proxy-Authorization"
+	}
+	h := res.GetHeader(chName)
+	if h == nil {
+		return fmt.Errorf("%d without %s", res.StatusCode, chName)
+	}
+	if len(h.Value()) > maxRegChallenge {
+		return errors.New(chName + " too long")
+	}
+	chal, err := digest.ParseChallenge(h.Value())
+	if err != nil {
+		return fmt.Errorf("%s: %w", chName, err)
+	}
+	chal.Algorithm = strings.ToUpper(chal.Algorithm)
+	cred, err := digest.Digest(chal, digest.Options{Method: string(sip.REGISTER), URI: req.Recipient.Addr(),
+		Username: t.Username, Password: t.Password})
+	if err != nil {
+		return fmt.Errorf("digest: %w", err)
+	}
+	req.RemoveHeader(authName)
+	req.AppendHeader(sip.NewHeader(authName, cred.String()))
+	return nil
 }
 
 // registerTrunk keeps a trunk of the startup SIP configuration registered

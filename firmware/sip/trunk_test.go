@@ -2,11 +2,14 @@ package sip
 
 import (
 	"context"
+	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/sip/siptest"
+	"github.com/emiago/sipgo/sip"
 )
 
 const itspRealm = "itsp.example"
@@ -54,6 +57,11 @@ func TestTrunkRegistrationsLive(t *testing.T) {
 	first := it.Next(t, nil)
 	if first.User != "alice" || first.Password != "pw-one" || first.Expires != 3600 || !strings.Contains(first.Contact, s.udp.String()) {
 		t.Fatalf("first REGISTER %+v (edge %s)", first, s.udp)
+	}
+	// It leaves from the edge's own port, the one in its Contact, with a
+	// Via naming it (not from a new socket with a wildcard Via).
+	if first.Source != s.udp.String() || first.SentBy != s.udp.String() {
+		t.Fatalf("REGISTER from %s with Via %s, want both %s", first.Source, first.SentBy, s.udp)
 	}
 	st := waitState(t, m, "itsp", RegRegistered)
 	if st.LastError != "" || st.Registrar != it.Addr || st.Expires.Sub(st.LastSuccess) != 300*time.Second {
@@ -132,5 +140,132 @@ func TestTrunkRegistrationsLive(t *testing.T) {
 	}
 	if len(m.States()) != 0 {
 		t.Fatalf("registrations started after the stop: %+v", m.States())
+	}
+}
+
+// endedTx is a client transaction as sipgo hands it to Do when its
+// transaction layer terminates it under a waiting request: Done is closed
+// and Err is still nil (Terminate closes Done before it records why).
+// With answer set, that answer arrives instead and Done stays open.
+type endedTx struct {
+	res  chan *sip.Response
+	done chan struct{}
+}
+
+func newEndedTx(answer *sip.Response) *endedTx {
+	tx := &endedTx{res: make(chan *sip.Response, 1), done: make(chan struct{})}
+	if answer != nil {
+		tx.res <- answer
+	} else {
+		close(tx.done)
+	}
+	return tx
+}
+
+func (tx *endedTx) Terminate()                             {}
+func (tx *endedTx) OnTerminate(sip.FnTxTerminate) bool     { return false }
+func (tx *endedTx) Done() <-chan struct{}                  { return tx.done }
+func (tx *endedTx) Err() error                             { return nil }
+func (tx *endedTx) Responses() <-chan *sip.Response        { return tx.res }
+func (tx *endedTx) OnRetransmission(sip.FnTxResponse) bool { return false }
+
+// requesterFunc lets a test decide what each client transaction ends with.
+type requesterFunc func(*sip.Request) sip.ClientTransaction
+
+func (f requesterFunc) Request(_ context.Context, req *sip.Request) (sip.ClientTransaction, error) {
+	return f(req), nil
+}
+
+// TestRegisterAtNoAnswer: a REGISTER whose transaction ends with neither an
+// answer nor an error (first request, or the digest retry after a 401) is
+// a failed registration, not a nil dereference that kills edgepbxd.
+func TestRegisterAtNoAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		challenged bool // the first REGISTER gets a 401, the retry no answer
+	}{
+		{"first request", false},
+		{"digest retry", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServer(t, nil)
+			sent := 0
+			s.client.TxRequester = requesterFunc(func(req *sip.Request) sip.ClientTransaction {
+				sent++
+				if tc.challenged && sent == 1 {
+					res := sip.NewResponseFromRequest(req, 401, "Unauthorized", nil)
+					res.AppendHeader(sip.NewHeader("WWW-Authenticate", `Digest realm="itsp.example", nonce="abc", algorithm=MD5, qop="auth"`))
+					return newEndedTx(res)
+				}
+				return newEndedTx(nil)
+			})
+			r := &registration{cfg: TrunkRegistration{Name: "itsp", Registrar: "127.0.0.1:9", Transport: "udp",
+				Username: "alice", Domain: itspRealm, Password: "pw"}, callID: "cid"}
+			granted, err := s.registerAt(context.Background(), r, time.Hour)
+			if !errors.Is(err, ErrNoAnswer) || granted != 0 {
+				t.Fatalf("registerAt = %v, %v; want ErrNoAnswer", granted, err)
+			}
+			if want := map[bool]int{false: 1, true: 2}[tc.challenged]; sent != want {
+				t.Fatalf("%d requests sent, want %d", sent, want)
+			}
+		})
+	}
+}
+
+// TestTrunkRegistrationEdgeClosing closes the edge while a trunk REGISTER
+// waits on a registrar that does not answer it, many times over. Before,
+// the user agent's Close terminated the waiting transaction and sipgo
+// answered some of these Do calls with (nil, nil), which panicked
+// registerAt. Now Close first stops the registration, which un-registers
+// (answered) while the sockets still work, and returns after it.
+func TestTrunkRegistrationEdgeClosing(t *testing.T) {
+	for i := range 20 {
+		silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := startServer(t, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		m := s.TrunkRegistrations(ctx)
+		if err := m.Set([]TrunkRegistration{{Name: "itsp", Registrar: silent.LocalAddr().String(), Transport: "udp",
+			Username: "alice", Domain: itspRealm, Password: "pw"}}); err != nil {
+			t.Fatal(err)
+		}
+		// The registrar keeps silent on the REGISTER and answers the
+		// un-REGISTER (Expires: 0) with 200.
+		unregistered := make(chan struct{})
+		waiting := make(chan struct{})
+		go func() {
+			buf := make([]byte, 4096)
+			for first := true; ; first = false {
+				n, from, err := silent.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				if first {
+					close(waiting)
+				}
+				m, err := sip.ParseMessage(buf[:n])
+				req, ok := m.(*sip.Request)
+				if err != nil || !ok {
+					continue
+				}
+				if e := req.GetHeader("Expires"); e != nil && e.Value() == "0" {
+					close(unregistered) // before the answer the box waits for
+					silent.WriteTo([]byte(sip.NewResponseFromRequest(req, 200, "OK", nil).String()), from)
+					return
+				}
+			}
+		}()
+		<-waiting // the REGISTER is out and waiting
+		s.Close()
+		select {
+		case <-unregistered:
+		default:
+			t.Fatalf("round %d: Close returned before the trunk un-registered", i)
+		}
+		cancel()
+		m.Wait()
+		silent.Close()
 	}
 }

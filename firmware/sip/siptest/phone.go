@@ -128,12 +128,12 @@ func (p *Phone) Register(ctx context.Context, edgeHost string, edgePort int) {
 	req.AppendHeader(sip.NewHeader("Contact", fmt.Sprintf("<sip:%s@%s:%d>", p.user, p.host, p.Port)))
 	req.AppendHeader(sip.NewHeader("Expires", "300"))
 	res, err := p.Client.Do(ctx, req)
-	if err != nil {
-		p.t.Fatal(err)
+	if err != nil || res == nil { // sipgo's Do can end with neither
+		p.t.Fatalf("register %s: no answer: %v", p.user, err)
 	}
 	if res.StatusCode == 401 {
-		if res, err = p.Client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: p.user, Password: p.pass}); err != nil {
-			p.t.Fatal(err)
+		if res, err = p.Client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: p.user, Password: p.pass}); err != nil || res == nil {
+			p.t.Fatalf("register %s with digest: no answer: %v", p.user, err)
 		}
 	}
 	if res.StatusCode != 200 {

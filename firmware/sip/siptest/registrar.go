@@ -23,6 +23,8 @@ type Registered struct {
 	CallID   string
 	CSeq     uint32
 	Contact  string
+	Source   string // host:port the REGISTER came from
+	SentBy   string // host:port of its top Via
 }
 
 // Registrar is an ITSP's registrar on loopback (a sipgo UAS): it challenges
@@ -62,7 +64,10 @@ func StartRegistrar(tb testing.TB, realm string, passwords map[string][]string) 
 			_ = tx.Respond(res)
 			return
 		}
-		ev := Registered{User: req.From().Address.User, CallID: req.CallID().Value(), CSeq: req.CSeq().SeqNo}
+		ev := Registered{User: req.From().Address.User, CallID: req.CallID().Value(), CSeq: req.CSeq().SeqNo, Source: req.Source()}
+		if v := req.Via(); v != nil {
+			ev.SentBy = net.JoinHostPort(v.Host, strconv.Itoa(v.Port))
+		}
 		if e := req.GetHeader("Expires"); e != nil {
 			ev.Expires, _ = strconv.Atoi(e.Value())
 		}
