@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
-	"github.com/edgepbx/edgepbx/firmware/sip"
+	"github.com/edgepbx/edgepbx/firmware/sipedge"
 
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
@@ -35,7 +35,7 @@ func (b controlBanner) Ban(ctx context.Context, ban fwspec.Ban) error {
 }
 
 // sipBlocks shows the SIP edge's bans and throttles to the admin side.
-type sipBlocks struct{ s *sip.Server }
+type sipBlocks struct{ s *sipedge.Server }
 
 func (b sipBlocks) Blocks() []admin.SIPBlock {
 	var out []admin.SIPBlock

@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"github.com/edgepbx/edgepbx/firmware/sip/siptest"
+	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
 	"net"
 	"path/filepath"
 	"strconv"

@@ -25,7 +25,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/media"
-	"github.com/edgepbx/edgepbx/firmware/sip"
+	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/firmware/telephony"
 	"github.com/edgepbx/edgepbx/init/control"
@@ -57,7 +57,7 @@ type daemon struct {
 	// admin Origin check and the SIP domains.
 	names []string
 
-	sip        *sip.Server
+	sip        *sipedge.Server
 	sipSet     *sipconfig.SIPStore       // stored SIP settings; nil: the stored ones were refused, defaults run
 	tel        *sipconfig.TelephonyStore // stored telephony configuration; nil: unreadable, calls disabled
 	trunks     *telephony.Trunks         // trunk registrations; nil with tel
@@ -244,7 +244,7 @@ func takeIdentity(cfg config, log *slog.Logger) (bootstrap, error) {
 // pid1 is what edgepbxd asks of PID 1 over the control socket, as the
 // interfaces the services take; every field is nil in dev mode without one.
 type pid1 struct {
-	banner   sip.Banner // also the auth service's auth.Banner (the same method)
+	banner   sipedge.Banner // also the auth service's auth.Banner (the same method)
 	firewall admin.Firewall
 	system   admin.System
 	pinholes media.Pinholes

@@ -8,7 +8,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
 	"github.com/edgepbx/edgepbx/firmware/license"
-	"github.com/edgepbx/edgepbx/firmware/sip"
+	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/telephony"
 )
 
@@ -68,13 +68,13 @@ func (d *daemon) dashboard(ctx context.Context) []admin.StatusItem {
 func trunkItems(states []telephony.TrunkState) []admin.StatusItem {
 	var items []admin.StatusItem
 	for _, ts := range states {
-		it := admin.StatusItem{Name: "Trunk " + ts.Name, OK: ts.State == sip.RegRegistered || ts.State == telephony.StateIP}
+		it := admin.StatusItem{Name: "Trunk " + ts.Name, OK: ts.State == sipedge.RegRegistered || ts.State == telephony.StateIP}
 		switch ts.State {
 		case telephony.StateIP:
 			it.Value = "identified by address"
-		case sip.RegRegistered:
+		case sipedge.RegRegistered:
 			it.Value = "registered until " + ts.Expires.UTC().Format("15:04:05") + " UTC"
-		case sip.RegFailed:
+		case sipedge.RegFailed:
 			it.Value = "registration failed: " + ts.LastError
 		default:
 			it.Value = ts.State

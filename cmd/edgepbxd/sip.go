@@ -7,7 +7,7 @@ import (
 	"time"
 
 	sipconfig "github.com/edgepbx/edgepbx/firmware/config"
-	"github.com/edgepbx/edgepbx/firmware/sip"
+	"github.com/edgepbx/edgepbx/firmware/sipedge"
 )
 
 // Security log sizing: events kept in the store, and how often the batch
@@ -74,13 +74,13 @@ func (d *daemon) liveSIPSettings() {
 
 // newSIP builds the SIP edge and binds its sockets, so a taken port fails
 // before edgepbxd reports ready. banner is nil without PID 1.
-func (d *daemon) newSIP(banner sip.Banner) error {
+func (d *daemon) newSIP(banner sipedge.Banner) error {
 	d.loadSIPSettings()
 	tlsCfg, err := d.certs.TLSConfig(0, 0)
 	if err != nil {
 		return fmt.Errorf("sip: %w", err)
 	}
-	d.sip, err = sip.New(d.sipConfig(), sip.Deps{Store: d.db, Banner: banner, Security: d.secLog, TLS: tlsCfg, Logger: d.log})
+	d.sip, err = sipedge.New(d.sipConfig(), sipedge.Deps{Store: d.db, Banner: banner, Security: d.secLog, TLS: tlsCfg, Logger: d.log})
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/edgepbx/edgepbx/firmware/sip/siptest"
+	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
 	"net"
 	"net/netip"
 	"path/filepath"

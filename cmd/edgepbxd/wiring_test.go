@@ -26,7 +26,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
-	firmsip "github.com/edgepbx/edgepbx/firmware/sip"
+	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/init/control"
 	"github.com/edgepbx/edgepbx/netfw"
@@ -171,7 +171,7 @@ func seedExtension(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	exts, err := firmsip.LoadExtensions(db, testRealm)
+	exts, err := sipedge.LoadExtensions(db, testRealm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -514,7 +514,7 @@ func TestProductionClaimAndBan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exts, err := firmsip.LoadExtensions(db, testRealm)
+	exts, err := sipedge.LoadExtensions(db, testRealm)
 	if err != nil {
 		t.Fatal(err)
 	}

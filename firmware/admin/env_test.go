@@ -26,7 +26,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/certs"
 	"github.com/edgepbx/edgepbx/firmware/config"
-	"github.com/edgepbx/edgepbx/firmware/sip"
+	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/init/control"
 	"github.com/edgepbx/edgepbx/netfw"
@@ -201,7 +201,7 @@ type env struct {
 	pid1   *pid1Recorder
 	certs  *certs.Manager
 	keylog *certs.KeyLog
-	exts   *sip.Extensions
+	exts   *sipedge.Extensions
 	tel    *config.TelephonyStore
 	sipset *config.SIPStore
 }
@@ -228,7 +228,7 @@ func newEnvWith(t testing.TB, h *auth.Hasher) *env {
 		t.Fatal(err)
 	}
 	kl := certs.NewKeyLog(clk.Now, quiet)
-	exts, err := sip.LoadExtensions(db, "box.example")
+	exts, err := sipedge.LoadExtensions(db, "box.example")
 	if err != nil {
 		t.Fatal(err)
 	}

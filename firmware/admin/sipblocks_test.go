@@ -12,12 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/sip"
+	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/netfw"
 )
 
 // edgeBlocks adapts the SIP edge as edgepbxd does.
-type edgeBlocks struct{ s *sip.Server }
+type edgeBlocks struct{ s *sipedge.Server }
 
 func (b edgeBlocks) Blocks() []SIPBlock {
 	var out []SIPBlock

@@ -14,7 +14,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/logs"
-	"github.com/edgepbx/edgepbx/firmware/sip"
+	"github.com/edgepbx/edgepbx/firmware/sipedge"
 )
 
 func TestSIPSettingsAPI(t *testing.T) {
@@ -94,7 +94,7 @@ func TestSIPSettingsAPI(t *testing.T) {
 
 // startEdge builds a real SIP edge on loopback (not serving: Apply needs no
 // traffic) and returns it with the configuration it was built from.
-func startEdge(t *testing.T, e *env) (*sip.Server, config.SIP) {
+func startEdge(t *testing.T, e *env) (*sipedge.Server, config.SIP) {
 	t.Helper()
 	lg, err := logs.New(e.db, 100)
 	if err != nil {
@@ -102,7 +102,7 @@ func startEdge(t *testing.T, e *env) (*sip.Server, config.SIP) {
 	}
 	base := config.DefaultSIP()
 	base.UDP, base.TCP, base.TLS = "127.0.0.1:0", "127.0.0.1:0", ""
-	edge, err := sip.New(e.sipset.Current().Apply(base), sip.Deps{Store: e.db, Security: lg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	edge, err := sipedge.New(e.sipset.Current().Apply(base), sipedge.Deps{Store: e.db, Security: lg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,7 @@ import (
 	"net"
 	"strconv"
 
-	sipmsg "github.com/emiago/sipgo/sip"
+	"github.com/emiago/sipgo/sip"
 
 	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/config"
@@ -40,7 +40,7 @@ func (d Directory) Trunk(name string) (call.Target, bool) {
 	if err != nil {
 		return call.Target{}, false
 	}
-	return call.Target{URI: sipmsg.Uri{Scheme: "sip", Host: host, Port: n}, Dest: tr.Host, Transport: tr.Transport}, true
+	return call.Target{URI: sip.Uri{Scheme: "sip", Host: host, Port: n}, Dest: tr.Host, Transport: tr.Transport}, true
 }
 
 // Policy is the SRTP policy of the leg: a stored trunk's own setting

@@ -14,7 +14,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/media"
-	"github.com/edgepbx/edgepbx/firmware/sip"
+	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
@@ -35,7 +35,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 // edge is a SIP edge bound to loopback (not serving) whose own
 // configuration knows the trunk "edge-only"; extensions get SRTP required
 // from its policy.
-func edge(t *testing.T, db *store.DB) *sip.Server {
+func edge(t *testing.T, db *store.DB) *sipedge.Server {
 	t.Helper()
 	sec, err := logs.New(db, 100)
 	if err != nil {
@@ -45,7 +45,7 @@ func edge(t *testing.T, db *store.DB) *sip.Server {
 	cfg.UDP, cfg.TCP, cfg.TLS, cfg.WSS = "127.0.0.1:0", "127.0.0.1:0", "", ""
 	cfg.Domains = []string{"box.example"}
 	cfg.Trunks = []config.Trunk{{Name: "edge-only", Peers: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32")}}}
-	s, err := sip.New(cfg, sip.Deps{Store: db, Security: sec, Logger: quiet()})
+	s, err := sipedge.New(cfg, sipedge.Deps{Store: db, Security: sec, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func saveTelephony(t *testing.T, tel *config.TelephonyStore, mod func(*config.Te
 // saved configuration gives a rebuilt engine that knows it.
 func TestPlanRebuildsOnChange(t *testing.T) {
 	db := openStore(t)
-	exts, err := sip.LoadExtensions(db, "box.example")
+	exts, err := sipedge.LoadExtensions(db, "box.example")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func TestTrunkStatesBeforeRun(t *testing.T) {
 	})
 	m := NewTrunks(tel, s, quiet())
 	st := m.States()
-	if len(st) != 2 || st[0].Name != "reg" || st[0].State != sip.RegRegistering || st[0].Registrar != "itsp.example:5060" ||
+	if len(st) != 2 || st[0].Name != "reg" || st[0].State != sipedge.RegRegistering || st[0].Registrar != "itsp.example:5060" ||
 		st[1].State != StateIP || len(st[1].Peers) != 1 || st[1].Peers[0] != "192.0.2.0/28" {
 		t.Fatalf("states %+v", st)
 	}

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/config"
-	"github.com/edgepbx/edgepbx/firmware/sip"
+	"github.com/edgepbx/edgepbx/firmware/sipedge"
 )
 
 // StateIP is the state of a trunk identified by its source addresses:
@@ -36,15 +36,15 @@ type TrunkState struct {
 // anew).
 type Trunks struct {
 	tel  *config.TelephonyStore
-	edge *sip.Server
+	edge *sipedge.Server
 	log  *slog.Logger
 
-	regs atomic.Pointer[sip.TrunkRegistrations] // nil until Run starts
-	kick chan struct{}                          // a saved change to apply (buffer 1: changes coalesce)
+	regs atomic.Pointer[sipedge.TrunkRegistrations] // nil until Run starts
+	kick chan struct{}                              // a saved change to apply (buffer 1: changes coalesce)
 }
 
 // NewTrunks applies nothing until Run.
-func NewTrunks(tel *config.TelephonyStore, edge *sip.Server, log *slog.Logger) *Trunks {
+func NewTrunks(tel *config.TelephonyStore, edge *sipedge.Server, log *slog.Logger) *Trunks {
 	return &Trunks{tel: tel, edge: edge, log: log, kick: make(chan struct{}, 1)}
 }
 
@@ -76,8 +76,8 @@ func (m *Trunks) Run(ctx context.Context) error {
 // apply sets the registrations to the registering trunks of the
 // configuration in force; a trunk whose password does not unseal is left
 // out (and logged) rather than stopping the others.
-func (m *Trunks) apply(regs *sip.TrunkRegistrations) {
-	var list []sip.TrunkRegistration
+func (m *Trunks) apply(regs *sipedge.TrunkRegistrations) {
+	var list []sipedge.TrunkRegistration
 	cur := m.tel.Current()
 	var peers []config.Trunk
 	for _, tr := range cur.Trunks {
@@ -97,7 +97,7 @@ func (m *Trunks) apply(regs *sip.TrunkRegistrations) {
 			m.log.Error("trunks: registration left out", "trunk", tr.Name, "err", err)
 			continue
 		}
-		list = append(list, sip.TrunkRegistration{Name: tr.Name, Registrar: tr.Host, Transport: tr.Transport,
+		list = append(list, sipedge.TrunkRegistration{Name: tr.Name, Registrar: tr.Host, Transport: tr.Transport,
 			Username: tr.Username, Domain: tr.Domain, Password: string(pw)})
 	}
 	if err := regs.Set(list); err != nil {
@@ -109,7 +109,7 @@ func (m *Trunks) apply(regs *sip.TrunkRegistrations) {
 
 // States is every trunk of the configuration in force with its live state.
 func (m *Trunks) States() []TrunkState {
-	live := map[string]sip.TrunkRegState{}
+	live := map[string]sipedge.TrunkRegState{}
 	if regs := m.regs.Load(); regs != nil {
 		for _, st := range regs.States() {
 			live[st.Name] = st
@@ -131,7 +131,7 @@ func (m *Trunks) States() []TrunkState {
 			ts.State, ts.LastError, ts.Expires, ts.LastSuccess = st.State, st.LastError, st.Expires, st.LastSuccess
 		} else {
 			// Saved a moment ago, or its password did not unseal (logged).
-			ts.State = sip.RegRegistering
+			ts.State = sipedge.RegRegistering
 		}
 		out = append(out, ts)
 	}

@@ -1,6 +1,0 @@
-package sip
-
-import "github.com/edgepbx/edgepbx/init/control"
-
-// PID 1's control client is the Banner edgepbxd passes in.
-var _ Banner = (*control.Client)(nil)

@@ -1,5 +1,0 @@
-//go:build !race
-
-package sip
-
-const raceEnabled = false

@@ -1,0 +1,5 @@
+//go:build !race
+
+package sipedge
+
+const raceEnabled = false
