@@ -21,10 +21,10 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/certs"
-	sipconfig "github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/media"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/firmware/telephony"
@@ -58,8 +58,8 @@ type daemon struct {
 	names []string
 
 	sip        *sipedge.Server
-	sipSet     *sipconfig.SIPStore       // stored SIP settings; nil: the stored ones were refused, defaults run
-	tel        *sipconfig.TelephonyStore // stored telephony configuration; nil: unreadable, calls disabled
+	sipSet     *pbxconfig.SIPStore       // stored SIP settings; nil: the stored ones were refused, defaults run
+	tel        *pbxconfig.TelephonyStore // stored telephony configuration; nil: unreadable, calls disabled
 	trunks     *telephony.Trunks         // trunk registrations; nil with tel
 	calls      *call.B2BUA               // nil: calls disabled
 	syslog     *logs.Sender              // remote syslog of the security log and the audit chain

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	sipconfig "github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 )
 
@@ -20,16 +20,16 @@ const (
 // sipConfig is the SIP edge's configuration: the stored SIP settings (the
 // security page; defaults when none are saved) with the listen addresses
 // from the command line and the box's own names as its domains.
-func (d *daemon) sipConfig() sipconfig.SIP {
+func (d *daemon) sipConfig() pbxconfig.SIP {
 	if d.sipSet != nil {
 		return d.sipConfigFor(d.sipSet.Current())
 	}
-	return d.sipConfigFor(sipconfig.DefaultSIPSettings())
+	return d.sipConfigFor(pbxconfig.DefaultSIPSettings())
 }
 
 // sipConfigFor is sipConfig for the settings set.
-func (d *daemon) sipConfigFor(set sipconfig.SIPSettings) sipconfig.SIP {
-	c := set.Apply(sipconfig.DefaultSIP())
+func (d *daemon) sipConfigFor(set pbxconfig.SIPSettings) pbxconfig.SIP {
+	c := set.Apply(pbxconfig.DefaultSIP())
 	c.UDP, c.TCP, c.TLS, c.WSS = d.cfg.sipAddr, d.cfg.sipAddr, d.cfg.sipTLSAddr, ""
 	// config.SIP refuses ':' in a domain, so IPv6 literals are left out;
 	// IPv4 literals and names are listed.
@@ -45,7 +45,7 @@ func (d *daemon) sipConfigFor(set sipconfig.SIPSettings) sipconfig.SIP {
 // longer validate leave the edge on the defaults and the page unavailable,
 // rather than the box without SIP.
 func (d *daemon) loadSIPSettings() {
-	s, err := sipconfig.LoadSIP(d.db)
+	s, err := pbxconfig.LoadSIP(d.db)
 	if err != nil {
 		d.log.Error("sip: stored settings refused, running the defaults", "err", err)
 		return
@@ -61,7 +61,7 @@ func (d *daemon) liveSIPSettings() {
 	if d.sipSet == nil {
 		return
 	}
-	d.sipSet.SetApplier(func(set sipconfig.SIPSettings) ([]string, error) {
+	d.sipSet.SetApplier(func(set pbxconfig.SIPSettings) ([]string, error) {
 		restart, err := d.sip.Apply(d.sipConfigFor(set))
 		if err != nil {
 			d.log.Error("sip: settings refused by the edge", "version", set.Version, "err", err)

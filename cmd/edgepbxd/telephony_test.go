@@ -16,8 +16,8 @@ import (
 	"github.com/emiago/sipgo"
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
-	sipconfig "github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 )
 
 // TestDevModeTelephonyClasses runs the real binary: the dial plan is edited
@@ -50,12 +50,12 @@ func TestDevModeTelephonyClasses(t *testing.T) {
 	phone, itsp := siptest.NewPhone(t, "1001", ext.Password), siptest.NewPhoneAt(t, "127.0.0.2", "itsp", "")
 	phone.Register(ctx, "127.0.0.1", udp.Port)
 
-	var cfg sipconfig.Telephony
+	var cfg pbxconfig.Telephony
 	if err := json.Unmarshal(api.must(200, "GET", "/api/v1/telephony", nil), &cfg); err != nil || cfg.Version != 0 {
 		t.Fatalf("initial telephony %+v %v", cfg, err)
 	}
-	cfg.Trunks = []sipconfig.TelephonyTrunk{{Name: "itsp", Host: fmt.Sprintf("127.0.0.2:%d", itsp.Port), Transport: "udp",
-		Auth: sipconfig.TrunkAuthIP, Peers: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, SRTP: "off", AssertIdentity: true}}
+	cfg.Trunks = []pbxconfig.TelephonyTrunk{{Name: "itsp", Host: fmt.Sprintf("127.0.0.2:%d", itsp.Port), Transport: "udp",
+		Auth: pbxconfig.TrunkAuthIP, Peers: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, SRTP: "off", AssertIdentity: true}}
 	cfg.CallerIDs = map[string]string{"1001": "+4930111"}
 	cfg.Routes = []dialplan.Route{{Prefix: "", Trunk: "itsp"}}
 	cfg.Extensions = []dialplan.Extension{{Number: "1001", Classes: []dialplan.Class{dialplan.Internal}}}
@@ -180,11 +180,11 @@ func TestDevModeTrunkRegistration(t *testing.T) {
 	api := claimBox(t, base, fp, code)
 	reg := siptest.StartRegistrar(t, "itsp.example", map[string][]string{"box7": {"first-secret-1", "second-secret-2"}})
 
-	var cfg sipconfig.Telephony
+	var cfg pbxconfig.Telephony
 	if err := json.Unmarshal(api.must(200, "GET", "/api/v1/telephony", nil), &cfg); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Trunks = []sipconfig.TelephonyTrunk{{Name: "itsp", Host: reg.Addr, Transport: "udp", Auth: sipconfig.TrunkAuthRegister,
+	cfg.Trunks = []pbxconfig.TelephonyTrunk{{Name: "itsp", Host: reg.Addr, Transport: "udp", Auth: pbxconfig.TrunkAuthRegister,
 		Username: "box7", Domain: "itsp.example", Password: "first-secret-1"}}
 	cfg.Routes = []dialplan.Route{{Prefix: "", Trunk: "itsp"}}
 	if err := json.Unmarshal(api.must(200, "PUT", "/api/v1/telephony", cfg), &cfg); err != nil {

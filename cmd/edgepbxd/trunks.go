@@ -8,7 +8,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
 	"github.com/edgepbx/edgepbx/firmware/cdr"
-	sipconfig "github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/telephony"
 )
 
@@ -20,7 +20,7 @@ const cdrRetentionEvery = time.Hour
 // cannot start, so the admin pages can fix it. An unreadable
 // configuration leaves telephony off, with the error in the log.
 func (d *daemon) newTelephony() {
-	tel, err := sipconfig.LoadTelephony(d.db)
+	tel, err := pbxconfig.LoadTelephony(d.db)
 	if err != nil {
 		d.log.Error("telephony: stored configuration unreadable; calls and trunks disabled", "err", err)
 		return

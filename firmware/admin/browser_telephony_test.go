@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 )
 
 // TestBrowserDialPlanEditor drives the dial plan page's per-field editor in
@@ -55,7 +55,7 @@ func TestBrowserDialPlanEditor(t *testing.T) {
 		t.Fatalf("saved %+v", cur)
 	}
 	tr := cur.Trunks[0]
-	if tr.Name != "itsp" || tr.Host != "sip.example.net:5061" || tr.Transport != "tls" || tr.Auth != config.TrunkAuthRegister ||
+	if tr.Name != "itsp" || tr.Host != "sip.example.net:5061" || tr.Transport != "tls" || tr.Auth != pbxconfig.TrunkAuthRegister ||
 		tr.Username != "u1" || tr.Domain != "sip.example.net" || !tr.PasswordSet || tr.SRTP != "required" || tr.CallerID != "+4930555" ||
 		tr.Limits != (dialplan.Limits{MaxConcurrent: 10, MaxPerHour: 120}) || len(tr.Peers) != 2 || tr.Peers[1].String() != "198.51.100.7/32" {
 		t.Fatalf("trunk %+v", tr)

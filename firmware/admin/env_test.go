@@ -25,7 +25,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/certs"
-	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/init/control"
@@ -202,8 +202,8 @@ type env struct {
 	certs  *certs.Manager
 	keylog *certs.KeyLog
 	exts   *sipedge.Extensions
-	tel    *config.TelephonyStore
-	sipset *config.SIPStore
+	tel    *pbxconfig.TelephonyStore
+	sipset *pbxconfig.SIPStore
 }
 
 func newEnv(t testing.TB) *env {
@@ -232,11 +232,11 @@ func newEnvWith(t testing.TB, h *auth.Hasher) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tel, err := config.LoadTelephony(db)
+	tel, err := pbxconfig.LoadTelephony(db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sipset, err := config.LoadSIP(db)
+	sipset, err := pbxconfig.LoadSIP(db)
 	if err != nil {
 		t.Fatal(err)
 	}

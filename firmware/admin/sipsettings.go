@@ -11,7 +11,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
-	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 )
 
 // SIPSettings is the stored SIP edge configuration (*config.SIPStore).
@@ -19,20 +19,20 @@ import (
 // stored (a version the edge refuses is not stored: config.ErrSIPApply);
 // the few settings the edge takes only at start are listed by Pending.
 type SIPSettings interface {
-	Current() config.SIPSettings
+	Current() pbxconfig.SIPSettings
 	Running() int64
 	Live() bool
 	Pending() []string
-	Save(next config.SIPSettings) (config.SIPSettings, error)
+	Save(next pbxconfig.SIPSettings) (pbxconfig.SIPSettings, error)
 }
 
 // SIPSettingsRequest is the body of PUT /api/v1/sip/settings: all settings
 // with the version they were edited from.
-type SIPSettingsRequest = config.SIPSettings
+type SIPSettingsRequest = pbxconfig.SIPSettings
 
 // SIPSettingsView is the answer of GET and PUT /api/v1/sip/settings.
 type SIPSettingsView struct {
-	Settings config.SIPSettings `json:"settings"`
+	Settings pbxconfig.SIPSettings `json:"settings"`
 	// RunningVersion is the version the SIP edge runs completely.
 	RunningVersion int64 `json:"running_version"`
 	// Live: saves are applied to the running edge at once.
@@ -82,9 +82,9 @@ func (s *Server) apiSetSIPSettings(w http.ResponseWriter, r *http.Request, p aut
 		ev.Outcome, ev.Detail = audit.Failed, err.Error()
 		_ = s.audit.Record(ev)
 		switch {
-		case errors.Is(err, config.ErrSIPVersion):
+		case errors.Is(err, pbxconfig.ErrSIPVersion):
 			return fmt.Errorf("%w: %w", errConflict, err)
-		case errors.Is(err, config.ErrSIPSettings), errors.Is(err, config.ErrSIPApply):
+		case errors.Is(err, pbxconfig.ErrSIPSettings), errors.Is(err, pbxconfig.ErrSIPApply):
 			return fmt.Errorf("%w: %w", errSIPRefused, err)
 		}
 		return err
@@ -145,7 +145,7 @@ func (s *Server) sipData() (*sipForm, error) {
 	if len(c.ScannerUserAgents) > 0 {
 		f.Scanners = strings.Join(c.ScannerUserAgents, "\n") + "\n"
 	}
-	for _, n := range config.SIPStartOnly() { // the form marks them
+	for _, n := range pbxconfig.SIPStartOnly() { // the form marks them
 		f.StartOnly[n] = true
 	}
 	for _, n := range v.RestartFields {

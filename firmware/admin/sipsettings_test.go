@@ -12,8 +12,8 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
-	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 )
 
@@ -64,14 +64,14 @@ func TestSIPSettingsAPI(t *testing.T) {
 
 	tests := []struct {
 		name   string
-		mod    func(*config.SIPSettings)
+		mod    func(*pbxconfig.SIPSettings)
 		code   int
 		detail string
 	}{
-		{"stale version", func(s *config.SIPSettings) { s.Version = 0 }, 409, "version 1 is saved"},
-		{"no zones", func(s *config.SIPSettings) { s.AllowedZones = nil }, 422, "allowed_zones empty"},
-		{"tls 1.1", func(s *config.SIPSettings) { s.TLSMin = "1.1" }, 422, "tls_min"},
-		{"zero flood limit", func(s *config.SIPSettings) { s.Guard.RateLimit = 0 }, 422, "guard"},
+		{"stale version", func(s *pbxconfig.SIPSettings) { s.Version = 0 }, 409, "version 1 is saved"},
+		{"no zones", func(s *pbxconfig.SIPSettings) { s.AllowedZones = nil }, 422, "allowed_zones empty"},
+		{"tls 1.1", func(s *pbxconfig.SIPSettings) { s.TLSMin = "1.1" }, 422, "tls_min"},
+		{"zero flood limit", func(s *pbxconfig.SIPSettings) { s.Guard.RateLimit = 0 }, 422, "guard"},
 	}
 	for _, tc := range tests {
 		bad := e.sipset.Current()
@@ -94,13 +94,13 @@ func TestSIPSettingsAPI(t *testing.T) {
 
 // startEdge builds a real SIP edge on loopback (not serving: Apply needs no
 // traffic) and returns it with the configuration it was built from.
-func startEdge(t *testing.T, e *env) (*sipedge.Server, config.SIP) {
+func startEdge(t *testing.T, e *env) (*sipedge.Server, pbxconfig.SIP) {
 	t.Helper()
 	lg, err := logs.New(e.db, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := config.DefaultSIP()
+	base := pbxconfig.DefaultSIP()
 	base.UDP, base.TCP, base.TLS = "127.0.0.1:0", "127.0.0.1:0", ""
 	edge, err := sipedge.New(e.sipset.Current().Apply(base), sipedge.Deps{Store: e.db, Security: lg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -116,7 +116,7 @@ func startEdge(t *testing.T, e *env) (*sipedge.Server, config.SIP) {
 func TestSIPSettingsLive(t *testing.T) {
 	e, admin := claimed(t)
 	edge, base := startEdge(t, e)
-	e.sipset.SetApplier(func(set config.SIPSettings) ([]string, error) {
+	e.sipset.SetApplier(func(set pbxconfig.SIPSettings) ([]string, error) {
 		if slices.Contains(set.ScannerUserAgents, "refuse-me") {
 			return nil, errors.New("edge test refusal")
 		}

@@ -12,7 +12,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
-	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
@@ -132,7 +132,7 @@ func (s *Server) setExtension(r *http.Request, p auth.Principal, user string, cr
 	}
 	// The SIP edge's rule, checked here first so a bad name is a 400
 	// and not a store error.
-	if !config.ValidSIPUser(user) {
+	if !pbxconfig.ValidSIPUser(user) {
 		return "", fmt.Errorf("%w: extension must be 1-64 of A-Z a-z 0-9 . _ + -", errBadRequest)
 	}
 	exists := slices.Contains(s.exts.List(), user)

@@ -15,22 +15,22 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
-	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 )
 
 // Telephony is the stored dial plan configuration
 // (*config.TelephonyStore); edgepbxd's dial plan reads the same store, so
 // a saved change applies to the next call.
 type Telephony interface {
-	Current() config.Telephony
-	Save(next config.Telephony, known func(string) bool) (config.Telephony, error)
+	Current() pbxconfig.Telephony
+	Save(next pbxconfig.Telephony, known func(string) bool) (pbxconfig.Telephony, error)
 }
 
 // TelephonyRequest is the body of PUT /api/v1/telephony: the whole
 // configuration with the version it was edited from. Trunk passwords are
 // write-only: send one to set it, leave it out to keep the stored one.
-type TelephonyRequest = config.Telephony
+type TelephonyRequest = pbxconfig.Telephony
 
 // knownExtension reports whether a SIP extension exists (DID targets).
 func (s *Server) knownExtension() func(string) bool {
@@ -82,9 +82,9 @@ func (s *Server) apiSetTelephony(w http.ResponseWriter, r *http.Request, p auth.
 		ev.Outcome, ev.Detail = audit.Failed, err.Error()
 		_ = s.audit.Record(ev)
 		switch {
-		case errors.Is(err, config.ErrVersion):
+		case errors.Is(err, pbxconfig.ErrVersion):
 			return fmt.Errorf("%w: %w", errConflict, err)
-		case errors.Is(err, config.ErrTelephony):
+		case errors.Is(err, pbxconfig.ErrTelephony):
 			// The per-field editor shows the refusal next to the field
 			// it names: problem+json with a JSON pointer into the body.
 			telephonyProblem(w, http.StatusUnprocessableEntity, "telephony configuration refused",
@@ -179,7 +179,7 @@ func badPeer(body []byte) (field, detail string) {
 // route prefix, DID number, extension); resolve finds it in the request.
 type fieldRule struct {
 	re      *regexp.Regexp
-	resolve func(t config.Telephony, m []string) string
+	resolve func(t pbxconfig.Telephony, m []string) string
 }
 
 // name matches a name the messages print either quoted (%q) or bare.
@@ -205,7 +205,7 @@ func nth(count int, match func(int) bool, n int) (int, bool) {
 	return 0, false
 }
 
-func trunkPtr(t config.Telephony, nm, field string, occurrence int) string {
+func trunkPtr(t pbxconfig.Telephony, nm, field string, occurrence int) string {
 	i, ok := nth(len(t.Trunks), func(i int) bool { return t.Trunks[i].Name == nm }, occurrence)
 	if !ok {
 		return "/trunks"
@@ -213,7 +213,7 @@ func trunkPtr(t config.Telephony, nm, field string, occurrence int) string {
 	return fmt.Sprintf("/trunks/%d/%s", i, field)
 }
 
-func routePtr(t config.Telephony, prefix, field string, match func(dialplan.Route) bool) string {
+func routePtr(t pbxconfig.Telephony, prefix, field string, match func(dialplan.Route) bool) string {
 	i, ok := nth(len(t.Routes), func(i int) bool { return t.Routes[i].Prefix == prefix && (match == nil || match(t.Routes[i])) }, 0)
 	if !ok {
 		return "/routes"
@@ -221,7 +221,7 @@ func routePtr(t config.Telephony, prefix, field string, match func(dialplan.Rout
 	return fmt.Sprintf("/routes/%d/%s", i, field)
 }
 
-func didPtr(t config.Telephony, number, field string) string {
+func didPtr(t pbxconfig.Telephony, number, field string) string {
 	i, ok := nth(len(t.DIDs), func(i int) bool { return t.DIDs[i].Number == number }, 0)
 	if !ok {
 		return "/dids"
@@ -229,7 +229,7 @@ func didPtr(t config.Telephony, number, field string) string {
 	return fmt.Sprintf("/dids/%d/%s", i, field)
 }
 
-func extPtr(t config.Telephony, number, field string, occurrence int) string {
+func extPtr(t pbxconfig.Telephony, number, field string, occurrence int) string {
 	i, ok := nth(len(t.Extensions), func(i int) bool { return t.Extensions[i].Number == number }, occurrence)
 	if !ok {
 		return "/extensions"
@@ -245,16 +245,16 @@ func limitField(l dialplan.Limits) string {
 	return "limits/max_per_hour"
 }
 
-func rule(expr string, resolve func(t config.Telephony, m []string) string) fieldRule {
+func rule(expr string, resolve func(t pbxconfig.Telephony, m []string) string) fieldRule {
 	return fieldRule{re: regexp.MustCompile(expr), resolve: resolve}
 }
 
-func fixed(ptr string) func(config.Telephony, []string) string {
-	return func(config.Telephony, []string) string { return ptr }
+func fixed(ptr string) func(pbxconfig.Telephony, []string) string {
+	return func(pbxconfig.Telephony, []string) string { return ptr }
 }
 
-func trunkField(field string) func(config.Telephony, []string) string {
-	return func(t config.Telephony, m []string) string { return trunkPtr(t, unq(m[1]), field, 0) }
+func trunkField(field string) func(pbxconfig.Telephony, []string) string {
+	return func(t pbxconfig.Telephony, m []string) string { return trunkPtr(t, unq(m[1]), field, 0) }
 }
 
 // telephonyFields, first match wins; more specific forms come first.
@@ -262,12 +262,12 @@ var telephonyFields = []fieldRule{
 	rule(`^country `, fixed("/country")),
 	rule(`^default[_ ]class`, fixed("/default_classes")),
 	rule(`^trunk name `+namePat+`:`, trunkField("name")),
-	rule(`^trunk `+namePat+` listed twice`, func(t config.Telephony, m []string) string { return trunkPtr(t, unq(m[1]), "name", 1) }),
+	rule(`^trunk `+namePat+` listed twice`, func(t pbxconfig.Telephony, m []string) string { return trunkPtr(t, unq(m[1]), "name", 1) }),
 	rule(`^trunk `+namePat+`: (?:host|port) `, trunkField("host")),
 	rule(`^trunk `+namePat+`: transport `, trunkField("transport")),
 	rule(`^trunk `+namePat+`: (?:invalid peer|IP authentication needs)`, trunkField("peers")),
 	rule(`^trunk `+namePat+`: IP authentication takes no`, trunkField("username")),
-	rule(`^trunk `+namePat+`: registration needs a username`, func(t config.Telephony, m []string) string {
+	rule(`^trunk `+namePat+`: registration needs a username`, func(t pbxconfig.Telephony, m []string) string {
 		tr, _ := t.Trunk(unq(m[1]))
 		if tr.Username == "" || len(tr.Username) > 128 || strings.ContainsAny(tr.Username, " \t\r\n:;@<>\"") {
 			return trunkPtr(t, unq(m[1]), "username", 0)
@@ -278,53 +278,53 @@ var telephonyFields = []fieldRule{
 	rule(`^trunk `+namePat+`: auth `, trunkField("auth")),
 	rule(`^trunk `+namePat+`: srtp`, trunkField("srtp")),
 	rule(`^trunk `+namePat+`: caller`, trunkField("caller_id")),
-	rule(`^caller ID `+namePat+` for extension `+namePat, func(t config.Telephony, m []string) string {
+	rule(`^caller ID `+namePat+` for extension `+namePat, func(t pbxconfig.Telephony, m []string) string {
 		return "/caller_ids/" + strings.NewReplacer("~", "~0", "/", "~1").Replace(unq(m[2]))
 	}),
-	rule(`^(?:dialplan: )?route prefix `+namePat, func(t config.Telephony, m []string) string { return routePtr(t, unq(m[1]), "prefix", nil) }),
+	rule(`^(?:dialplan: )?route prefix `+namePat, func(t pbxconfig.Telephony, m []string) string { return routePtr(t, unq(m[1]), "prefix", nil) }),
 	rule(`^premium prefix `, fixed("/premium_prefixes")),
 	rule(`^emergency number \S+ has no route`, fixed("/emergency_trunk")),
 	rule(`^emergency number `, fixed("/emergency")),
-	rule(`^DID `+namePat+`: unknown extension`, func(t config.Telephony, m []string) string { return didPtr(t, unq(m[1]), "extension") }),
-	rule(`^extension `+namePat+` is an emergency number`, func(t config.Telephony, m []string) string { return extPtr(t, unq(m[1]), "number", 0) }),
-	rule(`^dialplan: trunk `+namePat+`: limits`, func(t config.Telephony, m []string) string {
+	rule(`^DID `+namePat+`: unknown extension`, func(t pbxconfig.Telephony, m []string) string { return didPtr(t, unq(m[1]), "extension") }),
+	rule(`^extension `+namePat+` is an emergency number`, func(t pbxconfig.Telephony, m []string) string { return extPtr(t, unq(m[1]), "number", 0) }),
+	rule(`^dialplan: trunk `+namePat+`: limits`, func(t pbxconfig.Telephony, m []string) string {
 		tr, _ := t.Trunk(unq(m[1]))
 		return trunkPtr(t, unq(m[1]), limitField(tr.Limits), 0)
 	}),
 	rule(`^dialplan: trunk name `, fixed("/trunks")),
-	rule(`^dialplan: extension `+namePat+`: must be`, func(t config.Telephony, m []string) string { return extPtr(t, unq(m[1]), "number", 0) }),
-	rule(`^dialplan: extension `+namePat+` repeated`, func(t config.Telephony, m []string) string { return extPtr(t, unq(m[1]), "number", 1) }),
-	rule(`^dialplan: extension `+namePat+`: unknown class`, func(t config.Telephony, m []string) string { return extPtr(t, unq(m[1]), "classes", 0) }),
-	rule(`^dialplan: extension `+namePat+`: limits`, func(t config.Telephony, m []string) string {
+	rule(`^dialplan: extension `+namePat+`: must be`, func(t pbxconfig.Telephony, m []string) string { return extPtr(t, unq(m[1]), "number", 0) }),
+	rule(`^dialplan: extension `+namePat+` repeated`, func(t pbxconfig.Telephony, m []string) string { return extPtr(t, unq(m[1]), "number", 1) }),
+	rule(`^dialplan: extension `+namePat+`: unknown class`, func(t pbxconfig.Telephony, m []string) string { return extPtr(t, unq(m[1]), "classes", 0) }),
+	rule(`^dialplan: extension `+namePat+`: limits`, func(t pbxconfig.Telephony, m []string) string {
 		i, ok := nth(len(t.Extensions), func(i int) bool { return t.Extensions[i].Number == unq(m[1]) }, 0)
 		if !ok {
 			return "/extensions"
 		}
 		return fmt.Sprintf("/extensions/%d/%s", i, limitField(t.Extensions[i].Limits))
 	}),
-	rule(`^dialplan: route `+namePat+`: unknown trunk `+namePat, func(t config.Telephony, m []string) string {
+	rule(`^dialplan: route `+namePat+`: unknown trunk `+namePat, func(t pbxconfig.Telephony, m []string) string {
 		return routePtr(t, unq(m[1]), "trunk", func(r dialplan.Route) bool { return r.Trunk == unq(m[2]) })
 	}),
-	rule(`^dialplan: route `+namePat+`: strip`, func(t config.Telephony, m []string) string {
+	rule(`^dialplan: route `+namePat+`: strip`, func(t pbxconfig.Telephony, m []string) string {
 		return routePtr(t, unq(m[1]), "strip", func(r dialplan.Route) bool { return r.Strip < 0 || r.Strip > len(r.Prefix) })
 	}),
-	rule(`^dialplan: route `+namePat+`: add`, func(t config.Telephony, m []string) string { return routePtr(t, unq(m[1]), "add", nil) }),
-	rule(`^dialplan: route `+namePat+`: (?:more than \d+ )?feature code`, func(t config.Telephony, m []string) string {
+	rule(`^dialplan: route `+namePat+`: add`, func(t pbxconfig.Telephony, m []string) string { return routePtr(t, unq(m[1]), "add", nil) }),
+	rule(`^dialplan: route `+namePat+`: (?:more than \d+ )?feature code`, func(t pbxconfig.Telephony, m []string) string {
 		return routePtr(t, unq(m[1]), "feature_codes", nil)
 	}),
 	rule(`^dialplan: unknown emergency trunk`, fixed("/emergency_trunk")),
-	rule(`^dialplan: DID `+namePat+`: unknown trunk`, func(t config.Telephony, m []string) string { return didPtr(t, unq(m[1]), "trunk") }),
-	rule(`^dialplan: DID `+namePat+`: unknown extension`, func(t config.Telephony, m []string) string { return didPtr(t, unq(m[1]), "extension") }),
-	rule(`^dialplan: DID `+namePat+`$`, func(t config.Telephony, m []string) string { return didPtr(t, unq(m[1]), "number") }),
+	rule(`^dialplan: DID `+namePat+`: unknown trunk`, func(t pbxconfig.Telephony, m []string) string { return didPtr(t, unq(m[1]), "trunk") }),
+	rule(`^dialplan: DID `+namePat+`: unknown extension`, func(t pbxconfig.Telephony, m []string) string { return didPtr(t, unq(m[1]), "extension") }),
+	rule(`^dialplan: DID `+namePat+`$`, func(t pbxconfig.Telephony, m []string) string { return didPtr(t, unq(m[1]), "number") }),
 	rule(`^dialplan: negative burst`, fixed("/burst_attempts")),
 }
 
 // telephonyField names the field a validation error is about, as a JSON
 // pointer into t; "" when the error is about no single field (too many
 // entries, for one).
-func telephonyField(t config.Telephony, err error) string {
+func telephonyField(t pbxconfig.Telephony, err error) string {
 	msg := err.Error()
-	for _, prefix := range []string{config.ErrTelephony.Error() + ": "} {
+	for _, prefix := range []string{pbxconfig.ErrTelephony.Error() + ": "} {
 		for strings.HasPrefix(msg, prefix) {
 			msg = strings.TrimPrefix(msg, prefix)
 		}

@@ -9,14 +9,14 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
-	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 )
 
 func telephonyWithTrunk(version int64) TelephonyRequest {
-	c := config.DefaultTelephony()
+	c := pbxconfig.DefaultTelephony()
 	c.Version = version
-	c.Trunks = []config.TelephonyTrunk{{Name: "itsp", Host: "sip.example.net:5060", Transport: "udp", Auth: config.TrunkAuthRegister,
+	c.Trunks = []pbxconfig.TelephonyTrunk{{Name: "itsp", Host: "sip.example.net:5060", Transport: "udp", Auth: pbxconfig.TrunkAuthRegister,
 		Username: "u1", Domain: "sip.example.net", Password: "trunk-Secret-77"}}
 	c.Routes = []dialplan.Route{{Prefix: "", Trunk: "itsp"}}
 	c.Extensions = []dialplan.Extension{{Number: "1001", Classes: []dialplan.Class{dialplan.Internal}}}
@@ -36,7 +36,7 @@ func TestTelephonyAPI(t *testing.T) {
 	op.must(200, "POST", "/api/v1/login", LoginRequest{Username: "op1", Password: userPW})
 	aud.must(200, "POST", "/api/v1/login", LoginRequest{Username: "aud1", Password: userPW})
 
-	var cur config.Telephony
+	var cur pbxconfig.Telephony
 	if err := json.Unmarshal(aud.must(200, "GET", "/api/v1/telephony", nil).body, &cur); err != nil || cur.Version != 0 || cur.Country != "DE" {
 		t.Fatalf("initial %+v %v", cur, err)
 	}
@@ -112,8 +112,8 @@ func TestTelephonyFieldErrors(t *testing.T) {
 		c.Routes = append(c.Routes, dialplan.Route{Prefix: "00", Trunk: "itsp", Strip: 2})
 		return c
 	}
-	trunk2 := func(c *TelephonyRequest) *config.TelephonyTrunk {
-		c.Trunks = append(c.Trunks, config.TelephonyTrunk{Name: "second", Host: "10.0.0.9:5060", Transport: "udp", Auth: config.TrunkAuthIP,
+	trunk2 := func(c *TelephonyRequest) *pbxconfig.TelephonyTrunk {
+		c.Trunks = append(c.Trunks, pbxconfig.TelephonyTrunk{Name: "second", Host: "10.0.0.9:5060", Transport: "udp", Auth: pbxconfig.TrunkAuthIP,
 			Peers: []netip.Prefix{netip.MustParsePrefix("10.0.0.9/32")}})
 		return &c.Trunks[1]
 	}
@@ -200,7 +200,7 @@ func FuzzTelephonyField(f *testing.F) {
 	f.Add([]byte(`{"country":"DE","default_classes":["internal"],"trunks":[{"name":"a b","host":"x"}]}`))
 	f.Add([]byte(`{"country":"DE","default_classes":["internal"],"routes":[{"prefix":"0\"1","trunk":"t\"x"}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		var c config.Telephony
+		var c pbxconfig.Telephony
 		if decodeBody(body, &c) != nil {
 			badPeer(body)
 			return

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/emiago/sipgo/sip"
 )
 
@@ -30,7 +30,7 @@ const benchRegister = "REGISTER sip:127.0.0.1 SIP/2.0\r\n" +
 // BenchmarkChain is the cost per message of stages 1 to 4 (read filter,
 // parse, validation, domain and zone policy) for a typical REGISTER.
 func BenchmarkChain(b *testing.B) {
-	cfg := config.DefaultSIP()
+	cfg := pbxconfig.DefaultSIP()
 	bans := newBans()
 	pol := newPolicy(nil, cfg.AllowedZones, nil, nil)
 	g := newGuard(GuardConfig{RateWindow: time.Second, RateLimit: 1 << 40, FloodBan: time.Hour, FailWindow: time.Hour,
@@ -94,7 +94,7 @@ func BenchmarkVerify(b *testing.B) {
 // BenchmarkRegisterDigest: full challenged REGISTERs over UDP from a Go
 // client (one op = 401 + 200 exchange).
 func BenchmarkRegisterDigest(b *testing.B) {
-	s := startServer(b, func(c *config.SIP) {
+	s := startServer(b, func(c *pbxconfig.SIP) {
 		c.Allowlist = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 		c.MaxContacts = 100
 	})
@@ -145,7 +145,7 @@ func BenchmarkMemoryPerPhone(b *testing.B) {
 // the in-process one (stage 1); with netfw the kernel drops them earlier.
 func BenchmarkFloodLatency(b *testing.B) {
 	// The measuring phone sends far above a phone's rate: allowlist it.
-	s := startServer(b, func(c *config.SIP) { c.Allowlist = []netip.Prefix{netip.MustParsePrefix("127.0.0.31/32")} })
+	s := startServer(b, func(c *pbxconfig.SIP) { c.Allowlist = []netip.Prefix{netip.MustParsePrefix("127.0.0.31/32")} })
 	flooder := netip.MustParseAddr("127.0.0.30")
 	s.bans.add(sourceKey(flooder), time.Now().Add(time.Hour))
 	fc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IP(flooder.AsSlice())})
@@ -207,7 +207,7 @@ func BenchmarkFloodLatency(b *testing.B) {
 // without the receive syscalls: the datagrams are prepared beforehand and
 // handed to the read filter's fast path as sipgo's reader would.
 func BenchmarkStatelessRegister(b *testing.B) {
-	s := startServer(b, func(c *config.SIP) {
+	s := startServer(b, func(c *pbxconfig.SIP) {
 		c.Algorithms = []string{AlgMD5}
 		c.Allowlist = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 		c.MaxContacts = 100

@@ -14,9 +14,9 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/cdr"
-	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/media"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/netfw"
 	"github.com/emiago/sipgo"
@@ -187,9 +187,9 @@ func TestInviteChallenged(t *testing.T) {
 // answers): calls over a trunk go to its registrar, or to its
 // single peer address; a trunk known only by a peer network has no target.
 func TestDirectoryTrunk(t *testing.T) {
-	s := startServer(t, func(c *config.SIP) {
-		c.Trunks = []config.Trunk{
-			{Name: "reg", Register: &config.TrunkRegistration{Registrar: "127.0.0.1:9", Transport: "tcp", Username: "u", Domain: "itsp.example", Expires: 5 * time.Minute}},
+	s := startServer(t, func(c *pbxconfig.SIP) {
+		c.Trunks = []pbxconfig.Trunk{
+			{Name: "reg", Register: &pbxconfig.TrunkRegistration{Registrar: "127.0.0.1:9", Transport: "tcp", Username: "u", Domain: "itsp.example", Expires: 5 * time.Minute}},
 			{Name: "peer", Peers: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("198.51.100.7/32")}},
 			{Name: "net", Peers: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}},
 		}

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -16,7 +16,7 @@ import (
 // TestSipgoClientSHA256 registers with sipgo's client, whose digest code
 // (icholy/digest) is independent of ours, using the SHA-256 challenge.
 func TestSipgoClientSHA256(t *testing.T) {
-	s := startServer(t, func(c *config.SIP) { c.Algorithms = []string{AlgSHA256} })
+	s := startServer(t, func(c *pbxconfig.SIP) { c.Algorithms = []string{AlgSHA256} })
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("sipgo-test"))
 	if err != nil {
 		t.Fatal(err)
@@ -57,8 +57,8 @@ func TestSipgoClientSHA256(t *testing.T) {
 // loopback) with digest, using the sealed trunk password.
 func TestTrunkRegistration(t *testing.T) {
 	itsp := startServer(t, nil)
-	box := startServerWith(t, func(c *config.SIP) {
-		c.Trunks = []config.Trunk{{Name: "itsp", Register: &config.TrunkRegistration{
+	box := startServerWith(t, func(c *pbxconfig.SIP) {
+		c.Trunks = []pbxconfig.Trunk{{Name: "itsp", Register: &pbxconfig.TrunkRegistration{
 			Registrar: itsp.udp.String(), Transport: "udp", Username: "102", Domain: "127.0.0.1", Expires: 10 * time.Minute,
 		}}}
 	}, func(db *store.DB) {

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/emiago/sipgo/sip"
 )
 
@@ -56,7 +56,7 @@ func TestRegisterDigest(t *testing.T) {
 }
 
 func TestRegisterExpiryBounds(t *testing.T) {
-	s := startServer(t, func(c *config.SIP) { c.MaxContacts = 2 })
+	s := startServer(t, func(c *pbxconfig.SIP) { c.MaxContacts = 2 })
 	p := newPhone(t, s.udp, "127.0.0.1", "102")
 	exchange := func(o regOpts) int {
 		msg, _ := p.register(o)
@@ -94,7 +94,7 @@ func normalize(raw string) string {
 // TestEnumerationIdentical: svwar and friends compare the answers for a
 // known and an unknown extension; they must not differ.
 func TestEnumerationIdentical(t *testing.T) {
-	s := startServer(t, func(c *config.SIP) { c.Allowlist = nil; c.Guard.MaxFailsPerSource = 100 })
+	s := startServer(t, func(c *pbxconfig.SIP) { c.Allowlist = nil; c.Guard.MaxFailsPerSource = 100 })
 	answers := func(user string) (noAuth, wrongPw string) {
 		p := newPhone(t, s.udp, "127.0.0.1", user)
 		msg, _ := p.register(regOpts{})
@@ -174,7 +174,7 @@ func (p *phone) guess(user string) (*sip.Response, bool) {
 // the same address (an office NAT), and the admin sees the throttle and
 // lifts it.
 func TestMistypedPasswordThrottles(t *testing.T) {
-	s := startServer(t, func(c *config.SIP) { c.Allowlist = nil })
+	s := startServer(t, func(c *pbxconfig.SIP) { c.Allowlist = nil })
 	if err := s.Extensions().Set("102", testPassword); err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func TestMistypedPasswordThrottles(t *testing.T) {
 // is banned as one host (Banner gets the /32), while a phone from another
 // address keeps registering, and the admin sees and lifts the ban.
 func TestScanBanned(t *testing.T) {
-	s := startServer(t, func(c *config.SIP) { c.Allowlist = nil })
+	s := startServer(t, func(c *pbxconfig.SIP) { c.Allowlist = nil })
 	atk := newPhone(t, s.udp, "127.0.0.6", "101")
 	for i := 0; i < 5; i++ {
 		r, ok := atk.guess(fmt.Sprint(200 + i))
@@ -257,7 +257,7 @@ func TestScanBanned(t *testing.T) {
 // to another address and stale nonces, any number of them, neither ban nor
 // throttle the address they carry; the phone there still registers.
 func TestForgedNonceNotCharged(t *testing.T) {
-	s := startServer(t, func(c *config.SIP) { c.Allowlist = nil })
+	s := startServer(t, func(c *pbxconfig.SIP) { c.Allowlist = nil })
 	victim := newPhone(t, s.udp, "127.0.0.7", "101")
 	foreign := s.auth.Nonces.Issue(time.Now(), srcAddr("127.0.0.8"))
 	old := s.auth.Nonces.Issue(time.Now().Add(-time.Hour), srcAddr("127.0.0.7"))
@@ -358,7 +358,7 @@ func TestOptionsOnlyToRegisteredOrTrunk(t *testing.T) {
 }
 
 func TestForeignDomainIgnored(t *testing.T) {
-	s := startServer(t, func(c *config.SIP) { c.Domains = []string{"pbx.example.com"} })
+	s := startServer(t, func(c *pbxconfig.SIP) { c.Domains = []string{"pbx.example.com"} })
 	p := newPhone(t, s.udp, "127.0.0.1", "101")
 	foreign := "REGISTER sip:evil.example.net SIP/2.0\r\nVia: SIP/2.0/UDP " + p.local + ";branch=z9hG4bKforeign\r\nMax-Forwards: 70\r\nFrom: <sip:101@evil.example.net>;tag=1\r\nTo: <sip:101@evil.example.net>\r\nCall-ID: fd\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
 	p.send(foreign)
@@ -380,7 +380,7 @@ func TestForeignDomainIgnored(t *testing.T) {
 // the flood overfills it many times; before, a full table answered every
 // new nonce as a replay, charged it as a failure and banned the phones.
 func TestNonceFloodOtherPhonesRegister(t *testing.T) {
-	s := startServer(t, func(c *config.SIP) { c.Allowlist = nil; c.Guard.MaxTracked = 16 })
+	s := startServer(t, func(c *pbxconfig.SIP) { c.Allowlist = nil; c.Guard.MaxTracked = 16 })
 	const phones, rounds, flood = 6, 5, 300
 	for i := 0; i < phones; i++ {
 		if err := s.Extensions().Set(fmt.Sprint(110+i), testPassword); err != nil {

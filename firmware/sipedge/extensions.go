@@ -7,7 +7,7 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
@@ -68,7 +68,7 @@ func LoadExtensions(db *store.DB, realm string) (*Extensions, error) {
 
 // Set creates or changes an extension's password.
 func (e *Extensions) Set(user, password string) error {
-	if !config.ValidSIPUser(user) {
+	if !pbxconfig.ValidSIPUser(user) {
 		return fmt.Errorf("sip: extension %q: 1-64 of A-Z a-z 0-9 . _ + -", user)
 	}
 	if len(password) < MinPasswordLen || len(password) > 128 {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/emiago/sipgo/sip"
 )
 
@@ -181,7 +181,7 @@ func TestFastPathMatchesSlowPath(t *testing.T) {
 		s    *testServer
 		path func(net.Addr, netip.Addr, []byte) bool
 	}
-	mod := func(c *config.SIP) { c.Algorithms = []string{AlgSHA256, AlgMD5}; c.Guard.MaxFailsPerSource = 100 }
+	mod := func(c *pbxconfig.SIP) { c.Algorithms = []string{AlgSHA256, AlgMD5}; c.Guard.MaxFailsPerSource = 100 }
 	fastSrv, slowSrv := startServer(t, mod), startServer(t, mod)
 	servers := []server{{fastSrv, fastSrv.statelessUDP}, {slowSrv, slowSrv.statelessSlow}}
 	tests := []struct {
@@ -274,7 +274,7 @@ func TestFastPathAllocations(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts differ under the race detector")
 	}
-	s := startServer(t, func(c *config.SIP) {
+	s := startServer(t, func(c *pbxconfig.SIP) {
 		c.Algorithms = []string{AlgMD5}
 		c.Allowlist = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	})

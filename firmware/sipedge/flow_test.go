@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/cdr"
-	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/emiago/sipgo/sip"
@@ -255,7 +255,7 @@ func TestRequestsLeaveOnRegisteredFlow(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			var db *store.DB
 			var ended chan cdr.Record
-			s := startServerTuned(t, func(c *config.SIP) {
+			s := startServerTuned(t, func(c *pbxconfig.SIP) {
 				c.UDP, c.TCP, c.TLS = tc.bind+":0", tc.bind+":0", tc.bind+":0"
 			}, func(d *store.DB) { db = d }, selfSigned(t), func(s *Server) { _, _, ended = startCalls(t, s, db) })
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/netfw"
 	"github.com/emiago/sipgo/sip"
@@ -48,36 +48,36 @@ type testServer struct {
 
 const testPassword = "correct-horse-battery"
 
-func testConfig() config.SIP {
-	c := config.DefaultSIP()
+func testConfig() pbxconfig.SIP {
+	c := pbxconfig.DefaultSIP()
 	c.UDP, c.TCP, c.TLS, c.WSS = "127.0.0.1:0", "127.0.0.1:0", "", ""
 	return c
 }
 
-func startServer(t testing.TB, mod func(*config.SIP)) *testServer {
+func startServer(t testing.TB, mod func(*pbxconfig.SIP)) *testServer {
 	t.Helper()
 	return startServerWith(t, mod, nil)
 }
 
 // startServerWith also lets the test prepare the store (e.g. trunk secrets).
-func startServerWith(t testing.TB, mod func(*config.SIP), pre func(*store.DB)) *testServer {
+func startServerWith(t testing.TB, mod func(*pbxconfig.SIP), pre func(*store.DB)) *testServer {
 	t.Helper()
 	return startServerFull(t, mod, pre, nil)
 }
 
-func startServerWithTLS(t testing.TB, mod func(*config.SIP), tc *tls.Config) *testServer {
+func startServerWithTLS(t testing.TB, mod func(*pbxconfig.SIP), tc *tls.Config) *testServer {
 	t.Helper()
 	return startServerFull(t, mod, nil, tc)
 }
 
-func startServerFull(t testing.TB, mod func(*config.SIP), pre func(*store.DB), tc *tls.Config) *testServer {
+func startServerFull(t testing.TB, mod func(*pbxconfig.SIP), pre func(*store.DB), tc *tls.Config) *testServer {
 	t.Helper()
 	return startServerTuned(t, mod, pre, tc, nil)
 }
 
 // startServerTuned also lets the test adjust the server between New and
 // Serve (nothing reads it concurrently yet).
-func startServerTuned(t testing.TB, mod func(*config.SIP), pre func(*store.DB), tc *tls.Config, tune func(*Server)) *testServer {
+func startServerTuned(t testing.TB, mod func(*pbxconfig.SIP), pre func(*store.DB), tc *tls.Config, tune func(*Server)) *testServer {
 	t.Helper()
 	cfg := testConfig()
 	if mod != nil {

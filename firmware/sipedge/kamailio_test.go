@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 )
 
 // freeUDPPort returns a loopback port that was free a moment ago.
@@ -85,7 +85,7 @@ func sustainFor(b *testing.B) time.Duration {
 // of successful REGISTERs and its failed calls.
 func BenchmarkRegisterSustainedVsKamailio(b *testing.B) {
 	kaddr, _ := startKamailio(b)
-	s := startServer(b, func(c *config.SIP) {
+	s := startServer(b, func(c *pbxconfig.SIP) {
 		c.Algorithms = []string{AlgMD5}
 		c.Allowlist = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 		c.MaxContacts = 100
@@ -174,7 +174,7 @@ func BenchmarkRegisterVsKamailio(b *testing.B) {
 	}
 	kaddr, kpid := startKamailio(b)
 
-	s := startServer(b, func(c *config.SIP) {
+	s := startServer(b, func(c *pbxconfig.SIP) {
 		c.Algorithms = []string{AlgMD5}
 		c.Allowlist = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 		c.MaxContacts = 100

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
@@ -21,9 +21,9 @@ func TestServerCloseJoinsGoroutines(t *testing.T) {
 	siptest.CheckGoroutines(t)
 	it := siptest.StartRegistrar(t, itspRealm, map[string][]string{"alice": {"pw"}})
 	tc := selfSigned(t)
-	s := startServerFull(t, func(c *config.SIP) {
+	s := startServerFull(t, func(c *pbxconfig.SIP) {
 		c.TLS, c.WSS = "127.0.0.1:0", "127.0.0.1:0"
-		c.Trunks = []config.Trunk{{Name: "itsp", Register: &config.TrunkRegistration{
+		c.Trunks = []pbxconfig.Trunk{{Name: "itsp", Register: &pbxconfig.TrunkRegistration{
 			Registrar: it.Addr, Transport: "udp", Username: "alice", Domain: itspRealm, Expires: 10 * time.Minute}}}
 	}, func(db *store.DB) {
 		if err := SetTrunkPassword(db, "itsp", "pw"); err != nil {

@@ -16,8 +16,8 @@ import (
 	"github.com/edgepbx/edgepbx/netfw/netnstest"
 	"github.com/vishvananda/netns"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/netfw"
 	"github.com/vishvananda/netlink"
@@ -120,7 +120,7 @@ func newFWLab(t *testing.T) *fwLab {
 	t.Cleanup(func() { db.Close() })
 	lg, _ := logs.New(db, 100)
 	l.banner = &firewallBanner{fw: l.fw, done: make(chan error, 4)}
-	cfg := config.DefaultSIP()
+	cfg := pbxconfig.DefaultSIP()
 	cfg.UDP, cfg.TCP, cfg.TLS = "10.9.0.1:5060", "", ""
 	if err := netnstest.Run(l.box, func() error {
 		var err error

@@ -9,7 +9,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 )
 
 func TestNCTableEntrySize(t *testing.T) {
@@ -51,7 +51,7 @@ func TestNCTableReplayAndRetransmission(t *testing.T) {
 // register in the same second: the default-sized table holds every one
 // (none is forgotten).
 func TestNCTableSite(t *testing.T) {
-	cfg := config.DefaultSIP()
+	cfg := pbxconfig.DefaultSIP()
 	n, err := NewNonces(cfg.NonceTTL, cfg.Guard.MaxTracked)
 	if err != nil {
 		t.Fatal(err)

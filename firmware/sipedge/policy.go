@@ -6,7 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/emiago/sipgo/sip"
 )
 
@@ -42,14 +42,14 @@ type trunkPeers struct {
 	peers []netip.Prefix
 }
 
-func newPolicy(domains []string, zones, allowlist []netip.Prefix, trunks []config.Trunk) *Policy {
+func newPolicy(domains []string, zones, allowlist []netip.Prefix, trunks []pbxconfig.Trunk) *Policy {
 	p := &Policy{}
 	p.set(domains, zones, allowlist, trunks)
 	return p
 }
 
 // set replaces the policy; the next request is checked against it.
-func (p *Policy) set(domains []string, zones, allowlist []netip.Prefix, trunks []config.Trunk) {
+func (p *Policy) set(domains []string, zones, allowlist []netip.Prefix, trunks []pbxconfig.Trunk) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	b := policyRules{domains: make(map[string]bool, len(domains)),
@@ -64,7 +64,7 @@ func (p *Policy) set(domains []string, zones, allowlist []netip.Prefix, trunks [
 
 // setLive replaces the trunks that come from the stored telephony
 // configuration; the settings' own trunks stay.
-func (p *Policy) setLive(trunks []config.Trunk) {
+func (p *Policy) setLive(trunks []pbxconfig.Trunk) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.live = trunkPeersOf(trunks)
@@ -79,7 +79,7 @@ func (p *Policy) publish() {
 	p.rules.Store(&r)
 }
 
-func trunkPeersOf(trunks []config.Trunk) []trunkPeers {
+func trunkPeersOf(trunks []pbxconfig.Trunk) []trunkPeers {
 	var out []trunkPeers
 	for _, t := range trunks {
 		if len(t.Peers) > 0 {

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/emiago/sipgo/sip"
 )
 
@@ -15,10 +15,10 @@ import (
 func TestPolicyLiveTrunks(t *testing.T) {
 	pfx := netip.MustParsePrefix
 	p := newPolicy(nil, []netip.Prefix{pfx("10.0.0.0/8")}, nil,
-		[]config.Trunk{{Name: "boot", Peers: []netip.Prefix{pfx("192.0.2.1/32")}}})
-	p.setLive([]config.Trunk{{Name: "itsp", Peers: []netip.Prefix{pfx("198.51.100.0/28")}}})
+		[]pbxconfig.Trunk{{Name: "boot", Peers: []netip.Prefix{pfx("192.0.2.1/32")}}})
+	p.setLive([]pbxconfig.Trunk{{Name: "itsp", Peers: []netip.Prefix{pfx("198.51.100.0/28")}}})
 	p.set(nil, []netip.Prefix{pfx("10.1.0.0/16")}, nil,
-		[]config.Trunk{{Name: "boot", Peers: []netip.Prefix{pfx("192.0.2.1/32")}}})
+		[]pbxconfig.Trunk{{Name: "boot", Peers: []netip.Prefix{pfx("192.0.2.1/32")}}})
 
 	cases := []struct {
 		src, want string

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 )
 
 // Binding is one registered contact of an extension.
@@ -52,7 +52,7 @@ type RegLimits struct {
 // newLocation makes a location service with the default expiry bounds.
 func newLocation(maxContacts int) *Location {
 	l := &Location{users: map[string][]Binding{}, sources: map[netip.Addr]time.Time{}}
-	d := config.DefaultSIP()
+	d := pbxconfig.DefaultSIP()
 	l.SetLimits(RegLimits{MinExpires: d.MinExpires, MaxExpires: d.MaxExpires, MaxContacts: maxContacts})
 	return l
 }

@@ -33,8 +33,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
 	"github.com/emiago/sipgo"
@@ -64,7 +64,7 @@ const wsSetupTimeout = 10 * time.Second
 
 // Server is the SIP edge.
 type Server struct {
-	cfg    config.SIP
+	cfg    pbxconfig.SIP
 	deps   Deps
 	logger *slog.Logger
 
@@ -108,14 +108,14 @@ type Server struct {
 	// Live settings (Apply). cfg stays the configuration the edge was
 	// built from: what cannot change at run time is compared against it.
 	applyMu sync.Mutex
-	tlsBase *tls.Config                // server TLS without versions' updates; nil: no TLS
-	tlsLive atomic.Pointer[tls.Config] // what the next handshake uses
-	live    atomic.Pointer[config.SIP] // the last applied configuration
+	tlsBase *tls.Config                   // server TLS without versions' updates; nil: no TLS
+	tlsLive atomic.Pointer[tls.Config]    // what the next handshake uses
+	live    atomic.Pointer[pbxconfig.SIP] // the last applied configuration
 }
 
 // New builds the edge and binds its sockets (errors surface here, before
 // Serve). cfg must pass Validate.
-func New(cfg config.SIP, d Deps) (*Server, error) {
+func New(cfg pbxconfig.SIP, d Deps) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -165,8 +165,8 @@ func New(cfg config.SIP, d Deps) (*Server, error) {
 	var tlsConf *tls.Config
 	if d.TLS != nil {
 		tlsConf = d.TLS.Clone()
-		tlsConf.MinVersion, _ = config.TLSVersion(cfg.TLSMin)
-		tlsConf.MaxVersion, _ = config.TLSVersion(cfg.TLSMax)
+		tlsConf.MinVersion, _ = pbxconfig.TLSVersion(cfg.TLSMin)
+		tlsConf.MaxVersion, _ = pbxconfig.TLSVersion(cfg.TLSMax)
 		// Only AEAD suites with forward secrecy for TLS 1.2 (1.3 is fixed).
 		tlsConf.CipherSuites = []uint16{
 			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 )
 
 // ErrNeedsRestart refuses an Apply that changes what the running edge
@@ -13,7 +13,7 @@ import (
 var ErrNeedsRestart = errors.New("sip: change needs a restart of edgepbxd")
 
 // guardConfig is the Guard's part of the SIP configuration.
-func guardConfig(g config.Guard) GuardConfig {
+func guardConfig(g pbxconfig.Guard) GuardConfig {
 	return GuardConfig{
 		RateWindow: g.RateWindow, RateLimit: g.RateLimit, FloodBan: g.FloodBan,
 		FailWindow: g.FailWindow, MaxFailsPerSource: g.MaxFailsPerSource,
@@ -47,7 +47,7 @@ func guardConfig(g config.Guard) GuardConfig {
 // (receive buffers and the parser are sized at start), algorithms and
 // nonce_ttl (the digest stage is built once), guard.max_tracked (table
 // sizes), retransmit_cache, realm (HA1s are bound to it) and trunks.
-func (s *Server) Apply(next config.SIP) (restart []string, err error) {
+func (s *Server) Apply(next pbxconfig.SIP) (restart []string, err error) {
 	if err := next.Validate(); err != nil {
 		return nil, fmt.Errorf("sip: apply: %w", err)
 	}
@@ -59,15 +59,15 @@ func (s *Server) Apply(next config.SIP) (restart []string, err error) {
 			return nil, fmt.Errorf("%w: %s listen address %q → %q", ErrNeedsRestart, l.name, l.was, l.now)
 		}
 	}
-	lo, err := config.TLSVersion(next.TLSMin)
+	lo, err := pbxconfig.TLSVersion(next.TLSMin)
 	if err != nil {
 		return nil, fmt.Errorf("sip: apply: %w", err)
 	}
-	hi, err := config.TLSVersion(next.TLSMax)
+	hi, err := pbxconfig.TLSVersion(next.TLSMax)
 	if err != nil {
 		return nil, fmt.Errorf("sip: apply: %w", err)
 	}
-	restart = config.SIPRestartFields(boot, next)
+	restart = pbxconfig.SIPRestartFields(boot, next)
 	next = cloneSIP(next)
 
 	// Everything is checked and built; from here nothing can fail.
@@ -93,11 +93,11 @@ func (s *Server) Apply(next config.SIP) (restart []string, err error) {
 // Settings returns the configuration the edge last applied (its start
 // configuration before any Apply). Fields Apply reports as needing a
 // restart show what was asked for, not what runs.
-func (s *Server) Settings() config.SIP { return cloneSIP(*s.live.Load()) }
+func (s *Server) Settings() pbxconfig.SIP { return cloneSIP(*s.live.Load()) }
 
 // cloneSIP copies c's lists so the caller's later changes cannot reach a
 // running stage.
-func cloneSIP(c config.SIP) config.SIP {
+func cloneSIP(c pbxconfig.SIP) pbxconfig.SIP {
 	c.Domains = slices.Clone(c.Domains)
 	c.AllowedZones = slices.Clone(c.AllowedZones)
 	c.Allowlist = slices.Clone(c.Allowlist)
@@ -110,6 +110,6 @@ func cloneSIP(c config.SIP) config.SIP {
 // SetTrunkPeers sets the IP-authenticated trunks of the stored telephony
 // configuration: a request from one of their networks is identified as that
 // trunk from the next packet on. The trunks of the edge settings stay.
-func (s *Server) SetTrunkPeers(trunks []config.Trunk) {
+func (s *Server) SetTrunkPeers(trunks []pbxconfig.Trunk) {
 	s.policy.setLive(trunks)
 }

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 )
 
 // waitFor polls cond until it holds; the deadline only keeps a broken
@@ -26,7 +26,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // applyMod applies the running settings changed by mod.
-func applyMod(t *testing.T, s *testServer, mod func(*config.SIP)) []string {
+func applyMod(t *testing.T, s *testServer, mod func(*pbxconfig.SIP)) []string {
 	t.Helper()
 	c := s.Settings()
 	mod(&c)
@@ -47,7 +47,7 @@ func TestApplyScannerAgent(t *testing.T) {
 	if _, r := p.mustRecv(); r.StatusCode != 401 {
 		t.Fatalf("before Apply: %d, want 401", r.StatusCode)
 	}
-	if r := applyMod(t, s, func(c *config.SIP) { c.ScannerUserAgents = append(c.ScannerUserAgents, "evil-dialer") }); len(r) != 0 {
+	if r := applyMod(t, s, func(c *pbxconfig.SIP) { c.ScannerUserAgents = append(c.ScannerUserAgents, "evil-dialer") }); len(r) != 0 {
 		t.Fatalf("scanner list reported as needing a restart: %v", r)
 	}
 	msg, _ = p.register(regOpts{userAgent: "Evil-Dialer 2.0"})
@@ -69,7 +69,7 @@ func TestApplyGuardThreshold(t *testing.T) {
 	if r, ok := p.registerAuth(AlgSHA256, "wrong-password-1"); !ok || r.StatusCode != 401 {
 		t.Fatalf("first failure: %v", r)
 	}
-	applyMod(t, s, func(c *config.SIP) { c.Guard.MaxFailsPerSource = 2; c.Guard.AuthBan = 2 * time.Hour })
+	applyMod(t, s, func(c *pbxconfig.SIP) { c.Guard.MaxFailsPerSource = 2; c.Guard.AuthBan = 2 * time.Hour })
 	if s.guard.Config().MaxFailsPerSource != 2 {
 		t.Fatalf("guard config %+v", s.guard.Config())
 	}
@@ -80,7 +80,7 @@ func TestApplyGuardThreshold(t *testing.T) {
 	if len(th) != 1 || th[0].Source != netip.MustParsePrefix("127.0.0.7/32") || th[0].Until.Sub(th[0].Since) != 2*time.Hour {
 		t.Fatalf("throttles %+v", th)
 	}
-	applyMod(t, s, func(c *config.SIP) { c.Guard.MaxFailsPerSource = 5 })
+	applyMod(t, s, func(c *pbxconfig.SIP) { c.Guard.MaxFailsPerSource = 5 })
 	if !s.guard.Throttled(time.Now(), netip.MustParseAddr("127.0.0.7"), "101") {
 		t.Fatal("throttle lost by Apply")
 	}
@@ -90,17 +90,17 @@ func TestApplyGuardThreshold(t *testing.T) {
 func TestApplyPolicy(t *testing.T) {
 	s := startServer(t, nil)
 	p := newPhone(t, s.udp, "127.0.0.1", "101")
-	applyMod(t, s, func(c *config.SIP) { c.AllowedZones = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")} })
+	applyMod(t, s, func(c *pbxconfig.SIP) { c.AllowedZones = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")} })
 	msg, _ := p.register(regOpts{})
 	p.send(msg)
 	waitFor(t, "the zone drop", func() bool { return s.policy.Counters.OutsideZone.Load() == 1 })
-	applyMod(t, s, func(c *config.SIP) {
+	applyMod(t, s, func(c *pbxconfig.SIP) {
 		c.AllowedZones = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 		c.Domains = []string{"pbx.example.org"}
 	})
 	p.send(msg)
 	waitFor(t, "the domain drop", func() bool { return s.policy.Counters.ForeignDomain.Load() == 1 })
-	applyMod(t, s, func(c *config.SIP) { c.Domains = nil })
+	applyMod(t, s, func(c *pbxconfig.SIP) { c.Domains = nil })
 	if r, ok := p.registerAuth(AlgSHA256, testPassword); !ok || r.StatusCode != 200 {
 		t.Fatalf("after restoring the policy: %v", r)
 	}
@@ -114,7 +114,7 @@ func TestApplyRegistrarBounds(t *testing.T) {
 	if r, ok := p.registerAuth(AlgSHA256, testPassword); !ok || r.StatusCode != 200 {
 		t.Fatalf("register: %v", r)
 	}
-	applyMod(t, s, func(c *config.SIP) { c.MinExpires = 15 * time.Minute; c.MaxExpires = 2 * time.Hour })
+	applyMod(t, s, func(c *pbxconfig.SIP) { c.MinExpires = 15 * time.Minute; c.MaxExpires = 2 * time.Hour })
 	if b := s.Location().Lookup(time.Now(), "101"); len(b) != 1 {
 		t.Fatalf("binding lost by Apply: %+v", b)
 	}
@@ -168,7 +168,7 @@ func TestApplyTLSVersions(t *testing.T) {
 		t.Fatalf("TLS 1.2 before Apply: %v", err)
 	}
 	defer old.Close()
-	applyMod(t, s, func(c *config.SIP) { c.TLSMin = "1.3" })
+	applyMod(t, s, func(c *pbxconfig.SIP) { c.TLSMin = "1.3" })
 	if c, err := tls.Dial("tcp", addr, tls12); err == nil {
 		c.Close()
 		t.Fatal("TLS 1.2 handshake accepted after the minimum became 1.3")
@@ -185,7 +185,7 @@ func TestApplyTLSVersions(t *testing.T) {
 		t.Fatalf("connection made before Apply: %q", got)
 	}
 	// And back: 1.2 is accepted again.
-	applyMod(t, s, func(c *config.SIP) { c.TLSMin = "1.2" })
+	applyMod(t, s, func(c *pbxconfig.SIP) { c.TLSMin = "1.2" })
 	c2, err := tls.Dial("tcp", addr, tls12)
 	if err != nil {
 		t.Fatalf("TLS 1.2 after lowering the minimum again: %v", err)
@@ -206,7 +206,7 @@ func TestApplyConnectionCaps(t *testing.T) {
 	if got := registerOverStream(t, first, "TCP"); got != "SIP/2.0 401 Unauthorized" {
 		t.Fatalf("first connection: %q", got)
 	}
-	applyMod(t, s, func(c *config.SIP) { c.MaxConnsPerSource = 1 })
+	applyMod(t, s, func(c *pbxconfig.SIP) { c.MaxConnsPerSource = 1 })
 	second, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -228,11 +228,11 @@ func TestApplyRefused(t *testing.T) {
 	before := s.Settings()
 	tests := []struct {
 		name string
-		mod  func(*config.SIP)
+		mod  func(*pbxconfig.SIP)
 		want error
 	}{
-		{"listen address", func(c *config.SIP) { c.UDP = "127.0.0.1:5999"; c.ScannerUserAgents = []string{"evil"} }, ErrNeedsRestart},
-		{"invalid", func(c *config.SIP) { c.Guard.RateLimit = 0; c.ScannerUserAgents = []string{"evil"} }, nil},
+		{"listen address", func(c *pbxconfig.SIP) { c.UDP = "127.0.0.1:5999"; c.ScannerUserAgents = []string{"evil"} }, ErrNeedsRestart},
+		{"invalid", func(c *pbxconfig.SIP) { c.Guard.RateLimit = 0; c.ScannerUserAgents = []string{"evil"} }, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -250,7 +250,7 @@ func TestApplyRefused(t *testing.T) {
 			}
 		})
 	}
-	restart := applyMod(t, s, func(c *config.SIP) {
+	restart := applyMod(t, s, func(c *pbxconfig.SIP) {
 		c.Algorithms = []string{AlgSHA256}
 		c.NonceTTL = time.Minute
 		c.MaxMessageBytes = 4096
@@ -263,7 +263,7 @@ func TestApplyRefused(t *testing.T) {
 		t.Fatal("live part not applied alongside restart-only fields")
 	}
 	// Back to the start values: nothing pending any more.
-	if restart := applyMod(t, s, func(c *config.SIP) { *c = before }); len(restart) != 0 {
+	if restart := applyMod(t, s, func(c *pbxconfig.SIP) { *c = before }); len(restart) != 0 {
 		t.Fatalf("restart fields after reverting: %v", restart)
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 )
 
 func needSipp(t testing.TB) string {
@@ -67,7 +67,7 @@ func tail(b []byte) []byte {
 // set to offer MD5 alone here. SHA-256 is covered with sipgo's client
 // (TestSipgoClientSHA256) and our own raw client (TestRegisterDigest).
 func TestSippRegisterMD5(t *testing.T) {
-	s := startServer(t, func(c *config.SIP) { c.Algorithms = []string{AlgMD5} })
+	s := startServer(t, func(c *pbxconfig.SIP) { c.Algorithms = []string{AlgMD5} })
 	runSipp(t, "register.xml", s.udp.String(), 3, 10, 3)
 	if n := s.log.Recent(100); len(n) < 6 {
 		t.Fatalf("want 3 registers and 3 unregisters logged, got %d events", len(n))
@@ -80,7 +80,7 @@ func TestSippRegisterMD5(t *testing.T) {
 // BenchmarkSippRegister measures REGISTERs with digest auth per second
 // (each op is one challenged REGISTER: two requests).
 func BenchmarkSippRegister(b *testing.B) {
-	s := startServer(b, func(c *config.SIP) {
+	s := startServer(b, func(c *pbxconfig.SIP) {
 		c.Algorithms = []string{AlgMD5}
 		c.Allowlist = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 		c.MaxContacts = 100

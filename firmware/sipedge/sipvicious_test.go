@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 )
 
 func sipvicious(t *testing.T, tool string, args ...string) string {
@@ -50,7 +50,7 @@ func TestSvwarScannerDropped(t *testing.T) {
 // TestSvwarEnumerationFails: even with the User-Agent filter off, svwar's
 // known/unknown comparison finds nothing because the answers are identical.
 func TestSvwarEnumerationFails(t *testing.T) {
-	s := startServer(t, func(c *config.SIP) { c.ScannerUserAgents = nil })
+	s := startServer(t, func(c *pbxconfig.SIP) { c.ScannerUserAgents = nil })
 	out := sipvicious(t, "svwar", "-e100-110", "-p", strconv.Itoa(s.udp.Port), "-b", "127.0.0.13", "-t", "0.05", "--maximumtime=3", "127.0.0.1")
 	if strings.Contains(out, "| 101 ") || strings.Contains(out, "| 102 ") {
 		t.Fatalf("svwar enumerated extensions:\n%s", out)
@@ -69,7 +69,7 @@ func TestSvwarEnumerationFails(t *testing.T) {
 // so nonce reuse is covered by TestNonceReplayRejected.)
 func TestSvcrackThrottled(t *testing.T) {
 	// svcrack understands one MD5 challenge only.
-	s := startServer(t, func(c *config.SIP) { c.ScannerUserAgents = nil; c.Algorithms = []string{AlgMD5} })
+	s := startServer(t, func(c *pbxconfig.SIP) { c.ScannerUserAgents = nil; c.Algorithms = []string{AlgMD5} })
 	dict := filepath.Join(t.TempDir(), "dict.txt")
 	os.WriteFile(dict, []byte("1234\npassword\n101\n"+testPassword+"\nqwerty\n"), 0o600)
 	out := sipvicious(t, "svcrack", "-u", "101", "-d", dict, "-p", strconv.Itoa(s.udp.Port),

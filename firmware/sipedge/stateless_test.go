@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 )
 
 func TestRespCacheBounded(t *testing.T) {
@@ -112,7 +112,7 @@ func TestRetransmissionCachedAnswer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := startServer(t, func(c *config.SIP) { c.Algorithms = []string{AlgMD5} })
+			s := startServer(t, func(c *pbxconfig.SIP) { c.Algorithms = []string{AlgMD5} })
 			p := newPhone(t, s.udp, "127.0.0.21", "101")
 			msg := authedRegister(t, p, tt.password)
 			p.send(msg)
@@ -141,7 +141,7 @@ func TestRetransmissionCachedAnswer(t *testing.T) {
 // answer, a retransmission is recognised through the nonce table and gets
 // the same outcome (200, binding unchanged), not a replay failure.
 func TestRetransmissionAfterEviction(t *testing.T) {
-	s := startServer(t, func(c *config.SIP) { c.Algorithms = []string{AlgMD5}; c.RetransmitCache = 1 })
+	s := startServer(t, func(c *pbxconfig.SIP) { c.Algorithms = []string{AlgMD5}; c.RetransmitCache = 1 })
 	a := newPhone(t, s.udp, "127.0.0.22", "101")
 	b := newPhone(t, s.udp, "127.0.0.23", "102")
 	msgA := authedRegister(t, a, testPassword)
@@ -174,7 +174,7 @@ func TestRetransmissionAfterEviction(t *testing.T) {
 // window are gone (here shortened to 1 ns), the same bytes are a replay:
 // challenged, logged, counted, and the binding is not touched.
 func TestRetransmissionAfterExpiry(t *testing.T) {
-	s := startServerTuned(t, func(c *config.SIP) { c.Algorithms = []string{AlgMD5} }, nil, nil, func(s *Server) {
+	s := startServerTuned(t, func(c *pbxconfig.SIP) { c.Algorithms = []string{AlgMD5} }, nil, nil, func(s *Server) {
 		s.retrans.ttl = time.Nanosecond
 		s.auth.Nonces.retrans = time.Nanosecond
 	})
@@ -204,7 +204,7 @@ func TestRetransmissionAfterExpiry(t *testing.T) {
 // credentials) with the CSeq of the current binding is refused (RFC 3261
 // §10.3 step 7); only a retransmission of the same transaction may repeat it.
 func TestOutOfOrderStillRefused(t *testing.T) {
-	s := startServer(t, func(c *config.SIP) { c.Algorithms = []string{AlgMD5} })
+	s := startServer(t, func(c *pbxconfig.SIP) { c.Algorithms = []string{AlgMD5} })
 	p := newPhone(t, s.udp, "127.0.0.25", "101")
 	if r, ok := p.registerAuth(AlgMD5, testPassword); !ok || r.StatusCode != 200 {
 		t.Fatalf("register: %v", r)
@@ -258,7 +258,7 @@ func FuzzStatelessUDP(f *testing.F) {
 	f.Add([]byte(strings.Replace(benchRegister, "Authorization: Digest", "Authorization: Basic", 1)))
 	f.Add([]byte("REGISTER sip:127.0.0.1 SIP/2.0\r\nv: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKx\r\nf: <sip:1@127.0.0.1>;tag=1\r\nt: <sip:1@127.0.0.1>\r\ni: c\r\nCSeq: 1 REGISTER\r\nl: 0\r\n\r\n"))
 	f.Add([]byte("OPTIONS sip:a SIP/2.0\r\n\r\n"))
-	s := startServer(f, func(c *config.SIP) {
+	s := startServer(f, func(c *pbxconfig.SIP) {
 		c.Allowlist = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 		c.RetransmitCache = 8
 	})

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 )
 
 func selfSigned(t *testing.T) *tls.Config {
@@ -72,13 +72,13 @@ func TestTLSTransport(t *testing.T) {
 	}
 }
 
-func startServerTLS(t *testing.T, cfg config.SIP, tc *tls.Config) *testServer {
+func startServerTLS(t *testing.T, cfg pbxconfig.SIP, tc *tls.Config) *testServer {
 	t.Helper()
-	return startServerWithTLS(t, func(c *config.SIP) { *c = cfg }, tc)
+	return startServerWithTLS(t, func(c *pbxconfig.SIP) { *c = cfg }, tc)
 }
 
 func TestTCPConnectionCapsAndIdle(t *testing.T) {
-	s := startServer(t, func(c *config.SIP) {
+	s := startServer(t, func(c *pbxconfig.SIP) {
 		c.MaxConnsPerSource = 2
 		c.IdleTimeout = time.Second
 	})

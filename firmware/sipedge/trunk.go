@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
 )
@@ -374,7 +374,7 @@ func authorizeRegister(req *sip.Request, res *sip.Response, t TrunkRegistration)
 
 // registerTrunk keeps a trunk of the startup SIP configuration registered
 // (its password sealed in sip.trunks).
-func (s *Server) registerTrunk(ctx context.Context, t config.Trunk) {
+func (s *Server) registerTrunk(ctx context.Context, t pbxconfig.Trunk) {
 	pw, err := trunkPassword(s.deps.Store, t.Name)
 	if err != nil {
 		s.logger.Warn("sip: trunk registration not started", "trunk", t.Name, "err", err)

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/netfw"
 	"golang.org/x/sys/unix"
@@ -31,7 +31,7 @@ func testFront(t *testing.T, n int, finish func(net.Addr, netip.Addr, []byte) bo
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := guardConfig(config.DefaultSIP().Guard)
+	g := guardConfig(pbxconfig.DefaultSIP().Guard)
 	bans := newBans()
 	f := newReadFilter(bans, newGuard(g, bans, func(netip.Addr) bool { return false }, func(netfw.Ban) {}), nil, 1500, nil)
 	f.stateless, f.udpFront = finish, true

@@ -7,8 +7,8 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/edgepbx/edgepbx/firmware/call"
-	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/media"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 )
 
 // Directory resolves trunks from the stored telephony configuration (its
@@ -18,11 +18,11 @@ import (
 // call.CallerIDs.
 type Directory struct {
 	call.Directory
-	tel *config.TelephonyStore
+	tel *pbxconfig.TelephonyStore
 }
 
 // NewDirectory puts the stored trunks in front of the edge's directory.
-func NewDirectory(edge call.Directory, tel *config.TelephonyStore) Directory {
+func NewDirectory(edge call.Directory, tel *pbxconfig.TelephonyStore) Directory {
 	return Directory{Directory: edge, tel: tel}
 }
 

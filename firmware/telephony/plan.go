@@ -13,8 +13,8 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 )
 
 // Extensions lists the SIP extensions that exist now (*sip.Extensions).
@@ -30,7 +30,7 @@ type Extensions interface {
 // It is the B2BUA's router (call.Router).
 type Plan struct {
 	exts   Extensions
-	tel    *config.TelephonyStore
+	tel    *pbxconfig.TelephonyStore
 	gate   dialplan.Gate
 	events dialplan.Events
 
@@ -41,7 +41,7 @@ type Plan struct {
 
 // NewPlan builds nothing yet: the first call (or Engine) does. gate may be
 // nil (no licence limits).
-func NewPlan(exts Extensions, tel *config.TelephonyStore, gate dialplan.Gate, events dialplan.Events) *Plan {
+func NewPlan(exts Extensions, tel *pbxconfig.TelephonyStore, gate dialplan.Gate, events dialplan.Events) *Plan {
 	return &Plan{exts: exts, tel: tel, gate: gate, events: events}
 }
 

@@ -10,10 +10,10 @@ import (
 	"testing"
 
 	"github.com/edgepbx/edgepbx/firmware/call"
-	"github.com/edgepbx/edgepbx/firmware/config"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/media"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
@@ -41,10 +41,10 @@ func edge(t *testing.T, db *store.DB) *sipedge.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := config.DefaultSIP()
+	cfg := pbxconfig.DefaultSIP()
 	cfg.UDP, cfg.TCP, cfg.TLS, cfg.WSS = "127.0.0.1:0", "127.0.0.1:0", "", ""
 	cfg.Domains = []string{"box.example"}
-	cfg.Trunks = []config.Trunk{{Name: "edge-only", Peers: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32")}}}
+	cfg.Trunks = []pbxconfig.Trunk{{Name: "edge-only", Peers: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32")}}}
 	s, err := sipedge.New(cfg, sipedge.Deps{Store: db, Security: sec, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +53,7 @@ func edge(t *testing.T, db *store.DB) *sipedge.Server {
 	return s
 }
 
-func saveTelephony(t *testing.T, tel *config.TelephonyStore, mod func(*config.Telephony)) {
+func saveTelephony(t *testing.T, tel *pbxconfig.TelephonyStore, mod func(*pbxconfig.Telephony)) {
 	t.Helper()
 	next := tel.Current()
 	mod(&next)
@@ -76,7 +76,7 @@ func TestPlanRebuildsOnChange(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tel, err := config.LoadTelephony(db)
+	tel, err := pbxconfig.LoadTelephony(db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestPlanRebuildsOnChange(t *testing.T) {
 		t.Fatalf("call from the new extension: %+v %v", d, err)
 	}
 	lease.Release()
-	saveTelephony(t, tel, func(c *config.Telephony) { c.BurstAttempts = 7 })
+	saveTelephony(t, tel, func(c *pbxconfig.Telephony) { c.BurstAttempts = 7 })
 	if e4, _ := p.Engine(); e4 == e3 {
 		t.Fatal("saved configuration: engine not rebuilt")
 	}
@@ -115,15 +115,15 @@ func TestPlanRebuildsOnChange(t *testing.T) {
 func TestDirectory(t *testing.T) {
 	db := openStore(t)
 	s := edge(t, db)
-	tel, err := config.LoadTelephony(db)
+	tel, err := pbxconfig.LoadTelephony(db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	saveTelephony(t, tel, func(c *config.Telephony) {
-		c.Trunks = []config.TelephonyTrunk{
-			{Name: "req", Host: "itsp.example:5061", Transport: "tls", Auth: config.TrunkAuthRegister, Username: "box1", Domain: "itsp.example", Password: "trunk-secret-1", SRTP: "required", CallerID: "+4930111", AssertIdentity: true},
-			{Name: "off", Host: "192.0.2.1:5060", Transport: "udp", Auth: config.TrunkAuthIP, Peers: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}, SRTP: "off"},
-			{Name: "opt", Host: "192.0.2.2:5070", Transport: "tcp", Auth: config.TrunkAuthIP, Peers: []netip.Prefix{netip.MustParsePrefix("192.0.2.2/32")}, CallerID: "+4930222"},
+	saveTelephony(t, tel, func(c *pbxconfig.Telephony) {
+		c.Trunks = []pbxconfig.TelephonyTrunk{
+			{Name: "req", Host: "itsp.example:5061", Transport: "tls", Auth: pbxconfig.TrunkAuthRegister, Username: "box1", Domain: "itsp.example", Password: "trunk-secret-1", SRTP: "required", CallerID: "+4930111", AssertIdentity: true},
+			{Name: "off", Host: "192.0.2.1:5060", Transport: "udp", Auth: pbxconfig.TrunkAuthIP, Peers: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}, SRTP: "off"},
+			{Name: "opt", Host: "192.0.2.2:5070", Transport: "tcp", Auth: pbxconfig.TrunkAuthIP, Peers: []netip.Prefix{netip.MustParsePrefix("192.0.2.2/32")}, CallerID: "+4930222"},
 		}
 		c.EmergencyTrunk = "opt"
 		c.CallerIDs = map[string]string{"1001": "+4930999"}
@@ -187,14 +187,14 @@ func TestDirectory(t *testing.T) {
 func TestTrunkStatesBeforeRun(t *testing.T) {
 	db := openStore(t)
 	s := edge(t, db)
-	tel, err := config.LoadTelephony(db)
+	tel, err := pbxconfig.LoadTelephony(db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	saveTelephony(t, tel, func(c *config.Telephony) {
-		c.Trunks = []config.TelephonyTrunk{
-			{Name: "reg", Host: "itsp.example:5060", Transport: "udp", Auth: config.TrunkAuthRegister, Username: "box1", Domain: "itsp.example", Password: "trunk-secret-1"},
-			{Name: "ip", Host: "192.0.2.1:5060", Transport: "udp", Auth: config.TrunkAuthIP, Peers: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/28")}},
+	saveTelephony(t, tel, func(c *pbxconfig.Telephony) {
+		c.Trunks = []pbxconfig.TelephonyTrunk{
+			{Name: "reg", Host: "itsp.example:5060", Transport: "udp", Auth: pbxconfig.TrunkAuthRegister, Username: "box1", Domain: "itsp.example", Password: "trunk-secret-1"},
+			{Name: "ip", Host: "192.0.2.1:5060", Transport: "udp", Auth: pbxconfig.TrunkAuthIP, Peers: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/28")}},
 		}
 		c.EmergencyTrunk = "ip"
 	})

@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/config"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 )
 
@@ -35,7 +35,7 @@ type TrunkState struct {
 // registering, one removed un-registers, changed credentials register
 // anew).
 type Trunks struct {
-	tel  *config.TelephonyStore
+	tel  *pbxconfig.TelephonyStore
 	edge *sipedge.Server
 	log  *slog.Logger
 
@@ -44,7 +44,7 @@ type Trunks struct {
 }
 
 // NewTrunks applies nothing until Run.
-func NewTrunks(tel *config.TelephonyStore, edge *sipedge.Server, log *slog.Logger) *Trunks {
+func NewTrunks(tel *pbxconfig.TelephonyStore, edge *sipedge.Server, log *slog.Logger) *Trunks {
 	return &Trunks{tel: tel, edge: edge, log: log, kick: make(chan struct{}, 1)}
 }
 
@@ -79,17 +79,17 @@ func (m *Trunks) Run(ctx context.Context) error {
 func (m *Trunks) apply(regs *sipedge.TrunkRegistrations) {
 	var list []sipedge.TrunkRegistration
 	cur := m.tel.Current()
-	var peers []config.Trunk
+	var peers []pbxconfig.Trunk
 	for _, tr := range cur.Trunks {
 		if len(tr.Peers) > 0 {
-			peers = append(peers, config.Trunk{Name: tr.Name, Peers: tr.Peers})
+			peers = append(peers, pbxconfig.Trunk{Name: tr.Name, Peers: tr.Peers})
 		}
 	}
 	// Inbound identification first: a trunk just saved is recognised by its
 	// source addresses before its registration completes.
 	m.edge.SetTrunkPeers(peers)
 	for _, tr := range cur.Trunks {
-		if tr.Auth != config.TrunkAuthRegister {
+		if tr.Auth != pbxconfig.TrunkAuthRegister {
 			continue
 		}
 		pw, err := m.tel.TrunkPassword(tr.Name)
@@ -121,7 +121,7 @@ func (m *Trunks) States() []TrunkState {
 		for _, p := range tr.Peers {
 			ts.Peers = append(ts.Peers, p.String())
 		}
-		if tr.Auth != config.TrunkAuthRegister {
+		if tr.Auth != pbxconfig.TrunkAuthRegister {
 			ts.State = StateIP
 			out = append(out, ts)
 			continue
@@ -141,7 +141,7 @@ func (m *Trunks) States() []TrunkState {
 // Store is the stored telephony configuration as the admin side edits it:
 // a successful Save also applies the trunks at once.
 type Store struct {
-	*config.TelephonyStore
+	*pbxconfig.TelephonyStore
 	trunks *Trunks
 }
 
@@ -150,7 +150,7 @@ func (m *Trunks) Store() Store { return Store{TelephonyStore: m.tel, trunks: m} 
 
 // Save stores next (config.TelephonyStore.Save) and, when it is stored,
 // applies its trunks.
-func (s Store) Save(next config.Telephony, known func(string) bool) (config.Telephony, error) {
+func (s Store) Save(next pbxconfig.Telephony, known func(string) bool) (pbxconfig.Telephony, error) {
 	out, err := s.TelephonyStore.Save(next, known)
 	if err == nil {
 		s.trunks.Changed()

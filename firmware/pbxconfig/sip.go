@@ -2,7 +2,7 @@
 // validation. A value that fails Validate is never applied. The telephony
 // configuration (dial plan, trunks) is stored versioned in bucket
 // config.telephony (TelephonyStore).
-package config
+package pbxconfig
 
 import (
 	"crypto/tls"
