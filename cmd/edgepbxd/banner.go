@@ -22,7 +22,7 @@ type banClient interface {
 }
 
 // controlBanner forwards bans from the admin (auth) and SIP services to
-// PID 1's netfw; it is their auth.Banner and sip.Banner.
+// PID 1's netfw; it is their auth.Banner and sipedge.Banner.
 type controlBanner struct{ c banClient }
 
 func (b controlBanner) Ban(ctx context.Context, ban fwspec.Ban) error {

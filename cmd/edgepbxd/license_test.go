@@ -15,21 +15,21 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/edgepbx/edgepbx/cmd/licensed/server"
+	"github.com/edgepbx/edgepbx/cmd/licensed/phonehome"
 	"github.com/edgepbx/edgepbx/firmware/license"
 )
 
 // licenceServer runs the reference vendor server (cmd/licensed's) on
 // loopback over TLS with the vendor key the test binary trusts. It returns
 // the server, its URL and a PEM file of its certificate for --license-ca.
-func licenceServer(t *testing.T) (*server.Server, string, string) {
+func licenceServer(t *testing.T) (*phonehome.Server, string, string) {
 	t.Helper()
 	db, err := bolt.Open(filepath.Join(t.TempDir(), "licensed.db"), 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	srv, err := server.New(db, vendorPriv, "", time.Now, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := phonehome.New(db, vendorPriv, "", time.Now, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func licenceServer(t *testing.T) (*server.Server, string, string) {
 // accepted, and /healthz shows the licence state.
 func TestDevModeLicence(t *testing.T) {
 	srv, url, ca := licenceServer(t)
-	if err := srv.PutLicence(server.Licence{ID: "LIC-T1", ValidUntil: time.Now().Add(365 * 24 * time.Hour), MaxExtensions: 10, MaxTrunks: 2}); err != nil {
+	if err := srv.PutLicence(phonehome.Licence{ID: "LIC-T1", ValidUntil: time.Now().Add(365 * 24 * time.Hour), MaxExtensions: 10, MaxTrunks: 2}); err != nil {
 		t.Fatal(err)
 	}
 	p := startProc(t, procOpts{noFD3: true}, "--dev", t.TempDir(), "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "",
@@ -172,7 +172,7 @@ func TestDevModeLicenceProblems(t *testing.T) {
 // licence banner) and keeps full service.
 func TestDevModeLicenceAuditRollback(t *testing.T) {
 	srv, url, ca := licenceServer(t)
-	if err := srv.PutLicence(server.Licence{ID: "LIC-T2", ValidUntil: time.Now().Add(365 * 24 * time.Hour), MaxExtensions: 10, MaxTrunks: 2}); err != nil {
+	if err := srv.PutLicence(phonehome.Licence{ID: "LIC-T2", ValidUntil: time.Now().Add(365 * 24 * time.Hour), MaxExtensions: 10, MaxTrunks: 2}); err != nil {
 		t.Fatal(err)
 	}
 	// A dev box whose identity the test knows, and yesterday's check-in of

@@ -55,7 +55,7 @@ func (d *daemon) loadSIPSettings() {
 }
 
 // liveSIPSettings makes every saved SIP settings version go to the running
-// edge at once (sip.Server.Apply) before it is stored; a version the edge
+// edge at once (sipedge.Server.Apply) before it is stored; a version the edge
 // refuses is not stored and the admin gets the error.
 func (d *daemon) liveSIPSettings() {
 	if d.sipSet == nil {

@@ -232,7 +232,7 @@ func checkChallenges(t *testing.T, transport string, auth []string) {
 }
 
 // sipRegister registers testExt over UDP with sipgo's own digest client
-// (independent of firmware/sip's digest code).
+// (independent of firmware/sipedge's digest code).
 func sipRegister(t *testing.T, udpAddr, password string) (first, second *sip.Response) {
 	t.Helper()
 	host, port, err := net.SplitHostPort(udpAddr)
@@ -566,7 +566,7 @@ func TestProductionClaimAndBan(t *testing.T) {
 	// The cert's DNS name is a served SIP domain; 127.0.0.2 tries a wrong
 	// password for five different users (a scan, max_users_per_source by
 	// default) until the guard bans it. Failures for one user alone only
-	// throttle that user (TestMistypedPasswordThrottles in firmware/sip).
+	// throttle that user (TestMistypedPasswordThrottles in firmware/sipedge).
 	domain := "edgepbx-epx-0001"
 	ph := newUDPPhone(t, "127.0.0.2:0", udp)
 	users := []string{testExt, "102", "103", "104", "105"}

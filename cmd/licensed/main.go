@@ -25,7 +25,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/edgepbx/edgepbx/cmd/licensed/server"
+	"github.com/edgepbx/edgepbx/cmd/licensed/phonehome"
 	"github.com/edgepbx/edgepbx/firmware/license"
 	bolt "go.etcd.io/bbolt"
 )
@@ -130,7 +130,7 @@ func cmdServe(args []string) error {
 	}
 	defer db.Close()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	srv, err := server.New(db, priv, token, time.Now, log)
+	srv, err := phonehome.New(db, priv, token, time.Now, log)
 	if err != nil {
 		return err
 	}
@@ -179,7 +179,7 @@ func selfSigned(listen, out string) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	cert, certPEM, err := server.DevCertificate("localhost", "127.0.0.1", "::1", host)
+	cert, certPEM, err := phonehome.DevCertificate("localhost", "127.0.0.1", "::1", host)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
@@ -207,10 +207,10 @@ func cmdIssue(args []string) error {
 	}
 	defer db.Close()
 	// Issuing needs no signing key: only answers are signed.
-	srv, err := server.New(db, make(ed25519.PrivateKey, ed25519.PrivateKeySize), "", time.Now, nil)
+	srv, err := phonehome.New(db, make(ed25519.PrivateKey, ed25519.PrivateKeySize), "", time.Now, nil)
 	if err != nil {
 		return err
 	}
-	return srv.PutLicence(server.Licence{ID: *id, ValidUntil: time.Now().Add(time.Duration(*days) * 24 * time.Hour),
+	return srv.PutLicence(phonehome.Licence{ID: *id, ValidUntil: time.Now().Add(time.Duration(*days) * 24 * time.Hour),
 		MaxExtensions: *maxExt, MaxTrunks: *maxTrunks})
 }

@@ -26,7 +26,7 @@ type SIPBlock struct {
 }
 
 // SIPBlocks is the SIP edge's bans and throttles (edgepbxd adapts
-// *sip.Server).
+// *sipedge.Server).
 type SIPBlocks interface {
 	Blocks() []SIPBlock
 	// Lift ends the edge's bans overlapping p (when user is "") and the

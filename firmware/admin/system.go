@@ -16,7 +16,7 @@ import (
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
-// Extensions is the SIP edge's credential store (sip.Server.Extensions()).
+// Extensions is the SIP edge's credential store (sipedge.Server.Extensions()).
 type Extensions interface {
 	Set(user, password string) error
 	Delete(user string) error

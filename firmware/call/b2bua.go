@@ -7,7 +7,7 @@
 // # Wiring (what the SIP edge must do)
 //
 // The edge authenticates and hands requests over; the B2BUA never parses
-// credentials. In firmware/sip's dispatch, after the security chain:
+// credentials. In firmware/sipedge's dispatch, after the security chain:
 //
 //   - INVITE without a To tag from an authenticated extension:
 //     b.OnInvite(req, tx, call.Identity{Extension: user}); from a source that

@@ -64,7 +64,7 @@ func TestSpoofedTrunkInvite(t *testing.T) {
 		},
 		mediaAddr: spoofBox,
 		// The edge's rule: a new INVITE from a trunk peer's address is the
-		// trunk's (firmware/sip Policy.Trunk).
+		// trunk's (firmware/sipedge Policy.Trunk).
 		identify: func(req *sip.Request) Identity {
 			if src, err := netip.ParseAddrPort(req.Source()); err == nil && src.Addr() == spoofTrunk {
 				return Identity{Trunk: "itsp"}

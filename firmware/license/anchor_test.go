@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/edgepbx/edgepbx/cmd/licensed/server"
+	"github.com/edgepbx/edgepbx/cmd/licensed/phonehome"
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/firmware/store"
@@ -115,7 +115,7 @@ func TestAuditAnchor(t *testing.T) {
 			st := e.mustCheck(b)
 
 			// The vendor's record, read through the admin API.
-			var logs []server.AnchorLog
+			var logs []phonehome.AnchorLog
 			e.adminDo(t, "GET", "/admin/licences/LIC-1/anchors", &logs)
 			if len(logs) != 1 || logs[0].InstallID != "inst-7f3a" || logs[0].Serial != "EPX-0001" {
 				t.Fatalf("anchor logs %+v", logs)

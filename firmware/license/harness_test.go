@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/cmd/licensed/server"
+	"github.com/edgepbx/edgepbx/cmd/licensed/phonehome"
 	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	bolt "go.etcd.io/bbolt"
@@ -85,7 +85,7 @@ type env struct {
 	priv     ed25519.PrivateKey
 	pub      ed25519.PublicKey
 	srvClock *fakeClock // the true time, the server's clock
-	srv      *server.Server
+	srv      *phonehome.Server
 	ts       *httptest.Server
 	roots    *x509.CertPool
 	offline  atomic.Bool
@@ -110,7 +110,7 @@ func newEnv(t testing.TB) *env {
 	}
 	t.Cleanup(func() { bdb.Close() })
 	e := &env{t: t, priv: priv, pub: pub, srvClock: newFakeClock(start), token: "test-admin-token"}
-	e.srv, err = server.New(bdb, priv, e.token, e.srvClock.Now, slog.New(slog.DiscardHandler))
+	e.srv, err = phonehome.New(bdb, priv, e.token, e.srvClock.Now, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func newEnv(t testing.TB) *env {
 	}))
 	// Served like cmd/licensed: its development certificate (one small
 	// ECDSA leaf) and its server-side session tickets.
-	cert, _, err := server.DevCertificate("127.0.0.1")
+	cert, _, err := phonehome.DevCertificate("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +160,7 @@ func newEnv(t testing.TB) *env {
 
 func (e *env) issue(id string) {
 	e.t.Helper()
-	err := e.srv.PutLicence(server.Licence{ID: id, ValidUntil: start.Add(365 * 24 * time.Hour), MaxExtensions: 50, MaxTrunks: 4})
+	err := e.srv.PutLicence(phonehome.Licence{ID: id, ValidUntil: start.Add(365 * 24 * time.Hour), MaxExtensions: 50, MaxTrunks: 4})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/cmd/licensed/server"
+	"github.com/edgepbx/edgepbx/cmd/licensed/phonehome"
 	"github.com/edgepbx/edgepbx/firmware/license"
 )
 
@@ -120,7 +120,7 @@ func TestDailyCycle(t *testing.T) {
 	checkGates(t, b.m, false)
 }
 
-func mustCheckins(t *testing.T, e *env) []server.Checkin {
+func mustCheckins(t *testing.T, e *env) []phonehome.Checkin {
 	t.Helper()
 	c, err := e.srv.Checkins("LIC-1")
 	if err != nil {
@@ -311,7 +311,7 @@ func TestClone(t *testing.T) {
 // until the box runs a fixed version.
 func TestAdvisory(t *testing.T) {
 	e := newEnv(t)
-	err := e.srv.PutAdvisory(server.Advisory{Firmware: []string{"1.0.0"}, Advisory: license.Advisory{
+	err := e.srv.PutAdvisory(phonehome.Advisory{Firmware: []string{"1.0.0"}, Advisory: license.Advisory{
 		ID: "EPX-2026-01", Severity: "high", Message: "WebRTC gateway crash", Disable: []string{"webrtc"}, FixedIn: "1.0.1"}})
 	if err != nil {
 		t.Fatal(err)

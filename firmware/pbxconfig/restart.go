@@ -15,7 +15,7 @@ var sipUserRE = regexp.MustCompile(`^[A-Za-z0-9._+-]{1,64}$`)
 func ValidSIPUser(s string) bool { return sipUserRE.MatchString(s) }
 
 // restartField is a SIP setting the running edge takes only when it
-// starts: sip.Server.Apply keeps the rest of a change live and reports
+// starts: sipedge.Server.Apply keeps the rest of a change live and reports
 // these as pending until edgepbxd restarts.
 type restartField struct {
 	name    string // JSON path in SIP (and SIPSettings when page is set)

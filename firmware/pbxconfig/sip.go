@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// SIP configures the SIP edge (firmware/sip).
+// SIP configures the SIP edge (firmware/sipedge).
 type SIP struct {
 	// Listen addresses; "" disables a transport.
 	UDP string `json:"udp"`
@@ -104,7 +104,7 @@ type Trunk struct {
 }
 
 // TrunkRegistration is an outbound REGISTER to an ITSP. The password lives
-// sealed in the store (firmware/sip), never here.
+// sealed in the store (firmware/sipedge), never here.
 type TrunkRegistration struct {
 	Registrar string        `json:"registrar"` // host:port
 	Transport string        `json:"transport"` // udp, tcp, tls

@@ -17,7 +17,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 )
 
-// Extensions lists the SIP extensions that exist now (*sip.Extensions).
+// Extensions lists the SIP extensions that exist now (*sipedge.Extensions).
 type Extensions interface {
 	List() []string
 }

@@ -1,4 +1,4 @@
-package server_test
+package phonehome_test
 
 import (
 	"bytes"
@@ -12,14 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/cmd/licensed/server"
+	"github.com/edgepbx/edgepbx/cmd/licensed/phonehome"
 	"github.com/edgepbx/edgepbx/firmware/license"
 	bolt "go.etcd.io/bbolt"
 )
 
 // newTestServer is a licensed on a fresh bbolt file with a new signing key
 // and admin token "tok"; its clock reads *now.
-func newTestServer(t *testing.T, now *time.Time) (*server.Server, ed25519.PublicKey) {
+func newTestServer(t *testing.T, now *time.Time) (*phonehome.Server, ed25519.PublicKey) {
 	t.Helper()
 	db, err := bolt.Open(filepath.Join(t.TempDir(), "l.db"), 0o600, nil)
 	if err != nil {
@@ -27,7 +27,7 @@ func newTestServer(t *testing.T, now *time.Time) (*server.Server, ed25519.Public
 	}
 	t.Cleanup(func() { db.Close() })
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	s, err := server.New(db, priv, "tok", func() time.Time { return *now }, nil)
+	s, err := phonehome.New(db, priv, "tok", func() time.Time { return *now }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestAdminAndCheckin(t *testing.T) {
 		t.Fatalf("response %+v", resp)
 	}
 	rec = do("GET", "/admin/licences/L1/checkins", "tok", "")
-	var got []server.Checkin
+	var got []phonehome.Checkin
 	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || len(got) != 2 || got[0].Bytes != len(checkin) {
 		t.Fatalf("checkins %v %s", err, rec.Body)
 	}

@@ -1,7 +1,7 @@
 // Package server is the reference vendor licence server behind cmd/licensed:
 // it issues licences, records check-ins in bbolt, flags clones, publishes
 // advisories and signs every answer with the vendor's Ed25519 key.
-package server
+package phonehome
 
 import (
 	"crypto/ed25519"

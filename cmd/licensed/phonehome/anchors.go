@@ -1,4 +1,4 @@
-package server
+package phonehome
 
 import (
 	"encoding/json"

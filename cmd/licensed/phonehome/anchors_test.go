@@ -1,11 +1,11 @@
-package server_test
+package phonehome_test
 
 import (
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/cmd/licensed/server"
+	"github.com/edgepbx/edgepbx/cmd/licensed/phonehome"
 	"github.com/edgepbx/edgepbx/firmware/license"
 )
 
@@ -15,7 +15,7 @@ import (
 func TestAnchorBounds(t *testing.T) {
 	now := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
 	s, _ := newTestServer(t, &now)
-	if err := s.PutLicence(server.Licence{ID: "L1", ValidUntil: now.AddDate(1, 0, 0)}); err != nil {
+	if err := s.PutLicence(phonehome.Licence{ID: "L1", ValidUntil: now.AddDate(1, 0, 0)}); err != nil {
 		t.Fatal(err)
 	}
 	answer := func(lic, install string, seq uint64) *license.Response {
@@ -33,7 +33,7 @@ func TestAnchorBounds(t *testing.T) {
 		}
 		return resp
 	}
-	const n = server.MaxAnchors + 5
+	const n = phonehome.MaxAnchors + 5
 	for i := uint64(1); i <= n; i++ {
 		if r := answer("L1", "I1", i); r.AuditRollback {
 			t.Fatalf("growing log flagged at %d: %s", i, r.AuditReason)
@@ -49,7 +49,7 @@ func TestAnchorBounds(t *testing.T) {
 	if err != nil || len(logs) != 2 {
 		t.Fatalf("anchor logs %+v, %v", logs, err)
 	}
-	if got := logs[0].Anchors; len(got) != server.MaxAnchors || got[0].Seq != n-server.MaxAnchors+2 || got[len(got)-1].Seq != 7 {
+	if got := logs[0].Anchors; len(got) != phonehome.MaxAnchors || got[0].Seq != n-phonehome.MaxAnchors+2 || got[len(got)-1].Seq != 7 {
 		t.Fatalf("kept %d anchors, %d..%d", len(got), got[0].Seq, got[len(got)-1].Seq)
 	}
 	if logs[1].InstallID != "I2" || len(logs[1].Anchors) != 1 || logs[1].Flag != nil {

@@ -1,4 +1,4 @@
-package server_test
+package phonehome_test
 
 import (
 	"crypto/ed25519"
@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/cmd/licensed/server"
+	"github.com/edgepbx/edgepbx/cmd/licensed/phonehome"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -45,7 +45,7 @@ func TestSessionTickets(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	cert, certPEM, err := server.DevCertificate("127.0.0.1", "127.0.0.1")
+	cert, certPEM, err := phonehome.DevCertificate("127.0.0.1", "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestSessionTickets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := server.New(db, priv, "", clock, nil)
+		s, err := phonehome.New(db, priv, "", clock, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
