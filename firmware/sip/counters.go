@@ -7,6 +7,7 @@ func (s *Server) Counters() map[string]uint64 {
 	return map[string]uint64{
 		"filter_passed":        f.Passed.Load(),
 		"filter_banned":        f.Banned.Load(),
+		"filter_limited":       f.Limited.Load(),
 		"filter_scanner":       f.Scanner.Load(),
 		"filter_oversize":      f.Oversize.Load(),
 		"filter_malformed":     f.Malformed.Load(),
@@ -32,6 +33,8 @@ func (s *Server) Counters() map[string]uint64 {
 		"guard_throttle_full":  g.ThrottleFull.Load(),
 		"guard_ban_queue_full": g.BanQueueFull.Load(),
 		"guard_exempt":         g.Exempt.Load(),
+		"guard_flood_limited":  g.FloodLimited.Load(),
+		"guard_flood_dropped":  g.FloodDropped.Load(),
 		"conn_accepted":        c.Accepted.Load(),
 		"conn_over_total":      c.OverTotal.Load(),
 		"conn_over_source":     c.OverSource.Load(),
