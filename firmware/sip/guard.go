@@ -251,7 +251,9 @@ type GuardCounters struct {
 	FloodBans, AuthBans, ScanBans, Throttles, ThrottledRequests, BanQueueFull, Exempt, ThrottleFull atomic.Uint64
 	// FloodLimited counts flood episodes of shielded sources (limited in
 	// process, never banned); FloodDropped the packets they cost.
-	FloodLimited, FloodDropped atomic.Uint64
+	// FloodFlowPassed counts packets of authenticated flows let through on
+	// their own budget while their address was over its rate.
+	FloodLimited, FloodDropped, FloodFlowPassed atomic.Uint64
 }
 
 // GuardOutcome is what a failed authentication led to.
@@ -463,6 +465,7 @@ func (g *Guard) limit(now time.Time, cfg *GuardConfig, src netip.AddrPort, a net
 		}
 	}
 	if proven && g.flowRate.add(now, netip.AddrPortFrom(a, src.Port()), 1) <= float64(cfg.RateLimit) {
+		g.Counters.FloodFlowPassed.Add(1)
 		return false
 	}
 	g.Counters.FloodDropped.Add(1)
