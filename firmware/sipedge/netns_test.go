@@ -49,7 +49,7 @@ type fwLab struct {
 	banner                *firewallBanner
 }
 
-func newFWLab(t *testing.T, mods ...func(*config.SIP)) *fwLab {
+func newFWLab(t *testing.T, mods ...func(*pbxconfig.SIP)) *fwLab {
 	netnstest.Require(t)
 	l := &fwLab{t: t, box: netnstest.New(t), phones: netnstest.New(t), attacker: netnstest.New(t)}
 	bh, err := netlink.NewHandleAt(l.box)
@@ -255,9 +255,9 @@ func TestSpoofedSourceNotBanned(t *testing.T) {
 // flood (its authenticated flow keeps its budget), as does another phone,
 // and the trunk is answered once the flood stops.
 func TestSpoofedFloodNotBanned(t *testing.T) {
-	l := newFWLab(t, func(c *config.SIP) {
+	l := newFWLab(t, func(c *pbxconfig.SIP) {
 		c.AllowedZones = []netip.Prefix{netip.MustParsePrefix("10.9.0.0/24")}
-		c.Trunks = []config.Trunk{{Name: "itsp", Peers: []netip.Prefix{netip.MustParsePrefix("10.7.0.9/32")}}}
+		c.Trunks = []pbxconfig.Trunk{{Name: "itsp", Peers: []netip.Prefix{netip.MustParsePrefix("10.7.0.9/32")}}}
 		c.Guard.RateWindow, c.Guard.RateLimit = 2*time.Second, 200
 	})
 	// The real trunk host sits behind the phones' link.
