@@ -23,7 +23,7 @@ type clock struct {
 	t  time.Time
 }
 
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 
 // geo maps 198.51.100.0/24 to DE and 203.0.113.0/24 to CN.
@@ -224,8 +224,8 @@ func TestFloodBounded(t *testing.T) {
 func TestParseRange(t *testing.T) {
 	now := time.Date(2026, 3, 10, 23, 0, 0, 0, time.UTC)
 	for _, c := range []struct {
-		from, to   string
-		field      string // "" accepted
+		from, to     string
+		field        string // "" accepted
 		wantF, wantT string
 	}{
 		{"", "", "", "2026-03-04", "2026-03-10"},
