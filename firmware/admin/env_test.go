@@ -25,6 +25,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/intrusion"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
@@ -204,6 +205,7 @@ type env struct {
 	exts   *sipedge.Extensions
 	tel    *pbxconfig.TelephonyStore
 	sipset *pbxconfig.SIPStore
+	intr   *intrusion.Aggregator
 }
 
 func newEnv(t testing.TB) *env {
@@ -247,13 +249,18 @@ func newEnvWith(t testing.TB, h *auth.Hasher) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := NewServer(Deps{Store: db, Audit: al, Auth: svc, Clock: clk, Logger: quiet,
-		Names: []string{"box.example", "192.0.2.10"},
-		Certs: cm, KeyLog: kl, Extensions: exts, Firewall: pid1, System: pid1, Telephony: tel, SIPSettings: sipset})
+	intr, err := intrusion.New(intrusion.Config{DB: db, Geo: svc, Now: clk.Now, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, srv: srv, db: db, clock: clk, bans: bans, pid1: pid1, certs: cm, keylog: kl, exts: exts, tel: tel, sipset: sipset}
+	srv, err := NewServer(Deps{Store: db, Audit: al, Auth: svc, Clock: clk, Logger: quiet,
+		Names: []string{"box.example", "192.0.2.10"},
+		Certs: cm, KeyLog: kl, Extensions: exts, Firewall: pid1, System: pid1, Telephony: tel, SIPSettings: sipset,
+		Intrusion: intr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, srv: srv, db: db, clock: clk, bans: bans, pid1: pid1, certs: cm, keylog: kl, exts: exts, tel: tel, sipset: sipset, intr: intr}
 }
 
 // client drives the handler like a browser (cookie, CSRF header, Origin) or
