@@ -97,7 +97,10 @@ func TestRunNet(t *testing.T) {
 
 	t.Run("host opens the guest's ports", func(t *testing.T) {
 		var l net.Listener
-		inGuest(func() (err error) { l, err = net.Listen("tcp", net.JoinHostPort(n.Guest.Addr().String(), "5061")); return })
+		inGuest(func() (err error) {
+			l, err = net.Listen("tcp", net.JoinHostPort(n.Guest.Addr().String(), "5061"))
+			return
+		})
 		defer l.Close()
 		c, err := net.DialTimeout("tcp", l.Addr().String(), 5*time.Second)
 		if err != nil {
@@ -105,7 +108,10 @@ func TestRunNet(t *testing.T) {
 		}
 		c.Close()
 		var u net.PacketConn
-		inGuest(func() (err error) { u, err = net.ListenPacket("udp", net.JoinHostPort(n.Guest.Addr().String(), "5060")); return })
+		inGuest(func() (err error) {
+			u, err = net.ListenPacket("udp", net.JoinHostPort(n.Guest.Addr().String(), "5060"))
+			return
+		})
 		defer u.Close()
 		hc, err := net.Dial("udp", u.LocalAddr().String())
 		if err != nil {
