@@ -11,7 +11,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/init/control"
 	"github.com/edgepbx/edgepbx/netfw"
-	"github.com/edgepbx/edgepbx/netfw/netnstest"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
 // TestControlRefusesMappedWorldBan: through PID 1's control socket to real

@@ -3,7 +3,7 @@ package netfw
 import (
 	"bytes"
 	"errors"
-	"github.com/edgepbx/edgepbx/netfw/netnstest"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 	"io"
 	"log/slog"
 	"net"

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/netfw/netnstest"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 	"github.com/vishvananda/netns"
 
 	"github.com/edgepbx/edgepbx/firmware/logs"
