@@ -3,8 +3,6 @@ package netfw
 import (
 	"bytes"
 	"errors"
-	"github.com/edgepbx/edgepbx/qemu/netnstest"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -14,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -97,7 +97,7 @@ func newLab(tb testing.TB) *lab {
 // firewall returns a Firewall managing the box namespace.
 func (l *lab) firewall(opts ...Option) *Firewall {
 	l.tb.Helper()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := slog.New(slog.DiscardHandler)
 	fw, err := New(append([]Option{WithNetNS(int(l.box)), WithLogger(quiet)}, opts...)...)
 	if err != nil {
 		l.tb.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -274,7 +273,7 @@ func newServiceWith(t testing.TB, h *Hasher) (*Service, *fakeClock) {
 	t.Cleanup(func() { db.Close() })
 	clk := &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	s, err := New(Config{DB: db, Clock: clk, Audit: audit.New(db, clk), Hasher: h, SetupCode: SetupCode("AAAA-BBBB-CCCC"),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -48,7 +47,7 @@ func TestACMESchedulerAttempts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := slog.New(slog.DiscardHandler)
 	mgr, err := Load(db, Identity{Serial: "EPX0001"}, WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)

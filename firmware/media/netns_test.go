@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/edgepbx/edgepbx/qemu/netnstest"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -15,6 +13,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 
 	"github.com/edgepbx/edgepbx/netfw"
 	"github.com/vishvananda/netlink"
@@ -79,7 +79,7 @@ func newPinLab(tb testing.TB) *pinLab {
 		}
 		hh.Close()
 	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := slog.New(slog.DiscardHandler)
 	l.fw, err = netfw.New(netfw.WithNetNS(int(l.box)), netfw.WithLogger(quiet))
 	if err != nil {
 		tb.Fatal(err)
@@ -236,7 +236,7 @@ func TestPinholesLiveForTheCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := slog.New(slog.DiscardHandler)
 	r, err := NewRelay(Config{Addr: nsBoxA, Ports: ports, Pinholes: fwPinholes{l.fw}, Log: quiet})
 	if err != nil {
 		t.Fatal(err)

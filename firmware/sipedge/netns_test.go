@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -103,7 +102,7 @@ func newFWLab(t *testing.T) *fwLab {
 		t.Fatal(err)
 	}
 
-	l.fw, err = netfw.New(netfw.WithNetNS(int(l.box)), netfw.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	l.fw, err = netfw.New(netfw.WithNetNS(int(l.box)), netfw.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
 	}

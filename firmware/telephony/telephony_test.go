@@ -3,7 +3,6 @@ package telephony
 import (
 	"crypto/rand"
 	"errors"
-	"io"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
@@ -30,8 +29,6 @@ func openStore(t *testing.T) *store.DB {
 	return db
 }
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 // edge is a SIP edge bound to loopback (not serving) whose own
 // configuration knows the trunk "edge-only"; extensions get SRTP required
 // from its policy.
@@ -45,7 +42,7 @@ func edge(t *testing.T, db *store.DB) *sipedge.Server {
 	cfg.UDP, cfg.TCP, cfg.TLS, cfg.WSS = "127.0.0.1:0", "127.0.0.1:0", "", ""
 	cfg.Domains = []string{"box.example"}
 	cfg.Trunks = []pbxconfig.Trunk{{Name: "edge-only", Peers: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32")}}}
-	s, err := sipedge.New(cfg, sipedge.Deps{Store: db, Security: sec, Logger: quiet()})
+	s, err := sipedge.New(cfg, sipedge.Deps{Store: db, Security: sec, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +195,7 @@ func TestTrunkStatesBeforeRun(t *testing.T) {
 		}
 		c.EmergencyTrunk = "ip"
 	})
-	m := NewTrunks(tel, s, quiet())
+	m := NewTrunks(tel, s, slog.New(slog.DiscardHandler))
 	st := m.States()
 	if len(st) != 2 || st[0].Name != "reg" || st[0].State != sipedge.RegRegistering || st[0].Registrar != "itsp.example:5060" ||
 		st[1].State != StateIP || len(st[1].Peers) != 1 || st[1].Peers[0] != "192.0.2.0/28" {

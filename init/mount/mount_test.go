@@ -2,7 +2,6 @@ package mount
 
 import (
 	"errors"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -24,8 +23,6 @@ func needRoot(t *testing.T) {
 	}
 	t.Skip("test needs root (mount)")
 }
-
-func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func TestEarlyTableStrings(t *testing.T) {
 	want := []string{
@@ -56,7 +53,7 @@ func TestDirAndSymlink(t *testing.T) {
 		Symlink{Target: "b", NewPath: filepath.Join(root, "a/c")},
 		Symlink{Target: "b", NewPath: filepath.Join(root, "a/c")}, // same link is fine
 	}
-	if err := Apply(discard(), ops); err != nil {
+	if err := Apply(slog.New(slog.DiscardHandler), ops); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(filepath.Join(root, "a/b"))
@@ -80,7 +77,7 @@ func TestApplyStopsAtFirstFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	after := filepath.Join(root, "after")
-	err := Apply(discard(), []Op{
+	err := Apply(slog.New(slog.DiscardHandler), []Op{
 		Dir{Name: filepath.Join(blocker, "sub"), Mode: 0o755}, // parent is a file
 		Dir{Name: after, Mode: 0o755},
 	})
@@ -96,7 +93,7 @@ func TestMountTmpfs(t *testing.T) {
 	needRoot(t)
 	target := filepath.Join(t.TempDir(), "run")
 	m := Mount{Source: "tmpfs", Target: target, FSType: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_NODEV, Data: "size=1m"}
-	if err := Apply(discard(), []Op{m}); err != nil {
+	if err := Apply(slog.New(slog.DiscardHandler), []Op{m}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Unmount(target, unix.MNT_DETACH) })

@@ -115,7 +115,7 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{t: t, events: make(chan Event, 64)}
-	h.sup = New(slog.New(slog.NewTextHandler(io.Discard, nil)), WithEvents(h.events))
+	h.sup = New(slog.New(slog.DiscardHandler), WithEvents(h.events))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
