@@ -30,6 +30,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/init/control"
 	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
 const (
@@ -506,7 +507,7 @@ func (p *udpPhone) register(domain, authz string) (status, md5Nonce string) {
 // API shows up as Claimed in its health reports, and a SIP password guesser
 // is banned at PID 1's firewall through the control socket.
 func TestProductionClaimAndBan(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t, "starting edgepbxd as an unprivileged uid")
 	data := unprivDir(t)
 	// The store as the admin UI leaves it: one extension. Created here as
 	// root, then handed to the unprivileged uid.

@@ -10,19 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 	"golang.org/x/sys/unix"
 )
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("test needs root (mount)")
-	}
-	t.Skip("test needs root (mount)")
-}
 
 func TestEarlyTableStrings(t *testing.T) {
 	want := []string{
@@ -90,7 +80,7 @@ func TestApplyStopsAtFirstFailure(t *testing.T) {
 }
 
 func TestMountTmpfs(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t, "mounting file systems")
 	target := filepath.Join(t.TempDir(), "run")
 	m := Mount{Source: "tmpfs", Target: target, FSType: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_NODEV, Data: "size=1m"}
 	if err := Apply(slog.New(slog.DiscardHandler), []Op{m}); err != nil {
@@ -139,7 +129,7 @@ func TestDataMountErrors(t *testing.T) {
 
 // TestDataMountExt4 mounts a real ext4 file system on a loop device.
 func TestDataMountExt4(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t, "mounting file systems")
 	for _, tool := range []string{"mkfs.ext4", "losetup"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			if os.Getenv("CI") != "" {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -310,12 +311,7 @@ func TestSignalGroupRestarts(t *testing.T) {
 }
 
 func TestDropPrivileges(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root to drop privileges")
-		}
-		t.Skip("needs root to drop privileges")
-	}
+	netnstest.NeedRoot(t, "dropping privileges")
 	h := newHarness(t)
 	s := svcFor(t, "daemon", "caps")
 	s.Credential = &syscall.Credential{Uid: 1000, Gid: 1000}

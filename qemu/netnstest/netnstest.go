@@ -1,7 +1,9 @@
 // Package netnstest gives tests their own network namespaces: created and
 // entered only on locked OS threads that are then discarded, so a namespace
-// switch never leaks into the test's other goroutines or the host. Only
-// tests import it.
+// switch never leaks into the test's other goroutines or the host. It also
+// holds the rule for tests that need root or a Debian tool (NeedRoot,
+// NeedTool): skip with the reason outside CI, fail under CI. Only tests
+// import it.
 package netnstest
 
 import (
@@ -17,27 +19,44 @@ import (
 )
 
 // debianPackage names where a tool the tests run comes from.
-var debianPackage = map[string]string{"nft": "nftables", "nsenter": "util-linux", "ip": "iproute2"}
+var debianPackage = map[string]string{"nft": "nftables", "nsenter": "util-linux", "ip": "iproute2", "unshare": "util-linux"}
 
 // Require skips the test (or, with CI set, fails it) unless it runs as root
 // and the named tools are installed.
 func Require(tb testing.TB, tools ...string) {
 	tb.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root for network namespaces and nftables"
-	}
+	NeedRoot(tb, "network namespaces and nftables")
 	for _, tool := range tools {
-		if why != "" {
-			break
-		}
-		if _, err := exec.LookPath(tool); err != nil {
-			why = fmt.Sprintf("needs %s (Debian package %s)", tool, debianPackage[tool])
-		}
+		NeedTool(tb, tool, debianPackage[tool])
 	}
-	if why == "" {
-		return
+}
+
+// NeedRoot is the one rule for tests that need root: outside CI (CI unset)
+// the test skips and says what it needs root for; under CI it fails, so a
+// CI run never passes by skipping.
+func NeedRoot(tb testing.TB, what string) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		Unavailable(tb, "needs root for %s", what)
 	}
+}
+
+// NeedTool returns the path of tool, and follows NeedRoot's rule when it is
+// not installed, naming the Debian package that has it.
+func NeedTool(tb testing.TB, tool, debianPkg string) string {
+	tb.Helper()
+	p, err := exec.LookPath(tool)
+	if err != nil {
+		Unavailable(tb, "needs %s (Debian package %s)", tool, debianPkg)
+	}
+	return p
+}
+
+// Unavailable ends a test whose environment lacks something it needs: it
+// fails under CI and skips, with the reason, outside it.
+func Unavailable(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	why := fmt.Sprintf(format, args...)
 	if os.Getenv("CI") != "" {
 		tb.Fatal(why)
 	}
