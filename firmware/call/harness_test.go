@@ -18,25 +18,12 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/cdr"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/media"
+	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/netfw"
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 )
-
-func ciSet() bool { return os.Getenv("CI") != "" }
-
-func needSipp(t testing.TB) string {
-	t.Helper()
-	p, err := exec.LookPath("sipp")
-	if err != nil {
-		if ciSet() {
-			t.Fatal("sipp not installed (Debian package sip-tester)")
-		}
-		t.Skip("sipp not installed (Debian package sip-tester)")
-	}
-	return p
-}
 
 // pinholeLog is a real implementation of media.Pinholes that records what
 // the firewall would do, and how many calls were up at each step.
@@ -369,7 +356,7 @@ func sippUASRun(t testing.TB, scenario string, extra ...string) (string, <-chan 
 		args = append(args, "-sf", sc)
 	}
 	args = append(args, extra...)
-	cmd := exec.Command(needSipp(t), append(args, "-trace_err")...)
+	cmd := exec.Command(siptest.NeedSipp(t), append(args, "-trace_err")...)
 	cmd.Dir = t.TempDir()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -427,7 +414,7 @@ func sippUAC(t testing.TB, scenario, service, addr string, calls, rate, limit in
 		"-timeout", "60s", "-timeout_error", "-nostdin", "-trace_err"}
 	args = append(args, extra...)
 	args = append(args, addr)
-	cmd := exec.Command(needSipp(t), args...)
+	cmd := exec.Command(siptest.NeedSipp(t), args...)
 	cmd.Dir = dir
 	start := time.Now()
 	out, err := cmd.CombinedOutput()

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -304,5 +303,3 @@ func (p *phone) registerAuth(alg, password string) (*sip.Response, bool) {
 }
 
 func srcAddr(ip string) netip.Addr { return netip.MustParseAddr(ip) }
-
-func ciSet() bool { return os.Getenv("CI") != "" }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
 // freeUDPPort returns a loopback port that was free a moment ago.
@@ -31,14 +33,8 @@ func freeUDPPort(t testing.TB) int {
 // configuration on a free loopback port, waits until it answers, and
 // returns its address and process group.
 func startKamailio(b *testing.B) (addr string, pgid int) {
-	kam, err := exec.LookPath("kamailio")
-	if err != nil {
-		if ciSet() {
-			b.Fatal("kamailio not installed")
-		}
-		b.Skip("kamailio not installed")
-	}
-	needSipp(b)
+	kam := netnstest.NeedTool(b, "kamailio", "kamailio")
+	siptest.NeedSipp(b)
 	port := freeUDPPort(b)
 	cfg, _ := filepath.Abs("testdata/kamailio/registrar.cfg")
 	cmd := exec.Command(kam, "-f", cfg, "-DD", "-E", "-w", b.TempDir(), "-P", filepath.Join(b.TempDir(), "k.pid"),
@@ -148,7 +144,7 @@ var (
 func runSippCount(t testing.TB, scenario, addr string, calls, rate, limit int) (time.Duration, int, int) {
 	t.Helper()
 	sc, _ := filepath.Abs(filepath.Join("testdata", "sipp", scenario))
-	cmd := exec.Command(needSipp(t), "-sf", sc, "-i", "127.0.0.1", "-s", "101",
+	cmd := exec.Command(siptest.NeedSipp(t), "-sf", sc, "-i", "127.0.0.1", "-s", "101",
 		"-au", "101", "-ap", testPassword, "-m", fmt.Sprint(calls), "-r", fmt.Sprint(rate),
 		"-l", fmt.Sprint(limit), "-buff_size", fmt.Sprint(sippBuffer), "-timeout", "120s", "-nostdin", addr)
 	cmd.Dir = t.TempDir()

@@ -131,12 +131,7 @@ func TestDataMountErrors(t *testing.T) {
 func TestDataMountExt4(t *testing.T) {
 	netnstest.NeedRoot(t, "mounting file systems")
 	for _, tool := range []string{"mkfs.ext4", "losetup"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s missing (Debian e2fsprogs / mount)", tool)
-			}
-			t.Skipf("%s missing", tool)
-		}
+		netnstest.NeedTool(t, tool, map[string]string{"mkfs.ext4": "e2fsprogs", "losetup": "mount"}[tool])
 	}
 	dir := t.TempDir()
 	img := filepath.Join(dir, "data.img")
@@ -145,10 +140,7 @@ func TestDataMountExt4(t *testing.T) {
 	}
 	out, err := exec.Command("losetup", "-f", "--show", img).Output()
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("losetup: %v", err)
-		}
-		t.Skipf("no loop device: %v", err)
+		netnstest.Unavailable(t, "needs a loop device: %v", err)
 	}
 	loop := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })

@@ -25,6 +25,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
 // CA is a running pebble with pebble-challtestsrv as its DNS server, which
@@ -44,19 +46,6 @@ type CA struct {
 type Options struct {
 	HTTPPort int
 	TLSPort  int
-}
-
-// NeedTool skips without CI and fails with CI when a Debian tool is missing.
-func NeedTool(t testing.TB, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not found: install Debian package %s", name, pkg)
-		}
-		t.Skipf("%s not found (Debian package %s)", name, pkg)
-	}
-	return p
 }
 
 // FreePort returns a loopback port that was free a moment ago.
@@ -83,8 +72,8 @@ func FreePort(t testing.TB, network string) int {
 // reused, so every order is validated afresh.
 func Start(t testing.TB, o Options) *CA {
 	t.Helper()
-	pebble := NeedTool(t, "pebble", "pebble")
-	challsrv := NeedTool(t, "pebble-challtestsrv", "pebble")
+	pebble := netnstest.NeedTool(t, "pebble", "pebble")
+	challsrv := netnstest.NeedTool(t, "pebble-challtestsrv", "pebble")
 	dir := t.TempDir()
 
 	// Pebble's own HTTPS listener needs a certificate; make one for 127.0.0.1.
