@@ -2,7 +2,6 @@ package call
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"net"
@@ -19,7 +18,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/media"
 	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
-	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 	"github.com/edgepbx/edgepbx/netfw"
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -231,13 +230,7 @@ func startHarnessEnv(t testing.TB, env harnessEnv, tune func(*media.Config), opt
 	if env.identify == nil {
 		env.identify = func(req *sip.Request) Identity { return Identity{Extension: req.From().Address.User} }
 	}
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	db, err := store.Open(filepath.Join(t.TempDir(), "edgepbx.db"), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := storetest.Open(t, nil)
 
 	h := &harness{dir: &directory{exts: map[string]string{}, multi: map[string][]string{}, shown: map[string]string{}, assert: map[string]bool{}, trunks: map[string]string{}, creds: map[string][2]string{}, policy: map[Identity]media.Policy{}}, cdrs: cdr.New(db), ended: make(chan ended, 100000)}
 	h.pins = &pinholeLog{open: map[netfw.Pinhole]bool{}, active: func() int { return h.b.Active() }}

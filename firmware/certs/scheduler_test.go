@@ -2,11 +2,9 @@ package certs
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +12,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/certs/pebbletest"
 	"github.com/edgepbx/edgepbx/firmware/logs"
-	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 )
 
 func TestACMERetryAfter(t *testing.T) {
@@ -40,13 +38,7 @@ func TestACMERetryAfter(t *testing.T) {
 func TestACMESchedulerAttempts(t *testing.T) {
 	httpPort := pebbletest.FreePort(t, "tcp")
 	ca := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpPort})
-	key := make([]byte, 32)
-	rand.Read(key)
-	db, err := store.Open(filepath.Join(t.TempDir(), "edgepbx.db"), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := storetest.Open(t, nil)
 	quiet := slog.New(slog.DiscardHandler)
 	mgr, err := Load(db, Identity{Serial: "EPX0001"}, WithLogger(quiet))
 	if err != nil {

@@ -1,11 +1,9 @@
 package telephony
 
 import (
-	"crypto/rand"
 	"errors"
 	"log/slog"
 	"net/netip"
-	"path/filepath"
 	"testing"
 
 	"github.com/edgepbx/edgepbx/firmware/call"
@@ -15,19 +13,8 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 )
-
-func openStore(t *testing.T) *store.DB {
-	t.Helper()
-	key := make([]byte, 32)
-	rand.Read(key)
-	db, err := store.Open(filepath.Join(t.TempDir(), "edgepbx.db"), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
 
 // edge is a SIP edge bound to loopback (not serving) whose own
 // configuration knows the trunk "edge-only"; extensions get SRTP required
@@ -63,7 +50,7 @@ func saveTelephony(t *testing.T, tel *pbxconfig.TelephonyStore, mod func(*pbxcon
 // neither the configuration nor the extensions change; a new extension or a
 // saved configuration gives a rebuilt engine that knows it.
 func TestPlanRebuildsOnChange(t *testing.T) {
-	db := openStore(t)
+	db := storetest.Open(t, nil)
 	exts, err := sipedge.LoadExtensions(db, "box.example")
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +97,7 @@ func TestPlanRebuildsOnChange(t *testing.T) {
 // credentials, caller ID); extensions and trunks only the edge knows are
 // the edge's answers.
 func TestDirectory(t *testing.T) {
-	db := openStore(t)
+	db := storetest.Open(t, nil)
 	s := edge(t, db)
 	tel, err := pbxconfig.LoadTelephony(db)
 	if err != nil {
@@ -182,7 +169,7 @@ func TestDirectory(t *testing.T) {
 // identified by address, registering ones are registering until Run has
 // their state.
 func TestTrunkStatesBeforeRun(t *testing.T) {
-	db := openStore(t)
+	db := storetest.Open(t, nil)
 	s := edge(t, db)
 	tel, err := pbxconfig.LoadTelephony(db)
 	if err != nil {
