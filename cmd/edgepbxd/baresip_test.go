@@ -227,16 +227,6 @@ func freeSIPPort(t *testing.T) int {
 	return 0
 }
 
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // startBaresip starts baresip for user registering at the box's SIP port,
 // with media encryption enc and a sine source of tone Hz, and connects to
 // its ctrl_tcp socket.
@@ -246,7 +236,7 @@ func startBaresip(ctx context.Context, t *testing.T, bin, user, pass, enc string
 	if err := os.MkdirAll(filepath.Join(dir, "rec"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	sipPort, ctrlPort := freeSIPPort(t), freeTCPPort(t)
+	sipPort, ctrlPort := freeSIPPort(t), netnstest.FreePort(t, "tcp")
 	// No ICE/STUN/TURN modules; net_interface keeps SDP and media on
 	// loopback; ausine only makes 48 kHz stereo, resampled to PCMU's 8 kHz
 	// mono; aubridge is a player that needs no sound card.

@@ -20,6 +20,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
 	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 )
@@ -316,17 +317,6 @@ func startHarnessEnv(t testing.TB, env harnessEnv, tune func(*media.Config), opt
 	return h
 }
 
-// freeUDPPort finds a loopback port pair for sipp's SIP and media sockets.
-func freeUDPPort(t testing.TB) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
-
 // sippUAS starts a sipp callee (built-in uas, RTP echo, or a scenario file)
 // and returns its SIP address; it is killed at cleanup.
 func sippUAS(t testing.TB, scenario string, extra ...string) string {
@@ -339,7 +329,7 @@ func sippUAS(t testing.TB, scenario string, extra ...string) string {
 // call failed its scenario); pass "-m", "N" so that it exits.
 func sippUASRun(t testing.TB, scenario string, extra ...string) (string, <-chan error) {
 	t.Helper()
-	port := freeUDPPort(t)
+	port := netnstest.FreePort(t, "udp")
 	mport := 20000 + (port % 5000 * 2)
 	args := []string{"-i", "127.0.0.1", "-p", fmt.Sprint(port), "-mi", "127.0.0.1", "-mp", fmt.Sprint(mport), "-nostdin"}
 	if scenario == "" {
@@ -401,7 +391,7 @@ func sippUAC(t testing.TB, scenario, service, addr string, calls, rate, limit in
 	t.Helper()
 	dir := t.TempDir()
 	sc, _ := filepath.Abs(filepath.Join("testdata", "sipp", scenario))
-	port := freeUDPPort(t)
+	port := netnstest.FreePort(t, "udp")
 	args := []string{"-sf", sc, "-i", "127.0.0.1", "-p", fmt.Sprint(port), "-mi", "127.0.0.1", "-mp", fmt.Sprint(40000 + port%10000*2),
 		"-s", service, "-m", fmt.Sprint(calls), "-r", fmt.Sprint(rate), "-l", fmt.Sprint(limit),
 		"-timeout", "60s", "-timeout_error", "-nostdin", "-trace_err"}

@@ -13,6 +13,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/certs/pebbletest"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/store/storetest"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
 func TestACMERetryAfter(t *testing.T) {
@@ -36,7 +37,7 @@ func TestACMERetryAfter(t *testing.T) {
 // during the order; then nothing is due until an admin forces a renewal.
 // A new scheduler on the same store reads the status back.
 func TestACMESchedulerAttempts(t *testing.T) {
-	httpPort := pebbletest.FreePort(t, "tcp")
+	httpPort := netnstest.FreePort(t, "tcp")
 	ca := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpPort})
 	db := storetest.Open(t, nil)
 	quiet := slog.New(slog.DiscardHandler)

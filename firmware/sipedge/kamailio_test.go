@@ -2,7 +2,6 @@ package sipedge
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -18,24 +17,13 @@ import (
 	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
-// freeUDPPort returns a loopback port that was free a moment ago.
-func freeUDPPort(t testing.TB) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
-
 // startKamailio starts the Debian package's Kamailio with the registrar
 // configuration on a free loopback port, waits until it answers, and
 // returns its address and process group.
 func startKamailio(b *testing.B) (addr string, pgid int) {
 	kam := netnstest.NeedTool(b, "kamailio", "kamailio")
 	siptest.NeedSipp(b)
-	port := freeUDPPort(b)
+	port := netnstest.FreePort(b, "udp")
 	cfg, _ := filepath.Abs("testdata/kamailio/registrar.cfg")
 	cmd := exec.Command(kam, "-f", cfg, "-DD", "-E", "-w", b.TempDir(), "-P", filepath.Join(b.TempDir(), "k.pid"),
 		"-A", fmt.Sprintf(`LISTEN=udp:127.0.0.1:%d`, port), "-A", fmt.Sprintf(`PASSWORD="%s"`, testPassword))

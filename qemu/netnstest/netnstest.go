@@ -1,13 +1,14 @@
 // Package netnstest gives tests their own network namespaces: created and
 // entered only on locked OS threads that are then discarded, so a namespace
 // switch never leaks into the test's other goroutines or the host. It also
-// holds the rule for tests that need root or a Debian tool (NeedRoot,
-// NeedTool): skip with the reason outside CI, fail under CI. Only tests
-// import it.
+// finds free loopback ports (FreePort) and holds the rule for tests that
+// need root or a Debian tool (NeedRoot, NeedTool): skip with the reason
+// outside CI, fail under CI. Only tests import it.
 package netnstest
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -61,6 +62,26 @@ func Unavailable(tb testing.TB, format string, args ...any) {
 		tb.Fatal(why)
 	}
 	tb.Skip(why)
+}
+
+// FreePort returns a loopback port (network "udp" or "tcp") that was free
+// a moment ago.
+func FreePort(tb testing.TB, network string) int {
+	tb.Helper()
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 // New creates a namespace, closed when the test ends.

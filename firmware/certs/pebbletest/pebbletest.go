@@ -48,25 +48,6 @@ type Options struct {
 	TLSPort  int
 }
 
-// FreePort returns a loopback port that was free a moment ago.
-func FreePort(t testing.TB, network string) int {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // Start runs pebble until the test ends and waits until it answers.
 // PEBBLE_VA_NOSLEEP makes validation immediate; authorisations are not
 // reused, so every order is validated afresh.
@@ -111,13 +92,13 @@ func Start(t testing.TB, o Options) *CA {
 	roots.AddCert(leaf)
 
 	if o.HTTPPort == 0 {
-		o.HTTPPort = FreePort(t, "tcp")
+		o.HTTPPort = netnstest.FreePort(t, "tcp")
 	}
 	if o.TLSPort == 0 {
-		o.TLSPort = FreePort(t, "tcp")
+		o.TLSPort = netnstest.FreePort(t, "tcp")
 	}
-	dnsPort := FreePort(t, "udp")
-	acmePort, mgmtPort, chMgmt := FreePort(t, "tcp"), FreePort(t, "tcp"), FreePort(t, "tcp")
+	dnsPort := netnstest.FreePort(t, "udp")
+	acmePort, mgmtPort, chMgmt := netnstest.FreePort(t, "tcp"), netnstest.FreePort(t, "tcp"), netnstest.FreePort(t, "tcp")
 	raw, err := json.Marshal(map[string]any{"pebble": map[string]any{
 		"listenAddress":                  fmt.Sprintf("127.0.0.1:%d", acmePort),
 		"managementListenAddress":        fmt.Sprintf("127.0.0.1:%d", mgmtPort),
