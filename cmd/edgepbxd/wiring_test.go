@@ -27,6 +27,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
+	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/init/control"
 	"github.com/edgepbx/edgepbx/netfw"
@@ -436,30 +437,21 @@ func (f *banLog) Ban(b netfw.Ban) error {
 	return nil
 }
 
-// udpPhone is a raw SIP-over-UDP client bound to a chosen loopback address.
+// udpPhone is a raw SIP-over-UDP client (siptest.Raw) bound to a chosen
+// loopback address.
 type udpPhone struct {
 	t    *testing.T
-	c    *net.UDPConn
-	srv  *net.UDPAddr
+	raw  *siptest.Raw
 	cseq int
 }
 
 func newUDPPhone(t *testing.T, local, srv string) *udpPhone {
 	t.Helper()
-	la, err := net.ResolveUDPAddr("udp", local)
+	ra, err := netip.ParseAddrPort(srv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ra, err := net.ResolveUDPAddr("udp", srv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.ListenUDP("udp", la)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &udpPhone{t: t, c: c, srv: ra}
+	return &udpPhone{t: t, raw: siptest.NewRaw(t, "UDP", netip.MustParseAddr(local), ra)}
 }
 
 // register sends a REGISTER for testExt@domain with an optional
@@ -467,7 +459,7 @@ func newUDPPhone(t *testing.T, local, srv string) *udpPhone {
 func (p *udpPhone) register(domain, authz string) (status, md5Nonce string) {
 	p.t.Helper()
 	p.cseq++
-	local := p.c.LocalAddr().String()
+	local := p.raw.Local()
 	msg := "REGISTER sip:" + domain + " SIP/2.0\r\n" +
 		fmt.Sprintf("Via: SIP/2.0/UDP %s;branch=z9hG4bK-prod-%d;rport\r\n", local, p.cseq) +
 		"Max-Forwards: 70\r\n" +
@@ -481,16 +473,12 @@ func (p *udpPhone) register(domain, authz string) (status, md5Nonce string) {
 		msg += "Authorization: " + authz + "\r\n"
 	}
 	msg += "Content-Length: 0\r\n\r\n"
-	if _, err := p.c.WriteToUDP([]byte(msg), p.srv); err != nil {
-		p.t.Fatal(err)
-	}
-	buf := make([]byte, 65535)
-	p.c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a hang, not a speed limit
-	n, _, err := p.c.ReadFromUDP(buf)
+	p.raw.Send(msg)
+	b, _, err := p.raw.Read(10 * time.Second) // a hang, not a speed limit
 	if err != nil {
 		p.t.Fatalf("no answer to REGISTER: %v", err)
 	}
-	resp := string(buf[:n])
+	resp := string(b)
 	status, _, _ = strings.Cut(resp, "\r\n")
 	for _, l := range strings.Split(resp, "\r\n") {
 		if strings.HasPrefix(strings.ToLower(l), "www-authenticate:") && strings.Contains(l, "algorithm=MD5") {
@@ -569,7 +557,7 @@ func TestProductionClaimAndBan(t *testing.T) {
 	// default) until the guard bans it. Failures for one user alone only
 	// throttle that user (TestMistypedPasswordThrottles in firmware/sipedge).
 	domain := "edgepbx-epx-0001"
-	ph := newUDPPhone(t, "127.0.0.2:0", udp)
+	ph := newUDPPhone(t, "127.0.0.2", udp)
 	users := []string{testExt, "102", "103", "104", "105"}
 	for i, user := range users {
 		status, nonce := ph.register(domain, "")
@@ -616,7 +604,7 @@ func TestProductionClaimAndBan(t *testing.T) {
 func (p *udpPhone) send(domain, authz string) {
 	p.t.Helper()
 	p.cseq++
-	local := p.c.LocalAddr().String()
+	local := p.raw.Local()
 	msg := "REGISTER sip:" + domain + " SIP/2.0\r\n" +
 		fmt.Sprintf("Via: SIP/2.0/UDP %s;branch=z9hG4bK-prod-%d;rport\r\n", local, p.cseq) +
 		"Max-Forwards: 70\r\n" +
@@ -627,7 +615,5 @@ func (p *udpPhone) send(domain, authz string) {
 		"Contact: <sip:" + testExt + "@" + local + ">\r\n" +
 		"Authorization: " + authz + "\r\n" +
 		"Content-Length: 0\r\n\r\n"
-	if _, err := p.c.WriteToUDP([]byte(msg), p.srv); err != nil {
-		p.t.Fatal(err)
-	}
+	p.raw.Send(msg)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/netfw"
 	"github.com/vishvananda/netlink"
@@ -150,8 +151,8 @@ func (l *fwLab) dial(ns netns.NsHandle, ip string) *phone {
 	}); err != nil {
 		l.t.Fatal(err)
 	}
-	l.t.Cleanup(func() { c.Close() })
-	return &phone{t: l.t, conn: c, srv: l.s.Addr("udp").(*net.UDPAddr), user: "101", tag: randHex(4), call: randHex(8), local: c.LocalAddr().String()}
+	srv := l.s.Addr("udp").(*net.UDPAddr)
+	return &phone{t: l.t, raw: siptest.RawUDP(l.t, c, srv.AddrPort()), srv: srv, user: "101", tag: randHex(4), call: randHex(8), local: c.LocalAddr().String()}
 }
 
 // TestBruteForceBannedInFirewall: from the phones' segment an attacker
