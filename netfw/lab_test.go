@@ -1,13 +1,11 @@
 package netfw
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -109,20 +107,7 @@ func (l *lab) firewall(opts ...Option) *Firewall {
 // nft runs the nft tool inside the box namespace.
 func (l *lab) nft(args ...string) string {
 	l.tb.Helper()
-	fd, err := unix.Dup(int(l.box))
-	if err != nil {
-		l.tb.Fatal(err)
-	}
-	nsf := os.NewFile(uintptr(fd), "netns")
-	defer nsf.Close()
-	cmd := exec.Command("nsenter", append([]string{"--net=/proc/self/fd/3", "nft"}, args...)...)
-	cmd.ExtraFiles = []*os.File{nsf}
-	var out, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &stderr
-	if err := cmd.Run(); err != nil {
-		l.tb.Fatalf("nft %v: %v: %s", args, err, stderr.String())
-	}
-	return out.String()
+	return netnstest.Nft(l.tb, l.box, args...)
 }
 
 // servers listen in the box: UDP echo on SIP and a few RTP ports, TCP on

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"regexp"
 	"slices"
 	"testing"
@@ -19,7 +17,6 @@ import (
 	"github.com/edgepbx/edgepbx/netfw"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 )
 
 // The pinhole lab: a "box" network namespace running netfw (real nftables)
@@ -95,20 +92,7 @@ func newPinLab(tb testing.TB) *pinLab {
 // nft runs the nft tool inside the box namespace.
 func (l *pinLab) nft(args ...string) string {
 	l.tb.Helper()
-	fd, err := unix.Dup(int(l.box))
-	if err != nil {
-		l.tb.Fatal(err)
-	}
-	nsf := os.NewFile(uintptr(fd), "netns")
-	defer nsf.Close()
-	cmd := exec.Command("nsenter", append([]string{"--net=/proc/self/fd/3", "nft"}, args...)...)
-	cmd.ExtraFiles = []*os.File{nsf}
-	var out, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &stderr
-	if err := cmd.Run(); err != nil {
-		l.tb.Fatalf("nft %v: %v: %s", args, err, stderr.String())
-	}
-	return out.String()
+	return netnstest.Nft(l.tb, l.box, args...)
 }
 
 var reNftPin = regexp.MustCompile(`(\d+\.\d+\.\d+\.\d+) \. (\d+)`)

@@ -7,6 +7,7 @@
 package netnstest
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -118,6 +119,26 @@ func Run(ns netns.NsHandle, fn func() error) error {
 		errc <- fn()
 	}()
 	return <-errc
+}
+
+// Nft runs the nft tool inside ns (through nsenter, so no thread of the
+// test switches namespace) and returns its output; a failure fails the test.
+func Nft(tb testing.TB, ns netns.NsHandle, args ...string) string {
+	tb.Helper()
+	fd, err := unix.Dup(int(ns))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	nsf := os.NewFile(uintptr(fd), "netns")
+	defer nsf.Close()
+	cmd := exec.Command("nsenter", append([]string{"--net=/proc/self/fd/3", "nft"}, args...)...)
+	cmd.ExtraFiles = []*os.File{nsf}
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		tb.Fatalf("nft %v: %v: %s", args, err, stderr.String())
+	}
+	return out.String()
 }
 
 // LinkUp gives link name the addresses (usable at once: no DAD wait) and
