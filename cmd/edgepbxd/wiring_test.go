@@ -28,7 +28,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/admin"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
-	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 	"github.com/edgepbx/edgepbx/init/control"
 	"github.com/edgepbx/edgepbx/netfw"
 	"github.com/edgepbx/edgepbx/qemu/netnstest"
@@ -168,11 +168,8 @@ func seedExtension(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := store.Open(filepath.Join(dir, "edgepbx.db"), id.DeviceKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := storetest.OpenAt(t, filepath.Join(dir, "edgepbx.db"), id.DeviceKey)
+	defer db.Close() // before edgepbxd opens it: bbolt locks the file
 	exts, err := sipedge.LoadExtensions(db, testRealm)
 	if err != nil {
 		t.Fatal(err)
@@ -499,10 +496,7 @@ func TestProductionClaimAndBan(t *testing.T) {
 	data := unprivDir(t)
 	// The store as the admin UI leaves it: one extension. Created here as
 	// root, then handed to the unprivileged uid.
-	db, err := store.Open(filepath.Join(data, "edgepbx.db"), bytes.Repeat([]byte{7}, 32)) // bootstrapJSON's key
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := storetest.OpenAt(t, filepath.Join(data, "edgepbx.db"), bytes.Repeat([]byte{7}, 32)) // bootstrapJSON's key
 	exts, err := sipedge.LoadExtensions(db, testRealm)
 	if err != nil {
 		t.Fatal(err)
