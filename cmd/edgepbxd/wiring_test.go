@@ -455,22 +455,7 @@ func newUDPPhone(t *testing.T, local, srv string) *udpPhone {
 // Authorization header and returns the status line and MD5 nonce.
 func (p *udpPhone) register(domain, authz string) (status, md5Nonce string) {
 	p.t.Helper()
-	p.cseq++
-	local := p.raw.Local()
-	msg := "REGISTER sip:" + domain + " SIP/2.0\r\n" +
-		fmt.Sprintf("Via: SIP/2.0/UDP %s;branch=z9hG4bK-prod-%d;rport\r\n", local, p.cseq) +
-		"Max-Forwards: 70\r\n" +
-		"From: <sip:" + testExt + "@" + domain + ">;tag=p1\r\n" +
-		"To: <sip:" + testExt + "@" + domain + ">\r\n" +
-		"Call-ID: prod-ban-test\r\n" +
-		fmt.Sprintf("CSeq: %d REGISTER\r\n", p.cseq) +
-		"Contact: <sip:" + testExt + "@" + local + ">\r\n" +
-		"User-Agent: wiring-test\r\n"
-	if authz != "" {
-		msg += "Authorization: " + authz + "\r\n"
-	}
-	msg += "Content-Length: 0\r\n\r\n"
-	p.raw.Send(msg)
+	p.send(domain, authz)
 	b, _, err := p.raw.Read(10 * time.Second) // a hang, not a speed limit
 	if err != nil {
 		p.t.Fatalf("no answer to REGISTER: %v", err)
@@ -594,7 +579,8 @@ func TestProductionClaimAndBan(t *testing.T) {
 	}
 }
 
-// send writes a REGISTER and does not wait for an answer.
+// send writes a REGISTER for testExt@domain, with an Authorization header
+// when authz is set, and does not wait for an answer.
 func (p *udpPhone) send(domain, authz string) {
 	p.t.Helper()
 	p.cseq++
@@ -607,7 +593,9 @@ func (p *udpPhone) send(domain, authz string) {
 		"Call-ID: prod-ban-test\r\n" +
 		fmt.Sprintf("CSeq: %d REGISTER\r\n", p.cseq) +
 		"Contact: <sip:" + testExt + "@" + local + ">\r\n" +
-		"Authorization: " + authz + "\r\n" +
-		"Content-Length: 0\r\n\r\n"
-	p.raw.Send(msg)
+		"User-Agent: wiring-test\r\n"
+	if authz != "" {
+		msg += "Authorization: " + authz + "\r\n"
+	}
+	p.raw.Send(msg + "Content-Length: 0\r\n\r\n")
 }
