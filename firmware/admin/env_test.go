@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -133,7 +132,7 @@ func (nopSystem) Poweroff() error       { return nil }
 // startPID1Policy runs the control socket with the committer PID 1 uses.
 func startPID1Policy(t testing.TB, p *pid1Recorder) {
 	t.Helper()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := slog.New(slog.DiscardHandler)
 	p.ruleset = &memRuleset{}
 	if err := p.ruleset.Apply(netfw.DefaultPolicy()); err != nil {
 		t.Fatal(err)
@@ -223,7 +222,7 @@ func newEnvWith(t testing.TB, h *auth.Hasher) *env {
 	t.Cleanup(func() { db.Close() })
 	clk := &fakeClock{t: time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)}
 	bans := &banRecorder{}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := slog.New(slog.DiscardHandler)
 	cm, err := certs.Load(db, certs.Identity{Serial: "T0001", Hostname: "box.example", IPs: []net.IP{net.ParseIP("192.0.2.10")}},
 		certs.WithClock(clk.Now), certs.WithLogger(quiet))
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -15,11 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/netfw/netnstest"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 	"github.com/vishvananda/netns"
 
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/netfw"
 	"github.com/vishvananda/netlink"
@@ -105,7 +105,7 @@ func newFWLab(t *testing.T, mods ...func(*pbxconfig.SIP)) *fwLab {
 		t.Fatal(err)
 	}
 
-	l.fw, err = netfw.New(netfw.WithNetNS(int(l.box)), netfw.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	l.fw, err = netfw.New(netfw.WithNetNS(int(l.box)), netfw.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,8 +156,8 @@ func (l *fwLab) dial(ns netns.NsHandle, ip string) *phone {
 	}); err != nil {
 		l.t.Fatal(err)
 	}
-	l.t.Cleanup(func() { c.Close() })
-	return &phone{t: l.t, conn: c, srv: l.s.Addr("udp").(*net.UDPAddr), user: "101", tag: randHex(4), call: randHex(8), local: c.LocalAddr().String()}
+	srv := l.s.Addr("udp").(*net.UDPAddr)
+	return &phone{t: l.t, raw: siptest.RawUDP(l.t, c, srv.AddrPort()), srv: srv, user: "101", tag: randHex(4), call: randHex(8), local: c.LocalAddr().String()}
 }
 
 // TestBruteForceBannedInFirewall: from the phones' segment an attacker
@@ -298,7 +298,7 @@ func TestSpoofedFloodNotBanned(t *testing.T) {
 			case <-tick.C:
 				for i := 0; i < 20; i++ { // about 4,000 packets/s per address
 					for _, f := range floods {
-						f.conn.WriteToUDP([]byte(junk), f.srv)
+						_ = f.raw.Flood([]byte(junk)) // errors: the flood is best effort
 					}
 				}
 			}
