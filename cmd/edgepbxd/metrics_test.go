@@ -105,32 +105,7 @@ func createToken(t *testing.T, c *apiClient, name string, scopes ...string) stri
 // dashboard expression is evaluated by the running Prometheus.
 func TestDevModePrometheus(t *testing.T) {
 	promBin := needPrometheus(t)
-	srv, licURL, licCA := licenceServer(t)
-	if err := srv.PutLicence(phonehome.Licence{ID: "LIC-M1", ValidUntil: time.Now().Add(365 * 24 * time.Hour), MaxExtensions: 10, MaxTrunks: 2}); err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(t.TempDir(), "dev")
-	seedExtension(t, dir)
-	p := startProc(t, procOpts{noFD3: true}, "--dev", dir, "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "127.0.0.1:0",
-		"--license-url", licURL, "--license-id", "LIC-M1", "--license-ca", licCA)
-	base := p.waitLine(t, adminRE)[1]
-	sipAddrs := p.waitLine(t, sipRE)
-	fp := p.waitLine(t, fpRE)[1]
-	code := p.waitLine(t, setupRE)[1]
-	p.waitLine(t, regexp.MustCompile(`msg="licence check-in good"`))
-	c := claimBox(t, base, fp, code)
-	tok := createToken(t, c, "prometheus", auth.ScopeMetrics)
-	readTok := createToken(t, c, "reader", auth.ScopeRead)
-
-	// Off by default: even loopback with the right token.
-	if st, b := scrape(t, base, fp, tok, ""); st != http.StatusForbidden || !strings.Contains(string(b), "not in the networks") {
-		t.Fatalf("default: %d %s, want 403", st, b)
-	}
-	c.must(http.StatusOK, "PUT", "/api/v1/security/metrics", admin.MetricsRequest{Networks: []string{"127.0.0.1/32"}})
-	if _, ok := sipRegister(t, sipAddrs[1], testExtPW); ok == nil || ok.StatusCode != 200 {
-		t.Fatalf("REGISTER: %v", ok)
-	}
-	sipRegister(t, sipAddrs[1], "wrong-password") // one SIP auth failure
+	base, fp, tok, readTok := metricsBox(t)
 
 	for _, tc := range []struct {
 		name, token, from string
@@ -194,7 +169,7 @@ func TestDevModePrometheus(t *testing.T) {
 	prom.waitQuery(t, `count_over_time(edgepbx_build_info{job="edgepbx"}[5m]) >= 3`)
 	for q, want := range map[string]string{
 		`up{job="edgepbx"}`: "1",
-		`edgepbx_sip_registered_extensions{job="edgepbx"}`: "1",
+		`edgepbx_sip_registered_extensions{job="edgepbx"}`:    "1",
 		`edgepbx_license_mode{job="edgepbx",mode="degraded"}`: "0",
 		`up{job="edgepbx-no-token"}`:                          "0",
 	} {
@@ -208,6 +183,42 @@ func TestDevModePrometheus(t *testing.T) {
 			t.Errorf("Grafana expression %q: no result from Prometheus", e)
 		}
 	}
+}
+
+// metricsBox starts the dev-mode daemon licensed by the real vendor server,
+// claims it, checks that /metrics is off by default, allows 127.0.0.1/32,
+// registers the extension once (and fails once); it returns the admin URL,
+// the certificate fingerprint, a metrics token and a read token.
+func metricsBox(t *testing.T) (base, fp, tok, readTok string) {
+	t.Helper()
+	srv, licURL, licCA := licenceServer(t)
+	if err := srv.PutLicence(phonehome.Licence{ID: "LIC-M1", ValidUntil: time.Now().Add(365 * 24 * time.Hour), MaxExtensions: 10, MaxTrunks: 2}); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "dev")
+	seedExtension(t, dir)
+	p := startProc(t, procOpts{noFD3: true}, "--dev", dir, "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "127.0.0.1:0",
+		"--license-url", licURL, "--license-id", "LIC-M1", "--license-ca", licCA)
+	base = p.waitLine(t, adminRE)[1]
+	sipAddrs := p.waitLine(t, sipRE)
+	fp = p.waitLine(t, fpRE)[1]
+	code := p.waitLine(t, setupRE)[1]
+	p.waitLine(t, regexp.MustCompile(`msg="licence check-in good"`))
+	c := claimBox(t, base, fp, code)
+	tok = createToken(t, c, "prometheus", auth.ScopeMetrics)
+	readTok = createToken(t, c, "reader", auth.ScopeRead)
+
+	// Off by default: even loopback with the right token.
+	if st, b := scrape(t, base, fp, tok, ""); st != http.StatusForbidden || !strings.Contains(string(b), "not in the networks") {
+		t.Fatalf("default: %d %s, want 403", st, b)
+	}
+	c.must(http.StatusOK, "PUT", "/api/v1/security/metrics", admin.MetricsRequest{Networks: []string{"127.0.0.1/32"}})
+	if _, ok := sipRegister(t, sipAddrs[1], testExtPW); ok == nil || ok.StatusCode != 200 {
+		t.Fatalf("REGISTER: %v", ok)
+	}
+	sipRegister(t, sipAddrs[1], "wrong-password") // one SIP auth failure
+
+	return base, fp, tok, readTok
 }
 
 // seriesValue is the value of the series of f whose labels include want.
