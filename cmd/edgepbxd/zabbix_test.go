@@ -309,8 +309,10 @@ func TestDevModeZabbix(t *testing.T) {
 		"triggers":  map[string]bool{"createMissing": true, "updateExisting": true},
 	}}, &ok)
 	// A broken copy is refused, so the import above did check something.
-	broken := strings.Replace(string(tmpl), "key: edgepbx.get_metrics\n        value_type", "key: edgepbx.nonexistent\n        value_type", 1)
-	broken = strings.Replace(broken, "master_item:\n        key: edgepbx.get_metrics", "master_item:\n        key: edgepbx.nonexistent", 1)
+	broken := strings.Replace(string(tmpl), "master_item:\n        key: edgepbx.get_metrics", "master_item:\n        key: edgepbx.nonexistent", 1)
+	if broken == string(tmpl) {
+		t.Fatal("no dependent item to break")
+	}
 	if err := z.call("configuration.import", map[string]any{"format": "yaml", "source": broken, "rules": map[string]any{
 		"templates": map[string]bool{"createMissing": true, "updateExisting": true},
 		"items":     map[string]bool{"createMissing": true, "updateExisting": true},
