@@ -65,7 +65,7 @@ func (d *daemon) newCalls(pinholes media.Pinholes) error {
 		return fmt.Errorf("calls: %w", err)
 	}
 	d.sip.SetCalls(b)
-	d.calls = b
+	d.calls, d.relay = b, relay
 	d.log.Info("calls: ready", "media", addr.String(), "rtp", fmt.Sprintf("%d-%d", rtp.First, rtp.Last), "contact", contact)
 	return nil
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/media"
+	"github.com/edgepbx/edgepbx/firmware/metrics"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
@@ -63,6 +64,8 @@ type daemon struct {
 	tel        *pbxconfig.TelephonyStore // stored telephony configuration; nil: unreadable, calls disabled
 	trunks     *telephony.Trunks         // trunk registrations; nil with tel
 	calls      *call.B2BUA               // nil: calls disabled
+	relay      *media.Relay              // the calls' RTP relay; nil with calls
+	metrics    *metrics.Handler          // /metrics on the HTTPS port
 	syslog     *logs.Sender              // remote syslog of the security log and the audit chain
 	syslogFrom uint64                    // audit head when the sender was wired: older entries are not sent
 	intrusion  *intrusion.Aggregator     // intrusion report; nil: its store could not be read
@@ -117,8 +120,8 @@ func start(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 
 // newDaemon builds edgepbxd in dependency order: identity, store, the
 // shared services (audit chain, security log, PID 1's control socket,
-// auth), certificates, SIP edge, licence, telephony, remote syslog, admin,
-// calls, and last the HTTPS listener. Listeners are bound here, so a taken
+// auth), certificates, SIP edge, licence, telephony, remote syslog, calls,
+// metrics (they read the services above), admin, and last the HTTPS listener. Listeners are bound here, so a taken
 // port fails before "ready". Errors a restart cannot fix wrap errStayDown.
 func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	d := &daemon{cfg: cfg, log: log, started: time.Now()}
@@ -188,6 +191,13 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	d.newTelephony()
 	d.newSyslog()
 	d.newIntrusion()
+	if err := d.newCalls(p.pinholes); err != nil {
+		// The admin UI must stay reachable to fix what is wrong.
+		log.Error("calls: disabled", "err", err)
+	}
+	if err := d.newMetrics(); err != nil {
+		return nil, err
+	}
 	if d.admin, err = admin.NewServer(admin.Deps{
 		Store:       d.db,
 		Audit:       d.audit,
@@ -209,12 +219,9 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		System:      p.system,
 		SIPBlocks:   sipBlocks{d.sip},
 		Intrusion:   ifSet[admin.Intrusion](d.intrusion),
+		Metrics:     d.metrics,
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %w", errStayDown, err)
-	}
-	if err := d.newCalls(p.pinholes); err != nil {
-		// The admin UI must stay reachable to fix what is wrong.
-		log.Error("calls: disabled", "err", err)
 	}
 	if d.httpsLn, err = net.Listen("tcp", cfg.httpsAddr); err != nil {
 		return nil, fmt.Errorf("https: listen %s: %w", cfg.httpsAddr, err)

@@ -24,12 +24,14 @@ const (
 	httpsShutdownGrace = 5 * time.Second
 )
 
-// routes is the one place HTTPS handlers are registered: /healthz here,
-// everything else to the admin UI and API (which gates an unclaimed box to
+// routes is the one place HTTPS handlers are registered: /healthz and
+// /metrics (its own network and token checks) here, everything else to the
+// admin UI and API (which gates an unclaimed box to
 // its claim page). securityHeaders wraps them all.
 func (d *daemon) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", d.healthz)
+	mux.Handle("GET /metrics", d.metrics)
 	mux.Handle("/", d.admin)
 	return mux
 }

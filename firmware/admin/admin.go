@@ -83,6 +83,9 @@ type Deps struct {
 	// Intrusion is the intrusion report (*intrusion.Aggregator); nil:
 	// none (the page says so, the API answers 409).
 	Intrusion Intrusion
+	// Metrics is the /metrics handler (*metrics.Handler); nil: settings
+	// are stored but nothing serves them.
+	Metrics Metrics
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -121,6 +124,7 @@ type Server struct {
 	status    func(context.Context) []StatusItem
 	sipblk    SIPBlocks
 	intrusion Intrusion
+	metrics   Metrics // /metrics handler; nil: settings stored only
 
 	conns connSeq // connection numbers for firewall confirmations
 
@@ -149,7 +153,7 @@ func NewServer(d Deps) (*Server, error) {
 	s := &Server{auth: d.Auth, audit: d.Audit, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
 		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, status: d.Status,
-		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, intrusion: d.Intrusion}
+		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, intrusion: d.Intrusion, metrics: d.Metrics}
 	s.acme = d.ACME
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))

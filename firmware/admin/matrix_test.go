@@ -89,9 +89,9 @@ func TestRoleMatrix(t *testing.T) {
 // TestRoleTable pins the role table itself so a change is deliberate.
 func TestRoleTable(t *testing.T) {
 	want := map[auth.Role]string{
-		auth.RoleAdmin:    "status.read self telephony.read telephony.write users.read users.write security.read security.write audit.read system.write",
+		auth.RoleAdmin:    "status.read self telephony.read telephony.write users.read users.write security.read security.write audit.read system.write metrics.read",
 		auth.RoleOperator: "status.read self telephony.read telephony.write",
-		auth.RoleAuditor:  "status.read self telephony.read users.read security.read audit.read",
+		auth.RoleAuditor:  "status.read self telephony.read users.read security.read audit.read metrics.read",
 	}
 	for role, perms := range want {
 		var got []string

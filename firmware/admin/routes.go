@@ -83,6 +83,8 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/api/v1/security/syslog", summary: "Remote syslog settings (collector, transport, CA, facility) and the sender's state (connected, sent, dropped, queued, last error)", perm: auth.PermSecurityRead, h: s.apiSyslog},
 		{method: "PUT", path: "/api/v1/security/syslog", summary: "Replace the remote syslog settings; validated (400), audited, applied to the running sender at once; tcp and udp send in clear text", req: SyslogRequest{}, perm: auth.PermSecurityWrite, h: s.apiSetSyslog},
 		{method: "POST", path: "/api/v1/security/syslog/test", summary: "Send a test message to the saved collector over a new connection; answers ok or the error (TLS verification included)", perm: auth.PermSecurityWrite, h: s.apiTestSyslog},
+		{method: "GET", path: "/api/v1/security/metrics", summary: "Who may scrape /metrics: the allowed source networks (empty, the default: nobody) besides an API token with the metrics scope", perm: auth.PermSecurityRead, h: s.apiMetrics},
+		{method: "PUT", path: "/api/v1/security/metrics", summary: "Replace the networks allowed to scrape /metrics (at most 64; no /0; an empty list turns metrics off); validated (400), audited, applied at once", req: MetricsRequest{}, perm: auth.PermSecurityWrite, h: s.apiSetMetrics},
 		{method: "GET", path: "/api/v1/audit", summary: "Audit entries (?actor=&action=&source=&outcome=&since=&until=&limit=)", perm: auth.PermAuditRead, h: s.apiAudit},
 		{method: "GET", path: "/api/v1/audit/export", summary: "Export the audit log (?format=jsonl|csv and the same filters)", perm: auth.PermAuditRead, h: s.apiAuditExport},
 		{method: "GET", path: "/api/v1/openapi.json", perm: auth.PermStatusRead, h: s.apiOpenAPI, summary: "This document"},

@@ -178,5 +178,8 @@ func (s *Server) securityPageData(r *http.Request, p auth.Principal) (any, error
 	if m["Syslog"], err = s.syslogView(); err != nil {
 		return nil, err
 	}
+	if m["Metrics"], err = s.metricsView(); err != nil {
+		return nil, err
+	}
 	return m, nil
 }

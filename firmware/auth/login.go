@@ -415,6 +415,7 @@ func (s *Service) finishLogin(c Client, p Policy, username string, loc location,
 		return LoginResult{}, err
 	}
 	s.sources.succeed(c.Addr)
+	s.loginOK.Add(1)
 	s.history(c, username, "ok", loc)
 	return res, nil
 }
@@ -448,6 +449,7 @@ func (s *Service) fail(ctx context.Context, c Client, p Policy, username, why st
 		wasAttack := a.underAttack(p, now)
 		if a.recordFailure(net, p, now) {
 			until := a.Locks[net].LockedUntil
+			s.lockouts.Add(1) // counted even if the transaction then fails: the attempt happened
 			s.log.Warn("account locked for a source network", "account", username, "network", net, "source", c.String(), "until", until)
 			if err := s.audit.RecordTx(tx, audit.Event{Actor: "-", Source: c.String(), Action: "auth.lockout", Target: username,
 				Outcome: audit.Warning, Detail: fmt.Sprintf("network %s locked out after %d failed attempts until %s; other networks unaffected",
@@ -464,6 +466,7 @@ func (s *Service) fail(ctx context.Context, c Client, p Policy, username, why st
 		}
 		return tx.Put(bAccounts, username, a)
 	})
+	s.loginFailed.Add(1)
 	_ = s.audit.Record(audit.Event{Source: c.String(), Action: "auth.login", Target: username, Outcome: audit.Denied, Detail: why})
 	s.history(c, username, "failed", location{country: s.Country(c.Addr)})
 	if s.attacks != nil {

@@ -33,16 +33,17 @@ const (
 	PermSecurityWrite  Permission = "security.write"  //
 	PermAuditRead      Permission = "audit.read"      // audit log, export, verify
 	PermSystemWrite    Permission = "system.write"    // reboot, power off, updates
+	PermMetricsRead    Permission = "metrics.read"    // Prometheus /metrics
 )
 
 // Permissions lists every permission.
 var Permissions = []Permission{PermStatusRead, PermSelf, PermTelephonyRead, PermTelephonyWrite, PermUsersRead,
-	PermUsersWrite, PermSecurityRead, PermSecurityWrite, PermAuditRead, PermSystemWrite}
+	PermUsersWrite, PermSecurityRead, PermSecurityWrite, PermAuditRead, PermSystemWrite, PermMetricsRead}
 
 var rolePerms = map[Role][]Permission{
 	RoleAdmin:    Permissions,
 	RoleOperator: {PermStatusRead, PermSelf, PermTelephonyRead, PermTelephonyWrite},
-	RoleAuditor:  {PermStatusRead, PermSelf, PermTelephonyRead, PermUsersRead, PermSecurityRead, PermAuditRead},
+	RoleAuditor:  {PermStatusRead, PermSelf, PermTelephonyRead, PermUsersRead, PermSecurityRead, PermAuditRead, PermMetricsRead},
 }
 
 // RoleCan reports whether role r grants p.
@@ -53,15 +54,20 @@ const (
 	ScopeRead  = "read"  // every *.read permission
 	ScopeWrite = "write" // telephony changes
 	ScopeAdmin = "admin" // everything the owner's role allows
+	// ScopeMetrics reads /metrics and nothing else; it is never combined
+	// with another scope, so a token kept in a monitoring system's
+	// configuration opens nothing else on the box.
+	ScopeMetrics = "metrics"
 )
 
 // Scopes lists every token scope.
-var Scopes = []string{ScopeRead, ScopeWrite, ScopeAdmin}
+var Scopes = []string{ScopeRead, ScopeWrite, ScopeAdmin, ScopeMetrics}
 
 var scopePerms = map[string][]Permission{
-	ScopeRead:  {PermStatusRead, PermTelephonyRead, PermUsersRead, PermSecurityRead, PermAuditRead},
-	ScopeWrite: {PermStatusRead, PermTelephonyRead, PermTelephonyWrite},
-	ScopeAdmin: Permissions,
+	ScopeRead:    {PermStatusRead, PermTelephonyRead, PermUsersRead, PermSecurityRead, PermAuditRead},
+	ScopeWrite:   {PermStatusRead, PermTelephonyRead, PermTelephonyWrite},
+	ScopeAdmin:   Permissions,
+	ScopeMetrics: {PermMetricsRead},
 }
 
 // Restriction limits a session until the user fixes something.

@@ -168,6 +168,19 @@ type Service struct {
 	geoMu     sync.Mutex // serialises GeoIP replacements
 	geoImport sync.Mutex // one upload parsed at a time (TryLock)
 	geo       atomic.Pointer[GeoDB]
+
+	// Running totals of admin and API logins since start, for metrics.
+	loginOK, loginFailed, lockouts atomic.Uint64
+}
+
+// LoginCounts are the login outcomes since start: successful logins,
+// failed attempts (bad password, code or unknown user) and lockouts of an
+// account for a source network.
+type LoginCounts struct{ OK, Failed, Lockouts uint64 }
+
+// LoginCounts returns the running totals.
+func (s *Service) LoginCounts() LoginCounts {
+	return LoginCounts{OK: s.loginOK.Load(), Failed: s.loginFailed.Load(), Lockouts: s.lockouts.Load()}
 }
 
 // New returns the service.

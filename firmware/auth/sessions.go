@@ -238,6 +238,14 @@ func (s *Service) CreateToken(ctx context.Context, actor Principal, c Client, pr
 			return "", Token{}, fmt.Errorf("%w: unknown scope %q", ErrBadToken, sc)
 		}
 	}
+	if slices.Contains(scopes, ScopeMetrics) {
+		if len(scopes) != 1 {
+			return "", Token{}, fmt.Errorf("%w: the %s scope cannot be combined with others", ErrBadToken, ScopeMetrics)
+		}
+		if !RoleCan(actor.Role, PermMetricsRead) {
+			return "", Token{}, fmt.Errorf("%w: role %s may not read metrics", ErrBadToken, actor.Role)
+		}
+	}
 	if err := s.reauth(ctx, actor, c, pr, "token.create"); err != nil {
 		return "", Token{}, err
 	}

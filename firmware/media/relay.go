@@ -70,6 +70,12 @@ type Relay struct {
 	loops []*loop
 	spare []loopBufs // buffers of stopped loops
 	calls int
+
+	// Media totals for metrics, read at scrape time from the legs'
+	// own counters: live calls are summed when asked, a closed call's
+	// final figures are folded into done (the packet path adds nothing).
+	live map[*Call]struct{}
+	done Totals
 }
 
 // NewRelay checks cfg and fills defaults.
@@ -254,6 +260,12 @@ func (r *Relay) NewCall(id string) (*Call, error) {
 		return nil, fmt.Errorf("media: call %s: %w", id, err)
 	}
 	c.loop = lp
+	r.mu.Lock()
+	if r.live == nil {
+		r.live = map[*Call]struct{}{}
+	}
+	r.live[c] = struct{}{}
+	r.mu.Unlock()
 	return c, nil
 }
 
@@ -547,6 +559,7 @@ func (c *Call) Close() error {
 	}
 	c.mu.Unlock()
 	c.wg.Wait()
+	c.r.retire(c) // the loop no longer touches the legs: their figures are final
 	c.r.releaseLoop(c.loop)
 	var errs []error
 	for _, l := range c.legs {

@@ -661,3 +661,56 @@ func TestRelayDTLSClientRole(t *testing.T) {
 		t.Fatal("SRTP from the DTLS server phone not decrypted")
 	}
 }
+
+// TestRelayTotalsSurviveCallClose: the relay's totals are the legs' own
+// counters, summed at read time; a closed call's figures stay in them and
+// are not counted twice.
+func TestRelayTotalsSurviveCallClose(t *testing.T) {
+	r := newTestRelay(t)
+	ctx := context.Background()
+	var calls []*Call
+	for i := range 2 {
+		a, b := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
+		c, err := r.NewCall(fmt.Sprintf("totals-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.SetPeer(ctx, A, a.peer()); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.SetPeer(ctx, B, b.peer()); err != nil {
+			t.Fatal(err)
+		}
+		for j := range 10 * (i + 1) {
+			a.send(c.LocalPort(A), rtpPacket(t, uint16(100+j), payload(j)))
+			b.recv()
+		}
+		rr, _ := (&rtcp.ReceiverReport{SSRC: 9, Reports: []rtcp.ReceptionReport{{SSRC: 0x1234, FractionLost: 64}}}).Marshal()
+		b.send(c.LocalPort(B), rr)
+		a.recv()
+		calls = append(calls, c)
+	}
+	want := Totals{Calls: 2, Received: 32, Sent: 32, Reports: 2, LossSum: 0.5}
+	check := func(when string, want Totals) {
+		t.Helper()
+		got := r.Totals()
+		got.Bytes = 0 // RTP sizes are the test's, not the relay's
+		if want.Calls > 0 {
+			// The loop counts a packet sent after the syscall returns, which
+			// may be after the phone read it; final once the call is closed.
+			got.Sent = want.Sent
+		}
+		if got != want {
+			t.Fatalf("%s: totals %+v, want %+v", when, got, want)
+		}
+	}
+	check("two live calls", want)
+	calls[0].Close()
+	want.Calls = 1
+	check("one call closed", want)
+	calls[0].Close() // a second Close adds nothing
+	calls[1].Close()
+	want.Calls = 0
+	check("all closed", want)
+}

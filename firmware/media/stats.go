@@ -126,3 +126,58 @@ func EstimateMOS(lossPct, jitterMs float64) float64 {
 	}
 	return 1 + 0.035*r + 7e-6*r*(r-60)*(100-r)
 }
+
+// Totals are the relay's media figures since it was made, over every call
+// (closed and live), for metrics.
+type Totals struct {
+	Calls                                                         int // live calls
+	Received, Sent, Bytes                                         uint64
+	DroppedSource, DroppedCrypto, DroppedMalformed, DroppedNoPeer uint64
+	WriteErrors                                                   uint64
+	Handshakes, HandshakeFailures                                 uint64
+	// RTCP reception reports from the peers and the sum of the fraction
+	// lost they reported (0..1 each): LossSum/Reports is the mean loss.
+	Reports int
+	LossSum float64
+}
+
+func (t *Totals) add(s Stats) {
+	for _, l := range s.Legs {
+		t.Received += l.Received
+		t.Sent += l.Sent
+		t.Bytes += l.Bytes
+		t.DroppedSource += l.DroppedSource
+		t.DroppedCrypto += l.DroppedCrypto
+		t.DroppedMalformed += l.DroppedMalformed
+		t.DroppedNoPeer += l.DroppedNoPeer
+		t.WriteErrors += l.WriteErrors
+		t.Handshakes += l.Handshakes
+		t.HandshakeFailures += l.HandshakeFailures
+		t.Reports += l.Reports
+		t.LossSum += l.LossPct / 100 * float64(l.Reports)
+	}
+}
+
+// Totals sums the closed calls' final figures and the live calls' figures
+// so far. Its cost grows with the live calls, not with the packets.
+func (r *Relay) Totals() Totals {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.done
+	for c := range r.live {
+		t.add(c.Stats())
+	}
+	t.Calls = len(r.live)
+	return t
+}
+
+// retire folds a closed call's final figures into the relay's totals.
+func (r *Relay) retire(c *Call) {
+	s := c.Stats()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.live[c]; ok {
+		delete(r.live, c)
+		r.done.add(s)
+	}
+}

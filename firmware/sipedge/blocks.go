@@ -54,3 +54,10 @@ func unmapBits(p netip.Prefix) int {
 	}
 	return 0
 }
+
+// BlockCounts is how many bans and throttles are in force (metrics; unlike
+// Blocks it does not look up the registrations inside each ban).
+func (s *Server) BlockCounts() (bans, throttles int) {
+	now := s.now()
+	return len(s.bans.List(now)), len(s.guard.Throttles(now))
+}

@@ -260,3 +260,28 @@ func TestLocationMoved(t *testing.T) {
 		}
 	}
 }
+
+// TestLocationCount: extensions with a live binding and live bindings,
+// expired ones left out before the sweep removes them.
+func TestLocationCount(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	l := newLocation(4)
+	reg := func(user, contact string, exp time.Duration) {
+		t.Helper()
+		b := Binding{CallID: user + contact, CSeq: 1, Source: "192.0.2.1:5060", Transport: "UDP"}
+		if r := l.Register(now, user, b, []ContactUpdate{{Contact: contact, Expires: exp}}, false, netip.MustParseAddr("192.0.2.1")); r != regOK {
+			t.Fatalf("register %s: %v", user, r)
+		}
+	}
+	reg("101", "sip:101@10.0.0.5", time.Hour)
+	reg("101", "sip:101@10.0.0.6", time.Hour)
+	reg("102", "sip:102@10.0.0.7", 2*time.Minute)
+	for _, tc := range []struct {
+		at              time.Time
+		users, bindings int
+	}{{now, 2, 3}, {now.Add(5 * time.Minute), 1, 2}, {now.Add(2 * time.Hour), 0, 0}} {
+		if u, b := l.Count(tc.at); u != tc.users || b != tc.bindings {
+			t.Errorf("at %v: Count = %d, %d; want %d, %d", tc.at.Sub(now), u, b, tc.users, tc.bindings)
+		}
+	}
+}

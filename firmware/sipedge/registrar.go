@@ -180,6 +180,26 @@ func (l *Location) Lookup(now time.Time, user string) []Binding {
 	return out
 }
 
+// Count is how many extensions have a live binding and how many live
+// bindings there are (metrics, at scrape time).
+func (l *Location) Count(now time.Time) (users, bindings int) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	for _, bs := range l.users {
+		n := 0
+		for _, b := range bs {
+			if now.Before(b.Expires) {
+				n++
+			}
+		}
+		if n > 0 {
+			users++
+			bindings += n
+		}
+	}
+	return users, bindings
+}
+
 // Registered reports whether src has a live registration (for OPTIONS).
 func (l *Location) Registered(now time.Time, src netip.Addr) bool {
 	l.mu.RLock()
