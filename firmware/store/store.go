@@ -230,3 +230,78 @@ func (db *DB) Backup(w io.Writer) (int64, error) {
 	})
 	return n, err
 }
+
+// Buckets lists the top-level bucket names in key order.
+func (t *Tx) Buckets() ([]string, error) {
+	var out []string
+	err := t.tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+		out = append(out, string(name))
+		return nil
+	})
+	return out, err
+}
+
+// DeleteBucket removes bucket and everything in it; a missing bucket is not
+// an error.
+func (t *Tx) DeleteBucket(bucket string) error {
+	err := t.tx.DeleteBucket([]byte(bucket))
+	if err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+		return fmt.Errorf("store: delete bucket %s: %w", bucket, err)
+	}
+	return nil
+}
+
+// PutRaw stores an already encoded value as is (a restore writes back what
+// Get's encoding produced). Bulk loads in key order fill pages fully.
+func (t *Tx) PutRaw(bucket, key string, raw []byte) error {
+	if bucket == "" || key == "" {
+		return fmt.Errorf("store: empty bucket or key name (%q/%q)", bucket, key)
+	}
+	b, err := t.tx.CreateBucketIfNotExists([]byte(bucket))
+	if err != nil {
+		return fmt.Errorf("store: bucket %s: %w", bucket, err)
+	}
+	b.FillPercent = 0.9
+	if err := b.Put([]byte(key), raw); err != nil {
+		return fmt.Errorf("store: put %s/%s: %w", bucket, key, err)
+	}
+	return nil
+}
+
+// SchemaTx reports the schema version recorded in the file, inside tx.
+func (t *Tx) SchemaTx() (int, error) { return schemaOf(t.tx) }
+
+// SealFunc transforms one sealed field: a backup passes an unseal with the
+// source box's key, a restore a seal with the target's.
+type SealFunc func(b []byte, ad string) ([]byte, error)
+
+// Resealer rewrites the sealed fields of one stored value of a bucket its
+// package owns: it calls f for each sealed field with the associated data
+// the field is sealed under and returns the value re-encoded with f's
+// results. It is how backups move secrets between device keys without
+// knowing any package's layout.
+type Resealer func(key string, raw []byte, f SealFunc) ([]byte, error)
+
+// SecretResealer handles values written by PutSecret in bucket whose keys
+// match isSecret.
+func SecretResealer(bucket string, isSecret func(key string) bool) Resealer {
+	return func(key string, raw []byte, f SealFunc) ([]byte, error) {
+		if !isSecret(key) {
+			return raw, nil
+		}
+		return ResealJSONBytes(raw, secretAD(bucket, key), f)
+	}
+}
+
+// ResealJSONBytes reseals a value stored as one JSON-encoded byte string.
+func ResealJSONBytes(raw []byte, ad string, f SealFunc) ([]byte, error) {
+	var b []byte
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return nil, fmt.Errorf("store: decode sealed value: %w", err)
+	}
+	out, err := f(b, ad)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(out)
+}
