@@ -4,6 +4,7 @@
 package store
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -252,7 +253,8 @@ func (t *Tx) DeleteBucket(bucket string) error {
 }
 
 // PutRaw stores an already encoded value as is (a restore writes back what
-// Get's encoding produced). Bulk loads in key order fill pages fully.
+// Get's encoding produced). It copies raw: bbolt keeps the slice until the
+// transaction ends. Bulk loads in key order fill pages fully.
 func (t *Tx) PutRaw(bucket, key string, raw []byte) error {
 	if bucket == "" || key == "" {
 		return fmt.Errorf("store: empty bucket or key name (%q/%q)", bucket, key)
@@ -262,7 +264,7 @@ func (t *Tx) PutRaw(bucket, key string, raw []byte) error {
 		return fmt.Errorf("store: bucket %s: %w", bucket, err)
 	}
 	b.FillPercent = 0.9
-	if err := b.Put([]byte(key), raw); err != nil {
+	if err := b.Put([]byte(key), bytes.Clone(raw)); err != nil {
 		return fmt.Errorf("store: put %s/%s: %w", bucket, key, err)
 	}
 	return nil
