@@ -330,7 +330,7 @@ func (s *Service) parseFile(path string, d Decryption, fn RecordFunc) (*Manifest
 		}
 		return nil, fmt.Errorf("%w: %v", ErrFormat, err)
 	}
-	m, err := Parse(r, s.cfg.Limits, fn)
+	m, err := Parse(authReader{r}, s.cfg.Limits, fn)
 	if err != nil {
 		return nil, err
 	}
@@ -490,4 +490,16 @@ func (s *Service) LastRestore() (Restored, bool, error) {
 		return err
 	})
 	return r, ok, err
+}
+
+// authReader marks age's read errors (a chunk that fails authentication:
+// tampered or truncated) as ErrCorrupt.
+type authReader struct{ r io.Reader }
+
+func (a authReader) Read(p []byte) (int, error) {
+	n, err := a.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%w: decryption failed, the file is damaged or was modified: %w", ErrCorrupt, err)
+	}
+	return n, err
 }

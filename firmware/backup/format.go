@@ -226,7 +226,7 @@ func Parse(r io.Reader, lim Limits, fn RecordFunc) (*Manifest, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	head := make([]byte, len(magic)+4)
 	if _, err := io.ReadFull(br, head); err != nil {
-		return nil, fmt.Errorf("%w: header: %v", ErrFormat, err)
+		return nil, fmt.Errorf("%w: header: %w", ErrFormat, err)
 	}
 	if string(head[:len(magic)]) != magic {
 		return nil, fmt.Errorf("%w: bad magic", ErrFormat)
@@ -237,7 +237,7 @@ func Parse(r io.Reader, lim Limits, fn RecordFunc) (*Manifest, error) {
 	}
 	raw := make([]byte, n)
 	if _, err := io.ReadFull(br, raw); err != nil {
-		return nil, fmt.Errorf("%w: manifest: %v", ErrFormat, err)
+		return nil, fmt.Errorf("%w: manifest: %w", ErrFormat, err)
 	}
 	var m Manifest
 	if err := strictjson.Unmarshal(raw, &m); err != nil {
@@ -254,7 +254,7 @@ func Parse(r io.Reader, lim Limits, fn RecordFunc) (*Manifest, error) {
 		var prev []byte
 		for i := int64(0); i < b.Keys; i++ {
 			if _, err := io.ReadFull(br, hdr[:2]); err != nil {
-				return nil, fmt.Errorf("%w: bucket %s record %d: %v", ErrCorrupt, b.Name, i, err)
+				return nil, fmt.Errorf("%w: bucket %s record %d: %w", ErrCorrupt, b.Name, i, err)
 			}
 			kl := int(binary.BigEndian.Uint16(hdr[:2]))
 			if kl == 0 || kl > lim.MaxKeyBytes {
@@ -262,14 +262,14 @@ func Parse(r io.Reader, lim Limits, fn RecordFunc) (*Manifest, error) {
 			}
 			key = key[:kl]
 			if _, err := io.ReadFull(br, key); err != nil {
-				return nil, fmt.Errorf("%w: bucket %s record %d: %v", ErrCorrupt, b.Name, i, err)
+				return nil, fmt.Errorf("%w: bucket %s record %d: %w", ErrCorrupt, b.Name, i, err)
 			}
 			if prev != nil && bytes.Compare(key, prev) <= 0 {
 				return nil, fmt.Errorf("%w: bucket %s record %d: keys out of order or repeated", ErrCorrupt, b.Name, i)
 			}
 			prev = append(prev[:0], key...)
 			if _, err := io.ReadFull(br, hdr[:4]); err != nil {
-				return nil, fmt.Errorf("%w: bucket %s record %d: %v", ErrCorrupt, b.Name, i, err)
+				return nil, fmt.Errorf("%w: bucket %s record %d: %w", ErrCorrupt, b.Name, i, err)
 			}
 			vl := binary.BigEndian.Uint32(hdr[:4])
 			if vl > uint32(lim.MaxValueBytes) {
@@ -283,7 +283,7 @@ func Parse(r io.Reader, lim Limits, fn RecordFunc) (*Manifest, error) {
 			}
 			val = val[:vl]
 			if _, err := io.ReadFull(br, val); err != nil {
-				return nil, fmt.Errorf("%w: bucket %s record %d: %v", ErrCorrupt, b.Name, i, err)
+				return nil, fmt.Errorf("%w: bucket %s record %d: %w", ErrCorrupt, b.Name, i, err)
 			}
 			bh.add(key, val)
 			if fn != nil {
@@ -298,6 +298,9 @@ func Parse(r io.Reader, lim Limits, fn RecordFunc) (*Manifest, error) {
 		}
 	}
 	if _, err := br.ReadByte(); err != io.EOF {
+		if err != nil {
+			return nil, fmt.Errorf("%w: end: %w", ErrCorrupt, err)
+		}
 		return nil, fmt.Errorf("%w: data after the last bucket", ErrCorrupt)
 	}
 	return &m, nil
