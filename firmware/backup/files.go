@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	"filippo.io/age"
@@ -26,6 +27,7 @@ const (
 	Manual  = "manual"
 	// MaxManual on-demand backups are kept; the oldest goes first.
 	MaxManual    = 10
+	maxUploads   = 2
 	maxRetention = 60
 	fileTime     = "20060102T150405Z"
 )
@@ -351,11 +353,52 @@ func (s *Service) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
+var uploadRE = regexp.MustCompile(`^upload-[0-9]{1,20}$`)
+
 // SaveUpload streams an uploaded backup to a private file under the
-// directory, refusing more than MaxFileBytes. The caller restores from the
-// returned path and removes it.
+// directory, refusing more than MaxFileBytes, and returns its id for
+// RestoreUpload. Nothing is parsed yet.
 func (s *Service) SaveUpload(r io.Reader) (string, error) {
+	p, err := s.saveUpload(r)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Base(p)[1:], nil
+}
+
+// RestoreUpload restores an upload saved by SaveUpload and removes it,
+// whatever the outcome.
+func (s *Service) RestoreUpload(id string, d Decryption, who Actor) (*Manifest, error) {
+	if !uploadRE.MatchString(id) {
+		return nil, fmt.Errorf("%w: field upload: no such upload", ErrBadRequest)
+	}
+	p := filepath.Join(s.cfg.Dir, "."+id)
+	if _, err := os.Stat(p); err != nil {
+		return nil, fmt.Errorf("%w: field upload: no such upload", ErrBadRequest)
+	}
+	defer os.Remove(p)
+	return s.Restore(p, d, who)
+}
+
+// RestoreFile restores a backup kept on the box.
+func (s *Service) RestoreFile(name string, d Decryption, who Actor) (*Manifest, error) {
+	p, err := s.path(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.Restore(p, d, who)
+}
+
+func (s *Service) saveUpload(r io.Reader) (string, error) {
+	if s.dropStaleUploads() >= maxUploads {
+		return "", fmt.Errorf("%w: %d uploads wait for a restore already (they expire after an hour)", ErrBadRequest, maxUploads)
+	}
 	f, err := os.CreateTemp(s.cfg.Dir, ".upload-*")
+	if err == nil && !uploadRE.MatchString(filepath.Base(f.Name())[1:]) {
+		f.Close()
+		os.Remove(f.Name())
+		err = errors.New("unexpected temporary name")
+	}
 	if err != nil {
 		return "", fmt.Errorf("backup: upload: %w", err)
 	}
@@ -383,4 +426,26 @@ func syncDir(dir string) error {
 		return fmt.Errorf("backup: sync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// dropStaleUploads removes uploads nobody restored within an hour, so
+// abandoned uploads cannot fill the disk.
+// It returns how many remain.
+func (s *Service) dropStaleUploads() int {
+	ents, err := os.ReadDir(s.cfg.Dir)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), ".upload-") {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && s.cfg.Now().Sub(fi.ModTime()) > time.Hour {
+			os.Remove(filepath.Join(s.cfg.Dir, e.Name()))
+			continue
+		}
+		n++
+	}
+	return n
 }
