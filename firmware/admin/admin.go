@@ -83,6 +83,9 @@ type Deps struct {
 	// Intrusion is the intrusion report (*intrusion.Aggregator); nil:
 	// none (the page says so, the API answers 409).
 	Intrusion Intrusion
+	// Backups make, keep and restore encrypted backups (*backup.Service);
+	// nil: the API answers 409.
+	Backups Backups
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -121,6 +124,7 @@ type Server struct {
 	status    func(context.Context) []StatusItem
 	sipblk    SIPBlocks
 	intrusion Intrusion
+	backups   Backups
 
 	conns connSeq // connection numbers for firewall confirmations
 
@@ -151,10 +155,11 @@ func NewServer(d Deps) (*Server, error) {
 		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, status: d.Status,
 		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, intrusion: d.Intrusion}
 	s.acme = d.ACME
+	s.backups = d.Backups
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))
 	}
-	s.routes = s.routeTable()
+	s.routes = append(s.routeTable(), s.backupRoutes()...)
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.method+" "+rt.path, s.guard(rt))
 	}

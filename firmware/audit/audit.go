@@ -444,3 +444,6 @@ func (l *Log) Rebase() (VerifyResult, error) {
 	l.mu.Unlock()
 	return l.VerifyFull()
 }
+
+// LogBucket holds the entries (a restore archives them before replacing).
+const LogBucket = logBucket

@@ -15,6 +15,7 @@
 package backup
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -22,6 +23,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -385,6 +387,10 @@ func (s *Service) Restore(path string, d Decryption, who Actor) (*Manifest, erro
 		if err != nil {
 			return err
 		}
+		archive, err := s.archiveChain(tx)
+		if err != nil {
+			return err
+		}
 		kept := map[string]map[string][]byte{}
 		names, err := tx.Buckets()
 		if err != nil {
@@ -437,8 +443,8 @@ func (s *Service) Restore(path string, d Decryption, who Actor) (*Manifest, erro
 		if err := tx.Put(stateBucket, "restored", rec); err != nil {
 			return err
 		}
-		detail := fmt.Sprintf("restored backup of box %s (install %s, firmware %s, made %s); chain before the restore ended at entry %d hash %s",
-			m.Serial, m.InstallID, m.Firmware, m.Created.Format(time.RFC3339), prev.Seq, prev.Hash)
+		detail := fmt.Sprintf("restored backup of box %s (install %s, firmware %s, made %s); chain before the restore ended at entry %d hash %s, kept in %s",
+			m.Serial, m.InstallID, m.Firmware, m.Created.Format(time.RFC3339), prev.Seq, prev.Hash, archive)
 		return s.cfg.Audit.RecordTx(tx, audit.Event{Actor: who.Name, Source: who.Source, Action: "backup.restore",
 			Target: m.Serial, Outcome: audit.OK, Detail: detail,
 			After: map[string]any{"buckets": len(m.Buckets), "other_box": other}})
@@ -502,4 +508,36 @@ func (a authReader) Read(p []byte) (int, error) {
 		err = fmt.Errorf("%w: decryption failed, the file is damaged or was modified: %w", ErrCorrupt, err)
 	}
 	return n, err
+}
+
+// archiveChain writes the audit chain a restore is about to replace to a
+// file beside the backups (entries are redacted: no secrets), fsync'd
+// before the restore commits, so no audit entry is lost to a restore.
+func (s *Service) archiveChain(tx *store.Tx) (string, error) {
+	name := "audit-replaced-" + s.cfg.Now().UTC().Format(fileTime) + ".jsonl"
+	f, err := os.OpenFile(filepath.Join(s.cfg.Dir, name), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("backup: archive audit chain: %w", err)
+	}
+	w := bufio.NewWriter(f)
+	err = tx.ForEach(audit.LogBucket, func(_ string, raw []byte) error {
+		w.Write(raw)
+		return w.WriteByte('\n')
+	})
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = syncDir(s.cfg.Dir)
+	}
+	if err != nil {
+		return "", fmt.Errorf("backup: archive audit chain: %w", err)
+	}
+	return name, nil
 }

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -100,7 +101,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 func (b *box) auth(t testing.TB) *auth.Service {
 	t.Helper()
 	s, err := auth.New(auth.Config{DB: b.db, Clock: b.clk, Audit: b.audit,
-		Hasher: auth.NewHasher(auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}, 2, 16),
+		Hasher:    auth.NewHasher(auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}, 2, 16),
 		SetupCode: auth.SetupCode(setupCode), Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
@@ -251,6 +252,10 @@ func TestRoundTrip(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			prevHead, err := dst.audit.Head()
+			if err != nil {
+				t.Fatal(err)
+			}
 			selfBefore := dump(t, dst.db)["certs/selfsigned"]
 			licBefore := dump(t, dst.db)["license.state/state"]
 
@@ -296,6 +301,18 @@ func TestRoundTrip(t *testing.T) {
 			}
 			if !hasAction(last, "backup.restore") {
 				t.Fatalf("no restore entry after the backup's head: %+v", last)
+			}
+			// The chain the restore replaced is kept, entry for entry.
+			archived, err := filepath.Glob(filepath.Join(dst.backup.cfg.Dir, "audit-replaced-*.jsonl"))
+			if err != nil || len(archived) != 1 {
+				t.Fatalf("archived chain: %v %v", archived, err)
+			}
+			old, err := os.ReadFile(archived[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := strings.Count(string(old), "\n"); uint64(n) != prevHead.Seq || !strings.Contains(string(old), prevHead.Hash) {
+				t.Fatalf("archive has %d entries, chain had %d", n, prevHead.Seq)
 			}
 		})
 	}
