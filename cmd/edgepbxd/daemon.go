@@ -19,6 +19,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/admin"
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/backup"
 	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/certs"
 	"github.com/edgepbx/edgepbx/firmware/intrusion"
@@ -66,6 +67,7 @@ type daemon struct {
 	syslog     *logs.Sender              // remote syslog of the security log and the audit chain
 	syslogFrom uint64                    // audit head when the sender was wired: older entries are not sent
 	intrusion  *intrusion.Aggregator     // intrusion report; nil: its store could not be read
+	backup     *backup.Service           // encrypted backups; nil: disabled (logged)
 	lic        *license.Manager          // nil: no licence server configured, or it failed to build (licErr)
 	licErr     string
 	licState   licenseState
@@ -91,7 +93,7 @@ type service struct {
 // a handler in routes.
 func (d *daemon) services() []service {
 	s := []service{{"https", d.serveHTTPS}, {"sip", d.serveSIP}, {"seclog", d.runSecLog}, {"acme", d.acme.Run},
-		{"syslog", d.runSyslog}, {"intrusion", d.runIntrusion}}
+		{"syslog", d.runSyslog}, {"intrusion", d.runIntrusion}, {"backup", d.runBackup}}
 	s = append(s, service{"telephony", d.runTelephony}) // trunk registrations, CDR retention
 	if d.lic != nil {
 		s = append(s, service{"license", d.runLicense})
@@ -188,6 +190,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	d.newTelephony()
 	d.newSyslog()
 	d.newIntrusion()
+	d.newBackup()
 	if d.admin, err = admin.NewServer(admin.Deps{
 		Store:       d.db,
 		Audit:       d.audit,
@@ -209,6 +212,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		System:      p.system,
 		SIPBlocks:   sipBlocks{d.sip},
 		Intrusion:   ifSet[admin.Intrusion](d.intrusion),
+		Backups:     ifSet[admin.Backups](d.backup),
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %w", errStayDown, err)
 	}

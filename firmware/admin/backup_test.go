@@ -2,8 +2,8 @@ package admin
 
 import (
 	"strings"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/store"

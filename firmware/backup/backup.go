@@ -91,7 +91,10 @@ type Config struct {
 }
 
 // Service makes, lists and restores backups.
-type Service struct{ cfg Config }
+type Service struct {
+	cfg      Config
+	restored chan struct{} // signalled after a restore (Run returns)
+}
 
 // New checks cfg and returns a Service.
 func New(cfg Config) (*Service, error) {
@@ -110,7 +113,7 @@ func New(cfg Config) (*Service, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("backup: directory %s: %w", cfg.Dir, err)
 	}
-	return &Service{cfg: cfg}, nil
+	return &Service{cfg: cfg, restored: make(chan struct{}, 1)}, nil
 }
 
 // Encryption says whom a new backup is for: exactly one of the two.
@@ -457,6 +460,10 @@ func (s *Service) Restore(path string, d Decryption, who Actor) (*Manifest, erro
 		return m, fmt.Errorf("backup: restored chain does not verify: %w", err)
 	}
 	s.cfg.Log.Warn("backup: restored", "from_serial", m.Serial, "other_box", other, "buckets", len(m.Buckets))
+	select {
+	case s.restored <- struct{}{}:
+	default:
+	}
 	return m, nil
 }
 

@@ -339,15 +339,22 @@ func (s *Service) RunDue() error {
 	return errors.Join(errs...)
 }
 
-// Run checks the schedule every interval until ctx ends.
-func (s *Service) Run(ctx context.Context, interval time.Duration) {
+// ErrRestored ends Run after a restore: the services' caches hold the old
+// data, so the daemon exits and its supervisor starts it again.
+var ErrRestored = errors.New("backup: store restored, restarting the services")
+
+// Run checks the schedule every interval until ctx ends (nil) or a
+// restore happened (ErrRestored).
+func (s *Service) Run(ctx context.Context, interval time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		_ = s.RunDue()
 		select {
 		case <-ctx.Done():
-			return
+			return nil
+		case <-s.restored:
+			return ErrRestored
 		case <-t.C:
 		}
 	}
