@@ -49,3 +49,21 @@ func (d *daemon) runBackup(ctx context.Context) error {
 	}
 	return d.backup.Run(ctx, 10*time.Minute)
 }
+
+// restoredFrom is what the licence check-in reports: the serial of another
+// box whose backup was restored here (d.backup is built after the licence
+// manager, and read only at check-in time).
+func (d *daemon) restoredFrom() string {
+	if d.backup == nil {
+		return ""
+	}
+	r, ok, err := d.backup.LastRestore()
+	if err != nil {
+		d.log.Warn("backup: last restore not reported to the licence server", "err", err)
+		return ""
+	}
+	if !ok || !r.OtherBox {
+		return ""
+	}
+	return r.FromSerial
+}
