@@ -42,6 +42,11 @@ func TestBackupAPI(t *testing.T) {
 	if !strings.Contains(string(l.body), name) {
 		t.Fatalf("list %s", l.body)
 	}
+	pg := c.must(200, "GET", "/system", nil)
+	if !strings.Contains(string(pg.body), name) || !strings.Contains(string(pg.body), "Generate a new backup key") ||
+		strings.Contains(string(pg.body), id) || strings.Contains(string(pg.body), "<script>") {
+		t.Fatalf("system page backup section: %s", pg.body)
+	}
 	dl := c.must(200, "GET", "/api/v1/backups/"+name, nil)
 	if dl.hdr.Get("Content-Type") != "application/octet-stream" || !strings.HasPrefix(string(dl.body), "age-encryption.org/v1") {
 		t.Fatalf("download: %v %.40q", dl.hdr, dl.body)
