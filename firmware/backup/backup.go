@@ -53,7 +53,9 @@ type BoxLocal map[string][]string
 // binding and grace counters (a restore must not rewind them), sessions and
 // pending login challenges (a restored cookie must not log in), the box's
 // own event log, this package's settings and the self-signed certificate
-// (it names the serial).
+// (it names the serial). The GeoIP database is public data of up to
+// hundreds of megabytes that the admin uploads again; it would exceed the
+// value bound a restore accepts.
 func DefaultBoxLocal(certsBucket string, certsLocalKeys []string) BoxLocal {
 	return BoxLocal{
 		"meta":             nil,
@@ -62,6 +64,7 @@ func DefaultBoxLocal(certsBucket string, certsLocalKeys []string) BoxLocal {
 		"auth.sessions":    nil,
 		"auth.challenges":  nil,
 		"logs.events":      nil,
+		"auth.geoip":       nil,
 		settingsBucket:     nil,
 		stateBucket:        nil,
 		certsBucket:        certsLocalKeys,
