@@ -133,8 +133,14 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		return nil, err
 	}
 	if d.db, err = store.Open(filepath.Join(cfg.dataDir, "edgepbx.db"), d.id.DeviceKey); err != nil {
-		if errors.Is(err, store.ErrNewerSchema) {
+		switch {
+		case errors.Is(err, store.ErrNewerSchema):
 			err = fmt.Errorf("%w: %w", errStayDown, err)
+		case errors.Is(err, store.ErrCorrupt):
+			// Never start empty over a damaged store (that would lose every
+			// secret and account for good): stay down, say what to do.
+			err = fmt.Errorf("%w: %w; the file is left as it is: restore a backup onto a fresh store "+
+				"(edgepbx backup restore after claiming the box again) or factory-reset the box", errStayDown, err)
 		}
 		return nil, err
 	}

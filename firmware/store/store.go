@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -37,6 +38,10 @@ var (
 	ErrNewerSchema = errors.New("store: database schema is newer than this firmware")
 	// ErrTooLarge means a value or the database exceeds a fixed bound.
 	ErrTooLarge = errors.New("store: too large")
+	// ErrCorrupt means the file failed bbolt's consistency check or did
+	// not open as a database at all. Nothing was written to it; the owner
+	// restores a backup or resets the box (the daemon never starts empty).
+	ErrCorrupt = errors.New("store: database file is damaged")
 	// ErrUnseal means a sealed value did not open: wrong key, wrong place
 	// (associated data) or tampered bytes. Which one is deliberately not said.
 	ErrUnseal = errors.New("store: sealed value does not open")
@@ -66,11 +71,9 @@ func open(path string, sealKey []byte, steps []Migration) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: seal cipher: %w", err)
 	}
-	// The timeout turns "another edgepbxd still holds the lock" into an error
-	// instead of a hang.
-	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	b, err := openChecked(path)
 	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
+		return nil, err
 	}
 	db := &DB{bolt: b, aead: aead}
 	if err := db.migrate(steps); err != nil {
@@ -306,4 +309,49 @@ func ResealJSONBytes(raw []byte, ad string, f SealFunc) ([]byte, error) {
 		return nil, err
 	}
 	return json.Marshal(out)
+}
+
+// maxCheckErrors bounds how many problems a damaged file's error lists.
+const maxCheckErrors = 5
+
+// openChecked opens the file and runs bbolt's consistency check (every
+// page reachable once, free list consistent, keys ordered) in a read
+// transaction before anything writes: a file damaged by a bad disk or a
+// torn write is refused as ErrCorrupt instead of being used, migrated or
+// grown. bbolt panics on some damaged pages; that is ErrCorrupt too.
+func openChecked(path string) (b *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if b != nil {
+				b.Close()
+			}
+			b, err = nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, r)
+		}
+	}()
+	// The timeout turns "another edgepbxd still holds the lock" into an
+	// error instead of a hang.
+	b, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrChecksum) || errors.Is(err, bolt.ErrVersionMismatch) {
+			return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
+		}
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	var problems []string
+	err = b.View(func(tx *bolt.Tx) error {
+		for e := range tx.Check() {
+			if len(problems) < maxCheckErrors {
+				problems = append(problems, e.Error())
+			}
+		}
+		return nil
+	})
+	if err == nil && len(problems) > 0 {
+		err = fmt.Errorf("%w: %s: %s", ErrCorrupt, path, strings.Join(problems, "; "))
+	}
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
 }
