@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -522,5 +523,29 @@ func TestProductionRun(t *testing.T) {
 	}
 	if !strings.Contains(p.output(), "sealed value does not open") {
 		t.Fatalf("wrong device key: no clear message:\n%s", p.output())
+	}
+}
+
+// TestDamagedStoreStaysDown: a store that fails the consistency check
+// stops edgepbxd for good (exit 125, no restart loop) with the choices
+// named, and is neither replaced by an empty one nor modified.
+func TestDamagedStoreStaysDown(t *testing.T) {
+	dir := t.TempDir()
+	bad := bytes.Repeat([]byte{0x5a}, 64<<10)
+	db := filepath.Join(dir, "edgepbx.db")
+	if err := os.WriteFile(db, bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, procOpts{noFD3: true}, "--dev", dir, "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0")
+	if code := p.wait(t); code != exitStayDown {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitStayDown, p.output())
+	}
+	for _, want := range []string{"database file is damaged", "restore a backup", "factory-reset"} {
+		if !strings.Contains(p.output(), want) {
+			t.Fatalf("output does not say %q:\n%s", want, p.output())
+		}
+	}
+	if after, err := os.ReadFile(db); err != nil || !bytes.Equal(after, bad) {
+		t.Fatalf("damaged store was modified or replaced: %v", err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/admin"
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/backup"
 	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/certs"
 	"github.com/edgepbx/edgepbx/firmware/intrusion"
@@ -69,6 +70,7 @@ type daemon struct {
 	syslog     *logs.Sender              // remote syslog of the security log and the audit chain
 	syslogFrom uint64                    // audit head when the sender was wired: older entries are not sent
 	intrusion  *intrusion.Aggregator     // intrusion report; nil: its store could not be read
+	backup     *backup.Service           // encrypted backups; nil: disabled (logged)
 	lic        *license.Manager          // nil: no licence server configured, or it failed to build (licErr)
 	licErr     string
 	licState   licenseState
@@ -94,7 +96,7 @@ type service struct {
 // a handler in routes.
 func (d *daemon) services() []service {
 	s := []service{{"https", d.serveHTTPS}, {"sip", d.serveSIP}, {"seclog", d.runSecLog}, {"acme", d.acme.Run},
-		{"syslog", d.runSyslog}, {"intrusion", d.runIntrusion}}
+		{"syslog", d.runSyslog}, {"intrusion", d.runIntrusion}, {"backup", d.runBackup}}
 	s = append(s, service{"telephony", d.runTelephony}) // trunk registrations, CDR retention
 	if d.lic != nil {
 		s = append(s, service{"license", d.runLicense})
@@ -134,8 +136,14 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		return nil, err
 	}
 	if d.db, err = store.Open(filepath.Join(cfg.dataDir, "edgepbx.db"), d.id.DeviceKey); err != nil {
-		if errors.Is(err, store.ErrNewerSchema) {
+		switch {
+		case errors.Is(err, store.ErrNewerSchema):
 			err = fmt.Errorf("%w: %w", errStayDown, err)
+		case errors.Is(err, store.ErrCorrupt):
+			// Never start empty over a damaged store (that would lose every
+			// secret and account for good): stay down, say what to do.
+			err = fmt.Errorf("%w: %w; the file is left as it is: restore a backup onto a fresh store "+
+				"(edgepbx backup restore after claiming the box again) or factory-reset the box", errStayDown, err)
 		}
 		return nil, err
 	}
@@ -198,6 +206,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	if err := d.newMetrics(); err != nil {
 		return nil, err
 	}
+	d.newBackup()
 	if d.admin, err = admin.NewServer(admin.Deps{
 		Store:       d.db,
 		Audit:       d.audit,
@@ -220,6 +229,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		SIPBlocks:   sipBlocks{d.sip},
 		Intrusion:   ifSet[admin.Intrusion](d.intrusion),
 		Metrics:     d.metrics,
+		Backups:     ifSet[admin.Backups](d.backup),
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %w", errStayDown, err)
 	}

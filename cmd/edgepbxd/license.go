@@ -92,6 +92,7 @@ func (d *daemon) buildLicense() error {
 		Health:       d.loadAndCounts,
 		CertNotAfter: func() time.Time { return d.certs.Current().NotAfter },
 		AuditHead:    d.auditAnchor,
+		RestoredFrom: d.restoredFrom,
 		AuditAt:      d.auditAt,
 		OnChange:     d.licenseChanged,
 		Logger:       d.log,

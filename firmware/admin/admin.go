@@ -86,6 +86,9 @@ type Deps struct {
 	// Metrics is the /metrics handler (*metrics.Handler); nil: settings
 	// are stored but nothing serves them.
 	Metrics Metrics
+	// Backups make, keep and restore encrypted backups (*backup.Service);
+	// nil: the API answers 409.
+	Backups Backups
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -125,6 +128,7 @@ type Server struct {
 	sipblk    SIPBlocks
 	intrusion Intrusion
 	metrics   Metrics // /metrics handler; nil: settings stored only
+	backups   Backups
 
 	conns connSeq // connection numbers for firewall confirmations
 
@@ -155,10 +159,11 @@ func NewServer(d Deps) (*Server, error) {
 		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, status: d.Status,
 		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, intrusion: d.Intrusion, metrics: d.Metrics}
 	s.acme = d.ACME
+	s.backups = d.Backups
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))
 	}
-	s.routes = s.routeTable()
+	s.routes = append(s.routeTable(), s.backupRoutes()...)
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.method+" "+rt.path, s.guard(rt))
 	}

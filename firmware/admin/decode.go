@@ -97,6 +97,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		status, title = http.StatusUnprocessableEntity, "telephony configuration refused"
 	case errors.Is(err, errSIPRefused):
 		status, title = http.StatusUnprocessableEntity, "sip settings refused"
+	case errors.Is(err, errBackupRefused):
+		status, title = http.StatusUnprocessableEntity, "backup refused"
 	case errors.Is(err, certs.ErrInvalid):
 		status, title = http.StatusUnprocessableEntity, "certificate refused"
 	case errors.Is(err, errUnavailable):

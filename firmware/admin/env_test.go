@@ -23,6 +23,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/backup"
 	"github.com/edgepbx/edgepbx/firmware/certs"
 	"github.com/edgepbx/edgepbx/firmware/intrusion"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
@@ -252,10 +253,18 @@ func newEnvWith(t testing.TB, h *auth.Hasher) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	bk, err := backup.New(backup.Config{DB: db, Audit: al, Box: backup.Identity{Serial: "T0001", InstallID: "inst-T0001", Firmware: "test"},
+		Dir: filepath.Join(t.TempDir(), "backups"), Resealers: map[string]store.Resealer{
+			auth.AccountsBucket: auth.ResealAccount, sipedge.ExtensionsBucket: sipedge.ResealExtension, sipedge.TrunksBucket: sipedge.ResealTrunk,
+			pbxconfig.TelephonyBucket: pbxconfig.ResealTelephony, certs.Bucket: certs.ResealCertificate, certs.ACMEBucket: certs.ResealACME},
+		BoxLocal: backup.DefaultBoxLocal(certs.Bucket, certs.BoxLocalKeys()), Now: clk.Now, Log: quiet, ScryptWorkFactor: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := NewServer(Deps{Store: db, Audit: al, Auth: svc, Clock: clk, Logger: quiet,
 		Names: []string{"box.example", "192.0.2.10"},
 		Certs: cm, KeyLog: kl, Extensions: exts, Firewall: pid1, System: pid1, Telephony: tel, SIPSettings: sipset,
-		Intrusion: intr})
+		Intrusion: intr, Backups: bk})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -284,7 +284,23 @@ func (s *Server) apiUnban(w http.ResponseWriter, r *http.Request, p auth.Princip
 }
 
 func (s *Server) systemData(r *http.Request, p auth.Principal) (any, error) {
-	return map[string]any{"Available": s.sys != nil}, nil
+	out := map[string]any{"Available": s.sys != nil}
+	if s.backups != nil {
+		files, err := s.backups.List()
+		if err != nil {
+			return nil, err
+		}
+		st, err := s.backups.Settings()
+		if err != nil {
+			return nil, err
+		}
+		out["Backups"] = map[string]any{"Files": files, "Settings": st}
+		info, err := s.auth.Account(p.Username)
+		if err == nil {
+			out["MyTOTP"] = info.TOTP
+		}
+	}
+	return out, nil
 }
 
 // power asks PID 1 to reboot or power off, after recording who asked: the

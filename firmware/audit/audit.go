@@ -424,3 +424,26 @@ func (l *Log) VerifyFull() (VerifyResult, error) {
 	l.cp, l.broken = head{Seq: res.Entries, Hash: res.Head}, nil
 	return res, nil
 }
+
+// HeadTx returns the chain head inside tx (a restore records the head it
+// replaces).
+func (l *Log) HeadTx(tx *store.Tx) (Head, error) {
+	var h head
+	if _, err := tx.Get(metaBucket, headKey, &h); err != nil {
+		return Head{}, fmt.Errorf("audit: read head: %w", err)
+	}
+	return Head{Seq: h.Seq, Hash: h.Hash, Time: l.clock.Now().UTC()}, nil
+}
+
+// Rebase forgets this process's checkpoint and verifies the whole chain
+// again: after a restore replaced the chain (the restore entry records the
+// head it replaced), the old checkpoint no longer applies.
+func (l *Log) Rebase() (VerifyResult, error) {
+	l.mu.Lock()
+	l.cp, l.broken = head{}, nil
+	l.mu.Unlock()
+	return l.VerifyFull()
+}
+
+// LogBucket holds the entries (a restore archives them before replacing).
+const LogBucket = logBucket

@@ -173,3 +173,10 @@ func trim64(s string) string {
 	}
 	return s
 }
+
+// Reauth checks a Proof for a sensitive action of another package (backup
+// restore, backup key): the same throttle, lockout and audit as the
+// account changes here. action names it in the audit log.
+func (s *Service) Reauth(ctx context.Context, actor Principal, c Client, pr Proof, action string) error {
+	return s.reauth(ctx, actor, c, pr, action)
+}

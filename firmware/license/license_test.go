@@ -435,6 +435,7 @@ func TestRequestSize(t *testing.T) {
 	head.Store(math.MaxUint64 - 1)
 	b := e.newBox(func(c *license.Config) {
 		c.DialContext = d.dial
+		c.RestoredFrom = func() string { return strings.Repeat("S", 64) } // the longest serial
 		// The longest anchors there are: 20-digit sequence numbers; the
 		// head moves between the two check-ins, so the second re-sends the
 		// first one's (AuditPrev).
@@ -518,5 +519,21 @@ func BenchmarkCheckIn(b *testing.B) {
 			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/op")
 			b.ReportMetric(float64(wire)/float64(b.N), "wire-bytes/op")
 		})
+	}
+}
+
+// TestRequestRestoredFrom: the check-in names the box a backup was
+// restored from; the field is bounded like the other identifiers.
+func TestRequestRestoredFrom(t *testing.T) {
+	for _, tc := range []struct {
+		from string
+		ok   bool
+	}{{"", true}, {"DEV1A2B3C4D", true}, {strings.Repeat("S", 64), true}, {strings.Repeat("S", 65), false},
+		{"box 2", false}, {"box\n2", false}} {
+		r := license.Request{V: license.ProtocolVersion, Nonce: strings.Repeat("ab", license.NonceBytes), Serial: "S1",
+			InstallID: "i1", Fingerprint: strings.Repeat("cd", 32), Firmware: "1.0", LicenceID: "L1", RestoredFrom: tc.from}
+		if err := r.Validate(); (err == nil) != tc.ok {
+			t.Errorf("restored_from %q: %v", tc.from, err)
+		}
 	}
 }

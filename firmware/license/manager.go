@@ -98,6 +98,9 @@ type Config struct {
 	// (AnchorFromHead of audit.Log.Head). nil: no anchor is sent; an error
 	// leaves the anchor out of that check-in only.
 	AuditHead func() (Anchor, error)
+	// RestoredFrom returns the serial of another box whose backup was
+	// restored here ("" if none); nil: never sent.
+	RestoredFrom func() string
 	// AuditAt returns entry seq of the audit log as an Anchor (found false:
 	// no such entry). With it, each check-in also re-sends the entry the
 	// last good check-in anchored, as the log holds it now. nil: not sent.
@@ -536,6 +539,9 @@ func (m *Manager) buildRequest() (*Request, error) {
 		if na := m.cfg.CertNotAfter(); !na.IsZero() && na.Year() < 2200 {
 			r.CertNotAfter = na.Unix()
 		}
+	}
+	if m.cfg.RestoredFrom != nil {
+		r.RestoredFrom = m.cfg.RestoredFrom()
 	}
 	if m.cfg.AuditHead != nil {
 		if a, err := m.cfg.AuditHead(); err != nil {

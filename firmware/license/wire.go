@@ -87,6 +87,10 @@ type Request struct {
 	// Seq is the box's check-in counter (persisted before sending); the
 	// server flags a number at or below the highest it saw from this box.
 	Seq uint64 `json:"seq,omitempty"`
+	// RestoredFrom is the serial of the box whose backup this box's data
+	// was last restored from, when that was another box: the vendor
+	// rebinds the licence, the box never clones the other's identity.
+	RestoredFrom string `json:"restored_from,omitempty"`
 }
 
 // Validate bounds every field; the server uses it on untrusted input too.
@@ -113,6 +117,11 @@ func (r *Request) Validate() error {
 	}
 	if r.CertNotAfter < 0 || r.ClientTime < 0 {
 		return errors.New("license: request time out of range")
+	}
+	if r.RestoredFrom != "" {
+		if err := checkToken(r.RestoredFrom); err != nil {
+			return fmt.Errorf("license: request restored_from: %w", err)
+		}
 	}
 	for _, a := range []string{r.Audit, r.AuditPrev} {
 		if a == "" {

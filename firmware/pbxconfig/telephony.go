@@ -482,3 +482,11 @@ func (s *TelephonyStore) TrunkPassword(name string) ([]byte, error) {
 	})
 	return pw, err
 }
+
+// ResealTelephony is the store.Resealer of TelephonyBucket: the trunk
+// passwords stored with PutSecret.
+func ResealTelephony(key string, raw []byte, f store.SealFunc) ([]byte, error) {
+	return store.SecretResealer(TelephonyBucket, func(key string) bool {
+		return strings.HasPrefix(key, "trunk/") && strings.HasSuffix(key, "/password")
+	})(key, raw, f)
+}

@@ -4,6 +4,7 @@
 package store
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -11,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -36,6 +38,10 @@ var (
 	ErrNewerSchema = errors.New("store: database schema is newer than this firmware")
 	// ErrTooLarge means a value or the database exceeds a fixed bound.
 	ErrTooLarge = errors.New("store: too large")
+	// ErrCorrupt means the file failed bbolt's consistency check or did
+	// not open as a database at all. Nothing was written to it; the owner
+	// restores a backup or resets the box (the daemon never starts empty).
+	ErrCorrupt = errors.New("store: database file is damaged")
 	// ErrUnseal means a sealed value did not open: wrong key, wrong place
 	// (associated data) or tampered bytes. Which one is deliberately not said.
 	ErrUnseal = errors.New("store: sealed value does not open")
@@ -65,11 +71,9 @@ func open(path string, sealKey []byte, steps []Migration) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: seal cipher: %w", err)
 	}
-	// The timeout turns "another edgepbxd still holds the lock" into an error
-	// instead of a hang.
-	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	b, err := openChecked(path)
 	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
+		return nil, err
 	}
 	db := &DB{bolt: b, aead: aead}
 	if err := db.migrate(steps); err != nil {
@@ -229,4 +233,125 @@ func (db *DB) Backup(w io.Writer) (int64, error) {
 		return nil
 	})
 	return n, err
+}
+
+// Buckets lists the top-level bucket names in key order.
+func (t *Tx) Buckets() ([]string, error) {
+	var out []string
+	err := t.tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+		out = append(out, string(name))
+		return nil
+	})
+	return out, err
+}
+
+// DeleteBucket removes bucket and everything in it; a missing bucket is not
+// an error.
+func (t *Tx) DeleteBucket(bucket string) error {
+	err := t.tx.DeleteBucket([]byte(bucket))
+	if err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+		return fmt.Errorf("store: delete bucket %s: %w", bucket, err)
+	}
+	return nil
+}
+
+// PutRaw stores an already encoded value as is (a restore writes back what
+// Get's encoding produced). It copies raw: bbolt keeps the slice until the
+// transaction ends. Bulk loads in key order fill pages fully.
+func (t *Tx) PutRaw(bucket, key string, raw []byte) error {
+	if bucket == "" || key == "" {
+		return fmt.Errorf("store: empty bucket or key name (%q/%q)", bucket, key)
+	}
+	b, err := t.tx.CreateBucketIfNotExists([]byte(bucket))
+	if err != nil {
+		return fmt.Errorf("store: bucket %s: %w", bucket, err)
+	}
+	b.FillPercent = 0.9
+	if err := b.Put([]byte(key), bytes.Clone(raw)); err != nil {
+		return fmt.Errorf("store: put %s/%s: %w", bucket, key, err)
+	}
+	return nil
+}
+
+// SchemaTx reports the schema version recorded in the file, inside tx.
+func (t *Tx) SchemaTx() (int, error) { return schemaOf(t.tx) }
+
+// SealFunc transforms one sealed field: a backup passes an unseal with the
+// source box's key, a restore a seal with the target's.
+type SealFunc func(b []byte, ad string) ([]byte, error)
+
+// Resealer rewrites the sealed fields of one stored value of a bucket its
+// package owns: it calls f for each sealed field with the associated data
+// the field is sealed under and returns the value re-encoded with f's
+// results. It is how backups move secrets between device keys without
+// knowing any package's layout.
+type Resealer func(key string, raw []byte, f SealFunc) ([]byte, error)
+
+// SecretResealer handles values written by PutSecret in bucket whose keys
+// match isSecret.
+func SecretResealer(bucket string, isSecret func(key string) bool) Resealer {
+	return func(key string, raw []byte, f SealFunc) ([]byte, error) {
+		if !isSecret(key) {
+			return raw, nil
+		}
+		return ResealJSONBytes(raw, secretAD(bucket, key), f)
+	}
+}
+
+// ResealJSONBytes reseals a value stored as one JSON-encoded byte string.
+func ResealJSONBytes(raw []byte, ad string, f SealFunc) ([]byte, error) {
+	var b []byte
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return nil, fmt.Errorf("store: decode sealed value: %w", err)
+	}
+	out, err := f(b, ad)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(out)
+}
+
+// maxCheckErrors bounds how many problems a damaged file's error lists.
+const maxCheckErrors = 5
+
+// openChecked opens the file and runs bbolt's consistency check (every
+// page reachable once, free list consistent, keys ordered) in a read
+// transaction before anything writes: a file damaged by a bad disk or a
+// torn write is refused as ErrCorrupt instead of being used, migrated or
+// grown. bbolt panics on some damaged pages; that is ErrCorrupt too.
+func openChecked(path string) (b *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if b != nil {
+				b.Close()
+			}
+			b, err = nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, r)
+		}
+	}()
+	// The timeout turns "another edgepbxd still holds the lock" into an
+	// error instead of a hang.
+	b, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrChecksum) || errors.Is(err, bolt.ErrVersionMismatch) {
+			return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
+		}
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	var problems []string
+	err = b.View(func(tx *bolt.Tx) error {
+		for e := range tx.Check() {
+			if len(problems) < maxCheckErrors {
+				problems = append(problems, e.Error())
+			}
+		}
+		return nil
+	})
+	if err == nil && len(problems) > 0 {
+		err = fmt.Errorf("%w: %s: %s", ErrCorrupt, path, strings.Join(problems, "; "))
+	}
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
 }

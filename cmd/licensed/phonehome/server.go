@@ -157,6 +157,10 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
 // Answer records a validated check-in and builds the (unsigned) response.
 func (s *Server) Answer(req *license.Request, size int) (*license.Response, error) {
 	now := s.now().UTC()
+	if req.RestoredFrom != "" {
+		s.log.Info("box reports data restored from another box's backup", "serial", req.Serial, "install", req.InstallID,
+			"licence", req.LicenceID, "restored_from", req.RestoredFrom)
+	}
 	resp := &license.Response{V: license.ProtocolVersion, Nonce: req.Nonce, Serial: req.Serial,
 		InstallID: req.InstallID, LicenceID: req.LicenceID, ServerTime: now.Unix()} // Perf empty: ok
 	err := s.db.Update(func(tx *bolt.Tx) error {

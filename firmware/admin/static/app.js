@@ -82,6 +82,15 @@
       document.getElementById("totp-secret").textContent = data.secret;
       return;
     }
+    if (data.identity) {
+      // The backup key exists only in this answer: offer it as a file.
+      var a = document.getElementById("backup-key-file");
+      a.href = URL.createObjectURL(new Blob([data.identity + "\n"], { type: "text/plain" }));
+      a.download = "edgepbx-backup-key.txt";
+      a.hidden = false;
+      say(el, "Backup key (shown once, never stored on the box): " + data.identity, false);
+      return;
+    }
     if (data.recovery_codes) {
       document.getElementById("totp-enrol").hidden = true;
       document.getElementById("recovery").hidden = false;
@@ -131,11 +140,35 @@
       }
     }, 1000);
   }
+  // restore uploads the chosen backup file as the raw body (streamed to
+  // disk on the box), then asks for the restore with the key or passphrase.
+  function restore(f) {
+    var file = f.elements.file.files[0];
+    if (!file) { say(f, "choose a backup file", true); return; }
+    say(f, "uploading " + file.size + " bytes…", false);
+    fetch("/api/v1/backups/upload", { method: "POST", credentials: "same-origin",
+      headers: { "X-CSRF-Token": csrf(), "Content-Type": "application/octet-stream" }, body: file })
+      .then(function (res) {
+        return res.json().catch(function () { return {}; }).then(function (d) {
+          if (!res.ok) throw new Error(d.detail || d.title || ("error " + res.status));
+          var body = formJSON(f);
+          delete body.file;
+          body.upload = d.upload;
+          say(f, "checking and restoring…", false);
+          return call(f, withReauth(f, body));
+        });
+      })
+      .then(function (d) { clearReauth(); f.reset(); say(f, d.status, false); }, function (e) { say(f, e.message, true); });
+  }
   document.addEventListener("submit", function (ev) {
     var f = ev.target;
     if (!f.dataset.api) return;
     ev.preventDefault();
     var body;
+    if (f.hasAttribute("data-restore")) {
+      restore(f);
+      return;
+    }
     if (f.hasAttribute("data-multipart")) {
       body = new FormData(f);
     } else {
