@@ -3,6 +3,7 @@ module github.com/edgepbx/edgepbx
 go 1.26.8
 
 require (
+	github.com/boombuler/barcode v1.0.1-0.20190219062509-6c824513bacc
 	github.com/emiago/sipgo v1.7.2
 	github.com/gobwas/ws v1.3.2
 	github.com/google/nftables v0.3.0
@@ -30,7 +31,6 @@ require (
 )
 
 require (
-	github.com/boombuler/barcode v1.0.1-0.20190219062509-6c824513bacc // indirect
 	github.com/gobwas/httphead v0.1.0 // indirect
 	github.com/gobwas/pool v0.2.1 // indirect
 	github.com/google/go-cmp v0.7.0 // indirect
