@@ -122,7 +122,7 @@ func Identify(method, file, ua string) (Request, error) {
 	case lf == "cfg.xml" || (strings.HasPrefix(lf, "cfg") && strings.HasSuffix(lf, ".xml") && !isMAC(lf[3:len(lf)-4]) && validModel(lf[3:len(lf)-4])):
 		r.Vendor, r.Kind = Grandstream, KindCommon
 		return r, nil
-	case strings.HasPrefix(lf, "snom") && (strings.HasSuffix(lf, ".htm") || strings.HasSuffix(lf, ".xml")) && validModel(lf[4:len(lf)-4]) && !isMAC(lf[4:len(lf)-4]):
+	case strings.HasPrefix(lf, "snom") && !strings.HasPrefix(lf, "snom-") && (strings.HasSuffix(lf, ".htm") || strings.HasSuffix(lf, ".xml")) && validModel(lf[4:len(lf)-4]) && !isMAC(lf[4:len(lf)-4]):
 		r.Vendor, r.Kind = Snom, KindCommon
 		return r, nil
 	}

@@ -66,7 +66,7 @@ type Deps struct {
 	// MaxFirmwareBytes lowers the firmware upload bound (0: MaxFirmwareBytes).
 	MaxFirmwareBytes int64
 	Clock            func() time.Time
-	Limits  Limits
+	Limits           Limits
 }
 
 // Limits bound what one source may do.

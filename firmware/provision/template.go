@@ -201,9 +201,14 @@ func templates() map[Vendor]*Template {
 			}},
 		Cisco: {Vendor: Cisco, Format: "cisco",
 			Settings: []Setting{
+				// The credential rides in the rule; bootstrap params carry none,
+				// so the bootstrap form is the bare HTTPS rule.
 				{"provisioning server", "Profile_Rule", func(p *Params) string {
+					if p.ProvPass == "" {
+						return p.ProvURL + "$MA.xml"
+					}
 					return "[--uid " + p.ProvUser + " --pwd " + p.ProvPass + "]" + p.ProvURL + "$MA.xml"
-				}, true},
+				}, false},
 				{"firmware", "Upgrade_Rule", func(p *Params) string { return p.Firmware }, false},
 				{"box CA", "Custom_CA_Rule", func(p *Params) string { return p.CAURL }, false},
 				{"time server", "Primary_NTP_Server", func(p *Params) string { return p.NTP }, false},
