@@ -306,6 +306,9 @@ func (s *Service) Add(req AddRequest, actor, source string) (Device, error) {
 // openWindow approves d, issues a new one-time token and SIP passwords for
 // its extensions, and opens the enrolment window.
 func (s *Service) openWindow(d *Device, sec *deviceSecrets, now time.Time) error {
+	if s.deps.Licence != nil && !s.deps.Licence.AllowProvisioning() {
+		return ErrDegraded
+	}
 	tok, err := randomSecret()
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -124,7 +125,8 @@ func newHarness(t *testing.T, mod ...func(*Deps)) *harness {
 	clock := &fakeClock{t: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}
 	h := &harness{t: t, db: db, clock: clock, exts: &exts{pw: map[string]string{"101": "x", "102": "y"}}, bans: &banRecorder{}, lic: &licence{}}
 	d := Deps{Store: db, Audit: audit.New(db, auditClock{clock}), Extensions: h.exts, Licence: h.lic, Banner: h.bans, Host: "pbx.example.test",
-		CAPEM: func() []byte { return []byte(testCA) }, DataDir: dir, Clock: clock.Now}
+		CAPEM: func() []byte { return []byte(testCA) }, DataDir: dir, Clock: clock.Now,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	for _, m := range mod {
 		m(&d)
 	}

@@ -174,10 +174,10 @@ func TestBootstrapNoSecrets(t *testing.T) {
 func TestRefusalsIdentical(t *testing.T) {
 	h := newHarness(t)
 	ua := "Yealink SIP-T46S 66.86.0.15"
-	h.add("805ec0000001", Yealink, false, "101")          // pending
-	h.add("805ec0000002", Yealink, true, "102")           // approved, will be enrolled
-	h.add("805ec0000003", Yealink, true)                  // revoked
-	h.svc.Revoke("805ec0000003", "admin", "192.0.2.1")    //nolint:errcheck
+	h.add("805ec0000001", Yealink, false, "101")       // pending
+	h.add("805ec0000002", Yealink, true, "102")        // approved, will be enrolled
+	h.add("805ec0000003", Yealink, true)               // revoked
+	h.svc.Revoke("805ec0000003", "admin", "192.0.2.1") //nolint:errcheck
 	h.do(true, "GET", "/805ec0000002.cfg", ua, "10.9.9.9", nil)
 	cases := []struct {
 		name, path string
