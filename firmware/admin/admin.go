@@ -80,6 +80,9 @@ type Deps struct {
 	Syslog Syslog
 	// SIPBlocks are the SIP edge's bans and throttles; nil: no SIP edge.
 	SIPBlocks SIPBlocks
+	// Phones is the provisioning service (*provision.Service); nil: the
+	// Phones page says provisioning is not running.
+	Phones Phones
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -117,6 +120,7 @@ type Server struct {
 	sys    System
 	status func(context.Context) []StatusItem
 	sipblk SIPBlocks
+	phones Phones
 
 	conns connSeq // connection numbers for firewall confirmations
 
@@ -145,7 +149,7 @@ func NewServer(d Deps) (*Server, error) {
 	s := &Server{auth: d.Auth, audit: d.Audit, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
 		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, status: d.Status,
-		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks}
+		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, phones: d.Phones}
 	s.acme = d.ACME
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))

@@ -300,7 +300,40 @@ func (s *Service) Add(req AddRequest, actor, source string) (Device, error) {
 		return Device{}, err
 	}
 	s.forgetAsking(mac)
+	if req.Approve {
+		if err := s.applySIP(mac); err != nil {
+			return d, err
+		}
+	}
 	return d, nil
+}
+
+// applySIP gives the registrar the SIP passwords the phone's secrets hold
+// (a failure leaves the phone unable to register until re-provisioned;
+// nothing is half-served).
+func (s *Service) applySIP(mac string) error {
+	if s.deps.Extensions == nil {
+		return nil
+	}
+	var sec deviceSecrets
+	err := s.deps.Store.View(func(tx *store.Tx) error {
+		var err error
+		sec, _, err = s.getSecrets(tx, mac)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	known := s.deps.Extensions.List()
+	for e, pw := range sec.SIP {
+		if !slices.Contains(known, e) {
+			continue // deleted meanwhile
+		}
+		if err := s.deps.Extensions.Set(e, pw); err != nil {
+			return &FieldError{"extensions", err}
+		}
+	}
+	return nil
 }
 
 // openWindow approves d, issues a new one-time token and SIP passwords for
@@ -320,13 +353,10 @@ func (s *Service) openWindow(d *Device, sec *deviceSecrets, now time.Time) error
 		if err != nil {
 			return err
 		}
-		if s.deps.Extensions != nil {
-			if err := s.deps.Extensions.Set(e, pw); err != nil {
-				return &FieldError{"extensions", err}
-			}
-		}
 		sec.SIP[e] = pw
 	}
+	// The registrar's passwords are set after the transaction commits
+	// (applySIP): Extensions writes through its own store transaction.
 	d.State = Approved
 	d.Enrolled, d.TokenUsed = false, false
 	d.WindowUntil = now.Add(time.Duration(s.settings().WindowMinutes) * time.Minute)
@@ -369,19 +399,23 @@ func (s *Service) change(mac, action, actor, source string, fn func(d *Device, s
 
 // Approve lets a pending phone enrol and opens its window.
 func (s *Service) Approve(mac, actor, source string) (Device, error) {
-	return s.change(mac, "phone.approve", actor, source, func(d *Device, sec *deviceSecrets) error {
+	d, err := s.change(mac, "phone.approve", actor, source, func(d *Device, sec *deviceSecrets) error {
 		if d.State == Revoked {
 			return ErrBadState
 		}
 		return s.openWindow(d, sec, s.now())
 	})
+	if err != nil {
+		return d, err
+	}
+	return d, s.applySIP(d.MAC)
 }
 
 // Reprovision opens a new window with a new token and new SIP passwords;
 // the per-device credential is replaced too, so a phone that lost its
 // configuration enrols again and one that was cloned stops working.
 func (s *Service) Reprovision(mac, actor, source string) (Device, error) {
-	return s.change(mac, "phone.reprovision", actor, source, func(d *Device, sec *deviceSecrets) error {
+	d, err := s.change(mac, "phone.reprovision", actor, source, func(d *Device, sec *deviceSecrets) error {
 		if d.State == Revoked {
 			return ErrBadState
 		}
@@ -392,6 +426,10 @@ func (s *Service) Reprovision(mac, actor, source string) (Device, error) {
 		sec.Credential = cred
 		return s.openWindow(d, sec, s.now())
 	})
+	if err != nil {
+		return d, err
+	}
+	return d, s.applySIP(d.MAC)
 }
 
 // Assign sets the phone's extensions. An approved phone gets new SIP
@@ -412,22 +450,32 @@ func (s *Service) Assign(mac string, exts []string, actor, source string) (Devic
 // Revoke stops serving the phone and rotates its extensions' SIP passwords
 // so the configuration it holds no longer registers.
 func (s *Service) Revoke(mac, actor, source string) (Device, error) {
-	return s.change(mac, "phone.revoke", actor, source, func(d *Device, sec *deviceSecrets) error {
-		for _, e := range d.Extensions {
-			pw, err := randomSecret()
-			if err != nil {
-				return err
-			}
-			if s.deps.Extensions != nil && slices.Contains(s.deps.Extensions.List(), e) {
-				if err := s.deps.Extensions.Set(e, pw); err != nil {
-					return err
-				}
-			}
-		}
+	var old map[string]string
+	d, err := s.change(mac, "phone.revoke", actor, source, func(d *Device, sec *deviceSecrets) error {
+		old = sec.SIP
 		*sec = deviceSecrets{SIP: map[string]string{}}
 		d.State, d.WindowUntil = Revoked, time.Time{}
 		return nil
 	})
+	if err != nil || s.deps.Extensions == nil {
+		return d, err
+	}
+	// The passwords the phone was given stop working: each extension it
+	// held gets a random one nobody knows (set it anew on the Extensions page).
+	known := s.deps.Extensions.List()
+	for e := range old {
+		if !slices.Contains(known, e) {
+			continue
+		}
+		pw, err := randomSecret()
+		if err != nil {
+			return d, err
+		}
+		if err := s.deps.Extensions.Set(e, pw); err != nil {
+			return d, err
+		}
+	}
+	return d, nil
 }
 
 // Delete forgets a phone (revoke it first to rotate its passwords).
