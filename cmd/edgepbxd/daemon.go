@@ -25,6 +25,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/media"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/provision"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/firmware/telephony"
@@ -69,6 +70,9 @@ type daemon struct {
 	licState   licenseState
 	admin      *admin.Server
 	httpsLn    net.Listener
+	prov       *provision.Service // nil: provisioning disabled (--prov-https "")
+	provLn     net.Listener
+	provHTTPLn net.Listener
 
 	// claimed mirrors the auth service's claim state for the health
 	// reports; PID 1 stops showing the setup code once it is set.
@@ -93,6 +97,9 @@ func (d *daemon) services() []service {
 	s = append(s, service{"telephony", d.runTelephony}) // trunk registrations, CDR retention
 	if d.lic != nil {
 		s = append(s, service{"license", d.runLicense})
+	}
+	if d.prov != nil {
+		s = append(s, service{"provisioning", d.serveProvisioning})
 	}
 	if d.ctrl != nil {
 		s = append(s, service{"health", func(ctx context.Context) error { return d.reportHealth(ctx, d.ctrl) }})
@@ -184,6 +191,9 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	d.newLicense()
 	d.newTelephony()
 	d.newSyslog()
+	if err := d.newProvision(p.banner); err != nil {
+		return nil, err
+	}
 	if d.admin, err = admin.NewServer(admin.Deps{
 		Store:       d.db,
 		Audit:       d.audit,
@@ -204,6 +214,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Firewall:    p.firewall,
 		System:      p.system,
 		SIPBlocks:   sipBlocks{d.sip},
+		Phones:      ifSet[admin.Phones](d.prov),
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %w", errStayDown, err)
 	}
@@ -265,6 +276,11 @@ func ifSet[I any, P interface{ *E }, E any](p P) I {
 func (d *daemon) close() {
 	if d.httpsLn != nil {
 		d.httpsLn.Close()
+	}
+	for _, l := range []net.Listener{d.provLn, d.provHTTPLn} {
+		if l != nil {
+			l.Close()
+		}
 	}
 	if d.sip != nil {
 		d.sip.Close()
