@@ -275,6 +275,9 @@ func (s *Service) authorize(r *http.Request, req Request, token string) (Device,
 		sec, found, err = s.getSecrets(tx, req.MAC)
 		return err
 	})
+	if !found {
+		_, _ = s.deps.Store.Unseal(s.dummySeal, "provision/dummy")
+	}
 	if err != nil {
 		s.log.Error("provisioning lookup", "mac", req.MAC, "err", err)
 		found = false

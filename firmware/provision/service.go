@@ -101,6 +101,7 @@ type Service struct {
 	templates map[Vendor]*Template
 	nonceKey  [32]byte
 	dummyHA1  string
+	dummySeal []byte // opened for unknown MACs: the same unseal as a known one
 
 	mu       sync.Mutex
 	asking   map[string]*Asking
@@ -154,8 +155,14 @@ func New(d Deps) (*Service, error) {
 	if _, err := rand.Read(s.nonceKey[:]); err != nil {
 		return nil, fmt.Errorf("provision: nonce key: %w", err)
 	}
-	dummy, _ := randomSecret()
+	dummy, err := randomSecret()
+	if err != nil {
+		return nil, err
+	}
 	s.dummyHA1 = md5hex("000000000000:" + realm + ":" + dummy)
+	if s.dummySeal, err = d.Store.Seal([]byte(`{"credential":"`+dummy+`","token":"`+dummy+`","sip":{}}`), "provision/dummy"); err != nil {
+		return nil, err
+	}
 	if err := s.loadSettings(); err != nil {
 		return nil, err
 	}
