@@ -2,6 +2,8 @@ package provision
 
 import (
 	"bytes"
+	"context"
+	"log/slog"
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
@@ -462,7 +464,13 @@ func (s *Service) lastFetch(mac string, f Fetch) {
 // in the service log.
 func (s *Service) logFetch(mac string, src netip.Addr, file, result, detail, ua string) {
 	f := Fetch{Time: s.now(), Source: src.String(), File: truncate(file, 96), Result: result, Proof: detail, UserAgent: truncate(ua, 128)}
-	s.log.Debug("provisioning fetch", "mac", mac, "source", f.Source, "file", f.File, "result", result, "detail", detail)
+	// Deliveries at info; refusals at debug (a scan would flood PID 1's
+	// ring buffer): they are in the fetch ring, and bans in the security log.
+	lvl := slog.LevelDebug
+	if result == "config" || result == "log" || result == "firmware" {
+		lvl = slog.LevelInfo
+	}
+	s.log.Log(context.Background(), lvl, "provisioning fetch", "mac", mac, "source", f.Source, "file", f.File, "result", result, "detail", detail)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.fetches) < maxFetchLog {
