@@ -44,7 +44,10 @@ type config struct {
 	// provHTTPSAddr and provHTTPAddr are the phones' provisioning (HTTPS
 	// with configurations, plain HTTP with the bootstrap only); "" disables.
 	provHTTPSAddr, provHTTPAddr string
-	devDir                      string
+	// provHost is the name phones are told (in the box's certificate);
+	// "" derives it from the listener or the box's names.
+	provHost string
+	devDir   string
 
 	// Licence phone-home (firmware/license). An empty URL means none is
 	// configured: the box runs in full mode and /healthz says so.
@@ -97,6 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	// started by hand or by a test never takes those ports by surprise.
 	fs.StringVar(&c.provHTTPSAddr, "prov-https", "", "phone provisioning HTTPS listen address (PID 1 passes :8443); \"\" disables")
 	fs.StringVar(&c.provHTTPAddr, "prov-http", "", "phone provisioning bootstrap, plain HTTP with no secrets (PID 1 passes :8080); \"\" disables")
+	fs.StringVar(&c.provHost, "prov-host", "", "the box's name or address as phones reach it (must be in its certificate); default: derived")
 	fs.StringVar(&c.licenseURL, "license-url", "", "licence server `URL` (https://host[:port]); empty: no phone-home configured")
 	fs.StringVar(&c.licenseID, "license-id", "", "licence id sent with each check-in (default: the box serial)")
 	fs.StringVar(&c.licenseCA, "license-ca", "", "PEM `file` of CA certificates for the licence server (default: system roots)")

@@ -37,11 +37,20 @@ func (d *daemon) newProvision(banner sipedge.Banner) error {
 			return fmt.Errorf("provisioning: listen %s: %w", d.cfg.provHTTPAddr, err)
 		}
 	}
+	// Phones are told the address the listener is bound to, or on a
+	// wildcard bind the box's first name that is not loopback (in its
+	// certificate).
 	host := "127.0.0.1"
-	for _, n := range d.names {
-		if ip := net.ParseIP(n); ip == nil || !ip.IsLoopback() {
-			host = n
-			break
+	if d.cfg.provHost != "" {
+		host = d.cfg.provHost
+	} else if a, ok := d.provLn.Addr().(*net.TCPAddr); ok && !a.IP.IsUnspecified() {
+		host = a.IP.String()
+	} else {
+		for _, n := range d.names {
+			if ip := net.ParseIP(n); ip == nil || !ip.IsLoopback() {
+				host = n
+				break
+			}
 		}
 	}
 	_, sport, _ := net.SplitHostPort(d.provLn.Addr().String())
@@ -51,10 +60,12 @@ func (d *daemon) newProvision(banner sipedge.Banner) error {
 		_, hp, _ := net.SplitHostPort(d.provHTTPLn.Addr().String())
 		httpPort, _ = strconv.Atoi(hp)
 	}
+	// The SIP-over-TLS port phones are told: the bound one (5061 unless
+	// the flags say otherwise).
 	sipTLS := 5061
-	if _, p, err := net.SplitHostPort(d.cfg.sipTLSAddr); err == nil {
-		if n, err := strconv.Atoi(p); err == nil && n > 0 {
-			sipTLS = n
+	if d.sip != nil {
+		if a, ok := d.sip.Addr("tls").(*net.TCPAddr); ok && a != nil {
+			sipTLS = a.Port
 		}
 	}
 	deps := provision.Deps{Store: d.db, Audit: d.audit, Security: d.secLog, Logger: d.log, Host: host,
