@@ -108,13 +108,15 @@ func (d *daemon) serveProvisioning(ctx context.Context) error {
 			WriteTimeout: 10 * time.Minute, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10,
 			ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)}
 	}
-	srvs := []*http.Server{mk(d.prov.HTTPSHandler())}
-	srvs[0].TLSConfig = provision.TLSConfig(base)
+	tlsSrv := mk(d.prov.HTTPSHandler())
+	tlsSrv.TLSConfig = provision.TLSConfig(base)
+	srvs := []*http.Server{tlsSrv}
 	done := make(chan error, 2)
-	go func() { done <- srvs[0].ServeTLS(netutil.LimitListener(d.provLn, provMaxConns), "", "") }()
+	go func() { done <- tlsSrv.ServeTLS(netutil.LimitListener(d.provLn, provMaxConns), "", "") }()
 	if d.provHTTPLn != nil {
-		srvs = append(srvs, mk(d.prov.HTTPHandler()))
-		go func() { done <- srvs[1].Serve(netutil.LimitListener(d.provHTTPLn, provMaxConns)) }()
+		plain := mk(d.prov.HTTPHandler())
+		srvs = append(srvs, plain)
+		go func() { done <- plain.Serve(netutil.LimitListener(d.provHTTPLn, provMaxConns)) }()
 	}
 	var first error
 	select {
