@@ -105,6 +105,15 @@ func TestDefaultPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	onlyOurTable(t, l)
+	// Provisioning passes the firewall (a RST from the closed port, no drop).
+	for _, port := range []uint16{8443, 8080} {
+		if got := l.tcpProbe(hostPhones, phone4, boxPhone4, port, replyWait); got == "silent" {
+			t.Errorf("lan provisioning tcp %d dropped", port)
+		}
+		if got := l.tcpProbe(hostInternet, inet4, boxInet4, port, dropWait); got != "silent" {
+			t.Errorf("internet provisioning tcp %d: %s, want silent", port, got)
+		}
+	}
 	for _, port := range []uint16{443, 5060, 5061} {
 		if got := l.tcpProbe(hostPhones, phone4, boxPhone4, port, replyWait); got != "open" {
 			t.Errorf("lan tcp %d: %s, want open", port, got)
@@ -122,7 +131,7 @@ func TestDefaultPolicy(t *testing.T) {
 	if l.udpProbe(hostInternet, inet4, boxInet4, 5060, dropWait) {
 		t.Error("internet sip udp passes")
 	}
-	for _, port := range []uint16{22, 8080} {
+	for _, port := range []uint16{22, 9100} {
 		if got := l.tcpProbe(hostPhones, phone4, boxPhone4, port, dropWait); got != "silent" {
 			t.Errorf("lan tcp %d: %s, want silent (no RST)", port, got)
 		}

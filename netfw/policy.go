@@ -86,6 +86,7 @@ func StandardServices() []Service {
 		{Name: SvcSIPWSS, Proto: TCP, Ports: Port(8089)},
 		{Name: SvcHTTPS, Proto: TCP, Ports: Port(443), Admin: true},
 		{Name: SvcProvisioning, Proto: TCP, Ports: Port(8443)},
+		{Name: SvcProvisioningHTTP, Proto: TCP, Ports: Port(8080)},
 		{Name: SvcSSH, Proto: TCP, Ports: Port(22), Admin: true},
 		{Name: SvcMonitoring, Proto: TCP, Ports: Port(9100), Admin: true},
 	}
@@ -116,6 +117,10 @@ func DefaultPolicy() Policy {
 			{Service: SvcSIPUDP, Zones: lan},
 			{Service: SvcSIPTCP, Zones: lan},
 			{Service: SvcSIPTLS, Zones: lan},
+			// Phones on the LAN provision themselves; configurations go
+			// only to proof (see firmware/provision).
+			{Service: SvcProvisioning, Zones: lan},
+			{Service: SvcProvisioningHTTP, Zones: lan},
 		},
 		RTP:           defaultRTP,
 		SIPUDPService: SvcSIPUDP,

@@ -31,14 +31,15 @@ const ZoneAny = fwspec.ZoneAny
 
 // Well-known service names of the standard catalogue.
 const (
-	SvcSIPUDP       = fwspec.SvcSIPUDP
-	SvcSIPTCP       = fwspec.SvcSIPTCP
-	SvcSIPTLS       = fwspec.SvcSIPTLS
-	SvcSIPWSS       = fwspec.SvcSIPWSS
-	SvcHTTPS        = fwspec.SvcHTTPS
-	SvcProvisioning = fwspec.SvcProvisioning
-	SvcSSH          = fwspec.SvcSSH
-	SvcMonitoring   = fwspec.SvcMonitoring
+	SvcSIPUDP           = fwspec.SvcSIPUDP
+	SvcSIPTCP           = fwspec.SvcSIPTCP
+	SvcSIPTLS           = fwspec.SvcSIPTLS
+	SvcSIPWSS           = fwspec.SvcSIPWSS
+	SvcHTTPS            = fwspec.SvcHTTPS
+	SvcProvisioning     = fwspec.SvcProvisioning
+	SvcProvisioningHTTP = fwspec.SvcProvisioningHTTP
+	SvcSSH              = fwspec.SvcSSH
+	SvcMonitoring       = fwspec.SvcMonitoring
 )
 
 // Port is a PortRange of one port.

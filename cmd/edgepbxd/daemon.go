@@ -28,6 +28,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/media"
 	"github.com/edgepbx/edgepbx/firmware/metrics"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/provision"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/firmware/telephony"
@@ -76,6 +77,9 @@ type daemon struct {
 	licState   licenseState
 	admin      *admin.Server
 	httpsLn    net.Listener
+	prov       *provision.Service // nil: provisioning disabled (--prov-https "")
+	provLn     net.Listener
+	provHTTPLn net.Listener
 
 	// claimed mirrors the auth service's claim state for the health
 	// reports; PID 1 stops showing the setup code once it is set.
@@ -100,6 +104,9 @@ func (d *daemon) services() []service {
 	s = append(s, service{"telephony", d.runTelephony}) // trunk registrations, CDR retention
 	if d.lic != nil {
 		s = append(s, service{"license", d.runLicense})
+	}
+	if d.prov != nil {
+		s = append(s, service{"provisioning", d.serveProvisioning})
 	}
 	if d.ctrl != nil {
 		s = append(s, service{"health", func(ctx context.Context) error { return d.reportHealth(ctx, d.ctrl) }})
@@ -207,6 +214,9 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		return nil, err
 	}
 	d.newBackup()
+	if err := d.newProvision(p.banner); err != nil {
+		return nil, err
+	}
 	if d.admin, err = admin.NewServer(admin.Deps{
 		Store:       d.db,
 		Audit:       d.audit,
@@ -230,6 +240,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Intrusion:   ifSet[admin.Intrusion](d.intrusion),
 		Metrics:     d.metrics,
 		Backups:     ifSet[admin.Backups](d.backup),
+		Phones:      ifSet[admin.Phones](d.prov),
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %w", errStayDown, err)
 	}
@@ -287,6 +298,11 @@ func ifSet[I any, P interface{ *E }, E any](p P) I {
 func (d *daemon) close() {
 	if d.httpsLn != nil {
 		d.httpsLn.Close()
+	}
+	for _, l := range []net.Listener{d.provLn, d.provHTTPLn} {
+		if l != nil {
+			l.Close()
+		}
 	}
 	if d.sip != nil {
 		d.sip.Close()

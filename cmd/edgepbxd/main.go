@@ -41,7 +41,13 @@ type config struct {
 	httpsAddr   string
 	sipAddr     string // SIP over UDP and TCP
 	sipTLSAddr  string // SIP over TLS; "" disables it
-	devDir      string
+	// provHTTPSAddr and provHTTPAddr are the phones' provisioning (HTTPS
+	// with configurations, plain HTTP with the bootstrap only); "" disables.
+	provHTTPSAddr, provHTTPAddr string
+	// provHost is the name phones are told (in the box's certificate);
+	// "" derives it from the listener or the box's names.
+	provHost string
+	devDir   string
 
 	// Licence phone-home (firmware/license). An empty URL means none is
 	// configured: the box runs in full mode and /healthz says so.
@@ -90,6 +96,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.httpsAddr, "https", ":443", "HTTPS listen address (--dev default 127.0.0.1:8443)")
 	fs.StringVar(&c.sipAddr, "sip", ":5060", "SIP listen address for UDP and TCP (--dev default 127.0.0.1:5060)")
 	fs.StringVar(&c.sipTLSAddr, "sip-tls", ":5061", "SIP over TLS listen address, \"\" to disable (--dev default 127.0.0.1:5061)")
+	// Off unless asked for (PID 1 passes :8443 and :8080), so a process
+	// started by hand or by a test never takes those ports by surprise.
+	fs.StringVar(&c.provHTTPSAddr, "prov-https", "", "phone provisioning HTTPS listen address (PID 1 passes :8443); \"\" disables")
+	fs.StringVar(&c.provHTTPAddr, "prov-http", "", "phone provisioning bootstrap, plain HTTP with no secrets (PID 1 passes :8080); \"\" disables")
+	fs.StringVar(&c.provHost, "prov-host", "", "the box's name or address as phones reach it (must be in its certificate); default: derived")
 	fs.StringVar(&c.licenseURL, "license-url", "", "licence server `URL` (https://host[:port]); empty: no phone-home configured")
 	fs.StringVar(&c.licenseID, "license-id", "", "licence id sent with each check-in (default: the box serial)")
 	fs.StringVar(&c.licenseCA, "license-ca", "", "PEM `file` of CA certificates for the licence server (default: system roots)")
@@ -121,7 +132,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if !set["control"] {
 			c.controlPath = ""
 		}
-		for _, a := range []string{c.httpsAddr, c.sipAddr, c.sipTLSAddr} {
+		for _, a := range []string{c.httpsAddr, c.sipAddr, c.sipTLSAddr, c.provHTTPSAddr, c.provHTTPAddr} {
 			if a == "" {
 				continue
 			}
@@ -130,8 +141,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 			}
 		}
 	}
-	for name, a := range map[string]string{"https": c.httpsAddr, "sip": c.sipAddr, "sip-tls": c.sipTLSAddr} {
-		if a == "" && name == "sip-tls" {
+	for name, a := range map[string]string{"https": c.httpsAddr, "sip": c.sipAddr, "sip-tls": c.sipTLSAddr, "prov-https": c.provHTTPSAddr, "prov-http": c.provHTTPAddr} {
+		if a == "" && (name == "sip-tls" || name == "prov-https" || name == "prov-http") {
 			continue
 		}
 		if _, _, err := net.SplitHostPort(a); err != nil {

@@ -509,7 +509,10 @@ func (b *box) startDaemon() error {
 	if err != nil {
 		return haltf("bootstrap: %w", err)
 	}
-	args := []string{"--data", dataDir, "--control", controlPath, "--bootstrap-fd", "3", "--https", ":443", "--sip", ":5060"}
+	args := []string{"--data", dataDir, "--control", controlPath, "--bootstrap-fd", "3", "--https", ":443", "--sip", ":5060",
+		// Phone provisioning: the firewall catalogue's provisioning and
+		// prov-http services (netfw.StandardServices).
+		"--prov-https", ":8443", "--prov-http", ":8080"}
 	// A broken licence file is a vendor build error; the PBX still starts
 	// (edgepbxd's own rule: never down over its licence), and says so loudly.
 	lic, err := licenseArgs("/")

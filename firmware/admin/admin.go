@@ -89,6 +89,9 @@ type Deps struct {
 	// Backups make, keep and restore encrypted backups (*backup.Service);
 	// nil: the API answers 409.
 	Backups Backups
+	// Phones is the provisioning service (*provision.Service); nil: the
+	// Phones page says provisioning is not running.
+	Phones Phones
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -129,6 +132,7 @@ type Server struct {
 	intrusion Intrusion
 	metrics   Metrics // /metrics handler; nil: settings stored only
 	backups   Backups
+	phones    Phones
 
 	conns connSeq // connection numbers for firewall confirmations
 
@@ -157,7 +161,7 @@ func NewServer(d Deps) (*Server, error) {
 	s := &Server{auth: d.Auth, audit: d.Audit, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
 		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, status: d.Status,
-		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, intrusion: d.Intrusion, metrics: d.Metrics}
+		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, intrusion: d.Intrusion, metrics: d.Metrics, phones: d.Phones}
 	s.acme = d.ACME
 	s.backups = d.Backups
 	for _, n := range d.Names {

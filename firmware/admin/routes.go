@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/provision"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
@@ -36,6 +37,8 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/certificates", perm: auth.PermSecurityRead, h: s.page("certificates", s.certPageData)},
 		{method: "GET", path: "/extensions", perm: auth.PermTelephonyRead, h: s.page("extensions", s.extensionsData)},
 		{method: "GET", path: "/telephony", perm: auth.PermTelephonyRead, h: s.page("telephony", s.telephonyData)},
+		{method: "GET", path: "/phones", perm: auth.PermTelephonyRead, h: s.page("phones", s.phonesData)},
+		{method: "GET", path: "/phones/{mac}/card", perm: auth.PermTelephonyWrite, h: s.page("phonecard", s.phoneCardData)},
 		{method: "GET", path: "/calls", perm: auth.PermTelephonyRead, h: s.callsPage()},
 		{method: "GET", path: "/firewall", perm: auth.PermSecurityRead, h: s.page("firewall", s.firewallData)},
 		{method: "GET", path: "/intrusion", perm: auth.PermSecurityRead, h: s.page("intrusion", s.reportPageData)},
@@ -120,6 +123,23 @@ func (s *Server) routeTable() []route {
 		{method: "PUT", path: "/api/v1/firewall/policy", summary: "Replace the firewall zones and rules; applied at once as pending, reverted unless confirmed in time (answer closes the connection)", req: PolicyRequest{}, perm: auth.PermSecurityWrite, h: s.apiSetFirewallPolicy},
 		{method: "POST", path: "/api/v1/firewall/policy/confirm", summary: "Confirm a pending firewall change; must arrive on a connection opened after the change", req: ConfirmRequest{}, perm: auth.PermSecurityWrite, h: s.apiConfirmFirewallPolicy},
 		{method: "POST", path: "/api/v1/firewall/unban", summary: "Lift a firewall ban (and the SIP edge's own copy of it); audited", req: UnbanRequest{}, perm: auth.PermSecurityWrite, h: s.apiUnban},
+		{method: "GET", path: "/api/v1/phones", summary: "Phones: records, the unknown MACs that asked, provisioning URLs, DHCP guidance, settings, firmware", perm: auth.PermTelephonyRead, h: s.apiPhones},
+		{method: "POST", path: "/api/v1/phones", summary: "Add a phone by MAC (Linphone: no MAC, one is generated); approve opens its enrolment window. Refused while the licence is degraded", req: provision.AddRequest{}, perm: auth.PermTelephonyWrite, h: s.apiAddPhone},
+		{method: "GET", path: "/api/v1/phones/fetches", summary: "The last provisioning requests (MAC, source, file, result, proof)", perm: auth.PermTelephonyRead, h: s.apiPhoneFetches},
+		{method: "GET", path: "/api/v1/phones/settings", summary: "Provisioning settings (enrolment window, transport, time, language, codecs)", perm: auth.PermTelephonyRead, h: s.apiPhoneSettings},
+		{method: "PUT", path: "/api/v1/phones/settings", summary: "Change provisioning settings", req: provision.Settings{}, perm: auth.PermTelephonyWrite, h: s.apiSetPhoneSettings},
+		{method: "PUT", path: "/api/v1/phones/vendor-ca", summary: "Store a vendor's factory CA (PEM) for phones' client certificates; empty removes it", req: VendorCARequest{}, perm: auth.PermSecurityWrite, h: s.apiSetVendorCA},
+		{method: "GET", path: "/api/v1/phones/firmware", summary: "Uploaded phone firmware files", perm: auth.PermTelephonyRead, h: s.apiFirmwareList},
+		{method: "POST", path: "/api/v1/phones/firmware", summary: "Upload a phone firmware file (application/octet-stream body, streamed to disk; query name, vendor, models, version)", perm: auth.PermTelephonyWrite, h: s.apiUploadFirmware},
+		{method: "DELETE", path: "/api/v1/phones/firmware/{id}", summary: "Delete a phone firmware file", perm: auth.PermTelephonyWrite, h: s.apiDeleteFirmware},
+		{method: "GET", path: "/api/v1/phones/{mac}", summary: "One phone", perm: auth.PermTelephonyRead, h: s.apiPhone},
+		{method: "DELETE", path: "/api/v1/phones/{mac}", summary: "Forget a phone (not while approved: revoke first)", perm: auth.PermTelephonyWrite, h: s.apiDeletePhone},
+		{method: "POST", path: "/api/v1/phones/{mac}/approve", summary: "Approve a phone: new SIP passwords for its extensions, a new one-time token, enrolment window opens", perm: auth.PermTelephonyWrite, h: s.apiPhoneApprove},
+		{method: "POST", path: "/api/v1/phones/{mac}/reprovision", summary: "Re-provision: new credential, token and SIP passwords; the window opens again", perm: auth.PermTelephonyWrite, h: s.apiPhoneReprovision},
+		{method: "POST", path: "/api/v1/phones/{mac}/revoke", summary: "Revoke a phone: never served again, its extensions' SIP passwords rotated", perm: auth.PermTelephonyWrite, h: s.apiPhoneRevoke},
+		{method: "PUT", path: "/api/v1/phones/{mac}/extensions", summary: "Assign extensions to a phone (new passwords at its next re-provision)", req: PhoneExtensionsRequest{}, perm: auth.PermTelephonyWrite, h: s.apiPhoneExtensions},
+		{method: "GET", path: "/api/v1/phones/{mac}/enrolment", summary: "The phone's enrolment card data: the one-time URL while usable", perm: auth.PermTelephonyWrite, h: s.apiPhoneEnrolment},
+		{method: "GET", path: "/api/v1/phones/{mac}/qr.svg", summary: "QR code (SVG) of the one-time enrolment URL", perm: auth.PermTelephonyWrite, h: s.apiPhoneQR},
 		{method: "GET", path: "/api/v1/sip/blocks", summary: "The SIP edge's live bans (a source cut off) and throttles (a source that may no longer try one extension), with the extensions registered inside each ban", perm: auth.PermSecurityRead, h: s.apiSIPBlocks},
 		{method: "POST", path: "/api/v1/sip/blocks/lift", summary: "Lift the SIP edge's bans and throttles of a source (address or prefix), or only one extension's throttle there; audited. Firewall bans: POST /api/v1/firewall/unban", req: LiftRequest{}, perm: auth.PermSecurityWrite, h: s.apiSIPLift},
 		{method: "POST", path: "/api/v1/system/reboot", summary: "Reboot the box", perm: auth.PermSystemWrite, h: s.apiReboot},

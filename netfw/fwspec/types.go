@@ -120,8 +120,11 @@ const (
 	SvcSIPWSS       = "sip-wss"
 	SvcHTTPS        = "https-admin"
 	SvcProvisioning = "provisioning"
-	SvcSSH          = "ssh"
-	SvcMonitoring   = "monitoring"
+	// SvcProvisioningHTTP is the phones' plain-HTTP bootstrap (the box's CA
+	// and the HTTPS address; never a secret).
+	SvcProvisioningHTTP = "prov-http"
+	SvcSSH              = "ssh"
+	SvcMonitoring       = "monitoring"
 )
 
 // Access is the part of the firewall policy an admin edits: the zones and

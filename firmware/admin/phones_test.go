@@ -1,0 +1,81 @@
+package admin
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/provision"
+)
+
+// TestPhonesAPI drives the Phones API as the page does: add, see the
+// enrolment card and its QR, assign, reprovision, revoke; refusals name
+// the field; readers cannot change or see one-time URLs.
+func TestPhonesAPI(t *testing.T) {
+	e, admin := claimed(t)
+	admin.must(409, "GET", "/api/v1/phones", nil) // not running on this box
+	ps, err := provision.New(provision.Deps{Store: e.db, Audit: e.srv.audit, Extensions: e.exts, Host: "box.example", Clock: e.clock.Now,
+		DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	e.srv.phones = ps
+	admin.must(201, "POST", "/api/v1/extensions", ExtensionRequest{User: "201"})
+
+	r := admin.must(422, "POST", "/api/v1/phones", provision.AddRequest{MAC: "80:5e:c0:11:22", Vendor: provision.Yealink})
+	if r.str("field") != "mac" {
+		t.Fatalf("field %q", r.str("field"))
+	}
+	if r := admin.must(422, "POST", "/api/v1/phones", provision.AddRequest{MAC: "805ec0112233", Vendor: provision.Yealink, Extensions: []string{"999"}}); r.str("field") != "extensions" {
+		t.Fatalf("field %q", r.str("field"))
+	}
+	admin.must(400, "POST", "/api/v1/phones", `{"mac":"805ec0112233","vendor":"yealink","secret":"x"}`)
+	admin.must(201, "POST", "/api/v1/phones", provision.AddRequest{MAC: "80:5E:C0:11:22:33", Vendor: provision.Yealink, Extensions: []string{"201"}, Approve: true})
+	admin.must(409, "POST", "/api/v1/phones", provision.AddRequest{MAC: "805ec0112233", Vendor: provision.Yealink})
+
+	var v PhonesView
+	if err := json.Unmarshal(admin.must(200, "GET", "/api/v1/phones", nil).body, &v); err != nil || len(v.Phones) != 1 || v.Phones[0].State != provision.Approved ||
+		v.HTTPSURL != "https://box.example:8443/" || len(v.DHCP) == 0 {
+		t.Fatalf("%+v %v", v, err)
+	}
+	var en provision.Enrolment
+	if err := json.Unmarshal(admin.must(200, "GET", "/api/v1/phones/805ec0112233/enrolment", nil).body, &en); err != nil || !strings.Contains(en.URL, "/t/") {
+		t.Fatalf("enrolment %+v %v", en, err)
+	}
+	qr := admin.must(200, "GET", "/api/v1/phones/805ec0112233/qr.svg", nil)
+	if qr.hdr.Get("Content-Type") != "image/svg+xml" || !strings.HasPrefix(string(qr.body), "<svg") {
+		t.Fatalf("QR: %s", qr.body[:min(len(qr.body), 80)])
+	}
+	card := admin.must(200, "GET", "/phones/805ec0112233/card", nil)
+	if !strings.Contains(string(card.body), "qr.svg") || !strings.Contains(string(card.body), en.URL) {
+		t.Fatal("card lacks the QR code or the URL")
+	}
+	if page := admin.must(200, "GET", "/phones", nil); !strings.Contains(string(page.body), "805ec0112233") {
+		t.Fatal("Phones page lacks the phone")
+	}
+	admin.must(200, "PUT", "/api/v1/phones/805ec0112233/extensions", PhoneExtensionsRequest{Extensions: []string{"201"}})
+	admin.must(200, "POST", "/api/v1/phones/805ec0112233/reprovision", nil)
+	admin.must(409, "DELETE", "/api/v1/phones/805ec0112233", nil) // approved: revoke first
+	admin.must(200, "POST", "/api/v1/phones/805ec0112233/revoke", nil)
+	admin.must(200, "DELETE", "/api/v1/phones/805ec0112233", nil)
+	admin.must(404, "GET", "/api/v1/phones/805ec0112233", nil)
+	if !e.auditHas("phone.revoke", "ok") || !e.auditHas("phone.add", "ok") {
+		t.Fatal("phone changes not audited")
+	}
+
+	// Settings: bounded, field named.
+	if r := admin.must(422, "PUT", "/api/v1/phones/settings", provision.Settings{WindowMinutes: 0, NTP: "x", Timezone: "UTC", Language: "English", Transport: "tls", Codecs: []string{"PCMA"}}); r.str("field") != "window_minutes" {
+		t.Fatalf("field %q", r.str("field"))
+	}
+	// An auditor reads, and sees no one-time URL.
+	admin.must(201, "POST", "/api/v1/accounts", AccountRequest{Proof: auth.Proof{Password: adminPW}, Username: "aud1", Role: auth.RoleAuditor, Password: userPW})
+	aud := e.client("192.0.2.52")
+	aud.must(200, "POST", "/api/v1/login", LoginRequest{Username: "aud1", Password: userPW})
+	aud.must(200, "GET", "/api/v1/phones", nil)
+	aud.must(403, "GET", "/api/v1/phones/805ec0112233/enrolment", nil)
+	aud.must(403, "POST", "/api/v1/phones", provision.AddRequest{MAC: "805ec0112234", Vendor: provision.Yealink})
+}
