@@ -9,6 +9,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/backup"
 	"github.com/edgepbx/edgepbx/firmware/certs"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/provision"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
@@ -23,6 +24,7 @@ func backupResealers() map[string]store.Resealer {
 		pbxconfig.TelephonyBucket: pbxconfig.ResealTelephony,
 		certs.Bucket:              certs.ResealCertificate,
 		certs.ACMEBucket:          certs.ResealACME,
+		provision.SecretsBucket:   provision.ResealSecrets,
 	}
 }
 

@@ -22,6 +22,8 @@ func TestEverySealedValueHasAResealer(t *testing.T) {
 		"pbxconfig/telephony.go": "config.telephony",
 		"license/session.go":     "box-local: license.state",
 		"license/manager.go":     "box-local: license.state",
+		"provision/device.go":    "provision.secrets",
+		"provision/service.go":   "in memory only: the dummy sealed for equal refusal timing",
 	}
 	seal := regexp.MustCompile(`\.(Seal|PutSecret)\(`)
 	root := filepath.Join("..")
@@ -55,7 +57,7 @@ func TestEverySealedValueHasAResealer(t *testing.T) {
 			t.Errorf("%s no longer seals anything: update this list", f)
 		}
 	}
-	if len(resealers()) != 6 {
+	if len(resealers()) != 7 {
 		t.Fatalf("the test's resealers (%d) differ from the buckets listed here", len(resealers()))
 	}
 }

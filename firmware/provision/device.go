@@ -649,3 +649,11 @@ func (s *Service) noteAsking(r Request, source, ua string) {
 	ua = strings.ToValidUTF8(ua, "?")
 	s.asking[r.MAC] = &Asking{MAC: r.MAC, Vendor: r.Vendor, Model: r.Model, UserAgent: ua, Source: source, First: now, Last: now, Count: 1}
 }
+
+// SecretsBucket holds each phone's sealed credential, token and SIP
+// passwords, for backups (see ResealSecrets).
+const SecretsBucket = bucketSecrets
+
+// ResealSecrets is the store.Resealer of SecretsBucket: every value was
+// written by PutSecret.
+var ResealSecrets = store.SecretResealer(bucketSecrets, func(string) bool { return true })
