@@ -58,6 +58,8 @@ type Deps struct {
 	// Firewall and System reach PID 1 (the control client); nil in dev mode.
 	Firewall Firewall
 	System   System
+	// Network is PID 1's network and clock settings; nil in dev mode.
+	Network Network
 	// Status adds edgepbxd's own lines (health, registrations, licence)
 	// to the dashboard; nil: none.
 	Status func(context.Context) []StatusItem
@@ -118,6 +120,7 @@ type Server struct {
 	syslog    Syslog // remote syslog sender; nil: settings stored only
 	fw        Firewall
 	sys       System
+	netw      Network
 	status    func(context.Context) []StatusItem
 	sipblk    SIPBlocks
 	intrusion Intrusion
@@ -148,7 +151,7 @@ func NewServer(d Deps) (*Server, error) {
 	}
 	s := &Server{auth: d.Auth, audit: d.Audit, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
-		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, status: d.Status,
+		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, netw: d.Network, status: d.Status,
 		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, intrusion: d.Intrusion}
 	s.acme = d.ACME
 	for _, n := range d.Names {

@@ -8,11 +8,13 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/init/netconf/netspec"
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
@@ -284,7 +286,87 @@ func (s *Server) apiUnban(w http.ResponseWriter, r *http.Request, p auth.Princip
 }
 
 func (s *Server) systemData(r *http.Request, p auth.Principal) (any, error) {
-	return map[string]any{"Available": s.sys != nil}, nil
+	m := map[string]any{"Available": s.sys != nil, "NetworkAvailable": s.netw != nil}
+	if s.netw == nil {
+		return m, nil
+	}
+	if v, err := s.networkState(r.Context()); err != nil {
+		m["NetworkError"] = err.Error()
+	} else {
+		m["Network"], m["NetEditor"] = v, newNetEditor(v.State)
+	}
+	if v, err := s.timeState(r.Context()); err != nil {
+		m["TimeError"] = err.Error()
+	} else {
+		loc, err := netspec.LoadZone(v.Config.TimeZone)
+		if err != nil {
+			loc = time.UTC
+		}
+		now := s.clock.Now()
+		m["Time"], m["NTP"] = v, strings.Join(v.Config.NTP, " ")
+		m["Now"] = boxTime{Local: now.In(loc).Format("2006-01-02 15:04:05 MST"), UTC: now.UTC().Format("2006-01-02 15:04:05 UTC"), ISO: now.UTC().Format(time.RFC3339)}
+		if !v.Synced.IsZero() {
+			m["Synced"] = boxTime{Local: v.Synced.In(loc).Format("2006-01-02 15:04:05 MST"), UTC: v.Synced.UTC().Format("2006-01-02 15:04:05 UTC"), ISO: v.Synced.UTC().Format(time.RFC3339)}
+		}
+	}
+	return m, nil
+}
+
+// boxTime is a time shown in the box's zone with UTC on hover.
+type boxTime struct{ Local, UTC, ISO string }
+
+// netEditor is the System page's network form: the pending change if
+// there is one, else the confirmed network, as editable text per NIC.
+type netEditor struct {
+	Hostname string
+	NICs     []nicEditor
+	VLANs    string // one per line: "ID PARENT dhcp|static [ADDR/PFX ...]"
+	DNS      string
+}
+
+type nicEditor struct {
+	Name, Mode, Addresses, Gateway4, Gateway6 string
+}
+
+func newNetEditor(st netspec.State) netEditor {
+	n := st.Confirmed
+	if st.Pending != nil {
+		n = st.Pending.Network
+	}
+	ed := netEditor{Hostname: n.Hostname}
+	byName := map[string]netspec.Interface{}
+	for _, it := range n.Interfaces {
+		byName[it.Name] = it
+	}
+	str := func(a netip.Addr) string {
+		if a.IsValid() {
+			return a.String()
+		}
+		return ""
+	}
+	for _, name := range st.NICs {
+		it := byName[name]
+		var as []string
+		for _, p := range it.Addresses {
+			as = append(as, p.String())
+		}
+		ed.NICs = append(ed.NICs, nicEditor{Name: name, Mode: it.Mode, Addresses: strings.Join(as, " "), Gateway4: str(it.Gateway4), Gateway6: str(it.Gateway6)})
+	}
+	var vl []string
+	for _, v := range n.VLANs {
+		line := fmt.Sprintf("%d %s %s", v.ID, v.Parent, v.Mode)
+		for _, p := range v.Addresses {
+			line += " " + p.String()
+		}
+		vl = append(vl, line)
+	}
+	ed.VLANs = strings.Join(vl, "\n")
+	var dns []string
+	for _, a := range n.DNS {
+		dns = append(dns, a.String())
+	}
+	ed.DNS = strings.Join(dns, " ")
+	return ed
 }
 
 // power asks PID 1 to reboot or power off, after recording who asked: the
