@@ -237,7 +237,7 @@ func (s *Server) checkOrigin(r *http.Request) error {
 		return fmt.Errorf("%w: %.100q", errForeignOrigin, origin)
 	}
 	host := strings.ToLower(u.Hostname())
-	if slices.Contains(s.names, host) {
+	if slices.Contains(s.names, host) || s.ownAddress(r, host) {
 		return nil
 	}
 	// The names of the certificate in use (uploaded or from ACME) reach the
@@ -256,6 +256,24 @@ func (s *Server) checkOrigin(r *http.Request) error {
 		return nil
 	}
 	return fmt.Errorf("%w: %.100q", errForeignOrigin, origin)
+}
+
+// ownAddress reports whether host is an IP literal equal to the local
+// address the request's connection was accepted on: the page was loaded
+// from the box at that address, which a network change may have made new
+// since start (the names were computed then). A literal address cannot be
+// rebound by DNS, so no other site can present it as its origin.
+func (s *Server) ownAddress(r *http.Request, host string) bool {
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(la.String())
+	return err == nil && ap.Addr().Unmap().WithZone("") == a.Unmap() && !a.IsUnspecified()
 }
 
 // principal resolves the bearer token or the session cookie.

@@ -3,6 +3,8 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
@@ -171,4 +173,30 @@ func TestTimeSettings(t *testing.T) {
 	if !strings.Contains(page, `title="2026-05-04 10:00:00 UTC"`) || !strings.Contains(page, "2026-05-04 12:00:00 CEST") {
 		t.Errorf("system page time: %s", page)
 	}
+}
+
+// After a network change the admin opens the page at the box's new
+// address, which was not among the names computed at start: a state change
+// from that origin is accepted when the connection really arrived on that
+// address, and refused otherwise.
+func TestOriginOfNewAddress(t *testing.T) {
+	e, admin := claimed(t)
+	onAddr := func(a string) context.Context {
+		ctx := e.srv.ConnContext(context.Background(), nil)
+		return context.WithValue(ctx, http.LocalAddrContextKey, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(a)))
+	}
+	body := TimeRequest{NTP: []string{}, TimeZone: "UTC"}
+	admin.origin = "https://192.0.2.77"
+	admin.conn = onAddr("192.0.2.77:443")
+	admin.must(200, "PUT", "/api/v1/system/time", body)
+	admin.conn = onAddr("[::ffff:192.0.2.77]:443")
+	admin.must(200, "PUT", "/api/v1/system/time", body)
+	// Another address of the box, or a name (DNS rebinding): refused.
+	admin.conn = onAddr("192.0.2.78:443")
+	admin.must(403, "PUT", "/api/v1/system/time", body)
+	admin.origin = "https://rebind.example"
+	admin.conn = onAddr("192.0.2.77:443")
+	admin.must(403, "PUT", "/api/v1/system/time", body)
+	admin.origin, admin.conn = "https://192.0.2.77", nil
+	admin.must(403, "PUT", "/api/v1/system/time", body)
 }
