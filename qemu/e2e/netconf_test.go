@@ -185,8 +185,9 @@ func TestX86NetworkChangeRevertAndCommit(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), netRevert+stepTimeout)
 		defer cancel()
-		if _, err := vm.WaitLine(ctx, "not confirmed: reverted"); err != nil {
-			t.Fatalf("no revert on the console: %v", err)
+		line, err := vm.WaitLine(ctx, "edgepbx: network change ")
+		if err != nil || !strings.HasSuffix(strings.TrimSpace(line), "not confirmed: reverted") {
+			t.Fatalf("no revert on the console: %q, %v", line, err)
 		}
 		// Back on DHCP: the old address answers again, the change is gone.
 		if err := reachable(t, ns, dhcpAddr, stepTimeout); err != nil {
