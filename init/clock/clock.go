@@ -30,6 +30,9 @@ const (
 	MaxStep = 15 * time.Minute
 	// MaxSpread is how far apart servers may be and still count as agreeing.
 	MaxSpread = time.Second
+	// MaxStepPerDay bounds the sum of the corrections of the last 24 h:
+	// servers that all lie cannot walk the clock MaxStep at a time.
+	MaxStepPerDay = time.Hour
 	// maxFuture bounds a step from an implausible clock (before the
 	// firmware's build): it may not land more than this after the floor.
 	maxFuture = 20 * 365 * 24 * time.Hour
@@ -105,6 +108,29 @@ type Clock struct {
 	path  string
 	conf  netspec.Time
 	state netspec.TimeState
+	steps []step // corrections of the last 24 h (monotonic times)
+}
+
+type step struct {
+	at time.Time
+	d  time.Duration
+}
+
+// budget reports whether a correction of d fits MaxStepPerDay; callers hold mu.
+func (c *Clock) budget(d time.Duration, now time.Time) error {
+	kept := c.steps[:0]
+	var sum time.Duration
+	for _, s := range c.steps {
+		if now.Sub(s.at) < 24*time.Hour {
+			kept = append(kept, s)
+			sum += s.d
+		}
+	}
+	c.steps = kept
+	if sum+d.Abs() > MaxStepPerDay {
+		return fmt.Errorf("%w: %v more would exceed %v of corrections in 24 h (already %v)", ErrStep, d.Abs().Round(time.Millisecond), MaxStepPerDay, sum.Round(time.Millisecond))
+	}
+	return nil
 }
 
 // New returns a clock with the default configuration (UTC, no servers).
@@ -276,11 +302,18 @@ func (c *Clock) SyncOnce(ctx context.Context) {
 	}
 	now := time.Now()
 	off, err := Decide(samples, len(servers), now, c.cfg.Floor)
-	if err == nil {
-		err = c.cfg.Step(off)
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// The budget does not apply to the first setting of an implausible
+	// clock (no RTC): that step is bounded by Decide instead.
+	if err == nil && !now.Before(c.cfg.Floor) {
+		err = c.budget(off, now)
+	}
+	if err == nil {
+		if err = c.cfg.Step(off); err == nil {
+			c.steps = append(c.steps, step{at: now, d: off.Abs()})
+		}
+	}
 	if err != nil {
 		c.state.Error = errors.Join(append([]error{err}, errs...)...).Error()
 		c.cfg.Log.Warn("clock: not synchronised", "err", c.state.Error)

@@ -249,3 +249,23 @@ func TestSetPersistsAndRestore(t *testing.T) {
 		t.Fatalf("bad file: %v, %+v", err, c3.State())
 	}
 }
+
+// Servers that all lie by less than MaxStep each time still cannot walk
+// the clock further than MaxStepPerDay.
+func TestStepBudget(t *testing.T) {
+	var steps []time.Duration
+	port := startNTP(t, "127.0.0.1:0", 14*time.Minute, false)
+	c := New(Config{Floor: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Port: port,
+		Step: func(d time.Duration) error { steps = append(steps, d); return nil }})
+	c.conf = netspec.Time{NTP: []string{"127.0.0.1"}, TimeZone: "UTC"} // loopback: set directly, Validate refuses it
+	for range 6 {
+		c.SyncOnce(context.Background())
+	}
+	var sum time.Duration
+	for _, d := range steps {
+		sum += d
+	}
+	if len(steps) != 4 || sum > MaxStepPerDay || !strings.Contains(c.State().Error, "in 24 h") {
+		t.Fatalf("steps %v (sum %v), state %+v", steps, sum, c.State())
+	}
+}

@@ -173,6 +173,9 @@
     // connection opened before the change (a browser may keep a spare
     // one) closed that connection; the next try opens a new one.
     var tries = Number(f.dataset.retry || 0);
+    // A new address takes effect before the answer, which then cannot
+    // come back on this connection: say where to confirm first.
+    if (f.hasAttribute("data-network")) say(f, "Applying. If the box's address changes, open this page at the new address and confirm there within 120 s.", false);
     (function send() {
       call(f, body).then(function (d) { after(f, d); }, function (e) {
         if (tries-- > 0 && /on a new connection/.test(e.message)) { setTimeout(send, 250); return; }
