@@ -136,11 +136,15 @@ func (a *boxAdmin) network(t *testing.T) netState {
 
 // setStatic asks for a static address. The answer may not arrive: the
 // connection it would go back on belongs to the address just removed.
-func (a *boxAdmin) setStatic(t *testing.T, addr string) {
+func (a *boxAdmin) setStatic(t *testing.T, addr string, vlan bool) {
 	t.Helper()
 	body := map[string]any{"hostname": "pbx-static", "interfaces": []map[string]any{{
 		"name": "eth0", "mode": "static", "addresses": []string{addr + "/24"}, "gateway4": tapHostIP.String()}},
 		"dns": []string{tapHostIP.String()}}
+	if vlan {
+		// The phones' VLAN (the board loads 8021q).
+		body["vlans"] = []map[string]any{{"id": 20, "parent": "eth0", "mode": "static", "addresses": []string{"10.20.0.1/24"}}}
+	}
 	raw, _ := json.Marshal(body)
 	req, _ := http.NewRequest("PUT", a.base+"/api/v1/system/network", strings.NewReader(string(raw)))
 	req.Header.Set("Content-Type", "application/json")
@@ -163,7 +167,7 @@ func (a *boxAdmin) setStatic(t *testing.T, addr string) {
 // admin API over a tap in a test namespace: a static address that nobody
 // confirms is reverted (the box answers on its DHCP address again), and
 // one confirmed over a new connection to the new address commits and
-// survives a reboot.
+// survives a reboot, with a phone VLAN (eth0.20) brought up in the guest.
 func TestX86NetworkChangeRevertAndCommit(t *testing.T) {
 	require(t, "qemu-system-x86_64", "mkfs.ext4")
 	ns := newNetnsThread(t)
@@ -179,7 +183,7 @@ func TestX86NetworkChangeRevertAndCommit(t *testing.T) {
 	api.claim(b["setup code"])
 
 	t.Run("unconfirmed change reverts", func(t *testing.T) {
-		api.setStatic(t, "10.99.0.30")
+		api.setStatic(t, "10.99.0.30", false)
 		if err := reachable(t, ns, "10.99.0.30", 30*time.Second); err != nil {
 			t.Fatalf("pending address not applied: %v", err)
 		}
@@ -204,7 +208,7 @@ func TestX86NetworkChangeRevertAndCommit(t *testing.T) {
 	}
 
 	t.Run("confirmed change commits and persists", func(t *testing.T) {
-		api.setStatic(t, "10.99.0.20")
+		api.setStatic(t, "10.99.0.20", true)
 		if err := reachable(t, ns, "10.99.0.20", 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
@@ -231,7 +235,7 @@ func TestX86NetworkChangeRevertAndCommit(t *testing.T) {
 		}
 		st = api.at(t, ns, "10.99.0.20", b["tls sha256"]).network(t)
 		if st.Pending != nil || st.Confirmed.Hostname != "pbx-static" || st.Confirmed.Interfaces[0].Mode != "static" ||
-			strings.Join(st.Live, ",") != "10.99.0.20/24,127.0.0.1/8" {
+			strings.Join(st.Live, ",") != "10.99.0.20/24,10.20.0.1/24,127.0.0.1/8" {
 			t.Fatalf("after reboot: %+v", st)
 		}
 	})
