@@ -511,6 +511,11 @@ func (b *box) networkReverted(p netspec.Pending, err error) {
 		return
 	}
 	b.say("network change %s not confirmed: reverted", p.ID)
+	// Reprint the banner: the addresses an installer reads there changed back.
+	select {
+	case b.health.onChange <- struct{}{}:
+	default:
+	}
 }
 
 // clockFloor is the earliest plausible wall time: NTP may step a clock
@@ -686,8 +691,14 @@ func (b *box) printBanner() {
 	if h.Detail != "" {
 		status += " (" + h.Detail + ")"
 	}
+	hostname := b.id.Hostname()
+	if b.netc != nil {
+		if h := b.netc.State().Confirmed.Hostname; h != "" {
+			hostname = h // the admin's, once confirmed
+		}
+	}
 	banner.Render(b.console, banner.Info{
-		Version: b.version, Board: b.prof.Name, Hostname: b.id.Hostname(), Serial: b.id.Serial,
+		Version: b.version, Board: b.prof.Name, Hostname: hostname, Serial: b.id.Serial,
 		Addresses: b.net.Addresses(), SetupCode: b.setup, Claimed: h.Claimed, Recovery: h.Claimed && h.Lockout,
 		TLSFingerprint: h.TLSFingerprint, Health: status, Live: b.live,
 	})
