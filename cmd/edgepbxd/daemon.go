@@ -168,7 +168,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		if d.ctrl, err = dialControl(cfg.controlPath); err != nil {
 			return nil, err
 		}
-		p = pid1{banner: controlBanner{d.ctrl}, firewall: d.ctrl, system: d.ctrl, pinholes: d.ctrl}
+		p = pid1{banner: controlBanner{d.ctrl}, firewall: d.ctrl, system: d.ctrl, network: d.ctrl, pinholes: d.ctrl}
 	}
 	if d.auth, err = auth.New(auth.Config{DB: d.db, Clock: clock, Audit: d.audit, Banner: p.banner,
 		SetupCode: auth.SetupCode(d.id.SetupCode), Logger: log,
@@ -236,6 +236,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Licence:     ifSet[admin.Licence](d.lic),
 		Firewall:    p.firewall,
 		System:      p.system,
+		Network:     p.network,
 		SIPBlocks:   sipBlocks{d.sip},
 		Intrusion:   ifSet[admin.Intrusion](d.intrusion),
 		Metrics:     d.metrics,
@@ -280,6 +281,7 @@ type pid1 struct {
 	banner   sipedge.Banner // also the auth service's auth.Banner (the same method)
 	firewall admin.Firewall
 	system   admin.System
+	network  admin.Network
 	pinholes media.Pinholes
 }
 

@@ -29,11 +29,13 @@ import (
 	"github.com/edgepbx/edgepbx/drivers/dmi"
 	"github.com/edgepbx/edgepbx/drivers/watchdog"
 	"github.com/edgepbx/edgepbx/init/banner"
+	"github.com/edgepbx/edgepbx/init/clock"
 	"github.com/edgepbx/edgepbx/init/control"
 	"github.com/edgepbx/edgepbx/init/identity"
 	"github.com/edgepbx/edgepbx/init/modules"
 	"github.com/edgepbx/edgepbx/init/mount"
 	"github.com/edgepbx/edgepbx/init/netconf"
+	"github.com/edgepbx/edgepbx/init/netconf/netspec"
 	"github.com/edgepbx/edgepbx/init/shutdown"
 	"github.com/edgepbx/edgepbx/init/supervise"
 	"github.com/edgepbx/edgepbx/netfw"
@@ -48,6 +50,9 @@ const (
 	identityDir  = "/data/identity"
 	banFile      = "/data/netfw/bans.json"
 	policyFile   = "/data/netfw/policy.json"
+	networkFile  = "/data/netconf/network.json"
+	timeFile     = "/data/netconf/time.json"
+	resolvConf   = "/etc/resolv.conf"
 	controlDir   = "/run/edgepbx"
 	controlPath  = "/run/edgepbx/init.sock"
 	daemonPath   = "/bin/edgepbxd"
@@ -77,7 +82,9 @@ type box struct {
 	fw      *netfw.Firewall
 	policy  *netfw.Committer // admin-editable zones and rules (pending/confirm/revert)
 	net     *netconf.Manager
-	wd      io.Closer // stops petting, then disarms the watchdog
+	netc    *netconf.Committer // admin-editable network (pending/confirm/revert)
+	clock   *clock.Clock       // NTP servers, time zone, SNTP
+	wd      io.Closer          // stops petting, then disarms the watchdog
 	ctl     *control.Server
 	health  healthState
 	buttons []string // power-button devices being watched (nil: not started)
@@ -323,8 +330,10 @@ func (b *box) mountData() error {
 	if err := os.Chmod(dataDir, 0o770|os.ModeSticky); err != nil {
 		return haltf("/data: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(banFile), 0o700); err != nil {
-		return haltf("/data: %w", err)
+	for _, f := range []string{banFile, networkFile} {
+		if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+			return haltf("/data: %w", err)
+		}
 	}
 	b.step("data mounted", "device", b.prof.Data.Device)
 	return nil
@@ -470,11 +479,55 @@ func (b *box) startNetwork() error {
 			nics = c.Apply(nics)
 		}
 	}
+	m.ResolvConf = resolvConf
+	m.Hostname = func(h string) error { return unix.Sethostname([]byte(h)) }
 	if err := m.Up(b.ctx, nics); err != nil {
 		b.log.Error("network", "err", err) // one missing NIC is not unsafe
 	}
+	names := make([]string, 0, len(nics))
+	for _, n := range nics {
+		names = append(names, n.Name)
+	}
+	b.netc = netconf.NewCommitter(b.ctx, netconf.CommitterConfig{
+		Apply: m, Live: m.Addresses, NICs: names, Default: netconf.DefaultNetwork(b.id.Hostname(), nics),
+		RevertAfter: netRevertAfter(b), Log: b.log, OnRevert: b.networkReverted,
+	})
+	// A bad file keeps the board's network (already up) and says so: it
+	// is only written atomically after a confirmation, so this is damage
+	// or tampering worth an admin's look.
+	if err := b.netc.Restore(networkFile); err != nil {
+		b.say("WARNING: persisted network not restored, board default kept: %v", err)
+	}
 	b.step("network up", "nics", len(nics))
+	b.startClock()
 	return nil
+}
+
+// networkReverted reports on the console that a network change was not
+// confirmed in time and the previous network is back.
+func (b *box) networkReverted(p netspec.Pending, err error) {
+	if err != nil {
+		b.say("WARNING: network change %s not confirmed; revert failed: %v", p.ID, err)
+		return
+	}
+	b.say("network change %s not confirmed: reverted", p.ID)
+	// Reprint the banner: the addresses an installer reads there changed back.
+	select {
+	case b.health.onChange <- struct{}{}:
+	default:
+	}
+}
+
+// clockFloor is the earliest plausible wall time: NTP may step a clock
+// that is earlier (no RTC) forward, a plausible one only a little.
+var clockFloor = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func (b *box) startClock() {
+	b.clock = clock.New(clock.Config{Log: b.log, Floor: clockFloor})
+	if err := b.clock.Restore(timeFile); err != nil {
+		b.say("WARNING: persisted time settings not restored, UTC and no NTP kept: %v", err)
+	}
+	go b.clock.Run(b.ctx)
 }
 
 func (b *box) startControl() error {
@@ -486,7 +539,7 @@ func (b *box) startControl() error {
 	}
 	srv, err := control.Listen(control.Config{
 		Path: controlPath, UID: daemonUID, GID: daemonGID,
-		Firewall: b.fw, Policy: b.policy, System: (*system)(b), Log: b.log,
+		Firewall: b.fw, Policy: b.policy, Network: b.netc, Clock: b.clock, System: (*system)(b), Log: b.log,
 	})
 	if err != nil {
 		return haltf("control socket: %w", err)
@@ -641,8 +694,14 @@ func (b *box) printBanner() {
 	if h.Detail != "" {
 		status += " (" + h.Detail + ")"
 	}
+	hostname := b.id.Hostname()
+	if b.netc != nil {
+		if h := b.netc.State().Confirmed.Hostname; h != "" {
+			hostname = h // the admin's, once confirmed
+		}
+	}
 	banner.Render(b.console, banner.Info{
-		Version: b.version, Board: b.prof.Name, Hostname: b.id.Hostname(), Serial: b.id.Serial,
+		Version: b.version, Board: b.prof.Name, Hostname: hostname, Serial: b.id.Serial,
 		Addresses: b.net.Addresses(), SetupCode: b.setup, Claimed: h.Claimed, Recovery: h.Claimed && h.Lockout,
 		TLSFingerprint: h.TLSFingerprint, Health: status, Live: b.live,
 	})

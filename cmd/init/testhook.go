@@ -8,7 +8,9 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/edgepbx/edgepbx/init/netconf"
 	"github.com/edgepbx/edgepbx/init/shutdown"
 )
 
@@ -35,6 +37,26 @@ func rssKiB(pid string) int {
 		}
 	}
 	return -1
+}
+
+// netRevertAfter lets a test image shorten the network confirmation
+// window with edgepbx.test.netrevert=DURATION (5 s–120 s) on the kernel
+// command line, so the QEMU test of a revert need not wait 120 s.
+func netRevertAfter(b *box) time.Duration {
+	cl, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return netconf.DefaultRevertAfter
+	}
+	for _, f := range strings.Fields(string(cl)) {
+		if v, ok := strings.CutPrefix(f, "edgepbx.test.netrevert="); ok {
+			d, err := time.ParseDuration(v)
+			if err == nil && d >= 5*time.Second && d <= netconf.DefaultRevertAfter {
+				b.log.Warn("TEST BUILD: network revert window shortened", "after", d)
+				return d
+			}
+		}
+	}
+	return netconf.DefaultRevertAfter
 }
 
 func startTestHook(b *box) {

@@ -58,6 +58,8 @@ type Deps struct {
 	// Firewall and System reach PID 1 (the control client); nil in dev mode.
 	Firewall Firewall
 	System   System
+	// Network is PID 1's network and clock settings; nil in dev mode.
+	Network Network
 	// Status adds edgepbxd's own lines (health, registrations, licence)
 	// to the dashboard; nil: none.
 	Status func(context.Context) []StatusItem
@@ -127,6 +129,7 @@ type Server struct {
 	syslog    Syslog // remote syslog sender; nil: settings stored only
 	fw        Firewall
 	sys       System
+	netw      Network
 	status    func(context.Context) []StatusItem
 	sipblk    SIPBlocks
 	intrusion Intrusion
@@ -160,7 +163,7 @@ func NewServer(d Deps) (*Server, error) {
 	}
 	s := &Server{auth: d.Auth, audit: d.Audit, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
-		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, status: d.Status,
+		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, netw: d.Network, status: d.Status,
 		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, intrusion: d.Intrusion, metrics: d.Metrics, phones: d.Phones}
 	s.acme = d.ACME
 	s.backups = d.Backups
@@ -247,7 +250,7 @@ func (s *Server) checkOrigin(r *http.Request) error {
 		return fmt.Errorf("%w: %.100q", errForeignOrigin, origin)
 	}
 	host := strings.ToLower(u.Hostname())
-	if slices.Contains(s.names, host) {
+	if slices.Contains(s.names, host) || s.ownAddress(r, host) {
 		return nil
 	}
 	// The names of the certificate in use (uploaded or from ACME) reach the
@@ -266,6 +269,24 @@ func (s *Server) checkOrigin(r *http.Request) error {
 		return nil
 	}
 	return fmt.Errorf("%w: %.100q", errForeignOrigin, origin)
+}
+
+// ownAddress reports whether host is an IP literal equal to the local
+// address the request's connection was accepted on: the page was loaded
+// from the box at that address, which a network change may have made new
+// since start (the names were computed then). A literal address cannot be
+// rebound by DNS, so no other site can present it as its origin.
+func (s *Server) ownAddress(r *http.Request, host string) bool {
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(la.String())
+	return err == nil && ap.Addr().Unmap().WithZone("") == a.Unmap() && !a.IsUnspecified()
 }
 
 // principal resolves the bearer token or the session cookie.

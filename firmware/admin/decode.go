@@ -93,6 +93,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		status, title = http.StatusServiceUnavailable, "busy"
 	case errors.Is(err, errPolicyRefused):
 		status, title = http.StatusUnprocessableEntity, "firewall policy refused"
+	case errors.Is(err, errNetworkRefused):
+		status, title = http.StatusUnprocessableEntity, "network settings refused"
 	case errors.Is(err, errTelephonyRefused):
 		status, title = http.StatusUnprocessableEntity, "telephony configuration refused"
 	case errors.Is(err, errSIPRefused):

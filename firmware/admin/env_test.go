@@ -29,7 +29,9 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/init/clock"
 	"github.com/edgepbx/edgepbx/init/control"
+	"github.com/edgepbx/edgepbx/init/netconf"
 	"github.com/edgepbx/edgepbx/netfw"
 )
 
@@ -83,6 +85,11 @@ type pid1Recorder struct {
 	// underneath is kept in memory (netfw's tests apply real ones).
 	policy  *control.Client
 	ruleset *memRuleset
+	// netc is the real network committer PID 1 runs, applying to memory
+	// (init/netconf's tests apply real ones); clk the real time store.
+	netc   *netconf.Committer
+	netApp *memNetApply
+	clk    *clock.Clock
 }
 
 func (p *pid1Recorder) GetPolicy(ctx context.Context) (netfw.PolicyState, error) {
@@ -146,8 +153,12 @@ func startPID1Policy(t testing.TB, p *pid1Recorder) {
 	if err := cm.Restore(filepath.Join(dir, "policy.json")); err != nil {
 		t.Fatal(err)
 	}
+	p.netApp = &memNetApply{}
+	p.netc = netconf.NewCommitter(context.Background(), netconf.CommitterConfig{Apply: p.netApp, NICs: []string{"eth0", "eth1"},
+		Default: bootNetwork(), Log: quiet})
+	p.clk = clock.New(clock.Config{Log: quiet})
 	srv, err := control.Listen(control.Config{Path: filepath.Join(dir, "init.sock"), UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
-		Policy: cm, System: nopSystem{}, Log: quiet, PolicyRate: 1000, PolicyBurst: 1000, GlobalRate: 10000, GlobalBurst: 10000, ConnRate: 10000, ConnBurst: 10000})
+		Policy: cm, Network: p.netc, Clock: p.clk, System: nopSystem{}, Log: quiet, PolicyRate: 1000, PolicyBurst: 1000, GlobalRate: 10000, GlobalBurst: 10000, ConnRate: 10000, ConnBurst: 10000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,6 +175,7 @@ func startPID1Policy(t testing.TB, p *pid1Recorder) {
 		cancel()
 		<-done
 		cm.Close()
+		p.netc.Close()
 		os.RemoveAll(dir)
 	})
 }
@@ -263,7 +275,7 @@ func newEnvWith(t testing.TB, h *auth.Hasher) *env {
 	}
 	srv, err := NewServer(Deps{Store: db, Audit: al, Auth: svc, Clock: clk, Logger: quiet,
 		Names: []string{"box.example", "192.0.2.10"},
-		Certs: cm, KeyLog: kl, Extensions: exts, Firewall: pid1, System: pid1, Telephony: tel, SIPSettings: sipset,
+		Certs: cm, KeyLog: kl, Extensions: exts, Firewall: pid1, System: pid1, Network: pid1, Telephony: tel, SIPSettings: sipset,
 		Intrusion: intr, Backups: bk})
 	if err != nil {
 		t.Fatal(err)

@@ -142,6 +142,11 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/api/v1/phones/{mac}/qr.svg", summary: "QR code (SVG) of the one-time enrolment URL", perm: auth.PermTelephonyWrite, h: s.apiPhoneQR},
 		{method: "GET", path: "/api/v1/sip/blocks", summary: "The SIP edge's live bans (a source cut off) and throttles (a source that may no longer try one extension), with the extensions registered inside each ban", perm: auth.PermSecurityRead, h: s.apiSIPBlocks},
 		{method: "POST", path: "/api/v1/sip/blocks/lift", summary: "Lift the SIP edge's bans and throttles of a source (address or prefix), or only one extension's throttle there; audited. Firewall bans: POST /api/v1/firewall/unban", req: LiftRequest{}, perm: auth.PermSecurityWrite, h: s.apiSIPLift},
+		{method: "GET", path: "/api/v1/system/network", summary: "The box's network (from PID 1): confirmed configuration, pending change and seconds before it reverts, the board's interfaces and the live addresses", perm: auth.PermSystemWrite, h: s.apiNetwork},
+		{method: "PUT", path: "/api/v1/system/network", summary: "Replace the network (addresses DHCP or static, IPv4/IPv6, VLANs, DNS, hostname); validated (422 naming the field), applied at once as pending, reverted unless confirmed within 120 s (answer closes the connection)", req: NetworkRequest{}, perm: auth.PermSystemWrite, h: s.apiSetNetwork},
+		{method: "POST", path: "/api/v1/system/network/confirm", summary: "Confirm a pending network change; must arrive on a connection opened after the change", req: ConfirmRequest{}, perm: auth.PermSystemWrite, h: s.apiConfirmNetwork},
+		{method: "GET", path: "/api/v1/system/time", summary: "NTP servers, time zone, last synchronisation, and the box's time now in its zone and in UTC", perm: auth.PermSystemWrite, h: s.apiTime},
+		{method: "PUT", path: "/api/v1/system/time", summary: "Replace the NTP servers (at most 4, names or addresses) and the time zone (IANA name); validated (422 naming the field); audited", req: TimeRequest{}, perm: auth.PermSystemWrite, h: s.apiSetTime},
 		{method: "POST", path: "/api/v1/system/reboot", summary: "Reboot the box", perm: auth.PermSystemWrite, h: s.apiReboot},
 		{method: "POST", path: "/api/v1/system/poweroff", summary: "Power the box off", perm: auth.PermSystemWrite, h: s.apiPoweroff},
 	}

@@ -8,11 +8,13 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/init/netconf/netspec"
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
@@ -284,23 +286,90 @@ func (s *Server) apiUnban(w http.ResponseWriter, r *http.Request, p auth.Princip
 }
 
 func (s *Server) systemData(r *http.Request, p auth.Principal) (any, error) {
-	out := map[string]any{"Available": s.sys != nil}
-	if s.backups != nil {
-		files, err := s.backups.List()
+	m := map[string]any{"Available": s.sys != nil, "NetworkAvailable": s.netw != nil}
+	if err := s.backupData(m, p); err != nil {
+		return nil, err
+	}
+	if s.netw == nil {
+		return m, nil
+	}
+	if v, err := s.networkState(r.Context()); err != nil {
+		m["NetworkError"] = err.Error()
+	} else {
+		m["Network"], m["NetEditor"] = v, newNetEditor(v.State)
+	}
+	if v, err := s.timeState(r.Context()); err != nil {
+		m["TimeError"] = err.Error()
+	} else {
+		loc, err := netspec.LoadZone(v.Config.TimeZone)
 		if err != nil {
-			return nil, err
+			loc = time.UTC
 		}
-		st, err := s.backups.Settings()
-		if err != nil {
-			return nil, err
-		}
-		out["Backups"] = map[string]any{"Files": files, "Settings": st}
-		info, err := s.auth.Account(p.Username)
-		if err == nil {
-			out["MyTOTP"] = info.TOTP
+		now := s.clock.Now()
+		m["Time"], m["NTP"] = v, strings.Join(v.Config.NTP, " ")
+		m["Now"] = boxTime{Local: now.In(loc).Format("2006-01-02 15:04:05 MST"), UTC: now.UTC().Format("2006-01-02 15:04:05 UTC"), ISO: now.UTC().Format(time.RFC3339)}
+		if !v.Synced.IsZero() {
+			m["Synced"] = boxTime{Local: v.Synced.In(loc).Format("2006-01-02 15:04:05 MST"), UTC: v.Synced.UTC().Format("2006-01-02 15:04:05 UTC"), ISO: v.Synced.UTC().Format(time.RFC3339)}
 		}
 	}
-	return out, nil
+	return m, nil
+}
+
+// boxTime is a time shown in the box's zone with UTC on hover.
+type boxTime struct{ Local, UTC, ISO string }
+
+// netEditor is the System page's network form: the pending change if
+// there is one, else the confirmed network, as editable text per NIC.
+type netEditor struct {
+	Hostname string
+	NICs     []nicEditor
+	VLANs    string // one per line: "ID PARENT dhcp|static [ADDR/PFX ...]"
+	DNS      string
+}
+
+type nicEditor struct {
+	Name, Mode, Addresses, Gateway4, Gateway6 string
+}
+
+func newNetEditor(st netspec.State) netEditor {
+	n := st.Confirmed
+	if st.Pending != nil {
+		n = st.Pending.Network
+	}
+	ed := netEditor{Hostname: n.Hostname}
+	byName := map[string]netspec.Interface{}
+	for _, it := range n.Interfaces {
+		byName[it.Name] = it
+	}
+	str := func(a netip.Addr) string {
+		if a.IsValid() {
+			return a.String()
+		}
+		return ""
+	}
+	for _, name := range st.NICs {
+		it := byName[name]
+		var as []string
+		for _, p := range it.Addresses {
+			as = append(as, p.String())
+		}
+		ed.NICs = append(ed.NICs, nicEditor{Name: name, Mode: it.Mode, Addresses: strings.Join(as, " "), Gateway4: str(it.Gateway4), Gateway6: str(it.Gateway6)})
+	}
+	var vl []string
+	for _, v := range n.VLANs {
+		line := fmt.Sprintf("%d %s %s", v.ID, v.Parent, v.Mode)
+		for _, p := range v.Addresses {
+			line += " " + p.String()
+		}
+		vl = append(vl, line)
+	}
+	ed.VLANs = strings.Join(vl, "\n")
+	var dns []string
+	for _, a := range n.DNS {
+		dns = append(dns, a.String())
+	}
+	ed.DNS = strings.Join(dns, " ")
+	return ed
 }
 
 // power asks PID 1 to reboot or power off, after recording who asked: the
@@ -370,4 +439,24 @@ func (s *Server) dashboard(ctx context.Context) []StatusItem {
 	res, verr := s.audit.Verify()
 	items = append(items, StatusItem{Name: "Audit log", Value: fmt.Sprintf("%d entries, chain %s", res.Entries, map[bool]string{true: "verified", false: "BROKEN"}[verr == nil]), OK: verr == nil})
 	return items
+}
+
+// backupData adds the Backups section's data to the System page's.
+func (s *Server) backupData(out map[string]any, p auth.Principal) error {
+	if s.backups == nil {
+		return nil
+	}
+	files, err := s.backups.List()
+	if err != nil {
+		return err
+	}
+	st, err := s.backups.Settings()
+	if err != nil {
+		return err
+	}
+	out["Backups"] = map[string]any{"Files": files, "Settings": st}
+	if info, err := s.auth.Account(p.Username); err == nil {
+		out["MyTOTP"] = info.TOTP
+	}
+	return nil
 }

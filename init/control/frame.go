@@ -67,14 +67,22 @@ const (
 	TypeGetPolicy     Type = 10
 	TypeSetPolicy     Type = 11
 	TypeConfirmPolicy Type = 12
-	TypeReply         Type = 0x80
+	// Network and clock requests (init/netconf/netspec).
+	TypeGetNetwork     Type = 13
+	TypeSetNetwork     Type = 14
+	TypeConfirmNetwork Type = 15
+	TypeGetTime        Type = 16
+	TypeSetTime        Type = 17
+	TypeReply          Type = 0x80
 )
 
 var typeNames = map[Type]string{
 	TypeHealth: "Health", TypeReboot: "Reboot", TypePoweroff: "Poweroff",
 	TypeOpenPinhole: "OpenPinhole", TypeClosePinhole: "ClosePinhole", TypeBan: "Ban",
 	TypeUnban: "Unban", TypeListBans: "ListBans", TypeCounters: "Counters", TypeGetPolicy: "GetPolicy",
-	TypeSetPolicy: "SetPolicy", TypeConfirmPolicy: "ConfirmPolicy", TypeReply: "Reply",
+	TypeSetPolicy: "SetPolicy", TypeConfirmPolicy: "ConfirmPolicy", TypeGetNetwork: "GetNetwork",
+	TypeSetNetwork: "SetNetwork", TypeConfirmNetwork: "ConfirmNetwork", TypeGetTime: "GetTime", TypeSetTime: "SetTime",
+	TypeReply: "Reply",
 }
 
 func (t Type) String() string {

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/edgepbx/edgepbx/init/netconf/netspec"
 	"github.com/edgepbx/edgepbx/init/strictjson"
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
@@ -38,6 +39,21 @@ type Policy interface {
 	Confirm(id string) error
 }
 
+// Network is the admin-editable network in PID 1 (*netconf.Committer):
+// changes apply as pending and revert unless confirmed. Set validates
+// every field itself against the board's interfaces.
+type Network interface {
+	State() netspec.State
+	Set(netspec.Network) (netspec.Pending, error)
+	Confirm(id string) error
+}
+
+// Clock is PID 1's time configuration (NTP servers, time zone).
+type Clock interface {
+	State() netspec.TimeState
+	Set(netspec.Time) error
+}
+
 // System is PID 1's side of health and power requests. Reboot and Poweroff
 // must only start the orderly shutdown and return; the reply goes out first.
 type System interface {
@@ -55,6 +71,8 @@ type Config struct {
 	GID      uint32
 	Firewall Firewall // nil: firewall requests get an error reply
 	Policy   Policy   // nil: policy requests get an error reply
+	Network  Network  // nil: network requests get an error reply
+	Clock    Clock    // nil: time requests get an error reply
 	System   System
 	Log      *slog.Logger
 
@@ -292,10 +310,13 @@ func ok(data any) Reply {
 func fail(err error) Reply {
 	r := Reply{Error: err.Error()}
 	var fe *fwspec.FieldError
+	var ne *netspec.FieldError
 	var de *strictjson.Error
 	switch {
 	case errors.As(err, &fe):
 		r.Field = fe.Field
+	case errors.As(err, &ne):
+		r.Field = ne.Field
 	case errors.As(err, &de):
 		r.Field = de.Field
 	}
@@ -423,6 +444,8 @@ func (s *Server) dispatch(t Type, p []byte) Reply {
 		return ok(c)
 	case TypeGetPolicy, TypeSetPolicy, TypeConfirmPolicy:
 		return s.dispatchPolicy(t, p)
+	case TypeGetNetwork, TypeSetNetwork, TypeConfirmNetwork, TypeGetTime, TypeSetTime:
+		return s.dispatchNetwork(t, p)
 	}
 	return fail(fmt.Errorf("control: unknown request type %d", uint8(t)))
 }

@@ -99,10 +99,20 @@ type Manager struct {
 	// DHCPTimeout bounds one DHCP exchange attempt.
 	DHCPTimeout time.Duration
 
+	// ResolvConf is where ApplyNetwork writes the DNS servers ("": not written).
+	ResolvConf string
+	// Hostname sets the kernel's host name (nil: not set).
+	Hostname func(string) error
+
 	mu    sync.Mutex
 	addrs map[string][]netip.Prefix // by interface
 	wake  chan struct{}             // closed and replaced when addrs change
 	wg    sync.WaitGroup
+
+	// cfgMu serialises reconfiguration; dhcp and vlans are under it.
+	cfgMu sync.Mutex
+	dhcp  map[string]func() // running DHCP loop per interface: cancels and joins it
+	vlans map[string]bool   // VLAN interfaces this manager created
 }
 
 // New opens a netlink handle in the calling thread's network namespace.
@@ -118,7 +128,8 @@ func New(log *slog.Logger) (*Manager, error) {
 		ns.Close()
 		return nil, fmt.Errorf("netconf: netlink: %w", err)
 	}
-	return &Manager{h: h, ns: ns, log: log, DHCPTimeout: 3 * time.Second, addrs: map[string][]netip.Prefix{}, wake: make(chan struct{})}, nil
+	return &Manager{h: h, ns: ns, log: log, DHCPTimeout: 3 * time.Second, addrs: map[string][]netip.Prefix{}, wake: make(chan struct{}),
+		dhcp: map[string]func(){}, vlans: map[string]bool{}}, nil
 }
 
 // Close releases the netlink handle after the DHCP loops ended (cancel
@@ -163,11 +174,9 @@ func (m *Manager) Up(ctx context.Context, nics []NIC) error {
 				errs = append(errs, err)
 			}
 		case ModeDHCP:
-			m.wg.Add(1)
-			go func() {
-				defer m.wg.Done()
-				m.dhcpLoop(ctx, link)
-			}()
+			m.cfgMu.Lock()
+			m.startDHCP(ctx, link)
+			m.cfgMu.Unlock()
 		default:
 			errs = append(errs, fmt.Errorf("netconf: %s: unknown mode %q", n.Name, n.Mode))
 		}

@@ -127,6 +127,33 @@
     out.allow_admin_from_any = form.elements.allow_admin_from_any.checked;
     return out;
   }
+  // networkJSON turns the System page's network form into a netspec.Network.
+  function networkJSON(form) {
+    var out = { hostname: form.elements.hostname.value.trim(), interfaces: [], vlans: [], dns: words(form.elements.dns.value) };
+    form.querySelectorAll("fieldset[data-nic]").forEach(function (fs) {
+      var n = fs.dataset.nic, el = function (k) { return form.elements["nic:" + n + ":" + k].value.trim(); };
+      var mode = el("mode");
+      if (!mode) return;
+      var it = { name: n, mode: mode };
+      if (mode === "static") {
+        it.addresses = words(el("addresses"));
+        if (el("gateway4")) it.gateway4 = el("gateway4");
+        if (el("gateway6")) it.gateway6 = el("gateway6");
+      }
+      out.interfaces.push(it);
+    });
+    form.elements.vlans.value.split("\n").forEach(function (line) {
+      var w = words(line);
+      if (!w.length) return;
+      var v = { id: Number(w[0]), parent: w[1] || "", mode: w[2] || "" };
+      if (w.length > 3) v.addresses = w.slice(3);
+      out.vlans.push(v);
+    });
+    return out;
+  }
+  function timeJSON(form) {
+    return { ntp: words(form.elements.ntp.value), time_zone: form.elements.time_zone.value.trim() };
+  }
   // Pending firewall changes count down to their automatic revert.
   var cds = document.querySelectorAll("[data-countdown]");
   if (cds.length) {
@@ -172,12 +199,16 @@
     if (f.hasAttribute("data-multipart")) {
       body = new FormData(f);
     } else {
-      body = withReauth(f, f.hasAttribute("data-policy") ? policyJSON(f) : formJSON(f));
+      body = withReauth(f, f.hasAttribute("data-policy") ? policyJSON(f) : f.hasAttribute("data-network") ? networkJSON(f) :
+        f.hasAttribute("data-time") ? timeJSON(f) : formJSON(f));
     }
     // data-retry: a firewall confirmation refused because it came on a
     // connection opened before the change (a browser may keep a spare
     // one) closed that connection; the next try opens a new one.
     var tries = Number(f.dataset.retry || 0);
+    // A new address takes effect before the answer, which then cannot
+    // come back on this connection: say where to confirm first.
+    if (f.hasAttribute("data-network")) say(f, "Applying. If the box's address changes, open this page at the new address and confirm there within 120 s.", false);
     (function send() {
       call(f, body).then(function (d) { after(f, d); }, function (e) {
         if (tries-- > 0 && /on a new connection/.test(e.message)) { setTimeout(send, 250); return; }
