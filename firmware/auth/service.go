@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/firmware/connlog"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
@@ -130,6 +131,12 @@ type Config struct {
 	Banner    Banner  // nil: sprays are only logged
 	SetupCode SetupCodeChecker
 	Logger    *slog.Logger
+	// Connections gets every login, logout and failure (firmware/connlog);
+	// nil: not recorded there.
+	Connections *connlog.Log
+	// AnonymiseSource turns a client address into what the login history
+	// may store (privacy settings); nil: the address itself.
+	AnonymiseSource func(a netip.Addr, t time.Time) string
 }
 
 // Service is the auth API.
@@ -141,6 +148,8 @@ type Service struct {
 	banner  Banner
 	setup   SetupCodeChecker
 	log     *slog.Logger
+	conns   *connlog.Log
+	anon    func(a netip.Addr, t time.Time) string
 	claimMu sync.Mutex
 	claimed atomic.Bool
 	claimRL *limiter
@@ -161,7 +170,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("auth: DB, Clock, Audit and SetupCode are required")
 	}
 	s := &Service{db: cfg.DB, clock: cfg.Clock, audit: cfg.Audit, hasher: cfg.Hasher, banner: cfg.Banner,
-		setup: cfg.SetupCode, log: cfg.Logger}
+		setup: cfg.SetupCode, log: cfg.Logger, conns: cfg.Connections, anon: cfg.AnonymiseSource}
 	if s.hasher == nil {
 		s.hasher = NewHasher(DefaultParams, DefaultConcurrency, DefaultQueue)
 	}

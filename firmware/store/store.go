@@ -230,3 +230,49 @@ func (db *DB) Backup(w io.Writer) (int64, error) {
 	})
 	return n, err
 }
+
+// BucketSize is what one bucket holds.
+type BucketSize struct {
+	Keys  int   `json:"keys"`
+	Bytes int64 `json:"bytes"` // bytes of its pages in use (keys, values, headers)
+}
+
+// BucketSize reports how much bucket holds; an absent bucket is empty.
+func (db *DB) BucketSize(bucket string) (BucketSize, error) {
+	var s BucketSize
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucket))
+		if b == nil {
+			return nil
+		}
+		st := b.Stats()
+		s = BucketSize{Keys: st.KeyN, Bytes: int64(st.BranchInuse + st.LeafInuse + st.InlineBucketInuse)}
+		return nil
+	})
+	return s, err
+}
+
+// Pages is the file's page accounting: pages freed by deletions are
+// reused by later writes (bbolt does not shrink the file), so Free going up
+// after a purge is the evidence that the data's pages were released.
+type Pages struct {
+	PageSize int   `json:"page_size"`
+	Total    int64 `json:"total"` // pages in the file
+	Free     int   `json:"free"`  // on the freelist, reusable
+	Pending  int   `json:"pending"`
+	InUse    int64 `json:"in_use"`
+}
+
+// Pages reports the file's page accounting now.
+func (db *DB) Pages() (Pages, error) {
+	var p Pages
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		st := db.bolt.Stats()
+		p.PageSize = db.bolt.Info().PageSize
+		p.Total = tx.Size() / int64(p.PageSize)
+		p.Free, p.Pending = st.FreePageN, st.PendingPageN
+		p.InUse = p.Total - int64(p.Free+p.Pending)
+		return nil
+	})
+	return p, err
+}
