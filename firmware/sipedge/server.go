@@ -33,6 +33,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgepbx/edgepbx/firmware/connlog"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/store"
@@ -46,6 +47,9 @@ type Deps struct {
 	Store    *store.DB   // extensions (HA1s) and trunk secrets
 	Banner   Banner      // PID 1 control client; nil: bans stay local to this process
 	Security *logs.Log   // the security log (firmware/logs); required
+	// Connections gets every registration, unregistration and failed
+	// registration (firmware/connlog); nil: not recorded there.
+	Connections *connlog.Log
 	TLS      *tls.Config // certificate for TLS and WSS; required when they are enabled
 	Logger   *slog.Logger
 	// Host is the box's address put in Via and Contact of requests the
