@@ -16,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -306,6 +308,9 @@ func (l *Log) Query(f Filter) (Page, error) {
 
 // Purge deletes the entries older than t and returns how many.
 func (l *Log) Purge(t time.Time) (int, error) {
+	if err := l.Flush(); err != nil {
+		return 0, err
+	}
 	hi := fmt.Sprintf("%016x-", uint64(max(t.UnixNano(), 0)))
 	return l.deleteWhere(func(k string, _ []byte) (bool, bool) { return k < hi, k >= hi })
 }
@@ -392,4 +397,42 @@ func (l *Log) Forget(user string) (int, error) {
 		}
 		return json.Unmarshal(raw, &e) == nil && e.User == user, false
 	})
+}
+
+// ParseFilter reads a filter from a query string (the API's): kind, user,
+// source, result, since and until (RFC 3339), before (a cursor) and limit.
+// Unknown parameters are refused so a typo does not silently widen a query.
+func ParseFilter(v url.Values) (Filter, error) {
+	var f Filter
+	for k, vals := range v {
+		if len(vals) != 1 {
+			return Filter{}, fmt.Errorf("%w: %s given %d times", ErrFilter, k, len(vals))
+		}
+		val := vals[0]
+		var err error
+		switch k {
+		case "kind":
+			f.Kind = val
+		case "user":
+			f.User = val
+		case "source":
+			f.Source = val
+		case "result":
+			f.Result = val
+		case "before":
+			f.Before = val
+		case "since":
+			f.Since, err = time.Parse(time.RFC3339, val)
+		case "until":
+			f.Until, err = time.Parse(time.RFC3339, val)
+		case "limit":
+			f.Limit, err = strconv.Atoi(val)
+		default:
+			return Filter{}, fmt.Errorf("%w: unknown parameter %q", ErrFilter, clip(k))
+		}
+		if err != nil {
+			return Filter{}, fmt.Errorf("%w: %s: not valid", ErrFilter, k)
+		}
+	}
+	return f, f.Validate()
 }
