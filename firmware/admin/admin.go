@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,7 +25,9 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/connlog"
 	"github.com/edgepbx/edgepbx/firmware/license"
+	"github.com/edgepbx/edgepbx/firmware/privacy"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
@@ -80,6 +83,12 @@ type Deps struct {
 	Syslog Syslog
 	// SIPBlocks are the SIP edge's bans and throttles; nil: no SIP edge.
 	SIPBlocks SIPBlocks
+	// Privacy is the data-category registry (retention, anonymisation,
+	// subject requests); nil: the privacy page says not available.
+	Privacy *privacy.Registry
+	// Connections is the connection log; nil: not available. Refused API
+	// tokens are recorded in it too.
+	Connections *connlog.Log
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -117,6 +126,8 @@ type Server struct {
 	sys    System
 	status func(context.Context) []StatusItem
 	sipblk SIPBlocks
+	priv   *privacy.Registry
+	conlog *connlog.Log
 
 	conns connSeq // connection numbers for firewall confirmations
 
@@ -145,7 +156,7 @@ func NewServer(d Deps) (*Server, error) {
 	s := &Server{auth: d.Auth, audit: d.Audit, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
 		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, status: d.Status,
-		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks}
+		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, priv: d.Privacy, conlog: d.Connections}
 	s.acme = d.ACME
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))
@@ -200,12 +211,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func clientOf(r *http.Request) auth.Client {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	host, port, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
 	a, _ := netip.ParseAddr(host)
-	return auth.Client{Addr: a.Unmap(), UserAgent: r.UserAgent()}
+	pn, _ := strconv.ParseUint(port, 10, 16)
+	return auth.Client{Addr: a.Unmap(), Port: uint16(pn), UserAgent: r.UserAgent()}
 }
 
 func isStateChange(m string) bool {
@@ -259,6 +271,10 @@ func (s *Server) principal(r *http.Request) (auth.Principal, bool, error) {
 			return auth.Principal{}, false, auth.ErrNoSession
 		}
 		p, err := s.auth.TokenPrincipal(strings.TrimSpace(tok))
+		if err != nil && s.conlog != nil {
+			c := clientOf(r)
+			s.conlog.Record(connlog.Entry{Kind: connlog.APITokenFailed, Source: netip.AddrPortFrom(c.Addr, c.Port).String(), Method: "token", Result: connlog.Failed, Detail: "unknown, expired or revoked token"})
+		}
 		return p, false, err
 	}
 	c, err := r.Cookie(CookieName)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/privacy"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
@@ -39,6 +40,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/calls", perm: auth.PermTelephonyRead, h: s.callsPage()},
 		{method: "GET", path: "/firewall", perm: auth.PermSecurityRead, h: s.page("firewall", s.firewallData)},
 		{method: "GET", path: "/system", perm: auth.PermSystemWrite, h: s.page("system", s.systemData)},
+		{method: "GET", path: "/privacy", perm: auth.PermSecurityRead, h: s.page("privacy", s.privacyData)},
 
 		// JSON API.
 		{method: "POST", path: "/api/v1/claim", summary: "Claim an unclaimed box with the console setup code and create the first admin", req: ClaimRequest{}, public: true, h: s.apiClaim},
@@ -116,6 +118,12 @@ func (s *Server) routeTable() []route {
 		{method: "POST", path: "/api/v1/firewall/unban", summary: "Lift a firewall ban (and the SIP edge's own copy of it); audited", req: UnbanRequest{}, perm: auth.PermSecurityWrite, h: s.apiUnban},
 		{method: "GET", path: "/api/v1/sip/blocks", summary: "The SIP edge's live bans (a source cut off) and throttles (a source that may no longer try one extension), with the extensions registered inside each ban", perm: auth.PermSecurityRead, h: s.apiSIPBlocks},
 		{method: "POST", path: "/api/v1/sip/blocks/lift", summary: "Lift the SIP edge's bans and throttles of a source (address or prefix), or only one extension's throttle there; audited. Firewall bans: POST /api/v1/firewall/unban", req: LiftRequest{}, perm: auth.PermSecurityWrite, h: s.apiSIPLift},
+		{method: "GET", path: "/api/v1/privacy", summary: "Every data category: whether it holds personal data, its retention and anonymisation setting, its current size and last sweep; the planned categories; the store's page accounting", perm: auth.PermSecurityRead, h: s.apiPrivacy},
+		{method: "PUT", path: "/api/v1/privacy/{category}", summary: "Set a category's retention days, address anonymisation (none, truncate, hash) and, for call records, number masking; audited; a change that deletes data now needs current_password (and current_code)", req: PrivacyRequest{}, perm: auth.PermSecurityWrite, h: s.apiSetPrivacy},
+		{method: "POST", path: "/api/v1/privacy/subjects/find", summary: "Count what each category holds about an extension, admin user or external number", req: privacy.Subject{}, perm: auth.PermSecurityWrite, h: s.apiPrivacyFind},
+		{method: "POST", path: "/api/v1/privacy/subjects/export", summary: "Subject-access export: everything held about an extension, admin user or external number, as JSON; audited (counts, not data)", req: privacy.Subject{}, perm: auth.PermSecurityWrite, h: s.apiPrivacyExport},
+		{method: "POST", path: "/api/v1/privacy/subjects/forget", summary: "Delete everything held about an extension, admin user or external number (the audit log keeps its entries); needs current_password (and current_code); audited with categories and counts, not the data", req: SubjectRequest{}, perm: auth.PermSecurityWrite, h: s.apiPrivacyForget},
+		{method: "GET", path: "/api/v1/connections", summary: "The connection log, newest first: admin and API logins, logouts and failures, SIP registrations (?kind= prefix, user=, source=, result=, since=, until= RFC 3339, limit=1..500, before= cursor from next)", perm: auth.PermSecurityRead, h: s.apiConnections},
 		{method: "POST", path: "/api/v1/system/reboot", summary: "Reboot the box", perm: auth.PermSystemWrite, h: s.apiReboot},
 		{method: "POST", path: "/api/v1/system/poweroff", summary: "Power the box off", perm: auth.PermSystemWrite, h: s.apiPoweroff},
 	}

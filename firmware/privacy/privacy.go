@@ -258,6 +258,8 @@ func (r *Registry) policy(c Category) (Policy, error) {
 
 func (i Info) check(p Policy) error {
 	switch {
+	case !p.Anonymise.valid():
+		return fmt.Errorf("%w: anonymise must be none, truncate or hash", ErrPolicy)
 	case p.Days == 0 && !i.KeepForever:
 		return fmt.Errorf("%w: days: %s cannot be kept forever (%d..%d)", ErrPolicy, i.Name, i.MinDays, i.MaxDays)
 	case p.Days != 0 && (p.Days < i.MinDays || p.Days > i.MaxDays):
@@ -299,9 +301,6 @@ func (r *Registry) Set(actor, source, name string, p Policy) error {
 	}
 	if p.Anonymise == "" {
 		p.Anonymise = Full
-	}
-	if !p.Anonymise.valid() {
-		return fmt.Errorf("%w: anonymise must be none, truncate or hash", ErrPolicy)
 	}
 	info := c.Info()
 	old, err := r.policy(c)
