@@ -21,10 +21,12 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/connlog"
 	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/media"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/privacy"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/firmware/telephony"
@@ -45,6 +47,10 @@ type daemon struct {
 	audit  *audit.Log
 	secLog *logs.Log
 	auth   *auth.Service
+	// privacy owns retention, anonymisation and subject requests over the
+	// stores that hold personal data; conns is the connection log.
+	privacy *privacy.Registry
+	conns   *connlog.Log
 	// ctrl is PID 1's control socket (nil in dev mode without --control):
 	// health reports, firewall bans and pinholes.
 	ctrl *control.Client
@@ -89,7 +95,7 @@ type service struct {
 // a handler in routes.
 func (d *daemon) services() []service {
 	s := []service{{"https", d.serveHTTPS}, {"sip", d.serveSIP}, {"seclog", d.runSecLog}, {"acme", d.acme.Run},
-		{"syslog", d.runSyslog}}
+		{"syslog", d.runSyslog}, {"privacy", d.runPrivacy}}
 	s = append(s, service{"telephony", d.runTelephony}) // trunk registrations, CDR retention
 	if d.lic != nil {
 		s = append(s, service{"license", d.runLicense})
@@ -150,8 +156,15 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		}
 		p = pid1{banner: controlBanner{d.ctrl}, firewall: d.ctrl, system: d.ctrl, pinholes: d.ctrl}
 	}
+	// The privacy settings come before the writers that anonymise with them.
+	if d.privacy, err = privacy.New(d.db, d.audit, clock); err != nil {
+		return nil, fmt.Errorf("privacy settings: %w", err)
+	}
+	d.conns = connlog.New(d.db, clock, d.privacy.Anonymiser("connections"))
+	d.secLog.Anonymise(d.privacy.SourceAnonymiser("security_log"))
 	if d.auth, err = auth.New(auth.Config{DB: d.db, Clock: clock, Audit: d.audit, Banner: p.banner,
-		SetupCode: auth.SetupCode(d.id.SetupCode), Logger: log}); err != nil {
+		SetupCode: auth.SetupCode(d.id.SetupCode), Logger: log,
+		Connections: d.conns, AnonymiseSource: d.privacy.Anonymiser("login_history")}); err != nil {
 		return nil, fmt.Errorf("%w: auth: %w", errStayDown, err)
 	}
 	claimed, err := d.auth.Claimed()
@@ -184,6 +197,9 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	d.newLicense()
 	d.newTelephony()
 	d.newSyslog()
+	if err := d.registerPrivacy(); err != nil {
+		return nil, err
+	}
 	if d.admin, err = admin.NewServer(admin.Deps{
 		Store:       d.db,
 		Audit:       d.audit,
@@ -204,6 +220,8 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Firewall:    p.firewall,
 		System:      p.system,
 		SIPBlocks:   sipBlocks{d.sip},
+		Privacy:     d.privacy,
+		Connections: d.conns,
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %w", errStayDown, err)
 	}

@@ -22,7 +22,7 @@ var Builtin = map[string]Info{
 	"cdrs": {Name: "cdrs", Title: "Call records", PersonalData: true,
 		Holds:   "calling and called numbers and extensions, call times and durations",
 		Why:     "6 months: long enough to settle billing disputes and match carrier invoices, the usual ceiling for keeping traffic data after billing",
-		Default: Policy{Days: 180, Anonymise: Full}, MinDays: 1, MaxDays: cdr.MaxRetentionDays, KeepForever: true,
+		Default: Policy{Days: cdr.DefaultRetentionDays, Anonymise: Full}, MinDays: 1, MaxDays: cdr.MaxRetentionDays, KeepForever: true,
 		Masking: true, Subjects: []SubjectKind{Extension, Number}, Forgettable: true},
 	"security_log": {Name: "security_log", Title: "Security log", PersonalData: true,
 		Holds:   "source addresses, SIP user names and user agents of registrations, failures and attacks",
@@ -97,6 +97,17 @@ func (c CDRs) Find(s Subject) (int, error) {
 	l, err := c.Store.Subject(s.Value)
 	return len(l), err
 }
+
+// RetentionDays is the call records' own setting (cdr.settings), which
+// the older /api/v1/cdr/retention also sets: one value, two ways in.
+func (c CDRs) RetentionDays() (int, error) {
+	r, err := c.Store.Retention()
+	return r.Days, err
+}
+func (c CDRs) SetRetentionDays(days int) error {
+	return c.Store.SetRetention(cdr.Retention{Days: days})
+}
+
 func (c CDRs) Export(s Subject) (any, error) { return nonNil(c.Store.Subject(s.Value)) }
 func (c CDRs) Forget(s Subject) (int, error) { return c.Store.Forget(s.Value) }
 
