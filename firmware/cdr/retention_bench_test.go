@@ -35,7 +35,9 @@ func fillRecords(tb testing.TB, s *Store, start time.Time, n int) {
 
 // BenchmarkRetentionSweep1M is the retention sweep of one million call
 // records, all past the retention (one op = deleting all of them in
-// batches of purgeBatch per transaction). Run with -benchtime=1x.
+// batches of purgeBatch per transaction); scrub-s is the zeroing of the
+// freed pages that follows (firmware/privacy runs it after a sweep that
+// deleted something). Run with -benchtime=1x.
 func BenchmarkRetentionSweep1M(b *testing.B) {
 	const n = 1_000_000
 	start := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -50,6 +52,13 @@ func BenchmarkRetentionSweep1M(b *testing.B) {
 		if err != nil || got != n {
 			b.Fatalf("purged %d, %v", got, err)
 		}
+		t0 := time.Now()
+		sc, err := s.db.Scrub()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(time.Since(t0).Seconds(), "scrub-s")
+		b.ReportMetric(float64(sc.Zeroed), "pages-zeroed")
 		after, _ := s.db.Pages()
 		size, _ := s.db.BucketSize(bucket)
 		if size.Keys != 0 {

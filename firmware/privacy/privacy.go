@@ -417,6 +417,12 @@ func (r *Registry) Sweep(now time.Time) []SweepResult {
 		out = append(out, res)
 	}
 	if len(parts) > 0 {
+		// Deleted records stay in freed pages until reused: zero them.
+		if sc, err := r.db.Scrub(); err != nil {
+			parts = append(parts, "freed pages not yet zeroed: "+err.Error())
+		} else {
+			parts = append(parts, fmt.Sprintf("%d freed pages zeroed", sc.Zeroed))
+		}
 		_ = r.audit.Record(audit.Event{Actor: "system", Action: "privacy.retention", Detail: strings.Join(parts, "; ")})
 	}
 	return out
@@ -640,6 +646,12 @@ func (r *Registry) Forget(actor, source string, s Subject) (Forgotten, error) {
 			parts = append(parts, fmt.Sprintf("%s: %d deleted", info.Name, n))
 		}
 		out.Deleted = append(out.Deleted, f)
+	}
+	if sc, err := r.db.Scrub(); err != nil {
+		errs = append(errs, err)
+		parts = append(parts, "freed pages not yet zeroed (next sweep does)")
+	} else {
+		parts = append(parts, fmt.Sprintf("%d freed pages zeroed", sc.Zeroed))
 	}
 	outcome := audit.OK
 	if len(errs) > 0 {

@@ -420,6 +420,14 @@ func TestSubjectExportAndForget(t *testing.T) {
 	if strings.Contains(e.Detail+e.Target, "301") || strings.Contains(e.Detail, "+4989") {
 		t.Errorf("forget audit entry names the subject or its data: %+v", e)
 	}
+	// Really deleted: not in the file's bytes either (freed pages zeroed).
+	raw, err := os.ReadFile(b.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte("+4989555301")) {
+		t.Errorf("the forgotten number is still in the store file's bytes")
+	}
 	if _, err := b.reg.Export("root1", "", Subject{Kind: "ip", Value: "1"}); !errors.Is(err, ErrSubject) {
 		t.Errorf("bad subject kind: %v", err)
 	}

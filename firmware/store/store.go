@@ -45,6 +45,10 @@ var (
 type DB struct {
 	bolt *bolt.DB
 	aead cipher.AEAD
+	// readers counts the read transactions open through this API by the
+	// generation they started in, so Scrub can wait for the ones old
+	// enough to still see a freed page (scrub.go).
+	readers readerGens
 }
 
 // Open opens (creating if needed) the store at path. sealKey is the 32-byte
@@ -98,6 +102,7 @@ func (db *DB) Update(fn func(*Tx) error) error {
 
 // View runs fn in a read-only transaction.
 func (db *DB) View(fn func(*Tx) error) error {
+	defer db.readers.enter()()
 	return db.bolt.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx, db: db}) })
 }
 
@@ -217,6 +222,7 @@ func (db *DB) Unseal(sealed []byte, ad string) ([]byte, error) {
 // over MaxBackupBytes are refused before anything is written.
 func (db *DB) Backup(w io.Writer) (int64, error) {
 	var n int64
+	defer db.readers.enter()()
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		if size := tx.Size(); size > MaxBackupBytes {
 			return fmt.Errorf("%w: database is %d bytes, backup limit %d", ErrTooLarge, size, MaxBackupBytes)
@@ -240,6 +246,7 @@ type BucketSize struct {
 // BucketSize reports how much bucket holds; an absent bucket is empty.
 func (db *DB) BucketSize(bucket string) (BucketSize, error) {
 	var s BucketSize
+	defer db.readers.enter()()
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte(bucket))
 		if b == nil {
@@ -266,6 +273,7 @@ type Pages struct {
 // Pages reports the file's page accounting now.
 func (db *DB) Pages() (Pages, error) {
 	var p Pages
+	defer db.readers.enter()()
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		st := db.bolt.Stats()
 		p.PageSize = db.bolt.Info().PageSize
