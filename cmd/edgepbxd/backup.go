@@ -5,10 +5,12 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/backup"
 	"github.com/edgepbx/edgepbx/firmware/certs"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/privacy"
 	"github.com/edgepbx/edgepbx/firmware/provision"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
@@ -25,6 +27,8 @@ func backupResealers() map[string]store.Resealer {
 		certs.Bucket:              certs.ResealCertificate,
 		certs.ACMEBucket:          certs.ResealACME,
 		provision.SecretsBucket:   provision.ResealSecrets,
+		audit.MetaBucket:          audit.ResealMeta,
+		privacy.KeysBucket:        privacy.ResealKeys,
 	}
 }
 

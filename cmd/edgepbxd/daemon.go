@@ -22,12 +22,14 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/backup"
 	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/connlog"
 	"github.com/edgepbx/edgepbx/firmware/intrusion"
 	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/media"
 	"github.com/edgepbx/edgepbx/firmware/metrics"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/privacy"
 	"github.com/edgepbx/edgepbx/firmware/provision"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
@@ -49,6 +51,10 @@ type daemon struct {
 	audit  *audit.Log
 	secLog *logs.Log
 	auth   *auth.Service
+	// privacy owns retention, anonymisation and subject requests over the
+	// stores that hold personal data; conns is the connection log.
+	privacy *privacy.Registry
+	conns   *connlog.Log
 	// ctrl is PID 1's control socket (nil in dev mode without --control):
 	// health reports, firewall bans and pinholes.
 	ctrl *control.Client
@@ -100,7 +106,7 @@ type service struct {
 // a handler in routes.
 func (d *daemon) services() []service {
 	s := []service{{"https", d.serveHTTPS}, {"sip", d.serveSIP}, {"seclog", d.runSecLog}, {"acme", d.acme.Run},
-		{"syslog", d.runSyslog}, {"intrusion", d.runIntrusion}, {"backup", d.runBackup}}
+		{"syslog", d.runSyslog}, {"intrusion", d.runIntrusion}, {"backup", d.runBackup}, {"privacy", d.runPrivacy}}
 	s = append(s, service{"telephony", d.runTelephony}) // trunk registrations, CDR retention
 	if d.lic != nil {
 		s = append(s, service{"license", d.runLicense})
@@ -170,9 +176,16 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		}
 		p = pid1{banner: controlBanner{d.ctrl}, firewall: d.ctrl, system: d.ctrl, network: d.ctrl, pinholes: d.ctrl}
 	}
+	// The privacy settings come before the writers that anonymise with them.
+	if d.privacy, err = privacy.New(d.db, d.audit, clock); err != nil {
+		return nil, fmt.Errorf("privacy settings: %w", err)
+	}
+	d.conns = connlog.New(d.db, clock, d.privacy.Anonymiser("connections"))
+	d.secLog.Anonymise(d.privacy.SourceAnonymiser("security_log"))
 	if d.auth, err = auth.New(auth.Config{DB: d.db, Clock: clock, Audit: d.audit, Banner: p.banner,
 		SetupCode: auth.SetupCode(d.id.SetupCode), Logger: log,
-		Attacks: func(a auth.AdminAttack) { d.secLog.Record(adminAttackEvent(a)) }}); err != nil {
+		Attacks:     func(a auth.AdminAttack) { d.secLog.Record(adminAttackEvent(a)) },
+		Connections: d.conns, AnonymiseSource: d.privacy.Anonymiser("login_history")}); err != nil {
 		return nil, fmt.Errorf("%w: auth: %w", errStayDown, err)
 	}
 	claimed, err := d.auth.Claimed()
@@ -217,6 +230,9 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	if err := d.newProvision(p.banner); err != nil {
 		return nil, err
 	}
+	if err := d.registerPrivacy(); err != nil {
+		return nil, err
+	}
 	if d.admin, err = admin.NewServer(admin.Deps{
 		Store:       d.db,
 		Audit:       d.audit,
@@ -242,6 +258,8 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Metrics:     d.metrics,
 		Backups:     ifSet[admin.Backups](d.backup),
 		Phones:      ifSet[admin.Phones](d.prov),
+		Privacy:     d.privacy,
+		Connections: d.conns,
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %w", errStayDown, err)
 	}

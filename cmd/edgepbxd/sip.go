@@ -80,7 +80,7 @@ func (d *daemon) newSIP(banner sipedge.Banner) error {
 	if err != nil {
 		return fmt.Errorf("sip: %w", err)
 	}
-	d.sip, err = sipedge.New(d.sipConfig(), sipedge.Deps{Store: d.db, Banner: banner, Security: d.secLog, TLS: tlsCfg, Logger: d.log})
+	d.sip, err = sipedge.New(d.sipConfig(), sipedge.Deps{Store: d.db, Banner: banner, Security: d.secLog, Connections: d.conns, TLS: tlsCfg, Logger: d.log})
 	if err != nil {
 		return err
 	}

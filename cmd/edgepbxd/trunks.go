@@ -2,18 +2,12 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"sync"
-	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
-	"github.com/edgepbx/edgepbx/firmware/cdr"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/telephony"
 )
-
-// cdrRetentionEvery is how often the CDR retention setting is applied.
-const cdrRetentionEvery = time.Hour
 
 // newTelephony reads the stored telephony configuration (the dial plan
 // page) and builds the trunk registrations over it, also when the calls
@@ -58,8 +52,8 @@ func (s trunkStatus) TrunkStates() []admin.TrunkState {
 	return out
 }
 
-// runTelephony is the calls' background work: trunk registrations and
-// the CDR retention.
+// runTelephony is the calls' background work: trunk registrations (the
+// CDR retention is the privacy sweep's, privacy.go).
 func (d *daemon) runTelephony(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -72,8 +66,6 @@ func (d *daemon) runTelephony(ctx context.Context) error {
 			}
 		}()
 	}
-	if err := cdr.New(d.db).RunRetention(ctx, cdrRetentionEvery, d.log); err != nil {
-		return fmt.Errorf("cdr retention: %w", err)
-	}
+	<-ctx.Done()
 	return nil
 }

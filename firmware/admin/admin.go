@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,7 +25,9 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/connlog"
 	"github.com/edgepbx/edgepbx/firmware/license"
+	"github.com/edgepbx/edgepbx/firmware/privacy"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
@@ -94,6 +97,12 @@ type Deps struct {
 	// Phones is the provisioning service (*provision.Service); nil: the
 	// Phones page says provisioning is not running.
 	Phones Phones
+	// Privacy is the data-category registry (retention, anonymisation,
+	// subject requests); nil: the privacy page says not available.
+	Privacy *privacy.Registry
+	// Connections is the connection log; nil: not available. Refused API
+	// tokens are recorded in it too.
+	Connections *connlog.Log
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -136,6 +145,8 @@ type Server struct {
 	metrics   Metrics // /metrics handler; nil: settings stored only
 	backups   Backups
 	phones    Phones
+	priv      *privacy.Registry
+	conlog    *connlog.Log
 
 	conns connSeq // connection numbers for firewall confirmations
 
@@ -164,7 +175,8 @@ func NewServer(d Deps) (*Server, error) {
 	s := &Server{auth: d.Auth, audit: d.Audit, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
 		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, netw: d.Network, status: d.Status,
-		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, intrusion: d.Intrusion, metrics: d.Metrics, phones: d.Phones}
+		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, intrusion: d.Intrusion, metrics: d.Metrics, phones: d.Phones,
+		priv: d.Privacy, conlog: d.Connections}
 	s.acme = d.ACME
 	s.backups = d.Backups
 	for _, n := range d.Names {
@@ -220,12 +232,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func clientOf(r *http.Request) auth.Client {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	host, port, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
 	a, _ := netip.ParseAddr(host)
-	return auth.Client{Addr: a.Unmap(), UserAgent: r.UserAgent()}
+	pn, _ := strconv.ParseUint(port, 10, 16)
+	return auth.Client{Addr: a.Unmap(), Port: uint16(pn), UserAgent: r.UserAgent()}
 }
 
 func isStateChange(m string) bool {
@@ -297,6 +310,10 @@ func (s *Server) principal(r *http.Request) (auth.Principal, bool, error) {
 			return auth.Principal{}, false, auth.ErrNoSession
 		}
 		p, err := s.auth.TokenPrincipal(strings.TrimSpace(tok))
+		if err != nil && s.conlog != nil {
+			c := clientOf(r)
+			s.conlog.Record(connlog.Entry{Kind: connlog.APITokenFailed, Source: netip.AddrPortFrom(c.Addr, c.Port).String(), Method: "token", Result: connlog.Failed, Detail: "unknown, expired or revoked token"})
+		}
 		return p, false, err
 	}
 	c, err := r.Cookie(CookieName)

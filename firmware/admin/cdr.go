@@ -100,8 +100,13 @@ func (s *Server) apiCDRExport(w http.ResponseWriter, r *http.Request, p auth.Pri
 	return nil
 }
 
-// RetentionRequest is the body of PUT /api/v1/cdr/retention.
-type RetentionRequest = cdr.Retention
+// RetentionRequest is the body of PUT /api/v1/cdr/retention. Shortening
+// the retention deletes call records: it needs the caller's current
+// password and second factor (as on the privacy page).
+type RetentionRequest struct {
+	cdr.Retention
+	auth.Proof
+}
 
 func (s *Server) apiCDRRetention(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	rt, err := s.callRecords().Retention()
@@ -122,8 +127,13 @@ func (s *Server) apiSetCDRRetention(w http.ResponseWriter, r *http.Request, p au
 	if err != nil {
 		return err
 	}
-	ev := audit.Event{Actor: p.Actor(), Source: src(r), Action: "cdr.retention", Before: before, After: req}
-	if err := store.SetRetention(req); err != nil {
+	if req.Days != 0 && (before.Days == 0 || req.Days < before.Days) {
+		if err := s.auth.Reauthenticate(r.Context(), p, clientOf(r), req.Proof, "cdr.retention"); err != nil {
+			return err
+		}
+	}
+	ev := audit.Event{Actor: p.Actor(), Source: src(r), Action: "cdr.retention", Before: before, After: req.Retention}
+	if err := store.SetRetention(req.Retention); err != nil {
 		ev.Outcome, ev.Detail = audit.Failed, err.Error()
 		_ = s.audit.Record(ev)
 		if errors.Is(err, cdr.ErrRetention) {

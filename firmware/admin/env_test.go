@@ -24,9 +24,12 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/backup"
+	"github.com/edgepbx/edgepbx/firmware/cdr"
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/connlog"
 	"github.com/edgepbx/edgepbx/firmware/intrusion"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/privacy"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/init/clock"
@@ -218,6 +221,8 @@ type env struct {
 	tel    *pbxconfig.TelephonyStore
 	sipset *pbxconfig.SIPStore
 	intr   *intrusion.Aggregator
+	priv   *privacy.Registry
+	conns  *connlog.Log
 }
 
 func newEnv(t testing.TB) *env {
@@ -257,9 +262,21 @@ func newEnvWith(t testing.TB, h *auth.Hasher) *env {
 	pid1 := &pid1Recorder{}
 	startPID1Policy(t, pid1)
 	al := audit.New(db, clk)
-	svc, err := auth.New(auth.Config{DB: db, Clock: clk, Audit: al, Hasher: h, Banner: bans, SetupCode: auth.SetupCode(setupCode), Logger: quiet})
+	reg, err := privacy.New(db, al, clk)
 	if err != nil {
 		t.Fatal(err)
+	}
+	conns := connlog.New(db, clk, reg.Anonymiser("connections"))
+	svc, err := auth.New(auth.Config{DB: db, Clock: clk, Audit: al, Hasher: h, Banner: bans, SetupCode: auth.SetupCode(setupCode), Logger: quiet,
+		Connections: conns, AnonymiseSource: reg.Anonymiser("login_history")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []privacy.Category{privacy.CDRs{DB: db, Store: cdr.New(db)}, privacy.Audit{DB: db, Log: al},
+		privacy.LoginHistory{DB: db, Auth: svc}, privacy.Connections{DB: db, Log: conns}} {
+		if err := reg.Register(c); err != nil {
+			t.Fatal(err)
+		}
 	}
 	intr, err := intrusion.New(intrusion.Config{DB: db, Geo: svc, Now: clk.Now, Logger: quiet})
 	if err != nil {
@@ -276,11 +293,12 @@ func newEnvWith(t testing.TB, h *auth.Hasher) *env {
 	srv, err := NewServer(Deps{Store: db, Audit: al, Auth: svc, Clock: clk, Logger: quiet,
 		Names: []string{"box.example", "192.0.2.10"},
 		Certs: cm, KeyLog: kl, Extensions: exts, Firewall: pid1, System: pid1, Network: pid1, Telephony: tel, SIPSettings: sipset,
-		Intrusion: intr, Backups: bk})
+		Intrusion: intr, Backups: bk, Privacy: reg, Connections: conns})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, srv: srv, db: db, clock: clk, bans: bans, pid1: pid1, certs: cm, keylog: kl, exts: exts, tel: tel, sipset: sipset, intr: intr}
+	return &env{t: t, srv: srv, db: db, clock: clk, bans: bans, pid1: pid1, certs: cm, keylog: kl, exts: exts, tel: tel, sipset: sipset, intr: intr,
+		priv: reg, conns: conns}
 }
 
 // client drives the handler like a browser (cookie, CSRF header, Origin) or

@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/privacy"
 	"github.com/edgepbx/edgepbx/firmware/provision"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
@@ -43,6 +44,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/firewall", perm: auth.PermSecurityRead, h: s.page("firewall", s.firewallData)},
 		{method: "GET", path: "/intrusion", perm: auth.PermSecurityRead, h: s.page("intrusion", s.reportPageData)},
 		{method: "GET", path: "/system", perm: auth.PermSystemWrite, h: s.page("system", s.systemData)},
+		{method: "GET", path: "/privacy", perm: auth.PermSecurityRead, h: s.page("privacy", s.privacyData)},
 
 		// JSON API.
 		{method: "POST", path: "/api/v1/claim", summary: "Claim an unclaimed box with the console setup code and create the first admin", req: ClaimRequest{}, public: true, h: s.apiClaim},
@@ -147,6 +149,12 @@ func (s *Server) routeTable() []route {
 		{method: "POST", path: "/api/v1/system/network/confirm", summary: "Confirm a pending network change; must arrive on a connection opened after the change", req: ConfirmRequest{}, perm: auth.PermSystemWrite, h: s.apiConfirmNetwork},
 		{method: "GET", path: "/api/v1/system/time", summary: "NTP servers, time zone, last synchronisation, and the box's time now in its zone and in UTC", perm: auth.PermSystemWrite, h: s.apiTime},
 		{method: "PUT", path: "/api/v1/system/time", summary: "Replace the NTP servers (at most 4, names or addresses) and the time zone (IANA name); validated (422 naming the field); audited", req: TimeRequest{}, perm: auth.PermSystemWrite, h: s.apiSetTime},
+		{method: "GET", path: "/api/v1/privacy", summary: "Every data category: whether it holds personal data, its retention and anonymisation setting, its current size and last sweep; the planned categories; the store's page accounting", perm: auth.PermSecurityRead, h: s.apiPrivacy},
+		{method: "PUT", path: "/api/v1/privacy/{category}", summary: "Set a category's retention days, address anonymisation (none, truncate, hash) and, for call records, number masking; audited; a change that deletes data now needs current_password (and current_code)", req: PrivacyRequest{}, perm: auth.PermSecurityWrite, h: s.apiSetPrivacy},
+		{method: "POST", path: "/api/v1/privacy/subjects/find", summary: "Count what each category holds about an extension, admin user or external number", req: privacy.Subject{}, perm: auth.PermSecurityWrite, h: s.apiPrivacyFind},
+		{method: "POST", path: "/api/v1/privacy/subjects/export", summary: "Subject-access export: everything held about an extension, admin user or external number, as JSON; audited (counts, not data)", req: privacy.Subject{}, perm: auth.PermSecurityWrite, h: s.apiPrivacyExport},
+		{method: "POST", path: "/api/v1/privacy/subjects/forget", summary: "Delete everything held about an extension, admin user or external number (the audit log keeps its entries); needs current_password (and current_code); audited with categories and counts, not the data", req: SubjectRequest{}, perm: auth.PermSecurityWrite, h: s.apiPrivacyForget},
+		{method: "GET", path: "/api/v1/connections", summary: "The connection log, newest first: admin and API logins, logouts and failures, SIP registrations (?kind= prefix, user=, source=, result=, since=, until= RFC 3339, limit=1..500, before= cursor from next)", perm: auth.PermSecurityRead, h: s.apiConnections},
 		{method: "POST", path: "/api/v1/system/reboot", summary: "Reboot the box", perm: auth.PermSystemWrite, h: s.apiReboot},
 		{method: "POST", path: "/api/v1/system/poweroff", summary: "Power the box off", perm: auth.PermSystemWrite, h: s.apiPoweroff},
 	}

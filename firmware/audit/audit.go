@@ -1,7 +1,8 @@
 // Package audit owns the appliance's audit log: every change and security
 // event, hash-chained so that editing, inserting or deleting an entry in the
 // store is detected by Verify. Buckets: audit.log (entries by sequence number)
-// and audit.meta (the chain head).
+// and audit.meta (the chain head, and the sealed anchor retention leaves
+// when it removes old entries: prune.go).
 package audit
 
 import (
@@ -118,6 +119,17 @@ func (l *Log) HashAt(seq uint64) (hash string, found bool, err error) {
 		found, err = tx.Get(logBucket, seqKey(seq), &e)
 		return err
 	})
+	if err == nil && !found {
+		// The entry just before the oldest kept one lives on as the anchor,
+		// so an anchor the vendor holds for it still checks out.
+		err = l.db.View(func(tx *store.Tx) error {
+			an, err := getAnchor(tx)
+			if err == nil && an.Seq == seq && seq > 0 {
+				e.Hash, found = an.Hash, true
+			}
+			return err
+		})
+	}
 	if err != nil {
 		return "", false, fmt.Errorf("audit: read entry %d: %w", seq, err)
 	}
@@ -129,7 +141,12 @@ func (l *Log) HashAt(seq uint64) (hash string, found bool, err error) {
 func (l *Log) After(seq uint64, limit int) ([]Entry, error) {
 	var out []Entry
 	err := l.db.View(func(tx *store.Tx) error {
-		for n := seq + 1; len(out) < limit; n++ {
+		an, err := getAnchor(tx)
+		if err != nil {
+			return err
+		}
+		// Entries up to the anchor were removed by retention.
+		for n := max(seq, an.Seq) + 1; len(out) < limit; n++ {
 			var e Entry
 			ok, err := tx.Get(logBucket, seqKey(n), &e)
 			if err != nil {
@@ -300,8 +317,20 @@ func (l *Log) Verify() (VerifyResult, error) {
 		if h.Seq < l.cp.Seq {
 			return fmt.Errorf("%w: head says %d but entry %d was verified before", ErrTampered, h.Seq, l.cp.Seq)
 		}
-		prev := ""
-		if l.cp.Seq > 0 {
+		an, err := getAnchor(tx)
+		if err != nil {
+			return err
+		}
+		from, prev := l.cp.Seq, ""
+		switch {
+		case l.cp.Seq < an.Seq || (l.cp.Seq == an.Seq && l.cp.Seq > 0):
+			// Retention removed the entries up to the anchor (and maybe
+			// the checkpoint): the sealed anchor stands in for them.
+			if l.cp.Seq == an.Seq && l.cp.Hash != an.Hash {
+				return fmt.Errorf("%w: anchor %d differs from the entry verified before", ErrTampered, an.Seq)
+			}
+			from, prev = an.Seq, an.Hash
+		case l.cp.Seq > 0:
 			e, err := getEntry(tx, l.cp.Seq)
 			if err != nil {
 				return err
@@ -311,7 +340,7 @@ func (l *Log) Verify() (VerifyResult, error) {
 			}
 			prev = e.Hash
 		}
-		for n := l.cp.Seq + 1; n <= h.Seq; n++ {
+		for n := from + 1; n <= h.Seq; n++ {
 			e, err := getEntry(tx, n)
 			if err != nil {
 				return err
@@ -384,9 +413,15 @@ func (l *Log) VerifyFull() (VerifyResult, error) {
 		if _, err := tx.Get(metaBucket, headKey, &h); err != nil {
 			return fmt.Errorf("%w: head unreadable: %v", ErrTampered, err)
 		}
-		prev := ""
-		var n uint64
-		err := tx.ForEach(logBucket, func(key string, raw []byte) error {
+		an, err := getAnchor(tx)
+		if err != nil {
+			return err
+		}
+		if an.Seq > 0 && l.cp.Seq == an.Seq && l.cp.Hash != an.Hash {
+			return fmt.Errorf("%w: anchor %d differs from the entry verified before", ErrTampered, an.Seq)
+		}
+		prev, n := an.Hash, an.Seq
+		err = tx.ForEach(logBucket, func(key string, raw []byte) error {
 			var e Entry
 			if err := json.Unmarshal(raw, &e); err != nil {
 				return fmt.Errorf("%w: entry %s unreadable", ErrTampered, key)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/firmware/connlog"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
@@ -23,6 +24,7 @@ const (
 // Client describes where a request comes from.
 type Client struct {
 	Addr      netip.Addr
+	Port      uint16 // source port, for the connection log (0: unknown)
 	UserAgent string
 }
 
@@ -296,6 +298,7 @@ func (s *Service) challenge(c Client, username string, a Account, loc location, 
 		return LoginResult{}, err
 	}
 	s.history(c, username, "password-step-totp-required", loc)
+	s.connection(c, connlog.AdminLogin, username, "password", "second factor required")
 	return LoginResult{Challenge: ch, NewLocation: loc.isNew(), Country: loc.country, NewCountry: loc.newCountry}, nil
 }
 
@@ -417,6 +420,7 @@ func (s *Service) finishLogin(c Client, p Policy, username string, loc location,
 	s.sources.succeed(c.Addr)
 	s.loginOK.Add(1)
 	s.history(c, username, "ok", loc)
+	s.connection(c, connlog.AdminLogin, username, method, connlog.OK)
 	return res, nil
 }
 
@@ -472,6 +476,7 @@ func (s *Service) fail(ctx context.Context, c Client, p Policy, username, why st
 	if s.attacks != nil {
 		s.attacks(AdminAttack{Source: c.Addr, User: username, Reason: why})
 	}
+	s.connection(c, connlog.AdminLoginFailed, username, "password", why)
 	if pfx, ban := s.sources.fail(c.Addr, username, p, now); ban && pfx.IsValid() {
 		s.log.Warn("source sprays many accounts; banning", "prefix", pfx)
 		detail := "no firewall connected"

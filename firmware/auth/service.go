@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/firmware/connlog"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
@@ -134,6 +135,12 @@ type Config struct {
 	// security log (intrusion report, remote syslog); nil: audit only.
 	// It runs on the login path and must return at once.
 	Attacks func(AdminAttack)
+	// Connections gets every login, logout and failure (firmware/connlog);
+	// nil: not recorded there.
+	Connections *connlog.Log
+	// AnonymiseSource turns a client address into what the login history
+	// may store (privacy settings); nil: the address itself.
+	AnonymiseSource func(a netip.Addr, t time.Time) string
 }
 
 // AdminAttack is a failed admin login (Ban false) or a source banned for
@@ -156,6 +163,8 @@ type Service struct {
 	setup   SetupCodeChecker
 	log     *slog.Logger
 	attacks func(AdminAttack)
+	conns   *connlog.Log
+	anon    func(a netip.Addr, t time.Time) string
 	claimMu sync.Mutex
 	claimed atomic.Bool
 	claimRL *limiter
@@ -189,7 +198,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("auth: DB, Clock, Audit and SetupCode are required")
 	}
 	s := &Service{db: cfg.DB, clock: cfg.Clock, audit: cfg.Audit, hasher: cfg.Hasher, banner: cfg.Banner,
-		setup: cfg.SetupCode, log: cfg.Logger, attacks: cfg.Attacks}
+		setup: cfg.SetupCode, log: cfg.Logger, attacks: cfg.Attacks, conns: cfg.Connections, anon: cfg.AnonymiseSource}
 	if s.hasher == nil {
 		s.hasher = NewHasher(DefaultParams, DefaultConcurrency, DefaultQueue)
 	}

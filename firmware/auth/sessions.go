@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/firmware/connlog"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
@@ -152,12 +153,16 @@ func (s *Service) Logout(p Principal, source string) error {
 	if p.SessionID == "" {
 		return nil
 	}
-	return s.db.Update(func(tx *store.Tx) error {
+	err := s.db.Update(func(tx *store.Tx) error {
 		if err := tx.Delete(bSessions, p.SessionID); err != nil {
 			return err
 		}
 		return s.audit.RecordTx(tx, audit.Event{Actor: p.Actor(), Source: source, Action: "auth.logout"})
 	})
+	if err == nil && s.conns != nil {
+		s.conns.Record(connlog.Entry{Time: s.clock.Now(), Kind: connlog.AdminLogout, Source: source, User: p.Username, Method: "session", Result: connlog.OK})
+	}
+	return err
 }
 
 func revokeSessionsExcept(tx *store.Tx, username, keep string) error {
@@ -378,7 +383,11 @@ func (s *Service) history(c Client, username, outcome string, loc location) {
 				return err
 			}
 		}
-		return tx.Put(bHistory, historyKey(now, randomToken(6)), HistoryEntry{Time: now, Username: username, Source: c.String(), Outcome: outcome,
+		source := c.String()
+		if s.anon != nil && c.Addr.IsValid() {
+			source = s.anon(c.Addr.Unmap(), now)
+		}
+		return tx.Put(bHistory, historyKey(now, randomToken(6)), HistoryEntry{Time: now, Username: username, Source: source, Outcome: outcome,
 			NewLocation: loc.isNew(), Country: loc.country, NewCountry: loc.newCountry})
 	})
 	if err != nil {

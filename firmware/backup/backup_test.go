@@ -29,6 +29,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/cdr"
 	"github.com/edgepbx/edgepbx/firmware/certs"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/privacy"
 	"github.com/edgepbx/edgepbx/firmware/provision"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
@@ -68,6 +69,8 @@ func resealers() map[string]store.Resealer {
 		certs.Bucket:              certs.ResealCertificate,
 		certs.ACMEBucket:          certs.ResealACME,
 		provision.SecretsBucket:   provision.ResealSecrets,
+		audit.MetaBucket:          audit.ResealMeta,
+		privacy.KeysBucket:        privacy.ResealKeys,
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package cdr keeps call detail records: one per call, written to the store
 // when the call ends (bucket cdr.records), queried newest first with filters
 // and a cursor, exported as CSV or JSON lines, and purged after the
-// retention setting (bucket cdr.settings). Anonymisation comes later.
+// retention the privacy settings give (firmware/privacy), which can also
+// mask phone numbers after some days (privacy.go).
 package cdr
 
 import (
@@ -63,6 +64,8 @@ type Record struct {
 	MOS      float64 `json:"mos,omitempty"`
 	LossPct  float64 `json:"loss_pct,omitempty"`
 	JitterMs float64 `json:"jitter_ms,omitempty"`
+	// Masked says the phone numbers were masked by the privacy settings.
+	Masked bool `json:"masked,omitempty"`
 }
 
 // Store writes and reads records. It holds no state besides the store.

@@ -192,10 +192,13 @@ func TestExport(t *testing.T) {
 func TestRetention(t *testing.T) {
 	s := openStore(t)
 	history(t, s)
-	if r, err := s.Retention(); err != nil || r.Days != 0 {
+	if r, err := s.Retention(); err != nil || r.Days != DefaultRetentionDays {
 		t.Fatalf("default retention %+v %v", r, err)
 	}
 	// Keep forever: nothing goes.
+	if err := s.SetRetention(Retention{Days: 0}); err != nil {
+		t.Fatal(err)
+	}
 	if n, err := s.ApplyRetention(t0.AddDate(1, 0, 0)); err != nil || n != 0 {
 		t.Fatalf("keep forever purged %d, %v", n, err)
 	}

@@ -20,18 +20,22 @@ const MaxRetentionDays = 3650
 // of a large history does not hold the store's writer for long.
 const purgeBatch = 5000
 
-// Retention says how long records are kept. Days 0 keeps them forever
-// (the default: deleting call records is the admin's decision).
+// Retention says how long records are kept. Days 0 keeps them forever.
 type Retention struct {
 	Days int `json:"days"`
 }
+
+// DefaultRetentionDays applies until the admin sets a retention: six
+// months, long enough to settle billing disputes and match carrier
+// invoices, and the product's promise for files (firmware/privacy).
+const DefaultRetentionDays = 180
 
 // ErrRetention is a refused retention setting.
 var ErrRetention = errors.New("cdr: retention must be 0 (keep) to 3650 days")
 
 // Retention returns the stored setting.
 func (s *Store) Retention() (Retention, error) {
-	var r Retention
+	r := Retention{Days: DefaultRetentionDays}
 	err := s.db.View(func(tx *store.Tx) error {
 		_, err := tx.Get(settingsBucket, "retention", &r)
 		return err

@@ -222,3 +222,12 @@ func (m *Manager) AllowNewExtension() bool { return !m.degraded() }
 func (m *Manager) FeatureEnabled(name string) bool {
 	return !slices.Contains(m.State().DisabledFeatures, name)
 }
+
+// Anchored is the audit sequence number the last good check-in anchored
+// with the vendor (0: none). The next check-in re-sends that entry, so
+// audit retention must not remove it (firmware/privacy asks here).
+func (m *Manager) Anchored() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.st.Anchored
+}

@@ -73,6 +73,8 @@ type Log struct {
 
 	// forward gets every recorded event (remote syslog); it must not block.
 	forward atomic.Pointer[func(Event)]
+	// anon rewrites Source before an event is stored (privacy settings).
+	anon atomic.Pointer[func(source string, t time.Time) string]
 }
 
 // Forward makes Record hand every event, with its sequence number, to f
@@ -197,8 +199,12 @@ func (l *Log) Flush() error {
 	if len(batch) == 0 {
 		return nil
 	}
+	anon := l.anon.Load()
 	err := l.db.Update(func(tx *store.Tx) error {
 		for _, e := range batch {
+			if anon != nil && e.Source != "" {
+				e.Source = (*anon)(e.Source, e.Time)
+			}
 			if err := tx.Put(bucket, key(e.Seq), e); err != nil {
 				return err
 			}

@@ -506,6 +506,7 @@ func (s *Server) fastEvent(sc *fastScratch, kind logs.Kind, user, reason string)
 		e.User = string(r.fromUser)
 	}
 	s.deps.Security.Record(e)
+	s.connection(e, "REGISTER")
 }
 
 var (

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgepbx/edgepbx/firmware/connlog"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/emiago/sipgo/sip"
 )
@@ -68,6 +69,32 @@ func (s *Server) event(kind logs.Kind, req *sip.Request, user, reason string) {
 		}
 	}
 	s.deps.Security.Record(e)
+	s.connection(e, req.Method.String())
+}
+
+// connection copies registration outcomes into the connection log. It
+// costs one mutex and an append (connlog.Record); the rest happens when
+// the log flushes.
+func (s *Server) connection(e logs.Event, method string) {
+	if s.deps.Connections == nil {
+		return
+	}
+	var kind, result string
+	switch e.Kind {
+	case logs.KindRegister:
+		kind, result = connlog.SIPRegister, connlog.OK
+	case logs.KindUnregister:
+		kind, result = connlog.SIPUnregister, connlog.OK
+	case logs.KindAuthFailure, logs.KindNonceReplay:
+		if method != "REGISTER" {
+			return
+		}
+		kind, result = connlog.SIPRegisterFail, connlog.Failed
+	default:
+		return
+	}
+	s.deps.Connections.Record(connlog.Entry{Time: e.Time, Kind: kind, Source: e.Source, User: e.User, Method: method,
+		Transport: e.Transport, Result: result, Detail: e.Reason})
 }
 
 // answerFunc sends a response built from the request being checked.

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepbx/edgepbx/firmware/connlog"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
@@ -41,10 +42,15 @@ func (b *recordingBanner) Ban(_ context.Context, ban netfw.Ban) error {
 
 type testServer struct {
 	*Server
-	banner *recordingBanner
-	log    *logs.Log
-	udp    *net.UDPAddr
+	banner  *recordingBanner
+	log     *logs.Log
+	connLog *connlog.Log
+	udp     *net.UDPAddr
 }
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time { return time.Now() }
 
 const testPassword = "correct-horse-battery"
 
@@ -98,7 +104,8 @@ func startServerTuned(t testing.TB, mod func(*pbxconfig.SIP), pre func(*store.DB
 		t.Fatal(err)
 	}
 	b := newRecordingBanner()
-	s, err := New(cfg, Deps{Store: db, Banner: b, Security: lg, TLS: tc})
+	conns := connlog.New(db, wallClock{}, nil)
+	s, err := New(cfg, Deps{Store: db, Banner: b, Security: lg, TLS: tc, Connections: conns})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +126,7 @@ func startServerTuned(t testing.TB, mod func(*pbxconfig.SIP), pre func(*store.DB
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return &testServer{Server: s, banner: b, log: lg, udp: s.Addr("udp").(*net.UDPAddr)}
+	return &testServer{Server: s, banner: b, log: lg, connLog: conns, udp: s.Addr("udp").(*net.UDPAddr)}
 }
 
 // phone is a minimal raw-UDP SIP client (siptest.Raw), so tests see the

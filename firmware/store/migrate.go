@@ -90,6 +90,7 @@ func schemaOf(tx *bolt.Tx) (int, error) {
 // Schema reports the schema version recorded in the file.
 func (db *DB) Schema() (int, error) {
 	var v int
+	defer db.readers.enter()()
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		var err error
 		v, err = schemaOf(tx)

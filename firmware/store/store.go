@@ -51,6 +51,10 @@ var (
 type DB struct {
 	bolt *bolt.DB
 	aead cipher.AEAD
+	// readers counts the read transactions open through this API by the
+	// generation they started in, so Scrub can wait for the ones old
+	// enough to still see a freed page (scrub.go).
+	readers readerGens
 }
 
 // Open opens (creating if needed) the store at path. sealKey is the 32-byte
@@ -102,6 +106,7 @@ func (db *DB) Update(fn func(*Tx) error) error {
 
 // View runs fn in a read-only transaction.
 func (db *DB) View(fn func(*Tx) error) error {
+	defer db.readers.enter()()
 	return db.bolt.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx, db: db}) })
 }
 
@@ -221,6 +226,7 @@ func (db *DB) Unseal(sealed []byte, ad string) ([]byte, error) {
 // over MaxBackupBytes are refused before anything is written.
 func (db *DB) Backup(w io.Writer) (int64, error) {
 	var n int64
+	defer db.readers.enter()()
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		if size := tx.Size(); size > MaxBackupBytes {
 			return fmt.Errorf("%w: database is %d bytes, backup limit %d", ErrTooLarge, size, MaxBackupBytes)
@@ -354,4 +360,52 @@ func openChecked(path string) (b *bolt.DB, err error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// BucketSize is what one bucket holds.
+type BucketSize struct {
+	Keys  int   `json:"keys"`
+	Bytes int64 `json:"bytes"` // bytes of its pages in use (keys, values, headers)
+}
+
+// BucketSize reports how much bucket holds; an absent bucket is empty.
+func (db *DB) BucketSize(bucket string) (BucketSize, error) {
+	var s BucketSize
+	defer db.readers.enter()()
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucket))
+		if b == nil {
+			return nil
+		}
+		st := b.Stats()
+		s = BucketSize{Keys: st.KeyN, Bytes: int64(st.BranchInuse + st.LeafInuse + st.InlineBucketInuse)}
+		return nil
+	})
+	return s, err
+}
+
+// Pages is the file's page accounting: pages freed by deletions are
+// reused by later writes (bbolt does not shrink the file), so Free going up
+// after a purge is the evidence that the data's pages were released.
+type Pages struct {
+	PageSize int   `json:"page_size"`
+	Total    int64 `json:"total"` // pages in the file
+	Free     int   `json:"free"`  // on the freelist, reusable
+	Pending  int   `json:"pending"`
+	InUse    int64 `json:"in_use"`
+}
+
+// Pages reports the file's page accounting now.
+func (db *DB) Pages() (Pages, error) {
+	var p Pages
+	defer db.readers.enter()()
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		st := db.bolt.Stats()
+		p.PageSize = db.bolt.Info().PageSize
+		p.Total = tx.Size() / int64(p.PageSize)
+		p.Free, p.Pending = st.FreePageN, st.PendingPageN
+		p.InUse = p.Total - int64(p.Free+p.Pending)
+		return nil
+	})
+	return p, err
 }

@@ -105,6 +105,16 @@
       say(el, "Token (shown once): " + data.token, false);
       return;
     }
+    if (el.dataset.download) {
+      // A subject-access export: hand the answer to the browser as a file.
+      var a = document.createElement("a");
+      a.href = URL.createObjectURL(new Blob([JSON.stringify(data, null, 2)], { type: "application/json" }));
+      a.download = el.dataset.download;
+      a.click();
+      URL.revokeObjectURL(a.href);
+      say(el, "export downloaded", false);
+      return;
+    }
     if (data.restriction) { window.location = "/account"; return; }
     if (el.dataset.next) { window.location = el.dataset.next; return; }
     say(el, data.status || (data.ok === false ? "FAILED: " + data.error : data.ok ? "chain verified, " + data.entries + " entries" : "done"), data.ok === false);
