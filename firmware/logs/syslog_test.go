@@ -425,7 +425,7 @@ func TestSyslogQueueBoundAndReconnect(t *testing.T) {
 	ca := newTestCA(t)
 	addr := freeAddr(t)
 	const queue, total = 8, 20
-	s := runSender(t, SenderConfig{Hostname: "box", QueueSize: queue},
+	s := runSender(t, SenderConfig{Hostname: "box", QueueSize: queue, ConfirmAfter: 10 * time.Millisecond},
 		SyslogSettings{Enabled: true, Address: addr, Transport: TransportTLS, Facility: "local3", CAPEM: ca.caPEM})
 	for i := 1; i <= total; i++ {
 		s.Event(Event{Kind: KindScanner, Seq: uint64(i)})
@@ -447,9 +447,12 @@ func TestSyslogQueueBoundAndReconnect(t *testing.T) {
 	if st := s.Status(); st.Sent != queue || st.Dropped != total-queue || !st.Connected {
 		t.Errorf("after reconnect: %+v", st)
 	}
-	// The collector goes away and comes back: the sender follows. (A
-	// message written in the instant the collector dies is lost: syslog
-	// over TLS has no acknowledgement; so wait until the sender saw it.)
+	// The collector goes away and comes back: the sender follows. What
+	// was not confirmed yet would be sent again (at least once): wait for
+	// the confirmation so the next collector gets only the new message.
+	for s.Status().Queued != 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
 	col.close()
 	for !strings.Contains(s.Status().LastError, "closed the connection") {
 		time.Sleep(5 * time.Millisecond)
