@@ -221,7 +221,7 @@ func (q *diskQueue) recover(st queueState) error {
 	if n := len(q.segs); n > 0 {
 		q.written = max(q.written, q.segs[n-1].end())
 	}
-	q.ack = min(st.ack, q.written)
+	q.ack = min(max(st.ack, 1), q.written) // sequence numbers start at 1
 	if len(q.segs) > 0 && q.ack < q.segs[0].base {
 		q.ack = q.segs[0].base // the state lagged behind removed segments
 	}

@@ -422,6 +422,13 @@ func (s *Sender) dial(ctx context.Context, set SyslogSettings, tc *tls.Config) (
 		if err != nil {
 			return nil, nil, fmt.Errorf("syslog: %s %s: %w", set.Transport, set.Address, err)
 		}
+		if c.LocalAddr().String() == c.RemoteAddr().String() {
+			// TCP simultaneous open: with no collector listening, a
+			// loopback port in the ephemeral range can connect to itself,
+			// and would "acknowledge" everything we send.
+			c.Close()
+			return nil, nil, fmt.Errorf("syslog: %s %s: connected to itself (no collector listening)", set.Transport, set.Address)
+		}
 		raw := &countConn{TCPConn: c.(*net.TCPConn)}
 		if set.Transport == TransportTCP {
 			return raw, raw, nil
