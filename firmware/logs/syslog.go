@@ -333,6 +333,12 @@ func (s *Sender) setState(conn net.Conn, err error) {
 func (s *Sender) Run(ctx context.Context) error {
 	backoff := s.cfg.MinBackoff
 	for {
+		// The settings read next include every Apply signalled so far:
+		// a stale signal would drop the new connection at once.
+		select {
+		case <-s.applied:
+		default:
+		}
 		set, tc := s.current()
 		if !set.Enabled {
 			select {

@@ -561,3 +561,56 @@ func BenchmarkSenderTLS(b *testing.B) {
 		b.Fatalf("dropped %d", st.Dropped)
 	}
 }
+
+// TestSyslogCollectorDiesWithUnreadBytes: the collector's TCP
+// acknowledged our bytes but its process never read them before it went
+// away. RFC 5425 gives no acknowledgement, so the sender keeps the batch
+// until the connection has stayed up ConfirmAfter after the TCP
+// acknowledgement; here it did not, and the next collector gets it all.
+func TestSyslogCollectorDiesWithUnreadBytes(t *testing.T) {
+	for _, tr := range []string{TransportTCP, TransportTLS} {
+		t.Run(tr, func(t *testing.T) {
+			ca := newTestCA(t)
+			var cert *tls.Certificate
+			set := SyslogSettings{Enabled: true, Transport: tr, Facility: FacilityAuto}
+			if tr == TransportTLS {
+				cert, set.CAPEM = &ca.pair, ca.caPEM
+			}
+			// Accepts (and completes TLS), then never reads.
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			accepted := make(chan net.Conn, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				if cert != nil {
+					tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{*cert}})
+					if err := tc.Handshake(); err != nil {
+						t.Logf("deaf collector: %v", err)
+						c.Close()
+						return
+					}
+				}
+				accepted <- c
+			}()
+			set.Address = ln.Addr().String()
+			s := runSender(t, SenderConfig{Hostname: "box", ConfirmAfter: time.Hour}, set)
+			for i := 1; i <= 20; i++ {
+				s.Event(Event{Kind: KindScanner, Seq: uint64(i)})
+			}
+			waitSent(s, 20) // written into the collector's socket
+			ln.Close()
+			(<-accepted).Close() // unread bytes: the kernel resets the connection
+			col := startCollector(t, tr, set.Address, cert, true)
+			for i := 1; i <= 20; i++ {
+				if m := col.next(t); m.params["seq"] != strconv.Itoa(i) {
+					t.Fatalf("got %+v, want seq %d", m, i)
+				}
+			}
+		})
+	}
+}
