@@ -2,8 +2,8 @@ package logs
 
 import (
 	"bufio"
-	"context"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
