@@ -486,9 +486,10 @@ func (q *diskQueue) run() {
 
 func (q *diskQueue) flush() {
 	q.mu.Lock()
-	q.batch = append(q.batch[:0], q.pending[q.pstart:]...)
-	clear(q.pending)
-	q.pending, q.pstart = q.pending[:0], 0
+	// Swap, not copy: producers wait on this lock.
+	clear(q.pending[:q.pstart])
+	q.pending, q.batch = q.batch[:0], q.pending[q.pstart:]
+	q.pstart = 0
 	mark, hasMark := q.mark, q.hasMark
 	seq := q.written
 	q.mu.Unlock()
