@@ -1,5 +1,6 @@
 # edgepbx — the two commands: `make run` and `make test`. Both install what
-# they need (.ci/deps) and say what is missing when they cannot.
+# they need (.ci/deps: `run` only what building and booting an image needs,
+# `test` everything the tests use) and say what is missing when they cannot.
 SHELL := /bin/bash
 GO ?= go
 BOARD ?= qemu-x86_64
@@ -9,20 +10,23 @@ E2E_TIMEOUT ?= 45m
 # compete with the race-detector build for the 2 CPUs.
 E2E_PKGS := ./qemu/e2e/...
 
-.PHONY: all deps build run dev test unit e2e lint bench fuzz fuzz-smoke clean
+.PHONY: all deps run-deps build run dev test unit e2e lint bench fuzz fuzz-smoke clean
 
 all: build
 
 deps:
-	@./.ci/deps
+	@./.ci/deps test
 
-build: deps
+run-deps:
+	@BOARD=$(BOARD) ./.ci/deps run
+
+build: run-deps
 	$(GO) build -o out/bin/edgepbx ./cmd/edgepbx
 	out/bin/edgepbx build --board $(BOARD)
 
 # Built first and then run directly (not `go run`), so Ctrl-C reaches only
 # edgepbx, which turns it into a clean power-off and exits 0.
-run: deps
+run: run-deps
 	$(GO) build -o out/bin/edgepbx ./cmd/edgepbx
 	out/bin/edgepbx run --board $(BOARD)
 

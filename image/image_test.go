@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/board"
 	"github.com/edgepbx/edgepbx/init/modules"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
 const maxImageSize = 24 << 20
@@ -31,12 +31,7 @@ const maxImageSize = 24 << 20
 func needTools(tb testing.TB) {
 	tb.Helper()
 	for _, tool := range []string{"apt-get", "apt-cache", "dpkg", "dpkg-deb", "go"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "" {
-				tb.Skipf("%s not installed: %v", tool, err)
-			}
-			tb.Fatalf("%s not installed (CI): %v", tool, err)
-		}
+		netnstest.NeedTool(tb, tool, map[string]string{"apt-get": "apt", "apt-cache": "apt", "dpkg": "dpkg", "dpkg-deb": "dpkg", "go": "golang-go"}[tool])
 	}
 }
 

@@ -2,6 +2,7 @@ package netfw
 
 import (
 	"errors"
+	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"testing"
@@ -18,7 +19,7 @@ func TestCommitterInNetNS(t *testing.T) {
 	if err := fw.Apply(base); err != nil {
 		t.Fatal(err)
 	}
-	c := NewCommitter(fw, base, WithRevertAfter(300*time.Millisecond), WithCommitLogger(quietLog()))
+	c := NewCommitter(fw, base, WithRevertAfter(300*time.Millisecond), WithCommitLogger(slog.New(slog.DiscardHandler)))
 	path := filepath.Join(t.TempDir(), "policy.json")
 	if err := c.Restore(path); err != nil {
 		t.Fatal(err)
@@ -70,7 +71,7 @@ func TestCommitterInNetNS(t *testing.T) {
 	https(hostInternet, inet4, boxInet4, "silent")
 
 	// Confirmed, it stays and is persisted.
-	c2 := NewCommitter(fw, base, WithRevertAfter(time.Hour), WithCommitLogger(quietLog()))
+	c2 := NewCommitter(fw, base, WithRevertAfter(time.Hour), WithCommitLogger(slog.New(slog.DiscardHandler)))
 	if err := c2.Restore(path); err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +87,7 @@ func TestCommitterInNetNS(t *testing.T) {
 		t.Fatal(err)
 	}
 	https(hostInternet, inet4, boxInet4, "silent")
-	if err := NewCommitter(fw, base, WithCommitLogger(quietLog())).Restore(path); err != nil {
+	if err := NewCommitter(fw, base, WithCommitLogger(slog.New(slog.DiscardHandler))).Restore(path); err != nil {
 		t.Fatal(err)
 	}
 	https(hostInternet, inet4, boxInet4, "open")

@@ -2,7 +2,6 @@ package netfw
 
 import (
 	"errors"
-	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -105,8 +104,6 @@ func (r *recordingApplier) zones() []string {
 	return out
 }
 
-func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 // adminsAccess opens HTTPS only to an "admins" zone, SIP to "lan".
 func adminsAccess() Access {
 	return Access{
@@ -128,7 +125,7 @@ func newTestCommitter(t *testing.T) (*Committer, *recordingApplier, *manualTimer
 		t.Fatal(err)
 	}
 	tm := newManualTimer()
-	c := NewCommitter(fw, DefaultPolicy(), WithTimer(tm), WithRevertAfter(120*time.Second), WithCommitLogger(quietLog()))
+	c := NewCommitter(fw, DefaultPolicy(), WithTimer(tm), WithRevertAfter(120*time.Second), WithCommitLogger(slog.New(slog.DiscardHandler)))
 	path := filepath.Join(t.TempDir(), "netfw", "policy.json")
 	if err := c.Restore(path); err != nil {
 		t.Fatalf("restore with no file: %v", err)
@@ -196,7 +193,7 @@ func TestCommitterConfirmPersistsAndRestores(t *testing.T) {
 	if err := fw2.Apply(DefaultPolicy()); err != nil {
 		t.Fatal(err)
 	}
-	c2 := NewCommitter(fw2, DefaultPolicy(), WithTimer(tm), WithCommitLogger(quietLog()))
+	c2 := NewCommitter(fw2, DefaultPolicy(), WithTimer(tm), WithCommitLogger(slog.New(slog.DiscardHandler)))
 	if err := c2.Restore(path); err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +228,7 @@ func TestCommitterRestoreCorrupt(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tc.data), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			c := NewCommitter(fw, DefaultPolicy(), WithCommitLogger(quietLog()))
+			c := NewCommitter(fw, DefaultPolicy(), WithCommitLogger(slog.New(slog.DiscardHandler)))
 			if err := c.Restore(path); err == nil {
 				t.Fatal("corrupt policy file accepted")
 			}
@@ -247,7 +244,7 @@ func TestCommitterRestoreCorrupt(t *testing.T) {
 	fw := &recordingApplier{}
 	path := filepath.Join(t.TempDir(), "policy.json")
 	os.WriteFile(path, []byte(valid), 0o600)
-	if err := NewCommitter(fw, DefaultPolicy(), WithCommitLogger(quietLog())).Restore(path); err != nil {
+	if err := NewCommitter(fw, DefaultPolicy(), WithCommitLogger(slog.New(slog.DiscardHandler))).Restore(path); err != nil {
 		t.Fatal(err)
 	}
 }

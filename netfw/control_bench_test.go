@@ -3,7 +3,6 @@ package netfw_test
 import (
 	"context"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/init/control"
 	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
 // An external test package: init/control imports netfw.
@@ -29,12 +29,7 @@ func (noPower) Poweroff() error       { return nil }
 // edgepbxd side of PID 1's control socket (framing, peer check, JSON,
 // validation) to the kernel and back, against nftables in a fresh netns.
 func BenchmarkPinholeViaControlSocket(b *testing.B) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			b.Fatal("needs root for network namespaces and nftables")
-		}
-		b.Skip("needs root for network namespaces and nftables")
-	}
+	netnstest.NeedRoot(b, "network namespaces and nftables")
 	ns := make(chan netns.NsHandle, 1)
 	errc := make(chan error, 1)
 	go func() {

@@ -3,7 +3,6 @@ package netfw_test
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
@@ -11,7 +10,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/init/control"
 	"github.com/edgepbx/edgepbx/netfw"
-	"github.com/edgepbx/edgepbx/netfw/netnstest"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
 // TestControlRefusesMappedWorldBan: through PID 1's control socket to real
@@ -22,7 +21,7 @@ func TestControlRefusesMappedWorldBan(t *testing.T) {
 	netnstest.Require(t, "nft")
 	box := netnstest.New(t)
 	banPath := filepath.Join(t.TempDir(), "bans.json")
-	fw, err := netfw.New(netfw.WithNetNS(int(box)), netfw.WithBanFile(banPath), netfw.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	fw, err := netfw.New(netfw.WithNetNS(int(box)), netfw.WithBanFile(banPath), netfw.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
 	}

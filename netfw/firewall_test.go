@@ -2,7 +2,7 @@ package netfw
 
 import (
 	"errors"
-	"github.com/edgepbx/edgepbx/netfw/netnstest"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 	"net"
 	"net/netip"
 	"os"

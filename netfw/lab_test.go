@@ -1,19 +1,17 @@
 package netfw
 
 import (
-	"bytes"
 	"errors"
-	"github.com/edgepbx/edgepbx/netfw/netnstest"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -97,7 +95,7 @@ func newLab(tb testing.TB) *lab {
 // firewall returns a Firewall managing the box namespace.
 func (l *lab) firewall(opts ...Option) *Firewall {
 	l.tb.Helper()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := slog.New(slog.DiscardHandler)
 	fw, err := New(append([]Option{WithNetNS(int(l.box)), WithLogger(quiet)}, opts...)...)
 	if err != nil {
 		l.tb.Fatal(err)
@@ -109,20 +107,7 @@ func (l *lab) firewall(opts ...Option) *Firewall {
 // nft runs the nft tool inside the box namespace.
 func (l *lab) nft(args ...string) string {
 	l.tb.Helper()
-	fd, err := unix.Dup(int(l.box))
-	if err != nil {
-		l.tb.Fatal(err)
-	}
-	nsf := os.NewFile(uintptr(fd), "netns")
-	defer nsf.Close()
-	cmd := exec.Command("nsenter", append([]string{"--net=/proc/self/fd/3", "nft"}, args...)...)
-	cmd.ExtraFiles = []*os.File{nsf}
-	var out, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &stderr
-	if err := cmd.Run(); err != nil {
-		l.tb.Fatalf("nft %v: %v: %s", args, err, stderr.String())
-	}
-	return out.String()
+	return netnstest.Nft(l.tb, l.box, args...)
 }
 
 // servers listen in the box: UDP echo on SIP and a few RTP ports, TCP on

@@ -8,16 +8,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
 func needMkfs(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skip("mkfs.ext4 not installed (Debian package e2fsprogs)")
-		}
-		t.Fatal("mkfs.ext4 not installed (Debian package e2fsprogs)")
-	}
+	netnstest.NeedTool(t, "mkfs.ext4", "e2fsprogs")
 }
 
 func TestEnsureDataDiskCreates(t *testing.T) {

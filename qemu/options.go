@@ -40,6 +40,7 @@ type config struct {
 	forwards     []Forward
 	guestFwds    []GuestForward
 	tap          *tapConfig
+	runNet       *RunNet // configures the tap once it exists
 	kvm          bool
 	memoryMiB    int
 	consoleLog   io.Writer

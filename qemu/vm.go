@@ -82,6 +82,11 @@ func BootTarget(ctx context.Context, t Target, opts ...Option) (*VM, error) {
 			return nil, err
 		}
 		defer tap.Close()
+		if cfg.runNet != nil {
+			if err := cfg.runNet.configureTap(); err != nil {
+				return nil, err
+			}
+		}
 	}
 
 	// A port picked free may be taken again before QEMU binds it: retry then.

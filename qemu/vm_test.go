@@ -4,23 +4,19 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
 // A guest that never boots (a kernel of zeros) ignores the power button:
 // Powerdown must stop QEMU hard and say so, WaitLine must name what it waited
 // for, and the VM must be gone afterwards.
 func TestPowerdownHardStop(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-aarch64"); err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skip("qemu-system-aarch64 not installed")
-		}
-		t.Fatal("qemu-system-aarch64 not installed (Debian package qemu-system-arm)")
-	}
+	netnstest.NeedTool(t, "qemu-system-aarch64", "qemu-system-arm")
 	dir := t.TempDir()
 	kernel, initrd := filepath.Join(dir, "Image"), filepath.Join(dir, "initrd")
 	os.WriteFile(kernel, make([]byte, 64<<10), 0o644)

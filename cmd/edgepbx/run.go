@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -26,6 +28,7 @@ type runFlags struct {
 	kvm       bool
 	memory    int
 	bootWait  time.Duration
+	net       string
 }
 
 func newRunCmd(g *globalFlags) *cobra.Command {
@@ -34,9 +37,16 @@ func newRunCmd(g *globalFlags) *cobra.Command {
 		Use:   "run --board B",
 		Short: "Build (when needed) and boot a board's image under QEMU",
 		Long: `Boots the image with a persistent data disk (created and formatted on first
-use) and forwards host ports on 127.0.0.1 to the guest's HTTPS (443) and SIP
-(5060 udp+tcp) ports. Prints the admin URL and setup code once the appliance
-is ready. Ctrl-C powers the VM off cleanly; a second Ctrl-C stops it at once.`,
+use) and prints the admin URL, the setup code and how to point a softphone at
+it once the appliance is ready. Ctrl-C powers the VM off cleanly; a second
+Ctrl-C stops it at once.
+
+--net tap (the default as root) puts the guest on a private link to this host
+(a tap in its own network namespace, routed to the host only): SIP over UDP,
+TCP and TLS and RTP all work, and the guest reaches nothing but this host's
+phones. --net user (the default otherwise) needs no privileges but QEMU's
+user networking carries no UDP from the guest, so only HTTPS and SIP over
+TCP/TLS are forwarded (to 127.0.0.1) and calls have no audio.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return run(cmd.Context(), g, f, cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -45,7 +55,8 @@ is ready. Ctrl-C powers the VM off cleanly; a second Ctrl-C stops it at once.`,
 	f.register(cmd)
 	cmd.Flags().StringVar(&f.data, "data", "", "data disk image (default OUT/BOARD/data.img)")
 	cmd.Flags().IntVar(&f.httpsPort, "https-port", 0, "host port for HTTPS (0: pick a free one)")
-	cmd.Flags().IntVar(&f.sipPort, "sip-port", 0, "host port for SIP udp+tcp (0: pick free ones)")
+	cmd.Flags().IntVar(&f.sipPort, "sip-port", 0, "--net user: host port for SIP tcp (0: pick a free one; TLS takes the next free one)")
+	cmd.Flags().StringVar(&f.net, "net", "auto", "guest network: tap (root; UDP SIP and audio), user (no privileges; TCP only) or auto")
 	cmd.Flags().BoolVar(&f.kvm, "kvm", false, "use KVM instead of TCG")
 	cmd.Flags().IntVar(&f.memory, "memory", 512, "guest memory in MiB")
 	cmd.Flags().DurationVar(&f.bootWait, "boot-timeout", 5*time.Minute, "how long to wait for the appliance to be ready")
@@ -69,8 +80,20 @@ func run(ctx context.Context, g *globalFlags, f runFlags, stdout, stderr io.Writ
 	if data == "" {
 		data = filepath.Join(filepath.Dir(img.Initramfs), "data.img")
 	}
+	var rn *qemu.RunNet
+	switch mode, err := netMode(f.net, os.Geteuid()); {
+	case err != nil:
+		return err
+	case mode == "tap":
+		if rn, err = qemu.NewRunNet(); err != nil {
+			return fmt.Errorf("%w (run as root, or use --net user: no UDP SIP, no audio)", err)
+		}
+		defer rn.Close()
+	default:
+		fmt.Fprintln(stderr, "==> --net user: QEMU's user networking drops the guest's UDP, so SIP works over TCP/TLS only and calls carry no audio; run as root (sudo make run) for UDP SIP and audio")
+	}
 	for {
-		reboot, err := runOnce(ctx, g, f, img, data, sigs, stdout, stderr)
+		reboot, err := runOnce(ctx, g, f, img, data, rn, sigs, stdout, stderr)
 		if err != nil || !reboot {
 			return err
 		}
@@ -81,28 +104,34 @@ func run(ctx context.Context, g *globalFlags, f runFlags, stdout, stderr io.Writ
 // runOnce boots the VM once; reboot tells that the guest asked for a reboot
 // (QEMU runs with -no-reboot, so the runner restarts it).
 func runOnce(ctx context.Context, g *globalFlags, f runFlags, img *image.Image, data string,
-	sigs <-chan os.Signal, stdout, stderr io.Writer) (reboot bool, err error) {
+	rn *qemu.RunNet, sigs <-chan os.Signal, stdout, stderr io.Writer) (reboot bool, err error) {
 	// The VM outlives Ctrl-C on purpose: the signal is turned into a clean
 	// poweroff below, so its context is not the signal's.
 	vmCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	vm, err := qemu.Boot(vmCtx, img,
+	opts := []qemu.Option{
 		qemu.WithDataDisk(data),
-		qemu.WithHostForward("tcp", f.httpsPort, 443),
-		qemu.WithHostForward("udp", f.sipPort, 5060),
-		qemu.WithHostForward("tcp", f.sipPort, 5060),
 		qemu.WithKVM(f.kvm),
 		qemu.WithMemory(f.memory),
 		qemu.WithConsoleLog(stdout),
 		qemu.WithLogger(g.logger()),
-	)
+	}
+	if rn != nil {
+		opts = append(opts, qemu.WithRunNet(rn))
+	} else {
+		opts = append(opts,
+			qemu.WithHostForward("tcp", f.httpsPort, 443),
+			qemu.WithHostForward("tcp", f.sipPort, 5060),
+			qemu.WithHostForward("tcp", 0, 5061))
+	}
+	vm, err := qemu.Boot(vmCtx, img, opts...)
 	if err != nil {
 		return false, err
 	}
 	defer vm.Kill()
 
 	ready := make(chan error, 1)
-	go func() { ready <- announce(vmCtx, vm, f.bootWait, stderr) }()
+	go func() { ready <- announce(vmCtx, vm, rn, f.bootWait, stderr) }()
 
 	for {
 		select {
@@ -148,7 +177,7 @@ func runOnce(ctx context.Context, g *globalFlags, f runFlags, img *image.Image, 
 
 // announce waits for the appliance to be ready and prints how to reach it
 // from this host: the guest's own addresses mean nothing here.
-func announce(ctx context.Context, vm *qemu.VM, timeout time.Duration, w io.Writer) error {
+func announce(ctx context.Context, vm *qemu.VM, rn *qemu.RunNet, timeout time.Duration, w io.Writer) error {
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	line, err := vm.WaitFirst(wctx, "edgepbx: ready", "edgepbx: HALTED")
@@ -158,19 +187,87 @@ func announce(ctx context.Context, vm *qemu.VM, timeout time.Duration, w io.Writ
 	if strings.HasPrefix(line, "edgepbx: HALTED") {
 		return fmt.Errorf("appliance stopped in its safe state: %s", strings.TrimPrefix(line, "edgepbx: "))
 	}
-	// The banner follows the ready line; a claimed box shows no setup code.
-	code := "(none shown: the box is already claimed)"
+	// The banner follows the ready line: the certificate's fingerprint, then
+	// the setup code, or "claimed" instead.
+	code, fp := "(none shown: the box is already claimed)", ""
 	bctx, bcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer bcancel()
-	if l, err := vm.WaitLine(bctx, "setup code:"); err == nil {
-		code = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "setup code:"))
+	for {
+		l, err := vm.WaitFirst(bctx, "tls sha256:", "setup code:", "claimed:")
+		if err != nil {
+			break
+		}
+		k, v, _ := strings.Cut(strings.TrimSpace(l), ":")
+		v = strings.TrimSpace(v)
+		if k == "tls sha256" {
+			fp = v
+			continue
+		}
+		if k == "setup code" {
+			code = v
+		}
+		break
 	}
 	fmt.Fprintf(w, "\n==> edgepbx is ready (%.1fs after QEMU start)\n", time.Since(vm.Started()).Seconds())
-	fmt.Fprintf(w, "    admin URL:   https://127.0.0.1:%d/\n", vm.HostPort("tcp", 443))
-	fmt.Fprintf(w, "    setup code:  %s\n", code)
-	fmt.Fprintf(w, "    SIP:         udp 127.0.0.1:%d, tcp 127.0.0.1:%d\n", vm.HostPort("udp", 5060), vm.HostPort("tcp", 5060))
-	fmt.Fprintf(w, "    Ctrl-C powers the VM off.\n\n")
+	writeHowTo(w, reachFor(vm, rn), code, fp)
 	return nil
+}
+
+// reach is where this host finds the appliance's services.
+type reach struct {
+	Admin               string // host:port
+	SIPUDP, SIPTCP, TLS string // host:port; "" when not reachable
+	Audio               bool
+	From                string // this host's address on the link, "" for loopback
+}
+
+func reachFor(vm *qemu.VM, rn *qemu.RunNet) reach {
+	if rn != nil {
+		g := rn.Guest.Addr().String()
+		return reach{Admin: g, SIPUDP: net.JoinHostPort(g, "5060"), SIPTCP: net.JoinHostPort(g, "5060"),
+			TLS: net.JoinHostPort(g, "5061"), Audio: true, From: rn.Host.String()}
+	}
+	lo := func(p int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(p)) }
+	return reach{Admin: lo(vm.HostPort("tcp", 443)), SIPTCP: lo(vm.HostPort("tcp", 5060)), TLS: lo(vm.HostPort("tcp", 5061))}
+}
+
+// writeHowTo prints the admin URL and how to point a softphone at the box.
+func writeHowTo(w io.Writer, r reach, code, fingerprint string) {
+	fmt.Fprintf(w, "    admin URL:   https://%s/\n", r.Admin)
+	fmt.Fprintf(w, "    setup code:  %s\n", code)
+	if fingerprint != "" {
+		fmt.Fprintf(w, "    certificate: sha256 %s (self-signed on first boot; check it in the browser)\n", fingerprint)
+	}
+	fmt.Fprintf(w, "    softphone:   claim the box, add an extension (Extensions page), then register with\n")
+	fmt.Fprintf(w, "                 user = the extension, password = the one shown once, domain = the server below\n")
+	if r.SIPUDP != "" {
+		fmt.Fprintf(w, "      UDP:       server %s  transport UDP\n", r.SIPUDP)
+	} else {
+		fmt.Fprintf(w, "      UDP:       not available with --net user (QEMU's user networking drops the guest's UDP)\n")
+	}
+	fmt.Fprintf(w, "      TCP:       server %s  transport TCP\n", r.SIPTCP)
+	fmt.Fprintf(w, "      TLS:       server %s  transport TLS (the box's certificate is self-signed: import it\n", r.TLS)
+	fmt.Fprintf(w, "                 as a trusted CA in the softphone, or accept it after checking the sha256 above)\n")
+	if r.Audio {
+		fmt.Fprintf(w, "      audio:     RTP flows directly; this host talks to the box from %s\n", r.From)
+	} else {
+		fmt.Fprintf(w, "      audio:     none with --net user; run as root (sudo make run) for UDP SIP and audio\n")
+	}
+	fmt.Fprintf(w, "    Ctrl-C powers the VM off.\n\n")
+}
+
+// netMode resolves --net: auto picks tap for root (it needs CAP_NET_ADMIN).
+func netMode(flag string, euid int) (string, error) {
+	switch flag {
+	case "tap", "user":
+		return flag, nil
+	case "auto", "":
+		if euid == 0 {
+			return "tap", nil
+		}
+		return "user", nil
+	}
+	return "", fmt.Errorf("--net %q: want tap, user or auto", flag)
 }
 
 // lastState is the last "edgepbx:" state line on the console.

@@ -16,6 +16,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/admin"
 	"github.com/edgepbx/edgepbx/firmware/certs"
 	"github.com/edgepbx/edgepbx/firmware/certs/pebbletest"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
 const acmeName = "pbx.edgepbx.test"
@@ -70,7 +71,7 @@ func acmeView(t *testing.T, a *apiClient) admin.ACMEView {
 // cannot trust is a failure shown to the admin, with the self-signed
 // certificate still served.
 func TestDevModeACME(t *testing.T) {
-	port, httpPort := pebbletest.FreePort(t, "tcp"), pebbletest.FreePort(t, "tcp")
+	port, httpPort := netnstest.FreePort(t, "tcp"), netnstest.FreePort(t, "tcp")
 	ca := pebbletest.Start(t, pebbletest.Options{TLSPort: port, HTTPPort: httpPort})
 	dir := t.TempDir()
 	args := []string{"--dev", dir, "--https", fmt.Sprintf("127.0.0.1:%d", port), "--sip", "127.0.0.1:0", "--sip-tls", ""}

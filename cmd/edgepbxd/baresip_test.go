@@ -23,7 +23,8 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
 	"github.com/edgepbx/edgepbx/firmware/cdr"
-	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
 // baresipModules is where Debian's baresip-core installs its modules.
@@ -44,10 +45,7 @@ func needBaresip(t *testing.T) string {
 	if err == nil {
 		return bin
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("baresip (Debian package baresip-core) missing: %v", err)
-	}
-	t.Skipf("baresip (Debian package baresip-core) missing: %v", err)
+	netnstest.Unavailable(t, "needs baresip (Debian package baresip-core) with its modules: %v", err)
 	return ""
 }
 
@@ -147,11 +145,7 @@ func TestBaresipCalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := store.Open(filepath.Join(dir, "edgepbx.db"), id.DeviceKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := storetest.OpenAt(t, filepath.Join(dir, "edgepbx.db"), id.DeviceKey)
 	recs, err := cdr.New(db).Range(time.Now().Add(-time.Hour), time.Now().Add(time.Hour), 10)
 	if err != nil {
 		t.Fatal(err)
@@ -229,16 +223,6 @@ func freeSIPPort(t *testing.T) int {
 	return 0
 }
 
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // startBaresip starts baresip for user registering at the box's SIP port,
 // with media encryption enc and a sine source of tone Hz, and connects to
 // its ctrl_tcp socket.
@@ -248,7 +232,7 @@ func startBaresip(ctx context.Context, t *testing.T, bin, user, pass, enc string
 	if err := os.MkdirAll(filepath.Join(dir, "rec"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	sipPort, ctrlPort := freeSIPPort(t), freeTCPPort(t)
+	sipPort, ctrlPort := freeSIPPort(t), netnstest.FreePort(t, "tcp")
 	// No ICE/STUN/TURN modules; net_interface keeps SDP and media on
 	// loopback; ausine only makes 48 kHz stereo, resampled to PCMU's 8 kHz
 	// mono; aubridge is a player that needs no sound card.

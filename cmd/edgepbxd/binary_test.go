@@ -24,6 +24,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/certs"
 	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/init/control"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
 // binPath is the edgepbxd binary built once by TestMain for the tests that
@@ -67,17 +68,6 @@ func TestMain(m *testing.M) {
 
 // unprivUID is the uid production-mode tests run edgepbxd as, like PID 1 does.
 const unprivUID = 1000
-
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("this test needs root (to start edgepbxd as an unprivileged uid)")
-	}
-	t.Skip("needs root to start edgepbxd as an unprivileged uid")
-}
 
 // proc is a running edgepbxd with its output collected line by line.
 type proc struct {
@@ -387,7 +377,7 @@ func TestDevModeRefusesPublicAddress(t *testing.T) {
 }
 
 func TestProductionRefusesRoot(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t, "starting edgepbxd as an unprivileged uid")
 	p := startProc(t, procOpts{bootstrap: bootstrapJSON(nil)}, "--data", t.TempDir(), "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "127.0.0.1:0", "--control", "")
 	if code := p.wait(t); code != exitStayDown {
 		t.Fatalf("exit %d, want %d:\n%s", code, exitStayDown, p.output())
@@ -417,7 +407,7 @@ func unprivDir(t *testing.T) string {
 }
 
 func TestProductionBootstrapErrors(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t, "starting edgepbxd as an unprivileged uid")
 	tests := []struct {
 		name string
 		o    procOpts
@@ -477,7 +467,7 @@ func (h *healthLog) last() (control.Health, int) {
 }
 
 func TestProductionRun(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t, "starting edgepbxd as an unprivileged uid")
 	data := unprivDir(t)
 	sock := filepath.Join(filepath.Dir(data), "init.sock")
 	hl := &healthLog{changed: make(chan struct{}, 1)}

@@ -21,6 +21,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/intrusion"
 	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/media"
@@ -64,6 +65,7 @@ type daemon struct {
 	calls      *call.B2BUA               // nil: calls disabled
 	syslog     *logs.Sender              // remote syslog of the security log and the audit chain
 	syslogFrom uint64                    // audit head when the sender was wired: older entries are not sent
+	intrusion  *intrusion.Aggregator     // intrusion report; nil: its store could not be read
 	lic        *license.Manager          // nil: no licence server configured, or it failed to build (licErr)
 	licErr     string
 	licState   licenseState
@@ -89,7 +91,7 @@ type service struct {
 // a handler in routes.
 func (d *daemon) services() []service {
 	s := []service{{"https", d.serveHTTPS}, {"sip", d.serveSIP}, {"seclog", d.runSecLog}, {"acme", d.acme.Run},
-		{"syslog", d.runSyslog}}
+		{"syslog", d.runSyslog}, {"intrusion", d.runIntrusion}}
 	s = append(s, service{"telephony", d.runTelephony}) // trunk registrations, CDR retention
 	if d.lic != nil {
 		s = append(s, service{"license", d.runLicense})
@@ -151,7 +153,8 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		p = pid1{banner: controlBanner{d.ctrl}, firewall: d.ctrl, system: d.ctrl, pinholes: d.ctrl}
 	}
 	if d.auth, err = auth.New(auth.Config{DB: d.db, Clock: clock, Audit: d.audit, Banner: p.banner,
-		SetupCode: auth.SetupCode(d.id.SetupCode), Logger: log}); err != nil {
+		SetupCode: auth.SetupCode(d.id.SetupCode), Logger: log,
+		Attacks: func(a auth.AdminAttack) { d.secLog.Record(adminAttackEvent(a)) }}); err != nil {
 		return nil, fmt.Errorf("%w: auth: %w", errStayDown, err)
 	}
 	claimed, err := d.auth.Claimed()
@@ -184,6 +187,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	d.newLicense()
 	d.newTelephony()
 	d.newSyslog()
+	d.newIntrusion()
 	if d.admin, err = admin.NewServer(admin.Deps{
 		Store:       d.db,
 		Audit:       d.audit,
@@ -204,6 +208,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Firewall:    p.firewall,
 		System:      p.system,
 		SIPBlocks:   sipBlocks{d.sip},
+		Intrusion:   ifSet[admin.Intrusion](d.intrusion),
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %w", errStayDown, err)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"encoding/pem"
-	"io"
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
@@ -29,7 +28,7 @@ func licenceServer(t *testing.T) (*phonehome.Server, string, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	srv, err := phonehome.New(db, vendorPriv, "", time.Now, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := phonehome.New(db, vendorPriv, "", time.Now, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,8 +61,7 @@ func (d *daemon) newSyslog() {
 	} else {
 		d.log.Error("syslog: audit head", "err", err)
 	}
-	d.secLog.Forward(s.Event)
-	d.syslog = s
+	d.syslog = s // newIntrusion hands it the security log's events
 }
 
 // runSyslog delivers until ctx ends; neither part fails edgepbxd.

@@ -27,9 +27,11 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
-	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 	"github.com/edgepbx/edgepbx/init/control"
 	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
 const (
@@ -166,11 +168,8 @@ func seedExtension(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := store.Open(filepath.Join(dir, "edgepbx.db"), id.DeviceKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := storetest.OpenAt(t, filepath.Join(dir, "edgepbx.db"), id.DeviceKey)
+	defer db.Close() // before edgepbxd opens it: bbolt locks the file
 	exts, err := sipedge.LoadExtensions(db, testRealm)
 	if err != nil {
 		t.Fatal(err)
@@ -435,61 +434,33 @@ func (f *banLog) Ban(b netfw.Ban) error {
 	return nil
 }
 
-// udpPhone is a raw SIP-over-UDP client bound to a chosen loopback address.
+// udpPhone is a raw SIP-over-UDP client (siptest.Raw) bound to a chosen
+// loopback address.
 type udpPhone struct {
 	t    *testing.T
-	c    *net.UDPConn
-	srv  *net.UDPAddr
+	raw  *siptest.Raw
 	cseq int
 }
 
 func newUDPPhone(t *testing.T, local, srv string) *udpPhone {
 	t.Helper()
-	la, err := net.ResolveUDPAddr("udp", local)
+	ra, err := netip.ParseAddrPort(srv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ra, err := net.ResolveUDPAddr("udp", srv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.ListenUDP("udp", la)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &udpPhone{t: t, c: c, srv: ra}
+	return &udpPhone{t: t, raw: siptest.NewRaw(t, "UDP", netip.MustParseAddr(local), ra)}
 }
 
 // register sends a REGISTER for testExt@domain with an optional
 // Authorization header and returns the status line and MD5 nonce.
 func (p *udpPhone) register(domain, authz string) (status, md5Nonce string) {
 	p.t.Helper()
-	p.cseq++
-	local := p.c.LocalAddr().String()
-	msg := "REGISTER sip:" + domain + " SIP/2.0\r\n" +
-		fmt.Sprintf("Via: SIP/2.0/UDP %s;branch=z9hG4bK-prod-%d;rport\r\n", local, p.cseq) +
-		"Max-Forwards: 70\r\n" +
-		"From: <sip:" + testExt + "@" + domain + ">;tag=p1\r\n" +
-		"To: <sip:" + testExt + "@" + domain + ">\r\n" +
-		"Call-ID: prod-ban-test\r\n" +
-		fmt.Sprintf("CSeq: %d REGISTER\r\n", p.cseq) +
-		"Contact: <sip:" + testExt + "@" + local + ">\r\n" +
-		"User-Agent: wiring-test\r\n"
-	if authz != "" {
-		msg += "Authorization: " + authz + "\r\n"
-	}
-	msg += "Content-Length: 0\r\n\r\n"
-	if _, err := p.c.WriteToUDP([]byte(msg), p.srv); err != nil {
-		p.t.Fatal(err)
-	}
-	buf := make([]byte, 65535)
-	p.c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a hang, not a speed limit
-	n, _, err := p.c.ReadFromUDP(buf)
+	p.send(domain, authz)
+	b, _, err := p.raw.Read(10 * time.Second) // a hang, not a speed limit
 	if err != nil {
 		p.t.Fatalf("no answer to REGISTER: %v", err)
 	}
-	resp := string(buf[:n])
+	resp := string(b)
 	status, _, _ = strings.Cut(resp, "\r\n")
 	for _, l := range strings.Split(resp, "\r\n") {
 		if strings.HasPrefix(strings.ToLower(l), "www-authenticate:") && strings.Contains(l, "algorithm=MD5") {
@@ -506,14 +477,11 @@ func (p *udpPhone) register(domain, authz string) (status, md5Nonce string) {
 // API shows up as Claimed in its health reports, and a SIP password guesser
 // is banned at PID 1's firewall through the control socket.
 func TestProductionClaimAndBan(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t, "starting edgepbxd as an unprivileged uid")
 	data := unprivDir(t)
 	// The store as the admin UI leaves it: one extension. Created here as
 	// root, then handed to the unprivileged uid.
-	db, err := store.Open(filepath.Join(data, "edgepbx.db"), bytes.Repeat([]byte{7}, 32)) // bootstrapJSON's key
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := storetest.OpenAt(t, filepath.Join(data, "edgepbx.db"), bytes.Repeat([]byte{7}, 32)) // bootstrapJSON's key
 	exts, err := sipedge.LoadExtensions(db, testRealm)
 	if err != nil {
 		t.Fatal(err)
@@ -568,7 +536,7 @@ func TestProductionClaimAndBan(t *testing.T) {
 	// default) until the guard bans it. Failures for one user alone only
 	// throttle that user (TestMistypedPasswordThrottles in firmware/sipedge).
 	domain := "edgepbx-epx-0001"
-	ph := newUDPPhone(t, "127.0.0.2:0", udp)
+	ph := newUDPPhone(t, "127.0.0.2", udp)
 	users := []string{testExt, "102", "103", "104", "105"}
 	for i, user := range users {
 		status, nonce := ph.register(domain, "")
@@ -611,11 +579,12 @@ func TestProductionClaimAndBan(t *testing.T) {
 	}
 }
 
-// send writes a REGISTER and does not wait for an answer.
+// send writes a REGISTER for testExt@domain, with an Authorization header
+// when authz is set, and does not wait for an answer.
 func (p *udpPhone) send(domain, authz string) {
 	p.t.Helper()
 	p.cseq++
-	local := p.c.LocalAddr().String()
+	local := p.raw.Local()
 	msg := "REGISTER sip:" + domain + " SIP/2.0\r\n" +
 		fmt.Sprintf("Via: SIP/2.0/UDP %s;branch=z9hG4bK-prod-%d;rport\r\n", local, p.cseq) +
 		"Max-Forwards: 70\r\n" +
@@ -624,9 +593,9 @@ func (p *udpPhone) send(domain, authz string) {
 		"Call-ID: prod-ban-test\r\n" +
 		fmt.Sprintf("CSeq: %d REGISTER\r\n", p.cseq) +
 		"Contact: <sip:" + testExt + "@" + local + ">\r\n" +
-		"Authorization: " + authz + "\r\n" +
-		"Content-Length: 0\r\n\r\n"
-	if _, err := p.c.WriteToUDP([]byte(msg), p.srv); err != nil {
-		p.t.Fatal(err)
+		"User-Agent: wiring-test\r\n"
+	if authz != "" {
+		msg += "Authorization: " + authz + "\r\n"
 	}
+	p.raw.Send(msg + "Content-Length: 0\r\n\r\n")
 }

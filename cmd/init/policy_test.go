@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -49,7 +48,7 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 
 func testBox(t *testing.T, opts ...netfw.CommitOption) (*box, *ruleset, *syncBuffer) {
 	con := &syncBuffer{}
-	b := &box{start: time.Now(), console: con, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	b := &box{start: time.Now(), console: con, log: slog.New(slog.DiscardHandler)}
 	rs := &ruleset{}
 	if err := rs.Apply(netfw.DefaultPolicy()); err != nil {
 		t.Fatal(err)

@@ -80,6 +80,9 @@ type Deps struct {
 	Syslog Syslog
 	// SIPBlocks are the SIP edge's bans and throttles; nil: no SIP edge.
 	SIPBlocks SIPBlocks
+	// Intrusion is the intrusion report (*intrusion.Aggregator); nil:
+	// none (the page says so, the API answers 409).
+	Intrusion Intrusion
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -102,21 +105,22 @@ type Server struct {
 	routes []route
 	pages  *pages
 
-	certs  *certs.Manager
-	keylog *certs.KeyLog
-	lic    Licence
-	tlsCur atomic.Pointer[tls.Config] // per-connection TLS config, swapped on settings changes
-	tlsc   tlsCommit                  // certificate or TLS change awaiting confirmation (tls.go)
-	exts   Extensions
-	tel    Telephony
-	trunks TrunkStatus // nil: no trunk state
-	sipset SIPSettings
-	acme   ACME
-	syslog Syslog // remote syslog sender; nil: settings stored only
-	fw     Firewall
-	sys    System
-	status func(context.Context) []StatusItem
-	sipblk SIPBlocks
+	certs     *certs.Manager
+	keylog    *certs.KeyLog
+	lic       Licence
+	tlsCur    atomic.Pointer[tls.Config] // per-connection TLS config, swapped on settings changes
+	tlsc      tlsCommit                  // certificate or TLS change awaiting confirmation (tls.go)
+	exts      Extensions
+	tel       Telephony
+	trunks    TrunkStatus // nil: no trunk state
+	sipset    SIPSettings
+	acme      ACME
+	syslog    Syslog // remote syslog sender; nil: settings stored only
+	fw        Firewall
+	sys       System
+	status    func(context.Context) []StatusItem
+	sipblk    SIPBlocks
+	intrusion Intrusion
 
 	conns connSeq // connection numbers for firewall confirmations
 
@@ -145,7 +149,7 @@ func NewServer(d Deps) (*Server, error) {
 	s := &Server{auth: d.Auth, audit: d.Audit, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
 		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, status: d.Status,
-		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks}
+		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, intrusion: d.Intrusion}
 	s.acme = d.ACME
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))

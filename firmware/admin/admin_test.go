@@ -178,13 +178,41 @@ func TestSourceThrottleAndSprayBan(t *testing.T) {
 	}
 	e.clock.Advance(time.Hour + time.Second)
 	c.must(200, "POST", "/api/v1/login", LoginRequest{Username: "root1", Password: adminPW})
-	// IPv6 sources are counted per /64.
+	// IPv6 sources are counted per /64 but banned per host: the guesses
+	// came over TCP from these hosts, not from their neighbours (an admin's
+	// PC on the same SLAAC segment).
 	for i := 0; i < 5; i++ {
 		e.client(fmt.Sprintf("2001:db8:1:2::%x", i+1)).login(fmt.Sprintf("v6user%d", i), "guess-guess-3")
 	}
 	bans = e.bans.list()
-	if len(bans) != 2 || bans[1].Prefix != netip.MustParsePrefix("2001:db8:1:2::/64") {
+	if len(bans) != 2 || bans[1].Prefix != netip.MustParsePrefix("2001:db8:1:2::5/128") {
 		t.Fatalf("v6 bans %+v", bans)
+	}
+	// The next host of that /64 that keeps spraying is banned too, within a
+	// bound per /64 (its attempts stay throttled past it).
+	for i := 5; i < 40; i++ {
+		e.client(fmt.Sprintf("2001:db8:1:2::%x", i+1)).login(fmt.Sprintf("v6user%d", i), "guess-guess-3")
+	}
+	bans = e.bans.list()
+	if n := len(bans) - 1; n < 2 || n > 16 {
+		t.Fatalf("v6 host bans in one /64: %d (want 2..16): %+v", n, bans)
+	}
+	for _, b := range bans[1:] {
+		if b.Prefix.Bits() != 128 {
+			t.Fatalf("v6 ban wider than one host: %+v", b)
+		}
+	}
+	// An admin on the same /64 is not banned at the firewall; the /64's
+	// login throttle (in process, this endpoint only) ends with its window.
+	admin6 := netip.MustParseAddr("2001:db8:1:2::aaaa")
+	for _, b := range e.bans.list() {
+		if b.Prefix.Contains(admin6) {
+			t.Fatalf("ban %+v covers the admin beside the sprayer", b)
+		}
+	}
+	e.clock.Advance(time.Hour + time.Second)
+	if r := e.client(admin6.String()).login("root1", adminPW); r.code != 200 {
+		t.Fatalf("admin beside the sprayer after the throttle window: %d %s", r.code, r.body)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -25,6 +24,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/intrusion"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
@@ -132,7 +132,7 @@ func (nopSystem) Poweroff() error       { return nil }
 // startPID1Policy runs the control socket with the committer PID 1 uses.
 func startPID1Policy(t testing.TB, p *pid1Recorder) {
 	t.Helper()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := slog.New(slog.DiscardHandler)
 	p.ruleset = &memRuleset{}
 	if err := p.ruleset.Apply(netfw.DefaultPolicy()); err != nil {
 		t.Fatal(err)
@@ -204,6 +204,7 @@ type env struct {
 	exts   *sipedge.Extensions
 	tel    *pbxconfig.TelephonyStore
 	sipset *pbxconfig.SIPStore
+	intr   *intrusion.Aggregator
 }
 
 func newEnv(t testing.TB) *env {
@@ -221,7 +222,7 @@ func newEnvWith(t testing.TB, h *auth.Hasher) *env {
 	t.Cleanup(func() { db.Close() })
 	clk := &fakeClock{t: time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)}
 	bans := &banRecorder{}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := slog.New(slog.DiscardHandler)
 	cm, err := certs.Load(db, certs.Identity{Serial: "T0001", Hostname: "box.example", IPs: []net.IP{net.ParseIP("192.0.2.10")}},
 		certs.WithClock(clk.Now), certs.WithLogger(quiet))
 	if err != nil {
@@ -247,13 +248,18 @@ func newEnvWith(t testing.TB, h *auth.Hasher) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := NewServer(Deps{Store: db, Audit: al, Auth: svc, Clock: clk, Logger: quiet,
-		Names: []string{"box.example", "192.0.2.10"},
-		Certs: cm, KeyLog: kl, Extensions: exts, Firewall: pid1, System: pid1, Telephony: tel, SIPSettings: sipset})
+	intr, err := intrusion.New(intrusion.Config{DB: db, Geo: svc, Now: clk.Now, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, srv: srv, db: db, clock: clk, bans: bans, pid1: pid1, certs: cm, keylog: kl, exts: exts, tel: tel, sipset: sipset}
+	srv, err := NewServer(Deps{Store: db, Audit: al, Auth: svc, Clock: clk, Logger: quiet,
+		Names: []string{"box.example", "192.0.2.10"},
+		Certs: cm, KeyLog: kl, Extensions: exts, Firewall: pid1, System: pid1, Telephony: tel, SIPSettings: sipset,
+		Intrusion: intr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, srv: srv, db: db, clock: clk, bans: bans, pid1: pid1, certs: cm, keylog: kl, exts: exts, tel: tel, sipset: sipset, intr: intr}
 }
 
 // client drives the handler like a browser (cookie, CSRF header, Origin) or

@@ -3,7 +3,6 @@ package admin
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -32,7 +31,7 @@ func TestLicenceDegradedLimitsAdmin(t *testing.T) {
 	m, err := license.New(license.Config{
 		ServerURL: "https://licence.invalid",
 		Identity:  license.Identity{Serial: "T0001", InstallID: "inst", LicenceID: "LIC-T", Firmware: "test", Fingerprint: license.Fingerprint("t")},
-		DB:        e.db, VendorKey: pub, Clock: licClock{e.clock}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		DB:        e.db, VendorKey: pub, Clock: licClock{e.clock}, Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		t.Fatal(err)

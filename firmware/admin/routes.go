@@ -38,6 +38,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/telephony", perm: auth.PermTelephonyRead, h: s.page("telephony", s.telephonyData)},
 		{method: "GET", path: "/calls", perm: auth.PermTelephonyRead, h: s.callsPage()},
 		{method: "GET", path: "/firewall", perm: auth.PermSecurityRead, h: s.page("firewall", s.firewallData)},
+		{method: "GET", path: "/intrusion", perm: auth.PermSecurityRead, h: s.page("intrusion", s.reportPageData)},
 		{method: "GET", path: "/system", perm: auth.PermSystemWrite, h: s.page("system", s.systemData)},
 
 		// JSON API.
@@ -76,6 +77,9 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/api/v1/security/geoip", summary: "The GeoIP country database in use for new-location step-up, if any", perm: auth.PermSecurityRead, h: s.apiGeoIP},
 		{method: "PUT", path: "/api/v1/security/geoip", summary: "Replace the GeoIP country database: DB-IP country CSV (.csv or .csv.gz) or GeoLite2-Country-CSV zip, as the body or a multipart part named file", perm: auth.PermSecurityWrite, h: s.apiSetGeoIP},
 		{method: "DELETE", path: "/api/v1/security/geoip", summary: "Remove the GeoIP country database", perm: auth.PermSecurityWrite, h: s.apiDeleteGeoIP},
+		{method: "GET", path: "/api/v1/security/report", summary: "Intrusion report per UTC day: bans by reason, throttles, auth failures, scanner drops and User-Agents, top offending sources (country with GeoIP) and countries, attacked extensions, admin-port attacks, call fraud events. Query from and to (YYYY-MM-DD, inclusive; default the last 7 days; at most 92 days; 400 names the parameter)", perm: auth.PermSecurityRead, h: s.apiReport},
+		{method: "GET", path: "/api/v1/security/report/settings", summary: "Intrusion report settings: daily summary by remote syslog", perm: auth.PermSecurityRead, h: s.apiReportSettings},
+		{method: "PUT", path: "/api/v1/security/report/settings", summary: "Turn the daily intrusion summary (one RFC 5424 message per day to the remote syslog collector) on or off; audited", req: ReportSettingsRequest{}, perm: auth.PermSecurityWrite, h: s.apiSetReportSettings},
 		{method: "GET", path: "/api/v1/security/syslog", summary: "Remote syslog settings (collector, transport, CA, facility) and the sender's state (connected, sent, confirmed, dropped, queued, disk queue bytes, last error)", perm: auth.PermSecurityRead, h: s.apiSyslog},
 		{method: "PUT", path: "/api/v1/security/syslog", summary: "Replace the remote syslog settings; validated (400), audited, applied to the running sender at once; tcp and udp send in clear text", req: SyslogRequest{}, perm: auth.PermSecurityWrite, h: s.apiSetSyslog},
 		{method: "POST", path: "/api/v1/security/syslog/test", summary: "Send a test message to the saved collector over a new connection; answers ok or the error (TLS verification included)", perm: auth.PermSecurityWrite, h: s.apiTestSyslog},

@@ -3,7 +3,6 @@ package admin
 import (
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -102,7 +101,7 @@ func startEdge(t *testing.T, e *env) (*sipedge.Server, pbxconfig.SIP) {
 	}
 	base := pbxconfig.DefaultSIP()
 	base.UDP, base.TCP, base.TLS = "127.0.0.1:0", "127.0.0.1:0", ""
-	edge, err := sipedge.New(e.sipset.Current().Apply(base), sipedge.Deps{Store: e.db, Security: lg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	edge, err := sipedge.New(e.sipset.Current().Apply(base), sipedge.Deps{Store: e.db, Security: lg, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

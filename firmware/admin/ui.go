@@ -21,7 +21,7 @@ var staticFS embed.FS
 
 type pages struct{ t map[string]*template.Template }
 
-var pageNames = []string{"claim", "login", "dashboard", "account", "users", "security", "audit", "certificates", "extensions", "telephony", "firewall", "system"}
+var pageNames = []string{"claim", "login", "dashboard", "account", "users", "security", "audit", "certificates", "extensions", "telephony", "firewall", "system", "intrusion"}
 
 func loadPages() (*pages, error) {
 	funcs := template.FuncMap{"can": func(p auth.Principal, perm string) bool { return p.Can(auth.Permission(perm)) }, "covers": Covers}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 )
 
 type fixedClock struct{ t time.Time }
@@ -21,13 +22,7 @@ func (c *fixedClock) Now() time.Time { return c.t }
 
 func openLog(t *testing.T) (*Log, *store.DB, *fixedClock) {
 	t.Helper()
-	key := make([]byte, 32)
-	rand.Read(key)
-	db, err := store.Open(filepath.Join(t.TempDir(), "t.db"), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storetest.Open(t, nil)
 	clk := &fixedClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	return New(db, clk), db, clk
 }

@@ -2,18 +2,15 @@ package auth
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
-	"io"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
-	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 )
 
 type fakeClock struct {
@@ -265,16 +262,10 @@ func newServiceB(b *testing.B) (*Service, *fakeClock) {
 
 func newServiceWith(t testing.TB, h *Hasher) (*Service, *fakeClock) {
 	t.Helper()
-	key := make([]byte, 32)
-	rand.Read(key)
-	db, err := store.Open(filepath.Join(t.TempDir(), "a.db"), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storetest.Open(t, nil)
 	clk := &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	s, err := New(Config{DB: db, Clock: clk, Audit: audit.New(db, clk), Hasher: h, SetupCode: SetupCode("AAAA-BBBB-CCCC"),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,8 +70,14 @@ type sourceGuard struct {
 type sourceState struct {
 	failures []time.Time
 	accounts map[string]time.Time
-	banned   time.Time
+	banned   time.Time                // while set, the source's success does not clear it
+	hosts    map[netip.Addr]time.Time // hosts of this /64 banned, until
 }
+
+// maxHostBansPerSource bounds the hosts of one IPv6 /64 banned at once: an
+// attacker rotating addresses inside its /64 cannot fill PID 1's ban table;
+// past the bound the /64 stays throttled (the per-source attempt limit).
+const maxHostBansPerSource = 16
 
 func newSourceGuard(maxKeys int) *sourceGuard {
 	return &sourceGuard{maxKeys: maxKeys, m: map[netip.Prefix]*sourceState{}}
@@ -127,11 +133,28 @@ func (g *sourceGuard) fail(src netip.Addr, account string, p Policy, now time.Ti
 		account = account[:64]
 	}
 	st.accounts[account] = now
-	if len(st.accounts) >= p.SprayAccounts && now.After(st.banned) {
-		st.banned = now.Add(secs(p.BanSeconds))
-		return key, true
+	if len(st.accounts) < p.SprayAccounts {
+		return netip.Prefix{}, false
 	}
-	return netip.Prefix{}, false
+	// Counted per /64, banned per host: the TCP handshake proves this host
+	// sent the guesses, not its neighbours (an admin's PC on the same SLAAC
+	// segment must not be banned with it).
+	host := src.Unmap()
+	for h, until := range st.hosts {
+		if !now.Before(until) {
+			delete(st.hosts, h)
+		}
+	}
+	if _, ok := st.hosts[host]; ok || len(st.hosts) >= maxHostBansPerSource {
+		return netip.Prefix{}, false
+	}
+	if st.hosts == nil {
+		st.hosts = map[netip.Addr]time.Time{}
+	}
+	until := now.Add(secs(p.BanSeconds))
+	st.hosts[host] = until
+	st.banned = until
+	return netip.PrefixFrom(host, host.BitLen()), true
 }
 
 // state returns key's entry, creating it within the map's bound.

@@ -466,6 +466,9 @@ func (s *Service) fail(ctx context.Context, c Client, p Policy, username, why st
 	})
 	_ = s.audit.Record(audit.Event{Source: c.String(), Action: "auth.login", Target: username, Outcome: audit.Denied, Detail: why})
 	s.history(c, username, "failed", location{country: s.Country(c.Addr)})
+	if s.attacks != nil {
+		s.attacks(AdminAttack{Source: c.Addr, User: username, Reason: why})
+	}
 	if pfx, ban := s.sources.fail(c.Addr, username, p, now); ban && pfx.IsValid() {
 		s.log.Warn("source sprays many accounts; banning", "prefix", pfx)
 		detail := "no firewall connected"
@@ -478,6 +481,9 @@ func (s *Service) fail(ctx context.Context, c Client, p Policy, username, why st
 		}
 		_ = s.audit.Record(audit.Event{Source: c.String(), Action: "auth.ban", Target: pfx.String(), Outcome: audit.Warning,
 			Detail: fmt.Sprintf("failed logins on %d accounts: %s", p.SprayAccounts, detail)})
+		if s.attacks != nil {
+			s.attacks(AdminAttack{Ban: true, Source: c.Addr, Prefix: pfx, Reason: "admin-login-spray"})
+		}
 	}
 	return ErrInvalidCredentials
 }

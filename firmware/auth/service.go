@@ -130,6 +130,20 @@ type Config struct {
 	Banner    Banner  // nil: sprays are only logged
 	SetupCode SetupCodeChecker
 	Logger    *slog.Logger
+	// Attacks receives failed admin logins and sprayer bans for the
+	// security log (intrusion report, remote syslog); nil: audit only.
+	// It runs on the login path and must return at once.
+	Attacks func(AdminAttack)
+}
+
+// AdminAttack is a failed admin login (Ban false) or a source banned for
+// trying many accounts (Ban true, Prefix set).
+type AdminAttack struct {
+	Ban    bool
+	Source netip.Addr
+	Prefix netip.Prefix
+	User   string
+	Reason string
 }
 
 // Service is the auth API.
@@ -141,6 +155,7 @@ type Service struct {
 	banner  Banner
 	setup   SetupCodeChecker
 	log     *slog.Logger
+	attacks func(AdminAttack)
 	claimMu sync.Mutex
 	claimed atomic.Bool
 	claimRL *limiter
@@ -161,7 +176,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("auth: DB, Clock, Audit and SetupCode are required")
 	}
 	s := &Service{db: cfg.DB, clock: cfg.Clock, audit: cfg.Audit, hasher: cfg.Hasher, banner: cfg.Banner,
-		setup: cfg.SetupCode, log: cfg.Logger}
+		setup: cfg.SetupCode, log: cfg.Logger, attacks: cfg.Attacks}
 	if s.hasher == nil {
 		s.hasher = NewHasher(DefaultParams, DefaultConcurrency, DefaultQueue)
 	}

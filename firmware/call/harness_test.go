@@ -2,7 +2,6 @@ package call
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,25 +17,13 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/cdr"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/media"
-	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 )
-
-func ciSet() bool { return os.Getenv("CI") != "" }
-
-func needSipp(t testing.TB) string {
-	t.Helper()
-	p, err := exec.LookPath("sipp")
-	if err != nil {
-		if ciSet() {
-			t.Fatal("sipp not installed (Debian package sip-tester)")
-		}
-		t.Skip("sipp not installed (Debian package sip-tester)")
-	}
-	return p
-}
 
 // pinholeLog is a real implementation of media.Pinholes that records what
 // the firewall would do, and how many calls were up at each step.
@@ -244,13 +231,7 @@ func startHarnessEnv(t testing.TB, env harnessEnv, tune func(*media.Config), opt
 	if env.identify == nil {
 		env.identify = func(req *sip.Request) Identity { return Identity{Extension: req.From().Address.User} }
 	}
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	db, err := store.Open(filepath.Join(t.TempDir(), "edgepbx.db"), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := storetest.Open(t, nil)
 
 	h := &harness{dir: &directory{exts: map[string]string{}, multi: map[string][]string{}, shown: map[string]string{}, assert: map[string]bool{}, trunks: map[string]string{}, creds: map[string][2]string{}, policy: map[Identity]media.Policy{}}, cdrs: cdr.New(db), ended: make(chan ended, 100000)}
 	h.pins = &pinholeLog{open: map[netfw.Pinhole]bool{}, active: func() int { return h.b.Active() }}
@@ -336,17 +317,6 @@ func startHarnessEnv(t testing.TB, env harnessEnv, tune func(*media.Config), opt
 	return h
 }
 
-// freeUDPPort finds a loopback port pair for sipp's SIP and media sockets.
-func freeUDPPort(t testing.TB) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
-
 // sippUAS starts a sipp callee (built-in uas, RTP echo, or a scenario file)
 // and returns its SIP address; it is killed at cleanup.
 func sippUAS(t testing.TB, scenario string, extra ...string) string {
@@ -359,7 +329,7 @@ func sippUAS(t testing.TB, scenario string, extra ...string) string {
 // call failed its scenario); pass "-m", "N" so that it exits.
 func sippUASRun(t testing.TB, scenario string, extra ...string) (string, <-chan error) {
 	t.Helper()
-	port := freeUDPPort(t)
+	port := netnstest.FreePort(t, "udp")
 	mport := 20000 + (port % 5000 * 2)
 	args := []string{"-i", "127.0.0.1", "-p", fmt.Sprint(port), "-mi", "127.0.0.1", "-mp", fmt.Sprint(mport), "-nostdin"}
 	if scenario == "" {
@@ -369,7 +339,7 @@ func sippUASRun(t testing.TB, scenario string, extra ...string) (string, <-chan 
 		args = append(args, "-sf", sc)
 	}
 	args = append(args, extra...)
-	cmd := exec.Command(needSipp(t), append(args, "-trace_err")...)
+	cmd := exec.Command(siptest.NeedSipp(t), append(args, "-trace_err")...)
 	cmd.Dir = t.TempDir()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -421,13 +391,13 @@ func sippUAC(t testing.TB, scenario, service, addr string, calls, rate, limit in
 	t.Helper()
 	dir := t.TempDir()
 	sc, _ := filepath.Abs(filepath.Join("testdata", "sipp", scenario))
-	port := freeUDPPort(t)
+	port := netnstest.FreePort(t, "udp")
 	args := []string{"-sf", sc, "-i", "127.0.0.1", "-p", fmt.Sprint(port), "-mi", "127.0.0.1", "-mp", fmt.Sprint(40000 + port%10000*2),
 		"-s", service, "-m", fmt.Sprint(calls), "-r", fmt.Sprint(rate), "-l", fmt.Sprint(limit),
 		"-timeout", "60s", "-timeout_error", "-nostdin", "-trace_err"}
 	args = append(args, extra...)
 	args = append(args, addr)
-	cmd := exec.Command(needSipp(t), args...)
+	cmd := exec.Command(siptest.NeedSipp(t), args...)
 	cmd.Dir = dir
 	start := time.Now()
 	out, err := cmd.CombinedOutput()

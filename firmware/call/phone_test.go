@@ -51,19 +51,19 @@ func newPhoneAt(t testing.TB, user, ip string) *phone {
 	}
 	p := &phone{addr: conn.LocalAddr().String(), byes: make(chan *sip.Request, 16), notifies: make(chan *sip.Request, 16)}
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("phone-"+user+"-secret-build"),
-		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quietLog())),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(quietLog())))
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(errLog())),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(errLog())))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(quietLog()))
+	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(errLog()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	host, port, _ := net.SplitHostPort(p.addr)
 	var pn int
 	fmt.Sscan(port, &pn)
-	if p.client, err = sipgo.NewClient(ua, sipgo.WithClientHostname(host), sipgo.WithClientPort(pn), sipgo.WithClientLogger(quietLog())); err != nil {
+	if p.client, err = sipgo.NewClient(ua, sipgo.WithClientHostname(host), sipgo.WithClientPort(pn), sipgo.WithClientLogger(errLog())); err != nil {
 		t.Fatal(err)
 	}
 	contact := sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: host, Port: pn}}
@@ -363,7 +363,9 @@ func TestCallFlow(t *testing.T) {
 	}
 }
 
-func quietLog() *slog.Logger {
+// errLog shows only errors, on stderr: the harness runs many calls, and
+// their info lines would bury a failure.
+func errLog() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 }
 

@@ -17,7 +17,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/media"
-	"github.com/edgepbx/edgepbx/netfw/netnstest"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/vishvananda/netlink"

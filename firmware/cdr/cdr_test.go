@@ -1,22 +1,16 @@
 package cdr
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 )
 
 func openStore(t testing.TB) *Store {
 	t.Helper()
-	db, err := store.Open(filepath.Join(t.TempDir(), "edgepbx.db"), make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return New(db)
+	return New(storetest.Open(t, make([]byte, 32)))
 }
 
 var t0 = time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC)

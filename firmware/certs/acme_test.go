@@ -2,12 +2,10 @@ package certs_test
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,7 +13,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/certs"
 	"github.com/edgepbx/edgepbx/firmware/certs/pebbletest"
-	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 )
 
 // TestACMEPebbleHTTP01 issues a certificate from pebble over real HTTP-01, does
@@ -28,13 +26,7 @@ func TestACMEPebbleHTTP01(t *testing.T) {
 	}
 	ca := pebbletest.Start(t, pebbletest.Options{HTTPPort: ln.Addr().(*net.TCPAddr).Port})
 
-	key := make([]byte, 32)
-	rand.Read(key)
-	db, err := store.Open(filepath.Join(t.TempDir(), "edgepbx.db"), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := storetest.Open(t, nil)
 	now := time.Now()
 	clock := func() time.Time { return now }
 	mgr, err := certs.Load(db, certs.Identity{Serial: "EPX0001"}, certs.WithClock(clock))
@@ -128,12 +120,7 @@ func TestACMEDue(t *testing.T) {
 }
 
 func TestACMEConfig(t *testing.T) {
-	key := make([]byte, 32)
-	db, err := store.Open(filepath.Join(t.TempDir(), "edgepbx.db"), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := storetest.Open(t, make([]byte, 32))
 	mgr, err := certs.Load(db, certs.Identity{Serial: "EPX0001"})
 	if err != nil {
 		t.Fatal(err)

@@ -2,19 +2,17 @@ package certs_test
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"net"
 	"net/http"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/certs"
 	"github.com/edgepbx/edgepbx/firmware/certs/pebbletest"
-	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 )
 
 // alpnServer is an HTTPS listener configured like edgepbxd's: the
@@ -71,13 +69,7 @@ func TestACMEPebbleTLSALPN(t *testing.T) {
 	}
 	ca := pebbletest.Start(t, pebbletest.Options{TLSPort: ln.Addr().(*net.TCPAddr).Port})
 
-	key := make([]byte, 32)
-	rand.Read(key)
-	db, err := store.Open(filepath.Join(t.TempDir(), "edgepbx.db"), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := storetest.Open(t, nil)
 	mgr, err := certs.Load(db, certs.Identity{Serial: "EPX0002"})
 	if err != nil {
 		t.Fatal(err)
@@ -138,11 +130,7 @@ func TestACMEPebbleTLSALPN(t *testing.T) {
 }
 
 func TestACMEChallengeType(t *testing.T) {
-	db, err := store.Open(filepath.Join(t.TempDir(), "edgepbx.db"), make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := storetest.Open(t, make([]byte, 32))
 	mgr, err := certs.Load(db, certs.Identity{Serial: "EPX0003"})
 	if err != nil {
 		t.Fatal(err)

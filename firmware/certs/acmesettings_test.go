@@ -10,13 +10,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/certs"
-	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 )
 
 func TestACMESettingsValidate(t *testing.T) {
@@ -77,11 +76,7 @@ func TestACMESettingsValidate(t *testing.T) {
 }
 
 func TestACMESettingsStore(t *testing.T) {
-	db, err := store.Open(filepath.Join(t.TempDir(), "edgepbx.db"), make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := storetest.Open(t, make([]byte, 32))
 	got, err := certs.LoadACMESettings(db)
 	if err != nil || got.Enabled || got.DirectoryURL != certs.DefaultACMEDirectory || got.Challenge != certs.ChallengeTLSALPN01 {
 		t.Fatalf("defaults: %+v %v", got, err)

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 )
 
 var (
@@ -29,19 +30,10 @@ var (
 	t0        = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 )
 
-func openStore(t *testing.T, path string, key []byte) *store.DB {
-	t.Helper()
-	db, err := store.Open(path, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
-
 func newManager(t *testing.T, now *time.Time) (*Manager, *store.DB, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "edgepbx.db")
-	db := openStore(t, path, deviceKey)
+	db := storetest.OpenAt(t, path, deviceKey)
 	t.Cleanup(func() { db.Close() })
 	m, err := Load(db, testID, WithClock(func() time.Time { return *now }))
 	if err != nil {
@@ -89,7 +81,7 @@ func TestSelfSignedCreatedAndReused(t *testing.T) {
 	db.Close()
 
 	// Second start, different IPs and clock: same certificate.
-	db = openStore(t, path, deviceKey)
+	db = storetest.OpenAt(t, path, deviceKey)
 	defer db.Close()
 	id := testID
 	id.IPs = []net.IP{net.ParseIP("198.51.100.7")}
@@ -106,7 +98,7 @@ func TestLoadRefusesWrongDeviceKey(t *testing.T) {
 	now := t0
 	_, db, path := newManager(t, &now)
 	db.Close()
-	db = openStore(t, path, bytes.Repeat([]byte{9}, 32))
+	db = storetest.OpenAt(t, path, bytes.Repeat([]byte{9}, 32))
 	defer db.Close()
 	if _, err := Load(db, testID); !errors.Is(err, store.ErrUnseal) {
 		t.Fatalf("Load with another device key: %v, want ErrUnseal", err)
@@ -114,7 +106,7 @@ func TestLoadRefusesWrongDeviceKey(t *testing.T) {
 }
 
 func TestLoadRefusesBadSerial(t *testing.T) {
-	db := openStore(t, filepath.Join(t.TempDir(), "x.db"), deviceKey)
+	db := storetest.OpenAt(t, filepath.Join(t.TempDir(), "x.db"), deviceKey)
 	defer db.Close()
 	for _, s := range []string{"", "a b", "x/../y", string(make([]byte, 60))} {
 		if _, err := Load(db, Identity{Serial: s}); err == nil {
@@ -276,7 +268,7 @@ func TestInstallPersistsAndRollsBack(t *testing.T) {
 
 	// Restart: the replacement survives.
 	db.Close()
-	db = openStore(t, path, deviceKey)
+	db = storetest.OpenAt(t, path, deviceKey)
 	defer db.Close()
 	clock := func() time.Time { return now }
 	m, err := Load(db, testID, WithClock(clock))

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 )
 
 // TestInstallPending: a pending certificate is served at once but reaches
@@ -77,7 +79,7 @@ func TestInstallPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	db = openStore(t, path, deviceKey)
+	db = storetest.OpenAt(t, path, deviceKey)
 	defer db.Close()
 	m, err = Load(db, testID, WithClock(func() time.Time { return now }))
 	if err != nil {

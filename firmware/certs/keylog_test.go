@@ -3,7 +3,6 @@ package certs
 import (
 	"bytes"
 	"crypto/tls"
-	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -24,11 +23,9 @@ func (c *stepClock) add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 func TestKeyLogOffByDefaultAndExpires(t *testing.T) {
 	clk := &stepClock{t: time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)}
-	k := NewKeyLog(clk.now, quietLog())
+	k := NewKeyLog(clk.now, slog.New(slog.DiscardHandler))
 	k.Write([]byte("CLIENT_RANDOM aa bb\n"))
 	if _, ok := k.Contents(); ok {
 		t.Fatal("key log on by default")
@@ -72,7 +69,7 @@ func TestKeyLogOffByDefaultAndExpires(t *testing.T) {
 }
 
 func TestKeyLogBounded(t *testing.T) {
-	k := NewKeyLog(nil, quietLog())
+	k := NewKeyLog(nil, slog.New(slog.DiscardHandler))
 	k.Enable(time.Minute)
 	line := bytes.Repeat([]byte("a"), 1000)
 	for range 2 * MaxKeyLogBytes / len(line) {
@@ -90,7 +87,7 @@ func TestKeyLogBounded(t *testing.T) {
 func TestKeyLogRecordsHandshakes(t *testing.T) {
 	now := time.Now()
 	m, _, _ := newManager(t, &now)
-	k := NewKeyLog(nil, quietLog())
+	k := NewKeyLog(nil, slog.New(slog.DiscardHandler))
 	cfg, err := m.TLSConfig(0, 0)
 	if err != nil {
 		t.Fatal(err)

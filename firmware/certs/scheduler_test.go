@@ -2,12 +2,9 @@ package certs
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +12,8 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/certs/pebbletest"
 	"github.com/edgepbx/edgepbx/firmware/logs"
-	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
 func TestACMERetryAfter(t *testing.T) {
@@ -39,16 +37,10 @@ func TestACMERetryAfter(t *testing.T) {
 // during the order; then nothing is due until an admin forces a renewal.
 // A new scheduler on the same store reads the status back.
 func TestACMESchedulerAttempts(t *testing.T) {
-	httpPort := pebbletest.FreePort(t, "tcp")
+	httpPort := netnstest.FreePort(t, "tcp")
 	ca := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpPort})
-	key := make([]byte, 32)
-	rand.Read(key)
-	db, err := store.Open(filepath.Join(t.TempDir(), "edgepbx.db"), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	db := storetest.Open(t, nil)
+	quiet := slog.New(slog.DiscardHandler)
 	mgr, err := Load(db, Identity{Serial: "EPX0001"}, WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)

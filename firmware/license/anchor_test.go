@@ -1,11 +1,9 @@
 package license_test
 
 import (
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,20 +11,14 @@ import (
 	"github.com/edgepbx/edgepbx/cmd/licensed/phonehome"
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/license"
-	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 )
 
 // auditLog opens a real audit log in a store of its own with n entries;
 // tag makes the entries (and so the hashes) differ between logs.
 func auditLog(t *testing.T, b *box, n int, tag string) *audit.Log {
 	t.Helper()
-	key := make([]byte, 32)
-	rand.Read(key)
-	db, err := store.Open(filepath.Join(t.TempDir(), "audit.db"), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storetest.Open(t, nil)
 	l := audit.New(db, b.clock)
 	record(t, l, n, tag)
 	return l

@@ -22,6 +22,7 @@ import (
 	"github.com/edgepbx/edgepbx/cmd/licensed/phonehome"
 	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -196,11 +197,7 @@ func (e *env) newBox(opts ...boxOpt) *box {
 	e.t.Helper()
 	key := make([]byte, 32)
 	rand.Read(key)
-	db, err := store.Open(filepath.Join(e.t.TempDir(), "edgepbx.db"), key)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { db.Close() })
+	db := storetest.Open(e.t, key)
 	b := &box{db: db, key: key, clock: newFakeClock(e.srvClock.Now()), events: make(chan license.State, 64)}
 	b.cfg = license.Config{
 		ServerURL: e.ts.URL,

@@ -31,6 +31,11 @@ const (
 	KindInvalid      Kind = "sip.invalid"
 	KindTrunkRegFail Kind = "sip.trunk_register_failed"
 	KindTrunkReg     Kind = "sip.trunk_registered"
+
+	// Admin HTTPS port: a failed login, and a source banned for trying
+	// many accounts (both also in the audit chain).
+	KindAdminLoginFailure Kind = "admin.login_failure"
+	KindAdminBan          Kind = "admin.ban"
 )
 
 // Event is one security event. Fields from the wire are truncated by Record.

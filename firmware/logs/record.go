@@ -51,6 +51,18 @@ func appendRecord(b []byte, seq uint64, it *item) []byte {
 		for _, s := range [...]string{a.Actor, a.Source, a.Action, a.Target, a.Outcome, a.Detail, a.Hash} {
 			b = appendString(b, s)
 		}
+	case itemSummary:
+		sum := it.sum
+		if sum == nil {
+			sum = &summary{}
+		}
+		b = binary.AppendVarint(b, timeNanos(sum.time))
+		b = appendString(b, sum.msgid)
+		b = appendString(b, sum.text)
+		b = binary.AppendUvarint(b, uint64(len(sum.params)))
+		for _, p := range sum.params {
+			b = appendString(appendString(b, p.Name), p.Value)
+		}
 	}
 	payload := b[start+recHeader:]
 	binary.LittleEndian.PutUint32(b[start:], uint32(len(payload)))
@@ -115,6 +127,16 @@ func decodePayload(p []byte) (uint64, item, error) {
 		for _, s := range [...]*string{&a.Actor, &a.Source, &a.Action, &a.Target, &a.Outcome, &a.Detail, &a.Hash} {
 			*s = d.string()
 		}
+	case itemSummary:
+		sum := &summary{time: d.time(), msgid: d.string(), text: d.string()}
+		n := d.uvarint()
+		if n > uint64(len(d.b)/2) { // each parameter takes two bytes at least
+			return 0, item{}, fmt.Errorf("%w: %d parameters", errRecord, n)
+		}
+		for range n {
+			sum.params = append(sum.params, SDParam{Name: d.string(), Value: d.string()})
+		}
+		it.sum = sum
 	default:
 		return 0, item{}, fmt.Errorf("%w: kind %d", errRecord, p[8])
 	}

@@ -60,6 +60,18 @@ func headerField(s string, n int) string {
 	return b.String()
 }
 
+// paramName makes n a valid SD-NAME: printable US-ASCII without '=',
+// space, ']' or '"', at most 32 bytes.
+func paramName(n string) string {
+	b := []byte(headerField(n, 32))
+	for i, c := range b {
+		if c == '=' || c == ']' || c == '"' {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
 // appendParam appends ` name="value"` with the RFC 5424 escapes (", \, ])
 // and control characters and invalid UTF-8 replaced, so an attacker's
 // User-Agent cannot forge a line or a field in the collector's files.
@@ -99,6 +111,8 @@ func (s *Sender) appendMessage(b []byte, it *item, fac int, now time.Time) []byt
 		sev, f, ts, msgid = severityOf(it.ev.Kind), facAuthpriv, it.ev.Time, string(it.ev.Kind)
 	case itemAudit:
 		sev, f, ts, msgid = auditSeverity(it.au.Outcome), facAudit, it.au.Time, "audit"
+	case itemSummary:
+		sev, f, ts, msgid = sevNotice, facAuthpriv, it.sum.time, it.sum.msgid
 	default:
 		sev, f, ts, msgid = sevNotice, facAuthpriv, now, "test"
 	}
@@ -161,6 +175,13 @@ func (s *Sender) appendMessage(b []byte, it *item, fac int, now time.Time) []byt
 			b = appendClean(append(b, ' '), a.Target, false)
 		}
 		b = appendClean(append(b, ": "...), a.Outcome, false)
+	case itemSummary:
+		b = append(b, sdReport...)
+		for _, p := range it.sum.params {
+			b = appendParam(b, paramName(p.Name), p.Value)
+		}
+		b = append(b, "] "...)
+		b = appendClean(b, it.sum.text, false)
 	default:
 		b = append(b, sdEvent...)
 		b = appendParam(b, "kind", "syslog.test")

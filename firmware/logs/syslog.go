@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -24,8 +25,9 @@ const AppName = "edgepbx"
 // SD-IDs of the structured data. 32473 is the private enterprise number
 // RFC 5612 reserves for documentation; collectors match on the name.
 const (
-	sdEvent = "event@32473"
-	sdAudit = "audit@32473"
+	sdEvent  = "event@32473"
+	sdAudit  = "audit@32473"
+	sdReport = "report@32473"
 )
 
 // RFC 5424 severities.
@@ -69,7 +71,22 @@ const (
 	itemEvent itemKind = iota
 	itemAudit
 	itemTest
+	itemSummary
 )
+
+// SDParam is one structured-data parameter of a summary message. Names are
+// the caller's constants; values are escaped like every other field.
+type SDParam struct {
+	Name, Value string
+}
+
+// summary is a periodic report (the daily intrusion summary).
+type summary struct {
+	time   time.Time
+	msgid  string
+	text   string
+	params []SDParam
+}
 
 // item is one queued message, formatted only by the sender goroutine so
 // producers pay for a copy, not for formatting.
@@ -77,6 +94,7 @@ type item struct {
 	kind itemKind
 	ev   Event
 	au   AuditRecord
+	sum  *summary
 }
 
 // SenderConfig are the sender's fixed parameters; zero values take defaults.
@@ -298,6 +316,17 @@ func (s *Sender) Audit(a AuditRecord) {
 	if s.on.Load() {
 		s.push(item{kind: itemAudit, au: a})
 	}
+}
+
+// Summary queues one report message (SD-ID report@32473, MSGID msgid)
+// with params in order; it reports false when remote syslog is off, so
+// the caller can try again later rather than count it as sent.
+func (s *Sender) Summary(at time.Time, msgid, text string, params []SDParam) bool {
+	if !s.on.Load() {
+		return false
+	}
+	s.push(item{kind: itemSummary, sum: &summary{time: at, msgid: msgid, text: text, params: slices.Clone(params)}})
+	return true
 }
 
 func (s *Sender) push(it item) {

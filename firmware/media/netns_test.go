@@ -4,22 +4,19 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/edgepbx/edgepbx/netfw/netnstest"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"regexp"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
+
 	"github.com/edgepbx/edgepbx/netfw"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 )
 
 // The pinhole lab: a "box" network namespace running netfw (real nftables)
@@ -79,7 +76,7 @@ func newPinLab(tb testing.TB) *pinLab {
 		}
 		hh.Close()
 	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := slog.New(slog.DiscardHandler)
 	l.fw, err = netfw.New(netfw.WithNetNS(int(l.box)), netfw.WithLogger(quiet))
 	if err != nil {
 		tb.Fatal(err)
@@ -95,20 +92,7 @@ func newPinLab(tb testing.TB) *pinLab {
 // nft runs the nft tool inside the box namespace.
 func (l *pinLab) nft(args ...string) string {
 	l.tb.Helper()
-	fd, err := unix.Dup(int(l.box))
-	if err != nil {
-		l.tb.Fatal(err)
-	}
-	nsf := os.NewFile(uintptr(fd), "netns")
-	defer nsf.Close()
-	cmd := exec.Command("nsenter", append([]string{"--net=/proc/self/fd/3", "nft"}, args...)...)
-	cmd.ExtraFiles = []*os.File{nsf}
-	var out, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &stderr
-	if err := cmd.Run(); err != nil {
-		l.tb.Fatalf("nft %v: %v: %s", args, err, stderr.String())
-	}
-	return out.String()
+	return netnstest.Nft(l.tb, l.box, args...)
 }
 
 var reNftPin = regexp.MustCompile(`(\d+\.\d+\.\d+\.\d+) \. (\d+)`)
@@ -236,7 +220,7 @@ func TestPinholesLiveForTheCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := slog.New(slog.DiscardHandler)
 	r, err := NewRelay(Config{Addr: nsBoxA, Ports: ports, Pinholes: fwPinholes{l.fw}, Log: quiet})
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/media/sdes"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 	"github.com/pion/srtp/v3"
 	"golang.org/x/net/ipv4"
 )
@@ -177,13 +178,7 @@ type rtpengineProc struct {
 
 func startRTPEngine(b *testing.B) *rtpengineProc {
 	b.Helper()
-	path, err := exec.LookPath("rtpengine")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			b.Fatal("needs rtpengine (Debian package rtpengine)")
-		}
-		b.Skip("needs rtpengine (Debian package rtpengine)")
-	}
+	path := netnstest.NeedTool(b, "rtpengine", "rtpengine")
 	ng, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		b.Fatal(err)

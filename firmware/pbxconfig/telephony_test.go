@@ -1,16 +1,15 @@
 package pbxconfig
 
 import (
-	"crypto/rand"
 	"errors"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 )
 
 // goodTelephony has one trunk of each kind, routes, a DID and classes.
@@ -144,13 +143,7 @@ func TestTelephonyPlan(t *testing.T) {
 
 func openTestDB(t *testing.T) *store.DB {
 	t.Helper()
-	key := make([]byte, 32)
-	rand.Read(key)
-	db, err := store.Open(filepath.Join(t.TempDir(), "edgepbx.db"), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storetest.Open(t, nil)
 	return db
 }
 

@@ -57,6 +57,23 @@ func BenchmarkChain(b *testing.B) {
 			}
 		}
 	})
+	// A spoofable UDP flood carrying an address inside the zones: over the
+	// rate, dropped in process without a ban (Guard.limit).
+	b.Run("filter-limited", func(b *testing.B) {
+		lg := newGuard(GuardConfig{RateWindow: time.Hour, RateLimit: 10, FloodBan: time.Hour, FailWindow: time.Hour,
+			MaxFailsPerSource: 3, MaxFailsPerUser: 10, AuthBan: time.Hour, MaxTracked: 1 << 16}, bans, pol.Exempt, nil)
+		lf := newReadFilter(bans, lg, cfg.ScannerUserAgents, cfg.MaxMessageBytes, nil)
+		flooded := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.7"), 5060)
+		for i := 0; i < 10; i++ {
+			lf.CheckFrom(flooded, "UDP", data)
+		}
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if lf.CheckFrom(flooded, "UDP", data) != nil {
+				b.Fatal("passed")
+			}
+		}
+	})
 	b.Run("filter+parse+validate+policy", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {

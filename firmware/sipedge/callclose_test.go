@@ -3,7 +3,6 @@ package sipedge
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -57,7 +56,7 @@ func TestCloseWaitsForEndingCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := slog.New(slog.DiscardHandler)
 	relay, err := media.NewRelay(media.Config{Addr: netip.MustParseAddr("127.0.0.1"), Ports: ports, Pinholes: &holeLog{open: map[netfw.Pinhole]bool{}}, Log: quiet})
 	if err != nil {
 		t.Fatal(err)

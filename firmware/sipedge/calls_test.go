@@ -3,14 +3,14 @@ package sipedge
 import (
 	"context"
 	"errors"
-	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
-	"io"
 	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
 
 	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/cdr"
@@ -59,7 +59,7 @@ func startCalls(t testing.TB, s *Server, db *store.DB) (*call.B2BUA, *holeLog, c
 	if err != nil {
 		t.Fatal(err)
 	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := slog.New(slog.DiscardHandler)
 	relay, err := media.NewRelay(media.Config{Addr: netip.MustParseAddr("127.0.0.1"), Ports: ports, Pinholes: holes, Log: quiet})
 	if err != nil {
 		t.Fatal(err)

@@ -475,6 +475,9 @@ func (s *Server) fastUDP(sc *fastScratch, raddr net.Addr, src netip.Addr) {
 		return
 	case AuthOK, AuthRetransmit:
 		s.guard.AuthOK(src, cred.Username)
+		if res == AuthOK {
+			s.guard.Prove(now, addrPortOf(raddr), flowProofTTL)
+		}
 		s.fastRegister(sc, now, raddr, src, cred.Username, res == AuthRetransmit)
 		return
 	case AuthFailed:

@@ -12,7 +12,7 @@ import (
 
 // FilterCounters count stage-1 outcomes.
 type FilterCounters struct {
-	Passed, Banned, Scanner, Oversize, Malformed atomic.Uint64
+	Passed, Banned, Limited, Scanner, Oversize, Malformed atomic.Uint64
 }
 
 // ReadFilter is stage 1: it sees raw bytes before sipgo parses them and
@@ -53,6 +53,26 @@ func (f *ReadFilter) setScanners(scanners []string) {
 	f.scanners.Store(&l)
 }
 
+// addrPortOf is addrOf with the port (0 where a has none).
+func addrPortOf(a net.Addr) netip.AddrPort {
+	switch v := a.(type) {
+	case *net.UDPAddr:
+		ip, _ := netip.AddrFromSlice(v.IP)
+		return netip.AddrPortFrom(ip.Unmap(), uint16(v.Port))
+	case *net.TCPAddr:
+		ip, _ := netip.AddrFromSlice(v.IP)
+		return netip.AddrPortFrom(ip.Unmap(), uint16(v.Port))
+	}
+	if a == nil {
+		return netip.AddrPort{}
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
 func addrOf(a net.Addr) netip.Addr {
 	switch v := a.(type) {
 	case *net.UDPAddr:
@@ -86,17 +106,24 @@ func isUDP(transport string) bool { return transport == "UDP" || transport == "u
 // check is stage 1 plus, for UDP, the stateless REGISTER path; nil means
 // the data is finished (dropped or answered).
 func (f *ReadFilter) check(from net.Addr, transport string, data []byte) []byte {
-	src := addrOf(from)
-	out := f.Check(src, transport, data)
+	ap := addrPortOf(from)
+	src := ap.Addr()
+	out := f.CheckFrom(ap, transport, data)
 	if out != nil && f.stateless != nil && isUDP(transport) && f.stateless(from, src, out) {
 		return nil
 	}
 	return out
 }
 
-// Check applies stage 1 to one read from src; nil means drop.
+// Check applies stage 1 to one read from src (port unknown); nil means drop.
 func (f *ReadFilter) Check(src netip.Addr, transport string, data []byte) []byte {
+	return f.CheckFrom(netip.AddrPortFrom(src, 0), transport, data)
+}
+
+// CheckFrom applies stage 1 to one read from src; nil means drop.
+func (f *ReadFilter) CheckFrom(ap netip.AddrPort, transport string, data []byte) []byte {
 	now := f.now()
+	src := ap.Addr()
 	if !src.IsValid() {
 		f.Counters.Malformed.Add(1)
 		return nil
@@ -105,8 +132,12 @@ func (f *ReadFilter) Check(src netip.Addr, transport string, data []byte) []byte
 		f.Counters.Banned.Add(1)
 		return nil
 	}
-	if f.guard.Packet(now, src) {
-		f.Counters.Banned.Add(1)
+	if f.guard.Packet(now, ap, isUDP(transport)) {
+		if f.bans.Banned(now, src) {
+			f.Counters.Banned.Add(1)
+		} else {
+			f.Counters.Limited.Add(1)
+		}
 		return nil
 	}
 	// Stream transports deliver chunks; the parser enforces their size limit.

@@ -1,11 +1,8 @@
 package sipedge
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"strconv"
@@ -21,17 +18,14 @@ import (
 )
 
 // flowPhone is a raw phone on one transport that only ever talks over the
-// flow it registered on: one UDP socket, or one TCP/TLS connection it
-// opened (it listens nowhere, so a request from the box over any other
-// flow never reaches it).
+// flow it registered on (siptest.Raw: one UDP socket, or one TCP/TLS
+// connection it opened).
 type flowPhone struct {
+	raw       *siptest.Raw
 	t         testing.TB
 	transport string // UDP, TCP, TLS
 	user      string
 	edge      netip.AddrPort // where the phone sends (the box as it reaches it)
-	udp       *net.UDPConn
-	conn      net.Conn
-	rd        *bufio.Reader
 	local     string
 	contact   string // host:port in its Contact (kept when its source moves)
 	cseq      int
@@ -40,106 +34,30 @@ type flowPhone struct {
 
 func newFlowPhone(t testing.TB, transport, user string, edge netip.AddrPort) *flowPhone {
 	t.Helper()
-	p := &flowPhone{t: t, transport: transport, user: user, edge: edge, callID: randHex(8)}
-	var err error
-	switch transport {
-	case "UDP":
-		p.udp, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err == nil {
-			p.local = p.udp.LocalAddr().String()
-			t.Cleanup(func() { p.udp.Close() })
-		}
-	case "TCP":
-		p.conn, err = net.Dial("tcp", edge.String())
-	case "TLS":
-		p.conn, err = tls.Dial("tcp", edge.String(), &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12})
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.conn != nil {
-		p.local = p.conn.LocalAddr().String()
-		p.rd = bufio.NewReader(p.conn)
-		t.Cleanup(func() { p.conn.Close() })
-	}
+	raw := siptest.NewRaw(t, transport, netip.MustParseAddr("127.0.0.1"), edge)
+	p := &flowPhone{raw: raw, t: t, transport: transport, user: user, edge: edge, callID: randHex(8), local: raw.Local()}
 	p.contact = p.local
 	return p
 }
 
 // moveUDP gives the phone a new source port, as a NAT does when its
-// mapping expires; its Contact stays the same. The old socket stays open
-// and unread.
+// mapping expires; its Contact stays the same.
 func (p *flowPhone) moveUDP() {
 	p.t.Helper()
-	old := p.udp
-	var err error
-	if p.udp, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
-		p.t.Fatal(err)
-	}
-	p.local = p.udp.LocalAddr().String()
-	nu := p.udp
-	p.t.Cleanup(func() { nu.Close(); old.Close() })
+	p.raw.MoveUDP()
+	p.local = p.raw.Local()
 }
 
 func (p *flowPhone) send(msg string) {
 	p.t.Helper()
-	var err error
-	if p.udp != nil {
-		_, err = p.udp.WriteToUDPAddrPort([]byte(msg), p.edge)
-	} else {
-		_, err = io.WriteString(p.conn, msg)
-	}
-	if err != nil {
-		p.t.Fatal(err)
-	}
+	p.raw.Send(msg)
 }
 
 // recv returns the next message and, over UDP, the address it came from
 // (over TCP/TLS it came over the phone's connection).
 func (p *flowPhone) recv() (sip.Message, netip.AddrPort) {
 	p.t.Helper()
-	deadline := time.Now().Add(20 * time.Second) // a hang, not a performance bound
-	if p.udp != nil {
-		buf := make([]byte, 65535)
-		p.udp.SetReadDeadline(deadline)
-		n, from, err := p.udp.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			p.t.Fatalf("%s phone: nothing from the box: %v", p.transport, err)
-		}
-		m, err := sip.ParseMessage(buf[:n])
-		if err != nil {
-			p.t.Fatalf("unparsable: %v\n%s", err, buf[:n])
-		}
-		return m, from
-	}
-	p.conn.SetReadDeadline(deadline)
-	var head strings.Builder
-	length := 0
-	for {
-		line, err := p.rd.ReadString('\n')
-		if err != nil {
-			p.t.Fatalf("%s phone: nothing from the box: %v", p.transport, err)
-		}
-		if line == "\r\n" && head.Len() == 0 {
-			continue // keep-alive
-		}
-		head.WriteString(line)
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(strings.TrimSpace(k), "Content-Length") {
-			length, _ = strconv.Atoi(strings.TrimSpace(v))
-		}
-		if line == "\r\n" {
-			break
-		}
-	}
-	body := make([]byte, length)
-	if _, err := io.ReadFull(p.rd, body); err != nil {
-		p.t.Fatal(err)
-	}
-	m, err := sip.ParseMessage(append([]byte(head.String()), body...))
-	if err != nil {
-		p.t.Fatalf("unparsable: %v\n%s", err, head.String())
-	}
-	return m, p.edge
+	return p.raw.Recv()
 }
 
 func (p *flowPhone) recvResponse() *sip.Response {

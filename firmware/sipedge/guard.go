@@ -249,6 +249,11 @@ type GuardConfig struct {
 // GuardCounters are the Guard's counters.
 type GuardCounters struct {
 	FloodBans, AuthBans, ScanBans, Throttles, ThrottledRequests, BanQueueFull, Exempt, ThrottleFull atomic.Uint64
+	// FloodLimited counts flood episodes of shielded sources (limited in
+	// process, never banned); FloodDropped the packets they cost.
+	// FloodFlowPassed counts packets of authenticated flows let through on
+	// their own budget while their address was over its rate.
+	FloodLimited, FloodDropped, FloodFlowPassed atomic.Uint64
 }
 
 // GuardOutcome is what a failed authentication led to.
@@ -300,9 +305,12 @@ type userSet struct {
 // as one host.
 type Guard struct {
 	// cfg is replaced whole by setConfig; each event loads it once.
-	cfg      atomic.Pointer[GuardConfig]
-	exempt   func(netip.Addr) bool // allowlist and trunk peers: never banned
-	inZone   func(netip.Addr) bool // inside the SIP zones: hosts, not ranges
+	cfg    atomic.Pointer[GuardConfig]
+	exempt func(netip.Addr) bool // allowlist and trunk peers: never banned
+	inZone func(netip.Addr) bool // inside the SIP zones: hosts, not ranges
+	// shielded: a UDP flood carrying this address is no evidence against
+	// it (SIP zones and trunk peers); see Packet.
+	shielded func(netip.Addr) bool
 	bans     *Bans
 	rate     *windows[netip.Prefix]
 	failPair *windows[pairKey]
@@ -311,10 +319,19 @@ type Guard struct {
 	mu        sync.Mutex
 	throttles map[pairKey]throttle
 	scans     map[netip.Prefix]*userSet
+	// flows are the UDP address:ports that authenticated (they receive
+	// our packets); each keeps its own rate budget while a spoofed flood
+	// shares its address. limited holds the flood episodes already
+	// reported, by key, until the window after them.
+	flows    map[netip.AddrPort]time.Time
+	limited  map[netip.Prefix]time.Time
+	flowRate *windows[netip.AddrPort]
 
 	queue    chan fwspec.Ban
 	onBan    func(fwspec.Ban)
-	onEvent  func(Throttle) // a new throttle; nil: none
+	onEvent  func(Throttle)     // a new throttle; nil: none
+	onFlood  func(netip.Prefix) // a new flood episode of a shielded key; nil: none
+	trunk    func(netip.Addr) bool
 	Counters GuardCounters
 }
 
@@ -322,6 +339,10 @@ func newGuard(cfg GuardConfig, bans *Bans, exempt func(netip.Addr) bool, onBan f
 	g := &Guard{
 		exempt:    exempt,
 		inZone:    func(netip.Addr) bool { return true },
+		shielded:  func(netip.Addr) bool { return true },
+		flows:     map[netip.AddrPort]time.Time{},
+		limited:   map[netip.Prefix]time.Time{},
+		flowRate:  newWindows[netip.AddrPort](cfg.RateWindow, cfg.MaxTracked),
 		bans:      bans,
 		rate:      newWindows[netip.Prefix](cfg.RateWindow, cfg.MaxTracked),
 		failPair:  newWindows[pairKey](cfg.FailWindow, cfg.MaxTracked),
@@ -330,6 +351,7 @@ func newGuard(cfg GuardConfig, bans *Bans, exempt func(netip.Addr) bool, onBan f
 		scans:     map[netip.Prefix]*userSet{},
 		queue:     make(chan fwspec.Ban, 1024),
 		onBan:     onBan,
+		trunk:     func(netip.Addr) bool { return false },
 	}
 	if cfg.MaxUsersPerSource < 1 {
 		cfg.MaxUsersPerSource = 5
@@ -348,6 +370,7 @@ func (g *Guard) setConfig(cfg GuardConfig) {
 		cfg.MaxUsersPerSource = 5
 	}
 	g.rate.setSize(cfg.RateWindow)
+	g.flowRate.setSize(cfg.RateWindow)
 	g.failPair.setSize(cfg.FailWindow)
 	g.failUser.setSize(cfg.FailWindow)
 	g.cfg.Store(&cfg)
@@ -377,17 +400,105 @@ func (g *Guard) key(cfg *GuardConfig, src netip.Addr) netip.Prefix {
 // Key is the prefix src is counted and banned as under the current settings.
 func (g *Guard) Key(src netip.Addr) netip.Prefix { return g.key(g.cfg.Load(), src) }
 
-// Packet counts one packet from src; it reports true if src got banned.
-func (g *Guard) Packet(now time.Time, src netip.Addr) bool {
+// Packet counts one packet from src; it reports true if the packet is to
+// be dropped (src is banned, now or before, or over its rate).
+//
+// A UDP source address proves nothing: anyone can put a phone's, a
+// trunk's or an admin's address on a flood. So a UDP flood carrying a
+// shielded address (inside the SIP zones, a trunk peer) is never a ban:
+// its excess is dropped here, uncounted (the address keeps a window's
+// worth of packets), and reported once per episode. A flow that
+// authenticated (address and port, see Proven) keeps its own budget, so
+// the phone behind the address goes on registering through the flood.
+// Reads on a TCP or TLS connection are the source's own (the handshake
+// proved its address): their floods are banned as before, like floods
+// from unshielded UDP sources (outside the zones: nobody we serve).
+func (g *Guard) Packet(now time.Time, src netip.AddrPort, udp bool) bool {
 	cfg := g.cfg.Load()
-	k := g.key(cfg, src)
-	if g.rate.add(now, k, 1) > float64(cfg.RateLimit) {
-		if g.ban(now, src, k, cfg.FloodBan, "sip-flood") {
-			g.Counters.FloodBans.Add(1)
-			return true
+	a := src.Addr().Unmap()
+	k := g.key(cfg, a)
+	if g.rate.add(now, k, 1) <= float64(cfg.RateLimit) {
+		return false
+	}
+	if udp && g.shielded(a) {
+		return g.limit(now, cfg, src, a, k)
+	}
+	if g.ban(now, a, k, cfg.FloodBan, "sip-flood") {
+		g.Counters.FloodBans.Add(1)
+		return true
+	}
+	return false // exempt (allowlist, trunks over TCP), or banned before
+}
+
+// limit handles one packet over the rate from a shielded source: the
+// packet is not counted against the address (so the window stays at the
+// limit and keeps letting packets through) and passes only on the budget
+// of a proven flow.
+func (g *Guard) limit(now time.Time, cfg *GuardConfig, src netip.AddrPort, a netip.Addr, k netip.Prefix) bool {
+	g.rate.add(now, k, -1)
+	if g.exempt(a) && !g.trunk(a) {
+		g.Counters.Exempt.Add(1)
+		return false // the allowlist is never limited
+	}
+	g.mu.Lock()
+	proven := now.Before(g.flows[netip.AddrPortFrom(a, src.Port())])
+	fresh := !now.Before(g.limited[k])
+	if fresh {
+		if len(g.limited) >= cfg.MaxTracked {
+			for key, until := range g.limited {
+				if !now.Before(until) {
+					delete(g.limited, key)
+				}
+			}
+		}
+		if len(g.limited) < cfg.MaxTracked {
+			g.limited[k] = now.Add(cfg.RateWindow)
+		}
+	} else {
+		g.limited[k] = now.Add(cfg.RateWindow)
+	}
+	g.mu.Unlock()
+	if fresh {
+		g.Counters.FloodLimited.Add(1)
+		if g.onFlood != nil {
+			g.onFlood(k)
 		}
 	}
-	return false
+	if proven && g.flowRate.add(now, netip.AddrPortFrom(a, src.Port()), 1) <= float64(cfg.RateLimit) {
+		g.Counters.FloodFlowPassed.Add(1)
+		return false
+	}
+	g.Counters.FloodDropped.Add(1)
+	return true
+}
+
+// flowProofTTL is how long an authenticated UDP flow keeps its own budget
+// under a flood: longer than the longest registration (max_expires, 1 h by
+// default), so a phone renews it before it ends.
+const flowProofTTL = 2 * time.Hour
+
+// Prove records that the UDP flow src authenticated: a digest answer on a
+// nonce the box sent to that very address and port's host verified, so
+// the flow receives our packets. It keeps its own rate budget for ttl.
+func (g *Guard) Prove(now time.Time, src netip.AddrPort, ttl time.Duration) {
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	cfg := g.cfg.Load()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.flows[src]; !ok && len(g.flows) >= cfg.MaxTracked {
+		oldest, first := netip.AddrPort{}, time.Time{}
+		for f, until := range g.flows {
+			if !now.Before(until) {
+				delete(g.flows, f)
+			} else if first.IsZero() || until.Before(first) {
+				oldest, first = f, until
+			}
+		}
+		if len(g.flows) >= cfg.MaxTracked {
+			delete(g.flows, oldest) // the proof closest to its end gives way
+		}
+	}
+	g.flows[src] = now.Add(ttl)
 }
 
 // AuthFailed counts a failed authentication of user from src. The caller

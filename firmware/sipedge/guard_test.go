@@ -55,6 +55,9 @@ func testGuard(mod func(*GuardConfig)) (*Guard, *[]netfw.Ban) {
 	g := newGuard(cfg, newBans(), exempt.Contains, func(b netfw.Ban) { bans = append(bans, b) })
 	zones := []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("fd00::/8")}
 	g.inZone = func(a netip.Addr) bool { return inAny(zones, a) }
+	trunk := netip.MustParsePrefix("203.0.113.0/28")
+	g.trunk = trunk.Contains
+	g.shielded = func(a netip.Addr) bool { return g.inZone(a) || g.trunk(a) }
 	return g, &bans
 }
 
@@ -171,11 +174,76 @@ func TestGuardFloodKeys(t *testing.T) {
 		g, bans := testGuard(nil)
 		now := time.Unix(1000, 0)
 		for i := 0; i <= 100; i++ {
-			g.Packet(now, netip.MustParseAddr(tt.src))
+			g.Packet(now, netip.AddrPortFrom(netip.MustParseAddr(tt.src), 5060), false) // TCP: the handshake proved it
 		}
 		if len(*bans) != 1 || (*bans)[0].Prefix.String() != tt.want {
 			t.Errorf("%s: bans %v, want %s", tt.src, *bans, tt.want)
 		}
+	}
+}
+
+// TestGuardUDPFloodShielded: a UDP flood carrying an address inside the
+// zones or a trunk peer's is limited in process, never banned: the excess
+// is dropped, the address keeps its budget, a flow that authenticated
+// keeps its own, and one episode is reported. Outside the zones a UDP
+// flood is banned as before; over TCP even inside the zones.
+func TestGuardUDPFloodShielded(t *testing.T) {
+	for _, tt := range []struct {
+		name, src string
+		udp       bool
+		ban       string // "": no ban
+	}{
+		{"phone in zone", "192.0.2.7", true, ""},
+		{"phone in zone v6", "fd00::7", true, ""},
+		{"trunk peer", "203.0.113.5", true, ""},
+		{"outside zones", "233.252.0.9", true, "233.252.0.9/32"},
+		{"outside zones v6", "2001:db8:1:2::1", true, "2001:db8:1:2::/64"},
+		{"in zone over TCP", "192.0.2.7", false, "192.0.2.7/32"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g, bans := testGuard(nil)
+			var episodes []netip.Prefix
+			g.onFlood = func(k netip.Prefix) { episodes = append(episodes, k) }
+			now := time.Unix(1000, 0)
+			a := netip.MustParseAddr(tt.src)
+			phone, spoof := netip.AddrPortFrom(a, 5062), netip.AddrPortFrom(a, 40000)
+			g.Prove(now, phone, time.Hour)
+			dropped := 0
+			for i := 0; i < 1000; i++ {
+				if g.Packet(now, spoof, tt.udp) {
+					dropped++
+				}
+			}
+			if tt.ban != "" {
+				if len(*bans) != 1 || (*bans)[0].Prefix.String() != tt.ban || (*bans)[0].Reason != "sip-flood" {
+					t.Fatalf("bans %v, want %s", *bans, tt.ban)
+				}
+				return
+			}
+			if len(*bans) != 0 || g.bans.Banned(now, a) {
+				t.Fatalf("spoofable UDP flood banned %v", *bans)
+			}
+			if dropped != 900 || g.Counters.FloodDropped.Load() != 900 {
+				t.Fatalf("dropped %d (counter %d), want the 900 over the limit", dropped, g.Counters.FloodDropped.Load())
+			}
+			if len(episodes) != 1 || g.Counters.FloodLimited.Load() != 1 {
+				t.Fatalf("episodes %v, want one", episodes)
+			}
+			// The proven flow keeps its own budget within the flood.
+			for i := 0; i < 100; i++ {
+				if g.Packet(now, phone, true) {
+					t.Fatalf("proven flow dropped at packet %d", i)
+				}
+			}
+			if !g.Packet(now, phone, true) {
+				t.Fatal("proven flow over its own rate passed")
+			}
+			// The address's window was kept at the limit: one window later
+			// packets pass again.
+			if g.Packet(now.Add(2*time.Second), spoof, true) {
+				t.Fatal("address still limited a window after the flood")
+			}
+		})
 	}
 }
 

@@ -160,6 +160,9 @@ func (s *Server) authenticate(now time.Time, src netip.Addr, req *sip.Request, a
 		return "", false, false
 	case AuthOK, AuthRetransmit:
 		s.guard.AuthOK(src, cred.Username)
+		if ap, err := netip.ParseAddrPort(req.Source()); err == nil && res == AuthOK && isUDP(req.Transport()) {
+			s.guard.Prove(now, ap, flowProofTTL)
+		}
 		return cred.Username, res == AuthRetransmit, true
 	case AuthFailed:
 		s.event(logs.KindAuthFailure, req, cred.Username, res.String())

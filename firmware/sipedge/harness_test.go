@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/netfw"
 	"github.com/emiago/sipgo/sip"
@@ -122,10 +122,11 @@ func startServerTuned(t testing.TB, mod func(*pbxconfig.SIP), pre func(*store.DB
 	return &testServer{Server: s, banner: b, log: lg, udp: s.Addr("udp").(*net.UDPAddr)}
 }
 
-// phone is a minimal raw-UDP SIP client, so tests see the exact bytes.
+// phone is a minimal raw-UDP SIP client (siptest.Raw), so tests see the
+// exact bytes.
 type phone struct {
 	t     testing.TB
-	conn  *net.UDPConn
+	raw   *siptest.Raw
 	srv   *net.UDPAddr
 	user  string
 	tag   string
@@ -143,12 +144,8 @@ func randHex(n int) string {
 // newPhone opens a UDP socket on localIP (any 127/8 address is local on Linux).
 func newPhone(t testing.TB, srv *net.UDPAddr, localIP, user string) *phone {
 	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(localIP)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &phone{t: t, conn: c, srv: srv, user: user, tag: randHex(4), call: randHex(8), local: c.LocalAddr().String()}
+	raw := siptest.NewRaw(t, "UDP", netip.MustParseAddr(localIP), srv.AddrPort())
+	return &phone{t: t, raw: raw, srv: srv, user: user, tag: randHex(4), call: randHex(8), local: raw.Local()}
 }
 
 type regOpts struct {
@@ -196,30 +193,26 @@ func (p *phone) register(o regOpts) (msg, branch string) {
 
 func (p *phone) send(msg string) {
 	p.t.Helper()
-	if _, err := p.conn.WriteToUDP([]byte(msg), p.srv); err != nil {
-		p.t.Fatal(err)
-	}
+	p.raw.Send(msg)
 }
 
 // recv returns the next response; ok is false when none came within the
 // deadline (used only to avoid hanging, never to judge speed).
 func (p *phone) recv() (raw string, res *sip.Response, ok bool) {
 	p.t.Helper()
-	buf := make([]byte, 65535)
-	p.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
-	n, _, err := p.conn.ReadFromUDP(buf)
+	b, _, err := p.raw.Read(3 * time.Second)
 	if err != nil {
 		return "", nil, false
 	}
-	m, err := sip.ParseMessage(buf[:n])
+	m, err := sip.ParseMessage(b)
 	if err != nil {
-		p.t.Fatalf("unparsable answer: %v\n%s", err, buf[:n])
+		p.t.Fatalf("unparsable answer: %v\n%s", err, b)
 	}
 	r, isRes := m.(*sip.Response)
 	if !isRes {
-		p.t.Fatalf("got a request, want a response:\n%s", buf[:n])
+		p.t.Fatalf("got a request, want a response:\n%s", b)
 	}
-	return string(buf[:n]), r, true
+	return string(b), r, true
 }
 
 func (p *phone) mustRecv() (string, *sip.Response) {
@@ -238,11 +231,9 @@ func (p *phone) exchange(msg string) (*sip.Response, bool) {
 	wait := 500 * time.Millisecond
 	for try := 0; try < 5; try++ {
 		p.send(msg)
-		buf := make([]byte, 65535)
-		p.conn.SetReadDeadline(time.Now().Add(wait))
-		n, _, err := p.conn.ReadFromUDP(buf)
+		b, _, err := p.raw.Read(wait)
 		if err == nil {
-			m, err := sip.ParseMessage(buf[:n])
+			m, err := sip.ParseMessage(b)
 			if r, ok := m.(*sip.Response); err == nil && ok {
 				return r, true
 			}
@@ -304,5 +295,3 @@ func (p *phone) registerAuth(alg, password string) (*sip.Response, bool) {
 }
 
 func srcAddr(ip string) netip.Addr { return netip.MustParseAddr(ip) }
-
-func ciSet() bool { return os.Getenv("CI") != "" }

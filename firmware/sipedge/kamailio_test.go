@@ -2,7 +2,6 @@ package sipedge
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -14,32 +13,17 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
-
-// freeUDPPort returns a loopback port that was free a moment ago.
-func freeUDPPort(t testing.TB) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
 
 // startKamailio starts the Debian package's Kamailio with the registrar
 // configuration on a free loopback port, waits until it answers, and
 // returns its address and process group.
 func startKamailio(b *testing.B) (addr string, pgid int) {
-	kam, err := exec.LookPath("kamailio")
-	if err != nil {
-		if ciSet() {
-			b.Fatal("kamailio not installed")
-		}
-		b.Skip("kamailio not installed")
-	}
-	needSipp(b)
-	port := freeUDPPort(b)
+	kam := netnstest.NeedTool(b, "kamailio", "kamailio")
+	siptest.NeedSipp(b)
+	port := netnstest.FreePort(b, "udp")
 	cfg, _ := filepath.Abs("testdata/kamailio/registrar.cfg")
 	cmd := exec.Command(kam, "-f", cfg, "-DD", "-E", "-w", b.TempDir(), "-P", filepath.Join(b.TempDir(), "k.pid"),
 		"-A", fmt.Sprintf(`LISTEN=udp:127.0.0.1:%d`, port), "-A", fmt.Sprintf(`PASSWORD="%s"`, testPassword))
@@ -148,7 +132,7 @@ var (
 func runSippCount(t testing.TB, scenario, addr string, calls, rate, limit int) (time.Duration, int, int) {
 	t.Helper()
 	sc, _ := filepath.Abs(filepath.Join("testdata", "sipp", scenario))
-	cmd := exec.Command(needSipp(t), "-sf", sc, "-i", "127.0.0.1", "-s", "101",
+	cmd := exec.Command(siptest.NeedSipp(t), "-sf", sc, "-i", "127.0.0.1", "-s", "101",
 		"-au", "101", "-ap", testPassword, "-m", fmt.Sprint(calls), "-r", fmt.Sprint(rate),
 		"-l", fmt.Sprint(limit), "-buff_size", fmt.Sprint(sippBuffer), "-timeout", "120s", "-nostdin", addr)
 	cmd.Dir = t.TempDir()

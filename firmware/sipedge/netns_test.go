@@ -4,20 +4,22 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/edgepbx/edgepbx/netfw/netnstest"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 	"github.com/vishvananda/netns"
 
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/netfw"
 	"github.com/vishvananda/netlink"
@@ -47,7 +49,7 @@ type fwLab struct {
 	banner                *firewallBanner
 }
 
-func newFWLab(t *testing.T) *fwLab {
+func newFWLab(t *testing.T, mods ...func(*pbxconfig.SIP)) *fwLab {
 	netnstest.Require(t)
 	l := &fwLab{t: t, box: netnstest.New(t), phones: netnstest.New(t), attacker: netnstest.New(t)}
 	bh, err := netlink.NewHandleAt(l.box)
@@ -94,7 +96,7 @@ func newFWLab(t *testing.T) *fwLab {
 	netnstest.LinkUp(t, ah, "lo")
 	// The attacker owns 10.8.0.2 and also puts the victim's 10.9.0.3 on
 	// its packets (a /32 it can bind to), and reaches the box directly.
-	netnstest.LinkUp(t, ah, "eth0", "10.8.0.2/24", "10.9.0.3/32")
+	netnstest.LinkUp(t, ah, "eth0", "10.8.0.2/24", "10.9.0.3/32", "10.7.0.9/32")
 	at, err := ah.LinkByName("eth0")
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +105,7 @@ func newFWLab(t *testing.T) *fwLab {
 		t.Fatal(err)
 	}
 
-	l.fw, err = netfw.New(netfw.WithNetNS(int(l.box)), netfw.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	l.fw, err = netfw.New(netfw.WithNetNS(int(l.box)), netfw.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,6 +124,9 @@ func newFWLab(t *testing.T) *fwLab {
 	l.banner = &firewallBanner{fw: l.fw, done: make(chan error, 4)}
 	cfg := pbxconfig.DefaultSIP()
 	cfg.UDP, cfg.TCP, cfg.TLS = "10.9.0.1:5060", "", ""
+	for _, m := range mods {
+		m(&cfg)
+	}
 	if err := netnstest.Run(l.box, func() error {
 		var err error
 		l.s, err = New(cfg, Deps{Store: db, Banner: l.banner, Security: lg})
@@ -151,8 +156,8 @@ func (l *fwLab) dial(ns netns.NsHandle, ip string) *phone {
 	}); err != nil {
 		l.t.Fatal(err)
 	}
-	l.t.Cleanup(func() { c.Close() })
-	return &phone{t: l.t, conn: c, srv: l.s.Addr("udp").(*net.UDPAddr), user: "101", tag: randHex(4), call: randHex(8), local: c.LocalAddr().String()}
+	srv := l.s.Addr("udp").(*net.UDPAddr)
+	return &phone{t: l.t, raw: siptest.RawUDP(l.t, c, srv.AddrPort()), srv: srv, user: "101", tag: randHex(4), call: randHex(8), local: c.LocalAddr().String()}
 }
 
 // TestBruteForceBannedInFirewall: from the phones' segment an attacker
@@ -238,5 +243,123 @@ func TestSpoofedSourceNotBanned(t *testing.T) {
 	victim := l.dial(l.phones, "10.9.0.3")
 	if r, ok := victim.registerAuthRetrans(AlgMD5); !ok || r.StatusCode != 200 {
 		t.Fatalf("victim phone: %v", r)
+	}
+}
+
+// TestSpoofedFloodNotBanned: with the SIP zone narrowed to the phones'
+// segment and an IP trunk at 10.7.0.9 outside it, an attacker on another
+// segment floods UDP carrying a registered phone's address (10.9.0.3) and
+// the trunk's, and floods from its own address (10.8.0.2, outside the
+// zones, never proven). Only its own address is banned in nftables; the
+// spoofed floods are limited in process. The phone registers during the
+// flood (its authenticated flow keeps its budget), as does another phone,
+// and the trunk is answered once the flood stops.
+func TestSpoofedFloodNotBanned(t *testing.T) {
+	l := newFWLab(t, func(c *pbxconfig.SIP) {
+		c.AllowedZones = []netip.Prefix{netip.MustParsePrefix("10.9.0.0/24")}
+		c.Trunks = []pbxconfig.Trunk{{Name: "itsp", Peers: []netip.Prefix{netip.MustParsePrefix("10.7.0.9/32")}}}
+		c.Guard.RateWindow, c.Guard.RateLimit = 2*time.Second, 200
+	})
+	// The real trunk host sits behind the phones' link.
+	ph, err := netlink.NewHandleAt(l.phones)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ph.Close()
+	netnstest.LinkUp(t, ph, "eth0", "10.7.0.9/32")
+	bh, err := netlink.NewHandleAt(l.box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bh.Close()
+	link, err := bh.LinkByName("ph0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bh.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4(10, 7, 0, 9), Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK}); err != nil {
+		t.Fatal(err)
+	}
+
+	victim, other := l.dial(l.phones, "10.9.0.3"), l.dial(l.phones, "10.9.0.2")
+	if r, ok := victim.registerAuthRetrans(AlgMD5); !ok || r.StatusCode != 200 {
+		t.Fatalf("victim before the flood: %v", r)
+	}
+	floods := []*phone{l.dial(l.attacker, "10.9.0.3"), l.dial(l.attacker, "10.7.0.9"), l.dial(l.attacker, "10.8.0.2")}
+	junk, _ := floods[0].register(regOpts{})
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				for i := 0; i < 20; i++ { // about 4,000 packets/s per address
+					for _, f := range floods {
+						_ = f.raw.Flood([]byte(junk)) // errors: the flood is best effort
+					}
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	stopFlood := func() { once.Do(func() { close(stop); <-stopped }) }
+	defer stopFlood()
+
+	// The attacker's own flood is banned in the firewall, no innocent
+	// address is, and both spoofed floods are being limited.
+	innocent := func(p netip.Prefix) bool {
+		return p.Contains(netip.MustParseAddr("10.9.0.3")) || p.Contains(netip.MustParseAddr("10.7.0.9"))
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+		bans, err := l.fw.ListBans()
+		if err != nil {
+			t.Fatal(err)
+		}
+		own := false
+		for _, b := range bans {
+			if innocent(b.Prefix) {
+				t.Fatalf("firewall bans %v: a spoofed address is banned", bans)
+			}
+			own = own || b.Prefix.String() == "10.8.0.2/32"
+		}
+		if own && l.s.Counters()["guard_flood_limited"] >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("firewall bans %v; counters %v", bans, l.s.Counters())
+		}
+	}
+	if r, ok := victim.registerAuthRetrans(AlgMD5); !ok || r.StatusCode != 200 {
+		t.Fatalf("victim during the flood: %v", r)
+	}
+	if r, ok := other.registerAuthRetrans(AlgMD5); !ok || r.StatusCode != 200 {
+		t.Fatalf("other phone during the flood: %v", r)
+	}
+	// The victim's packets came while its address was over the rate.
+	if l.s.Counters()["guard_flood_flow_passed"] == 0 {
+		t.Fatalf("the victim's flow never used its own budget: %v", l.s.Counters())
+	}
+	stopFlood()
+
+	bans, err := l.fw.ListBans()
+	if err != nil || len(bans) != 1 || bans[0].Prefix.String() != "10.8.0.2/32" {
+		t.Fatalf("firewall bans %v (%v), want the attacker's own address alone", bans, err)
+	}
+	for _, b := range l.s.Blocks() {
+		if innocent(b.Source) {
+			t.Fatalf("edge ban %v covers an innocent address", b)
+		}
+	}
+	trunk := l.dial(l.phones, "10.7.0.9")
+	msg, _ := trunk.register(regOpts{})
+	if _, ok := trunk.exchange(msg); !ok {
+		t.Fatalf("trunk not answered after the flood: %v", l.s.Counters())
+	}
+	again := l.dial(l.phones, "10.9.0.3") // a new flow of the victim's address
+	if r, ok := again.registerAuthRetrans(AlgMD5); !ok || r.StatusCode != 200 {
+		t.Fatalf("victim after the flood: %v", r)
 	}
 }

@@ -137,6 +137,12 @@ func New(cfg pbxconfig.SIP, d Deps) (*Server, error) {
 		d.Security.Record(logs.Event{Kind: logs.KindBan, Source: b.Prefix.String(), Reason: b.Reason})
 	})
 	s.guard.inZone = s.policy.InZone
+	s.guard.trunk = func(a netip.Addr) bool { _, ok := s.policy.Trunk(a); return ok }
+	s.guard.shielded = func(a netip.Addr) bool { return s.policy.InZone(a) || s.guard.trunk(a) }
+	s.guard.onFlood = func(k netip.Prefix) {
+		d.Security.Record(logs.Event{Kind: logs.KindFlood, Source: k.String(),
+			Reason: "sip-flood-limited: over the rate, excess dropped in process; a spoofable UDP address inside the zones or a trunk's is never banned"})
+	}
 	s.guard.onEvent = func(t Throttle) {
 		d.Security.Record(logs.Event{Kind: logs.KindBan, Source: t.Source.String(), User: t.User,
 			Reason: "sip-throttle: " + t.Reason + " (this extension only)"})

@@ -9,19 +9,8 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
 )
-
-func needSipp(t testing.TB) string {
-	t.Helper()
-	p, err := exec.LookPath("sipp")
-	if err != nil {
-		if ciSet() {
-			t.Fatal("sipp not installed (Debian package sip-tester)")
-		}
-		t.Skip("sipp not installed (Debian package sip-tester)")
-	}
-	return p
-}
 
 // sippBuffer is sipp's socket buffer size. Its default (64 KiB) overflows
 // when 500 answers arrive in a burst; every dropped answer then costs that
@@ -42,7 +31,7 @@ func runSippCPU(t testing.TB, scenario, addr string, calls, rate, limit int) (ti
 	t.Helper()
 	dir := t.TempDir()
 	sc, _ := filepath.Abs(filepath.Join("testdata", "sipp", scenario))
-	cmd := exec.Command(needSipp(t), "-sf", sc, "-i", "127.0.0.1", "-s", "101",
+	cmd := exec.Command(siptest.NeedSipp(t), "-sf", sc, "-i", "127.0.0.1", "-s", "101",
 		"-au", "101", "-ap", testPassword, "-m", fmt.Sprint(calls), "-r", fmt.Sprint(rate),
 		"-l", fmt.Sprint(limit), "-buff_size", fmt.Sprint(sippBuffer), "-timeout", "60s", "-timeout_error", "-nostdin", "-trace_err", addr)
 	cmd.Dir = dir

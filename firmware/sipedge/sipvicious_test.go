@@ -11,17 +11,12 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
 func sipvicious(t *testing.T, tool string, args ...string) string {
 	t.Helper()
-	bin, err := exec.LookPath(tool)
-	if err != nil {
-		if ciSet() {
-			t.Fatalf("%s not installed (Debian package sipvicious)", tool)
-		}
-		t.Skipf("%s not installed (Debian package sipvicious)", tool)
-	}
+	bin := netnstest.NeedTool(t, tool, "sipvicious")
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)

@@ -20,6 +20,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/netfw"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -169,12 +170,7 @@ func TestUDPPortGroupClosed(t *testing.T) {
 		}
 		t.Fatal("a second listenUDP joined the group")
 	}
-	if unix.Geteuid() != 0 {
-		if ciSet() {
-			t.Fatal("needs root to bind as another user")
-		}
-		t.Skip("needs root to bind as another user")
-	}
+	netnstest.NeedRoot(t, "binding as another user")
 	errc := make(chan error, 1)
 	go func() {
 		// setresuid on this thread only (the raw syscall, not Go's

@@ -1,12 +1,9 @@
 package telephony
 
 import (
-	"crypto/rand"
 	"errors"
-	"io"
 	"log/slog"
 	"net/netip"
-	"path/filepath"
 	"testing"
 
 	"github.com/edgepbx/edgepbx/firmware/call"
@@ -16,21 +13,8 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
+	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 )
-
-func openStore(t *testing.T) *store.DB {
-	t.Helper()
-	key := make([]byte, 32)
-	rand.Read(key)
-	db, err := store.Open(filepath.Join(t.TempDir(), "edgepbx.db"), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // edge is a SIP edge bound to loopback (not serving) whose own
 // configuration knows the trunk "edge-only"; extensions get SRTP required
@@ -45,7 +29,7 @@ func edge(t *testing.T, db *store.DB) *sipedge.Server {
 	cfg.UDP, cfg.TCP, cfg.TLS, cfg.WSS = "127.0.0.1:0", "127.0.0.1:0", "", ""
 	cfg.Domains = []string{"box.example"}
 	cfg.Trunks = []pbxconfig.Trunk{{Name: "edge-only", Peers: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32")}}}
-	s, err := sipedge.New(cfg, sipedge.Deps{Store: db, Security: sec, Logger: quiet()})
+	s, err := sipedge.New(cfg, sipedge.Deps{Store: db, Security: sec, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +50,7 @@ func saveTelephony(t *testing.T, tel *pbxconfig.TelephonyStore, mod func(*pbxcon
 // neither the configuration nor the extensions change; a new extension or a
 // saved configuration gives a rebuilt engine that knows it.
 func TestPlanRebuildsOnChange(t *testing.T) {
-	db := openStore(t)
+	db := storetest.Open(t, nil)
 	exts, err := sipedge.LoadExtensions(db, "box.example")
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +97,7 @@ func TestPlanRebuildsOnChange(t *testing.T) {
 // credentials, caller ID); extensions and trunks only the edge knows are
 // the edge's answers.
 func TestDirectory(t *testing.T) {
-	db := openStore(t)
+	db := storetest.Open(t, nil)
 	s := edge(t, db)
 	tel, err := pbxconfig.LoadTelephony(db)
 	if err != nil {
@@ -185,7 +169,7 @@ func TestDirectory(t *testing.T) {
 // identified by address, registering ones are registering until Run has
 // their state.
 func TestTrunkStatesBeforeRun(t *testing.T) {
-	db := openStore(t)
+	db := storetest.Open(t, nil)
 	s := edge(t, db)
 	tel, err := pbxconfig.LoadTelephony(db)
 	if err != nil {
@@ -198,7 +182,7 @@ func TestTrunkStatesBeforeRun(t *testing.T) {
 		}
 		c.EmergencyTrunk = "ip"
 	})
-	m := NewTrunks(tel, s, quiet())
+	m := NewTrunks(tel, s, slog.New(slog.DiscardHandler))
 	st := m.States()
 	if len(st) != 2 || st[0].Name != "reg" || st[0].State != sipedge.RegRegistering || st[0].Registrar != "itsp.example:5060" ||
 		st[1].State != StateIP || len(st[1].Peers) != 1 || st[1].Peers[0] != "192.0.2.0/28" {

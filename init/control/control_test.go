@@ -20,6 +20,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/netfw"
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
 const childEnv = "CONTROL_TEST_DIAL"
@@ -431,12 +432,7 @@ func TestMaxConns(t *testing.T) {
 
 // TestPeerCredentials connects from child processes running as other uids.
 func TestPeerCredentials(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root to run a child as another uid")
-		}
-		t.Skip("needs root to run a child as another uid")
-	}
+	netnstest.NeedRoot(t, "running a child as another uid")
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

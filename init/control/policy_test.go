@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -36,12 +35,10 @@ func (p *policyFirewall) Apply(pol netfw.Policy) error {
 
 func (p *policyFirewall) count() int { p.pmu.Lock(); defer p.pmu.Unlock(); return p.applies }
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 func startPolicy(t *testing.T, mod func(*Config)) (*fixture, *policyFirewall, *netfw.Committer) {
 	t.Helper()
 	pf := &policyFirewall{memFirewall: newMemFirewall()}
-	cm := netfw.NewCommitter(pf, netfw.DefaultPolicy(), netfw.WithCommitLogger(quiet()))
+	cm := netfw.NewCommitter(pf, netfw.DefaultPolicy(), netfw.WithCommitLogger(slog.New(slog.DiscardHandler)))
 	t.Cleanup(cm.Close)
 	f := start(t, func(c *Config) {
 		c.Policy = cm
@@ -257,7 +254,7 @@ func FuzzSetPolicy(f *testing.F) {
 	f.Add(true, []byte(`{"id":"00000000000000000000000000000000"}`))
 	f.Fuzz(func(t *testing.T, confirm bool, p []byte) {
 		pf := &policyFirewall{memFirewall: newMemFirewall()}
-		cm := netfw.NewCommitter(pf, netfw.DefaultPolicy(), netfw.WithCommitLogger(quiet()))
+		cm := netfw.NewCommitter(pf, netfw.DefaultPolicy(), netfw.WithCommitLogger(slog.New(slog.DiscardHandler)))
 		defer cm.Close()
 		srv := &Server{cfg: Config{Policy: cm, System: &sys{}}}
 		typ := TypeSetPolicy

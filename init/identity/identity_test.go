@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -81,16 +82,6 @@ func TestCorruptIsNotOverwritten(t *testing.T) {
 	}
 }
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root to mount tmpfs")
-		}
-		t.Skip("needs root to mount tmpfs")
-	}
-}
-
 func mountTmpfs(t *testing.T, data string) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -112,7 +103,7 @@ func list(t *testing.T, dir string) []string {
 }
 
 func TestFullData(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t, "mounting tmpfs")
 	data := mountTmpfs(t, "size=64k")
 	dir := filepath.Join(data, "identity")
 	os.MkdirAll(dir, 0o700)
@@ -140,7 +131,7 @@ func TestFullData(t *testing.T) {
 }
 
 func TestReadOnlyData(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t, "mounting tmpfs")
 	data := mountTmpfs(t, "size=1m")
 	dir := filepath.Join(data, "identity")
 	// A partial identity (key only) from an interrupted first boot.

@@ -2,14 +2,13 @@ package modules_test
 
 import (
 	"context"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/edgepbx/edgepbx/board"
 	"github.com/edgepbx/edgepbx/image"
 	"github.com/edgepbx/edgepbx/init/modules"
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
 // TestDebianKernelModules runs the index against Debian's real kernel
@@ -18,12 +17,7 @@ import (
 // .modinfo dependencies and soft pre-dependencies come first.
 func TestDebianKernelModules(t *testing.T) {
 	for _, tool := range []string{"apt-get", "apt-cache", "dpkg-deb", "xz"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "" {
-				t.Skipf("%s not installed: %v", tool, err)
-			}
-			t.Fatalf("%s not installed (CI): %v", tool, err)
-		}
+		netnstest.NeedTool(t, tool, map[string]string{"apt-get": "apt", "apt-cache": "apt", "dpkg-deb": "dpkg", "xz": "xz-utils"}[tool])
 	}
 	for _, name := range board.Names() {
 		t.Run(name, func(t *testing.T) {

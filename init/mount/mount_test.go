@@ -2,7 +2,6 @@ package mount
 
 import (
 	"errors"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -11,21 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 	"golang.org/x/sys/unix"
 )
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("test needs root (mount)")
-	}
-	t.Skip("test needs root (mount)")
-}
-
-func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func TestEarlyTableStrings(t *testing.T) {
 	want := []string{
@@ -56,7 +43,7 @@ func TestDirAndSymlink(t *testing.T) {
 		Symlink{Target: "b", NewPath: filepath.Join(root, "a/c")},
 		Symlink{Target: "b", NewPath: filepath.Join(root, "a/c")}, // same link is fine
 	}
-	if err := Apply(discard(), ops); err != nil {
+	if err := Apply(slog.New(slog.DiscardHandler), ops); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(filepath.Join(root, "a/b"))
@@ -80,7 +67,7 @@ func TestApplyStopsAtFirstFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	after := filepath.Join(root, "after")
-	err := Apply(discard(), []Op{
+	err := Apply(slog.New(slog.DiscardHandler), []Op{
 		Dir{Name: filepath.Join(blocker, "sub"), Mode: 0o755}, // parent is a file
 		Dir{Name: after, Mode: 0o755},
 	})
@@ -93,10 +80,10 @@ func TestApplyStopsAtFirstFailure(t *testing.T) {
 }
 
 func TestMountTmpfs(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t, "mounting file systems")
 	target := filepath.Join(t.TempDir(), "run")
 	m := Mount{Source: "tmpfs", Target: target, FSType: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_NODEV, Data: "size=1m"}
-	if err := Apply(discard(), []Op{m}); err != nil {
+	if err := Apply(slog.New(slog.DiscardHandler), []Op{m}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Unmount(target, unix.MNT_DETACH) })
@@ -142,14 +129,9 @@ func TestDataMountErrors(t *testing.T) {
 
 // TestDataMountExt4 mounts a real ext4 file system on a loop device.
 func TestDataMountExt4(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t, "mounting file systems")
 	for _, tool := range []string{"mkfs.ext4", "losetup"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s missing (Debian e2fsprogs / mount)", tool)
-			}
-			t.Skipf("%s missing", tool)
-		}
+		netnstest.NeedTool(t, tool, map[string]string{"mkfs.ext4": "e2fsprogs", "losetup": "mount"}[tool])
 	}
 	dir := t.TempDir()
 	img := filepath.Join(dir, "data.img")
@@ -158,10 +140,7 @@ func TestDataMountExt4(t *testing.T) {
 	}
 	out, err := exec.Command("losetup", "-f", "--show", img).Output()
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("losetup: %v", err)
-		}
-		t.Skipf("no loop device: %v", err)
+		netnstest.Unavailable(t, "needs a loop device: %v", err)
 	}
 	loop := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })

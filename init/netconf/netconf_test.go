@@ -5,13 +5,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/vishvananda/netlink"
@@ -74,12 +74,7 @@ func FuzzParseCmdline(f *testing.F) {
 // namespace is never touched.
 func lab(t *testing.T) (srv netns.NsHandle) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root for network namespaces")
-		}
-		t.Skip("needs root for network namespaces")
-	}
+	netnstest.NeedRoot(t, "network namespaces")
 	runtime.LockOSThread()
 	srv, err := netns.New()
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,12 +33,7 @@ func mounted(t *testing.T, path string) bool {
 }
 
 func TestOrderedShutdown(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root to mount")
-		}
-		t.Skip("needs root to mount")
-	}
+	netnstest.NeedRoot(t, "mounting file systems")
 	for _, tt := range []struct {
 		name string
 		a    Action

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -115,7 +116,7 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{t: t, events: make(chan Event, 64)}
-	h.sup = New(slog.New(slog.NewTextHandler(io.Discard, nil)), WithEvents(h.events))
+	h.sup = New(slog.New(slog.DiscardHandler), WithEvents(h.events))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -310,12 +311,7 @@ func TestSignalGroupRestarts(t *testing.T) {
 }
 
 func TestDropPrivileges(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root to drop privileges")
-		}
-		t.Skip("needs root to drop privileges")
-	}
+	netnstest.NeedRoot(t, "dropping privileges")
 	h := newHarness(t)
 	s := svcFor(t, "daemon", "caps")
 	s.Credential = &syscall.Credential{Uid: 1000, Gid: 1000}

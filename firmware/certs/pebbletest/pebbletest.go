@@ -25,6 +25,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
 
 // CA is a running pebble with pebble-challtestsrv as its DNS server, which
@@ -46,45 +48,13 @@ type Options struct {
 	TLSPort  int
 }
 
-// NeedTool skips without CI and fails with CI when a Debian tool is missing.
-func NeedTool(t testing.TB, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not found: install Debian package %s", name, pkg)
-		}
-		t.Skipf("%s not found (Debian package %s)", name, pkg)
-	}
-	return p
-}
-
-// FreePort returns a loopback port that was free a moment ago.
-func FreePort(t testing.TB, network string) int {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // Start runs pebble until the test ends and waits until it answers.
 // PEBBLE_VA_NOSLEEP makes validation immediate; authorisations are not
 // reused, so every order is validated afresh.
 func Start(t testing.TB, o Options) *CA {
 	t.Helper()
-	pebble := NeedTool(t, "pebble", "pebble")
-	challsrv := NeedTool(t, "pebble-challtestsrv", "pebble")
+	pebble := netnstest.NeedTool(t, "pebble", "pebble")
+	challsrv := netnstest.NeedTool(t, "pebble-challtestsrv", "pebble")
 	dir := t.TempDir()
 
 	// Pebble's own HTTPS listener needs a certificate; make one for 127.0.0.1.
@@ -122,13 +92,13 @@ func Start(t testing.TB, o Options) *CA {
 	roots.AddCert(leaf)
 
 	if o.HTTPPort == 0 {
-		o.HTTPPort = FreePort(t, "tcp")
+		o.HTTPPort = netnstest.FreePort(t, "tcp")
 	}
 	if o.TLSPort == 0 {
-		o.TLSPort = FreePort(t, "tcp")
+		o.TLSPort = netnstest.FreePort(t, "tcp")
 	}
-	dnsPort := FreePort(t, "udp")
-	acmePort, mgmtPort, chMgmt := FreePort(t, "tcp"), FreePort(t, "tcp"), FreePort(t, "tcp")
+	dnsPort := netnstest.FreePort(t, "udp")
+	acmePort, mgmtPort, chMgmt := netnstest.FreePort(t, "tcp"), netnstest.FreePort(t, "tcp"), netnstest.FreePort(t, "tcp")
 	raw, err := json.Marshal(map[string]any{"pebble": map[string]any{
 		"listenAddress":                  fmt.Sprintf("127.0.0.1:%d", acmePort),
 		"managementListenAddress":        fmt.Sprintf("127.0.0.1:%d", mgmtPort),

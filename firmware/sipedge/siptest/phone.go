@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -56,7 +55,7 @@ func NewPhoneAt(t testing.TB, host, user, pass string) *Phone {
 	ua_ := conn.LocalAddr().(*net.UDPAddr)
 	p := &Phone{t: t, user: user, pass: pass, host: host, Port: ua_.Port, rtp: rtp,
 		Answered: make(chan *sip.Request, 4), Byes: make(chan *sip.Request, 4), rtpIn: make(chan []byte, 256)}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := slog.New(slog.DiscardHandler)
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("test-phone"),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quiet)),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(quiet)))
