@@ -330,6 +330,12 @@ func (d *daemon) close() {
 	if d.ctrl != nil {
 		d.ctrl.Close()
 	}
+	if d.syslog != nil {
+		// Services have stopped: write what is queued and the position.
+		if err := d.syslog.Close(); err != nil {
+			d.log.Error("syslog: close queue", "err", err)
+		}
+	}
 	if d.db != nil {
 		if err := d.db.Close(); err != nil {
 			d.log.Error("store: close", "err", err)

@@ -2,13 +2,22 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/edgepbx/edgepbx/firmware/logs"
 )
+
+// syslogQueueDir is the remote syslog queue under the data directory.
+const syslogQueueDir = "logs/syslog-queue"
+
+// kindSyslogDropped: the remote syslog queue passed its bound and dropped
+// its oldest messages.
+const kindSyslogDropped logs.Kind = "syslog.queue_dropped"
 
 // auditPoll is how often the syslog sender looks for new audit entries
 // (one read of the chain head when nothing changed).
@@ -24,7 +33,18 @@ func (d *daemon) newSyslog() {
 	if host == "" {
 		host, _ = os.Hostname()
 	}
-	s := logs.NewSender(logs.SenderConfig{Hostname: host, Logger: d.log})
+	cfg := logs.SenderConfig{Hostname: host, Logger: d.log, QueueDir: filepath.Join(d.cfg.dataDir, syslogQueueDir),
+		OnDrop: func(n uint64) {
+			d.secLog.Record(logs.Event{Kind: kindSyslogDropped, User: "system",
+				Reason: fmt.Sprintf("%d queued remote syslog messages dropped: queue full (collector away too long)", n)})
+		}}
+	s, err := logs.OpenSender(cfg)
+	if err != nil {
+		// A damaged data partition must not stop the PBX: keep the
+		// messages in memory and say so.
+		d.log.Error("syslog: disk queue unusable; queueing in memory only (lost on restart)", "dir", cfg.QueueDir, "err", err)
+		s = logs.NewSender(cfg)
+	}
 	set, err := logs.LoadSyslogSettings(d.db)
 	if err == nil {
 		err = s.Apply(set)
@@ -34,9 +54,10 @@ func (d *daemon) newSyslog() {
 	} else if set.Enabled && set.Unencrypted() {
 		d.log.Warn("syslog: sending security events UNENCRYPTED", "transport", set.Transport, "address", set.Address)
 	}
-	// Audit entries from here on are sent; older ones are not.
+	// Audit entries after the last one the queue held are sent (all from
+	// here on at first start); older ones are not.
 	if h, err := d.audit.Head(); err == nil {
-		d.syslogFrom = h.Seq
+		d.syslogFrom = s.AuditResume(h.Seq)
 	} else {
 		d.log.Error("syslog: audit head", "err", err)
 	}

@@ -7,13 +7,21 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 )
 
+// maxAuditCatchUp bounds the audit entries one poll queues: after a long
+// outage with the sender off or a huge import, older ones count as dropped.
+const maxAuditCatchUp = 1 << 16
+
+// auditChunk is how many entries one read of the chain returns.
+const auditChunk = 512
+
 // FollowAudit forwards audit entries after sequence number after (the
-// caller reads the head when it wires the sender, so nothing recorded
-// from then on is missed and older history is not sent again). The audit
-// log has no hook (entries commit inside other packages' transactions), so
-// it reads the chain head every interval, one cheap read, and fetches only
-// the entries after the last one sent when the head moved. Entries beyond a queue's worth in one interval
-// count as dropped.
+// caller passes AuditResume(head) when it wires the sender: where the
+// durable queue says the last run stopped, else the head, so older history
+// is not sent again). The audit log has no hook (entries commit inside
+// other packages' transactions), so it reads the chain head every
+// interval, one cheap read, and fetches only the entries after the last
+// one queued when the head moved. The position is kept with the queue's
+// next commit, so a restart resumes after the last entry the queue holds.
 func (s *Sender) FollowAudit(ctx context.Context, l *audit.Log, after uint64, every time.Duration) error {
 	last := after
 	t := time.NewTicker(every)
@@ -30,32 +38,44 @@ func (s *Sender) FollowAudit(ctx context.Context, l *audit.Log, after uint64, ev
 			continue
 		}
 		if h.Seq <= last {
-			last = h.Seq // a restored store may move it back
+			if h.Seq < last {
+				last = h.Seq // a restored store moved it back
+				s.sp.auditMark(last)
+			}
 			continue
 		}
 		if !s.on.Load() {
 			last = h.Seq // off: nothing to send, nothing to catch up later
+			s.sp.auditMark(last)
 			continue
 		}
-		n := h.Seq - last
-		from := last
-		if n > uint64(len(s.q)) {
-			s.dropped.Add(n - uint64(len(s.q)))
-			n = uint64(len(s.q))
-			from = h.Seq - n // the newest queue's worth, as before
+		if n := h.Seq - last; n > maxAuditCatchUp {
+			s.auditDrop.Add(n - maxAuditCatchUp)
+			last = h.Seq - maxAuditCatchUp // the newest, as the queue bound would
 		}
-		entries, err := l.After(from, int(n))
-		if err != nil {
-			s.cfg.Logger.Warn("syslog: audit entries", "err", err)
-			continue
-		}
-		for _, e := range entries {
-			if e.Seq <= last || e.Seq > h.Seq {
-				continue
+		for last < h.Seq && ctx.Err() == nil {
+			entries, err := l.After(last, int(min(h.Seq-last, auditChunk)))
+			if err != nil {
+				s.cfg.Logger.Warn("syslog: audit entries", "err", err)
+				break
 			}
-			s.Audit(AuditRecord{Seq: e.Seq, Time: e.Time, Actor: e.Actor, Source: e.Source, Action: e.Action,
-				Target: e.Target, Outcome: e.Outcome, Detail: e.Detail, Hash: e.Hash})
+			if len(entries) == 0 {
+				last = h.Seq
+				break
+			}
+			before := last
+			for _, e := range entries {
+				if e.Seq <= last || e.Seq > h.Seq {
+					continue
+				}
+				s.Audit(AuditRecord{Seq: e.Seq, Time: e.Time, Actor: e.Actor, Source: e.Source, Action: e.Action,
+					Target: e.Target, Outcome: e.Outcome, Detail: e.Detail, Hash: e.Hash})
+				last = e.Seq
+			}
+			if last == before {
+				last = h.Seq // nothing new in range: do not spin
+			}
+			s.sp.auditMark(last)
 		}
-		last = h.Seq
 	}
 }

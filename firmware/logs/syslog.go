@@ -9,11 +9,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // AppName is the RFC 5424 APP-NAME of every message.
@@ -105,36 +108,61 @@ type SenderConfig struct {
 	// a reconnect, never a stuck sender (default 10 s).
 	WriteTimeout time.Duration
 	Logger       *slog.Logger
+
+	// QueueDir, when set (OpenSender), keeps the queue on disk there
+	// (edgepbxd: /data/logs/syslog-queue) instead of QueueSize messages
+	// in memory; QueueBytes bounds it (default 64 MiB).
+	QueueDir   string
+	QueueBytes int64
+	// CommitEvery is the group-commit interval of the disk queue: what was
+	// queued in the last interval (plus one fsync) is what a power cut can
+	// lose (default 100 ms).
+	CommitEvery time.Duration
+	// ConfirmAfter: a message leaves the queue once the collector's TCP
+	// stack acknowledged its bytes and the connection then stayed up this
+	// long (a collector dying with our bytes unread resets the connection
+	// and they are sent again). Default 1 s.
+	ConfirmAfter time.Duration
+	// OnDrop is told, at most once a minute and never under a lock, how
+	// many queued messages were dropped since it was last told (edgepbxd
+	// records a security event).
+	OnDrop func(n uint64)
 }
 
 // SyslogStatus is the sender's state for the admin UI.
 type SyslogStatus struct {
-	Enabled     bool      `json:"enabled"`
-	Connected   bool      `json:"connected"`
-	Sent        uint64    `json:"sent"`
-	Dropped     uint64    `json:"dropped"` // oldest messages dropped because the queue was full
-	Queued      int       `json:"queued"`
-	LastError   string    `json:"last_error,omitempty"`
-	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	Enabled   bool   `json:"enabled"`
+	Connected bool   `json:"connected"`
+	Sent      uint64 `json:"sent"`      // written to a collector connection
+	Confirmed uint64 `json:"confirmed"` // acknowledged by the collector's TCP and left the queue
+	Dropped   uint64 `json:"dropped"`   // oldest messages dropped because the queue was full
+	Queued    int    `json:"queued"`    // waiting or sent but not yet confirmed
+	// Durable: the queue is on disk and survives restarts and power cuts
+	// (QueueBytes of QueueLimitBytes in use).
+	Durable         bool      `json:"durable"`
+	QueueBytes      int64     `json:"queue_bytes"`
+	QueueLimitBytes int64     `json:"queue_limit_bytes"`
+	LastError       string    `json:"last_error,omitempty"`
+	LastErrorAt     time.Time `json:"last_error_at,omitzero"`
 }
 
 // Sender forwards security events and audit entries to a remote syslog
 // collector. Event and Audit never block: they copy into a bounded queue
-// that drops its oldest message when full. Run owns the connection.
+// (on disk with OpenSender) that drops its oldest message only when full.
+// Run owns the connection; a message leaves the queue only when the
+// collector confirmed it (TLS/TCP) or it was written (UDP, best effort).
 type Sender struct {
 	cfg  SenderConfig
 	host string
 	on   atomic.Bool
+	sp   spool
+	disk *diskQueue // sp when the queue is on disk
 
-	mu    sync.Mutex
-	q     []item // ring
-	qHead int
-	qLen  int
-
-	wake    chan struct{} // a message was queued
-	applied chan struct{} // settings changed: reconnect
-	dropped atomic.Uint64
-	sent    atomic.Uint64
+	wake      chan struct{} // a message was queued
+	applied   chan struct{} // settings changed: reconnect
+	auditDrop atomic.Uint64 // audit entries not queued (catch-up past its bound)
+	sent      atomic.Uint64
+	confirmed atomic.Uint64
 
 	setMu sync.Mutex
 	set   SyslogSettings
@@ -147,8 +175,18 @@ type Sender struct {
 	lastErrAt time.Time
 }
 
-// NewSender returns a sender that is off until Apply enables it.
+// NewSender returns a sender with an in-memory queue that is off until
+// Apply enables it.
 func NewSender(cfg SenderConfig) *Sender {
+	cfg.QueueDir = ""
+	s, _ := OpenSender(cfg)
+	return s
+}
+
+// OpenSender returns a sender that is off until Apply enables it; with
+// cfg.QueueDir its queue is on disk there, recovered from what an earlier
+// run left (a torn tail is cut off). Close it after Run returned.
+func OpenSender(cfg SenderConfig) (*Sender, error) {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 4096
 	}
@@ -164,8 +202,52 @@ func NewSender(cfg SenderConfig) *Sender {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Sender{cfg: cfg, host: headerField(cfg.Hostname, 255), q: make([]item, cfg.QueueSize),
+	if cfg.QueueBytes <= 0 {
+		cfg.QueueBytes = 64 << 20
+	}
+	if cfg.CommitEvery <= 0 {
+		cfg.CommitEvery = 100 * time.Millisecond
+	}
+	if cfg.ConfirmAfter <= 0 {
+		cfg.ConfirmAfter = time.Second
+	}
+	s := &Sender{cfg: cfg, host: headerField(cfg.Hostname, 255),
 		wake: make(chan struct{}, 1), applied: make(chan struct{}, 1), set: DefaultSyslogSettings()}
+	if cfg.QueueDir == "" {
+		s.sp = newMemSpool(cfg.QueueSize)
+		return s, nil
+	}
+	q, err := openDiskQueue(diskQueueConfig{Dir: filepath.Clean(cfg.QueueDir), LimitBytes: cfg.QueueBytes,
+		CommitEvery: cfg.CommitEvery, MaxPending: max(cfg.QueueSize, 4096), Logger: cfg.Logger, OnDrop: cfg.OnDrop,
+		// Records are handed out once written: wake the sender then.
+		Written: func() {
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
+		}})
+	if err != nil {
+		return nil, err
+	}
+	s.sp, s.disk = q, q
+	return s, nil
+}
+
+// Close flushes and closes the queue (after Run returned).
+func (s *Sender) Close() error { return s.sp.close() }
+
+// AuditResume returns the audit sequence number after which FollowAudit
+// should go on: where the queue says the last run stopped, or head when
+// there is no such position (first start, memory queue) or it lies beyond
+// head (a restored store).
+func (s *Sender) AuditResume(head uint64) uint64 {
+	if s.disk == nil {
+		return head
+	}
+	if m, ok := s.disk.resumeMark(); ok && m <= head {
+		return m
+	}
+	return head
 }
 
 // Apply validates set and makes the running sender use it: it reconnects
@@ -186,10 +268,7 @@ func (s *Sender) Apply(set SyslogSettings) error {
 	s.setMu.Unlock()
 	s.on.Store(set.Enabled)
 	if !set.Enabled {
-		s.mu.Lock()
-		clear(s.q)
-		s.qHead, s.qLen = 0, 0
-		s.mu.Unlock()
+		s.sp.reset()
 	}
 	select {
 	case s.applied <- struct{}{}:
@@ -251,64 +330,21 @@ func (s *Sender) Summary(at time.Time, msgid, text string, params []SDParam) boo
 }
 
 func (s *Sender) push(it item) {
-	s.mu.Lock()
-	if s.qLen == len(s.q) {
-		// Full: the newest events matter most during an attack.
-		s.q[s.qHead] = item{}
-		s.qHead = (s.qHead + 1) % len(s.q)
-		s.qLen--
-		s.dropped.Add(1)
-	}
-	s.q[(s.qHead+s.qLen)%len(s.q)] = it
-	s.qLen++
-	s.mu.Unlock()
+	s.sp.push(it)
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
 }
 
-// take pops up to n items into buf.
-func (s *Sender) take(buf []item, n int) []item {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for ; n > 0 && s.qLen > 0; n-- {
-		buf = append(buf, s.q[s.qHead])
-		s.q[s.qHead] = item{}
-		s.qHead = (s.qHead + 1) % len(s.q)
-		s.qLen--
-	}
-	return buf
-}
-
-// unget puts items that failed to go out back at the front, as far as
-// there is room; the rest count as dropped.
-func (s *Sender) unget(items []item) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.on.Load() {
-		return // disabled meanwhile: the queue was emptied on purpose
-	}
-	for i := len(items) - 1; i >= 0; i-- {
-		if s.qLen == len(s.q) {
-			s.dropped.Add(uint64(i + 1))
-			return
-		}
-		s.qHead = (s.qHead - 1 + len(s.q)) % len(s.q)
-		s.q[s.qHead] = items[i]
-		s.qLen++
-	}
-}
-
 // Status reports counters and the connection state.
 func (s *Sender) Status() SyslogStatus {
-	s.mu.Lock()
-	n := s.qLen
-	s.mu.Unlock()
+	st := s.sp.stats()
 	s.stMu.Lock()
 	defer s.stMu.Unlock()
-	return SyslogStatus{Enabled: s.on.Load(), Connected: s.connected, Sent: s.sent.Load(), Dropped: s.dropped.Load(),
-		Queued: n, LastError: s.lastErr, LastErrorAt: s.lastErrAt}
+	return SyslogStatus{Enabled: s.on.Load(), Connected: s.connected, Sent: s.sent.Load(), Confirmed: s.confirmed.Load(),
+		Dropped: st.dropped + s.auditDrop.Load(), Queued: st.queued, Durable: st.durable, QueueBytes: st.bytes,
+		QueueLimitBytes: st.limitBytes, LastError: s.lastErr, LastErrorAt: s.lastErrAt}
 }
 
 func (s *Sender) setState(conn net.Conn, err error) {
@@ -321,9 +357,17 @@ func (s *Sender) setState(conn net.Conn, err error) {
 }
 
 // Run delivers queued messages until ctx ends, reconnecting with backoff.
+// Whatever was sent on a connection but not confirmed when it ends is
+// sent again on the next one.
 func (s *Sender) Run(ctx context.Context) error {
 	backoff := s.cfg.MinBackoff
 	for {
+		// The settings read next include every Apply signalled so far:
+		// a stale signal would drop the new connection at once.
+		select {
+		case <-s.applied:
+		default:
+		}
 		set, tc := s.current()
 		if !set.Enabled {
 			select {
@@ -333,14 +377,15 @@ func (s *Sender) Run(ctx context.Context) error {
 				continue
 			}
 		}
-		conn, err := s.dial(ctx, set, tc)
+		conn, raw, err := s.dial(ctx, set, tc)
 		if err == nil {
 			s.setState(conn, nil)
 			backoff = s.cfg.MinBackoff
 			stop := context.AfterFunc(ctx, func() { conn.Close() })
-			err = s.pump(ctx, conn, set.Transport == TransportUDP)
+			err = s.pump(ctx, conn, raw)
 			stop()
 			conn.Close()
+			s.sp.rewind()
 			s.setState(nil, err)
 		} else {
 			s.setState(nil, err)
@@ -366,51 +411,128 @@ func (s *Sender) Run(ctx context.Context) error {
 	}
 }
 
-func (s *Sender) dial(ctx context.Context, set SyslogSettings, tc *tls.Config) (net.Conn, error) {
+// countConn counts the bytes written to a TCP connection (TLS records
+// included), to compare with what the peer acknowledged.
+type countConn struct {
+	*net.TCPConn
+	n atomic.Uint64
+}
+
+func (c *countConn) Write(b []byte) (int, error) {
+	n, err := c.TCPConn.Write(b)
+	c.n.Add(uint64(n))
+	return n, err
+}
+
+// acked is how many of the bytes written so far the peer's TCP has
+// acknowledged: written minus what is still in the send queue.
+func (c *countConn) acked() (uint64, error) {
+	rc, err := c.TCPConn.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	w := c.n.Load() // before the queue is read: never over-counts
+	var outq int
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { outq, ierr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) }); err != nil {
+		return 0, err
+	}
+	if ierr != nil {
+		return 0, fmt.Errorf("syslog: send queue: %w", ierr)
+	}
+	if uint64(outq) > w {
+		return 0, nil
+	}
+	return w - uint64(outq), nil
+}
+
+// dial connects; raw is the TCP connection under TLS/TCP (nil for UDP).
+func (s *Sender) dial(ctx context.Context, set SyslogSettings, tc *tls.Config) (net.Conn, *countConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	var d net.Dialer
 	switch set.Transport {
-	case TransportTLS:
-		d := tls.Dialer{Config: tc}
+	case TransportTLS, TransportTCP:
 		c, err := d.DialContext(ctx, "tcp", set.Address)
 		if err != nil {
-			return nil, fmt.Errorf("syslog: tls %s: %w", set.Address, err)
+			return nil, nil, fmt.Errorf("syslog: %s %s: %w", set.Transport, set.Address, err)
 		}
-		return c, nil
-	case TransportTCP, TransportUDP:
-		var d net.Dialer
-		c, err := d.DialContext(ctx, set.Transport, set.Address)
+		if c.LocalAddr().String() == c.RemoteAddr().String() {
+			// TCP simultaneous open: with no collector listening, a
+			// loopback port in the ephemeral range can connect to itself,
+			// and would "acknowledge" everything we send.
+			c.Close()
+			return nil, nil, fmt.Errorf("syslog: %s %s: connected to itself (no collector listening)", set.Transport, set.Address)
+		}
+		raw := &countConn{TCPConn: c.(*net.TCPConn)}
+		if set.Transport == TransportTCP {
+			return raw, raw, nil
+		}
+		tconn := tls.Client(raw, tc)
+		if err := tconn.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, nil, fmt.Errorf("syslog: tls %s: %w", set.Address, err)
+		}
+		return tconn, raw, nil
+	case TransportUDP:
+		c, err := d.DialContext(ctx, "udp", set.Address)
 		if err != nil {
-			return nil, fmt.Errorf("syslog: %s %s: %w", set.Transport, set.Address, err)
+			return nil, nil, fmt.Errorf("syslog: %s %s: %w", set.Transport, set.Address, err)
 		}
-		return c, nil
+		return c, nil, nil
 	}
-	return nil, fmt.Errorf("syslog: transport %q: %w", set.Transport, ErrSyslogSettings)
+	return nil, nil, fmt.Errorf("syslog: transport %q: %w", set.Transport, ErrSyslogSettings)
+}
+
+// flight is a batch written to the connection and not yet confirmed.
+type flight struct {
+	last    uint64    // queue sequence number of its last message
+	n       uint64    // messages in it
+	end     uint64    // raw bytes written up to and including it
+	ackedAt time.Time // when the peer's TCP had acknowledged them all
 }
 
 // pump writes batches until the connection fails, the settings change
-// (nil) or ctx ends.
-func (s *Sender) pump(ctx context.Context, conn net.Conn, udp bool) error {
+// (nil) or ctx ends. raw == nil: UDP, best effort (a message is confirmed
+// when written).
+func (s *Sender) pump(ctx context.Context, conn net.Conn, raw *countConn) error {
 	// A collector never talks back: reading tells us at once when it
-	// closed the connection, so we do not write into a dead socket.
+	// closed or reset the connection, so we do not write into a dead
+	// socket, and a reset means our unconfirmed bytes may be lost.
 	dead := make(chan struct{})
-	if !udp {
+	if raw != nil {
 		go func() {
 			defer close(dead)
 			_, _ = io.Copy(io.Discard, io.LimitReader(conn, 1<<20))
 		}()
 	}
-	batch := make([]item, 0, 64)
+	var flights []flight
+	// While batches wait for confirmation, look again this often.
+	tick := time.NewTicker(max(s.cfg.ConfirmAfter/4, 5*time.Millisecond))
+	defer tick.Stop()
+	batch := make([]entry, 0, 64)
 	var buf, msg []byte
 	for {
 		// A busy collector link still switches to new settings at once.
 		select {
 		case <-s.applied:
 			return nil
+		case <-dead:
+			return errors.New("syslog: collector closed the connection")
 		default:
 		}
-		batch = s.take(batch[:0], cap(batch))
+		if len(flights) > 0 {
+			var err error
+			if flights, err = s.confirmFlights(flights, raw); err != nil {
+				return err
+			}
+		}
+		batch = s.sp.next(batch[:0], cap(batch))
 		if len(batch) == 0 {
+			var tc <-chan time.Time
+			if len(flights) > 0 {
+				tc = tick.C
+			}
 			select {
 			case <-ctx.Done():
 				return nil
@@ -419,36 +541,75 @@ func (s *Sender) pump(ctx context.Context, conn net.Conn, udp bool) error {
 			case <-dead:
 				return errors.New("syslog: collector closed the connection")
 			case <-s.wake:
-				continue
+			case <-tc:
 			}
+			continue
 		}
 		buf = buf[:0]
 		fac := s.facility()
 		conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 		for i := range batch {
-			msg = s.appendMessage(msg[:0], &batch[i], fac, time.Now())
-			if !udp {
+			msg = s.appendMessage(msg[:0], &batch[i].it, fac, time.Now())
+			if raw != nil {
 				buf = frame(buf, msg)
 				continue
 			}
-			// RFC 5426: one message per datagram.
+			// RFC 5426: one message per datagram; UDP is best effort.
 			if _, err := conn.Write(msg); err != nil {
-				s.unget(batch[i:])
 				return fmt.Errorf("syslog: send: %w", err)
 			}
 			s.sent.Add(1)
+			s.sp.confirm(batch[i].seq)
+			s.confirmed.Add(1)
 		}
-		if !udp {
+		if raw != nil {
 			if _, err := conn.Write(buf); err != nil {
 				// Some of the batch may have arrived: it is sent again
 				// on the next connection (at least once).
-				s.unget(batch)
 				return fmt.Errorf("syslog: send: %w", err)
 			}
 			s.sent.Add(uint64(len(batch)))
+			flights = append(flights, flight{last: batch[len(batch)-1].seq, n: uint64(len(batch)), end: raw.n.Load()})
 		}
 		clear(batch)
 	}
+}
+
+// confirmFlights removes from the queue the batches whose bytes the
+// collector's TCP acknowledged at least ConfirmAfter ago on this still
+// open connection. RFC 5425 has no application acknowledgement: this is
+// the most a TLS/TCP sender can know.
+func (s *Sender) confirmFlights(fl []flight, raw *countConn) ([]flight, error) {
+	acked, err := raw.acked()
+	if err != nil {
+		return fl, err
+	}
+	now := time.Now()
+	n := 0
+	for i := range fl {
+		f := &fl[i]
+		if f.ackedAt.IsZero() && f.end <= acked {
+			f.ackedAt = now
+		}
+		if f.ackedAt.IsZero() || now.Sub(f.ackedAt) < s.cfg.ConfirmAfter {
+			break
+		}
+		n++
+	}
+	if n > 0 {
+		s.sp.confirm(fl[n-1].last)
+		for _, f := range fl[:n] {
+			s.confirmed.Add(f.n)
+		}
+		fl = append(fl[:0], fl[n:]...)
+	}
+	// Mark later flights acknowledged too (their clock starts now).
+	for i := range fl {
+		if fl[i].ackedAt.IsZero() && fl[i].end <= acked {
+			fl[i].ackedAt = now
+		}
+	}
+	return fl, nil
 }
 
 func (s *Sender) facility() int {
@@ -475,7 +636,7 @@ func (s *Sender) Test(ctx context.Context, set SyslogSettings) error {
 			return err
 		}
 	}
-	conn, err := s.dial(ctx, set, tc)
+	conn, _, err := s.dial(ctx, set, tc)
 	if err != nil {
 		return err
 	}

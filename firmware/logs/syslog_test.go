@@ -425,7 +425,7 @@ func TestSyslogQueueBoundAndReconnect(t *testing.T) {
 	ca := newTestCA(t)
 	addr := freeAddr(t)
 	const queue, total = 8, 20
-	s := runSender(t, SenderConfig{Hostname: "box", QueueSize: queue},
+	s := runSender(t, SenderConfig{Hostname: "box", QueueSize: queue, ConfirmAfter: 10 * time.Millisecond},
 		SyslogSettings{Enabled: true, Address: addr, Transport: TransportTLS, Facility: "local3", CAPEM: ca.caPEM})
 	for i := 1; i <= total; i++ {
 		s.Event(Event{Kind: KindScanner, Seq: uint64(i)})
@@ -447,9 +447,12 @@ func TestSyslogQueueBoundAndReconnect(t *testing.T) {
 	if st := s.Status(); st.Sent != queue || st.Dropped != total-queue || !st.Connected {
 		t.Errorf("after reconnect: %+v", st)
 	}
-	// The collector goes away and comes back: the sender follows. (A
-	// message written in the instant the collector dies is lost: syslog
-	// over TLS has no acknowledgement; so wait until the sender saw it.)
+	// The collector goes away and comes back: the sender follows. What
+	// was not confirmed yet would be sent again (at least once): wait for
+	// the confirmation so the next collector gets only the new message.
+	for s.Status().Queued != 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
 	col.close()
 	for !strings.Contains(s.Status().LastError, "closed the connection") {
 		time.Sleep(5 * time.Millisecond)
@@ -535,7 +538,9 @@ func BenchmarkSenderTLS(b *testing.B) {
 		for range col.msgs {
 		}
 	}()
-	s := NewSender(SenderConfig{Hostname: "box", QueueSize: 1 << 16})
+	// Confirmed 1 ms after the TCP acknowledgement: the queue (which
+	// counts unconfirmed messages) stays below the drop point.
+	s := NewSender(SenderConfig{Hostname: "box", QueueSize: 1 << 16, ConfirmAfter: time.Millisecond})
 	if err := s.Apply(SyslogSettings{Enabled: true, Address: col.addr, Transport: TransportTLS, Facility: FacilityAuto, CAPEM: ca.caPEM}); err != nil {
 		b.Fatal(err)
 	}
@@ -556,5 +561,58 @@ func BenchmarkSenderTLS(b *testing.B) {
 	b.StopTimer()
 	if st := s.Status(); st.Dropped != 0 {
 		b.Fatalf("dropped %d", st.Dropped)
+	}
+}
+
+// TestSyslogCollectorDiesWithUnreadBytes: the collector's TCP
+// acknowledged our bytes but its process never read them before it went
+// away. RFC 5425 gives no acknowledgement, so the sender keeps the batch
+// until the connection has stayed up ConfirmAfter after the TCP
+// acknowledgement; here it did not, and the next collector gets it all.
+func TestSyslogCollectorDiesWithUnreadBytes(t *testing.T) {
+	for _, tr := range []string{TransportTCP, TransportTLS} {
+		t.Run(tr, func(t *testing.T) {
+			ca := newTestCA(t)
+			var cert *tls.Certificate
+			set := SyslogSettings{Enabled: true, Transport: tr, Facility: FacilityAuto}
+			if tr == TransportTLS {
+				cert, set.CAPEM = &ca.pair, ca.caPEM
+			}
+			// Accepts (and completes TLS), then never reads.
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			accepted := make(chan net.Conn, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				if cert != nil {
+					tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{*cert}})
+					if err := tc.Handshake(); err != nil {
+						t.Logf("deaf collector: %v", err)
+						c.Close()
+						return
+					}
+				}
+				accepted <- c
+			}()
+			set.Address = ln.Addr().String()
+			s := runSender(t, SenderConfig{Hostname: "box", ConfirmAfter: time.Hour}, set)
+			for i := 1; i <= 20; i++ {
+				s.Event(Event{Kind: KindScanner, Seq: uint64(i)})
+			}
+			waitSent(s, 20) // written into the collector's socket
+			ln.Close()
+			(<-accepted).Close() // unread bytes: the kernel resets the connection
+			col := startCollector(t, tr, set.Address, cert, true)
+			for i := 1; i <= 20; i++ {
+				if m := col.next(t); m.params["seq"] != strconv.Itoa(i) {
+					t.Fatalf("got %+v, want seq %d", m, i)
+				}
+			}
+		})
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -30,25 +31,38 @@ type Collector struct {
 	Addr  string      // host:port
 	CAPEM string      // the CA a TLS collector's certificate chains to ("" for TCP)
 	Msgs  chan string // each frame's message
+
+	ln     net.Listener
+	mu     sync.Mutex
+	conns  map[net.Conn]bool
+	closed bool
 }
 
 // Start listens on 127.0.0.1 until the test ends; withTLS serves TLS.
 func Start(tb testing.TB, withTLS bool) *Collector {
 	tb.Helper()
-	c := &Collector{Msgs: make(chan string, 1000)}
+	return StartAt(tb, "127.0.0.1:0", withTLS)
+}
+
+// StartAt listens on addr (a collector that comes back on the address of
+// one that was closed).
+func StartAt(tb testing.TB, addr string, withTLS bool) *Collector {
+	tb.Helper()
+	c := &Collector{Msgs: make(chan string, 1000), conns: map[net.Conn]bool{}}
 	var ln net.Listener
 	var err error
 	if withTLS {
 		var cert tls.Certificate
 		cert, c.CAPEM = certificate(tb)
-		ln, err = tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+		ln, err = tls.Listen("tcp", addr, &tls.Config{Certificates: []tls.Certificate{cert}})
 	} else {
-		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		ln, err = net.Listen("tcp", addr)
 	}
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { ln.Close() })
+	c.ln = ln
+	tb.Cleanup(c.Close)
 	c.Addr = ln.Addr().String()
 	go func() {
 		for {
@@ -56,14 +70,39 @@ func Start(tb testing.TB, withTLS bool) *Collector {
 			if err != nil {
 				return
 			}
+			c.mu.Lock()
+			if c.closed {
+				c.mu.Unlock()
+				conn.Close()
+				return
+			}
+			c.conns[conn] = true
+			c.mu.Unlock()
 			go c.read(conn)
 		}
 	}()
 	return c
 }
 
+// Close stops listening and ends every connection (the collector goes
+// down).
+func (c *Collector) Close() {
+	c.ln.Close()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	for conn := range c.conns {
+		conn.Close()
+	}
+}
+
 func (c *Collector) read(conn net.Conn) {
-	defer conn.Close()
+	defer func() {
+		conn.Close()
+		c.mu.Lock()
+		delete(c.conns, conn)
+		c.mu.Unlock()
+	}()
 	br := bufio.NewReader(conn)
 	for {
 		ls, err := br.ReadString(' ')
