@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync/atomic"
 	"time"
 
@@ -125,25 +124,35 @@ const maxTxTries = 5
 // under READ COMMITTED each statement after the lock sees what the
 // previous holder committed.
 func (s *PGStore) Update(ctx context.Context, lock string, fn func(Tx) error) error {
-	var err error
+	var err, fnErr error
 	for range maxTxTries {
+		fnErr = nil
 		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, lock); err != nil {
 				return err
 			}
-			return fn(pgTx{ctx: ctx, tx: tx})
+			fnErr = fn(pgTx{ctx: ctx, tx: tx})
+			return fnErr
 		})
 		if !retryable(err) {
 			break
 		}
 	}
+	if err != nil && err == fnErr {
+		return err // pgTx marked its own errors
+	}
 	return pgErr(err)
 }
 
 func (s *PGStore) View(ctx context.Context, fn func(Tx) error) error {
+	var fnErr error
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
-		return fn(pgTx{ctx: ctx, tx: tx})
+		fnErr = fn(pgTx{ctx: ctx, tx: tx})
+		return fnErr
 	})
+	if err != nil && err == fnErr {
+		return err
+	}
 	return pgErr(err)
 }
 
@@ -160,22 +169,24 @@ func retryable(err error) bool {
 }
 
 // pgErr marks the failures that say the database is away, not that a
-// request was wrong: licensed answers those with "try later".
+// request was wrong: licensed answers those with "try later". An error
+// the server sent is a real failure unless its class says connection (08),
+// resources (53), operator intervention (57: shutting down) or system
+// (58); anything else from the driver (refused, reset, EOF, timeout) is
+// the database out of reach.
 func pgErr(err error) error {
-	if err == nil {
-		return nil
+	if err == nil || errors.Is(err, ErrUnavailable) {
+		return err
 	}
 	var pe *pgconn.PgError
-	var ne net.Error
-	if errors.As(err, &ne) || pgconn.SafeToRetry(err) || errors.Is(err, context.DeadlineExceeded) ||
-		(errors.As(err, &pe) && (pe.Code[:2] == "08" || pe.Code[:2] == "57" || pe.Code[:2] == "53")) {
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	if errors.As(err, &pe) {
+		switch pe.Code[:2] {
+		case "08", "53", "57", "58":
+		default:
+			return err
+		}
 	}
-	var ce *pgconn.ConnectError
-	if errors.As(err, &ce) {
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	return err
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
 type pgTx struct {
@@ -195,7 +206,7 @@ func (p pgTx) Get(t Table, k1, k2 string) ([]byte, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s %s/%s: %w", t, k1, k2, err)
+		return nil, pgErr(fmt.Errorf("%s %s/%s: %w", t, k1, k2, err))
 	}
 	return []byte(doc), nil
 }
@@ -214,7 +225,7 @@ func (p pgTx) Put(t Table, k1, k2 string, v []byte) error {
 			ON CONFLICT (`+m.k1+`, `+m.k2+`) DO UPDATE SET doc = EXCLUDED.doc`, k1, k2, string(v))
 	}
 	if err != nil {
-		return fmt.Errorf("%s %s/%s: %w", t, k1, k2, err)
+		return pgErr(fmt.Errorf("%s %s/%s: %w", t, k1, k2, err))
 	}
 	return nil
 }
@@ -226,7 +237,7 @@ func (p pgTx) Delete(t Table, k1, k2 string) error {
 		q, args = q+` AND `+m.k1+` = $2`, append(args, k1)
 	}
 	if _, err := p.tx.Exec(p.ctx, q, args...); err != nil {
-		return fmt.Errorf("%s %s/%s: %w", t, k1, k2, err)
+		return pgErr(fmt.Errorf("%s %s/%s: %w", t, k1, k2, err))
 	}
 	return nil
 }
@@ -239,7 +250,7 @@ func (p pgTx) List(t Table, k1 string, fn func(string, []byte) error) error {
 	}
 	rows, err := p.tx.Query(p.ctx, q+` ORDER BY `+m.k2, args...)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", t, k1, err)
+		return pgErr(fmt.Errorf("%s %s: %w", t, k1, err))
 	}
 	type rec struct{ k, v string }
 	var recs []rec
@@ -247,12 +258,12 @@ func (p pgTx) List(t Table, k1 string, fn func(string, []byte) error) error {
 		var r rec
 		if err := rows.Scan(&r.k, &r.v); err != nil {
 			rows.Close()
-			return err
+			return pgErr(err)
 		}
 		recs = append(recs, r)
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("%s %s: %w", t, k1, err)
+		return pgErr(fmt.Errorf("%s %s: %w", t, k1, err))
 	}
 	// fn runs after the rows are read: it may query the same transaction.
 	for _, r := range recs {
@@ -271,7 +282,7 @@ func (p pgTx) Count(t Table, k1 string) (int, error) {
 	}
 	var n int
 	if err := p.tx.QueryRow(p.ctx, q, args...).Scan(&n); err != nil {
-		return 0, fmt.Errorf("%s %s: %w", t, k1, err)
+		return 0, pgErr(fmt.Errorf("%s %s: %w", t, k1, err))
 	}
 	return n, nil
 }
@@ -279,7 +290,7 @@ func (p pgTx) Count(t Table, k1 string) (int, error) {
 func (p pgTx) Append(t Table, k1 string, v []byte) error {
 	m := pgTables[t]
 	if _, err := p.tx.Exec(p.ctx, `INSERT INTO `+m.name+` (`+m.k1+`, doc) VALUES ($1, $2::jsonb)`, k1, string(v)); err != nil {
-		return fmt.Errorf("%s %s: %w", t, k1, err)
+		return pgErr(fmt.Errorf("%s %s: %w", t, k1, err))
 	}
 	return nil
 }
