@@ -31,6 +31,9 @@ var migrations = []string{
 	 CREATE INDEX tls_sessions_created ON tls_sessions (created);`,
 }
 
+// LatestSchema is the PostgreSQL schema version this licensed migrates to.
+func LatestSchema() int { return len(migrations) }
+
 // migrateLock is the advisory lock replicas starting together take so
 // that one applies the migrations and the others wait.
 const migrateLock = 0x6c6963656e736564 // "licensed"
