@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 // fleet is a built licensed with a vendor key, one TLS certificate all
 // its replicas serve, and an admin token.
 type fleet struct {
-	t                        *testing.T
+	t                        testing.TB
 	dir, bin                 string
 	vendorKey, cert, certKey string
 	tokenFile, token         string
@@ -50,7 +50,7 @@ type fleet struct {
 	pub                      []byte
 }
 
-func newFleet(t *testing.T) *fleet {
+func newFleet(t testing.TB) *fleet {
 	t.Helper()
 	f := &fleet{t: t, dir: t.TempDir(), token: "fleet-admin-token"}
 	f.bin = filepath.Join(f.dir, "licensed")

@@ -154,6 +154,9 @@ func (c *Cluster) URL(db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.port, db)
 }
 
+// PID is the postmaster's process id (its children are the backends).
+func (c *Cluster) PID() int { return c.cmd.Process.Pid }
+
 // Port is the server's TCP port on 127.0.0.1.
 func (c *Cluster) Port() int { return c.port }
 
