@@ -104,7 +104,7 @@ func (l *AnchorLog) add(a Anchor) {
 
 // anchor records the request's audit anchor in tx and puts the verdict
 // into resp. Only known licences keep anchors.
-func (s *Server) anchor(tx Tx, req *license.Request, now time.Time, resp *license.Response) error {
+func (s *Server) anchor(tx Tx, ev *events, req *license.Request, now time.Time, resp *license.Response) error {
 	if req.Audit == "" {
 		return nil
 	}
@@ -123,7 +123,7 @@ func (s *Server) anchor(tx Tx, req *license.Request, now time.Time, resp *licens
 			return err
 		}
 		if n >= maxAnchorBoxes {
-			s.log.Warn("audit anchor not kept: too many installs for licence", "licence", req.LicenceID)
+			ev.add(func() { s.log.Warn("audit anchor not kept: too many installs for licence", "licence", req.LicenceID) })
 			return nil
 		}
 	}
@@ -139,7 +139,10 @@ func (s *Server) anchor(tx Tx, req *license.Request, now time.Time, resp *licens
 	if f != nil && l.Flag == nil {
 		f.Time = now
 		l.Flag = f
-		s.log.Warn("audit chain anchor mismatch", "licence", req.LicenceID, "install", req.InstallID, "seq", f.Seq, "reason", f.Reason)
+		ev.add(func() {
+			s.log.Warn("audit chain anchor mismatch", "licence", req.LicenceID, "install", req.InstallID, "seq", f.Seq, "reason", f.Reason)
+			s.metrics.flags.WithLabelValues("audit").Inc()
+		})
 	}
 	l.InstallID, l.Serial = req.InstallID, req.Serial
 	l.add(a)

@@ -40,7 +40,7 @@ type RollbackFlag struct {
 
 // checkSeq records the request's counter in tx and puts the verdict into
 // resp. Boxes that send no counter (older firmware) are not judged.
-func (s *Server) checkSeq(tx Tx, req *license.Request, now time.Time, resp *license.Response) error {
+func (s *Server) checkSeq(tx Tx, ev *events, req *license.Request, now time.Time, resp *license.Response) error {
 	if req.Seq == 0 {
 		return nil
 	}
@@ -56,7 +56,9 @@ func (s *Server) checkSeq(tx Tx, req *license.Request, now time.Time, resp *lice
 			return err
 		}
 		if n >= maxAnchorBoxes {
-			s.log.Warn("check-in counter not kept: too many installs for licence", "licence", req.LicenceID)
+			ev.add(func() {
+				s.log.Warn("check-in counter not kept: too many installs for licence", "licence", req.LicenceID)
+			})
 			return nil
 		}
 	}
@@ -64,7 +66,11 @@ func (s *Server) checkSeq(tx Tx, req *license.Request, now time.Time, resp *lice
 	if l.Last > 0 && req.Seq <= l.Last && l.Flag == nil {
 		l.Flag = &RollbackFlag{Sent: req.Seq, Last: l.Last, Time: now,
 			Reason: fmt.Sprintf("check-in counter %d sent, %d seen on %s: the box's licence state is older than one it sent before", req.Seq, l.Last, l.Time.Format(time.DateOnly))}
-		s.log.Warn("licence state rollback", "licence", req.LicenceID, "install", req.InstallID, "sent", req.Seq, "last", l.Last)
+		sent, last := req.Seq, l.Last
+		ev.add(func() {
+			s.log.Warn("licence state rollback", "licence", req.LicenceID, "install", req.InstallID, "sent", sent, "last", last)
+			s.metrics.flags.WithLabelValues("rollback").Inc()
+		})
 	}
 	if req.Seq > l.Last {
 		l.Last, l.Time = req.Seq, now

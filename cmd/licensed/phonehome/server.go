@@ -69,11 +69,12 @@ type Checkin struct {
 
 // Server answers check-ins and the admin API.
 type Server struct {
-	store Store
-	priv  ed25519.PrivateKey
-	token string
-	now   func() time.Time
-	log   *slog.Logger
+	store   Store
+	priv    ed25519.PrivateKey
+	token   string
+	now     func() time.Time
+	log     *slog.Logger
+	metrics *metrics
 }
 
 // New serves from a bbolt database (see NewWithStore).
@@ -98,7 +99,7 @@ func NewWithStore(st Store, priv ed25519.PrivateKey, adminToken string, now func
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{store: st, priv: priv, token: adminToken, now: now, log: log}, nil
+	return &Server{store: st, priv: priv, token: adminToken, now: now, log: log, metrics: newMetrics()}, nil
 }
 
 // Handler serves POST /v1/checkin and the admin API under /admin/.
@@ -116,6 +117,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /admin/licences/{id}/seqs/{install}/clear", s.admin(s.clearRollbackFlag))
 	mux.HandleFunc("PUT /admin/advisories/{id}", s.admin(s.putAdvisory))
 	mux.HandleFunc("DELETE /admin/advisories/{id}", s.admin(s.deleteAdvisory))
+	mux.Handle("GET /admin/metrics", s.admin(s.metrics.handler().ServeHTTP))
 	return mux
 }
 
@@ -134,24 +136,30 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	start := time.Now()
+	defer func() { s.metrics.duration.Observe(time.Since(start).Seconds()) }()
 	resp, err := s.answer(r.Context(), &req, len(body))
 	if err != nil {
 		// Never a signed answer built without the database: a box that
 		// gets none keeps its grace and tries again later.
 		s.log.Error("check-in", "err", err)
 		if errors.Is(err, ErrUnavailable) {
+			s.metrics.checkins.WithLabelValues("unavailable").Inc()
 			w.Header().Set("Retry-After", retryAfter)
 			http.Error(w, "try later", http.StatusServiceUnavailable)
 			return
 		}
+		s.metrics.checkins.WithLabelValues("error").Inc()
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
 	out, err := license.SignResponse(s.priv, resp)
 	if err != nil {
+		s.metrics.checkins.WithLabelValues("error").Inc()
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
+	s.metrics.checkins.WithLabelValues(resp.Status).Inc()
 	// No Date and no Content-Type (nil stops net/http adding them): the box
 	// reads one signed envelope from this path and nothing else, and every
 	// header is paid for in its daily byte budget.
@@ -171,9 +179,11 @@ func (s *Server) Answer(req *license.Request, size int) (*license.Response, erro
 
 func (s *Server) answer(ctx context.Context, req *license.Request, size int) (*license.Response, error) {
 	var resp *license.Response
+	var ev events
 	// All of a licence's check-ins, on every replica, run one after the
 	// other (lock: the licence id), each against the latest commit.
 	err := s.store.Update(ctx, req.LicenceID, func(tx Tx) error {
+		ev = nil
 		// Built inside: a retried transaction starts from scratch.
 		now := s.now().UTC()
 		resp = &license.Response{V: license.ProtocolVersion, Nonce: req.Nonce, Serial: req.Serial,
@@ -194,7 +204,11 @@ func (s *Server) answer(ctx context.Context, req *license.Request, size int) (*l
 				if len(lic.Fingerprints) > 1 && !lic.Clone {
 					lic.Clone = true
 					lic.CloneReason = fmt.Sprintf("licence %s seen from %d different hardware fingerprints", lic.ID, len(lic.Fingerprints))
-					s.log.Warn("clone flagged", "licence", lic.ID, "fingerprints", len(lic.Fingerprints))
+					id, n := lic.ID, len(lic.Fingerprints)
+					ev.add(func() {
+						s.log.Warn("clone flagged", "licence", id, "fingerprints", n)
+						s.metrics.flags.WithLabelValues("clone").Inc()
+					})
 				}
 			}
 			switch {
@@ -211,10 +225,10 @@ func (s *Server) answer(ctx context.Context, req *license.Request, size int) (*l
 			if err := putJSON(tx, tLicences, "", lic.ID, lic); err != nil {
 				return err
 			}
-			if err := s.anchor(tx, req, now, resp); err != nil {
+			if err := s.anchor(tx, &ev, req, now, resp); err != nil {
 				return err
 			}
-			if err := s.checkSeq(tx, req, now, resp); err != nil {
+			if err := s.checkSeq(tx, &ev, req, now, resp); err != nil {
 				return err
 			}
 		}
@@ -246,6 +260,7 @@ func (s *Server) answer(ctx context.Context, req *license.Request, size int) (*l
 	if err != nil {
 		return nil, fmt.Errorf("licensed: record check-in: %w", err)
 	}
+	ev.run()
 	return resp, nil
 }
 

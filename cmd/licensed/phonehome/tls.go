@@ -100,6 +100,9 @@ func (s *Server) wrapSession(_ tls.ConnectionState, ss *tls.SessionState) ([]byt
 		// The handshake goes on: the box holds a name nothing answers to,
 		// and its next check-in is a full handshake.
 		s.log.Warn("licensed: keep TLS session", "err", err)
+		s.metrics.sessions.WithLabelValues("store_error").Inc()
+	} else {
+		s.metrics.sessions.WithLabelValues("issued").Inc()
 	}
 	return id, nil
 }
@@ -121,11 +124,14 @@ func (s *Server) unwrapSession(id []byte, _ tls.ConnectionState) (*tls.SessionSt
 	raw, ok, err := s.store.Sessions().Take(ctx, id, now.Add(-sessionLife))
 	if err != nil {
 		s.log.Warn("licensed: resume TLS session", "err", err)
+		s.metrics.sessions.WithLabelValues("store_error").Inc()
 		return nil, nil
 	}
 	if !ok {
+		s.metrics.sessions.WithLabelValues("unknown").Inc()
 		return nil, nil
 	}
+	s.metrics.sessions.WithLabelValues("resumed").Inc()
 	st, err := tls.ParseSessionState(raw)
 	if err != nil {
 		return nil, nil
