@@ -118,6 +118,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT /admin/advisories/{id}", s.admin(s.putAdvisory))
 	mux.HandleFunc("DELETE /admin/advisories/{id}", s.admin(s.deleteAdvisory))
 	mux.Handle("GET /admin/metrics", s.admin(s.metrics.handler().ServeHTTP))
+	mux.HandleFunc("GET /admin/fleet", s.admin(s.fleet))
+	mux.HandleFunc("GET /fleet", fleetAsset(fleetPage, "text/html; charset=utf-8"))
+	mux.HandleFunc("GET /fleet.js", fleetAsset(fleetJS, "text/javascript; charset=utf-8"))
 	return mux
 }
 
@@ -211,14 +214,7 @@ func (s *Server) answer(ctx context.Context, req *license.Request, size int) (*l
 					})
 				}
 			}
-			switch {
-			case lic.Revoked:
-				resp.Status = license.StatusRevoked
-			case now.After(lic.ValidUntil):
-				resp.Status = license.StatusExpired
-			default:
-				resp.Status = license.StatusOK
-			}
+			resp.Status = licenceStatus(lic, now)
 			resp.ValidUntil = lic.ValidUntil.Unix()
 			resp.Entitlements = license.Entitlements{MaxExtensions: lic.MaxExtensions, MaxTrunks: lic.MaxTrunks, Features: lic.Features}
 			resp.Clone, resp.CloneReason = lic.Clone, lic.CloneReason
@@ -249,6 +245,11 @@ func (s *Server) answer(ctx context.Context, req *license.Request, size int) (*l
 			resp.Perf = license.PerfTooSmall
 			resp.PerfMessage = fmt.Sprintf("average load cpu %d%% memory %d%%: use a larger model", req.Load.CPUPercent, req.Load.MemPercent)
 		}
+		if found {
+			if err := s.recordBox(tx, req, now, resp); err != nil {
+				return err
+			}
+		}
 		rec, err := json.Marshal(Checkin{Time: now, Serial: req.Serial, InstallID: req.InstallID,
 			Fingerprint: req.Fingerprint, Firmware: req.Firmware, OfflineDays: req.OfflineDays, CertExpiry: req.CertNotAfter,
 			Load: req.Load, Counts: req.Counts, Bytes: size})
@@ -262,6 +263,16 @@ func (s *Server) answer(ctx context.Context, req *license.Request, size int) (*l
 	}
 	ev.run()
 	return resp, nil
+}
+
+func licenceStatus(l Licence, now time.Time) string {
+	switch {
+	case l.Revoked:
+		return license.StatusRevoked
+	case now.After(l.ValidUntil):
+		return license.StatusExpired
+	}
+	return license.StatusOK
 }
 
 // PutLicence creates or replaces a licence (keeping what was seen of it).

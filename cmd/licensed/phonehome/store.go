@@ -23,6 +23,7 @@ const (
 	tAnchors    Table = bAnchors    // k1 licence, k2 install id
 	tSeqs       Table = bSeqs       // k1 licence, k2 install id + " " + fingerprint
 	tCheckins   Table = bCheckins   // k1 licence, appended in order
+	tBoxes      Table = "boxes"     // k1 licence, k2 install id + " " + fingerprint: the fleet view
 )
 
 // Store is where licensed keeps its state: one bbolt file for a single
@@ -51,6 +52,9 @@ type Tx interface {
 	// List calls fn for each record of group k1, in order of k2 (in order
 	// of appending for tCheckins).
 	List(t Table, k1 string, fn func(k2 string, v []byte) error) error
+	// Scan calls fn for every record of t, by k1 then k2; fn must not use
+	// the transaction.
+	Scan(t Table, fn func(k1, k2 string, v []byte) error) error
 	// Count is the number of records in group k1.
 	Count(t Table, k1 string) (int, error)
 	// Append adds a record to group k1 of an append-only table.

@@ -22,7 +22,7 @@ type BoltStore struct {
 // bucket, the rest in one sub-bucket per licence.
 func NewBoltStore(db *bolt.DB) (*BoltStore, error) {
 	err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range []Table{tLicences, tAdvisories, tCheckins, tAnchors, tSeqs} {
+		for _, b := range []Table{tLicences, tAdvisories, tCheckins, tAnchors, tSeqs, tBoxes} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
 				return err
 			}
@@ -112,6 +112,24 @@ func (b boltTx) List(t Table, k1 string, fn func(string, []byte) error) error {
 			return nil // a sub-bucket, not a record
 		}
 		return fn(string(k), v)
+	})
+}
+
+func (b boltTx) Scan(t Table, fn func(k1, k2 string, v []byte) error) error {
+	top := b.tx.Bucket([]byte(t))
+	if top == nil {
+		return fmt.Errorf("licensed: no bucket %s", t)
+	}
+	return top.ForEach(func(k1, v []byte) error {
+		if v != nil {
+			return fn("", string(k1), v)
+		}
+		return top.Bucket(k1).ForEach(func(k2, v []byte) error {
+			if v == nil {
+				return nil
+			}
+			return fn(string(k1), string(k2), v)
+		})
 	})
 }
 

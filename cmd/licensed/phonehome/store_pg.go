@@ -29,6 +29,8 @@ var migrations = []string{
 	// loses them, which costs each box one full handshake.
 	`CREATE UNLOGGED TABLE tls_sessions (id bytea PRIMARY KEY, created timestamptz NOT NULL, state bytea NOT NULL);
 	 CREATE INDEX tls_sessions_created ON tls_sessions (created);`,
+	// 3: one summary per box for the fleet view, kept by each check-in.
+	`CREATE TABLE boxes (licence text NOT NULL, box text NOT NULL, doc jsonb NOT NULL, PRIMARY KEY (licence, box));`,
 }
 
 // LatestSchema is the PostgreSQL schema version this licensed migrates to.
@@ -45,6 +47,7 @@ var pgTables = map[Table]struct{ name, k1, k2 string }{
 	tAnchors:    {"anchors", "licence", "install"},
 	tSeqs:       {"seqs", "licence", "box"},
 	tCheckins:   {"checkins", "licence", "id"},
+	tBoxes:      {"boxes", "licence", "box"},
 }
 
 // PGStore keeps licensed's state in PostgreSQL, shared by replicas.
@@ -275,6 +278,29 @@ func (p pgTx) List(t Table, k1 string, fn func(string, []byte) error) error {
 		}
 	}
 	return nil
+}
+
+func (p pgTx) Scan(t Table, fn func(k1, k2 string, v []byte) error) error {
+	m := pgTables[t]
+	k1 := "''"
+	if m.k1 != "" {
+		k1 = m.k1
+	}
+	rows, err := p.tx.Query(p.ctx, `SELECT `+k1+`, `+m.k2+`::text, doc::text FROM `+m.name+` ORDER BY 1, 2`)
+	if err != nil {
+		return pgErr(fmt.Errorf("%s: %w", t, err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var a, b, v string
+		if err := rows.Scan(&a, &b, &v); err != nil {
+			return pgErr(err)
+		}
+		if err := fn(a, b, []byte(v)); err != nil {
+			return err
+		}
+	}
+	return pgErr(rows.Err())
 }
 
 func (p pgTx) Count(t Table, k1 string) (int, error) {
