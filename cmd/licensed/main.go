@@ -7,7 +7,9 @@
 //
 // DB is a bbolt file (PATH or bolt:PATH, the default licensed.db: one
 // process) or a PostgreSQL URL (postgres://…: any number of replicas on one
-// database; the schema is migrated at start). See docs/licensed.md.
+// database; the schema is migrated at start). With an admin token, the
+// fleet view is at /fleet (API /admin/fleet) and Prometheus metrics at
+// /admin/metrics. See docs/licensed.md.
 package main
 
 import (
