@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -66,6 +67,12 @@ func OpenPostgres(ctx context.Context, url string, log *slog.Logger) (*PGStore, 
 	if err != nil {
 		return nil, fmt.Errorf("licensed: -db %s: %w", redactURL(url), err)
 	}
+	if !strings.Contains(url, "pool_max_conns") {
+		// pgxpool's default (4 on a small machine) queues concurrent
+		// check-ins behind each other; a replica's share of
+		// PostgreSQL's max_connections (100) is the better default.
+		cfg.MaxConns = defaultPoolConns
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("licensed: connect: %w", err)
@@ -120,6 +127,10 @@ func (s *PGStore) migrate(ctx context.Context) error {
 	}
 	return nil
 }
+
+// defaultPoolConns is a replica's connection pool size unless the URL
+// sets pool_max_conns.
+const defaultPoolConns = 16
 
 // maxTxTries bounds retries of a transaction the database aborted as a
 // deadlock or serialization failure.
