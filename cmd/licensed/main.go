@@ -1,9 +1,15 @@
 // Command licensed is the reference vendor licence / phone-home server.
 //
 //	licensed keys -out DIR                 # vendor.key (private, 0600) and vendor.pub
-//	licensed serve -db F -key DIR/vendor.key -listen 127.0.0.1:8443 \
+//	licensed serve -db DB -key DIR/vendor.key -listen 127.0.0.1:8443 \
 //	        [-tls-cert C -tls-key K | -dev-ca-out ca.pem] [-admin-token-file T]
-//	licensed issue -db F -id LIC -days 365 [-max-ext 50 -max-trunks 4]
+//	licensed issue -db DB -id LIC -days 365 [-max-ext 50 -max-trunks 4]
+//
+// DB is a bbolt file (PATH or bolt:PATH, the default licensed.db: one
+// process) or a PostgreSQL URL (postgres://…: any number of replicas on one
+// database; the schema is migrated at start). With an admin token, the
+// fleet view is at /fleet (API /admin/fleet) and Prometheus metrics at
+// /admin/metrics. See docs/licensed.md.
 package main
 
 import (
@@ -27,7 +33,6 @@ import (
 
 	"github.com/edgepbx/edgepbx/cmd/licensed/phonehome"
 	"github.com/edgepbx/edgepbx/firmware/license"
-	bolt "go.etcd.io/bbolt"
 )
 
 func main() {
@@ -102,7 +107,7 @@ func readPrivateKey(path string) (ed25519.PrivateKey, error) {
 
 func cmdServe(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	dbPath := fs.String("db", "licensed.db", "bbolt database")
+	dbPath := fs.String("db", "licensed.db", dbUsage)
 	keyPath := fs.String("key", "vendor.key", "vendor signing key from 'licensed keys'")
 	listen := fs.String("listen", "127.0.0.1:8443", "HTTPS listen address")
 	certFile := fs.String("tls-cert", "", "TLS certificate (PEM)")
@@ -124,13 +129,15 @@ func cmdServe(args []string) error {
 		}
 		token = strings.TrimSpace(string(raw))
 	}
-	db, err := bolt.Open(*dbPath, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	db, err := openStore(ctx, *dbPath, log)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	srv, err := phonehome.New(db, priv, token, time.Now, log)
+	srv, err := phonehome.NewWithStore(db, priv, token, time.Now, log)
 	if err != nil {
 		return err
 	}
@@ -158,8 +165,6 @@ func cmdServe(args []string) error {
 		WriteTimeout:      30 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	go func() {
 		<-ctx.Done()
 		hs.Shutdown(context.Background())
@@ -193,7 +198,7 @@ func selfSigned(listen, out string) (tls.Certificate, error) {
 
 func cmdIssue(args []string) error {
 	fs := flag.NewFlagSet("issue", flag.ContinueOnError)
-	dbPath := fs.String("db", "licensed.db", "bbolt database")
+	dbPath := fs.String("db", "licensed.db", dbUsage)
 	id := fs.String("id", "", "licence id")
 	days := fs.Int("days", 365, "validity in days")
 	maxExt := fs.Int("max-ext", 50, "maximum extensions")
@@ -201,16 +206,26 @@ func cmdIssue(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	db, err := bolt.Open(*dbPath, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	db, err := openStore(context.Background(), *dbPath, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	// Issuing needs no signing key: only answers are signed.
-	srv, err := phonehome.New(db, make(ed25519.PrivateKey, ed25519.PrivateKeySize), "", time.Now, nil)
+	srv, err := phonehome.NewWithStore(db, make(ed25519.PrivateKey, ed25519.PrivateKeySize), "", time.Now, nil)
 	if err != nil {
 		return err
 	}
 	return srv.PutLicence(phonehome.Licence{ID: *id, ValidUntil: time.Now().Add(time.Duration(*days) * 24 * time.Hour),
 		MaxExtensions: *maxExt, MaxTrunks: *maxTrunks})
+}
+
+const dbUsage = "database: a bbolt file (PATH or bolt:PATH; one process) or postgres://… (replicas share it)"
+
+// openStore gives up on an unreachable database after a while rather than
+// hang a start-up script.
+func openStore(ctx context.Context, db string, log *slog.Logger) (phonehome.Store, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return phonehome.OpenStore(ctx, db, log)
 }

@@ -1,6 +1,7 @@
 package phonehome
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,7 +9,6 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/license"
-	bolt "go.etcd.io/bbolt"
 )
 
 const (
@@ -104,7 +104,7 @@ func (l *AnchorLog) add(a Anchor) {
 
 // anchor records the request's audit anchor in tx and puts the verdict
 // into resp. Only known licences keep anchors.
-func (s *Server) anchor(tx *bolt.Tx, req *license.Request, now time.Time, resp *license.Response) error {
+func (s *Server) anchor(tx Tx, ev *events, req *license.Request, now time.Time, resp *license.Response) error {
 	if req.Audit == "" {
 		return nil
 	}
@@ -112,18 +112,20 @@ func (s *Server) anchor(tx *bolt.Tx, req *license.Request, now time.Time, resp *
 	if err != nil {
 		return fmt.Errorf("audit anchor: %w", err) // Validate passed: cannot happen
 	}
-	b, err := tx.Bucket([]byte(bAnchors)).CreateBucketIfNotExists([]byte(req.LicenceID))
+	var l AnchorLog
+	found, err := getJSON(tx, tAnchors, req.LicenceID, req.InstallID, &l)
 	if err != nil {
 		return err
 	}
-	var l AnchorLog
-	if raw := b.Get([]byte(req.InstallID)); raw != nil {
-		if err := json.Unmarshal(raw, &l); err != nil {
-			return fmt.Errorf("decode anchors %s/%s: %w", req.LicenceID, req.InstallID, err)
+	if !found {
+		n, err := tx.Count(tAnchors, req.LicenceID)
+		if err != nil {
+			return err
 		}
-	} else if b.Stats().KeyN >= maxAnchorBoxes {
-		s.log.Warn("audit anchor not kept: too many installs for licence", "licence", req.LicenceID)
-		return nil
+		if n >= maxAnchorBoxes {
+			ev.add(func() { s.log.Warn("audit anchor not kept: too many installs for licence", "licence", req.LicenceID) })
+			return nil
+		}
 	}
 	a := Anchor{Seq: wa.Seq, Hash: wa.HashHex(), Time: now, Seen: now}
 	f := l.check(a)
@@ -137,30 +139,25 @@ func (s *Server) anchor(tx *bolt.Tx, req *license.Request, now time.Time, resp *
 	if f != nil && l.Flag == nil {
 		f.Time = now
 		l.Flag = f
-		s.log.Warn("audit chain anchor mismatch", "licence", req.LicenceID, "install", req.InstallID, "seq", f.Seq, "reason", f.Reason)
+		ev.add(func() {
+			s.log.Warn("audit chain anchor mismatch", "licence", req.LicenceID, "install", req.InstallID, "seq", f.Seq, "reason", f.Reason)
+			s.metrics.flags.WithLabelValues("audit").Inc()
+		})
 	}
 	l.InstallID, l.Serial = req.InstallID, req.Serial
 	l.add(a)
 	if l.Flag != nil {
 		resp.AuditRollback, resp.AuditSeq, resp.AuditReason = true, l.Flag.Seq, l.Flag.Reason
 	}
-	v, err := json.Marshal(l)
-	if err != nil {
-		return err
-	}
-	return b.Put([]byte(req.InstallID), v)
+	return putJSON(tx, tAnchors, req.LicenceID, req.InstallID, l)
 }
 
 // Anchors lists the audit anchors kept for each box of a licence, so a
 // vendor or auditor can compare an exported log's head with them.
 func (s *Server) Anchors(id string) ([]AnchorLog, error) {
 	out := []AnchorLog{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(bAnchors)).Bucket([]byte(id))
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
+	err := s.store.View(context.Background(), func(tx Tx) error {
+		return tx.List(tAnchors, id, func(k string, v []byte) error {
 			var l AnchorLog
 			if err := json.Unmarshal(v, &l); err != nil {
 				return fmt.Errorf("decode anchors %s/%s: %w", id, k, err)
@@ -175,18 +172,14 @@ func (s *Server) Anchors(id string) ([]AnchorLog, error) {
 // ClearAuditFlag clears a box's audit flag once the vendor has looked into
 // it; the anchors stay, and the next check-in is compared with them again.
 func (s *Server) ClearAuditFlag(id, install string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(bAnchors)).Bucket([]byte(id))
-		var raw []byte
-		if b != nil {
-			raw = b.Get([]byte(install))
-		}
-		if raw == nil {
-			return errors.New("licensed: no anchors for that box")
-		}
+	return s.store.Update(context.Background(), id, func(tx Tx) error {
 		var l AnchorLog
-		if err := json.Unmarshal(raw, &l); err != nil {
+		found, err := getJSON(tx, tAnchors, id, install, &l)
+		if err != nil {
 			return err
+		}
+		if !found {
+			return errors.New("licensed: no anchors for that box")
 		}
 		if l.Flag == nil {
 			return errors.New("licensed: that box is not flagged")
@@ -199,10 +192,6 @@ func (s *Server) ClearAuditFlag(id, install string) error {
 			l.Cleared = slices.Delete(l.Cleared, 0, over)
 		}
 		l.Flag, l.Anchors = nil, nil
-		v, err := json.Marshal(l)
-		if err != nil {
-			return err
-		}
-		return b.Put([]byte(install), v)
+		return putJSON(tx, tAnchors, id, install, l)
 	})
 }

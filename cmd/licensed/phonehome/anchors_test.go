@@ -13,8 +13,12 @@ import (
 // MaxAnchors), boxes are kept apart by install id, an unknown licence keeps
 // none, and an admin cannot clear a flag of a box that has no anchors.
 func TestAnchorBounds(t *testing.T) {
+	forEachBackend(t, testAnchorBounds)
+}
+
+func testAnchorBounds(t *testing.T, b backend) {
 	now := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
-	s, _ := newTestServer(t, &now)
+	s, _ := newTestServer(t, b, &now)
 	if err := s.PutLicence(phonehome.Licence{ID: "L1", ValidUntil: now.AddDate(1, 0, 0)}); err != nil {
 		t.Fatal(err)
 	}

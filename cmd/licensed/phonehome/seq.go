@@ -1,13 +1,13 @@
 package phonehome
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/license"
-	bolt "go.etcd.io/bbolt"
 )
 
 // bSeqs holds, per licence (sub-bucket) and box (key: install id and
@@ -40,29 +40,37 @@ type RollbackFlag struct {
 
 // checkSeq records the request's counter in tx and puts the verdict into
 // resp. Boxes that send no counter (older firmware) are not judged.
-func (s *Server) checkSeq(tx *bolt.Tx, req *license.Request, now time.Time, resp *license.Response) error {
+func (s *Server) checkSeq(tx Tx, ev *events, req *license.Request, now time.Time, resp *license.Response) error {
 	if req.Seq == 0 {
 		return nil
 	}
-	b, err := tx.Bucket([]byte(bSeqs)).CreateBucketIfNotExists([]byte(req.LicenceID))
+	key := req.InstallID + " " + req.Fingerprint
+	var l SeqLog
+	found, err := getJSON(tx, tSeqs, req.LicenceID, key, &l)
 	if err != nil {
 		return err
 	}
-	key := []byte(req.InstallID + " " + req.Fingerprint)
-	var l SeqLog
-	if raw := b.Get(key); raw != nil {
-		if err := json.Unmarshal(raw, &l); err != nil {
-			return fmt.Errorf("decode seq %s/%s: %w", req.LicenceID, req.InstallID, err)
+	if !found {
+		n, err := tx.Count(tSeqs, req.LicenceID)
+		if err != nil {
+			return err
 		}
-	} else if b.Stats().KeyN >= maxAnchorBoxes {
-		s.log.Warn("check-in counter not kept: too many installs for licence", "licence", req.LicenceID)
-		return nil
+		if n >= maxAnchorBoxes {
+			ev.add(func() {
+				s.log.Warn("check-in counter not kept: too many installs for licence", "licence", req.LicenceID)
+			})
+			return nil
+		}
 	}
 	resp.LastSeq = l.Last
 	if l.Last > 0 && req.Seq <= l.Last && l.Flag == nil {
 		l.Flag = &RollbackFlag{Sent: req.Seq, Last: l.Last, Time: now,
 			Reason: fmt.Sprintf("check-in counter %d sent, %d seen on %s: the box's licence state is older than one it sent before", req.Seq, l.Last, l.Time.Format(time.DateOnly))}
-		s.log.Warn("licence state rollback", "licence", req.LicenceID, "install", req.InstallID, "sent", req.Seq, "last", l.Last)
+		sent, last := req.Seq, l.Last
+		ev.add(func() {
+			s.log.Warn("licence state rollback", "licence", req.LicenceID, "install", req.InstallID, "sent", sent, "last", last)
+			s.metrics.flags.WithLabelValues("rollback").Inc()
+		})
 	}
 	if req.Seq > l.Last {
 		l.Last, l.Time = req.Seq, now
@@ -71,22 +79,14 @@ func (s *Server) checkSeq(tx *bolt.Tx, req *license.Request, now time.Time, resp
 	if l.Flag != nil {
 		resp.StateRollback, resp.RollbackReason = true, l.Flag.Reason
 	}
-	v, err := json.Marshal(l)
-	if err != nil {
-		return err
-	}
-	return b.Put(key, v)
+	return putJSON(tx, tSeqs, req.LicenceID, key, l)
 }
 
 // Seqs lists the check-in counters kept for each box of a licence.
 func (s *Server) Seqs(id string) ([]SeqLog, error) {
 	out := []SeqLog{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(bSeqs)).Bucket([]byte(id))
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
+	err := s.store.View(context.Background(), func(tx Tx) error {
+		return tx.List(tSeqs, id, func(k string, v []byte) error {
 			var l SeqLog
 			if err := json.Unmarshal(v, &l); err != nil {
 				return fmt.Errorf("decode seq %s/%s: %w", id, k, err)
@@ -101,23 +101,19 @@ func (s *Server) Seqs(id string) ([]SeqLog, error) {
 // ClearRollbackFlag clears the rollback flags of an install once the vendor
 // has looked into them (a backup restored on purpose); the counters stay.
 func (s *Server) ClearRollbackFlag(id, install string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(bSeqs)).Bucket([]byte(id))
-		if b == nil {
-			return errors.New("licensed: no counter for that box")
-		}
+	return s.store.Update(context.Background(), id, func(tx Tx) error {
 		type rec struct {
-			k []byte
+			k string
 			l SeqLog
 		}
 		var flagged []rec
-		err := b.ForEach(func(k, v []byte) error {
+		err := tx.List(tSeqs, id, func(k string, v []byte) error {
 			var l SeqLog
 			if err := json.Unmarshal(v, &l); err != nil {
 				return err
 			}
 			if l.InstallID == install && l.Flag != nil {
-				flagged = append(flagged, rec{append([]byte(nil), k...), l})
+				flagged = append(flagged, rec{k, l})
 			}
 			return nil
 		})
@@ -129,11 +125,7 @@ func (s *Server) ClearRollbackFlag(id, install string) error {
 		}
 		for _, r := range flagged {
 			r.l.Flag = nil
-			v, err := json.Marshal(r.l)
-			if err != nil {
-				return err
-			}
-			if err := b.Put(r.k, v); err != nil {
+			if err := putJSON(tx, tSeqs, id, r.k, r.l); err != nil {
 				return err
 			}
 		}

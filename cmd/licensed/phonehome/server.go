@@ -1,9 +1,11 @@
-// Package server is the reference vendor licence server behind cmd/licensed:
-// it issues licences, records check-ins in bbolt, flags clones, publishes
-// advisories and signs every answer with the vendor's Ed25519 key.
+// Package phonehome is the reference vendor licence server behind
+// cmd/licensed: it issues licences, records check-ins in a Store (bbolt, or
+// PostgreSQL shared by replicas), flags clones, publishes advisories and
+// signs every answer with the vendor's Ed25519 key.
 package phonehome
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/subtle"
 	"encoding/json"
@@ -67,18 +69,27 @@ type Checkin struct {
 
 // Server answers check-ins and the admin API.
 type Server struct {
-	db    *bolt.DB
-	priv  ed25519.PrivateKey
-	token string
-	now   func() time.Time
-	log   *slog.Logger
-	// tickets are the TLS sessions behind the tickets boxes hold (tls.go).
-	tickets sessions
+	store   Store
+	priv    ed25519.PrivateKey
+	token   string
+	now     func() time.Time
+	log     *slog.Logger
+	metrics *metrics
 }
 
-// New prepares the buckets. adminToken protects /admin/ (empty disables it);
-// now is the server's clock (tests pass a fake one).
+// New serves from a bbolt database (see NewWithStore).
 func New(db *bolt.DB, priv ed25519.PrivateKey, adminToken string, now func() time.Time, log *slog.Logger) (*Server, error) {
+	st, err := NewBoltStore(db)
+	if err != nil {
+		return nil, err
+	}
+	return NewWithStore(st, priv, adminToken, now, log)
+}
+
+// NewWithStore serves from st (the caller closes it). adminToken protects
+// /admin/ (empty disables it); now is the server's clock (tests pass a
+// fake one).
+func NewWithStore(st Store, priv ed25519.PrivateKey, adminToken string, now func() time.Time, log *slog.Logger) (*Server, error) {
 	if len(priv) != ed25519.PrivateKeySize {
 		return nil, errors.New("licensed: bad signing key")
 	}
@@ -88,18 +99,7 @@ func New(db *bolt.DB, priv ed25519.PrivateKey, adminToken string, now func() tim
 	if log == nil {
 		log = slog.Default()
 	}
-	err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range []string{bLicences, bAdvisories, bCheckins, bAnchors, bSeqs} {
-			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("licensed: buckets: %w", err)
-	}
-	return &Server{db: db, priv: priv, token: adminToken, now: now, log: log}, nil
+	return &Server{store: st, priv: priv, token: adminToken, now: now, log: log, metrics: newMetrics()}, nil
 }
 
 // Handler serves POST /v1/checkin and the admin API under /admin/.
@@ -117,6 +117,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /admin/licences/{id}/seqs/{install}/clear", s.admin(s.clearRollbackFlag))
 	mux.HandleFunc("PUT /admin/advisories/{id}", s.admin(s.putAdvisory))
 	mux.HandleFunc("DELETE /admin/advisories/{id}", s.admin(s.deleteAdvisory))
+	mux.Handle("GET /admin/metrics", s.admin(s.metrics.handler().ServeHTTP))
+	mux.HandleFunc("GET /admin/fleet", s.admin(s.fleet))
+	mux.HandleFunc("GET /fleet", fleetAsset(fleetPage, "text/html; charset=utf-8"))
+	mux.HandleFunc("GET /fleet.js", fleetAsset(fleetJS, "text/javascript; charset=utf-8"))
 	return mux
 }
 
@@ -135,17 +139,30 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	resp, err := s.Answer(&req, len(body))
+	start := time.Now()
+	defer func() { s.metrics.duration.Observe(time.Since(start).Seconds()) }()
+	resp, err := s.answer(r.Context(), &req, len(body))
 	if err != nil {
+		// Never a signed answer built without the database: a box that
+		// gets none keeps its grace and tries again later.
 		s.log.Error("check-in", "err", err)
+		if errors.Is(err, ErrUnavailable) {
+			s.metrics.checkins.WithLabelValues("unavailable").Inc()
+			w.Header().Set("Retry-After", retryAfter)
+			http.Error(w, "try later", http.StatusServiceUnavailable)
+			return
+		}
+		s.metrics.checkins.WithLabelValues("error").Inc()
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
 	out, err := license.SignResponse(s.priv, resp)
 	if err != nil {
+		s.metrics.checkins.WithLabelValues("error").Inc()
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
+	s.metrics.checkins.WithLabelValues(resp.Status).Inc()
 	// No Date and no Content-Type (nil stops net/http adding them): the box
 	// reads one signed envelope from this path and nothing else, and every
 	// header is paid for in its daily byte budget.
@@ -154,25 +171,39 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
 	w.Write(out)
 }
 
+// retryAfter is what a box is told to wait when the database is away (it
+// keeps its own schedule; the header is for other clients and operators).
+const retryAfter = "600"
+
 // Answer records a validated check-in and builds the (unsigned) response.
 func (s *Server) Answer(req *license.Request, size int) (*license.Response, error) {
-	now := s.now().UTC()
+	return s.answer(context.Background(), req, size)
+}
+
+func (s *Server) answer(ctx context.Context, req *license.Request, size int) (*license.Response, error) {
 	if req.RestoredFrom != "" {
 		s.log.Info("box reports data restored from another box's backup", "serial", req.Serial, "install", req.InstallID,
 			"licence", req.LicenceID, "restored_from", req.RestoredFrom)
 	}
-	resp := &license.Response{V: license.ProtocolVersion, Nonce: req.Nonce, Serial: req.Serial,
-		InstallID: req.InstallID, LicenceID: req.LicenceID, ServerTime: now.Unix()} // Perf empty: ok
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		lb := tx.Bucket([]byte(bLicences))
+	var resp *license.Response
+	var ev events
+	// All of a licence's check-ins, on every replica, run one after the
+	// other (lock: the licence id), each against the latest commit.
+	err := s.store.Update(ctx, req.LicenceID, func(tx Tx) error {
+		ev = nil
+		// Built inside: a retried transaction starts from scratch.
+		now := s.now().UTC()
+		resp = &license.Response{V: license.ProtocolVersion, Nonce: req.Nonce, Serial: req.Serial,
+			InstallID: req.InstallID, LicenceID: req.LicenceID, ServerTime: now.Unix()} // Perf empty: ok
 		var lic Licence
-		raw := lb.Get([]byte(req.LicenceID))
-		if raw == nil {
-			resp.Status = license.StatusUnknown
-		} else if err := json.Unmarshal(raw, &lic); err != nil {
-			return fmt.Errorf("decode licence %s: %w", req.LicenceID, err)
+		found, err := getJSON(tx, tLicences, "", req.LicenceID, &lic)
+		if err != nil {
+			return err
 		}
-		if raw != nil {
+		if !found {
+			resp.Status = license.StatusUnknown
+		}
+		if found {
 			if !slices.Contains(lic.Fingerprints, req.Fingerprint) {
 				if len(lic.Fingerprints) < maxFingerprints {
 					lic.Fingerprints = append(lic.Fingerprints, req.Fingerprint)
@@ -180,35 +211,28 @@ func (s *Server) Answer(req *license.Request, size int) (*license.Response, erro
 				if len(lic.Fingerprints) > 1 && !lic.Clone {
 					lic.Clone = true
 					lic.CloneReason = fmt.Sprintf("licence %s seen from %d different hardware fingerprints", lic.ID, len(lic.Fingerprints))
-					s.log.Warn("clone flagged", "licence", lic.ID, "fingerprints", len(lic.Fingerprints))
+					id, n := lic.ID, len(lic.Fingerprints)
+					ev.add(func() {
+						s.log.Warn("clone flagged", "licence", id, "fingerprints", n)
+						s.metrics.flags.WithLabelValues("clone").Inc()
+					})
 				}
 			}
-			switch {
-			case lic.Revoked:
-				resp.Status = license.StatusRevoked
-			case now.After(lic.ValidUntil):
-				resp.Status = license.StatusExpired
-			default:
-				resp.Status = license.StatusOK
-			}
+			resp.Status = licenceStatus(lic, now)
 			resp.ValidUntil = lic.ValidUntil.Unix()
 			resp.Entitlements = license.Entitlements{MaxExtensions: lic.MaxExtensions, MaxTrunks: lic.MaxTrunks, Features: lic.Features}
 			resp.Clone, resp.CloneReason = lic.Clone, lic.CloneReason
-			v, err := json.Marshal(lic)
-			if err != nil {
+			if err := putJSON(tx, tLicences, "", lic.ID, lic); err != nil {
 				return err
 			}
-			if err := lb.Put([]byte(lic.ID), v); err != nil {
+			if err := s.anchor(tx, &ev, req, now, resp); err != nil {
 				return err
 			}
-			if err := s.anchor(tx, req, now, resp); err != nil {
-				return err
-			}
-			if err := s.checkSeq(tx, req, now, resp); err != nil {
+			if err := s.checkSeq(tx, &ev, req, now, resp); err != nil {
 				return err
 			}
 		}
-		err := tx.Bucket([]byte(bAdvisories)).ForEach(func(_, v []byte) error {
+		err = tx.List(tAdvisories, "", func(_ string, v []byte) error {
 			var a Advisory
 			if err := json.Unmarshal(v, &a); err != nil {
 				return err
@@ -225,23 +249,34 @@ func (s *Server) Answer(req *license.Request, size int) (*license.Response, erro
 			resp.Perf = license.PerfTooSmall
 			resp.PerfMessage = fmt.Sprintf("average load cpu %d%% memory %d%%: use a larger model", req.Load.CPUPercent, req.Load.MemPercent)
 		}
+		if found {
+			if err := s.recordBox(tx, req, now, resp); err != nil {
+				return err
+			}
+		}
 		rec, err := json.Marshal(Checkin{Time: now, Serial: req.Serial, InstallID: req.InstallID,
 			Fingerprint: req.Fingerprint, Firmware: req.Firmware, OfflineDays: req.OfflineDays, CertExpiry: req.CertNotAfter,
 			Load: req.Load, Counts: req.Counts, Bytes: size})
 		if err != nil {
 			return err
 		}
-		cb, err := tx.Bucket([]byte(bCheckins)).CreateBucketIfNotExists([]byte(req.LicenceID))
-		if err != nil {
-			return err
-		}
-		seq, _ := cb.NextSequence()
-		return cb.Put(fmt.Appendf(nil, "%020d", seq), rec)
+		return tx.Append(tCheckins, req.LicenceID, rec)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("licensed: record check-in: %w", err)
 	}
+	ev.run()
 	return resp, nil
+}
+
+func licenceStatus(l Licence, now time.Time) string {
+	switch {
+	case l.Revoked:
+		return license.StatusRevoked
+	case now.After(l.ValidUntil):
+		return license.StatusExpired
+	}
+	return license.StatusOK
 }
 
 // PutLicence creates or replaces a licence (keeping what was seen of it).
@@ -274,13 +309,10 @@ func (s *Server) Unflag(id string) error {
 func (s *Server) GetLicence(id string) (Licence, bool, error) {
 	var l Licence
 	var ok bool
-	err := s.db.View(func(tx *bolt.Tx) error {
-		raw := tx.Bucket([]byte(bLicences)).Get([]byte(id))
-		if raw == nil {
-			return nil
-		}
-		ok = true
-		return json.Unmarshal(raw, &l)
+	err := s.store.View(context.Background(), func(tx Tx) error {
+		var err error
+		ok, err = getJSON(tx, tLicences, "", id, &l)
+		return err
 	})
 	return l, ok, err
 }
@@ -294,23 +326,19 @@ func (s *Server) PutAdvisory(a Advisory) error {
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte(bAdvisories)).Put([]byte(a.ID), v) })
+	return s.store.Update(context.Background(), "advisory "+a.ID, func(tx Tx) error { return tx.Put(tAdvisories, "", a.ID, v) })
 }
 
 // DeleteAdvisory withdraws an advisory.
 func (s *Server) DeleteAdvisory(id string) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte(bAdvisories)).Delete([]byte(id)) })
+	return s.store.Update(context.Background(), "advisory "+id, func(tx Tx) error { return tx.Delete(tAdvisories, "", id) })
 }
 
 // Checkins lists the recorded check-ins of a licence, oldest first.
 func (s *Server) Checkins(id string) ([]Checkin, error) {
 	var out []Checkin
-	err := s.db.View(func(tx *bolt.Tx) error {
-		cb := tx.Bucket([]byte(bCheckins)).Bucket([]byte(id))
-		if cb == nil {
-			return nil
-		}
-		return cb.ForEach(func(_, v []byte) error {
+	err := s.store.View(context.Background(), func(tx Tx) error {
+		return tx.List(tCheckins, id, func(_ string, v []byte) error {
 			var c Checkin
 			if err := json.Unmarshal(v, &c); err != nil {
 				return err
@@ -323,23 +351,16 @@ func (s *Server) Checkins(id string) ([]Checkin, error) {
 }
 
 func (s *Server) update(id string, fn func(*Licence, bool) error) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(bLicences))
+	return s.store.Update(context.Background(), id, func(tx Tx) error {
 		var l Licence
-		raw := b.Get([]byte(id))
-		if raw != nil {
-			if err := json.Unmarshal(raw, &l); err != nil {
-				return err
-			}
-		}
-		if err := fn(&l, raw != nil); err != nil {
-			return err
-		}
-		v, err := json.Marshal(l)
+		found, err := getJSON(tx, tLicences, "", id, &l)
 		if err != nil {
 			return err
 		}
-		return b.Put([]byte(l.ID), v)
+		if err := fn(&l, found); err != nil {
+			return err
+		}
+		return putJSON(tx, tLicences, "", l.ID, l)
 	})
 }
 

@@ -7,27 +7,20 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgepbx/edgepbx/cmd/licensed/phonehome"
 	"github.com/edgepbx/edgepbx/firmware/license"
-	bolt "go.etcd.io/bbolt"
 )
 
-// newTestServer is a licensed on a fresh bbolt file with a new signing key
-// and admin token "tok"; its clock reads *now.
-func newTestServer(t *testing.T, now *time.Time) (*phonehome.Server, ed25519.PublicKey) {
+// newTestServer is a licensed on a fresh database of backend b with a new
+// signing key and admin token "tok"; its clock reads *now.
+func newTestServer(t *testing.T, b backend, now *time.Time) (*phonehome.Server, ed25519.PublicKey) {
 	t.Helper()
-	db, err := bolt.Open(filepath.Join(t.TempDir(), "l.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	s, err := phonehome.New(db, priv, "tok", func() time.Time { return *now }, nil)
+	s, err := phonehome.NewWithStore(openStore(t, b.newDB(t)), priv, "tok", func() time.Time { return *now }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,8 +28,12 @@ func newTestServer(t *testing.T, now *time.Time) (*phonehome.Server, ed25519.Pub
 }
 
 func TestAdminAndCheckin(t *testing.T) {
+	forEachBackend(t, testAdminAndCheckin)
+}
+
+func testAdminAndCheckin(t *testing.T, b backend) {
 	now := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
-	s, pub := newTestServer(t, &now)
+	s, pub := newTestServer(t, b, &now)
 	h := s.Handler()
 	do := func(method, path, token, body string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(method, path, strings.NewReader(body))

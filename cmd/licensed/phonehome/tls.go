@@ -1,6 +1,7 @@
 package phonehome
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -18,13 +19,14 @@ import (
 	"time"
 )
 
-// Session tickets are kept on the server, in memory, and the ticket a box
-// holds is only their 24-byte name: crypto/tls's self-contained tickets are
-// about 110 bytes and travel twice a day per box (issued, then presented),
-// which a check-in's 2 KB budget feels. Memory, not bbolt: a lost record
-// only costs one full handshake, and a disk write per handshake would cost
-// every check-in an fsync. A restart of licensed makes the next check-in of
-// every box a full one.
+// Session tickets are kept on the server and the ticket a box holds is
+// only their 24-byte name: crypto/tls's self-contained tickets are about
+// 110 bytes and travel twice a day per box (issued, then presented), which
+// a check-in's 2 KB budget feels. The sessions live in the Store: in
+// memory for bbolt (one process; a disk write per handshake would cost
+// every check-in an fsync), in an UNLOGGED PostgreSQL table for replicas,
+// so a ticket one replica issued resumes on any other. A lost record only
+// costs one full handshake.
 const (
 	// sessionLife matches crypto/tls's longest ticket lifetime.
 	sessionLife   = 7 * 24 * time.Hour
@@ -35,12 +37,38 @@ const (
 	maxSessions = 1 << 18
 )
 
-// sessions is the ticket store: a map for lookup and the names in order of
-// creation for expiry.
-type sessions struct {
+// memSessions is the in-memory ticket store: a map for lookup and the
+// names in order of creation for expiry.
+type memSessions struct {
 	mu    sync.Mutex
 	state map[string][]byte
 	order []string // oldest first; may name records already used
+}
+
+func (t *memSessions) Put(_ context.Context, id []byte, created time.Time, raw []byte) error {
+	cutoff := created.Add(-sessionLife).Unix()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.state == nil {
+		t.state = map[string][]byte{}
+	}
+	// Names sort by creation time: the expired ones are at the front.
+	n := 0
+	for n < len(t.order) && (int64(binary.BigEndian.Uint64([]byte(t.order[n]))) < cutoff || len(t.state) >= maxSessions) {
+		delete(t.state, t.order[n])
+		n++
+	}
+	t.order = append(t.order[n:], string(id))
+	t.state[string(id)] = raw
+	return nil
+}
+
+func (t *memSessions) Take(_ context.Context, id []byte, _ time.Time) ([]byte, bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	raw, ok := t.state[string(id)]
+	delete(t.state, string(id))
+	return raw, ok, nil
 }
 
 // TLSConfig returns base with server-side session tickets (base is not
@@ -66,21 +94,16 @@ func (s *Server) wrapSession(_ tls.ConnectionState, ss *tls.SessionState) ([]byt
 	if _, err := rand.Read(id[8:]); err != nil {
 		return nil, err
 	}
-	cutoff := now.Add(-sessionLife).Unix()
-	t := &s.tickets
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.state == nil {
-		t.state = map[string][]byte{}
+	ctx, cancel := context.WithTimeout(context.Background(), sessionTimeout)
+	defer cancel()
+	if err := s.store.Sessions().Put(ctx, id, now, raw); err != nil {
+		// The handshake goes on: the box holds a name nothing answers to,
+		// and its next check-in is a full handshake.
+		s.log.Warn("licensed: keep TLS session", "err", err)
+		s.metrics.sessions.WithLabelValues("store_error").Inc()
+	} else {
+		s.metrics.sessions.WithLabelValues("issued").Inc()
 	}
-	// Names sort by creation time: the expired ones are at the front.
-	n := 0
-	for n < len(t.order) && (int64(binary.BigEndian.Uint64([]byte(t.order[n]))) < cutoff || len(t.state) >= maxSessions) {
-		delete(t.state, t.order[n])
-		n++
-	}
-	t.order = append(t.order[n:], string(id))
-	t.state[string(id)] = raw
 	return id, nil
 }
 
@@ -91,18 +114,24 @@ func (s *Server) unwrapSession(id []byte, _ tls.ConnectionState) (*tls.SessionSt
 	if len(id) != ticketLen {
 		return nil, nil
 	}
+	now := s.now()
 	created := time.Unix(int64(binary.BigEndian.Uint64(id)), 0)
-	if s.now().Sub(created) > sessionLife {
+	if now.Sub(created) > sessionLife {
 		return nil, nil
 	}
-	t := &s.tickets
-	t.mu.Lock()
-	raw, ok := t.state[string(id)]
-	delete(t.state, string(id))
-	t.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), sessionTimeout)
+	defer cancel()
+	raw, ok, err := s.store.Sessions().Take(ctx, id, now.Add(-sessionLife))
+	if err != nil {
+		s.log.Warn("licensed: resume TLS session", "err", err)
+		s.metrics.sessions.WithLabelValues("store_error").Inc()
+		return nil, nil
+	}
 	if !ok {
+		s.metrics.sessions.WithLabelValues("unknown").Inc()
 		return nil, nil
 	}
+	s.metrics.sessions.WithLabelValues("resumed").Inc()
 	st, err := tls.ParseSessionState(raw)
 	if err != nil {
 		return nil, nil

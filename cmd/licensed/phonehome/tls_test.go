@@ -5,13 +5,11 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgepbx/edgepbx/cmd/licensed/phonehome"
-	bolt "go.etcd.io/bbolt"
 )
 
 // pinnedCache hands out whichever session the test chooses, so an old
@@ -38,9 +36,14 @@ func (c *pinnedCache) Put(_ string, cs *tls.ClientSessionState) {
 
 // TestSessionTickets: licensed's tickets are 24-byte names of state it
 // keeps, single use (a resumed handshake brings a fresh one), and worthless
-// after seven days.
+// after seven days. On PostgreSQL the state is shared: a ticket one replica
+// issued resumes on the other, once.
 func TestSessionTickets(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "l.db")
+	forEachBackend(t, testSessionTickets)
+}
+
+func testSessionTickets(t *testing.T, b backend) {
+	db := b.newDB(t)
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	var mu sync.Mutex
 	now := time.Now()
@@ -57,12 +60,8 @@ func TestSessionTickets(t *testing.T) {
 	roots.AddCert(leaf)
 
 	// serve runs licensed's TLS and returns its address.
-	serve := func() (string, func()) {
-		db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := phonehome.New(db, priv, "", clock, nil)
+	serve := func() string {
+		s, err := phonehome.NewWithStore(openStore(t, db), priv, "", clock, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,7 +81,8 @@ func TestSessionTickets(t *testing.T) {
 				c.Close()
 			}
 		}()
-		return ln.Addr().String(), func() { ln.Close(); db.Close() }
+		t.Cleanup(func() { ln.Close() })
+		return ln.Addr().String()
 	}
 	cache := &pinnedCache{}
 	dial := func(addr string) (resumed bool, ticket []byte) {
@@ -104,21 +104,25 @@ func TestSessionTickets(t *testing.T) {
 		return c.ConnectionState().DidResume, ticket
 	}
 
-	addr, stop := serve()
+	// With replicas, every second handshake goes to the other one.
+	addr := serve()
+	other := addr
+	if b.replicas {
+		other = serve()
+	}
 	if resumed, ticket := dial(addr); resumed || len(ticket) != 24 {
 		t.Fatalf("first handshake: resumed %v, ticket of %d bytes (want 24)", resumed, len(ticket))
 	}
 	first := cache.last
 	cache.use = first
-	if resumed, _ := dial(addr); !resumed {
+	if resumed, _ := dial(other); !resumed {
 		t.Fatal("the ticket did not resume")
 	}
 	if resumed, _ := dial(addr); resumed {
 		t.Fatal("a used ticket resumed again")
 	}
-	defer stop()
 	cache.use = cache.last
-	if resumed, _ := dial(addr); !resumed {
+	if resumed, _ := dial(other); !resumed {
 		t.Fatal("the fresh ticket from a resumed handshake did not resume")
 	}
 	// Eight days later the ticket is refused.
