@@ -29,7 +29,8 @@ func (g geoLookup) GeoIPLoaded() bool { _, ok := g.s.GeoIP(); return ok }
 // every security event together with the remote syslog sender. A store
 // it cannot read leaves the report off; edgepbxd runs on.
 func (d *daemon) newIntrusion() {
-	a, err := intrusion.New(intrusion.Config{DB: d.db, Geo: geoLookup{d.auth}, Summary: d.syslog, Logger: d.log})
+	a, err := intrusion.New(intrusion.Config{DB: d.db, Geo: geoLookup{d.auth}, Summary: d.syslog,
+		Mask: d.privacy.IntrusionMask(), Logger: d.log})
 	if err != nil {
 		d.log.Error("intrusion report: disabled", "err", err)
 		d.secLog.Forward(d.syslog.Event)

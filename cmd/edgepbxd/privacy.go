@@ -31,6 +31,11 @@ func (d *daemon) registerPrivacy() error {
 			return fmt.Errorf("privacy: %w", err)
 		}
 	}
+	if d.intrusion != nil { // nil: its store could not be read, the report is off
+		if err := d.privacy.Register(privacy.Intrusion{DB: d.db, Agg: d.intrusion}); err != nil {
+			return fmt.Errorf("privacy: %w", err)
+		}
+	}
 	return nil
 }
 

@@ -122,3 +122,36 @@ func BenchmarkReport30Days1M(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkForget is one subject request over 400 full days (every list
+// at its bound): what the privacy Find/Export/Forget and an hourly
+// truncating sweep cost, with Observe waiting meanwhile.
+//
+//	go test -run '^$' -bench 'Forget' -benchtime 5x ./firmware/intrusion/
+func BenchmarkForget(b *testing.B) {
+	db := openDB(b, filepath.Join(b.TempDir(), "db"))
+	defer db.Close()
+	clk := &clock{t: day1}
+	a, err := New(Config{DB: db, Now: clk.Now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for d := range 400 {
+		t := day1.Add(time.Duration(d) * 24 * time.Hour)
+		clk.set(t)
+		for _, e := range benchEvents(t) {
+			a.Observe(e)
+		}
+		if err := a.Flush(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	sz, _ := db.BucketSize(DaysBucket)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := a.Forget(Subject{Name: "201", Addr: netip.MustParseAddr("198.51.0.7")}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(sz.Bytes)/float64(sz.Keys), "stored-B/day")
+}

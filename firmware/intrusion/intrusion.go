@@ -62,8 +62,11 @@ type Config struct {
 	Geo      Geo              // nil: no countries
 	Summary  Summarizer       // nil: no daily summary
 	Now      func() time.Time // nil: time.Now
-	KeepDays int              // 0: DefaultKeepDays
-	Logger   *slog.Logger
+	KeepDays int              // 0: DefaultKeepDays; the upper bound, the privacy sweep applies the admin's retention
+	// Mask, when set, returns the address to keep for a source (the
+	// privacy setting's truncation); the country is looked up first.
+	Mask   func(netip.Addr) netip.Addr
+	Logger *slog.Logger
 }
 
 // Aggregator keeps the per-day aggregates. Observe is safe for concurrent
@@ -71,10 +74,11 @@ type Config struct {
 type Aggregator struct {
 	cfg Config
 
-	mu     sync.Mutex
-	days   map[int64]*day
-	dirty  map[int64]bool
-	trimAt int64 // day of the last retention trim
+	flushMu sync.Mutex // one writer of DaysBucket at a time (Flush, rewrite, Purge)
+	mu      sync.Mutex
+	days    map[int64]*day
+	dirty   map[int64]bool
+	trimAt  int64 // day of the last retention trim
 
 	lost atomic.Uint64 // events for a day that could not be read back
 }
@@ -128,6 +132,9 @@ func (a *Aggregator) Observe(e logs.Event) {
 	var country string
 	if a.cfg.Geo != nil && src.IsValid() && offendingKind(e.Kind) {
 		country = a.cfg.Geo.Country(src)
+	}
+	if a.cfg.Mask != nil && src.IsValid() {
+		src = a.cfg.Mask(src)
 	}
 	n := dayNumber(t)
 	a.mu.Lock()
@@ -184,6 +191,8 @@ func (a *Aggregator) load(n int64) (*day, error) {
 // trims days older than KeepDays once a day, and lets written days other
 // than the newest leave memory.
 func (a *Aggregator) Flush() error {
+	a.flushMu.Lock()
+	defer a.flushMu.Unlock()
 	a.mu.Lock()
 	recs := make(map[int64]record, len(a.dirty))
 	for n := range a.dirty {

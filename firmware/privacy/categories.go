@@ -1,12 +1,14 @@
 package privacy
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/cdr"
 	"github.com/edgepbx/edgepbx/firmware/connlog"
+	"github.com/edgepbx/edgepbx/firmware/intrusion"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
@@ -43,6 +45,15 @@ var Builtin = map[string]Info{
 		Holds:   "source addresses and ports, users and results of admin logins and SIP registrations",
 		Why:     "30 days: troubleshooting registrations and logins needs the last weeks, not more",
 		Default: Policy{Days: 30, Anonymise: Full}, MinDays: 1, MaxDays: 365, Modes: allModes,
+		Subjects: []SubjectKind{Extension, User}, Forgettable: true},
+	"intrusion": {Name: "intrusion", Title: "Intrusion report", PersonalData: true,
+		Holds: "per day, the top offending source addresses, admin-port attackers and attacked or fraud-stopped extensions",
+		Why: "180 days: twice the longest report range (92 days), so a quarter compares with the one before; " +
+			"older attacker addresses no longer help blocking, and the evidence itself is the security log",
+		Default: Policy{Days: 180, Anonymise: Full}, MinDays: 1, MaxDays: intrusion.DefaultKeepDays,
+		// Truncation keeps the lists addresses (a network's first one);
+		// a keyed hash would not: the lists are keyed and shown by address.
+		Modes:    []Mode{Truncate},
 		Subjects: []SubjectKind{Extension, User}, Forgettable: true},
 }
 
@@ -225,6 +236,61 @@ func (c Connections) Find(s Subject) (int, error) {
 }
 func (c Connections) Export(s Subject) (any, error) { return nonNil(c.Log.Subject(s.Value)) }
 func (c Connections) Forget(s Subject) (int, error) { return c.Log.Forget(s.Value) }
+
+// Intrusion is the intrusion report's per-day aggregates. Its personal
+// data are the top lists' keys; Forget removes a subject's entries and
+// leaves the day's totals (numbers, no one's data).
+type Intrusion struct {
+	DB  *store.DB
+	Agg *intrusion.Aggregator
+}
+
+func (Intrusion) Info() Info            { return Builtin["intrusion"] }
+func (c Intrusion) Size() (Size, error) { return bucketSize(c.DB, intrusion.DaysBucket) }
+
+// Sweep deletes the days past the retention and, in truncate mode,
+// truncates the sources already stored (new ones are by IntrusionMask);
+// Masked counts the days rewritten.
+func (c Intrusion) Sweep(now time.Time, p Policy) (Swept, error) {
+	var s Swept
+	var err error
+	if p.Days > 0 {
+		if s.Deleted, err = c.Agg.Purge(cutoff(now, p.Days)); err != nil {
+			return s, err
+		}
+	}
+	if p.Anonymise == Truncate {
+		s.Masked, err = c.Agg.TruncateSources()
+	}
+	return s, err
+}
+
+// The subject kinds name extensions and users; the lists' addresses are
+// forgotten through intrusion.Subject.Addr once a subject kind for
+// addresses exists.
+func intrusionSubject(s Subject) intrusion.Subject { return intrusion.Subject{Name: s.Value} }
+
+func (c Intrusion) Find(s Subject) (int, error) {
+	l, err := c.Agg.Find(intrusionSubject(s))
+	return len(l), err
+}
+func (c Intrusion) Export(s Subject) (any, error) { return nonNil(c.Agg.Find(intrusionSubject(s))) }
+func (c Intrusion) Forget(s Subject) (int, error) { return c.Agg.Forget(intrusionSubject(s)) }
+
+// IntrusionMask is the intrusion report's Config.Mask: new sources are
+// truncated while the category's mode says so. It reads only memory
+// (Observe is on the security log's hot path).
+func (r *Registry) IntrusionMask() func(netip.Addr) netip.Addr {
+	return func(a netip.Addr) netip.Addr {
+		r.mu.Lock()
+		p := r.cache["intrusion"]
+		r.mu.Unlock()
+		if p.Anonymise == Truncate {
+			return intrusion.TruncateAddr(a)
+		}
+		return a
+	}
+}
 
 // nonNil makes an empty result an empty JSON list, not null.
 func nonNil[T any](l []T, err error) (any, error) {

@@ -20,6 +20,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/cdr"
 	"github.com/edgepbx/edgepbx/firmware/connlog"
+	"github.com/edgepbx/edgepbx/firmware/intrusion"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
@@ -50,6 +51,7 @@ type box struct {
 	cdr   *cdr.Store
 	sec   *logs.Log
 	conns *connlog.Log
+	intr  *intrusion.Aggregator
 	reg   *Registry
 }
 
@@ -99,8 +101,12 @@ func newBox(t testing.TB, separateAudit bool, settings map[string]Policy) *box {
 		t.Fatal(err)
 	}
 	b.sec.Anonymise(b.reg.SourceAnonymiser("security_log"))
+	if b.intr, err = intrusion.New(intrusion.Config{DB: db, Now: b.clk.Now, Mask: b.reg.IntrusionMask(),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []Category{CDRs{DB: db, Store: b.cdr}, SecurityLog{DB: db, Log: b.sec}, Audit{DB: db, Log: b.audit},
-		LoginHistory{DB: db, Auth: b.auth}, Connections{DB: db, Log: b.conns}} {
+		LoginHistory{DB: db, Auth: b.auth}, Connections{DB: db, Log: b.conns}, Intrusion{DB: db, Agg: b.intr}} {
 		if err := b.reg.Register(c); err != nil {
 			t.Fatal(err)
 		}
@@ -133,6 +139,11 @@ func (b *box) fill(t testing.TB, tag, ext, user string, src netip.Addr) {
 	if err := b.conns.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	// A SIP digest failure on ext from src: the intrusion report.
+	b.intr.Observe(logs.Event{Time: b.clk.Now(), Kind: logs.KindAuthFailure, Source: netip.AddrPortFrom(src, 5060).String(), User: ext})
+	if err := b.intr.Flush(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (b *box) sizes(t testing.TB) map[string]Size {
@@ -160,6 +171,10 @@ func TestRetentionEveryCategory(t *testing.T) {
 	}
 	// CDRs keep 180 days by default: shorten to 30 so this sweep covers them.
 	if err := b.reg.Set("root1", "", "cdrs", Policy{Days: 30}); err != nil {
+		t.Fatal(err)
+	}
+	// The intrusion report keeps 180 days by default too.
+	if err := b.reg.Set("root1", "", "intrusion", Policy{Days: 30}); err != nil {
 		t.Fatal(err)
 	}
 	// 100 days later: past every retention (audit set to its 90-day floor).
@@ -201,6 +216,12 @@ func TestRetentionEveryCategory(t *testing.T) {
 	}
 	if l, _ := b.conns.Subject("201"); len(l) != 0 {
 		t.Errorf("old connection entries left: %+v", l)
+	}
+	if n, _ := mustCategory(t, b.reg, "intrusion").Find(Subject{Kind: Extension, Value: "201"}); n != 0 {
+		t.Errorf("old intrusion report entries left: %d", n)
+	}
+	if n, _ := mustCategory(t, b.reg, "intrusion").Find(Subject{Kind: Extension, Value: "202"}); n != 1 {
+		t.Errorf("new intrusion report entry: %d, want 1", n)
 	}
 	if l, _ := b.auth.History("root1", 0); len(l) != 1 {
 		t.Errorf("login history has %d entries, want the new one", len(l))
@@ -288,6 +309,7 @@ func TestAnonymisedStorage(t *testing.T) {
 		"connections":   {Days: 30, Anonymise: Truncate},
 		"security_log":  {Days: 90, Anonymise: Truncate},
 		"login_history": {Days: 14, Anonymise: Hash},
+		"intrusion":     {Days: 180, Anonymise: Truncate},
 	})
 	v4 := netip.MustParseAddr("198.51.100.77")
 	v6 := netip.MustParseAddr("2001:db8:1234:5678::9")
@@ -305,7 +327,7 @@ func TestAnonymisedStorage(t *testing.T) {
 			t.Errorf("the store file holds the full address %s", full)
 		}
 	}
-	for _, kept := range []string{"198.51.100.0/24", "2001:db8:1234::/48", `"source":"h`} {
+	for _, kept := range []string{"198.51.100.0/24", "2001:db8:1234::/48", `"source":"h`, `"k":"198.51.100.0"`, `"k":"2001:db8:1234::"`} {
 		if !bytes.Contains(raw, []byte(kept)) {
 			t.Errorf("the store file lacks the anonymised form %s", kept)
 		}
@@ -365,7 +387,7 @@ func TestSubjectExportAndForget(t *testing.T) {
 	for _, f := range found {
 		got[f.Category] = f.Items
 	}
-	if got["cdrs"] != 2 || got["security_log"] != 1 || got["connections"] != 1 {
+	if got["cdrs"] != 2 || got["security_log"] != 1 || got["connections"] != 1 || got["intrusion"] != 1 {
 		t.Fatalf("found %v", got)
 	}
 	ex, err := b.reg.Export("root1", "192.0.2.1", ext)
@@ -383,13 +405,16 @@ func TestSubjectExportAndForget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []string{"cdrs", "security_log", "connections"} {
+	for _, c := range []string{"cdrs", "security_log", "connections", "intrusion"} {
 		if n, _ := mustCategory(t, b.reg, c).Find(ext); n != 0 {
 			t.Errorf("%s still holds %d items about the subject", c, n)
 		}
 	}
 	if n, _ := mustCategory(t, b.reg, "cdrs").Find(Subject{Kind: Extension, Value: "302"}); n != 1 {
 		t.Errorf("another subject's call records went too")
+	}
+	if n, _ := mustCategory(t, b.reg, "intrusion").Find(Subject{Kind: Extension, Value: "302"}); n != 1 {
+		t.Errorf("another subject's intrusion report entry went too")
 	}
 	// The admin account: login history and connection log; the audit log keeps its entries.
 	user := Subject{Kind: User, Value: "alice"}
@@ -502,5 +527,63 @@ func TestCDRMasking(t *testing.T) {
 	l, _ := b.cdr.Subject("201")
 	if len(l) != 2 || l[0].To != "+xxxxxxxxx678" || !l[0].Masked || l[1].To != "+493012345679" || l[0].From != "201" {
 		t.Fatalf("records after masking: %+v", l)
+	}
+}
+
+// TestIntrusionSubject: the intrusion report's lists name an extension;
+// export lists its entries, forget removes them from the store file's
+// bytes and keeps the day's totals and the other subjects.
+func TestIntrusionSubject(t *testing.T) {
+	b := newBox(t, false, nil)
+	src := netip.MustParseAddr("192.0.2.10")
+	for i, user := range []string{"victim-7781", "victim-7781", "other-5550"} {
+		b.intr.Observe(logs.Event{Time: b.clk.Now().Add(time.Duration(i) * time.Minute), Kind: logs.KindAuthFailure,
+			Source: netip.AddrPortFrom(src, 5060).String(), User: user})
+	}
+	b.clk.Advance(day) // yesterday's figures too: one day in memory, one only stored
+	b.intr.Observe(logs.Event{Time: b.clk.Now(), Kind: logs.KindAuthFailure, Source: "192.0.2.11:5060", User: "victim-7781"})
+	if err := b.intr.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(b.path)
+	if err != nil || !bytes.Contains(raw, []byte("victim-7781")) {
+		t.Fatalf("the store file lacks the subject before forget (%v): the check below could not fail", err)
+	}
+	s := Subject{Kind: Extension, Value: "victim-7781"}
+	ex, err := b.reg.Export("root1", "192.0.2.1", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := json.Marshal(ex.Categories["intrusion"])
+	if want := `[{"date":"2026-03-01","list":"extensions","count":2},{"date":"2026-03-02","list":"extensions","count":1}]`; string(js) != want {
+		t.Fatalf("export %s, want %s", js, want)
+	}
+	fg, err := b.reg.Forget("root1", "192.0.2.1", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fg.Deleted {
+		if f.Category == "intrusion" && f.Items != 2 {
+			t.Errorf("intrusion: %d items deleted, want 2", f.Items)
+		}
+	}
+	rep, err := b.intr.Report("2026-03-01", "2026-03-02")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := rep.Days[0]; d.AuthFailures != 3 || len(d.AttackedExtensions) != 1 || d.AttackedExtensions[0].Key != "other-5550" {
+		t.Errorf("day after forget: failures %d, extensions %+v; want 3 and other-5550 only", d.AuthFailures, d.AttackedExtensions)
+	}
+	if err := b.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if raw, err = os.ReadFile(b.path); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte("victim-7781")) {
+		t.Error("the forgotten extension is still in the store file's bytes")
+	}
+	if !bytes.Contains(raw, []byte("other-5550")) {
+		t.Error("another subject's entry went too")
 	}
 }
