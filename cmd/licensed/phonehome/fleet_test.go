@@ -56,6 +56,10 @@ func testFleetView(t *testing.T, b backend) {
 	checkin("L-CL", "-2+3", "hw-a", "2.0.0")
 	checkin("L-CL", "EPX-CL-B", "hw-b", "2.0.0") // the clone
 	checkin("L-X", "EPX-X", "hw-x", "2.0.0")     // unknown licence: no box kept
+	// Nor its check-in: anyone reaching licensed could grow the database.
+	if got, err := s.Checkins("L-X"); err != nil || len(got) != 0 {
+		t.Fatalf("check-ins kept for a licence never issued: %d, %v", len(got), err)
+	}
 
 	get := func(query, token string) *httptest.ResponseRecorder {
 		rec := httptest.NewRecorder()

@@ -249,10 +249,13 @@ func (s *Server) answer(ctx context.Context, req *license.Request, size int) (*l
 			resp.Perf = license.PerfTooSmall
 			resp.PerfMessage = fmt.Sprintf("average load cpu %d%% memory %d%%: use a larger model", req.Load.CPUPercent, req.Load.MemPercent)
 		}
-		if found {
-			if err := s.recordBox(tx, req, now, resp); err != nil {
-				return err
-			}
+		if !found {
+			// Nothing is stored for a licence id the vendor never issued:
+			// anyone who reaches licensed could otherwise grow the database.
+			return nil
+		}
+		if err := s.recordBox(tx, req, now, resp); err != nil {
+			return err
 		}
 		rec, err := json.Marshal(Checkin{Time: now, Serial: req.Serial, InstallID: req.InstallID,
 			Fingerprint: req.Fingerprint, Firmware: req.Firmware, OfflineDays: req.OfflineDays, CertExpiry: req.CertNotAfter,
