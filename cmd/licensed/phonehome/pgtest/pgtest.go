@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -105,23 +106,38 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	if out, err := initdb.CombinedOutput(); err != nil {
 		return fail(fmt.Errorf("pgtest: initdb: %w\n%s", err, out))
 	}
-	if c.port, err = freePort(); err != nil {
-		return fail(err)
-	}
-	args := []string{"-D", data, "-p", strconv.Itoa(c.port), "-k", dir,
-		"-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "shared_buffers=32MB"}
-	if !o.Durable {
-		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
-	}
-	c.cmd = exec.Command(filepath.Join(bin, "postgres"), args...)
-	// Pdeathsig: a test binary that dies takes its server with it.
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
-	c.cmd.Stdout, c.cmd.Stderr = &lockedWriter{b: c.log}, &lockedWriter{b: c.log}
-	if err := c.cmd.Start(); err != nil {
-		return fail(fmt.Errorf("pgtest: postgres: %w", err))
-	}
-	go func() { c.cmd.Wait(); close(c.done) }()
-	if err := c.wait(ctx); err != nil {
+	// The port is free when chosen but another test process may take it
+	// before postgres binds (packages' tests run in parallel): a bind
+	// failure picks another port, a few times.
+	for attempt := 1; ; attempt++ {
+		if c.port, err = freePort(); err != nil {
+			return fail(err)
+		}
+		args := []string{"-D", data, "-p", strconv.Itoa(c.port), "-k", dir,
+			"-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "shared_buffers=32MB"}
+		if !o.Durable {
+			args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+		}
+		c.log.Reset()
+		c.done = make(chan struct{})
+		c.cmd = exec.Command(filepath.Join(bin, "postgres"), args...)
+		// Pdeathsig: a test binary that dies takes its server with it.
+		c.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
+		c.cmd.Stdout, c.cmd.Stderr = &lockedWriter{b: c.log}, &lockedWriter{b: c.log}
+		if err := c.cmd.Start(); err != nil {
+			return fail(fmt.Errorf("pgtest: postgres: %w", err))
+		}
+		done := c.done
+		go func() { c.cmd.Wait(); close(done) }()
+		err := c.wait(ctx)
+		if err == nil {
+			break
+		}
+		if attempt < 5 && strings.Contains(c.Log(), "could not bind") {
+			c.cmd.Process.Kill() // keeps the data directory, unlike Stop
+			<-done
+			continue
+		}
 		c.Stop()
 		return nil, err
 	}
