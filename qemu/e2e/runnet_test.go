@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepbx/edgepbx/firmware/media/baresiptest"
 	"github.com/edgepbx/edgepbx/qemu"
 )
 
@@ -23,7 +24,7 @@ import (
 // REGISTER: libslirp drops every UDP datagram the guest sends.
 func TestX86RunNetPhones(t *testing.T) {
 	require(t, "qemu-system-x86_64", "mkfs.ext4")
-	bin := needBaresip(t)
+	bin := baresiptest.Need(t)
 	img := buildImage(t, "qemu-x86_64")
 	rn, err := qemu.NewRunNet()
 	if err != nil {
@@ -87,33 +88,33 @@ func TestX86RunNetPhones(t *testing.T) {
 			user, guest, transport, pw[user])
 	}
 	const callerTone, calleeTone = 440, 1000
-	a := startPhone(ctx, t, bin, phoneConfig{name: "1001", local: host, tone: callerTone,
-		accounts: []string{account("1001", "udp")}})
-	callee := startPhone(ctx, t, bin, phoneConfig{name: "1002", local: host, tone: calleeTone,
-		accounts: []string{account("1002", "udp")}})
-	a.waitRegistered(ctx, t, 1)
+	a := baresiptest.Start(ctx, t, bin, baresiptest.Config{Name: "1001", Local: host, Tone: callerTone,
+		Accounts: []string{account("1001", "udp")}})
+	callee := baresiptest.Start(ctx, t, bin, baresiptest.Config{Name: "1002", Local: host, Tone: calleeTone,
+		Accounts: []string{account("1002", "udp")}})
+	a.WaitRegistered(ctx, t, 1)
 	t.Logf("figure: first softphone registered over UDP %.1fs after QEMU start", since())
-	callee.waitRegistered(ctx, t, 1)
+	callee.WaitRegistered(ctx, t, 1)
 
 	t.Run("UDP call, audio both ways", func(t *testing.T) {
-		a.command(ctx, t, "dial", fmt.Sprintf("sip:1002@%s", guest))
-		a.waitEvent(ctx, t, "CALL_ESTABLISHED")
-		callee.waitEvent(ctx, t, "CALL_ESTABLISHED")
-		a.waitAudio(ctx, t, 2*time.Second)
-		callee.waitAudio(ctx, t, 2*time.Second)
-		a.command(ctx, t, "hangup", "")
-		a.waitEvent(ctx, t, "CALL_CLOSED")
-		callee.waitEvent(ctx, t, "CALL_CLOSED")
-		a.stop(t)
-		callee.stop(t)
-		checkTone(t, "callee hears caller", callee.wav(t, "dec"), a.wav(t, "enc"), callerTone)
-		checkTone(t, "caller hears callee", a.wav(t, "dec"), callee.wav(t, "enc"), calleeTone)
+		a.Command(ctx, t, "dial", fmt.Sprintf("sip:1002@%s", guest))
+		a.WaitEvent(ctx, t, "CALL_ESTABLISHED")
+		callee.WaitEvent(ctx, t, "CALL_ESTABLISHED")
+		a.WaitAudio(ctx, t, 2*time.Second)
+		callee.WaitAudio(ctx, t, 2*time.Second)
+		a.Command(ctx, t, "hangup", "")
+		a.WaitEvent(ctx, t, "CALL_CLOSED")
+		callee.WaitEvent(ctx, t, "CALL_CLOSED")
+		a.Stop(t)
+		callee.Stop(t)
+		baresiptest.CheckTone(t, "callee hears caller", callee.WAV(t, "dec"), a.WAV(t, "enc"), callerTone)
+		baresiptest.CheckTone(t, "caller hears callee", a.WAV(t, "dec"), callee.WAV(t, "enc"), calleeTone)
 	})
 
 	t.Run("REGISTER over TCP and TLS", func(t *testing.T) {
-		p := startPhone(ctx, t, bin, phoneConfig{name: "1003", local: host, tone: callerTone, caFile: ca,
-			accounts: []string{account("1003", "tcp"), account("1003", "tls")}})
-		p.waitRegistered(ctx, t, 2)
-		p.stop(t)
+		p := baresiptest.Start(ctx, t, bin, baresiptest.Config{Name: "1003", Local: host, Tone: callerTone, CAFile: ca,
+			Accounts: []string{account("1003", "tcp"), account("1003", "tls")}})
+		p.WaitRegistered(ctx, t, 2)
+		p.Stop(t)
 	})
 }
