@@ -91,18 +91,13 @@ func (s *Server) networkState(ctx context.Context) (NetworkView, error) {
 	}
 	v := NetworkView{State: st}
 	if st.Pending != nil {
-		v.RevertIn = int(st.Pending.Remaining.Round(time.Second) / time.Second)
+		v.RevertIn = revertIn(st.Pending.Remaining)
 	}
 	return v, nil
 }
 
 func (s *Server) apiNetwork(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	v, err := s.networkState(r.Context())
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, v)
-	return nil
+	return answerView(w, r, s.networkState)
 }
 
 func (s *Server) apiSetNetwork(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
@@ -136,13 +131,7 @@ func (s *Server) apiSetNetwork(w http.ResponseWriter, r *http.Request, p auth.Pr
 		}
 		return fmt.Errorf("%w: %w", errNetworkRefused, err)
 	}
-	s.markPending(pend.ID)
-	ev.Target, ev.Detail = pend.ID, "pending until "+pend.Deadline.UTC().Format(time.RFC3339)
-	_ = s.audit.Record(ev)
-	// Close this connection: the confirmation must come on a new one.
-	w.Header().Set("Connection", "close")
-	writeJSON(w, http.StatusAccepted, PendingAnswer{Status: "pending", ID: pend.ID, Deadline: pend.Deadline,
-		RevertIn: int(pend.Remaining.Round(time.Second) / time.Second)})
+	s.pendingAccepted(w, ev, pend.ID, pend.Deadline, pend.Remaining)
 	return nil
 }
 
@@ -150,36 +139,14 @@ func (s *Server) apiConfirmNetwork(w http.ResponseWriter, r *http.Request, p aut
 	if s.netw == nil {
 		return errUnavailable
 	}
-	var req ConfirmRequest
-	if err := decodeJSON(r, &req); err != nil {
-		return err
-	}
-	if !netspec.ValidPendingID(req.ID) {
-		return fmt.Errorf("%w: id must be 32 hex digits", errBadRequest)
-	}
-	if err := s.newConnSince(r, req.ID); err != nil {
-		w.Header().Set("Connection", "close")
-		return fmt.Errorf("%w: %w", errConflict, err)
-	}
-	st, err := s.networkState(r.Context())
-	if err != nil {
-		return err
-	}
-	if st.Pending == nil || st.Pending.ID != req.ID {
-		return fmt.Errorf("%w: no pending network change %s (it may have been reverted)", errConflict, req.ID)
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), pid1Timeout)
-	defer cancel()
-	ev := audit.Event{Actor: p.Actor(), Source: src(r), Action: "system.network.confirm", Target: req.ID,
-		Before: st.Confirmed, After: st.Pending.Network}
-	if err := s.netw.ConfirmNetwork(ctx, req.ID); err != nil {
-		ev.Outcome, ev.Detail = audit.Failed, err.Error()
-		_ = s.audit.Record(ev)
-		return fmt.Errorf("%w: %w", errNetworkRefused, err)
-	}
-	_ = s.audit.Record(ev)
-	writeJSON(w, http.StatusOK, map[string]string{"status": "confirmed"})
-	return nil
+	k := pendingKind{what: "network change", action: "system.network.confirm", refused: errNetworkRefused, validID: netspec.ValidPendingID}
+	return s.confirmPending(w, r, p, k, func(ctx context.Context) (pendingState, error) {
+		st, err := s.networkState(ctx)
+		if err != nil || st.Pending == nil {
+			return pendingState{}, err
+		}
+		return pendingState{id: st.Pending.ID, before: st.Confirmed, after: st.Pending.Network}, nil
+	}, s.netw.ConfirmNetwork)
 }
 
 func (s *Server) timeState(ctx context.Context) (TimeView, error) {
@@ -203,12 +170,7 @@ func (s *Server) timeState(ctx context.Context) (TimeView, error) {
 }
 
 func (s *Server) apiTime(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	v, err := s.timeState(r.Context())
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, v)
-	return nil
+	return answerView(w, r, s.timeState)
 }
 
 func (s *Server) apiSetTime(w http.ResponseWriter, r *http.Request, p auth.Principal) error {

@@ -114,18 +114,13 @@ func (s *Server) policyState(ctx context.Context) (PolicyView, error) {
 	}
 	v := PolicyView{PolicyState: st}
 	if st.Pending != nil {
-		v.RevertIn = int(st.Pending.Remaining.Round(time.Second) / time.Second)
+		v.RevertIn = revertIn(st.Pending.Remaining)
 	}
 	return v, nil
 }
 
 func (s *Server) apiFirewallPolicy(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	v, err := s.policyState(r.Context())
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, v)
-	return nil
+	return answerView(w, r, s.policyState)
 }
 
 // PolicyRequest is the body of PUT /api/v1/firewall/policy: the zones and
@@ -161,13 +156,7 @@ func (s *Server) apiSetFirewallPolicy(w http.ResponseWriter, r *http.Request, p 
 		_ = s.audit.Record(ev)
 		return fmt.Errorf("%w: %w", errPolicyRefused, err)
 	}
-	s.markPending(pend.ID)
-	ev.Target, ev.Detail = pend.ID, "pending until "+pend.Deadline.UTC().Format(time.RFC3339)
-	_ = s.audit.Record(ev)
-	// Close this connection: the confirmation must come on a new one.
-	w.Header().Set("Connection", "close")
-	writeJSON(w, http.StatusAccepted, PendingAnswer{Status: "pending", ID: pend.ID, Deadline: pend.Deadline,
-		RevertIn: int(pend.Remaining.Round(time.Second) / time.Second)})
+	s.pendingAccepted(w, ev, pend.ID, pend.Deadline, pend.Remaining)
 	return nil
 }
 
@@ -180,39 +169,14 @@ func (s *Server) apiConfirmFirewallPolicy(w http.ResponseWriter, r *http.Request
 	if s.fw == nil {
 		return errUnavailable
 	}
-	var req ConfirmRequest
-	if err := decodeJSON(r, &req); err != nil {
-		return err
-	}
-	if !fwspec.ValidPendingID(req.ID) {
-		return fmt.Errorf("%w: id must be 32 hex digits", errBadRequest)
-	}
-	if err := s.newConnSince(r, req.ID); err != nil {
-		// Closed (HTTP/1.1 close, HTTP/2 GOAWAY), so the page's retry
-		// comes on a new connection: browsers keep spare ones opened
-		// before the change.
-		w.Header().Set("Connection", "close")
-		return fmt.Errorf("%w: %w", errConflict, err)
-	}
-	st, err := s.policyState(r.Context())
-	if err != nil {
-		return err
-	}
-	if st.Pending == nil || st.Pending.ID != req.ID {
-		return fmt.Errorf("%w: no pending change %s (it may have been reverted)", errConflict, req.ID)
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), pid1Timeout)
-	defer cancel()
-	ev := audit.Event{Actor: p.Actor(), Source: src(r), Action: "firewall.policy.confirm", Target: req.ID,
-		Before: st.Confirmed, After: st.Pending.Access}
-	if err := s.fw.ConfirmPolicy(ctx, req.ID); err != nil {
-		ev.Outcome, ev.Detail = audit.Failed, err.Error()
-		_ = s.audit.Record(ev)
-		return fmt.Errorf("%w: %w", errPolicyRefused, err)
-	}
-	_ = s.audit.Record(ev)
-	writeJSON(w, http.StatusOK, map[string]string{"status": "confirmed"})
-	return nil
+	k := pendingKind{what: "change", action: "firewall.policy.confirm", refused: errPolicyRefused, validID: fwspec.ValidPendingID}
+	return s.confirmPending(w, r, p, k, func(ctx context.Context) (pendingState, error) {
+		st, err := s.policyState(ctx)
+		if err != nil || st.Pending == nil {
+			return pendingState{}, err
+		}
+		return pendingState{id: st.Pending.ID, before: st.Confirmed, after: st.Pending.Access}, nil
+	}, s.fw.ConfirmPolicy)
 }
 
 // policyEditor is what the firewall page's editor shows: the pending
