@@ -178,7 +178,9 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	}
 	// The privacy settings come before the writers that anonymise with them.
 	if d.privacy, err = privacy.New(d.db, d.audit, clock); err != nil {
-		return nil, fmt.Errorf("privacy settings: %w", err)
+		// Its hash keys are sealed: a wrong device key or a damaged store
+		// stays wrong across restarts.
+		return nil, fmt.Errorf("%w: privacy settings: %w", errStayDown, err)
 	}
 	d.conns = connlog.New(d.db, clock, d.privacy.Anonymiser("connections"))
 	d.secLog.Anonymise(d.privacy.SourceAnonymiser("security_log"))
