@@ -258,7 +258,7 @@ func TestX86Appliance(t *testing.T) {
 	opts := []qemu.Option{
 		qemu.WithDataDisk(disk),
 		qemu.WithHostForward("tcp", 0, 443),
-		qemu.WithHostForward("tcp", 0, 8080), // nothing listens, firewall drops
+		qemu.WithHostForward("tcp", 0, 7070), // no service (8080 is provisioning bootstrap), firewall drops
 		qemu.WithHostForward("udp", 0, 9),
 	}
 	vm := boot(t, img, opts...)
@@ -278,7 +278,7 @@ func TestX86Appliance(t *testing.T) {
 		// slirp accepts the host side itself and then sends SYNs to the guest:
 		// a guest RST closes the host connection at once, silence keeps it open
 		// with nothing to read. So: no byte and no EOF within the window.
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", vm.HostPort("tcp", 8080)), 10*time.Second)
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", vm.HostPort("tcp", 7070)), 10*time.Second)
 		if err != nil {
 			t.Fatalf("slirp refused the host side: %v", err)
 		}
@@ -287,7 +287,7 @@ func TestX86Appliance(t *testing.T) {
 		n, err := c.Read(make([]byte, 64))
 		var ne net.Error
 		if !errors.As(err, &ne) || !ne.Timeout() {
-			t.Errorf("tcp to closed guest port 8080: read %d bytes, err %v; want silence (no RST, no data)", n, err)
+			t.Errorf("tcp to closed guest port 7070: read %d bytes, err %v; want silence (no RST, no data)", n, err)
 		}
 		u, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", vm.HostPort("udp", 9)))
 		if err != nil {

@@ -187,7 +187,7 @@ func TestX86DroppedPortsTap(t *testing.T) {
 				t.Errorf("%s: %v; want a timeout (silence)", what, err)
 			}
 		}
-		silentTCP("tcp 8080 (no service)", net.Dialer{}, "8080")
+		silentTCP("tcp 7070 (no service)", net.Dialer{}, "7070")
 		silentTCP("tcp 443 from a public address (admin is LAN only)",
 			net.Dialer{LocalAddr: &net.TCPAddr{IP: tapPublicIP}}, "443")
 
