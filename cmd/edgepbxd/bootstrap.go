@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/edgepbx/edgepbx/init/strictjson"
@@ -24,10 +25,19 @@ const bootstrapTimeout = 10 * time.Second
 // bootstrap is what PID 1 hands edgepbxd on fd 3 (docs/architecture.md,
 // "Boot handover"). Nothing in it may come from argv or the environment.
 type bootstrap struct {
-	DeviceKey []byte `json:"device_key"` // base64 in JSON, 32 bytes
+	DeviceKey []byte `json:"device_key"` // the store's data key (init/keys); base64 in JSON, 32 bytes
 	SetupCode string `json:"setup_code"` // XXXX-XXXX-XXXX, this boot only
 	Serial    string `json:"serial"`
 	InstallID string `json:"install_id"`
+	// The other data keys (init/keys), each wrapped by the device key on
+	// /data so it can be erased alone; absent in --dev mode.
+	MediaKey  []byte `json:"media_key,omitempty"`
+	BackupKey []byte `json:"backup_key,omitempty"`
+	// KeyProtection says what guards the device key: tpm, passphrase or
+	// none (the dashboard says what an attacker with the disk gets).
+	KeyProtection string `json:"key_protection,omitempty"`
+	// FloorsInTPM: the licence grace and version floors are in TPM NV.
+	FloorsInTPM bool `json:"floors_in_tpm,omitempty"`
 }
 
 var (
@@ -40,6 +50,12 @@ func (b *bootstrap) validate() error {
 	switch {
 	case len(b.DeviceKey) != 32:
 		return fmt.Errorf("device_key must be 32 bytes (base64), got %d", len(b.DeviceKey))
+	case len(b.MediaKey) != 0 && len(b.MediaKey) != 32:
+		return fmt.Errorf("media_key must be 32 bytes (base64), got %d", len(b.MediaKey))
+	case len(b.BackupKey) != 0 && len(b.BackupKey) != 32:
+		return fmt.Errorf("backup_key must be 32 bytes (base64), got %d", len(b.BackupKey))
+	case !slices.Contains([]string{"", "tpm", "passphrase", "none"}, b.KeyProtection):
+		return errors.New("key_protection must be tpm, passphrase or none")
 	case !setupCodeRE.MatchString(b.SetupCode):
 		return errors.New("setup_code missing or not XXXX-XXXX-XXXX")
 	case !serialRE.MatchString(b.Serial):

@@ -49,6 +49,14 @@ func TestParseBootstrap(t *testing.T) {
 		{"serial with dots", bootstrapJSON(func(m map[string]any) { m["serial"] = "../etc" }), "serial"},
 		{"serial too long", bootstrapJSON(func(m map[string]any) { m["serial"] = strings.Repeat("A", 49) }), "serial"},
 		{"missing install id", bootstrapJSON(func(m map[string]any) { delete(m, "install_id") }), "install_id"},
+		{"with PID 1's data keys", bootstrapJSON(func(m map[string]any) {
+			m["media_key"] = base64.StdEncoding.EncodeToString(make([]byte, 32))
+			m["backup_key"] = base64.StdEncoding.EncodeToString(make([]byte, 32))
+			m["key_protection"], m["floors_in_tpm"] = "tpm", true
+		}), ""},
+		{"short media key", bootstrapJSON(func(m map[string]any) { m["media_key"] = base64.StdEncoding.EncodeToString(make([]byte, 8)) }), "media_key must be 32 bytes"},
+		{"short backup key", bootstrapJSON(func(m map[string]any) { m["backup_key"] = base64.StdEncoding.EncodeToString(make([]byte, 33)) }), "backup_key must be 32 bytes"},
+		{"unknown protection", bootstrapJSON(func(m map[string]any) { m["key_protection"] = "rot13" }), "key_protection"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -58,10 +58,31 @@ func (d *daemon) dashboard(ctx context.Context) []admin.StatusItem {
 	}
 	items = append(items, admin.StatusItem{Name: "Licence", Value: v,
 		OK: lv.Error == "" && (lv.Mode == string(license.ModeFull) || !lv.Configured)})
+	items = append(items, keysItem(d.id))
 	if d.trunks != nil {
 		items = append(items, trunkItems(d.trunks.States())...)
 	}
 	return items
+}
+
+// keysItem says what protects the secrets at rest, and exactly what an
+// attacker holding the disk (or a copy of /data) gets.
+func keysItem(id bootstrap) admin.StatusItem {
+	it := admin.StatusItem{Name: "Keys at rest"}
+	switch id.KeyProtection {
+	case "tpm":
+		it.Value, it.OK = "device key sealed to this box's TPM: the disk or a copy of /data opens nothing elsewhere", true
+	case "passphrase":
+		it.Value, it.OK, it.Level = "no TPM; device key wrapped with the boot passphrase: a copy of the disk can be attacked offline by guessing it", true, admin.LevelWarn
+	case "none":
+		it.Value, it.Level = "no TPM and no passphrase: whoever has the disk or a copy of /data reads every secret (SIP and trunk passwords, TOTP seeds, TLS keys)", admin.LevelBad
+	default:
+		it.Value, it.Level = "development instance: the key is a plain file in the data directory", admin.LevelWarn
+	}
+	if id.KeyProtection != "" && !id.FloorsInTPM {
+		it.Value += "; licence grace and version floor are kept on /data, so restoring an old /data rewinds them"
+	}
+	return it
 }
 
 // trunkItems are the trunks' lines on the dashboard.

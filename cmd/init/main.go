@@ -32,6 +32,7 @@ import (
 	"github.com/edgepbx/edgepbx/init/clock"
 	"github.com/edgepbx/edgepbx/init/control"
 	"github.com/edgepbx/edgepbx/init/identity"
+	"github.com/edgepbx/edgepbx/init/keys"
 	"github.com/edgepbx/edgepbx/init/modules"
 	"github.com/edgepbx/edgepbx/init/mount"
 	"github.com/edgepbx/edgepbx/init/netconf"
@@ -77,6 +78,9 @@ type box struct {
 	version string
 	prof    board.Profile
 	id      identity.Identity
+	keys    *keys.Ring
+	tpm     keys.Opener  // nil: no TPM
+	floors  *keys.Floors // monotonic floors (TPM NV, or a file on /data)
 	setup   string
 	live    bool
 	fw      *netfw.Firewall
@@ -340,11 +344,21 @@ func (b *box) mountData() error {
 }
 
 func (b *box) loadIdentity() error {
+	ring, err := b.openKeys()
+	if err != nil {
+		return err
+	}
 	id, created, err := identity.LoadOrCreate(identityDir, dmi.Serial("/"))
 	if err != nil {
 		return haltf("identity: %w", err)
 	}
-	b.id, b.setup = id, identity.SetupCode()
+	id.DeviceKey = ring.DataKey(keys.Store)
+	b.id, b.keys, b.setup = id, ring, identity.SetupCode()
+	if b.floors, err = keys.OpenFloors(identityDir, b.tpm); err != nil {
+		// Floors that do not read are damage or tampering: refusing every
+		// raise is safe (nothing moves backwards), so the boot goes on.
+		b.say("WARNING: monotonic floors unreadable: %v", err)
+	}
 	if err := unix.Sethostname([]byte(id.Hostname())); err != nil {
 		b.log.Warn("hostname", "err", err)
 	}
@@ -551,14 +565,21 @@ func (b *box) startControl() error {
 
 // bootstrapJSON is the secrets object edgepbxd reads from fd 3.
 type bootstrapJSON struct {
-	DeviceKey []byte `json:"device_key"`
-	SetupCode string `json:"setup_code"`
-	Serial    string `json:"serial"`
-	InstallID string `json:"install_id"`
+	// DeviceKey is the store's data key (the name predates the key
+	// hierarchy); edgepbxd never sees the device key itself.
+	DeviceKey     []byte `json:"device_key"`
+	MediaKey      []byte `json:"media_key"`
+	BackupKey     []byte `json:"backup_key"`
+	KeyProtection string `json:"key_protection"`
+	FloorsInTPM   bool   `json:"floors_in_tpm"`
+	SetupCode     string `json:"setup_code"`
+	Serial        string `json:"serial"`
+	InstallID     string `json:"install_id"`
 }
 
 func (b *box) startDaemon() error {
-	boot, err := json.Marshal(bootstrapJSON{DeviceKey: b.id.DeviceKey, SetupCode: b.setup, Serial: b.id.Serial, InstallID: b.id.InstallID})
+	boot, err := json.Marshal(bootstrapJSON{DeviceKey: b.id.DeviceKey, MediaKey: b.keys.DataKey(keys.Media), BackupKey: b.keys.DataKey(keys.Backup),
+		KeyProtection: string(b.keys.Protection), FloorsInTPM: b.floors != nil && b.floors.Hardware(), SetupCode: b.setup, Serial: b.id.Serial, InstallID: b.id.InstallID})
 	if err != nil {
 		return haltf("bootstrap: %w", err)
 	}

@@ -1,6 +1,6 @@
-// Package identity owns /data/identity: the box's serial number, install id
-// and device key, created on first boot and reused afterwards, and the
-// per-boot one-time setup code.
+// Package identity owns /data/identity's serial number and install id,
+// created on first boot and reused afterwards, and the per-boot one-time
+// setup code. The keys in the same directory belong to init/keys.
 package identity
 
 import (
@@ -20,19 +20,22 @@ import (
 type Identity struct {
 	Serial    string
 	InstallID string // 32 hex digits
-	DeviceKey []byte // 32 bytes: seals the store's secrets
+	// DeviceKey is the store's data key (init/keys, purpose "store"),
+	// filled in by PID 1 after keys.Open; LoadOrCreate leaves it nil.
+	DeviceKey []byte
 }
 
 // File names inside the identity directory.
 const (
 	SerialFile    = "serial"
 	InstallIDFile = "install_id"
+	// DeviceKeyFile is the plaintext key of earlier firmware; init/keys
+	// migrates and removes it (keys.LegacyFile).
 	DeviceKeyFile = "device.key"
-	keyLen        = 32
 )
 
 // ErrCorrupt means an identity file exists but is unusable. Nothing is
-// overwritten: replacing the device key would orphan every sealed secret.
+// overwritten: a new serial or install id would clone or orphan the box.
 var ErrCorrupt = errors.New("identity: corrupt identity file")
 
 // Alphabet is unambiguous when read off a console: no 0/O, 1/I/L.
@@ -59,20 +62,8 @@ func LoadOrCreate(dir, boardSerial string) (id Identity, created bool, err error
 	if err != nil {
 		return Identity{}, false, err
 	}
-	key, err := readFile(dir, DeviceKeyFile, func(b []byte) bool { return len(b) == keyLen })
-	if err != nil {
-		return Identity{}, false, err
-	}
-
-	// Create what is missing, key first: a serial without a key is useless.
-	if key == nil {
-		key = make([]byte, keyLen)
-		rand.Read(key)
-		if err := writeAtomic(dir, DeviceKeyFile, key); err != nil {
-			return Identity{}, false, err
-		}
-		created = true
-	}
+	// The device key is init/keys' (sealed to the TPM where there is one):
+	// it is never created here, so no plaintext key touches the disk.
 	if installID == nil {
 		b := make([]byte, 16)
 		rand.Read(b)
@@ -96,7 +87,6 @@ func LoadOrCreate(dir, boardSerial string) (id Identity, created bool, err error
 	return Identity{
 		Serial:    strings.TrimSpace(string(serial)),
 		InstallID: strings.TrimSpace(string(installID)),
-		DeviceKey: key,
 	}, created, nil
 }
 

@@ -20,10 +20,10 @@ func TestCreateThenReuse(t *testing.T) {
 	if err != nil || !created {
 		t.Fatalf("first boot: created %v err %v", created, err)
 	}
-	if id.Serial != "PF2XK9QZ" || len(id.DeviceKey) != 32 || len(id.InstallID) != 32 {
+	if id.Serial != "PF2XK9QZ" || len(id.InstallID) != 32 {
 		t.Fatalf("identity %+v", id)
 	}
-	for _, n := range []string{SerialFile, InstallIDFile, DeviceKeyFile} {
+	for _, n := range []string{SerialFile, InstallIDFile} {
 		fi, err := os.Stat(filepath.Join(dir, n))
 		if err != nil || fi.Mode().Perm() != 0o600 {
 			t.Fatalf("%s: %v %v", n, fi, err)
@@ -37,7 +37,7 @@ func TestCreateThenReuse(t *testing.T) {
 	if err != nil || created {
 		t.Fatalf("second boot: created %v err %v", created, err)
 	}
-	if id2.Serial != id.Serial || id2.InstallID != id.InstallID || !bytes.Equal(id2.DeviceKey, id.DeviceKey) {
+	if id2.Serial != id.Serial || id2.InstallID != id.InstallID {
 		t.Fatal("identity changed across boots")
 	}
 	if id.Hostname() != "edgepbx-pf2xk9qz" {
@@ -59,7 +59,6 @@ func TestRandomSerialWhenBoardHasNone(t *testing.T) {
 
 func TestCorruptIsNotOverwritten(t *testing.T) {
 	tests := []struct{ file, content string }{
-		{DeviceKeyFile, "short"},
 		{InstallIDFile, "not-hex\n"},
 		{SerialFile, "x y z\n"},
 	}
@@ -134,10 +133,10 @@ func TestReadOnlyData(t *testing.T) {
 	netnstest.NeedRoot(t, "mounting tmpfs")
 	data := mountTmpfs(t, "size=1m")
 	dir := filepath.Join(data, "identity")
-	// A partial identity (key only) from an interrupted first boot.
-	key := bytes.Repeat([]byte{7}, 32)
+	// A partial identity (install id only) from an interrupted first boot.
+	key := []byte("0123456789abcdef0123456789abcdef\n")
 	os.MkdirAll(dir, 0o700)
-	if err := writeAtomic(dir, DeviceKeyFile, key); err != nil {
+	if err := writeAtomic(dir, InstallIDFile, key); err != nil {
 		t.Fatal(err)
 	}
 	if err := unix.Mount("", data, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
@@ -147,8 +146,8 @@ func TestReadOnlyData(t *testing.T) {
 	if !errors.Is(err, syscall.EROFS) {
 		t.Fatalf("err = %v, want EROFS", err)
 	}
-	if b, _ := os.ReadFile(filepath.Join(dir, DeviceKeyFile)); !bytes.Equal(b, key) {
-		t.Fatal("existing key changed")
+	if b, _ := os.ReadFile(filepath.Join(dir, InstallIDFile)); !bytes.Equal(b, key) {
+		t.Fatal("existing install id changed")
 	}
 	if got := list(t, dir); len(got) != 1 {
 		t.Fatalf("files: %v", got)
@@ -161,7 +160,7 @@ func TestReadOnlyData(t *testing.T) {
 	}
 	unix.Mount("", data, "", unix.MS_REMOUNT|unix.MS_RDONLY, "")
 	got, created, err := LoadOrCreate(dir, "")
-	if err != nil || created || got.Serial != want.Serial || !bytes.Equal(got.DeviceKey, key) {
+	if err != nil || created || got.Serial != want.Serial || got.InstallID != strings.TrimSpace(string(key)) {
 		t.Fatalf("read-only load: %+v %v %v", got, created, err)
 	}
 }
