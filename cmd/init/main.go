@@ -551,10 +551,14 @@ func (b *box) startControl() error {
 	if err := os.Chown(controlDir, 0, daemonGID); err != nil {
 		return haltf("control socket: %w", err)
 	}
-	srv, err := control.Listen(control.Config{
+	cfg := control.Config{
 		Path: controlPath, UID: daemonUID, GID: daemonGID,
 		Firewall: b.fw, Policy: b.policy, Network: b.netc, Clock: b.clock, System: (*system)(b), Log: b.log,
-	})
+	}
+	if b.floors != nil { // a nil *keys.Floors must not become a non-nil interface
+		cfg.Floors = b.floors
+	}
+	srv, err := control.Listen(cfg)
 	if err != nil {
 		return haltf("control socket: %w", err)
 	}

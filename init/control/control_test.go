@@ -526,6 +526,8 @@ func FuzzDispatch(f *testing.F) {
 	f.Add(uint8(TypeClosePinhole), []byte(`{"remote":"1::","loCAl_port":2000}`))
 	f.Add(uint8(TypeHealth), []byte(`{"ready":true,"detail":"ok"}`))
 	f.Add(uint8(TypeUnban), []byte(`{"prefix":"::/0"}`))
+	f.Add(uint8(TypeRaiseFloor), []byte(`{"name":"license.ticks","value":1}`))
+	f.Add(uint8(TypeGetFloors), []byte(`{}`))
 	f.Fuzz(func(t *testing.T, typ uint8, p []byte) {
 		fw, s := newMemFirewall(), &sys{}
 		srv := &Server{cfg: Config{Firewall: fw, System: s}}

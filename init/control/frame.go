@@ -73,7 +73,10 @@ const (
 	TypeConfirmNetwork Type = 15
 	TypeGetTime        Type = 16
 	TypeSetTime        Type = 17
-	TypeReply          Type = 0x80
+
+	TypeGetFloors  Type = 18
+	TypeRaiseFloor Type = 19
+	TypeReply      Type = 0x80
 )
 
 var typeNames = map[Type]string{
@@ -82,6 +85,7 @@ var typeNames = map[Type]string{
 	TypeUnban: "Unban", TypeListBans: "ListBans", TypeCounters: "Counters", TypeGetPolicy: "GetPolicy",
 	TypeSetPolicy: "SetPolicy", TypeConfirmPolicy: "ConfirmPolicy", TypeGetNetwork: "GetNetwork",
 	TypeSetNetwork: "SetNetwork", TypeConfirmNetwork: "ConfirmNetwork", TypeGetTime: "GetTime", TypeSetTime: "SetTime",
+	TypeGetFloors: "GetFloors", TypeRaiseFloor: "RaiseFloor",
 	TypeReply: "Reply",
 }
 

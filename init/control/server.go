@@ -73,6 +73,7 @@ type Config struct {
 	Policy   Policy   // nil: policy requests get an error reply
 	Network  Network  // nil: network requests get an error reply
 	Clock    Clock    // nil: time requests get an error reply
+	Floors   Floors   // nil: floor requests get an error reply
 	System   System
 	Log      *slog.Logger
 
@@ -92,6 +93,9 @@ type Config struct {
 	// would otherwise turn into hundreds of file rewrites a second.
 	BanRate  float64
 	BanBurst int
+	// FloorRate bounds floor raises (each is a TPM NV write).
+	FloorRate  float64
+	FloorBurst int
 }
 
 func (c *Config) defaults() {
@@ -116,6 +120,9 @@ func (c *Config) defaults() {
 	if c.BanRate == 0 {
 		c.BanRate, c.BanBurst = 20, 200
 	}
+	if c.FloorRate == 0 {
+		c.FloorRate, c.FloorBurst = 1.0/600, 16
+	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -128,6 +135,7 @@ type Server struct {
 	global *bucket
 	policy *bucket
 	bans   *bucket
+	floors *bucket
 	sem    chan struct{}
 	wg     sync.WaitGroup
 
@@ -169,6 +177,7 @@ func Listen(cfg Config) (*Server, error) {
 		global: newBucket(cfg.GlobalRate, cfg.GlobalBurst, time.Now),
 		policy: newBucket(cfg.PolicyRate, cfg.PolicyBurst, time.Now),
 		bans:   newBucket(cfg.BanRate, cfg.BanBurst, time.Now),
+		floors: newBucket(cfg.FloorRate, cfg.FloorBurst, time.Now),
 		sem:    make(chan struct{}, cfg.MaxConns),
 		conns:  make(map[net.Conn]struct{}),
 	}, nil
@@ -446,6 +455,8 @@ func (s *Server) dispatch(t Type, p []byte) Reply {
 		return s.dispatchPolicy(t, p)
 	case TypeGetNetwork, TypeSetNetwork, TypeConfirmNetwork, TypeGetTime, TypeSetTime:
 		return s.dispatchNetwork(t, p)
+	case TypeGetFloors, TypeRaiseFloor:
+		return s.dispatchFloors(t, p)
 	}
 	return fail(fmt.Errorf("control: unknown request type %d", uint8(t)))
 }
