@@ -18,6 +18,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/init/control"
 )
 
 // kindAuditAnchor is the security-log event for an audit chain that no
@@ -96,6 +97,9 @@ func (d *daemon) buildLicense() error {
 		AuditAt:      d.auditAt,
 		OnChange:     d.licenseChanged,
 		Logger:       d.log,
+	}
+	if d.ctrl != nil {
+		cfg.Floors = controlFloors{d.ctrl}
 	}
 	if d.cfg.licenseCA != "" {
 		pool, err := loadCAFile(d.cfg.licenseCA)
@@ -258,3 +262,16 @@ func hardwareFingerprint(root, serial string) string {
 }
 
 func (d *daemon) runLicense(ctx context.Context) error { return d.lic.Run(ctx) }
+
+// controlFloors reaches PID 1's monotonic floors (TPM NV where the board
+// has one) over the control socket; PID 1 refuses a lower value itself.
+type controlFloors struct{ c *control.Client }
+
+func (f controlFloors) Get(ctx context.Context) (map[string]uint64, error) {
+	st, err := f.c.GetFloors(ctx)
+	return st.Floors, err
+}
+
+func (f controlFloors) Raise(ctx context.Context, name string, v uint64) error {
+	return f.c.RaiseFloor(ctx, name, v)
+}

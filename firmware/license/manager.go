@@ -111,6 +111,10 @@ type Config struct {
 	Claimed func() (bool, error)
 	// EmergencyNumbers are always allowed; nil means DefaultEmergencyNumbers.
 	EmergencyNumbers []string
+	// Floors keeps the offline counter, the check-in sequence and the
+	// server-time floor where restoring an older /data cannot rewind them
+	// (PID 1's TPM NV). nil: only the sealed record in the store.
+	Floors Floors
 	// OnChange is called (without locks held) after every check-in and when
 	// the mode or reasons change, e.g. to raise banners, audit and security
 	// log events.
@@ -144,6 +148,11 @@ type persisted struct {
 	// Rollback is the licence server's verdict that this state is older
 	// than one it saw (RollbackReason); a warning until the vendor clears it.
 	Rollback string `json:"rollback,omitempty"`
+	// Run is the offline time ever counted (never reset) and GoodRun its
+	// value at the last good check-in: Elapsed is at least Run - GoodRun.
+	// Both only grow, so they can live in monotonic floors.
+	Run     time.Duration `json:"run,omitempty"`
+	GoodRun time.Duration `json:"good_run,omitempty"`
 }
 
 // Manager runs the daily check-in and answers feature-gate queries.
@@ -166,6 +175,10 @@ type Manager struct {
 	// savedElapsed is Elapsed as last persisted; State persists again once
 	// the counter has moved on by persistEvery, even without Run.
 	savedElapsed time.Duration
+	// floorsMu serialises raises; raised is what the floors hold as far as
+	// this manager knows (equal raises are not sent: each is an NV write).
+	floorsMu sync.Mutex
+	raised   map[string]uint64
 }
 
 // New loads the persisted state and prepares the transport. It does not
@@ -284,6 +297,10 @@ func (m *Manager) load() error {
 		}
 	}
 	m.offset = time.Duration(offset) * time.Second
+	if err := m.applyFloors(); err != nil {
+		// PID 1 unreachable: the store's record is all there is this boot.
+		m.log.Error("licence floors unreadable; using the stored state only", "err", err)
+	}
 	m.mu.Lock()
 	m.advanceLocked(now)
 	if m.st.LastAttempt.IsZero() || now.Sub(m.st.LastAttempt) >= 24*time.Hour || now.Before(m.st.LastAttempt) {
@@ -329,6 +346,7 @@ func (m *Manager) evidenceOfPastLife(haveOffset bool) (string, error) {
 func (m *Manager) advanceLocked(now time.Time) {
 	if d := now.Sub(m.st.LastTick); d > 0 {
 		m.st.Elapsed += d
+		m.st.Run += d
 	}
 	m.st.LastTick = now
 	if !m.st.LastGood.IsZero() {
@@ -399,6 +417,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		if err := m.persist(); err != nil {
 			m.log.Error("persist licence state", "err", err)
 		}
+		m.raiseFloors(ctx, false)
 		m.notifyIfChanged()
 		if wait > persistEvery {
 			wait = persistEvery
@@ -446,6 +465,7 @@ func (m *Manager) check(ctx context.Context) (State, error) {
 	if perr := m.persist(); perr != nil && err == nil {
 		err = perr
 	}
+	m.raiseFloors(ctx, err == nil)
 	st := m.State()
 	m.notify(st)
 	return st, err
@@ -463,6 +483,7 @@ func (m *Manager) checkIn(ctx context.Context) error {
 	if err := m.persist(); err != nil {
 		return err
 	}
+	m.raiseFloors(ctx, false)
 	req, err := m.buildRequest()
 	if err != nil {
 		return err
@@ -495,6 +516,7 @@ func (m *Manager) checkIn(ctx context.Context) error {
 		}
 	}
 	m.st.Elapsed = 0
+	m.st.GoodRun = m.st.Run
 	m.st.LastTick = now
 	m.st.LastGood = server
 	m.st.Tampered = ""
