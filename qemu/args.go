@@ -24,7 +24,7 @@ func args(t Target, c config, qmpSocket string) ([]string, error) {
 		"-smp", "1",
 		"-kernel", t.Kernel,
 		"-initrd", t.Initramfs,
-		"-append", t.cmdline(c.kernelArgs()),
+		"-append", t.cmdline(append(c.kernelArgs(), tpmKernelArgs(t, c)...)),
 		// The console is QEMU's stdin/stdout, which the runner owns; signal=off
 		// so a stray ^C byte is not QEMU's business.
 		"-chardev", "stdio,id=con0,signal=off",
@@ -43,6 +43,18 @@ func args(t Target, c config, qmpSocket string) ([]string, error) {
 		a = append(a,
 			"-drive", "id=data0,if=none,format=raw,cache=writeback,file="+escapeOpt(c.dataDisk),
 			"-device", "virtio-blk-"+bus+",drive=data0")
+	}
+	if c.tpmCtrl != "" {
+		// x86: the ISA TIS device, described in ACPI (microvm and q35);
+		// arm64 virt: its sysbus variant, described in the device tree.
+		dev := "tpm-tis"
+		if t.Arch == ArchARM64 {
+			dev = "tpm-tis-device"
+		}
+		a = append(a,
+			"-chardev", "socket,id=tpmc0,path="+escapeOpt(c.tpmCtrl),
+			"-tpmdev", "emulator,id=tpm0,chardev=tpmc0",
+			"-device", dev+",tpmdev=tpm0")
 	}
 	switch {
 	case c.tap != nil && len(c.guestFwds) > 0:
@@ -77,4 +89,15 @@ func userNetdev(fw []Forward, gfw []GuestForward) (string, error) {
 		fmt.Fprintf(&b, ",guestfwd=tcp:%s-tcp:%s", g.Guest, g.Host)
 	}
 	return b.String(), nil
+}
+
+// tpmKernelArgs: QEMU's microvm lists the TIS device in its DSDT but builds
+// no TPM2 ACPI table, so Linux's ACPI probe refuses it ("failed to get TPM2
+// ACPI table"); force=1 probes the TIS at its fixed address instead, and
+// the device has no interrupt line there.
+func tpmKernelArgs(t Target, c config) []string {
+	if c.tpmCtrl == "" || t.Arch != ArchX86_64 || t.Machine != "microvm" {
+		return nil
+	}
+	return []string{"tpm_tis.force=1", "tpm_tis.interrupts=0"}
 }

@@ -232,3 +232,45 @@ func TestPickPorts(t *testing.T) {
 		t.Errorf("fixed port changed or input modified: %+v %+v", out[3], in[0])
 	}
 }
+
+// A TPM is an swtpm control socket behind QEMU's emulator backend, on the
+// device each machine describes to the kernel (ACPI on x86, DT on arm64).
+func TestArgsTPM(t *testing.T) {
+	for _, tc := range []struct {
+		target Target
+		device string
+	}{
+		{Target{Arch: ArchX86_64, Kernel: "/k", Initramfs: "/i"}, "tpm-tis,tpmdev=tpm0"},
+		{Target{Arch: ArchARM64, Kernel: "/k", Initramfs: "/i"}, "tpm-tis-device,tpmdev=tpm0"},
+	} {
+		c := defaultConfig()
+		if err := WithTPM("/tmp/sw,tpm/ctrl")(&c); err != nil {
+			t.Fatal(err)
+		}
+		tg, err := tc.target.withDefaults(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := args(tg, c, "/tmp/qmp.sock")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := argValues(a, "-chardev"); !slices.Contains(got, "socket,id=tpmc0,path=/tmp/sw,,tpm/ctrl") {
+			t.Errorf("%s: -chardev %q", tc.target.Arch, got)
+		}
+		if got := argValues(a, "-tpmdev"); !slices.Equal(got, []string{"emulator,id=tpm0,chardev=tpmc0"}) {
+			t.Errorf("%s: -tpmdev %q", tc.target.Arch, got)
+		}
+		if got := argValues(a, "-device"); !slices.Contains(got, tc.device) {
+			t.Errorf("%s: -device %q, want %q", tc.target.Arch, got, tc.device)
+		}
+		ap := argValues(a, "-append")
+		if forced := len(ap) == 1 && strings.Contains(ap[0], "tpm_tis.force=1 tpm_tis.interrupts=0"); forced != (tc.target.Arch == ArchX86_64) {
+			t.Errorf("%s: -append %q: microvm needs tpm_tis.force=1 (it has no TPM2 ACPI table), virt does not", tc.target.Arch, ap)
+		}
+	}
+	c := defaultConfig()
+	if err := WithTPM("")(&c); err == nil {
+		t.Error("empty TPM socket accepted")
+	}
+}

@@ -48,7 +48,8 @@ type config struct {
 	logger       *slog.Logger
 	stopTimeout  time.Duration
 	consoleLines int
-	tscKHz       int // host TSC rate handed to an x86 TCG guest; 0: none
+	tscKHz       int    // host TSC rate handed to an x86 TCG guest; 0: none
+	tpmCtrl      string // swtpm control socket for a TPM 2.0; "": none
 }
 
 // kernelArgs are the runner's additions to the kernel command line.
@@ -206,6 +207,20 @@ func WithLogger(l *slog.Logger) Option {
 		if l != nil {
 			c.logger = l
 		}
+		return nil
+	}
+}
+
+// WithTPM gives the guest a TPM 2.0 served by swtpm, whose control socket
+// (swtpm socket --tpm2 --ctrl type=unixio,path=…) is ctrlSocket. QEMU
+// drives the TPM's init and startup, so swtpm runs without --server. The
+// swtpm state directory is the "chip": the same state is the same box.
+func WithTPM(ctrlSocket string) Option {
+	return func(c *config) error {
+		if ctrlSocket == "" || strings.ContainsAny(ctrlSocket, "\x00\n\r") {
+			return fmt.Errorf("qemu: invalid TPM socket %q", ctrlSocket)
+		}
+		c.tpmCtrl = ctrlSocket
 		return nil
 	}
 }

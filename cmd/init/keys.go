@@ -25,9 +25,14 @@ const (
 	keysCmdline = "edgepbx.keys=passphrase"
 )
 
-// tpmOpener returns the TPM when the board has one: a tpm_* module in the
-// profile and its resource-manager node present.
+// tpmOpener returns the TPM when the board has one: its resource-manager
+// node present (drivers built into the kernel, like x86's tpm_tis, have
+// probed before /init runs), or, when the profile loads a tpm_* module,
+// once that driver's probe made it appear.
 func (b *box) tpmOpener() keys.Opener {
+	if _, err := os.Stat(tpmDevice); err == nil {
+		return keys.DeviceTPM(tpmDevice)
+	}
 	if !slices.ContainsFunc(b.prof.Modules, func(m string) bool { return strings.HasPrefix(m, "tpm") }) {
 		return nil
 	}
