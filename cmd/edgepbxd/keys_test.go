@@ -1,10 +1,13 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
+	"github.com/edgepbx/edgepbx/firmware/license"
+	"github.com/edgepbx/edgepbx/init/control"
 )
 
 // The dashboard says what an attacker with the disk gets, per protection.
@@ -32,6 +35,16 @@ func TestKeysItem(t *testing.T) {
 			if !strings.Contains(it.Value, s) {
 				t.Errorf("%q: %q does not say %q", tc.prot, it.Value, s)
 			}
+		}
+	}
+}
+
+// Every floor the licence manager raises is one PID 1 keeps: PID 1 refuses
+// other names, and the raise would fail at every check-in.
+func TestLicenceFloorsKeptByPID1(t *testing.T) {
+	for _, name := range []string{license.FloorRun, license.FloorGoodRun, license.FloorSeq} {
+		if !slices.Contains(control.FloorNames, name) {
+			t.Errorf("licence floor %q is not in control.FloorNames %v", name, control.FloorNames)
 		}
 	}
 }

@@ -15,13 +15,21 @@ type Floors interface {
 	Raise(ctx context.Context, name string, v uint64) error
 }
 
-// Floor names (init/keys: 1-24 of a-z 0-9 . _ -).
+// Floor names (init/control.FloorNames lists them: PID 1 keeps no others).
+// The newest signed server time is deliberately not a floor: nothing but a
+// good check-in could vouch for it, and a compromised edgepbxd raising it
+// into the far future would expire the licence for good (no reset lowers a
+// TPM floor). The three below are healed by a good check-in (good := run;
+// the server adopts a higher sequence).
 const (
-	FloorRun        = "license.run"    // offline seconds ever counted
-	FloorGoodRun    = "license.good"   // license.run at the last good check-in
-	FloorSeq        = "license.seq"    // check-in sequence number
-	FloorServerTime = "license.server" // newest signed server time, unix seconds
+	FloorRun     = "license.run"  // seconds ever counted by the offline counter
+	FloorGoodRun = "license.good" // license.run at the last good check-in
+	FloorSeq     = "license.seq"  // check-in sequence number
 )
+
+// maxFloorSeq bounds a sequence floor taken from PID 1: no box checks in
+// 2^32 times; a larger value is a forged floor, ignored.
+const maxFloorSeq = 1 << 32
 
 // floorRunEvery is how far the counted offline time may run ahead of its
 // floor: at most this much grace is won back by restoring an old /data, and
@@ -31,7 +39,8 @@ const floorRunEvery = time.Hour
 const floorTimeout = 5 * time.Second
 
 // applyFloors lifts the loaded state to the floors: after a restore of an
-// older /data the counters continue from where the box really was.
+// older /data the counters continue from where the box really was. A run
+// floor is clamped (secs) so a forged one cannot overflow the counter.
 func (m *Manager) applyFloors() error {
 	if m.cfg.Floors == nil {
 		return nil
@@ -57,13 +66,8 @@ func (m *Manager) applyFloors() error {
 	if d := m.st.Run - m.st.GoodRun; d > m.st.Elapsed {
 		m.st.Elapsed = d
 	}
-	if s := f[FloorSeq]; s > m.st.Seq {
+	if s := f[FloorSeq]; s > m.st.Seq && s < maxFloorSeq {
 		m.st.Seq = s
-	}
-	if t := f[FloorServerTime]; t > 0 && t < 1<<40 {
-		if ft := time.Unix(int64(t), 0).UTC(); ft.After(m.st.Floor) {
-			m.st.Floor = ft
-		}
 	}
 	if m.st.Elapsed > before {
 		m.log.Warn("licence state behind its floors (an older /data restored?); offline time continues from the floors",
@@ -91,9 +95,6 @@ func (m *Manager) raiseFloors(ctx context.Context, good bool) {
 	if good {
 		want[FloorRun] = run
 		want[FloorGoodRun] = uint64(m.st.GoodRun / time.Second)
-		if !m.st.Floor.IsZero() && m.st.Floor.Unix() > 0 {
-			want[FloorServerTime] = uint64(m.st.Floor.Unix())
-		}
 	}
 	m.mu.Unlock()
 	m.floorsMu.Lock()
@@ -107,7 +108,7 @@ func (m *Manager) raiseFloors(ctx context.Context, good bool) {
 	ctx, cancel := context.WithTimeout(ctx, floorTimeout)
 	defer cancel()
 	// Run before good: PID 1 keeps good <= run on every power cut.
-	for _, name := range []string{FloorSeq, FloorRun, FloorGoodRun, FloorServerTime} {
+	for _, name := range []string{FloorSeq, FloorRun, FloorGoodRun} {
 		v, ok := want[name]
 		if !ok || v <= m.raised[name] {
 			continue

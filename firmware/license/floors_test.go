@@ -27,9 +27,9 @@ func (t tpmFloors) Raise(_ context.Context, name string, v uint64) error {
 // check-in, lets one more check in, runs the box offline past the grace period, writes the old
 // copy back and sets the clock back to when it was taken. Without floors
 // that hands the box a fresh grace period (the row that shows the test can
-// fail); with the floors in a real TPM's NV (swtpm), the offline time,
-// check-in sequence and server-time floor continue from where the box
-// really was, and a good check-in still resets the grace.
+// fail); with the floors in a real TPM's NV (swtpm), the offline time and
+// check-in sequence continue from where the box really was, and a good
+// check-in still resets the grace.
 func TestRestoredDataCannotRewindGrace(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -58,7 +58,7 @@ func TestRestoredDataCannotRewindGrace(t *testing.T) {
 				t.Fatal(err)
 			}
 			e.advance(b, day)
-			e.mustCheck(b) // the newest signed server time is now a day past the copy
+			e.mustCheck(b) // one more good check-in after the copy
 			e.offline.Store(true)
 			for range 15 { // a failed daily check-in each day
 				e.advance(b, day)
@@ -95,9 +95,6 @@ func TestRestoredDataCannotRewindGrace(t *testing.T) {
 			if st.Mode != license.ModeDegraded || st.Offline < 15*day-time.Hour {
 				t.Fatalf("restored /data rewound the grace: mode %s offline %s", st.Mode, st.Offline)
 			}
-			if !hasReason(st, license.ReasonClock) {
-				t.Errorf("server-time floor rewound: no clock warning (reasons %+v)", st.Reasons)
-			}
 			// The real clock back and the server reachable: a good
 			// check-in resets the grace, and the sequence went on, so the
 			// vendor sees no rollback.
@@ -112,5 +109,39 @@ func TestRestoredDataCannotRewindGrace(t *testing.T) {
 				t.Fatalf("floors after the good check-in: %v", f)
 			}
 		})
+	}
+}
+
+// TestForgedFloorsHeal: floors pushed far forward (what a compromised
+// edgepbxd could ask PID 1 for; no reset lowers a TPM floor) degrade the
+// box at most until its next good check-in, never for good.
+func TestForgedFloorsHeal(t *testing.T) {
+	e := newEnv(t)
+	tpm := swtpmtest.Start(t, filepath.Join(t.TempDir(), "tpm"))
+	fl, err := keys.OpenFloors(t.TempDir(), keys.DeviceTPM(tpm.Sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := e.newBox(func(c *license.Config) { c.Floors = tpmFloors{fl} })
+	e.mustCheck(b)
+	for name, v := range map[string]uint64{license.FloorRun: 1 << 62, license.FloorSeq: 1 << 60} {
+		if err := fl.Raise(name, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.restart(e)
+	if st := b.m.State(); st.Mode != license.ModeDegraded {
+		t.Fatalf("forged offline floor: mode %s, want degraded until a check-in", st.Mode)
+	}
+	e.advance(b, time.Hour)
+	if st := e.mustCheck(b); st.Mode != license.ModeFull || hasReason(st, license.ReasonRollback) {
+		t.Fatalf("good check-in after forged floors: mode %s reasons %+v", st.Mode, st.Reasons)
+	}
+	if f := fl.All(); f[license.FloorGoodRun] < 1<<33 {
+		t.Fatalf("good floor not moved up to the forged run floor: %v", f)
+	}
+	b.restart(e)
+	if st := b.m.State(); st.Mode != license.ModeFull {
+		t.Fatalf("after a reboot: mode %s", st.Mode)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"regexp"
+	"slices"
 )
 
 // Floors are PID 1's monotonic values (licence offline time, firmware
@@ -32,12 +33,21 @@ type RaiseFloorRequest struct {
 	Value uint64 `json:"value"`
 }
 
+// FloorNames are the only floors PID 1 keeps: the licence's offline
+// counter, its value at the last good check-in, the check-in sequence, and
+// the firmware version floor. A fixed list, so a compromised edgepbxd
+// cannot fill the 16 NV slots with names of its own and crowd them out.
+var FloorNames = []string{"license.run", "license.good", "license.seq", "update.version"}
+
 // Same rule as init/keys (which the daemon must not link: it brings go-tpm).
 var floorNameRE = regexp.MustCompile(`^[a-z][a-z0-9._-]{0,23}$`)
 
 func (r RaiseFloorRequest) validate() error {
 	if !floorNameRE.MatchString(r.Name) {
 		return fieldErr("name", "1-24 characters a-z 0-9 . _ -, starting with a letter")
+	}
+	if !slices.Contains(FloorNames, r.Name) {
+		return fieldErr("name", "%q is not a floor PID 1 keeps", r.Name)
 	}
 	return nil
 }

@@ -40,6 +40,7 @@ func TestFloorsForwardOnly(t *testing.T) {
 		{"update.version", 6, "value"},
 		{"Update", 9, "name"},
 		{"../x", 9, "name"},
+		{"junk.a", 9, "name"}, // well-formed, but not a floor PID 1 keeps
 	} {
 		err := c.RaiseFloor(ctx, tc.name, tc.v)
 		var re *RemoteError
