@@ -32,6 +32,8 @@ import (
 	"github.com/edgepbx/edgepbx/board"
 	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/image"
+	"github.com/edgepbx/edgepbx/init/keys"
+	"github.com/edgepbx/edgepbx/init/keys/swtpmtest"
 	"github.com/edgepbx/edgepbx/qemu"
 )
 
@@ -92,11 +94,20 @@ func TestX86LicenseCheckin(t *testing.T) {
 
 	img := buildLicenseImage(t, repo, ca.pem, vendorPub, fmt.Sprintf("https://%s", licenseGuestAddr.Addr()))
 	disk := seededDataDisk(t, dir, licenseSerial)
-	vm := boot(t, img,
+	opts := []qemu.Option{
 		qemu.WithDataDisk(disk),
 		qemu.WithHostForward("tcp", 0, 443),
 		qemu.WithGuestForward(licenseGuestAddr, relay.addr()),
-	)
+	}
+	// With a TPM, the check-in sequence reaches TPM NV through PID 1
+	// (checked after power-off); without swtpm, outside CI, no TPM.
+	chip := filepath.Join(dir, "tpm")
+	if _, err := exec.LookPath("swtpm"); err == nil || os.Getenv("CI") != "" {
+		opts = append(opts, qemu.WithTPM(swtpmtest.StartForQEMU(t, chip).Ctrl))
+	} else {
+		chip = ""
+	}
+	vm := boot(t, img, opts...)
 	bn := banner(t, vm)
 	if bn["serial"] != licenseSerial {
 		t.Fatalf("banner serial %q, want the factory serial %q", bn["serial"], licenseSerial)
@@ -176,6 +187,18 @@ func TestX86LicenseCheckin(t *testing.T) {
 	defer pcancel()
 	if err := vm.Powerdown(pctx); err != nil {
 		t.Fatalf("powerdown: %v", err)
+	}
+	if chip != "" {
+		// The box's TPM, read from the host: edgepbxd asked PID 1 to raise
+		// the sequence floor before the request left.
+		tpm := swtpmtest.Start(t, chip)
+		fl, err := keys.OpenFloors(t.TempDir(), keys.DeviceTPM(tpm.Sock))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := fl.All(); f[license.FloorSeq] < 1 {
+			t.Errorf("TPM NV floors after a check-in: %v, want %s >= 1", f, license.FloorSeq)
+		}
 	}
 }
 
