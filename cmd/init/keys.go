@@ -66,6 +66,9 @@ func (b *box) openKeys() (*keys.Ring, error) {
 		b.say("KEYS: no secret on this disk can be read here. Put the disk back in its box, or factory-reset this box and restore a backup.")
 	case errors.Is(err, keys.ErrNoTPM):
 		b.say("KEYS: this disk's device key is sealed to a TPM, and none was found (TPM disabled in the firmware setup?).")
+	case errors.Is(err, keys.ErrTPMInUse):
+		b.say("KEYS: this disk carries an unprotected device key, and this box's TPM already holds a different one.")
+		b.say("KEYS: the disk's key is not trusted to replace it (it could have been planted). Put the box's own disk back, or factory-reset this box.")
 	case errors.Is(err, keys.ErrPassphrase):
 		b.say("KEYS: the device key did not open: wrong passphrase. Reboot to try again.")
 	}

@@ -78,6 +78,11 @@ var (
 	ErrPassphrase = errors.New("keys: wrong passphrase")
 	// ErrWrongKey: a data key does not open with this device key.
 	ErrWrongKey = errors.New("keys: a data key does not open with this device key")
+	// ErrTPMInUse: the disk carries an unprotected device key (plain or
+	// legacy file) and this box's TPM already holds a different one. The
+	// file is not trusted to replace it (it may have been planted); a
+	// factory reset (Erase) frees the TPM.
+	ErrTPMInUse = errors.New("keys: this box's TPM already holds another device key; the disk's unprotected key is not sealed over it")
 )
 
 // Options says which protection is available.
@@ -115,7 +120,7 @@ func Open(dir string, o Options) (*Ring, error) {
 		return nil, err
 	}
 	r := &Ring{data: make(map[Purpose][]byte)}
-	dev, err := r.openDevice(dir, o)
+	dev, err := r.openDevice(dir, o, legacy != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +141,7 @@ func Open(dir string, o Options) (*Ring, error) {
 	return r, nil
 }
 
-func (r *Ring) openDevice(dir string, o Options) ([]byte, error) {
+func (r *Ring) openDevice(dir string, o Options, legacy bool) ([]byte, error) {
 	plain, err := readKeyFile(dir, PlainFile)
 	if err != nil {
 		return nil, err
@@ -183,7 +188,8 @@ func (r *Ring) openDevice(dir string, o Options) ([]byte, error) {
 	if r.Protection == ProtNone {
 		switch {
 		case o.TPM != nil:
-			if err := tpmSeal(dir, o.TPM, dev); err != nil {
+			// Only a key nobody has seen may evict one already in the TPM.
+			if err := tpmSeal(dir, o.TPM, dev, r.Created && !legacy); err != nil {
 				return nil, err
 			}
 			r.Protection = ProtTPM

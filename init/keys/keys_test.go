@@ -174,7 +174,7 @@ func TestMigrateInterrupted(t *testing.T) {
 	os.MkdirAll(filepath.Join(b.dir, DataKeyDir), 0o700)
 	os.WriteFile(filepath.Join(b.dir, LegacyFile), legacy, 0o600)
 	var r Ring
-	if _, err := r.openDevice(b.dir, b.opts()); err != nil { // the boot that lost power
+	if _, err := r.openDevice(b.dir, b.opts(), true); err != nil { // the boot that lost power
 		t.Fatal(err)
 	}
 	got := b.open(t)
@@ -387,4 +387,58 @@ func BenchmarkUnseal(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestPlantedKeyNotSealedOverTPM: someone with the disk of a TPM box
+// removes its key files and plants a key they know (plain or legacy file).
+// The box must not seal that key over the one in its TPM (every secret
+// entered afterwards would be theirs to read): it refuses, the TPM keeps
+// the real key, and the real disk still opens. A new disk in a used box,
+// and a power cut between persisting the object and writing its record,
+// still work.
+func TestPlantedKeyNotSealedOverTPM(t *testing.T) {
+	b := newBox(t, true)
+	real := b.open(t)
+	orig := snapshot(t, b.dir)
+	known := bytes.Repeat([]byte{0x42}, keyLen)
+	for _, planted := range []string{PlainFile, LegacyFile} {
+		t.Run(planted, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "identity")
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, planted), known, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Open(dir, b.opts()); !errors.Is(err, ErrTPMInUse) {
+				t.Fatalf("planted %s: %v, want ErrTPMInUse", planted, err)
+			}
+			if r, err := Open(snapshot(t, orig), b.opts()); err != nil || !bytes.Equal(r.DataKey(Store), real.DataKey(Store)) {
+				t.Fatalf("the real disk no longer opens after the refusal: %v", err)
+			}
+		})
+	}
+	t.Run("new disk in a used box", func(t *testing.T) {
+		r, err := Open(filepath.Join(t.TempDir(), "identity"), b.opts())
+		if err != nil || !r.Created || r.Protection != ProtTPM {
+			t.Fatalf("blank disk: %v", err)
+		}
+	})
+	t.Run("power cut before the record", func(t *testing.T) {
+		c := newBox(t, false)
+		plain := c.open(t)
+		c.tpm = swtpmtest.Start(t, filepath.Join(t.TempDir(), "tpm"))
+		dev, err := os.ReadFile(filepath.Join(c.dir, PlainFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tpmSeal(c.dir, c.opts().TPM, dev, false); err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(filepath.Join(c.dir, TPMFile)) // the record never reached the disk
+		r := c.open(t)
+		if r.Protection != ProtTPM || !bytes.Equal(r.DataKey(Store), plain.DataKey(Store)) || exists(c.dir, PlainFile) {
+			t.Fatalf("interrupted upgrade: protection %s", r.Protection)
+		}
+	})
 }

@@ -2,6 +2,7 @@ package keys
 
 import (
 	"bytes"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -143,7 +144,14 @@ func flush(t transport.TPM, h tpm2.TPMHandle) {
 // never be duplicated to another TPM. No PCR policy (see docs/architecture.md,
 // "Keys"): without measured boot, PCRs would only change with firmware
 // updates and lock a box out of its data after one.
-func tpmSeal(dir string, open Opener, dev []byte) error {
+//
+// replace says whether a device key already in the TPM may be evicted: only
+// for a key made this boot on a disk with no key material at all (a new or
+// wiped disk in a used box: nobody knows the new key). A key that came from
+// the disk (a plain or legacy file) must not replace a different one: that
+// file may have been planted by someone with the disk, who would then know
+// every secret sealed from now on.
+func tpmSeal(dir string, open Opener, dev []byte, replace bool) error {
 	t, err := open()
 	if err != nil {
 		return fmt.Errorf("keys: tpm: %w", err)
@@ -157,6 +165,16 @@ func tpmSeal(dir string, open Opener, dev []byte) error {
 	pub, err := parent.OutPublic.Contents()
 	if err != nil {
 		return fmt.Errorf("keys: tpm: %w", err)
+	}
+	if !replace {
+		if rp, err := (tpm2.ReadPublic{ObjectHandle: SealedHandle}).Execute(t); err == nil {
+			// Occupied. The same key is ours from a boot that lost power
+			// before it wrote TPMFile: sealing again is harmless.
+			cur, err := unsealObject(t, SealedHandle, rp.Name, parent, pub)
+			if err != nil || subtle.ConstantTimeCompare(cur, dev) != 1 {
+				return ErrTPMInUse
+			}
+		}
 	}
 	created, err := tpm2.Create{
 		ParentHandle: tpm2.AuthHandle{
@@ -243,8 +261,12 @@ func tpmUnseal(dir string, open Opener) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keys: tpm: %w", err)
 	}
+	return unsealObject(t, rec.handle, rp.Name, parent, pub)
+}
+
+func unsealObject(t transport.TPM, h tpm2.TPMHandle, name tpm2.TPM2BName, parent *tpm2.CreatePrimaryResponse, pub *tpm2.TPMTPublic) ([]byte, error) {
 	rsp, err := tpm2.Unseal{ItemHandle: tpm2.AuthHandle{
-		Handle: rec.handle, Name: rp.Name,
+		Handle: h, Name: name,
 		// Salted, response-encrypted session: the key crosses the bus encrypted.
 		Auth: tpm2.HMAC(tpm2.TPMAlgSHA256, 16, tpm2.AESEncryption(128, tpm2.EncryptOut), tpm2.Salted(parent.ObjectHandle, *pub)),
 	}}.Execute(t)
