@@ -45,12 +45,14 @@ func args(t Target, c config, qmpSocket string) ([]string, error) {
 			"-device", "virtio-blk-"+bus+",drive=data0")
 	}
 	if c.tpmCtrl != "" {
-		// x86: the ISA TIS device, described in ACPI (microvm and q35);
-		// arm64 virt: its sysbus variant, described in the device tree.
-		dev := "tpm-tis"
-		if t.Arch == ArchARM64 {
-			dev = "tpm-tis-device"
+		// x86: the ISA TIS device, described in ACPI (microvm and q35).
+		// arm64 virt would take tpm-tis-device, but Debian's arm64 kernel
+		// builds no MMIO TIS driver (CONFIG_TCG_TIS unset): refuse rather
+		// than boot a guest that silently has no TPM.
+		if t.Arch != ArchX86_64 {
+			return nil, fmt.Errorf("qemu: no TPM on %s: the kernel has no driver for QEMU's TPM device", t.Arch)
 		}
+		dev := "tpm-tis"
 		a = append(a,
 			"-chardev", "socket,id=tpmc0,path="+escapeOpt(c.tpmCtrl),
 			"-tpmdev", "emulator,id=tpm0,chardev=tpmc0",

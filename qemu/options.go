@@ -215,6 +215,7 @@ func WithLogger(l *slog.Logger) Option {
 // (swtpm socket --tpm2 --ctrl type=unixio,path=…) is ctrlSocket. QEMU
 // drives the TPM's init and startup, so swtpm runs without --server. The
 // swtpm state directory is the "chip": the same state is the same box.
+// x86-64 only (Debian's arm64 kernel has no driver for QEMU's TPM device).
 func WithTPM(ctrlSocket string) Option {
 	return func(c *config) error {
 		if ctrlSocket == "" || strings.ContainsAny(ctrlSocket, "\x00\n\r") {
