@@ -110,7 +110,11 @@ func (s *Server) extensionsData(r *http.Request, p auth.Principal) (any, error) 
 	if s.exts == nil {
 		return map[string]any{"Unavailable": true}, nil
 	}
-	return map[string]any{"List": s.exts.List(), "Throttled": throttledByUser(s.sipBlocks())}, nil
+	regs := map[string][]Registration{}
+	for _, r := range s.registrations() {
+		regs[r.User] = append(regs[r.User], r)
+	}
+	return map[string]any{"List": s.exts.List(), "Throttled": throttledByUser(s.sipBlocks()), "Regs": regs}, nil
 }
 
 func (s *Server) apiExtensions(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
