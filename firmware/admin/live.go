@@ -79,9 +79,9 @@ type PhoneConnect struct {
 	// presents on SIP over TLS and HTTPS (self-signed unless replaced).
 	TLSFingerprint string `json:"tls_fingerprint"`
 	// QR is what the QR code carries: the phone's one-time provisioning
-	// link when a provisioned phone has this extension and its window is
-	// open (QRKind "provisioning"), else a sip: URI without password
-	// (QRKind "sip").
+	// link when a provisioned phone has this extension, its window is
+	// open and the caller may change telephony (QRKind "provisioning"),
+	// else a sip: URI without password (QRKind "sip").
 	QR     string `json:"qr"`
 	QRKind string `json:"qr_kind"`
 	// Registered are the extension's live registrations now.
@@ -94,8 +94,11 @@ type Port struct {
 	Port      int    `json:"port"`
 }
 
-// connectFor builds the connect-a-phone data of an existing extension.
-func (s *Server) connectFor(user string) (PhoneConnect, error) {
+// connectFor builds the connect-a-phone data of an existing extension for
+// p. The one-time provisioning link hands out the extension's password:
+// only principals who may change telephony (as for the phone's enrolment
+// card) get it; others get the sip: URI.
+func (s *Server) connectFor(user string, p auth.Principal) (PhoneConnect, error) {
 	if s.exts == nil || s.live == nil {
 		return PhoneConnect{}, errUnavailable
 	}
@@ -125,7 +128,9 @@ func (s *Server) connectFor(user string) (PhoneConnect, error) {
 			c.Registered = append(c.Registered, r)
 		}
 	}
-	c.QR, c.QRKind = s.provisioningLink(user), "provisioning"
+	if p.Can(auth.PermTelephonyWrite) {
+		c.QR, c.QRKind = s.provisioningLink(user), "provisioning"
+	}
 	if c.QR == "" {
 		c.QR, c.QRKind = sipURI(user, c.Domain, c.Ports), "sip"
 	}
@@ -197,7 +202,7 @@ func sipURI(user, domain string, ports []Port) string {
 }
 
 func (s *Server) apiExtensionConnect(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	c, err := s.connectFor(r.PathValue("name"))
+	c, err := s.connectFor(r.PathValue("name"), p)
 	if err != nil {
 		return err
 	}
@@ -208,7 +213,7 @@ func (s *Server) apiExtensionConnect(w http.ResponseWriter, r *http.Request, p a
 // apiExtensionQR is the connect card's QR code, made here as SVG (no
 // script, nothing inline the CSP would refuse).
 func (s *Server) apiExtensionQR(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	c, err := s.connectFor(r.PathValue("name"))
+	c, err := s.connectFor(r.PathValue("name"), p)
 	if err != nil {
 		return err
 	}

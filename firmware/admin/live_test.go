@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/provision"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 )
 
@@ -206,5 +208,44 @@ func TestSIPURI(t *testing.T) {
 		if got := sipURI("1001", tc.domain, tc.ports); got != tc.want {
 			t.Errorf("sipURI(%q, %v) = %q, want %q", tc.domain, tc.ports, got, tc.want)
 		}
+	}
+}
+
+// TestConnectCardProvisioningLink: while a provisioned phone of the
+// extension can enrol, the card's QR code is its one-time link for an
+// admin; an auditor (read only) gets the sip: URI instead, as the phone's
+// enrolment card is refused to it: the link hands out the password.
+func TestConnectCardProvisioningLink(t *testing.T) {
+	e, admin := claimed(t)
+	liveEdge(t, e)
+	ps, err := provision.New(provision.Deps{Store: e.db, Audit: e.srv.audit, Extensions: e.srv.exts, Host: "box.example", Clock: e.clock.Now,
+		DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	e.srv.phones = ps
+	admin.must(201, "POST", "/api/v1/extensions", ExtensionRequest{User: "201"})
+	admin.must(201, "POST", "/api/v1/phones", provision.AddRequest{MAC: "80:5E:C0:11:22:33", Vendor: provision.Yealink, Extensions: []string{"201"}, Approve: true})
+	en, err := ps.Enrolment("805ec0112233")
+	if err != nil || !strings.Contains(en.URL, "/t/") {
+		t.Fatalf("enrolment %+v %v", en, err)
+	}
+	if r := admin.must(200, "GET", "/api/v1/extensions/201/connect", nil); r.str("qr") != en.URL || r.str("qr_kind") != "provisioning" {
+		t.Fatalf("admin's card: %s", r.body)
+	}
+	admin.must(201, "POST", "/api/v1/accounts", AccountRequest{Proof: auth.Proof{Password: adminPW}, Username: "aud1", Role: auth.RoleAuditor, Password: userPW})
+	aud := e.client("192.0.2.52")
+	aud.must(200, "POST", "/api/v1/login", LoginRequest{Username: "aud1", Password: userPW})
+	r := aud.must(200, "GET", "/api/v1/extensions/201/connect", nil)
+	if strings.Contains(string(r.body), en.URL) || r.str("qr_kind") != "sip" {
+		t.Fatalf("auditor's card: %s", r.body)
+	}
+	link, err := provision.QRSVG(en.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := aud.must(200, "GET", "/api/v1/extensions/201/qr.svg", nil); string(q.body) == string(link) {
+		t.Fatal("auditor's QR code carries the one-time link")
 	}
 }
