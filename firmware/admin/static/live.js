@@ -212,6 +212,56 @@
     });
   }
 
+  // ---- Dial plan page: trunk test, provider templates ----
+  document.addEventListener("click", function (ev) {
+    var b = ev.target.closest("button[data-trunk-test]");
+    if (!b) return;
+    var out = b.parentNode.querySelector("[data-result]");
+    b.disabled = true;
+    out.textContent = "Testing\u2026";
+    out.className = "";
+    api("POST", "/api/v1/telephony/trunks/" + encodeURIComponent(b.dataset.trunkTest) + "/test", {}).then(function (d) {
+      out.textContent = d.status;
+      out.className = d.ok ? "ok" : "bad";
+    }, function (e) {
+      out.textContent = e.message;
+      out.className = "bad";
+    }).then(function () { b.disabled = false; });
+  });
+  var tpl = document.getElementById("tel-template");
+  if (tpl) {
+    var templates = [];
+    try { templates = JSON.parse(tpl.dataset.templates || "[]"); } catch (e) { templates = []; }
+    tpl.appendChild(el("option", { value: "", text: "an empty form" }));
+    templates.forEach(function (t) { tpl.appendChild(el("option", { value: t.id, text: t.name })); });
+    var note = document.getElementById("tel-template-note");
+    var picked = function () { return templates.filter(function (t) { return t.id === tpl.value; })[0]; };
+    tpl.addEventListener("change", function () { var t = picked(); note.textContent = t ? t.note : ""; });
+    // After the editor (telephony.js, on the form) added the row: fill
+    // it from the template, as if typed.
+    document.addEventListener("click", function (ev) {
+      var b = ev.target.closest('button[data-add="trunks"]');
+      var t = picked();
+      if (!b || !t) return;
+      var rows = document.querySelectorAll("#tel-trunks > fieldset.row");
+      var row = rows[rows.length - 1];
+      if (!row) return;
+      var set = function (sel, v) {
+        var c = row.querySelector(sel);
+        if (!c || v === undefined || v === null) return;
+        if (c.type === "checkbox") c.checked = v; else c.value = String(v);
+        c.dispatchEvent(new Event("change", { bubbles: true }));
+        c.dispatchEvent(new Event("input", { bubbles: true }));
+      };
+      set('input[data-key="host"]:not([type="number"])', t.host || "");
+      set('input[data-key="host"][type="number"]', t.port);
+      set('select[data-key="transport"]', t.transport);
+      set('select[data-key="srtp"]', t.srtp || "");
+      set('input[data-key="auth"]', t.auth === "register");
+      set('input[data-key="domain"]', t.domain || "");
+    });
+  }
+
   // ---- Calls page: calls in progress, hang-up ----
   var live = document.querySelector("[data-live-calls]");
   if (live) {
