@@ -16,6 +16,8 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/admin/browsertest"
 	"github.com/edgepbx/edgepbx/firmware/media/baresiptest"
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
 )
 
 // TestBrowserConnectPhoneLive follows a new installer through the real
@@ -189,9 +191,71 @@ func TestBrowserConnectPhoneLive(t *testing.T) {
 		t.Fatal("throttle still shown after the lift")
 	}
 
+	// A trunk from a provider template, then tested from its row: the
+	// answer comes in words, next to the button.
+	itsp := optionsResponder(t)
+	b.Open(base+"/telephony", "/telephony")
+	b.Fill(map[string]string{"#tel-template": "sipgate-trunking"})
+	if note := b.Str(`document.querySelector("#tel-template-note").textContent`); !strings.Contains(note, "SIP-ID") {
+		t.Errorf("template note %q", note)
+	}
+	b.Click(`button[data-add="trunks"]`)
+	lastTrunk := `#tel-trunks > fieldset.row:last-of-type `
+	if h := b.Str(`document.querySelector('` + lastTrunk + `input[data-key="host"]:not([type="number"])').value`); h != "sipconnect.sipgate.de" {
+		t.Fatalf("template filled host %q", h)
+	}
+	ih, ip, _ := net.SplitHostPort(itsp)
+	b.Fill(map[string]string{lastTrunk + `[data-key="name"]`: "itsp", lastTrunk + `input[data-key="host"]:not([type="number"])`: ih,
+		lastTrunk + `input[data-key="host"][type="number"]`: ip, lastTrunk + `[data-key="peers"]`: ih + "/32"})
+	b.Click(lastTrunk + `input[data-key="auth"]`) // recognised by address: no registration
+	b.Click(`button[data-add="routes"]`)
+	// The route's trunk is picked from the trunks being edited.
+	if opts := b.Str(`[...document.querySelectorAll('#tel-routes > fieldset.row:last-of-type select[data-key="trunk"] option')].map(o => o.value).join(",")`); opts != ",itsp" {
+		t.Fatalf("route trunk options %q", opts)
+	}
+	b.Fill(map[string]string{`#tel-routes > fieldset.row:last-of-type select[data-key="trunk"]`: "itsp"})
+	b.SubmitNav("#tel-edit")
+	b.WaitFor(`document.querySelector('tr[data-trunk="itsp"]')`)
+	if st := b.Str(`document.querySelector('tr[data-trunk="itsp"]').innerText`); !strings.Contains(st, "recognised by address") {
+		t.Errorf("trunk row %q", st)
+	}
+	b.Click(`button[data-trunk-test="itsp"]`)
+	res := `document.querySelector('tr[data-trunk="itsp"] [data-result]')`
+	b.WaitFor(res + `.className !== ""`)
+	if got := b.Str(res + `.textContent`); b.Str(res+`.className`) != "ok" || !strings.Contains(got, "The provider answered at "+itsp+" over UDP") {
+		t.Errorf("trunk test answered %q (%s)", got, b.Str(res+`.className`))
+	} else {
+		t.Logf("trunk test: %s", got)
+	}
+	checkWidths(t, b, shot, "telephony-trunk-test")
+
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("SIGTERM: exit %d", code)
 	}
+}
+
+// optionsResponder is a SIP server on loopback UDP that answers OPTIONS
+// with 200, as a provider's proxy does; it returns its address.
+func optionsResponder(t *testing.T) string {
+	t.Helper()
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("itsp-proxy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := sipgo.NewServer(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	go func() { _ = srv.ServeUDP(conn) }()
+	t.Cleanup(func() { _ = ua.Close(); _ = conn.Close() })
+	return conn.LocalAddr().String()
 }
 
 // screenshots returns a function saving the page as name-WIDTH.png in
