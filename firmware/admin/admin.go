@@ -151,6 +151,9 @@ type Server struct {
 	priv      *privacy.Registry
 	conlog    *connlog.Log
 	live      Live // registrations and calls in progress; nil: none
+	// trunkTests counts trunk tests under way (each holds a request for
+	// seconds): at most maxTrunkTests at once.
+	trunkTests atomic.Int32
 
 	conns connSeq // connection numbers for firewall confirmations
 

@@ -36,6 +36,13 @@ const (
 // trunkTestTimeout bounds each network step of a trunk test.
 const trunkTestTimeout = 5 * time.Second
 
+// maxTrunkTests bounds the trunk tests under way at once.
+const maxTrunkTests = 2
+
+// maxTestWords bounds a trunk test's answer in the audit log (the
+// registrar's last error comes from the network).
+const maxTestWords = 1024
+
 // TrunkTestResult is what a trunk test found, before it is put in words.
 type TrunkTestResult struct {
 	Name      string
@@ -80,6 +87,11 @@ func (s *Server) apiTrunkTest(w http.ResponseWriter, r *http.Request, p auth.Pri
 	if _, ok := s.tel.Current().Trunk(name); !ok {
 		return fmt.Errorf("%w: no trunk %.64q", errNotFound, name)
 	}
+	if s.trunkTests.Add(1) > maxTrunkTests {
+		s.trunkTests.Add(-1)
+		return fmt.Errorf("%w: %d trunk tests already under way", auth.ErrBusy, maxTrunkTests)
+	}
+	defer s.trunkTests.Add(-1)
 	ctx, cancel := context.WithTimeout(r.Context(), 3*trunkTestTimeout)
 	defer cancel()
 	res, err := tt.TestTrunk(ctx, name)
@@ -91,7 +103,11 @@ func (s *Server) apiTrunkTest(w http.ResponseWriter, r *http.Request, p auth.Pri
 	if a.FirewallHint != "" {
 		a.Status += " " + a.FirewallHint
 	}
-	ev := audit.Event{Actor: p.Actor(), Source: src(r), Action: "telephony.trunk.test", Target: name, Detail: a.Status}
+	detail := a.Status
+	if len(detail) > maxTestWords {
+		detail = strings.ToValidUTF8(detail[:maxTestWords], "")
+	}
+	ev := audit.Event{Actor: p.Actor(), Source: src(r), Action: "telephony.trunk.test", Target: name, Detail: detail}
 	if !a.OK {
 		ev.Outcome = audit.Failed
 	}

@@ -1,14 +1,20 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
+	"log/slog"
+	"net"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/telephony"
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
@@ -120,5 +126,68 @@ func TestTrunkTemplates(t *testing.T) {
 		if _, err := e.tel.Save(next, nil); err != nil {
 			t.Errorf("template %s: %v", tp.ID, err)
 		}
+	}
+}
+
+// realTrunks adapts telephony's trunk test as edgepbxd does.
+type realTrunks struct{ t *telephony.Trunks }
+
+func (r realTrunks) TrunkStates() []TrunkState {
+	var out []TrunkState
+	for _, s := range r.t.States() {
+		out = append(out, TrunkState(s))
+	}
+	return out
+}
+
+func (r realTrunks) TestTrunk(ctx context.Context, name string) (TrunkTestResult, error) {
+	x, err := r.t.Test(ctx, name, 2*time.Second)
+	if err != nil {
+		return TrunkTestResult{}, err
+	}
+	return TrunkTestResult{Name: x.Name, Host: x.Host, Transport: x.Transport, Auth: x.Auth, Peers: x.Peers, Addrs: x.Addrs,
+		DNS: x.DNS, Target: x.Target, Options: x.Options, Status: x.Probe.Status, Reason: x.Probe.Reason, RTT: x.Probe.RTT, State: TrunkState(x.State)}, nil
+}
+
+// TestTrunkTestAPI: the trunk test runs against the real SIP edge and
+// trunks: a provider that does not answer is said in words and audited
+// as failed; a third test while two run is refused (busy) rather than
+// queued; an unknown trunk is 404.
+func TestTrunkTestAPI(t *testing.T) {
+	e, admin := claimed(t)
+	edge := liveEdge(t, e)
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	silent := c.LocalAddr().String()
+	c.Close()
+	next := e.tel.Current()
+	next.Trunks = []pbxconfig.TelephonyTrunk{{Name: "silent", Host: silent, Transport: "udp", Auth: pbxconfig.TrunkAuthIP,
+		Peers: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}}
+	next.EmergencyTrunk = "silent"
+	if _, err := e.tel.Save(next, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.trunks = realTrunks{telephony.NewTrunks(e.tel, edge, slog.New(slog.DiscardHandler))}
+	admin.must(404, "POST", "/api/v1/telephony/trunks/nope/test", nil)
+
+	answers := make(chan resp, 2)
+	for range 2 {
+		go func() { answers <- admin.do("POST", "/api/v1/telephony/trunks/silent/test", nil) }()
+	}
+	for e.srv.trunkTests.Load() < 2 {
+		runtime.Gosched()
+	}
+	admin.must(503, "POST", "/api/v1/telephony/trunks/silent/test", nil)
+	for range 2 {
+		r := <-answers
+		if r.code != 200 || r.js["ok"] != false || !strings.Contains(r.str("status"), "No answer from "+silent+" over UDP") {
+			t.Fatalf("test answered %d %s", r.code, r.body)
+		}
+	}
+	l, err := e.srv.audit.Query(audit.Filter{Action: "telephony.trunk.test"})
+	if err != nil || len(l) != 2 || l[0].Outcome != audit.Failed || !strings.Contains(l[0].Detail, "No answer") {
+		t.Fatalf("audit %+v %v", l, err)
 	}
 }

@@ -61,5 +61,12 @@ func (s *Server) ProbeOptions(ctx context.Context, domain string, addr netip.Add
 	if len(reason) > maxProbeReason {
 		reason = reason[:maxProbeReason]
 	}
-	return Probe{Status: res.StatusCode, Reason: strings.ToValidUTF8(reason, "?"), RTT: time.Since(start)}, nil
+	// Printable text only: it is shown on a page and written to the log.
+	reason = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(reason, "?"))
+	return Probe{Status: res.StatusCode, Reason: reason, RTT: time.Since(start)}, nil
 }
