@@ -282,12 +282,13 @@
           var b = el("button", { type: "button", class: "danger", "data-hangup": c.id, "aria-label": "Hang up " + c.from + " to " + c.to, text: "Hang up" });
           act.appendChild(b);
         }
-        return el("tr", { "data-call": c.id }, [
+        // The action first: on a phone the table scrolls sideways.
+        return el("tr", { "data-call": c.id }, [act,
           el("td", { text: c.from }), el("td", { text: c.to + (c.trunk ? " (trunk " + c.trunk + ")" : "") }),
           el("td", {}, [timeEl(c.start)]),
           el("td", {}, c.answer ? ["answered ", timeEl(c.answer)] : ["ringing"]),
           el("td", { text: c.codec || "–" }), el("td", { text: c.answer ? enc : "–" }),
-          el("td", { text: c.mos ? c.mos.toFixed(1) : "–" }), act]);
+          el("td", { text: c.mos ? c.mos.toFixed(1) : "–" })]);
       });
       if (!rows.length) rows = [el("tr", {}, [el("td", { colspan: "8", text: "No calls in progress." })])];
       body.replaceChildren.apply(body, rows);
