@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"regexp"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/provision"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
+	"github.com/edgepbx/edgepbx/netfw"
 )
 
 // edgeLive adapts a running SIP edge without calls, as edgepbxd's
@@ -174,6 +176,16 @@ func TestConnectCard(t *testing.T) {
 	page := admin.must(200, "GET", "/extensions", nil)
 	if !strings.Contains(string(page.body), "registered</span> from "+src+" (UDP), Yealink SIP-T46U 108.86") {
 		t.Errorf("extensions page does not show the registration:\n%s", page.body)
+	}
+	// A firewall ban over the phone's network names the phone it cuts off.
+	e.pid1.mu.Lock()
+	e.pid1.bans = append(e.pid1.bans, netfw.Ban{Prefix: netip.MustParsePrefix("127.0.0.0/8"), Reason: "sip-scan", Expires: time.Now().Add(time.Hour)},
+		netfw.Ban{Prefix: netip.MustParsePrefix("198.51.100.0/24"), Reason: "sip-scan", Expires: time.Now().Add(time.Hour)})
+	e.pid1.mu.Unlock()
+	fw := string(admin.must(200, "GET", "/firewall", nil).body)
+	if !regexp.MustCompile(`<td>127\.0\.0\.0/8</td>.*<td>sip-scan</td><td>1001</td>`).MatchString(fw) ||
+		!regexp.MustCompile(`<td>198\.51\.100\.0/24</td>.*<td>sip-scan</td><td>none</td>`).MatchString(fw) {
+		t.Errorf("firewall page does not name the phones a ban cuts off:\n%s", fw)
 	}
 }
 

@@ -127,9 +127,10 @@
     var qrAlt = c.qr_kind === "provisioning" ? "QR code of the phone's one-time provisioning link" : "QR code of the account address " + c.qr;
     var fig = el("figure", { class: "qr" }, [
       el("img", { src: "/api/v1/extensions/" + encodeURIComponent(c.user) + "/qr.svg?n=" + cardSeq, alt: qrAlt, width: "200", height: "200" }),
-      el("figcaption", { class: "hint", text: c.qr_kind === "provisioning" ?
-        "Linphone: Assistant \u2192 Fetch remote configuration \u2192 scan. Works once, while the enrolment window is open." :
-        "Softphones that scan an account: " + c.qr + " (no password in the code: type it in)." })
+      c.qr_kind === "provisioning" ?
+        el("figcaption", { class: "hint", text: "Linphone: Assistant \u2192 Fetch remote configuration \u2192 scan. Works once, while the enrolment window is open." }) :
+        el("figcaption", { class: "hint" }, ["Softphones that scan an account: " + c.qr + " (no password in the code: type it in). A desk phone the box can set up itself: add it on the ",
+          el("a", { href: "/phones", text: "Phones page" }), " for a one-time provisioning link."])
     ]);
     var dismiss = el("button", { type: "button", class: "dismiss", text: "Dismiss" });
     var sec = el("section", { class: "card connect-card", "aria-labelledby": id, "data-card": c.user, "data-has-password": password ? "1" : "" }, [
