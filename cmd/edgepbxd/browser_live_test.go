@@ -130,6 +130,17 @@ func TestBrowserConnectPhoneLive(t *testing.T) {
 	if s := card("1001", "Password"); strings.Contains(s, pw1) || !strings.Contains(s, "Not shown again") {
 		t.Errorf("an existing extension's card shows %q as password", s)
 	}
+	// A new password for 1002 opens its card with the new password once;
+	// the phone is then set up with that one.
+	b.Eval(`window.confirm = () => true`, nil)
+	b.Eval(`document.querySelector('[data-card="1002"] button.dismiss').click()`, nil)
+	b.Click(`button[data-api="/api/v1/extensions/1002/password"]`)
+	b.WaitFor(`document.querySelector('[data-card="1002"] code.secret')`)
+	if np := card("1002", "Password"); len(np) < 16 || np == pw2 {
+		t.Fatalf("new password card shows %q (old %q)", np, pw2)
+	} else {
+		pw2 = np
+	}
 	if b.Str(`String(window.__samePage)`) != "true" {
 		t.Fatal("the extensions page was reloaded")
 	}
@@ -158,7 +169,7 @@ func TestBrowserConnectPhoneLive(t *testing.T) {
 		t.Errorf("during an answered call the Calls page says %q", "No calls match")
 	}
 	checkWidths(t, b, shot, "calls-live")
-	b.Eval(`window.confirm = () => true`, nil)
+	b.Eval(`window.confirm = () => true`, nil) // a new page
 	b.Click(`#live-calls-body button[data-hangup]`)
 	a.WaitEvent(ctx, t, "CALL_CLOSED")
 	bp.WaitEvent(ctx, t, "CALL_CLOSED")
