@@ -262,6 +262,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Phones:      ifSet[admin.Phones](d.prov),
 		Privacy:     d.privacy,
 		Connections: d.conns,
+		Live:        liveView{sip: d.sip, calls: d.calls},
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %w", errStayDown, err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
@@ -51,6 +52,20 @@ func (s trunkStatus) TrunkStates() []admin.TrunkState {
 	}
 	return out
 }
+
+// TestTrunk runs telephony's trunk test for the admin side.
+func (s trunkStatus) TestTrunk(ctx context.Context, name string) (admin.TrunkTestResult, error) {
+	r, err := s.t.Test(ctx, name, trunkTestTimeout)
+	if err != nil {
+		return admin.TrunkTestResult{}, err
+	}
+	return admin.TrunkTestResult{Name: r.Name, Host: r.Host, Transport: r.Transport, Auth: r.Auth, Peers: r.Peers,
+		Addrs: r.Addrs, DNS: r.DNS, Target: r.Target, Options: r.Options, Status: r.Probe.Status, Reason: r.Probe.Reason,
+		RTT: r.Probe.RTT, State: admin.TrunkState(r.State)}, nil
+}
+
+// trunkTestTimeout bounds each network step of a trunk test.
+const trunkTestTimeout = 5 * time.Second
 
 // runTelephony is the calls' background work: trunk registrations (the
 // CDR retention is the privacy sweep's, privacy.go).

@@ -103,6 +103,9 @@ type Deps struct {
 	// Connections is the connection log; nil: not available. Refused API
 	// tokens are recorded in it too.
 	Connections *connlog.Log
+	// Live is the running SIP edge and calls (registrations, calls in
+	// progress, hang-up, ports and realm); nil: the pages say not running.
+	Live Live
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -147,6 +150,10 @@ type Server struct {
 	phones    Phones
 	priv      *privacy.Registry
 	conlog    *connlog.Log
+	live      Live // registrations and calls in progress; nil: none
+	// trunkTests counts trunk tests under way (each holds a request for
+	// seconds): at most maxTrunkTests at once.
+	trunkTests atomic.Int32
 
 	conns connSeq // connection numbers for firewall confirmations
 
@@ -179,6 +186,7 @@ func NewServer(d Deps) (*Server, error) {
 		priv: d.Privacy, conlog: d.Connections}
 	s.acme = d.ACME
 	s.backups = d.Backups
+	s.live = d.Live
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))
 	}

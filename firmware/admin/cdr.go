@@ -230,6 +230,7 @@ func (s *Server) callsData(r *http.Request, p auth.Principal) (any, error) {
 		"Directions": []string{"internal", "outbound", "inbound", "emergency"},
 		"ExportCSV":  links(cdr.FormatCSV), "ExportJSONL": links(cdr.FormatJSONLines),
 		"Trunks": s.trunkStates(), "Retention": rt.Days,
+		"Live": s.liveCalls(), "HasLive": s.live != nil,
 	}, nil
 }
 

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -112,14 +113,34 @@ func (s *Server) apiSIPLift(w http.ResponseWriter, r *http.Request, p auth.Princ
 	if len(req.User) > 64 {
 		return fmt.Errorf("%w: user: at most 64 characters", errBadRequest)
 	}
+	// The edge hands its bans to PID 1's firewall too: lifting only the
+	// edge's copy would leave the source dropped by nftables. PID 1's
+	// overlapping bans go first, so a refusal there changes nothing.
+	fwLifted := 0
+	if req.User == "" && s.fw != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), pid1Timeout)
+		defer cancel()
+		fwBans, err := s.fw.ListBans(ctx)
+		if err != nil {
+			return fmt.Errorf("firewall bans from PID 1: %w", err)
+		}
+		for _, b := range fwBans {
+			if b.Prefix.Overlaps(pfx) {
+				if err := s.fw.Unban(ctx, b.Prefix.Masked()); err != nil {
+					return fmt.Errorf("unban %s via PID 1: %w", b.Prefix, err)
+				}
+				fwLifted++
+			}
+		}
+	}
 	bans, throttles := s.sipblk.Lift(pfx, req.User)
 	target := pfx.String()
 	if req.User != "" {
 		target += " user " + req.User
 	}
 	_ = s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: "sip.lift", Target: target,
-		Detail: fmt.Sprintf("%d bans, %d throttles", bans, throttles)})
-	writeJSON(w, http.StatusOK, map[string]int{"bans": bans, "throttles": throttles})
+		Detail: fmt.Sprintf("%d bans, %d throttles, %d firewall bans", bans, throttles, fwLifted)})
+	writeJSON(w, http.StatusOK, map[string]int{"bans": bans, "throttles": throttles, "firewall_bans": fwLifted})
 	return nil
 }
 

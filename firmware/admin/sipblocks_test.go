@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"regexp"
@@ -12,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/netfw"
 )
@@ -32,7 +36,8 @@ func (b edgeBlocks) Lift(p netip.Prefix, user string) (int, int) { return b.s.Li
 var nonceRE = regexp.MustCompile(`nonce="([^"]+)", algorithm=MD5`)
 
 // mistype sends one REGISTER for user from conn with a wrong password on a
-// fresh challenge and returns the status code of the answer.
+// fresh challenge and returns the status code of the answer (0: none, the
+// source was banned).
 func mistype(t *testing.T, conn *net.UDPConn, srv *net.UDPAddr, user string, cseq int) int {
 	t.Helper()
 	local := conn.LocalAddr().String()
@@ -54,7 +59,7 @@ func mistype(t *testing.T, conn *net.UDPConn, srv *net.UDPAddr, user string, cse
 		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 		n, _, err := conn.ReadFromUDP(buf)
 		if err != nil {
-			t.Fatalf("no answer: %v", err)
+			return "" // dropped: a banned source gets no answer
 		}
 		return string(buf[:n])
 	}
@@ -151,5 +156,78 @@ func TestCovers(t *testing.T) {
 		if got := Covers(netip.MustParsePrefix(tt.in)); got != tt.want {
 			t.Errorf("%s: %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+// pid1Bans is PID 1's ban list as the SIP edge reaches it (its Banner):
+// the edge's bans land in the recorder the admin side lists and lifts.
+type pid1Bans struct{ p *pid1Recorder }
+
+func (b pid1Bans) Ban(_ context.Context, ban netfw.Ban) error {
+	b.p.mu.Lock()
+	defer b.p.mu.Unlock()
+	b.p.bans = append(b.p.bans, ban)
+	return nil
+}
+
+// TestSIPBanLiftReachesPID1: a source that fails for five extensions is a
+// scan: the edge bans it and hands the ban to PID 1's firewall. One lift on
+// the SIP bans list ends both copies (the firewall's through PID 1's
+// Unban), and the audit entry counts them.
+func TestSIPBanLiftReachesPID1(t *testing.T) {
+	e, admin := claimed(t)
+	lg, err := logs.New(e.db, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := pbxconfig.DefaultSIP()
+	base.UDP, base.TCP, base.TLS = "127.0.0.1:0", "127.0.0.1:0", ""
+	edge, err := sipedge.New(e.sipset.Current().Apply(base), sipedge.Deps{Store: e.db, Security: lg, Banner: pid1Bans{e.pid1},
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { edge.Close() })
+	e.srv.sipblk, e.srv.exts = edgeBlocks{edge}, edge.Extensions()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- edge.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP("127.0.0.11")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	srv := edge.Addr("udp").(*net.UDPAddr)
+	for i := range 5 {
+		u := fmt.Sprintf("20%d", i)
+		if err := edge.Extensions().Set(u, "right-password-123"); err != nil {
+			t.Fatal(err)
+		}
+		mistype(t, conn, srv, u, 10*i)
+	}
+	banned := func() (edgeBan, fwBan bool) {
+		for _, b := range edge.Blocks() {
+			edgeBan = edgeBan || (b.User == "" && b.Source.Contains(netip.MustParseAddr("127.0.0.11")))
+		}
+		bans, _ := e.pid1.ListBans(context.Background())
+		for _, b := range bans {
+			fwBan = fwBan || b.Prefix.Contains(netip.MustParseAddr("127.0.0.11"))
+		}
+		return
+	}
+	if eb, fb := banned(); !eb || !fb {
+		t.Fatalf("after a scan: edge ban %v, firewall ban %v; blocks %+v", eb, fb, edge.Blocks())
+	}
+	r := admin.must(200, "POST", "/api/v1/sip/blocks/lift", LiftRequest{Source: "127.0.0.11"})
+	if !contains(r.body, `"firewall_bans": 1`) || !contains(r.body, `"bans": 1`) {
+		t.Fatalf("lift: %s", r.body)
+	}
+	if eb, fb := banned(); eb || fb {
+		t.Fatalf("after the lift: edge ban %v, firewall ban %v", eb, fb)
+	}
+	l, err := e.srv.audit.Query(audit.Filter{Action: "sip.lift"})
+	if err != nil || len(l) != 1 || !strings.Contains(l[0].Detail, "1 firewall bans") {
+		t.Fatalf("audit %+v %v", l, err)
 	}
 }

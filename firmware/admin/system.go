@@ -110,7 +110,11 @@ func (s *Server) extensionsData(r *http.Request, p auth.Principal) (any, error) 
 	if s.exts == nil {
 		return map[string]any{"Unavailable": true}, nil
 	}
-	return map[string]any{"List": s.exts.List(), "Throttled": throttledByUser(s.sipBlocks())}, nil
+	regs := map[string][]Registration{}
+	for _, r := range s.registrations() {
+		regs[r.User] = append(regs[r.User], r)
+	}
+	return map[string]any{"List": s.exts.List(), "Throttled": throttledByUser(s.sipBlocks()), "Regs": regs}, nil
 }
 
 func (s *Server) apiExtensions(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
@@ -235,9 +239,25 @@ func (s *Server) firewallData(r *http.Request, p auth.Principal) (any, error) {
 	pol, err := s.policyState(r.Context())
 	if err != nil {
 		// Bans and counters still show; the policy part says why it cannot.
-		return map[string]any{"V": v, "SIP": sip, "PolicyError": err.Error()}, nil
+		return map[string]any{"V": v, "SIP": sip, "PolicyError": err.Error(), "BanRegs": s.bannedPhones(v.Bans)}, nil
 	}
-	return map[string]any{"V": v, "SIP": sip, "Policy": pol, "Editor": newPolicyEditor(pol.PolicyState)}, nil
+	return map[string]any{"V": v, "SIP": sip, "Policy": pol, "Editor": newPolicyEditor(pol.PolicyState), "BanRegs": s.bannedPhones(v.Bans)}, nil
+}
+
+// bannedPhones are, per banned prefix, the extensions registered from
+// inside it: the phones the ban cuts off.
+func (s *Server) bannedPhones(bans []fwspec.Ban) map[string][]string {
+	out := map[string][]string{}
+	regs := s.registrations()
+	for _, b := range bans {
+		for _, r := range regs {
+			ap, err := netip.ParseAddrPort(r.Source)
+			if err == nil && b.Prefix.Contains(ap.Addr().Unmap()) && !slices.Contains(out[b.Prefix.String()], r.User) {
+				out[b.Prefix.String()] = append(out[b.Prefix.String()], r.User)
+			}
+		}
+	}
+	return out
 }
 
 func (s *Server) apiFirewall(w http.ResponseWriter, r *http.Request, p auth.Principal) error {

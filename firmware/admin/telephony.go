@@ -138,8 +138,10 @@ func (s *Server) telephonyData(r *http.Request, p auth.Principal) (any, error) {
 		rows = append(rows, row{Number: n, Classes: c, Default: !ok})
 	}
 	country, _ := dialplan.LookupCountry(cur.Country)
+	states, hints := s.trunkInline(r.Context(), cur.Trunks)
 	return map[string]any{"Config": cur, "JSON": string(raw), "Rows": rows, "Extensions": strings.Join(exts, " "),
-		"Emergency": append(slices.Clone(country.Emergency), cur.Emergency...)}, nil
+		"Emergency": append(slices.Clone(country.Emergency), cur.Emergency...), "States": states, "Hints": hints,
+		"CanTest": s.canTestTrunks(), "Templates": trunkTemplatesJSON}, nil
 }
 
 // telephonyProblem answers as problem+json (RFC 9457) with the extension

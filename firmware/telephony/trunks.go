@@ -3,6 +3,7 @@ package telephony
 import (
 	"context"
 	"log/slog"
+	"net"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +42,9 @@ type Trunks struct {
 
 	regs atomic.Pointer[sipedge.TrunkRegistrations] // nil until Run starts
 	kick chan struct{}                              // a saved change to apply (buffer 1: changes coalesce)
+
+	// Resolver looks up trunk host names for Test; nil: the system's.
+	Resolver *net.Resolver
 }
 
 // NewTrunks applies nothing until Run.

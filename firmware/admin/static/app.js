@@ -76,6 +76,11 @@
       return;
     }
     clearReauth(); // a code works once; the password is not kept in the page
+    // data-then: another script (e.g. live.js) takes the answer.
+    if (el.dataset.then) {
+      el.dispatchEvent(new CustomEvent("edgepbx:answer", { bubbles: true, detail: data }));
+      return;
+    }
     if (el.id === "totp-begin") {
       document.getElementById("totp-enrol").hidden = false;
       document.getElementById("totp-qr").src = "data:image/png;base64," + data.qr_png;

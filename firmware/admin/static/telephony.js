@@ -179,7 +179,7 @@
         prefix.addEventListener("input", function () { legend(row, prefix.value || "default"); });
         row.appendChild(el("div", { class: "grid" }, [
           field("Prefix", prefix, "Empty: the default route."),
-          field("Trunk", text("trunk", r.trunk, { list: "tel-trunk-names", required: true })),
+          field("Trunk", trunkPick(r.trunk)),
           field("Strip digits", number("strip", r.strip, 0, 32)),
           field("Prepend digits", text("add", r.add, { inputmode: "tel", maxlength: 32 })),
         ]));
@@ -284,6 +284,27 @@
     Array.prototype.forEach.call(document.querySelectorAll('#tel-trunks [data-key="name"]'), function (i) {
       if (i.value) dl.appendChild(el("option", { value: i.value }));
     });
+    Array.prototype.forEach.call(document.querySelectorAll("select[data-trunk-pick]"), fillTrunkPick);
+  }
+  // trunkPick is a route's trunk, picked from the trunks being edited; a
+  // name no trunk has any more stays listed, marked, so the save names it.
+  function trunkPick(value) {
+    var s = el("select", { required: "" });
+    s.dataset.key = "trunk";
+    s.dataset.trunkPick = "";
+    s.dataset.want = value || "";
+    fillTrunkPick(s);
+    s.addEventListener("change", function () { s.dataset.want = s.value; });
+    return s;
+  }
+  function fillTrunkPick(s) {
+    var want = s.dataset.want;
+    var names = Array.prototype.map.call(document.querySelectorAll('#tel-trunks [data-key="name"]'), function (i) { return i.value; }).filter(Boolean);
+    s.textContent = "";
+    s.appendChild(el("option", { value: "" }, ["(pick a trunk)"]));
+    names.forEach(function (n) { s.appendChild(el("option", { value: n }, [n])); });
+    if (want && names.indexOf(want) < 0) s.appendChild(el("option", { value: want }, [want + " (no such trunk)"]));
+    s.value = want;
   }
 
   // Numbering: the settings that are not lists of rows.
