@@ -1,0 +1,129 @@
+package backup
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/edgepbx/edgepbx/firmware/audit"
+)
+
+// TestRestoreElsewhereFromTarget: a replacement box (its own device key,
+// serial and data) reaches the old box's SFTP target, finds the old box's
+// backup there and restores it. The data comes back under the new box's
+// key, the restore is recorded (in the audit chain and in what the licence
+// check-in reports), and the new box does not take the old one's identity:
+// its own target settings and backup key stay, its next backups carry its
+// own serial, and its remote retention never touches the old box's files.
+func TestRestoreElsewhereFromTarget(t *testing.T) {
+	srv := startSFTP(t)
+	ctx := context.Background()
+	cfg := TargetConfig{Enabled: true, Host: srv.host, Port: srv.port, User: srv.user, Path: "/upload", HostKey: srv.hostKey}
+	sec := TargetSecrets{Password: srv.password}
+
+	a := newBox(t, "OLDBOX1")
+	secret := a.fill(t, 20)
+	idA := scheduled(t, a.backup)
+	if err := a.backup.SetTarget(TargetSFTP, cfg, sec, admin); err != nil {
+		t.Fatal(err)
+	}
+	if err := days(t, a, 1); err != nil {
+		t.Fatal(err)
+	}
+	fromA := backupNames(srv.files(t))
+	if len(fromA) != 1 || !strings.Contains(fromA[0], "-OLDBOX1-daily-") {
+		t.Fatalf("old box uploaded %v", fromA)
+	}
+
+	b := newBox(t, "NEWBOX2")
+	b.fill(t, 3)
+	idB := scheduled(t, b.backup)
+	if bytes.Equal(a.key, b.key) {
+		t.Fatal("the boxes share a device key")
+	}
+	if err := b.backup.SetTarget(TargetSFTP, cfg, sec, admin); err != nil {
+		t.Fatal(err)
+	}
+	settingsB, err := b.backup.Settings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := b.backup.RemoteList(ctx, TargetSFTP)
+	if err != nil || len(list) != 1 || list[0].Name != fromA[0] {
+		t.Fatalf("new box lists %+v %v", list, err)
+	}
+	id, err := b.backup.RemoteFetch(ctx, TargetSFTP, list[0].Name, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new box's own backup key does not open the old box's backup.
+	if _, err := b.backup.RestoreUpload(id, Decryption{Identity: idB}, admin); err == nil {
+		t.Fatal("restored with the wrong key")
+	}
+	id, err = b.backup.RemoteFetch(ctx, TargetSFTP, list[0].Name, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := b.backup.RestoreUpload(id, Decryption{Identity: idA}, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Serial != "OLDBOX1" {
+		t.Fatalf("manifest serial %q", m.Serial)
+	}
+
+	// Recorded: what edgepbxd hands the licence check-in (restored_from)
+	// and the restore entry at the head of a chain that verifies.
+	r, ok, err := b.backup.LastRestore()
+	if err != nil || !ok || !r.OtherBox || r.FromSerial != "OLDBOX1" {
+		t.Fatalf("last restore %+v %v %v", r, ok, err)
+	}
+	if _, err := b.audit.VerifyFull(); err != nil {
+		t.Fatal(err)
+	}
+	head, err := b.audit.Head()
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := b.audit.After(head.Seq-1, 10)
+	if err != nil || len(es) != 1 || es[0].Action != "backup.restore" || es[0].Outcome != audit.OK ||
+		!strings.Contains(es[0].Detail, "restored backup of box OLDBOX1") {
+		t.Fatalf("chain head after the restore: %+v %v", es, err)
+	}
+
+	// The data works under the new box's device key.
+	checkLogins(t, b, secret)
+	checkDigest(t, b.db)
+	checkSecrets(t, b)
+	checkCDRs(t, a, b)
+
+	// Not a clone: the new box keeps its target and backup key, and its
+	// next backup goes up under its own serial beside the old box's file.
+	if v, err := b.backup.Targets(); err != nil || len(v) != 1 || !v[0].PasswordSet || v[0].HostKey != srv.hostKey {
+		t.Fatalf("targets after the restore: %+v %v", v, err)
+	}
+	if s, err := b.backup.Settings(); err != nil || s != settingsB {
+		t.Fatalf("backup settings after the restore: %+v (was %+v) %v", s, settingsB, err)
+	}
+	if err := days(t, b, 3); err != nil {
+		t.Fatal(err)
+	}
+	got := backupNames(srv.files(t))
+	if !slices.Contains(got, fromA[0]) {
+		t.Fatalf("the new box's retention removed the old box's backup: %v", got)
+	}
+	own := 0
+	for _, n := range got {
+		switch {
+		case strings.Contains(n, "-NEWBOX2-daily-"):
+			own++
+		case n != fromA[0]:
+			t.Fatalf("unexpected file %s on the target", n)
+		}
+	}
+	if own != 2 {
+		t.Fatalf("%d of the new box's dailies on the target, want 2: %v", own, got)
+	}
+}
