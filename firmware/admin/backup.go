@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/backup"
@@ -32,6 +33,7 @@ type Backups interface {
 	RemoteList(ctx context.Context, kind string) ([]backup.File, error)
 	RemoteFetch(ctx context.Context, kind, name string, who backup.Actor) (string, error)
 	PushSoon()
+	Push(ctx context.Context) error
 }
 
 // BackupCreateRequest makes a backup now. Without a passphrase or
@@ -95,6 +97,7 @@ func (s *Server) backupRoutes() []route {
 		{method: "PUT", path: "/api/v1/backups/targets/{kind}", summary: "Set the SFTP or S3 target (kind sftp or s3); empty password/private_key keep the stored ones (needs current_password)", req: BackupTargetRequest{}, perm: auth.PermSystemWrite, h: s.apiBackupSetTarget},
 		{method: "DELETE", path: "/api/v1/backups/targets/{kind}", summary: "Forget a remote target and its credentials; its files stay (needs current_password)", req: auth.Proof{}, perm: auth.PermSystemWrite, h: s.apiBackupDeleteTarget},
 		{method: "POST", path: "/api/v1/backups/targets/{kind}/test", summary: "Connect, log in and write a test file; answers in words (and the SFTP host key offered when none is pinned yet)", perm: auth.PermSystemWrite, h: s.apiBackupTestTarget},
+		{method: "POST", path: "/api/v1/backups/targets/push", summary: "Upload now every kept backup a target lacks and apply the remote retention; answers the targets with each outcome (502 when one failed)", perm: auth.PermSystemWrite, h: s.apiBackupPush},
 		{method: "GET", path: "/api/v1/backups/targets/{kind}/files", summary: "List the backups on a remote target, newest first", perm: auth.PermSystemWrite, h: s.apiBackupRemoteFiles},
 		{method: "POST", path: "/api/v1/backups/targets/{kind}/fetch", summary: "Copy a backup from a remote target into an upload for POST /api/v1/backups/restore", req: BackupFetchRequest{}, perm: auth.PermSystemWrite, h: s.apiBackupFetch},
 		{method: "GET", path: "/api/v1/backups/{name}", summary: "Download a backup file (streamed)", perm: auth.PermSystemWrite, h: s.apiBackupDownload},
@@ -149,6 +152,7 @@ func (s *Server) apiBackupCreate(w http.ResponseWriter, r *http.Request, p auth.
 	if err := s.needBackups(); err != nil {
 		return err
 	}
+	allowLongTransfer(w)
 	var req BackupCreateRequest
 	if err := decodeJSON(r, &req); err != nil {
 		return err
@@ -231,6 +235,7 @@ func (s *Server) apiBackupUpload(w http.ResponseWriter, r *http.Request, p auth.
 	if err := s.needBackups(); err != nil {
 		return err
 	}
+	allowLongTransfer(w)
 	id, err := s.backups.SaveUpload(r.Body)
 	if err != nil {
 		return backupErr(err)
@@ -243,6 +248,7 @@ func (s *Server) apiBackupRestore(w http.ResponseWriter, r *http.Request, p auth
 	if err := s.needBackups(); err != nil {
 		return err
 	}
+	allowLongTransfer(w)
 	var req BackupRestoreRequest
 	if err := decodeJSON(r, &req); err != nil {
 		return err
@@ -272,6 +278,7 @@ func (s *Server) apiBackupDownload(w http.ResponseWriter, r *http.Request, p aut
 	if err := s.needBackups(); err != nil {
 		return err
 	}
+	allowLongTransfer(w)
 	f, err := s.backups.Open(r.PathValue("name"))
 	if err != nil {
 		return backupErr(err)
@@ -387,6 +394,7 @@ func (s *Server) apiBackupFetch(w http.ResponseWriter, r *http.Request, p auth.P
 	if err := s.needBackups(); err != nil {
 		return err
 	}
+	allowLongTransfer(w)
 	var req BackupFetchRequest
 	if err := decodeJSON(r, &req); err != nil {
 		return err
@@ -397,4 +405,30 @@ func (s *Server) apiBackupFetch(w http.ResponseWriter, r *http.Request, p auth.P
 	}
 	writeJSON(w, http.StatusCreated, map[string]string{"upload": id})
 	return nil
+}
+
+// longTransfer is how long a backup transfer (upload, download, restore,
+// copy to or from a target) may take: the HTTPS server's 30 s timeouts are
+// for ordinary requests, and a backup of a large box is hundreds of MB.
+const longTransfer = 2 * time.Hour
+
+// allowLongTransfer lifts the server's read and write deadlines for this
+// request to longTransfer (only after authentication and authorisation: an
+// anonymous client never gets more than the ordinary timeouts).
+func allowLongTransfer(w http.ResponseWriter) {
+	rc := http.NewResponseController(w)
+	end := time.Now().Add(longTransfer)
+	_ = rc.SetReadDeadline(end)
+	_ = rc.SetWriteDeadline(end)
+}
+
+func (s *Server) apiBackupPush(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.needBackups(); err != nil {
+		return err
+	}
+	allowLongTransfer(w)
+	if err := s.backups.Push(r.Context()); err != nil {
+		return backupErr(err)
+	}
+	return s.apiBackupTargets(w, r, p)
 }

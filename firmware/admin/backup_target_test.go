@@ -63,6 +63,14 @@ func TestBackupTargetAPI(t *testing.T) {
 		t.Fatalf("files: %s", f.body)
 	}
 	c.must(404, "GET", "/api/v1/backups/targets/s3/files", nil)
+	// An upload now says why it failed, and the target's status keeps it.
+	ps := c.must(502, "POST", "/api/v1/backups/targets/push", nil)
+	if ps.str("title") != "backup target failed" || !strings.Contains(ps.str("detail"), "cannot connect") {
+		t.Fatalf("push: %s", ps.body)
+	}
+	if g := c.must(200, "GET", "/api/v1/backups/targets", nil); !strings.Contains(string(g.body), "tried again at the next schedule") {
+		t.Fatalf("status after a failed push: %s", g.body)
+	}
 	c.must(404, "POST", "/api/v1/backups/targets/sftp/fetch", BackupFetchRequest{Name: "../../etc/passwd"})
 	pg := c.must(200, "GET", "/system", nil)
 	if !strings.Contains(string(pg.body), `id="sftp-host" name="host" value="127.0.0.1"`) || strings.Contains(string(pg.body), pw) ||
