@@ -74,7 +74,7 @@ func TestBackupTargetAPI(t *testing.T) {
 	c.must(404, "POST", "/api/v1/backups/targets/sftp/fetch", BackupFetchRequest{Name: "../../etc/passwd"})
 	pg := c.must(200, "GET", "/system", nil)
 	if !strings.Contains(string(pg.body), `id="sftp-host" name="host" value="127.0.0.1"`) || strings.Contains(string(pg.body), pw) ||
-		!strings.Contains(string(pg.body), "(set; empty keeps it)") {
+		!strings.Contains(string(pg.body), "(set; empty keeps it)") || !strings.Contains(string(pg.body), `id="targets-push"`) {
 		t.Fatalf("system page targets: %s", pg.body)
 	}
 	c.must(200, "DELETE", "/api/v1/backups/targets/sftp", proof)
