@@ -477,7 +477,7 @@ func TestTargetSettings(t *testing.T) {
 func itoa(n int) string { return strconv.Itoa(n) }
 
 // mustTransport trusts only caPEM (the test server's certificate).
-func mustTransport(t *testing.T, caPEM string) *http.Transport {
+func mustTransport(t testing.TB, caPEM string) *http.Transport {
 	t.Helper()
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM([]byte(caPEM)) {
