@@ -384,6 +384,10 @@ type remote interface {
 	list(ctx context.Context) ([]File, error)
 	get(ctx context.Context, name string) (readCloser, error)
 	remove(ctx context.Context, name string) error
+	// sweep removes what this box's (serial's) interrupted uploads left;
+	// another box's uploads in the same place stay. Only after list, under
+	// the push lock.
+	sweep(ctx context.Context, serial string) error
 	// probe checks the directory or bucket can be listed and written.
 	probe(ctx context.Context) error
 	Close() error
@@ -601,6 +605,9 @@ func (s *Service) pushTo(ctx context.Context, t target) (int, error) {
 	defer r.Close()
 	have, err := r.list(ctx)
 	if err != nil {
+		return 0, err
+	}
+	if err := r.sweep(ctx, s.cfg.Box.Serial); err != nil {
 		return 0, err
 	}
 	there := map[string]bool{}

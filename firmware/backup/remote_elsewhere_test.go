@@ -3,6 +3,8 @@ package backup
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -107,8 +109,24 @@ func TestRestoreElsewhereFromTarget(t *testing.T) {
 	if s, err := b.backup.Settings(); err != nil || s != settingsB {
 		t.Fatalf("backup settings after the restore: %+v (was %+v) %v", s, settingsB, err)
 	}
+	// The old box (still running, say) uploads into the same directory
+	// while the new one lists and pushes: its temporary file stays; the
+	// new box's own leftover of an interrupted upload goes.
+	theirs := tmpPrefix + "edgepbx-OLDBOX1-daily-20260310T120000Z.age.0123456789abcdef"
+	stale := tmpPrefix + "edgepbx-NEWBOX2-daily-20260301T120000Z.age.fedcba9876543210"
+	for _, n := range []string{theirs, stale} {
+		if err := os.WriteFile(filepath.Join(srv.dir, n), []byte("partial"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res, err := b.backup.TestTarget(ctx, TargetSFTP); err != nil || !res.OK {
+		t.Fatalf("test target: %+v %v", res, err)
+	}
 	if err := days(t, b, 3); err != nil {
 		t.Fatal(err)
+	}
+	if files := srv.files(t); !slices.Contains(files, theirs) || slices.Contains(files, stale) {
+		t.Fatalf("temporary files after the new box's pushes: %v", files)
 	}
 	got := backupNames(srv.files(t))
 	if !slices.Contains(got, fromA[0]) {

@@ -124,6 +124,10 @@ func (r *s3Remote) get(ctx context.Context, name string) (readCloser, error) {
 	return o, nil
 }
 
+// sweep has nothing to do: an S3 object appears only when its upload
+// completes, and a failed multipart upload is aborted by the client.
+func (r *s3Remote) sweep(context.Context, string) error { return nil }
+
 func (r *s3Remote) remove(ctx context.Context, name string) error {
 	return r.c.RemoveObject(ctx, r.bucket, r.prefix+name, minio.RemoveObjectOptions{})
 }

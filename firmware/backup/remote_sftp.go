@@ -45,6 +45,7 @@ type sftpRemote struct {
 	c    *sftp.Client
 	dir  string
 	stop func() bool
+	tmps []string // temporary names seen by the last list
 }
 
 func dialSFTP(ctx context.Context, t target) (remote, error) {
@@ -136,7 +137,7 @@ func randHex() string {
 // looks like a backup. The file streams from disk through the SFTP
 // window (several writes in flight): never whole in memory.
 func (r *sftpRemote) put(ctx context.Context, name string, f *os.File, size int64) error {
-	tmp := r.p(tmpPrefix + randHex())
+	tmp := r.p(tmpPrefix + name + "." + randHex())
 	w, err := r.c.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", tmp, err)
@@ -165,11 +166,12 @@ func (r *sftpRemote) list(ctx context.Context) ([]File, error) {
 	}
 	var ns []string
 	var ss []int64
+	r.tmps = r.tmps[:0]
 	for _, e := range ents {
 		if strings.HasPrefix(e.Name(), tmpPrefix) {
-			// A temporary file of an interrupted upload (ours: the prefix
-			// is not a backup name).
-			_ = r.c.Remove(r.p(e.Name()))
+			// An upload in progress or interrupted, this box's or another's
+			// sharing the directory: only sweep removes it.
+			r.tmps = append(r.tmps, e.Name())
 			continue
 		}
 		if e.Mode().IsRegular() {
@@ -178,6 +180,26 @@ func (r *sftpRemote) list(ctx context.Context) ([]File, error) {
 		}
 	}
 	return remoteFiles(ns, ss), nil
+}
+
+// sweep removes the temporary files of this box's interrupted uploads
+// (named after the backup, so after the box's serial) seen by the last
+// list. The caller holds the push lock, so none of them is in progress;
+// another box's (another serial) stays.
+func (r *sftpRemote) sweep(ctx context.Context, serial string) error {
+	for _, n := range r.tmps {
+		// tmpPrefix + backup name + "." + 16 hex digits (put).
+		base := strings.TrimPrefix(n, tmpPrefix)
+		if i := strings.LastIndexByte(base, '.'); i >= 0 && len(base)-i == 17 {
+			base = base[:i]
+		}
+		if m := fileRE.FindStringSubmatch(base); m != nil && m[1] == serial {
+			if err := r.c.Remove(r.p(n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("remove %s: %w", n, err)
+			}
+		}
+	}
+	return nil
 }
 
 func (r *sftpRemote) get(ctx context.Context, name string) (readCloser, error) {
