@@ -30,17 +30,27 @@ import (
 func need(t testing.TB, tool, pkg string) string {
 	t.Helper()
 	p, err := exec.LookPath(tool)
-	if err == nil && os.Geteuid() == 0 {
-		return p
+	if err != nil {
+		missing(t, fmt.Sprintf("%s (Debian package %s): %v", tool, pkg, err))
 	}
-	if err == nil {
-		err = fmt.Errorf("the test runs %s as root (chroot, mount namespace)", tool)
+	return p
+}
+
+// needRoot: CI runs the tests as root; a developer who is not may skip.
+func needRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		missing(t, "needs root: "+why)
 	}
+}
+
+// missing fails in CI (CI is set) and skips elsewhere, saying why.
+func missing(t testing.TB, why string) {
+	t.Helper()
 	if os.Getenv("CI") != "" {
-		t.Fatalf("%s (Debian package %s): %v", tool, pkg, err)
+		t.Fatal(why)
 	}
-	t.Skipf("%s (Debian package %s): %v", tool, pkg, err)
-	return ""
+	t.Skip(why)
 }
 
 func freePort(t testing.TB) int {
@@ -111,6 +121,7 @@ const sftpUID = 4242
 // chroot must be root-owned and not writable by others, which /tmp is not).
 func startSFTP(t testing.TB) *sftpServer {
 	t.Helper()
+	needRoot(t, "sshd chroots the SFTP user and runs in a private mount namespace")
 	sshd := need(t, "/usr/sbin/sshd", "openssh-server")
 	need(t, "unshare", "util-linux")
 	need(t, "openssl", "openssl")
@@ -287,7 +298,9 @@ func versitygw(t testing.TB) string {
 		vgwOnce.path, vgwOnce.err = p, os.Rename(tmp, p)
 	})
 	if vgwOnce.err != nil {
-		t.Fatal(vgwOnce.err)
+		// Offline outside CI (no module proxy) is a reason to skip; in CI
+		// it is a failure.
+		missing(t, vgwOnce.err.Error())
 	}
 	return vgwOnce.path
 }
