@@ -32,8 +32,8 @@ type Backups interface {
 	TestTarget(ctx context.Context, kind string) (backup.TestResult, error)
 	RemoteList(ctx context.Context, kind string) ([]backup.File, error)
 	RemoteFetch(ctx context.Context, kind, name string, who backup.Actor) (string, error)
-	PushSoon()
-	Push(ctx context.Context) error
+	PushSoon(who backup.Actor)
+	Push(ctx context.Context, who backup.Actor) error
 }
 
 // BackupCreateRequest makes a backup now. Without a passphrase or
@@ -168,7 +168,7 @@ func (s *Server) apiBackupCreate(w http.ResponseWriter, r *http.Request, p auth.
 	}
 	// Copies to the remote targets run in the background; their outcome
 	// shows in GET /api/v1/backups/targets and the audit log.
-	s.backups.PushSoon()
+	s.backups.PushSoon(actorOf(r, p))
 	writeJSON(w, http.StatusCreated, f)
 	return nil
 }
@@ -427,7 +427,7 @@ func (s *Server) apiBackupPush(w http.ResponseWriter, r *http.Request, p auth.Pr
 		return err
 	}
 	allowLongTransfer(w)
-	if err := s.backups.Push(r.Context()); err != nil {
+	if err := s.backups.Push(r.Context(), actorOf(r, p)); err != nil {
 		return backupErr(err)
 	}
 	return s.apiBackupTargets(w, r, p)

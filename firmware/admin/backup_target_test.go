@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/backup"
 )
@@ -15,7 +16,7 @@ import (
 // answers in words. (Uploads to real SFTP and S3 servers are tested in
 // firmware/backup.)
 func TestBackupTargetAPI(t *testing.T) {
-	_, c := claimed(t)
+	e, c := claimed(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -70,6 +71,10 @@ func TestBackupTargetAPI(t *testing.T) {
 	}
 	if g := c.must(200, "GET", "/api/v1/backups/targets", nil); !strings.Contains(string(g.body), "tried again at the next schedule") {
 		t.Fatalf("status after a failed push: %s", g.body)
+	}
+	if ups, err := e.srv.audit.Query(audit.Filter{Action: "backup.upload"}); err != nil || len(ups) != 1 ||
+		ups[0].Actor != "root1" || ups[0].Source != "192.0.2.50" || ups[0].Outcome != audit.Failed {
+		t.Fatalf("audit of the push: %+v %v", ups, err)
 	}
 	c.must(404, "POST", "/api/v1/backups/targets/sftp/fetch", BackupFetchRequest{Name: "../../etc/passwd"})
 	pg := c.must(200, "GET", "/system", nil)

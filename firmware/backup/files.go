@@ -340,7 +340,7 @@ func (s *Service) RunDue() error {
 	// New files go to the remote targets now; a target whose last upload
 	// failed is tried again at each schedule check.
 	if len(due) > 0 {
-		errs = append(errs, s.Push(context.Background()))
+		errs = append(errs, s.Push(context.Background(), Actor{Name: "schedule"}))
 	} else {
 		errs = append(errs, s.retryFailed(context.Background()))
 	}

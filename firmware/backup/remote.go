@@ -545,15 +545,15 @@ func (e *RemoteError) Unwrap() error { return e.Err }
 
 // PushSoon copies the kept backups to the targets in the background (after
 // an on-demand backup: the request does not wait for the upload).
-func (s *Service) PushSoon() {
-	go func() { _ = s.Push(context.Background()) }()
+func (s *Service) PushSoon(who Actor) {
+	go func() { _ = s.Push(context.Background(), who) }()
 }
 
 // Push copies every backup kept on the box that a target lacks, then
 // deletes on the target the oldest backups of this box beyond the
 // retention counts. Each target's outcome is recorded (Targets shows it),
 // audited and logged; a failed target is tried again at the next schedule.
-func (s *Service) Push(ctx context.Context) error {
+func (s *Service) Push(ctx context.Context, who Actor) error {
 	s.pushMu.Lock()
 	defer s.pushMu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, pushTimeout)
@@ -588,7 +588,7 @@ func (s *Service) Push(ctx context.Context) error {
 			errs = append(errs, uerr)
 		}
 		if err != nil || n > 0 {
-			if aerr := s.cfg.Audit.Record(audit.Event{Actor: "schedule", Action: "backup.upload", Target: kind,
+			if aerr := s.cfg.Audit.Record(audit.Event{Actor: who.Name, Source: who.Source, Action: "backup.upload", Target: kind,
 				Outcome: outcome, Detail: st.Message}); aerr != nil {
 				errs = append(errs, aerr)
 			}
@@ -702,7 +702,7 @@ func (s *Service) retryFailed(ctx context.Context) error {
 	}
 	for _, v := range views {
 		if v.Enabled && (v.Status == nil || !v.Status.OK) {
-			return s.Push(ctx)
+			return s.Push(ctx, Actor{Name: "schedule"})
 		}
 	}
 	return nil

@@ -71,7 +71,7 @@ func BenchmarkRemoteTransfer(b *testing.B) {
 					_ = r.remove(ctx, name) // absent on the first round
 					r.Close()
 					b.StartTimer()
-					if err := bx.backup.Push(ctx); err != nil {
+					if err := bx.backup.Push(ctx, admin); err != nil {
 						b.Fatal(err)
 					}
 				}
