@@ -399,11 +399,15 @@ type readCloser interface {
 }
 
 func (s *Service) dial(ctx context.Context, t target) (remote, error) {
+	maxList := s.cfg.Limits.MaxRemoteFiles
+	if maxList <= 0 {
+		maxList = DefaultLimits().MaxRemoteFiles
+	}
 	switch t.kind {
 	case TargetSFTP:
-		return dialSFTP(ctx, t)
+		return dialSFTP(ctx, t, maxList)
 	case TargetS3:
-		return dialS3(ctx, t)
+		return dialS3(ctx, t, maxList)
 	}
 	return nil, validKind(t.kind)
 }
@@ -530,6 +534,11 @@ func (s *Service) RemoteFetch(ctx context.Context, kind, name string, who Actor)
 	_ = s.cfg.Audit.Record(audit.Event{Actor: who.Name, Source: who.Source, Action: "backup.fetch",
 		Target: kind + ":" + name, Outcome: outcome, Detail: detail})
 	return id, err
+}
+
+// errTooManyFiles: a listing went past Limits.MaxRemoteFiles.
+func errTooManyFiles(max int) error {
+	return fmt.Errorf("the target lists more than %d entries there; give this box a directory or prefix of its own", max)
 }
 
 // RemoteError is a target that could not be reached or refused; Msg says

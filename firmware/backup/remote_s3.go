@@ -27,12 +27,13 @@ const (
 )
 
 type s3Remote struct {
-	c      *minio.Client
-	bucket string
-	prefix string
+	c       *minio.Client
+	bucket  string
+	prefix  string
+	maxList int
 }
 
-func dialS3(ctx context.Context, t target) (remote, error) {
+func dialS3(ctx context.Context, t target, maxList int) (remote, error) {
 	port := t.cfg.Port
 	if port == 0 {
 		port = 443
@@ -77,7 +78,7 @@ func dialS3(ctx context.Context, t target) (remote, error) {
 	if prefix != "" {
 		prefix += "/"
 	}
-	return &s3Remote{c: c, bucket: t.cfg.Bucket, prefix: prefix}, nil
+	return &s3Remote{c: c, bucket: t.cfg.Bucket, prefix: prefix, maxList: maxList}, nil
 }
 
 func (r *s3Remote) Close() error { return nil }
@@ -93,9 +94,15 @@ func (r *s3Remote) put(ctx context.Context, name string, f *os.File, size int64)
 func (r *s3Remote) list(ctx context.Context) ([]File, error) {
 	var ns []string
 	var ss []int64
+	ctx, cancel := context.WithCancel(ctx) // stops the listing if it ends early
+	defer cancel()
+	n := 0
 	for o := range r.c.ListObjects(ctx, r.bucket, minio.ListObjectsOptions{Prefix: r.prefix}) {
 		if o.Err != nil {
 			return nil, o.Err
+		}
+		if n++; n > r.maxList {
+			return nil, errTooManyFiles(r.maxList)
 		}
 		n := strings.TrimPrefix(o.Key, r.prefix)
 		if strings.Contains(n, "/") {

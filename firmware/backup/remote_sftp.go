@@ -46,9 +46,13 @@ type sftpRemote struct {
 	dir  string
 	stop func() bool
 	tmps []string // temporary names seen by the last list
+	// maxList bounds the entries a listing may have (pkg/sftp reads the
+	// whole directory first: the bound applies after, and the listing
+	// itself is bounded in time by the caller's context).
+	maxList int
 }
 
-func dialSFTP(ctx context.Context, t target) (remote, error) {
+func dialSFTP(ctx context.Context, t target, maxList int) (remote, error) {
 	port := t.cfg.Port
 	if port == 0 {
 		port = 22
@@ -106,7 +110,7 @@ func dialSFTP(ctx context.Context, t target) (remote, error) {
 		conn.Close()
 		return nil, fmt.Errorf("start sftp: %w", err)
 	}
-	r := &sftpRemote{conn: conn, c: c, dir: t.cfg.Path}
+	r := &sftpRemote{conn: conn, c: c, dir: t.cfg.Path, maxList: maxList}
 	// Stop the session when ctx ends (a hung server or a shutdown).
 	r.stop = context.AfterFunc(ctx, func() { conn.Close() })
 	return r, nil
@@ -160,9 +164,12 @@ func (r *sftpRemote) put(ctx context.Context, name string, f *os.File, size int6
 }
 
 func (r *sftpRemote) list(ctx context.Context) ([]File, error) {
-	ents, err := r.c.ReadDir(r.dir)
+	ents, err := r.c.ReadDirContext(ctx, r.dir)
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", r.dir, err)
+	}
+	if len(ents) > r.maxList {
+		return nil, errTooManyFiles(r.maxList)
 	}
 	var ns []string
 	var ss []int64

@@ -200,6 +200,7 @@ func TestSFTPTarget(t *testing.T) {
 	if list[0].Kind != Daily || !strings.Contains(list[0].Name, "SFTP1") {
 		t.Fatalf("newest remote: %+v", list[0])
 	}
+	checkListBound(t, b, TargetSFTP, len(srv.files(t)))
 	id, err := b.backup.RemoteFetch(ctx, TargetSFTP, list[0].Name, admin)
 	if err != nil {
 		t.Fatal(err)
@@ -338,6 +339,7 @@ func TestS3Target(t *testing.T) {
 	if len(list) != len(want) || list[0].Kind != Daily {
 		t.Fatalf("remote list %+v", list)
 	}
+	checkListBound(t, b, TargetS3, len(objects()))
 	id, err := b.backup.RemoteFetch(ctx, TargetS3, list[0].Name, admin)
 	if err != nil {
 		t.Fatal(err)
@@ -475,6 +477,22 @@ func TestTargetSettings(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// checkListBound: a target listing more entries than Limits.MaxRemoteFiles
+// is refused in words (have is what the target holds now).
+func checkListBound(t *testing.T, b *box, kind string, have int) {
+	t.Helper()
+	lim := DefaultLimits()
+	lim.MaxRemoteFiles = have - 1
+	_, err := b.service(t, lim).RemoteList(context.Background(), kind)
+	if err == nil || !strings.Contains(err.Error(), "more than "+itoa(have-1)+" entries") {
+		t.Fatalf("listing %d entries with a bound of %d: %v", have, have-1, err)
+	}
+	lim.MaxRemoteFiles = have
+	if _, err := b.service(t, lim).RemoteList(context.Background(), kind); err != nil {
+		t.Fatalf("listing %d entries with a bound of %d: %v", have, have, err)
+	}
+}
 
 // mustTransport trusts only caPEM (the test server's certificate).
 func mustTransport(t testing.TB, caPEM string) *http.Transport {
