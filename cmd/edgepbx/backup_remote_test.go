@@ -3,113 +3,26 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/pkg/sftp"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/backup"
+	"github.com/edgepbx/edgepbx/firmware/backup/sftptest"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
-
-// sftpPeer is an SFTP server in the test process (x/crypto/ssh with
-// pkg/sftp's server, on a directory): enough to drive the CLI's remote
-// commands end to end. The target code itself is tested against OpenSSH
-// in firmware/backup.
-type sftpPeer struct {
-	addr     *net.TCPAddr
-	hostKey  string
-	password string
-	dir      string
-}
-
-func startSFTPPeer(t *testing.T) *sftpPeer {
-	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &sftpPeer{password: "peer-pw-" + fmt.Sprint(time.Now().UnixNano()), dir: t.TempDir(),
-		hostKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))}
-	cfg := &ssh.ServerConfig{PasswordCallback: func(c ssh.ConnMetadata, pw []byte) (*ssh.Permissions, error) {
-		if c.User() == "pbx" && string(pw) == p.password {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("refused")
-	}}
-	cfg.AddHostKey(signer)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = l.Addr().(*net.TCPAddr)
-	var wg sync.WaitGroup
-	t.Cleanup(func() { l.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				sc, chans, reqs, err := ssh.NewServerConn(c, cfg)
-				if err != nil {
-					return
-				}
-				defer sc.Close()
-				go ssh.DiscardRequests(reqs)
-				for nc := range chans {
-					if nc.ChannelType() != "session" {
-						_ = nc.Reject(ssh.UnknownChannelType, "session only")
-						continue
-					}
-					ch, creqs, err := nc.Accept()
-					if err != nil {
-						return
-					}
-					go func() {
-						for r := range creqs {
-							_ = r.Reply(r.Type == "subsystem" && len(r.Payload) > 4 && string(r.Payload[4:]) == "sftp", nil)
-						}
-					}()
-					srv, err := sftp.NewServer(ch, sftp.WithServerWorkingDirectory(p.dir))
-					if err != nil {
-						return
-					}
-					_ = srv.Serve()
-					ch.Close()
-				}
-			}()
-		}
-	}()
-	return p
-}
 
 // TestBackupCLIRemote drives the CLI's remote-target commands against a real
 // admin server and SFTP server: show the targets, push, list the target,
@@ -117,7 +30,7 @@ func startSFTPPeer(t *testing.T) *sftpPeer {
 // The HTTPS server has short timeouts, like edgepbxd's: a backup upload
 // that takes longer than them still completes.
 func TestBackupCLIRemote(t *testing.T) {
-	peer := startSFTPPeer(t)
+	peer := sftptest.Start(t)
 	dir := t.TempDir()
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -152,8 +65,8 @@ func TestBackupCLIRemote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := bk.SetTarget(backup.TargetSFTP, backup.TargetConfig{Enabled: true, Host: "127.0.0.1", Port: peer.addr.Port,
-		User: "pbx", Path: peer.dir, HostKey: peer.hostKey}, backup.TargetSecrets{Password: peer.password}, backup.Actor{Name: "root1"}); err != nil {
+	if err := bk.SetTarget(backup.TargetSFTP, backup.TargetConfig{Enabled: true, Host: "127.0.0.1", Port: peer.Port,
+		User: peer.User, Path: peer.Dir, HostKey: peer.HostKey}, backup.TargetSecrets{Password: peer.Password}, backup.Actor{Name: "root1"}); err != nil {
 		t.Fatal(err)
 	}
 	srv, err := admin.NewServer(admin.Deps{Store: db, Audit: al, Auth: as, Logger: quiet, Backups: bk})
@@ -196,7 +109,7 @@ func TestBackupCLIRemote(t *testing.T) {
 	if err != nil || !strings.Contains(out, " ok: ") || !strings.Contains(out, "uploaded to sftp://pbx@127.0.0.1:") {
 		t.Fatalf("push: %q %v", out, err)
 	}
-	if _, err := os.Stat(filepath.Join(peer.dir, name)); err != nil {
+	if _, err := os.Stat(filepath.Join(peer.Dir, name)); err != nil {
 		t.Fatalf("not on the SFTP server: %v", err)
 	}
 	if out, err := run("remote-list", "sftp"); err != nil || !strings.HasPrefix(out, name+"\tmanual\t") {
