@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 )
@@ -143,5 +144,36 @@ func TestRestoreElsewhereFromTarget(t *testing.T) {
 	}
 	if own != 2 {
 		t.Fatalf("%d of the new box's dailies on the target, want 2: %v", own, got)
+	}
+}
+
+// TestRemoteRetentionEveryKind: over 15 days of schedule checks across a
+// month's end (three ISO weeks, two months), the target keeps exactly what
+// the box keeps: the newest 2 daily, 2 weekly and 1 monthly backups.
+func TestRemoteRetentionEveryKind(t *testing.T) {
+	srv := startSFTP(t)
+	b := newBox(t, "RET1")
+	b.clk.t = time.Date(2026, 3, 20, 12, 0, 0, 0, time.UTC)
+	_, rcpt, err := b.backup.GenerateKey(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.backup.SetSettings(Settings{Recipient: rcpt, Daily: 2, Weekly: 2, Monthly: 1}, admin); err != nil {
+		t.Fatal(err)
+	}
+	cfg := TargetConfig{Enabled: true, Host: srv.host, Port: srv.port, User: srv.user, Path: "/upload", HostKey: srv.hostKey}
+	if err := b.backup.SetTarget(TargetSFTP, cfg, TargetSecrets{Password: srv.password}, admin); err != nil {
+		t.Fatal(err)
+	}
+	if err := days(t, b, 15); err != nil {
+		t.Fatal(err)
+	}
+	local, remote := localNames(t, b.backup), backupNames(srv.files(t))
+	count := map[string]int{}
+	for _, n := range local {
+		count[fileRE.FindStringSubmatch(n)[2]]++
+	}
+	if !slices.Equal(local, remote) || count[Daily] != 2 || count[Weekly] != 2 || count[Monthly] != 1 {
+		t.Fatalf("box keeps %v (%v), target %v", local, count, remote)
 	}
 }
