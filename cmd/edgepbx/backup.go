@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -117,7 +118,7 @@ func secret(file, env string) (string, error) {
 }
 
 func newBackupCmd() *cobra.Command {
-	var box, fingerprint, tokenFile, passwordFile, keyFile, passphraseFile, out string
+	var box, fingerprint, tokenFile, passwordFile, keyFile, passphraseFile, out, fromTarget string
 	cmd := &cobra.Command{
 		Use:   "backup",
 		Short: "List, make, download and restore a box's encrypted backups over its admin API",
@@ -200,7 +201,7 @@ and the backup key (--key-file) or passphrase (EDGEPBX_BACKUP_PASSPHRASE or --pa
 			return writeFileAtomic(dst, res.Body)
 		}}
 	download.Flags().StringVarP(&out, "output", "o", "", "file to write (default: the backup's name)")
-	restore := &cobra.Command{Use: "restore FILE", Short: "Upload a backup and restore it on the box (replaces its data)", Args: cobra.ExactArgs(1),
+	restore := &cobra.Command{Use: "restore FILE|NAME", Short: "Upload a backup (or, with --from-target, fetch NAME from the box's SFTP or S3 target) and restore it on the box (replaces its data)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := client()
 			if err != nil {
@@ -221,22 +222,30 @@ and the backup key (--key-file) or passphrase (EDGEPBX_BACKUP_PASSPHRASE or --pa
 					delete(req, k)
 				}
 			}
-			f, err := os.Open(args[0])
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			res, err := c.do("POST", "/api/v1/backups/upload", f, "application/octet-stream")
-			if err != nil {
-				return err
-			}
 			var up struct {
 				Upload string `json:"upload"`
 			}
-			err = json.NewDecoder(io.LimitReader(res.Body, 4096)).Decode(&up)
-			res.Body.Close()
-			if err != nil {
-				return fmt.Errorf("upload answer: %w", err)
+			if fromTarget != "" {
+				// The box copies the file from its target itself.
+				if err := c.json("POST", "/api/v1/backups/targets/"+url.PathEscape(fromTarget)+"/fetch",
+					map[string]string{"name": args[0]}, &up); err != nil {
+					return err
+				}
+			} else {
+				f, err := os.Open(args[0])
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				res, err := c.do("POST", "/api/v1/backups/upload", f, "application/octet-stream")
+				if err != nil {
+					return err
+				}
+				err = json.NewDecoder(io.LimitReader(res.Body, 4096)).Decode(&up)
+				res.Body.Close()
+				if err != nil {
+					return fmt.Errorf("upload answer: %w", err)
+				}
 			}
 			req["upload"] = up.Upload
 			var r struct {
@@ -253,8 +262,101 @@ and the backup key (--key-file) or passphrase (EDGEPBX_BACKUP_PASSPHRASE or --pa
 		c.Flags().StringVar(&passphraseFile, "passphrase-file", "", "file holding the backup passphrase")
 	}
 	restore.Flags().StringVar(&keyFile, "key-file", "", "file holding the backup key, AGE-SECRET-KEY-1… (default: $EDGEPBX_BACKUP_KEY)")
-	cmd.AddCommand(list, create, download, restore)
+	restore.Flags().StringVar(&fromTarget, "from-target", "", "restore NAME from the box's remote target (sftp or s3) instead of a local FILE")
+	targets := &cobra.Command{Use: "targets", Short: "Show the box's remote targets (SFTP, S3) and the last upload's outcome", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			var v targetList
+			if err := c.json("GET", "/api/v1/backups/targets", nil, &v); err != nil {
+				return err
+			}
+			v.print(cmd.OutOrStdout())
+			return nil
+		}}
+	push := &cobra.Command{Use: "push", Short: "Upload now the kept backups the remote targets lack (and apply their retention); waits for the outcome", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			var v targetList
+			if err := c.json("POST", "/api/v1/backups/targets/push", nil, &v); err != nil {
+				return err
+			}
+			v.print(cmd.OutOrStdout())
+			return nil
+		}}
+	remoteList := &cobra.Command{Use: "remote-list sftp|s3", Short: "List the backups on the box's remote target (other boxes' too), newest first", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			var l struct {
+				Files []backupFile `json:"files"`
+			}
+			if err := c.json("GET", "/api/v1/backups/targets/"+url.PathEscape(args[0])+"/files", nil, &l); err != nil {
+				return err
+			}
+			for _, b := range l.Files {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\t%s\t%d\n", b.Name, b.Kind, b.Created.Format(time.RFC3339), b.Size)
+			}
+			return nil
+		}}
+	cmd.AddCommand(list, create, download, restore, targets, push, remoteList)
 	return cmd
+}
+
+type backupFile struct {
+	Name    string    `json:"name"`
+	Kind    string    `json:"kind"`
+	Created time.Time `json:"created"`
+	Size    int64     `json:"size"`
+}
+
+// targetList is the answer of GET /api/v1/backups/targets (and of a push).
+type targetList struct {
+	Targets []struct {
+		Kind    string `json:"kind"`
+		Enabled bool   `json:"enabled"`
+		Host    string `json:"host"`
+		Port    int    `json:"port"`
+		Path    string `json:"path"`
+		Bucket  string `json:"bucket"`
+		Prefix  string `json:"prefix"`
+		User    string `json:"user"`
+		Status  *struct {
+			Time    time.Time `json:"time"`
+			OK      bool      `json:"ok"`
+			Message string    `json:"message"`
+		} `json:"status"`
+	} `json:"targets"`
+}
+
+// print shows one target a line: kind, on/off, where, last outcome.
+func (v targetList) print(w io.Writer) {
+	for _, t := range v.Targets {
+		state := "disabled"
+		if t.Enabled {
+			state = "enabled"
+		}
+		where := t.User + "@" + t.Host + ":" + strconv.Itoa(t.Port) + " " + t.Path + t.Bucket
+		if t.Prefix != "" {
+			where += "/" + t.Prefix
+		}
+		last := "never uploaded"
+		if t.Status != nil {
+			ok := "FAILED"
+			if t.Status.OK {
+				ok = "ok"
+			}
+			last = fmt.Sprintf("%s %s: %s", t.Status.Time.Format(time.RFC3339), ok, t.Status.Message)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.Kind, state, where, last)
+	}
 }
 
 // writeFileAtomic writes r to path through a temporary file and a rename.

@@ -1,12 +1,14 @@
 package admin
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/backup"
@@ -24,6 +26,14 @@ type Backups interface {
 	Settings() (backup.Settings, error)
 	SetSettings(st backup.Settings, who backup.Actor) error
 	GenerateKey(who backup.Actor) (identity, recipient string, err error)
+	Targets() ([]backup.TargetView, error)
+	SetTarget(kind string, c backup.TargetConfig, sec backup.TargetSecrets, who backup.Actor) error
+	DeleteTarget(kind string, who backup.Actor) error
+	TestTarget(ctx context.Context, kind string) (backup.TestResult, error)
+	RemoteList(ctx context.Context, kind string) ([]backup.File, error)
+	RemoteFetch(ctx context.Context, kind, name string, who backup.Actor) (string, error)
+	PushSoon(who backup.Actor)
+	Push(ctx context.Context, who backup.Actor) error
 }
 
 // BackupCreateRequest makes a backup now. Without a passphrase or
@@ -58,6 +68,20 @@ type BackupSettingsRequest struct {
 	auth.Proof
 }
 
+// BackupTargetRequest sets a remote target. Password is the SFTP password
+// or the S3 secret key; it and private_key are write-only (empty: keep).
+type BackupTargetRequest struct {
+	backup.TargetConfig
+	Password   string `json:"password,omitempty"`
+	PrivateKey string `json:"private_key,omitempty"`
+	auth.Proof
+}
+
+// BackupFetchRequest names a backup on a remote target.
+type BackupFetchRequest struct {
+	Name string `json:"name"`
+}
+
 var errBackupRefused = errors.New("backup refused")
 
 func (s *Server) backupRoutes() []route {
@@ -69,6 +93,13 @@ func (s *Server) backupRoutes() []route {
 		{method: "POST", path: "/api/v1/backups/key", summary: "Generate a new backup key: the secret identity is returned once and never stored; keep it off the box (needs current_password)", req: auth.Proof{}, perm: auth.PermSystemWrite, h: s.apiBackupKey},
 		{method: "POST", path: "/api/v1/backups/upload", summary: "Upload a backup file (raw body, streamed to disk, bounded) for a restore; answers its upload id", perm: auth.PermSystemWrite, h: s.apiBackupUpload},
 		{method: "POST", path: "/api/v1/backups/restore", summary: "Restore an uploaded or kept backup after validating all of it (needs current_password); services restart afterwards", req: BackupRestoreRequest{}, perm: auth.PermSystemWrite, h: s.apiBackupRestore},
+		{method: "GET", path: "/api/v1/backups/targets", summary: "Remote backup targets (SFTP, S3) with the last upload's outcome; credentials are never returned, only whether they are set", perm: auth.PermSystemWrite, h: s.apiBackupTargets},
+		{method: "PUT", path: "/api/v1/backups/targets/{kind}", summary: "Set the SFTP or S3 target (kind sftp or s3); empty password/private_key keep the stored ones (needs current_password)", req: BackupTargetRequest{}, perm: auth.PermSystemWrite, h: s.apiBackupSetTarget},
+		{method: "DELETE", path: "/api/v1/backups/targets/{kind}", summary: "Forget a remote target and its credentials; its files stay (needs current_password)", req: auth.Proof{}, perm: auth.PermSystemWrite, h: s.apiBackupDeleteTarget},
+		{method: "POST", path: "/api/v1/backups/targets/{kind}/test", summary: "Connect, log in and write a test file; answers in words (and the SFTP host key offered when none is pinned yet)", perm: auth.PermSystemWrite, h: s.apiBackupTestTarget},
+		{method: "POST", path: "/api/v1/backups/targets/push", summary: "Upload now every kept backup a target lacks and apply the remote retention; answers the targets with each outcome (502 when one failed)", perm: auth.PermSystemWrite, h: s.apiBackupPush},
+		{method: "GET", path: "/api/v1/backups/targets/{kind}/files", summary: "List the backups on a remote target, newest first", perm: auth.PermSystemWrite, h: s.apiBackupRemoteFiles},
+		{method: "POST", path: "/api/v1/backups/targets/{kind}/fetch", summary: "Copy a backup from a remote target into an upload for POST /api/v1/backups/restore", req: BackupFetchRequest{}, perm: auth.PermSystemWrite, h: s.apiBackupFetch},
 		{method: "GET", path: "/api/v1/backups/{name}", summary: "Download a backup file (streamed)", perm: auth.PermSystemWrite, h: s.apiBackupDownload},
 		{method: "DELETE", path: "/api/v1/backups/{name}", summary: "Delete a backup file", perm: auth.PermSystemWrite, h: s.apiBackupDelete},
 	}
@@ -85,6 +116,8 @@ func backupErr(err error) error {
 		return fmt.Errorf("%w: %v", errNotFound, err)
 	case errors.Is(err, backup.ErrNoKey):
 		return fmt.Errorf("%w: %v", errConflict, err)
+	case errors.As(err, new(*backup.RemoteError)):
+		return fmt.Errorf("%w: %v", errBackupRemote, err)
 	case errors.Is(err, backup.ErrBadRequest), errors.Is(err, backup.ErrFormat), errors.Is(err, backup.ErrCorrupt),
 		errors.Is(err, backup.ErrTooLarge), errors.Is(err, backup.ErrSchema), errors.Is(err, backup.ErrWrongKey),
 		errors.Is(err, backup.ErrBoxLocal):
@@ -119,6 +152,7 @@ func (s *Server) apiBackupCreate(w http.ResponseWriter, r *http.Request, p auth.
 	if err := s.needBackups(); err != nil {
 		return err
 	}
+	allowLongTransfer(w)
 	var req BackupCreateRequest
 	if err := decodeJSON(r, &req); err != nil {
 		return err
@@ -132,6 +166,9 @@ func (s *Server) apiBackupCreate(w http.ResponseWriter, r *http.Request, p auth.
 	if err != nil {
 		return backupErr(err)
 	}
+	// Copies to the remote targets run in the background; their outcome
+	// shows in GET /api/v1/backups/targets and the audit log.
+	s.backups.PushSoon(actorOf(r, p))
 	writeJSON(w, http.StatusCreated, f)
 	return nil
 }
@@ -198,6 +235,7 @@ func (s *Server) apiBackupUpload(w http.ResponseWriter, r *http.Request, p auth.
 	if err := s.needBackups(); err != nil {
 		return err
 	}
+	allowLongTransfer(w)
 	id, err := s.backups.SaveUpload(r.Body)
 	if err != nil {
 		return backupErr(err)
@@ -210,6 +248,7 @@ func (s *Server) apiBackupRestore(w http.ResponseWriter, r *http.Request, p auth
 	if err := s.needBackups(); err != nil {
 		return err
 	}
+	allowLongTransfer(w)
 	var req BackupRestoreRequest
 	if err := decodeJSON(r, &req); err != nil {
 		return err
@@ -239,6 +278,7 @@ func (s *Server) apiBackupDownload(w http.ResponseWriter, r *http.Request, p aut
 	if err := s.needBackups(); err != nil {
 		return err
 	}
+	allowLongTransfer(w)
 	f, err := s.backups.Open(r.PathValue("name"))
 	if err != nil {
 		return backupErr(err)
@@ -265,4 +305,130 @@ func (s *Server) apiBackupDelete(w http.ResponseWriter, r *http.Request, p auth.
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "deleted"})
 	return nil
+}
+
+// errBackupRemote: a remote target could not be reached or refused (502).
+var errBackupRemote = errors.New("backup target failed")
+
+func (s *Server) apiBackupTargets(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.needBackups(); err != nil {
+		return err
+	}
+	v, err := s.backups.Targets()
+	if err != nil {
+		return err
+	}
+	if v == nil {
+		v = []backup.TargetView{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"targets": v})
+	return nil
+}
+
+func (s *Server) apiBackupSetTarget(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.needBackups(); err != nil {
+		return err
+	}
+	var req BackupTargetRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	// A target receives every backup and holds the admin's credentials:
+	// changing it needs the current password, like the schedule.
+	if err := s.auth.Reauth(r.Context(), p, clientOf(r), req.Proof, "backup.target.set"); err != nil {
+		return err
+	}
+	kind := r.PathValue("kind")
+	if err := s.backups.SetTarget(kind, req.TargetConfig, backup.TargetSecrets{Password: req.Password, PrivateKey: req.PrivateKey}, actorOf(r, p)); err != nil {
+		return backupErr(err)
+	}
+	return s.apiBackupTargets(w, r, p)
+}
+
+func (s *Server) apiBackupDeleteTarget(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.needBackups(); err != nil {
+		return err
+	}
+	var pr auth.Proof
+	if err := decodeJSON(r, &pr); err != nil {
+		return err
+	}
+	if err := s.auth.Reauth(r.Context(), p, clientOf(r), pr, "backup.target.delete"); err != nil {
+		return err
+	}
+	if err := s.backups.DeleteTarget(r.PathValue("kind"), actorOf(r, p)); err != nil {
+		return backupErr(err)
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "deleted"})
+	return nil
+}
+
+func (s *Server) apiBackupTestTarget(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.needBackups(); err != nil {
+		return err
+	}
+	res, err := s.backups.TestTarget(r.Context(), r.PathValue("kind"))
+	if err != nil {
+		return backupErr(err)
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+func (s *Server) apiBackupRemoteFiles(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.needBackups(); err != nil {
+		return err
+	}
+	l, err := s.backups.RemoteList(r.Context(), r.PathValue("kind"))
+	if err != nil {
+		return backupErr(err)
+	}
+	if l == nil {
+		l = []backup.File{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"files": l})
+	return nil
+}
+
+func (s *Server) apiBackupFetch(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.needBackups(); err != nil {
+		return err
+	}
+	allowLongTransfer(w)
+	var req BackupFetchRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	id, err := s.backups.RemoteFetch(r.Context(), r.PathValue("kind"), req.Name, actorOf(r, p))
+	if err != nil {
+		return backupErr(err)
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{"upload": id})
+	return nil
+}
+
+// longTransfer is how long a backup transfer (upload, download, restore,
+// copy to or from a target) may take: the HTTPS server's 30 s timeouts are
+// for ordinary requests, and a backup of a large box is hundreds of MB.
+const longTransfer = 2 * time.Hour
+
+// allowLongTransfer lifts the server's read and write deadlines for this
+// request to longTransfer (only after authentication and authorisation: an
+// anonymous client never gets more than the ordinary timeouts).
+func allowLongTransfer(w http.ResponseWriter) {
+	rc := http.NewResponseController(w)
+	end := time.Now().Add(longTransfer)
+	_ = rc.SetReadDeadline(end)
+	_ = rc.SetWriteDeadline(end)
+}
+
+func (s *Server) apiBackupPush(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.needBackups(); err != nil {
+		return err
+	}
+	allowLongTransfer(w)
+	if err := s.backups.Push(r.Context(), actorOf(r, p)); err != nil {
+		return backupErr(err)
+	}
+	return s.apiBackupTargets(w, r, p)
 }

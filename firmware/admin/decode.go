@@ -101,6 +101,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		status, title = http.StatusUnprocessableEntity, "sip settings refused"
 	case errors.Is(err, errBackupRefused):
 		status, title = http.StatusUnprocessableEntity, "backup refused"
+	case errors.Is(err, errBackupRemote):
+		status, title = http.StatusBadGateway, "backup target failed"
 	case errors.Is(err, certs.ErrInvalid):
 		status, title = http.StatusUnprocessableEntity, "certificate refused"
 	case errors.Is(err, errUnavailable):

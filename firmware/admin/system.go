@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/backup"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/init/netconf/netspec"
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
@@ -474,7 +475,15 @@ func (s *Server) backupData(out map[string]any, p auth.Principal) error {
 	if err != nil {
 		return err
 	}
-	out["Backups"] = map[string]any{"Files": files, "Settings": st}
+	views, err := s.backups.Targets()
+	if err != nil {
+		return err
+	}
+	targets := map[string]backup.TargetView{}
+	for _, v := range views {
+		targets[v.Kind] = v
+	}
+	out["Backups"] = map[string]any{"Files": files, "Settings": st, "Targets": targets}
 	if info, err := s.auth.Account(p.Username); err == nil {
 		out["MyTOTP"] = info.TOTP
 	}

@@ -27,6 +27,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -98,6 +99,7 @@ type Config struct {
 type Service struct {
 	cfg      Config
 	restored chan struct{} // signalled after a restore (Run returns)
+	pushMu   sync.Mutex    // one upload to the remote targets at a time
 }
 
 // New checks cfg and returns a Service.

@@ -330,11 +330,19 @@ func (s *Service) RunDue() error {
 		return err
 	}
 	var errs []error
-	for _, kind := range Due(s.cfg.Now(), st, files) {
+	due := Due(s.cfg.Now(), st, files)
+	for _, kind := range due {
 		if _, err := s.Create(kind, Encryption{}, Actor{Name: "schedule"}); err != nil {
 			s.cfg.Log.Error("backup: scheduled backup", "kind", kind, "err", err)
 			errs = append(errs, err)
 		}
+	}
+	// New files go to the remote targets now; a target whose last upload
+	// failed is tried again at each schedule check.
+	if len(due) > 0 {
+		errs = append(errs, s.Push(context.Background(), Actor{Name: "schedule"}))
+	} else {
+		errs = append(errs, s.retryFailed(context.Background()))
 	}
 	return errors.Join(errs...)
 }

@@ -46,6 +46,10 @@ type Limits struct {
 	MaxTotalKeys   int64
 	MaxNameLength  int
 	MaxFieldLength int
+	// MaxRemoteFiles bounds a listing of a remote target (all entries of
+	// the directory or under the prefix, backups or not): a target that
+	// answers without end is refused.
+	MaxRemoteFiles int
 }
 
 // DefaultLimits fit a box with 1 million CDRs and some headroom.
@@ -60,6 +64,7 @@ func DefaultLimits() Limits {
 		MaxTotalKeys:   16 << 20,
 		MaxNameLength:  64,
 		MaxFieldLength: 128,
+		MaxRemoteFiles: 100_000,
 	}
 }
 

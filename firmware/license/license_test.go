@@ -522,6 +522,24 @@ func BenchmarkCheckIn(b *testing.B) {
 	}
 }
 
+// TestCheckinRestoredFrom: a box whose data came from another box's backup
+// says so in its check-in, and the vendor's server records it with the
+// check-in; a box that restored nothing (or its own backup) sends nothing.
+func TestCheckinRestoredFrom(t *testing.T) {
+	e := newEnv(t)
+	var from atomic.Value
+	from.Store("")
+	b := e.newBox(func(c *license.Config) { c.RestoredFrom = func() string { return from.Load().(string) } })
+	e.mustCheck(b)
+	from.Store("OLDBOX1")
+	e.advance(b, day)
+	e.mustCheck(b)
+	c := mustCheckins(t, e)
+	if len(c) != 2 || c[0].RestoredFrom != "" || c[1].RestoredFrom != "OLDBOX1" {
+		t.Fatalf("recorded check-ins: %+v", c)
+	}
+}
+
 // TestRequestRestoredFrom: the check-in names the box a backup was
 // restored from; the field is bounded like the other identifiers.
 func TestRequestRestoredFrom(t *testing.T) {

@@ -65,6 +65,9 @@ type Checkin struct {
 	Load        license.Load   `json:"load"`
 	Counts      license.Counts `json:"counts"`
 	Bytes       int            `json:"bytes"`
+	// RestoredFrom is the serial of another box whose backup this box
+	// restored: the vendor sees a restore elsewhere, not a clone.
+	RestoredFrom string `json:"restored_from,omitempty"`
 }
 
 // Server answers check-ins and the admin API.
@@ -259,7 +262,7 @@ func (s *Server) answer(ctx context.Context, req *license.Request, size int) (*l
 		}
 		rec, err := json.Marshal(Checkin{Time: now, Serial: req.Serial, InstallID: req.InstallID,
 			Fingerprint: req.Fingerprint, Firmware: req.Firmware, OfflineDays: req.OfflineDays, CertExpiry: req.CertNotAfter,
-			Load: req.Load, Counts: req.Counts, Bytes: size})
+			Load: req.Load, Counts: req.Counts, Bytes: size, RestoredFrom: req.RestoredFrom})
 		if err != nil {
 			return err
 		}

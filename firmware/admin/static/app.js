@@ -96,6 +96,23 @@
       say(el, "Backup key (shown once, never stored on the box): " + data.identity, false);
       return;
     }
+    if (typeof data.ok === "boolean" && typeof data.message === "string") {
+      // "Test target": the answer in words; an SFTP host key not yet
+      // pinned is filled in for the admin to confirm by saving.
+      if (data.host_key) {
+        var hk = document.getElementById("sftp-host-key");
+        if (hk) hk.value = data.host_key;
+        say(el.parentNode, data.message + " It is filled in above; save the SFTP target to pin it.", true);
+        return;
+      }
+      say(el.parentNode, data.message, !data.ok);
+      return;
+    }
+    if (data.files && el.dataset.api && /\/files$/.test(el.dataset.api)) {
+      say(el.parentNode, data.files.length ? data.files.map(function (f) { return f.name + " (" + f.size + " bytes)"; }).join(", ") :
+        "No backups there yet.", false);
+      return;
+    }
     if (data.recovery_codes) {
       document.getElementById("totp-enrol").hidden = true;
       document.getElementById("recovery").hidden = false;
@@ -186,6 +203,8 @@
   // disk on the box), then asks for the restore with the key or passphrase.
   function restore(f) {
     var file = f.elements.file.files[0];
+    var kind = f.elements.remote_kind ? f.elements.remote_kind.value : "";
+    if (kind) { restoreRemote(f, kind); return; }
     if (!file) { say(f, "choose a backup file", true); return; }
     say(f, "uploading " + file.size + " bytes…", false);
     fetch("/api/v1/backups/upload", { method: "POST", credentials: "same-origin",
@@ -195,6 +214,25 @@
           if (!res.ok) throw new Error(d.detail || d.title || ("error " + res.status));
           var body = formJSON(f);
           delete body.file;
+          body.upload = d.upload;
+          say(f, "checking and restoring…", false);
+          return call(f, withReauth(f, body));
+        });
+      })
+      .then(function (d) { clearReauth(); f.reset(); say(f, d.status, false); }, function (e) { say(f, e.message, true); });
+  }
+  // restoreRemote copies the named backup from a target into an upload on
+  // the box, then restores it like an uploaded file.
+  function restoreRemote(f, kind) {
+    say(f, "fetching from the " + kind + " target…", false);
+    fetch("/api/v1/backups/targets/" + kind + "/fetch", { method: "POST", credentials: "same-origin",
+      headers: { "X-CSRF-Token": csrf(), "Content-Type": "application/json" },
+      body: JSON.stringify({ name: f.elements.remote_name.value.trim() }) })
+      .then(function (res) {
+        return res.json().catch(function () { return {}; }).then(function (d) {
+          if (!res.ok) throw new Error(d.detail || d.title || ("error " + res.status));
+          var body = formJSON(f);
+          ["file", "remote_kind", "remote_name"].forEach(function (k) { delete body[k]; });
           body.upload = d.upload;
           say(f, "checking and restoring…", false);
           return call(f, withReauth(f, body));
