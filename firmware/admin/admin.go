@@ -149,6 +149,7 @@ type Server struct {
 	conlog    *connlog.Log
 
 	conns connSeq // connection numbers for firewall confirmations
+	zc    zoneCache // the box's display time zone (uiformat.go)
 
 	refusedMu sync.Mutex
 	refused   map[string][]time.Time // per-source refusal log budget
@@ -227,6 +228,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if claimed && p == "/claim" {
 		http.Redirect(w, r, "/login", http.StatusSeeOther)
 		return
+	}
+	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && !strings.HasPrefix(p, "/api/") && !strings.HasPrefix(p, "/static/") {
+		if _, pat := s.mux.Handler(r); pat == "" {
+			s.notFound(w, r)
+			return
+		}
 	}
 	s.mux.ServeHTTP(w, r)
 }
