@@ -149,7 +149,8 @@ type Server struct {
 	conlog    *connlog.Log
 
 	conns connSeq // connection numbers for firewall confirmations
-	zc    zoneCache // the box's display time zone (uiformat.go)
+
+	zc zoneCache // the box's display time zone (uiformat.go)
 
 	refusedMu sync.Mutex
 	refused   map[string][]time.Time // per-source refusal log budget
