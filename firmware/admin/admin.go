@@ -103,6 +103,9 @@ type Deps struct {
 	// Connections is the connection log; nil: not available. Refused API
 	// tokens are recorded in it too.
 	Connections *connlog.Log
+	// Activity is the dashboard's 24-hour series edgepbxd samples
+	// (registered phones, attacks); nil: those charts stay empty.
+	Activity *Activity
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -150,7 +153,8 @@ type Server struct {
 
 	conns connSeq // connection numbers for firewall confirmations
 
-	zc zoneCache // the box's display time zone (uiformat.go)
+	zc       zoneCache // the box's display time zone (uiformat.go)
+	activity *Activity // dashboard series (dashboard.go); nil: empty
 
 	refusedMu sync.Mutex
 	refused   map[string][]time.Time // per-source refusal log budget
@@ -181,6 +185,7 @@ func NewServer(d Deps) (*Server, error) {
 		priv: d.Privacy, conlog: d.Connections}
 	s.acme = d.ACME
 	s.backups = d.Backups
+	s.activity = d.Activity
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))
 	}

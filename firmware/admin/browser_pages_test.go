@@ -2,11 +2,15 @@ package admin
 
 import (
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/admin/browsertest"
+	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/netfw"
 )
 
 // uiPages is every page of the route table a signed-in admin can open.
@@ -67,11 +71,142 @@ func TestBrowserEveryPage(t *testing.T) {
 			check(path, fmt.Sprintf("%s-%d.png", name, w))
 		}
 	}
+	p.Open(base+"/", "/")
 	p.Click(`button[data-api="/api/v1/logout"]`)
 	p.WaitFor(`location.pathname === "/login" && document.readyState === "complete"`)
 	for _, w := range []int{1280, 390} {
 		p.Viewport(w, 900)
 		p.Open(base+"/login", "/login")
 		check("/login", fmt.Sprintf("login-%d.png", w))
+	}
+}
+
+// statusLevel is the level of the dashboard line named name ("" when absent).
+func statusLevel(p *browsertest.Page, name string) string {
+	return p.Str(fmt.Sprintf(`(() => { const li = [...document.querySelectorAll("#status li")].find(l => l.querySelector(".name").textContent === %q);
+		return li ? li.dataset.level + " | " + li.textContent.replace(/\s+/g, " ").trim() + " | " + [...li.querySelectorAll("a")].map(a => a.getAttribute("href")).join(" ") : ""; })()`, name))
+}
+
+// TestBrowserDashboardStates: a new box's dashboard says what is not
+// right yet, amber, with a reason and the page that fixes it; the setup
+// checklist follows the real state; the charts are server-side SVG.
+func TestBrowserDashboardStates(t *testing.T) {
+	e, p, base := browserBox(t)
+	e.srv.activity = NewActivity()
+	e.pid1.mu.Lock()
+	e.pid1.bans = append(e.pid1.bans, netfw.Ban{Prefix: netip.MustParsePrefix("192.0.2.7/32"), Reason: "sip-scan", Expires: e.clock.Now().Add(time.Hour)})
+	e.pid1.mu.Unlock()
+	p.Viewport(1280, 900)
+	p.Open(base+"/", "/")
+	for name, want := range map[string]string{
+		"Firewall bans": "warn | Firewall bans check 1 1 source(s) are banned: check that none is yours. Fix on /firewall | /firewall",
+		"Extensions":    "warn | Extensions check none No phone can register until an extension exists. Fix on /extensions | /extensions",
+		"Backups":       "",
+		"Time":          "warn",
+	} {
+		got := statusLevel(p, name)
+		if !strings.HasPrefix(got, want) {
+			t.Errorf("dashboard line %s = %q, want %q…", name, got, want)
+		}
+	}
+	if got := statusLevel(p, "Audit log"); !strings.HasPrefix(got, "ok |") {
+		t.Errorf("audit line %q", got)
+	}
+	// Problems first.
+	if first := p.Str(`document.querySelector("#status li").dataset.level`); first == "ok" {
+		t.Error("an ok line comes before the problems")
+	}
+	steps := p.Str(`[...document.querySelectorAll("#checklist li")].map(l => l.className + ":" + l.querySelector("a").textContent).join(", ")`)
+	if want := "done:Claim the box, todo:Create an extension, todo:Register a phone, todo:Add a trunk, todo:Make a test call, todo:Make a backup"; steps != want {
+		t.Fatalf("checklist %q, want %q", steps, want)
+	}
+	// Real state moves the checklist and the lines.
+	if err := e.exts.Set("1002", "Ext-Password-1002-x"); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.activity.Sample(e.clock.Now(), 1, 0)
+	e.srv.activity.Sample(e.clock.Now(), 1, 7)
+	p.Open(base+"/", "/")
+	steps = p.Str(`[...document.querySelectorAll("#checklist li")].map(l => l.className).join(" ")`)
+	if steps != "done done done todo todo todo" {
+		t.Errorf("checklist after an extension and a registration: %q", steps)
+	}
+	if got := statusLevel(p, "Extensions"); got != "" {
+		t.Errorf("extensions line still shown: %q", got)
+	}
+	charts := p.Str(`[...document.querySelectorAll(".charts figure")].map(f => f.id + "=" + f.querySelectorAll("svg rect.bar").length + "/" + f.querySelector("figcaption").textContent).join(" ")`)
+	if charts != "chart-call=0/Calls: 0 chart-reg=1/Registered phones: 1 chart-attack=1/Attacks refused: 7" {
+		t.Errorf("charts %q", charts)
+	}
+}
+
+// TestBrowserFormErrors: a refused value is shown next to its field, in
+// words, tied to it (aria-describedby, aria-invalid), with the save button
+// usable again; the login page's second-factor card stays hidden.
+func TestBrowserFormErrors(t *testing.T) {
+	_, p, base := browserBox(t)
+	p.Open(base+"/firewall", "/firewall")
+	p.Fill(map[string]string{"#fw-zones": "lan 10.0.0.0/8\nadmins not-a-network"})
+	p.Submit("#fw-edit", "")
+	p.WaitFor(`document.querySelector("#fw-zones-err")`)
+	var got struct {
+		Text, Described, Invalid, Next, Result string
+		Disabled                               bool
+	}
+	p.Eval(`(() => { const t = document.querySelector("#fw-zones"), e = document.querySelector("#fw-zones-err"), f = document.querySelector("#fw-edit");
+		return {text: e.textContent, described: t.getAttribute("aria-describedby"), invalid: t.getAttribute("aria-invalid"),
+			next: t.nextElementSibling.id, result: (f.querySelector("[data-result]") || {}).textContent || "",
+			disabled: f.querySelector("button[type=submit]").disabled}; })()`, &got)
+	if !strings.Contains(got.Text, `"not-a-network" is not a network`) || strings.Contains(got.Text, "bad request") || strings.Contains(got.Text, "netip") {
+		t.Errorf("error text %q", got.Text)
+	}
+	if !strings.Contains(got.Described, "fw-zones-err") || got.Invalid != "true" || got.Next != "fw-zones-err" || got.Disabled {
+		t.Errorf("error not tied to its field: %+v", got)
+	}
+	// Fixing the value clears the error on the next try.
+	p.Fill(map[string]string{"#fw-zones": "lan 10.0.0.0/8\nadmins 192.0.2.0/24"})
+	p.Submit("#fw-edit", "")
+	p.WaitFor(`!document.querySelector("#fw-zones-err")`)
+
+	p.Click(`button[data-api="/api/v1/logout"]`)
+	p.WaitFor(`location.pathname === "/login" && document.readyState === "complete"`)
+	if h := p.Str(shownHidden); h != "" {
+		t.Errorf("login page shows hidden elements: %s", h)
+	}
+	if d := p.Str(`getComputedStyle(document.querySelector("#totp")).display`); d != "none" {
+		t.Errorf("second-factor card display %q", d)
+	}
+}
+
+// TestBrowserAuditDiffAndZone: the audit log shows a change as field,
+// before → after (not JSON broken per character), and dates in the box's
+// time zone with UTC on hover.
+func TestBrowserAuditDiffAndZone(t *testing.T) {
+	e, p, base := browserBox(t)
+	if err := e.srv.audit.Record(audit.Event{Actor: "root1", Action: "test.change", Outcome: audit.OK,
+		Before: map[string]any{"min_length": 12, "totp_roles": []string{"admin"}, "note": strings.Repeat("x", 300)},
+		After:  map[string]any{"min_length": 14, "totp_roles": []string{"admin", "operator"}, "note": strings.Repeat("x", 300)}}); err != nil {
+		t.Fatal(err)
+	}
+	p.Viewport(1280, 900)
+	p.Eval(`fetch("/api/v1/system/time", {method: "PUT", credentials: "same-origin", headers: {"Content-Type": "application/json",
+		"X-CSRF-Token": document.querySelector('meta[name="csrf-token"]').content}, body: JSON.stringify({ntp: [], time_zone: "Asia/Kolkata"})}).then(r => r.status)`, nil)
+	p.Open(base+"/audit?action=test.", "/audit")
+	diff := p.Str(`[...document.querySelectorAll("td.change dl.diff > *")].map(e => e.textContent).join(" | ")`)
+	if want := `min_length | 12 → 14 | totp_roles | ["admin"] → ["admin","operator"]`; diff != want {
+		t.Errorf("diff %q, want %q", diff, want)
+	}
+	if h := p.Str(`String(Math.round(document.querySelector("td.change").getBoundingClientRect().height))`); len(h) > 2 {
+		t.Errorf("change cell %s px tall", h)
+	}
+	var tm struct{ Text, Title, Datetime string }
+	p.Eval(`(() => { const t = document.querySelector("#main table tbody time"); return {text: t.textContent, title: t.title, datetime: t.getAttribute("datetime")}; })()`, &tm)
+	at, err := time.Parse(time.RFC3339, tm.Datetime)
+	if err != nil {
+		t.Fatalf("time element %+v: %v", tm, err)
+	}
+	ist := time.FixedZone("IST", 5*3600+1800)
+	if tm.Text != at.In(ist).Format("2006-01-02 15:04:05 IST") || tm.Title != at.UTC().Format("2006-01-02 15:04:05")+" UTC" {
+		t.Errorf("time shown %+v, want Asia/Kolkata with UTC on hover", tm)
 	}
 }

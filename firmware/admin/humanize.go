@@ -10,8 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/edgepbx/edgepbx/init/control"
 	"github.com/edgepbx/edgepbx/init/netconf/netspec"
@@ -87,7 +85,8 @@ func dnsSentence(de *net.DNSError) string {
 }
 
 // sentence drops plumbing prefixes from msg, rewrites Go parse errors in
-// words, and makes one sentence of it.
+// words, and ends the sentence (its case is kept: it may start with a
+// name).
 func sentence(msg string) string {
 	for changed := true; changed; {
 		changed = false
@@ -116,8 +115,6 @@ func sentence(msg string) string {
 	if msg == "" {
 		return ""
 	}
-	r, n := utf8.DecodeRuneInString(msg)
-	msg = string(unicode.ToUpper(r)) + msg[n:]
 	if !strings.HasSuffix(msg, ".") && !strings.HasSuffix(msg, ")") {
 		msg += "."
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -51,6 +52,10 @@ type StatusItem struct {
 	// Level refines OK for the page: "ok" (green), "warn" (amber),
 	// "bad" (red); empty: from OK.
 	Level string `json:"level,omitempty"`
+	// Reason says in one line why it is not ok; Link is the page that
+	// fixes it.
+	Reason string `json:"reason,omitempty"`
+	Link   string `json:"link,omitempty"`
 }
 
 // Status levels.
@@ -415,8 +420,15 @@ func (s *Server) dashboard(ctx context.Context) []StatusItem {
 	if s.certs != nil {
 		cur := s.certs.Current()
 		days := int(cur.NotAfter.Sub(s.clock.Now()).Hours() / 24)
-		items = append(items, StatusItem{Name: "Certificate", OK: days >= 14,
-			Value: fmt.Sprintf("%s, expires %s (%d days)", cur.Source, cur.NotAfter.UTC().Format("2006-01-02"), days)})
+		it := StatusItem{Name: "Certificate", OK: days >= 14, Link: "/certificates",
+			Value: fmt.Sprintf("%s, expires %s (%d days)", cur.Source, cur.NotAfter.UTC().Format("2006-01-02"), days)}
+		switch {
+		case days < 7:
+			it.Level, it.Reason = LevelBad, "Browsers and phones refuse an expired certificate: renew or replace it now."
+		case days < 30:
+			it.Level, it.Reason = LevelWarn, "It expires within a month: renew or replace it."
+		}
+		items = append(items, it)
 	}
 	if on := s.keyLogBanner(); on != "" {
 		items = append(items, StatusItem{Name: "TLS key log", Value: "ON until " + on, OK: false})
@@ -426,9 +438,10 @@ func (s *Server) dashboard(ctx context.Context) []StatusItem {
 		if err != nil {
 			items = append(items, StatusItem{Name: "Firewall bans", Value: "unavailable: " + err.Error()})
 		} else {
-			it := StatusItem{Name: "Firewall bans", Value: fmt.Sprint(len(v.Bans)), OK: len(v.Bans) == 0}
+			it := StatusItem{Name: "Firewall bans", Value: fmt.Sprint(len(v.Bans)), OK: len(v.Bans) == 0, Link: "/firewall"}
 			if len(v.Bans) > 0 {
 				it.Level = LevelWarn
+				it.Reason = fmt.Sprintf("%d source(s) are banned: check that none is yours.", len(v.Bans))
 			}
 			items = append(items, it)
 		}
@@ -437,7 +450,14 @@ func (s *Server) dashboard(ctx context.Context) []StatusItem {
 		items = append(items, it)
 	}
 	res, verr := s.audit.Verify()
-	items = append(items, StatusItem{Name: "Audit log", Value: fmt.Sprintf("%d entries, chain %s", res.Entries, map[bool]string{true: "verified", false: "BROKEN"}[verr == nil]), OK: verr == nil})
+	items = append(items, StatusItem{Name: "Audit log", Value: fmt.Sprintf("%d entries, chain %s", res.Entries, map[bool]string{true: "verified", false: "BROKEN"}[verr == nil]), OK: verr == nil, Link: "/audit"})
+	if verr != nil {
+		items[len(items)-1].Reason = "An entry was changed or removed: export the log and investigate."
+	}
+	items = append(items, s.adminChecks(ctx)...)
+	// Problems first, so the first lines say what to do.
+	rank := map[string]int{LevelBad: 0, LevelWarn: 1, LevelOK: 2}
+	sort.SliceStable(items, func(i, j int) bool { return rank[items[i].Class()] < rank[items[j].Class()] })
 	return items
 }
 

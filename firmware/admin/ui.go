@@ -118,7 +118,9 @@ func (s *Server) dashData(r *http.Request, p auth.Principal) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"Items": s.dashboard(r.Context()), "Recent": recent}, nil
+	now := s.clock.Now()
+	return map[string]any{"Items": s.dashboard(r.Context()), "Recent": recent, "Checklist": s.checklist(now),
+		"Charts": s.charts(now, s.zone(r.Context()))}, nil
 }
 
 func (s *Server) accountData(r *http.Request, p auth.Principal) (any, error) {

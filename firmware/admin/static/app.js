@@ -61,11 +61,110 @@
     }
     return fetch(el.dataset.api, opts).then(function (res) {
       return res.json().catch(function () { return {}; }).then(function (data) {
-        if (!res.ok) throw new Error(data.detail || data.title || ("error " + res.status));
+        if (!res.ok) {
+          var err = new Error(data.detail || data.title || ("error " + res.status));
+          err.field = data.field || "";
+          throw err;
+        }
         return data;
       });
     });
   }
+  // fieldFor finds the control a problem+json "field" (a JSON pointer such
+  // as /zones/0/prefixes/1 or /interfaces/0/gateway4) is about: by the
+  // whole path, its named parts, its first or its last part.
+  function fieldFor(form, ptr) {
+    if (!form || !form.elements || !ptr) return null;
+    var segs = ptr.split("/").slice(1).map(function (s) { return s.replace(/~1/g, "/").replace(/~0/g, "~"); });
+    var named = segs.filter(function (s) { return !/^\d+$/.test(s); });
+    var idx = segs.filter(function (s) { return /^\d+$/.test(s); }).map(Number);
+    var tries = [segs.join("."), named.join("."), segs.join("/"), named[0], named[named.length - 1]];
+    for (var i = 0; i < tries.length; i++) {
+      if (!tries[i]) continue;
+      var el = form.elements[tries[i]];
+      if (el && el.length !== undefined && !el.tagName) el = el[idx[0] || 0] || el[0];
+      if (el && el.tagName) return el;
+    }
+    var last = named[named.length - 1];
+    if (last) {
+      var l = form.querySelectorAll('[name$=":' + last.replace(/"/g, "") + '"]');
+      if (l.length) return l[Math.min(idx[0] || 0, l.length - 1)];
+    }
+    return null;
+  }
+  function labelOf(el) {
+    var l = el.id && document.querySelector('label[for="' + el.id + '"]');
+    if (!l) l = el.closest("label");
+    if (l) return l.textContent.trim();
+    return el.getAttribute("aria-label") || el.name;
+  }
+  function clearErrors(form) {
+    if (!form || !form.querySelectorAll) return;
+    form.querySelectorAll("[data-field-error]").forEach(function (p) { p.remove(); });
+    form.querySelectorAll("[aria-invalid]").forEach(function (el) {
+      el.removeAttribute("aria-invalid");
+      var d = (el.getAttribute("aria-describedby") || "").split(" ").filter(function (x) { return x && x.indexOf("-err") < 0; }).join(" ");
+      if (d) el.setAttribute("aria-describedby", d); else el.removeAttribute("aria-describedby");
+    });
+  }
+  // showError puts a refusal next to the field it names (aria-describedby,
+  // aria-invalid, focus) and says on the form's result line which field.
+  function showError(form, e) {
+    var el = fieldFor(form, e.field);
+    if (!el) { say(form, e.message, true); return; }
+    if (!el.id) el.id = "f-" + Math.random().toString(36).slice(2);
+    var p = document.createElement("p");
+    p.className = "bad field-error";
+    p.id = el.id + "-err";
+    p.setAttribute("data-field-error", "");
+    p.textContent = e.message;
+    el.insertAdjacentElement("afterend", p);
+    el.setAttribute("aria-invalid", "true");
+    el.setAttribute("aria-describedby", ((el.getAttribute("aria-describedby") || "") + " " + p.id).trim());
+    el.focus();
+    say(form, "Not saved: check " + labelOf(el) + ". " + e.message, true);
+  }
+  // busy disables a form's buttons (or one button) while its request runs.
+  function busy(el, on) {
+    var bs = el.tagName === "BUTTON" ? [el] : Array.prototype.slice.call(el.querySelectorAll("button"));
+    bs.forEach(function (b) {
+      if (on) { b.dataset.wasDisabled = b.disabled ? "1" : ""; b.disabled = true; b.setAttribute("aria-busy", "true"); }
+      else { b.disabled = b.dataset.wasDisabled === "1"; b.removeAttribute("aria-busy"); }
+    });
+  }
+  // A save that reloads the page says so on the next one (sessionStorage,
+  // this tab only).
+  function flash(text) { try { sessionStorage.setItem("edgepbx-flash", text); } catch (e) { /* storage off: no message */ } }
+  (function () {
+    var t = null;
+    try { t = sessionStorage.getItem("edgepbx-flash"); sessionStorage.removeItem("edgepbx-flash"); } catch (e) { return; }
+    var main = document.getElementById("main");
+    if (!t || !main) return;
+    var p = document.createElement("p");
+    p.id = "flash";
+    p.className = "ok saved";
+    p.setAttribute("role", "status");
+    p.textContent = t;
+    main.insertBefore(p, main.firstChild);
+  })();
+  // Wide tables scroll inside their box: such a box must be reachable by
+  // keyboard to scroll it.
+  function scrollable() {
+    document.querySelectorAll(".scroll").forEach(function (d) {
+      if (d.scrollWidth > d.clientWidth + 1) {
+        d.tabIndex = 0;
+        d.setAttribute("role", "region");
+        var c = d.querySelector("caption") || (d.closest("section") || d).querySelector("h2");
+        d.setAttribute("aria-label", c ? c.textContent.trim() : "table");
+      } else if (d.getAttribute("role") === "region") {
+        d.removeAttribute("tabindex");
+        d.removeAttribute("role");
+        d.removeAttribute("aria-label");
+      }
+    });
+  }
+  scrollable();
+  window.addEventListener("resize", scrollable);
   function after(el, data) {
     if (data.status === "totp_required") {
       var t = document.getElementById("totp");
@@ -116,7 +215,9 @@
       return;
     }
     if (data.restriction) { window.location = "/account"; return; }
-    if (el.dataset.next) { window.location = el.dataset.next; return; }
+    var saved = (el.dataset.method === "PUT" || el.dataset.method === "POST") && el.tagName === "FORM" && !/^\/api\/v1\/(login|claim|logout)/.test(el.dataset.api || "");
+    if (el.dataset.next) { if (saved) flash("Saved."); window.location = el.dataset.next; return; }
+    if (saved && !data.status && data.ok === undefined) { say(el, "Saved.", false); return; }
     say(el, data.status || (data.ok === false ? "FAILED: " + data.error : data.ok ? "chain verified, " + data.entries + " entries" : "done"), data.ok === false);
   }
   // policyJSON turns the firewall editor into a netfw.Access object.
@@ -219,10 +320,13 @@
     // A new address takes effect before the answer, which then cannot
     // come back on this connection: say where to confirm first.
     if (f.hasAttribute("data-network")) say(f, "Applying. If the box's address changes, open this page at the new address and confirm there within 120 s.", false);
+    clearErrors(f);
+    busy(f, true);
     (function send() {
-      call(f, body).then(function (d) { after(f, d); }, function (e) {
+      call(f, body).then(function (d) { busy(f, false); after(f, d); }, function (e) {
         if (tries-- > 0 && /on a new connection/.test(e.message)) { setTimeout(send, 250); return; }
-        say(f, e.message, true);
+        busy(f, false);
+        showError(f, e);
       });
     })();
   });
@@ -236,6 +340,7 @@
     var b = ev.target.closest("button[data-api]");
     if (!b) return;
     if (b.dataset.confirm && !window.confirm(b.dataset.confirm)) return;
-    call(b, withReauth(b)).then(function (d) { after(b, d); }, function (e) { say(b.parentNode, e.message, true); });
+    busy(b, true);
+    call(b, withReauth(b)).then(function (d) { busy(b, false); after(b, d); }, function (e) { busy(b, false); say(b.parentNode, e.message, true); });
   });
 })();
