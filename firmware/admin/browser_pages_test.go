@@ -210,3 +210,30 @@ func TestBrowserAuditDiffAndZone(t *testing.T) {
 		t.Errorf("time shown %+v, want Asia/Kolkata with UTC on hover", tm)
 	}
 }
+
+// dashboardBudget bounds what the dashboard costs to load (document,
+// stylesheet, script, all uncompressed): a box on a slow uplink.
+const dashboardBudget = 64 << 10
+
+// TestBrowserDashboardWeight loads the dashboard five times and fails when
+// it weighs more than dashboardBudget; it logs the weight and the time to
+// first contentful paint (figures for docs/benchmarks.md, not asserted).
+func TestBrowserDashboardWeight(t *testing.T) {
+	_, p, base := browserBox(t)
+	p.Viewport(1280, 900)
+	for i := range 5 {
+		p.Open(base+"/", "/")
+		p.WaitFor(`performance.getEntriesByName("first-contentful-paint").length > 0`)
+		var m struct {
+			Bytes, Requests int
+			FCP, DOM        float64
+		}
+		p.Eval(`(() => { const n = performance.getEntriesByType("navigation")[0], rs = performance.getEntriesByType("resource");
+			return {bytes: n.decodedBodySize + rs.reduce((a, r) => a + r.decodedBodySize, 0), requests: 1 + rs.length,
+				fcp: performance.getEntriesByName("first-contentful-paint")[0].startTime, dom: n.domContentLoadedEventEnd}; })()`, &m)
+		t.Logf("load %d: %d bytes in %d requests, first contentful paint %.0f ms, DOMContentLoaded %.0f ms", i+1, m.Bytes, m.Requests, m.FCP, m.DOM)
+		if m.Bytes > dashboardBudget {
+			t.Errorf("dashboard weighs %d bytes, budget %d", m.Bytes, dashboardBudget)
+		}
+	}
+}
