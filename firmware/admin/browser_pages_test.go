@@ -33,10 +33,22 @@ func uiPages(t *testing.T, e *env) []string {
 const shownHidden = `[...document.querySelectorAll("[hidden]")].filter(e => getComputedStyle(e).display !== "none")
 	.map(e => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "")).join(", ")`
 
+// crampedLabels lists labels that touch or overlap the control they name
+// (a label and its input running together on one line).
+const crampedLabels = `[...document.querySelectorAll("form label[for]")].flatMap(l => {
+	const c = document.getElementById(l.htmlFor);
+	if (!c || l.classList.contains("sr") || l.offsetParent === null || c.offsetParent === null || c.type === "checkbox" || c.type === "radio") return [];
+	const a = l.getBoundingClientRect(), b = c.getBoundingClientRect();
+	const sameRow = a.top < b.bottom - 1 && b.top < a.bottom - 1;
+	const gap = Math.max(b.left - a.right, a.left - b.right);
+	return sameRow && gap < 4 ? ["label[for=" + l.htmlFor + "] gap " + Math.round(gap) + " px"] : [];
+}).join(", ")`
+
 // TestBrowserEveryPage opens every page at a desktop's (1280 px) and a
 // phone's (390 px) width, saves a screenshot of each (CI keeps
-// out/screenshots), and fails on serious or critical axe-core findings and
-// on elements marked hidden that are shown.
+// out/screenshots), and fails on serious or critical axe-core findings, on
+// elements marked hidden that are shown, on anything wider than the
+// screen, and on labels running into their inputs.
 func TestBrowserEveryPage(t *testing.T) {
 	axe := browsertest.Axe(t)
 	e, p, base := browserBox(t)
@@ -50,10 +62,16 @@ func TestBrowserEveryPage(t *testing.T) {
 	}
 	dir := browsertest.ScreenshotDir(t)
 	pages := append(uiPages(t, e), "/no-such-page")
-	check := func(path, shot string) {
+	check := func(path, shot string, w int) {
 		t.Helper()
 		if h := p.Str(shownHidden); h != "" {
 			t.Errorf("%s: hidden elements shown: %s", path, h)
+		}
+		if o := p.Overflow(w); o != "" {
+			t.Errorf("%s at %d px: wider than the screen: %s", path, w, o)
+		}
+		if c := p.Str(crampedLabels); c != "" {
+			t.Errorf("%s at %d px: labels running into their inputs: %s", path, w, c)
 		}
 		for _, v := range p.AxeRun(axe) {
 			t.Errorf("%s at %s: %s", path, shot, v)
@@ -68,7 +86,7 @@ func TestBrowserEveryPage(t *testing.T) {
 			if name == "" {
 				name = "dashboard"
 			}
-			check(path, fmt.Sprintf("%s-%d.png", name, w))
+			check(path, fmt.Sprintf("%s-%d.png", name, w), w)
 		}
 	}
 	p.Open(base+"/", "/")
@@ -77,7 +95,7 @@ func TestBrowserEveryPage(t *testing.T) {
 	for _, w := range []int{1280, 390} {
 		p.Viewport(w, 900)
 		p.Open(base+"/login", "/login")
-		check("/login", fmt.Sprintf("login-%d.png", w))
+		check("/login", fmt.Sprintf("login-%d.png", w), w)
 	}
 }
 
