@@ -185,6 +185,21 @@ func TestBrowserFormErrors(t *testing.T) {
 	p.Fill(map[string]string{"#fw-zones": "lan 10.0.0.0/8\nadmins 192.0.2.0/24"})
 	p.Submit("#fw-edit", "")
 	p.WaitFor(`!document.querySelector("#fw-zones-err")`)
+	// A rule naming an unknown zone: the error sits under that rule's input.
+	p.Fill(map[string]string{"#fw-rule-https-admin": "admins nowhere"})
+	p.Submit("#fw-edit", "")
+	p.WaitFor(`document.querySelector("#fw-rule-https-admin-err")`)
+	if txt := p.Str(`document.querySelector("#fw-rule-https-admin-err").textContent`); !strings.Contains(txt, `unknown zone "nowhere"`) || plumbingText.MatchString(txt) {
+		t.Errorf("rule error %q", txt)
+	}
+	// The SIP settings form (its own script) puts a refusal next to its field too.
+	p.Open(base+"/security", "/security")
+	p.Fill(map[string]string{"#sip-allow": "junk"})
+	p.Submit("#sip-edit", "")
+	p.WaitFor(`document.querySelector("#sip-allow-err")`)
+	if txt := p.Str(`document.querySelector("#sip-allow-err").textContent`); !strings.Contains(txt, `"junk"`) || plumbingText.MatchString(txt) || txt[:1] != strings.ToUpper(txt[:1]) {
+		t.Errorf("SIP settings error %q", txt)
+	}
 
 	p.Click(`button[data-api="/api/v1/logout"]`)
 	p.WaitFor(`location.pathname === "/login" && document.readyState === "complete"`)

@@ -137,7 +137,7 @@ func (s *Server) apiSetCDRRetention(w http.ResponseWriter, r *http.Request, p au
 		ev.Outcome, ev.Detail = audit.Failed, err.Error()
 		_ = s.audit.Record(ev)
 		if errors.Is(err, cdr.ErrRetention) {
-			return errors.Join(errBadRequest, err)
+			return withField("/days", errors.Join(errBadRequest, err))
 		}
 		return err
 	}

@@ -88,7 +88,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// neither 401 nor 403 (which means "your role may not"); the fields
 		// to fix are named.
 		status, title = http.StatusUnprocessableEntity, "re-authentication failed"
-		problem(w, status, title, err.Error()+" (fields current_password, current_code)")
+		telephonyProblem(w, status, title, err.Error(), "/current_password")
 		return
 	case errors.Is(err, auth.ErrInvalidCredentials), errors.Is(err, auth.ErrNoSession), errors.Is(err, auth.ErrBadSetupCode):
 		status, title = http.StatusUnauthorized, "unauthorized"
@@ -131,6 +131,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	// One sentence, and the field it is about as a JSON pointer (a body
 	// the decoder refused, a field error of PID 1's or of the request).
 	detail, field := humanize(err)
+	if field == "/password" && r.URL.Path == "/api/v1/me/password" {
+		field = "/new_password" // PasswordRequest spells it so
+	}
 	if field != "" {
 		telephonyProblem(w, status, title, detail, field)
 		return

@@ -140,11 +140,11 @@ func (s *Server) setExtension(r *http.Request, p auth.Principal, user string, cr
 	// The SIP edge's rule, checked here first so a bad name is a 400
 	// and not a store error.
 	if !pbxconfig.ValidSIPUser(user) {
-		return "", fmt.Errorf("%w: extension must be 1-64 of A-Z a-z 0-9 . _ + -", errBadRequest)
+		return "", withField("/user", fmt.Errorf("%w: extension must be 1-64 of A-Z a-z 0-9 . _ + -", errBadRequest))
 	}
 	exists := slices.Contains(s.exts.List(), user)
 	if create && exists {
-		return "", fmt.Errorf("%w: extension %s exists", errConflict, user)
+		return "", withField("/user", fmt.Errorf("%w: extension %s exists", errConflict, user))
 	}
 	if create && s.lic != nil && !s.lic.AllowNewExtension() {
 		return "", fmt.Errorf("%w: licence degraded: no new extensions until the box checks in with its licence server", errConflict)

@@ -62,7 +62,9 @@
     return fetch(el.dataset.api, opts).then(function (res) {
       return res.json().catch(function () { return {}; }).then(function (data) {
         if (!res.ok) {
-          var err = new Error(data.detail || data.title || ("error " + res.status));
+          var msg = data.detail || data.title || ("error " + res.status);
+          var err = new Error(msg.charAt(0).toUpperCase() + msg.slice(1)); // the API keeps the case it was given
+
           err.field = data.field || "";
           throw err;
         }
@@ -78,6 +80,11 @@
     var segs = ptr.split("/").slice(1).map(function (s) { return s.replace(/~1/g, "/").replace(/~0/g, "~"); });
     var named = segs.filter(function (s) { return !/^\d+$/.test(s); });
     var idx = segs.filter(function (s) { return /^\d+$/.test(s); }).map(Number);
+    // The firewall editor sends one rule per service input that lists zones.
+    if (segs[0] === "rules" && idx.length) {
+      var rs = Array.prototype.filter.call(form.elements, function (el) { return el.name && el.name.indexOf("rule:") === 0 && words(el.value).length; });
+      if (rs[idx[0]]) return rs[idx[0]];
+    }
     var tries = [segs.join("."), named.join("."), segs.join("/"), named[0], named[named.length - 1]];
     for (var i = 0; i < tries.length; i++) {
       if (!tries[i]) continue;
@@ -343,4 +350,6 @@
     busy(b, true);
     call(b, withReauth(b)).then(function (d) { busy(b, false); after(b, d); }, function (e) { busy(b, false); say(b.parentNode, e.message, true); });
   });
+  // For the pages' own scripts (sipsettings.js): refusals next to their field.
+  window.edgepbxForms = { showError: showError, clearErrors: clearErrors };
 })();
