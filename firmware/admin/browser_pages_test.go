@@ -270,3 +270,43 @@ func TestBrowserDashboardWeight(t *testing.T) {
 		}
 	}
 }
+
+// TestBrowserFieldErrors submits a refused value in each settings form
+// and checks the refusal sits right after the control it is about, tied
+// to it, in words without internals, starting with a capital.
+func TestBrowserFieldErrors(t *testing.T) {
+	e, p, base := browserBox(t)
+	if err := e.exts.Set("1002", "Ext-Password-1002-x"); err != nil {
+		t.Fatal(err)
+	}
+	p.Viewport(390, 900)
+	for _, tt := range []struct {
+		page, form string
+		fill       map[string]string
+		control    string // the control the error belongs to
+		want       string
+	}{
+		{"/extensions", "#ext-create", map[string]string{"#user": "1002"}, "#user", "exists"},
+		{"/users", `form[data-api="/api/v1/accounts"]`, map[string]string{"#reauth-password": adminPW, "#nu": "Bad.User", "#np": userPW}, "#nu", "user name"},
+		{"/users", `form[data-api="/api/v1/accounts"]`, map[string]string{"#reauth-password": "not-my-password-1", "#nu": "op7", "#np": userPW}, "#reauth-password", "current password"},
+		{"/security", `form[data-api="/api/v1/security/origins"]`, map[string]string{`form[data-api="/api/v1/security/origins"] textarea`: "ftp://x"}, `form[data-api="/api/v1/security/origins"] textarea`, `"ftp://x"`},
+		{"/security", "#metrics", map[string]string{"#metrics-nets": "junk"}, "#metrics-nets", `"junk"`},
+		{"/security", "#syslog", map[string]string{"#syslog-addr": "no port here"}, "#syslog-addr", "host:port"},
+		{"/system", "#time-edit", map[string]string{"#time-tz": "Mars/Base"}, "#time-tz", "Mars/Base"},
+	} {
+		p.Open(base+tt.page, tt.page)
+		p.Fill(tt.fill)
+		p.Submit(tt.form, "")
+		p.WaitFor(fmt.Sprintf(`document.querySelector(%q).getAttribute("aria-invalid") === "true"`, tt.control))
+		var got struct{ Next, Text, Described string }
+		p.Eval(fmt.Sprintf(`(() => { const c = document.querySelector(%q), n = c.nextElementSibling;
+			return {next: n && n.classList.contains("field-error") ? n.id : "", text: n ? n.textContent : "", described: c.getAttribute("aria-describedby") || ""}; })()`, tt.control), &got)
+		if got.Next == "" || !strings.Contains(got.Described, got.Next) {
+			t.Errorf("%s %s: error not next to %s: %+v", tt.page, tt.form, tt.control, got)
+			continue
+		}
+		if !strings.Contains(strings.ToLower(got.Text), strings.ToLower(tt.want)) || plumbingText.MatchString(got.Text) || got.Text[:1] != strings.ToUpper(got.Text[:1]) {
+			t.Errorf("%s %s: error %q, want one sentence with %q", tt.page, tt.form, got.Text, tt.want)
+		}
+	}
+}

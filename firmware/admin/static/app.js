@@ -80,6 +80,12 @@
     var segs = ptr.split("/").slice(1).map(function (s) { return s.replace(/~1/g, "/").replace(/~0/g, "~"); });
     var named = segs.filter(function (s) { return !/^\d+$/.test(s); });
     var idx = segs.filter(function (s) { return /^\d+$/.test(s); }).map(Number);
+    // The proof a data-reauth form sends comes from the page's "Confirm
+    // it's you" card, outside the form.
+    if (form.hasAttribute && form.hasAttribute("data-reauth") && (ptr === "/current_password" || ptr === "/current_code")) {
+      var re = document.getElementById(ptr === "/current_code" ? "reauth-code" : "reauth-password");
+      if (re) return re;
+    }
     // The firewall editor sends one rule per service input that lists zones.
     if (segs[0] === "rules" && idx.length) {
       var rs = Array.prototype.filter.call(form.elements, function (el) { return el.name && el.name.indexOf("rule:") === 0 && words(el.value).length; });
