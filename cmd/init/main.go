@@ -42,6 +42,11 @@ import (
 )
 
 // Paths and identities PID 1 relies on (the image builder provides them).
+// networkApplyDelay: a network change is applied this long after PID 1
+// answered it, so edgepbxd's HTTP answer can leave on the old address
+// (edgepbxd answers within milliseconds; TCG guests are slow).
+const networkApplyDelay = 2 * time.Second
+
 const (
 	boardPath    = "/etc/edgepbx/board.json"
 	versionPath  = "/etc/edgepbx/version"
@@ -491,6 +496,8 @@ func (b *box) startNetwork() error {
 	b.netc = netconf.NewCommitter(b.ctx, netconf.CommitterConfig{
 		Apply: m, Live: m.Addresses, NICs: names, Default: netconf.DefaultNetwork(b.id.Hostname(), nics),
 		RevertAfter: netRevertAfter(b), Log: b.log, OnRevert: b.networkReverted,
+		// The admin's answer leaves on the old address before it goes.
+		ApplyDelay: networkApplyDelay,
 	})
 	// A bad file keeps the board's network (already up) and says so: it
 	// is only written atomically after a confirmation, so this is damage

@@ -310,3 +310,30 @@ func TestBrowserFieldErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestBrowserNetworkMoveSaysWhere: a network change that takes away the
+// address the page was opened at does not reload the page there (the box
+// is about to leave it): it links to the new address to confirm from.
+// (One opened elsewhere reloads as before: TestBrowserSystemNetworkAndTime.)
+func TestBrowserNetworkMoveSaysWhere(t *testing.T) {
+	_, p, base := browserBox(t)
+	p.Open(base+"/system", "/system")
+	// The page is opened at one of the box's own addresses.
+	p.Eval(`document.querySelector("#net-edit").dataset.live = "127.0.0.1 192.0.2.99"`, nil)
+	p.Fill(map[string]string{"#nic-eth0-mode": "static", "#nic-eth0-addrs": "192.0.2.10/24 2001:db8::10/64", "#nic-eth0-gw4": "192.0.2.1"})
+	p.Eval(`window.__oldPage = true`, nil)
+	p.Submit("#net-edit", "")
+	p.WaitFor(`document.querySelector("#net-edit [data-result]").textContent.includes("leaves this address")`)
+	var got struct {
+		Links []string
+		Old   bool
+		Text  string
+	}
+	p.Eval(`(() => { const r = document.querySelector("#net-edit [data-result]");
+		return {links: [...r.querySelectorAll("a")].map(a => a.getAttribute("href")), old: window.__oldPage === true, text: r.textContent}; })()`, &got)
+	port := base[strings.LastIndex(base, ":"):]
+	want := []string{"https://192.0.2.10" + port + "/system", "https://[2001:db8::10]" + port + "/system"}
+	if fmt.Sprint(got.Links) != fmt.Sprint(want) || !got.Old || !strings.Contains(got.Text, "confirm there within") {
+		t.Errorf("after a change of address: %+v, want links %v and no reload", got, want)
+	}
+}

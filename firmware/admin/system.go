@@ -330,6 +330,7 @@ type netEditor struct {
 	NICs     []nicEditor
 	VLANs    string // one per line: "ID PARENT dhcp|static [ADDR/PFX ...]"
 	DNS      string
+	Live     string // the box's addresses now, space-separated (no prefix)
 }
 
 type nicEditor struct {
@@ -342,6 +343,11 @@ func newNetEditor(st netspec.State) netEditor {
 		n = st.Pending.Network
 	}
 	ed := netEditor{Hostname: n.Hostname}
+	live := make([]string, 0, len(st.Live))
+	for _, p := range st.Live {
+		live = append(live, p.Addr().String())
+	}
+	ed.Live = strings.Join(live, " ")
 	byName := map[string]netspec.Interface{}
 	for _, it := range n.Interfaces {
 		byName[it.Name] = it

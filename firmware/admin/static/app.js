@@ -227,6 +227,7 @@
       say(el, "export downloaded", false);
       return;
     }
+    if (el.hasAttribute && el.hasAttribute("data-network") && data.status === "pending" && movedFrom(el, data)) return;
     if (data.restriction) { window.location = "/account"; return; }
     var saved = (el.dataset.method === "PUT" || el.dataset.method === "POST") && el.tagName === "FORM" && !/^\/api\/v1\/(login|claim|logout)/.test(el.dataset.api || "");
     if (el.dataset.next) { if (saved) flash("Saved."); window.location = el.dataset.next; return; }
@@ -250,6 +251,26 @@
     out.allowlist = words(form.elements.allowlist.value);
     out.allow_admin_from_any = form.elements.allow_admin_from_any.checked;
     return out;
+  }
+  // movedFrom: the network change just accepted takes away the address this
+  // page was opened at (one of the box's, data-live); then, instead of
+  // reloading here, it says where to open the page to confirm.
+  function movedFrom(form, data) {
+    var here = location.hostname.replace(/^\[|\]$/g, ""), live = words(form.dataset.live || ""), next = [];
+    networkJSON(form).interfaces.forEach(function (i) { (i.addresses || []).forEach(function (a) { next.push(a.split("/")[0]); }); });
+    if (live.indexOf(here) < 0 || next.indexOf(here) >= 0) return false;
+    var r = form.querySelector("[data-result]");
+    r.textContent = "Accepted: the box leaves this address in a moment. " + (next.length ? "Open " : "Open this page at the box's new address (see its console)");
+    next.forEach(function (a, i) {
+      var l = document.createElement("a");
+      l.href = "https://" + (a.indexOf(":") >= 0 ? "[" + a + "]" : a) + (location.port ? ":" + location.port : "") + "/system";
+      l.textContent = l.href;
+      if (i) r.append(" or ");
+      r.append(l);
+    });
+    r.append(" and confirm there within " + data.revert_in_seconds + " s, or the previous network comes back by itself.");
+    r.className = "ok";
+    return true;
   }
   // networkJSON turns the System page's network form into a netspec.Network.
   function networkJSON(form) {
