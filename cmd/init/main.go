@@ -513,6 +513,10 @@ func (b *box) startNetwork() error {
 // networkReverted reports on the console that a network change was not
 // confirmed in time and the previous network is back.
 func (b *box) networkReverted(p netspec.Pending, err error) {
+	if errors.Is(err, netconf.ErrApplyFailed) {
+		b.say("WARNING: network change %s could not be applied, previous network kept: %v", p.ID, err)
+		return
+	}
 	if err != nil {
 		b.say("WARNING: network change %s not confirmed; revert failed: %v", p.ID, err)
 		return

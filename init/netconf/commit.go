@@ -34,6 +34,9 @@ var (
 	ErrNetworkFile = errors.New("persisted network file invalid")
 	ErrClosed      = errors.New("network committer closed")
 	ErrNotApplied  = errors.New("the network change is not applied yet: confirm it from its new address")
+	// ErrApplyFailed is what OnRevert gets for a change (ApplyDelay) that
+	// could not be applied: the confirmed network was applied again.
+	ErrApplyFailed = errors.New("network change could not be applied")
 )
 
 // DefaultRevertAfter is how long a pending change waits for its confirmation.
@@ -183,7 +186,7 @@ func (c *Committer) applyPending(id string) {
 	}
 	hook := c.onRevert
 	c.mu.Unlock()
-	err = fmt.Errorf("netconf: apply: %w", err)
+	err = fmt.Errorf("%w: %w", ErrApplyFailed, err)
 	c.log.Error("netconf: network change failed: reverted", "id", id, "err", err)
 	if hook != nil {
 		hook(p, err)

@@ -309,7 +309,7 @@ func TestNetworkChangeDelayedApplyFails(t *testing.T) {
 	if _, err := l.c.Set(n); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-l.reverted; err == nil || !strings.Contains(err.Error(), "netlink says no") {
+	if err := <-l.reverted; !errors.Is(err, ErrApplyFailed) || !strings.Contains(err.Error(), "netlink says no") {
 		t.Fatalf("failed apply reported as %v", err)
 	}
 	if st := l.c.State(); st.Pending != nil {
