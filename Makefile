@@ -38,8 +38,11 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# Browser tests leave a screenshot of every admin page (1280 px and 390 px)
+# in out/screenshots: CI's artefact, to look at without running anything.
 unit:
-	$(GO) test -race -count=1 -timeout $(GOTEST_TIMEOUT) $$($(GO) list ./... | grep -v '/qemu/e2e')
+	mkdir -p out/screenshots
+	EDGEPBX_SCREENSHOTS=$(CURDIR)/out/screenshots $(GO) test -race -count=1 -timeout $(GOTEST_TIMEOUT) $$($(GO) list ./... | grep -v '/qemu/e2e')
 
 e2e:
 	$(GO) test -count=1 -p 1 -timeout $(E2E_TIMEOUT) $(E2E_PKGS)

@@ -46,6 +46,8 @@ type daemon struct {
 	id      bootstrap
 	started time.Time
 
+	activity *admin.Activity // the dashboard's 24-hour series (activity.go)
+
 	// Shared services, built first and handed to the others.
 	db     *store.DB
 	audit  *audit.Log
@@ -108,6 +110,7 @@ func (d *daemon) services() []service {
 	s := []service{{"https", d.serveHTTPS}, {"sip", d.serveSIP}, {"seclog", d.runSecLog}, {"acme", d.acme.Run},
 		{"syslog", d.runSyslog}, {"intrusion", d.runIntrusion}, {"backup", d.runBackup}, {"privacy", d.runPrivacy}}
 	s = append(s, service{"telephony", d.runTelephony}) // trunk registrations, CDR retention
+	s = append(s, service{"activity", d.runActivity})   // dashboard charts
 	if d.lic != nil {
 		s = append(s, service{"license", d.runLicense})
 	}
@@ -235,6 +238,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	if err := d.registerPrivacy(); err != nil {
 		return nil, err
 	}
+	d.activity = admin.NewActivity()
 	if d.admin, err = admin.NewServer(admin.Deps{
 		Store:       d.db,
 		Audit:       d.audit,
@@ -263,6 +267,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Privacy:     d.privacy,
 		Connections: d.conns,
 		Live:        liveView{sip: d.sip, calls: d.calls},
+		Activity:    d.activity,
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %w", errStayDown, err)
 	}

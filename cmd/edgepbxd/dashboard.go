@@ -24,13 +24,7 @@ func (d *daemon) dashboard(ctx context.Context) []admin.StatusItem {
 	}
 	now := time.Now()
 	exts := d.sip.Extensions().List()
-	reg := 0
-	for _, u := range exts {
-		if len(d.sip.Location().Lookup(now, u)) > 0 {
-			reg++
-		}
-	}
-	items = append(items, admin.StatusItem{Name: "SIP registrations", Value: fmt.Sprintf("%d of %d extensions", reg, len(exts)), OK: true})
+	items = append(items, registrationItem(d.registeredNow(now), len(exts)))
 	c := d.sip.Counters()
 	// Bans and throttles in force have their own line (amber or red, from
 	// the admin side); this one counts since start.
@@ -56,8 +50,7 @@ func (d *daemon) dashboard(ctx context.Context) []admin.StatusItem {
 	if lv.Configured && lv.Error == "" {
 		v = fmt.Sprintf("%s, %d days offline", lv.Mode, lv.DaysOffline)
 	}
-	items = append(items, admin.StatusItem{Name: "Licence", Value: v,
-		OK: lv.Error == "" && (lv.Mode == string(license.ModeFull) || !lv.Configured)})
+	items = append(items, licenceItem(lv, v))
 	items = append(items, keysItem(d.id))
 	if d.trunks != nil {
 		items = append(items, trunkItems(d.trunks.States())...)
@@ -85,11 +78,43 @@ func keysItem(id bootstrap) admin.StatusItem {
 	return it
 }
 
+// registrationItem is amber when no phone can work yet: no extension, or
+// none registered.
+func registrationItem(reg, exts int) admin.StatusItem {
+	it := admin.StatusItem{Name: "SIP registrations", Value: fmt.Sprintf("%d of %d extensions", reg, exts), OK: true, Level: admin.LevelOK, Link: "/extensions"}
+	switch {
+	case exts == 0:
+		it.OK, it.Level, it.Reason = false, admin.LevelWarn, "No extension exists yet: create one for each phone."
+	case reg == 0:
+		it.OK, it.Level, it.Reason = false, admin.LevelWarn, "No phone is registered: set one up with its extension's settings."
+	}
+	return it
+}
+
+// licenceItem: full is ok; not configured, warning or unknown is amber;
+// degraded or broken phone-home is red.
+func licenceItem(lv licenseView, value string) admin.StatusItem {
+	it := admin.StatusItem{Name: "Licence", Value: value, Link: "/system"}
+	switch {
+	case lv.Error != "":
+		it.Level, it.Reason = admin.LevelBad, lv.Error
+	case !lv.Configured:
+		it.Level, it.Reason = admin.LevelWarn, "No licence is configured: the box does not phone home for updates and advisories."
+	case lv.Mode == string(license.ModeFull):
+		it.OK, it.Level = true, admin.LevelOK
+	case lv.Mode == string(license.ModeDegraded):
+		it.Level, it.Reason = admin.LevelBad, "Degraded: new extensions and phones are refused until the licence server is reached."
+	default:
+		it.Level, it.Reason = admin.LevelWarn, "The licence server has not been reached lately."
+	}
+	return it
+}
+
 // trunkItems are the trunks' lines on the dashboard.
 func trunkItems(states []telephony.TrunkState) []admin.StatusItem {
 	var items []admin.StatusItem
 	for _, ts := range states {
-		it := admin.StatusItem{Name: "Trunk " + ts.Name, OK: ts.State == sipedge.RegRegistered || ts.State == telephony.StateIP}
+		it := admin.StatusItem{Name: "Trunk " + ts.Name, OK: ts.State == sipedge.RegRegistered || ts.State == telephony.StateIP, Link: "/calls"}
 		switch ts.State {
 		case telephony.StateIP:
 			it.Value = "identified by address"

@@ -43,6 +43,11 @@ import (
 )
 
 // Paths and identities PID 1 relies on (the image builder provides them).
+// networkApplyDelay: a network change is applied this long after PID 1
+// answered it, so edgepbxd's HTTP answer can leave on the old address
+// (edgepbxd answers within milliseconds; TCG guests are slow).
+const networkApplyDelay = 2 * time.Second
+
 const (
 	boardPath    = "/etc/edgepbx/board.json"
 	versionPath  = "/etc/edgepbx/version"
@@ -505,6 +510,8 @@ func (b *box) startNetwork() error {
 	b.netc = netconf.NewCommitter(b.ctx, netconf.CommitterConfig{
 		Apply: m, Live: m.Addresses, NICs: names, Default: netconf.DefaultNetwork(b.id.Hostname(), nics),
 		RevertAfter: netRevertAfter(b), Log: b.log, OnRevert: b.networkReverted,
+		// The admin's answer leaves on the old address before it goes.
+		ApplyDelay: networkApplyDelay,
 	})
 	// A bad file keeps the board's network (already up) and says so: it
 	// is only written atomically after a confirmation, so this is damage
@@ -520,6 +527,10 @@ func (b *box) startNetwork() error {
 // networkReverted reports on the console that a network change was not
 // confirmed in time and the previous network is back.
 func (b *box) networkReverted(p netspec.Pending, err error) {
+	if errors.Is(err, netconf.ErrApplyFailed) {
+		b.say("WARNING: network change %s could not be applied, previous network kept: %v", p.ID, err)
+		return
+	}
 	if err != nil {
 		b.say("WARNING: network change %s not confirmed; revert failed: %v", p.ID, err)
 		return

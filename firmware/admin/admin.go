@@ -106,6 +106,9 @@ type Deps struct {
 	// Live is the running SIP edge and calls (registrations, calls in
 	// progress, hang-up, ports and realm); nil: the pages say not running.
 	Live Live
+	// Activity is the dashboard's 24-hour series edgepbxd samples
+	// (registered phones, attacks); nil: those charts stay empty.
+	Activity *Activity
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -157,6 +160,9 @@ type Server struct {
 
 	conns connSeq // connection numbers for firewall confirmations
 
+	zc       zoneCache // the box's display time zone (uiformat.go)
+	activity *Activity // dashboard series (dashboard.go); nil: empty
+
 	refusedMu sync.Mutex
 	refused   map[string][]time.Time // per-source refusal log budget
 }
@@ -187,6 +193,7 @@ func NewServer(d Deps) (*Server, error) {
 	s.acme = d.ACME
 	s.backups = d.Backups
 	s.live = d.Live
+	s.activity = d.Activity
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))
 	}
@@ -235,6 +242,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if claimed && p == "/claim" {
 		http.Redirect(w, r, "/login", http.StatusSeeOther)
 		return
+	}
+	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && !strings.HasPrefix(p, "/api/") && !strings.HasPrefix(p, "/static/") {
+		if _, pat := s.mux.Handler(r); pat == "" {
+			s.notFound(w, r)
+			return
+		}
 	}
 	s.mux.ServeHTTP(w, r)
 }

@@ -23,7 +23,7 @@ func TestBrowserSystemNetworkAndTime(t *testing.T) {
 		"#nic-eth0-gw4": "198.51.100.1", "#net-vlans": "20 eth0 static 10.20.0.1/24", "#net-dns": "192.0.2.53"})
 	p.Submit(form, form+" [data-result]")
 	p.WaitFor(`!document.querySelector("#net-edit [data-result]").textContent.startsWith("Applying")`)
-	if msg := p.Result(form + " [data-result]"); !strings.Contains(msg, "gateway4") || !strings.Contains(msg, "outside") {
+	if msg := p.Result(form + " [data-result]"); !strings.Contains(msg, "IPv4 gateway") || !strings.Contains(msg, "outside") {
 		t.Fatalf("bad gateway answered %q", msg)
 	}
 	if e.pid1.netApp.count() != 0 {

@@ -137,7 +137,7 @@ func (s *Server) apiSetCDRRetention(w http.ResponseWriter, r *http.Request, p au
 		ev.Outcome, ev.Detail = audit.Failed, err.Error()
 		_ = s.audit.Record(ev)
 		if errors.Is(err, cdr.ErrRetention) {
-			return errors.Join(errBadRequest, err)
+			return withField("/days", errors.Join(errBadRequest, err))
 		}
 		return err
 	}
@@ -157,8 +157,7 @@ func (s *Server) apiTrunkStatus(w http.ResponseWriter, r *http.Request, p auth.P
 // links. Its template is parsed here, with the layout, when the route
 // table is built.
 func (s *Server) callsPage() func(http.ResponseWriter, *http.Request, auth.Principal) error {
-	funcs := template.FuncMap{"can": func(p auth.Principal, perm string) bool { return p.Can(auth.Permission(perm)) }}
-	t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/cdr.html")
+	t, err := template.New("layout.html").Funcs(templateFuncs()).ParseFS(templateFS, "templates/layout.html", "templates/cdr.html")
 	if err != nil {
 		return func(http.ResponseWriter, *http.Request, auth.Principal) error {
 			return fmt.Errorf("admin: template cdr: %w", err)

@@ -50,6 +50,13 @@ func decodeBodyLimit(body []byte, v any, limit int) error {
 		return fmt.Errorf("%w: body larger than %d bytes", errBadRequest, limit)
 	}
 	if err := strictjson.Unmarshal(body, v); err != nil {
+		// A value that fails its type's own parser (netip.Prefix, ...)
+		// comes back without a field: find it in the body by its value.
+		if se := (*strictjson.Error)(nil); errors.As(err, &se) && se.Pointer == "" {
+			if val := quotedValue(err); val != "" {
+				se.Pointer = pointerOf(body, val)
+			}
+		}
 		return fmt.Errorf("%w: %w", errBadRequest, err)
 	}
 	return nil
@@ -81,7 +88,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// neither 401 nor 403 (which means "your role may not"); the fields
 		// to fix are named.
 		status, title = http.StatusUnprocessableEntity, "re-authentication failed"
-		problem(w, status, title, err.Error()+" (fields current_password, current_code)")
+		telephonyProblem(w, status, title, err.Error(), "/current_password")
 		return
 	case errors.Is(err, auth.ErrInvalidCredentials), errors.Is(err, auth.ErrNoSession), errors.Is(err, auth.ErrBadSetupCode):
 		status, title = http.StatusUnauthorized, "unauthorized"
@@ -123,12 +130,21 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		problem(w, http.StatusInternalServerError, "internal error", "")
 		return
 	}
-	// A body the decoder refused names the field as a JSON pointer.
-	if se := (*strictjson.Error)(nil); errors.As(err, &se) {
-		telephonyProblem(w, status, title, err.Error(), se.Pointer)
+	// One sentence, and the field it is about as a JSON pointer (a body
+	// the decoder refused, a field error of PID 1's or of the request).
+	detail, field := humanize(err)
+	if field == "/password" && r.URL.Path == "/api/v1/me/password" {
+		field = "/new_password" // PasswordRequest spells it so
+	}
+	if field != "" {
+		telephonyProblem(w, status, title, detail, field)
 		return
 	}
-	problem(w, status, title, err.Error())
+	if se := (*strictjson.Error)(nil); errors.As(err, &se) {
+		telephonyProblem(w, status, title, detail, se.Pointer)
+		return
+	}
+	problem(w, status, title, detail)
 }
 
 func isPasswordError(err error) bool {

@@ -36,9 +36,9 @@ func TestMetricsSettingsAPI(t *testing.T) {
 	aud.must(403, "PUT", "/api/v1/security/metrics", MetricsRequest{Networks: []string{"192.0.2.0/24"}})
 
 	for body, field := range map[string]string{
-		`{"networks":["0.0.0.0/0"]}`:  "networks[0]",
-		`{"networks":["10.0.0.1/8"]}`: "networks[0]",
-		`{"networks":["x"]}`:          "networks[0]",
+		`{"networks":["0.0.0.0/0"]}`:  `"field":"/networks/0"`,
+		`{"networks":["10.0.0.1/8"]}`: `"field":"/networks/0"`,
+		`{"networks":["x"]}`:          `"field":"/networks/0"`,
 		`{"networks":[],"open":true}`: "open",
 		`{"networks":"192.0.2.0/24"}`: "networks",
 		`{}`:                          "networks",

@@ -69,10 +69,10 @@ func refusal(w http.ResponseWriter, err error, prefix string) bool {
 	var re *control.RemoteError
 	switch {
 	case errors.As(err, &fe):
-		telephonyProblem(w, http.StatusUnprocessableEntity, errNetworkRefused.Error(), fe.Error(), pointer(fe.Field))
+		telephonyProblem(w, http.StatusUnprocessableEntity, errNetworkRefused.Error(), sentence(fe.Reason), pointer(fe.Field))
 	case errors.As(err, &re) && re.Field != "":
 		f := strings.TrimPrefix(re.Field, prefix)
-		telephonyProblem(w, http.StatusUnprocessableEntity, errNetworkRefused.Error(), re.Message, pointer(f))
+		telephonyProblem(w, http.StatusUnprocessableEntity, errNetworkRefused.Error(), sentence(strings.TrimPrefix(re.Message, re.Field+": ")), pointer(f))
 	default:
 		return false
 	}
@@ -206,6 +206,7 @@ func (s *Server) apiSetTime(w http.ResponseWriter, r *http.Request, p auth.Princ
 		return fmt.Errorf("%w: %w", errNetworkRefused, err)
 	}
 	_ = s.audit.Record(ev)
+	s.forgetZone() // pages show dates in the new zone at once
 	writeJSON(w, http.StatusOK, map[string]string{"status": "saved"})
 	return nil
 }

@@ -154,7 +154,7 @@ func (s *Server) apiSetFirewallPolicy(w http.ResponseWriter, r *http.Request, p 
 	if err != nil {
 		ev.Outcome, ev.Detail = audit.Failed, err.Error()
 		_ = s.audit.Record(ev)
-		return fmt.Errorf("%w: %w", errPolicyRefused, err)
+		return policyField(req, fmt.Errorf("%w: %w", errPolicyRefused, err))
 	}
 	s.pendingAccepted(w, ev, pend.ID, pend.Deadline, pend.Remaining)
 	return nil

@@ -589,10 +589,10 @@ func (s *Server) apiSetOrigins(w http.ResponseWriter, r *http.Request, p auth.Pr
 		return errors.Join(errBadOrigin, errors.New("at most 32 origins"))
 	}
 	clean := []string{}
-	for _, o := range req.Origins {
+	for i, o := range req.Origins {
 		n, err := normalizeOrigin(o)
 		if err != nil {
-			return err
+			return withField("/origins/"+strconv.Itoa(i), err)
 		}
 		clean = append(clean, n)
 	}

@@ -109,7 +109,7 @@ func TestSIPBlocksShownAndLifted(t *testing.T) {
 		t.Fatalf("blocks: %s", r.body)
 	}
 	page := admin.must(200, "GET", "/", nil)
-	if !contains(page.body, `<dt>SIP bans and throttles</dt><dd class="warn">`) {
+	if !contains(page.body, `data-level="warn"><span class="name">SIP bans and throttles</span>`) {
 		t.Fatalf("dashboard does not show the throttle in amber:\n%s", page.body)
 	}
 	page = admin.must(200, "GET", "/extensions", nil)
@@ -125,7 +125,7 @@ func TestSIPBlocksShownAndLifted(t *testing.T) {
 		t.Fatalf("still blocked: %+v", bl)
 	}
 	page = admin.must(200, "GET", "/", nil)
-	if !contains(page.body, `<dt>SIP bans and throttles</dt><dd class="ok">none`) {
+	if !contains(page.body, `data-level="ok"><span class="name">SIP bans and throttles</span>`) {
 		t.Fatalf("dashboard after lift:\n%s", page.body)
 	}
 
@@ -141,7 +141,7 @@ func TestSIPBlocksShownAndLifted(t *testing.T) {
 		}
 	}
 	page = admin.must(200, "GET", "/", nil)
-	if !contains(page.body, `<dt>Firewall bans</dt><dd class="warn">2`) {
+	if !contains(page.body, `data-level="warn"><span class="name">Firewall bans</span>`) || !contains(page.body, `<span class="value">2</span>`) {
 		t.Fatalf("dashboard firewall bans not amber:\n%s", page.body)
 	}
 }

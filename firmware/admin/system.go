@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -52,6 +53,10 @@ type StatusItem struct {
 	// Level refines OK for the page: "ok" (green), "warn" (amber),
 	// "bad" (red); empty: from OK.
 	Level string `json:"level,omitempty"`
+	// Reason says in one line why it is not ok; Link is the page that
+	// fixes it.
+	Reason string `json:"reason,omitempty"`
+	Link   string `json:"link,omitempty"`
 }
 
 // Status levels.
@@ -140,11 +145,11 @@ func (s *Server) setExtension(r *http.Request, p auth.Principal, user string, cr
 	// The SIP edge's rule, checked here first so a bad name is a 400
 	// and not a store error.
 	if !pbxconfig.ValidSIPUser(user) {
-		return "", fmt.Errorf("%w: extension must be 1-64 of A-Z a-z 0-9 . _ + -", errBadRequest)
+		return "", withField("/user", fmt.Errorf("%w: extension must be 1-64 of A-Z a-z 0-9 . _ + -", errBadRequest))
 	}
 	exists := slices.Contains(s.exts.List(), user)
 	if create && exists {
-		return "", fmt.Errorf("%w: extension %s exists", errConflict, user)
+		return "", withField("/user", fmt.Errorf("%w: extension %s exists", errConflict, user))
 	}
 	if create && s.lic != nil && !s.lic.AllowNewExtension() {
 		return "", fmt.Errorf("%w: licence degraded: no new extensions until the box checks in with its licence server", errConflict)
@@ -346,6 +351,7 @@ type netEditor struct {
 	NICs     []nicEditor
 	VLANs    string // one per line: "ID PARENT dhcp|static [ADDR/PFX ...]"
 	DNS      string
+	Live     string // the box's addresses now, space-separated (no prefix)
 }
 
 type nicEditor struct {
@@ -358,6 +364,11 @@ func newNetEditor(st netspec.State) netEditor {
 		n = st.Pending.Network
 	}
 	ed := netEditor{Hostname: n.Hostname}
+	live := make([]string, 0, len(st.Live))
+	for _, p := range st.Live {
+		live = append(live, p.Addr().String())
+	}
+	ed.Live = strings.Join(live, " ")
 	byName := map[string]netspec.Interface{}
 	for _, it := range n.Interfaces {
 		byName[it.Name] = it
@@ -436,8 +447,15 @@ func (s *Server) dashboard(ctx context.Context) []StatusItem {
 	if s.certs != nil {
 		cur := s.certs.Current()
 		days := int(cur.NotAfter.Sub(s.clock.Now()).Hours() / 24)
-		items = append(items, StatusItem{Name: "Certificate", OK: days >= 14,
-			Value: fmt.Sprintf("%s, expires %s (%d days)", cur.Source, cur.NotAfter.UTC().Format("2006-01-02"), days)})
+		it := StatusItem{Name: "Certificate", OK: days >= 14, Link: "/certificates",
+			Value: fmt.Sprintf("%s, expires %s (%d days)", cur.Source, cur.NotAfter.UTC().Format("2006-01-02"), days)}
+		switch {
+		case days < 7:
+			it.Level, it.Reason = LevelBad, "Browsers and phones refuse an expired certificate: renew or replace it now."
+		case days < 30:
+			it.Level, it.Reason = LevelWarn, "It expires within a month: renew or replace it."
+		}
+		items = append(items, it)
 	}
 	if on := s.keyLogBanner(); on != "" {
 		items = append(items, StatusItem{Name: "TLS key log", Value: "ON until " + on, OK: false})
@@ -447,9 +465,10 @@ func (s *Server) dashboard(ctx context.Context) []StatusItem {
 		if err != nil {
 			items = append(items, StatusItem{Name: "Firewall bans", Value: "unavailable: " + err.Error()})
 		} else {
-			it := StatusItem{Name: "Firewall bans", Value: fmt.Sprint(len(v.Bans)), OK: len(v.Bans) == 0}
+			it := StatusItem{Name: "Firewall bans", Value: fmt.Sprint(len(v.Bans)), OK: len(v.Bans) == 0, Link: "/firewall"}
 			if len(v.Bans) > 0 {
 				it.Level = LevelWarn
+				it.Reason = fmt.Sprintf("%d source(s) are banned: check that none is yours.", len(v.Bans))
 			}
 			items = append(items, it)
 		}
@@ -458,7 +477,14 @@ func (s *Server) dashboard(ctx context.Context) []StatusItem {
 		items = append(items, it)
 	}
 	res, verr := s.audit.Verify()
-	items = append(items, StatusItem{Name: "Audit log", Value: fmt.Sprintf("%d entries, chain %s", res.Entries, map[bool]string{true: "verified", false: "BROKEN"}[verr == nil]), OK: verr == nil})
+	items = append(items, StatusItem{Name: "Audit log", Value: fmt.Sprintf("%d entries, chain %s", res.Entries, map[bool]string{true: "verified", false: "BROKEN"}[verr == nil]), OK: verr == nil, Link: "/audit"})
+	if verr != nil {
+		items[len(items)-1].Reason = "An entry was changed or removed: export the log and investigate."
+	}
+	items = append(items, s.adminChecks(ctx)...)
+	// Problems first, so the first lines say what to do.
+	rank := map[string]int{LevelBad: 0, LevelWarn: 1, LevelOK: 2}
+	sort.SliceStable(items, func(i, j int) bool { return rank[items[i].Class()] < rank[items[j].Class()] })
 	return items
 }
 

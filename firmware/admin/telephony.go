@@ -150,6 +150,7 @@ func (s *Server) telephonyData(r *http.Request, p auth.Principal) (any, error) {
 func telephonyProblem(w http.ResponseWriter, status int, title, detail, field string) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)
+	detail = inWords(detail, field) // one sentence naming the field (humanize.go)
 	_ = json.NewEncoder(w).Encode(map[string]any{"type": "about:blank", "title": title, "status": status, "detail": detail, "field": field})
 }
 

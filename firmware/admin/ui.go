@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
@@ -21,10 +22,16 @@ var staticFS embed.FS
 
 type pages struct{ t map[string]*template.Template }
 
-var pageNames = []string{"claim", "login", "dashboard", "account", "users", "security", "audit", "certificates", "extensions", "telephony", "firewall", "system", "intrusion", "phones", "phonecard", "privacy"}
+var pageNames = []string{"claim", "login", "dashboard", "account", "users", "security", "audit", "certificates", "extensions", "telephony", "firewall", "system", "intrusion", "phones", "phonecard", "privacy", "notfound"}
+
+// templateFuncs are the functions every page's template may call.
+func templateFuncs() template.FuncMap {
+	return template.FuncMap{"can": func(p auth.Principal, perm string) bool { return p.Can(auth.Permission(perm)) }, "covers": Covers,
+		"localtime": localTime, "diff": auditDiff}
+}
 
 func loadPages() (*pages, error) {
-	funcs := template.FuncMap{"can": func(p auth.Principal, perm string) bool { return p.Can(auth.Permission(perm)) }, "covers": Covers}
+	funcs := templateFuncs()
 	pg := &pages{t: map[string]*template.Template{}}
 	for _, n := range pageNames {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+n+".html")
@@ -57,6 +64,8 @@ type pageData struct {
 	// Licence is the phone-home banner: for every user when degraded, for
 	// admins on warnings.
 	Licence string
+	// Loc is the box's time zone for dates (localtime); UTC signed out.
+	Loc *time.Location
 }
 
 // page renders a server-side page; data loads what it shows.
@@ -66,6 +75,7 @@ func (s *Server) page(name string, data func(*http.Request, auth.Principal) (any
 		if p.Username != "" {
 			d.KeyLog = s.keyLogBanner()
 			d.Licence = s.licenceBanner(p)
+			d.Loc = s.zone(r.Context())
 		}
 		if data != nil {
 			v, err := data(r, p)
@@ -84,12 +94,33 @@ func (s *Server) page(name string, data func(*http.Request, auth.Principal) (any
 	}
 }
 
+// notFound answers a page the box does not have with a styled page (the
+// API keeps answering problem+json). It names no account: the path may be
+// a guess by someone not logged in.
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	var buf bytes.Buffer
+	path := r.URL.Path
+	if len(path) > 200 {
+		path = path[:200] + "…"
+	}
+	if err := s.pages.t["notfound"].Execute(&buf, pageData{Title: "not found", Page: "notfound", Data: path}); err != nil {
+		s.log.Error("render not found", "err", err)
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(http.StatusNotFound)
+	_, _ = buf.WriteTo(w)
+}
+
 func (s *Server) dashData(r *http.Request, p auth.Principal) (any, error) {
 	recent, err := s.audit.Query(audit.Filter{Limit: 10})
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"Items": s.dashboard(r.Context()), "Recent": recent}, nil
+	now := s.clock.Now()
+	return map[string]any{"Items": s.dashboard(r.Context()), "Recent": recent, "Checklist": s.checklist(now),
+		"Charts": s.charts(now, s.zone(r.Context()))}, nil
 }
 
 func (s *Server) accountData(r *http.Request, p auth.Principal) (any, error) {

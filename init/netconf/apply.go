@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -35,6 +37,9 @@ func (m *Manager) stopDHCP(name string) {
 	if stop, ok := m.dhcp[name]; ok {
 		stop()
 		delete(m.dhcp, name)
+		if err := m.setLeaseDNS(name, nil); err != nil {
+			m.log.Warn("netconf: DNS servers not written", "nic", name, "err", err)
+		}
 	}
 }
 
@@ -93,10 +98,8 @@ func (m *Manager) ApplyNetwork(ctx context.Context, n netspec.Network, nics []st
 			errs = append(errs, fmt.Errorf("netconf: hostname: %w", err))
 		}
 	}
-	if m.ResolvConf != "" {
-		if err := writeResolvConf(m.ResolvConf, n.DNS); err != nil {
-			errs = append(errs, err)
-		}
+	if err := m.setStaticDNS(n.DNS); err != nil {
+		errs = append(errs, err)
 	}
 	m.log.Info("netconf: network applied", "interfaces", len(n.Interfaces), "vlans", len(n.VLANs), "dns", len(n.DNS), "errors", len(errs))
 	return errors.Join(errs...)
@@ -208,6 +211,64 @@ func (m *Manager) flush(link netlink.Link) error {
 func isDefault(d *net.IPNet) bool {
 	ones, _ := d.Mask.Size()
 	return ones == 0
+}
+
+// setStaticDNS makes dns the box's DNS servers; empty: those of the DHCP
+// leases.
+func (m *Manager) setStaticDNS(dns []netip.Addr) error {
+	m.dnsMu.Lock()
+	defer m.dnsMu.Unlock()
+	m.staticDNS = slices.Clone(dns)
+	return m.writeDNSLocked()
+}
+
+// setLeaseDNS records the DNS servers of nic's lease (nil: none) and
+// rewrites the resolver file when they are the ones in use.
+func (m *Manager) setLeaseDNS(nic string, dns []netip.Addr) error {
+	m.dnsMu.Lock()
+	defer m.dnsMu.Unlock()
+	if slices.Equal(m.leaseDNS[nic], dns) {
+		return nil
+	}
+	if len(dns) == 0 {
+		delete(m.leaseDNS, nic)
+	} else {
+		m.leaseDNS[nic] = slices.Clone(dns)
+	}
+	if len(m.staticDNS) > 0 {
+		return nil
+	}
+	return m.writeDNSLocked()
+}
+
+// DNS is the list of DNS servers in use: the configured ones, else the
+// leases' (by interface name, without repeats, at most maxLeaseDNS).
+func (m *Manager) DNS() []netip.Addr {
+	m.dnsMu.Lock()
+	defer m.dnsMu.Unlock()
+	return m.dnsLocked()
+}
+
+func (m *Manager) dnsLocked() []netip.Addr {
+	if len(m.staticDNS) > 0 {
+		return slices.Clone(m.staticDNS)
+	}
+	var out []netip.Addr
+	for _, nic := range slices.Sorted(maps.Keys(m.leaseDNS)) {
+		for _, a := range m.leaseDNS[nic] {
+			if len(out) < maxLeaseDNS && !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+func (m *Manager) writeDNSLocked() error {
+	if m.ResolvConf == "" {
+		return nil
+	}
+	return writeResolvConf(m.ResolvConf, m.dnsLocked())
 }
 
 // writeResolvConf points the resolver (edgepbxd's too) at the DNS servers.

@@ -33,6 +33,10 @@ var (
 	ErrPendingID   = errors.New("pending network change id does not match")
 	ErrNetworkFile = errors.New("persisted network file invalid")
 	ErrClosed      = errors.New("network committer closed")
+	ErrNotApplied  = errors.New("the network change is not applied yet: confirm it from its new address")
+	// ErrApplyFailed is what OnRevert gets for a change (ApplyDelay) that
+	// could not be applied: the confirmed network was applied again.
+	ErrApplyFailed = errors.New("network change could not be applied")
 )
 
 // DefaultRevertAfter is how long a pending change waits for its confirmation.
@@ -58,6 +62,8 @@ type Committer struct {
 	stop     func() bool
 	closed   bool
 	onRevert func(netspec.Pending, error)
+	delay    time.Duration // ApplyDelay
+	applied  bool          // the pending change is in effect (not waiting for delay)
 }
 
 // CommitterConfig configures NewCommitter.
@@ -74,12 +80,18 @@ type CommitterConfig struct {
 	Log         *slog.Logger
 	// OnRevert is called (outside the lock) after a change was reverted.
 	OnRevert func(netspec.Pending, error)
+	// ApplyDelay, when positive, applies a change this long after Set has
+	// answered, so that the answer (and the admin's HTTP answer behind it)
+	// leaves on the old address before that goes away. Validation still
+	// answers at once; an apply that fails then is undone like an
+	// unconfirmed change (OnRevert). 0: Set applies before it answers.
+	ApplyDelay time.Duration
 }
 
 // NewCommitter manages a network already running cfg.Default.
 func NewCommitter(ctx context.Context, cfg CommitterConfig) *Committer {
 	c := &Committer{ctx: ctx, apply: cfg.Apply, live: cfg.Live, nics: slices.Clone(cfg.NICs), log: cfg.Log,
-		after: cfg.RevertAfter, confirm: cfg.Default, onRevert: cfg.OnRevert}
+		after: cfg.RevertAfter, confirm: cfg.Default, onRevert: cfg.OnRevert, delay: max(cfg.ApplyDelay, 0)}
 	if c.after <= 0 {
 		c.after = DefaultRevertAfter
 	}
@@ -117,6 +129,17 @@ func (c *Committer) Set(n netspec.Network) (netspec.Pending, error) {
 	if err := n.Validate(c.nics); err != nil {
 		return netspec.Pending{}, err
 	}
+	if c.delay > 0 {
+		if c.stop != nil {
+			c.stop()
+		}
+		id := newID()
+		p := &netspec.Pending{ID: id, Network: n, Deadline: time.Now().Add(c.delay + c.after), Remaining: c.delay + c.after}
+		c.pending, c.applied = p, false
+		c.stop = time.AfterFunc(c.delay, func() { c.applyPending(id) }).Stop
+		c.log.Warn("netconf: network change accepted, applied shortly", "id", id, "in", c.delay)
+		return *p, nil
+	}
 	if err := c.apply.ApplyNetwork(c.ctx, n, c.nics); err != nil {
 		want := c.confirm
 		if c.pending != nil {
@@ -132,10 +155,42 @@ func (c *Committer) Set(n netspec.Network) (netspec.Pending, error) {
 	}
 	id := newID()
 	p := &netspec.Pending{ID: id, Network: n, Deadline: time.Now().Add(c.after), Remaining: c.after}
-	c.pending = p
+	c.pending, c.applied = p, true
 	c.stop = time.AfterFunc(c.after, func() { c.expire(id) }).Stop
 	c.log.Warn("netconf: network change pending confirmation", "id", id, "deadline", p.Deadline)
 	return *p, nil
+}
+
+// applyPending applies the change Set accepted with ApplyDelay, then
+// starts its revert timer; if applying fails, the confirmed network is
+// applied again and the change is dropped.
+func (c *Committer) applyPending(id string) {
+	c.mu.Lock()
+	if c.closed || c.pending == nil || c.pending.ID != id || c.applied {
+		c.mu.Unlock()
+		return
+	}
+	err := c.apply.ApplyNetwork(c.ctx, c.pending.Network, c.nics)
+	if err == nil {
+		c.applied = true
+		c.pending.Deadline = time.Now().Add(c.after)
+		c.stop = time.AfterFunc(c.after, func() { c.expire(id) }).Stop
+		c.log.Warn("netconf: network change pending confirmation", "id", id, "deadline", c.pending.Deadline)
+		c.mu.Unlock()
+		return
+	}
+	p := *c.pending
+	c.pending, c.stop = nil, nil
+	if rerr := c.apply.ApplyNetwork(c.ctx, c.confirm, c.nics); rerr != nil {
+		c.log.Error("netconf: re-apply after failed change", "err", rerr)
+	}
+	hook := c.onRevert
+	c.mu.Unlock()
+	err = fmt.Errorf("%w: %w", ErrApplyFailed, err)
+	c.log.Error("netconf: network change failed: reverted", "id", id, "err", err)
+	if hook != nil {
+		hook(p, err)
+	}
 }
 
 func newID() string {
@@ -155,6 +210,9 @@ func (c *Committer) Confirm(id string) error {
 	}
 	if id != c.pending.ID {
 		return ErrPendingID
+	}
+	if !c.applied {
+		return ErrNotApplied // nothing to have reached the box over yet
 	}
 	if c.path != "" {
 		if err := writeNetworkFile(c.path, c.pending.Network); err != nil {

@@ -47,6 +47,10 @@ type commitLab struct {
 }
 
 func newCommitLab(t *testing.T, after time.Duration) *commitLab {
+	return newCommitLabDelay(t, after, 0)
+}
+
+func newCommitLabDelay(t *testing.T, after, delay time.Duration) *commitLab {
 	lab(t)
 	l := &commitLab{dir: t.TempDir(), reverted: make(chan error, 4)}
 	m, err := New(logger(t))
@@ -64,7 +68,7 @@ func newCommitLab(t *testing.T, after time.Duration) *commitLab {
 	l.m = m
 	l.c = NewCommitter(ctx, CommitterConfig{Apply: m, Live: m.Addresses, NICs: []string{"eth0"},
 		Default: DefaultNetwork("pbx-boot", boot), RevertAfter: after, Log: logger(t),
-		OnRevert: func(_ netspec.Pending, err error) { l.reverted <- err }})
+		OnRevert: func(_ netspec.Pending, err error) { l.reverted <- err }, ApplyDelay: delay})
 	t.Cleanup(l.c.Close)
 	return l
 }
@@ -232,4 +236,86 @@ func FuzzParseNetworkFile(f *testing.F) {
 			t.Fatal("unbounded")
 		}
 	})
+}
+
+// waitAddrs waits until name's kernel addresses are want.
+func waitAddrs(t *testing.T, name string, want ...string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !slices.Equal(kernelAddrs(t, name), want); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has %v, want %v", name, kernelAddrs(t, name), want)
+		}
+	}
+}
+
+// TestNetworkChangeAppliedAfterAnswer: with ApplyDelay, Set answers while
+// the old address is still there (so the admin's answer can leave on it),
+// the change is applied afterwards, cannot be confirmed before that, and
+// reverts after RevertAfter counted from when it was applied. A change
+// that fails to apply is undone and reported.
+func TestNetworkChangeAppliedAfterAnswer(t *testing.T) {
+	l := newCommitLabDelay(t, 500*time.Millisecond, time.Second)
+	n := changed(t)
+	n.VLANs = nil
+	p, err := l.c.Set(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The answer leaves before anything changed.
+	if got := kernelAddrs(t, "eth0"); !slices.Equal(got, []string{"192.0.2.10/24"}) {
+		t.Fatalf("eth0 when Set answered: %v", got)
+	}
+	if err := l.c.Confirm(p.ID); !errors.Is(err, ErrNotApplied) {
+		t.Fatalf("confirm before apply: %v", err)
+	}
+	waitAddrs(t, "eth0", "198.51.100.5/24", "2001:db8::5/64")
+	if err := <-l.reverted; err != nil {
+		t.Fatalf("revert: %v", err)
+	}
+	waitAddrs(t, "eth0", "192.0.2.10/24")
+
+	// Applied, then confirmed: it stays.
+	p, err = l.c.Set(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAddrs(t, "eth0", "198.51.100.5/24", "2001:db8::5/64")
+	for err := l.c.Confirm(p.ID); err != nil; err = l.c.Confirm(p.ID) {
+		if !errors.Is(err, ErrNotApplied) {
+			t.Fatalf("confirm: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond) // addresses are set before the committer marks the change applied
+	}
+	if st := l.c.State(); st.Pending != nil || st.Confirmed.Hostname != "pbx-new" {
+		t.Fatalf("state after confirm: %+v", st)
+	}
+}
+
+// failingApplier fails every apply of a network named "pbx-broken".
+type failingApplier struct{ m *Manager }
+
+func (f failingApplier) ApplyNetwork(ctx context.Context, n netspec.Network, nics []string) error {
+	if n.Hostname == "pbx-broken" {
+		return errors.New("netlink says no")
+	}
+	return f.m.ApplyNetwork(ctx, n, nics)
+}
+
+func TestNetworkChangeDelayedApplyFails(t *testing.T) {
+	l := newCommitLabDelay(t, time.Minute, 100*time.Millisecond)
+	l.c.apply = failingApplier{l.m}
+	n := changed(t)
+	n.Hostname, n.VLANs = "pbx-broken", nil
+	if _, err := l.c.Set(n); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-l.reverted; !errors.Is(err, ErrApplyFailed) || !strings.Contains(err.Error(), "netlink says no") {
+		t.Fatalf("failed apply reported as %v", err)
+	}
+	if st := l.c.State(); st.Pending != nil {
+		t.Fatalf("failed change still pending: %+v", st.Pending)
+	}
+	if got := kernelAddrs(t, "eth0"); !slices.Equal(got, []string{"192.0.2.10/24"}) {
+		t.Fatalf("eth0 after a failed change: %v", got)
+	}
 }

@@ -113,6 +113,12 @@ type Manager struct {
 	cfgMu sync.Mutex
 	dhcp  map[string]func() // running DHCP loop per interface: cancels and joins it
 	vlans map[string]bool   // VLAN interfaces this manager created
+
+	// dnsMu serialises the resolver file and guards what it is made of:
+	// the configured servers, else those the DHCP leases hand out.
+	dnsMu     sync.Mutex
+	staticDNS []netip.Addr
+	leaseDNS  map[string][]netip.Addr // by interface
 }
 
 // New opens a netlink handle in the calling thread's network namespace.
@@ -129,7 +135,7 @@ func New(log *slog.Logger) (*Manager, error) {
 		return nil, fmt.Errorf("netconf: netlink: %w", err)
 	}
 	return &Manager{h: h, ns: ns, log: log, DHCPTimeout: 3 * time.Second, addrs: map[string][]netip.Prefix{}, wake: make(chan struct{}),
-		dhcp: map[string]func(){}, vlans: map[string]bool{}}, nil
+		dhcp: map[string]func(){}, vlans: map[string]bool{}, leaseDNS: map[string][]netip.Addr{}}, nil
 }
 
 // Close releases the netlink handle after the DHCP loops ended (cancel
@@ -276,7 +282,12 @@ type lease struct {
 	router   netip.Addr
 	duration time.Duration
 	renewAt  time.Duration // T1
+	dns      []netip.Addr  // at most maxLeaseDNS unicast servers
 }
+
+// maxLeaseDNS is how many of a lease's DNS servers are used (the resolver
+// reads three).
+const maxLeaseDNS = 3
 
 func leaseFrom(ack *dhcpv4.DHCPv4) (lease, error) {
 	ip, ok := netip.AddrFromSlice(ack.YourIPAddr.To4())
@@ -294,6 +305,17 @@ func leaseFrom(ack *dhcpv4.DHCPv4) (lease, error) {
 	if rs := ack.Router(); len(rs) > 0 {
 		if r, ok := netip.AddrFromSlice(rs[0].To4()); ok && l.addr.Masked().Contains(r) {
 			l.router = r
+		}
+	}
+	// DNS servers: unicast IPv4 only (a hostile server could point the box
+	// at loopback, where edgepbxd itself listens), at most maxLeaseDNS.
+	for _, d := range ack.DNS() {
+		a, ok := netip.AddrFromSlice(d.To4())
+		if !ok || !a.IsGlobalUnicast() || a.IsLinkLocalUnicast() || slices.Contains(l.dns, a) {
+			continue
+		}
+		if l.dns = append(l.dns, a); len(l.dns) == maxLeaseDNS {
+			break
 		}
 	}
 	l.duration = ack.IPAddressLeaseTime(time.Hour)
@@ -318,12 +340,18 @@ func (m *Manager) applyLease(link netlink.Link, l lease) error {
 		}
 	}
 	m.setAddrs(link.Attrs().Name, []netip.Prefix{l.addr})
+	if err := m.setLeaseDNS(link.Attrs().Name, l.dns); err != nil {
+		m.log.Warn("dhcp: DNS servers not written", "nic", link.Attrs().Name, "err", err)
+	}
 	return nil
 }
 
 func (m *Manager) dropLease(link netlink.Link, l lease) {
 	m.h.AddrDel(link, &netlink.Addr{IPNet: ipnet(l.addr)})
 	m.setAddrs(link.Attrs().Name, nil)
+	if err := m.setLeaseDNS(link.Attrs().Name, nil); err != nil {
+		m.log.Warn("dhcp: DNS servers not written", "nic", link.Attrs().Name, "err", err)
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

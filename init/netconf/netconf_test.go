@@ -2,15 +2,19 @@ package netconf
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/edgepbx/edgepbx/init/netconf/netspec"
 	"github.com/edgepbx/edgepbx/qemu/netnstest"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
@@ -174,6 +178,7 @@ func hasDefault(routes []netlink.Route, gw string) bool {
 type dhcpServer struct {
 	lease    time.Duration
 	requests atomic.Int64
+	dns      []net.IP // DNS servers option; nil: none
 }
 
 func (s *dhcpServer) handle(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
@@ -197,6 +202,9 @@ func (s *dhcpServer) handle(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4
 		dhcpv4.WithLeaseTime(uint32(s.lease/time.Second)),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(srvIP)),
 	)
+	if err == nil && s.dns != nil {
+		resp.UpdateOption(dhcpv4.OptDNS(s.dns...))
+	}
 	if err != nil {
 		return
 	}
@@ -256,5 +264,121 @@ func TestDHCPLeaseAndRenewal(t *testing.T) {
 	}
 	if a := m.Addresses(); len(a) != 1 || a[0].String() != "10.99.0.10/24" {
 		t.Fatalf("after renewal: %v", a)
+	}
+}
+
+// TestLeaseDNS: a lease's DNS servers are used only when they are unicast
+// IPv4 addresses (not loopback, where edgepbxd listens, nor multicast,
+// link-local or unspecified), without repeats, three at most.
+func TestLeaseDNS(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		dns  []net.IP
+		want string
+	}{
+		{"none", nil, "[]"},
+		{"two", []net.IP{net.IPv4(10, 99, 0, 53), net.IPv4(192, 0, 2, 53)}, "[10.99.0.53 192.0.2.53]"},
+		{"hostile", []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(0, 0, 0, 0), net.IPv4(224, 0, 0, 251), net.IPv4(169, 254, 1, 1),
+			net.IPv4(255, 255, 255, 255), net.IPv4(10, 99, 0, 53)}, "[10.99.0.53]"},
+		{"repeats and too many", []net.IP{net.IPv4(10, 0, 0, 1), net.IPv4(10, 0, 0, 1), net.IPv4(10, 0, 0, 2), net.IPv4(10, 0, 0, 3), net.IPv4(10, 0, 0, 4)},
+			"[10.0.0.1 10.0.0.2 10.0.0.3]"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ack, err := dhcpv4.New(dhcpv4.WithYourIP(net.IPv4(10, 99, 0, 10)), dhcpv4.WithNetmask(net.CIDRMask(24, 32)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.dns != nil {
+				ack.UpdateOption(dhcpv4.OptDNS(tt.dns...))
+			}
+			// Through the wire format, as a server's answer arrives.
+			ack, err = dhcpv4.FromBytes(ack.ToBytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			l, err := leaseFrom(ack)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprint(l.dns); got != tt.want {
+				t.Errorf("dns %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestDHCPDNSUnlessConfigured: with no DNS servers configured, the
+// resolver file lists those of the DHCP lease (at boot too); configured
+// servers replace them, and removing those brings the lease's back.
+func TestDHCPDNSUnlessConfigured(t *testing.T) {
+	srvNS := lab(t)
+	s := &dhcpServer{lease: time.Hour, dns: []net.IP{net.IPv4(10, 99, 0, 53), net.IPv4(127, 0, 0, 1)}}
+	var server *server4.Server
+	inNS(t, srvNS, func() {
+		peer, err := netlink.LinkByName("srv0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		netlink.AddrAdd(peer, &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(10, 99, 0, 1), Mask: net.CIDRMask(24, 32)}})
+		if err := netlink.LinkSetUp(peer); err != nil {
+			t.Fatal(err)
+		}
+		server, err = server4.NewServer("srv0", &net.UDPAddr{IP: net.IPv4zero, Port: dhcpv4.ServerPort}, s.handle)
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	go server.Serve()
+	defer server.Close()
+
+	m, err := New(logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.ResolvConf = filepath.Join(t.TempDir(), "resolv.conf")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); m.Close() }()
+	if err := m.Up(ctx, []NIC{{Name: "eth0", Mode: ModeDHCP}}); err != nil {
+		t.Fatal(err)
+	}
+	servers := func() string {
+		b, _ := os.ReadFile(m.ResolvConf)
+		var out []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if a, ok := strings.CutPrefix(l, "nameserver "); ok {
+				out = append(out, a)
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	waitFor := func(want string) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); servers() != want; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("resolv.conf lists %q, want %q", servers(), want)
+			}
+		}
+	}
+	waitFor("10.99.0.53")
+	dhcp := netspec.Network{Hostname: "box", Interfaces: []netspec.Interface{{Name: "eth0", Mode: netspec.ModeDHCP}}}
+	static := dhcp
+	static.DNS = []netip.Addr{netip.MustParseAddr("192.0.2.53")}
+	if err := m.ApplyNetwork(ctx, static, []string{"eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := servers(); got != "192.0.2.53" {
+		t.Fatalf("configured DNS: resolv.conf lists %q", got)
+	}
+	if err := m.ApplyNetwork(ctx, dhcp, []string{"eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("10.99.0.53")
+	// A static address on the interface: its lease, and its DNS, are gone.
+	if err := m.ApplyNetwork(ctx, netspec.Network{Hostname: "box", Interfaces: []netspec.Interface{{Name: "eth0", Mode: netspec.ModeStatic,
+		Addresses: []netip.Prefix{netip.MustParsePrefix("10.99.0.20/24")}}}}, []string{"eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := servers(); got != "" {
+		t.Fatalf("static, no DNS configured: resolv.conf lists %q", got)
 	}
 }

@@ -134,8 +134,8 @@ func (a *boxAdmin) network(t *testing.T) netState {
 	return st
 }
 
-// setStatic asks for a static address. The answer may not arrive: the
-// connection it would go back on belongs to the address just removed.
+// setStatic asks for a static address. The answer must arrive on the old
+// address: PID 1 applies the change only after it has answered.
 func (a *boxAdmin) setStatic(t *testing.T, addr string, vlan bool) {
 	t.Helper()
 	body := map[string]any{"hostname": "pbx-static", "interfaces": []map[string]any{{
@@ -154,8 +154,7 @@ func (a *boxAdmin) setStatic(t *testing.T, addr string, vlan bool) {
 	c.Timeout = 5 * time.Second
 	resp, err := c.Do(req)
 	if err != nil {
-		t.Logf("PUT network to %s: no answer on the old address (expected): %v", addr, err)
-		return
+		t.Fatalf("PUT network to %s: no answer on the old address: %v", addr, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {

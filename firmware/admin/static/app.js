@@ -61,11 +61,123 @@
     }
     return fetch(el.dataset.api, opts).then(function (res) {
       return res.json().catch(function () { return {}; }).then(function (data) {
-        if (!res.ok) throw new Error(data.detail || data.title || ("error " + res.status));
+        if (!res.ok) {
+          var msg = data.detail || data.title || ("error " + res.status);
+          var err = new Error(msg.charAt(0).toUpperCase() + msg.slice(1)); // the API keeps the case it was given
+
+          err.field = data.field || "";
+          throw err;
+        }
         return data;
       });
     });
   }
+  // fieldFor finds the control a problem+json "field" (a JSON pointer such
+  // as /zones/0/prefixes/1 or /interfaces/0/gateway4) is about: by the
+  // whole path, its named parts, its first or its last part.
+  function fieldFor(form, ptr) {
+    if (!form || !form.elements || !ptr) return null;
+    var segs = ptr.split("/").slice(1).map(function (s) { return s.replace(/~1/g, "/").replace(/~0/g, "~"); });
+    var named = segs.filter(function (s) { return !/^\d+$/.test(s); });
+    var idx = segs.filter(function (s) { return /^\d+$/.test(s); }).map(Number);
+    // The proof a data-reauth form sends comes from the page's "Confirm
+    // it's you" card, outside the form.
+    if (form.hasAttribute && form.hasAttribute("data-reauth") && (ptr === "/current_password" || ptr === "/current_code")) {
+      var re = document.getElementById(ptr === "/current_code" ? "reauth-code" : "reauth-password");
+      if (re) return re;
+    }
+    // The firewall editor sends one rule per service input that lists zones.
+    if (segs[0] === "rules" && idx.length) {
+      var rs = Array.prototype.filter.call(form.elements, function (el) { return el.name && el.name.indexOf("rule:") === 0 && words(el.value).length; });
+      if (rs[idx[0]]) return rs[idx[0]];
+    }
+    var tries = [segs.join("."), named.join("."), segs.join("/"), named[0], named[named.length - 1]];
+    for (var i = 0; i < tries.length; i++) {
+      if (!tries[i]) continue;
+      var el = form.elements[tries[i]];
+      if (el && el.length !== undefined && !el.tagName) el = el[idx[0] || 0] || el[0];
+      if (el && el.tagName) return el;
+    }
+    var last = named[named.length - 1];
+    if (last) {
+      var l = form.querySelectorAll('[name$=":' + last.replace(/"/g, "") + '"]');
+      if (l.length) return l[Math.min(idx[0] || 0, l.length - 1)];
+    }
+    return null;
+  }
+  function labelOf(el) {
+    var l = el.id && document.querySelector('label[for="' + el.id + '"]');
+    if (!l) l = el.closest("label");
+    if (l) return l.textContent.trim();
+    return el.getAttribute("aria-label") || el.name;
+  }
+  function clearErrors(form) {
+    if (!form || !form.querySelectorAll) return;
+    form.querySelectorAll("[data-field-error]").forEach(function (p) { p.remove(); });
+    form.querySelectorAll("[aria-invalid]").forEach(function (el) {
+      el.removeAttribute("aria-invalid");
+      var d = (el.getAttribute("aria-describedby") || "").split(" ").filter(function (x) { return x && x.indexOf("-err") < 0; }).join(" ");
+      if (d) el.setAttribute("aria-describedby", d); else el.removeAttribute("aria-describedby");
+    });
+  }
+  // showError puts a refusal next to the field it names (aria-describedby,
+  // aria-invalid, focus) and says on the form's result line which field.
+  function showError(form, e) {
+    var el = fieldFor(form, e.field);
+    if (!el) { say(form, e.message, true); return; }
+    if (!el.id) el.id = "f-" + Math.random().toString(36).slice(2);
+    var p = document.createElement("p");
+    p.className = "bad field-error";
+    p.id = el.id + "-err";
+    p.setAttribute("data-field-error", "");
+    p.textContent = e.message;
+    el.insertAdjacentElement("afterend", p);
+    el.setAttribute("aria-invalid", "true");
+    el.setAttribute("aria-describedby", ((el.getAttribute("aria-describedby") || "") + " " + p.id).trim());
+    el.focus();
+    say(form, "Not saved: check " + labelOf(el) + ". " + e.message, true);
+  }
+  // busy disables a form's buttons (or one button) while its request runs.
+  function busy(el, on) {
+    var bs = el.tagName === "BUTTON" ? [el] : Array.prototype.slice.call(el.querySelectorAll("button"));
+    bs.forEach(function (b) {
+      if (on) { b.dataset.wasDisabled = b.disabled ? "1" : ""; b.disabled = true; b.setAttribute("aria-busy", "true"); }
+      else { b.disabled = b.dataset.wasDisabled === "1"; b.removeAttribute("aria-busy"); }
+    });
+  }
+  // A save that reloads the page says so on the next one (sessionStorage,
+  // this tab only).
+  function flash(text) { try { sessionStorage.setItem("edgepbx-flash", text); } catch (e) { /* storage off: no message */ } }
+  (function () {
+    var t = null;
+    try { t = sessionStorage.getItem("edgepbx-flash"); sessionStorage.removeItem("edgepbx-flash"); } catch (e) { return; }
+    var main = document.getElementById("main");
+    if (!t || !main) return;
+    var p = document.createElement("p");
+    p.id = "flash";
+    p.className = "ok saved";
+    p.setAttribute("role", "status");
+    p.textContent = t;
+    main.insertBefore(p, main.firstChild);
+  })();
+  // Wide tables scroll inside their box: such a box must be reachable by
+  // keyboard to scroll it.
+  function scrollable() {
+    document.querySelectorAll(".scroll").forEach(function (d) {
+      if (d.scrollWidth > d.clientWidth + 1) {
+        d.tabIndex = 0;
+        d.setAttribute("role", "region");
+        var c = d.querySelector("caption") || (d.closest("section") || d).querySelector("h2");
+        d.setAttribute("aria-label", c ? c.textContent.trim() : "table");
+      } else if (d.getAttribute("role") === "region") {
+        d.removeAttribute("tabindex");
+        d.removeAttribute("role");
+        d.removeAttribute("aria-label");
+      }
+    });
+  }
+  scrollable();
+  window.addEventListener("resize", scrollable);
   function after(el, data) {
     if (data.status === "totp_required") {
       var t = document.getElementById("totp");
@@ -137,8 +249,11 @@
       say(el, "export downloaded", false);
       return;
     }
+    if (el.hasAttribute && el.hasAttribute("data-network") && data.status === "pending" && movedFrom(el, data)) return;
     if (data.restriction) { window.location = "/account"; return; }
-    if (el.dataset.next) { window.location = el.dataset.next; return; }
+    var saved = (el.dataset.method === "PUT" || el.dataset.method === "POST") && el.tagName === "FORM" && !/^\/api\/v1\/(login|claim|logout)/.test(el.dataset.api || "");
+    if (el.dataset.next) { if (saved) flash("Saved."); window.location = el.dataset.next; return; }
+    if (saved && !data.status && data.ok === undefined) { say(el, "Saved.", false); return; }
     say(el, data.status || (data.ok === false ? "FAILED: " + data.error : data.ok ? "chain verified, " + data.entries + " entries" : "done"), data.ok === false);
   }
   // policyJSON turns the firewall editor into a netfw.Access object.
@@ -158,6 +273,26 @@
     out.allowlist = words(form.elements.allowlist.value);
     out.allow_admin_from_any = form.elements.allow_admin_from_any.checked;
     return out;
+  }
+  // movedFrom: the network change just accepted takes away the address this
+  // page was opened at (one of the box's, data-live); then, instead of
+  // reloading here, it says where to open the page to confirm.
+  function movedFrom(form, data) {
+    var here = location.hostname.replace(/^\[|\]$/g, ""), live = words(form.dataset.live || ""), next = [];
+    networkJSON(form).interfaces.forEach(function (i) { (i.addresses || []).forEach(function (a) { next.push(a.split("/")[0]); }); });
+    if (live.indexOf(here) < 0 || next.indexOf(here) >= 0) return false;
+    var r = form.querySelector("[data-result]");
+    r.textContent = "Accepted: the box leaves this address in a moment. " + (next.length ? "Open " : "Open this page at the box's new address (see its console)");
+    next.forEach(function (a, i) {
+      var l = document.createElement("a");
+      l.href = "https://" + (a.indexOf(":") >= 0 ? "[" + a + "]" : a) + (location.port ? ":" + location.port : "") + "/system";
+      l.textContent = l.href;
+      if (i) r.append(" or ");
+      r.append(l);
+    });
+    r.append(" and confirm there within " + data.revert_in_seconds + " s, or the previous network comes back by itself.");
+    r.className = "ok";
+    return true;
   }
   // networkJSON turns the System page's network form into a netspec.Network.
   function networkJSON(form) {
@@ -262,10 +397,13 @@
     // A new address takes effect before the answer, which then cannot
     // come back on this connection: say where to confirm first.
     if (f.hasAttribute("data-network")) say(f, "Applying. If the box's address changes, open this page at the new address and confirm there within 120 s.", false);
+    clearErrors(f);
+    busy(f, true);
     (function send() {
-      call(f, body).then(function (d) { after(f, d); }, function (e) {
+      call(f, body).then(function (d) { busy(f, false); after(f, d); }, function (e) {
         if (tries-- > 0 && /on a new connection/.test(e.message)) { setTimeout(send, 250); return; }
-        say(f, e.message, true);
+        busy(f, false);
+        showError(f, e);
       });
     })();
   });
@@ -279,6 +417,9 @@
     var b = ev.target.closest("button[data-api]");
     if (!b) return;
     if (b.dataset.confirm && !window.confirm(b.dataset.confirm)) return;
-    call(b, withReauth(b)).then(function (d) { after(b, d); }, function (e) { say(b.parentNode, e.message, true); });
+    busy(b, true);
+    call(b, withReauth(b)).then(function (d) { busy(b, false); after(b, d); }, function (e) { busy(b, false); say(b.parentNode, e.message, true); });
   });
+  // For the pages' own scripts (sipsettings.js): refusals next to their field.
+  window.edgepbxForms = { showError: showError, clearErrors: clearErrors };
 })();

@@ -57,13 +57,18 @@
   form.addEventListener("submit", function (ev) {
     ev.preventDefault();
     var m = document.querySelector('meta[name="csrf-token"]');
+    if (window.edgepbxForms) window.edgepbxForms.clearErrors(form);
     fetch(form.dataset.sipApi, {
       method: "PUT", credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRF-Token": m ? m.getAttribute("content") : "" },
       body: JSON.stringify(body())
     }).then(function (res) {
       return res.json().catch(function () { return {}; }).then(function (data) {
-        if (!res.ok) throw new Error(data.detail || data.title || ("error " + res.status));
+        if (!res.ok) {
+          var msg = data.detail || data.title || ("error " + res.status), err = new Error(msg.charAt(0).toUpperCase() + msg.slice(1));
+          err.field = data.field || "";
+          throw err;
+        }
         return data;
       });
     }).then(function (v) {
@@ -71,6 +76,9 @@
       if (v.live && v.restart_fields && v.restart_fields.length) note += " except " + v.restart_fields.join(", ") + " (after a restart)";
       say(note + ".", false);
       el("version").value = String(v.settings.version); // the next save edits this version
-    }, function (e) { say(e.message, true); });
+    }, function (e) {
+      var f = window.edgepbxForms;
+      if (f && e.field) f.showError(form, e); else say(e.message, true);
+    });
   });
 })();
