@@ -147,8 +147,9 @@ func TestBrowserConnectPhoneLive(t *testing.T) {
 
 	// The dashboard follows the registrar without a reload.
 	b.Open(base+"/", "/")
-	regLine := `[...document.querySelectorAll("dl.status dt")].find(d => d.textContent === "SIP registrations").nextElementSibling.textContent`
+	regLine := `[...document.querySelectorAll("#status li .name")].find(n => n.textContent === "SIP registrations").parentNode.querySelector(".value").textContent`
 	b.WaitFor(regLine + ` === "1 of 2 extensions"`)
+	b.WaitFor(`document.querySelector("#status li[data-level=ok] .name") !== null && [...document.querySelectorAll("#status li .name")].find(n => n.textContent === "SIP registrations").parentNode.dataset.level === "ok"`)
 	bp := phone("1002", pw2)
 	bp.WaitRegistered(ctx, t, 1)
 	b.WaitFor(regLine + ` === "2 of 2 extensions"`)

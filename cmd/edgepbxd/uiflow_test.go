@@ -83,7 +83,7 @@ func TestBrowserAdminFlows(t *testing.T) {
 	b.Open(base+"/users", "/claim")
 	claim := `form[data-api="/api/v1/claim"]`
 	b.Fill(map[string]string{"#setup_code": "ZZZZ-ZZZZ-ZZZZ", "#username": testAdmin, "#password": testAdminPW})
-	if msg := b.Result(submitted(b, claim)); !strings.Contains(msg, "setup code") {
+	if msg := b.Result(submitted(b, claim)); !strings.Contains(strings.ToLower(msg), "setup code") {
 		t.Fatalf("wrong setup code answered %q", msg)
 	}
 	b.Fill(map[string]string{"#setup_code": code})
@@ -126,7 +126,7 @@ func TestBrowserAdminFlows(t *testing.T) {
 	}
 	// Without "confirm it's you" the form is refused and names the fields.
 	b.Fill(map[string]string{"#nu": "op1", "#nr": "operator", "#np": testAdminPW + "-op"})
-	if msg := b.Result(submitted(b, `form[data-api="/api/v1/accounts"]`)); !strings.Contains(msg, "current_password") {
+	if msg := b.Result(submitted(b, `form[data-api="/api/v1/accounts"]`)); !strings.Contains(strings.ToLower(msg), "current password") {
 		t.Fatalf("account creation without re-authentication answered %q", msg)
 	}
 	b.Fill(map[string]string{"#reauth-password": testAdminPW})
@@ -182,7 +182,7 @@ func TestBrowserAdminFlows(t *testing.T) {
 	b.Open(base+"/certificates", "/certificates")
 	before := b.Str(`document.querySelector("code.fp").textContent`)
 	b.Fill(map[string]string{"#chain_pem": chain, "#key_pem": key})
-	if msg := b.Result(submitted(b, "#cert-upload")); !strings.Contains(msg, "the private key does not match the certificate") {
+	if msg := b.Result(submitted(b, "#cert-upload")); !strings.Contains(strings.ToLower(msg), "the private key does not match the certificate") {
 		t.Fatalf("bad certificate answered %q", msg)
 	}
 	if cls := b.Str(`document.querySelector("#cert-upload [data-result]").className`); cls != "bad" {
@@ -214,7 +214,7 @@ func TestBrowserAdminFlows(t *testing.T) {
 	// for it now): the password with a wrong code is refused.
 	b.Open(base+"/account", "/account")
 	b.Fill(map[string]string{"#totp-pw": testAdminPW, "#totp-cur": "000000"})
-	if msg := b.Result(submitted(b, "#totp-begin")); !strings.Contains(msg, "second-factor code is wrong") {
+	if msg := b.Result(submitted(b, "#totp-begin")); !strings.Contains(strings.ToLower(msg), "second-factor code is wrong") {
 		t.Fatalf("replacing the authenticator with a wrong current code answered %q", msg)
 	}
 
@@ -243,11 +243,11 @@ func TestBrowserAdminFlows(t *testing.T) {
 	logout()
 	b.Eval(`document.querySelector("details").open = true`, nil)
 	b.Fill(map[string]string{"#rec-code": "ZZZZ-ZZZZ-ZZZZ", "#rec-user": "op1"})
-	if msg := b.Result(submitted(b, "#recover")); !strings.Contains(msg, "wrong setup code") {
+	if msg := b.Result(submitted(b, "#recover")); !strings.Contains(strings.ToLower(msg), "wrong setup code") {
 		t.Fatalf("recovery with a wrong code answered %q", msg)
 	}
 	b.Fill(map[string]string{"#rec-code": code})
-	if msg := b.Result(submitted(b, "#recover")); !strings.Contains(msg, "lockout cleared") {
+	if msg := b.Result(submitted(b, "#recover")); !strings.Contains(strings.ToLower(msg), "lockout cleared") {
 		t.Fatalf("recovery answered %q", msg)
 	}
 

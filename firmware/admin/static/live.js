@@ -199,16 +199,26 @@
     poll(updateRegs);
   }
 
-  // Dashboard: the registrations line follows the registrar.
-  var dashReg = Array.prototype.filter.call(document.querySelectorAll("dl.status dt"), function (dt) {
-    return dt.textContent === "SIP registrations";
+  // Dashboard: the registrations line (value and level) follows the registrar.
+  var dashReg = Array.prototype.filter.call(document.querySelectorAll("#status li .name"), function (n) {
+    return n.textContent === "SIP registrations";
   })[0];
-  if (dashReg && dashReg.nextElementSibling) {
+  if (dashReg) {
+    var regItem = dashReg.parentNode;
     poll(function () {
       return api("GET", "/api/v1/registrations").then(function (d) {
         var users = {};
         d.registrations.forEach(function (r) { users[r.user] = true; });
-        dashReg.nextElementSibling.textContent = Object.keys(users).length + " of " + d.extensions.length + " extensions";
+        var n = Object.keys(users).length;
+        regItem.querySelector(".value").textContent = n + " of " + d.extensions.length + " extensions";
+        if (n > 0) {
+          regItem.className = "item ok";
+          regItem.dataset.level = "ok";
+          var lvl = regItem.querySelector(".lvl");
+          if (lvl) { lvl.className = "lvl ok"; lvl.textContent = "ok"; }
+          var why = regItem.querySelector(".why");
+          if (why) why.remove();
+        }
       });
     });
   }
