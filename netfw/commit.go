@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgepbx/edgepbx/init/atomicfile"
 	"github.com/edgepbx/edgepbx/init/strictjson"
 )
 
@@ -276,7 +277,7 @@ func writePolicyFile(path string, a Access) error {
 	if err != nil {
 		return fmt.Errorf("encode policy: %w", err)
 	}
-	return writeAtomic(path, data)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 func readPolicyFile(path string) (Access, error) {

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgepbx/edgepbx/init/atomicfile"
 	"github.com/edgepbx/edgepbx/init/netconf/netspec"
 	"github.com/edgepbx/edgepbx/init/strictjson"
 )
@@ -241,7 +242,7 @@ func writeNetworkFile(path string, n netspec.Network) error {
 	if err != nil {
 		return fmt.Errorf("encode network: %w", err)
 	}
-	return WriteAtomic(path, data, 0o600)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 func readNetworkFile(path string) (netspec.Network, error) {
