@@ -2,8 +2,6 @@ package netconf
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/init/atomicfile"
 	"github.com/edgepbx/edgepbx/init/netconf/netspec"
+	"github.com/edgepbx/edgepbx/init/pending"
 	"github.com/edgepbx/edgepbx/init/strictjson"
 )
 
@@ -52,12 +51,11 @@ type Committer struct {
 	live     func() []netip.Prefix
 	nics     []string
 	log      *slog.Logger
+	gate     *pending.Gate // the pending change's id, deadline and revert timer
 	after    time.Duration
 	path     string
 	confirm  netspec.Network
 	pending  *netspec.Pending
-	stop     func() bool
-	closed   bool
 	onRevert func(netspec.Pending, error)
 }
 
@@ -72,7 +70,9 @@ type CommitterConfig struct {
 	Default netspec.Network
 	// RevertAfter defaults to DefaultRevertAfter.
 	RevertAfter time.Duration
-	Log         *slog.Logger
+	// Timer defaults to the wall clock (tests inject a manual one).
+	Timer pending.Timer
+	Log   *slog.Logger
 	// OnRevert is called (outside the lock) after a change was reverted.
 	OnRevert func(netspec.Pending, error)
 }
@@ -80,7 +80,7 @@ type CommitterConfig struct {
 // NewCommitter manages a network already running cfg.Default.
 func NewCommitter(ctx context.Context, cfg CommitterConfig) *Committer {
 	c := &Committer{ctx: ctx, apply: cfg.Apply, live: cfg.Live, nics: slices.Clone(cfg.NICs), log: cfg.Log,
-		after: cfg.RevertAfter, confirm: cfg.Default, onRevert: cfg.OnRevert}
+		after: cfg.RevertAfter, confirm: cfg.Default, onRevert: cfg.OnRevert, gate: pending.New(cfg.Timer)}
 	if c.after <= 0 {
 		c.after = DefaultRevertAfter
 	}
@@ -100,7 +100,7 @@ func (c *Committer) State() netspec.State {
 	st := netspec.State{Confirmed: c.confirm, NICs: slices.Clone(c.nics), Live: c.live(), RevertAfter: c.after}
 	if c.pending != nil {
 		p := *c.pending
-		p.Remaining = max(0, time.Until(p.Deadline))
+		_, _, p.Remaining, _ = c.gate.Pending()
 		st.Pending = &p
 	}
 	return st
@@ -112,7 +112,7 @@ func (c *Committer) State() netspec.State {
 func (c *Committer) Set(n netspec.Network) (netspec.Pending, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	if c.gate.Closed() {
 		return netspec.Pending{}, ErrClosed
 	}
 	if err := n.Validate(c.nics); err != nil {
@@ -128,21 +128,14 @@ func (c *Committer) Set(n netspec.Network) (netspec.Pending, error) {
 		}
 		return netspec.Pending{}, fmt.Errorf("netconf: apply: %w", err)
 	}
-	if c.stop != nil {
-		c.stop()
+	id, deadline, err := c.gate.Arm(c.after, c.expire)
+	if err != nil {
+		return netspec.Pending{}, ErrClosed
 	}
-	id := newID()
-	p := &netspec.Pending{ID: id, Network: n, Deadline: time.Now().Add(c.after), Remaining: c.after}
+	p := &netspec.Pending{ID: id, Network: n, Deadline: deadline, Remaining: c.after}
 	c.pending = p
-	c.stop = time.AfterFunc(c.after, func() { c.expire(id) }).Stop
 	c.log.Warn("netconf: network change pending confirmation", "id", id, "deadline", p.Deadline)
 	return *p, nil
-}
-
-func newID() string {
-	b := make([]byte, 16)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // Confirm makes the pending change with this id permanent: written to the
@@ -151,33 +144,36 @@ func newID() string {
 func (c *Committer) Confirm(id string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.pending == nil {
-		return ErrNoPending
-	}
-	if id != c.pending.ID {
-		return ErrPendingID
-	}
-	if c.path != "" {
+	err := c.gate.Confirm(id, func() error {
+		if c.path == "" {
+			return nil
+		}
 		if err := writeNetworkFile(c.path, c.pending.Network); err != nil {
 			return fmt.Errorf("netconf: confirm: %w", err)
 		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, pending.ErrNone):
+		return ErrNoPending
+	case errors.Is(err, pending.ErrID):
+		return ErrPendingID
+	case err != nil:
+		return err
 	}
-	if c.stop != nil {
-		c.stop()
-	}
-	c.confirm, c.pending, c.stop = c.pending.Network, nil, nil
+	c.confirm, c.pending = c.pending.Network, nil
 	c.log.Info("netconf: network change confirmed", "id", id, "persisted", c.path != "")
 	return nil
 }
 
 func (c *Committer) expire(id string) {
 	c.mu.Lock()
-	if c.pending == nil || c.pending.ID != id {
+	if !c.gate.Expire(id) {
 		c.mu.Unlock()
 		return
 	}
 	p := *c.pending
-	c.pending, c.stop = nil, nil
+	c.pending = nil
 	err := c.apply.ApplyNetwork(c.ctx, c.confirm, c.nics)
 	hook := c.onRevert
 	c.mu.Unlock()
@@ -191,10 +187,7 @@ func (c *Committer) expire(id string) {
 func (c *Committer) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.stop != nil {
-		c.stop()
-	}
-	c.closed = true
+	c.gate.Close()
 }
 
 // Restore adopts the network file at path once /data is mounted: missing
