@@ -38,7 +38,11 @@ func (r *trialRig) config() TrialConfig {
 		Healthy:    func() (bool, string) { return r.healthy.Load(), r.why.Load().(string) },
 		HealthyFor: 5 * time.Minute, Deadline: 15 * time.Minute, Interval: 5 * time.Second,
 		Timer: r.tm, Reboot: func() { r.reboots.Add(1) }, Audit: r.audit,
-		Say: func(f string, a ...any) { r.sayMu.Lock(); r.said = append(r.said, fmt.Sprintf(f, a...)); r.sayMu.Unlock() }}
+		Say: func(f string, a ...any) {
+			r.sayMu.Lock()
+			r.said = append(r.said, fmt.Sprintf(f, a...))
+			r.sayMu.Unlock()
+		}}
 }
 
 func (r *trialRig) saidContains(s string) bool {
