@@ -73,7 +73,11 @@ const (
 	TypeConfirmNetwork Type = 15
 	TypeGetTime        Type = 16
 	TypeSetTime        Type = 17
-	TypeReply          Type = 0x80
+	// Firmware updates (init/update): InstallUpdate turns its connection
+	// into a bundle stream (see update.go).
+	TypeInstallUpdate Type = 18
+	TypeUpdateStatus  Type = 19
+	TypeReply         Type = 0x80
 )
 
 var typeNames = map[Type]string{
@@ -82,6 +86,7 @@ var typeNames = map[Type]string{
 	TypeUnban: "Unban", TypeListBans: "ListBans", TypeCounters: "Counters", TypeGetPolicy: "GetPolicy",
 	TypeSetPolicy: "SetPolicy", TypeConfirmPolicy: "ConfirmPolicy", TypeGetNetwork: "GetNetwork",
 	TypeSetNetwork: "SetNetwork", TypeConfirmNetwork: "ConfirmNetwork", TypeGetTime: "GetTime", TypeSetTime: "SetTime",
+	TypeInstallUpdate: "InstallUpdate", TypeUpdateStatus: "UpdateStatus",
 	TypeReply: "Reply",
 }
 

@@ -29,10 +29,12 @@ type Health struct {
 // Reply is the payload of every Reply frame. A refusal of one field of the
 // request names it in Field (its JSON path, e.g. "prefix").
 type Reply struct {
-	OK    bool            `json:"ok"`
-	Error string          `json:"error,omitempty"`
-	Field string          `json:"field,omitempty"`
-	Data  json.RawMessage `json:"data,omitempty"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	Field string `json:"field,omitempty"`
+	// Reason is a refused update's bundle.Reason (signature, key, …).
+	Reason string          `json:"reason,omitempty"`
+	Data   json.RawMessage `json:"data,omitempty"`
 }
 
 // UnbanRequest names the prefix to unban.

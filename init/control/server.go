@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/edgepbx/edgepbx/init/bundle"
 	"github.com/edgepbx/edgepbx/init/netconf/netspec"
 	"github.com/edgepbx/edgepbx/init/strictjson"
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
@@ -73,6 +74,7 @@ type Config struct {
 	Policy   Policy   // nil: policy requests get an error reply
 	Network  Network  // nil: network requests get an error reply
 	Clock    Clock    // nil: time requests get an error reply
+	Updater  Updater  // nil: update requests get an error reply
 	System   System
 	Log      *slog.Logger
 
@@ -209,7 +211,7 @@ func (s *Server) Serve(ctx context.Context) error {
 				s.mu.Unlock()
 				c.Close()
 			}()
-			s.serveConn(c)
+			s.serveConn(ctx, c)
 		}()
 	}
 }
@@ -241,7 +243,7 @@ func PeerCred(c *net.UnixConn) (*unix.Ucred, error) {
 	return cred, serr
 }
 
-func (s *Server) serveConn(c *net.UnixConn) {
+func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 	cred, err := PeerCred(c)
 	if err != nil || (cred.Uid != 0 && cred.Uid != s.cfg.UID) {
 		// No reply: a stranger learns nothing about the protocol.
@@ -271,6 +273,14 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		var r Reply
 		if !perConn.allow() || !s.global.allow() {
 			r = Reply{Error: "control: rate limited"}
+		} else if h.Type == TypeInstallUpdate {
+			// The rest of the connection is the bundle: reply and close.
+			r = s.serveInstall(ctx, c, payload)
+			if r.Error != "" {
+				log.Warn("control: update refused", "reason", r.Reason, "field", r.Field, "err", r.Error)
+			}
+			s.reply(c, r)
+			return
 		} else {
 			r = s.dispatch(h.Type, payload)
 		}
@@ -312,7 +322,10 @@ func fail(err error) Reply {
 	var fe *fwspec.FieldError
 	var ne *netspec.FieldError
 	var de *strictjson.Error
+	var be *bundle.Error
 	switch {
+	case errors.As(err, &be):
+		r.Field, r.Reason = be.Field, string(be.Reason)
 	case errors.As(err, &fe):
 		r.Field = fe.Field
 	case errors.As(err, &ne):
@@ -446,6 +459,15 @@ func (s *Server) dispatch(t Type, p []byte) Reply {
 		return s.dispatchPolicy(t, p)
 	case TypeGetNetwork, TypeSetNetwork, TypeConfirmNetwork, TypeGetTime, TypeSetTime:
 		return s.dispatchNetwork(t, p)
+	case TypeUpdateStatus:
+		var empty struct{}
+		if err := decodeStrict(p, &empty); err != nil {
+			return fail(err)
+		}
+		if s.cfg.Updater == nil {
+			return fail(errNoUpdater)
+		}
+		return ok(s.cfg.Updater.Status())
 	}
 	return fail(fmt.Errorf("control: unknown request type %d", uint8(t)))
 }
