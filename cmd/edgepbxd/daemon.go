@@ -174,7 +174,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		if d.ctrl, err = dialControl(cfg.controlPath); err != nil {
 			return nil, err
 		}
-		p = pid1{banner: controlBanner{d.ctrl}, firewall: d.ctrl, system: d.ctrl, network: d.ctrl, pinholes: d.ctrl}
+		p = pid1{banner: controlBanner{d.ctrl}, firewall: d.ctrl, system: d.ctrl, network: d.ctrl, pinholes: d.ctrl, updates: d.ctrl}
 	}
 	// The privacy settings come before the writers that anonymise with them.
 	if d.privacy, err = privacy.New(d.db, d.audit, clock); err != nil {
@@ -262,6 +262,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Phones:      ifSet[admin.Phones](d.prov),
 		Privacy:     d.privacy,
 		Connections: d.conns,
+		Updates:     p.updates,
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %w", errStayDown, err)
 	}
@@ -303,6 +304,7 @@ type pid1 struct {
 	system   admin.System
 	network  admin.Network
 	pinholes media.Pinholes
+	updates  admin.Updates
 }
 
 // ifSet is p as the interface I, or a nil I when p is nil: a nil pointer

@@ -103,6 +103,8 @@ type Deps struct {
 	// Connections is the connection log; nil: not available. Refused API
 	// tokens are recorded in it too.
 	Connections *connlog.Log
+	// Updates is PID 1's firmware installer; nil: the API answers 409.
+	Updates Updates
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -147,6 +149,7 @@ type Server struct {
 	phones    Phones
 	priv      *privacy.Registry
 	conlog    *connlog.Log
+	updates   Updates
 
 	conns connSeq // connection numbers for firewall confirmations
 
@@ -179,10 +182,12 @@ func NewServer(d Deps) (*Server, error) {
 		priv: d.Privacy, conlog: d.Connections}
 	s.acme = d.ACME
 	s.backups = d.Backups
+	s.updates = d.Updates
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))
 	}
 	s.routes = append(s.routeTable(), s.backupRoutes()...)
+	s.routes = append(s.routes, s.updateRoutes()...)
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.method+" "+rt.path, s.guard(rt))
 	}

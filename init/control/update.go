@@ -171,3 +171,9 @@ func (c *Client) UpdateStatus(ctx context.Context) (UpdateStatus, error) {
 	err := c.Do(ctx, TypeUpdateStatus, nil, &st)
 	return st, err
 }
+
+// InstallUpdate streams a bundle to PID 1 over a connection of its own
+// (see the function InstallUpdate).
+func (c *Client) InstallUpdate(ctx context.Context, r io.Reader, size int64) (UpdateResult, error) {
+	return InstallUpdate(ctx, c.path, r, size)
+}

@@ -1,0 +1,104 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/init/control"
+)
+
+// Updates is PID 1's firmware installer (the control client). edgepbxd
+// only forwards the upload: PID 1 verifies the bundle's signature, board,
+// version floor and hashes itself, and writes the inactive slot.
+type Updates interface {
+	InstallUpdate(ctx context.Context, r io.Reader, size int64) (control.UpdateResult, error)
+	UpdateStatus(ctx context.Context) (control.UpdateStatus, error)
+}
+
+func (s *Server) updateRoutes() []route {
+	return []route{
+		{method: "GET", path: "/api/v1/update", summary: "Running version, anti-rollback floor, the install under way (bytes written of total) and this boot's trial", perm: auth.PermSystemWrite, h: s.apiUpdateStatus},
+		{method: "POST", path: "/api/v1/update", summary: "Install a signed update bundle (raw body with Content-Length, streamed to PID 1 which verifies and writes the inactive slot); the next boot is a trial that commits when healthy", perm: auth.PermSystemWrite, h: s.apiUpdateInstall},
+	}
+}
+
+func (s *Server) needUpdates() error {
+	if s.updates == nil {
+		return fmt.Errorf("%w: updates are installed by PID 1, which this edgepbxd does not reach", errUnavailable)
+	}
+	return nil
+}
+
+func (s *Server) apiUpdateStatus(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.needUpdates(); err != nil {
+		return err
+	}
+	st, err := s.updates.UpdateStatus(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+// updateProblem is a refused update: problem+json naming what is wrong
+// (reason: signature, key, version-floor, board, hash, size, space, busy)
+// and the manifest field.
+type updateProblem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail"`
+	Reason string `json:"reason,omitempty"`
+	Field  string `json:"field,omitempty"`
+}
+
+func (s *Server) apiUpdateInstall(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.needUpdates(); err != nil {
+		return err
+	}
+	// PID 1 is told the size first: it bounds what it reads and knows a
+	// stream that stops short.
+	if r.ContentLength <= 0 {
+		problem(w, http.StatusLengthRequired, "length required", "send the bundle as the raw body with a Content-Length")
+		return nil
+	}
+	if r.ContentLength > control.MaxUpdateSize {
+		problem(w, http.StatusRequestEntityTooLarge, "too large", fmt.Sprintf("a bundle is at most %d bytes", control.MaxUpdateSize))
+		return nil
+	}
+	ev := audit.Event{Actor: p.Actor(), Source: src(r), Action: "update.install", Target: fmt.Sprintf("%d bytes", r.ContentLength)}
+	res, err := s.updates.InstallUpdate(r.Context(), http.MaxBytesReader(w, r.Body, r.ContentLength), r.ContentLength)
+	if err != nil {
+		ev.Outcome, ev.Detail = audit.Denied, err.Error()
+		_ = s.audit.Record(ev)
+		var re *control.RemoteError
+		if !errors.As(err, &re) {
+			return err
+		}
+		status, title := http.StatusUnprocessableEntity, "update refused"
+		if re.Reason == "busy" {
+			status, title = http.StatusConflict, "update in progress"
+		}
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(updateProblem{Type: "about:blank", Title: title, Status: status, Detail: re.Message,
+			Reason: re.Reason, Field: re.Field})
+		return nil
+	}
+	ev.Outcome = audit.OK
+	ev.Detail = fmt.Sprintf("version %s (%d) written to slot %s; the next boot is a trial", res.Version, res.VersionNumber, res.Slot)
+	if res.Downgrade {
+		ev.Detail += "; DOWNGRADE below the version floor, signed by an emergency key"
+	}
+	_ = s.audit.Record(ev)
+	writeJSON(w, http.StatusOK, map[string]any{"result": res,
+		"status": fmt.Sprintf("installed %s in slot %s: reboot to try it; it commits after the box stays healthy, else the box returns to the running version", res.Version, res.Slot)})
+	return nil
+}
