@@ -134,11 +134,10 @@ func InstallUpdate(ctx context.Context, path string, r io.Reader, size int64) (U
 	sent := make(chan error, 1)
 	go func() {
 		_, err := io.Copy(conn, io.LimitReader(r, size))
-		if err == nil {
-			// Half-close: PID 1 sees EOF at once if r was short.
-			if uc, ok := conn.(*net.UnixConn); ok {
-				uc.CloseWrite()
-			}
+		// Half-close, also when r failed: PID 1 sees a short stream at
+		// once (and leaves the slot invalid) instead of waiting for bytes.
+		if uc, ok := conn.(*net.UnixConn); ok {
+			uc.CloseWrite()
 		}
 		sent <- err
 	}()
