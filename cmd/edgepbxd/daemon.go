@@ -34,6 +34,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/firmware/telephony"
+	"github.com/edgepbx/edgepbx/firmware/update"
 	"github.com/edgepbx/edgepbx/init/control"
 )
 
@@ -42,6 +43,7 @@ import (
 // package-level state.
 type daemon struct {
 	cfg     config
+	updates *update.Service // pulled updates: policy, repository check
 	log     *slog.Logger
 	id      bootstrap
 	started time.Time
@@ -113,6 +115,9 @@ func (d *daemon) services() []service {
 	}
 	if d.prov != nil {
 		s = append(s, service{"provisioning", d.serveProvisioning})
+	}
+	if d.updates != nil && d.updates.Puller != nil {
+		s = append(s, service{"update", func(ctx context.Context) error { d.updates.Run(ctx); return nil }})
 	}
 	if d.ctrl != nil {
 		s = append(s, service{"health", func(ctx context.Context) error { return d.reportHealth(ctx, d.ctrl) }})
@@ -229,6 +234,9 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		return nil, err
 	}
 	d.newBackup()
+	if err := d.newUpdates(); err != nil {
+		return nil, err
+	}
 	if err := d.newProvision(p.banner); err != nil {
 		return nil, err
 	}
@@ -263,6 +271,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Privacy:     d.privacy,
 		Connections: d.conns,
 		Updates:     p.updates,
+		Pull:        d.updates,
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %w", errStayDown, err)
 	}

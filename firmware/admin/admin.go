@@ -105,6 +105,9 @@ type Deps struct {
 	Connections *connlog.Log
 	// Updates is PID 1's firmware installer; nil: the API answers 409.
 	Updates Updates
+	// Pull is the pulled-update policy and repository check
+	// (*update.Service); nil: the API answers 409.
+	Pull UpdatePolicy
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -150,6 +153,7 @@ type Server struct {
 	priv      *privacy.Registry
 	conlog    *connlog.Log
 	updates   Updates
+	pull      UpdatePolicy
 
 	conns connSeq // connection numbers for firewall confirmations
 
@@ -183,6 +187,7 @@ func NewServer(d Deps) (*Server, error) {
 	s.acme = d.ACME
 	s.backups = d.Backups
 	s.updates = d.Updates
+	s.pull = d.Pull
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))
 	}

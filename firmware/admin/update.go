@@ -10,6 +10,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
+	fwupdate "github.com/edgepbx/edgepbx/firmware/update"
 	"github.com/edgepbx/edgepbx/init/control"
 )
 
@@ -21,8 +22,19 @@ type Updates interface {
 	UpdateStatus(ctx context.Context) (control.UpdateStatus, error)
 }
 
+// UpdatePolicy is the pulled-update service (*update.Service).
+type UpdatePolicy interface {
+	Policy() (fwupdate.Policy, error)
+	SetPolicy(p fwupdate.Policy, actor, source string) error
+	Last() fwupdate.Report
+	PullNow(ctx context.Context, actor, source string) (fwupdate.Report, error)
+}
+
 func (s *Server) updateRoutes() []route {
 	return []route{
+		{method: "GET", path: "/api/v1/update/policy", summary: "Update policy (off, notify, security-only, all), maintenance window and the last look at the vendor's repository", perm: auth.PermSystemWrite, h: s.apiUpdatePolicy},
+		{method: "PUT", path: "/api/v1/update/policy", summary: "Change the update policy and maintenance window", req: fwupdate.Policy{}, perm: auth.PermSystemWrite, h: s.apiUpdateSetPolicy},
+		{method: "POST", path: "/api/v1/update/pull", summary: "Look at the vendor's repository now and install the newest bundle for this board, whatever the policy and window", perm: auth.PermSystemWrite, h: s.apiUpdatePull},
 		{method: "GET", path: "/api/v1/update", summary: "Running version, anti-rollback floor, the install under way (bytes written of total) and this boot's trial", perm: auth.PermSystemWrite, h: s.apiUpdateStatus},
 		{method: "POST", path: "/api/v1/update", summary: "Install a signed update bundle (raw body with Content-Length, streamed to PID 1 which verifies and writes the inactive slot); the next boot is a trial that commits when healthy", perm: auth.PermSystemWrite, h: s.apiUpdateInstall},
 	}
@@ -100,5 +112,54 @@ func (s *Server) apiUpdateInstall(w http.ResponseWriter, r *http.Request, p auth
 	_ = s.audit.Record(ev)
 	writeJSON(w, http.StatusOK, map[string]any{"result": res,
 		"status": fmt.Sprintf("installed %s in slot %s: reboot to try it; it commits after the box stays healthy, else the box returns to the running version", res.Version, res.Slot)})
+	return nil
+}
+
+func (s *Server) needPull() error {
+	if s.pull == nil {
+		return fmt.Errorf("%w: pulled updates are not set up on this box", errUnavailable)
+	}
+	return nil
+}
+
+func (s *Server) apiUpdatePolicy(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.needPull(); err != nil {
+		return err
+	}
+	pol, err := s.pull.Policy()
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"policy": pol, "last": s.pull.Last()})
+	return nil
+}
+
+func (s *Server) apiUpdateSetPolicy(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.needPull(); err != nil {
+		return err
+	}
+	var pol fwupdate.Policy
+	if err := decodeJSON(r, &pol); err != nil {
+		return err
+	}
+	if err := s.pull.SetPolicy(pol, p.Actor(), src(r)); err != nil {
+		if errors.Is(err, fwupdate.ErrPolicy) {
+			return fmt.Errorf("%w: %v", errBadRequest, err)
+		}
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"policy": pol})
+	return nil
+}
+
+func (s *Server) apiUpdatePull(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := s.needPull(); err != nil {
+		return err
+	}
+	rep, err := s.pull.PullNow(r.Context(), p.Actor(), src(r))
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUnavailable, err)
+	}
+	writeJSON(w, http.StatusOK, rep)
 	return nil
 }

@@ -63,9 +63,10 @@ func (s *Service) Last() Report {
 	return s.Puller.Last()
 }
 
-// Banner is the vulnerable-version warning ("" when none).
+// Banner is the vulnerable-version warning ("" when none; also on a nil
+// Service).
 func (s *Service) Banner() string {
-	if s.Puller == nil {
+	if s == nil || s.Puller == nil {
 		return ""
 	}
 	return s.Puller.Banner()

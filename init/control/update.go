@@ -52,7 +52,9 @@ type UpdateStatus struct {
 	Total      int64  `json:"total"`
 	Board      string `json:"board"`
 	Version    string `json:"version"`
-	Floor      uint64 `json:"floor"`
+	// VersionNumber is the running image's (anti-rollback) number.
+	VersionNumber uint64 `json:"version_number"`
+	Floor         uint64 `json:"floor"`
 	// Trial is set during a trial boot; LastRollback says why the box
 	// last went back to the old slot.
 	Trial        *TrialStatus `json:"trial,omitempty"`

@@ -41,7 +41,7 @@ func (s *Service) Install(ctx context.Context, r io.Reader) (control.UpdateResul
 func (s *Service) Status() control.UpdateStatus {
 	w, total := s.In.Progress()
 	st := control.UpdateStatus{Installing: total > 0, Written: w, Total: total, Board: s.In.cfg.Running.Board,
-		Version: s.In.cfg.Running.Version, Floor: s.In.EffectiveFloor(), LastRollback: s.LastRollback}
+		Version: s.In.cfg.Running.Version, VersionNumber: s.In.cfg.Running.VersionNumber, Floor: s.In.EffectiveFloor(), LastRollback: s.LastRollback}
 	s.mu.Lock()
 	t := s.trial
 	s.mu.Unlock()
