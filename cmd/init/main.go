@@ -38,6 +38,7 @@ import (
 	"github.com/edgepbx/edgepbx/init/netconf/netspec"
 	"github.com/edgepbx/edgepbx/init/shutdown"
 	"github.com/edgepbx/edgepbx/init/supervise"
+	"github.com/edgepbx/edgepbx/init/update"
 	"github.com/edgepbx/edgepbx/netfw"
 )
 
@@ -88,6 +89,10 @@ type box struct {
 	ctl     *control.Server
 	health  healthState
 	buttons []string // power-button devices being watched (nil: not started)
+	// updates installs bundles (nil: no A/B slots); trialCfg starts this
+	// boot's trial once edgepbxd runs.
+	updates  *update.Service
+	trialCfg *update.TrialConfig
 }
 
 // healthState is written by the control socket's goroutines.
@@ -219,12 +224,14 @@ func (b *box) boot() error {
 	if err := b.startNetwork(); err != nil {
 		return err
 	}
+	b.updates = b.startUpdates()
 	if err := b.startControl(); err != nil {
 		return err
 	}
 	if err := b.startDaemon(); err != nil {
 		return err
 	}
+	b.startTrial()
 	return nil
 }
 
@@ -540,6 +547,7 @@ func (b *box) startControl() error {
 	srv, err := control.Listen(control.Config{
 		Path: controlPath, UID: daemonUID, GID: daemonGID,
 		Firewall: b.fw, Policy: b.policy, Network: b.netc, Clock: b.clock, System: (*system)(b), Log: b.log,
+		Updater: b.updater(),
 	})
 	if err != nil {
 		return haltf("control socket: %w", err)

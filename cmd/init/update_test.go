@@ -1,0 +1,84 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgepbx/edgepbx/init/bundle"
+	"github.com/edgepbx/edgepbx/init/control"
+	"github.com/edgepbx/edgepbx/init/update"
+	"github.com/edgepbx/edgepbx/netfw"
+)
+
+// TestUpdateTrust: PID 1 takes the release and the update keys from the
+// image; a missing or malformed one leaves updates off, with the reason.
+func TestUpdateTrust(t *testing.T) {
+	k, _ := bundle.GenerateKey(bundle.RoleRelease)
+	ring, _ := bundle.MarshalKeyring([]bundle.KeyringKey{k.Public()})
+	for _, tc := range []struct {
+		name, release string
+		keyring       []byte
+		err           string
+	}{
+		{"good", `{"board":"pc-x86_64","version":"1.2.0","version_number":120,"floor":110}`, ring, ""},
+		{"no keyring", `{"board":"pc-x86_64","version":"1.2.0","version_number":120,"floor":110}`, nil, "keyring"},
+		{"floor above version", `{"board":"pc-x86_64","version":"1.2.0","version_number":120,"floor":130}`, ring, "floor"},
+		{"unknown field", `{"board":"pc-x86_64","version":"1.2.0","version_number":120,"floor":1,"debug":true}`, ring, "release"},
+		{"no release", "", ring, "release file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			os.MkdirAll(filepath.Join(root, "etc/edgepbx"), 0o755)
+			if tc.release != "" {
+				os.WriteFile(filepath.Join(root, update.ReleasePath), []byte(tc.release), 0o644)
+			}
+			if tc.keyring != nil {
+				os.WriteFile(filepath.Join(root, bundle.KeyringPath), tc.keyring, 0o644)
+			}
+			rel, keys, err := updateTrust(root)
+			if tc.err == "" {
+				if err != nil || rel.VersionNumber != 120 || keys.Len() != 1 {
+					t.Fatalf("%+v %v", rel, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("want an error naming %q, got %v", tc.err, err)
+			}
+		})
+	}
+}
+
+// TestTrialHealthy: a trial counts as healthy only with the firewall
+// applied and a recent ready report from edgepbxd; the reason is kept
+// for the rollback message.
+func TestTrialHealthy(t *testing.T) {
+	b := &box{start: time.Now(), health: healthState{onChange: make(chan struct{}, 1)}}
+	if ok, why := b.trialHealthy(); ok || !strings.Contains(why, "firewall") {
+		t.Fatalf("no firewall: %v %q", ok, why)
+	}
+	b.fw = &netfw.Firewall{}
+	if ok, why := b.trialHealthy(); ok || !strings.Contains(why, "not reported") {
+		t.Fatalf("no report (the watchdog's boot grace does not count): %v %q", ok, why)
+	}
+	b.health.set(control.Health{Ready: false, Detail: "store: damaged"})
+	if ok, why := b.trialHealthy(); ok || !strings.Contains(why, "store: damaged") {
+		t.Fatalf("not ready: %v %q", ok, why)
+	}
+	b.health.set(control.Health{Ready: true})
+	if ok, _ := b.trialHealthy(); !ok {
+		t.Fatal("ready and recent is healthy")
+	}
+	b.health.mu.Lock()
+	b.health.at = time.Now().Add(-healthMaxAge)
+	b.health.mu.Unlock()
+	if ok, why := b.trialHealthy(); ok || !strings.Contains(why, "stopped") {
+		t.Fatalf("stale: %v %q", ok, why)
+	}
+	if b.updater() != nil {
+		t.Fatal("a box without updates must hand the control socket a nil Updater")
+	}
+}
