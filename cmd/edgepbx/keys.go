@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/edgepbx/edgepbx/image"
 	"github.com/edgepbx/edgepbx/init/bundle"
 )
 
@@ -240,4 +241,42 @@ func signBundle(src, dst string, k bundle.PrivateKey, m bundle.Manifest) (bundle
 		return m, fmt.Errorf("%s changed while signing: %w", src, err)
 	}
 	return m, nil
+}
+
+// updateFlags make `edgepbx build` produce an updatable image.
+type updateFlags struct {
+	keyring, repo, root string
+	number, floor       uint64
+}
+
+func (u *updateFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&u.keyring, "update-keys", "", "keyring of the update signing keys (`edgepbx keys`); makes the image updatable")
+	f.Uint64Var(&u.number, "version-number", 0, "the image's monotonic version number (with --update-keys)")
+	f.Uint64Var(&u.floor, "floor", 0, "anti-rollback floor the image enforces (0: --version-number)")
+	f.StringVar(&u.repo, "update-repo", "", "vendor update repository URL (https://…/, TUF metadata) the box pulls from")
+	f.StringVar(&u.root, "update-root", "", "the repository's trusted root.json (with --update-repo)")
+}
+
+func (u *updateFlags) options() ([]image.Option, error) {
+	if u.keyring == "" {
+		if u.number != 0 || u.repo != "" || u.root != "" {
+			return nil, errors.New("--version-number, --update-repo and --update-root need --update-keys")
+		}
+		return nil, nil
+	}
+	kr, err := os.ReadFile(u.keyring)
+	if err != nil {
+		return nil, err
+	}
+	t := image.UpdateTrust{VersionNumber: u.number, Floor: u.floor, Keyring: kr, RepoURL: u.repo}
+	if t.Floor == 0 {
+		t.Floor = u.number
+	}
+	if u.root != "" {
+		if t.TUFRoot, err = os.ReadFile(u.root); err != nil {
+			return nil, err
+		}
+	}
+	return []image.Option{image.WithUpdateTrust(t)}, nil
 }

@@ -583,6 +583,7 @@ func (b *box) startDaemon() error {
 		b.step("licence server", "url", lic[1])
 	}
 	args = append(args, lic...)
+	args = append(args, b.updateArgs()...)
 	err = b.sup.Start(supervise.Service{
 		Name: daemonName,
 		Path: daemonPath,

@@ -109,3 +109,12 @@ func (b *box) trialHealthy() (bool, string) {
 	}
 	return true, ""
 }
+
+// updateArgs are edgepbxd's flags for pulled updates: only when this box
+// installs updates and its image names a repository.
+func (b *box) updateArgs() []string {
+	if b.updates == nil || b.trialCfg == nil || b.trialCfg.Running.Repo == "" {
+		return nil
+	}
+	return []string{"--update-repo", b.trialCfg.Running.Repo, "--update-root", "/etc/edgepbx/update-root.json"}
+}

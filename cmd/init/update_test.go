@@ -82,3 +82,20 @@ func TestTrialHealthy(t *testing.T) {
 		t.Fatal("a box without updates must hand the control socket a nil Updater")
 	}
 }
+
+// TestUpdateArgs: edgepbxd pulls from the repository the image names,
+// and only when PID 1 can install what it pulls.
+func TestUpdateArgs(t *testing.T) {
+	b := &box{trialCfg: &update.TrialConfig{Running: update.Release{Repo: "https://updates.example/r/"}}}
+	if a := b.updateArgs(); a != nil {
+		t.Fatalf("without an installer: %q", a)
+	}
+	b.updates = &update.Service{}
+	if a := strings.Join(b.updateArgs(), " "); a != "--update-repo https://updates.example/r/ --update-root /etc/edgepbx/update-root.json" {
+		t.Fatalf("args %q", a)
+	}
+	b.trialCfg.Running.Repo = ""
+	if a := b.updateArgs(); a != nil {
+		t.Fatalf("no repository: %q", a)
+	}
+}

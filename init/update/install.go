@@ -68,6 +68,9 @@ type Release struct {
 	Version       string `json:"version"`
 	VersionNumber uint64 `json:"version_number"`
 	Floor         uint64 `json:"floor"`
+	// Repo is the vendor's update repository (https://…/, TUF metadata;
+	// its root at /etc/edgepbx/update-root.json); "" none.
+	Repo string `json:"repo,omitempty"`
 }
 
 // ReleasePath is where the image builder puts the release file.
@@ -84,6 +87,9 @@ func ParseRelease(b []byte) (Release, error) {
 	}
 	if r.Board == "" || r.VersionNumber == 0 || r.Floor > r.VersionNumber {
 		return r, errors.New("release file: board, version_number and floor <= version_number required")
+	}
+	if r.Repo != "" && (!strings.HasPrefix(r.Repo, "https://") || len(r.Repo) > 512) {
+		return r, errors.New("release file: repo must be an https:// URL")
 	}
 	return r, nil
 }
