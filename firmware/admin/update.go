@@ -163,3 +163,24 @@ func (s *Server) apiUpdatePull(w http.ResponseWriter, r *http.Request, p auth.Pr
 	writeJSON(w, http.StatusOK, rep)
 	return nil
 }
+
+// firmwareData adds the Firmware section's data to the System page's.
+func (s *Server) firmwareData(ctx context.Context, out map[string]any) {
+	if s.updates == nil && s.pull == nil {
+		return
+	}
+	d := map[string]any{"Modes": []fwupdate.Mode{fwupdate.ModeOff, fwupdate.ModeNotify, fwupdate.ModeSecurity, fwupdate.ModeAll}}
+	if s.updates == nil {
+		d["Error"] = "Updates are installed by the box's init (PID 1), which this edgepbxd does not reach."
+	} else if st, err := s.updates.UpdateStatus(ctx); err != nil {
+		d["Error"] = "The box's init did not answer: " + err.Error()
+	} else {
+		d["Status"] = st
+	}
+	if s.pull != nil {
+		if pol, err := s.pull.Policy(); err == nil {
+			d["Pull"] = map[string]any{"Policy": pol, "Last": s.pull.Last()}
+		}
+	}
+	out["Firmware"] = d
+}

@@ -34,4 +34,9 @@ func TestUpdatePolicyAPI(t *testing.T) {
 		t.Fatal("policy change not audited")
 	}
 	c.must(409, "POST", "/api/v1/update/pull", nil)
+	pg := c.must(200, "GET", "/system", nil)
+	if !strings.Contains(string(pg.body), `<option selected>all</option>`) || !strings.Contains(string(pg.body), `value="23:00"`) ||
+		!strings.Contains(string(pg.body), "does not reach") {
+		t.Fatalf("system page firmware section: %s", pg.body)
+	}
 }
