@@ -33,10 +33,20 @@ func (s *fwSlots) State() pid1update.BootState {
 func (s *fwSlots) Inactive() (pid1update.Slot, error) {
 	return pid1update.Slot{Name: "b", Path: filepath.Join(s.dir, "b.img"), Size: 4 << 20}, nil
 }
-func (s *fwSlots) MarkInvalid(string) error { s.mu.Lock(); defer s.mu.Unlock(); s.trial = ""; return nil }
-func (s *fwSlots) MarkTrial(n string) error { s.mu.Lock(); defer s.mu.Unlock(); s.trial = n; return nil }
-func (s *fwSlots) Commit() error            { return errors.New("not a trial boot") }
-func (s *fwSlots) Rollback(string) error    { return nil }
+func (s *fwSlots) MarkInvalid(string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.trial = ""
+	return nil
+}
+func (s *fwSlots) MarkTrial(n string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.trial = n
+	return nil
+}
+func (s *fwSlots) Commit() error         { return errors.New("not a trial boot") }
+func (s *fwSlots) Rollback(string) error { return nil }
 
 // TestBrowserFirmwareUpload installs a bundle from the System page in
 // Chromium under the real CSP: the upload streams to a real PID-1
