@@ -28,7 +28,9 @@ type rig struct {
 	in     *Installer
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig { return newRigSize(t, slotSize) }
+
+func newRigSize(t testing.TB, size int64) *rig {
 	t.Helper()
 	rel, _ := bundle.GenerateKey(bundle.RoleRelease)
 	emg, _ := bundle.GenerateKey(bundle.RoleEmergency)
@@ -40,7 +42,7 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{slots: newFileSlots(t, slotSize), rel: rel, emg: emg, keys: keys,
+	r := &rig{slots: newFileSlots(t, size), rel: rel, emg: emg, keys: keys,
 		floor: FileFloor{Path: filepath.Join(t.TempDir(), "floor")}}
 	r.in = NewInstaller(Config{Slots: r.slots, Keys: keys, Floor: r.floor,
 		Running: Release{Board: "pc-x86_64", Version: "1.1.0", VersionNumber: 110, Floor: 100},
@@ -71,7 +73,7 @@ func image(n int, seed byte) []byte {
 	return b
 }
 
-func makeBundle(t *testing.T, k bundle.PrivateKey, img []byte, edit func(*bundle.Manifest)) []byte {
+func makeBundle(t testing.TB, k bundle.PrivateKey, img []byte, edit func(*bundle.Manifest)) []byte {
 	t.Helper()
 	s256, s512, n, _ := bundle.HashImage(bytes.NewReader(img))
 	m := bundle.Manifest{Format: bundle.Format, Board: "pc-x86_64", Version: "1.2.0", VersionNumber: 120, Floor: 115,

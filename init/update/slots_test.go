@@ -26,7 +26,7 @@ type fileSlots struct {
 	calls     []string
 }
 
-func newFileSlots(t *testing.T, size int64) *fileSlots {
+func newFileSlots(t testing.TB, size int64) *fileSlots {
 	t.Helper()
 	s := &fileSlots{dir: t.TempDir(), size: size, order: []string{"a", "b"}, booted: "a", invalid: map[string]bool{}}
 	for _, n := range []string{"a", "b"} {
