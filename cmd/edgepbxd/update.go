@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -22,7 +23,7 @@ const DefaultUpdateRoot = "/etc/edgepbx/update-root.json"
 // case; the repository is checked only with --update-repo and PID 1 to
 // install (it says which board and version the box runs: it is the
 // authority on both). The repository is reached through the check-in's
-// proxy and CA settings.
+// proxy, and its CAs unless --update-ca names others.
 func (d *daemon) newUpdates() error {
 	d.updates = &update.Service{DB: d.db, Audit: d.audit, Log: d.log}
 	if d.cfg.updateRepo == "" {
@@ -44,8 +45,8 @@ func (d *daemon) newUpdates() error {
 	}
 	tr := &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12},
 		TLSHandshakeTimeout: 15 * time.Second, ResponseHeaderTimeout: 30 * time.Second}
-	if d.cfg.licenseCA != "" {
-		if tr.TLSClientConfig.RootCAs, err = loadCAFile(d.cfg.licenseCA); err != nil {
+	if ca := cmp.Or(d.cfg.updateCA, d.cfg.licenseCA); ca != "" {
+		if tr.TLSClientConfig.RootCAs, err = loadCAFile(ca); err != nil {
 			return err
 		}
 	}

@@ -317,7 +317,14 @@ func (p *Puller) Run(ctx context.Context, pol Policy) Report {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	r := Report{Checked: p.cfg.Now()}
-	defer func() { p.setLast(r) }()
+	defer func() {
+		p.setLast(r)
+		newest := ""
+		if r.Newest != nil {
+			newest = r.Newest.Version
+		}
+		p.cfg.Log.Info("update: checked", "action", r.Action, "newest", newest, "policy", string(pol.Mode))
+	}()
 	if pol.Mode == ModeOff {
 		r.Action, r.Detail = "off", "the update policy is off"
 		return r
