@@ -66,7 +66,8 @@ func (b *box) startUpdates() *update.Service {
 	}
 	b.trialCfg = &update.TrialConfig{Slots: sl, Floor: floor, Running: rel, Healthy: b.trialHealthy,
 		Reboot: func() { b.request(shutdown.Reboot) }, Say: b.say, Audit: audit, Log: b.log}
-	return &update.Service{In: update.NewInstaller(update.Config{Slots: sl, Keys: keys, Running: rel, Floor: floor, Audit: audit, Log: b.log})}
+	return &update.Service{In: update.NewInstaller(update.Config{Slots: sl, Keys: keys, Running: rel, Floor: floor, Audit: audit, Log: b.log}),
+		LastRollback: sl.State().LastRollback}
 }
 
 // updater is the control socket's Updater: a nil interface, not a nil

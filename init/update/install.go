@@ -42,6 +42,11 @@ type BootState struct {
 	// Trial: the boot layer booted a slot marked for a trial and not yet committed.
 	Trial     bool
 	TrialSlot string
+	// RolledBack: the boot layer itself found, at this boot, that a trial
+	// ended without a commit (init/slots clears it while taking over);
+	// LastRollback says why.
+	RolledBack   bool
+	LastRollback string
 }
 
 // Slots is the A/B boot layer (init/slots on a real box: UEFI BootNext,

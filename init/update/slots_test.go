@@ -14,16 +14,18 @@ import (
 // init/slots has (BootOrder, one-shot BootNext, a trial variable), until
 // that package is merged: boot() plays the firmware.
 type fileSlots struct {
-	mu        sync.Mutex
-	dir       string
-	size      int64
-	order     []string // BootOrder
-	next      string   // BootNext
-	trial     string   // EdgepbxTrial
-	booted    string
-	invalid   map[string]bool
-	rollbacks []string
-	calls     []string
+	mu     sync.Mutex
+	dir    string
+	size   int64
+	order  []string // BootOrder
+	next   string   // BootNext
+	trial  string   // EdgepbxTrial
+	booted string
+	// layerRolledBack plays init/slots, which ends a failed trial itself.
+	layerRolledBack string
+	invalid         map[string]bool
+	rollbacks       []string
+	calls           []string
 }
 
 func newFileSlots(t testing.TB, size int64) *fileSlots {
@@ -49,7 +51,8 @@ func (s *fileSlots) other(n string) string {
 func (s *fileSlots) State() BootState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return BootState{Booted: s.booted, Trial: s.trial != "", TrialSlot: s.trial}
+	return BootState{Booted: s.booted, Trial: s.trial != "", TrialSlot: s.trial,
+		RolledBack: s.layerRolledBack != "", LastRollback: s.layerRolledBack}
 }
 
 func (s *fileSlots) Inactive() (Slot, error) {

@@ -63,7 +63,8 @@ type Trial struct {
 }
 
 // Boot decides, once per boot, what the slot state means:
-//   - no trial: nothing to do (nil, nil);
+//   - no trial: nothing to do (nil, nil), after saying so if the boot
+//     layer found and ended a failed trial itself (RolledBack);
 //   - a trial slot marked but another slot booted: the trial boot failed
 //     (kernel panic, watchdog reset, hang, power loss) and the firmware
 //     came back here; it is rolled back and said so (nil, nil);
@@ -85,6 +86,15 @@ func Boot(ctx context.Context, cfg TrialConfig) (*Trial, error) {
 		cfg.Say = func(string, ...any) {}
 	}
 	st := cfg.Slots.State()
+	if st.RolledBack {
+		// The boot layer already ended the failed trial: say and audit it.
+		reason := st.LastRollback
+		if reason == "" {
+			reason = "the trial boot did not come up (kernel panic, watchdog reset, hang or power loss)"
+		}
+		report(cfg, Event{Action: "rolled-back", Slot: st.TrialSlot, Detail: reason + ": back on slot " + st.Booted})
+		cfg.Say("UPDATE ROLLED BACK: %s: back on slot %s", reason, st.Booted)
+	}
 	if !st.Trial {
 		return nil, nil
 	}

@@ -209,3 +209,19 @@ func TestPowerCutDuringUpdate(t *testing.T) {
 		t.Fatalf("after a cut in the trial: %v %v %v", tr, err, r.slots.rollbacks)
 	}
 }
+
+// TestTrialLayerRolledBack: a boot layer that ends a failed trial itself
+// (init/slots does, while taking over at boot) still gets it said on the
+// console and audited, with the layer's reason.
+func TestTrialLayerRolledBack(t *testing.T) {
+	r := &trialRig{rig: newRig(t), tm: newManualTimer()}
+	r.why.Store("")
+	r.slots.layerRolledBack = "slot b booted without commit (watchdog reset)"
+	tr, err := Boot(context.Background(), r.config())
+	if tr != nil || err != nil {
+		t.Fatalf("%v %v", tr, err)
+	}
+	if !r.saidContains("UPDATE ROLLED BACK: slot b booted without commit (watchdog reset)") || r.lastEvent().Action != "rolled-back" {
+		t.Fatalf("not said or audited: %v %+v", r.said, r.lastEvent())
+	}
+}
