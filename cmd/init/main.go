@@ -91,8 +91,9 @@ type box struct {
 	buttons []string // power-button devices being watched (nil: not started)
 	// updates installs bundles (nil: no A/B slots); trialCfg starts this
 	// boot's trial once edgepbxd runs.
-	updates  *update.Service
-	trialCfg *update.TrialConfig
+	updates       *update.Service
+	trialCfg      *update.TrialConfig
+	licenceBefore string // edgepbxd's licence mode when the update on trial was installed
 }
 
 // healthState is written by the control socket's goroutines.

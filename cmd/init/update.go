@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/edgepbx/edgepbx/init/atomicfile"
 	"github.com/edgepbx/edgepbx/init/bundle"
 	"github.com/edgepbx/edgepbx/init/control"
 	"github.com/edgepbx/edgepbx/init/shutdown"
@@ -17,6 +19,10 @@ import (
 // owner with the disk) does not open older versions than the running
 // image's own floor, which is inside the signed image.
 const floorFile = "/data/update/floor"
+
+// licenceBeforeFile keeps edgepbxd's licence mode when an update was
+// installed: the trial of that update must not leave it worse.
+const licenceBeforeFile = "/data/update/licence-before"
 
 // slotLayer is the A/B boot layer: init/slots (UEFI Boot#### per slot,
 // BootNext for the trial, BootOrder on commit) plugs in here. A board
@@ -63,6 +69,15 @@ func (b *box) startUpdates() *update.Service {
 		if e.Action == "refused" || e.Action == "downgrade" || e.Action == "rolled-back" {
 			b.say("update %s: %s", e.Action, e.Detail)
 		}
+		if e.Action == "installed" {
+			h, _, _ := b.health.snapshot()
+			if err := atomicfile.Write(licenceBeforeFile, []byte(h.Licence+"\n"), 0o600); err != nil {
+				b.log.Error("update: record the licence mode", "err", err)
+			}
+		}
+	}
+	if raw, err := os.ReadFile(licenceBeforeFile); err == nil {
+		b.licenceBefore = strings.TrimSpace(string(raw))
 	}
 	b.trialCfg = &update.TrialConfig{Slots: sl, Floor: floor, Running: rel, Healthy: b.trialHealthy,
 		Reboot: func() { b.request(shutdown.Reboot) }, Say: b.say, Audit: audit, Log: b.log}
@@ -107,6 +122,8 @@ func (b *box) trialHealthy() (bool, string) {
 		return false, "edgepbxd not ready: " + h.Detail
 	case time.Since(at) >= healthMaxAge:
 		return false, "edgepbxd's health reports stopped"
+	case control.LicenceRank(h.Licence) < control.LicenceRank(b.licenceBefore):
+		return false, fmt.Sprintf("licence %q is worse than %q before the update", h.Licence, b.licenceBefore)
 	}
 	return true, ""
 }

@@ -72,6 +72,15 @@ func TestTrialHealthy(t *testing.T) {
 	if ok, _ := b.trialHealthy(); !ok {
 		t.Fatal("ready and recent is healthy")
 	}
+	b.licenceBefore = control.LicenceFull
+	b.health.set(control.Health{Ready: true, Licence: control.LicenceWarning})
+	if ok, why := b.trialHealthy(); ok || !strings.Contains(why, "worse") {
+		t.Fatalf("licence worse than before the update: %v %q", ok, why)
+	}
+	b.health.set(control.Health{Ready: true, Licence: control.LicenceFull})
+	if ok, _ := b.trialHealthy(); !ok {
+		t.Fatal("licence as good as before is healthy")
+	}
 	b.health.mu.Lock()
 	b.health.at = time.Now().Add(-healthMaxAge)
 	b.health.mu.Unlock()

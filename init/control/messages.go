@@ -24,6 +24,9 @@ type Health struct {
 	// attack; the console shows this boot's setup code as the recovery
 	// code (POST /api/v1/recover) until it is not.
 	Lockout bool `json:"lockout,omitempty"`
+	// Licence is the licence mode (full, warning, degraded; "" without
+	// phone-home): a trial boot must not make it worse.
+	Licence string `json:"licence,omitempty"`
 }
 
 // Reply is the payload of every Reply frame. A refusal of one field of the
@@ -91,9 +94,34 @@ func printable(s string) bool {
 	return true
 }
 
+// Licence modes in a Health report, best first.
+const (
+	LicenceFull     = "full"
+	LicenceWarning  = "warning"
+	LicenceDegraded = "degraded"
+)
+
+// LicenceRank orders licence modes (higher is better; 0: none reported).
+func LicenceRank(mode string) int {
+	switch mode {
+	case LicenceFull:
+		return 3
+	case LicenceWarning:
+		return 2
+	case LicenceDegraded:
+		return 1
+	}
+	return 0
+}
+
 func (h Health) validate() error {
 	if len(h.Detail) > maxDetail || !printable(h.Detail) {
 		return fieldErr("detail", "at most %d printable characters", maxDetail)
+	}
+	switch h.Licence {
+	case "", LicenceFull, LicenceWarning, LicenceDegraded:
+	default:
+		return fieldErr("licence", "must be full, warning or degraded")
 	}
 	if len(h.TLSFingerprint) > maxFingerprint {
 		return fieldErr("tls_fingerprint", "longer than %d characters", maxFingerprint)
