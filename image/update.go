@@ -23,7 +23,7 @@ const UpdateRootPath = "etc/edgepbx/update-root.json"
 // and optionally the vendor's update repository and its TUF root.
 type UpdateTrust struct {
 	VersionNumber uint64
-	Floor         uint64
+	Floor         uint64 // 0: VersionNumber
 	Keyring       []byte // update-keys.json
 	RepoURL       string // https://…/ ; "" no pulled updates
 	TUFRoot       []byte // the repository's root.json (with RepoURL)
@@ -33,6 +33,9 @@ type UpdateTrust struct {
 // the keyring and the repository's root (see UpdateTrust).
 func WithUpdateTrust(u UpdateTrust) Option {
 	return func(o *options) error {
+		if u.Floor == 0 {
+			u.Floor = u.VersionNumber // an image accepts nothing older than itself unless told
+		}
 		if u.VersionNumber == 0 || u.Floor > u.VersionNumber {
 			return fmt.Errorf("image: version number %d and floor %d: want 0 < floor <= version number", u.VersionNumber, u.Floor)
 		}

@@ -1,9 +1,11 @@
 package image
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 
+	"github.com/edgepbx/edgepbx/board"
 	"github.com/edgepbx/edgepbx/init/bundle"
 	"github.com/edgepbx/edgepbx/init/update"
 )
@@ -45,5 +47,32 @@ func TestWithUpdateTrust(t *testing.T) {
 	}
 	if _, err := bundle.ParseKeyring(fs["etc/edgepbx/update-keys.json"]); err != nil || string(fs[UpdateRootPath]) != string(root) {
 		t.Fatalf("keyring %v, root %q", err, fs[UpdateRootPath])
+	}
+}
+
+// TestBuildWithUpdateTrust: an updatable image carries the release file,
+// keyring and repository root where PID 1 and edgepbxd read them.
+func TestBuildWithUpdateTrust(t *testing.T) {
+	needTools(t)
+	prof, err := board.Load("qemu-x86_64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := bundle.GenerateKey(bundle.RoleRelease)
+	ring, _ := bundle.MarshalKeyring([]bundle.KeyringKey{k.Public()})
+	root := []byte(`{"signed":{"_type":"root","spec_version":"1.0.31","version":1,"expires":"2030-01-01T00:00:00Z","keys":{},"roles":{},"consistent_snapshot":false},"signatures":[]}`)
+	img := build(t, prof, WithUpdateTrust(UpdateTrust{VersionNumber: 10203, Keyring: ring, RepoURL: "https://updates.example/", TUFRoot: root}))
+	recs, data := readInitramfs(t, img.Initramfs)
+	rel, err := update.ParseRelease(data["etc/edgepbx/release.json"])
+	if err != nil || rel.Board != "qemu-x86_64" || rel.VersionNumber != 10203 || rel.Floor != 10203 || rel.Version != "1.2.3-test" {
+		t.Fatalf("release %+v %v", rel, err)
+	}
+	if !bytes.Equal(data["etc/edgepbx/update-keys.json"], ring) || !bytes.Equal(data[UpdateRootPath], root) {
+		t.Fatal("keyring or repository root not carried as given")
+	}
+	for _, p := range []string{"etc/edgepbx/release.json", "etc/edgepbx/update-keys.json", UpdateRootPath} {
+		if m := recs[p].Mode & 0o777; m != 0o644 {
+			t.Errorf("%s mode %o, want 644", p, m)
+		}
 	}
 }
