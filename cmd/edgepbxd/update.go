@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
+	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/firmware/update"
 )
 
@@ -93,4 +94,18 @@ func (d *daemon) updateItems(ctx context.Context) []admin.StatusItem {
 		items = append(items, admin.StatusItem{Name: "Firmware update", Value: b})
 	}
 	return items
+}
+
+// adviseUpdates hands the check-in's advisories against this firmware
+// (the vendor's vulnerable-version check) to the update service: banner,
+// and by policy an install of the fix.
+func (d *daemon) adviseUpdates(as []license.Advisory) {
+	ids, fixed := make([]string, 0, len(as)), ""
+	for _, a := range as {
+		ids = append(ids, a.ID)
+		if a.FixedIn != "" {
+			fixed = a.FixedIn
+		}
+	}
+	d.updates.Advise(ids, fixed)
 }

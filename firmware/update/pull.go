@@ -313,7 +313,11 @@ func (hr *heldReader) Read(p []byte) (int, error) {
 
 // Run checks the repository and, by policy and window, installs the
 // newest bundle. It records and returns the report.
-func (p *Puller) Run(ctx context.Context, pol Policy) Report {
+func (p *Puller) Run(ctx context.Context, pol Policy) Report { return p.run(ctx, pol, false) }
+
+// run is Run; advised: the running firmware has a security advisory in
+// force, so any newer bundle is a security fix for the policy.
+func (p *Puller) run(ctx context.Context, pol Policy, advised bool) Report {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	r := Report{Checked: p.cfg.Now()}
@@ -340,7 +344,7 @@ func (p *Puller) Run(ctx context.Context, pol Policy) Report {
 	case o == nil:
 		r.Action = "up-to-date"
 		return r
-	case !pol.Wants(*o):
+	case !pol.Wants(*o) && (!advised || pol.Mode != ModeSecurity):
 		r.Action, r.Detail = "available", fmt.Sprintf("version %s is available; the policy (%s) leaves installing it to an admin", o.Version, pol.Mode)
 		return r
 	case !pol.Window.Contains(p.cfg.Now()):

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
@@ -26,6 +29,45 @@ type Service struct {
 	Audit  *audit.Log
 	Puller *Puller
 	Log    *slog.Logger
+
+	mu      sync.Mutex
+	advised []string      // advisories in force for the running firmware
+	fixedIn string        // the version they name as fixed
+	kick    chan struct{} // an advisory arrived: look now
+}
+
+// Advise records the check-in's advisories against the running firmware
+// (the vendor's vulnerable-version check). While any is in force a newer
+// bundle counts as a security fix (security-only installs it, in the
+// window) and the banner says so; a new advisory looks at the repository
+// at once instead of at the next daily check.
+func (s *Service) Advise(ids []string, fixedIn string) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	isNew := len(ids) > 0 && !slices.Equal(ids, s.advised)
+	s.advised, s.fixedIn = slices.Clone(ids), fixedIn
+	if s.kick == nil {
+		s.kick = make(chan struct{}, 1)
+	}
+	k := s.kick
+	s.mu.Unlock()
+	if isNew {
+		select {
+		case k <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (s *Service) advice() ([]string, string, chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.kick == nil {
+		s.kick = make(chan struct{}, 1)
+	}
+	return s.advised, s.fixedIn, s.kick
 }
 
 // Policy returns the stored policy (DefaultPolicy when none is stored).
@@ -66,10 +108,44 @@ func (s *Service) Last() Report {
 // Banner is the vulnerable-version warning ("" when none; also on a nil
 // Service).
 func (s *Service) Banner() string {
-	if s == nil || s.Puller == nil {
+	if s == nil {
+		return ""
+	}
+	if ids, fixed, _ := s.advice(); len(ids) > 0 {
+		b := "This firmware has known security problems (" + strings.Join(ids, ", ") + ")"
+		if fixed != "" {
+			b += "; fixed in " + fixed
+		}
+		if s.Puller != nil {
+			if r := s.Puller.Last(); r.Newest != nil {
+				b += fmt.Sprintf("; version %s is available (%s)", r.Newest.Version, r.Action)
+			}
+		}
+		return b + "."
+	}
+	if s.Puller == nil {
 		return ""
 	}
 	return s.Puller.Banner()
+}
+
+// CheckNow looks at the repository by the stored policy (and the
+// advisories in force) and installs by it; installs and failures are
+// audited as the system's.
+func (s *Service) CheckNow(ctx context.Context) Report {
+	if s.Puller == nil {
+		return s.Last()
+	}
+	pol, err := s.Policy()
+	if err != nil && s.Log != nil {
+		s.Log.Error("update: policy; using the default", "err", err)
+	}
+	ids, _, _ := s.advice()
+	r := s.Puller.run(ctx, pol, len(ids) > 0)
+	if r.Action == "installed" || r.Action == "failed" {
+		s.audit(r, "system", "update repository")
+	}
+	return r
 }
 
 // PullNow is an admin's "install the newest now": it checks and installs
@@ -106,22 +182,19 @@ func (s *Service) Run(ctx context.Context) {
 	defer t.Stop()
 	var last time.Time
 	for {
-		pol, err := s.Policy()
-		if err != nil && s.Log != nil {
-			s.Log.Error("update: policy; using the default", "err", err)
-		}
+		pol, _ := s.Policy()
 		waiting := s.Puller.Last().Action == "waiting-for-window"
 		if last.IsZero() || time.Since(last) >= checkEvery || (waiting && pol.Window.Contains(s.Puller.cfg.Now())) {
-			r := s.Puller.Run(ctx, pol)
+			s.CheckNow(ctx)
 			last = time.Now()
-			if r.Action == "installed" || r.Action == "failed" {
-				s.audit(r, "system", "update repository")
-			}
 		}
+		_, _, kick := s.advice()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-kick:
+			last = time.Time{} // look now
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,5 +71,38 @@ func TestServicePullNow(t *testing.T) {
 	es, _ := al.Query(audit.Filter{Action: "update.pull"})
 	if len(es) != 1 || es[0].Outcome != audit.OK {
 		t.Fatalf("audit %+v", es)
+	}
+}
+
+// TestServiceAdvisory: the check-in's advisory against the running
+// firmware (the vulnerable-version check) puts up the banner, looks at
+// the repository at once, and makes security-only install a bundle the
+// repository did not mark as a security fix.
+func TestServiceAdvisory(t *testing.T) {
+	r := newPullRig(t)
+	r.repo.add(Offer{Path: "pc-x86_64/edgepbx-1.2.0.bundle", Board: "pc-x86_64", Version: "1.2.0", Number: 120},
+		r.box.bundle(t, "1.2.0", 120, randBytes(100<<10)))
+	r.repo.publish(time.Now().Add(24 * time.Hour))
+	s, al := newService(t, r.p)
+	s.SetPolicy(Policy{Mode: ModeSecurity, Window: Window{Start: "00:00", Hours: 24}}, "root1", "x")
+	if rep := s.CheckNow(context.Background()); rep.Action != "available" || s.Banner() != "" {
+		t.Fatalf("without an advisory: %+v, banner %q", rep, s.Banner())
+	}
+	s.Advise([]string{"ADV-7"}, "1.2.0")
+	if b := s.Banner(); !strings.Contains(b, "ADV-7") || !strings.Contains(b, "fixed in 1.2.0") {
+		t.Fatalf("banner %q", b)
+	}
+	if _, _, kick := s.advice(); len(kick) != 1 {
+		t.Fatal("a new advisory does not look at the repository at once")
+	}
+	if rep := s.CheckNow(context.Background()); rep.Action != "installed" || r.box.slots.State().TrialSlot != "b" {
+		t.Fatalf("with an advisory: %+v", rep)
+	}
+	if es, _ := al.Query(audit.Filter{Action: "update.pull"}); len(es) != 1 || es[0].Actor != "system" {
+		t.Fatalf("audit %+v", es)
+	}
+	s.Advise(nil, "")
+	if s.Banner() != "" {
+		t.Fatalf("banner after the advisory is lifted: %q", s.Banner())
 	}
 }
