@@ -23,6 +23,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/init/bundle"
 	"github.com/edgepbx/edgepbx/init/control"
+	"github.com/edgepbx/edgepbx/init/strictjson"
 	pid1 "github.com/edgepbx/edgepbx/init/update"
 )
 
@@ -384,6 +385,29 @@ func FuzzOfferOf(f *testing.F) {
 		}
 		if !strings.HasPrefix(o.Path, o.Board+"/") || o.Length <= 0 || o.Length > control.MaxUpdateSize || o.Number == 0 || path.Clean(o.Path) != o.Path || strings.HasPrefix(o.Path, "../") {
 			t.Fatalf("bad offer %+v", o)
+		}
+	})
+}
+
+// FuzzPolicy: an admin's policy body is decoded strictly and validated;
+// a valid one has a window that contains some time of day, an invalid
+// one never reaches the store.
+func FuzzPolicy(f *testing.F) {
+	f.Add([]byte(`{"mode":"security-only","window":{"start":"03:00","hours":2}}`))
+	f.Add([]byte(`{"mode":"all","window":{"start":"23:59","hours":24}}`))
+	f.Add([]byte(`{"mode":"all","window":{"start":"24:00","hours":1}}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var p Policy
+		if err := strictjson.Unmarshal(body, &p); err != nil {
+			return
+		}
+		if p.Validate() != nil {
+			return
+		}
+		s, _ := time.Parse("15:04", p.Window.Start)
+		at := time.Date(2026, 12, 7, s.Hour(), s.Minute(), 0, 0, time.UTC)
+		if !p.Window.Contains(at) {
+			t.Fatalf("valid window %+v does not contain its own start", p.Window)
 		}
 	})
 }
