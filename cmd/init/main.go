@@ -93,7 +93,8 @@ type box struct {
 	// boot's trial once edgepbxd runs.
 	updates       *update.Service
 	trialCfg      *update.TrialConfig
-	licenceBefore string // edgepbxd's licence mode when the update on trial was installed
+	licenceBefore string                         // edgepbxd's licence mode when the update on trial was installed
+	adminProbe    func(fingerprint string) error // does the admin side answer? (trial health)
 }
 
 // healthState is written by the control socket's goroutines.

@@ -1,8 +1,13 @@
 package main
 
 import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,6 +84,11 @@ func (b *box) startUpdates() *update.Service {
 	if raw, err := os.ReadFile(licenceBeforeFile); err == nil {
 		b.licenceBefore = strings.TrimSpace(string(raw))
 	}
+	b.adminProbe = func(fp string) error {
+		ctx, cancel := context.WithTimeout(b.ctx, 3*time.Second)
+		defer cancel()
+		return adminAnswers(ctx, adminAddr, fp)
+	}
 	b.trialCfg = &update.TrialConfig{Slots: sl, Floor: floor, Running: rel, Healthy: b.trialHealthy,
 		Reboot: func() { b.request(shutdown.Reboot) }, Say: b.say, Audit: audit, Log: b.log}
 	return &update.Service{In: update.NewInstaller(update.Config{Slots: sl, Keys: keys, Running: rel, Floor: floor, Audit: audit, Log: b.log}),
@@ -108,9 +118,10 @@ func (b *box) startTrial() {
 	b.updates.SetTrial(t)
 }
 
-// trialHealthy is a trial boot's verdict: the firewall is applied, and
+// trialHealthy is a trial boot's verdict: the firewall is applied,
 // edgepbxd reports ready (its store opened, SIP and the admin side
-// listening) and did so recently.
+// listening) and did so recently, its licence is not worse than before
+// the update, and the admin side answers.
 func (b *box) trialHealthy() (bool, string) {
 	h, at, seen := b.health.snapshot()
 	switch {
@@ -125,6 +136,11 @@ func (b *box) trialHealthy() (bool, string) {
 	case control.LicenceRank(h.Licence) < control.LicenceRank(b.licenceBefore):
 		return false, fmt.Sprintf("licence %q is worse than %q before the update", h.Licence, b.licenceBefore)
 	}
+	if b.adminProbe != nil {
+		if err := b.adminProbe(h.TLSFingerprint); err != nil {
+			return false, err.Error()
+		}
+	}
 	return true, ""
 }
 
@@ -135,4 +151,53 @@ func (b *box) updateArgs() []string {
 		return nil
 	}
 	return []string{"--update-repo", b.trialCfg.Running.Repo, "--update-root", "/etc/edgepbx/update-root.json"}
+}
+
+// adminAddr is where a trial boot asks edgepbxd's admin side whether it
+// answers (it listens on :443).
+const adminAddr = "127.0.0.1:443"
+
+// adminAnswers checks that the admin side answers /healthz over TLS with
+// the certificate edgepbxd reported: listening is not answering (a wedged
+// handler passes a listener check).
+func adminAnswers(ctx context.Context, addr, fingerprint string) error {
+	if fingerprint == "" {
+		return errors.New("edgepbxd reported no certificate")
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// Pinned to what edgepbxd reported: the box's own certificate is
+		// self-signed or names a public host, never 127.0.0.1.
+		InsecureSkipVerify: true,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 {
+				return errors.New("no certificate")
+			}
+			sum := sha256.Sum256(raw[0])
+			var b strings.Builder
+			for i, c := range sum {
+				if i > 0 {
+					b.WriteByte(':')
+				}
+				fmt.Fprintf(&b, "%02X", c)
+			}
+			if !strings.EqualFold(b.String(), fingerprint) {
+				return errors.New("the admin side serves another certificate than edgepbxd reported")
+			}
+			return nil
+		}}, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	res, err := (&http.Client{Transport: tr, Timeout: 3 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("admin side: %w", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("admin side answers /healthz with %s", res.Status)
+	}
+	return nil
 }

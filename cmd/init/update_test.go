@@ -1,9 +1,15 @@
 package main
 
 import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,5 +112,51 @@ func TestUpdateArgs(t *testing.T) {
 	b.trialCfg.Running.Repo = ""
 	if a := b.updateArgs(); a != nil {
 		t.Fatalf("no repository: %q", a)
+	}
+}
+
+// TestAdminAnswers: a trial counts the admin side as answering only when
+// /healthz answers 200 over TLS with the certificate edgepbxd reported.
+func TestAdminAnswers(t *testing.T) {
+	var status atomic.Int32
+	status.Store(http.StatusOK)
+	ts := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			http.NotFound(w, r)
+			return
+		}
+		w.WriteHeader(int(status.Load()))
+	}))
+	defer ts.Close()
+	sum := sha256.Sum256(ts.Certificate().Raw)
+	var parts []string
+	for _, c := range sum {
+		parts = append(parts, fmt.Sprintf("%02X", c))
+	}
+	fp := strings.Join(parts, ":")
+	addr := strings.TrimPrefix(ts.URL, "https://")
+	ctx := context.Background()
+	if err := adminAnswers(ctx, addr, fp); err != nil {
+		t.Fatal(err)
+	}
+	if err := adminAnswers(ctx, addr, strings.Repeat("00:", 31)+"00"); err == nil || !strings.Contains(err.Error(), "another certificate") {
+		t.Fatalf("wrong certificate: %v", err)
+	}
+	if err := adminAnswers(ctx, addr, ""); err == nil {
+		t.Fatal("no fingerprint reported")
+	}
+	status.Store(http.StatusServiceUnavailable)
+	if err := adminAnswers(ctx, addr, fp); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("503: %v", err)
+	}
+	b := &box{start: time.Now(), health: healthState{onChange: make(chan struct{}, 1)}, fw: &netfw.Firewall{},
+		adminProbe: func(f string) error { return adminAnswers(ctx, addr, f) }}
+	b.health.set(control.Health{Ready: true, TLSFingerprint: fp})
+	if ok, why := b.trialHealthy(); ok || !strings.Contains(why, "503") {
+		t.Fatalf("trial with an admin side answering 503: %v %q", ok, why)
+	}
+	status.Store(http.StatusOK)
+	if ok, why := b.trialHealthy(); !ok {
+		t.Fatalf("trial with everything up: %q", why)
 	}
 }
