@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -236,7 +237,12 @@ func TestUpdateCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewTLSServer(srv)
+	ts := httptest.NewUnstartedServer(srv)
+	// Far shorter whole-request timeouts than a bundle upload takes (as
+	// edgepbxd's 30 s against a slow link): the update route must not be
+	// cut by them.
+	ts.Config.ReadTimeout, ts.Config.WriteTimeout = 300*time.Millisecond, 300*time.Millisecond
+	ts.StartTLS()
 	defer ts.Close()
 	fp := fmt.Sprintf("%X", sha256.Sum256(ts.Certificate().Raw))
 	tokFile := filepath.Join(dir, "token")
@@ -314,6 +320,23 @@ func TestUpdateCLI(t *testing.T) {
 		t.Fatalf("status: %q %v", st, err)
 	}
 
+	// A slow upload, longer than the server's request timeouts, completes.
+	slow := write("slow.bundle", rel, func(m *bundle.Manifest) { m.Version, m.VersionNumber = "1.3.0", 130 }, nil)
+	raw, _ := os.ReadFile(slow)
+	req, _ := http.NewRequest("POST", ts.URL+"/api/v1/update", &slowReader{r: bytes.NewReader(raw), chunk: 64 << 10, pause: 100 * time.Millisecond})
+	req.ContentLength = int64(len(raw))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/octet-stream")
+	res, err := ts.Client().Do(req)
+	if err != nil {
+		t.Fatalf("slow upload: %v", err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(body), "installed 1.3.0") {
+		t.Fatalf("slow upload: %d %s", res.StatusCode, body)
+	}
+
 	// edgepbxd's audit log has every attempt, refusals as denied.
 	es, err := al.Query(audit.Filter{Action: "update.install"})
 	if err != nil {
@@ -328,7 +351,20 @@ func TestUpdateCLI(t *testing.T) {
 			ok++
 		}
 	}
-	if denied != 5 || ok != 1 {
+	if denied != 5 || ok != 2 {
 		t.Fatalf("audit: %d denied, %d ok", denied, ok)
 	}
+}
+
+// slowReader hands out chunk bytes per read, pausing before each: an
+// upload over a slow link.
+type slowReader struct {
+	r     io.Reader
+	chunk int
+	pause time.Duration
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	time.Sleep(s.pause)
+	return s.r.Read(p[:min(len(p), s.chunk)])
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
@@ -59,6 +60,24 @@ func (s *Server) apiUpdateStatus(w http.ResponseWriter, r *http.Request, p auth.
 	return nil
 }
 
+// Upload bounds: a stall longer than updateStall ends the upload; the
+// whole install must answer within updateAnswerWithin.
+const (
+	updateStall        = 30 * time.Second
+	updateAnswerWithin = 30 * time.Minute
+)
+
+// stallReader renews the request's read deadline before every read.
+type stallReader struct {
+	rc *http.ResponseController
+	r  io.Reader
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	_ = s.rc.SetReadDeadline(time.Now().Add(updateStall))
+	return s.r.Read(p)
+}
+
 // updateProblem is a refused update: problem+json naming what is wrong
 // (reason: signature, key, version-floor, board, hash, size, space, busy)
 // and the manifest field.
@@ -86,7 +105,14 @@ func (s *Server) apiUpdateInstall(w http.ResponseWriter, r *http.Request, p auth
 		return nil
 	}
 	ev := audit.Event{Actor: p.Actor(), Source: src(r), Action: "update.install", Target: fmt.Sprintf("%d bytes", r.ContentLength)}
-	res, err := s.updates.InstallUpdate(r.Context(), http.MaxBytesReader(w, r.Body, r.ContentLength), r.ContentLength)
+	// A bundle takes longer than the server's whole-request timeouts on a
+	// slow link, and PID 1 writes and reads back the slot before it
+	// answers: the read deadline moves with each chunk instead (a stalled
+	// upload still ends), the answer gets a bound of its own.
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(updateAnswerWithin))
+	body := &stallReader{rc: rc, r: http.MaxBytesReader(w, r.Body, r.ContentLength)}
+	res, err := s.updates.InstallUpdate(r.Context(), body, r.ContentLength)
 	if err != nil {
 		ev.Outcome, ev.Detail = audit.Denied, err.Error()
 		_ = s.audit.Record(ev)
