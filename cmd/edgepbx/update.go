@@ -3,21 +3,26 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/edgepbx/edgepbx/firmware/update"
 	"github.com/edgepbx/edgepbx/init/control"
 )
 
 func newUpdateCmd() *cobra.Command {
-	var box, fingerprint, tokenFile string
+	var box, fingerprint, tokenFile, policy, window string
+	var pull bool
 	cmd := &cobra.Command{
-		Use:   "update --box https://HOST[:PORT] [BUNDLE]",
+		Use:   "update --box https://HOST[:PORT] [BUNDLE | --pull | --policy MODE --window HH:MM/H]",
 		Short: "Install a signed update bundle on a box over its admin API (no BUNDLE: show the box's update state)",
 		Long: `Streams the bundle to the box (API token from EDGEPBX_TOKEN or --token-file); the box's PID 1
 verifies it and writes the inactive slot, and the next boot is a trial that commits when healthy.
@@ -31,6 +36,27 @@ Progress is printed while the box writes.`,
 			c, err := newBoxClient(box, tok, fingerprint)
 			if err != nil {
 				return err
+			}
+			switch {
+			case pull && (policy != "" || len(args) > 0), policy != "" && len(args) > 0:
+				return errors.New("give one of BUNDLE, --pull and --policy")
+			case pull:
+				var rep update.Report
+				if err := c.json("POST", "/api/v1/update/pull", nil, &rep); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", rep.Action, rep.Detail)
+				return nil
+			case policy != "":
+				pol, err := parsePolicy(policy, window)
+				if err != nil {
+					return err
+				}
+				if err := c.json("PUT", "/api/v1/update/policy", pol, nil); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "policy %s, window %s for %d h\n", pol.Mode, pol.Window.Start, pol.Window.Hours)
+				return nil
 			}
 			if len(args) == 0 {
 				var st control.UpdateStatus
@@ -47,6 +73,9 @@ Progress is printed while the box writes.`,
 	f.StringVar(&box, "box", "", "the box's admin URL, https://host[:port]")
 	f.StringVar(&fingerprint, "fingerprint", "", "SHA-256 fingerprint of the box's certificate (as on its console); pins TLS")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the API token (default: $EDGEPBX_TOKEN)")
+	f.BoolVar(&pull, "pull", false, "look at the vendor's repository now and install the newest bundle (whatever the policy)")
+	f.StringVar(&policy, "policy", "", "set the pulled-update policy: off, notify, security-only or all")
+	f.StringVar(&window, "window", "03:00/2", "with --policy: maintenance window START/HOURS")
 	_ = cmd.MarkFlagRequired("box")
 	return cmd
 }
@@ -132,4 +161,16 @@ func (c *boxClient) watchProgress(ctx context.Context, w io.Writer) {
 			fmt.Fprintf(w, "box wrote %s of %s (%d%%)\n", humanSize(st.Written), humanSize(st.Total), st.Written*100/max(st.Total, 1))
 		}
 	}
+}
+
+// parsePolicy reads --policy and --window ("HH:MM/HOURS"); the box
+// validates it again.
+func parsePolicy(mode, window string) (update.Policy, error) {
+	start, hours, ok := strings.Cut(window, "/")
+	h, err := strconv.Atoi(hours)
+	if !ok || err != nil {
+		return update.Policy{}, fmt.Errorf("--window %q: want HH:MM/HOURS, e.g. 03:00/2", window)
+	}
+	p := update.Policy{Mode: update.Mode(mode), Window: update.Window{Start: start, Hours: h}}
+	return p, p.Validate()
 }

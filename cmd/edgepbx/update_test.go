@@ -23,6 +23,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/store"
+	fwupdate "github.com/edgepbx/edgepbx/firmware/update"
 	"github.com/edgepbx/edgepbx/init/bundle"
 	"github.com/edgepbx/edgepbx/init/control"
 	"github.com/edgepbx/edgepbx/init/update"
@@ -233,7 +234,8 @@ func TestUpdateCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := admin.NewServer(admin.Deps{Store: db, Audit: al, Auth: as, Logger: quiet, Updates: cc})
+	pullSvc := &fwupdate.Service{DB: db, Audit: al} // no repository configured
+	srv, err := admin.NewServer(admin.Deps{Store: db, Audit: al, Auth: as, Logger: quiet, Updates: cc, Pull: pullSvc})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,6 +337,20 @@ func TestUpdateCLI(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 200 || !strings.Contains(string(body), "installed 1.3.0") {
 		t.Fatalf("slow upload: %d %s", res.StatusCode, body)
+	}
+
+	// Policy and pull over the API.
+	if out, err := upd("--policy", "all", "--window", "22:30/3"); err != nil || !strings.Contains(out, "policy all, window 22:30 for 3 h") {
+		t.Fatalf("policy: %q %v", out, err)
+	}
+	if p, _ := pullSvc.Policy(); p.Mode != fwupdate.ModeAll || p.Window.Start != "22:30" || p.Window.Hours != 3 {
+		t.Fatalf("stored policy %+v", p)
+	}
+	if _, err := upd("--policy", "weekly"); err == nil || !strings.Contains(err.Error(), "mode") {
+		t.Fatalf("bad policy: %v", err)
+	}
+	if _, err := upd("--pull"); err == nil || !strings.Contains(err.Error(), "no update repository") {
+		t.Fatalf("pull without a repository: %v", err)
 	}
 
 	// edgepbxd's audit log has every attempt, refusals as denied.
