@@ -170,6 +170,17 @@ func Build(ctx context.Context, prof board.Profile, opts ...Option) (*Image, err
 		}
 	}
 
+	if o.update != nil {
+		fs, err := o.update.files(prof.Name, o.version)
+		if err != nil {
+			return nil, err
+		}
+		for p, b := range fs {
+			if err := writeStaged(stage, p, b, 0o644); err != nil {
+				return nil, err
+			}
+		}
+	}
 	cpioPath := filepath.Join(work, "initramfs.cpio")
 	if err := writeCPIO(o, stage, work, cpioPath); err != nil {
 		return nil, fmt.Errorf("board %s: initramfs: %w", prof.Name, err)

@@ -25,6 +25,7 @@ type options struct {
 	log      *slog.Logger
 	license  *licenseConfig // nil: the image does not phone home
 	roots    string         // CA bundle; "" means HostRoots
+	update   *UpdateTrust   // nil: the image takes no updates
 }
 
 // ModulePath is the Go module whose cmd/init and cmd/edgepbxd are built.

@@ -1,8 +1,6 @@
 package netfw
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgepbx/edgepbx/init/atomicfile"
+	"github.com/edgepbx/edgepbx/init/pending"
 	"github.com/edgepbx/edgepbx/init/strictjson"
 )
 
@@ -42,19 +42,7 @@ type Applier interface {
 }
 
 // Timer is what the committer needs of time; tests inject a manual clock.
-type Timer interface {
-	Now() time.Time
-	// AfterFunc runs f after d; the returned func stops it (false if it
-	// already ran or was stopped).
-	AfterFunc(d time.Duration, f func()) (stop func() bool)
-}
-
-type wallTimer struct{}
-
-func (wallTimer) Now() time.Time { return time.Now() }
-func (wallTimer) AfterFunc(d time.Duration, f func()) func() bool {
-	return time.AfterFunc(d, f).Stop
-}
+type Timer = pending.Timer
 
 // Committer owns the admin-editable part of the policy in PID 1: it
 // validates and applies changes as pending, confirms or reverts them, and
@@ -65,12 +53,11 @@ type Committer struct {
 	base     Policy
 	log      *slog.Logger
 	timer    Timer
+	gate     *pending.Gate // the pending change's id, deadline and revert timer
 	after    time.Duration
 	path     string // persisted policy; "" until Restore names it
 	confirm  Access
 	pending  *Pending
-	stop     func() bool
-	closed   bool
 	onRevert func(Pending, error)
 }
 
@@ -96,11 +83,12 @@ func WithRevertHook(f func(Pending, error)) CommitOption {
 // DefaultPolicy at boot). base supplies everything but the Access.
 func NewCommitter(fw Applier, base Policy, opts ...CommitOption) *Committer {
 	c := &Committer{fw: fw, base: base.WithAccess(Access{}), confirm: base.Access(), log: slog.Default(),
-		timer: wallTimer{}, after: DefaultRevertAfter}
+		timer: pending.Wall{}, after: DefaultRevertAfter}
 	c.base.AdminSources = nil
 	for _, o := range opts {
 		o(c)
 	}
+	c.gate = pending.New(c.timer)
 	return c
 }
 
@@ -115,7 +103,7 @@ func (c *Committer) State() PolicyState {
 	if c.pending != nil {
 		p := *c.pending
 		p.Access = normalized(c.base.WithAccess(p.Access).Access())
-		p.Remaining = max(0, p.Deadline.Sub(c.timer.Now()))
+		_, _, p.Remaining, _ = c.gate.Pending()
 		st.Pending = &p
 	}
 	return st
@@ -128,7 +116,7 @@ func (c *Committer) State() PolicyState {
 func (c *Committer) Set(a Access, adminSources []netip.Addr) (Pending, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	if c.gate.Closed() {
 		return Pending{}, ErrCommitClosed
 	}
 	p := c.base.WithAccess(a)
@@ -140,13 +128,13 @@ func (c *Committer) Set(a Access, adminSources []netip.Addr) (Pending, error) {
 		c.restoreRunning()
 		return Pending{}, err
 	}
-	if c.stop != nil {
-		c.stop()
+	id, deadline, err := c.gate.Arm(c.after, c.expire)
+	if err != nil {
+		c.restoreRunning()
+		return Pending{}, ErrCommitClosed
 	}
-	id := newPendingID()
-	pend := &Pending{ID: id, Access: p.Access(), Deadline: c.timer.Now().Add(c.after), Remaining: c.after}
+	pend := &Pending{ID: id, Access: p.Access(), Deadline: deadline, Remaining: c.after}
 	c.pending = pend
-	c.stop = c.timer.AfterFunc(c.after, func() { c.expire(id) })
 	c.log.Warn("netfw: policy change pending confirmation", "id", id, "deadline", pend.Deadline, "zones", len(a.Zones), "rules", len(a.Rules))
 	return *pend, nil
 }
@@ -163,33 +151,30 @@ func (c *Committer) restoreRunning() {
 	}
 }
 
-func newPendingID() string {
-	b := make([]byte, 16)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 // Confirm makes the pending change with this id permanent: it is written
 // to the policy file first, and only then stops the revert. If the write
 // fails the change stays pending (and reverts unless a retry succeeds).
 func (c *Committer) Confirm(id string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.pending == nil {
-		return ErrNoPending
-	}
-	if len(id) != len(c.pending.ID) || id != c.pending.ID {
-		return ErrPendingID
-	}
-	if c.path != "" {
+	err := c.gate.Confirm(id, func() error {
+		if c.path == "" {
+			return nil
+		}
 		if err := writePolicyFile(c.path, c.pending.Access); err != nil {
 			return fmt.Errorf("netfw: confirm: %w", err)
 		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, pending.ErrNone):
+		return ErrNoPending
+	case errors.Is(err, pending.ErrID):
+		return ErrPendingID
+	case err != nil:
+		return err
 	}
-	if c.stop != nil {
-		c.stop()
-	}
-	c.confirm, c.pending, c.stop = c.pending.Access, nil, nil
+	c.confirm, c.pending = c.pending.Access, nil
 	c.log.Info("netfw: policy change confirmed", "id", id, "persisted", c.path != "")
 	return nil
 }
@@ -197,12 +182,12 @@ func (c *Committer) Confirm(id string) error {
 // expire reverts the pending change with this id, if it is still pending.
 func (c *Committer) expire(id string) {
 	c.mu.Lock()
-	if c.pending == nil || c.pending.ID != id {
+	if !c.gate.Expire(id) {
 		c.mu.Unlock()
 		return
 	}
 	p := *c.pending
-	c.pending, c.stop = nil, nil
+	c.pending = nil
 	err := c.fw.Apply(c.base.WithAccess(c.confirm))
 	if err != nil {
 		// The confirmed policy applied before; if it cannot now, fall back
@@ -226,10 +211,7 @@ func (c *Committer) expire(id string) {
 func (c *Committer) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.stop != nil {
-		c.stop()
-	}
-	c.closed = true
+	c.gate.Close()
 }
 
 // Restore adopts the policy file at path once /data is mounted: a missing
@@ -276,7 +258,7 @@ func writePolicyFile(path string, a Access) error {
 	if err != nil {
 		return fmt.Errorf("encode policy: %w", err)
 	}
-	return writeAtomic(path, data)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 func readPolicyFile(path string) (Access, error) {

@@ -18,6 +18,7 @@ type buildFlags struct {
 	out     string
 	tags    []string
 	version string
+	upd     updateFlags
 }
 
 func (f *buildFlags) register(cmd *cobra.Command) {
@@ -26,6 +27,7 @@ func (f *buildFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringSliceVar(&f.tags, "tags", nil, "extra Go build tags for the image's programs (e.g. testhook)")
 	cmd.Flags().StringVar(&f.version, "version", "", "version string baked into the image (default: git describe)")
 	cmd.MarkFlagRequired("board")
+	f.upd.register(cmd)
 }
 
 func boardNames() string {
@@ -91,6 +93,11 @@ func buildImage(ctx context.Context, g *globalFlags, f buildFlags) (*image.Image
 	if len(f.tags) > 0 {
 		opts = append(opts, image.WithBuildTags(f.tags...))
 	}
+	uo, err := f.upd.options()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, uo...)
 	img, err := image.Build(ctx, prof, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("build %s: %w", prof.Name, err)

@@ -34,6 +34,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/firmware/telephony"
+	"github.com/edgepbx/edgepbx/firmware/update"
 	"github.com/edgepbx/edgepbx/init/control"
 )
 
@@ -42,6 +43,7 @@ import (
 // package-level state.
 type daemon struct {
 	cfg     config
+	updates *update.Service // pulled updates: policy, repository check
 	log     *slog.Logger
 	id      bootstrap
 	started time.Time
@@ -117,6 +119,9 @@ func (d *daemon) services() []service {
 	if d.prov != nil {
 		s = append(s, service{"provisioning", d.serveProvisioning})
 	}
+	if d.updates != nil && d.updates.Puller != nil {
+		s = append(s, service{"update", func(ctx context.Context) error { d.updates.Run(ctx); return nil }})
+	}
 	if d.ctrl != nil {
 		s = append(s, service{"health", func(ctx context.Context) error { return d.reportHealth(ctx, d.ctrl) }})
 	}
@@ -177,7 +182,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		if d.ctrl, err = dialControl(cfg.controlPath); err != nil {
 			return nil, err
 		}
-		p = pid1{banner: controlBanner{d.ctrl}, firewall: d.ctrl, system: d.ctrl, network: d.ctrl, pinholes: d.ctrl}
+		p = pid1{banner: controlBanner{d.ctrl}, firewall: d.ctrl, system: d.ctrl, network: d.ctrl, pinholes: d.ctrl, updates: d.ctrl}
 	}
 	// The privacy settings come before the writers that anonymise with them.
 	if d.privacy, err = privacy.New(d.db, d.audit, clock); err != nil {
@@ -232,6 +237,9 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		return nil, err
 	}
 	d.newBackup()
+	if err := d.newUpdates(); err != nil {
+		return nil, err
+	}
 	if err := d.newProvision(p.banner); err != nil {
 		return nil, err
 	}
@@ -268,6 +276,8 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Connections: d.conns,
 		Live:        liveView{sip: d.sip, calls: d.calls},
 		Activity:    d.activity,
+		Updates:     p.updates,
+		Pull:        d.updates,
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %w", errStayDown, err)
 	}
@@ -309,6 +319,7 @@ type pid1 struct {
 	system   admin.System
 	network  admin.Network
 	pinholes media.Pinholes
+	updates  admin.Updates
 }
 
 // ifSet is p as the interface I, or a nil I when p is nil: a nil pointer

@@ -55,6 +55,7 @@ func (d *daemon) dashboard(ctx context.Context) []admin.StatusItem {
 	if d.trunks != nil {
 		items = append(items, trunkItems(d.trunks.States())...)
 	}
+	items = append(items, d.updateItems(ctx)...)
 	return items
 }
 

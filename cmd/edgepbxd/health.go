@@ -79,6 +79,9 @@ func (d *daemon) check() control.Health {
 	}
 	h.Detail = truncate(fmt.Sprintf("https %s, sip %s, licence %s, up %s", d.httpsLn.Addr(), d.sipAddrs(),
 		d.licenseView().Mode, time.Since(d.started).Round(time.Second)))
+	if lv := d.licenseView(); lv.Configured {
+		h.Licence = lv.Mode
+	}
 	return h
 }
 

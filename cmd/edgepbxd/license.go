@@ -171,6 +171,7 @@ func loadCAFile(path string) (*x509.CertPool, error) {
 // shows the licence state.
 func (d *daemon) licenseChanged(st license.State) {
 	d.auditAnchorEvent(st)
+	d.adviseUpdates(st.Advisories)
 	codes := make([]string, 0, len(st.Reasons))
 	for _, r := range st.Reasons {
 		codes = append(codes, r.Code)

@@ -55,6 +55,9 @@ type config struct {
 	licenseID    string // "" means the box serial
 	licenseCA    string // PEM roots for the licence server; "" = system roots
 	licenseProxy string // http://[user:pass@]host:port, CONNECT only
+	updateRepo   string // https://… TUF repository; "": no pulled updates
+	updateRoot   string // its trusted root.json in the image
+	updateCA     string // PEM CAs for the repository; "": system roots
 }
 
 func main() {
@@ -105,6 +108,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.licenseID, "license-id", "", "licence id sent with each check-in (default: the box serial)")
 	fs.StringVar(&c.licenseCA, "license-ca", "", "PEM `file` of CA certificates for the licence server (default: system roots)")
 	fs.StringVar(&c.licenseProxy, "license-proxy", "", "HTTP proxy `URL` for the check-in (CONNECT), e.g. http://user:pass@proxy:3128")
+	fs.StringVar(&c.updateRepo, "update-repo", "", "vendor update repository `URL` (https://…/, TUF metadata; reached like the check-in); empty: no pulled updates")
+	fs.StringVar(&c.updateRoot, "update-root", DefaultUpdateRoot, "the repository's trusted TUF root.json `file`")
+	fs.StringVar(&c.updateCA, "update-ca", "", "PEM `file` of CA certificates for the update repository (default: system roots)")
 	fs.StringVar(&c.devDir, "dev", "", "development mode: identity and data in `DIR`, loopback only, no PID 1")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err

@@ -39,6 +39,7 @@ import (
 	"github.com/edgepbx/edgepbx/init/netconf/netspec"
 	"github.com/edgepbx/edgepbx/init/shutdown"
 	"github.com/edgepbx/edgepbx/init/supervise"
+	"github.com/edgepbx/edgepbx/init/update"
 	"github.com/edgepbx/edgepbx/netfw"
 )
 
@@ -97,6 +98,12 @@ type box struct {
 	ctl     *control.Server
 	health  healthState
 	buttons []string // power-button devices being watched (nil: not started)
+	// updates installs bundles (nil: no A/B slots); trialCfg starts this
+	// boot's trial once edgepbxd runs.
+	updates       *update.Service
+	trialCfg      *update.TrialConfig
+	licenceBefore string                         // edgepbxd's licence mode when the update on trial was installed
+	adminProbe    func(fingerprint string) error // does the admin side answer? (trial health)
 }
 
 // healthState is written by the control socket's goroutines.
@@ -228,12 +235,14 @@ func (b *box) boot() error {
 	if err := b.startNetwork(); err != nil {
 		return err
 	}
+	b.updates = b.startUpdates()
 	if err := b.startControl(); err != nil {
 		return err
 	}
 	if err := b.startDaemon(); err != nil {
 		return err
 	}
+	b.startTrial()
 	return nil
 }
 
@@ -565,6 +574,7 @@ func (b *box) startControl() error {
 	cfg := control.Config{
 		Path: controlPath, UID: daemonUID, GID: daemonGID,
 		Firewall: b.fw, Policy: b.policy, Network: b.netc, Clock: b.clock, System: (*system)(b), Log: b.log,
+		Updater: b.updater(),
 	}
 	if b.floors != nil { // a nil *keys.Floors must not become a non-nil interface
 		cfg.Floors = b.floors
@@ -611,6 +621,7 @@ func (b *box) startDaemon() error {
 		b.step("licence server", "url", lic[1])
 	}
 	args = append(args, lic...)
+	args = append(args, b.updateArgs()...)
 	err = b.sup.Start(supervise.Service{
 		Name: daemonName,
 		Path: daemonPath,

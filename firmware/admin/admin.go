@@ -109,6 +109,11 @@ type Deps struct {
 	// Activity is the dashboard's 24-hour series edgepbxd samples
 	// (registered phones, attacks); nil: those charts stay empty.
 	Activity *Activity
+	// Updates is PID 1's firmware installer; nil: the API answers 409.
+	Updates Updates
+	// Pull is the pulled-update policy and repository check
+	// (*update.Service); nil: the API answers 409.
+	Pull UpdatePolicy
 }
 
 // Licence is what the admin side needs from firmware/license: its banner
@@ -157,6 +162,8 @@ type Server struct {
 	// trunkTests counts trunk tests under way (each holds a request for
 	// seconds): at most maxTrunkTests at once.
 	trunkTests atomic.Int32
+	updates    Updates
+	pull       UpdatePolicy
 
 	conns connSeq // connection numbers for firewall confirmations
 
@@ -194,10 +201,13 @@ func NewServer(d Deps) (*Server, error) {
 	s.backups = d.Backups
 	s.live = d.Live
 	s.activity = d.Activity
+	s.updates = d.Updates
+	s.pull = d.Pull
 	for _, n := range d.Names {
 		s.names = append(s.names, strings.ToLower(strings.Trim(n, "[]")))
 	}
 	s.routes = append(s.routeTable(), s.backupRoutes()...)
+	s.routes = append(s.routes, s.updateRoutes()...)
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.method+" "+rt.path, s.guard(rt))
 	}

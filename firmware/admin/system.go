@@ -316,6 +316,7 @@ func (s *Server) systemData(r *http.Request, p auth.Principal) (any, error) {
 	if err := s.backupData(m, p); err != nil {
 		return nil, err
 	}
+	s.firmwareData(r.Context(), m)
 	if s.netw == nil {
 		return m, nil
 	}

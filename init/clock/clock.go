@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/edgepbx/edgepbx/init/netconf"
+	"github.com/edgepbx/edgepbx/init/atomicfile"
 	"github.com/edgepbx/edgepbx/init/netconf/netspec"
 	"github.com/edgepbx/edgepbx/init/strictjson"
 )
@@ -240,7 +240,7 @@ func writeTimeFile(path string, t netspec.Time) error {
 	if err != nil {
 		return err
 	}
-	return netconf.WriteAtomic(path, data, 0o600)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 // ParseTimeFile decodes and validates a persisted time file strictly.

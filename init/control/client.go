@@ -53,6 +53,7 @@ var ErrRemote = errors.New("control: request refused")
 type RemoteError struct {
 	Type    Type
 	Field   string
+	Reason  string // bundle.Reason of a refused update
 	Message string
 }
 
@@ -88,7 +89,7 @@ func (c *Client) Do(ctx context.Context, t Type, req, out any) error {
 		return fmt.Errorf("control: %v: %w", t, err)
 	}
 	if !r.OK {
-		return &RemoteError{Type: t, Field: r.Field, Message: r.Error}
+		return &RemoteError{Type: t, Field: r.Field, Reason: r.Reason, Message: r.Error}
 	}
 	if out != nil && len(r.Data) > 0 {
 		if err := strictjson.Unmarshal(r.Data, out); err != nil {

@@ -332,6 +332,7 @@ func TestBadFrames(t *testing.T) {
 		{"unban mixed mapped space", frame(1, byte(TypeUnban), auto, `{"prefix":"::ffff:0:0/80"}`), "mapped", "prefix", true},
 		{"control chars in detail", frame(1, byte(TypeHealth), auto, `{"detail":"a\u001bb"}`), "printable", "detail", true},
 		{"fingerprint not hex", frame(1, byte(TypeHealth), auto, `{"tls_fingerprint":"<b>"}`), "hex", "tls_fingerprint", true},
+		{"unknown licence mode", frame(1, byte(TypeHealth), auto, `{"ready":true,"licence":"platinum"}`), "licence", "licence", true},
 		{"confirm bad id", frame(1, byte(TypeConfirmPolicy), auto, `{"id":"zz"}`), "32 hex", "id", true},
 	}
 	for _, tt := range tests {

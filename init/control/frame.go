@@ -76,7 +76,11 @@ const (
 
 	TypeGetFloors  Type = 18
 	TypeRaiseFloor Type = 19
-	TypeReply      Type = 0x80
+	// Firmware updates (init/update): InstallUpdate turns its connection
+	// into a bundle stream (see update.go).
+	TypeInstallUpdate Type = 20
+	TypeUpdateStatus  Type = 21
+	TypeReply         Type = 0x80
 )
 
 var typeNames = map[Type]string{
@@ -86,6 +90,7 @@ var typeNames = map[Type]string{
 	TypeSetPolicy: "SetPolicy", TypeConfirmPolicy: "ConfirmPolicy", TypeGetNetwork: "GetNetwork",
 	TypeSetNetwork: "SetNetwork", TypeConfirmNetwork: "ConfirmNetwork", TypeGetTime: "GetTime", TypeSetTime: "SetTime",
 	TypeGetFloors: "GetFloors", TypeRaiseFloor: "RaiseFloor",
+	TypeInstallUpdate: "InstallUpdate", TypeUpdateStatus: "UpdateStatus",
 	TypeReply: "Reply",
 }
 

@@ -24,15 +24,20 @@ type Health struct {
 	// attack; the console shows this boot's setup code as the recovery
 	// code (POST /api/v1/recover) until it is not.
 	Lockout bool `json:"lockout,omitempty"`
+	// Licence is the licence mode (full, warning, degraded; "" without
+	// phone-home): a trial boot must not make it worse.
+	Licence string `json:"licence,omitempty"`
 }
 
 // Reply is the payload of every Reply frame. A refusal of one field of the
 // request names it in Field (its JSON path, e.g. "prefix").
 type Reply struct {
-	OK    bool            `json:"ok"`
-	Error string          `json:"error,omitempty"`
-	Field string          `json:"field,omitempty"`
-	Data  json.RawMessage `json:"data,omitempty"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	Field string `json:"field,omitempty"`
+	// Reason is a refused update's bundle.Reason (signature, key, …).
+	Reason string          `json:"reason,omitempty"`
+	Data   json.RawMessage `json:"data,omitempty"`
 }
 
 // UnbanRequest names the prefix to unban.
@@ -89,9 +94,34 @@ func printable(s string) bool {
 	return true
 }
 
+// Licence modes in a Health report, best first.
+const (
+	LicenceFull     = "full"
+	LicenceWarning  = "warning"
+	LicenceDegraded = "degraded"
+)
+
+// LicenceRank orders licence modes (higher is better; 0: none reported).
+func LicenceRank(mode string) int {
+	switch mode {
+	case LicenceFull:
+		return 3
+	case LicenceWarning:
+		return 2
+	case LicenceDegraded:
+		return 1
+	}
+	return 0
+}
+
 func (h Health) validate() error {
 	if len(h.Detail) > maxDetail || !printable(h.Detail) {
 		return fieldErr("detail", "at most %d printable characters", maxDetail)
+	}
+	switch h.Licence {
+	case "", LicenceFull, LicenceWarning, LicenceDegraded:
+	default:
+		return fieldErr("licence", "must be full, warning or degraded")
 	}
 	if len(h.TLSFingerprint) > maxFingerprint {
 		return fieldErr("tls_fingerprint", "longer than %d characters", maxFingerprint)

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/edgepbx/edgepbx/init/bundle"
 	"github.com/edgepbx/edgepbx/init/netconf/netspec"
 	"github.com/edgepbx/edgepbx/init/strictjson"
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
@@ -74,6 +75,7 @@ type Config struct {
 	Network  Network  // nil: network requests get an error reply
 	Clock    Clock    // nil: time requests get an error reply
 	Floors   Floors   // nil: floor requests get an error reply
+	Updater  Updater  // nil: update requests get an error reply
 	System   System
 	Log      *slog.Logger
 
@@ -218,7 +220,7 @@ func (s *Server) Serve(ctx context.Context) error {
 				s.mu.Unlock()
 				c.Close()
 			}()
-			s.serveConn(c)
+			s.serveConn(ctx, c)
 		}()
 	}
 }
@@ -250,7 +252,7 @@ func PeerCred(c *net.UnixConn) (*unix.Ucred, error) {
 	return cred, serr
 }
 
-func (s *Server) serveConn(c *net.UnixConn) {
+func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 	cred, err := PeerCred(c)
 	if err != nil || (cred.Uid != 0 && cred.Uid != s.cfg.UID) {
 		// No reply: a stranger learns nothing about the protocol.
@@ -280,6 +282,14 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		var r Reply
 		if !perConn.allow() || !s.global.allow() {
 			r = Reply{Error: "control: rate limited"}
+		} else if h.Type == TypeInstallUpdate {
+			// The rest of the connection is the bundle: reply and close.
+			r = s.serveInstall(ctx, c, payload)
+			if r.Error != "" {
+				log.Warn("control: update refused", "reason", r.Reason, "field", r.Field, "err", r.Error)
+			}
+			s.reply(c, r)
+			return
 		} else {
 			r = s.dispatch(h.Type, payload)
 		}
@@ -321,7 +331,10 @@ func fail(err error) Reply {
 	var fe *fwspec.FieldError
 	var ne *netspec.FieldError
 	var de *strictjson.Error
+	var be *bundle.Error
 	switch {
+	case errors.As(err, &be):
+		r.Field, r.Reason = be.Field, string(be.Reason)
 	case errors.As(err, &fe):
 		r.Field = fe.Field
 	case errors.As(err, &ne):
@@ -457,6 +470,15 @@ func (s *Server) dispatch(t Type, p []byte) Reply {
 		return s.dispatchNetwork(t, p)
 	case TypeGetFloors, TypeRaiseFloor:
 		return s.dispatchFloors(t, p)
+	case TypeUpdateStatus:
+		var empty struct{}
+		if err := decodeStrict(p, &empty); err != nil {
+			return fail(err)
+		}
+		if s.cfg.Updater == nil {
+			return fail(errNoUpdater)
+		}
+		return ok(s.cfg.Updater.Status())
 	}
 	return fail(fmt.Errorf("control: unknown request type %d", uint8(t)))
 }

@@ -2,8 +2,6 @@ package netconf
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,7 +14,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgepbx/edgepbx/init/atomicfile"
 	"github.com/edgepbx/edgepbx/init/netconf/netspec"
+	"github.com/edgepbx/edgepbx/init/pending"
 	"github.com/edgepbx/edgepbx/init/strictjson"
 )
 
@@ -35,7 +35,7 @@ var (
 	ErrClosed      = errors.New("network committer closed")
 	ErrNotApplied  = errors.New("the network change is not applied yet: confirm it from its new address")
 	// ErrApplyFailed is what OnRevert gets for a change (ApplyDelay) that
-	// could not be applied: the confirmed network was applied again.
+	// could not be applied once Set had answered.
 	ErrApplyFailed = errors.New("network change could not be applied")
 )
 
@@ -55,13 +55,13 @@ type Committer struct {
 	live     func() []netip.Prefix
 	nics     []string
 	log      *slog.Logger
+	gate     *pending.Gate // the pending change's id, deadline and revert timer
 	after    time.Duration
 	path     string
 	confirm  netspec.Network
 	pending  *netspec.Pending
-	stop     func() bool
-	closed   bool
 	onRevert func(netspec.Pending, error)
+	timer    pending.Timer
 	delay    time.Duration // ApplyDelay
 	applied  bool          // the pending change is in effect (not waiting for delay)
 }
@@ -77,7 +77,9 @@ type CommitterConfig struct {
 	Default netspec.Network
 	// RevertAfter defaults to DefaultRevertAfter.
 	RevertAfter time.Duration
-	Log         *slog.Logger
+	// Timer defaults to the wall clock (tests inject a manual one).
+	Timer pending.Timer
+	Log   *slog.Logger
 	// OnRevert is called (outside the lock) after a change was reverted.
 	OnRevert func(netspec.Pending, error)
 	// ApplyDelay, when positive, applies a change this long after Set has
@@ -91,7 +93,11 @@ type CommitterConfig struct {
 // NewCommitter manages a network already running cfg.Default.
 func NewCommitter(ctx context.Context, cfg CommitterConfig) *Committer {
 	c := &Committer{ctx: ctx, apply: cfg.Apply, live: cfg.Live, nics: slices.Clone(cfg.NICs), log: cfg.Log,
-		after: cfg.RevertAfter, confirm: cfg.Default, onRevert: cfg.OnRevert, delay: max(cfg.ApplyDelay, 0)}
+		after: cfg.RevertAfter, confirm: cfg.Default, onRevert: cfg.OnRevert, gate: pending.New(cfg.Timer),
+		timer: cfg.Timer, delay: max(cfg.ApplyDelay, 0)}
+	if c.timer == nil {
+		c.timer = pending.Wall{}
+	}
 	if c.after <= 0 {
 		c.after = DefaultRevertAfter
 	}
@@ -111,7 +117,7 @@ func (c *Committer) State() netspec.State {
 	st := netspec.State{Confirmed: c.confirm, NICs: slices.Clone(c.nics), Live: c.live(), RevertAfter: c.after}
 	if c.pending != nil {
 		p := *c.pending
-		p.Remaining = max(0, time.Until(p.Deadline))
+		_, _, p.Remaining, _ = c.gate.Pending()
 		st.Pending = &p
 	}
 	return st
@@ -123,20 +129,22 @@ func (c *Committer) State() netspec.State {
 func (c *Committer) Set(n netspec.Network) (netspec.Pending, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	if c.gate.Closed() {
 		return netspec.Pending{}, ErrClosed
 	}
 	if err := n.Validate(c.nics); err != nil {
 		return netspec.Pending{}, err
 	}
 	if c.delay > 0 {
-		if c.stop != nil {
-			c.stop()
+		// The revert deadline covers the delay too; the change is applied
+		// by applyPending, under the same id.
+		id, deadline, err := c.gate.Arm(c.delay+c.after, c.expire)
+		if err != nil {
+			return netspec.Pending{}, ErrClosed
 		}
-		id := newID()
-		p := &netspec.Pending{ID: id, Network: n, Deadline: time.Now().Add(c.delay + c.after), Remaining: c.delay + c.after}
+		p := &netspec.Pending{ID: id, Network: n, Deadline: deadline, Remaining: c.delay + c.after}
 		c.pending, c.applied = p, false
-		c.stop = time.AfterFunc(c.delay, func() { c.applyPending(id) }).Stop
+		c.timer.AfterFunc(c.delay, func() { c.applyPending(id) })
 		c.log.Warn("netconf: network change accepted, applied shortly", "id", id, "in", c.delay)
 		return *p, nil
 	}
@@ -150,37 +158,35 @@ func (c *Committer) Set(n netspec.Network) (netspec.Pending, error) {
 		}
 		return netspec.Pending{}, fmt.Errorf("netconf: apply: %w", err)
 	}
-	if c.stop != nil {
-		c.stop()
+	id, deadline, err := c.gate.Arm(c.after, c.expire)
+	if err != nil {
+		return netspec.Pending{}, ErrClosed
 	}
-	id := newID()
-	p := &netspec.Pending{ID: id, Network: n, Deadline: time.Now().Add(c.after), Remaining: c.after}
+	p := &netspec.Pending{ID: id, Network: n, Deadline: deadline, Remaining: c.after}
 	c.pending, c.applied = p, true
-	c.stop = time.AfterFunc(c.after, func() { c.expire(id) }).Stop
 	c.log.Warn("netconf: network change pending confirmation", "id", id, "deadline", p.Deadline)
 	return *p, nil
 }
 
-// applyPending applies the change Set accepted with ApplyDelay, then
-// starts its revert timer; if applying fails, the confirmed network is
+// applyPending applies the change Set accepted with ApplyDelay; its revert
+// deadline is already running. If applying fails, the confirmed network is
 // applied again and the change is dropped.
 func (c *Committer) applyPending(id string) {
 	c.mu.Lock()
-	if c.closed || c.pending == nil || c.pending.ID != id || c.applied {
+	if c.gate.Closed() || c.gate.Check(id) != nil || c.pending == nil || c.applied {
 		c.mu.Unlock()
 		return
 	}
 	err := c.apply.ApplyNetwork(c.ctx, c.pending.Network, c.nics)
 	if err == nil {
 		c.applied = true
-		c.pending.Deadline = time.Now().Add(c.after)
-		c.stop = time.AfterFunc(c.after, func() { c.expire(id) }).Stop
 		c.log.Warn("netconf: network change pending confirmation", "id", id, "deadline", c.pending.Deadline)
 		c.mu.Unlock()
 		return
 	}
+	c.gate.Expire(id) // ends it: its revert timer finds nothing
 	p := *c.pending
-	c.pending, c.stop = nil, nil
+	c.pending = nil
 	if rerr := c.apply.ApplyNetwork(c.ctx, c.confirm, c.nics); rerr != nil {
 		c.log.Error("netconf: re-apply after failed change", "err", rerr)
 	}
@@ -193,48 +199,45 @@ func (c *Committer) applyPending(id string) {
 	}
 }
 
-func newID() string {
-	b := make([]byte, 16)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 // Confirm makes the pending change with this id permanent: written to the
 // network file first, and only then the revert is stopped. If the write
 // fails the change stays pending.
 func (c *Committer) Confirm(id string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.pending == nil {
-		return ErrNoPending
-	}
-	if id != c.pending.ID {
-		return ErrPendingID
-	}
-	if !c.applied {
+	if c.gate.Check(id) == nil && !c.applied {
 		return ErrNotApplied // nothing to have reached the box over yet
 	}
-	if c.path != "" {
+	err := c.gate.Confirm(id, func() error {
+		if c.path == "" {
+			return nil
+		}
 		if err := writeNetworkFile(c.path, c.pending.Network); err != nil {
 			return fmt.Errorf("netconf: confirm: %w", err)
 		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, pending.ErrNone):
+		return ErrNoPending
+	case errors.Is(err, pending.ErrID):
+		return ErrPendingID
+	case err != nil:
+		return err
 	}
-	if c.stop != nil {
-		c.stop()
-	}
-	c.confirm, c.pending, c.stop = c.pending.Network, nil, nil
+	c.confirm, c.pending = c.pending.Network, nil
 	c.log.Info("netconf: network change confirmed", "id", id, "persisted", c.path != "")
 	return nil
 }
 
 func (c *Committer) expire(id string) {
 	c.mu.Lock()
-	if c.pending == nil || c.pending.ID != id {
+	if !c.gate.Expire(id) {
 		c.mu.Unlock()
 		return
 	}
 	p := *c.pending
-	c.pending, c.stop = nil, nil
+	c.pending = nil
 	err := c.apply.ApplyNetwork(c.ctx, c.confirm, c.nics)
 	hook := c.onRevert
 	c.mu.Unlock()
@@ -248,10 +251,7 @@ func (c *Committer) expire(id string) {
 func (c *Committer) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.stop != nil {
-		c.stop()
-	}
-	c.closed = true
+	c.gate.Close()
 }
 
 // Restore adopts the network file at path once /data is mounted: missing
@@ -299,7 +299,7 @@ func writeNetworkFile(path string, n netspec.Network) error {
 	if err != nil {
 		return fmt.Errorf("encode network: %w", err)
 	}
-	return WriteAtomic(path, data, 0o600)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 func readNetworkFile(path string) (netspec.Network, error) {

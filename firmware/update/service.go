@@ -1,0 +1,200 @@
+package update
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/firmware/store"
+)
+
+const (
+	bucket = "update"
+	// checkEvery is the daily look at the repository; tick is how often
+	// the loop wakes to see whether a waiting offer's window opened.
+	checkEvery = 24 * time.Hour
+	tick       = 15 * time.Minute
+)
+
+// Service keeps the admin's policy in the store and runs the puller on
+// schedule. Puller may be nil (no repository configured): the policy is
+// still kept, and the API says no repository is set.
+type Service struct {
+	DB     *store.DB
+	Audit  *audit.Log
+	Puller *Puller
+	Log    *slog.Logger
+
+	mu      sync.Mutex
+	advised []string      // advisories in force for the running firmware
+	fixedIn string        // the version they name as fixed
+	kick    chan struct{} // an advisory arrived: look now
+}
+
+// Advise records the check-in's advisories against the running firmware
+// (the vendor's vulnerable-version check). While any is in force a newer
+// bundle counts as a security fix (security-only installs it, in the
+// window) and the banner says so; a new advisory looks at the repository
+// at once instead of at the next daily check.
+func (s *Service) Advise(ids []string, fixedIn string) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	isNew := len(ids) > 0 && !slices.Equal(ids, s.advised)
+	s.advised, s.fixedIn = slices.Clone(ids), fixedIn
+	if s.kick == nil {
+		s.kick = make(chan struct{}, 1)
+	}
+	k := s.kick
+	s.mu.Unlock()
+	if isNew {
+		select {
+		case k <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (s *Service) advice() ([]string, string, chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.kick == nil {
+		s.kick = make(chan struct{}, 1)
+	}
+	return s.advised, s.fixedIn, s.kick
+}
+
+// Policy returns the stored policy (DefaultPolicy when none is stored).
+func (s *Service) Policy() (Policy, error) {
+	p := DefaultPolicy
+	err := s.DB.View(func(tx *store.Tx) error {
+		_, err := tx.Get(bucket, "policy", &p)
+		return err
+	})
+	return p, err
+}
+
+// SetPolicy validates, stores and audits a policy.
+func (s *Service) SetPolicy(p Policy, actor, source string) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	return s.DB.Update(func(tx *store.Tx) error {
+		old := DefaultPolicy
+		if _, err := tx.Get(bucket, "policy", &old); err != nil {
+			return err
+		}
+		if err := tx.Put(bucket, "policy", p); err != nil {
+			return err
+		}
+		return s.Audit.RecordTx(tx, audit.Event{Actor: actor, Source: source, Action: "update.policy", Before: old, After: p})
+	})
+}
+
+// Last is the last check (empty without a repository).
+func (s *Service) Last() Report {
+	if s.Puller == nil {
+		return Report{Action: "no-repository", Detail: "no update repository is configured on this box"}
+	}
+	return s.Puller.Last()
+}
+
+// Banner is the vulnerable-version warning ("" when none; also on a nil
+// Service).
+func (s *Service) Banner() string {
+	if s == nil {
+		return ""
+	}
+	if ids, fixed, _ := s.advice(); len(ids) > 0 {
+		b := "This firmware has known security problems (" + strings.Join(ids, ", ") + ")"
+		if fixed != "" {
+			b += "; fixed in " + fixed
+		}
+		if s.Puller != nil {
+			if r := s.Puller.Last(); r.Newest != nil {
+				b += fmt.Sprintf("; version %s is available (%s)", r.Newest.Version, r.Action)
+			}
+		}
+		return b + "."
+	}
+	if s.Puller == nil {
+		return ""
+	}
+	return s.Puller.Banner()
+}
+
+// CheckNow looks at the repository by the stored policy (and the
+// advisories in force) and installs by it; installs and failures are
+// audited as the system's.
+func (s *Service) CheckNow(ctx context.Context) Report {
+	if s.Puller == nil {
+		return s.Last()
+	}
+	pol, err := s.Policy()
+	if err != nil && s.Log != nil {
+		s.Log.Error("update: policy; using the default", "err", err)
+	}
+	ids, _, _ := s.advice()
+	r := s.Puller.run(ctx, pol, len(ids) > 0)
+	if r.Action == "installed" || r.Action == "failed" {
+		s.audit(r, "system", "update repository")
+	}
+	return r
+}
+
+// PullNow is an admin's "install the newest now": it checks and installs
+// regardless of policy and window, and audits the outcome.
+func (s *Service) PullNow(ctx context.Context, actor, source string) (Report, error) {
+	if s.Puller == nil {
+		return s.Last(), fmt.Errorf("update: no update repository is configured on this box")
+	}
+	r := s.Puller.Run(ctx, Policy{Mode: ModeAll, Window: Window{Start: "00:00", Hours: 24}})
+	s.audit(r, actor, source)
+	return r, nil
+}
+
+func (s *Service) audit(r Report, actor, source string) {
+	ev := audit.Event{Actor: actor, Source: source, Action: "update.pull", Outcome: audit.OK, Detail: r.Action}
+	if r.Detail != "" {
+		ev.Detail += ": " + r.Detail
+	}
+	if r.Action == "failed" {
+		ev.Outcome = audit.Failed
+	}
+	if err := s.Audit.Record(ev); err != nil && s.Log != nil {
+		s.Log.Error("update: audit", "err", err)
+	}
+}
+
+// Run checks daily and whenever a waiting offer's window may have opened,
+// until ctx ends. Installs it starts are audited as the system's.
+func (s *Service) Run(ctx context.Context) {
+	if s.Puller == nil {
+		return
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var last time.Time
+	for {
+		pol, _ := s.Policy()
+		waiting := s.Puller.Last().Action == "waiting-for-window"
+		if last.IsZero() || time.Since(last) >= checkEvery || (waiting && pol.Window.Contains(s.Puller.cfg.Now())) {
+			s.CheckNow(ctx)
+			last = time.Now()
+		}
+		_, _, kick := s.advice()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-kick:
+			last = time.Time{} // look now
+		}
+	}
+}

@@ -1,0 +1,108 @@
+package update
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/store"
+)
+
+func newService(t *testing.T, p *Puller) (*Service, *audit.Log) {
+	t.Helper()
+	key := make([]byte, 32)
+	rand.Read(key)
+	db, err := store.Open(filepath.Join(t.TempDir(), "edgepbx.db"), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	al := audit.New(db, auth.SystemClock{})
+	return &Service{DB: db, Audit: al, Puller: p}, al
+}
+
+// TestServicePolicy: the default is security-only in a night window; a
+// valid policy is stored and audited; a bad one is refused naming the
+// field and changes nothing.
+func TestServicePolicy(t *testing.T) {
+	s, al := newService(t, nil)
+	if p, err := s.Policy(); err != nil || p != DefaultPolicy {
+		t.Fatalf("default: %+v %v", p, err)
+	}
+	want := Policy{Mode: ModeAll, Window: Window{Start: "22:30", Hours: 4}}
+	if err := s.SetPolicy(want, "root1", "192.0.2.7"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetPolicy(Policy{Mode: "weekly", Window: want.Window}, "root1", "192.0.2.7"); !errors.Is(err, ErrPolicy) {
+		t.Fatalf("bad mode: %v", err)
+	}
+	if p, _ := s.Policy(); p != want {
+		t.Fatalf("stored %+v", p)
+	}
+	es, err := al.Query(audit.Filter{Action: "update.policy"})
+	if err != nil || len(es) != 1 {
+		t.Fatalf("audit: %d entries, %v", len(es), err)
+	}
+	if _, err := s.PullNow(context.Background(), "root1", "x"); err == nil {
+		t.Fatal("pull without a repository")
+	}
+}
+
+// TestServicePullNow installs the newest bundle at once whatever the
+// policy says, and audits it.
+func TestServicePullNow(t *testing.T) {
+	r := newPullRig(t)
+	r.now = time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC) // outside every default window
+	r.repo.add(Offer{Path: "pc-x86_64/edgepbx-1.2.0.bundle", Board: "pc-x86_64", Version: "1.2.0", Number: 120},
+		r.box.bundle(t, "1.2.0", 120, randBytes(100<<10)))
+	r.repo.publish(time.Now().Add(24 * time.Hour))
+	s, al := newService(t, r.p)
+	s.SetPolicy(Policy{Mode: ModeNotify, Window: Window{Start: "03:00", Hours: 1}}, "root1", "x")
+	rep, err := s.PullNow(context.Background(), "root1", "192.0.2.7")
+	if err != nil || rep.Action != "installed" || r.box.slots.State().TrialSlot != "b" {
+		t.Fatalf("pull now: %+v %v", rep, err)
+	}
+	es, _ := al.Query(audit.Filter{Action: "update.pull"})
+	if len(es) != 1 || es[0].Outcome != audit.OK {
+		t.Fatalf("audit %+v", es)
+	}
+}
+
+// TestServiceAdvisory: the check-in's advisory against the running
+// firmware (the vulnerable-version check) puts up the banner, looks at
+// the repository at once, and makes security-only install a bundle the
+// repository did not mark as a security fix.
+func TestServiceAdvisory(t *testing.T) {
+	r := newPullRig(t)
+	r.repo.add(Offer{Path: "pc-x86_64/edgepbx-1.2.0.bundle", Board: "pc-x86_64", Version: "1.2.0", Number: 120},
+		r.box.bundle(t, "1.2.0", 120, randBytes(100<<10)))
+	r.repo.publish(time.Now().Add(24 * time.Hour))
+	s, al := newService(t, r.p)
+	s.SetPolicy(Policy{Mode: ModeSecurity, Window: Window{Start: "00:00", Hours: 24}}, "root1", "x")
+	if rep := s.CheckNow(context.Background()); rep.Action != "available" || s.Banner() != "" {
+		t.Fatalf("without an advisory: %+v, banner %q", rep, s.Banner())
+	}
+	s.Advise([]string{"ADV-7"}, "1.2.0")
+	if b := s.Banner(); !strings.Contains(b, "ADV-7") || !strings.Contains(b, "fixed in 1.2.0") {
+		t.Fatalf("banner %q", b)
+	}
+	if _, _, kick := s.advice(); len(kick) != 1 {
+		t.Fatal("a new advisory does not look at the repository at once")
+	}
+	if rep := s.CheckNow(context.Background()); rep.Action != "installed" || r.box.slots.State().TrialSlot != "b" {
+		t.Fatalf("with an advisory: %+v", rep)
+	}
+	if es, _ := al.Query(audit.Filter{Action: "update.pull"}); len(es) != 1 || es[0].Actor != "system" {
+		t.Fatalf("audit %+v", es)
+	}
+	s.Advise(nil, "")
+	if s.Banner() != "" {
+		t.Fatalf("banner after the advisory is lifted: %q", s.Banner())
+	}
+}
