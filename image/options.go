@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/edgepbx/edgepbx/board"
 )
 
 // Option changes how Build works.
@@ -25,6 +27,8 @@ type options struct {
 	log      *slog.Logger
 	license  *licenseConfig // nil: the image does not phone home
 	roots    string         // CA bundle; "" means HostRoots
+	disk     bool           // also write slot.img and disk.img
+	console  string         // overrides the board's console ("" keeps it)
 }
 
 // ModulePath is the Go module whose cmd/init and cmd/edgepbxd are built.
@@ -196,4 +200,22 @@ func isModuleRoot(dir string) bool {
 		}
 	}
 	return false
+}
+
+// WithDisk also writes the UEFI disk image (disk.img: GPT with slots A/B
+// and the data partition) and the slot image (slot.img) into the out dir.
+func WithDisk() Option {
+	return func(o *options) error { o.disk = true; return nil }
+}
+
+// WithConsole sets the kernel console instead of the board's (a board
+// whose boxes have a serial console, or QEMU's serial port in tests).
+func WithConsole(dev string) Option {
+	return func(o *options) error {
+		if !board.ValidConsole(dev) {
+			return fmt.Errorf("image: console %q: want ttyS0, ttyAMA0, tty0, hvc0, …", dev)
+		}
+		o.console = dev
+		return nil
+	}
 }
