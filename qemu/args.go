@@ -22,9 +22,6 @@ func args(t Target, c config, qmpSocket string) ([]string, error) {
 		"-cpu", t.CPU,
 		"-m", strconv.Itoa(c.memoryMiB),
 		"-smp", "1",
-		"-kernel", t.Kernel,
-		"-initrd", t.Initramfs,
-		"-append", t.cmdline(c.kernelArgs()),
 		// The console is QEMU's stdin/stdout, which the runner owns; signal=off
 		// so a stray ^C byte is not QEMU's business.
 		"-chardev", "stdio,id=con0,signal=off",
@@ -35,6 +32,23 @@ func args(t Target, c config, qmpSocket string) ([]string, error) {
 	if c.kvm {
 		a = append(a, "-enable-kvm")
 	}
+	if u := t.UEFI; u != nil {
+		// The firmware loads the kernel from the disk; the disk is on q35's
+		// AHCI, the NIC an e1000e, the watchdog an i6300esb: drivers a
+		// pc-x86_64 box loads anyway.
+		a = append(a,
+			"-drive", "if=pflash,format=raw,readonly=on,file="+escapeOpt(u.Code),
+			"-drive", "if=pflash,format=raw,file="+escapeOpt(u.Vars),
+			"-drive", "id=disk0,if=none,format=raw,cache=writeback,file="+escapeOpt(u.Disk),
+			"-device", "ide-hd,drive=disk0,bus=ide.0",
+			"-device", "i6300esb")
+		nd, err := userNetdev(c.forwards, c.guestFwds)
+		if err != nil {
+			return nil, err
+		}
+		return append(a, "-netdev", nd, "-device", "e1000e,netdev=net0"), nil
+	}
+	a = append(a, "-kernel", t.Kernel, "-initrd", t.Initramfs, "-append", t.cmdline(c.kernelArgs()))
 	// virtio-mmio transports on both machines: microvm has nothing else, and
 	// virt describes them in its device tree, so one driver set serves both.
 	const bus = "device"

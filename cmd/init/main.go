@@ -37,6 +37,7 @@ import (
 	"github.com/edgepbx/edgepbx/init/netconf"
 	"github.com/edgepbx/edgepbx/init/netconf/netspec"
 	"github.com/edgepbx/edgepbx/init/shutdown"
+	"github.com/edgepbx/edgepbx/init/slots"
 	"github.com/edgepbx/edgepbx/init/supervise"
 	"github.com/edgepbx/edgepbx/netfw"
 )
@@ -87,7 +88,8 @@ type box struct {
 	wd      io.Closer          // stops petting, then disarms the watchdog
 	ctl     *control.Server
 	health  healthState
-	buttons []string // power-button devices being watched (nil: not started)
+	buttons []string       // power-button devices being watched (nil: not started)
+	slots   *slots.Manager // A/B boot slots (nil: no UEFI disk image)
 }
 
 // healthState is written by the control socket's goroutines.
@@ -209,6 +211,7 @@ func (b *box) boot() error {
 	if err := b.mountData(); err != nil {
 		return err
 	}
+	b.openSlots()
 	if err := b.loadIdentity(); err != nil {
 		return err
 	}
@@ -321,6 +324,8 @@ func (b *box) mountData() error {
 	}
 	if b.live {
 		b.say("WARNING: live mode: /data is a RAM disk, nothing persists")
+	} else {
+		b.growData(d)
 	}
 	// edgepbxd writes its store in /data; the sticky bit keeps it from
 	// renaming or removing PID 1's entries (identity, netfw).

@@ -284,11 +284,11 @@ func parseSuperblock(sb []byte) (bs, blocks uint64, err error) {
 // fileBackend lets go-diskfs use an already open file or block device.
 type fileBackend struct{ f *os.File }
 
-func (b fileBackend) Stat() (os.FileInfo, error)                { return b.f.Stat() }
-func (b fileBackend) Read(p []byte) (int, error)                { return b.f.Read(p) }
-func (b fileBackend) ReadAt(p []byte, off int64) (int, error)   { return b.f.ReadAt(p, off) }
-func (b fileBackend) Seek(off int64, wh int) (int64, error)     { return b.f.Seek(off, wh) }
-func (b fileBackend) Close() error                              { return nil }
-func (b fileBackend) Sys() (*os.File, error)                    { return b.f, nil }
-func (b fileBackend) Writable() (backend.WritableFile, error)   { return b.f, nil }
-func (b fileBackend) Path() string                              { return b.f.Name() }
+func (b fileBackend) Stat() (os.FileInfo, error)              { return b.f.Stat() }
+func (b fileBackend) Read(p []byte) (int, error)              { return b.f.Read(p) }
+func (b fileBackend) ReadAt(p []byte, off int64) (int, error) { return b.f.ReadAt(p, off) }
+func (b fileBackend) Seek(off int64, wh int) (int64, error)   { return b.f.Seek(off, wh) }
+func (b fileBackend) Close() error                            { return nil }
+func (b fileBackend) Sys() (*os.File, error)                  { return b.f, nil }
+func (b fileBackend) Writable() (backend.WritableFile, error) { return b.f, nil }
+func (b fileBackend) Path() string                            { return b.f.Name() }

@@ -58,6 +58,9 @@ const (
 
 	varTrial    = "EdgepbxTrial"
 	varRollback = "EdgepbxLastRollback"
+	// varEnded names the trial Rollback ended: the old slot reports that
+	// reason instead of a crash.
+	varEnded = "EdgepbxTrialEnded"
 	// maxReason bounds what is kept in NVRAM (small, shared with the firmware).
 	maxReason = 256
 	// invalidBytes is what MarkInvalid zeroes: the FAT boot sector, FATs
@@ -305,8 +308,14 @@ func (m *Manager) takeOver() error {
 		// The trial slot booted once (BootNext) and the box came back
 		// here without Commit or Rollback: it crashed, hung (watchdog)
 		// or lost power.
+		ended, err := m.getString(varEnded)
+		if err != nil {
+			return err
+		}
 		reason := fmt.Sprintf("trial boot of slot %s did not become healthy (crash, watchdog reset, power loss or reboot before commit)", trial)
-		if err := m.setString(varRollback, reason); err != nil {
+		if ended == trial {
+			reason, _ = m.getString(varRollback) // Rollback recorded why
+		} else if err := m.setString(varRollback, reason); err != nil {
 			return err
 		}
 		m.st.RolledBack = true
@@ -316,6 +325,9 @@ func (m *Manager) takeOver() error {
 		// Commit cut after BootOrder was written, or the failure above
 		// is recorded: the trial is over.
 		if err := m.remove(vendor(varTrial)); err != nil {
+			return err
+		}
+		if err := m.remove(vendor(varEnded)); err != nil {
 			return err
 		}
 		m.st.TrialSlot = ""
@@ -344,7 +356,7 @@ func (m *Manager) Active() (Slot, error) { return m.Slot(m.st.Booted) }
 // Inactive is the slot to write an update into. During a trial boot the
 // other slot is the fallback: it is not offered.
 func (m *Manager) Inactive() (Slot, error) {
-	if m.st.Trial {
+	if m.st.Trial || m.st.Booted != m.st.Committed {
 		return Slot{}, ErrTrial
 	}
 	for _, s := range m.slots {
@@ -448,7 +460,7 @@ func (m *Manager) Commit() error {
 }
 
 // Rollback ends the trial and records why; the caller reboots and the
-// firmware boots the committed (old) slot.
+// firmware boots the committed (old) slot, which reports the reason.
 func (m *Manager) Rollback(reason string) error {
 	if !m.st.Trial {
 		return ErrNotTrial
@@ -462,10 +474,11 @@ func (m *Manager) Rollback(reason string) error {
 	if err := m.remove(global("BootNext")); err != nil {
 		return err
 	}
-	if err := m.remove(vendor(varTrial)); err != nil {
+	// EdgepbxTrial stays: the old slot, booted next, ends the trial.
+	if err := m.setString(varEnded, m.st.Booted); err != nil {
 		return err
 	}
-	m.st.Trial, m.st.TrialSlot, m.st.LastRollback = false, "", reason
+	m.st.Trial, m.st.LastRollback = false, reason
 	return nil
 }
 

@@ -307,7 +307,7 @@ func TestTrialWithoutCommitComesBack(t *testing.T) {
 			if err := m.Rollback("edgepbxd not healthy within 5m0s"); err != nil {
 				t.Fatal(err)
 			}
-		}, "edgepbxd not healthy within 5m0s", false},
+		}, "edgepbxd not healthy within 5m0s", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBox(t)
