@@ -33,20 +33,24 @@ func args(t Target, c config, qmpSocket string) ([]string, error) {
 		a = append(a, "-enable-kvm")
 	}
 	if u := t.UEFI; u != nil {
-		// The firmware loads the kernel from the disk; the disk is on q35's
-		// AHCI, the NIC an e1000e, the watchdog an i6300esb: drivers a
-		// pc-x86_64 box loads anyway.
+		// The firmware loads the kernel from the disk. x86_64: the disk is
+		// on q35's AHCI, the NIC an e1000e (drivers a pc-x86_64 box loads
+		// anyway); arm64 virt: virtio PCI. The watchdog is an i6300esb.
+		disk, nic := "ide-hd,drive=disk0,bus=ide.0", "e1000e,netdev=net0"
+		if t.Arch == ArchARM64 {
+			disk, nic = "virtio-blk-pci,drive=disk0", "virtio-net-pci,netdev=net0"
+		}
 		a = append(a,
 			"-drive", "if=pflash,format=raw,readonly=on,file="+escapeOpt(u.Code),
 			"-drive", "if=pflash,format=raw,file="+escapeOpt(u.Vars),
 			"-drive", "id=disk0,if=none,format=raw,cache=writeback,file="+escapeOpt(u.Disk),
-			"-device", "ide-hd,drive=disk0,bus=ide.0",
+			"-device", disk,
 			"-device", "i6300esb")
 		nd, err := userNetdev(c.forwards, c.guestFwds)
 		if err != nil {
 			return nil, err
 		}
-		return append(a, "-netdev", nd, "-device", "e1000e,netdev=net0"), nil
+		return append(a, "-netdev", nd, "-device", nic), nil
 	}
 	a = append(a, "-kernel", t.Kernel, "-initrd", t.Initramfs, "-append", t.cmdline(c.kernelArgs()))
 	// virtio-mmio transports on both machines: microvm has nothing else, and

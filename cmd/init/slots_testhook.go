@@ -3,6 +3,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"io"
 	"os"
 
@@ -73,7 +74,16 @@ func copySlot(b *box) error {
 		return err
 	}
 	defer out.Close()
-	if _, err := io.Copy(out, io.LimitReader(in, min(src.Size, dst.Size))); err != nil {
+	// Only the FAT volume (what a bundle carries), not the whole partition:
+	// BPB bytes per sector (offset 11) times total sectors (offset 32).
+	n := min(src.Size, dst.Size)
+	bpb := make([]byte, 36)
+	if _, err := in.ReadAt(bpb, 0); err == nil {
+		if v := int64(binary.LittleEndian.Uint16(bpb[11:])) * int64(binary.LittleEndian.Uint32(bpb[32:])); v > 0 && v < n {
+			n = v
+		}
+	}
+	if _, err := io.Copy(out, io.LimitReader(in, n)); err != nil {
 		return err
 	}
 	if err := out.Sync(); err != nil {

@@ -137,7 +137,7 @@ func Open(cfg Config) (*Manager, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Vars == nil {
-		v, err := efivarfs.New()
+		v, err := openSysVars()
 		if err != nil {
 			return nil, fmt.Errorf("slots: %w: %w", ErrNoEFI, err)
 		}

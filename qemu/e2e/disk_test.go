@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,16 +17,23 @@ import (
 	"github.com/edgepbx/edgepbx/qemu"
 )
 
-// Debian's ovmf package (.ci/deps).
+// Debian's ovmf and qemu-efi-aarch64 packages (.ci/deps).
 const (
-	ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
-	ovmfVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	ovmfCode  = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	ovmfVars  = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	aavmfCode = "/usr/share/AAVMF/AAVMF_CODE.fd"
+	aavmfVars = "/usr/share/AAVMF/AAVMF_VARS.fd"
 )
 
 // buildDisk builds pc-x86_64 with --disk (serial console, test hook) into dir.
 func buildDisk(t *testing.T, dir string) *image.Image {
 	t.Helper()
-	prof, err := board.Load("pc-x86_64")
+	return buildBoardDisk(t, "pc-x86_64", "ttyS0", dir)
+}
+
+func buildBoardDisk(t *testing.T, boardName, console, dir string) *image.Image {
+	t.Helper()
+	prof, err := board.Load(boardName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +47,7 @@ func buildDisk(t *testing.T, dir string) *image.Image {
 	img, err := image.Build(ctx, prof,
 		image.WithCacheDir(filepath.Join(cache, "edgepbx")),
 		image.WithOutDir(dir), image.WithVersion("e2e"), image.WithBuildTags("testhook"),
-		image.WithRepoDir(repo), image.WithDisk(), image.WithConsole("ttyS0"),
+		image.WithRepoDir(repo), image.WithDisk(), image.WithConsole(console),
 		image.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
 		t.Fatalf("build disk image: %v", err)
@@ -70,8 +78,13 @@ func copyFile(t *testing.T, src, dst string) {
 // the console shows each of want before it.
 func uefiBoot(t *testing.T, u *qemu.UEFI, want ...string) (*qemu.VM, map[string]string) {
 	t.Helper()
+	return uefiBootArch(t, qemu.ArchX86_64, u, want...)
+}
+
+func uefiBootArch(t *testing.T, arch qemu.Arch, u *qemu.UEFI, want ...string) (*qemu.VM, map[string]string) {
+	t.Helper()
 	start := time.Now()
-	vm, err := qemu.BootTarget(context.Background(), qemu.Target{Arch: qemu.ArchX86_64, UEFI: u},
+	vm, err := qemu.BootTarget(context.Background(), qemu.Target{Arch: arch, UEFI: u},
 		qemu.WithConsoleLog(&consoleLog{tb: t}), qemu.WithMemory(768))
 	if err != nil {
 		t.Fatal(err)
@@ -79,15 +92,28 @@ func uefiBoot(t *testing.T, u *qemu.UEFI, want ...string) (*qemu.VM, map[string]
 	t.Cleanup(vm.Kill)
 	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
 	defer cancel()
-	if _, err := vm.WaitFirst(ctx, "time=", "edgepbx: HALTED"); err != nil {
-		t.Fatal(err)
+	// Phases: the firmware starts the slot's loader (edk2's BdsDxe), the
+	// kernel's EFI stub runs, PID 1 logs its first line.
+	phases := []string{"BdsDxe: starting", "EFI stub:", "time="}
+	at := make([]time.Duration, len(phases))
+	for i := 0; i < len(phases); i++ {
+		line, err := vm.WaitFirst(ctx, append(slices.Clone(phases[i:]), "edgepbx: HALTED")...)
+		if err != nil || strings.HasPrefix(line, "edgepbx: HALTED") {
+			t.Fatalf("boot: %v %s\n%s", err, line, vm.Tail(60))
+		}
+		for j := i; j < len(phases); j++ {
+			if strings.HasPrefix(strings.TrimSpace(line), phases[j]) {
+				at[j], i = time.Since(start), j
+				break
+			}
+		}
 	}
-	fwDone := time.Since(start)
 	line, err := vm.WaitFirst(ctx, "edgepbx: ready", "edgepbx: HALTED")
 	if err != nil || strings.HasPrefix(line, "edgepbx: HALTED") {
 		t.Fatalf("boot: %v %s\n%s", err, line, vm.Tail(60))
 	}
-	t.Logf("UEFI boot: first PID 1 line %.1fs after QEMU start (firmware + loading the UKI), ready after %.1fs", fwDone.Seconds(), time.Since(start).Seconds())
+	t.Logf("UEFI boot (%s): firmware started the slot at %.1fs, EFI stub at %.1fs, PID 1 at %.1fs, ready at %.1fs after QEMU start",
+		arch, at[0].Seconds(), at[1].Seconds(), at[2].Seconds(), time.Since(start).Seconds())
 	lines := strings.Join(vm.Lines(), "\n")
 	for _, w := range want {
 		if !strings.Contains(lines, w) {
@@ -136,14 +162,7 @@ func waitExit(t *testing.T, vm *qemu.VM) {
 // comes back to A with the reason; a committed B sticks.
 func TestDiskImageUEFI(t *testing.T) {
 	require(t, "qemu-system-x86_64", "mkfs.ext4")
-	for _, f := range []string{ovmfCode, ovmfVars} {
-		if _, err := os.Stat(f); err != nil {
-			if os.Getenv("CI") == "" {
-				t.Skipf("OVMF not installed: %v", err)
-			}
-			t.Fatalf("OVMF not installed (Debian package ovmf): %v", err)
-		}
-	}
+	requireFirmware(t, "ovmf", ovmfCode, ovmfVars)
 	dir := t.TempDir()
 	img := buildDisk(t, filepath.Join(dir, "out"))
 	u := &qemu.UEFI{Code: ovmfCode, Vars: filepath.Join(dir, "vars.fd"), Disk: filepath.Join(dir, "disk.img")}
@@ -193,6 +212,42 @@ func TestDiskImageUEFI(t *testing.T) {
 	if strings.Contains(strings.Join(vm.Lines(), "\n"), "ROLLBACK") {
 		t.Fatal("a committed slot reported a rollback")
 	}
+	vm.Kill()
+}
+
+func requireFirmware(t *testing.T, pkg string, files ...string) {
+	t.Helper()
+	for _, f := range files {
+		if _, err := os.Stat(f); err != nil {
+			if os.Getenv("CI") == "" {
+				t.Skipf("UEFI firmware not installed: %v", err)
+			}
+			t.Fatalf("UEFI firmware not installed (Debian package %s): %v", pkg, err)
+		}
+	}
+}
+
+// TestDiskImageUEFIARM64 boots the uefi-arm64 disk image through AAVMF
+// on a disk bigger than the image: /data grows on first boot, slot A
+// boots, a trial of B commits and sticks.
+func TestDiskImageUEFIARM64(t *testing.T) {
+	require(t, "qemu-system-aarch64", "mkfs.ext4")
+	requireFirmware(t, "qemu-efi-aarch64", aavmfCode, aavmfVars)
+	dir := t.TempDir()
+	img := buildBoardDisk(t, "uefi-arm64", "ttyAMA0", filepath.Join(dir, "out"))
+	u := &qemu.UEFI{Code: aavmfCode, Vars: filepath.Join(dir, "vars.fd"), Disk: filepath.Join(dir, "disk.img")}
+	copyFile(t, aavmfVars, u.Vars)
+	copyFile(t, img.Disk.Path, u.Disk)
+	if err := os.Truncate(u.Disk, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	vm, _ := uefiBootArch(t, qemu.ArchARM64, u, "edgepbx: slot a booted, slot a committed", "edgepbx: data grown from 64 to ")
+	send(t, vm, "edgepbx-test: slot install", "edgepbx: slot b marked for a trial boot")
+	reboot(t, vm)
+	vm, _ = uefiBootArch(t, qemu.ArchARM64, u, "edgepbx: slot b booted, slot a committed (trial boot")
+	send(t, vm, "edgepbx-test: slot commit", "edgepbx: slot b committed")
+	reboot(t, vm)
+	vm, _ = uefiBootArch(t, qemu.ArchARM64, u, "edgepbx: slot b booted, slot b committed")
 	vm.Kill()
 }
 
