@@ -200,7 +200,7 @@ func Build(ctx context.Context, prof board.Profile, opts ...Option) (*Image, err
 		Kernel:        kernel,
 		Initramfs:     initrd,
 		KernelRelease: k.Release,
-		Cmdline:       cmdline(prof, o.console),
+		Cmdline:       strings.Join(append([]string{cmdline(prof, o.console)}, o.params...), " "),
 		Size:          isize,
 		KernelSize:    ksize,
 		Manifest:      filepath.Join(o.outDir, ManifestName),

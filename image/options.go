@@ -29,6 +29,7 @@ type options struct {
 	roots    string         // CA bundle; "" means HostRoots
 	disk     bool           // also write slot.img and disk.img
 	console  string         // overrides the board's console ("" keeps it)
+	params   []string       // extra kernel parameters (WithKernelParams)
 }
 
 // ModulePath is the Go module whose cmd/init and cmd/edgepbxd are built.
@@ -216,6 +217,24 @@ func WithConsole(dev string) Option {
 			return fmt.Errorf("image: console %q: want ttyS0, ttyAMA0, tty0, hvc0, …", dev)
 		}
 		o.console = dev
+		return nil
+	}
+}
+
+// paramRE is one kernel parameter: name or name=value, no spaces or quotes.
+var paramRE = regexp.MustCompile(`^[a-z0-9_.-]{1,64}(=[A-Za-z0-9_.,:/=-]{1,128})?$`)
+
+// WithKernelParams appends parameters to the kernel command line (in a
+// disk image, the UKI's). Tests use it for no_timer_check: under a
+// loaded TCG host the kernel's IO-APIC timer check can fail and panic.
+func WithKernelParams(params ...string) Option {
+	return func(o *options) error {
+		for _, p := range params {
+			if !paramRE.MatchString(p) {
+				return fmt.Errorf("image: kernel parameter %q refused", p)
+			}
+		}
+		o.params = append(o.params, params...)
 		return nil
 	}
 }
