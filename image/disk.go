@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -159,6 +160,12 @@ func WriteSlotImage(path string, files []slotFile) (int64, error) {
 	size := max(int64(alignUp(uint64(need)+4<<20, board.Align)), minSlotImage)
 	if size > board.SlotSize {
 		return 0, fmt.Errorf("slot image: %d bytes of files need %d bytes, more than the %d-byte slot", need, size, board.SlotSize)
+	}
+	// go-diskfs stamps the volume label and "."/".." entries with the
+	// time of day unless SOURCE_DATE_EPOCH (the reproducible-builds
+	// convention) is set: a build at another second differed.
+	if os.Getenv("SOURCE_DATE_EPOCH") == "" {
+		os.Setenv("SOURCE_DATE_EPOCH", strconv.FormatInt(fatTime.Unix(), 10))
 	}
 	d, err := diskfs.Create(path, size, diskfs.SectorSize512)
 	if err != nil {
