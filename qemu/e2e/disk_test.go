@@ -94,8 +94,9 @@ func uefiBootArch(t *testing.T, arch qemu.Arch, u *qemu.UEFI, want ...string) (*
 	t.Cleanup(vm.Kill)
 	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
 	defer cancel()
-	// Phases: the firmware starts the slot's loader (edk2's BdsDxe), the
-	// kernel's EFI stub runs, PID 1 logs its first line.
+	// Phases: the firmware has read the slot's UKI from FAT and starts it
+	// (edk2's BdsDxe prints "starting" between LoadImage and StartImage),
+	// the kernel's EFI stub runs (systemd-stub handed over), PID 1 logs.
 	phases := []string{"BdsDxe: starting", "EFI stub:", "time="}
 	at := make([]time.Duration, len(phases))
 	for i := 0; i < len(phases); i++ {
@@ -114,7 +115,7 @@ func uefiBootArch(t *testing.T, arch qemu.Arch, u *qemu.UEFI, want ...string) (*
 	if err != nil || strings.HasPrefix(line, "edgepbx: HALTED") {
 		t.Fatalf("boot: %v %s\n%s", err, line, vm.Tail(60))
 	}
-	t.Logf("UEFI boot (%s): firmware started the slot at %.1fs, EFI stub at %.1fs, PID 1 at %.1fs, ready at %.1fs after QEMU start",
+	t.Logf("UEFI boot (%s): firmware loaded and started the slot's UKI at %.1fs, kernel EFI stub at %.1fs, PID 1 at %.1fs, ready at %.1fs after QEMU start",
 		arch, at[0].Seconds(), at[1].Seconds(), at[2].Seconds(), time.Since(start).Seconds())
 	lines := strings.Join(vm.Lines(), "\n")
 	for _, w := range want {
