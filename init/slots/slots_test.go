@@ -307,6 +307,13 @@ func TestTrialWithoutCommitComesBack(t *testing.T) {
 			if err := m.Rollback("edgepbxd not healthy within 5m0s"); err != nil {
 				t.Fatal(err)
 			}
+			// Until the reboot, the old slot is still the fallback.
+			if _, err := m.Inactive(); !errors.Is(err, ErrTrial) {
+				t.Fatalf("Inactive after Rollback = %v, want ErrTrial", err)
+			}
+			if err := m.Commit(); !errors.Is(err, ErrNotTrial) {
+				t.Fatalf("Commit after Rollback = %v", err)
+			}
 		}, "edgepbxd not healthy within 5m0s", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
