@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"io"
 	"os"
+	"syscall"
 
 	"github.com/edgepbx/edgepbx/init/shutdown"
 )
@@ -18,6 +19,9 @@ const (
 	hookSlotCommit   = "edgepbx-test: slot commit"   // the health gate's verdict: healthy
 	hookSlotRollback = "edgepbx-test: slot rollback" // the health gate's verdict: not healthy
 	hookReboot       = "edgepbx-test: reboot"
+	// hookFreeze stops edgepbxd (SIGSTOP): it hangs, its health reports
+	// stop, PID 1 stops petting the watchdog and the hardware resets.
+	hookFreeze = "edgepbx-test: freeze edgepbxd"
 )
 
 func slotHook(b *box, line string) {
@@ -25,6 +29,10 @@ func slotHook(b *box, line string) {
 	case hookSlotInstall, hookSlotCommit, hookSlotRollback:
 	case hookReboot:
 		b.request(shutdown.Reboot)
+		return
+	case hookFreeze:
+		err := b.sup.Signal(daemonName, syscall.SIGSTOP)
+		b.say("edgepbxd frozen (err %v)", err)
 		return
 	default:
 		return

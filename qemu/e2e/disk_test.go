@@ -151,9 +151,14 @@ func reboot(t *testing.T, vm *qemu.VM) {
 
 func waitExit(t *testing.T, vm *qemu.VM) {
 	t.Helper()
+	waitExitWithin(t, vm, stepTimeout)
+}
+
+func waitExitWithin(t *testing.T, vm *qemu.VM, d time.Duration) {
+	t.Helper()
 	select {
 	case <-vm.Exited():
-	case <-time.After(stepTimeout):
+	case <-time.After(d):
 		t.Fatalf("guest did not reboot:\n%s", vm.Tail(40))
 	}
 }
@@ -215,6 +220,20 @@ func TestDiskImageUEFI(t *testing.T) {
 	if strings.Contains(strings.Join(vm.Lines(), "\n"), "ROLLBACK") {
 		t.Fatal("a committed slot reported a rollback")
 	}
+
+	// 5: a trial whose edgepbxd hangs: PID 1 stops petting the i6300esb,
+	// the watchdog resets the box (QEMU exits on the reset) and the
+	// committed slot, now B, comes back.
+	send(t, vm, "edgepbx-test: slot install", "edgepbx: slot a marked for a trial boot")
+	reboot(t, vm)
+	vm, _ = uefiBoot(t, u, "edgepbx: slot a booted, slot b committed (trial boot", "msg=\"watchdog armed\"")
+	send(t, vm, "edgepbx-test: freeze edgepbxd", "edgepbx: edgepbxd frozen")
+	// Health goes stale after 15 s, the watchdog (60 s) then resets.
+	waitExitWithin(t, vm, 4*time.Minute)
+	if !strings.Contains(strings.Join(vm.Lines(), "\n"), "msg=watchdog petting=false") {
+		t.Fatalf("the box went down, but not because PID 1 stopped petting the watchdog:\n%s", vm.Tail(30))
+	}
+	vm, _ = uefiBoot(t, u, "edgepbx: slot b booted, slot b committed", "edgepbx: ROLLBACK: trial boot of slot a did not become healthy")
 	vm.Kill()
 }
 
