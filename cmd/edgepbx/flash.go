@@ -14,6 +14,9 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/edgepbx/edgepbx/board"
+	"github.com/edgepbx/edgepbx/image"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,21 +40,46 @@ var realHost = flashHost{mountinfo: "/proc/self/mountinfo", swaps: "/proc/swaps"
 
 func newFlashCmd() *cobra.Command {
 	var maxSize int64
+	var boardName, device, out string
 	cmd := &cobra.Command{
-		Use:   "flash IMAGE DEVICE",
+		Use:   "flash [IMAGE DEVICE] | --board B --device DEVICE",
 		Short: "write a disk image (out/BOARD/disk.img) to a disk or a file, then read it back to verify",
-		Args:  cobra.ExactArgs(2),
+		Long: "Writes the disk image to DEVICE (a whole disk, or a plain file), syncs and reads it back.\n" +
+			"Refuses a disk that is mounted (or has a mounted partition), is swap, holds the host's /, is\n" +
+			"smaller than the image, or is larger than --max-size GiB (a data disk by mistake).",
+		Args: cobra.RangeArgs(0, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			n, sum, err := flash(realHost, args[0], args[1], maxSize<<30)
+			img, target, err := flashArgs(args, boardName, device, out)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "flashed %s to %s: %d bytes, sha256 %x, verified\n", args[0], args[1], n, sum)
+			n, sum, err := flash(realHost, img, target, maxSize<<30)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "flashed %s to %s: %d bytes, sha256 %x, verified\n", img, target, n, sum)
 			return nil
 		},
 	}
 	cmd.Flags().Int64Var(&maxSize, "max-size", 256, "refuse block devices larger than this many GiB")
+	cmd.Flags().StringVar(&boardName, "board", "", "flash out/BOARD/disk.img (built with `edgepbx build --board BOARD --disk`)")
+	cmd.Flags().StringVar(&device, "device", "", "target disk or file (with --board)")
+	cmd.Flags().StringVar(&out, "out", "out", "build output directory (with --board)")
 	return cmd
+}
+
+// flashArgs takes IMAGE DEVICE, or --board and --device.
+func flashArgs(args []string, boardName, device, out string) (img, target string, err error) {
+	switch {
+	case len(args) == 2 && boardName == "" && device == "":
+		return args[0], args[1], nil
+	case len(args) == 0 && boardName != "" && device != "":
+		if _, err := board.Load(boardName); err != nil {
+			return "", "", err
+		}
+		return filepath.Join(out, boardName, image.DiskName), device, nil
+	}
+	return "", "", errors.New("flash: give IMAGE DEVICE, or --board B --device DEVICE")
 }
 
 // flash writes img to target (a block device or a plain file), syncs,

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -100,5 +101,33 @@ func TestFlashRefusesBusyDevices(t *testing.T) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
 		})
+	}
+}
+
+// The spelling: --board B --device X flashes out/B/disk.img.
+func TestFlashCommandBoardDevice(t *testing.T) {
+	out := t.TempDir()
+	os.MkdirAll(filepath.Join(out, "pc-x86_64"), 0o755)
+	data := bytes.Repeat([]byte("disk"), 1<<18)
+	os.WriteFile(filepath.Join(out, "pc-x86_64", "disk.img"), data, 0o644)
+	target := filepath.Join(t.TempDir(), "box.img")
+	cmd := newFlashCmd()
+	var stdout bytes.Buffer
+	cmd.SetOut(&stdout)
+	cmd.SetArgs([]string{"--board", "pc-x86_64", "--device", target, "--out", out})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(target); !bytes.Equal(got, data) || !bytes.Contains(stdout.Bytes(), []byte("verified")) {
+		t.Fatalf("target not flashed: %s", stdout.String())
+	}
+	for _, args := range [][]string{{}, {"only-one"}, {"--board", "nope", "--device", target}, {"a", "b", "--board", "pc-x86_64"}} {
+		c := newFlashCmd()
+		c.SetArgs(args)
+		c.SetOut(io.Discard)
+		c.SetErr(io.Discard)
+		if err := c.Execute(); err == nil {
+			t.Errorf("flash %q accepted", args)
+		}
 	}
 }
