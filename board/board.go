@@ -110,6 +110,10 @@ var (
 
 var fsTypes = map[string]bool{"ext4": true}
 
+// ValidConsole reports whether dev names a console device the kernel
+// command line may carry (without /dev/).
+func ValidConsole(dev string) bool { return consoleRE.MatchString(dev) }
+
 // Names lists the embedded profiles, sorted.
 func Names() []string {
 	ents, err := fs.ReadDir(profiles, "profiles")

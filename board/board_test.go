@@ -8,7 +8,7 @@ import (
 )
 
 func TestLoadAll(t *testing.T) {
-	want := []string{"pc-x86_64", "qemu-arm64", "qemu-x86_64"}
+	want := []string{"pc-x86_64", "qemu-arm64", "qemu-x86_64", "uefi-arm64"}
 	if got := Names(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Names() = %v, want %v", got, want)
 	}

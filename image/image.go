@@ -54,6 +54,8 @@ type Image struct {
 	Size          int64  // compressed initramfs bytes
 	KernelSize    int64  // kernel file bytes
 	Manifest      string // path of manifest.json
+	// Disk is set when the image was built WithDisk.
+	Disk *Disk
 }
 
 // Manifest is manifest.json in the out dir.
@@ -209,10 +211,16 @@ func Build(ctx context.Context, prof board.Profile, opts ...Option) (*Image, err
 		Kernel:        kernel,
 		Initramfs:     initrd,
 		KernelRelease: k.Release,
-		Cmdline:       Cmdline(prof),
+		Cmdline:       strings.Join(append([]string{cmdline(prof, o.console)}, o.params...), " "),
 		Size:          isize,
 		KernelSize:    ksize,
 		Manifest:      filepath.Join(o.outDir, ManifestName),
+	}
+	if o.disk {
+		if img.Disk, err = buildDisk(ctx, o, prof, k, img, o.version); err != nil {
+			return nil, fmt.Errorf("board %s: %w", prof.Name, err)
+		}
+		log.Info("disk image written", "disk", img.Disk.Path, "slot_bytes", img.Disk.SlotSize, "t", time.Since(start))
 	}
 	tags := append([]string{}, o.tags...)
 	man := Manifest{
@@ -241,7 +249,14 @@ func Build(ctx context.Context, prof board.Profile, opts ...Option) (*Image, err
 // panic=-1 so a kernel panic reboots (QEMU with -no-reboot exits) instead
 // of hanging.
 func Cmdline(prof board.Profile) string {
-	return "console=" + prof.Console + " panic=-1 loglevel=4"
+	return cmdline(prof, "")
+}
+
+func cmdline(prof board.Profile, console string) string {
+	if console == "" {
+		console = prof.Console
+	}
+	return "console=" + console + " panic=-1 loglevel=4"
 }
 
 // bootKernel picks the kernel file a board boots: QEMU's microvm loads the

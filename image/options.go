@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/edgepbx/edgepbx/board"
 )
 
 // Option changes how Build works.
@@ -26,6 +28,9 @@ type options struct {
 	license  *licenseConfig // nil: the image does not phone home
 	roots    string         // CA bundle; "" means HostRoots
 	update   *UpdateTrust   // nil: the image takes no updates
+	disk     bool           // also write slot.img and disk.img
+	console  string         // overrides the board's console ("" keeps it)
+	params   []string       // extra kernel parameters (WithKernelParams)
 }
 
 // ModulePath is the Go module whose cmd/init and cmd/edgepbxd are built.
@@ -197,4 +202,40 @@ func isModuleRoot(dir string) bool {
 		}
 	}
 	return false
+}
+
+// WithDisk also writes the UEFI disk image (disk.img: GPT with slots A/B
+// and the data partition) and the slot image (slot.img) into the out dir.
+func WithDisk() Option {
+	return func(o *options) error { o.disk = true; return nil }
+}
+
+// WithConsole sets the kernel console instead of the board's (a board
+// whose boxes have a serial console, or QEMU's serial port in tests).
+func WithConsole(dev string) Option {
+	return func(o *options) error {
+		if !board.ValidConsole(dev) {
+			return fmt.Errorf("image: console %q: want ttyS0, ttyAMA0, tty0, hvc0, …", dev)
+		}
+		o.console = dev
+		return nil
+	}
+}
+
+// paramRE is one kernel parameter: name or name=value, no spaces or quotes.
+var paramRE = regexp.MustCompile(`^[a-z0-9_.-]{1,64}(=[A-Za-z0-9_.,:/=-]{1,128})?$`)
+
+// WithKernelParams appends parameters to the kernel command line (in a
+// disk image, the UKI's). Tests use it for no_timer_check: under a
+// loaded TCG host the kernel's IO-APIC timer check can fail and panic.
+func WithKernelParams(params ...string) Option {
+	return func(o *options) error {
+		for _, p := range params {
+			if !paramRE.MatchString(p) {
+				return fmt.Errorf("image: kernel parameter %q refused", p)
+			}
+		}
+		o.params = append(o.params, params...)
+		return nil
+	}
 }

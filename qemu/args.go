@@ -22,9 +22,6 @@ func args(t Target, c config, qmpSocket string) ([]string, error) {
 		"-cpu", t.CPU,
 		"-m", strconv.Itoa(c.memoryMiB),
 		"-smp", "1",
-		"-kernel", t.Kernel,
-		"-initrd", t.Initramfs,
-		"-append", t.cmdline(append(c.kernelArgs(), tpmKernelArgs(t, c)...)),
 		// The console is QEMU's stdin/stdout, which the runner owns; signal=off
 		// so a stray ^C byte is not QEMU's business.
 		"-chardev", "stdio,id=con0,signal=off",
@@ -35,6 +32,32 @@ func args(t Target, c config, qmpSocket string) ([]string, error) {
 	if c.kvm {
 		a = append(a, "-enable-kvm")
 	}
+	if u := t.UEFI; u != nil {
+		// The firmware loads the kernel from the disk. x86_64: the disk is
+		// on q35's AHCI, the NIC an e1000e (drivers a pc-x86_64 box loads
+		// anyway); arm64 virt: virtio PCI. The watchdog is an i6300esb.
+		disk, nic := "ide-hd,drive=disk0,bus=ide.0", "e1000e,netdev=net0"
+		if t.Arch == ArchARM64 {
+			disk, nic = "virtio-blk-pci,drive=disk0", "virtio-net-pci,netdev=net0"
+		}
+		a = append(a,
+			"-drive", "if=pflash,format=raw,readonly=on,file="+escapeOpt(u.Code),
+			"-drive", "if=pflash,format=raw,file="+escapeOpt(u.Vars),
+			"-drive", "id=disk0,if=none,format=raw,cache=writeback,file="+escapeOpt(u.Disk),
+			"-device", disk,
+			"-device", "i6300esb")
+		tpm, err := tpmArgs(t, c)
+		if err != nil {
+			return nil, err
+		}
+		a = append(a, tpm...)
+		nd, err := userNetdev(c.forwards, c.guestFwds)
+		if err != nil {
+			return nil, err
+		}
+		return append(a, "-netdev", nd, "-device", nic), nil
+	}
+	a = append(a, "-kernel", t.Kernel, "-initrd", t.Initramfs, "-append", t.cmdline(append(c.kernelArgs(), tpmKernelArgs(t, c)...)))
 	// virtio-mmio transports on both machines: microvm has nothing else, and
 	// virt describes them in its device tree, so one driver set serves both.
 	const bus = "device"
@@ -44,20 +67,11 @@ func args(t Target, c config, qmpSocket string) ([]string, error) {
 			"-drive", "id=data0,if=none,format=raw,cache=writeback,file="+escapeOpt(c.dataDisk),
 			"-device", "virtio-blk-"+bus+",drive=data0")
 	}
-	if c.tpmCtrl != "" {
-		// x86: the ISA TIS device, described in ACPI (microvm and q35).
-		// arm64 virt would take tpm-tis-device, but Debian's arm64 kernel
-		// builds no MMIO TIS driver (CONFIG_TCG_TIS unset): refuse rather
-		// than boot a guest that silently has no TPM.
-		if t.Arch != ArchX86_64 {
-			return nil, fmt.Errorf("qemu: no TPM on %s: the kernel has no driver for QEMU's TPM device", t.Arch)
-		}
-		dev := "tpm-tis"
-		a = append(a,
-			"-chardev", "socket,id=tpmc0,path="+escapeOpt(c.tpmCtrl),
-			"-tpmdev", "emulator,id=tpm0,chardev=tpmc0",
-			"-device", dev+",tpmdev=tpm0")
+	tpm, err := tpmArgs(t, c)
+	if err != nil {
+		return nil, err
 	}
+	a = append(a, tpm...)
 	switch {
 	case c.tap != nil && len(c.guestFwds) > 0:
 		return nil, fmt.Errorf("qemu: guest forwards need user-mode networking, not a tap")
@@ -102,4 +116,22 @@ func tpmKernelArgs(t Target, c config) []string {
 		return nil
 	}
 	return []string{"tpm_tis.force=1", "tpm_tis.interrupts=0"}
+}
+
+// tpmArgs attach the swtpm socket (WithTPM), if any.
+func tpmArgs(t Target, c config) ([]string, error) {
+	if c.tpmCtrl == "" {
+		return nil, nil
+	}
+	// x86: the ISA TIS device, described in ACPI (microvm and q35).
+	// arm64 virt would take tpm-tis-device, but Debian's arm64 kernel
+	// builds no MMIO TIS driver (CONFIG_TCG_TIS unset): refuse rather
+	// than boot a guest that silently has no TPM.
+	if t.Arch != ArchX86_64 {
+		return nil, fmt.Errorf("qemu: no TPM on %s: the kernel has no driver for QEMU's TPM device", t.Arch)
+	}
+	return []string{
+		"-chardev", "socket,id=tpmc0,path=" + escapeOpt(c.tpmCtrl),
+		"-tpmdev", "emulator,id=tpm0,chardev=tpmc0",
+		"-device", "tpm-tis,tpmdev=tpm0"}, nil
 }

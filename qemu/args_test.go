@@ -283,3 +283,46 @@ func TestArgsTPM(t *testing.T) {
 		t.Error("arm64 with a TPM accepted: its kernel has no driver for the device")
 	}
 }
+
+// A UEFI target boots the disk through firmware: no -kernel, the two
+// pflash halves, the disk on the bus the board's drivers know.
+func TestArgsUEFI(t *testing.T) {
+	u := &UEFI{Code: "/fw/CODE.fd", Vars: "/w/vars.fd", Disk: "/w/disk.img"}
+	for _, tc := range []struct {
+		arch    Arch
+		machine string
+		disk    string
+		nic     string
+	}{
+		{ArchX86_64, "q35,accel=tcg", "ide-hd,drive=disk0,bus=ide.0", "e1000e,netdev=net0"},
+		{ArchARM64, "virt,accel=tcg", "virtio-blk-pci,drive=disk0", "virtio-net-pci,netdev=net0"},
+	} {
+		t.Run(string(tc.arch), func(t *testing.T) {
+			tg, err := Target{Arch: tc.arch, UEFI: u}.withDefaults(false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := args(tg, defaultConfig(), "/tmp/qmp.sock")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{"-kernel", "-initrd", "-append"} {
+				if slices.Contains(a, f) {
+					t.Fatalf("%s in a firmware boot: %q", f, a)
+				}
+			}
+			drives := argValues(a, "-drive")
+			want := []string{"if=pflash,format=raw,readonly=on,file=/fw/CODE.fd", "if=pflash,format=raw,file=/w/vars.fd", "id=disk0,if=none,format=raw,cache=writeback,file=/w/disk.img"}
+			if !slices.Equal(drives, want) {
+				t.Fatalf("drives = %q", drives)
+			}
+			dev := argValues(a, "-device")
+			if got := argValues(a, "-M"); len(got) != 1 || got[0] != tc.machine || !slices.Contains(dev, tc.disk) || !slices.Contains(dev, tc.nic) || !slices.Contains(dev, "i6300esb") {
+				t.Fatalf("machine %q devices %q", got, dev)
+			}
+		})
+	}
+	if _, err := (Target{Arch: ArchX86_64, UEFI: &UEFI{Code: "/c"}}).withDefaults(false); err == nil {
+		t.Fatal("UEFI target without vars and disk accepted")
+	}
+}

@@ -41,6 +41,18 @@ type Target struct {
 	Kernel    string // x86_64: uncompressed vmlinux (PVH); arm64: Image
 	Initramfs string
 	Cmdline   string
+	// UEFI boots a whole disk image through firmware instead of -kernel.
+	UEFI *UEFI
+}
+
+// UEFI is a firmware boot of a disk image (x86_64: OVMF on q35). The disk
+// is on the machine's AHCI controller, as on a real box; Vars is a
+// writable copy of the firmware's variable store that persists across
+// boots (BootOrder, BootNext, the slots' state).
+type UEFI struct {
+	Code string // read-only firmware, e.g. /usr/share/OVMF/OVMF_CODE_4M.fd
+	Vars string // writable variable store
+	Disk string // raw disk image
 }
 
 // withDefaults fills the per-architecture defaults and checks the result.
@@ -52,6 +64,9 @@ func (t Target) withDefaults(kvm bool) (Target, error) {
 		}
 		if t.Machine == "" {
 			t.Machine = "microvm"
+			if t.UEFI != nil {
+				t.Machine = "q35"
+			}
 		}
 		if t.Console == "" {
 			t.Console = "ttyS0"
@@ -78,6 +93,17 @@ func (t Target) withDefaults(kvm bool) (Target, error) {
 	}
 	if kvm {
 		t.CPU = "host"
+	}
+	if t.UEFI != nil {
+		if t.UEFI.Code == "" || t.UEFI.Vars == "" || t.UEFI.Disk == "" {
+			return t, errors.New("qemu: UEFI target needs firmware code, variable store and disk")
+		}
+		for _, s := range []string{t.UEFI.Code, t.UEFI.Vars, t.UEFI.Disk} {
+			if strings.ContainsAny(s, "\x00\n\r") {
+				return t, fmt.Errorf("qemu: target field %q contains a control character", s)
+			}
+		}
+		return t, nil
 	}
 	if t.Kernel == "" {
 		return t, errors.New("qemu: target has no kernel")

@@ -53,7 +53,11 @@ func BootTarget(ctx context.Context, t Target, opts ...Option) (*VM, error) {
 	if t.Arch == ArchX86_64 && !cfg.kvm && !hasParam(t.Cmdline, "tsc_early_khz") && !slices.ContainsFunc(cfg.appendArgs, func(p string) bool { return hasParam(p, "tsc_early_khz") }) {
 		cfg.tscKHz = hostTSCkHz()
 	}
-	for _, f := range []string{t.Kernel, t.Initramfs} {
+	files := []string{t.Kernel, t.Initramfs}
+	if t.UEFI != nil {
+		files = []string{t.UEFI.Code, t.UEFI.Vars, t.UEFI.Disk}
+	}
+	for _, f := range files {
 		if _, err := os.Stat(f); err != nil {
 			return nil, fmt.Errorf("qemu: %w", err)
 		}

@@ -19,6 +19,8 @@ type buildFlags struct {
 	tags    []string
 	version string
 	upd     updateFlags
+	disk    bool
+	console string
 }
 
 func (f *buildFlags) register(cmd *cobra.Command) {
@@ -26,6 +28,8 @@ func (f *buildFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.out, "out", "out", "output directory")
 	cmd.Flags().StringSliceVar(&f.tags, "tags", nil, "extra Go build tags for the image's programs (e.g. testhook)")
 	cmd.Flags().StringVar(&f.version, "version", "", "version string baked into the image (default: git describe)")
+	cmd.Flags().BoolVar(&f.disk, "disk", false, "also write a UEFI disk image (disk.img: GPT, slots A/B, data) and the slot image (slot.img)")
+	cmd.Flags().StringVar(&f.console, "console", "", "kernel console instead of the board's (e.g. ttyS0 for a serial console)")
 	cmd.MarkFlagRequired("board")
 	f.upd.register(cmd)
 }
@@ -98,6 +102,12 @@ func buildImage(ctx context.Context, g *globalFlags, f buildFlags) (*image.Image
 		return nil, err
 	}
 	opts = append(opts, uo...)
+	if f.disk {
+		opts = append(opts, image.WithDisk())
+	}
+	if f.console != "" {
+		opts = append(opts, image.WithConsole(f.console))
+	}
 	img, err := image.Build(ctx, prof, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("build %s: %w", prof.Name, err)
@@ -115,4 +125,8 @@ func printImage(w io.Writer, img *image.Image) {
 		fmt.Fprintf(w, "%-10s %s (%s)\n", f.name+":", f.path, size)
 	}
 	fmt.Fprintf(w, "cmdline:   %s\n", img.Cmdline)
+	if d := img.Disk; d != nil {
+		fmt.Fprintf(w, "slot:      %s (%s, UKI %s, sha256 %s)\n", d.Slot, humanSize(d.SlotSize), humanSize(d.UKISize), d.SlotSHA256)
+		fmt.Fprintf(w, "disk:      %s (%s)\n", d.Path, humanSize(d.Size))
+	}
 }

@@ -41,7 +41,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log build and QEMU details")
-	root.AddCommand(newBuildCmd(&g), newRunCmd(&g), newBackupCmd(), newKeysCmd(), newSignCmd(), newUpdateCmd(), newRepoCmd())
+	root.AddCommand(newBuildCmd(&g), newRunCmd(&g), newBackupCmd(), newKeysCmd(), newSignCmd(), newUpdateCmd(), newRepoCmd(), newFlashCmd())
 	return root
 }
 

@@ -38,6 +38,7 @@ import (
 	"github.com/edgepbx/edgepbx/init/netconf"
 	"github.com/edgepbx/edgepbx/init/netconf/netspec"
 	"github.com/edgepbx/edgepbx/init/shutdown"
+	"github.com/edgepbx/edgepbx/init/slots"
 	"github.com/edgepbx/edgepbx/init/supervise"
 	"github.com/edgepbx/edgepbx/init/update"
 	"github.com/edgepbx/edgepbx/netfw"
@@ -104,6 +105,7 @@ type box struct {
 	trialCfg      *update.TrialConfig
 	licenceBefore string                         // edgepbxd's licence mode when the update on trial was installed
 	adminProbe    func(fingerprint string) error // does the admin side answer? (trial health)
+	slots         *slots.Manager                 // A/B boot slots (nil: no UEFI disk image)
 }
 
 // healthState is written by the control socket's goroutines.
@@ -225,6 +227,7 @@ func (b *box) boot() error {
 	if err := b.mountData(); err != nil {
 		return err
 	}
+	b.openSlots()
 	if err := b.loadIdentity(); err != nil {
 		return err
 	}
@@ -339,6 +342,8 @@ func (b *box) mountData() error {
 	}
 	if b.live {
 		b.say("WARNING: live mode: /data is a RAM disk, nothing persists")
+	} else {
+		b.growData(d)
 	}
 	// edgepbxd writes its store in /data; the sticky bit keeps it from
 	// renaming or removing PID 1's entries (identity, netfw).

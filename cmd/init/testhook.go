@@ -89,6 +89,8 @@ func startTestHook(b *box) {
 					daemon = rssKiB(strconv.Itoa(st.Pid))
 				}
 				b.say("stats pid1_rss_kib=%d edgepbxd_rss_kib=%d", rssKiB("self"), daemon)
+			default:
+				slotHook(b, strings.TrimSpace(string(line)))
 			}
 		}
 	}()

@@ -17,6 +17,7 @@ import (
 	"github.com/edgepbx/edgepbx/init/bundle"
 	"github.com/edgepbx/edgepbx/init/control"
 	"github.com/edgepbx/edgepbx/init/shutdown"
+	"github.com/edgepbx/edgepbx/init/slots"
 	"github.com/edgepbx/edgepbx/init/update"
 )
 
@@ -30,10 +31,37 @@ const floorFile = "/data/update/floor"
 const licenceBeforeFile = "/data/update/licence-before"
 
 // slotLayer is the A/B boot layer: init/slots (UEFI Boot#### per slot,
-// BootNext for the trial, BootOrder on commit) plugs in here. A board
-// without one (nil) installs no updates: the control socket answers
-// "updates not available".
-func (b *box) slotLayer() (update.Slots, error) { return nil, nil }
+// BootNext for the trial, BootOrder on commit), opened by openSlots. A box
+// without one (nil: no UEFI disk image) installs no updates: the control
+// socket answers "updates not available".
+func (b *box) slotLayer() (update.Slots, error) {
+	if b.slots == nil {
+		return nil, nil
+	}
+	return slotAdapter{b.slots}, nil
+}
+
+// slotAdapter is init/slots seen as update.Slots.
+type slotAdapter struct{ m *slots.Manager }
+
+func (a slotAdapter) State() update.BootState {
+	st := a.m.State()
+	return update.BootState{Booted: st.Booted, Trial: st.Trial, TrialSlot: st.TrialSlot,
+		RolledBack: st.RolledBack, LastRollback: st.LastRollback}
+}
+
+func (a slotAdapter) Inactive() (update.Slot, error) {
+	s, err := a.m.Inactive()
+	if err != nil {
+		return update.Slot{}, err
+	}
+	return update.Slot{Name: s.Name, Path: s.Path, Size: s.Size}, nil
+}
+
+func (a slotAdapter) MarkInvalid(name string) error { return a.m.MarkInvalid(name) }
+func (a slotAdapter) MarkTrial(name string) error   { return a.m.MarkTrial(name) }
+func (a slotAdapter) Commit() error                 { return a.m.Commit() }
+func (a slotAdapter) Rollback(reason string) error  { return a.m.Rollback(reason) }
 
 // updateTrust reads what the image says about itself (board, version,
 // floor) and the update keys it trusts, under root ("/" on the box).

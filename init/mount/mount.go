@@ -157,6 +157,13 @@ func (d DataMount) resolve() (string, error) {
 	return "", nil
 }
 
+// Resolve returns the device node the spec names ("" if a PARTLABEL is
+// not known to the kernel).
+func (d DataMount) Resolve() (string, error) { return d.resolve() }
+
+// Label returns the GPT partition name of a PARTLABEL= spec.
+func (d DataMount) Label() (string, bool) { return strings.CutPrefix(d.Device, "PARTLABEL=") }
+
 // ErrNoDevice means the data device node did not appear in time.
 var ErrNoDevice = errors.New("data device did not appear")
 
