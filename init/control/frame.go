@@ -73,7 +73,12 @@ const (
 	TypeConfirmNetwork Type = 15
 	TypeGetTime        Type = 16
 	TypeSetTime        Type = 17
-	TypeReply          Type = 0x80
+	// Factory reset, two steps (see reset.go): edgepbxd asks after it
+	// re-authenticated the admin, PID 1 answers a single-use token, and
+	// the reset starts only when that token comes back.
+	TypeFactoryResetBegin   Type = 40
+	TypeFactoryResetConfirm Type = 41
+	TypeReply               Type = 0x80
 )
 
 var typeNames = map[Type]string{
@@ -82,6 +87,7 @@ var typeNames = map[Type]string{
 	TypeUnban: "Unban", TypeListBans: "ListBans", TypeCounters: "Counters", TypeGetPolicy: "GetPolicy",
 	TypeSetPolicy: "SetPolicy", TypeConfirmPolicy: "ConfirmPolicy", TypeGetNetwork: "GetNetwork",
 	TypeSetNetwork: "SetNetwork", TypeConfirmNetwork: "ConfirmNetwork", TypeGetTime: "GetTime", TypeSetTime: "SetTime",
+	TypeFactoryResetBegin: "FactoryResetBegin", TypeFactoryResetConfirm: "FactoryResetConfirm",
 	TypeReply: "Reply",
 }
 

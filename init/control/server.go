@@ -73,6 +73,7 @@ type Config struct {
 	Policy   Policy   // nil: policy requests get an error reply
 	Network  Network  // nil: network requests get an error reply
 	Clock    Clock    // nil: time requests get an error reply
+	Reset    Reset    // nil: factory reset requests get an error reply
 	System   System
 	Log      *slog.Logger
 
@@ -446,6 +447,8 @@ func (s *Server) dispatch(t Type, p []byte) Reply {
 		return s.dispatchPolicy(t, p)
 	case TypeGetNetwork, TypeSetNetwork, TypeConfirmNetwork, TypeGetTime, TypeSetTime:
 		return s.dispatchNetwork(t, p)
+	case TypeFactoryResetBegin, TypeFactoryResetConfirm:
+		return s.dispatchReset(t, p)
 	}
 	return fail(fmt.Errorf("control: unknown request type %d", uint8(t)))
 }
