@@ -116,3 +116,30 @@ func TestFactoryReset(t *testing.T) {
 		t.Fatalf("no reset wired: %v", err)
 	}
 }
+
+// FuzzFactoryReset: no payload starts a reset without the token PID 1
+// issued, and a refused begin never reaches the gate.
+func FuzzFactoryReset(f *testing.F) {
+	f.Add(true, []byte(`{"token":"00000000000000000000000000000000"}`))
+	f.Add(false, []byte(`{"actor":"owner1","source":"192.0.2.1"}`))
+	f.Add(false, []byte(`{"actor":"","source":"x"}`))
+	f.Fuzz(func(t *testing.T, confirm bool, p []byte) {
+		gr := &gateReset{gate: reset.NewGate(reset.GateConfig{})}
+		srv := &Server{cfg: Config{System: &sys{}, Reset: gr}}
+		if _, _, err := gr.gate.Begin(); err != nil {
+			t.Fatal(err)
+		}
+		typ := TypeFactoryResetBegin
+		if confirm {
+			typ = TypeFactoryResetConfirm
+		}
+		r := srv.dispatch(typ, p)
+		asked, started := gr.count()
+		if started != 0 {
+			t.Fatalf("reset started by %q", p)
+		}
+		if !r.OK && asked != 0 {
+			t.Fatalf("refused begin reached the gate: %q", p)
+		}
+	})
+}
