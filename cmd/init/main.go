@@ -36,6 +36,7 @@ import (
 	"github.com/edgepbx/edgepbx/init/mount"
 	"github.com/edgepbx/edgepbx/init/netconf"
 	"github.com/edgepbx/edgepbx/init/netconf/netspec"
+	"github.com/edgepbx/edgepbx/init/reset"
 	"github.com/edgepbx/edgepbx/init/shutdown"
 	"github.com/edgepbx/edgepbx/init/supervise"
 	"github.com/edgepbx/edgepbx/netfw"
@@ -88,6 +89,10 @@ type box struct {
 	ctl     *control.Server
 	health  healthState
 	buttons []string // power-button devices being watched (nil: not started)
+
+	resetGate *reset.Gate   // factory reset asked for over the control socket
+	resetReq  chan struct{} // confirmed factory reset, for the main loop
+	consoleIn <-chan string // console lines (confirmations); nil until first read
 }
 
 // healthState is written by the control socket's goroutines.
@@ -130,6 +135,9 @@ func main() {
 		ctx:     context.Background(),
 		power:   make(chan shutdown.Action, 4),
 		health:  healthState{onChange: make(chan struct{}, 1)},
+
+		resetGate: reset.NewGate(reset.GateConfig{}),
+		resetReq:  make(chan struct{}, 1),
 	}
 	b.log = slog.New(slog.NewTextHandler(b.console, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	// The supervisor reaps every child of PID 1 from the very start.
@@ -207,6 +215,9 @@ func (b *box) boot() error {
 	b.checkEntropy()
 
 	if err := b.mountData(); err != nil {
+		return err
+	}
+	if err := b.bootReset(); err != nil {
 		return err
 	}
 	if err := b.loadIdentity(); err != nil {
@@ -322,6 +333,16 @@ func (b *box) mountData() error {
 	if b.live {
 		b.say("WARNING: live mode: /data is a RAM disk, nothing persists")
 	}
+	if err := b.prepareData(); err != nil {
+		return err
+	}
+	b.step("data mounted", "device", b.prof.Data.Device)
+	return nil
+}
+
+// prepareData sets the data directory's owner and mode and creates PID 1's
+// directories in it (after the mount, and again after a factory reset).
+func (b *box) prepareData() error {
 	// edgepbxd writes its store in /data; the sticky bit keeps it from
 	// renaming or removing PID 1's entries (identity, netfw).
 	if err := os.Chown(dataDir, 0, daemonGID); err != nil {
@@ -335,7 +356,6 @@ func (b *box) mountData() error {
 			return haltf("/data: %w", err)
 		}
 	}
-	b.step("data mounted", "device", b.prof.Data.Device)
 	return nil
 }
 
@@ -540,6 +560,7 @@ func (b *box) startControl() error {
 	srv, err := control.Listen(control.Config{
 		Path: controlPath, UID: daemonUID, GID: daemonGID,
 		Firewall: b.fw, Policy: b.policy, Network: b.netc, Clock: b.clock, System: (*system)(b), Log: b.log,
+		Reset: (*system)(b),
 	})
 	if err != nil {
 		return haltf("control socket: %w", err)
@@ -671,6 +692,8 @@ func (b *box) loop() {
 		select {
 		case a := <-b.power:
 			b.shutdown(a)
+		case <-b.resetReq:
+			b.factoryReset()
 		case <-b.health.onChange:
 			if !printedReady {
 				// Give DHCP a moment so the banner can show an admin URL.
