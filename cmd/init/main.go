@@ -91,7 +91,7 @@ type box struct {
 	buttons []string // power-button devices being watched (nil: not started)
 
 	resetGate *reset.Gate   // factory reset asked for over the control socket
-	resetReq  chan struct{} // confirmed factory reset, for the main loop
+	resetReq  chan string   // confirmed factory reset (where from), for the main loop
 	consoleIn <-chan string // console lines (confirmations); nil until first read
 }
 
@@ -102,6 +102,7 @@ type healthState struct {
 	at       time.Time
 	ready    bool // last report said ready
 	everSeen bool
+	down     bool          // edgepbxd exited 125: safe state (safestate.go)
 	onChange chan struct{} // poked on every report
 }
 
@@ -122,6 +123,19 @@ func (h *healthState) markDown(detail string) {
 	h.ready, h.last.Ready, h.last.Detail = false, false, detail
 }
 
+// stayDown records that edgepbxd exited 125 and will not be restarted.
+func (h *healthState) stayDown(detail string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ready, h.last.Ready, h.last.Detail, h.down = false, false, detail, true
+}
+
+func (h *healthState) isDown() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.down
+}
+
 func (h *healthState) snapshot() (control.Health, time.Time, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -137,7 +151,7 @@ func main() {
 		health:  healthState{onChange: make(chan struct{}, 1)},
 
 		resetGate: reset.NewGate(reset.GateConfig{}),
-		resetReq:  make(chan struct{}, 1),
+		resetReq:  make(chan string, 1),
 	}
 	b.log = slog.New(slog.NewTextHandler(b.console, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	// The supervisor reaps every child of PID 1 from the very start.
@@ -471,6 +485,11 @@ func (f closerFunc) Close() error { return f() }
 // healthy gates the watchdog: a grace period until edgepbxd's first report,
 // then only while its last report said ready and is recent.
 func (b *box) healthy() bool {
+	if b.health.isDown() {
+		// The safe state is deliberate and PID 1 is in charge: a
+		// watchdog reset would only repeat the failure, in a loop.
+		return true
+	}
 	h, at, seen := b.health.snapshot()
 	if !seen {
 		return time.Since(b.start) < bootGrace
@@ -637,6 +656,9 @@ func (b *box) serviceEvents() chan<- supervise.Event {
 				// A restarted edgepbxd must report ready again.
 				b.health.markDown("restarting")
 			}
+			if e.Kind == supervise.StayDown && e.Service == daemonName {
+				b.enterSafeState()
+			}
 		}
 	}()
 	return ch
@@ -692,10 +714,10 @@ func (b *box) loop() {
 		select {
 		case a := <-b.power:
 			b.shutdown(a)
-		case <-b.resetReq:
-			b.factoryReset()
+		case why := <-b.resetReq:
+			b.factoryReset(why)
 		case <-b.health.onChange:
-			if !printedReady {
+			if !printedReady && !b.health.isDown() {
 				// Give DHCP a moment so the banner can show an admin URL.
 				ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
 				b.net.WaitAddress(ctx)

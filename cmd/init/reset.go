@@ -151,7 +151,7 @@ func (s *system) ConfirmReset(token string) error {
 	}
 	b.say("FACTORY RESET confirmed: stopping services")
 	select {
-	case b.resetReq <- struct{}{}:
+	case b.resetReq <- "admin API":
 	default: // one is already under way
 	}
 	return nil
@@ -159,7 +159,7 @@ func (s *system) ConfirmReset(token string) error {
 
 // factoryReset runs in the main loop: stop edgepbxd (it holds the store
 // open), erase and wipe, then reboot into a fresh, unclaimed box.
-func (b *box) factoryReset() {
+func (b *box) factoryReset(why string) {
 	if b.ctl != nil {
 		b.ctl.Close()
 	}
@@ -169,7 +169,7 @@ func (b *box) factoryReset() {
 	if err != nil {
 		b.log.Warn("factory reset: stop services", "err", err)
 	}
-	if err := b.runReset("admin API"); err != nil {
+	if err := b.runReset(why); err != nil {
 		b.halt(fmt.Errorf("factory reset: %w (it resumes at the next boot)", err))
 	}
 	b.shutdown(shutdown.Reboot)
