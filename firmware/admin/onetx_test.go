@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
@@ -23,20 +24,27 @@ func TestChangeAndAuditCommitTogether(t *testing.T) {
 	cases := []struct {
 		name, method, path, action string
 		body                       any
+		code                       int
 		applied                    func() bool
 	}{
-		{"telephony", "PUT", "/api/v1/telephony", "telephony.set", telephonyWithTrunk(0),
+		{"telephony", "PUT", "/api/v1/telephony", "telephony.set", telephonyWithTrunk(0), 200,
 			func() bool { return e.tel.Current().Version == 1 }},
-		{"cdr retention", "PUT", "/api/v1/cdr/retention", "cdr.retention", map[string]any{"days": 400},
+		{"cdr retention", "PUT", "/api/v1/cdr/retention", "cdr.retention", map[string]any{"days": 400}, 200,
 			func() bool {
 				r, err := cdr.New(e.db).Retention()
 				return err == nil && r.Days == 400
 			}},
-		{"sip settings", "PUT", "/api/v1/sip/settings", "sip.settings.set", sip,
+		{"sip settings", "PUT", "/api/v1/sip/settings", "sip.settings.set", sip, 200,
 			func() bool { return e.sipset.Current().Guard.MaxFailsPerSource == 2 }},
 		{"acme settings", "PUT", "/api/v1/certificates/acme", "certs.acme.set",
-			ACMERequest{Enabled: true, Names: []string{"pbx.example.com"}, Email: "ops@example.com", DirectoryURL: "https://ca.example/dir"},
+			ACMERequest{Enabled: true, Names: []string{"pbx.example.com"}, Email: "ops@example.com", DirectoryURL: "https://ca.example/dir"}, 200,
 			func() bool { r, err := e.srv.acmeView(); return err == nil && r.Settings.Enabled }},
+		{"extension create", "POST", "/api/v1/extensions", "telephony.extension.create", ExtensionRequest{User: "1003"}, 201,
+			func() bool { return slices.Contains(e.exts.List(), "1003") }},
+		{"extension password", "POST", "/api/v1/extensions/1003/password", "telephony.extension.password", nil, 200,
+			func() bool { return slices.Contains(e.exts.List(), "1003") }},
+		{"extension delete", "DELETE", "/api/v1/extensions/1003", "telephony.extension.delete", nil, 200,
+			func() bool { return !slices.Contains(e.exts.List(), "1003") }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -44,7 +52,7 @@ func TestChangeAndAuditCommitTogether(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			admin.must(200, c.method, c.path, c.body)
+			admin.must(c.code, c.method, c.path, c.body)
 			after, err := e.db.Commits()
 			if err != nil {
 				t.Fatal(err)
