@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,12 +163,14 @@ func (a *acked) check(c *cutClient) error {
 // cache is gone, what QEMU wrote to the disk file stays) while the admin
 // API creates extensions (sealed HA1s) and saves telephony changes (sealed
 // trunk password, audit entries): 50 cuts, shared out over two data disks
-// whose VMs run side by side (a boot costs 9 s of TCG here, one VM per core
-// halves the wall time). After every cut the box must come up (the store
-// passes bbolt's consistency check at open, or edgepbxd would stay down),
-// serve the same certificate, and hold every write it acknowledged. At the
-// end each disk's store is opened on the host and every acknowledged secret
-// unsealed.
+// whose VMs run side by side (a boot costs 9-20 s of TCG here; one VM per
+// core halves the wall time). Before each cut, edgepbxd itself is killed
+// with SIGKILL mid-write and restarted by PID 1: 50 of those too, at the
+// price of a daemon start instead of a boot. After every kill and cut the
+// box must come up (the store passes bbolt's consistency check at open, or
+// edgepbxd would stay down), serve the same certificate (its sealed key
+// opened), and hold every write it acknowledged. At the end each disk's
+// store is opened on the host and every acknowledged secret unsealed.
 func TestX86PowerCuts(t *testing.T) {
 	require(t, "qemu-system-x86_64", "mkfs.ext4", "debugfs")
 	cuts := powerCuts(t)
@@ -220,7 +224,7 @@ func powerCutDisk(t *testing.T, img *image.Image, cuts int) {
 	ready := time.Since(start)
 
 	var bootTotal, writeTotal time.Duration
-	writes := 0
+	writes, kills := 0, 0
 	for cut := 1; cut <= cuts; cut++ {
 		if cut > 1 {
 			b0 := time.Now()
@@ -236,100 +240,26 @@ func powerCutDisk(t *testing.T, img *image.Image, cuts int) {
 		if err := st.check(c); err != nil {
 			t.Fatalf("after cut %d: %v\n%s", cut-1, err, vm.Tail(30))
 		}
-		// Two writers hammer the store; the plug is pulled once each has
-		// had a few writes acknowledged, while both are mid-request.
+		// First edgepbxd is killed (SIGKILL through the test hook) in the
+		// middle of writes and must come back with them; then the power.
 		w0 := time.Now()
-		var wg sync.WaitGroup
-		stop := make(chan struct{})
-		progress := make(chan struct{}, 64)
-		// A refusal (an answer, not a cut connection) is a failure.
-		var refusedMu sync.Mutex
-		var refused []string
-		refuse := func(what string, code int, out []byte) {
-			refusedMu.Lock()
-			refused = append(refused, fmt.Sprintf("%s: %d %.300s", what, code, out))
-			refusedMu.Unlock()
-		}
-		wg.Add(2)
-		go func() { // extensions: a sealed secret per write
-			defer wg.Done()
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				user := fmt.Sprintf("%d%03d", 1000+cut, n)
-				code, out, err := c.try("POST", "/api/v1/extensions", map[string]string{"user": user})
-				if err != nil {
-					return // the cut
-				}
-				if code != http.StatusCreated {
-					refuse("create extension "+user, code, out)
-					return
-				}
-				var ans struct{ Password string }
-				if json.Unmarshal(out, &ans) != nil || ans.Password == "" {
-					return
-				}
-				st.mu.Lock()
-				st.exts[user] = ans.Password
-				st.mu.Unlock()
-				select {
-				case progress <- struct{}{}:
-				default:
-				}
+		writes += st.burst(t, c, vm, cut, 1, func() {
+			if err := vm.SendLine("edgepbx-test: kill edgepbxd"); err != nil {
+				t.Fatal(err)
 			}
-		}()
-		go func() { // configuration changes: sealed trunk password, audit entry
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				st.mu.Lock()
-				next := cutTelephony(st.tel.Version, "200")
-				st.mu.Unlock()
-				code, out, err := c.try("PUT", "/api/v1/telephony", next)
-				if err != nil {
-					return
-				}
-				if code != http.StatusOK {
-					refuse(fmt.Sprintf("telephony version %d", next.Version), code, out)
-					return
-				}
-				var saved pbxconfig.Telephony
-				if json.Unmarshal(out, &saved) != nil {
-					return
-				}
-				st.mu.Lock()
-				st.tel = saved
-				st.mu.Unlock()
-				select {
-				case progress <- struct{}{}:
-				default:
-				}
-			}
-		}()
-		// Cut after a number of acknowledged writes that varies with the
-		// round, so the cut lands at different points of the commits.
-		want := 3 + cut%5
-		for got := 0; got < want; got++ {
-			select {
-			case <-progress:
-			case <-time.After(stepTimeout):
-				t.Fatalf("cut %d: writes stalled after %d acknowledged\n%s", cut, got, vm.Tail(30))
-			}
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+		_, err := vm.WaitFirst(ctx, "edgepbx: edgepbxd ready", "edgepbx: SAFE STATE")
+		cancel()
+		if err != nil {
+			t.Fatalf("cut %d: edgepbxd after kill -9: %v", cut, err)
 		}
-		vm.Kill()
-		close(stop)
-		wg.Wait()
-		if len(refused) > 0 {
-			t.Fatalf("cut %d: the box refused writes: %v", cut, refused)
+		healthzEventually(t, vm.HostPort("tcp", 443))
+		if err := st.check(c); err != nil {
+			t.Fatalf("kill -9 of edgepbxd in round %d: %v\n%s", cut, err, vm.Tail(30))
 		}
-		writes += want
+		kills++
+		writes += st.burst(t, c, vm, cut, 2, vm.Kill)
 		writeTotal += time.Since(w0)
 	}
 
@@ -344,9 +274,104 @@ func powerCutDisk(t *testing.T, img *image.Image, cuts int) {
 	}
 	powerdown(t, vm)
 	checkStoreOnHost(t, disk, st)
-	t.Logf("%d cuts after at least %d acknowledged writes, %d extensions, telephony version %d; first boot to claimed %.1fs, %d reboots %.1fs (%.1fs each), write bursts %.1fs, total %.1fs",
-		cuts, writes, len(st.exts), st.tel.Version, ready.Seconds(), cuts, bootTotal.Seconds(), bootTotal.Seconds()/float64(cuts),
+	t.Logf("%d power cuts and %d kill -9 of edgepbxd after at least %d acknowledged writes, %d extensions, telephony version %d; first boot to claimed %.1fs, %d reboots %.1fs (%.1fs each), write bursts %.1fs, total %.1fs",
+		cuts, kills, writes, len(st.exts), st.tel.Version, ready.Seconds(), cuts, bootTotal.Seconds(), bootTotal.Seconds()/float64(cuts),
 		writeTotal.Seconds(), time.Since(start).Seconds())
+}
+
+// burst runs two writers against the store until a few of their writes
+// are acknowledged, then calls cut while both are mid-request, and returns
+// how many writes it waited for. Extension names carry the round and phase.
+func (a *acked) burst(t *testing.T, c *cutClient, vm *qemu.VM, round, phase int, cut func()) int {
+	t.Helper()
+	var wg sync.WaitGroup
+	var cutting atomic.Bool
+	stop := make(chan struct{})
+	progress := make(chan struct{}, 64)
+	ack := func() {
+		select {
+		case progress <- struct{}{}:
+		default:
+		}
+	}
+	// A refusal (an answer, not a cut connection) is a failure.
+	var refusedMu sync.Mutex
+	var refused []string
+	refuse := func(what string, code int, out []byte) {
+		refusedMu.Lock()
+		refused = append(refused, fmt.Sprintf("%s: %d %.300s", what, code, out))
+		refusedMu.Unlock()
+	}
+	stopped := func() bool {
+		select {
+		case <-stop:
+			return true
+		default:
+			return false
+		}
+	}
+	wg.Add(2)
+	go func() { // extensions: a sealed secret per write
+		defer wg.Done()
+		for n := 0; !stopped(); n++ {
+			user := fmt.Sprintf("%d%d%03d", 1000+round, phase, n)
+			code, out, err := c.try("POST", "/api/v1/extensions", map[string]string{"user": user})
+			if err != nil {
+				return // the cut
+			}
+			var ans struct{ Password string }
+			if code != http.StatusCreated || json.Unmarshal(out, &ans) != nil || ans.Password == "" {
+				refuse("create extension "+user, code, out)
+				return
+			}
+			a.mu.Lock()
+			a.exts[user] = ans.Password
+			a.mu.Unlock()
+			ack()
+		}
+	}()
+	go func() { // configuration changes: sealed trunk password, audit entry
+		defer wg.Done()
+		for !stopped() {
+			a.mu.Lock()
+			next := cutTelephony(a.tel.Version, "200")
+			a.mu.Unlock()
+			code, out, err := c.try("PUT", "/api/v1/telephony", next)
+			if err != nil {
+				return
+			}
+			if code == http.StatusConflict && cutting.Load() {
+				return // a save whose answer the kill swallowed did commit
+			}
+			var saved pbxconfig.Telephony
+			if code != http.StatusOK || json.Unmarshal(out, &saved) != nil {
+				refuse(fmt.Sprintf("telephony version %d", next.Version), code, out)
+				return
+			}
+			a.mu.Lock()
+			a.tel = saved
+			a.mu.Unlock()
+			ack()
+		}
+	}()
+	// Cut after a number of acknowledged writes that varies with the
+	// round, so the cut lands at different points of the commits.
+	want := 3 + (round+phase)%5
+	for got := 0; got < want; got++ {
+		select {
+		case <-progress:
+		case <-time.After(stepTimeout):
+			t.Fatalf("round %d phase %d: writes stalled after %d acknowledged\n%s", round, phase, got, vm.Tail(30))
+		}
+	}
+	cutting.Store(true)
+	cut()
+	close(stop)
+	wg.Wait()
+	if len(refused) > 0 {
+		t.Fatalf("round %d phase %d: the box refused writes: %v", round, phase, refused)
+	}
+	return want
 }
 
 // checkStoreOnHost opens the disk's store on the host (bbolt's consistency
