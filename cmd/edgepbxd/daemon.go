@@ -183,6 +183,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 			return nil, err
 		}
 		p = pid1{banner: controlBanner{d.ctrl}, firewall: d.ctrl, system: d.ctrl, network: d.ctrl, pinholes: d.ctrl, updates: d.ctrl}
+		p.reset = d.ctrl
 	}
 	// The privacy settings come before the writers that anonymise with them.
 	if d.privacy, err = privacy.New(d.db, d.audit, clock); err != nil {
@@ -266,6 +267,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Licence:     ifSet[admin.Licence](d.lic),
 		Firewall:    p.firewall,
 		System:      p.system,
+		Reset:       p.reset,
 		Network:     p.network,
 		SIPBlocks:   sipBlocks{d.sip},
 		Intrusion:   ifSet[admin.Intrusion](d.intrusion),
@@ -317,6 +319,7 @@ type pid1 struct {
 	banner   sipedge.Banner // also the auth service's auth.Banner (the same method)
 	firewall admin.Firewall
 	system   admin.System
+	reset    admin.Resetter
 	network  admin.Network
 	pinholes media.Pinholes
 	updates  admin.Updates

@@ -37,6 +37,7 @@ import (
 	"github.com/edgepbx/edgepbx/init/mount"
 	"github.com/edgepbx/edgepbx/init/netconf"
 	"github.com/edgepbx/edgepbx/init/netconf/netspec"
+	"github.com/edgepbx/edgepbx/init/reset"
 	"github.com/edgepbx/edgepbx/init/shutdown"
 	"github.com/edgepbx/edgepbx/init/slots"
 	"github.com/edgepbx/edgepbx/init/supervise"
@@ -106,6 +107,10 @@ type box struct {
 	licenceBefore string                         // edgepbxd's licence mode when the update on trial was installed
 	adminProbe    func(fingerprint string) error // does the admin side answer? (trial health)
 	slots         *slots.Manager                 // A/B boot slots (nil: no UEFI disk image)
+
+	resetGate *reset.Gate   // factory reset asked for over the control socket
+	resetReq  chan string   // confirmed factory reset (where from), for the main loop
+	consoleIn <-chan string // console lines (confirmations); nil until first read
 }
 
 // healthState is written by the control socket's goroutines.
@@ -115,6 +120,7 @@ type healthState struct {
 	at       time.Time
 	ready    bool // last report said ready
 	everSeen bool
+	down     bool          // edgepbxd exited 125: safe state (safestate.go)
 	onChange chan struct{} // poked on every report
 }
 
@@ -135,6 +141,19 @@ func (h *healthState) markDown(detail string) {
 	h.ready, h.last.Ready, h.last.Detail = false, false, detail
 }
 
+// stayDown records that edgepbxd exited 125 and will not be restarted.
+func (h *healthState) stayDown(detail string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ready, h.last.Ready, h.last.Detail, h.down = false, false, detail, true
+}
+
+func (h *healthState) isDown() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.down
+}
+
 func (h *healthState) snapshot() (control.Health, time.Time, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -148,6 +167,9 @@ func main() {
 		ctx:     context.Background(),
 		power:   make(chan shutdown.Action, 4),
 		health:  healthState{onChange: make(chan struct{}, 1)},
+
+		resetGate: reset.NewGate(reset.GateConfig{}),
+		resetReq:  make(chan string, 1),
 	}
 	b.log = slog.New(slog.NewTextHandler(b.console, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	// The supervisor reaps every child of PID 1 from the very start.
@@ -228,6 +250,9 @@ func (b *box) boot() error {
 		return err
 	}
 	b.openSlots()
+	if err := b.bootReset(); err != nil {
+		return err
+	}
 	if err := b.loadIdentity(); err != nil {
 		return err
 	}
@@ -345,6 +370,16 @@ func (b *box) mountData() error {
 	} else {
 		b.growData(d)
 	}
+	if err := b.prepareData(); err != nil {
+		return err
+	}
+	b.step("data mounted", "device", b.prof.Data.Device)
+	return nil
+}
+
+// prepareData sets the data directory's owner and mode and creates PID 1's
+// directories in it (after the mount, and again after a factory reset).
+func (b *box) prepareData() error {
 	// edgepbxd writes its store in /data; the sticky bit keeps it from
 	// renaming or removing PID 1's entries (identity, netfw).
 	if err := os.Chown(dataDir, 0, daemonGID); err != nil {
@@ -358,7 +393,6 @@ func (b *box) mountData() error {
 			return haltf("/data: %w", err)
 		}
 	}
-	b.step("data mounted", "device", b.prof.Data.Device)
 	return nil
 }
 
@@ -484,6 +518,11 @@ func (f closerFunc) Close() error { return f() }
 // healthy gates the watchdog: a grace period until edgepbxd's first report,
 // then only while its last report said ready and is recent.
 func (b *box) healthy() bool {
+	if b.health.isDown() {
+		// The safe state is deliberate and PID 1 is in charge: a
+		// watchdog reset would only repeat the failure, in a loop.
+		return true
+	}
 	h, at, seen := b.health.snapshot()
 	if !seen {
 		return time.Since(b.start) < bootGrace
@@ -579,7 +618,7 @@ func (b *box) startControl() error {
 	cfg := control.Config{
 		Path: controlPath, UID: daemonUID, GID: daemonGID,
 		Firewall: b.fw, Policy: b.policy, Network: b.netc, Clock: b.clock, System: (*system)(b), Log: b.log,
-		Updater: b.updater(),
+		Updater: b.updater(), Reset: (*system)(b),
 	}
 	if b.floors != nil { // a nil *keys.Floors must not become a non-nil interface
 		cfg.Floors = b.floors
@@ -668,6 +707,9 @@ func (b *box) serviceEvents() chan<- supervise.Event {
 				// A restarted edgepbxd must report ready again.
 				b.health.markDown("restarting")
 			}
+			if e.Kind == supervise.StayDown && e.Service == daemonName {
+				b.enterSafeState()
+			}
 		}
 	}()
 	return ch
@@ -723,8 +765,10 @@ func (b *box) loop() {
 		select {
 		case a := <-b.power:
 			b.shutdown(a)
+		case why := <-b.resetReq:
+			b.factoryReset(why)
 		case <-b.health.onChange:
-			if !printedReady {
+			if !printedReady && !b.health.isDown() {
 				// Give DHCP a moment so the banner can show an admin URL.
 				ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
 				b.net.WaitAddress(ctx)

@@ -24,22 +24,23 @@ const (
 	hookFreeze = "edgepbx-test: freeze edgepbxd"
 )
 
-func slotHook(b *box, line string) {
+// slotHook runs a slot hook command; false: line is not one.
+func slotHook(b *box, line string) bool {
 	switch line {
 	case hookSlotInstall, hookSlotCommit, hookSlotRollback:
 	case hookReboot:
 		b.request(shutdown.Reboot)
-		return
+		return true
 	case hookFreeze:
 		err := b.sup.Signal(daemonName, syscall.SIGSTOP)
 		b.say("edgepbxd frozen (err %v)", err)
-		return
+		return true
 	default:
-		return
+		return false
 	}
 	if b.slots == nil {
 		b.say("slot hook: no slots")
-		return
+		return true
 	}
 	var err error
 	switch line {
@@ -58,6 +59,7 @@ func slotHook(b *box, line string) {
 	if err != nil {
 		b.say("slot hook failed: %v", err)
 	}
+	return true
 }
 
 func copySlot(b *box) error {

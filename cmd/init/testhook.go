@@ -66,6 +66,10 @@ func startTestHook(b *box) {
 		return
 	}
 	b.log.Warn("TEST BUILD: console test hook enabled")
+	// Lines that are not hook commands go to the console confirmations
+	// (factory reset from the kernel command line).
+	other := make(chan string, 8)
+	b.consoleIn = other
 	go func() {
 		r := bufio.NewReaderSize(f, 256)
 		for {
@@ -77,7 +81,7 @@ func startTestHook(b *box) {
 				b.log.Warn("test hook: console closed", "err", err)
 				return
 			}
-			switch strings.TrimSpace(string(line)) {
+			switch l := strings.TrimSpace(string(line)); l {
 			case hookKill:
 				err := b.sup.Signal(daemonName, syscall.SIGKILL)
 				b.log.Info("test hook: killed edgepbxd", "err", err)
@@ -90,7 +94,13 @@ func startTestHook(b *box) {
 				}
 				b.say("stats pid1_rss_kib=%d edgepbxd_rss_kib=%d", rssKiB("self"), daemon)
 			default:
-				slotHook(b, strings.TrimSpace(string(line)))
+				if slotHook(b, l) {
+					continue
+				}
+				select {
+				case other <- l:
+				default:
+				}
 			}
 		}
 	}()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func ev(typ, code uint16, value int32) []byte {
@@ -58,4 +59,53 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("%d events from %d bytes", n, len(b))
 		}
 	})
+}
+
+func TestHeldFor(t *testing.T) {
+	cases := []struct {
+		name   string
+		events [][]byte // written before the hold window ends
+		close  bool     // device disappears
+		want   bool
+	}{
+		{name: "held", events: [][]byte{ev(EvKey, KeyPower, 2), ev(0, 0, 0), ev(EvKey, 30, 0)}, want: true},
+		{name: "released", events: [][]byte{ev(EvKey, KeyPower, 2), ev(EvKey, KeyPower, 0)}, want: false},
+		{name: "torn release", events: [][]byte{ev(EvKey, KeyPower, 0)[:10], ev(EvKey, KeyPower, 0)[10:]}, want: false},
+		{name: "device gone", close: true, want: false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			for _, e := range c.events {
+				w.Write(e)
+			}
+			if c.close {
+				w.Close()
+			} else {
+				defer w.Close()
+			}
+			// The window is long when a release is expected (the answer
+			// must come from the event, not the timer) and short otherwise.
+			d := 30 * time.Second
+			if c.want {
+				d = 200 * time.Millisecond
+			}
+			if got := heldFor(context.Background(), r, d); got != c.want {
+				t.Fatalf("held = %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestHeldAtBootNoDevices(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "input"), 0o755)
+	os.WriteFile(filepath.Join(dir, "input", "event0"), nil, 0o600)
+	if HeldAtBoot(context.Background(), dir, time.Hour, func() { t.Error("prompted") }, slog.New(slog.DiscardHandler)) {
+		t.Fatal("held without a device")
+	}
 }

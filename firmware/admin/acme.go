@@ -11,6 +11,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
 // maxACMEBody bounds PUT /api/v1/certificates/acme: a private CA bundle
@@ -89,18 +90,19 @@ func (s *Server) apiSetACME(w http.ResponseWriter, r *http.Request, p auth.Princ
 	if err := decodeJSONLimit(r, &req, maxACMEBody); err != nil {
 		return err
 	}
-	prev, saved, err := certs.SaveACMESettings(s.db, req)
-	ev := audit.Event{Actor: p.Actor(), Source: src(r), Action: "certs.acme.set", Target: strings.Join(saved.Names, ","),
-		Before: auditACME(prev), After: auditACME(saved)}
+	ev := audit.Event{Actor: p.Actor(), Source: src(r), Action: "certs.acme.set"}
+	// The settings and their audit entry commit in one transaction.
+	_, saved, err := certs.SaveACMESettingsWith(s.db, req, func(tx *store.Tx, prev, saved certs.ACMESettings) error {
+		ev.Target, ev.Before, ev.After = strings.Join(saved.Names, ","), auditACME(prev), auditACME(saved)
+		return s.audit.RecordTx(tx, ev)
+	})
 	if err != nil {
-		ev.Outcome, ev.Detail, ev.Before = audit.Failed, err.Error(), nil
+		ev.Outcome, ev.Detail = audit.Failed, err.Error()
+		ev.Target, ev.Before, ev.After = strings.Join(saved.Names, ","), nil, auditACME(saved)
 		_ = s.audit.Record(ev)
 		if errors.Is(err, certs.ErrACMESettings) {
 			return fmt.Errorf("%w: %w", errBadRequest, err)
 		}
-		return err
-	}
-	if err := s.audit.Record(ev); err != nil {
 		return err
 	}
 	if s.acme != nil {

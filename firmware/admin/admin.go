@@ -61,6 +61,8 @@ type Deps struct {
 	// Firewall and System reach PID 1 (the control client); nil in dev mode.
 	Firewall Firewall
 	System   System
+	// Reset is PID 1's factory reset; nil: not offered (dev mode).
+	Reset Resetter
 	// Network is PID 1's network and clock settings; nil in dev mode.
 	Network Network
 	// Status adds edgepbxd's own lines (health, registrations, licence)
@@ -149,6 +151,7 @@ type Server struct {
 	syslog    Syslog // remote syslog sender; nil: settings stored only
 	fw        Firewall
 	sys       System
+	reset     Resetter
 	netw      Network
 	status    func(context.Context) []StatusItem
 	sipblk    SIPBlocks
@@ -194,7 +197,7 @@ func NewServer(d Deps) (*Server, error) {
 	}
 	s := &Server{auth: d.Auth, audit: d.Audit, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
-		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, netw: d.Network, status: d.Status,
+		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, reset: d.Reset, netw: d.Network, status: d.Status,
 		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, intrusion: d.Intrusion, metrics: d.Metrics, phones: d.Phones,
 		priv: d.Privacy, conlog: d.Connections}
 	s.acme = d.ACME

@@ -11,6 +11,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/cdr"
+	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
 // Call records live in the same store (firmware/cdr owns the buckets), so
@@ -122,8 +123,8 @@ func (s *Server) apiSetCDRRetention(w http.ResponseWriter, r *http.Request, p au
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	store := s.callRecords()
-	before, err := store.Retention()
+	recs := s.callRecords()
+	before, err := recs.Retention()
 	if err != nil {
 		return err
 	}
@@ -133,15 +134,20 @@ func (s *Server) apiSetCDRRetention(w http.ResponseWriter, r *http.Request, p au
 		}
 	}
 	ev := audit.Event{Actor: p.Actor(), Source: src(r), Action: "cdr.retention", Before: before, After: req.Retention}
-	if err := store.SetRetention(req.Retention); err != nil {
+	// The setting and its audit entry commit together (a shorter
+	// retention deletes records: who set it must survive a power cut).
+	err = s.db.Update(func(tx *store.Tx) error {
+		if err := cdr.SetRetentionTx(tx, req.Retention); err != nil {
+			return err
+		}
+		return s.audit.RecordTx(tx, ev)
+	})
+	if err != nil {
 		ev.Outcome, ev.Detail = audit.Failed, err.Error()
 		_ = s.audit.Record(ev)
 		if errors.Is(err, cdr.ErrRetention) {
 			return withField("/days", errors.Join(errBadRequest, err))
 		}
-		return err
-	}
-	if err := s.audit.Record(ev); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "saved", "days": req.Days})

@@ -93,6 +93,8 @@ type pid1Recorder struct {
 	netc   *netconf.Committer
 	netApp *memNetApply
 	clk    *clock.Clock
+	// reset is PID 1's factory-reset gate behind the same control socket.
+	reset *pid1Reset
 }
 
 func (p *pid1Recorder) GetPolicy(ctx context.Context) (netfw.PolicyState, error) {
@@ -160,8 +162,9 @@ func startPID1Policy(t testing.TB, p *pid1Recorder) {
 	p.netc = netconf.NewCommitter(context.Background(), netconf.CommitterConfig{Apply: p.netApp, NICs: []string{"eth0", "eth1"},
 		Default: bootNetwork(), Log: quiet})
 	p.clk = clock.New(clock.Config{Log: quiet})
+	p.reset = newPID1Reset()
 	srv, err := control.Listen(control.Config{Path: filepath.Join(dir, "init.sock"), UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
-		Policy: cm, Network: p.netc, Clock: p.clk, System: nopSystem{}, Log: quiet, PolicyRate: 1000, PolicyBurst: 1000, GlobalRate: 10000, GlobalBurst: 10000, ConnRate: 10000, ConnBurst: 10000})
+		Policy: cm, Network: p.netc, Clock: p.clk, System: nopSystem{}, Reset: p.reset, Log: quiet, PolicyRate: 1000, PolicyBurst: 1000, GlobalRate: 10000, GlobalBurst: 10000, ConnRate: 10000, ConnBurst: 10000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +295,7 @@ func newEnvWith(t testing.TB, h *auth.Hasher) *env {
 	}
 	srv, err := NewServer(Deps{Store: db, Audit: al, Auth: svc, Clock: clk, Logger: quiet,
 		Names: []string{"box.example", "192.0.2.10"},
-		Certs: cm, KeyLog: kl, Extensions: exts, Firewall: pid1, System: pid1, Network: pid1, Telephony: tel, SIPSettings: sipset,
+		Certs: cm, KeyLog: kl, Extensions: exts, Firewall: pid1, System: pid1, Reset: pid1.policy, Network: pid1, Telephony: tel, SIPSettings: sipset,
 		Intrusion: intr, Backups: bk, Privacy: reg, Connections: conns})
 	if err != nil {
 		t.Fatal(err)

@@ -163,6 +163,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/api/v1/connections", summary: "The connection log, newest first: admin and API logins, logouts and failures, SIP registrations (?kind= prefix, user=, source=, result=, since=, until= RFC 3339, limit=1..500, before= cursor from next)", perm: auth.PermSecurityRead, h: s.apiConnections},
 		{method: "POST", path: "/api/v1/system/reboot", summary: "Reboot the box", perm: auth.PermSystemWrite, h: s.apiReboot},
 		{method: "POST", path: "/api/v1/system/poweroff", summary: "Power the box off", perm: auth.PermSystemWrite, h: s.apiPoweroff},
+		{method: "POST", path: "/api/v1/system/factory-reset", summary: "Factory reset: PID 1 erases the keys (crypto-erase), wipes /data and restarts the box unclaimed; needs confirm \"ERASE\", current_password and current_code; audited (and sent to remote syslog) before the erase; at most 3 requests an hour", req: FactoryResetRequest{}, perm: auth.PermSystemWrite, h: s.apiFactoryReset},
 	}
 }
 

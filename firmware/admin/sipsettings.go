@@ -12,6 +12,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
 // SIPSettings is the stored SIP edge configuration (*config.SIPStore).
@@ -23,7 +24,9 @@ type SIPSettings interface {
 	Running() int64
 	Live() bool
 	Pending() []string
-	Save(next pbxconfig.SIPSettings) (pbxconfig.SIPSettings, error)
+	// SaveWith stores next and runs also (the audit entry) in the same
+	// transaction; pending names the fields that wait for a restart.
+	SaveWith(next pbxconfig.SIPSettings, also func(tx *store.Tx, saved pbxconfig.SIPSettings, pending []string) error) (pbxconfig.SIPSettings, error)
 }
 
 // SIPSettingsRequest is the body of PUT /api/v1/sip/settings: all settings
@@ -77,9 +80,23 @@ func (s *Server) apiSetSIPSettings(w http.ResponseWriter, r *http.Request, p aut
 		return err
 	}
 	ev := audit.Event{Actor: p.Actor(), Source: src(r), Action: "sip.settings.set", Before: s.sipset.Current(), After: req}
-	saved, err := s.sipset.Save(req)
+	// The change and its audit entry commit in one transaction: a power
+	// cut cannot leave a change nobody is recorded to have made.
+	live := s.sipset.Live()
+	_, err := s.sipset.SaveWith(req, func(tx *store.Tx, saved pbxconfig.SIPSettings, pending []string) error {
+		ev.After, ev.Target = saved, fmt.Sprintf("version %d", saved.Version)
+		switch {
+		case !live:
+			ev.Detail = "applies after restart"
+		case len(pending) > 0:
+			ev.Detail = "applied to the running SIP edge; after restart: " + strings.Join(pending, ", ")
+		default:
+			ev.Detail = "applied to the running SIP edge"
+		}
+		return s.audit.RecordTx(tx, ev)
+	})
 	if err != nil {
-		ev.Outcome, ev.Detail = audit.Failed, err.Error()
+		ev.Outcome, ev.Detail, ev.After, ev.Target = audit.Failed, err.Error(), req, ""
 		_ = s.audit.Record(ev)
 		switch {
 		case errors.Is(err, pbxconfig.ErrSIPVersion):
@@ -90,18 +107,6 @@ func (s *Server) apiSetSIPSettings(w http.ResponseWriter, r *http.Request, p aut
 		return err
 	}
 	v := s.sipView()
-	ev.After, ev.Target = saved, fmt.Sprintf("version %d", saved.Version)
-	switch {
-	case !v.Live:
-		ev.Detail = "applies after restart"
-	case len(v.RestartFields) > 0:
-		ev.Detail = "applied to the running SIP edge; after restart: " + strings.Join(v.RestartFields, ", ")
-	default:
-		ev.Detail = "applied to the running SIP edge"
-	}
-	if err := s.audit.Record(ev); err != nil {
-		s.log.Error("audit sip settings change", "err", err)
-	}
 	writeJSON(w, http.StatusOK, v)
 	return nil
 }

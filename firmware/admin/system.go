@@ -16,14 +16,17 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/backup"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/init/netconf/netspec"
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
 // Extensions is the SIP edge's credential store (sipedge.Server.Extensions()).
 type Extensions interface {
-	Set(user, password string) error
-	Delete(user string) error
+	// SetWith and DeleteWith run also (the audit entry) in the same
+	// transaction as the change.
+	SetWith(user, password string, also func(*store.Tx) error) error
+	DeleteWith(user string, also func(*store.Tx) error) error
 	List() []string
 }
 
@@ -158,14 +161,15 @@ func (s *Server) setExtension(r *http.Request, p auth.Principal, user string, cr
 		return "", fmt.Errorf("%w: extension %s", errNotFound, user)
 	}
 	pw := newSIPPassword()
-	if err := s.exts.Set(user, pw); err != nil {
-		return "", err
-	}
 	action := "telephony.extension.password"
 	if create {
 		action = "telephony.extension.create"
 	}
-	_ = s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: action, Target: user, Detail: "password generated (not recorded)"})
+	// The secret and its audit entry commit in one transaction.
+	ev := audit.Event{Actor: p.Actor(), Source: src(r), Action: action, Target: user, Detail: "password generated (not recorded)"}
+	if err := s.exts.SetWith(user, pw, func(tx *store.Tx) error { return s.audit.RecordTx(tx, ev) }); err != nil {
+		return "", err
+	}
 	return pw, nil
 }
 
@@ -200,10 +204,10 @@ func (s *Server) apiDeleteExtension(w http.ResponseWriter, r *http.Request, p au
 	if !slices.Contains(s.exts.List(), user) {
 		return fmt.Errorf("%w: extension %.64s", errNotFound, user)
 	}
-	if err := s.exts.Delete(user); err != nil {
+	ev := audit.Event{Actor: p.Actor(), Source: src(r), Action: "telephony.extension.delete", Target: user}
+	if err := s.exts.DeleteWith(user, func(tx *store.Tx) error { return s.audit.RecordTx(tx, ev) }); err != nil {
 		return err
 	}
-	_ = s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: "telephony.extension.delete", Target: user})
 	writeJSON(w, http.StatusOK, map[string]string{"status": "deleted"})
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
 // Telephony is the stored dial plan configuration
@@ -24,7 +25,9 @@ import (
 // a saved change applies to the next call.
 type Telephony interface {
 	Current() pbxconfig.Telephony
-	Save(next pbxconfig.Telephony, known func(string) bool) (pbxconfig.Telephony, error)
+	// SaveWith stores next and runs also (the audit entry) in the same
+	// transaction.
+	SaveWith(next pbxconfig.Telephony, known func(string) bool, also func(*store.Tx, pbxconfig.Telephony) error) (pbxconfig.Telephony, error)
 }
 
 // TelephonyRequest is the body of PUT /api/v1/telephony: the whole
@@ -77,9 +80,14 @@ func (s *Server) apiSetTelephony(w http.ResponseWriter, r *http.Request, p auth.
 		}
 	}
 	ev := audit.Event{Actor: p.Actor(), Source: src(r), Action: "telephony.set", Before: before, After: asked}
-	saved, err := s.tel.Save(req, s.knownExtension())
+	// The change and its audit entry commit in one transaction: a power
+	// cut cannot leave a change nobody is recorded to have made.
+	saved, err := s.tel.SaveWith(req, s.knownExtension(), func(tx *store.Tx, saved pbxconfig.Telephony) error {
+		ev.After, ev.Target = saved, fmt.Sprintf("version %d", saved.Version)
+		return s.audit.RecordTx(tx, ev)
+	})
 	if err != nil {
-		ev.Outcome, ev.Detail = audit.Failed, err.Error()
+		ev.Outcome, ev.Detail, ev.After, ev.Target = audit.Failed, err.Error(), asked, ""
 		_ = s.audit.Record(ev)
 		switch {
 		case errors.Is(err, pbxconfig.ErrVersion):
@@ -92,10 +100,6 @@ func (s *Server) apiSetTelephony(w http.ResponseWriter, r *http.Request, p auth.
 			return nil
 		}
 		return err
-	}
-	ev.After, ev.Target = saved, fmt.Sprintf("version %d", saved.Version)
-	if err := s.audit.Record(ev); err != nil {
-		s.log.Error("audit telephony change", "err", err)
 	}
 	writeJSON(w, http.StatusOK, saved)
 	return nil

@@ -51,7 +51,16 @@ func (s *Store) SetRetention(r Retention) error {
 	if r.Days < 0 || r.Days > MaxRetentionDays {
 		return ErrRetention
 	}
-	return s.db.Update(func(tx *store.Tx) error { return tx.Put(settingsBucket, "retention", r) })
+	return s.db.Update(func(tx *store.Tx) error { return SetRetentionTx(tx, r) })
+}
+
+// SetRetentionTx stores the setting inside the caller's transaction (with
+// the audit entry of the change).
+func SetRetentionTx(tx *store.Tx, r Retention) error {
+	if r.Days < 0 || r.Days > MaxRetentionDays {
+		return ErrRetention
+	}
+	return tx.Put(settingsBucket, "retention", r)
 }
 
 // Purge deletes the records of calls that started before t and returns

@@ -242,6 +242,13 @@ func LoadACMESettings(db *store.DB) (ACMESettings, error) {
 // SaveACMESettings normalises and validates next and stores it, returning
 // what it replaced. On error nothing changes.
 func SaveACMESettings(db *store.DB, next ACMESettings) (prev, saved ACMESettings, err error) {
+	return SaveACMESettingsWith(db, next, nil)
+}
+
+// SaveACMESettingsWith is SaveACMESettings with also run in the same write
+// transaction (the caller's audit entry, given the settings before and
+// after): both commit or neither does.
+func SaveACMESettingsWith(db *store.DB, next ACMESettings, also func(tx *store.Tx, prev, saved ACMESettings) error) (prev, saved ACMESettings, err error) {
 	next.Normalize()
 	if err := next.Validate(); err != nil {
 		return prev, next, err
@@ -251,7 +258,13 @@ func SaveACMESettings(db *store.DB, next ACMESettings) (prev, saved ACMESettings
 		if _, err := tx.Get(acmeBucket, "settings", &prev); err != nil {
 			return err
 		}
-		return tx.Put(acmeBucket, "settings", next)
+		if err := tx.Put(acmeBucket, "settings", next); err != nil {
+			return err
+		}
+		if also == nil {
+			return nil
+		}
+		return also(tx, prev, next)
 	})
 	if err != nil {
 		return prev, next, fmt.Errorf("certs: store acme settings: %w", err)

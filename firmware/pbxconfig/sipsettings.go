@@ -248,6 +248,15 @@ func (s *SIPStore) Pending() []string {
 // edge as it was and stores nothing (ErrSIPApply), and a store failure
 // after the edge took next puts the edge back on the saved version.
 func (s *SIPStore) Save(next SIPSettings) (SIPSettings, error) {
+	return s.SaveWith(next, nil)
+}
+
+// SaveWith is Save with also run inside the same write transaction, after
+// the running edge took the settings: also gets the settings as saved and
+// the fields that wait for a restart (nil when nothing runs them), and an
+// error from it rolls everything back. Callers pass their audit entry, so
+// a change and its record commit together or not at all.
+func (s *SIPStore) SaveWith(next SIPSettings, also func(tx *store.Tx, saved SIPSettings, pending []string) error) (SIPSettings, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if next.Version != s.cur.Version {
@@ -264,15 +273,17 @@ func (s *SIPStore) Save(next SIPSettings) (SIPSettings, error) {
 		if err := tx.Put(SIPBucket, sipKey, next); err != nil {
 			return err
 		}
-		if s.apply == nil {
+		if s.apply != nil {
+			p, err := s.apply(next.clone())
+			if err != nil {
+				return fmt.Errorf("%w: %w", ErrSIPApply, err)
+			}
+			pending, applied = p, true
+		}
+		if also == nil {
 			return nil
 		}
-		p, err := s.apply(next.clone())
-		if err != nil {
-			return fmt.Errorf("%w: %w", ErrSIPApply, err)
-		}
-		pending, applied = p, true
-		return nil
+		return also(tx, next.clone(), slices.Clone(pending))
 	})
 	if err != nil {
 		if applied {

@@ -416,6 +416,13 @@ func passwordKey(trunk string) string { return "trunk/" + trunk + "/password" }
 // in the store or in memory. It returns the saved configuration (no
 // passwords).
 func (s *TelephonyStore) Save(next Telephony, known func(string) bool) (Telephony, error) {
+	return s.SaveWith(next, known, nil)
+}
+
+// SaveWith is Save with also run inside the same write transaction, given
+// the configuration as saved (the caller's audit entry): both commit, or
+// neither does.
+func (s *TelephonyStore) SaveWith(next Telephony, known func(string) bool, also func(tx *store.Tx, saved Telephony) error) (Telephony, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if next.Version != s.cur.Version {
@@ -458,7 +465,13 @@ func (s *TelephonyStore) Save(next Telephony, known func(string) bool) (Telephon
 				}
 			}
 		}
-		return tx.Put(TelephonyBucket, telephonyKey, next)
+		if err := tx.Put(TelephonyBucket, telephonyKey, next); err != nil {
+			return err
+		}
+		if also != nil {
+			return also(tx, next.clone())
+		}
+		return nil
 	})
 	if err != nil {
 		return Telephony{}, fmt.Errorf("config: save telephony: %w", err)

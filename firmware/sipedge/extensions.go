@@ -67,7 +67,12 @@ func LoadExtensions(db *store.DB, realm string) (*Extensions, error) {
 }
 
 // Set creates or changes an extension's password.
-func (e *Extensions) Set(user, password string) error {
+func (e *Extensions) Set(user, password string) error { return e.SetWith(user, password, nil) }
+
+// SetWith is Set with also run in the same write transaction (the caller's
+// audit entry): the new password and its record commit together or not at
+// all.
+func (e *Extensions) SetWith(user, password string, also func(*store.Tx) error) error {
 	if !pbxconfig.ValidSIPUser(user) {
 		return fmt.Errorf("sip: extension %q: 1-64 of A-Z a-z 0-9 . _ + -", user)
 	}
@@ -85,7 +90,16 @@ func (e *Extensions) Set(user, password string) error {
 		return err
 	}
 	rec := extRecord{User: user, Realm: e.realm, MD5: smd, SHA256: ssh}
-	if err := e.db.Update(func(tx *store.Tx) error { return tx.Put(extBucket, user, rec) }); err != nil {
+	err = e.db.Update(func(tx *store.Tx) error {
+		if err := tx.Put(extBucket, user, rec); err != nil {
+			return err
+		}
+		if also == nil {
+			return nil
+		}
+		return also(tx)
+	})
+	if err != nil {
 		return fmt.Errorf("sip: store extension %s: %w", user, err)
 	}
 	e.mu.Lock()
@@ -95,8 +109,20 @@ func (e *Extensions) Set(user, password string) error {
 }
 
 // Delete removes an extension.
-func (e *Extensions) Delete(user string) error {
-	if err := e.db.Update(func(tx *store.Tx) error { return tx.Delete(extBucket, user) }); err != nil {
+func (e *Extensions) Delete(user string) error { return e.DeleteWith(user, nil) }
+
+// DeleteWith is Delete with also run in the same write transaction.
+func (e *Extensions) DeleteWith(user string, also func(*store.Tx) error) error {
+	err := e.db.Update(func(tx *store.Tx) error {
+		if err := tx.Delete(extBucket, user); err != nil {
+			return err
+		}
+		if also == nil {
+			return nil
+		}
+		return also(tx)
+	})
+	if err != nil {
 		return fmt.Errorf("sip: delete extension %s: %w", user, err)
 	}
 	e.mu.Lock()

@@ -104,6 +104,15 @@ func (db *DB) Update(fn func(*Tx) error) error {
 	return db.bolt.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx, db: db}) })
 }
 
+// Commits returns the id of the last committed write transaction: it grows
+// by one per Update, so tests can check that writes which must stand or
+// fall together (a change and its audit entry) commit in one.
+func (db *DB) Commits() (uint64, error) {
+	var id int
+	err := db.bolt.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil })
+	return uint64(id), err
+}
+
 // View runs fn in a read-only transaction.
 func (db *DB) View(fn func(*Tx) error) error {
 	defer db.readers.enter()()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
+	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
 // StateIP is the state of a trunk identified by its source addresses:
@@ -155,7 +156,14 @@ func (m *Trunks) Store() Store { return Store{TelephonyStore: m.tel, trunks: m} 
 // Save stores next (config.TelephonyStore.Save) and, when it is stored,
 // applies its trunks.
 func (s Store) Save(next pbxconfig.Telephony, known func(string) bool) (pbxconfig.Telephony, error) {
-	out, err := s.TelephonyStore.Save(next, known)
+	return s.SaveWith(next, known, nil)
+}
+
+// SaveWith is Save with also in the same transaction (the admin side's
+// audit entry). It must be defined here: the embedded store's SaveWith
+// would store without applying the trunks.
+func (s Store) SaveWith(next pbxconfig.Telephony, known func(string) bool, also func(*store.Tx, pbxconfig.Telephony) error) (pbxconfig.Telephony, error) {
+	out, err := s.TelephonyStore.SaveWith(next, known, also)
 	if err == nil {
 		s.trunks.Changed()
 	}

@@ -80,7 +80,12 @@ const (
 	// into a bundle stream (see update.go).
 	TypeInstallUpdate Type = 20
 	TypeUpdateStatus  Type = 21
-	TypeReply         Type = 0x80
+	// Factory reset, two steps (see reset.go): edgepbxd asks after it
+	// re-authenticated the admin, PID 1 answers a single-use token, and
+	// the reset starts only when that token comes back.
+	TypeFactoryResetBegin   Type = 40
+	TypeFactoryResetConfirm Type = 41
+	TypeReply               Type = 0x80
 )
 
 var typeNames = map[Type]string{
@@ -91,6 +96,7 @@ var typeNames = map[Type]string{
 	TypeSetNetwork: "SetNetwork", TypeConfirmNetwork: "ConfirmNetwork", TypeGetTime: "GetTime", TypeSetTime: "SetTime",
 	TypeGetFloors: "GetFloors", TypeRaiseFloor: "RaiseFloor",
 	TypeInstallUpdate: "InstallUpdate", TypeUpdateStatus: "UpdateStatus",
+	TypeFactoryResetBegin: "FactoryResetBegin", TypeFactoryResetConfirm: "FactoryResetConfirm",
 	TypeReply: "Reply",
 }
 

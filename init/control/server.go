@@ -76,6 +76,7 @@ type Config struct {
 	Clock    Clock    // nil: time requests get an error reply
 	Floors   Floors   // nil: floor requests get an error reply
 	Updater  Updater  // nil: update requests get an error reply
+	Reset    Reset    // nil: factory reset requests get an error reply
 	System   System
 	Log      *slog.Logger
 
@@ -479,6 +480,8 @@ func (s *Server) dispatch(t Type, p []byte) Reply {
 			return fail(errNoUpdater)
 		}
 		return ok(s.cfg.Updater.Status())
+	case TypeFactoryResetBegin, TypeFactoryResetConfirm:
+		return s.dispatchReset(t, p)
 	}
 	return fail(fmt.Errorf("control: unknown request type %d", uint8(t)))
 }
