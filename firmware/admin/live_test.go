@@ -230,7 +230,7 @@ func TestSIPURI(t *testing.T) {
 func TestConnectCardProvisioningLink(t *testing.T) {
 	e, admin := claimed(t)
 	liveEdge(t, e)
-	ps, err := provision.New(provision.Deps{Store: e.db, Audit: e.srv.audit, Extensions: e.srv.exts, Host: "box.example", Clock: e.clock.Now,
+	ps, err := provision.New(provision.Deps{Store: e.db, Audit: e.srv.audit, Extensions: e.srv.exts.(provision.Extensions), Host: "box.example", Clock: e.clock.Now,
 		DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

@@ -146,21 +146,7 @@ func reboot(t *testing.T, vm *qemu.VM) {
 	if err := vm.SendLine("edgepbx-test: reboot"); err != nil {
 		t.Fatal(err)
 	}
-	waitExit(t, vm)
-}
-
-func waitExit(t *testing.T, vm *qemu.VM) {
-	t.Helper()
-	waitExitWithin(t, vm, stepTimeout)
-}
-
-func waitExitWithin(t *testing.T, vm *qemu.VM, d time.Duration) {
-	t.Helper()
-	select {
-	case <-vm.Exited():
-	case <-time.After(d):
-		t.Fatalf("guest did not reboot:\n%s", vm.Tail(40))
-	}
+	waitExit(t, vm, stepTimeout)
 }
 
 // TestDiskImageUEFI boots the flashable disk image through OVMF, with
@@ -196,7 +182,7 @@ func TestDiskImageUEFI(t *testing.T) {
 		t.Fatalf("data lost across the grow: banner %v then %v", b1, b2)
 	}
 	send(t, vm, "edgepbx-test: slot rollback", "edgepbx: slot rollback recorded")
-	waitExit(t, vm)
+	waitExit(t, vm, stepTimeout)
 
 	// 3: back on A, saying why; the grown /data is not grown again.
 	vm, _ = uefiBoot(t, u, "edgepbx: slot a booted, slot a committed", "edgepbx: ROLLBACK: test: edgepbxd did not become healthy")
@@ -229,7 +215,7 @@ func TestDiskImageUEFI(t *testing.T) {
 	vm, _ = uefiBoot(t, u, "edgepbx: slot a booted, slot b committed (trial boot", "msg=\"watchdog armed\"")
 	send(t, vm, "edgepbx-test: freeze edgepbxd", "edgepbx: edgepbxd frozen")
 	// Health goes stale after 15 s, the watchdog (60 s) then resets.
-	waitExitWithin(t, vm, 4*time.Minute)
+	waitExit(t, vm, 4*time.Minute)
 	if !strings.Contains(strings.Join(vm.Lines(), "\n"), "msg=watchdog petting=false") {
 		t.Fatalf("the box went down, but not because PID 1 stopped petting the watchdog:\n%s", vm.Tail(30))
 	}

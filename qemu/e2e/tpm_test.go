@@ -46,15 +46,6 @@ func readyMS(vm *qemu.VM) int {
 	return -1
 }
 
-func powerdown(t *testing.T, vm *qemu.VM) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
-	defer cancel()
-	if err := vm.Powerdown(ctx); err != nil {
-		t.Fatalf("powerdown: %v", err)
-	}
-}
-
 // TestTPMSealedKeyX86 boots the x86 image with a software TPM (swtpm, the
 // "chip" is its state directory) on one data disk:
 //   - first boot seals a new device key in the TPM; the second boot on the
