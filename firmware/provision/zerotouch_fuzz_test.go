@@ -52,3 +52,19 @@ func FuzzParseDHCPRequest(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkPnPParse: parsing and answering one ua-profile SUBSCRIBE
+// (no sockets): the responder's CPU cost per phone.
+func BenchmarkPnPParse(b *testing.B) {
+	msg := yealinkSubscribe("805ec0aabbcc", "10.9.0.2:5060", 1)
+	local, phone := netip.MustParseAddrPort("10.9.0.1:5060"), netip.MustParseAddrPort("10.9.0.2:5060")
+	b.ReportAllocs()
+	for b.Loop() {
+		s, err := ParsePnPSubscribe(msg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = s.OK("t")
+		_ = s.Notify("t", "b", local, phone, "http://10.9.0.1:8080/")
+	}
+}
