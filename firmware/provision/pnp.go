@@ -105,9 +105,13 @@ func (b *bucket) take(now time.Time, rate float64, burst int) bool {
 }
 
 // ListenPnP binds the group address and joins it on the interfaces. The
-// socket is bound to the group address itself (SO_REUSEPORT lets it sit
-// beside the SIP edge's wildcard sockets, which set IP_MULTICAST_ALL off
-// and so never see these datagrams).
+// socket is bound to the group address itself with SO_REUSEPORT, so it can
+// sit beside the SIP edge's wildcard :5060 sockets (they are an
+// SO_REUSEPORT group of the same user; checked: a socket without
+// SO_REUSEPORT there makes this bind fail with EADDRINUSE). Those sockets
+// keep IP_MULTICAST_ALL on, so they see the group's datagrams too; the
+// edge must ignore them (its domain policy serves any IP host when no
+// domain is set) before this is wired into edgepbxd.
 func (s *Service) ListenPnP(cfg PnPConfig) (*PnP, error) {
 	if cfg.Port == 0 {
 		cfg.Port = 5060
