@@ -33,6 +33,14 @@ type Phones interface {
 	UploadFirmware(ctx context.Context, meta provision.FirmwareMeta, r io.Reader, actor, source string) (provision.Firmware, error)
 	FirmwareList() ([]provision.Firmware, error)
 	DeleteFirmware(id, actor, source string) error
+	DHCPStatus() provision.DHCPStatus
+	PnPStats() provision.PnPStats
+}
+
+// ZeroTouchView is the answer of GET /api/v1/phones/zerotouch.
+type ZeroTouchView struct {
+	DHCP provision.DHCPStatus `json:"dhcp"`
+	PnP  provision.PnPStats   `json:"pnp"`
 }
 
 // PhonesView is the answer of GET /api/v1/phones.
@@ -279,6 +287,14 @@ func (s *Server) apiPhoneFetches(w http.ResponseWriter, r *http.Request, p auth.
 		return errNoPhones
 	}
 	writeJSON(w, http.StatusOK, s.phones.Fetches())
+	return nil
+}
+
+func (s *Server) apiPhoneZeroTouch(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if s.phones == nil {
+		return errNoPhones
+	}
+	writeJSON(w, http.StatusOK, ZeroTouchView{DHCP: s.phones.DHCPStatus(), PnP: s.phones.PnPStats()})
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -70,6 +71,20 @@ func TestPhonesAPI(t *testing.T) {
 	// Settings: bounded, field named.
 	if r := admin.must(422, "PUT", "/api/v1/phones/settings", provision.Settings{WindowMinutes: 0, NTP: "x", Timezone: "UTC", Language: "English", Transport: "tls", Codecs: []string{"PCMA"}}); r.str("field") != "window_minutes" {
 		t.Fatalf("field %q", r.str("field"))
+	}
+	// The DHCP server is configured through the settings: refused with
+	// the field named, off by default, its state readable.
+	bad := provision.DefaultSettings()
+	bad.DHCP = provision.DHCPSettings{Enabled: true, Interface: "eth0; rm", PoolStart: netip.MustParseAddr("10.9.0.100"), PoolEnd: netip.MustParseAddr("10.9.0.109")}
+	if r := admin.must(422, "PUT", "/api/v1/phones/settings", bad); r.str("field") != "dhcp.interface" {
+		t.Fatalf("field %q", r.str("field"))
+	}
+	bad.DHCP.Interface, bad.DHCP.PoolEnd = "eth0.20", netip.MustParseAddr("10.9.8.1")
+	if r := admin.must(422, "PUT", "/api/v1/phones/settings", bad); r.str("field") != "dhcp.pool_end" {
+		t.Fatalf("field %q", r.str("field"))
+	}
+	if r := admin.must(200, "GET", "/api/v1/phones/zerotouch", nil); !strings.Contains(string(r.body), `"state": "off"`) {
+		t.Fatalf("zero-touch status %s", r.body)
 	}
 	// An auditor reads, and sees no one-time URL.
 	admin.must(201, "POST", "/api/v1/accounts", AccountRequest{Proof: auth.Proof{Password: adminPW}, Username: "aud1", Role: auth.RoleAuditor, Password: userPW})

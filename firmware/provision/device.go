@@ -95,6 +95,8 @@ type Settings struct {
 	Language      string   `json:"language"`
 	Transport     string   `json:"transport"` // tls (default), tcp, udp
 	Codecs        []string `json:"codecs"`
+	// DHCP is the optional DHCPv4 server for a phones VLAN (off by default).
+	DHCP DHCPSettings `json:"dhcp"`
 }
 
 // DefaultSettings are secure defaults: TLS, 10-minute window.
@@ -143,7 +145,7 @@ func (s Settings) Validate() error {
 			return &FieldError{"codecs", errors.New("codec names are letters, digits, - and _")}
 		}
 	}
-	return nil
+	return s.DHCP.Validate()
 }
 
 func printable(s string, max int) bool {

@@ -42,6 +42,8 @@ const (
 const (
 	KindProvRefused logs.Kind = "provision.refused"
 	KindProvBan     logs.Kind = "provision.ban"
+	// KindDHCPRefused: the DHCP server did not start, another answers on the link.
+	KindDHCPRefused logs.Kind = "provision.dhcp_refused"
 	KindProvScan    logs.Kind = "provision.under_attack"
 )
 

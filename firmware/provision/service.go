@@ -103,16 +103,20 @@ type Service struct {
 	dummyHA1  string
 	dummySeal []byte // opened for unknown MACs: the same unseal as a known one
 
-	mu       sync.Mutex
-	asking   map[string]*Asking
-	sources  map[string]*sourceState // by address
-	bans     map[string]time.Time    // local copy of the bans asked of PID 1
-	attack   map[string]time.Time    // refused MACs from any source (bounded)
-	fetches  []Fetch                 // ring of the last fetches of every kind
-	fetchNxt int
-	bootLogs map[string][]byte // Poly uploads: bounded tail per phone
-	last     map[string]Fetch  // newest successful fetch per phone
-	settCur  Settings
+	mu                    sync.Mutex
+	asking                map[string]*Asking
+	sources               map[string]*sourceState // by address
+	bans                  map[string]time.Time    // local copy of the bans asked of PID 1
+	attack                map[string]time.Time    // refused MACs from any source (bounded)
+	fetches               []Fetch                 // ring of the last fetches of every kind
+	fetchNxt              int
+	bootLogs              map[string][]byte // Poly uploads: bounded tail per phone
+	last                  map[string]Fetch  // newest successful fetch per phone
+	settCur               Settings
+	pnp                   *PnP // the SIP PnP responder while it listens
+	dhcp                  *DHCP
+	dhcpState, dhcpDetail string
+	dhcpChanged           chan struct{} // settings changed: RunDHCP restarts
 
 	banq chan fwspec.Ban
 	wg   sync.WaitGroup
@@ -151,7 +155,7 @@ func New(d Deps) (*Service, error) {
 	}
 	s := &Service{deps: d, log: d.Logger, templates: templates(), asking: map[string]*Asking{}, sources: map[string]*sourceState{},
 		bans: map[string]time.Time{}, attack: map[string]time.Time{}, fetches: make([]Fetch, 0, maxFetchLog), bootLogs: map[string][]byte{},
-		banq: make(chan fwspec.Ban, 256)}
+		banq: make(chan fwspec.Ban, 256), dhcpChanged: make(chan struct{}, 1), dhcpState: "off"}
 	if _, err := rand.Read(s.nonceKey[:]); err != nil {
 		return nil, fmt.Errorf("provision: nonce key: %w", err)
 	}
@@ -238,6 +242,12 @@ func (s *Service) SetSettings(st Settings, actor, source string) error {
 	s.mu.Lock()
 	s.settCur = st
 	s.mu.Unlock()
+	if before.DHCP.Enabled != st.DHCP.Enabled || !st.DHCP.equal(before.DHCP) {
+		select {
+		case s.dhcpChanged <- struct{}{}:
+		default:
+		}
+	}
 	return nil
 }
 
