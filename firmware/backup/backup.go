@@ -42,9 +42,15 @@ const (
 	// MinPassphrase is the shortest passphrase accepted for a backup.
 	MinPassphrase = 12
 	maxPassphrase = 256
-	// maxWorkFactor bounds the scrypt cost an uploaded backup may demand
-	// (2^20 is about a second here; age's default writer uses 2^18).
-	maxWorkFactor = 20
+	// scrypt's memory is 1 KiB × 2^workFactor and runs inside edgepbxd on
+	// boxes with 512 MiB: age's default (18, 256 MiB) got the daemon
+	// OOM-killed there. Passphrase backups are written with 16 (64 MiB;
+	// with at least MinPassphrase characters the passphrase, not the
+	// factor, is what resists guessing), and a restore refuses a file that
+	// demands more than 17 (128 MiB) instead of letting a crafted upload
+	// exhaust the box's memory.
+	defaultWorkFactor = 16
+	maxWorkFactor     = 17
 )
 
 // BoxLocal lists what a backup never carries and a restore never replaces:
@@ -91,7 +97,7 @@ type Config struct {
 	Limits    Limits
 	Now       func() time.Time
 	Log       *slog.Logger
-	// ScryptWorkFactor for passphrase backups; 0 is age's default (18).
+	// ScryptWorkFactor for passphrase backups; 0 is defaultWorkFactor.
 	ScryptWorkFactor int
 }
 
@@ -146,9 +152,11 @@ func (s *Service) recipient(e Encryption) (age.Recipient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: passphrase: %v", ErrBadRequest, err)
 		}
+		wf := defaultWorkFactor
 		if s.cfg.ScryptWorkFactor > 0 {
-			r.SetWorkFactor(s.cfg.ScryptWorkFactor)
+			wf = min(s.cfg.ScryptWorkFactor, maxWorkFactor)
 		}
+		r.SetWorkFactor(wf)
 		return r, nil
 	}
 	rcpt := e.Recipient
