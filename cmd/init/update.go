@@ -16,6 +16,7 @@ import (
 	"github.com/edgepbx/edgepbx/init/atomicfile"
 	"github.com/edgepbx/edgepbx/init/bundle"
 	"github.com/edgepbx/edgepbx/init/control"
+	"github.com/edgepbx/edgepbx/init/keys"
 	"github.com/edgepbx/edgepbx/init/shutdown"
 	"github.com/edgepbx/edgepbx/init/slots"
 	"github.com/edgepbx/edgepbx/init/update"
@@ -97,7 +98,10 @@ func (b *box) startUpdates() *update.Service {
 		b.log.Warn("update: firmware updates are not available", "err", err)
 		return nil
 	}
-	floor := update.FileFloor{Path: floorFile}
+	var floor update.Floor = update.FileFloor{Path: floorFile}
+	if b.floors != nil && b.floors.Hardware() {
+		floor = versionFloor{file: update.FileFloor{Path: floorFile}, hw: b.floors}
+	}
 	audit := func(e update.Event) {
 		if e.Action == "refused" || e.Action == "downgrade" || e.Action == "rolled-back" {
 			b.say("update %s: %s", e.Action, e.Detail)
@@ -228,4 +232,29 @@ func adminAnswers(ctx context.Context, addr, fingerprint string) error {
 		return fmt.Errorf("admin side answers /healthz with %s", res.Status)
 	}
 	return nil
+}
+
+// versionFloor keeps the firmware version floor in the TPM's NV floors as
+// well as in the file, so restoring an older /data (or deleting the file)
+// cannot lower it; the higher of the two holds.
+type versionFloor struct {
+	file update.FileFloor
+	hw   *keys.Floors
+}
+
+func (f versionFloor) Get() (uint64, error) {
+	v, err := f.file.Get()
+	if err != nil {
+		v = 0 // a damaged file: the TPM's value (and the image's own floor) still hold
+	}
+	return max(v, f.hw.All()[control.UpdateVersionFloor]), nil
+}
+
+func (f versionFloor) Raise(to uint64) error {
+	if to > f.hw.All()[control.UpdateVersionFloor] {
+		if err := f.hw.Raise(control.UpdateVersionFloor, to); err != nil {
+			return err
+		}
+	}
+	return f.file.Raise(to)
 }

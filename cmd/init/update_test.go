@@ -15,6 +15,8 @@ import (
 
 	"github.com/edgepbx/edgepbx/init/bundle"
 	"github.com/edgepbx/edgepbx/init/control"
+	"github.com/edgepbx/edgepbx/init/keys"
+	"github.com/edgepbx/edgepbx/init/keys/swtpmtest"
 	"github.com/edgepbx/edgepbx/init/update"
 	"github.com/edgepbx/edgepbx/netfw"
 )
@@ -158,5 +160,48 @@ func TestAdminAnswers(t *testing.T) {
 	status.Store(http.StatusOK)
 	if ok, why := b.trialHealthy(); !ok {
 		t.Fatalf("trial with everything up: %q", why)
+	}
+}
+
+// TestVersionFloorInTPM: with a TPM the firmware version floor is kept in
+// its NV floors too, so deleting the file or restoring an older /data does
+// not lower it; the higher of file and TPM holds, and a raise reaches both.
+func TestVersionFloorInTPM(t *testing.T) {
+	tpm := swtpmtest.Start(t, filepath.Join(t.TempDir(), "tpm"))
+	hw, err := keys.OpenFloors(t.TempDir(), keys.DeviceTPM(tpm.Sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := update.FileFloor{Path: filepath.Join(t.TempDir(), "floor")}
+	f := versionFloor{file: file, hw: hw}
+	if err := f.Raise(7); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := file.Get(); v != 7 || hw.All()[control.UpdateVersionFloor] != 7 {
+		t.Fatalf("raise reached file %d, TPM %d", v, hw.All()[control.UpdateVersionFloor])
+	}
+	// An older /data: the file says 3 (or is gone); the TPM still says 7.
+	for _, old := range []string{"3\n", ""} {
+		if old == "" {
+			os.Remove(file.Path)
+		} else if err := os.WriteFile(file.Path, []byte(old), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := f.Get(); err != nil || v != 7 {
+			t.Fatalf("floor after restoring /data with %q: %d %v, want 7", old, v, err)
+		}
+	}
+	// A lower raise (an emergency downgrade's install) changes nothing.
+	if err := f.Raise(5); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := f.Get(); v != 7 {
+		t.Fatalf("floor %d after a lower raise", v)
+	}
+	if err := f.Raise(9); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := f.Get(); v != 9 || hw.All()[control.UpdateVersionFloor] != 9 {
+		t.Fatalf("floor %d, TPM %d after raising to 9", v, hw.All()[control.UpdateVersionFloor])
 	}
 }

@@ -33,11 +33,18 @@ type RaiseFloorRequest struct {
 	Value uint64 `json:"value"`
 }
 
-// FloorNames are the only floors PID 1 keeps: the licence's offline
-// counter, its value at the last good check-in, the check-in sequence, and
-// the firmware version floor. A fixed list, so a compromised edgepbxd
-// cannot fill the 16 NV slots with names of its own and crowd them out.
-var FloorNames = []string{"license.run", "license.good", "license.seq", "update.version"}
+// FloorNames are the only floors edgepbxd may raise: the licence's offline
+// counter, its value at the last good check-in and the check-in sequence.
+// A fixed list, so a compromised edgepbxd cannot fill the 16 NV slots with
+// names of its own and crowd them out. The firmware version floor
+// (UpdateVersionFloor) is not among them: only PID 1's installer raises it,
+// after it verified a bundle itself; a floor edgepbxd could push to 2^64-1
+// would refuse every later update, and nothing lowers a TPM floor.
+var FloorNames = []string{"license.run", "license.good", "license.seq"}
+
+// UpdateVersionFloor is the anti-rollback floor PID 1 keeps for firmware
+// updates (in the TPM when there is one); GetFloors shows it.
+const UpdateVersionFloor = "update.version"
 
 // Same rule as init/keys (which the daemon must not link: it brings go-tpm).
 var floorNameRE = regexp.MustCompile(`^[a-z][a-z0-9._-]{0,23}$`)

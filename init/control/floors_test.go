@@ -26,10 +26,10 @@ func TestFloorsForwardOnly(t *testing.T) {
 	}
 	defer c.Close()
 	ctx := context.Background()
-	if err := c.RaiseFloor(ctx, "update.version", 7); err != nil {
+	if err := c.RaiseFloor(ctx, "license.seq", 7); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.RaiseFloor(ctx, "update.version", 7); err != nil {
+	if err := c.RaiseFloor(ctx, "license.seq", 7); err != nil {
 		t.Fatalf("equal value (a retry): %v", err)
 	}
 	for _, tc := range []struct {
@@ -37,10 +37,11 @@ func TestFloorsForwardOnly(t *testing.T) {
 		v     uint64
 		field string
 	}{
-		{"update.version", 6, "value"},
+		{"license.seq", 6, "value"},
 		{"Update", 9, "name"},
 		{"../x", 9, "name"},
-		{"junk.a", 9, "name"}, // well-formed, but not a floor PID 1 keeps
+		{"junk.a", 9, "name"},         // well-formed, but not a floor PID 1 keeps
+		{"update.version", 9, "name"}, // PID 1's own: only its installer raises it
 	} {
 		err := c.RaiseFloor(ctx, tc.name, tc.v)
 		var re *RemoteError
@@ -49,15 +50,15 @@ func TestFloorsForwardOnly(t *testing.T) {
 		}
 	}
 	st, err := c.GetFloors(ctx)
-	if err != nil || !st.Hardware || st.Floors["update.version"] != 7 || len(st.Floors) != 1 {
+	if err != nil || !st.Hardware || st.Floors["license.seq"] != 7 || len(st.Floors) != 1 {
 		t.Fatalf("floors %+v %v", st, err)
 	}
 	// Burst of 4 used by the two accepted raises and the refused one
 	// that got past validation; the next is rate limited.
-	if err := c.RaiseFloor(ctx, "update.version", 8); err != nil {
+	if err := c.RaiseFloor(ctx, "license.seq", 8); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.RaiseFloor(ctx, "update.version", 9); err == nil {
+	if err := c.RaiseFloor(ctx, "license.seq", 9); err == nil {
 		t.Fatal("raise past the rate limit accepted")
 	}
 }
