@@ -2,6 +2,7 @@ package netfw
 
 import (
 	"errors"
+	"fmt"
 	"github.com/edgepbx/edgepbx/qemu/netnstest"
 	"net"
 	"net/netip"
@@ -148,7 +149,10 @@ func TestDefaultPolicy(t *testing.T) {
 
 // normalize removes what legitimately changes between two listings of the
 // same ruleset: counter values, remaining times, and (with meters) the
-// per-source limiter state, which a reload resets.
+// per-source limiter state, which a reload resets. That state is both the
+// rate meters ("limit rate") and the connection-count meters ("ct count"):
+// the kernel's set GC drops a ct-count element once its flows are gone,
+// asynchronously, so whether a listing still shows one is timing.
 func normalize(s string, meters bool) string {
 	s = reCounter.ReplaceAllString(s, "counter")
 	s = reExpires.ReplaceAllString(s, "")
@@ -161,8 +165,41 @@ func normalize(s string, meters bool) string {
 var (
 	reCounter    = regexp.MustCompile(`counter packets \d+ bytes \d+`)
 	reExpires    = regexp.MustCompile(` expires [0-9hms]+`)
-	reMeterElems = regexp.MustCompile(`(?m)^\s*elements = \{[^}]*limit rate[^}]*\}\n`)
+	reMeterElems = regexp.MustCompile(`(?m)^\s*elements = \{[^}]*(?:limit rate|ct count)[^}]*\}\n`)
 )
+
+// TestNormalizeMeterState: listings of one ruleset taken before and after
+// the kernel garbage-collected meter elements compare equal with meters,
+// while a real difference (a zone element, a rule) still shows. The
+// listings are cut from `nft list ruleset` of TestDefaultPolicy.
+func TestNormalizeMeterState(t *testing.T) {
+	const ctSet = "\tset ct_conn_4 {\n\t\ttype ipv4_addr\n\t\tsize 65536\n\t\tflags dynamic\n%s\t}\n"
+	const rlSet = "\tset rl_conn_4 {\n\t\ttype ipv4_addr\n\t\tsize 65536\n\t\tflags dynamic,timeout\n\t\ttimeout 1m\n%s\t}\n"
+	const zoneSet = "\tset zone_lan_4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n%s\t}\n"
+	const rule = "\t\tip saddr != @allow_4 tcp dport 443 ct state new add @ct_conn_4 { ip saddr ct count over 256 } counter packets %d bytes %d drop comment \"limit-ct-https-admin_4\"\n"
+	listing := func(parts ...string) string { return "table inet edgepbx {\n" + strings.Join(parts, "") + "}\n" }
+	for _, c := range []struct {
+		name          string
+		before, after string
+		meters, equal bool
+	}{
+		{"ct count elements collected", listing(fmt.Sprintf(ctSet, "\t\telements = { 10.1.0.2 ct count over 256, 203.0.113.2 ct count over 256 }\n")), listing(fmt.Sprintf(ctSet, "")), true, true},
+		{"ct count elements wrapped", listing(fmt.Sprintf(ctSet, "\t\telements = { 10.1.0.2 ct count over 256,\n\t\t\t     203.0.113.2 ct count over 256 }\n")), listing(fmt.Sprintf(ctSet, "")), true, true},
+		{"some collected", listing(fmt.Sprintf(ctSet, "\t\telements = { 203.0.113.2 ct count over 256 }\n")), listing(fmt.Sprintf(ctSet, "\t\telements = { 10.1.0.2 ct count over 256, 203.0.113.2 ct count over 256 }\n")), true, true},
+		{"rate meter elements", listing(fmt.Sprintf(rlSet, "\t\telements = { 10.1.0.2 limit rate over 50/second burst 100 packets expires 58s992ms }\n")), listing(fmt.Sprintf(rlSet, "")), true, true},
+		{"counters", listing(fmt.Sprintf(rule, 3, 180)), listing(fmt.Sprintf(rule, 0, 0)), true, true},
+		{"rule with ct count kept", listing(fmt.Sprintf(rule, 0, 0)), listing(), true, false},
+		{"zone elements differ", listing(fmt.Sprintf(zoneSet, "\t\telements = { 10.0.0.0/8 }\n")), listing(fmt.Sprintf(zoneSet, "\t\telements = { 10.0.0.0/8, 172.16.0.0/12 }\n")), true, false},
+		{"meter state kept without meters", listing(fmt.Sprintf(ctSet, "\t\telements = { 10.1.0.2 ct count over 256 }\n")), listing(fmt.Sprintf(ctSet, "")), false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b, a := normalize(c.before, c.meters), normalize(c.after, c.meters)
+			if (a == b) != c.equal {
+				t.Errorf("normalized listings equal=%v, want %v:\n%s\n---\n%s", a == b, c.equal, b, a)
+			}
+		})
+	}
+}
 
 func TestPinholes(t *testing.T) {
 	l := newLab(t)
