@@ -44,7 +44,7 @@ func Axe(tb testing.TB) string {
 	defer cancel()
 	out, err := exec.CommandContext(ctx, npm, "install", "--no-save", "--no-audit", "--no-fund", "--prefix", dir, "axe-core@"+AxeVersion).CombinedOutput()
 	if err != nil {
-		netnstest.Unavailable(tb, fmt.Sprintf("npm install axe-core@%s: %v: %s", AxeVersion, err, out))
+		netnstest.Unavailable(tb, "npm install axe-core@%s: %v: %s", AxeVersion, err, out)
 		return ""
 	}
 	b, err := os.ReadFile(js)
