@@ -41,13 +41,23 @@ const kbHelpers = `window.__kb = (() => {
 	const ring = el => { const s = getComputedStyle(el);
 		return {outline: s.outlineStyle !== "none" && parseFloat(s.outlineWidth) > 0 ? s.outlineStyle + " " + s.outlineWidth + " " + s.outlineColor : "",
 			shadow: s.boxShadow === "none" ? "" : s.boxShadow}; };
+	// contrast: the focus outline against what is behind it (the nearest
+	// ancestor background), WCAG's ratio; 1.4.11 asks 3:1 of a focus ring.
+	const rgb = c => { const m = c.match(/[\d.]+/g) || [0, 0, 0, 0]; return {r: +m[0], g: +m[1], b: +m[2], a: m.length > 3 ? +m[3] : 1}; };
+	const lum = c => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+		return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b); };
+	const behind = el => { for (let a = el.parentElement; a; a = a.parentElement) { const c = rgb(getComputedStyle(a).backgroundColor); if (c.a > 0.5) return c; }
+		return {r: 255, g: 255, b: 255, a: 1}; };
+	const contrast = el => { const s = getComputedStyle(el); if (s.outlineStyle === "none") return 0;
+		const a = lum(rgb(s.outlineColor)), b = lum(behind(el)); return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05); };
 	const noteBase = () => { for (const el of interactive()) if (!base.has(el) && el !== document.activeElement) base.set(el, ring(el)); };
 	// now: the focused element, whether it shows focus, and whether it is a closed details' summary.
 	const now = () => { const el = document.activeElement;
 		if (!el || el === document.body || el === document.documentElement) return {id: -1, desc: "(page)"};
 		const f = ring(el), b = base.get(el) || {outline: "", shadow: ""};
 		const visible = (f.outline !== "" || f.shadow !== "") && (f.outline !== b.outline || f.shadow !== b.shadow);
-		return {id: id(el), desc: desc(el), visible, ring: JSON.stringify(f), closedSummary: el.tagName === "SUMMARY" && !el.parentElement.open}; };
+		return {id: id(el), desc: desc(el), visible, ring: JSON.stringify(f), closedSummary: el.tagName === "SUMMARY" && !el.parentElement.open,
+			contrast: contrast(el), onScreen: (r => r.width >= 2 && r.height >= 2 && r.bottom > 0 && r.right > 0 && r.top < innerHeight && r.left < innerWidth)(el.getBoundingClientRect())}; };
 	return {id, desc, interactive, noteBase, now, expected: () => interactive().map(el => ({id: id(el), desc: desc(el)}))};
 })(); true`
 
@@ -57,6 +67,8 @@ type kbStep struct {
 	Visible       bool
 	Ring          string
 	ClosedSummary bool
+	Contrast      float64
+	OnScreen      bool
 }
 
 // tabWalk presses Tab from the top of the page until focus leaves it and
@@ -103,6 +115,12 @@ func tabWalk(t *testing.T, p *browsertest.Page) (problems []string, steps int) {
 		visited = append(visited, s)
 		if !s.Visible {
 			problems = append(problems, fmt.Sprintf("no visible focus indicator on %s (focused %s)", s.Desc, s.Ring))
+		}
+		if s.Visible && s.Contrast > 0 && s.Contrast < 3 {
+			problems = append(problems, fmt.Sprintf("focus indicator of %s contrasts %.1f:1 with its background, want 3:1 (%s)", s.Desc, s.Contrast, s.Ring))
+		}
+		if !s.OnScreen {
+			problems = append(problems, fmt.Sprintf("focused %s is not on screen", s.Desc))
 		}
 		if s.ClosedSummary {
 			p.Press("Enter", 0)
@@ -187,6 +205,20 @@ func TestBrowserKeyboardEveryPage(t *testing.T) {
 	for _, path := range append(uiPages(t, e), "/no-such-page") {
 		p.Open(base+path, path)
 		walk(path)
+	}
+
+	// The first Tab offers to skip the menu; after Enter on it the next
+	// Tab lands on the page's first control, not on the menu.
+	p.Open(base+"/telephony", "/telephony")
+	p.Eval(kbHelpers, nil)
+	p.Press("Tab", 0)
+	if d := p.Str(`document.activeElement.className + " " + document.activeElement.getAttribute("href")`); d != "skip #main" {
+		t.Errorf("first Tab focuses %q, want the skip link", d)
+	}
+	p.Press("Enter", 0)
+	p.Press("Tab", 0)
+	if !kbBool(p, `document.activeElement === [...document.querySelectorAll("#main a[href], #main button, #main input:not([type=hidden]), #main select, #main textarea, #main summary")].find(e => e.checkVisibility())`) {
+		t.Errorf("after the skip link, Tab focuses %s, want the first control in main", p.Str(`__kb.desc(document.activeElement)`))
 	}
 
 	// Create an extension with the keyboard only: Tab to the field, type,
