@@ -216,6 +216,7 @@ func TestBrowserKeyboardEveryPage(t *testing.T) {
 		t.Errorf("first Tab focuses %q, want the skip link", d)
 	}
 	p.Press("Enter", 0)
+	p.WaitFor(`location.hash === "#main"`)
 	p.Press("Tab", 0)
 	if !kbBool(p, `document.activeElement === [...document.querySelectorAll("#main a[href], #main button, #main input:not([type=hidden]), #main select, #main textarea, #main summary")].find(e => e.checkVisibility())`) {
 		t.Errorf("after the skip link, Tab focuses %s, want the first control in main", p.Str(`__kb.desc(document.activeElement)`))

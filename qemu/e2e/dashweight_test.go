@@ -1,0 +1,65 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/admin/browsertest"
+	"github.com/edgepbx/edgepbx/qemu"
+)
+
+// dashboardBudget is firmware/admin's page-weight budget for the dashboard
+// (document, stylesheet, scripts, uncompressed).
+const dashboardBudget = 64 << 10
+
+// TestARM64DashboardWeight boots the arm64 image once (TCG), claims it in
+// headless Chromium on the host through the forwarded HTTPS port, and loads
+// the dashboard five times: it logs the page weight and the time to first
+// contentful paint (figures for docs/benchmarks.md, not asserted: TCG on
+// a shared runner says little about a real arm64 box) and fails only when
+// the dashboard outgrows its weight budget.
+func TestARM64DashboardWeight(t *testing.T) {
+	require(t, "qemu-system-aarch64", "mkfs.ext4")
+	bin := browsertest.Chromium(t)
+	start := time.Now()
+	img := buildImage(t, "qemu-arm64")
+	vm := boot(t, img, qemu.WithDataDisk(filepath.Join(t.TempDir(), "data.img")), qemu.WithHostForward("tcp", 0, 443))
+	b := banner(t, vm)
+	port := vm.HostPort("tcp", 443)
+	healthzEventually(t, port)
+	base := fmt.Sprintf("https://127.0.0.1:%d", port)
+	t.Logf("arm64 box up %.1fs after the test started", time.Since(start).Seconds())
+
+	p := browsertest.NewPage(t, bin)
+	p.Viewport(1280, 900)
+	p.Open(base+"/", "/claim")
+	p.Fill(map[string]string{"#setup_code": b["setup code"], "#username": "owner1", "#password": ownerPW})
+	p.Submit(`form[data-api="/api/v1/claim"]`, "")
+	p.WaitFor(`location.pathname === "/" && document.readyState === "complete" && document.querySelector("h1").textContent === "Dashboard"`)
+	for i := range 5 {
+		p.Open(base+"/", "/")
+		p.WaitFor(`performance.getEntriesByName("first-contentful-paint").length > 0`)
+		var m struct {
+			Bytes, Transfer, Requests int
+			FCP, DOM, TTFB            float64
+		}
+		p.Eval(`(() => { const n = performance.getEntriesByType("navigation")[0], rs = performance.getEntriesByType("resource");
+			return {bytes: n.decodedBodySize + rs.reduce((a, r) => a + r.decodedBodySize, 0), transfer: n.transferSize + rs.reduce((a, r) => a + r.transferSize, 0),
+				requests: 1 + rs.length, fcp: performance.getEntriesByName("first-contentful-paint")[0].startTime,
+				dom: n.domContentLoadedEventEnd, ttfb: n.responseStart}; })()`, &m)
+		t.Logf("arm64 dashboard load %d: %d bytes (%d transferred) in %d requests, first byte %.0f ms, first contentful paint %.0f ms, DOMContentLoaded %.0f ms",
+			i+1, m.Bytes, m.Transfer, m.Requests, m.TTFB, m.FCP, m.DOM)
+		if m.Bytes > dashboardBudget {
+			t.Errorf("dashboard weighs %d bytes, budget %d", m.Bytes, dashboardBudget)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+	defer cancel()
+	if err := vm.Powerdown(ctx); err != nil {
+		t.Fatalf("powerdown: %v", err)
+	}
+	t.Logf("test took %.1fs", time.Since(start).Seconds())
+}
