@@ -48,6 +48,7 @@ const (
 	setRateSIP  = "rl_sip"
 	setRateConn = "rl_conn"
 	setCtConn   = "ct_conn"
+	setDHCPIf   = "dhcp_server_if"
 )
 
 type setKind uint8
@@ -58,6 +59,7 @@ const (
 	kindPinhole                  // addr . port + timeout, updated live, refreshed by traffic
 	kindMeter                    // dynamic, per-source limit state
 	kindConnMeter                // dynamic, per-source ct count state
+	kindIfName                   // interface names, updated live (DHCP server)
 )
 
 type setSpec struct {
@@ -106,6 +108,7 @@ type ruleSpec struct {
 	Service   string // kindService: which service
 	Family    family // 0: both
 	Iif       string
+	IifSet    string // input interface's name must be in this set
 	SrcSet    string // source must be in this set ("" = any source)
 	ExemptSet string // source must NOT be in this set
 	Proto     Proto
@@ -127,6 +130,10 @@ type compiled struct {
 	// Allow is the merged allowlist: policy allowlist zones and the
 	// firewall's own allowlist.
 	Allow []netip.Prefix
+	// Phones are the prefixes of the named zones the provisioning service
+	// is open to: an interface may get the DHCP server rule only when its
+	// subnets lie inside them.
+	Phones []netip.Prefix
 }
 
 const (
@@ -177,6 +184,18 @@ func compile(p *Policy, extraAllow []netip.Prefix) (*compiled, error) {
 		)
 	}
 
+	c.Sets = append(c.Sets, setSpec{Name: setDHCPIf, Kind: kindIfName})
+	for _, r := range p.Rules {
+		if r.Service != SvcProvisioning {
+			continue
+		}
+		for _, zn := range r.Zones {
+			if zn != ZoneAny {
+				c.Phones = append(c.Phones, zones[zn].Prefixes...)
+			}
+		}
+	}
+
 	add := func(r ruleSpec) { c.Rules = append(c.Rules, r) }
 	add(ruleSpec{Name: "loopback", Kind: kindEssential, Iif: "lo", Verdict: accept})
 	// Bans come before conntrack so a ban also cuts established flows.
@@ -218,6 +237,10 @@ func compile(p *Policy, extraAllow []netip.Prefix) (*compiled, error) {
 	add(ruleSpec{Name: "ct-established", Kind: kindEssential, CtState: ctEstablished | ctRelated, Verdict: accept})
 	add(ruleSpec{Name: "dhcp4-client", Kind: kindEssential, Family: fam4, Proto: UDP, SPort: Port(67), DPort: Port(68), Verdict: accept})
 	add(ruleSpec{Name: "dhcp6-client", Kind: kindEssential, Family: fam6, Proto: UDP, SPort: Port(547), DPort: Port(546), Verdict: accept})
+	// The phones' DHCP server: requests come from 0.0.0.0 (in no zone), so
+	// they are admitted by interface, only on those SetDHCPServer opened.
+	add(ruleSpec{Name: "dhcp4-server", Kind: kindEssential, Family: fam4, IifSet: setDHCPIf, Proto: UDP, SPort: Port(68), DPort: Port(67),
+		RateLimit: dhcpServerRate, Verdict: accept})
 	// Neighbour discovery must never be rate limited or IPv6 breaks.
 	add(ruleSpec{Name: "icmp6-nd", Kind: kindEssential, Family: fam6, ICMPv6: &[2]uint8{133, 136}, Verdict: accept})
 	add(ruleSpec{Name: "icmp-echo", Kind: kindEssential, Family: fam4, ICMP: &[2]uint8{8, 8}, RateLimit: l.ICMPPerSecond, Verdict: accept})

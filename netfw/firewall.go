@@ -76,6 +76,7 @@ type Firewall struct {
 	applied   *compiled
 	bans      map[netip.Prefix]Ban
 	pinholes  map[pinKey]time.Time // expiry as far as we know
+	dhcpIfs   map[string]bool      // interfaces the DHCP server rule admits
 	tokens    float64
 	tokensAt  time.Time
 	failApply bool // test hook: inject a failing message mid-batch
@@ -124,6 +125,7 @@ func New(opts ...Option) (*Firewall, error) {
 		now:      time.Now,
 		bans:     map[netip.Prefix]Ban{},
 		pinholes: map[pinKey]time.Time{},
+		dhcpIfs:  map[string]bool{},
 	}
 	for _, o := range opts {
 		o(f)
@@ -250,6 +252,16 @@ func (f *Firewall) Apply(p Policy) error {
 		}
 		bans[k] = b
 	}
+	// An interface keeps the DHCP server rule only while it still lies
+	// inside the new policy's phones zones.
+	dhcpIfs := map[string]bool{}
+	for name := range f.dhcpIfs {
+		if err := f.phonesIface(name, c.Phones); err != nil {
+			f.log.Warn("netfw: closing the DHCP server port", "iface", name, "err", err)
+			continue
+		}
+		dhcpIfs[name] = true
+	}
 	t := f.table()
 	err = f.nlDo(func(cc *nftables.Conn) error {
 		// Add-then-delete makes the delete valid on a fresh box; the kernel
@@ -273,6 +285,10 @@ func (f *Firewall) Apply(p Policy) error {
 					if famOf(b.Prefix.Addr()) == s.Family {
 						elems = append(elems, intervalElems([]addrRange{prefixRange(b.Prefix)}, remaining(b.Expires, now))...)
 					}
+				}
+			case kindIfName:
+				for name := range dhcpIfs {
+					elems = append(elems, nftables.SetElement{Key: ifNameKey(name)})
 				}
 			case kindPinhole:
 				for k, exp := range pins {
@@ -317,6 +333,7 @@ func (f *Firewall) Apply(p Policy) error {
 	}
 	f.bans = bans
 	f.pinholes = pins
+	f.dhcpIfs = dhcpIfs
 	if err := f.verify(c); err != nil {
 		return fmt.Errorf("netfw: apply: %w", err)
 	}

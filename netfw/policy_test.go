@@ -188,6 +188,8 @@ func checkCompiled(t *testing.T, p *Policy, c *compiled) {
 			ok := r.Iif == "lo" ||
 				(r.CtState != 0 && r.CtState&(ctNew|ctInvalid) == 0) ||
 				(r.SPort == Port(67) && r.DPort == Port(68)) || (r.SPort == Port(547) && r.DPort == Port(546)) ||
+				// The phones' DHCP server: only on interfaces PID 1 checked, rate limited.
+				(r.IifSet == setDHCPIf && r.SPort == Port(68) && r.DPort == Port(67) && r.RateLimit != 0) ||
 				(r.ICMP != nil && r.RateLimit != 0) || (r.ICMPv6 != nil && (r.RateLimit != 0 || r.ICMPv6[0] >= 133 && r.ICMPv6[1] <= 136))
 			if !ok {
 				t.Fatalf("essential rule %q is broader than an essential: %+v", r.Name, r)

@@ -58,6 +58,8 @@ func nftSet(t *nftables.Table, s setSpec, pinholeTimeout time.Duration) *nftable
 	case kindConnMeter:
 		set.Dynamic = true
 		set.Size = meterSize
+	case kindIfName:
+		set.KeyType = nftables.TypeIFName
 	}
 	return set
 }
@@ -114,6 +116,10 @@ func ruleExprs(r ruleSpec, sets map[string]*nftables.Set) []expr.Any {
 		copy(name, r.Iif)
 		e = append(e, &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1})
 		cmp(1, name)
+	}
+	if r.IifSet != "" {
+		e = append(e, &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1})
+		lookup(r.IifSet, false)
 	}
 	if r.Family != 0 {
 		e = append(e, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1})
@@ -195,6 +201,13 @@ func ruleExprs(r ruleSpec, sets map[string]*nftables.Set) []expr.Any {
 		e = append(e, &expr.Verdict{Kind: expr.VerdictDrop})
 	}
 	return e
+}
+
+// ifNameKey is an ifname set key: the name NUL-padded to IFNAMSIZ.
+func ifNameKey(name string) []byte {
+	k := make([]byte, unix.IFNAMSIZ)
+	copy(k, name)
+	return k
 }
 
 func ruleComment(name string) []byte { return userdata.AppendString(nil, userdata.TypeComment, name) }

@@ -90,6 +90,7 @@ type daemon struct {
 	prov       *provision.Service // nil: provisioning disabled (--prov-https "")
 	provLn     net.Listener
 	provHTTPLn net.Listener
+	pnp        *provision.PnP // SIP PnP responder; nil: off (--pnp) or not bound
 
 	// claimed mirrors the auth service's claim state for the health
 	// reports; PID 1 stops showing the setup code once it is set.
@@ -118,6 +119,7 @@ func (d *daemon) services() []service {
 	}
 	if d.prov != nil {
 		s = append(s, service{"provisioning", d.serveProvisioning})
+		s = append(s, service{"zerotouch", d.runZeroTouch}) // phones' DHCP server, SIP PnP
 	}
 	if d.updates != nil && d.updates.Puller != nil {
 		s = append(s, service{"update", func(ctx context.Context) error { d.updates.Run(ctx); return nil }})
@@ -345,6 +347,9 @@ func (d *daemon) close() {
 		if l != nil {
 			l.Close()
 		}
+	}
+	if d.pnp != nil {
+		d.pnp.Close()
 	}
 	if d.sip != nil {
 		d.sip.Close()

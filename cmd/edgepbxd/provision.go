@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -82,6 +83,7 @@ func (d *daemon) newProvision(banner sipedge.Banner) error {
 	if d.prov, err = provision.New(deps); err != nil {
 		return fmt.Errorf("provisioning: %w", err)
 	}
+	d.pnp = d.listenPnP()
 	d.log.Info("provisioning: listening", "https", d.provLn.Addr().String(), "bootstrap", d.cfg.provHTTPAddr)
 	return nil
 }
@@ -138,6 +140,51 @@ func (d *daemon) serveProvisioning(ctx context.Context) error {
 	}
 	d.prov.Close()
 	return first
+}
+
+// runZeroTouch runs the phones' DHCP server as the phones settings say
+// (restarted when they change; PID 1 opens UDP 67 on its interface while
+// it runs) and, with --pnp, the SIP PnP responder beside the SIP edge's
+// UDP sockets (which ignore the group). Neither failing stops edgepbxd:
+// both report their state on the Phones page.
+func (d *daemon) runZeroTouch(ctx context.Context) error {
+	cfg := provision.DHCPConfig{}
+	if d.ctrl != nil {
+		cfg.Firewall = d.ctrl.SetDHCPServer
+	}
+	var pnpDone chan error
+	if d.pnp != nil {
+		pnpDone = make(chan error, 1)
+		go func() { pnpDone <- d.pnp.Serve(ctx) }()
+	}
+	d.prov.RunDHCP(ctx, cfg)
+	if pnpDone != nil {
+		if err := <-pnpDone; err != nil {
+			d.log.Warn("pnp: stopped", "err", err)
+		}
+	}
+	return nil
+}
+
+// listenPnP binds the PnP responder on the SIP UDP port, joining the group
+// on every up multicast interface and answering only sources inside the
+// SIP edge's zones (read at each packet, so settings changes apply); nil
+// when off or it cannot bind (logged: the PBX runs on without PnP).
+func (d *daemon) listenPnP() *provision.PnP {
+	if !d.cfg.pnp || d.sip == nil {
+		return nil
+	}
+	a, ok := d.sip.Addr("udp").(*net.UDPAddr)
+	if !ok || a == nil {
+		return nil
+	}
+	p, err := d.prov.ListenPnP(provision.PnPConfig{Port: a.Port,
+		Zone: func() []netip.Prefix { return d.sip.Settings().AllowedZones }})
+	if err != nil {
+		d.log.Warn("pnp: not answering", "err", err)
+		return nil
+	}
+	return p
 }
 
 func boolInt(b bool) int {

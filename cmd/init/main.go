@@ -623,6 +623,9 @@ func (b *box) startControl() error {
 	if b.floors != nil { // a nil *keys.Floors must not become a non-nil interface
 		cfg.Floors = b.floors
 	}
+	if b.fw != nil {
+		cfg.DHCP = b.fw
+	}
 	srv, err := control.Listen(cfg)
 	if err != nil {
 		return haltf("control socket: %w", err)
@@ -655,7 +658,9 @@ func (b *box) startDaemon() error {
 	args := []string{"--data", dataDir, "--control", controlPath, "--bootstrap-fd", "3", "--https", ":443", "--sip", ":5060",
 		// Phone provisioning: the firewall catalogue's provisioning and
 		// prov-http services (netfw.StandardServices).
-		"--prov-https", ":8443", "--prov-http", ":8080"}
+		"--prov-https", ":8443", "--prov-http", ":8080",
+		// SIP PnP beside the SIP edge on 5060 (sip-udp's zones admit it).
+		"--pnp"}
 	// A broken licence file is a vendor build error; the PBX still starts
 	// (edgepbxd's own rule: never down over its licence), and says so loudly.
 	lic, err := licenseArgs("/")

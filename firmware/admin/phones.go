@@ -58,6 +58,9 @@ type PhonesView struct {
 	Settings     provision.Settings   `json:"settings"`
 	Firmware     []provision.Firmware `json:"firmware"`
 	Vendors      []provision.Vendor   `json:"vendors"`
+	// DHCPServer is the built-in DHCP server's state (off, probing,
+	// running, refused, failed) and leases.
+	DHCPServer provision.DHCPStatus `json:"dhcp_server"`
 	// Unavailable is for the page: provisioning is not running.
 	Unavailable bool `json:"-"`
 }
@@ -96,7 +99,7 @@ func (s *Server) phonesView() (PhonesView, error) {
 	}
 	https, boot := s.phones.ProvisioningURLs()
 	return PhonesView{Phones: list, Asking: s.phones.Asking(), UnderAttack: s.phones.UnderAttack(), HTTPSURL: https, BootstrapURL: boot,
-		Settings: s.phones.Settings(), Firmware: fw, Vendors: provision.Vendors(),
+		Settings: s.phones.Settings(), Firmware: fw, Vendors: provision.Vendors(), DHCPServer: s.phones.DHCPStatus(),
 		DHCP: []DHCPHint{
 			{"66 (TFTP server name)", boot, "every vendor; the phone fetches its bootstrap here, then moves to HTTPS"},
 			{"160 / 159", boot, "Cisco MPP, Panasonic"},
@@ -318,6 +321,25 @@ func (s *Server) apiSetPhoneSettings(w http.ResponseWriter, r *http.Request, p a
 		return s.phoneAnswer(w, 0, provision.Device{}, err)
 	}
 	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+// apiSetPhoneDHCP changes only the DHCP server's settings (the Phones
+// page's form), keeping the other provisioning settings.
+func (s *Server) apiSetPhoneDHCP(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if s.phones == nil {
+		return errNoPhones
+	}
+	var d provision.DHCPSettings
+	if err := decodeJSON(r, &d); err != nil {
+		return err
+	}
+	st := s.phones.Settings()
+	st.DHCP = d
+	if err := s.phones.SetSettings(st, p.Actor(), src(r)); err != nil {
+		return s.phoneAnswer(w, 0, provision.Device{}, err)
+	}
+	writeJSON(w, http.StatusOK, d)
 	return nil
 }
 

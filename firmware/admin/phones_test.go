@@ -86,6 +86,28 @@ func TestPhonesAPI(t *testing.T) {
 	if r := admin.must(200, "GET", "/api/v1/phones/zerotouch", nil); !strings.Contains(string(r.body), `"state": "off"`) {
 		t.Fatalf("zero-touch status %s", r.body)
 	}
+	// The Phones page's DHCP form sends only the DHCP settings (as its
+	// formJSON builds them); the other settings stay, refusals change nothing.
+	before := admin.must(200, "GET", "/api/v1/phones/settings", nil).body
+	if r := admin.must(422, "PUT", "/api/v1/phones/settings/dhcp", `{"enabled":true,"interface":"eth0; rm","pool_start":"10.9.0.100","pool_end":"10.9.0.109"}`); r.str("field") != "dhcp.interface" {
+		t.Fatalf("field %q", r.str("field"))
+	}
+	admin.must(400, "PUT", "/api/v1/phones/settings/dhcp", `{"enabled":true,"interface":"eth0.20","pool_start":"10.9.0.100","pool_end":"10.9.0.109","option43":"x"}`)
+	if after := admin.must(200, "GET", "/api/v1/phones/settings", nil).body; string(after) != string(before) {
+		t.Fatalf("a refused DHCP form changed the settings:\n%s\n%s", before, after)
+	}
+	admin.must(200, "PUT", "/api/v1/phones/settings/dhcp", `{"enabled":true,"interface":"eth0.20","pool_start":"10.9.0.100","pool_end":"10.9.0.109","dns":["10.9.0.1"],"lease_minutes":30}`)
+	got := ps.Settings()
+	want := provision.DefaultSettings()
+	if got.DHCP.Interface != "eth0.20" || !got.DHCP.Enabled || got.DHCP.LeaseMinutes != 30 || len(got.DHCP.DNS) != 1 || got.WindowMinutes != want.WindowMinutes || got.Transport != want.Transport {
+		t.Fatalf("settings after the DHCP form: %+v", got)
+	}
+	if page := string(admin.must(200, "GET", "/phones", nil).body); !strings.Contains(page, `id="phone-dhcp"`) || !strings.Contains(page, `value="eth0.20"`) || !strings.Contains(page, `value="10.9.0.109"`) {
+		t.Fatal("the Phones page lacks the DHCP form with the saved values")
+	}
+	if !e.auditHas("provision.settings", "ok") {
+		t.Fatal("DHCP settings change not audited")
+	}
 	// An auditor reads, and sees no one-time URL.
 	admin.must(201, "POST", "/api/v1/accounts", AccountRequest{Proof: auth.Proof{Password: adminPW}, Username: "aud1", Role: auth.RoleAuditor, Password: userPW})
 	aud := e.client("192.0.2.52")
@@ -93,4 +115,5 @@ func TestPhonesAPI(t *testing.T) {
 	aud.must(200, "GET", "/api/v1/phones", nil)
 	aud.must(403, "GET", "/api/v1/phones/805ec0112233/enrolment", nil)
 	aud.must(403, "POST", "/api/v1/phones", provision.AddRequest{MAC: "805ec0112234", Vendor: provision.Yealink})
+	aud.must(403, "PUT", "/api/v1/phones/settings/dhcp", `{"enabled":false}`)
 }

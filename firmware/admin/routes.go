@@ -137,6 +137,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/api/v1/phones/zerotouch", summary: "The built-in DHCP server (state, leases, counters) and the SIP PnP responder's counters", perm: auth.PermTelephonyRead, h: s.apiPhoneZeroTouch},
 		{method: "GET", path: "/api/v1/phones/settings", summary: "Provisioning settings (enrolment window, transport, time, language, codecs, the optional DHCP server)", perm: auth.PermTelephonyRead, h: s.apiPhoneSettings},
 		{method: "PUT", path: "/api/v1/phones/settings", summary: "Change provisioning settings", req: provision.Settings{}, perm: auth.PermTelephonyWrite, h: s.apiSetPhoneSettings},
+		{method: "PUT", path: "/api/v1/phones/settings/dhcp", summary: "Change only the built-in DHCP server's settings (the other provisioning settings are kept); refusals name dhcp.<field>", req: provision.DHCPSettings{}, perm: auth.PermTelephonyWrite, h: s.apiSetPhoneDHCP},
 		{method: "PUT", path: "/api/v1/phones/vendor-ca", summary: "Store a vendor's factory CA (PEM) for phones' client certificates; empty removes it", req: VendorCARequest{}, perm: auth.PermSecurityWrite, h: s.apiSetVendorCA},
 		{method: "GET", path: "/api/v1/phones/firmware", summary: "Uploaded phone firmware files", perm: auth.PermTelephonyRead, h: s.apiFirmwareList},
 		{method: "POST", path: "/api/v1/phones/firmware", summary: "Upload a phone firmware file (application/octet-stream body, streamed to disk; query name, vendor, models, version)", perm: auth.PermTelephonyWrite, h: s.apiUploadFirmware},

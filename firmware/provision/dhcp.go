@@ -185,9 +185,10 @@ type DHCPConfig struct {
 	Port, ClientPort int
 	// Probe is how long to listen for another server (0: ProbeWait).
 	Probe time.Duration
-	// Firewall opens UDP 67 on the interface (PID 1's policy) before the
-	// server answers; nil in tests without a firewall.
-	Firewall func(ctx context.Context, iface string) error
+	// Firewall asks PID 1 to admit DHCP requests (UDP 68→67) on the
+	// interface (open) before the server answers, and to stop admitting
+	// them (!open) when it stops; nil in tests without a firewall.
+	Firewall func(ctx context.Context, iface string, open bool) error
 }
 
 // DHCPStatus reports the server's state.
@@ -217,19 +218,22 @@ func (s *Service) setDHCPState(state, detail string) {
 }
 
 // RunDHCP runs the DHCP server as the settings say, restarting it when
-// they change, until ctx ends.
+// they change, until ctx ends. The server runs on the calling goroutine,
+// so its sockets belong to the caller's network namespace.
 func (s *Service) RunDHCP(ctx context.Context, cfg DHCPConfig) {
-	for {
+	for ctx.Err() == nil {
 		set := s.settings().DHCP
 		runCtx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
 		go func() {
-			defer close(done)
-			if !set.Enabled {
-				s.setDHCPState("off", "")
-				<-runCtx.Done()
-				return
+			select {
+			case <-s.dhcpChanged:
+				cancel()
+			case <-runCtx.Done():
 			}
+		}()
+		if !set.Enabled {
+			s.setDHCPState("off", "")
+		} else {
 			err := s.serveDHCP(runCtx, set, cfg)
 			switch {
 			case errors.Is(err, ErrOtherDHCPServer):
@@ -242,17 +246,9 @@ func (s *Service) RunDHCP(ctx context.Context, cfg DHCPConfig) {
 				s.setDHCPState("failed", err.Error())
 				s.log.Warn("dhcp: server stopped", "iface", set.Interface, "err", err)
 			}
-			<-runCtx.Done()
-		}()
-		select {
-		case <-ctx.Done():
-			cancel()
-			<-done
-			return
-		case <-s.dhcpChanged:
-			cancel()
-			<-done
 		}
+		<-runCtx.Done()
+		cancel()
 	}
 }
 
@@ -286,9 +282,16 @@ func (s *Service) serveDHCP(ctx context.Context, set DHCPSettings, cfg DHCPConfi
 		return fmt.Errorf("%w: %s offered an address on %s; not starting", ErrOtherDHCPServer, other, set.Interface)
 	}
 	if cfg.Firewall != nil {
-		if err := cfg.Firewall(ctx, set.Interface); err != nil {
+		if err := cfg.Firewall(ctx, set.Interface, true); err != nil {
 			return fmt.Errorf("dhcp: open UDP %d on %s: %w", cfg.Port, set.Interface, err)
 		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := cfg.Firewall(cctx, set.Interface, false); err != nil {
+				s.log.Warn("dhcp: close UDP 67", "iface", set.Interface, "err", err)
+			}
+		}()
 	}
 	conn, err := server4.NewIPv4UDPConn(set.Interface, &net.UDPAddr{Port: cfg.Port})
 	if err != nil {

@@ -47,12 +47,25 @@ func listenUDP(ctx context.Context, addr string, n int) ([]*net.UDPConn, error) 
 		var serr error
 		err := rc.Control(func(fd uintptr) {
 			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			if serr != nil {
+				return
+			}
+			// Multicast for groups this socket never joined (SIP PnP's
+			// 224.0.1.75, joined by provisioning's responder on the same
+			// port) must not reach the edge: it would answer or count it.
+			if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MULTICAST_ALL, 0); serr != nil {
+				serr = fmt.Errorf("IP_MULTICAST_ALL: %w", serr)
+				return
+			}
+			// IPv6 sockets have their own switch (Linux ≥ 4.20); an IPv4
+			// socket refuses it.
+			_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_ALL, 0)
 		})
 		if err != nil {
 			return err
 		}
 		if serr != nil {
-			return fmt.Errorf("SO_REUSEPORT: %w", serr)
+			return fmt.Errorf("udp socket options: %w", serr)
 		}
 		return nil
 	}}

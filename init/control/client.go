@@ -186,3 +186,9 @@ func (c *Client) SetPolicy(ctx context.Context, a fwspec.Access, adminSource net
 func (c *Client) ConfirmPolicy(ctx context.Context, id string) error {
 	return c.Do(ctx, TypeConfirmPolicy, ConfirmPolicyRequest{ID: id}, nil)
 }
+
+// SetDHCPServer asks PID 1 to admit (open) or stop admitting DHCPv4
+// requests on a phones interface.
+func (c *Client) SetDHCPServer(ctx context.Context, iface string, open bool) error {
+	return c.Do(ctx, TypeDHCPServer, fwspec.DHCPServer{Interface: iface, Open: open}, nil)
+}

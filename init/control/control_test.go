@@ -529,13 +529,21 @@ func FuzzDispatch(f *testing.F) {
 	f.Add(uint8(TypeUnban), []byte(`{"prefix":"::/0"}`))
 	f.Add(uint8(TypeRaiseFloor), []byte(`{"name":"license.ticks","value":1}`))
 	f.Add(uint8(TypeGetFloors), []byte(`{}`))
+	f.Add(uint8(TypeDHCPServer), []byte(`{"interface":"eth0.20","open":true}`))
+	f.Add(uint8(TypeDHCPServer), []byte(`{"interface":"eth0;x","open":true}`))
 	f.Fuzz(func(t *testing.T, typ uint8, p []byte) {
 		fw, s := newMemFirewall(), &sys{}
-		srv := &Server{cfg: Config{Firewall: fw, System: s}}
+		dhcp := &dhcpRec{}
+		srv := &Server{cfg: Config{Firewall: fw, System: s, DHCP: dhcp}}
 		before := fw.state()
 		r := srv.dispatch(Type(typ), p)
 		if fw.belowFloor != 0 {
 			t.Fatalf("a request below the floors reached the firewall: %q", p)
+		}
+		for _, d := range dhcp.got {
+			if d.Validate() != nil {
+				t.Fatalf("a malformed DHCP port request reached the firewall: %+v", d)
+			}
 		}
 		if r.OK {
 			return
@@ -544,4 +552,13 @@ func FuzzDispatch(f *testing.F) {
 			t.Fatalf("refused request changed state: %+v", r)
 		}
 	})
+}
+
+// dhcpRec is the DHCP side of the firewall: it records what reaches it
+// (netfw checks the interface against the policy itself).
+type dhcpRec struct{ got []fwspec.DHCPServer }
+
+func (d *dhcpRec) SetDHCPServer(r fwspec.DHCPServer) error {
+	d.got = append(d.got, r)
+	return nil
 }

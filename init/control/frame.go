@@ -83,6 +83,9 @@ const (
 	// Factory reset, two steps (see reset.go): edgepbxd asks after it
 	// re-authenticated the admin, PID 1 answers a single-use token, and
 	// the reset starts only when that token comes back.
+	// TypeDHCPServer opens or closes UDP 67 on a phones interface for
+	// edgepbxd's DHCP server (PID 1 checks the interface itself).
+	TypeDHCPServer          Type = 30
 	TypeFactoryResetBegin   Type = 40
 	TypeFactoryResetConfirm Type = 41
 	TypeReply               Type = 0x80
@@ -97,7 +100,8 @@ var typeNames = map[Type]string{
 	TypeGetFloors: "GetFloors", TypeRaiseFloor: "RaiseFloor",
 	TypeInstallUpdate: "InstallUpdate", TypeUpdateStatus: "UpdateStatus",
 	TypeFactoryResetBegin: "FactoryResetBegin", TypeFactoryResetConfirm: "FactoryResetConfirm",
-	TypeReply: "Reply",
+	TypeDHCPServer: "DHCPServer",
+	TypeReply:      "Reply",
 }
 
 func (t Type) String() string {

@@ -32,6 +32,12 @@ type Firewall interface {
 	Counters() (fwspec.Counters, error)
 }
 
+// DHCPFirewall opens UDP 67 for the phones' DHCP server
+// (*netfw.Firewall); it checks the interface against the policy itself.
+type DHCPFirewall interface {
+	SetDHCPServer(fwspec.DHCPServer) error
+}
+
 // Policy is the admin-editable firewall policy in PID 1 (*netfw.Committer):
 // changes apply as pending and revert unless confirmed.
 type Policy interface {
@@ -71,14 +77,17 @@ type Config struct {
 	// GID owns the socket (mode 0660) so edgepbxd can connect.
 	GID      uint32
 	Firewall Firewall // nil: firewall requests get an error reply
-	Policy   Policy   // nil: policy requests get an error reply
-	Network  Network  // nil: network requests get an error reply
-	Clock    Clock    // nil: time requests get an error reply
-	Floors   Floors   // nil: floor requests get an error reply
-	Updater  Updater  // nil: update requests get an error reply
-	Reset    Reset    // nil: factory reset requests get an error reply
-	System   System
-	Log      *slog.Logger
+	// DHCP admits DHCP requests on a phones interface (*netfw.Firewall);
+	// nil: DHCPServer requests get an error reply.
+	DHCP    DHCPFirewall
+	Policy  Policy  // nil: policy requests get an error reply
+	Network Network // nil: network requests get an error reply
+	Clock   Clock   // nil: time requests get an error reply
+	Floors  Floors  // nil: floor requests get an error reply
+	Updater Updater // nil: update requests get an error reply
+	Reset   Reset   // nil: factory reset requests get an error reply
+	System  System
+	Log     *slog.Logger
 
 	IdleTimeout  time.Duration // waiting for the next header
 	FrameTimeout time.Duration // header to end of payload, and for the reply
@@ -137,6 +146,7 @@ type Server struct {
 	ln     *net.UnixListener
 	global *bucket
 	policy *bucket
+	dhcp   *bucket
 	bans   *bucket
 	floors *bucket
 	sem    chan struct{}
@@ -179,6 +189,9 @@ func Listen(cfg Config) (*Server, error) {
 		ln:     ln,
 		global: newBucket(cfg.GlobalRate, cfg.GlobalBurst, time.Now),
 		policy: newBucket(cfg.PolicyRate, cfg.PolicyBurst, time.Now),
+		// DHCP port requests have their own budget at the policy's rate, so
+		// they never eat the admin's policy changes.
+		dhcp:   newBucket(cfg.PolicyRate, cfg.PolicyBurst, time.Now),
 		bans:   newBucket(cfg.BanRate, cfg.BanBurst, time.Now),
 		floors: newBucket(cfg.FloorRate, cfg.FloorBurst, time.Now),
 		sem:    make(chan struct{}, cfg.MaxConns),
@@ -482,6 +495,24 @@ func (s *Server) dispatch(t Type, p []byte) Reply {
 		return ok(s.cfg.Updater.Status())
 	case TypeFactoryResetBegin, TypeFactoryResetConfirm:
 		return s.dispatchReset(t, p)
+	case TypeDHCPServer:
+		var r fwspec.DHCPServer
+		if err := decodeStrict(p, &r); err != nil {
+			return fail(err)
+		}
+		if err := r.Validate(); err != nil {
+			return fail(err)
+		}
+		if s.cfg.DHCP == nil {
+			return fail(errNoFirewall)
+		}
+		if s.dhcp != nil && !s.dhcp.allow() {
+			return fail(errors.New("control: DHCP server requests rate limited"))
+		}
+		if err := s.cfg.DHCP.SetDHCPServer(r); err != nil {
+			return fail(err)
+		}
+		return ok(nil)
 	}
 	return fail(fmt.Errorf("control: unknown request type %d", uint8(t)))
 }

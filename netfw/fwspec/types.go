@@ -167,3 +167,32 @@ func ValidPendingID(s string) bool {
 	_, err := hex.DecodeString(s)
 	return err == nil
 }
+
+// DHCPServer asks PID 1 to admit DHCPv4 requests (UDP 68→67, sent from
+// 0.0.0.0 so in no zone) on one interface while edgepbxd's phones DHCP
+// server runs there (Open), or to stop (!Open). PID 1 admits only an
+// existing interface whose IPv4 subnets all lie inside a zone the
+// provisioning service is open to.
+type DHCPServer struct {
+	Interface string `json:"interface"`
+	Open      bool   `json:"open"`
+}
+
+// MaxIfName is the longest Linux interface name (IFNAMSIZ less the NUL).
+const MaxIfName = 15
+
+// Validate checks the interface name's shape (not that it exists).
+func (d DHCPServer) Validate() error {
+	if d.Interface == "" || len(d.Interface) > MaxIfName {
+		return &FieldError{Field: "interface", Reason: fmt.Sprintf("must be 1..%d characters", MaxIfName)}
+	}
+	for _, c := range d.Interface {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return &FieldError{Field: "interface", Reason: "letters, digits, '.', '-' and '_' only"}
+		}
+	}
+	if d.Interface == "lo" {
+		return &FieldError{Field: "interface", Reason: "not the loopback"}
+	}
+	return nil
+}
