@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/init/netconf"
 	"github.com/edgepbx/edgepbx/init/shutdown"
+	"github.com/edgepbx/edgepbx/init/update"
 )
 
 // Test hook commands, read as lines from /dev/console. Only images built
@@ -57,6 +58,32 @@ func netRevertAfter(b *box) time.Duration {
 		}
 	}
 	return netconf.DefaultRevertAfter
+}
+
+// trialTimes lets a test image shorten a trial boot with
+// edgepbx.test.trial=HEALTHYFOR/DEADLINE (e.g. 20s/3m; each 5 s–the
+// default) on the kernel command line, so the QEMU update test need not
+// wait 5 minutes for the commit.
+func trialTimes(b *box) (healthyFor, deadline time.Duration) {
+	cl, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return update.DefaultHealthyFor, update.DefaultTrialDeadline
+	}
+	for _, f := range strings.Fields(string(cl)) {
+		v, ok := strings.CutPrefix(f, "edgepbx.test.trial=")
+		if !ok {
+			continue
+		}
+		h, d, _ := strings.Cut(v, "/")
+		hf, err1 := time.ParseDuration(h)
+		dl, err2 := time.ParseDuration(d)
+		if err1 == nil && err2 == nil && hf >= 5*time.Second && hf <= update.DefaultHealthyFor &&
+			dl > hf && dl <= update.DefaultTrialDeadline {
+			b.log.Warn("TEST BUILD: trial boot shortened", "healthy_for", hf, "deadline", dl)
+			return hf, dl
+		}
+	}
+	return update.DefaultHealthyFor, update.DefaultTrialDeadline
 }
 
 func startTestHook(b *box) {
