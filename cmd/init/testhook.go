@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -84,6 +85,23 @@ func trialTimes(b *box) (healthyFor, deadline time.Duration) {
 		}
 	}
 	return update.DefaultHealthyFor, update.DefaultTrialDeadline
+}
+
+// testDaemonArgs lets a test image start an edgepbxd that never becomes
+// ready: with edgepbx.test.nosip on the kernel command line its SIP
+// listener is put on an address the box does not have (TEST-NET-1), so
+// it fails to listen and is restarted, again and again. The update test
+// signs such an image to prove a trial that never gets healthy rolls back.
+func testDaemonArgs(b *box) []string {
+	cl, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return nil
+	}
+	if slices.Contains(strings.Fields(string(cl)), "edgepbx.test.nosip") {
+		b.log.Warn("TEST BUILD: edgepbxd's SIP listener on an address the box does not have")
+		return []string{"--sip", "192.0.2.1:5060"}
+	}
+	return nil
 }
 
 func startTestHook(b *box) {

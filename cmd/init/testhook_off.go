@@ -19,6 +19,9 @@ func trialTimes(*box) (healthyFor, deadline time.Duration) {
 	return update.DefaultHealthyFor, update.DefaultTrialDeadline
 }
 
+// testDaemonArgs are no extra edgepbxd flags in production builds.
+func testDaemonArgs(*box) []string { return nil }
+
 // startTestHook does nothing in production builds: there is no console
 // command path at all (see testhook.go, built only with -tags testhook).
 func startTestHook(*box) {}

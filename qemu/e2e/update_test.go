@@ -26,7 +26,7 @@ const updateTrial = "edgepbx.test.trial=20s/3m"
 
 // buildUpdatable builds the pc-x86_64 disk image as an updatable release
 // (version vname, number n) trusting keyring.
-func buildUpdatable(t *testing.T, dir, vname string, n uint64, keyring []byte) *image.Image {
+func buildUpdatable(t *testing.T, dir, vname string, n uint64, keyring []byte, params ...string) *image.Image {
 	t.Helper()
 	prof, err := board.Load("pc-x86_64")
 	if err != nil {
@@ -43,7 +43,7 @@ func buildUpdatable(t *testing.T, dir, vname string, n uint64, keyring []byte) *
 		image.WithCacheDir(filepath.Join(cache, "edgepbx")),
 		image.WithOutDir(dir), image.WithVersion(vname), image.WithBuildTags("testhook"),
 		image.WithRepoDir(repo), image.WithDisk(), image.WithConsole("ttyS0"),
-		image.WithKernelParams("no_timer_check", updateTrial),
+		image.WithKernelParams(append([]string{"no_timer_check", updateTrial}, params...)...),
 		image.WithUpdateTrust(image.UpdateTrust{VersionNumber: n, Keyring: keyring}),
 		image.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
@@ -175,11 +175,16 @@ func TestUpdateBundleUEFI(t *testing.T) {
 	start := time.Now()
 	oldImg := buildUpdatable(t, filepath.Join(dir, "n"), "e2e-2", n, keyring)
 	newImg := buildUpdatable(t, filepath.Join(dir, "n1"), "e2e-3", n+1, keyring)
-	t.Logf("two image builds: %.1fs", time.Since(start).Seconds())
+	// N+2 never gets healthy: its edgepbxd cannot listen for SIP (test
+	// builds only); its own trial gives up after 45 s.
+	brokenImg := buildUpdatable(t, filepath.Join(dir, "n2"), "e2e-4", n+2, keyring, "edgepbx.test.trial=20s/45s", "edgepbx.test.nosip")
+	t.Logf("three image builds: %.1fs", time.Since(start).Seconds())
 
 	good := filepath.Join(dir, "good.bundle")
 	size := signSlot(t, newImg.Disk.Slot, good, release, "e2e-3", n+1)
 	t.Logf("bundle: %d bytes (slot image %d bytes)", size, newImg.Disk.SlotSize)
+	broken := filepath.Join(dir, "broken.bundle")
+	signSlot(t, brokenImg.Disk.Slot, broken, release, "e2e-4", n+2)
 	unknown := filepath.Join(dir, "unknown.bundle")
 	signSlot(t, newImg.Disk.Slot, unknown, stranger, "e2e-3", n+1)
 	older := filepath.Join(dir, "older.bundle")
@@ -258,8 +263,9 @@ func TestUpdateBundleUEFI(t *testing.T) {
 	if err != nil || !strings.HasPrefix(line, "edgepbx: update committed: slot b, version e2e-3") {
 		t.Fatalf("trial: %v %s\n%s", err, line, vm.Tail(40))
 	}
-	t.Logf("update: upload to committed %.1fs (upload+write %.1fs), ready-on-trial to commit %.1fs",
-		time.Since(t0).Seconds(), written.Seconds(), time.Since(trialReady).Seconds())
+	t.Logf("update: upload to committed %.1fs (upload+write %.1fs), ready-on-trial to commit %.1fs, trial start to commit %.1fs (guest clock)",
+		time.Since(t0).Seconds(), written.Seconds(), time.Since(trialReady).Seconds(),
+		guestTime(t, vm, "msg=\"update: committed\"").Sub(guestTime(t, vm, "msg=\"TEST BUILD: trial boot shortened\"")).Seconds())
 	if !strings.Contains(strings.Join(vm.Lines(), "\n"), "edgepbx: trial boot of slot b (version e2e-3): commits after 20s healthy") {
 		t.Fatalf("no trial line on the console:\n%s", vm.Tail(60))
 	}
@@ -278,5 +284,56 @@ func TestUpdateBundleUEFI(t *testing.T) {
 	if st, raw := a.updateStatus(); st.VersionNumber != n+1 || st.Version != "e2e-3" || st.Trial != nil {
 		t.Fatalf("boot 3: %s; want version e2e-3 (%d), no trial", raw, n+1)
 	}
+
+	// A bundle whose edgepbxd never becomes healthy: the trial gives up
+	// by itself, says why, and the box comes back to B.
+	if code, out := a.upload(broken); code != http.StatusOK {
+		t.Fatalf("broken bundle: %d %s", code, out)
+	}
+	a.do(http.StatusAccepted, "POST", "/api/v1/system/reboot", nil)
+	waitExit(t, vm, stepTimeout)
+	vm, err = qemu.BootTarget(context.Background(), qemu.Target{Arch: qemu.ArchX86_64, UEFI: u},
+		append([]qemu.Option{qemu.WithConsoleLog(&consoleLog{tb: t}), qemu.WithMemory(768)}, fwd...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(vm.Kill)
+	ctx4, cancel4 := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel4()
+	line, err = vm.WaitFirst(ctx4, "edgepbx: UPDATE ROLLED BACK", "edgepbx: update committed", "edgepbx: HALTED")
+	if err != nil || !strings.HasPrefix(line, "edgepbx: UPDATE ROLLED BACK: slot a (version e2e-4) was not healthy") {
+		t.Fatalf("broken trial: %v %s\n%s", err, line, vm.Tail(60))
+	}
+	t.Logf("broken bundle: %s", line)
+	waitExit(t, vm, stepTimeout)
+	vm, _ = uefiBootWith(t, qemu.ArchX86_64, u, fwd, "edgepbx: slot b booted, slot b committed")
+	a = newBoxAdmin(t, fmt.Sprintf("https://127.0.0.1:%d", vm.HostPort("tcp", 443)), b1["tls sha256"])
+	a.login("owner1", ownerPW)
+	if st, raw := a.updateStatus(); st.VersionNumber != n+1 || st.Version != "e2e-3" || st.Trial != nil || !strings.Contains(st.LastRollback, "not healthy") {
+		t.Fatalf("after the broken trial: %s; want version e2e-3 (%d) and the rollback's reason", raw, n+1)
+	}
 	vm.Kill()
+}
+
+// guestTime is the time= stamp of the console's last log line containing s.
+func guestTime(t *testing.T, vm *qemu.VM, s string) time.Time {
+	t.Helper()
+	lines := vm.Lines()
+	for i := len(lines) - 1; i >= 0; i-- {
+		if !strings.Contains(lines[i], s) {
+			continue
+		}
+		_, v, ok := strings.Cut(lines[i], "time=")
+		if !ok {
+			break
+		}
+		v, _, _ = strings.Cut(v, " ")
+		at, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			t.Fatalf("console line %q: %v", lines[i], err)
+		}
+		return at
+	}
+	t.Fatalf("no console log line with %q", s)
+	return time.Time{}
 }
