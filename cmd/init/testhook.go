@@ -70,7 +70,9 @@ func trialTimes(b *box) (healthyFor, deadline time.Duration) {
 	if err != nil {
 		return update.DefaultHealthyFor, update.DefaultTrialDeadline
 	}
-	for _, f := range strings.Fields(string(cl)) {
+	fields := strings.Fields(string(cl))
+	slices.Reverse(fields) // the last one given wins, as for the kernel's own parameters
+	for _, f := range fields {
 		v, ok := strings.CutPrefix(f, "edgepbx.test.trial=")
 		if !ok {
 			continue
