@@ -251,6 +251,26 @@ func TestUpdateBundleUEFI(t *testing.T) {
 	}
 	written := time.Since(t0)
 	t.Logf("good bundle installed in %.1fs: %s", written.Seconds(), out)
+	// Each attempt is an audit entry: three refusals naming their reason, one install.
+	var audit struct {
+		Entries []struct{ Outcome, Detail string } `json:"entries"`
+	}
+	if err := json.Unmarshal(a.do(http.StatusOK, "GET", "/api/v1/audit?action=update.install", nil), &audit); err != nil {
+		t.Fatal(err)
+	}
+	var denied, ok []string
+	for _, e := range audit.Entries {
+		switch e.Outcome {
+		case "denied":
+			denied = append(denied, e.Detail)
+		case "ok":
+			ok = append(ok, e.Detail)
+		}
+	}
+	if len(denied) != 3 || len(ok) != 1 || !strings.Contains(strings.Join(denied, "\n"), "(hash)") ||
+		!strings.Contains(strings.Join(denied, "\n"), "(key)") || !strings.Contains(strings.Join(denied, "\n"), "(version-floor)") {
+		t.Fatalf("audit update.install: denied %q, ok %q; want hash, key and version-floor refusals and one install", denied, ok)
+	}
 	a.do(http.StatusAccepted, "POST", "/api/v1/system/reboot", nil)
 	waitExit(t, vm, stepTimeout)
 
