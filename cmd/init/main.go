@@ -671,6 +671,7 @@ func (b *box) startDaemon() error {
 	}
 	args = append(args, lic...)
 	args = append(args, b.updateArgs()...)
+	args = append(args, testDaemonArgs(b)...)
 	err = b.sup.Start(supervise.Service{
 		Name: daemonName,
 		Path: daemonPath,

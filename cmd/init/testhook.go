@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/init/netconf"
 	"github.com/edgepbx/edgepbx/init/shutdown"
+	"github.com/edgepbx/edgepbx/init/update"
 )
 
 // Test hook commands, read as lines from /dev/console. Only images built
@@ -57,6 +59,51 @@ func netRevertAfter(b *box) time.Duration {
 		}
 	}
 	return netconf.DefaultRevertAfter
+}
+
+// trialTimes lets a test image shorten a trial boot with
+// edgepbx.test.trial=HEALTHYFOR/DEADLINE (e.g. 20s/3m; each 5 s–the
+// default) on the kernel command line, so the QEMU update test need not
+// wait 5 minutes for the commit.
+func trialTimes(b *box) (healthyFor, deadline time.Duration) {
+	cl, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return update.DefaultHealthyFor, update.DefaultTrialDeadline
+	}
+	fields := strings.Fields(string(cl))
+	slices.Reverse(fields) // the last one given wins, as for the kernel's own parameters
+	for _, f := range fields {
+		v, ok := strings.CutPrefix(f, "edgepbx.test.trial=")
+		if !ok {
+			continue
+		}
+		h, d, _ := strings.Cut(v, "/")
+		hf, err1 := time.ParseDuration(h)
+		dl, err2 := time.ParseDuration(d)
+		if err1 == nil && err2 == nil && hf >= 5*time.Second && hf <= update.DefaultHealthyFor &&
+			dl > hf && dl <= update.DefaultTrialDeadline {
+			b.log.Warn("TEST BUILD: trial boot shortened", "healthy_for", hf, "deadline", dl)
+			return hf, dl
+		}
+	}
+	return update.DefaultHealthyFor, update.DefaultTrialDeadline
+}
+
+// testDaemonArgs lets a test image start an edgepbxd that never becomes
+// ready: with edgepbx.test.nosip on the kernel command line its SIP
+// listener is put on an address the box does not have (TEST-NET-1), so
+// it fails to listen and is restarted, again and again. The update test
+// signs such an image to prove a trial that never gets healthy rolls back.
+func testDaemonArgs(b *box) []string {
+	cl, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return nil
+	}
+	if slices.Contains(strings.Fields(string(cl)), "edgepbx.test.nosip") {
+		b.log.Warn("TEST BUILD: edgepbxd's SIP listener on an address the box does not have")
+		return []string{"--sip", "192.0.2.1:5060"}
+	}
+	return nil
 }
 
 func startTestHook(b *box) {

@@ -121,7 +121,8 @@ func (b *box) startUpdates() *update.Service {
 		defer cancel()
 		return adminAnswers(ctx, adminAddr, fp)
 	}
-	b.trialCfg = &update.TrialConfig{Slots: sl, Floor: floor, Running: rel, Healthy: b.trialHealthy,
+	healthyFor, deadline := trialTimes(b)
+	b.trialCfg = &update.TrialConfig{Slots: sl, Floor: floor, Running: rel, Healthy: b.trialHealthy, HealthyFor: healthyFor, Deadline: deadline,
 		Reboot: func() { b.request(shutdown.Reboot) }, Say: b.say, Audit: audit, Log: b.log}
 	return &update.Service{In: update.NewInstaller(update.Config{Slots: sl, Keys: keys, Running: rel, Floor: floor, Audit: audit, Log: b.log}),
 		LastRollback: sl.State().LastRollback}

@@ -85,9 +85,15 @@ func uefiBoot(t *testing.T, u *qemu.UEFI, want ...string) (*qemu.VM, map[string]
 
 func uefiBootArch(t *testing.T, arch qemu.Arch, u *qemu.UEFI, want ...string) (*qemu.VM, map[string]string) {
 	t.Helper()
+	return uefiBootWith(t, arch, u, nil, want...)
+}
+
+// uefiBootWith is uefiBootArch with more QEMU options (host forwards).
+func uefiBootWith(t *testing.T, arch qemu.Arch, u *qemu.UEFI, opts []qemu.Option, want ...string) (*qemu.VM, map[string]string) {
+	t.Helper()
 	start := time.Now()
 	vm, err := qemu.BootTarget(context.Background(), qemu.Target{Arch: arch, UEFI: u},
-		qemu.WithConsoleLog(&consoleLog{tb: t}), qemu.WithMemory(768))
+		append([]qemu.Option{qemu.WithConsoleLog(&consoleLog{tb: t}), qemu.WithMemory(768)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
