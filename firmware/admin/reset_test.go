@@ -77,8 +77,8 @@ func TestFactoryResetAPI(t *testing.T) {
 	}{
 		{"operator", op, FactoryResetRequest{Confirm: FactoryResetWord, Proof: auth.Proof{Password: userPW}}, 403, ""},
 		{"no confirmation word", admin, FactoryResetRequest{Confirm: "erase", Proof: auth.Proof{Password: adminPW, Code: e.totpCode(secret)}}, 422, "field confirm"},
-		{"password without the second factor", admin, FactoryResetRequest{Confirm: FactoryResetWord, Proof: auth.Proof{Password: adminPW}}, 422, "current_code"},
-		{"wrong password", admin, FactoryResetRequest{Confirm: FactoryResetWord, Proof: auth.Proof{Password: "guess-guess-1", Code: e.totpCode(secret)}}, 422, "current_password"},
+		{"password without the second factor", admin, FactoryResetRequest{Confirm: FactoryResetWord, Proof: auth.Proof{Password: adminPW}}, 422, "second-factor code is wrong"},
+		{"wrong password", admin, FactoryResetRequest{Confirm: FactoryResetWord, Proof: auth.Proof{Password: "guess-guess-1", Code: e.totpCode(secret)}}, 422, "current password or second-factor code is wrong"},
 	}
 	for _, r := range refused {
 		got := r.c.must(r.code, "POST", "/api/v1/system/factory-reset", r.body)
