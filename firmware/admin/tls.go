@@ -206,9 +206,13 @@ func (s *Server) apiUploadCertificate(w http.ResponseWriter, r *http.Request, p 
 		return err
 	}
 	b, err := certs.ParsePEM([]byte(req.ChainPEM), []byte(req.KeyPEM))
-	var after certs.Info
+	ch := s.newTLSChange(&tlsChange{Kind: changeCertificate})
 	if err == nil {
-		after, err = s.certs.InstallPending(b, names, certs.SourceUpload)
+		// The pending certificate and its audit entry are one transaction.
+		ch.Cert, err = s.certs.InstallPendingWith(b, names, certs.SourceUpload, func(tx *store.Tx, after certs.Info) error {
+			return s.audit.RecordTx(tx, audit.Event{Actor: p.Actor(), Source: src(r), Action: "certs.upload", Target: strings.Join(names, ","),
+				Detail: "pending until " + ch.Deadline.UTC().Format(time.RFC3339), Before: before, After: after})
+		})
 	}
 	if err != nil {
 		_ = s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: "certs.upload", Outcome: audit.Failed,
@@ -218,9 +222,7 @@ func (s *Server) apiUploadCertificate(w http.ResponseWriter, r *http.Request, p 
 		}
 		return err
 	}
-	ch := s.beginTLSChangeLocked(&tlsChange{Kind: changeCertificate, Cert: after})
-	_ = s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: "certs.upload", Target: strings.Join(names, ","),
-		Detail: "pending until " + ch.Deadline.UTC().Format(time.RFC3339), Before: before, After: after})
+	s.beginTLSChangeLocked(ch)
 	s.answerPending(w, ch)
 	return nil
 }
@@ -238,13 +240,13 @@ func (s *Server) apiRollbackCertificate(w http.ResponseWriter, r *http.Request, 
 	if before.Source == certs.SourceSelfSigned {
 		return fmt.Errorf("%w: already serving the self-signed certificate", errConflict)
 	}
-	if err := s.certs.Rollback(); err != nil {
+	err := s.certs.RollbackWith(func(tx *store.Tx, was, now certs.Info) error {
+		return s.audit.RecordTx(tx, audit.Event{Actor: p.Actor(), Source: src(r), Action: "certs.rollback", Before: was, After: now})
+	})
+	if err != nil {
 		return err
 	}
 	after := s.certs.Current()
-	if err := s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: "certs.rollback", Before: before, After: after}); err != nil {
-		return err
-	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "rolled back", "current": after})
 	return nil
 }
@@ -411,9 +413,18 @@ func (s *Server) tlsChangeFreeLocked() error {
 	return nil
 }
 
-func (s *Server) beginTLSChangeLocked(ch *tlsChange) *tlsChange {
+// newTLSChange gives ch its id and deadline, so that they can go into the
+// audit entry written with the change, before beginTLSChangeLocked starts it.
+func (s *Server) newTLSChange(ch *tlsChange) *tlsChange {
 	ch.ID = hex.EncodeToString(randomID())
 	ch.Deadline = s.clock.Now().Add(tlsConfirmWindow)
+	return ch
+}
+
+func (s *Server) beginTLSChangeLocked(ch *tlsChange) *tlsChange {
+	if ch.ID == "" {
+		s.newTLSChange(ch)
+	}
 	s.markPending(ch.ID)
 	ch.timer = time.AfterFunc(tlsConfirmWindow, s.expireTLSChange)
 	s.tlsc.cur = ch
@@ -557,10 +568,9 @@ func (s *Server) apiConfirmTLSChange(w http.ResponseWriter, r *http.Request, p a
 	switch ch.Kind {
 	case changeCertificate:
 		ev.Action, ev.After = "certs.confirm", ch.Cert
-		if err := s.certs.ConfirmPending(); err != nil {
+		if err := s.certs.ConfirmPendingWith(func(tx *store.Tx) error { return s.audit.RecordTx(tx, ev) }); err != nil {
 			return err
 		}
-		_ = s.audit.Record(ev)
 	case changeTLSVersions:
 		ev.Action, ev.Before, ev.After = "tls.versions.confirm", ch.Old, ch.New
 		err := s.db.Update(func(tx *store.Tx) error {

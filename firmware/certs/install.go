@@ -227,7 +227,12 @@ func (m *Manager) Install(b *Bundle, names []string, source string) error {
 
 // Rollback makes the previous certificate (the self-signed one if there was
 // none) active again; the current one becomes the previous.
-func (m *Manager) Rollback() error {
+func (m *Manager) Rollback() error { return m.RollbackWith(nil) }
+
+// RollbackWith is Rollback with also run in the same write transaction (the
+// caller's audit entry, given what was served before and what is served
+// after): both commit or neither does.
+func (m *Manager) RollbackWith(also func(tx *store.Tx, before, after Info) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, live, err := m.pendingLocked(); err != nil || live {
@@ -249,7 +254,17 @@ func (m *Manager) Rollback() error {
 		} else if err := tx.Put(Bucket, slotActive, next.rec); err != nil {
 			return err
 		}
-		return tx.Put(Bucket, slotPrevious, old.active.rec)
+		if err := tx.Put(Bucket, slotPrevious, old.active.rec); err != nil {
+			return err
+		}
+		if also == nil {
+			return nil
+		}
+		after := old.self.info
+		if next != nil {
+			after = next.info
+		}
+		return also(tx, old.active.info, after)
 	})
 	if err != nil {
 		return fmt.Errorf("certs: roll back: %w", err)
@@ -322,6 +337,13 @@ func (m *Manager) Pending() (Info, bool) {
 // without making it the active certificate in the store. On any error
 // nothing changes.
 func (m *Manager) InstallPending(b *Bundle, names []string, source string) (Info, error) {
+	return m.InstallPendingWith(b, names, source, nil)
+}
+
+// InstallPendingWith is InstallPending with also run in the same write
+// transaction (the caller's audit entry, given the pending certificate):
+// both commit or neither does, and nothing is served if they do not.
+func (m *Manager) InstallPendingWith(b *Bundle, names []string, source string, also func(tx *store.Tx, pending Info) error) (Info, error) {
 	if source != SourceUpload && source != SourceACME {
 		return Info{}, fmt.Errorf("certs: unknown source %q", source)
 	}
@@ -341,7 +363,13 @@ func (m *Manager) InstallPending(b *Bundle, names []string, source string) (Info
 	if _, live, err := m.pendingLocked(); err != nil || live {
 		return Info{}, errors.Join(err, ErrPending)
 	}
-	if err := m.db.Update(func(tx *store.Tx) error { return tx.Put(Bucket, slotPending, rec) }); err != nil {
+	err = m.db.Update(func(tx *store.Tx) error {
+		if err := tx.Put(Bucket, slotPending, rec); err != nil || also == nil {
+			return err
+		}
+		return also(tx, l.info)
+	})
+	if err != nil {
 		return Info{}, fmt.Errorf("certs: store pending certificate: %w", err)
 	}
 	old := m.state.Load()
@@ -353,7 +381,11 @@ func (m *Manager) InstallPending(b *Bundle, names []string, source string) (Info
 
 // ConfirmPending makes the pending certificate the active one in the store;
 // the one it replaces becomes the previous one.
-func (m *Manager) ConfirmPending() error {
+func (m *Manager) ConfirmPending() error { return m.ConfirmPendingWith(nil) }
+
+// ConfirmPendingWith is ConfirmPending with also run in the same write
+// transaction (the caller's audit entry): both commit or neither does.
+func (m *Manager) ConfirmPendingWith(also func(tx *store.Tx) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	rec, live, err := m.pendingLocked()
@@ -382,7 +414,10 @@ func (m *Manager) ConfirmPending() error {
 		if err := tx.Put(Bucket, slotActive, rec); err != nil {
 			return err
 		}
-		return tx.Delete(Bucket, slotPending)
+		if err := tx.Delete(Bucket, slotPending); err != nil || also == nil {
+			return err
+		}
+		return also(tx)
 	})
 	if err != nil {
 		return fmt.Errorf("certs: confirm certificate: %w", err)
