@@ -182,6 +182,13 @@ func hasServerAuth(c *x509.Certificate) bool {
 // stored and the served certificate does not change. While an uploaded
 // change awaits confirmation it refuses with ErrPending (ACME retries).
 func (m *Manager) Install(b *Bundle, names []string, source string) error {
+	return m.InstallWith(b, names, source, nil)
+}
+
+// InstallWith is Install with also run in the same write transaction (the
+// caller's audit entry, given what was served before and the new
+// certificate): both commit or neither does.
+func (m *Manager) InstallWith(b *Bundle, names []string, source string, also func(tx *store.Tx, before, after Info) error) error {
 	if source != SourceUpload && source != SourceACME {
 		return fmt.Errorf("certs: unknown source %q", source)
 	}
@@ -210,7 +217,10 @@ func (m *Manager) Install(b *Bundle, names []string, source string) error {
 		} else if err := tx.Delete(Bucket, slotPrevious); err != nil {
 			return err
 		}
-		return tx.Put(Bucket, slotActive, rec)
+		if err := tx.Put(Bucket, slotActive, rec); err != nil || also == nil {
+			return err
+		}
+		return also(tx, old.active.info, l.info)
 	})
 	if err != nil {
 		return fmt.Errorf("certs: store new certificate: %w", err)
