@@ -63,6 +63,13 @@ func TestChangeAndAuditCommitTogether(t *testing.T) {
 			}, nil},
 		{"certificate rollback", "POST", "/api/v1/certificates/rollback", "certs.rollback", "{}", 200,
 			func() bool { return e.certs.Current().Fingerprint == self.Fingerprint }, nil},
+		{"certificate upload again", "POST", "/api/v1/certificates", "certs.upload", CertificateRequest{ChainPEM: chain, KeyPEM: key}, 202,
+			func() bool { _, pending := e.certs.Pending(); return pending }, nil},
+		{"certificate revert", "POST", "/api/v1/certificates/revert", "certs.revert", nil, 200,
+			func() bool {
+				_, pending := e.certs.Pending()
+				return !pending
+			}, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -85,7 +92,11 @@ func TestChangeAndAuditCommitTogether(t *testing.T) {
 			if !c.applied() {
 				t.Errorf("%s: change not stored", c.path)
 			}
-			if a := e.lastAudit(c.action); a.Outcome != audit.OK || a.Actor != "root1" {
+			want := audit.OK
+			if c.action == "certs.revert" {
+				want = audit.Warning // a revert is always a warning
+			}
+			if a := e.lastAudit(c.action); a.Outcome != want || a.Actor != "root1" {
 				t.Errorf("%s: audit entry %+v", c.path, a)
 			}
 		})

@@ -461,12 +461,24 @@ func (s *Server) revertTLSChangeLocked(actor, source, why string) {
 	s.tlsc.cur = nil
 	ch.timer.Stop()
 	ev := audit.Event{Actor: actor, Source: source, Target: ch.ID, Outcome: audit.Warning, Detail: "reverted: " + why}
+	recorded := false
 	switch ch.Kind {
 	case changeCertificate:
 		ev.Action, ev.Before = "certs.revert", ch.Cert
-		if err := s.certs.RevertPending(); err != nil && !errors.Is(err, certs.ErrNoPending) {
-			s.log.Error("admin: revert certificate", "err", err)
-			ev.Outcome, ev.Detail = audit.Failed, ev.Detail+": "+err.Error()
+		// The revert and its audit entry are one transaction. The revert is
+		// the way back to a reachable box, so if that fails it is retried
+		// alone and audited separately.
+		err := s.certs.RevertPendingWith(func(tx *store.Tx, after certs.Info) error {
+			e := ev
+			e.After = after
+			return s.audit.RecordTx(tx, e)
+		})
+		recorded = err == nil
+		if err != nil && !errors.Is(err, certs.ErrNoPending) {
+			if err = s.certs.RevertPending(); err != nil && !errors.Is(err, certs.ErrNoPending) {
+				s.log.Error("admin: revert certificate", "err", err)
+				ev.Outcome, ev.Detail = audit.Failed, ev.Detail+": "+err.Error()
+			}
 		}
 		ev.After = s.certs.Current()
 	case changeTLSVersions:
@@ -483,7 +495,9 @@ func (s *Server) revertTLSChangeLocked(actor, source, why string) {
 		}
 	}
 	s.log.Warn("admin: TLS change reverted", "kind", ch.Kind, "id", ch.ID, "why", why)
-	_ = s.audit.Record(ev)
+	if !recorded {
+		_ = s.audit.Record(ev)
+	}
 }
 
 func (s *Server) answerPending(w http.ResponseWriter, ch *tlsChange) {

@@ -440,7 +440,12 @@ func (m *Manager) ConfirmPendingWith(also func(tx *store.Tx) error) error {
 
 // RevertPending drops the pending certificate and serves the stored active
 // one again (or the previous, or the self-signed, as Load would).
-func (m *Manager) RevertPending() error {
+func (m *Manager) RevertPending() error { return m.RevertPendingWith(nil) }
+
+// RevertPendingWith is RevertPending with also run in the same write
+// transaction (the caller's audit entry, given what is served after): both
+// commit or neither does.
+func (m *Manager) RevertPendingWith(also func(tx *store.Tx, after Info) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	_, live, err := m.pendingLocked()
@@ -464,16 +469,19 @@ func (m *Manager) RevertPending() error {
 				st.previous = l
 			}
 		}
-		return nil
+		if st.active == nil {
+			st.active, st.previous = st.previous, nil
+		}
+		if st.active == nil {
+			st.active = st.self
+		}
+		if also == nil {
+			return nil
+		}
+		return also(tx, st.active.info)
 	})
 	if err != nil {
 		return fmt.Errorf("certs: revert certificate: %w", err)
-	}
-	if st.active == nil {
-		st.active, st.previous = st.previous, nil
-	}
-	if st.active == nil {
-		st.active = st.self
 	}
 	m.state.Store(&st)
 	m.log.Warn("certs: pending certificate reverted", "was", was.active.info.Fingerprint, "now_serving", st.active.info.Fingerprint)
