@@ -148,6 +148,12 @@ func TestWithFailureChangesNothing(t *testing.T) {
 	if _, pending := m.Pending(); !pending {
 		t.Fatal("failed confirm dropped the pending certificate")
 	}
+	if err := m.RevertPendingWith(func(*store.Tx, Info) error { return errAudit }); !errors.Is(err, errAudit) {
+		t.Fatalf("revert: %v", err)
+	}
+	if _, pending := m.Pending(); !pending {
+		t.Fatal("failed revert dropped the pending certificate")
+	}
 	if err := m.ConfirmPending(); err != nil {
 		t.Fatal(err)
 	}
