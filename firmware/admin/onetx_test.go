@@ -70,6 +70,18 @@ func TestChangeAndAuditCommitTogether(t *testing.T) {
 				_, pending := e.certs.Pending()
 				return !pending
 			}, nil},
+		// These keep their change in memory until confirmed (TLS versions) or
+		// for good (key log): the audit entry is their only commit. Guarded
+		// here so that a later store write does not add a second one.
+		{"tls versions", "PUT", "/api/v1/certificates/tls", "tls.versions.update", TLSSettings{MinVersion: "1.2", MaxVersion: "1.2"}, 202,
+			func() bool { return e.srv.tlsc.cur != nil && e.srv.tlsc.cur.Kind == changeTLSVersions },
+			func(r resp) { confirm.ID = r.str("id") }},
+		{"tls versions confirm", "POST", "/api/v1/certificates/confirm", "tls.versions.confirm", &confirm, 200,
+			func() bool { v, err := e.srv.tlsSettings(); return err == nil && v.MaxVersion == "1.2" }, nil},
+		{"keylog on", "POST", "/api/v1/certificates/keylog", "tls.keylog.enable", KeyLogRequest{Minutes: 5}, 200,
+			func() bool { on, _, _ := e.keylog.Status(); return on }, nil},
+		{"keylog off", "DELETE", "/api/v1/certificates/keylog", "tls.keylog.disable", nil, 200,
+			func() bool { on, _, _ := e.keylog.Status(); return !on }, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -93,8 +105,8 @@ func TestChangeAndAuditCommitTogether(t *testing.T) {
 				t.Errorf("%s: change not stored", c.path)
 			}
 			want := audit.OK
-			if c.action == "certs.revert" {
-				want = audit.Warning // a revert is always a warning
+			if c.action == "certs.revert" || c.action == "tls.keylog.enable" {
+				want = audit.Warning // always a warning
 			}
 			if a := e.lastAudit(c.action); a.Outcome != want || a.Actor != "root1" {
 				t.Errorf("%s: audit entry %+v", c.path, a)
