@@ -206,9 +206,13 @@ func (s *Server) apiUploadCertificate(w http.ResponseWriter, r *http.Request, p 
 		return err
 	}
 	b, err := certs.ParsePEM([]byte(req.ChainPEM), []byte(req.KeyPEM))
-	var after certs.Info
+	ch := s.newTLSChange(&tlsChange{Kind: changeCertificate})
 	if err == nil {
-		after, err = s.certs.InstallPending(b, names, certs.SourceUpload)
+		// The pending certificate and its audit entry are one transaction.
+		ch.Cert, err = s.certs.InstallPendingWith(b, names, certs.SourceUpload, func(tx *store.Tx, after certs.Info) error {
+			return s.audit.RecordTx(tx, audit.Event{Actor: p.Actor(), Source: src(r), Action: "certs.upload", Target: strings.Join(names, ","),
+				Detail: "pending until " + ch.Deadline.UTC().Format(time.RFC3339), Before: before, After: after})
+		})
 	}
 	if err != nil {
 		_ = s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: "certs.upload", Outcome: audit.Failed,
@@ -218,9 +222,7 @@ func (s *Server) apiUploadCertificate(w http.ResponseWriter, r *http.Request, p 
 		}
 		return err
 	}
-	ch := s.beginTLSChangeLocked(&tlsChange{Kind: changeCertificate, Cert: after})
-	_ = s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: "certs.upload", Target: strings.Join(names, ","),
-		Detail: "pending until " + ch.Deadline.UTC().Format(time.RFC3339), Before: before, After: after})
+	s.beginTLSChangeLocked(ch)
 	s.answerPending(w, ch)
 	return nil
 }
@@ -238,13 +240,13 @@ func (s *Server) apiRollbackCertificate(w http.ResponseWriter, r *http.Request, 
 	if before.Source == certs.SourceSelfSigned {
 		return fmt.Errorf("%w: already serving the self-signed certificate", errConflict)
 	}
-	if err := s.certs.Rollback(); err != nil {
+	err := s.certs.RollbackWith(func(tx *store.Tx, was, now certs.Info) error {
+		return s.audit.RecordTx(tx, audit.Event{Actor: p.Actor(), Source: src(r), Action: "certs.rollback", Before: was, After: now})
+	})
+	if err != nil {
 		return err
 	}
 	after := s.certs.Current()
-	if err := s.audit.Record(audit.Event{Actor: p.Actor(), Source: src(r), Action: "certs.rollback", Before: before, After: after}); err != nil {
-		return err
-	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "rolled back", "current": after})
 	return nil
 }
@@ -411,9 +413,18 @@ func (s *Server) tlsChangeFreeLocked() error {
 	return nil
 }
 
-func (s *Server) beginTLSChangeLocked(ch *tlsChange) *tlsChange {
+// newTLSChange gives ch its id and deadline, so that they can go into the
+// audit entry written with the change, before beginTLSChangeLocked starts it.
+func (s *Server) newTLSChange(ch *tlsChange) *tlsChange {
 	ch.ID = hex.EncodeToString(randomID())
 	ch.Deadline = s.clock.Now().Add(tlsConfirmWindow)
+	return ch
+}
+
+func (s *Server) beginTLSChangeLocked(ch *tlsChange) *tlsChange {
+	if ch.ID == "" {
+		s.newTLSChange(ch)
+	}
 	s.markPending(ch.ID)
 	ch.timer = time.AfterFunc(tlsConfirmWindow, s.expireTLSChange)
 	s.tlsc.cur = ch
@@ -450,12 +461,24 @@ func (s *Server) revertTLSChangeLocked(actor, source, why string) {
 	s.tlsc.cur = nil
 	ch.timer.Stop()
 	ev := audit.Event{Actor: actor, Source: source, Target: ch.ID, Outcome: audit.Warning, Detail: "reverted: " + why}
+	recorded := false
 	switch ch.Kind {
 	case changeCertificate:
 		ev.Action, ev.Before = "certs.revert", ch.Cert
-		if err := s.certs.RevertPending(); err != nil && !errors.Is(err, certs.ErrNoPending) {
-			s.log.Error("admin: revert certificate", "err", err)
-			ev.Outcome, ev.Detail = audit.Failed, ev.Detail+": "+err.Error()
+		// The revert and its audit entry are one transaction. The revert is
+		// the way back to a reachable box, so if that fails it is retried
+		// alone and audited separately.
+		err := s.certs.RevertPendingWith(func(tx *store.Tx, after certs.Info) error {
+			e := ev
+			e.After = after
+			return s.audit.RecordTx(tx, e)
+		})
+		recorded = err == nil
+		if err != nil && !errors.Is(err, certs.ErrNoPending) {
+			if err = s.certs.RevertPending(); err != nil && !errors.Is(err, certs.ErrNoPending) {
+				s.log.Error("admin: revert certificate", "err", err)
+				ev.Outcome, ev.Detail = audit.Failed, ev.Detail+": "+err.Error()
+			}
 		}
 		ev.After = s.certs.Current()
 	case changeTLSVersions:
@@ -472,7 +495,9 @@ func (s *Server) revertTLSChangeLocked(actor, source, why string) {
 		}
 	}
 	s.log.Warn("admin: TLS change reverted", "kind", ch.Kind, "id", ch.ID, "why", why)
-	_ = s.audit.Record(ev)
+	if !recorded {
+		_ = s.audit.Record(ev)
+	}
 }
 
 func (s *Server) answerPending(w http.ResponseWriter, ch *tlsChange) {
@@ -557,10 +582,9 @@ func (s *Server) apiConfirmTLSChange(w http.ResponseWriter, r *http.Request, p a
 	switch ch.Kind {
 	case changeCertificate:
 		ev.Action, ev.After = "certs.confirm", ch.Cert
-		if err := s.certs.ConfirmPending(); err != nil {
+		if err := s.certs.ConfirmPendingWith(func(tx *store.Tx) error { return s.audit.RecordTx(tx, ev) }); err != nil {
 			return err
 		}
-		_ = s.audit.Record(ev)
 	case changeTLSVersions:
 		ev.Action, ev.Before, ev.After = "tls.versions.confirm", ch.Old, ch.New
 		err := s.db.Update(func(tx *store.Tx) error {

@@ -34,7 +34,7 @@ const (
 // both methods. Install validates and keeps a fallback, so a bad issuance
 // cannot lock admins out.
 type ACMEInstaller interface {
-	Install(b *Bundle, names []string, source string) error
+	InstallWith(b *Bundle, names []string, source string, also func(tx *store.Tx, before, after Info) error) error
 	Current() Info
 }
 
@@ -50,8 +50,11 @@ type ACMEConfig struct {
 	Challenges *ACMEChallenges
 	// HTTPClient talks to the CA; nil means http.DefaultClient.
 	HTTPClient *http.Client
-	Now        func() time.Time // nil: time.Now
-	Logger     *slog.Logger
+	// Installed, when set, runs in the transaction that stores the new
+	// certificate (the caller's audit entry): both commit or neither does.
+	Installed func(tx *store.Tx, before, after Info) error
+	Now       func() time.Time // nil: time.Now
+	Logger    *slog.Logger
 }
 
 // ACME obtains and renews the box certificate with TLS-ALPN-01 (on the
@@ -182,7 +185,7 @@ func (a *ACME) Obtain(ctx context.Context) error {
 	if len(chain) > MaxChainLen {
 		chain = chain[:MaxChainLen]
 	}
-	if err := a.inst.Install(&Bundle{Chain: chain, Key: certKey}, a.cfg.Names, SourceACME); err != nil {
+	if err := a.inst.InstallWith(&Bundle{Chain: chain, Key: certKey}, a.cfg.Names, SourceACME, a.cfg.Installed); err != nil {
 		return fmt.Errorf("certs: acme install: %w", err)
 	}
 	return nil

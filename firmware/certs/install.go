@@ -182,6 +182,13 @@ func hasServerAuth(c *x509.Certificate) bool {
 // stored and the served certificate does not change. While an uploaded
 // change awaits confirmation it refuses with ErrPending (ACME retries).
 func (m *Manager) Install(b *Bundle, names []string, source string) error {
+	return m.InstallWith(b, names, source, nil)
+}
+
+// InstallWith is Install with also run in the same write transaction (the
+// caller's audit entry, given what was served before and the new
+// certificate): both commit or neither does.
+func (m *Manager) InstallWith(b *Bundle, names []string, source string, also func(tx *store.Tx, before, after Info) error) error {
 	if source != SourceUpload && source != SourceACME {
 		return fmt.Errorf("certs: unknown source %q", source)
 	}
@@ -210,7 +217,10 @@ func (m *Manager) Install(b *Bundle, names []string, source string) error {
 		} else if err := tx.Delete(Bucket, slotPrevious); err != nil {
 			return err
 		}
-		return tx.Put(Bucket, slotActive, rec)
+		if err := tx.Put(Bucket, slotActive, rec); err != nil || also == nil {
+			return err
+		}
+		return also(tx, old.active.info, l.info)
 	})
 	if err != nil {
 		return fmt.Errorf("certs: store new certificate: %w", err)
@@ -227,7 +237,12 @@ func (m *Manager) Install(b *Bundle, names []string, source string) error {
 
 // Rollback makes the previous certificate (the self-signed one if there was
 // none) active again; the current one becomes the previous.
-func (m *Manager) Rollback() error {
+func (m *Manager) Rollback() error { return m.RollbackWith(nil) }
+
+// RollbackWith is Rollback with also run in the same write transaction (the
+// caller's audit entry, given what was served before and what is served
+// after): both commit or neither does.
+func (m *Manager) RollbackWith(also func(tx *store.Tx, before, after Info) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, live, err := m.pendingLocked(); err != nil || live {
@@ -249,7 +264,17 @@ func (m *Manager) Rollback() error {
 		} else if err := tx.Put(Bucket, slotActive, next.rec); err != nil {
 			return err
 		}
-		return tx.Put(Bucket, slotPrevious, old.active.rec)
+		if err := tx.Put(Bucket, slotPrevious, old.active.rec); err != nil {
+			return err
+		}
+		if also == nil {
+			return nil
+		}
+		after := old.self.info
+		if next != nil {
+			after = next.info
+		}
+		return also(tx, old.active.info, after)
 	})
 	if err != nil {
 		return fmt.Errorf("certs: roll back: %w", err)
@@ -322,6 +347,13 @@ func (m *Manager) Pending() (Info, bool) {
 // without making it the active certificate in the store. On any error
 // nothing changes.
 func (m *Manager) InstallPending(b *Bundle, names []string, source string) (Info, error) {
+	return m.InstallPendingWith(b, names, source, nil)
+}
+
+// InstallPendingWith is InstallPending with also run in the same write
+// transaction (the caller's audit entry, given the pending certificate):
+// both commit or neither does, and nothing is served if they do not.
+func (m *Manager) InstallPendingWith(b *Bundle, names []string, source string, also func(tx *store.Tx, pending Info) error) (Info, error) {
 	if source != SourceUpload && source != SourceACME {
 		return Info{}, fmt.Errorf("certs: unknown source %q", source)
 	}
@@ -341,7 +373,13 @@ func (m *Manager) InstallPending(b *Bundle, names []string, source string) (Info
 	if _, live, err := m.pendingLocked(); err != nil || live {
 		return Info{}, errors.Join(err, ErrPending)
 	}
-	if err := m.db.Update(func(tx *store.Tx) error { return tx.Put(Bucket, slotPending, rec) }); err != nil {
+	err = m.db.Update(func(tx *store.Tx) error {
+		if err := tx.Put(Bucket, slotPending, rec); err != nil || also == nil {
+			return err
+		}
+		return also(tx, l.info)
+	})
+	if err != nil {
 		return Info{}, fmt.Errorf("certs: store pending certificate: %w", err)
 	}
 	old := m.state.Load()
@@ -353,7 +391,11 @@ func (m *Manager) InstallPending(b *Bundle, names []string, source string) (Info
 
 // ConfirmPending makes the pending certificate the active one in the store;
 // the one it replaces becomes the previous one.
-func (m *Manager) ConfirmPending() error {
+func (m *Manager) ConfirmPending() error { return m.ConfirmPendingWith(nil) }
+
+// ConfirmPendingWith is ConfirmPending with also run in the same write
+// transaction (the caller's audit entry): both commit or neither does.
+func (m *Manager) ConfirmPendingWith(also func(tx *store.Tx) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	rec, live, err := m.pendingLocked()
@@ -382,7 +424,10 @@ func (m *Manager) ConfirmPending() error {
 		if err := tx.Put(Bucket, slotActive, rec); err != nil {
 			return err
 		}
-		return tx.Delete(Bucket, slotPending)
+		if err := tx.Delete(Bucket, slotPending); err != nil || also == nil {
+			return err
+		}
+		return also(tx)
 	})
 	if err != nil {
 		return fmt.Errorf("certs: confirm certificate: %w", err)
@@ -395,7 +440,12 @@ func (m *Manager) ConfirmPending() error {
 
 // RevertPending drops the pending certificate and serves the stored active
 // one again (or the previous, or the self-signed, as Load would).
-func (m *Manager) RevertPending() error {
+func (m *Manager) RevertPending() error { return m.RevertPendingWith(nil) }
+
+// RevertPendingWith is RevertPending with also run in the same write
+// transaction (the caller's audit entry, given what is served after): both
+// commit or neither does.
+func (m *Manager) RevertPendingWith(also func(tx *store.Tx, after Info) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	_, live, err := m.pendingLocked()
@@ -419,16 +469,19 @@ func (m *Manager) RevertPending() error {
 				st.previous = l
 			}
 		}
-		return nil
+		if st.active == nil {
+			st.active, st.previous = st.previous, nil
+		}
+		if st.active == nil {
+			st.active = st.self
+		}
+		if also == nil {
+			return nil
+		}
+		return also(tx, st.active.info)
 	})
 	if err != nil {
 		return fmt.Errorf("certs: revert certificate: %w", err)
-	}
-	if st.active == nil {
-		st.active, st.previous = st.previous, nil
-	}
-	if st.active == nil {
-		st.active = st.self
 	}
 	m.state.Store(&st)
 	m.log.Warn("certs: pending certificate reverted", "was", was.active.info.Fingerprint, "now_serving", st.active.info.Fingerprint)

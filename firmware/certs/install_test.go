@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 )
 
@@ -116,5 +117,60 @@ func TestRevertPendingFallsBack(t *testing.T) {
 	}
 	if err := m.RevertPending(); err != nil || m.Fingerprint() != self {
 		t.Fatalf("revert: %v, serving %s", err, m.Fingerprint())
+	}
+}
+
+// TestWithFailureChangesNothing: when the caller's part of the transaction
+// (its audit entry) fails, the certificate change is not stored and the
+// served certificate stays what it was.
+func TestWithFailureChangesNothing(t *testing.T) {
+	now := t0
+	m, _, _ := newManager(t, &now)
+	self := m.Fingerprint()
+	root := newCA(t, "Root", nil)
+	names := []string{"a.example.com"}
+	k1, k2 := ecKey(t), ecKey(t)
+	b1 := &Bundle{[][]byte{root.issue(t, leafOpts{dns: names, key: k1})}, k1}
+	b2 := &Bundle{[][]byte{root.issue(t, leafOpts{dns: names, key: k2})}, k2}
+	errAudit := errors.New("audit full")
+	if _, err := m.InstallPendingWith(b1, names, SourceUpload, func(*store.Tx, Info) error { return errAudit }); !errors.Is(err, errAudit) {
+		t.Fatalf("install: %v", err)
+	}
+	if _, pending := m.Pending(); pending || m.Fingerprint() != self {
+		t.Fatalf("failed install left pending=%v serving %s", pending, m.Fingerprint())
+	}
+	if _, err := m.InstallPending(b1, names, SourceUpload); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.ConfirmPendingWith(func(*store.Tx) error { return errAudit }); !errors.Is(err, errAudit) {
+		t.Fatalf("confirm: %v", err)
+	}
+	if _, pending := m.Pending(); !pending {
+		t.Fatal("failed confirm dropped the pending certificate")
+	}
+	if err := m.RevertPendingWith(func(*store.Tx, Info) error { return errAudit }); !errors.Is(err, errAudit) {
+		t.Fatalf("revert: %v", err)
+	}
+	if _, pending := m.Pending(); !pending {
+		t.Fatal("failed revert dropped the pending certificate")
+	}
+	if err := m.ConfirmPending(); err != nil {
+		t.Fatal(err)
+	}
+	fp1 := m.Fingerprint()
+	if err := m.Install(b2, names, SourceUpload); err != nil {
+		t.Fatal(err)
+	}
+	fp2 := m.Fingerprint()
+	var was, now2 Info
+	err := m.RollbackWith(func(_ *store.Tx, before, after Info) error { was, now2 = before, after; return errAudit })
+	if !errors.Is(err, errAudit) || m.Fingerprint() != fp2 {
+		t.Fatalf("failed rollback: %v, serving %s want %s", err, m.Fingerprint(), fp2)
+	}
+	if was.Fingerprint != fp2 || now2.Fingerprint != fp1 {
+		t.Errorf("rollback told before %s after %s, want %s and %s", was.Fingerprint, now2.Fingerprint, fp2, fp1)
+	}
+	if err := m.Rollback(); err != nil || m.Fingerprint() != fp1 {
+		t.Fatalf("rollback: %v, serving %s", err, m.Fingerprint())
 	}
 }

@@ -50,6 +50,7 @@ type SecurityLog interface {
 // AuditLog receives the scheduler's audit entries (*audit.Log).
 type AuditLog interface {
 	Record(audit.Event) error
+	RecordTx(*store.Tx, audit.Event) error
 }
 
 // ACMESchedulerConfig is what the scheduler needs; all fields but Logger
@@ -186,7 +187,6 @@ func (s *ACMEScheduler) attempt(ctx context.Context, force bool) time.Duration {
 		s.log.Info("acme: certificate due", "reason", why, "names", set.Names)
 	}
 	s.setStatus(func(st *ACMEStatus) { st.State, st.LastAttempt = ACMERunning, now })
-	before := s.certs.Current()
 	err = s.obtain(ctx, set)
 	if ctx.Err() != nil {
 		// Shutting down mid-order is not a failure worth reporting.
@@ -209,15 +209,12 @@ func (s *ACMEScheduler) attempt(ctx context.Context, force bool) time.Duration {
 		s.log.Warn("acme: certificate not obtained; the current one stays in use", "err", err, "retry_in", wait)
 		return wait
 	}
-	after := s.certs.Current()
+	after := s.certs.Current() // the audit entry went in with it (obtain)
 	s.setStatus(func(st *ACMEStatus) {
 		st.State, st.LastError, st.Failures = ACMEIdle, "", 0
 		st.LastSuccess, st.NextCheck = time.Now(), time.Now().Add(acmeCheckEvery)
 	})
 	s.security.Record(logs.Event{Kind: KindACMEIssued, User: target, Reason: "fingerprint " + after.Fingerprint})
-	if aerr := s.audit.Record(audit.Event{Actor: "system", Action: "certs.acme", Target: target, Before: before, After: after}); aerr != nil {
-		s.log.Error("acme: audit", "err", aerr)
-	}
 	s.log.Info("acme: certificate installed", "fingerprint", after.Fingerprint, "names", after.DNSNames, "not_after", after.NotAfter)
 	return acmeCheckEvery
 }
@@ -241,6 +238,9 @@ func (s *ACMEScheduler) obtain(ctx context.Context, set ACMESettings) error {
 	a, err := NewACME(s.db, s.certs, ACMEConfig{
 		DirectoryURL: set.DirectoryURL, Names: set.Names, Contact: set.Contact(),
 		Challenge: set.Challenge, Challenges: s.ch, HTTPClient: client, Logger: s.log,
+		Installed: func(tx *store.Tx, before, after Info) error {
+			return s.audit.RecordTx(tx, audit.Event{Actor: "system", Action: "certs.acme", Target: strings.Join(set.Names, ","), Before: before, After: after})
+		},
 	})
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package certs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/certs/pebbletest"
 	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 	"github.com/edgepbx/edgepbx/qemu/netnstest"
 )
@@ -114,6 +116,21 @@ func TestACMESchedulerAttempts(t *testing.T) {
 	if mgr.Current().Fingerprint == first.Fingerprint {
 		t.Fatal("a forced renewal kept the certificate")
 	}
+	// The new certificate and its audit entry are one transaction: an
+	// entry that cannot be written leaves the certificate as it was.
+	second := mgr.Current()
+	s.audit = txFailingAudit{al}
+	s.attempt(ctx, true)
+	if mgr.Current().Fingerprint != second.Fingerprint || s.Status().State != ACMEFailed {
+		t.Fatalf("renewal whose audit entry failed: serving %s (was %s), status %+v", mgr.Current().Fingerprint, second.Fingerprint, s.Status())
+	}
+	if e := lastAudit(t, al); e.Action != "certs.acme" || e.Outcome != audit.Failed {
+		t.Fatalf("audit %+v", e)
+	}
+	s.audit = al
+	if s.attempt(ctx, true); mgr.Current().Fingerprint == second.Fingerprint || s.Status().State != ACMEIdle {
+		t.Fatalf("renewal after the audit failure: status %+v", s.Status())
+	}
 
 	again, err := NewACMEScheduler(ACMESchedulerConfig{DB: db, Certs: mgr, Security: sec, Audit: al, Logger: quiet})
 	if err != nil {
@@ -155,4 +172,12 @@ func lastAudit(t *testing.T, l *audit.Log) audit.Entry {
 		t.Fatalf("audit entry %d: %v %v", h.Seq, es, err)
 	}
 	return es[0]
+}
+
+// txFailingAudit records alone but fails inside a transaction, like a
+// chain that cannot take the entry committed with a change.
+type txFailingAudit struct{ *audit.Log }
+
+func (txFailingAudit) RecordTx(*store.Tx, audit.Event) error {
+	return errors.New("audit entry refused")
 }
