@@ -5,7 +5,7 @@ SHELL := /bin/bash
 GO ?= go
 BOARD ?= qemu-x86_64
 GOTEST_TIMEOUT ?= 30m
-E2E_TIMEOUT ?= 45m
+E2E_TIMEOUT ?= 75m
 # Packages whose tests boot QEMU run alone after the rest, so TCG guests do not
 # compete with the race-detector build for the 2 CPUs.
 E2E_PKGS := ./qemu/e2e/...
