@@ -154,6 +154,12 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		if err != nil {
 			d.close() // d, not the (nil) result: release what was opened
 		}
+		// A sealed value that does not open (a wrong device key, a damaged
+		// or mis-restored record) stays so across restarts: stay down in
+		// PID 1's safe state rather than restart until the watchdog fires.
+		if errors.Is(err, store.ErrUnseal) && !errors.Is(err, errStayDown) {
+			err = fmt.Errorf("%w: %w", errStayDown, err)
+		}
 	}()
 	if d.id, err = takeIdentity(cfg, log); err != nil {
 		return nil, err
