@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/edgepbx/edgepbx/drivers/dmi"
+	"github.com/edgepbx/edgepbx/init/atomicfile"
 )
 
 // Identity is the box's persistent identity.
@@ -106,43 +107,14 @@ func readFile(dir, name string, valid func([]byte) bool) ([]byte, error) {
 	return b, nil
 }
 
-// writeAtomic writes a 0600 file via an fsync'd temporary file, a rename and
-// a directory fsync, so a power cut leaves either nothing or the whole file.
-func writeAtomic(dir, name string, data []byte) (err error) {
-	p := filepath.Join(dir, name)
-	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("identity: write %s: %w", p, err)
+// writeAtomic writes a 0600 file so that a power cut leaves either the old
+// or the whole new one (atomicfile: fsync'd temp file, rename, directory
+// fsync).
+func writeAtomic(dir, name string, data []byte) error {
+	if err := atomicfile.Write(filepath.Join(dir, name), data, 0o600); err != nil {
+		return fmt.Errorf("identity: %w", err)
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-			err = fmt.Errorf("identity: write %s: %w", p, err)
-		}
-	}()
-	if err = f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, p); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return nil
 }
 
 func randomString(n int) string {

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/edgepbx/edgepbx/init/atomicfile"
 )
 
 // readKeyFile returns a 32-byte key file, nil (no error) when it is absent.
@@ -47,38 +49,14 @@ func exists(dir, name string) bool {
 	return err == nil
 }
 
-// writeAtomic writes a 0600 file via an fsync'd temporary file, a rename and
-// a directory fsync, so a power cut leaves either nothing or the whole file.
-func writeAtomic(dir, name string, data []byte) (err error) {
-	p := filepath.Join(dir, name)
-	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("keys: write %s: %w", p, err)
+// writeAtomic writes a 0600 file so that a power cut leaves either the old
+// or the whole new one (atomicfile: fsync'd temp file, rename, directory
+// fsync).
+func writeAtomic(dir, name string, data []byte) error {
+	if err := atomicfile.Write(filepath.Join(dir, name), data, 0o600); err != nil {
+		return fmt.Errorf("keys: %w", err)
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-			err = fmt.Errorf("keys: write %s: %w", p, err)
-		}
-	}()
-	if err = f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, p); err != nil {
-		return err
-	}
-	return syncDir(dir)
+	return nil
 }
 
 // wipeFile overwrites a file with zeros in place, fsyncs it, removes it and
