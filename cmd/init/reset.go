@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"github.com/edgepbx/edgepbx/drivers/button"
 	"github.com/edgepbx/edgepbx/init/control"
 	"github.com/edgepbx/edgepbx/init/identity"
+	"github.com/edgepbx/edgepbx/init/keys"
 	"github.com/edgepbx/edgepbx/init/reset"
 	"github.com/edgepbx/edgepbx/init/shutdown"
 )
@@ -24,12 +26,24 @@ const (
 	confirmWord    = "ERASE"
 )
 
-// eraseKeys destroys the key material before anything else is wiped. It
-// is the one place that knows where keys live: today the device key file;
-// with the TPM, the sealed object's eviction goes here.
+// eraseKeys destroys the key material before anything else is wiped: the
+// TPM's sealed device key (evicted), the passphrase-wrapped or plain device
+// key and every wrapped data key (keys.Erase), plus a legacy device key
+// file. A reset at boot runs before the key hierarchy is opened, so the
+// TPM is looked up here when it was not yet. The NV floors are kept.
 func (b *box) eraseKeys() error {
-	err := reset.EraseKeyFile(filepath.Join(identityDir, identity.DeviceKeyFile))
+	tpm := b.tpm
+	if tpm == nil {
+		tpm = b.tpmOpener()
+	}
+	err := errors.Join(keys.Erase(identityDir, tpm),
+		reset.EraseKeyFile(filepath.Join(identityDir, identity.DeviceKeyFile)))
 	clear(b.id.DeviceKey)
+	if b.keys != nil {
+		for _, p := range keys.Purposes {
+			clear(b.keys.DataKey(p))
+		}
+	}
 	return err
 }
 

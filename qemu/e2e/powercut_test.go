@@ -23,6 +23,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/image"
+	"github.com/edgepbx/edgepbx/init/keys"
 	"github.com/edgepbx/edgepbx/qemu"
 )
 
@@ -378,7 +379,8 @@ func (a *acked) burst(t *testing.T, c *cutClient, vm *qemu.VM, round, phase int,
 // check included) and unseals every acknowledged secret with the device key.
 func checkStoreOnHost(t *testing.T, disk string, st *acked) {
 	t.Helper()
-	key := readDiskFile(t, disk, "/identity/device.key")
+	_, _, ring := diskKeys(t, disk)
+	key := ring.DataKey(keys.Store)
 	dbFile := filepath.Join(t.TempDir(), "edgepbx.db")
 	if err := os.WriteFile(dbFile, readDiskFile(t, disk, "/edgepbx.db"), 0o600); err != nil {
 		t.Fatal(err)

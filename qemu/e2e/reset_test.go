@@ -18,6 +18,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/image"
+	"github.com/edgepbx/edgepbx/init/keys"
 	"github.com/edgepbx/edgepbx/qemu"
 )
 
@@ -77,6 +78,34 @@ func telephonyWithTrunk(version int64, ext string) pbxconfig.Telephony {
 }
 
 // readDiskFile reads a file out of the (not running) ext4 data disk.
+// diskKeys reads the key hierarchy of a box without a TPM off its raw
+// data disk (the plain device key and the wrapped data keys) and opens it
+// on the host: what an attacker holding such a disk gets.
+func diskKeys(t *testing.T, disk string) (kek []byte, wrapped map[keys.Purpose][]byte, ring *keys.Ring) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, keys.DataKeyDir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	kek = readDiskFile(t, disk, "/identity/"+keys.PlainFile)
+	if err := os.WriteFile(filepath.Join(dir, keys.PlainFile), kek, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wrapped = map[keys.Purpose][]byte{}
+	for _, p := range keys.Purposes {
+		name := string(p) + ".key"
+		wrapped[p] = readDiskFile(t, disk, "/identity/"+keys.DataKeyDir+"/"+name)
+		if err := os.WriteFile(filepath.Join(dir, keys.DataKeyDir, name), wrapped[p], 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ring, err := keys.Open(dir, keys.Options{})
+	if err != nil {
+		t.Fatalf("key hierarchy on the disk: %v", err)
+	}
+	return kek, wrapped, ring
+}
+
 func readDiskFile(t *testing.T, disk, path string) []byte {
 	t.Helper()
 	out, err := exec.Command("debugfs", "-R", "cat "+path, disk).Output()
@@ -160,17 +189,19 @@ func TestX86FactoryReset(t *testing.T) {
 	backupFile := a.raw(http.StatusOK, "GET", "/api/v1/backups/"+made.Name, nil)
 	powerdown(t, vm)
 
-	oldKey := readDiskFile(t, disk, "/identity/device.key")
+	oldKey, wrapped, _ := diskKeys(t, disk)
 	if len(oldKey) != 32 {
 		t.Fatalf("device key on disk: %d bytes", len(oldKey))
 	}
 	needles := map[string][]byte{
-		"device key":     oldKey,
-		"device key hex": []byte(hex.EncodeToString(oldKey)),
-		"trunk password": []byte(trunkPW),
-		"owner password": []byte(ownerPW),
-		"backup key":     []byte(key.Identity),
-		"clear marker":   []byte(clearMarker),
+		"device key":         oldKey,
+		"device key hex":     []byte(hex.EncodeToString(oldKey)),
+		"wrapped store key":  wrapped[keys.Store],
+		"wrapped backup key": wrapped[keys.Backup],
+		"trunk password":     []byte(trunkPW),
+		"owner password":     []byte(ownerPW),
+		"backup key":         []byte(key.Identity),
+		"clear marker":       []byte(clearMarker),
 	}
 	for u, pw := range extPW {
 		needles["extension "+u+" password"] = []byte(pw)
