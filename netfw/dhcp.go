@@ -180,13 +180,28 @@ func (f *Firewall) RecheckDHCPServer() []string {
 // to a full socket buffer).
 const dhcpRecheckPoll = 10 * time.Second
 
-// WatchDHCPServer runs RecheckDHCPServer on every link and address change
+// A change is checked once the interfaces have been quiet for
+// dhcpRecheckQuiet (at most dhcpRecheckMax after its first event): a
+// network apply flushes an interface's addresses and adds the new ones a
+// few milliseconds later, and the interface without an address in between
+// must not close a port the server goes on using. The server itself reacts
+// at once to the same events (provision.RunDHCP), so an address that is
+// really gone stops it before the port closes.
+const (
+	dhcpRecheckQuiet = 300 * time.Millisecond
+	dhcpRecheckMax   = 2 * time.Second
+)
+
+// WatchDHCPServer runs RecheckDHCPServer after link and address changes
 // in the firewall's namespace (the network committer's apply and revert,
 // a DHCP client's lease, a VLAN removed) and every dhcpRecheckPoll, until
 // ctx ends.
 func (f *Firewall) WatchDHCPServer(ctx context.Context) {
 	tick := time.NewTicker(dhcpRecheckPoll)
 	defer tick.Stop()
+	quiet := time.NewTimer(time.Hour)
+	quiet.Stop()
+	var first time.Time // of the changes not checked yet; zero: none
 	var addrs chan netlink.AddrUpdate
 	var links chan netlink.LinkUpdate
 	var done chan struct{}
@@ -212,6 +227,13 @@ func (f *Firewall) WatchDHCPServer(ctx context.Context) {
 	}
 	subscribe()
 	defer func() { close(done) }()
+	changed := func() {
+		now := time.Now()
+		if first.IsZero() {
+			first = now
+		}
+		quiet.Reset(min(dhcpRecheckQuiet, max(first.Add(dhcpRecheckMax).Sub(now), 0)))
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -220,15 +242,20 @@ func (f *Firewall) WatchDHCPServer(ctx context.Context) {
 			if !ok {
 				addrs = nil // a socket error closed it: subscribed again at the next tick
 			}
+			changed()
 		case _, ok := <-links:
 			if !ok {
 				links = nil
 			}
+			changed()
+		case <-quiet.C:
+			first = time.Time{}
+			f.RecheckDHCPServer()
 		case <-tick.C:
 			if addrs == nil || links == nil {
 				subscribe()
 			}
+			f.RecheckDHCPServer()
 		}
-		f.RecheckDHCPServer()
 	}
 }

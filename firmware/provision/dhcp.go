@@ -267,15 +267,16 @@ func (s *Service) RunDHCP(ctx context.Context, cfg DHCPConfig) {
 			s.setDHCPState("failed", err.Error())
 			s.log.Warn("dhcp: server stopped", "iface", set.Interface, "err", err)
 		}
-		if err != nil && runCtx.Err() == nil {
+		if err != nil {
 			// Not serving: try again when the settings or the
 			// addresses change.
 			select {
 			case <-runCtx.Done():
 			case <-w.changes():
 			}
+		} else {
+			<-runCtx.Done()
 		}
-		<-runCtx.Done()
 		cancel()
 	}
 }
