@@ -21,7 +21,9 @@ func profileSubscribe(p *phone, mac string) string {
 // hands over and answers as told.
 type profilesFunc func(msg []byte, src netip.Addr) (string, string, bool)
 
-func (f profilesFunc) ProfileURL(msg []byte, src netip.Addr) (string, string, bool) { return f(msg, src) }
+func (f profilesFunc) ProfileURL(msg []byte, src netip.Addr) (string, string, bool) {
+	return f(msg, src)
+}
 
 // TestProfileSubscribeBranch: without Profiles a ua-profile SUBSCRIBE
 // takes the ordinary path (a challenge: the branch swallows nothing);
