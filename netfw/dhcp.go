@@ -1,11 +1,13 @@
 package netfw
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"syscall"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -132,4 +134,128 @@ func coveredBy(p netip.Prefix, list []netip.Prefix) bool {
 		}
 	}
 	return false
+}
+
+// RecheckDHCPServer closes UDP 67 on every interface that no longer
+// qualifies (gone, without an IPv4 address, or with a subnet outside the
+// phones' zones): an opening follows the interface's addresses, not only
+// the request that made it. It returns the interfaces it closed.
+func (f *Firewall) RecheckDHCPServer() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.dhcpIfs) == 0 || f.ready() != nil {
+		return nil
+	}
+	var closing []string
+	var elems []nftables.SetElement
+	for name := range f.dhcpIfs {
+		if err := f.phonesIface(name, f.applied.Phones); err != nil {
+			f.log.Warn("netfw: closing the DHCP server port", "iface", name, "err", err)
+			closing = append(closing, name)
+			elems = append(elems, nftables.SetElement{Key: ifNameKey(name)})
+		}
+	}
+	if len(closing) == 0 {
+		return nil
+	}
+	set := &nftables.Set{Table: f.table(), Name: setDHCPIf, KeyType: nftables.TypeIFName}
+	err := f.nlDo(func(cc *nftables.Conn) error {
+		if err := cc.SetDeleteElements(set, elems); err != nil {
+			return err
+		}
+		return cc.Flush()
+	})
+	if err != nil && !errors.Is(err, syscall.ENOENT) {
+		// The next change or poll tries again; the entries stay listed.
+		f.log.Error("netfw: close the DHCP server port", "ifaces", closing, "err", err)
+		return nil
+	}
+	for _, n := range closing {
+		delete(f.dhcpIfs, n)
+	}
+	return closing
+}
+
+// dhcpRecheckPoll re-checks the openings without a notification (one lost
+// to a full socket buffer).
+const dhcpRecheckPoll = 10 * time.Second
+
+// A change is checked once the interfaces have been quiet for
+// dhcpRecheckQuiet (at most dhcpRecheckMax after its first event): a
+// network apply flushes an interface's addresses and adds the new ones a
+// few milliseconds later, and the interface without an address in between
+// must not close a port the server goes on using. The server itself reacts
+// at once to the same events (provision.RunDHCP), so an address that is
+// really gone stops it before the port closes.
+const (
+	dhcpRecheckQuiet = 300 * time.Millisecond
+	dhcpRecheckMax   = 2 * time.Second
+)
+
+// WatchDHCPServer runs RecheckDHCPServer after link and address changes
+// in the firewall's namespace (the network committer's apply and revert,
+// a DHCP client's lease, a VLAN removed) and every dhcpRecheckPoll, until
+// ctx ends.
+func (f *Firewall) WatchDHCPServer(ctx context.Context) {
+	tick := time.NewTicker(dhcpRecheckPoll)
+	defer tick.Stop()
+	quiet := time.NewTimer(time.Hour)
+	quiet.Stop()
+	var first time.Time // of the changes not checked yet; zero: none
+	var addrs chan netlink.AddrUpdate
+	var links chan netlink.LinkUpdate
+	var done chan struct{}
+	subscribe := func() {
+		if done != nil {
+			close(done)
+		}
+		done = make(chan struct{})
+		addrs, links = make(chan netlink.AddrUpdate, 64), make(chan netlink.LinkUpdate, 64)
+		var ns *netns.NsHandle
+		if f.netnsFD != 0 {
+			h := netns.NsHandle(f.netnsFD)
+			ns = &h
+		}
+		if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{Namespace: ns}); err != nil {
+			f.log.Warn("netfw: address changes seen by polling only", "err", err)
+			addrs = nil
+		}
+		if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{Namespace: ns}); err != nil {
+			f.log.Warn("netfw: link changes seen by polling only", "err", err)
+			links = nil
+		}
+	}
+	subscribe()
+	defer func() { close(done) }()
+	changed := func() {
+		now := time.Now()
+		if first.IsZero() {
+			first = now
+		}
+		quiet.Reset(min(dhcpRecheckQuiet, max(first.Add(dhcpRecheckMax).Sub(now), 0)))
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-addrs:
+			if !ok {
+				addrs = nil // a socket error closed it: subscribed again at the next tick
+			}
+			changed()
+		case _, ok := <-links:
+			if !ok {
+				links = nil
+			}
+			changed()
+		case <-quiet.C:
+			first = time.Time{}
+			f.RecheckDHCPServer()
+		case <-tick.C:
+			if addrs == nil || links == nil {
+				subscribe()
+			}
+			f.RecheckDHCPServer()
+		}
+	}
 }

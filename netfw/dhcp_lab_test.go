@@ -26,7 +26,10 @@ import (
 // once closed. PID 1 refuses, naming "interface", an interface that does
 // not exist, the loopback, a malformed name and the WAN interface (its
 // subnet is in no zone the provisioning service is open to); a policy
-// that stops opening provisioning to the phones' zone closes the port.
+// that stops opening provisioning to the phones' zone closes the port, and
+// so does the phones interface's address leaving the zone (PID 1 watches
+// the addresses itself: WatchDHCPServer), while a new address inside the
+// zone keeps it open.
 func TestDHCPServerPort(t *testing.T) {
 	netnstest.Require(t, "nft")
 	box, phone, wan := netnstest.New(t), netnstest.New(t), netnstest.New(t)
@@ -67,6 +70,9 @@ func TestDHCPServerPort(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go srv.Serve(ctx)
+	watched := make(chan struct{})
+	go func() { fw.WatchDHCPServer(ctx); close(watched) }()
+	defer func() { cancel(); <-watched }()
 	cl, err := control.Dial(path)
 	if err != nil {
 		t.Fatal(err)
@@ -204,4 +210,47 @@ func TestDHCPServerPort(t *testing.T) {
 		t.Errorf("open after provisioning left the zone: %v", got)
 	}
 	dropped("after the policy change")
+
+	// The phones interface renumbered inside the zone: still open.
+	if err := fw.Apply(netfw.DefaultPolicy()); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.SetDHCPServer(ctx, "ph0", true); err != nil {
+		t.Fatal(err)
+	}
+	renumber := func(from, to string) {
+		t.Helper()
+		link, err := bh.LinkByName("ph0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []struct {
+			prefix string
+			op     func(netlink.Link, *netlink.Addr) error
+		}{{from, bh.AddrDel}, {to, bh.AddrAdd}} {
+			a, err := netlink.ParseAddr(p.prefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.op(link, a); err != nil {
+				t.Fatalf("%s: %v", p.prefix, err)
+			}
+		}
+	}
+	renumber("10.20.0.1/24", "10.30.0.1/24")
+	if closed := fw.RecheckDHCPServer(); len(closed) != 0 {
+		t.Fatalf("renumbered inside the zone, closed %v", closed)
+	}
+	admitted("after renumbering inside the zone")
+	// Out of the zone: closed without anyone asking.
+	renumber("10.30.0.1/24", "198.51.100.1/24")
+	for deadline := time.Now().Add(30 * time.Second); len(fw.DHCPServerInterfaces()) != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("still open after ph0 left the zone: %v", fw.DHCPServerInterfaces())
+		}
+	}
+	dropped("after ph0 left the zone")
+	if err := cl.SetDHCPServer(ctx, "ph0", true); err == nil {
+		t.Fatal("opened again outside the zone")
+	}
 }

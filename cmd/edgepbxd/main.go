@@ -107,7 +107,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	// started by hand or by a test never takes those ports by surprise.
 	fs.StringVar(&c.provHTTPSAddr, "prov-https", "", "phone provisioning HTTPS listen address (PID 1 passes :8443); \"\" disables")
 	fs.StringVar(&c.provHTTPAddr, "prov-http", "", "phone provisioning bootstrap, plain HTTP with no secrets (PID 1 passes :8080); \"\" disables")
-	fs.BoolVar(&c.pnp, "pnp", false, "answer SIP plug-and-play (multicast SUBSCRIBE Event: ua-profile) with the provisioning URL (PID 1 passes it)")
+	fs.BoolVar(&c.pnp, "pnp", false, "answer SIP plug-and-play (SUBSCRIBE Event: ua-profile, multicast to 224.0.1.75 and unicast to the SIP port) with the provisioning URL (PID 1 passes it)")
 	fs.StringVar(&c.provHost, "prov-host", "", "the box's name or address as phones reach it (must be in its certificate); default: derived")
 	fs.StringVar(&c.licenseURL, "license-url", "", "licence server `URL` (https://host[:port]); empty: no phone-home configured")
 	fs.StringVar(&c.licenseID, "license-id", "", "licence id sent with each check-in (default: the box serial)")

@@ -84,6 +84,10 @@ func (d *daemon) newProvision(banner sipedge.Banner) error {
 		return fmt.Errorf("provisioning: %w", err)
 	}
 	d.pnp = d.listenPnP()
+	if d.cfg.pnp && d.sip != nil {
+		// The same rules for the SUBSCRIBEs phones send to the SIP port itself.
+		d.sip.SetProfiles(d.prov.UnicastPnP(d.phonesZone))
+	}
 	d.log.Info("provisioning: listening", "https", d.provLn.Addr().String(), "bootstrap", d.cfg.provHTTPAddr)
 	return nil
 }
@@ -178,14 +182,17 @@ func (d *daemon) listenPnP() *provision.PnP {
 	if !ok || a == nil {
 		return nil
 	}
-	p, err := d.prov.ListenPnP(provision.PnPConfig{Port: a.Port,
-		Zone: func() []netip.Prefix { return d.sip.Settings().AllowedZones }})
+	p, err := d.prov.ListenPnP(provision.PnPConfig{Port: a.Port, Zone: d.phonesZone})
 	if err != nil {
 		d.log.Warn("pnp: not answering", "err", err)
 		return nil
 	}
 	return p
 }
+
+// phonesZone is where SIP PnP is answered: the SIP edge's zones, read at
+// each request so settings changes apply.
+func (d *daemon) phonesZone() []netip.Prefix { return d.sip.Settings().AllowedZones }
 
 func boolInt(b bool) int {
 	if b {

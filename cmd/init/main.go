@@ -453,6 +453,9 @@ func (b *box) installFirewall() error {
 		return haltf("firewall: %w", err)
 	}
 	b.fw = fw
+	// UDP 67 for the phones' DHCP server follows the interfaces' addresses
+	// (network commit and revert, leases), whatever edgepbxd asks.
+	go fw.WatchDHCPServer(b.ctx)
 	b.policy = netfw.NewCommitter(fw, netfw.DefaultPolicy(), netfw.WithCommitLogger(b.log), netfw.WithRevertHook(b.policyReverted))
 	return nil
 }

@@ -217,10 +217,24 @@ func (s *Service) setDHCPState(state, detail string) {
 	s.mu.Unlock()
 }
 
+// errIfaceChanged ends a serving run: the interface's address or subnet
+// is not what the server started with.
+var errIfaceChanged = errors.New("dhcp: the interface's address changed")
+
 // RunDHCP runs the DHCP server as the settings say, restarting it when
-// they change, until ctx ends. The server runs on the calling goroutine,
-// so its sockets belong to the caller's network namespace.
+// they change and when the interface's IPv4 address, subnet or identity
+// changes (it then re-checks the pool against the new subnet, probes and
+// asks PID 1 to open UDP 67 again), until ctx ends. A server that could
+// not start is retried after the next address change. The server runs on
+// the calling goroutine, so its sockets belong to the caller's network
+// namespace.
 func (s *Service) RunDHCP(ctx context.Context, cfg DHCPConfig) {
+	w, err := newIfWatch()
+	if err != nil {
+		s.log.Warn("dhcp: address changes seen by polling only", "err", err)
+	} else {
+		defer w.Close()
+	}
 	for ctx.Err() == nil {
 		set := s.settings().DHCP
 		runCtx, cancel := context.WithCancel(ctx)
@@ -233,27 +247,43 @@ func (s *Service) RunDHCP(ctx context.Context, cfg DHCPConfig) {
 		}()
 		if !set.Enabled {
 			s.setDHCPState("off", "")
-		} else {
-			err := s.serveDHCP(runCtx, set, cfg)
-			switch {
-			case errors.Is(err, ErrOtherDHCPServer):
-				s.setDHCPState("refused", err.Error())
-				if s.deps.Security != nil {
-					s.deps.Security.Record(logs.Event{Kind: KindDHCPRefused, Reason: err.Error()})
-				}
-				s.log.Warn("dhcp: not started", "iface", set.Interface, "err", err)
-			case err != nil:
-				s.setDHCPState("failed", err.Error())
-				s.log.Warn("dhcp: server stopped", "iface", set.Interface, "err", err)
-			}
+			<-runCtx.Done()
+			cancel()
+			continue
 		}
-		<-runCtx.Done()
+		err := s.serveDHCP(runCtx, set, cfg, w)
+		switch {
+		case errors.Is(err, errIfaceChanged):
+			s.log.Info("dhcp: the interface's address changed: starting again", "iface", set.Interface)
+			cancel()
+			continue
+		case errors.Is(err, ErrOtherDHCPServer):
+			s.setDHCPState("refused", err.Error())
+			if s.deps.Security != nil {
+				s.deps.Security.Record(logs.Event{Kind: KindDHCPRefused, Reason: err.Error()})
+			}
+			s.log.Warn("dhcp: not started", "iface", set.Interface, "err", err)
+		case err != nil:
+			s.setDHCPState("failed", err.Error())
+			s.log.Warn("dhcp: server stopped", "iface", set.Interface, "err", err)
+		}
+		if err != nil {
+			// Not serving: try again when the settings or the
+			// addresses change.
+			select {
+			case <-runCtx.Done():
+			case <-w.changes():
+			}
+		} else {
+			<-runCtx.Done()
+		}
 		cancel()
 	}
 }
 
-// serveDHCP probes the link, then serves until ctx ends.
-func (s *Service) serveDHCP(ctx context.Context, set DHCPSettings, cfg DHCPConfig) error {
+// serveDHCP probes the link, then serves until ctx ends or the interface
+// changes (errIfaceChanged).
+func (s *Service) serveDHCP(ctx context.Context, set DHCPSettings, cfg DHCPConfig, w *ifWatch) error {
 	if cfg.Port == 0 {
 		cfg.Port = dhcpv4.ServerPort
 	}
@@ -271,6 +301,7 @@ func (s *Service) serveDHCP(ctx context.Context, set DHCPSettings, cfg DHCPConfi
 	if err != nil {
 		return err
 	}
+	started := ifaceState{index: ifi.Index, self: self, bits: maskBits(mask)}
 	subnet := netip.PrefixFrom(self, maskBits(mask)).Masked()
 	if !subnet.Contains(set.PoolStart) || !subnet.Contains(set.PoolEnd) {
 		return fmt.Errorf("dhcp: pool %s–%s is not inside %s's subnet %s", set.PoolStart, set.PoolEnd, set.Interface, subnet)
@@ -280,6 +311,9 @@ func (s *Service) serveDHCP(ctx context.Context, set DHCPSettings, cfg DHCPConfi
 		return err
 	} else if other.IsValid() {
 		return fmt.Errorf("%w: %s offered an address on %s; not starting", ErrOtherDHCPServer, other, set.Interface)
+	}
+	if cur, err := readIface(set.Interface); err != nil || cur != started {
+		return errIfaceChanged // during the probe
 	}
 	if cfg.Firewall != nil {
 		if err := cfg.Firewall(ctx, set.Interface, true); err != nil {
@@ -312,20 +346,44 @@ func (s *Service) serveDHCP(ctx context.Context, set DHCPSettings, cfg DHCPConfi
 		s.mu.Unlock()
 	}()
 	s.log.Info("dhcp: serving", "iface", set.Interface, "pool", set.PoolStart.String()+"-"+set.PoolEnd.String(), "option66", s.bootURL())
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
+	// The socket is bound: it reads on another goroutine, while this one
+	// (in the server's namespace) re-reads the interface when it changes.
+	// The socket closes before the firewall opening (deferred above).
+	read := make(chan error, 1)
+	go func() { read <- d.serve(cfg.ClientPort) }()
+	defer func() { conn.Close(); <-read }()
+	poll := time.NewTicker(ifPoll)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-read:
+			read <- nil // for the deferred wait
+			return err
+		case <-w.changes():
+		case <-poll.C:
+		}
+		if cur, err := readIface(set.Interface); err != nil || cur != started {
+			return errIfaceChanged
+		}
+	}
+}
+
+// serve answers datagrams until the socket closes.
+func (d *DHCP) serve(clientPort int) error {
 	buf := make([]byte, maxDHCPPacket+1)
 	for {
-		n, from, err := conn.ReadFromUDPAddrPort(buf)
+		n, from, err := d.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
-			if ctx.Err() != nil {
+			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			return fmt.Errorf("dhcp: read: %w", err)
 		}
-		if reply, to := d.Handle(buf[:n], from, cfg.ClientPort); reply != nil {
-			if _, err := conn.WriteToUDPAddrPort(reply, to); err != nil {
-				s.log.Debug("dhcp: send", "to", to, "err", err)
+		if reply, to := d.Handle(buf[:n], from, clientPort); reply != nil {
+			if _, err := d.conn.WriteToUDPAddrPort(reply, to); err != nil {
+				d.svc.log.Debug("dhcp: send", "to", to, "err", err)
 			}
 		}
 	}

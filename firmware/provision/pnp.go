@@ -56,9 +56,11 @@ type PnPConfig struct {
 	Zone func() []netip.Prefix
 }
 
-// PnPStats are the responder's counters (Phones page, metrics).
+// PnPStats are the responders' counters (Phones page, metrics): the
+// multicast listener and the SIP edge's unicast path share them.
 type PnPStats struct {
-	Listening   bool     `json:"listening"`
+	Listening   bool     `json:"listening"` // the multicast group is joined
+	Unicast     bool     `json:"unicast"`   // the SIP edge hands unicast SUBSCRIBEs over
 	Interfaces  []string `json:"interfaces,omitempty"`
 	Answered    uint64   `json:"answered"`
 	Unknown     uint64   `json:"unknown"`      // MAC not known: silence, listed as asking
@@ -76,10 +78,16 @@ type PnP struct {
 	cfg    PnPConfig
 	ifaces []string
 	local  map[int]netip.Addr // interface index -> its IPv4 address (Via, Contact)
+}
 
+// pnpGate is what both PnP paths (multicast here, unicast through the SIP
+// edge) share: the rate limits and the counters, so a phone or a prober
+// gets one budget whichever way it asks. The Service owns one.
+type pnpGate struct {
 	mu      sync.Mutex
 	sources map[netip.Addr]*bucket
 	global  bucket
+	unicast atomic.Bool // UnicastPnP was handed out
 
 	answered, unknown, outside, bad, limited atomic.Uint64
 }
@@ -144,7 +152,7 @@ func (s *Service) ListenPnP(cfg PnPConfig) (*PnP, error) {
 		conn.Close()
 		return nil, fmt.Errorf("pnp: reply socket: %w", err)
 	}
-	p := &PnP{svc: s, conn: conn, reply: reply, cfg: cfg, sources: map[netip.Addr]*bucket{}, local: map[int]netip.Addr{}}
+	p := &PnP{svc: s, conn: conn, reply: reply, cfg: cfg, local: map[int]netip.Addr{}}
 	names := cfg.Interfaces
 	if len(names) == 0 {
 		ifs, err := net.Interfaces()
@@ -223,23 +231,30 @@ func (p *PnP) Close() error {
 
 // Stats returns the counters.
 func (p *PnP) Stats() PnPStats {
-	return PnPStats{Listening: true, Interfaces: append([]string(nil), p.ifaces...), Answered: p.answered.Load(), Unknown: p.unknown.Load(),
-		OutsideZone: p.outside.Load(), Bad: p.bad.Load(), Limited: p.limited.Load()}
+	st := p.svc.pnpGate.stats()
+	st.Listening, st.Interfaces = true, append([]string(nil), p.ifaces...)
+	return st
 }
 
-// PnPStats reports the responder's counters (Listening false when off).
+func (g *pnpGate) stats() PnPStats {
+	return PnPStats{Unicast: g.unicast.Load(), Answered: g.answered.Load(), Unknown: g.unknown.Load(),
+		OutsideZone: g.outside.Load(), Bad: g.bad.Load(), Limited: g.limited.Load()}
+}
+
+// PnPStats reports the responders' counters (Listening false when the
+// multicast responder is off).
 func (s *Service) PnPStats() PnPStats {
 	s.mu.Lock()
 	p := s.pnp
 	s.mu.Unlock()
 	if p == nil {
-		return PnPStats{}
+		return s.pnpGate.stats()
 	}
 	return p.Stats()
 }
 
-func (p *PnP) inZone(a netip.Addr) bool {
-	for _, z := range p.cfg.Zone() {
+func inZone(zone []netip.Prefix, a netip.Addr) bool {
+	for _, z := range zone {
 		if z.Contains(a) {
 			return true
 		}
@@ -247,71 +262,121 @@ func (p *PnP) inZone(a netip.Addr) bool {
 	return false
 }
 
-func (p *PnP) allow(src netip.Addr) bool {
+func (g *pnpGate) allow(src netip.Addr) bool {
 	now := time.Now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.global.take(now, pnpGlobalRate, pnpGlobalBurst) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.global.take(now, pnpGlobalRate, pnpGlobalBurst) {
 		return false
 	}
-	b, ok := p.sources[src]
+	if g.sources == nil {
+		g.sources = map[netip.Addr]*bucket{}
+	}
+	b, ok := g.sources[src]
 	if !ok {
-		if len(p.sources) >= maxPnPSources {
-			for a, o := range p.sources {
+		if len(g.sources) >= maxPnPSources {
+			for a, o := range g.sources {
 				if now.Sub(o.last) > 10*time.Second {
-					delete(p.sources, a)
+					delete(g.sources, a)
 				}
 			}
-			if len(p.sources) >= maxPnPSources {
+			if len(g.sources) >= maxPnPSources {
 				return false // a spread flood: the global bucket bounds the work anyway
 			}
 		}
 		b = &bucket{}
-		p.sources[src] = b
+		g.sources[src] = b
 	}
 	return b.take(now, pnpPerSource, pnpBurst)
 }
 
-func (p *PnP) handle(data []byte, from netip.AddrPort, ifindex int) {
-	src := from.Addr().Unmap()
-	if !src.Is4() || !p.inZone(src) {
-		p.outside.Add(1)
-		return
+// pnpDecide applies the rules both paths share to a SUBSCRIBE from src:
+// an IPv4 source inside zone, within the rate limits, a well-formed
+// ua-profile SUBSCRIBE, for a phone the box knows (pending or approved).
+// ok false means silence, whatever the reason: an unknown MAC, a revoked
+// one, a source outside the zone and a limited one are not told apart.
+// Unknown MACs are listed as asking; refusals are logged as fetches.
+func (s *Service) pnpDecide(data []byte, src netip.Addr, zone []netip.Prefix, path string) (PnPSubscribe, bool) {
+	g := &s.pnpGate
+	src = src.Unmap()
+	if !src.Is4() || !inZone(zone, src) {
+		g.outside.Add(1)
+		return PnPSubscribe{}, false
 	}
-	if !p.allow(src) {
-		p.limited.Add(1)
-		return
+	if !g.allow(src) {
+		g.limited.Add(1)
+		return PnPSubscribe{}, false
 	}
 	if len(data) > maxPnPPacket {
-		p.bad.Add(1)
-		return
+		g.bad.Add(1)
+		return PnPSubscribe{}, false
 	}
 	sub, err := ParsePnPSubscribe(data)
 	if err != nil {
-		p.bad.Add(1)
-		p.svc.log.Debug("pnp: dropped", "src", src, "err", err)
-		return
+		g.bad.Add(1)
+		s.log.Debug("pnp: dropped", "src", src, "path", path, "err", err)
+		return PnPSubscribe{}, false
 	}
-	d, err := p.svc.Get(sub.MAC)
+	d, err := s.Get(sub.MAC)
 	if err != nil || (d.State != Pending && d.State != Approved) {
-		p.unknown.Add(1)
+		g.unknown.Add(1)
 		if errors.Is(err, ErrNotFound) {
-			p.svc.noteAsking(Request{MAC: sub.MAC, Vendor: sub.Vendor, Model: sub.Model}, src.String(), "SIP PnP "+sub.UserAgent)
+			s.noteAsking(Request{MAC: sub.MAC, Vendor: sub.Vendor, Model: sub.Model}, src.String(), "SIP PnP "+sub.UserAgent)
 		}
-		p.svc.logFetch(sub.MAC, src, "sip-pnp", "refused", "unknown", sub.UserAgent)
+		s.logFetch(sub.MAC, src, path, "refused", "unknown", sub.UserAgent)
+		return PnPSubscribe{}, false
+	}
+	return sub, true
+}
+
+func (p *PnP) handle(data []byte, from netip.AddrPort, ifindex int) {
+	src := from.Addr().Unmap()
+	sub, ok := p.svc.pnpDecide(data, src, p.cfg.Zone(), "sip-pnp")
+	if !ok {
 		return
 	}
+	g := &p.svc.pnpGate
 	local, ok := p.local[ifindex]
 	if !ok {
-		p.outside.Add(1) // arrived on an interface the group was not joined on
+		g.outside.Add(1) // arrived on an interface the group was not joined on
 		return
 	}
 	if err := p.answer(sub, local, netip.AddrPortFrom(src, from.Port())); err != nil {
 		p.svc.log.Warn("pnp: answer", "src", src, "err", err)
 		return
 	}
-	p.answered.Add(1)
+	g.answered.Add(1)
 	p.svc.logFetch(sub.MAC, src, "sip-pnp", "pnp-url", "", sub.UserAgent)
+}
+
+// UnicastPnP answers the ua-profile SUBSCRIBEs phones send straight to
+// the box's SIP port (Yealink and Snom do, besides the multicast one): the
+// SIP edge hands them over (sipedge.Profiles) and sends the answer on the
+// request's own flow. The rules, limits and counters are the multicast
+// path's.
+type UnicastPnP struct {
+	svc  *Service
+	zone func() []netip.Prefix
+}
+
+// UnicastPnP returns the unicast decision for the SIP edge; zone is the
+// phones' zone, read at each request.
+func (s *Service) UnicastPnP(zone func() []netip.Prefix) *UnicastPnP {
+	s.pnpGate.unicast.Store(true)
+	return &UnicastPnP{svc: s, zone: zone}
+}
+
+// ProfileURL decides on the SUBSCRIBE msg (as received) from src: the
+// phone's MAC and the bootstrap URL to NOTIFY it with, or ok false for
+// silence (see pnpDecide).
+func (u *UnicastPnP) ProfileURL(msg []byte, src netip.Addr) (mac, url string, ok bool) {
+	sub, ok := u.svc.pnpDecide(msg, src, u.zone(), "sip-pnp-unicast")
+	if !ok {
+		return "", "", false
+	}
+	u.svc.pnpGate.answered.Add(1)
+	u.svc.logFetch(sub.MAC, src.Unmap(), "sip-pnp-unicast", "pnp-url", "", sub.UserAgent)
+	return sub.MAC, u.svc.bootURL(), true
 }
 
 // answer sends 200 OK and the NOTIFY with the bootstrap URL to the source.

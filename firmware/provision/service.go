@@ -113,7 +113,8 @@ type Service struct {
 	bootLogs              map[string][]byte // Poly uploads: bounded tail per phone
 	last                  map[string]Fetch  // newest successful fetch per phone
 	settCur               Settings
-	pnp                   *PnP // the SIP PnP responder while it listens
+	pnp                   *PnP    // the multicast SIP PnP responder while it listens
+	pnpGate               pnpGate // limits and counters of both PnP paths
 	dhcp                  *DHCP
 	dhcpState, dhcpDetail string
 	dhcpChanged           chan struct{} // settings changed: RunDHCP restarts

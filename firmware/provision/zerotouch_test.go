@@ -319,7 +319,7 @@ func TestDHCPServer(t *testing.T) {
 	served := make(chan error, 1)
 	go func() {
 		served <- netnstest.Run(l.box, func() error {
-			return h.svc.serveDHCP(ctx, set, DHCPConfig{Probe: 500 * time.Millisecond})
+			return h.svc.serveDHCP(ctx, set, DHCPConfig{Probe: 500 * time.Millisecond}, nil)
 		})
 	}()
 	waitLong(t, func() bool { return h.svc.DHCPStatus().State == "running" })
@@ -443,7 +443,7 @@ func TestDHCPServer(t *testing.T) {
 	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer rcancel()
 	err := netnstest.Run(l.box, func() error {
-		return h.svc.serveDHCP(rctx, set, DHCPConfig{})
+		return h.svc.serveDHCP(rctx, set, DHCPConfig{}, nil)
 	})
 	if !errors.Is(err, ErrOtherDHCPServer) || !strings.Contains(err.Error(), "10.9.0.2") {
 		t.Fatalf("with udhcpd on the link: %v, want ErrOtherDHCPServer naming 10.9.0.2 (udhcpd: %s)", err, stderr.String())

@@ -143,6 +143,9 @@ func (s *Server) handle(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	answer := func(code int, reason string, hs ...sip.Header) { respond(tx, req, code, reason, hs...) }
+	if s.profileSubscribe(src, req, tx) {
+		return // SIP PnP by unicast: no domain, no credentials (profile.go)
+	}
 	if !s.precheck(now, src, req, answer) {
 		return
 	}

@@ -115,6 +115,8 @@ type Server struct {
 	tlsBase *tls.Config                   // server TLS without versions' updates; nil: no TLS
 	tlsLive atomic.Pointer[tls.Config]    // what the next handshake uses
 	live    atomic.Pointer[pbxconfig.SIP] // the last applied configuration
+
+	profiles atomic.Pointer[profilesBox] // unicast SIP PnP (profile.go); nil: off
 }
 
 // New builds the edge and binds its sockets (errors surface here, before
