@@ -181,7 +181,7 @@ func TestReceiver(t *testing.T) {
 		}
 	})
 	t.Run("old event retransmitted after a new one", func(t *testing.T) {
-		ps := slices.Clone(clean[:16])       // digits 1 and 2
+		ps := slices.Clone(clean[:16])      // digits 1 and 2
 		ps = append(ps, clean[0], clean[7]) // 1 again, late
 		r := NewReceiver(8000)
 		if b, e, _ := feed(t, r, ps); b != "12" || e != "12" {
