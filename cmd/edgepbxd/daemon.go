@@ -91,6 +91,7 @@ type daemon struct {
 	provLn     net.Listener
 	provHTTPLn net.Listener
 	pnp        *provision.PnP // SIP PnP responder; nil: off (--pnp) or not bound
+	media      *mediaEngine   // recordings and prompts of the media applications (mediaengine.go)
 
 	// claimed mirrors the auth service's claim state for the health
 	// reports; PID 1 stops showing the setup code once it is set.
@@ -127,6 +128,8 @@ func (d *daemon) services() []service {
 	if d.ctrl != nil {
 		s = append(s, service{"health", func(ctx context.Context) error { return d.reportHealth(ctx, d.ctrl) }})
 	}
+	// Retention of recordings and voicemail.
+	s = append(s, service{"recordings", d.runRecordings})
 	return s
 }
 
@@ -243,6 +246,9 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		log.Error("calls: disabled", "err", err)
 	}
 	if err := d.newMetrics(); err != nil {
+		return nil, err
+	}
+	if err := d.newMediaEngine(); err != nil {
 		return nil, err
 	}
 	d.newBackup()
