@@ -308,39 +308,3 @@ func TestResample(t *testing.T) {
 		t.Errorf("6 kHz tone leaks through the down-sampler at RMS %.0f", rms)
 	}
 }
-
-func BenchmarkCodec(b *testing.B) {
-	for _, name := range Names() {
-		c, _ := New(name)
-		pcm := speechLike(c.FrameSamples(), float64(c.SampleRate()), 1)
-		pay := c.Encode(nil, pcm)
-		b.Run(name+"/encode", func(b *testing.B) {
-			var dst []byte
-			for range b.N {
-				dst = c.Encode(dst[:0], pcm)
-			}
-		})
-		b.Run(name+"/decode", func(b *testing.B) {
-			var dst []int16
-			for range b.N {
-				dst = c.Decode(dst[:0], pay)
-			}
-		})
-	}
-	in := speechLike(160, 8000, 1)
-	b.Run("upsample-20ms", func(b *testing.B) {
-		var u Upsampler
-		var dst []int16
-		for range b.N {
-			dst = u.Process(dst[:0], in)
-		}
-	})
-	wide := speechLike(320, 16000, 1)
-	b.Run("downsample-20ms", func(b *testing.B) {
-		var d Downsampler
-		var dst []int16
-		for range b.N {
-			dst = d.Process(dst[:0], wide)
-		}
-	})
-}
