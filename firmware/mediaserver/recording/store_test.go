@@ -8,11 +8,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/mediaserver/codec"
 	"github.com/edgepbx/edgepbx/firmware/mediaserver/jitter"
+	"github.com/edgepbx/edgepbx/firmware/mediaserver/wav"
 )
 
 func newStore(t *testing.T, cfg Config) *Store {
@@ -369,5 +371,44 @@ func TestEraseMakesUnreadable(t *testing.T) {
 	}
 	if _, err := s.Open(f.ID()); !errors.Is(err, ErrAuth) {
 		t.Errorf("erased file opens: %v", err)
+	}
+}
+
+// ReadAudio and ExportWAV give the recorded tone back; a cut recording
+// gives its audio and ErrTruncated.
+func TestReadAudioAndExport(t *testing.T) {
+	s := newStore(t, Config{})
+	rec, err := s.NewRecorder("voicemail", RecorderConfig{Tracks: []string{"G722"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range rtpStream(t, "G722", 1000, 150, 1, 1) {
+		rec.Packet(0, p.seq, p.ts, false, p.payload)
+		rec.Tick()
+	}
+	id := rec.ID()
+	rec.Close()
+	pcm, meta, err := s.ReadAudio(id)
+	if err != nil || meta.SampleRate != 16000 || level(pcm[16000:], 1000, 16000) < 6000 {
+		t.Fatalf("%d samples %+v %v", len(pcm), meta, err)
+	}
+	file, _, err := s.ExportWAV(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, info, err := wav.Parse(file, wav.Options{Rate: 16000})
+	if err != nil || info.SampleRate != 16000 || !slices.Equal(back, pcm) {
+		t.Fatalf("export: %+v %v", info, err)
+	}
+	// Cut the file 100 bytes before its end (a crash mid-recording).
+	p := filepath.Join(s.cfg.Dir, id)
+	raw, _ := os.ReadFile(p)
+	os.WriteFile(p, raw[:len(raw)-100], 0o600)
+	cut, _, err := s.ReadAudio(id)
+	if !errors.Is(err, ErrTruncated) || len(cut) == 0 || len(cut) >= len(pcm) {
+		t.Fatalf("cut: %d samples, %v", len(cut), err)
+	}
+	if _, _, err := s.ReadAudio("voicemail/1-0000000000000000.rec"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing: %v", err)
 	}
 }

@@ -162,8 +162,7 @@ func Parse(data []byte, opts Options) ([]int16, Info, error) {
 	if info.Duration > maxAudio {
 		return nil, Info{}, refuse("%v of audio, limit %v", info.Duration.Round(time.Second), maxAudio)
 	}
-	mono := toMono(pcm, f, frames)
-	return resample(mono, int(f.rate), opts.Rate), info, nil
+	return resample(&source{pcm: pcm, f: f, n: frames}, int(f.rate), opts.Rate), info, nil
 }
 
 func parseFmt(c []byte) (*format, error) {
@@ -231,42 +230,46 @@ func printable(s string) string {
 	return s
 }
 
-// toMono decodes the frames and averages the channels.
-func toMono(pcm []byte, f *format, frames int) []float64 {
-	out := make([]float64, frames)
-	bps := int(f.bits / 8)
-	ch := int(f.channels)
-	for i := range frames {
-		var sum float64
-		for c := range ch {
-			off := (i*ch + c) * bps
-			var v int16
-			switch {
-			case f.code == formatALaw:
-				v = codec.AlawDecodeSample(pcm[off])
-			case f.code == formatMuLaw:
-				v = codec.MulawDecodeSample(pcm[off])
-			case bps == 1:
-				v = int16(int(pcm[off])-128) << 8 // 8-bit WAV PCM is unsigned
-			default:
-				v = int16(binary.LittleEndian.Uint16(pcm[off:]))
-			}
-			sum += float64(v)
+// source reads frame i of the data chunk as one mono sample (channels
+// averaged), decoding on the fly: the conversion never holds more than
+// the upload and the output.
+type source struct {
+	pcm []byte
+	f   *format
+	n   int
+}
+
+func (s *source) at(i int) float64 {
+	bps := int(s.f.bits / 8)
+	ch := int(s.f.channels)
+	var sum float64
+	for c := range ch {
+		off := (i*ch + c) * bps
+		var v int16
+		switch {
+		case s.f.code == formatALaw:
+			v = codec.AlawDecodeSample(s.pcm[off])
+		case s.f.code == formatMuLaw:
+			v = codec.MulawDecodeSample(s.pcm[off])
+		case bps == 1:
+			v = int16(int(s.pcm[off])-128) << 8 // 8-bit WAV PCM is unsigned
+		default:
+			v = int16(binary.LittleEndian.Uint16(s.pcm[off:]))
 		}
-		out[i] = sum / float64(ch)
+		sum += float64(v)
 	}
-	return out
+	return sum / float64(ch)
 }
 
 // resample converts between any two rates with a Kaiser-windowed sinc
 // (16 zero crossings each side, cut-off just below the lower Nyquist
 // frequency). Uploads are converted once, so clarity wins over speed.
-func resample(in []float64, from, to int) []int16 {
-	n := int(int64(len(in)) * int64(to) / int64(from))
+func resample(in *source, from, to int) []int16 {
+	n := int(int64(in.n) * int64(to) / int64(from))
 	out := make([]int16, n)
 	if from == to {
 		for i := range out {
-			out[i] = clip(in[i])
+			out[i] = clip(in.at(i))
 		}
 		return out
 	}
@@ -295,14 +298,14 @@ func resample(in []float64, from, to int) []int16 {
 		lo := int(math.Ceil(t - half))
 		hi := int(math.Floor(t + half))
 		var acc float64
-		for k := max(lo, 0); k <= hi && k < len(in); k++ {
+		for k := max(lo, 0); k <= hi && k < in.n; k++ {
 			p := math.Abs(float64(k)-t) * scale
 			idx := int(p)
 			if idx >= len(table)-1 {
 				continue
 			}
 			fr := p - float64(idx)
-			acc += in[k] * (table[idx] + fr*(table[idx+1]-table[idx]))
+			acc += in.at(k) * (table[idx] + fr*(table[idx+1]-table[idx]))
 		}
 		out[j] = clip(acc)
 	}

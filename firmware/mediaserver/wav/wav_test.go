@@ -216,3 +216,16 @@ func TestEncodeRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkParse48kStereo: converting a 30 s 48 kHz stereo upload.
+func BenchmarkParse48kStereo(b *testing.B) {
+	file := build(spec{code: 1, channels: 2, bits: 16, rate: 48000, data: pcm16(2, sine(440, 48000, 30*48000, 8000))})
+	b.SetBytes(int64(len(file)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, _, err := Parse(file, Options{Rate: 16000}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
