@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -410,5 +411,63 @@ func TestReadAudioAndExport(t *testing.T) {
 	}
 	if _, _, err := s.ReadAudio("voicemail/1-0000000000000000.rec"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("missing: %v", err)
+	}
+}
+
+// Recordings made, listed, swept and deleted from several goroutines at
+// once keep the accounting right (run with -race).
+func TestStoreConcurrent(t *testing.T) {
+	s := newStore(t, Config{})
+	pkts := rtpStream(t, "PCMU", 500, 100, 0, 0)
+	var wg sync.WaitGroup
+	ids := make(chan string, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rec, err := s.NewRecorder("call", RecorderConfig{Tracks: []string{"PCMU"}})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for _, p := range pkts {
+				rec.Packet(0, p.seq, p.ts, false, p.payload)
+				rec.Tick()
+				s.Usage()
+			}
+			ids <- rec.ID()
+			if err := rec.Close(); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range 50 {
+			s.List("")
+			s.Sweep(time.Now())
+		}
+	}()
+	wg.Wait()
+	close(ids)
+	var total int64
+	for id := range ids {
+		st, err := os.Stat(filepath.Join(s.cfg.Dir, id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += st.Size()
+	}
+	if u := s.Usage(); u.Used != total || u.Files != 8 {
+		t.Errorf("usage %+v, files on disk %d bytes", u, total)
+	}
+	for _, e := range s.List("call") {
+		if err := s.Delete(e.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if u := s.Usage(); u.Used != 0 || u.Files != 0 {
+		t.Errorf("after deleting all: %+v", u)
 	}
 }
