@@ -24,7 +24,7 @@ type Config struct {
 	Tones bool
 }
 
-// FrameDuration is the mixer's tick: 20 ms, the packet time of the legs.
+// frameMillis is the mixer's tick: 20 ms, the packet time of the legs.
 const frameMillis = 20
 
 // ErrFull is returned by Join when the room is at MaxParticipants.
