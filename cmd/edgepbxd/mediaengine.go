@@ -26,7 +26,8 @@ type mediaEngine struct {
 // recordingSweep is how often expired recordings are deleted.
 const recordingSweep = time.Hour
 
-// newMediaEngine opens /data/recordings and /data/prompts. Recordings get
+// newMediaEngine opens /data/recordings and /data/prompts (d.media stays
+// nil when it fails: the applications that need it are then off). Recordings get
 // at most a quarter of the data partition and always leave a tenth of it
 // (at least 128 MiB) free, so they never fill /data.
 func (d *daemon) newMediaEngine() error {
