@@ -91,6 +91,7 @@ type daemon struct {
 	provLn     net.Listener
 	provHTTPLn net.Listener
 	pnp        *provision.PnP // SIP PnP responder; nil: off (--pnp) or not bound
+	media      *mediaEngine   // recordings and prompts of the media applications (mediaengine.go); nil: disabled (logged)
 
 	// claimed mirrors the auth service's claim state for the health
 	// reports; PID 1 stops showing the setup code once it is set.
@@ -126,6 +127,9 @@ func (d *daemon) services() []service {
 	}
 	if d.ctrl != nil {
 		s = append(s, service{"health", func(ctx context.Context) error { return d.reportHealth(ctx, d.ctrl) }})
+	}
+	if d.media != nil { // retention of recordings and voicemail
+		s = append(s, service{"recordings", d.runRecordings})
 	}
 	return s
 }
@@ -244,6 +248,10 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	}
 	if err := d.newMetrics(); err != nil {
 		return nil, err
+	}
+	if err := d.newMediaEngine(); err != nil {
+		// The admin UI must stay reachable to fix what is wrong.
+		log.Error("media engine: recordings and prompts disabled", "err", err)
 	}
 	d.newBackup()
 	if err := d.newUpdates(); err != nil {
