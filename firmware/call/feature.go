@@ -1,6 +1,8 @@
 package call
 
 import (
+	"time"
+
 	"github.com/edgepbx/edgepbx/firmware/cdr"
 	"github.com/edgepbx/edgepbx/firmware/media"
 	"github.com/emiago/sipgo/sip"
@@ -37,7 +39,19 @@ func (c *call) confirmFeature(reqA *sip.Request, txA sip.ServerTransaction, acti
 		return
 	}
 	a.lastSDP = body
-	if !c.answerA(reqA, txA, body) {
+	// answerA without session timers: the box hangs up at once.
+	res := c.responseToA(reqA, 200, body)
+	c.mu.Lock()
+	c.state = stConfirmed
+	c.rec.Answer = time.Now()
+	c.mu.Unlock()
+	if err := txA.Respond(res); err != nil {
+		c.hangup(-1, "feature code answer not sent")
+		return
+	}
+	c.m.AnswerSent(media.A)
+	if !c.waitAck(media.A, reqA.CSeq().SeqNo, txA, func() { _ = txA.Respond(res) }, sip.IsReliable(reqA.Transport())) {
+		c.unprovenEnded(reqA)
 		c.hangup(-1, "no ACK from caller")
 		return
 	}
