@@ -44,17 +44,17 @@ func TestFeatureCodes(t *testing.T) {
 		kind          dialplan.Kind
 		target        string
 	}{
-		{"201", "*72030123456", 403, "", ""},     // class internal
-		{"202", "*7209001234567", 403, "", ""},   // premium
-		{"202", "*72112", 403, "", ""},           // emergency
-		{"202", "*72202", 403, "", ""},           // itself
-		{"202", "*72", 403, "", ""},              // no destination
+		{"201", "*72030123456", 403, "", ""},   // class internal
+		{"202", "*7209001234567", 403, "", ""}, // premium
+		{"202", "*72112", 403, "", ""},         // emergency
+		{"202", "*72202", 403, "", ""},         // itself
+		{"202", "*72", 403, "", ""},            // no destination
 		{"202", "*72030123456", 0, dialplan.KindFeature, string(ForwardOn)},
 		{"202", "*90203", 0, dialplan.KindFeature, string(BusyOn)},
 		{"202", "*72*97", 0, dialplan.KindFeature, string(ForwardOn)}, // to voicemail
 		{"202", "*97", 0, dialplan.KindApp, "voicemail-access/202"},
 		{"202", "*98203", 0, dialplan.KindApp, "voicemail-access/203"},
-		{"202", "*8", 404, "", ""}, // pickup: reserved, not yet carried out
+		{"202", "*8", 404, "", ""},  // pickup: reserved, not yet carried out
 		{"202", "*21", 403, "", ""}, // follow-me without numbers
 	}
 	for _, tc := range tests {
