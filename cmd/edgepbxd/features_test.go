@@ -392,3 +392,90 @@ func TestDevModeRingGroups(t *testing.T) {
 		t.Fatalf("SIGTERM: exit %d:\n%s", code, fb.p.output())
 	}
 }
+
+// BenchmarkRingAllGroup10 measures complete calls per second through a
+// 10-member ring-all group in the real binary: each call is the caller's
+// INVITE (digest-challenged), 10 INVITEs from the box, 9 phones ringing
+// and CANCELled once the tenth answers, ACK and BYE. Four callers dial in
+// parallel; the phones are sipgo UAs in the benchmark's process (they
+// share the 2 cores with the daemon). Each op is one call.
+func BenchmarkRingAllGroup10(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	dir := filepath.Join(b.TempDir(), "dev")
+	p := startProc(b, procOpts{noFD3: true}, "--dev", dir, "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "127.0.0.1:0")
+	base := p.waitLine(b, adminRE)[1]
+	sipAddrs := p.waitLine(b, sipRE)
+	fp := p.waitLine(b, fpRE)[1]
+	api := claimBox(b, base, fp, p.waitLine(b, setupRE)[1])
+	udp, err := net.ResolveUDPAddr("udp", sipAddrs[1])
+	if err != nil {
+		b.Fatal(err)
+	}
+	phone := func(u string) *siptest.Phone {
+		var ext struct{ User, Password string }
+		if err := json.Unmarshal(api.must(201, "POST", "/api/v1/extensions", admin.ExtensionRequest{User: u}), &ext); err != nil {
+			b.Fatal(err)
+		}
+		ph := siptest.NewPhone(b, u, ext.Password)
+		ph.Register(ctx, "127.0.0.1", udp.Port)
+		return ph
+	}
+	var members []features.Member
+	var answering *siptest.Phone
+	for i := 301; i <= 310; i++ {
+		ph := phone(fmt.Sprint(i))
+		members = append(members, features.Member{Extension: fmt.Sprint(i)})
+		if i < 310 {
+			ph.Reply(siptest.Ring)
+			continue
+		}
+		answering = ph
+	}
+	go func() {
+		for {
+			select {
+			case <-answering.Answered:
+			case <-answering.Byes:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var callers []*siptest.Phone
+	for i := 101; i <= 104; i++ {
+		callers = append(callers, phone(fmt.Sprint(i)))
+	}
+	var cfg pbxconfig.Telephony
+	if err := json.Unmarshal(api.must(200, "GET", "/api/v1/telephony", nil), &cfg); err != nil {
+		b.Fatal(err)
+	}
+	cfg.Features.Groups = []features.RingGroup{{Number: "700", Strategy: features.RingAll, Members: members}}
+	api.must(200, "PUT", "/api/v1/telephony", cfg)
+
+	b.ResetTimer()
+	start := time.Now()
+	errs := make(chan error, len(callers))
+	for k, c := range callers {
+		go func() {
+			for i := k; i < b.N; i += len(callers) {
+				d, _, err := c.Dial(ctx, "127.0.0.1", udp.Port, "700")
+				if err == nil {
+					err = d.Bye(ctx)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("call %d: %w", i, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range callers {
+		if err := <-errs; err != nil {
+			b.Fatalf("%v\n%s", err, p.output())
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "calls/s")
+}

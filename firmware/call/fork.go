@@ -75,6 +75,7 @@ type fork struct {
 	best     int           // the best final status of the failed branches
 	timedOut bool          // RingTimeout passed
 	ring     time.Duration // this fork's ring time (a hunt stage's); 0: RingTimeout
+	rang     bool          // the caller got a 180 without SDP from this fork
 }
 
 // offer makes br's SDP offer at step.
@@ -455,7 +456,10 @@ func (f *fork) onProvisional(br *branch, res *sip.Response, cancelled bool) {
 	}
 	if body != nil {
 		code = 183
+	} else if f.rang {
+		return // the caller knows it rings: one 180 for all the branches
 	}
+	f.rang = f.rang || body == nil
 	c.provisionalA(f.reqA, f.txA, code, body)
 }
 

@@ -21,6 +21,11 @@ import (
 // forwards is cut here whatever its Hunter says).
 const MaxStages = 32
 
+// MaxStageBranches bounds the INVITEs of one stage: a ring-all group of
+// up to 32 members, each with its contacts (MaxBranches bounds one
+// extension's).
+const MaxStageBranches = 64
+
 // Dest is one destination of a stage: every live contact of Extension,
 // or Number over Trunk (a forward outwards, placed as a call of the
 // extension As and admitted by the dial plan under Lease).
@@ -79,7 +84,11 @@ func (c *call) stageTargets(st Stage) (tgts []Target, ids []Identity, as []strin
 		c.hold(d.Lease)
 		switch {
 		case d.Extension != "":
-			for _, t := range c.b.cfg.Directory.Contacts(d.Extension) {
+			cs := c.b.cfg.Directory.Contacts(d.Extension)
+			if len(cs) > MaxBranches {
+				cs = cs[:MaxBranches]
+			}
+			for _, t := range cs {
 				tgts, ids, as = append(tgts, t), append(ids, Identity{Extension: d.Extension}), append(as, "")
 			}
 		case d.Trunk != "":
@@ -90,8 +99,8 @@ func (c *call) stageTargets(st Stage) (tgts []Target, ids []Identity, as []strin
 			t.URI.User = strings.ReplaceAll(d.Number, "#", "%23")
 			tgts, ids, as = append(tgts, t), append(ids, Identity{Trunk: d.Trunk}), append(as, d.As)
 		}
-		if len(tgts) >= MaxBranches {
-			return tgts[:MaxBranches], ids[:MaxBranches], as[:MaxBranches]
+		if len(tgts) >= MaxStageBranches {
+			return tgts[:MaxStageBranches], ids[:MaxStageBranches], as[:MaxStageBranches]
 		}
 	}
 	return tgts, ids, as
