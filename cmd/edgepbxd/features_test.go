@@ -223,6 +223,11 @@ func TestDevModeForwarding(t *testing.T) {
 	if s := fb.settings("202"); s.Always != national {
 		t.Fatalf("202 settings %+v", s)
 	}
+	// The dial plan page shows the codes, the groups and who forwards.
+	if page := string(fb.api.must(200, "GET", "/telephony", nil)); !strings.Contains(page, "<code>*72</code>") ||
+		!strings.Contains(page, "<td>600</td>") || !strings.Contains(page, "<td>202</td><td>"+national+"</td>") {
+		t.Fatal("the dial plan page lacks the feature codes, the ring groups or 202's forward")
+	}
 	// Unconditional: 100 calls 202, the trunk gets the national number
 	// from the box, and 202's phone does not ring.
 	if c := fb.dial(ctx, "100", "202", fb.itsp); c != 200 {

@@ -100,3 +100,24 @@ func (s *Server) apiSetExtensionFeatures(w http.ResponseWriter, r *http.Request,
 	writeJSON(w, http.StatusOK, s.features.Settings(ext))
 	return nil
 }
+
+// forwardRow is one extension's settings on the dial plan page.
+type forwardRow struct {
+	Extension string
+	S         features.Settings
+}
+
+// forwardRows lists the extensions whose calls do not simply ring.
+func (s *Server) forwardRows(exts []string) []forwardRow {
+	if s.features == nil {
+		return nil
+	}
+	var rows []forwardRow
+	for _, e := range exts {
+		st := s.features.Settings(e)
+		if st.Always != "" || st.Busy != "" || st.NoAnswer != "" || st.Unreachable != "" || st.DND || st.FollowMe.On {
+			rows = append(rows, forwardRow{Extension: e, S: st})
+		}
+	}
+	return rows
+}
