@@ -305,6 +305,14 @@ func TestDevModeForwarding(t *testing.T) {
 	}
 	fb.invited(ctx, "202")
 	fb.phones["202"].Reply(0)
+
+	// A deleted extension's forwards go with it: the number created
+	// again starts clean.
+	fb.api.must(200, "DELETE", "/api/v1/extensions/205", nil)
+	fb.api.must(201, "POST", "/api/v1/extensions", admin.ExtensionRequest{User: "205"})
+	if s := fb.settings("205"); s.Unreachable != "" {
+		t.Fatalf("re-created 205 inherited %+v", s)
+	}
 	if code := fb.p.stop(t); code != 0 {
 		t.Fatalf("SIGTERM: exit %d:\n%s", code, fb.p.output())
 	}

@@ -19,6 +19,9 @@ import (
 type Features interface {
 	Settings(ext string) features.Settings
 	SetSettings(ext string, s features.Settings, also func(*store.Tx, features.Settings) error) (features.Settings, error)
+	// Forgot drops a deleted extension's settings from memory after
+	// features.ForgetTx erased them in the deleting transaction.
+	Forgot(ext string)
 }
 
 // FeatureSettingsRequest is the body of PUT /api/v1/extensions/{name}/features.

@@ -198,6 +198,10 @@ func (e *Engine) SetSettings(ext string, s Settings, also func(tx *store.Tx, sav
 // Settings returns ext's settings.
 func (e *Engine) Settings(ext string) Settings { return e.users.Get(ext) }
 
+// Forgot drops a deleted extension's settings from memory (features.ForgetTx
+// erased them in the deleting transaction).
+func (e *Engine) Forgot(ext string) { e.users.Forgot(ext) }
+
 // Hunt makes the stages of a call routed to an extension or a ring group
 // (call.Hunter); nil: ring the target as usual.
 func (e *Engine) Hunt(callerExt string, dec dialplan.Decision) call.Hunt {

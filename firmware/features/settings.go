@@ -147,3 +147,15 @@ func (s *Store) Update(ext string, fn func(*Settings) error, also func(tx *store
 	}
 	return next.clone(), nil
 }
+
+// ForgetTx erases ext's settings inside tx (the extension is being
+// deleted: a new extension with the same number must not inherit its
+// forwards); call Forgot after tx committed.
+func ForgetTx(tx *store.Tx, ext string) error { return tx.Delete(Bucket, ext) }
+
+// Forgot drops ext's settings from memory after ForgetTx committed.
+func (s *Store) Forgot(ext string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.set, ext)
+}

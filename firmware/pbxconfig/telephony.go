@@ -189,11 +189,12 @@ func (t Telephony) Validate(known func(string) bool) error {
 	if err := t.Features.Validate(isExt); err != nil {
 		return fmt.Errorf("%w: %w", ErrTelephony, err)
 	}
+	groups := map[string]bool{}
 	for _, g := range t.Features.Groups {
-		listed[g.Number] = true
+		groups[g.Number] = true
 	}
 	for _, d := range t.DIDs {
-		if !listed[d.Extension] && (known == nil || !known(d.Extension)) {
+		if !listed[d.Extension] && !groups[d.Extension] && (known == nil || !known(d.Extension)) {
 			return bad("DID %s: unknown extension %q", d.Number, d.Extension)
 		}
 	}
@@ -202,6 +203,9 @@ func (t Telephony) Validate(known func(string) bool) error {
 	for _, n := range emergency {
 		if listed[n] {
 			return bad("extension %s is an emergency number", n)
+		}
+		if groups[n] {
+			return bad("ring group %s is an emergency number", n)
 		}
 		for _, p := range t.PremiumPrefixes {
 			if strings.HasPrefix(n, p) {
