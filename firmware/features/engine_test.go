@@ -2,6 +2,7 @@ package features
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -242,4 +243,27 @@ func TestSetSettingsRefused(t *testing.T) {
 	if _, err := e.SetSettings("202", Settings{Always: "030123456", FollowMe: FollowMe{Numbers: []string{"203"}}}, nil); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// FuzzRouteOutbound: whatever an extension dials, a number that starts
+// with a code of the table never reaches a trunk, and nothing panics.
+func FuzzRouteOutbound(f *testing.F) {
+	for _, s := range []string{"*72030123456", "*7209001234567", "**201", "*97", "*31#030123", "%2A72%2A97", "*72+4930123", "0301234567"} {
+		f.Add(s)
+	}
+	e := newEngine(f)
+	table := e.conf().Table()
+	f.Fuzz(func(t *testing.T, dialled string) {
+		d, lease, err := e.RouteOutbound("202", dialled)
+		lease.Release()
+		if err != nil || d.Trunk == "" {
+			return
+		}
+		n, _ := dialplan.Normalize(dialled)
+		for _, c := range table {
+			if strings.HasPrefix(n, c.Code) {
+				t.Fatalf("%q (code %s) went to trunk %s as %q", dialled, c.Code, d.Trunk, d.Target)
+			}
+		}
+	})
 }
