@@ -242,6 +242,19 @@ func TestDevModeForwarding(t *testing.T) {
 		t.Fatal("the trunk never got the forwarded call")
 	}
 	fb.quiet("202")
+	// The call record names the trunk the forward left by.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var page struct{ Records []struct{ From, To, Trunk string } }
+		if err := json.Unmarshal(fb.api.must(200, "GET", "/api/v1/cdr?trunk=itsp", nil), &page); err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Records) == 1 && page.Records[0].From == "100" && page.Records[0].To == "202" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no call record of the forward over itsp: %+v", page)
+		}
+	}
 	if c := fb.code(ctx, "202", "*73"); c != 200 || fb.settings("202").Always != "" {
 		t.Fatalf("*73: %d %+v", c, fb.settings("202"))
 	}

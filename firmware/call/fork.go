@@ -549,6 +549,9 @@ func (f *fork) win(txA sip.ServerTransaction, br *branch, res *sip.Response) {
 	c.mu.Lock()
 	c.legs[media.B] = b
 	c.callee = br.who
+	if br.who.Trunk != "" { // a forward outwards: the record names its trunk
+		c.rec.Trunk = br.who.Trunk
+	}
 	c.mu.Unlock()
 	for _, o := range f.branches {
 		if o != br {
