@@ -55,17 +55,21 @@ func (d *daemon) newCalls(pinholes media.Pinholes) error {
 		// the admin fixes it on the dial plan page; calls wait for that.
 		d.log.Error("calls: dial plan", "err", err)
 	}
+	feat, err := d.newFeatures(plan)
+	if err != nil {
+		return fmt.Errorf("calls: %w", err)
+	}
 	contact := d.sip.Contact("udp")
 	b, err := call.New(call.Config{
 		Client: d.sip.Sender(), Contact: contact, ContactTLS: d.sip.Contact("tls"),
-		Relay: relay, Plan: plan, Directory: telephony.NewDirectory(d.sip.Directory(nil), d.tel), CDR: cdr.New(d.db), Log: d.log,
+		Relay: relay, Plan: feat, Hunter: feat, Directory: telephony.NewDirectory(d.sip.Directory(nil), d.tel), CDR: cdr.New(d.db), Log: d.log,
 		Events: d.secLog,
 	})
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)
 	}
 	d.sip.SetCalls(b)
-	d.calls, d.relay = b, relay
+	d.calls, d.relay, d.features = b, relay, feat
 	d.log.Info("calls: ready", "media", addr.String(), "rtp", fmt.Sprintf("%d-%d", rtp.First, rtp.Last), "contact", contact)
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/certs"
 	"github.com/edgepbx/edgepbx/firmware/connlog"
+	"github.com/edgepbx/edgepbx/firmware/features"
 	"github.com/edgepbx/edgepbx/firmware/intrusion"
 	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/firmware/logs"
@@ -76,6 +77,7 @@ type daemon struct {
 	tel        *pbxconfig.TelephonyStore // stored telephony configuration; nil: unreadable, calls disabled
 	trunks     *telephony.Trunks         // trunk registrations; nil with tel
 	calls      *call.B2BUA               // nil: calls disabled
+	features   *features.Engine          // call features in front of the dial plan; nil with calls
 	relay      *media.Relay              // the calls' RTP relay; nil with calls
 	metrics    *metrics.Handler          // /metrics on the HTTPS port
 	syslog     *logs.Sender              // remote syslog of the security log and the audit chain
@@ -278,6 +280,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		SIPSettings: ifSet[admin.SIPSettings](d.sipSet),
 		ACME:        d.acme,
 		Telephony:   d.telephonyStore(),
+		Features:    ifSet[admin.Features](d.features),
 		TrunkStatus: d.trunkStatus(),
 		Syslog:      d.syslog,
 		Licence:     ifSet[admin.Licence](d.lic),

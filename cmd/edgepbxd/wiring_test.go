@@ -48,14 +48,14 @@ var sipRE = regexp.MustCompile(sipLineRegex)
 // apiClient is an admin API client pinned to the box certificate, with a
 // cookie jar for the session and the CSRF token from the login answer.
 type apiClient struct {
-	t      *testing.T
+	t      testing.TB
 	base   string
 	origin string // sent as Origin on state changes, as a browser would
 	c      *http.Client
 	csrf   string
 }
 
-func newAPIClient(t *testing.T, base, fp string) *apiClient {
+func newAPIClient(t testing.TB, base, fp string) *apiClient {
 	c := pinnedClient(fp, 0, 0)
 	jar, err := cookiejar.New(nil)
 	if err != nil {
@@ -124,7 +124,7 @@ func (a *apiClient) login(out []byte) {
 
 // claimBox claims the box with the printed setup code over the real HTTPS
 // API, then logs in afresh, checks the session works and returns it.
-func claimBox(t *testing.T, base, fp, setupCode string) *apiClient {
+func claimBox(t testing.TB, base, fp, setupCode string) *apiClient {
 	t.Helper()
 	c := newAPIClient(t, base, fp)
 	// Unclaimed: the API refuses everything but the claim.

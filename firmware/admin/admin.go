@@ -74,6 +74,9 @@ type Deps struct {
 	// Telephony is the stored dial plan configuration
 	// (*config.TelephonyStore); nil: not available.
 	Telephony Telephony
+	// Features is each extension's forwarding and do-not-disturb
+	// (*features.Engine); nil: not available.
+	Features Features
 	// SIPSettings are the stored SIP edge settings (*config.SIPStore);
 	// nil: not available.
 	SIPSettings SIPSettings
@@ -145,6 +148,7 @@ type Server struct {
 	tlsc      tlsCommit                  // certificate or TLS change awaiting confirmation (tls.go)
 	exts      Extensions
 	tel       Telephony
+	features  Features
 	trunks    TrunkStatus // nil: no trunk state
 	sipset    SIPSettings
 	acme      ACME
@@ -197,7 +201,7 @@ func NewServer(d Deps) (*Server, error) {
 	}
 	s := &Server{auth: d.Auth, audit: d.Audit, db: d.Store, clock: d.Clock, log: d.Logger, http: d.AllowHTTPOrigin,
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
-		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, reset: d.Reset, netw: d.Network, status: d.Status,
+		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, features: d.Features, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, reset: d.Reset, netw: d.Network, status: d.Status,
 		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, intrusion: d.Intrusion, metrics: d.Metrics, phones: d.Phones,
 		priv: d.Privacy, conlog: d.Connections}
 	s.acme = d.ACME

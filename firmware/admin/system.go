@@ -15,6 +15,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/backup"
+	"github.com/edgepbx/edgepbx/firmware/features"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/init/netconf/netspec"
@@ -205,8 +206,18 @@ func (s *Server) apiDeleteExtension(w http.ResponseWriter, r *http.Request, p au
 		return fmt.Errorf("%w: extension %.64s", errNotFound, user)
 	}
 	ev := audit.Event{Actor: p.Actor(), Source: src(r), Action: "telephony.extension.delete", Target: user}
-	if err := s.exts.DeleteWith(user, func(tx *store.Tx) error { return s.audit.RecordTx(tx, ev) }); err != nil {
+	// Its forwards go with it: a new extension with the number must not
+	// inherit them.
+	if err := s.exts.DeleteWith(user, func(tx *store.Tx) error {
+		if err := features.ForgetTx(tx, user); err != nil {
+			return err
+		}
+		return s.audit.RecordTx(tx, ev)
+	}); err != nil {
 		return err
+	}
+	if s.features != nil {
+		s.features.Forgot(user)
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "deleted"})
 	return nil

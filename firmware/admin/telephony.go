@@ -16,6 +16,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
+	"github.com/edgepbx/edgepbx/firmware/features"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
@@ -145,7 +146,8 @@ func (s *Server) telephonyData(r *http.Request, p auth.Principal) (any, error) {
 	states, hints := s.trunkInline(r.Context(), cur.Trunks)
 	return map[string]any{"Config": cur, "JSON": string(raw), "Rows": rows, "Extensions": strings.Join(exts, " "),
 		"Emergency": append(slices.Clone(country.Emergency), cur.Emergency...), "States": states, "Hints": hints,
-		"CanTest": s.canTestTrunks(), "Templates": trunkTemplatesJSON}, nil
+		"CanTest": s.canTestTrunks(), "Templates": trunkTemplatesJSON,
+		"Codes": features.Table(cur.Features.Table()), "Forwards": s.forwardRows(exts)}, nil
 }
 
 // telephonyProblem answers as problem+json (RFC 9457) with the extension

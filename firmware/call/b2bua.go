@@ -148,6 +148,9 @@ type Config struct {
 	// Events, when set, receives security events (a refused attempt to
 	// replace somebody else's dialog).
 	Events Events
+	// Hunter, when set, may turn a call to an extension or a group into
+	// stages (forwarding, follow-me, ring groups; hunt.go).
+	Hunter Hunter
 	Log    *slog.Logger
 
 	minSE time.Duration // MinSessionExpires unless a test of this package lowers it

@@ -68,6 +68,8 @@ type call struct {
 	rseq      uint32            // last RSeq sent to the caller
 	endOnce   sync.Once
 	proveMu   sync.Mutex // orders proven's release of the caller's media
+	hunt      Hunt       // stages of a forwarded or group call (hunt.go); nil: one fork
+	stages    int        // stages asked of hunt so far
 }
 
 func newCall(b *B2BUA, req *sip.Request, caller Identity) *call {

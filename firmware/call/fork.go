@@ -42,6 +42,7 @@ func firstOffer(pol media.Policy, id Identity, a media.Local) offerStep {
 // branch is one INVITE of the box to one contact of the callee.
 type branch struct {
 	l    *leg
+	who  Identity // the extension or trunk this branch rings
 	step offerStep
 	inv  *sip.Request
 	tx   sip.ClientTransaction
@@ -70,9 +71,11 @@ type fork struct {
 
 	// run's state
 	txA      sip.ServerTransaction
-	earlyBr  *branch // the branch whose early media the caller gets
-	best     int     // the best final status of the failed branches
-	timedOut bool    // RingTimeout passed
+	earlyBr  *branch       // the branch whose early media the caller gets
+	best     int           // the best final status of the failed branches
+	timedOut bool          // RingTimeout passed
+	ring     time.Duration // this fork's ring time (a hunt stage's); 0: RingTimeout
+	rang     bool          // the caller got a 180 without SDP from this fork
 }
 
 // offer makes br's SDP offer at step.
@@ -354,7 +357,11 @@ func better(a, b int) bool {
 func (f *fork) run(txA sip.ServerTransaction) {
 	c := f.c
 	f.txA = txA
-	ringCtx, stopRing := context.WithTimeout(context.Background(), c.b.cfg.RingTimeout)
+	ringFor := c.b.cfg.RingTimeout
+	if f.ring > 0 {
+		ringFor = f.ring
+	}
+	ringCtx, stopRing := context.WithTimeout(context.Background(), ringFor)
 	defer stopRing()
 	ring, cancelCh := ringCtx.Done(), c.cancel
 	for len(f.pending(nil)) > 0 {
@@ -407,7 +414,7 @@ func (f *fork) onEvent(e branchEvent) bool {
 	switch {
 	case res.StatusCode < 200:
 		f.onProvisional(br, res, cancelled)
-	case (res.StatusCode == 401 || res.StatusCode == 407) && !br.authTried && f.c.callee.Trunk != "" && retry:
+	case (res.StatusCode == 401 || res.StatusCode == 407) && !br.authTried && br.who.Trunk != "" && retry:
 		f.onChallenge(br, res)
 	case res.StatusCode == 488 && retry:
 		f.onNotAcceptable(br)
@@ -449,7 +456,10 @@ func (f *fork) onProvisional(br *branch, res *sip.Response, cancelled bool) {
 	}
 	if body != nil {
 		code = 183
+	} else if f.rang {
+		return // the caller knows it rings: one 180 for all the branches
 	}
+	f.rang = f.rang || body == nil
 	c.provisionalA(f.reqA, f.txA, code, body)
 }
 
@@ -460,7 +470,7 @@ func (f *fork) onChallenge(br *branch, res *sip.Response) {
 	br.authTried = true
 	br.tx.Terminate()
 	inv := f.newInvite(br)
-	err := c.authorize(inv, res, c.callee.Trunk)
+	err := c.authorize(inv, res, br.who.Trunk)
 	if err == nil {
 		err = f.send(br, inv)
 	}
@@ -510,6 +520,9 @@ func (f *fork) onFailure(br *branch, res *sip.Response, cancelled bool) bool {
 // allFailed answers the caller when no branch is left.
 func (f *fork) allFailed() {
 	c := f.c
+	if f.continueHunt() {
+		return
+	}
 	f.stop()
 	if c.isCancelled() {
 		c.b.cancelled.Add(1)
@@ -535,6 +548,10 @@ func (f *fork) win(txA sip.ServerTransaction, br *branch, res *sip.Response) {
 	br.done = true
 	c.mu.Lock()
 	c.legs[media.B] = b
+	c.callee = br.who
+	if br.who.Trunk != "" { // a forward outwards: the record names its trunk
+		c.rec.Trunk = br.who.Trunk
+	}
 	c.mu.Unlock()
 	for _, o := range f.branches {
 		if o != br {

@@ -64,12 +64,35 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 		c.rec.Trunk = dec.Trunk
 	}
 
+	if dec.Kind == dialplan.KindFeature {
+		c.confirmFeature(reqA, txA, dec.Target)
+		return
+	}
+
 	// Where the B leg goes: every live contact of an extension at once
 	// (forking), or the trunk.
 	var tgts []Target
 	var calleeID Identity
-	switch dec.Kind {
-	case dialplan.KindInternal, dialplan.KindInbound:
+	var ids []Identity
+	var as []string
+	var ring time.Duration
+	if h := c.b.cfg.Hunter; h != nil {
+		c.hunt = h.Hunt(c.caller.Extension, dec)
+	}
+	switch {
+	case c.hunt != nil: // hunt.go: forwarding, follow-me, groups
+		var ok bool
+		var code int
+		if tgts, ids, as, ring, code, ok = c.nextStage(Outcome{First: true}); !ok {
+			if code == 0 {
+				code = 480
+			}
+			code, result := mapFailure(code)
+			c.failA(txA, reqA, code, result, "hunt: no destination rung")
+			return
+		}
+		calleeID = ids[0]
+	case dec.Kind == dialplan.KindInternal, dec.Kind == dialplan.KindInbound:
 		tgts = c.b.cfg.Directory.Contacts(dec.Target)
 		if len(tgts) == 0 {
 			c.failA(txA, reqA, 480, cdr.Failed, "callee not registered")
@@ -132,26 +155,17 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 		c.failA(txA, reqA, 483, cdr.Failed, "too many hops")
 		return
 	}
-	f := &fork{c: c, reqA: reqA, remA: remA, ch: make(chan branchEvent, 16), quit: make(chan struct{})}
-	pol := c.b.cfg.Directory.Policy(calleeID)
+	f := &fork{c: c, reqA: reqA, remA: remA, ch: make(chan branchEvent, 16), quit: make(chan struct{}), ring: ring}
 	host, _, _ := net.SplitHostPort(c.b.cfg.Contact)
 	c.shown = c.presentation(reqA, host)
-	for _, tgt := range tgts {
-		l := &leg{side: media.B, callID: sip.GenerateTagN(24), localTag: newTag(),
-			target: tgt.URI, dest: tgt.Dest, transport: strings.ToLower(tgt.Transport),
-			policy: pol, sid: randSession(), ver: 1}
-		l.local = sip.Uri{Scheme: "sip", User: c.shown.user, Host: c.shown.host}
-		l.remote = sip.Uri{Scheme: "sip", User: tgt.URI.User, Host: tgt.URI.Host}
-		br := &branch{l: l}
-		if err := f.offer(br, firstOffer(pol, calleeID, a.answered)); err != nil {
-			c.failA(txA, reqA, 500, cdr.Failed, "offer: "+err.Error())
-			f.stop()
-			return
-		}
-		c.addKey(dialogKey(l.callID, l.localTag), l)
-		f.branches = append(f.branches, br)
+	for len(ids) < len(tgts) {
+		ids, as = append(ids, calleeID), append(as, "")
 	}
-	c.legs[media.B] = f.branches[0].l
+	if err := f.addBranches(tgts, ids, as); err != nil {
+		c.failA(txA, reqA, 500, cdr.Failed, "offer: "+err.Error())
+		f.stop()
+		return
+	}
 	for _, br := range f.branches {
 		if err := f.send(br, f.newInvite(br)); err != nil {
 			br.done, br.final = true, 503

@@ -69,6 +69,7 @@ const (
 	KindOutbound  Kind = "outbound"  // over a trunk
 	KindEmergency Kind = "emergency" // over a trunk, never refused by policy
 	KindInbound   Kind = "inbound"   // DID from a trunk to an extension
+	KindApp       Kind = "app"       // the box answers itself: Target is "<app>/<arg>"
 )
 
 // Decision is where a call goes.

@@ -13,6 +13,7 @@ import (
 	"unicode"
 
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
+	"github.com/edgepbx/edgepbx/firmware/features"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
@@ -72,6 +73,11 @@ type Telephony struct {
 
 	BurstAttempts int           `json:"burst_attempts"`
 	BurstWindow   time.Duration `json:"burst_window"`
+
+	// Features: feature-code table, ring groups, pickup groups
+	// (firmware/features). Ring group numbers are dial-plan destinations
+	// like extensions (DIDs may name them).
+	Features features.Config `json:"features"`
 }
 
 // TelephonyTrunk is an ITSP: where calls go (Host), how it is
@@ -179,8 +185,16 @@ func (t Telephony) Validate(known func(string) bool) error {
 	for _, x := range t.Extensions {
 		listed[x.Number] = true
 	}
+	isExt := func(n string) bool { return listed[n] || known != nil && known(n) }
+	if err := t.Features.Validate(isExt); err != nil {
+		return fmt.Errorf("%w: %w", ErrTelephony, err)
+	}
+	groups := map[string]bool{}
+	for _, g := range t.Features.Groups {
+		groups[g.Number] = true
+	}
 	for _, d := range t.DIDs {
-		if !listed[d.Extension] && (known == nil || !known(d.Extension)) {
+		if !listed[d.Extension] && !groups[d.Extension] && (known == nil || !known(d.Extension)) {
 			return bad("DID %s: unknown extension %q", d.Number, d.Extension)
 		}
 	}
@@ -189,6 +203,9 @@ func (t Telephony) Validate(known func(string) bool) error {
 	for _, n := range emergency {
 		if listed[n] {
 			return bad("extension %s is an emergency number", n)
+		}
+		if groups[n] {
+			return bad("ring group %s is an emergency number", n)
 		}
 		for _, p := range t.PremiumPrefixes {
 			if strings.HasPrefix(n, p) {
@@ -362,6 +379,7 @@ func (t Telephony) clone() Telephony {
 	}
 	t.Routes = slices.Clone(t.Routes)
 	t.DIDs = slices.Clone(t.DIDs)
+	t.Features = t.Features.Clone()
 	return t
 }
 

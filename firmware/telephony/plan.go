@@ -9,6 +9,7 @@ package telephony
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,7 +61,16 @@ func (p *Plan) Engine() (*dialplan.Engine, error) {
 	if p.eng != nil && key == p.key {
 		return p.eng, nil
 	}
-	plan := p.tel.Current().Plan(nums)
+	cur := p.tel.Current()
+	// Ring group numbers route like extensions (firmware/features rings
+	// their members). A SIP extension created later with a group's number
+	// is not listed twice (the group rings).
+	for _, g := range cur.Features.GroupNumbers() {
+		if !slices.Contains(nums, g) {
+			nums = append(nums, g)
+		}
+	}
+	plan := cur.Plan(nums)
 	var eng *dialplan.Engine
 	var err error
 	if p.eng != nil {
@@ -91,4 +101,14 @@ func (p *Plan) RouteInbound(trunk, called string) (dialplan.Decision, *dialplan.
 		return dialplan.Decision{}, nil, err
 	}
 	return e.RouteInbound(trunk, called)
+}
+
+// Check reports whether extension from may call number now, without
+// admitting a call (forward destinations, checked when set).
+func (p *Plan) Check(from, number string) (dialplan.Decision, error) {
+	e, err := p.Engine()
+	if err != nil {
+		return dialplan.Decision{}, err
+	}
+	return e.Check(from, number)
 }

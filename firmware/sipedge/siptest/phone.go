@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +33,8 @@ type Phone struct {
 	rtp      *net.UDPConn
 	Answered chan *sip.Request // INVITEs answered with 200
 	Byes     chan *sip.Request // BYEs received
+	Invites  chan *sip.Request // every INVITE received (reply.go), whatever the answer
+	reply    atomic.Int32      // 0: answer 200; else reply.go
 	rtpIn    chan []byte
 }
 
@@ -54,7 +57,7 @@ func NewPhoneAt(t testing.TB, host, user, pass string) *Phone {
 	}
 	ua_ := conn.LocalAddr().(*net.UDPAddr)
 	p := &Phone{t: t, user: user, pass: pass, host: host, Port: ua_.Port, rtp: rtp,
-		Answered: make(chan *sip.Request, 4), Byes: make(chan *sip.Request, 4), rtpIn: make(chan []byte, 256)}
+		Answered: make(chan *sip.Request, 4), Byes: make(chan *sip.Request, 4), Invites: make(chan *sip.Request, 64), rtpIn: make(chan []byte, 256)}
 	quiet := slog.New(slog.DiscardHandler)
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("test-phone"),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quiet)),
@@ -81,6 +84,9 @@ func NewPhoneAt(t testing.TB, host, user, pass string) *Phone {
 	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
 		d, err := p.answers.ReadInvite(req, tx)
 		if err != nil {
+			return
+		}
+		if p.replyOther(req, tx, d) {
 			return
 		}
 		_ = d.Respond(200, "OK", p.sdp(), sip.NewHeader("Content-Type", "application/sdp"))
