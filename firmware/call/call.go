@@ -68,6 +68,7 @@ type call struct {
 	rseq      uint32            // last RSeq sent to the caller
 	endOnce   sync.Once
 	proveMu   sync.Mutex // orders proven's release of the caller's media
+	obs       observed   // what the observer was told (observe.go)
 }
 
 func newCall(b *B2BUA, req *sip.Request, caller Identity) *call {

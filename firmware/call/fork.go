@@ -450,6 +450,7 @@ func (f *fork) onProvisional(br *branch, res *sip.Response, cancelled bool) {
 	if body != nil {
 		code = 183
 	}
+	c.observe(DialogEarly)
 	c.provisionalA(f.reqA, f.txA, code, body)
 }
 
