@@ -37,6 +37,10 @@ type Location struct {
 	// their expiry; new bounds apply when a phone next registers.
 	limits atomic.Pointer[RegLimits]
 
+	// onChange, when set, is told an extension's first binding and the
+	// loss of its last (Server.OnRegistration); called with mu held.
+	onChange atomic.Pointer[func(user string, registered bool)]
+
 	mu      sync.RWMutex
 	users   map[string][]Binding
 	sources map[netip.Addr]time.Time // registered source -> latest expiry (OPTIONS gate)
@@ -102,6 +106,7 @@ func (l *Location) register(now time.Time, user string, b Binding, updates []Con
 			return regOutOfOrder
 		}
 	}
+	had := len(live) > 0
 	if removeAll {
 		live = nil
 	}
@@ -138,6 +143,9 @@ func (l *Location) register(now time.Time, user string, b Binding, updates []Con
 		if exp := live[len(live)-1].Expires; exp.After(l.sources[src]) {
 			l.sources[src] = exp
 		}
+	}
+	if f := l.onChange.Load(); f != nil && had != (len(live) > 0) {
+		(*f)(user, len(live) > 0)
 	}
 	return regOK
 }
@@ -241,6 +249,9 @@ func (l *Location) Sweep(now time.Time) int {
 		}
 		if len(live) == 0 {
 			delete(l.users, u)
+			if f := l.onChange.Load(); f != nil {
+				(*f)(u, false)
+			}
 		} else {
 			l.users[u] = live
 			n += len(live)

@@ -88,9 +88,10 @@ type Server struct {
 	limiter   *connLimiter
 	retrans   *respCache // answers of the stateless UDP REGISTER path
 	fpSeed    maphash.Seed
-	bufs      sync.Pool                // *bytes.Buffer for serialising stateless answers
-	stateful  atomic.Uint64            // requests that took sipgo's transaction path
-	calls     atomic.Pointer[callsBox] // the B2BUA; nil: INVITE gets 501
+	bufs      sync.Pool                 // *bytes.Buffer for serialising stateless answers
+	stateful  atomic.Uint64             // requests that took sipgo's transaction path
+	calls     atomic.Pointer[callsBox]  // the B2BUA; nil: INVITE gets 501
+	events    atomic.Pointer[eventsBox] // subscriptions (events.go); nil: SUBSCRIBE gets 501
 
 	parser          *sip.Parser
 	udp             net.PacketConn // front: answers are written to it
@@ -374,6 +375,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if c, ok := s.callHandler().(io.Closer); ok {
 		_ = c.Close()
 	}
+	s.closeEvents()
 	s.Close()
 	for ; n > 0; n-- {
 		<-errc

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"fmt"
+	"net"
+
+	"github.com/edgepbx/edgepbx/firmware/call"
+	"github.com/edgepbx/edgepbx/firmware/presence"
+)
+
+// newEvents builds the event subscription server (busy-lamp fields,
+// presence, MWI) on the SIP edge: SUBSCRIBEs go to it, registrations
+// change presence, and the B2BUA reports dialogs to it (newCalls takes
+// dialogObserver). Visibility is the default (each extension sees only
+// itself) until the telephony configuration's pickup/visibility groups
+// are connected.
+func (d *daemon) newEvents() error {
+	host, _, err := net.SplitHostPort(d.sip.Contact("udp"))
+	if err != nil {
+		host = ""
+	}
+	ev, err := presence.New(presence.Config{
+		Sender: d.sip.Sender(), Host: host, Phones: d.sip.EventPhones(),
+		Registered: d.sip.Registered, Log: d.log,
+	})
+	if err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
+	d.sip.OnRegistration(ev.RegistrationChanged)
+	d.sip.SetEvents(ev)
+	d.events = ev
+	return nil
+}
+
+// dialogObserver is what the B2BUA reports dialogs to (nil: nothing).
+func (d *daemon) dialogObserver() call.DialogObserver {
+	if d.events == nil {
+		return nil
+	}
+	return d.events
+}
