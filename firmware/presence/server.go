@@ -448,7 +448,9 @@ func (s *Server) refresh(req *sip.Request, tx sip.ServerTransaction, r subscribe
 // 6665: 2xx with the granted Expires and the box's Contact).
 func (s *Server) answerOK(tx sip.ServerTransaction, req *sip.Request, boxTag string, exp time.Duration) {
 	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
-	if to := res.To(); to != nil && !to.Params.Has("tag") {
+	if to := res.To(); to != nil {
+		// sipgo tags a response it builds itself; the dialog's tag is ours.
+		to.Params.Remove("tag")
 		to.Params.Add("tag", boxTag)
 	}
 	res.AppendHeader(sip.NewHeader("Expires", secs(exp)))

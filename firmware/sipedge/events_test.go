@@ -3,6 +3,7 @@ package sipedge
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -181,8 +182,18 @@ func receivedNotifies(t testing.TB, dir string) []*sip.Request {
 		if j := strings.Index(msg, "\n-----------------"); j >= 0 {
 			msg = msg[:j]
 		}
-		msg = strings.TrimRight(msg, "\n") // sipp adds a blank line
-		m, err := sip.ParseMessage([]byte(strings.ReplaceAll(strings.ReplaceAll(msg, "\r\n", "\n"), "\n", "\r\n")))
+		msg = strings.ReplaceAll(strings.ReplaceAll(msg, "\r\n", "\n"), "\n", "\r\n")
+		// sipp adds blank lines after the message: keep Content-Length bytes.
+		if head, body, ok := strings.Cut(msg, "\r\n\r\n"); ok {
+			n := 0
+			for _, l := range strings.Split(head, "\r\n") {
+				if k, v, ok := strings.Cut(l, ":"); ok && strings.EqualFold(strings.TrimSpace(k), "Content-Length") {
+					n, _ = strconv.Atoi(strings.TrimSpace(v))
+				}
+			}
+			msg = head + "\r\n\r\n" + body[:min(n, len(body))]
+		}
+		m, err := sip.ParseMessage([]byte(msg))
 		if err != nil {
 			t.Fatalf("sipp logged an unparsable NOTIFY: %v\n%s", err, msg)
 		}
@@ -311,4 +322,325 @@ func udpBound(port int) bool {
 		}
 	}
 	return false
+}
+
+// subPhone is a raw UDP phone that subscribes with digest and answers
+// NOTIFYs as the test says.
+type subPhone struct {
+	t                   testing.TB
+	raw                 *siptest.Raw
+	srv                 *net.UDPAddr
+	user, pass          string
+	tag, callID, local  string
+	cseq                int
+	lastToTag, lastPkgs string
+}
+
+func newSubPhone(t testing.TB, s *testServer, user, pass string) *subPhone {
+	t.Helper()
+	raw := siptest.NewRaw(t, "UDP", netip.MustParseAddr("127.0.0.1"), s.udp.AddrPort())
+	return &subPhone{t: t, raw: raw, srv: s.udp, user: user, pass: pass, local: raw.Local()}
+}
+
+// build writes a SUBSCRIBE in the phone's current dialog (toTag "": a new
+// one).
+func (p *subPhone) build(target, event, expires, toTag, auth string, extra ...string) string {
+	p.cseq++
+	host := p.srv.IP.String()
+	var b strings.Builder
+	fmt.Fprintf(&b, "SUBSCRIBE sip:%s@%s SIP/2.0\r\n", target, host)
+	fmt.Fprintf(&b, "Via: SIP/2.0/UDP %s;branch=z9hG4bK%s;rport\r\n", p.local, randHex(8))
+	b.WriteString("Max-Forwards: 70\r\n")
+	fmt.Fprintf(&b, "From: <sip:%s@%s>;tag=%s\r\n", p.user, host, p.tag)
+	if toTag != "" {
+		fmt.Fprintf(&b, "To: <sip:%s@%s>;tag=%s\r\n", target, host, toTag)
+	} else {
+		fmt.Fprintf(&b, "To: <sip:%s@%s>\r\n", target, host)
+	}
+	fmt.Fprintf(&b, "Call-ID: %s\r\n", p.callID)
+	fmt.Fprintf(&b, "CSeq: %d SUBSCRIBE\r\n", p.cseq)
+	fmt.Fprintf(&b, "Contact: <sip:%s@%s>\r\n", p.user, p.local)
+	fmt.Fprintf(&b, "Event: %s\r\n", event)
+	if expires != "" {
+		fmt.Fprintf(&b, "Expires: %s\r\n", expires)
+	}
+	b.WriteString("User-Agent: testphone/1.0\r\n")
+	for _, e := range extra {
+		b.WriteString(e + "\r\n")
+	}
+	if auth != "" {
+		fmt.Fprintf(&b, "Authorization: %s\r\n", auth)
+	}
+	b.WriteString("Content-Length: 0\r\n\r\n")
+	return b.String()
+}
+
+// response reads until a response comes; NOTIFYs meanwhile are answered
+// 200 and kept for nextNotify.
+func (p *subPhone) response() *sip.Response {
+	p.t.Helper()
+	for {
+		m, _ := p.raw.Recv()
+		if r, ok := m.(*sip.Response); ok {
+			return r
+		}
+		p.t.Fatalf("request before the answer:\n%s", m)
+	}
+}
+
+// subscribe starts a new subscription dialog: SUBSCRIBE, 401, SUBSCRIBE
+// with credentials; it returns the final answer.
+func (p *subPhone) subscribe(target, event, expires string, extra ...string) *sip.Response {
+	p.t.Helper()
+	p.tag, p.callID = randHex(4), randHex(8)
+	p.raw.Send(p.build(target, event, expires, "", "", extra...))
+	r := p.response()
+	if r.StatusCode != 401 {
+		return r
+	}
+	nonce := challengeOf(p.t, r, AlgMD5)
+	uri := "sip:" + target + "@" + p.srv.IP.String()
+	ha1 := HA1(AlgMD5, p.user, "edgepbx", p.pass)
+	c := Credentials{Username: p.user, Realm: "edgepbx", Nonce: nonce, URI: uri, NC: "00000001", CNonce: randHex(4), QOP: "auth"}
+	auth := fmt.Sprintf(`Digest username="%s", realm="edgepbx", nonce="%s", uri="%s", response="%s", algorithm=MD5, cnonce="%s", qop=auth, nc=00000001`,
+		p.user, nonce, uri, digestResponse(AlgMD5, ha1, "SUBSCRIBE", c), c.CNonce)
+	p.raw.Send(p.build(target, event, expires, "", auth, extra...))
+	r = p.response()
+	if r.StatusCode == 200 {
+		p.lastToTag, _ = r.To().Params.Get("tag")
+	}
+	return r
+}
+
+// inDialog sends a SUBSCRIBE inside the last subscription's dialog.
+func (p *subPhone) inDialog(target, event, expires string) *sip.Response {
+	p.t.Helper()
+	p.raw.Send(p.build(target, event, expires, p.lastToTag, ""))
+	return p.response()
+}
+
+// nextNotify reads the next NOTIFY and answers it with code.
+func (p *subPhone) nextNotify(code int) *sip.Request {
+	p.t.Helper()
+	m, _ := p.raw.Recv()
+	n, ok := m.(*sip.Request)
+	if !ok || n.Method != sip.NOTIFY {
+		p.t.Fatalf("want a NOTIFY, got:\n%s", m)
+	}
+	res := sip.NewResponseFromRequest(n, code, "X", nil)
+	p.raw.Send(res.String())
+	return n
+}
+
+// silent reports that nothing arrives for a while (the box sent nothing).
+func (p *subPhone) silent(wait time.Duration) bool {
+	b, _, err := p.raw.Read(wait)
+	if err == nil {
+		p.t.Logf("unexpected:\n%s", b)
+	}
+	return err != nil
+}
+
+// shape is a response without what differs per request (dialog
+// identifiers, the challenge's nonce): what an attacker compares.
+func shape(r *sip.Response) string {
+	var parts []string
+	for _, h := range r.Headers() {
+		switch strings.ToLower(h.Name()) {
+		case "via", "from", "to", "call-id", "cseq":
+			continue
+		case "www-authenticate":
+			parts = append(parts, h.Name())
+			continue
+		}
+		parts = append(parts, h.Name()+": "+h.Value())
+	}
+	return r.StartLine() + "|" + strings.Join(parts, "|") + "|" + string(r.Body())
+}
+
+// TestSubscribeRefusedLearnsNothing: a subscriber of another group, a
+// subscriber asking for a colleague's mailbox, and one asking for an
+// extension that does not exist all get the same 403; wrong passwords and
+// unknown users get the same 401 as REGISTER does. No subscription is
+// made and no NOTIFY is sent.
+func TestSubscribeRefusedLearnsNothing(t *testing.T) {
+	es := startEvents(t, nil, nil)
+	other := newSubPhone(t, es.testServer, "104", testPassword)
+	var shapes []string
+	for _, c := range []struct{ target, event string }{
+		{"102", "dialog"}, {"102", "presence"}, {"999", "dialog"}, {"no-such-slot", "presence"},
+		{"102", "message-summary"}, {"bad%20name", "dialog"},
+	} {
+		r := other.subscribe(c.target, c.event, "600")
+		if r.StatusCode != 403 {
+			t.Fatalf("104 → %s %s: %s", c.target, c.event, r.StartLine())
+		}
+		shapes = append(shapes, shape(r))
+	}
+	colleague := newSubPhone(t, es.testServer, "101", testPassword)
+	r := colleague.subscribe("102", "message-summary", "600")
+	if r.StatusCode != 403 {
+		t.Fatalf("101 → 102's mailbox: %s", r.StartLine())
+	}
+	shapes = append(shapes, shape(r))
+	for _, sh := range shapes[1:] {
+		if sh != shapes[0] {
+			t.Fatalf("refusals differ:\n%s\n%s", shapes[0], sh)
+		}
+	}
+	// Not authenticated: wrong password and unknown user look alike.
+	var auths []string
+	for _, ph := range []*subPhone{newSubPhone(t, es.testServer, "102", "wrong-password"), newSubPhone(t, es.testServer, "555", testPassword)} {
+		r := ph.subscribe("102", "dialog", "600")
+		if r.StatusCode != 401 {
+			t.Fatalf("%s with bad credentials: %s", ph.user, r.StartLine())
+		}
+		auths = append(auths, shape(r))
+	}
+	if auths[0] != auths[1] {
+		t.Fatalf("wrong password and unknown user answered differently:\n%s\n%s", auths[0], auths[1])
+	}
+	if es.ev.Len() != 0 || es.ev.Counters().Notifies != 0 {
+		t.Fatalf("%d subscriptions, %d NOTIFYs after refusals", es.ev.Len(), es.ev.Counters().Notifies)
+	}
+	if !other.silent(300 * time.Millisecond) {
+		t.Fatal("the refused subscriber got something")
+	}
+}
+
+// TestSubscriptionLifecycle: Expires bounds (423, clamp), per-phone
+// bound, refresh and unsubscribe inside the dialog, expiry with a final
+// NOTIFY, a NOTIFY answered 481 removing the subscription, unknown
+// packages (489) and unknown dialogs (481). Everything goes over UDP: the
+// stateless REGISTER path does not take SUBSCRIBE.
+func TestSubscriptionLifecycle(t *testing.T) {
+	t.Run("bounds", func(t *testing.T) {
+		es := startEvents(t, nil, nil)
+		p := newSubPhone(t, es.testServer, "101", testPassword)
+		if r := p.subscribe("102", "dialog", "30"); r.StatusCode != 423 || r.GetHeader("Min-Expires") == nil || r.GetHeader("Min-Expires").Value() != "60" {
+			t.Fatalf("Expires 30: %s %v", r.StartLine(), r.GetHeader("Min-Expires"))
+		}
+		r := p.subscribe("102", "dialog", "99999")
+		if r.StatusCode != 200 || r.GetHeader("Expires").Value() != "3600" || r.Contact() == nil || p.lastToTag == "" {
+			t.Fatalf("Expires 99999: %s", r)
+		}
+		n := p.nextNotify(200)
+		if ss := n.GetHeader("Subscription-State").Value(); !strings.HasPrefix(ss, "active;expires=") {
+			t.Fatalf("first NOTIFY: %s", n)
+		}
+		if r := p.subscribe("102", "conference", "600"); r.StatusCode != 489 || r.GetHeader("Allow-Events") == nil {
+			t.Fatalf("unknown package: %s", r)
+		}
+		p.lastToTag = "not-a-tag-of-the-box"
+		if r := p.inDialog("102", "dialog", "600"); r.StatusCode != 481 {
+			t.Fatalf("unknown dialog: %s", r.StartLine())
+		}
+	})
+	t.Run("expiry, bound, refresh, 481", func(t *testing.T) {
+		es := startEvents(t, nil, func(c *presence.Config) { c.MinExpires, c.MaxPerSubscriber = time.Second, 2 })
+		p := newSubPhone(t, es.testServer, "101", testPassword)
+		if r := p.subscribe("102", "dialog", "1"); r.StatusCode != 200 || r.GetHeader("Expires").Value() != "1" {
+			t.Fatalf("subscribe: %s", r)
+		}
+		p.nextNotify(200)
+		n := p.nextNotify(200) // at expiry
+		if ss := n.GetHeader("Subscription-State").Value(); ss != "terminated;reason=timeout" {
+			t.Fatalf("at expiry: %s", n)
+		}
+		waitLong(t, "the expired subscription to go", func() bool { return es.ev.Len() == 0 })
+
+		a := p.subscribe("102", "dialog;id=1", "600")
+		p.nextNotify(200)
+		aTag := p.lastToTag
+		aCall, aFrom := p.callID, p.tag
+		if r := p.subscribe("103", "presence", "600"); r.StatusCode != 200 {
+			t.Fatalf("second: %s", r.StartLine())
+		}
+		p.nextNotify(200)
+		bTag, bCall, bFrom := p.lastToTag, p.callID, p.tag
+		if r := p.subscribe("103", "dialog", "600"); r.StatusCode != 403 {
+			t.Fatalf("third subscription of one phone over a bound of 2: %s", r.StartLine())
+		}
+		if a.StatusCode != 200 || es.ev.LenOf("101") != 2 {
+			t.Fatalf("subscriptions of 101: %d", es.ev.LenOf("101"))
+		}
+		// Unsubscribe the presence one in its dialog: 200, final NOTIFY.
+		p.callID, p.tag, p.lastToTag = bCall, bFrom, bTag
+		if r := p.inDialog("103", "presence", "0"); r.StatusCode != 200 {
+			t.Fatalf("unsubscribe: %s", r.StartLine())
+		}
+		if n := p.nextNotify(200); n.GetHeader("Subscription-State").Value() != "terminated;reason=timeout" {
+			t.Fatalf("after unsubscribe: %s", n)
+		}
+		// Refresh the dialog one (no credentials inside the dialog); its
+		// NOTIFY answered 481 removes it.
+		p.callID, p.tag, p.lastToTag = aCall, aFrom, aTag
+		if r := p.inDialog("102", "dialog;id=1", "600"); r.StatusCode != 200 {
+			t.Fatalf("refresh: %s", r.StartLine())
+		}
+		p.nextNotify(481)
+		waitLong(t, "the subscription whose NOTIFY got 481 to go", func() bool { return es.ev.Len() == 0 })
+		if c := es.ev.Counters(); c.Removed != 1 || c.Expired != 1 || c.Unsubscribed != 1 {
+			t.Fatalf("counters %+v", c)
+		}
+	})
+}
+
+// TestMWIReachesSippPhone: a sipp phone subscribes to its own
+// message-summary; when voicemail reports a new message the phone gets a
+// NOTIFY saying so (RFC 3842 body).
+func TestMWIReachesSippPhone(t *testing.T) {
+	es := startEvents(t, nil, nil)
+	dir, done := sippBG(t, "subscribe_mwi.xml", 0, "-s", "101", "-au", "101", "-ap", testPassword,
+		"-key", "target", "101", "-key", "event", "message-summary", "-key", "accept", "application/simple-message-summary", es.udp.String())
+	waitLong(t, "the subscription and its first NOTIFY", func() bool {
+		return es.ev.Len() == 1 && es.ev.Counters().Notifies >= 1
+	})
+	es.ev.MailboxChanged("101", 2, 1)
+	waitSipp(t, done)
+	ns := receivedNotifies(t, dir)
+	if len(ns) != 2 {
+		t.Fatalf("%d NOTIFYs, want 2", len(ns))
+	}
+	if got := string(ns[0].Body()); !strings.HasPrefix(got, "Messages-Waiting: no\r\n") {
+		t.Fatalf("first NOTIFY body %q", got)
+	}
+	want := "Messages-Waiting: yes\r\nMessage-Account: sip:101@127.0.0.1\r\nVoice-Message: 2/1 (0/0)\r\n"
+	if got := string(ns[1].Body()); got != want {
+		t.Fatalf("NOTIFY body %q, want %q", got, want)
+	}
+	if ct := ns[1].ContentType(); ct == nil || ct.Value() != "application/simple-message-summary" {
+		t.Fatalf("Content-Type %v", ct)
+	}
+}
+
+// TestUnsolicitedMWI: an extension set to unsolicited MWI gets a NOTIFY
+// at its registered contact without subscribing; another does not.
+func TestUnsolicitedMWI(t *testing.T) {
+	es := startEvents(t, nil, func(c *presence.Config) {
+		c.Unsolicited = func(ext, ua string) bool { return ext == "102" }
+	})
+	ph := newPhone(t, es.udp, "127.0.0.1", "102")
+	if r, ok := ph.registerAuth(AlgMD5, testPassword); !ok || r.StatusCode != 200 {
+		t.Fatalf("register: %v", r)
+	}
+	other := newPhone(t, es.udp, "127.0.0.1", "103")
+	if r, ok := other.registerAuth(AlgMD5, testPassword); !ok || r.StatusCode != 200 {
+		t.Fatalf("register: %v", r)
+	}
+	es.ev.MailboxChanged("102", 1, 0)
+	es.ev.MailboxChanged("103", 1, 0)
+	m, _ := ph.raw.Recv()
+	n, ok := m.(*sip.Request)
+	if !ok || n.Method != sip.NOTIFY {
+		t.Fatalf("want a NOTIFY:\n%s", m)
+	}
+	if n.To().Params.Has("tag") || n.GetHeader("Event").Value() != "message-summary" ||
+		!strings.HasPrefix(string(n.Body()), "Messages-Waiting: yes\r\n") || n.Recipient.User != "102" {
+		t.Fatalf("unsolicited NOTIFY:\n%s", n)
+	}
+	ph.raw.Send(sip.NewResponseFromRequest(n, 200, "OK", nil).String())
+	if b, _, err := other.raw.Read(300 * time.Millisecond); err == nil {
+		t.Fatalf("103 is not set to unsolicited MWI but got:\n%s", b)
+	}
 }
