@@ -52,6 +52,7 @@ func (s *Server) enqueueLocked(b *sub) {
 		return
 	}
 	b.queued = true
+	s.outstanding++
 	s.queue = append(s.queue, b)
 	select {
 	case s.wake <- struct{}{}:
@@ -100,6 +101,7 @@ func (s *Server) dispatch() {
 		s.mu.Lock()
 		b.queued = false
 		if b.gone {
+			s.outstanding--
 			s.mu.Unlock()
 			<-s.slots
 			continue
@@ -228,6 +230,7 @@ func (s *Server) deliver(b *sub, req *sip.Request) {
 	s.notifies.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.outstanding--
 	b.busy = false
 	transient := code == 491 || code == 500 || code == 503 || code == 504
 	ok := err == nil && code >= 200 && code < 300

@@ -136,7 +136,9 @@ type Server struct {
 	per     map[string]int  // subscriber -> subscriptions
 	targets map[string]*target
 	queue   []*sub
-	closed  bool
+	// outstanding counts NOTIFYs queued or in flight (Backlog).
+	outstanding int
+	closed      bool
 
 	subscribed, refreshed, unsubscribed, expired, refused atomic.Uint64
 	notifies, notifyFailed, removed, unsolicited          atomic.Uint64
@@ -257,6 +259,7 @@ func (s *Server) Close() error {
 		}
 		b.gone = true
 	}
+	s.outstanding -= len(s.queue)
 	s.subs, s.usages, s.per, s.queue = map[string]*sub{}, map[string]*sub{}, map[string]int{}, nil
 	s.mu.Unlock()
 	s.cancel()
@@ -276,6 +279,13 @@ func (s *Server) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.subs)
+}
+
+// Backlog is how many NOTIFYs are queued or waiting for their answer.
+func (s *Server) Backlog() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.outstanding
 }
 
 // LenOf is the number of live subscriptions of one subscriber.

@@ -327,13 +327,15 @@ func udpBound(port int) bool {
 // subPhone is a raw UDP phone that subscribes with digest and answers
 // NOTIFYs as the test says.
 type subPhone struct {
-	t                   testing.TB
-	raw                 *siptest.Raw
-	srv                 *net.UDPAddr
-	user, pass          string
-	tag, callID, local  string
-	cseq                int
-	lastToTag, lastPkgs string
+	t                  testing.TB
+	raw                *siptest.Raw
+	srv                *net.UDPAddr
+	user, pass         string
+	tag, callID, local string
+	cseq               int
+	lastToTag          string
+	nc                 int    // last nc sent on a reused nonce (benchmarks)
+	transport          string // "": UDP
 }
 
 func newSubPhone(t testing.TB, s *testServer, user, pass string) *subPhone {
@@ -349,7 +351,11 @@ func (p *subPhone) build(target, event, expires, toTag, auth string, extra ...st
 	host := p.srv.IP.String()
 	var b strings.Builder
 	fmt.Fprintf(&b, "SUBSCRIBE sip:%s@%s SIP/2.0\r\n", target, host)
-	fmt.Fprintf(&b, "Via: SIP/2.0/UDP %s;branch=z9hG4bK%s;rport\r\n", p.local, randHex(8))
+	tp := p.transport
+	if tp == "" {
+		tp = "UDP"
+	}
+	fmt.Fprintf(&b, "Via: SIP/2.0/%s %s;branch=z9hG4bK%s;rport\r\n", tp, p.local, randHex(8))
 	b.WriteString("Max-Forwards: 70\r\n")
 	fmt.Fprintf(&b, "From: <sip:%s@%s>;tag=%s\r\n", p.user, host, p.tag)
 	if toTag != "" {
@@ -359,7 +365,11 @@ func (p *subPhone) build(target, event, expires, toTag, auth string, extra ...st
 	}
 	fmt.Fprintf(&b, "Call-ID: %s\r\n", p.callID)
 	fmt.Fprintf(&b, "CSeq: %d SUBSCRIBE\r\n", p.cseq)
-	fmt.Fprintf(&b, "Contact: <sip:%s@%s>\r\n", p.user, p.local)
+	if tp == "UDP" {
+		fmt.Fprintf(&b, "Contact: <sip:%s@%s>\r\n", p.user, p.local)
+	} else {
+		fmt.Fprintf(&b, "Contact: <sip:%s@%s;transport=%s>\r\n", p.user, p.local, strings.ToLower(tp))
+	}
 	fmt.Fprintf(&b, "Event: %s\r\n", event)
 	if expires != "" {
 		fmt.Fprintf(&b, "Expires: %s\r\n", expires)
@@ -385,6 +395,21 @@ func (p *subPhone) response() *sip.Response {
 			return r
 		}
 		p.t.Fatalf("request before the answer:\n%s", m)
+	}
+}
+
+// answerNotifiesUntilResponse reads until a response comes, answering
+// NOTIFYs meanwhile with 200.
+func (p *subPhone) answerNotifiesUntilResponse() *sip.Response {
+	p.t.Helper()
+	for {
+		m, _ := p.raw.Recv()
+		switch m := m.(type) {
+		case *sip.Response:
+			return m
+		case *sip.Request:
+			p.raw.Send(sip.NewResponseFromRequest(m, 200, "OK", nil).String())
+		}
 	}
 }
 
