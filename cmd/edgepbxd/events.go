@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/presence"
@@ -21,7 +22,7 @@ func (d *daemon) newEvents() error {
 	}
 	ev, err := presence.New(presence.Config{
 		Sender: d.sip.Sender(), Host: host, Phones: d.sip.EventPhones(),
-		Registered: d.sip.Registered, Log: d.log,
+		Registered: d.sip.Registered, Unsolicited: d.unsolicitedMWI, Log: d.log,
 	})
 	if err != nil {
 		return fmt.Errorf("events: %w", err)
@@ -30,6 +31,12 @@ func (d *daemon) newEvents() error {
 	d.sip.SetEvents(ev)
 	d.events = ev
 	return nil
+}
+
+// unsolicitedMWI reports the extensions the telephony configuration sets
+// to unsolicited MWI (read live: a change applies to the next NOTIFY).
+func (d *daemon) unsolicitedMWI(ext, _ string) bool {
+	return d.tel != nil && slices.Contains(d.tel.Current().UnsolicitedMWI, ext)
 }
 
 // dialogObserver is what the B2BUA reports dialogs to (nil: nothing).

@@ -192,7 +192,7 @@ func BenchmarkBLFNotify(b *testing.B) {
 // (reliable transports end the server transaction at once, so the
 // figure is the subscription, not sipgo's 32 s UDP transaction linger).
 func BenchmarkSubscriptionMemory(b *testing.B) {
-	const n = 2000
+	const n = 4000
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		es := benchEvents(b)
