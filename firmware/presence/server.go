@@ -367,6 +367,13 @@ func (s *Server) OnSubscribe(req *sip.Request, tx sip.ServerTransaction, subscri
 		return
 	}
 	if exp == 0 { // a fetch: one NOTIFY, no subscription
+		if len(s.queue) >= s.cfg.MaxTotal {
+			// One-shot NOTIFYs are not bounded by the tables: the queue is.
+			s.mu.Unlock()
+			s.refused.Add(1)
+			respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
+			return
+		}
 		b.oneShot, b.final = true, "timeout"
 		if t := s.targets[b.target]; t != nil {
 			b.sentGen = t.gen
@@ -725,7 +732,7 @@ func (s *Server) unsolicitedLocked(ext string, m Mailbox) {
 		return
 	}
 	for _, tg := range s.cfg.Phones.Phones(ext) {
-		if !s.cfg.Unsolicited(ext, tg.UserAgent) {
+		if !s.cfg.Unsolicited(ext, tg.UserAgent) || len(s.queue) >= s.cfg.MaxTotal {
 			continue
 		}
 		host := s.cfg.Host

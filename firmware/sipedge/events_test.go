@@ -669,3 +669,37 @@ func TestUnsolicitedMWI(t *testing.T) {
 		t.Fatalf("103 is not set to unsolicited MWI but got:\n%s", b)
 	}
 }
+
+// TestOptionsAllowsSubscribe: a registered phone's OPTIONS answer lists
+// SUBSCRIBE and NOTIFY and the event packages once the server is wired.
+func TestOptionsAllowsSubscribe(t *testing.T) {
+	es := startEvents(t, nil, nil)
+	ph := newPhone(t, es.udp, "127.0.0.1", "101")
+	if r, ok := ph.registerAuth(AlgMD5, testPassword); !ok || r.StatusCode != 200 {
+		t.Fatalf("register: %v", r)
+	}
+	host := es.udp.IP.String()
+	ph.send(fmt.Sprintf("OPTIONS sip:%s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK%s;rport\r\nMax-Forwards: 70\r\n"+
+		"From: <sip:101@%s>;tag=%s\r\nTo: <sip:%s>\r\nCall-ID: %s\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+		host, ph.local, randHex(8), host, randHex(4), host, randHex(8)))
+	_, r := ph.mustRecv()
+	allow, events := r.GetHeader("Allow"), r.GetHeader("Allow-Events")
+	if r.StatusCode != 200 || allow == nil || !strings.Contains(allow.Value(), "SUBSCRIBE, NOTIFY") ||
+		events == nil || events.Value() != presence.AllowEvents {
+		t.Fatalf("OPTIONS answer:\n%s", r)
+	}
+}
+
+// TestStatelessPathLeavesSubscribe: the UDP front's stateless REGISTER
+// path hands a SUBSCRIBE (even one that starts like a REGISTER would not)
+// to sipgo's transaction path untouched.
+func TestStatelessPathLeavesSubscribe(t *testing.T) {
+	es := startEvents(t, nil, nil)
+	msg := []byte("SUBSCRIBE sip:102@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKx1\r\n" +
+		"From: <sip:101@127.0.0.1>;tag=a\r\nTo: <sip:102@127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 SUBSCRIBE\r\n" +
+		"Contact: <sip:101@127.0.0.1:5999>\r\nEvent: dialog\r\nContent-Length: 0\r\n\r\n")
+	raddr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5999}
+	if es.statelessUDP(raddr, netip.MustParseAddr("127.0.0.1"), msg) {
+		t.Fatal("the stateless REGISTER path took a SUBSCRIBE")
+	}
+}
