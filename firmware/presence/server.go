@@ -550,7 +550,8 @@ func (s *Server) expire(b *sub) {
 	if b.gone || s.subs[b.key] != b {
 		return
 	}
-	if s.cfg.now().Before(b.expires) { // refreshed while the timer fired
+	if left := b.expires.Sub(s.cfg.now()); left > 0 { // refreshed while the timer fired
+		b.timer.Reset(left)
 		return
 	}
 	s.removeLocked(b)

@@ -48,8 +48,9 @@ func (s *Server) closeEvents() {
 }
 
 // OnRegistration calls f with an extension whenever it gains its first
-// live binding or loses its last one (presence). f runs with the
-// location service locked: it must not block or call back into the edge.
+// live binding or loses its last one (presence). f runs in the
+// registering request's goroutine, outside the location service's lock:
+// it must not block for long.
 func (s *Server) OnRegistration(f func(ext string, registered bool)) {
 	s.location.onChange.Store(&f)
 }

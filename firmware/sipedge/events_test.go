@@ -640,31 +640,47 @@ func TestMWIReachesSippPhone(t *testing.T) {
 }
 
 // TestUnsolicitedMWI: an extension set to unsolicited MWI gets a NOTIFY
-// at its registered contact without subscribing; another does not.
+// at its registered contact without subscribing, when it registers with
+// messages waiting and when its mailbox changes; another does not.
 func TestUnsolicitedMWI(t *testing.T) {
 	es := startEvents(t, nil, func(c *presence.Config) {
 		c.Unsolicited = func(ext, ua string) bool { return ext == "102" }
 	})
+	es.ev.MailboxChanged("102", 1, 0) // before the phone registers: nobody to tell yet
 	ph := newPhone(t, es.udp, "127.0.0.1", "102")
-	if r, ok := ph.registerAuth(AlgMD5, testPassword); !ok || r.StatusCode != 200 {
-		t.Fatalf("register: %v", r)
-	}
+	msg, _ := ph.register(regOpts{})
+	ph.send(msg)
+	_, r := ph.mustRecv()
+	msg, _ = ph.register(regOpts{auth: authHeader(AlgMD5, "102", testPassword, "edgepbx", challengeOf(t, r, AlgMD5), "sip:"+es.udp.IP.String(), "00000001", randHex(4))})
+	ph.send(msg)
 	other := newPhone(t, es.udp, "127.0.0.1", "103")
 	if r, ok := other.registerAuth(AlgMD5, testPassword); !ok || r.StatusCode != 200 {
 		t.Fatalf("register: %v", r)
 	}
-	es.ev.MailboxChanged("102", 1, 0)
 	es.ev.MailboxChanged("103", 1, 0)
-	m, _ := ph.raw.Recv()
-	n, ok := m.(*sip.Request)
-	if !ok || n.Method != sip.NOTIFY {
-		t.Fatalf("want a NOTIFY:\n%s", m)
+	next := func(want string) {
+		t.Helper()
+		for {
+			m, _ := ph.raw.Recv()
+			if r, ok := m.(*sip.Response); ok && r.StatusCode == 200 {
+				continue // the REGISTER's answer
+			}
+			n, ok := m.(*sip.Request)
+			if !ok || n.Method != sip.NOTIFY {
+				t.Fatalf("want a NOTIFY:\n%s", m)
+			}
+			if n.To().Params.Has("tag") || n.GetHeader("Event").Value() != "message-summary" ||
+				!strings.HasPrefix(string(n.Body()), "Messages-Waiting: yes\r\n") || n.Recipient.User != "102" ||
+				!strings.Contains(string(n.Body()), want) {
+				t.Fatalf("unsolicited NOTIFY, want %s:\n%s", want, n)
+			}
+			ph.raw.Send(sip.NewResponseFromRequest(n, 200, "OK", nil).String())
+			return
+		}
 	}
-	if n.To().Params.Has("tag") || n.GetHeader("Event").Value() != "message-summary" ||
-		!strings.HasPrefix(string(n.Body()), "Messages-Waiting: yes\r\n") || n.Recipient.User != "102" {
-		t.Fatalf("unsolicited NOTIFY:\n%s", n)
-	}
-	ph.raw.Send(sip.NewResponseFromRequest(n, 200, "OK", nil).String())
+	next("Voice-Message: 1/0") // on registering
+	es.ev.MailboxChanged("102", 2, 0)
+	next("Voice-Message: 2/0")
 	if b, _, err := other.raw.Read(300 * time.Millisecond); err == nil {
 		t.Fatalf("103 is not set to unsolicited MWI but got:\n%s", b)
 	}

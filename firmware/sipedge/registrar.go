@@ -38,7 +38,8 @@ type Location struct {
 	limits atomic.Pointer[RegLimits]
 
 	// onChange, when set, is told an extension's first binding and the
-	// loss of its last (Server.OnRegistration); called with mu held.
+	// loss of its last (Server.OnRegistration); called after mu is
+	// released, since its receiver may look bindings up.
 	onChange atomic.Pointer[func(user string, registered bool)]
 
 	mu      sync.RWMutex
@@ -92,6 +93,12 @@ func (l *Location) Register(now time.Time, user string, b Binding, updates []Con
 // request again (RFC 3261 §10.3 step 7 refuses it for a new request, but a
 // retransmission of that same request must get the same outcome).
 func (l *Location) register(now time.Time, user string, b Binding, updates []ContactUpdate, removeAll bool, src netip.Addr, retrans bool) registerResult {
+	var changed, has bool
+	defer func() { // runs after the unlock below
+		if f := l.onChange.Load(); f != nil && changed {
+			(*f)(user, has)
+		}
+	}()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	cur := l.users[user]
@@ -144,9 +151,7 @@ func (l *Location) register(now time.Time, user string, b Binding, updates []Con
 			l.sources[src] = exp
 		}
 	}
-	if f := l.onChange.Load(); f != nil && had != (len(live) > 0) {
-		(*f)(user, len(live) > 0)
-	}
+	changed, has = had != (len(live) > 0), len(live) > 0
 	return regOK
 }
 
@@ -237,6 +242,14 @@ func (l *Location) usersIn(now time.Time, p netip.Prefix) []string {
 
 // Sweep drops expired bindings; it returns how many remain.
 func (l *Location) Sweep(now time.Time) int {
+	var gone []string
+	defer func() { // runs after the unlock below
+		if f := l.onChange.Load(); f != nil {
+			for _, u := range gone {
+				(*f)(u, false)
+			}
+		}
+	}()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := 0
@@ -249,9 +262,7 @@ func (l *Location) Sweep(now time.Time) int {
 		}
 		if len(live) == 0 {
 			delete(l.users, u)
-			if f := l.onChange.Load(); f != nil {
-				(*f)(u, false)
-			}
+			gone = append(gone, u)
 		} else {
 			l.users[u] = live
 			n += len(live)
