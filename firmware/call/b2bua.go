@@ -148,10 +148,11 @@ type Config struct {
 	// Events, when set, receives security events (a refused attempt to
 	// replace somebody else's dialog).
 	Events Events
+	Log    *slog.Logger
+
 	// Observer, when set, is told each extension's dialog state changes
 	// (busy-lamp fields; observe.go).
 	Observer DialogObserver
-	Log      *slog.Logger
 
 	minSE time.Duration // MinSessionExpires unless a test of this package lowers it
 	// ackWait bounds the wait for the ACK of a 2xx the box sent

@@ -88,10 +88,12 @@ type Server struct {
 	limiter   *connLimiter
 	retrans   *respCache // answers of the stateless UDP REGISTER path
 	fpSeed    maphash.Seed
-	bufs      sync.Pool                 // *bytes.Buffer for serialising stateless answers
-	stateful  atomic.Uint64             // requests that took sipgo's transaction path
-	calls     atomic.Pointer[callsBox]  // the B2BUA; nil: INVITE gets 501
-	events    atomic.Pointer[eventsBox] // subscriptions (events.go); nil: SUBSCRIBE gets 501
+	bufs      sync.Pool                // *bytes.Buffer for serialising stateless answers
+	stateful  atomic.Uint64            // requests that took sipgo's transaction path
+	calls     atomic.Pointer[callsBox] // the B2BUA; nil: INVITE gets 501
+
+	// events is the subscription server (events.go); nil: SUBSCRIBE gets 501.
+	events atomic.Pointer[eventsBox]
 
 	parser          *sip.Parser
 	udp             net.PacketConn // front: answers are written to it
