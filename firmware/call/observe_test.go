@@ -39,7 +39,9 @@ func (l *dialogLog) of(entity string) (states []string, last DialogEvent) {
 func TestObserverCallStates(t *testing.T) {
 	obs := &dialogLog{}
 	h := startHarness(t, func(c *Config, _ *dialplan.Plan) { c.Observer = obs })
-	h.dir.set("102", sippUAS(t, ""))
+	// The callee rings before it answers: a 180 that crosses its 200 is
+	// dropped by the transaction layer, and no early state is seen.
+	h.dir.set("102", sippUAS(t, "uas_ring_answer.xml"))
 	sippUAC(t, "uac.xml", "102", h.addr, 1, 1, 1, "-d", "200")
 	waitEnded(t, h)
 	want := "trying,early,confirmed,terminated"
