@@ -567,10 +567,17 @@ func TestSubscriptionLifecycle(t *testing.T) {
 		if r := p.subscribe("102", "dialog", "1"); r.StatusCode != 200 || r.GetHeader("Expires").Value() != "1" {
 			t.Fatalf("subscribe: %s", r)
 		}
-		p.nextNotify(200)
-		n := p.nextNotify(200) // at expiry
-		if ss := n.GetHeader("Subscription-State").Value(); ss != "terminated;reason=timeout" {
-			t.Fatalf("at expiry: %s", n)
+		// The first NOTIFY, then the one at expiry (on a box so loaded
+		// that the first was not sent within the second, only the last).
+		for i := 0; ; i++ {
+			n := p.nextNotify(200)
+			ss := n.GetHeader("Subscription-State").Value()
+			if ss == "terminated;reason=timeout" {
+				break
+			}
+			if i > 0 || !strings.HasPrefix(ss, "active;expires=") {
+				t.Fatalf("NOTIFY %d: %s", i, n)
+			}
 		}
 		waitLong(t, "the expired subscription to go", func() bool { return es.ev.Len() == 0 })
 
