@@ -63,7 +63,7 @@ func (d *daemon) newCalls(pinholes media.Pinholes) error {
 	b, err := call.New(call.Config{
 		Client: d.sip.Sender(), Contact: contact, ContactTLS: d.sip.Contact("tls"),
 		Relay: relay, Plan: feat, Hunter: feat, Directory: telephony.NewDirectory(d.sip.Directory(nil), d.tel), CDR: cdr.New(d.db), Log: d.log,
-		Events: d.secLog,
+		Events: d.secLog, Observer: d.dialogObserver(),
 	})
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)

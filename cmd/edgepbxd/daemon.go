@@ -30,6 +30,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/media"
 	"github.com/edgepbx/edgepbx/firmware/metrics"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
+	"github.com/edgepbx/edgepbx/firmware/presence"
 	"github.com/edgepbx/edgepbx/firmware/privacy"
 	"github.com/edgepbx/edgepbx/firmware/provision"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
@@ -78,6 +79,7 @@ type daemon struct {
 	trunks     *telephony.Trunks         // trunk registrations; nil with tel
 	calls      *call.B2BUA               // nil: calls disabled
 	features   *features.Engine          // call features in front of the dial plan; nil with calls
+	events     *presence.Server          // SUBSCRIBE/NOTIFY (events.go); nil: SUBSCRIBE gets 501
 	relay      *media.Relay              // the calls' RTP relay; nil with calls
 	metrics    *metrics.Handler          // /metrics on the HTTPS port
 	syslog     *logs.Sender              // remote syslog of the security log and the audit chain
@@ -244,6 +246,9 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	d.newTelephony()
 	d.newSyslog()
 	d.newIntrusion()
+	if err := d.newEvents(); err != nil {
+		log.Error("events: disabled", "err", err)
+	}
 	if err := d.newCalls(p.pinholes); err != nil {
 		// The admin UI must stay reachable to fix what is wrong.
 		log.Error("calls: disabled", "err", err)
@@ -367,6 +372,9 @@ func (d *daemon) close() {
 	}
 	if d.pnp != nil {
 		d.pnp.Close()
+	}
+	if d.events != nil {
+		d.events.Close() // normally closed by the edge's Serve already
 	}
 	if d.sip != nil {
 		d.sip.Close()

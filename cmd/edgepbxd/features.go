@@ -15,5 +15,22 @@ func (d *daemon) newFeatures(plan *telephony.Plan) (*features.Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("features: %w", err)
 	}
+	if d.events != nil {
+		// Presence shows DND (busy lamps and PIDF notes).
+		users.WatchDND(d.events.SetDND)
+	}
 	return features.New(plan, d.tel.Features, users, d.log), nil
+}
+
+// featureVisibility is the pickup/visibility groups of the call features
+// for the event server: who may watch whose dialogs and presence.
+// d.features is set by newCalls while the daemon is built, before the SIP
+// edge serves; without features each extension sees only itself.
+type featureVisibility struct{ d *daemon }
+
+func (v featureVisibility) MaySee(subscriber, target string) bool {
+	if f := v.d.features; f != nil {
+		return f.MaySee(subscriber, target)
+	}
+	return subscriber == target
 }

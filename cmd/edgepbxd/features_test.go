@@ -244,7 +244,9 @@ func TestDevModeForwarding(t *testing.T) {
 	fb.quiet("202")
 	// The call record names the trunk the forward left by.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		var page struct{ Records []struct{ From, To, Trunk string } }
+		var page struct {
+			Records []struct{ From, To, Trunk string }
+		}
 		if err := json.Unmarshal(fb.api.must(200, "GET", "/api/v1/cdr?trunk=itsp", nil), &page); err != nil {
 			t.Fatal(err)
 		}

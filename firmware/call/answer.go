@@ -22,6 +22,7 @@ func (c *call) answerA(reqA *sip.Request, txA sip.ServerTransaction, body []byte
 	c.state = stConfirmed
 	c.rec.Answer = time.Now()
 	c.mu.Unlock()
+	c.observe(DialogConfirmed)
 	c.b.answered.Add(1)
 	c.startTimers()
 	if err := txA.Respond(res); err != nil {

@@ -153,6 +153,10 @@ type Config struct {
 	Hunter Hunter
 	Log    *slog.Logger
 
+	// Observer, when set, is told each extension's dialog state changes
+	// (busy-lamp fields; observe.go).
+	Observer DialogObserver
+
 	minSE time.Duration // MinSessionExpires unless a test of this package lowers it
 	// ackWait bounds the wait for the ACK of a 2xx the box sent
 	// (transactionTimeout unless a test of this package lowers it).

@@ -70,6 +70,7 @@ type call struct {
 	proveMu   sync.Mutex // orders proven's release of the caller's media
 	hunt      Hunt       // stages of a forwarded or group call (hunt.go); nil: one fork
 	stages    int        // stages asked of hunt so far
+	obs       observed   // what the observer was told (observe.go)
 }
 
 func newCall(b *B2BUA, req *sip.Request, caller Identity) *call {

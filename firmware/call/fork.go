@@ -460,6 +460,7 @@ func (f *fork) onProvisional(br *branch, res *sip.Response, cancelled bool) {
 		return // the caller knows it rings: one 180 for all the branches
 	}
 	f.rang = f.rang || body == nil
+	c.observe(DialogEarly)
 	c.provisionalA(f.reqA, f.txA, code, body)
 }
 

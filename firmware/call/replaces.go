@@ -247,6 +247,7 @@ func (c *call) runAttended(x *transfer, y *call, yOld *leg) {
 	c.xfer, c.busy = nil, false
 	released := x.released
 	c.mu.Unlock()
+	c.observe(DialogConfirmed)
 	c.negotiated(o.peer, rem)
 	c.addKey(dialogKey(yo.callID, yo.localTag), yo)
 	y.endTransferred(yOld)

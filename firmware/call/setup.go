@@ -151,6 +151,7 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 		return
 	}
 	c.callee = calleeID
+	c.observeSetup(reqA)
 	if mf := reqA.MaxForwards(); mf != nil && mf.Val() <= 1 {
 		c.failA(txA, reqA, 483, cdr.Failed, "too many hops")
 		return

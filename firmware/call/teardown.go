@@ -129,6 +129,7 @@ func (c *call) finish(result cdr.Result, code int, cause string) {
 		// Unregistered only once the CDR is written: until then Close
 		// sees the call and waits for it (edgepbxd closes the store next).
 		c.b.unregister(c, keys...)
+		c.observeEnd()
 		if c.b.cfg.Ended != nil {
 			c.b.cfg.Ended(c.rec, st)
 		}

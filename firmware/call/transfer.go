@@ -329,6 +329,7 @@ func (r *blindRun) answered(res *sip.Response) {
 	c.xfer, c.busy = nil, false
 	released, targetGone := x.released, x.nlBye
 	c.mu.Unlock()
+	c.observe(DialogConfirmed)
 	c.b.transfers.Add(1)
 	c.notify(x, 200, true)
 	if !released {

@@ -87,6 +87,25 @@ type Store struct {
 
 	mu  sync.RWMutex
 	set map[string]Settings
+	dnd func(ext string, on bool) // WatchDND; nil: nobody listens
+}
+
+// WatchDND makes fn see every change of an extension's DND once it is
+// stored (presence shows DND), and each extension in DND now. Call it
+// before the store is in use; fn runs without the store's lock held.
+func (s *Store) WatchDND(fn func(ext string, on bool)) {
+	s.mu.Lock()
+	s.dnd = fn
+	var on []string
+	for ext, set := range s.set {
+		if set.DND {
+			on = append(on, ext)
+		}
+	}
+	s.mu.Unlock()
+	for _, ext := range on {
+		fn(ext, true)
+	}
 }
 
 // LoadStore reads every extension's settings.
@@ -119,13 +138,27 @@ func (s *Store) Get(ext string) Settings {
 // same transaction: the caller's audit entry) and returns them. fn's
 // error leaves everything unchanged.
 func (s *Store) Update(ext string, fn func(*Settings) error, also func(tx *store.Tx, saved Settings) error) (Settings, error) {
+	saved, was, err := s.update(ext, fn, also)
+	if err == nil && saved.DND != was {
+		s.mu.RLock()
+		hook := s.dnd
+		s.mu.RUnlock()
+		if hook != nil {
+			hook(ext, saved.DND)
+		}
+	}
+	return saved, err
+}
+
+func (s *Store) update(ext string, fn func(*Settings) error, also func(tx *store.Tx, saved Settings) error) (saved Settings, wasDND bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	wasDND = s.set[ext].DND
 	next := s.set[ext].clone()
 	if err := fn(&next); err != nil {
-		return Settings{}, err
+		return Settings{}, wasDND, err
 	}
-	err := s.db.Update(func(tx *store.Tx) error {
+	err = s.db.Update(func(tx *store.Tx) error {
 		var err error
 		if next.active() || next.Ring != 0 || len(next.FollowMe.Numbers) > 0 {
 			err = tx.Put(Bucket, ext, next)
@@ -138,14 +171,14 @@ func (s *Store) Update(ext string, fn func(*Settings) error, also func(tx *store
 		return err
 	})
 	if err != nil {
-		return Settings{}, fmt.Errorf("features: save settings of %s: %w", ext, err)
+		return Settings{}, wasDND, fmt.Errorf("features: save settings of %s: %w", ext, err)
 	}
 	if next.active() || next.Ring != 0 || len(next.FollowMe.Numbers) > 0 {
 		s.set[ext] = next
 	} else {
 		delete(s.set, ext)
 	}
-	return next.clone(), nil
+	return next.clone(), wasDND, nil
 }
 
 // ForgetTx erases ext's settings inside tx (the extension is being
@@ -156,6 +189,10 @@ func ForgetTx(tx *store.Tx, ext string) error { return tx.Delete(Bucket, ext) }
 // Forgot drops ext's settings from memory after ForgetTx committed.
 func (s *Store) Forgot(ext string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	was, hook := s.set[ext].DND, s.dnd
 	delete(s.set, ext)
+	s.mu.Unlock()
+	if was && hook != nil {
+		hook(ext, false)
+	}
 }

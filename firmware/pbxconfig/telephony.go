@@ -70,6 +70,9 @@ type Telephony struct {
 	// through any trunk (digits, optional leading +); it takes precedence
 	// over the trunk's CallerID.
 	CallerIDs map[string]string `json:"caller_ids,omitempty"`
+	// UnsolicitedMWI lists the extensions whose phones get message-waiting
+	// NOTIFYs without subscribing (phones and ATAs that never subscribe).
+	UnsolicitedMWI []string `json:"unsolicited_mwi,omitempty"`
 
 	BurstAttempts int           `json:"burst_attempts"`
 	BurstWindow   time.Duration `json:"burst_window"`
@@ -164,6 +167,14 @@ func (t Telephony) Validate(known func(string) bool) error {
 	for ext, n := range t.CallerIDs {
 		if !digits(ext) || !digits(strings.TrimPrefix(n, "+")) {
 			return bad("caller ID %q for extension %q: digits, optionally with a leading +", n, ext)
+		}
+	}
+	if len(t.UnsolicitedMWI) > maxExtensions {
+		return bad("more than %d extensions with unsolicited MWI", maxExtensions)
+	}
+	for i, ext := range t.UnsolicitedMWI {
+		if !digits(ext) || slices.Contains(t.UnsolicitedMWI[:i], ext) {
+			return bad("unsolicited MWI extension %q: digits, listed once", ext)
 		}
 	}
 	for _, r := range t.Routes {
@@ -380,6 +391,7 @@ func (t Telephony) clone() Telephony {
 	t.Routes = slices.Clone(t.Routes)
 	t.DIDs = slices.Clone(t.DIDs)
 	t.Features = t.Features.Clone()
+	t.UnsolicitedMWI = slices.Clone(t.UnsolicitedMWI)
 	return t
 }
 

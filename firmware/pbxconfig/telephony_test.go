@@ -77,6 +77,8 @@ func TestTelephonyValidateRejects(t *testing.T) {
 		{"caller ID letters", "caller ID", func(c *Telephony) { c.CallerIDs = map[string]string{"2001": "+49x"} }},
 		{"caller ID header injection", "caller ID", func(c *Telephony) { c.CallerIDs = map[string]string{"2001": "1>\r\nX: y"} }},
 		{"caller ID extension", "caller ID", func(c *Telephony) { c.CallerIDs = map[string]string{"a;b": "+4930123"} }},
+		{"unsolicited MWI extension", "unsolicited MWI", func(c *Telephony) { c.UnsolicitedMWI = []string{"1>\r\nX: y"} }},
+		{"unsolicited MWI twice", "unsolicited MWI", func(c *Telephony) { c.UnsolicitedMWI = []string{"2001", "2001"} }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

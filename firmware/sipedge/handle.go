@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/connlog"
 	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/presence"
 	"github.com/emiago/sipgo/sip"
 )
 
@@ -126,7 +127,12 @@ func (s *Server) precheck(now time.Time, src netip.Addr, req *sip.Request, answe
 			if s.calls.Load() != nil {
 				allow = "INVITE, ACK, CANCEL, BYE, UPDATE, REFER, PRACK, REGISTER, OPTIONS"
 			}
-			answer(200, "OK", sip.NewHeader("Allow", allow))
+			var hs []sip.Header
+			if s.events.Load() != nil {
+				allow += ", SUBSCRIBE, NOTIFY"
+				hs = append(hs, sip.NewHeader("Allow-Events", presence.AllowEvents))
+			}
+			answer(200, "OK", append(hs, sip.NewHeader("Allow", allow))...)
 		}
 		return false
 	}
@@ -157,6 +163,10 @@ func (s *Server) handle(req *sip.Request, tx sip.ServerTransaction) {
 		// IP-authenticated trunk: the source address is the identity.
 		// Calls are routed by a later stage; registration is not for trunks.
 		answer(501, "Not Implemented")
+		return
+	}
+	if h := s.eventHandler(); h != nil && req.Method == sip.SUBSCRIBE {
+		s.dispatchSubscribe(now, src, req, tx, answer, h)
 		return
 	}
 	user, _, ok := s.authenticate(now, src, req, answer, 0)

@@ -37,6 +37,11 @@ type Location struct {
 	// their expiry; new bounds apply when a phone next registers.
 	limits atomic.Pointer[RegLimits]
 
+	// onChange, when set, is told an extension's first binding and the
+	// loss of its last (Server.OnRegistration); called after mu is
+	// released, since its receiver may look bindings up.
+	onChange atomic.Pointer[func(user string, registered bool)]
+
 	mu      sync.RWMutex
 	users   map[string][]Binding
 	sources map[netip.Addr]time.Time // registered source -> latest expiry (OPTIONS gate)
@@ -88,6 +93,12 @@ func (l *Location) Register(now time.Time, user string, b Binding, updates []Con
 // request again (RFC 3261 §10.3 step 7 refuses it for a new request, but a
 // retransmission of that same request must get the same outcome).
 func (l *Location) register(now time.Time, user string, b Binding, updates []ContactUpdate, removeAll bool, src netip.Addr, retrans bool) registerResult {
+	var changed, has bool
+	defer func() { // runs after the unlock below
+		if f := l.onChange.Load(); f != nil && changed {
+			(*f)(user, has)
+		}
+	}()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	cur := l.users[user]
@@ -102,6 +113,7 @@ func (l *Location) register(now time.Time, user string, b Binding, updates []Con
 			return regOutOfOrder
 		}
 	}
+	had := len(live) > 0
 	if removeAll {
 		live = nil
 	}
@@ -139,6 +151,7 @@ func (l *Location) register(now time.Time, user string, b Binding, updates []Con
 			l.sources[src] = exp
 		}
 	}
+	changed, has = had != (len(live) > 0), len(live) > 0
 	return regOK
 }
 
@@ -229,6 +242,14 @@ func (l *Location) usersIn(now time.Time, p netip.Prefix) []string {
 
 // Sweep drops expired bindings; it returns how many remain.
 func (l *Location) Sweep(now time.Time) int {
+	var gone []string
+	defer func() { // runs after the unlock below
+		if f := l.onChange.Load(); f != nil {
+			for _, u := range gone {
+				(*f)(u, false)
+			}
+		}
+	}()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := 0
@@ -241,6 +262,7 @@ func (l *Location) Sweep(now time.Time) int {
 		}
 		if len(live) == 0 {
 			delete(l.users, u)
+			gone = append(gone, u)
 		} else {
 			l.users[u] = live
 			n += len(live)

@@ -92,6 +92,9 @@ type Server struct {
 	stateful  atomic.Uint64            // requests that took sipgo's transaction path
 	calls     atomic.Pointer[callsBox] // the B2BUA; nil: INVITE gets 501
 
+	// events is the subscription server (events.go); nil: SUBSCRIBE gets 501.
+	events atomic.Pointer[eventsBox]
+
 	parser          *sip.Parser
 	udp             net.PacketConn // front: answers are written to it
 	front           *udpFront      // reads the UDP sockets for the chain and for sipgo
@@ -376,6 +379,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if c, ok := s.callHandler().(io.Closer); ok {
 		_ = c.Close()
 	}
+	s.closeEvents()
 	s.Close()
 	for ; n > 0; n-- {
 		<-errc
