@@ -69,6 +69,7 @@ const (
 	KindOutbound  Kind = "outbound"  // over a trunk
 	KindEmergency Kind = "emergency" // over a trunk, never refused by policy
 	KindInbound   Kind = "inbound"   // DID from a trunk to an extension
+	KindApp       Kind = "app"       // answered by the box itself: Target is "<app>/<arg>" (apps.go)
 )
 
 // Decision is where a call goes.
@@ -234,6 +235,10 @@ func (e *Engine) RouteOutbound(from, dialled string) (Decision, *Lease, error) {
 	ext, ok := e.exts[from]
 	if !ok {
 		return Decision{}, nil, ErrUnknownExtension
+	}
+	if d, ok := appCode(from, dialled); ok {
+		lease, err := e.admit(ext, "", false)
+		return d, lease, err
 	}
 	n, cl, err := e.Classify(dialled)
 	if n.Core != "" && slices.Contains(e.emergency, n.Core) {
