@@ -44,7 +44,7 @@ func (d *daemon) newCalls(pinholes media.Pinholes) error {
 	if err != nil {
 		return fmt.Errorf("calls: DTLS certificate: %w", err)
 	}
-	relay, err := media.NewRelay(media.Config{Addr: addr, Ports: ports, Pinholes: pinholes, Certificate: &cert, Log: d.log})
+	relay, err := media.NewRelay(media.Config{Addr: addr, Ports: ports, Pinholes: selfPinholes{pinholes, addr}, Certificate: &cert, Log: d.log})
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)
 	}
@@ -55,11 +55,17 @@ func (d *daemon) newCalls(pinholes media.Pinholes) error {
 		// the admin fixes it on the dial plan page; calls wait for that.
 		d.log.Error("calls: dial plan", "err", err)
 	}
+	var apps call.Apps
+	if vm, err := d.newVoicemail(); err != nil {
+		d.log.Error("voicemail: disabled", "err", err)
+	} else {
+		apps, d.voicemail = vm, vm
+	}
 	contact := d.sip.Contact("udp")
 	b, err := call.New(call.Config{
 		Client: d.sip.Sender(), Contact: contact, ContactTLS: d.sip.Contact("tls"),
 		Relay: relay, Plan: plan, Directory: telephony.NewDirectory(d.sip.Directory(nil), d.tel), CDR: cdr.New(d.db), Log: d.log,
-		Events: d.secLog,
+		Events: d.secLog, Apps: apps,
 	})
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)

@@ -35,6 +35,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/firmware/telephony"
 	"github.com/edgepbx/edgepbx/firmware/update"
+	"github.com/edgepbx/edgepbx/firmware/voicemail"
 	"github.com/edgepbx/edgepbx/init/control"
 )
 
@@ -77,6 +78,7 @@ type daemon struct {
 	trunks     *telephony.Trunks         // trunk registrations; nil with tel
 	calls      *call.B2BUA               // nil: calls disabled
 	relay      *media.Relay              // the calls' RTP relay; nil with calls
+	voicemail  *voicemail.Service        // nil: disabled (logged)
 	metrics    *metrics.Handler          // /metrics on the HTTPS port
 	syslog     *logs.Sender              // remote syslog of the security log and the audit chain
 	syslogFrom uint64                    // audit head when the sender was wired: older entries are not sent

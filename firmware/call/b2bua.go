@@ -148,7 +148,10 @@ type Config struct {
 	// Events, when set, receives security events (a refused attempt to
 	// replace somebody else's dialog).
 	Events Events
-	Log    *slog.Logger
+	// Apps, when set, answers KindApp decisions (voicemail, conference,
+	// IVR) and callees without a registered phone that have a mailbox.
+	Apps Apps
+	Log  *slog.Logger
 
 	minSE time.Duration // MinSessionExpires unless a test of this package lowers it
 	// ackWait bounds the wait for the ACK of a 2xx the box sent
@@ -350,6 +353,10 @@ func (b *B2BUA) onRefer(req *sip.Request, tx sip.ServerTransaction) {
 	r, ok := b.lookup(req)
 	if !ok || !r.current() {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist")
+		return
+	}
+	if r.c.isApp() { // an application is not transferred anywhere (toll fraud)
+		respond(tx, req, 403, "Forbidden")
 		return
 	}
 	r.c.refer(r.l, req, tx)

@@ -3,6 +3,7 @@ package call
 import (
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/cdr"
@@ -68,6 +69,8 @@ type call struct {
 	rseq      uint32            // last RSeq sent to the caller
 	endOnce   sync.Once
 	proveMu   sync.Mutex // orders proven's release of the caller's media
+	app       *appMedia  // an application answers the caller (app.go); no B leg
+	appCall   atomic.Bool
 }
 
 func newCall(b *B2BUA, req *sip.Request, caller Identity) *call {

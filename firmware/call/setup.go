@@ -63,6 +63,10 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 	if dec.Trunk != "" {
 		c.rec.Trunk = dec.Trunk
 	}
+	if dec.Kind == dialplan.KindApp {
+		c.answerApp(reqA, txA, dec.Target, "")
+		return
+	}
 
 	// Where the B leg goes: every live contact of an extension at once
 	// (forking), or the trunk.
@@ -71,6 +75,9 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 	switch dec.Kind {
 	case dialplan.KindInternal, dialplan.KindInbound:
 		tgts = c.b.cfg.Directory.Contacts(dec.Target)
+		if len(tgts) == 0 && c.appFallback(reqA, txA, dec.Target) {
+			return
+		}
 		if len(tgts) == 0 {
 			c.failA(txA, reqA, 480, cdr.Failed, "callee not registered")
 			return
@@ -92,18 +99,8 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 		tgts, calleeID = []Target{t}, Identity{Trunk: dec.Trunk}
 	}
 
-	// Session timer the caller asked for (RFC 4028 §9).
-	if h := reqA.GetHeader("Session-Expires"); h != nil {
-		if v, ok := parseDelta(h.Value()); ok {
-			if v < c.b.minSE {
-				c.failA(txA, reqA, 422, cdr.Failed, "session interval too small",
-					sip.NewHeader("Min-SE", strconv.Itoa(int(c.b.minSE/time.Second))))
-				return
-			}
-			if v < c.se {
-				c.se = v
-			}
-		}
+	if !c.sessionInterval(reqA, txA) {
+		return
 	}
 
 	// Media: the box answers A's offer and offers to B.
@@ -158,6 +155,28 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 		}
 	}
 	f.run(txA)
+}
+
+// sessionInterval takes the session timer the caller asked for (RFC 4028
+// §9); false: it was too small and the caller got 422.
+func (c *call) sessionInterval(reqA *sip.Request, txA sip.ServerTransaction) bool {
+	h := reqA.GetHeader("Session-Expires")
+	if h == nil {
+		return true
+	}
+	v, ok := parseDelta(h.Value())
+	if !ok {
+		return true
+	}
+	if v < c.b.minSE {
+		c.failA(txA, reqA, 422, cdr.Failed, "session interval too small",
+			sip.NewHeader("Min-SE", strconv.Itoa(int(c.b.minSE/time.Second))))
+		return false
+	}
+	if v < c.se {
+		c.se = v
+	}
+	return true
 }
 
 func (c *call) cancelByCaller() {
