@@ -280,6 +280,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Reset:       p.reset,
 		Network:     p.network,
 		SIPBlocks:   sipBlocks{d.sip},
+		Voicemail:   ifSet[admin.Voicemail](d.voicemail),
 		Intrusion:   ifSet[admin.Intrusion](d.intrusion),
 		Metrics:     d.metrics,
 		Backups:     ifSet[admin.Backups](d.backup),

@@ -128,3 +128,40 @@ func TestSippUnregisteredToVoicemail(t *testing.T) {
 	}
 	h.noStateLeft(t, true)
 }
+
+// TestSippApplicationNoWayOut: toll fraud through the box's own
+// applications. A caller inside an application asks to be transferred to
+// an external number (REFER: 403) and types the number (the keys reach the
+// application only): nothing is ever sent to the trunk, the only call is
+// the application's.
+func TestSippApplicationNoWayOut(t *testing.T) {
+	apps := &testApps{app: &listenApp{started: make(chan struct{})}}
+	h := startHarness(t, func(c *Config, _ *dialplan.Plan) { c.Apps = apps })
+	trunk, trunkDone := sippUASRun(t, "", "-m", "1")
+	h.dir.setTrunk("itsp", trunk)
+	sippUAC(t, "uac_app_escape.xml", "*97", h.addr, 1, 1, 1)
+	e := waitEnded(t, h)
+	if e.rec.Direction != string(dialplan.KindApp) || e.rec.Trunk != "" {
+		t.Fatalf("CDR %+v", e.rec)
+	}
+	a := apps.app
+	a.mu.Lock()
+	got := strings.Join(a.keys, "")
+	a.mu.Unlock()
+	if got != "0/info0/info4/info9/info3/info0/info1/info2/info3/info4/info5/info6/info#/info" {
+		t.Errorf("keys %q", got)
+	}
+	select {
+	case err := <-trunkDone:
+		t.Fatalf("the trunk got a call: %v", err)
+	default:
+	}
+	recs, err := h.cdrs.Range(e.rec.Start.Add(-1), e.rec.End.Add(1), 0)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("CDRs %+v %v: want only the application call", recs, err)
+	}
+	if n := h.b.Counters().Transfers; n != 0 {
+		t.Fatalf("%d transfers", n)
+	}
+	h.noStateLeft(t, true)
+}

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/mail"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -197,8 +198,9 @@ func (s *Service) Mailbox(ext string) (Mailbox, error) {
 	return b, err
 }
 
-// update changes ext's mailbox record in one transaction.
-func (s *Service) update(ext string, fn func(*Mailbox) error) (Mailbox, error) {
+// update changes ext's mailbox record in one transaction, with also (an
+// audit entry) in the same transaction when given.
+func (s *Service) update(ext string, fn func(*Mailbox) error, also ...func(*store.Tx) error) (Mailbox, error) {
 	if !s.has(ext) {
 		return Mailbox{}, ErrNoMailbox
 	}
@@ -213,13 +215,18 @@ func (s *Service) update(ext string, fn func(*Mailbox) error) (Mailbox, error) {
 		if err := fn(&b); err != nil {
 			return err
 		}
+		for _, f := range also {
+			if err := f(tx); err != nil {
+				return err
+			}
+		}
 		return tx.Put(bucket, boxKey(ext), b)
 	})
 	return b, err
 }
 
 // SetPIN sets ext's PIN after the policy check.
-func (s *Service) SetPIN(ctx context.Context, ext, pin string) error {
+func (s *Service) SetPIN(ctx context.Context, ext, pin string, also ...func(*store.Tx) error) error {
 	if err := CheckPIN(pin, ext); err != nil {
 		return err
 	}
@@ -230,41 +237,55 @@ func (s *Service) SetPIN(ctx context.Context, ext, pin string) error {
 	_, err = s.update(ext, func(b *Mailbox) error {
 		b.PINHash, b.FailedPINs, b.LockedUntil = h, 0, time.Time{}
 		return nil
-	})
+	}, also...)
 	return err
 }
 
 // ResetPIN is the admin's: a new random PIN is set and returned (shown
 // once, never stored in clear), and the lock is lifted.
-func (s *Service) ResetPIN(ctx context.Context, ext string) (string, error) {
+func (s *Service) ResetPIN(ctx context.Context, ext string, also ...func(*store.Tx) error) (string, error) {
 	pin, err := GeneratePIN(ext, MinPINLen)
 	if err != nil {
 		return "", err
 	}
-	if err := s.SetPIN(ctx, ext, pin); err != nil {
+	if err := s.SetPIN(ctx, ext, pin, also...); err != nil {
 		return "", err
 	}
 	return pin, nil
 }
 
 // Unlock lifts a lockout (admin).
-func (s *Service) Unlock(ext string) error {
+func (s *Service) Unlock(ext string, also ...func(*store.Tx) error) error {
 	_, err := s.update(ext, func(b *Mailbox) error {
 		b.FailedPINs, b.LockedUntil = 0, time.Time{}
 		return nil
-	})
+	}, also...)
 	return err
 }
 
+// Options are the admin's per-mailbox settings.
+type Options struct {
+	// SkipPINOwnPhone lets the owner's authenticated phone in without
+	// the PIN.
+	SkipPINOwnPhone bool   `json:"skip_pin_own_phone"`
+	Email           string `json:"email"`        // voicemail to e-mail ("": off)
+	AttachAudio     bool   `json:"attach_audio"` // the audio, or only a notice
+}
+
+// ErrOptions wraps refused options.
+var ErrOptions = errors.New("voicemail: invalid options")
+
 // SetOptions stores the admin's per-mailbox settings.
-func (s *Service) SetOptions(ext string, skipPINOwnPhone bool, email string, attach bool) error {
-	if len(email) > 254 || strings.ContainsAny(email, "\r\n<>\"") {
-		return errors.New("voicemail: invalid e-mail address")
+func (s *Service) SetOptions(ext string, o Options, also ...func(*store.Tx) error) error {
+	if o.Email != "" {
+		if a, err := mail.ParseAddress(o.Email); err != nil || a.Address != o.Email || len(o.Email) > 254 {
+			return fmt.Errorf("%w: e-mail address %.64q", ErrOptions, o.Email)
+		}
 	}
 	_, err := s.update(ext, func(b *Mailbox) error {
-		b.SkipPINOwnPhone, b.Email, b.AttachAudio = skipPINOwnPhone, email, attach
+		b.SkipPINOwnPhone, b.Email, b.AttachAudio = o.SkipPINOwnPhone, o.Email, o.AttachAudio
 		return nil
-	})
+	}, also...)
 	return err
 }
 
@@ -474,12 +495,19 @@ func (s *Service) MarkOld(ext, id string) error {
 // Delete removes a message: its record, then its file (overwritten
 // first would not help on flash; the file is ciphertext under the media
 // key, which a factory reset erases).
-func (s *Service) Delete(ext, id string) error {
+func (s *Service) Delete(ext, id string, also ...func(*store.Tx) error) error {
 	if _, err := s.Message(ext, id); err != nil {
 		return err
 	}
 	s.mu.Lock()
-	err := s.cfg.DB.Update(func(tx *store.Tx) error { return tx.Delete(bucket, msgKey(ext, id)) })
+	err := s.cfg.DB.Update(func(tx *store.Tx) error {
+		for _, f := range also {
+			if err := f(tx); err != nil {
+				return err
+			}
+		}
+		return tx.Delete(bucket, msgKey(ext, id))
+	})
 	s.mu.Unlock()
 	if err != nil {
 		return err
