@@ -179,7 +179,7 @@ func TestG711ToneSNR(t *testing.T) {
 func TestQMFReconstruction(t *testing.T) {
 	for _, f := range []float64{300, 1000, 3400, 5000, 6500} {
 		in := tone(3200, f, 8000, 16000)
-		var ta, tr [24]int32
+		var ta, tr qmfLine
 		var out []int16
 		for i := 0; i+1 < len(in); i += 2 {
 			xl, xh := qmfAnalysis(&ta, in[i], in[i+1])
@@ -307,4 +307,40 @@ func TestResample(t *testing.T) {
 	if rms := math.Sqrt(e / float64(len(hi)-200)); rms > 100 {
 		t.Errorf("6 kHz tone leaks through the down-sampler at RMS %.0f", rms)
 	}
+}
+
+func BenchmarkCodec(b *testing.B) {
+	for _, name := range Names() {
+		c, _ := New(name)
+		pcm := speechLike(c.FrameSamples(), float64(c.SampleRate()), 1)
+		pay := c.Encode(nil, pcm)
+		b.Run(name+"/encode", func(b *testing.B) {
+			var dst []byte
+			for range b.N {
+				dst = c.Encode(dst[:0], pcm)
+			}
+		})
+		b.Run(name+"/decode", func(b *testing.B) {
+			var dst []int16
+			for range b.N {
+				dst = c.Decode(dst[:0], pay)
+			}
+		})
+	}
+	in := speechLike(160, 8000, 1)
+	b.Run("upsample-20ms", func(b *testing.B) {
+		var u Upsampler
+		var dst []int16
+		for range b.N {
+			dst = u.Process(dst[:0], in)
+		}
+	})
+	wide := speechLike(320, 16000, 1)
+	b.Run("downsample-20ms", func(b *testing.B) {
+		var d Downsampler
+		var dst []int16
+		for range b.N {
+			dst = d.Process(dst[:0], wide)
+		}
+	})
 }

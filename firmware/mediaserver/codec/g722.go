@@ -205,13 +205,13 @@ func (b *band) updateHigh(ih int32) {
 
 // G722Encoder is the encoder state of one leg direction.
 type G722Encoder struct {
-	x         [24]int32 // transmit QMF delay line, newest first
+	x         qmfLine // transmit QMF delay line
 	low, high band
 }
 
 // G722Decoder is the decoder state of one leg direction.
 type G722Decoder struct {
-	x         [24]int32 // receive QMF delay line, newest first
+	x         qmfLine // receive QMF delay line
 	low, high band
 }
 
@@ -244,12 +244,18 @@ func (e *G722Encoder) EncodePair(s0, s1 int16) byte {
 	if el < 0 {
 		wd = -(el + 1) // the standard's magnitude: ones' complement
 	}
-	mi := 1
-	for ; mi < 30; mi++ {
-		if wd < (q6[mi]*e.low.det)>>12 {
-			break
+	// The first interval whose upper decision level exceeds wd (the
+	// levels grow with the index, so a binary search finds it).
+	lo, hi := 1, 30
+	for lo < hi {
+		m := (lo + hi) / 2
+		if wd < (q6[m]*e.low.det)>>12 {
+			hi = m
+		} else {
+			lo = m + 1
 		}
 	}
+	mi := lo
 	var ilow int32
 	if el < 0 {
 		ilow = g722.iln[mi]
@@ -284,41 +290,58 @@ func (e *G722Encoder) EncodePair(s0, s1 int16) byte {
 	return byte(ihigh<<6 | ilow)
 }
 
+// qmf is the full 24-tap filter h0..h23.
+var qmf = func() (h [24]int32) {
+	for i := range h {
+		if i < 12 {
+			h[i] = qmfCoeffs[i]
+		} else {
+			h[i] = qmfCoeffs[23-i]
+		}
+	}
+	return h
+}()
+
+// qmfLine is a QMF delay line: 24 samples, kept twice in a row so the
+// newest 24 are always one contiguous slice (no shifting per sample).
+type qmfLine struct {
+	x   [48]int32
+	pos int // x[pos:pos+24] is the line, newest first
+}
+
+func (l *qmfLine) push2(older, newer int32) []int32 {
+	l.pos -= 2
+	if l.pos < 0 {
+		copy(l.x[24+2:], l.x[0:22]) // re-home: keep the 22 newest after the gap
+		l.pos = 24
+	}
+	l.x[l.pos+1] = older
+	l.x[l.pos] = newer
+	return l.x[l.pos : l.pos+24 : l.pos+24]
+}
+
 // qmfAnalysis is the transmit QMF: two 16 kHz samples in (s0 older), one
-// sample of each 8 kHz sub-band out. x holds the delay line, newest first.
-func qmfAnalysis(x *[24]int32, s0, s1 int16) (xl, xh int32) {
-	copy(x[2:], x[:22])
-	x[1] = int32(s0)
-	x[0] = int32(s1)
+// sample of each 8 kHz sub-band out.
+func qmfAnalysis(l *qmfLine, s0, s1 int16) (xl, xh int32) {
+	x := l.push2(int32(s0), int32(s1))
 	var xa, xb int32
-	for i := range 12 {
-		xa += x[2*i] * qmfCoeffs[tap(2*i)]
-		xb += x[2*i+1] * qmfCoeffs[tap(2*i+1)]
+	for i := 0; i < 24; i += 2 {
+		xa += x[i] * qmf[i]
+		xb += x[i+1] * qmf[i+1]
 	}
 	return sat16((xa + xb) >> 14), sat16((xa - xb) >> 14)
 }
 
 // qmfSynthesis is the receive QMF: one sample of each sub-band in, two
 // 16 kHz samples out (the first is the older).
-func qmfSynthesis(x *[24]int32, rl, rh int32) (int16, int16) {
-	copy(x[2:], x[:22])
-	x[1] = rl - rh
-	x[0] = rl + rh
+func qmfSynthesis(l *qmfLine, rl, rh int32) (int16, int16) {
+	x := l.push2(rl-rh, rl+rh)
 	var x1, x2 int32
-	for i := range 12 {
-		x1 += x[2*i+1] * qmfCoeffs[tap(2*i)]
-		x2 += x[2*i] * qmfCoeffs[tap(2*i+1)]
+	for i := 0; i < 24; i += 2 {
+		x1 += x[i+1] * qmf[i]
+		x2 += x[i] * qmf[i+1]
 	}
 	return int16(sat16(x1 >> 11)), int16(sat16(x2 >> 11))
-}
-
-// tap maps a delay-line position 0..23 to its coefficient index (the
-// filter is symmetric).
-func tap(i int) int {
-	if i < 12 {
-		return i
-	}
-	return 23 - i
 }
 
 // DecodePair decodes one octet into two 16 kHz samples.

@@ -39,36 +39,56 @@ var halfband = func() (h [halfTaps]int32) {
 	return h
 }()
 
-// Upsampler doubles the rate of an 8 kHz stream.
-type Upsampler struct {
-	hist [halfTaps]int32 // zero-stuffed input, newest last
+// The half-band filter is zero at every even distance from its centre
+// except the centre itself, so each output needs only the 24 even taps
+// and the centre: the structure below computes exactly the zero-stuffed
+// convolution without the zeros.
+const mid = halfTaps / 2 // 23; the centre tap is 0.5 (16384)
+
+var evenTaps = func() (e [24]int64) {
+	for k := range e {
+		e[k] = int64(halfband[2*k])
+	}
+	return e
+}()
+
+// ring is the history of a stream, newest at pos.
+type ring struct {
+	x   [64]int32
+	pos uint8
 }
+
+func (r *ring) push(s int16) {
+	r.pos++
+	r.x[r.pos&63] = int32(s)
+}
+
+// at returns the sample d steps before the newest.
+func (r *ring) at(d int) int64 { return int64(r.x[(int(r.pos)-d)&63]) }
+
+// Upsampler doubles the rate of an 8 kHz stream.
+type Upsampler struct{ h ring }
 
 // Process appends 2*len(in) samples at 16 kHz to dst.
 func (u *Upsampler) Process(dst []int16, in []int16) []int16 {
 	for _, s := range in {
-		for phase := range 2 {
-			copy(u.hist[:], u.hist[1:])
-			if phase == 0 {
-				u.hist[halfTaps-1] = int32(s) * 2 // gain 2 restores the stuffed zeros' loss
-			} else {
-				u.hist[halfTaps-1] = 0
-			}
-			var acc int64
-			for k, c := range halfband {
-				if c != 0 {
-					acc += int64(c) * int64(u.hist[k])
-				}
-			}
-			dst = append(dst, int16(sat16(int32(acc>>15))))
+		u.h.push(s)
+		// Even output: the stuffed stream's samples (2x) under the even taps.
+		var acc int64
+		for k, c := range evenTaps {
+			acc += c * u.h.at(k)
 		}
+		a := sat16(int32((2 * acc) >> 15))
+		// Odd output: only the centre tap meets a sample.
+		b := sat16(int32((2 * int64(halfband[mid]) * u.h.at(mid/2)) >> 15))
+		dst = append(dst, int16(a), int16(b))
 	}
 	return dst
 }
 
 // Downsampler halves the rate of a 16 kHz stream.
 type Downsampler struct {
-	hist [halfTaps]int32
+	h ring
 	// skip is set between the two samples of a pair. Output is taken on
 	// the first of each pair so that 8k -> 16k -> 8k is delayed by a whole
 	// number of samples (23).
@@ -79,17 +99,14 @@ type Downsampler struct {
 // continuing across calls (an odd-length call carries its phase over).
 func (d *Downsampler) Process(dst []int16, in []int16) []int16 {
 	for _, s := range in {
-		copy(d.hist[:], d.hist[1:])
-		d.hist[halfTaps-1] = int32(s)
+		d.h.push(s)
 		d.skip = !d.skip
 		if !d.skip {
 			continue
 		}
-		var acc int64
-		for k, c := range halfband {
-			if c != 0 {
-				acc += int64(c) * int64(d.hist[k])
-			}
+		acc := int64(halfband[mid]) * d.h.at(mid)
+		for k, c := range evenTaps {
+			acc += c * d.h.at(2*k)
 		}
 		dst = append(dst, int16(sat16(int32(acc>>15))))
 	}
