@@ -27,6 +27,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/media"
+	"github.com/edgepbx/edgepbx/firmware/mediaserver/recording"
 	"github.com/edgepbx/edgepbx/firmware/metrics"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/privacy"
@@ -79,6 +80,7 @@ type daemon struct {
 	calls      *call.B2BUA               // nil: calls disabled
 	relay      *media.Relay              // the calls' RTP relay; nil with calls
 	voicemail  *voicemail.Service        // nil: disabled (logged)
+	recordings *recording.Store          // voicemail audio sealed at rest; nil with voicemail
 	metrics    *metrics.Handler          // /metrics on the HTTPS port
 	syslog     *logs.Sender              // remote syslog of the security log and the audit chain
 	syslogFrom uint64                    // audit head when the sender was wired: older entries are not sent
@@ -114,8 +116,9 @@ type service struct {
 func (d *daemon) services() []service {
 	s := []service{{"https", d.serveHTTPS}, {"sip", d.serveSIP}, {"seclog", d.runSecLog}, {"acme", d.acme.Run},
 		{"syslog", d.runSyslog}, {"intrusion", d.runIntrusion}, {"backup", d.runBackup}, {"privacy", d.runPrivacy}}
-	s = append(s, service{"telephony", d.runTelephony}) // trunk registrations, CDR retention
-	s = append(s, service{"activity", d.runActivity})   // dashboard charts
+	s = append(s, service{"telephony", d.runTelephony})   // trunk registrations, CDR retention
+	s = append(s, service{"activity", d.runActivity})     // dashboard charts
+	s = append(s, service{"recordings", d.runRecordings}) // retention sweep
 	if d.lic != nil {
 		s = append(s, service{"license", d.runLicense})
 	}

@@ -8,28 +8,35 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/media"
+	"github.com/edgepbx/edgepbx/firmware/mediaserver/prompts"
+	"github.com/edgepbx/edgepbx/firmware/mediaserver/recording"
 	"github.com/edgepbx/edgepbx/firmware/voicemail"
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
 )
 
-// newVoicemail builds the voicemail service: messages under
-// <data>/voicemail sealed with the media data key, PINs hashed with
-// argon2id, wrong PINs charged to the SIP edge's guard.
+// newVoicemail builds the voicemail service: messages in the recording
+// store (sealed with the media data key, inside its quota), PINs hashed
+// with argon2id, wrong PINs charged to the SIP edge's guard.
 func (d *daemon) newVoicemail() (*voicemail.Service, error) {
 	key, err := d.mediaKey()
 	if err != nil {
 		return nil, err
 	}
-	files, err := voicemail.NewSealedFiles(key)
+	keys, err := recording.StaticKey(key)
 	if err != nil {
+		return nil, err
+	}
+	if d.recordings, err = recording.OpenStore(recording.Config{Dir: filepath.Join(d.cfg.dataDir, "recordings"),
+		Keys: keys, Quota: recordingQuota, Logger: d.log}); err != nil {
 		return nil, err
 	}
 	exts := d.sip.Extensions()
 	return voicemail.New(voicemail.Config{
-		DB: d.db, Dir: filepath.Join(d.cfg.dataDir, "voicemail"), Audio: files,
+		DB: d.db, Audio: voicemail.Recordings{Store: d.recordings},
 		// One PIN hash at a time, a few waiting: PIN guessing cannot
 		// take the CPU from calls.
 		Hasher: auth.NewHasher(auth.DefaultParams, 1, 8),
@@ -37,8 +44,23 @@ func (d *daemon) newVoicemail() (*voicemail.Service, error) {
 		Guard:  d.sip,
 		// MWI: the SIP edge's message-summary notifier is wired here once
 		// it exists (voicemail.MWI).
-		Events: d.secLog, Log: d.log,
+		Prompts: voicemail.LibraryPrompts{Lib: &prompts.Library{Dir: filepath.Join(d.cfg.dataDir, "prompts")}, Lang: "en"},
+		Events:  d.secLog, Log: d.log,
 	})
+}
+
+// recordingQuota bounds voicemail and recordings together; the store also
+// keeps its free-space floor on /data whatever the quota says.
+const recordingQuota = 4 << 30
+
+// runRecordings sweeps recordings past their category's retention.
+func (d *daemon) runRecordings(ctx context.Context) error {
+	if d.recordings != nil {
+		d.recordings.Run(ctx, time.Hour)
+		return nil
+	}
+	<-ctx.Done()
+	return nil
 }
 
 // mediaKey is the media data key PID 1 hands over (init/keys). In --dev

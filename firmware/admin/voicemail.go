@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -65,7 +67,7 @@ func (s *Server) apiMailbox(w http.ResponseWriter, r *http.Request, p auth.Princ
 	if err != nil {
 		return vmError(err)
 	}
-	v := MailboxView{Ext: ext, PINSet: b.PINHash != "", Greetings: b.Greetings, Messages: ms,
+	v := MailboxView{Ext: ext, PINSet: b.PINHash != "", Greetings: slices.Sorted(maps.Keys(b.Greetings)), Messages: ms,
 		Options: voicemail.Options{SkipPINOwnPhone: b.SkipPINOwnPhone, Email: b.Email, AttachAudio: b.AttachAudio}}
 	if b.LockedUntil.After(s.clock.Now()) {
 		v.LockedUntil = &b.LockedUntil

@@ -93,14 +93,10 @@ func (s *Service) greeting(ext, reason string, rate int) []int16 {
 	if reason == "busy" {
 		name = "busy"
 	}
-	if b, err := s.Mailbox(ext); err == nil {
-		for _, g := range b.Greetings {
-			if g == name {
-				r, pcm, err := s.cfg.Audio.Read(s.path(ext, "greeting-"+name))
-				if err == nil && r == rate {
-					return pcm
-				}
-			}
+	if b, err := s.Mailbox(ext); err == nil && b.Greetings[name] != "" {
+		r, pcm, err := s.cfg.Audio.Read(b.Greetings[name])
+		if err == nil && r == rate {
+			return pcm
 		}
 	}
 	return s.cfg.Prompts.Prompt(PromptGreeting, rate)
@@ -116,12 +112,12 @@ func (s *Service) record(ctx context.Context, leg call.Leg, ext, greeting, calle
 	if err != nil {
 		return Message{}, err
 	}
-	name := id
+	label := "mailbox " + ext + ", from " + caller
 	if greeting != "" {
-		name = "greeting-" + greeting
+		label = "mailbox " + ext + ", greeting " + greeting
 	}
 	rate := leg.Rate()
-	w, err := s.cfg.Audio.Create(s.path(ext, name), rate)
+	w, err := s.cfg.Audio.Create(label, rate)
 	if err != nil {
 		return Message{}, fmt.Errorf("voicemail: record: %w", err)
 	}
@@ -166,18 +162,22 @@ loop:
 		return Message{}, fmt.Errorf("voicemail: record: %w", err)
 	}
 	if greeting != "" {
+		old := ""
 		_, err := s.update(ext, func(b *Mailbox) error {
-			for _, g := range b.Greetings {
-				if g == greeting {
-					return nil
-				}
+			if b.Greetings == nil {
+				b.Greetings = map[string]string{}
 			}
-			b.Greetings = append(b.Greetings, greeting)
+			old, b.Greetings[greeting] = b.Greetings[greeting], w.ID()
 			return nil
 		})
-		return Message{}, err
+		if err != nil {
+			s.removeFile(w.ID())
+			return Message{}, err
+		}
+		s.removeFile(old)
+		return Message{}, nil
 	}
-	m := Message{ID: id, Ext: ext, Caller: caller, Time: now, Duration: dur, New: true, Rate: rate}
+	m := Message{ID: id, Ext: ext, Caller: caller, Time: now, Duration: dur, New: true, Rate: rate, File: w.ID()}
 	if err := s.add(m); err != nil {
 		return Message{}, err
 	}
@@ -195,11 +195,11 @@ func (s *Service) add(m Message) error {
 		if len(ms) >= s.cfg.MaxMessages {
 			return ErrFull
 		}
-		return tx.Put(bucket, msgKey(m.Ext, m.ID), m)
+		return tx.Put(bucket, msgKey(m.Ext, m.ID), messageRec{Message: m, File: m.File})
 	})
 	s.mu.Unlock()
 	if err != nil {
-		s.removeFile(m.Ext, m.ID)
+		s.removeFile(m.File)
 		return fmt.Errorf("voicemail: store message: %w", err)
 	}
 	s.log.Info("voicemail: message", "mailbox", m.Ext, "id", m.ID, "duration", m.Duration.Round(time.Second))
@@ -347,7 +347,7 @@ func (s *Service) listen(ctx context.Context, leg call.Leg, ext string) error {
 	}
 	for i := 0; i < len(ms); i++ {
 		m := ms[i]
-		r, pcm, err := s.cfg.Audio.Read(s.path(ext, m.ID))
+		r, pcm, err := s.cfg.Audio.Read(m.File)
 		if err != nil {
 			s.log.Warn("voicemail: message unreadable", "mailbox", ext, "id", m.ID, "err", err)
 			continue

@@ -5,21 +5,22 @@ import (
 	"math"
 )
 
-// Audio stores PCM encrypted at rest (the media engine's recording files
-// under the media data key). Paths are the service's own.
+// Audio stores PCM encrypted at rest (Recordings: the media engine's
+// recording store under the media data key) and names each file by an id.
 type Audio interface {
-	// Create starts a file at path for PCM at rate; nothing is visible at
-	// path until Close.
-	Create(path string, rate int) (AudioWriter, error)
-	// Read decrypts a whole file: its rate and PCM. Files are bounded by
-	// Config.MaxMessage.
-	Read(path string) (rate int, pcm []int16, err error)
+	// Create starts a recording of PCM at rate.
+	Create(label string, rate int) (AudioWriter, error)
+	// Read decrypts a whole recording: its rate and PCM (bounded).
+	Read(id string) (rate int, pcm []int16, err error)
+	// Remove deletes (crypto-erases) a recording.
+	Remove(id string) error
 }
 
-// AudioWriter is one file being written.
+// AudioWriter is one recording being written.
 type AudioWriter interface {
+	ID() string
 	Write(pcm []int16) error
-	// Close commits the file; Abort drops it.
+	// Close commits the recording; Abort drops it.
 	Close() error
 	Abort()
 }

@@ -19,8 +19,6 @@ import (
 	"log/slog"
 	"net/mail"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -74,9 +72,7 @@ var (
 
 // Config wires a Service. DB, Dir, Audio, Hasher and Exists are required.
 type Config struct {
-	DB *store.DB
-	// Dir holds the encrypted audio files, one directory per mailbox.
-	Dir    string
+	DB     *store.DB
 	Audio  Audio
 	Hasher Hasher
 	// Exists reports whether ext is an extension (it has a mailbox).
@@ -107,10 +103,11 @@ type Mailbox struct {
 	SkipPINOwnPhone bool   `json:"skip_pin_own_phone,omitempty"`
 	Email           string `json:"email,omitempty"`
 	AttachAudio     bool   `json:"attach_audio,omitempty"`
-	// Greetings recorded by the owner: "unavailable", "busy", "name".
-	Greetings   []string  `json:"greetings,omitempty"`
-	FailedPINs  int       `json:"failed_pins,omitempty"`
-	LockedUntil time.Time `json:"locked_until,omitzero"`
+	// Greetings recorded by the owner ("unavailable", "busy", "name")
+	// and their recordings.
+	Greetings   map[string]string `json:"greetings,omitempty"`
+	FailedPINs  int               `json:"failed_pins,omitempty"`
+	LockedUntil time.Time         `json:"locked_until,omitzero"`
 }
 
 // Message is one voicemail message.
@@ -122,6 +119,13 @@ type Message struct {
 	Duration time.Duration `json:"duration"`
 	New      bool          `json:"new"`
 	Rate     int           `json:"rate"`
+	File     string        `json:"-"` // the recording (never shown: it names a file)
+}
+
+// messageRec is a message as stored (with its recording).
+type messageRec struct {
+	Message
+	File string `json:"file"`
 }
 
 const bucket = "voicemail"
@@ -151,8 +155,8 @@ type Service struct {
 
 // New checks cfg and fills defaults.
 func New(cfg Config) (*Service, error) {
-	if cfg.DB == nil || cfg.Dir == "" || cfg.Audio == nil || cfg.Hasher == nil || cfg.Exists == nil {
-		return nil, errors.New("voicemail: DB, Dir, Audio, Hasher and Exists are required")
+	if cfg.DB == nil || cfg.Audio == nil || cfg.Hasher == nil || cfg.Exists == nil {
+		return nil, errors.New("voicemail: DB, Audio, Hasher and Exists are required")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -174,9 +178,6 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.Prompts == nil {
 		cfg.Prompts = tonePrompts{}
-	}
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("voicemail: %w", err)
 	}
 	return &Service{cfg: cfg, log: cfg.Log}, nil
 }
@@ -370,11 +371,6 @@ func newID(t time.Time) (string, error) {
 	return fmt.Sprintf("%016x-%s", uint64(t.UnixNano()), hex.EncodeToString(r[:])), nil
 }
 
-// path is where a message's (or greeting's) encrypted audio lives.
-func (s *Service) path(ext, name string) string {
-	return filepath.Join(s.cfg.Dir, ext, name+".vm")
-}
-
 // Messages lists ext's messages, new first, newest first within each.
 func (s *Service) Messages(ext string) ([]Message, error) {
 	if !s.has(ext) {
@@ -400,11 +396,12 @@ func messages(tx *store.Tx, ext string) ([]Message, error) {
 		if !strings.HasPrefix(k, p) {
 			return nil
 		}
-		var m Message
+		var m messageRec
 		if err := jsonUnmarshal(raw, &m); err != nil {
 			return fmt.Errorf("voicemail: message %s: %w", k, err)
 		}
-		out = append(out, m)
+		m.Message.File = m.File
+		out = append(out, m.Message)
 		return nil
 	})
 	return out, err
@@ -459,7 +456,7 @@ func (s *Service) Message(ext, id string) (Message, error) {
 	if !ValidID(id) {
 		return Message{}, ErrNoMessage
 	}
-	var m Message
+	var m messageRec
 	err := s.cfg.DB.View(func(tx *store.Tx) error {
 		ok, err := tx.Get(bucket, msgKey(ext, id), &m)
 		if err == nil && !ok {
@@ -467,7 +464,8 @@ func (s *Service) Message(ext, id string) (Message, error) {
 		}
 		return err
 	})
-	return m, err
+	m.Message.File = m.File
+	return m.Message, err
 }
 
 // MarkOld marks a message heard.
@@ -477,7 +475,7 @@ func (s *Service) MarkOld(ext, id string) error {
 	}
 	s.mu.Lock()
 	err := s.cfg.DB.Update(func(tx *store.Tx) error {
-		var m Message
+		var m messageRec
 		ok, err := tx.Get(bucket, msgKey(ext, id), &m)
 		if err != nil || !ok || !m.New {
 			return err
@@ -496,11 +494,12 @@ func (s *Service) MarkOld(ext, id string) error {
 // first would not help on flash; the file is ciphertext under the media
 // key, which a factory reset erases).
 func (s *Service) Delete(ext, id string, also ...func(*store.Tx) error) error {
-	if _, err := s.Message(ext, id); err != nil {
+	m, err := s.Message(ext, id)
+	if err != nil {
 		return err
 	}
 	s.mu.Lock()
-	err := s.cfg.DB.Update(func(tx *store.Tx) error {
+	err = s.cfg.DB.Update(func(tx *store.Tx) error {
 		for _, f := range also {
 			if err := f(tx); err != nil {
 				return err
@@ -512,14 +511,17 @@ func (s *Service) Delete(ext, id string, also ...func(*store.Tx) error) error {
 	if err != nil {
 		return err
 	}
-	s.removeFile(ext, id)
+	s.removeFile(m.File)
 	s.notify(ext)
 	return nil
 }
 
-func (s *Service) removeFile(ext, name string) {
-	if err := os.Remove(s.path(ext, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.log.Warn("voicemail: remove file", "mailbox", ext, "name", name, "err", err)
+func (s *Service) removeFile(id string) {
+	if id == "" {
+		return
+	}
+	if err := s.cfg.Audio.Remove(id); err != nil {
+		s.log.Warn("voicemail: remove recording", "recording", id, "err", err)
 	}
 }
 
@@ -529,20 +531,15 @@ func (s *Service) Audio(ext, id string) (int, []int16, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	rate, pcm, err := s.cfg.Audio.Read(s.path(ext, m.ID))
+	rate, pcm, err := s.cfg.Audio.Read(m.File)
 	if err != nil {
 		return 0, nil, fmt.Errorf("voicemail: message %s/%s: %w", ext, id, err)
 	}
 	return rate, pcm, nil
 }
 
-// File is where a message's encrypted audio is stored (tests, backups).
+// File is the recording id of a message (tests, backups).
 func (s *Service) File(ext, id string) (string, error) {
-	if !s.has(ext) {
-		return "", ErrNoMailbox
-	}
-	if !ValidID(id) {
-		return "", ErrNoMessage
-	}
-	return s.path(ext, id), nil
+	m, err := s.Message(ext, id)
+	return m.File, err
 }

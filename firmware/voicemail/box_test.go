@@ -3,6 +3,7 @@ package voicemail
 import (
 	"context"
 	"errors"
+	"math"
 	"net/netip"
 	"path/filepath"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/mediaserver/recording"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
@@ -44,9 +46,16 @@ func newTestService(t *testing.T, mwi MWI) (*Service, *testClock) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	files, _ := NewSealedFiles(testKey(1))
+	keys, err := recording.StaticKey(testKey(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := recording.OpenStore(recording.Config{Dir: filepath.Join(dir, "rec"), Keys: keys, Quota: 64 << 20, MinFree: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
 	clk := &testClock{t: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}
-	s, err := New(Config{DB: db, Dir: filepath.Join(dir, "vm"), Audio: files,
+	s, err := New(Config{DB: db, Audio: Recordings{Store: rs},
 		Hasher: auth.NewHasher(auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}, 2, 8),
 		Exists: func(e string) bool { return e == "201" || e == "202" }, MWI: mwi, Now: clk.now})
 	if err != nil {
@@ -112,9 +121,17 @@ func TestMessagesAndMWI(t *testing.T) {
 	var ids []string
 	for i := range 3 {
 		id, _ := newID(clk.now())
-		path := s.path("202", id)
-		writeSealed(t, s.cfg.Audio.(*SealedFiles), path, 8000, tone(8000+i, 8000, 440))
-		if err := s.add(Message{ID: id, Ext: "202", Caller: "201", Time: clk.now(), Duration: time.Second, New: true, Rate: 8000}); err != nil {
+		w, err := s.cfg.Audio.Create("test", 8000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Write(tone(8000+2*i, 8000, 440)); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.add(Message{ID: id, Ext: "202", Caller: "201", Time: clk.now(), Duration: time.Second, New: true, Rate: 8000, File: w.ID()}); err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, id)
@@ -135,8 +152,12 @@ func TestMessagesAndMWI(t *testing.T) {
 	if err != nil || rate != 8000 || len(pcm) != 8000 {
 		t.Fatalf("audio: %d %d %v", rate, len(pcm), err)
 	}
+	file, _ := s.File("202", ids[0])
 	if err := s.Delete("202", ids[0]); err != nil {
 		t.Fatal(err)
+	}
+	if _, _, err := s.cfg.Audio.Read(file); !errors.Is(err, recording.ErrNotFound) {
+		t.Fatalf("recording of a deleted message: %v", err)
 	}
 	if _, _, err := s.Audio("202", ids[0]); !errors.Is(err, ErrNoMessage) {
 		t.Fatalf("deleted: %v", err)
@@ -170,4 +191,20 @@ func FuzzValidID(f *testing.F) {
 			t.Fatalf("accepted ext %q", s)
 		}
 	})
+}
+
+func testKey(b byte) []byte {
+	k := make([]byte, 32)
+	for i := range k {
+		k[i] = b
+	}
+	return k
+}
+
+func tone(n, rate int, hz float64) []int16 {
+	out := make([]int16, n)
+	for i := range out {
+		out[i] = int16(9000 * math.Sin(2*math.Pi*hz*float64(i)/float64(rate)))
+	}
+	return out
 }
