@@ -60,6 +60,9 @@ func (d *daemon) newCalls(pinholes media.Pinholes) error {
 		d.log.Error("voicemail: disabled", "err", err)
 	} else {
 		apps, d.voicemail = vm, vm
+		if err := vm.NotifyAll(); err != nil {
+			d.log.Warn("voicemail: message counts", "err", err)
+		}
 	}
 	contact := d.sip.Contact("udp")
 	b, err := call.New(call.Config{

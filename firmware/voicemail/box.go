@@ -543,3 +543,42 @@ func (s *Service) File(ext, id string) (string, error) {
 	m, err := s.Message(ext, id)
 	return m.File, err
 }
+
+// NotifyAll tells MWI the counts of every mailbox that has messages: at
+// start, so the message-summary state survives a restart.
+func (s *Service) NotifyAll() error {
+	if s.cfg.MWI == nil {
+		return nil
+	}
+	counts := map[string][2]int{}
+	err := s.cfg.DB.View(func(tx *store.Tx) error {
+		return tx.ForEach(bucket, func(k string, raw []byte) error {
+			rest, ok := strings.CutPrefix(k, "msg/")
+			if !ok {
+				return nil
+			}
+			ext, _, _ := strings.Cut(rest, "/")
+			var m messageRec
+			if err := jsonUnmarshal(raw, &m); err != nil {
+				return fmt.Errorf("voicemail: message %s: %w", k, err)
+			}
+			c := counts[ext]
+			if m.New {
+				c[0]++
+			} else {
+				c[1]++
+			}
+			counts[ext] = c
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for ext, c := range counts {
+		if s.has(ext) {
+			s.cfg.MWI.MailboxChanged(ext, c[0], c[1])
+		}
+	}
+	return nil
+}

@@ -167,7 +167,10 @@ func TestMessagesAndMWI(t *testing.T) {
 			t.Fatalf("id %q: %v", bad, err)
 		}
 	}
-	want := []string{"202:1/0", "202:2/0", "202:3/0", "202:2/1", "202:1/1"}
+	if err := s.NotifyAll(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"202:1/0", "202:2/0", "202:3/0", "202:2/1", "202:1/1", "202:1/1"}
 	mwi.mu.Lock()
 	defer mwi.mu.Unlock()
 	if len(mwi.got) != len(want) {
