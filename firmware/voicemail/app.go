@@ -257,8 +257,13 @@ func (a accessApp) login(ctx context.Context, leg call.Leg, ext string) (bool, e
 	}
 	if b.PINHash == "" {
 		if !own {
-			// No PIN yet: only the owner's own phone may set one.
-			_ = leg.Play(ctx, s.cfg.Prompts.Prompt(PromptLocked, rate))
+			// No PIN yet: only the owner's own phone may set one. The
+			// caller is asked for a PIN all the same and refused like a
+			// wrong one, so nobody learns which mailboxes have none.
+			if _, err := prompted(ctx, leg, s.cfg.Prompts.Prompt(PromptPIN, rate)); err != nil {
+				return false, err
+			}
+			_ = leg.Play(ctx, s.cfg.Prompts.Prompt(PromptWrongPIN, rate))
 			return false, nil
 		}
 		return a.choosePIN(ctx, leg, ext)
