@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
+	"github.com/edgepbx/edgepbx/firmware/mediaserver/codec"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
@@ -491,25 +492,18 @@ func ignoreEnd(err error) error {
 	return err
 }
 
-// resample converts between 8 and 16 kHz by repeating or dropping
-// samples (messages are played back in the rate they were recorded in
-// when the codecs match; this is for a G.722 message heard on G.711).
+// resample converts a message between 8 and 16 kHz for a caller whose
+// codec has the other rate (the media engine's half-band filters).
 func resample(pcm []int16, from, to int) []int16 {
 	switch {
 	case from == to:
 		return pcm
 	case from == 16000 && to == 8000:
-		out := make([]int16, len(pcm)/2)
-		for i := range out {
-			out[i] = int16((int32(pcm[2*i]) + int32(pcm[2*i+1])) / 2)
-		}
-		return out
+		var d codec.Downsampler
+		return d.Process(make([]int16, 0, len(pcm)/2), pcm)
 	case from == 8000 && to == 16000:
-		out := make([]int16, 2*len(pcm))
-		for i, v := range pcm {
-			out[2*i], out[2*i+1] = v, v
-		}
-		return out
+		var u codec.Upsampler
+		return u.Process(make([]int16, 0, 2*len(pcm)), pcm)
 	}
 	return nil
 }

@@ -211,3 +211,19 @@ func tone(n, rate int, hz float64) []int16 {
 	}
 	return out
 }
+
+func TestResample(t *testing.T) {
+	in := tone(1600, 16000, 440)
+	down := resample(in, 16000, 8000)
+	up := resample(down, 8000, 16000)
+	if len(down) != 800 || len(up) != 1600 || resample(in, 16000, 16000)[0] != in[0] || resample(in, 16000, 44100) != nil {
+		t.Fatalf("lengths %d %d", len(down), len(up))
+	}
+	var e float64
+	for _, v := range down[100:] {
+		e += float64(v) * float64(v)
+	}
+	if rms := math.Sqrt(e / float64(len(down)-100)); rms < 5000 {
+		t.Fatalf("440 Hz lost in the down-sampling: RMS %.0f", rms)
+	}
+}
