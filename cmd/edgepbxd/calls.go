@@ -44,7 +44,7 @@ func (d *daemon) newCalls(pinholes media.Pinholes) error {
 	if err != nil {
 		return fmt.Errorf("calls: DTLS certificate: %w", err)
 	}
-	relay, err := media.NewRelay(media.Config{Addr: addr, Ports: ports, Pinholes: pinholes, Certificate: &cert, Log: d.log})
+	relay, err := media.NewRelay(media.Config{Addr: addr, Ports: ports, Pinholes: selfPinholes{pinholes, addr}, Certificate: &cert, Log: d.log})
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)
 	}
@@ -55,6 +55,15 @@ func (d *daemon) newCalls(pinholes media.Pinholes) error {
 		// the admin fixes it on the dial plan page; calls wait for that.
 		d.log.Error("calls: dial plan", "err", err)
 	}
+	var apps call.Apps
+	if vm, err := d.newVoicemail(); err != nil {
+		d.log.Error("voicemail: disabled", "err", err)
+	} else {
+		apps, d.voicemail = vm, vm
+		if err := vm.NotifyAll(); err != nil {
+			d.log.Warn("voicemail: message counts", "err", err)
+		}
+	}
 	feat, err := d.newFeatures(plan)
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)
@@ -63,7 +72,7 @@ func (d *daemon) newCalls(pinholes media.Pinholes) error {
 	b, err := call.New(call.Config{
 		Client: d.sip.Sender(), Contact: contact, ContactTLS: d.sip.Contact("tls"),
 		Relay: relay, Plan: feat, Hunter: feat, Directory: telephony.NewDirectory(d.sip.Directory(nil), d.tel), CDR: cdr.New(d.db), Log: d.log,
-		Events: d.secLog, Observer: d.dialogObserver(),
+		Events: d.secLog, Observer: d.dialogObserver(), Apps: apps,
 	})
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)

@@ -37,6 +37,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/firmware/telephony"
 	"github.com/edgepbx/edgepbx/firmware/update"
+	"github.com/edgepbx/edgepbx/firmware/voicemail"
 	"github.com/edgepbx/edgepbx/init/control"
 )
 
@@ -81,6 +82,7 @@ type daemon struct {
 	features   *features.Engine          // call features in front of the dial plan; nil with calls
 	events     *presence.Server          // SUBSCRIBE/NOTIFY (events.go); nil: SUBSCRIBE gets 501
 	relay      *media.Relay              // the calls' RTP relay; nil with calls
+	voicemail  *voicemail.Service        // nil: disabled (logged)
 	metrics    *metrics.Handler          // /metrics on the HTTPS port
 	syslog     *logs.Sender              // remote syslog of the security log and the audit chain
 	syslogFrom uint64                    // audit head when the sender was wired: older entries are not sent
@@ -249,16 +251,16 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	if err := d.newEvents(); err != nil {
 		log.Error("events: disabled", "err", err)
 	}
+	if err := d.newMediaEngine(); err != nil {
+		// The admin UI must stay reachable to fix what is wrong.
+		log.Error("media engine: recordings and prompts disabled", "err", err)
+	}
 	if err := d.newCalls(p.pinholes); err != nil {
 		// The admin UI must stay reachable to fix what is wrong.
 		log.Error("calls: disabled", "err", err)
 	}
 	if err := d.newMetrics(); err != nil {
 		return nil, err
-	}
-	if err := d.newMediaEngine(); err != nil {
-		// The admin UI must stay reachable to fix what is wrong.
-		log.Error("media engine: recordings and prompts disabled", "err", err)
 	}
 	d.newBackup()
 	if err := d.newUpdates(); err != nil {
@@ -294,6 +296,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Reset:       p.reset,
 		Network:     p.network,
 		SIPBlocks:   sipBlocks{d.sip},
+		Voicemail:   ifSet[admin.Voicemail](d.voicemail),
 		Intrusion:   ifSet[admin.Intrusion](d.intrusion),
 		Metrics:     d.metrics,
 		Backups:     ifSet[admin.Backups](d.backup),

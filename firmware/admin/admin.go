@@ -90,6 +90,8 @@ type Deps struct {
 	Syslog Syslog
 	// SIPBlocks are the SIP edge's bans and throttles; nil: no SIP edge.
 	SIPBlocks SIPBlocks
+	// Voicemail lists, plays, deletes messages and resets PINs; nil: off.
+	Voicemail Voicemail
 	// Intrusion is the intrusion report (*intrusion.Aggregator); nil:
 	// none (the page says so, the API answers 409).
 	Intrusion Intrusion
@@ -159,6 +161,7 @@ type Server struct {
 	netw      Network
 	status    func(context.Context) []StatusItem
 	sipblk    SIPBlocks
+	vm        Voicemail // nil: voicemail disabled
 	intrusion Intrusion
 	metrics   Metrics // /metrics handler; nil: settings stored only
 	backups   Backups
@@ -203,7 +206,7 @@ func NewServer(d Deps) (*Server, error) {
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
 		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, features: d.Features, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, reset: d.Reset, netw: d.Network, status: d.Status,
 		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, intrusion: d.Intrusion, metrics: d.Metrics, phones: d.Phones,
-		priv: d.Privacy, conlog: d.Connections}
+		priv: d.Privacy, conlog: d.Connections, vm: d.Voicemail}
 	s.acme = d.ACME
 	s.backups = d.Backups
 	s.live = d.Live

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"errors"
+	"github.com/edgepbx/edgepbx/firmware/voicemail"
 	"net/http"
 	"strconv"
 	"strings"
@@ -154,6 +155,12 @@ func (s *Server) routeTable() []route {
 		{method: "PUT", path: "/api/v1/phones/{mac}/extensions", summary: "Assign extensions to a phone (new passwords at its next re-provision)", req: PhoneExtensionsRequest{}, perm: auth.PermTelephonyWrite, h: s.apiPhoneExtensions},
 		{method: "GET", path: "/api/v1/phones/{mac}/enrolment", summary: "The phone's enrolment card data: the one-time URL while usable", perm: auth.PermTelephonyWrite, h: s.apiPhoneEnrolment},
 		{method: "GET", path: "/api/v1/phones/{mac}/qr.svg", summary: "QR code (SVG) of the one-time enrolment URL", perm: auth.PermTelephonyWrite, h: s.apiPhoneQR},
+		{method: "GET", path: "/api/v1/voicemail/{ext}", summary: "An extension's mailbox: PIN set or not (never the PIN), lockout, options, greetings, messages (caller, time, duration, new/old)", perm: auth.PermTelephonyRead, h: s.apiMailbox},
+		{method: "GET", path: "/api/v1/voicemail/{ext}/messages/{id}/audio", summary: "A voicemail message decrypted as WAV (16-bit PCM) for listening, or as a download with ?download=1; every access audited", perm: auth.PermTelephonyWrite, h: s.apiMessageAudio},
+		{method: "DELETE", path: "/api/v1/voicemail/{ext}/messages/{id}", summary: "Delete a voicemail message (record and encrypted file); audited", perm: auth.PermTelephonyWrite, h: s.apiDeleteMessage},
+		{method: "POST", path: "/api/v1/voicemail/{ext}/pin", summary: "Set a new random mailbox PIN, shown once in the answer (only its argon2id hash is stored), and lift a lockout; audited", perm: auth.PermTelephonyWrite, h: s.apiMailboxPIN},
+		{method: "POST", path: "/api/v1/voicemail/{ext}/unlock", summary: "Lift a mailbox lockout after wrong PINs (the SIP guard's throttles: POST /api/v1/sip/blocks/lift); audited", perm: auth.PermTelephonyWrite, h: s.apiMailboxUnlock},
+		{method: "PUT", path: "/api/v1/voicemail/{ext}/options", summary: "Mailbox options: the owner's own phone skips the PIN, voicemail to e-mail address, audio attached or only a notice; audited", req: voicemail.Options{}, perm: auth.PermTelephonyWrite, h: s.apiMailboxOptions},
 		{method: "GET", path: "/api/v1/sip/blocks", summary: "The SIP edge's live bans (a source cut off) and throttles (a source that may no longer try one extension), with the extensions registered inside each ban", perm: auth.PermSecurityRead, h: s.apiSIPBlocks},
 		{method: "POST", path: "/api/v1/sip/blocks/lift", summary: "Lift the SIP edge's bans and throttles of a source (address or prefix), or only one extension's throttle there; audited. Firewall bans: POST /api/v1/firewall/unban", req: LiftRequest{}, perm: auth.PermSecurityWrite, h: s.apiSIPLift},
 		{method: "GET", path: "/api/v1/system/network", summary: "The box's network (from PID 1): confirmed configuration, pending change and seconds before it reverts, the board's interfaces and the live addresses", perm: auth.PermSystemWrite, h: s.apiNetwork},

@@ -150,7 +150,9 @@ func (c *call) startTimers() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, l := range c.legs {
-		c.armLeg(l)
+		if l != nil { // an application call has no B leg
+			c.armLeg(l)
+		}
 	}
 }
 

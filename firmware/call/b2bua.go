@@ -16,10 +16,10 @@
 //     To tag (proof.go): a source address alone may be forged.
 //     Unauthenticated INVITEs are challenged by the edge as REGISTERs are.
 //   - In-dialog requests (a To tag present: re-INVITE, UPDATE, BYE, ACK,
-//     REFER, PRACK) and CANCEL are NOT digest-challenged (phones do not
+//     REFER, PRACK, INFO) and CANCEL are NOT digest-challenged (phones do not
 //     expect it, and the dialog identifiers the box generated are the
 //     credential): pass them to b.OnInvite (re-INVITE, identity ignored),
-//     b.OnUpdate, b.OnBye, b.OnRefer, b.OnPrack, b.OnAck, b.OnCancel. They
+//     b.OnUpdate, b.OnBye, b.OnRefer, b.OnPrack, b.OnInfo, b.OnAck, b.OnCancel. They
 //     still pass the read filter, validator and flood guard. Unknown
 //     dialogs get 481 from the B2BUA.
 //   - An INVITE with a Replaces header (RFC 3891) but no To tag is a new
@@ -46,6 +46,10 @@
 //     trunk's digest user and password. A Directory that also implements
 //     CallerIDs sets what calls out through a trunk present (config
 //     Telephony.CallerIDs, TelephonyTrunk.CallerID and AssertIdentity).
+//   - A KindApp decision (dialplan: "<app>/<arg>") is answered by the box
+//     itself through Config.Apps (app.go); its relay leg B goes to a socket
+//     of the box on the media address, so the relay's Pinholes should skip
+//     pinholes toward the box's own address.
 //   - cmd/edgepbxd builds the media.Relay (pinholes through the init/control
 //     client), dialplan.Engine (licence gate, logs), cdr.New(db), then
 //     call.New, passes it to the SIP server, and calls b.Close() at shutdown
@@ -151,7 +155,10 @@ type Config struct {
 	// Hunter, when set, may turn a call to an extension or a group into
 	// stages (forwarding, follow-me, ring groups; hunt.go).
 	Hunter Hunter
-	Log    *slog.Logger
+	// Apps, when set, answers KindApp decisions (voicemail, conference,
+	// IVR) and callees without a registered phone that have a mailbox.
+	Apps Apps
+	Log  *slog.Logger
 
 	// Observer, when set, is told each extension's dialog state changes
 	// (busy-lamp fields; observe.go).
@@ -357,6 +364,10 @@ func (b *B2BUA) onRefer(req *sip.Request, tx sip.ServerTransaction) {
 	r, ok := b.lookup(req)
 	if !ok || !r.current() {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist")
+		return
+	}
+	if r.c.isApp() { // an application is not transferred anywhere (toll fraud)
+		respond(tx, req, 403, "Forbidden")
 		return
 	}
 	r.c.refer(r.l, req, tx)

@@ -3,6 +3,7 @@ package call
 import (
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/cdr"
@@ -70,7 +71,10 @@ type call struct {
 	proveMu   sync.Mutex // orders proven's release of the caller's media
 	hunt      Hunt       // stages of a forwarded or group call (hunt.go); nil: one fork
 	stages    int        // stages asked of hunt so far
+	huntApp   string     // the application target a hunt ended at ("voicemail/201")
 	obs       observed   // what the observer was told (observe.go)
+	app       *appMedia  // an application answers the caller (app.go); no B leg
+	appCall   atomic.Bool
 }
 
 func newCall(b *B2BUA, req *sip.Request, caller Identity) *call {

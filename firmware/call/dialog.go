@@ -151,6 +151,10 @@ func (c *call) offerFrom(s media.Side, req *sip.Request, tx sip.ServerTransactio
 		x.refresh()
 		return
 	}
+	if x.o == nil { // an application call
+		x.appOffer()
+		return
+	}
 	x.relay()
 }
 

@@ -308,6 +308,7 @@ func startHarnessEnv(t testing.TB, env harnessEnv, tune func(*media.Config), opt
 	srv.OnUpdate(h.b.OnUpdate)
 	srv.OnRefer(h.b.OnRefer)
 	srv.OnPrack(h.b.OnPrack)
+	srv.OnInfo(h.b.OnInfo)
 	go func() { _ = srv.ServeUDP(conn) }()
 	t.Cleanup(func() {
 		_ = h.b.Close()

@@ -127,10 +127,13 @@ func (c *call) nextStage(o Outcome) (tgts []Target, ids []Identity, as []string,
 		case !more:
 			return nil, nil, nil, 0, 0, false
 		case len(st.Dests) == 0 && st.App != "":
-			// The local application endpoint (voicemail) takes such
-			// calls once it is wired here; until then the caller hears
-			// that nobody is available.
+			// The hunt ends at an application (voicemail). Before
+			// anything rang, setup answers the caller with it; after a
+			// stage rang (busy, no answer) the caller hears that nobody
+			// is available: handing a call whose media was offered to
+			// branches over to the application endpoint is not built.
 			c.b.log.Info("call: hunt ends at an application", "call", c.id, "app", st.App)
+			c.huntApp = st.App
 			return nil, nil, nil, 0, 480, false
 		case len(st.Dests) == 0 && st.Code != 0:
 			return nil, nil, nil, 0, st.Code, false

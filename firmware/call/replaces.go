@@ -79,7 +79,7 @@ func (b *B2BUA) findReplaced(rp replaces) (dialogRef, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, t := range [2][2]string{{rp.toTag, rp.fromTag}, {rp.fromTag, rp.toTag}} {
-		if r, ok := b.dialogs[dialogKey(rp.callID, t[0])]; ok && r.l.remoteTag == t[1] {
+		if r, ok := b.dialogs[dialogKey(rp.callID, t[0])]; ok && r.l.remoteTag == t[1] && !r.c.appCall.Load() {
 			return r, true
 		}
 	}

@@ -63,6 +63,10 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 	if dec.Trunk != "" {
 		c.rec.Trunk = dec.Trunk
 	}
+	if dec.Kind == dialplan.KindApp {
+		c.answerApp(reqA, txA, dec.Target, "")
+		return
+	}
 
 	if dec.Kind == dialplan.KindFeature {
 		c.confirmFeature(reqA, txA, dec.Target)
@@ -84,6 +88,13 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 		var ok bool
 		var code int
 		if tgts, ids, as, ring, code, ok = c.nextStage(Outcome{First: true}); !ok {
+			if c.huntApp != "" && c.b.cfg.Apps != nil {
+				// Nothing rang yet (DND or unreachable forwarded to
+				// voicemail): the application answers the caller.
+				c.rec.To, c.rec.Direction = c.huntApp, string(dialplan.KindApp)
+				c.answerApp(reqA, txA, c.huntApp, appReasonUnavailable)
+				return
+			}
 			if code == 0 {
 				code = 480
 			}
@@ -94,6 +105,9 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 		calleeID = ids[0]
 	case dec.Kind == dialplan.KindInternal, dec.Kind == dialplan.KindInbound:
 		tgts = c.b.cfg.Directory.Contacts(dec.Target)
+		if len(tgts) == 0 && c.appFallback(reqA, txA, dec.Target) {
+			return
+		}
 		if len(tgts) == 0 {
 			c.failA(txA, reqA, 480, cdr.Failed, "callee not registered")
 			return
@@ -115,18 +129,8 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 		tgts, calleeID = []Target{t}, Identity{Trunk: dec.Trunk}
 	}
 
-	// Session timer the caller asked for (RFC 4028 §9).
-	if h := reqA.GetHeader("Session-Expires"); h != nil {
-		if v, ok := parseDelta(h.Value()); ok {
-			if v < c.b.minSE {
-				c.failA(txA, reqA, 422, cdr.Failed, "session interval too small",
-					sip.NewHeader("Min-SE", strconv.Itoa(int(c.b.minSE/time.Second))))
-				return
-			}
-			if v < c.se {
-				c.se = v
-			}
-		}
+	if !c.sessionInterval(reqA, txA) {
+		return
 	}
 
 	// Media: the box answers A's offer and offers to B.
@@ -173,6 +177,28 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 		}
 	}
 	f.run(txA)
+}
+
+// sessionInterval takes the session timer the caller asked for (RFC 4028
+// §9); false: it was too small and the caller got 422.
+func (c *call) sessionInterval(reqA *sip.Request, txA sip.ServerTransaction) bool {
+	h := reqA.GetHeader("Session-Expires")
+	if h == nil {
+		return true
+	}
+	v, ok := parseDelta(h.Value())
+	if !ok {
+		return true
+	}
+	if v < c.b.minSE {
+		c.failA(txA, reqA, 422, cdr.Failed, "session interval too small",
+			sip.NewHeader("Min-SE", strconv.Itoa(int(c.b.minSE/time.Second))))
+		return false
+	}
+	if v < c.se {
+		c.se = v
+	}
+	return true
 }
 
 func (c *call) cancelByCaller() {

@@ -100,6 +100,7 @@ func (c *call) finish(result cdr.Result, code int, cause string) {
 		if result != cdr.Answered {
 			c.rec.SIPStatus = code
 		}
+		c.closeApp()
 		var st media.Stats
 		if c.m != nil {
 			st = c.m.Stats()

@@ -69,7 +69,7 @@ const (
 	KindOutbound  Kind = "outbound"  // over a trunk
 	KindEmergency Kind = "emergency" // over a trunk, never refused by policy
 	KindInbound   Kind = "inbound"   // DID from a trunk to an extension
-	KindApp       Kind = "app"       // the box answers itself: Target is "<app>/<arg>"
+	KindApp       Kind = "app"       // answered by the box itself: Target is "<app>/<arg>" (apps.go)
 )
 
 // Decision is where a call goes.

@@ -19,6 +19,9 @@ type Base interface {
 	RouteOutbound(from, dialled string) (dialplan.Decision, *dialplan.Lease, error)
 	RouteInbound(trunk, called string) (dialplan.Decision, *dialplan.Lease, error)
 	Check(from, number string) (dialplan.Decision, error)
+	// AdmitApp takes from's concurrency slot for a call the box answers
+	// (voicemail by code): it counts like any other call.
+	AdmitApp(from string) (*dialplan.Lease, error)
 }
 
 // Refusals of feature codes and settings (each also wraps the dial
@@ -60,7 +63,11 @@ func (e *Engine) RouteOutbound(from, dialled string) (dialplan.Decision, *dialpl
 		if a, arg, ok := match(e.conf().Table(), n); ok {
 			d, err := e.feature(from, a, arg)
 			d.Dialled = n
-			return d, nil, err
+			if err != nil || d.Kind != dialplan.KindApp {
+				return d, nil, err
+			}
+			lease, err := e.base.AdmitApp(from)
+			return d, lease, err
 		}
 	}
 	d, lease, err := e.base.RouteOutbound(from, dialled)

@@ -24,6 +24,7 @@ type Calls interface {
 	OnCancel(req *sip.Request, tx sip.ServerTransaction)
 	OnRefer(req *sip.Request, tx sip.ServerTransaction)
 	OnPrack(req *sip.Request, tx sip.ServerTransaction)
+	OnInfo(req *sip.Request, tx sip.ServerTransaction)
 }
 
 // callsBox lets atomic.Pointer hold an interface.
@@ -69,7 +70,7 @@ func (s *Server) Contact(transport string) string {
 // isCallMethod reports the methods the B2BUA handles.
 func isCallMethod(m sip.RequestMethod) bool {
 	switch m {
-	case sip.INVITE, sip.ACK, sip.BYE, sip.CANCEL, sip.UPDATE, sip.REFER, sip.PRACK:
+	case sip.INVITE, sip.ACK, sip.BYE, sip.CANCEL, sip.UPDATE, sip.REFER, sip.PRACK, sip.INFO:
 		return true
 	}
 	return false
@@ -78,7 +79,7 @@ func isCallMethod(m sip.RequestMethod) bool {
 // dispatchCall is stage 7 for call methods. New INVITEs from extensions
 // are digest-authenticated like REGISTERs (same answers for unknown users
 // and wrong passwords); trunk sources are identified by address. In-dialog
-// requests (re-INVITE, UPDATE, BYE, REFER, PRACK) and CANCEL are not challenged:
+// requests (re-INVITE, UPDATE, BYE, REFER, PRACK, INFO) and CANCEL are not challenged:
 // the dialog identifiers the box generated are their credential, and the
 // B2BUA answers 481 to unknown ones.
 func (s *Server) dispatchCall(now time.Time, src netip.Addr, req *sip.Request, tx sip.ServerTransaction, answer answerFunc, h Calls) {
@@ -101,6 +102,9 @@ func (s *Server) dispatchCall(now time.Time, src netip.Addr, req *sip.Request, t
 		return
 	case sip.PRACK: // in-dialog (RFC 3262): 481 for unknown dialogs
 		h.OnPrack(req, tx)
+		return
+	case sip.INFO: // in-dialog DTMF (RFC 6086): 481 for unknown dialogs
+		h.OnInfo(req, tx)
 		return
 	}
 	if to := req.To(); to != nil && to.Params.Has("tag") {
@@ -206,3 +210,24 @@ func atoiPort(p string) int {
 	}
 	return n
 }
+
+// PINFailed charges a wrong PIN typed on a call of the box's own
+// applications (voicemail) to the guard exactly like a failed digest of
+// src for account: the same throttles, and a source that keeps failing
+// across accounts is banned in the firewall. The caller reports only a
+// source the call proved (a digest-authenticated phone). banned: the
+// source is banned now.
+func (s *Server) PINFailed(src netip.Addr, account string) (banned bool) {
+	// The security event is the application's (voicemail.pin_failure).
+	return s.guard.AuthFailed(s.now(), src.Unmap(), account) == GuardBanned
+}
+
+// PINThrottled reports whether src may not try PINs for account now (it
+// failed too often), or is banned.
+func (s *Server) PINThrottled(src netip.Addr, account string) bool {
+	now := s.now()
+	return s.bans.Banned(now, src.Unmap()) || s.guard.Throttled(now, src.Unmap(), account)
+}
+
+// PINOK clears src's failure count for account after a right PIN.
+func (s *Server) PINOK(src netip.Addr, account string) { s.guard.AuthOK(src.Unmap(), account) }

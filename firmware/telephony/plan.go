@@ -103,6 +103,16 @@ func (p *Plan) RouteInbound(trunk, called string) (dialplan.Decision, *dialplan.
 	return e.RouteInbound(trunk, called)
 }
 
+// AdmitApp takes extension from's concurrency slot for a call the box
+// answers itself (the engine's AdmitApp).
+func (p *Plan) AdmitApp(from string) (*dialplan.Lease, error) {
+	e, err := p.Engine()
+	if err != nil {
+		return nil, err
+	}
+	return e.AdmitApp(from)
+}
+
 // Check reports whether extension from may call number now, without
 // admitting a call (forward destinations, checked when set).
 func (p *Plan) Check(from, number string) (dialplan.Decision, error) {

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/edgepbx/edgepbx/firmware/auth"
+	"github.com/edgepbx/edgepbx/firmware/media"
+	"github.com/edgepbx/edgepbx/firmware/voicemail"
+	"github.com/edgepbx/edgepbx/netfw/fwspec"
+)
+
+// newVoicemail builds the voicemail service: messages in the media
+// engine's recording store (sealed with the media data key, inside its
+// quota and free-space floor), PINs hashed with argon2id, wrong PINs
+// charged to the SIP edge's guard, message counts to the phones' MWI.
+func (d *daemon) newVoicemail() (*voicemail.Service, error) {
+	if d.media == nil {
+		return nil, fmt.Errorf("voicemail: the media engine is disabled")
+	}
+	exts := d.sip.Extensions()
+	cfg := voicemail.Config{
+		DB: d.db, Audio: voicemail.Recordings{Store: d.media.recordings},
+		// One PIN hash at a time, a few waiting: PIN guessing cannot
+		// take the CPU from calls.
+		Hasher:  auth.NewHasher(auth.DefaultParams, 1, 8),
+		Exists:  func(ext string) bool { return slices.Contains(exts.List(), ext) },
+		Guard:   d.sip,
+		Prompts: voicemail.LibraryPrompts{Lib: d.media.prompts, Lang: "en"},
+		Events:  d.secLog, Log: d.log,
+	}
+	if d.events != nil {
+		cfg.MWI = d.events // message-summary NOTIFYs (firmware/presence)
+	}
+	return voicemail.New(cfg)
+}
+
+// selfPinholes skips pinholes toward the box's own media address: an
+// application call's relay leg talks to a socket of the box itself, over
+// the loopback route the firewall always accepts.
+type selfPinholes struct {
+	media.Pinholes
+	self netip.Addr
+}
+
+func (p selfPinholes) OpenPinhole(ctx context.Context, ph fwspec.Pinhole) error {
+	if ph.Remote.Unmap() == p.self {
+		return nil
+	}
+	return p.Pinholes.OpenPinhole(ctx, ph)
+}
+
+func (p selfPinholes) ClosePinhole(ctx context.Context, ph fwspec.Pinhole) error {
+	if ph.Remote.Unmap() == p.self {
+		return nil
+	}
+	return p.Pinholes.ClosePinhole(ctx, ph)
+}
