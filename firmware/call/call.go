@@ -67,12 +67,13 @@ type call struct {
 	rel       *reliable         // the caller's unacknowledged reliable provisional (RFC 3262)
 	rseq      uint32            // last RSeq sent to the caller
 	endOnce   sync.Once
-	proveMu   sync.Mutex // orders proven's release of the caller's media
+	ended     chan struct{} // closed by finish once the CDR write returned
+	proveMu   sync.Mutex    // orders proven's release of the caller's media
 }
 
 func newCall(b *B2BUA, req *sip.Request, caller Identity) *call {
 	c := &call{b: b, id: sip.GenerateTagN(20), caller: caller, se: b.cfg.SessionExpires,
-		cancel: make(chan struct{})}
+		cancel: make(chan struct{}), ended: make(chan struct{})}
 	c.acks[0] = make(chan uint32, 4)
 	c.acks[1] = make(chan uint32, 4)
 	c.rec = cdr.Record{ID: c.id, Start: time.Now()}
