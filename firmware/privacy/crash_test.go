@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -54,12 +55,56 @@ func openBox(t testing.TB, path string, key []byte) *box {
 		t.Fatal(err)
 	}
 	for _, c := range []Category{CDRs{DB: db, Store: b.cdr}, SecurityLog{DB: db, Log: b.sec}, Audit{DB: db, Log: b.audit},
-		LoginHistory{DB: db, Auth: b.auth}, Connections{DB: db, Log: b.conns}, Intrusion{DB: db, Agg: b.intr}} {
+		LoginHistory{DB: db, Auth: b.auth}, Connections{DB: db, Log: b.conns}, Intrusion{DB: db, Agg: b.intr},
+		fileCategory{dir: filepath.Join(filepath.Dir(path), "files")}} {
 		if err := b.reg.Register(c); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return b
+}
+
+// fileCategory keeps one file per item, named "<subject>-<n>", in dir:
+// the kind of category (voicemail, recordings) that lives outside the
+// store, so Forget erases it after its transaction, under the pending
+// record.
+type fileCategory struct{ dir string }
+
+func (fileCategory) Info() Info {
+	return Info{Name: "files", Title: "Files", PersonalData: true, Holds: "test files", Default: Policy{Days: 30, Anonymise: Full},
+		MinDays: 1, MaxDays: 365, Subjects: []SubjectKind{Extension}, Forgettable: true}
+}
+
+func (c fileCategory) list(s Subject) ([]string, error) {
+	return filepath.Glob(filepath.Join(c.dir, s.Value+"-*"))
+}
+
+func (c fileCategory) Size() (Size, error) {
+	all, err := filepath.Glob(filepath.Join(c.dir, "*"))
+	return Size{Items: len(all)}, err
+}
+func (fileCategory) Sweep(time.Time, Policy) (Swept, error) { return Swept{}, nil }
+func (c fileCategory) Find(s Subject) (int, error) {
+	l, err := c.list(s)
+	return len(l), err
+}
+func (c fileCategory) Export(s Subject) (any, error) { return c.list(s) }
+func (c fileCategory) Forget(s Subject) (int, error) {
+	l, err := c.list(s)
+	if err != nil {
+		return 0, err
+	}
+	for _, f := range l {
+		if err := os.Remove(f); err != nil {
+			return 0, err
+		}
+	}
+	d, err := os.Open(c.dir)
+	if err != nil {
+		return 0, err
+	}
+	defer d.Close()
+	return len(l), d.Sync()
 }
 
 // forgetChildEnv makes the test binary the process that crashes in the
@@ -178,6 +223,7 @@ func seedCrashBox(t *testing.T) ([]byte, []byte, map[string]int) {
 // first left call records gone and the rest in place.
 func TestForgetCrash(t *testing.T) {
 	raw, key, want := seedCrashBox(t)
+	want["files"] = 1 // a file category outside the store, added at reopen
 	none := map[string]int{}
 	for c := range want {
 		none[c] = 0
@@ -195,6 +241,15 @@ func TestForgetCrash(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "edgepbx.db")
 			if err := os.WriteFile(path, raw, 0o600); err != nil {
 				t.Fatal(err)
+			}
+			files := filepath.Join(filepath.Dir(path), "files")
+			if err := os.Mkdir(files, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{"301-1", "302-1"} {
+				if err := os.WriteFile(filepath.Join(files, f), []byte("audio"), 0o600); err != nil {
+					t.Fatal(err)
+				}
 			}
 			cmd := exec.Command(os.Args[0], "-test.run=^TestForgetCrashChild$", "-test.count=1")
 			cmd.Env = append(os.Environ(), forgetChildEnv+"="+strings.Join([]string{path, hex.EncodeToString(key), tc.stage, tc.category}, "|"))
@@ -216,8 +271,12 @@ func TestForgetCrash(t *testing.T) {
 					t.Fatalf("rolled back, yet %d forget entries and pending %v", len(forgets), b.pending(t))
 				}
 			default:
-				if fmt.Sprint(got) != fmt.Sprint(none) {
-					t.Fatalf("crash after the commit: held about 301 %v, want none", got)
+				// The store's categories went with the commit; the file
+				// category (outside the store) waits for the completion.
+				stillFile := maps.Clone(none)
+				stillFile["files"] = 1
+				if fmt.Sprint(got) != fmt.Sprint(stillFile) {
+					t.Fatalf("crash after the commit: held about 301 %v, want %v", got, stillFile)
 				}
 				if len(forgets) != 1 || forgets[0].Outcome != audit.OK || !strings.Contains(forgets[0].Detail, "cdrs: 2 deleted") {
 					t.Fatalf("committed forget audited as %+v", forgets)
@@ -232,8 +291,15 @@ func TestForgetCrash(t *testing.T) {
 				if p := b.pending(t); len(p) != 0 {
 					t.Fatalf("pending after Resume: %v", p)
 				}
+				if got := b.held(t, crashSubject); fmt.Sprint(got) != fmt.Sprint(none) {
+					t.Fatalf("after Resume: held about 301 %v, want none", got)
+				}
+				if n := b.held(t, Subject{Kind: Extension, Value: "302"}); n["files"] != 1 {
+					t.Fatalf("302's file went too: %v", n)
+				}
 				done := b.audited(t, "privacy.erased")
-				if len(done) != 1 || !strings.Contains(done[0].Detail, "freed pages zeroed") || !strings.Contains(done[0].Detail, "after a restart") {
+				if len(done) != 1 || !strings.Contains(done[0].Detail, "files: 1 deleted") || !strings.Contains(done[0].Detail, "freed pages zeroed") ||
+					!strings.Contains(done[0].Detail, "after a restart") || strings.Contains(done[0].Detail, "301") {
 					t.Fatalf("completion audited as %+v", done)
 				}
 				if err := b.db.Close(); err != nil {
