@@ -47,39 +47,54 @@ func (s *Service) ForgetHistory(username string) (int, error) {
 	return s.deleteHistory(func(_ string, h HistoryEntry) (bool, bool) { return h.Username == username, false })
 }
 
+// ForgetHistoryTx deletes every login attempt naming username inside tx
+// (a privacy Forget's one transaction across the stores).
+func ForgetHistoryTx(tx *store.Tx, username string) (int, error) {
+	n, err := deleteHistoryTx(tx, func(_ string, h HistoryEntry) (bool, bool) { return h.Username == username, false })
+	if err != nil {
+		return 0, fmt.Errorf("auth: delete login history: %w", err)
+	}
+	return n, nil
+}
+
 func (s *Service) deleteHistory(pick func(k string, h HistoryEntry) (del, stop bool)) (int, error) {
 	n := 0
 	err := s.db.Update(func(tx *store.Tx) error {
-		var keys []string
-		err := tx.ForEach(bHistory, func(k string, raw []byte) error {
-			var h HistoryEntry
-			if err := jsonUnmarshal(raw, &h); err != nil {
-				return fmt.Errorf("decode %s: %w", k, err)
-			}
-			del, stop := pick(k, h)
-			if stop {
-				return errStop
-			}
-			if del {
-				keys = append(keys, k)
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, errStop) {
-			return err
-		}
-		for _, k := range keys {
-			if err := tx.Delete(bHistory, k); err != nil {
-				return err
-			}
-		}
-		n = len(keys)
-		return nil
+		var err error
+		n, err = deleteHistoryTx(tx, pick)
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("auth: delete login history: %w", err)
 	}
 	return n, nil
+}
+
+func deleteHistoryTx(tx *store.Tx, pick func(k string, h HistoryEntry) (del, stop bool)) (int, error) {
+	var keys []string
+	err := tx.ForEach(bHistory, func(k string, raw []byte) error {
+		var h HistoryEntry
+		if err := jsonUnmarshal(raw, &h); err != nil {
+			return fmt.Errorf("decode %s: %w", k, err)
+		}
+		del, stop := pick(k, h)
+		if stop {
+			return errStop
+		}
+		if del {
+			keys = append(keys, k)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return 0, err
+	}
+	for _, k := range keys {
+		if err := tx.Delete(bHistory, k); err != nil {
+			return 0, err
+		}
+	}
+	return len(keys), nil
 }
 
 // SetHistoryDays stores the login history retention in the policy (the

@@ -388,9 +388,8 @@ func (b *B2BUA) onBye(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	// Marked before the 200 leaves: a transfer finishing right after it
 	// must already know this leg is gone (no BYE to a phone that left).
-	released := r.c.releasedByTransfer(r, req)
-	respond(tx, req, 200, "OK")
-	if released {
+	if r.c.releasedByTransfer(r, req) {
+		respond(tx, req, 200, "OK")
 		return
 	}
 	cause := "caller BYE"
@@ -398,6 +397,12 @@ func (b *B2BUA) onBye(req *sip.Request, tx sip.ServerTransaction) {
 		cause = "callee BYE"
 	}
 	r.c.hangup(int(r.side), cause)
+	// The 200 leaves once the call's record is committed: whoever holds
+	// the 200 (a phone, a test pulling the power) knows the CDR survives
+	// a crash from then on. Bounded, so a stuck store cannot hold the
+	// BYE past the peer's transaction timer.
+	r.c.waitEnded(b.ctx, byeCommitWait)
+	respond(tx, req, 200, "OK")
 }
 
 // OnAck handles an ACK (for a 2xx: sipgo passes it outside the INVITE

@@ -68,18 +68,19 @@ type call struct {
 	rel       *reliable         // the caller's unacknowledged reliable provisional (RFC 3262)
 	rseq      uint32            // last RSeq sent to the caller
 	endOnce   sync.Once
-	proveMu   sync.Mutex // orders proven's release of the caller's media
-	hunt      Hunt       // stages of a forwarded or group call (hunt.go); nil: one fork
-	stages    int        // stages asked of hunt so far
-	huntApp   string     // the application target a hunt ended at ("voicemail/201")
-	obs       observed   // what the observer was told (observe.go)
-	app       *appMedia  // an application answers the caller (app.go); no B leg
+	ended     chan struct{} // closed by finish once the CDR write returned
+	proveMu   sync.Mutex    // orders proven's release of the caller's media
+	hunt      Hunt          // stages of a forwarded or group call (hunt.go); nil: one fork
+	stages    int           // stages asked of hunt so far
+	huntApp   string        // the application target a hunt ended at ("voicemail/201")
+	obs       observed      // what the observer was told (observe.go)
+	app       *appMedia     // an application answers the caller (app.go); no B leg
 	appCall   atomic.Bool
 }
 
 func newCall(b *B2BUA, req *sip.Request, caller Identity) *call {
 	c := &call{b: b, id: sip.GenerateTagN(20), caller: caller, se: b.cfg.SessionExpires,
-		cancel: make(chan struct{})}
+		cancel: make(chan struct{}), ended: make(chan struct{})}
 	c.acks[0] = make(chan uint32, 4)
 	c.acks[1] = make(chan uint32, 4)
 	c.rec = cdr.Record{ID: c.id, Start: time.Now()}

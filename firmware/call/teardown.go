@@ -127,6 +127,7 @@ func (c *call) finish(result cdr.Result, code int, cause string) {
 		if err := c.b.cfg.CDR.Write(c.rec); err != nil {
 			c.b.log.Warn("call: CDR not written", "call", c.id, "err", err)
 		}
+		close(c.ended)
 		// Unregistered only once the CDR is written: until then Close
 		// sees the call and waits for it (edgepbxd closes the store next).
 		c.b.unregister(c, keys...)
@@ -135,4 +136,21 @@ func (c *call) finish(result cdr.Result, code int, cause string) {
 			c.b.cfg.Ended(c.rec, st)
 		}
 	})
+}
+
+// byeCommitWait bounds how long a BYE's 200 waits for the call's CDR
+// commit (an fsync; far below the peer's 32 s transaction timer).
+const byeCommitWait = 5 * time.Second
+
+// waitEnded waits until finish has written the call's record, at most
+// d. A call still being set up (a BYE on an early dialog) ends through
+// its CANCEL, which the BYE's answer does not wait for: d bounds that.
+func (c *call) waitEnded(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-c.ended:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }

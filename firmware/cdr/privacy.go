@@ -40,32 +40,40 @@ func (s *Store) Subject(subject string) ([]Record, error) {
 func (s *Store) Forget(subject string) (int, error) {
 	n := 0
 	err := s.db.Update(func(tx *store.Tx) error {
-		var keys []string
-		err := tx.ForEach(bucket, func(k string, raw []byte) error {
-			var r Record
-			if err := json.Unmarshal(raw, &r); err != nil {
-				return fmt.Errorf("cdr: decode %s: %w", k, err)
-			}
-			if r.about(subject) {
-				keys = append(keys, k)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
+		var err error
+		n, err = ForgetTx(tx, subject)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// ForgetTx deletes every record that names subject inside tx, so a
+// privacy Forget erases them in one transaction with the other stores'
+// data about the subject.
+func ForgetTx(tx *store.Tx, subject string) (int, error) {
+	var keys []string
+	err := tx.ForEach(bucket, func(k string, raw []byte) error {
+		var r Record
+		if err := json.Unmarshal(raw, &r); err != nil {
+			return fmt.Errorf("cdr: decode %s: %w", k, err)
 		}
-		for _, k := range keys {
-			if err := tx.Delete(bucket, k); err != nil {
-				return err
-			}
+		if r.about(subject) {
+			keys = append(keys, k)
 		}
-		n = len(keys)
 		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("cdr: forget: %w", err)
 	}
-	return n, nil
+	for _, k := range keys {
+		if err := tx.Delete(bucket, k); err != nil {
+			return 0, fmt.Errorf("cdr: forget: %w", err)
+		}
+	}
+	return len(keys), nil
 }
 
 // maskMinDigits is the shortest string treated as a phone number: shorter

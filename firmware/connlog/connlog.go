@@ -82,6 +82,9 @@ type Log struct {
 	clock Clock
 	anon  Anonymiser
 
+	// flushMu makes Flush the one writer of queued entries at a time, and
+	// lets a Forget hold flushes across its transaction (privacy.go).
+	flushMu sync.Mutex
 	mu      sync.Mutex
 	pending []Entry
 	seq     uint64
@@ -160,6 +163,12 @@ func key(t time.Time, seq uint64) string {
 
 // Flush writes the queued entries in one transaction.
 func (l *Log) Flush() error {
+	l.flushMu.Lock()
+	defer l.flushMu.Unlock()
+	return l.flush()
+}
+
+func (l *Log) flush() error {
 	l.mu.Lock()
 	batch := l.pending
 	l.pending = make([]Entry, 0, max(256, len(batch)/2))
@@ -388,15 +397,79 @@ func (l *Log) Subject(user string) ([]Entry, error) {
 
 // Forget deletes every entry about user and returns how many.
 func (l *Log) Forget(user string) (int, error) {
-	if err := l.Flush(); err != nil {
+	f, err := l.BeginForget(user)
+	if err != nil {
 		return 0, err
 	}
-	return l.deleteWhere(func(_ string, raw []byte) (bool, bool) {
+	n := 0
+	err = l.db.Update(func(tx *store.Tx) error {
+		n, err = f.Tx(tx)
+		return err
+	})
+	return n + f.End(err == nil), err
+}
+
+// Forgetting is a Forget of one user's entries that joins the caller's
+// transaction (a privacy Forget across every store): BeginForget writes
+// the queue out and holds flushes until End, so no entry queued before
+// the transaction is written back behind it.
+type Forgetting struct {
+	l    *Log
+	user string
+}
+
+// BeginForget flushes the queue and holds flushes until End.
+func (l *Log) BeginForget(user string) (*Forgetting, error) {
+	l.flushMu.Lock()
+	if err := l.flush(); err != nil {
+		l.flushMu.Unlock()
+		return nil, err
+	}
+	return &Forgetting{l: l, user: user}, nil
+}
+
+// Tx deletes the stored entries about the user inside tx.
+func (f *Forgetting) Tx(tx *store.Tx) (int, error) {
+	var keys []string
+	err := tx.ForEach(Bucket, func(k string, raw []byte) error {
 		var e struct {
 			User string `json:"user"`
 		}
-		return json.Unmarshal(raw, &e) == nil && e.User == user, false
+		if json.Unmarshal(raw, &e) == nil && e.User == f.user {
+			keys = append(keys, k)
+		}
+		return nil
 	})
+	if err != nil {
+		return 0, fmt.Errorf("connlog: forget: %w", err)
+	}
+	for _, k := range keys {
+		if err := tx.Delete(Bucket, k); err != nil {
+			return 0, fmt.Errorf("connlog: forget: %w", err)
+		}
+	}
+	return len(keys), nil
+}
+
+// End releases the flushes, once. After a commit it also drops the
+// user's entries queued during the transaction and returns how many.
+func (f *Forgetting) End(committed bool) int {
+	defer f.l.flushMu.Unlock()
+	if !committed {
+		return 0
+	}
+	f.l.mu.Lock()
+	defer f.l.mu.Unlock()
+	kept := f.l.pending[:0]
+	for _, e := range f.l.pending {
+		if e.User != f.user {
+			kept = append(kept, e)
+		}
+	}
+	n := len(f.l.pending) - len(kept)
+	clear(f.l.pending[len(kept):])
+	f.l.pending = kept
+	return n
 }
 
 // ParseFilter reads a filter from a query string (the API's): kind, user,

@@ -137,13 +137,93 @@ func (a *Aggregator) Find(s Subject) ([]Held, error) {
 // Forget removes s's entries from every day's lists and returns how many
 // went.
 func (a *Aggregator) Forget(s Subject) (int, error) {
+	f := a.BeginForget(s)
 	n := 0
-	err := a.rewrite(func(date string, r *record) bool {
-		k := r.subject(s, true, date, nil)
-		n += k
-		return k > 0
+	err := a.cfg.DB.Update(func(tx *store.Tx) error {
+		var err error
+		n, err = f.Tx(tx)
+		return err
 	})
+	f.End(err == nil)
 	return n, err
+}
+
+// Forgetting is a Forget that joins the caller's transaction (a privacy
+// Forget across every store). BeginForget holds the flush lock until End,
+// so no day is written back as it was before; the aggregator's mutex is
+// held only inside Tx, and End removes the subject from the days in
+// memory once more (Observe may have loaded or counted one meanwhile).
+type Forgetting struct {
+	a *Aggregator
+	s Subject
+}
+
+// BeginForget holds every writer of the stored days until End.
+func (a *Aggregator) BeginForget(s Subject) *Forgetting {
+	a.flushMu.Lock()
+	return &Forgetting{a: a, s: s}
+}
+
+// Tx removes the subject from every stored day inside tx; the days in
+// memory (the newest figures) are written without it in the same
+// transaction. Memory itself changes only in End, after the commit.
+func (f *Forgetting) Tx(tx *store.Tx) (int, error) {
+	a := f.a
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	mem := map[string]bool{}
+	for _, d := range a.days {
+		mem[d.date] = true
+		r := d.record()
+		if k := r.subject(f.s, true, d.date, nil); k > 0 {
+			n += k
+			if err := tx.Put(DaysBucket, d.date, r); err != nil {
+				return 0, fmt.Errorf("intrusion: forget %s: %w", d.date, err)
+			}
+		}
+	}
+	var dates []string
+	if err := tx.ForEach(DaysBucket, func(k string, _ []byte) error {
+		if !mem[k] {
+			dates = append(dates, k)
+		}
+		return nil
+	}); err != nil {
+		return 0, fmt.Errorf("intrusion: forget: %w", err)
+	}
+	for _, date := range dates {
+		var r record
+		if _, err := tx.Get(DaysBucket, date, &r); err != nil {
+			return 0, fmt.Errorf("intrusion: forget %s: %w", date, err)
+		}
+		if k := r.subject(f.s, true, date, nil); k > 0 {
+			n += k
+			if err := tx.Put(DaysBucket, date, r); err != nil {
+				return 0, fmt.Errorf("intrusion: forget %s: %w", date, err)
+			}
+		}
+	}
+	return n, nil
+}
+
+// End releases the writers, once; after a commit it first removes the
+// subject from the days in memory (marked to be written again).
+func (f *Forgetting) End(committed bool) {
+	a := f.a
+	defer a.flushMu.Unlock()
+	if !committed {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for n, d := range a.days {
+		r := d.record()
+		if r.subject(f.s, true, d.date, nil) > 0 {
+			a.days[n] = r.day(d.date)
+			a.dirty[n] = true
+		}
+	}
 }
 
 // TruncateSources rewrites every day's stored sources to their networks

@@ -61,11 +61,14 @@ type Log struct {
 	db  *store.DB // nil: memory only
 	max int
 
-	mu   sync.Mutex
-	ring []Event // last max events, oldest first once full
-	next int
-	full bool
-	seq  uint64
+	// flushMu makes Flush the one writer of the ring's events at a time,
+	// and lets a Forget hold flushes across its transaction (privacy.go).
+	flushMu sync.Mutex
+	mu      sync.Mutex
+	ring    []Event // last max events, oldest first once full
+	next    int
+	full    bool
+	seq     uint64
 	// unflushed counts the newest ring events not yet on disk (at most max:
 	// the ring is also the write queue, so Record never allocates).
 	unflushed int
@@ -192,6 +195,12 @@ func (l *Log) Flush() error {
 	if l.db == nil {
 		return nil
 	}
+	l.flushMu.Lock()
+	defer l.flushMu.Unlock()
+	return l.flush()
+}
+
+func (l *Log) flush() error {
 	l.mu.Lock()
 	batch := l.newest(l.unflushed)
 	l.unflushed = 0

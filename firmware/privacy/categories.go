@@ -121,6 +121,9 @@ func (c CDRs) SetRetentionDays(days int) error {
 
 func (c CDRs) Export(s Subject) (any, error) { return nonNil(c.Store.Subject(s.Value)) }
 func (c CDRs) Forget(s Subject) (int, error) { return c.Store.Forget(s.Value) }
+func (c CDRs) BeginForget(s Subject) (Erasure, error) {
+	return Erasure{Tx: func(tx *store.Tx) (int, error) { return cdr.ForgetTx(tx, s.Value) }}, nil
+}
 
 // SecurityLog is the security log category.
 type SecurityLog struct {
@@ -143,6 +146,13 @@ func (c SecurityLog) Find(s Subject) (int, error) {
 }
 func (c SecurityLog) Export(s Subject) (any, error) { return nonNil(c.Log.Subject(s.Value)) }
 func (c SecurityLog) Forget(s Subject) (int, error) { return c.Log.Forget(s.Value) }
+func (c SecurityLog) BeginForget(s Subject) (Erasure, error) {
+	f, err := c.Log.BeginForget(s.Value)
+	if err != nil {
+		return Erasure{}, err
+	}
+	return Erasure{Tx: f.Tx, End: f.End}, nil
+}
 
 // Audit is the audit log category. Floor, when set, returns the entry the
 // licence check-in last anchored with the vendor: retention never removes
@@ -209,6 +219,9 @@ func (c LoginHistory) Find(s Subject) (int, error) {
 }
 func (c LoginHistory) Export(s Subject) (any, error) { return nonNil(c.Auth.History(s.Value, 0)) }
 func (c LoginHistory) Forget(s Subject) (int, error) { return c.Auth.ForgetHistory(s.Value) }
+func (c LoginHistory) BeginForget(s Subject) (Erasure, error) {
+	return Erasure{Tx: func(tx *store.Tx) (int, error) { return auth.ForgetHistoryTx(tx, s.Value) }}, nil
+}
 func (c LoginHistory) RetentionDays() (int, error) {
 	p, err := c.Auth.Policy()
 	return p.HistoryDays, err
@@ -236,6 +249,13 @@ func (c Connections) Find(s Subject) (int, error) {
 }
 func (c Connections) Export(s Subject) (any, error) { return nonNil(c.Log.Subject(s.Value)) }
 func (c Connections) Forget(s Subject) (int, error) { return c.Log.Forget(s.Value) }
+func (c Connections) BeginForget(s Subject) (Erasure, error) {
+	f, err := c.Log.BeginForget(s.Value)
+	if err != nil {
+		return Erasure{}, err
+	}
+	return Erasure{Tx: f.Tx, End: f.End}, nil
+}
 
 // Intrusion is the intrusion report's per-day aggregates. Its personal
 // data are the top lists' keys; Forget removes a subject's entries and
@@ -276,6 +296,10 @@ func (c Intrusion) Find(s Subject) (int, error) {
 }
 func (c Intrusion) Export(s Subject) (any, error) { return nonNil(c.Agg.Find(intrusionSubject(s))) }
 func (c Intrusion) Forget(s Subject) (int, error) { return c.Agg.Forget(intrusionSubject(s)) }
+func (c Intrusion) BeginForget(s Subject) (Erasure, error) {
+	f := c.Agg.BeginForget(intrusionSubject(s))
+	return Erasure{Tx: f.Tx, End: func(committed bool) int { f.End(committed); return 0 }}, nil
+}
 
 // IntrusionMask is the intrusion report's Config.Mask: new sources are
 // truncated while the category's mode says so. It reads only memory

@@ -15,17 +15,25 @@
 // of their files, delete files (and fsync the directory) in Sweep and
 // Forget, and list them (metadata, not the audio) in Export. Their
 // defaults are in Planned so the page can say what will come.
+//
+// A Forget erases every category kept in the store in one transaction
+// (TxForgetter) with its audit entry: a crash leaves all or nothing.
+// Categories outside the store (files) are erased after that commit under
+// a durable pending record, which Resume (at start, then hourly) finishes
+// together with zeroing the freed pages.
 package privacy
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -161,6 +169,11 @@ type Registry struct {
 	cache  map[string]Policy
 	hashes map[string]*hasher
 	last   map[string]SweepResult
+	// Set by tests only: afterErase runs inside Forget's transaction after
+	// each category's deletions (a crash or a failed write injected
+	// there), afterCommit between the commit and the completion.
+	afterErase  func(category string) error
+	afterCommit func()
 }
 
 // New returns the registry; categories join with Register.
@@ -462,6 +475,9 @@ func (r *Registry) Run(ctx context.Context, interval time.Duration, log *slog.Lo
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
+		if err := r.Resume(); err != nil {
+			log.Error("privacy: pending forget", "err", err)
+		}
 		for _, res := range r.Sweep(r.clock.Now()) {
 			switch {
 			case res.Error != "":
@@ -612,9 +628,49 @@ type Forgotten struct {
 	Deleted   []Found `json:"deleted"`
 }
 
+// TxForgetter is a category whose Forget joins the one transaction of
+// Registry.Forget: the deletions of every such category and the audit
+// entry that reports them commit together or not at all, so a crash, a
+// power cut or a failed write never leaves a subject half erased.
+// Categories kept outside the store (files) implement only Forget; they
+// are erased after the commit under a durable record that Resume finishes.
+type TxForgetter interface {
+	BeginForget(s Subject) (Erasure, error)
+}
+
+// Erasure is one category's part of a Forget.
+type Erasure struct {
+	// Tx deletes what the store holds about the subject inside the shared
+	// transaction and returns how many items.
+	Tx func(tx *store.Tx) (int, error)
+	// End runs once after the transaction: it releases what BeginForget
+	// held (writers of buffered entries) and, after a commit, drops the
+	// subject's entries still queued in memory, returning how many. nil:
+	// nothing held.
+	End func(committed bool) int
+}
+
+// pendingBucket holds one record per Forget whose transaction committed
+// and whose follow-up (categories outside the store, zeroing the freed
+// pages) has not finished; Resume finishes it after a crash.
+const pendingBucket = "privacy.forget_pending"
+
+type pendingForget struct {
+	Reference string    `json:"reference"`
+	Subject   Subject   `json:"subject"`
+	Actor     string    `json:"actor"`
+	Source    string    `json:"source"`
+	Started   time.Time `json:"started"`
+	// Later are the categories outside the transaction still to erase.
+	Later []string `json:"later,omitempty"`
+}
+
 // Forget deletes everything held about s in the categories that may
-// delete it, and leaves an audit entry that says what went (categories and
-// counts) and a reference, but not the subject's identifier nor the data.
+// delete it, in one store transaction together with an audit entry that
+// says what went (categories and counts) and a reference, but not the
+// subject's identifier nor the data. The freed pages are zeroed after the
+// commit, recorded by a second entry (privacy.erased); a crash before
+// that leaves a record Resume finishes at the next start.
 func (r *Registry) Forget(actor, source string, s Subject) (Forgotten, error) {
 	if err := s.Validate(); err != nil {
 		return Forgotten{}, err
@@ -622,44 +678,194 @@ func (r *Registry) Forget(actor, source string, s Subject) (Forgotten, error) {
 	var ref [8]byte
 	_, _ = rand.Read(ref[:])
 	out := Forgotten{Reference: hex.EncodeToString(ref[:]), Deleted: []Found{}}
-	var parts []string
-	var errs []error
+	ev := audit.Event{Actor: actor, Source: source, Action: "privacy.forget", Target: string(s.Kind)}
+
+	type part struct {
+		name string
+		at   int // index in out.Deleted
+		e    Erasure
+	}
+	var held []part
+	var later []Category
+	end := func(committed bool) {
+		for _, p := range held {
+			if p.e.End != nil {
+				out.Deleted[p.at].Items += p.e.End(committed)
+			}
+		}
+	}
 	for _, c := range r.categories() {
 		info := c.Info()
 		if !contains2(info.Subjects, s.Kind) {
 			continue
 		}
-		n, err := c.Forget(s)
-		f := Found{Category: info.Name, Items: n}
-		switch {
-		case errors.Is(err, ErrKept):
+		f := Found{Category: info.Name}
+		switch tf, ok := c.(TxForgetter); {
+		case !info.Forgettable:
+			// Counted before any writer is held (a Find may flush).
 			f.Kept = true
-			if k, ferr := c.Find(s); ferr == nil {
-				f.Items = k
+			n, err := c.Find(s)
+			if err != nil {
+				f.Error = err.Error()
 			}
-			parts = append(parts, fmt.Sprintf("%s: %d kept (legal obligation)", info.Name, f.Items))
-		case err != nil:
-			f.Error = err.Error()
-			errs = append(errs, fmt.Errorf("%s: %w", info.Name, err))
-			parts = append(parts, fmt.Sprintf("%s: %d deleted, then failed", info.Name, n))
+			f.Items = n
+		case ok:
+			e, err := tf.BeginForget(s)
+			if err != nil {
+				end(false)
+				return r.forgetFailed(ev, out, fmt.Errorf("%s: %w", info.Name, err))
+			}
+			held = append(held, part{name: info.Name, at: len(out.Deleted), e: e})
 		default:
-			parts = append(parts, fmt.Sprintf("%s: %d deleted", info.Name, n))
+			later = append(later, c)
 		}
 		out.Deleted = append(out.Deleted, f)
 	}
-	if sc, err := r.db.Scrub(); err != nil {
+	pend := pendingForget{Reference: out.Reference, Subject: s, Actor: actor, Source: source, Started: r.clock.Now().UTC()}
+	for _, c := range later {
+		pend.Later = append(pend.Later, c.Info().Name)
+	}
+	err := r.db.Update(func(tx *store.Tx) error {
+		for _, p := range held {
+			n, err := p.e.Tx(tx)
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.name, err)
+			}
+			out.Deleted[p.at].Items = n
+			if r.afterErase != nil {
+				if err := r.afterErase(p.name); err != nil {
+					return fmt.Errorf("%s: %w", p.name, err)
+				}
+			}
+		}
+		if err := tx.Put(pendingBucket, out.Reference, pend); err != nil {
+			return err
+		}
+		ok := ev
+		ok.Detail = "reference " + out.Reference + "; " + strings.Join(forgetParts(out.Deleted, pend.Later), "; ")
+		return r.audit.RecordTx(tx, ok)
+	})
+	end(err == nil)
+	if err != nil {
+		for i := range out.Deleted {
+			if !out.Deleted[i].Kept {
+				out.Deleted[i].Items = 0
+			}
+		}
+		return r.forgetFailed(ev, out, err)
+	}
+	if r.afterCommit != nil {
+		r.afterCommit()
+	}
+	found, err := r.finish(pend, "")
+	out.Deleted = append(out.Deleted, found...)
+	return out, err
+}
+
+// forgetParts says per category what the transaction did.
+func forgetParts(fs []Found, later []string) []string {
+	var parts []string
+	for _, f := range fs {
+		if f.Kept {
+			parts = append(parts, fmt.Sprintf("%s: %d kept (legal obligation)", f.Category, f.Items))
+			continue
+		}
+		if !slices.Contains(later, f.Category) {
+			parts = append(parts, fmt.Sprintf("%s: %d deleted", f.Category, f.Items))
+		}
+	}
+	if len(later) > 0 {
+		parts = append(parts, "then "+strings.Join(later, ", "))
+	}
+	return append(parts, "freed pages zeroed next")
+}
+
+// forgetFailed audits a Forget whose transaction did not commit: nothing
+// was deleted.
+func (r *Registry) forgetFailed(ev audit.Event, out Forgotten, err error) (Forgotten, error) {
+	ev.Outcome = audit.Failed
+	ev.Detail = "reference " + out.Reference + "; nothing deleted: " + err.Error()
+	if aerr := r.audit.Record(ev); aerr != nil {
+		err = errors.Join(err, aerr)
+	}
+	return out, fmt.Errorf("privacy: forget: %w", err)
+}
+
+// finish erases the subject from the categories outside the store, zeroes
+// the freed pages and, in one transaction, drops the pending record and
+// audits the completion (privacy.erased). On failure the record stays
+// and the next Resume tries again.
+func (r *Registry) finish(p pendingForget, note string) ([]Found, error) {
+	var parts []string
+	var found []Found
+	var errs []error
+	for _, name := range p.Later {
+		c, err := r.category(name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n, err := c.Forget(p.Subject)
+		f := Found{Category: name, Items: n}
+		if err != nil {
+			f.Error = err.Error()
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+		found = append(found, f)
+		parts = append(parts, fmt.Sprintf("%s: %d deleted", name, n))
+	}
+	sc, err := r.db.Scrub()
+	if err != nil {
 		errs = append(errs, err)
-		parts = append(parts, "freed pages not yet zeroed (next sweep does)")
 	} else {
 		parts = append(parts, fmt.Sprintf("%d freed pages zeroed", sc.Zeroed))
 	}
-	outcome := audit.OK
 	if len(errs) > 0 {
-		outcome = audit.Failed
+		return found, fmt.Errorf("privacy: forget %s committed, completion postponed: %w", p.Reference, errors.Join(errs...))
 	}
-	if err := r.audit.Record(audit.Event{Actor: actor, Source: source, Action: "privacy.forget", Target: string(s.Kind),
-		Outcome: outcome, Detail: "reference " + out.Reference + "; " + strings.Join(parts, "; ")}); err != nil {
-		errs = append(errs, err)
+	if note != "" {
+		parts = append(parts, note)
 	}
-	return out, errors.Join(errs...)
+	err = r.db.Update(func(tx *store.Tx) error {
+		if err := tx.Delete(pendingBucket, p.Reference); err != nil {
+			return err
+		}
+		return r.audit.RecordTx(tx, audit.Event{Actor: p.Actor, Source: p.Source, Action: "privacy.erased", Target: string(p.Subject.Kind),
+			Detail: "reference " + p.Reference + "; " + strings.Join(parts, "; ")})
+	})
+	if err != nil {
+		return found, fmt.Errorf("privacy: forget %s: %w", p.Reference, err)
+	}
+	// The pending record named the subject: its page is zeroed too.
+	if _, err := r.db.Scrub(); err != nil {
+		return found, fmt.Errorf("privacy: forget %s: %w", p.Reference, err)
+	}
+	return found, nil
+}
+
+// Resume finishes the Forgets whose transaction committed before a crash
+// or a failed completion (categories outside the store, zeroing freed
+// pages). Run calls it at start and before every sweep.
+func (r *Registry) Resume() error {
+	var pend []pendingForget
+	err := r.db.View(func(tx *store.Tx) error {
+		return tx.ForEach(pendingBucket, func(k string, raw []byte) error {
+			var p pendingForget
+			if err := json.Unmarshal(raw, &p); err != nil || p.Reference != k || p.Subject.Validate() != nil {
+				return fmt.Errorf("privacy: pending forget %q does not decode", k)
+			}
+			pend = append(pend, p)
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range pend {
+		if _, err := r.finish(p, "completed after a restart or a failed attempt"); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -44,6 +44,7 @@ const rootPW = "tr7#Kq2!vm9Lw"
 // a second file (the raw-bytes test: the audit log keeps full addresses).
 type box struct {
 	path  string
+	key   []byte
 	db    *store.DB
 	clk   *fakeClock
 	audit *audit.Log
@@ -59,7 +60,7 @@ func newBox(t testing.TB, separateAudit bool, settings map[string]Policy) *box {
 	t.Helper()
 	key := make([]byte, 32)
 	rand.Read(key)
-	b := &box{path: filepath.Join(t.TempDir(), "edgepbx.db"), clk: &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}}
+	b := &box{path: filepath.Join(t.TempDir(), "edgepbx.db"), key: key, clk: &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}}
 	db, err := store.Open(b.path, key)
 	if err != nil {
 		t.Fatal(err)

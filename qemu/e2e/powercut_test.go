@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,12 +20,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepbx/edgepbx/firmware/cdr"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/image"
 	"github.com/edgepbx/edgepbx/init/keys"
 	"github.com/edgepbx/edgepbx/qemu"
+	"github.com/emiago/sipgo"
 )
 
 // powerCuts is how many times TestX86PowerCuts pulls the plug; the issue
@@ -102,6 +105,50 @@ type acked struct {
 	// tel is the last telephony configuration acknowledged; a later one
 	// may have committed without its answer arriving before the cut.
 	tel pbxconfig.Telephony
+	// Calls from callerExt to calleeExt: calls counts those whose BYE the
+	// box answered 200, which it sends only once the call's record is
+	// committed (firmware/call); each must have its answered CDR after
+	// any later cut. maybe counts the calls the cut interrupted after
+	// their INVITE left: each may or may not have one.
+	pw           map[string]string // extension -> password of the phones
+	calls, maybe int
+	regTime      time.Duration // spent registering the phones
+}
+
+// The extensions whose phones call each other during the cuts.
+const (
+	callerExt = "300"
+	calleeExt = "301"
+)
+
+// answeredCDRs counts the answered records of calls from callerExt to
+// calleeExt that the box serves through its CDR API.
+func answeredCDRs(c *cutClient) (int, error) {
+	n, cursor := 0, ""
+	for range 1000 {
+		q := url.Values{"party": {callerExt}, "result": {"answered"}, "limit": {"1000"}}
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		code, out, err := c.try("GET", "/api/v1/cdr?"+q.Encode(), nil)
+		if err != nil || code != http.StatusOK {
+			return 0, fmt.Errorf("GET cdr: %d %v %.200s", code, err, out)
+		}
+		var page cdr.Page
+		if err := json.Unmarshal(out, &page); err != nil {
+			return 0, fmt.Errorf("cdr answer %.200s: %w", out, err)
+		}
+		for _, r := range page.Records {
+			if r.From == callerExt && r.To == calleeExt && r.Result == cdr.Answered {
+				n++
+			}
+		}
+		if page.Next == "" {
+			return n, nil
+		}
+		cursor = page.Next
+	}
+	return 0, errors.New("GET cdr: too many pages")
 }
 
 func trunkPassword(version int64) string { return fmt.Sprintf("TrunkPW-cut-%04d-secret", version) }
@@ -157,6 +204,17 @@ func (a *acked) check(c *cutClient) error {
 		}
 	}
 	a.tel = tel
+	// Every acknowledged call has its record; at most the interrupted
+	// ones add to them. A record found for an interrupted call stays
+	// (it was committed): it joins the acknowledged count.
+	n, err := answeredCDRs(c)
+	if err != nil {
+		return err
+	}
+	if n < a.calls || n > a.calls+a.maybe {
+		return fmt.Errorf("%d answered call records after the cut: %d calls were acknowledged (BYE answered), %d interrupted", n, a.calls, a.maybe)
+	}
+	a.calls, a.maybe = n, 0
 	return nil
 }
 
@@ -170,7 +228,12 @@ func (a *acked) check(c *cutClient) error {
 // price of a daemon start instead of a boot. After every kill and cut the
 // box must come up (the store passes bbolt's consistency check at open, or
 // edgepbxd would stay down), serve the same certificate (its sealed key
-// opened), and hold every write it acknowledged. At the end each disk's
+// opened), and hold every write it acknowledged. In every fifth round
+// (callEvery) a real sipgo phone also calls another through the box's
+// B2BUA over SIP/TCP, so CDRs commit while the kill and the cut land:
+// every call whose BYE the box answered 200 (sent only once its record is
+// committed) must have its answered CDR in the CDR API afterwards, and at
+// most the calls the cut interrupted add to them. At the end each disk's
 // store is opened on the host and every acknowledged secret unsealed.
 func TestX86PowerCuts(t *testing.T) {
 	require(t, "qemu-system-x86_64", "mkfs.ext4", "debugfs")
@@ -205,7 +268,7 @@ func TestX86PowerCuts(t *testing.T) {
 // times during writes, checking everything acknowledged after each.
 func powerCutDisk(t *testing.T, img *image.Image, cuts int) {
 	disk := filepath.Join(t.TempDir(), "data.img")
-	opts := []qemu.Option{qemu.WithDataDisk(disk), qemu.WithHostForward("tcp", 0, 443)}
+	opts := []qemu.Option{qemu.WithDataDisk(disk), qemu.WithHostForward("tcp", 0, 443), qemu.WithHostForward("tcp", 0, 5060)}
 	start := time.Now()
 
 	vm := boot(t, img, opts...)
@@ -221,7 +284,11 @@ func powerCutDisk(t *testing.T, img *image.Image, cuts int) {
 		"current_password": ownerPW, "name": "power-cuts", "scopes": []string{"admin"}}), &tok); err != nil || tok.Token == "" {
 		t.Fatalf("token: %v", err)
 	}
-	st := &acked{exts: map[string]string{"200": ba.extension("200")}}
+	st := &acked{exts: map[string]string{"200": ba.extension("200")}, pw: map[string]string{}}
+	for _, u := range []string{callerExt, calleeExt} {
+		st.pw[u] = ba.extension(u)
+		st.exts[u] = st.pw[u]
+	}
 	ready := time.Since(start)
 
 	var bootTotal, writeTotal time.Duration
@@ -244,14 +311,16 @@ func powerCutDisk(t *testing.T, img *image.Image, cuts int) {
 		// First edgepbxd is killed (SIGKILL through the test hook) in the
 		// middle of writes and must come back with them; then the power.
 		w0 := time.Now()
-		writes += st.burst(t, c, vm, cut, 1, func() {
+		n, settle := st.burst(t, c, vm, cut, 1, func() {
 			if err := vm.SendLine("edgepbx-test: kill edgepbxd"); err != nil {
 				t.Fatal(err)
 			}
 		})
+		writes += n
 		ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
 		_, err := vm.WaitFirst(ctx, "edgepbx: edgepbxd ready", "edgepbx: SAFE STATE")
 		cancel()
+		settle() // the killed edgepbxd is gone: the calls it cut short end here
 		if err != nil {
 			t.Fatalf("cut %d: edgepbxd after kill -9: %v", cut, err)
 		}
@@ -260,7 +329,9 @@ func powerCutDisk(t *testing.T, img *image.Image, cuts int) {
 			t.Fatalf("kill -9 of edgepbxd in round %d: %v\n%s", cut, err, vm.Tail(30))
 		}
 		kills++
-		writes += st.burst(t, c, vm, cut, 2, vm.Kill)
+		n, settle = st.burst(t, c, vm, cut, 2, vm.Kill)
+		settle()
+		writes += n
 		writeTotal += time.Since(w0)
 	}
 
@@ -275,15 +346,18 @@ func powerCutDisk(t *testing.T, img *image.Image, cuts int) {
 	}
 	powerdown(t, vm)
 	checkStoreOnHost(t, disk, st)
-	t.Logf("%d power cuts and %d kill -9 of edgepbxd after at least %d acknowledged writes, %d extensions, telephony version %d; first boot to claimed %.1fs, %d reboots %.1fs (%.1fs each), write bursts %.1fs, total %.1fs",
-		cuts, kills, writes, len(st.exts), st.tel.Version, ready.Seconds(), cuts, bootTotal.Seconds(), bootTotal.Seconds()/float64(cuts),
-		writeTotal.Seconds(), time.Since(start).Seconds())
+	t.Logf("%d power cuts and %d kill -9 of edgepbxd after at least %d acknowledged writes, %d extensions, telephony version %d, %d answered call records (all acknowledged ones); first boot to claimed %.1fs, %d reboots %.1fs (%.1fs each), write bursts %.1fs (phones registering %.1fs), total %.1fs",
+		cuts, kills, writes, len(st.exts), st.tel.Version, st.calls, ready.Seconds(), cuts, bootTotal.Seconds(), bootTotal.Seconds()/float64(cuts),
+		writeTotal.Seconds(), st.regTime.Seconds(), time.Since(start).Seconds())
 }
 
-// burst runs two writers against the store until a few of their writes
-// are acknowledged, then calls cut while both are mid-request, and returns
-// how many writes it waited for. Extension names carry the round and phase.
-func (a *acked) burst(t *testing.T, c *cutClient, vm *qemu.VM, round, phase int, cut func()) int {
+// burst runs two writers against the store, and a phone calling another
+// through the box (each call's end a CDR commit), until a few of their
+// writes are acknowledged, then calls cut while all are mid-request, and
+// returns how many writes it waited for and settle, to be called once the
+// cut has certainly happened: it ends the calls the cut left hanging.
+// Extension names carry the round and phase.
+func (a *acked) burst(t *testing.T, c *cutClient, vm *qemu.VM, round, phase int, cut func()) (int, func()) {
 	t.Helper()
 	var wg sync.WaitGroup
 	var cutting atomic.Bool
@@ -355,14 +429,33 @@ func (a *acked) burst(t *testing.T, c *cutClient, vm *qemu.VM, round, phase int,
 			ack()
 		}
 	}()
-	// Cut after a number of acknowledged writes that varies with the
-	// round, so the cut lands at different points of the commits.
+	// Calls, in some rounds: one phone calls another until the cut.
+	calls := make(chan struct{}, 64)
+	settle := func() {}
+	wantCalls := 0
+	if round%callEvery == 1%callEvery {
+		settle = a.placeCalls(t, vm, round, phase, &cutting, stopped, refuse, calls)
+		wantCalls = 1 + (round+phase)%3
+	}
+
+	// Cut after a number of acknowledged writes and calls that varies
+	// with the round, so the cut lands at different points of the commits.
 	want := 3 + (round+phase)%5
 	for got := 0; got < want; got++ {
 		select {
 		case <-progress:
 		case <-time.After(stepTimeout):
 			t.Fatalf("round %d phase %d: writes stalled after %d acknowledged\n%s", round, phase, got, vm.Tail(30))
+		}
+	}
+	for got := 0; got < wantCalls; got++ {
+		select {
+		case <-calls:
+		case <-time.After(stepTimeout):
+			refusedMu.Lock()
+			r := refused
+			refusedMu.Unlock()
+			t.Fatalf("round %d phase %d: calls stalled after %d acknowledged: %v\n%s", round, phase, got, r, vm.Tail(30))
 		}
 	}
 	cutting.Store(true)
@@ -372,7 +465,76 @@ func (a *acked) burst(t *testing.T, c *cutClient, vm *qemu.VM, round, phase int,
 	if len(refused) > 0 {
 		t.Fatalf("round %d phase %d: the box refused writes: %v", round, phase, refused)
 	}
-	return want
+	return want + wantCalls, settle
+}
+
+// callEvery: calls run in the bursts of every callEvery-th round (the
+// first included), both before the kill -9 and before the power cut. A
+// call costs seconds under TCG; TestDevModeKill9DuringCalls
+// (cmd/edgepbxd) kills edgepbxd during calls 50 times at native speed.
+const callEvery = 5
+
+// placeCalls registers both phones (each over its own TCP connection)
+// and starts the caller, which calls the callee until stopped; each
+// acknowledged call is sent on calls. It returns settle.
+func (a *acked) placeCalls(t *testing.T, vm *qemu.VM, round, phase int, cutting *atomic.Bool, stopped func() bool,
+	refuse func(what string, code int, out []byte), calls chan<- struct{}) func() {
+	t.Helper()
+	// The force cause makes sipgo give up an INVITE the dead box never
+	// answers at once, instead of sending CANCEL and waiting out its 32 s
+	// timer.
+	callCtx, cancelCalls := context.WithCancelCause(context.Background())
+	var caller, callee *tcpPhone
+	var callWG sync.WaitGroup
+	port := vm.HostPort("tcp", 5060)
+	var err error
+	if caller, err = newTCPPhone(callerExt, a.pw[callerExt], port); err != nil {
+		t.Fatal(err)
+	}
+	if callee, err = newTCPPhone(calleeExt, a.pw[calleeExt], port); err != nil {
+		t.Fatal(err)
+	}
+	r0 := time.Now()
+	for _, p := range []*tcpPhone{callee, caller} {
+		rctx, rcancel := context.WithTimeout(context.Background(), stepTimeout)
+		err := p.register(rctx)
+		rcancel()
+		if err != nil {
+			t.Fatalf("round %d phase %d: %v\n%s", round, phase, err, vm.Tail(30))
+		}
+	}
+	a.regTime += time.Since(r0)
+	callWG.Add(1)
+	go func() {
+		defer callWG.Done()
+		for !stopped() {
+			err := caller.call(callCtx, calleeExt)
+			a.mu.Lock()
+			switch {
+			case err == nil:
+				a.calls++
+			case cutting.Load():
+				a.maybe++ // its record may have been committed, or not
+			}
+			a.mu.Unlock()
+			if err != nil {
+				if !cutting.Load() {
+					refuse("call "+callerExt+" -> "+calleeExt, 0, []byte(err.Error()))
+				}
+				return
+			}
+			select {
+			case calls <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return func() {
+		cancelCalls(sipgo.WaitAnswerForceCancelErr)
+		callWG.Wait()
+		caller.Close()
+		callee.Close()
+	}
 }
 
 // checkStoreOnHost opens the disk's store on the host (bbolt's consistency
