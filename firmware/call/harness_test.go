@@ -293,8 +293,16 @@ func startHarnessEnv(t testing.TB, env harnessEnv, tune func(*media.Config), opt
 	for _, o := range opts {
 		o(&cfg, &plan)
 	}
-	if cfg.Plan, err = dialplan.New(plan, nil, nil); err != nil {
+	eng, err := dialplan.New(plan, nil, nil)
+	if err != nil {
 		t.Fatal(err)
+	}
+	cfg.Plan = eng
+	if cfg.Apps != nil {
+		// The feature-code table (firmware/features, which imports this
+		// package) sits in front of the plan in the product; here *97
+		// reaches the caller's mailbox the same way.
+		cfg.Plan = appCodes{eng}
 	}
 	if h.b, err = New(cfg); err != nil {
 		t.Fatal(err)
@@ -504,4 +512,18 @@ func (b *B2BUA) dialogCount() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.dialogs) + len(b.calls)
+}
+
+// appCodes routes *97 to the caller's voicemail-access application, with
+// the caller's concurrency slot, as firmware/features does in front of the
+// dial plan; everything else goes to the plan.
+type appCodes struct{ *dialplan.Engine }
+
+func (a appCodes) RouteOutbound(from, dialled string) (dialplan.Decision, *dialplan.Lease, error) {
+	if n, err := dialplan.Normalize(dialled); err == nil && n == "*97" {
+		lease, err := a.AdmitApp(from)
+		return dialplan.Decision{Kind: dialplan.KindApp, Class: dialplan.Internal,
+			Target: dialplan.AppTarget(dialplan.AppVoicemailAccess, from), Dialled: n}, lease, err
+	}
+	return a.Engine.RouteOutbound(from, dialled)
 }
