@@ -367,7 +367,10 @@ func (b *cutBox) cutInstall(cut int) progress {
 	if b.rnd.Float64() < 0.7 {
 		at := b.rnd.Int64N(b.imgs.bsize)
 		b.kinds["upload"]++
-		b.upload(at, nil) // the cut ends it
+		if code, out, err := b.upload(at, nil); err == nil {
+			b.t.Fatalf("cut %d: the box answered %d before byte %d: %.300s", cut, code, at, out)
+		}
+		b.vm.Kill()
 		b.logCut(cut, "during the upload, at byte %d of %d", at, b.imgs.bsize)
 	} else {
 		delay := time.Duration(b.rnd.Int64N(int64(installTail)))
@@ -406,7 +409,9 @@ const trialSpan = 80 * time.Second
 // cutTrial cuts the trial boot that is starting (or running) at a random
 // time from QEMU's start.
 func (b *cutBox) cutTrial(cut int) progress {
-	delay := time.Duration(b.rnd.Int64N(int64(trialSpan)))
+	// A trial boot already up (booted after a cut) is cut later than now.
+	elapsed := min(time.Since(b.vm.Started()), trialSpan-time.Second)
+	delay := elapsed + time.Duration(b.rnd.Int64N(int64(trialSpan-elapsed)))
 	after := time.Duration(b.rnd.Int64N(int64(2 * time.Second)))
 	b.kinds["trial"]++
 	ctx, cancel := context.WithDeadline(context.Background(), b.vm.Started().Add(delay))
