@@ -183,6 +183,7 @@ type cutBox struct {
 	// committed is the slot the box boots by default and its version.
 	committed, version string
 	exts               []string // extensions the box acknowledged
+	firstReady         time.Duration
 	// Figures.
 	boots                      int
 	bootTotal, uploadTotal     time.Duration
@@ -208,6 +209,7 @@ func (b *cutBox) run(img *image.Image, cuts int) {
 	start := time.Now()
 
 	vm, b1 := uefiBootWith(t, qemu.ArchX86_64, b.u, b.fwd, "edgepbx: slot a booted, slot a committed")
+	b.firstReady = time.Since(start)
 	b.vm, b.fp, b.committed, b.version = vm, b1["tls sha256"], "a", "e2e-2"
 	healthzEventually(t, vm.HostPort("tcp", 443))
 	a := newBoxAdmin(t, b.base(), b.fp)
@@ -388,10 +390,28 @@ func (b *cutBox) cutInstall(cut int) progress {
 		case <-done:
 			b.t.Fatalf("cut %d: upload ended before its last byte\n%s", cut, b.vm.Tail(30))
 		}
+		// The host's last byte leaves long before the guest has it (slirp
+		// buffers): ask PID 1 (through the status API) until it has
+		// written the whole image, then cut while it syncs, reads back,
+		// marks the trial and answers, or just after.
+		c := b.client()
+	poll:
+		for {
+			select {
+			case <-done:
+				break poll
+			case <-time.After(300 * time.Millisecond):
+			}
+			code, out, err := c.try("GET", "/api/v1/update", nil)
+			var st struct{ Written, Total int64 }
+			if err == nil && code == http.StatusOK && json.Unmarshal(out, &st) == nil && st.Total > 0 && st.Written >= st.Total {
+				break
+			}
+		}
 		time.Sleep(delay)
 		b.vm.Kill()
 		<-done
-		b.logCut(cut, "%.2fs after the last byte left (answer before the cut: %d)", delay.Seconds(), answer.Load())
+		b.logCut(cut, "%.2fs after PID 1 had written the whole image (answer before the cut: %d)", delay.Seconds(), answer.Load())
 	}
 	return progress{installed: b.consoleHas(`msg="update: installed"`)}
 }
@@ -401,17 +421,19 @@ func (b *cutBox) cutInstall(cut int) progress {
 const installTail = 8 * time.Second
 
 // trialSpan bounds a cut in a trial boot, from QEMU's start: OVMF, the
-// kernel, PID 1 to ready, 20 s healthy and the first poll after them take
-// about 45-70 s under TCG here; a cut later than the commit is cut
-// shortly after it instead (nothing to see in a committed box idling).
-const trialSpan = 80 * time.Second
+// kernel and PID 1 to ready (the first boot's time, which varies with the
+// host's load), then 20 s healthy and the first poll after them; a cut
+// later than the commit is cut shortly after it instead (nothing to see
+// in a committed box idling).
+func (b *cutBox) trialSpan() time.Duration { return b.firstReady + 40*time.Second }
 
 // cutTrial cuts the trial boot that is starting (or running) at a random
 // time from QEMU's start.
 func (b *cutBox) cutTrial(cut int) progress {
 	// A trial boot already up (booted after a cut) is cut later than now.
-	elapsed := min(time.Since(b.vm.Started()), trialSpan-time.Second)
-	delay := elapsed + time.Duration(b.rnd.Int64N(int64(trialSpan-elapsed)))
+	span := b.trialSpan()
+	elapsed := min(time.Since(b.vm.Started()), span-time.Second)
+	delay := elapsed + time.Duration(b.rnd.Int64N(int64(span-elapsed)))
 	after := time.Duration(b.rnd.Int64N(int64(2 * time.Second)))
 	b.kinds["trial"]++
 	ctx, cancel := context.WithDeadline(context.Background(), b.vm.Started().Add(delay))
