@@ -233,6 +233,11 @@ func sortSlotFiles(fs []slotFile) {
 // kernel must grow this file system online for years): 4 KiB blocks so it
 // can grow to the whole disk, a UUID and hash seed derived from the build,
 // and a fixed clock, so two builds are byte-identical.
+// dataFeatures are the data file system's ext4 features: a journal (the
+// kernel replays it after a power cut; the online grow is journaled),
+// extents, checksummed metadata.
+const dataFeatures = "has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize"
+
 func writeDataFS(ctx context.Context, path, boardName, version string) error {
 	mkfs, err := exec.LookPath("mkfs.ext4")
 	if err != nil {
@@ -251,8 +256,13 @@ func writeDataFS(ctx context.Context, path, boardName, version string) error {
 	}
 	uuid := strings.ToLower(board.LayoutGUID(boardName, version, "data-fs"))
 	seed := strings.ToLower(board.LayoutGUID(boardName, version, "data-hash-seed"))
-	cmd := exec.CommandContext(ctx, mkfs, "-q", "-F", "-b", "4096", "-T", "default", "-m", "1",
-		"-L", board.DataLabel, "-U", uuid,
+	// MKE2FS_CONFIG=/dev/null (no host defaults, for a reproducible
+	// build) also drops mke2fs.conf's ext4 stanza: without -O the file
+	// system had no journal and no extents, an ext2 that a power cut left
+	// damaged ("structure needs cleaning" on /data). The features are
+	// e2fsprogs' ext4 defaults, named here.
+	cmd := exec.CommandContext(ctx, mkfs, "-q", "-F", "-b", "4096", "-I", "256", "-T", "default", "-m", "1",
+		"-O", dataFeatures, "-L", board.DataLabel, "-U", uuid,
 		"-E", "hash_seed="+seed+",root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0", path)
 	cmd.Env = append(os.Environ(), "E2FSPROGS_FAKE_TIME="+ext4Time, "MKE2FS_CONFIG=/dev/null")
 	if out, err := cmd.CombinedOutput(); err != nil {

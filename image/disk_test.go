@@ -160,6 +160,12 @@ func TestDiskImageLayoutReproducible(t *testing.T) {
 	if binary.LittleEndian.Uint16(sb[0x38:]) != 0xEF53 || string(bytes.TrimRight(sb[0x78:0x88], "\x00")) != board.DataLabel {
 		t.Fatal("data partition has no ext4 labelled edgepbx-data")
 	}
+	// A journal (compat 0x4) and extents (incompat 0x40): without them a
+	// power cut damages /data.
+	if binary.LittleEndian.Uint32(sb[0x5c:])&0x4 == 0 || binary.LittleEndian.Uint32(sb[0x60:])&0x40 == 0 {
+		t.Fatalf("data file system lacks a journal or extents: compat %#x incompat %#x",
+			binary.LittleEndian.Uint32(sb[0x5c:]), binary.LittleEndian.Uint32(sb[0x60:]))
+	}
 }
 
 func firstDiff(a, b []byte) int {

@@ -27,6 +27,7 @@ const DefaultUpdateRoot = "/etc/edgepbx/update-root.json"
 // proxy, and its CAs unless --update-ca names others.
 func (d *daemon) newUpdates() error {
 	d.updates = &update.Service{DB: d.db, Audit: d.audit, Log: d.log}
+	d.auditRollback()
 	if d.cfg.updateRepo == "" {
 		return nil
 	}
@@ -108,4 +109,26 @@ func (d *daemon) adviseUpdates(as []license.Advisory) {
 		}
 	}
 	d.updates.Advise(ids, fixed)
+}
+
+// auditRollback copies PID 1's finding that this boot came back from a
+// failed update (and why) into the audit log, once per boot. Failing to
+// is logged: the console and the dashboard still say it.
+func (d *daemon) auditRollback() {
+	if d.ctrl == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := d.ctrl.UpdateStatus(ctx)
+	if err != nil || !st.RolledBackAtBoot {
+		return
+	}
+	id, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err == nil {
+		err = d.updates.RecordRollback(string(id), st.LastRollback)
+	}
+	if err != nil {
+		d.log.Error("update: audit the rollback", "err", err)
+	}
 }

@@ -106,7 +106,38 @@ func testDaemonArgs(b *box) []string {
 	return nil
 }
 
+// hangWhenReady lets a test image hang: with edgepbx.test.hang on the
+// kernel command line, edgepbxd is stopped (SIGSTOP) as soon as it first
+// reports ready. Its health reports stop, PID 1 stops petting the
+// watchdog and the hardware resets the box: the update test signs such an
+// image to prove a trial that hangs rolls back by itself.
+func hangWhenReady(b *box) {
+	cl, err := os.ReadFile("/proc/cmdline")
+	if err != nil || !slices.Contains(strings.Fields(string(cl)), "edgepbx.test.hang") {
+		return
+	}
+	b.log.Warn("TEST BUILD: edgepbxd will hang once ready (edgepbx.test.hang)")
+	go func() {
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-b.ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if h, _, seen := b.health.snapshot(); !seen || !h.Ready {
+				continue
+			}
+			err := b.sup.Signal(daemonName, syscall.SIGSTOP)
+			b.say("TEST BUILD: edgepbxd hung once ready (err %v)", err)
+			return
+		}
+	}()
+}
+
 func startTestHook(b *box) {
+	hangWhenReady(b)
 	f, err := os.OpenFile("/dev/console", os.O_RDONLY|syscall.O_NOCTTY, 0)
 	if err != nil {
 		b.log.Warn("test hook: console", "err", err)

@@ -124,8 +124,9 @@ func (b *box) startUpdates() *update.Service {
 	healthyFor, deadline := trialTimes(b)
 	b.trialCfg = &update.TrialConfig{Slots: sl, Floor: floor, Running: rel, Healthy: b.trialHealthy, HealthyFor: healthyFor, Deadline: deadline,
 		Reboot: func() { b.request(shutdown.Reboot) }, Say: b.say, Audit: audit, Log: b.log}
+	st := sl.State()
 	return &update.Service{In: update.NewInstaller(update.Config{Slots: sl, Keys: keys, Running: rel, Floor: floor, Audit: audit, Log: b.log}),
-		LastRollback: sl.State().LastRollback}
+		LastRollback: st.LastRollback, RolledBackAtBoot: st.RolledBack}
 }
 
 // updater is the control socket's Updater: a nil interface, not a nil

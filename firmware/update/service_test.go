@@ -106,3 +106,30 @@ func TestServiceAdvisory(t *testing.T) {
 		t.Fatalf("banner after the advisory is lifted: %q", s.Banner())
 	}
 }
+
+// TestRecordRollback: PID 1's rollback is one audit entry per boot, with
+// its reason, however often edgepbxd starts in that boot.
+func TestRecordRollback(t *testing.T) {
+	s, al := newService(t, nil)
+	for _, c := range []struct{ boot, reason string }{
+		{"7c5d0e0a-1", "trial boot of slot b never reached its PID 1"},
+		{"7c5d0e0a-1", "trial boot of slot b never reached its PID 1"}, // edgepbxd restarted
+		{"9a1b2c3d-2", "slot b (version 3) was not healthy"},
+	} {
+		if err := s.RecordRollback(c.boot, c.reason); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.RecordRollback("", "x"); err == nil {
+		t.Fatal("empty boot id accepted")
+	}
+	es, err := al.Query(audit.Filter{Action: "update.rollback"})
+	if err != nil || len(es) != 2 {
+		t.Fatalf("audit: %d entries, %v", len(es), err)
+	}
+	for _, e := range es {
+		if e.Outcome != audit.Failed || !strings.Contains(e.Detail, "slot b") {
+			t.Fatalf("entry %+v", e)
+		}
+	}
+}

@@ -59,6 +59,9 @@ type UpdateStatus struct {
 	// last went back to the old slot.
 	Trial        *TrialStatus `json:"trial,omitempty"`
 	LastRollback string       `json:"last_rollback,omitempty"`
+	// RolledBackAtBoot: this boot is the old slot coming back from a
+	// failed trial (LastRollback says why); edgepbxd audits it once.
+	RolledBackAtBoot bool `json:"rolled_back_at_boot,omitempty"`
 }
 
 // TrialStatus is a trial boot as the dashboard shows it.

@@ -61,6 +61,10 @@ const (
 	// varEnded names the trial Rollback ended: the old slot reports that
 	// reason instead of a crash.
 	varEnded = "EdgepbxTrialEnded"
+	// varStarted names the trial slot whose PID 1 took over: a failed
+	// trial without it never got that far (the firmware could not load
+	// the slot, or its kernel died first), and the old slot says so.
+	varStarted = "EdgepbxTrialStarted"
 	// maxReason bounds what is kept in NVRAM (small, shared with the firmware).
 	maxReason = 256
 	// invalidBytes is what MarkInvalid zeroes: the FAT boot sector, FATs
@@ -291,6 +295,9 @@ func (m *Manager) takeOver() error {
 	switch {
 	case booted != committed && trial == m.st.Booted:
 		m.st.Trial = true
+		if err := m.setString(varStarted, trial); err != nil {
+			return err
+		}
 	case booted != committed:
 		// Not a trial, yet not the committed slot: the firmware could not
 		// load the committed slot and fell back to the second entry.
@@ -312,7 +319,14 @@ func (m *Manager) takeOver() error {
 		if err != nil {
 			return err
 		}
+		started, err := m.getString(varStarted)
+		if err != nil {
+			return err
+		}
 		reason := fmt.Sprintf("trial boot of slot %s did not become healthy (crash, watchdog reset, power loss or reboot before commit)", trial)
+		if started != trial {
+			reason = fmt.Sprintf("trial boot of slot %s never reached its PID 1 (the firmware could not load the slot, its kernel failed, or the power went first)", trial)
+		}
 		if ended == trial {
 			reason, _ = m.getString(varRollback) // Rollback recorded why
 		} else if err := m.setString(varRollback, reason); err != nil {
@@ -328,6 +342,9 @@ func (m *Manager) takeOver() error {
 			return err
 		}
 		if err := m.remove(vendor(varEnded)); err != nil {
+			return err
+		}
+		if err := m.remove(vendor(varStarted)); err != nil {
 			return err
 		}
 		m.st.TrialSlot = ""
@@ -428,6 +445,9 @@ func (m *Manager) MarkTrial(name string) error {
 	}
 	// EdgepbxTrial first: a cut before BootNext is written boots the old
 	// slot, which then reports the trial as failed (honestly: it never ran).
+	if err := m.remove(vendor(varStarted)); err != nil {
+		return err
+	}
 	if err := m.setString(varTrial, name); err != nil {
 		return err
 	}

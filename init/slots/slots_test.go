@@ -500,3 +500,28 @@ func FuzzParseLoadOption(f *testing.F) {
 		}
 	})
 }
+
+// A trial slot the firmware cannot load (or whose kernel dies before PID
+// 1) is never started: the old slot comes back saying so.
+func TestTrialNeverStarted(t *testing.T) {
+	b := newBox(t)
+	m := b.reboot(t)
+	install(t, m, make([]byte, mib)) // zeros: the firmware cannot load it
+	m = b.reboot(t)
+	wantState(t, m, "a", "a", false)
+	st := m.State()
+	if !st.RolledBack || !strings.Contains(st.LastRollback, "trial boot of slot b never reached its PID 1") {
+		t.Fatalf("state = %+v", st)
+	}
+	if _, ok := b.fw.vars[vendor(varStarted)]; ok {
+		t.Fatal("EdgepbxTrialStarted left set")
+	}
+	// A later trial that does start and then crashes says that instead.
+	install(t, m, bytes.Repeat([]byte{0xB1}, mib))
+	m = b.reboot(t)
+	wantState(t, m, "b", "a", true)
+	m = b.reboot(t)
+	if st := m.State(); !strings.Contains(st.LastRollback, "trial boot of slot b did not become healthy") {
+		t.Fatalf("state = %+v", st)
+	}
+}

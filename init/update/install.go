@@ -23,6 +23,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/edgepbx/edgepbx/init/atomicfile"
 	"github.com/edgepbx/edgepbx/init/bundle"
 	"github.com/edgepbx/edgepbx/init/strictjson"
@@ -278,7 +280,12 @@ func (in *Installer) Install(ctx context.Context, r io.Reader) (res Result, err 
 		return res, &bundle.Error{Reason: bundle.ReasonIO, Msg: "sync slot " + slot.Name, Err: err}
 	}
 	// Read back what the device holds: a device that dropped writes, or
-	// another writer, shows here, before the slot can boot.
+	// another writer, shows here, before the slot can boot. The pages the
+	// write left in the cache are dropped first (clean after the sync), or
+	// the read-back would hash the cache and not the device.
+	if err := unix.Fadvise(int(w.Fd()), 0, m.ImageSize, unix.FADV_DONTNEED); err != nil {
+		return res, &bundle.Error{Reason: bundle.ReasonIO, Msg: "drop the cached slot " + slot.Name, Err: err}
+	}
 	s256, s512, n, err := bundle.HashImage(io.NewSectionReader(w, 0, m.ImageSize))
 	res.BytesRead = n
 	if err != nil {

@@ -12,8 +12,10 @@ import (
 // reports its progress and this boot's trial.
 type Service struct {
 	In *Installer
-	// LastRollback is what the boot layer recorded of the last rollback.
-	LastRollback string
+	// LastRollback is what the boot layer recorded of the last rollback;
+	// RolledBackAtBoot: this boot came back from that failed trial.
+	LastRollback     string
+	RolledBackAtBoot bool
 
 	mu    sync.Mutex
 	trial *Trial
@@ -41,7 +43,8 @@ func (s *Service) Install(ctx context.Context, r io.Reader) (control.UpdateResul
 func (s *Service) Status() control.UpdateStatus {
 	w, total := s.In.Progress()
 	st := control.UpdateStatus{Installing: total > 0, Written: w, Total: total, Board: s.In.cfg.Running.Board,
-		Version: s.In.cfg.Running.Version, VersionNumber: s.In.cfg.Running.VersionNumber, Floor: s.In.EffectiveFloor(), LastRollback: s.LastRollback}
+		Version: s.In.cfg.Running.Version, VersionNumber: s.In.cfg.Running.VersionNumber, Floor: s.In.EffectiveFloor(), LastRollback: s.LastRollback,
+		RolledBackAtBoot: s.RolledBackAtBoot}
 	s.mu.Lock()
 	t := s.trial
 	s.mu.Unlock()

@@ -96,6 +96,13 @@ func Boot(ctx context.Context, cfg TrialConfig) (*Trial, error) {
 		cfg.Say("UPDATE ROLLED BACK: %s: back on slot %s", reason, st.Booted)
 	}
 	if !st.Trial {
+		// A committed slot's floor holds, even when a power cut came
+		// between the commit (BootOrder) and the floor's raise after it.
+		if cfg.Floor != nil {
+			if err := cfg.Floor.Raise(cfg.Running.Floor); err != nil {
+				cfg.Log.Error("update: raise version floor", "err", err)
+			}
+		}
 		return nil, nil
 	}
 	if st.Booted != st.TrialSlot {

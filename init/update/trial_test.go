@@ -225,3 +225,20 @@ func TestTrialLayerRolledBack(t *testing.T) {
 		t.Fatalf("not said or audited: %v %+v", r.said, r.lastEvent())
 	}
 }
+
+// TestCommittedBootRaisesFloor: a cut between the commit (BootOrder) and
+// the floor's raise leaves the persisted floor low; the next boot of the
+// committed slot raises it to the running image's floor.
+func TestCommittedBootRaisesFloor(t *testing.T) {
+	r := &trialRig{rig: newRig(t), tm: newManualTimer()}
+	r.why.Store("")
+	if err := r.floor.Raise(100); err != nil {
+		t.Fatal(err)
+	}
+	if tr, err := Boot(context.Background(), r.config()); tr != nil || err != nil {
+		t.Fatalf("ordinary boot: %v %v", tr, err)
+	}
+	if f, err := r.floor.Get(); err != nil || f != 115 {
+		t.Fatalf("floor after a committed boot: %d %v; want the image's 115", f, err)
+	}
+}
