@@ -4,7 +4,10 @@
 // identity the admin keeps off the box, or to a passphrase) holding a strict,
 // versioned format (format.go). Sealed values travel in clear inside the
 // encryption and are sealed again under the target box's device key, so a
-// backup never depends on the key of the box that made it. Buckets that
+// backup never depends on the key of the box that made it. On request
+// (media.go) a backup also holds the recordings (voicemail audio, call
+// recordings), opened with this box's media key and sealed again under the
+// target box's on restore. Buckets that
 // belong to the box itself (its licence state, sessions, logs, this
 // package's settings) are never exported nor replaced, so a restore on
 // another box does not clone that box's identity.
