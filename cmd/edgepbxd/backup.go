@@ -9,6 +9,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/backup"
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/mediaserver/recording"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/privacy"
 	"github.com/edgepbx/edgepbx/firmware/provision"
@@ -35,7 +36,11 @@ func backupResealers() map[string]store.Resealer {
 // newBackup builds the backup service; the admin side works without it
 // (its API answers 409), so a failure is logged, not fatal.
 func (d *daemon) newBackup() {
-	b, err := backup.New(backup.Config{DB: d.db, Audit: d.audit,
+	var media *recording.Store
+	if d.media != nil {
+		media = d.media.recordings // nil: backups with media are refused with the reason
+	}
+	b, err := backup.New(backup.Config{DB: d.db, Audit: d.audit, Media: media,
 		Box: backup.Identity{Serial: d.id.Serial, InstallID: d.id.InstallID, Firmware: version},
 		Dir: filepath.Join(d.cfg.dataDir, "backups"), Resealers: backupResealers(),
 		BoxLocal: backup.DefaultBoxLocal(certs.Bucket, certs.BoxLocalKeys()), Log: d.log})

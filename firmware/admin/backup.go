@@ -44,6 +44,8 @@ type Backups interface {
 type BackupCreateRequest struct {
 	Passphrase string `json:"passphrase,omitempty"`
 	Recipient  string `json:"recipient,omitempty"`
+	// Media includes the recordings and voicemail audio (default off).
+	Media bool `json:"media,omitempty"`
 	auth.Proof
 }
 
@@ -65,6 +67,8 @@ type BackupSettingsRequest struct {
 	Daily     int    `json:"daily"`
 	Weekly    int    `json:"weekly"`
 	Monthly   int    `json:"monthly"`
+	// Media includes the recordings in scheduled backups.
+	Media bool `json:"media"`
 	auth.Proof
 }
 
@@ -162,7 +166,7 @@ func (s *Server) apiBackupCreate(w http.ResponseWriter, r *http.Request, p auth.
 			return err
 		}
 	}
-	f, err := s.backups.Create(backup.Manual, backup.Encryption{Passphrase: req.Passphrase, Recipient: req.Recipient}, actorOf(r, p))
+	f, err := s.backups.Create(backup.Manual, backup.Encryption{Passphrase: req.Passphrase, Recipient: req.Recipient, Media: req.Media}, actorOf(r, p))
 	if err != nil {
 		return backupErr(err)
 	}
@@ -203,7 +207,7 @@ func (s *Server) apiBackupSetSettings(w http.ResponseWriter, r *http.Request, p 
 	if req.Recipient != "" {
 		st.Recipient = req.Recipient
 	}
-	st.Daily, st.Weekly, st.Monthly = req.Daily, req.Weekly, req.Monthly
+	st.Daily, st.Weekly, st.Monthly, st.Media = req.Daily, req.Weekly, req.Monthly, req.Media
 	if err := s.backups.SetSettings(st, actorOf(r, p)); err != nil {
 		return backupErr(err)
 	}

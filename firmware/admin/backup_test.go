@@ -35,6 +35,13 @@ func TestBackupAPI(t *testing.T) {
 	}
 	c.must(200, "PUT", "/api/v1/backups/settings", BackupSettingsRequest{Daily: 7, Weekly: 4, Monthly: 12, Proof: auth.Proof{Password: adminPW}})
 	c.must(422, "PUT", "/api/v1/backups/settings", BackupSettingsRequest{Daily: 99, Proof: auth.Proof{Password: adminPW}})
+	// This test box has no recording store: media is refused with the reason.
+	if r := c.must(422, "PUT", "/api/v1/backups/settings", BackupSettingsRequest{Daily: 7, Media: true, Proof: auth.Proof{Password: adminPW}}); !strings.Contains(r.str("detail"), "no media store") {
+		t.Fatalf("media setting without recordings: %s", r.body)
+	}
+	if r := c.must(422, "POST", "/api/v1/backups", BackupCreateRequest{Media: true}); !strings.Contains(r.str("detail"), "no media store") {
+		t.Fatalf("backup with media without recordings: %s", r.body)
+	}
 
 	made := c.must(201, "POST", "/api/v1/backups", BackupCreateRequest{})
 	name := made.str("name")

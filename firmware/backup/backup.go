@@ -4,7 +4,10 @@
 // identity the admin keeps off the box, or to a passphrase) holding a strict,
 // versioned format (format.go). Sealed values travel in clear inside the
 // encryption and are sealed again under the target box's device key, so a
-// backup never depends on the key of the box that made it. Buckets that
+// backup never depends on the key of the box that made it. On request
+// (media.go) a backup also holds the recordings (voicemail audio, call
+// recordings), opened with this box's media key and sealed again under the
+// target box's on restore. Buckets that
 // belong to the box itself (its licence state, sessions, logs, this
 // package's settings) are never exported nor replaced, so a restore on
 // another box does not clone that box's identity.
@@ -33,6 +36,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
+	"github.com/edgepbx/edgepbx/firmware/mediaserver/recording"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
@@ -99,6 +103,10 @@ type Config struct {
 	Log       *slog.Logger
 	// ScryptWorkFactor for passphrase backups; 0 is defaultWorkFactor.
 	ScryptWorkFactor int
+	// Media is the recordings store (voicemail audio, call recordings)
+	// that backups with media read and restores write; nil: this box has
+	// none and such backups and restores are refused.
+	Media *recording.Store
 }
 
 // Service makes, lists and restores backups.
@@ -125,13 +133,20 @@ func New(cfg Config) (*Service, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("backup: directory %s: %w", cfg.Dir, err)
 	}
-	return &Service{cfg: cfg, restored: make(chan struct{}, 1)}, nil
+	s := &Service{cfg: cfg, restored: make(chan struct{}, 1)}
+	if cfg.Media != nil {
+		s.recoverMedia()
+	}
+	return s, nil
 }
 
 // Encryption says whom a new backup is for: exactly one of the two.
 type Encryption struct {
 	Recipient  string // "age1…" public key; empty: the box's configured one
 	Passphrase string
+	// Media includes the recordings (voicemail audio, call recordings):
+	// off by default, they can be most of the box's data.
+	Media bool
 }
 
 // Decryption opens a backup: an "AGE-SECRET-KEY-1…" identity or a passphrase.
@@ -228,6 +243,17 @@ func (s *Service) Write(w io.Writer, e Encryption) (*Manifest, error) {
 	}
 	m := &Manifest{Format: FormatVersion, Serial: s.cfg.Box.Serial, InstallID: s.cfg.Box.InstallID,
 		Firmware: s.cfg.Box.Firmware, Created: s.cfg.Now().UTC().Truncate(time.Second)}
+	if e.Media {
+		if s.cfg.Media == nil {
+			return nil, errNoMedia
+		}
+		m.Format = FormatMedia
+		// Hashed before the transaction: reading every recording may take
+		// a while and must not hold the store's read transaction open.
+		if m.Media, err = s.mediaManifest(); err != nil {
+			return nil, err
+		}
+	}
 	err = s.cfg.DB.View(func(tx *store.Tx) error {
 		if m.Schema, err = tx.SchemaTx(); err != nil {
 			return err
@@ -265,6 +291,11 @@ func (s *Service) Write(w io.Writer, e Encryption) (*Manifest, error) {
 				return fmt.Errorf("backup: write: %w", err)
 			}
 		}
+		for _, mi := range m.Media {
+			if err := s.writeMedia(enc, mi); err != nil {
+				return err
+			}
+		}
 		return enc.Close()
 	})
 	if err != nil {
@@ -299,7 +330,7 @@ func (s *Service) export(tx *store.Tx, bucket string, fn func(k, v []byte) error
 // Inspect decrypts and validates a backup file completely without changing
 // anything, and returns its manifest.
 func (s *Service) Inspect(path string, d Decryption) (*Manifest, error) {
-	return s.parseFile(path, d, s.checkRecord)
+	return s.parseFile(path, d, s.checkRecord, nil)
 }
 
 func (s *Service) checkRecord(bucket, key string, val []byte) error {
@@ -324,7 +355,7 @@ func (s *Service) checkRecord(bucket, key string, val []byte) error {
 	return nil
 }
 
-func (s *Service) parseFile(path string, d Decryption, fn RecordFunc) (*Manifest, error) {
+func (s *Service) parseFile(path string, d Decryption, fn RecordFunc, mfn MediaFunc) (*Manifest, error) {
 	id, err := d.identity()
 	if err != nil {
 		return nil, err
@@ -349,7 +380,7 @@ func (s *Service) parseFile(path string, d Decryption, fn RecordFunc) (*Manifest
 		}
 		return nil, fmt.Errorf("%w: %v", ErrFormat, err)
 	}
-	m, err := Parse(authReader{r}, s.cfg.Limits, fn)
+	m, err := ParseMedia(authReader{r}, s.cfg.Limits, fn, mfn)
 	if err != nil {
 		return nil, err
 	}
@@ -395,6 +426,24 @@ func (s *Service) Restore(path string, d Decryption, who Actor) (*Manifest, erro
 	if err != nil {
 		s.auditFail(who, "backup.restore", err)
 		return nil, err
+	}
+	staging, err := s.stageMedia(m)
+	if err != nil {
+		s.auditFail(who, "backup.restore", err)
+		return nil, err
+	}
+	committed := false
+	if staging != nil {
+		defer func() {
+			if !committed {
+				if staging.cur != nil {
+					staging.cur.Close()
+				}
+				if err := staging.Drop(); err != nil {
+					s.cfg.Log.Error("backup: drop staged recordings", "err", err)
+				}
+			}
+		}()
 	}
 	db := s.cfg.DB
 	seal := func(b []byte, ad string) ([]byte, error) { return db.Seal(b, ad) }
@@ -443,9 +492,16 @@ func (s *Service) Restore(path string, d Decryption, who Actor) (*Manifest, erro
 				}
 			}
 			return tx.PutRaw(bucket, key, v)
-		})
+		}, staging.mediaFunc())
 		if err != nil {
 			return err
+		}
+		if staging != nil {
+			// The staged recordings belong to this restore from its commit
+			// on: a start that finds them moves them into place.
+			if err := tx.Put(stateBucket, mediaRestoreKey, staging.Token()); err != nil {
+				return err
+			}
 		}
 		if !reflect.DeepEqual(m, m2) {
 			return fmt.Errorf("%w: the file changed while it was restored", ErrCorrupt)
@@ -467,11 +523,17 @@ func (s *Service) Restore(path string, d Decryption, who Actor) (*Manifest, erro
 			m.Serial, m.InstallID, m.Firmware, m.Created.Format(time.RFC3339), prev.Seq, prev.Hash, archive)
 		return s.cfg.Audit.RecordTx(tx, audit.Event{Actor: who.Name, Source: who.Source, Action: "backup.restore",
 			Target: m.Serial, Outcome: audit.OK, Detail: detail,
-			After: map[string]any{"buckets": len(m.Buckets), "other_box": other}})
+			After: map[string]any{"buckets": len(m.Buckets), "other_box": other, "recordings": len(m.Media)}})
 	})
 	if err != nil {
 		s.auditFail(who, "backup.restore", err)
 		return nil, err
+	}
+	committed = true
+	if staging != nil {
+		if err := s.cfg.Media.CommitStaging(staging.Token()); err != nil {
+			return m, fmt.Errorf("backup: restored, but the recordings are not in place yet (moved at the next start): %w", err)
+		}
 	}
 	if _, err := s.cfg.Audit.Rebase(); err != nil {
 		return m, fmt.Errorf("backup: restored chain does not verify: %w", err)

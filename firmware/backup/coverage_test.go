@@ -26,6 +26,10 @@ func TestEverySealedValueHasAResealer(t *testing.T) {
 		"audit/prune.go":         "audit.meta",
 		"privacy/anon.go":        "privacy.keys",
 		"provision/service.go":   "in memory only: the dummy sealed for equal refusal timing",
+		// Recordings are sealed under the media key, in files: a backup
+		// with media carries them opened and a restore seals them again
+		// under the target's media key (media.go).
+		"mediaserver/recording/seal.go": "media option of backups",
 	}
 	seal := regexp.MustCompile(`\.(Seal|PutSecret)\(`)
 	root := filepath.Join("..")

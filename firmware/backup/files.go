@@ -44,6 +44,16 @@ type Settings struct {
 	Daily     int    `json:"daily"` // how many to keep; 0 turns the schedule off
 	Weekly    int    `json:"weekly"`
 	Monthly   int    `json:"monthly"`
+	// Media puts the recordings (voicemail audio, call recordings) into
+	// the scheduled backups; off by default for their size.
+	Media bool `json:"media"`
+}
+
+func (s *Service) validateSettings(st Settings) error {
+	if st.Media && s.cfg.Media == nil {
+		return errNoMedia
+	}
+	return st.validate()
 }
 
 func (st Settings) validate() error {
@@ -75,7 +85,7 @@ func (s *Service) Settings() (Settings, error) {
 
 // SetSettings validates and stores st; the caller has re-authenticated.
 func (s *Service) SetSettings(st Settings, who Actor) error {
-	if err := st.validate(); err != nil {
+	if err := s.validateSettings(st); err != nil {
 		return err
 	}
 	return s.cfg.DB.Update(func(tx *store.Tx) error {
@@ -332,7 +342,7 @@ func (s *Service) RunDue() error {
 	var errs []error
 	due := Due(s.cfg.Now(), st, files)
 	for _, kind := range due {
-		if _, err := s.Create(kind, Encryption{}, Actor{Name: "schedule"}); err != nil {
+		if _, err := s.Create(kind, Encryption{Media: st.Media}, Actor{Name: "schedule"}); err != nil {
 			s.cfg.Log.Error("backup: scheduled backup", "kind", kind, "err", err)
 			errs = append(errs, err)
 		}

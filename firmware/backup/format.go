@@ -21,16 +21,25 @@ import (
 //	u32 length, manifest JSON (strict)
 //	for each bucket of the manifest, in order, Keys records of
 //	    u16 key length, key, u32 value length, value
+//	for each recording of the manifest's media (format 2 only), in order,
+//	    chunks of u32 length (1-maxMediaChunk), audio, summing to its bytes
 //	end of stream (a trailing byte is an error)
 //
 // Keys are strictly increasing inside a bucket (bbolt's order), so a
 // duplicate cannot overwrite a value validated before it. Each bucket's
-// SHA-256 covers its name and its framed records.
+// SHA-256 covers its name and its framed records; a recording's covers its
+// id and its audio (the codec's bytes, not sealed: the age stream is the
+// only encryption, so the backup restores under another box's media key).
 const (
 	magic = "EDGEPBX-BACKUP\n"
-	// FormatVersion is the layout above; a parser refuses any other.
+	// FormatVersion is the layout above without media; a parser refuses
+	// any other than it and FormatMedia.
 	FormatVersion = 1
+	// FormatMedia is the layout with recordings after the buckets; a
+	// firmware that predates it refuses such a backup by its version.
+	FormatMedia   = 2
 	maxManifest   = 1 << 20
+	maxMediaChunk = 64 << 10
 )
 
 // Limits bound what a backup may hold; a file outside them is refused
@@ -50,6 +59,10 @@ type Limits struct {
 	// the directory or under the prefix, backups or not): a target that
 	// answers without end is refused.
 	MaxRemoteFiles int
+	// Recordings (voicemail, call recordings) of a backup with media.
+	MaxMediaFiles     int
+	MaxMediaFileBytes int64
+	MaxMediaBytes     int64
 }
 
 // DefaultLimits fit a box with 1 million CDRs and some headroom.
@@ -65,6 +78,10 @@ func DefaultLimits() Limits {
 		MaxNameLength:  64,
 		MaxFieldLength: 128,
 		MaxRemoteFiles: 100_000,
+		// 30 min of G.722 is 14.4 MB; call recordings may run longer.
+		MaxMediaFiles:     100_000,
+		MaxMediaFileBytes: 64 << 20,
+		MaxMediaBytes:     2 << 30,
 	}
 }
 
@@ -90,6 +107,21 @@ type Manifest struct {
 	Schema    int          `json:"schema"`
 	Created   time.Time    `json:"created"`
 	Buckets   []BucketInfo `json:"buckets"`
+	Media     []MediaInfo  `json:"media,omitempty"`
+}
+
+// MediaInfo is one recording's entry in the manifest: its id (kept on
+// restore, so the voicemail records that name it find it), its metadata
+// and the size and hash of its audio.
+type MediaInfo struct {
+	ID         string    `json:"id"`
+	Category   string    `json:"category"`
+	Codec      string    `json:"codec"`
+	SampleRate int       `json:"sample_rate"`
+	Created    time.Time `json:"created"`
+	Label      string    `json:"label"`
+	Bytes      int64     `json:"bytes"`
+	SHA256     string    `json:"sha256"`
 }
 
 // BucketInfo is one bucket's entry in the manifest.
@@ -106,8 +138,11 @@ var (
 )
 
 func (m *Manifest) validate(lim Limits) error {
-	if m.Format != FormatVersion {
-		return fmt.Errorf("%w: format version %d, this firmware reads %d", ErrFormat, m.Format, FormatVersion)
+	if m.Format != FormatVersion && m.Format != FormatMedia {
+		return fmt.Errorf("%w: format version %d, this firmware reads %d and %d", ErrFormat, m.Format, FormatVersion, FormatMedia)
+	}
+	if m.Format == FormatVersion && len(m.Media) > 0 {
+		return fmt.Errorf("%w: format version %d with media", ErrFormat, m.Format)
 	}
 	for name, v := range map[string]string{"serial": m.Serial, "install_id": m.InstallID, "firmware": m.Firmware} {
 		if v == "" || len(v) > lim.MaxFieldLength || !fieldRE.MatchString(v) {
@@ -148,7 +183,7 @@ func (m *Manifest) validate(lim Limits) error {
 			return fmt.Errorf("%w: %d keys, %d bytes (max %d keys, %d bytes)", ErrTooLarge, keys, bytes, lim.MaxTotalKeys, lim.MaxDataBytes)
 		}
 	}
-	return nil
+	return validateMedia(m.Media, lim)
 }
 
 // bucketHash accumulates one bucket's framed records.
@@ -228,6 +263,14 @@ type RecordFunc func(bucket, key string, val []byte) error
 // changes anything must run Parse once to validate and again to apply
 // (inside a transaction that the second run's error rolls back).
 func Parse(r io.Reader, lim Limits, fn RecordFunc) (*Manifest, error) {
+	return ParseMedia(r, lim, fn, nil)
+}
+
+// ParseMedia is Parse that also hands each recording's audio to mfn (nil:
+// checked and skipped): chunk by chunk, then once with end set after its
+// size and hash matched the manifest. As with fn, a caller that changes
+// anything validates with a first run.
+func ParseMedia(r io.Reader, lim Limits, fn RecordFunc, mfn MediaFunc) (*Manifest, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	head := make([]byte, len(magic)+4)
 	if _, err := io.ReadFull(br, head); err != nil {
@@ -301,6 +344,9 @@ func Parse(r io.Reader, lim Limits, fn RecordFunc) (*Manifest, error) {
 			return nil, fmt.Errorf("%w: bucket %s (%d keys, %d bytes, hash %.12s… against %d, %d, %.12s…)",
 				ErrCorrupt, b.Name, got.Keys, got.Bytes, got.SHA256, b.Keys, b.Bytes, b.SHA256)
 		}
+	}
+	if err := parseMedia(br, m.Media, mfn); err != nil {
+		return nil, err
 	}
 	if _, err := br.ReadByte(); err != io.EOF {
 		if err != nil {
