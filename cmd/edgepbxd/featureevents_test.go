@@ -3,16 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
 	"github.com/edgepbx/edgepbx/firmware/features"
-	"github.com/emiago/sipgo"
-	"github.com/emiago/sipgo/sip"
 )
 
 // TestDevModePresenceFollowsFeatures: the event server and the call
@@ -29,48 +25,10 @@ func TestDevModePresenceFollowsFeatures(t *testing.T) {
 		t.Fatalf("create 210: %v", err)
 	}
 
-	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := conn.LocalAddr().(*net.UDPAddr).Port
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent("presence-wiring-test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ua.Close()
-	srv, err := sipgo.NewServer(ua)
-	if err != nil {
-		t.Fatal(err)
-	}
-	notifies := make(chan string, 16)
-	srv.OnNotify(func(req *sip.Request, tx sip.ServerTransaction) {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
-		notifies <- string(req.Body())
-	})
-	go func() { _ = srv.ServeUDP(conn) }()
-	cl, err := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientPort(port))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ph := newEventPhone(t, fb.port, "210", ext.Password)
 	subscribe := func(target string) int {
 		t.Helper()
-		req := sip.NewRequest(sip.SUBSCRIBE, sip.Uri{Scheme: "sip", User: target, Host: "127.0.0.1", Port: fb.port})
-		req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "210", Host: "127.0.0.1"}, Params: sip.HeaderParams{{K: "tag", V: "p" + target}}})
-		req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: target, Host: "127.0.0.1"}})
-		req.AppendHeader(sip.NewHeader("Contact", fmt.Sprintf("<sip:210@127.0.0.1:%d>", port)))
-		req.AppendHeader(sip.NewHeader("Event", "presence"))
-		req.AppendHeader(sip.NewHeader("Accept", "application/pidf+xml"))
-		req.AppendHeader(sip.NewHeader("Expires", "600"))
-		first, err := cl.Do(ctx, req)
-		if err != nil || first == nil || first.StatusCode != 401 {
-			t.Fatalf("SUBSCRIBE %s without credentials: %v %v", target, first, err)
-		}
-		second, err := cl.DoDigestAuth(ctx, req, first, sipgo.DigestAuth{Username: "210", Password: ext.Password})
-		if err != nil || second == nil {
-			t.Fatalf("SUBSCRIBE %s with digest: %v", target, err)
-		}
-		return second.StatusCode
+		return ph.subscribe(ctx, target, "presence", "application/pidf+xml").StatusCode
 	}
 	// Not in a group with 201 yet: refused like an unknown extension.
 	if code := subscribe("201"); code != 403 {
@@ -91,8 +49,8 @@ func TestDevModePresenceFollowsFeatures(t *testing.T) {
 		t.Helper()
 		for {
 			select {
-			case body := <-notifies:
-				if strings.Contains(body, "<note>"+want+"</note>") {
+			case n := <-ph.notifies:
+				if strings.Contains(string(n.Body()), "<note>"+want+"</note>") {
 					return
 				}
 			case <-ctx.Done():
