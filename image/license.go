@@ -50,7 +50,7 @@ func newLicenseConfig(serverURL string, caPEM []byte, vendorKey ed25519.PublicKe
 	if err != nil {
 		return nil, err
 	}
-	ca, err := canonicalCAs(caPEM)
+	ca, err := canonicalCAs(caPEM, "licence CA bundle")
 	if err != nil {
 		return nil, err
 	}
@@ -81,9 +81,9 @@ func CheckLicenseURL(s string) (string, error) {
 // canonicalCAs keeps only the certificates of a PEM bundle, re-encoded, so
 // nothing else (a private key pasted by mistake, comments) reaches an image.
 // Anything that is not a parseable certificate is an error.
-func canonicalCAs(data []byte) ([]byte, error) {
+func canonicalCAs(data []byte, what string) ([]byte, error) {
 	if len(data) > MaxLicenseCABytes {
-		return nil, fmt.Errorf("image: licence CA bundle is %d bytes, limit %d", len(data), MaxLicenseCABytes)
+		return nil, fmt.Errorf("image: %s is %d bytes, limit %d", what, len(data), MaxLicenseCABytes)
 	}
 	var out bytes.Buffer
 	rest := data
@@ -94,18 +94,18 @@ func canonicalCAs(data []byte) ([]byte, error) {
 			break
 		}
 		if b.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("image: licence CA bundle holds a %q block; only certificates belong there", b.Type)
+			return nil, fmt.Errorf("image: %s holds a %q block; only certificates belong there", what, b.Type)
 		}
 		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
-			return nil, fmt.Errorf("image: licence CA bundle: %w", err)
+			return nil, fmt.Errorf("image: %s: %w", what, err)
 		}
 		pem.Encode(&out, &pem.Block{Type: "CERTIFICATE", Bytes: b.Bytes})
 	}
 	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, errors.New("image: licence CA bundle has data that is not PEM")
+		return nil, fmt.Errorf("image: %s has data that is not PEM", what)
 	}
 	if out.Len() == 0 {
-		return nil, errors.New("image: licence CA bundle has no certificate (the image carries no system roots)")
+		return nil, fmt.Errorf("image: %s has no certificate", what)
 	}
 	return out.Bytes(), nil
 }

@@ -27,6 +27,9 @@ type UpdateTrust struct {
 	Keyring       []byte // update-keys.json
 	RepoURL       string // https://…/ ; "" no pulled updates
 	TUFRoot       []byte // the repository's root.json (with RepoURL)
+	// RepoCA is the PEM CA the repository's certificate chains to, for a
+	// repository not under a public CA; nil: the image's system roots.
+	RepoCA []byte
 }
 
 // WithUpdateTrust makes the image updatable: it stages the release file,
@@ -57,6 +60,16 @@ func WithUpdateTrust(u UpdateTrust) Option {
 				return fmt.Errorf("image: update repository root: %w", err)
 			}
 		}
+		if len(u.RepoCA) > 0 {
+			if u.RepoURL == "" {
+				return errors.New("image: an update repository CA needs the repository")
+			}
+			ca, err := canonicalCAs(u.RepoCA, "update repository CA")
+			if err != nil {
+				return err
+			}
+			u.RepoCA = ca
+		}
 		o.update = &u
 		return nil
 	}
@@ -65,7 +78,7 @@ func WithUpdateTrust(u UpdateTrust) Option {
 // files are the staged files of an updatable image, by path.
 func (u *UpdateTrust) files(board, version string) (map[string][]byte, error) {
 	rel, err := json.MarshalIndent(update.Release{Board: board, Version: version, VersionNumber: u.VersionNumber, Floor: u.Floor,
-		Repo: u.RepoURL}, "", "  ")
+		Repo: u.RepoURL, RepoCA: len(u.RepoCA) > 0}, "", "  ")
 	if err != nil {
 		return nil, err
 	}
@@ -76,6 +89,9 @@ func (u *UpdateTrust) files(board, version string) (map[string][]byte, error) {
 		strings.TrimPrefix(bundle.KeyringPath, "/"): u.Keyring}
 	if u.RepoURL != "" {
 		fs[UpdateRootPath] = u.TUFRoot
+	}
+	if len(u.RepoCA) > 0 {
+		fs[strings.TrimPrefix(update.RepoCAPath, "/")] = u.RepoCA
 	}
 	return fs, nil
 }

@@ -28,6 +28,10 @@ func TestWithUpdateTrust(t *testing.T) {
 		{"repo without root", UpdateTrust{VersionNumber: 5, Keyring: ring, RepoURL: "https://updates.example/r/"}, "TUF root"},
 		{"plain http", UpdateTrust{VersionNumber: 5, Keyring: ring, RepoURL: "http://updates.example/", TUFRoot: root}, "https"},
 		{"bad root", UpdateTrust{VersionNumber: 5, Keyring: ring, RepoURL: "https://updates.example/", TUFRoot: []byte("[]")}, "root"},
+		{"CA without repo", UpdateTrust{VersionNumber: 5, Keyring: ring, RepoCA: testCAPEM(t)}, "needs the repository"},
+		{"CA not PEM", UpdateTrust{VersionNumber: 5, Keyring: ring, RepoURL: "https://updates.example/", TUFRoot: root, RepoCA: []byte("hello")}, "update repository CA has data that is not PEM"},
+		{"CA with a key", UpdateTrust{VersionNumber: 5, Keyring: ring, RepoURL: "https://updates.example/", TUFRoot: root,
+			RepoCA: []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")}, `update repository CA holds a "PRIVATE KEY" block`},
 	} {
 		if err := WithUpdateTrust(tc.u)(&options{}); err == nil || !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("%s: want an error naming %q, got %v", tc.name, tc.err, err)
@@ -47,6 +51,25 @@ func TestWithUpdateTrust(t *testing.T) {
 	}
 	if _, err := bundle.ParseKeyring(fs["etc/edgepbx/update-keys.json"]); err != nil || string(fs[UpdateRootPath]) != string(root) {
 		t.Fatalf("keyring %v, root %q", err, fs[UpdateRootPath])
+	}
+	if rel.RepoCA || fs["etc/edgepbx/update-ca.pem"] != nil {
+		t.Fatal("an image without a repository CA says it has one")
+	}
+
+	// A vendor's own CA: staged where PID 1 points edgepbxd, and named in the release.
+	ca := testCAPEM(t)
+	o = options{}
+	if err := WithUpdateTrust(UpdateTrust{VersionNumber: 120, Keyring: ring, RepoURL: "https://updates.example/r/", TUFRoot: root, RepoCA: ca})(&o); err != nil {
+		t.Fatal(err)
+	}
+	if fs, err = o.update.files("pc-x86_64", "1.2.0"); err != nil {
+		t.Fatal(err)
+	}
+	if rel, err = update.ParseRelease(fs["etc/edgepbx/release.json"]); err != nil || !rel.RepoCA {
+		t.Fatalf("release %+v %v: want repo_ca", rel, err)
+	}
+	if !bytes.Equal(fs[strings.TrimPrefix(update.RepoCAPath, "/")], ca) {
+		t.Fatalf("CA staged as %q", fs[strings.TrimPrefix(update.RepoCAPath, "/")])
 	}
 }
 

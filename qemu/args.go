@@ -102,6 +102,11 @@ func userNetdev(fw []Forward, gfw []GuestForward) (string, error) {
 		fmt.Fprintf(&b, ",hostfwd=%s:127.0.0.1:%d-:%d", f.Proto, f.HostPort, f.GuestPort)
 	}
 	for _, g := range gfw {
+		if g.Each {
+			// Addresses hold no commas, so the command needs no escaping.
+			fmt.Fprintf(&b, ",guestfwd=tcp:%s-cmd:busybox nc %s %d", g.Guest, g.Host.Addr(), g.Host.Port())
+			continue
+		}
 		fmt.Fprintf(&b, ",guestfwd=tcp:%s-tcp:%s", g.Guest, g.Host)
 	}
 	return b.String(), nil

@@ -64,6 +64,15 @@ func TestArgs(t *testing.T) {
 			netdev:  "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:8443-:443,guestfwd=tcp:10.0.2.100:443-tcp:127.0.0.1:40443",
 		},
 		{
+			name: "x86_64 guest forward per connection", target: x86,
+			opts:    []Option{WithGuestForwardEach(netip.MustParseAddrPort("10.0.2.101:443"), netip.MustParseAddrPort("127.0.0.1:40444"))},
+			machine: "microvm,acpi=on,x-option-roms=off,rtc=on,isa-serial=on,accel=tcg",
+			cpu:     "max",
+			append:  "console=ttyS0 quiet panic=-1",
+			devices: []string{"virtio-rng-device", "virtio-net-device,netdev=net0"},
+			netdev:  "user,id=net0,restrict=on,guestfwd=tcp:10.0.2.101:443-cmd:busybox nc 127.0.0.1 40444",
+		},
+		{
 			name: "arm64 virt", target: arm,
 			machine: "virt,accel=tcg",
 			cpu:     "cortex-a57",

@@ -27,6 +27,11 @@ type Forward struct {
 type GuestForward struct {
 	Guest netip.AddrPort
 	Host  netip.AddrPort
+	// Each makes every guest connection its own connection to Host: QEMU
+	// spawns `busybox nc` per connection. A plain guest forward is one
+	// character device dialled once at start, which carries a single guest
+	// connection for the VM's life.
+	Each bool
 }
 
 type tapConfig struct {
@@ -149,6 +154,19 @@ func WithGuestForward(guest, host netip.AddrPort) Option {
 			}
 		}
 		c.guestFwds = append(c.guestFwds, GuestForward{Guest: guest, Host: host})
+		return nil
+	}
+}
+
+// WithGuestForwardEach is WithGuestForward for a guest that opens more
+// than one connection (HTTP clients, repeated checks): each is carried to
+// host by its own `busybox nc`, which must be on the host's PATH.
+func WithGuestForwardEach(guest, host netip.AddrPort) Option {
+	return func(c *config) error {
+		if err := WithGuestForward(guest, host)(c); err != nil {
+			return err
+		}
+		c.guestFwds[len(c.guestFwds)-1].Each = true
 		return nil
 	}
 }

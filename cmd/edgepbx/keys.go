@@ -245,8 +245,8 @@ func signBundle(src, dst string, k bundle.PrivateKey, m bundle.Manifest) (bundle
 
 // updateFlags make `edgepbx build` produce an updatable image.
 type updateFlags struct {
-	keyring, repo, root string
-	number, floor       uint64
+	keyring, repo, root, ca string
+	number, floor           uint64
 }
 
 func (u *updateFlags) register(cmd *cobra.Command) {
@@ -256,12 +256,13 @@ func (u *updateFlags) register(cmd *cobra.Command) {
 	f.Uint64Var(&u.floor, "floor", 0, "anti-rollback floor the image enforces (0: --version-number)")
 	f.StringVar(&u.repo, "update-repo", "", "vendor update repository URL (https://…/, TUF metadata) the box pulls from")
 	f.StringVar(&u.root, "update-root", "", "the repository's trusted root.json (with --update-repo)")
+	f.StringVar(&u.ca, "update-ca", "", "PEM CA of the repository's HTTPS certificate when it is not under a public CA (with --update-repo)")
 }
 
 func (u *updateFlags) options() ([]image.Option, error) {
 	if u.keyring == "" {
-		if u.number != 0 || u.repo != "" || u.root != "" {
-			return nil, errors.New("--version-number, --update-repo and --update-root need --update-keys")
+		if u.number != 0 || u.repo != "" || u.root != "" || u.ca != "" {
+			return nil, errors.New("--version-number, --update-repo, --update-root and --update-ca need --update-keys")
 		}
 		return nil, nil
 	}
@@ -275,6 +276,11 @@ func (u *updateFlags) options() ([]image.Option, error) {
 	}
 	if u.root != "" {
 		if t.TUFRoot, err = os.ReadFile(u.root); err != nil {
+			return nil, err
+		}
+	}
+	if u.ca != "" {
+		if t.RepoCA, err = os.ReadFile(u.ca); err != nil {
 			return nil, err
 		}
 	}

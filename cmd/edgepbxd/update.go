@@ -65,6 +65,15 @@ func (d *daemon) newUpdates() error {
 		return err
 	}
 	d.updates.Puller = p
+	// A scheduled install restarts the box into its trial once no call is
+	// in progress (within the window); PID 1 reboots.
+	d.updates.Restart = d.ctrl.Reboot
+	d.updates.Calls = func() int {
+		if d.calls == nil {
+			return 0
+		}
+		return d.calls.Active()
+	}
 	d.log.Info("update: repository configured", "repo", d.cfg.updateRepo, "board", st.Board, "version", st.Version)
 	return nil
 }

@@ -184,7 +184,11 @@ func (b *box) updateArgs() []string {
 	if b.updates == nil || b.trialCfg == nil || b.trialCfg.Running.Repo == "" {
 		return nil
 	}
-	return []string{"--update-repo", b.trialCfg.Running.Repo, "--update-root", "/etc/edgepbx/update-root.json"}
+	args := []string{"--update-repo", b.trialCfg.Running.Repo, "--update-root", "/etc/edgepbx/update-root.json"}
+	if b.trialCfg.Running.RepoCA {
+		args = append(args, "--update-ca", update.RepoCAPath)
+	}
+	return args
 }
 
 // adminAddr is where a trial boot asks edgepbxd's admin side whether it

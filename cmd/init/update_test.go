@@ -111,6 +111,10 @@ func TestUpdateArgs(t *testing.T) {
 	if a := strings.Join(b.updateArgs(), " "); a != "--update-repo https://updates.example/r/ --update-root /etc/edgepbx/update-root.json" {
 		t.Fatalf("args %q", a)
 	}
+	b.trialCfg.Running.RepoCA = true
+	if a := strings.Join(b.updateArgs(), " "); a != "--update-repo https://updates.example/r/ --update-root /etc/edgepbx/update-root.json --update-ca /etc/edgepbx/update-ca.pem" {
+		t.Fatalf("args with the repository's own CA %q", a)
+	}
 	b.trialCfg.Running.Repo = ""
 	if a := b.updateArgs(); a != nil {
 		t.Fatalf("no repository: %q", a)

@@ -19,6 +19,9 @@ const (
 	// the loop wakes to see whether a waiting offer's window opened.
 	checkEvery = 24 * time.Hour
 	tick       = 15 * time.Minute
+	// restartTick is how often a scheduled install waiting to restart
+	// into its trial looks whether the calls have ended.
+	restartTick = 30 * time.Second
 )
 
 // Service keeps the admin's policy in the store and runs the puller on
@@ -29,11 +32,19 @@ type Service struct {
 	Audit  *audit.Log
 	Puller *Puller
 	Log    *slog.Logger
+	// Restart reboots the box (through PID 1) into the trial a scheduled
+	// install prepared: an unattended box must run the fix, not only hold
+	// it in a slot. Nil: the trial waits for someone to reboot.
+	Restart func(ctx context.Context) error
+	// Calls counts calls in progress: the restart waits, within the
+	// maintenance window, until there are none (nil: never busy).
+	Calls func() int
 
 	mu      sync.Mutex
 	advised []string      // advisories in force for the running firmware
 	fixedIn string        // the version they name as fixed
 	kick    chan struct{} // an advisory arrived: look now
+	pending string        // version a scheduled install wrote, waiting to restart into
 }
 
 // Advise records the check-in's advisories against the running firmware
@@ -80,11 +91,19 @@ func (s *Service) Policy() (Policy, error) {
 	return p, err
 }
 
-// SetPolicy validates, stores and audits a policy.
+// SetPolicy validates, stores and audits a policy; the schedule looks at
+// the repository again at once under it.
 func (s *Service) SetPolicy(p Policy, actor, source string) error {
 	if err := p.Validate(); err != nil {
 		return err
 	}
+	defer func() {
+		_, _, k := s.advice()
+		select {
+		case k <- struct{}{}:
+		default:
+		}
+	}()
 	return s.DB.Update(func(tx *store.Tx) error {
 		old := DefaultPolicy
 		if _, err := tx.Get(bucket, "policy", &old); err != nil {
@@ -136,6 +155,12 @@ func (s *Service) CheckNow(ctx context.Context) Report {
 	if s.Puller == nil {
 		return s.Last()
 	}
+	s.mu.Lock()
+	pending := s.pending
+	s.mu.Unlock()
+	if pending != "" {
+		return s.Last() // installed; waiting to restart into it, not to write it again
+	}
 	pol, err := s.Policy()
 	if err != nil && s.Log != nil {
 		s.Log.Error("update: policy; using the default", "err", err)
@@ -145,7 +170,49 @@ func (s *Service) CheckNow(ctx context.Context) Report {
 	if r.Action == "installed" || r.Action == "failed" {
 		s.audit(r, "system", "update repository")
 	}
+	if r.Action == "installed" && r.Result != nil && s.Restart != nil {
+		s.mu.Lock()
+		s.pending = r.Result.Version
+		s.mu.Unlock()
+	}
 	return r
+}
+
+// restartIfIdle reboots into the trial of a scheduled install when the
+// window is open and no call is in progress; it reports whether an
+// install is still waiting. A failed reboot is audited and tried again.
+func (s *Service) restartIfIdle(ctx context.Context, pol Policy) bool {
+	s.mu.Lock()
+	v := s.pending
+	s.mu.Unlock()
+	if v == "" {
+		return false
+	}
+	if !pol.Window.Contains(s.Puller.cfg.Now()) || (s.Calls != nil && s.Calls() > 0) {
+		return true
+	}
+	ev := audit.Event{Actor: "system", Source: "update repository", Action: "update.restart", Outcome: audit.OK,
+		Detail: "restarting into the trial of version " + v + " (scheduled install, no calls in progress)"}
+	err := s.Restart(ctx)
+	if err != nil {
+		ev.Outcome, ev.Detail = audit.Failed, ev.Detail+": "+err.Error()
+	}
+	if aerr := s.Audit.Record(ev); aerr != nil && s.Log != nil {
+		s.Log.Error("update: audit", "err", aerr)
+	}
+	if err != nil {
+		if s.Log != nil {
+			s.Log.Error("update: restart into the trial", "version", v, "err", err)
+		}
+		return true
+	}
+	if s.Log != nil {
+		s.Log.Info("update: restarting into the trial", "version", v)
+	}
+	s.mu.Lock()
+	s.pending = ""
+	s.mu.Unlock()
+	return false
 }
 
 // PullNow is an admin's "install the newest now": it checks and installs
@@ -173,13 +240,12 @@ func (s *Service) audit(r Report, actor, source string) {
 }
 
 // Run checks daily and whenever a waiting offer's window may have opened,
-// until ctx ends. Installs it starts are audited as the system's.
+// until ctx ends. Installs it starts are audited as the system's, and
+// restart the box into their trial once no call is in progress.
 func (s *Service) Run(ctx context.Context) {
 	if s.Puller == nil {
 		return
 	}
-	t := time.NewTicker(tick)
-	defer t.Stop()
 	var last time.Time
 	for {
 		pol, _ := s.Policy()
@@ -188,12 +254,19 @@ func (s *Service) Run(ctx context.Context) {
 			s.CheckNow(ctx)
 			last = time.Now()
 		}
+		wait := tick
+		if s.restartIfIdle(ctx, pol) {
+			wait = restartTick
+		}
 		_, _, kick := s.advice()
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
 		case <-kick:
+			t.Stop()
 			last = time.Time{} // look now
 		}
 	}

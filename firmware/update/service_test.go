@@ -133,3 +133,79 @@ func TestRecordRollback(t *testing.T) {
 		}
 	}
 }
+
+// TestServiceRestartsIntoTrial: a scheduled install restarts the box into
+// its trial only inside the window and with no call in progress; a failed
+// restart is audited and tried again; an admin's "install now" leaves the
+// reboot to the admin.
+func TestServiceRestartsIntoTrial(t *testing.T) {
+	r := newPullRig(t)
+	r.repo.add(Offer{Path: "pc-x86_64/edgepbx-1.2.0.bundle", Board: "pc-x86_64", Version: "1.2.0", Number: 120, Security: true},
+		r.box.bundle(t, "1.2.0", 120, randBytes(100<<10)))
+	r.repo.publish(time.Now().Add(24 * time.Hour))
+	s, al := newService(t, r.p)
+	pol := Policy{Mode: ModeSecurity, Window: Window{Start: "03:00", Hours: 2}}
+	if err := s.SetPolicy(pol, "root1", "x"); err != nil {
+		t.Fatal(err)
+	}
+	calls, restarts := 2, 0
+	var restartErr error
+	s.Calls = func() int { return calls }
+	s.Restart = func(context.Context) error { restarts++; return restartErr }
+	ctx := context.Background()
+
+	if rep := s.CheckNow(ctx); rep.Action != "installed" || r.box.slots.State().TrialSlot != "b" {
+		t.Fatalf("scheduled check: %+v", rep)
+	}
+	if rep := s.CheckNow(ctx); rep.Action != "installed" {
+		t.Fatalf("a check while waiting to restart: %+v", rep)
+	}
+	if es, _ := al.Query(audit.Filter{Action: "update.pull"}); len(es) != 1 {
+		t.Fatalf("a check while waiting to restart wrote the slot again: %d installs audited", len(es))
+	}
+	steps := []struct {
+		name        string
+		now         time.Time
+		calls       int
+		err         error
+		waiting     bool
+		restarts    int
+		lastOutcome string
+	}{
+		{"calls in progress", time.Date(2026, 12, 7, 3, 40, 0, 0, time.UTC), 2, nil, true, 0, ""},
+		{"window closed", time.Date(2026, 12, 7, 5, 1, 0, 0, time.UTC), 0, nil, true, 0, ""},
+		{"reboot refused", time.Date(2026, 12, 8, 3, 5, 0, 0, time.UTC), 0, errors.New("PID 1 unreachable"), true, 1, audit.Failed},
+		{"idle in the window", time.Date(2026, 12, 8, 3, 6, 0, 0, time.UTC), 0, nil, false, 2, audit.OK},
+		{"done", time.Date(2026, 12, 8, 3, 7, 0, 0, time.UTC), 0, nil, false, 2, audit.OK},
+	}
+	for _, st := range steps {
+		r.now, calls, restartErr = st.now, st.calls, st.err
+		if w := s.restartIfIdle(ctx, pol); w != st.waiting || restarts != st.restarts {
+			t.Fatalf("%s: waiting %v, %d restarts; want %v, %d", st.name, w, restarts, st.waiting, st.restarts)
+		}
+		es, _ := al.Query(audit.Filter{Action: "update.restart"})
+		if st.lastOutcome == "" {
+			if len(es) != 0 {
+				t.Fatalf("%s: audit %+v", st.name, es)
+			}
+			continue
+		}
+		if len(es) == 0 || es[len(es)-1].Outcome != st.lastOutcome || !strings.Contains(es[len(es)-1].Detail, "version 1.2.0") {
+			t.Fatalf("%s: audit %+v; want the newest entry %s naming the version", st.name, es, st.lastOutcome)
+		}
+	}
+
+	// An admin's install now: the admin reboots when it suits them.
+	r2 := newPullRig(t)
+	r2.repo.add(Offer{Path: "pc-x86_64/edgepbx-1.2.0.bundle", Board: "pc-x86_64", Version: "1.2.0", Number: 120},
+		r2.box.bundle(t, "1.2.0", 120, randBytes(100<<10)))
+	r2.repo.publish(time.Now().Add(24 * time.Hour))
+	s2, _ := newService(t, r2.p)
+	s2.Restart = func(context.Context) error { t.Fatal("restarted after an admin's install now"); return nil }
+	if rep, err := s2.PullNow(ctx, "root1", "x"); err != nil || rep.Action != "installed" {
+		t.Fatalf("pull now: %+v %v", rep, err)
+	}
+	if s2.restartIfIdle(ctx, DefaultPolicy) {
+		t.Fatal("an admin's install is waiting for an unattended restart")
+	}
+}

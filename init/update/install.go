@@ -78,7 +78,14 @@ type Release struct {
 	// Repo is the vendor's update repository (https://…/, TUF metadata;
 	// its root at /etc/edgepbx/update-root.json); "" none.
 	Repo string `json:"repo,omitempty"`
+	// RepoCA says the image carries the repository's own CA
+	// (/etc/edgepbx/update-ca.pem) for a vendor whose repository is not
+	// under a public CA; false: the system roots.
+	RepoCA bool `json:"repo_ca,omitempty"`
 }
+
+// RepoCAPath is where an image carries its update repository's CA.
+const RepoCAPath = "/etc/edgepbx/update-ca.pem"
 
 // ReleasePath is where the image builder puts the release file.
 const ReleasePath = "/etc/edgepbx/release.json"
@@ -97,6 +104,9 @@ func ParseRelease(b []byte) (Release, error) {
 	}
 	if r.Repo != "" && (!strings.HasPrefix(r.Repo, "https://") || len(r.Repo) > 512) {
 		return r, errors.New("release file: repo must be an https:// URL")
+	}
+	if r.RepoCA && r.Repo == "" {
+		return r, errors.New("release file: repo_ca without a repo")
 	}
 	return r, nil
 }

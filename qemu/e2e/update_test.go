@@ -28,6 +28,13 @@ const updateTrial = "edgepbx.test.trial=20s/3m"
 // (version vname, number n) trusting keyring.
 func buildUpdatable(t *testing.T, dir, vname string, n uint64, keyring []byte, params ...string) *image.Image {
 	t.Helper()
+	return buildUpdatableTrust(t, dir, vname, image.UpdateTrust{VersionNumber: n, Keyring: keyring}, params...)
+}
+
+// buildUpdatableTrust is buildUpdatable with the whole update trust
+// (repository, its TUF root and CA) given.
+func buildUpdatableTrust(t *testing.T, dir, vname string, trust image.UpdateTrust, params ...string) *image.Image {
+	t.Helper()
 	prof, err := board.Load("pc-x86_64")
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +51,7 @@ func buildUpdatable(t *testing.T, dir, vname string, n uint64, keyring []byte, p
 		image.WithOutDir(dir), image.WithVersion(vname), image.WithBuildTags("testhook"),
 		image.WithRepoDir(repo), image.WithDisk(), image.WithConsole("ttyS0"),
 		image.WithKernelParams(append([]string{"no_timer_check", updateTrial}, params...)...),
-		image.WithUpdateTrust(image.UpdateTrust{VersionNumber: n, Keyring: keyring}),
+		image.WithUpdateTrust(trust),
 		image.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
 		t.Fatalf("build disk image %s: %v", vname, err)
