@@ -48,7 +48,7 @@ type slotAdapter struct{ m *slots.Manager }
 func (a slotAdapter) State() update.BootState {
 	st := a.m.State()
 	return update.BootState{Booted: st.Booted, Trial: st.Trial, TrialSlot: st.TrialSlot,
-		RolledBack: st.RolledBack, LastRollback: st.LastRollback}
+		RolledBack: st.RolledBack, LastRollback: st.LastRollback, FailedSlot: st.FailedSlot}
 }
 
 func (a slotAdapter) Inactive() (update.Slot, error) {

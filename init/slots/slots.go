@@ -105,6 +105,7 @@ type State struct {
 	// without a Rollback (panic, watchdog reset, power cut).
 	RolledBack   bool
 	LastRollback string // why the last trial ended without commit
+	FailedSlot   string // with RolledBack: the slot that did not come up
 }
 
 // Config locates the box's pieces; zero values are the real box.
@@ -309,6 +310,7 @@ func (m *Manager) takeOver() error {
 		if err := m.writeOrder(booted); err != nil {
 			return err
 		}
+		m.st.FailedSlot = m.st.Committed
 		m.st.Committed, m.st.RolledBack = m.st.Booted, true
 		m.log.Warn("boot slot fallback", "reason", reason)
 	case trial != "" && trial != m.st.Booted:
@@ -332,7 +334,7 @@ func (m *Manager) takeOver() error {
 		} else if err := m.setString(varRollback, reason); err != nil {
 			return err
 		}
-		m.st.RolledBack = true
+		m.st.RolledBack, m.st.FailedSlot = true, trial
 		m.log.Warn("trial boot failed, back on the old slot", "slot", trial, "reason", reason)
 	}
 	if !m.st.Trial && trial != "" {

@@ -326,7 +326,7 @@ func TestTrialWithoutCommitComesBack(t *testing.T) {
 			m = b.reboot(t)
 			wantState(t, m, "a", "a", false)
 			st := m.State()
-			if !strings.Contains(st.LastRollback, tc.wantReason) || st.RolledBack != tc.rolledBack || st.TrialSlot != "" {
+			if !strings.Contains(st.LastRollback, tc.wantReason) || st.RolledBack != tc.rolledBack || st.TrialSlot != "" || st.FailedSlot != "b" {
 				t.Fatalf("state = %+v, want reason %q", st, tc.wantReason)
 			}
 			if _, ok := b.fw.vars[vendor(varTrial)]; ok {
@@ -433,7 +433,7 @@ func TestFirmwareFallbackCommits(t *testing.T) {
 	os.WriteFile(b.part["a"], make([]byte, 4*mib), 0o644)
 	m = b.reboot(t)
 	wantState(t, m, "b", "b", false)
-	if !m.State().RolledBack || !strings.Contains(m.State().LastRollback, "slot a failed to load") {
+	if !m.State().RolledBack || !strings.Contains(m.State().LastRollback, "slot a failed to load") || m.State().FailedSlot != "a" {
 		t.Fatalf("state = %+v", m.State())
 	}
 }

@@ -49,6 +49,7 @@ type BootState struct {
 	// LastRollback says why.
 	RolledBack   bool
 	LastRollback string
+	FailedSlot   string // with RolledBack: the slot whose trial failed
 }
 
 // Slots is the A/B boot layer (init/slots on a real box: UEFI BootNext,

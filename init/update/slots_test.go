@@ -23,6 +23,7 @@ type fileSlots struct {
 	booted string
 	// layerRolledBack plays init/slots, which ends a failed trial itself.
 	layerRolledBack string
+	layerFailed     string // the slot it names as failed
 	invalid         map[string]bool
 	rollbacks       []string
 	calls           []string
@@ -52,7 +53,7 @@ func (s *fileSlots) State() BootState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return BootState{Booted: s.booted, Trial: s.trial != "", TrialSlot: s.trial,
-		RolledBack: s.layerRolledBack != "", LastRollback: s.layerRolledBack}
+		RolledBack: s.layerRolledBack != "", LastRollback: s.layerRolledBack, FailedSlot: s.layerFailed}
 }
 
 func (s *fileSlots) Inactive() (Slot, error) {

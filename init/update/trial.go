@@ -1,6 +1,7 @@
 package update
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -92,7 +93,7 @@ func Boot(ctx context.Context, cfg TrialConfig) (*Trial, error) {
 		if reason == "" {
 			reason = "the trial boot did not come up (kernel panic, watchdog reset, hang or power loss)"
 		}
-		report(cfg, Event{Action: "rolled-back", Slot: st.TrialSlot, Detail: reason + ": back on slot " + st.Booted})
+		report(cfg, Event{Action: "rolled-back", Slot: cmp.Or(st.TrialSlot, st.FailedSlot), Detail: reason + ": back on slot " + st.Booted})
 		cfg.Say("UPDATE ROLLED BACK: %s: back on slot %s", reason, st.Booted)
 	}
 	if !st.Trial {

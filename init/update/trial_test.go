@@ -217,11 +217,12 @@ func TestTrialLayerRolledBack(t *testing.T) {
 	r := &trialRig{rig: newRig(t), tm: newManualTimer()}
 	r.why.Store("")
 	r.slots.layerRolledBack = "slot b booted without commit (watchdog reset)"
+	r.slots.layerFailed = "b"
 	tr, err := Boot(context.Background(), r.config())
 	if tr != nil || err != nil {
 		t.Fatalf("%v %v", tr, err)
 	}
-	if !r.saidContains("UPDATE ROLLED BACK: slot b booted without commit (watchdog reset)") || r.lastEvent().Action != "rolled-back" {
+	if !r.saidContains("UPDATE ROLLED BACK: slot b booted without commit (watchdog reset)") || r.lastEvent().Action != "rolled-back" || r.lastEvent().Slot != "b" {
 		t.Fatalf("not said or audited: %v %+v", r.said, r.lastEvent())
 	}
 }
