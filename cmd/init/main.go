@@ -444,12 +444,8 @@ func (b *box) restorePolicy(path string) {
 }
 
 func (b *box) installFirewall() error {
-	fw, err := netfw.New(netfw.WithLogger(b.log))
+	fw, err := applyFirstPolicy(b.log)
 	if err != nil {
-		return haltf("firewall: %w", err)
-	}
-	if err := fw.Apply(netfw.DefaultPolicy()); err != nil {
-		fw.Close()
 		return haltf("firewall: %w", err)
 	}
 	b.fw = fw
@@ -458,6 +454,30 @@ func (b *box) installFirewall() error {
 	go fw.WatchDHCPServer(b.ctx)
 	b.policy = netfw.NewCommitter(fw, netfw.DefaultPolicy(), netfw.WithCommitLogger(b.log), netfw.WithRevertHook(b.policyReverted))
 	return nil
+}
+
+// applyFirstPolicy applies the default policy. A netlink answer that comes
+// late (a box under heavy load; a VM under TCG answers a large batch in
+// seconds) is tried again with a longer bound before the box halts: the
+// batch is all-or-nothing and Apply replaces the whole table, so a retry
+// is safe, and nothing listens until one succeeds. Other errors halt at once.
+func applyFirstPolicy(log *slog.Logger) (*netfw.Firewall, error) {
+	var err error
+	for _, bound := range []time.Duration{2 * time.Second, 10 * time.Second, 30 * time.Second} {
+		var fw *netfw.Firewall
+		if fw, err = netfw.New(netfw.WithLogger(log), netfw.WithNetlinkTimeout(bound)); err != nil {
+			return nil, err
+		}
+		if err = fw.Apply(netfw.DefaultPolicy()); err == nil {
+			return fw, nil
+		}
+		fw.Close()
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, err
+		}
+		log.Warn("firewall: netlink answered late; applying again with a longer bound", "bound", bound, "err", err)
+	}
+	return nil, err
 }
 
 // policyReverted reports on the console that an admin's firewall change
