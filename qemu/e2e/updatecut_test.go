@@ -474,7 +474,9 @@ func (b *cutBox) bootAfterCut(cut int, p progress) bool {
 	onDisk := slotHashes(t, b.u.Disk, b.imgs)
 	b0 := time.Now()
 	b.startBoot()
-	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+	// Twice the usual wait: two VMs under TCG on a shared 2-core host took
+	// up to 183 s to ready in a 50-cut run; a hang still fails.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*bootTimeout)
 	defer cancel()
 	line, err := b.vm.WaitFirst(ctx, "edgepbx: ready", "edgepbx: HALTED")
 	if err != nil || !strings.HasPrefix(line, "edgepbx: ready") {
