@@ -59,7 +59,7 @@ func (d *daemon) newUpdates() error {
 		}
 		tr.Proxy = http.ProxyURL(u)
 	}
-	p, err := update.New(update.Config{RepoURL: d.cfg.updateRepo, Root: root, CacheDir: filepath.Join(d.cfg.dataDir, "update", "tuf"),
+	p, err := update.New(update.Config{RepoURL: d.cfg.updateRepo, Root: root, CacheDir: filepath.Join(d.cfg.dataDir, "tuf"), // not /data/update: that is PID 1's (0700 root)
 		Board: st.Board, Running: st.VersionNumber, Transport: tr, Installer: d.ctrl, Log: d.log})
 	if err != nil {
 		return err
