@@ -90,10 +90,7 @@ func (c *call) answerApp(reqA *sip.Request, txA sip.ServerTransaction, target, r
 		c.failA(txA, reqA, 404, cdr.Failed, "no applications")
 		return
 	}
-	caller := Caller{Identity: c.caller, Number: c.rec.From, Reason: reason}
-	if ap, err := netip.ParseAddrPort(reqA.Source()); err == nil {
-		caller.Source = ap.Addr().Unmap()
-	}
+	caller := c.appCaller(reqA, reason)
 	app, err := c.b.cfg.Apps.Open(name, arg, caller)
 	if err != nil {
 		code := 500
@@ -174,6 +171,15 @@ func (c *call) answerApp(reqA *sip.Request, txA sip.ServerTransaction, target, r
 		}
 		c.hangup(-1, cause)
 	})
+}
+
+// appCaller is the caller as an application sees it.
+func (c *call) appCaller(reqA *sip.Request, reason string) Caller {
+	caller := Caller{Identity: c.caller, Number: c.rec.From, Reason: reason}
+	if ap, err := netip.ParseAddrPort(reqA.Source()); err == nil {
+		caller.Source = ap.Addr().Unmap()
+	}
+	return caller
 }
 
 // appOffer answers a re-INVITE or UPDATE offer of an application call's
