@@ -107,16 +107,7 @@ func (f *fork) handOver() bool {
 		c.hangup(-1, "no ACK from caller")
 		return true
 	}
-	ep.start(caller)
-	c.b.spawn(func() {
-		err := app.Run(ep.ctx, ep)
-		cause := "application ended (" + caller.Reason + ")"
-		if err != nil && ep.ctx.Err() == nil {
-			c.b.log.Warn("call: application", "call", c.id, "app", name, "err", err)
-			cause = "application failed (" + caller.Reason + ")"
-		}
-		c.hangup(-1, cause)
-	})
+	c.runApp(app, ep, name, caller)
 	return true
 }
 
