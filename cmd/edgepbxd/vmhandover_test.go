@@ -102,8 +102,11 @@ func cdrCount(t *testing.T, api *apiClient) int {
 //   - 1003 answers 486: voicemail answers with the busy greeting the
 //     admin uploaded as WAV (an upload that is not a WAV is refused with
 //     the reason);
-//   - 1003 in do-not-disturb with forward on busy: nothing rings, the
-//     busy greeting;
+//   - 1003 records its name greeting from its phone (*97, first PIN,
+//     '0' in the message menu, '3');
+//   - 1003 in do-not-disturb with forward on busy, the busy greeting
+//     removed by the admin: nothing rings, the default busy prompt and
+//     the name;
 //   - the message's audio file is deleted under its record (as retention
 //     does): the admin's audio request answers 404 saying it expired, and
 //     the mailbox no longer lists it.
@@ -197,6 +200,15 @@ func TestDevModeVoicemailAfterRinging(t *testing.T) {
 		t.Errorf("no default unavailable greeting played:\n%s", grepLines(p.output(), "voicemail"))
 	}
 
+	// The owner records a name greeting from the phone: *97, the first
+	// PIN chosen, '0' during the message, '3' (name), speech, '#'.
+	const pin = "582914"
+	sippCall(t, sip, "1003", pw["1003"], "*97", vmScenario(kp.keys(pin+"#"), []vmStep{pause(600)}, kp.keys(pin+"#"),
+		[]vmStep{pause(1500)}, kp.keys("0"), []vmStep{pause(1500)}, kp.keys("3"), []vmStep{pause(1500)}, speech(), kp.keys("#")))
+	if err := json.Unmarshal(api.must(http.StatusOK, "GET", "/api/v1/voicemail/1003", nil), &mb); err != nil || strings.Join(mb.Greetings, ",") != "busy,name" {
+		t.Fatalf("greetings after the phone menu %+v %v\n%s", mb, err, grepLines(p.output(), "voicemail"))
+	}
+
 	// Busy: 1003 answers 486; the uploaded busy greeting, '#' ends it.
 	ph.Reply(486)
 	n = cdrCount(t, api)
@@ -213,11 +225,15 @@ func TestDevModeVoicemailAfterRinging(t *testing.T) {
 		t.Errorf("the uploaded busy greeting was not played:\n%s", grepLines(p.output(), "voicemail"))
 	}
 
-	// Do not disturb, forwarded on busy: nothing rings, busy greeting.
+	// Do not disturb, forwarded on busy: nothing rings. The admin removed
+	// the busy greeting: the default busy prompt and the owner's name.
+	api.must(http.StatusOK, "DELETE", "/api/v1/voicemail/1003/greetings/busy", nil)
 	api.must(http.StatusOK, "PUT", "/api/v1/extensions/1003/features", features.Settings{DND: true, Busy: features.Voicemail})
 	ph.Reply(0)
 	n = cdrCount(t, api)
-	sippCall(t, sip, "1001", pw["1001"], "1003", vmScenario([]vmStep{pause(3500)}, kp.keys("#")))
+	// The first '#' skips the (7 s) greeting, the second ends the
+	// recording.
+	sippCall(t, sip, "1001", pw["1001"], "1003", vmScenario([]vmStep{pause(1500)}, kp.keys("#"), []vmStep{pause(1500)}, kp.keys("#")))
 	if r := lastCDR(t, api, n); r.To != "voicemail/1003" || r.Cause != "application ended (busy)" {
 		t.Fatalf("CDR of the DND call %+v", r)
 	}
@@ -226,8 +242,8 @@ func TestDevModeVoicemailAfterRinging(t *testing.T) {
 		t.Fatalf("1003 rang in do-not-disturb (%s)", inv.Recipient.User)
 	default:
 	}
-	if c := strings.Count(p.output(), `greeting=busy own=true`); c != 2 {
-		t.Errorf("busy greeting played %d times, want 2", c)
+	if !strings.Contains(p.output(), `msg="voicemail: greeting" mailbox=1003 greeting=busy own=false name=true`) {
+		t.Errorf("no default busy prompt with the name:\n%s", grepLines(p.output(), "voicemail"))
 	}
 
 	// Retention deletes the message's audio under its record.
