@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -268,5 +269,29 @@ func TestDevModeVoicemailAfterRinging(t *testing.T) {
 	}
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("SIGTERM: exit %d:\n%s", code, p.output())
+	}
+}
+
+// TestVoicemailPruneWired: the daemon runs the voicemail retention
+// service (message records whose audio retention deleted are removed).
+func TestVoicemailPruneWired(t *testing.T) {
+	dir := t.TempDir()
+	d, err := newDaemon(config{devDir: dir, dataDir: dir, httpsAddr: "127.0.0.1:0", sipAddr: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	if d.voicemail == nil {
+		t.Fatal("voicemail not wired")
+	}
+	found := false
+	for _, s := range d.services() {
+		found = found || s.name == "voicemail-retention"
+	}
+	if !found {
+		t.Error("no voicemail retention service")
+	}
+	if n, err := d.voicemail.Prune(); err != nil || n != 0 {
+		t.Fatalf("prune of an empty box: %d %v", n, err)
 	}
 }
