@@ -137,6 +137,9 @@ func (d *daemon) services() []service {
 	if d.media != nil { // retention of recordings and voicemail
 		s = append(s, service{"recordings", d.runRecordings})
 	}
+	if d.voicemail != nil { // messages whose audio retention deleted
+		s = append(s, service{"voicemail-retention", d.runVoicemailPrune})
+	}
 	return s
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/media"
@@ -57,4 +58,28 @@ func (p selfPinholes) ClosePinhole(ctx context.Context, ph fwspec.Pinhole) error
 		return nil
 	}
 	return p.Pinholes.ClosePinhole(ctx, ph)
+}
+
+// voicemailPrune is how often message records whose audio the recording
+// store's retention deleted are removed (and MWI updated). A listen in
+// between finds the message expired (404) and removes it as well.
+const voicemailPrune = 5 * time.Minute
+
+// runVoicemailPrune keeps the message lists consistent with the recording
+// store's retention.
+func (d *daemon) runVoicemailPrune(ctx context.Context) error {
+	t := time.NewTicker(voicemailPrune)
+	defer t.Stop()
+	for {
+		if n, err := d.voicemail.Prune(); err != nil {
+			d.log.Error("voicemail: retention", "err", err)
+		} else if n > 0 {
+			d.log.Info("voicemail: expired messages removed", "messages", n)
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }

@@ -90,10 +90,7 @@ func (c *call) answerApp(reqA *sip.Request, txA sip.ServerTransaction, target, r
 		c.failA(txA, reqA, 404, cdr.Failed, "no applications")
 		return
 	}
-	caller := Caller{Identity: c.caller, Number: c.rec.From, Reason: reason}
-	if ap, err := netip.ParseAddrPort(reqA.Source()); err == nil {
-		caller.Source = ap.Addr().Unmap()
-	}
+	caller := c.appCaller(reqA, reason)
 	app, err := c.b.cfg.Apps.Open(name, arg, caller)
 	if err != nil {
 		code := 500
@@ -164,16 +161,36 @@ func (c *call) answerApp(reqA *sip.Request, txA sip.ServerTransaction, target, r
 		c.hangup(-1, "no ACK from caller")
 		return
 	}
+	c.runApp(app, ep, name, caller)
+}
+
+// runApp starts the application on the answered caller; the box hangs up
+// when it returns. The CDR cause names why the call reached it (busy,
+// noanswer, unavailable) when it was not dialled.
+func (c *call) runApp(app App, ep *appMedia, name string, caller Caller) {
 	ep.start(caller)
+	why := ""
+	if caller.Reason != "" {
+		why = " (" + caller.Reason + ")"
+	}
 	c.b.spawn(func() {
 		err := app.Run(ep.ctx, ep)
-		cause := "application ended"
+		cause := "application ended" + why
 		if err != nil && ep.ctx.Err() == nil {
 			c.b.log.Warn("call: application", "call", c.id, "app", name, "err", err)
-			cause = "application failed"
+			cause = "application failed" + why
 		}
 		c.hangup(-1, cause)
 	})
+}
+
+// appCaller is the caller as an application sees it.
+func (c *call) appCaller(reqA *sip.Request, reason string) Caller {
+	caller := Caller{Identity: c.caller, Number: c.rec.From, Reason: reason}
+	if ap, err := netip.ParseAddrPort(reqA.Source()); err == nil {
+		caller.Source = ap.Addr().Unmap()
+	}
+	return caller
 }
 
 // appOffer answers a re-INVITE or UPDATE offer of an application call's

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/cdr"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
@@ -23,6 +24,7 @@ type listenApp struct {
 	rate    int
 	caller  Caller
 	started chan struct{}
+	extra   time.Duration // more tone after the first second
 }
 
 func (a *listenApp) Run(ctx context.Context, leg Leg) error {
@@ -34,7 +36,12 @@ func (a *listenApp) Run(ctx context.Context, leg Leg) error {
 	for i := range tone {
 		tone[i] = int16(6000 * math.Sin(2*math.Pi*440*float64(i)/float64(leg.Rate())))
 	}
-	go func() { _ = leg.Play(ctx, tone) }()
+	go func() {
+		_ = leg.Play(ctx, tone)
+		for d := a.extra; d > 0 && ctx.Err() == nil; d -= time.Second {
+			_ = leg.Play(ctx, tone)
+		}
+	}()
 	for {
 		select {
 		case f := <-leg.Frames():

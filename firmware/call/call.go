@@ -53,29 +53,30 @@ type call struct {
 	lease  *dialplan.Lease
 	se     time.Duration
 
-	mu        sync.Mutex
-	state     int
-	busy      bool // an offer/answer exchange is running (491 to another)
-	rec       cdr.Record
-	acks      [2]chan uint32
-	cancel    chan struct{} // closed when the caller cancels
-	cancelled bool
-	withdrawn string // why the box cancelled it (semi-attended transfer, shutdown); "": the caller did
-	keys      []string
-	leases    []*dialplan.Lease // of transfer targets
-	xfer      *transfer         // a blind transfer in progress
-	shown     presented         // the caller as the callee's leg shows it
-	rel       *reliable         // the caller's unacknowledged reliable provisional (RFC 3262)
-	rseq      uint32            // last RSeq sent to the caller
-	endOnce   sync.Once
-	ended     chan struct{} // closed by finish once the CDR write returned
-	proveMu   sync.Mutex    // orders proven's release of the caller's media
-	hunt      Hunt          // stages of a forwarded or group call (hunt.go); nil: one fork
-	stages    int           // stages asked of hunt so far
-	huntApp   string        // the application target a hunt ended at ("voicemail/201")
-	obs       observed      // what the observer was told (observe.go)
-	app       *appMedia     // an application answers the caller (app.go); no B leg
-	appCall   atomic.Bool
+	mu         sync.Mutex
+	state      int
+	busy       bool // an offer/answer exchange is running (491 to another)
+	rec        cdr.Record
+	acks       [2]chan uint32
+	cancel     chan struct{} // closed when the caller cancels
+	cancelled  bool
+	withdrawn  string // why the box cancelled it (semi-attended transfer, shutdown); "": the caller did
+	keys       []string
+	leases     []*dialplan.Lease // of transfer targets
+	xfer       *transfer         // a blind transfer in progress
+	shown      presented         // the caller as the callee's leg shows it
+	rel        *reliable         // the caller's unacknowledged reliable provisional (RFC 3262)
+	rseq       uint32            // last RSeq sent to the caller
+	endOnce    sync.Once
+	ended      chan struct{} // closed by finish once the CDR write returned
+	proveMu    sync.Mutex    // orders proven's release of the caller's media
+	hunt       Hunt          // stages of a forwarded or group call (hunt.go); nil: one fork
+	stages     int           // stages asked of hunt so far
+	huntApp    string        // the application target a hunt ended at ("voicemail/201")
+	huntReason string        // why (Caller.Reason: busy, noanswer, unavailable)
+	obs        observed      // what the observer was told (observe.go)
+	app        *appMedia     // an application answers the caller (app.go); no B leg
+	appCall    atomic.Bool
 }
 
 func newCall(b *B2BUA, req *sip.Request, caller Identity) *call {

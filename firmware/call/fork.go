@@ -530,6 +530,9 @@ func (f *fork) allFailed() {
 		c.finish(cdr.Cancelled, 487, c.cancelCause(f.txA, f.reqA))
 		return
 	}
+	if c.huntApp != "" && f.handOver() {
+		return
+	}
 	code, result := mapFailure(f.best)
 	if f.timedOut {
 		code, result = 480, cdr.NoAnswer

@@ -48,6 +48,10 @@ type Stage struct {
 	Ring time.Duration
 	App  string
 	Code int
+	// Reason is the Caller.Reason an App stage hands the caller over
+	// with ("busy" for do-not-disturb or forward on busy); "": from how
+	// the previous stage ended.
+	Reason string
 }
 
 // Outcome is how the previous stage ended: its best final status, or
@@ -129,11 +133,10 @@ func (c *call) nextStage(o Outcome) (tgts []Target, ids []Identity, as []string,
 		case len(st.Dests) == 0 && st.App != "":
 			// The hunt ends at an application (voicemail). Before
 			// anything rang, setup answers the caller with it; after a
-			// stage rang (busy, no answer) the caller hears that nobody
-			// is available: handing a call whose media was offered to
-			// branches over to the application endpoint is not built.
+			// stage rang (busy, no answer) the fork hands the caller
+			// over (apphandover.go). 480 if neither can.
 			c.b.log.Info("call: hunt ends at an application", "call", c.id, "app", st.App)
-			c.huntApp = st.App
+			c.huntApp, c.huntReason = st.App, huntReason(st, o)
 			return nil, nil, nil, 0, 480, false
 		case len(st.Dests) == 0 && st.Code != 0:
 			return nil, nil, nil, 0, st.Code, false

@@ -32,6 +32,7 @@ type phone struct {
 	reinvite []*sip.Request // re-INVITEs received
 	byes     chan *sip.Request
 	notifies chan *sip.Request
+	infos    chan *sip.Request         // in-dialog INFOs received (answered 200)
 	media    int                       // port in answers to re-INVITEs (0: 7000)
 	reanswer func(*sip.Request) []byte // SDP answering a re-INVITE (nil: plain RTP on media)
 	onInvite func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession)
@@ -49,7 +50,8 @@ func newPhoneAt(t testing.TB, user, ip string) *phone {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &phone{addr: conn.LocalAddr().String(), byes: make(chan *sip.Request, 16), notifies: make(chan *sip.Request, 16)}
+	p := &phone{addr: conn.LocalAddr().String(), byes: make(chan *sip.Request, 16), notifies: make(chan *sip.Request, 16),
+		infos: make(chan *sip.Request, 16)}
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("phone-"+user+"-secret-build"),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(errLog())),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(errLog())))
@@ -122,6 +124,10 @@ func newPhoneAt(t testing.TB, user, ip string) *phone {
 	srv.OnNotify(func(req *sip.Request, tx sip.ServerTransaction) {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 		p.notifies <- req
+	})
+	srv.OnInfo(func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+		p.infos <- req
 	})
 	go func() { _ = srv.ServeUDP(conn) }()
 	t.Cleanup(func() { _ = ua.Close(); _ = conn.Close() })

@@ -92,7 +92,7 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 				// Nothing rang yet (DND or unreachable forwarded to
 				// voicemail): the application answers the caller.
 				c.rec.To, c.rec.Direction = c.huntApp, string(dialplan.KindApp)
-				c.answerApp(reqA, txA, c.huntApp, appReasonUnavailable)
+				c.answerApp(reqA, txA, c.huntApp, c.huntReason)
 				return
 			}
 			if code == 0 {

@@ -191,7 +191,11 @@ func (n *extNode) next(h *hunt, o call.Outcome) (call.Stage, bool) {
 func (n *extNode) busy(h *hunt) (call.Stage, bool) {
 	n.phase = phDone
 	if n.s.Busy != "" {
-		return h.forward(n.ext, n.s.Busy)
+		st, ok := h.forward(n.ext, n.s.Busy)
+		if st.App != "" {
+			st.Reason = call.ReasonBusy // do-not-disturb too: the busy greeting
+		}
+		return st, ok
 	}
 	return call.Stage{Code: codeBusy}, true
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/call"
@@ -23,6 +24,7 @@ const (
 	maxEntry     = 16               // keys of one entry
 	minMessage   = time.Second      // shorter recordings are dropped
 	maxGreeting  = 60 * time.Second
+	maxName      = 10 * time.Second
 	menuRepeats  = 3
 	mailboxTries = 3
 )
@@ -88,19 +90,41 @@ func (a depositApp) Run(ctx context.Context, leg call.Leg) error {
 	return nil
 }
 
-// greeting is the owner's greeting for reason, else the default prompt.
+// greeting is what a caller hears before the tone: the owner's busy
+// greeting for a busy callee (busy, do-not-disturb), the unavailable one
+// otherwise; without it the default prompt for the reason, followed by
+// the owner's recorded name if there is one.
 func (s *Service) greeting(ext, reason string, rate int) []int16 {
-	name := "unavailable"
-	if reason == "busy" {
-		name = "busy"
+	kind, def := GreetingUnavailable, PromptGreeting
+	if reason == call.ReasonBusy {
+		kind, def = GreetingBusy, PromptBusyGreet
 	}
-	if b, err := s.Mailbox(ext); err == nil && b.Greetings[name] != "" {
-		r, pcm, err := s.cfg.Audio.Read(b.Greetings[name])
-		if err == nil && r == rate {
-			return pcm
-		}
+	b, err := s.Mailbox(ext)
+	if err != nil {
+		return s.cfg.Prompts.Prompt(def, rate)
 	}
-	return s.cfg.Prompts.Prompt(PromptGreeting, rate)
+	if pcm := s.greetingAudio(b, kind, rate); pcm != nil {
+		s.log.Info("voicemail: greeting", "mailbox", ext, "greeting", kind, "own", true)
+		return pcm
+	}
+	out := slices.Clone(s.cfg.Prompts.Prompt(def, rate))
+	name := s.greetingAudio(b, GreetingName, rate)
+	s.log.Info("voicemail: greeting", "mailbox", ext, "greeting", kind, "own", false, "name", name != nil)
+	return append(out, name...)
+}
+
+// greetingAudio is b's greeting kind at rate; nil: none (or unreadable).
+func (s *Service) greetingAudio(b Mailbox, kind string, rate int) []int16 {
+	id := b.Greetings[kind]
+	if id == "" {
+		return nil
+	}
+	r, pcm, err := s.cfg.Audio.Read(id)
+	if err != nil {
+		s.log.Warn("voicemail: greeting unreadable", "mailbox", b.Ext, "greeting", kind, "err", err)
+		return nil
+	}
+	return resample(pcm, r, rate)
 }
 
 // record stores what the caller says until '#', hang-up or limit as a
@@ -334,7 +358,7 @@ func (a accessApp) choosePIN(ctx context.Context, leg call.Leg, ext string) (boo
 }
 
 // listen plays the messages, new first: 1 replay, 7 delete, 9 keep (and
-// next), # next, * end; 0 records the unavailable greeting.
+// next), # next, * end; 0 records a greeting (recordGreeting).
 func (s *Service) listen(ctx context.Context, leg call.Leg, ext string) error {
 	rate := leg.Rate()
 	ms, err := s.Messages(ext)
@@ -354,6 +378,10 @@ func (s *Service) listen(ctx context.Context, leg call.Leg, ext string) error {
 	for i := 0; i < len(ms); i++ {
 		m := ms[i]
 		r, pcm, err := s.cfg.Audio.Read(m.File)
+		if errors.Is(err, ErrAudioGone) {
+			s.expire(m) // retention deleted it: the record goes too
+			continue
+		}
 		if err != nil {
 			s.log.Warn("voicemail: message unreadable", "mailbox", ext, "id", m.ID, "err", err)
 			continue
@@ -401,16 +429,39 @@ func (s *Service) listen(ctx context.Context, leg call.Leg, ext string) error {
 	return ignoreEnd(leg.Play(ctx, s.cfg.Prompts.Prompt(PromptGoodbye, rate)))
 }
 
+// recordGreeting lets the owner record a greeting: 1 unavailable, 2
+// busy, 3 name; any other key ends the call.
 func (s *Service) recordGreeting(ctx context.Context, leg call.Leg, ext string) error {
 	rate := leg.Rate()
+	k, err := playKeys(ctx, leg, s.cfg.Prompts.Prompt(PromptGreetMenu, rate))
+	if err == nil && k == 0 {
+		k, err = waitKey(ctx, leg, digitTimeout)
+	}
+	if err != nil {
+		return ignoreEnd(err)
+	}
+	kind, limit := "", maxGreeting
+	switch k {
+	case '1':
+		kind = GreetingUnavailable
+	case '2':
+		kind = GreetingBusy
+	case '3':
+		kind, limit = GreetingName, maxName
+	default:
+		return ignoreEnd(leg.Play(ctx, s.cfg.Prompts.Prompt(PromptGoodbye, rate)))
+	}
 	if err := leg.Play(ctx, s.cfg.Prompts.Prompt(PromptRecordGreet, rate)); err != nil {
 		return ignoreEnd(err)
 	}
 	if err := leg.Play(ctx, s.cfg.Prompts.Prompt(PromptBeep, rate)); err != nil {
 		return ignoreEnd(err)
 	}
-	_, err := s.record(ctx, leg, ext, "unavailable", "", maxGreeting)
-	return err
+	if _, err := s.record(ctx, leg, ext, kind, "", limit); err != nil {
+		return err
+	}
+	s.log.Info("voicemail: greeting recorded by the owner", "mailbox", ext, "greeting", kind)
+	return ignoreEnd(leg.Play(ctx, s.cfg.Prompts.Prompt(PromptSaved, rate)))
 }
 
 // playKeys plays pcm until its end or the caller's first key (returned;

@@ -20,6 +20,7 @@ import (
 	"net/mail"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -68,6 +69,11 @@ var (
 	ErrNoPIN     = errors.New("voicemail: no PIN set")
 	ErrFull      = errors.New("voicemail: mailbox full")
 	ErrNoMessage = errors.New("voicemail: no such message")
+	// ErrExpired is a message whose audio the retention policy deleted:
+	// its record is removed when this is found.
+	ErrExpired = fmt.Errorf("%w: expired, its audio was deleted by the retention policy", ErrNoMessage)
+	// ErrAudioGone is an Audio file that no longer exists.
+	ErrAudioGone = errors.New("voicemail: audio file gone")
 )
 
 // Config wires a Service. DB, Dir, Audio, Hasher and Exists are required.
@@ -532,10 +538,95 @@ func (s *Service) Audio(ext, id string) (int, []int16, error) {
 		return 0, nil, err
 	}
 	rate, pcm, err := s.cfg.Audio.Read(m.File)
+	if errors.Is(err, ErrAudioGone) {
+		s.expire(m)
+		return 0, nil, fmt.Errorf("voicemail: message %s/%s: %w", ext, id, ErrExpired)
+	}
 	if err != nil {
 		return 0, nil, fmt.Errorf("voicemail: message %s/%s: %w", ext, id, err)
 	}
 	return rate, pcm, nil
+}
+
+// expire removes the record of a message whose file retention deleted
+// (if it still names that file) and tells MWI.
+func (s *Service) expire(m Message) {
+	s.mu.Lock()
+	err := s.cfg.DB.Update(func(tx *store.Tx) error {
+		var cur messageRec
+		ok, err := tx.Get(bucket, msgKey(m.Ext, m.ID), &cur)
+		if err != nil || !ok || cur.File != m.File {
+			return err
+		}
+		return tx.Delete(bucket, msgKey(m.Ext, m.ID))
+	})
+	s.mu.Unlock()
+	if err != nil {
+		s.log.Warn("voicemail: expire message", "mailbox", m.Ext, "id", m.ID, "err", err)
+		return
+	}
+	s.log.Info("voicemail: message expired (retention deleted its audio)", "mailbox", m.Ext, "id", m.ID)
+	s.notify(m.Ext)
+}
+
+// Prune removes the records of messages whose audio retention deleted
+// and of greetings likewise gone, and updates MWI for the mailboxes it
+// changed; it returns how many messages it removed. The daemon runs it
+// after each retention sweep.
+func (s *Service) Prune() (int, error) {
+	var msgs []Message
+	greets := map[string][]string{} // mailbox -> greeting files
+	err := s.cfg.DB.View(func(tx *store.Tx) error {
+		return tx.ForEach(bucket, func(k string, raw []byte) error {
+			switch {
+			case strings.HasPrefix(k, "msg/"):
+				var m messageRec
+				if err := jsonUnmarshal(raw, &m); err != nil {
+					return fmt.Errorf("voicemail: message %s: %w", k, err)
+				}
+				m.Message.File = m.File
+				msgs = append(msgs, m.Message)
+			case strings.HasPrefix(k, "box/"):
+				var b Mailbox
+				if err := jsonUnmarshal(raw, &b); err != nil {
+					return fmt.Errorf("voicemail: mailbox %s: %w", k, err)
+				}
+				for _, id := range b.Greetings {
+					greets[strings.TrimPrefix(k, "box/")] = append(greets[strings.TrimPrefix(k, "box/")], id)
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	// Listed after the records: a file is created before the record that
+	// names it, so a record just added is never taken for expired.
+	stored := s.cfg.Audio.Stored()
+	n := 0
+	for _, m := range msgs {
+		if m.File != "" && !stored[m.File] {
+			s.expire(m)
+			n++
+		}
+	}
+	for ext, ids := range greets {
+		if !slices.ContainsFunc(ids, func(id string) bool { return id != "" && !stored[id] }) {
+			continue
+		}
+		if _, err := s.update(ext, func(b *Mailbox) error {
+			for name, id := range b.Greetings {
+				if slices.Contains(ids, id) && !stored[id] {
+					delete(b.Greetings, name)
+				}
+			}
+			return nil
+		}); err != nil && !errors.Is(err, ErrNoMailbox) {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // File is the recording id of a message (tests, backups).

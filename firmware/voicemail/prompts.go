@@ -28,6 +28,8 @@ var libraryName = map[string]string{
 	PromptDeleted:     prompts.MessageSaved,
 	PromptGoodbye:     prompts.Goodbye,
 	PromptRecordGreet: prompts.Record,
+	PromptBusyGreet:   prompts.Busy,
+	PromptGreetMenu:   prompts.MenuDefault,
 }
 
 // Prompt implements Prompts.

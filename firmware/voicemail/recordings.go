@@ -1,6 +1,7 @@
 package voicemail
 
 import (
+	"errors"
 	"fmt"
 	"io"
 
@@ -71,6 +72,9 @@ func (w *recWriter) Abort() {
 // Read implements Audio.
 func (r Recordings) Read(id string) (int, []int16, error) {
 	rc, err := r.Store.Open(id)
+	if errors.Is(err, recording.ErrNotFound) {
+		return 0, nil, fmt.Errorf("%w: %w", ErrAudioGone, err)
+	}
 	if err != nil {
 		return 0, nil, err
 	}
@@ -92,3 +96,12 @@ func (r Recordings) Read(id string) (int, []int16, error) {
 
 // Remove implements Audio: the recording is crypto-erased.
 func (r Recordings) Remove(id string) error { return r.Store.Delete(id) }
+
+// Stored implements Audio.
+func (r Recordings) Stored() map[string]bool {
+	out := map[string]bool{}
+	for _, e := range r.Store.List(Category) {
+		out[e.ID] = true
+	}
+	return out
+}
