@@ -373,6 +373,10 @@ func (f *fork) run(txA sip.ServerTransaction) {
 		case <-cancelCh:
 			cancelCh = nil // fire once
 			f.cancelAll(nil)
+		case p := <-c.picks: // pickup.go
+			if f.onPickup(p) {
+				return
+			}
 		case <-ring:
 			ring = nil // fire once
 			f.timedOut = true

@@ -55,8 +55,10 @@ func TestFeatureCodes(t *testing.T) {
 		{"202", "*72*97", 0, dialplan.KindFeature, string(ForwardOn)}, // to voicemail
 		{"202", "*97", 0, dialplan.KindApp, "voicemail-access/202"},
 		{"202", "*98203", 0, dialplan.KindApp, "voicemail-access/203"},
-		{"202", "*8", 404, "", ""},  // pickup: reserved, not yet carried out
-		{"202", "*21", 403, "", ""}, // follow-me without numbers
+		{"202", "*8", 0, dialplan.KindApp, call.PickupApp + "202"}, // no pickup group: only itself
+		{"202", "**203", 0, dialplan.KindApp, call.PickupApp},      // another group: nothing, like nothing ringing
+		{"202", "*70", 404, "", ""},                                // park: reserved, not yet carried out
+		{"202", "*21", 403, "", ""},                                // follow-me without numbers
 	}
 	for _, tc := range tests {
 		d, lease, err := e.RouteOutbound(tc.from, tc.dialled)
