@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepbx/edgepbx/firmware/features"
 	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
 	"github.com/emiago/sipgo"
 )
@@ -124,9 +125,32 @@ func TestDevModePickup(t *testing.T) {
 			fb.byeAt(ctx, "201")
 		}
 	}
+	// A ring-all group ringing 201, 202 and 203: 202 dials *8 while its
+	// own phone rings too (as from a second phone), and every branch,
+	// its own included, gives way to the picker.
+	fb.cfg.Features.Groups = append(fb.cfg.Features.Groups, features.RingGroup{Number: "610", Strategy: features.RingAll, Ring: 120,
+		Members: []features.Member{{Extension: "201"}, {Extension: "202"}, {Extension: "203"}}})
+	fb.saveConfig()
+	for _, e := range []string{"201", "203"} {
+		fb.phones[e].Reply(siptest.Ring)
+	}
+	caller := fb.dialAsync(ctx, "100", "610")
+	for _, e := range []string{"201", "202", "203"} {
+		fb.invited(ctx, e)
+	}
+	picked := fb.answered(ctx, fb.dialAsync(ctx, "202", "*8"), "202 dials *8")
+	for _, e := range []string{"201", "202", "203"} {
+		fb.cancelled(ctx, e)
+	}
+	call := fb.answered(ctx, caller, "100 calls 610")
+	siptest.SendRTPUntil(ctx, t, fb.phones["202"], fb.phones["100"], picked.addr, 5)
+	if err := call.d.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fb.byeAt(ctx, "202")
 	// The same call can be picked up once only: a second picker finds
 	// nothing (the call was answered).
-	if got := pick("202", "*8"); got != nothing {
+	if got := pick("201", "*8"); got != nothing {
 		t.Fatalf("after the pickups: %d", got)
 	}
 }
