@@ -39,6 +39,7 @@ type pickReq struct {
 	tx   sip.ServerTransaction
 	who  Identity
 	rem  media.Remote
+	from *call    // the picker's own call (its CANCEL)
 	done chan int // 0: taken (the ringing call answers the picker); else the status for the picker
 }
 
@@ -66,7 +67,7 @@ func (c *call) pickup(reqA *sip.Request, txA sip.ServerTransaction, list string)
 		return
 	}
 	for _, y := range c.b.pickable(c.caller.Extension, exts) {
-		p := &pickReq{req: reqA, tx: txA, who: c.caller, rem: rem, done: make(chan int, 1)}
+		p := &pickReq{req: reqA, tx: txA, who: c.caller, rem: rem, from: c, done: make(chan int, 1)}
 		t := time.NewTimer(pickWait)
 		select {
 		case y.picks <- p:
@@ -88,6 +89,10 @@ func (c *call) pickup(reqA *sip.Request, txA sip.ServerTransaction, list string)
 			return
 		case 404:
 			continue // answered meanwhile: try the next one
+		case 487:
+			c.b.cancelled.Add(1)
+			c.finish(cdr.Cancelled, 487, "caller CANCEL")
+			return
 		default:
 			c.failA(txA, reqA, code, cdr.Failed, "pickup refused")
 			return
@@ -172,6 +177,37 @@ func (f *fork) onPickup(p *pickReq) bool {
 		p.done <- 488
 		return false
 	}
+	// The picker is answered first: a picker that CANCELled meanwhile
+	// (its transaction answered 487) leaves the call ringing as it was.
+	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	if t := res.To(); t != nil {
+		t.Params.Add("tag", l.localTag)
+	}
+	res.AppendHeader(&sip.ContactHeader{Address: c.b.contactURI(l.transport)})
+	l.boxRefreshes = !supportsTimer(req)
+	c.addTimerHeaders(res, l, req)
+	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	res.SetBody(bodyP)
+	// The picker's leg is known before its 2xx leaves (its ACK may come
+	// at once).
+	l.answered, l.peer, l.lastSDP = ans, p.rem, bodyP
+	key := dialogKey(l.callID, l.localTag)
+	c.mu.Lock()
+	oldLeg, oldCallee := c.legs[media.B], c.callee
+	c.legs[media.B], c.callee = l, p.who
+	c.mu.Unlock()
+	c.addKey(key, l)
+	if p.from.isCancelled() || p.tx.Respond(res) != nil {
+		c.b.forget(c, key)
+		c.mu.Lock()
+		c.legs[media.B], c.callee = oldLeg, oldCallee
+		c.mu.Unlock()
+		if f.earlyBr != nil { // its early media goes to the caller again
+			_ = f.answered(f.earlyBr, f.earlyRem)
+		}
+		p.done <- 487
+		return false
+	}
 	// The branches give way to the picker.
 	for _, o := range f.branches {
 		c.b.forget(c, dialogKey(o.l.callID, o.l.localTag))
@@ -179,25 +215,10 @@ func (f *fork) onPickup(p *pickReq) bool {
 	f.cancelAll(nil)
 	rest := f.pending(nil)
 	c.b.spawn(func() { f.drain(rest) })
-	l.answered, l.peer, l.lastSDP = ans, p.rem, bodyP
-	l.boxRefreshes = !supportsTimer(req)
 	c.mu.Lock()
-	c.legs[media.B] = l
-	c.callee = p.who
 	c.ringing = nil
 	c.mu.Unlock()
-	c.addKey(dialogKey(l.callID, l.localTag), l)
 	p.done <- 0
-
-	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
-	if t := res.To(); t != nil {
-		t.Params.Add("tag", l.localTag)
-	}
-	res.AppendHeader(&sip.ContactHeader{Address: c.b.contactURI(l.transport)})
-	c.addTimerHeaders(res, l, req)
-	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	res.SetBody(bodyP)
-	_ = p.tx.Respond(res)
 	c.m.AnswerSent(media.B)
 	a.lastSDP = bodyA
 	c.negotiated(f.remA, p.rem)
