@@ -3,6 +3,7 @@ package call
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,11 +29,13 @@ func (p pickupCodes) RouteOutbound(from, dialled string) (dialplan.Decision, *di
 
 // TestPickupLeavesOneCall: 101 calls 102, which rings; 103 dials a code
 // that may see nothing (404, one record), then one that may see 102: 102's
-// INVITE is CANCELled, caller and picker are connected, and after the BYE
+// INVITE is CANCELled, caller and picker are connected (and so reported to
+// busy-lamp watchers), and after the BYE
 // there is exactly one record for the call (answered, callee 103's call
 // folded into it) and no call, dialog or pinhole is left.
 func TestPickupLeavesOneCall(t *testing.T) {
-	h := startHarness(t)
+	obs := &dialogLog{}
+	h := startHarness(t, func(c *Config, _ *dialplan.Plan) { c.Observer = obs })
 	h.b.cfg.Plan = pickupCodes{h.b.cfg.Plan} // before any call
 	caller, callee, picker := newPhone(t, "101"), newPhone(t, "102"), newPhone(t, "103")
 	h.dir.setContacts("102", callee.addr)
@@ -89,6 +92,21 @@ func TestPickupLeavesOneCall(t *testing.T) {
 	case <-cancelled:
 	case <-ctx.Done():
 		t.Fatal("102 was not CANCELled")
+	}
+	// Busy lamps: the ringing extension goes off, the picker is in the
+	// call with the caller, the caller's remote party is the picker.
+	for _, c := range []struct {
+		ext, states string
+		remote      string
+	}{
+		{"102", "trying,early,terminated", "101"},
+		{"103", "confirmed", "101"},
+		{"101", "trying,early,confirmed", "103"},
+	} {
+		states, last := obs.of(c.ext)
+		if got := strings.Join(states, ","); got != c.states || last.Remote != (Party{Extension: c.remote}) {
+			t.Fatalf("%s: %s with %+v, want %s with %s", c.ext, got, last.Remote, c.states, c.remote)
+		}
 	}
 	if h.b.Active() != 1 {
 		t.Fatalf("%d calls active, want the picked-up call only", h.b.Active())
