@@ -43,7 +43,6 @@ func TestPickupLeavesOneCall(t *testing.T) {
 	callee.setOnInvite(func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession) {
 		tx.OnCancel(func(*sip.Request) { cancelled <- struct{}{} })
 		_ = d.Respond(180, "Ringing", nil)
-		rang <- struct{}{}
 		<-tx.Done()
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -66,11 +65,21 @@ func TestPickupLeavesOneCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	answered := make(chan error, 1)
-	go func() { answered <- d.WaitAnswer(ctx, sipgo.AnswerOptions{}) }()
+	go func() {
+		answered <- d.WaitAnswer(ctx, sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
+			if res.StatusCode == 180 { // the box has the callee's ringing
+				select {
+				case rang <- struct{}{}:
+				default:
+				}
+			}
+			return nil
+		}})
+	}()
 	select {
 	case <-rang:
 	case <-ctx.Done():
-		t.Fatal("102 never rang")
+		t.Fatal("the caller never heard 102 ring")
 	}
 	p, err := picker.dialAs(ctx, h, "103", "*8", 6100)
 	if err != nil {
@@ -130,4 +139,67 @@ func TestPickupLeavesOneCall(t *testing.T) {
 	if len(h.ended) != 0 {
 		t.Fatalf("a second record: %+v", (<-h.ended).rec)
 	}
+}
+
+// TestSippPicksUp: sipp (stock-style uac.xml, as 101) dials the pickup
+// code while 103's call rings at 102: sipp is answered at once, the caller
+// is connected, 102 is CANCELled, and sipp's BYE after its pause ends the
+// call for the caller with one answered record.
+func TestSippPicksUp(t *testing.T) {
+	h := startHarness(t)
+	h.b.cfg.Plan = pickupCodes{h.b.cfg.Plan} // before any call
+	caller, callee := newPhone(t, "103"), newPhone(t, "102")
+	h.dir.setContacts("102", callee.addr)
+	rang, cancelled := make(chan struct{}, 1), make(chan struct{}, 1)
+	callee.setOnInvite(func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession) {
+		tx.OnCancel(func(*sip.Request) { cancelled <- struct{}{} })
+		_ = d.Respond(180, "Ringing", nil)
+		<-tx.Done()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	d, err := caller.dialAs(ctx, h, "103", "102", 6300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan error, 1)
+	go func() {
+		answered <- d.WaitAnswer(ctx, sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
+			if res.StatusCode == 180 { // the box has the callee's ringing
+				select {
+				case rang <- struct{}{}:
+				default:
+				}
+			}
+			return nil
+		}})
+	}()
+	select {
+	case <-rang:
+	case <-ctx.Done():
+		t.Fatal("the caller never heard 102 ring")
+	}
+	sippUAC(t, "uac.xml", "*8", h.addr, 1, 1, 1, "-d", "300")
+	if err := <-answered; err != nil {
+		t.Fatalf("caller: %v", err)
+	}
+	if err := d.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cancelled:
+	case <-ctx.Done():
+		t.Fatal("102 was not CANCELled")
+	}
+	rec := waitEnded(t, h).rec
+	if rec.Result != cdr.Answered || rec.From != "103" || rec.To != "102" || rec.Cause != "callee BYE" {
+		t.Fatalf("record %+v", rec)
+	}
+	for deadline := time.Now().Add(30 * time.Second); h.b.Active() != 0 || h.b.dialogCount() != 0; {
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.noStateLeft(t, true)
 }
