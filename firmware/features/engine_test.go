@@ -248,9 +248,10 @@ func TestSetSettingsRefused(t *testing.T) {
 }
 
 // FuzzRouteOutbound: whatever an extension dials, a number that starts
-// with a code of the table never reaches a trunk, and nothing panics.
+// with a code of the table never reaches a trunk, a pickup names only
+// extensions the dialler may see, and nothing panics.
 func FuzzRouteOutbound(f *testing.F) {
-	for _, s := range []string{"*72030123456", "*7209001234567", "**201", "*97", "*31#030123", "%2A72%2A97", "*72+4930123", "0301234567"} {
+	for _, s := range []string{"*72030123456", "*7209001234567", "**201", "*8", "**20%2C1", "*97", "*31#030123", "%2A72%2A97", "*72+4930123", "0301234567"} {
 		f.Add(s)
 	}
 	e := newEngine(f)
@@ -258,6 +259,13 @@ func FuzzRouteOutbound(f *testing.F) {
 	f.Fuzz(func(t *testing.T, dialled string) {
 		d, lease, err := e.RouteOutbound("202", dialled)
 		lease.Release()
+		if list, ok := strings.CutPrefix(d.Target, call.PickupApp); err == nil && ok {
+			for _, x := range pickupList(list) {
+				if !e.MaySee("202", x) {
+					t.Fatalf("%q lets 202 pick up at %q", dialled, x)
+				}
+			}
+		}
 		if err != nil || d.Trunk == "" {
 			return
 		}
@@ -268,4 +276,11 @@ func FuzzRouteOutbound(f *testing.F) {
 			}
 		}
 	})
+}
+
+func pickupList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }
