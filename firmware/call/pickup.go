@@ -174,6 +174,7 @@ func (f *fork) onPickup(p *pickReq) bool {
 	}
 	if err != nil {
 		c.b.log.Info("call: pickup media", "call", c.id, "err", err)
+		f.restoreEarly()
 		p.done <- 488
 		return false
 	}
@@ -202,9 +203,7 @@ func (f *fork) onPickup(p *pickReq) bool {
 		c.mu.Lock()
 		c.legs[media.B], c.callee = oldLeg, oldCallee
 		c.mu.Unlock()
-		if f.earlyBr != nil { // its early media goes to the caller again
-			_ = f.answered(f.earlyBr, f.earlyRem)
-		}
+		f.restoreEarly()
 		p.done <- 487
 		return false
 	}
@@ -231,4 +230,12 @@ func (f *fork) onPickup(p *pickReq) bool {
 		c.hangup(-1, "no ACK from picker")
 	}
 	return true
+}
+
+// restoreEarly points the callee side of the relay back at the branch
+// whose early media the caller hears, after a pickup that did not happen.
+func (f *fork) restoreEarly() {
+	if f.earlyBr != nil {
+		_ = f.answered(f.earlyBr, f.earlyRem)
+	}
 }
