@@ -77,11 +77,13 @@ type call struct {
 	obs        observed      // what the observer was told (observe.go)
 	app        *appMedia     // an application answers the caller (app.go); no B leg
 	appCall    atomic.Bool
+	picks      chan *pickReq // a picker handed to this ringing call (pickup.go)
+	ringing    []string      // extensions the current stage rings (pickup.go)
 }
 
 func newCall(b *B2BUA, req *sip.Request, caller Identity) *call {
 	c := &call{b: b, id: sip.GenerateTagN(20), caller: caller, se: b.cfg.SessionExpires,
-		cancel: make(chan struct{}), ended: make(chan struct{})}
+		cancel: make(chan struct{}), ended: make(chan struct{}), picks: make(chan *pickReq)}
 	c.acks[0] = make(chan uint32, 4)
 	c.acks[1] = make(chan uint32, 4)
 	c.rec = cdr.Record{ID: c.id, Start: time.Now()}

@@ -72,6 +72,7 @@ type fork struct {
 	// run's state
 	txA      sip.ServerTransaction
 	earlyBr  *branch       // the branch whose early media the caller gets
+	earlyRem media.Remote  // its SDP (a pickup that failed goes back to it)
 	best     int           // the best final status of the failed branches
 	timedOut bool          // RingTimeout passed
 	ring     time.Duration // this fork's ring time (a hunt stage's); 0: RingTimeout
@@ -373,6 +374,10 @@ func (f *fork) run(txA sip.ServerTransaction) {
 		case <-cancelCh:
 			cancelCh = nil // fire once
 			f.cancelAll(nil)
+		case p := <-c.picks: // pickup.go
+			if f.onPickup(p) {
+				return
+			}
 		case <-ring:
 			ring = nil // fire once
 			f.timedOut = true
@@ -445,7 +450,7 @@ func (f *fork) onProvisional(br *branch, res *sip.Response, cancelled bool) {
 	if len(res.Body()) > 0 && (f.earlyBr == nil || f.earlyBr == br) {
 		if _, remB, err := media.ParseSDP(res.Body()); err == nil {
 			if err := f.answered(br, remB); err == nil {
-				f.earlyBr = br
+				f.earlyBr, f.earlyRem = br, remB
 				c.negotiated(f.remA, remB)
 				body, _ = media.Rewrite(remB, withAnswering(c.legs[media.A].answered, f.remA))
 			}

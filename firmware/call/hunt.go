@@ -9,6 +9,7 @@ package call
 
 import (
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -184,6 +185,12 @@ func (f *fork) addBranches(tgts []Target, ids []Identity, as []string) error {
 	c.mu.Lock()
 	c.legs[media.B] = f.branches[0].l
 	c.callee = f.branches[0].who
+	c.ringing = c.ringing[:0]
+	for _, br := range f.branches {
+		if e := br.who.Extension; e != "" && !slices.Contains(c.ringing, e) {
+			c.ringing = append(c.ringing, e)
+		}
+	}
 	c.mu.Unlock()
 	return nil
 }

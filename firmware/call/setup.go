@@ -63,6 +63,10 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 	if dec.Trunk != "" {
 		c.rec.Trunk = dec.Trunk
 	}
+	if dec.Kind == dialplan.KindApp && strings.HasPrefix(dec.Target, PickupApp) {
+		c.pickup(reqA, txA, strings.TrimPrefix(dec.Target, PickupApp))
+		return
+	}
 	if dec.Kind == dialplan.KindApp {
 		c.answerApp(reqA, txA, dec.Target, "")
 		return

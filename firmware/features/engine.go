@@ -132,7 +132,9 @@ func (e *Engine) feature(from string, a Action, arg string) (dialplan.Decision, 
 			return dialplan.Decision{}, fmt.Errorf("%w: mailbox %q", ErrDestination, arg)
 		}
 		return dialplan.Decision{Kind: dialplan.KindApp, Class: dialplan.Internal, Target: AppVoicemailAccess + "/" + arg}, nil
-	default: // pickup and park: reserved codes, not carried out yet
+	case GroupPickup, DirectedPickup:
+		return e.pickup(from, a, arg), nil
+	default: // park: a reserved code, not carried out yet
 		return dialplan.Decision{}, fmt.Errorf("%w: %s: %w", ErrNotAvailable, a, dialplan.ErrNoRoute)
 	}
 	on := strings.HasSuffix(string(a), "-on")

@@ -55,8 +55,10 @@ func TestFeatureCodes(t *testing.T) {
 		{"202", "*72*97", 0, dialplan.KindFeature, string(ForwardOn)}, // to voicemail
 		{"202", "*97", 0, dialplan.KindApp, "voicemail-access/202"},
 		{"202", "*98203", 0, dialplan.KindApp, "voicemail-access/203"},
-		{"202", "*8", 404, "", ""},  // pickup: reserved, not yet carried out
-		{"202", "*21", 403, "", ""}, // follow-me without numbers
+		{"202", "*8", 0, dialplan.KindApp, call.PickupApp + "202"}, // no pickup group: only itself
+		{"202", "**203", 0, dialplan.KindApp, call.PickupApp},      // another group: nothing, like nothing ringing
+		{"202", "*70", 404, "", ""},                                // park: reserved, not yet carried out
+		{"202", "*21", 403, "", ""},                                // follow-me without numbers
 	}
 	for _, tc := range tests {
 		d, lease, err := e.RouteOutbound(tc.from, tc.dialled)
@@ -246,9 +248,10 @@ func TestSetSettingsRefused(t *testing.T) {
 }
 
 // FuzzRouteOutbound: whatever an extension dials, a number that starts
-// with a code of the table never reaches a trunk, and nothing panics.
+// with a code of the table never reaches a trunk, a pickup names only
+// extensions the dialler may see, and nothing panics.
 func FuzzRouteOutbound(f *testing.F) {
-	for _, s := range []string{"*72030123456", "*7209001234567", "**201", "*97", "*31#030123", "%2A72%2A97", "*72+4930123", "0301234567"} {
+	for _, s := range []string{"*72030123456", "*7209001234567", "**201", "*8", "**20%2C1", "*97", "*31#030123", "%2A72%2A97", "*72+4930123", "0301234567"} {
 		f.Add(s)
 	}
 	e := newEngine(f)
@@ -256,6 +259,13 @@ func FuzzRouteOutbound(f *testing.F) {
 	f.Fuzz(func(t *testing.T, dialled string) {
 		d, lease, err := e.RouteOutbound("202", dialled)
 		lease.Release()
+		if list, ok := strings.CutPrefix(d.Target, call.PickupApp); err == nil && ok {
+			for _, x := range pickupList(list) {
+				if !e.MaySee("202", x) {
+					t.Fatalf("%q lets 202 pick up at %q", dialled, x)
+				}
+			}
+		}
 		if err != nil || d.Trunk == "" {
 			return
 		}
@@ -266,4 +276,11 @@ func FuzzRouteOutbound(f *testing.F) {
 			}
 		}
 	})
+}
+
+func pickupList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }

@@ -25,6 +25,12 @@ func (p *Phone) replyOther(req *sip.Request, tx sip.ServerTransaction, d *sipgo.
 	case code == 0:
 		return false
 	case code == Ring:
+		tx.OnCancel(func(r *sip.Request) {
+			select {
+			case p.Cancels <- r:
+			default:
+			}
+		})
 		_ = d.Respond(180, "Ringing", nil)
 		<-tx.Done()
 	default:
