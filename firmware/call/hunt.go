@@ -48,6 +48,23 @@ type Stage struct {
 	Ring time.Duration
 	App  string
 	Code int
+	// Wait rings nobody for this long, then asks the hunt again (a queue
+	// with no free agent: the caller keeps waiting). A CANCEL ends it.
+	Wait time.Duration
+	// Uncounted stages are not counted in MaxStages: the hunt bounds
+	// itself (a queue by its longest wait).
+	Uncounted bool
+}
+
+// HuntReporter is implemented by a Hunt that wants to know how its call
+// went (a queue counts answered and abandoned callers and starts its
+// agent's wrap-up). Both are called from the call's goroutines, Answered
+// at most once and before Ended.
+type HuntReporter interface {
+	// Answered: ext's phone answered a stage (ext "" for a trunk).
+	Answered(ext string)
+	// Ended: the call is over, answered or not.
+	Ended()
 }
 
 // Outcome is how the previous stage ended: its best final status, or
@@ -123,6 +140,9 @@ func (c *call) nextStage(o Outcome) (tgts []Target, ids []Identity, as []string,
 	for c.stages < MaxStages {
 		c.stages++
 		st, more := c.hunt.Next(o)
+		if st.Uncounted {
+			c.stages--
+		}
 		switch {
 		case !more:
 			return nil, nil, nil, 0, 0, false
@@ -137,6 +157,12 @@ func (c *call) nextStage(o Outcome) (tgts []Target, ids []Identity, as []string,
 			return nil, nil, nil, 0, 480, false
 		case len(st.Dests) == 0 && st.Code != 0:
 			return nil, nil, nil, 0, st.Code, false
+		case len(st.Dests) == 0 && st.Wait > 0:
+			if !c.huntWait(st.Wait) {
+				return nil, nil, nil, 0, 487, false
+			}
+			o = Outcome{Code: 480, TimedOut: true}
+			continue
 		}
 		tgts, ids, as = c.stageTargets(st)
 		if len(tgts) > 0 {
@@ -145,6 +171,34 @@ func (c *call) nextStage(o Outcome) (tgts []Target, ids []Identity, as []string,
 		o = Outcome{Code: 480, Unreachable: true}
 	}
 	return nil, nil, nil, 0, 482, false
+}
+
+// huntWait waits d for a hunt's Wait stage; false: the caller cancelled
+// or the box is shutting down.
+func (c *call) huntWait(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.cancel:
+	case <-c.b.ctx.Done():
+	}
+	return false
+}
+
+// reportAnswered tells a reporting hunt who answered.
+func (c *call) reportAnswered(who Identity) {
+	if r, ok := c.hunt.(HuntReporter); ok {
+		r.Answered(who.Extension)
+	}
+}
+
+// reportEnded tells a reporting hunt that the call is over.
+func (c *call) reportEnded() {
+	if r, ok := c.hunt.(HuntReporter); ok {
+		r.Ended()
+	}
 }
 
 // addBranches places the branches of one stage on f (offers made, INVITEs
