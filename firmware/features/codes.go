@@ -37,8 +37,8 @@ const (
 	GroupPickup        Action = "pickup-group"
 	DirectedPickup     Action = "pickup-directed"
 	Park               Action = "park"
-	QueueLogin         Action = "queue-login"  // the queue number after the code; none: every queue of the agent
-	QueueLogout        Action = "queue-logout" // likewise
+	QueueLogin         Action = "queue-login"     // the queue number after the code; none: every queue of the agent
+	QueueLogout        Action = "queue-logout"    // likewise
 	VoicemailOwn       Action = "voicemail"       // app voicemail-access/<caller>
 	VoicemailOther     Action = "voicemail-other" // app voicemail-access/<digits dialled after the code>
 	AppVoicemailAccess        = "voicemail-access"
