@@ -3,11 +3,16 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/edgepbx/edgepbx/firmware/admin"
 	"github.com/edgepbx/edgepbx/firmware/features"
+	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/queue"
 	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
 )
@@ -186,6 +191,27 @@ func TestDevModeQueues(t *testing.T) {
 	for _, e := range []string{"201", "202", "203"} {
 		fb.phones[e].Reply(0)
 	}
+	// Nobody logged in: the caller waits (nobody rings) until it gives
+	// up, answered 487.
+	ctx3, give3 := context.WithCancel(ctx)
+	final := make(chan int, 1)
+	go func() {
+		d, _, err := fb.phones["100"].Dial(ctx3, "127.0.0.1", fb.port, "804")
+		if err == nil || d == nil || d.InviteResponse == nil {
+			final <- 0
+			return
+		}
+		final <- d.InviteResponse.StatusCode // sipgo returns ctx's error after its CANCEL
+	}()
+	fb.waitQueue(ctx, "804", func(q queue.Stats) bool { return len(q.Waiting) == 1 })
+	give3()
+	if c := <-final; c != 487 {
+		t.Fatalf("caller leaving an empty queue: %d, want 487", c)
+	}
+	fb.waitQueue(ctx, "804", func(q queue.Stats) bool { return q.Abandoned == 1 && len(q.Waiting) == 0 })
+	for _, e := range []string{"202", "203"} {
+		fb.quiet(e)
+	}
 	if c := fb.code(ctx, "203", "*45804"); c != 200 {
 		t.Fatalf("*45804 by 203: %d", c)
 	}
@@ -239,4 +265,87 @@ func TestDevModeQueues(t *testing.T) {
 	if code := fb.p.stop(t); code != 0 {
 		t.Fatalf("SIGTERM: exit %d:\n%s", code, fb.p.output())
 	}
+}
+
+// BenchmarkQueueLeastRecent10 measures complete calls per second through
+// a least-recent queue with 10 agents in the real binary: each call is
+// the caller's INVITE (digest-challenged), the queue's pick, one INVITE to
+// the agent, its answer, ACK and BYE. Four callers dial in parallel, so
+// agents on a call are skipped; the phones are sipgo UAs in the
+// benchmark's process (they share the 2 cores with the daemon). Each op
+// is one call.
+func BenchmarkQueueLeastRecent10(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	dir := filepath.Join(b.TempDir(), "dev")
+	p := startProc(b, procOpts{noFD3: true}, "--dev", dir, "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "127.0.0.1:0")
+	base := p.waitLine(b, adminRE)[1]
+	sipAddrs := p.waitLine(b, sipRE)
+	fp := p.waitLine(b, fpRE)[1]
+	api := claimBox(b, base, fp, p.waitLine(b, setupRE)[1])
+	udp, err := net.ResolveUDPAddr("udp", sipAddrs[1])
+	if err != nil {
+		b.Fatal(err)
+	}
+	phone := func(u string) *siptest.Phone {
+		var ext struct{ User, Password string }
+		if err := json.Unmarshal(api.must(201, "POST", "/api/v1/extensions", admin.ExtensionRequest{User: u}), &ext); err != nil {
+			b.Fatal(err)
+		}
+		ph := siptest.NewPhone(b, u, ext.Password)
+		ph.Register(ctx, "127.0.0.1", udp.Port)
+		return ph
+	}
+	var agents []queue.Agent
+	for i := 301; i <= 310; i++ {
+		ph := phone(fmt.Sprint(i))
+		agents = append(agents, queue.Agent{Extension: fmt.Sprint(i), Static: true})
+		go func() {
+			for {
+				select {
+				case <-ph.Answered:
+				case <-ph.Byes:
+				case <-ph.Invites:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	var callers []*siptest.Phone
+	for i := 101; i <= 104; i++ {
+		callers = append(callers, phone(fmt.Sprint(i)))
+	}
+	var cfg pbxconfig.Telephony
+	if err := json.Unmarshal(api.must(200, "GET", "/api/v1/telephony", nil), &cfg); err != nil {
+		b.Fatal(err)
+	}
+	cfg.Features.Queues = []queue.Queue{{Number: "800", Strategy: queue.LeastRecent, Agents: agents}}
+	api.must(200, "PUT", "/api/v1/telephony", cfg)
+
+	b.ResetTimer()
+	start := time.Now()
+	errs := make(chan error, len(callers))
+	for k, c := range callers {
+		go func() {
+			for i := k; i < b.N; i += len(callers) {
+				d, _, err := c.Dial(ctx, "127.0.0.1", udp.Port, "800")
+				if err == nil {
+					err = d.Bye(ctx)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("call %d: %w", i, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range callers {
+		if err := <-errs; err != nil {
+			b.Fatalf("%v\n%s", err, p.output())
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "calls/s")
 }

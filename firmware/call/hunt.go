@@ -158,8 +158,8 @@ func (c *call) nextStage(o Outcome) (tgts []Target, ids []Identity, as []string,
 		case len(st.Dests) == 0 && st.Code != 0:
 			return nil, nil, nil, 0, st.Code, false
 		case len(st.Dests) == 0 && st.Wait > 0:
-			if !c.huntWait(st.Wait) {
-				return nil, nil, nil, 0, 487, false
+			if code := c.huntWait(st.Wait); code != 0 {
+				return nil, nil, nil, 0, code, false
 			}
 			o = Outcome{Code: 480, TimedOut: true}
 			continue
@@ -173,18 +173,19 @@ func (c *call) nextStage(o Outcome) (tgts []Target, ids []Identity, as []string,
 	return nil, nil, nil, 0, 482, false
 }
 
-// huntWait waits d for a hunt's Wait stage; false: the caller cancelled
-// or the box is shutting down.
-func (c *call) huntWait(d time.Duration) bool {
+// huntWait waits d for a hunt's Wait stage; else the code to answer the
+// caller: 487 when it cancelled, 503 when the box shuts down.
+func (c *call) huntWait(d time.Duration) int {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
-		return true
+		return 0
 	case <-c.cancel:
+		return 487
 	case <-c.b.ctx.Done():
+		return 503
 	}
-	return false
 }
 
 // reportAnswered tells a reporting hunt who answered.
