@@ -33,6 +33,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/presence"
 	"github.com/edgepbx/edgepbx/firmware/privacy"
 	"github.com/edgepbx/edgepbx/firmware/provision"
+	"github.com/edgepbx/edgepbx/firmware/queue"
 	"github.com/edgepbx/edgepbx/firmware/sipedge"
 	"github.com/edgepbx/edgepbx/firmware/store"
 	"github.com/edgepbx/edgepbx/firmware/telephony"
@@ -80,6 +81,7 @@ type daemon struct {
 	trunks     *telephony.Trunks         // trunk registrations; nil with tel
 	calls      *call.B2BUA               // nil: calls disabled
 	features   *features.Engine          // call features in front of the dial plan; nil with calls
+	queues     *queue.Manager            // call queues' live state (set with features)
 	events     *presence.Server          // SUBSCRIBE/NOTIFY (events.go); nil: SUBSCRIBE gets 501
 	relay      *media.Relay              // the calls' RTP relay; nil with calls
 	voicemail  *voicemail.Service        // nil: disabled (logged)
@@ -291,6 +293,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		ACME:        d.acme,
 		Telephony:   d.telephonyStore(),
 		Features:    ifSet[admin.Features](d.features),
+		Queues:      ifSet[admin.Queues](d.features),
 		TrunkStatus: d.trunkStatus(),
 		Syslog:      d.syslog,
 		Licence:     ifSet[admin.Licence](d.lic),

@@ -40,10 +40,12 @@ func (d *daemon) unsolicitedMWI(ext, _ string) bool {
 	return d.tel != nil && slices.Contains(d.tel.Current().UnsolicitedMWI, ext)
 }
 
-// dialogObserver is what the B2BUA reports dialogs to (nil: nothing).
+// dialogObserver is what the B2BUA reports dialogs to: the event server
+// (when it runs) and the queues.
 func (d *daemon) dialogObserver() call.DialogObserver {
-	if d.events == nil {
-		return nil
+	t := dialogTee{d.queues}
+	if d.events != nil {
+		t = append(t, d.events)
 	}
-	return d.events
+	return t
 }

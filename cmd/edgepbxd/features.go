@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/edgepbx/edgepbx/firmware/features"
+	"github.com/edgepbx/edgepbx/firmware/queue"
 	"github.com/edgepbx/edgepbx/firmware/telephony"
 )
 
@@ -19,7 +20,8 @@ func (d *daemon) newFeatures(plan *telephony.Plan) (*features.Engine, error) {
 		// Presence shows DND (busy lamps and PIDF notes).
 		users.WatchDND(d.events.SetDND)
 	}
-	return features.New(plan, d.tel.Features, users, d.log), nil
+	d.queues = queue.NewManager(nil)
+	return features.New(plan, d.tel.Features, users, d.log, features.WithQueues(d.queues)), nil
 }
 
 // featureVisibility is the pickup/visibility groups of the call features

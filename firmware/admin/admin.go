@@ -77,6 +77,9 @@ type Deps struct {
 	// Features is each extension's forwarding and do-not-disturb
 	// (*features.Engine); nil: not available.
 	Features Features
+	// Queues is the call queues' state and agent login
+	// (*features.Engine); nil: not available.
+	Queues Queues
 	// SIPSettings are the stored SIP edge settings (*config.SIPStore);
 	// nil: not available.
 	SIPSettings SIPSettings
@@ -151,6 +154,7 @@ type Server struct {
 	exts      Extensions
 	tel       Telephony
 	features  Features
+	queues    Queues
 	trunks    TrunkStatus // nil: no trunk state
 	sipset    SIPSettings
 	acme      ACME
@@ -210,6 +214,7 @@ func NewServer(d Deps) (*Server, error) {
 	s.acme = d.ACME
 	s.backups = d.Backups
 	s.live = d.Live
+	s.queues = d.Queues
 	s.activity = d.Activity
 	s.updates = d.Updates
 	s.pull = d.Pull

@@ -236,6 +236,7 @@ func (s *Server) callsData(r *http.Request, p auth.Principal) (any, error) {
 		"ExportCSV":  links(cdr.FormatCSV), "ExportJSONL": links(cdr.FormatJSONLines),
 		"Trunks": s.trunkStates(), "Retention": rt.Days,
 		"Live": s.liveCalls(), "HasLive": s.live != nil,
+		"Queues": s.queueStats(),
 	}, nil
 }
 

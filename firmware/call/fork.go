@@ -562,6 +562,7 @@ func (f *fork) win(txA sip.ServerTransaction, br *branch, res *sip.Response) {
 		c.rec.Trunk = br.who.Trunk
 	}
 	c.mu.Unlock()
+	c.reportAnswered(br.who)
 	for _, o := range f.branches {
 		if o != br {
 			c.b.forget(c, dialogKey(o.l.callID, o.l.localTag))

@@ -53,6 +53,23 @@ type Stage struct {
 	// with ("busy" for do-not-disturb or forward on busy); "": from how
 	// the previous stage ended.
 	Reason string
+	// Wait rings nobody for this long, then asks the hunt again (a queue
+	// with no free agent: the caller keeps waiting). A CANCEL ends it.
+	Wait time.Duration
+	// Uncounted stages are not counted in MaxStages: the hunt bounds
+	// itself (a queue by its longest wait).
+	Uncounted bool
+}
+
+// HuntReporter is implemented by a Hunt that wants to know how its call
+// went (a queue counts answered and abandoned callers and starts its
+// agent's wrap-up). Both are called from the call's goroutines, Answered
+// at most once and before Ended.
+type HuntReporter interface {
+	// Answered: ext's phone answered a stage (ext "" for a trunk).
+	Answered(ext string)
+	// Ended: the call is over, answered or not.
+	Ended()
 }
 
 // Outcome is how the previous stage ended: its best final status, or
@@ -128,6 +145,9 @@ func (c *call) nextStage(o Outcome) (tgts []Target, ids []Identity, as []string,
 	for c.stages < MaxStages {
 		c.stages++
 		st, more := c.hunt.Next(o)
+		if st.Uncounted {
+			c.stages--
+		}
 		switch {
 		case !more:
 			return nil, nil, nil, 0, 0, false
@@ -141,6 +161,12 @@ func (c *call) nextStage(o Outcome) (tgts []Target, ids []Identity, as []string,
 			return nil, nil, nil, 0, 480, false
 		case len(st.Dests) == 0 && st.Code != 0:
 			return nil, nil, nil, 0, st.Code, false
+		case len(st.Dests) == 0 && st.Wait > 0:
+			if code := c.huntWait(st.Wait); code != 0 {
+				return nil, nil, nil, 0, code, false
+			}
+			o = Outcome{Code: 480, TimedOut: true}
+			continue
 		}
 		tgts, ids, as = c.stageTargets(st)
 		if len(tgts) > 0 {
@@ -149,6 +175,35 @@ func (c *call) nextStage(o Outcome) (tgts []Target, ids []Identity, as []string,
 		o = Outcome{Code: 480, Unreachable: true}
 	}
 	return nil, nil, nil, 0, 482, false
+}
+
+// huntWait waits d for a hunt's Wait stage; else the code to answer the
+// caller: 487 when it cancelled, 503 when the box shuts down.
+func (c *call) huntWait(d time.Duration) int {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return 0
+	case <-c.cancel:
+		return 487
+	case <-c.b.ctx.Done():
+		return 503
+	}
+}
+
+// reportAnswered tells a reporting hunt who answered.
+func (c *call) reportAnswered(who Identity) {
+	if r, ok := c.hunt.(HuntReporter); ok {
+		r.Answered(who.Extension)
+	}
+}
+
+// reportEnded tells a reporting hunt that the call is over.
+func (c *call) reportEnded() {
+	if r, ok := c.hunt.(HuntReporter); ok {
+		r.Ended()
+	}
 }
 
 // addBranches places the branches of one stage on f (offers made, INVITEs

@@ -132,6 +132,7 @@ func (c *call) finish(result cdr.Result, code int, cause string) {
 		// sees the call and waits for it (edgepbxd closes the store next).
 		c.b.unregister(c, keys...)
 		c.observeEnd()
+		c.reportEnded()
 		if c.b.cfg.Ended != nil {
 			c.b.cfg.Ended(c.rec, st)
 		}

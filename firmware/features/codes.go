@@ -37,6 +37,8 @@ const (
 	GroupPickup        Action = "pickup-group"
 	DirectedPickup     Action = "pickup-directed"
 	Park               Action = "park"
+	QueueLogin         Action = "queue-login"     // the queue number after the code; none: every queue of the agent
+	QueueLogout        Action = "queue-logout"    // likewise
 	VoicemailOwn       Action = "voicemail"       // app voicemail-access/<caller>
 	VoicemailOther     Action = "voicemail-other" // app voicemail-access/<digits dialled after the code>
 	AppVoicemailAccess        = "voicemail-access"
@@ -70,6 +72,8 @@ var actions = []struct {
 	{GroupPickup, false, "pick up a call ringing in your pickup group"},
 	{DirectedPickup, true, "pick up the call ringing at the extension dialled after the code (same pickup group only)"},
 	{Park, false, "park: transfer a call to this code; it waits in the first free park slot"},
+	{QueueLogin, true, "log in as an agent to the queue dialled after the code (no number: to all your queues)"},
+	{QueueLogout, true, "log out of the queue dialled after the code (no number: of all your queues)"},
 	{VoicemailOwn, false, "your voicemail"},
 	{VoicemailOther, true, "voicemail of the box dialled after the code"},
 }
@@ -104,6 +108,7 @@ func DefaultCodes() []Code {
 		{"*21", FollowMeOn}, {"*22", FollowMeOff},
 		{"*8", GroupPickup}, {"**", DirectedPickup},
 		{"*70", Park},
+		{"*45", QueueLogin}, {"*46", QueueLogout},
 		{"*97", VoicemailOwn}, {"*98", VoicemailOther},
 	}
 }

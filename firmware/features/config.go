@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/edgepbx/edgepbx/firmware/queue"
 )
 
 // Strategy says how a ring group rings its members.
@@ -52,6 +54,9 @@ type Config struct {
 	Codes        []Code        `json:"codes,omitempty"`
 	Groups       []RingGroup   `json:"ring_groups,omitempty"`
 	PickupGroups []PickupGroup `json:"pickup_groups,omitempty"`
+	// Queues are call queues (firmware/queue); their numbers route like
+	// ring groups.
+	Queues []queue.Queue `json:"queues,omitempty"`
 	// MaxHops bounds a chain of forwards (A to B to C …; 0: DefaultMaxHops).
 	MaxHops int `json:"max_hops,omitempty"`
 }
@@ -149,6 +154,9 @@ func (c Config) Validate(isExt func(string) bool) error {
 			}
 		}
 	}
+	if err := c.validateQueues(isExt, groups); err != nil {
+		return err
+	}
 	if len(c.PickupGroups) > maxPickup {
 		return bad("more than %d pickup groups", maxPickup)
 	}
@@ -194,12 +202,15 @@ func (c Config) Group(n string) (RingGroup, bool) {
 	return RingGroup{}, false
 }
 
-// GroupNumbers lists the ring groups' numbers (the dial plan routes them
-// as internal destinations).
+// GroupNumbers lists the ring groups' and queues' numbers (the dial plan
+// routes them as internal destinations).
 func (c Config) GroupNumbers() []string {
-	out := make([]string, 0, len(c.Groups))
+	out := make([]string, 0, len(c.Groups)+len(c.Queues))
 	for _, g := range c.Groups {
 		out = append(out, g.Number)
+	}
+	for _, q := range c.Queues {
+		out = append(out, q.Number)
 	}
 	return out
 }
@@ -231,6 +242,10 @@ func (c Config) Clone() Config {
 	c.Groups = slices.Clone(c.Groups)
 	for i := range c.Groups {
 		c.Groups[i].Members = slices.Clone(c.Groups[i].Members)
+	}
+	c.Queues = slices.Clone(c.Queues)
+	for i := range c.Queues {
+		c.Queues[i] = c.Queues[i].Clone()
 	}
 	c.PickupGroups = slices.Clone(c.PickupGroups)
 	for i := range c.PickupGroups {

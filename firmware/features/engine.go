@@ -10,6 +10,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
+	"github.com/edgepbx/edgepbx/firmware/queue"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
@@ -39,17 +40,26 @@ type Engine struct {
 	users *Store
 	log   *slog.Logger
 
+	queues *queue.Manager
+
 	mu sync.Mutex
 	rr map[string]int // ring group number -> member the next call starts with
 }
 
 // New builds an engine over base; conf returns the admin configuration in
 // force (it is read per call).
-func New(base Base, conf func() Config, users *Store, log *slog.Logger) *Engine {
+func New(base Base, conf func() Config, users *Store, log *slog.Logger, opts ...Option) *Engine {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Engine{base: base, conf: conf, users: users, log: log, rr: map[string]int{}}
+	e := &Engine{base: base, conf: conf, users: users, log: log, rr: map[string]int{}}
+	for _, o := range opts {
+		o(e)
+	}
+	if e.queues == nil {
+		e.queues = queue.NewManager(nil)
+	}
+	return e
 }
 
 // MaySee is Config.MaySee over the configuration in force (for the BLF
@@ -125,6 +135,8 @@ func (e *Engine) feature(from string, a Action, arg string) (dialplan.Decision, 
 			return nil
 		}, nil)
 		return done, err
+	case QueueLogin, QueueLogout:
+		return done, e.queueCode(from, arg, a == QueueLogin)
 	case VoicemailOwn:
 		return dialplan.Decision{Kind: dialplan.KindApp, Class: dialplan.Internal, Target: AppVoicemailAccess + "/" + from}, nil
 	case VoicemailOther:
@@ -219,6 +231,10 @@ func (e *Engine) Hunt(callerExt string, dec dialplan.Decision) call.Hunt {
 	}
 	conf := e.conf()
 	h := &hunt{e: e, conf: conf, visited: map[string]bool{}}
+	if q, ok := conf.Queue(dec.Target); ok {
+		h.cur = h.newQueue(q)
+		return h
+	}
 	if g, ok := conf.Group(dec.Target); ok {
 		h.cur = h.newGroup(g)
 		return h

@@ -19,6 +19,7 @@ type hunt struct {
 	visited map[string]bool
 	hops    int
 	cur     node
+	qc      queueCalls // the queues this call waited in
 }
 
 // node is one place a call is being put through.
@@ -57,6 +58,13 @@ func (h *hunt) forward(from, dest string) (call.Stage, bool) {
 	n, err := dialplan.Normalize(dest)
 	if err != nil {
 		return call.Stage{Code: 480}, true
+	}
+	if q, ok := h.conf.Queue(n); ok {
+		if h.visited["queue/"+n] {
+			return call.Stage{Code: codeLoop}, true
+		}
+		h.cur = h.newQueue(q)
+		return h.cur.next(h, call.Outcome{First: true})
 	}
 	if g, ok := h.conf.Group(n); ok {
 		if h.visited["group/"+n] {
