@@ -7,7 +7,9 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,58 +27,7 @@ import (
 // throttled by the SIP guard like voicemail's wrong PINs.
 func TestDevModeConference(t *testing.T) {
 	bin := baresiptest.Need(t, "g722")
-	dir := filepath.Join(t.TempDir(), "dev")
-	args := []string{"--dev", dir, "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "127.0.0.1:0"}
-	p := startProc(t, procOpts{noFD3: true}, args...)
-	base := p.waitLine(t, adminRE)[1]
-	fp := p.waitLine(t, fpRE)[1]
-	api := claimBox(t, base, fp, p.waitLine(t, setupRE)[1])
-	// sipp answers MD5 challenges only; the algorithms apply at the next start.
-	var v admin.SIPSettingsView
-	if err := json.Unmarshal(api.must(http.StatusOK, "GET", "/api/v1/sip/settings", nil), &v); err != nil {
-		t.Fatal(err)
-	}
-	next := v.Settings
-	next.Algorithms = []string{"MD5"}
-	api.must(http.StatusOK, "PUT", "/api/v1/sip/settings", next)
-	pw := map[string]string{}
-	for _, u := range []string{"1001", "1002", "1003", "1004", "1005", "1006"} {
-		var ans struct{ User, Password string }
-		if err := json.Unmarshal(api.must(201, "POST", "/api/v1/extensions", admin.ExtensionRequest{User: u}), &ans); err != nil || ans.Password == "" {
-			t.Fatalf("create %s: %v", u, err)
-		}
-		pw[u] = ans.Password
-	}
-	pin := "582914"
-	api.must(http.StatusOK, "PUT", "/api/v1/conference/rooms/800", conference.RoomRequest{Name: "all hands", MaxParticipants: 5, Tones: true, Wideband: true})
-	api.must(http.StatusOK, "PUT", "/api/v1/conference/rooms/801", conference.RoomRequest{PIN: &pin, MaxParticipants: 3})
-	weak := "123456"
-	api.must(http.StatusBadRequest, "PUT", "/api/v1/conference/rooms/802", conference.RoomRequest{PIN: &weak, MaxParticipants: 3})
-	api.must(http.StatusBadRequest, "PUT", "/api/v1/conference/rooms/1001", conference.RoomRequest{MaxParticipants: 3}) // an extension
-	raw := api.must(http.StatusOK, "GET", "/api/v1/conference/rooms/801", nil)
-	var view admin.RoomView
-	if err := json.Unmarshal(raw, &view); err != nil || !view.PINSet || strings.Contains(string(raw), pin) || strings.Contains(string(raw), "argon2") {
-		t.Fatalf("room view: %s", raw)
-	}
-	if code := p.stop(t); code != 0 {
-		t.Fatalf("SIGTERM: exit %d:\n%s", code, p.output())
-	}
-	p = startProc(t, procOpts{noFD3: true}, args...)
-	base = p.waitLine(t, adminRE)[1]
-	sipAddrs := p.waitLine(t, sipRE)
-	api = newAPIClient(t, base, fp)
-	api.login(api.must(http.StatusOK, "POST", "/api/v1/login", admin.LoginRequest{Username: testAdmin, Password: testAdminPW}))
-	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(p.output(), `msg="calls: ready"`); {
-		if time.Now().After(deadline) {
-			t.Fatalf("B2BUA not wired:\n%s", p.output())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	udp, err := net.ResolveUDPAddr("udp", sipAddrs[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-
+	p, api, udp, pw := confDaemon(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	type party struct {
@@ -85,8 +36,8 @@ func TestDevModeConference(t *testing.T) {
 		b          *baresiptest.Phone
 		est        time.Time
 	}
-	parties := []*party{{"1001", "PCMU", 500, nil, time.Time{}}, {"1002", "G722", 800, nil, time.Time{}}, {"1003", "PCMU", 1100, nil, time.Time{}},
-		{"1004", "G722", 1400, nil, time.Time{}}, {"1005", "PCMU", 1700, nil, time.Time{}}}
+	parties := []*party{{"1001", "PCMU", 500, nil, time.Time{}}, {"1002", "G722/16000/1", 800, nil, time.Time{}}, {"1003", "PCMU", 1100, nil, time.Time{}},
+		{"1004", "G722/16000/1", 1400, nil, time.Time{}}, {"1005", "PCMU", 1700, nil, time.Time{}}}
 	start := func(ext, codec string, tone int) *baresiptest.Phone {
 		b := baresiptest.Start(ctx, t, bin, baresiptest.Config{Name: ext, Tone: tone, Modules: []string{"g722"},
 			Accounts: []string{fmt.Sprintf("<sip:%s@127.0.0.1:%d;transport=udp>;auth_pass=%s;answermode=auto;audio_codecs=%s;regint=300",
@@ -116,7 +67,7 @@ func TestDevModeConference(t *testing.T) {
 	// as fast as WaitAudio counts).
 	for _, pt := range parties {
 		d := time.Since(pt.est) + 3500*time.Millisecond
-		if pt.codec == "G722" {
+		if pt.codec != "PCMU" {
 			d *= 2
 		}
 		pt.b.WaitAudio(ctx, t, d)
@@ -134,7 +85,7 @@ func TestDevModeConference(t *testing.T) {
 	}
 	for _, pt := range parties {
 		got := pt.b.WAV(t, "dec")
-		if want := map[string]int{"PCMU": 8000, "G722": 16000}[pt.codec]; got.Rate != want {
+		if want := map[string]int{"PCMU": 8000, "G722/16000/1": 16000}[pt.codec]; got.Rate != want {
 			t.Fatalf("%s decoded %d Hz audio, want %d (%s)", pt.ext, got.Rate, want, pt.codec)
 		}
 		// From 1 s after the last join (its join tone is over) for 2 s.
@@ -163,6 +114,132 @@ func TestDevModeConference(t *testing.T) {
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("SIGTERM: exit %d:\n%s", code, p.output())
 	}
+}
+
+// confDaemon starts the daemon in dev mode with extensions 1001-1006
+// (MD5 digests, as sipp needs), room 800 (five, tones, wideband), room
+// 801 (PIN 582914, three), room 810 (five, 8 kHz mix), and checks the
+// rooms API's refusals on the way.
+func confDaemon(tb testing.TB) (*proc, *apiClient, *net.UDPAddr, map[string]string) {
+	dir := filepath.Join(tb.TempDir(), "dev")
+	args := []string{"--dev", dir, "--https", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--sip-tls", "127.0.0.1:0"}
+	p := startProc(tb, procOpts{noFD3: true}, args...)
+	base := p.waitLine(tb, adminRE)[1]
+	fp := p.waitLine(tb, fpRE)[1]
+	api := claimBox(tb, base, fp, p.waitLine(tb, setupRE)[1])
+	// sipp answers MD5 challenges only; the algorithms apply at the next start.
+	var v admin.SIPSettingsView
+	if err := json.Unmarshal(api.must(http.StatusOK, "GET", "/api/v1/sip/settings", nil), &v); err != nil {
+		tb.Fatal(err)
+	}
+	next := v.Settings
+	next.Algorithms = []string{"MD5"}
+	api.must(http.StatusOK, "PUT", "/api/v1/sip/settings", next)
+	pw := map[string]string{}
+	for _, u := range []string{"1001", "1002", "1003", "1004", "1005", "1006"} {
+		var ans struct{ User, Password string }
+		if err := json.Unmarshal(api.must(201, "POST", "/api/v1/extensions", admin.ExtensionRequest{User: u}), &ans); err != nil || ans.Password == "" {
+			tb.Fatalf("create %s: %v", u, err)
+		}
+		pw[u] = ans.Password
+	}
+	pin := "582914"
+	api.must(http.StatusOK, "PUT", "/api/v1/conference/rooms/800", conference.RoomRequest{Name: "all hands", MaxParticipants: 5, Tones: true, Wideband: true})
+	api.must(http.StatusOK, "PUT", "/api/v1/conference/rooms/801", conference.RoomRequest{PIN: &pin, MaxParticipants: 3})
+	api.must(http.StatusOK, "PUT", "/api/v1/conference/rooms/810", conference.RoomRequest{MaxParticipants: 5, Tones: true})
+	weak := "123456"
+	api.must(http.StatusBadRequest, "PUT", "/api/v1/conference/rooms/802", conference.RoomRequest{PIN: &weak, MaxParticipants: 3})
+	api.must(http.StatusBadRequest, "PUT", "/api/v1/conference/rooms/1001", conference.RoomRequest{MaxParticipants: 3}) // an extension
+	raw := api.must(http.StatusOK, "GET", "/api/v1/conference/rooms/801", nil)
+	var view admin.RoomView
+	if err := json.Unmarshal(raw, &view); err != nil || !view.PINSet || strings.Contains(string(raw), pin) || strings.Contains(string(raw), "argon2") {
+		tb.Fatalf("room view: %s", raw)
+	}
+	if code := p.stop(tb); code != 0 {
+		tb.Fatalf("SIGTERM: exit %d:\n%s", code, p.output())
+	}
+	p = startProc(tb, procOpts{noFD3: true}, args...)
+	base = p.waitLine(tb, adminRE)[1]
+	sipAddrs := p.waitLine(tb, sipRE)
+	api = newAPIClient(tb, base, fp)
+	api.login(api.must(http.StatusOK, "POST", "/api/v1/login", admin.LoginRequest{Username: testAdmin, Password: testAdminPW}))
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(p.output(), `msg="calls: ready"`); {
+		if time.Now().After(deadline) {
+			tb.Fatalf("B2BUA not wired:\n%s", p.output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	udp, err := net.ResolveUDPAddr("udp", sipAddrs[1])
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p, api, udp, pw
+}
+
+// BenchmarkDevConference measures the daemon's own CPU (from /proc, user
+// and system) while five baresip phones talk in one room: G.711 (PCMU,
+// 8 kHz mix) and G.722 (16 kHz mix). One iteration is one second of the
+// conference; the figure includes the relay, the application endpoints,
+// decoding, mixing and encoding, not baresip.
+func BenchmarkDevConference(b *testing.B) {
+	bin := baresiptest.Need(b, "g722")
+	p, _, udp, pw := confDaemon(b)
+	for _, tc := range []struct{ name, codec, room string }{{"G711", "PCMU", "810"}, {"G722", "G722/16000/1", "800"}} {
+		b.Run(tc.name, func(b *testing.B) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			var phones []*baresiptest.Phone
+			for i, ext := range []string{"1001", "1002", "1003", "1004", "1005"} {
+				ph := baresiptest.Start(ctx, b, bin, baresiptest.Config{Name: ext, Tone: 500 + 300*i, Modules: []string{"g722"},
+					Accounts: []string{fmt.Sprintf("<sip:%s@127.0.0.1:%d;transport=udp>;auth_pass=%s;answermode=auto;audio_codecs=%s;regint=300",
+						ext, udp.Port, pw[ext], tc.codec)}})
+				ph.WaitRegistered(ctx, b, 1)
+				ph.Command(ctx, b, "dial", fmt.Sprintf("sip:%s@127.0.0.1:%d", tc.room, udp.Port))
+				ph.WaitEvent(ctx, b, "CALL_ESTABLISHED")
+				phones = append(phones, ph)
+			}
+			time.Sleep(time.Second) // join tones over, jitter buffers filled
+			b.ResetTimer()
+			start := procCPU(b, p.cmd.Process.Pid)
+			for range b.N {
+				time.Sleep(time.Second)
+			}
+			used := procCPU(b, p.cmd.Process.Pid) - start
+			b.StopTimer()
+			perPart := used / time.Duration(b.N) / time.Duration(len(phones)) // CPU per participant-second
+			b.ReportMetric(float64(perPart.Microseconds())/50, "µs-cpu/participant/20ms")
+			b.ReportMetric(float64(time.Second)/float64(perPart), "participants/core")
+			for _, ph := range phones {
+				ph.Command(ctx, b, "hangup", "")
+				ph.WaitEvent(ctx, b, "CALL_CLOSED")
+				ph.Stop(b)
+			}
+		})
+	}
+	if code := p.stop(b); code != 0 {
+		b.Fatalf("SIGTERM: exit %d", code)
+	}
+}
+
+// procCPU is a process's user+system CPU time from /proc/<pid>/stat.
+func procCPU(tb testing.TB, pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// Fields after the parenthesised command name; utime and stime are
+	// the 14th and 15th of the line, in clock ticks (100 Hz on Linux).
+	rest := string(raw[strings.LastIndexByte(string(raw), ')')+2:])
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		tb.Fatalf("/proc/%d/stat: %q", pid, raw)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		tb.Fatalf("/proc/%d/stat: %q", pid, raw)
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // checkMix requires nearly every 100 ms block of got[from:from+n] to
