@@ -15,6 +15,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/store"
@@ -197,8 +199,11 @@ func (s *Service) Put(ctx context.Context, number string, req RoomRequest, also 
 	if len(req.Name) > maxNameLen {
 		return Room{}, fmt.Errorf("%w: name longer than %d", ErrInvalid, maxNameLen)
 	}
+	if !utf8.ValidString(req.Name) {
+		return Room{}, fmt.Errorf("%w: name is not UTF-8", ErrInvalid)
+	}
 	for _, r := range req.Name {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) {
 			return Room{}, fmt.Errorf("%w: name has control characters", ErrInvalid)
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/store/storetest"
 )
 
-func newService(t *testing.T) *Service {
+func newService(t testing.TB) *Service {
 	t.Helper()
 	s, err := New(Config{DB: storetest.Open(t, make([]byte, 32)),
 		Hasher: auth.NewHasher(auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}, 2, 8),
