@@ -73,19 +73,28 @@ func (a roomApp) Run(ctx context.Context, leg call.Leg) error {
 		return err
 	}
 	defer s.leave(lr, m)
+	// One context for the member's whole stay: it ends with the call or
+	// when the member is kicked.
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-m.done:
+			cancel()
+		case <-mctx.Done():
+		}
+	}()
 	if lr.count() == 1 {
-		_ = leg.Play(m.ctx(ctx), s.prompt(prompts.ConferenceAlone, rate))
+		_ = leg.Play(mctx, s.prompt(prompts.ConferenceAlone, rate))
 	}
 	// The room's ticker does the mixing; this goroutine sends what the
 	// caller hears, paced by Play.
 	for {
 		select {
-		case <-ctx.Done():
-			return nil
-		case <-m.done:
+		case <-mctx.Done():
 			return nil
 		case pcm := <-m.out:
-			if err := leg.Play(m.ctx(ctx), pcm); err != nil {
+			if err := leg.Play(mctx, pcm); err != nil {
 				return ignoreEnd(err)
 			}
 		}
@@ -223,19 +232,6 @@ type member struct {
 }
 
 func (m *member) cancel() { m.stop.Do(func() { close(m.done) }) }
-
-// ctx ends with parent or when the member is kicked.
-func (m *member) ctx(parent context.Context) context.Context {
-	ctx, cancel := context.WithCancel(parent)
-	go func() {
-		select {
-		case <-m.done:
-		case <-ctx.Done():
-		}
-		cancel()
-	}()
-	return ctx
-}
 
 // liveRoom is a room with callers: one mixer and one ticker goroutine.
 type liveRoom struct {
