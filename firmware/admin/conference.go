@@ -203,3 +203,31 @@ func (s *Server) apiDeleteMusic(w http.ResponseWriter, r *http.Request, p auth.P
 	writeJSON(w, http.StatusOK, map[string]string{"status": "deleted"})
 	return nil
 }
+
+// conferencePage is the conference page's data.
+type conferencePage struct {
+	Available bool
+	Rooms     []RoomView
+	Music     []moh.Class
+}
+
+func (s *Server) conferenceData(r *http.Request, p auth.Principal) (any, error) {
+	d := conferencePage{Available: s.conf != nil}
+	if s.conf == nil {
+		return d, nil
+	}
+	rooms, err := s.conf.Rooms()
+	if err != nil {
+		return nil, err
+	}
+	for _, rm := range rooms {
+		ps, _ := s.conf.Participants(rm.Number)
+		d.Rooms = append(d.Rooms, roomView(rm, ps))
+	}
+	if s.moh != nil {
+		if d.Music, err = s.moh.Classes(); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}

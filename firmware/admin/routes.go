@@ -46,6 +46,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/firewall", perm: auth.PermSecurityRead, h: s.page("firewall", s.firewallData)},
 		{method: "GET", path: "/intrusion", perm: auth.PermSecurityRead, h: s.page("intrusion", s.reportPageData)},
 		{method: "GET", path: "/system", perm: auth.PermSystemWrite, h: s.page("system", s.systemData)},
+		{method: "GET", path: "/conference", perm: auth.PermTelephonyRead, h: s.page("conference", s.conferenceData)},
 		{method: "GET", path: "/privacy", perm: auth.PermSecurityRead, h: s.page("privacy", s.privacyData)},
 
 		// JSON API.
