@@ -68,10 +68,18 @@ func (d *daemon) newCalls(pinholes media.Pinholes) error {
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)
 	}
+	var router call.Router = feat
+	if conf, music, err := d.newConference(); err != nil {
+		d.log.Error("conference: disabled", "err", err)
+	} else {
+		d.conference, d.moh = conf, music
+		apps = appMux{dialplan.AppVoicemail: apps, dialplan.AppVoicemailAccess: apps, dialplan.AppConference: conf}
+		router = roomRouter{Engine: feat, plan: plan, rooms: conf}
+	}
 	contact := d.sip.Contact("udp")
 	b, err := call.New(call.Config{
 		Client: d.sip.Sender(), Contact: contact, ContactTLS: d.sip.Contact("tls"),
-		Relay: relay, Plan: feat, Hunter: feat, Directory: telephony.NewDirectory(d.sip.Directory(nil), d.tel), CDR: cdr.New(d.db), Log: d.log,
+		Relay: relay, Plan: router, Hunter: feat, Directory: telephony.NewDirectory(d.sip.Directory(nil), d.tel), CDR: cdr.New(d.db), Log: d.log,
 		Events: d.secLog, Observer: d.dialogObserver(), Apps: apps,
 	})
 	if err != nil {

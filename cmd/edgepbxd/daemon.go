@@ -22,12 +22,14 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/backup"
 	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/conference"
 	"github.com/edgepbx/edgepbx/firmware/connlog"
 	"github.com/edgepbx/edgepbx/firmware/features"
 	"github.com/edgepbx/edgepbx/firmware/intrusion"
 	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/firmware/logs"
 	"github.com/edgepbx/edgepbx/firmware/media"
+	"github.com/edgepbx/edgepbx/firmware/mediaserver/moh"
 	"github.com/edgepbx/edgepbx/firmware/metrics"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/presence"
@@ -85,6 +87,8 @@ type daemon struct {
 	events     *presence.Server          // SUBSCRIBE/NOTIFY (events.go); nil: SUBSCRIBE gets 501
 	relay      *media.Relay              // the calls' RTP relay; nil with calls
 	voicemail  *voicemail.Service        // nil: disabled (logged)
+	conference *conference.Service       // conference rooms (conference.go); nil: disabled (logged)
+	moh        *moh.Library              // music on hold; nil with conference
 	metrics    *metrics.Handler          // /metrics on the HTTPS port
 	syslog     *logs.Sender              // remote syslog of the security log and the audit chain
 	syslogFrom uint64                    // audit head when the sender was wired: older entries are not sent
@@ -303,6 +307,8 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Network:     p.network,
 		SIPBlocks:   sipBlocks{d.sip},
 		Voicemail:   ifSet[admin.Voicemail](d.voicemail),
+		Conference:  ifSet[admin.Conference](d.conference),
+		Music:       ifSet[admin.MusicOnHold](d.moh),
 		Intrusion:   ifSet[admin.Intrusion](d.intrusion),
 		Metrics:     d.metrics,
 		Backups:     ifSet[admin.Backups](d.backup),

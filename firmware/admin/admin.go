@@ -95,6 +95,10 @@ type Deps struct {
 	SIPBlocks SIPBlocks
 	// Voicemail lists, plays, deletes messages and resets PINs; nil: off.
 	Voicemail Voicemail
+	// Conference is the conference rooms; Music the music on hold;
+	// nil: off.
+	Conference Conference
+	Music      MusicOnHold
 	// Intrusion is the intrusion report (*intrusion.Aggregator); nil:
 	// none (the page says so, the API answers 409).
 	Intrusion Intrusion
@@ -165,7 +169,9 @@ type Server struct {
 	netw      Network
 	status    func(context.Context) []StatusItem
 	sipblk    SIPBlocks
-	vm        Voicemail // nil: voicemail disabled
+	vm        Voicemail   // nil: voicemail disabled
+	conf      Conference  // nil: conference disabled
+	moh       MusicOnHold // nil: music on hold disabled
 	intrusion Intrusion
 	metrics   Metrics // /metrics handler; nil: settings stored only
 	backups   Backups
@@ -210,7 +216,8 @@ func NewServer(d Deps) (*Server, error) {
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
 		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, features: d.Features, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, reset: d.Reset, netw: d.Network, status: d.Status,
 		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, intrusion: d.Intrusion, metrics: d.Metrics, phones: d.Phones,
-		priv: d.Privacy, conlog: d.Connections, vm: d.Voicemail}
+		priv: d.Privacy, conlog: d.Connections, vm: d.Voicemail,
+		conf: d.Conference, moh: d.Music}
 	s.acme = d.ACME
 	s.backups = d.Backups
 	s.live = d.Live

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"errors"
+	"github.com/edgepbx/edgepbx/firmware/conference"
 	"github.com/edgepbx/edgepbx/firmware/voicemail"
 	"net/http"
 	"strconv"
@@ -45,6 +46,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/firewall", perm: auth.PermSecurityRead, h: s.page("firewall", s.firewallData)},
 		{method: "GET", path: "/intrusion", perm: auth.PermSecurityRead, h: s.page("intrusion", s.reportPageData)},
 		{method: "GET", path: "/system", perm: auth.PermSystemWrite, h: s.page("system", s.systemData)},
+		{method: "GET", path: "/conference", perm: auth.PermTelephonyRead, h: s.page("conference", s.conferenceData)},
 		{method: "GET", path: "/privacy", perm: auth.PermSecurityRead, h: s.page("privacy", s.privacyData)},
 
 		// JSON API.
@@ -165,6 +167,14 @@ func (s *Server) routeTable() []route {
 		{method: "PUT", path: "/api/v1/voicemail/{ext}/greetings/{name}", summary: "Replace a mailbox greeting (unavailable, busy or name) with an uploaded WAV (audio/wav body, at most 12 MiB and 60 s, 10 s for the name); refused with the reason; stored encrypted; audited", perm: auth.PermTelephonyWrite, h: s.apiPutGreeting},
 		{method: "DELETE", path: "/api/v1/voicemail/{ext}/greetings/{name}", summary: "Remove a mailbox greeting (callers hear the default prompt, with the name greeting if set); audited", perm: auth.PermTelephonyWrite, h: s.apiDeleteGreeting},
 		{method: "PUT", path: "/api/v1/voicemail/{ext}/options", summary: "Mailbox options: the owner's own phone skips the PIN, voicemail to e-mail address, audio attached or only a notice; audited", req: voicemail.Options{}, perm: auth.PermTelephonyWrite, h: s.apiMailboxOptions},
+		{method: "GET", path: "/api/v1/conference/rooms", summary: "Conference rooms with their settings (whether PINs are set, never the PINs) and live participants", perm: auth.PermTelephonyRead, h: s.apiRooms},
+		{method: "GET", path: "/api/v1/conference/rooms/{number}", summary: "One conference room and its live participants", perm: auth.PermTelephonyRead, h: s.apiRoom},
+		{method: "PUT", path: "/api/v1/conference/rooms/{number}", summary: "Create or change a conference room (2-8 digits, not an extension): PIN and moderator PIN (omitted: kept, empty: removed; voicemail's policy; stored as argon2id), max participants, wait for the moderator, join/leave tones, wideband mix; audited", req: conference.RoomRequest{}, perm: auth.PermTelephonyWrite, h: s.apiPutRoom},
+		{method: "DELETE", path: "/api/v1/conference/rooms/{number}", summary: "Delete a conference room (its callers are hung up); audited", perm: auth.PermTelephonyWrite, h: s.apiDeleteRoom},
+		{method: "POST", path: "/api/v1/conference/rooms/{number}/participants/{id}/kick", summary: "Hang up one participant of a live room; audited", perm: auth.PermTelephonyWrite, h: s.apiKick},
+		{method: "GET", path: "/api/v1/moh", summary: "Music-on-hold classes: the generated default and the uploaded ones (duration, size)", perm: auth.PermTelephonyRead, h: s.apiMusicClasses},
+		{method: "PUT", path: "/api/v1/moh/{class}", summary: "Upload a WAV file (audio/wav body, at most 16 MiB and 5 min; PCM 8/16-bit, A-law or µ-law, 8-48 kHz) as a music-on-hold class, converted to 16 kHz mono; a refused file changes nothing; audited", perm: auth.PermTelephonyWrite, h: s.apiPutMusic},
+		{method: "DELETE", path: "/api/v1/moh/{class}", summary: "Delete an uploaded music-on-hold class (default: back to the generated music); audited", perm: auth.PermTelephonyWrite, h: s.apiDeleteMusic},
 		{method: "GET", path: "/api/v1/sip/blocks", summary: "The SIP edge's live bans (a source cut off) and throttles (a source that may no longer try one extension), with the extensions registered inside each ban", perm: auth.PermSecurityRead, h: s.apiSIPBlocks},
 		{method: "POST", path: "/api/v1/sip/blocks/lift", summary: "Lift the SIP edge's bans and throttles of a source (address or prefix), or only one extension's throttle there; audited. Firewall bans: POST /api/v1/firewall/unban", req: LiftRequest{}, perm: auth.PermSecurityWrite, h: s.apiSIPLift},
 		{method: "GET", path: "/api/v1/system/network", summary: "The box's network (from PID 1): confirmed configuration, pending change and seconds before it reverts, the board's interfaces and the live addresses", perm: auth.PermSystemWrite, h: s.apiNetwork},

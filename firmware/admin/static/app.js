@@ -59,7 +59,16 @@
       opts.headers["Content-Type"] = "application/json";
       opts.body = JSON.stringify(body || {});
     }
-    return fetch(el.dataset.api, opts).then(function (res) {
+    var url = el.dataset.api;
+    // data-api-append names a field whose value ends the path (a new
+    // room's number) instead of going in the body.
+    var tail = el.dataset.apiAppend;
+    if (tail && body && !(body instanceof FormData) && body[tail]) {
+      url += encodeURIComponent(body[tail]);
+      delete body[tail];
+      opts.body = JSON.stringify(body);
+    }
+    return fetch(url, opts).then(function (res) {
       return res.json().catch(function () { return {}; }).then(function (data) {
         if (!res.ok) {
           var msg = data.detail || data.title || ("error " + res.status);

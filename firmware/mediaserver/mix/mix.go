@@ -55,7 +55,18 @@ type Participant struct {
 	down  codec.Downsampler
 	scr   []int16
 	left  bool
+	gain  float64 // the limiter's gain on what it hears, 0..1
 }
+
+// Limiter: what a participant hears is kept below limitPeak by a gain
+// that drops at once and recovers over about half a second. Without it a
+// few loud talkers sum past 16 bits; clipping puts intermodulation on
+// everyone's voice, and a G.722 decoder near full scale may overflow
+// (libspandsp wraps around) into loud noise.
+const (
+	limitPeak    = 22000 // about -3.5 dBFS
+	limitRelease = 0.05  // share of the way back to unity gain per tick
+)
 
 // New returns an empty room.
 func New(cfg Config) (*Mixer, error) {
@@ -110,7 +121,7 @@ func (m *Mixer) Join(rate int) (*Participant, error) {
 	if len(m.parts) >= m.cfg.MaxParticipants {
 		return nil, ErrFull
 	}
-	p := &Participant{m: m, rate: rate, in: make([]int16, m.frame), out: make([]int16, 0, rate*frameMillis/1000)}
+	p := &Participant{m: m, rate: rate, gain: 1, in: make([]int16, m.frame), out: make([]int16, 0, rate*frameMillis/1000)}
 	m.parts[p] = struct{}{}
 	if m.cfg.Tones {
 		m.extra = append(m.extra, m.joinT...)
@@ -209,15 +220,30 @@ func (m *Mixer) Mix() {
 		}
 	}
 	var buf [320]int16
+	var sum [320]int32
 	for p := range m.parts {
 		mine := buf[:m.frame]
 		own := p.has && !p.muted
+		var peak int32
 		for i, t := range m.total {
 			if own {
 				t -= int32(p.in[i])
 			}
 			if i < len(extra) {
 				t += int32(extra[i])
+			}
+			sum[i] = t
+			peak = max(peak, t, -t)
+		}
+		g := p.gain + (1-p.gain)*limitRelease
+		if peak > limitPeak {
+			g = min(g, float64(limitPeak)/float64(peak))
+		}
+		p.gain = g
+		q := int64(g * 32768)
+		for i, t := range sum[:m.frame] {
+			if q < 32768 {
+				t = int32(int64(t) * q >> 15)
 			}
 			mine[i] = int16(max(-32768, min(32767, t)))
 		}

@@ -112,28 +112,43 @@ func TestJoinLeaveTonesAndMute(t *testing.T) {
 	}
 }
 
-// Loud parties clip instead of wrapping around.
-func TestClip(t *testing.T) {
+// Loud parties are limited, never wrapped around: what a participant
+// hears stays at or below the limiter's peak, and the gain comes back
+// once the room is quiet again.
+func TestLimit(t *testing.T) {
 	m, _ := New(Config{SampleRate: 8000, MaxParticipants: 4})
 	ps := make([]*Participant, 3)
 	for i := range ps {
 		ps[i], _ = m.Join(8000)
 	}
-	loud := make([]int16, 160)
-	for i := range loud {
-		loud[i] = 30000
+	frame := func(v int16) []int16 {
+		f := make([]int16, 160)
+		for i := range f {
+			f[i] = v
+		}
+		return f
 	}
-	ps[0].Write(loud)
-	ps[1].Write(loud)
+	ps[0].Write(frame(30000))
+	ps[1].Write(frame(30000))
 	m.Mix()
-	for _, v := range ps[2].Read(nil) {
-		if v != 32767 {
-			t.Fatalf("sample %d, want clipped 32767", v)
+	for _, v := range ps[2].Read(nil) { // 60000 summed
+		if v <= 0 || v > limitPeak || v < limitPeak*99/100 {
+			t.Fatalf("sum of two loud parties heard as %d, want about %d", v, limitPeak)
 		}
 	}
 	for _, v := range ps[0].Read(nil) {
-		if v != 30000 {
-			t.Fatalf("party 0 hears %d, want party 1's 30000", v)
+		if v <= 0 || v > limitPeak {
+			t.Fatalf("party 0 hears %d, want party 1's 30000 limited to at most %d", v, limitPeak)
+		}
+	}
+	// Quiet again: party 2's gain recovers within a second.
+	for range 50 {
+		ps[0].Write(frame(1000))
+		m.Mix()
+	}
+	for _, v := range ps[2].Read(nil) {
+		if v < 950 || v > 1000 {
+			t.Fatalf("after the loud part, 1000 heard as %d", v)
 		}
 	}
 }
