@@ -92,6 +92,8 @@ type Deps struct {
 	SIPBlocks SIPBlocks
 	// Voicemail lists, plays, deletes messages and resets PINs; nil: off.
 	Voicemail Voicemail
+	// Mail is the outgoing mail server (voicemail to e-mail); nil: off.
+	Mail Mail
 	// Intrusion is the intrusion report (*intrusion.Aggregator); nil:
 	// none (the page says so, the API answers 409).
 	Intrusion Intrusion
@@ -162,6 +164,7 @@ type Server struct {
 	status    func(context.Context) []StatusItem
 	sipblk    SIPBlocks
 	vm        Voicemail // nil: voicemail disabled
+	mail      Mail      // nil: no outgoing mail
 	intrusion Intrusion
 	metrics   Metrics // /metrics handler; nil: settings stored only
 	backups   Backups
@@ -206,7 +209,7 @@ func NewServer(d Deps) (*Server, error) {
 		mux: http.NewServeMux(), pages: pg, refused: map[string][]time.Time{},
 		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, features: d.Features, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, reset: d.Reset, netw: d.Network, status: d.Status,
 		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, intrusion: d.Intrusion, metrics: d.Metrics, phones: d.Phones,
-		priv: d.Privacy, conlog: d.Connections, vm: d.Voicemail}
+		priv: d.Privacy, conlog: d.Connections, vm: d.Voicemail, mail: d.Mail}
 	s.acme = d.ACME
 	s.backups = d.Backups
 	s.live = d.Live

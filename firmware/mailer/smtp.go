@@ -36,29 +36,39 @@ type Settings struct {
 
 var hostRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$`)
 
-// Validate checks s completely; the error names the field.
+// FieldError is a refused setting: the JSON name of the field and why.
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// Validate checks s completely; the error is a *FieldError.
 func (s Settings) Validate() error {
+	field := func(f string, err error) error { return &FieldError{Field: f, Err: err} }
 	if len(s.Host) > 253 || !(hostRE.MatchString(s.Host) || isIP(s.Host)) {
-		return fmt.Errorf("%w: host %.64q is not a host name or IP address", ErrInvalid, s.Host)
+		return field("host", fmt.Errorf("%w: %.64q is not a host name or IP address", ErrInvalid, s.Host))
 	}
 	if s.Port < 1 || s.Port > 65535 {
-		return fmt.Errorf("%w: port %d", ErrInvalid, s.Port)
+		return field("port", fmt.Errorf("%w: port %d is not 1 to 65535", ErrInvalid, s.Port))
 	}
 	if s.Mode != ModeTLS && s.Mode != ModeSTARTTLS {
-		return fmt.Errorf("%w: mode %.16q (tls or starttls)", ErrInvalid, s.Mode)
+		return field("mode", fmt.Errorf("%w: mode %.16q (tls or starttls)", ErrInvalid, s.Mode))
 	}
 	if err := CheckAddress(s.From); err != nil {
-		return fmt.Errorf("from: %w", err)
+		return field("from", err)
 	}
 	if err := checkText("user", s.User, 254); err != nil {
-		return err
+		return field("user", err)
 	}
 	if len(s.Password) > 256 || (s.User == "") != (s.Password == "") {
-		return fmt.Errorf("%w: user and password go together (a password of at most 256 bytes)", ErrInvalid)
+		return field("password", fmt.Errorf("%w: user and password go together (a password of at most 256 bytes)", ErrInvalid))
 	}
 	if s.CAPEM != "" {
 		if _, err := caPool(s.CAPEM); err != nil {
-			return err
+			return field("ca_pem", err)
 		}
 	}
 	return nil
