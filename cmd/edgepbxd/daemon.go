@@ -302,6 +302,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		SIPBlocks:   sipBlocks{d.sip},
 		Voicemail:   ifSet[admin.Voicemail](d.voicemail),
 		Mail:        ifSet[admin.Mail](d.mail),
+		Prompts:     d.promptLibrary(),
 		Intrusion:   ifSet[admin.Intrusion](d.intrusion),
 		Metrics:     d.metrics,
 		Backups:     ifSet[admin.Backups](d.backup),

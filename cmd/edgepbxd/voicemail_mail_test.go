@@ -117,6 +117,19 @@ func TestDevModeVoicemailEmail(t *testing.T) {
 	if name != "voicemail-1002-"+id+".wav" || !bytes.Equal(att, want) || len(att) < 44+2*8000*5 {
 		t.Fatalf("attachment %q: %d bytes, the message is %d bytes (equal %t)", name, len(att), len(want), bytes.Equal(att, want))
 	}
+	// The voicemail page lists the message with a player on the audited
+	// endpoint, a download link and a delete button.
+	page := string(api.must(http.StatusOK, "GET", "/voicemail", nil))
+	for _, want := range []string{`id="mailbox-1002"`, `<audio controls preload="none" src="/api/v1/voicemail/1002/messages/` + id + `/audio"`,
+		`/api/v1/voicemail/1002/messages/` + id + `/audio?download=1`, `data-api="/api/v1/voicemail/1002/messages/` + id + `" data-method="DELETE"`,
+		`id="mail-server"`, `value="owner1002@example.test"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("voicemail page lacks %s", want)
+		}
+	}
+	if strings.Contains(page, srv.Pass) {
+		t.Error("the voicemail page shows the SMTP password")
+	}
 	if !strings.Contains(text, "From: 1001") || !strings.Contains(text, "stays in the mailbox") {
 		t.Errorf("mail text %q", text)
 	}
