@@ -72,13 +72,7 @@ func (s *Server) apiPrompts(w http.ResponseWriter, r *http.Request, p auth.Princ
 	return nil
 }
 
-// validLang asks the library (its rule is the only one) whether lang can
-// name a language: a Get of a default from an empty library fails only
-// on the name.
-func validLang(lang string) bool {
-	_, err := (&prompts.Library{}).Get(lang, prompts.Record, 8000)
-	return err == nil
-}
+func validLang(lang string) bool { return prompts.ValidLanguage(lang) }
 
 // apiPutPrompt replaces one prompt of a language with an uploaded WAV
 // (the body, or a multipart part named "file"): parsed strictly and
