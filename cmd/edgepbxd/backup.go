@@ -9,6 +9,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/backup"
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/mailer"
 	"github.com/edgepbx/edgepbx/firmware/mediaserver/recording"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/privacy"
@@ -30,6 +31,7 @@ func backupResealers() map[string]store.Resealer {
 		provision.SecretsBucket:   provision.ResealSecrets,
 		audit.MetaBucket:          audit.ResealMeta,
 		privacy.KeysBucket:        privacy.ResealKeys,
+		mailer.Bucket:             mailer.ResealSettings,
 	}
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/intrusion"
 	"github.com/edgepbx/edgepbx/firmware/license"
 	"github.com/edgepbx/edgepbx/firmware/logs"
+	"github.com/edgepbx/edgepbx/firmware/mailer"
 	"github.com/edgepbx/edgepbx/firmware/media"
 	"github.com/edgepbx/edgepbx/firmware/mediaserver/moh"
 	"github.com/edgepbx/edgepbx/firmware/metrics"
@@ -89,6 +90,7 @@ type daemon struct {
 	voicemail  *voicemail.Service        // nil: disabled (logged)
 	conference *conference.Service       // conference rooms (conference.go); nil: disabled (logged)
 	moh        *moh.Library              // music on hold; nil with conference
+	mail       *mailer.Service           // outgoing e-mail (mail.go); nil: disabled (logged)
 	metrics    *metrics.Handler          // /metrics on the HTTPS port
 	syslog     *logs.Sender              // remote syslog of the security log and the audit chain
 	syslogFrom uint64                    // audit head when the sender was wired: older entries are not sent
@@ -124,7 +126,8 @@ type service struct {
 // a handler in routes.
 func (d *daemon) services() []service {
 	s := []service{{"https", d.serveHTTPS}, {"sip", d.serveSIP}, {"seclog", d.runSecLog}, {"acme", d.acme.Run},
-		{"syslog", d.runSyslog}, {"intrusion", d.runIntrusion}, {"backup", d.runBackup}, {"privacy", d.runPrivacy}}
+		{"syslog", d.runSyslog}, {"intrusion", d.runIntrusion}, {"backup", d.runBackup}, {"privacy", d.runPrivacy},
+		{"mail", d.runMail}}
 	s = append(s, service{"telephony", d.runTelephony}) // trunk registrations, CDR retention
 	s = append(s, service{"activity", d.runActivity})   // dashboard charts
 	if d.lic != nil {
@@ -264,6 +267,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		// The admin UI must stay reachable to fix what is wrong.
 		log.Error("media engine: recordings and prompts disabled", "err", err)
 	}
+	d.newMail() // before the calls: voicemail mails through it
 	if err := d.newCalls(p.pinholes); err != nil {
 		// The admin UI must stay reachable to fix what is wrong.
 		log.Error("calls: disabled", "err", err)
@@ -309,6 +313,8 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Voicemail:   ifSet[admin.Voicemail](d.voicemail),
 		Conference:  ifSet[admin.Conference](d.conference),
 		Music:       ifSet[admin.MusicOnHold](d.moh),
+		Mail:        ifSet[admin.Mail](d.mail),
+		Prompts:     d.promptLibrary(),
 		Intrusion:   ifSet[admin.Intrusion](d.intrusion),
 		Metrics:     d.metrics,
 		Backups:     ifSet[admin.Backups](d.backup),

@@ -32,6 +32,9 @@ func (d *daemon) newVoicemail() (*voicemail.Service, error) {
 		Prompts: voicemail.LibraryPrompts{Lib: d.media.prompts, Lang: "en"},
 		Events:  d.secLog, Log: d.log,
 	}
+	if d.mail != nil {
+		cfg.Mail = d.mail // voicemail to e-mail
+	}
 	if d.events != nil {
 		cfg.MWI = d.events // message-summary NOTIFYs (firmware/presence)
 	}

@@ -99,6 +99,10 @@ type Deps struct {
 	// nil: off.
 	Conference Conference
 	Music      MusicOnHold
+	// Mail is the outgoing mail server (voicemail to e-mail); nil: off.
+	Mail Mail
+	// Prompts is the prompt library (uploads per language); nil: off.
+	Prompts Prompts
 	// Intrusion is the intrusion report (*intrusion.Aggregator); nil:
 	// none (the page says so, the API answers 409).
 	Intrusion Intrusion
@@ -172,6 +176,9 @@ type Server struct {
 	vm        Voicemail   // nil: voicemail disabled
 	conf      Conference  // nil: conference disabled
 	moh       MusicOnHold // nil: music on hold disabled
+	mail      Mail        // nil: no outgoing mail
+	prompts   Prompts     // nil: no prompt library
+	promptMu  sync.Mutex  // one prompt upload parsed at a time (memory bound)
 	intrusion Intrusion
 	metrics   Metrics // /metrics handler; nil: settings stored only
 	backups   Backups
@@ -217,7 +224,7 @@ func NewServer(d Deps) (*Server, error) {
 		certs: d.Certs, keylog: d.KeyLog, lic: d.Licence, exts: d.Extensions, tel: d.Telephony, features: d.Features, sipset: d.SIPSettings, fw: d.Firewall, sys: d.System, reset: d.Reset, netw: d.Network, status: d.Status,
 		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, intrusion: d.Intrusion, metrics: d.Metrics, phones: d.Phones,
 		priv: d.Privacy, conlog: d.Connections, vm: d.Voicemail,
-		conf: d.Conference, moh: d.Music}
+		conf: d.Conference, moh: d.Music, mail: d.Mail, prompts: d.Prompts}
 	s.acme = d.ACME
 	s.backups = d.Backups
 	s.live = d.Live
@@ -238,7 +245,7 @@ func NewServer(d Deps) (*Server, error) {
 }
 
 func setSecurityHeaders(h http.Header) {
-	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "+
 		"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")

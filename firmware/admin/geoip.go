@@ -16,9 +16,6 @@ import (
 // country CSV zip), or a multipart form with one part named "file" (the
 // security page). The parser in firmware/auth decides the format.
 
-// maxGeoIPBody bounds the request: the largest upload plus multipart framing.
-const maxGeoIPBody = auth.MaxGeoIPUpload + 64<<10
-
 // GeoIPView is GET /api/v1/security/geoip.
 type GeoIPView struct {
 	Loaded bool            `json:"loaded"`
@@ -40,7 +37,13 @@ func (s *Server) apiGeoIP(w http.ResponseWriter, r *http.Request, p auth.Princip
 
 // readGeoIPUpload returns the uploaded file's bytes, bounded.
 func readGeoIPUpload(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxGeoIPBody)
+	return readUpload(w, r, auth.MaxGeoIPUpload)
+}
+
+// readUpload returns an uploaded file of at most limit bytes: the body,
+// or the part named "file" of a multipart form (the pages' upload forms).
+func readUpload(w http.ResponseWriter, r *http.Request, limit int) ([]byte, error) {
+	r.Body = http.MaxBytesReader(w, r.Body, int64(limit)+64<<10)
 	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil {
 		mt = "application/octet-stream"
@@ -60,10 +63,10 @@ func readGeoIPUpload(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 		}
 		src = part
 	}
-	data, err := io.ReadAll(io.LimitReader(src, auth.MaxGeoIPUpload+1))
+	data, err := io.ReadAll(io.LimitReader(src, int64(limit)+1))
 	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) || len(data) > auth.MaxGeoIPUpload {
-		return nil, fmt.Errorf("%w: upload larger than %d MiB", errBadRequest, auth.MaxGeoIPUpload>>20)
+	if errors.As(err, &tooBig) || len(data) > limit {
+		return nil, fmt.Errorf("%w: upload larger than %d MiB", errBadRequest, limit>>20)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: read upload: %v", errBadRequest, err)

@@ -48,6 +48,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/system", perm: auth.PermSystemWrite, h: s.page("system", s.systemData)},
 		{method: "GET", path: "/conference", perm: auth.PermTelephonyRead, h: s.page("conference", s.conferenceData)},
 		{method: "GET", path: "/privacy", perm: auth.PermSecurityRead, h: s.page("privacy", s.privacyData)},
+		{method: "GET", path: "/voicemail", perm: auth.PermTelephonyRead, h: s.page("voicemail", s.voicemailData)},
 
 		// JSON API.
 		{method: "POST", path: "/api/v1/claim", summary: "Claim an unclaimed box with the console setup code and create the first admin", req: ClaimRequest{}, public: true, h: s.apiClaim},
@@ -175,6 +176,13 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/api/v1/moh", summary: "Music-on-hold classes: the generated default and the uploaded ones (duration, size)", perm: auth.PermTelephonyRead, h: s.apiMusicClasses},
 		{method: "PUT", path: "/api/v1/moh/{class}", summary: "Upload a WAV file (audio/wav body, at most 16 MiB and 5 min; PCM 8/16-bit, A-law or µ-law, 8-48 kHz) as a music-on-hold class, converted to 16 kHz mono; a refused file changes nothing; audited", perm: auth.PermTelephonyWrite, h: s.apiPutMusic},
 		{method: "DELETE", path: "/api/v1/moh/{class}", summary: "Delete an uploaded music-on-hold class (default: back to the generated music); audited", perm: auth.PermTelephonyWrite, h: s.apiDeleteMusic},
+		{method: "GET", path: "/api/v1/mail", summary: "The outgoing mail server for voicemail to e-mail (never the password) and its queue's counters", perm: auth.PermSystemWrite, h: s.apiMail},
+		{method: "PUT", path: "/api/v1/mail", summary: "Set the outgoing mail server: SMTP submission with implicit TLS (465) or required STARTTLS (587), certificate checked against the system roots or a pinned CA, AUTH only inside TLS; stored sealed; an empty password keeps the stored one; audited", req: MailRequest{}, perm: auth.PermSystemWrite, h: s.apiSetMail},
+		{method: "DELETE", path: "/api/v1/mail", summary: "Remove the mail server settings (voicemail is no longer mailed; messages stay in the mailboxes); audited", perm: auth.PermSystemWrite, h: s.apiClearMail},
+		{method: "POST", path: "/api/v1/mail/test", summary: "Send a test message now (at most one a minute); the answer says in words whether the server took it; audited", req: MailTestRequest{}, perm: auth.PermSystemWrite, h: s.apiMailTest},
+		{method: "GET", path: "/api/v1/prompts", summary: "The prompt catalogue for a language (?lang=, default en): what each prompt says, its default, whether an upload replaces it", perm: auth.PermTelephonyRead, h: s.apiPrompts},
+		{method: "PUT", path: "/api/v1/prompts/{lang}/{name}", summary: "Replace a prompt of a language with a WAV file (the body, or a multipart part named file; at most 32 MiB and the prompt's length limit; parsed strictly and converted to 16 kHz mono); audited", perm: auth.PermTelephonyWrite, h: s.apiPutPrompt},
+		{method: "DELETE", path: "/api/v1/prompts/{lang}/{name}", summary: "Remove an uploaded prompt: the default plays again; audited", perm: auth.PermTelephonyWrite, h: s.apiDeletePrompt},
 		{method: "GET", path: "/api/v1/sip/blocks", summary: "The SIP edge's live bans (a source cut off) and throttles (a source that may no longer try one extension), with the extensions registered inside each ban", perm: auth.PermSecurityRead, h: s.apiSIPBlocks},
 		{method: "POST", path: "/api/v1/sip/blocks/lift", summary: "Lift the SIP edge's bans and throttles of a source (address or prefix), or only one extension's throttle there; audited. Firewall bans: POST /api/v1/firewall/unban", req: LiftRequest{}, perm: auth.PermSecurityWrite, h: s.apiSIPLift},
 		{method: "GET", path: "/api/v1/system/network", summary: "The box's network (from PID 1): confirmed configuration, pending change and seconds before it reverts, the board's interfaces and the live addresses", perm: auth.PermSystemWrite, h: s.apiNetwork},

@@ -58,14 +58,23 @@ func (s *Server) apiMailbox(w http.ResponseWriter, r *http.Request, p auth.Princ
 	if s.vm == nil {
 		return errUnavailable
 	}
-	ext := r.PathValue("ext")
+	v, err := s.mailboxView(r.PathValue("ext"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+// mailboxView is one mailbox as the API and the page show it.
+func (s *Server) mailboxView(ext string) (MailboxView, error) {
 	b, err := s.vm.Mailbox(ext)
 	if err != nil {
-		return vmError(err)
+		return MailboxView{}, vmError(err)
 	}
 	ms, err := s.vm.Messages(ext)
 	if err != nil {
-		return vmError(err)
+		return MailboxView{}, vmError(err)
 	}
 	v := MailboxView{Ext: ext, PINSet: b.PINHash != "", Greetings: slices.Sorted(maps.Keys(b.Greetings)), Messages: ms,
 		Options: voicemail.Options{SkipPINOwnPhone: b.SkipPINOwnPhone, Email: b.Email, AttachAudio: b.AttachAudio}}
@@ -85,8 +94,7 @@ func (s *Server) apiMailbox(w http.ResponseWriter, r *http.Request, p auth.Princ
 			v.Old++
 		}
 	}
-	writeJSON(w, http.StatusOK, v)
-	return nil
+	return v, nil
 }
 
 // apiMessageAudio answers a message decrypted as a WAV file (16-bit PCM):

@@ -28,6 +28,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/cdr"
 	"github.com/edgepbx/edgepbx/firmware/certs"
+	"github.com/edgepbx/edgepbx/firmware/mailer"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/privacy"
 	"github.com/edgepbx/edgepbx/firmware/provision"
@@ -71,6 +72,7 @@ func resealers() map[string]store.Resealer {
 		provision.SecretsBucket:   provision.ResealSecrets,
 		audit.MetaBucket:          audit.ResealMeta,
 		privacy.KeysBucket:        privacy.ResealKeys,
+		mailer.Bucket:             mailer.ResealSettings,
 	}
 }
 

@@ -229,6 +229,7 @@ func (s *Service) add(m Message) error {
 	}
 	s.log.Info("voicemail: message", "mailbox", m.Ext, "id", m.ID, "duration", m.Duration.Round(time.Second))
 	s.notify(m.Ext)
+	s.mailMessage(m)
 	return nil
 }
 

@@ -86,6 +86,7 @@ type Config struct {
 	Guard   Guard  // nil: wrong PINs only lock the mailbox
 	MWI     MWI    // nil: nobody is told
 	Events  Events // nil: no security events
+	Mail    Mailer // nil: no voicemail to e-mail (email.go)
 	Prompts Prompts
 	Log     *slog.Logger
 	Now     func() time.Time

@@ -240,6 +240,14 @@
       document.getElementById("recovery-codes").textContent = data.recovery_codes.join("\n");
       return;
     }
+    if (data.pin) {
+      say(el, "New PIN for mailbox " + data.ext + " (shown once, copy it now): " + data.pin, false);
+      return;
+    }
+    if (data.status === "sent" && typeof data.message === "string") {
+      say(el, data.message, false); // the test e-mail, in words
+      return;
+    }
     if (data.password) {
       say(el, "Password for " + data.user + " (shown once, copy it now): " + data.password, false);
       return;
