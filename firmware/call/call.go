@@ -76,6 +76,7 @@ type call struct {
 	obs       observed      // what the observer was told (observe.go)
 	app       *appMedia     // an application answers the caller (app.go); no B leg
 	appCall   atomic.Bool
+	recStop   func() string // ends the call's recording (record.go); nil: none
 }
 
 func newCall(b *B2BUA, req *sip.Request, caller Identity) *call {

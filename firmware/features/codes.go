@@ -39,6 +39,7 @@ const (
 	Park               Action = "park"
 	VoicemailOwn       Action = "voicemail"       // app voicemail-access/<caller>
 	VoicemailOther     Action = "voicemail-other" // app voicemail-access/<digits dialled after the code>
+	RecordToggle       Action = "record-toggle"   // typed during a call (RFC 4733): start or stop an on-demand recording
 	AppVoicemailAccess        = "voicemail-access"
 )
 
@@ -72,6 +73,7 @@ var actions = []struct {
 	{Park, false, "park: transfer a call to this code; it waits in the first free park slot"},
 	{VoicemailOwn, false, "your voicemail"},
 	{VoicemailOther, true, "voicemail of the box dialled after the code"},
+	{RecordToggle, false, "during a call: start or stop recording it (where the recording policy is on demand)"},
 }
 
 func takesArg(a Action) (bool, bool) {
@@ -105,6 +107,7 @@ func DefaultCodes() []Code {
 		{"*8", GroupPickup}, {"**", DirectedPickup},
 		{"*70", Park},
 		{"*97", VoicemailOwn}, {"*98", VoicemailOther},
+		{"*1", RecordToggle},
 	}
 }
 
