@@ -83,6 +83,7 @@ type daemon struct {
 	events     *presence.Server          // SUBSCRIBE/NOTIFY (events.go); nil: SUBSCRIBE gets 501
 	relay      *media.Relay              // the calls' RTP relay; nil with calls
 	voicemail  *voicemail.Service        // nil: disabled (logged)
+	recs       *recordings               // call recording (recordings.go); nil: disabled (logged)
 	metrics    *metrics.Handler          // /metrics on the HTTPS port
 	syslog     *logs.Sender              // remote syslog of the security log and the audit chain
 	syslogFrom uint64                    // audit head when the sender was wired: older entries are not sent
@@ -297,6 +298,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Network:     p.network,
 		SIPBlocks:   sipBlocks{d.sip},
 		Voicemail:   ifSet[admin.Voicemail](d.voicemail),
+		Recordings:  ifSet[admin.Recordings](d.recs),
 		Intrusion:   ifSet[admin.Intrusion](d.intrusion),
 		Metrics:     d.metrics,
 		Backups:     ifSet[admin.Backups](d.backup),

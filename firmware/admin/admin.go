@@ -92,6 +92,9 @@ type Deps struct {
 	SIPBlocks SIPBlocks
 	// Voicemail lists, plays, deletes messages and resets PINs; nil: off.
 	Voicemail Voicemail
+	// Recordings lists, plays and deletes recordings and holds the call
+	// recording policy; nil: no recording store.
+	Recordings Recordings
 	// Intrusion is the intrusion report (*intrusion.Aggregator); nil:
 	// none (the page says so, the API answers 409).
 	Intrusion Intrusion
@@ -161,7 +164,8 @@ type Server struct {
 	netw      Network
 	status    func(context.Context) []StatusItem
 	sipblk    SIPBlocks
-	vm        Voicemail // nil: voicemail disabled
+	vm        Voicemail  // nil: voicemail disabled
+	recs      Recordings // nil: no recording store
 	intrusion Intrusion
 	metrics   Metrics // /metrics handler; nil: settings stored only
 	backups   Backups
@@ -208,6 +212,7 @@ func NewServer(d Deps) (*Server, error) {
 		trunks: d.TrunkStatus, syslog: d.Syslog, sipblk: d.SIPBlocks, intrusion: d.Intrusion, metrics: d.Metrics, phones: d.Phones,
 		priv: d.Privacy, conlog: d.Connections, vm: d.Voicemail}
 	s.acme = d.ACME
+	s.recs = d.Recordings
 	s.backups = d.Backups
 	s.live = d.Live
 	s.activity = d.Activity
