@@ -2,8 +2,8 @@ package callrec
 
 import (
 	"context"
-	"errors"
 	"crypto/rand"
+	"errors"
 	"net"
 	"net/netip"
 	"path/filepath"
