@@ -106,6 +106,20 @@ func TestBaresipRecording(t *testing.T) {
 	if always.Seconds < 2 || always.Seconds > 6 {
 		t.Errorf("1001's recording: %d s", always.Seconds)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("daemon: %s", p.output())
+		}
+	})
+	if page := string(api.must(http.StatusOK, "GET", "/recordings", nil)); !strings.Contains(page, always.ID) || !strings.Contains(page, "1003") {
+		t.Errorf("recordings page does not list %s", always.ID)
+	}
+	api.must(http.StatusBadRequest, "PUT", "/api/v1/recordings/retention", map[string]int{"call": 0})
+	api.must(http.StatusOK, "PUT", "/api/v1/recordings/retention", map[string]int{"call": 30, "voicemail": 100})
+	var kept callrec.Policy
+	if err := json.Unmarshal(api.must(http.StatusOK, "GET", "/api/v1/recordings/policy", nil), &kept); err != nil || kept.Extensions["1001"] != callrec.Always || kept.RetentionDays["voicemail"] != 100 {
+		t.Errorf("policy after the retention change: %+v %v", kept, err)
+	}
 	wav := api.must(http.StatusOK, "GET", "/api/v1/recordings/"+always.ID+"/audio?download=1", nil)
 	if len(wav) < 44+2*8000*2 || string(wav[:4]) != "RIFF" {
 		t.Errorf("download: %d bytes", len(wav))

@@ -3,6 +3,7 @@ package admin
 import (
 	"errors"
 	"fmt"
+	"html/template"
 	"net/http"
 	"strconv"
 
@@ -168,4 +169,67 @@ func callRecordingID(r *http.Request) (string, error) {
 		return "", fmt.Errorf("%w: %v", errNotFound, err)
 	}
 	return id, nil
+}
+
+// RecordingRetention is the retention days per category the recordings
+// page sets (1..3650); the rest of the policy is kept.
+type RecordingRetention map[string]int
+
+func (s *Server) apiSetRetention(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if s.recs == nil {
+		return errUnavailable
+	}
+	var req RecordingRetention
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	pol := s.recs.Policy()
+	pol.RetentionDays = req
+	if err := pol.Validate(); err != nil {
+		return recError(err)
+	}
+	ev := audit.Event{Actor: p.Actor(), Source: src(r), Action: "recording.retention", Detail: fmt.Sprintf("%v", map[string]int(req))}
+	if err := s.recs.SetPolicy(pol, func(tx *store.Tx) error { return s.audit.RecordTx(tx, ev) }); err != nil {
+		return recError(err)
+	}
+	writeJSON(w, http.StatusOK, s.recs.Policy().RetentionDays)
+	return nil
+}
+
+func (s *Server) recordingsPageData(r *http.Request, p auth.Principal) (any, error) {
+	m := map[string]any{"Available": s.recs != nil}
+	if s.recs == nil {
+		return m, nil
+	}
+	u := s.recs.Usage()
+	days := map[string]int{}
+	for _, c := range []string{callrec.Category, "voicemail"} {
+		days[c] = int(recording.DefaultRetention.Hours() / 24)
+	}
+	for c, d := range s.recs.Policy().RetentionDays {
+		days[c] = d
+	}
+	pct := 0
+	if u.Limit > 0 {
+		pct = int(u.Used * 100 / u.Limit)
+	}
+	m["Usage"], m["RetentionDays"], m["Percent"] = u, days, pct
+	m["UsedMiB"], m["LimitMiB"] = u.Used>>20, max(u.Limit, 0)>>20
+	m["Items"] = s.recs.List(callrec.Category, 200)
+	return m, nil
+}
+
+// recordingsPage is the Recordings page; its template is parsed here, with
+// the layout, when the route table is built (as the Calls page does).
+func (s *Server) recordingsPage() func(http.ResponseWriter, *http.Request, auth.Principal) error {
+	t, err := template.New("layout.html").Funcs(templateFuncs()).ParseFS(templateFS, "templates/layout.html", "templates/recordings.html")
+	if err != nil {
+		return func(http.ResponseWriter, *http.Request, auth.Principal) error {
+			return fmt.Errorf("admin: template recordings: %w", err)
+		}
+	}
+	if s.pages != nil {
+		s.pages.t["recordings"] = t
+	}
+	return s.page("recordings", s.recordingsPageData)
 }
