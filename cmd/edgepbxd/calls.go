@@ -76,11 +76,17 @@ func (d *daemon) newCalls(pinholes media.Pinholes) error {
 		apps = appMux{dialplan.AppVoicemail: apps, dialplan.AppVoicemailAccess: apps, dialplan.AppConference: conf}
 		router = roomRouter{Engine: feat, plan: plan, rooms: conf}
 	}
+	var recorder call.Recorder
+	if recs, err := d.newRecordings(feat); err != nil {
+		d.log.Error("call recording: disabled", "err", err)
+	} else {
+		recorder, d.recs = recs, recs
+	}
 	contact := d.sip.Contact("udp")
 	b, err := call.New(call.Config{
 		Client: d.sip.Sender(), Contact: contact, ContactTLS: d.sip.Contact("tls"),
 		Relay: relay, Plan: router, Hunter: feat, Directory: telephony.NewDirectory(d.sip.Directory(nil), d.tel), CDR: cdr.New(d.db), Log: d.log,
-		Events: d.secLog, Observer: d.dialogObserver(), Apps: apps,
+		Events: d.secLog, Observer: d.dialogObserver(), Apps: apps, Recorder: recorder,
 	})
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)

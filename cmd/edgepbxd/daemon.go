@@ -91,6 +91,7 @@ type daemon struct {
 	conference *conference.Service       // conference rooms (conference.go); nil: disabled (logged)
 	moh        *moh.Library              // music on hold; nil with conference
 	mail       *mailer.Service           // outgoing e-mail (mail.go); nil: disabled (logged)
+	recs       *recordings               // call recording (recordings.go); nil: disabled (logged)
 	metrics    *metrics.Handler          // /metrics on the HTTPS port
 	syslog     *logs.Sender              // remote syslog of the security log and the audit chain
 	syslogFrom uint64                    // audit head when the sender was wired: older entries are not sent
@@ -315,6 +316,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		Music:       ifSet[admin.MusicOnHold](d.moh),
 		Mail:        ifSet[admin.Mail](d.mail),
 		Prompts:     d.promptLibrary(),
+		Recordings:  ifSet[admin.Recordings](d.recs),
 		Intrusion:   ifSet[admin.Intrusion](d.intrusion),
 		Metrics:     d.metrics,
 		Backups:     ifSet[admin.Backups](d.backup),

@@ -103,6 +103,9 @@ type Deps struct {
 	Mail Mail
 	// Prompts is the prompt library (uploads per language); nil: off.
 	Prompts Prompts
+	// Recordings lists, plays and deletes recordings and holds the call
+	// recording policy; nil: no recording store.
+	Recordings Recordings
 	// Intrusion is the intrusion report (*intrusion.Aggregator); nil:
 	// none (the page says so, the API answers 409).
 	Intrusion Intrusion
@@ -179,6 +182,7 @@ type Server struct {
 	mail      Mail        // nil: no outgoing mail
 	prompts   Prompts     // nil: no prompt library
 	promptMu  sync.Mutex  // one prompt upload parsed at a time (memory bound)
+	recs      Recordings  // nil: no recording store
 	intrusion Intrusion
 	metrics   Metrics // /metrics handler; nil: settings stored only
 	backups   Backups
@@ -226,6 +230,7 @@ func NewServer(d Deps) (*Server, error) {
 		priv: d.Privacy, conlog: d.Connections, vm: d.Voicemail,
 		conf: d.Conference, moh: d.Music, mail: d.Mail, prompts: d.Prompts}
 	s.acme = d.ACME
+	s.recs = d.Recordings
 	s.backups = d.Backups
 	s.live = d.Live
 	s.queues = d.Queues

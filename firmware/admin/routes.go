@@ -2,6 +2,7 @@ package admin
 
 import (
 	"errors"
+	"github.com/edgepbx/edgepbx/firmware/callrec"
 	"github.com/edgepbx/edgepbx/firmware/conference"
 	"github.com/edgepbx/edgepbx/firmware/voicemail"
 	"net/http"
@@ -44,6 +45,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/phones/{mac}/card", perm: auth.PermTelephonyWrite, h: s.page("phonecard", s.phoneCardData)},
 		{method: "GET", path: "/calls", perm: auth.PermTelephonyRead, h: s.callsPage()},
 		{method: "GET", path: "/firewall", perm: auth.PermSecurityRead, h: s.page("firewall", s.firewallData)},
+		{method: "GET", path: "/recordings", perm: auth.PermTelephonyRead, h: s.recordingsPage()},
 		{method: "GET", path: "/intrusion", perm: auth.PermSecurityRead, h: s.page("intrusion", s.reportPageData)},
 		{method: "GET", path: "/system", perm: auth.PermSystemWrite, h: s.page("system", s.systemData)},
 		{method: "GET", path: "/conference", perm: auth.PermTelephonyRead, h: s.page("conference", s.conferenceData)},
@@ -160,6 +162,12 @@ func (s *Server) routeTable() []route {
 		{method: "PUT", path: "/api/v1/phones/{mac}/extensions", summary: "Assign extensions to a phone (new passwords at its next re-provision)", req: PhoneExtensionsRequest{}, perm: auth.PermTelephonyWrite, h: s.apiPhoneExtensions},
 		{method: "GET", path: "/api/v1/phones/{mac}/enrolment", summary: "The phone's enrolment card data: the one-time URL while usable", perm: auth.PermTelephonyWrite, h: s.apiPhoneEnrolment},
 		{method: "GET", path: "/api/v1/phones/{mac}/qr.svg", summary: "QR code (SVG) of the one-time enrolment URL", perm: auth.PermTelephonyWrite, h: s.apiPhoneQR},
+		{method: "GET", path: "/api/v1/recordings", summary: "Recordings (newest first; ?category=call|voicemail, ?limit=1..1000): who, when, seconds, category, size; the quota state (used, limit, warning at 80 %, full) and retention per category", perm: auth.PermTelephonyRead, h: s.apiRecordings},
+		{method: "GET", path: "/api/v1/recordings/{category}/{name}/audio", summary: "A recording decrypted as WAV (16-bit PCM) for listening, or as a download with ?download=1; every access audited before the audio leaves", perm: auth.PermTelephonyWrite, h: s.apiRecordingAudio},
+		{method: "DELETE", path: "/api/v1/recordings/{category}/{name}", summary: "Delete a recording: its key salt is overwritten and synced, then the file is removed; audited", perm: auth.PermTelephonyWrite, h: s.apiDeleteRecording},
+		{method: "GET", path: "/api/v1/recordings/policy", summary: "Call recording policy: never / on-demand / always per extension, trunk and outbound route prefix (precedence never > on-demand > always), retention days per category", perm: auth.PermTelephonyRead, h: s.apiRecordingPolicy},
+		{method: "PUT", path: "/api/v1/recordings/retention", summary: "Retention days per recording category ({\"call\": 90, \"voicemail\": 183}, 1..3650; others 183); the rest of the policy is kept; audited", req: RecordingRetention{}, perm: auth.PermTelephonyWrite, h: s.apiSetRetention},
+		{method: "PUT", path: "/api/v1/recordings/policy", summary: "Replace the call recording policy and retention per category (1..3650 days); audited", req: callrec.Policy{}, perm: auth.PermTelephonyWrite, h: s.apiSetRecordingPolicy},
 		{method: "GET", path: "/api/v1/voicemail/{ext}", summary: "An extension's mailbox: PIN set or not (never the PIN), lockout, options, greetings, messages (caller, time, duration, new/old)", perm: auth.PermTelephonyRead, h: s.apiMailbox},
 		{method: "GET", path: "/api/v1/voicemail/{ext}/messages/{id}/audio", summary: "A voicemail message decrypted as WAV (16-bit PCM) for listening, or as a download with ?download=1; every access audited", perm: auth.PermTelephonyWrite, h: s.apiMessageAudio},
 		{method: "DELETE", path: "/api/v1/voicemail/{ext}/messages/{id}", summary: "Delete a voicemail message (record and encrypted file); audited", perm: auth.PermTelephonyWrite, h: s.apiDeleteMessage},

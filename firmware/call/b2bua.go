@@ -158,7 +158,10 @@ type Config struct {
 	// Apps, when set, answers KindApp decisions (voicemail, conference,
 	// IVR) and callees without a registered phone that have a mailbox.
 	Apps Apps
-	Log  *slog.Logger
+	// Recorder, when set, records answered two-party calls by policy
+	// (record.go).
+	Recorder Recorder
+	Log      *slog.Logger
 
 	// Observer, when set, is told each extension's dialog state changes
 	// (busy-lamp fields; observe.go).

@@ -79,6 +79,7 @@ type call struct {
 	appCall    atomic.Bool
 	picks      chan *pickReq // a picker handed to this ringing call (pickup.go)
 	ringing    []string      // extensions the current stage rings (pickup.go)
+	recStop    func() string // ends the call's recording (record.go); nil: none
 }
 
 func newCall(b *B2BUA, req *sip.Request, caller Identity) *call {

@@ -596,5 +596,7 @@ func (f *fork) win(txA sip.ServerTransaction, br *branch, res *sip.Response) {
 	a.boxRefreshes = !supportsTimer(reqA)
 	if !c.answerA(reqA, txA, bodyA) {
 		c.hangup(-1, "no ACK from caller")
+		return
 	}
+	c.startRecording()
 }

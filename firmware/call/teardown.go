@@ -101,6 +101,7 @@ func (c *call) finish(result cdr.Result, code int, cause string) {
 			c.rec.SIPStatus = code
 		}
 		c.closeApp()
+		c.stopRecording()
 		var st media.Stats
 		if c.m != nil {
 			st = c.m.Stats()

@@ -64,6 +64,9 @@ type Record struct {
 	MOS      float64 `json:"mos,omitempty"`
 	LossPct  float64 `json:"loss_pct,omitempty"`
 	JitterMs float64 `json:"jitter_ms,omitempty"`
+	// Recording names the call's recordings ("recorded call/…"), or why
+	// a call the policy wanted recorded was not; "": not recorded by policy.
+	Recording string `json:"recording,omitempty"`
 	// Masked says the phone numbers were masked by the privacy settings.
 	Masked bool `json:"masked,omitempty"`
 }
@@ -121,6 +124,7 @@ func (r *Record) validate() error {
 func (s *Store) Write(r Record) error {
 	r.From, r.To, r.Dialled, r.Direction, r.Trunk, r.Cause, r.Codec =
 		clip(r.From), clip(r.To), clip(r.Dialled), clip(r.Direction), clip(r.Trunk), clip(r.Cause), clip(r.Codec)
+	r.Recording = clip(r.Recording)
 	if err := r.validate(); err != nil {
 		return err
 	}

@@ -41,6 +41,7 @@ const (
 	QueueLogout        Action = "queue-logout"    // likewise
 	VoicemailOwn       Action = "voicemail"       // app voicemail-access/<caller>
 	VoicemailOther     Action = "voicemail-other" // app voicemail-access/<digits dialled after the code>
+	RecordToggle       Action = "record-toggle"   // typed during a call (RFC 4733): start or stop an on-demand recording
 	AppVoicemailAccess        = "voicemail-access"
 )
 
@@ -76,6 +77,7 @@ var actions = []struct {
 	{QueueLogout, true, "log out of the queue dialled after the code (no number: of all your queues)"},
 	{VoicemailOwn, false, "your voicemail"},
 	{VoicemailOther, true, "voicemail of the box dialled after the code"},
+	{RecordToggle, false, "during a call: start or stop recording it (where the recording policy is on demand)"},
 }
 
 func takesArg(a Action) (bool, bool) {
@@ -110,6 +112,7 @@ func DefaultCodes() []Code {
 		{"*70", Park},
 		{"*45", QueueLogin}, {"*46", QueueLogout},
 		{"*97", VoicemailOwn}, {"*98", VoicemailOther},
+		{"*1", RecordToggle},
 	}
 }
 

@@ -216,6 +216,7 @@ type Call struct {
 	ctx      context.Context
 
 	dtlsFailed atomic.Pointer[func(Side, error)]
+	tap        atomic.Pointer[tapHolder] // call recording (tap.go); nil: none
 
 	// withheld sides carry nothing until Release; pending is the last
 	// peer SetPeer was given meanwhile (c.mu).
@@ -793,6 +794,8 @@ func (l *leg) handle(w *worker, slot int, st, ost *legState, pkt []byte, from ne
 	w.rx.bytes += uint64(len(pkt))
 	if rtcp {
 		l.stats.noteRTCP(plain)
+	} else {
+		l.call.tapRTP(l.side, plain)
 	}
 	if !forward {
 		l.stats.droppedNoPeer.Add(1)

@@ -432,6 +432,8 @@ func (s *Store) List(category string) []Entry {
 
 // Retention returns the retention of a category.
 func (s *Store) Retention(category string) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if d, ok := s.cfg.Retention[category]; ok {
 		return d
 	}
