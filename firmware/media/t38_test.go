@@ -117,3 +117,93 @@ func TestAudioOfferWithImage(t *testing.T) {
 		t.Fatalf("ParseFax of an audio offer: %v", err)
 	}
 }
+
+func FuzzParseFax(f *testing.F) {
+	f.Add([]byte(faxOffer))
+	f.Add([]byte("v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=image 6004 udptl t38\r\na=T38FaxMaxDatagram:99999\r\n"))
+	f.Add([]byte("v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=image 6004 UDP/TLS/UDPTL t38\r\nm=audio 0 RTP/AVP 0\r\n"))
+	box := netip.MustParseAddr("198.51.100.1")
+	f.Fuzz(func(t *testing.T, b []byte) {
+		// The audio parser must cope with whatever image lines hold too.
+		_, _, _ = ParseSDP(b)
+		fx, err := ParseFax(b)
+		if err != nil {
+			if !errors.Is(err, ErrSDP) && !errors.Is(err, ErrNotFax) {
+				t.Fatalf("unwrapped error %v", err)
+			}
+			return
+		}
+		if !fx.Addr.IsValid() || fx.Addr.IsMulticast() || fx.Port == 0 || len(fx.Attrs) > len(t38Attrs) {
+			t.Fatalf("accepted %+v", fx)
+		}
+		out, err := RewriteFax(fx, Local{Addr: box, RTPPort: 20000}, &fx)
+		if err != nil {
+			t.Fatalf("rewrite of accepted SDP failed: %v", err)
+		}
+		g, err := ParseFax(out)
+		if err != nil {
+			t.Fatalf("our rewrite does not parse: %v\n%s", err, out)
+		}
+		if g.Addr != box || g.Port != 20000 || len(g.Attrs) != len(fx.Attrs) {
+			t.Fatalf("round trip changed the stream: %+v\n%s", g, out)
+		}
+		if v, ok := g.Attr("T38FaxMaxDatagram"); ok && len(v) > 4 {
+			t.Fatalf("datagram size %s not clamped", v)
+		}
+	})
+}
+
+// TestRelayUDPTL: a T.38 leg relays datagrams verbatim to a T.38 leg and
+// to nothing else; runts and the RTCP socket carry nothing.
+func TestRelayUDPTL(t *testing.T) {
+	r := newTestRelay(t)
+	call, err := r.NewCall("fax")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer call.Close()
+	ctx := t.Context()
+	fax := Fax{Addr: localhost, Port: 9}
+	if err := call.SetPeer(ctx, A, FaxPeer(fax)); err != nil {
+		t.Fatal(err)
+	}
+	if err := call.SetPeer(ctx, B, Peer{Addr: localhost, RTPPort: 11}); err != nil {
+		t.Fatal(err)
+	}
+	from := netip.AddrPortFrom(localhost, 9)
+	send := func(pkt []byte, rtcpSock bool) int {
+		l := call.legs[A]
+		w := newWorker(4)
+		l.handle(w, 0, l.state.Load(), l.other().state.Load(), pkt, from, rtcpSock)
+		return len(w.tx[0].pkts) + len(w.tx[1].pkts)
+	}
+	ifp := []byte{0, 7, 3, 0xc0, 1, 0x80, 0}
+	if n := send(ifp, false); n != 0 {
+		t.Fatal("UDPTL forwarded to an audio leg")
+	}
+	if err := call.SetPeer(ctx, B, FaxPeer(Fax{Addr: localhost, Port: 11})); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(call.Pinholes()); got != 2 {
+		t.Fatalf("%d pinholes for two T.38 legs, want one each", got)
+	}
+	for _, tc := range []struct {
+		name     string
+		pkt      []byte
+		rtcpSock bool
+		want     int
+	}{
+		{"IFP", ifp, false, 1},
+		{"RTP-looking IFP", append([]byte{0x80}, ifp[1:]...), false, 1},
+		{"runt", ifp[:3], false, 0},
+		{"on the RTCP port", ifp, true, 0},
+		{"too big", make([]byte, maxPacket+1), false, 0},
+	} {
+		if n := send(tc.pkt, tc.rtcpSock); n != tc.want {
+			t.Errorf("%s: %d forwarded, want %d", tc.name, n, tc.want)
+		}
+	}
+	if err := call.SetPeer(ctx, A, Peer{Addr: localhost, RTPPort: 9, SDES: &SDESKeys{}, UDPTL: true}); err == nil {
+		t.Fatal("UDPTL with SRTP keys accepted")
+	}
+}
