@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
+	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/features"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
@@ -28,13 +30,14 @@ import (
 type sippBox struct {
 	t     *testing.T
 	p     *proc
+	api   *apiClient
 	sip   string // the box's UDP SIP address
 	pw    map[string]string
 	ports map[string]int // a member keeps its port (and so its binding) across restarts
 	stops map[string]func()
 }
 
-func startSippBox(t *testing.T, exts []string, groups []features.RingGroup) *sippBox {
+func startSippBox(t *testing.T, exts []string, groups []features.RingGroup, tune ...func(*pbxconfig.Telephony)) *sippBox {
 	t.Helper()
 	siptest.NeedSipp(t)
 	dir := filepath.Join(t.TempDir(), "dev")
@@ -66,12 +69,18 @@ func startSippBox(t *testing.T, exts []string, groups []features.RingGroup) *sip
 		t.Fatal(err)
 	}
 	cfg.Features.Groups = groups
+	for _, f := range tune {
+		f(&cfg)
+	}
 	api.must(http.StatusOK, "PUT", "/api/v1/telephony", cfg)
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("SIGTERM: exit %d:\n%s", code, p.output())
 	}
 	sb.p = startProc(t, procOpts{noFD3: true}, args...)
+	base = sb.p.waitLine(t, adminRE)[1]
 	sipAddrs := sb.p.waitLine(t, sipRE)
+	sb.api = newAPIClient(t, base, fp)
+	sb.api.login(sb.api.must(http.StatusOK, "POST", "/api/v1/login", admin.LoginRequest{Username: testAdmin, Password: testAdminPW}))
 	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(sb.p.output(), `msg="calls: ready"`); {
 		if time.Now().After(deadline) {
 			t.Fatalf("B2BUA not wired:\n%s", sb.p.output())
@@ -342,4 +351,106 @@ func boxCallLog(out string) string {
 		}
 	}
 	return string(lastBytes([]byte(strings.Join(keep, "\n"))))
+}
+
+// TestSippForwarding: each forward condition against the real daemon with
+// sipp phones, and an external forward refused when set for an
+// internal-only extension (201) and allowed for a national one (202),
+// whose forwarded call reaches the trunk (sipp) with the national number.
+func TestSippForwarding(t *testing.T) {
+	const national = "030123456"
+	trunkPort := netnstest.FreePort(t, "udp")
+	sb := startSippBox(t, []string{"100", "201", "202", "203", "205"}, nil, func(c *pbxconfig.Telephony) {
+		c.Trunks = []pbxconfig.TelephonyTrunk{{Name: "itsp", Host: fmt.Sprintf("127.0.0.2:%d", trunkPort), Transport: "udp",
+			Auth: pbxconfig.TrunkAuthIP, Peers: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, SRTP: "off"}}
+		c.Routes = []dialplan.Route{{Prefix: "", Trunk: "itsp"}}
+		c.Extensions = []dialplan.Extension{{Number: "201", Classes: []dialplan.Class{dialplan.Internal}}}
+	})
+	set := func(ext string, s features.Settings) { sb.api.must(http.StatusOK, "PUT", "/api/v1/extensions/"+ext+"/features", s) }
+	ev := map[string]*sippEvents{}
+	ev["203"] = sb.member("203", "member_answer.xml")
+	answered := func(n int) []string {
+		w := []string{"registered"}
+		for range n {
+			w = append(w, "invite", "answered", "bye")
+		}
+		return w
+	}
+
+	// Unconditional: 201 does not ring, 203 answers.
+	ev["201"] = sb.member("201", "member_ring.xml")
+	set("201", features.Settings{Always: "203"})
+	if got := sb.call("100", "201"); got != "answered" {
+		t.Fatalf("forward always: %q", got)
+	}
+	settle(t, map[string][]string{"201": {"registered"}, "203": answered(1)}, ev)
+
+	// Busy: 201 answers 486, 203 answers.
+	ev["201"] = sb.member("201", "member_busy.xml")
+	set("201", features.Settings{Busy: "203"})
+	if got := sb.call("100", "201"); got != "answered" {
+		t.Fatalf("forward on busy: %q", got)
+	}
+	settle(t, map[string][]string{"201": {"registered", "invite"}, "203": answered(2)}, ev)
+
+	// No answer: 201 rings its 5 s, is cancelled, then 203 rings.
+	ev["201"] = sb.member("201", "member_ring.xml")
+	set("201", features.Settings{NoAnswer: "203", Ring: 5})
+	if got := sb.call("100", "201"); got != "answered" {
+		t.Fatalf("forward on no answer: %q", got)
+	}
+	settle(t, map[string][]string{"201": {"registered", "invite", "cancel"}, "203": answered(3)}, ev)
+	if i201, i203 := ev["201"].invites(), ev["203"].invites(); len(i201) != 1 || len(i203) != 3 || i203[2].Sub(i201[0]) < 5*time.Second-200*time.Millisecond {
+		t.Fatalf("no-answer forward: 201 rang at %v, 203 at %v (want 5 s later)", i201, i203)
+	}
+
+	// Unreachable: 205 has no phone registered.
+	set("205", features.Settings{Unreachable: "203"})
+	if got := sb.call("100", "205"); got != "answered" {
+		t.Fatalf("forward when unreachable: %q", got)
+	}
+	settle(t, map[string][]string{"203": answered(4)}, ev)
+
+	// External: refused for the internal-only 201 when set, nothing stored.
+	if st, _, body := sb.api.do("PUT", "/api/v1/extensions/201/features", features.Settings{Always: national}); st != http.StatusForbidden {
+		t.Fatalf("forward of internal-only 201 to %s: %d %s", national, st, body)
+	}
+	var s features.Settings
+	if err := json.Unmarshal(sb.api.must(http.StatusOK, "GET", "/api/v1/extensions/201/features", nil), &s); err != nil || s.Always != "" {
+		t.Fatalf("refused forward stored: %+v %v", s, err)
+	}
+	// Allowed for 202 (national class): the call leaves by the trunk.
+	dir := t.TempDir()
+	trunk := exec.Command(siptest.NeedSipp(t), "-sn", "uas", "-i", "127.0.0.2", "-p", strconv.Itoa(trunkPort),
+		"-mi", "127.0.0.2", "-mp", strconv.Itoa(46000+trunkPort%5000*2), "-m", "1", "-nostdin", "-trace_msg", "-trace_err")
+	trunk.Dir = dir
+	if err := trunk.Start(); err != nil {
+		t.Fatal(err)
+	}
+	trunkDone := make(chan error, 1)
+	go func() { trunkDone <- trunk.Wait() }()
+	t.Cleanup(func() { _ = trunk.Process.Kill() })
+	set("202", features.Settings{Always: national})
+	if got := sb.call("100", "202"); got != "answered" {
+		t.Fatalf("forward of 202 to %s: %q", national, got)
+	}
+	select {
+	case err := <-trunkDone:
+		if err != nil {
+			t.Fatalf("trunk sipp: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("trunk sipp did not finish its call")
+	}
+	ml, _ := filepath.Glob(filepath.Join(dir, "*_messages.log"))
+	var msgs []byte
+	if len(ml) > 0 {
+		msgs, _ = os.ReadFile(ml[0])
+	}
+	if !strings.Contains(string(msgs), "INVITE sip:"+national+"@") {
+		t.Fatalf("the trunk did not get an INVITE for %s:\n%s", national, lastBytes(msgs))
+	}
+	if code := sb.p.stop(t); code != 0 {
+		t.Fatalf("SIGTERM: exit %d:\n%s", code, sb.p.output())
+	}
 }
