@@ -366,7 +366,9 @@ func TestSippForwarding(t *testing.T) {
 		c.Routes = []dialplan.Route{{Prefix: "", Trunk: "itsp"}}
 		c.Extensions = []dialplan.Extension{{Number: "201", Classes: []dialplan.Class{dialplan.Internal}}}
 	})
-	set := func(ext string, s features.Settings) { sb.api.must(http.StatusOK, "PUT", "/api/v1/extensions/"+ext+"/features", s) }
+	set := func(ext string, s features.Settings) {
+		sb.api.must(http.StatusOK, "PUT", "/api/v1/extensions/"+ext+"/features", s)
+	}
 	ev := map[string]*sippEvents{}
 	ev["203"] = sb.member("203", "member_answer.xml")
 	answered := func(n int) []string {
