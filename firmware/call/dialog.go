@@ -82,6 +82,12 @@ func (c *call) learnTarget(l *leg, res *sip.Response) {
 // transact sends req on l and returns the final response; a 2xx to an
 // INVITE is ACKed.
 func (c *call) transact(l *leg, req *sip.Request) (*sip.Response, error) {
+	return c.transactAck(l, req, nil)
+}
+
+// transactAck is transact with accepted run on an INVITE's 2xx before the
+// ACK goes out (the peer may send media as soon as it has the ACK).
+func (c *call) transactAck(l *leg, req *sip.Request, accepted func(*sip.Response)) (*sip.Response, error) {
 	ctx, stop := context.WithTimeout(c.b.ctx, transactionTimeout)
 	defer stop()
 	tx, err := c.b.cfg.Client.TransactionRequest(ctx, req)
@@ -96,6 +102,9 @@ func (c *call) transact(l *leg, req *sip.Request) (*sip.Response, error) {
 			}
 			if req.Method == sip.INVITE && res.StatusCode < 300 {
 				// Left to Timer M: retransmitted 2xx get the ACK again.
+				if accepted != nil {
+					accepted(res)
+				}
 				ack := c.ackFor(l, res)
 				_ = c.b.cfg.Client.WriteRequest(ack)
 				tx.OnRetransmission(func(*sip.Response) { _ = c.b.cfg.Client.WriteRequest(ack.Clone()) })
@@ -108,6 +117,9 @@ func (c *call) transact(l *leg, req *sip.Request) (*sip.Response, error) {
 			case res := <-tx.Responses():
 				if res.StatusCode >= 200 {
 					if req.Method == sip.INVITE && res.StatusCode < 300 {
+						if accepted != nil {
+							accepted(res)
+						}
 						_ = c.b.cfg.Client.WriteRequest(c.ackFor(l, res))
 					}
 					return res, nil
@@ -220,6 +232,10 @@ func (x *offerExchange) relay() {
 	ctx := c.b.ctx
 	_, rem, err := media.ParseSDP(req.Body())
 	if err != nil {
+		if f, ferr := media.ParseFax(req.Body()); ferr == nil {
+			x.fax(f) // fax.go
+			return
+		}
 		x.reply(488, nil)
 		return
 	}

@@ -189,6 +189,10 @@ type Peer struct {
 	RTCPMux  bool
 	SDES     *SDESKeys   // SRTP with SDES keys
 	DTLS     *DTLSParams // DTLS-SRTP; exclusive with SDES
+	// UDPTL carries T.38 fax (FaxPeer): datagrams are relayed as they
+	// are, on the RTP port alone, only to a peer that is UDPTL too. It
+	// excludes SDES and DTLS (a T.38 stream is never SRTP).
+	UDPTL bool
 
 	// awaitAnswer: a new DTLS association answers the peer's offer; the
 	// box's answer is not sent yet (Answer, then AnswerSent).
@@ -284,6 +288,12 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 	if p.SDES != nil && p.DTLS != nil {
 		return errors.New("media: SDES and DTLS on one leg")
 	}
+	if p.UDPTL && (p.SDES != nil || p.DTLS != nil) {
+		return errors.New("media: UDPTL with SRTP on one leg")
+	}
+	if p.UDPTL {
+		p.RTCPMux = true // one port: no RTCP
+	}
 	if p.DTLS != nil && c.r.cfg.Certificate == nil {
 		return errors.New("media: DTLS-SRTP leg but relay has no certificate")
 	}
@@ -297,7 +307,7 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 		return nil
 	}
 	l := c.legs[s]
-	st := &legState{mux: p.RTCPMux}
+	st := &legState{mux: p.RTCPMux, udptl: p.UDPTL}
 	active := p.Addr.IsValid() && !p.Addr.IsUnspecified() && p.RTPPort != 0
 	want := map[fwspec.Pinhole]bool{}
 	if active {
@@ -603,6 +613,7 @@ type legState struct {
 	addr            netip.Addr // the only accepted source address
 	rtpDst, rtcpDst netip.AddrPort
 	mux             bool
+	udptl           bool // T.38: datagrams relayed verbatim (relayUDPTL)
 	secure          bool
 	crypto          *legCrypto // SDES; nil for DTLS
 	dtls            *dtlsLeg   // the DTLS association whose keys the leg uses
@@ -719,6 +730,10 @@ func (l *leg) handle(w *worker, slot int, st, ost *legState, pkt []byte, from ne
 		l.stats.droppedMalformed.Add(1)
 		return
 	}
+	if st.udptl {
+		l.relayUDPTL(w, st, ost, pkt, from, rtcpSock)
+		return
+	}
 	switch classify(pkt) {
 	case kindDTLS:
 		if st.dtls != nil && !rtcpSock {
@@ -746,7 +761,7 @@ func (l *leg) handle(w *worker, slot int, st, ost *legState, pkt []byte, from ne
 		l.stats.droppedSource.Add(1)
 		return
 	}
-	forward := ost != nil && ost.rtpDst.IsValid()
+	forward := ost != nil && ost.rtpDst.IsValid() && !ost.udptl
 	plain := pkt
 	if st.secure {
 		keys := st.keys()
@@ -824,4 +839,32 @@ func (l *leg) handle(w *worker, slot int, st, ost *legState, pkt []byte, from ne
 		k = 1
 	}
 	w.tx[k].pkts = append(w.tx[k].pkts, txPkt{b: out, dst: ost.dst(rtcp)})
+}
+
+// minUDPTL is the shortest UDPTL packet: a sequence number and a primary
+// IFP of at least one byte with its length (T.38 §9.1).
+const minUDPTL = 4
+
+// relayUDPTL is handle for a T.38 leg: the source checks and latching of
+// RTP, then the datagram goes out unchanged to the other leg if that one
+// is on T.38 too (while the other leg still carries audio nothing mixes).
+func (l *leg) relayUDPTL(w *worker, st, ost *legState, pkt []byte, from netip.AddrPort, rtcpSock bool) {
+	if rtcpSock || len(pkt) < minUDPTL {
+		l.stats.droppedMalformed.Add(1)
+		return
+	}
+	if p := st.latchRTP.Load(); p != 0 && uint16(p) != from.Port() {
+		l.stats.droppedSource.Add(1)
+		return
+	}
+	if st.latchRTP.Load() == 0 {
+		st.latchRTP.Store(uint32(from.Port()))
+	}
+	w.rx.received++
+	w.rx.bytes += uint64(len(pkt))
+	if ost == nil || !ost.udptl || !ost.rtpDst.IsValid() {
+		l.stats.droppedNoPeer.Add(1)
+		return
+	}
+	w.tx[0].pkts = append(w.tx[0].pkts, txPkt{b: pkt, dst: ost.dst(false)})
 }

@@ -143,9 +143,9 @@ func ParseSDP(body []byte) (*sdp.SessionDescription, Remote, error) {
 	if len(body) > MaxSDPBytes {
 		return nil, r, fmt.Errorf("%w: %d bytes (max %d)", ErrSDP, len(body), MaxSDPBytes)
 	}
-	var sd sdp.SessionDescription
-	if err := sd.UnmarshalString(string(body)); err != nil {
-		return nil, r, fmt.Errorf("%w: %w", ErrSDP, err)
+	sd, err := unmarshalSDP(body)
+	if err != nil {
+		return nil, r, err
 	}
 	if len(sd.MediaDescriptions) == 0 || len(sd.MediaDescriptions) > maxMedia {
 		return nil, r, fmt.Errorf("%w: %d media sections", ErrSDP, len(sd.MediaDescriptions))
@@ -290,7 +290,7 @@ func ParseSDP(body []byte) (*sdp.SessionDescription, Remote, error) {
 			return nil, r, fmt.Errorf("%w: DTLS-SRTP without a=fingerprint", ErrSDP)
 		}
 	}
-	return &sd, r, nil
+	return sd, r, nil
 }
 
 // Local is what the box says to one leg's peer about its anchored stream.

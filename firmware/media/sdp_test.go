@@ -148,6 +148,7 @@ func TestFingerprint(t *testing.T) {
 func FuzzParseSDP(f *testing.F) {
 	f.Add([]byte(offerSDES))
 	f.Add([]byte(offerDTLS))
+	f.Add([]byte("v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\nm=image 6004 udptl t38\r\n"))
 	box := netip.MustParseAddr("198.51.100.1")
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, r, err := ParseSDP(b)
