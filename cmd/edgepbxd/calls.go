@@ -68,11 +68,12 @@ func (d *daemon) newCalls(pinholes media.Pinholes) error {
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)
 	}
+	router, ivrApps := d.newIVR(feat, apps)
 	contact := d.sip.Contact("udp")
 	b, err := call.New(call.Config{
 		Client: d.sip.Sender(), Contact: contact, ContactTLS: d.sip.Contact("tls"),
-		Relay: relay, Plan: feat, Hunter: feat, Directory: telephony.NewDirectory(d.sip.Directory(nil), d.tel), CDR: cdr.New(d.db), Log: d.log,
-		Events: d.secLog, Observer: d.dialogObserver(), Apps: apps,
+		Relay: relay, Plan: router, Hunter: feat, Directory: telephony.NewDirectory(d.sip.Directory(nil), d.tel), CDR: cdr.New(d.db), Log: d.log,
+		Events: d.secLog, Observer: d.dialogObserver(), Apps: ivrApps,
 	})
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)

@@ -167,6 +167,10 @@ func (c *call) answerApp(reqA *sip.Request, txA sip.ServerTransaction, target, r
 	ep.start(caller)
 	c.b.spawn(func() {
 		err := app.Run(ep.ctx, ep)
+		if errors.Is(err, ErrHandedOver) { // app_connect.go: the call goes on bridged
+			ep.close()
+			return
+		}
 		cause := "application ended"
 		if err != nil && ep.ctx.Err() == nil {
 			c.b.log.Warn("call: application", "call", c.id, "app", name, "err", err)
