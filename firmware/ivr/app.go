@@ -161,6 +161,7 @@ func (a *session) menu(ctx context.Context, leg call.Leg, m Menu) (string, error
 			}
 			continue
 		}
+		s.log().Debug("ivr: key", "menu", m.Number, "key", string(key))
 		for _, o := range m.Options {
 			if o.Key == string(key) {
 				return o.Dest, nil
@@ -191,7 +192,9 @@ func (a *session) listen(ctx context.Context, leg call.Leg, pcm []int16, timeout
 		select {
 		case d := <-leg.DTMF():
 			stop()
-			<-done
+			if done != nil { // the prompt was still playing
+				<-done
+			}
 			return d.Key, true, nil
 		case err := <-done:
 			if ctx.Err() != nil {
@@ -286,6 +289,7 @@ func (a *session) connect(ctx context.Context, leg call.Leg, m Menu, dec dialpla
 	if ring <= 0 {
 		ring = DefaultRing
 	}
+	s.log().Info("ivr: connecting", "menu", m.Number, "kind", dec.Kind, "target", dec.Target)
 	err := c.Connect(ctx, dec, lease, ring)
 	switch {
 	case errors.Is(err, call.ErrHandedOver):
