@@ -141,6 +141,7 @@ func sippTrunkCall(t *testing.T, sipAddr, called, scenario string) {
 //   - a DID routed to a time condition that is open now reaches menu 800;
 //     key 1 rings 202, which answers: the caller is bridged to it (the
 //     caller's BYE reaches 202);
+//   - 202 busy: the caller is back in the menu and reaches 204 by key 3;
 //   - an invalid key, then silence: the menu repeats, then its fallback
 //     203 rings and answers;
 //   - the same DID once today is a holiday goes to the closed
@@ -160,7 +161,7 @@ func TestDevModeIVR(t *testing.T) {
 		TimeConditions: []ivr.TimeCondition{{Number: "700", Name: "office",
 			Hours: []ivr.Hours{{Days: allWeek, From: "00:00", To: "24:00"}}, Open: "800", Closed: "204"}},
 		Menus: []ivr.Menu{
-			{Number: "800", Name: "main", Options: []ivr.Option{{Key: "1", Dest: "202"}, {Key: "2", Dest: "801"}},
+			{Number: "800", Name: "main", Options: []ivr.Option{{Key: "1", Dest: "202"}, {Key: "2", Dest: "801"}, {Key: "3", Dest: "204"}},
 				Timeout: 2, Repeats: 2, Fallback: "203"},
 			{Number: "801", Name: "no way out", Options: []ivr.Option{{Key: "1", Dest: "202"}}, Timeout: 2, Repeats: 2},
 		},
@@ -203,6 +204,15 @@ func TestDevModeIVR(t *testing.T) {
 	byeAt("202")
 	fb.quiet("201")
 	fb.quiet("203")
+	fb.drain()
+
+	// 202 is busy: the caller is back in the menu and chooses 3 (204).
+	fb.phones["202"].Reply(486)
+	sippTrunkCall(t, sip, "4930999000", ivrScenario(false, kp.keys("1"), []vmStep{pause(3000)}, kp.keys("3"), []vmStep{pause(6000)}))
+	fb.invited(ctx, "202")
+	answered("204")
+	byeAt("204")
+	fb.phones["202"].Reply(0)
 	fb.drain()
 
 	// An invalid key, then nothing: two rounds, then the fallback.
