@@ -82,6 +82,9 @@ func (d *daemon) newCalls(pinholes media.Pinholes) error {
 	} else {
 		recorder, d.recs = recs, recs
 	}
+	// The IVR sits in front: its menus and time conditions are numbers
+	// too; every other application (voicemail, rooms) is behind it.
+	router, apps = d.newIVR(router, feat, apps)
 	contact := d.sip.Contact("udp")
 	b, err := call.New(call.Config{
 		Client: d.sip.Sender(), Contact: contact, ContactTLS: d.sip.Contact("tls"),

@@ -17,6 +17,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/auth"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/features"
+	"github.com/edgepbx/edgepbx/firmware/ivr"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
@@ -332,6 +333,9 @@ var telephonyFields = []fieldRule{
 // pointer into t; "" when the error is about no single field (too many
 // entries, for one).
 func telephonyField(t pbxconfig.Telephony, err error) string {
+	if fe, ok := errors.AsType[*ivr.FieldError](err); ok { // menus and time conditions name their field
+		return "/ivr" + fe.Field
+	}
 	msg := err.Error()
 	for _, prefix := range []string{pbxconfig.ErrTelephony.Error() + ": "} {
 		for strings.HasPrefix(msg, prefix) {

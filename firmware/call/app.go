@@ -175,6 +175,10 @@ func (c *call) runApp(app App, ep *appMedia, name string, caller Caller) {
 	}
 	c.b.spawn(func() {
 		err := app.Run(ep.ctx, ep)
+		if errors.Is(err, ErrHandedOver) { // app_connect.go: the call goes on bridged
+			ep.close()
+			return
+		}
 		cause := "application ended" + why
 		if err != nil && ep.ctx.Err() == nil {
 			c.b.log.Warn("call: application", "call", c.id, "app", name, "err", err)

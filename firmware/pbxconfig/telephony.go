@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/features"
+	"github.com/edgepbx/edgepbx/firmware/ivr"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
 
@@ -81,6 +82,9 @@ type Telephony struct {
 	// (firmware/features). Ring group numbers are dial-plan destinations
 	// like extensions (DIDs may name them).
 	Features features.Config `json:"features"`
+	// IVR: auto-attendant menus and time conditions (firmware/ivr). Their
+	// numbers are dial-plan and DID destinations like extensions.
+	IVR ivr.Config `json:"ivr"`
 }
 
 // TelephonyTrunk is an ITSP: where calls go (Host), how it is
@@ -203,6 +207,12 @@ func (t Telephony) Validate(known func(string) bool) error {
 	groups := map[string]bool{}
 	for _, g := range t.Features.Groups {
 		groups[g.Number] = true
+	}
+	if err := t.validateIVR(c, isExt, groups); err != nil {
+		return err
+	}
+	for _, n := range t.IVR.Numbers() {
+		groups[n] = true // DID destinations like ring groups
 	}
 	for _, d := range t.DIDs {
 		if !listed[d.Extension] && !groups[d.Extension] && (known == nil || !known(d.Extension)) {
@@ -349,6 +359,7 @@ func (t Telephony) Plan(numbers []string) dialplan.Plan {
 	}
 	var exts []dialplan.Extension
 	have := map[string]bool{}
+	ivrNums := t.IVR.Numbers()
 	for _, n := range numbers {
 		x, ok := set[n]
 		if !ok {
@@ -356,6 +367,12 @@ func (t Telephony) Plan(numbers []string) dialplan.Plan {
 		}
 		if x.Classes == nil {
 			x.Classes = slices.Clone(t.DefaultClasses)
+		}
+		if !ok && slices.Contains(ivrNums, n) {
+			// A menu or time condition answers many callers at once
+			// (a DID's calls count here); the trunks' limits and the
+			// B2BUA's bound still apply.
+			x.Limits.MaxConcurrent = ivrConcurrent
 		}
 		exts = append(exts, x)
 		have[n] = true
@@ -391,6 +408,7 @@ func (t Telephony) clone() Telephony {
 	t.Routes = slices.Clone(t.Routes)
 	t.DIDs = slices.Clone(t.DIDs)
 	t.Features = t.Features.Clone()
+	t.IVR = t.IVR.Clone()
 	t.UnsolicitedMWI = slices.Clone(t.UnsolicitedMWI)
 	return t
 }

@@ -65,7 +65,9 @@ func (p *Plan) Engine() (*dialplan.Engine, error) {
 	// Ring group numbers route like extensions (firmware/features rings
 	// their members). A SIP extension created later with a group's number
 	// is not listed twice (the group rings).
-	for _, g := range cur.Features.GroupNumbers() {
+	// Menus and time conditions likewise (firmware/ivr answers or
+	// resolves them in front of the features).
+	for _, g := range append(cur.Features.GroupNumbers(), cur.IVR.Numbers()...) {
 		if !slices.Contains(nums, g) {
 			nums = append(nums, g)
 		}
