@@ -44,7 +44,16 @@ type tufKeyFile struct {
 
 // tufSigner reads (or, with create, makes) KEYDIR/tuf-ROLE.key, mode 0600.
 func tufSigner(dir, role string, create bool) (signature.Signer, ed25519.PublicKey, error) {
-	p := filepath.Join(dir, "tuf-"+role+".key")
+	if create {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, nil, err
+		}
+	}
+	return tufSignerAt(filepath.Join(dir, "tuf-"+role+".key"), role, create)
+}
+
+// tufSignerAt is tufSigner for the key file at p.
+func tufSignerAt(p, role string, create bool) (signature.Signer, ed25519.PublicKey, error) {
 	var kf tufKeyFile
 	b, err := os.ReadFile(p)
 	switch {
@@ -62,9 +71,6 @@ func tufSigner(dir, role string, create bool) (signature.Signer, ed25519.PublicK
 			return nil, nil, err
 		}
 		raw, _ := json.Marshal(kf)
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, nil, err
-		}
 		if err := os.WriteFile(p, raw, 0o600); err != nil {
 			return nil, nil, err
 		}
@@ -178,8 +184,123 @@ func newRepoCmd() *cobra.Command {
 			ts.Signed.Expires = time.Now().UTC().Add(timestampTTL)
 			return signWrite(dir, keys, "timestamp", "timestamp.json", ts)
 		}}
-	cmd.AddCommand(initC, add, stamp)
+	rotate := &cobra.Command{Use: "rotate ROLE", Short: "Replace a role's key (root, targets, snapshot or timestamp): the next N.root.json names the new key (signed by the old and new root keys) and everything is re-signed; boxes follow at their next check", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := rotateRole(dir, keys, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s\n", filepath.Join(dir, fmt.Sprintf("%d.root.json", n)))
+			return nil
+		}}
+	cmd.AddCommand(initC, add, stamp, rotate)
 	return cmd
+}
+
+// maxRoots bounds the walk over N.root.json.
+const maxRoots = 1024
+
+// latestRoot is the repository's newest root and its version.
+func latestRoot(dir string) (int, *metadata.Metadata[metadata.RootType], error) {
+	n := 0
+	for i := 1; i <= maxRoots; i++ {
+		if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("%d.root.json", i))); err != nil {
+			break
+		}
+		n = i
+	}
+	if n == 0 {
+		return 0, nil, fmt.Errorf("%s holds no 1.root.json: run `edgepbx repo init` first", dir)
+	}
+	r, err := new(metadata.Metadata[metadata.RootType]).FromFile(filepath.Join(dir, fmt.Sprintf("%d.root.json", n)))
+	if err != nil {
+		return 0, nil, err
+	}
+	if int(r.Signed.Version) != n {
+		return 0, nil, fmt.Errorf("%d.root.json says version %d", n, r.Signed.Version)
+	}
+	return n, r, nil
+}
+
+// rotateRole replaces role's key. The new key is made beside the old one
+// first; the next root names it (signed by the new root key and, for the
+// root role, the old one too, so boxes trusting the old root accept it);
+// then the old key file is kept as tuf-ROLE.key.vN (retired, never used
+// again) and every top-level role is re-signed with the keys now in force.
+func rotateRole(dir, keys, role string) (int, error) {
+	known := false
+	for _, r := range tufRoles {
+		known = known || r == role
+	}
+	if !known {
+		return 0, fmt.Errorf("role %q: want one of root, targets, snapshot, timestamp", role)
+	}
+	n, root, err := latestRoot(dir)
+	if err != nil {
+		return 0, err
+	}
+	oldRoot, _, err := tufSigner(keys, "root", false)
+	if err != nil {
+		return 0, err
+	}
+	cur := filepath.Join(keys, "tuf-"+role+".key")
+	retired := fmt.Sprintf("%s.v%d", cur, n)
+	if _, err := os.Stat(retired); err == nil {
+		return 0, fmt.Errorf("%s already exists: a rotation of root version %d was started; finish or remove it by hand", retired, n)
+	}
+	staged := filepath.Join(keys, "tuf-"+role+".key.new")
+	os.Remove(staged) // a rotation that stopped before the new root was written
+	newSigner, newPub, err := tufSignerAt(staged, role, true)
+	if err != nil {
+		return 0, err
+	}
+	k, err := metadata.KeyFromPublicKey(newPub)
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range append([]string(nil), root.Signed.Roles[role].KeyIDs...) {
+		if err := root.Signed.RevokeKey(id, role); err != nil {
+			return 0, err
+		}
+	}
+	if err := root.Signed.AddKey(k, role); err != nil {
+		return 0, err
+	}
+	root.Signed.Version = int64(n + 1)
+	root.Signed.Expires = time.Now().UTC().Add(rootTTL)
+	root.ClearSignatures()
+	signers := []signature.Signer{oldRoot}
+	if role == "root" {
+		signers = append(signers, newSigner)
+	}
+	for _, s := range signers {
+		if _, err := root.Sign(s); err != nil {
+			return 0, fmt.Errorf("sign %d.root.json: %w", n+1, err)
+		}
+	}
+	b, err := root.ToBytes(true)
+	if err != nil {
+		return 0, err
+	}
+	if err := os.Rename(cur, retired); err != nil {
+		return 0, err
+	}
+	if err := os.Rename(staged, cur); err != nil {
+		return 0, err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, fmt.Sprintf("%d.root.json", n+1)), bytes.NewReader(b)); err != nil {
+		// The old root stays in force: so does the old key.
+		os.Rename(cur, staged)
+		os.Rename(retired, cur)
+		return 0, err
+	}
+	t, s, ts, err := loadRepo(dir)
+	if err != nil {
+		return 0, err
+	}
+	t.Signed.Version++
+	t.Signed.Expires = time.Now().UTC().Add(targetsTTL)
+	return n + 1, publish(dir, keys, t, s, ts)
 }
 
 func loadRepo(dir string) (*metadata.Metadata[metadata.TargetsType], *metadata.Metadata[metadata.SnapshotType], *metadata.Metadata[metadata.TimestampType], error) {

@@ -28,11 +28,13 @@ func TestDTLSLongRinging(t *testing.T) {
 }
 
 func testDTLSLongRinging(t *testing.T, early bool) {
-	limit := 500 * time.Millisecond
+	// Long enough for a handshake under -race on a loaded 2-core host
+	// (500 ms was not), short enough to ring past it several times.
+	limit := 1200 * time.Millisecond
 	if early {
 		// The callee's first ClientHello may beat the box's processing
 		// of its 183 and be dropped; pion resends it after 1 s.
-		limit = 1500 * time.Millisecond
+		limit = 2 * time.Second
 	}
 	h := startHarnessMedia(t, func(c *media.Config) { c.HandshakeTimeout = limit })
 	caller, callee := newPhone(t, "101"), newPhone(t, "102")

@@ -47,7 +47,7 @@ func TestTrunkGetsClassifiedNumber(t *testing.T) {
 			trunk.setOnInvite(func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession) {
 				_ = d.Respond(486, "Busy Here", nil)
 			})
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // generous: -race on a loaded host
 			defer cancel()
 			d, err := caller.dial(ctx, h, tc.dialled)
 			if err != nil {

@@ -19,7 +19,9 @@ import (
 // peer that never starts is given up on: HandshakeTimeout after the
 // answer, or HandshakeWait when the answer is never sent.
 func TestDTLSStartsWithTheAnswer(t *testing.T) {
-	const timeout = 150 * time.Millisecond
+	// Long enough for a handshake under -race on a loaded 2-core host
+	// (150 ms was not), short enough to hold the answer for several.
+	const timeout = 400 * time.Millisecond
 	for _, tc := range []struct {
 		name      string
 		setup     string // the phone's offer
@@ -124,7 +126,17 @@ func TestDTLSStartsWithTheAnswer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer conn.Close()
+			// pion's Close can block after a failed handshake: never let
+			// it hang the test instead of failing it.
+			defer func() {
+				closed := make(chan struct{})
+				go func() { conn.Close(); close(closed) }()
+				select {
+				case <-closed:
+				case <-time.After(5 * time.Second):
+					t.Error("the phone's DTLS connection did not close")
+				}
+			}()
 			hctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 			defer cancel()
 			if err := conn.HandshakeContext(hctx); err != nil {
