@@ -219,3 +219,35 @@ func TestBrowserRecordingPolicy(t *testing.T) {
 		t.Error("a refused policy was saved")
 	}
 }
+
+// TestRecordingPolicyField: a refused policy names the rule it is about
+// (the editor shows the message there) and changes nothing.
+func TestRecordingPolicyField(t *testing.T) {
+	e, admin := claimed(t)
+	r := withRecordings(t, e)
+	ok := callrec.Policy{Extensions: map[string]callrec.Mode{"201": callrec.Never}}
+	admin.must(200, "PUT", "/api/v1/recordings/policy", ok)
+	for _, tt := range []struct {
+		name  string
+		pol   callrec.Policy
+		field string
+	}{
+		{"bad extension mode", callrec.Policy{Extensions: map[string]callrec.Mode{"201": "sometimes", "202": callrec.Always}}, "/extensions/201"},
+		{"bad extension name", callrec.Policy{Extensions: map[string]callrec.Mode{"2 01": callrec.Always}}, "/extensions/2 01"},
+		{"bad trunk name", callrec.Policy{Trunks: map[string]callrec.Mode{"it/sp": callrec.Always}}, "/trunks/it~1sp"},
+		{"bad prefix", callrec.Policy{Routes: []callrec.RouteRule{{Prefix: "00", Mode: callrec.Always}, {Prefix: "0x", Mode: callrec.Always}}}, "/routes/1/prefix"},
+		{"repeated prefix", callrec.Policy{Routes: []callrec.RouteRule{{Prefix: "00", Mode: callrec.Always}, {Prefix: "00", Mode: callrec.Never}}}, "/routes/1/prefix"},
+		{"bad route mode", callrec.Policy{Routes: []callrec.RouteRule{{Prefix: "00", Mode: "loud"}}}, "/routes/0/mode"},
+		{"bad retention", callrec.Policy{RetentionDays: map[string]int{"call": 0}}, "/retention_days/call"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			res := admin.do("PUT", "/api/v1/recordings/policy", tt.pol)
+			if res.code != 400 || res.js["field"] != tt.field {
+				t.Fatalf("= %d field %v, want 400 %s: %s", res.code, res.js["field"], tt.field, res.body)
+			}
+			if got := r.Policy(); len(got.Extensions) != 1 || got.Extensions["201"] != callrec.Never || len(got.Routes) != 0 {
+				t.Fatalf("refused policy changed the stored one: %+v", got)
+			}
+		})
+	}
+}
