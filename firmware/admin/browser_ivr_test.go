@@ -218,6 +218,71 @@ func TestBrowserRecordingPolicy(t *testing.T) {
 	if len(r.Policy().Routes) != 1 {
 		t.Error("a refused policy was saved")
 	}
+	// A second rule for extension 1002 would replace the first in the
+	// policy's map: the editor refuses it at its name.
+	p.Click(row + ` > button.danger`)
+	p.Click(`#rec-add`)
+	p.Fill(map[string]string{sel("kind"): "extensions", sel("name"): "1002", sel("mode"): "always"})
+	p.Submit("#rec-policy", "#rec-status")
+	p.WaitFor(`document.querySelector("#rec-status").textContent.startsWith("Not saved")`)
+	p.Eval(fmt.Sprintf(`(() => { const c = document.querySelector(%q), e = document.getElementById(c.dataset.err);
+		return {invalid: c.getAttribute("aria-invalid") || "", err: e.hidden ? "" : e.textContent}; })()`, sel("name")), &got)
+	if got.Invalid != "true" || !strings.Contains(got.Err, "already a rule for 1002") {
+		t.Errorf("second rule for 1002: %+v", got)
+	}
+	if r.Policy().Extensions["1002"] != callrec.Never {
+		t.Error("the second rule replaced the first")
+	}
+}
+
+// FuzzRecPolicyField: for any policy body, the field named is "" for a
+// valid policy and otherwise a pointer to a rule the body has.
+func FuzzRecPolicyField(f *testing.F) {
+	f.Add([]byte(`{"extensions":{"201":"never","2 1":"always"},"routes":[{"prefix":"00","mode":"always"},{"prefix":"00","mode":"x"}]}`))
+	f.Add([]byte(`{"trunks":{"a/b~c":"on-demand"},"retention_days":{"call":0}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 1<<16 {
+			return
+		}
+		var pol callrec.Policy
+		if json.Unmarshal(b, &pol) != nil {
+			return
+		}
+		field := recPolicyField(pol)
+		if pol.Validate() == nil {
+			if field != "" {
+				t.Fatalf("valid policy, field %q", field)
+			}
+			return
+		}
+		if field == "" {
+			return // too many rules: no single one to blame
+		}
+		unesc := strings.NewReplacer("~1", "/", "~0", "~")
+		segs := strings.SplitN(field, "/", 3)
+		if len(segs) != 3 || segs[0] != "" {
+			t.Fatalf("field %q", field)
+		}
+		name := unesc.Replace(segs[2])
+		var ok bool
+		switch segs[1] {
+		case "extensions":
+			_, ok = pol.Extensions[name]
+		case "trunks":
+			_, ok = pol.Trunks[name]
+		case "retention_days":
+			_, ok = pol.RetentionDays[name]
+		case "routes":
+			var i int
+			var what string
+			if _, err := fmt.Sscanf(strings.Replace(segs[2], "/", " ", 1), "%d %s", &i, &what); err == nil {
+				ok = i >= 0 && i < len(pol.Routes) && (what == "prefix" || what == "mode")
+			}
+		}
+		if !ok {
+			t.Fatalf("field %q names no rule of %+v", field, pol)
+		}
+	})
 }
 
 // TestRecordingPolicyField: a refused policy names the rule it is about

@@ -92,6 +92,7 @@
     body.trunks = {};
     body.routes = [];
     var ptrs = {};
+    var dup = null;
     Array.prototype.forEach.call(rules.querySelectorAll("fieldset.row"), function (row) {
       var r = row.rule();
       if (r.kind === "routes") {
@@ -99,11 +100,14 @@
         ptrs["/routes/" + body.routes.length + "/mode"] = [r.m];
         body.routes.push({ prefix: r.name, mode: r.mode });
       } else {
+        // The policy is a map: a second rule for the same name would
+        // silently replace the first, so it is refused here.
+        if (Object.prototype.hasOwnProperty.call(body[r.kind], r.name)) dup = dup || [r.n, r.name];
         body[r.kind][r.name] = r.mode;
         ptrs["/" + r.kind + "/" + r.name.replace(/~/g, "~0").replace(/\//g, "~1")] = [r.n, r.m];
       }
     });
-    return { body: body, ptrs: ptrs };
+    return { body: body, ptrs: ptrs, dup: dup };
   }
   function status(msg, bad) {
     var s = document.getElementById("rec-status");
@@ -131,6 +135,11 @@
     ev.preventDefault();
     clearErrors();
     var c = collect();
+    if (c.dup) {
+      showError([c.dup[0]], "There is already a rule for " + c.dup[1] + ".");
+      status("Not saved: there is already a rule for " + c.dup[1] + ".", true);
+      return;
+    }
     status("Saving…", false);
     fetch("/api/v1/recordings/policy", { method: "PUT", credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() }, body: JSON.stringify(c.body) })
