@@ -189,8 +189,8 @@ func recPolicyField(pol callrec.Policy) string {
 			return fmt.Sprintf("/routes/%d/mode", i)
 		}
 	}
-	for c, d := range pol.RetentionDays {
-		if (callrec.Policy{RetentionDays: map[string]int{c: d}}).Validate() != nil {
+	for _, c := range slices.Sorted(maps.Keys(pol.RetentionDays)) {
+		if (callrec.Policy{RetentionDays: map[string]int{c: pol.RetentionDays[c]}}).Validate() != nil {
 			return "/retention_days/" + esc.Replace(c)
 		}
 	}
