@@ -57,6 +57,7 @@ func TestBrowserEveryPage(t *testing.T) {
 	}
 	c := telephonyWithTrunk(0)
 	c.Trunks[0].Peers = nil
+	withMediaApps(t, e, &c) // the IVR and recording editors with rows
 	if _, err := e.tel.Save(c, func(n string) bool { return n == "1002" }); err != nil {
 		t.Fatal(err)
 	}

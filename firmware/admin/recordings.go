@@ -1,11 +1,15 @@
 package admin
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/edgepbx/edgepbx/firmware/audit"
 	"github.com/edgepbx/edgepbx/firmware/auth"
@@ -145,7 +149,7 @@ func (s *Server) apiSetRecordingPolicy(w http.ResponseWriter, r *http.Request, p
 		return err
 	}
 	if err := pol.Validate(); err != nil {
-		return recError(err)
+		return withField(recPolicyField(pol), recError(err))
 	}
 	ev := audit.Event{Actor: p.Actor(), Source: src(r), Action: "recording.policy",
 		Detail: fmt.Sprintf("extensions=%d trunks=%d routes=%d retention=%v", len(pol.Extensions), len(pol.Trunks), len(pol.Routes), pol.RetentionDays)}
@@ -154,6 +158,43 @@ func (s *Server) apiSetRecordingPolicy(w http.ResponseWriter, r *http.Request, p
 	}
 	writeJSON(w, http.StatusOK, s.recs.Policy())
 	return nil
+}
+
+// recPolicyField names the rule of an invalid policy the refusal is about,
+// as a JSON pointer into the request body, for the editor to show the
+// message next to it: each rule is checked alone by callrec's own
+// validation (a repeated route prefix is the second one). "" when no
+// single rule fails (too many rules).
+func recPolicyField(pol callrec.Policy) string {
+	esc := strings.NewReplacer("~", "~0", "/", "~1")
+	for _, kind := range []string{"extensions", "trunks"} {
+		m := pol.Extensions
+		if kind == "trunks" {
+			m = pol.Trunks
+		}
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			one := callrec.Policy{Extensions: map[string]callrec.Mode{k: m[k]}}
+			if one.Validate() != nil {
+				return "/" + kind + "/" + esc.Replace(k)
+			}
+		}
+	}
+	seen := map[string]bool{}
+	for i, r := range pol.Routes {
+		if seen[r.Prefix] || (callrec.Policy{Routes: []callrec.RouteRule{{Prefix: r.Prefix, Mode: callrec.Never}}}).Validate() != nil {
+			return fmt.Sprintf("/routes/%d/prefix", i)
+		}
+		seen[r.Prefix] = true
+		if (callrec.Policy{Routes: []callrec.RouteRule{r}}).Validate() != nil {
+			return fmt.Sprintf("/routes/%d/mode", i)
+		}
+	}
+	for _, c := range slices.Sorted(maps.Keys(pol.RetentionDays)) {
+		if (callrec.Policy{RetentionDays: map[string]int{c: pol.RetentionDays[c]}}).Validate() != nil {
+			return "/retention_days/" + esc.Replace(c)
+		}
+	}
+	return ""
 }
 
 // callRecordingID is the recording a path names. Only call recordings are
@@ -216,6 +257,14 @@ func (s *Server) recordingsPageData(r *http.Request, p auth.Principal) (any, err
 	m["Usage"], m["RetentionDays"], m["Percent"] = u, days, pct
 	m["UsedMiB"], m["LimitMiB"] = u.Used>>20, max(u.Limit, 0)>>20
 	m["Items"] = s.recs.List(callrec.Category, 200)
+	pol := s.recs.Policy()
+	raw, err := json.Marshal(pol)
+	if err != nil {
+		return nil, err
+	}
+	// The policy editor (static/recpolicy.js) edits the rules and sends
+	// the retention back unchanged.
+	m["Policy"], m["PolicyJSON"] = pol, string(raw)
 	return m, nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/features"
 	"github.com/edgepbx/edgepbx/firmware/ivr"
+	"github.com/edgepbx/edgepbx/firmware/mediaserver/prompts"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 	"github.com/edgepbx/edgepbx/firmware/store"
 )
@@ -148,7 +149,16 @@ func (s *Server) telephonyData(r *http.Request, p auth.Principal) (any, error) {
 	return map[string]any{"Config": cur, "JSON": string(raw), "Rows": rows, "Extensions": strings.Join(exts, " "),
 		"Emergency": append(slices.Clone(country.Emergency), cur.Emergency...), "States": states, "Hints": hints,
 		"CanTest": s.canTestTrunks(), "Templates": trunkTemplatesJSON,
-		"Codes": features.Table(cur.Features.Table()), "Forwards": s.forwardRows(exts)}, nil
+		"Codes": features.Table(cur.Features.Table()), "Forwards": s.forwardRows(exts), "Prompts": promptNames()}, nil
+}
+
+// promptNames is the prompt catalogue the IVR editor offers for a menu.
+func promptNames() string {
+	var n []string
+	for _, p := range prompts.Catalog() {
+		n = append(n, p.Name)
+	}
+	return strings.Join(n, " ")
 }
 
 // telephonyProblem answers as problem+json (RFC 9457) with the extension
