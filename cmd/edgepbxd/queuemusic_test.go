@@ -79,6 +79,38 @@ func hearsMusic(ctx context.Context, t *testing.T, ph *siptest.Phone, n int) {
 	}
 }
 
+// hearsPip waits for a 20 ms PCMU frame at ph that is the position
+// announcement's 1 kHz pip (the music has no note there).
+func hearsPip(ctx context.Context, t *testing.T, ph *siptest.Phone) {
+	t.Helper()
+	dec, err := codec.New("PCMU")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pcm []int16
+	for {
+		select {
+		case pkt := <-ph.RTP():
+			if len(pkt) != 12+160 {
+				continue
+			}
+			pcm = dec.Decode(pcm[:0], pkt[12:])
+			x := make([]float64, len(pcm))
+			var ms float64
+			for i, v := range pcm {
+				x[i] = float64(v)
+				ms += x[i] * x[i]
+			}
+			ms /= float64(len(x))
+			if math.Sqrt(ms) > 300 && goertzel(x, 1000)/ms > 0.6 {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatal("no position announcement")
+		}
+	}
+}
+
 // quietRTP drains ph's media socket until nothing came for 300 ms.
 func quietRTP(ctx context.Context, t *testing.T, ph *siptest.Phone) {
 	t.Helper()
@@ -105,18 +137,32 @@ func TestDevModeQueueMusic(t *testing.T) {
 	defer cancel()
 	fb := startFeatureBox(t, ctx)
 	fb.cfg.Features.Queues = []queue.Queue{
-		{Number: "810", Strategy: queue.RingAll, Agents: []queue.Agent{{Extension: "202"}, {Extension: "203"}}},
+		{Number: "810", Strategy: queue.RingAll, Announce: 10, Agents: []queue.Agent{{Extension: "202"}, {Extension: "203"}}},
 		{Number: "811", Strategy: queue.LeastRecent, MaxWait: 5, Fallback: "204", Agents: []queue.Agent{{Extension: "203"}}},
 	}
 	fb.saveConfig()
 	caller := fb.phones["100"]
 
-	// Nobody logged in: answered at once, music.
+	// Nobody logged in: answered at once, music, and after 10 s its
+	// position (one pip: first in the queue).
+	start := time.Now()
 	d, boxA, err := caller.Dial(ctx, "127.0.0.1", fb.port, "810")
 	if err != nil {
 		t.Fatalf("810: %v\n%s", err, fb.p.output())
 	}
 	hearsMusic(ctx, t, caller, 75)
+	hearsPip(ctx, t, caller)
+	if took := time.Since(start); took < 9*time.Second {
+		t.Fatalf("position announced after %v, want 10 s", took)
+	}
+	for range 15 { // the pip's rest and pause: then the music again
+		select {
+		case <-caller.RTP():
+		case <-ctx.Done():
+			t.Fatal("media stopped after the announcement")
+		}
+	}
+	hearsMusic(ctx, t, caller, 50)
 	fb.waitQueue(ctx, "810", func(q queue.Stats) bool { return len(q.Waiting) == 1 })
 	fb.quiet("202")
 
@@ -165,7 +211,7 @@ func TestDevModeQueueMusic(t *testing.T) {
 	// The longest wait (5 s) with nobody logged in: the fallback 204
 	// answers through the hand-over.
 	quietRTP(ctx, t, caller)
-	start := time.Now()
+	start = time.Now()
 	if d, boxA, err = caller.Dial(ctx, "127.0.0.1", fb.port, "811"); err != nil {
 		t.Fatalf("811: %v", err)
 	}
