@@ -10,6 +10,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/cdr"
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
+	"github.com/edgepbx/edgepbx/firmware/features"
 	"github.com/edgepbx/edgepbx/firmware/media"
 	"github.com/edgepbx/edgepbx/firmware/telephony"
 	"github.com/edgepbx/edgepbx/netfw/fwspec"
@@ -76,6 +77,14 @@ func (d *daemon) newCalls(pinholes media.Pinholes) error {
 		apps = appMux{dialplan.AppVoicemail: apps, dialplan.AppVoicemailAccess: apps, dialplan.AppConference: conf}
 		router = roomRouter{Engine: feat, plan: plan, rooms: conf}
 	}
+	// Queue callers nobody answers at once wait on the application
+	// endpoint with music; a mailbox fallback opens voicemail there.
+	mux, ok := apps.(appMux)
+	if !ok {
+		mux = appMux{dialplan.AppVoicemail: apps, dialplan.AppVoicemailAccess: apps}
+	}
+	mux[features.AppQueue] = feat.QueueApp(queueMedia{d.moh}, mux[dialplan.AppVoicemail])
+	apps = mux
 	var recorder call.Recorder
 	if recs, err := d.newRecordings(feat); err != nil {
 		d.log.Error("call recording: disabled", "err", err)

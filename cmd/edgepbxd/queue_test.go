@@ -85,12 +85,14 @@ func TestDevModeQueues(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	fb := startFeatureBox(t, ctx)
+	// These queues keep their callers ringing (Ringback); the music on
+	// hold of a waiting caller is TestDevModeQueueMusic's.
 	fb.cfg.Features.Queues = []queue.Queue{
-		{Number: "800", Strategy: queue.RingAll, Ring: 5, Agents: []queue.Agent{{Extension: "201", Static: true}, {Extension: "202", Static: true}}},
-		{Number: "802", Strategy: queue.LeastRecent, WrapUp: 8, Agents: []queue.Agent{{Extension: "203", Static: true}}},
-		{Number: "803", Strategy: queue.LeastRecent, MaxWait: 8, Fallback: "204",
+		{Number: "800", Strategy: queue.RingAll, Ring: 5, Ringback: true, Agents: []queue.Agent{{Extension: "201", Static: true}, {Extension: "202", Static: true}}},
+		{Number: "802", Strategy: queue.LeastRecent, WrapUp: 8, Ringback: true, Agents: []queue.Agent{{Extension: "203", Static: true}}},
+		{Number: "803", Strategy: queue.LeastRecent, MaxWait: 8, Fallback: "204", Ringback: true,
 			Agents: []queue.Agent{{Extension: "201", Static: true, Ring: 5}, {Extension: "202", Static: true, Ring: 5}}},
-		{Number: "804", Strategy: queue.FewestCalls, Agents: []queue.Agent{{Extension: "202"}, {Extension: "203"}}},
+		{Number: "804", Strategy: queue.FewestCalls, Ringback: true, Agents: []queue.Agent{{Extension: "202"}, {Extension: "203"}}},
 	}
 	fb.saveConfig()
 	// A queue's number must not be an extension (field error, 422).
@@ -320,7 +322,7 @@ func BenchmarkQueueLeastRecent10(b *testing.B) {
 	if err := json.Unmarshal(api.must(200, "GET", "/api/v1/telephony", nil), &cfg); err != nil {
 		b.Fatal(err)
 	}
-	cfg.Features.Queues = []queue.Queue{{Number: "800", Strategy: queue.LeastRecent, Agents: agents}}
+	cfg.Features.Queues = []queue.Queue{{Number: "800", Strategy: queue.LeastRecent, Ringback: true, Agents: agents}}
 	api.must(200, "PUT", "/api/v1/telephony", cfg)
 
 	b.ResetTimer()

@@ -208,6 +208,9 @@ func (ep *appMedia) ring(ctx context.Context, tgt Target, id Identity, d time.Du
 // at it, and make the call an ordinary bridged one.
 func (ep *appMedia) answered(ctx context.Context, nl *leg, key string, id Identity, off media.Local, tx sip.ClientTransaction, res *sip.Response) error {
 	c := ep.c
+	// The application is silent from the 2xx on, whether or not the
+	// switch succeeds (the caller then hears nothing more of it).
+	ep.mute()
 	c.learnTarget(nl, res)
 	ack := c.ackFor(nl, res)
 	_ = c.b.cfg.Client.WriteRequest(ack)
@@ -222,6 +225,7 @@ func (ep *appMedia) answered(ctx context.Context, nl *leg, key string, id Identi
 	if err != nil {
 		c.b.forget(c, key)
 		c.b.spawn(func() { c.sendBye(nl) })
+		ep.muted.Store(false) // the application carries on
 		return ErrNotConnected
 	}
 	nl.peer, nl.boxRefreshes = rem, boxRefreshesUAS(res)

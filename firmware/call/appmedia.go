@@ -139,11 +139,15 @@ type appMedia struct {
 
 	// sending (Play is serialised by sendMu)
 	sendMu sync.Mutex
-	enc    voiceCodec
-	seq    uint16
-	ts     uint32
-	ssrc   uint32
-	marker bool
+	// muted: the call is being handed over (app_connect.go); writeMu
+	// is held around each packet so that muting waits for one in hand.
+	muted   atomic.Bool
+	writeMu sync.Mutex
+	enc     voiceCodec
+	seq     uint16
+	ts      uint32
+	ssrc    uint32
+	marker  bool
 
 	inband  *inband // nil: none
 	events  events
@@ -199,6 +203,15 @@ func (ep *appMedia) close() {
 		ep.conn.Close()
 		ep.wg.Wait()
 	})
+}
+
+// mute stops the application's audio for good before the relay's B side
+// leaves its socket: a packet of it arriving after the switch would be
+// taken for the new peer's (symmetric RTP latches the first source).
+func (ep *appMedia) mute() {
+	ep.writeMu.Lock()
+	ep.muted.Store(true)
+	ep.writeMu.Unlock()
 }
 
 func (ep *appMedia) Caller() Caller         { return ep.caller }
@@ -308,7 +321,14 @@ func (ep *appMedia) Play(ctx context.Context, pcm []int16) error {
 			return err
 		}
 		pkt := append(out[:n], payload...)
-		if _, err := ep.conn.WriteToUDPAddrPort(pkt, ep.relay); err != nil {
+		ep.writeMu.Lock()
+		if ep.muted.Load() {
+			ep.writeMu.Unlock()
+			return ErrHandedOver
+		}
+		_, err = ep.conn.WriteToUDPAddrPort(pkt, ep.relay)
+		ep.writeMu.Unlock()
+		if err != nil {
 			return fmt.Errorf("send: %w", err)
 		}
 		select {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/call"
@@ -41,6 +42,7 @@ type Engine struct {
 	log   *slog.Logger
 
 	queues *queue.Manager
+	qapp   atomic.Pointer[queueApps] // nil: queue callers hear ringing
 
 	mu sync.Mutex
 	rr map[string]int // ring group number -> member the next call starts with

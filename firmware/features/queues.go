@@ -126,6 +126,7 @@ type queueNode struct {
 	deadline time.Time
 	tried    map[string]bool // agents rung in this round
 	rang     bool
+	offered  bool // an offer rang (or none could): the next wait is the application's
 	done     bool
 }
 
@@ -196,7 +197,18 @@ func (n *queueNode) next(h *hunt, o call.Outcome) (call.Stage, bool) {
 		n.w.TimedOut()
 		return n.fallback(h, 480)
 	}
+	app := h.e.qapp.Load()
+	if app != nil && !n.q.Ringback && n.offered {
+		// Nobody answered at once: the caller is answered and waits
+		// with music (queueapp.go); the hunt ends here.
+		n.done = true
+		return call.Stage{App: app.issue(ticket{q: n.q, w: n.w, expires: n.deadline})}, true
+	}
 	agents := n.w.Pick(n.q, func(ext string) bool { return n.tried[ext] || h.e.users.Get(ext).DND })
+	n.offered = true
+	if len(agents) == 0 && app != nil && !n.q.Ringback {
+		return n.next(h, o)
+	}
 	if len(agents) == 0 {
 		clear(n.tried) // a new round: who did not answer is offered again
 		return call.Stage{Wait: min(queue.Poll, left), Uncounted: true}, true

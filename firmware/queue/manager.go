@@ -332,3 +332,15 @@ func (w *Waiter) Unreachable() {
 	}
 	w.stopRinging()
 }
+
+// Position is w's place among q's waiting callers (1: next), 0 when it
+// no longer waits.
+func (w *Waiter) Position() int {
+	m := w.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if w.left {
+		return 0
+	}
+	return slices.Index(m.state(w.q).waiting, w) + 1
+}

@@ -57,6 +57,15 @@ type Queue struct {
 	// full: an extension, a ring group, another queue or
 	// "voicemail/<extension>"; "": the caller hears 480 (486 when full).
 	Fallback string `json:"fallback,omitempty"`
+	// Music is the music-on-hold class a waiting caller hears ("": the
+	// default class).
+	Music string `json:"music,omitempty"`
+	// Announce is how often a waiting caller hears its position,
+	// seconds (0: never).
+	Announce int `json:"announce,omitempty"`
+	// Ringback keeps waiting callers unanswered, hearing ringing, instead
+	// of answering them with music on hold (the queue/<n> application).
+	Ringback bool `json:"ringback,omitempty"`
 }
 
 // Defaults and bounds.
@@ -70,6 +79,8 @@ const (
 	DefaultMaxCallers = 32
 	MaxCallersLimit   = 256
 	MaxWrapUp         = 600 // seconds
+	MinAnnounce       = 10  // seconds
+	MaxAnnounce       = 600
 	MaxQueues         = 64
 	MaxAgents         = 64
 	maxName           = 64
@@ -159,6 +170,12 @@ func (q Queue) Validate(isExt func(string) bool, fallbackOK func(string) bool) e
 	if q.WrapUp < 0 || q.WrapUp > MaxWrapUp {
 		return bad("queue %s: wrap_up %d s: want 0-%d", q.Number, q.WrapUp, MaxWrapUp)
 	}
+	if q.Announce != 0 && (q.Announce < MinAnnounce || q.Announce > MaxAnnounce) {
+		return bad("queue %s: announce %d s: want %d-%d", q.Number, q.Announce, MinAnnounce, MaxAnnounce)
+	}
+	if q.Music != "" && !className(q.Music) {
+		return bad("queue %s: music class %q: 1-32 of a-z, 0-9, -, _", q.Number, q.Music)
+	}
 	if q.Fallback != "" && (q.Fallback == q.Number || !fallbackOK(q.Fallback)) {
 		return bad("queue %s: fallback %q: an extension, a group, another queue or voicemail/<extension>", q.Number, q.Fallback)
 	}
@@ -177,6 +194,19 @@ func digits(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// className is the music library's rule for class names (moh.ErrClass).
+func className(s string) bool {
+	if s == "" || len(s) > 32 || s[0] == '-' || s[0] == '_' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
 			return false
 		}
 	}

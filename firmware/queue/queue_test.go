@@ -203,6 +203,15 @@ func TestValidate(t *testing.T) {
 		{"fallback unknown", func(q *Queue) { q.Fallback = "555" }, true},
 		{"fallback voicemail", func(q *Queue) { q.Fallback = "voicemail/201" }, false},
 		{"name", func(q *Queue) { q.Name = "a\nb" }, true},
+		{"announce", func(q *Queue) { q.Announce = 30 }, false},
+		{"announce short", func(q *Queue) { q.Announce = 3 }, true},
+		{"announce long", func(q *Queue) { q.Announce = 601 }, true},
+		{"music", func(q *Queue) { q.Music = "jazz-2" }, false},
+		{"music upper", func(q *Queue) { q.Music = "Jazz" }, true},
+		{"music path", func(q *Queue) { q.Music = "../x" }, true},
+		{"music dash", func(q *Queue) { q.Music = "-x" }, true},
+		{"music long", func(q *Queue) { q.Music = "abcdefghijklmnopqrstuvwxyz0123456" }, true},
+		{"ringback", func(q *Queue) { q.Ringback = true }, false},
 	} {
 		q := ok.Clone()
 		tc.mod(&q)
@@ -210,5 +219,23 @@ func TestValidate(t *testing.T) {
 		if (err != nil) != tc.bad || err != nil && !errors.Is(err, ErrConfig) {
 			t.Errorf("%s: %v", tc.name, err)
 		}
+	}
+}
+
+// TestPosition: a caller's place follows those who came before it
+// leaving, and is 0 once it left.
+func TestPosition(t *testing.T) {
+	m := NewManager(nil)
+	q := Queue{Number: "800", Strategy: RingAll, Agents: agents(false, "201")}
+	w1, _ := m.Enter(q)
+	w2, _ := m.Enter(q)
+	w3, _ := m.Enter(q)
+	if p := []int{w1.Position(), w2.Position(), w3.Position()}; !slices.Equal(p, []int{1, 2, 3}) {
+		t.Fatalf("positions %v", p)
+	}
+	w1.Ended(0) // abandoned
+	w2.TimedOut()
+	if p := []int{w1.Position(), w2.Position(), w3.Position()}; !slices.Equal(p, []int{0, 0, 1}) {
+		t.Fatalf("positions after two left %v", p)
 	}
 }

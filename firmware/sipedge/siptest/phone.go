@@ -186,6 +186,10 @@ func MediaAddr(body []byte) (*net.UDPAddr, error) {
 	return &net.UDPAddr{IP: ip, Port: port}, nil
 }
 
+// RTP delivers the packets arriving at p's media socket (those
+// SendRTPUntil does not take), so a test can decode what p hears.
+func (p *Phone) RTP() <-chan []byte { return p.rtpIn }
+
 // rtpPacket is a PCMU packet with seq and a payload that names it.
 func rtpPacket(seq uint16) []byte {
 	b := make([]byte, 12+160)
