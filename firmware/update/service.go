@@ -247,14 +247,20 @@ func (s *Service) Run(ctx context.Context) {
 		return
 	}
 	var last time.Time
+	var retry time.Duration // after a failed look (no network yet at boot): 1 min, doubling
 	for {
 		pol, _ := s.Policy()
 		waiting := s.Puller.Last().Action == "waiting-for-window"
-		if last.IsZero() || time.Since(last) >= checkEvery || (waiting && pol.Window.Contains(s.Puller.cfg.Now())) {
-			s.CheckNow(ctx)
+		if last.IsZero() || time.Since(last) >= checkEvery || (retry > 0 && time.Since(last) >= retry) ||
+			(waiting && pol.Window.Contains(s.Puller.cfg.Now())) {
+			r := s.CheckNow(ctx)
 			last = time.Now()
+			retry = nextRetry(retry, r.Action == "failed")
 		}
 		wait := tick
+		if retry > 0 {
+			wait = min(wait, retry)
+		}
 		if s.restartIfIdle(ctx, pol) {
 			wait = restartTick
 		}
@@ -270,4 +276,13 @@ func (s *Service) Run(ctx context.Context) {
 			last = time.Time{} // look now
 		}
 	}
+}
+
+// nextRetry is the wait before looking again after a check: none after a
+// good one; after a failure 1 min, doubling up to the daily check.
+func nextRetry(prev time.Duration, failed bool) time.Duration {
+	if !failed {
+		return 0
+	}
+	return min(max(2*prev, time.Minute), checkEvery)
 }

@@ -209,3 +209,21 @@ func TestServiceRestartsIntoTrial(t *testing.T) {
 		t.Fatal("an admin's install is waiting for an unattended restart")
 	}
 }
+
+// TestNextRetry: a failed look (a box whose network is not up yet when
+// edgepbxd starts) is retried after a minute, then less often, never less
+// often than daily; a good one goes back to the daily check.
+func TestNextRetry(t *testing.T) {
+	d := time.Duration(0)
+	for i, want := range []time.Duration{time.Minute, 2 * time.Minute, 4 * time.Minute} {
+		if d = nextRetry(d, true); d != want {
+			t.Fatalf("failure %d: retry after %v, want %v", i+1, d, want)
+		}
+	}
+	if got := nextRetry(20*time.Hour, true); got != checkEvery {
+		t.Fatalf("capped at %v, want %v", got, checkEvery)
+	}
+	if got := nextRetry(4*time.Minute, false); got != 0 {
+		t.Fatalf("after a good look: %v", got)
+	}
+}
