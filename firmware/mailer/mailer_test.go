@@ -144,7 +144,13 @@ func TestQueueRetries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if svc.Enqueue(mailer.Job{Key: "x"}) {
+	made := make(chan struct{}, 10)
+	svc.Handle("gone", func(context.Context, string) (mailer.Message, error) { return mailer.Message{}, mailer.ErrGone })
+	svc.Handle("vm", func(_ context.Context, ref string) (mailer.Message, error) {
+		made <- struct{}{}
+		return mailer.Message{To: "owner@example.test", Subject: ref, Body: "b"}, nil
+	})
+	if svc.Enqueue(mailer.Job{Kind: "vm", Ref: "x"}) {
 		t.Fatal("enqueued without settings")
 	}
 	bad := settings(srv, mailer.ModeSTARTTLS)
@@ -156,12 +162,11 @@ func TestQueueRetries(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	made := make(chan struct{}, 10)
-	svc.Enqueue(mailer.Job{Key: "gone", Make: func(context.Context) (mailer.Message, error) { return mailer.Message{}, mailer.ErrGone }})
-	svc.Enqueue(mailer.Job{Key: "vm", Make: func(context.Context) (mailer.Message, error) {
-		made <- struct{}{}
-		return mailer.Message{To: "owner@example.test", Subject: "retry", Body: "b"}, nil
-	}})
+	if svc.Enqueue(mailer.Job{Kind: "nobody", Ref: "x"}) {
+		t.Fatal("enqueued a kind nobody sends")
+	}
+	svc.Enqueue(mailer.Job{Kind: "gone", Ref: "1"})
+	svc.Enqueue(mailer.Job{Kind: "vm", Ref: "retry"})
 	<-made
 	<-made // failed once at least: now fix the password
 	if err := svc.SetSettings(settings(srv, mailer.ModeSTARTTLS)); err != nil {
@@ -211,6 +216,104 @@ func TestQueueRetries(t *testing.T) {
 	}
 	if got := srv.Wait(t, 2, 30*time.Second); got.To[0] != "admin@example.test" {
 		t.Fatalf("test message to %v", got.To)
+	}
+}
+
+// TestQueueSurvivesRestart: jobs waiting for a server that refuses are in
+// the store; a new service on the same store (the daemon after a restart
+// or an update) sends each exactly once, keeps their order, and removes
+// stored records that do not decode or name a kind nobody sends.
+func TestQueueSurvivesRestart(t *testing.T) {
+	srv := mailtest.Start(t, mailer.ModeSTARTTLS)
+	db := newDB(t)
+	cfg := mailer.Config{DB: db, Backoff: []time.Duration{time.Hour}}
+	tried := make(chan string, 10)
+	maker := func(_ context.Context, ref string) (mailer.Message, error) {
+		tried <- ref
+		return mailer.Message{To: "owner@example.test", Subject: "message " + ref, Body: "b"}, nil
+	}
+	first, err := mailer.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Handle("vm", maker)
+	bad := settings(srv, mailer.ModeSTARTTLS)
+	bad.Password = "not-the-password"
+	if err := first.SetSettings(bad); err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range []string{"201/a", "201/b", "202/c"} {
+		if !first.Enqueue(mailer.Job{Kind: "vm", Ref: ref}) {
+			t.Fatalf("job %s not queued", ref)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- first.Run(ctx) }()
+	for range 3 { // each tried once and refused: now waiting an hour
+		<-tried
+	}
+	for deadline := time.Now().Add(30 * time.Second); first.Stats().Retried != 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v", first.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if srv.Count() != 0 {
+		t.Fatal("a refused session delivered a message")
+	}
+	// What a crash or an older version could leave: a record that does not
+	// decode and one of a kind the new daemon does not send.
+	if err := db.Update(func(tx *store.Tx) error {
+		if err := tx.Put(mailer.QueueBucket, "0-broken", "not a job"); err != nil {
+			return err
+		}
+		return tx.Put(mailer.QueueBucket, "1-fax", map[string]any{"kind": "fax", "ref": "9"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.Backoff = []time.Duration{time.Hour}
+	now := time.Now().Add(2 * time.Hour) // the retries are due
+	cfg.Now = func() time.Time { return now }
+	second, err := mailer.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second.Handle("vm", maker)
+	if err := second.SetSettings(settings(srv, mailer.ModeSTARTTLS)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() { done <- second.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	srv.Wait(t, 3, 60*time.Second)
+	for deadline := time.Now().Add(30 * time.Second); second.Stats().Sent != 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v", second.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var order []string
+	for range 3 {
+		order = append(order, <-tried)
+	}
+	if strings.Join(order, " ") != "201/a 201/b 202/c" {
+		t.Errorf("sent in the order %v, want the order they came", order)
+	}
+	if srv.Count() != 3 {
+		t.Errorf("%d messages delivered, want 3", srv.Count())
+	}
+	left := 0
+	if err := db.View(func(tx *store.Tx) error {
+		return tx.ForEach(mailer.QueueBucket, func(string, []byte) error { left++; return nil })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Errorf("%d records left in the stored queue after sending", left)
 	}
 }
 

@@ -30,13 +30,27 @@ var ErrGone = errors.New("mailer: nothing to send any more")
 // ErrTooSoon: a test message was sent moments ago.
 var ErrTooSoon = errors.New("mailer: a test message was sent less than a minute ago; try again later")
 
-// Job is one message to send. Make builds it when it is sent (from what
-// the box stores then), so the queue holds no audio and no secrets.
+// Job is one message to send: Kind names the Maker that builds it when it
+// is sent (from what the box stores then) and Ref what it mails, so the
+// queue holds no audio, no address and no secret. Jobs are kept in the
+// store until sent or given up: a restart (a nightly update) loses no mail.
 type Job struct {
-	// Key names the job in logs without personal data ("voicemail 201/…").
-	Key  string
-	Make func(ctx context.Context) (Message, error)
+	Kind string // a registered Maker (Handle), e.g. "voicemail"
+	Ref  string // the Maker's reference, e.g. "201/<message id>"; no personal data
 }
+
+// key names the job in logs.
+func (j Job) key() string { return j.Kind + " " + j.Ref }
+
+// Maker builds the message of a Job of its kind from the job's Ref.
+// ErrGone drops the job without retry.
+type Maker func(ctx context.Context, ref string) (Message, error)
+
+// QueueBucket keeps the waiting jobs, one record each (queuedJob).
+const QueueBucket = "mail.queue"
+
+// maxRef bounds Kind and Ref, in the store as in memory.
+const maxRef = 256
 
 // Config wires a Service. DB is required.
 type Config struct {
@@ -56,8 +70,17 @@ type Config struct {
 
 type job struct {
 	Job
+	id    string // its key in QueueBucket
 	tries int
 	next  time.Time
+}
+
+// queuedJob is a job's record in QueueBucket.
+type queuedJob struct {
+	Kind  string    `json:"kind"`
+	Ref   string    `json:"ref"`
+	Tries int       `json:"tries"`
+	Next  time.Time `json:"next"`
 }
 
 // Service stores the settings and sends queued jobs (Run).
@@ -67,7 +90,10 @@ type Service struct {
 	wake chan struct{}
 
 	mu       sync.Mutex
+	makers   map[string]Maker
 	queue    []*job
+	loaded   bool // the stored queue was read (Run)
+	seq      uint64
 	lastTest time.Time
 	stats    Stats
 }
@@ -106,7 +132,15 @@ func New(cfg Config) (*Service, error) {
 	if cfg.TestEvery <= 0 {
 		cfg.TestEvery = time.Minute
 	}
-	return &Service{cfg: cfg, log: cfg.Log, wake: make(chan struct{}, 1)}, nil
+	return &Service{cfg: cfg, log: cfg.Log, wake: make(chan struct{}, 1), makers: map[string]Maker{}}, nil
+}
+
+// Handle registers the Maker of kind; register before Run, which drops
+// stored jobs of kinds nobody handles.
+func (s *Service) Handle(kind string, m Maker) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.makers[kind] = m
 }
 
 // Settings returns the stored settings (ok false: none).
@@ -174,26 +208,117 @@ func (s *Service) Configured() bool {
 	return ok && err == nil
 }
 
-// Enqueue adds j; false when mail is off or the queue is full (logged:
-// nothing is lost but the e-mail).
+// Enqueue adds j and stores it; false when mail is off, j's kind has no
+// Maker, or the queue is full (logged: nothing is lost but the e-mail).
 func (s *Service) Enqueue(j Job) bool {
 	if !s.Configured() {
 		return false
 	}
+	if len(j.Kind) > maxRef || len(j.Ref) > maxRef || j.Kind == "" {
+		s.log.Warn("mail: job refused", "kind", fmt.Sprintf("%.32q", j.Kind))
+		return false
+	}
 	s.mu.Lock()
+	if s.makers[j.Kind] == nil {
+		s.mu.Unlock()
+		s.log.Warn("mail: no maker for job", "job", j.key())
+		return false
+	}
 	if len(s.queue) >= s.cfg.QueueLen {
 		s.stats.Dropped++
 		s.mu.Unlock()
-		s.log.Warn("mail: queue full, e-mail not sent", "job", j.Key)
+		s.log.Warn("mail: queue full, e-mail not sent", "job", j.key())
 		return false
 	}
-	s.queue = append(s.queue, &job{Job: j, next: s.cfg.Now()})
+	now := s.cfg.Now()
+	s.seq++
+	// Keys sort in the order jobs came, so a restart keeps that order.
+	q := &job{Job: j, id: fmt.Sprintf("%020d-%06d", now.UnixNano(), s.seq%1000000), next: now}
+	s.queue = append(s.queue, q)
 	s.mu.Unlock()
+	if err := s.store(q); err != nil {
+		// Still sent from memory; only a restart before then would lose it.
+		s.log.Warn("mail: job not stored", "job", j.key(), "err", err)
+	}
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
 	return true
+}
+
+// store writes q's record; forget removes it.
+func (s *Service) store(q *job) error {
+	return s.cfg.DB.Update(func(tx *store.Tx) error {
+		return tx.Put(QueueBucket, q.id, queuedJob{Kind: q.Kind, Ref: q.Ref, Tries: q.tries, Next: q.next})
+	})
+}
+
+func (s *Service) forget(q *job) {
+	if err := s.cfg.DB.Update(func(tx *store.Tx) error { return tx.Delete(QueueBucket, q.id) }); err != nil {
+		s.log.Warn("mail: job not removed from the store", "job", q.key(), "err", err)
+	}
+}
+
+// load reads the stored queue once, at the start of Run: jobs of handled
+// kinds come back with their tries and times; records that do not decode,
+// are out of bounds, name a kind nobody handles or exceed the queue's
+// bound are removed (logged).
+func (s *Service) load() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.loaded {
+		return nil
+	}
+	var drop []string
+	before := len(s.queue)
+	queued := map[string]bool{} // enqueued before Run: already in memory
+	for _, q := range s.queue {
+		queued[q.id] = true
+	}
+	err := s.cfg.DB.View(func(tx *store.Tx) error {
+		return tx.ForEach(QueueBucket, func(key string, raw []byte) error {
+			if queued[key] {
+				return nil
+			}
+			var r queuedJob
+			switch err := json.Unmarshal(raw, &r); {
+			case err != nil, r.Kind == "", len(r.Kind) > maxRef, len(r.Ref) > maxRef, r.Tries < 0, r.Tries > len(s.cfg.Backoff):
+				s.log.Warn("mail: stored job unreadable, removed", "key", fmt.Sprintf("%.64q", key))
+				drop = append(drop, key)
+			case s.makers[r.Kind] == nil:
+				s.log.Warn("mail: stored job of a kind nobody sends, removed", "job", r.Kind+" "+r.Ref)
+				drop = append(drop, key)
+			case len(s.queue) >= s.cfg.QueueLen:
+				s.stats.Dropped++
+				s.log.Warn("mail: stored job over the queue's bound, removed", "job", r.Kind+" "+r.Ref)
+				drop = append(drop, key)
+			default:
+				s.queue = append(s.queue, &job{Job: Job{Kind: r.Kind, Ref: r.Ref}, id: key, tries: r.Tries, next: r.Next})
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("mailer: read the stored queue: %w", err)
+	}
+	if len(drop) > 0 {
+		if err := s.cfg.DB.Update(func(tx *store.Tx) error {
+			for _, k := range drop {
+				if err := tx.Delete(QueueBucket, k); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("mailer: clean the stored queue: %w", err)
+		}
+	}
+	s.loaded = true
+	if n := len(s.queue) - before; n > 0 {
+		s.log.Info("mail: queued e-mail from before the restart", "jobs", n)
+	}
+	return nil
 }
 
 // Stats returns the counters.
@@ -242,6 +367,11 @@ func (s *Service) deliver(ctx context.Context, st Settings, m Message) error {
 
 // Run sends queued jobs until ctx ends, one at a time.
 func (s *Service) Run(ctx context.Context) error {
+	if err := s.load(); err != nil {
+		// The queue still works from memory; the stored jobs wait for the
+		// next start.
+		s.log.Error("mail: stored queue not read", "err", err)
+	}
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
@@ -286,29 +416,47 @@ func (s *Service) attempt(ctx context.Context, j *job) {
 	sctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
 	defer cancel()
 	err := s.send(sctx, j)
+	if ctx.Err() != nil {
+		// Stopped (shutdown, restart): the job stays stored as it was and
+		// is tried again after the start; this try does not count.
+		s.mu.Lock()
+		s.queue = append(s.queue, j)
+		s.mu.Unlock()
+		return
+	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	switch {
 	case err == nil:
 		s.stats.Sent++
-		s.log.Info("mail: sent", "job", j.Key)
+		s.mu.Unlock()
+		s.forget(j)
+		s.log.Info("mail: sent", "job", j.key())
 		return
 	case errors.Is(err, ErrGone), errors.Is(err, ErrInvalid), errors.Is(err, ErrNotConfigured):
 		s.stats.Dropped++
-		s.log.Warn("mail: not sent", "job", j.Key, "err", err)
+		s.mu.Unlock()
+		s.forget(j)
+		s.log.Warn("mail: not sent", "job", j.key(), "err", err)
 		return
 	}
 	s.stats.LastError = err.Error()
-	if ctx.Err() != nil || j.tries >= len(s.cfg.Backoff) {
+	if j.tries >= len(s.cfg.Backoff) {
 		s.stats.Dropped++
-		s.log.Warn("mail: given up", "job", j.Key, "tries", j.tries+1, "err", err)
+		s.mu.Unlock()
+		s.forget(j)
+		s.log.Warn("mail: given up", "job", j.key(), "tries", j.tries+1, "err", err)
 		return
 	}
-	j.next = s.cfg.Now().Add(s.cfg.Backoff[j.tries])
+	wait := s.cfg.Backoff[j.tries]
+	j.next = s.cfg.Now().Add(wait)
 	j.tries++
 	s.stats.Retried++
 	s.queue = append(s.queue, j)
-	s.log.Warn("mail: will retry", "job", j.Key, "in", s.cfg.Backoff[j.tries-1], "err", err)
+	s.mu.Unlock()
+	if err := s.store(j); err != nil {
+		s.log.Warn("mail: retry not stored", "job", j.key(), "err", err)
+	}
+	s.log.Warn("mail: will retry", "job", j.key(), "in", wait, "err", err)
 }
 
 func (s *Service) send(ctx context.Context, j *job) error {
@@ -319,7 +467,13 @@ func (s *Service) send(ctx context.Context, j *job) error {
 	if !ok {
 		return ErrNotConfigured
 	}
-	m, err := j.Make(ctx)
+	s.mu.Lock()
+	mk := s.makers[j.Kind]
+	s.mu.Unlock()
+	if mk == nil {
+		return fmt.Errorf("%w: no maker for %q", ErrGone, j.Kind)
+	}
+	m, err := mk(ctx, j.Ref)
 	if err != nil {
 		return err
 	}

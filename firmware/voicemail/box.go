@@ -186,7 +186,11 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Prompts == nil {
 		cfg.Prompts = tonePrompts{}
 	}
-	return &Service{cfg: cfg, log: cfg.Log}, nil
+	s := &Service{cfg: cfg, log: cfg.Log}
+	if cfg.Mail != nil {
+		cfg.Mail.Handle(mailKind, s.mailRef)
+	}
+	return s, nil
 }
 
 // has reports whether ext has a mailbox.

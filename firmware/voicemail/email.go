@@ -14,6 +14,19 @@ import (
 // Mailer queues e-mail; *mailer.Service implements it.
 type Mailer interface {
 	Enqueue(mailer.Job) bool
+	Handle(kind string, m mailer.Maker)
+}
+
+// mailKind is the kind of voicemail jobs; their Ref is "<ext>/<id>".
+const mailKind = "voicemail"
+
+// mailRef builds the e-mail a job names (the mailer's Maker).
+func (s *Service) mailRef(_ context.Context, ref string) (mailer.Message, error) {
+	ext, id, ok := strings.Cut(ref, "/")
+	if !ok || !ValidExt(ext) {
+		return mailer.Message{}, fmt.Errorf("%w: not a voicemail reference: %.64q", mailer.ErrGone, ref)
+	}
+	return s.Email(ext, id)
 }
 
 // mailMessage queues the e-mail of a new message when its mailbox has an
@@ -30,9 +43,7 @@ func (s *Service) mailMessage(m Message) {
 		return
 	}
 	ext, id := m.Ext, m.ID
-	if !s.cfg.Mail.Enqueue(mailer.Job{Key: "voicemail " + ext + "/" + id, Make: func(context.Context) (mailer.Message, error) {
-		return s.Email(ext, id)
-	}}) {
+	if !s.cfg.Mail.Enqueue(mailer.Job{Kind: mailKind, Ref: ext + "/" + id}) {
 		s.log.Warn("voicemail: e-mail not queued (mail off or queue full); the message stays in the mailbox", "mailbox", ext, "id", id)
 	}
 }

@@ -10,9 +10,29 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/mediaserver/wav"
 )
 
-type jobLog struct{ jobs []mailer.Job }
+// jobLog keeps what the service queues and the Maker it registers, so the
+// test can build each job's mail as the mailer would when it sends.
+type jobLog struct {
+	jobs   []mailer.Job
+	makers map[string]mailer.Maker
+}
 
 func (l *jobLog) Enqueue(j mailer.Job) bool { l.jobs = append(l.jobs, j); return true }
+func (l *jobLog) Handle(kind string, m mailer.Maker) {
+	if l.makers == nil {
+		l.makers = map[string]mailer.Maker{}
+	}
+	l.makers[kind] = m
+}
+
+func (l *jobLog) make(t *testing.T, i int) (mailer.Message, error) {
+	j := l.jobs[i]
+	m := l.makers[j.Kind]
+	if m == nil {
+		t.Fatalf("job %+v: no maker registered for its kind", j)
+	}
+	return m(t.Context(), j.Ref)
+}
 
 // TestEmail: a new message of a mailbox with an address queues one job
 // (none without an address); the job builds the WAV or the notice from
@@ -21,7 +41,12 @@ func (l *jobLog) Enqueue(j mailer.Job) bool { l.jobs = append(l.jobs, j); return
 func TestEmail(t *testing.T) {
 	s, clk := newTestService(t, nil)
 	jobs := &jobLog{}
-	s.cfg.Mail = jobs
+	cfg := s.cfg
+	cfg.Mail = jobs
+	s, err := New(cfg) // registers its Maker
+	if err != nil {
+		t.Fatal(err)
+	}
 	deposit := func(caller string) Message {
 		id, _ := newID(clk.now())
 		w, err := s.cfg.Audio.Create("test", 8000)
@@ -52,7 +77,7 @@ func TestEmail(t *testing.T) {
 	if len(jobs.jobs) != 1 {
 		t.Fatalf("%d jobs", len(jobs.jobs))
 	}
-	msg, err := jobs.jobs[0].Make(t.Context())
+	msg, err := jobs.make(t, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,13 +97,21 @@ func TestEmail(t *testing.T) {
 	if err := s.SetOptions("202", Options{Email: "owner@example.test"}); err != nil {
 		t.Fatal(err)
 	}
-	if msg, err := jobs.jobs[0].Make(t.Context()); err != nil || msg.Attached != nil {
+	if msg, err := jobs.make(t, 0); err != nil || msg.Attached != nil {
 		t.Fatalf("notice: %+v %v", msg, err)
+	}
+	if j := jobs.jobs[0]; j.Kind != "voicemail" || j.Ref != "202/"+m.ID {
+		t.Fatalf("job %+v names more or less than the message", j)
+	}
+	for _, ref := range []string{"", "202", "../202/" + m.ID, "2x2/" + m.ID, "202/nope"} {
+		if _, err := jobs.makers["voicemail"](t.Context(), ref); !errors.Is(err, mailer.ErrGone) {
+			t.Errorf("reference %q: %v, want ErrGone", ref, err)
+		}
 	}
 	if err := s.Delete("202", m.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := jobs.jobs[0].Make(t.Context()); !errors.Is(err, mailer.ErrGone) {
+	if _, err := jobs.make(t, 0); !errors.Is(err, mailer.ErrGone) {
 		t.Fatalf("deleted message: %v", err)
 	}
 }
