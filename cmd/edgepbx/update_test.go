@@ -240,10 +240,13 @@ func TestUpdateCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts := httptest.NewUnstartedServer(srv)
-	// Far shorter whole-request timeouts than a bundle upload takes (as
+	// Shorter whole-request timeouts than the slow upload below takes (as
 	// edgepbxd's 30 s against a slow link): the update route must not be
-	// cut by them.
-	ts.Config.ReadTimeout, ts.Config.WriteTimeout = 300*time.Millisecond, 300*time.Millisecond
+	// cut by them. They also bound every TLS handshake, so they stay well
+	// above what a handshake takes under -race on a loaded 2-core machine
+	// (300 ms failed there: "TLS handshake error ... i/o timeout").
+	const reqTimeout = 3 * time.Second
+	ts.Config.ReadTimeout, ts.Config.WriteTimeout = reqTimeout, reqTimeout
 	ts.StartTLS()
 	defer ts.Close()
 	fp := fmt.Sprintf("%X", sha256.Sum256(ts.Certificate().Raw))
@@ -325,13 +328,18 @@ func TestUpdateCLI(t *testing.T) {
 	// A slow upload, longer than the server's request timeouts, completes.
 	slow := write("slow.bundle", rel, func(m *bundle.Manifest) { m.Version, m.VersionNumber = "1.3.0", 130 }, nil)
 	raw, _ := os.ReadFile(slow)
-	req, _ := http.NewRequest("POST", ts.URL+"/api/v1/update", &slowReader{r: bytes.NewReader(raw), chunk: 64 << 10, pause: 100 * time.Millisecond})
+	// 32 KiB every 250 ms: about 5.5 s for the 700 KiB image, beyond reqTimeout.
+	req, _ := http.NewRequest("POST", ts.URL+"/api/v1/update", &slowReader{r: bytes.NewReader(raw), chunk: 32 << 10, pause: 250 * time.Millisecond})
 	req.ContentLength = int64(len(raw))
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", "application/octet-stream")
+	began := time.Now()
 	res, err := ts.Client().Do(req)
 	if err != nil {
 		t.Fatalf("slow upload: %v", err)
+	}
+	if took := time.Since(began); took <= reqTimeout {
+		t.Fatalf("the slow upload took %v, not longer than the server's timeouts (%v): it proves nothing", took, reqTimeout)
 	}
 	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
