@@ -34,6 +34,13 @@ func withVoicemail(t *testing.T, e *env) (*voicemail.Service, *sipedge.Server) {
 			t.Fatal(err)
 		}
 	}
+	return newTestVoicemail(t, e, edge.Extensions(), edge), edge
+}
+
+// newTestVoicemail is e's voicemail service over exts, wrong PINs charged
+// to guard (nil: none).
+func newTestVoicemail(t testing.TB, e *env, exts *sipedge.Extensions, guard voicemail.Guard) *voicemail.Service {
+	t.Helper()
 	keys, err := recording.StaticKey(make([]byte, 32))
 	if err != nil {
 		t.Fatal(err)
@@ -42,15 +49,57 @@ func withVoicemail(t *testing.T, e *env) (*voicemail.Service, *sipedge.Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exts := edge.Extensions()
-	vm, err := voicemail.New(voicemail.Config{DB: e.db, Audio: voicemail.Recordings{Store: rs},
+	cfg := voicemail.Config{DB: e.db, Audio: voicemail.Recordings{Store: rs},
 		Hasher: auth.NewHasher(auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}, 1, 8),
-		Exists: func(ext string) bool { return slices.Contains(exts.List(), ext) }, Guard: edge, Now: e.clock.Now})
+		Exists: func(ext string) bool { return slices.Contains(exts.List(), ext) }, Now: e.clock.Now}
+	if guard != nil {
+		cfg.Guard = guard
+	}
+	vm, err := voicemail.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.srv.vm = vm
-	return vm, edge
+	return vm
+}
+
+// FuzzOwnerEndpoints sends arbitrary bodies to the mailbox owner's sign-in
+// (from changing sources, past the rate limit) and, signed in, to the PIN,
+// e-mail and greeting endpoints (greetings as multipart too): no panic, no
+// 5xx but 503 (the PIN hasher busy).
+func FuzzOwnerEndpoints(f *testing.F) {
+	f.Add(uint8(0), uint8(1), []byte(`{"ext":"201","pin":"111111"}`))
+	f.Add(uint8(1), uint8(2), []byte(`{"current_pin":"111111","new_pin":"583920"}`))
+	f.Add(uint8(2), uint8(3), []byte(`{"email":"a@example.com","attach_audio":true}`))
+	f.Add(uint8(3), uint8(4), []byte("--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.wav\"\r\n\r\nRIFF\r\n--b--\r\n"))
+	f.Add(uint8(4), uint8(5), []byte("RIFF\x24\x00\x00\x00WAVEfmt "))
+	e, admin := claimed(f)
+	if err := e.exts.Set("201", "Ext-Password-201-x"); err != nil {
+		f.Fatal(err)
+	}
+	newTestVoicemail(f, e, e.exts, nil)
+	pin := admin.must(200, "POST", "/api/v1/voicemail/201/pin", nil).str("pin")
+	o := e.client("192.0.2.201")
+	o.must(200, "POST", "/api/v1/mailbox/login", OwnerLoginRequest{Ext: "201", PIN: pin})
+	type target struct{ method, path, ct string }
+	targets := []target{{"POST", "/api/v1/mailbox/login", ""}, {"PUT", "/api/v1/mailbox/pin", ""}, {"PUT", "/api/v1/mailbox/email", ""},
+		{"PUT", "/api/v1/mailbox/greetings/name", "multipart/form-data; boundary=b"}, {"PUT", "/api/v1/mailbox/greetings/busy", "audio/wav"}}
+	f.Fuzz(func(t *testing.T, which, src uint8, body []byte) {
+		e.t = t
+		tg := targets[int(which)%len(targets)]
+		c := o
+		if tg.path == "/api/v1/mailbox/login" {
+			c = e.client(netip.AddrFrom4([4]byte{198, 51, 100, src}).String())
+		}
+		c.header = map[string]string{}
+		if tg.ct != "" {
+			c.header["Content-Type"] = tg.ct
+		}
+		r := c.do(tg.method, tg.path, string(body))
+		if r.code >= 500 && r.code != 503 {
+			t.Fatalf("%s %q: %d %s", tg.path, body, r.code, r.body)
+		}
+	})
 }
 
 // depositLeg is a caller leaving a message through the voicemail
