@@ -85,7 +85,7 @@ func sameFiles(a, b map[string][]byte) bool {
 // or removed) and on the box that made it.
 func TestMusicRoundTrip(t *testing.T) {
 	src, srcLib := musicBox(t, "SRCMOH1")
-	upload(t, srcLib, "jazz", music(8000, 5, 440))     // converted to 16 kHz on upload
+	upload(t, srcLib, "jazz", music(8000, 5, 440))      // converted to 16 kHz on upload
 	upload(t, srcLib, "jazz-2", music(16000, 150, 330)) // 4.8 MB: two parts
 	upload(t, srcLib, moh.DefaultClass, music(16000, 2, 550))
 	want := libraryFiles(t, srcLib)
