@@ -446,7 +446,8 @@ func TestOwnerSessionLifetime(t *testing.T) {
 
 // TestBrowserMailboxOwner: in Chromium, the owner of 201 opens /mailbox,
 // is sent to the sign-in page, signs in, plays a message to its end and
-// deletes it; both pages pass axe-core and the keyboard walk.
+// deletes it; both pages pass axe-core, the keyboard walk and fit a
+// phone's width.
 func TestBrowserMailboxOwner(t *testing.T) {
 	axe := browsertest.Axe(t)
 	e, p, base := browserBox(t)
@@ -460,8 +461,17 @@ func TestBrowserMailboxOwner(t *testing.T) {
 	p.WaitFor(`location.pathname === "/login" && document.readyState === "complete"`)
 	p.Open(base+"/mailbox", "/mailbox/login")
 	p.Call("Emulation.setFocusEmulationEnabled", map[string]any{"enabled": true}, nil)
+	// The every-page tests walk the admin's pages; these two are the
+	// owner's: axe-core, the keyboard walk, a phone's width.
+	p.Viewport(390, 844)
 	checkPage := func(path string) {
 		t.Helper()
+		if o := p.Overflow(390); o != "" {
+			t.Errorf("%s at 390 px: wider than the screen: %s", path, o)
+		}
+		if h := p.Str(shownHidden); h != "" {
+			t.Errorf("%s: hidden elements shown: %s", path, h)
+		}
 		for _, v := range p.AxeRun(axe) {
 			t.Errorf("%s: %s", path, v)
 		}
