@@ -42,7 +42,11 @@ func (d *daemon) newBackup() {
 	if d.media != nil {
 		media = d.media.recordings // nil: backups with media are refused with the reason
 	}
-	b, err := backup.New(backup.Config{DB: d.db, Audit: d.audit, Media: media,
+	var music backup.Music
+	if d.moh != nil {
+		music = d.moh // uploaded music-on-hold classes: in every backup
+	}
+	b, err := backup.New(backup.Config{DB: d.db, Audit: d.audit, Media: media, Music: music,
 		Box: backup.Identity{Serial: d.id.Serial, InstallID: d.id.InstallID, Firmware: version},
 		Dir: filepath.Join(d.cfg.dataDir, "backups"), Resealers: backupResealers(),
 		BoxLocal: backup.DefaultBoxLocal(certs.Bucket, certs.BoxLocalKeys()), Log: d.log})

@@ -4,13 +4,19 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"io/fs"
+	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgepbx/edgepbx/cmd/licensed/phonehome"
+	"github.com/edgepbx/edgepbx/firmware/mediaserver/wav"
 )
 
 // TestDevModeRestoreElsewhere: the real daemon, two boxes (two data
@@ -18,7 +24,8 @@ import (
 // restores it through the admin API, exits so that it is started again on
 // the restored store, and then tells the vendor in its first check-in that
 // its data came from box A; its audit chain records the restore. B keeps
-// its own serial.
+// its own serial. A's uploaded music on hold comes along and replaces
+// B's own, byte for byte.
 func TestDevModeRestoreElsewhere(t *testing.T) {
 	srv, url, ca := licenceServer(t)
 	if err := srv.PutLicence(phonehome.Licence{ID: "LIC-RB", ValidUntil: time.Now().Add(365 * 24 * time.Hour), MaxExtensions: 10, MaxTrunks: 2}); err != nil {
@@ -60,8 +67,11 @@ func TestDevModeRestoreElsewhere(t *testing.T) {
 	proof := map[string]string{"current_password": testAdminPW}
 
 	// Box A: a backup to a new backup key.
-	pa, baseA, fpA, codeA, serialA := start(t.TempDir(), true)
+	dirA := t.TempDir()
+	pa, baseA, fpA, codeA, serialA := start(dirA, true)
 	a := claimBox(t, baseA, fpA, codeA)
+	raw(a, "PUT", "/api/v1/moh/lobby", wav.Encode(8000, toneSamples(8000, 3, 523)))
+	lobby := mohFile(t, dirA, "lobby")
 	var key struct{ Identity string }
 	if err := json.Unmarshal(a.must(200, "POST", "/api/v1/backups/key", proof), &key); err != nil || key.Identity == "" {
 		t.Fatalf("backup key: %v", err)
@@ -84,6 +94,7 @@ func TestDevModeRestoreElsewhere(t *testing.T) {
 		t.Fatalf("both boxes are %s", serialA)
 	}
 	b := claimBox(t, baseB, fpB, codeB)
+	raw(b, "PUT", "/api/v1/moh/mine", wav.Encode(16000, toneSamples(16000, 1, 300)))
 	var up struct{ Upload string }
 	if err := json.Unmarshal(raw(b, "POST", "/api/v1/backups/upload", file), &up); err != nil {
 		t.Fatal(err)
@@ -115,7 +126,52 @@ func TestDevModeRestoreElsewhere(t *testing.T) {
 	if !strings.Contains(audit, "restored backup of box "+serialA) {
 		t.Fatalf("no restore in B's audit chain: %.800s", audit)
 	}
+	var classes []struct {
+		Name     string
+		Uploaded bool
+	}
+	if err := json.Unmarshal(b2.must(200, "GET", "/api/v1/moh", nil), &classes); err != nil {
+		t.Fatal(err)
+	}
+	var uploaded []string
+	for _, c := range classes {
+		if c.Uploaded {
+			uploaded = append(uploaded, c.Name)
+		}
+	}
+	if !slices.Equal(uploaded, []string{"lobby"}) {
+		t.Errorf("box B's music after the restore: %+v", classes)
+	}
+	if got := mohFile(t, dirB, "lobby"); !bytes.Equal(got, lobby) {
+		t.Errorf("restored class: %d bytes, A stored %d", len(got), len(lobby))
+	}
 	if code := pb2.stop(t); code != 0 {
 		t.Fatalf("box B: exit %d", code)
 	}
+}
+
+// toneSamples is secs seconds of hz at rate.
+func toneSamples(rate int, secs float64, hz float64) []int16 {
+	pcm := make([]int16, int(float64(rate)*secs))
+	for i := range pcm {
+		pcm[i] = int16(8000 * math.Sin(2*math.Pi*hz*float64(i)/float64(rate)))
+	}
+	return pcm
+}
+
+// mohFile is the stored file of a music-on-hold class under a box's
+// data directory.
+func mohFile(t *testing.T, dir, class string) []byte {
+	t.Helper()
+	var found []byte
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && filepath.Base(filepath.Dir(p)) == "moh" && d.Name() == class+".wav" {
+			found, err = os.ReadFile(p)
+		}
+		return err
+	})
+	if err != nil || found == nil {
+		t.Fatalf("music class %s under %s: %v", class, dir, err)
+	}
+	return found
 }

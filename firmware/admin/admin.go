@@ -198,6 +198,8 @@ type Server struct {
 
 	conns connSeq // connection numbers for firewall confirmations
 
+	owners *owners // mailbox owner sessions (owner.go)
+
 	zc       zoneCache // the box's display time zone (uiformat.go)
 	activity *Activity // dashboard series (dashboard.go); nil: empty
 
@@ -242,6 +244,8 @@ func NewServer(d Deps) (*Server, error) {
 	}
 	s.routes = append(s.routeTable(), s.backupRoutes()...)
 	s.routes = append(s.routes, s.updateRoutes()...)
+	s.owners = newOwners()
+	s.routes = append(s.routes, s.ownerRoutes()...)
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.method+" "+rt.path, s.guard(rt))
 	}
@@ -419,6 +423,9 @@ func (s *Server) refuse(r *http.Request, p auth.Principal, action, detail string
 type ctxKey struct{}
 
 func (s *Server) guard(rt route) http.Handler {
+	if rt.owner {
+		return s.ownerGuard(rt)
+	}
 	isAPI := strings.HasPrefix(rt.path, "/api/")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isStateChange(r.Method) {

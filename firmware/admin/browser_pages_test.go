@@ -18,7 +18,7 @@ func uiPages(t *testing.T, e *env) []string {
 	t.Helper()
 	var pages []string
 	for _, rt := range e.srv.routes { // built once by NewServer: rebuilding it re-parses templates into the live server
-		if rt.method == "GET" && !rt.public && !strings.HasPrefix(rt.path, "/api/") && !strings.Contains(strings.TrimSuffix(rt.path, "{$}"), "{") {
+		if rt.method == "GET" && !rt.public && !rt.owner && !strings.HasPrefix(rt.path, "/api/") && !strings.Contains(strings.TrimSuffix(rt.path, "{$}"), "{") {
 			pages = append(pages, strings.TrimSuffix(rt.path, "{$}"))
 		}
 	}

@@ -90,9 +90,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		status, title = http.StatusUnprocessableEntity, "re-authentication failed"
 		telephonyProblem(w, status, title, err.Error(), "/current_password")
 		return
-	case errors.Is(err, auth.ErrInvalidCredentials), errors.Is(err, auth.ErrNoSession), errors.Is(err, auth.ErrBadSetupCode):
+	case errors.Is(err, auth.ErrInvalidCredentials), errors.Is(err, auth.ErrNoSession), errors.Is(err, auth.ErrBadSetupCode), errors.Is(err, errWrongPIN):
 		status, title = http.StatusUnauthorized, "unauthorized"
-	case errors.Is(err, auth.ErrThrottled):
+	case errors.Is(err, auth.ErrThrottled), errors.Is(err, errPINThrottled):
 		w.Header().Set("Retry-After", "600")
 		status, title = http.StatusTooManyRequests, "too many requests"
 	case errors.Is(err, auth.ErrBusy):

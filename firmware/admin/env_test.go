@@ -311,6 +311,7 @@ type client struct {
 	addr   string
 	cookie string
 	csrf   string
+	owner  string // a mailbox owner's session cookie (owner.go)
 	token  string
 	origin string // "" sends boxOrigin on state changes; "-" sends none
 	header map[string]string
@@ -362,6 +363,9 @@ func (c *client) do(method, path string, body any) resp {
 	if c.cookie != "" {
 		req.AddCookie(&http.Cookie{Name: CookieName, Value: c.cookie})
 	}
+	if c.owner != "" {
+		req.AddCookie(&http.Cookie{Name: OwnerCookieName, Value: c.owner})
+	}
 	if c.csrf != "" {
 		req.Header.Set(csrfHeader, c.csrf)
 	}
@@ -380,6 +384,12 @@ func (c *client) do(method, path string, body any) resp {
 				c.cookie = ""
 			} else {
 				c.cookie = ck.Value
+			}
+		}
+		if ck.Name == OwnerCookieName {
+			c.owner = ck.Value
+			if ck.MaxAge < 0 {
+				c.owner = ""
 			}
 		}
 	}

@@ -26,6 +26,9 @@ func (s *Server) openAPI() map[string]any {
 		if rt.public {
 			op["security"] = []any{}
 			op["x-public"] = true
+		} else if rt.owner {
+			op["security"] = []any{map[string]any{"mailboxOwner": []any{}}}
+			op["x-mailbox-owner"] = true
 		} else {
 			op["x-permission"] = string(rt.perm)
 			var roles []string
@@ -64,6 +67,9 @@ func (s *Server) openAPI() map[string]any {
 			"securitySchemes": map[string]any{
 				"session": map[string]any{"type": "apiKey", "in": "cookie", "name": CookieName},
 				"token":   map[string]any{"type": "http", "scheme": "bearer"},
+				// A mailbox owner's session (POST /api/v1/mailbox/login): the
+				// /api/v1/mailbox routes only.
+				"mailboxOwner": map[string]any{"type": "apiKey", "in": "cookie", "name": OwnerCookieName},
 			},
 			"schemas": map[string]any{"Problem": map[string]any{"type": "object", "properties": map[string]any{
 				"type": map[string]any{"type": "string"}, "title": map[string]any{"type": "string"},

@@ -23,6 +23,7 @@ type route struct {
 	perm         auth.Permission // required unless public
 	public       bool            // no login (claim, login)
 	restrictedOK bool            // usable by a session that must enrol 2FA or change its password
+	owner        bool            // a mailbox owner's route (owner.go): the owner session only, never an admin's
 	h            func(http.ResponseWriter, *http.Request, auth.Principal) error
 	summary      string // for the OpenAPI document
 	req          any    // request body type, for the OpenAPI document

@@ -22,7 +22,7 @@ var staticFS embed.FS
 
 type pages struct{ t map[string]*template.Template }
 
-var pageNames = []string{"claim", "login", "dashboard", "account", "users", "security", "audit", "certificates", "extensions", "telephony", "firewall", "system", "intrusion", "phones", "phonecard", "privacy", "conference", "voicemail", "notfound"}
+var pageNames = []string{"claim", "login", "dashboard", "account", "users", "security", "audit", "certificates", "extensions", "telephony", "firewall", "system", "intrusion", "phones", "phonecard", "privacy", "conference", "voicemail", "notfound", "mailbox", "mailboxlogin"}
 
 // templateFuncs are the functions every page's template may call.
 func templateFuncs() template.FuncMap {

@@ -151,6 +151,7 @@ func (s *Server) apiMailboxPIN(w http.ResponseWriter, r *http.Request, p auth.Pr
 	if err != nil {
 		return vmError(err)
 	}
+	s.owners.end(ext, "", true) // the owner signs in again with the new PIN
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, map[string]string{"status": "new PIN", "ext": ext, "pin": pin})
 	return nil

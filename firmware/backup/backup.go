@@ -28,6 +28,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -107,6 +108,9 @@ type Config struct {
 	// that backups with media read and restores write; nil: this box has
 	// none and such backups and restores are refused.
 	Media *recording.Store
+	// Music is the music-on-hold library whose uploaded classes every
+	// backup carries (music.go); nil: none.
+	Music Music
 }
 
 // Service makes, lists and restores backups.
@@ -264,7 +268,7 @@ func (s *Service) Write(w io.Writer, e Encryption) (*Manifest, error) {
 		}
 		// Pass 1: the manifest needs every bucket's hash before the data.
 		for _, name := range names {
-			if _, whole := s.local(name); whole {
+			if _, whole := s.local(name); whole || name == musicBucket {
 				continue
 			}
 			bh := newBucketHash(name)
@@ -272,6 +276,15 @@ func (s *Service) Write(w io.Writer, e Encryption) (*Manifest, error) {
 				return err
 			}
 			m.Buckets = append(m.Buckets, bh.info())
+		}
+		if s.cfg.Music != nil {
+			// Present even when empty: the restore then removes uploads.
+			bi, err := s.musicInfo()
+			if err != nil {
+				return err
+			}
+			m.Buckets = append(m.Buckets, bi)
+			sort.Slice(m.Buckets, func(i, j int) bool { return m.Buckets[i].Name < m.Buckets[j].Name })
 		}
 		if err := m.validate(s.cfg.Limits); err != nil {
 			return fmt.Errorf("backup: this store exceeds what a restore accepts: %w", err)
@@ -284,6 +297,12 @@ func (s *Service) Write(w io.Writer, e Encryption) (*Manifest, error) {
 			return fmt.Errorf("backup: write: %w", err)
 		}
 		for _, b := range m.Buckets {
+			if b.Name == musicBucket {
+				if err := s.writeMusic(enc, b); err != nil {
+					return err
+				}
+				continue
+			}
 			if err := s.export(tx, b.Name, func(k, v []byte) error {
 				_, err := enc.Write(frame(k, v))
 				return err
@@ -330,7 +349,20 @@ func (s *Service) export(tx *store.Tx, bucket string, fn func(k, v []byte) error
 // Inspect decrypts and validates a backup file completely without changing
 // anything, and returns its manifest.
 func (s *Service) Inspect(path string, d Decryption) (*Manifest, error) {
-	return s.parseFile(path, d, s.checkRecord, nil)
+	mr := &musicReader{done: s.checkMusic}
+	m, err := s.parseFile(path, d, func(bucket, key string, val []byte) error {
+		if bucket == musicBucket {
+			return mr.record(key, val)
+		}
+		return s.checkRecord(bucket, key, val)
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := mr.end(); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func (s *Service) checkRecord(bucket, key string, val []byte) error {
@@ -432,7 +464,21 @@ func (s *Service) Restore(path string, d Decryption, who Actor) (*Manifest, erro
 		s.auditFail(who, "backup.restore", err)
 		return nil, err
 	}
+	var music *musicStaging
+	if slices.ContainsFunc(m.Buckets, func(b BucketInfo) bool { return b.Name == musicBucket }) {
+		if music, err = s.stageMusic(); err != nil {
+			s.auditFail(who, "backup.restore", err)
+			return nil, err
+		}
+	}
 	committed := false
+	if music != nil {
+		defer func() {
+			if !committed {
+				music.drop()
+			}
+		}()
+	}
 	if staging != nil {
 		defer func() {
 			if !committed {
@@ -484,7 +530,11 @@ func (s *Service) Restore(path string, d Decryption, who Actor) (*Manifest, erro
 		}
 		// The second pass skips the per-record checks of the first: equal
 		// manifests (every bucket's SHA-256) mean the same content.
+		mr := &musicReader{done: func(class string, file []byte) error { return music.put(class, file) }}
 		m2, err := s.parseFile(path, d, func(bucket, key string, val []byte) error {
+			if bucket == musicBucket {
+				return mr.record(key, val)
+			}
 			v := val
 			if reseal := s.cfg.Resealers[bucket]; reseal != nil {
 				if v, err = reseal(key, val, seal); err != nil {
@@ -523,13 +573,17 @@ func (s *Service) Restore(path string, d Decryption, who Actor) (*Manifest, erro
 			m.Serial, m.InstallID, m.Firmware, m.Created.Format(time.RFC3339), prev.Seq, prev.Hash, archive)
 		return s.cfg.Audit.RecordTx(tx, audit.Event{Actor: who.Name, Source: who.Source, Action: "backup.restore",
 			Target: m.Serial, Outcome: audit.OK, Detail: detail,
-			After: map[string]any{"buckets": len(m.Buckets), "other_box": other, "recordings": len(m.Media)}})
+			After: map[string]any{"buckets": len(m.Buckets), "other_box": other, "recordings": len(m.Media), "music_classes": music.count()}})
 	})
 	if err != nil {
 		s.auditFail(who, "backup.restore", err)
 		return nil, err
 	}
 	committed = true
+	var musicErr error
+	if music != nil {
+		musicErr = s.applyMusic(music)
+	}
 	if staging != nil {
 		if err := s.cfg.Media.CommitStaging(staging.Token()); err != nil {
 			return m, fmt.Errorf("backup: restored, but the recordings are not in place yet (moved at the next start): %w", err)
@@ -543,7 +597,10 @@ func (s *Service) Restore(path string, d Decryption, who Actor) (*Manifest, erro
 	case s.restored <- struct{}{}:
 	default:
 	}
-	return m, nil
+	if musicErr != nil {
+		s.cfg.Log.Error("backup: music on hold", "err", musicErr)
+	}
+	return m, musicErr
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -268,7 +268,7 @@
     }
     if (el.hasAttribute && el.hasAttribute("data-network") && data.status === "pending" && movedFrom(el, data)) return;
     if (data.restriction) { window.location = "/account"; return; }
-    var saved = (el.dataset.method === "PUT" || el.dataset.method === "POST") && el.tagName === "FORM" && !/^\/api\/v1\/(login|claim|logout)/.test(el.dataset.api || "");
+    var saved = (el.dataset.method === "PUT" || el.dataset.method === "POST") && el.tagName === "FORM" && !/^\/api\/v1\/(mailbox\/)?(login|claim|logout)/.test(el.dataset.api || "");
     if (el.dataset.next) { if (saved) flash("Saved."); window.location = el.dataset.next; return; }
     if (saved && !data.status && data.ok === undefined) { say(el, "Saved.", false); return; }
     say(el, data.status || (data.ok === false ? "FAILED: " + data.error : data.ok ? "chain verified, " + data.entries + " entries" : "done"), data.ok === false);

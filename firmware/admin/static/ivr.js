@@ -14,51 +14,10 @@
   var ivr = base.ivr || {};
   var PROMPTS = (form.dataset.prompts || "").split(" ").filter(Boolean);
   var DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-  var seq = 0;
+  var R = window.edgepbxRows;
+  var ed = R.editor(form, "iv", "ivr-status");
+  var el = R.el, text = R.text, select = R.select, num = R.num, field = ed.field, status = ed.status;
 
-  function csrf() {
-    var m = document.querySelector('meta[name="csrf-token"]');
-    return m ? m.getAttribute("content") : "";
-  }
-  function el(tag, attrs, kids) {
-    var e = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (k) {
-      if (attrs[k] === false || attrs[k] === null || attrs[k] === undefined) return;
-      e.setAttribute(k, attrs[k] === true ? "" : attrs[k]);
-    });
-    (kids || []).forEach(function (k) { e.appendChild(typeof k === "string" ? document.createTextNode(k) : k); });
-    return e;
-  }
-  function num(v) { return v === "" ? 0 : Number(v); }
-  function text(key, value, attrs) {
-    var a = { type: "text", autocomplete: "off", spellcheck: "false" };
-    Object.keys(attrs || {}).forEach(function (k) { a[k] = attrs[k]; });
-    var i = el("input", a);
-    i.value = value === undefined || value === null ? "" : String(value);
-    i.dataset.key = key;
-    return i;
-  }
-  function select(key, options, value) {
-    var s = el("select", {}, options.map(function (o) { return el("option", { value: o[0] }, [o[1]]); }));
-    s.value = value || options[0][0];
-    s.dataset.key = key;
-    return s;
-  }
-  // field wraps a control with its label, an optional hint and an error
-  // line; the control names both in aria-describedby.
-  function field(label, control, hint) {
-    var id = "iv" + (++seq);
-    control.id = id;
-    var wrap = el("div", { class: "field" }, [el("label", { for: id }, [label]), control]);
-    if (hint) {
-      wrap.appendChild(el("p", { class: "hint", id: id + "-hint" }, [hint]));
-      control.dataset.hint = id + "-hint";
-      control.setAttribute("aria-describedby", id + "-hint");
-    }
-    wrap.appendChild(el("p", { class: "bad field-error", id: id + "-err", hidden: true }));
-    control.dataset.err = id + "-err";
-    return wrap;
-  }
   function dest(key, value) { return text(key, value, { maxlength: 96, list: "ivr-dests" }); }
   function val(row, key) { return row.querySelector(':scope > .grid [data-key="' + key + '"]').value.trim(); }
 
@@ -73,13 +32,8 @@
     function addRow(v) {
       var e = rows.querySelector(":scope > .empty");
       if (e) rows.removeChild(e);
-      var row = el("fieldset", { class: "row" }, [el("legend", {}, [title])]);
-      var del = el("button", { type: "button", class: "danger" }, ["Delete"]);
-      row.label = function (what) {
-        var l = title + (what ? ": " + what : "");
-        row.querySelector(":scope > legend").textContent = l;
-        del.setAttribute("aria-label", "Delete " + l);
-      };
+      var row = ed.row(title);
+      var del = row.del;
       build(row, v);
       del.addEventListener("click", function () {
         rows.removeChild(row);
@@ -121,17 +75,16 @@
     row.ptrs = function (p, note) { own(row, p, note); };
   }
   function buildHours(row, h) {
-    var id = "iv" + (++seq);
+    var id = ed.id();
     var days = el("fieldset", { class: "classes days", id: id, tabindex: "-1" }, [el("legend", {}, ["Days"])]);
     days.dataset.key = "days";
     DAYS.forEach(function (d) {
-      var cid = "iv" + (++seq);
+      var cid = ed.id();
       var b = el("input", { type: "checkbox", id: cid, value: d });
       b.checked = (h.days || []).indexOf(d) >= 0;
       days.appendChild(el("div", { class: "field check" }, [b, el("label", { for: cid }, [d])]));
     });
-    days.appendChild(el("p", { class: "bad field-error", id: id + "-err", hidden: true }));
-    days.dataset.err = id + "-err";
+    days.appendChild(ed.errorLine(days, id));
     row.appendChild(days);
     row.appendChild(el("div", { class: "grid" }, [
       field("From", text("from", h.from, { maxlength: 5, placeholder: "08:00", inputmode: "numeric" })),
@@ -250,51 +203,10 @@
     body.ivr = v;
     return { body: body, ptrs: ptrs };
   }
-  function status(msg, bad) {
-    var s = document.getElementById("ivr-status");
-    s.textContent = msg;
-    s.className = bad ? "bad" : "ok";
-  }
-  function clearErrors() {
-    Array.prototype.forEach.call(form.querySelectorAll("[aria-invalid]"), function (c) {
-      c.removeAttribute("aria-invalid");
-      if (c.dataset.hint) c.setAttribute("aria-describedby", c.dataset.hint); else c.removeAttribute("aria-describedby");
-    });
-    Array.prototype.forEach.call(form.querySelectorAll(".field-error"), function (p) { p.textContent = ""; p.hidden = true; });
-  }
-  function showError(ctrls, msg) {
-    var err = document.getElementById(ctrls[0].dataset.err);
-    err.textContent = msg;
-    err.hidden = false;
-    ctrls.forEach(function (c) {
-      c.setAttribute("aria-invalid", "true");
-      c.setAttribute("aria-describedby", (c.dataset.hint ? c.dataset.hint + " " : "") + err.id);
-    });
-    ctrls[0].focus();
-  }
-
   form.addEventListener("submit", function (ev) {
     ev.preventDefault();
-    clearErrors();
-    var c = collect();
-    status("Saving…", false);
-    fetch("/api/v1/telephony", { method: "PUT", credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() }, body: JSON.stringify(c.body) })
-      .then(function (res) {
-        return res.json().catch(function () { return {}; }).then(function (data) {
-          if (res.ok) {
-            status("Saved: version " + data.version + ".", false);
-            window.location = "/telephony";
-            return;
-          }
-          var msg = data.detail || data.title || ("error " + res.status);
-          if (res.status === 409) msg = "The dial plan was changed meanwhile; reload the page and edit again. (" + msg + ")";
-          var p = data.field || "";
-          // A pointer below a control's (one day of a range) belongs to it.
-          while (p && !c.ptrs[p]) p = p.slice(0, p.lastIndexOf("/"));
-          if (p) showError(c.ptrs[p], msg);
-          status("Not saved: " + msg, true);
-        });
-      }, function (e) { status("Not saved: " + e.message, true); });
+    ed.clearErrors();
+    ed.save("PUT", "/api/v1/telephony", collect(), function (data) { return "Saved: version " + data.version + "."; }, "/telephony",
+      "The dial plan was changed meanwhile; reload the page and edit again.");
   });
 })();

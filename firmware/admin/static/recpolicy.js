@@ -11,57 +11,23 @@
   if (!form) return;
   var base = JSON.parse(form.dataset.policy);
   var rules = document.getElementById("rec-rules");
-  var seq = 0;
   var KINDS = [["extensions", "Extension"], ["trunks", "Trunk"], ["routes", "Route prefix"]];
   var MODES = [["never", "never"], ["on-demand", "on demand"], ["always", "always"]];
+  var R = window.edgepbxRows;
+  var ed = R.editor(form, "rp", "rec-status");
+  var el = R.el, field = ed.field, status = ed.status;
 
-  function csrf() {
-    var m = document.querySelector('meta[name="csrf-token"]');
-    return m ? m.getAttribute("content") : "";
-  }
-  function el(tag, attrs, kids) {
-    var e = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (k) { if (attrs[k] !== undefined) e.setAttribute(k, attrs[k]); });
-    (kids || []).forEach(function (k) { e.appendChild(typeof k === "string" ? document.createTextNode(k) : k); });
-    return e;
-  }
-  function select(options, value) {
-    var s = el("select", {}, options.map(function (o) { return el("option", { value: o[0] }, [o[1]]); }));
-    s.value = value || options[0][0];
-    return s;
-  }
-  function field(label, control, hint) {
-    var id = "rp" + (++seq);
-    control.id = id;
-    var wrap = el("div", { class: "field" }, [el("label", { for: id }, [label]), control]);
-    if (hint) {
-      wrap.appendChild(el("p", { class: "hint", id: id + "-hint" }, [hint]));
-      control.dataset.hint = id + "-hint";
-      control.setAttribute("aria-describedby", id + "-hint");
-    }
-    var err = el("p", { class: "bad field-error", id: id + "-err" });
-    err.hidden = true;
-    wrap.appendChild(err);
-    control.dataset.err = id + "-err";
-    return wrap;
-  }
   function empty() { if (!rules.querySelector("fieldset.row")) rules.appendChild(el("p", { class: "hint empty" }, ["No rules."])); }
   function addRule(kind, name, mode) {
     var e = rules.querySelector(".empty");
     if (e) rules.removeChild(e);
-    var row = el("fieldset", { class: "row" }, [el("legend", {}, ["Rule"])]);
-    var k = select(KINDS, kind);
-    k.dataset.key = "kind";
-    var n = el("input", { type: "text", autocomplete: "off", spellcheck: "false", maxlength: "64" });
-    n.value = name || "";
-    n.dataset.key = "name";
-    var m = select(MODES, mode);
-    m.dataset.key = "mode";
-    var del = el("button", { type: "button", class: "danger" }, ["Delete"]);
+    var row = ed.row("Rule");
+    var k = R.select("kind", KINDS, kind);
+    var n = R.text("name", name, { maxlength: "64" });
+    var m = R.select("mode", MODES, mode);
+    var del = row.del;
     function legend() {
-      var l = "Rule: " + KINDS.filter(function (x) { return x[0] === k.value; })[0][1].toLowerCase() + " " + (n.value || (k.value === "routes" ? "(every outbound call)" : ""));
-      row.querySelector("legend").textContent = l;
-      del.setAttribute("aria-label", "Delete " + l);
+      row.label("Rule: " + KINDS.filter(function (x) { return x[0] === k.value; })[0][1].toLowerCase() + " " + (n.value || (k.value === "routes" ? "(every outbound call)" : "")), true);
     }
     k.addEventListener("change", legend);
     n.addEventListener("input", legend);
@@ -109,51 +75,15 @@
     });
     return { body: body, ptrs: ptrs, dup: dup };
   }
-  function status(msg, bad) {
-    var s = document.getElementById("rec-status");
-    s.textContent = msg;
-    s.className = bad ? "bad" : "ok";
-  }
-  function clearErrors() {
-    Array.prototype.forEach.call(form.querySelectorAll("[aria-invalid]"), function (c) {
-      c.removeAttribute("aria-invalid");
-      if (c.dataset.hint) c.setAttribute("aria-describedby", c.dataset.hint); else c.removeAttribute("aria-describedby");
-    });
-    Array.prototype.forEach.call(form.querySelectorAll(".field-error"), function (p) { p.textContent = ""; p.hidden = true; });
-  }
-  function showError(ctrls, msg) {
-    var err = document.getElementById(ctrls[0].dataset.err);
-    err.textContent = msg;
-    err.hidden = false;
-    ctrls.forEach(function (c) {
-      c.setAttribute("aria-invalid", "true");
-      c.setAttribute("aria-describedby", (c.dataset.hint ? c.dataset.hint + " " : "") + err.id);
-    });
-    ctrls[0].focus();
-  }
   form.addEventListener("submit", function (ev) {
     ev.preventDefault();
-    clearErrors();
+    ed.clearErrors();
     var c = collect();
     if (c.dup) {
-      showError([c.dup[0]], "There is already a rule for " + c.dup[1] + ".");
+      ed.showError([c.dup[0]], "There is already a rule for " + c.dup[1] + ".");
       status("Not saved: there is already a rule for " + c.dup[1] + ".", true);
       return;
     }
-    status("Saving…", false);
-    fetch("/api/v1/recordings/policy", { method: "PUT", credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() }, body: JSON.stringify(c.body) })
-      .then(function (res) {
-        return res.json().catch(function () { return {}; }).then(function (data) {
-          if (res.ok) {
-            status("Saved.", false);
-            window.location = "/recordings";
-            return;
-          }
-          var msg = data.detail || data.title || ("error " + res.status);
-          if (data.field && c.ptrs[data.field]) showError(c.ptrs[data.field], msg);
-          status("Not saved: " + msg, true);
-        });
-      }, function (e) { status("Not saved: " + e.message, true); });
+    ed.save("PUT", "/api/v1/recordings/policy", c, function () { return "Saved."; }, "/recordings");
   });
 })();

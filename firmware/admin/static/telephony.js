@@ -9,73 +9,28 @@
   if (!form) return;
   var base = JSON.parse(form.dataset.config);
   var CLASSES = ["internal", "national", "international", "premium"];
-  var seq = 0;
+  var R = window.edgepbxRows;
+  var ed = R.editor(form, "tf", "tel-status");
+  var el = R.el, text = R.text, select = R.select, num = R.num, field = ed.field, status = ed.status;
 
-  function csrf() {
-    var m = document.querySelector('meta[name="csrf-token"]');
-    return m ? m.getAttribute("content") : "";
-  }
-  function el(tag, attrs, kids) {
-    var e = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (k) {
-      if (attrs[k] === false || attrs[k] === null || attrs[k] === undefined) return;
-      e.setAttribute(k, attrs[k] === true ? "" : attrs[k]);
-    });
-    (kids || []).forEach(function (k) { e.appendChild(typeof k === "string" ? document.createTextNode(k) : k); });
-    return e;
-  }
   function words(s) { return s.split(/[\s,]+/).filter(Boolean); }
-  function num(v) { return v === "" ? 0 : Number(v); }
-  function text(key, value, attrs) {
-    var a = { type: "text", autocomplete: "off", spellcheck: "false" };
-    Object.keys(attrs || {}).forEach(function (k) { a[k] = attrs[k]; });
-    var i = el("input", a);
-    i.value = value === undefined || value === null ? "" : String(value);
-    i.dataset.key = key;
-    return i;
-  }
   function number(key, value, min, max) {
     var i = text(key, value ? value : "", { type: "number", inputmode: "numeric", min: min, max: max });
     return i;
   }
-  function select(key, options, value) {
-    var s = el("select", {}, options.map(function (o) { return el("option", { value: o[0] }, [o[1]]); }));
-    s.value = value || options[0][0];
-    s.dataset.key = key;
-    return s;
-  }
-  // field wraps a control with its label, an optional hint and an error
-  // line; the control names both in aria-describedby.
-  function field(label, control, hint) {
-    var id = "tf" + (++seq);
-    control.id = id;
-    var wrap = el("div", { class: "field" }, [el("label", { for: id }, [label]), control]);
-    if (hint) {
-      wrap.appendChild(el("p", { class: "hint", id: id + "-hint" }, [hint]));
-      control.dataset.hint = id + "-hint";
-      control.setAttribute("aria-describedby", id + "-hint");
-    }
-    var err = el("p", { class: "bad field-error", id: id + "-err", hidden: true });
-    wrap.appendChild(err);
-    control.dataset.err = id + "-err";
-    return wrap;
-  }
   function check(key, label, checked) {
-    var id = "tf" + (++seq);
+    var id = ed.id();
     var c = el("input", { type: "checkbox", id: id });
     c.checked = !!checked;
     c.dataset.key = key;
     var wrap = el("div", { class: "field check" }, [c, el("label", { for: id }, [label])]);
-    if (key) {
-      wrap.appendChild(el("p", { class: "bad field-error", id: id + "-err", hidden: true }));
-      c.dataset.err = id + "-err";
-    }
+    if (key) wrap.appendChild(ed.errorLine(c, id));
     return { box: c, wrap: wrap };
   }
   // classes is a group of check boxes, one per class of service; the group
   // carries the key and the error line.
   function classes(legend, value, hint) {
-    var id = "tf" + (++seq);
+    var id = ed.id();
     var fs = el("fieldset", { class: "classes", id: id }, [el("legend", {}, [legend])]);
     fs.dataset.key = "classes";
     CLASSES.forEach(function (c) {
@@ -84,8 +39,7 @@
       fs.appendChild(b.wrap);
     });
     if (hint) fs.appendChild(el("p", { class: "hint" }, [hint]));
-    fs.appendChild(el("p", { class: "bad field-error", id: id + "-err", hidden: true }));
-    fs.dataset.err = id + "-err";
+    fs.appendChild(ed.errorLine(fs, id));
     fs.setAttribute("tabindex", "-1");
     return fs;
   }
@@ -249,19 +203,13 @@
     },
   };
 
-  // legend names the row, and its Delete button after it (screen readers
-  // list many buttons by name).
-  function legend(row, what) {
-    var l = kinds[row.dataset.kind].title + (what ? ": " + what : "");
-    row.querySelector("legend").textContent = l;
-    if (row.del) row.del.setAttribute("aria-label", "Delete " + l);
-  }
+  // legend names the row, and its Delete button after it.
+  function legend(row, what) { row.label(what); }
   function addRow(kind, value) {
     var k = kinds[kind];
-    var row = el("fieldset", { class: "row" }, [el("legend", {}, [k.title])]);
+    var row = ed.row(k.title);
     row.dataset.kind = kind;
-    var del = el("button", { type: "button", class: "danger" }, ["Delete"]);
-    row.del = del;
+    var del = row.del;
     legend(row, k.build(row, value));
     del.addEventListener("click", function () {
       var list = row.parentNode;
@@ -373,52 +321,9 @@
     return { body: body, ptrs: ptrs };
   }
 
-  function status(msg, bad) {
-    var s = document.getElementById("tel-status");
-    s.textContent = msg;
-    s.className = bad ? "bad" : "ok";
-  }
-  function clearErrors() {
-    Array.prototype.forEach.call(form.querySelectorAll("[aria-invalid]"), function (c) {
-      c.removeAttribute("aria-invalid");
-      if (c.dataset.hint) c.setAttribute("aria-describedby", c.dataset.hint); else c.removeAttribute("aria-describedby");
-    });
-    Array.prototype.forEach.call(form.querySelectorAll(".field-error"), function (p) { p.textContent = ""; p.hidden = true; });
-  }
-  // showError puts msg under the first control for the field and links
-  // every control of it to the message.
-  function showError(ctrls, msg) {
-    var err = document.getElementById(ctrls[0].dataset.err);
-    err.textContent = msg;
-    err.hidden = false;
-    ctrls.forEach(function (c) {
-      c.setAttribute("aria-invalid", "true");
-      c.setAttribute("aria-describedby", (c.dataset.hint ? c.dataset.hint + " " : "") + err.id);
-    });
-    ctrls[0].focus();
-  }
-
   form.addEventListener("submit", function (ev) {
     ev.preventDefault();
-    clearErrors();
-    var c = collect();
-    status("Saving…", false);
-    fetch("/api/v1/telephony", { method: "PUT", credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() }, body: JSON.stringify(c.body) })
-      .then(function (res) {
-        return res.json().catch(function () { return {}; }).then(function (data) {
-          if (res.ok) {
-            status("Saved: version " + data.version + ".", false);
-            window.location = "/telephony";
-            return;
-          }
-          var msg = data.detail || data.title || ("error " + res.status);
-          var p = data.field || "";
-          // A pointer below a control's (e.g. one peer prefix) belongs to it.
-          while (p && !c.ptrs[p]) p = p.slice(0, p.lastIndexOf("/"));
-          if (p) showError(c.ptrs[p], msg);
-          status("Not saved: " + msg, true);
-        });
-      }, function (e) { status("Not saved: " + e.message, true); });
+    ed.clearErrors();
+    ed.save("PUT", "/api/v1/telephony", collect(), function (data) { return "Saved: version " + data.version + "."; }, "/telephony");
   });
 })();
