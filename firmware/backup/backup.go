@@ -285,6 +285,7 @@ func (s *Service) Write(w io.Writer, e Encryption) (*Manifest, error) {
 			}
 			m.Buckets = append(m.Buckets, bi)
 			sort.Slice(m.Buckets, func(i, j int) bool { return m.Buckets[i].Name < m.Buckets[j].Name })
+			m.Format = FormatMusic
 		}
 		if err := m.validate(s.cfg.Limits); err != nil {
 			return fmt.Errorf("backup: this store exceeds what a restore accepts: %w", err)

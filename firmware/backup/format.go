@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/edgepbx/edgepbx/init/strictjson"
@@ -37,7 +38,13 @@ const (
 	FormatVersion = 1
 	// FormatMedia is the layout with recordings after the buckets; a
 	// firmware that predates it refuses such a backup by its version.
-	FormatMedia   = 2
+	FormatMedia = 2
+	// FormatMusic is either layout with the music-on-hold records
+	// (musicBucket) among the buckets. A firmware that predates it would
+	// otherwise restore those records into its store as an unknown bucket
+	// (up to 256 MiB nobody reads); by the version it refuses the backup
+	// and says why.
+	FormatMusic   = 3
 	maxManifest   = 1 << 20
 	maxMediaChunk = 64 << 10
 )
@@ -138,8 +145,11 @@ var (
 )
 
 func (m *Manifest) validate(lim Limits) error {
-	if m.Format != FormatVersion && m.Format != FormatMedia {
-		return fmt.Errorf("%w: format version %d, this firmware reads %d and %d", ErrFormat, m.Format, FormatVersion, FormatMedia)
+	if m.Format != FormatVersion && m.Format != FormatMedia && m.Format != FormatMusic {
+		return fmt.Errorf("%w: format version %d, this firmware reads %d, %d and %d", ErrFormat, m.Format, FormatVersion, FormatMedia, FormatMusic)
+	}
+	if m.Format != FormatMusic && slices.ContainsFunc(m.Buckets, func(b BucketInfo) bool { return b.Name == musicBucket }) {
+		return fmt.Errorf("%w: format version %d with music-on-hold records", ErrFormat, m.Format)
 	}
 	if m.Format == FormatVersion && len(m.Media) > 0 {
 		return fmt.Errorf("%w: format version %d with media", ErrFormat, m.Format)

@@ -110,6 +110,19 @@ func TestMusicRoundTrip(t *testing.T) {
 	if i := slices.IndexFunc(m.Buckets, func(b BucketInfo) bool { return b.Name == musicBucket }); i < 0 || m.Buckets[i].Keys != 4 {
 		t.Fatalf("manifest buckets %+v", m.Buckets)
 	}
+	// Older firmware must refuse it by its version, not restore the music
+	// records as a bucket of its store.
+	if m.Format != FormatMusic {
+		t.Fatalf("format %d with music records, want %d", m.Format, FormatMusic)
+	}
+	for _, f := range []int{FormatVersion, FormatMedia} {
+		old := *m
+		old.Format = f
+		old.Media = nil
+		if err := old.validate(DefaultLimits()); !errors.Is(err, ErrFormat) {
+			t.Errorf("format %d with music records: %v, want ErrFormat", f, err)
+		}
+	}
 
 	dst, dstLib := musicBox(t, "DSTMOH2")
 	upload(t, dstLib, "jazz", music(16000, 1, 200)) // replaced

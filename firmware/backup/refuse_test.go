@@ -135,8 +135,8 @@ func TestRestoreRefusals(t *testing.T) {
 		{"bucket over the key limit", good, Decryption{Identity: idA}, &fewKeys, ErrTooLarge, "keys (max 5)"},
 		{"newer schema", reencode(t, good, idA, func(m *Manifest, r []rec) []rec { m.Schema = 99; return r }),
 			Decryption{Identity: idA}, nil, ErrSchema, "update the firmware"},
-		{"newer format", reencode(t, good, idA, func(m *Manifest, r []rec) []rec { m.Format = FormatMedia + 1; return r }),
-			Decryption{Identity: idA}, nil, ErrFormat, "format version 3"},
+		{"newer format", reencode(t, good, idA, func(m *Manifest, r []rec) []rec { m.Format = FormatMusic + 1; return r }),
+			Decryption{Identity: idA}, nil, ErrFormat, "format version 4"},
 		{"media in a format 1 backup", reencode(t, good, idA, func(m *Manifest, r []rec) []rec {
 			m.Media = []MediaInfo{{ID: "call/1-0123456789abcdef.rec", Category: "call", Codec: "PCMA", SampleRate: 8000,
 				Created: m.Created, SHA256: strings.Repeat("0", 64)}}
