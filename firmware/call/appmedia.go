@@ -152,6 +152,8 @@ type appMedia struct {
 	inband  *inband // nil: none
 	events  events
 	dropped atomic.Uint64 // frames and digits an application did not read in time
+
+	infoMu sync.Mutex // orders INFO keys (answerDigit)
 }
 
 func newAppMedia(c *call, addr netip.Addr, f appFormat) (*appMedia, error) {
@@ -283,6 +285,19 @@ func (ep *appMedia) frame(pcm []int16) {
 
 // digit delivers a key; a full queue drops it (the application is not
 // listening for keys).
+// answerDigit sends an INFO's 200 (answer) and then queues its key, both
+// under infoMu. The 200 leaves first because the key may end the
+// application, whose BYE must not overtake it; the lock keeps the keys in
+// the order they were sent, since a phone sends its next INFO as soon as
+// that 200 arrives and the next INFO's handler could otherwise queue its
+// key ahead of this one ("…4 6 5 #" seen under load).
+func (ep *appMedia) answerDigit(answer func(), d Digit) {
+	ep.infoMu.Lock()
+	defer ep.infoMu.Unlock()
+	answer()
+	ep.digit(d)
+}
+
 func (ep *appMedia) digit(d Digit) {
 	select {
 	case ep.dtmf <- d:

@@ -66,10 +66,7 @@ func (b *B2BUA) onInfo(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	if ep != nil {
-		// Answer first: the key may end the application, and its BYE
-		// must not overtake this INFO's 200.
-		respond(tx, req, 200, "OK")
-		ep.digit(Digit{Key: key, Via: "info"})
+		ep.answerDigit(func() { respond(tx, req, 200, "OK") }, Digit{Key: key, Via: "info"})
 		return
 	}
 	if o == nil {
