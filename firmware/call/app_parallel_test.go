@@ -1,0 +1,258 @@
+package call
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgepbx/edgepbx/firmware/cdr"
+	"github.com/edgepbx/edgepbx/firmware/dialplan"
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// connectResult is what one ConnectAll of connectApp returned.
+type connectResult struct {
+	i   int
+	err error
+}
+
+// connectApp rings its rounds one after the other through
+// ParallelConnector (the caller staying in the application between
+// them) and waits for the caller's end when none was handed over.
+type connectApp struct {
+	rounds  [][]RingDest
+	results chan connectResult
+}
+
+func (a *connectApp) Run(ctx context.Context, leg Leg) error {
+	pc, ok := leg.(ParallelConnector)
+	if !ok {
+		return errors.New("the leg is no ParallelConnector")
+	}
+	for _, ds := range a.rounds {
+		i, err := pc.ConnectAll(ctx, ds)
+		a.results <- connectResult{i, err}
+		if errors.Is(err, ErrHandedOver) {
+			return err
+		}
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+type connectApps struct{ app *connectApp }
+
+func (c connectApps) Open(string, string, Caller) (App, error) { return c.app, nil }
+
+// callee is how a test phone answers an INVITE of the hand-over.
+type callee int
+
+const (
+	rings         callee = iota // 180, then waits for a CANCEL
+	answers                     // 180, then 200 once every phone has its INVITE
+	busy                        // 486
+	answersLate                 // no provisional; 200 once another phone answered
+	answersSecond               // 200 at once (the second round)
+)
+
+func ringDests(ring time.Duration, exts ...string) []RingDest {
+	var ds []RingDest
+	for _, e := range exts {
+		ds = append(ds, RingDest{Dest: Dest{Extension: e}, Ring: ring})
+	}
+	return ds
+}
+
+// TestConnectAll: an application rings three extensions at once through
+// ParallelConnector with real sipgo phones: the first to answer is
+// bridged (the caller's BYE reaches it, the CDR names it), every ringing
+// loser gets a CANCEL, a loser's 2xx after the winner's is ACKed and hung
+// up, all busy leaves the caller in the application (which then rings
+// another phone), the caller hanging up while all ring CANCELs every
+// branch, an extension without a phone is unreachable; no call, dialog
+// or pinhole is left at the end.
+func TestConnectAll(t *testing.T) {
+	const ring = 20 * time.Second
+	tests := []struct {
+		name    string
+		phones  map[string]callee // 102..104 by default
+		rounds  [][]RingDest
+		want    []connectResult
+		cancels []string // phones that must see a CANCEL
+		byes    []string // phones that must get a BYE from the box (late 2xx)
+		hangup  bool     // the caller hangs up once every phone has its INVITE
+		bridged string   // the phone the call ends up with ("": none)
+	}{
+		{name: "one answers", phones: map[string]callee{"102": rings, "103": answers, "104": rings},
+			rounds: [][]RingDest{ringDests(ring, "102", "103", "104")}, want: []connectResult{{1, ErrHandedOver}},
+			cancels: []string{"102", "104"}, bridged: "103"},
+		{name: "late 2xx of a loser", phones: map[string]callee{"102": answers, "103": answersLate},
+			rounds: [][]RingDest{ringDests(ring, "102", "103")}, want: []connectResult{{0, ErrHandedOver}},
+			byes: []string{"103"}, bridged: "102"},
+		{name: "all busy then another", phones: map[string]callee{"102": busy, "103": busy, "104": busy, "105": answersSecond},
+			rounds: [][]RingDest{ringDests(ring, "102", "103", "104"), ringDests(ring, "105")},
+			want:   []connectResult{{-1, ErrNotConnected}, {0, ErrHandedOver}}, bridged: "105"},
+		{name: "ring time", phones: map[string]callee{"102": rings, "103": rings, "104": answersSecond},
+			rounds: [][]RingDest{ringDests(time.Second, "102", "103"), ringDests(ring, "104")},
+			want:   []connectResult{{-1, ErrNotConnected}, {0, ErrHandedOver}}, cancels: []string{"102", "103"}, bridged: "104"},
+		{name: "caller hangs up", phones: map[string]callee{"102": rings, "103": rings, "104": rings},
+			rounds: [][]RingDest{ringDests(ring, "102", "103", "104")}, want: []connectResult{{-1, ErrNotConnected}},
+			cancels: []string{"102", "103", "104"}, hangup: true},
+		{name: "unreachable", phones: map[string]callee{"105": answersSecond},
+			rounds: [][]RingDest{ringDests(ring, "102", "103"), ringDests(ring, "105")},
+			want:   []connectResult{{-1, ErrUnreachable}, {0, ErrHandedOver}}, bridged: "105"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			app := &connectApp{rounds: tc.rounds, results: make(chan connectResult, len(tc.rounds))}
+			h := startHarness(t, func(c *Config, _ *dialplan.Plan) { c.Apps = connectApps{app} })
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			// invited closes once every phone of the first round has its
+			// INVITE; answered once the winner sent its 2xx.
+			var invitedOnce, answeredOnce sync.Once
+			invited, answered, roundOne := make(chan struct{}), make(chan struct{}), make(chan struct{})
+			var mu sync.Mutex
+			got := map[string]bool{}
+			first := 0
+			for _, d := range tc.rounds[0] {
+				if _, ok := tc.phones[d.Extension]; ok {
+					first++
+				}
+			}
+			cancelled := map[string]chan struct{}{}
+			phones := map[string]*phone{}
+			for ext, how := range tc.phones {
+				p := newPhone(t, ext)
+				phones[ext] = p
+				h.dir.setContacts(ext, p.addr)
+				cancelled[ext] = make(chan struct{}, 1)
+				cc := cancelled[ext]
+				p.setOnInvite(func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession) {
+					tx.OnCancel(func(*sip.Request) { cc <- struct{}{} })
+					mu.Lock()
+					got[ext] = true
+					if len(got) == first {
+						invitedOnce.Do(func() { close(invited) })
+					}
+					mu.Unlock()
+					ok200 := func() {
+						_ = d.Respond(200, "OK", []byte(sdpBody(7000, "sendrecv")), sip.NewHeader("Content-Type", "application/sdp"))
+					}
+					switch how {
+					case rings:
+						_ = d.Respond(180, "Ringing", nil)
+						<-tx.Done()
+					case answers:
+						_ = d.Respond(180, "Ringing", nil)
+						select {
+						case <-invited:
+						case <-ctx.Done():
+						}
+						ok200()
+						answeredOnce.Do(func() { close(answered) })
+					case busy:
+						_ = d.Respond(486, "Busy Here", nil)
+					case answersLate:
+						select {
+						case <-answered:
+						case <-ctx.Done():
+						}
+						select { // after the box took the winner's answer
+						case <-roundOne:
+						case <-ctx.Done():
+						}
+						ok200()
+					case answersSecond:
+						ok200()
+					}
+				})
+			}
+			caller := newPhone(t, "101")
+			dlg, err := caller.dial(ctx, h, "*97")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := dlg.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := dlg.Ack(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if tc.hangup {
+				select {
+				case <-invited:
+				case <-ctx.Done():
+					t.Fatal("the phones were not all rung")
+				}
+				if err := dlg.Bye(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i, w := range tc.want {
+				select {
+				case r := <-app.results:
+					if r.i != w.i || !errors.Is(r.err, w.err) {
+						t.Fatalf("round %d: ConnectAll %d, %v; want %d, %v", i, r.i, r.err, w.i, w.err)
+					}
+				case <-ctx.Done():
+					t.Fatalf("round %d: ConnectAll did not return", i)
+				}
+				if i == 0 {
+					close(roundOne)
+				}
+			}
+			for _, ext := range tc.cancels {
+				select {
+				case <-cancelled[ext]:
+				case <-ctx.Done():
+					t.Fatalf("%s got no CANCEL", ext)
+				}
+			}
+			for _, ext := range tc.byes {
+				select {
+				case <-phones[ext].byes:
+				case <-ctx.Done():
+					t.Fatalf("%s's late answer got no BYE", ext)
+				}
+			}
+			for ext := range tc.phones {
+				if ext != tc.bridged && !contains2(tc.cancels, ext) && len(cancelled[ext]) > 0 {
+					t.Errorf("%s got a CANCEL it should not", ext)
+				}
+			}
+			if tc.bridged != "" {
+				if err := dlg.Bye(ctx); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case <-phones[tc.bridged].byes:
+				case <-ctx.Done():
+					t.Fatalf("the caller's BYE did not reach %s", tc.bridged)
+				}
+			}
+			e := waitEnded(t, h)
+			if tc.bridged != "" && (e.rec.Result != cdr.Answered || e.rec.To != tc.bridged) {
+				t.Fatalf("CDR %+v, want answered by %s", e.rec, tc.bridged)
+			}
+			// The losers end in the background: wait for their dialogs.
+			deadline := time.Now().Add(40 * time.Second)
+			for h.b.Active()+h.b.dialogCount() != 0 && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			h.noStateLeft(t, true)
+		})
+	}
+}
+
+func contains2(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
