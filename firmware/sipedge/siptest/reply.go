@@ -1,6 +1,8 @@
 package siptest
 
 import (
+	"sync"
+
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 )
@@ -34,15 +36,21 @@ func (p *Phone) replyOther(req *sip.Request, tx sip.ServerTransaction, d *sipgo.
 	case code == 0:
 		return false
 	case code == Ring:
+		// A cancelled INVITE's transaction lives on for a while (487,
+		// its ACK, timer I): it no longer takes a Pick.
+		cancelled := make(chan struct{})
+		var once sync.Once
 		tx.OnCancel(func(r *sip.Request) {
 			select {
 			case p.Cancels <- r:
 			default:
 			}
+			once.Do(func() { close(cancelled) })
 		})
 		_ = d.Respond(180, "Ringing", nil)
 		select {
 		case <-tx.Done():
+		case <-cancelled:
 		case <-p.pick:
 			_ = d.Respond(200, "OK", p.sdp(), sip.NewHeader("Content-Type", "application/sdp"))
 			p.Answered <- req
