@@ -148,13 +148,7 @@ func TestDevModeRingAllFromApplication(t *testing.T) {
 	fb.drain()
 
 	// Queue 820: nobody logged in, the application answers at once.
-	var d *sipgo.DialogClientSession
-	var boxA *net.UDPAddr
-	var err error
-	var inv *sip.Request
-	var q queue.Stats
-	var ringing map[string]map[string]bool
-	d, boxA, err = caller.Dial(ctx, "127.0.0.1", fb.port, "820")
+	d, boxA, err := caller.Dial(ctx, "127.0.0.1", fb.port, "820")
 	if err != nil {
 		t.Fatalf("820: %v\n%s", err, fb.p.output())
 	}
@@ -162,13 +156,13 @@ func TestDevModeRingAllFromApplication(t *testing.T) {
 	for _, e := range agents {
 		fb.api.must(200, "PUT", "/api/v1/queues/820/agents/"+e, map[string]bool{"logged_in": true})
 	}
-	ringing = fb.ringingAtOnce(ctx, agents...)
+	ringing := fb.ringingAtOnce(ctx, agents...)
 	fb.phones["203"].Pick()
-	inv = fb.answeredAt(ctx, "203")
+	inv := fb.answeredAt(ctx, "203")
 	fb.cancelledAt(ctx, "202", ringing["202"])
 	fb.cancelledAt(ctx, "204", ringing["204"])
 	fb.bridged(ctx, d, caller, boxA, "203", inv)
-	q = fb.waitQueue(ctx, "820", func(q queue.Stats) bool { return q.Answered == 1 && len(q.Waiting) == 0 })
+	q := fb.waitQueue(ctx, "820", func(q queue.Stats) bool { return q.Answered == 1 && len(q.Waiting) == 0 })
 	if a := agentOf(q, "203"); a.Answered != 1 {
 		t.Fatalf("820 after the answer: %+v", q)
 	}
