@@ -68,6 +68,11 @@ type appRung struct {
 // ConnectAll implements ParallelConnector.
 func (ep *appMedia) ConnectAll(ctx context.Context, ds []RingDest) (int, error) {
 	c := ep.c
+	// Every lease is the call's from now on, rung or not (released at
+	// its end, as a hunt stage's).
+	for _, d := range ds {
+		c.hold(d.Lease)
+	}
 	if len(ds) == 0 || len(ds) > MaxStageBranches {
 		return -1, ErrNotConnected
 	}
@@ -80,7 +85,9 @@ func (ep *appMedia) ConnectAll(ctx context.Context, ds []RingDest) (int, error) 
 		if d.Ring <= 0 {
 			continue
 		}
-		tgts, ids, _ := c.stageTargets(Stage{Dests: []Dest{d.Dest}})
+		one := d.Dest
+		one.Lease = nil // held above
+		tgts, ids, _ := c.stageTargets(Stage{Dests: []Dest{one}})
 		for j := range tgts {
 			if len(bs) < MaxStageBranches {
 				bs = append(bs, appBranch{tgt: tgts[j], id: ids[j], ring: d.Ring, dest: i})
