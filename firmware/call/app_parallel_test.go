@@ -398,3 +398,105 @@ func (b *B2BUA) handedOver(from string) bool {
 	}
 	return false
 }
+
+// routeApp routes number as extension from (class of service, limits:
+// the dial plan's lease) and rings the trunk it chose together with
+// extension 102.
+type routeApp struct {
+	plan    *dialplan.Engine
+	from    string
+	number  string
+	results chan connectResult
+}
+
+func (a *routeApp) Run(ctx context.Context, leg Leg) error {
+	d, lease, err := a.plan.RouteOutbound(a.from, a.number)
+	if err != nil || d.Kind != dialplan.KindOutbound {
+		a.results <- connectResult{-1, fmt.Errorf("route: %v %v", d.Kind, err)}
+		return err
+	}
+	i, err := leg.(ParallelConnector).ConnectAll(ctx, []RingDest{
+		{Dest: Dest{Extension: "102"}, Ring: 20 * time.Second},
+		{Dest: Dest{Trunk: d.Trunk, Number: d.Target, Lease: lease}, Ring: 20 * time.Second}})
+	a.results <- connectResult{i, err}
+	return err
+}
+
+type routeApps struct{ app *routeApp }
+
+func (r routeApps) Open(string, string, Caller) (App, error) { return r.app, nil }
+
+// TestConnectAllTrunkLease: a trunk destination of a parallel hand-over
+// carries the lease its routing gave (the caller's class of service and
+// the trunk's limits applied): the trunk answers, extension 102 ringing
+// beside it is CANCELled, the trunk's slot is taken while the call lasts
+// and given back at its end.
+func TestConnectAllTrunkLease(t *testing.T) {
+	app := &routeApp{from: "101", number: "030123456", results: make(chan connectResult, 1)}
+	h := startHarness(t, func(c *Config, _ *dialplan.Plan) { c.Apps = routeApps{app} })
+	app.plan = h.b.cfg.Plan.(appCodes).Engine
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ext, trunk := newPhone(t, "102"), newPhone(t, "itsp")
+	h.dir.setContacts("102", ext.addr)
+	h.dir.setTrunk("itsp", trunk.addr)
+	ringing, cancelled := make(chan struct{}), make(chan struct{}, 1)
+	ext.setOnInvite(func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession) {
+		tx.OnCancel(func(*sip.Request) { cancelled <- struct{}{} })
+		_ = d.Respond(180, "Ringing", nil)
+		close(ringing)
+		<-tx.Done()
+	})
+	trunk.setOnInvite(func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession) {
+		if req.Recipient.User != "030123456" && req.Recipient.User != "+4930123456" {
+			_ = d.Respond(404, "Not Found", nil)
+			return
+		}
+		select { // answers once 102 rings beside it
+		case <-ringing:
+		case <-ctx.Done():
+		}
+		_ = d.Respond(200, "OK", []byte(sdpBody(7000, "sendrecv")), sip.NewHeader("Content-Type", "application/sdp"))
+	})
+	caller := newPhone(t, "101")
+	dlg, err := caller.dial(ctx, h, "*97")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dlg.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dlg.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-app.results:
+		if r.i != 1 || !errors.Is(r.err, ErrHandedOver) {
+			t.Fatalf("ConnectAll %d, %v", r.i, r.err)
+		}
+	case <-ctx.Done():
+		t.Fatal("ConnectAll did not return")
+	}
+	select {
+	case <-cancelled:
+	case <-ctx.Done():
+		t.Fatal("102 got no CANCEL")
+	}
+	if _, n := app.plan.Active("", "itsp"); n != 1 {
+		t.Fatalf("%d calls on the trunk while bridged, want its lease held", n)
+	}
+	if err := dlg.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if e := waitEnded(t, h); e.rec.Result != cdr.Answered {
+		t.Fatalf("CDR %+v", e.rec)
+	}
+	if _, n := app.plan.Active("", "itsp"); n != 0 {
+		t.Fatalf("%d calls on the trunk after the end: lease not given back", n)
+	}
+	deadline := time.Now().Add(40 * time.Second)
+	for h.b.Active()+h.b.dialogCount() != 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.noStateLeft(t, true)
+}
