@@ -260,6 +260,9 @@ func (ep *appMedia) follow(ctx, bctx context.Context, won *atomic.Bool, r appRun
 			continue
 		case res.StatusCode >= 300:
 			tx.Terminate()
+			if want { // the 487 of its CANCEL: withdrawn, not refused
+				return fail(0)
+			}
 			return fail(res.StatusCode)
 		}
 		// Answered (after its ring time too, if the CANCEL crossed the

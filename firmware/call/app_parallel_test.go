@@ -500,3 +500,147 @@ func TestConnectAllTrunkLease(t *testing.T) {
 	}
 	h.noStateLeft(t, true)
 }
+
+// groupHunt is a ring group as the features' hunt gives it: a ring-all
+// stage of 102 and 103 for ring, then 104 alone (an in-order member with
+// its own ring time). It records the outcomes it was told.
+type groupHunt struct {
+	ring     time.Duration
+	n        int
+	outcomes chan Outcome
+}
+
+func (g *groupHunt) Next(o Outcome) (Stage, bool) {
+	g.n++
+	g.outcomes <- o
+	switch g.n {
+	case 1:
+		return Stage{Dests: []Dest{{Extension: "102"}, {Extension: "103"}}, Ring: g.ring}, true
+	case 2:
+		return Stage{Dests: []Dest{{Extension: "104"}}, Ring: 20 * time.Second}, true
+	}
+	return Stage{}, false
+}
+
+type groupHunter struct{ h *groupHunt }
+
+func (g groupHunter) Hunt(string, dialplan.Decision) Hunt { return g.h }
+
+// connectGroupApp hands the caller over to group 600 through Connector.
+type connectGroupApp struct{ results chan connectResult }
+
+func (a connectGroupApp) Run(ctx context.Context, leg Leg) error {
+	err := leg.(Connector).Connect(ctx, dialplan.Decision{Kind: dialplan.KindInternal, Class: dialplan.Internal, Target: "600", Dialled: "600"},
+		nil, 30*time.Second)
+	a.results <- connectResult{-1, err}
+	return err
+}
+
+type connectGroupApps struct{ app connectGroupApp }
+
+func (c connectGroupApps) Open(string, string, Caller) (App, error) { return c.app, nil }
+
+// TestConnectGroupStages: an application's Connect to a ring group rings
+// a ring-all stage's members at once (both CANCELled at the stage's ring
+// time, or both busy), then the next stage's member, which answers; the
+// hunt hears how the first stage ended (no answer, or busy).
+func TestConnectGroupStages(t *testing.T) {
+	tests := []struct {
+		name string
+		busy bool
+		want Outcome
+	}{
+		{"no answer", false, Outcome{TimedOut: true, Code: 408}},
+		{"busy", true, Outcome{Code: 486}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			gh := &groupHunt{ring: time.Second, outcomes: make(chan Outcome, 4)}
+			app := connectGroupApp{results: make(chan connectResult, 1)}
+			h := startHarness(t, func(c *Config, _ *dialplan.Plan) {
+				c.Apps = connectGroupApps{app}
+				c.Hunter = groupHunter{gh}
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cancels := make(chan string, 4)
+			var mu sync.Mutex
+			invited := map[string]bool{}
+			both := make(chan struct{})
+			for _, ext := range []string{"102", "103", "104"} {
+				p := newPhone(t, ext)
+				h.dir.setContacts(ext, p.addr)
+				p.setOnInvite(func(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession) {
+					if ext == "104" {
+						_ = d.Respond(200, "OK", []byte(sdpBody(7000, "sendrecv")), sip.NewHeader("Content-Type", "application/sdp"))
+						return
+					}
+					mu.Lock()
+					invited[ext] = true
+					if len(invited) == 2 {
+						close(both)
+					}
+					mu.Unlock()
+					if tc.busy {
+						select { // busy only once both were invited
+						case <-both:
+						case <-ctx.Done():
+						}
+						_ = d.Respond(486, "Busy Here", nil)
+						return
+					}
+					tx.OnCancel(func(*sip.Request) { cancels <- ext })
+					_ = d.Respond(180, "Ringing", nil)
+					<-tx.Done()
+				})
+			}
+			caller := newPhone(t, "101")
+			dlg, err := caller.dial(ctx, h, "*97")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := dlg.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := dlg.Ack(ctx); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case r := <-app.results:
+				if !errors.Is(r.err, ErrHandedOver) {
+					t.Fatalf("Connect: %v", r.err)
+				}
+			case <-ctx.Done():
+				t.Fatal("Connect did not return")
+			}
+			if !tc.busy {
+				got := map[string]bool{}
+				for len(got) < 2 {
+					select {
+					case ext := <-cancels:
+						got[ext] = true
+					case <-ctx.Done():
+						t.Fatalf("CANCELs: %v, want 102 and 103", got)
+					}
+				}
+			}
+			if o := <-gh.outcomes; !o.First {
+				t.Fatalf("first outcome %+v", o)
+			}
+			if o := <-gh.outcomes; o != tc.want {
+				t.Fatalf("the ring-all stage ended %+v, want %+v", o, tc.want)
+			}
+			if err := dlg.Bye(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if e := waitEnded(t, h); e.rec.Result != cdr.Answered || e.rec.To != "104" {
+				t.Fatalf("CDR %+v", e.rec)
+			}
+			deadline := time.Now().Add(40 * time.Second)
+			for h.b.Active()+h.b.dialogCount() != 0 && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			h.noStateLeft(t, true)
+		})
+	}
+}
