@@ -11,6 +11,7 @@ package call
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -138,10 +139,7 @@ func (ep *appMedia) ringAll(ctx context.Context, bs []appBranch) (int, int, erro
 	for _, br := range bs {
 		r, ok := ep.place(br)
 		if !ok {
-			if better(r.code, best) {
-				best = r.code
-			}
-			continue
+			continue // not sent: no answer from it
 		}
 		started++
 		c.b.spawn(func() { done <- ep.follow(ctx, bctx, &won, r) })
@@ -155,7 +153,10 @@ func (ep *appMedia) ringAll(ctx context.Context, bs []appBranch) (int, int, erro
 		}
 		if r.won {
 			lost()
-			return r.br.dest, 0, ep.answered(ctx, r.nl, r.key, r.br.id, r.off, r.tx, r.res)
+			if err := ep.answered(ctx, r.nl, r.key, r.br.id, r.off, r.tx, r.res); !errors.Is(err, ErrHandedOver) {
+				return -1, 0, err // the switch failed: the application carries on
+			}
+			return r.br.dest, 0, ErrHandedOver
 		}
 		if r.code != 0 && better(r.code, best) {
 			best = r.code
