@@ -10,8 +10,6 @@ package call
 import (
 	"context"
 	"errors"
-	"net"
-	"strconv"
 	"strings"
 	"time"
 
@@ -42,18 +40,10 @@ var (
 func (ep *appMedia) Connect(ctx context.Context, dec dialplan.Decision, lease *dialplan.Lease, ring time.Duration) error {
 	c := ep.c
 	c.hold(lease)
-	c.mu.Lock()
-	if c.state != stConfirmed || c.busy || c.app != ep {
-		c.mu.Unlock()
+	if !ep.claim() {
 		return ErrNotConnected
 	}
-	c.busy = true // no offer/answer with the caller while B is placed
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		c.busy = false
-		c.mu.Unlock()
-	}()
+	defer ep.release()
 	switch dec.Kind {
 	case dialplan.KindOutbound:
 		t, ok := c.b.cfg.Directory.Trunk(dec.Trunk)
@@ -96,112 +86,32 @@ func (ep *appMedia) Connect(ctx context.Context, dec dialplan.Decision, lease *d
 		if r == 0 || r > ring {
 			r = ring
 		}
-		// One contact per stage: an application call rings like a blind
-		// transfer (a ring-all stage rings its first reachable member).
-		err := ep.ring(ctx, tgts[0], ids[0], r)
+		// Every contact of the stage at once (a ring-all group rings all
+		// its members; in-order ones come one per stage).
+		bs := make([]appBranch, len(tgts))
+		for i := range tgts {
+			bs[i] = appBranch{tgt: tgts[i], id: ids[i], ring: r}
+		}
+		_, code, err := ep.ringAll(ctx, bs)
 		if !errors.Is(err, ErrNotConnected) {
 			return err
 		}
+		if ctx.Err() != nil {
+			return ErrNotConnected
+		}
 		o = Outcome{TimedOut: true, Code: 408}
+		if code != 0 && code != 408 {
+			o = Outcome{Code: code} // busy, declined: the hunt's rules for them
+		}
 	}
 	return ErrNotConnected
 }
 
-// ring INVITEs tgt for at most d and switches the call to it on 2xx.
+// ring INVITEs tgt for at most d and switches the call to it on 2xx
+// (the one-branch case of ringAll).
 func (ep *appMedia) ring(ctx context.Context, tgt Target, id Identity, d time.Duration) error {
-	c := ep.c
-	a := c.legs[media.A]
-	nl := &leg{side: media.B, callID: sip.GenerateTagN(24), localTag: newTag(),
-		target: tgt.URI, dest: tgt.Dest, transport: strings.ToLower(tgt.Transport),
-		policy: c.b.cfg.Directory.Policy(id), sid: randSession(), ver: 1}
-	host, _, _ := net.SplitHostPort(c.b.cfg.Contact)
-	nl.local = sip.Uri{Scheme: "sip", User: c.rec.From, Host: host}
-	nl.remote = sip.Uri{Scheme: "sip", User: tgt.URI.User, Host: tgt.URI.Host}
-	nl.offerPolicy = offerPolicyFor(nl.policy, id, c.m.Secured(media.A))
-	off, err := c.m.Offer(media.B, nl.offerPolicy, nl.sid, nl.ver)
-	var body []byte
-	if err == nil {
-		// The caller was answered with one format: offer exactly that.
-		body, err = media.Rewrite(ep.format.answerFrom(a.peer), off)
-	}
-	if err != nil {
-		return ErrNotConnected
-	}
-	nl.lastSDP, nl.offered = body, off
-	key := dialogKey(nl.callID, nl.localTag)
-	c.addKey(key, nl)
-	inv := c.newRequest(nl, sip.INVITE, body)
-	inv.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(c.se/time.Second))))
-	tx, err := c.b.cfg.Client.TransactionRequest(c.b.ctx, inv)
-	if err != nil {
-		c.b.forget(c, key)
-		return ErrNotConnected
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	// want: the INVITE is to be withdrawn (ring time over, caller gone);
-	// a CANCEL may go only after a provisional (RFC 3261 §9.1).
-	early, want, cancelled, stop, expired := false, false, false, ctx.Done(), false
-	withdraw := func() {
-		want = true
-		if early && !cancelled {
-			cancelled = true
-			c.b.spawn(func() { c.sendCancel(inv) })
-		}
-	}
-	for {
-		var res *sip.Response
-		select {
-		case res = <-tx.Responses():
-		case <-tx.Done():
-			select {
-			case res = <-tx.Responses():
-			default:
-			}
-			if res == nil {
-				c.b.forget(c, key)
-				return ErrNotConnected
-			}
-		case <-stop:
-			stop = nil
-			withdraw()
-			continue
-		case <-timer.C:
-			if expired { // no final answer after the CANCEL: give up
-				tx.Terminate()
-				c.b.forget(c, key)
-				return ErrNotConnected
-			}
-			expired = true
-			withdraw()
-			timer.Reset(transactionTimeout)
-			continue
-		}
-		switch {
-		case res.StatusCode < 200:
-			if res.StatusCode > 100 {
-				early = true
-				if want {
-					withdraw()
-				}
-			}
-			continue
-		case res.StatusCode >= 300:
-			tx.Terminate()
-			c.b.forget(c, key)
-			return ErrNotConnected
-		}
-		if want { // answered after all: take it only if the caller is still there
-			if ctx.Err() != nil {
-				c.learnTarget(nl, res)
-				_ = c.b.cfg.Client.WriteRequest(c.ackFor(nl, res))
-				c.b.forget(c, key)
-				c.b.spawn(func() { c.sendBye(nl) })
-				return ErrNotConnected
-			}
-		}
-		return ep.answered(ctx, nl, key, id, off, tx, res)
-	}
+	_, _, err := ep.ringAll(ctx, []appBranch{{tgt: tgt, id: id, ring: d}})
+	return err
 }
 
 // answered takes the destination's 2xx: ACK it, point the relay's B side

@@ -2,11 +2,13 @@ package features
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
+	"github.com/edgepbx/edgepbx/firmware/queue"
 )
 
 func TestDefaultCodesValid(t *testing.T) {
@@ -86,6 +88,15 @@ func TestConfigValidate(t *testing.T) {
 		mod(&g)
 		return Config{Groups: []RingGroup{g}}
 	}
+	// queues: 820, 821, ... each falling back to the next of fbs.
+	queues := func(fbs ...string) Config {
+		var c Config
+		for i, f := range fbs {
+			c.Queues = append(c.Queues, queue.Queue{Number: fmt.Sprint(820 + i), Strategy: queue.RingAll, Fallback: f,
+				Agents: []queue.Agent{{Extension: "201"}}})
+		}
+		return c
+	}
 	tests := []struct {
 		name string
 		c    Config
@@ -107,6 +118,10 @@ func TestConfigValidate(t *testing.T) {
 		{"pickup name twice", Config{PickupGroups: []PickupGroup{{Name: "x"}, {Name: "x"}}}, "unique"},
 		{"hops", Config{MaxHops: 99}, "max_hops"},
 		{"bad codes", Config{Codes: []Code{{"*7", ForwardOn}, {"*70", Park}}}, "prefix"},
+		{"queue fallback chain", queues("821", "822", "823", ""), ""},
+		{"queue fallback loop", queues("821", "822", "820"), "loop back to 820"},
+		{"queue fallback loop not to itself", queues("821", "822", "821"), "loop back to 821"},
+		{"queue fallback chain too long", queues("821", "822", "823", "824", ""), "more than 3 queues"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

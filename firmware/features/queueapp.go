@@ -4,11 +4,13 @@ package features
 // answered by the box (the application endpoint) and hears music on hold
 // (and, if configured, its position) while the queue offers it to its
 // agents by its strategy; an agent's answer hands the caller over to that
-// agent (call.DestConnector) and the music stops. At the longest wait
-// the caller goes to the queue's fallback, through the same hand-over
-// (call.Connector) or, for a mailbox, the voicemail application on the
-// same leg. The waiter stays the hunt's: its end (talk time, wrap-up,
-// abandonment) is reported by the hunt when the call ends.
+// agent (call.ParallelConnector: a ring-all offer rings its agents at
+// once) and the music stops. At the longest wait the caller goes to the
+// queue's fallback: through the same hand-over (call.Connector), to
+// another queue by waiting there in this application (a bounded chain),
+// or, for a mailbox, to the voicemail application on the same leg. The
+// waiter stays the hunt's: its end (talk time, wrap-up, abandonment) is
+// reported by the hunt when the call ends.
 
 import (
 	"context"
@@ -104,19 +106,32 @@ func (a *queueApps) Open(app, arg string, _ call.Caller) (call.App, error) {
 	return &waitingCaller{a: a, t: t}, nil
 }
 
+// MaxQueueFallbacks bounds how many queues a caller passes through from
+// the waiting application by their fallbacks (configurations with a
+// longer chain, or a loop, are refused).
+const MaxQueueFallbacks = 3
+
 // waitingCaller is one caller on the queue application.
 type waitingCaller struct {
-	a *queueApps
-	t ticket
+	a       *queueApps
+	t       ticket
+	visited map[string]bool // the queues it waited in (fallbacks)
 }
 
 // Run implements call.App.
 func (c *waitingCaller) Run(ctx context.Context, leg call.Leg) error {
-	e, q, w := c.a.e, c.t.q, c.t.w
-	dc, ok := leg.(call.DestConnector)
-	if !ok {
+	if _, ok := leg.(call.ParallelConnector); !ok {
 		return errors.New("features: queue: the leg cannot be handed over")
 	}
+	c.visited = map[string]bool{c.t.q.Number: true}
+	return c.serve(ctx, leg)
+}
+
+// serve offers the caller to c.t's queue until an agent answers or the
+// caller waited the longest wait (then the fallback).
+func (c *waitingCaller) serve(ctx context.Context, leg call.Leg) error {
+	e, q, w := c.a.e, c.t.q, c.t.w
+	pc := leg.(call.ParallelConnector)
 	playCtx, stop := context.WithCancel(ctx)
 	played := make(chan struct{})
 	go func() { defer close(played); c.play(playCtx, leg, q, w) }()
@@ -142,33 +157,30 @@ func (c *waitingCaller) Run(ctx context.Context, leg call.Leg) error {
 			}
 			continue
 		}
-		// One agent rings at a time (the hand-over places one INVITE): a
-		// ring-all offer rings its free agents in turn.
-		unreachable := true
+		// The offer's agents ring at once (a ring-all offer: every free
+		// agent for the queue's ring time; the others pick one).
+		ds := make([]call.RingDest, 0, len(agents))
 		for _, ag := range agents {
 			tried[ag.Extension] = true
-			ring := min(time.Duration(q.RingFor(ag))*time.Second, time.Until(c.t.expires))
-			if ring <= 0 {
-				break
+			ring := time.Duration(q.RingFor(ag)) * time.Second
+			if q.Strategy == queue.RingAll {
+				ring = time.Duration(q.RingFor(queue.Agent{})) * time.Second
 			}
-			err := dc.ConnectDest(ctx, call.Dest{Extension: ag.Extension}, ring)
-			if errors.Is(err, call.ErrHandedOver) {
-				w.Answered(ag.Extension)
-				e.log.Info("features: queue caller bridged", "queue", q.Number, "agent", ag.Extension)
-				return err
-			}
-			if !errors.Is(err, call.ErrUnreachable) {
-				unreachable = false
-			}
-			if ctx.Err() != nil {
-				w.NotAnswered()
-				return ctx.Err()
-			}
+			ds = append(ds, call.RingDest{Dest: call.Dest{Extension: ag.Extension}, Ring: min(ring, left)})
 		}
-		if unreachable {
+		i, err := pc.ConnectAll(ctx, ds)
+		switch {
+		case errors.Is(err, call.ErrHandedOver):
+			w.Answered(agents[i].Extension)
+			e.log.Info("features: queue caller bridged", "queue", q.Number, "agent", agents[i].Extension)
+			return err
+		case errors.Is(err, call.ErrUnreachable):
 			w.Unreachable()
-		} else {
+		default:
 			w.NotAnswered()
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 	}
 }
@@ -177,25 +189,45 @@ func (c *waitingCaller) Run(ctx context.Context, leg call.Leg) error {
 // up) when there is none or it cannot be reached.
 func (c *waitingCaller) fallback(ctx context.Context, leg call.Leg, halt func()) error {
 	e, f := c.a.e, c.t.q.Fallback
-	if f == "" {
-		return nil
-	}
-	if vm, ok := strings.CutPrefix(f, "voicemail/"); ok {
-		if c.a.next == nil {
+	for f != "" {
+		if vm, ok := strings.CutPrefix(f, "voicemail/"); ok {
+			if c.a.next == nil {
+				return nil
+			}
+			app, err := c.a.next.Open(dialplan.AppVoicemail, vm, leg.Caller())
+			if err != nil {
+				e.log.Info("features: queue fallback", "queue", c.t.q.Number, "to", f, "err", err)
+				return nil
+			}
+			halt()
+			return app.Run(ctx, leg)
+		}
+		q, isQueue := e.conf().Queue(f)
+		if !isQueue {
+			break
+		}
+		// Another queue: the caller waits there, in this application.
+		if c.visited[q.Number] || len(c.visited) > MaxQueueFallbacks || c.t.h == nil {
+			e.log.Warn("features: queue fallback chain refused", "queue", c.t.q.Number, "to", f)
 			return nil
 		}
-		app, err := c.a.next.Open(dialplan.AppVoicemail, vm, leg.Caller())
-		if err != nil {
-			e.log.Info("features: queue fallback", "queue", c.t.q.Number, "to", f, "err", err)
-			return nil
+		c.visited[q.Number] = true
+		w, err := e.queues.Enter(q)
+		if err != nil { // full: that queue's own fallback
+			e.log.Info("features: queue full", "queue", q.Number)
+			c.t.q, f = q, q.Fallback
+			continue
 		}
+		// The hunt reports the caller's end to every queue it waited in.
+		c.t.h.qc.mu.Lock()
+		c.t.h.qc.waiters = append(c.t.h.qc.waiters, waiting{w: w, wrapUp: time.Duration(q.WrapUp) * time.Second})
+		c.t.h.qc.mu.Unlock()
 		halt()
-		return app.Run(ctx, leg)
+		e.log.Info("features: queue caller moved to the fallback queue", "queue", c.t.q.Number, "to", q.Number)
+		c.t = ticket{q: q, w: w, h: c.t.h, expires: time.Now().Add(time.Duration(q.Wait()) * time.Second)}
+		return c.serve(ctx, leg)
 	}
-	if _, isQueue := e.conf().Queue(f); isQueue {
-		// A queue's hunt waits in its own application; from here the
-		// caller cannot be handed to another one.
-		e.log.Warn("features: queue fallback to another queue from the waiting application is not supported", "queue", c.t.q.Number, "to", f)
+	if f == "" {
 		return nil
 	}
 	conn, ok := leg.(call.Connector)

@@ -40,9 +40,30 @@ func (c Config) validateQueues(isExt func(string) bool, groups map[string]bool) 
 		vm, isVM := strings.CutPrefix(f, "voicemail/")
 		return isVM && isExt(vm) || isExt(f) || groups[f] || nums[f]
 	}
+	byNum := map[string]queue.Queue{}
 	for _, q := range c.Queues {
 		if err := q.Validate(isExt, fallbackOK); err != nil {
 			return fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+		byNum[q.Number] = q
+	}
+	// A caller moves from queue to queue by their fallbacks (queueapp.go):
+	// no loop, and at most MaxQueueFallbacks moves.
+	for _, q := range c.Queues {
+		seen := map[string]bool{q.Number: true}
+		for n, f := 0, q.Fallback; ; n++ {
+			next, ok := byNum[f]
+			if !ok {
+				break
+			}
+			if seen[f] {
+				return bad("queue %s: its fallbacks through queues loop back to %s", q.Number, f)
+			}
+			if n >= MaxQueueFallbacks {
+				return bad("queue %s: more than %d queues in a row in its fallbacks", q.Number, MaxQueueFallbacks)
+			}
+			seen[f] = true
+			f = next.Fallback
 		}
 	}
 	return nil
@@ -202,7 +223,7 @@ func (n *queueNode) next(h *hunt, o call.Outcome) (call.Stage, bool) {
 		// Nobody answered at once: the caller is answered and waits
 		// with music (queueapp.go); the hunt ends here.
 		n.done = true
-		return call.Stage{App: app.issue(ticket{q: n.q, w: n.w, expires: n.deadline})}, true
+		return call.Stage{App: app.issue(ticket{q: n.q, w: n.w, h: h, expires: n.deadline})}, true
 	}
 	agents := n.w.Pick(n.q, func(ext string) bool { return n.tried[ext] || h.e.users.Get(ext).DND })
 	n.offered = true

@@ -36,6 +36,7 @@ type Phone struct {
 	Invites  chan *sip.Request // every INVITE received (reply.go), whatever the answer
 	Cancels  chan *sip.Request // CANCELs of INVITEs left ringing (Reply(Ring))
 	reply    atomic.Int32      // 0: answer 200; else reply.go
+	pick     chan struct{}     // Pick: answer the ringing INVITE
 	rtpIn    chan []byte
 }
 
@@ -58,7 +59,7 @@ func NewPhoneAt(t testing.TB, host, user, pass string) *Phone {
 	}
 	ua_ := conn.LocalAddr().(*net.UDPAddr)
 	p := &Phone{t: t, user: user, pass: pass, host: host, Port: ua_.Port, rtp: rtp,
-		Answered: make(chan *sip.Request, 4), Byes: make(chan *sip.Request, 4), Invites: make(chan *sip.Request, 64), Cancels: make(chan *sip.Request, 64), rtpIn: make(chan []byte, 256)}
+		Answered: make(chan *sip.Request, 4), Byes: make(chan *sip.Request, 4), Invites: make(chan *sip.Request, 64), Cancels: make(chan *sip.Request, 64), rtpIn: make(chan []byte, 256), pick: make(chan struct{}, 1)}
 	quiet := slog.New(slog.DiscardHandler)
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("test-phone"),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quiet)),

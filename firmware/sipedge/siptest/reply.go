@@ -1,6 +1,8 @@
 package siptest
 
 import (
+	"sync"
+
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 )
@@ -14,6 +16,15 @@ const Ring = 180
 // final answer (486 busy, 603 decline).
 func (p *Phone) Reply(code int) { p.reply.Store(int32(code)) }
 
+// Pick answers (200) the INVITE the phone rings with (Reply(Ring)), or
+// its next one, as a user picking up.
+func (p *Phone) Pick() {
+	select {
+	case p.pick <- struct{}{}:
+	default:
+	}
+}
+
 // replyOther answers an INVITE the way Reply set, reporting every INVITE on
 // Invites; false: answer 200 as usual.
 func (p *Phone) replyOther(req *sip.Request, tx sip.ServerTransaction, d *sipgo.DialogServerSession) bool {
@@ -25,14 +36,25 @@ func (p *Phone) replyOther(req *sip.Request, tx sip.ServerTransaction, d *sipgo.
 	case code == 0:
 		return false
 	case code == Ring:
+		// A cancelled INVITE's transaction lives on for a while (487,
+		// its ACK, timer I): it no longer takes a Pick.
+		cancelled := make(chan struct{})
+		var once sync.Once
 		tx.OnCancel(func(r *sip.Request) {
 			select {
 			case p.Cancels <- r:
 			default:
 			}
+			once.Do(func() { close(cancelled) })
 		})
 		_ = d.Respond(180, "Ringing", nil)
-		<-tx.Done()
+		select {
+		case <-tx.Done():
+		case <-cancelled:
+		case <-p.pick:
+			_ = d.Respond(200, "OK", p.sdp(), sip.NewHeader("Content-Type", "application/sdp"))
+			p.Answered <- req
+		}
 	default:
 		_ = d.Respond(code, "Refused", nil)
 	}
