@@ -239,6 +239,7 @@ func (x *offerExchange) relay() {
 		x.reply(488, nil)
 		return
 	}
+	held := c.holdState(s, rem) // hold.go: a resume ends the music at once
 	loc, err := c.m.Answer(ctx, s, rem, l.policy, l.sid, l.ver+1)
 	if err != nil {
 		x.reply(488, nil)
@@ -250,7 +251,7 @@ func (x *offerExchange) relay() {
 	off, err := c.reoffer(o, offPol, o.ver+1)
 	var out []byte
 	if err == nil {
-		out, err = media.Rewrite(rem, off)
+		out, err = media.Rewrite(c.holdOfferTo(rem, held), off)
 	}
 	if err != nil {
 		x.reply(500, nil)
@@ -273,7 +274,7 @@ func (x *offerExchange) relay() {
 	}
 	var ans []byte
 	if err == nil {
-		ans, err = media.Rewrite(remO, withAnswering(loc, rem))
+		ans, err = media.Rewrite(c.holdAnswer(rem, remO, held), withAnswering(loc, rem))
 	}
 	if err != nil {
 		x.reply(488, nil)
@@ -286,6 +287,9 @@ func (x *offerExchange) relay() {
 	c.touch(o.side)
 	final := x.reply(200, ans)
 	c.m.AnswerSent(s) // a new DTLS association handshakes from now
+	if held {
+		c.startMusic(o.side, remO)
+	}
 	x.awaitAck(final)
 }
 
