@@ -240,7 +240,7 @@ func (x *offerExchange) relay() {
 		return
 	}
 	held := c.holdState(s, rem) // hold.go: a resume ends the music at once
-	loc, err := c.m.Answer(ctx, s, rem, l.policy, l.sid, l.ver+1)
+	loc, err := c.m.Reanswer(ctx, s, rem, l.policy, l.sid, l.ver+1)
 	if err != nil {
 		x.reply(488, nil)
 		return
@@ -295,12 +295,13 @@ func (x *offerExchange) relay() {
 
 // reoffer is the box's subsequent offer to leg l: DTLS-SRTP keeping the
 // association when l has one (RFC 8842 §5: same fingerprint, a=setup with
-// the established role), else SDES/RTP as pol says.
+// the established role), else SDES (the key l already has) or RTP as pol
+// says.
 func (c *call) reoffer(l *leg, pol media.Policy, ver uint64) (media.Local, error) {
 	if _, ok := c.m.DTLSRole(l.side); ok {
 		return c.m.OfferDTLS(l.side, l.sid, ver, false)
 	}
-	return c.m.Offer(l.side, pol, l.sid, ver)
+	return c.m.Reoffer(l.side, pol, l.sid, ver)
 }
 
 // refreshSDP is the body of the box's session refresh on l: the last SDP

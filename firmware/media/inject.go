@@ -14,10 +14,11 @@ import (
 // Injection: the box plays its own audio to one leg (music on hold to a
 // held party, the recording announcement to both). The relay keeps the
 // leg's sockets, keys and latching; the injection only adds packets on
-// the leg's own RTP socket, in the leg's codec, with the box's own SSRC
-// and a sequence and timestamp that stay continuous across injections
-// (the same SRTP keys may outlive one: a DTLS association survives
-// hold/resume, and a replayed sequence would be refused by the phone).
+// the leg's own RTP socket, in the leg's codec, with the box's own SSRC,
+// a sequence that stays continuous across injections (the same SRTP keys
+// may outlive one: a DTLS association survives hold/resume, and a
+// replayed sequence would be refused by the phone) and a timestamp that
+// goes on from the last one the phone got.
 // While an injection plays, nothing the other leg's peer sends reaches
 // this leg.
 
@@ -86,7 +87,14 @@ func (c *Call) Inject(s Side, pt uint8, clock int, src Payloads) (*Injection, er
 			ts:  binary.BigEndian.Uint32(b[6:10])}
 	}
 	step := uint32(clock) * uint32(InjectPtime/time.Millisecond) / 1000
-	if !l.inj.last.IsZero() {
+	switch fwd := l.fwdTS.Swap(0); {
+	case fwd != 0:
+		// The relay sent the peer another stream since: go on from its
+		// last timestamp. Phones track one timestamp across SSRC changes
+		// and drop a stream that seems to jump back (baresip: "rtp
+		// timestamp wraps backwards").
+		l.inj.ts = uint32(fwd) + step
+	case !l.inj.last.IsZero():
 		// The timestamp follows the wall clock across the pause.
 		gap := time.Since(l.inj.last)
 		l.inj.ts += uint32(gap.Milliseconds()) * uint32(clock) / 1000

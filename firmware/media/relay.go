@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -337,6 +338,7 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 		if err != nil {
 			return err
 		}
+		cs.continueFrom(l.sdes, *p.SDES)
 		st.crypto = cs
 		st.secure = true
 	case p.DTLS != nil:
@@ -415,6 +417,10 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 		st.dtls = start
 	}
 	l.refused = st.refuse
+	l.sdes = nil
+	if p.SDES != nil {
+		l.sdes = &sdesState{keys: *p.SDES, crypto: st.crypto}
+	}
 	l.state.Store(st)
 	if start != nil {
 		l.stats.handshakes.Add(1)
@@ -719,6 +725,10 @@ type leg struct {
 	injecting atomic.Pointer[Injection] // the box's own audio plays to this leg (inject.go)
 	inj       *injector                 // its RTP stream, made by the first Inject (Call.mu)
 	refused   []netip.AddrPort          // sources the leg never accepts again (Call.mu; refuseFor)
+	sdes      *sdesState                // the leg's SDES keys and contexts (Call.mu); nil: none
+	// fwdTS is the RTP timestamp of the last packet relayed to this leg,
+	// with bit 32 set; an injection takes (and clears) it.
+	fwdTS atomic.Uint64
 }
 
 func (l *leg) other() *leg { return l.call.legs[1-l.side] }
@@ -896,6 +906,10 @@ func (l *leg) handle(w *worker, slot int, st, ost *legState, pkt []byte, from ne
 	k := 0
 	if rtcp {
 		k = 1
+	} else {
+		// The timestamp the other peer last got: an injection continues
+		// from it (inject.go).
+		l.other().fwdTS.Store(uint64(binary.BigEndian.Uint32(plain[4:8])) | 1<<32)
 	}
 	w.tx[k].pkts = append(w.tx[k].pkts, txPkt{b: out, dst: ost.dst(rtcp)})
 }
