@@ -11,6 +11,7 @@ import (
 	"github.com/edgepbx/edgepbx/firmware/mediaserver/codec"
 	"github.com/edgepbx/edgepbx/firmware/mediaserver/prompts"
 	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
 	"golang.org/x/sys/unix"
 )
 
@@ -519,4 +520,62 @@ func BenchmarkInjectStreams(b *testing.B) {
 	perPacket := float64(cpu.Nanoseconds()) / float64(sent)
 	b.ReportMetric(perPacket/1000, "cpu-µs/packet")
 	b.ReportMetric(50*perPacket/1e7, "cpu-%/stream")
+}
+
+// TestInjectDTLS: an injection to a DTLS-SRTP leg is encrypted with the
+// keys of its handshake; the phone's own context decrypts it.
+func TestInjectDTLS(t *testing.T) {
+	r := newTestRelay(t)
+	call, err := r.NewCall("inject-dtls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer call.Close()
+	ctx := context.Background()
+	a := newDTLSPhone(t, call.LocalPort(A))
+	acert, afp, err := NewDTLSCertificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa := a.peer()
+	pa.DTLS = &DTLSParams{Fingerprint: afp}
+	if err := call.SetPeer(ctx, A, pa); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := a.handshake(acert, r.fp)
+	if err != nil {
+		t.Fatal("client handshake:", err)
+	}
+	defer conn.Close()
+	done, herr := call.DTLSDone(A)
+	<-done
+	if herr() != nil {
+		t.Fatal(herr())
+	}
+	state, _ := conn.ConnectionState()
+	sp, _ := conn.SelectedSRTPProtectionProfile()
+	prof, err := srtpProfile(sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := srtp.Config{Profile: prof}
+	if err := sc.ExtractSessionKeysFromDTLS(&state, true); err != nil {
+		t.Fatal(err)
+	}
+	dec, _ := srtp.CreateContext(sc.Keys.RemoteMasterKey, sc.Keys.RemoteMasterSalt, prof, srtp.SRTPReplayProtection(64))
+	in, err := call.Inject(A, 9, 8000, &countingSource{n: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Stop()
+	for i := range 5 {
+		p, err := dec.DecryptRTP(nil, a.recvMedia(), nil)
+		if err != nil {
+			t.Fatalf("packet %d: %v", i, err)
+		}
+		var pkt rtp.Packet
+		if err := pkt.Unmarshal(p); err != nil || pkt.PayloadType != 9 || int(pkt.Payload[0]) != i+1 {
+			t.Fatalf("packet %d: %v %+v", i, err, pkt.Header)
+		}
+	}
 }
