@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"log/slog"
 	"maps"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/edgepbx/edgepbx/firmware/call"
 	"github.com/edgepbx/edgepbx/firmware/callrec"
@@ -110,11 +112,49 @@ func recordingNotice(lib *prompts.Library, log *slog.Logger) func(callrec.Call) 
 			enc, _ := codec.New(c.Codec) // G.722 keeps state: one per leg
 			pl, err := prompts.NewPlayer(pcm, enc.SampleRate(), enc, false)
 			if err == nil {
-				_, err = m.Inject(side, pt, enc.ClockRate(), pl)
+				src := &afterHeard{m: m, side: side, until: time.Now().Add(noticeWait), play: pl,
+					silence: make([]int16, enc.FrameSamples()), enc: enc}
+				_, err = m.Inject(side, pt, enc.ClockRate(), src)
 			}
-			if err != nil {
+			if err != nil && !errors.Is(err, media.ErrInjectClosed) {
 				log.Warn("callrec: announcement", "call", c.ID, "side", side.String(), "err", err)
 			}
 		}
 	}
 }
+
+// afterHeard plays silence until the party's phone has sent a packet (at
+// the answer the caller's phone may not have taken the box's SDP and
+// keys yet and drops what comes before), at most until until, then play.
+// The injection mutes the other party meanwhile, so the notice is still
+// the first thing both hear.
+type afterHeard struct {
+	m       *media.Call
+	side    media.Side
+	until   time.Time
+	play    media.Payloads
+	silence []int16
+	enc     codec.Codec
+	started int // lead frames sent since the party was heard
+}
+
+func (a *afterHeard) Next(dst []byte) ([]byte, bool) {
+	if a.started == 0 && !a.m.Heard(a.side) && time.Now().Before(a.until) {
+		return a.enc.Encode(dst, a.silence), true
+	}
+	// A phone starts sending before its player runs: a short lead of
+	// silence more, so the first beep is not clipped.
+	if a.started < noticeLead {
+		a.started++
+		return a.enc.Encode(dst, a.silence), true
+	}
+	return a.play.Next(dst)
+}
+
+// noticeLead is the silence, in 20 ms frames, between a party's first
+// packet and the recording notice.
+const noticeLead = 25
+
+// noticeWait bounds the wait for a party's first packet before the
+// recording notice plays to it.
+const noticeWait = 3 * time.Second

@@ -168,13 +168,17 @@ func countKind(kinds []string, kind string) (n int) {
 }
 
 // TestBaresipRecordingNotice: with the recording policy's announcement
-// on, 1003 (always recorded) calls 1004, both real phones with SDES-SRTP
-// toward the box; each decodes the recording notice (1.4 kHz beeps)
-// before the other's tone.
+// on, 1003 (recorded on demand) calls 1004, both real phones with
+// SDES-SRTP toward the box, talk, and 1003 starts the recording with the
+// feature code (RFC 4733): both phones decode the recording notice (1.4
+// kHz beeps), and the call goes on with each other's tone after it.
+// (At the answer of an "always" call the notice waits for each phone's
+// first packet; Debian's baresip as caller sometimes runs its player
+// only a second later and misses it, so the daemon test uses the code.)
 func TestBaresipRecordingNotice(t *testing.T) {
 	bin := baresiptest.Need(t)
 	api, port, pw := holdBox(t, "1003", "1004")
-	api.must(http.StatusOK, "PUT", "/api/v1/recordings/policy", callrec.Policy{Extensions: map[string]callrec.Mode{"1003": callrec.Always}, Announce: true})
+	api.must(http.StatusOK, "PUT", "/api/v1/recordings/policy", callrec.Policy{Extensions: map[string]callrec.Mode{"1003": callrec.OnDemand}, Announce: true})
 	var pol callrec.Policy
 	if err := json.Unmarshal(api.must(http.StatusOK, "GET", "/api/v1/recordings/policy", nil), &pol); err != nil || !pol.Announce {
 		t.Fatalf("policy announce not stored: %+v %v", pol, err)
@@ -187,8 +191,10 @@ func TestBaresipRecordingNotice(t *testing.T) {
 	c.Command(ctx, t, "dial", fmt.Sprintf("sip:1004@127.0.0.1:%d", port))
 	c.WaitEvent(ctx, t, "CALL_ESTABLISHED")
 	d.WaitEvent(ctx, t, "CALL_ESTABLISHED")
-	c.WaitAudio(ctx, t, 2*time.Second)
-	d.WaitAudio(ctx, t, 2*time.Second)
+	c.WaitAudio(ctx, t, 1500*time.Millisecond)
+	c.Command(ctx, t, "sndcode", "*1")
+	c.WaitAudio(ctx, t, 5*time.Second)
+	d.WaitAudio(ctx, t, 5*time.Second)
 	c.Command(ctx, t, "hangup", "")
 	c.WaitEvent(ctx, t, "CALL_CLOSED")
 	d.WaitEvent(ctx, t, "CALL_CLOSED")
@@ -199,26 +205,28 @@ func TestBaresipRecordingNotice(t *testing.T) {
 		other float64
 	}{{c, calleeTone}, {d, callerTone}} {
 		w := x.ph.WAV(t, "dec")
-		beeps, tone, firstTone, lastBeep := 0, 0, -1, -1
 		var ks []string
+		firstBeep, lastBeep := -1, -1
 		for i, blk := range baresiptest.Blocks(w) {
 			k := blockKind(blk, w.Rate, x.other)
 			if baresiptest.RMS(blk) >= 200 && baresiptest.Share(blk, 1400, w.Rate) >= 0.8 {
 				k = "notice"
-				beeps++
-				lastBeep = i
-			}
-			if k == "tone" {
-				tone++
-				if firstTone < 0 {
-					firstTone = i
+				if firstBeep < 0 {
+					firstBeep = i
 				}
+				lastBeep = i
 			}
 			ks = append(ks, k)
 		}
 		t.Logf("%s heard: %s", x.ph.Name, strings.Join(ks, " "))
-		if beeps < 2 || tone < 10 || lastBeep > firstTone {
-			t.Errorf("%s: %d blocks of the recording notice, %d of the other party's tone (the notice must come first)", x.ph.Name, beeps, tone)
+		if firstBeep < 0 {
+			t.Errorf("%s did not hear the recording notice", x.ph.Name)
+			continue
+		}
+		before, during, after := countKind(ks[:firstBeep], "tone"), countKind(ks[firstBeep:lastBeep+1], "notice"), countKind(ks[lastBeep+1:], "tone")
+		if before < 5 || during < 2 || after < 10 || countKind(ks[firstBeep:lastBeep+1], "tone") > 0 {
+			t.Errorf("%s: %d blocks of the other's tone before the notice, %d of the notice (none of the tone within it), %d of the tone after",
+				x.ph.Name, before, during, after)
 		}
 	}
 }

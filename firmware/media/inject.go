@@ -192,6 +192,10 @@ func (l *leg) sendInjected(hdr *rtp.Header, pkt, out []byte, pt uint8, marker bo
 	return true
 }
 
+// Heard reports whether side's peer has sent the relay a valid packet:
+// its phone has taken the SDP and keys, so it can play what it gets.
+func (c *Call) Heard(s Side) bool { return c.legs[s&1].stats.received.Load() > 0 }
+
 // Injecting reports whether an injection plays to side now.
 func (c *Call) Injecting(s Side) bool { return c.legs[s&1].injecting.Load() != nil }
 
