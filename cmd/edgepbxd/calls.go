@@ -99,6 +99,7 @@ func (d *daemon) newCalls(pinholes media.Pinholes) error {
 		Client: d.sip.Sender(), Contact: contact, ContactTLS: d.sip.Contact("tls"),
 		Relay: relay, Plan: router, Hunter: feat, Directory: telephony.NewDirectory(d.sip.Directory(nil), d.tel), CDR: cdr.New(d.db), Log: d.log,
 		Events: d.secLog, Observer: d.dialogObserver(), Apps: apps, Recorder: recorder,
+		Hold: holdMusic{music: queueMedia{d.moh}}, // holdmusic.go
 	})
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)

@@ -35,7 +35,8 @@ func (d *daemon) newRecordings(feat *features.Engine) (*recordings, error) {
 		return nil, err
 	}
 	mgr, err := callrec.New(callrec.Config{Store: d.media.recordings, Policy: ps.Get,
-		Code: func() (string, bool) { return feat.Code(features.RecordToggle) }, Log: d.log.With("svc", "callrec")})
+		Code: func() (string, bool) { return feat.Code(features.RecordToggle) }, Log: d.log.With("svc", "callrec"),
+		Announce: recordingNotice(d.media.prompts, d.log.With("svc", "callrec"))}) // holdmusic.go
 	if err != nil {
 		return nil, err
 	}

@@ -185,6 +185,7 @@ func TestBrowserRecordingPolicy(t *testing.T) {
 		p.Click(`#rec-add`)
 		p.Fill(map[string]string{sel("kind"): rule[0], sel("name"): rule[1], sel("mode"): rule[2]})
 	}
+	p.Click(`#rec-announce`) // both parties hear the recording notice
 	p.SubmitNav("#rec-policy")
 
 	c := e.client("192.0.2.61")
@@ -194,8 +195,11 @@ func TestBrowserRecordingPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	if pol.Extensions["1002"] != callrec.Never || pol.Trunks["itsp"] != callrec.Always || len(pol.Routes) != 1 ||
-		pol.Routes[0] != (callrec.RouteRule{Prefix: "00", Mode: callrec.OnDemand}) || pol.RetentionDays["call"] != 30 {
+		pol.Routes[0] != (callrec.RouteRule{Prefix: "00", Mode: callrec.OnDemand}) || pol.RetentionDays["call"] != 30 || !pol.Announce {
 		t.Fatalf("policy %+v", pol)
+	}
+	if st := p.Str(`document.querySelector("#rec-announce-state").textContent`); !strings.Contains(st, "on (both parties") {
+		t.Errorf("announcement state shown: %q", st)
 	}
 	if !e.auditHas("recording.policy", "ok") {
 		t.Error("no audit entry")

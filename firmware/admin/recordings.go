@@ -152,7 +152,7 @@ func (s *Server) apiSetRecordingPolicy(w http.ResponseWriter, r *http.Request, p
 		return withField(recPolicyField(pol), recError(err))
 	}
 	ev := audit.Event{Actor: p.Actor(), Source: src(r), Action: "recording.policy",
-		Detail: fmt.Sprintf("extensions=%d trunks=%d routes=%d retention=%v", len(pol.Extensions), len(pol.Trunks), len(pol.Routes), pol.RetentionDays)}
+		Detail: fmt.Sprintf("extensions=%d trunks=%d routes=%d retention=%v announce=%v", len(pol.Extensions), len(pol.Trunks), len(pol.Routes), pol.RetentionDays, pol.Announce)}
 	if err := s.recs.SetPolicy(pol, func(tx *store.Tx) error { return s.audit.RecordTx(tx, ev) }); err != nil {
 		return recError(err)
 	}

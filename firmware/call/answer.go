@@ -158,6 +158,7 @@ func (c *call) startTimers() {
 
 // armLeg starts l's session timers; c.mu is held.
 func (c *call) armLeg(l *leg) {
+	c.stopAllMusic() // a new leg: the hold it answered is over (hold.go)
 	l.expiry = time.AfterFunc(c.se, func() {
 		c.b.tracked(func() {
 			c.b.sessionTimeouts.Add(1)

@@ -161,7 +161,9 @@ type Config struct {
 	// Recorder, when set, records answered two-party calls by policy
 	// (record.go).
 	Recorder Recorder
-	Log      *slog.Logger
+	// Hold, when set, plays music to a held party (hold.go).
+	Hold HoldMusic
+	Log  *slog.Logger
 
 	// Observer, when set, is told each extension's dialog state changes
 	// (busy-lamp fields; observe.go).

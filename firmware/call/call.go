@@ -80,6 +80,7 @@ type call struct {
 	picks      chan *pickReq // a picker handed to this ringing call (pickup.go)
 	ringing    []string      // extensions the current stage rings (pickup.go)
 	recStop    func() string // ends the call's recording (record.go); nil: none
+	moh        holdMusic     // music on hold per side (hold.go)
 }
 
 func newCall(b *B2BUA, req *sip.Request, caller Identity) *call {

@@ -239,7 +239,8 @@ func (x *offerExchange) relay() {
 		x.reply(488, nil)
 		return
 	}
-	loc, err := c.m.Answer(ctx, s, rem, l.policy, l.sid, l.ver+1)
+	held := c.holdState(s, rem) // hold.go: a resume ends the music at once
+	loc, err := c.m.Reanswer(ctx, s, rem, l.policy, l.sid, l.ver+1)
 	if err != nil {
 		x.reply(488, nil)
 		return
@@ -250,7 +251,7 @@ func (x *offerExchange) relay() {
 	off, err := c.reoffer(o, offPol, o.ver+1)
 	var out []byte
 	if err == nil {
-		out, err = media.Rewrite(rem, off)
+		out, err = media.Rewrite(c.holdOfferTo(rem, held), off)
 	}
 	if err != nil {
 		x.reply(500, nil)
@@ -273,7 +274,7 @@ func (x *offerExchange) relay() {
 	}
 	var ans []byte
 	if err == nil {
-		ans, err = media.Rewrite(remO, withAnswering(loc, rem))
+		ans, err = media.Rewrite(c.holdAnswer(rem, remO, held), withAnswering(loc, rem))
 	}
 	if err != nil {
 		x.reply(488, nil)
@@ -286,17 +287,21 @@ func (x *offerExchange) relay() {
 	c.touch(o.side)
 	final := x.reply(200, ans)
 	c.m.AnswerSent(s) // a new DTLS association handshakes from now
+	if held {
+		c.startMusic(o.side, remO)
+	}
 	x.awaitAck(final)
 }
 
 // reoffer is the box's subsequent offer to leg l: DTLS-SRTP keeping the
 // association when l has one (RFC 8842 §5: same fingerprint, a=setup with
-// the established role), else SDES/RTP as pol says.
+// the established role), else SDES (the key l already has) or RTP as pol
+// says.
 func (c *call) reoffer(l *leg, pol media.Policy, ver uint64) (media.Local, error) {
 	if _, ok := c.m.DTLSRole(l.side); ok {
 		return c.m.OfferDTLS(l.side, l.sid, ver, false)
 	}
-	return c.m.Offer(l.side, pol, l.sid, ver)
+	return c.m.Reoffer(l.side, pol, l.sid, ver)
 }
 
 // refreshSDP is the body of the box's session refresh on l: the last SDP

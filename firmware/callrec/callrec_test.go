@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -358,5 +359,54 @@ func TestRetentionPerCategory(t *testing.T) {
 	}
 	if len(st.List("voicemail")) != 1 {
 		t.Fatal("the voicemail recording (default 183 days) was swept")
+	}
+}
+
+// TestRecordAnnounce: the notice is asked for each time a recording
+// starts (at the answer for always, on each start code on demand), only
+// when the policy says so.
+func TestRecordAnnounce(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		pol      Policy
+		codes    map[int]bool // frame → the caller types *1
+		announce int
+	}{
+		{"always", Policy{Extensions: map[string]Mode{"201": Always}, Announce: true}, nil, 1},
+		{"always-silent", Policy{Extensions: map[string]Mode{"201": Always}}, nil, 0},
+		{"on-demand", Policy{Extensions: map[string]Mode{"201": OnDemand}, Announce: true}, map[int]bool{10: true, 60: true, 110: true}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls []string
+			var mu sync.Mutex
+			m, err := New(Config{Store: newStore(t), Policy: func() Policy { return tc.pol },
+				Code: func() (string, bool) { return "*1", true },
+				Announce: func(c Call) {
+					mu.Lock()
+					calls = append(calls, c.ID)
+					mu.Unlock()
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			br := newBridged(t)
+			s, note := m.Start(Call{ID: "c9", From: "201", To: "202", Codec: "PCMU/8000", Formats: formats(0, "PCMU/8000"),
+				Parties: Parties{CallerExt: "201", CalleeExt: "202"}, Media: br.c})
+			if s == nil {
+				t.Fatalf("no session: %s", note)
+			}
+			a, b := br.streams(t, "PCMU", 0)
+			at := map[int]func(){}
+			for f := range tc.codes {
+				at[f] = func() { a.typeCode(t, "*1") }
+			}
+			play(t, a, b, 150, at)
+			s.Stop()
+			mu.Lock()
+			defer mu.Unlock()
+			if len(calls) != tc.announce || (len(calls) > 0 && calls[0] != "c9") {
+				t.Fatalf("announced %v, want %d times", calls, tc.announce)
+			}
+		})
 	}
 }

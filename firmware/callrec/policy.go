@@ -60,6 +60,9 @@ type Policy struct {
 	// RetentionDays per recording category ("call", "voicemail"); absent:
 	// the store's default (183 days).
 	RetentionDays map[string]int `json:"retention_days,omitempty"`
+	// Announce plays the recording notice to both parties whenever a
+	// recording starts (at the answer, or on the toggle code).
+	Announce bool `json:"announce,omitempty"`
 }
 
 // ErrPolicy wraps every validation refusal.
@@ -131,12 +134,15 @@ type Decision struct {
 	Toggle [2]bool
 	// Why names the rules that applied, for the log.
 	Why []string
+	// Announce: both parties hear the recording notice when a recording
+	// starts (Policy.Announce).
+	Announce bool
 }
 
 // Resolve applies the precedence never > on demand > always to the rules
 // of the call's extensions, trunk and route. No rule: Never.
 func (p Policy) Resolve(c Parties) Decision {
-	d := Decision{Mode: Never}
+	d := Decision{Mode: Never, Announce: p.Announce}
 	best := 0
 	apply := func(m Mode, why string) {
 		if m.rank() == 0 {
@@ -173,7 +179,7 @@ func (p Policy) Resolve(c Parties) Decision {
 
 // Clone deep-copies p.
 func (p Policy) Clone() Policy {
-	q := Policy{Routes: slices.Clone(p.Routes)}
+	q := Policy{Routes: slices.Clone(p.Routes), Announce: p.Announce}
 	if p.Extensions != nil {
 		q.Extensions = make(map[string]Mode, len(p.Extensions))
 		for k, v := range p.Extensions {

@@ -34,6 +34,10 @@ type Config struct {
 	Log  *slog.Logger
 	// Tick is the mixing interval (default 20 ms); tests keep the default.
 	Tick time.Duration
+	// Announce, when set, plays the recording notice to both parties of
+	// c when a recording starts and the policy asks for it. It must not
+	// block (the session's goroutine calls it).
+	Announce func(c Call)
 }
 
 // Manager starts the recording session of each answered call. Safe for
@@ -267,6 +271,9 @@ func (s *Session) begin() {
 	}
 	s.rec = r
 	s.ids = append(s.ids, r.ID())
+	if s.dec.Announce && s.m.cfg.Announce != nil {
+		s.m.cfg.Announce(s.c)
+	}
 }
 
 // end closes the current recording file (err: why it stopped early).

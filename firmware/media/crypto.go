@@ -1,6 +1,7 @@
 package media
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 
@@ -113,4 +114,32 @@ func AnswerSDES(offered []string, allowed []sdes.Suite) (SDESKeys, bool, error) 
 		return SDESKeys{}, false, err
 	}
 	return SDESKeys{Send: send, Recv: recv}, true, nil
+}
+
+// sdesState is the SDES keys a leg uses and the contexts made for them.
+type sdesState struct {
+	keys   SDESKeys
+	crypto *legCrypto
+}
+
+func sameKey(a, b sdes.Crypto) bool {
+	return a.Suite == b.Suite && bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Salt, b.Salt)
+}
+
+// continueFrom keeps the contexts of a direction whose key a new
+// negotiation did not change (hold, resume, a session refresh with SDP):
+// a fresh context would restart the rollover counter and the replay
+// window, so after a sequence wrap the same key would encrypt under a
+// packet index it has used before, and the peer's old packets could be
+// replayed. A changed key gets its fresh contexts.
+func (lc *legCrypto) continueFrom(prev *sdesState, k SDESKeys) {
+	if prev == nil || prev.crypto == nil {
+		return
+	}
+	if sameKey(prev.keys.Send, k.Send) {
+		lc.outRTP, lc.outRTCP = prev.crypto.outRTP, prev.crypto.outRTCP
+	}
+	if sameKey(prev.keys.Recv, k.Recv) {
+		lc.inRTP, lc.inRTCP = prev.crypto.inRTP, prev.crypto.inRTCP
+	}
 }

@@ -46,6 +46,24 @@ func (c *Call) Offer(s Side, pol Policy, sessionID, version uint64) (Local, erro
 	return l, nil
 }
 
+// Reoffer is Offer for a subsequent offer in the dialog of side's
+// current peer (hold, resume, a refresh): a leg with SDES keeps the key
+// the box sends with, so a phone that does not re-key on a re-INVITE
+// (baresip 1.0 keeps its first receive key) still decrypts, and the
+// box's send context continues (SetPeer keeps it for an unchanged key).
+// A new peer on the leg (a transfer) gets Offer's fresh key instead.
+func (c *Call) Reoffer(s Side, pol Policy, sessionID, version uint64) (Local, error) {
+	c.mu.Lock()
+	cur := c.legs[s&1].sdes
+	c.mu.Unlock()
+	if pol == SRTPOff || cur == nil {
+		return c.Offer(s, pol, sessionID, version)
+	}
+	send := cur.keys.Send
+	return Local{Addr: c.r.cfg.Addr, RTPPort: c.LocalPort(s), SessionID: sessionID, SessionVersion: version,
+		Crypto: &send, BestEffort: pol == SRTPOptional}, nil
+}
+
 // OfferDTLS makes the box's side of a DTLS-SRTP offer to side's peer: the
 // relay's fingerprint and, when the leg has a DTLS association and renew
 // is false, a=setup with the box's established role (RFC 8842 §5: a
@@ -132,6 +150,19 @@ func (c *Call) Answered(ctx context.Context, s Side, offered Local, answer Remot
 // Rewrite(otherSidesRemote, local) with local.Answering = &offer and then
 // calls AnswerSent (a new DTLS association waits for it).
 func (c *Call) Answer(ctx context.Context, s Side, offer Remote, pol Policy, sessionID, version uint64) (Local, error) {
+	return c.answer(ctx, s, offer, pol, sessionID, version, false)
+}
+
+// Reanswer is Answer for a subsequent offer in the dialog of side's
+// current peer (hold, resume): an SDES leg keeps the key the box sends
+// with, as Reoffer does. A new peer on the leg (Replaces, pickup) is
+// answered with Answer's fresh key: it must not learn a key its
+// predecessor knows.
+func (c *Call) Reanswer(ctx context.Context, s Side, offer Remote, pol Policy, sessionID, version uint64) (Local, error) {
+	return c.answer(ctx, s, offer, pol, sessionID, version, true)
+}
+
+func (c *Call) answer(ctx context.Context, s Side, offer Remote, pol Policy, sessionID, version uint64, keep bool) (Local, error) {
 	l := Local{Addr: c.r.cfg.Addr, RTPPort: c.LocalPort(s), SessionID: sessionID, SessionVersion: version, Answering: &offer, RTCPMux: offer.RTCPMux}
 	p := PeerFrom(offer)
 	switch {
@@ -158,6 +189,9 @@ func (c *Call) Answer(ctx context.Context, s Side, offer Remote, pol Policy, ses
 			return Local{}, err
 		}
 		if err == nil && ok {
+			if keep {
+				c.keepSendKey(s, &keys)
+			}
 			p.SDES = &keys
 			l.Crypto = &keys.Send
 			l.BestEffort = bestEffort
@@ -179,4 +213,19 @@ func (c *Call) Answer(ctx context.Context, s Side, offer Remote, pol Policy, ses
 		return Local{}, err
 	}
 	return l, nil
+}
+
+// keepSendKey answers a re-offer of side's current peer with the key the
+// box already sends with when the suite stays (see Reoffer); the tag is
+// the new offer's.
+func (c *Call) keepSendKey(s Side, k *SDESKeys) {
+	c.mu.Lock()
+	cur := c.legs[s&1].sdes
+	c.mu.Unlock()
+	if cur == nil || cur.keys.Send.Suite != k.Recv.Suite {
+		return
+	}
+	send := cur.keys.Send
+	send.Tag = k.Recv.Tag
+	k.Send = send
 }

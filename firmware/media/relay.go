@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -309,6 +311,7 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 	l := c.legs[s]
 	st := &legState{mux: p.RTCPMux, udptl: p.UDPTL}
 	active := p.Addr.IsValid() && !p.Addr.IsUnspecified() && p.RTPPort != 0
+	prev := l.state.Load()
 	want := map[fwspec.Pinhole]bool{}
 	if active {
 		st.addr = p.Addr.Unmap()
@@ -335,11 +338,13 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 		if err != nil {
 			return err
 		}
+		cs.continueFrom(l.sdes, *p.SDES)
 		st.crypto = cs
 		st.secure = true
 	case p.DTLS != nil:
 		st.secure = true
 	}
+	st.refuse = l.refuseFor(c.r.cfg.Addr, prev, st)
 	// Open first so a failure leaves the old state intact.
 	var opened []fwspec.Pinhole
 	for ph := range want {
@@ -410,6 +415,11 @@ func (c *Call) SetPeer(ctx context.Context, s Side, p Peer) error {
 		l.assocs = append(live, start)
 		// Set before the state is published: readers use st.dtls unlocked.
 		st.dtls = start
+	}
+	l.refused = st.refuse
+	l.sdes = nil
+	if p.SDES != nil {
+		l.sdes = &sdesState{keys: *p.SDES, crypto: st.crypto}
 	}
 	l.state.Store(st)
 	if start != nil {
@@ -621,6 +631,56 @@ type legState struct {
 	// Latched source ports (symmetric RTP): the first accepted packet fixes
 	// the port; later packets from other ports are dropped. 0: not yet.
 	latchRTP, latchRTCP atomic.Uint32
+
+	// refuse are sources never accepted even from addr: the box's own
+	// sockets the leg left (refuseFor).
+	refuse []netip.AddrPort
+}
+
+// maxRefused bounds a leg's refused sources (a call hands over a few
+// times at most; the oldest are forgotten first).
+const maxRefused = 8
+
+// refuseFor is the refused sources of st, which replaces prev on a leg of
+// a relay on box: when the leg leaves a peer on the box's own address (a
+// media application's socket, handed over to a phone or trunk), a packet
+// of that socket still queued, or sent late, must not be taken for the
+// new peer's first packet: if the new peer shares the box's address it
+// would pass the address check and latch the leg to the application for
+// good. The new peer's own endpoints are never refused (an application
+// taking the leg back on a reused port). Call.mu held.
+func (l *leg) refuseFor(box netip.Addr, prev, st *legState) []netip.AddrPort {
+	out := make([]netip.AddrPort, 0, maxRefused)
+	add := func(ap netip.AddrPort) {
+		if !ap.IsValid() || ap == st.rtpDst || ap == st.rtcpDst || slices.Contains(out, ap) {
+			return
+		}
+		if len(out) == maxRefused {
+			out = append(out[:0], out[1:]...)
+		}
+		out = append(out, ap)
+	}
+	for _, ap := range l.refused {
+		add(ap)
+	}
+	if prev != nil && prev.addr == box.Unmap() && (prev.rtpDst != st.rtpDst || prev.addr != st.addr) {
+		add(prev.rtpDst)
+		add(prev.rtcpDst)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// refused reports whether from is one of st's refused sources.
+func (st *legState) refused(from netip.AddrPort) bool {
+	for _, ap := range st.refuse {
+		if ap == from {
+			return true
+		}
+	}
+	return false
 }
 
 // keys are the leg's SRTP keys (nil while DTLS is pending).
@@ -661,6 +721,14 @@ type leg struct {
 	stats  legStats
 	assoc  *dtlsLeg   // current DTLS association (Call.mu); may outlive state
 	assocs []*dtlsLeg // every association not yet closed (Call.mu): Close ends them
+
+	injecting atomic.Pointer[Injection] // the box's own audio plays to this leg (inject.go)
+	inj       *injector                 // its RTP stream, made by the first Inject (Call.mu)
+	refused   []netip.AddrPort          // sources the leg never accepts again (Call.mu; refuseFor)
+	sdes      *sdesState                // the leg's SDES keys and contexts (Call.mu); nil: none
+	// fwdTS is the RTP timestamp of the last packet relayed to this leg,
+	// with bit 32 set; an injection takes (and clears) it.
+	fwdTS atomic.Uint64
 }
 
 func (l *leg) other() *leg { return l.call.legs[1-l.side] }
@@ -722,7 +790,7 @@ func isRTCP(b []byte) bool { return len(b) > 1 && b[1] >= 192 && b[1] <= 223 }
 // the received batch) and queues what goes to the other leg in w.tx. pkt
 // stays valid until the batch is flushed.
 func (l *leg) handle(w *worker, slot int, st, ost *legState, pkt []byte, from netip.AddrPort, rtcpSock bool) {
-	if st == nil || from.Addr() != st.addr || from.Port() == 0 {
+	if st == nil || from.Addr() != st.addr || from.Port() == 0 || (st.refuse != nil && st.refused(from)) {
 		l.stats.droppedSource.Add(1)
 		return
 	}
@@ -761,7 +829,8 @@ func (l *leg) handle(w *worker, slot int, st, ost *legState, pkt []byte, from ne
 		l.stats.droppedSource.Add(1)
 		return
 	}
-	forward := ost != nil && ost.rtpDst.IsValid() && !ost.udptl
+	// While the box plays to the other leg nothing of this one reaches it.
+	forward := ost != nil && ost.rtpDst.IsValid() && !ost.udptl && !l.other().injectingTo()
 	plain := pkt
 	if st.secure {
 		keys := st.keys()
@@ -837,6 +906,10 @@ func (l *leg) handle(w *worker, slot int, st, ost *legState, pkt []byte, from ne
 	k := 0
 	if rtcp {
 		k = 1
+	} else {
+		// The timestamp the other peer last got: an injection continues
+		// from it (inject.go).
+		l.other().fwdTS.Store(uint64(binary.BigEndian.Uint32(plain[4:8])) | 1<<32)
 	}
 	w.tx[k].pkts = append(w.tx[k].pkts, txPkt{b: out, dst: ost.dst(rtcp)})
 }

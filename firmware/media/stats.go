@@ -14,6 +14,7 @@ type legStats struct {
 	droppedSource, droppedCrypto, droppedMalformed, droppedNoPeer atomic.Uint64
 	readErrors, writeErrors                                       atomic.Uint64
 	handshakes, handshakeFailures                                 atomic.Uint64 // DTLS
+	injected, injectErrors                                        atomic.Uint64 // the box's own audio (inject.go)
 
 	mu        sync.Mutex // guards the RTCP quality figures (RTCP is rare)
 	reports   int
@@ -57,6 +58,9 @@ type LegStats struct {
 	// DTLS handshakes started on this leg (a re-offer that keeps the
 	// association starts none) and those that failed.
 	Handshakes, HandshakeFailures uint64
+	// Packets of the box's own audio sent to this leg (Inject) and those
+	// that could not go out (no peer or keys yet, socket full).
+	Injected, InjectErrors uint64
 	// RTCP reception reports from this leg's peer; MOS is 0 without any.
 	Reports  int
 	LossPct  float64
@@ -92,6 +96,7 @@ func (c *Call) Stats() Stats {
 			DroppedMalformed: s.droppedMalformed.Load(), DroppedNoPeer: s.droppedNoPeer.Load(),
 			WriteErrors: s.writeErrors.Load(),
 			Handshakes:  s.handshakes.Load(), HandshakeFailures: s.handshakeFailures.Load(),
+			Injected: s.injected.Load(), InjectErrors: s.injectErrors.Load(),
 		}
 		s.mu.Lock()
 		if s.reports > 0 {

@@ -57,6 +57,7 @@
     body.extensions = {};
     body.trunks = {};
     body.routes = [];
+    body.announce = document.getElementById("rec-announce").checked;
     var ptrs = {};
     var dup = null;
     Array.prototype.forEach.call(rules.querySelectorAll("fieldset.row"), function (row) {

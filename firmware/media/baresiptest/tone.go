@@ -150,3 +150,25 @@ func CheckTone(tb testing.TB, what string, got, sent PCM, tone float64) {
 		tb.Fatalf("%s: only %d of %d blocks carry the %.0f Hz tone: %s", what, good, total, tone, strings.Join(bad, "; "))
 	}
 }
+
+// Blocks cuts w into 100 ms blocks from its very start (a trailing
+// partial block dropped), for checks that classify audio over time.
+func Blocks(w PCM) [][]float64 {
+	block := w.Rate / 10
+	var out [][]float64
+	for i := 0; block > 0 && i+block <= len(w.Samples); i += block {
+		b := make([]float64, block)
+		for j := range b {
+			b[j] = float64(w.Samples[i+j])
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// Share is the part of block's energy at freq Hz (Goertzel): 1 for a pure
+// sine at freq.
+func Share(block []float64, freq float64, rate int) float64 { return goertzel(block, freq, rate) }
+
+// RMS is block's root mean square level.
+func RMS(block []float64) float64 { return rms(block) }
