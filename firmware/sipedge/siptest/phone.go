@@ -35,11 +35,11 @@ type Phone struct {
 	// Dialogs are the calls the phone answered (to send in-dialog
 	// requests as the callee: a REFER).
 	Dialogs chan *sipgo.DialogServerSession
-	Byes     chan *sip.Request // BYEs received
-	Invites  chan *sip.Request // every INVITE received (reply.go), whatever the answer
-	Cancels  chan *sip.Request // CANCELs of INVITEs left ringing (Reply(Ring))
-	reply    atomic.Int32      // 0: answer 200; else reply.go
-	rtpIn    chan []byte
+	Byes    chan *sip.Request // BYEs received
+	Invites chan *sip.Request // every INVITE received (reply.go), whatever the answer
+	Cancels chan *sip.Request // CANCELs of INVITEs left ringing (Reply(Ring))
+	reply   atomic.Int32      // 0: answer 200; else reply.go
+	rtpIn   chan []byte
 }
 
 func NewPhone(t testing.TB, user, pass string) *Phone {
