@@ -23,6 +23,7 @@ package call
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -264,7 +265,54 @@ func (c *call) parkRefer(l *leg, who Identity, req *sip.Request, tx sip.ServerTr
 		c.b.spawn(func() { c.sendBye(l) })
 	}
 	c.b.forget(c, dialogKey(l.callID, l.localTag))
+	c.resumeParked(a, fmtA)
 	c.runApp(parkedApp{app: app, c: c}, ep, AppParked, caller)
+}
+
+// resumeParked takes a caller the parker had put on hold off hold (a
+// re-INVITE, sendrecv, in the application's format): most phones hold a
+// call before they transfer it, and the parked party must hear the music
+// and later speak to whoever retrieves it.
+func (c *call) resumeParked(a *leg, f appFormat) {
+	if d := a.peer.Direction; d == "" || d == "sendrecv" {
+		return
+	}
+	c.mu.Lock()
+	if c.busy || c.state != stConfirmed {
+		c.mu.Unlock()
+		return
+	}
+	c.busy = true
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.busy = false
+		c.mu.Unlock()
+	}()
+	off, err := c.reoffer(a, a.offerPolicy, a.ver+1)
+	var body []byte
+	if err == nil {
+		body, err = media.Rewrite(f.answerFrom(media.Remote{}), off)
+	}
+	var res *sip.Response
+	if err == nil {
+		res, err = c.transact(a, c.newRequest(a, sip.INVITE, body))
+	}
+	if err == nil && res.StatusCode >= 300 {
+		err = fmt.Errorf("re-INVITE answered %d", res.StatusCode)
+	}
+	var rem media.Remote
+	if err == nil {
+		_, rem, err = media.ParseSDP(res.Body())
+	}
+	if err == nil {
+		err = c.m.Answered(c.b.ctx, media.A, off, rem, a.policy)
+	}
+	if err != nil {
+		c.b.log.Info("call: parked caller stays on hold", "call", c.id, "err", err)
+		return
+	}
+	a.ver, a.offered, a.lastSDP, a.peer = a.ver+1, off, body, rem
 }
 
 // parkedApp frees the slot when the application ends, whatever the way.
