@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -196,8 +197,37 @@ func TestDevModePark(t *testing.T) {
 	}
 	fb.byeAt(ctx, "202")
 
-	// The records: retrieved by 201, rung back to 202.
-	want := []string{"parked in 71 by 202; retrieved from 71 by 201", "parked in 72 by 202; park 72: timed out, rung back to 202"}
+	// The caller hangs up while parked: the slot is free again.
+	caller, d = fb.answeredCall(ctx, "202")
+	if code := fb.park(ctx, d, "202", "*70"); code != 202 {
+		t.Fatalf("REFER to *70: %d", code)
+	}
+	fb.byeAt(ctx, "202")
+	dialogNotify(ctx, t, watcher, "confirmed", fb)
+	if err := caller.d.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dialogNotify(ctx, t, watcher, "terminated", fb)
+	if got := retrieve("201", "71"); got != empty {
+		t.Fatalf("71 after its caller left: %d", got)
+	}
+
+	// The parker is busy at the ring-back: the parker's voicemail.
+	caller, d = fb.answeredCall(ctx, "202")
+	if code := fb.park(ctx, d, "202", "*70"); code != 202 {
+		t.Fatalf("REFER to *70: %d", code)
+	}
+	fb.byeAt(ctx, "202")
+	fb.phones["202"].Reply(486)
+	fb.p.waitLine(t, regexp.MustCompile(`parked call to voicemail.*slot=71`))
+	if err := caller.d.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fb.phones["202"].Reply(0)
+
+	// The records say what happened.
+	want := []string{"parked in 71 by 202; retrieved from 71 by 201", "parked in 72 by 202; park 72: timed out, rung back to 202",
+		"parked in 71 by 202; caller BYE", "parked in 71 by 202; park 71: timed out, 202 did not answer: voicemail 202"}
 	for _, w := range want {
 		if !fb.cdrCause(ctx, w) {
 			t.Fatalf("no CDR with cause %q", w)
