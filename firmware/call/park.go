@@ -160,16 +160,24 @@ func (c *call) unpark() {
 	}
 }
 
-// parkTargets are the slots of a park decision target.
+// parkTargets are the slots of a park decision target (digits only).
 func parkTargets(target string) []string {
+	var slots []string
 	if list, ok := strings.CutPrefix(target, ParkApp); ok {
-		return pickupTargets(list)
+		slots = pickupTargets(list)
+	} else {
+		slot, _, _ := strings.Cut(strings.TrimPrefix(target, RetrieveApp), "/")
+		slots = []string{slot}
 	}
-	slot, _, _ := strings.Cut(strings.TrimPrefix(target, RetrieveApp), "/")
-	if slot == "" {
-		return nil
+	return slices.DeleteFunc(slots, func(s string) bool { return !slotNumber(s) })
+}
+
+// slotNumber reports whether s can be a slot's number.
+func slotNumber(s string) bool {
+	if s == "" || len(s) > 9 {
+		return false
 	}
-	return []string{slot}
+	return strings.Trim(s, "0123456789") == ""
 }
 
 // parkRefer parks the caller of c, whose callee who REFERred it (on l) to
