@@ -128,26 +128,6 @@ func (b *B2BUA) parkedIn(slot string) *call {
 	return nil
 }
 
-// ParkedSlots lists the occupied slots and their parkers (for the admin
-// and tests).
-func (b *B2BUA) ParkedSlots() map[string]string {
-	b.mu.Lock()
-	all := make([]*call, 0, len(b.calls))
-	for y := range b.calls {
-		all = append(all, y)
-	}
-	b.mu.Unlock()
-	out := map[string]string{}
-	for _, y := range all {
-		if s := y.parkSlot(); s != "" {
-			y.mu.Lock()
-			out[s] = y.park.parker
-			y.mu.Unlock()
-		}
-	}
-	return out
-}
-
 // unpark frees c's slot and takes its lamp off.
 func (c *call) unpark() {
 	if c.park.slot.Swap(nil) != nil {

@@ -128,6 +128,7 @@ func (p *parkedCall) fallback(ctx context.Context, leg call.Leg, pl call.ParkedL
 			}
 			e.log.Info("features: parked call to voicemail", "slot", p.slot, "parker", p.parker, "box", vm)
 			halt()
+			pl.Leave() // nobody takes a call out of a mailbox
 			pl.Note(fmt.Sprintf("park %s: timed out, %s did not answer: voicemail %s", p.slot, p.parker, vm))
 			return app.Run(ctx, leg), true
 		}
