@@ -426,20 +426,29 @@ func (c *call) takeRetriever(p *pickReq, slot string) int {
 	res.SetBody(body)
 	l.answered, l.peer, l.lastSDP = ans, p.rem, body
 	key := dialogKey(l.callID, l.localTag)
+	// The retriever's leg is the call's before its 2xx leaves (its ACK or
+	// BYE may come at once).
+	c.mu.Lock()
+	c.legs[media.B], c.callee = l, p.who
+	c.mu.Unlock()
 	c.addKey(key, l)
 	if p.from.isCancelled() || p.tx.Respond(res) != nil {
 		c.b.forget(c, key)
+		c.mu.Lock()
+		c.legs[media.B], c.callee = nil, Identity{}
+		c.mu.Unlock()
 		restore()
 		return 487
 	}
 	c.m.AnswerSent(media.B)
 	c.park.slot.Store(nil)
 	c.mu.Lock()
-	c.legs[media.B], c.callee = l, p.who
 	c.app = nil
 	c.appCall.Store(false)
 	c.rec.To = p.who.Extension
-	c.armLeg(l)
+	if c.state == stConfirmed { // not ended by a BYE meanwhile
+		c.armLeg(l)
+	}
 	c.busy = false
 	c.mu.Unlock()
 	c.negotiated(a.peer, p.rem)
