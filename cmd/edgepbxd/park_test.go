@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgepbx/edgepbx/firmware/admin"
 	"github.com/edgepbx/edgepbx/firmware/cdr"
+	"github.com/edgepbx/edgepbx/firmware/dialplan"
 	"github.com/edgepbx/edgepbx/firmware/features"
 	"github.com/edgepbx/edgepbx/firmware/sipedge/siptest"
 	"github.com/emiago/sipgo"
@@ -99,11 +100,13 @@ func dialogNotify(ctx context.Context, t *testing.T, ph *eventPhone, state strin
 // group "sales": 201, 202, 210; slots 71-72): 100 calls 202, 202 blind-
 // transfers it to *70 and the caller waits in 71 hearing music; a watcher
 // in the group sees slot 71 confirmed while the one outside is refused the
-// subscription. 203 (outside the group) dialling 71 gets the same 404 as
+// subscription; the parked call still counts against 100's limit of one
+// call. 203 and 204 (outside the group) dialling 71 get the same 404 as
 // for an empty slot; 201 dials 71 and talks to the caller, RTP both ways,
 // and the lamp goes off. A call parked into slot 72 by transfer to 72
-// (directed park) nobody takes rings 202 back after the timeout. The CDRs
-// say what happened.
+// (directed park) nobody takes rings 202 back after the timeout; a caller
+// hanging up frees its slot; a ring-back 202 refuses goes to 202's
+// voicemail. The CDRs say what happened.
 func TestDevModePark(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -118,6 +121,8 @@ func TestDevModePark(t *testing.T) {
 	}
 	fb.cfg.Features.PickupGroups = []features.PickupGroup{{Name: "sales", Members: []string{"201", "202", "210"}}}
 	fb.cfg.Features.Park = features.ParkSlots{First: "71", Count: 2, Timeout: features.MinParkTimeout}
+	// 100 may have one call at a time: a parked call is still one.
+	fb.cfg.Extensions = append(fb.cfg.Extensions, dialplan.Extension{Number: "100", Limits: dialplan.Limits{MaxConcurrent: 1}})
 	fb.saveConfig()
 
 	retrieve := func(from, slot string) int {
@@ -155,6 +160,9 @@ func TestDevModePark(t *testing.T) {
 	fb.byeAt(ctx, "202") // the parker's leg is released
 	waitRTP(ctx, t, fb.phones["100"], 25, "music for the parked caller")
 	dialogNotify(ctx, t, watcher, "confirmed", fb)
+	if r := <-fb.dialAsync(ctx, "100", "203"); r.code != 486 {
+		t.Fatalf("100 calls while its call is parked: %d, want 486 (one call at a time)", r.code)
+	}
 	for _, from := range []string{"203", "204"} {
 		if got := retrieve(from, "71"); got != empty {
 			t.Fatalf("%s (outside the group) dials 71: %d, want %d as for an empty slot", from, got, empty)
