@@ -111,6 +111,11 @@ func TestDevModePark(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	fb := startFeatureBox(t, ctx)
+	t.Cleanup(func() { // a -race daemon reports and goes on
+		if out := fb.p.output(); strings.Contains(out, "DATA RACE") {
+			t.Errorf("the daemon raced:\n%s", out)
+		}
+	})
 	pass := map[string]string{}
 	for _, u := range []string{"210", "211"} {
 		var ext struct{ User, Password string }
