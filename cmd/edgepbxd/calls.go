@@ -84,6 +84,8 @@ func (d *daemon) newCalls(pinholes media.Pinholes) error {
 		mux = appMux{dialplan.AppVoicemail: apps, dialplan.AppVoicemailAccess: apps}
 	}
 	mux[features.AppQueue] = feat.QueueApp(queueMedia{d.moh}, mux[dialplan.AppVoicemail])
+	// Parked calls (transferred to the park code) wait there too.
+	mux[call.AppParked] = feat.ParkApp(queueMedia{d.moh}, mux[dialplan.AppVoicemail])
 	apps = mux
 	var recorder call.Recorder
 	if recs, err := d.newRecordings(feat); err != nil {

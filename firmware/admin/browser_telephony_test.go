@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/edgepbx/edgepbx/firmware/dialplan"
+	"github.com/edgepbx/edgepbx/firmware/features"
 	"github.com/edgepbx/edgepbx/firmware/pbxconfig"
 )
 
@@ -47,6 +48,7 @@ func TestBrowserDialPlanEditor(t *testing.T) {
 	p.Fill(map[string]string{last("extensions", "number"): "1002", last("extensions", "limits/max_per_hour"): "5", last("extensions", "caller_id"): "+4930551"})
 	p.Click(last("trunks", "assert_identity"))
 	p.Eval(`document.querySelector('#tel-extensions > fieldset.row:last-of-type input[type=checkbox][value="international"]').click()`, nil)
+	p.Fill(map[string]string{`#tel-park [data-key="first"]`: "71", `#tel-park [data-key="count"]`: "4", `#tel-park [data-key="timeout"]`: "60"})
 	p.SubmitNav("#tel-edit")
 
 	// Saved: the store has it, and the reloaded page shows it.
@@ -69,6 +71,9 @@ func TestBrowserDialPlanEditor(t *testing.T) {
 	if !reflect.DeepEqual(cur.Routes[1], dialplan.Route{Prefix: "0", Trunk: "itsp", Strip: 1, Add: "49"}) || !reflect.DeepEqual(cur.Routes[0], dialplan.Route{Trunk: "itsp"}) {
 		t.Fatalf("routes %+v", cur.Routes)
 	}
+	if cur.Features.Park != (features.ParkSlots{First: "71", Count: 4, Timeout: 60}) {
+		t.Fatalf("park slots %+v", cur.Features.Park)
+	}
 	if x := cur.Extensions[0]; x.Number != "1002" || !slices.Equal(x.Classes, []dialplan.Class{dialplan.International}) || x.Limits.MaxPerHour != 5 {
 		t.Fatalf("extension settings %+v", x)
 	}
@@ -85,7 +90,7 @@ func TestBrowserDialPlanEditor(t *testing.T) {
 		last("routes", "prefix"): "0", last("routes", "trunk"): "itsp", last("routes", "strip"): "1", last("routes", "add"): "49",
 		last("extensions", "caller_id"): "+4930551",
 		last("dids", "number"):          "4930555", last("dids", "extension"): "1002", last("extensions", "limits/max_per_hour"): "5",
-		`#tel-version`: "1",
+		`#tel-version`: "1", `#tel-park [data-key="first"]`: "71", `#tel-park [data-key="count"]`: "4", `#tel-park [data-key="timeout"]`: "60",
 	} {
 		got := p.Str(fmt.Sprintf(`(() => { const el = document.querySelector(%q); return el.value !== undefined ? el.value : el.textContent; })()`, sel))
 		if got != want {

@@ -78,6 +78,7 @@ type call struct {
 	app        *appMedia     // an application answers the caller (app.go); no B leg
 	appCall    atomic.Bool
 	picks      chan *pickReq // a picker handed to this ringing call (pickup.go)
+	park       parking       // the slot the call waits in (park.go)
 	ringing    []string      // extensions the current stage rings (pickup.go)
 	recStop    func() string // ends the call's recording (record.go); nil: none
 	moh        holdMusic     // music on hold per side (hold.go)

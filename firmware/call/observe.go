@@ -124,6 +124,7 @@ func (c *call) observe(st DialogState) {
 	}
 	from, to := c.rec.From, c.rec.To
 	c.mu.Unlock()
+	slot := c.parkSlot()
 
 	c.obs.mu.Lock()
 	defer c.obs.mu.Unlock()
@@ -148,6 +149,11 @@ func (c *call) observe(st DialogState) {
 		now[callee.Extension] = DialogEvent{Entity: callee.Extension, ID: c.id + "b", CallID: legs[media.B].callID,
 			LocalTag: legs[media.B].remoteTag, RemoteTag: legs[media.B].localTag,
 			State: st, Direction: Recipient, Remote: callerParty}
+	}
+	if slot != "" {
+		// A park slot's lamp: taken or free, never who waits (no
+		// remote party, no dialog identifiers).
+		now[slot] = DialogEvent{Entity: slot, ID: c.id + "p", State: st, Direction: Recipient, Remote: Party{Private: true}}
 	}
 	for ent, last := range c.obs.sent {
 		if _, still := now[ent]; !still && last.State != DialogTerminated {

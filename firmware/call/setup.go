@@ -67,6 +67,14 @@ func (c *call) setup(reqA *sip.Request, txA sip.ServerTransaction) {
 		c.pickup(reqA, txA, strings.TrimPrefix(dec.Target, PickupApp))
 		return
 	}
+	if dec.Kind == dialplan.KindApp && strings.HasPrefix(dec.Target, RetrieveApp) {
+		c.retrieve(reqA, txA, strings.TrimPrefix(dec.Target, RetrieveApp))
+		return
+	}
+	if dec.Kind == dialplan.KindApp && strings.HasPrefix(dec.Target, ParkApp) { // park is a transfer to the code
+		c.failA(txA, reqA, 404, cdr.Rejected, "park: transfer a call to the park code")
+		return
+	}
 	if dec.Kind == dialplan.KindApp {
 		c.answerApp(reqA, txA, dec.Target, "")
 		return

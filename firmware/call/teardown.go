@@ -93,6 +93,9 @@ func (c *call) finish(result cdr.Result, code int, cause string) {
 		}
 		c.mu.Unlock()
 		c.rec.End = time.Now()
+		if n := c.parkNotes(); n != "" {
+			cause = n + "; " + cause
+		}
 		c.rec.Result, c.rec.Cause = result, cause
 		if !c.rec.Answer.IsZero() {
 			c.rec.Duration = c.rec.End.Sub(c.rec.Answer)

@@ -52,6 +52,11 @@ func (c *call) refer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 		_ = respond(tx, req, code, reasonPhrase(code))
 		return
 	}
+	if dec.Kind == dialplan.KindApp && (strings.HasPrefix(dec.Target, ParkApp) || strings.HasPrefix(dec.Target, RetrieveApp)) {
+		lease.Release() // the parked call keeps its own
+		c.parkRefer(l, who, req, tx, dec.Target)
+		return
+	}
 	if dec.Kind != dialplan.KindInternal { // no toll calls through a transfer
 		lease.Release()
 		_ = respond(tx, req, 403, "Forbidden")

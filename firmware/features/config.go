@@ -3,6 +3,7 @@ package features
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -59,6 +60,8 @@ type Config struct {
 	Queues []queue.Queue `json:"queues,omitempty"`
 	// MaxHops bounds a chain of forwards (A to B to C …; 0: DefaultMaxHops).
 	MaxHops int `json:"max_hops,omitempty"`
+	// Park is the park slots (park.go).
+	Park ParkSlots `json:"park,omitzero"`
 }
 
 // Defaults and bounds.
@@ -157,6 +160,13 @@ func (c Config) Validate(isExt func(string) bool) error {
 	if err := c.validateQueues(isExt, groups); err != nil {
 		return err
 	}
+	taken := maps.Clone(groups)
+	for _, q := range c.Queues {
+		taken[q.Number] = true
+	}
+	if err := c.Park.validate(isExt, taken); err != nil {
+		return err
+	}
 	if len(c.PickupGroups) > maxPickup {
 		return bad("more than %d pickup groups", maxPickup)
 	}
@@ -225,6 +235,9 @@ func (c Config) MaySee(subscriber, target string) bool {
 	}
 	if subscriber == target {
 		return true
+	}
+	if c.Park.IsSlot(target) {
+		return c.MayWatchSlot(subscriber)
 	}
 	for _, p := range c.PickupGroups {
 		if slices.Contains(p.Members, subscriber) && slices.Contains(p.Members, target) {

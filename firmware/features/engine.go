@@ -82,6 +82,11 @@ func (e *Engine) RouteOutbound(from, dialled string) (dialplan.Decision, *dialpl
 			return d, lease, err
 		}
 	}
+	if n, err := dialplan.Normalize(dialled); err == nil && e.conf().Park.IsSlot(n) {
+		// A slot is the box's: never the dial plan's (never a trunk).
+		lease, err := e.base.AdmitApp(from)
+		return e.slot(from, n), lease, err
+	}
 	d, lease, err := e.base.RouteOutbound(from, dialled)
 	if err == nil && d.Kind == dialplan.KindInternal {
 		if s := e.users.Get(d.Target); s.Always == Voicemail {
@@ -148,7 +153,9 @@ func (e *Engine) feature(from string, a Action, arg string) (dialplan.Decision, 
 		return dialplan.Decision{Kind: dialplan.KindApp, Class: dialplan.Internal, Target: AppVoicemailAccess + "/" + arg}, nil
 	case GroupPickup, DirectedPickup:
 		return e.pickup(from, a, arg), nil
-	default: // park: a reserved code, not carried out yet
+	case Park:
+		return e.park(from)
+	default:
 		return dialplan.Decision{}, fmt.Errorf("%w: %s: %w", ErrNotAvailable, a, dialplan.ErrNoRoute)
 	}
 	on := strings.HasSuffix(string(a), "-on")

@@ -57,7 +57,7 @@ func TestFeatureCodes(t *testing.T) {
 		{"202", "*98203", 0, dialplan.KindApp, "voicemail-access/203"},
 		{"202", "*8", 0, dialplan.KindApp, call.PickupApp + "202"}, // no pickup group: only itself
 		{"202", "**203", 0, dialplan.KindApp, call.PickupApp},      // another group: nothing, like nothing ringing
-		{"202", "*70", 404, "", ""},                                // park: reserved, not yet carried out
+		{"202", "*70", 404, "", ""},                                // park: no slots configured
 		{"202", "*21", 403, "", ""},                                // follow-me without numbers
 	}
 	for _, tc := range tests {
@@ -251,14 +251,22 @@ func TestSetSettingsRefused(t *testing.T) {
 // with a code of the table never reaches a trunk, a pickup names only
 // extensions the dialler may see, and nothing panics.
 func FuzzRouteOutbound(f *testing.F) {
-	for _, s := range []string{"*72030123456", "*7209001234567", "**201", "*8", "**20%2C1", "*97", "*31#030123", "%2A72%2A97", "*72+4930123", "0301234567"} {
+	for _, s := range []string{"*72030123456", "*7209001234567", "**201", "*8", "**20%2C1", "*97", "*31#030123", "%2A72%2A97", "*72+4930123", "0301234567", "71", "*70", "%2A70"} {
 		f.Add(s)
 	}
-	e := newEngine(f)
+	e := newParkEngine(f)
 	table := e.conf().Table()
 	f.Fuzz(func(t *testing.T, dialled string) {
 		d, lease, err := e.RouteOutbound("202", dialled)
 		lease.Release()
+		if rest, ok := strings.CutPrefix(d.Target, call.RetrieveApp); err == nil && ok {
+			_, list, _ := strings.Cut(rest, "/")
+			for _, x := range pickupList(list) {
+				if !e.MaySee("202", x) {
+					t.Fatalf("%q lets 202 retrieve calls parked by %q", dialled, x)
+				}
+			}
+		}
 		if list, ok := strings.CutPrefix(d.Target, call.PickupApp); err == nil && ok {
 			for _, x := range pickupList(list) {
 				if !e.MaySee("202", x) {
@@ -270,6 +278,9 @@ func FuzzRouteOutbound(f *testing.F) {
 			return
 		}
 		n, _ := dialplan.Normalize(dialled)
+		if e.conf().Park.IsSlot(n) {
+			t.Fatalf("slot %q went to trunk %s", dialled, d.Trunk)
+		}
 		for _, c := range table {
 			if strings.HasPrefix(n, c.Code) {
 				t.Fatalf("%q (code %s) went to trunk %s as %q", dialled, c.Code, d.Trunk, d.Target)

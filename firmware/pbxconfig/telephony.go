@@ -214,6 +214,12 @@ func (t Telephony) Validate(known func(string) bool) error {
 	for _, n := range t.IVR.Numbers() {
 		groups[n] = true // DID destinations like ring groups
 	}
+	slots := t.Features.Park.Slots()
+	for _, s := range slots {
+		if groups[s] {
+			return bad("park slot %s is already a menu or time condition", s)
+		}
+	}
 	for _, d := range t.DIDs {
 		if !listed[d.Extension] && !groups[d.Extension] && (known == nil || !known(d.Extension)) {
 			return bad("DID %s: unknown extension %q", d.Number, d.Extension)
@@ -227,6 +233,9 @@ func (t Telephony) Validate(known func(string) bool) error {
 		}
 		if groups[n] {
 			return bad("ring group %s is an emergency number", n)
+		}
+		if slices.Contains(slots, n) {
+			return bad("park slot %s is an emergency number", n)
 		}
 		for _, p := range t.PremiumPrefixes {
 			if strings.HasPrefix(n, p) {

@@ -2,6 +2,7 @@ package pbxconfig
 
 import (
 	"errors"
+	"github.com/edgepbx/edgepbx/firmware/features"
 	"net/netip"
 	"slices"
 	"strings"
@@ -71,6 +72,7 @@ func TestTelephonyValidateRejects(t *testing.T) {
 			c.PremiumPrefixes = []string{"192"}
 		}},
 		{"extension is 110", "emergency number", func(c *Telephony) { c.Extensions[0].Number, c.DIDs = "110", nil }},
+		{"park slot is 112", "park slot 112 is an emergency number", func(c *Telephony) { c.Features.Park = features.ParkSlots{First: "111", Count: 2} }},
 		{"emergency unrouted", "no route", func(c *Telephony) { c.Routes = c.Routes[1:] }},
 		{"emergency trunk unknown", "emergency trunk", func(c *Telephony) { c.EmergencyTrunk = "nope" }},
 		{"emergency letters", "emergency number", func(c *Telephony) { c.Emergency = []string{"11x"} }},

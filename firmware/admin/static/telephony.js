@@ -267,6 +267,17 @@
   ]));
   numbering.appendChild(defaults);
 
+  // Park slots (features.park): the rest of features is kept as it is.
+  var park = document.getElementById("tel-park");
+  var bp = (base.features && base.features.park) || {};
+  park.appendChild(el("div", { class: "grid" }, [
+    field("First slot", text("first", bp.first, { inputmode: "numeric", maxlength: 9 }), "E.g. 71: slots 71, 72 … A phone parks a call by transferring it to the park code or to a free slot; dialling the slot takes it back."),
+    field("Number of slots", number("count", bp.count, 0, 64), "Empty or 0: park is off."),
+    field("Timeout (seconds)", number("timeout", bp.timeout, 10, 3600), "Then the call rings its parker back. Empty: 120."),
+    field("Fallback", text("fallback", bp.fallback, { list: "tel-ext-names" }), "When the parker does not answer the ring-back and has no no-answer forward: an extension, a ring group or voicemail/ and an extension. Empty: the parker's voicemail."),
+    field("Music class", text("music", bp.music), "Empty: the default music on hold."),
+  ]));
+
   Object.keys(kinds).forEach(function (kind) {
     (base[kind] || []).forEach(function (v) { addRow(kind, v); });
     if (!(base[kind] || []).length) document.getElementById("tel-" + kind).appendChild(el("p", { class: "hint empty" }, ["None."]));
@@ -295,6 +306,13 @@
     body.emergency = words(val("emergency"));
     body.premium_prefixes = words(val("premium_prefixes"));
     body.default_classes = checkedClasses(defaults);
+    body.features = body.features || {};
+    body.features.park = {};
+    Array.prototype.forEach.call(park.querySelectorAll("[data-key]"), function (c) {
+      var v = c.value.trim();
+      note("/features/park/" + c.dataset.key, c);
+      if (v !== "") body.features.park[c.dataset.key] = c.type === "number" ? num(v) : v;
+    });
     Array.prototype.forEach.call(numbering.querySelectorAll("[data-key]"), function (c) {
       if (c.dataset.key) note("/" + c.dataset.key, c);
     });

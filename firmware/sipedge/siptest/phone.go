@@ -32,12 +32,15 @@ type Phone struct {
 	answers  *sipgo.DialogServerCache
 	rtp      *net.UDPConn
 	Answered chan *sip.Request // INVITEs answered with 200
-	Byes     chan *sip.Request // BYEs received
-	Invites  chan *sip.Request // every INVITE received (reply.go), whatever the answer
-	Cancels  chan *sip.Request // CANCELs of INVITEs left ringing (Reply(Ring))
-	reply    atomic.Int32      // 0: answer 200; else reply.go
-	pick     chan struct{}     // Pick: answer the ringing INVITE
-	rtpIn    chan []byte
+	// Dialogs are the calls the phone answered (to send in-dialog
+	// requests as the callee: a REFER).
+	Dialogs chan *sipgo.DialogServerSession
+	Byes    chan *sip.Request // BYEs received
+	Invites chan *sip.Request // every INVITE received (reply.go), whatever the answer
+	Cancels chan *sip.Request // CANCELs of INVITEs left ringing (Reply(Ring))
+	reply   atomic.Int32      // 0: answer 200; else reply.go
+	pick    chan struct{}     // Pick: answer the ringing INVITE
+	rtpIn   chan []byte
 }
 
 func NewPhone(t testing.TB, user, pass string) *Phone {
@@ -59,7 +62,7 @@ func NewPhoneAt(t testing.TB, host, user, pass string) *Phone {
 	}
 	ua_ := conn.LocalAddr().(*net.UDPAddr)
 	p := &Phone{t: t, user: user, pass: pass, host: host, Port: ua_.Port, rtp: rtp,
-		Answered: make(chan *sip.Request, 4), Byes: make(chan *sip.Request, 4), Invites: make(chan *sip.Request, 64), Cancels: make(chan *sip.Request, 64), rtpIn: make(chan []byte, 256), pick: make(chan struct{}, 1)}
+		Answered: make(chan *sip.Request, 4), Dialogs: make(chan *sipgo.DialogServerSession, 4), Byes: make(chan *sip.Request, 4), Invites: make(chan *sip.Request, 64), Cancels: make(chan *sip.Request, 64), rtpIn: make(chan []byte, 256), pick: make(chan struct{}, 1)}
 	quiet := slog.New(slog.DiscardHandler)
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("test-phone"),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quiet)),
@@ -92,6 +95,10 @@ func NewPhoneAt(t testing.TB, host, user, pass string) *Phone {
 			return
 		}
 		_ = d.Respond(200, "OK", p.sdp(), sip.NewHeader("Content-Type", "application/sdp"))
+		select {
+		case p.Dialogs <- d:
+		default:
+		}
 		p.Answered <- req
 	})
 	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { _ = p.answers.ReadAck(req, tx) })
