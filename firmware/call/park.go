@@ -245,6 +245,10 @@ func (c *call) parkRefer(l *leg, who Identity, req *sip.Request, tx sip.ServerTr
 	c.xfer, c.busy = nil, false
 	released := x.released
 	c.mu.Unlock()
+	// The parker's hold is over with its leg: the parked application's
+	// music replaces the hold music (hold.go), which would otherwise keep
+	// the relay dropping the application's audio to the caller.
+	c.stopAllMusic()
 	c.note("parked in " + slot + " by " + who.Extension)
 	c.b.log.Info("call: parked", "call", c.id, "slot", slot, "parker", who.Extension)
 	c.observe(DialogConfirmed) // the parker's lamp off, the slot's on
