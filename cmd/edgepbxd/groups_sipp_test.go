@@ -112,7 +112,7 @@ func (sb *sippBox) member(ext, scenario string) *sippEvents {
 	dir := t.TempDir()
 	sf := func(n string) string { s, _ := filepath.Abs(filepath.Join("testdata", "sipp", n)); return s }
 	cmd := exec.Command(siptest.NeedSipp(t), "-sf", sf("member_register.xml"), "-oocsf", sf(scenario),
-		"-i", "127.0.0.1", "-p", strconv.Itoa(port), "-mi", "127.0.0.1", "-mp", strconv.Itoa(44000+port%5000*2),
+		"-i", "127.0.0.1", "-p", strconv.Itoa(port), "-mi", "127.0.0.1", "-mp", strconv.Itoa(netnstest.FreeMediaPorts(t, "127.0.0.1")),
 		"-s", ext, "-au", ext, "-ap", sb.pw[ext], "-m", "1", "-nostdin", "-trace_err", sb.sip)
 	cmd.Dir = dir
 	out := &lockedBuf{}
@@ -138,7 +138,7 @@ func (sb *sippBox) call(ext, number string) string {
 	sf, _ := filepath.Abs(filepath.Join("testdata", "sipp", "caller_group.xml"))
 	port := netnstest.FreePort(t, "udp")
 	cmd := exec.Command(siptest.NeedSipp(t), "-sf", sf, "-i", "127.0.0.1", "-p", strconv.Itoa(port),
-		"-mi", "127.0.0.1", "-mp", strconv.Itoa(42000+port%5000*2), "-s", number, "-key", "caller", ext,
+		"-mi", "127.0.0.1", "-mp", strconv.Itoa(netnstest.FreeMediaPorts(t, "127.0.0.1")), "-s", number, "-key", "caller", ext,
 		"-au", ext, "-ap", sb.pw[ext], "-m", "1", "-timeout", "90s", "-timeout_error", "-nostdin", "-trace_err", "-trace_msg", sb.sip)
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
@@ -424,7 +424,7 @@ func TestSippForwarding(t *testing.T) {
 	// Allowed for 202 (national class): the call leaves by the trunk.
 	dir := t.TempDir()
 	trunk := exec.Command(siptest.NeedSipp(t), "-sn", "uas", "-i", "127.0.0.2", "-p", strconv.Itoa(trunkPort),
-		"-mi", "127.0.0.2", "-mp", strconv.Itoa(46000+trunkPort%5000*2), "-m", "1", "-nostdin", "-trace_msg", "-trace_err")
+		"-mi", "127.0.0.2", "-mp", strconv.Itoa(netnstest.FreeMediaPorts(t, "127.0.0.2")), "-m", "1", "-nostdin", "-trace_msg", "-trace_err")
 	trunk.Dir = dir
 	if err := trunk.Start(); err != nil {
 		t.Fatal(err)

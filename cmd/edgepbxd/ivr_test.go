@@ -122,7 +122,7 @@ func sippTrunkCall(t *testing.T, sipAddr, called, scenario string) {
 	}
 	port := netnstest.FreePort(t, "udp")
 	cmd := exec.Command(siptest.NeedSipp(t), "-sf", sf, "-i", "127.0.0.2", "-p", fmt.Sprint(port),
-		"-mi", "127.0.0.2", "-mp", fmt.Sprint(42000+port%5000*2), "-s", called,
+		"-mi", "127.0.0.2", "-mp", fmt.Sprint(netnstest.FreeMediaPorts(t, "127.0.0.2")), "-s", called,
 		"-m", "1", "-timeout", "90s", "-timeout_error", "-nostdin", "-trace_err", sipAddr)
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()

@@ -230,7 +230,7 @@ func sippCall(t *testing.T, sipAddr, ext, pw, dialled, scenario string) {
 	}
 	port := netnstest.FreePort(t, "udp")
 	cmd := exec.Command(siptest.NeedSipp(t), "-sf", sf, "-i", "127.0.0.1", "-p", fmt.Sprint(port),
-		"-mi", "127.0.0.1", "-mp", fmt.Sprint(42000+port%5000*2), "-s", dialled, "-key", "caller", ext,
+		"-mi", "127.0.0.1", "-mp", fmt.Sprint(netnstest.FreeMediaPorts(t, "127.0.0.1")), "-s", dialled, "-key", "caller", ext,
 		"-au", ext, "-ap", pw, "-m", "1", "-timeout", "90s", "-timeout_error", "-nostdin", "-trace_err", sipAddr)
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()

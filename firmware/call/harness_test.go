@@ -339,7 +339,7 @@ func sippUAS(t testing.TB, scenario string, extra ...string) string {
 func sippUASRun(t testing.TB, scenario string, extra ...string) (string, <-chan error) {
 	t.Helper()
 	port := netnstest.FreePort(t, "udp")
-	mport := 20000 + (port % 5000 * 2)
+	mport := netnstest.FreeMediaPorts(t, "127.0.0.1")
 	args := []string{"-i", "127.0.0.1", "-p", fmt.Sprint(port), "-mi", "127.0.0.1", "-mp", fmt.Sprint(mport), "-nostdin"}
 	if scenario == "" {
 		args = append(args, "-sn", "uas")
@@ -401,7 +401,7 @@ func sippUAC(t testing.TB, scenario, service, addr string, calls, rate, limit in
 	dir := t.TempDir()
 	sc, _ := filepath.Abs(filepath.Join("testdata", "sipp", scenario))
 	port := netnstest.FreePort(t, "udp")
-	args := []string{"-sf", sc, "-i", "127.0.0.1", "-p", fmt.Sprint(port), "-mi", "127.0.0.1", "-mp", fmt.Sprint(40000 + port%10000*2),
+	args := []string{"-sf", sc, "-i", "127.0.0.1", "-p", fmt.Sprint(port), "-mi", "127.0.0.1", "-mp", fmt.Sprint(netnstest.FreeMediaPorts(t, "127.0.0.1")),
 		"-s", service, "-m", fmt.Sprint(calls), "-r", fmt.Sprint(rate), "-l", fmt.Sprint(limit),
 		"-timeout", "60s", "-timeout_error", "-nostdin", "-trace_err"}
 	args = append(args, extra...)

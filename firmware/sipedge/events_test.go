@@ -227,7 +227,7 @@ func TestBLFSeesCallThroughBox(t *testing.T) {
 	es := startEvents(t, nil, nil)
 	edge := es.udp.String()
 	uasPort := netnstest.FreePort(t, "udp")
-	_, uasDone := sippBG(t, "uas_ring_answer.xml", uasPort, "-mi", "127.0.0.1", "-mp", strconv.Itoa(20000+uasPort%5000*2))
+	_, uasDone := sippBG(t, "uas_ring_answer.xml", uasPort, "-mi", "127.0.0.1", "-mp", strconv.Itoa(netnstest.FreeMediaPorts(t, "127.0.0.1")))
 	for !udpBound(uasPort) {
 		time.Sleep(10 * time.Millisecond) // sipp must listen before the box sends
 	}
@@ -239,7 +239,7 @@ func TestBLFSeesCallThroughBox(t *testing.T) {
 	})
 	uacPort := netnstest.FreePort(t, "udp")
 	_, uacDone := sippBG(t, "uac_auth.xml", uacPort, "-s", "102", "-au", "101", "-ap", testPassword,
-		"-key", "caller", "101", "-mi", "127.0.0.1", "-mp", strconv.Itoa(20000+uacPort%5000*2), edge)
+		"-key", "caller", "101", "-mi", "127.0.0.1", "-mp", strconv.Itoa(netnstest.FreeMediaPorts(t, "127.0.0.1")), edge)
 	waitSipp(t, uacDone)
 	waitSipp(t, uasDone)
 	waitSipp(t, subDone)

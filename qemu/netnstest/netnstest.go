@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -83,6 +84,40 @@ func FreePort(tb testing.TB, network string) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// FreeMediaPorts returns an even UDP port on host such that it and the
+// three after it are free now: sipp's -mp (audio RTP, RTCP, and the two
+// its video stream may take). Deriving -mp from the SIP port instead let
+// two sipp processes of one test, or a daemon's relay, pick the same port
+// (sipp then exits 254 at once: it could not bind).
+func FreeMediaPorts(tb testing.TB, host string) int {
+	tb.Helper()
+	for range 100 {
+		c, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		base := c.LocalAddr().(*net.UDPAddr).Port
+		held := []net.PacketConn{c}
+		ok := base%2 == 0 && base+3 <= 65535
+		for i := 1; ok && i < 4; i++ {
+			d, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(base+i)))
+			if err != nil {
+				ok = false
+				break
+			}
+			held = append(held, d)
+		}
+		for _, h := range held {
+			h.Close()
+		}
+		if ok {
+			return base
+		}
+	}
+	tb.Fatalf("no four free UDP ports in a row on %s", host)
+	return 0
 }
 
 // New creates a namespace, closed when the test ends.
