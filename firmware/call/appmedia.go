@@ -149,6 +149,11 @@ type appMedia struct {
 	ssrc    uint32
 	marker  bool
 
+	// infoMu orders INFO keys: each INFO is answered before its key is
+	// handed over, and the phone's next INFO (sent on that 200) runs on
+	// another goroutine that must not hand its key over first.
+	infoMu sync.Mutex
+
 	inband  *inband // nil: none
 	events  events
 	dropped atomic.Uint64 // frames and digits an application did not read in time

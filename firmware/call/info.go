@@ -68,8 +68,10 @@ func (b *B2BUA) onInfo(req *sip.Request, tx sip.ServerTransaction) {
 	if ep != nil {
 		// Answer first: the key may end the application, and its BYE
 		// must not overtake this INFO's 200.
+		ep.infoMu.Lock()
 		respond(tx, req, 200, "OK")
 		ep.digit(Digit{Key: key, Via: "info"})
+		ep.infoMu.Unlock()
 		return
 	}
 	if o == nil {
