@@ -84,7 +84,7 @@ func TestDevModeConferenceRooms(t *testing.T) {
 		t0 := waitRoom(ctx, t, api, "820", func(ps []conference.Participant) bool {
 			return len(ps) == 2 && ps[0].Waiting && ps[1].Waiting && !ps[0].Moderator && !ps[1].Moderator
 		})
-		t1a := recorded(2500*time.Millisecond, a, b)
+		t1a := recorded(3*time.Second, a, b)
 		join(mod, modPIN)
 		t1 := waitRoom(ctx, t, api, "820", func(ps []conference.Participant) bool {
 			n := 0
@@ -98,13 +98,13 @@ func TestDevModeConferenceRooms(t *testing.T) {
 			}
 			return len(ps) == 3 && n == 1
 		})
-		t2a := recorded(2500*time.Millisecond, a, b, mod)
+		t2a := recorded(3*time.Second, a, b, mod)
 		mod.b.Command(ctx, t, "hangup", "")
 		mod.b.WaitEvent(ctx, t, "CALL_CLOSED")
 		t2 := waitRoom(ctx, t, api, "820", func(ps []conference.Participant) bool {
 			return len(ps) == 2 && ps[0].Waiting && ps[1].Waiting
 		})
-		t3 := recorded(2500*time.Millisecond, a, b)
+		t3 := recorded(3*time.Second, a, b)
 		for _, pt := range []*party{a, b} {
 			pt.b.Command(ctx, t, "hangup", "")
 			pt.b.WaitEvent(ctx, t, "CALL_CLOSED")
@@ -129,7 +129,7 @@ func TestDevModeConferenceRooms(t *testing.T) {
 		} {
 			got := c.pt.b.WAV(t, "dec")
 			// Margins: the mixer's and the phones' buffers, the join.
-			from, n := window(t, c.pt, got, c.from.Add(600*time.Millisecond), c.to.Add(-200*time.Millisecond))
+			from, n := window(t, c.pt, got, c.from.Add(600*time.Millisecond), c.to.Add(-400*time.Millisecond))
 			checkHears(t, c.phase+": "+c.pt.ext, got, from, n, c.hear, c.not)
 		}
 	})
