@@ -168,6 +168,7 @@ func (c *call) answerApp(reqA *sip.Request, txA sip.ServerTransaction, target, r
 // when it returns. The CDR cause names why the call reached it (busy,
 // noanswer, unavailable) when it was not dialled.
 func (c *call) runApp(app App, ep *appMedia, name string, caller Caller) {
+	ep.keys, _ = c.m.DTLSDone(media.A)
 	ep.start(caller)
 	why := ""
 	if caller.Reason != "" {

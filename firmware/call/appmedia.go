@@ -139,6 +139,10 @@ type appMedia struct {
 
 	// sending (Play is serialised by sendMu)
 	sendMu sync.Mutex
+	// keys is closed when the caller's DTLS-SRTP handshake ends (nil:
+	// SDES or plain RTP, keys at once). Play waits for it: the relay
+	// drops what it has no keys for, the start of a greeting.
+	keys <-chan struct{}
 	// muted: the call is being handed over (app_connect.go); writeMu
 	// is held around each packet so that muting waits for one in hand.
 	muted   atomic.Bool
@@ -318,6 +322,16 @@ func (ep *appMedia) Play(ctx context.Context, pcm []int16) error {
 	pad := make([]int16, frame)
 	payload := make([]byte, 0, frame)
 	out := make([]byte, 0, 12+frame)
+	if ep.keys != nil {
+		select { // bounded: the relay's handshake timeout closes it too
+		case <-ep.keys:
+			ep.keys = nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ep.ctx.Done():
+			return ep.ctx.Err()
+		}
+	}
 	for off := 0; off < len(pcm); off += frame {
 		chunk := pcm[off:min(off+frame, len(pcm))]
 		if len(chunk) < frame {

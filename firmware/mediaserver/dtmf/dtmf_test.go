@@ -258,7 +258,15 @@ func TestParseINFO(t *testing.T) {
 		{"application/dtmf-relay", "Signal=16", 0, 0, true},
 		{"application/dtmf-relay", "Signal=5\r\nDuration=-1", 0, 0, true},
 		{"application/dtmf-relay", "Signal=5\r\nDuration=99999999", 0, 0, true},
-		{"application/dtmf-relay", "Signal=5\r\nVolume=10", 0, 0, true},
+		{"application/dtmf-relay", "Signal=5\r\nVolume=10", '5', DefaultINFODuration, false},
+		{"application/dtmf-relay", "Event=flash\r\nSignal=1\r\nDuration=200\r\nX-Vendor_ID= \r\n", '1', 200 * time.Millisecond, false},
+		{"application/dtmf-relay", "Volume=10\r\nVolume=12", 0, 0, true}, // no Signal
+		{"application/dtmf-relay", "Signal=5\r\nDuration=160\r\nDuration=100", 0, 0, true},
+		{"application/dtmf-relay", "Signal=5\r\n=10", 0, 0, true},
+		{"application/dtmf-relay", "Signal=5\r\nVol ume=10", 0, 0, true},
+		{"application/dtmf-relay", "Signal=5\r\nVolume\x00=10", 0, 0, true},
+		{"application/dtmf-relay", "Signal=5\r\n" + strings.Repeat("v", maxKey+1) + "=1", 0, 0, true},
+		{"application/dtmf-relay", "Signal=5\r\n" + strings.Repeat("Volume=1\r\n", MaxINFOBody/10), 0, 0, true}, // over the bound
 		{"application/dtmf-relay", "Signal 5", 0, 0, true},
 		{"application/dtmf-relay", "Signal=5\r\n" + strings.Repeat(" ", MaxINFOBody), 0, 0, true},
 		{"application/dtmf", "55", 0, 0, true},

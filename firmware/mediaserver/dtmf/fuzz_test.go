@@ -61,6 +61,9 @@ func FuzzParseINFO(f *testing.F) {
 	f.Add("application/dtmf-relay", []byte("Signal=5\r\nDuration=160\r\n"))
 	f.Add("application/dtmf", []byte("#"))
 	f.Add("application/dtmf-relay; x=\"y\"", []byte("signal=11"))
+	f.Add("application/dtmf-relay", []byte("Signal=1\r\nDuration=200\r\nVolume=10\r\nEvent=flash\r\n"))
+	f.Add("application/dtmf-relay", []byte("X-Vendor_ID=\r\nsignal=#\r\n"))
+	f.Add("application/dtmf-relay", []byte("Signal=5\r\nVol ume=1"))
 	f.Fuzz(func(t *testing.T, ct string, body []byte) {
 		rep, err := ParseINFO(ct, body)
 		if err != nil {

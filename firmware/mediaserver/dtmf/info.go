@@ -21,8 +21,11 @@ const DefaultINFODuration = 250 * time.Millisecond
 //	application/dtmf-relay   "Signal=5\r\nDuration=160\r\n" (Cisco; ms)
 //	application/dtmf         "5" (or the event code, "11" for '#')
 //
-// Anything else, an unknown key, a repeated key, a value out of range or a
-// body over MaxINFOBody is an error. The report has Begin and End set.
+// Phones add fields of their own to dtmf-relay ("Volume=10", "Event=...");
+// a key that is a short token is ignored, whatever its value. Anything
+// else, a repeated Signal or Duration, a value out of range, a line
+// without '=', a key that is not a token or a body over MaxINFOBody is an
+// error. The report has Begin and End set.
 func ParseINFO(contentType string, body []byte) (Report, error) {
 	if len(body) > MaxINFOBody {
 		return Report{}, fmt.Errorf("%w: INFO body of %d bytes, limit %d", ErrMalformed, len(body), MaxINFOBody)
@@ -82,13 +85,33 @@ func parseRelay(body []byte) (Report, error) {
 				dur = time.Duration(ms) * time.Millisecond
 			}
 		default:
-			return Report{}, fmt.Errorf("%w: dtmf-relay: unknown key", ErrMalformed)
+			if !token(k) {
+				return Report{}, fmt.Errorf("%w: dtmf-relay: key %q is not a token", ErrMalformed, truncate(k))
+			}
+			// another phone's field: ignored
 		}
 	}
 	if !seenSignal {
 		return Report{}, fmt.Errorf("%w: dtmf-relay without Signal", ErrMalformed)
 	}
 	return infoReport(signal, dur), nil
+}
+
+// maxKey bounds the name of a dtmf-relay field.
+const maxKey = 32
+
+// token: a field name as phones write them (letters, digits, '-', '_').
+func token(k string) bool {
+	if k == "" || len(k) > maxKey {
+		return false
+	}
+	for i := range len(k) {
+		c := k[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // parseSignal accepts one DTMF character or its event code 0-15.
