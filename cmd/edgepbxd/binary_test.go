@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -88,6 +89,13 @@ type procOpts struct {
 
 func startProc(t testing.TB, o procOpts, args ...string) *proc {
 	t.Helper()
+	// A dev daemon listens for SIP over TLS on the fixed 127.0.0.1:5061
+	// unless told: tests that do not name the port get a free one, so two
+	// daemons on one machine cannot collide ("bind: address already in
+	// use" failed TestBaresipRecording while another test's daemon ran).
+	if slices.Contains(args, "--dev") && !slices.ContainsFunc(args, func(a string) bool { return a == "--sip-tls" || strings.HasPrefix(a, "--sip-tls=") }) {
+		args = append(args, "--sip-tls", "127.0.0.1:0")
+	}
 	p := &proc{cmd: exec.Command(binPath, args...), lines: make(chan string, 1024), done: make(chan struct{})}
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
