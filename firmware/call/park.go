@@ -419,15 +419,7 @@ func (c *call) takeRetriever(p *pickReq, slot string) int {
 		restore()
 		return 488
 	}
-	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
-	if t := res.To(); t != nil {
-		t.Params.Add("tag", l.localTag)
-	}
-	res.AppendHeader(&sip.ContactHeader{Address: c.b.contactURI(l.transport)})
-	l.boxRefreshes = !supportsTimer(req)
-	c.addTimerHeaders(res, l, req)
-	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	res.SetBody(body)
+	res := c.answerTaker(req, l, body)
 	l.answered, l.peer, l.lastSDP = ans, p.rem, body
 	key := dialogKey(l.callID, l.localTag)
 	// The retriever's leg is the call's before its 2xx leaves (its ACK or

@@ -180,15 +180,7 @@ func (f *fork) onPickup(p *pickReq) bool {
 	}
 	// The picker is answered first: a picker that CANCELled meanwhile
 	// (its transaction answered 487) leaves the call ringing as it was.
-	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
-	if t := res.To(); t != nil {
-		t.Params.Add("tag", l.localTag)
-	}
-	res.AppendHeader(&sip.ContactHeader{Address: c.b.contactURI(l.transport)})
-	l.boxRefreshes = !supportsTimer(req)
-	c.addTimerHeaders(res, l, req)
-	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	res.SetBody(bodyP)
+	res := c.answerTaker(req, l, bodyP)
 	// The picker's leg is known before its 2xx leaves (its ACK may come
 	// at once).
 	l.answered, l.peer, l.lastSDP = ans, p.rem, bodyP
@@ -238,4 +230,19 @@ func (f *fork) restoreEarly() {
 	if f.earlyBr != nil {
 		_ = f.answered(f.earlyBr, f.earlyRem)
 	}
+}
+
+// answerTaker is the 200 that makes a taker's INVITE (a picker, a park
+// retriever) leg l of the call, with body as the answer.
+func (c *call) answerTaker(req *sip.Request, l *leg, body []byte) *sip.Response {
+	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	if t := res.To(); t != nil {
+		t.Params.Add("tag", l.localTag)
+	}
+	res.AppendHeader(&sip.ContactHeader{Address: c.b.contactURI(l.transport)})
+	l.boxRefreshes = !supportsTimer(req)
+	c.addTimerHeaders(res, l, req)
+	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	res.SetBody(body)
+	return res
 }
